@@ -1,0 +1,5 @@
+import sys
+
+from videoitg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""Model configuration: one dataclass per tower plus the VideoITG glue, read from / written to the released
+`config.json` layout (flat HF `Qwen2Config` text fields + `mm_*` fields; see README "Checkpoint format").
+
+Every size in the model code comes from here, so the tiny test configs and the 7B model run the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class VisionConfig:
+    """SigLIP vision tower (HF `SiglipVisionConfig` field names). Defaults: siglip-so400m-patch14-384."""
+
+    image_size: int = 384
+    patch_size: int = 14
+    num_channels: int = 3
+    hidden_size: int = 1152
+    intermediate_size: int = 4304
+    num_hidden_layers: int = 27
+    num_attention_heads: int = 16
+    layer_norm_eps: float = 1e-6
+
+    @property
+    def grid(self) -> int:
+        """Patches per side (27 for so400m@384)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]) -> VisionConfig:
+        # A SiglipModel config nests the vision part; a SiglipVisionModel config is flat.
+        d = d.get("vision_config", d)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        return {"model_type": "siglip_vision_model", "hidden_act": "gelu_pytorch_tanh", **asdict(self)}
+
+
+@dataclass
+class TextConfig:
+    """Qwen2 decoder (HF `Qwen2Config` field names). Defaults: Qwen2-7B."""
+
+    vocab_size: int = 152064
+    hidden_size: int = 3584
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int = 4
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    max_position_embeddings: int = 32768
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class VideoITGConfig:
+    """The grounding model: vision tower -> seq_mlp projector -> Qwen2 (full attention) -> per-frame head."""
+
+    text: TextConfig = field(default_factory=TextConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    mm_vision_tower: str = "google/siglip-so400m-patch14-384"
+    mm_vision_select_layer: int = -2
+    mm_projector_type: str = "seq_mlp"
+    vision_token_num: int = 16384  # visual-token budget per video: HW = min(floor(sqrt(budget / T)), grid)
+    vision_min_num: int = 1  # lower bound of the random HW drawn per sample in training
+    tokenizer_model_max_length: int = 20480
+    # "bidirectional" = Variant C (released); "causal" = Variant B (anchor tokens after the instruction).
+    attention: str = "bidirectional"
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown config.json keys, written back unchanged
+
+    @property
+    def mm_hidden_size(self) -> int:
+        return self.vision.hidden_size
+
+    @property
+    def vision_layers_used(self) -> int:
+        """Encoder layers to run for `mm_vision_select_layer` (HF hidden_states[k] = output of layer k)."""
+        n, s = self.vision.num_hidden_layers, self.mm_vision_select_layer
+        k = n + 1 + s if s < 0 else s
+        if not 1 <= k <= n:
+            raise ValueError(f"mm_vision_select_layer={s} selects no encoder layer of a {n}-layer tower")
+        return k
+
+    def tokens_per_side(self, num_frames: int) -> int:
+        """Inference-time HW for a video of `num_frames` sampled frames (spec §1.4)."""
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        # max(1, .): the original has no guard and crashes (HW=0) once T > vision_token_num.
+        return max(1, min(math.floor(math.sqrt(self.vision_token_num / num_frames)), self.vision.grid))
+
+    # ---- config.json ----------------------------------------------------------------------------------------
+    def to_json_dict(self, embed_vision_config: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = dict(self.extra)
+        d.update(asdict(self.text))
+        d.update(
+            architectures=["EagleQwenG"],
+            model_type="eagle_QwenG",
+            mm_vision_tower=self.mm_vision_tower,
+            mm_vision_select_layer=self.mm_vision_select_layer,
+            mm_hidden_size=self.mm_hidden_size,
+            mm_projector_type=self.mm_projector_type,
+            vision_token_num=self.vision_token_num,
+            vision_min_num=self.vision_min_num,
+            tokenizer_model_max_length=self.tokenizer_model_max_length,
+            rope_scaling=None,
+            grounding_attention=self.attention,
+        )
+        if embed_vision_config:
+            d["vision_config"] = self.vision.to_hf_dict()
+        return d
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any], vision: VisionConfig | None = None) -> VideoITGConfig:
+        text_names = {f.name for f in fields(TextConfig)}
+        text = TextConfig(**{k: d[k] for k in text_names if k in d})
+        if vision is None:
+            if "vision_config" not in d:
+                raise ValueError("config.json has no vision_config; the vision tower's own config is needed")
+            vision = VisionConfig.from_hf_dict(d["vision_config"])
+        known = text_names | {
+            "architectures", "model_type", "mm_vision_tower", "mm_vision_select_layer", "mm_hidden_size",
+            "mm_projector_type", "vision_token_num", "vision_min_num", "tokenizer_model_max_length",
+            "rope_scaling", "grounding_attention", "vision_config",
+        }
+        if d.get("mm_projector_type", "seq_mlp") != "seq_mlp":
+            raise ValueError(f"mm_projector_type={d['mm_projector_type']!r} is not supported (only 'seq_mlp')")
+        if "mm_hidden_size" in d and d["mm_hidden_size"] != vision.hidden_size:
+            raise ValueError(
+                f"mm_hidden_size={d['mm_hidden_size']} does not match the vision tower's hidden_size={vision.hidden_size}"
+            )
+        return cls(
+            text=text,
+            vision=vision,
+            mm_vision_tower=d.get("mm_vision_tower", cls.mm_vision_tower),
+            mm_vision_select_layer=d.get("mm_vision_select_layer", -2),
+            vision_token_num=d.get("vision_token_num", 16384),
+            vision_min_num=d.get("vision_min_num", 1),
+            tokenizer_model_max_length=d.get("tokenizer_model_max_length", 20480),
+            attention=d.get("grounding_attention", "bidirectional"),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+    def save(self, path: str | Path, embed_vision_config: bool = True) -> None:
+        Path(path).write_text(json.dumps(self.to_json_dict(embed_vision_config), indent=2) + "\n")
+
+
+def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
+    """A CPU-sized config with the real model's structure (GQA, select layer -2, budgeted HW)."""
+    cfg = VideoITGConfig(
+        text=TextConfig(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        ),
+        vision=VisionConfig(
+            image_size=112, patch_size=14, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+            num_attention_heads=4,
+        ),
+        mm_vision_tower="embedded",
+        vision_token_num=1024,
+        tokenizer_model_max_length=4096,
+    )
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg

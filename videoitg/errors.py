@@ -1,0 +1,17 @@
+"""Typed errors. Each names what was wrong, so a server can answer one request with it and keep serving."""
+
+
+class VideoITGError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class CheckpointError(VideoITGError):
+    """A checkpoint directory is missing files, or its tensors do not match the config."""
+
+
+class InputError(VideoITGError):
+    """A request is malformed: empty or over-long instruction, bad TOP_K, bad sampling parameters."""
+
+
+class VideoDecodeError(InputError):
+    """The video could not be decoded (corrupt, empty, unsupported codec, no video stream, too slow)."""

@@ -1,0 +1,33 @@
+"""SigLIP image preprocessing (the `SiglipImageProcessor` rule of siglip-so400m-patch14-384):
+squash each frame to image_size x image_size with bicubic resampling (no aspect preservation, no crop),
+rescale by 1/255, normalise with mean = std = 0.5, i.e. x / 127.5 - 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+MEAN = 0.5
+STD = 0.5
+
+
+def resize_frame(frame: np.ndarray, image_size: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [S, S, 3] uint8, PIL bicubic (what the HF processor does)."""
+    if frame.shape[0] == image_size and frame.shape[1] == image_size:
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((image_size, image_size), Image.BICUBIC))
+
+
+def normalize(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """[T, S, S, 3] uint8 -> [T, 3, S, S] float32 in [-1, 1]."""
+    x = torch.as_tensor(frames_uint8).permute(0, 3, 1, 2).float()
+    return (x / 255.0 - MEAN) / STD
+
+
+def preprocess_frames(frames: list[np.ndarray] | np.ndarray, image_size: int) -> torch.Tensor:
+    """Decoded RGB frames (any size) -> SigLIP pixel values [T, 3, S, S] float32."""
+    if len(frames) == 0:
+        return torch.empty(0, 3, image_size, image_size)
+    return normalize(np.stack([resize_frame(np.asarray(f), image_size) for f in frames]))
