@@ -70,7 +70,7 @@ class EngineManifest:
             raise ValueError(f"unknown engine kind {self.kind!r}; expected one of {KINDS}")
         self.profiles = [p if isinstance(p, Profile) else Profile(**p) for p in self.profiles]
 
-    # ---- files ------------------------------------------------------------------------------------------
+    # ---- files -----------------------------------------------------------------------------------
     @staticmethod
     def path_for(engine_path: str | Path) -> Path:
         p = Path(engine_path)
@@ -94,7 +94,9 @@ class EngineManifest:
         except json.JSONDecodeError as e:
             raise EngineError(f"{path}: manifest is not valid JSON ({e}); rebuild the engine") from e
         if d.get("schema") != SCHEMA_VERSION:
-            raise EngineMismatchError(f"{path}: manifest schema {d.get('schema')} != {SCHEMA_VERSION}; rebuild")
+            raise EngineMismatchError(
+                f"{path}: manifest schema {d.get('schema')} != {SCHEMA_VERSION}; rebuild"
+            )
         return cls(**d)
 
     @property
@@ -102,7 +104,7 @@ class EngineManifest:
         return self.extra.get("rebuild_command", "videoitg build --checkpoint <checkpoint> --out <engines>")
 
 
-# ---- environment --------------------------------------------------------------------------------------------
+# ---- environment ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RuntimeEnv:
     """What this machine offers: library versions (None = not installed) and the GPU."""
@@ -113,7 +115,9 @@ class RuntimeEnv:
 
     @classmethod
     def current(cls, device_index: int = 0) -> RuntimeEnv:
-        versions = {name: _module_version(name) for name in ("tensorrt", "tensorrt_llm", "onnxruntime", "torch")}
+        versions = {
+            name: _module_version(name) for name in ("tensorrt", "tensorrt_llm", "onnxruntime", "torch")
+        }
         gpu_name = cc = None
         try:
             import torch
@@ -137,7 +141,7 @@ def _module_version(name: str) -> str | None:
     return str(getattr(mod, "__version__", "unknown"))
 
 
-# ---- the check ----------------------------------------------------------------------------------------------
+# ---- the check -----------------------------------------------------------------------------------
 def check_manifest(
     manifest: EngineManifest,
     env: RuntimeEnv,
@@ -173,7 +177,9 @@ def check_manifest(
                     f"({want.get('name')}), this GPU is sm {env.compute_capability} ({env.gpu_name})"
                 )
             elif strict_gpu_name and want.get("name") != env.gpu_name:
-                problems.append(f"GPU model mismatch: engine built on {want.get('name')}, this GPU is {env.gpu_name}")
+                problems.append(
+                    f"GPU model mismatch: engine built on {want.get('name')}, this GPU is {env.gpu_name}"
+                )
     if precision is not None and precision != manifest.precision:
         problems.append(f"precision mismatch: engine is {manifest.precision}, {precision} was requested")
     if checkpoint_sha256 is not None and checkpoint_sha256 != manifest.checkpoint_sha256:
@@ -189,7 +195,7 @@ def check_manifest(
         )
 
 
-# ---- checkpoint identity -------------------------------------------------------------------------------------
+# ---- checkpoint identity -------------------------------------------------------------------------
 def checkpoint_sha256(checkpoint_dir: str | Path, chunk: int = 1 << 22) -> str:
     """SHA-256 over config.json and every *.safetensors file (names, sizes and bytes), in sorted order.
 
@@ -201,7 +207,9 @@ def checkpoint_sha256(checkpoint_dir: str | Path, chunk: int = 1 << 22) -> str:
         raise EngineError(f"{root}: no config.json or *.safetensors to hash; is this a checkpoint directory?")
     h = hashlib.sha256()
     total = sum(p.stat().st_size for p in files)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="hashing checkpoint", disable=total < (1 << 28)) as bar:
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="hashing checkpoint", disable=total < (1 << 28)
+    ) as bar:
         for p in files:
             h.update(f"{p.name}\0{p.stat().st_size}\0".encode())
             with p.open("rb") as f:

@@ -37,7 +37,7 @@ def import_tensorrt():  # -> module
     return trt
 
 
-# ---- profiles ------------------------------------------------------------------------------------------------
+# ---- profiles ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VisionProfileSpec:
     """Frame-batch profile for the vision engine. Requests of up to 512 frames are run in chunks of
@@ -78,7 +78,7 @@ class LLMProfileSpec:
         ]
 
 
-# ---- build ---------------------------------------------------------------------------------------------------
+# ---- build ---------------------------------------------------------------------------------------
 def onnx_has_qdq(onnx_path: str | Path) -> bool:
     import onnx
 
@@ -109,7 +109,7 @@ def build_plan(
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # TensorRT 10: networks are always explicit-batch; STRONGLY_TYPED makes Q/DQ (fp8) graphs keep their types.
+    # TensorRT 10: networks are always explicit-batch; STRONGLY_TYPED keeps Q/DQ (fp8) graphs' types.
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if precision == "fp8" else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

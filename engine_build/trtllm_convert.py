@@ -5,7 +5,7 @@ and the Qwen model definition (`tensorrt_llm/models/qwen/{config,model,convert}.
 0.17-1.2 (TensorRT backend; container `nvcr.io/nvidia/tritonserver:25.xx-trtllm-python-py3` or
 `nvcr.io/nvidia/tensorrt-llm/release:1.2.x`). Facts used (read, not copied):
 
-- A checkpoint is `config.json` + `rank{r}.safetensors`. Linear weights are stored (out_features, in_features).
+- A checkpoint is `config.json` + `rank{r}.safetensors`; Linear weights are (out_features, in_features).
 - Qwen2 names: `transformer.vocab_embedding.weight`, `transformer.layers.{i}.input_layernorm.weight`,
   `.attention.qkv.{weight,bias}` (q, k, v stacked along the output dim), `.attention.dense.weight` (o_proj,
   no bias), `.post_layernorm.weight`, `.mlp.fc.weight` (HF gate_proj: the activated branch),
@@ -36,7 +36,11 @@ from engine_build.manifest import EngineError
 from engine_build.trt_builder import BackendUnavailable
 from videoitg.config import VideoITGConfig
 
-DTYPES = {"fp32": ("float32", torch.float32), "fp16": ("float16", torch.float16), "bf16": ("bfloat16", torch.bfloat16)}
+DTYPES = {
+    "fp32": ("float32", torch.float32),
+    "fp16": ("float16", torch.float16),
+    "bf16": ("bfloat16", torch.bfloat16),
+}
 ARCHITECTURE = "Qwen2ForSequenceClassification"
 
 # HF Qwen2 layer tensor -> TensorRT-LLM tensor (non-fused ones; q/k/v are fused separately).
@@ -126,11 +130,12 @@ def trtllm_config(cfg: VideoITGConfig, dtype: str, score_bias: float, max_frames
 def convert_variant_b(
     checkpoint_dir: str | Path, out_dir: str | Path, precision: str = "bf16", max_frames: int = 512
 ) -> Path:
-    """Write `out_dir/config.json` + `out_dir/rank0.safetensors` from a VideoITG checkpoint (HF Qwen2 names)."""
+    """Write `out_dir/config.json` + `out_dir/rank0.safetensors` from a VideoITG checkpoint (HF names)."""
     if precision not in DTYPES:
         raise EngineError(
-            f"TensorRT-LLM checkpoint precision {precision!r} is not supported here ({sorted(DTYPES)}); fp8 needs "
-            "calibrated scaling factors: quantize with NVIDIA ModelOpt and export its TensorRT-LLM checkpoint"
+            f"TensorRT-LLM checkpoint precision {precision!r} is not supported here ({sorted(DTYPES)}); "
+            "fp8 needs calibrated scaling factors: quantize with NVIDIA ModelOpt and export its "
+            "TensorRT-LLM checkpoint"
         )
     src, out = Path(checkpoint_dir), Path(out_dir)
     cfg = VideoITGConfig.from_json_dict(json.loads((src / "config.json").read_text()))
@@ -144,12 +149,20 @@ def convert_variant_b(
     for hf, ours in GLOBAL_MAP.items():
         put(ours, ts.get(hf))
     if weights["lm_head.weight"].shape != (1, t.hidden_size):
-        raise EngineError(f"out_proj.weight has shape {tuple(weights['lm_head.weight'].shape)}, expected (1, {t.hidden_size})")
+        raise EngineError(
+            f"out_proj.weight has shape {tuple(weights['lm_head.weight'].shape)}, "
+            f"expected (1, {t.hidden_size})"
+        )
     for i in tqdm(range(t.num_hidden_layers), desc="converting layers", disable=t.num_hidden_layers < 8):
         hf, ours = f"model.layers.{i}.", f"transformer.layers.{i}."
         # Fused QKV: TensorRT-LLM's attention reads one [q; k; v] projection (rows = (nh + 2*nkv) * head_dim).
-        put(ours + "attention.qkv.weight", torch.cat([ts.get(f"{hf}self_attn.{p}_proj.weight") for p in "qkv"], 0))
-        put(ours + "attention.qkv.bias", torch.cat([ts.get(f"{hf}self_attn.{p}_proj.bias") for p in "qkv"], 0))
+        put(
+            ours + "attention.qkv.weight",
+            torch.cat([ts.get(f"{hf}self_attn.{p}_proj.weight") for p in "qkv"], 0),
+        )
+        put(
+            ours + "attention.qkv.bias", torch.cat([ts.get(f"{hf}self_attn.{p}_proj.bias") for p in "qkv"], 0)
+        )
         for a, b in LAYER_MAP.items():
             put(ours + b, ts.get(hf + a))
     bias = float(ts.get("out_proj.bias").float().reshape(-1)[0]) if "out_proj.bias" in ts else 0.0
@@ -174,21 +187,30 @@ def expected_shapes(conf: dict) -> dict[str, tuple[int, ...]]:
     }
     for i in range(conf["num_hidden_layers"]):
         p = f"transformer.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (h,),
-            p + "attention.qkv.weight": (qkv, h),
-            p + "attention.qkv.bias": (qkv,),
-            p + "attention.dense.weight": (h, nh * hd),
-            p + "post_layernorm.weight": (h,),
-            p + "mlp.fc.weight": (i_sz, h),
-            p + "mlp.gate.weight": (i_sz, h),
-            p + "mlp.proj.weight": (h, i_sz),
-        })
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (h,),
+                p + "attention.qkv.weight": (qkv, h),
+                p + "attention.qkv.bias": (qkv,),
+                p + "attention.dense.weight": (h, nh * hd),
+                p + "post_layernorm.weight": (h,),
+                p + "mlp.fc.weight": (i_sz, h),
+                p + "mlp.gate.weight": (i_sz, h),
+                p + "mlp.proj.weight": (h, i_sz),
+            }
+        )
     return shapes
 
 
-MANDATORY = ("architecture", "dtype", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-             "hidden_act")
+MANDATORY = (
+    "architecture",
+    "dtype",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "hidden_act",
+)
 
 
 def check_trtllm_checkpoint(ckpt_dir: str | Path) -> dict:
@@ -223,7 +245,7 @@ def check_trtllm_checkpoint(ckpt_dir: str | Path) -> dict:
     return conf
 
 
-# ---- trtllm-build --------------------------------------------------------------------------------------------
+# ---- trtllm-build --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrtllmBuildSpec:
     """Sizes for the compiled Variant B engine. A request is [visual rows][instruction][T anchors]; the visual
@@ -245,28 +267,44 @@ class TrtllmBuildSpec:
         return self.max_batch_size * (self.max_visual_tokens + self.max_frames)
 
 
-def trtllm_build_command(ckpt_dir: str | Path, engine_dir: str | Path, spec: TrtllmBuildSpec, dtype: str) -> list[str]:
+def trtllm_build_command(
+    ckpt_dir: str | Path, engine_dir: str | Path, spec: TrtllmBuildSpec, dtype: str
+) -> list[str]:
     """`trtllm-build` arguments (TensorRT-LLM 0.17-1.2 flag names)."""
     return [
         "trtllm-build",
-        "--checkpoint_dir", str(ckpt_dir),
-        "--output_dir", str(engine_dir),
-        "--max_batch_size", str(spec.max_batch_size),
-        "--max_input_len", str(spec.max_input_len),
+        "--checkpoint_dir",
+        str(ckpt_dir),
+        "--output_dir",
+        str(engine_dir),
+        "--max_batch_size",
+        str(spec.max_batch_size),
+        "--max_input_len",
+        str(spec.max_input_len),
         # The runtime must generate >= 1 token; only the context logits at the anchors are read.
-        "--max_seq_len", str(spec.max_input_len + 1),
+        "--max_seq_len",
+        str(spec.max_input_len + 1),
         # No chunked context: one request's whole prompt must fit one step.
-        "--max_num_tokens", str(spec.max_batch_size * spec.max_input_len),
-        "--max_prompt_embedding_table_size", str(spec.prompt_table_rows),
+        "--max_num_tokens",
+        str(spec.max_batch_size * spec.max_input_len),
+        "--max_prompt_embedding_table_size",
+        str(spec.prompt_table_rows),
         "--gather_context_logits",
-        "--logits_dtype", "float32",
-        "--gemm_plugin", dtype,
-        "--gpt_attention_plugin", dtype,
-        "--context_fmha", "enable",
-        "--remove_input_padding", "enable",
+        "--logits_dtype",
+        "float32",
+        "--gemm_plugin",
+        dtype,
+        "--gpt_attention_plugin",
+        dtype,
+        "--context_fmha",
+        "enable",
+        "--remove_input_padding",
+        "enable",
         # Paged KV + paged context FMHA let the runtime reuse the video prefix's KV across instructions.
-        "--kv_cache_type", "paged",
-        "--use_paged_context_fmha", "enable",
+        "--kv_cache_type",
+        "paged",
+        "--use_paged_context_fmha",
+        "enable",
     ]
 
 

@@ -15,15 +15,26 @@ from engine_build.manifest import (
     check_manifest,
     checkpoint_sha256,
 )
-from engine_build.trt_builder import BackendUnavailable, LLMProfileSpec, VisionProfileSpec, chunks, import_tensorrt
+from engine_build.trt_builder import (
+    BackendUnavailable,
+    LLMProfileSpec,
+    VisionProfileSpec,
+    chunks,
+    import_tensorrt,
+)
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
 
 def _plan_manifest(**kw) -> EngineManifest:
     d = dict(
-        name="vision", kind="tensorrt", file="vision.plan", precision="fp16", checkpoint_sha256="ab" * 32,
-        versions={"tensorrt": "10.13.0.35"}, gpu=dict(H100),
+        name="vision",
+        kind="tensorrt",
+        file="vision.plan",
+        precision="fp16",
+        checkpoint_sha256="ab" * 32,
+        versions={"tensorrt": "10.13.0.35"},
+        gpu=dict(H100),
         profiles=VisionProfileSpec(image_size=384).profiles(),
         extra={"rebuild_command": "videoitg build --checkpoint ckpt --out engines --precision fp16"},
     )
@@ -32,7 +43,9 @@ def _plan_manifest(**kw) -> EngineManifest:
 
 
 def _env(trt="10.13.0.35", name=H100["name"], cc="9.0") -> RuntimeEnv:
-    return RuntimeEnv(versions={"tensorrt": trt, "onnxruntime": "1.31.1"}, gpu_name=name, compute_capability=cc)
+    return RuntimeEnv(
+        versions={"tensorrt": trt, "onnxruntime": "1.31.1"}, gpu_name=name, compute_capability=cc
+    )
 
 
 def test_round_trip(tmp_path):
@@ -41,7 +54,9 @@ def test_round_trip(tmp_path):
     assert path.name == "vision.plan.manifest.json"
     back = EngineManifest.read(tmp_path / "vision.plan")
     assert back == m
-    assert back.profiles[0] == Profile("pixel_values", [1, 3, 384, 384], [128, 3, 384, 384], [128, 3, 384, 384])
+    assert back.profiles[0] == Profile(
+        "pixel_values", [1, 3, 384, 384], [128, 3, 384, 384], [128, 3, 384, 384]
+    )
 
 
 def test_matching_env_passes():
@@ -51,7 +66,10 @@ def test_matching_env_passes():
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
-        (_env(trt="10.14.1"), "tensorrt version mismatch: engine built with 10.13.0.35, this machine has 10.14.1"),
+        (
+            _env(trt="10.14.1"),
+            "tensorrt version mismatch: engine built with 10.13.0.35, this machine has 10.14.1",
+        ),
         (_env(trt=None), "tensorrt 10.13.0.35 built this engine but tensorrt is not importable"),
         (_env(name="NVIDIA A100-SXM4-80GB", cc="8.0"), "compute capability mismatch"),
         (_env(name="NVIDIA H200"), "GPU model mismatch"),
@@ -63,7 +81,9 @@ def test_mismatch_is_refused_with_rebuild_hint(env, needle):
         check_manifest(_plan_manifest(), env)
     msg = str(e.value)
     assert needle in msg
-    assert "Rebuild it on this machine: videoitg build --checkpoint ckpt --out engines --precision fp16" in msg
+    assert (
+        "Rebuild it on this machine: videoitg build --checkpoint ckpt --out engines --precision fp16" in msg
+    )
 
 
 def test_gpu_name_can_be_relaxed_but_not_compute_capability():
@@ -80,7 +100,9 @@ def test_precision_and_checkpoint_mismatch():
 
 
 def test_onnx_is_not_gpu_locked():
-    m = _plan_manifest(kind="onnx", file="vision.onnx", gpu=None, versions={"torch": "2.13.0", "onnx": "1.22"})
+    m = _plan_manifest(
+        kind="onnx", file="vision.onnx", gpu=None, versions={"torch": "2.13.0", "onnx": "1.22"}
+    )
     check_manifest(m, RuntimeEnv(versions={"torch": "2.9"}, gpu_name=None, compute_capability=None))
 
 

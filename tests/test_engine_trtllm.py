@@ -1,7 +1,8 @@
-"""Variant B -> TensorRT-LLM checkpoint: documented names, fused QKV re-layout, shapes, dtypes; trtllm-build args.
+"""Variant B -> TensorRT-LLM checkpoint: documented names, fused QKV re-layout, shapes, dtypes, and the
+trtllm-build arguments.
 
-The source checkpoint here is a directory of HF-named Qwen2 tensors (what `videoitg.checkpoint` writes), filled
-with random values so that every re-layout is checked element for element."""
+The source checkpoint here is a directory of HF-named Qwen2 tensors (what `videoitg.checkpoint` writes),
+filled with random values so that every re-layout is checked element for element."""
 
 from __future__ import annotations
 
@@ -28,25 +29,43 @@ from videoitg.config import tiny_config
 def _hf_tensors(cfg, seed=0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     t = cfg.text
-    h, i, hd, nh, nkv = t.hidden_size, t.intermediate_size, t.head_dim, t.num_attention_heads, t.num_key_value_heads
+    h, i, hd, nh, nkv = (
+        t.hidden_size,
+        t.intermediate_size,
+        t.head_dim,
+        t.num_attention_heads,
+        t.num_key_value_heads,
+    )
 
     def r(*shape):
         return torch.randn(*shape, generator=g)
 
-    w = {"model.embed_tokens.weight": r(t.vocab_size, h), "model.norm.weight": r(h),
-         "out_proj.weight": r(1, h), "out_proj.bias": r(1),
-         # tensors the LLM checkpoint must ignore (they belong to the vision engine)
-         "model.mm_projector.out_projection.0.weight": r(h, cfg.vision.hidden_size)}
+    w = {
+        "model.embed_tokens.weight": r(t.vocab_size, h),
+        "model.norm.weight": r(h),
+        "out_proj.weight": r(1, h),
+        "out_proj.bias": r(1),
+        # tensors the LLM checkpoint must ignore (they belong to the vision engine)
+        "model.mm_projector.out_projection.0.weight": r(h, cfg.vision.hidden_size),
+    }
     for li in range(t.num_hidden_layers):
         p = f"model.layers.{li}."
-        w.update({
-            p + "self_attn.q_proj.weight": r(nh * hd, h), p + "self_attn.q_proj.bias": r(nh * hd),
-            p + "self_attn.k_proj.weight": r(nkv * hd, h), p + "self_attn.k_proj.bias": r(nkv * hd),
-            p + "self_attn.v_proj.weight": r(nkv * hd, h), p + "self_attn.v_proj.bias": r(nkv * hd),
-            p + "self_attn.o_proj.weight": r(h, nh * hd),
-            p + "mlp.gate_proj.weight": r(i, h), p + "mlp.up_proj.weight": r(i, h), p + "mlp.down_proj.weight": r(h, i),
-            p + "input_layernorm.weight": r(h), p + "post_attention_layernorm.weight": r(h),
-        })
+        w.update(
+            {
+                p + "self_attn.q_proj.weight": r(nh * hd, h),
+                p + "self_attn.q_proj.bias": r(nh * hd),
+                p + "self_attn.k_proj.weight": r(nkv * hd, h),
+                p + "self_attn.k_proj.bias": r(nkv * hd),
+                p + "self_attn.v_proj.weight": r(nkv * hd, h),
+                p + "self_attn.v_proj.bias": r(nkv * hd),
+                p + "self_attn.o_proj.weight": r(h, nh * hd),
+                p + "mlp.gate_proj.weight": r(i, h),
+                p + "mlp.up_proj.weight": r(i, h),
+                p + "mlp.down_proj.weight": r(h, i),
+                p + "input_layernorm.weight": r(h),
+                p + "post_attention_layernorm.weight": r(h),
+            }
+        )
     return w
 
 
@@ -84,7 +103,9 @@ def test_converted_weights_equal_source_after_relayout(hf_ckpt, tmp_path):
         assert torch.equal(k, hf[s + "self_attn.k_proj.weight"])
         assert torch.equal(v, hf[s + "self_attn.v_proj.weight"])
         bq, bk, bv = torch.split(qkv_b, [q_rows, kv_rows, kv_rows])
-        assert torch.equal(bk, hf[s + "self_attn.k_proj.bias"]) and torch.equal(bv, hf[s + "self_attn.v_proj.bias"])
+        assert torch.equal(bk, hf[s + "self_attn.k_proj.bias"]) and torch.equal(
+            bv, hf[s + "self_attn.v_proj.bias"]
+        )
         assert torch.equal(bq, hf[s + "self_attn.q_proj.bias"])
         # TensorRT-LLM's GatedMLP activates `fc` and multiplies by `gate`: fc <- gate_proj, gate <- up_proj
         assert torch.equal(w[p + "mlp.fc.weight"], hf[s + "mlp.gate_proj.weight"])
@@ -139,7 +160,9 @@ def test_missing_source_tensor_is_named(hf_ckpt, tmp_path):
     src, _, hf = hf_ckpt
     for f in src.glob("*.safetensors"):
         f.unlink()
-    save_file({k: v for k, v in hf.items() if k != "model.layers.1.mlp.up_proj.weight"}, str(src / "m.safetensors"))
+    save_file(
+        {k: v for k, v in hf.items() if k != "model.layers.1.mlp.up_proj.weight"}, str(src / "m.safetensors")
+    )
     with pytest.raises(EngineError, match="model.layers.1.mlp.up_proj.weight"):
         convert_variant_b(src, tmp_path / "x", precision="fp32")
 
@@ -147,7 +170,7 @@ def test_missing_source_tensor_is_named(hf_ckpt, tmp_path):
 def test_trtllm_build_command_sizes_prompt_table_for_512_frames(tmp_path):
     spec = TrtllmBuildSpec()
     cmd = trtllm_build_command(tmp_path / "ckpt", tmp_path / "eng", spec, "bfloat16")
-    args = dict(zip(cmd[1::2], cmd[2::2]))
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
     assert cmd[0] == "trtllm-build" and "--gather_context_logits" in cmd
     assert int(args["--max_prompt_embedding_table_size"]) >= 12800 + 512
     assert int(args["--max_input_len"]) >= 12800 + 512 + 300
@@ -159,7 +182,9 @@ def test_trtllm_build_runs_or_skips(hf_ckpt, tmp_path):
     if shutil.which("trtllm-build") is None:
         with pytest.raises(BackendUnavailable, match="trtllm-build is not on PATH"):
             run_trtllm_build(tmp_path, tmp_path / "eng", TrtllmBuildSpec())
-        pytest.skip("TensorRT-LLM (trtllm-build) is not installed on this machine; engine build not exercised")
+        pytest.skip(
+            "TensorRT-LLM (trtllm-build) is not installed on this machine; engine build not exercised"
+        )
     out = convert_variant_b(hf_ckpt[0], tmp_path / "c", precision="fp16")
     versions = run_trtllm_build(out, tmp_path / "eng", TrtllmBuildSpec(max_frames=8, max_visual_tokens=512))
     assert "tensorrt_llm" in versions and (tmp_path / "eng" / "rank0.engine").is_file()
