@@ -29,9 +29,7 @@ def frame_mean_logits(
     return sums / counts + bias
 
 
-def segment_ids_for(
-    num_frames: int, tokens_per_frame: int, num_text: int, pad_to: int | None = None
-) -> torch.Tensor:
+def segment_ids_for(num_frames: int, tokens_per_frame: int, num_text: int, pad_to: int | None = None) -> torch.Tensor:
     """Segment ids of one sequence laid out as [T * n visual tokens][text][padding] (the released layout)."""
     vis = torch.arange(num_frames, dtype=torch.int64).repeat_interleave(tokens_per_frame)
     ids = torch.cat([vis, torch.full((num_text,), TEXT_SEGMENT, dtype=torch.int64)])

@@ -55,7 +55,7 @@ class EngineManifest:
     kind: str  # one of KINDS
     file: str  # engine file name, relative to the manifest's folder
     precision: str  # fp32 | fp16 | bf16 | fp8
-    checkpoint_sha256: str
+    checkpoint: dict[str, str]  # {"sha256": full-content hash, "identity": videoitg.checkpoint_identity}
     versions: dict[str, str] = field(default_factory=dict)  # library -> version that produced the file
     gpu: dict[str, str] | None = None  # {"name", "compute_capability"} for GPU-locked kinds
     profiles: list[Profile] = field(default_factory=list)
@@ -94,9 +94,7 @@ class EngineManifest:
         except json.JSONDecodeError as e:
             raise EngineError(f"{path}: manifest is not valid JSON ({e}); rebuild the engine") from e
         if d.get("schema") != SCHEMA_VERSION:
-            raise EngineMismatchError(
-                f"{path}: manifest schema {d.get('schema')} != {SCHEMA_VERSION}; rebuild"
-            )
+            raise EngineMismatchError(f"{path}: manifest schema {d.get('schema')} != {SCHEMA_VERSION}; rebuild")
         return cls(**d)
 
     @property
@@ -115,9 +113,7 @@ class RuntimeEnv:
 
     @classmethod
     def current(cls, device_index: int = 0) -> RuntimeEnv:
-        versions = {
-            name: _module_version(name) for name in ("tensorrt", "tensorrt_llm", "onnxruntime", "torch")
-        }
+        versions = {name: _module_version(name) for name in ("tensorrt", "tensorrt_llm", "onnxruntime", "torch")}
         gpu_name = cc = None
         try:
             import torch
@@ -147,12 +143,14 @@ def check_manifest(
     env: RuntimeEnv,
     *,
     checkpoint_sha256: str | None = None,
+    checkpoint_identity: str | None = None,
     precision: str | None = None,
     strict_gpu_name: bool = True,
 ) -> None:
     """Raise EngineMismatchError listing every reason `manifest`'s engine cannot run here.
 
-    `checkpoint_sha256` / `precision`: what the caller expects (None = don't check).
+    `checkpoint_sha256` (full hash, slow on 16 GB) / `checkpoint_identity` (videoitg.checkpoint's fast id) /
+    `precision`: what the caller expects (None = don't check).
     `strict_gpu_name`: TensorRT tunes tactics per GPU model, so a plan from another model of the same
     compute capability may load but is unsupported; refuse it unless the caller opts out.
     """
@@ -177,16 +175,16 @@ def check_manifest(
                     f"({want.get('name')}), this GPU is sm {env.compute_capability} ({env.gpu_name})"
                 )
             elif strict_gpu_name and want.get("name") != env.gpu_name:
-                problems.append(
-                    f"GPU model mismatch: engine built on {want.get('name')}, this GPU is {env.gpu_name}"
-                )
+                problems.append(f"GPU model mismatch: engine built on {want.get('name')}, this GPU is {env.gpu_name}")
     if precision is not None and precision != manifest.precision:
         problems.append(f"precision mismatch: engine is {manifest.precision}, {precision} was requested")
-    if checkpoint_sha256 is not None and checkpoint_sha256 != manifest.checkpoint_sha256:
-        problems.append(
-            f"checkpoint mismatch: engine built from {manifest.checkpoint_sha256[:12]}, "
-            f"the checkpoint given hashes to {checkpoint_sha256[:12]}"
-        )
+    for key, given in (("sha256", checkpoint_sha256), ("identity", checkpoint_identity)):
+        built = manifest.checkpoint.get(key)
+        if given is not None and given != built:
+            problems.append(
+                f"checkpoint mismatch: engine built from checkpoint {key} {str(built)[:16]}, "
+                f"the checkpoint given has {given[:16]}"
+            )
     if problems:
         raise EngineMismatchError(
             f"engine {manifest.name!r} ({manifest.file}) cannot be used here:\n  - "
@@ -207,9 +205,7 @@ def checkpoint_sha256(checkpoint_dir: str | Path, chunk: int = 1 << 22) -> str:
         raise EngineError(f"{root}: no config.json or *.safetensors to hash; is this a checkpoint directory?")
     h = hashlib.sha256()
     total = sum(p.stat().st_size for p in files)
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc="hashing checkpoint", disable=total < (1 << 28)
-    ) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc="hashing checkpoint", disable=total < (1 << 28)) as bar:
         for p in files:
             h.update(f"{p.name}\0{p.stat().st_size}\0".encode())
             with p.open("rb") as f:

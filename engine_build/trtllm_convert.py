@@ -150,8 +150,7 @@ def convert_variant_b(
         put(ours, ts.get(hf))
     if weights["lm_head.weight"].shape != (1, t.hidden_size):
         raise EngineError(
-            f"out_proj.weight has shape {tuple(weights['lm_head.weight'].shape)}, "
-            f"expected (1, {t.hidden_size})"
+            f"out_proj.weight has shape {tuple(weights['lm_head.weight'].shape)}, expected (1, {t.hidden_size})"
         )
     for i in tqdm(range(t.num_hidden_layers), desc="converting layers", disable=t.num_hidden_layers < 8):
         hf, ours = f"model.layers.{i}.", f"transformer.layers.{i}."
@@ -160,9 +159,7 @@ def convert_variant_b(
             ours + "attention.qkv.weight",
             torch.cat([ts.get(f"{hf}self_attn.{p}_proj.weight") for p in "qkv"], 0),
         )
-        put(
-            ours + "attention.qkv.bias", torch.cat([ts.get(f"{hf}self_attn.{p}_proj.bias") for p in "qkv"], 0)
-        )
+        put(ours + "attention.qkv.bias", torch.cat([ts.get(f"{hf}self_attn.{p}_proj.bias") for p in "qkv"], 0))
         for a, b in LAYER_MAP.items():
             put(ours + b, ts.get(hf + a))
     bias = float(ts.get("out_proj.bias").float().reshape(-1)[0]) if "out_proj.bias" in ts else 0.0
@@ -267,9 +264,7 @@ class TrtllmBuildSpec:
         return self.max_batch_size * (self.max_visual_tokens + self.max_frames)
 
 
-def trtllm_build_command(
-    ckpt_dir: str | Path, engine_dir: str | Path, spec: TrtllmBuildSpec, dtype: str
-) -> list[str]:
+def trtllm_build_command(ckpt_dir: str | Path, engine_dir: str | Path, spec: TrtllmBuildSpec, dtype: str) -> list[str]:
     """`trtllm-build` arguments (TensorRT-LLM 0.17-1.2 flag names)."""
     return [
         "trtllm-build",

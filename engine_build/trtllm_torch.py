@@ -162,9 +162,7 @@ def model_classes() -> tuple[type, type]:
                 else:
                     for pname, p in params.items():
                         p.data.copy_(groups[0][pname])
-            self.score_bias.fill_(
-                float(weights["out_proj.bias"].reshape(-1)[0]) if "out_proj.bias" in weights else 0.0
-            )
+            self.score_bias.fill_(float(weights["out_proj.bias"].reshape(-1)[0]) if "out_proj.bias" in weights else 0.0)
             for m in self.modules():
                 if m is not self and hasattr(m, "post_load_weights"):
                     m.post_load_weights()
@@ -175,9 +173,7 @@ def model_classes() -> tuple[type, type]:
 class TrtllmTorchScorer:
     """Runs Variant C on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
 
-    def __init__(
-        self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.bfloat16, attn_backend: str = "TRTLLM"
-    ):
+    def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.bfloat16, attn_backend: str = "TRTLLM"):
         _import_trtllm()
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")

@@ -32,7 +32,7 @@ def _plan_manifest(**kw) -> EngineManifest:
         kind="tensorrt",
         file="vision.plan",
         precision="fp16",
-        checkpoint_sha256="ab" * 32,
+        checkpoint={"sha256": "ab" * 32, "identity": "cd" * 8},
         versions={"tensorrt": "10.13.0.35"},
         gpu=dict(H100),
         profiles=VisionProfileSpec(image_size=384).profiles(),
@@ -60,7 +60,8 @@ def test_round_trip(tmp_path):
 
 
 def test_matching_env_passes():
-    check_manifest(_plan_manifest(), _env(), checkpoint_sha256="ab" * 32, precision="fp16")
+    m = _plan_manifest()
+    check_manifest(m, _env(), checkpoint_sha256="ab" * 32, checkpoint_identity="cd" * 8, precision="fp16")
 
 
 @pytest.mark.parametrize(
@@ -97,6 +98,9 @@ def test_precision_and_checkpoint_mismatch():
         check_manifest(_plan_manifest(), _env(), precision="bf16")
     with pytest.raises(EngineMismatchError, match="checkpoint mismatch"):
         check_manifest(_plan_manifest(), _env(), checkpoint_sha256="cd" * 32)
+    with pytest.raises(EngineMismatchError, match="checkpoint mismatch: engine built from checkpoint identity"):
+        check_manifest(_plan_manifest(), _env(), checkpoint_identity="ef" * 8)
+    check_manifest(_plan_manifest(), _env(), checkpoint_identity="cd" * 8)
 
 
 def test_onnx_is_not_gpu_locked():
