@@ -317,3 +317,35 @@ def run_trtllm_build(ckpt_dir: str | Path, engine_dir: str | Path, spec: TrtllmB
     from engine_build.trt_builder import import_tensorrt  # noqa: PLC0415
 
     return {"tensorrt_llm": tensorrt_llm.__version__, "tensorrt": import_tensorrt().__version__}
+
+
+# ---- request layout for the compiled Variant B engine -----------------------------------------------------------
+def variant_b_request(visual: torch.Tensor, text_ids: torch.Tensor, vocab_size: int) -> dict[str, torch.Tensor]:
+    """One request for the compiled engine: visual rows enter through the prompt-embedding table.
+
+    TensorRT-LLM's embedding layer maps ids >= vocab_size to rows of `prompt_embedding_table` (row = id -
+    vocab_size, with `prompt_vocab_size` = number of rows), so the video becomes fake ids and the instruction
+    stays ordinary token ids: input_ids = [vocab .. vocab + T*n) ++ text ids. `segment_ids` say which positions
+    belong to which frame for pooling the context logits."""
+    from engine_build.heads import segment_ids_for  # noqa: PLC0415
+
+    T, n, h = visual.shape
+    rows = T * n
+    input_ids = torch.cat([torch.arange(vocab_size, vocab_size + rows), text_ids.long().cpu()])
+    return {
+        "input_ids": input_ids.to(torch.int32),
+        "prompt_table": visual.reshape(rows, h),
+        "prompt_vocab_size": torch.tensor([rows], dtype=torch.int32),
+        "segment_ids": segment_ids_for(T, n, len(text_ids)),
+        "num_frames": torch.tensor(T),
+    }
+
+
+def variant_b_logits(
+    context_logits: torch.Tensor, segment_ids: torch.Tensor, num_frames: int, score_bias: float
+) -> torch.Tensor:
+    """Context logits [L, 1] of the 1-label engine (gather_context_logits) -> per-frame logits [T]."""
+    from engine_build.heads import frame_mean_logits  # noqa: PLC0415
+
+    scores = context_logits.float().reshape(1, -1)
+    return frame_mean_logits(scores, segment_ids.reshape(1, -1), torch.arange(num_frames), score_bias)[0]

@@ -103,9 +103,7 @@ def test_converted_weights_equal_source_after_relayout(hf_ckpt, tmp_path):
         assert torch.equal(k, hf[s + "self_attn.k_proj.weight"])
         assert torch.equal(v, hf[s + "self_attn.v_proj.weight"])
         bq, bk, bv = torch.split(qkv_b, [q_rows, kv_rows, kv_rows])
-        assert torch.equal(bk, hf[s + "self_attn.k_proj.bias"]) and torch.equal(
-            bv, hf[s + "self_attn.v_proj.bias"]
-        )
+        assert torch.equal(bk, hf[s + "self_attn.k_proj.bias"]) and torch.equal(bv, hf[s + "self_attn.v_proj.bias"])
         assert torch.equal(bq, hf[s + "self_attn.q_proj.bias"])
         # TensorRT-LLM's GatedMLP activates `fc` and multiplies by `gate`: fc <- gate_proj, gate <- up_proj
         assert torch.equal(w[p + "mlp.fc.weight"], hf[s + "mlp.gate_proj.weight"])
@@ -160,9 +158,7 @@ def test_missing_source_tensor_is_named(hf_ckpt, tmp_path):
     src, _, hf = hf_ckpt
     for f in src.glob("*.safetensors"):
         f.unlink()
-    save_file(
-        {k: v for k, v in hf.items() if k != "model.layers.1.mlp.up_proj.weight"}, str(src / "m.safetensors")
-    )
+    save_file({k: v for k, v in hf.items() if k != "model.layers.1.mlp.up_proj.weight"}, str(src / "m.safetensors"))
     with pytest.raises(EngineError, match="model.layers.1.mlp.up_proj.weight"):
         convert_variant_b(src, tmp_path / "x", precision="fp32")
 
@@ -182,9 +178,43 @@ def test_trtllm_build_runs_or_skips(hf_ckpt, tmp_path):
     if shutil.which("trtllm-build") is None:
         with pytest.raises(BackendUnavailable, match="trtllm-build is not on PATH"):
             run_trtllm_build(tmp_path, tmp_path / "eng", TrtllmBuildSpec())
-        pytest.skip(
-            "TensorRT-LLM (trtllm-build) is not installed on this machine; engine build not exercised"
-        )
+        pytest.skip("TensorRT-LLM (trtllm-build) is not installed on this machine; engine build not exercised")
     out = convert_variant_b(hf_ckpt[0], tmp_path / "c", precision="fp16")
     versions = run_trtllm_build(out, tmp_path / "eng", TrtllmBuildSpec(max_frames=8, max_visual_tokens=512))
     assert "tensorrt_llm" in versions and (tmp_path / "eng" / "rank0.engine").is_file()
+
+
+def test_variant_b_request_layout_reproduces_the_causal_model(tmp_path):
+    """Conversion + prompt-table layout + context-logit pooling give the causal reference's logits.
+
+    The engine's transformer is stood in for by the core decoder (same weights): what is checked is everything
+    around it that this project writes: the converted embedding / head tensors, fake ids for the video rows,
+    and the per-frame pooling of the 1-label context logits with the bias from config.json."""
+    from engine_build.trtllm_convert import variant_b_logits, variant_b_request
+    from videoitg.checkpoint import save_checkpoint
+    from videoitg.model import VideoITG
+    from videoitg.model.qwen2 import run_decoder
+
+    torch.manual_seed(0)
+    cfg = tiny_config(vocab_size=300, attention="causal")
+    model = VideoITG(cfg).eval()
+    torch.nn.init.normal_(model.out_proj.bias)
+    save_checkpoint(model, tmp_path / "ckpt")
+    out = convert_variant_b(tmp_path / "ckpt", tmp_path / "trt", precision="fp32")
+    w, conf = _load(out / "rank0.safetensors"), json.loads((out / "config.json").read_text())
+    g = torch.Generator().manual_seed(5)
+    for T in (8, 40):
+        ids = torch.randint(0, 300, (9,), generator=g)
+        with torch.no_grad():
+            visual = model.visual_features(torch.rand(T, 3, 112, 112, generator=g) * 2 - 1)
+            ref = model.score_features([visual], [ids])[0]
+            req = variant_b_request(visual, ids, conf["vocab_size"])
+            x = req["input_ids"].long()
+            fake = x >= conf["vocab_size"]
+            emb = w["transformer.vocab_embedding.weight"][x.clamp(max=conf["vocab_size"] - 1)]
+            emb[fake] = req["prompt_table"][x[fake] - conf["vocab_size"]]  # what the ptuning embedding does
+            h = run_decoder(model.model.layers, model.model.norm, cfg.text, emb[None], causal=True)[0]
+            context_logits = h @ w["lm_head.weight"].T  # [L, 1]: the engine's gathered context logits
+        got = variant_b_logits(context_logits, req["segment_ids"], T, conf["videoitg"]["score_bias"])
+        assert int(req["prompt_vocab_size"]) == T * visual.shape[1]
+        assert (got - ref).abs().max() <= 1e-4
