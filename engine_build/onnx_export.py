@@ -58,8 +58,9 @@ class LLMEncoder(nn.Module):
     """Decoder stack + final norm + per-token 1-label head + per-frame mean, on input embeddings.
 
     `padded=False` (one request per call) builds no attention mask, so attention stays the plain SDPA pattern
-    TensorRT fuses into flash-style kernels: a [B, 1, L, L] mask at L = 13k would cost ~0.2 GB per head and
-    layer. `padded=True` takes `attention_mask` for batches of right-padded requests."""
+    TensorRT fuses into flash-style kernels; a [B, 1, L, L] mask can prevent that fusion (then L² scores per
+    head are materialised: 0.34 GB per head at L = 13k in fp16). `padded=True` takes `attention_mask` for
+    batches of right-padded requests."""
 
     def __init__(self, model: VideoITG, padded: bool = False):
         super().__init__()

@@ -291,3 +291,25 @@ def built_backends(engines_dir: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise EngineError(f"{engines_dir}: no build.json; run `videoitg build --checkpoint DIR --out {engines_dir}`")
     return json.loads(p.read_text())
+
+
+def open_best(
+    engines_dir: str | Path | None,
+    *,
+    model=None,
+    prefer: tuple[str, ...] = ("tensorrt", "onnxruntime", "torch"),
+    checkpoint_identity: str | None = None,
+) -> tuple[VisionRuntime, LLMRuntime, list[str]]:
+    """The first backend in `prefer` whose vision and LLM engines both open here (manifests checked), plus the
+    reasons the earlier ones were passed over. This is how a server picks up whatever `videoitg build` made."""
+    passed_over = []
+    for backend in prefer:
+        try:
+            if backend != "torch" and engines_dir is None:
+                raise BackendUnavailable("no engines directory given")
+            v = open_vision(engines_dir, backend, model=model, checkpoint_identity=checkpoint_identity)
+            llm = open_llm(engines_dir, backend, model=model, checkpoint_identity=checkpoint_identity)
+            return v, llm, passed_over
+        except (BackendUnavailable, EngineError) as e:
+            passed_over.append(f"{backend}: {e}")
+    raise BackendUnavailable("no backend could open:\n  " + "\n  ".join(passed_over))

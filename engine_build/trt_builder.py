@@ -1,7 +1,7 @@
 """ONNX -> TensorRT plan, through the `tensorrt` Python API (Builder, OnnxParser, optimization profiles).
 
-Written against TensorRT 10.x (10.8-10.14; the API below is stable across them), as shipped in the NGC
-containers `nvcr.io/nvidia/tensorrt:25.xx-py3` and `nvcr.io/nvidia/tritonserver:25.xx-trtllm-python-py3`.
+Written against TensorRT 10.x (every call used exists from 10.0; target 10.14, what TensorRT-LLM 1.2 pins), as
+shipped in the NGC containers `nvcr.io/nvidia/tensorrt:25.xx-py3` and `nvcr.io/nvidia/tritonserver:25.xx-py3`.
 TensorRT cannot be installed on this project's CPU machines, so this module is exercised only where
 `import tensorrt` works; everything up to `build_plan` (the ONNX graph, the profiles, the manifest) is tested
 on CPU.
@@ -71,9 +71,9 @@ class LLMProfileSpec:
         opt_len = min(self.opt_seq, max_len)
         b, h = self.max_batch, self.hidden_size
         return [
-            Profile("inputs_embeds", [1, 1, h], [1, opt_len, h], [b, max_len, h]),
-            Profile("attention_mask", [1, 1], [1, opt_len], [b, max_len]),
-            Profile("segment_ids", [1, 1], [1, opt_len], [b, max_len]),
+            Profile("inputs_embeds", [1, 2, h], [1, opt_len, h], [b, max_len, h]),
+            Profile("attention_mask", [1, 2], [1, opt_len], [b, max_len]),
+            Profile("segment_ids", [1, 2], [1, opt_len], [b, max_len]),
             Profile("frame_ids", [1], [min(self.opt_frames, self.max_frames)], [self.max_frames]),
         ]
 

@@ -10,6 +10,7 @@ cannot run here are listed with the reason.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class BackendResult:
     parity: Parity | None = None
     per_t: dict[int, Parity] = field(default_factory=dict)
     vision_max_abs_diff: float | None = None
+    seconds_per_case: float | None = None  # vision + LLM wall time per T (this machine, not a benchmark)
 
 
 @dataclass
@@ -68,7 +70,7 @@ def run_backend(model, cases: list[Case], vision: VisionRuntime, llm: LLMRuntime
         backend=f"{vision.backend}+{llm.backend}" if vision.backend != llm.backend else llm.backend,
         precision=llm.precision,
     )
-    vdiff = 0.0
+    vdiff, t0 = 0.0, time.perf_counter()
     with torch.inference_mode():
         for c in cases:
             if vision.fused_hw is not None and vision.fused_hw != c.hw:
@@ -85,6 +87,7 @@ def run_backend(model, cases: list[Case], vision: VisionRuntime, llm: LLMRuntime
     if not res.per_t:
         res.status, res.reason = "skipped", f"no T in the request set maps to the fused hw={vision.fused_hw}"
         return res
+    res.seconds_per_case = (time.perf_counter() - t0) / len(res.per_t)
     res.parity = merge(list(res.per_t.values()))
     res.vision_max_abs_diff = vdiff if vision.fused_hw is None else None
     res.status = "pass" if res.parity.meets(res.precision) else "fail"
@@ -155,14 +158,11 @@ def format_table(results: list[BackendResult], frames: list[int]) -> str:
     lines = [
         f"frames T = {frames}; reference = PyTorch fp32",
         f"{'backend':<16} {'prec':<5} {'max|dlogit|':>12} {'top32':>7} {'spearman':>9} {'vision max|d|':>14}"
-        f"  {'target':<18} result",
+        f" {'s/T':>7}  {'target':<18} result",
     ]
     for r in results:
         if r.parity is None:
-            lines.append(
-                f"{r.backend:<16} {r.precision or '-':<5} {'':>12} {'':>7} {'':>9} {'':>14}  {'':<18} "
-                f"{r.status}: {r.reason}"
-            )
+            lines.append(f"{r.backend:<16} {r.status}: {r.reason}")
             continue
         p, (metric, thr) = r.parity, TARGETS[r.precision]
         target = (
@@ -171,7 +171,7 @@ def format_table(results: list[BackendResult], frames: list[int]) -> str:
         vd = "-" if r.vision_max_abs_diff is None else f"{r.vision_max_abs_diff:.2e}"
         lines.append(
             f"{r.backend:<16} {r.precision:<5} {p.max_abs_diff:>12.2e} {p.topk_overlap:>7.3f} "
-            f"{p.spearman:>9.4f} {vd:>14}  {target:<18} {r.status}"
+            f"{p.spearman:>9.4f} {vd:>14} {r.seconds_per_case:>7.3f}  {target:<18} {r.status}"
         )
     return "\n".join(lines)
 
