@@ -196,10 +196,10 @@ def _build_trtllm(opts: BuildOptions, cfg, ident: dict, extra: dict, rep: BuildR
     if cfg.attention == "bidirectional":
         # Variant C cannot use the compiled TRT-LLM Qwen engine (causal mask hard-coded, TRT-LLM #1384); it runs
         # on the PyTorch backend straight from the checkpoint (engine_build.trtllm_torch), nothing to build.
-        from engine_build.trtllm_torch import _import_trtllm  # noqa: PLC0415
+        from engine_build.trtllm_torch import import_trtllm  # noqa: PLC0415
 
         try:
-            _import_trtllm()
+            import_trtllm()
             note = "Variant C runs on the TensorRT-LLM PyTorch backend from the checkpoint (nothing to compile)"
             print(f"  {note}")
         except BackendUnavailable as e:

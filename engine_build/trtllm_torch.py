@@ -71,7 +71,7 @@ def hf_sources(module_name: str) -> list[str]:
     return [module_name]
 
 
-def _import_trtllm():
+def import_trtllm():
     try:
         import tensorrt_llm  # noqa: F401, PLC0415
     except Exception as e:
@@ -82,7 +82,7 @@ def _import_trtllm():
 def model_classes() -> tuple[type, type]:
     """Define (and register with TRT-LLM's auto-model registry) the out-of-tree classes. Deferred so that this
     module imports without TensorRT-LLM."""
-    _import_trtllm()
+    import_trtllm()
     from tensorrt_llm._torch.attention_backend.interface import PredefinedAttentionMask  # noqa: PLC0415
     from tensorrt_llm._torch.models.modeling_qwen import QwenDecoderLayer, QwenModel  # noqa: PLC0415
     from tensorrt_llm._torch.models.modeling_utils import register_auto_model  # noqa: PLC0415
@@ -116,9 +116,10 @@ def model_classes() -> tuple[type, type]:
             super().__init__()
             self.model_config = model_config
             self.model = QwenModel(model_config)
-            self.model.layers = torch.nn.ModuleList(
-                FullAttentionQwenLayer(model_config, i) for i in range(len(self.model.layers))
-            )
+            for layer in self.model.layers:
+                # Same modules and weights, full-attention forward: swapping the class avoids building (and
+                # allocating) a second 28-layer stack.
+                layer.__class__ = FullAttentionQwenLayer
             c = model_config.pretrained_config
             self.score = Linear(c.hidden_size, 1, bias=False, dtype=c.torch_dtype)
             self.register_buffer("score_bias", torch.zeros((), dtype=torch.float32))
@@ -174,7 +175,7 @@ class TrtllmTorchScorer:
     """Runs Variant C on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
 
     def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.bfloat16, attn_backend: str = "TRTLLM"):
-        _import_trtllm()
+        import_trtllm()
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")
         import transformers  # noqa: PLC0415
