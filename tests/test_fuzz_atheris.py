@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing with atheris (libFuzzer) of the decoder and the request checks.
 
 The fuzzer runs in its own process, so a native crash inside FFmpeg is caught as a crash (with the input saved by
-libFuzzer) instead of taking pytest down. In the suite: a short run (VIDEOITG_ATHERIS_SECONDS, default 12 s).
+libFuzzer) instead of taking pytest down. In the suite: a short run (VIDEOITG_ATHERIS_SECONDS, default 6 s).
 By hand, a long run (figures in RELIABILITY.md):
 
     /work/venv/bin/python tests/test_fuzz_atheris.py -max_total_time=600 -timeout=20 -rss_limit_mb=4096 CORPUS_DIR
@@ -82,7 +82,7 @@ def test_atheris_short_run(tmp_path: Path) -> None:
     pytest.importorskip("atheris", reason="atheris not installed (pip install atheris)")
     corpus = tmp_path / "corpus"
     write_corpus(corpus)
-    seconds = int(os.environ.get("VIDEOITG_ATHERIS_SECONDS", "10"))
+    seconds = int(os.environ.get("VIDEOITG_ATHERIS_SECONDS", "6"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(Path(__file__)), f"-max_total_time={seconds}", "-timeout=20", "-rss_limit_mb=3072",
