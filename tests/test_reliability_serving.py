@@ -78,8 +78,8 @@ def small_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int 
 def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     log = tmp_path_factory.mktemp("log") / "tritonserver.log"
-    srv = TritonServer(repo, ServerOptions(exit_timeout_s=3, extra_args=["--model-control-mode=explicit", "--load-model=*"]),
-                       log_path=log)
+    opts = ServerOptions(exit_timeout_s=3, extra_args=["--model-control-mode=explicit", "--load-model=*"])
+    srv = TritonServer(repo, opts, log_path=log)
     srv.start(timeout_s=300)
     yield srv
     srv.stop()
