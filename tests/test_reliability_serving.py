@@ -111,6 +111,28 @@ def health(url: str) -> tuple[bool, float]:
     return ok, time.monotonic() - t0
 
 
+def listening_addresses(port: int) -> set[str]:
+    """Local IPv4/IPv6 addresses with a LISTEN socket on `port` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.rsplit(":", 1)
+            if state == "0A" and int(p, 16) == port:  # 0A = LISTEN
+                found.add(addr)
+    return found
+
+
+def test_server_listens_on_loopback_only(server) -> None:  # type: ignore[no-untyped-def]
+    for port in (server.http_port, server.grpc_port, server.metrics_port):
+        addrs = listening_addresses(port)
+        assert addrs == {"0100007F"}, f"port {port} listens on {addrs} (0100007F = 127.0.0.1)"
+
+
 # ---- load ------------------------------------------------------------------------------------------------------
 def test_load_concurrent_clients_with_health_checks(server, scorer, sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data, instruction = sample
