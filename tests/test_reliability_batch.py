@@ -179,8 +179,9 @@ def test_full_disk_stops_cleanly_and_resumes_exactly_once(media, clean_run, tmp_
     print(f"full disk via {disk.kind}: {written} rows were on disk when it filled")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="store.OutputStore names a session by second and pid only: a second run in "
-                   "the same process and second overwrites the first run's shards (rows lost); fix in RELIABILITY.md")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="store.OutputStore names a session by second and "
+                   "pid only: a second run in the same process and second overwrites the first run's shards (rows "
+                   "lost); fix in RELIABILITY.md")
 def test_two_sessions_in_one_second_keep_both(media, clean_run, tmp_path: Path,  # type: ignore[no-untyped-def]
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     want_ok, _ = clean_run
