@@ -1,0 +1,67 @@
+"""Helpers shared by the python-backend models: parameters, tensors in and out (DLPack, so a GPU tensor stays on
+the GPU), and per-request error responses."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import from_dlpack, to_dlpack
+
+from videoitg.errors import InputError, VideoITGError
+from videoitg.serving.steps import model_parameters
+
+
+def setup(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    cfg = json.loads(args["model_config"])
+    return cfg, model_parameters(cfg)
+
+
+def error(exc: BaseException | str, model: str) -> Any:
+    """A response that fails this request only. Our typed errors are the client's fault (INVALID_ARG, message as
+    is); anything else is logged with its traceback and reported as an internal error."""
+    if isinstance(exc, str):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(exc))
+    if isinstance(exc, VideoITGError):
+        msg = f"{model}: {type(exc).__name__}: {exc}"
+        code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if isinstance(exc, InputError) else None
+    else:
+        pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(exc))}")
+        msg = f"{model}: internal error: {type(exc).__name__}: {exc}"
+        code = getattr(pb_utils.TritonError, "INTERNAL", None)
+    err = pb_utils.TritonError(msg, code) if code is not None else pb_utils.TritonError(msg)
+    return pb_utils.InferenceResponse(error=err)
+
+
+def input_numpy(request: Any, name: str) -> np.ndarray | None:
+    t = pb_utils.get_input_tensor_by_name(request, name)
+    return None if t is None else t.as_numpy()
+
+
+def input_torch(request: Any, name: str) -> torch.Tensor:
+    t = pb_utils.get_input_tensor_by_name(request, name)
+    if t is None:
+        raise InputError(f"{name} is missing")
+    return from_dlpack(t.to_dlpack())  # zero-copy, on whichever device the tensor is
+
+
+def output_torch(name: str, x: torch.Tensor) -> Any:
+    return pb_utils.Tensor.from_dlpack(name, to_dlpack(x.contiguous()))
+
+
+def output_numpy(name: str, x: np.ndarray) -> Any:
+    return pb_utils.Tensor(name, np.ascontiguousarray(x))
+
+
+def response_tensor(response: Any, name: str) -> torch.Tensor:
+    t = pb_utils.get_output_tensor_by_name(response, name)
+    return from_dlpack(t.to_dlpack())
+
+
+def bytes_tensor(name: str, values: list[bytes | str], shape: tuple[int, ...] | None = None) -> Any:
+    arr = np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=np.object_)
+    return pb_utils.Tensor(name, arr.reshape(shape) if shape else arr)

@@ -1,0 +1,149 @@
+"""`videoitg`: the top-level model (BLS). One request = one video + one instruction.
+
+    VIDEO bytes --sha256--> feature cache --hit--------------------------------------+
+                                         --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
+    -> selection (core GroundingResult: ranking, top-K chronological) -> outputs
+
+BLS rather than an ensemble because a cache hit must skip decode and the vision tower. Requests that arrive
+together (dynamic batching) are handled together: their misses decode and encode concurrently, identical videos
+are computed once, and their grounding calls reach `videoitg_grounding` at the same time so its dynamic batcher
+can run them as one padded batch. Every request gets its own response; a bad one gets its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from python_backend.common import bytes_tensor, error, input_numpy, response_tensor, setup
+from videoitg.errors import VideoITGError
+from videoitg.outputs import GroundingResult
+from videoitg.pipeline import VideoFeatures
+from videoitg.serving.cache import FeatureCache, cache_key, video_digest
+from videoitg.serving.steps import (
+    Request, feature_identity, parse_request, resolve_checkpoint, result_outputs, sampling_from,
+)
+
+NAME = "videoitg"
+
+
+class StepError(VideoITGError):
+    """A step model answered with an error; its message already names the step and the cause."""
+
+    def __init__(self, message: str, code: int | None):
+        super().__init__(message)
+        self.code = code
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        _, p = setup(args)
+        self.sampling = sampling_from(p)
+        self.identity = feature_identity(resolve_checkpoint(p.get("checkpoint", "default")), p)
+        self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
+        self.default_top_k = int(p.get("default_top_k", 32))
+        self.decode_model = p.get("decode_model", "videoitg_decode")
+        self.vision_model = p.get("vision_model", "videoitg_vision")
+        self.grounding_model = p.get("grounding_model", "videoitg_grounding")
+        self._metrics()
+
+    def _metrics(self) -> None:
+        # Custom metrics appear on Triton's /metrics endpoint next to nv_inference_request_success/failure.
+        fam = pb_utils.MetricFamily
+        labels = {"model": NAME}
+        self.m_hit = fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER).Metric(labels)
+        self.m_miss = fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER).Metric(labels)
+        self.m_bytes = fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache",
+                           fam.GAUGE).Metric(labels)
+
+    async def execute(self, requests):
+        responses: list = [None] * len(requests)
+        parsed: dict[int, tuple[Request, str]] = {}
+        for i, r in enumerate(requests):
+            try:
+                req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
+                                    input_numpy(r, "TOP_K"), input_numpy(r, "DOC_ID"), self.default_top_k)
+                key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
+                parsed[i] = (req, key)
+            except Exception as e:
+                responses[i] = error(e, NAME)
+
+        feats: dict[str, VideoFeatures | BaseException] = {}
+        hit: dict[int, bool] = {}
+        todo: dict[str, bytes] = {}
+        for i, (req, key) in parsed.items():
+            if key in feats or key in todo:
+                hit[i] = False  # same video twice in this batch: computed once
+                continue
+            f = self.cache.get(key)
+            hit[i] = f is not None
+            (self.m_hit if hit[i] else self.m_miss).increment(1)
+            if f is not None:
+                feats[key] = f
+            else:
+                todo[key] = req.video
+        computed = await asyncio.gather(*(self._visual(v) for v in todo.values()), return_exceptions=True)
+        for key, f in zip(todo, computed, strict=True):
+            feats[key] = f
+            if not isinstance(f, BaseException):
+                self.cache.put(key, f)
+        self.m_bytes.set(self.cache.stats.bytes)
+
+        ok = [(i, req, feats[key]) for i, (req, key) in parsed.items()]
+        logits = await asyncio.gather(
+            *(self._ground(f, req.instruction) for _, req, f in ok if not isinstance(f, BaseException)),
+            return_exceptions=True,
+        )
+        it = iter(logits)
+        for i, req, f in ok:
+            res = f if isinstance(f, BaseException) else next(it)
+            if isinstance(res, BaseException):
+                responses[i] = self._error(res)
+                continue
+            result = GroundingResult(res.tolist(), f.frame_indices, f.timestamps, req.instruction)
+            responses[i] = self._respond(result, req, hit[i])
+        return responses
+
+    async def _call(self, model: str, inputs: list, outputs: list[str]):
+        resp = await pb_utils.InferenceRequest(
+            model_name=model, inputs=inputs, requested_output_names=outputs
+        ).async_exec()
+        if resp.has_error():
+            err = resp.error()
+            raise StepError(err.message(), err.code() if hasattr(err, "code") else None)
+        return resp
+
+    async def _visual(self, video: bytes) -> VideoFeatures:
+        dec = await self._call(self.decode_model, [bytes_tensor("VIDEO", [video])],
+                               ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
+        pixels = pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")
+        vis = await self._call(self.vision_model, [pixels], ["FEATURES"])
+        # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
+        visual = response_tensor(vis, "FEATURES").clone()
+        return VideoFeatures(visual, pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().tolist(),
+                             pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().tolist())
+
+    async def _ground(self, f: VideoFeatures, instruction: str) -> np.ndarray:
+        from torch.utils.dlpack import to_dlpack
+
+        inputs = [pb_utils.Tensor.from_dlpack("FEATURES", to_dlpack(f.visual[None].contiguous())),
+                  bytes_tensor("INSTRUCTION", [instruction], (1, 1))]
+        resp = await self._call(self.grounding_model, inputs, ["LOGITS"])
+        return response_tensor(resp, "LOGITS").reshape(-1).float().cpu().numpy()
+
+    @staticmethod
+    def _error(e: BaseException):
+        if isinstance(e, StepError):
+            code = e.code
+            err = pb_utils.TritonError(str(e), code) if code is not None else pb_utils.TritonError(str(e))
+            return pb_utils.InferenceResponse(error=err)
+        return error(e, NAME)
+
+    @staticmethod
+    def _respond(result: GroundingResult, req: Request, cache_hit: bool):
+        out = {k: v[None] for k, v in result_outputs(result, req.top_k).items()}  # add the batch axis
+        out["DOC_ID"] = np.array([[req.doc_id if req.doc_id is not None else -1]], dtype=np.int64)
+        out["CACHE_HIT"] = np.array([[cache_hit]], dtype=bool)
+        return pb_utils.InferenceResponse([pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in out.items()])
