@@ -65,3 +65,37 @@ def response_tensor(response: Any, name: str) -> torch.Tensor:
 def bytes_tensor(name: str, values: list[bytes | str], shape: tuple[int, ...] | None = None) -> Any:
     arr = np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=np.object_)
     return pb_utils.Tensor(name, arr.reshape(shape) if shape else arr)
+
+
+class RequestCounters:
+    """`videoitg_requests{model, outcome}`: Triton 2.51's python backend reports a request as a success even when
+    its response carries an error, so `nv_inference_request_failure` misses per-request errors; these count them.
+    The families must outlive their metrics, so both are kept here."""
+
+    def __init__(self, model: str):
+        fam = pb_utils.MetricFamily
+        self.family = fam("videoitg_requests", "requests answered, by outcome", fam.COUNTER)
+        self.success = self.family.Metric({"model": model, "outcome": "success"})
+        self.failure = self.family.Metric({"model": model, "outcome": "failure"})
+
+    def count(self, responses: list) -> list:
+        bad = sum(1 for r in responses if r.has_error())
+        if bad:
+            self.failure.increment(bad)
+        if len(responses) - bad:
+            self.success.increment(len(responses) - bad)
+        return responses
+
+
+def input_error_names() -> set[str]:
+    """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
+    try:
+        import videoitg.decode  # noqa: F401 - registers the decoder's error classes
+    except ImportError:
+        pass
+    names, todo = set(), [InputError]
+    while todo:
+        c = todo.pop()
+        names.add(c.__name__)
+        todo.extend(c.__subclasses__())
+    return names

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from python_backend.common import error, input_numpy, output_numpy, output_torch, setup
+from python_backend.common import RequestCounters, error, input_numpy, output_numpy, output_torch, setup
 from videoitg.serving.steps import resolve_checkpoint, sampling_from
 
 
@@ -23,6 +23,8 @@ class TritonPythonModel:
         self.image_size = cfg.vision.image_size
         self.sampling = sampling_from(p)
         self.decoder = p.get("decoder", "auto")
+        self.counters = RequestCounters("videoitg_decode")
+        import videoitg.decode  # noqa: F401 - import PyAV/decoders now, not on the first request
         torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
 
     def execute(self, requests):
@@ -37,7 +39,7 @@ class TritonPythonModel:
                 responses.append(self._respond(frames))
             except Exception as e:  # one bad video must not fail its batch-mates
                 responses.append(error(e, "videoitg_decode"))
-        return responses
+        return self.counters.count(responses)
 
     @staticmethod
     def _respond(frames):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from python_backend.common import error, input_numpy, input_torch, output_torch, setup
+from python_backend.common import RequestCounters, error, input_numpy, input_torch, output_torch, setup
 from videoitg.errors import InputError
 from videoitg.serving.steps import device_dtype, load_part, resolve_checkpoint
 from videoitg.text import encode_instruction
@@ -22,6 +22,12 @@ class TritonPythonModel:
         self.model, self.tokenizer = load_part(resolve_checkpoint(p.get("checkpoint", "default")), "grounding",
                                                self.device, self.dtype)
         self.max_batch_tokens = int(p.get("max_batch_tokens", 1 << 16))
+        self.counters = RequestCounters("videoitg_grounding")
+        # Warm-up (first-call setup off the request path): two frames of one token each, a short instruction.
+        h = self.model.config.text.hidden_size
+        with torch.inference_mode():
+            self.model.score_features([torch.zeros(2, 1, h, device=self.device, dtype=self.dtype)],
+                                      [encode_instruction(self.tokenizer, "warm up").to(self.device)])
 
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
@@ -49,7 +55,7 @@ class TritonPythonModel:
             except Exception as e:
                 for i, _, _ in group:
                     responses[i] = error(e, "videoitg_grounding")
-        return responses
+        return self.counters.count(responses)
 
     def _groups(self, items):
         """Split into padded batches of at most `max_batch_tokens` padded tokens (bounded activation memory)."""

@@ -13,11 +13,14 @@ can run them as one padded batch. Every request gets its own response; a bad one
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from python_backend.common import bytes_tensor, error, input_numpy, response_tensor, setup
+from python_backend.common import (
+    RequestCounters, bytes_tensor, error, input_error_names, input_numpy, response_tensor, setup,
+)
 from videoitg.errors import VideoITGError
 from videoitg.outputs import GroundingResult
 from videoitg.pipeline import VideoFeatures
@@ -32,9 +35,6 @@ NAME = "videoitg"
 class StepError(VideoITGError):
     """A step model answered with an error; its message already names the step and the cause."""
 
-    def __init__(self, message: str, code: int | None):
-        super().__init__(message)
-        self.code = code
 
 
 class TritonPythonModel:
@@ -47,16 +47,21 @@ class TritonPythonModel:
         self.decode_model = p.get("decode_model", "videoitg_decode")
         self.vision_model = p.get("vision_model", "videoitg_vision")
         self.grounding_model = p.get("grounding_model", "videoitg_grounding")
+        self.decode_backend = p.get("decode_backend", "python")
         self._metrics()
+        self.counters = RequestCounters(NAME)
+        self.client_errors = input_error_names()
 
     def _metrics(self) -> None:
         # Custom metrics appear on Triton's /metrics endpoint next to nv_inference_request_success/failure.
+        # The families must outlive their metrics, so both are kept on the model.
         fam = pb_utils.MetricFamily
-        labels = {"model": NAME}
-        self.m_hit = fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER).Metric(labels)
-        self.m_miss = fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER).Metric(labels)
-        self.m_bytes = fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache",
-                           fam.GAUGE).Metric(labels)
+        self.families = [
+            fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER),
+            fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER),
+            fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache", fam.GAUGE),
+        ]
+        self.m_hit, self.m_miss, self.m_bytes = (f.Metric({"model": NAME}) for f in self.families)
 
     async def execute(self, requests):
         responses: list = [None] * len(requests)
@@ -104,18 +109,19 @@ class TritonPythonModel:
                 continue
             result = GroundingResult(res.tolist(), f.frame_indices, f.timestamps, req.instruction)
             responses[i] = self._respond(result, req, hit[i])
-        return responses
+        return self.counters.count(responses)
 
     async def _call(self, model: str, inputs: list, outputs: list[str]):
         resp = await pb_utils.InferenceRequest(
             model_name=model, inputs=inputs, requested_output_names=outputs
         ).async_exec()
         if resp.has_error():
-            err = resp.error()
-            raise StepError(err.message(), err.code() if hasattr(err, "code") else None)
+            raise StepError(resp.error().message())
         return resp
 
     async def _visual(self, video: bytes) -> VideoFeatures:
+        if self.decode_backend == "dali":
+            return await self._visual_dali(video)
         dec = await self._call(self.decode_model, [bytes_tensor("VIDEO", [video])],
                                ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
         pixels = pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")
@@ -125,6 +131,26 @@ class TritonPythonModel:
         return VideoFeatures(visual, pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().tolist(),
                              pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().tolist())
 
+    async def _visual_dali(self, video: bytes) -> VideoFeatures:
+        """GPU deployments. UNVERIFIED (no GPU tritonserver with the DALI backend here): the container header gives
+        the frame count and rate, the sampling rule picks the frame numbers, DALI decodes just those on the GPU,
+        and the frames reach the vision model by DLPack without leaving the device."""
+        from torch.utils.dlpack import to_dlpack
+
+        from videoitg.decode import probe_video
+        from videoitg.sampling import frame_timestamps, sample_frame_indices
+
+        info = probe_video(video)
+        idx = sample_frame_indices(info.total_frames, info.fps, self.sampling)
+        data = np.frombuffer(video, dtype=np.uint8)[None]
+        dec = await self._call(self.decode_model, [pb_utils.Tensor("VIDEO", data),
+                                                   pb_utils.Tensor("FRAMES", np.asarray([idx], dtype=np.int32))],
+                               ["PIXEL_VALUES"])
+        pixels = response_tensor(dec, "PIXEL_VALUES")[0]  # drop DALI's batch axis, still on the device
+        vis = await self._call(self.vision_model, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
+                               ["FEATURES"])
+        return VideoFeatures(response_tensor(vis, "FEATURES").clone(), idx, frame_timestamps(idx, info.fps))
+
     async def _ground(self, f: VideoFeatures, instruction: str) -> np.ndarray:
         from torch.utils.dlpack import to_dlpack
 
@@ -133,13 +159,15 @@ class TritonPythonModel:
         resp = await self._call(self.grounding_model, inputs, ["LOGITS"])
         return response_tensor(resp, "LOGITS").reshape(-1).float().cpu().numpy()
 
-    @staticmethod
-    def _error(e: BaseException):
-        if isinstance(e, StepError):
-            code = e.code
-            err = pb_utils.TritonError(str(e), code) if code is not None else pb_utils.TritonError(str(e))
-            return pb_utils.InferenceResponse(error=err)
-        return error(e, NAME)
+    def _error(self, e: BaseException):
+        if not isinstance(e, StepError):
+            return error(e, NAME)
+        # A BLS response does not carry the step's error code through (2.51 reports INTERNAL), but the step's
+        # message names the error class: the client's fault (400) when it is one of our InputError classes.
+        m = re.match(r"^\w+: (\w+): ", str(e))
+        client = m is not None and m.group(1) in self.client_errors
+        code = pb_utils.TritonError.INVALID_ARG if client else pb_utils.TritonError.INTERNAL
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), code))
 
     @staticmethod
     def _respond(result: GroundingResult, req: Request, cache_hit: bool):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from python_backend.common import error, input_torch, output_torch, setup
+from python_backend.common import RequestCounters, error, input_torch, output_torch, setup
 from videoitg.serving.steps import device_dtype, load_part, resolve_checkpoint
 
 
@@ -30,6 +30,10 @@ class TritonPythonModel:
 
             providers = ["CUDAExecutionProvider"] if self.device.startswith("cuda") else []
             self.ort = ort.InferenceSession(p["vision_engine"], providers=providers + ["CPUExecutionProvider"])
+        self.counters = RequestCounters("videoitg_vision")
+        # Warm-up: the first forward pays one-time kernel/allocator setup that should not land on a request.
+        s = self.model.config.vision.image_size
+        self.features(torch.zeros(2, 3, s, s, device=self.device, dtype=self.dtype))
 
     def execute(self, requests):
         responses = []
@@ -42,7 +46,7 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse([output_torch("FEATURES", feats)]))
             except Exception as e:
                 responses.append(error(e, "videoitg_vision"))
-        return responses
+        return self.counters.count(responses)
 
     @torch.inference_mode()
     def features(self, pv: torch.Tensor) -> torch.Tensor:

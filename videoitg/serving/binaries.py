@@ -150,6 +150,9 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
     # The stub runs `python3` from PATH: the venv's interpreter must come first or model.py cannot import numpy.
     env["PATH"] = _prepend(env.get("PATH"), Path(sys.executable).parent)
     env["PYTHONPATH"] = _prepend(env.get("PYTHONPATH"), repo_root())
+    # Several stub processes run torch side by side; OpenMP workers that spin-wait after each parallel region
+    # steal the cores the busy process needs. Passive waiting costs a few microseconds per region instead.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
