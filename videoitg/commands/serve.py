@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from videoitg.commands.repo import add_sampling_arguments, spec_from_args
@@ -20,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: gpu when CUDA and a tritonserver with the DALI backend are present")
     parser.add_argument("--repo", type=Path, default=None,
                         help="write the repository here (default: a temporary directory)")
+    parser.add_argument("--model-repository", type=Path, default=None,
+                        help="serve this existing repository as is (no generation; --checkpoint etc. ignored)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -45,27 +48,25 @@ def run(args: argparse.Namespace) -> int:
     from videoitg.serving.server import ServerOptions, TritonServer
 
     target = resolve_target(args.target)
-    spec = spec_from_args(args, target)
     tmp = None
-    if args.repo is None:
-        tmp = tempfile.TemporaryDirectory(prefix="videoitg-repo-")
-        repo = Path(tmp.name)
+    if args.model_repository is not None:
+        repo = args.model_repository
     else:
-        repo = args.repo
-    build_repository(spec, repo)
+        if args.repo is None:
+            tmp = tempfile.TemporaryDirectory(prefix="videoitg-repo-")
+            repo = Path(tmp.name)
+        else:
+            repo = args.repo
+        build_repository(spec_from_args(args, target), repo)
     opts = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                          metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose))
     server = TritonServer(repo, opts, log_path=args.log)
     print(f"starting tritonserver ({server.install.kind}: {server.install.binary}), {target} repository {repo}",
           flush=True)
-    stopping = False
+    stopping: list[str] = []
 
-    def _stop(signum, _frame):  # SIGINT / SIGTERM: stop the server in order, then leave
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            print(f"\n{signal.Signals(signum).name}: stopping tritonserver", flush=True)
-            server.stop()
+    def _stop(signum, _frame):  # SIGINT / SIGTERM: only note it; the main loop stops the server in order
+        stopping.append(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
@@ -74,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}\n"
               f"log: {server.log_path}\n"
               f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}", flush=True)
-        code = 0
-        if not stopping:
-            code = server.wait() if server.running else 0
-        if not stopping and code != 0:
-            print(f"tritonserver exited with code {code}; log tail:\n{server.log_tail()}", file=sys.stderr)
-            return 1
-        return 0
+        while server.running and not stopping:
+            time.sleep(0.2)
+        if stopping:
+            print(f"{stopping[0]}: stopping tritonserver", flush=True)
+            code = server.stop()
+            print(f"tritonserver stopped (exit code {code})", flush=True)
+            return 0 if code == 0 else 1
+        print(f"tritonserver exited on its own; log tail:\n{server.log_tail()}", file=sys.stderr)
+        return 1
     finally:
         server.stop()
         if tmp is not None:
