@@ -19,17 +19,28 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_backend.common import (
-    RequestCounters, bytes_tensor, error, input_error_names, input_numpy, response_tensor, setup,
+    RequestCounters,
+    bytes_tensor,
+    error,
+    input_error_names,
+    input_numpy,
+    response_tensor,
+    setup,
 )
 from videoitg.errors import VideoITGError
 from videoitg.outputs import GroundingResult
 from videoitg.pipeline import VideoFeatures
 from videoitg.serving.cache import FeatureCache, cache_key, video_digest
 from videoitg.serving.steps import (
-    Request, feature_identity, parse_request, resolve_checkpoint, result_outputs, sampling_from,
+    Request,
+    feature_identity,
+    parse_request,
+    resolve_checkpoint,
+    result_outputs,
+    sampling_from,
 )
 
-NAME = "videoitg"
+NAME = "videoitg"  # default; the instance uses its own model name (benchmarks add variants)
 
 
 class StepError(VideoITGError):
@@ -40,6 +51,7 @@ class StepError(VideoITGError):
 class TritonPythonModel:
     def initialize(self, args):
         _, p = setup(args)
+        self.name = args.get("model_name", NAME)
         self.sampling = sampling_from(p)
         self.identity = feature_identity(resolve_checkpoint(p.get("checkpoint", "default")), p)
         self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
@@ -49,7 +61,7 @@ class TritonPythonModel:
         self.grounding_model = p.get("grounding_model", "videoitg_grounding")
         self.decode_backend = p.get("decode_backend", "python")
         self._metrics()
-        self.counters = RequestCounters(NAME)
+        self.counters = RequestCounters(self.name)
         self.client_errors = input_error_names()
 
     def _metrics(self) -> None:
@@ -61,7 +73,7 @@ class TritonPythonModel:
             fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER),
             fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache", fam.GAUGE),
         ]
-        self.m_hit, self.m_miss, self.m_bytes = (f.Metric({"model": NAME}) for f in self.families)
+        self.m_hit, self.m_miss, self.m_bytes = (f.Metric({"model": self.name}) for f in self.families)
 
     async def execute(self, requests):
         responses: list = [None] * len(requests)
@@ -73,7 +85,7 @@ class TritonPythonModel:
                 key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
                 parsed[i] = (req, key)
             except Exception as e:
-                responses[i] = error(e, NAME)
+                responses[i] = error(e, self.name)
 
         feats: dict[str, VideoFeatures | BaseException] = {}
         hit: dict[int, bool] = {}
@@ -161,7 +173,7 @@ class TritonPythonModel:
 
     def _error(self, e: BaseException):
         if not isinstance(e, StepError):
-            return error(e, NAME)
+            return error(e, self.name)
         # A BLS response does not carry the step's error code through (2.51 reports INTERNAL), but the step's
         # message names the error class: the client's fault (400) when it is one of our InputError classes.
         m = re.match(r"^\w+: (\w+): ", str(e))

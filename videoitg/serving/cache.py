@@ -38,7 +38,7 @@ def checkpoint_identity(checkpoint_dir: str | Path, extra: Iterable[str] = ()) -
     root = Path(checkpoint_dir).resolve()
     h = hashlib.sha256(str(root).encode())
     for f in sorted(root.rglob("*")):
-        if not f.is_file() or not (f.suffix in (".json", ".safetensors")):
+        if not f.is_file() or f.suffix not in (".json", ".safetensors"):
             continue
         st = f.stat()
         h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,11 @@ def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serial
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     if spec.gpu and serialize_dali:
-        write_dali_model(spec, out / DECODE / "1" / "model.dali")
+        try:
+            write_dali_model(spec, out / DECODE / "1" / "model.dali")
+        except ImportError as e:  # DALI or the decode package's DALI pipeline is not installed here
+            warnings.warn(f"{DECODE}/1/model.dali not written ({e}); build the gpu repository where DALI is "
+                          "installed, or serialise videoitg.decode's pipeline there", stacklevel=2)
     engine = find_vision_engine(spec.engines, spec.target)
     if engine.runtime == "tensorrt":
         plan = out / VISION_ENCODER / "1" / "model.plan"
