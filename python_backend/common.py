@@ -50,6 +50,10 @@ def input_torch(request: Any, name: str) -> torch.Tensor:
 
 
 def output_torch(name: str, x: torch.Tensor) -> Any:
+    """GPU tensors leave by DLPack (no copy, stay on device); CPU tensors through numpy (copied into the
+    response's shared memory either way, and the stub then holds no foreign DLPack capsule)."""
+    if x.device.type == "cpu":
+        return pb_utils.Tensor(name, np.ascontiguousarray(x.detach().numpy()))
     return pb_utils.Tensor.from_dlpack(name, to_dlpack(x.contiguous()))
 
 
@@ -77,6 +81,11 @@ class RequestCounters:
         self.family = fam("videoitg_requests", "requests answered, by outcome", fam.COUNTER)
         self.success = self.family.Metric({"model": model, "outcome": "success"})
         self.failure = self.family.Metric({"model": model, "outcome": "failure"})
+
+    def close(self) -> None:
+        """Metrics before their family: the stub crashes at exit if a family dies first."""
+        del self.success, self.failure
+        del self.family
 
     def count(self, responses: list) -> list:
         bad = sum(1 for r in responses if r.has_error())

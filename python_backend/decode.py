@@ -27,6 +27,9 @@ class TritonPythonModel:
         import videoitg.decode  # noqa: F401 - import PyAV/decoders now, not on the first request
         torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
 
+    def finalize(self):
+        self.counters.close()
+
     def execute(self, requests):
         from videoitg.decode import decode_video
 

@@ -29,6 +29,9 @@ class TritonPythonModel:
             self.model.score_features([torch.zeros(2, 1, h, device=self.device, dtype=self.dtype)],
                                       [encode_instruction(self.tokenizer, "warm up").to(self.device)])
 
+    def finalize(self):
+        self.counters.close()
+
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
 

@@ -75,6 +75,13 @@ class TritonPythonModel:
         ]
         self.m_hit, self.m_miss, self.m_bytes = (f.Metric({"model": self.name}) for f in self.families)
 
+    def finalize(self):
+        # Metrics before their families, explicitly: interpreter teardown order is arbitrary, and a family
+        # destroyed before its metrics crashes the stub on exit.
+        self.counters.close()
+        del self.m_hit, self.m_miss, self.m_bytes
+        del self.families
+
     async def execute(self, requests):
         responses: list = [None] * len(requests)
         parsed: dict[int, tuple[Request, str]] = {}

@@ -35,6 +35,9 @@ class TritonPythonModel:
         s = self.model.config.vision.image_size
         self.features(torch.zeros(2, 3, s, s, device=self.device, dtype=self.dtype))
 
+    def finalize(self):
+        self.counters.close()
+
     def execute(self, requests):
         responses = []
         for request in requests:
