@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,31 +24,6 @@ def video_digest(video: bytes) -> str:
 
 def cache_key(video_digest_hex: str, sampling_key: str, model_identity: str) -> str:
     return f"{video_digest_hex}|{sampling_key}|{model_identity}"
-
-
-def checkpoint_identity(checkpoint_dir: str | Path, extra: Iterable[str] = ()) -> str:
-    """A short id that changes when the checkpoint's config or weights change.
-
-    Hashing every weight byte of a 16 GB checkpoint would delay each server start by minutes; the config, plus each
-    weight file's name, size and safetensors header (tensor names, dtypes, shapes, offsets) and mtime, identifies it.
-    `extra` adds what else changes the features (dtype, device, vision runtime/engine).
-    """
-    root = Path(checkpoint_dir).resolve()
-    h = hashlib.sha256(str(root).encode())
-    for f in sorted(root.rglob("*")):
-        if not f.is_file() or f.suffix not in (".json", ".safetensors"):
-            continue
-        st = f.stat()
-        h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
-        if f.suffix == ".json":
-            h.update(f.read_bytes())
-        else:
-            with open(f, "rb") as fh:
-                n = int.from_bytes(fh.read(8), "little")
-                h.update(fh.read(min(n, 64 << 20)))  # the JSON header, not the tensor data
-    for e in extra:
-        h.update(b"|" + str(e).encode())
-    return h.hexdigest()[:16]
 
 
 def nbytes(value: Any) -> int:
