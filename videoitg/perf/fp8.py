@@ -94,8 +94,9 @@ def fits_fp8(linear: nn.Linear) -> bool:
 
 
 def default_fp8_filter(name: str, linear: nn.Linear) -> bool:
-    """The transformer blocks of both towers and the projector; embeddings, norms and the head stay bf16."""
-    return f".{name}".find(".layers.") >= 0 or "mm_projector" in name
+    """The transformer blocks of both towers (99.9% of a request's FLOPs). Embeddings, norms, the head and the
+    projector stay bf16: the core model reads the projector's `.weight` for its dtype, and its GEMMs are <0.1%."""
+    return f".{name}".find(".layers.") >= 0
 
 
 def convert_linears_to_fp8(
