@@ -18,8 +18,10 @@ fresh child process per side.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -113,10 +115,12 @@ def child(which: str, tiny: bool) -> None:
     """Runs in a fresh process: peak-RSS growth of one forward of one side, as JSON on stdout.
 
     Writing 5 to /proc/self/clear_refs resets the kernel's peak-RSS mark (VmHWM), so building the models does not
-    mask the forward's own peak."""
+    mask the forward's own peak. The parent starts the child with a fixed glibc mmap threshold, so every tensor
+    buffer is its own mapping and RSS follows the live tensors."""
     torch.set_grad_enabled(False)
     sides = Sides(tiny)
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so reuse of them does not hide growth
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _status_kb("VmRSS")
@@ -128,12 +132,17 @@ def child(which: str, tiny: bool) -> None:
 def measure_rss(which: str, tiny: bool) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", which, "--threads", str(torch.get_num_threads())]
     cmd += ["--tiny"] if tiny else []
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # no dynamic threshold: freed buffers leave RSS
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def run(tiny: bool, iters: int, rss: bool) -> dict[str, Any]:
-    torch.set_grad_enabled(False)
+    with torch.inference_mode():
+        return _run(tiny, iters, rss)
+
+
+def _run(tiny: bool, iters: int, rss: bool) -> dict[str, Any]:
     sides = Sides(tiny)
     cfg, t, instr = sides.cfg, sides.frames, sides.instr
     ours_f, base_f = request_flops(cfg, t, instr), request_flops(cfg, t, instr, "baseline")
@@ -191,12 +200,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p.add_argument("--out", default=None, help="write the report here (JSON)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.child:
-        child(args.child, args.tiny)
-        return None
-    report = run(args.tiny, args.iters or (2 if args.tiny else 5), rss=not args.no_rss)
+    threads_before = torch.get_num_threads()  # restored: the tests run this inside the suite's process
+    threads = args.threads or (1 if args.tiny else None)  # see bench_gpu_path --threads
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if args.child:
+            child(args.child, args.tiny)
+            return None
+        report = run(args.tiny, args.iters or (2 if args.tiny else 5), rss=not args.no_rss)
+    finally:
+        torch.set_num_threads(threads_before)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(format_table(report))

@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the full report here (JSON)")
     p.add_argument("--strict", action="store_true", help="fail on the first error instead of recording it")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (tiny default 1: tiny ops gain nothing from more, and on a shared machine "
+                        "OpenMP barriers between busy cores cost more than the ops)")
     return p.parse_args(argv)
 
 
@@ -219,7 +222,18 @@ class Bench:
         return self.pixels_host[t].to(self.device, dtype)
 
     def run(self) -> dict[str, Any]:
-        torch.set_grad_enabled(False)
+        """Process-wide torch settings are restored afterwards: the tests run this inside the suite's process."""
+        threads_before = torch.get_num_threads()
+        threads = self.args.threads or (1 if self.tiny else None)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                return self._run()
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _run(self) -> dict[str, Any]:
         a, dev = self.args, self.device
         self.report["env"] = environment(dev)
         log(f"env: {self.report['env']}")
@@ -242,26 +256,26 @@ class Bench:
         self.report["upload"] = upload_bandwidth(tuple(self.pixels_host[max(self.frames)].shape), self.dtype, dev)
         self.report["throughput"] = self.throughput(model)
         if a.compile:
-            self.report["compiled"] = self.guarded("compile", lambda: self.measure_compiled(model, ours_scores))
+            self.report["compiled"] = self.guarded("compile", self.measure_compiled, model, ours_scores)
 
         # The baseline borrows our weights (same function, comparable scores); FP8 rebuilds from the seed after.
         state = None if a.skip_baseline else dict(model.state_dict())
         del model
         self.free()
         if state is not None:
-            self.report["baseline"] = self.guarded("baseline", lambda: self.measure_baseline(state, ours_scores))
+            self.report["baseline"] = self.guarded("baseline", self.measure_baseline, state, ours_scores)
             state = None
             self.free()
         if self.fp8_enabled():
-            self.report["fp8"] = self.guarded("fp8", lambda: self.measure_fp8(ours_scores))
+            self.report["fp8"] = self.guarded("fp8", self.measure_fp8, ours_scores)
         self.report["summary"] = self.summary()
         return self.report
 
-    def guarded(self, what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def guarded(self, what: str, fn: Callable[..., dict[str, Any]], *fn_args: Any) -> dict[str, Any]:
         """Run an optional section; on failure record the error and keep the rest of the run (one device call
         must still bring back every other number). --strict (the tests) re-raises."""
         try:
-            return fn()
+            return fn(*fn_args)
         except Exception as e:
             if self.args.strict:
                 raise
@@ -288,7 +302,7 @@ class Bench:
         for t in self._progress(frames or self.frames, label):
             px = self.pixels(t, self.dtype)
 
-            def cold() -> torch.Tensor:
+            def cold(px: torch.Tensor = px) -> torch.Tensor:
                 return model.score_features([model.visual_features(px, chunk_frames=chunk)], [ids])[0]
 
             cold_s = time_calls(cold, dev, warmup=1, iters=self.iters)
@@ -362,19 +376,31 @@ class Bench:
                 "agreement": score_agreement(ref[t], scores[t])}
 
     def measure_fp8(self, ref: dict[int, torch.Tensor]) -> dict[str, Any]:
-        from videoitg.perf.fp8 import convert_linears_to_fp8
+        """FP8 GEMMs swapped into a fresh copy of our model (same seed, same weights). The main variant (both
+        towers) runs at every T; the others only at the largest T, to show where the time goes."""
+        from videoitg.perf.fp8 import convert_linears_to_fp8, default_fp8_filter, llm_only_filter
 
-        a = self.args
-        model = build_ours(self.cfg, self.device, self.dtype, a.seed, a.checkpoint)
-        names = convert_linears_to_fp8(model, granularity="row")
-        try:
-            scores = self.measure_ours(model, "ours_fp8")
-        finally:
-            del model
-            self.free()
-        return {"converted_linears": len(names), "granularity": "row (per token x per output channel)",
-                "agreement": {t: score_agreement(ref[t], scores[t], k=topk_for(t)) for t in self.frames},
-                "note": "random weights unless --checkpoint: overlap measures numerics, not checkpoint accuracy"}
+        a, big = self.args, max(self.frames)
+        compiled = self.device.type == "cuda"  # fused quantisation; CPU inductor would need a C++ toolchain
+        variants = [
+            ("ours_fp8", default_fp8_filter, False, self.frames),
+            ("ours_fp8_llm_only", llm_only_filter, False, [big]),
+            ("ours_fp8_fast_accum", default_fp8_filter, True, [big]),
+        ]
+        res: dict[str, Any] = {"granularity": "row (per token x per output channel)", "compiled_quant": compiled,
+                               "note": "random weights unless --checkpoint: overlap measures numerics, "
+                                       "not the checkpoint's accuracy"}
+        for label, include, fast, frames in variants if not self.tiny else variants[:1]:
+            model = build_ours(self.cfg, self.device, self.dtype, a.seed, a.checkpoint)
+            names = convert_linears_to_fp8(model, include, "row", fast_accum=fast, compiled_quant=compiled)
+            try:
+                scores = self.measure_ours(model, label, frames=frames)
+            finally:
+                del model
+                self.free()
+            res[label] = {"converted_linears": len(names), "fast_accum": fast,
+                          "agreement": {t: score_agreement(ref[t], scores[t], k=topk_for(t)) for t in frames}}
+        return res
 
     def measure_baseline(self, state: dict[str, torch.Tensor], ours: dict[int, torch.Tensor]) -> dict[str, Any]:
         dev, a = self.device, self.args
@@ -407,9 +433,7 @@ class Bench:
             res["rows"][t] = row
             log(f"baseline T={t}: cold {row['cold_s'] * 1e3:.1f} ms, speed-up {row.get('speedup_cold', 0):.2f}x")
             del vis, px
-        del base
-        self.free()
-        return res
+        return res  # the caller frees the baseline's weights
 
     def _progress(self, items: list[int], label: str) -> Any:
         try:
@@ -459,7 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"matmul {report['matmul']['tflops']:.3g} TFLOP/s  flash-attn: {env['flash_attn']}")
     print(format_table(report["summary"]))
     thr = report["throughput"]
-    print("in flight (T=%d): " % thr["frames"] + ", ".join(
+    print(f"in flight (T={thr['frames']}): " + ", ".join(
         f"{s['in_flight']}: {s['requests_per_s']:.2f} req/s streams / {b['requests_per_s']:.2f} batched"
         for s, b in zip(thr["streams"], thr["batched"], strict=True)))
     return report

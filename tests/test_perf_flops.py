@@ -35,7 +35,10 @@ def test_vision_per_frame_matches_spec() -> None:
     # the original runs all 27 layers and the pooling head: ~4.4% more
     full = vision_flops_per_frame(REAL.vision, 27, include_head=True)
     assert full / per_frame == pytest.approx(1.0445, abs=0.002)
-    assert siglip_head_flops(REAL.vision) == 2 * 729 * 1152 * 2304 + 2 * 2 * 1152 * 1152 + 4 * 729 * 1152 + 4 * 1152 * 4304
+    # head: keys+values of 729 tokens, the probe's q and out projections, one attention row, MLP on one token
+    assert siglip_head_flops(REAL.vision) == (
+        2 * 729 * 1152 * 2304 + 2 * 2 * 1152 * 1152 + 4 * 729 * 1152 + 4 * 1152 * 4304
+    )
 
 
 def test_llm_per_token_and_request_match_anchors() -> None:
