@@ -9,7 +9,9 @@ Phases of a cold request, each peaking at (what is retained across it) + (the la
   (6 x C*N*D) [+ the C*heads*N^2 score matrix when SDPA falls back to the math kernel]. MLP block: residual, norm
   output, fc2 output (3 x C*N*D) + fc1 output and its GELU (2 x C*N*I).
   The original path also keeps every hidden state of the chunk: (layers + 1) x C*N*D.
-- projector: encoder features T*N*Cv, resized T*hw^2*Cv, fc1 + GELU + fc2 outputs 3 x T*hw^2*H.
+- concatenating the chunk outputs: the chunks and the result, 2 x T*N*Cv.
+- projector: encoder features T*N*Cv, resized T*hw^2*Cv, then the larger of the channels-first copy the resize
+  reads (T*N*Cv) and the fc1 + GELU + fc2 outputs (3 x T*hw^2*H).
 - LLM over L tokens: residual, q, k, v (GQA expanded), RoPE'd q and k, attention output, o_proj output (8 x L*H);
   MLP: residual, norm output (2 x L*H) + SiLU(gate), up, their product (3 x L*I). The original path also keeps
   `num_hidden_layers + 1` hidden states of L*H.
@@ -164,9 +166,12 @@ def request_memory(
         phases["vision"] = held + vision_chunk_transient(v, c, b, kernel) + retained.get(
             "vision_hidden_states_chunk", 0
         )
+        # torch.cat of the per-chunk outputs: the chunks and their concatenation are alive together
+        phases["vision_concat"] = held + retained["encoder_features"]
         side = cfg.tokens_per_side(num_frames)
         resized = b * num_frames * side * side * cv
-        phases["projector"] = held + resized + 3 * b * vis_tok * h
+        # the resize reads a channels-first copy of the features; the MLP then holds fc1, GELU and fc2 outputs
+        phases["projector"] = held + resized + max(retained["encoder_features"], 3 * b * vis_tok * h)
     # LLM: the visual embeddings (the cacheable part) stay alive; inputs_embeds is a concatenated copy.
     llm_held = retained["visual_embeddings"] + batch * b * seq * h
     if batch > 1:
