@@ -207,6 +207,22 @@ def compile_layers(model: Any) -> int:
 
 
 # ---- the run ----------------------------------------------------------------------------------------------------
+class Report(dict):
+    """The run's results; every top-level section is written to `path` as it lands, so a run cut short by the
+    device call's time limit still brings back what it measured."""
+
+    def __init__(self, path: str | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if self.path:
+            self.path.write_text(json.dumps(self, indent=1, default=str) + "\n")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -218,7 +234,8 @@ class Bench:
         self.dtype = DTYPES[args.dtype or ("fp32" if self.tiny else "bf16")]
         self.base_dtype = DTYPES[args.baseline_dtype or ("fp32" if self.tiny else "fp16")]
         self.iters = args.iters or (1 if self.tiny else 3)
-        self.report: dict[str, Any] = {"args": vars(args)}
+        self.report = Report(args.out)
+        self.report["args"] = vars(args)
         g = torch.Generator(device="cpu").manual_seed(args.seed)
         s = self.cfg.vision.image_size
         # Inputs drawn once on the host (same frames for every path); pixels in the range SigLIP preprocessing gives.
@@ -484,10 +501,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    report = Bench(args).run()
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    report = Bench(args).run()  # written to --out section by section
     env = report["env"]
     print(f"\ndevice: {env.get('gpu', env['device'])}  torch {env['torch']}  date {env['date_utc']} UTC  "
           f"matmul {report['matmul']['tflops']:.3g} TFLOP/s  flash-attn: {env['flash_attn']}")
