@@ -9,7 +9,8 @@ on weight values; `--checkpoint DIR` loads real ones). Measured, in order:
  2. our path (core `VideoITG`, bf16, SigLIP cut at the select layer, no hidden states kept, SDPA): cold request
     (frames already on the device) and cached-video request (LLM only) for each T; peak memory next to the memory
     model; achieved TFLOP/s; host enqueue time; vision chunk sweep; pinned vs pageable upload of the frames.
- 3. throughput with 1/2/4 requests in flight (threads on their own CUDA streams, and one padded batch).
+ 3. throughput with 1/2/4 requests in flight (threads on their own CUDA streams, and one padded batch);
+    micro-benchmarks of changes proposed for the core model (GELU in the GEMM epilogue, SDPA enable_gqa).
  4. optional: `torch.compile` of every layer; FP8 GEMMs (`torch._scaled_mm`) with top-32 overlap vs bf16.
  5. the baseline: the original path (HF SiglipVisionModel, all layers, output_hidden_states=True, chunks of 384;
     projector; HF Qwen2Model non-causal with output_hidden_states=True; fp16), the same weights; speed-up and
@@ -280,6 +281,7 @@ class Bench:
         self.report["chunk_sweep"] = self.chunk_sweep(model)
         self.report["upload"] = upload_bandwidth(tuple(self.pixels_host[max(self.frames)].shape), dev)
         self.report["throughput"] = self.throughput(model)
+        self.report["micro"] = self.guarded("micro", self.micro)
         if a.compile:
             self.report["compiled"] = self.guarded("compile", self.measure_compiled, model, ours_scores)
 
@@ -361,6 +363,17 @@ class Bench:
             del vis, px
         self.report[label] = rows
         return scores
+
+    def micro(self) -> dict[str, Any]:
+        """Changes proposed for the core model, timed in isolation (docs/performance.md)."""
+        from videoitg.perf.micro import gqa_attention, siglip_mlp_gelu_epilogue
+
+        it = 2 if self.tiny else 10
+        res = {"siglip_mlp_gelu_epilogue": siglip_mlp_gelu_epilogue(self.cfg, self.args.chunk, self.device,
+                                                                    self.dtype, it),
+               "gqa_attention": gqa_attention(self.cfg, max(self.frames), self.instr, self.device, self.dtype, it)}
+        log(f"micro: {res}")
+        return res
 
     def chunk_sweep(self, model: Any) -> dict[int, float]:
         t = max(self.frames)

@@ -37,6 +37,9 @@ def test_gpu_bench_tiny_on_cpu(tmp_path, capsys) -> None:
     assert [r["in_flight"] for r in report["throughput"]["streams"]] == [1, 2]
     assert all(r["requests_per_s"] > 0 for r in report["throughput"]["batched"])
     assert set(report["chunk_sweep"]) == {4, 8}
+    micro = report["micro"]
+    assert micro["gqa_attention"]["max_abs_diff"] < 1e-5  # enable_gqa computes the same attention
+    assert micro["siglip_mlp_gelu_epilogue"]["rel_l2"] < 1e-2 and micro["gqa_attention"]["enable_gqa_s"] > 0
 
 
 def test_cpu_savings_tiny() -> None:
