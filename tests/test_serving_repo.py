@@ -60,10 +60,15 @@ def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
 
 
 def test_vision_engine_hook(tmp_path: Path) -> None:
+    """Follows engine_build's layout: ENGINES/onnx/vision.onnx, ENGINES/tensorrt/vision.plan."""
     assert find_vision_engine("", "gpu").runtime == "torch"
-    (tmp_path / "vision_encoder.onnx").write_bytes(b"x")
-    assert find_vision_engine(str(tmp_path), "cpu").runtime == "onnxruntime"
-    (tmp_path / "vision_encoder.plan").write_bytes(b"x")
+    assert find_vision_engine(str(tmp_path), "cpu").runtime == "torch"  # nothing built
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "vision.onnx").write_bytes(b"x")
+    e = find_vision_engine(str(tmp_path), "cpu")
+    assert (e.runtime, e.path) == ("onnxruntime", str((tmp_path / "onnx" / "vision.onnx").resolve()))
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "vision.plan").write_bytes(b"x")
     assert find_vision_engine(str(tmp_path), "gpu").runtime == "tensorrt"
     assert find_vision_engine(str(tmp_path), "cpu").runtime == "onnxruntime"  # no TensorRT on a CPU target
     files = render(RepoSpec(target="gpu", engines=str(tmp_path)))

@@ -64,28 +64,17 @@ class VisionEngine:
 
 
 def find_vision_engine(engines: str, target: str) -> VisionEngine:
-    """Which vision encoder the served model runs: a TensorRT plan on GPU, an ONNX graph (ONNX Runtime), or torch.
-
-    Reads `manifest.json` entries `{"vision": {"path": ..., "format": "plan"|"onnx"}}` when the engine build wrote
-    one, else looks for `vision*.plan` / `vision*.onnx` in the directory.
-    """
+    """Which vision encoder the served model runs, from what `videoitg build` wrote (engine_build's layout):
+    `tensorrt/vision.plan` on a gpu target (a `tensorrt_plan` model), else `onnx/vision.onnx` (ONNX Runtime
+    inside `videoitg_vision`), else the core torch encoder. Each engine's manifest is checked when it loads."""
     if not engines:
         return VisionEngine("torch")
-    root = Path(engines)
-    cands: list[tuple[str, Path]] = []
-    manifest = root / "manifest.json"
-    if manifest.is_file():
-        entry = json.loads(manifest.read_text()).get("vision") or {}
-        if isinstance(entry, dict) and entry.get("path"):
-            p = root / entry["path"]
-            cands.append((entry.get("format") or p.suffix.lstrip("."), p))
-    cands += [("plan", p) for p in sorted(root.glob("vision*.plan"))]
-    cands += [("onnx", p) for p in sorted(root.glob("vision*.onnx"))]
-    for fmt, p in cands:
-        if fmt == "plan" and target == "gpu":
-            return VisionEngine("tensorrt", str(p.resolve()))
-        if fmt == "onnx":
-            return VisionEngine("onnxruntime", str(p.resolve()))
+    root = Path(engines).resolve()
+    plan, onnx = root / "tensorrt" / "vision.plan", root / "onnx" / "vision.onnx"
+    if target == "gpu" and plan.is_file():
+        return VisionEngine("tensorrt", str(plan))
+    if onnx.is_file():
+        return VisionEngine("onnxruntime", str(onnx))
     return VisionEngine("torch")
 
 
