@@ -48,7 +48,9 @@ class ServerOptions:
     # Python backend shared-memory region per model instance; grown on demand up to the /dev/shm size.
     shm_default_bytes: int = 16 << 20
     cuda_pool_bytes: int = 1 << 30  # per GPU, holds tensors passed between models on device (DLPack)
-    exit_timeout_s: int = 10  # Triton also waits this long for idle keep-alive HTTP clients
+    # Unloading python models ends their stubs (torch teardown): seconds on a busy machine. Idle keep-alive HTTP
+    # clients also hold the server this long, so clients should close their connections.
+    exit_timeout_s: int = 30
     extra_args: list[str] = field(default_factory=list)
 
 
