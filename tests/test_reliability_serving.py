@@ -32,6 +32,7 @@ pytest.importorskip("videoitg.serving.server", reason="the serving package (issu
 
 from fixtures_video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream  # noqa: E402
 from test_fuzz_decode import FFMPEG_ERRORS, mutate, seed_bytes  # noqa: E402
+
 from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
