@@ -13,13 +13,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.batch.paths import AllowedRoots, resolve_video
 from videoitg.errors import InputError
+from videoitg.paths import resolve_under_roots
 
 KNOWN_FIELDS = ("video", "instruction", "doc_id", "id")
 
@@ -28,7 +29,7 @@ KNOWN_FIELDS = ("video", "instruction", "doc_id", "id")
 class Row:
     row_id: str
     line: int  # 1-based data line (JSONL) or record number (CSV) in the manifest
-    video: str  # resolved path or allowed URI
+    video: str  # resolved real path under an allowed root
     instruction: str
     doc_id: Any = None  # kept with its manifest type (int stays int) for the downstream schema
     extra: dict[str, Any] = field(default_factory=dict)  # unknown columns, passed through
@@ -101,11 +102,41 @@ def _csv_doc_id(v: Any) -> Any:
     return int(v) if isinstance(v, str) and v.isdigit() else v
 
 
-def load_manifest(path: str | Path, roots: AllowedRoots, max_instruction_chars: int = 20000) -> Manifest:
+def resolve_video(value: Any, roots: list[Path], base: Path) -> str:
+    """The real path of a row's video: under an allowed root (after symlinks), an existing readable file."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError("missing or empty 'video'")
+    real = resolve_under_roots(value, roots, base=base)
+    if not real.exists():
+        raise InputError(f"video {value!r} does not exist")
+    if not real.is_file():
+        raise InputError(f"video {value!r} is not a regular file")
+    if not os.access(real, os.R_OK):
+        raise InputError(f"video {value!r} is not readable")
+    return str(real)
+
+
+def check_roots(roots: list[str | Path]) -> list[Path]:
+    if not roots:
+        raise InputError("no allowed roots given")
+    out = []
+    for r in roots:
+        p = Path(r).expanduser()
+        if not p.is_dir():
+            raise InputError(f"allowed root {str(r)!r} is not an existing directory")
+        out.append(p.resolve())
+    return out
+
+
+def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
+                  max_instruction_chars: int = 20000) -> Manifest:
+    """Parse and check a manifest. `roots`: where videos may live (default: the manifest's directory);
+    relative `video` paths are resolved against the manifest's directory."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist")
     base = path.resolve().parent
+    allowed = check_roots(list(roots) if roots else [base])
     rows: list[Row] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
@@ -146,7 +177,7 @@ def load_manifest(path: str | Path, roots: AllowedRoots, max_instruction_chars: 
                                      f"instruction has {len(instruction)} characters (> {max_instruction_chars})"))
             continue
         try:
-            resolved = resolve_video(video, roots, base)  # type: ignore[arg-type]
+            resolved = resolve_video(video, allowed, base)
         except InputError as e:
             rejected.append(Rejected(row_id, line, rec, str(e), type(e).__name__))
             continue

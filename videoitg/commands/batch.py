@@ -13,13 +13,13 @@ HELP = "score a manifest of (video, instruction) rows on Ray Data; resumable, ev
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="JSONL or CSV with columns video, instruction and optional doc_id / id")
+    p.add_argument("manifest", help="JSONL or CSV: video (path or file:// URI), instruction, optional doc_id / id")
     p.add_argument("--out", required=True, help="output directory (results.jsonl, errors.jsonl, shards/)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="score in-process with this checkpoint (default: the tiny one)")
     src.add_argument("--server", action="append", metavar="HOST:PORT",
                      help="score against Triton endpoint(s) instead (repeat for several)")
-    p.add_argument("--allow-root", action="append", metavar="DIR_OR_URI",
+    p.add_argument("--allow-root", action="append", metavar="DIR",
                    help="videos must lie under one of these (default: the manifest's directory)")
     p.add_argument("--workers", type=int, default=1, help="engine actors (one model each) or client actors")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (0: CPU)")
@@ -48,15 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from videoitg.batch.backends import BackendSpec
     from videoitg.batch.manifest import load_manifest
-    from videoitg.batch.paths import AllowedRoots
     from videoitg.batch.ray_env import RayOptions
     from videoitg.batch.runner import BatchOptions, run_batch
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
     manifest_path = Path(args.manifest)
-    roots = AllowedRoots.build(args.allow_root or [manifest_path.resolve().parent])
-    manifest = load_manifest(manifest_path, roots)
+    manifest = load_manifest(manifest_path, args.allow_root)
     on_gpu = args.gpus_per_worker > 0
     if args.server:
         spec = BackendSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
