@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ class Outcome:
     ok: bool
     record: dict[str, Any]  # results.jsonl record, or errors.jsonl record
     cache_hit: bool = False  # scored from visual features prepared for an earlier row
+    prepare_s: float = 0.0  # decode + visual features (charged to the row that paid for them)
+    score_s: float = 0.0  # the instruction-dependent half
 
 
 class Backend(Protocol):
@@ -78,23 +81,25 @@ def score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
     by_video: dict[str, Any] = {}
     for row in rows:
         hit = row.video in by_video
+        t0 = time.perf_counter()
         if not hit:
             try:
                 by_video[row.video] = ("ok", backend.prepare(row.video))
             except Exception as e:  # noqa: BLE001 -- one bad video must not stop the run
                 _log_unexpected(e)
                 by_video[row.video] = ("error", e)
+        t1 = time.perf_counter()
         status, prepared = by_video[row.video]
         if status == "error":
-            out.append(Outcome(row.row_id, False, error_record(row, "video", prepared)))
+            out.append(Outcome(row.row_id, False, error_record(row, "video", prepared), prepare_s=t1 - t0))
             continue
         try:
-            rec = backend.score(prepared, row)
+            rec, ok = backend.score(prepared, row), True
         except Exception as e:  # noqa: BLE001
             _log_unexpected(e)
-            out.append(Outcome(row.row_id, False, error_record(row, "score", e), cache_hit=hit))
-            continue
-        out.append(Outcome(row.row_id, True, rec, cache_hit=hit))
+            rec, ok = error_record(row, "score", e), False
+        out.append(Outcome(row.row_id, ok, rec, cache_hit=hit, prepare_s=t1 - t0,
+                           score_s=time.perf_counter() - t1))
     return out
 
 

@@ -27,14 +27,18 @@ class RayOptions:
     dashboard: bool = False
     object_store_mb: int = 512
     ship_code: bool = False  # send this checkout to a cluster as a runtime_env py_module
+    wait_for_workers_s: int = 600  # how long the pool may take to start (model loads, cluster scale-up)
 
 
-def _quiet_ray_data() -> None:
+def _configure_ray_data(wait_for_workers_s: int) -> None:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # we draw our own row-level bar on the driver
     ctx.print_on_execution_start = False
+    # Start scoring only when the whole pool has loaded its model; otherwise the first actor up takes the
+    # early units while the others are still loading, and a short run is scored by one worker.
+    ctx.wait_for_min_actors_s = wait_for_workers_s
     for name in ("ray.data", "ray._private", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -47,7 +51,7 @@ def init_ray(opts: RayOptions) -> None:
     from ray._private import ray_constants
 
     if ray.is_initialized():
-        _quiet_ray_data()
+        _configure_ray_data(opts.wait_for_workers_s)
         return
     runtime_env: dict = {}
     if opts.address is None:
@@ -71,7 +75,7 @@ def init_ray(opts: RayOptions) -> None:
         if opts.ship_code:
             runtime_env["py_modules"] = [str(Path(videoitg.__file__).resolve().parent)]
         ray.init(address=opts.address, runtime_env=runtime_env or None, logging_level=logging.WARNING)
-    _quiet_ray_data()
+    _configure_ray_data(opts.wait_for_workers_s)
 
 
 def shutdown_ray() -> None:

@@ -8,6 +8,7 @@ short: see `store.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -61,8 +62,9 @@ class ScoreActor:
         for unit_json in batch["unit"]:
             rows = [Row.from_json(r) for r in json.loads(unit_json)]
             for o in score_unit(self.backend, rows):
-                out.append(json.dumps({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit,
-                                       "worker": self.pid, "record": o.record}, ensure_ascii=False))
+                out.append(json.dumps({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.pid,
+                                       "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record},
+                                      ensure_ascii=False))
         return {"out": out}
 
 
@@ -124,6 +126,7 @@ def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
         "workers": opts.workers, "group_by_video": opts.group_by_video,
     }
     ok = failed = hits = 0
+    prepare_s = score_s = 0.0
     workers_seen: set[int] = set()
     t_work = time.perf_counter()
     t_first = t_last = None  # first / last finished row: startup (Ray + model load) vs steady throughput
@@ -142,6 +145,8 @@ def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
                 ok += msg["ok"]
                 failed += not msg["ok"]
                 hits += msg["hit"]
+                prepare_s += msg.get("prepare_s", 0.0)
+                score_s += msg.get("score_s", 0.0)
                 workers_seen.add(msg["worker"])
                 bar.update(1)
                 bar.set_postfix(ok=ok, failed=failed, refresh=False)
@@ -163,6 +168,8 @@ def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
         "steady_rows_per_second": (round((scored - 1) / (t_last - t_first), 3)
                                    if scored > 1 and t_last > t_first else None),
         "wall_seconds": round(time.perf_counter() - t_start, 3),
+        # Worker seconds summed over all workers: where the time goes (decode + vision vs the LLM half).
+        "worker_seconds": {"prepare": round(prepare_s, 3), "score": round(score_s, 3)},
         "merged": merged, "options": _jsonable(opts),
     })
     atomic_write_json(store.dir / SUMMARY, summary)
@@ -205,4 +212,4 @@ def _ray_resources(opts: BatchOptions) -> RayOptions:
     need = int(np.ceil(opts.workers * opts.cpus_per_worker))
     cpus = max(need, os.cpu_count() or 1)
     gpus = int(np.ceil(opts.workers * opts.gpus_per_worker)) if opts.gpus_per_worker else r.num_gpus
-    return RayOptions(None, cpus, gpus, r.dashboard, r.object_store_mb, r.ship_code)
+    return dataclasses.replace(r, num_cpus=cpus, num_gpus=gpus)

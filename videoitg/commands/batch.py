@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ship-code", action="store_true", help="send this checkout to the cluster (runtime_env)")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1) on a local run")
     p.add_argument("--object-store-mb", type=int, default=512, help="object store size of a local Ray")
+    p.add_argument("--wait-for-workers-s", type=int, default=600,
+                   help="fail if the worker pool has not started (models loaded) within this time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     opts = BatchOptions(
         out_dir=args.out, backend=spec,
         ray=RayOptions(address=args.ray_address, dashboard=args.dashboard, object_store_mb=args.object_store_mb,
-                       ship_code=args.ship_code),
+                       ship_code=args.ship_code, wait_for_workers_s=args.wait_for_workers_s),
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         group_by_video=not args.no_group, max_group_rows=args.max_group_rows, shard_rows=args.shard_rows,
         flush_seconds=args.flush_seconds, retry_errors=args.retry_errors, force=args.force,
