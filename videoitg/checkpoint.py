@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,18 @@ def load_tokenizer(ckpt: str | Path):
     ckpt = Path(ckpt)
     if not any((ckpt / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         raise CheckpointError(f"{ckpt}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
-    return AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+    # AutoTokenizer peeks at config.json, whose `eagle_QwenG` type transformers does not know: that is expected,
+    # so keep its warnings out of the user's terminal.
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 # ---- saving ------------------------------------------------------------------------------------------------------

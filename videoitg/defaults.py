@@ -29,6 +29,12 @@ def default_checkpoint() -> Path:
     return out
 
 
+def sample_video_meta() -> dict:
+    """The sample clip's description: `video` path, `instruction`, `segments` (ground truth, seconds), ..."""
+    sample_video()
+    return json.loads((home() / "sample" / "sample.json").read_text())
+
+
 def sample_video() -> tuple[Path, str]:
     """(path of the sample clip, an instruction whose answer is visible in it)."""
     from videoitg.synthetic import make_sample_video

@@ -17,7 +17,9 @@ def thumbnails_from_pixels(pixel_values: torch.Tensor) -> list[np.ndarray]:
 
 
 def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = 8,
-                  thumbnails: list[np.ndarray] | None = None, max_thumbs: int = 8) -> Path:
+                  thumbnails: list[np.ndarray] | None = None, max_thumbs: int = 8,
+                  truth_segments: list[tuple[float, float]] | None = None) -> Path:
+    """Write the timeline PNG; `truth_segments` (seconds), when known, are shaded green."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,6 +33,8 @@ def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = 8,
     ax.plot(t, s, color="#3b6ea8", lw=1.5, label="relevance (sigmoid)")
     ax.scatter([t[i] for i in chosen], [s[i] for i in chosen], color="#d1495b", zorder=3, s=28,
                label=f"top-{len(chosen)} frames")
+    for j, (a, b) in enumerate(truth_segments or []):
+        ax.axvspan(a, b, color="#2a9d8f", alpha=0.15, label="ground truth" if j == 0 else None)
     for i in chosen:
         ax.axvline(t[i], color="#d1495b", alpha=0.15, lw=3)
     ax.set_xlabel("time (s)")

@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from videoitg.commands.score import print_result
-    from videoitg.defaults import default_checkpoint, sample_video
+    from videoitg.defaults import default_checkpoint, sample_video, sample_video_meta
     from videoitg.outputs import write_results_jsonl
     from videoitg.pipeline import Scorer
     from videoitg.plot import plot_timeline, thumbnails_from_pixels
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_results_jsonl(out / "results.jsonl", [result.to_record(0, str(video), top_k=args.top_k)], append=False)
-    png = plot_timeline(result, out / "timeline.png", args.top_k, thumbnails_from_pixels(frames.pixel_values))
+    png = plot_timeline(result, out / "timeline.png", args.top_k, thumbnails_from_pixels(frames.pixel_values),
+                        truth_segments=sample_video_meta().get("segments"))
     print(f"wrote {out / 'results.jsonl'} and {png}")
     return 0
