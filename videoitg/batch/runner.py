@@ -77,6 +77,9 @@ def fingerprint(opts: BatchOptions) -> dict[str, Any]:
         from videoitg.checkpoint import checkpoint_identity
 
         fp["checkpoint"] = checkpoint_identity(b.checkpoint)  # contents, not path: moved weights still match
+    elif b.kind == "triton":
+        # Sampling and weights are the servers' configuration; the endpoints stand in for them.
+        fp = {"backend": b.kind, "servers": sorted(b.servers), "top_k": b.top_k}
     elif b.kind == "factory":
         fp["factory"] = b.factory
     return fp

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (0: CPU)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPU slots per actor (torch threads)")
     p.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests per Triton client actor")
+    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="Triton protocol for --server")
     p.add_argument("--dtype", default=None, help="model dtype (default: float16 on GPU, float32 on CPU)")
     p.add_argument("--num-frames", type=int, default=512, help="frames sampled per video")
     p.add_argument("--target-fps", type=float, default=1.0, help="candidate frame rate before subsampling")
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.server:
         spec = BackendSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
                            num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                           top_k=args.top_k, dtype=args.dtype or "server")
+                           top_k=args.top_k, dtype=args.dtype or "server", extra={"protocol": args.protocol})
     else:
         checkpoint = args.checkpoint
         if checkpoint is None:
