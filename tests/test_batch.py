@@ -117,7 +117,9 @@ def test_resume_state_merge_and_dedupe(tmp_path):
     s.write_shard([rec("a", 2)], [{"row_id": "b", "reason": "late failure"}])  # a duplicated, b ok and failed
     # A dead session's temp file holds rows that were never renamed in: they are not done.
     (s.shard_dir / ".x.results.jsonl.tmp-999999").write_text(json.dumps(rec("d", 1)) + "\n")
-    st = OutputStore(tmp_path, fp).scan()
+    s.close()
+    s = OutputStore(tmp_path, fp)  # the rerun
+    st = s.scan()
     assert st.ok == {"a", "b"} and st.failed == {"c", "b"}
     assert st.done(retry_errors=False) == {"a", "b", "c"} and st.done(retry_errors=True) == {"a", "b"}
     merged = s.merge(["d", "c", "b", "a", "z"], [{"row_id": "line-9", "reason": "not JSON"}])
@@ -129,10 +131,10 @@ def test_resume_state_merge_and_dedupe(tmp_path):
 
 
 def test_store_refuses_a_different_configuration(tmp_path):
-    OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 8})
+    OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 8}).close()
     with pytest.raises(InputError, match="num_frames: 8 -> 16"):
         OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 16})
-    OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 16}, force=True)
+    OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 16}, force=True).close()
 
 
 def _decode_error_names() -> set[str]:
@@ -144,6 +146,23 @@ def _decode_error_names() -> set[str]:
         names.add(c.__name__)
         todo += c.__subclasses__()
     return names
+
+
+def test_one_driver_per_output_directory(tmp_path):
+    first = OutputStore(tmp_path, {"a": 1})
+    with pytest.raises(InputError, match="another batch run"):
+        OutputStore(tmp_path, {"a": 1})
+    first.close()
+    OutputStore(tmp_path, {"a": 1}).close()
+
+
+def test_triton_backend_needs_an_endpoint():
+    from videoitg.batch.backends import make_backend
+
+    with pytest.raises(InputError, match="server"):
+        make_backend(BackendSpec(kind="triton", servers=()))
+    with pytest.raises(InputError, match="factory"):
+        make_backend(BackendSpec(kind="factory", factory="no-colon"))
 
 
 # ---- the per-unit loop with the real model -----------------------------------------------------------------------

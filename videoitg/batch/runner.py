@@ -112,12 +112,43 @@ class _Flusher:
         self.results, self.errors, self.oldest = [], [], None
 
 
+@dataclass
+class _Tally:
+    """What the driver learns from the result stream."""
+
+    ok: int = 0
+    failed: int = 0
+    hits: int = 0
+    prepare_s: float = 0.0
+    score_s: float = 0.0
+    workers: set[int] = field(default_factory=set)
+    t_first: float | None = None  # first / last finished row: start-up (Ray + model load) vs steady rate
+    t_last: float | None = None
+
+    def add(self, msg: dict[str, Any]) -> None:
+        self.t_last = time.perf_counter()
+        if self.t_first is None:
+            self.t_first = self.t_last
+        self.ok += msg["ok"]
+        self.failed += not msg["ok"]
+        self.hits += msg["hit"]
+        self.prepare_s += msg.get("prepare_s", 0.0)
+        self.score_s += msg.get("score_s", 0.0)
+        self.workers.add(msg["worker"])
+
+
 def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
     """Score every not-yet-finished row of `manifest`; returns the summary (also in summary.json)."""
-    t_start = time.perf_counter()
     store = OutputStore(opts.out_dir, fingerprint(opts), force=opts.force)
-    state = store.scan()
-    done = state.done(opts.retry_errors)
+    try:
+        return _run(manifest, opts, store)
+    finally:
+        store.close()
+
+
+def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    done = store.scan().done(opts.retry_errors)
     todo = [r for r in manifest.rows if r.row_id not in done]
     units = make_units(todo, opts.group_by_video, opts.max_group_rows)
     summary: dict[str, Any] = {
@@ -128,11 +159,8 @@ def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
         "rows_todo": len(todo), "units": len(units), "videos": len({r.video for r in todo}),
         "workers": opts.workers, "group_by_video": opts.group_by_video,
     }
-    ok = failed = hits = 0
-    prepare_s = score_s = 0.0
-    workers_seen: set[int] = set()
+    tally = _Tally()
     t_work = time.perf_counter()
-    t_first = t_last = None  # first / last finished row: startup (Ray + model load) vs steady throughput
     if units:
         flusher = _Flusher(store, opts.shard_rows, opts.flush_seconds)
         bar = tqdm(total=len(todo), unit="row", desc="batch", disable=not opts.progress,
@@ -140,39 +168,33 @@ def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
         try:
             for line in _stream(units, opts):
                 msg = json.loads(line)
-                t_last = time.perf_counter()
-                if t_first is None:
-                    t_first = t_last
+                if tally.t_first is None:
                     bar.reset()  # rate and ETA from the first result on, not from Ray start-up
+                tally.add(msg)
                 flusher.add(msg["ok"], msg["record"])
-                ok += msg["ok"]
-                failed += not msg["ok"]
-                hits += msg["hit"]
-                prepare_s += msg.get("prepare_s", 0.0)
-                score_s += msg.get("score_s", 0.0)
-                workers_seen.add(msg["worker"])
                 bar.update(1)
-                bar.set_postfix(ok=ok, failed=failed, refresh=False)
+                bar.set_postfix(ok=tally.ok, failed=tally.failed, refresh=False)
         finally:
             # Also on Ctrl-C / errors: what finished is kept, the rest is redone on resume.
             flusher.flush()
             bar.close()
-    t_end_work = time.perf_counter()
+    t_end = time.perf_counter()
     merged = store.merge([r.row_id for r in manifest.rows], [_rejected_record(r) for r in manifest.rejected])
-    scored = ok + failed
+    scored = tally.ok + tally.failed
+    t_first, t_last = tally.t_first, tally.t_last
     summary.update({
-        "rows_ok": ok, "rows_failed": failed, "cache_hits": hits,
-        "cache_hit_rate": round(hits / scored, 4) if scored else 0.0,
-        "workers_used": len(workers_seen),
-        "work_seconds": round(t_end_work - t_work, 3),
+        "rows_ok": tally.ok, "rows_failed": tally.failed, "cache_hits": tally.hits,
+        "cache_hit_rate": round(tally.hits / scored, 4) if scored else 0.0,
+        "workers_used": len(tally.workers),
+        "work_seconds": round(t_end - t_work, 3),
         "startup_seconds": round(t_first - t_work, 3) if t_first is not None else None,
-        "rows_per_second": round(scored / (t_end_work - t_work), 3) if scored else 0.0,
+        "rows_per_second": round(scored / (t_end - t_work), 3) if scored else 0.0,
         # Rows after the first one, over the time after it: excludes Ray and model start-up.
         "steady_rows_per_second": (round((scored - 1) / (t_last - t_first), 3)
                                    if scored > 1 and t_last > t_first else None),
         "wall_seconds": round(time.perf_counter() - t_start, 3),
         # Worker seconds summed over all workers: where the time goes (decode + vision vs the LLM half).
-        "worker_seconds": {"prepare": round(prepare_s, 3), "score": round(score_s, 3)},
+        "worker_seconds": {"prepare": round(tally.prepare_s, 3), "score": round(tally.score_s, 3)},
         "merged": merged, "options": _jsonable(opts),
     })
     atomic_write_json(store.dir / SUMMARY, summary)

@@ -16,6 +16,7 @@ merge keeps the first record per row id, preferring a success over an error.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -96,10 +97,28 @@ class OutputStore:
         self.dir = Path(out_dir)
         self.shard_dir = self.dir / SHARD_DIR
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        self._check_fingerprint(fingerprint, force)
+        self._lock()
+        try:
+            self._check_fingerprint(fingerprint, force)
+        except BaseException:
+            self.close()
+            raise
         self.session = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
         self._seq = 0
         self._clean_stale_temps()
+
+    def _lock(self) -> None:
+        """One driver per output directory: two would both score the rows neither has finished. The kernel
+        drops the lock when the holder dies, even by kill -9, so a crashed run never blocks its rerun."""
+        self._lock_file = open(self.dir / ".lock", "w")  # noqa: SIM115 -- held for the store's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise InputError(f"another batch run is writing to {self.dir}") from None
+
+    def close(self) -> None:
+        self._lock_file.close()
 
     def _check_fingerprint(self, fingerprint: dict[str, Any], force: bool) -> None:
         """Mixing results of different checkpoints or sampling settings in one file would be silent garbage."""

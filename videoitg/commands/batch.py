@@ -87,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"batch: {len(manifest.rows)} rows over {manifest.videos} videos "
           f"({len(manifest.rejected)} rejected by the manifest check)", file=sys.stderr)
-    summary = run_batch(manifest, opts)
+    try:
+        summary = run_batch(manifest, opts)
+    except KeyboardInterrupt:
+        print(f"batch: interrupted; finished rows are saved in {args.out}, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     _print_summary(summary)
     return 0 if summary["merged"]["missing"] == 0 else 1
 
