@@ -96,7 +96,9 @@ def main() -> int:
                              "steady_rows_per_s": s["steady_rows_per_second"],
                              "end_to_end_rows_per_s": s["rows_per_second"],
                              "pool_startup_s": s["startup_seconds"], "cache_hit_rate": s["cache_hit_rate"],
-                             "workers_used": s["workers_used"]})
+                             "workers_used": s["workers_used"],
+                             # summed over workers: decode + visual features vs the instruction half
+                             "prepare_s": s["worker_seconds"]["prepare"], "score_s": s["worker_seconds"]["score"]})
                 print(json.dumps(rows[-1]), file=sys.stderr)
     finally:
         shutdown_ray()
@@ -104,12 +106,13 @@ def main() -> int:
             f"@{args.fps} fps mpeg4", "num_frames": args.num_frames, "checkpoint": ckpt,
             "ray_start_s": round(ray_start, 2), "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
     print(f"\n{meta}\n")
-    print("| workers | group by video | rows | steady rows/s | end-to-end rows/s | pool start-up s | cache hits |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | group by video | rows | steady rows/s | end-to-end rows/s | pool start-up s | cache hits "
+          "| worker s: prepare / score |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['workers']} | {'on' if r['group_by_video'] else 'off'} | {r['rows']} | "
               f"{r['steady_rows_per_s']} | {r['end_to_end_rows_per_s']} | {r['pool_startup_s']} | "
-              f"{r['cache_hit_rate']:.0%} |")
+              f"{r['cache_hit_rate']:.0%} | {r['prepare_s']:.2f} / {r['score_s']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
