@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -55,14 +56,14 @@ class ScoreActor:
 
             torch.set_num_threads(max(1, spec.torch_threads))
         self.backend = make_backend(spec)
-        self.pid = os.getpid()
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"  # pids alone collide across cluster nodes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         out: list[str] = []
         for unit_json in batch["unit"]:
             rows = [Row.from_json(r) for r in json.loads(unit_json)]
             for o in score_unit(self.backend, rows):
-                out.append(json.dumps({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.pid,
+                out.append(json.dumps({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.worker,
                                        "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record},
                                       ensure_ascii=False))
         return {"out": out}
@@ -121,7 +122,7 @@ class _Tally:
     hits: int = 0
     prepare_s: float = 0.0
     score_s: float = 0.0
-    workers: set[int] = field(default_factory=set)
+    workers: set[str] = field(default_factory=set)
     t_first: float | None = None  # first / last finished row: start-up (Ray + model load) vs steady rate
     t_last: float | None = None
 
