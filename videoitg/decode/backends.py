@@ -35,8 +35,9 @@ def dali_available() -> bool:
     return True
 
 
-def choose(requested: str, codec: str, index: FrameIndex) -> str:
-    """The backend for this video. Explicit requests are honoured or refused with a typed error."""
+def choose(requested: str, codec: str, index: FrameIndex, want_cuda: bool = False) -> str:
+    """The backend for this video. Explicit requests are honoured or refused with a typed error.
+    `want_cuda`: the caller asked for frames on a CUDA device, so auto may use NVDEC (output stays there)."""
     if requested == "pyav":
         return "pyav"
     if requested == "dali-cpu":
@@ -56,7 +57,7 @@ def choose(requested: str, codec: str, index: FrameIndex) -> str:
     # whose numbering only the packet index gets right, stay on PyAV.
     regular = not index.vfr and not index.ordinal
     if regular and dali_available():
-        if torch.cuda.is_available() and codec in DALI_GPU_CODECS:
+        if want_cuda and torch.cuda.is_available() and codec in DALI_GPU_CODECS:
             return "dali-gpu"
         if codec in DALI_CPU_CODECS:
             return "dali-cpu"

@@ -74,9 +74,12 @@ def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
            deadline: Deadline, name: str, device: object = None) -> torch.Tensor:
     """Run the pipeline over `data` for `frame_numbers`; [T,3,S,S] float32 (on the GPU for "dali-gpu")."""
     dali_device = "mixed" if backend == "dali-gpu" else "cpu"
-    target = torch.device(device) if device is not None else (
-        torch.device("cuda", torch.cuda.current_device()) if dali_device == "mixed" else torch.device("cpu"))
-    device_id = target.index or 0 if target.type == "cuda" else 0
+    target = torch.device("cpu")  # CPU results: the caller copies them to its device afterwards
+    if dali_device == "mixed":
+        target = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+        if target.type != "cuda":
+            target = torch.device("cuda", torch.cuda.current_device())
+    device_id = target.index if target.index is not None else 0
     pipe, lock = _pipeline(dali_device, image_size, device_id)
     w, h = size_wh
     per_chunk = max(1, CHUNK_BYTES // max(1, w * h * 3))
@@ -101,6 +104,9 @@ def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
 
 
 def _copy_out(result: object, dst: torch.Tensor, dali_device: str) -> None:
+    shape = tuple(result.as_tensor().shape())[1:]  # type: ignore[attr-defined]
+    if shape != tuple(dst.shape):
+        raise VideoDecodeError(f"DALI returned frames of shape {shape}, expected {tuple(dst.shape)}")
     if dali_device == "cpu":
         dst.copy_(torch.from_numpy(np.asarray(result.as_tensor())[0]))  # type: ignore[attr-defined]
         return

@@ -70,8 +70,9 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
                    deadline: Deadline, name: str, threads: int = 0,
                    skip_nonref: bool = True) -> tuple[torch.Tensor, int]:
     """Decode `frame_numbers` (sorted, indices into `index.pts`). Returns ([T,3,S,S] float32, rotation)."""
-    stream.thread_type = "AUTO"  # frame + slice threads; set before the codec opens
-    stream.codec_context.thread_count = threads
+    if not stream.codec_context.is_open:  # frame + slice threads; only settable before the codec opens
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
     targets = [index.pts[i] for i in frame_numbers]
     out = torch.empty(len(targets), 3, image_size, image_size, dtype=torch.float32)
     out_np = out.numpy()  # shared memory: frames are written in place, one at a time
