@@ -51,8 +51,14 @@ def test_dali_cpu_parity_on_camera_like_content(clips: dict[str, Path]) -> None:
     assert diff.mean().item() < 0.015 and diff.max().item() < 0.15
 
 
-def test_auto_choice_is_reported(clips: dict[str, Path]) -> None:
-    # No CUDA device asked for: CPU backends (NVDEC only when the caller wants frames on a GPU).
+def test_auto_choice_is_reported(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from videoitg.decode import backends
+
+    # No CUDA device asked for: CPU backends (NVDEC only when the caller wants frames on a GPU); PyAV is the
+    # measured-faster CPU choice unless DALI's CPU decoder is preferred explicitly.
+    chosen = {k: decode_video(clips[k], image_size=8, params=FEW).decoder for k in ("vp9", "h264")}
+    assert chosen == {"vp9": "pyav", "h264": "pyav"}
+    monkeypatch.setattr(backends, "AUTO_PREFERS_DALI_CPU", True)
     chosen = {k: decode_video(clips[k], image_size=8, params=FEW).decoder for k in ("vp9", "h264", "vfr_vp9")}
     assert chosen["vp9"] == "dali-cpu"
     assert chosen["h264"] == "pyav"
@@ -92,6 +98,7 @@ def test_auto_falls_back_to_pyav_when_dali_fails(clips: dict[str, Path], monkeyp
         raise RuntimeError("simulated DALI failure")
 
     monkeypatch.setattr(backends, "decode_dali", broken)
+    monkeypatch.setattr(backends, "AUTO_PREFERS_DALI_CPU", True)
     out = decode_video(clips["vp9"], image_size=32, params=FEW)
     assert out.decoder == "pyav" and [read_number(x) for x in out.pixel_values.numpy()] == out.frame_indices
     with pytest.raises(RuntimeError, match="simulated"):  # an explicit request is not second-guessed

@@ -13,6 +13,10 @@ from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecErro
 DECODERS = ("auto", "pyav", "dali-cpu", "dali-gpu")
 # DALI's CPU video decoder handles only these (environment.md, checked again in tests).
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+# On CPU, "auto" prefers PyAV even for DALI's codecs: measured on 2 cores (benchmarks/RESULTS.md, Decoding),
+# DALI's CPU decoder took more CPU time and 3-4x the wall time of PyAV's sampled decode for the same frames.
+# Set to True to route VP8/VP9/MJPEG to DALI on CPU machines anyway.
+AUTO_PREFERS_DALI_CPU = False
 # NVDEC codecs DALI's "mixed" decoder accepts (DALI docs); unverified here, no GPU was lent.
 DALI_GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "mpeg4"})
 
@@ -59,7 +63,7 @@ def choose(requested: str, codec: str, index: FrameIndex, want_cuda: bool = Fals
     if regular and dali_available():
         if want_cuda and torch.cuda.is_available() and codec in DALI_GPU_CODECS:
             return "dali-gpu"
-        if codec in DALI_CPU_CODECS:
+        if AUTO_PREFERS_DALI_CPU and codec in DALI_CPU_CODECS:
             return "dali-cpu"
     return "pyav"
 
