@@ -159,7 +159,7 @@ class TritonPythonModel:
         from videoitg.decode import probe_video
         from videoitg.sampling import frame_timestamps, sample_frame_indices
 
-        info = probe_video(video)
+        info = probe_video(video, count_frames=True)  # the packet count decode_video uses, not the header's
         idx = sample_frame_indices(info.total_frames, info.fps, self.sampling)
         data = np.frombuffer(video, dtype=np.uint8)[None]
         dec = await self._call(self.decode_model, [pb_utils.Tensor("VIDEO", data),

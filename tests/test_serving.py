@@ -101,6 +101,23 @@ def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
     assert out.result.to_record(7, str(path), top_k=5) == ref.to_record(7, str(path), top_k=5)
 
 
+def test_score_command_through_the_server(server, scorer, sample, tmp_path, capsys) -> None:
+    """`videoitg score --server` writes the same results.jsonl record as the in-process path, and the plot."""
+    import json
+
+    from videoitg.cli import main
+
+    path, data, instruction = sample
+    out, png = tmp_path / "r.jsonl", tmp_path / "t.png"
+    assert main(["score", str(path), "-i", instruction, "--server", server.grpc_url, "--protocol", "grpc",
+                 "--top-k", "5", "--doc-id", "3", "--output", str(out), "--plot", str(png)]) == 0
+    assert "top-5 in chronological order" in capsys.readouterr().out
+    rec = json.loads(out.read_text())
+    want = scorer.score(data, instruction).to_record("3", str(path), top_k=5)
+    assert rec["index"] == want["index"] and rec["logits"] == want["logits"] and rec["top_k"] == want["top_k"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_cache_hit_is_identical(clients, scorer, tmp_path) -> None:
     data = make_clip(tmp_path / "fresh.mp4", seed=1)
     c = clients["grpc"]

@@ -72,8 +72,9 @@ class Scorer:
     def load_video(self, source: str | Path | bytes):
         from videoitg.decode import decode_video
 
+        # device: a CUDA scorer lets "auto" pick NVDEC and keeps the frames on the GPU
         return decode_video(source, image_size=self.config.vision.image_size, params=self.sampling,
-                            decoder=self.decoder)
+                            decoder=self.decoder, device=self.device)
 
     @torch.inference_mode()
     def video_features(self, frames) -> VideoFeatures:

@@ -53,18 +53,27 @@ def run_remote(args: argparse.Namespace) -> int:
     result = score_remote(args.video, args.instruction, args.server, args.protocol, top_k=args.top_k,
                           doc_id=_doc_id_int(args.doc_id))
     print(f"server: {args.server} ({args.protocol})")
+
+    def thumbnails_pixels():
+        from videoitg.decode import decode_video
+
+        # Thumbnails only: decode the same sampled frames locally at a small size.
+        return decode_video(args.video, image_size=160,
+                            params=SamplingParams(args.num_frames, args.target_fps, args.sampling)).pixel_values
+
+    return report(args, result, thumbnails_pixels)
+
+
+def report(args: argparse.Namespace, result: GroundingResult, thumbnail_pixels) -> int:
+    """Print the top-K, append the results.jsonl record, draw the timeline: the same for both paths."""
     print_result(result, args.top_k)
     if args.output:
         write_results_jsonl(args.output, [result.to_record(args.doc_id, args.video, top_k=args.top_k)])
         print(f"appended to {args.output}")
     if args.plot:
-        from videoitg.decode import decode_video
         from videoitg.plot import plot_timeline, thumbnails_from_pixels
 
-        # Thumbnails only: decode the same sampled frames locally at a small size.
-        frames = decode_video(args.video, image_size=160,
-                              params=SamplingParams(args.num_frames, args.target_fps, args.sampling))
-        png = plot_timeline(result, Path(args.plot), args.top_k, thumbnails_from_pixels(frames.pixel_values))
+        png = plot_timeline(result, Path(args.plot), args.top_k, thumbnails_from_pixels(thumbnail_pixels()))
         print(f"plot: {png}")
     return 0
 
@@ -82,13 +91,4 @@ def run(args: argparse.Namespace) -> int:
     frames = scorer.load_video(args.video)
     result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video)[0]
     print(f"decoder: {frames.decoder}")
-    print_result(result, args.top_k)
-    if args.output:
-        write_results_jsonl(args.output, [result.to_record(args.doc_id, args.video, top_k=args.top_k)])
-        print(f"appended to {args.output}")
-    if args.plot:
-        from videoitg.plot import plot_timeline, thumbnails_from_pixels
-
-        png = plot_timeline(result, Path(args.plot), args.top_k, thumbnails_from_pixels(frames.pixel_values))
-        print(f"plot: {png}")
-    return 0
+    return report(args, result, lambda: frames.pixel_values)

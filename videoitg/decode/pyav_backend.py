@@ -12,13 +12,14 @@ from collections.abc import Iterator
 
 import av
 import av.error
+import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import FrameIndex, check_frame_size
 from videoitg.decode.errors import TruncatedVideoError, UnsupportedCodecError
 from videoitg.decode.structs import DecodeLimits
-from videoitg.preprocess import normalize, resize_frame
+from videoitg.preprocess import MEAN, STD, resize_frame
 
 
 class _Frames:
@@ -29,6 +30,8 @@ class _Frames:
         self.container, self.stream, self.deadline, self.name = container, stream, deadline, name
         self.decode_errors = 0
         self.started = False
+        self.wanted: set[int] = set()  # pts still to deliver; other non-reference frames are skipped
+        self.skip_nonref = True
 
     def start(self, seek_pts: int | None) -> Iterator[av.VideoFrame]:
         """Frames from the keyframe at `seek_pts` (None: from the beginning of the stream)."""
@@ -47,6 +50,10 @@ class _Frames:
         try:
             for packet in self.container.demux(self.stream):
                 self.deadline.check("decoding")
+                if self.skip_nonref:
+                    # A frame nothing references and nobody sampled need not be decoded at all (B-frames of
+                    # typical H.264/HEVC encodes): FFmpeg drops it before any pixel work.
+                    cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in self.wanted else "NONREF"
                 try:
                     yield from cc.decode(packet if packet.size else None)
                 except av.error.InvalidDataError:
@@ -60,13 +67,18 @@ class _Frames:
 
 def decode_sampled(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                    index: FrameIndex, frame_numbers: list[int], image_size: int, limits: DecodeLimits,
-                   deadline: Deadline, name: str, threads: int = 0) -> tuple[torch.Tensor, int]:
+                   deadline: Deadline, name: str, threads: int = 0,
+                   skip_nonref: bool = True) -> tuple[torch.Tensor, int]:
     """Decode `frame_numbers` (sorted, indices into `index.pts`). Returns ([T,3,S,S] float32, rotation)."""
-    stream.thread_type = "AUTO"  # frame + slice threads; set before the codec opens
-    stream.codec_context.thread_count = threads
+    if not stream.codec_context.is_open:  # frame + slice threads; only settable before the codec opens
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
     targets = [index.pts[i] for i in frame_numbers]
     out = torch.empty(len(targets), 3, image_size, image_size, dtype=torch.float32)
+    out_np = out.numpy()  # shared memory: frames are written in place, one at a time
     frames = _Frames(container, stream, deadline, name)
+    frames.wanted = set(targets)
+    frames.skip_nonref = not index.ordinal and skip_nonref
     rotation = None
     checked_size: tuple[int, int] | None = None
     missing: list[int] = []
@@ -115,11 +127,9 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
             checked_size = (frame.width, frame.height)
         if rotation is None:
             rotation = _rotation(frame)
-        small = resize_frame(frame.to_ndarray(format="rgb24"), image_size)
-        if not small.flags.writeable:  # a PIL-backed view; torch wants a writable buffer
-            small = small.copy()
-        out[i] = normalize(small[None])[0]
+        normalize_into(out_np[i], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
         # Duplicate timestamps map to one frame; fill every target with this pts.
+        frames.wanted.discard(t)
         i += 1
         while i < len(targets) and targets[i] == t:
             out[i] = out[i - 1]
@@ -131,6 +141,17 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
             f"(first: frame {first} of {index.total}; {frames.decode_errors} damaged packets); "
             "the file is truncated or corrupt")
     return out, rotation or 0
+
+
+_SCALE, _MEAN, _STD = np.float32(255.0), np.float32(MEAN), np.float32(STD)
+
+
+def normalize_into(dst: np.ndarray, rgb: np.ndarray) -> None:
+    """[S,S,3] uint8 -> dst [3,S,S] float32, the same float32 operations as `videoitg.preprocess.normalize`
+    ((x / 255 - mean) / std), done in numpy: per frame, torch's op dispatch and threads cost more than the math."""
+    np.divide(rgb.transpose(2, 0, 1), _SCALE, out=dst, dtype=np.float32)
+    np.subtract(dst, _MEAN, out=dst)
+    np.divide(dst, _STD, out=dst)
 
 
 def _earlier_key(index: FrameIndex, key: int | None) -> int | None:

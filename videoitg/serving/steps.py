@@ -54,23 +54,10 @@ def device_dtype(params: dict[str, str]) -> tuple[str, torch.dtype]:
 
 
 def load_part(checkpoint: Path, part: str, device: str, dtype: torch.dtype):
-    """Load the checkpoint and keep only the half a step runs ('vision' or 'grounding').
-
-    Each python-backend model is its own process; without this, a 7B deployment would hold the LLM twice. The
-    model is loaded on the CPU, the unused half dropped, then the rest moved to the device.
-    """
+    """Load only the half a step runs ('vision' or 'grounding'); see `videoitg.checkpoint.drop_unused_half`."""
     from videoitg.checkpoint import load_checkpoint
 
-    model, tokenizer = load_checkpoint(checkpoint, "cpu", dtype, with_tokenizer=part == "grounding")
-    lm = model.model
-    if part == "vision":
-        lm.layers = torch.nn.ModuleList()
-        lm.embed_tokens = torch.nn.Embedding(0, 1)
-    elif part == "grounding":
-        lm.vision_tower = torch.nn.Identity()
-    else:
-        raise ValueError(f"unknown model part {part!r}")
-    return model.to(device).eval(), tokenizer
+    return load_checkpoint(checkpoint, device, dtype, with_tokenizer=part == "grounding", part=part)
 
 
 def feature_identity(checkpoint: Path, params: dict[str, str]) -> str:
