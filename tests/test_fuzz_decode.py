@@ -147,8 +147,8 @@ def check_frames(out: SampledFrames, image_size: int) -> None:
     assert all(math.isfinite(t) for t in out.timestamps) and math.isfinite(out.fps) and out.fps > 0
 
 
-# Crashes found in the decode package (not owned by this suite): pinned by strict xfails below, fixes described
-# in RELIABILITY.md. Counted as "known" here so the fuzzer keeps looking for new ones.
+# Crashes this fuzzer found in the decode package (fixed; see RELIABILITY.md D1/D2): the regression tests below
+# pin them. Should one come back, it is reported as "known" so the fuzzer keeps looking for new ones.
 def known_bug(e: BaseException) -> str | None:
     if isinstance(e, av.error.FFmpegError):
         return f"FFmpeg {type(e).__name__} escapes the decoder"
@@ -226,8 +226,6 @@ FFMPEG_ERRORS = [  # (seed, mutations, where the FFmpeg error escapes)
 ]
 
 
-@pytest.mark.xfail(strict=True, raises=av.error.FFmpegError, reason="FFmpeg errors other than InvalidData/EOF/"
-                   "OSError escape the decoder; fix in RELIABILITY.md")
 @pytest.mark.parametrize("seed,ops,where", FFMPEG_ERRORS, ids=[c[2].split()[0] + str(i)
                                                                for i, c in enumerate(FFMPEG_ERRORS)])
 def test_known_ffmpeg_errors_escape(seed: str, ops: list[tuple], where: str) -> None:  # type: ignore[type-arg]
@@ -236,8 +234,6 @@ def test_known_ffmpeg_errors_escape(seed: str, ops: list[tuple], where: str) -> 
                      time_budget_s=BUDGET_S, limits=LIMITS)
 
 
-@pytest.mark.xfail(strict=True, raises=DecodeTimeoutError, reason="pyav_backend.decode_sampled re-seeks to the "
-                   "same keyframe forever when the seek lands earlier; fix in RELIABILITY.md")
 def test_known_seek_livelock() -> None:
     # 8 bytes of the Matroska cues overwritten: a 2.4 KB, 12-frame file spins until its time budget, whatever it
     # is (each such request costs a CPU core for the whole budget: 60 s by default).

@@ -46,8 +46,8 @@ def report():  # type: ignore[no-untyped-def]
 
 
 # ---- bugs found by these fuzzers in modules this suite does not own -------------------------------------------
-# Each is pinned by a strict xfail below (it fails loudly once fixed, so the entry gets removed) and described,
-# with its fix, in RELIABILITY.md. The fuzzers count these cases as "known" instead of failing on them.
+# Each is fixed and pinned by a regression test below; RELIABILITY.md (C1/C2) describes them. Should one come
+# back, the fuzzers report it as "known" instead of stopping on it.
 def known_bug(kind: str, e: BaseException) -> str | None:
     if kind == "sampling" and isinstance(e, OverflowError) and "infinity" in str(e):
         return "sampling: fps/target_fps overflows to inf"
@@ -224,23 +224,17 @@ def test_paths_stay_inside_roots(tree: dict[str, Path], prefix: str, segs: list[
 
 
 # ---- the known bugs, pinned ----------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="sampling.sample_frame_indices: round(inf); fix "
-                   "in RELIABILITY.md")
 def test_known_sampling_overflow() -> None:
     with pytest.raises(InputError):
         sample_frame_indices(100, 1e300, SamplingParams(8, 1e-300))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="SamplingParams accepts a float or str num_frames; fix "
-                   "in RELIABILITY.md")
 @pytest.mark.parametrize("num", [2.5, "8"])
 def test_known_sampling_wrong_types(num: object) -> None:
     with pytest.raises(InputError):
         sample_frame_indices(100, 30.0, SamplingParams(num))  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, UnicodeEncodeError), reason="paths.resolve_under_roots "
-                   "lets ValueError escape; fix in RELIABILITY.md")
 @pytest.mark.parametrize("name", ["file:///tmp/%00x", "a\ud800", "file://[::1/x"])
 def test_known_path_errors(tmp_path: Path, name: str) -> None:
     with pytest.raises(InputError):

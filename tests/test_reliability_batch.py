@@ -28,6 +28,7 @@ import pytest
 pytest.importorskip("videoitg.batch.runner", reason="the batch package (issue 8) is not on this branch")
 
 from test_batch_media import SAMPLING_ARGS, make_manifest  # noqa: E402
+
 from videoitg.batch import runner, store  # noqa: E402
 from videoitg.batch.backends import BackendSpec  # noqa: E402
 from videoitg.batch.manifest import load_manifest  # noqa: E402
@@ -179,9 +180,6 @@ def test_full_disk_stops_cleanly_and_resumes_exactly_once(media, clean_run, tmp_
     print(f"full disk via {disk.kind}: {written} rows were on disk when it filled")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="store.OutputStore names a session by second and "
-                   "pid only: a second run in the same process and second overwrites the first run's shards (rows "
-                   "lost); fix in RELIABILITY.md")
 def test_two_sessions_in_one_second_keep_both(media, clean_run, tmp_path: Path,  # type: ignore[no-untyped-def]
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     want_ok, _ = clean_run
@@ -199,8 +197,6 @@ def test_two_sessions_in_one_second_keep_both(media, clean_run, tmp_path: Path, 
 BAD_PATHS = ["file:///data/%00x.mp4", "vids/\ud800.mp4", "file://[::1/v.mp4"]
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, UnicodeEncodeError), reason="paths.resolve_under_roots lets "
-                   "ValueError escape, which aborts the whole manifest; fix in RELIABILITY.md")
 def test_manifest_with_fuzzer_paths_rejects_only_those_rows(media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     src = media["manifest"]
     lines = src.read_text().splitlines()

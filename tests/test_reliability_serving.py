@@ -231,7 +231,9 @@ def bad_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[byte
                           "UnsupportedCodecError"),
     }
     for i, (seed, ops, where) in enumerate(FFMPEG_ERRORS):
-        cases[f"fuzz find {i}: {where}"] = (mutate(seed_bytes(seed), ops), "")  # any error; see RELIABILITY.md
+        # Once raw FFmpeg errors, now handled by the decoder: a typed error, or (damaged packets skipped) a
+        # normal result. Either is correct; what must not happen is an untyped INTERNAL error.
+        cases[f"fuzz find {i}: {where}"] = (mutate(seed_bytes(seed), ops), None)
     return cases
 
 
@@ -240,12 +242,15 @@ def test_every_bad_video_gets_its_error_and_server_keeps_serving(server, sample,
     outcomes = {}
     with VideoITGClient(server.grpc_url, "grpc", timeout_s=120) as c:
         for name, (video, expect) in bad_videos.items():
-            with pytest.raises(RemoteError) as ei:
+            try:
                 c.score(video, instruction)
-            msg, status = str(ei.value), ei.value.status
-            outcomes[name] = {"status": status, "message": msg[:200]}
-            assert expect in msg, f"{name}: {msg}"
-            if expect:  # a typed input error is the client's fault, not the server's
+                assert expect is None, f"{name}: served, but {expect} was expected"
+                outcomes[name] = {"status": "OK (damaged packets skipped)", "message": ""}
+            except RemoteError as e:
+                msg, status = str(e), e.status
+                outcomes[name] = {"status": status, "message": msg[:200]}
+                assert (expect or "VideoDecodeError") in msg or expect is None, f"{name}: {msg}"
+                # a typed input error is the client's fault, not the server's
                 assert status == "StatusCode.INVALID_ARGUMENT", f"{name}: {status} {msg}"
             assert c.score(data, instruction).logits, name  # the next good request is served
         assert server.is_ready()
@@ -285,7 +290,7 @@ def test_bad_instructions_and_top_k(server, sample) -> None:  # type: ignore[no-
 def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) -> None:  # type: ignore[no-untyped-def]
     data, instruction = sample
     ref = scorer.score(data, instruction).logits
-    bad = [v for v, _ in bad_videos.values()]
+    bad = [v for v, expect in bad_videos.values() if expect is not None]  # inputs that must fail
     jobs = [(v, instruction, False) for v in bad] + [(data, instruction, True)] * len(bad)
 
     def call(job):  # type: ignore[no-untyped-def]
@@ -382,8 +387,6 @@ def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:
     report("fault_stub", {k: v if isinstance(v, (bool, float, int)) else str(v) for k, v in FAULT.items()})
 
 
-@pytest.mark.xfail(strict=True, reason="Triton 2.51 neither restarts a dead python-backend stub nor marks the "
-                   "model unready; serving needs a stub watchdog (fix described in RELIABILITY.md)")
 def test_server_heals_or_reports_unready_by_itself() -> None:
     if not FAULT:
         pytest.skip("test_decode_stub_killed_mid_request did not run")
@@ -400,6 +403,7 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
     pytest.importorskip("videoitg.batch.runner", reason="the batch package (issue 8) is not on this branch")
     from test_batch_media import make_manifest
     from test_reliability_batch import check_shards, comparable, local_stream, read_jsonl
+
     from videoitg.batch import runner, store
     from videoitg.batch.backends import BackendSpec
     from videoitg.batch.manifest import load_manifest
@@ -420,6 +424,9 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
             yield line
 
     monkeypatch.setattr(runner, "_stream", slow_stream)
+    from videoitg.batch import triton_backend
+
+    monkeypatch.setattr(triton_backend, "TRANSIENT_BACKOFF_S", (0.2, 0.5))  # give up on the dead server quickly
     clean = tmp_path / "clean"
     run_batch(manifest, opts(clean))  # the same job without a fault: what the resumed job must equal
     want = {r["row_id"]: comparable(r) for r in read_jsonl(clean / store.RESULTS)}
@@ -476,8 +483,6 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
     report("fault_batch_server", {k: v if isinstance(v, (int, float, bool)) else str(v) for k, v in BATCH.items()})
 
 
-@pytest.mark.xfail(strict=True, reason="batch/triton_backend records transport failures (server down) as row "
-                   "errors, so a plain rerun skips those rows; fix in RELIABILITY.md")
 def test_plain_rerun_after_server_death_loses_nothing() -> None:
     if not BATCH:
         pytest.skip("test_server_killed_during_batch_job did not run")

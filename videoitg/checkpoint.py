@@ -114,7 +114,16 @@ def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tup
     ckpt = Path(ckpt)
     if not (ckpt / "config.json").exists():
         raise CheckpointError(f"{ckpt}: no config.json (not a VideoITG checkpoint directory)")
-    d = json.loads((ckpt / "config.json").read_text())
+    try:
+        d = json.loads((ckpt / "config.json").read_text())
+        if not isinstance(d, dict):
+            raise ValueError("config.json must hold a JSON object")
+        return _config_from_dict(ckpt, d, vision_tower)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{ckpt}/config.json: {e}") from e
+
+
+def _config_from_dict(ckpt: Path, d: dict, vision_tower: str | Path | None) -> tuple[VideoITGConfig, Path | None]:
     tower_dir = _resolve_tower_dir(ckpt, d.get("mm_vision_tower", ""), vision_tower)
     if tower_dir is not None:  # the released loader uses the tower named by mm_vision_tower, as here
         vision = VisionConfig.from_hf_dict(json.loads((tower_dir / "config.json").read_text()))
@@ -125,10 +134,7 @@ def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tup
             f"{ckpt}: mm_vision_tower={d.get('mm_vision_tower')!r} is not a local directory and config.json has no "
             "embedded vision_config; nothing is fetched from a hub: pass the SigLIP directory (--vision-tower DIR)"
         )
-    try:
-        return VideoITGConfig.from_json_dict(d, vision), tower_dir
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{ckpt}/config.json: {e}") from e
+    return VideoITGConfig.from_json_dict(d, vision), tower_dir
 
 
 def _ignorable(k: str, used_layers: int) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ class OutputStore:
         except BaseException:
             self.close()
             raise
-        self.session = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+        # A random part: two sessions of one process in one second must not share shard names (os.replace would
+        # silently overwrite the earlier session's shards).
+        self.session = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
         self._seq = 0
         self._clean_stale_temps()
 

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from videoitg.batch.manifest import load_manifest
     from videoitg.batch.ray_env import RayOptions
     from videoitg.batch.runner import BatchOptions, run_batch
+    from videoitg.batch.triton_backend import ServerUnavailableError
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
@@ -93,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"batch: interrupted; finished rows are saved in {args.out}, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk, a lost output mount: written shards are whole (temp file + rename)
+        print(f"batch: cannot write to {args.out}: {e.strerror or e}; finished rows are saved, "
+              "free space and rerun the same command", file=sys.stderr)
+        return 1
+    except ServerUnavailableError as e:
+        print(f"batch: {e}", file=sys.stderr)
+        return 1
     _print_summary(summary)
     return 0 if summary["merged"]["missing"] == 0 else 1
 

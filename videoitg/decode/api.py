@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import av.error
 import torch
 
 from videoitg.decode import backends
@@ -112,7 +113,10 @@ def probe_video(source: Source, *, count_frames: bool | None = None, limits: Dec
             need = count_frames if count_frames is not None else (head["frames"] <= 0 or head["fps"] <= 0)
             index = build_index(container, stream, head["fps"], limits, deadline, name) if need else None
             if index is not None:
-                container.seek(0, backward=True, any_frame=False)
+                try:
+                    container.seek(0, backward=True, any_frame=False)
+                except av.error.FFmpegError:
+                    pass  # a damaged container that cannot rewind: the rotation read below then reports 0
             return info_from(head, index, first_frame_rotation(container, stream))
 
     return run_with_budget(work, time_budget_s)

@@ -35,13 +35,17 @@ class _Frames:
 
     def start(self, seek_pts: int | None) -> Iterator[av.VideoFrame]:
         """Frames from the keyframe at `seek_pts` (None: from the beginning of the stream)."""
-        if seek_pts is not None:
-            # backward=True: land on the keyframe at or before seek_pts (the index says it is a keyframe).
-            self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
-            self.stream.codec_context.flush_buffers()
-        elif self.started:
-            self.container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the very start
-            self.stream.codec_context.flush_buffers()
+        try:
+            if seek_pts is not None:
+                # backward=True: land on the keyframe at or before seek_pts (the index says it is a keyframe).
+                self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
+                self.stream.codec_context.flush_buffers()
+            elif self.started:
+                self.container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the very start
+                self.stream.codec_context.flush_buffers()
+        except av.error.FFmpegError as e:
+            raise TruncatedVideoError(f"{self.name}: cannot seek in the video ({e.strerror}); "
+                                      "the file is corrupt") from None
         self.started = True
         return self._iter()
 
@@ -56,13 +60,15 @@ class _Frames:
                     cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in self.wanted else "NONREF"
                 try:
                     yield from cc.decode(packet if packet.size else None)
-                except av.error.InvalidDataError:
+                except av.error.DecoderNotFoundError:
+                    raise
+                except av.error.FFmpegError:  # InvalidData, EPERM, EINVAL...: a damaged packet
                     self.decode_errors += 1  # a damaged packet: its frame is reported missing if sampled
-        except (av.error.EOFError, av.error.OSError):
-            return
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodecError(f"{self.name}: no decoder for codec {cc.name} "
                                         f"({e.strerror})") from None
+        except av.error.FFmpegError:  # EOF, EIO, EAGAIN... from the demuxer: the end of what can be read
+            return
 
 
 def decode_sampled(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -85,6 +91,7 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
     retried: set[int] = set()
     it: Iterator[av.VideoFrame] | None = None
     last: int | None = None  # pts of the last frame the decoder produced
+    sought: int | None = None  # keyframe of the last forward seek: seeking there again cannot get further
     ordinal_count = -1
     i = 0
     while i < len(targets):
@@ -93,8 +100,8 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
         if it is None:
             it = frames.start(None if key == index.pts[0] else key)
             last = None
-        elif not index.ordinal and last is not None and key is not None and key > last:
-            it, last = frames.start(key), None  # the sampled frame's GOP starts ahead: skip the gap
+        elif not index.ordinal and last is not None and key is not None and key > last and key != sought:
+            it, last, sought = frames.start(key), None, key  # the sampled frame's GOP starts ahead: skip the gap
         frame = next(it, None)
         if frame is None:  # end of stream with targets left
             if t not in retried:

@@ -14,9 +14,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +54,9 @@ class ServerOptions:
     # clients also hold the server this long, so clients should close their connections.
     exit_timeout_s: int = 30
     extra_args: list[str] = field(default_factory=list)
+    # Triton 2.51 leaves a python-backend stub that died (OOM kill, crash) dead while the model still reports
+    # ready, failing every request it gets. Every this many seconds, reload a model whose stub is gone (0: off).
+    stub_watchdog_s: float = 1.0
 
 
 class TritonServer:
@@ -60,6 +65,9 @@ class TritonServer:
         self.repository = Path(model_repository).resolve()
         self.options = options or ServerOptions()
         self.install = binaries.find_tritonserver()
+        self._watchdog: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+        self.restarts = 0  # models reloaded by the stub watchdog
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
         self._log_file = None
@@ -106,6 +114,9 @@ class TritonServer:
             f"--log-verbose={o.log_verbose}",
             f"--backend-config=python,shm-default-byte-size={o.shm_default_bytes}",
         ]
+        if o.stub_watchdog_s > 0 and not any(a.startswith("--model-control-mode") for a in o.extra_args):
+            # Explicit control (every model loaded at start) so the watchdog may reload one model.
+            args += ["--model-control-mode=explicit", "--load-model=*"]
         if o.gpu:
             args.append(f"--cuda-memory-pool-byte-size=0:{o.cuda_pool_bytes}")
         else:
@@ -139,7 +150,53 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        if o.stub_watchdog_s > 0:
+            self._watch_stop.clear()
+            self._watchdog = threading.Thread(target=self._watch, name="triton-stub-watchdog", daemon=True)
+            self._watchdog.start()
         return self
+
+    # ---- python-backend stub watchdog ------------------------------------------------------------------------
+    def stub_counts(self) -> Counter[str]:
+        """Live python-backend stubs of this server per model (its own children only, from /proc)."""
+        out: Counter[str] = Counter()
+        pid = self.pid
+        for p in Path("/proc").iterdir():
+            if pid is None or not p.name.isdigit():
+                continue
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid != pid:
+                    continue
+                argv = (p / "cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1:
+                out[Path(argv[1].decode(errors="replace")).parent.parent.name] += 1  # <model>/<ver>/model.py
+        return out
+
+    def _watch(self) -> None:
+        expected = self.stub_counts()
+        while not self._watch_stop.wait(self.options.stub_watchdog_s):
+            if not self.running:
+                return
+            now = self.stub_counts()
+            for model in [m for m, n in expected.items() if now[m] < n]:
+                self._log(f"python-backend stub of '{model}' died; reloading the model")
+                try:
+                    req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{model}/load",
+                                                 data=b"", method="POST")
+                    with urllib.request.urlopen(req, timeout=600):
+                        pass
+                    self.restarts += 1
+                except OSError as e:
+                    self._log(f"reloading '{model}' failed: {e}")
+            expected = expected | self.stub_counts()
+
+    def _log(self, msg: str) -> None:
+        if self._log_file is not None:
+            self._log_file.write(f"videoitg watchdog: {msg}\n".encode())
+            self._log_file.flush()
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -170,6 +227,10 @@ class TritonServer:
 
     def stop(self) -> int | None:
         """Graceful stop (SIGINT, as Ctrl-C would), then SIGKILL of the server's own process group."""
+        self._watch_stop.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=5)
+        self._watchdog = None
         proc, self._proc = self._proc, None
         code = None
         if proc is not None:
