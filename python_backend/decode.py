@@ -1,7 +1,8 @@
 """`videoitg_decode` (CPU deployments): encoded video bytes -> the sampled frames, SigLIP-ready.
 
-Decoding and sampling are the core package's (`videoitg.decode.decode_video`); a bad video answers that request
-with the decoder's typed error while the others in the batch succeed.
+Decoding and sampling are the core package's (`videoitg.decode.decode_video`), under the deployment's
+`DecodeLimits` and decode time budget (model parameters, `videoitg.limits.Limits`); a bad or over-limit video
+answers that request with the decoder's typed error while the others in the batch succeed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from python_backend.common import RequestCounters, error, input_numpy, output_numpy, output_torch, setup
-from videoitg.serving.steps import resolve_checkpoint, sampling_from
+from videoitg.serving.steps import limits_from, resolve_checkpoint, sampling_from
 
 
 class TritonPythonModel:
@@ -22,6 +23,8 @@ class TritonPythonModel:
         cfg, _ = load_config(ckpt)
         self.image_size = cfg.vision.image_size
         self.sampling = sampling_from(p)
+        self.limits = limits_from(p)
+        self.limits.check_sampling(self.sampling)
         self.decoder = p.get("decoder", "auto")
         self.counters = RequestCounters("videoitg_decode")
         import videoitg.decode  # noqa: F401 - import PyAV/decoders now, not on the first request
@@ -38,7 +41,8 @@ class TritonPythonModel:
             try:
                 video = input_numpy(request, "VIDEO")
                 data = bytes(video.reshape(-1)[0]) if video is not None and video.size == 1 else b""
-                frames = decode_video(data, image_size=self.image_size, params=self.sampling, decoder=self.decoder)
+                frames = decode_video(data, image_size=self.image_size, params=self.sampling, decoder=self.decoder,
+                                      limits=self.limits.decode, time_budget_s=self.limits.decode_time_budget_s)
                 responses.append(self._respond(frames))
             except Exception as e:  # one bad video must not fail its batch-mates
                 responses.append(error(e, "videoitg_decode"))

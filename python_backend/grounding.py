@@ -1,8 +1,10 @@
 """`videoitg_grounding`: owns the LLM and the tokenizer. (visual features, instruction) -> per-frame logits.
 
 Dynamic batching with ragged inputs hands this model several requests at once, possibly for videos of different
-lengths; each request is tokenised and length-checked on its own (a bad one gets its own error), and all the good
-ones go through one padded forward pass (the core model masks padding, so batched == alone).
+lengths; each request is tokenised and checked on its own against the deployment's limits
+(`Limits.check_instruction`: bytes, max_instruction_tokens, and the model's length budget after this video's
+visual tokens), so a bad one gets its own error, and all the good ones go through one padded forward pass (the
+core model masks padding, so batched == alone).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 
 from python_backend.common import RequestCounters, error, input_numpy, input_torch, output_torch, setup
 from videoitg.errors import InputError
-from videoitg.serving.steps import device_dtype, load_part, resolve_checkpoint
+from videoitg.serving.steps import device_dtype, limits_from, load_part, resolve_checkpoint
 from videoitg.text import encode_instruction
 
 
@@ -22,6 +24,8 @@ class TritonPythonModel:
         self.model, self.tokenizer = load_part(resolve_checkpoint(p.get("checkpoint", "default")), "grounding",
                                                self.device, self.dtype)
         self.max_batch_tokens = int(p.get("max_batch_tokens", 1 << 16))
+        self.limits = limits_from(p)
+        self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
         self.counters = RequestCounters("videoitg_grounding")
         # Warm-up (first-call setup off the request path): two frames of one token each, a short instruction.
         h = self.model.config.text.hidden_size
@@ -44,8 +48,9 @@ class TritonPythonModel:
                 text = input_numpy(request, "INSTRUCTION")
                 if text is None or text.size != 1:
                     raise InputError("INSTRUCTION must hold one string")
-                ids = encode_instruction(self.tokenizer, bytes(text.reshape(-1)[0]).decode("utf-8"))
-                self.model.check_length(visual.shape[0] * visual.shape[1], len(ids))
+                ids = self.limits.check_instruction(self.tokenizer, bytes(text.reshape(-1)[0]), self.model.config,
+                                                    visual.shape[0])  # visual: [T, hw², H], T sampled frames
+                self.model.check_length(visual.shape[0] * visual.shape[1], len(ids))  # the model's own guard
                 good.append((i, visual.to(self.device, self.dtype), ids.to(self.device)))
             except Exception as e:
                 responses[i] = error(e, "videoitg_grounding")

@@ -34,6 +34,7 @@ from videoitg.serving.cache import FeatureCache, cache_key, video_digest
 from videoitg.serving.steps import (
     Request,
     feature_identity,
+    limits_from,
     parse_request,
     resolve_checkpoint,
     result_outputs,
@@ -53,6 +54,7 @@ class TritonPythonModel:
         _, p = setup(args)
         self.name = args.get("model_name", NAME)
         self.sampling = sampling_from(p)
+        self.limits = limits_from(p)  # byte bounds here; the queue bound is Triton's (config.pbtxt)
         self.identity = feature_identity(resolve_checkpoint(p.get("checkpoint", "default")), p)
         self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
         self.default_top_k = int(p.get("default_top_k", 32))
@@ -88,7 +90,8 @@ class TritonPythonModel:
         for i, r in enumerate(requests):
             try:
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
-                                    input_numpy(r, "TOP_K"), input_numpy(r, "DOC_ID"), self.default_top_k)
+                                    input_numpy(r, "TOP_K"), input_numpy(r, "DOC_ID"), self.default_top_k,
+                                    self.limits)
                 key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
                 parsed[i] = (req, key)
             except Exception as e:
@@ -159,7 +162,10 @@ class TritonPythonModel:
         from videoitg.decode import probe_video
         from videoitg.sampling import frame_timestamps, sample_frame_indices
 
-        info = probe_video(video, count_frames=True)  # the packet count decode_video uses, not the header's
+        # The packet count decode_video uses, not the header's; DALI has no limits of its own, so the deployment's
+        # DecodeLimits (duration, size, frames) are checked on the container here.
+        info = probe_video(video, count_frames=True, limits=self.limits.decode,
+                           time_budget_s=self.limits.decode_time_budget_s)
         idx = sample_frame_indices(info.total_frames, info.fps, self.sampling)
         data = np.frombuffer(video, dtype=np.uint8)[None]
         dec = await self._call(self.decode_model, [pb_utils.Tensor("VIDEO", data),

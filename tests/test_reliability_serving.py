@@ -266,8 +266,9 @@ def test_bad_instructions_and_top_k(server, sample) -> None:  # type: ignore[no-
         "empty": (b"", "INSTRUCTION is empty", None),
         "blank": (b" \n\t ", "INSTRUCTION is empty", None),
         "invalid UTF-8": (b"\xff\xfe when", "UTF-8", None),
-        "over the byte limit": (b"a" * (70 * 1024), "limit", None),
-        "over the model's length budget": (b"red " * 5000, "length budget", None),
+        "over the byte limit": (b"a" * (70 * 1024), r"over the limit of 65536 bytes \(max_instruction_bytes\)",
+                                None),
+        "over the token limit": (b"red " * 5000, r"InstructionTooLongError: .*max_instruction_tokens=1024", None),
         "TOP_K 0": (instruction.encode(), "TOP_K", 0),
         "TOP_K negative": (instruction.encode(), "TOP_K", -3),
     }
@@ -310,6 +311,55 @@ def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) 
         else:
             assert isinstance(out, RemoteError)
     assert server.is_ready()
+
+
+# ---- overload: the top-level queue bound (Limits.max_in_flight) ------------------------------------------------
+def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Far more simultaneous requests than the queue holds (`max_queue_size: max_in_flight`, 8 by default): each
+    is answered correctly or refused at once with UNAVAILABLE, never with another error, and the server stays
+    ready. Cold video, so the first batch is still running while the rest arrive."""
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    from videoitg.limits import Limits
+
+    n = 6 * Limits().max_in_flight
+    data, instruction = sample
+    video = small_clip(tmp_path / "overload.mp4", seed=999)
+    ref = np.asarray(scorer.score(video, instruction).logits)
+    clients = [grpc.InferenceServerClient(server.grpc_url) for _ in range(n)]
+    start = threading.Barrier(n)
+
+    def call(i: int):  # type: ignore[no-untyped-def]
+        ins = [grpc.InferInput("VIDEO", [1, 1], "BYTES"), grpc.InferInput("INSTRUCTION", [1, 1], "BYTES")]
+        ins[0].set_data_from_numpy(np.array([[video]], dtype=object))
+        ins[1].set_data_from_numpy(np.array([[instruction.encode()]], dtype=object))
+        start.wait()
+        t0 = time.monotonic()
+        try:
+            out = clients[i].infer("videoitg", ins, client_timeout=120).as_numpy("LOGITS").reshape(-1)
+            return "ok", float(np.abs(out - ref).max()), time.monotonic() - t0
+        except InferenceServerException as e:
+            return f"{e.status()}: {e.message()}", None, time.monotonic() - t0
+
+    try:
+        with ThreadPoolExecutor(n) as ex:
+            got = list(ex.map(call, range(n)))
+    finally:
+        for c in clients:
+            c.close()
+    ok = [d for kind, d, _ in got if kind == "ok"]
+    refused = [t for kind, _, t in got if kind.startswith("StatusCode.UNAVAILABLE") and "queue size" in kind]
+    other = [kind for kind, _, _ in got if kind != "ok" and not (kind.startswith("StatusCode.UNAVAILABLE")
+                                                                  and "queue size" in kind)]
+    report("overload", {"requests": n, "answered": len(ok), "refused": len(refused),
+                        "refusal_max_ms": round(1000 * max(refused), 1) if refused else None})
+    assert not other, other[:3]
+    assert ok and max(ok) <= TOL, ok
+    assert refused, f"none of {n} simultaneous requests was refused: the queue is not bounded"
+    assert server.is_ready()
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        assert c.score(data, instruction).logits  # served again
 
 
 # ---- fault: a python-backend stub killed mid-request ------------------------------------------------------------

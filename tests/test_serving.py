@@ -1,7 +1,9 @@
 """The real tritonserver (CPU, python backend) serving the embedded tiny checkpoint on free loopback ports.
 
 One server for the whole module (starting it costs most of this file's time). Served outputs are compared with
-the in-process `Scorer` on the same video bytes and instruction.
+the in-process `Scorer` on the same video bytes and instruction. The server runs with two small limits
+(`LIMITS`: video bytes and instruction tokens) that every other test's inputs stay within, so the limit tests
+need no server of their own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from videoitg.limits import Limits  # noqa: E402
 from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
@@ -25,6 +28,8 @@ from videoitg.serving.server import ServerOptions, TritonServer, free_port, metr
 
 pytestmark = pytest.mark.server
 TOL = 1e-5
+# Above every video (the sample is ~11 KB, make_clip's ~100 KB) and instruction (< 20 tokens) the other tests send.
+LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
 
 try:
     binaries.find_tritonserver()
@@ -68,7 +73,7 @@ def sample():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
+    repo = build_repository(RepoSpec(target="cpu", limits=LIMITS), tmp_path_factory.mktemp("repo"))
     log = tmp_path_factory.mktemp("log") / "tritonserver.log"
     srv = TritonServer(repo, ServerOptions(), log_path=log)
     srv.start(timeout_s=240)
@@ -171,7 +176,7 @@ BAD_REQUESTS = {
     "empty instruction": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[b"   "]], object), "BYTES")},
                           "INSTRUCTION is empty"),
     "over-long instruction": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[b"word " * 6000]], object), "BYTES")},
-                              "length budget"),
+                              "max_instruction_tokens=32"),
 }
 
 
@@ -187,6 +192,37 @@ def test_bad_request_gets_clear_error_and_server_keeps_serving(case, server, cli
     with pytest.raises(InferenceServerException, match=expect):
         _raw_infer(server, inputs)
     assert clients["grpc"].infer(path, instruction).result.logits  # the next request is served
+
+
+def test_video_over_the_configured_byte_limit_is_refused(clients, sample) -> None:
+    """The repository's MAX_VIDEO_BYTES reaches the server: refused before hashing or decoding, naming the limit."""
+    path, data, instruction = sample
+    big = data + b"\x00" * (LIMITS.decode.max_bytes + 1 - len(data))  # a real video, one byte over the limit
+    for c in clients.values():
+        with pytest.raises(RemoteError, match=r"VideoTooLargeError: VIDEO is 1048577 bytes, over the limit of "
+                                              r"1048576 bytes \(max_video_bytes\)") as ei:
+            c.infer(big, instruction)
+        assert str(ei.value.status) in ("StatusCode.INVALID_ARGUMENT", "400"), ei.value.status
+    assert clients["grpc"].infer(path, instruction).result.logits  # the next request is served
+
+
+def test_instruction_over_the_configured_token_limit_is_refused(clients, scorer, sample) -> None:
+    """MAX_INSTRUCTION_TOKENS reaches the grounding step: 32 tokens pass, 33 are refused naming the limit."""
+    from videoitg.text import encode_instruction
+
+    path, data, instruction = sample
+    n = lambda text: len(encode_instruction(scorer.tokenizer, text))  # noqa: E731
+    words = [f"w{i}" for i in range(64)]
+    fits = next(" ".join(words[:k]) for k in range(64, 0, -1) if n(" ".join(words[:k])) <= 32)
+    over = next(" ".join(words[:k]) for k in range(1, 65) if n(" ".join(words[:k])) > 32)
+    assert n(fits) <= 32 < n(over)
+    ok = clients["grpc"].infer(path, fits)
+    assert_same(ok.result, scorer.score(data, fits))
+    for c in clients.values():
+        with pytest.raises(RemoteError, match=rf"InstructionTooLongError: instruction has {n(over)} tokens, over "
+                                              r"the limit of 32 \(max_instruction_tokens=32") as ei:
+            c.infer(path, over)
+        assert str(ei.value.status) in ("StatusCode.INVALID_ARGUMENT", "400"), ei.value.status
 
 
 def test_bad_request_does_not_fail_its_batch_mates(server, scorer, sample) -> None:

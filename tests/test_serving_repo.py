@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 import torch
 
 from videoitg.errors import InputError
+from videoitg.limits import InstructionTooLongError, Limits
 from videoitg.outputs import GroundingResult
+from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
 from videoitg.serving.cache import FeatureCache, cache_key, nbytes
 from videoitg.serving.repository import RepoSpec, build_repository, find_vision_engine, render
@@ -51,8 +54,6 @@ def test_configs_parse_as_triton_model_config(target: str) -> None:
 
 
 def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
-    from videoitg.sampling import SamplingParams
-
     files = render(RepoSpec(checkpoint=str(tmp_path), sampling=SamplingParams(64, 2.0, "train")))
     top = files["videoitg/config.pbtxt"]
     assert json.dumps(str(tmp_path)) in top and '"64"' in top and '"2"' in top and '"train"' in top
@@ -98,13 +99,51 @@ def test_parse_request_errors() -> None:
         ((np.array([[b""]], object), np.array([[b"hi"]], object), None, None), "VIDEO is empty"),
         ((np.array([[b"v"]], object), np.array([[b"  "]], object), None, None), "INSTRUCTION is empty"),
         ((np.array([[b"v"]], object), np.array([[b"\xff\xfe"]], object), None, None), "UTF-8"),
-        ((np.array([[b"v"]], object), np.array([[b"x" * 70000]], object), None, None), "limit"),
+        ((np.array([[b"v"]], object), np.array([[b"x" * 70000]], object), None, None), "max_instruction_bytes"),
         ((np.array([[b"v", b"w"]], object), np.array([[b"hi"]], object), None, None), "one video per request"),
         ((np.array([[b"v"]], object), np.array([[b"hi"]], object), np.array([[0]], np.int32), None), "TOP_K"),
     ]
     for args, msg in bad:
         with pytest.raises(InputError, match=msg):
             parse_request(*args, 8)
+    lim = Limits().replace(max_bytes=4, max_instruction_bytes=3)
+    with pytest.raises(InputError, match=r"VIDEO is 5 bytes, over the limit of 4 bytes \(max_video_bytes\)"):
+        parse_request(np.array([[b"vvvvv"]], object), np.array([[b"hi"]], object), None, None, 8, lim)
+    with pytest.raises(InstructionTooLongError, match="over the limit of 3 bytes"):
+        parse_request(np.array([[b"v"]], object), np.array([[b"four"]], object), None, None, 8, lim)
+    assert parse_request(np.array([[b"vvvv"]], object), np.array([[b"hi!"]], object), None, None, 8, lim).top_k == 8
+
+
+def test_limits_reach_the_model_parameters_and_queue() -> None:
+    """The top-level, decode and grounding models carry every knob (read back equal); the top-level queue is
+    bounded by max_in_flight."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from videoitg.serving.steps import limits_from, model_parameters
+
+    lim = Limits().replace(max_bytes=12345, max_instruction_tokens=77, max_in_flight=3, decode_time_budget_s=2.5)
+    files = render(RepoSpec(target="cpu", limits=lim))
+    for model in ("videoitg", "videoitg_decode", "videoitg_grounding"):
+        cfg = text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
+        params = {k: v.string_value for k, v in cfg.parameters.items()}
+        assert limits_from(params) == lim, model
+    top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
+    assert top.dynamic_batching.default_queue_policy.max_queue_size == 3
+    assert limits_from(model_parameters({"parameters": {}})) == Limits()  # hand-written config: defaults
+    with pytest.raises(InputError, match="sampled frames"):
+        RepoSpec(sampling=SamplingParams(64), limits=Limits(max_sampled_frames=32))
+
+
+def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
+    from videoitg.cli import main
+
+    assert main(["repo", "build", "--out", str(tmp_path), "--max-video-bytes", "1M", "--max-in-flight", "2"]) == 0
+    top = (tmp_path / "videoitg" / "config.pbtxt").read_text()
+    assert "max_queue_size: 2" in top and '"1048576"' in top
+    serve = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--help"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+    assert "--max-instruction-tokens" in serve.stdout and "--max-in-flight" in serve.stdout
 
 
 def test_outputs_round_trip_to_grounding_result() -> None:

@@ -18,6 +18,14 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
                    help="visual-feature cache bound in bytes (default 1 GiB; 0 disables it)")
 
 
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """`--max-video-bytes`, `--max-instruction-tokens`, `--max-in-flight`, ...: written into the repository's model
+    parameters (docs/limits.md; default: $VIDEOITG_<NAME>, else the built-in value)."""
+    from videoitg.limits import add_arguments as add_limits
+
+    add_limits(p)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="repo_command", required=True)
     b = sub.add_parser("build", help="generate the repository", description=HELP)
@@ -27,9 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--engines", default=None, help="engine directory from `videoitg build` (optional)")
     b.add_argument("--out", required=True, type=Path, help="repository directory to write")
     add_sampling_arguments(b)
+    add_limit_arguments(b)
 
 
 def spec_from_args(args: argparse.Namespace, target: str):
+    from videoitg.limits import Limits
     from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec
 
     return RepoSpec(
@@ -38,6 +48,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
         engines=str(Path(args.engines).resolve()) if args.engines else "",
         sampling=SamplingParams(args.num_frames, args.target_fps, args.sampling_rule),
         cache_bytes=args.cache_bytes,
+        limits=Limits.from_args(args),  # flags > $VIDEOITG_* > defaults
     )
 
 

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from videoitg.commands.repo import add_sampling_arguments, spec_from_args
+from videoitg.commands.repo import add_limit_arguments, add_sampling_arguments, spec_from_args
 
 HELP = "serve a checkpoint with Triton Inference Server (HTTP, gRPC, metrics), bound to 127.0.0.1 by default"
 
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
     parser.add_argument("--verbose", action="store_true", help="verbose server log")
     add_sampling_arguments(parser)
+    add_limit_arguments(parser)  # ignored with --model-repository: that repository's parameters hold its limits
 
 
 def resolve_target(target: str) -> str:

@@ -4,6 +4,8 @@
 Models (all but the top-level one are internal steps):
 - `videoitg`            BLS orchestrator (python): hash + feature cache, then decode -> vision on a miss,
                         grounding, selection. BLS, not an ensemble, because a cache hit must skip two steps.
+                        Its queue holds at most `Limits.max_in_flight` waiting requests; the next is refused
+                        at once (UNAVAILABLE) instead of waiting while its client times out.
 - `videoitg_decode`     python (PyAV/core decoder) on CPU; the DALI backend on GPU (NVDEC, output stays on device).
 - `videoitg_vision`     python: SigLIP + projector through the core package (torch), ONNX Runtime, or the
                         projector on top of a `tensorrt_plan` encoder (`videoitg_vision_encoder`) when one was built.
@@ -11,6 +13,9 @@ Models (all but the top-level one are internal steps):
                         different lengths share one padded forward pass.
 The model.py shims import `python_backend.<module>`, so the implementation lives once in the repository's
 `python_backend/` package (tritonserver is started with PYTHONPATH at the repository root).
+The deployment's `videoitg.limits.Limits` travel as model parameters (`Limits.to_parameters()`) of the top-level,
+decode and grounding models, which read them back with `Limits.from_mapping`: one configuration, checked where
+each bound can first be checked (bytes at the top level, the video in decode, tokens in grounding).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
+from videoitg.limits import Limits
 from videoitg.sampling import SamplingParams
 
 TOP = "videoitg"
@@ -44,10 +50,16 @@ class RepoSpec:
     default_top_k: int = 32
     decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
     dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
+    # Built-in defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
+    # committed examples); `videoitg repo build` / `serve` pass Limits.from_args (flags > environment > defaults).
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "gpu"):
             raise InputError(f"target must be 'cpu' or 'gpu', got {self.target!r}")
+        if not isinstance(self.limits, Limits):
+            raise InputError(f"limits must be a videoitg.limits.Limits, got {type(self.limits).__name__}")
+        self.limits.check_sampling(self.sampling)  # a repository whose every request would be refused
         if not self.dtype:
             self.dtype = "float32" if self.target == "cpu" else "float16"
 
@@ -113,13 +125,16 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
         "dtype": spec.dtype,
     }
     sampling = {"num_frames": s.num_frames, "target_fps": f"{s.target_fps:g}", "sampling_rule": s.rule}
+    limits = spec.limits.to_parameters()
     engine = find_vision_engine(spec.engines, spec.target)
     specs: dict[str, dict[str, Any]] = {}
 
     specs[TOP] = _python_model(
         TOP, spec, max_batch=spec.max_batch,
-        # No added delay: requests already queued while a batch runs form the next batch.
-        batching={"max_queue_delay_microseconds": 0},
+        # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: past
+        # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
+        batching={"max_queue_delay_microseconds": 0,
+                  "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}},
         inputs=[
             _io("VIDEO", "STRING", [1]),
             _io("INSTRUCTION", "STRING", [1]),
@@ -140,7 +155,7 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
             _io("CACHE_HIT", "BOOL", [1]),
         ],
         params={
-            **common, **sampling,
+            **common, **sampling, **limits,
             "vision_runtime": engine.runtime,
             "feature_cache_bytes": spec.cache_bytes,
             "default_top_k": spec.default_top_k,
@@ -148,7 +163,7 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
             "decode_backend": "dali" if spec.gpu else "python",
         },
     )
-    specs[DECODE] = _decode_spec(spec, sampling)
+    specs[DECODE] = _decode_spec(spec, {**sampling, **limits})
     vision_params: dict[str, Any] = {**common, "vision_runtime": engine.runtime, "vision_engine": engine.path}
     if engine.runtime == "tensorrt":
         vision_params["encoder_model"] = VISION_ENCODER
@@ -175,12 +190,13 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
             _io("INSTRUCTION", "STRING", [1]),
         ],
         outputs=[_io("LOGITS", "FP32", [-1])],
-        params=common,
+        params={**common, **limits},
     )
     return specs
 
 
-def _decode_spec(spec: RepoSpec, sampling: dict[str, Any]) -> dict[str, Any]:
+def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """`params`: sampling and limits (the python decoder applies both; on GPU the BLS model applies them)."""
     outputs = [
         _io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1]),  # SigLIP-ready frames [T, 3, S, S]
         _io("FRAME_INDICES", "INT64", [-1]),  # original frame numbers of the sampled frames
@@ -203,7 +219,7 @@ def _decode_spec(spec: RepoSpec, sampling: dict[str, Any]) -> dict[str, Any]:
     return _python_model(
         DECODE, spec, count=spec.decode_instances,
         inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
-        params={"checkpoint": spec.checkpoint, **sampling},
+        params={"checkpoint": spec.checkpoint, **params},
     )
 
 

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from videoitg.decode.errors import VideoTooLargeError
 from videoitg.errors import InputError
+from videoitg.limits import InstructionTooLongError, Limits
 from videoitg.outputs import GroundingResult
 from videoitg.sampling import SamplingParams
-
-MAX_INSTRUCTION_BYTES = 1 << 16  # refuse before tokenising; the token budget check comes later, per video
 
 
 # ---- model-config parameters ---------------------------------------------------------------------------------
@@ -42,6 +42,12 @@ def sampling_from(params: dict[str, str]) -> SamplingParams:
         target_fps=float(params.get("target_fps", 1.0)),
         rule=params.get("sampling_rule", "eval"),  # type: ignore[arg-type]
     )
+
+
+def limits_from(params: dict[str, str]) -> Limits:
+    """The deployment's limits from a model's parameters (what `RepoSpec.limits.to_parameters()` wrote); a model
+    config without them (hand-written) gets the built-in defaults."""
+    return Limits.from_mapping(params)
 
 
 def device_dtype(params: dict[str, str]) -> tuple[str, torch.dtype]:
@@ -89,19 +95,26 @@ def _one(arr: np.ndarray | None, name: str) -> Any:
 
 
 def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_k: np.ndarray | None,
-                  doc_id: np.ndarray | None, default_top_k: int) -> Request:
-    """Validate the top-level inputs (Triton itself already rejected missing required inputs and wrong dtypes)."""
+                  doc_id: np.ndarray | None, default_top_k: int, limits: Limits | None = None) -> Request:
+    """Validate the top-level inputs (Triton itself already rejected missing required inputs and wrong dtypes).
+    The byte bounds are checked here, before the video is hashed or sent on; the token bound needs the tokenizer
+    and the video's frame count, so the grounding step checks it (`Limits.check_instruction`)."""
+    lim = limits or Limits()
     v = _one(video, "VIDEO")
     if v is None:
         raise InputError("VIDEO is missing")
     if not isinstance(v, (bytes, np.bytes_)) or len(v) == 0:
         raise InputError("VIDEO is empty: send the encoded video file's bytes")
+    if len(v) > lim.decode.max_bytes:
+        raise VideoTooLargeError(f"VIDEO is {len(v)} bytes, over the limit of {lim.decode.max_bytes} bytes "
+                                 "(max_video_bytes)")
     text = _one(instruction, "INSTRUCTION")
     if text is None:
         raise InputError("INSTRUCTION is missing")
     if isinstance(text, (bytes, np.bytes_)):
-        if len(text) > MAX_INSTRUCTION_BYTES:
-            raise InputError(f"INSTRUCTION is {len(text)} bytes, more than the limit of {MAX_INSTRUCTION_BYTES}")
+        if len(text) > lim.max_instruction_bytes:
+            raise InstructionTooLongError(f"INSTRUCTION is {len(text)} bytes, over the limit of "
+                                          f"{lim.max_instruction_bytes} bytes (max_instruction_bytes)")
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as e:
