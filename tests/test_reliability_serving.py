@@ -5,6 +5,7 @@
   writes the figures to DIR/load.json);
 - every bad input of the decoder's test-suite, and the inputs the fuzzers found, sent through the server: each
   gets its own error, the server keeps serving, batch-mates are unaffected;
+- overload: many more simultaneous requests than the top-level queue bound (`Limits.max_in_flight`);
 - fault: the decode step's python-backend stub SIGKILLed mid-request.
 
 One server for the module (its start is most of the cost). Explicit model control (`--load-model=*`) so the fault
