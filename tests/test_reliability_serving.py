@@ -403,9 +403,18 @@ def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:
                 box["error"] = e
         box["seconds"] = time.monotonic() - t0
 
+    def cpu_ticks(pid: int) -> int:  # utime + stime of the decode stub
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    idle = cpu_ticks(before[DECODE])
     th = threading.Thread(target=request)
     th.start()
-    time.sleep(0.3)  # the request is in the decode step (decoding ~600 frames takes seconds here)
+    # Kill once the stub is busy with this request (30 ms of CPU), not after a fixed sleep: on an idle machine
+    # the ~600-frame decode can finish in well under a second, and a fixed delay then lands after it.
+    deadline = time.monotonic() + 30
+    while cpu_ticks(before[DECODE]) - idle < 3 and time.monotonic() < deadline and th.is_alive():
+        time.sleep(0.005)
     os.kill(before[DECODE], signal.SIGKILL)
     th.join(150)
     assert not th.is_alive(), "the in-flight request hung after its decode stub died"
