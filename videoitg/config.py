@@ -139,7 +139,8 @@ class VideoITGConfig:
             raise ValueError(f"mm_projector_type={d['mm_projector_type']!r} is not supported (only 'seq_mlp')")
         if "mm_hidden_size" in d and d["mm_hidden_size"] != vision.hidden_size:
             raise ValueError(
-                f"mm_hidden_size={d['mm_hidden_size']} does not match the vision tower's hidden_size={vision.hidden_size}"
+                f"mm_hidden_size={d['mm_hidden_size']} does not match "
+                f"the vision tower's hidden_size={vision.hidden_size}"
             )
         return cls(
             text=text,

@@ -1,0 +1,128 @@
+"""Small generated video clips for the decode tests and benchmark (PyAV encoders; no files checked in).
+
+Every frame of `write_clip` carries its own frame number as 8 horizontal bands (band b bright when bit b of
+the number is set), readable after any codec and any squash-resize, so a test can check that the decoder
+returned exactly the frames it claims.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+BITS = 8
+LO, HI = 16, 235
+
+
+def pattern(i: int, width: int, height: int, marker: bool = False) -> np.ndarray:
+    """RGB frame whose bands encode `i`; `marker` adds a red square top-left (shows rotation)."""
+    img = np.empty((height, width, 3), np.uint8)
+    edges = np.linspace(0, height, BITS + 1).astype(int)
+    for b in range(BITS):
+        img[edges[b]:edges[b + 1]] = HI if (i >> b) & 1 else LO
+    if marker:
+        img[: height // 4, : width // 4] = (220, 20, 20)
+    return img
+
+
+def read_number(frame: np.ndarray) -> int:
+    """Inverse of `pattern` for a [S,S,3] uint8 frame or a [3,S,S] tensor in [-1, 1]."""
+    a = np.asarray(frame, dtype=np.float32)
+    if a.shape[0] == 3 and a.ndim == 3:
+        a = (a.transpose(1, 2, 0) + 1.0) * 127.5
+    rows = a.mean(axis=(1, 2))
+    edges = np.linspace(0, a.shape[0], BITS + 1)
+    n = 0
+    for b in range(BITS):
+        mid = int((edges[b] + edges[b + 1]) / 2)
+        if rows[mid] > (LO + HI) / 2:
+            n |= 1 << b
+    return n
+
+
+def write_clip(path: Path, *, codec: str = "libx264", frames: int = 30, width: int = 96, height: int = 64,
+               fps: int = 25, pts: list[int] | None = None, time_base: Fraction | None = None,
+               rotation: int | None = None, gop: int | None = None, marker: bool = False,
+               audio: bool = False, options: dict[str, str] | None = None, faststart: bool = False) -> Path:
+    """Encode a numbered clip. `pts` (with `time_base`) gives each frame's timestamp: variable frame rate."""
+    path = Path(path)
+    container_opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=container_opts) as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height = width, height
+        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        opts = dict(options or {})
+        if codec == "libx264":
+            opts.setdefault("preset", "ultrafast")
+        if codec.startswith("libvpx"):
+            opts.update({"deadline": "realtime", "cpu-used": "8", **opts})
+        if gop:
+            s.gop_size = gop
+        s.options = opts
+        if time_base is not None:
+            s.time_base = time_base
+            s.codec_context.time_base = time_base
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        a = None
+        if audio:
+            a = out.add_stream("aac", rate=8000)
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(pattern(i, width, height, marker), format="rgb24")
+            if pts is not None:
+                f.pts, f.time_base = pts[i], time_base
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+        if a is not None:
+            _write_audio(out, a, seconds=frames / fps)
+    return path
+
+
+def _write_audio(out: av.container.OutputContainer, a: av.audio.stream.AudioStream, seconds: float) -> None:
+    rate = a.codec_context.sample_rate
+    n = int(rate * seconds)
+    t = np.arange(n) / rate
+    samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+    frame.sample_rate = rate
+    for p in a.encode(frame):
+        out.mux(p)
+    for p in a.encode():
+        out.mux(p)
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    with av.open(str(path), "w") as out:
+        a = out.add_stream("aac", rate=8000)
+        _write_audio(out, a, seconds)
+    return Path(path)
+
+
+def write_empty_stream(path: Path) -> Path:
+    """An AVI file with a video track and no frame in it (FFmpeg drops empty MP4 tracks, and an empty
+    Matroska file fails to open, which reads as truncation)."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mjpeg", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuvj420p"
+        out.start_encoding()
+    return Path(path)
+
+
+def unknown_codec(src_mkv: Path, dst: Path) -> Path:
+    """Rename the Matroska CodecID of a clip to one no decoder knows (same length: the file stays valid)."""
+    data = Path(src_mkv).read_bytes()
+    old, new = b"V_MJPEG", b"V_XQZJG"
+    assert old in data, "fixture expects an MJPEG Matroska clip"
+    Path(dst).write_bytes(data.replace(old, new, 1))
+    return Path(dst)
+
+
+def truncate(src: Path, dst: Path, keep: float) -> Path:
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * keep)])
+    return Path(dst)

@@ -1,0 +1,38 @@
+"""The CLI end to end, in-process: score a generated clip, write results.jsonl and the timeline PNG."""
+
+import json
+
+import pytest
+
+from videoitg.cli import main
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_score_writes_results_and_plot(home, capsys):
+    from videoitg.defaults import default_checkpoint, sample_video
+
+    video, instruction = sample_video()
+    out, png = home / "results.jsonl", home / "t.png"
+    rc = main(["score", str(video), "-i", instruction, "--checkpoint", str(default_checkpoint()), "--top-k", "4",
+               "--output", str(out), "--plot", str(png), "--doc-id", "12"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "top-4 in chronological order" in text
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert rec["contexts"] == instruction and rec["doc_id"] == "12" and len(rec["top_k"]) == 4
+    assert sorted(rec["index"]) == rec["frame_indices"] and rec["top_k"] == sorted(rec["top_k"])
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_input_is_a_clear_cli_error(home, capsys):
+    bad = home / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    assert main(["score", str(bad), "-i", "anything"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["score", str(bad), "-i", "   "]) == 2
+    assert "instruction is empty" in capsys.readouterr().err

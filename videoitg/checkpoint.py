@@ -1,0 +1,221 @@
+"""The released VideoITG / Eagle checkpoint layout: load, validate, save. Safetensors only, never pickle,
+nothing from a hub.
+
+    DIR/config.json                     Qwen2Config text fields + mm_* fields (+ vision_config when embedded)
+    DIR/model.safetensors               or model-0000k-of-0000n.safetensors + model.safetensors.index.json
+    DIR/tokenizer.json, tokenizer_config.json, ...   (AutoTokenizer.from_pretrained(DIR))
+
+Tensor names: model.embed_tokens.weight, model.layers.{i}.* (HF Qwen2), model.norm.weight,
+model.mm_projector.out_projection.{0,2}.{weight,bias}, out_proj.{weight,bias}, and the vision tower either
+embedded as model.vision_tower.vision_tower.vision_model.* or in the local directory named by mm_vision_tower
+(a HF SiglipVisionModel or SiglipModel checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from videoitg.config import VideoITGConfig, VisionConfig
+from videoitg.errors import CheckpointError
+from videoitg.model import VideoITG
+
+TOWER = "model.vision_tower.vision_tower."
+INDEX = "model.safetensors.index.json"
+
+
+# ---- reading tensors ---------------------------------------------------------------------------------------------
+def weight_files(d: Path) -> list[Path]:
+    """The safetensors files of a HF-style directory (single file or index + shards)."""
+    if (d / INDEX).exists():
+        index = json.loads((d / INDEX).read_text())
+        return [d / f for f in sorted(set(index["weight_map"].values()))]
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        bins = sorted(p.name for p in d.glob("*.bin")) + sorted(p.name for p in d.glob("*.pt*"))
+        hint = f" (found {bins}: pickle weights are refused; convert them to safetensors)" if bins else ""
+        raise CheckpointError(f"{d}: no *.safetensors weights{hint}")
+    return files
+
+
+def read_tensors(d: Path, rename=lambda k: k) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for f in weight_files(d):
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for k in sf.keys():
+                    out[rename(k)] = sf.get_tensor(k)
+        except Exception as e:  # safetensors raises plain errors for a truncated or corrupt header
+            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from e
+    return out
+
+
+def tower_key(k: str) -> str:
+    """A key of a SiglipVisionModel / SiglipModel checkpoint -> our embedded name. transformers 5 saves
+    SiglipVisionModel without the `vision_model.` prefix; SiglipModel keeps it (and has text_model.* too)."""
+    if not k.startswith("vision_model."):
+        k = "vision_model." + k
+    return TOWER + k
+
+
+# ---- loading -----------------------------------------------------------------------------------------------------
+def _resolve_tower_dir(ckpt: Path, name: str, override: str | Path | None) -> Path | None:
+    if override is not None:
+        p = Path(override)
+        if not p.is_dir():
+            raise CheckpointError(f"vision tower directory {p} does not exist")
+        return p
+    for p in (Path(name), ckpt / name):
+        if name and p.is_dir() and (p / "config.json").exists():
+            return p
+    return None
+
+
+def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tuple[VideoITGConfig, Path | None]:
+    """Config of a checkpoint and the external tower directory it uses (None = embedded tower)."""
+    ckpt = Path(ckpt)
+    if not (ckpt / "config.json").exists():
+        raise CheckpointError(f"{ckpt}: no config.json (not a VideoITG checkpoint directory)")
+    d = json.loads((ckpt / "config.json").read_text())
+    tower_dir = _resolve_tower_dir(ckpt, d.get("mm_vision_tower", ""), vision_tower)
+    if tower_dir is not None:  # the released loader uses the tower named by mm_vision_tower, as here
+        vision = VisionConfig.from_hf_dict(json.loads((tower_dir / "config.json").read_text()))
+    elif "vision_config" in d:
+        vision = VisionConfig.from_hf_dict(d["vision_config"])
+    else:
+        raise CheckpointError(
+            f"{ckpt}: mm_vision_tower={d.get('mm_vision_tower')!r} is not a local directory and config.json has no "
+            "embedded vision_config; nothing is fetched from a hub: pass the SigLIP directory (--vision-tower DIR)"
+        )
+    try:
+        return VideoITGConfig.from_json_dict(d, vision), tower_dir
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{ckpt}/config.json: {e}") from e
+
+
+def _ignorable(k: str, used_layers: int) -> bool:
+    """Tensors a valid checkpoint may carry that the grounding model never reads."""
+    if k.startswith(TOWER):
+        rest = k[len(TOWER):]
+        if rest.startswith(("vision_model.post_layernorm.", "vision_model.head.", "text_model.", "logit_",
+                            "vision_model.embeddings.position_ids")):
+            return True
+        if rest.startswith("vision_model.encoder.layers."):
+            return int(rest.split(".")[3]) >= used_layers  # layers past mm_vision_select_layer
+        return False
+    return k.endswith("rotary_emb.inv_freq")
+
+
+def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], where: str,
+                     used_layers: int) -> None:
+    problems = [f"missing tensor {k} (expected shape {tuple(s)})" for k, s in expected.items() if k not in found]
+    problems += [
+        f"tensor {k} has shape {tuple(found[k].shape)}, expected {tuple(s)}"
+        for k, s in expected.items() if k in found and found[k].shape != s
+    ]
+    problems += [f"unexpected tensor {k} (shape {tuple(v.shape)})" for k, v in found.items()
+                 if k not in expected and not _ignorable(k, used_layers)]
+    if problems:
+        raise CheckpointError(f"{where}: {len(problems)} tensor problem(s):\n  " + "\n  ".join(problems))
+
+
+def load_checkpoint(
+    ckpt: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vision_tower: str | Path | None = None,
+    with_tokenizer: bool = True,
+) -> tuple[VideoITG, Any]:
+    """Load a checkpoint directory -> (eval-mode model on device/dtype, tokenizer or None)."""
+    ckpt = Path(ckpt)
+    cfg, tower_dir = load_config(ckpt, vision_tower)
+    tensors = read_tensors(ckpt)
+    if tower_dir is not None:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(TOWER)}
+        tensors.update(read_tensors(tower_dir, tower_key))
+    with torch.device("meta"):  # no random init of weights we are about to overwrite (7B: minutes, 30 GB)
+        model = VideoITG(cfg)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    check_state_dict(expected, tensors, str(ckpt), cfg.vision_layers_used)
+    model.load_state_dict({k: tensors[k] for k in expected}, assign=True)
+    model = model.to(device=device, dtype=dtype).eval()
+    return model, (load_tokenizer(ckpt) if with_tokenizer else None)
+
+
+def load_tokenizer(ckpt: str | Path):
+    from transformers import AutoTokenizer
+
+    ckpt = Path(ckpt)
+    if not any((ckpt / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        raise CheckpointError(f"{ckpt}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    # AutoTokenizer peeks at config.json, whose `eagle_QwenG` type transformers does not know: that is expected,
+    # so keep its warnings out of the user's terminal.
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+# ---- saving ------------------------------------------------------------------------------------------------------
+def save_checkpoint(
+    model: VideoITG,
+    out: str | Path,
+    tokenizer: Any = None,
+    embed_vision_tower: bool = True,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write `model` in the released layout (sharded with an index when `max_shard_bytes` is given)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+          if embed_vision_tower or not k.startswith(TOWER)}
+    model.config.save(out / "config.json", embed_vision_config=embed_vision_tower)
+    if max_shard_bytes is None:
+        save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        shards: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for k, v in sd.items():
+            n = v.numel() * v.element_size()
+            if shards[-1] and size + n > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][k] = v
+            size += n
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(out / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in shard})
+        total = sum(v.numel() * v.element_size() for v in sd.values())
+        (out / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def checkpoint_identity(ckpt: str | Path) -> str:
+    """Short stable id of a checkpoint's contents, for caches and engine manifests. Hashes config.json and, per
+    weight file, its size and its first and last MiB (full hashes of a 16 GB checkpoint would take ~10 s)."""
+    ckpt = Path(ckpt)
+    h = hashlib.sha256((ckpt / "config.json").read_bytes())
+    for f in weight_files(ckpt):
+        n = f.stat().st_size
+        with f.open("rb") as fh:
+            h.update(f.name.encode() + n.to_bytes(8, "little") + fh.read(1 << 20))
+            fh.seek(max(0, n - (1 << 20)))
+            h.update(fh.read())
+    return h.hexdigest()[:16]

@@ -1,0 +1,102 @@
+"""`decode_video` and `probe_video`: the decode layer's public entry points."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from videoitg.decode import backends
+from videoitg.decode.budget import Deadline, run_with_budget
+from videoitg.decode.container import (
+    Source,
+    build_index,
+    check_header_limits,
+    check_source,
+    check_truncation,
+    describe,
+    first_frame_rotation,
+    header_info,
+    info_from,
+    open_container,
+    select_video_stream,
+)
+from videoitg.decode.pyav_backend import apply_rotation, decode_sampled
+from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
+from videoitg.errors import InputError
+from videoitg.sampling import SamplingParams, sample_frame_indices
+
+DEFAULT_SAMPLING = SamplingParams()  # eval rule, 512 frames at 1 fps (frozen, safe to share)
+
+
+def decode_video(source: Source, *, image_size: int = 384, params: SamplingParams = DEFAULT_SAMPLING,
+                 decoder: str = "auto", time_budget_s: float | None = 60, limits: DecodeLimits | None = None,
+                 device: str | torch.device | None = None) -> SampledFrames:
+    """Decode only the sampled frames of a video and preprocess them for SigLIP.
+
+    source: a path or the encoded bytes. decoder: "auto", "pyav", "dali-cpu", "dali-gpu" ("dali" picks the
+    GPU variant when CUDA is available). time_budget_s: wall-clock limit for the whole call (None: no limit).
+    device: where "dali-gpu" leaves the tensor (default the current CUDA device); CPU backends return CPU.
+    Raises a `VideoDecodeError` subclass naming what was wrong with the input.
+    """
+    if not isinstance(image_size, int) or image_size < 1:
+        raise InputError(f"image_size must be a positive int, got {image_size!r}")
+    requested = backends.normalize_name(decoder)
+    limits = limits or DecodeLimits()
+    src = check_source(source, limits)
+    name = describe(source)
+
+    def work(deadline: Deadline) -> SampledFrames:
+        t0 = time.perf_counter()
+        deadline.check("opening the container")
+        with open_container(src) as container:
+            stream = select_video_stream(container, name)
+            head = header_info(container, stream)
+            check_header_limits(head, limits, name)
+            index = build_index(container, stream, head["fps"], limits, deadline, name)
+            check_truncation(head, index, name)
+            frame_numbers = sample_frame_indices(index.total, index.fps, params)
+            chosen = backends.choose(requested, head["codec"], index)
+            deadline.check(f"decoding with {chosen}")
+            if chosen == "pyav":
+                pixels, rotation = decode_sampled(container, stream, index, frame_numbers, image_size, limits,
+                                                  deadline, name)
+            else:
+                rotation = first_frame_rotation(container, stream)
+                pixels = backends.decode_dali(chosen, src.read_all(limits), frame_numbers, image_size,
+                                              (head["width"], head["height"]), deadline, name, device)
+                if pixels.shape[0] != len(frame_numbers):
+                    raise InputError(f"{name}: DALI returned {pixels.shape[0]} frames for "
+                                     f"{len(frame_numbers)} requested")
+        pixels = apply_rotation(pixels, rotation)
+        return SampledFrames(
+            pixel_values=pixels, frame_indices=frame_numbers,
+            timestamps=[index.seconds(i) for i in frame_numbers], fps=index.fps, total_frames=index.total,
+            decoder=chosen, info=info_from(head, index, rotation), decode_s=time.perf_counter() - t0)
+
+    return run_with_budget(work, time_budget_s)
+
+
+def probe_video(source: Source, *, count_frames: bool | None = None, limits: DecodeLimits | None = None,
+                time_budget_s: float | None = 30) -> VideoInfo:
+    """Metadata without decoding the video (one frame is decoded to read the display rotation).
+
+    count_frames: None (default) counts packets only when the header has no frame count or rate (WebM/MKV,
+    raw streams); True always counts (exact frame count, real average rate, variable-frame-rate flag);
+    False never does (frame count may then be an estimate from duration x fps, `frame_count_source` says).
+    """
+    limits = limits or DecodeLimits()
+    src = check_source(source, limits)
+    name = describe(source)
+
+    def work(deadline: Deadline) -> VideoInfo:
+        with open_container(src) as container:
+            stream = select_video_stream(container, name)
+            head = header_info(container, stream)
+            need = count_frames if count_frames is not None else (head["frames"] <= 0 or head["fps"] <= 0)
+            index = build_index(container, stream, head["fps"], limits, deadline, name) if need else None
+            if index is not None:
+                container.seek(0, backward=True, any_frame=False)
+            return info_from(head, index, first_frame_rotation(container, stream))
+
+    return run_with_budget(work, time_budget_s)

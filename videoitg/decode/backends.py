@@ -1,0 +1,76 @@
+"""Backend names, the automatic choice, and the lazy bridge to DALI (imported only when used)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from videoitg.decode.budget import Deadline
+from videoitg.decode.container import FrameIndex
+from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
+
+DECODERS = ("auto", "pyav", "dali-cpu", "dali-gpu")
+# DALI's CPU video decoder handles only these (environment.md, checked again in tests).
+DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+# NVDEC codecs DALI's "mixed" decoder accepts (DALI docs); unverified here, no GPU was lent.
+DALI_GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "mpeg4"})
+
+
+def normalize_name(decoder: str) -> str:
+    if decoder == "dali":
+        return "dali-gpu" if torch.cuda.is_available() else "dali-cpu"
+    if decoder not in DECODERS:
+        raise DecoderUnavailableError(f"unknown decoder {decoder!r}; choose one of "
+                                      f"{', '.join(DECODERS)} or 'dali'")
+    return decoder
+
+
+@functools.lru_cache(maxsize=1)
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except Exception:  # ImportError, or a broken install that fails while loading its libraries
+        return False
+    return True
+
+
+def choose(requested: str, codec: str, index: FrameIndex) -> str:
+    """The backend for this video. Explicit requests are honoured or refused with a typed error."""
+    if requested == "pyav":
+        return "pyav"
+    if requested == "dali-cpu":
+        _require_dali()
+        if codec not in DALI_CPU_CODECS:
+            raise UnsupportedCodecError(f"DALI's CPU decoder cannot decode {codec} (it supports "
+                                        f"{', '.join(sorted(DALI_CPU_CODECS))}); use decoder='pyav'")
+        return "dali-cpu"
+    if requested == "dali-gpu":
+        _require_dali()
+        if not torch.cuda.is_available():
+            raise DecoderUnavailableError("decoder 'dali-gpu' needs a CUDA GPU; none is available")
+        if codec not in DALI_GPU_CODECS:
+            raise UnsupportedCodecError(f"DALI's GPU decoder cannot decode {codec}; use decoder='pyav'")
+        return "dali-gpu"
+    # auto: DALI frame numbers count frames in stream order, so timestamp-less or variable-rate streams,
+    # whose numbering only the packet index gets right, stay on PyAV.
+    regular = not index.vfr and not index.ordinal
+    if regular and dali_available():
+        if torch.cuda.is_available() and codec in DALI_GPU_CODECS:
+            return "dali-gpu"
+        if codec in DALI_CPU_CODECS:
+            return "dali-cpu"
+    return "pyav"
+
+
+def _require_dali() -> None:
+    if not dali_available():
+        raise DecoderUnavailableError("NVIDIA DALI is not installed (pip install 'videoitg-serve[dali]')")
+
+
+def decode_dali(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
+                size_wh: tuple[int, int], deadline: Deadline, name: str,
+                device: object = None) -> torch.Tensor:
+    from videoitg.decode import dali_backend
+
+    return dali_backend.decode(backend, data, frame_numbers, image_size, size_wh, deadline, name, device)

@@ -1,0 +1,67 @@
+"""Per-decode time budget.
+
+FFmpeg reads can block (a stalled pipe or network mount) where no Python check can run, so the decode runs
+in a worker thread and the caller waits at most `budget_s`. The worker also checks the deadline between
+packets and frames, so a slow-but-progressing decode stops itself soon after the caller has given up.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from videoitg.decode.errors import DecodeTimeoutError
+
+T = TypeVar("T")
+
+
+class Deadline:
+    """Shared between the caller and the worker: the worker calls `check()` at safe points."""
+
+    def __init__(self, budget_s: float | None) -> None:
+        self.budget_s = budget_s
+        self.t_end = math.inf if budget_s is None else time.monotonic() + budget_s
+        self.stage = "starting"
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def check(self, stage: str | None = None) -> None:
+        if stage is not None:
+            self.stage = stage
+        if self._cancelled.is_set() or time.monotonic() > self.t_end:
+            self._cancelled.set()
+            raise DecodeTimeoutError(f"video decode exceeded its time budget of {self.budget_s:g} s "
+                                     f"(while {self.stage})")
+
+
+def run_with_budget(fn: Callable[[Deadline], T], budget_s: float | None) -> T:
+    """Run `fn(deadline)`: its result, its error, or `DecodeTimeoutError` once the budget is spent."""
+    if budget_s is not None and not budget_s > 0:
+        raise ValueError(f"time_budget_s must be > 0 or None, got {budget_s}")
+    deadline = Deadline(budget_s)
+    if budget_s is None:
+        return fn(deadline)
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn(deadline)
+        except BaseException as e:  # handed to the caller's thread below
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="videoitg-decode", daemon=True)
+    worker.start()
+    worker.join(budget_s)
+    if worker.is_alive():
+        # The worker may be blocked inside FFmpeg; it stops at its next check (or when the read returns).
+        deadline.cancel()
+        raise DecodeTimeoutError(f"video decode exceeded its time budget of {budget_s:g} s "
+                                 f"(stalled while {deadline.stage})")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]

@@ -1,0 +1,158 @@
+"""Sampled decoding with PyAV (FFmpeg, every codec, CPU).
+
+Only the GOPs that hold sampled frames are decoded: when the next sampled frame's keyframe lies beyond what
+has been decoded, the demuxer seeks straight to that keyframe. Frames that are decoded but not sampled are
+dropped before colour conversion; sampled frames are converted, squashed to S x S and normalised one at a
+time into a preallocated output, so memory is the output tensor plus a few frames whatever the video length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import av
+import av.error
+import torch
+
+from videoitg.decode.budget import Deadline
+from videoitg.decode.container import FrameIndex, check_frame_size
+from videoitg.decode.errors import TruncatedVideoError, UnsupportedCodecError
+from videoitg.decode.structs import DecodeLimits
+from videoitg.preprocess import normalize, resize_frame
+
+
+class _Frames:
+    """Decoded frames in presentation order, restartable at a keyframe."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 deadline: Deadline, name: str) -> None:
+        self.container, self.stream, self.deadline, self.name = container, stream, deadline, name
+        self.decode_errors = 0
+        self.started = False
+
+    def start(self, seek_pts: int | None) -> Iterator[av.VideoFrame]:
+        """Frames from the keyframe at `seek_pts` (None: from the beginning of the stream)."""
+        if seek_pts is not None:
+            # backward=True: land on the keyframe at or before seek_pts (the index says it is a keyframe).
+            self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
+            self.stream.codec_context.flush_buffers()
+        elif self.started:
+            self.container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the very start
+            self.stream.codec_context.flush_buffers()
+        self.started = True
+        return self._iter()
+
+    def _iter(self) -> Iterator[av.VideoFrame]:
+        cc = self.stream.codec_context
+        try:
+            for packet in self.container.demux(self.stream):
+                self.deadline.check("decoding")
+                try:
+                    yield from cc.decode(packet if packet.size else None)
+                except av.error.InvalidDataError:
+                    self.decode_errors += 1  # a damaged packet: its frame is reported missing if sampled
+        except (av.error.EOFError, av.error.OSError):
+            return
+        except av.error.DecoderNotFoundError as e:
+            raise UnsupportedCodecError(f"{self.name}: no decoder for codec {cc.name} "
+                                        f"({e.strerror})") from None
+
+
+def decode_sampled(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                   index: FrameIndex, frame_numbers: list[int], image_size: int, limits: DecodeLimits,
+                   deadline: Deadline, name: str, threads: int = 0) -> tuple[torch.Tensor, int]:
+    """Decode `frame_numbers` (sorted, indices into `index.pts`). Returns ([T,3,S,S] float32, rotation)."""
+    stream.thread_type = "AUTO"  # frame + slice threads; set before the codec opens
+    stream.codec_context.thread_count = threads
+    targets = [index.pts[i] for i in frame_numbers]
+    out = torch.empty(len(targets), 3, image_size, image_size, dtype=torch.float32)
+    frames = _Frames(container, stream, deadline, name)
+    rotation = None
+    checked_size: tuple[int, int] | None = None
+    missing: list[int] = []
+    retried: set[int] = set()
+    it: Iterator[av.VideoFrame] | None = None
+    last: int | None = None  # pts of the last frame the decoder produced
+    ordinal_count = -1
+    i = 0
+    while i < len(targets):
+        t = targets[i]
+        key = index.keyframe_at_or_before(t) if not index.ordinal else index.pts[0]
+        if it is None:
+            it = frames.start(None if key == index.pts[0] else key)
+            last = None
+        elif not index.ordinal and last is not None and key is not None and key > last:
+            it, last = frames.start(key), None  # the sampled frame's GOP starts ahead: skip the gap
+        frame = next(it, None)
+        if frame is None:  # end of stream with targets left
+            if t not in retried:
+                retried.add(t)
+                it = frames.start(_earlier_key(index, key))
+                last, ordinal_count = None, -1
+                continue
+            missing.extend(range(i, len(targets)))
+            break
+        if index.ordinal:
+            ordinal_count += 1
+            p = ordinal_count
+        else:
+            p = frame.pts if frame.pts is not None else frame.dts
+            if p is None:
+                continue
+        last = p
+        if t < p:  # passed the target without seeing it (imprecise seek or a damaged frame): retry once
+            if t not in retried and not index.ordinal:
+                retried.add(t)
+                it, last = frames.start(_earlier_key(index, key)), None
+                continue
+            missing.append(i)
+            i += 1
+            continue
+        if p != t:
+            continue
+        if checked_size != (frame.width, frame.height):
+            check_frame_size(frame.width, frame.height, limits, name)  # the header may have lied
+            checked_size = (frame.width, frame.height)
+        if rotation is None:
+            rotation = _rotation(frame)
+        small = resize_frame(frame.to_ndarray(format="rgb24"), image_size)
+        if not small.flags.writeable:  # a PIL-backed view; torch wants a writable buffer
+            small = small.copy()
+        out[i] = normalize(small[None])[0]
+        # Duplicate timestamps map to one frame; fill every target with this pts.
+        i += 1
+        while i < len(targets) and targets[i] == t:
+            out[i] = out[i - 1]
+            i += 1
+    if missing:
+        first = frame_numbers[missing[0]]
+        raise TruncatedVideoError(
+            f"{name}: {len(missing)} of {len(targets)} sampled frames could not be decoded "
+            f"(first: frame {first} of {index.total}; {frames.decode_errors} damaged packets); "
+            "the file is truncated or corrupt")
+    return out, rotation or 0
+
+
+def _earlier_key(index: FrameIndex, key: int | None) -> int | None:
+    """The keyframe before `key` (None = the start of the stream)."""
+    if key is None or index.ordinal:
+        return None
+    prev = index.keyframe_at_or_before(key - 1)
+    return None if prev is None or prev == index.pts[0] else prev
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    try:
+        deg = frame.rotation
+    except (AttributeError, ValueError):
+        return 0
+    return int(round(float(deg) / 90.0)) * 90 % 360 if deg else 0
+
+
+def apply_rotation(pixel_values: torch.Tensor, rotation: int) -> torch.Tensor:
+    """Turn frames upright. Squashing to S x S commutes with quarter turns, so rotating after the resize gives
+    the frames a player would show, then squashed, at a fraction of the cost."""
+    k = (rotation // 90) % 4
+    return pixel_values if k == 0 else torch.rot90(pixel_values, k, dims=(-2, -1)).contiguous()
+
+

@@ -1,0 +1,65 @@
+"""Data types of the decode layer: limits, container metadata, and the sampled frames handed to the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds checked before (and while) decoding; over any of them -> `VideoTooLargeError`.
+
+    The defaults admit every ordinary video up to 4K and 4 hours, and refuse what would exhaust a server
+    (8K frames, multi-GB uploads, day-long streams). Pass your own instance to tighten or loosen them.
+    """
+
+    max_bytes: int = 4 * 1024**3  # 4 GiB: an hour of 1080p at ~8 Mbit/s is ~3.6 GB
+    max_width: int = 4096
+    max_height: int = 4096
+    max_pixels: int = 4096 * 2160  # DCI 4K; UHD 3840x2160 portrait or landscape fits, 8K does not
+    max_duration_s: float = 4 * 3600.0
+    max_frames: int = 4 * 3600 * 120  # 4 h at 120 fps
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_width", "max_height", "max_pixels", "max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DecodeLimits.{name} must be >= 1")
+        if not self.max_duration_s > 0:
+            raise ValueError("DecodeLimits.max_duration_s must be > 0")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says (and, where it lies, what the packet index shows)."""
+
+    total_frames: int  # presentation frames in the video stream (0 when unknown and not counted)
+    fps: float  # average frame rate used by the sampling rule
+    duration_s: float  # seconds from the first frame to the end of the last one
+    codec: str  # FFmpeg codec name: "h264", "vp9", "mjpeg", ...
+    width: int  # coded size, before rotation
+    height: int
+    rotation: int  # degrees counter-clockwise the frames must turn to display upright (0/90/180/270)
+    container: str  # FFmpeg demuxer name(s)
+    variable_frame_rate: bool = False
+    # "container" (header count) | "index" (packets counted) | "estimate" (duration x fps)
+    frame_count_source: str = "container"
+    has_audio: bool = False
+
+
+@dataclass
+class SampledFrames:
+    """Frames ready for the SigLIP vision tower, plus where they came from in the original video."""
+
+    pixel_values: torch.Tensor  # float32 [T, 3, S, S], x / 127.5 - 1 (SigLIP so400m rule)
+    frame_indices: list[int]  # original frame numbers (videoitg.sampling.sample_frame_indices)
+    timestamps: list[float]  # presentation time of each frame, seconds from the first frame
+    fps: float  # the average frame rate the indices were sampled with
+    total_frames: int
+    decoder: str  # backend that ran: "pyav", "dali-cpu" or "dali-gpu"
+    info: VideoInfo | None = field(default=None, repr=False)
+    decode_s: float = 0.0  # wall seconds spent in the whole call
+
+    def __len__(self) -> int:
+        return len(self.frame_indices)

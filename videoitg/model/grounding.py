@@ -1,0 +1,121 @@
+"""VideoITG Variant C (`EagleQwenG`): which frames matter for an instruction.
+
+    frames [T,3,S,S] --SigLIP (select layer)--> [T, g², Cv] --resize to HW², MLP--> [T, HW², H]   (visual half)
+    [visual tokens (frame-major) ; embed(instruction + "\n")] --Qwen2, full attention--> last hidden state
+    per frame: mean over its HW² positions --out_proj--> one logit per frame              (grounding half)
+
+The visual half does not depend on the instruction, so it is a separate call (`visual_features`) that servers
+cache; `score_features` takes a padded batch of (visual features, instruction ids) pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from videoitg.config import VideoITGConfig
+from videoitg.errors import InputError
+from videoitg.model.projector import SeqMLPProjector
+from videoitg.model.qwen2 import DecoderLayer, RMSNorm, run_decoder
+from videoitg.model.vision import VisionTower
+
+
+class GroundingLM(nn.Module):
+    """The `model.*` namespace of the released checkpoint: Qwen2 body + projector + vision tower."""
+
+    def __init__(self, cfg: VideoITGConfig):
+        super().__init__()
+        t = cfg.text
+        self.embed_tokens = nn.Embedding(t.vocab_size, t.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(t) for _ in range(t.num_hidden_layers))
+        self.norm = RMSNorm(t.hidden_size, t.rms_norm_eps)
+        self.mm_projector = SeqMLPProjector(cfg.mm_hidden_size, t.hidden_size)
+        self.vision_tower = VisionTower(cfg.vision, cfg.vision_layers_used)
+
+
+class VideoITG(nn.Module):
+    def __init__(self, cfg: VideoITGConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = GroundingLM(cfg)
+        self.out_proj = nn.Linear(cfg.text.hidden_size, 1)
+        self.gradient_checkpointing = False
+        self.model.vision_tower.requires_grad_(False)  # frozen in the released recipe
+
+    def reset_head(self) -> None:
+        """The released init of the new head: xavier-uniform weight, zero bias."""
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    @property
+    def causal(self) -> bool:
+        return self.config.attention == "causal"
+
+    # ---- visual half (instruction-independent) ---------------------------------------------------------------
+    def encode_frames(self, pixel_values: torch.Tensor, chunk_frames: int = 64) -> torch.Tensor:
+        """[T, 3, S, S] -> [T, g², Cv]: SigLIP hidden state at `mm_vision_select_layer`."""
+        with torch.no_grad():  # frozen tower: never keep its activations for backward
+            return self.model.vision_tower(pixel_values, chunk_frames)
+
+    def project(self, feats: torch.Tensor, hw: int) -> torch.Tensor:
+        """[T, g², Cv] -> [T, hw², H]."""
+        w = self.model.mm_projector.out_projection[0].weight
+        return self.model.mm_projector(feats.to(w.dtype), hw)
+
+    def visual_features(
+        self, pixel_values: torch.Tensor, hw: int | None = None, chunk_frames: int = 64
+    ) -> torch.Tensor:
+        """[T, 3, S, S] -> [T, hw², H]; hw defaults to the inference rule for this T."""
+        hw = hw or self.config.tokens_per_side(pixel_values.shape[0])
+        return self.project(self.encode_frames(pixel_values, chunk_frames), hw)
+
+    # ---- grounding half ----------------------------------------------------------------------------------------
+    def check_length(self, num_visual_tokens: int, num_text_tokens: int) -> None:
+        """The original truncates over-long sequences, which cuts into the visual tokens and breaks the per-frame
+        reshape; refuse instead, naming the budget."""
+        limit = self.config.tokenizer_model_max_length
+        if num_visual_tokens + num_text_tokens > limit:
+            raise InputError(
+                f"sequence of {num_visual_tokens} visual + {num_text_tokens} instruction tokens exceeds the model's "
+                f"length budget of {limit} tokens: shorten the instruction (at most "
+                f"{max(0, limit - num_visual_tokens)} tokens fit with this video)"
+            )
+
+    def embed_batch(
+        self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Right-padded [B, L, H] embeddings of [visual tokens ; instruction tokens] and the valid mask (None when
+        nothing is padded)."""
+        emb = self.model.embed_tokens
+        seqs = []
+        for v, ids in zip(visual, input_ids, strict=True):
+            self.check_length(v.shape[0] * v.shape[1], len(ids))
+            seqs.append(torch.cat([v.flatten(0, 1).to(emb.weight.dtype), emb(ids.to(emb.weight.device))]))
+        lengths = [s.shape[0] for s in seqs]
+        L = max(lengths)
+        if all(n == L for n in lengths):
+            return torch.stack(seqs), None
+        x = seqs[0].new_zeros(len(seqs), L, seqs[0].shape[-1])
+        valid = torch.zeros(len(seqs), L, dtype=torch.bool, device=x.device)
+        for i, s in enumerate(seqs):
+            x[i, : s.shape[0]] = s
+            valid[i, : s.shape[0]] = True
+        return x, valid
+
+    def score_features(self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-frame logits (fp32 [T_i]) for a batch of (visual [T_i, n_i, H], instruction ids [L_i]) pairs.
+        Batched scores equal each pair scored alone: padding is masked out of every attention."""
+        x, valid = self.embed_batch(visual, input_ids)
+        h = run_decoder(self.model.layers, self.model.norm, self.config.text, x, valid, causal=self.causal,
+                        checkpoint_layers=self.gradient_checkpointing)
+        out = []
+        for i, v in enumerate(visual):
+            T, n = v.shape[0], v.shape[1]
+            # mean in fp32 straight from the bf16/fp16 activations (no full-size upcast copy), then the head.
+            pooled = h[i, : T * n].view(T, n, -1).mean(dim=1, dtype=torch.float32)  # [T, H]
+            out.append(pooled @ self.out_proj.weight[0].float() + self.out_proj.bias.float())
+        return out
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """One video, one instruction: [T, 3, S, S], [L] -> logits [T]."""
+        return self.score_features([self.visual_features(pixel_values)], [input_ids])[0]

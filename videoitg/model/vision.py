@@ -1,0 +1,105 @@
+"""SigLIP vision tower, truncated at `mm_vision_select_layer`.
+
+Module and parameter names follow HF `SiglipVisionModel` (`vision_model.embeddings.*`,
+`vision_model.encoder.layers.{i}.*`) so released weights load without renaming. Only the layers the
+grounding model reads are built: with select layer -2 of 27, layers 0..25. The last layer, `post_layernorm`
+and the pooling head are never computed (HF computes them and keeps every hidden state; ~18 GB at 384 frames).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videoitg.config import VisionConfig
+
+
+class SiglipEmbeddings(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.patch_embedding = nn.Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, stride=cfg.patch_size)
+        self.position_embedding = nn.Embedding(cfg.tokens_per_frame, cfg.hidden_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # [T, 3, S, S] -> [T, D, g, g] -> [T, g*g, D], patches row-major
+        x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        return x + self.position_embedding.weight
+
+
+class SiglipAttention(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        d = cfg.hidden_size
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        q, k, v = (p(x).view(B, N, self.num_heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        y = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, hd]; no mask: every patch sees every patch
+        return self.out_proj(y.transpose(1, 2).reshape(B, N, D))
+
+
+class SiglipMLP(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class SiglipEncoderLayer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.self_attn = SiglipAttention(cfg)
+        self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = SiglipMLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x))
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class SiglipEncoder(nn.Module):
+    def __init__(self, cfg: VisionConfig, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(SiglipEncoderLayer(cfg) for _ in range(num_layers))
+
+
+class SiglipVisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig, num_layers: int):
+        super().__init__()
+        self.embeddings = SiglipEmbeddings(cfg)
+        self.encoder = SiglipEncoder(cfg, num_layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.embeddings(pixel_values)
+        for layer in self.encoder.layers:
+            x = layer(x)
+        return x  # [T, g*g, D] = HF hidden_states[num_layers]
+
+
+class SiglipVisionModel(nn.Module):
+    """HF-named container: `vision_model.*`."""
+
+    def __init__(self, cfg: VisionConfig, num_layers: int):
+        super().__init__()
+        self.vision_model = SiglipVisionTransformer(cfg, num_layers)
+
+
+class VisionTower(nn.Module):
+    """Eagle's `SiglipVisionTower`: holds `vision_tower` (a SiglipVisionModel), frozen, run in frame chunks."""
+
+    def __init__(self, cfg: VisionConfig, num_layers: int):
+        super().__init__()
+        self.vision_tower = SiglipVisionModel(cfg, num_layers)
+
+    def forward(self, pixel_values: torch.Tensor, chunk_frames: int = 64) -> torch.Tensor:
+        # [T, 3, S, S] -> [T, g*g, D]; bounded chunks keep activation memory flat in T.
+        vm = self.vision_tower.vision_model
+        return torch.cat([vm(c) for c in pixel_values.split(chunk_frames)], dim=0)

@@ -1,0 +1,98 @@
+"""In-process scoring: video -> sampled frames -> visual features -> per-frame scores.
+
+The split steps are public because servers and batch jobs run them separately: decode and visual features once
+per video (cacheable: they do not depend on the instruction), then `score_visual` per instruction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videoitg.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.errors import InputError
+from videoitg.outputs import GroundingResult
+from videoitg.sampling import SamplingParams
+from videoitg.text import encode_instruction
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype | None, device: str) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name is None or name == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if name not in DTYPES:
+        raise InputError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+@dataclass
+class VideoFeatures:
+    """The instruction-independent half of a request."""
+
+    visual: torch.Tensor  # [T, hw², H]
+    frame_indices: list[int]
+    timestamps: list[float]
+
+
+class Scorer:
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        device: str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        sampling: SamplingParams | None = None,
+        decoder: str = "auto",
+        chunk_frames: int = 64,
+        vision_tower: str | Path | None = None,
+    ):
+        self.device = device
+        self.dtype = parse_dtype(dtype, device)
+        if model is None:
+            if checkpoint is None:
+                raise InputError("Scorer needs a checkpoint directory or a model + tokenizer")
+            model, tokenizer = load_checkpoint(checkpoint, device, self.dtype, vision_tower)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.identity = checkpoint_identity(checkpoint) if checkpoint is not None else f"model-{id(model):x}"
+        self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def load_video(self, source: str | Path | bytes):
+        from videoitg.decode import decode_video
+
+        return decode_video(source, image_size=self.config.vision.image_size, params=self.sampling,
+                            decoder=self.decoder)
+
+    @torch.inference_mode()
+    def video_features(self, frames) -> VideoFeatures:
+        pv = frames.pixel_values.to(self.device, self.dtype, non_blocking=True)
+        visual = self.model.visual_features(pv, chunk_frames=self.chunk_frames)
+        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps))
+
+    def encode(self, instruction: str) -> torch.Tensor:
+        return encode_instruction(self.tokenizer, instruction)
+
+    @torch.inference_mode()
+    def score_visual(self, items: list[tuple[VideoFeatures, str]], video: str = "") -> list[GroundingResult]:
+        """Score a batch of (features, instruction) pairs in one padded forward."""
+        ids = [self.encode(text) for _, text in items]
+        logits = self.model.score_features([f.visual for f, _ in items], ids)
+        return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video)
+                for lg, (f, text) in zip(logits, items, strict=True)]
+
+    def score(self, video: str | Path | bytes, instruction: str) -> GroundingResult:
+        self.encode(instruction)  # reject a bad instruction before spending a decode on it
+        feats = self.video_features(self.load_video(video))
+        return self.score_visual([(feats, instruction)], video=str(video) if not isinstance(video, bytes) else "")[0]
