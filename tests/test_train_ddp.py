@@ -1,7 +1,9 @@
-"""torchrun DDP (2 CPU processes, gloo) follows the same loss curve as 1 process with the same global batch."""
+"""torchrun with 2 CPU processes (gloo), DDP and FSDP, follows the same loss curve as 1 process with the same
+global batch (accumulating 2 micro-batches)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from train.trainer import Trainer, read_metrics
 from videoitg.checkpoint import read_tensors
 
 REPO = Path(videoitg.__file__).resolve().parents[1]
+STEPS, LR = 4, 3e-3
 
 
 def _free_port() -> int:
@@ -25,34 +28,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_match_one_with_accumulation(tmp_path: Path) -> None:
-    import json
-
-    data = small_dataset(tmp_path / "data", videos=3, per_video=2)
-    steps, lr = 4, "3e-3"
-    # 1 process: global batch 4 as 2 micro-batches of 2 (gradient accumulation).
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ddp")
+    data = small_dataset(root / "data", videos=3, per_video=2)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        Trainer(small_config(data, tmp_path / "one", max_steps=steps, global_batch=4, micro_batch=2)).run()
+    try:  # 1 process: global batch 4 as 2 accumulated micro-batches of 2
+        cfg = small_config(data, root / "one", max_steps=STEPS, global_batch=4, micro_batch=2, lr=LR, head_lr=LR)
+        Trainer(cfg).run()
     finally:
         torch.set_num_threads(n)
+    return data, root / "one"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_with_accumulation(reference, tmp_path: Path, engine: str) -> None:
+    data, one = reference
     # 2 processes: global batch 4 as one micro-batch of 2 per process.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
            "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "videoitg", "train",
-           str(data), "--out", str(tmp_path / "two"), "--max-steps", str(steps), "--batch", "4",
-           "--micro-batch", "2", "--lr", lr, "--head-lr", lr, "--model-overrides", json.dumps(SMALL_MODEL),
-           "--threads", "1", "--quiet"]
+           str(data), "--out", str(tmp_path / "two"), "--max-steps", str(STEPS), "--batch", "4",
+           "--micro-batch", "2", "--lr", str(LR), "--head-lr", str(LR), "--model-overrides", json.dumps(SMALL_MODEL),
+           "--threads", "1", "--quiet"] + (["--fsdp"] if engine == "fsdp" else [])
     p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    one = [m["loss"] for m in read_metrics(tmp_path / "one")]
-    two = [m["loss"] for m in read_metrics(tmp_path / "two")]
-    assert len(one) == len(two) == steps
+    want = [m["loss"] for m in read_metrics(one)]
+    got = [m["loss"] for m in read_metrics(tmp_path / "two")]
+    assert len(want) == len(got) == STEPS
     # Same samples, same math; only the order of floating-point sums differs (all-reduce vs accumulation).
-    assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
-    ta, tb = read_tensors(tmp_path / "one" / "final"), read_tensors(tmp_path / "two" / "final")
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    ta, tb = read_tensors(one / "final"), read_tensors(tmp_path / "two" / "final")
+    assert set(ta) == set(tb)
     for k in ta:
         torch.testing.assert_close(ta[k], tb[k], rtol=1e-4, atol=1e-5)

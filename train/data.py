@@ -140,7 +140,7 @@ def check_labels(rec: GroundingRecord, num_frames: int) -> str | None:
     return None
 
 
-# ---- frames and features ----------------------------------------------------------------------------------------
+# ---- frames and features ----------------------------------------------------------------------------------
 @dataclass
 class VideoFrames:
     pixel_values: torch.Tensor  # [T, 3, S, S] float32
@@ -151,36 +151,12 @@ class VideoFrames:
 
 def load_frames(path: Path, image_size: int, params: SamplingParams = TRAIN_SAMPLING) -> VideoFrames:
     """Decode the sampled frames of one video (the project's decode layer)."""
-    try:
-        from videoitg.decode import decode_video
-    except ImportError:  # TEMPORARY until the decode layer lands on main
-        return _pyav_frames(path, image_size, params)
+    from videoitg.decode import decode_video
 
     f = decode_video(path, image_size=image_size, params=params)
     info = getattr(f, "info", None)
     return VideoFrames(f.pixel_values, list(f.frame_indices), list(f.timestamps),
                        getattr(info, "duration_s", None))
-
-
-def _pyav_frames(path: Path, image_size: int, params: SamplingParams) -> VideoFrames:
-    import av
-
-    from videoitg.errors import VideoDecodeError
-    from videoitg.preprocess import preprocess_frames
-    from videoitg.sampling import frame_timestamps, sample_frame_indices
-
-    try:
-        with av.open(str(path)) as c:
-            s = c.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
-            fps = float(s.average_rate)
-    except (av.error.FFmpegError, IndexError) as e:
-        raise VideoDecodeError(f"{path}: cannot decode ({e})") from e
-    if not frames:
-        raise VideoDecodeError(f"{path}: no frames")
-    idx = sample_frame_indices(len(frames), fps, params)
-    return VideoFrames(preprocess_frames([frames[i] for i in idx], image_size), idx,
-                       frame_timestamps(idx, fps), len(frames) / fps)
 
 
 class FeatureStore:
@@ -291,7 +267,7 @@ def report_bad(bad: Sequence[BadRecord], out: Path | None = None) -> None:
                 f.write(json.dumps(b.to_json()) + "\n")
 
 
-# ---- order -------------------------------------------------------------------------------------------------------
+# ---- order ------------------------------------------------------------------------------------------------
 def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
     """The shuffled sample order of one epoch; depends only on (seed, epoch), so every rank and every resumed run
     sees the same order."""

@@ -79,15 +79,19 @@ def wrap_ddp(module: nn.Module, info: DistInfo, device: str) -> nn.Module:
     return DDP(module, device_ids=ids)
 
 
-def wrap_fsdp(module: nn.Module, layers: nn.ModuleList, mixed_bf16: bool) -> nn.Module:
-    """FSDP2: shard each decoder layer, then the root (embeddings, projector, head, frozen tower)."""
+def wrap_fsdp(
+    module: nn.Module, layers: nn.ModuleList, mixed_bf16: bool, replicate: set[nn.Parameter] | None = None
+) -> nn.Module:
+    """FSDP2: shard each decoder layer, then the root (embeddings, projector, head). `replicate` (the frozen
+    tower) stays whole on every rank: it has no gradients or optimizer state to shard, and the feature cache
+    runs it outside the wrapped forward."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_bf16 else None
     kw = {"mp_policy": mp} if mp is not None else {}
     for layer in layers:
         fully_shard(layer, **kw)
-    fully_shard(module, **kw)
+    fully_shard(module, ignored_params=replicate or None, **kw)
     return module
 
 
@@ -95,8 +99,9 @@ def full_state_dicts(module: nn.Module, opt: torch.optim.Optimizer | None, shard
     """Full (unsharded, CPU) model and optimizer state dicts, for the checkpoint writer on rank 0."""
     if not sharded:
         return module.state_dict(), (opt.state_dict() if opt is not None else None)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    msd, osd = get_state_dict(module, opt, options=opts)
-    return msd, osd
+    if opt is None:
+        return get_model_state_dict(module, options=opts), None
+    return get_state_dict(module, opt, options=opts)

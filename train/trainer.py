@@ -80,7 +80,7 @@ class TrainConfig:
         return asdict(self)
 
 
-# ---- model construction -------------------------------------------------------------------------------------
+# ---- model construction -----------------------------------------------------------------------------------
 def _attention(variant: str | None, default: str) -> str:
     if variant is None:
         return default
@@ -162,7 +162,7 @@ class TrainModule(nn.Module):
         return self.model.score_features(visual, ids)
 
 
-# ---- the trainer -----------------------------------------------------------------------------------------------
+# ---- the trainer ------------------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -297,7 +297,8 @@ class Trainer:
         if cfg.fsdp and dist_info.enabled:
             from train.distributed import wrap_fsdp
 
-            module = wrap_fsdp(module, model.model.layers, self.amp == "bf16")
+            frozen = None if cfg.train_vision else set(model.model.vision_tower.parameters())
+            module = wrap_fsdp(module, model.model.layers, self.amp == "bf16", frozen)
             sharded = True
         elif dist_info.enabled:
             from train.distributed import wrap_ddp
