@@ -415,6 +415,7 @@ class Trainer:
         d = self.out / "final"
         if self.dist.is_main:
             self._write_model(d, msd)
+            plot_metrics(self.out)
         barrier(self.dist)
         return d
 
@@ -449,3 +450,35 @@ class Trainer:
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     p = Path(run) / "metrics.jsonl"
     return [json.loads(ln) for ln in p.read_text().splitlines() if ln] if p.exists() else []
+
+
+def plot_metrics(run: str | Path) -> Path | None:
+    """RUN/metrics.png: loss (raw and smoothed) and learning rate over steps."""
+    m = read_metrics(run)
+    if not m:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [x["step"] for x in m]
+    loss = [x["loss"] for x in m]
+    w = max(1, len(loss) // 50)
+    smooth = [sum(loss[max(0, i - w + 1) : i + 1]) / len(loss[max(0, i - w + 1) : i + 1]) for i in range(len(loss))]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a.plot(steps, loss, color="#9bb7d4", lw=0.8, label="loss")
+    a.plot(steps, smooth, color="#1f4e79", lw=1.6, label=f"mean of {w}")
+    a.set_xlabel("step")
+    a.set_ylabel("BCE (pos-weighted)")
+    a.legend()
+    for name in m[0]["lr"]:
+        b.plot(steps, [x["lr"][name] for x in m], label=name)
+    b.set_xlabel("step")
+    b.set_ylabel("learning rate")
+    b.legend()
+    fig.tight_layout()
+    out = Path(run) / "metrics.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
