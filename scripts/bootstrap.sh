@@ -14,8 +14,10 @@ WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d'
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[bootstrap] installing dependencies (first run takes a few minutes)"
   # torch first, pinned by constraints.txt: a bare 'torch' would pull several GB of CUDA wheels on a CPU machine.
-  "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" torch
-  "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[all,dev]"
+  # (this machine's extra local indexes make pip warn about every missing folder: filter that noise only)
+  "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" torch 2> >(grep -v '^WARNING: Location' >&2)
+  "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[all,dev]" \
+    2> >(grep -v '^WARNING: Location' >&2)
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -95,7 +95,7 @@ def attention_mask(valid: torch.Tensor | None, causal: bool) -> torch.Tensor | N
     Padded keys are hidden from every query; padded queries still see the valid keys, so no row is empty
     (an all-False row would give NaN).
     """
-    if valid is None or bool(valid.all()):
+    if valid is None:  # callers pass None when nothing is padded (no host sync here, export-friendly)
         return None
     B, L = valid.shape
     mask = valid[:, None, None, :].expand(B, 1, L, L)

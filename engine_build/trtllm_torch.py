@@ -1,0 +1,236 @@
+"""Variant C (bidirectional) on the TensorRT-LLM PyTorch backend, as an out-of-tree model.
+
+Why not the compiled TensorRT-LLM engine: its Qwen decoder hard-codes a causal mask and the fused context
+attention has no plain bidirectional mode (TRT-LLM #1384, #1037). The PyTorch backend's attention takes a
+per-call mask type, and `PredefinedAttentionMask.FULL` is what its vision encoders (SigLIP, Qwen2.5-VL)
+use with `kv_cache_manager=None`. So the grounding LLM is: TRT-LLM's `QwenModel` with every layer's
+attention called with FULL, fed `inputs_embeds` (visual rows + instruction embeddings), then a 1-label
+per-token head pooled per frame (`engine_build.heads`). No KV cache, no chunked context, one forward pass.
+
+Written against the TensorRT-LLM 1.2 PyTorch backend (`tensorrt_llm._torch`: `ModelConfig`,
+`models.modeling_qwen.{QwenModel,QwenDecoderLayer}`, `models.modeling_utils.register_auto_model`,
+`attention_backend.utils.get_attention_backend`, `attention_backend.interface.PredefinedAttentionMask`,
+`modules.linear.Linear` with fused `qkv_proj` / `gate_up_proj` weight loading), container
+`nvcr.io/nvidia/tensorrt-llm/release:1.2.x`. These are internal (underscore) modules: pin the version.
+TensorRT-LLM cannot be installed on this project's machines, so everything that imports it is UNVERIFIED
+here; the pure-torch parts (config mapping, weight grouping, pooling) are tested on CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine_build.heads import frame_mean_logits
+from engine_build.trt_builder import BackendUnavailable
+from videoitg.config import VideoITGConfig
+
+ARCHITECTURE = "VideoITGForFrameScoring"
+
+# fused TRT-LLM module -> the HF tensors it is loaded from, in the order its weight mode expects
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def qwen2_config_dict(cfg: VideoITGConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """`transformers.Qwen2Config` fields for TRT-LLM's QwenModel (full attention, no rope scaling)."""
+    t = cfg.text
+    return {
+        "architectures": [ARCHITECTURE],
+        "model_type": "qwen2",
+        "vocab_size": t.vocab_size,
+        "hidden_size": t.hidden_size,
+        "intermediate_size": t.intermediate_size,
+        "num_hidden_layers": t.num_hidden_layers,
+        "num_attention_heads": t.num_attention_heads,
+        "num_key_value_heads": t.num_key_value_heads,
+        "rms_norm_eps": t.rms_norm_eps,
+        "rope_theta": t.rope_theta,
+        "max_position_embeddings": t.max_position_embeddings,
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "tie_word_embeddings": False,
+        "use_sliding_window": False,
+        "num_labels": 1,
+    }
+
+
+def hf_sources(module_name: str) -> list[str]:
+    """HF tensor prefixes that feed one TRT-LLM module (its parameters are `<prefix>.weight` / `.bias`).
+
+    QwenModel's modules carry the HF names, except the fused projections; the score head is `out_proj`."""
+    if module_name == "score":
+        return ["out_proj"]
+    parent, _, leaf = module_name.rpartition(".")
+    if leaf in FUSED:
+        return [f"{parent}.{src}" for src in FUSED[leaf]]
+    return [module_name]
+
+
+def import_trtllm():
+    try:
+        import tensorrt_llm  # noqa: F401, PLC0415
+    except Exception as e:
+        raise BackendUnavailable(f"TensorRT-LLM is not importable here ({type(e).__name__}: {e})") from e
+
+
+@functools.cache
+def model_classes() -> tuple[type, type]:
+    """Define (and register with TRT-LLM's auto-model registry) the out-of-tree classes. Deferred so that this
+    module imports without TensorRT-LLM."""
+    import_trtllm()
+    from tensorrt_llm._torch.attention_backend.interface import PredefinedAttentionMask  # noqa: PLC0415
+    from tensorrt_llm._torch.models.modeling_qwen import QwenDecoderLayer, QwenModel  # noqa: PLC0415
+    from tensorrt_llm._torch.models.modeling_utils import register_auto_model  # noqa: PLC0415
+    from tensorrt_llm._torch.modules.linear import Linear  # noqa: PLC0415
+
+    class FullAttentionQwenLayer(QwenDecoderLayer):
+        """QwenDecoderLayer whose self-attention sees every token (the released model sets is_causal=False in
+        all 28 layers). Only the attention call differs; norms, MLP and residuals are the parent's modules."""
+
+        def forward(self, position_ids, hidden_states, attn_metadata, residual=None, **kwargs):
+            if residual is None:
+                residual = hidden_states
+                hidden_states = self.input_layernorm(hidden_states)
+            else:
+                hidden_states, residual = self.input_layernorm(hidden_states, residual)
+            hidden_states = self.self_attn(
+                position_ids=position_ids,
+                hidden_states=hidden_states,
+                attn_metadata=attn_metadata,
+                attention_mask=PredefinedAttentionMask.FULL,
+            )
+            hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
+            return self.mlp(hidden_states), residual
+
+    @register_auto_model(ARCHITECTURE)
+    class VideoITGForFrameScoring(torch.nn.Module):
+        """QwenModel (full attention) + a 1-label per-token score head; logits are pooled per frame
+        outside the head so no hidden state or vocabulary logits ever leave the model."""
+
+        def __init__(self, model_config):
+            super().__init__()
+            self.model_config = model_config
+            self.model = QwenModel(model_config)
+            for layer in self.model.layers:
+                # Same modules and weights, full-attention forward: swapping the class avoids building (and
+                # allocating) a second 28-layer stack.
+                layer.__class__ = FullAttentionQwenLayer
+            c = model_config.pretrained_config
+            self.score = Linear(c.hidden_size, 1, bias=False, dtype=c.torch_dtype)
+            self.register_buffer("score_bias", torch.zeros((), dtype=torch.float32))
+
+        def forward(
+            self,
+            attn_metadata,
+            input_ids=None,
+            position_ids=None,
+            inputs_embeds=None,
+            segment_ids=None,
+            frame_ids=None,
+            **kwargs,
+        ):
+            h = self.model(
+                attn_metadata=attn_metadata,
+                input_ids=input_ids,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+            )  # [num_tokens, H], after the final RMSNorm
+            scores = self.score(h).squeeze(-1)  # [num_tokens]
+            if segment_ids is None:
+                return scores
+            return frame_mean_logits(scores.unsqueeze(0), segment_ids.view(1, -1), frame_ids, self.score_bias)
+
+        def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+            for name, module in self.named_modules():
+                params = {k: p for k, p in module._parameters.items() if p is not None}
+                if not params or name == "":
+                    continue
+                groups = [
+                    {k.rsplit(".", 1)[1]: v for k, v in weights.items() if k.rsplit(".", 1)[0] == src}
+                    for src in hf_sources(name)
+                ]
+                if any(not g for g in groups):
+                    raise KeyError(f"no weights for {name} (looked for {hf_sources(name)})")
+                if name == "score":  # bias-free per-token head; out_proj's bias is added after pooling
+                    groups = [{"weight": groups[0]["weight"]}]
+                if hasattr(module, "load_weights"):
+                    module.load_weights(weights=groups)
+                else:
+                    for pname, p in params.items():
+                        p.data.copy_(groups[0][pname])
+            self.score_bias.fill_(float(weights["out_proj.bias"].reshape(-1)[0]) if "out_proj.bias" in weights else 0.0)
+            for m in self.modules():
+                if m is not self and hasattr(m, "post_load_weights"):
+                    m.post_load_weights()
+
+    return FullAttentionQwenLayer, VideoITGForFrameScoring
+
+
+class TrtllmTorchScorer:
+    """Runs Variant C on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
+
+    def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.bfloat16, attn_backend: str = "TRTLLM"):
+        import_trtllm()
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")
+        import transformers  # noqa: PLC0415
+        from safetensors.torch import load_file  # noqa: PLC0415
+        from tensorrt_llm._torch.attention_backend.utils import get_attention_backend  # noqa: PLC0415
+        from tensorrt_llm._torch.model_config import ModelConfig  # noqa: PLC0415
+
+        ckpt = Path(checkpoint_dir)
+        self.cfg = VideoITGConfig.from_json_dict(json.loads((ckpt / "config.json").read_text()))
+        if self.cfg.attention != "bidirectional":
+            raise BackendUnavailable(
+                "this path serves Variant C (bidirectional); convert Variant B with trtllm_convert"
+            )
+        hf_cfg = transformers.Qwen2Config(**qwen2_config_dict(self.cfg, dtype))
+        self.model_config = ModelConfig(pretrained_config=hf_cfg, attn_backend=attn_backend)
+        _, cls = model_classes()
+        with torch.device("cuda"):
+            self.model = cls(self.model_config).to(dtype)
+        weights: dict[str, torch.Tensor] = {}
+        for f in sorted(ckpt.glob("*.safetensors")):
+            weights.update(
+                {
+                    k: v
+                    for k, v in load_file(str(f)).items()
+                    if k.startswith(("model.layers.", "model.norm.", "model.embed_tokens.", "out_proj."))
+                }
+            )
+        self.model.load_weights(weights)
+        self.model.eval()
+        self.metadata_cls = get_attention_backend(attn_backend).Metadata
+
+    def _metadata(self, num_tokens: int):
+        md = self.metadata_cls(
+            seq_lens=torch.tensor([num_tokens], dtype=torch.int),
+            num_contexts=1,
+            max_num_requests=1,
+            max_num_tokens=num_tokens,
+            kv_cache_manager=None,
+            request_ids=[1],
+            prompt_lens=[num_tokens],
+        )
+        md.max_seq_len = num_tokens
+        md.prepare()
+        return md
+
+    @torch.inference_mode()
+    def score(self, inputs_embeds: torch.Tensor, segment_ids: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """inputs_embeds [L, H] (visual rows then instruction embeddings), segment_ids [L] -> logits [T]."""
+        x = inputs_embeds.to("cuda", self.model.score.weight.dtype)
+        n = x.shape[0]
+        out = self.model(
+            attn_metadata=self._metadata(n),
+            inputs_embeds=x,
+            position_ids=torch.arange(n, dtype=torch.int32, device="cuda").unsqueeze(0),
+            segment_ids=segment_ids.to("cuda"),
+            frame_ids=torch.arange(num_frames, device="cuda"),
+        )
+        return out[0].float().cpu()

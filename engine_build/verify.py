@@ -1,0 +1,189 @@
+"""`videoitg verify`: every backend available here against the PyTorch fp32 reference, on the same inputs.
+
+For each number of frames T (tokens per frame change with T, so several T are checked): the same pixels and
+instruction go through the reference (`VideoITG.visual_features` + `score_features`, fp32) and through each
+backend's vision and LLM runtimes; the per-frame logits are compared (max |diff|, top-32 overlap, Spearman)
+and judged against the target of the backend's precision (`engine_build.parity.TARGETS`). Backends that
+cannot run here are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine_build.heads import segment_ids_for
+from engine_build.manifest import EngineError
+from engine_build.parity import TARGETS, Parity, compare, merge
+from engine_build.runtimes import LLMRuntime, VisionRuntime, open_llm, open_vision
+from engine_build.trt_builder import BackendUnavailable
+from videoitg.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.text import encode_instruction
+
+DEFAULT_INSTRUCTION = "when is the red circle visible?"
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    precision: str = ""
+    status: str = "skipped"  # pass | fail | skipped | error
+    reason: str = ""
+    parity: Parity | None = None
+    per_t: dict[int, Parity] = field(default_factory=dict)
+    vision_max_abs_diff: float | None = None
+    seconds_per_case: float | None = None  # vision + LLM wall time per T (this machine, not a benchmark)
+
+
+@dataclass
+class Case:
+    T: int
+    hw: int
+    pixels: torch.Tensor
+    ids: torch.Tensor
+    ref: torch.Tensor  # fp32 [T]
+    ref_feats: torch.Tensor  # [T, g², Cv]
+
+
+def make_cases(model, tokenizer, frames: list[int], instruction: str, seed: int) -> list[Case]:
+    s = model.config.vision.image_size
+    g = torch.Generator().manual_seed(seed)
+    ids = encode_instruction(tokenizer, instruction)
+    cases = []
+    with torch.inference_mode():
+        for T in frames:
+            px = torch.rand(T, 3, s, s, generator=g) * 2 - 1  # SigLIP-normalised range
+            hw = model.config.tokens_per_side(T)
+            feats = model.encode_frames(px)
+            ref = model.score_features([model.project(feats, hw)], [ids])[0].float()
+            cases.append(Case(T, hw, px, ids, ref, feats.float()))
+    return cases
+
+
+def run_backend(model, cases: list[Case], vision: VisionRuntime, llm: LLMRuntime) -> BackendResult:
+    res = BackendResult(
+        backend=f"{vision.backend}+{llm.backend}" if vision.backend != llm.backend else llm.backend,
+        precision=llm.precision,
+    )
+    vdiff, t0 = 0.0, time.perf_counter()
+    with torch.inference_mode():
+        for c in cases:
+            if vision.fused_hw is not None and vision.fused_hw != c.hw:
+                continue  # a fused engine only serves the T range of its hw
+            out = vision.encode(c.pixels)
+            if vision.fused_hw is None:
+                vdiff = max(vdiff, float((out - c.ref_feats).abs().max()))
+                visual = model.project(out.to(model.out_proj.weight.dtype), c.hw)
+            else:
+                visual = out
+            emb = torch.cat([visual.flatten(0, 1).float(), model.model.embed_tokens(c.ids).float()])
+            seg = segment_ids_for(c.T, c.hw * c.hw, len(c.ids))
+            res.per_t[c.T] = compare(c.ref.numpy(), llm.score(emb, seg, c.T).numpy())
+    if not res.per_t:
+        res.status, res.reason = "skipped", f"no T in the request set maps to the fused hw={vision.fused_hw}"
+        return res
+    res.seconds_per_case = (time.perf_counter() - t0) / len(res.per_t)
+    res.parity = merge(list(res.per_t.values()))
+    res.vision_max_abs_diff = vdiff if vision.fused_hw is None else None
+    res.status = "pass" if res.parity.meets(res.precision) else "fail"
+    return res
+
+
+def verify(
+    checkpoint: str | Path,
+    engines: str | Path | None,
+    frames: list[int],
+    instruction: str = DEFAULT_INSTRUCTION,
+    seed: int = 0,
+    backends: list[str] | None = None,
+    threads: int | None = None,
+) -> list[BackendResult]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = load_checkpoint(checkpoint, device, torch.float32)
+    cases = make_cases(model, tok, frames, instruction, seed)
+    ident = checkpoint_identity(checkpoint)
+    # torch-bf16 is what the in-process server runs on a GPU; on CPU it is only checked on request.
+    default = ["onnxruntime", "tensorrt", "trtllm-pytorch"]
+    wanted = backends or ((["torch-bf16"] if device == "cuda" else []) + default)
+    results = []
+    for name in wanted:
+        try:
+            results.append(_one(name, model, checkpoint, engines, ident, cases, threads))
+        except (BackendUnavailable, EngineError) as e:
+            results.append(BackendResult(name, status="skipped", reason=str(e)))
+    return results
+
+
+def _one(name, model, checkpoint, engines, ident, cases, threads) -> BackendResult:
+    if name in ("torch-bf16", "torch-fp16"):
+        dtype = torch.bfloat16 if name == "torch-bf16" else torch.float16
+        low, _ = load_checkpoint(checkpoint, model.out_proj.weight.device, dtype, with_tokenizer=False)
+        r = run_backend(model, cases, open_vision(None, "torch", model=low), open_llm(None, "torch", model=low))
+        r.backend = name
+        return r
+    if name in ("onnxruntime", "tensorrt"):
+        if engines is None:
+            raise EngineError("--engines DIR is needed for engine backends")
+        kw: dict[str, Any] = {"threads": threads} if name == "onnxruntime" else {}
+        v = open_vision(engines, name, checkpoint_identity=ident, **kw)
+        llm = open_llm(engines, name, checkpoint_identity=ident, **kw)
+        return run_backend(model, cases, v, llm)
+    if name == "trtllm-pytorch":
+        from engine_build.trtllm_torch import TrtllmTorchScorer  # noqa: PLC0415
+
+        scorer = TrtllmTorchScorer(checkpoint)
+        llm = _ScorerLLM(scorer)
+        r = run_backend(model, cases, open_vision(None, "torch", model=model), llm)
+        r.backend = name
+        return r
+    raise EngineError(f"unknown backend {name!r}")
+
+
+class _ScorerLLM(LLMRuntime):
+    backend, precision = "trtllm-pytorch", "bf16"
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def score(self, inputs_embeds, segment_ids, num_frames):
+        return self.scorer.score(inputs_embeds, segment_ids, num_frames)
+
+
+def format_table(results: list[BackendResult], frames: list[int]) -> str:
+    lines = [
+        f"frames T = {frames}; reference = PyTorch fp32",
+        f"{'backend':<16} {'prec':<5} {'max|dlogit|':>12} {'top32':>7} {'spearman':>9} {'vision max|d|':>14}"
+        f" {'s/T':>7}  {'target':<18} result",
+    ]
+    for r in results:
+        if r.parity is None:
+            lines.append(f"{r.backend:<16} {r.status}: {r.reason}")
+            continue
+        p, (metric, thr) = r.parity, TARGETS[r.precision]
+        target = (
+            f"{'max|d|' if metric == 'max_abs_diff' else 'top32'} {'<=' if metric == 'max_abs_diff' else '>='} {thr}"
+        )
+        vd = "-" if r.vision_max_abs_diff is None else f"{r.vision_max_abs_diff:.2e}"
+        lines.append(
+            f"{r.backend:<16} {r.precision:<5} {p.max_abs_diff:>12.2e} {p.topk_overlap:>7.3f} "
+            f"{p.spearman:>9.4f} {vd:>14} {r.seconds_per_case:>7.3f}  {target:<18} {r.status}"
+        )
+    return "\n".join(lines)
+
+
+def to_json(results: list[BackendResult]) -> list[dict[str, Any]]:
+    out = []
+    for r in results:
+        d = asdict(r)
+        d["per_t"] = {str(k): asdict(v) for k, v in r.per_t.items()}
+        out.append(d)
+    return out
+
+
+def write_json(results: list[BackendResult], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_json(results), indent=2) + "\n")
