@@ -114,7 +114,9 @@ def test_resume_follows_the_same_curve(data: Path, tmp_path: Path) -> None:
     # Interrupted after 3 steps of which only step 2 was saved; the rerun resumes from step 2.
     run = tmp_path / "cut"
     assert Trainer(small_config(data, run, save_every=2, stop_after=3, **kw)).run() == run
-    assert not (run / "final").exists() and (run / "checkpoints" / "step-000002" / "trainer_state.json").exists()
+    step2 = run / "checkpoints" / "step-000002"
+    assert not (run / "final").exists() and (step2 / "train_state" / "trainer_state.json").exists()
+    load_checkpoint(step2)  # every saved step is also a plain core-layout checkpoint
     resumed = Trainer(small_config(data, run, save_every=2, **kw)).run()
     want = [m["loss"] for m in read_metrics(tmp_path / "ref")]
     got = [m["loss"] for m in read_metrics(run)]

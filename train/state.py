@@ -4,9 +4,12 @@ to JSON: nothing is pickled.
 
     RUN/checkpoints/step-000040/
         config.json, model.safetensors, tokenizer files      (videoitg.checkpoint layout)
-        optimizer.safetensors                               (per-parameter state tensors)
-        trainer_state.json                                  (step, epoch, optimizer/scheduler structure, RNG)
-        rng.safetensors                                     (torch CPU / CUDA generator states)
+        train_state/optimizer.safetensors                   (per-parameter state tensors)
+        train_state/rng.safetensors                         (torch CPU / CUDA generator states)
+        train_state/trainer_state.json                      (step, epoch, optimizer/scheduler structure, RNG)
+
+The training state sits in a subfolder so the step directory stays a plain checkpoint: the core loader reads
+every `*.safetensors` next to config.json as weights.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 STATE = "trainer_state.json"
+SUBDIR = "train_state"
 
 
 def optimizer_to_files(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -85,6 +89,8 @@ def save_training_state(
 ) -> None:
     """Everything but the weights (the caller writes those with `save_checkpoint`). Writes `trainer_state.json`
     last, so a directory without it is an interrupted save and is never resumed from."""
+    out = out / SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
     tensors, opt_meta = optimizer_to_files(opt_state_dict)
     save_file(tensors, str(out / "optimizer.safetensors"))
     rng_t, rng_meta = rng_state()
@@ -97,7 +103,8 @@ def save_training_state(
 
 
 def load_training_state(d: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
-    """(trainer_state.json, optimizer state_dict, rng tensors)."""
+    """(trainer_state.json, optimizer state_dict, rng tensors) of a step directory."""
+    d = d / SUBDIR
     state = json.loads((d / STATE).read_text())
     opt_sd = optimizer_from_files(load_file(str(d / "optimizer.safetensors")), state["optimizer"])
     return state, opt_sd, load_file(str(d / "rng.safetensors"))
@@ -112,13 +119,13 @@ def latest_complete(run: Path) -> Path | None:
     d = run / "checkpoints"
     if not d.is_dir():
         return None
-    done = sorted(p for p in d.glob("step-*") if (p / STATE).exists())
+    done = sorted(p for p in d.glob("step-*") if (p / SUBDIR / STATE).exists())
     return done[-1] if done else None
 
 
 def prune(run: Path, keep: int) -> None:
     """Keep the newest `keep` complete step directories (and any newer incomplete one being written)."""
     d = run / "checkpoints"
-    done = sorted(p for p in d.glob("step-*") if (p / STATE).exists())
+    done = sorted(p for p in d.glob("step-*") if (p / SUBDIR / STATE).exists())
     for p in done[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
