@@ -126,3 +126,47 @@ def truncate(src: Path, dst: Path, keep: float) -> Path:
     data = Path(src).read_bytes()
     Path(dst).write_bytes(data[: int(len(data) * keep)])
     return Path(dst)
+
+
+def natural_frame(i: int, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """Camera-like content for timing and parity: moving colour gradients, a moving disc, sensor noise."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = i / 25.0
+    r = 127 + 100 * np.sin(x / width * 6.28 + t)
+    g = 127 + 100 * np.sin(y / height * 6.28 - 0.7 * t)
+    b = 127 + 100 * np.sin((x + y) / (width + height) * 12.0 + 1.3 * t)
+    img = np.stack([r, g, b], axis=-1)
+    cx, cy = width * (0.5 + 0.35 * np.sin(t)), height * (0.5 + 0.35 * np.cos(0.8 * t))
+    disc = (x - cx) ** 2 + (y - cy) ** 2 < (min(width, height) / 6) ** 2
+    img[disc] = (240, 200, 40)
+    rng = np.random.default_rng(seed + i)
+    img += rng.normal(0, 6, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_natural_clip(path: Path, *, codec: str = "libx264", frames: int = 50, width: int = 320,
+                       height: int = 240, fps: int = 25, gop: int | None = None,
+                       options: dict[str, str] | None = None, distinct: int = 50) -> Path:
+    """Like `write_clip` with `natural_frame` content; only `distinct` frames are rendered and then cycled,
+    which keeps generating long clips cheap (the encoder still sees motion everywhere)."""
+    path = Path(path)
+    cache = [natural_frame(i, width, height) for i in range(min(distinct, frames))]
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height = width, height
+        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        opts = dict(options or {})
+        if codec == "libx264":
+            opts.setdefault("preset", "ultrafast")
+        if codec.startswith("libvpx"):
+            opts = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", **opts}
+        s.options = opts
+        if gop:
+            s.gop_size = gop
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(cache[i % len(cache)], format="rgb24")
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path

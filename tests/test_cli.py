@@ -36,3 +36,22 @@ def test_bad_input_is_a_clear_cli_error(home, capsys):
     assert "error" in capsys.readouterr().err
     assert main(["score", str(bad), "-i", "   "]) == 2
     assert "instruction is empty" in capsys.readouterr().err
+
+
+def test_scorer_applies_the_configured_limits(home):
+    from videoitg.decode import DecodeLimits, VideoTooLargeError
+    from videoitg.defaults import default_checkpoint, sample_video
+    from videoitg.errors import InputError
+    from videoitg.limits import Limits
+    from videoitg.pipeline import Scorer
+    from videoitg.sampling import SamplingParams
+
+    video, instruction = sample_video()
+    small = Limits(decode=DecodeLimits(max_bytes=1000), max_instruction_tokens=3)
+    scorer = Scorer(default_checkpoint(), limits=small)
+    with pytest.raises(InputError, match="over the limit of 3"):
+        scorer.encode(instruction)
+    with pytest.raises(VideoTooLargeError):
+        scorer.load_video(video)
+    with pytest.raises(InputError, match="over the limit of 16 sampled frames"):
+        Scorer(default_checkpoint(), limits=Limits(max_sampled_frames=16), sampling=SamplingParams(32))

@@ -236,3 +236,18 @@ def test_ranking_topk_and_results_jsonl(tmp_path):
     out = tmp_path / "results.jsonl"
     write_results_jsonl(out, [rec, {**rec, "index": [1]}, r.to_record(doc_id=8)])
     assert read_frame_indices_jsonl(out) == {7: [30, 90, 120, 0, 60], 8: [30, 90, 120, 0, 60]}  # first line wins
+
+
+def test_load_one_half_reads_only_its_tensors(tmp_path, tiny):
+    d = save_checkpoint(tiny, tmp_path / "c", build_tiny_tokenizer())
+    S = tiny.config.vision.image_size
+    pv, ids = torch.randn(5, 3, S, S), torch.tensor([3, 1, 4])
+    vision, _ = load_checkpoint(d, part="vision", with_tokenizer=False)
+    grounding, tok = load_checkpoint(d, part="grounding")
+    assert not any(k.startswith("model.layers.") for k in vision.state_dict())
+    assert not any(k.startswith("model.vision_tower.") for k in grounding.state_dict())
+    with torch.no_grad():
+        split = grounding.score_features([vision.visual_features(pv)], [ids])[0]
+        assert torch.equal(split, tiny(pv, ids))
+    with pytest.raises(ValueError, match="unknown model part"):
+        load_checkpoint(d, part="llm")

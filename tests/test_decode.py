@@ -88,6 +88,14 @@ def test_seeking_decode_equals_full_decode(clips: dict[str, Path], monkeypatch: 
     assert numbers(out.pixel_values) == out.frame_indices
 
 
+@pytest.mark.parametrize("name", ["h264_bframes", "vp9"])
+def test_sampled_decode_is_bit_identical_to_full_decode(clips: dict[str, Path], name: str) -> None:
+    """B-frames (reordered, partly skipped as unsampled non-references) and VP9 altrefs: same pixels."""
+    out = decode_video(clips[name], image_size=S, params=SamplingParams(num_frames=9, target_fps=4),
+                       decoder="pyav")
+    assert torch.equal(out.pixel_values, full_decode_reference(clips[name], S)[out.frame_indices])
+
+
 def test_bytes_and_path_give_the_same_frames(clips: dict[str, Path]) -> None:
     a = decode_video(clips["vp9"], image_size=S, params=FEW, decoder="pyav")
     b = decode_video(clips["vp9"].read_bytes(), image_size=S, params=FEW, decoder="pyav")

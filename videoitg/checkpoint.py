@@ -17,11 +17,13 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from videoitg.config import VideoITGConfig, VisionConfig
 from videoitg.errors import CheckpointError
@@ -57,6 +59,35 @@ def read_tensors(d: Path, rename=lambda k: k) -> dict[str, torch.Tensor]:
     return out
 
 
+def index_tensors(d: Path, rename=lambda k: k) -> dict[str, tuple[Path, str, torch.Size]]:
+    """name -> (file, name in file, shape), read from the safetensors headers only (no tensor data)."""
+    out: dict[str, tuple[Path, str, torch.Size]] = {}
+    for f in weight_files(d):
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for k in sf.keys():
+                    out[rename(k)] = (f, k, torch.Size(sf.get_slice(k).get_shape()))
+        except Exception as e:  # safetensors raises plain errors for a truncated or corrupt header
+            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from e
+    return out
+
+
+def load_indexed(index: dict[str, tuple[Path, str, torch.Size]], keys: list[str]) -> dict[str, torch.Tensor]:
+    """Read just `keys` (one open per file)."""
+    by_file: dict[Path, list[str]] = {}
+    for k in keys:
+        by_file.setdefault(index[k][0], []).append(k)
+    out = {}
+    for f, ks in by_file.items():
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for k in ks:
+                    out[k] = sf.get_tensor(index[k][1])
+        except Exception as e:  # a header that parses but data cut short fails here
+            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from e
+    return out
+
+
 def tower_key(k: str) -> str:
     """A key of a SiglipVisionModel / SiglipModel checkpoint -> our embedded name. transformers 5 saves
     SiglipVisionModel without the `vision_model.` prefix; SiglipModel keeps it (and has text_model.* too)."""
@@ -83,7 +114,16 @@ def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tup
     ckpt = Path(ckpt)
     if not (ckpt / "config.json").exists():
         raise CheckpointError(f"{ckpt}: no config.json (not a VideoITG checkpoint directory)")
-    d = json.loads((ckpt / "config.json").read_text())
+    try:
+        d = json.loads((ckpt / "config.json").read_text())
+        if not isinstance(d, dict):
+            raise ValueError("config.json must hold a JSON object")
+        return _config_from_dict(ckpt, d, vision_tower)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{ckpt}/config.json: {e}") from e
+
+
+def _config_from_dict(ckpt: Path, d: dict, vision_tower: str | Path | None) -> tuple[VideoITGConfig, Path | None]:
     tower_dir = _resolve_tower_dir(ckpt, d.get("mm_vision_tower", ""), vision_tower)
     if tower_dir is not None:  # the released loader uses the tower named by mm_vision_tower, as here
         vision = VisionConfig.from_hf_dict(json.loads((tower_dir / "config.json").read_text()))
@@ -94,10 +134,7 @@ def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tup
             f"{ckpt}: mm_vision_tower={d.get('mm_vision_tower')!r} is not a local directory and config.json has no "
             "embedded vision_config; nothing is fetched from a hub: pass the SigLIP directory (--vision-tower DIR)"
         )
-    try:
-        return VideoITGConfig.from_json_dict(d, vision), tower_dir
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{ckpt}/config.json: {e}") from e
+    return VideoITGConfig.from_json_dict(d, vision), tower_dir
 
 
 def _ignorable(k: str, used_layers: int) -> bool:
@@ -115,6 +152,7 @@ def _ignorable(k: str, used_layers: int) -> bool:
 
 def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], where: str,
                      used_layers: int) -> None:
+    """`found` maps names to tensors, or to anything with a `.shape`."""
     problems = [f"missing tensor {k} (expected shape {tuple(s)})" for k, s in expected.items() if k not in found]
     problems += [
         f"tensor {k} has shape {tuple(found[k].shape)}, expected {tuple(s)}"
@@ -126,25 +164,46 @@ def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Ten
         raise CheckpointError(f"{where}: {len(problems)} tensor problem(s):\n  " + "\n  ".join(problems))
 
 
+PARTS = ("all", "vision", "grounding")
+
+
+def drop_unused_half(model: VideoITG, part: str) -> None:
+    """Keep only what one serving step runs: 'vision' = tower + projector (`visual_features`), 'grounding' =
+    projector + LLM + head (`score_features`). Each Triton step is its own process, so a 7B deployment would
+    otherwise hold the LLM twice."""
+    lm = model.model
+    if part == "vision":
+        lm.layers, lm.embed_tokens, lm.norm, model.out_proj = nn.ModuleList(), None, None, None
+    elif part == "grounding":
+        lm.vision_tower = None
+    elif part != "all":
+        raise ValueError(f"unknown model part {part!r}; choose one of {PARTS}")
+
+
 def load_checkpoint(
     ckpt: str | Path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     vision_tower: str | Path | None = None,
     with_tokenizer: bool = True,
+    part: str = "all",
 ) -> tuple[VideoITG, Any]:
-    """Load a checkpoint directory -> (eval-mode model on device/dtype, tokenizer or None)."""
+    """Load a checkpoint directory -> (eval-mode model on device/dtype, tokenizer or None).
+
+    Every tensor's name and shape is checked from the file headers; only the tensors of `part` are read."""
     ckpt = Path(ckpt)
     cfg, tower_dir = load_config(ckpt, vision_tower)
-    tensors = read_tensors(ckpt)
+    index = index_tensors(ckpt)
     if tower_dir is not None:
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(TOWER)}
-        tensors.update(read_tensors(tower_dir, tower_key))
+        index = {k: v for k, v in index.items() if not k.startswith(TOWER)}
+        index.update(index_tensors(tower_dir, tower_key))
     with torch.device("meta"):  # no random init of weights we are about to overwrite (7B: minutes, 30 GB)
         model = VideoITG(cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    check_state_dict(expected, tensors, str(ckpt), cfg.vision_layers_used)
-    model.load_state_dict({k: tensors[k] for k in expected}, assign=True)
+    check_state_dict(expected, {k: SimpleNamespace(shape=v[2]) for k, v in index.items()}, str(ckpt),
+                     cfg.vision_layers_used)
+    drop_unused_half(model, part)
+    model.load_state_dict(load_indexed(index, list(model.state_dict())), assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     return model, (load_tokenizer(ckpt) if with_tokenizer else None)
 

@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import Any
 
 
+def _check_types(obj: object) -> None:
+    """Sizes must be ints and rates numbers: a string in config.json would otherwise fail deep inside nn.Linear."""
+    for f in fields(obj):  # type: ignore[arg-type]
+        v = getattr(obj, f.name)
+        if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"{f.name} must be an integer, got {v!r}")
+        if f.type == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{f.name} must be a number, got {v!r}")
+
+
 @dataclass
 class VisionConfig:
     """SigLIP vision tower (HF `SiglipVisionConfig` field names). Defaults: siglip-so400m-patch14-384."""
@@ -25,6 +35,9 @@ class VisionConfig:
     num_hidden_layers: int = 27
     num_attention_heads: int = 16
     layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
     @property
     def grid(self) -> int:
@@ -39,6 +52,8 @@ class VisionConfig:
     def from_hf_dict(cls, d: dict[str, Any]) -> VisionConfig:
         # A SiglipModel config nests the vision part; a SiglipVisionModel config is flat.
         d = d.get("vision_config", d)
+        if not isinstance(d, dict):
+            raise ValueError(f"vision_config must be an object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -59,6 +74,9 @@ class TextConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 1_000_000.0
     max_position_embeddings: int = 32768
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
     @property
     def head_dim(self) -> int:

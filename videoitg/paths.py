@@ -23,16 +23,24 @@ def resolve_under_roots(name: str | os.PathLike, roots: list[str | os.PathLike],
     if not s or "\x00" in s:
         raise InputError(f"invalid path {s!r}")
     if "://" in s or s.startswith("file:"):
-        u = urlparse(s)
+        try:
+            u = urlparse(s)
+        except ValueError as e:
+            raise InputError(f"invalid URI {s!r} ({e})") from None
         if u.scheme != "file":
             raise InputError(f"URI scheme {u.scheme!r} is not supported (only local paths and file:///...)")
         if u.netloc not in ("", "localhost"):
             raise InputError(f"file URI with host {u.netloc!r} is refused (only file:///path)")
         s = unquote(u.path)
+        if "\x00" in s:
+            raise InputError(f"invalid path {os.fspath(name)!r} (NUL byte)")
     p = Path(s)
     if not p.is_absolute():
         p = Path(base if base is not None else roots[0]) / p
-    real = Path(os.path.realpath(p))
+    try:
+        real = Path(os.path.realpath(p))
+    except (ValueError, OSError) as e:  # lone surrogates (UnicodeEncodeError), over-long names
+        raise InputError(f"invalid path {os.fspath(name)!r} ({e})") from None
     for r in roots:
         root = Path(os.path.realpath(r))
         if real == root or root in real.parents:

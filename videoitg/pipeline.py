@@ -14,9 +14,9 @@ import torch
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.errors import InputError
+from videoitg.limits import Limits
 from videoitg.outputs import GroundingResult
 from videoitg.sampling import SamplingParams
-from videoitg.text import encode_instruction
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -54,6 +54,7 @@ class Scorer:
         decoder: str = "auto",
         chunk_frames: int = 64,
         vision_tower: str | Path | None = None,
+        limits: Limits | None = None,
     ):
         self.device = device
         self.dtype = parse_dtype(dtype, device)
@@ -64,6 +65,8 @@ class Scorer:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.identity = checkpoint_identity(checkpoint) if checkpoint is not None else f"model-{id(model):x}"
         self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames
+        self.limits = limits or Limits.from_env()  # VIDEOITG_MAX_* overrides; defaults in docs/limits.md
+        self.limits.check_sampling(self.sampling)
 
     @property
     def config(self):
@@ -72,8 +75,10 @@ class Scorer:
     def load_video(self, source: str | Path | bytes):
         from videoitg.decode import decode_video
 
+        # device: a CUDA scorer lets "auto" pick NVDEC and keeps the frames on the GPU
         return decode_video(source, image_size=self.config.vision.image_size, params=self.sampling,
-                            decoder=self.decoder)
+                            decoder=self.decoder, device=self.device, limits=self.limits.decode,
+                            time_budget_s=self.limits.decode_time_budget_s)
 
     @torch.inference_mode()
     def video_features(self, frames) -> VideoFeatures:
@@ -82,7 +87,9 @@ class Scorer:
         return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps))
 
     def encode(self, instruction: str) -> torch.Tensor:
-        return encode_instruction(self.tokenizer, instruction)
+        """Token ids of a valid instruction: non-empty, within the byte and token limits and the model's length
+        budget (checked against the worst-case video here; `check_length` re-checks the actual one)."""
+        return self.limits.check_instruction(self.tokenizer, instruction, self.config)
 
     @torch.inference_mode()
     def score_visual(self, items: list[tuple[VideoFeatures, str]], video: str = "") -> list[GroundingResult]:

@@ -27,6 +27,10 @@ class SamplingParams:
     rule: Rule = "eval"
 
     def __post_init__(self) -> None:
+        if isinstance(self.num_frames, bool) or not isinstance(self.num_frames, int):
+            raise InputError(f"num_frames must be an int, got {self.num_frames!r}")
+        if isinstance(self.target_fps, bool) or not isinstance(self.target_fps, (int, float)):
+            raise InputError(f"target_fps must be a number, got {self.target_fps!r}")
         if self.num_frames < 1:
             raise InputError(f"num_frames must be >= 1, got {self.num_frames}")
         if not (self.target_fps > 0 and math.isfinite(self.target_fps)):
@@ -45,7 +49,10 @@ def sample_frame_indices(total_frames: int, fps: float, params: SamplingParams =
         raise InputError(f"video has no frames (frame count {total_frames})")
     if fps is None or not (fps > 0 and math.isfinite(fps)):
         raise InputError(f"video has no usable frame rate (fps {fps})")
-    step = max(1, round(fps / params.target_fps))
+    ratio = fps / params.target_fps
+    if not math.isfinite(ratio):
+        raise InputError(f"frame rate {fps} over target_fps {params.target_fps} is out of range")
+    step = max(1, round(ratio))
     cand = range(0, total_frames, step)
     n, k = len(cand), params.num_frames
     if n <= k:

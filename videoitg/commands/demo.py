@@ -1,32 +1,77 @@
-"""`videoitg demo`: the main job on the embedded default (tiny checkpoint + generated sample video)."""
+"""`videoitg demo`: the main job on the embedded default (tiny checkpoint + generated sample video), through a
+real Triton server: generate the model repository, start tritonserver on free loopback ports, score the sample
+video over gRPC, print the top-K frames with timestamps, write results.jsonl and the score-timeline PNG, stop the
+server. `--in-process` skips the server (same numbers, see tests/test_serving.py)."""
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+import time
 from pathlib import Path
 
-HELP = "score the built-in sample video with the embedded tiny checkpoint; print top-K, write a timeline PNG"
+HELP = ("score the built-in sample video with the embedded tiny checkpoint through a real Triton server; "
+        "print top-K, write results.jsonl and a timeline PNG")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--out", default="artifacts/demo", help="folder for results.jsonl and timeline.png")
+    p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    p.add_argument("--server", default=None, help="use this running server (HOST:PORT) instead of starting one")
+    p.add_argument("--in-process", action="store_true", help="score in this process, without a server")
+
+
+def _score_served(args: argparse.Namespace, ckpt: Path, video: Path, instruction: str):
+    from videoitg.serving.client import VideoITGClient
+
+    if args.server:
+        with VideoITGClient(args.server, args.protocol) as c:
+            return c.score(video, instruction, top_k=args.top_k, doc_id=0)
+
+    from videoitg.serving.repository import RepoSpec, build_repository
+    from videoitg.serving.server import TritonServer
+
+    with tempfile.TemporaryDirectory(prefix="videoitg-demo-") as tmp:
+        repo = build_repository(RepoSpec(target="cpu", checkpoint=str(ckpt)), Path(tmp) / "repo")
+        server = TritonServer(repo, log_path=Path(tmp) / "tritonserver.log")
+        print(f"starting tritonserver ({server.install.kind}) on 127.0.0.1 ...", flush=True)
+        t0 = time.perf_counter()
+        with server:
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+            print(f"ready in {time.perf_counter() - t0:.1f} s: {args.protocol} {url}, metrics {server.metrics_url}")
+            with VideoITGClient(url, args.protocol) as c:
+                t0 = time.perf_counter()
+                served = c.infer(video, instruction, top_k=args.top_k, doc_id=0)
+                print(f"served in {1e3 * (time.perf_counter() - t0):.0f} ms (cache hit: {served.cache_hit})")
+        print("tritonserver stopped")
+        return served.result
 
 
 def run(args: argparse.Namespace) -> int:
+    from videoitg.checkpoint import load_config
     from videoitg.commands.score import print_result
+    from videoitg.decode import decode_video
     from videoitg.defaults import default_checkpoint, sample_video, sample_video_meta
     from videoitg.outputs import write_results_jsonl
-    from videoitg.pipeline import Scorer
     from videoitg.plot import plot_timeline, thumbnails_from_pixels
+    from videoitg.sampling import SamplingParams
 
     ckpt = default_checkpoint()
     video, instruction = sample_video()
     print(f"checkpoint: {ckpt}\nvideo: {video}\ninstruction: {instruction!r}")
-    scorer = Scorer(ckpt)
-    frames = scorer.load_video(video)
-    result = scorer.score_visual([(scorer.video_features(frames), instruction)], video=str(video))[0]
-    print(f"decoder: {frames.decoder}")
+    if args.in_process:
+        from videoitg.pipeline import Scorer
+
+        scorer = Scorer(ckpt)
+        frames = scorer.load_video(video)
+        result = scorer.score_visual([(scorer.video_features(frames), instruction)], video=str(video))[0]
+    else:
+        result = _score_served(args, ckpt, video, instruction)
+        result.video = str(video)
+        # Thumbnails for the plot: the same sampled frames, decoded here (the server returns scores, not pixels).
+        cfg, _ = load_config(ckpt)
+        frames = decode_video(video, image_size=cfg.vision.image_size, params=SamplingParams())
     print_result(result, args.top_k)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

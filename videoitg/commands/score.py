@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doc-id", default=None)
     p.add_argument("--output", help="append the result to this results.jsonl")
     p.add_argument("--plot", help="write a score-timeline PNG here")
+    p.add_argument("--server", help="HOST:PORT of a running `videoitg serve`: score there instead of in-process "
+                   "(checkpoint, device, dtype and sampling are then the server's)")
+    p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="with --server (default grpc)")
 
 
 def print_result(result: GroundingResult, k: int) -> None:
@@ -36,7 +39,48 @@ def print_result(result: GroundingResult, k: int) -> None:
         print(f"  {result.frame_indices[i]:>7} {result.timestamps[i]:>9.2f} {scores[i]:>7.3f}")
 
 
+def _doc_id_int(doc_id: str | None) -> int | None:
+    try:
+        return int(doc_id) if doc_id is not None else None
+    except ValueError:
+        return None  # the server's DOC_ID is an integer; the record keeps the string as given
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    """Score through a running server; the record and plot are built exactly as in-process."""
+    from videoitg.serving.client import score_remote
+
+    result = score_remote(args.video, args.instruction, args.server, args.protocol, top_k=args.top_k,
+                          doc_id=_doc_id_int(args.doc_id))
+    print(f"server: {args.server} ({args.protocol})")
+
+    def thumbnails_pixels():
+        from videoitg.decode import decode_video
+
+        # Thumbnails only: decode the same sampled frames locally at a small size.
+        return decode_video(args.video, image_size=160,
+                            params=SamplingParams(args.num_frames, args.target_fps, args.sampling)).pixel_values
+
+    return report(args, result, thumbnails_pixels)
+
+
+def report(args: argparse.Namespace, result: GroundingResult, thumbnail_pixels) -> int:
+    """Print the top-K, append the results.jsonl record, draw the timeline: the same for both paths."""
+    print_result(result, args.top_k)
+    if args.output:
+        write_results_jsonl(args.output, [result.to_record(args.doc_id, args.video, top_k=args.top_k)])
+        print(f"appended to {args.output}")
+    if args.plot:
+        from videoitg.plot import plot_timeline, thumbnails_from_pixels
+
+        png = plot_timeline(result, Path(args.plot), args.top_k, thumbnails_from_pixels(thumbnail_pixels()))
+        print(f"plot: {png}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.server:
+        return run_remote(args)
     from videoitg.defaults import default_checkpoint
     from videoitg.pipeline import Scorer
 
@@ -47,13 +91,4 @@ def run(args: argparse.Namespace) -> int:
     frames = scorer.load_video(args.video)
     result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video)[0]
     print(f"decoder: {frames.decoder}")
-    print_result(result, args.top_k)
-    if args.output:
-        write_results_jsonl(args.output, [result.to_record(args.doc_id, args.video, top_k=args.top_k)])
-        print(f"appended to {args.output}")
-    if args.plot:
-        from videoitg.plot import plot_timeline, thumbnails_from_pixels
-
-        png = plot_timeline(result, Path(args.plot), args.top_k, thumbnails_from_pixels(frames.pixel_values))
-        print(f"plot: {png}")
-    return 0
+    return report(args, result, lambda: frames.pixel_values)

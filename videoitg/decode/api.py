@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+import av.error
 import torch
 
 from videoitg.decode import backends
@@ -21,10 +23,13 @@ from videoitg.decode.container import (
     open_container,
     select_video_stream,
 )
+from videoitg.decode.errors import DecodeTimeoutError, VideoTooLargeError
 from videoitg.decode.pyav_backend import apply_rotation, decode_sampled
 from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
 from videoitg.errors import InputError
 from videoitg.sampling import SamplingParams, sample_frame_indices
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLING = SamplingParams()  # eval rule, 512 frames at 1 fps (frozen, safe to share)
 
@@ -36,7 +41,8 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
 
     source: a path or the encoded bytes. decoder: "auto", "pyav", "dali-cpu", "dali-gpu" ("dali" picks the
     GPU variant when CUDA is available). time_budget_s: wall-clock limit for the whole call (None: no limit).
-    device: where "dali-gpu" leaves the tensor (default the current CUDA device); CPU backends return CPU.
+    device: where the tensor should end up. A CUDA device lets "auto" pick NVDEC ("dali-gpu", output stays on
+    the GPU); CPU backends copy their result there. None: CPU, or the current CUDA device for "dali-gpu".
     Raises a `VideoDecodeError` subclass naming what was wrong with the input.
     """
     if not isinstance(image_size, int) or image_size < 1:
@@ -56,19 +62,30 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
             index = build_index(container, stream, head["fps"], limits, deadline, name)
             check_truncation(head, index, name)
             frame_numbers = sample_frame_indices(index.total, index.fps, params)
-            chosen = backends.choose(requested, head["codec"], index)
+            want_cuda = device is not None and torch.device(device).type == "cuda"
+            chosen = backends.choose(requested, head["codec"], index, want_cuda)
             deadline.check(f"decoding with {chosen}")
-            if chosen == "pyav":
+            pixels = None
+            if chosen != "pyav":
+                try:
+                    rotation = first_frame_rotation(container, stream)
+                    pixels = backends.decode_dali(chosen, src.read_all(limits), frame_numbers, image_size,
+                                                  (head["width"], head["height"]), deadline, name, device)
+                except (DecodeTimeoutError, VideoTooLargeError):
+                    raise
+                except Exception as e:  # auto only: the file passed PyAV's checks, so PyAV can still do it
+                    if requested != "auto":
+                        raise
+                    log.warning("%s: %s failed (%s); decoding with pyav instead", name, chosen, e)
+                    chosen, pixels = "pyav", None
+                    container.seek(0, backward=True, any_frame=False)
+                    stream.codec_context.flush_buffers()
+            if pixels is None:
                 pixels, rotation = decode_sampled(container, stream, index, frame_numbers, image_size, limits,
                                                   deadline, name)
-            else:
-                rotation = first_frame_rotation(container, stream)
-                pixels = backends.decode_dali(chosen, src.read_all(limits), frame_numbers, image_size,
-                                              (head["width"], head["height"]), deadline, name, device)
-                if pixels.shape[0] != len(frame_numbers):
-                    raise InputError(f"{name}: DALI returned {pixels.shape[0]} frames for "
-                                     f"{len(frame_numbers)} requested")
         pixels = apply_rotation(pixels, rotation)
+        if device is not None and pixels.device != torch.device(device):
+            pixels = pixels.to(device)
         return SampledFrames(
             pixel_values=pixels, frame_indices=frame_numbers,
             timestamps=[index.seconds(i) for i in frame_numbers], fps=index.fps, total_frames=index.total,
@@ -96,7 +113,10 @@ def probe_video(source: Source, *, count_frames: bool | None = None, limits: Dec
             need = count_frames if count_frames is not None else (head["frames"] <= 0 or head["fps"] <= 0)
             index = build_index(container, stream, head["fps"], limits, deadline, name) if need else None
             if index is not None:
-                container.seek(0, backward=True, any_frame=False)
+                try:
+                    container.seek(0, backward=True, any_frame=False)
+                except av.error.FFmpegError:
+                    pass  # a damaged container that cannot rewind: the rotation read below then reports 0
             return info_from(head, index, first_frame_rotation(container, stream))
 
     return run_with_budget(work, time_budget_s)

@@ -13,6 +13,10 @@ from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecErro
 DECODERS = ("auto", "pyav", "dali-cpu", "dali-gpu")
 # DALI's CPU video decoder handles only these (environment.md, checked again in tests).
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+# On CPU, "auto" prefers PyAV even for DALI's codecs: measured on 2 cores (benchmarks/RESULTS.md, Decoding),
+# DALI's CPU decoder took more CPU time and 3-4x the wall time of PyAV's sampled decode for the same frames.
+# Set to True to route VP8/VP9/MJPEG to DALI on CPU machines anyway.
+AUTO_PREFERS_DALI_CPU = False
 # NVDEC codecs DALI's "mixed" decoder accepts (DALI docs); unverified here, no GPU was lent.
 DALI_GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "mpeg4"})
 
@@ -35,8 +39,9 @@ def dali_available() -> bool:
     return True
 
 
-def choose(requested: str, codec: str, index: FrameIndex) -> str:
-    """The backend for this video. Explicit requests are honoured or refused with a typed error."""
+def choose(requested: str, codec: str, index: FrameIndex, want_cuda: bool = False) -> str:
+    """The backend for this video. Explicit requests are honoured or refused with a typed error.
+    `want_cuda`: the caller asked for frames on a CUDA device, so auto may use NVDEC (output stays there)."""
     if requested == "pyav":
         return "pyav"
     if requested == "dali-cpu":
@@ -56,9 +61,9 @@ def choose(requested: str, codec: str, index: FrameIndex) -> str:
     # whose numbering only the packet index gets right, stay on PyAV.
     regular = not index.vfr and not index.ordinal
     if regular and dali_available():
-        if torch.cuda.is_available() and codec in DALI_GPU_CODECS:
+        if want_cuda and torch.cuda.is_available() and codec in DALI_GPU_CODECS:
             return "dali-gpu"
-        if codec in DALI_CPU_CODECS:
+        if AUTO_PREFERS_DALI_CPU and codec in DALI_CPU_CODECS:
             return "dali-cpu"
     return "pyav"
 

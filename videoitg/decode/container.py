@@ -249,7 +249,7 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
                 keys.append(t)
             if len(pts) > limits.max_frames:
                 raise VideoTooLargeError(f"{name}: more than {limits.max_frames} frames (frame limit)")
-    except (av.error.InvalidDataError, av.error.EOFError, av.error.OSError) as e:
+    except av.error.FFmpegError as e:  # InvalidData, EOF, EIO, EAGAIN...: the readable part ends here
         if not pts:
             raise TruncatedVideoError(f"{name}: cannot read any video packet ({e.strerror})") from None
         # A damaged tail: keep what was indexed; sampled frames past the damage are reported missing later.

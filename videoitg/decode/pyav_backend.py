@@ -12,13 +12,14 @@ from collections.abc import Iterator
 
 import av
 import av.error
+import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import FrameIndex, check_frame_size
 from videoitg.decode.errors import TruncatedVideoError, UnsupportedCodecError
 from videoitg.decode.structs import DecodeLimits
-from videoitg.preprocess import normalize, resize_frame
+from videoitg.preprocess import MEAN, STD, resize_frame
 
 
 class _Frames:
@@ -29,16 +30,22 @@ class _Frames:
         self.container, self.stream, self.deadline, self.name = container, stream, deadline, name
         self.decode_errors = 0
         self.started = False
+        self.wanted: set[int] = set()  # pts still to deliver; other non-reference frames are skipped
+        self.skip_nonref = True
 
     def start(self, seek_pts: int | None) -> Iterator[av.VideoFrame]:
         """Frames from the keyframe at `seek_pts` (None: from the beginning of the stream)."""
-        if seek_pts is not None:
-            # backward=True: land on the keyframe at or before seek_pts (the index says it is a keyframe).
-            self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
-            self.stream.codec_context.flush_buffers()
-        elif self.started:
-            self.container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the very start
-            self.stream.codec_context.flush_buffers()
+        try:
+            if seek_pts is not None:
+                # backward=True: land on the keyframe at or before seek_pts (the index says it is a keyframe).
+                self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
+                self.stream.codec_context.flush_buffers()
+            elif self.started:
+                self.container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the very start
+                self.stream.codec_context.flush_buffers()
+        except av.error.FFmpegError as e:
+            raise TruncatedVideoError(f"{self.name}: cannot seek in the video ({e.strerror}); "
+                                      "the file is corrupt") from None
         self.started = True
         return self._iter()
 
@@ -47,32 +54,44 @@ class _Frames:
         try:
             for packet in self.container.demux(self.stream):
                 self.deadline.check("decoding")
+                if self.skip_nonref:
+                    # A frame nothing references and nobody sampled need not be decoded at all (B-frames of
+                    # typical H.264/HEVC encodes): FFmpeg drops it before any pixel work.
+                    cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in self.wanted else "NONREF"
                 try:
                     yield from cc.decode(packet if packet.size else None)
-                except av.error.InvalidDataError:
+                except av.error.DecoderNotFoundError:
+                    raise
+                except av.error.FFmpegError:  # InvalidData, EPERM, EINVAL...: a damaged packet
                     self.decode_errors += 1  # a damaged packet: its frame is reported missing if sampled
-        except (av.error.EOFError, av.error.OSError):
-            return
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodecError(f"{self.name}: no decoder for codec {cc.name} "
                                         f"({e.strerror})") from None
+        except av.error.FFmpegError:  # EOF, EIO, EAGAIN... from the demuxer: the end of what can be read
+            return
 
 
 def decode_sampled(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                    index: FrameIndex, frame_numbers: list[int], image_size: int, limits: DecodeLimits,
-                   deadline: Deadline, name: str, threads: int = 0) -> tuple[torch.Tensor, int]:
+                   deadline: Deadline, name: str, threads: int = 0,
+                   skip_nonref: bool = True) -> tuple[torch.Tensor, int]:
     """Decode `frame_numbers` (sorted, indices into `index.pts`). Returns ([T,3,S,S] float32, rotation)."""
-    stream.thread_type = "AUTO"  # frame + slice threads; set before the codec opens
-    stream.codec_context.thread_count = threads
+    if not stream.codec_context.is_open:  # frame + slice threads; only settable before the codec opens
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
     targets = [index.pts[i] for i in frame_numbers]
     out = torch.empty(len(targets), 3, image_size, image_size, dtype=torch.float32)
+    out_np = out.numpy()  # shared memory: frames are written in place, one at a time
     frames = _Frames(container, stream, deadline, name)
+    frames.wanted = set(targets)
+    frames.skip_nonref = not index.ordinal and skip_nonref
     rotation = None
     checked_size: tuple[int, int] | None = None
     missing: list[int] = []
     retried: set[int] = set()
     it: Iterator[av.VideoFrame] | None = None
     last: int | None = None  # pts of the last frame the decoder produced
+    sought: int | None = None  # keyframe of the last forward seek: seeking there again cannot get further
     ordinal_count = -1
     i = 0
     while i < len(targets):
@@ -81,8 +100,8 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
         if it is None:
             it = frames.start(None if key == index.pts[0] else key)
             last = None
-        elif not index.ordinal and last is not None and key is not None and key > last:
-            it, last = frames.start(key), None  # the sampled frame's GOP starts ahead: skip the gap
+        elif not index.ordinal and last is not None and key is not None and key > last and key != sought:
+            it, last, sought = frames.start(key), None, key  # the sampled frame's GOP starts ahead: skip the gap
         frame = next(it, None)
         if frame is None:  # end of stream with targets left
             if t not in retried:
@@ -115,11 +134,9 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
             checked_size = (frame.width, frame.height)
         if rotation is None:
             rotation = _rotation(frame)
-        small = resize_frame(frame.to_ndarray(format="rgb24"), image_size)
-        if not small.flags.writeable:  # a PIL-backed view; torch wants a writable buffer
-            small = small.copy()
-        out[i] = normalize(small[None])[0]
+        normalize_into(out_np[i], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
         # Duplicate timestamps map to one frame; fill every target with this pts.
+        frames.wanted.discard(t)
         i += 1
         while i < len(targets) and targets[i] == t:
             out[i] = out[i - 1]
@@ -131,6 +148,17 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
             f"(first: frame {first} of {index.total}; {frames.decode_errors} damaged packets); "
             "the file is truncated or corrupt")
     return out, rotation or 0
+
+
+_SCALE, _MEAN, _STD = np.float32(255.0), np.float32(MEAN), np.float32(STD)
+
+
+def normalize_into(dst: np.ndarray, rgb: np.ndarray) -> None:
+    """[S,S,3] uint8 -> dst [3,S,S] float32, the same float32 operations as `videoitg.preprocess.normalize`
+    ((x / 255 - mean) / std), done in numpy: per frame, torch's op dispatch and threads cost more than the math."""
+    np.divide(rgb.transpose(2, 0, 1), _SCALE, out=dst, dtype=np.float32)
+    np.subtract(dst, _MEAN, out=dst)
+    np.divide(dst, _STD, out=dst)
 
 
 def _earlier_key(index: FrameIndex, key: int | None) -> int | None:

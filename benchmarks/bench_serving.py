@@ -1,0 +1,165 @@
+"""Served vs in-process latency, cache hit vs cold, and perf_analyzer throughput at concurrency 1..N.
+
+    python benchmarks/bench_serving.py [--clips 8] [--reps 3] [--concurrency 1:4] [--json out.json]
+
+One tritonserver (CPU repository of the embedded tiny checkpoint) with two top-level models over the same steps:
+`videoitg` (feature cache on) and `videoitg_nocache` (cache off: every request decodes and encodes). Synthetic
+clips (the sample video's kind, distinct seeds) are the inputs.
+- Paired latency: per clip and repetition, interleaved so machine load hits every variant alike:
+  in-process full request (decode + vision + grounding) | served cold (`videoitg_nocache`) |
+  in-process grounding only (features in hand: what a cache hit leaves) | served cache hit (`videoitg`).
+- perf_analyzer (tritonclient 2.51 binary, gRPC, real video bytes as input data; loosened stability for 2 cores):
+  throughput and p50/p95 at each concurrency, for the cold and the cache-hit model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# Same OpenMP policy as the server's processes (videoitg.serving.binaries.server_env), set before torch loads:
+# on a loaded 2-core machine spin-waiting workers slow a tiny model's forward by an order of magnitude.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from videoitg.serving import binaries  # noqa: E402
+from videoitg.serving.repository import TOP, RepoSpec, build_repository, render  # noqa: E402
+
+NOCACHE = "videoitg_nocache"
+
+
+def build_bench_repository(out: Path) -> Path:
+    build_repository(RepoSpec(target="cpu"), out)
+    cfg = render(RepoSpec(target="cpu", cache_bytes=0))[f"{TOP}/config.pbtxt"]
+    (out / NOCACHE / "1").mkdir(parents=True, exist_ok=True)
+    (out / NOCACHE / "config.pbtxt").write_text(cfg.replace(f'name: "{TOP}"', f'name: "{NOCACHE}"'))
+    (out / NOCACHE / "1" / "model.py").write_text((out / TOP / "1" / "model.py").read_text())
+    return out
+
+
+def make_clips(folder: Path, n: int) -> list[bytes]:
+    from videoitg.synthetic import make_video
+
+    clips = []
+    for seed in range(n):
+        _, _, path = make_video(folder / f"clip{seed}.mp4", seed=1000 + seed, codec="h264")
+        clips.append(path.read_bytes())
+    return clips
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs) * 1e3
+
+
+def paired_latency(server, clips: list[bytes], reps: int) -> dict[str, float]:
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline import Scorer
+    from videoitg.serving.client import VideoITGClient
+
+    scorer = Scorer(default_checkpoint())
+    q1, q2 = "When is the red circle visible?", "When does the blue square move?"
+    cold = VideoITGClient(server.grpc_url, "grpc", model=NOCACHE)
+    hit = VideoITGClient(server.grpc_url, "grpc", model=TOP)
+    feats = [scorer.video_features(scorer.load_video(c)) for c in clips]
+    for c in clips:  # warm both paths; fills the cache of `videoitg`
+        scorer.score(c, q1), cold.infer(c, q1), hit.infer(c, q1)
+    t: dict[str, list[float]] = {k: [] for k in ("inproc_full", "served_cold", "inproc_grounding", "served_hit")}
+    for _ in tqdm(range(reps), desc="paired latency"):
+        for c, f in zip(clips, feats, strict=True):
+            s = time.perf_counter()
+            scorer.score(c, q2)
+            t["inproc_full"].append(time.perf_counter() - s)
+            s = time.perf_counter()
+            cold.infer(c, q2)
+            t["served_cold"].append(time.perf_counter() - s)
+            s = time.perf_counter()
+            scorer.score_visual([(f, q2)])
+            t["inproc_grounding"].append(time.perf_counter() - s)
+            s = time.perf_counter()
+            r = hit.infer(c, q2)
+            t["served_hit"].append(time.perf_counter() - s)
+            assert r.cache_hit
+    cold.close(), hit.close()
+    out = {f"{k}_p50_ms": round(p50(v), 2) for k, v in t.items()}
+    out["served_over_inproc_cold"] = round(out["served_cold_p50_ms"] / out["inproc_full_p50_ms"], 3)
+    out["served_over_inproc_hit"] = round(out["served_hit_p50_ms"] / out["inproc_grounding_p50_ms"], 3)
+    out["hit_over_cold_served"] = round(out["served_hit_p50_ms"] / out["served_cold_p50_ms"], 3)
+    out["samples_per_variant"] = len(t["inproc_full"])
+    return out
+
+
+def perf_analyzer(server, model: str, clips: list[bytes], concurrency: str, work: Path) -> list[dict]:
+    # BYTES input as b64: perf_analyzer takes it as the serialized tensor (4-byte length prefix + bytes).
+    data = {"data": [{"VIDEO": {"b64": base64.b64encode(struct.pack("<I", len(c)) + c).decode()},
+                      "INSTRUCTION": [f"When is the red circle visible? ({i})"]} for i, c in enumerate(clips)]}
+    (work / "input.json").write_text(json.dumps(data))
+    rows = []
+    lo, hi = (int(x) for x in concurrency.split(":"))
+    for c in range(lo, hi + 1):
+        # On a shared 2-core machine a window is often unstable: loosen step by step, and record what was used.
+        for stability in (50, 100):
+            csv_path = work / f"{model}-{c}.csv"
+            cmd = [str(binaries.find_perf_analyzer()), "-m", model, "-u", server.grpc_url, "-i", "grpc",
+                   "--input-data", str(work / "input.json"), "--concurrency-range", f"{c}:{c}",
+                   "--measurement-interval", "4000", "--stability-percentage", str(stability), "--max-trials", "8",
+                   "--percentile", "50", "-f", str(csv_path)]
+            r = subprocess.run(cmd, env=binaries.perf_analyzer_env(), capture_output=True, text=True, timeout=900)
+            if r.returncode == 0 and csv_path.exists():
+                break
+        else:
+            rows.append({"concurrency": c, "error": (r.stdout + r.stderr)[-500:]})
+            continue
+        for row in csv.DictReader(csv_path.open()):
+            rows.append({"concurrency": int(row["Concurrency"]), "stability_pct": stability,
+                         "infer_per_s": round(float(row["Inferences/Second"]), 2),
+                         "p50_ms": round(int(row["p50 latency"]) / 1e3, 2),
+                         "p95_ms": round(int(row["p95 latency"]) / 1e3, 2)})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--concurrency", default="1:4")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    from videoitg.serving.server import TritonServer
+
+    result: dict = {"load_avg_before": os.getloadavg(), "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        tmp = Path(tmp)
+        clips = make_clips(tmp, args.clips)
+        result["clip_bytes_mean"] = int(statistics.mean(len(c) for c in clips))
+        repo = build_bench_repository(tmp / "repo")
+        t0 = time.perf_counter()
+        with TritonServer(repo, log_path=tmp / "server.log") as server:
+            result["server_start_s"] = round(time.perf_counter() - t0, 1)
+            result["paired"] = paired_latency(server, clips, args.reps)
+            print(json.dumps(result["paired"], indent=2), flush=True)
+            result["perf_analyzer"] = {}
+            for model in tqdm([NOCACHE, TOP], desc="perf_analyzer"):
+                result["perf_analyzer"][model] = perf_analyzer(server, model, clips, args.concurrency, tmp)
+    result["load_avg_after"] = os.getloadavg()
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

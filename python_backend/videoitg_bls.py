@@ -1,0 +1,196 @@
+"""`videoitg`: the top-level model (BLS). One request = one video + one instruction.
+
+    VIDEO bytes --sha256--> feature cache --hit--------------------------------------+
+                                         --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
+    -> selection (core GroundingResult: ranking, top-K chronological) -> outputs
+
+BLS rather than an ensemble because a cache hit must skip decode and the vision tower. Requests that arrive
+together (dynamic batching) are handled together: their misses decode and encode concurrently, identical videos
+are computed once, and their grounding calls reach `videoitg_grounding` at the same time so its dynamic batcher
+can run them as one padded batch. Every request gets its own response; a bad one gets its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from python_backend.common import (
+    RequestCounters,
+    bytes_tensor,
+    error,
+    input_error_names,
+    input_numpy,
+    response_tensor,
+    setup,
+)
+from videoitg.errors import VideoITGError
+from videoitg.outputs import GroundingResult
+from videoitg.pipeline import VideoFeatures
+from videoitg.serving.cache import FeatureCache, cache_key, video_digest
+from videoitg.serving.steps import (
+    Request,
+    feature_identity,
+    parse_request,
+    resolve_checkpoint,
+    result_outputs,
+    sampling_from,
+)
+
+NAME = "videoitg"  # default; the instance uses its own model name (benchmarks add variants)
+
+
+class StepError(VideoITGError):
+    """A step model answered with an error; its message already names the step and the cause."""
+
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        _, p = setup(args)
+        self.name = args.get("model_name", NAME)
+        self.sampling = sampling_from(p)
+        self.identity = feature_identity(resolve_checkpoint(p.get("checkpoint", "default")), p)
+        self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
+        self.default_top_k = int(p.get("default_top_k", 32))
+        self.decode_model = p.get("decode_model", "videoitg_decode")
+        self.vision_model = p.get("vision_model", "videoitg_vision")
+        self.grounding_model = p.get("grounding_model", "videoitg_grounding")
+        self.decode_backend = p.get("decode_backend", "python")
+        self._metrics()
+        self.counters = RequestCounters(self.name)
+        self.client_errors = input_error_names()
+
+    def _metrics(self) -> None:
+        # Custom metrics appear on Triton's /metrics endpoint next to nv_inference_request_success/failure.
+        # The families must outlive their metrics, so both are kept on the model.
+        fam = pb_utils.MetricFamily
+        self.families = [
+            fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER),
+            fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER),
+            fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache", fam.GAUGE),
+        ]
+        self.m_hit, self.m_miss, self.m_bytes = (f.Metric({"model": self.name}) for f in self.families)
+
+    def finalize(self):
+        # Metrics before their families, explicitly: interpreter teardown order is arbitrary, and a family
+        # destroyed before its metrics crashes the stub on exit.
+        self.counters.close()
+        del self.m_hit, self.m_miss, self.m_bytes
+        del self.families
+
+    async def execute(self, requests):
+        responses: list = [None] * len(requests)
+        parsed: dict[int, tuple[Request, str]] = {}
+        for i, r in enumerate(requests):
+            try:
+                req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
+                                    input_numpy(r, "TOP_K"), input_numpy(r, "DOC_ID"), self.default_top_k)
+                key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
+                parsed[i] = (req, key)
+            except Exception as e:
+                responses[i] = error(e, self.name)
+
+        feats: dict[str, VideoFeatures | BaseException] = {}
+        hit: dict[int, bool] = {}
+        todo: dict[str, bytes] = {}
+        for i, (req, key) in parsed.items():
+            if key in feats or key in todo:
+                hit[i] = False  # same video twice in this batch: computed once
+                continue
+            f = self.cache.get(key)
+            hit[i] = f is not None
+            (self.m_hit if hit[i] else self.m_miss).increment(1)
+            if f is not None:
+                feats[key] = f
+            else:
+                todo[key] = req.video
+        computed = await asyncio.gather(*(self._visual(v) for v in todo.values()), return_exceptions=True)
+        for key, f in zip(todo, computed, strict=True):
+            feats[key] = f
+            if not isinstance(f, BaseException):
+                self.cache.put(key, f)
+        self.m_bytes.set(self.cache.stats.bytes)
+
+        ok = [(i, req, feats[key]) for i, (req, key) in parsed.items()]
+        logits = await asyncio.gather(
+            *(self._ground(f, req.instruction) for _, req, f in ok if not isinstance(f, BaseException)),
+            return_exceptions=True,
+        )
+        it = iter(logits)
+        for i, req, f in ok:
+            res = f if isinstance(f, BaseException) else next(it)
+            if isinstance(res, BaseException):
+                responses[i] = self._error(res)
+                continue
+            result = GroundingResult(res.tolist(), f.frame_indices, f.timestamps, req.instruction)
+            responses[i] = self._respond(result, req, hit[i])
+        return self.counters.count(responses)
+
+    async def _call(self, model: str, inputs: list, outputs: list[str]):
+        resp = await pb_utils.InferenceRequest(
+            model_name=model, inputs=inputs, requested_output_names=outputs
+        ).async_exec()
+        if resp.has_error():
+            raise StepError(resp.error().message())
+        return resp
+
+    async def _visual(self, video: bytes) -> VideoFeatures:
+        if self.decode_backend == "dali":
+            return await self._visual_dali(video)
+        dec = await self._call(self.decode_model, [bytes_tensor("VIDEO", [video])],
+                               ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
+        pixels = pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")
+        vis = await self._call(self.vision_model, [pixels], ["FEATURES"])
+        # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
+        visual = response_tensor(vis, "FEATURES").clone()
+        return VideoFeatures(visual, pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().tolist(),
+                             pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().tolist())
+
+    async def _visual_dali(self, video: bytes) -> VideoFeatures:
+        """GPU deployments. UNVERIFIED (no GPU tritonserver with the DALI backend here): the container header gives
+        the frame count and rate, the sampling rule picks the frame numbers, DALI decodes just those on the GPU,
+        and the frames reach the vision model by DLPack without leaving the device."""
+        from torch.utils.dlpack import to_dlpack
+
+        from videoitg.decode import probe_video
+        from videoitg.sampling import frame_timestamps, sample_frame_indices
+
+        info = probe_video(video, count_frames=True)  # the packet count decode_video uses, not the header's
+        idx = sample_frame_indices(info.total_frames, info.fps, self.sampling)
+        data = np.frombuffer(video, dtype=np.uint8)[None]
+        dec = await self._call(self.decode_model, [pb_utils.Tensor("VIDEO", data),
+                                                   pb_utils.Tensor("FRAMES", np.asarray([idx], dtype=np.int32))],
+                               ["PIXEL_VALUES"])
+        pixels = response_tensor(dec, "PIXEL_VALUES")[0]  # drop DALI's batch axis, still on the device
+        vis = await self._call(self.vision_model, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
+                               ["FEATURES"])
+        return VideoFeatures(response_tensor(vis, "FEATURES").clone(), idx, frame_timestamps(idx, info.fps))
+
+    async def _ground(self, f: VideoFeatures, instruction: str) -> np.ndarray:
+        from torch.utils.dlpack import to_dlpack
+
+        inputs = [pb_utils.Tensor.from_dlpack("FEATURES", to_dlpack(f.visual[None].contiguous())),
+                  bytes_tensor("INSTRUCTION", [instruction], (1, 1))]
+        resp = await self._call(self.grounding_model, inputs, ["LOGITS"])
+        return response_tensor(resp, "LOGITS").reshape(-1).float().cpu().numpy()
+
+    def _error(self, e: BaseException):
+        if not isinstance(e, StepError):
+            return error(e, self.name)
+        # A BLS response does not carry the step's error code through (2.51 reports INTERNAL), but the step's
+        # message names the error class: the client's fault (400) when it is one of our InputError classes.
+        m = re.match(r"^\w+: (\w+): ", str(e))
+        client = m is not None and m.group(1) in self.client_errors
+        code = pb_utils.TritonError.INVALID_ARG if client else pb_utils.TritonError.INTERNAL
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), code))
+
+    @staticmethod
+    def _respond(result: GroundingResult, req: Request, cache_hit: bool):
+        out = {k: v[None] for k, v in result_outputs(result, req.top_k).items()}  # add the batch axis
+        out["DOC_ID"] = np.array([[req.doc_id if req.doc_id is not None else -1]], dtype=np.int64)
+        out["CACHE_HIT"] = np.array([[cache_hit]], dtype=bool)
+        return pb_utils.InferenceResponse([pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in out.items()])

@@ -1,0 +1,196 @@
+"""Batch scoring without Ray: manifest checks, row ids, grouping, atomic shards, resume/merge, and the per-unit
+scoring loop with the real tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.test_batch_media import INSTRUCTIONS, make_clip, make_manifest
+from videoitg.batch.backends import BackendSpec, score_unit
+from videoitg.batch.grouping import make_units
+from videoitg.batch.manifest import load_manifest
+from videoitg.batch.store import OutputStore, atomic_write_lines
+from videoitg.errors import InputError, VideoDecodeError
+
+
+# ---- manifest ----------------------------------------------------------------------------------------------------
+def test_manifest_accepts_good_rows_and_rejects_every_bad_kind(tmp_path):
+    path, good, bad = make_manifest(tmp_path, videos=3, per_video=2)
+    m = load_manifest(path)
+    assert sorted(r.doc_id for r in m.rows) == sorted([g["doc_id"] for g in good] + [900, 901])
+    assert all(r.video.startswith(str((tmp_path / "data").resolve())) for r in m.rows)
+    reasons = {r.row_id: r.reason for r in m.rejected}
+    assert "outside the allowed roots" in reasons["902"]  # ../ escape
+    assert "outside the allowed roots" in reasons["903"]  # symlink escape
+    assert "outside the allowed roots" in reasons["904"]  # absolute path elsewhere
+    assert "instruction" in reasons["905"]
+    assert any(r.row_id is None and "not valid JSON" in r.reason for r in m.rejected)
+    assert m.videos == 4  # 3 good + the corrupt one (it is a file under the root: decode finds out)
+
+
+def test_allow_root_widens_and_file_uris(tmp_path):
+    path, _, _ = make_manifest(tmp_path, videos=1, per_video=1)
+    secret = (tmp_path / "outside" / "secret.mp4").resolve()
+    m = load_manifest(path, [tmp_path / "data", tmp_path / "outside"])
+    assert "904" in {r.row_id for r in m.rows}  # now allowed
+    p2 = tmp_path / "data" / "uris.jsonl"
+    p2.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "video": f"file://{secret}", "instruction": "q"},
+        {"id": "b", "video": f"file://evil.example.com{secret}", "instruction": "q"},
+        {"id": "c", "video": "https://example.com/v.mp4", "instruction": "q"},
+        {"id": "d", "video": "vids/missing.mp4", "instruction": "q"},
+        {"id": "e", "video": "vids", "instruction": "q"},
+    ]) + "\n")
+    m = load_manifest(p2, [tmp_path / "outside", tmp_path / "data"])
+    assert [r.row_id for r in m.rows] == ["a"] and m.rows[0].video == str(secret)
+    reasons = {r.row_id: r.reason for r in m.rejected}
+    assert "host" in reasons["b"] and "scheme" in reasons["c"]
+    assert "does not exist" in reasons["d"] and "regular file" in reasons["e"]
+    with pytest.raises(InputError, match="not an existing directory"):
+        load_manifest(p2, [tmp_path / "nope"])
+
+
+def test_row_ids_explicit_doc_id_content_and_duplicates(tmp_path):
+    d = tmp_path
+    make_clip(d / "v.mp4", 0)
+    rows = [
+        {"video": "v.mp4", "instruction": "a", "id": "x1", "doc_id": 7},
+        {"video": "v.mp4", "instruction": "b", "doc_id": 7},
+        {"video": "v.mp4", "instruction": "c", "doc_id": 7},  # duplicate id 7
+        {"video": "v.mp4", "instruction": "d"},
+        {"video": "v.mp4", "instruction": "d"},  # same content: second gets #2
+    ]
+    p = d / "m.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows))
+    m = load_manifest(p)
+    ids = [r.row_id for r in m.rows]
+    assert ids[:2] == ["x1", "7"] and ids[2].startswith("c-") and ids[3] == ids[2] + "#2"
+    assert [r.reason for r in m.rejected] == ["duplicate row id '7'"]
+    # Content ids do not move when rows are inserted before them: resume stays keyed correctly.
+    p.write_text("\n".join(json.dumps(r) for r in [{"video": "v.mp4", "instruction": "new"}] + rows))
+    assert [r.row_id for r in load_manifest(p).rows][-2:] == ids[2:]
+
+
+def test_csv_manifest(tmp_path):
+    make_clip(tmp_path / "v.mp4", 0)
+    p = tmp_path / "m.csv"
+    p.write_text('video,instruction,doc_id,task\nv.mp4,"when, exactly?",12,videomme\nv.mp4,,13,x\n')
+    m = load_manifest(p)
+    assert len(m.rows) == 1
+    r = m.rows[0]
+    assert (r.row_id, r.doc_id, r.instruction, r.extra) == ("12", 12, "when, exactly?", {"task": "videomme"})
+    assert "instruction" in m.rejected[0].reason
+    bad = tmp_path / "m.txt"
+    bad.write_text("x")
+    with pytest.raises(InputError, match="unknown format"):
+        load_manifest(bad)
+
+
+# ---- grouping ----------------------------------------------------------------------------------------------------
+def test_units_group_by_video_and_split_large_groups(tmp_path):
+    path, _, _ = make_manifest(tmp_path, videos=3, per_video=5)
+    rows = load_manifest(path).rows
+    units = make_units(rows, group=True, max_group_rows=3)
+    assert all(len({r.video for r in u}) == 1 and len(u) <= 3 for u in units)
+    assert sorted(r.row_id for u in units for r in u) == sorted(r.row_id for r in rows)
+    assert len(units) == 3 * 2 + 1  # 5 (v1: 6 with the long row) -> 2 units per video; the corrupt video: 1
+    assert all(len(u) == 1 for u in make_units(rows, group=False))
+
+
+# ---- store -------------------------------------------------------------------------------------------------------
+def test_atomic_write_leaves_no_temp_and_replaces(tmp_path):
+    p = tmp_path / "f.jsonl"
+    atomic_write_lines(p, ["a", "b"])
+    atomic_write_lines(p, ["c"])
+    assert p.read_text() == "c\n" and os.listdir(tmp_path) == ["f.jsonl"]
+
+
+def test_resume_state_merge_and_dedupe(tmp_path):
+    fp = {"backend": "inprocess", "checkpoint": "abc"}
+    s = OutputStore(tmp_path, fp)
+    rec = lambda rid, v: {"row_id": rid, "index": [v]}
+    s.write_shard([rec("a", 1), rec("b", 1)], [{"row_id": "c", "reason": "bad video"}])
+    s.write_shard([rec("a", 2)], [{"row_id": "b", "reason": "late failure"}])  # a duplicated, b ok and failed
+    # A dead session's temp file holds rows that were never renamed in: they are not done.
+    (s.shard_dir / ".x.results.jsonl.tmp-999999").write_text(json.dumps(rec("d", 1)) + "\n")
+    s.close()
+    s = OutputStore(tmp_path, fp)  # the rerun
+    st = s.scan()
+    assert st.ok == {"a", "b"} and st.failed == {"c", "b"}
+    assert st.done(retry_errors=False) == {"a", "b", "c"} and st.done(retry_errors=True) == {"a", "b"}
+    merged = s.merge(["d", "c", "b", "a", "z"], [{"row_id": "line-9", "reason": "not JSON"}])
+    assert merged == {"results": 2, "errors": 2, "duplicates_dropped": 1, "missing": 2}
+    res = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["row_id"], r["index"]) for r in res] == [("b", [1]), ("a", [1])]  # manifest order, first wins
+    errs = [json.loads(x)["row_id"] for x in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    assert errs == ["c", "line-9"]  # b succeeded, so its error is not reported
+
+
+def test_store_refuses_a_different_configuration(tmp_path):
+    OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 8}).close()
+    with pytest.raises(InputError, match="num_frames: 8 -> 16"):
+        OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 16})
+    OutputStore(tmp_path, {"checkpoint": "abc", "num_frames": 16}, force=True).close()
+
+
+def _decode_error_names() -> set[str]:
+    import videoitg.decode  # noqa: F401 -- registers the decoder's VideoDecodeError subclasses
+
+    names, todo = set(), [VideoDecodeError]
+    while todo:
+        c = todo.pop()
+        names.add(c.__name__)
+        todo += c.__subclasses__()
+    return names
+
+
+def test_one_driver_per_output_directory(tmp_path):
+    first = OutputStore(tmp_path, {"a": 1})
+    with pytest.raises(InputError, match="another batch run"):
+        OutputStore(tmp_path, {"a": 1})
+    first.close()
+    OutputStore(tmp_path, {"a": 1}).close()
+
+
+def test_triton_backend_needs_an_endpoint():
+    from videoitg.batch.backends import make_backend
+
+    with pytest.raises(InputError, match="server"):
+        make_backend(BackendSpec(kind="triton", servers=()))
+    with pytest.raises(InputError, match="factory"):
+        make_backend(BackendSpec(kind="factory", factory="no-colon"))
+
+
+# ---- the per-unit loop with the real model -----------------------------------------------------------------------
+def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
+    from videoitg.batch.engine_backend import InProcessBackend
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline import Scorer
+    from videoitg.sampling import SamplingParams
+
+    torch.set_num_threads(1)
+    path, _, _ = make_manifest(tmp_path, videos=2, per_video=3)
+    rows = load_manifest(path).rows
+    spec = BackendSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
+    backend = InProcessBackend(spec)
+    good = [r for r in rows if r.video.endswith("v0.mp4")]
+    long_row = next(r for r in rows if r.row_id == "901")
+    long_row = type(long_row)(long_row.row_id, long_row.line, good[0].video, long_row.instruction)
+    out = score_unit(backend, [good[0], long_row, *good[1:]])
+    assert [o.ok for o in out] == [True, False, True, True]
+    assert [o.cache_hit for o in out] == [False, True, True, True]
+    assert out[1].record["stage"] == "score" and "tokens" in out[1].record["reason"]
+    ref = Scorer(default_checkpoint(), sampling=SamplingParams(num_frames=8, target_fps=4.0))
+    for o, r in zip([out[0], *out[2:]], good, strict=True):
+        want = ref.score(r.video, r.instruction).to_record(doc_id=r.doc_id, video_path=r.video, top_k=3)
+        assert o.record["row_id"] == r.row_id
+        assert {k: o.record[k] for k in want} == want
+    corrupt = next(r for r in rows if r.row_id == "900")
+    bad = score_unit(backend, [corrupt, corrupt])
+    assert [o.ok for o in bad] == [False, False]
+    assert bad[0].record["stage"] == "video" and bad[0].record["error_type"] in _decode_error_names()
+    assert bad[0].record["row"]["instruction"] == INSTRUCTIONS[0]

@@ -1,0 +1,71 @@
+"""Helpers (no tests) shared by the batch tests: tiny real clips and a manifest with good and bad rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+
+INSTRUCTIONS = [
+    "when is the red circle visible?", "when does the square move left?", "which frames matter for this video?",
+    "find the moment the blue star moves up.", "when does the green triangle appear and when does it vanish?",
+]
+CLIP_FRAMES, CLIP_FPS = 24, 4
+# Sampling used by every batch test: 4 fps candidates of a 24-frame 4 fps clip, 8 kept.
+SAMPLING_ARGS = ["--num-frames", "8", "--target-fps", "4"]
+
+
+def make_clip(path: Path, seed: int, frames: int = CLIP_FRAMES, fps: int = CLIP_FPS) -> Path:
+    """A small MPEG-4 clip with a moving coloured box (different per seed, so scores differ per video)."""
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(40, 255, 3)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            a = np.zeros((48, 64, 3), np.uint8)
+            x = (i * 3 + seed * 7) % 48
+            a[12:32, x:x + 16] = colour
+            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def make_manifest(root: Path, videos: int = 8, per_video: int = 5) -> tuple[Path, list[dict], dict[str, str]]:
+    """`root/data/manifest.jsonl` with videos x per_video good rows and bad rows of every kind.
+
+    Returns (manifest path, good rows as written, {bad row id: expected error stage}).
+    """
+    data = root / "data"
+    (data / "vids").mkdir(parents=True)
+    outside = root / "outside"
+    outside.mkdir()
+    make_clip(outside / "secret.mp4", 99)
+    (data / "vids" / "escape.mp4").symlink_to(outside / "secret.mp4")  # a symlink out of the root
+    (data / "vids" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
+    good: list[dict] = []
+    for v in range(videos):
+        make_clip(data / "vids" / f"v{v}.mp4", v)
+        for q in range(per_video):
+            good.append({"video": f"vids/v{v}.mp4", "instruction": INSTRUCTIONS[q % len(INSTRUCTIONS)],
+                         "doc_id": v * per_video + q})
+    bad = [
+        ({"video": "vids/corrupt.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 900}, "900", "video"),
+        ({"video": "vids/v1.mp4", "instruction": "over " * 3000, "doc_id": 901}, "901", "score"),
+        ({"video": "../outside/secret.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 902}, "902", "manifest"),
+        ({"video": "vids/escape.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 903}, "903", "manifest"),
+        ({"video": str(outside / "secret.mp4"), "instruction": INSTRUCTIONS[0], "doc_id": 904}, "904", "manifest"),
+        ({"video": "vids/v2.mp4", "doc_id": 905}, "905", "manifest"),
+    ]
+    lines = [json.dumps(r) for r in good]
+    # Interleave the bad rows so they land in the middle of units and shards.
+    for k, (rec, _, _) in enumerate(bad):
+        lines.insert(3 + 6 * k, json.dumps(rec))
+    lines.insert(20, "{not json")
+    path = data / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path, good, {rid: stage for _, rid, stage in bad}

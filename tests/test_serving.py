@@ -1,0 +1,277 @@
+"""The real tritonserver (CPU, python backend) serving the embedded tiny checkpoint on free loopback ports.
+
+One server for the whole module (starting it costs most of this file's time). Served outputs are compared with
+the in-process `Scorer` on the same video bytes and instruction.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+from videoitg.serving import binaries  # noqa: E402
+from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
+from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
+from videoitg.serving.server import ServerOptions, TritonServer, free_port, metric_value  # noqa: E402
+
+pytestmark = pytest.mark.server
+TOL = 1e-5
+
+try:
+    binaries.find_tritonserver()
+except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
+    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+
+
+def make_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int = 64) -> bytes:
+    """A short random-content clip (mpeg4), distinct per seed: fresh cache keys for the cache tests."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mpeg4", rate=fps)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        for _ in range(seconds * fps):
+            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline import Scorer
+
+    return Scorer(default_checkpoint())
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from videoitg.defaults import sample_video
+
+    path, instruction = sample_video()
+    return path, path.read_bytes(), instruction
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
+    log = tmp_path_factory.mktemp("log") / "tritonserver.log"
+    srv = TritonServer(repo, ServerOptions(), log_path=log)
+    srv.start(timeout_s=240)
+    yield srv
+    code = srv.stop()
+    assert code == 0, f"tritonserver did not exit cleanly ({code}):\n{srv.log_tail()}"
+
+
+@pytest.fixture(scope="module")
+def clients(server):
+    with VideoITGClient(server.grpc_url, "grpc") as g, VideoITGClient(server.http_url, "http") as h:
+        yield {"grpc": g, "http": h}
+
+
+def assert_same(served, ref) -> None:
+    diff = np.abs(np.asarray(served.logits) - np.asarray(ref.logits)).max()
+    assert diff <= TOL, f"served logits differ from in-process by {diff}"
+    assert served.frame_indices == ref.frame_indices
+    assert served.timestamps == ref.timestamps
+    assert served.ranked_frame_indices == ref.ranked_frame_indices
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
+    path, data, instruction = sample
+    ref = scorer.score(data, instruction)
+    out = clients[protocol].infer(path, instruction, top_k=5, doc_id=7)
+    assert_same(out.result, ref)
+    assert out.top_k_frames == ref.top_k_frames(5) and out.doc_id == 7
+    assert out.result.to_record(7, str(path), top_k=5) == ref.to_record(7, str(path), top_k=5)
+
+
+def test_score_command_through_the_server(server, scorer, sample, tmp_path, capsys) -> None:
+    """`videoitg score --server` writes the same results.jsonl record as the in-process path, and the plot."""
+    import json
+
+    from videoitg.cli import main
+
+    path, data, instruction = sample
+    out, png = tmp_path / "r.jsonl", tmp_path / "t.png"
+    assert main(["score", str(path), "-i", instruction, "--server", server.grpc_url, "--protocol", "grpc",
+                 "--top-k", "5", "--doc-id", "3", "--output", str(out), "--plot", str(png)]) == 0
+    assert "top-5 in chronological order" in capsys.readouterr().out
+    rec = json.loads(out.read_text())
+    want = scorer.score(data, instruction).to_record("3", str(path), top_k=5)
+    assert rec["index"] == want["index"] and rec["logits"] == want["logits"] and rec["top_k"] == want["top_k"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cache_hit_is_identical(clients, scorer, tmp_path) -> None:
+    data = make_clip(tmp_path / "fresh.mp4", seed=1)
+    c = clients["grpc"]
+    first = c.infer(data, "the first question")
+    second = c.infer(data, "a second, different question")
+    again = c.infer(data, "the first question")
+    assert (first.cache_hit, second.cache_hit, again.cache_hit) == (False, True, True)
+    assert again.result.logits == first.result.logits  # bit-identical: same features, same instruction
+    assert_same(second.result, scorer.score(data, "a second, different question"))
+
+
+def test_concurrent_clients_get_their_own_answers(server, scorer, sample, tmp_path) -> None:
+    _, data, instruction = sample
+    other = make_clip(tmp_path / "other.mp4", seed=2)
+    jobs = [(data if i % 2 else other, f"{instruction} variant {i}") for i in range(8)]
+    refs = [scorer.score(v, t) for v, t in jobs]
+
+    def call(i: int):
+        with VideoITGClient(server.grpc_url if i % 2 else server.http_url, "grpc" if i % 2 else "http") as c:
+            return c.score(*jobs[i])
+
+    with ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(call, range(8)))
+    for g, r in zip(got, refs, strict=True):
+        assert_same(g, r)
+    assert len({tuple(g.logits) for g in got}) == 8  # each answer belongs to its own instruction
+
+
+def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]]):
+    import tritonclient.grpc as grpc
+
+    c = grpc.InferenceServerClient(server.grpc_url)
+    ins = []
+    for name, (arr, dtype) in inputs.items():
+        t = grpc.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr)
+        ins.append(t)
+    try:
+        return c.infer("videoitg", ins)
+    finally:
+        c.close()
+
+
+BAD_REQUESTS = {
+    "missing input": ({"VIDEO": "ok"}, "INSTRUCTION"),
+    "wrong dtype": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[3]], np.int32), "INT32")}, "INSTRUCTION"),
+    "wrong shape": ({"VIDEO": (np.array([[b"a", b"b"]], object), "BYTES"), "INSTRUCTION": "ok"}, "VIDEO"),
+    "corrupt video": ({"VIDEO": (np.array([[b"\x00garbage" * 64]], object), "BYTES"), "INSTRUCTION": "ok"},
+                      "NotAVideoError"),
+    "empty video": ({"VIDEO": (np.array([[b""]], object), "BYTES"), "INSTRUCTION": "ok"}, "VIDEO is empty"),
+    "empty instruction": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[b"   "]], object), "BYTES")},
+                          "INSTRUCTION is empty"),
+    "over-long instruction": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[b"word " * 6000]], object), "BYTES")},
+                              "length budget"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_gets_clear_error_and_server_keeps_serving(case, server, clients, sample) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    path, data, instruction = sample
+    spec, expect = BAD_REQUESTS[case]
+    good = {"VIDEO": (np.array([[data]], object), "BYTES"),
+            "INSTRUCTION": (np.array([[instruction.encode()]], object), "BYTES")}
+    inputs = {k: (good[k] if v == "ok" else v) for k, v in spec.items()}
+    with pytest.raises(InferenceServerException, match=expect):
+        _raw_infer(server, inputs)
+    assert clients["grpc"].infer(path, instruction).result.logits  # the next request is served
+
+
+def test_bad_request_does_not_fail_its_batch_mates(server, scorer, sample) -> None:
+    path, data, instruction = sample
+    ref = scorer.score(data, instruction)
+
+    def call(i: int):
+        with VideoITGClient(server.grpc_url, "grpc") as c:
+            try:
+                return c.score(b"\x00not a video" * 32 if i % 2 else data, instruction)
+            except RemoteError as e:
+                return e
+
+    with ThreadPoolExecutor(6) as ex:
+        got = list(ex.map(call, range(6)))
+    for i, g in enumerate(got):
+        if i % 2:
+            assert isinstance(g, RemoteError) and "NotAVideoError" in str(g)
+            assert g.status == "StatusCode.INVALID_ARGUMENT"  # the client's fault, not a server error
+        else:
+            assert_same(g, ref)
+
+
+def test_metrics_count_successes_and_failures(server, clients, sample) -> None:
+    path, _, instruction = sample
+
+    def counts() -> tuple[float, float, float]:
+        m = server.metrics()
+        return (metric_value(m, "videoitg_requests", model="videoitg", outcome="success"),
+                metric_value(m, "videoitg_requests", model="videoitg", outcome="failure"),
+                metric_value(m, "nv_inference_request_success", model="videoitg"))
+
+    before = counts()
+    clients["http"].infer(path, instruction)
+    with pytest.raises(RemoteError, match="INSTRUCTION is empty"):
+        clients["http"].infer(path, " ")
+    after = counts()
+    assert after[0] - before[0] == 1 and after[1] - before[1] == 1
+    assert after[2] - before[2] == 2  # Triton's own counter: both reached the model
+    assert metric_value(server.metrics(), "videoitg_feature_cache_hits", model="videoitg") >= 1
+
+
+ECHO = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X")
+                .as_numpy() * 2)]) for r in requests]
+'''
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_command_stops_cleanly_on_signal(sig, tmp_path) -> None:
+    """`videoitg serve` on a one-model repository: ready, serves, and exits 0 on SIGINT/SIGTERM."""
+    import urllib.request
+
+    (tmp_path / "echo" / "1").mkdir(parents=True)
+    (tmp_path / "echo" / "1" / "model.py").write_text(ECHO)
+    (tmp_path / "echo" / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\ninput [{ name: "X" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
+        'output [{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }]\n')
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "videoitg", "serve", "--model-repository", str(tmp_path), "--http-port", ports[0],
+         "--grpc-port", ports[1], "--metrics-port", ports[2]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("ready:") or (not line and proc.poll() is not None):
+                break
+        assert any(x.startswith("ready:") for x in lines), "".join(lines)
+        body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
+        req = urllib.request.Request(f"http://127.0.0.1:{ports[0]}/v2/models/echo/infer", data=body)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert b"[3.0,4.0]" in r.read()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,31 @@
+"""The in-process backend: the core `Scorer` loaded once per Ray actor.
+
+`prepare` is the instruction-independent half (decode the sampled frames, SigLIP + projector), so a
+unit of N instructions on one video pays for it once and N times only for the LLM half.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from videoitg.batch.backends import BackendSpec
+from videoitg.batch.manifest import Row
+from videoitg.pipeline import Scorer, VideoFeatures
+from videoitg.sampling import SamplingParams
+
+
+class InProcessBackend:
+    def __init__(self, spec: BackendSpec) -> None:
+        sampling = SamplingParams(num_frames=spec.num_frames, target_fps=spec.target_fps, rule=spec.rule)  # type: ignore[arg-type]
+        self.scorer = Scorer(spec.checkpoint, device=spec.device, dtype=spec.dtype, sampling=sampling)
+        self.top_k = spec.top_k
+
+    def prepare(self, video: str) -> VideoFeatures:
+        return self.scorer.video_features(self.scorer.load_video(video))
+
+    def score(self, prepared: VideoFeatures, row: Row) -> dict[str, Any]:
+        result = self.scorer.score_visual([(prepared, row.instruction)], video=row.video)[0]
+        extra: dict[str, Any] = {"row_id": row.row_id}
+        if row.extra:
+            extra["extra"] = row.extra
+        return result.to_record(doc_id=row.doc_id, video_path=row.video, top_k=self.top_k, **extra)

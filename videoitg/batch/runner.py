@@ -1,0 +1,241 @@
+"""The batch driver: manifest -> units -> Ray Data actor pool -> atomic shards -> merged outputs.
+
+The driver owns all output: workers return records through Ray's object store and only the driver
+writes files. That keeps the output directory local to the driver (no shared file system needed on
+a cluster; only the videos must be reachable by the workers) and makes the exactly-once argument
+short: see `store.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from videoitg.batch.backends import BackendSpec, make_backend, score_unit
+from videoitg.batch.grouping import make_units
+from videoitg.batch.manifest import Manifest, Rejected, Row
+from videoitg.batch.ray_env import RayOptions, init_ray
+from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    out_dir: str
+    backend: BackendSpec
+    ray: RayOptions = field(default_factory=RayOptions)
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    group_by_video: bool = True
+    max_group_rows: int = 64
+    shard_rows: int = 256  # flush a shard after this many finished rows ...
+    flush_seconds: float = 10.0  # ... or this long after the oldest unflushed row
+    retry_errors: bool = False  # rerun rows that failed in an earlier session
+    force: bool = False  # accept an --out written with a different configuration
+    progress: bool = True
+
+
+class ScoreActor:
+    """One per worker (GPU or CPU slot): loads the model once, then scores units for its lifetime."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        if spec.kind == "inprocess":
+            import torch
+
+            torch.set_num_threads(max(1, spec.torch_threads))
+        self.backend = make_backend(spec)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"  # pids alone collide across cluster nodes
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        out: list[str] = []
+        for unit_json in batch["unit"]:
+            rows = [Row.from_json(r) for r in json.loads(unit_json)]
+            for o in score_unit(self.backend, rows):
+                out.append(json.dumps({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.worker,
+                                       "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record},
+                                      ensure_ascii=False))
+        return {"out": out}
+
+
+def fingerprint(opts: BatchOptions) -> dict[str, Any]:
+    """What must match for results from two sessions to belong in one output file."""
+    b = opts.backend
+    fp: dict[str, Any] = {"backend": b.kind, "num_frames": b.num_frames, "target_fps": b.target_fps,
+                          "rule": b.rule, "top_k": b.top_k, "dtype": b.dtype}
+    if b.kind == "inprocess" and b.checkpoint:
+        from videoitg.checkpoint import checkpoint_identity
+
+        fp["checkpoint"] = checkpoint_identity(b.checkpoint)  # contents, not path: moved weights still match
+    elif b.kind == "triton":
+        # Sampling and weights are the servers' configuration; the endpoints stand in for them.
+        fp = {"backend": b.kind, "servers": sorted(b.servers), "top_k": b.top_k}
+    elif b.kind == "factory":
+        fp["factory"] = b.factory
+    return fp
+
+
+def _rejected_record(r: Rejected) -> dict[str, Any]:
+    return {"row_id": r.row_id if r.row_id is not None else f"line-{r.line}", "line": r.line,
+            "stage": "manifest", "error_type": r.error_type, "reason": r.reason, "row": r.raw}
+
+
+class _Flusher:
+    """Buffers finished rows on the driver and writes them as atomic shards."""
+
+    def __init__(self, store: OutputStore, shard_rows: int, flush_seconds: float) -> None:
+        self.store, self.shard_rows, self.flush_seconds = store, shard_rows, flush_seconds
+        self.results: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.oldest: float | None = None
+
+    def add(self, ok: bool, record: dict[str, Any]) -> None:
+        (self.results if ok else self.errors).append(record)
+        if self.oldest is None:
+            self.oldest = time.monotonic()
+        if (len(self.results) + len(self.errors) >= self.shard_rows
+                or time.monotonic() - self.oldest >= self.flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.write_shard(self.results, self.errors)
+        self.results, self.errors, self.oldest = [], [], None
+
+
+@dataclass
+class _Tally:
+    """What the driver learns from the result stream."""
+
+    ok: int = 0
+    failed: int = 0
+    hits: int = 0
+    prepare_s: float = 0.0
+    score_s: float = 0.0
+    workers: set[str] = field(default_factory=set)
+    t_first: float | None = None  # first / last finished row: start-up (Ray + model load) vs steady rate
+    t_last: float | None = None
+
+    def add(self, msg: dict[str, Any]) -> None:
+        self.t_last = time.perf_counter()
+        if self.t_first is None:
+            self.t_first = self.t_last
+        self.ok += msg["ok"]
+        self.failed += not msg["ok"]
+        self.hits += msg["hit"]
+        self.prepare_s += msg.get("prepare_s", 0.0)
+        self.score_s += msg.get("score_s", 0.0)
+        self.workers.add(msg["worker"])
+
+
+def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
+    """Score every not-yet-finished row of `manifest`; returns the summary (also in summary.json)."""
+    store = OutputStore(opts.out_dir, fingerprint(opts), force=opts.force)
+    try:
+        return _run(manifest, opts, store)
+    finally:
+        store.close()
+
+
+def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    done = store.scan().done(opts.retry_errors)
+    todo = [r for r in manifest.rows if r.row_id not in done]
+    units = make_units(todo, opts.group_by_video, opts.max_group_rows)
+    summary: dict[str, Any] = {
+        "manifest": str(manifest.path), "out": str(store.dir), "session": store.session,
+        "rows_in_manifest": len(manifest.rows) + len(manifest.rejected),
+        "rows_rejected_by_manifest": len(manifest.rejected),
+        "rows_already_done": len(manifest.rows) - len(todo),
+        "rows_todo": len(todo), "units": len(units), "videos": len({r.video for r in todo}),
+        "workers": opts.workers, "group_by_video": opts.group_by_video,
+    }
+    tally = _Tally()
+    t_work = time.perf_counter()
+    if units:
+        flusher = _Flusher(store, opts.shard_rows, opts.flush_seconds)
+        bar = tqdm(total=len(todo), unit="row", desc="batch", disable=not opts.progress,
+                   dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+        try:
+            for line in _stream(units, opts):
+                msg = json.loads(line)
+                if tally.t_first is None:
+                    bar.reset()  # rate and ETA from the first result on, not from Ray start-up
+                tally.add(msg)
+                flusher.add(msg["ok"], msg["record"])
+                bar.update(1)
+                bar.set_postfix(ok=tally.ok, failed=tally.failed, refresh=False)
+        finally:
+            # Also on Ctrl-C / errors: what finished is kept, the rest is redone on resume.
+            flusher.flush()
+            bar.close()
+    t_end = time.perf_counter()
+    merged = store.merge([r.row_id for r in manifest.rows], [_rejected_record(r) for r in manifest.rejected])
+    scored = tally.ok + tally.failed
+    t_first, t_last = tally.t_first, tally.t_last
+    summary.update({
+        "rows_ok": tally.ok, "rows_failed": tally.failed, "cache_hits": tally.hits,
+        "cache_hit_rate": round(tally.hits / scored, 4) if scored else 0.0,
+        "workers_used": len(tally.workers),
+        "work_seconds": round(t_end - t_work, 3),
+        "startup_seconds": round(t_first - t_work, 3) if t_first is not None else None,
+        "rows_per_second": round(scored / (t_end - t_work), 3) if scored else 0.0,
+        # Rows after the first one, over the time after it: excludes Ray and model start-up.
+        "steady_rows_per_second": (round((scored - 1) / (t_last - t_first), 3)
+                                   if scored > 1 and t_last > t_first else None),
+        "wall_seconds": round(time.perf_counter() - t_start, 3),
+        # Worker seconds summed over all workers: where the time goes (decode + vision vs the LLM half).
+        "worker_seconds": {"prepare": round(tally.prepare_s, 3), "score": round(tally.score_s, 3)},
+        "merged": merged, "options": _jsonable(opts),
+    })
+    atomic_write_json(store.dir / SUMMARY, summary)
+    return summary
+
+
+def _jsonable(opts: BatchOptions) -> dict[str, Any]:
+    d = asdict(opts)
+    d["backend"]["servers"] = list(opts.backend.servers)
+    return d
+
+
+def _stream(units: list[list[Row]], opts: BatchOptions):
+    """Yield one JSON message per row as workers finish them (Ray Data streaming execution)."""
+    import ray.data
+
+    init_ray(_ray_resources(opts))
+    items = [{"unit": json.dumps([r.to_json() for r in u], ensure_ascii=False)} for u in units]
+    # One unit per block up to a cap: blocks are what Ray hands to actors, so small blocks balance load
+    # and bring results back early; the cap bounds per-block overhead for very large manifests.
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 2000))
+    ds = ds.map_batches(
+        ScoreActor,
+        fn_constructor_args=(opts.backend,),
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=opts.workers),
+        num_cpus=opts.cpus_per_worker,
+        num_gpus=opts.gpus_per_worker or None,
+    )
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        for line in batch["out"]:
+            yield str(line)
+
+
+def _ray_resources(opts: BatchOptions) -> RayOptions:
+    r = opts.ray
+    if r.address is not None or r.num_cpus is not None:
+        return r
+    # A private local Ray: exactly the slots the pool needs (plus what the machine has, if more).
+    need = int(np.ceil(opts.workers * opts.cpus_per_worker))
+    cpus = max(need, os.cpu_count() or 1)
+    gpus = int(np.ceil(opts.workers * opts.gpus_per_worker)) if opts.gpus_per_worker else r.num_gpus
+    return dataclasses.replace(r, num_cpus=cpus, num_gpus=gpus)

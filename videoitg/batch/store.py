@@ -1,0 +1,204 @@
+"""The output directory of a batch run: atomic shards, resume state, and the final merge.
+
+Layout of `--out DIR`:
+    run.json                    what produced these results (checked again on resume)
+    shards/<session>-<seq>.results.jsonl   finished rows, one downstream record per line
+    shards/<session>-<seq>.errors.jsonl    failed rows: the row, the reason, the error type
+    results.jsonl, errors.jsonl merged, deduplicated, manifest order (written when a run completes)
+    summary.json                counts and throughput of the last session
+
+Exactly once: a shard is written to a temp name, fsynced and renamed, so after a crash or `kill -9`
+a shard is either complete or absent. Resume reads the row ids of all complete shards and skips
+them; rows that were in flight (or buffered in a dead driver) are simply scored again. A row can
+still land in two shards (e.g. Ray retried a task whose result had already been written), so the
+merge keeps the first record per row id, preferring a success over an error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from videoitg.errors import InputError
+
+SHARD_DIR = "shards"
+RESULTS = "results.jsonl"
+ERRORS = "errors.jsonl"
+RUN_INFO = "run.json"
+SUMMARY = "summary.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
+    """Write `lines` (each without newline) to `path` via temp file + fsync + rename. Returns the count."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return n
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_lines(path, [json.dumps(obj, indent=2, sort_keys=True)])
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    with open(path, encoding="utf-8") as f:
+        for text in f:
+            text = text.rstrip("\n")
+            if not text:
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError:
+                # Cannot happen for renamed shards; tolerate hand-edited files: the row is redone.
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("row_id"), str):
+                yield rec, text
+
+
+@dataclass
+class ResumeState:
+    ok: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    shards: int = 0
+
+    def done(self, retry_errors: bool) -> set[str]:
+        return set(self.ok) if retry_errors else self.ok | self.failed
+
+
+class OutputStore:
+    def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], force: bool = False) -> None:
+        self.dir = Path(out_dir)
+        self.shard_dir = self.dir / SHARD_DIR
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self._check_fingerprint(fingerprint, force)
+        except BaseException:
+            self.close()
+            raise
+        # A random part: two sessions of one process in one second must not share shard names (os.replace would
+        # silently overwrite the earlier session's shards).
+        self.session = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._seq = 0
+        self._clean_stale_temps()
+
+    def _lock(self) -> None:
+        """One driver per output directory: two would both score the rows neither has finished. The kernel
+        drops the lock when the holder dies, even by kill -9, so a crashed run never blocks its rerun."""
+        self._lock_file = open(self.dir / ".lock", "w")  # noqa: SIM115 -- held for the store's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise InputError(f"another batch run is writing to {self.dir}") from None
+
+    def close(self) -> None:
+        self._lock_file.close()
+
+    def _check_fingerprint(self, fingerprint: dict[str, Any], force: bool) -> None:
+        """Mixing results of different checkpoints or sampling settings in one file would be silent garbage."""
+        info_path = self.dir / RUN_INFO
+        if info_path.exists() and not force:
+            old = json.loads(info_path.read_text())
+            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            if diff:
+                details = ", ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in diff)
+                raise InputError(
+                    f"{self.dir} holds results of a different run configuration ({details}); "
+                    "use another --out, or --force to mix them"
+                )
+        atomic_write_json(info_path, fingerprint)
+
+    def _clean_stale_temps(self) -> None:
+        # Temp files are never read, so removing them is only tidying; skip ones a live process owns.
+        for p in self.shard_dir.glob(".*.tmp-*"):
+            try:
+                pid = int(p.name.rsplit("-", 1)[1])
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError):
+                p.unlink(missing_ok=True)
+            except PermissionError:
+                pass
+
+    def shard_paths(self, kind: str) -> list[Path]:
+        return sorted(self.shard_dir.glob(f"*.{kind}.jsonl"))
+
+    def scan(self) -> ResumeState:
+        st = ResumeState()
+        for p in self.shard_paths("results"):
+            st.shards += 1
+            st.ok.update(rec["row_id"] for rec, _ in _read_jsonl(p))
+        for p in self.shard_paths("errors"):
+            st.shards += 1
+            st.failed.update(rec["row_id"] for rec, _ in _read_jsonl(p))
+        return st
+
+    def write_shard(self, results: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
+        """One flush: a results shard and/or an errors shard, each atomic on its own (each marks only its rows)."""
+        if not results and not errors:
+            return
+        self._seq += 1
+        stem = f"{self.session}-{self._seq:05d}"
+        if results:
+            atomic_write_lines(self.shard_dir / f"{stem}.results.jsonl",
+                               (json.dumps(r, ensure_ascii=False) for r in results))
+        if errors:
+            atomic_write_lines(self.shard_dir / f"{stem}.errors.jsonl",
+                               (json.dumps(r, ensure_ascii=False) for r in errors))
+
+    def merge(self, order: list[str], rejected: list[dict[str, Any]]) -> dict[str, int]:
+        """Write results.jsonl / errors.jsonl: one line per row id of the current manifest, manifest order.
+
+        Keeps each record's original text (no re-serialisation), the first per row id.
+        """
+        wanted = set(order)
+        ok: dict[str, str] = {}
+        dup = 0
+        for p in self.shard_paths("results"):
+            for rec, text in _read_jsonl(p):
+                rid = rec["row_id"]
+                if rid not in wanted:
+                    continue
+                if rid in ok:
+                    dup += 1
+                    continue
+                ok[rid] = text
+        err: dict[str, str] = {}
+        for p in self.shard_paths("errors"):
+            for rec, text in _read_jsonl(p):
+                rid = rec["row_id"]
+                if rid in wanted and rid not in ok and rid not in err:
+                    err[rid] = text
+        n_ok = atomic_write_lines(self.dir / RESULTS, (ok[r] for r in order if r in ok))
+        rej_lines = [json.dumps(r, ensure_ascii=False) for r in rejected]
+        n_err = atomic_write_lines(self.dir / ERRORS, [err[r] for r in order if r in err] + rej_lines)
+        return {"results": n_ok, "errors": n_err, "duplicates_dropped": dup,
+                "missing": len(wanted) - len(ok) - len(err)}

@@ -1,0 +1,121 @@
+"""`videoitg batch MANIFEST --out DIR`: score many (video, instruction) rows on Ray Data, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from videoitg.errors import InputError
+
+HELP = "score a manifest of (video, instruction) rows on Ray Data; resumable, every row exactly once"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="JSONL or CSV: video (path or file:// URI), instruction, optional doc_id / id")
+    p.add_argument("--out", required=True, help="output directory (results.jsonl, errors.jsonl, shards/)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="score in-process with this checkpoint (default: the tiny one)")
+    src.add_argument("--server", action="append", metavar="HOST:PORT",
+                     help="score against Triton endpoint(s) instead (repeat for several)")
+    p.add_argument("--allow-root", action="append", metavar="DIR",
+                   help="videos must lie under one of these (default: the manifest's directory)")
+    p.add_argument("--workers", type=int, default=1, help="engine actors (one model each) or client actors")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (0: CPU)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPU slots per actor (torch threads)")
+    p.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests per Triton client actor")
+    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="Triton protocol for --server")
+    p.add_argument("--dtype", default=None, help="model dtype (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--num-frames", type=int, default=512, help="frames sampled per video")
+    p.add_argument("--target-fps", type=float, default=1.0, help="candidate frame rate before subsampling")
+    p.add_argument("--sampling-rule", choices=("eval", "train"), default="eval")
+    p.add_argument("--top-k", type=int, default=None, help="also store the top-K frames (chronological)")
+    p.add_argument("--no-group", action="store_true",
+                   help="do not group rows by video (each row decodes and encodes its video again)")
+    p.add_argument("--max-group-rows", type=int, default=64, help="split a video's rows into units of this size")
+    p.add_argument("--shard-rows", type=int, default=256, help="rows per output shard")
+    p.add_argument("--flush-seconds", type=float, default=10.0, help="write a shard at least this often")
+    p.add_argument("--retry-errors", action="store_true", help="rerun rows that failed in an earlier run")
+    p.add_argument("--force", action="store_true", help="reuse --out even if it was made with other settings")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); default: local Ray")
+    p.add_argument("--ship-code", action="store_true", help="send this checkout to the cluster (runtime_env)")
+    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1) on a local run")
+    p.add_argument("--object-store-mb", type=int, default=512, help="object store size of a local Ray")
+    p.add_argument("--wait-for-workers-s", type=int, default=600,
+                   help="fail if the worker pool has not started (models loaded) within this time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.manifest import load_manifest
+    from videoitg.batch.ray_env import RayOptions
+    from videoitg.batch.runner import BatchOptions, run_batch
+    from videoitg.batch.triton_backend import ServerUnavailableError
+
+    if args.workers < 1:
+        raise InputError("--workers must be >= 1")
+    manifest_path = Path(args.manifest)
+    manifest = load_manifest(manifest_path, args.allow_root)
+    on_gpu = args.gpus_per_worker > 0
+    if args.server:
+        spec = BackendSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
+                           num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
+                           top_k=args.top_k, dtype=args.dtype or "server", extra={"protocol": args.protocol})
+    else:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            from videoitg.defaults import default_checkpoint
+
+            checkpoint = str(default_checkpoint())
+        if not Path(checkpoint).is_dir():
+            raise InputError(f"checkpoint directory {checkpoint} does not exist")
+        spec = BackendSpec(kind="inprocess", checkpoint=str(Path(checkpoint).resolve()),
+                           device="cuda" if on_gpu else "cpu",
+                           dtype=args.dtype or ("float16" if on_gpu else "float32"),
+                           num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
+                           top_k=args.top_k, torch_threads=max(1, int(args.cpus_per_worker)))
+    opts = BatchOptions(
+        out_dir=args.out, backend=spec,
+        ray=RayOptions(address=args.ray_address, dashboard=args.dashboard, object_store_mb=args.object_store_mb,
+                       ship_code=args.ship_code, wait_for_workers_s=args.wait_for_workers_s),
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        group_by_video=not args.no_group, max_group_rows=args.max_group_rows, shard_rows=args.shard_rows,
+        flush_seconds=args.flush_seconds, retry_errors=args.retry_errors, force=args.force,
+        progress=not args.no_progress,
+    )
+    print(f"batch: {len(manifest.rows)} rows over {manifest.videos} videos "
+          f"({len(manifest.rejected)} rejected by the manifest check)", file=sys.stderr)
+    try:
+        summary = run_batch(manifest, opts)
+    except KeyboardInterrupt:
+        print(f"batch: interrupted; finished rows are saved in {args.out}, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk, a lost output mount: written shards are whole (temp file + rename)
+        print(f"batch: cannot write to {args.out}: {e.strerror or e}; finished rows are saved, "
+              "free space and rerun the same command", file=sys.stderr)
+        return 1
+    except ServerUnavailableError as e:
+        print(f"batch: {e}", file=sys.stderr)
+        return 1
+    _print_summary(summary)
+    return 0 if summary["merged"]["missing"] == 0 else 1
+
+
+def _print_summary(s: dict) -> None:
+    m = s["merged"]
+    lines = [
+        f"rows ok {s['rows_ok']}, failed {s['rows_failed']} this run; already done {s['rows_already_done']}; "
+        f"rejected by manifest {s['rows_rejected_by_manifest']}",
+        f"videos {s['videos']} in {s['units']} units; cache hit rate {s['cache_hit_rate']:.1%}",
+        f"throughput {s['rows_per_second']:.2f} rows/s over {s['work_seconds']:.1f} s "
+        f"(steady {s['steady_rows_per_second'] or 0:.2f} rows/s after {s['startup_seconds'] or 0:.1f} s start-up; "
+        f"{s['workers_used']} workers answered)",
+        f"results.jsonl {m['results']} rows, errors.jsonl {m['errors']} rows, "
+        f"duplicates dropped {m['duplicates_dropped']}, missing {m['missing']}",
+    ]
+    print("\n".join("batch: " + x for x in lines), file=sys.stderr)
+    print(json.dumps({k: v for k, v in s.items() if k != "options"}, sort_keys=True))

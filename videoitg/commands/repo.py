@@ -1,0 +1,51 @@
+"""`videoitg repo build`: write a Triton model repository for a checkpoint (and engines, if built)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from videoitg.sampling import SamplingParams
+
+HELP = "write the Triton model repository (config.pbtxt files) for a checkpoint"
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-frames", type=int, default=512, help="frames sampled per video (default 512)")
+    p.add_argument("--target-fps", type=float, default=1.0, help="sampling rate before subsampling (default 1)")
+    p.add_argument("--sampling-rule", choices=["eval", "train"], default="eval")
+    p.add_argument("--cache-bytes", type=int, default=1 << 30,
+                   help="visual-feature cache bound in bytes (default 1 GiB; 0 disables it)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="repo_command", required=True)
+    b = sub.add_parser("build", help="generate the repository", description=HELP)
+    b.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
+                   help="cpu: python-backend decode; gpu: DALI decode, tensors on device")
+    b.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the embedded tiny one)")
+    b.add_argument("--engines", default=None, help="engine directory from `videoitg build` (optional)")
+    b.add_argument("--out", required=True, type=Path, help="repository directory to write")
+    add_sampling_arguments(b)
+
+
+def spec_from_args(args: argparse.Namespace, target: str):
+    from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec
+
+    return RepoSpec(
+        target=target,
+        checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else DEFAULT_CHECKPOINT,
+        engines=str(Path(args.engines).resolve()) if args.engines else "",
+        sampling=SamplingParams(args.num_frames, args.target_fps, args.sampling_rule),
+        cache_bytes=args.cache_bytes,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from videoitg.serving.repository import build_repository, find_vision_engine
+
+    spec = spec_from_args(args, args.target)
+    out = build_repository(spec, args.out)
+    engine = find_vision_engine(spec.engines, spec.target)
+    print(f"wrote {spec.target} repository to {out} (checkpoint {spec.checkpoint}, vision runtime {engine.runtime})")
+    return 0

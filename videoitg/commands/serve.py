@@ -1,0 +1,90 @@
+"""`videoitg serve`: generate the model repository for a checkpoint and run a real tritonserver on it."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from videoitg.commands.repo import add_sampling_arguments, spec_from_args
+
+HELP = "serve a checkpoint with Triton Inference Server (HTTP, gRPC, metrics), bound to 127.0.0.1 by default"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the embedded tiny one)")
+    parser.add_argument("--engines", default=None, help="engine directory from `videoitg build` (optional)")
+    parser.add_argument("--target", choices=["auto", "cpu", "gpu"], default="auto",
+                        help="auto: gpu when CUDA and a tritonserver with the DALI backend are present")
+    parser.add_argument("--repo", type=Path, default=None,
+                        help="write the repository here (default: a temporary directory)")
+    parser.add_argument("--model-repository", type=Path, default=None,
+                        help="serve this existing repository as is (no generation; --checkpoint etc. ignored)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
+    parser.add_argument("--verbose", action="store_true", help="verbose server log")
+    add_sampling_arguments(parser)
+
+
+def resolve_target(target: str) -> str:
+    if target != "auto":
+        return target
+    import torch
+
+    from videoitg.serving.binaries import find_tritonserver
+
+    install = find_tritonserver()
+    return "gpu" if torch.cuda.is_available() and (install.backends_src / "dali").is_dir() else "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    from videoitg.serving.repository import build_repository
+    from videoitg.serving.server import ServerOptions, TritonServer
+
+    target = resolve_target(args.target)
+    tmp = None
+    if args.model_repository is not None:
+        repo = args.model_repository
+    else:
+        if args.repo is None:
+            tmp = tempfile.TemporaryDirectory(prefix="videoitg-repo-")
+            repo = Path(tmp.name)
+        else:
+            repo = args.repo
+        build_repository(spec_from_args(args, target), repo)
+    opts = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                         metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose))
+    server = TritonServer(repo, opts, log_path=args.log)
+    print(f"starting tritonserver ({server.install.kind}: {server.install.binary}), {target} repository {repo}",
+          flush=True)
+    stopping: list[str] = []
+
+    def _stop(signum, _frame):  # SIGINT / SIGTERM: only note it; the main loop stops the server in order
+        stopping.append(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.start()
+        print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}\n"
+              f"log: {server.log_path}\n"
+              f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}", flush=True)
+        while server.running and not stopping:
+            time.sleep(0.2)
+        if stopping:
+            print(f"{stopping[0]}: stopping tritonserver", flush=True)
+            code = server.stop()
+            print(f"tritonserver stopped (exit code {code})", flush=True)
+            return 0 if code == 0 else 1
+        print(f"tritonserver exited on its own; log tail:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    finally:
+        server.stop()
+        if tmp is not None:
+            tmp.cleanup()

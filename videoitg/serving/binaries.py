@@ -1,0 +1,201 @@
+"""Where the Triton binaries are and what they need to run.
+
+`tritonserver`: an explicit `VIDEOITG_TRITONSERVER`, else a system/container install (`tritonserver` on PATH or
+`/opt/tritonserver/bin`), else the server shipped in the `nvidia-pytriton` wheel (python backend only; runs on CPU).
+`perf_analyzer`: the binary that the `tritonclient==2.51.0` wheel installs next to the interpreter.
+
+The wheel's libraries are vendored under `nvidia_pytriton.libs` with hashed file names (`libb64-98cb6333.so.0d`);
+perf_analyzer asks for the plain sonames (`libb64.so.0d`, `libcudart.so.12`), so `tool_lib_dir` makes a small
+directory of soname links. Facts behind each step: docs/serving.md "How the CPU server is started".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from videoitg.errors import VideoITGError
+
+CONTAINER_ROOT = Path("/opt/tritonserver")
+PERF_ANALYZER_LIBS = ("libb64-", "libcudart-")  # not on a CPU machine's library path, vendored by nvidia-pytriton
+
+
+class ServingSetupError(VideoITGError):
+    """A Triton binary, backend or library needed to serve was not found."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """A runnable tritonserver and where its backends are."""
+
+    binary: Path
+    backends_src: Path  # the install's own backend directory (read-only in the wheel)
+    kind: str  # "env", "system" or "pytriton"
+
+    @property
+    def from_wheel(self) -> bool:
+        return self.kind == "pytriton"
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return root / "videoitg"
+
+
+def _pytriton_root() -> Path | None:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    return root if (root / "bin" / "tritonserver").exists() else None
+
+
+def pytriton_libs_dir() -> Path | None:
+    """`site-packages/nvidia_pytriton.libs`: the wheel's vendored shared libraries."""
+    root = _pytriton_root()
+    if root is None:
+        return None
+    libs = root.parents[1] / "nvidia_pytriton.libs"
+    return libs if libs.is_dir() else None
+
+
+def find_tritonserver() -> TritonInstall:
+    env = os.environ.get("VIDEOITG_TRITONSERVER")
+    if env:
+        binary = Path(env).resolve()
+        if not binary.is_file():
+            raise ServingSetupError(f"VIDEOITG_TRITONSERVER={env} is not a file")
+        return TritonInstall(binary, binary.parents[1] / "backends", "env")
+    on_path = shutil.which("tritonserver")
+    for cand in ([Path(on_path)] if on_path else []) + [CONTAINER_ROOT / "bin" / "tritonserver"]:
+        cand = cand.resolve()
+        # The pytriton wheel puts no tritonserver on PATH, so anything found here is a real install.
+        if cand.is_file() and (cand.parents[1] / "backends" / "python").is_dir():
+            return TritonInstall(cand, cand.parents[1] / "backends", "system")
+    root = _pytriton_root()
+    if root is not None:
+        return TritonInstall(root / "bin" / "tritonserver", root / "backends", "pytriton")
+    raise ServingSetupError(
+        "no tritonserver found: install the serve extra (`pip install nvidia-pytriton`), put a tritonserver on "
+        "PATH, or set VIDEOITG_TRITONSERVER"
+    )
+
+
+def prepare_backend_dir(install: TritonInstall, dest_root: Path | None = None) -> Path:
+    """A backend directory the server can use.
+
+    A system install's own directory is used as is. The wheel's python backend ships without a stub next to it;
+    the stub built for this interpreter's major.minor has to sit in the same `python/` folder, and the wheel's
+    directory may be read-only, so both go into a writable copy (made once per wheel/interpreter).
+    """
+    if not install.from_wheel:
+        return install.backends_src
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = install.backends_src.parent / "python_backend_stubs" / ver / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServingSetupError(f"the nvidia-pytriton wheel has no python backend stub for Python {ver}")
+    src = install.backends_src / "python"
+    tag = hashlib.sha256(f"{src.resolve()}|{stub.stat().st_size}|{ver}".encode()).hexdigest()[:12]
+    dest = (dest_root or cache_dir() / "triton_backends") / f"{ver}-{tag}"
+    if not (dest / "python" / "triton_python_backend_stub").is_file():
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp / "python", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(stub, tmp / "python" / "triton_python_backend_stub")
+        os.chmod(tmp / "python" / "triton_python_backend_stub", 0o755)
+        try:
+            tmp.rename(dest)  # atomic: a concurrent start either sees nothing or a complete copy
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (dest / "python" / "triton_python_backend_stub").is_file():
+                raise
+    return dest
+
+
+def repo_root() -> Path:
+    """The directory holding the `videoitg` package (python-backend models import the project from here)."""
+    import videoitg
+
+    return Path(videoitg.__file__).resolve().parents[1]
+
+
+def _prepend(path_var: str | None, *dirs: Path | str) -> str:
+    parts = [str(d) for d in dirs] + ([p for p in path_var.split(os.pathsep) if p] if path_var else [])
+    seen: list[str] = []
+    for p in parts:
+        if p not in seen:
+            seen.append(p)
+    return os.pathsep.join(seen)
+
+
+def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver and the python-backend stubs it spawns."""
+    env = dict(os.environ if base is None else base)
+    libdirs: list[Path | str] = []
+    if install.from_wheel:
+        libs = pytriton_libs_dir()
+        if libs is not None:
+            libdirs.append(libs)
+    # The stub links libpython dynamically: it must get this interpreter's own libpython, not another patch release.
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        libdirs.append(libdir)
+    env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), *libdirs)
+    # The stub runs `python3` from PATH: the venv's interpreter must come first or model.py cannot import numpy.
+    env["PATH"] = _prepend(env.get("PATH"), Path(sys.executable).parent)
+    env["PYTHONPATH"] = _prepend(env.get("PYTHONPATH"), repo_root())
+    # Several stub processes run torch side by side; OpenMP workers that spin-wait after each parallel region
+    # steal the cores the busy process needs. Passive waiting costs a few microseconds per region instead.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def find_perf_analyzer() -> Path:
+    env = os.environ.get("VIDEOITG_PERF_ANALYZER")
+    cands = [Path(env)] if env else []
+    cands += [Path(sys.executable).parent / "perf_analyzer"]
+    which = shutil.which("perf_analyzer")
+    if which:
+        cands.append(Path(which))
+    for c in cands:
+        if c.is_file():
+            return c
+    raise ServingSetupError("perf_analyzer not found: `pip install tritonclient[all]==2.51.0` provides it")
+
+
+def tool_lib_dir(dest_root: Path | None = None) -> Path | None:
+    """A directory of soname links (`libb64.so.0d`, `libcudart.so.12`) into `nvidia_pytriton.libs`."""
+    libs = pytriton_libs_dir()
+    if libs is None:
+        return None
+    dest = dest_root or cache_dir() / "triton_tool_libs"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in libs.iterdir():
+        if not f.name.startswith(PERF_ANALYZER_LIBS):
+            continue  # link only what perf_analyzer lacks; the rest could shadow the system's own libraries
+        # libb64-98cb6333.so.0d -> libb64.so.0d ; libcudart-09529672.so.12.6.77 -> libcudart.so.12
+        stem, _, rest = f.name.partition(".so")
+        base = stem.rsplit("-", 1)[0]
+        major = rest.lstrip(".").split(".")[0]
+        soname = f"{base}.so.{major}" if major else f"{base}.so"
+        link = dest / soname
+        if not link.exists():
+            try:
+                link.symlink_to(f)
+            except FileExistsError:
+                pass
+    return dest
+
+
+def perf_analyzer_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    d = tool_lib_dir()
+    if d is not None:
+        env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), d)
+    return env

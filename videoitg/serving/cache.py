@@ -1,0 +1,99 @@
+"""Visual-feature cache: the instruction-independent half of a request (decode + SigLIP + projector), kept by key.
+
+Key = sha256(video bytes) + sampling parameters + checkpoint/engine identity, so a second instruction on the same
+video with the same model skips decode and the vision tower, and a different checkpoint or sampling never hits.
+Bounded in bytes (sum of tensor sizes) with least-recently-used eviction; counts hits, misses and evictions.
+Thread-safe (the serving model may look up from several coroutines). Values stay where they were computed (on GPU
+they stay in device memory, so the bound is device bytes there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+def video_digest(video: bytes) -> str:
+    return hashlib.sha256(video).hexdigest()
+
+
+def cache_key(video_digest_hex: str, sampling_key: str, model_identity: str) -> str:
+    return f"{video_digest_hex}|{sampling_key}|{model_identity}"
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by a cached value: tensors and arrays count, containers are summed, scalars are free."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(nbytes(getattr(value, k)) for k in value.__dataclass_fields__)
+    return 0
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    bytes: int = 0
+    entries: int = 0
+
+
+@dataclass
+class FeatureCache:
+    capacity_bytes: int
+    _data: OrderedDict[str, tuple[Any, int]] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                self.stats.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.stats.hits += 1
+            return item[0]
+
+    def put(self, key: str, value: Any) -> bool:
+        """Store `value`; returns False when it alone exceeds the capacity (then nothing is evicted for it)."""
+        size = nbytes(value)
+        with self._lock:
+            if size > self.capacity_bytes:
+                return False
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.stats.bytes -= old[1]
+            while self._data and self.stats.bytes + size > self.capacity_bytes:
+                _, (_, s) = self._data.popitem(last=False)
+                self.stats.bytes -= s
+                self.stats.evictions += 1
+            self._data[key] = (value, size)
+            self.stats.bytes += size
+            self.stats.entries = len(self._data)
+            return True
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.stats.bytes = 0
+            self.stats.entries = 0

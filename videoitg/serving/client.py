@@ -1,0 +1,121 @@
+"""Client of the served model (tritonclient underneath, HTTP or gRPC). Gives back the same `GroundingResult` the
+in-process `Scorer` does, so `results.jsonl` records are identical whichever path produced them.
+
+    from videoitg.serving.client import VideoITGClient
+    client = VideoITGClient("127.0.0.1:8001", protocol="grpc")
+    result = client.score("clip.mp4", "When does the dog jump?")
+    result.top_k_frames(8)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoitg.errors import InputError, VideoITGError
+from videoitg.outputs import GroundingResult
+from videoitg.serving.steps import result_from_outputs
+
+MODEL = "videoitg"
+OUTPUTS = ["SCORES", "LOGITS", "RANKING", "FRAME_INDICES", "TIMESTAMPS", "TOP_K_FRAMES", "DOC_ID", "CACHE_HIT"]
+
+
+class RemoteError(VideoITGError):
+    """The server refused or failed a request; the message is the server's (it names the step and the cause)."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ServedResult:
+    result: GroundingResult
+    top_k_frames: list[int]
+    cache_hit: bool
+    doc_id: int | None
+    outputs: dict[str, np.ndarray]
+
+
+def _module(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as m
+    elif protocol == "http":
+        import tritonclient.http as m
+    else:
+        raise InputError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+    return m
+
+
+class VideoITGClient:
+    def __init__(self, url: str, protocol: str = "grpc", model: str = MODEL, timeout_s: float = 600.0):
+        self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
+        self._m = _module(protocol)
+        url = url.split("://", 1)[-1]  # tritonclient wants host:port
+        kw: dict[str, Any] = {}
+        if protocol == "http":
+            kw = {"connection_timeout": timeout_s, "network_timeout": timeout_s}
+        self._client = self._m.InferenceServerClient(url, **kw)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> VideoITGClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def is_ready(self) -> bool:
+        try:
+            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
+        except Exception:
+            return False
+
+    def inputs(self, video: bytes, instruction: str, top_k: int | None = None, doc_id: int | None = None) -> list:
+        m = self._m
+
+        def tensor(name: str, arr: np.ndarray, dtype: str):
+            t = m.InferInput(name, list(arr.shape), dtype)
+            t.set_data_from_numpy(arr)
+            return t
+
+        ins = [tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES"),
+               tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
+        if top_k is not None:
+            ins.append(tensor("TOP_K", np.array([[top_k]], dtype=np.int32), "INT32"))
+        if doc_id is not None:
+            ins.append(tensor("DOC_ID", np.array([[int(doc_id)]], dtype=np.int64), "INT64"))
+        return ins
+
+    def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
+              doc_id: int | None = None) -> ServedResult:
+        data = video if isinstance(video, bytes) else Path(video).read_bytes()
+        outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
+        try:
+            kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+            r = self._client.infer(self.model, self.inputs(data, instruction, top_k, doc_id), outputs=outs, **kw)
+        except Exception as e:  # InferenceServerException: keep the server's own message
+            status = e.status() if hasattr(e, "status") else None
+            msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+            raise RemoteError(msg, status) from None
+        arrays = {n: r.as_numpy(n) for n in OUTPUTS}
+        name = "" if isinstance(video, bytes) else str(video)
+        result = result_from_outputs(arrays, instruction, name)
+        d = int(arrays["DOC_ID"].reshape(-1)[0])
+        return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
+                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), None if doc_id is None else d, arrays)
+
+    def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
+              doc_id: int | None = None) -> GroundingResult:
+        return self.infer(video, instruction, top_k, doc_id).result
+
+
+def score_remote(video: str | Path | bytes, instruction: str, server: str, protocol: str = "grpc",
+                 top_k: int | None = None, doc_id: int | None = None) -> GroundingResult:
+    """One request to a running server: what `videoitg score --server HOST:PORT` calls."""
+    with VideoITGClient(server, protocol) as c:
+        return c.score(video, instruction, top_k, doc_id)

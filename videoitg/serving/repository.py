@@ -1,0 +1,306 @@
+"""The Triton model-repository generator: every `config.pbtxt` (and each model's tiny `model.py` shim) comes from
+`model_specs()` here, for a CPU or a GPU deployment of a given checkpoint and optional engines.
+
+Models (all but the top-level one are internal steps):
+- `videoitg`            BLS orchestrator (python): hash + feature cache, then decode -> vision on a miss,
+                        grounding, selection. BLS, not an ensemble, because a cache hit must skip two steps.
+- `videoitg_decode`     python (PyAV/core decoder) on CPU; the DALI backend on GPU (NVDEC, output stays on device).
+- `videoitg_vision`     python: SigLIP + projector through the core package (torch), ONNX Runtime, or the
+                        projector on top of a `tensorrt_plan` encoder (`videoitg_vision_encoder`) when one was built.
+- `videoitg_grounding`  python: owns the LLM and the tokenizer; dynamic batching with ragged inputs, so requests of
+                        different lengths share one padded forward pass.
+The model.py shims import `python_backend.<module>`, so the implementation lives once in the repository's
+`python_backend/` package (tritonserver is started with PYTHONPATH at the repository root).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from videoitg.errors import InputError
+from videoitg.sampling import SamplingParams
+
+TOP = "videoitg"
+DECODE = "videoitg_decode"
+VISION = "videoitg_vision"
+VISION_ENCODER = "videoitg_vision_encoder"
+GROUNDING = "videoitg_grounding"
+DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkpoint() inside the server
+
+
+@dataclass
+class RepoSpec:
+    target: str = "cpu"  # "cpu" | "gpu"
+    checkpoint: str = DEFAULT_CHECKPOINT
+    engines: str = ""
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    cache_bytes: int = 1 << 30
+    max_batch: int = 8
+    default_top_k: int = 32
+    decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
+    dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
+
+    def __post_init__(self) -> None:
+        if self.target not in ("cpu", "gpu"):
+            raise InputError(f"target must be 'cpu' or 'gpu', got {self.target!r}")
+        if not self.dtype:
+            self.dtype = "float32" if self.target == "cpu" else "float16"
+
+    @property
+    def gpu(self) -> bool:
+        return self.target == "gpu"
+
+
+# ---- engines hook -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VisionEngine:
+    runtime: str  # "torch" | "onnxruntime" | "tensorrt"
+    path: str = ""
+
+
+def find_vision_engine(engines: str, target: str) -> VisionEngine:
+    """Which vision encoder the served model runs, from what `videoitg build` wrote (engine_build's layout):
+    `tensorrt/vision.plan` on a gpu target (a `tensorrt_plan` model), else `onnx/vision.onnx` (ONNX Runtime
+    inside `videoitg_vision`), else the core torch encoder. Each engine's manifest is checked when it loads."""
+    if not engines:
+        return VisionEngine("torch")
+    root = Path(engines).resolve()
+    plan, onnx = root / "tensorrt" / "vision.plan", root / "onnx" / "vision.onnx"
+    if target == "gpu" and plan.is_file():
+        return VisionEngine("tensorrt", str(plan))
+    if onnx.is_file():
+        return VisionEngine("onnxruntime", str(onnx))
+    return VisionEngine("torch")
+
+
+# ---- config trees -------------------------------------------------------------------------------------------
+def _io(name: str, dtype: str, dims: list[int], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "data_type": f"TYPE_{dtype}", "dims": dims, **extra}
+
+
+def _params(**kv: Any) -> dict[str, dict[str, str]]:
+    return {k: {"string_value": str(v)} for k, v in kv.items()}
+
+
+def _python_model(name: str, spec: RepoSpec, *, inputs, outputs, max_batch: int = 0, count: int = 1,
+                  batching: dict | None = None, params: dict[str, Any] | None = None,
+                  on_gpu: bool = False) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"name": name, "backend": "python", "max_batch_size": max_batch}
+    if batching is not None:
+        cfg["dynamic_batching"] = batching
+    cfg["input"] = inputs
+    cfg["output"] = outputs
+    kind = "KIND_GPU" if (on_gpu and spec.gpu) else "KIND_CPU"
+    cfg["instance_group"] = [{"kind": kind, "count": count}]
+    p = dict(params or {})
+    if spec.gpu:
+        # Inputs arrive where the producer left them (GPU), so tensors pass between steps by DLPack, not host copies.
+        p["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
+    cfg["parameters"] = _params(**p)
+    return cfg
+
+
+def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
+    s = spec.sampling
+    common = {
+        "checkpoint": spec.checkpoint,
+        "device": "cuda" if spec.gpu else "cpu",
+        "dtype": spec.dtype,
+    }
+    sampling = {"num_frames": s.num_frames, "target_fps": f"{s.target_fps:g}", "sampling_rule": s.rule}
+    engine = find_vision_engine(spec.engines, spec.target)
+    specs: dict[str, dict[str, Any]] = {}
+
+    specs[TOP] = _python_model(
+        TOP, spec, max_batch=spec.max_batch,
+        # No added delay: requests already queued while a batch runs form the next batch.
+        batching={"max_queue_delay_microseconds": 0},
+        inputs=[
+            _io("VIDEO", "STRING", [1]),
+            _io("INSTRUCTION", "STRING", [1]),
+            _io("TOP_K", "INT32", [1], optional=True),
+            _io("DOC_ID", "INT64", [1], optional=True),
+        ],
+        outputs=[
+            # Chronological, one per sampled frame: sigmoid score and the head's raw logit.
+            _io("SCORES", "FP32", [-1]),
+            _io("LOGITS", "FP32", [-1]),
+            # Score-descending (ties: earlier frame first): positions into SCORES, original frame numbers
+            # (results.jsonl `index`) and their timestamps in seconds.
+            _io("RANKING", "INT32", [-1]),
+            _io("FRAME_INDICES", "INT64", [-1]),
+            _io("TIMESTAMPS", "FP64", [-1]),
+            _io("TOP_K_FRAMES", "INT64", [-1]),  # first K of FRAME_INDICES, chronological
+            _io("DOC_ID", "INT64", [1]),
+            _io("CACHE_HIT", "BOOL", [1]),
+        ],
+        params={
+            **common, **sampling,
+            "vision_runtime": engine.runtime,
+            "feature_cache_bytes": spec.cache_bytes,
+            "default_top_k": spec.default_top_k,
+            "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
+            "decode_backend": "dali" if spec.gpu else "python",
+        },
+    )
+    specs[DECODE] = _decode_spec(spec, sampling)
+    vision_params: dict[str, Any] = {**common, "vision_runtime": engine.runtime, "vision_engine": engine.path}
+    if engine.runtime == "tensorrt":
+        vision_params["encoder_model"] = VISION_ENCODER
+    specs[VISION] = _python_model(
+        VISION, spec, on_gpu=True,
+        inputs=[_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],
+        outputs=[_io("FEATURES", "FP32" if spec.dtype == "float32" else "FP16", [-1, -1, -1])],
+        params=vision_params,
+    )
+    if engine.runtime == "tensorrt":
+        specs[VISION_ENCODER] = {
+            "name": VISION_ENCODER, "platform": "tensorrt_plan", "max_batch_size": 0,
+            "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+        }  # inputs/outputs come from the plan itself (auto-complete)
+    feat = "FP32" if spec.dtype == "float32" else "FP16"
+    specs[GROUNDING] = _python_model(
+        GROUNDING, spec, on_gpu=True, max_batch=spec.max_batch,
+        # On GPU, wait up to 2 ms for batch-mates (a padded batch is nearly free there); on CPU a padded batch costs
+        # as much as its parts, so never delay: requests that queued while a batch ran still go together.
+        batching={"max_queue_delay_microseconds": 2000 if spec.gpu else 0},
+        inputs=[
+            # Ragged: one request per video; different frame counts still share one padded forward pass.
+            _io("FEATURES", feat, [-1, -1, -1], allow_ragged_batch=True),
+            _io("INSTRUCTION", "STRING", [1]),
+        ],
+        outputs=[_io("LOGITS", "FP32", [-1])],
+        params=common,
+    )
+    return specs
+
+
+def _decode_spec(spec: RepoSpec, sampling: dict[str, Any]) -> dict[str, Any]:
+    outputs = [
+        _io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1]),  # SigLIP-ready frames [T, 3, S, S]
+        _io("FRAME_INDICES", "INT64", [-1]),  # original frame numbers of the sampled frames
+        _io("TIMESTAMPS", "FP64", [-1]),
+    ]
+    if spec.gpu:
+        # DALI on GPU (videoitg.decode.dali_backend.video_pipeline, device "mixed"): NVDEC decode of the frame
+        # numbers the BLS model sampled from the container header, resize + normalise, output left on the device.
+        # DALI pipelines are batch-based; encoded videos differ in length, hence ragged inputs.
+        return {
+            "name": DECODE, "backend": "dali", "max_batch_size": spec.max_batch,
+            "dynamic_batching": {"max_queue_delay_microseconds": 0},
+            "input": [
+                _io("VIDEO", "UINT8", [-1], allow_ragged_batch=True),
+                _io("FRAMES", "INT32", [-1], allow_ragged_batch=True),
+            ],
+            "output": [outputs[0]],
+            "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+        }
+    return _python_model(
+        DECODE, spec, count=spec.decode_instances,
+        inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
+        params={"checkpoint": spec.checkpoint, **sampling},
+    )
+
+
+# ---- pbtxt --------------------------------------------------------------------------------------------------
+def _scalar(key: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, str) and (v.startswith(("TYPE_", "KIND_")) or key == "data_type"):
+        return v  # enum values are bare identifiers
+    return json.dumps(v)
+
+
+def to_pbtxt(cfg: dict[str, Any], indent: int = 0) -> str:
+    """Protobuf text format of a model-config tree (dicts = messages, lists of dicts = repeated messages)."""
+    pad = "  " * indent
+    lines: list[str] = []
+    for k, v in cfg.items():
+        if k == "parameters" and isinstance(v, dict):  # map<string, ModelParameter>
+            for pk, pv in v.items():
+                lines.append(f"{pad}parameters {{")
+                lines.append(f"{pad}  key: {json.dumps(pk)}")
+                lines.append(f"{pad}  value {{ string_value: {json.dumps(pv['string_value'])} }}")
+                lines.append(f"{pad}}}")
+        elif isinstance(v, dict):
+            lines.append(f"{pad}{k} {{")
+            lines.append(to_pbtxt(v, indent + 1))
+            lines.append(f"{pad}}}")
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            lines.append(f"{pad}{k} [")
+            for i, item in enumerate(v):
+                lines.append(f"{pad}  {{")
+                lines.append(to_pbtxt(item, indent + 2))
+                lines.append(f"{pad}  }}{',' if i < len(v) - 1 else ''}")
+            lines.append(f"{pad}]")
+        elif isinstance(v, list):
+            lines.append(f"{pad}{k}: [ {', '.join(_scalar(k, x) for x in v)} ]")
+        else:
+            lines.append(f"{pad}{k}: {_scalar(k, v)}")
+    return "\n".join(x for x in lines if x)
+
+
+# ---- writing ------------------------------------------------------------------------------------------------
+SHIM = '''"""Generated by `videoitg repo build`: the implementation is python_backend/{module}.py."""
+
+from python_backend.{module} import TritonPythonModel  # noqa: F401
+'''
+
+MODULES = {TOP: "videoitg_bls", DECODE: "decode", VISION: "vision", GROUNDING: "grounding"}
+HEADER = "# Generated by `videoitg repo build` (videoitg/serving/repository.py); edit the generator, not this file.\n"
+
+
+def render(spec: RepoSpec) -> dict[str, str]:
+    """Relative path -> file content for the whole repository."""
+    files: dict[str, str] = {}
+    for name, cfg in model_specs(spec).items():
+        files[f"{name}/config.pbtxt"] = HEADER + to_pbtxt(cfg) + "\n"
+        if cfg.get("backend") == "python":
+            files[f"{name}/1/model.py"] = SHIM.format(module=MODULES[name])
+    return files
+
+
+def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serialize_dali: bool = True) -> Path:
+    """Write the repository. On the gpu target the DALI pipeline is serialised to `model.dali` (needs DALI
+    importable, not a GPU); `serialize_dali=False` writes only the text files (the committed examples)."""
+    out = Path(out)
+    if clean and out.exists():
+        for name in list(MODULES) + [VISION_ENCODER]:
+            shutil.rmtree(out / name, ignore_errors=True)
+    for rel, text in render(spec).items():
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    if spec.gpu and serialize_dali:
+        try:
+            write_dali_model(spec, out / DECODE / "1" / "model.dali")
+        except ImportError as e:  # DALI or the decode package's DALI pipeline is not installed here
+            warnings.warn(f"{DECODE}/1/model.dali not written ({e}); build the gpu repository where DALI is "
+                          "installed, or serialise videoitg.decode's pipeline there", stacklevel=2)
+    engine = find_vision_engine(spec.engines, spec.target)
+    if engine.runtime == "tensorrt":
+        plan = out / VISION_ENCODER / "1" / "model.plan"
+        plan.parent.mkdir(parents=True, exist_ok=True)
+        if plan.exists() or plan.is_symlink():
+            plan.unlink()
+        plan.symlink_to(engine.path)
+    return out
+
+
+def write_dali_model(spec: RepoSpec, path: Path) -> None:
+    """Serialise the decode issue's DALI pipeline for Triton's DALI backend. UNVERIFIED under a GPU tritonserver
+    with the DALI backend (none ran here); the pipeline itself is the one `videoitg.decode` uses on DALI."""
+    from videoitg.checkpoint import load_config
+    from videoitg.decode.dali_backend import serialize_pipeline
+    from videoitg.serving.steps import resolve_checkpoint
+
+    cfg, _ = load_config(resolve_checkpoint(spec.checkpoint))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    serialize_pipeline(str(path), device="mixed", image_size=cfg.vision.image_size, batch_size=spec.max_batch)
