@@ -44,7 +44,9 @@ def test_results_jsonl_gives_the_same_numbers(setup, tmp_path: Path) -> None:
     from videoitg.pipeline import Scorer
 
     data, ckpt = setup
-    scorer = Scorer(ckpt, sampling=TRAIN_SAMPLING)
+    from videoitg.limits import Limits
+
+    scorer = Scorer(ckpt, sampling=TRAIN_SAMPLING, limits=Limits(max_sampled_frames=TRAIN_SAMPLING.num_frames))
     records, _ = parse_records(data)
     recs = []
     with torch.no_grad():

@@ -61,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
             ckpt = default_checkpoint()
         dtype = parse_dtype(args.dtype, args.device)
         model, tok = load_model(ckpt, args.device, dtype)
-        scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=params)
+        from videoitg.limits import Limits
+
+        # Annotations index the training sampling (up to 1024 frames), above a serving request's 512-frame cap.
+        limits = Limits(max_sampled_frames=max(params.num_frames, Limits().max_sampled_frames))
+        scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=params,
+                        limits=limits)
         image_size = model.config.vision.image_size
         scored, skipped, rows = ev.score_records(
             scorer, records, root, lambda p: load_frames(p, image_size, params), progress=not args.quiet
