@@ -108,26 +108,12 @@ def init_model(cfg: TrainConfig) -> tuple[nn.Module, Any]:
         model.reset_head()
         return model, tok
 
-    from videoitg.checkpoint import TOWER, check_state_dict, load_config, load_tokenizer, read_tensors, tower_key
+    from videoitg.checkpoint import load_checkpoint
 
-    ckpt = Path(cfg.init)
-    mcfg, tower_dir = load_config(ckpt)
-    mcfg.attention = _attention(cfg.variant, mcfg.attention)
-    tensors = {k: v for k, v in read_tensors(ckpt).items() if not k.startswith("lm_head.")}
-    if tower_dir is not None:
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(TOWER)}
-        tensors.update(read_tensors(tower_dir, tower_key))
-    if "out_proj.weight" not in tensors:
-        torch.manual_seed(cfg.seed)
-        w = torch.empty(1, mcfg.text.hidden_size)
-        nn.init.xavier_uniform_(w)
-        tensors["out_proj.weight"], tensors["out_proj.bias"] = w, torch.zeros(1)
-    with torch.device("meta"):
-        model = model_class(mcfg)(mcfg)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    check_state_dict(expected, tensors, str(ckpt), mcfg.vision_layers_used)
-    model.load_state_dict({k: tensors[k].float() for k in expected}, assign=True)
-    return model, load_tokenizer(ckpt)
+    torch.manual_seed(cfg.seed)  # the new head's init, when the checkpoint has none
+    model, tok = load_checkpoint(cfg.init, "cpu", torch.float32, init_missing_head=True,
+                                 attention=None if cfg.variant is None else _attention(cfg.variant, "bidirectional"))
+    return model.train(), tok
 
 
 def apply_overrides(mcfg, overrides: dict[str, Any]) -> None:
