@@ -251,3 +251,21 @@ def test_load_one_half_reads_only_its_tensors(tmp_path, tiny):
         assert torch.equal(split, tiny(pv, ids))
     with pytest.raises(ValueError, match="unknown model part"):
         load_checkpoint(d, part="llm")
+
+
+def test_eagle_base_checkpoint_starts_a_grounding_run(tmp_path, tiny):
+    """The released recipe starts from the Eagle video-LLM: it has an lm_head and no out_proj."""
+    from safetensors.torch import load_file
+
+    d = save_checkpoint(tiny, tmp_path / "base", build_tiny_tokenizer())
+    sd = load_file(str(d / "model.safetensors"))
+    del sd["out_proj.weight"], sd["out_proj.bias"]
+    sd["lm_head.weight"] = torch.zeros(300, 64)
+    save_file(sd, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing tensor out_proj.weight"):
+        load_checkpoint(d)
+    torch.manual_seed(0)
+    model, _ = load_checkpoint(d, init_missing_head=True, attention="causal")
+    assert type(model).__name__ == "VideoITGAnchor" and model.config.attention == "causal"
+    assert torch.equal(model.out_proj.bias, torch.zeros(1)) and model.out_proj.weight.abs().sum() > 0
+    assert torch.equal(model.model.norm.weight, tiny.model.norm.weight)

@@ -147,7 +147,8 @@ def _ignorable(k: str, used_layers: int) -> bool:
         if rest.startswith("vision_model.encoder.layers."):
             return int(rest.split(".")[3]) >= used_layers  # layers past mm_vision_select_layer
         return False
-    return k.endswith("rotary_emb.inv_freq")
+    # the Eagle base video-LLM's LM head (a grounding checkpoint's starting point): grounding never reads it
+    return k.endswith("rotary_emb.inv_freq") or k.startswith("lm_head.")
 
 
 def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], where: str,
@@ -187,23 +188,40 @@ def load_checkpoint(
     vision_tower: str | Path | None = None,
     with_tokenizer: bool = True,
     part: str = "all",
+    attention: str | None = None,
+    init_missing_head: bool = False,
 ) -> tuple[VideoITG, Any]:
     """Load a checkpoint directory -> (eval-mode model on device/dtype, tokenizer or None).
 
-    Every tensor's name and shape is checked from the file headers; only the tensors of `part` are read."""
+    Every tensor's name and shape is checked from the file headers; only the tensors of `part` are read.
+    The class follows `config.attention` (Variant C, or B when causal); `attention` overrides it (training B from
+    a C checkpoint). `init_missing_head`: a checkpoint without `out_proj` (the Eagle base model a grounding run
+    starts from) gets the released init, xavier-uniform weight and zero bias, from torch's current RNG."""
+    from videoitg.model.variant_b import model_class
+
     ckpt = Path(ckpt)
     cfg, tower_dir = load_config(ckpt, vision_tower)
+    if attention is not None:
+        cfg.attention = attention
     index = index_tensors(ckpt)
     if tower_dir is not None:
         index = {k: v for k, v in index.items() if not k.startswith(TOWER)}
         index.update(index_tensors(tower_dir, tower_key))
     with torch.device("meta"):  # no random init of weights we are about to overwrite (7B: minutes, 30 GB)
-        model = VideoITG(cfg)
+        model = model_class(cfg)(cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    new_head = init_missing_head and "out_proj.weight" not in index and "out_proj.bias" not in index
+    if new_head:
+        expected = {k: v for k, v in expected.items() if not k.startswith("out_proj.")}
     check_state_dict(expected, {k: SimpleNamespace(shape=v[2]) for k, v in index.items()}, str(ckpt),
                      cfg.vision_layers_used)
     drop_unused_half(model, part)
-    model.load_state_dict(load_indexed(index, list(model.state_dict())), assign=True)
+    tensors = load_indexed(index, [k for k in model.state_dict() if k in index])
+    if new_head and model.out_proj is not None:
+        w = torch.empty(1, cfg.text.hidden_size)
+        nn.init.xavier_uniform_(w)
+        tensors.update({"out_proj.weight": w, "out_proj.bias": torch.zeros(1)})
+    model.load_state_dict(tensors, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     return model, (load_tokenizer(ckpt) if with_tokenizer else None)
 

@@ -217,3 +217,103 @@ def format_table(summary: Summary, ks: Sequence[int] = DEFAULT_KS) -> str:
                 vals.append(f"{v:>13.3f}" if v is not None and not math.isnan(v) else f"{'-':>13}")
             lines.append(f"{group:<16}{method:<9}{n:>6}" + "".join(vals))
     return "\n".join(lines)
+
+
+# ---- scoring annotated data with a model ------------------------------------------------------------------
+def score_records(
+    scorer,
+    records: Sequence,
+    video_root,
+    load_frames,
+    batch_instructions: int = 16,
+    progress: bool = False,
+) -> tuple[list[RecordScores], list[tuple[object, str]], list[dict]]:
+    """Score annotation records (train.data.GroundingRecord) with a `videoitg.pipeline.Scorer`.
+
+    Each video is decoded and encoded once; its instructions are scored in padded batches. Returns the
+    scored records, the records that could not be used (with the reason) and one dict per scored record
+    (instruction, positives, scores) for a per-record log.
+    """
+    from pathlib import Path
+
+    from videoitg.errors import VideoITGError
+
+    by_video: dict[str, list] = {}
+    for r in records:
+        by_video.setdefault(r.video, []).append(r)
+    scored: list[RecordScores] = []
+    bad: list[tuple[object, str]] = []
+    rows: list[dict] = []
+    it = by_video.items()
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(list(it), desc="eval videos", unit="video")
+    for video, recs in it:
+        try:
+            frames = load_frames(Path(video_root) / video)
+            feats = scorer.video_features(frames)
+        except VideoITGError as e:
+            bad += [(r, f"unreadable video: {e}") for r in recs]
+            continue
+        T = len(frames.frame_indices)
+        usable = []
+        for r in recs:
+            pos = _positives(r, frames.timestamps)
+            if not pos:
+                bad.append((r, "no positive frame among the sampled frames"))
+            elif max(pos) >= T or min(pos) < 0:
+                bad.append((r, f"clip_num out of range: the video has {T} sampled frames"))
+            else:
+                usable.append((r, pos))
+        for i in range(0, len(usable), batch_instructions):
+            chunk = usable[i : i + batch_instructions]
+            try:
+                results = scorer.score_visual([(feats, r.question) for r, _ in chunk], video=video)
+            except VideoITGError as e:
+                bad += [(r, str(e)) for r, _ in chunk]
+                continue
+            for (r, pos), res in zip(chunk, results, strict=True):
+                duration = getattr(frames, "duration", None)
+                scored.append(RecordScores(res.scores, pos, res.timestamps, r.kind, r.moments, duration))
+                rows.append({"video": video, "question": r.question, "type": r.kind, "positives": pos,
+                             "scores": [round(s, 5) for s in res.scores]})
+    return scored, bad, rows
+
+
+def _positives(r, timestamps: Sequence[float]) -> list[int]:
+    if r.clip_num is not None:
+        return sorted(set(int(c) for c in r.clip_num))
+    return positives_from_moments(r.moments or [], timestamps)
+
+
+def records_from_results(results_path, records: Sequence) -> tuple[list[RecordScores], list[tuple[object, str]]]:
+    """Evaluate precomputed predictions (results.jsonl from `videoitg score`/serving): match each annotation
+    record by (video file name, instruction). Positions are those of the prediction's sampled frames, so the
+    predictions must use the annotation's sampling (1 fps; identical for videos up to num_frames seconds)."""
+    import json
+    from pathlib import Path
+
+    preds: dict[tuple[str, str], dict] = {}
+    for line in Path(results_path).read_text().splitlines():
+        if line.strip():
+            p = json.loads(line)
+            key = (Path(str(p.get("video_path", ""))).name, str(p.get("contexts", "")).strip())
+            preds.setdefault(key, p)  # first occurrence wins, as the downstream readers do
+    scored, bad = [], []
+    for r in records:
+        p = preds.get((Path(r.video).name, r.question.strip()))
+        if p is None:
+            bad.append((r, "no prediction for this video and instruction"))
+            continue
+        if "scores" in p and "frame_indices" in p:
+            scores, ts = p["scores"], p.get("timestamps") or list(range(len(p["scores"])))
+        else:  # only the downstream keys: index (score-descending frame numbers) + rounded sigmoid scores
+            pairs = sorted(zip(p["index"], p["logits"], strict=True))
+            scores, ts = [s for _, s in pairs], [float(i) for i, _ in pairs]
+        pos = _positives(r, ts)
+        if not pos or max(pos) >= len(scores):
+            bad.append((r, f"positives {pos} do not fit the prediction's {len(scores)} frames"))
+            continue
+        scored.append(RecordScores(scores, pos, ts, r.kind, r.moments))
+    return scored, bad

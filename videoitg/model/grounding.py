@@ -81,16 +81,18 @@ class VideoITG(nn.Module):
                 f"{max(0, limit - num_visual_tokens)} tokens fit with this video)"
             )
 
+    def sequence(self, visual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """One request's input embeddings [L, H]: visual tokens (frame-major), then the instruction."""
+        self.check_length(visual.shape[0] * visual.shape[1], len(ids))
+        emb = self.model.embed_tokens
+        return torch.cat([visual.flatten(0, 1).to(emb.weight.dtype), emb(ids.to(emb.weight.device))])
+
     def embed_batch(
         self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Right-padded [B, L, H] embeddings of [visual tokens ; instruction tokens] and the valid mask (None when
-        nothing is padded)."""
-        emb = self.model.embed_tokens
-        seqs = []
-        for v, ids in zip(visual, input_ids, strict=True):
-            self.check_length(v.shape[0] * v.shape[1], len(ids))
-            seqs.append(torch.cat([v.flatten(0, 1).to(emb.weight.dtype), emb(ids.to(emb.weight.device))]))
+        """Right-padded [B, L, H] embeddings of each request's `sequence` and the valid mask (None when nothing
+        is padded)."""
+        seqs = [self.sequence(v, ids) for v, ids in zip(visual, input_ids, strict=True)]
         lengths = [s.shape[0] for s in seqs]
         L = max(lengths)
         if all(n == L for n in lengths):
@@ -102,12 +104,16 @@ class VideoITG(nn.Module):
             valid[i, : s.shape[0]] = True
         return x, valid
 
+    def hidden_states(self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]) -> torch.Tensor:
+        """Last hidden states [B, L, H] (after the final RMSNorm) of the padded batch."""
+        x, valid = self.embed_batch(visual, input_ids)
+        return run_decoder(self.model.layers, self.model.norm, self.config.text, x, valid, causal=self.causal,
+                           checkpoint_layers=self.gradient_checkpointing)
+
     def score_features(self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-frame logits (fp32 [T_i]) for a batch of (visual [T_i, n_i, H], instruction ids [L_i]) pairs.
         Batched scores equal each pair scored alone: padding is masked out of every attention."""
-        x, valid = self.embed_batch(visual, input_ids)
-        h = run_decoder(self.model.layers, self.model.norm, self.config.text, x, valid, causal=self.causal,
-                        checkpoint_layers=self.gradient_checkpointing)
+        h = self.hidden_states(visual, input_ids)
         out = []
         for i, v in enumerate(visual):
             T, n = v.shape[0], v.shape[1]

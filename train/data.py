@@ -1,0 +1,284 @@
+"""Training data in the VideoITG-40K layout: a JSON list of records plus a video root folder.
+
+A record is `{"video": <path relative to the root>, "question": <instruction>, "clip_num": [positive indices
+into the sampled frames]}`; the LLaVA `conversations` form (the first human turn, "<image>\\n" stripped) is
+accepted for the instruction, and `segments` / `timestamps` ([[start_s, end_s], ...]) for moment annotations.
+Frames are sampled with the training rule (1 fps, at most 1024, end-aligned), so clip_num index those frames.
+
+Bad records are never trained on: a missing or unreadable video, an empty instruction, or clip_num outside the
+video's sampled frames are reported (with the record's position and video) and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videoitg.errors import InputError, VideoITGError
+from videoitg.sampling import SamplingParams
+
+log = logging.getLogger("videoitg.train")
+
+TRAIN_SAMPLING = SamplingParams(num_frames=1024, target_fps=1.0, rule="train")
+
+
+@dataclass
+class GroundingRecord:
+    index: int  # position in its annotation file (for reports)
+    source: str  # annotation file
+    video: str
+    question: str
+    clip_num: list[int] | None = None
+    moments: list[list[float]] | None = None  # [[start_s, end_s], ...]
+    kind: str = "all"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def where(self) -> str:
+        return f"{self.source}[{self.index}] (video {self.video!r})"
+
+
+@dataclass
+class BadRecord:
+    where: str
+    reason: str
+    record: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"where": self.where, "reason": self.reason, "record": self.record}
+
+
+def _question(rec: dict[str, Any]) -> str | None:
+    q = rec.get("question")
+    if q is None and isinstance(rec.get("conversations"), list):
+        for turn in rec["conversations"]:
+            if isinstance(turn, dict) and turn.get("from") in ("human", "user"):
+                q = turn.get("value")
+                break
+    if not isinstance(q, str):
+        return None
+    # The released data prefixes "<image>\n"; the model places the video itself.
+    return q.replace("<image>\n", "").replace("\n<image>", "").replace("<image>", "").strip()
+
+
+def parse_records(path: str | Path) -> tuple[list[GroundingRecord], list[BadRecord]]:
+    """Read one annotation file; structurally bad records go to the second list."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise InputError(f"annotation file {path} does not exist") from e
+    except json.JSONDecodeError as e:
+        raise InputError(f"annotation file {path} is not valid JSON: {e}") from e
+    if not isinstance(data, list):
+        raise InputError(f"annotation file {path} must hold a JSON list of records, got {type(data).__name__}")
+    good: list[GroundingRecord] = []
+    bad: list[BadRecord] = []
+    for i, rec in enumerate(data):
+        where = f"{path}[{i}]"
+        if not isinstance(rec, dict):
+            bad.append(BadRecord(where, "record is not an object", {"value": rec}))
+            continue
+        video, q = rec.get("video"), _question(rec)
+        if not isinstance(video, str) or not video:
+            bad.append(BadRecord(where, "no 'video' path", rec))
+            continue
+        if not q:
+            bad.append(BadRecord(f"{where} (video {video!r})", "empty or missing question", rec))
+            continue
+        clips = rec.get("clip_num")
+        moments = rec.get("segments", rec.get("timestamps"))
+        if clips is None and moments is None:
+            bad.append(BadRecord(f"{where} (video {video!r})", "no 'clip_num' (nor 'segments') labels", rec))
+            continue
+        if clips is not None and (
+            not isinstance(clips, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in clips)
+        ):
+            bad.append(BadRecord(f"{where} (video {video!r})", f"clip_num must be a list of ints, got {clips!r}",
+                                 rec))
+            continue
+        if moments is not None and not _valid_moments(moments):
+            bad.append(BadRecord(f"{where} (video {video!r})", f"bad moments {moments!r}", rec))
+            continue
+        good.append(GroundingRecord(i, str(path), video, q, clips, moments, str(rec.get("type", "all")), rec))
+    return good, bad
+
+
+def _valid_moments(m: Any) -> bool:
+    if not isinstance(m, list):
+        return False
+    for s in m:
+        if not (isinstance(s, list | tuple) and len(s) == 2 and all(isinstance(x, int | float) for x in s)):
+            return False
+        if not (math.isfinite(s[0]) and math.isfinite(s[1]) and s[0] < s[1]):
+            return False
+    return True
+
+
+def labels_for(rec: GroundingRecord, timestamps: Sequence[float]) -> list[int]:
+    """Positive sampled-frame positions of a record: clip_num when given, else frames inside its moments."""
+    if rec.clip_num is not None:
+        return sorted(set(rec.clip_num))
+    from videoitg.evaluation import positives_from_moments
+
+    return positives_from_moments(rec.moments or [], timestamps)
+
+
+def check_labels(rec: GroundingRecord, num_frames: int) -> str | None:
+    """Why a record cannot be trained on given its video's T sampled frames, or None."""
+    if rec.clip_num is not None:
+        out = [c for c in rec.clip_num if not 0 <= c < num_frames]
+        if out:
+            return f"clip_num {out} out of range: the video has {num_frames} sampled frames (0..{num_frames - 1})"
+    return None
+
+
+# ---- frames and features ----------------------------------------------------------------------------------
+@dataclass
+class VideoFrames:
+    pixel_values: torch.Tensor  # [T, 3, S, S] float32
+    frame_indices: list[int]
+    timestamps: list[float]
+    duration: float | None = None
+
+
+def load_frames(path: Path, image_size: int, params: SamplingParams = TRAIN_SAMPLING) -> VideoFrames:
+    """Decode the sampled frames of one video (the project's decode layer)."""
+    from videoitg.decode import decode_video
+
+    f = decode_video(path, image_size=image_size, params=params)
+    info = getattr(f, "info", None)
+    return VideoFrames(f.pixel_values, list(f.frame_indices), list(f.timestamps),
+                       getattr(info, "duration_s", None))
+
+
+class FeatureStore:
+    """Frozen-tower features per video, decoded on first use and kept in an LRU cache bounded in bytes.
+
+    The vision tower is frozen in the recipe, so its output for a video never changes during training; caching
+    it is exact and saves the decode + SigLIP pass on every later epoch.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        image_size: int,
+        params: SamplingParams = TRAIN_SAMPLING,
+        max_bytes: int = 2 << 30,
+        loader: Callable[[Path, int, SamplingParams], VideoFrames] = load_frames,
+    ):
+        self.root, self.encode, self.image_size, self.params = root, encode, image_size, params
+        self.max_bytes, self.loader = max_bytes, loader
+        self._cache: OrderedDict[str, tuple[torch.Tensor, VideoFrames]] = OrderedDict()
+        self._bytes = 0
+
+    def path(self, video: str) -> Path:
+        return self.root / video
+
+    def frames(self, video: str) -> VideoFrames:
+        p = self.path(video)
+        if not p.exists():
+            raise InputError(f"video file {p} does not exist")
+        return self.loader(p, self.image_size, self.params)
+
+    def features(self, video: str) -> tuple[torch.Tensor, VideoFrames]:
+        """([T, g², Cv] tower features, frame metadata without pixels)."""
+        if video in self._cache:
+            self._cache.move_to_end(video)
+            return self._cache[video]
+        fr = self.frames(video)
+        feats = self.encode(fr.pixel_values).detach()
+        meta = VideoFrames(torch.empty(0), fr.frame_indices, fr.timestamps, fr.duration)
+        n = feats.numel() * feats.element_size()
+        if n <= self.max_bytes:
+            self._cache[video] = (feats, meta)
+            self._bytes += n
+            while self._bytes > self.max_bytes:
+                _, (old, _) = self._cache.popitem(last=False)
+                self._bytes -= old.numel() * old.element_size()
+        return feats, meta
+
+
+@dataclass
+class Sample:
+    record: GroundingRecord
+    num_frames: int  # T sampled frames
+
+
+def probe_videos(
+    videos: Sequence[str], probe: Callable[[str], int], progress: bool = False
+) -> dict[str, int | str]:
+    """video -> T sampled frames, or the reason it cannot be read. `probe(video) -> T` raises for a missing or
+    unreadable file. Each rank probes its share; the ranks exchange the dicts so they all keep the same samples.
+    """
+    status: dict[str, int | str] = {}
+    it: Iterable[str] = videos
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(videos, desc="checking videos", unit="video")
+    for v in it:
+        try:
+            status[v] = int(probe(v))
+        except VideoITGError as e:
+            status[v] = f"unreadable video: {e}"
+        except Exception as e:  # a decoder bug must not kill a multi-hour run: report the record and go on
+            status[v] = f"unreadable video ({type(e).__name__}: {e})"
+    return status
+
+
+def apply_status(
+    records: Sequence[GroundingRecord], status: dict[str, int | str]
+) -> tuple[list[Sample], list[BadRecord]]:
+    good: list[Sample] = []
+    bad: list[BadRecord] = []
+    for r in records:
+        st = status.get(r.video)
+        if isinstance(st, str):
+            bad.append(BadRecord(r.where(), st, r.raw))
+            continue
+        if st is None:
+            bad.append(BadRecord(r.where(), "video was not checked", r.raw))
+            continue
+        why = check_labels(r, st)
+        if why:
+            bad.append(BadRecord(r.where(), why, r.raw))
+            continue
+        good.append(Sample(r, st))
+    return good, bad
+
+
+def report_bad(bad: Sequence[BadRecord], out: Path | None = None) -> None:
+    """Log each skipped record and, when `out` is given, write them to a JSONL file next to the run."""
+    for b in bad:
+        log.warning("skipping %s: %s", b.where, b.reason)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w") as f:
+            for b in bad:
+                f.write(json.dumps(b.to_json()) + "\n")
+
+
+# ---- order ------------------------------------------------------------------------------------------------
+def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled sample order of one epoch; depends only on (seed, epoch), so every rank and every resumed run
+    sees the same order."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_samples, generator=g).tolist()
+
+
+def sample_hw(seed: int, epoch: int, position: int, low: int, high: int) -> int:
+    """Training-time tokens per side, uniform in [low, high] (the original draws it per sample); seeded by the
+    sample's place in the run so it is the same on any rank and after a resume."""
+    if high <= low:
+        return max(1, high)
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + position)
+    return int(torch.randint(low, high + 1, (1,), generator=g).item())

@@ -1,0 +1,62 @@
+"""VideoITG Variant B (paper design space): causal attention with one anchor token per frame.
+
+    [visual tokens (frame-major) ; embed(instruction + "\\n") ; anchor_1 .. anchor_T] --Qwen2, causal-->
+    logit_t = out_proj(last hidden state at anchor_t)
+
+anchor_t is the mean of frame t's projected visual tokens (the LLM inputs), copied after the instruction. With
+causal attention the video prefix never sees the instruction, so its keys/values can be computed once per video
+and reused across instructions, and the model fits causal LLM engines. It shares every module, parameter name
+and the checkpoint layout with Variant C (`VideoITG`); only `config.attention = "causal"` tells them apart.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from videoitg.model.grounding import VideoITG
+
+
+class VideoITGAnchor(VideoITG):
+    """Variant B. Same parameters as Variant C; a different sequence layout and causal attention."""
+
+    def __init__(self, cfg):
+        if cfg.attention != "causal":
+            raise ValueError("Variant B needs config.attention = 'causal'")
+        super().__init__(cfg)
+
+    def anchor_layout(self, visual: torch.Tensor, ids: torch.Tensor) -> tuple[int, int, int]:
+        """(visual tokens, instruction tokens, anchors) of one sequence."""
+        return visual.shape[0] * visual.shape[1], int(ids.shape[0]), visual.shape[0]
+
+    def sequence(self, visual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[visual ; instruction ; anchors] embeddings [L, H]."""
+        T, n, _ = visual.shape
+        self.check_length(T * n + T, len(ids))
+        emb = self.model.embed_tokens
+        v = visual.to(emb.weight.dtype)
+        anchors = v.mean(dim=1)  # [T, H]: one pooled token per frame
+        return torch.cat([v.flatten(0, 1), emb(ids.to(emb.weight.device)), anchors])
+
+    def score_features(self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-frame logits (fp32 [T_i]) read at the anchor positions."""
+        h = self.hidden_states(visual, input_ids)
+        out = []
+        for i, (v, ids) in enumerate(zip(visual, input_ids, strict=True)):
+            nv, nt, T = self.anchor_layout(v, ids)
+            a = h[i, nv + nt : nv + nt + T].float()  # [T, H]
+            out.append(a @ self.out_proj.weight[0].float() + self.out_proj.bias.float())
+        return out
+
+
+def model_class(cfg) -> type[VideoITG]:
+    """The module class for a config: Variant B when attention is causal, else the released Variant C."""
+    return VideoITGAnchor if cfg.attention == "causal" else VideoITG
+
+
+def load_model(ckpt, device="cpu", dtype=None, vision_tower=None):
+    """`videoitg.checkpoint.load_checkpoint` (which builds `model_class(config)`), kept for callers' convenience."""
+    import torch
+
+    from videoitg.checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt, device, dtype or torch.float32, vision_tower)
