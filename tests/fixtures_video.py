@@ -170,3 +170,19 @@ def write_natural_clip(path: Path, *, codec: str = "libx264", frames: int = 50, 
         for p in s.encode():
             out.mux(p)
     return path
+
+
+def random_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int = 64) -> bytes:
+    """A short random-content clip (mpeg4), distinct per seed: a fresh cache key, i.e. a cold request."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mpeg4", rate=fps)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        for _ in range(seconds * fps):
+            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path.read_bytes()

@@ -9,9 +9,7 @@ VIDEOITG_FUZZ_EXAMPLES scales the run; VIDEOITG_FUZZ_REPORT=DIR writes the count
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
 import struct
 import time
 from collections import Counter
@@ -19,16 +17,16 @@ from pathlib import Path
 
 import av
 import av.error
+import fuzz_support
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from videoitg.decode import DecodeLimits, DecodeTimeoutError, SampledFrames, dali_available, decode_video, probe_video
 from videoitg.errors import VideoITGError
 from videoitg.sampling import SamplingParams
 
-SCALE = int(os.environ.get("VIDEOITG_FUZZ_EXAMPLES", "0"))
 BUDGET_S = 5.0
 SLACK_S = 3.0  # thread start/join and a loaded CI machine
 COUNTS: Counter[str] = Counter()
@@ -46,18 +44,14 @@ SEEDS = {
 }
 
 
-def fuzz(ci_examples: int) -> settings:
-    return settings(max_examples=SCALE or ci_examples, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def fuzz(ci_examples: int):
+    return fuzz_support.fuzz(ci_examples, HealthCheck.data_too_large)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def report():  # type: ignore[no-untyped-def]
     yield
-    out = os.environ.get("VIDEOITG_FUZZ_REPORT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "fuzz_decode.json").write_text(json.dumps(dict(sorted(COUNTS.items())), indent=1))
+    fuzz_support.write_report("fuzz_decode", COUNTS)
 
 
 _SEED_BYTES: dict[str, bytes] = {}

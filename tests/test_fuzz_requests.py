@@ -9,14 +9,14 @@ each module writes its counts to DIR/<module>.json (RELIABILITY.md records a lon
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from collections import Counter
 from pathlib import Path
 
+import fuzz_support
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from videoitg.config import tiny_config
@@ -27,22 +27,17 @@ from videoitg.paths import resolve_under_roots
 from videoitg.sampling import SamplingParams, sample_frame_indices
 from videoitg.tiny import build_tiny_tokenizer
 
-SCALE = int(os.environ.get("VIDEOITG_FUZZ_EXAMPLES", "0"))  # 0: the CI sizes below
 COUNTS: Counter[str] = Counter()
 
 
-def fuzz(ci_examples: int) -> settings:
-    return settings(max_examples=SCALE or ci_examples, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+def fuzz(ci_examples: int):
+    return fuzz_support.fuzz(ci_examples, HealthCheck.function_scoped_fixture)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def report():  # type: ignore[no-untyped-def]
     yield
-    out = os.environ.get("VIDEOITG_FUZZ_REPORT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "fuzz_requests.json").write_text(json.dumps(dict(sorted(COUNTS.items())), indent=1))
+    fuzz_support.write_report("fuzz_requests", COUNTS)
 
 
 # ---- bugs found by these fuzzers in modules this suite does not own -------------------------------------------

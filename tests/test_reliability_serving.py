@@ -14,6 +14,7 @@ test can show the recovery path (reloading the dead model); it changes nothing e
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -31,7 +32,14 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 pytest.importorskip("videoitg.serving.server", reason="the serving package (issue 5) is not on this branch")
 
-from fixtures_video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream  # noqa: E402
+from fixtures_video import (  # noqa: E402
+    random_clip,
+    truncate,
+    unknown_codec,
+    write_audio_only,
+    write_clip,
+    write_empty_stream,
+)
 from test_fuzz_decode import FFMPEG_ERRORS, mutate, seed_bytes  # noqa: E402
 
 from videoitg.serving import binaries  # noqa: E402
@@ -58,22 +66,7 @@ def report(name: str, data: dict) -> None:
         (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=1))
 
 
-def small_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int = 48) -> bytes:
-    """Distinct random-content clip per seed: a cold (cache-missing) request."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("mpeg4", rate=fps)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        for _ in range(seconds * fps):
-            for p in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 256, (size, size, 3), np.uint8),
-                                                         format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path.read_bytes()
+small_clip = functools.partial(random_clip, size=48)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from fixtures_video import random_clip  # noqa: E402
+
 from videoitg.limits import Limits  # noqa: E402
 from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
@@ -37,22 +39,7 @@ except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is
     pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
 
 
-def make_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int = 64) -> bytes:
-    """A short random-content clip (mpeg4), distinct per seed: fresh cache keys for the cache tests."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("mpeg4", rate=fps)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        for _ in range(seconds * fps):
-            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path.read_bytes()
+make_clip = random_clip
 
 
 @pytest.fixture(scope="module")
