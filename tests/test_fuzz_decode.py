@@ -238,3 +238,19 @@ def test_known_seek_livelock() -> None:
     except VideoITGError as e:
         if isinstance(e, DecodeTimeoutError):
             raise
+
+
+def test_packet_of_an_undeclared_stream_is_not_an_index_error() -> None:
+    """Found by atheris in CI: a damaged container whose packets name a stream it never declared made PyAV's
+    demux raise IndexError out of the decoder. Now the readable part decodes, or a typed error says why not."""
+    data = (Path(__file__).parent / "data" / "atheris_unknown_stream.bin").read_bytes()[1:]  # [0]: selector byte
+    try:
+        out = decode_video(data, image_size=16, params=SamplingParams(4, 2.0), decoder="pyav", time_budget_s=30,
+                           limits=LIMITS)
+        assert out.pixel_values.shape[0] == len(out.frame_indices) > 0
+    except VideoITGError:
+        pass
+    try:
+        probe_video(data, count_frames=True)
+    except VideoITGError:
+        pass

@@ -249,9 +249,11 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
                 keys.append(t)
             if len(pts) > limits.max_frames:
                 raise VideoTooLargeError(f"{name}: more than {limits.max_frames} frames (frame limit)")
-    except av.error.FFmpegError as e:  # InvalidData, EOF, EIO, EAGAIN...: the readable part ends here
+    except (av.error.FFmpegError, IndexError) as e:  # InvalidData, EOF, EIO, EAGAIN...: the readable part ends here
+        # IndexError: PyAV's demux looks up a stream that a damaged container announced only mid-stream.
         if not pts:
-            raise TruncatedVideoError(f"{name}: cannot read any video packet ({e.strerror})") from None
+            reason = e.strerror if isinstance(e, av.error.FFmpegError) else "a packet of an unknown stream"
+            raise TruncatedVideoError(f"{name}: cannot read any video packet ({reason})") from None
         # A damaged tail: keep what was indexed; sampled frames past the damage are reported missing later.
     if not pts:
         raise NoFramesError(f"{name}: the video stream has no frames")
@@ -285,7 +287,7 @@ def first_frame_rotation(container: av.container.InputContainer, stream: av.vide
     try:
         for frame in container.decode(stream):
             return normalize_rotation(frame.rotation)
-    except av.error.FFmpegError:
+    except (av.error.FFmpegError, IndexError):  # see build_index
         return 0
     return 0
 

@@ -67,7 +67,8 @@ class _Frames:
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodecError(f"{self.name}: no decoder for codec {cc.name} "
                                         f"({e.strerror})") from None
-        except av.error.FFmpegError:  # EOF, EIO, EAGAIN... from the demuxer: the end of what can be read
+        except (av.error.FFmpegError, IndexError):  # EOF, EIO, EAGAIN... from the demuxer: the end of what can be
+            # read (IndexError: PyAV's demux meeting a packet of a stream the damaged container never declared)
             return
 
 
