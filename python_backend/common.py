@@ -37,6 +37,18 @@ def error(exc: BaseException | str, model: str) -> Any:
     return pb_utils.InferenceResponse(error=err)
 
 
+def respond_each(requests: list[Any], handle: Any, model: str) -> list[Any]:
+    """One response per request, in order: `handle(request)`, or that request's own error, so one bad request
+    never fails its batch-mates."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(handle(request))
+        except Exception as e:
+            responses.append(error(e, model))
+    return responses
+
+
 def input_numpy(request: Any, name: str) -> np.ndarray | None:
     t = pb_utils.get_input_tensor_by_name(request, name)
     return None if t is None else t.as_numpy()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from python_backend.common import RequestCounters, error, input_numpy, output_numpy, output_torch, setup
+from python_backend.common import RequestCounters, input_numpy, output_numpy, output_torch, respond_each, setup
 from videoitg.serving.steps import limits_from, resolve_checkpoint, sampling_from
 
 
@@ -36,17 +36,14 @@ class TritonPythonModel:
     def execute(self, requests):
         from videoitg.decode import decode_video
 
-        responses = []
-        for request in requests:
-            try:
-                video = input_numpy(request, "VIDEO")
-                data = bytes(video.reshape(-1)[0]) if video is not None and video.size == 1 else b""
-                frames = decode_video(data, image_size=self.image_size, params=self.sampling, decoder=self.decoder,
-                                      limits=self.limits.decode, time_budget_s=self.limits.decode_time_budget_s)
-                responses.append(self._respond(frames))
-            except Exception as e:  # one bad video must not fail its batch-mates
-                responses.append(error(e, "videoitg_decode"))
-        return self.counters.count(responses)
+        def handle(request):
+            video = input_numpy(request, "VIDEO")
+            data = bytes(video.reshape(-1)[0]) if video is not None and video.size == 1 else b""
+            return self._respond(decode_video(data, image_size=self.image_size, params=self.sampling,
+                                              decoder=self.decoder, limits=self.limits.decode,
+                                              time_budget_s=self.limits.decode_time_budget_s))
+
+        return self.counters.count(respond_each(requests, handle, "videoitg_decode"))
 
     @staticmethod
     def _respond(frames):

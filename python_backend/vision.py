@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from python_backend.common import RequestCounters, error, input_torch, output_torch, response_tensor, setup
+from python_backend.common import RequestCounters, input_torch, output_torch, respond_each, response_tensor, setup
 from videoitg.serving.steps import device_dtype, load_part, resolve_checkpoint
 
 
@@ -54,14 +54,11 @@ class TritonPythonModel:
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
 
-        responses = []
-        for request in requests:
-            try:
-                pv = input_torch(request, "PIXEL_VALUES").to(self.device, self.dtype)
-                responses.append(pb_utils.InferenceResponse([output_torch("FEATURES", self.features(pv))]))
-            except Exception as e:
-                responses.append(error(e, "videoitg_vision"))
-        return self.counters.count(responses)
+        def handle(request):
+            pv = input_torch(request, "PIXEL_VALUES").to(self.device, self.dtype)
+            return pb_utils.InferenceResponse([output_torch("FEATURES", self.features(pv))])
+
+        return self.counters.count(respond_each(requests, handle, "videoitg_vision"))
 
     @torch.inference_mode()
     def features(self, pv: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,23 @@ def read_number(frame: np.ndarray) -> int:
     return n
 
 
+def video_stream(out, codec: str, fps: int, width: int, height: int, gop: int | None,
+                 options: dict[str, str] | None):
+    """A video stream set up for fast, small test clips (ultrafast x264, realtime VP8/VP9)."""
+    s = out.add_stream(codec, rate=fps)
+    s.width, s.height = width, height
+    s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    opts = dict(options or {})
+    if codec == "libx264":
+        opts.setdefault("preset", "ultrafast")
+    if codec.startswith("libvpx"):
+        opts = {"deadline": "realtime", "cpu-used": "8", **opts}
+    if gop:
+        s.gop_size = gop
+    s.options = opts
+    return s
+
+
 def write_clip(path: Path, *, codec: str = "libx264", frames: int = 30, width: int = 96, height: int = 64,
                fps: int = 25, pts: list[int] | None = None, time_base: Fraction | None = None,
                rotation: int | None = None, gop: int | None = None, marker: bool = False,
@@ -51,17 +68,7 @@ def write_clip(path: Path, *, codec: str = "libx264", frames: int = 30, width: i
     path = Path(path)
     container_opts = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=container_opts) as out:
-        s = out.add_stream(codec, rate=fps)
-        s.width, s.height = width, height
-        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        opts = dict(options or {})
-        if codec == "libx264":
-            opts.setdefault("preset", "ultrafast")
-        if codec.startswith("libvpx"):
-            opts.update({"deadline": "realtime", "cpu-used": "8", **opts})
-        if gop:
-            s.gop_size = gop
-        s.options = opts
+        s = video_stream(out, codec, fps, width, height, gop, options)
         if time_base is not None:
             s.time_base = time_base
             s.codec_context.time_base = time_base
@@ -152,17 +159,8 @@ def write_natural_clip(path: Path, *, codec: str = "libx264", frames: int = 50, 
     path = Path(path)
     cache = [natural_frame(i, width, height) for i in range(min(distinct, frames))]
     with av.open(str(path), "w") as out:
-        s = out.add_stream(codec, rate=fps)
-        s.width, s.height = width, height
-        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        opts = dict(options or {})
-        if codec == "libx264":
-            opts.setdefault("preset", "ultrafast")
-        if codec.startswith("libvpx"):
-            opts = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", **opts}
-        s.options = opts
-        if gop:
-            s.gop_size = gop
+        vpx = {"row-mt": "1"} if codec.startswith("libvpx") else {}
+        s = video_stream(out, codec, fps, width, height, gop, {**vpx, **(options or {})})
         for i in range(frames):
             f = av.VideoFrame.from_ndarray(cache[i % len(cache)], format="rgb24")
             for p in s.encode(f):

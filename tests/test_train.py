@@ -86,7 +86,7 @@ def test_grad_checkpointing_gives_the_same_step(data: Path, tmp_path: Path) -> N
 def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
     from train.data import parse_records
     from videoitg import evaluation as ev
-    from videoitg.model.variant_b import load_model
+    from videoitg.checkpoint import load_checkpoint
 
     cfg = small_config(data, tmp_path / "run", max_steps=80, global_batch=6, micro_batch=6, warmup_ratio=0.0,
                        lr=5e-3, head_lr=1e-2, train_vision=True, tiny_overrides={
@@ -99,7 +99,7 @@ def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
     from train.data import load_frames
     from videoitg.pipeline import Scorer
 
-    model, tok = load_model(final)
+    model, tok = load_checkpoint(final)
     scorer = Scorer(final, model=model, tokenizer=tok)
     records, _ = parse_records(data)
     scored, bad, _ = ev.score_records(scorer, records, data.parent / "videos", lambda p: load_frames(p, 28))

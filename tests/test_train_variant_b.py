@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from videoitg.checkpoint import load_checkpoint
 from videoitg.config import tiny_config
 from videoitg.model import VideoITG
-from videoitg.model.variant_b import VideoITGAnchor, load_model
+from videoitg.model.variant_b import VideoITGAnchor
 
 
 def _model(attention: str) -> VideoITG:
@@ -70,7 +71,7 @@ def test_variant_b_checkpoint_round_trip(tmp_path: Path) -> None:
 
     m = _model("causal")
     save_checkpoint(m, tmp_path / "b", build_tiny_tokenizer())
-    loaded, _ = load_model(tmp_path / "b")
+    loaded, _ = load_checkpoint(tmp_path / "b")
     assert isinstance(loaded, VideoITGAnchor)
     v, ids = torch.randn(3, 4, m.config.text.hidden_size), torch.tensor([4, 5])
     with torch.no_grad():
@@ -85,6 +86,6 @@ def test_variant_b_trains(tmp_path: Path) -> None:
 
     data = small_dataset(tmp_path / "data", videos=2, per_video=2)
     final = Trainer(small_config(data, tmp_path / "run", variant="B", max_steps=3, global_batch=2)).run()
-    model, _ = load_model(final)
+    model, _ = load_checkpoint(final)
     assert isinstance(model, VideoITGAnchor) and model.config.attention == "causal"
     assert len(read_metrics(tmp_path / "run")) == 3

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         scored, skipped = ev.records_from_results(args.results, records)
         source = str(args.results)
     else:
-        from videoitg.model.variant_b import load_model
+        from videoitg.checkpoint import load_checkpoint
         from videoitg.pipeline import Scorer, parse_dtype
 
         ckpt = args.checkpoint
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
             ckpt = default_checkpoint()
         dtype = parse_dtype(args.dtype, args.device)
-        model, tok = load_model(ckpt, args.device, dtype)
+        model, tok = load_checkpoint(ckpt, args.device, dtype)
         from videoitg.limits import Limits
 
         # Annotations index the training sampling (up to 1024 frames), above a serving request's 512-frame cap.

@@ -93,6 +93,8 @@ class VideoITG(nn.Module):
         """Right-padded [B, L, H] embeddings of each request's `sequence` and the valid mask (None when nothing
         is padded)."""
         seqs = [self.sequence(v, ids) for v, ids in zip(visual, input_ids, strict=True)]
+        if len(seqs) == 1:  # the common serving case: a view, not a copy of the whole [L, H] sequence
+            return seqs[0][None], None
         lengths = [s.shape[0] for s in seqs]
         L = max(lengths)
         if all(n == L for n in lengths):

@@ -51,12 +51,3 @@ class VideoITGAnchor(VideoITG):
 def model_class(cfg) -> type[VideoITG]:
     """The module class for a config: Variant B when attention is causal, else the released Variant C."""
     return VideoITGAnchor if cfg.attention == "causal" else VideoITG
-
-
-def load_model(ckpt, device="cpu", dtype=None, vision_tower=None):
-    """`videoitg.checkpoint.load_checkpoint` (which builds `model_class(config)`), kept for callers' convenience."""
-    import torch
-
-    from videoitg.checkpoint import load_checkpoint
-
-    return load_checkpoint(ckpt, device, dtype or torch.float32, vision_tower)
