@@ -155,3 +155,42 @@ def test_bad_records_are_reported_and_skipped(data: Path, tmp_path: Path) -> Non
     assert "question" in reasons[str(n + 3)]
     assert "clip_num" in reasons[str(n + 4)]
     assert all(s["record"] for s in skipped)  # each report carries the record itself
+
+
+def test_grouped_order_keeps_instructions_of_a_video_together() -> None:
+    from train.data import grouped_epoch_order
+
+    videos = [f"v{i % 5}" for i in range(23)]  # 5 videos with 4-5 instructions each
+    order = grouped_epoch_order(videos, 3, seed=0, epoch=0)
+    assert sorted(order) == list(range(23))  # a permutation: every sample once per epoch
+    assert order == grouped_epoch_order(videos, 3, seed=0, epoch=0)  # same on every rank and after a resume
+    assert order != grouped_epoch_order(videos, 3, seed=0, epoch=1)
+    # Runs of one video, each at most 3 long; a video is split into ceil(n / 3) runs.
+    runs = [1]
+    for a, b in zip(order[:-1], order[1:], strict=True):
+        runs[-1:] = [runs[-1] + 1] if videos[a] == videos[b] and runs[-1] < 3 else [runs[-1], 1]
+    assert max(runs) <= 3 and len(runs) == sum(-(-videos.count(v) // 3) for v in set(videos))
+
+
+def test_shared_video_runs_the_tower_once_with_the_same_result() -> None:
+    from train.trainer import TrainModule
+
+    cfg = small_config(Path("x"), Path("y"), train_vision=True)
+    model, _ = init_model(cfg)
+    recipe.set_trainable(model, train_vision=True)
+    module = TrainModule(model, train_vision=True)
+    S = model.config.vision.image_size
+    px = torch.rand(4, 3, S, S)
+    ids = [torch.tensor([5, 6, 7]), torch.tensor([8, 9])]
+    calls = []
+    hook = model.model.vision_tower.register_forward_hook(lambda *_: calls.append(1))
+    shared = module([px, px], ids, [1, 1])
+    assert len(calls) == 1
+    separate = module([px, px.clone()], ids, [1, 1])
+    assert len(calls) == 3
+    hook.remove()
+    for a, b in zip(shared, separate, strict=True):
+        assert torch.equal(a, b)
+    # Gradients flow to the tower through both uses.
+    sum(x.sum() for x in shared).backward()
+    assert model.model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight.grad is not None

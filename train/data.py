@@ -275,6 +275,25 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_samples, generator=g).tolist()
 
 
+def grouped_epoch_order(videos: Sequence[str], group: int, seed: int, epoch: int) -> list[int]:
+    """A shuffled sample order in which runs of up to `group` consecutive samples share one video.
+
+    Why: several instructions of the same video in one batch give the model the same frames with different labels
+    in one step (a direct signal to read the instruction), and the tower runs once per video, not once per
+    sample. Depends only on (videos, group, seed, epoch), like `epoch_order`, so ranks and resumed runs agree.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    by_video: dict[str, list[int]] = {}
+    for i, v in enumerate(videos):
+        by_video.setdefault(v, []).append(i)
+    chunks: list[list[int]] = []
+    for v in sorted(by_video):
+        idx = by_video[v]
+        idx = [idx[j] for j in torch.randperm(len(idx), generator=g).tolist()]
+        chunks += [idx[j : j + group] for j in range(0, len(idx), group)]
+    return [i for c in torch.randperm(len(chunks), generator=g).tolist() for i in chunks[c]]
+
+
 def sample_hw(seed: int, epoch: int, position: int, low: int, high: int) -> int:
     """Training-time tokens per side, uniform in [low, high] (the original draws it per sample); seeded by the
     sample's place in the run so it is the same on any rank and after a resume."""

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--head-lr", type=float, default=2e-3)
     ap.add_argument("--variant", default="C")
+    ap.add_argument("--group", type=int, default=8,
+                    help="instructions of one video kept together in a batch (1 = plain shuffle)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--ship", action="store_true", help="copy the model to videoitg/assets/tiny-videoitg")
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         data=[str(train_ann)], out=str(args.out / "run"), init="tiny", variant=args.variant, tiny_overrides=model,
         max_steps=args.steps, global_batch=args.batch, micro_batch=args.batch, lr=args.lr, head_lr=args.head_lr,
-        vision_lr=args.lr, train_vision=True, seed=args.seed, save_every=max(1, args.steps // 4),
+        vision_lr=args.lr, train_vision=True, seed=args.seed, group_by_video=args.group,
+        save_every=max(1, args.steps // 4),
     )
     t1 = time.time()
     c1 = time.process_time()

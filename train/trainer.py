@@ -27,6 +27,7 @@ from train.data import (
     Sample,
     apply_status,
     epoch_order,
+    grouped_epoch_order,
     labels_for,
     parse_records,
     probe_videos,
@@ -67,6 +68,7 @@ class TrainConfig:
     train_vision: bool = False  # from-scratch toy runs only: the recipe freezes SigLIP
     save_every: int = 0  # steps between resumable checkpoints (0 = only the final model)
     keep_checkpoints: int = 2
+    group_by_video: int = 0  # > 1: batches hold runs of up to this many instructions of one video
     resume: bool = True  # continue from the newest complete checkpoint in `out` if there is one
     num_frames: int = 1024
     target_fps: float = 1.0
@@ -140,11 +142,17 @@ class TrainModule(nn.Module):
         self.model, self.train_vision = model, train_vision
 
     def forward(self, feats: list[torch.Tensor], ids: list[torch.Tensor], hws: list[int]) -> list[torch.Tensor]:
+        # Samples of one video share the same cached tensor: run the tower and projector once per (video, hw).
+        done: dict[tuple[int, int], torch.Tensor] = {}
         visual = []
         for f, hw in zip(feats, hws, strict=True):
-            if self.train_vision:  # f are pixels; the tower runs with grad
-                f = self.model.model.vision_tower(f)
-            visual.append(self.model.project(f, hw))
+            key = (id(f), hw)
+            if key not in done:
+                x = f
+                if self.train_vision:  # f are pixels; the tower runs with grad
+                    x = self.model.model.vision_tower(x)
+                done[key] = self.model.project(x, hw)
+            visual.append(done[key])
         return self.model.score_features(visual, ids)
 
 
@@ -229,7 +237,10 @@ class Trainer:
     def _micro_batches(self, step: int, spe: int, accum: int) -> tuple[int, list[list[tuple[int, Sample]]]]:
         cfg, B = self.cfg, self.cfg.global_batch
         epoch, pos = divmod(step, spe)
-        order = epoch_order(len(self.samples), cfg.seed, epoch)
+        if cfg.group_by_video > 1:
+            order = grouped_epoch_order([s.record.video for s in self.samples], cfg.group_by_video, cfg.seed, epoch)
+        else:
+            order = epoch_order(len(self.samples), cfg.seed, epoch)
         batch = order[pos * B : (pos + 1) * B]
         out = []
         for a in range(accum):
@@ -240,11 +251,14 @@ class Trainer:
     def _inputs(self, epoch: int, items: list[tuple[int, Sample]], mcfg) -> tuple[list, list, list, list, int]:
         feats, ids, hws, labels, frames = [], [], [], [], 0
         low = self.cfg.hw_min or mcfg.vision_min_num
+        moved: dict[str, torch.Tensor] = {}
         for position, s in items:
             f, meta = self.store.features(s.record.video)
             T = f.shape[0]
             hw = sample_hw(self.cfg.seed, epoch, position, low, mcfg.tokens_per_side(T))
-            feats.append(f.to(self.device))
+            if s.record.video not in moved:  # one device copy per video, so the tower runs once per video
+                moved[s.record.video] = f.to(self.device)
+            feats.append(moved[s.record.video])
             ids.append(self.ids[id(s.record)].to(self.device))
             hws.append(hw)
             labels.append(recipe.frame_labels(T, labels_for(s.record, meta.timestamps)))
