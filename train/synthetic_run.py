@@ -43,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--head-lr", type=float, default=2e-3)
+    ap.add_argument("--vision-lr", type=float, help="tower learning rate (default: --lr)")
     ap.add_argument("--variant", default="C")
     ap.add_argument("--group", type=int, default=8,
                     help="instructions of one video kept together in a batch (1 = plain shuffle)")
+    ap.add_argument("--tower-steps", type=int, default=2000,
+                    help="pretrain the tower on the frames' object tags first, then keep it frozen as the recipe "
+                         "does (train/vision_pretrain.py); 0 = train the tower end to end with the grounding loss")
+    ap.add_argument("--tower-lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--ship", action="store_true", help="copy the model to videoitg/assets/tiny-videoitg")
@@ -70,11 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         write_dataset(data / "eval", args.eval_videos, seed=2000 + args.seed, instructions_per_video=args.per_video,
                       progress=True)
     t_data = time.time() - t0
+    base = TrainConfig(data=[str(train_ann)], out=str(args.out / "run"), init="tiny", variant=args.variant,
+                       tiny_overrides=model, seed=args.seed)
+    tower: dict = {}
+    t_tower = time.time()
+    if args.tower_steps:
+        base.init = str(pretrain_stage(base, data, args, tower))
+    t_tower = time.time() - t_tower
     cfg = TrainConfig(
-        data=[str(train_ann)], out=str(args.out / "run"), init="tiny", variant=args.variant, tiny_overrides=model,
-        max_steps=args.steps, global_batch=args.batch, micro_batch=args.batch, lr=args.lr, head_lr=args.head_lr,
-        vision_lr=args.lr, train_vision=True, seed=args.seed, group_by_video=args.group,
-        save_every=max(1, args.steps // 4),
+        **{**base.to_json(), "max_steps": args.steps, "global_batch": args.batch, "micro_batch": args.batch,
+           "lr": args.lr, "head_lr": args.head_lr, "train_vision": not args.tower_steps,
+           "vision_lr": None if args.tower_steps else (args.vision_lr or args.lr), "group_by_video": args.group,
+           "save_every": max(1, args.steps // 4)},
     )
     t1 = time.time()
     c1 = time.process_time()
@@ -90,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     # CPU seconds next to wall seconds: on a shared machine the wall time says more about the neighbours.
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    res["timing_s"] = {"data": round(t_data, 1), "train": round(t_train, 1), "eval": round(t_eval, 1),
+    res["tower_pretraining"] = tower
+    res["timing_s"] = {"data": round(t_data, 1), "tower": round(t_tower, 1), "train": round(t_train, 1),
+                       "eval": round(t_eval, 1),
                        "cpu_this_process": round(own.ru_utime + own.ru_stime, 1),
                        "cpu_eval_subprocess": round(kids.ru_utime + kids.ru_stime, 1)}
     res["timing_s"]["cpu_train"] = round(cpu_train, 1)
@@ -103,6 +117,26 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(final, dst)
         print(f"shipped {final} -> {dst}")
     return 0
+
+
+def pretrain_stage(base, data: Path, args: argparse.Namespace, stats: dict) -> Path:
+    """A random tiny model whose tower has been pretrained on the training frames' object tags (the held-out
+    frames only measure it), saved as the checkpoint the grounding recipe starts from."""
+    from train.trainer import init_model
+    from train.vision_pretrain import load_tagged_frames, pretrain_tower
+    from videoitg.checkpoint import save_checkpoint
+    from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
+
+    model, tok = init_model(base)
+    size = model.config.vision.image_size
+    train = load_tagged_frames(data / "train" / "videos", data / "train" / FRAME_OBJECTS, OBJECT_NAMES, size,
+                               progress=True)
+    held = load_tagged_frames(data / "eval" / "videos", data / "eval" / FRAME_OBJECTS, OBJECT_NAMES, size)
+    stats.update(pretrain_tower(model.model.vision_tower, train, held, steps=args.tower_steps, lr=args.tower_lr,
+                                seed=args.seed, progress=True))
+    stats.update(steps=args.tower_steps, lr=args.tower_lr, frames=len(train.pixels))
+    print(json.dumps({"tower_pretraining": stats}))
+    return save_checkpoint(model, args.out / "tower-pretrained", tok)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ VISIBLE_FRACTION = 0.3
 BACKGROUND = (24, 24, 32)
 # Frames of the training rule (1 fps, at most 1024 frames): the sampling clip_num indexes into.
 TRAIN_SAMPLING = SamplingParams(num_frames=1024, target_fps=1.0, rule="train")
+OBJECT_NAMES = tuple(f"{c} {k}" for c in COLOURS for k in KINDS)
+FRAME_OBJECTS = "frame_objects.json"  # written next to the annotations by write_dataset
 
 Codec = Literal["h264", "vp9"]
 CODECS: dict[str, tuple[str, str]] = {"h264": ("libx264", ".mp4"), "vp9": ("libvpx-vp9", ".webm")}
@@ -148,8 +150,10 @@ def random_scene(
     fps: int = 4,
     duration_s: tuple[int, int] = (20, 30),
     num_objects: tuple[int, int] = (2, 4),
+    radius_px: tuple[float, float] = (9.0, 13.0),
 ) -> Scene:
-    """A random scene: distinct (colour, kind) objects with random lifetimes and motion."""
+    """A random scene: distinct (colour, kind) objects with random lifetimes and motion; `radius_px` is the object
+    size range in pixels of a 128-px frame (scaled with the frame)."""
     duration = int(rng.integers(duration_s[0], duration_s[1] + 1))
     n = int(rng.integers(num_objects[0], num_objects[1] + 1))
     combos = [(c, k) for c in COLOURS for k in KINDS]
@@ -158,7 +162,7 @@ def random_scene(
     objects = []
     for p in picks:
         colour, kind = combos[int(p)]
-        radius = float(rng.uniform(9.0, 13.0) * scale)
+        radius = float(rng.uniform(radius_px[0], radius_px[1]) * scale)
         # Whole seconds for lifetimes keep the 1-fps labels away from half-visible boundary frames.
         life = int(rng.integers(5, max(6, duration - 2) + 1))
         life = min(life, duration)
@@ -389,6 +393,7 @@ def write_dataset(
     """Write `num_videos` clips under `out_dir/videos/` and a JSON list of records to
     `out_dir/annotation_name`.
 
+    `out_dir/frame_objects.json` maps each video to the names of the objects visible in each sampled frame.
     Each record has the VideoITG-40K fields `video` (relative to `out_dir/videos`), `question`, `clip_num`
     (indices into the 1-fps training sampling), plus `type` (instruction kind), `segments` (positive moments
     in seconds, for moment-level evaluation), `fps` and `num_frames`. Instructions are drawn so every kind
@@ -404,6 +409,7 @@ def write_dataset(
     ext = CODECS[codec][1] if codec in CODECS else ""
     seeds = np.random.SeedSequence(seed).spawn(num_videos)
     records: list[dict[str, Any]] = []
+    frame_objects: dict[str, list[list[str]]] = {}
     it: Iterable[int] = range(num_videos)
     if progress:
         from tqdm import tqdm
@@ -413,6 +419,7 @@ def write_dataset(
         vseed = int(seeds[v].generate_state(1)[0])
         name = f"synth_{v:05d}{ext}"
         scene, rendered, _ = make_video(video_dir / name, vseed, codec, **scene_kwargs)
+        frame_objects[name] = visible_objects(scene, rendered)
         rng = np.random.default_rng(vseed + 1)
         cands = [c for c in candidate_instructions(scene, rendered, rng) if c.kind in kinds]
         chosen = _choose_instructions(cands, kinds, instructions_per_video, rng)
@@ -431,7 +438,15 @@ def write_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     ann = out_dir / annotation_name
     ann.write_text(json.dumps(records, indent=1) + "\n")
+    (out_dir / FRAME_OBJECTS).write_text(json.dumps(frame_objects) + "\n")
     return ann
+
+
+def visible_objects(scene: Scene, rendered: Rendered) -> list[list[str]]:
+    """Names ("red circle") of the objects visible in each frame of the training sampling (what clip_num
+    indexes): the per-frame tags the tiny vision tower is pretrained on."""
+    return [[o.name for j, o in enumerate(scene.objects) if rendered.visible[f, j]]
+            for f in sampled_positions(scene.num_frames, scene.fps)]
 
 
 def _choose_instructions(
@@ -520,5 +535,6 @@ def describe_encoders() -> dict[str, bool]:
 __all__ = [
     "COLOURS", "KINDS", "INSTRUCTION_KINDS", "Scene", "ShapeObject", "Segment", "random_scene", "render",
     "encode_video", "instruction_labels", "candidate_instructions", "clip_num", "label_segments",
-    "write_dataset", "make_sample_video", "sample_scene", "describe_encoders",
+    "write_dataset", "visible_objects", "OBJECT_NAMES", "FRAME_OBJECTS", "make_sample_video", "sample_scene",
+    "describe_encoders",
 ]
