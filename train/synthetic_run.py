@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     tower: dict = {}
     t_tower = time.time()
     if args.tower_steps:
-        base.init = str(pretrain_stage(base, data, args, tower))
+        init, tower = pretrain_stage(base, data, args)
+        base.init = str(init)
     t_tower = time.time() - t_tower
     cfg = TrainConfig(
         **{**base.to_json(), "max_steps": args.steps, "global_batch": args.batch, "micro_batch": args.batch,
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def pretrain_stage(base, data: Path, args: argparse.Namespace, stats: dict) -> Path:
+def pretrain_stage(base, data: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     """A random tiny model whose tower has been pretrained on the training frames' object tags (the held-out
     frames only measure it), saved as the checkpoint the grounding recipe starts from."""
     from train.trainer import init_model
@@ -132,11 +133,11 @@ def pretrain_stage(base, data: Path, args: argparse.Namespace, stats: dict) -> P
     train = load_tagged_frames(data / "train" / "videos", data / "train" / FRAME_OBJECTS, OBJECT_NAMES, size,
                                progress=True)
     held = load_tagged_frames(data / "eval" / "videos", data / "eval" / FRAME_OBJECTS, OBJECT_NAMES, size)
-    stats.update(pretrain_tower(model.model.vision_tower, train, held, steps=args.tower_steps, lr=args.tower_lr,
-                                seed=args.seed, progress=True))
+    stats = pretrain_tower(model.model.vision_tower, train, held, steps=args.tower_steps, lr=args.tower_lr,
+                           seed=args.seed, progress=True)
     stats.update(steps=args.tower_steps, lr=args.tower_lr, frames=len(train.pixels))
     print(json.dumps({"tower_pretraining": stats}))
-    return save_checkpoint(model, args.out / "tower-pretrained", tok)
+    return save_checkpoint(model, args.out / "tower-pretrained", tok), stats
 
 
 if __name__ == "__main__":

@@ -237,16 +237,25 @@ class Trainer:
     def _micro_batches(self, step: int, spe: int, accum: int) -> tuple[int, list[list[tuple[int, Sample]]]]:
         cfg, B = self.cfg, self.cfg.global_batch
         epoch, pos = divmod(step, spe)
-        if cfg.group_by_video > 1:
-            order = grouped_epoch_order([s.record.video for s in self.samples], cfg.group_by_video, cfg.seed, epoch)
-        else:
-            order = epoch_order(len(self.samples), cfg.seed, epoch)
-        batch = order[pos * B : (pos + 1) * B]
+        batch = self._epoch_order(epoch)[pos * B : (pos + 1) * B]
         out = []
         for a in range(accum):
             start = (a * self.dist.world_size + self.dist.rank) * cfg.micro_batch
             out.append([(pos * B + start + j, self.samples[batch[start + j]]) for j in range(cfg.micro_batch)])
         return epoch, out
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        # Computed once per epoch, not per step (the grouped order costs ~6 ms for 12k samples).
+        cached = getattr(self, "_order", None)
+        if cached is None or cached[0] != epoch:
+            cfg = self.cfg
+            if cfg.group_by_video > 1:
+                videos = [s.record.video for s in self.samples]
+                order = grouped_epoch_order(videos, cfg.group_by_video, cfg.seed, epoch)
+            else:
+                order = epoch_order(len(self.samples), cfg.seed, epoch)
+            self._order = cached = (epoch, order)
+        return cached[1]
 
     def _inputs(self, epoch: int, items: list[tuple[int, Sample]], mcfg) -> tuple[list, list, list, list, int]:
         feats, ids, hws, labels, frames = [], [], [], [], 0

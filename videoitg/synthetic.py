@@ -150,10 +150,8 @@ def random_scene(
     fps: int = 4,
     duration_s: tuple[int, int] = (20, 30),
     num_objects: tuple[int, int] = (2, 4),
-    radius_px: tuple[float, float] = (9.0, 13.0),
 ) -> Scene:
-    """A random scene: distinct (colour, kind) objects with random lifetimes and motion; `radius_px` is the object
-    size range in pixels of a 128-px frame (scaled with the frame)."""
+    """A random scene: distinct (colour, kind) objects with random lifetimes and motion."""
     duration = int(rng.integers(duration_s[0], duration_s[1] + 1))
     n = int(rng.integers(num_objects[0], num_objects[1] + 1))
     combos = [(c, k) for c in COLOURS for k in KINDS]
@@ -162,7 +160,7 @@ def random_scene(
     objects = []
     for p in picks:
         colour, kind = combos[int(p)]
-        radius = float(rng.uniform(radius_px[0], radius_px[1]) * scale)
+        radius = float(rng.uniform(9.0, 13.0) * scale)
         # Whole seconds for lifetimes keep the 1-fps labels away from half-visible boundary frames.
         life = int(rng.integers(5, max(6, duration - 2) + 1))
         life = min(life, duration)
