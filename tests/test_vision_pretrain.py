@@ -55,3 +55,21 @@ def test_a_decoded_frame_count_that_disagrees_with_the_tags_is_refused(data: Pat
     bad.write_text(json.dumps({video: tags[video][:-1]}))
     with pytest.raises(InputError, match="sampled frames decoded"):
         load_tagged_frames(data.parent / "videos", bad, OBJECT_NAMES, 28)
+
+
+def test_the_benchmark_command_pretrains_then_keeps_the_tower_frozen(tmp_path: Path) -> None:
+    from train.synthetic_run import main
+    from videoitg.checkpoint import read_tensors
+
+    (tmp_path / "model.json").write_text(json.dumps(SMALL_MODEL))
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--train-videos", "4", "--eval-videos", "2", "--per-video", "4", "--steps", "3",
+                 "--batch", "8", "--tower-steps", "5", "--model-json", str(tmp_path / "model.json")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tower_pretraining"]["steps"] == 5 and "held_out_auc" in summary["tower_pretraining"]
+    assert summary["train_config"]["train_vision"] is False and summary["train_config"]["group_by_video"] == 8
+    assert summary["counts"]["all"] == 8  # 2 held-out videos x 4 instructions
+    pre, final = read_tensors(out / "tower-pretrained"), read_tensors(out / "run" / "final")
+    tower = [k for k in pre if k.startswith("model.vision_tower.")]
+    assert tower and all(torch.equal(pre[k], final[k]) for k in tower)  # the grounding stage froze it
+    assert any(not torch.equal(pre[k], final[k]) for k in pre if k not in tower)  # and trained the rest
