@@ -92,14 +92,18 @@ class Scorer:
         return self.limits.check_instruction(self.tokenizer, instruction, self.config)
 
     @torch.inference_mode()
-    def score_visual(self, items: list[tuple[VideoFeatures, str]], video: str = "") -> list[GroundingResult]:
-        """Score a batch of (features, instruction) pairs in one padded forward."""
-        ids = [self.encode(text) for _, text in items]
+    def score_visual(self, items: list[tuple[VideoFeatures, str]], video: str = "",
+                     ids: list[torch.Tensor] | None = None) -> list[GroundingResult]:
+        """Score a batch of (features, instruction) pairs in one padded forward. `ids`: the instructions' token ids
+        when the caller already has them from `encode`."""
+        if ids is None:
+            ids = [self.encode(text) for _, text in items]
         logits = self.model.score_features([f.visual for f, _ in items], ids)
         return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video)
                 for lg, (f, text) in zip(logits, items, strict=True)]
 
     def score(self, video: str | Path | bytes, instruction: str) -> GroundingResult:
-        self.encode(instruction)  # reject a bad instruction before spending a decode on it
+        ids = self.encode(instruction)  # reject a bad instruction before spending a decode on it
         feats = self.video_features(self.load_video(video))
-        return self.score_visual([(feats, instruction)], video=str(video) if not isinstance(video, bytes) else "")[0]
+        name = str(video) if not isinstance(video, bytes) else ""
+        return self.score_visual([(feats, instruction)], video=name, ids=[ids])[0]

@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     sampling = SamplingParams(args.num_frames, args.target_fps, args.sampling)
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
                     sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower)
-    scorer.encode(args.instruction)
+    ids = scorer.encode(args.instruction)  # a bad instruction is refused before the decode
     frames = scorer.load_video(args.video)
-    result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video)[0]
+    result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video, ids=[ids])[0]
     print(f"decoder: {frames.decoder}")
     return report(args, result, lambda: frames.pixel_values)
