@@ -92,6 +92,10 @@ def test_checkpoint_round_trip_single_and_sharded(tmp_path, tiny):
             assert torch.equal(model(pv, ids), want)
         assert tok2("when is the red circle visible?\n")["input_ids"] == tok("when is the red circle visible?\n")[
             "input_ids"]
+        # Re-saving a loaded checkpoint gives the same tokenizer files (no loader-only keys written into them).
+        again = save_checkpoint(model, tmp_path / f"{name}-again", tok2)
+        for f in ("tokenizer_config.json", "tokenizer.json"):
+            assert (again / f).read_text() == (d / f).read_text(), f
 
 
 def _plain_writer_checkpoint(tmp_path, tiny, external_tower: bool):

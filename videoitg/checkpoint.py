@@ -281,6 +281,13 @@ def save_checkpoint(
         (out / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
+        # transformers 5 writes how *this* copy was loaded (local path, offline) into the config; those are
+        # loader arguments, not tokenizer facts, and would make a re-saved checkpoint differ from its source.
+        tc = out / "tokenizer_config.json"
+        if tc.exists():
+            d = json.loads(tc.read_text())
+            if [d.pop(k) for k in ("is_local", "local_files_only") if k in d]:
+                tc.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
     return out
 
 
