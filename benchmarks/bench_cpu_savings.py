@@ -5,7 +5,7 @@
 
 Both sides hold the same weights: ours is the core `VideoITG` (`encode_frames`, `score_features`); the baseline is
 the original path rebuilt from HF `SiglipVisionModel` / `Qwen2Model` with `output_hidden_states=True`
-(`videoitg.perf.baseline`). The shapes are narrow but keep the real depths, so the ratios that depend on depth
+(`benchmarks.perf.baseline`). The shapes are narrow but keep the real depths, so the ratios that depend on depth
 (27 vs 26 layers, 28 vs 1 retained vision states, 29 vs 1 LLM states) are the real ones; absolute times are not.
 
 Per tower:
@@ -36,12 +36,12 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.perf.build import build_baseline, build_ours  # noqa: E402
+from benchmarks.perf.flops import request_flops  # noqa: E402
+from benchmarks.perf.memory import request_memory  # noqa: E402
+from benchmarks.perf.timing import median  # noqa: E402
 from videoitg.config import TextConfig, VideoITGConfig, VisionConfig  # noqa: E402
 from videoitg.model.qwen2 import run_decoder  # noqa: E402
-from videoitg.perf.build import build_baseline, build_ours  # noqa: E402
-from videoitg.perf.flops import request_flops  # noqa: E402
-from videoitg.perf.memory import request_memory  # noqa: E402
-from videoitg.perf.timing import median  # noqa: E402
 
 CPU = torch.device("cpu")
 

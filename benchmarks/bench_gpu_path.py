@@ -38,13 +38,13 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoitg.config import VideoITGConfig, tiny_config  # noqa: E402
-from videoitg.perf.baseline import check_bidirectional  # noqa: E402
-from videoitg.perf.build import build_baseline, build_ours  # noqa: E402
-from videoitg.perf.compare import score_agreement  # noqa: E402
-from videoitg.perf.flops import request_flops, sequence_length  # noqa: E402
-from videoitg.perf.memory import request_memory  # noqa: E402
-from videoitg.perf.timing import fp8_matmul_rate, matmul_rate, median, synchronize, time_calls  # noqa: E402
+from benchmarks.perf.baseline import check_bidirectional  # noqa: E402
+from benchmarks.perf.build import build_baseline, build_ours  # noqa: E402
+from benchmarks.perf.compare import score_agreement  # noqa: E402
+from benchmarks.perf.flops import request_flops, sequence_length  # noqa: E402
+from benchmarks.perf.memory import request_memory  # noqa: E402
+from benchmarks.perf.timing import fp8_matmul_rate, matmul_rate, median, synchronize, time_calls  # noqa: E402
+from videoitg.config import VideoITGConfig, preset  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -229,7 +229,7 @@ class Bench:
         self.args = args
         self.tiny = args.tiny
         self.device = torch.device(args.device)
-        self.cfg = tiny_config() if self.tiny else VideoITGConfig()
+        self.cfg = preset("tiny") if self.tiny else VideoITGConfig()
         self.frames = ints(args.frames) if args.frames else ([8, 16] if self.tiny else [64, 128, 256, 512])
         self.instr = args.instruction_len if args.instruction_len is not None else (10 if self.tiny else 150)
         self.dtype = DTYPES[args.dtype or ("fp32" if self.tiny else "bf16")]
@@ -366,7 +366,7 @@ class Bench:
 
     def micro(self) -> dict[str, Any]:
         """Changes proposed for the core model, timed in isolation (docs/performance.md)."""
-        from videoitg.perf.micro import gqa_attention, siglip_mlp_gelu_epilogue
+        from benchmarks.perf.micro import gqa_attention, siglip_mlp_gelu_epilogue
 
         it = 2 if self.tiny else 10
         res = {"siglip_mlp_gelu_epilogue": siglip_mlp_gelu_epilogue(self.cfg, self.args.chunk, self.device,
@@ -418,7 +418,7 @@ class Bench:
     def measure_fp8(self, ref: dict[int, torch.Tensor]) -> dict[str, Any]:
         """FP8 GEMMs swapped into a fresh copy of our model (same seed, same weights). The main variant (both
         towers) runs at every T; the others only at the largest T, to show where the time goes."""
-        from videoitg.perf.fp8 import convert_linears_to_fp8, default_fp8_filter, llm_only_filter
+        from benchmarks.perf.fp8 import convert_linears_to_fp8, default_fp8_filter, llm_only_filter
 
         a, big = self.args, max(self.frames)
         compiled = self.device.type == "cuda"  # fused quantisation; CPU inductor would need a C++ toolchain

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from videoitg.engine_build.onnx_export import OPSET, export_llm, export_vision
+from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec, build_plan
+from videoitg.engine_build.trtllm_convert import TrtllmBuildSpec, convert_variant_b, run_trtllm_build
 
-from engine_build.manifest import EngineError, EngineManifest, RuntimeEnv, checkpoint_sha256
-from engine_build.onnx_export import OPSET, export_llm, export_vision
-from engine_build.trt_builder import BackendUnavailable, LLMProfileSpec, VisionProfileSpec, build_plan
-from engine_build.trtllm_convert import TrtllmBuildSpec, convert_variant_b, run_trtllm_build
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.engines.manifest import BackendUnavailable, EngineError, EngineManifest, RuntimeEnv, checkpoint_sha256
 
 TARGETS = ("onnx", "tensorrt", "trtllm")
 
@@ -195,8 +195,8 @@ def _build_trtllm(opts: BuildOptions, cfg, ident: dict, extra: dict, rep: BuildR
     out = Path(opts.out) / "trtllm"
     if cfg.attention == "bidirectional":
         # Variant C cannot use the compiled TRT-LLM Qwen engine (causal mask hard-coded, TRT-LLM #1384); it runs
-        # on the PyTorch backend straight from the checkpoint (engine_build.trtllm_torch), nothing to build.
-        from engine_build.trtllm_torch import import_trtllm  # noqa: PLC0415
+        # on the PyTorch backend straight from the checkpoint (videoitg.engines.trtllm), nothing to build.
+        from videoitg.engines.libraries import import_trtllm  # noqa: PLC0415
 
         try:
             import_trtllm()

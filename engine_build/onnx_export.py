@@ -9,7 +9,7 @@ embeddings), `segment_ids [B, L]` (frame index of each visual token, -1 text, -2
 (0..T-1; only its length matters) and, in the padded-batch variant, `attention_mask [B, L]` -> `logits [B, T]`.
 B, L and T are dynamic, so one graph serves every T although tokens per frame change with T. Attention is the
 checkpoint's (full for Variant C). The head is the per-token 1-label score pooled per frame
-(`engine_build.heads`), so no hidden state leaves the graph.
+(`videoitg.model.layout`), so no hidden state leaves the graph.
 
 The modules here only wire the core model's own submodules (`videoitg.model`): no model code is copied. The
 dynamo exporter is used because the legacy TorchScript exporter fails on Qwen2 (`aten::diff`); it writes the
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine_build.heads import PAD_SEGMENT, frame_mean_logits
 from videoitg.model import VideoITG
+from videoitg.model.layout import PAD_SEGMENT, frame_mean_logits
 from videoitg.model.projector import resize_grid
 from videoitg.model.qwen2 import rope_cos_sin
 

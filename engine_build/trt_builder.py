@@ -14,27 +14,13 @@ that combination is refused.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine_build.manifest import EngineError, Profile
+from videoitg.engines.libraries import import_tensorrt
+from videoitg.engines.manifest import EngineError, Profile
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
-
-
-class BackendUnavailable(EngineError):
-    """A runtime library (TensorRT, TensorRT-LLM) or a GPU is not present on this machine."""
-
-
-def import_tensorrt():  # -> module
-    """The one place that imports TensorRT. Raises BackendUnavailable with the import's own reason (on
-    this project's CPU machines: the PyPI wheel is a placeholder whose native libraries are missing)."""
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except Exception as e:  # OSError from a missing libnvinfer/libnvonnxparser is common
-        raise BackendUnavailable(f"TensorRT is not importable here ({type(e).__name__}: {e})") from e
-    return trt
 
 
 # ---- profiles ------------------------------------------------------------------------------------
@@ -151,7 +137,3 @@ def plan_size_estimate_gib(num_params: int, precision: str) -> float:
     """Rough plan size (weights dominate), to warn before a build that cannot fit the disk."""
     return num_params * {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}[precision] / (1 << 30) * 1.05
 
-
-def chunks(n: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) chunks of `size` covering range(n): how runtimes feed a frame batch to a profile."""
-    return [(i * size, min(n, (i + 1) * size)) for i in range(math.ceil(n / size))]

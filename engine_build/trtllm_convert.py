@@ -32,9 +32,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from engine_build.manifest import EngineError
-from engine_build.trt_builder import BackendUnavailable
 from videoitg.config import VideoITGConfig
+from videoitg.engines.manifest import BackendUnavailable, EngineError
 
 DTYPES = {
     "fp32": ("float32", torch.float32),
@@ -314,7 +313,7 @@ def run_trtllm_build(ckpt_dir: str | Path, engine_dir: str | Path, spec: TrtllmB
         raise EngineError(f"trtllm-build failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     import tensorrt_llm  # noqa: PLC0415  (present: trtllm-build just ran)
 
-    from engine_build.trt_builder import import_tensorrt  # noqa: PLC0415
+    from videoitg.engines.libraries import import_tensorrt  # noqa: PLC0415
 
     return {"tensorrt_llm": tensorrt_llm.__version__, "tensorrt": import_tensorrt().__version__}
 
@@ -327,7 +326,7 @@ def variant_b_request(visual: torch.Tensor, text_ids: torch.Tensor, vocab_size: 
     vocab_size, with `prompt_vocab_size` = number of rows), so the video becomes fake ids and the instruction
     stays ordinary token ids: input_ids = [vocab .. vocab + T*n) ++ text ids. `segment_ids` say which positions
     belong to which frame for pooling the context logits."""
-    from engine_build.heads import segment_ids_for  # noqa: PLC0415
+    from videoitg.model.layout import segment_ids_for  # noqa: PLC0415
 
     T, n, h = visual.shape
     rows = T * n
@@ -345,7 +344,7 @@ def variant_b_logits(
     context_logits: torch.Tensor, segment_ids: torch.Tensor, num_frames: int, score_bias: float
 ) -> torch.Tensor:
     """Context logits [L, 1] of the 1-label engine (gather_context_logits) -> per-frame logits [T]."""
-    from engine_build.heads import frame_mean_logits  # noqa: PLC0415
+    from videoitg.model.layout import frame_mean_logits  # noqa: PLC0415
 
     scores = context_logits.float().reshape(1, -1)
     return frame_mean_logits(scores, segment_ids.reshape(1, -1), torch.arange(num_frames), score_bias)[0]

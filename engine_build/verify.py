@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from videoitg.engine_build.parity import TARGETS, Parity, compare, merge
 
-from engine_build.heads import segment_ids_for
-from engine_build.manifest import EngineError
-from engine_build.parity import TARGETS, Parity, compare, merge
-from engine_build.runtimes import LLMRuntime, VisionRuntime, open_llm, open_vision
-from engine_build.trt_builder import BackendUnavailable
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.engines.manifest import BackendUnavailable, EngineError
+from videoitg.engines.runtimes import LLMRuntime, VisionRuntime, open_llm, open_vision
+from videoitg.model.layout import segment_ids_for
 from videoitg.text import encode_instruction
 
 DEFAULT_INSTRUCTION = "when is the red circle visible?"
@@ -134,7 +133,7 @@ def _one(name, model, checkpoint, engines, ident, cases, threads) -> BackendResu
         llm = open_llm(engines, name, checkpoint_identity=ident, **kw)
         return run_backend(model, cases, v, llm)
     if name == "trtllm-pytorch":
-        from engine_build.trtllm_torch import TrtllmTorchScorer  # noqa: PLC0415
+        from videoitg.engines.trtllm import TrtllmTorchScorer  # noqa: PLC0415
 
         scorer = TrtllmTorchScorer(checkpoint)
         llm = _ScorerLLM(scorer)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from videoitg.python_backend.common import RequestCounters, input_numpy, output_numpy, output_torch, respond_each, setup
 
-from python_backend.common import RequestCounters, input_numpy, output_numpy, output_torch, respond_each, setup
 from videoitg.serving.steps import limits_from, resolve_checkpoint, sampling_from
 
 

@@ -10,8 +10,8 @@ core model masks padding, so batched == alone).
 from __future__ import annotations
 
 import torch
+from videoitg.python_backend.common import RequestCounters, error, input_numpy, input_torch, output_torch, setup
 
-from python_backend.common import RequestCounters, error, input_numpy, input_torch, output_torch, setup
 from videoitg.errors import InputError
 from videoitg.serving.steps import device_dtype, limits_from, load_part, resolve_checkpoint
 from videoitg.text import encode_instruction

@@ -17,8 +17,7 @@ import re
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-from python_backend.common import (
+from videoitg.python_backend.common import (
     RequestCounters,
     bytes_tensor,
     error,
@@ -27,6 +26,7 @@ from python_backend.common import (
     response_tensor,
     setup,
 )
+
 from videoitg.errors import VideoITGError
 from videoitg.outputs import GroundingResult
 from videoitg.pipeline import VideoFeatures

@@ -2,7 +2,7 @@
 
 The encoder runs in the runtime the repository generator chose (`vision_runtime` parameter):
 - `torch`: the core model's `visual_features` (SigLIP through the selected layer, then the seq_mlp projector);
-- `onnxruntime`: engine_build's exported graph through `engine_build.runtimes.open_vision` (the manifest is checked
+- `onnxruntime`: engine_build's exported graph through `videoitg.engines.runtimes.open_vision` (the manifest is checked
   against this checkpoint), then the core projector;
 - `tensorrt`: the `tensorrt_plan` model named by `encoder_model`, called by BLS in chunks of frames, then the core
   projector. Unverified here (no TensorRT on this workplace's machines).
@@ -15,8 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from videoitg.python_backend.common import (
+    RequestCounters,
+    input_torch,
+    output_torch,
+    respond_each,
+    response_tensor,
+    setup,
+)
 
-from python_backend.common import RequestCounters, input_torch, output_torch, respond_each, response_tensor, setup
 from videoitg.serving.steps import device_dtype, load_part, resolve_checkpoint
 
 
@@ -32,15 +39,15 @@ class TritonPythonModel:
         self.engine = None
         self.fused_hw: int | None = None
         if self.runtime == "onnxruntime":
-            from engine_build.runtimes import open_vision
             from videoitg.checkpoint import checkpoint_identity
+            from videoitg.engines.runtimes import open_vision
 
             engines = Path(p["vision_engine"]).parents[1]  # ENGINES/onnx/vision.onnx -> ENGINES
             self.engine = open_vision(engines, "onnxruntime", checkpoint_identity=checkpoint_identity(ckpt),
                                       chunk=self.chunk)
             self.fused_hw = self.engine.fused_hw
         elif self.runtime == "tensorrt":
-            from engine_build.manifest import EngineManifest
+            from videoitg.engines.manifest import EngineManifest
 
             self.fused_hw = EngineManifest.read(p["vision_engine"]).extra.get("fused_hw")
         self.counters = RequestCounters("videoitg_vision")

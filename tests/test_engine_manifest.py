@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec
 
-from engine_build.manifest import (
+from videoitg.engines.libraries import import_tensorrt
+from videoitg.engines.manifest import (
+    BackendUnavailable,
     EngineError,
     EngineManifest,
     EngineMismatchError,
@@ -14,13 +17,6 @@ from engine_build.manifest import (
     RuntimeEnv,
     check_manifest,
     checkpoint_sha256,
-)
-from engine_build.trt_builder import (
-    BackendUnavailable,
-    LLMProfileSpec,
-    VisionProfileSpec,
-    chunks,
-    import_tensorrt,
 )
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
@@ -142,8 +138,6 @@ def test_profiles_cover_a_512_frame_request():
     assert by_name["inputs_embeds"].max == [1, 16384 + 512, 3584]
     assert by_name["frame_ids"].max == [512]
     assert by_name["inputs_embeds"].min <= by_name["inputs_embeds"].opt <= by_name["inputs_embeds"].max
-    assert chunks(512, 128) == [(0, 128), (128, 256), (256, 384), (384, 512)]
-    assert chunks(130, 128) == [(0, 128), (128, 130)]
 
 
 def test_tensorrt_import_seam():

@@ -12,19 +12,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from fixtures_model import build_tiny_checkpoint, tiny_config
+from videoitg.engine_build.build import BuildOptions, run_build
+from videoitg.engine_build.onnx_export import export_llm, export_vision
+from videoitg.engine_build.trt_builder import build_plan
 
-from engine_build.build import BuildOptions, run_build
-from engine_build.heads import segment_ids_for
-from engine_build.manifest import EngineManifest, EngineMismatchError, RuntimeEnv
-from engine_build.onnx_export import export_llm, export_vision
-from engine_build.runtimes import open_best, open_llm, open_vision
-from engine_build.trt_builder import BackendUnavailable, build_plan
-from engine_build.trtllm_torch import TrtllmTorchScorer, hf_sources, qwen2_config_dict
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.cli import main as cli_main
-from videoitg.config import tiny_config
+from videoitg.engines.manifest import BackendUnavailable, EngineManifest, EngineMismatchError, RuntimeEnv
+from videoitg.engines.runtimes import open_best, open_llm, open_vision
+from videoitg.engines.trtllm import TrtllmTorchScorer, hf_sources, qwen2_config_dict
 from videoitg.model import VideoITG
-from videoitg.tiny import build_tiny_checkpoint
+from videoitg.model.layout import segment_ids_for
 
 TOL = 1e-4  # the fp32 ONNX target of the issue
 # tiny config: grid 8, budget 1024 -> T=8: hw 8 (64 tokens/frame), T=40: hw 5 (25), T=64: hw 4 (16), T=120: hw 2
@@ -120,7 +119,7 @@ def test_padded_llm_and_fused_vision_graphs(tmp_path):
     fused = vs.run(None, {"pixel_values": vids[0].numpy()})[0]
     assert fused.shape == (40, hw * hw, 64) and np.abs(fused - feats[0].numpy()).max() <= TOL
     # one padded batch of three requests with different T and L equals each scored by the reference
-    from engine_build.runtimes import LLMRuntime, _OrtSession
+    from videoitg.engines.runtimes import LLMRuntime, _OrtSession
 
     class Padded(LLMRuntime):
         padded = True
@@ -168,7 +167,7 @@ def test_tensorrt_builder_seam(built, tmp_path):
         with pytest.raises(BackendUnavailable, match="TensorRT is not importable"):
             build_plan(eng / "onnx" / "vision.onnx", tmp_path / "v.plan", [], precision="fp16")
         pytest.skip("TensorRT is not importable on this machine: plan build not exercised")
-    from engine_build.trt_builder import VisionProfileSpec
+    from videoitg.engine_build.trt_builder import VisionProfileSpec
 
     build_plan(eng / "onnx" / "vision.onnx", tmp_path / "v.plan", VisionProfileSpec(112, 8).profiles(), "fp16")
     assert (tmp_path / "v.plan").stat().st_size > 0

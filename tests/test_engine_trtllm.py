@@ -11,19 +11,18 @@ import shutil
 
 import pytest
 import torch
+from fixtures_model import tiny_config
 from safetensors import safe_open
 from safetensors.torch import save_file
-
-from engine_build.manifest import EngineError
-from engine_build.trt_builder import BackendUnavailable
-from engine_build.trtllm_convert import (
+from videoitg.engine_build.trtllm_convert import (
     TrtllmBuildSpec,
     check_trtllm_checkpoint,
     convert_variant_b,
     run_trtllm_build,
     trtllm_build_command,
 )
-from videoitg.config import tiny_config
+
+from videoitg.engines.manifest import BackendUnavailable, EngineError
 
 
 def _hf_tensors(cfg, seed=0) -> dict[str, torch.Tensor]:
@@ -190,7 +189,8 @@ def test_variant_b_request_layout_reproduces_the_causal_model(tmp_path):
     The engine's transformer is stood in for by the core decoder (same weights): what is checked is everything
     around it that this project writes: the converted embedding / head tensors, fake ids for the video rows,
     and the per-frame pooling of the 1-label context logits with the bias from config.json."""
-    from engine_build.trtllm_convert import variant_b_logits, variant_b_request
+    from videoitg.engine_build.trtllm_convert import variant_b_logits, variant_b_request
+
     from videoitg.checkpoint import save_checkpoint
     from videoitg.model import VideoITG
     from videoitg.model.qwen2 import run_decoder

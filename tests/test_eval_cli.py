@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_train import small_config, small_dataset
+from videoitg.train.trainer import init_model
 
-from train.testing import small_config, small_dataset
-from train.trainer import init_model
 from videoitg.checkpoint import save_checkpoint
 from videoitg.cli import main
 
@@ -39,7 +39,8 @@ def test_eval_writes_table_and_json(setup, tmp_path: Path, capsys) -> None:
 
 
 def test_results_jsonl_gives_the_same_numbers(setup, tmp_path: Path) -> None:
-    from train.data import TRAIN_SAMPLING, parse_records
+    from videoitg.train.data import TRAIN_SAMPLING, parse_records
+
     from videoitg.outputs import write_results_jsonl
     from videoitg.pipeline import Scorer
 

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import fuzz_support
 import pytest
+from fixtures_model import tiny_config
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
-from videoitg.config import tiny_config
 from videoitg.errors import InputError, VideoITGError
 from videoitg.limits import InstructionTooLongError, Limits, visual_tokens
 from videoitg.outputs import GroundingResult
 from videoitg.paths import resolve_under_roots
 from videoitg.sampling import SamplingParams, sample_frame_indices
-from videoitg.tiny import build_tiny_tokenizer
 
 COUNTS: Counter[str] = Counter()
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures_model import tiny_config
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
-from videoitg.config import tiny_config
 from videoitg.model import VideoITG
 
 

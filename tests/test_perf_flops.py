@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from fixtures_model import tiny_config
 
-from videoitg.config import VideoITGConfig, tiny_config
-from videoitg.perf.flops import (
+from benchmarks.perf.flops import (
     llm_attention_flops,
     llm_linear_flops_per_token,
     request_flops,
@@ -14,6 +14,7 @@ from videoitg.perf.flops import (
     siglip_layer_flops,
     vision_flops_per_frame,
 )
+from videoitg.config import VideoITGConfig
 
 REAL = VideoITGConfig()
 

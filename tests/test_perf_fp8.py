@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from videoitg.perf.compare import score_agreement, topk_overlap
-from videoitg.perf.fp8 import FP8_MAX, Fp8Linear, convert_linears_to_fp8, quantize
+from benchmarks.perf.compare import score_agreement, topk_overlap
+from benchmarks.perf.fp8 import FP8_MAX, Fp8Linear, convert_linears_to_fp8, quantize
 
 pytestmark = pytest.mark.usefixtures("no_grad")
 

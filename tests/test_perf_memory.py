@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures_model import tiny_config
 
-from videoitg.config import VideoITGConfig, tiny_config
-from videoitg.perf.baseline import OriginalPath
-from videoitg.perf.memory import (
+from benchmarks.perf.baseline import OriginalPath
+from benchmarks.perf.memory import (
     llm_params,
     max_chunk_for_budget,
     request_memory,
     vision_params,
     weight_bytes,
 )
-from videoitg.perf.weights import init_random_
+from benchmarks.perf.weights import init_random_
+from videoitg.config import VideoITGConfig
 
 REAL = VideoITGConfig()
 GB = 1e9

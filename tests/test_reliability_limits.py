@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_model import tiny_config
 from fixtures_video import write_clip
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
-from videoitg.config import VideoITGConfig, tiny_config
+from videoitg.config import VideoITGConfig
 from videoitg.decode import DecodeLimits, VideoTooLargeError, decode_video
 from videoitg.errors import InputError, VideoITGError
 from videoitg.limits import (
@@ -26,7 +28,6 @@ from videoitg.limits import (
 )
 from videoitg.model import VideoITG
 from videoitg.sampling import SamplingParams
-from videoitg.tiny import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

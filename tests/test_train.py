@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures_train import small_config, small_dataset
+from videoitg.train import recipe
+from videoitg.train.trainer import Trainer, init_model, read_metrics
 
-from train import recipe
-from train.testing import small_config, small_dataset
-from train.trainer import Trainer, init_model, read_metrics
 from videoitg.checkpoint import load_checkpoint, read_tensors
 
 
@@ -84,7 +84,8 @@ def test_grad_checkpointing_gives_the_same_step(data: Path, tmp_path: Path) -> N
 
 
 def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
-    from train.data import parse_records
+    from videoitg.train.data import parse_records
+
     from videoitg import evaluation as ev
     from videoitg.checkpoint import load_checkpoint
 
@@ -96,7 +97,8 @@ def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
     assert len(losses) == 80
     assert sum(losses[-5:]) / 5 < 0.35 * sum(losses[:5]) / 5
     # The trained model ranks the positives of its training samples first.
-    from train.data import load_frames
+    from videoitg.train.data import load_frames
+
     from videoitg.pipeline import Scorer
 
     model, tok = load_checkpoint(final)
@@ -158,7 +160,7 @@ def test_bad_records_are_reported_and_skipped(data: Path, tmp_path: Path) -> Non
 
 
 def test_grouped_order_keeps_instructions_of_a_video_together() -> None:
-    from train.data import grouped_epoch_order
+    from videoitg.train.data import grouped_epoch_order
 
     videos = [f"v{i % 5}" for i in range(23)]  # 5 videos with 4-5 instructions each
     order = grouped_epoch_order(videos, 3, seed=0, epoch=0)
@@ -173,7 +175,7 @@ def test_grouped_order_keeps_instructions_of_a_video_together() -> None:
 
 
 def test_shared_video_runs_the_tower_once_with_the_same_result() -> None:
-    from train.trainer import TrainModule
+    from videoitg.train.trainer import TrainModule
 
     cfg = small_config(Path("x"), Path("y"), train_vision=True)
     model, _ = init_model(cfg)

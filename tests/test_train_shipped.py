@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import videoitg
 from videoitg.synthetic import clip_num, instruction_labels, make_sample_video, render, sample_scene
 
-SHIPPED = Path(videoitg.__file__).parent / "assets" / "tiny-videoitg"
+SHIPPED = Path(videoitg.__file__).parent / "assets" / "tiny-videoitg"  # `python -m videoitg.train.synthetic_run --ship`
 
 
-@pytest.mark.skipif(not (SHIPPED / "config.json").exists(),
-                    reason="no trained tiny checkpoint in videoitg/assets/tiny-videoitg (python -m train.synthetic_run "
-                           "--ship builds it)")
 def test_shipped_checkpoint_grounds_the_sample_clip(tmp_path: Path) -> None:
     from videoitg.checkpoint import load_checkpoint
     from videoitg.pipeline import Scorer

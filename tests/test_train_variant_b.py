@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_model import tiny_config
 
 from videoitg.checkpoint import load_checkpoint
-from videoitg.config import tiny_config
 from videoitg.model import VideoITG
 from videoitg.model.variant_b import VideoITGAnchor
 
@@ -66,8 +66,9 @@ def test_anchor_is_the_frame_mean_after_the_instruction() -> None:
 
 
 def test_variant_b_checkpoint_round_trip(tmp_path: Path) -> None:
+    from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+
     from videoitg.checkpoint import save_checkpoint
-    from videoitg.tiny import build_tiny_tokenizer
 
     m = _model("causal")
     save_checkpoint(m, tmp_path / "b", build_tiny_tokenizer())
@@ -81,8 +82,8 @@ def test_variant_b_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_variant_b_trains(tmp_path: Path) -> None:
-    from train.testing import small_config, small_dataset
-    from train.trainer import Trainer, read_metrics
+    from fixtures_train import small_config, small_dataset
+    from videoitg.train.trainer import Trainer, read_metrics
 
     data = small_dataset(tmp_path / "data", videos=2, per_video=2)
     final = Trainer(small_config(data, tmp_path / "run", variant="B", max_steps=3, global_batch=2)).run()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_train import SMALL_MODEL, small_config, small_dataset
+from videoitg.train.trainer import init_model
+from videoitg.train.vision_pretrain import load_tagged_frames, mean_auc, pretrain_tower
 
-from train.testing import SMALL_MODEL, small_config, small_dataset
-from train.trainer import init_model
-from train.vision_pretrain import load_tagged_frames, mean_auc, pretrain_tower
 from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
 
 
@@ -58,7 +58,8 @@ def test_a_decoded_frame_count_that_disagrees_with_the_tags_is_refused(data: Pat
 
 
 def test_the_benchmark_command_pretrains_then_keeps_the_tower_frozen(tmp_path: Path) -> None:
-    from train.synthetic_run import main
+    from videoitg.train.synthetic_run import main
+
     from videoitg.checkpoint import read_tensors
 
     (tmp_path / "model.json").write_text(json.dumps(SMALL_MODEL))

@@ -1,7 +1,7 @@
 """The synthetic benchmark: generate held-apart train / eval sets of shape videos, train a tiny VideoITG from
 scratch on CPU, evaluate it on the held-out set against uniform sampling.
 
-    python -m train.synthetic_run --out runs/synth [--variant C] [--ship]
+    python -m videoitg.train.synthetic_run --out runs/synth [--variant C] [--ship]
 
 `--ship` copies the trained model to videoitg/assets/tiny-videoitg/ (the embedded default checkpoint).
 """
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
+    from videoitg.train.trainer import TrainConfig, Trainer
 
-    from train.trainer import TrainConfig, Trainer
     from videoitg.synthetic import write_dataset
 
     torch.set_num_threads(args.threads)
@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 def pretrain_stage(base, data: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     """A random tiny model whose tower has been pretrained on the training frames' object tags (the held-out
     frames only measure it), saved as the checkpoint the grounding recipe starts from."""
-    from train.trainer import init_model
-    from train.vision_pretrain import load_tagged_frames, pretrain_tower
+    from videoitg.train.trainer import init_model
+    from videoitg.train.vision_pretrain import load_tagged_frames, pretrain_tower
+
     from videoitg.checkpoint import save_checkpoint
     from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
 

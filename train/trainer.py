@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from train import recipe
-from train.data import (
+from videoitg.train import recipe
+from videoitg.train.data import (
     FeatureStore,
     Sample,
     apply_status,
@@ -34,8 +33,16 @@ from train.data import (
     report_bad,
     sample_hw,
 )
-from train.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_from_env
-from train.state import latest_complete, load_training_state, prune, save_training_state, set_rng_state, step_dir
+from videoitg.train.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_from_env
+from videoitg.train.state import (
+    latest_complete,
+    load_training_state,
+    prune,
+    save_training_state,
+    set_rng_state,
+    step_dir,
+)
+
 from videoitg.errors import InputError
 from videoitg.sampling import SamplingParams
 
@@ -49,7 +56,7 @@ class TrainConfig:
     video_root: str | None = None  # default: `<annotation dir>/videos` if it exists, else the annotation dir
     init: str = "tiny"  # a checkpoint directory, or "tiny" = a random tiny model (from scratch)
     variant: str | None = None  # "C" (bidirectional, released) or "B" (causal anchors); None = the init's
-    tiny_overrides: dict[str, Any] = field(default_factory=dict)  # fields of tiny_config() (from scratch)
+    tiny_overrides: dict[str, Any] = field(default_factory=dict)  # fields of preset("tiny") (from scratch)
     epochs: float = 1.0
     max_steps: int | None = None  # overrides epochs
     global_batch: int = 1  # samples per optimizer step over all processes
@@ -98,11 +105,12 @@ def init_model(cfg: TrainConfig) -> tuple[nn.Module, Any]:
     from videoitg.model.variant_b import model_class
 
     if cfg.init == "tiny":
-        from videoitg.config import tiny_config
-        from videoitg.tiny import build_tiny_tokenizer
+        from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+
+        from videoitg.config import preset
 
         tok = build_tiny_tokenizer()
-        mcfg = tiny_config(vocab_size=len(tok))
+        mcfg = preset("tiny", vocab_size=len(tok))
         apply_overrides(mcfg, cfg.tiny_overrides)
         mcfg.attention = _attention(cfg.variant, "bidirectional")
         torch.manual_seed(cfg.seed)
@@ -201,7 +209,7 @@ class Trainer:
         self.ids: dict[int, torch.Tensor] = {}
         kept = []
         max_text = model.config.tokenizer_model_max_length
-        from train.data import BadRecord
+        from videoitg.train.data import BadRecord
 
         for r in records:
             try:
@@ -304,13 +312,13 @@ class Trainer:
             if d is not None:
                 self._load_weights(model, d)
         if cfg.fsdp and dist_info.enabled:
-            from train.distributed import wrap_fsdp
+            from videoitg.train.distributed import wrap_fsdp
 
             frozen = None if cfg.train_vision else set(model.model.vision_tower.parameters())
             module = wrap_fsdp(module, model.model.layers, self.amp == "bf16", frozen)
             sharded = True
         elif dist_info.enabled:
-            from train.distributed import wrap_ddp
+            from videoitg.train.distributed import wrap_ddp
 
             module = wrap_ddp(module, dist_info, self.device)
         self.module, self.sharded = module, sharded
@@ -391,7 +399,7 @@ class Trainer:
     def _model_state(self, opt: torch.optim.Optimizer | None):
         if not self.sharded:
             return self.model.state_dict(), (opt.state_dict() if opt is not None else None)
-        from train.distributed import full_state_dicts
+        from videoitg.train.distributed import full_state_dicts
 
         msd, osd = full_state_dicts(self.module, opt, True)
         # FSDP names start with TrainModule's attribute "model."; strip it to get the core names.

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from videoitg.train.data import load_frames
 
-from train.data import load_frames
 from videoitg.errors import InputError
 
 
@@ -95,7 +95,7 @@ def pretrain_tower(
     progress: bool = False,
 ) -> dict[str, float]:
     """Train `tower` in place (AdamW, cosine schedule) on the tagged frames; returns loss and AUCs."""
-    from train.recipe import cosine_with_warmup
+    from videoitg.train.recipe import cosine_with_warmup
 
     g = torch.Generator().manual_seed(seed)
     dim = tower(train.pixels[:1]).shape[-1]

@@ -12,7 +12,7 @@ from videoitg.errors import VideoITGError
 
 # name -> module under videoitg.commands
 COMMANDS = [
-    "score", "demo", "serve", "repo", "build", "verify", "train", "eval", "batch", "synth", "bench",
+    "score", "demo", "serve", "repo", "build", "verify", "train", "eval", "batch", "synth",
 ]
 
 

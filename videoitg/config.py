@@ -176,11 +176,13 @@ class VideoITGConfig:
         Path(path).write_text(json.dumps(self.to_json_dict(embed_vision_config), indent=2) + "\n")
 
 
-def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
-    """A CPU-sized config with the real model's structure (GQA, select layer -2, budgeted HW)."""
-    cfg = VideoITGConfig(
+# ---- named presets -------------------------------------------------------------------------------------------
+def _tiny() -> VideoITGConfig:
+    """CPU-sized, with the real model's structure (GQA, select layer -2, budgeted HW): the synthetic checkpoint
+    (`videoitg train --init tiny`) and the test suite use it."""
+    return VideoITGConfig(
         text=TextConfig(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         ),
         vision=VisionConfig(
@@ -191,6 +193,24 @@ def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
         vision_token_num=1024,
         tokenizer_model_max_length=4096,
     )
+
+
+PRESETS = {
+    "videoitg-7b": VideoITGConfig,  # SigLIP-so400m/14@384 + Qwen2-7B, the released sizes
+    "tiny": _tiny,
+}
+
+
+def preset(name: str, vocab_size: int | None = None, **overrides: Any) -> VideoITGConfig:
+    """A named configuration; `vocab_size` sets the text vocabulary (a tokenizer's length), `overrides` set
+    top-level fields (e.g. attention="causal")."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    if vocab_size is not None:
+        cfg.text.vocab_size = vocab_size
     for k, v in overrides.items():
+        if not hasattr(cfg, k):
+            raise ValueError(f"VideoITGConfig has no field {k!r}")
         setattr(cfg, k, v)
     return cfg

@@ -1,6 +1,6 @@
-"""The embedded default: a tiny checkpoint and a sample video, so the main job runs on a fresh machine with no
-download. A trained tiny checkpoint shipped in `videoitg/assets/tiny-videoitg/` is preferred; otherwise a random
-one is built deterministically. Generated files live under $VIDEOITG_HOME (default ~/.cache/videoitg)."""
+"""The embedded default: the tiny checkpoint shipped in `videoitg/assets/tiny-videoitg/` and a generated sample
+video, so the main job runs on a fresh machine with no download. Generated files live under $VIDEOITG_HOME
+(default ~/.cache/videoitg)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,8 @@ def home() -> Path:
 
 
 def default_checkpoint() -> Path:
-    shipped = ASSETS / "tiny-videoitg"
-    if (shipped / "config.json").exists():
-        return shipped
-    out = home() / "tiny-videoitg-random"
-    if not (out / "model.safetensors").exists():
-        from videoitg.tiny import build_tiny_checkpoint
-
-        build_tiny_checkpoint(out, seed=0)
-    return out
+    """The shipped tiny checkpoint (package data; trained on the synthetic task by `videoitg.train.synthetic_run`)."""
+    return ASSETS / "tiny-videoitg"
 
 
 def sample_video_meta() -> dict:

@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine_build.build import BuildOptions, run_build
     from videoitg.defaults import default_checkpoint
+    from videoitg.engine_build.build import BuildOptions, run_build
 
     opts = BuildOptions(
         checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint(),

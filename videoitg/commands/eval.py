@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from train.data import TRAIN_SAMPLING, load_frames, parse_records, report_bad
     from videoitg import evaluation as ev
     from videoitg.sampling import SamplingParams
+    from videoitg.train.data import TRAIN_SAMPLING, load_frames, parse_records, report_bad
 
     ks = tuple(int(k) for k in args.k.split(",") if k.strip())
     if not ks or min(ks) < 1:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             scorer, records, root, lambda p: load_frames(p, image_size, params), progress=not args.quiet
         )
         source = str(ckpt)
-    from train.data import BadRecord
+    from videoitg.train.data import BadRecord
 
     bad += [BadRecord(r.where(), why, r.raw) for r, why in skipped]
     report_bad(bad, args.out / "skipped_records.jsonl" if args.out else None)

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from train.trainer import TrainConfig, Trainer
+    from videoitg.train.trainer import TrainConfig, Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         final = trainer.run()
     finally:
-        from train.distributed import shutdown
+        from videoitg.train.distributed import shutdown
 
         shutdown()
     if trainer.dist.is_main:

@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine_build.verify import DEFAULT_INSTRUCTION, format_table, verify, write_json
     from videoitg.defaults import default_checkpoint
+    from videoitg.engine_build.verify import DEFAULT_INSTRUCTION, format_table, verify, write_json
     from videoitg.errors import InputError
 
     try:

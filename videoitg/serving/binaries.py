@@ -118,13 +118,6 @@ def prepare_backend_dir(install: TritonInstall, dest_root: Path | None = None) -
     return dest
 
 
-def repo_root() -> Path:
-    """The directory holding the `videoitg` package (python-backend models import the project from here)."""
-    import videoitg
-
-    return Path(videoitg.__file__).resolve().parents[1]
-
-
 def _prepend(path_var: str | None, *dirs: Path | str) -> str:
     parts = [str(d) for d in dirs] + ([p for p in path_var.split(os.pathsep) if p] if path_var else [])
     seen: list[str] = []
@@ -149,7 +142,6 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
     env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), *libdirs)
     # The stub runs `python3` from PATH: the venv's interpreter must come first or model.py cannot import numpy.
     env["PATH"] = _prepend(env.get("PATH"), Path(sys.executable).parent)
-    env["PYTHONPATH"] = _prepend(env.get("PYTHONPATH"), repo_root())
     # Several stub processes run torch side by side; OpenMP workers that spin-wait after each parallel region
     # steal the cores the busy process needs. Passive waiting costs a few microseconds per region instead.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")

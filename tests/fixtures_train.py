@@ -25,7 +25,7 @@ def small_dataset(root: Path, videos: int = 3, seed: int = 0, per_video: int = 2
 
 
 def small_config(data: Path, out: Path, **kw: Any):
-    from train.trainer import TrainConfig
+    from videoitg.train.trainer import TrainConfig
 
     base: dict[str, Any] = dict(data=[str(data)], out=str(out), init="tiny", tiny_overrides=SMALL_MODEL,
                                 lr=3e-3, head_lr=3e-3, progress=False, seed=0)

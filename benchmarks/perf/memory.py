@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from benchmarks.perf.flops import sequence_length, visual_tokens
 from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
-from videoitg.perf.flops import sequence_length, visual_tokens
 
 Path = Literal["ours", "baseline"]
 AttentionKernel = Literal["flash", "math"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.perf.baseline import OriginalPath
+from benchmarks.perf.weights import init_random_
 from videoitg.config import VideoITGConfig
 from videoitg.model import VideoITG
-from videoitg.perf.baseline import OriginalPath
-from videoitg.perf.weights import init_random_
 
 
 @contextmanager

@@ -1,14 +1,7 @@
-"""Tiny, deterministic stand-ins for the real artefacts: a byte-level BPE tokenizer (Qwen2-style, built offline
-from a fixed corpus) and a random tiny checkpoint in the released layout. Tests and the fallback default use them;
-nothing is downloaded."""
+"""A tiny byte-level BPE tokenizer (Qwen2-style), built offline from a fixed corpus: the synthetic checkpoint's
+tokenizer. The same corpus and size always give the same vocabulary; nothing is downloaded."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-import torch
-
-from videoitg.config import VideoITGConfig, tiny_config
 
 _CORPUS = [
     "when is the {c} {s} visible?", "when does the {s} move {d}?", "find the moment the {c} {s} moves {d}.",
@@ -37,16 +30,3 @@ def build_tiny_tokenizer(vocab_size: int = 512):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-
-
-def build_tiny_checkpoint(out: str | Path, seed: int = 0, cfg: VideoITGConfig | None = None) -> Path:
-    """A random tiny checkpoint (embedded tower, tiny tokenizer) written in the released layout."""
-    from videoitg.checkpoint import save_checkpoint
-    from videoitg.model import VideoITG
-
-    tokenizer = build_tiny_tokenizer()
-    cfg = cfg or tiny_config(vocab_size=len(tokenizer))
-    torch.manual_seed(seed)
-    model = VideoITG(cfg)
-    model.reset_head()
-    return save_checkpoint(model, out, tokenizer)

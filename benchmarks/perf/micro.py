@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmarks.perf.flops import sequence_length
+from benchmarks.perf.timing import median, time_calls
 from videoitg.config import VideoITGConfig
-from videoitg.perf.flops import sequence_length
-from videoitg.perf.timing import median, time_calls
 
 
 def _rand(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype, g: torch.Generator,

@@ -5,7 +5,7 @@ attention has no plain bidirectional mode (TRT-LLM #1384, #1037). The PyTorch ba
 per-call mask type, and `PredefinedAttentionMask.FULL` is what its vision encoders (SigLIP, Qwen2.5-VL)
 use with `kv_cache_manager=None`. So the grounding LLM is: TRT-LLM's `QwenModel` with every layer's
 attention called with FULL, fed `inputs_embeds` (visual rows + instruction embeddings), then a 1-label
-per-token head pooled per frame (`engine_build.heads`). No KV cache, no chunked context, one forward pass.
+per-token head pooled per frame (`videoitg.model.layout`). No KV cache, no chunked context, one forward pass.
 
 Written against the TensorRT-LLM 1.2 PyTorch backend (`tensorrt_llm._torch`: `ModelConfig`,
 `models.modeling_qwen.{QwenModel,QwenDecoderLayer}`, `models.modeling_utils.register_auto_model`,
@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
-from engine_build.heads import frame_mean_logits
-from engine_build.trt_builder import BackendUnavailable
 from videoitg.config import VideoITGConfig
+from videoitg.engines.libraries import import_trtllm
+from videoitg.engines.manifest import BackendUnavailable
+from videoitg.model.layout import frame_mean_logits
 
 ARCHITECTURE = "VideoITGForFrameScoring"
 
@@ -69,13 +70,6 @@ def hf_sources(module_name: str) -> list[str]:
     if leaf in FUSED:
         return [f"{parent}.{src}" for src in FUSED[leaf]]
     return [module_name]
-
-
-def import_trtllm():
-    try:
-        import tensorrt_llm  # noqa: F401, PLC0415
-    except Exception as e:
-        raise BackendUnavailable(f"TensorRT-LLM is not importable here ({type(e).__name__}: {e})") from e
 
 
 @functools.cache

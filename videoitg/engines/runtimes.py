@@ -18,11 +18,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from videoitg.engine_build.onnx_export import LLMEncoder, VisionEncoder
 
-from engine_build.heads import PAD_SEGMENT
-from engine_build.manifest import EngineError, EngineManifest, EngineMismatchError, RuntimeEnv, check_manifest
-from engine_build.onnx_export import LLMEncoder, VisionEncoder
-from engine_build.trt_builder import BackendUnavailable, chunks, import_tensorrt
+from videoitg.engines.libraries import import_onnxruntime, import_tensorrt
+from videoitg.engines.manifest import (
+    BackendUnavailable,
+    EngineError,
+    EngineManifest,
+    EngineMismatchError,
+    RuntimeEnv,
+    check_manifest,
+)
+from videoitg.model.layout import PAD_SEGMENT
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 LAYOUT = {  # backend -> (folder, vision file, llm file) inside an engines directory
@@ -45,7 +52,7 @@ class VisionRuntime:
         """[T, 3, S, S] -> features, in chunks the engine's profile accepts."""
         n = pixel_values.shape[0]
         step = self.max_frames_per_call or n
-        return torch.cat([self.run(pixel_values[a:b]) for a, b in chunks(n, step)], dim=0)
+        return torch.cat([self.run(c) for c in pixel_values.split(step)], dim=0)
 
 
 class LLMRuntime:
@@ -109,14 +116,6 @@ class TorchLLM(LLMRuntime):
 
 
 # ---- onnxruntime ---------------------------------------------------------------------------------------------
-def import_onnxruntime():
-    try:
-        import onnxruntime as ort  # noqa: PLC0415
-    except Exception as e:
-        raise BackendUnavailable(f"onnxruntime is not importable here ({type(e).__name__}: {e})") from e
-    return ort
-
-
 _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 

@@ -66,7 +66,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int = 1
 def fp8_matmul_rate(device: torch.device, n: int, iters: int = 10) -> float | None:
     """FLOP/s of an FP8 (e4m3, per-tensor scales, bf16 out) product through `torch._scaled_mm`; None if the
     device or build cannot run it."""
-    from videoitg.perf.fp8 import FP8
+    from benchmarks.perf.fp8 import FP8
 
     g = torch.Generator(device=device).manual_seed(1)
     a = torch.randn(n, n, device=device, generator=g).to(FP8)

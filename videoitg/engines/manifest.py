@@ -39,6 +39,10 @@ class EngineMismatchError(EngineError):
     """An engine was built for another TensorRT version, GPU, precision or checkpoint."""
 
 
+class BackendUnavailable(EngineError):
+    """A runtime library (onnxruntime, TensorRT, TensorRT-LLM) or a GPU is not present on this machine."""
+
+
 @dataclass
 class Profile:
     """One TensorRT optimization profile entry: the shape range of one input."""
