@@ -170,6 +170,38 @@ def write_natural_clip(path: Path, *, codec: str = "libx264", frames: int = 50, 
     return path
 
 
+def colour_edges_frame(i: int, width: int, height: int) -> np.ndarray:
+    """Worst case for chroma subsampling: saturated colour blocks of every size (1 px up), edges at odd and even
+    positions, on black."""
+    rng = np.random.default_rng(1000 + i)
+    img = np.zeros((height, width, 3), np.uint8)
+    for _ in range(width * height // 200):
+        x0, y0 = rng.integers(0, width), rng.integers(0, height)
+        img[y0:y0 + rng.integers(1, 24), x0:x0 + rng.integers(1, 24)] = rng.choice([0, 255], 3)
+    return img
+
+
+def write_rgb_clip(path: Path, frames: list[np.ndarray], *, codec: str = "libvpx-vp9", fps: int = 25,
+                   options: dict[str, str] | None = None, colorspace: int | None = None,
+                   color_range: int | None = None) -> Path:
+    """Encode RGB frames; `colorspace` / `color_range` tag the stream (FFmpeg's AVColorSpace / AVColorRange
+    numbers, e.g. 1 = BT.709, 2 = full range), as cameras and phones tag theirs."""
+    path = Path(path)
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        s = video_stream(out, codec, fps, w, h, None, options)
+        if colorspace is not None:
+            s.codec_context.colorspace = colorspace
+        if color_range is not None:
+            s.codec_context.color_range = color_range
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
 def random_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int = 64) -> bytes:
     """A short random-content clip (mpeg4), distinct per seed: a fresh cache key, i.e. a cold request."""
     rng = np.random.default_rng(seed)

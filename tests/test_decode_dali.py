@@ -6,11 +6,20 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
-from fixtures_video import read_number, write_clip, write_natural_clip
+from fixtures_video import (
+    colour_edges_frame,
+    natural_frame,
+    read_number,
+    write_clip,
+    write_rgb_clip,
+)
 
 from videoitg.decode import dali_available, decode_video
+from videoitg.preprocess import preprocess_frames
 from videoitg.sampling import SamplingParams
 
 pytestmark = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed (extra 'dali')")
@@ -25,7 +34,17 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "mjpeg": write_clip(d / "mjpeg.mkv", codec="mjpeg", frames=60),
         "vp8": write_clip(d / "vp8.webm", codec="libvpx", frames=60, gop=12),
         "h264": write_clip(d / "h264.mp4", frames=30),
-        "natural_vp9": write_natural_clip(d / "nat.webm", codec="libvpx-vp9", frames=50),
+        "edges_vp9": write_rgb_clip(d / "edges.webm", [colour_edges_frame(i, 640, 360) for i in range(3)],
+                                    options={"lossless": "1"}),
+        "natural_709": write_rgb_clip(d / "n709.webm", [natural_frame(i, 640, 360) for i in range(3)],
+                                      colorspace=1),
+        "natural_full": write_rgb_clip(d / "nfull.webm", [natural_frame(i, 640, 360) for i in range(3)],
+                                       color_range=2),
+        "natural_709_h264": write_rgb_clip(d / "n709.mp4", [natural_frame(i, 640, 360) for i in range(3)],
+                                           codec="libx264", colorspace=1),
+        "edges_h264": write_rgb_clip(d / "edges.mp4", [colour_edges_frame(i, 640, 360) for i in range(3)],
+                                     codec="libx264", options={"qp": "0"}),
+        "rotated_vp9": write_clip(d / "rot.webm", codec="libvpx-vp9", frames=20, rotation=90, marker=True),
         "vfr_vp9": write_clip(d / "vfr.webm", codec="libvpx-vp9", frames=6, pts=[0, 40, 80, 500, 1000, 1040],
                               time_base=Fraction(1, 1000)),
     }
@@ -41,14 +60,92 @@ def test_dali_cpu_returns_the_same_frames_as_pyav(clips: dict[str, Path], name: 
     assert (dali.pixel_values - ref.pixel_values).abs().max().item() <= 0.024
 
 
-def test_dali_cpu_parity_on_camera_like_content(clips: dict[str, Path]) -> None:
-    """Sharp saturated edges differ more: DALI converts YUV 4:2:0 to RGB with its own chroma upsampling
-    (raw-frame max |diff| ~100/255 at a few edge pixels, mean ~1.5/255); the cubic resize adds <= 5/255."""
-    params = SamplingParams(num_frames=10, target_fps=5)
-    dali = decode_video(clips["natural_vp9"], image_size=64, params=params, decoder="dali-cpu")
-    ref = decode_video(clips["natural_vp9"], image_size=64, params=params, decoder="pyav")
-    diff = (dali.pixel_values - ref.pixel_values).abs()
-    assert diff.mean().item() < 0.015 and diff.max().item() < 0.15
+def raw_dali_rgb(path: Path, frames: list[int]) -> np.ndarray:
+    """DALI's CPU decoder alone (no resize, no colour map): [F, H, W, 3] uint8."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def pipe():  # type: ignore[no-untyped-def]
+        data = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1)
+        return fn.decoders.video(data, frames=frames, device="cpu")
+
+    p = pipe()
+    p.build()
+    p.feed_input("VIDEO", [np.frombuffer(path.read_bytes(), np.uint8)])
+    (out,) = p.run()
+    return np.asarray(out.as_tensor())[0]
+
+
+def chroma_only(path: Path, frames: list[int], size: int) -> torch.Tensor:
+    """PyAV converting with the chroma interpolation DALI's CPU decoder uses and the frame's own matrix and range:
+    the difference no correction in RGB can remove."""
+    from av.video.reformatter import Interpolation as I
+
+    with av.open(str(path)) as c:
+        decoded = list(c.decode(video=0))
+    flags = I.BILINEAR | I.FULL_CHR_H_INT | I.ACCURATE_RND
+    return preprocess_frames([decoded[i].to_ndarray(format="rgb24", interpolation=flags) for i in frames], size)
+
+
+@pytest.mark.parametrize("name", ["edges_vp9", "natural_709", "natural_full", "mjpeg"])
+def test_dali_cpu_converts_like_swscale_with_bt601_and_interpolated_chroma(clips: dict[str, Path],
+                                                                          name: str) -> None:
+    """What DALI's CPU decoder does, bit for bit: libswscale with full chroma interpolation and accurate rounding,
+    BT.601 whatever the colour-space tag, the tagged range (colour.py relies on exactly this)."""
+    from av.video.reformatter import Colorspace, Interpolation
+
+    with av.open(str(clips[name])) as c:
+        decoded = list(c.decode(video=0))[:3]
+    flags = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
+    want = np.stack([f.to_ndarray(format="rgb24", src_colorspace=Colorspace.ITU601, interpolation=flags)
+                     for f in decoded])
+    assert np.array_equal(raw_dali_rgb(clips[name], [0, 1, 2]), want)
+
+
+# The remaining difference between DALI and FFmpeg after the colour map, in 0..255 units after the squash to 384
+# (benchmarks/RESULTS.md, "DALI pixels"): DALI interpolates 4:2:0 chroma, FFmpeg replicates it. Worst on sharp
+# saturated colour edges; on camera-like content a few pixels at chroma detail.
+BOUNDS = {"edges_vp9": (125.0, 3.5, 60.0), "natural_709": (75.0, 1.5, 20.0), "natural_full": (75.0, 1.5, 20.0)}
+
+
+@pytest.mark.parametrize("name", list(BOUNDS))
+def test_dali_cpu_differs_from_ffmpeg_by_the_chroma_interpolation_only(clips: dict[str, Path], name: str) -> None:
+    params = SamplingParams(num_frames=3, target_fps=25)
+    dali = decode_video(clips[name], image_size=384, params=params, decoder="dali-cpu")
+    ref = decode_video(clips[name], image_size=384, params=params, decoder="pyav")
+    d = (dali.pixel_values - ref.pixel_values).abs().flatten() * 127.5
+    max_, mean, p999 = BOUNDS[name]
+    assert d.max().item() <= max_ and d.mean().item() <= mean
+    assert torch.quantile(d[::7], 0.999).item() <= p999
+    # What is left is the chroma interpolation: the resize and the colour map add little on top of it.
+    rest = (dali.pixel_values - chroma_only(clips[name], ref.frame_indices, 384)).abs() * 127.5
+    assert rest.mean().item() < 0.5
+
+
+def test_colour_map_undoes_the_bt601_assumption_on_bt709_video(clips: dict[str, Path]) -> None:
+    from videoitg.decode import dali_backend
+    from videoitg.decode.budget import Deadline
+
+    params = SamplingParams(num_frames=3, target_fps=25)
+    ref = decode_video(clips["natural_709"], image_size=64, params=params, decoder="pyav")
+    fixed = decode_video(clips["natural_709"], image_size=64, params=params, decoder="dali-cpu")
+    unfixed = dali_backend.decode("dali-cpu", clips["natural_709"].read_bytes(), ref.frame_indices, 64, (640, 360),
+                                  Deadline(None), "natural_709", colour=None)
+    assert fixed.info.colour is not None and fixed.info.colour.name == "bt709/limited"
+    err_fixed = (fixed.pixel_values - ref.pixel_values).abs().mean().item() * 127.5
+    err_unfixed = (unfixed - ref.pixel_values).abs().mean().item() * 127.5
+    assert err_unfixed > 4.0 and err_fixed < 1.5, (err_fixed, err_unfixed)
+
+
+def test_dali_turns_rotated_video_upright(clips: dict[str, Path]) -> None:
+    dali = decode_video(clips["rotated_vp9"], image_size=32, params=FEW, decoder="dali-cpu")
+    ref = decode_video(clips["rotated_vp9"], image_size=32, params=FEW, decoder="pyav")
+    assert dali.info.rotation == ref.info.rotation == 90
+    assert (dali.pixel_values - ref.pixel_values).abs().mean().item() < 0.01  # upright like PyAV's
+    unturned = torch.rot90(dali.pixel_values, -1, dims=(-2, -1))
+    assert (unturned - ref.pixel_values).abs().mean().item() > 0.1
 
 
 def test_auto_choice_is_reported(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,6 +176,21 @@ def test_dali_gpu_matches_pyav(clips: dict[str, Path]) -> None:  # pragma: no co
     ref = decode_video(clips["h264"], image_size=32, params=FEW, decoder="pyav")
     assert gpu.pixel_values.is_cuda and gpu.frame_indices == ref.frame_indices
     assert (gpu.pixel_values.cpu() - ref.pixel_values).abs().max().item() <= 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the mixed (NVDEC) pipeline needs a CUDA GPU")
+@pytest.mark.parametrize("name,bound", [("edges_h264", "edges_vp9"), ("natural_709_h264", "natural_709")])
+def test_dali_gpu_differs_from_ffmpeg_by_the_chroma_interpolation_only(
+        clips: dict[str, Path], name: str, bound: str) -> None:  # pragma: no cover - no GPU in CI
+    """UNVERIFIED: never run (no GPU was lent). DALI's GPU kernel interpolates chroma centre-sited, its CPU decoder
+    left-sited; the bound is the CPU one. `benchmarks/bench_dali_pixels.py --device cuda` measures it."""
+    params = SamplingParams(num_frames=3, target_fps=25)
+    gpu = decode_video(clips[name], image_size=384, params=params, decoder="dali-gpu", device="cuda")
+    ref = decode_video(clips[name], image_size=384, params=params, decoder="pyav")
+    d = (gpu.pixel_values.cpu() - ref.pixel_values).abs().flatten() * 127.5
+    max_, mean, p999 = BOUNDS[bound]
+    assert d.max().item() <= max_ and d.mean().item() <= mean
+    assert torch.quantile(d[::7], 0.999).item() <= p999
 
 
 def test_chunked_runs_bound_memory_and_change_nothing(clips: dict[str, Path],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-import av.error
 import torch
 
 from videoitg.decode import backends
@@ -17,7 +16,7 @@ from videoitg.decode.container import (
     check_source,
     check_truncation,
     describe,
-    first_frame_rotation,
+    first_frame_facts,
     header_info,
     info_from,
     open_container,
@@ -65,12 +64,13 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
             want_cuda = device is not None and torch.device(device).type == "cuda"
             chosen = backends.choose(requested, head["codec"], index, want_cuda)
             deadline.check(f"decoding with {chosen}")
-            pixels = None
+            pixels, colour = None, None
             if chosen != "pyav":
                 try:
-                    rotation = first_frame_rotation(container, stream)
+                    rotation, colour = first_frame_facts(container, stream)
                     pixels = backends.decode_dali(chosen, src.read_all(limits), frame_numbers, image_size,
-                                                  (head["width"], head["height"]), deadline, name, device)
+                                                  (head["width"], head["height"]), deadline, name, device,
+                                                  colour)
                 except (DecodeTimeoutError, VideoTooLargeError):
                     raise
                 except Exception as e:  # auto only: the file passed PyAV's checks, so PyAV can still do it
@@ -89,7 +89,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
         return SampledFrames(
             pixel_values=pixels, frame_indices=frame_numbers,
             timestamps=[index.seconds(i) for i in frame_numbers], fps=index.fps, total_frames=index.total,
-            decoder=chosen, info=info_from(head, index, rotation), decode_s=time.perf_counter() - t0)
+            decoder=chosen, info=info_from(head, index, rotation, colour), decode_s=time.perf_counter() - t0)
 
     return run_with_budget(work, time_budget_s)
 
@@ -112,11 +112,6 @@ def probe_video(source: Source, *, count_frames: bool | None = None, limits: Dec
             head = header_info(container, stream)
             need = count_frames if count_frames is not None else (head["frames"] <= 0 or head["fps"] <= 0)
             index = build_index(container, stream, head["fps"], limits, deadline, name) if need else None
-            if index is not None:
-                try:
-                    container.seek(0, backward=True, any_frame=False)
-                except av.error.FFmpegError:
-                    pass  # a damaged container that cannot rewind: the rotation read below then reports 0
-            return info_from(head, index, first_frame_rotation(container, stream))
+            return info_from(head, index, *first_frame_facts(container, stream))
 
     return run_with_budget(work, time_budget_s)

@@ -7,6 +7,7 @@ import functools
 import torch
 
 from videoitg.decode.budget import Deadline
+from videoitg.decode.colour import YuvSignal
 from videoitg.decode.container import FrameIndex
 from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
 
@@ -75,7 +76,7 @@ def _require_dali() -> None:
 
 def decode_dali(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
                 size_wh: tuple[int, int], deadline: Deadline, name: str,
-                device: object = None) -> torch.Tensor:
+                device: object = None, colour: YuvSignal | None = None) -> torch.Tensor:
     from videoitg.decode import dali_backend
 
-    return dali_backend.decode(backend, data, frame_numbers, image_size, size_wh, deadline, name, device)
+    return dali_backend.decode(backend, data, frame_numbers, image_size, size_wh, deadline, name, device, colour)

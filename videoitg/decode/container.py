@@ -22,6 +22,7 @@ import av
 import av.error
 
 from videoitg.decode.budget import Deadline
+from videoitg.decode.colour import YuvSignal, signal_of
 from videoitg.decode.errors import (
     EmptyVideoError,
     NoFramesError,
@@ -282,14 +283,19 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
     return FrameIndex(pts=pts, key_pts=keys, time_base=tb, fps=fps, vfr=vfr, ordinal=ordinal)
 
 
-def first_frame_rotation(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
-    """Display rotation from the first decoded frame's display matrix (PyAV exposes it per frame)."""
+def first_frame_facts(container: av.container.InputContainer,
+                      stream: av.video.stream.VideoStream) -> tuple[int, YuvSignal | None]:
+    """Display rotation (from the display matrix PyAV exposes per frame) and how FFmpeg reads the YUV samples
+    (colour space and range tags), from the first decoded frame; (0, None) when none decodes. Rewinds first:
+    indexing leaves the demuxer at the end."""
     try:
+        container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the very start
+        stream.codec_context.flush_buffers()
         for frame in container.decode(stream):
-            return normalize_rotation(frame.rotation)
+            return normalize_rotation(frame.rotation), signal_of(frame)
     except (av.error.FFmpegError, IndexError):  # see build_index
-        return 0
-    return 0
+        return 0, None
+    return 0, None
 
 
 def normalize_rotation(deg: float | int | None) -> int:
@@ -299,16 +305,16 @@ def normalize_rotation(deg: float | int | None) -> int:
     return r
 
 
-def info_from(h: dict, index: FrameIndex | None, rotation: int) -> VideoInfo:
+def info_from(h: dict, index: FrameIndex | None, rotation: int, colour: YuvSignal | None = None) -> VideoInfo:
     if index is not None:
         return VideoInfo(total_frames=index.total, fps=index.fps,
                          duration_s=float((index.pts[-1] - index.pts[0]) * index.time_base) + 1.0 / index.fps,
                          codec=h["codec"], width=h["width"], height=h["height"], rotation=rotation,
                          container=h["container"], variable_frame_rate=index.vfr, frame_count_source="index",
-                         has_audio=h["has_audio"])
+                         has_audio=h["has_audio"], colour=colour)
     frames, source = h["frames"], "container"
     if frames <= 0 and h["duration"] > 0 and h["fps"] > 0:
         frames, source = int(round(h["duration"] * h["fps"])), "estimate"
     return VideoInfo(total_frames=frames, fps=h["fps"], duration_s=h["duration"], codec=h["codec"],
                      width=h["width"], height=h["height"], rotation=rotation, container=h["container"],
-                     frame_count_source=source, has_audio=h["has_audio"])
+                     frame_count_source=source, has_audio=h["has_audio"], colour=colour)

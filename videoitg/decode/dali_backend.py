@@ -2,9 +2,11 @@
 (NVDEC) decoder, with resize + SigLIP normalisation in the same graph.
 
 `video_pipeline(device=...)` is what the Triton DALI model would serve (`serialize_pipeline` writes it):
-inputs "VIDEO" (encoded bytes, uint8 [N]) and "FRAMES" (int32 frame numbers, from the sampling rule),
-output float32 [F, 3, S, S]. On "mixed" the decode, resize and normalise run on the GPU and the output stays
-there for the vision encoder. The GPU variant is UNVERIFIED here: no GPU was lent to this task.
+inputs "VIDEO" (encoded bytes, uint8 [N]), "FRAMES" (int32 frame numbers, from the sampling rule) and "COLOUR"
+(float32 [3, 3], `colour_input`: the matrix from DALI's YUV->RGB conversion onto FFmpeg's for this video, see
+videoitg/decode/colour.py), output float32 [F, 3, S, S]. On "mixed" the decode, resize, colour map and
+normalise run on the GPU and the output stays there for the vision encoder. The GPU variant is UNVERIFIED here:
+no GPU was lent to this task.
 
 Memory: DALI materialises every requested frame at full size before the resize, so the frame list is fed in
 chunks sized to `CHUNK_BYTES` of raw frames; each chunk is one pipeline run over the same bytes.
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
+from videoitg.decode.colour import YuvSignal, dali_correction
 from videoitg.decode.errors import UnsupportedCodecError, VideoDecodeError
 
 CHUNK_BYTES = 512 * 1024**2  # raw RGB frames held at once before the resize, per pipeline run
@@ -28,9 +31,11 @@ _registry_lock = threading.Lock()
 
 def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
                    device_id: int | None = None):  # -> nvidia.dali.Pipeline
-    """Decode the given frame numbers of each encoded video, squash to S x S (cubic, antialiased), normalise
-    to x / 127.5 - 1, layout FCHW. device: "cpu" or "mixed" (NVDEC + GPU resize/normalise)."""
+    """Decode the given frame numbers of each encoded video, squash to S x S (cubic, antialiased), map DALI's RGB
+    onto FFmpeg's (the "COLOUR" matrix, clipped to 0..255), normalise to x / 127.5 - 1, layout FCHW.
+    device: "cpu" or "mixed" (NVDEC + GPU resize/colour/normalise)."""
     import nvidia.dali.fn as fn
+    import nvidia.dali.math as dmath
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
@@ -43,9 +48,13 @@ def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int =
     def pipe():  # type: ignore[no-untyped-def]
         encoded = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1, device="cpu")
         frames = fn.external_source(name="FRAMES", dtype=types.INT32, ndim=1, device="cpu")
+        colour = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")  # [3, 3]
         video = fn.decoders.video(encoded, frames=frames, pad_mode="edge", device=device)  # F,H,W,C uint8
         video = fn.resize(video, size=[image_size, image_size], mode="stretch",
                           interp_type=types.INTERP_CUBIC, antialias=True)
+        # The colour map after the resize (both linear, so they commute up to rounding and clipping): on the
+        # S x S frames it costs a fraction of what it costs at full size on CPU.
+        video = dmath.clamp(fn.coord_transform(video, M=colour, dtype=types.FLOAT), 0.0, 255.0)
         return fn.crop_mirror_normalize(video, dtype=types.FLOAT, output_layout="FCHW",
                                         mean=[127.5] * 3, std=[127.5] * 3)
 
@@ -70,9 +79,15 @@ def _pipeline(device: str, image_size: int, device_id: int) -> tuple[object, thr
         return _pipes[key], _locks[key]
 
 
+def colour_input(signal: YuvSignal | None) -> np.ndarray:
+    """The pipeline's "COLOUR" input for a video whose first frame FFmpeg reads as `signal` (None: identity)."""
+    return dali_correction(signal)
+
+
 def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int, size_wh: tuple[int, int],
-           deadline: Deadline, name: str, device: object = None) -> torch.Tensor:
-    """Run the pipeline over `data` for `frame_numbers`; [T,3,S,S] float32 (on the GPU for "dali-gpu")."""
+           deadline: Deadline, name: str, device: object = None, colour: YuvSignal | None = None) -> torch.Tensor:
+    """Run the pipeline over `data` for `frame_numbers`; [T,3,S,S] float32 (on the GPU for "dali-gpu").
+    `colour`: how FFmpeg reads the video's YUV (`videoitg.decode.colour.signal_of` its first frame)."""
     dali_device = "mixed" if backend == "dali-gpu" else "cpu"
     target = torch.device("cpu")  # CPU results: the caller copies them to its device afterwards
     if dali_device == "mixed":
@@ -84,6 +99,7 @@ def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
     w, h = size_wh
     per_chunk = max(1, CHUNK_BYTES // max(1, w * h * 3))
     encoded = np.frombuffer(data, dtype=np.uint8)
+    mt = colour_input(colour)
     out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
     for start in range(0, len(frame_numbers), per_chunk):
         deadline.check(f"decoding with {backend}")
@@ -91,6 +107,7 @@ def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
         with lock:
             pipe.feed_input("VIDEO", [encoded])
             pipe.feed_input("FRAMES", [chunk])
+            pipe.feed_input("COLOUR", [mt])
             try:
                 (result,) = pipe.run()
             except RuntimeError as e:

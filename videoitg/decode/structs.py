@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from videoitg.decode.colour import YuvSignal
+
 
 @dataclass(frozen=True)
 class DecodeLimits:
@@ -46,6 +48,7 @@ class VideoInfo:
     # "container" (header count) | "index" (packets counted) | "estimate" (duration x fps)
     frame_count_source: str = "container"
     has_audio: bool = False
+    colour: YuvSignal | None = None  # how FFmpeg reads the first frame's YUV (None when no frame decodes)
 
 
 @dataclass
