@@ -3,7 +3,8 @@ sampling baseline at the same K.
 
 Conventions (also in docs/training.md):
 - Scores rank the T sampled frames of a video; ties are broken by the lower frame position (stable sort), so
-  every metric is deterministic.
+  every metric is deterministic. A record scored by a model carries the order of its ranking rule
+  (videoitg.outputs: "released" by default); one read from a results.jsonl, the file's own `index` order.
 - K larger than T selects all T frames; precision@K divides by min(K, T), the number of frames selected.
 - "K = #positives" (R-precision) uses K = |P|, so recall equals precision there.
 - AP = mean over positives of the precision at the rank of that positive (standard non-interpolated AP).
@@ -86,12 +87,14 @@ def predicted_moment(
     timestamps: Sequence[float],
     threshold: float = 0.5,
     duration: float | None = None,
+    top: int | None = None,
 ) -> tuple[float, float]:
-    """The segment rule (module docstring): the run around the top frame whose scores stay >= threshold."""
+    """The segment rule (module docstring): the run around the top frame (`top`, default the highest score)
+    whose scores stay >= threshold."""
     s = np.asarray(scores, dtype=np.float64)
     if s.size == 0:
         raise ValueError("no frames")
-    top = int(ranking(s)[0])
+    top = int(ranking(s)[0]) if top is None else top
     lo = hi = top
     while lo - 1 >= 0 and s[lo - 1] >= threshold:
         lo -= 1
@@ -139,6 +142,7 @@ class RecordScores:
     kind: str = "all"
     moments: Sequence[Sequence[float]] | None = None  # ground-truth [start, end] seconds; else from positives
     duration: float | None = None
+    order: Sequence[int] | None = None  # positions best first (a ranking rule's); None: by score, stable
 
 
 @dataclass
@@ -160,7 +164,7 @@ def record_metrics(
         raise ValueError("record has no positive frames")
     if pos[0] < 0 or pos[-1] >= t:
         raise ValueError(f"positive frame {pos[-1] if pos[-1] >= t else pos[0]} is outside 0..{t - 1}")
-    order = ranking(r.scores)
+    order = np.asarray(r.order) if r.order is not None else ranking(r.scores)
     m: dict[str, float] = {}
     npos = len(pos)
     m["recall@#pos"] = recall_at_k(order, pos, npos)
@@ -176,7 +180,7 @@ def record_metrics(
         gt = [(float(a), float(b)) for a, b in r.moments]
     else:
         gt = positive_moments(pos, r.timestamps, r.duration)
-    pred = predicted_moment(r.scores, r.timestamps, threshold, r.duration)
+    pred = predicted_moment(r.scores, r.timestamps, threshold, r.duration, top=int(order[0]))
     iou = max(temporal_iou(pred, g) for g in gt)
     m["mIoU"] = iou
     for th in IOU_THRESHOLDS:
@@ -275,7 +279,8 @@ def score_records(
                 continue
             for (r, pos), res in zip(chunk, results, strict=True):
                 duration = getattr(frames, "duration", None)
-                scored.append(RecordScores(res.scores, pos, res.timestamps, r.kind, r.moments, duration))
+                scored.append(RecordScores(res.scores, pos, res.timestamps, r.kind, r.moments, duration,
+                                           order=res.ranking))
                 rows.append({"video": video, "question": r.question, "type": r.kind, "positives": pos,
                              "scores": [round(s, 5) for s in res.scores]})
     return scored, bad, rows
@@ -308,12 +313,19 @@ def records_from_results(results_path, records: Sequence) -> tuple[list[RecordSc
             continue
         if "scores" in p and "frame_indices" in p:
             scores, ts = p["scores"], p.get("timestamps") or list(range(len(p["scores"])))
-        else:  # only the downstream keys: index (score-descending frame numbers) + rounded sigmoid scores
+            frames = p["frame_indices"]
+        else:  # only the downstream keys: index (ranked frame numbers) + rounded sigmoid scores
             pairs = sorted(zip(p["index"], p["logits"], strict=True))
             scores, ts = [s for _, s in pairs], [float(i) for i, _ in pairs]
+            frames = [i for i, _ in pairs]
+        # The file's own ranking (its `index` order), which is what downstream readers take the top-K from.
+        where = {f: i for i, f in enumerate(frames)}
+        order = [where[f] for f in p["index"] if f in where] if isinstance(p.get("index"), list) else None
         pos = _positives(r, ts)
         if not pos or max(pos) >= len(scores):
             bad.append((r, f"positives {pos} do not fit the prediction's {len(scores)} frames"))
             continue
-        scored.append(RecordScores(scores, pos, ts, r.kind, r.moments))
+        if order is not None and len(order) != len(scores):
+            order = None  # an index that does not list every frame once: rank by the scores instead
+        scored.append(RecordScores(scores, pos, ts, r.kind, r.moments, order=order))
     return scored, bad

@@ -9,6 +9,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from videoitg.errors import InputError
+
+# How frames are ranked (docs/fidelity.md, "Ranking"):
+#   released: as the released evaluation wrapper ranks them. Its head runs in fp16, so each logit is an fp16
+#             number; it sorts `logits.sigmoid()` of that fp16 tensor, which PyTorch computes in fp32 and rounds
+#             to fp16. Key = fp16(sigmoid(fp16(logit))), descending; equal keys keep frame order (the CUDA sort
+#             the wrapper runs keeps ties in index order at these sizes). fp16 has few values near 1 (every
+#             logit above ~8.3 maps to 1.0), so a confident model produces ties and the earliest tied frames win.
+#   exact:    by the logit itself, descending, ties to the earlier frame.
+RANKING_RULES = ("released", "exact")
+DEFAULT_RANKING_RULE = "released"
+
+
+def check_ranking_rule(rule: str) -> str:
+    if rule not in RANKING_RULES:
+        raise InputError(f"unknown ranking rule {rule!r}; choose one of {', '.join(RANKING_RULES)}")
+    return rule
+
+
+def released_scores(logits: list[float] | np.ndarray) -> np.ndarray:
+    """The released ranking key, float16: the logit rounded to fp16, its sigmoid computed in fp32, rounded to fp16
+    (what `torch.sigmoid` does to an fp16 tensor)."""
+    x = np.asarray(logits, dtype=np.float64).astype(np.float16).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp overflow for very negative logits: the sigmoid is then 0
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float16)
+
+
+def rank_frames(logits: list[float] | np.ndarray, rule: str = DEFAULT_RANKING_RULE) -> list[int]:
+    """Positions 0..T-1, most relevant first, under `rule` (RANKING_RULES); ties go to the earlier frame."""
+    key = released_scores(logits) if check_ranking_rule(rule) == "released" else np.asarray(logits, np.float64)
+    return np.argsort(-key, kind="stable").tolist()
+
 
 @dataclass
 class GroundingResult:
@@ -19,10 +53,12 @@ class GroundingResult:
     timestamps: list[float]
     instruction: str = ""
     video: str = ""
+    ranking_rule: str = DEFAULT_RANKING_RULE  # how `ranking`, the top-K and the record order frames
 
     def __post_init__(self) -> None:
         if not len(self.logits) == len(self.frame_indices) == len(self.timestamps):
             raise ValueError("logits, frame_indices and timestamps must have one entry per sampled frame")
+        check_ranking_rule(self.ranking_rule)
 
     @property
     def scores(self) -> list[float]:
@@ -31,9 +67,8 @@ class GroundingResult:
 
     @property
     def ranking(self) -> list[int]:
-        """Positions (0..T-1) by score descending; ties go to the earlier frame (the original's unstable sort
-        leaves them unspecified)."""
-        return sorted(range(len(self.logits)), key=lambda i: (-self.logits[i], i))
+        """Positions (0..T-1), most relevant first under `ranking_rule`; ties go to the earlier frame."""
+        return rank_frames(self.logits, self.ranking_rule)
 
     @property
     def ranked_frame_indices(self) -> list[int]:
@@ -48,13 +83,15 @@ class GroundingResult:
 
     def to_record(self, doc_id: Any = None, video_path: str | None = None, top_k: int | None = None,
                   **extra: Any) -> dict[str, Any]:
-        """One results.jsonl object: the downstream keys first (`index` score-descending, `logits` = sigmoid
-        scores rounded to 2 decimals, as the released wrapper writes them), then our own fields."""
+        """One results.jsonl object: the downstream keys first (`index` in ranking order, `logits` = sigmoid
+        scores in that order rounded to 2 decimals, as the released wrapper writes them: the fp16 scores under
+        the released rule), then our own fields."""
         order = self.ranking
         scores = self.scores
+        ranked = released_scores(self.logits).tolist() if self.ranking_rule == "released" else scores
         rec: dict[str, Any] = {
             "index": [self.frame_indices[i] for i in order],
-            "logits": [round(scores[i], 2) for i in order],
+            "logits": [round(ranked[i], 2) for i in order],
             "num_frames": 1,  # the released writer stores the number of visuals here, not a frame count
             "contexts": self.instruction,
             "video_path": video_path if video_path is not None else self.video,
@@ -62,6 +99,7 @@ class GroundingResult:
             "frame_indices": self.frame_indices,
             "timestamps": [round(t, 3) for t in self.timestamps],
             "scores": [round(s, 6) for s in scores],
+            "ranking_rule": self.ranking_rule,
         }
         if top_k is not None:
             rec["top_k"] = self.top_k_frames(top_k)

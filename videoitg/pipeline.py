@@ -15,18 +15,26 @@ import torch
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.errors import InputError
 from videoitg.limits import Limits
-from videoitg.outputs import GroundingResult
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
 
+def default_dtype(device: str) -> torch.dtype:
+    """fp16 on a GPU (what the released inference runs: its loader casts the model and the frames to fp16), fp32
+    on CPU. bf16 is an option (`dtype="bfloat16"`); the per-frame mean and the head always run in fp32
+    (docs/fidelity.md)."""
+    return torch.float16 if str(device).startswith("cuda") else torch.float32
+
+
 def parse_dtype(name: str | torch.dtype | None, device: str) -> torch.dtype:
+    """The one place every entry point (score, eval, batch, Scorer, the server's steps) resolves its dtype."""
     if isinstance(name, torch.dtype):
         return name
     if name is None or name == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        return default_dtype(device)
     if name not in DTYPES:
         raise InputError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
     return DTYPES[name]
@@ -55,9 +63,11 @@ class Scorer:
         chunk_frames: int = 64,
         vision_tower: str | Path | None = None,
         limits: Limits | None = None,
+        ranking_rule: str = DEFAULT_RANKING_RULE,
     ):
         self.device = device
         self.dtype = parse_dtype(dtype, device)
+        self.ranking_rule = check_ranking_rule(ranking_rule)  # how results rank frames (videoitg.outputs)
         if model is None:
             if checkpoint is None:
                 raise InputError("Scorer needs a checkpoint directory or a model + tokenizer")
@@ -99,7 +109,7 @@ class Scorer:
         if ids is None:
             ids = [self.encode(text) for _, text in items]
         logits = self.model.score_features([f.visual for f, _ in items], ids)
-        return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video)
+        return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video, self.ranking_rule)
                 for lg, (f, text) in zip(logits, items, strict=True)]
 
     def score(self, video: str | Path | bytes, instruction: str) -> GroundingResult:

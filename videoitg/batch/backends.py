@@ -34,6 +34,7 @@ class BackendSpec:
     target_fps: float = 1.0
     rule: str = "eval"
     top_k: int | None = None
+    ranking_rule: str | None = None  # videoitg.outputs.RANKING_RULES; None: "released" (a server's own default)
     servers: tuple[str, ...] = ()
     max_in_flight: int = 4  # concurrent requests per Triton client actor
     torch_threads: int = 1

@@ -10,6 +10,7 @@ from typing import Any
 
 from videoitg.batch.backends import BackendSpec
 from videoitg.batch.manifest import Row
+from videoitg.outputs import DEFAULT_RANKING_RULE
 from videoitg.pipeline import Scorer, VideoFeatures
 from videoitg.sampling import SamplingParams
 
@@ -17,7 +18,8 @@ from videoitg.sampling import SamplingParams
 class InProcessBackend:
     def __init__(self, spec: BackendSpec) -> None:
         sampling = SamplingParams(num_frames=spec.num_frames, target_fps=spec.target_fps, rule=spec.rule)  # type: ignore[arg-type]
-        self.scorer = Scorer(spec.checkpoint, device=spec.device, dtype=spec.dtype, sampling=sampling)
+        self.scorer = Scorer(spec.checkpoint, device=spec.device, dtype=spec.dtype, sampling=sampling,
+                             ranking_rule=spec.ranking_rule or DEFAULT_RANKING_RULE)
         self.top_k = spec.top_k
 
     def prepare(self, video: str) -> VideoFeatures:

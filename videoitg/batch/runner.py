@@ -26,6 +26,7 @@ from videoitg.batch.grouping import make_units
 from videoitg.batch.manifest import Manifest, Rejected, Row
 from videoitg.batch.ray_env import RayOptions, init_ray
 from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json
+from videoitg.outputs import DEFAULT_RANKING_RULE
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +74,24 @@ def fingerprint(opts: BatchOptions) -> dict[str, Any]:
     """What must match for results from two sessions to belong in one output file."""
     b = opts.backend
     fp: dict[str, Any] = {"backend": b.kind, "num_frames": b.num_frames, "target_fps": b.target_fps,
-                          "rule": b.rule, "top_k": b.top_k, "dtype": b.dtype}
+                          "rule": b.rule, "top_k": b.top_k, "dtype": b.dtype, "ranking_rule": _ranking_rule(b)}
     if b.kind == "inprocess" and b.checkpoint:
         from videoitg.checkpoint import checkpoint_identity
 
         fp["checkpoint"] = checkpoint_identity(b.checkpoint)  # contents, not path: moved weights still match
     elif b.kind == "triton":
         # Sampling and weights are the servers' configuration; the endpoints stand in for them.
-        fp = {"backend": b.kind, "servers": sorted(b.servers), "top_k": b.top_k}
+        fp = {"backend": b.kind, "servers": sorted(b.servers), "top_k": b.top_k, "ranking_rule": _ranking_rule(b)}
     elif b.kind == "factory":
         fp["factory"] = b.factory
     return fp
+
+
+def _ranking_rule(b: BackendSpec) -> str:
+    """The rule the records are ranked by: the one asked for, else the engine's default (a server's own)."""
+    if b.ranking_rule is not None:
+        return b.ranking_rule
+    return "server default" if b.kind == "triton" else DEFAULT_RANKING_RULE
 
 
 def _rejected_record(r: Rejected) -> dict[str, Any]:

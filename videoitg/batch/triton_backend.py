@@ -87,7 +87,8 @@ class TritonBackend:
         doc_id = row.doc_id if isinstance(row.doc_id, int) and not isinstance(row.doc_id, bool) else None
         for wait in (*TRANSIENT_BACKOFF_S, None):
             try:
-                served = self._client(url).infer(data, row.instruction, top_k=self.spec.top_k, doc_id=doc_id)
+                served = self._client(url).infer(data, row.instruction, top_k=self.spec.top_k, doc_id=doc_id,
+                                                 ranking_rule=self.spec.ranking_rule)
                 break
             except Exception as e:  # noqa: BLE001 -- classified below
                 if not is_transient(e):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from videoitg.errors import InputError
+from videoitg.outputs import RANKING_RULES
 
 HELP = "score a manifest of (video, instruction) rows on Ray Data; resumable, every row exactly once"
 
@@ -26,7 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPU slots per actor (torch threads)")
     p.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests per Triton client actor")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="Triton protocol for --server")
-    p.add_argument("--dtype", default=None, help="model dtype (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--dtype", default=None, help="model dtype (default: float16 on GPU as released, float32 on CPU)")
+    p.add_argument("--ranking-rule", choices=RANKING_RULES, default=None,
+                   help="released (default: as the released code ranks) | exact (by the fp32 logit); with --server "
+                   "the default is the servers'")
     p.add_argument("--num-frames", type=int, default=512, help="frames sampled per video")
     p.add_argument("--target-fps", type=float, default=1.0, help="candidate frame rate before subsampling")
     p.add_argument("--sampling-rule", choices=("eval", "train"), default="eval")
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.server:
         spec = BackendSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
                            num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                           top_k=args.top_k, dtype=args.dtype or "server", extra={"protocol": args.protocol})
+                           top_k=args.top_k, dtype=args.dtype or "server", ranking_rule=args.ranking_rule,
+                           extra={"protocol": args.protocol})
     else:
         checkpoint = args.checkpoint
         if checkpoint is None:
@@ -72,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
             checkpoint = str(default_checkpoint())
         if not Path(checkpoint).is_dir():
             raise InputError(f"checkpoint directory {checkpoint} does not exist")
-        spec = BackendSpec(kind="inprocess", checkpoint=str(Path(checkpoint).resolve()),
-                           device="cuda" if on_gpu else "cpu",
-                           dtype=args.dtype or ("float16" if on_gpu else "float32"),
+        from videoitg.pipeline import parse_dtype
+
+        device = "cuda" if on_gpu else "cpu"
+        spec = BackendSpec(kind="inprocess", checkpoint=str(Path(checkpoint).resolve()), device=device,
+                           dtype=str(parse_dtype(args.dtype, device)).removeprefix("torch."),
                            num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                           top_k=args.top_k, torch_threads=max(1, int(args.cpus_per_worker)))
+                           top_k=args.top_k, ranking_rule=args.ranking_rule,
+                           torch_threads=max(1, int(args.cpus_per_worker)))
     opts = BatchOptions(
         out_dir=args.out, backend=spec,
         ray=RayOptions(address=args.ray_address, dashboard=args.dashboard, object_store_mb=args.object_store_mb,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from videoitg.errors import InputError
+from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
 
 HELP = "evaluate frame-level and moment-level grounding on annotated videos (VideoITG-40K layout)"
 
@@ -20,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", default="8,16,32", help="fixed K values for recall/precision@K (default 8,16,32)")
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the moment rule")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, ...")
+    parser.add_argument("--dtype", default="auto", help="auto (float16 on GPU as released, float32 on CPU), float32, "
+                        "bfloat16, float16")
+    parser.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
+                        help="how frames are ranked for recall/precision/AP and the moment's top frame: released "
+                        "(default, as the released code ranks) | exact (by the fp32 logit); with --results, the "
+                        "file's own order is used")
     parser.add_argument("--num-frames", type=int, default=1024, help="max sampled frames (training rule: 1024)")
     parser.add_argument("--fps", type=float, default=1.0, help="sampling rate of the annotation (default 1)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N records")
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         # Annotations index the training sampling (up to 1024 frames), above a serving request's 512-frame cap.
         limits = Limits(max_sampled_frames=max(params.num_frames, Limits().max_sampled_frames))
         scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=params,
-                        limits=limits)
+                        limits=limits, ranking_rule=args.ranking_rule)
         image_size = model.config.vision.image_size
         scored, skipped, rows = ev.score_records(
             scorer, records, root, lambda p: load_frames(p, image_size, params), progress=not args.quiet
@@ -85,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         result = {"source": source, "data": [str(a) for a in args.data], "ks": list(ks),
-                  "threshold": args.threshold, "skipped": len(bad), **summary.to_dict()}
+                  "threshold": args.threshold, "skipped": len(bad),
+                  "ranking_rule": "results file order" if args.results else args.ranking_rule, **summary.to_dict()}
         (args.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "table.txt").write_text(table + "\n")
         with (args.out / "per_record.jsonl").open("w") as f:

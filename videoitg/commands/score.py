@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from videoitg.outputs import GroundingResult, write_results_jsonl
+from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, GroundingResult, write_results_jsonl
 from videoitg.sampling import SamplingParams
 
 HELP = "score one video for an instruction (in-process) and print the top-K frames"
@@ -18,7 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vision-tower", help="local SigLIP directory, if the checkpoint does not embed one")
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--dtype", default="auto", help="auto (float16 on a GPU as released, float32 on CPU) | float32 | "
+                   "bfloat16 | float16")
+    p.add_argument("--ranking-rule", choices=RANKING_RULES, default=None,
+                   help="released (default: fp16 sigmoid, ties to the earlier frame, as the released code ranks) | "
+                   "exact (by the fp32 logit); with --server the default is the server's")
     p.add_argument("--num-frames", type=int, default=512, help="at most this many sampled frames")
     p.add_argument("--target-fps", type=float, default=1.0)
     p.add_argument("--sampling", choices=["eval", "train"], default="eval")
@@ -51,7 +55,7 @@ def run_remote(args: argparse.Namespace) -> int:
     from videoitg.serving.client import score_remote
 
     result = score_remote(args.video, args.instruction, args.server, args.protocol, top_k=args.top_k,
-                          doc_id=_doc_id_int(args.doc_id))
+                          doc_id=_doc_id_int(args.doc_id), ranking_rule=args.ranking_rule)
     print(f"server: {args.server} ({args.protocol})")
 
     def thumbnails_pixels():
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     sampling = SamplingParams(args.num_frames, args.target_fps, args.sampling)
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
-                    sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower)
+                    sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower,
+                    ranking_rule=args.ranking_rule or DEFAULT_RANKING_RULE)
     ids = scorer.encode(args.instruction)  # a bad instruction is refused before the decode
     frames = scorer.load_video(args.video)
     result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video, ids=[ids])[0]

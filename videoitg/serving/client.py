@@ -9,14 +9,14 @@ in-process `Scorer` does, so `results.jsonl` records are identical whichever pat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import GroundingResult
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.serving.steps import result_from_outputs
 
 MODEL = "videoitg"
@@ -75,7 +75,10 @@ class VideoITGClient:
         except Exception:
             return False
 
-    def inputs(self, video: bytes, instruction: str, top_k: int | None = None, doc_id: int | None = None) -> list:
+    def inputs(self, video: bytes, instruction: str, top_k: int | None = None, doc_id: int | None = None,
+               ranking_rule: str | None = None) -> list:
+        """The request's input tensors. Optional inputs are sent only when given (the server then uses its own
+        defaults: TOP_K, and RANKING_RULE = its `ranking_rule` parameter, "released" unless configured)."""
         m = self._m
 
         def tensor(name: str, arr: np.ndarray, dtype: str):
@@ -89,33 +92,41 @@ class VideoITGClient:
             ins.append(tensor("TOP_K", np.array([[top_k]], dtype=np.int32), "INT32"))
         if doc_id is not None:
             ins.append(tensor("DOC_ID", np.array([[int(doc_id)]], dtype=np.int64), "INT64"))
+        if ranking_rule is not None:
+            rule = check_ranking_rule(ranking_rule).encode()
+            ins.append(tensor("RANKING_RULE", np.array([[rule]], dtype=np.object_), "BYTES"))
         return ins
 
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              doc_id: int | None = None) -> ServedResult:
+              doc_id: int | None = None, ranking_rule: str | None = None) -> ServedResult:
+        """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
+        "released", is what the returned result assumes)."""
         data = video if isinstance(video, bytes) else Path(video).read_bytes()
         outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-            r = self._client.infer(self.model, self.inputs(data, instruction, top_k, doc_id), outputs=outs, **kw)
+            r = self._client.infer(self.model, self.inputs(data, instruction, top_k, doc_id, ranking_rule),
+                                   outputs=outs, **kw)
         except Exception as e:  # InferenceServerException: keep the server's own message
             status = e.status() if hasattr(e, "status") else None
             msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
             raise RemoteError(msg, status) from None
         arrays = {n: r.as_numpy(n) for n in OUTPUTS}
         name = "" if isinstance(video, bytes) else str(video)
-        result = result_from_outputs(arrays, instruction, name)
+        result = replace(result_from_outputs(arrays, instruction, name),
+                         ranking_rule=ranking_rule or DEFAULT_RANKING_RULE)
         d = int(arrays["DOC_ID"].reshape(-1)[0])
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
                             bool(arrays["CACHE_HIT"].reshape(-1)[0]), None if doc_id is None else d, arrays)
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              doc_id: int | None = None) -> GroundingResult:
-        return self.infer(video, instruction, top_k, doc_id).result
+              doc_id: int | None = None, ranking_rule: str | None = None) -> GroundingResult:
+        return self.infer(video, instruction, top_k, doc_id, ranking_rule).result
 
 
 def score_remote(video: str | Path | bytes, instruction: str, server: str, protocol: str = "grpc",
-                 top_k: int | None = None, doc_id: int | None = None) -> GroundingResult:
+                 top_k: int | None = None, doc_id: int | None = None,
+                 ranking_rule: str | None = None) -> GroundingResult:
     """One request to a running server: what `videoitg score --server HOST:PORT` calls."""
     with VideoITGClient(server, protocol) as c:
-        return c.score(video, instruction, top_k, doc_id)
+        return c.score(video, instruction, top_k, doc_id, ranking_rule)
