@@ -1,8 +1,9 @@
 """Training data in the VideoITG-40K layout: a JSON list of records plus a video root folder.
 
 A record is `{"video": <path relative to the root>, "question": <instruction>, "clip_num": [positive indices
-into the sampled frames]}`; the LLaVA `conversations` form (the first human turn, "<image>\\n" stripped) is
-accepted for the instruction, and `segments` / `timestamps` ([[start_s, end_s], ...]) for moment annotations.
+into the sampled frames]}`; the LLaVA `conversations` form (two turns; the second one's value is the instruction,
+as the released loader reads it) is accepted too, and `segments` / `timestamps` ([[start_s, end_s], ...]) for
+moment annotations.
 Frames are sampled with the training rule (1 fps, at most 1024, end-aligned), so clip_num index those frames.
 
 Bad records are never trained on: a missing or unreadable video, an empty instruction, or clip_num outside the
@@ -56,16 +57,25 @@ class BadRecord:
 
 
 def _question(rec: dict[str, Any]) -> str | None:
-    q = rec.get("question")
-    if q is None and isinstance(rec.get("conversations"), list):
-        for turn in rec["conversations"]:
-            if isinstance(turn, dict) and turn.get("from") in ("human", "user"):
-                q = turn.get("value")
-                break
-    if not isinstance(q, str):
-        return None
-    # The released data prefixes "<image>\n"; the model places the video itself.
-    return q.replace("<image>\n", "").replace("\n<image>", "").replace("<image>", "").strip()
+    """The instruction as the released loader builds it (train_itg.py `__getitem__`, `preprocess_plain`): the
+    `question` with every "<image>\n" removed, nothing else (no strip); in the `conversations` form, the value of
+    the second turn (the first turn is replaced by the video). None when there is none; a "<image>" left in the
+    text (the released loader would place a second video there) is reported by `parse_records`."""
+    if "question" in rec:
+        q = rec["question"]
+        return q.replace("<image>\n", "") if isinstance(q, str) else None
+    turns = rec.get("conversations")
+    if isinstance(turns, list) and len(turns) == 2 and isinstance(turns[1], dict):
+        q = turns[1].get("value")
+        return q if isinstance(q, str) else None
+    return None
+
+
+def released_length(rec: dict[str, Any]) -> int:
+    """The released `modality_lengths`: words of the raw `question`, else of every turn (length grouping)."""
+    if isinstance(rec.get("question"), str):
+        return len(rec["question"].split())
+    return sum(len(str(t.get("value", "")).split()) for t in rec.get("conversations", []) if isinstance(t, dict))
 
 
 def parse_records(path: str | Path) -> tuple[list[GroundingRecord], list[BadRecord]]:
@@ -90,8 +100,13 @@ def parse_records(path: str | Path) -> tuple[list[GroundingRecord], list[BadReco
         if not isinstance(video, str) or not video:
             bad.append(BadRecord(where, "no 'video' path", rec))
             continue
-        if not q:
-            bad.append(BadRecord(f"{where} (video {video!r})", "empty or missing question", rec))
+        if not q or not q.strip():
+            bad.append(BadRecord(f"{where} (video {video!r})", "empty or missing question (a 'question', or "
+                                 "'conversations' with two turns)", rec))
+            continue
+        if "<image>" in q:
+            bad.append(BadRecord(f"{where} (video {video!r})", "the instruction holds an '<image>' placeholder "
+                                 "beyond the leading '<image>\\n'", rec))
             continue
         clips = rec.get("clip_num")
         moments = rec.get("segments", rec.get("timestamps"))
@@ -294,10 +309,44 @@ def grouped_epoch_order(videos: Sequence[str], group: int, seed: int, epoch: int
     return [i for c in torch.randperm(len(chunks), generator=g).tolist() for i in chunks[c]]
 
 
-def sample_hw(seed: int, epoch: int, position: int, low: int, high: int) -> int:
-    """Training-time tokens per side, uniform in [low, high] (the original draws it per sample); seeded by the
-    sample's place in the run so it is the same on any rank and after a resume."""
+def sample_hw(seed: int, epoch: int, position: int, low: int, high: int, cap: int) -> int:
+    """Training-time tokens per side, the released rule: min(randint(low, high), cap) with `high` the token budget's
+    side (`budget_per_side`, uncapped) and `cap` the tower's grid, so short clips (budget side > grid) draw the
+    full grid often. Seeded by the sample's place in the run: the same on any rank and after a resume."""
     if high <= low:
-        return max(1, high)
+        return max(1, min(high, cap))  # the original's randint would fail here; take the budget's side
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + position)
-    return int(torch.randint(low, high + 1, (1,), generator=g).item())
+    return min(int(torch.randint(low, high + 1, (1,), generator=g).item()), cap)
+
+
+def length_grouped_epoch_order(lengths: Sequence[int], micro_batch: int, chunks: int, seed: int,
+                               epoch: int) -> list[int]:
+    """The released `group_by_modality_length` order (eagle_trainer.py `get_length_grouped_indices`): a shuffled
+    order cut into megabatches of `chunks * micro_batch` (chunks = processes x accumulation steps), each sorted by
+    length, longest first, then dealt into `chunks` micro-batches of about equal total length. With the trainer's
+    batch layout (position a*world + r of a global batch is micro-batch a of rank r) a global batch is one
+    megabatch, as in the released run. Depends only on (lengths, sizes, seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    idx = torch.randperm(len(lengths), generator=g).tolist()
+    size = chunks * micro_batch
+    out: list[int] = []
+    for start in range(0, len(idx), size):
+        mega = sorted(idx[start : start + size], key=lambda i: lengths[i], reverse=True)
+        out += [i for part in _even_chunks(mega, lengths, chunks) for i in part]
+    return out
+
+
+def _even_chunks(indices: list[int], lengths: Sequence[int], n: int) -> list[list[int]]:
+    """`split_to_even_chunks`: each index to the chunk with the least total length that is not full yet."""
+    if len(indices) % n:
+        return [indices[i::n] for i in range(n)]
+    per = len(indices) // n
+    parts: list[list[int]] = [[] for _ in range(n)]
+    totals = [0.0] * n
+    for i in indices:
+        k = totals.index(min(totals))
+        parts[k].append(i)
+        totals[k] += lengths[i]
+        if len(parts[k]) == per:
+            totals[k] = float("inf")
+    return parts

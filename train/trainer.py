@@ -28,8 +28,10 @@ from videoitg.train.data import (
     epoch_order,
     grouped_epoch_order,
     labels_for,
+    length_grouped_epoch_order,
     parse_records,
     probe_videos,
+    released_length,
     report_bad,
     sample_hw,
 )
@@ -76,6 +78,7 @@ class TrainConfig:
     save_every: int = 0  # steps between resumable checkpoints (0 = only the final model)
     keep_checkpoints: int = 2
     group_by_video: int = 0  # > 1: batches hold runs of up to this many instructions of one video
+    group_by_length: bool = False  # the released `group_by_modality_length` order (global batches by length)
     resume: bool = True  # continue from the newest complete checkpoint in `out` if there is one
     num_frames: int = 1024
     target_fps: float = 1.0
@@ -109,7 +112,7 @@ def init_model(cfg: TrainConfig) -> tuple[nn.Module, Any]:
 
         from videoitg.config import preset
 
-        tok = build_tiny_tokenizer()
+        tok = use_released_pad(build_tiny_tokenizer())
         mcfg = preset("tiny", vocab_size=len(tok))
         apply_overrides(mcfg, cfg.tiny_overrides)
         mcfg.attention = _attention(cfg.variant, "bidirectional")
@@ -123,7 +126,16 @@ def init_model(cfg: TrainConfig) -> tuple[nn.Module, Any]:
     torch.manual_seed(cfg.seed)  # the new head's init, when the checkpoint has none
     model, tok = load_checkpoint(cfg.init, "cpu", torch.float32, init_missing_head=True,
                                  attention=None if cfg.variant is None else _attention(cfg.variant, "bidirectional"))
-    return model.train(), tok
+    return model.train(), use_released_pad(tok)
+
+
+def use_released_pad(tokenizer: Any) -> Any:
+    """The released trainer sets `tokenizer.pad_token_id = 0` (train_itg.py; every non-Llama-3 model) and drops
+    masked (pad-id) tokens from the instruction, so a token with id 0 never reaches the model: "!" in Qwen2's
+    vocabulary, the pad token itself in the tiny one. `encode_instruction` drops the pad id, and the saved
+    checkpoint keeps this tokenizer, so inference drops the same tokens."""
+    tokenizer.pad_token_id = 0
+    return tokenizer
 
 
 def apply_overrides(mcfg, overrides: dict[str, Any]) -> None:
@@ -179,6 +191,8 @@ class Trainer:
         if amp not in ("bf16", "fp32"):
             raise InputError(f"amp must be auto, bf16 or fp32, got {cfg.amp!r}")
         self.amp = amp
+        if cfg.group_by_length and cfg.group_by_video > 1:
+            raise InputError("group_by_length and group_by_video are two different sample orders; choose one")
         self.out = Path(cfg.out)
         self.sampling = SamplingParams(cfg.num_frames, cfg.target_fps, "train")
         self.metrics_path = self.out / "metrics.jsonl"
@@ -257,7 +271,11 @@ class Trainer:
         cached = getattr(self, "_order", None)
         if cached is None or cached[0] != epoch:
             cfg = self.cfg
-            if cfg.group_by_video > 1:
+            if cfg.group_by_length:
+                lengths = [released_length(s.record.raw) for s in self.samples]
+                chunks = cfg.global_batch // cfg.micro_batch  # processes x accumulation steps
+                order = length_grouped_epoch_order(lengths, cfg.micro_batch, chunks, cfg.seed, epoch)
+            elif cfg.group_by_video > 1:
                 videos = [s.record.video for s in self.samples]
                 order = grouped_epoch_order(videos, cfg.group_by_video, cfg.seed, epoch)
             else:
@@ -272,7 +290,7 @@ class Trainer:
         for position, s in items:
             f, meta = self.store.features(s.record.video)
             T = f.shape[0]
-            hw = sample_hw(self.cfg.seed, epoch, position, low, mcfg.tokens_per_side(T))
+            hw = sample_hw(self.cfg.seed, epoch, position, low, mcfg.budget_per_side(T), mcfg.vision.grid)
             if s.record.video not in moved:  # one device copy per video, so the tower runs once per video
                 moved[s.record.video] = f.to(self.device)
             feats.append(moved[s.record.video])

@@ -112,12 +112,17 @@ class VideoITGConfig:
             raise ValueError(f"mm_vision_select_layer={s} selects no encoder layer of a {n}-layer tower")
         return k
 
-    def tokens_per_side(self, num_frames: int) -> int:
-        """Inference-time HW for a video of `num_frames` sampled frames (spec §1.4)."""
+    def budget_per_side(self, num_frames: int) -> int:
+        """floor(sqrt(vision_token_num / T)): the side the token budget allows, before the tower's grid caps it
+        (training draws HW up to this, then caps: spec §1.4)."""
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         # max(1, .): the original has no guard and crashes (HW=0) once T > vision_token_num.
-        return max(1, min(math.floor(math.sqrt(self.vision_token_num / num_frames)), self.vision.grid))
+        return max(1, math.floor(math.sqrt(self.vision_token_num / num_frames)))
+
+    def tokens_per_side(self, num_frames: int) -> int:
+        """Inference-time HW for a video of `num_frames` sampled frames (spec §1.4)."""
+        return min(self.budget_per_side(num_frames), self.vision.grid)
 
     # ---- config.json ----------------------------------------------------------------------------------------
     def to_json_dict(self, embed_vision_config: bool = True) -> dict[str, Any]:

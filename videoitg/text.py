@@ -14,9 +14,10 @@ def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> t
     if not text.strip():
         raise InputError("instruction is empty")
     ids = tokenizer(text + "\n", add_special_tokens=False)["input_ids"]
-    # The released trainer set pad_token_id and built its mask as ids != pad, then dropped masked ids, so a
-    # token equal to the pad id never reached the model (spec §3). Reproduce it so scores match the checkpoint.
-    pad = tokenizer.pad_token_id
+    # The released code masks ids != pad and drops the masked ids before the model, in training (pad id forced to
+    # 0) and in its evaluation wrapper (the tokenizer's pad id, else its eos id), so a token equal to that id
+    # never reaches the model (spec §3). Reproduce it so scores match the checkpoint.
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is not None:
         ids = [i for i in ids if i != pad]
     if max_tokens is not None and len(ids) > max_tokens:

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--train-vision", action="store_true", help="also train the vision tower (from-scratch toy models)")
     a("--group-by-video", type=int, default=0,
       help="keep up to N instructions of one video together in a batch (the tower then runs once per video)")
+    a("--group-by-length", action="store_true",
+      help="the released group_by_modality_length order: each global batch sorted by instruction length")
     a("--save-every", type=int, default=0, help="resumable checkpoint every N steps (0 = final only)")
     a("--keep", type=int, default=2, help="resumable checkpoints to keep")
     a("--no-resume", action="store_true", help="ignore checkpoints already in --out")
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm or None,
         seed=args.seed, device=args.device, amp=args.amp, grad_checkpointing=args.grad_checkpointing,
         fsdp=args.fsdp, train_vision=args.train_vision, group_by_video=args.group_by_video,
+        group_by_length=args.group_by_length,
         save_every=args.save_every, keep_checkpoints=args.keep,
         resume=not args.no_resume, num_frames=args.num_frames, target_fps=args.fps, progress=not args.quiet,
     )
