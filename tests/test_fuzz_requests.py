@@ -23,7 +23,7 @@ from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 from videoitg.errors import InputError, VideoITGError
 from videoitg.limits import InstructionTooLongError, Limits, visual_tokens
-from videoitg.outputs import GroundingResult
+from videoitg.outputs import GroundingResult, released_scores
 from videoitg.paths import resolve_under_roots
 from videoitg.sampling import SamplingParams, sample_frame_indices
 
@@ -137,8 +137,11 @@ def test_top_k_any_int(logits: list[float], k: int) -> None:
     r = GroundingResult(logits, list(range(0, 3 * T, 3)), [i / 2 for i in range(T)], "q", "v")
     frames = r.top_k_frames(k)
     assert frames == sorted(frames) and len(frames) == max(0, min(k, T)) and set(frames) <= set(r.frame_indices)
-    if k > 0:  # the best-scoring frame is always among the top K
-        assert logits[r.ranking[0]] == max(logits) and r.frame_indices[r.ranking[0]] in frames
+    if k > 0:  # the best frame under the result's rule (default: the fp16 sigmoid) is always among the top K
+        key = released_scores(logits)
+        assert key[r.ranking[0]] == key.max() and r.frame_indices[r.ranking[0]] in frames
+        ex = GroundingResult(logits, r.frame_indices, r.timestamps, "q", "v", "exact")
+        assert logits[ex.ranking[0]] == max(logits) and ex.frame_indices[ex.ranking[0]] in ex.top_k_frames(k)
 
 
 # ---- sampling ----------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ def check_ranking_rule(rule: str) -> str:
 def released_scores(logits: list[float] | np.ndarray) -> np.ndarray:
     """The released ranking key, float16: the logit rounded to fp16, its sigmoid computed in fp32, rounded to fp16
     (what `torch.sigmoid` does to an fp16 tensor)."""
-    x = np.asarray(logits, dtype=np.float64).astype(np.float16).astype(np.float32)
-    with np.errstate(over="ignore"):  # exp overflow for very negative logits: the sigmoid is then 0
+    with np.errstate(over="ignore"):  # |logit| > 65504 is +-inf in fp16, exp(-x) overflows: the sigmoid is 1 or 0
+        x = np.asarray(logits, dtype=np.float64).astype(np.float16).astype(np.float32)
         return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float16)
 
 
