@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videoitg.moments import DEFAULT_PARAMS, Moment, MomentParams, find_moments
+
 
 @dataclass
 class GroundingResult:
@@ -46,10 +48,19 @@ class GroundingResult:
     def top_k_frames(self, k: int) -> list[int]:
         return [self.frame_indices[i] for i in self.top_k_positions(k)]
 
+    @property
+    def moments(self) -> list[Moment]:
+        """Moments `(start_s, end_s, score)`, best first, by the default rule (`videoitg.moments`)."""
+        return self.find_moments(DEFAULT_PARAMS)
+
+    def find_moments(self, params: MomentParams = DEFAULT_PARAMS) -> list[Moment]:
+        return find_moments(self.scores, self.timestamps, params)
+
     def to_record(self, doc_id: Any = None, video_path: str | None = None, top_k: int | None = None,
-                  **extra: Any) -> dict[str, Any]:
+                  moment_params: MomentParams = DEFAULT_PARAMS, **extra: Any) -> dict[str, Any]:
         """One results.jsonl object: the downstream keys first (`index` score-descending, `logits` = sigmoid
-        scores rounded to 2 decimals, as the released wrapper writes them), then our own fields."""
+        scores rounded to 2 decimals, as the released wrapper writes them), then our own fields (`scores` is the
+        per-frame saliency; `moments` = [[start_s, end_s, score], ...], best first)."""
         order = self.ranking
         scores = self.scores
         rec: dict[str, Any] = {
@@ -62,6 +73,7 @@ class GroundingResult:
             "frame_indices": self.frame_indices,
             "timestamps": [round(t, 3) for t in self.timestamps],
             "scores": [round(s, 6) for s in scores],
+            "moments": [m.round() for m in find_moments(scores, self.timestamps, moment_params)],
         }
         if top_k is not None:
             rec["top_k"] = self.top_k_frames(top_k)
@@ -84,3 +96,58 @@ def read_frame_indices_jsonl(path: str | Path) -> dict[Any, list[int]]:
             if "doc_id" in r and isinstance(r.get("index"), list) and r["doc_id"] not in out:
                 out[r["doc_id"]] = r["index"]
     return out
+
+
+def doc_id_problems(records: list[dict[str, Any]], path: str | Path | None = None) -> list[str]:
+    """Why records written for lmms-eval's `frame_indices_jsonl` readers would be lost there. Those readers take
+    `int(doc_id)` as the key and keep the first record per key, so a record without a doc_id, with one that is
+    not an integer, or with one already in `path` (or earlier in `records`) is never read. Returns one warning
+    per kind of problem (empty: none)."""
+    seen: set[int] = set()
+    if path is not None and Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                r = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            key = _doc_key(r.get("doc_id")) if isinstance(r, dict) else None
+            if key is not None:
+                seen.add(key)
+    missing, not_int, repeated = 0, [], []
+    for r in records:
+        d = r.get("doc_id")
+        key = _doc_key(d)
+        if d is None:
+            missing += 1
+        elif key is None:
+            not_int.append(d)
+        elif key in seen:
+            repeated.append(d)
+        else:
+            seen.add(key)
+    out = []
+    if missing:
+        out.append(f"{missing} record(s) have no doc_id: lmms-eval's frame_indices_jsonl readers key records by "
+                   "doc_id and will not find them (pass the task's doc_id)")
+    if not_int:
+        out.append(f"doc_id {_some(not_int)} is not an integer: lmms-eval's readers key records by int(doc_id) "
+                   "and will skip it")
+    if repeated:
+        where = f" in {path}" if path is not None else ""
+        out.append(f"doc_id {_some(repeated)} already present{where}: lmms-eval's readers keep only the first "
+                   "record per doc_id")
+    return out
+
+
+def _doc_key(d: Any) -> int | None:
+    """The key lmms-eval's readers use: int(doc_id) ("3" and 3 are the same document), None if it has none."""
+    if d is None or isinstance(d, bool):
+        return None
+    try:
+        return int(d)
+    except (TypeError, ValueError):
+        return None
+
+
+def _some(values: list[Any]) -> str:
+    return ", ".join(repr(v) for v in values[:5]) + (" ..." if len(values) > 5 else "")
