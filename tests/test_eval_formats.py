@@ -82,8 +82,9 @@ def test_eval_qvhighlights_and_charades_layouts(setup, tmp_path: Path) -> None:
 
 
 def _results(scorer, data: Path, path: Path, upstream_only: bool) -> Path:
-    from videoitg.outputs import write_results_jsonl
     from videoitg.train.data import parse_records
+
+    from videoitg.outputs import write_results_jsonl
 
     records, _ = parse_records(data)
     recs = []
@@ -98,9 +99,10 @@ def _results(scorer, data: Path, path: Path, upstream_only: bool) -> Path:
 
 def test_upstream_results_are_read_in_seconds_not_frame_numbers(setup, tmp_path: Path) -> None:
     """Only `index` (frame numbers) and `logits`: the clips run at 2 fps, so frame 10 is at 5 s, not 10 s."""
+    from videoitg.train.data import TRAIN_SAMPLING
+
     from videoitg.limits import Limits
     from videoitg.pipeline import Scorer
-    from videoitg.train.data import TRAIN_SAMPLING
 
     data, ckpt = setup
     scorer = Scorer(ckpt, sampling=TRAIN_SAMPLING, limits=Limits(max_sampled_frames=1024))
