@@ -15,12 +15,9 @@ clips (the sample video's kind, distinct seeds) are the inputs.
 from __future__ import annotations
 
 import argparse
-import base64
-import csv
 import json
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -102,31 +99,29 @@ def paired_latency(server, clips: list[bytes], reps: int) -> dict[str, float]:
 
 
 def perf_analyzer(server, model: str, clips: list[bytes], concurrency: str, work: Path) -> list[dict]:
-    # BYTES input as b64: perf_analyzer takes it as the serialized tensor (4-byte length prefix + bytes).
-    data = {"data": [{"VIDEO": {"b64": base64.b64encode(struct.pack("<I", len(c)) + c).decode()},
-                      "INSTRUCTION": [f"When is the red circle visible? ({i})"]} for i, c in enumerate(clips)]}
-    (work / "input.json").write_text(json.dumps(data))
+    from videoitg.serving import perf
+
+    (work / "input.json").write_text(json.dumps(perf.input_data(
+        clips, [f"When is the red circle visible? ({i})" for i in range(len(clips))])))
     rows = []
     lo, hi = (int(x) for x in concurrency.split(":"))
     for c in range(lo, hi + 1):
         # On a shared 2-core machine a window is often unstable: loosen step by step, and record what was used.
         for stability in (50, 100):
             csv_path = work / f"{model}-{c}.csv"
-            cmd = [str(binaries.find_perf_analyzer()), "-m", model, "-u", server.grpc_url, "-i", "grpc",
-                   "--input-data", str(work / "input.json"), "--concurrency-range", f"{c}:{c}",
-                   "--measurement-interval", "4000", "--stability-percentage", str(stability), "--max-trials", "8",
-                   "--percentile", "50", "-f", str(csv_path)]
+            cmd = perf.command(server.grpc_url, "grpc", work / "input.json", csv_path, f"{c}:{c}", model=model,
+                               measurement_interval_ms=4000, stability_pct=stability, max_trials=8,
+                               extra=["--percentile", "50"])
             r = subprocess.run(cmd, env=binaries.perf_analyzer_env(), capture_output=True, text=True, timeout=900)
             if r.returncode == 0 and csv_path.exists():
                 break
         else:
             rows.append({"concurrency": c, "error": (r.stdout + r.stderr)[-500:]})
             continue
-        for row in csv.DictReader(csv_path.open()):
-            rows.append({"concurrency": int(row["Concurrency"]), "stability_pct": stability,
-                         "infer_per_s": round(float(row["Inferences/Second"]), 2),
-                         "p50_ms": round(int(row["p50 latency"]) / 1e3, 2),
-                         "p95_ms": round(int(row["p95 latency"]) / 1e3, 2)})
+        for row in perf.read_csv(csv_path):
+            rows.append({"concurrency": row.concurrency, "stability_pct": stability,
+                         "infer_per_s": round(row.infer_per_s, 2), "p50_ms": round(row.p50_ms, 2),
+                         "p95_ms": round(row.p95_ms, 2)})
     return rows
 
 

@@ -24,7 +24,7 @@ def test_score_writes_results_and_plot(home, capsys):
     text = capsys.readouterr().out
     assert "top-4 in chronological order" in text
     rec = json.loads(out.read_text().splitlines()[0])
-    assert rec["contexts"] == instruction and rec["doc_id"] == "12" and len(rec["top_k"]) == 4
+    assert rec["contexts"] == instruction and rec["doc_id"] == 12 and len(rec["top_k"]) == 4
     assert sorted(rec["index"]) == rec["frame_indices"] and rec["top_k"] == sorted(rec["top_k"])
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from videoitg import evaluation as ev
+from videoitg.moments import MomentParams
 
 
 def test_ranking_is_stable_on_ties() -> None:
@@ -34,17 +35,60 @@ def test_uniform_indices() -> None:
     assert ev.uniform_indices(3, 8) == [0, 1, 2]
 
 
-def test_moment_rule_and_iou() -> None:
+def test_ground_truth_helpers_and_iou() -> None:
     ts = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    scores = [0.1, 0.6, 0.95, 0.7, 0.2, 0.8]
-    # Top frame 2, grows to 1..3 (0.6, 0.7 >= 0.5), frame 5 is not contiguous.
-    assert ev.predicted_moment(scores, ts) == (1.0, 4.0)
-    # Nothing else above the threshold: the top frame alone; the last frame ends at the duration.
-    assert ev.predicted_moment([0.1, 0.2, 0.3], [0.0, 1.0, 2.0], duration=2.5) == (2.0, 2.5)
     assert ev.temporal_iou((1.0, 4.0), (2.0, 6.0)) == pytest.approx(2 / 5)
     assert ev.temporal_iou((0.0, 1.0), (2.0, 3.0)) == 0.0
     assert ev.positive_moments([1, 2, 4], ts) == [(1.0, 3.0), (4.0, 5.0)]
     assert ev.positives_from_moments([[1.0, 2.5]], ts) == [1, 2]
+    # Several ground-truth windows: a prediction is matched with the one it overlaps most.
+    assert ev.best_iou((1.0, 3.0), [(0.0, 2.0), (6.0, 9.0)]) == pytest.approx(1 / 3)
+    assert ev.best_iou((6.0, 8.0), [(0.0, 2.0), (6.0, 9.0)]) == pytest.approx(2 / 3)
+
+
+def test_moment_metrics_with_several_windows_by_hand() -> None:
+    ts = [float(i) for i in range(10)]
+    gt = [(0.0, 2.0), (6.0, 9.0)]
+    # One event 1..2 (-> moment [1, 3), IoU 1/3 with [0, 2)) and a weaker one at 6..7 (-> [6, 8), IoU 2/3).
+    scores = [0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.7, 0.7, 0.1, 0.1]
+    r = ev.RecordScores(scores, [0, 1, 6, 7, 8], ts, moments=gt)
+    p = MomentParams(thresholds=(0.5,), min_gap_s=0.0)
+    m, row = ev.evaluate_record(r, ks=(2,), params=p)
+    assert [x[:2] for x in row["moments"]] == [[1.0, 3.0], [6.0, 8.0]]
+    assert row["ious"] == [pytest.approx(1 / 3, abs=1e-4), pytest.approx(2 / 3, abs=1e-4)]
+    assert m["mIoU"] == pytest.approx(1 / 3)
+    assert (m["R1@0.3"], m["R1@0.5"], m["R1@0.7"]) == (1.0, 0.0, 0.0)
+    assert (m["R5@0.5"], m["R5@0.7"]) == (1.0, 0.0)  # the second moment reaches 2/3
+    # The same scores against one window only: the second window no longer rescues R5.
+    m1, _ = ev.evaluate_record(ev.RecordScores(scores, [0, 1], ts, moments=[(0.0, 2.0)]), ks=(2,), params=p)
+    assert (m1["R5@0.5"], m1["mIoU"]) == (0.0, pytest.approx(1 / 3))
+
+
+def test_interpolated_ap_by_hand() -> None:
+    assert ev.interpolated_ap([0, 1, 0], [0.3, 0.8, 0.2]) == 1.0
+    assert ev.interpolated_ap([1, 1, 1], [0.1, 0.2, 0.3]) == 1.0  # all positive
+    assert ev.interpolated_ap([0, 0, 0], [0.1, 0.2, 0.3]) == 0.0  # none
+    # Ranked: pos, neg, pos -> precision 1 at recall 1/2, 2/3 at recall 1.
+    assert ev.interpolated_ap([1, 0, 1, 0], [0.9, 0.5, 0.2, 0.1]) == pytest.approx((1 + 2 / 3) / 2)
+    # A tie enters together: threshold 0.5 gives 1 of 2 (p 1/2, r 1/2), then 0.2 gives p 2/3 at r 1; the
+    # interpolated precision at r 1/2 is the best at any recall >= 1/2: 2/3.
+    assert ev.interpolated_ap([1, 0, 1, 0], [0.5, 0.5, 0.2, 0.1]) == pytest.approx(2 / 3)
+
+
+def test_highlight_metrics_qvhighlights_by_hand() -> None:
+    ts = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    scores = [0.2, 0.4, 0.9, 0.7, 0.1, 0.3]  # 2-s clips: 0.3, 0.8, 0.2
+    assert ev.clip_scores(scores, ts, 3) == pytest.approx([0.3, 0.8, 0.2])
+    saliency = [[0, 0, 4], [4, 2, 4], [0, 0, 0]]  # [clip][annotator]
+    # >= 4: annotator 0 [0,1,0] AP 1, annotator 1 none AP 0, annotator 2 [1,1,0] AP 1; top clip 1 is a hit.
+    hl = ev.highlight_metrics(scores, ts, [], saliency, saliency_min=4)
+    assert hl == {"HL-mAP": pytest.approx(2 / 3), "HL-HIT@1": 1.0}
+    assert ev.highlight_metrics(scores, ts, [], saliency, saliency_min=2)["HL-mAP"] == pytest.approx(1.0)
+    # A clip no sampled frame falls in takes the frame covering its centre.
+    assert ev.clip_scores([0.5, 0.9], [0.0, 4.0], 3) == [0.5, 0.5, 0.9]
+    # Without saliency annotations: per frame, positives = inside the ground truth.
+    assert ev.highlight_metrics(scores, ts, [2, 3]) == {"HL-mAP": 1.0, "HL-HIT@1": 1.0}
+    assert ev.highlight_metrics(scores, ts, [4])["HL-HIT@1"] == 0.0
 
 
 def test_summary_by_hand() -> None:
@@ -58,8 +102,12 @@ def test_summary_by_hand() -> None:
     assert s.rows["all"]["recall@#pos"] == 0.75
     # Uniform K=2 over 6 frames picks {1, 4}: recall 0.5 for both records.
     assert s.rows["all"]["uniform_recall@2"] == 0.5
-    # a: moment (0, 2) vs GT (0, 2): IoU 1. b: top frame 0 -> (0, 1) vs (4, 6): IoU 0.
+    # a: moment (0, 2) vs GT (0, 2): IoU 1. b: moments (0, 1) then (5, 6) vs (4, 6): IoU 0, then 1/2.
     assert s.rows["all"]["mIoU"] == 0.5 and s.rows["all"]["R1@0.7"] == 0.5
+    assert s.rows["all"]["R5@0.5"] == 1.0 and s.rows["all"]["R5@0.7"] == 0.5
+    # HL per frame: a ranks both positives first (1); b: threshold .8 -> p 1/2 at r 1/2, .1 -> p 1/3 at r 1.
+    assert s.rows["all"]["HL-mAP"] == pytest.approx((1 + (0.5 + 1 / 3) / 2) / 2)
+    assert s.rows["all"]["HL-HIT@1"] == 0.5
     # AP of b: positive 5 at rank 2 (1/2), positive 4 at rank 6 among ties (0.1s keep order 1,2,3,4) -> 2/6.
     assert s.rows["motion"]["AP"] == pytest.approx((0.5 + 2 / 6) / 2)
     table = ev.format_table(s, ks=(2,))

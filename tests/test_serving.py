@@ -298,3 +298,29 @@ def test_serve_command_stops_cleanly_on_signal(sig, tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_wrong_protocol_gets_a_hint_and_moments_match(server, scorer, sample) -> None:
+    """The HTTP port with gRPC (and back) is named as such, with the flag to use; served moments equal in-process."""
+    path, data, instruction = sample
+    with VideoITGClient(server.http_url, "grpc") as c, pytest.raises(RemoteError, match="--protocol http"):
+        c.infer(data, instruction)
+    with VideoITGClient(server.grpc_url, "http") as c, pytest.raises(RemoteError, match="--protocol grpc"):
+        c.infer(data, instruction)
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        served = c.score(data, instruction)
+    assert served.moments == scorer.score(data, instruction).moments
+
+
+def test_perf_command_runs_perf_analyzer_with_real_videos(server, sample, tmp_path, capsys) -> None:
+    """`videoitg perf`: no library path or input file set by hand; perf_analyzer reports a measured row."""
+    from videoitg.cli import main
+
+    path, _, instruction = sample
+    rc = main(["perf", str(path), "--server", server.grpc_url, "-i", instruction, "--concurrency", "1:1",
+               "--measurement-interval", "1500", "--stability", "100", "--max-trials", "10", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    row = [ln.split() for ln in out.splitlines() if ln.strip().startswith("1 ")][-1]
+    assert float(row[1]) > 0  # inferences per second
+    assert (tmp_path / "input.json").is_file() and (tmp_path / "perf.csv").is_file()

@@ -104,7 +104,7 @@ def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
     model, tok = load_checkpoint(final)
     scorer = Scorer(final, model=model, tokenizer=tok)
     records, _ = parse_records(data)
-    scored, bad, _ = ev.score_records(scorer, records, data.parent / "videos", lambda p: load_frames(p, 28))
+    scored, bad = ev.score_records(scorer, records, data.parent / "videos", lambda p: load_frames(p, 28))
     assert not bad
     row = ev.summarize(scored).rows["all"]
     assert row["recall@#pos"] >= 0.8 and row["recall@#pos"] > row["uniform_recall@#pos"] + 0.2

@@ -1,6 +1,11 @@
 """`videoitg` command line. Each subcommand lives in `videoitg/commands/<name>.py` and exposes
 `HELP: str`, `add_arguments(parser)` and `run(args) -> int`; this file only dispatches, so the
-owners of different commands never edit the same file."""
+owners of different commands never edit the same file.
+
+Only the chosen subcommand's `add_arguments` runs (some pull in torch through their defaults), so
+`videoitg --help` and a mistyped command answer without importing torch; command modules keep their
+module-level imports light for the same reason (tests/test_api.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,25 @@ from videoitg.errors import VideoITGError
 
 # name -> module under videoitg.commands
 COMMANDS = [
-    "score", "demo", "serve", "repo", "build", "verify", "train", "eval", "batch", "synth",
+    "score", "demo", "serve", "repo", "build", "verify", "train", "eval", "batch", "manifest", "perf", "synth",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is one), if any."""
+    for a in argv:
+        if a in COMMANDS:
+            return a
+        if not a.startswith("-"):
+            return None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default sys.argv[1:]): every command listed, the chosen one with its arguments."""
+    chosen = _chosen(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="videoitg", description="VideoITG instructed temporal grounding")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"videoitg.commands.{name}")
@@ -27,13 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command not part of this build
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        if name == chosen:
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except VideoITGError as e:

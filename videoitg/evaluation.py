@@ -1,7 +1,8 @@
-"""Grounding metrics: frame-level recall/precision@K and AP, moment-level R1@IoU and mIoU, and a uniform
-sampling baseline at the same K.
+"""Grounding metrics: frame-level recall/precision@K and AP with a uniform-sampling baseline at the same K;
+moment retrieval (R1@{0.3,0.5,0.7}, R5@{0.5,0.7}, mIoU) and highlight detection (HL-mAP, HL-HIT@1), the numbers
+QVHighlights, Charades-STA and the video-LLM grounding papers report.
 
-Conventions (also in docs/training.md):
+Conventions (also in docs/evaluation.md):
 - Scores rank the T sampled frames of a video; ties are broken by the lower frame position (stable sort), so
   every metric is deterministic. A record scored by a model carries the order of its ranking rule
   (videoitg.outputs: "released" by default); one read from a results.jsonl, the file's own `index` order.
@@ -10,11 +11,16 @@ Conventions (also in docs/training.md):
 - AP = mean over positives of the precision at the rank of that positive (standard non-interpolated AP).
 - Uniform baseline: K frames at the centres of K equal parts of the T sampled frames,
   floor((i + 0.5) * T / K).
-- Moment from scores (the segment rule): take the highest-scoring frame, grow it left and right while the
-  neighbouring frames score >= `threshold` (probabilities, default 0.5). The moment spans from the start time
-  of its first frame to the start time of the frame after its last (the last frame ends at the video's end).
-  R1@m = share of records whose predicted moment has IoU >= m with the best-matching ground-truth moment;
-  mIoU = mean of that IoU.
+- Moments come from the scores by `videoitg.moments` (the rule every output uses), best first. IoU of a predicted
+  moment = its best temporal IoU over the query's ground-truth windows (several windows per query allowed).
+  R1@m: the first moment's IoU >= m. R5@m: one of the first five moments has IoU >= m. mIoU: mean IoU of the
+  first moment.
+- Highlight detection scores the per-frame saliency. With QVHighlights saliency annotations: per 2-second clip
+  (clip score = mean score of the sampled frames inside it, or the score of the frame covering its centre), a
+  clip is positive for an annotator when its score is >= `saliency_min` (4, "VeryGood", by default); HL-HIT@1 =
+  the top clip is positive for at least one annotator; HL-mAP = mean over annotators of the interpolated AP
+  (the QVHighlights evaluation's definition). Without them: per sampled frame, positive = inside a ground-truth
+  window (or in clip_num); HL-HIT@1 = the top frame is positive, HL-mAP = the interpolated AP.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from videoitg.moments import DEFAULT_PARAMS, MomentParams, find_moments, frame_spans, temporal_iou
+
 DEFAULT_KS = (8, 16, 32)
-IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+R1_THRESHOLDS = (0.3, 0.5, 0.7)
+R5_THRESHOLDS = (0.5, 0.7)
 
 
 def ranking(scores: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -70,44 +79,11 @@ def uniform_indices(num_frames: int, k: int) -> list[int]:
     return [int((i + 0.5) * num_frames / k) for i in range(k)]
 
 
-# ---- moments ----------------------------------------------------------------------------------------------
-def frame_spans(timestamps: Sequence[float], duration: float | None = None) -> list[tuple[float, float]]:
-    """Each sampled frame covers [its time, next frame's time); the last one ends at `duration` (or one median
-    frame gap after its start when the duration is unknown)."""
-    t = [float(x) for x in timestamps]
-    if not t:
-        return []
-    gap = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
-    end = duration if duration is not None and duration > t[-1] else t[-1] + gap
-    return [(t[i], t[i + 1] if i + 1 < len(t) else end) for i in range(len(t))]
-
-
-def predicted_moment(
-    scores: Sequence[float],
-    timestamps: Sequence[float],
-    threshold: float = 0.5,
-    duration: float | None = None,
-    top: int | None = None,
-) -> tuple[float, float]:
-    """The segment rule (module docstring): the run around the top frame (`top`, default the highest score)
-    whose scores stay >= threshold."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.size == 0:
-        raise ValueError("no frames")
-    top = int(ranking(s)[0]) if top is None else top
-    lo = hi = top
-    while lo - 1 >= 0 and s[lo - 1] >= threshold:
-        lo -= 1
-    while hi + 1 < s.size and s[hi + 1] >= threshold:
-        hi += 1
-    spans = frame_spans(timestamps, duration)
-    return spans[lo][0], spans[hi][1]
-
-
+# ---- moments and highlights ------------------------------------------------------------------------------
 def positive_moments(
     positives: Iterable[int], timestamps: Sequence[float], duration: float | None = None
 ) -> list[tuple[float, float]]:
-    """Ground-truth moments from positive frame positions: contiguous runs, with the same frame spans."""
+    """Ground-truth moments from positive frame positions: contiguous runs, with the frames' spans."""
     spans = frame_spans(timestamps, duration)
     pos = sorted(set(int(p) for p in positives))
     out: list[tuple[float, float]] = []
@@ -125,16 +101,66 @@ def positives_from_moments(moments: Iterable[Sequence[float]], timestamps: Seque
     return [i for i, t in enumerate(timestamps) if any(a <= t < b for a, b in ms)]
 
 
-def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
+def best_iou(moment: Sequence[float], truth: Sequence[Sequence[float]]) -> float:
+    """IoU of a predicted moment with the ground-truth window it matches best."""
+    return max((temporal_iou(moment, g) for g in truth), default=0.0)
+
+
+def interpolated_ap(y_true: Sequence[float], y_score: Sequence[float]) -> float:
+    """Interpolated AP as the QVHighlights highlight evaluation computes it: 1 when every item is positive, 0 when
+    none is; otherwise the mean, over the distinct recall levels r > 0 reached by thresholding at each distinct
+    score, of the best precision at any recall >= r (tied scores enter together)."""
+    y = np.asarray(y_true, dtype=np.float64) > 0
+    s = np.asarray(y_score, dtype=np.float64)
+    if y.all():
+        return 1.0
+    if not y.any():
+        return 0.0
+    thresholds = np.unique(s)[::-1]
+    tp = np.array([(y & (s >= t)).sum() for t in thresholds], dtype=np.float64)
+    n = np.array([(s >= t).sum() for t in thresholds], dtype=np.float64)
+    recall, precision = tp / y.sum(), tp / n
+    levels = sorted(set(recall[recall > 0].tolist()))
+    return float(np.mean([precision[recall >= r].max() for r in levels]))
+
+
+def clip_scores(scores: Sequence[float], timestamps: Sequence[float], num_clips: int,
+                clip_s: float = 2.0) -> list[float]:
+    """Per-clip saliency from per-frame scores: mean of the frames whose time falls in [i * clip_s, (i+1) * clip_s),
+    or, for a clip no sampled frame falls in, the score of the frame whose span covers the clip's centre."""
+    spans = frame_spans(timestamps)
+    out = []
+    for i in range(num_clips):
+        a, b = i * clip_s, (i + 1) * clip_s
+        inside = [s for s, t in zip(scores, timestamps, strict=True) if a <= t < b]
+        if inside:
+            out.append(float(np.mean(inside)))
+            continue
+        c = a + clip_s / 2
+        j = next((k for k, (x, y) in enumerate(spans) if x <= c < y), 0 if c < spans[0][0] else len(spans) - 1)
+        out.append(float(scores[j]))
+    return out
+
+
+def highlight_metrics(scores: Sequence[float], timestamps: Sequence[float], positives: Sequence[int],
+                      saliency: Sequence[Sequence[float]] | None = None, saliency_min: float = 4,
+                      clip_s: float = 2.0) -> dict[str, float]:
+    """HL-mAP and HL-HIT@1 of one query (module docstring)."""
+    if saliency is not None:
+        gt = np.asarray(saliency, dtype=np.float64) >= saliency_min  # [clips, annotators]
+        pred = np.asarray(clip_scores(scores, timestamps, gt.shape[0], clip_s))
+        top = int(np.argmax(pred))
+        return {"HL-mAP": float(np.mean([interpolated_ap(gt[:, a], pred) for a in range(gt.shape[1])])),
+                "HL-HIT@1": float(gt[top].any())}
+    y = np.zeros(len(scores))
+    y[list(positives)] = 1.0
+    return {"HL-mAP": interpolated_ap(y, scores), "HL-HIT@1": float(y[int(ranking(scores)[0])] > 0)}
 
 
 # ---- aggregation ------------------------------------------------------------------------------------------
 @dataclass
 class RecordScores:
-    """One evaluated instruction: scores over T sampled frames and its ground truth."""
+    """One evaluated query: scores over T sampled frames and its ground truth."""
 
     scores: Sequence[float]
     positives: Sequence[int]
@@ -142,6 +168,8 @@ class RecordScores:
     kind: str = "all"
     moments: Sequence[Sequence[float]] | None = None  # ground-truth [start, end] seconds; else from positives
     duration: float | None = None
+    saliency: Sequence[Sequence[float]] | None = None  # QVHighlights [clip][annotator] scores 0-4
+    info: dict = field(default_factory=dict)  # what identifies the query in per_record.jsonl
     order: Sequence[int] | None = None  # positions best first (a ranking rule's); None: by score, stable
 
 
@@ -154,10 +182,15 @@ class Summary:
         return {"counts": self.counts, "metrics": self.rows}
 
 
-def record_metrics(
-    r: RecordScores, ks: Sequence[int] = DEFAULT_KS, threshold: float = 0.5
-) -> dict[str, float]:
-    """All metrics of one record (model and uniform baseline)."""
+def ground_truth_windows(r: RecordScores) -> list[tuple[float, float]]:
+    if r.moments:
+        return [(float(a), float(b)) for a, b in r.moments]
+    return positive_moments(r.positives, r.timestamps, r.duration)
+
+
+def evaluate_record(r: RecordScores, ks: Sequence[int] = DEFAULT_KS, params: MomentParams = DEFAULT_PARAMS,
+                    saliency_min: float = 4) -> tuple[dict[str, float], dict]:
+    """All metrics of one record (model and uniform baseline), and its per_record.jsonl row."""
     t = len(r.scores)
     pos = sorted(set(int(p) for p in r.positives))
     if not pos:
@@ -176,25 +209,36 @@ def record_metrics(
         m[f"uniform_recall@{k}"] = recall_at_k(uni, pos, k)
         m[f"uniform_precision@{k}"] = precision_at_k(uni, pos, k)
     m["AP"] = average_precision(order, pos)
-    if r.moments:
-        gt = [(float(a), float(b)) for a, b in r.moments]
-    else:
-        gt = positive_moments(pos, r.timestamps, r.duration)
-    pred = predicted_moment(r.scores, r.timestamps, threshold, r.duration, top=int(order[0]))
-    iou = max(temporal_iou(pred, g) for g in gt)
-    m["mIoU"] = iou
-    for th in IOU_THRESHOLDS:
-        m[f"R1@{th}"] = float(iou >= th)
-    return m
+    gt = ground_truth_windows(r)
+    pred = find_moments(r.scores, r.timestamps, params, r.duration)
+    ious = [best_iou(p, gt) for p in pred]
+    m["mIoU"] = ious[0]
+    for th in R1_THRESHOLDS:
+        m[f"R1@{th}"] = float(ious[0] >= th)
+    for th in R5_THRESHOLDS:
+        m[f"R5@{th}"] = float(any(iou >= th for iou in ious[:5]))
+    m.update(highlight_metrics(r.scores, r.timestamps, pos, r.saliency, saliency_min))
+    row = {**r.info, "type": r.kind, "gt_windows": [[round(a, 3), round(b, 3)] for a, b in gt], "positives": pos,
+           "moments": [p.round() for p in pred], "iou": round(ious[0], 4), "ious": [round(x, 4) for x in ious],
+           "timestamps": [round(float(x), 3) for x in r.timestamps], "scores": [round(float(s), 5) for s in r.scores]}
+    return m, row
 
 
-def summarize(
-    records: Iterable[RecordScores], ks: Sequence[int] = DEFAULT_KS, threshold: float = 0.5
-) -> Summary:
-    """Mean of every metric per instruction kind and over all records ("all")."""
+def record_metrics(r: RecordScores, ks: Sequence[int] = DEFAULT_KS, params: MomentParams = DEFAULT_PARAMS,
+                   saliency_min: float = 4) -> dict[str, float]:
+    return evaluate_record(r, ks, params, saliency_min)[0]
+
+
+def summarize(records: Iterable[RecordScores], ks: Sequence[int] = DEFAULT_KS,
+              params: MomentParams = DEFAULT_PARAMS, saliency_min: float = 4,
+              rows: list[dict] | None = None) -> Summary:
+    """Mean of every metric per instruction kind and over all records ("all"). `rows`, when given, receives each
+    record's per_record.jsonl row."""
     per: dict[str, list[dict[str, float]]] = {}
     for r in records:
-        m = record_metrics(r, ks, threshold)
+        m, row = evaluate_record(r, ks, params, saliency_min)
+        if rows is not None:
+            rows.append(row)
         per.setdefault("all", []).append(m)
         if r.kind != "all":
             per.setdefault(r.kind, []).append(m)
@@ -205,25 +249,50 @@ def summarize(
     return out
 
 
+FRAME_COLUMNS = ("recall@#pos", "AP")
+MOMENT_COLUMNS = ("R1@0.3", "R1@0.5", "R1@0.7", "R5@0.5", "R5@0.7", "mIoU", "HL-mAP", "HL-HIT@1")
+
+
 def format_table(summary: Summary, ks: Sequence[int] = DEFAULT_KS) -> str:
-    """A plain-text table: one row per group for the model and one for uniform sampling at the same K."""
-    cols = ["recall@#pos"] + [f"recall@{k}" for k in ks] + [f"precision@{k}" for k in ks]
-    cols += ["AP", "R1@0.3", "R1@0.5", "R1@0.7", "mIoU"]
+    """Two plain-text tables: frame metrics (model and uniform sampling at the same K), then moment retrieval and
+    highlight detection (model only: uniform sampling has no scores to cut moments from)."""
+    groups = sorted(summary.rows, key=lambda g: (g != "all", g))
+    cols = ["recall@#pos"] + [f"recall@{k}" for k in ks] + [f"precision@{k}" for k in ks] + ["AP"]
     header = f"{'group':<16}{'method':<9}{'n':>6}" + "".join(f"{c:>13}" for c in cols)
-    lines = [header, "-" * len(header)]
-    for group in sorted(summary.rows, key=lambda g: (g != "all", g)):
+    lines = ["frame selection", header, "-" * len(header)]
+    for group in groups:
         row, n = summary.rows[group], summary.counts[group]
         for method in ("model", "uniform"):
-            vals = []
-            for c in cols:
-                key = c if method == "model" else f"uniform_{c}"
-                v = row.get(key)
-                vals.append(f"{v:>13.3f}" if v is not None and not math.isnan(v) else f"{'-':>13}")
-            lines.append(f"{group:<16}{method:<9}{n:>6}" + "".join(vals))
+            vals = [row.get(c if method == "model" else f"uniform_{c}") for c in cols]
+            lines.append(f"{group:<16}{method:<9}{n:>6}" + "".join(_cell(v) for v in vals))
+    header = f"{'group':<16}{'n':>6}" + "".join(f"{c:>11}" for c in MOMENT_COLUMNS)
+    lines += ["", "moment retrieval and highlight detection", header, "-" * len(header)]
+    for group in groups:
+        row, n = summary.rows[group], summary.counts[group]
+        lines.append(f"{group:<16}{n:>6}" + "".join(_cell(row.get(c), 11) for c in MOMENT_COLUMNS))
     return "\n".join(lines)
 
 
-# ---- scoring annotated data with a model ------------------------------------------------------------------
+def _cell(v: float | None, width: int = 13) -> str:
+    return f"{v:>{width}.3f}" if v is not None and not math.isnan(v) else f"{'-':>{width}}"
+
+
+# ---- scoring annotated data with a model, or reading predictions ------------------------------------------
+def _where(r) -> str:
+    w = getattr(r, "where", "")
+    return w() if callable(w) else str(w)
+
+
+def _info(r) -> dict:
+    return {"where": _where(r), "video": r.video, "query": r.question, "qid": getattr(r, "qid", None)}
+
+
+def _positives(r, timestamps: Sequence[float]) -> list[int]:
+    if r.clip_num is not None:
+        return sorted(set(int(c) for c in r.clip_num))
+    return positives_from_moments(r.moments or [], timestamps)
+
+
 def score_records(
     scorer,
     records: Sequence,
@@ -231,13 +300,10 @@ def score_records(
     load_frames,
     batch_instructions: int = 16,
     progress: bool = False,
-) -> tuple[list[RecordScores], list[tuple[object, str]], list[dict]]:
-    """Score annotation records (train.data.GroundingRecord) with a `videoitg.pipeline.Scorer`.
-
-    Each video is decoded and encoded once; its instructions are scored in padded batches. Returns the
-    scored records, the records that could not be used (with the reason) and one dict per scored record
-    (instruction, positives, scores) for a per-record log.
-    """
+) -> tuple[list[RecordScores], list[tuple[object, str]]]:
+    """Score annotation records (`videoitg.annotations.EvalRecord` or `train.data.GroundingRecord`) with a
+    `videoitg.pipeline.Scorer`. Each video is decoded and encoded once; its queries are scored in padded batches.
+    Returns the scored records and the ones that could not be used (with the reason)."""
     from pathlib import Path
 
     from videoitg.errors import VideoITGError
@@ -247,7 +313,6 @@ def score_records(
         by_video.setdefault(r.video, []).append(r)
     scored: list[RecordScores] = []
     bad: list[tuple[object, str]] = []
-    rows: list[dict] = []
     it = by_video.items()
     if progress:
         from tqdm import tqdm
@@ -278,54 +343,105 @@ def score_records(
                 bad += [(r, str(e)) for r, _ in chunk]
                 continue
             for (r, pos), res in zip(chunk, results, strict=True):
-                duration = getattr(frames, "duration", None)
+                duration = getattr(r, "duration", None) or getattr(frames, "duration", None)
                 scored.append(RecordScores(res.scores, pos, res.timestamps, r.kind, r.moments, duration,
-                                           order=res.ranking))
-                rows.append({"video": video, "question": r.question, "type": r.kind, "positives": pos,
-                             "scores": [round(s, 5) for s in res.scores]})
-    return scored, bad, rows
+                                           getattr(r, "saliency", None), _info(r), order=res.ranking))
+    return scored, bad
 
 
-def _positives(r, timestamps: Sequence[float]) -> list[int]:
-    if r.clip_num is not None:
-        return sorted(set(int(c) for c in r.clip_num))
-    return positives_from_moments(r.moments or [], timestamps)
+def _prediction_key(video: str, query: str) -> tuple[str, str]:
+    # Stem: QVHighlights / Charades name videos without an extension; results.jsonl holds the file path.
+    from pathlib import Path
+
+    return Path(str(video)).stem, str(query).strip()
 
 
-def records_from_results(results_path, records: Sequence) -> tuple[list[RecordScores], list[tuple[object, str]]]:
-    """Evaluate precomputed predictions (results.jsonl from `videoitg score`/serving): match each annotation
-    record by (video file name, instruction). Positions are those of the prediction's sampled frames, so the
-    predictions must use the annotation's sampling (1 fps; identical for videos up to num_frames seconds)."""
+def records_from_results(results_path, records: Sequence, video_root=None, sampling=None, probe=None
+                         ) -> tuple[list[RecordScores], list[tuple[object, str]]]:
+    """Evaluate precomputed predictions (results.jsonl from `videoitg score` / `batch` / serving, or the upstream
+    writer's `index` + `logits` records): match each annotation record by (video file stem, instruction).
+
+    Times: our records carry `timestamps`; upstream records only frame numbers (`index`), which are turned into
+    seconds with the video's real frame rate (probed from the video file; refused, naming the file, when it cannot
+    be read). Positions: clip_num positions index the annotation's sampling (`sampling`, the training rule for
+    VideoITG-40K), so a prediction made with other sampling (another rule, rate or frame cap) is refused with the
+    frame counts of both instead of being scored against the wrong frames.
+    """
     import json
     from pathlib import Path
 
+    from videoitg.errors import VideoITGError
+    from videoitg.sampling import sample_frame_indices
+
+    if probe is None:
+        from videoitg.decode import probe_video as probe
     preds: dict[tuple[str, str], dict] = {}
     for line in Path(results_path).read_text().splitlines():
         if line.strip():
             p = json.loads(line)
-            key = (Path(str(p.get("video_path", ""))).name, str(p.get("contexts", "")).strip())
-            preds.setdefault(key, p)  # first occurrence wins, as the downstream readers do
+            preds.setdefault(_prediction_key(p.get("video_path", ""), p.get("contexts", "")), p)  # first wins
+    infos: dict[str, object] = {}
+
+    def video_info(p: dict, r):
+        """(VideoInfo, None) or (None, why not) for the prediction's video (its path, else under video_root)."""
+        cands = [Path(str(p["video_path"]))] if p.get("video_path") else []
+        if video_root is not None:
+            cands.append(Path(video_root) / r.video)
+        path = next((c for c in cands if c.is_file()), None)
+        if path is None:
+            return None, f"video {' or '.join(str(c) for c in cands) or r.video} not found"
+        if str(path) not in infos:
+            try:
+                infos[str(path)] = probe(path)
+            except VideoITGError as e:
+                infos[str(path)] = f"video {path} cannot be read ({e})"
+        got = infos[str(path)]
+        return (None, got) if isinstance(got, str) else (got, None)
+
     scored, bad = [], []
     for r in records:
-        p = preds.get((Path(r.video).name, r.question.strip()))
+        p = preds.get(_prediction_key(r.video, r.question))
         if p is None:
             bad.append((r, "no prediction for this video and instruction"))
             continue
-        if "scores" in p and "frame_indices" in p:
-            scores, ts = p["scores"], p.get("timestamps") or list(range(len(p["scores"])))
-            frames = p["frame_indices"]
-        else:  # only the downstream keys: index (ranked frame numbers) + rounded sigmoid scores
+        info = None
+        if "scores" in p and "frame_indices" in p and "timestamps" in p:
+            scores, frames, ts = p["scores"], [int(f) for f in p["frame_indices"]], [float(t) for t in p["timestamps"]]
+        else:  # only the downstream keys: index (score-descending frame numbers) + rounded sigmoid scores
             pairs = sorted(zip(p["index"], p["logits"], strict=True))
-            scores, ts = [s for _, s in pairs], [float(i) for i, _ in pairs]
-            frames = [i for i, _ in pairs]
-        # The file's own ranking (its `index` order), which is what downstream readers take the top-K from.
-        where = {f: i for i, f in enumerate(frames)}
-        order = [where[f] for f in p["index"] if f in where] if isinstance(p.get("index"), list) else None
+            scores, frames = [float(s) for _, s in pairs], [int(f) for f, _ in pairs]
+            info, why = video_info(p, r)
+            if info is None:
+                bad.append((r, "the prediction has only frame numbers (index, logits): turning them into seconds "
+                               f"needs the video's frame rate, but {why}; pass --video-root"))
+                continue
+            ts = [f / info.fps for f in frames]
+        if r.clip_num is not None and sampling is not None:
+            if info is None:
+                info, why = video_info(p, r)
+            if info is None:
+                bad.append((r, f"clip_num positions need the annotation's sampling to be checked, but {why}; "
+                               "pass --video-root"))
+                continue
+            want = sample_frame_indices(info.total_frames, info.fps, sampling)
+            if frames != want:
+                bad.append((r, f"the prediction's {len(frames)} frames are not the annotation's sampling "
+                               f"({sampling.rule} rule, {sampling.target_fps:g} fps, at most {sampling.num_frames} "
+                               f"frames: {len(want)} frames here), so clip_num would point at other frames; score "
+                               f"with --sampling {sampling.rule} --num-frames {sampling.num_frames} --target-fps "
+                               f"{sampling.target_fps:g}, or evaluate with --checkpoint"))
+                continue
         pos = _positives(r, ts)
         if not pos or max(pos) >= len(scores):
             bad.append((r, f"positives {pos} do not fit the prediction's {len(scores)} frames"))
             continue
+        # The file's own ranking (its `index` order), which is what downstream readers take the top-K from; an
+        # index that does not list every frame once is ranked by the scores instead.
+        where = {f: i for i, f in enumerate(frames)}
+        order = [where[f] for f in p["index"] if f in where] if isinstance(p.get("index"), list) else None
         if order is not None and len(order) != len(scores):
-            order = None  # an index that does not list every frame once: rank by the scores instead
-        scored.append(RecordScores(scores, pos, ts, r.kind, r.moments, order=order))
+            order = None
+        duration = getattr(r, "duration", None) or (info.duration_s if info is not None else None)
+        scored.append(RecordScores(scores, pos, ts, r.kind, r.moments, duration, getattr(r, "saliency", None),
+                                   _info(r), order=order))
     return scored, bad

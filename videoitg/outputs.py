@@ -7,11 +7,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from videoitg.errors import InputError
+from videoitg.moments import DEFAULT_PARAMS, Moment, MomentParams, find_moments
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # How frames are ranked (docs/fidelity.md, "Ranking"):
 #   released: as the released evaluation wrapper ranks them. Its head runs in fp16, so each logit is an fp16
@@ -33,6 +35,8 @@ def check_ranking_rule(rule: str) -> str:
 def released_scores(logits: list[float] | np.ndarray) -> np.ndarray:
     """The released ranking key, float16: the logit rounded to fp16, its sigmoid computed in fp32, rounded to fp16
     (what `torch.sigmoid` does to an fp16 tensor)."""
+    import numpy as np  # here, not at the top: `videoitg --help` must not import numpy
+
     with np.errstate(over="ignore"):  # |logit| > 65504 is +-inf in fp16, exp(-x) overflows: the sigmoid is 1 or 0
         x = np.asarray(logits, dtype=np.float64).astype(np.float16).astype(np.float32)
         return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float16)
@@ -40,6 +44,8 @@ def released_scores(logits: list[float] | np.ndarray) -> np.ndarray:
 
 def rank_frames(logits: list[float] | np.ndarray, rule: str = DEFAULT_RANKING_RULE) -> list[int]:
     """Positions 0..T-1, most relevant first, under `rule` (RANKING_RULES); ties go to the earlier frame."""
+    import numpy as np
+
     key = released_scores(logits) if check_ranking_rule(rule) == "released" else np.asarray(logits, np.float64)
     return np.argsort(-key, kind="stable").tolist()
 
@@ -81,11 +87,20 @@ class GroundingResult:
     def top_k_frames(self, k: int) -> list[int]:
         return [self.frame_indices[i] for i in self.top_k_positions(k)]
 
+    @property
+    def moments(self) -> list[Moment]:
+        """Moments `(start_s, end_s, score)`, best first, by the default rule (`videoitg.moments`)."""
+        return self.find_moments(DEFAULT_PARAMS)
+
+    def find_moments(self, params: MomentParams = DEFAULT_PARAMS) -> list[Moment]:
+        return find_moments(self.scores, self.timestamps, params)
+
     def to_record(self, doc_id: Any = None, video_path: str | None = None, top_k: int | None = None,
-                  **extra: Any) -> dict[str, Any]:
+                  moment_params: MomentParams = DEFAULT_PARAMS, **extra: Any) -> dict[str, Any]:
         """One results.jsonl object: the downstream keys first (`index` in ranking order, `logits` = sigmoid
         scores in that order rounded to 2 decimals, as the released wrapper writes them: the fp16 scores under
-        the released rule), then our own fields."""
+        the released rule), then our own fields (`scores` is the per-frame saliency; `moments` =
+        [[start_s, end_s, score], ...], best first)."""
         order = self.ranking
         scores = self.scores
         ranked = released_scores(self.logits).tolist() if self.ranking_rule == "released" else scores
@@ -100,6 +115,7 @@ class GroundingResult:
             "timestamps": [round(t, 3) for t in self.timestamps],
             "scores": [round(s, 6) for s in scores],
             "ranking_rule": self.ranking_rule,
+            "moments": [m.round() for m in find_moments(scores, self.timestamps, moment_params)],
         }
         if top_k is not None:
             rec["top_k"] = self.top_k_frames(top_k)
@@ -122,3 +138,58 @@ def read_frame_indices_jsonl(path: str | Path) -> dict[Any, list[int]]:
             if "doc_id" in r and isinstance(r.get("index"), list) and r["doc_id"] not in out:
                 out[r["doc_id"]] = r["index"]
     return out
+
+
+def doc_id_problems(records: list[dict[str, Any]], path: str | Path | None = None) -> list[str]:
+    """Why records written for lmms-eval's `frame_indices_jsonl` readers would be lost there. Those readers take
+    `int(doc_id)` as the key and keep the first record per key, so a record without a doc_id, with one that is
+    not an integer, or with one already in `path` (or earlier in `records`) is never read. Returns one warning
+    per kind of problem (empty: none)."""
+    seen: set[int] = set()
+    if path is not None and Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                r = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            key = _doc_key(r.get("doc_id")) if isinstance(r, dict) else None
+            if key is not None:
+                seen.add(key)
+    missing, not_int, repeated = 0, [], []
+    for r in records:
+        d = r.get("doc_id")
+        key = _doc_key(d)
+        if d is None:
+            missing += 1
+        elif key is None:
+            not_int.append(d)
+        elif key in seen:
+            repeated.append(d)
+        else:
+            seen.add(key)
+    out = []
+    if missing:
+        out.append(f"{missing} record(s) have no doc_id: lmms-eval's frame_indices_jsonl readers key records by "
+                   "doc_id and will not find them (pass the task's doc_id)")
+    if not_int:
+        out.append(f"doc_id {_some(not_int)} is not an integer: lmms-eval's readers key records by int(doc_id) "
+                   "and will skip it")
+    if repeated:
+        where = f" in {path}" if path is not None else ""
+        out.append(f"doc_id {_some(repeated)} already present{where}: lmms-eval's readers keep only the first "
+                   "record per doc_id")
+    return out
+
+
+def _doc_key(d: Any) -> int | None:
+    """The key lmms-eval's readers use: int(doc_id) ("3" and 3 are the same document), None if it has none."""
+    if d is None or isinstance(d, bool):
+        return None
+    try:
+        return int(d)
+    except (TypeError, ValueError):
+        return None
+
+
+def _some(values: list[Any]) -> str:
+    return ", ".join(repr(v) for v in values[:5]) + (" ..." if len(values) > 5 else "")

@@ -7,6 +7,7 @@ it; `file://` URIs are accepted only as plain local paths (no host part), other 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -47,3 +48,24 @@ def resolve_under_roots(name: str | os.PathLike, roots: list[str | os.PathLike],
             return real
     allowed = [str(r) for r in roots]
     raise InputError(f"path {os.fspath(name)!r} resolves to {real}, outside the allowed roots {allowed}")
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def local_video(source: str | os.PathLike | bytes) -> str | os.PathLike | bytes:
+    """A video argument as a local file or bytes: a `file://` URI becomes its path; any other URL is refused
+    (videos are never fetched over the network: download the file first)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return source
+    s = os.fspath(source)
+    m = _SCHEME.match(s)
+    if m is None:
+        return source
+    if m.group(1).lower() == "file":
+        u = urlparse(s)
+        if u.netloc not in ("", "localhost"):
+            raise InputError(f"file URI with host {u.netloc!r} is refused (only file:///path)")
+        return unquote(u.path)
+    raise InputError(f"video {s!r} is a URL; URLs are not fetched: download the file and pass its local path "
+                     "(or its bytes)")

@@ -1,11 +1,18 @@
 """In-process scoring: video -> sampled frames -> visual features -> per-frame scores.
 
+    from videoitg import Scorer
+    scorer = Scorer.default()                      # the embedded tiny demo checkpoint
+    scorer = Scorer.from_pretrained("VideoITG-8B")  # a real checkpoint directory (docs/checkpoints.md)
+    result = scorer.score("clip.mp4", "When does the dog jump?")
+    results = scorer.score_many("clip.mp4", ["...", "..."])  # one decode, one vision pass
+
 The split steps are public because servers and batch jobs run them separately: decode and visual features once
 per video (cacheable: they do not depend on the instruction), then `score_visual` per instruction.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,8 @@ from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -38,6 +47,22 @@ def parse_dtype(name: str | torch.dtype | None, device: str) -> torch.dtype:
     if name not in DTYPES:
         raise InputError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
     return DTYPES[name]
+
+
+def check_device(device: str) -> str:
+    """A CUDA device that this machine has, or "cpu"; anything else is a clear error, not a torch traceback."""
+    dev = str(device)
+    if dev == "cpu":
+        return dev
+    if not dev.startswith("cuda"):
+        raise InputError(f"unknown device {dev!r}: use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+        raise InputError(f"device {dev!r} was asked for, but {why} (torch {torch.__version__}); use --device cpu")
+    index = dev.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise InputError(f"device {dev!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 @dataclass
@@ -65,7 +90,7 @@ class Scorer:
         limits: Limits | None = None,
         ranking_rule: str = DEFAULT_RANKING_RULE,
     ):
-        self.device = device
+        self.device = check_device(device)
         self.dtype = parse_dtype(dtype, device)
         self.ranking_rule = check_ranking_rule(ranking_rule)  # how results rank frames (videoitg.outputs)
         if model is None:
@@ -77,6 +102,23 @@ class Scorer:
         self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames
         self.limits = limits or Limits.from_env()  # VIDEOITG_MAX_* overrides; defaults in docs/limits.md
         self.limits.check_sampling(self.sampling)
+        self._demo_noticed = not _is_demo_checkpoint(checkpoint)
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> Scorer:
+        """The embedded tiny checkpoint: a pipeline demo trained on synthetic shapes, not a video model."""
+        from videoitg.defaults import default_checkpoint
+
+        return cls(default_checkpoint(), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path, **kwargs: Any) -> Scorer:
+        """A checkpoint directory in the released VideoITG layout (README "Checkpoint format"); keyword arguments
+        as for `Scorer(...)`: device, dtype, sampling, decoder, vision_tower, limits."""
+        if not Path(checkpoint).is_dir():
+            raise InputError(f"checkpoint directory {checkpoint} does not exist (checkpoints load from local "
+                             "directories only, never from a hub)")
+        return cls(checkpoint, **kwargs)
 
     @property
     def config(self):
@@ -84,7 +126,14 @@ class Scorer:
 
     def load_video(self, source: str | Path | bytes):
         from videoitg.decode import decode_video
+        from videoitg.paths import local_video
 
+        source = local_video(source)  # a URL is refused: nothing is fetched
+        if not self._demo_noticed and not _is_sample_video(source):
+            self._demo_noticed = True  # once per scorer: loud, not repeated for every row of a batch
+            log.warning("NOTICE: scoring with the embedded tiny demo checkpoint, trained on synthetic shapes: it is "
+                        "not a video model and its scores mean nothing for real video; use --checkpoint DIR with a "
+                        "VideoITG checkpoint (docs/checkpoints.md)")
         # device: a CUDA scorer lets "auto" pick NVDEC and keeps the frames on the GPU
         return decode_video(source, image_size=self.config.vision.image_size, params=self.sampling,
                             decoder=self.decoder, device=self.device, limits=self.limits.decode,
@@ -113,7 +162,45 @@ class Scorer:
                 for lg, (f, text) in zip(logits, items, strict=True)]
 
     def score(self, video: str | Path | bytes, instruction: str) -> GroundingResult:
-        ids = self.encode(instruction)  # reject a bad instruction before spending a decode on it
+        return self.score_many(video, [instruction])[0]
+
+    def score_many(self, video: str | Path | bytes, instructions: list[str], batch_size: int = 8
+                   ) -> list[GroundingResult]:
+        """Several instructions on one video: one decode and one vision pass, then the instructions in padded
+        batches of `batch_size`. Every instruction is checked before the video is decoded."""
+        if isinstance(instructions, str):
+            raise InputError("score_many takes a list of instructions (use score() for one)")
+        if not instructions:
+            return []
+        ids = [self.encode(text) for text in instructions]  # reject a bad instruction before spending a decode
         feats = self.video_features(self.load_video(video))
         name = str(video) if not isinstance(video, bytes) else ""
-        return self.score_visual([(feats, instruction)], video=name, ids=[ids])[0]
+        out: list[GroundingResult] = []
+        bs = max(1, batch_size)
+        for i in range(0, len(instructions), bs):
+            out += self.score_visual([(feats, t) for t in instructions[i:i + bs]], video=name, ids=ids[i:i + bs])
+        return out
+
+
+def _is_demo_checkpoint(checkpoint: str | Path | None) -> bool:
+    from videoitg.defaults import default_checkpoint
+
+    try:
+        return checkpoint is not None and Path(checkpoint).resolve() == default_checkpoint().resolve()
+    except (OSError, TypeError):
+        return False
+
+
+def _is_sample_video(source: str | Path | bytes) -> bool:
+    """Whether `source` is the generated demo clip (by path, or by content for bytes), without generating it."""
+    from videoitg.defaults import home
+
+    sample = home() / "sample" / "sample.mp4"
+    if not sample.is_file():
+        return False
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source) == sample.stat().st_size and bytes(source) == sample.read_bytes()
+    try:
+        return Path(source).resolve() == sample.resolve()
+    except (OSError, TypeError):
+        return False

@@ -9,8 +9,11 @@ external IP unless "cluster mode" is off, which is the switch `RAY_ENABLE_WINDOW
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +86,31 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def ray_logs_to(path: Path) -> Iterator[None]:
+    """Keep Ray's start-up and C++ messages out of the terminal: what is written to file descriptor 2 (Ray's C++
+    core worker, gRPC, and Ray's Python log handlers, which hold the original sys.stderr) goes to `path`, while
+    Python's `sys.stderr` (our progress bar and messages, tracebacks, and the workers' output Ray forwards to the
+    driver, errors included) keeps the terminal. A no-op when sys.stderr is not the process's own (captured)."""
+    if sys.stderr is not sys.__stderr__ or sys.__stderr__ is None:
+        yield
+        return
+    import ray  # noqa: F401 -- Ray and Ray Data set up their log handlers on import: bind them to fd 2 first
+    import ray.data  # noqa: F401
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    old = sys.stderr
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        sys.stderr = open(terminal, "w", buffering=1, encoding=old.encoding or "utf-8",
+                                           errors="backslashreplace", closefd=False)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            sys.stderr = old
+            os.dup2(terminal, 2)
+            os.close(terminal)

@@ -8,13 +8,16 @@ short: see `store.py`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -99,11 +102,70 @@ def _rejected_record(r: Rejected) -> dict[str, Any]:
             "stage": "manifest", "error_type": r.error_type, "reason": r.reason, "row": r.raw}
 
 
+class StopRequested(BaseException):
+    """SIGINT or SIGTERM reached the driver. A BaseException, so no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class SignalStop:
+    """The driver's own SIGINT/SIGTERM handling (a Kubernetes or Slurm stop sends SIGTERM): the first signal stops
+    taking work by raising `StopRequested` in the main thread, at once or, if a shard is being written, right after
+    it; the driver then writes the rows it already has and exits. Later signals are ignored, so that last write is
+    not cut short. Handlers are restored on exit. `ray.init` installs Ray's own SIGTERM handler (it aborts the
+    process), so the runner calls `install()` again once Ray is up."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._deferred = 0
+        self._raised = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalStop:
+        self._old = {s: signal.getsignal(s) for s in self.SIGNALS}
+        return self.install()
+
+    def install(self) -> SignalStop:
+        for s in self.SIGNALS:
+            signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            return  # already stopping
+        self.signum = signum
+        if not self._deferred:
+            self._raised = True
+            raise StopRequested(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A signal during the block is raised when it ends (a shard write is never interrupted)."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+        if not self._deferred and self.signum is not None and not self._raised:
+            self._raised = True
+            raise StopRequested(self.signum)
+
+
 class _Flusher:
     """Buffers finished rows on the driver and writes them as atomic shards."""
 
-    def __init__(self, store: OutputStore, shard_rows: int, flush_seconds: float) -> None:
+    def __init__(self, store: OutputStore, shard_rows: int, flush_seconds: float,
+                 stop: SignalStop | None = None) -> None:
         self.store, self.shard_rows, self.flush_seconds = store, shard_rows, flush_seconds
+        self.stop = stop
         self.results: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.oldest: float | None = None
@@ -117,8 +179,9 @@ class _Flusher:
             self.flush()
 
     def flush(self) -> None:
-        self.store.write_shard(self.results, self.errors)
-        self.results, self.errors, self.oldest = [], [], None
+        with self.stop.deferred() if self.stop is not None else contextlib.nullcontext():
+            self.store.write_shard(self.results, self.errors)
+            self.results, self.errors, self.oldest = [], [], None
 
 
 @dataclass
@@ -146,16 +209,18 @@ class _Tally:
         self.workers.add(msg["worker"])
 
 
-def run_batch(manifest: Manifest, opts: BatchOptions) -> dict[str, Any]:
-    """Score every not-yet-finished row of `manifest`; returns the summary (also in summary.json)."""
+def run_batch(manifest: Manifest, opts: BatchOptions, stop: SignalStop | None = None) -> dict[str, Any]:
+    """Score every not-yet-finished row of `manifest`; returns the summary (also in summary.json). With `stop`,
+    a signal ends the run with `StopRequested` after the finished rows are written."""
     store = OutputStore(opts.out_dir, fingerprint(opts), force=opts.force)
     try:
-        return _run(manifest, opts, store)
+        return _run(manifest, opts, store, stop)
     finally:
         store.close()
 
 
-def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore) -> dict[str, Any]:
+def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: SignalStop | None = None
+         ) -> dict[str, Any]:
     t_start = time.perf_counter()
     done = store.scan().done(opts.retry_errors)
     todo = [r for r in manifest.rows if r.row_id not in done]
@@ -171,18 +236,22 @@ def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore) -> dict[str
     tally = _Tally()
     t_work = time.perf_counter()
     if units:
-        flusher = _Flusher(store, opts.shard_rows, opts.flush_seconds)
+        flusher = _Flusher(store, opts.shard_rows, opts.flush_seconds, stop)
         bar = tqdm(total=len(todo), unit="row", desc="batch", disable=not opts.progress,
                    dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
         try:
-            for line in _stream(units, opts):
-                msg = json.loads(line)
-                if tally.t_first is None:
-                    bar.reset()  # rate and ETA from the first result on, not from Ray start-up
-                tally.add(msg)
-                flusher.add(msg["ok"], msg["record"])
-                bar.update(1)
-                bar.set_postfix(ok=tally.ok, failed=tally.failed, refresh=False)
+            # (tests replace _stream with a two-argument stand-in; only a real run passes the signal handler)
+            stream = _stream(units, opts) if stop is None else _stream(units, opts, stop=stop)
+            for line in stream:
+                # A signal while a received row is being recorded takes effect once it is in the buffer.
+                with stop.deferred() if stop is not None else contextlib.nullcontext():
+                    msg = json.loads(line)
+                    if tally.t_first is None:
+                        bar.reset()  # rate and ETA from the first result on, not from Ray start-up
+                    tally.add(msg)
+                    flusher.add(msg["ok"], msg["record"])
+                    bar.update(1)
+                    bar.set_postfix(ok=tally.ok, failed=tally.failed, refresh=False)
         finally:
             # Also on Ctrl-C / errors: what finished is kept, the rest is redone on resume.
             flusher.flush()
@@ -216,11 +285,13 @@ def _jsonable(opts: BatchOptions) -> dict[str, Any]:
     return d
 
 
-def _stream(units: list[list[Row]], opts: BatchOptions):
+def _stream(units: list[list[Row]], opts: BatchOptions, stop: SignalStop | None = None):
     """Yield one JSON message per row as workers finish them (Ray Data streaming execution)."""
     import ray.data
 
     init_ray(_ray_resources(opts))
+    if stop is not None:
+        stop.install()  # over the handlers ray.init installed
     items = [{"unit": json.dumps([r.to_json() for r in u], ensure_ascii=False)} for u in units]
     # One unit per block up to a cap: blocks are what Ray hands to actors, so small blocks balance load
     # and bring results back early; the cap bounds per-block overhead for very large manifests.

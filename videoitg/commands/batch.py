@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -55,12 +56,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from videoitg.batch.backends import BackendSpec
     from videoitg.batch.manifest import load_manifest
-    from videoitg.batch.ray_env import RayOptions
-    from videoitg.batch.runner import BatchOptions, run_batch
+    from videoitg.batch.ray_env import RayOptions, ray_logs_to
+    from videoitg.batch.runner import BatchOptions, SignalStop, StopRequested, run_batch
     from videoitg.batch.triton_backend import ServerUnavailableError
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
+    if args.top_k is not None and args.top_k < 1:
+        raise InputError(f"--top-k must be >= 1, got {args.top_k} (the server refuses it the same way)")
+    if args.gpus_per_worker > 0 and args.ray_address is None and not args.server:
+        from videoitg.pipeline import check_device
+
+        check_device("cuda")  # a local run asking for GPUs on a machine without one would wait for them forever
     manifest_path = Path(args.manifest)
     manifest = load_manifest(manifest_path, args.allow_root)
     on_gpu = args.gpus_per_worker > 0
@@ -96,12 +103,18 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"batch: {len(manifest.rows)} rows over {manifest.videos} videos "
           f"({len(manifest.rejected)} rejected by the manifest check)", file=sys.stderr)
+    ray_log = Path(args.out) / "ray-driver.log"
+    if args.ray_address is None:
+        print(f"batch: starting a local Ray (its log: {ray_log})", file=sys.stderr)
     try:
-        summary = run_batch(manifest, opts)
-    except KeyboardInterrupt:
-        print(f"batch: interrupted; finished rows are saved in {args.out}, rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+        # Ray's start-up and C++ messages go to ray_log; our progress, messages and workers' errors stay here.
+        with SignalStop() as stop, ray_logs_to(ray_log):
+            summary = run_batch(manifest, opts, stop)
+    except (StopRequested, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, StopRequested) else signal.SIGINT
+        print(f"batch: stopped by {signal.Signals(signum).name}; every finished row is saved in {args.out}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 128 + signum
     except OSError as e:  # a full disk, a lost output mount: written shards are whole (temp file + rename)
         print(f"batch: cannot write to {args.out}: {e.strerror or e}; finished rows are saved, "
               "free space and rerun the same command", file=sys.stderr)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from videoitg.decode import decode_video
     from videoitg.defaults import default_checkpoint, sample_video, sample_video_meta
     from videoitg.outputs import write_results_jsonl
-    from videoitg.plot import plot_timeline, thumbnails_from_pixels
+    from videoitg.plot import display_aspect, plot_timeline, thumbnails_from_pixels
     from videoitg.sampling import SamplingParams
 
     ckpt = default_checkpoint()
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_results_jsonl(out / "results.jsonl", [result.to_record(0, str(video), top_k=args.top_k)], append=False)
-    png = plot_timeline(result, out / "timeline.png", args.top_k, thumbnails_from_pixels(frames.pixel_values),
+    thumbs = thumbnails_from_pixels(frames.pixel_values, display_aspect(frames.info))
+    png = plot_timeline(result, out / "timeline.png", args.top_k, thumbs,
                         truth_segments=sample_video_meta().get("segments"))
     print(f"wrote {out / 'results.jsonl'} and {png}")
     return 0

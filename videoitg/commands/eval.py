@@ -9,89 +9,109 @@ from pathlib import Path
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
 
-HELP = "evaluate frame-level and moment-level grounding on annotated videos (VideoITG-40K layout)"
+HELP = ("evaluate grounding on annotated videos (VideoITG-40K, QVHighlights, Charades-STA): frame recall/AP, "
+        "moment retrieval R1/R5/mIoU, highlight mAP/HIT@1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", nargs="+", type=Path, help="annotation JSON file(s): [{video, question, clip_num}]")
+    parser.add_argument("data", nargs="+", type=Path,
+                        help="annotation file(s): .json VideoITG-40K list, .jsonl QVHighlights, .txt Charades-STA")
+    parser.add_argument("--format", choices=("auto", "videoitg", "qvhighlights", "charades"), default="auto",
+                        help="annotation layout (default: from the file extension)")
     parser.add_argument("--video-root", type=Path, help="video folder (default: <annotation dir>/videos)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the embedded tiny one)")
     parser.add_argument("--results", type=Path, help="score this results.jsonl instead of running a model")
     parser.add_argument("--out", type=Path, help="folder for eval.json, table.txt, per_record.jsonl")
     parser.add_argument("--k", default="8,16,32", help="fixed K values for recall/precision@K (default 8,16,32)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the moment rule")
+    parser.add_argument("--moment-thresholds", default=None,
+                        help="relative levels of the moment rule, comma-separated (default 0.3,0.5,0.7)")
+    parser.add_argument("--moment-min-gap-s", type=float, default=None, help="merge runs this close (default 1)")
+    parser.add_argument("--moment-nms-iou", type=float, default=None, help="NMS IoU of the moment rule (default 0.5)")
+    parser.add_argument("--saliency-min", type=float, default=4,
+                        help="QVHighlights: a clip is a highlight from this annotator score (2 Fair, 3 Good, "
+                             "4 VeryGood: default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on GPU as released, float32 on CPU), float32, "
                         "bfloat16, float16")
     parser.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
-                        help="how frames are ranked for recall/precision/AP and the moment's top frame: released "
-                        "(default, as the released code ranks) | exact (by the fp32 logit); with --results, the "
-                        "file's own order is used")
-    parser.add_argument("--num-frames", type=int, default=1024, help="max sampled frames (training rule: 1024)")
-    parser.add_argument("--fps", type=float, default=1.0, help="sampling rate of the annotation (default 1)")
+                        help="how frames are ranked for recall/precision/AP: released (default, as the released "
+                        "code ranks) | exact (by the fp32 logit); with --results, the file's own order is used")
+    parser.add_argument("--num-frames", type=int, default=None,
+                        help="max sampled frames (default: 1024 for VideoITG-40K, the annotation's sampling; 512 "
+                             "otherwise, as served)")
+    parser.add_argument("--fps", type=float, default=1.0, help="sampling rate (default 1)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N records")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _moment_params(args: argparse.Namespace):
+    from videoitg.moments import MomentParams
+
+    values = {"moment_thresholds": args.moment_thresholds or "",
+              "moment_min_gap_s": "" if args.moment_min_gap_s is None else str(args.moment_min_gap_s),
+              "moment_nms_iou": "" if args.moment_nms_iou is None else str(args.moment_nms_iou)}
+    return MomentParams.from_mapping(values)
+
+
+def _sampling(fmt: str, args: argparse.Namespace):
+    """The annotation's sampling: VideoITG-40K clip_num index the training rule (1 fps, end-aligned, up to 1024
+    frames); windows in seconds (QVHighlights, Charades-STA) fit any sampling, so those use the served default."""
+    from videoitg.sampling import SamplingParams
+
+    if fmt == "videoitg":
+        return SamplingParams(args.num_frames or 1024, args.fps, "train")
+    return SamplingParams(args.num_frames or 512, args.fps, "eval")
+
+
 def run(args: argparse.Namespace) -> int:
     from videoitg import evaluation as ev
-    from videoitg.sampling import SamplingParams
-    from videoitg.train.data import TRAIN_SAMPLING, load_frames, parse_records, report_bad
+    from videoitg.annotations import detect_format, read_annotations
 
     ks = tuple(int(k) for k in args.k.split(",") if k.strip())
     if not ks or min(ks) < 1:
         raise InputError(f"--k needs positive integers, got {args.k!r}")
+    params = _moment_params(args)
+    fmts = {args.format if args.format != "auto" else detect_format(a) for a in args.data}
+    if len(fmts) > 1:
+        raise InputError(f"annotation files of different layouts ({', '.join(sorted(fmts))}): evaluate them apart")
+    fmt = fmts.pop()
+    root = args.video_root or (args.data[0].parent / "videos" if (args.data[0].parent / "videos").is_dir()
+                               else args.data[0].parent)
     records, bad = [], []
     for a in args.data:
-        g, b = parse_records(a)
+        g, b = read_annotations(a, fmt, root)
         records += g
         bad += b
     if args.limit:
         records = records[: args.limit]
-    root = args.video_root or (args.data[0].parent / "videos" if (args.data[0].parent / "videos").is_dir()
-                               else args.data[0].parent)
-    params = SamplingParams(args.num_frames, args.fps, "train") if (args.num_frames, args.fps) != (1024, 1.0) \
-        else TRAIN_SAMPLING
-    rows: list[dict] = []
+    sampling = _sampling(fmt, args)
     if args.results:
-        scored, skipped = ev.records_from_results(args.results, records)
+        scored, skipped = ev.records_from_results(args.results, records, root, sampling)
         source = str(args.results)
     else:
-        from videoitg.checkpoint import load_checkpoint
-        from videoitg.pipeline import Scorer, parse_dtype
+        from videoitg.pipeline import check_device
 
-        ckpt = args.checkpoint
-        if ckpt is None:
-            from videoitg.defaults import default_checkpoint
+        check_device(args.device)
+        scored, skipped = _score_with_model(args, records, root, sampling)
+        source = str(args.checkpoint or "the embedded tiny checkpoint")
+    from videoitg.annotations import Rejected
+    from videoitg.train.data import BadRecord, report_bad
 
-            ckpt = default_checkpoint()
-        dtype = parse_dtype(args.dtype, args.device)
-        model, tok = load_checkpoint(ckpt, args.device, dtype)
-        from videoitg.limits import Limits
-
-        # Annotations index the training sampling (up to 1024 frames), above a serving request's 512-frame cap.
-        limits = Limits(max_sampled_frames=max(params.num_frames, Limits().max_sampled_frames))
-        scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=params,
-                        limits=limits, ranking_rule=args.ranking_rule)
-        image_size = model.config.vision.image_size
-        scored, skipped, rows = ev.score_records(
-            scorer, records, root, lambda p: load_frames(p, image_size, params), progress=not args.quiet
-        )
-        source = str(ckpt)
-    from videoitg.train.data import BadRecord
-
-    bad += [BadRecord(r.where(), why, r.raw) for r, why in skipped]
-    report_bad(bad, args.out / "skipped_records.jsonl" if args.out else None)
+    bad += [Rejected(ev._where(r), why, getattr(r, "raw", None)) for r, why in skipped]
+    report_bad([BadRecord(b.where, b.reason, b.record) for b in bad],
+               args.out / "skipped_records.jsonl" if args.out else None)
     if not scored:
         raise InputError(f"no record could be evaluated ({len(bad)} skipped)")
-    summary = ev.summarize(scored, ks, args.threshold)
+    rows: list[dict] = []
+    summary = ev.summarize(scored, ks, params, args.saliency_min, rows=rows)
     table = ev.format_table(summary, ks)
-    print(f"{source}: {len(scored)} records evaluated, {len(bad)} skipped")
+    print(f"{source}: {len(scored)} records evaluated, {len(bad)} skipped ({fmt} layout, sampling {sampling.key()})")
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        result = {"source": source, "data": [str(a) for a in args.data], "ks": list(ks),
-                  "threshold": args.threshold, "skipped": len(bad),
+        result = {"source": source, "data": [str(a) for a in args.data], "format": fmt, "ks": list(ks),
+                  "sampling": sampling.key(), "moment_params": params.to_parameters(),
+                  "saliency_min": args.saliency_min, "skipped": len(bad),
                   "ranking_rule": "results file order" if args.results else args.ranking_rule, **summary.to_dict()}
         (args.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "table.txt").write_text(table + "\n")
@@ -99,3 +119,26 @@ def run(args: argparse.Namespace) -> int:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     return 0
+
+
+def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
+    from videoitg import evaluation as ev
+    from videoitg.checkpoint import load_checkpoint
+    from videoitg.limits import Limits
+    from videoitg.pipeline import Scorer, parse_dtype
+    from videoitg.train.data import load_frames
+
+    ckpt = args.checkpoint
+    if ckpt is None:
+        from videoitg.defaults import default_checkpoint
+
+        ckpt = default_checkpoint()
+    dtype = parse_dtype(args.dtype, args.device)
+    model, tok = load_checkpoint(ckpt, args.device, dtype)
+    # Annotations index the training sampling (up to 1024 frames), above a serving request's 512-frame cap.
+    limits = Limits(max_sampled_frames=max(sampling.num_frames, Limits().max_sampled_frames))
+    scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=sampling,
+                    limits=limits, ranking_rule=args.ranking_rule)
+    image_size = model.config.vision.image_size
+    return ev.score_records(scorer, records, root, lambda p: load_frames(p, image_size, sampling),
+                            progress=not args.quiet)

@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from videoitg.synthetic import CODECS, INSTRUCTION_KINDS, make_sample_video, write_dataset
-
 HELP = "generate synthetic shape videos with grounding instructions and exact labels"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from videoitg.synthetic import CODECS, INSTRUCTION_KINDS  # numpy + PyAV: only when this command runs
+
     parser.add_argument("out", type=Path, help="output folder (dataset) or file (with --sample)")
     parser.add_argument("--videos", type=int, default=100, help="number of videos (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed; same seed, same data (default 0)")
@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from videoitg.synthetic import make_sample_video, write_dataset
+
     if args.sample:
         info = make_sample_video(args.out)
         info.pop("scene")

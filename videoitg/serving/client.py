@@ -9,6 +9,7 @@ in-process `Scorer` does, so `results.jsonl` records are identical whichever pat
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
+from videoitg.paths import local_video
 from videoitg.serving.steps import result_from_outputs
 
 MODEL = "videoitg"
@@ -40,6 +42,34 @@ class ServedResult:
     outputs: dict[str, np.ndarray]
 
 
+def probe_protocol(url: str, timeout_s: float = 2.0) -> str | None:
+    """What answers at HOST:PORT: "http" (an HTTP/1.1 reply, Triton's HTTP port), "grpc" (HTTP/2 frames, its gRPC
+    port), or None (nothing listening, or neither)."""
+    host, _, port = url.split("://", 1)[-1].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: videoitg\r\nConnection: close\r\n\r\n")
+            head = sock.recv(16)
+    except (OSError, ValueError):
+        return None
+    if head.startswith(b"HTTP/1."):
+        return "http"
+    if len(head) >= 9 and head[3] == 0x04:  # an HTTP/2 SETTINGS frame: what a gRPC server sends first
+        return "grpc"
+    return None
+
+
+def protocol_mismatch(url: str, protocol: str) -> str | None:
+    """A hint when `url` speaks the other protocol than `protocol` (e.g. the HTTP port given with gRPC), else None."""
+    other = probe_protocol(url)
+    if other is None or other == protocol:
+        return None
+    port = "HTTP port" if other == "http" else "gRPC port"
+    return (f"{url} is Triton's {port}: it speaks {other}, not {protocol}; use --protocol {other} "
+            f"(or the server's {protocol} port)")
+
+
 def _module(protocol: str):
     if protocol == "grpc":
         import tritonclient.grpc as m
@@ -55,6 +85,7 @@ class VideoITGClient:
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         self._m = _module(protocol)
         url = url.split("://", 1)[-1]  # tritonclient wants host:port
+        self.url = url
         kw: dict[str, Any] = {}
         if protocol == "http":
             kw = {"connection_timeout": timeout_s, "network_timeout": timeout_s}
@@ -101,7 +132,14 @@ class VideoITGClient:
               doc_id: int | None = None, ranking_rule: str | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
         "released", is what the returned result assumes)."""
-        data = video if isinstance(video, bytes) else Path(video).read_bytes()
+        video = local_video(video)  # a URL is refused: nothing is fetched
+        if isinstance(video, bytes):
+            data = video
+        else:
+            try:
+                data = Path(video).read_bytes()
+            except OSError as e:
+                raise InputError(f"cannot read video {video}: {e.strerror or e}") from None
         outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
@@ -110,6 +148,10 @@ class VideoITGClient:
         except Exception as e:  # InferenceServerException: keep the server's own message
             status = e.status() if hasattr(e, "status") else None
             msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+            if status in (None, "StatusCode.UNAVAILABLE"):  # could not talk to it at all: the other protocol?
+                hint = protocol_mismatch(self.url, self.protocol)
+                if hint:
+                    raise RemoteError(hint, status) from None  # same status: batch retries, then stops
             raise RemoteError(msg, status) from None
         arrays = {n: r.as_numpy(n) for n in OUTPUTS}
         name = "" if isinstance(video, bytes) else str(video)

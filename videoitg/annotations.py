@@ -1,0 +1,198 @@
+"""Annotated grounding data for `videoitg eval`, in the three public layouts, as one record type.
+
+- VideoITG-40K (`.json`, a list): `{video, question, clip_num}` (positions in the annotation's sampling: 1 fps,
+  end-aligned, at most 1024 frames), optional `segments` ([[start_s, end_s], ...]) and `type`. Read by
+  `videoitg.train.data.parse_records`, the same reader training uses.
+- QVHighlights (`.jsonl`, one query per line): `{qid, query, vid, duration, relevant_windows,
+  relevant_clip_ids, saliency_scores}`; the video is `<vid>.<ext>` under the video root; `saliency_scores` holds
+  one row of annotator scores (0-4) per relevant 2-second clip.
+- Charades-STA (`.txt`): lines `<vid> <start_s> <end_s>##<query>`; the video is `<vid>.<ext>`.
+
+Ground truth is a list of windows in seconds (several per query are allowed), and/or clip_num positions, and for
+QVHighlights the per-clip saliency.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from videoitg.errors import InputError
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+QVH_CLIP_S = 2.0  # QVHighlights annotates saliency per 2-second clip
+
+
+@dataclass
+class EvalRecord:
+    where: str  # "file[i]" / "file:line", for reports
+    video: str  # file name relative to the video root
+    query: str
+    windows: list[tuple[float, float]] | None = None  # ground-truth moments, seconds
+    clip_num: list[int] | None = None  # positive positions in the annotation's sampling (VideoITG-40K)
+    kind: str = "all"
+    qid: Any = None
+    duration: float | None = None
+    saliency: list[list[float]] | None = None  # [clip][annotator] 0-4 over the whole video (QVHighlights)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # The names `videoitg.evaluation.score_records` and the reports read.
+    @property
+    def question(self) -> str:
+        return self.query
+
+    @property
+    def moments(self) -> list[tuple[float, float]] | None:
+        return self.windows
+
+
+@dataclass
+class Rejected:
+    where: str
+    reason: str
+    record: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"where": self.where, "reason": self.reason, "record": self.record}
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "videoitg"
+    if suffix in (".jsonl", ".ndjson"):
+        return "qvhighlights"
+    if suffix == ".txt":
+        return "charades"
+    raise InputError(f"{path}: unknown annotation format {suffix!r} (.json VideoITG-40K, .jsonl QVHighlights, "
+                     ".txt Charades-STA; or pass --format)")
+
+
+def read_annotations(path: str | Path, fmt: str = "auto", video_root: Path | None = None
+                     ) -> tuple[list[EvalRecord], list[Rejected]]:
+    """Records of one annotation file, and the entries that cannot be evaluated (with the reason)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"annotation file {path} does not exist")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "videoitg":
+        return _read_videoitg(path)
+    if fmt == "qvhighlights":
+        return _read_qvh(path, video_root)
+    if fmt == "charades":
+        return _read_charades(path, video_root)
+    raise InputError(f"unknown annotation format {fmt!r} (videoitg, qvhighlights, charades)")
+
+
+def video_file(vid: str, root: Path | None) -> str:
+    """`vid` as named, if that file exists under root; else `vid` with the first video extension that does;
+    else `<vid>.mp4` (reported as missing when it is scored)."""
+    if root is not None:
+        if Path(vid).suffix.lower() in VIDEO_EXTENSIONS and (root / vid).is_file():
+            return vid
+        for ext in VIDEO_EXTENSIONS:
+            if (root / f"{vid}{ext}").is_file():
+                return f"{vid}{ext}"
+    return vid if Path(vid).suffix.lower() in VIDEO_EXTENSIONS else f"{vid}.mp4"
+
+
+def _windows(value: Any) -> list[tuple[float, float]] | None:
+    if not isinstance(value, list) or not value:
+        return None
+    out = []
+    for w in value:
+        if not (isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, (int, float)) for x in w)):
+            return None
+        a, b = float(w[0]), float(w[1])
+        if not (math.isfinite(a) and math.isfinite(b) and a < b):
+            return None
+        out.append((a, b))
+    return out
+
+
+def _read_videoitg(path: Path) -> tuple[list[EvalRecord], list[Rejected]]:
+    from videoitg.train.data import parse_records
+
+    good, bad = parse_records(path)
+    recs = [EvalRecord(r.where(), r.video, r.question, [tuple(m) for m in r.moments] if r.moments else None,
+                       r.clip_num, r.kind, r.index, None, None, r.raw) for r in good]
+    return recs, [Rejected(b.where, b.reason, b.record) for b in bad]
+
+
+def _read_qvh(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rejected]]:
+    good, bad = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad.append(Rejected(where, f"not valid JSON ({e.msg})", line))
+            continue
+        if not isinstance(d, dict):
+            bad.append(Rejected(where, "line is not a JSON object", d))
+            continue
+        vid, query = d.get("vid"), d.get("query")
+        if not isinstance(vid, str) or not vid or not isinstance(query, str) or not query.strip():
+            bad.append(Rejected(where, "needs 'vid' and a non-empty 'query'", d))
+            continue
+        windows = _windows(d.get("relevant_windows"))
+        if windows is None:
+            bad.append(Rejected(where, f"bad or missing relevant_windows {d.get('relevant_windows')!r}", d))
+            continue
+        duration = d.get("duration")
+        duration = float(duration) if isinstance(duration, (int, float)) and duration > 0 else None
+        try:
+            saliency = _qvh_saliency(d, duration)
+        except ValueError as e:
+            bad.append(Rejected(where, str(e), d))
+            continue
+        good.append(EvalRecord(where, video_file(vid, root), query.strip(), windows, None, "all", d.get("qid"),
+                               duration, saliency, d))
+    return good, bad
+
+
+def _qvh_saliency(d: dict[str, Any], duration: float | None) -> list[list[float]] | None:
+    ids, scores = d.get("relevant_clip_ids"), d.get("saliency_scores")
+    if ids is None and scores is None:
+        return None
+    if not (isinstance(ids, list) and isinstance(scores, list) and len(ids) == len(scores) and ids):
+        raise ValueError("relevant_clip_ids and saliency_scores must be lists of the same length")
+    if not all(isinstance(i, int) and i >= 0 for i in ids):
+        raise ValueError(f"relevant_clip_ids must be clip numbers >= 0, got {ids!r}")
+    if not all(isinstance(s, list) and s and len(s) == len(scores[0]) for s in scores):
+        raise ValueError("saliency_scores must hold one equally long list of annotator scores per clip")
+    # Clips of the whole video, as the QVHighlights evaluation counts them (int(duration / 2)).
+    num = max(int(duration / QVH_CLIP_S) if duration else 0, max(ids) + 1)
+    full = [[0.0] * len(scores[0]) for _ in range(num)]
+    for i, s in zip(ids, scores, strict=True):
+        full[i] = [float(x) for x in s]
+    return full
+
+
+def _read_charades(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rejected]]:
+    good, bad = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        head, sep, query = line.partition("##")
+        parts = head.split()
+        if not sep or len(parts) != 3 or not query.strip():
+            bad.append(Rejected(where, "expected '<vid> <start> <end>##<query>'", line))
+            continue
+        try:
+            a, b = float(parts[1]), float(parts[2])
+        except ValueError:
+            bad.append(Rejected(where, f"start/end are not numbers: {parts[1]!r} {parts[2]!r}", line))
+            continue
+        if not (math.isfinite(a) and math.isfinite(b) and 0 <= a < b):
+            bad.append(Rejected(where, f"bad window [{a}, {b}]", line))
+            continue
+        good.append(EvalRecord(where, video_file(parts[0], root), query.strip(), [(a, b)], None, "all", n - 1,
+                               None, None, {"line": line}))
+    return good, bad
