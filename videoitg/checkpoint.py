@@ -201,6 +201,7 @@ def load_checkpoint(
 
     ckpt = Path(ckpt)
     cfg, tower_dir = load_config(ckpt, vision_tower)
+    tokenizer = load_tokenizer(ckpt) if with_tokenizer else None  # a broken tokenizer fails before any weights load
     if attention is not None:
         cfg.attention = attention
     index = index_tensors(ckpt)
@@ -223,7 +224,7 @@ def load_checkpoint(
         tensors.update({"out_proj.weight": w, "out_proj.bias": torch.zeros(1)})
     model.load_state_dict(tensors, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
-    return model, (load_tokenizer(ckpt) if with_tokenizer else None)
+    return model, tokenizer
 
 
 def load_tokenizer(ckpt: str | Path):
@@ -242,6 +243,8 @@ def load_tokenizer(ckpt: str | Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+    except Exception as e:  # tokenizers raises a bare Exception for a malformed tokenizer.json
+        raise CheckpointError(f"{ckpt}: unreadable tokenizer files ({type(e).__name__}: {e})") from e
     finally:
         hf_logging.set_verbosity(level)
 
