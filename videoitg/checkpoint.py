@@ -181,25 +181,12 @@ def drop_unused_half(model: VideoITG, part: str) -> None:
         raise ValueError(f"unknown model part {part!r}; choose one of {PARTS}")
 
 
-def load_checkpoint(
-    ckpt: str | Path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    vision_tower: str | Path | None = None,
-    with_tokenizer: bool = True,
-    part: str = "all",
-    attention: str | None = None,
-    init_missing_head: bool = False,
-) -> tuple[VideoITG, Any]:
-    """Load a checkpoint directory -> (eval-mode model on device/dtype, tokenizer or None).
-
-    Every tensor's name and shape is checked from the file headers; only the tensors of `part` are read.
-    The class follows `config.attention` (Variant C, or B when causal); `attention` overrides it (training B from
-    a C checkpoint). `init_missing_head`: a checkpoint without `out_proj` (the Eagle base model a grounding run
-    starts from) gets the released init, xavier-uniform weight and zero bias, from torch's current RNG."""
+def _plan(ckpt: Path, vision_tower: str | Path | None, with_tokenizer: bool, attention: str | None,
+          init_missing_head: bool) -> tuple[VideoITGConfig, Any, dict, VideoITG, bool]:
+    """Everything a load checks before reading a weight: config (sizes range-checked), tokenizer, and every
+    tensor's name and shape from the file headers against a model built on the meta device (no memory)."""
     from videoitg.model.variant_b import model_class
 
-    ckpt = Path(ckpt)
     cfg, tower_dir = load_config(ckpt, vision_tower)
     tokenizer = load_tokenizer(ckpt) if with_tokenizer else None  # a broken tokenizer fails before any weights load
     if attention is not None:
@@ -216,6 +203,33 @@ def load_checkpoint(
         expected = {k: v for k, v in expected.items() if not k.startswith("out_proj.")}
     check_state_dict(expected, {k: SimpleNamespace(shape=v[2]) for k, v in index.items()}, str(ckpt),
                      cfg.vision_layers_used)
+    return cfg, tokenizer, index, model, new_head
+
+
+def check_checkpoint(ckpt: str | Path, vision_tower: str | Path | None = None) -> VideoITGConfig:
+    """Refuse a checkpoint that `load_checkpoint` would refuse, reading only its config, tokenizer and file
+    headers (seconds for a 7B checkpoint): `videoitg serve` runs it before starting a server."""
+    return _plan(Path(ckpt), vision_tower, True, None, False)[0]
+
+
+def load_checkpoint(
+    ckpt: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vision_tower: str | Path | None = None,
+    with_tokenizer: bool = True,
+    part: str = "all",
+    attention: str | None = None,
+    init_missing_head: bool = False,
+) -> tuple[VideoITG, Any]:
+    """Load a checkpoint directory -> (eval-mode model on device/dtype, tokenizer or None).
+
+    Every tensor's name and shape is checked from the file headers; only the tensors of `part` are read.
+    The class follows `config.attention` (Variant C, or B when causal); `attention` overrides it (training B from
+    a C checkpoint). `init_missing_head`: a checkpoint without `out_proj` (the Eagle base model a grounding run
+    starts from) gets the released init, xavier-uniform weight and zero bias, from torch's current RNG."""
+    cfg, tokenizer, index, model, new_head = _plan(Path(ckpt), vision_tower, with_tokenizer, attention,
+                                                   init_missing_head)
     drop_unused_half(model, part)
     tensors = load_indexed(index, [k for k in model.state_dict() if k in index])
     if new_head and model.out_proj is not None:
