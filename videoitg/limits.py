@@ -45,6 +45,7 @@ _KNOBS: dict[str, str] = {
     "decode.max_height": "MAX_HEIGHT",
     "decode.max_pixels": "MAX_PIXELS",
     "decode.max_frames": "MAX_STREAM_FRAMES",
+    "decode.max_decode_pixels_per_byte": "MAX_DECODE_PIXELS_PER_BYTE",
     "max_sampled_frames": "MAX_SAMPLED_FRAMES",
     "max_instruction_tokens": "MAX_INSTRUCTION_TOKENS",
     "max_instruction_bytes": "MAX_INSTRUCTION_BYTES",
