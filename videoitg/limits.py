@@ -197,6 +197,18 @@ class Limits:
         return cls.from_mapping({k: None if v is None else str(v) for k, v in values.items()}, limits)
 
 
+# A served upload is copied into the python backend's shared memory several times and, with the decode, costs about
+# 8x its size while it runs (RELIABILITY.md: 256 MiB -> +1.3 GB of process memory, +0.8 GB of /dev/shm); the
+# top-level model runs batches of 8. 64 MiB keeps a full batch near 4 GiB. Files decoded in-process have no such
+# copies and keep the decode library's 4 GiB bound.
+SERVED_MAX_VIDEO_BYTES = 64 << 20
+
+
+def served_defaults() -> Limits:
+    """The defaults of a served repository (`videoitg serve`, `videoitg repo build`): smaller uploads."""
+    return Limits().replace(max_bytes=SERVED_MAX_VIDEO_BYTES)
+
+
 class InFlightGate:
     """Non-blocking admission: `with gate:` enters or raises OverloadedError at once (queueing would only hold
     memory for requests whose clients may already have timed out)."""
