@@ -416,3 +416,20 @@ def test_serve_refuses_a_bad_checkpoint_with_its_cause(tmp_path: Path) -> None:
     assert r.returncode != 0
     assert "has shape" in r.stderr, r.stderr
     assert "starting tritonserver" not in r.stdout
+
+
+def test_stale_leftovers_are_removed_only_for_launchers_known_to_be_gone(tmp_path: Path) -> None:
+    """/dev/shm may be shared with another container (a pod's IPC namespace) whose PIDs we cannot see."""
+    ns = server_mod.launcher_tag().partition(".")[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {
+        "gone": f"{server_mod.SHM_PREFIX}{ns}.{dead.pid}_ab_1",
+        "alive": f"{server_mod.SHM_PREFIX}{server_mod.launcher_tag()}_cd_2",
+        "other namespace": f"{server_mod.SHM_PREFIX}1.{dead.pid}_ef_3",
+        "not ours": "triton_python_backend_shm_region_4",
+    }
+    for n in names.values():
+        (tmp_path / n).write_bytes(b"x")
+    server_mod.remove_stale_shared_memory(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "gone")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -46,16 +45,15 @@ def resolve_target(target: str) -> str:
     return "gpu" if torch.cuda.is_available() and (install.backends_src / "dali").is_dir() else "cpu"
 
 
-REPO_PREFIX = "videoitg-repo-"  # temporary repositories: videoitg-repo-<launcher pid>-<random>
+REPO_PREFIX = "videoitg-repo-"  # temporary repositories: videoitg-repo-<launcher tag>-<random>
 
 
 def remove_stale_repositories(root: Path | None = None) -> None:
     """Temporary repositories of launchers that were killed before they could remove them."""
-    from videoitg.serving.server import _pid_alive
+    from videoitg.serving.server import is_stale
 
     for d in (root or Path(tempfile.gettempdir())).glob(f"{REPO_PREFIX}*-*"):
-        pid = d.name[len(REPO_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if is_stale(d.name[len(REPO_PREFIX):].split("-", 1)[0]):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -77,7 +75,7 @@ def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     from videoitg.serving.repository import build_repository
-    from videoitg.serving.server import ServerOptions, TritonServer, check_ports_free
+    from videoitg.serving.server import ServerOptions, TritonServer, check_ports_free, launcher_tag
 
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])
@@ -90,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         check_checkpoint_for(spec)
         if args.repo is None:
             remove_stale_repositories()
-            tmp = Path(tempfile.mkdtemp(prefix=f"{REPO_PREFIX}{os.getpid()}-"))
+            tmp = Path(tempfile.mkdtemp(prefix=f"{REPO_PREFIX}{launcher_tag()}-"))
             repo = tmp
         else:
             repo = args.repo

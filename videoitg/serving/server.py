@@ -42,7 +42,7 @@ LOOPBACK = "127.0.0.1"
 ADMIN_APIS = ("model-repository", "shared-memory", "logging", "trace")
 ADMIN_HEADER = "videoitg-admin-key"
 GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton prefixes restricted gRPC headers with this
-SHM_PREFIX = "videoitg_"  # python-backend shared-memory regions: /dev/shm/videoitg_<launcher pid>_<token>_<uuid>
+SHM_PREFIX = "videoitg_"  # python-backend shared-memory regions: /dev/shm/videoitg_<launcher tag>_<token>_<uuid>
 PR_SET_PDEATHSIG = 1
 
 
@@ -93,7 +93,7 @@ def check_ports_free(host: str, ports: list[int]) -> None:
                                   + "; stop that process or choose other ports") from e
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -103,16 +103,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> list[str]:
+def launcher_tag() -> str:
+    """'<pid namespace inode>.<pid>' of this process. It names what a launcher leaves in /dev/shm and /tmp, so that
+    a later launcher removes only leftovers of processes it can see are gone: another container may share
+    /dev/shm (a pod's IPC namespace) without sharing its PIDs."""
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = 0
+    return f"{ns}.{os.getpid()}"
+
+
+def is_stale(tag: str) -> bool:
+    """Whether the launcher named by `launcher_tag()` output is gone (only decidable in our own PID namespace)."""
+    ns, _, pid = tag.partition(".")
+    return ns == launcher_tag().partition(".")[0] and pid.isdigit() and not pid_alive(int(pid))
+
+
+def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> None:
     """Remove python-backend regions of servers whose launcher is gone (killed before it could clean up)."""
-    removed = []
     for f in shm_dir.glob(f"{SHM_PREFIX}*"):
-        pid = f.name[len(SHM_PREFIX):].split("_", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if is_stale(f.name[len(SHM_PREFIX):].split("_", 1)[0]):
             with contextlib.suppress(OSError):
                 f.unlink()
-                removed.append(f.name)
-    return removed
 
 
 def _group_alive(pgid: int) -> bool:
@@ -177,7 +190,7 @@ class TritonServer:
         self.given_up: set[str] = set()  # models the watchdog could not reload within RELOAD_TRIES
         self.server_id = f"videoitg-{secrets.token_hex(8)}"  # `GET /v2` names it: proves the answering server is ours
         self._admin_key = secrets.token_urlsafe(32)
-        self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
+        self.shm_prefix = f"{SHM_PREFIX}{launcher_tag()}_{secrets.token_hex(4)}_"
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
         self._log_file = None
