@@ -72,3 +72,48 @@ def test_damaged_config_json_refused(ckpt: Path, edit: str) -> None:
     (ckpt / "config.json").write_text(text)
     with pytest.raises(CheckpointError):
         load_checkpoint(ckpt, with_tokenizer=False)
+
+
+ABSURD = {  # config.json edit -> words the one error must contain
+    "100,000 text layers": ({"num_hidden_layers": 100_000}, "config.num_hidden_layers"),
+    "100,000 vision layers": ({"vision_config": {"num_hidden_layers": 100_000}}, "vision_config.num_hidden_layers"),
+    "zero heads": ({"num_attention_heads": 0}, "config.num_attention_heads"),
+    "zero kv heads": ({"num_key_value_heads": 0}, "config.num_key_value_heads"),
+    "zero patch size": ({"vision_config": {"patch_size": 0}}, "vision_config.patch_size"),
+    "patch larger than image": ({"vision_config": {"patch_size": 10_000}}, "vision_config.patch_size"),
+    "negative hidden size": ({"hidden_size": -64}, "config.hidden_size"),
+    "negative vision width": ({"vision_config": {"intermediate_size": -1}}, "vision_config.intermediate_size"),
+    "huge vocabulary": ({"vocab_size": 10**12}, "config.vocab_size"),
+    "heads do not divide width": ({"num_attention_heads": 3}, "multiple of"),
+    "nan epsilon": ({"rms_norm_eps": float("nan")}, "config.rms_norm_eps"),
+    "zero token budget": ({"vision_token_num": 0}, "config.vision_token_num"),
+    "unknown attention": ({"grounding_attention": "sideways"}, "grounding_attention"),
+    "select layer outside tower": ({"mm_vision_select_layer": 99}, "mm_vision_select_layer"),
+}
+
+
+@pytest.mark.parametrize("case", list(ABSURD))
+def test_absurd_config_refused_before_anything_is_built(ckpt: Path, case: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """One CheckpointError naming the field, raised by the config check: no model (not even on the meta device)
+    is constructed, so 100,000 layers cost nothing."""
+    import videoitg.model.variant_b as variant_b
+
+    edit, words = ABSURD[case]
+    cfg = json.loads((ckpt / "config.json").read_text())
+    for k, v in edit.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr(variant_b, "model_class", lambda c: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match="config.json") as e:
+        load_checkpoint(ckpt)
+    assert words in str(e.value)
+
+
+@pytest.mark.parametrize("text", ['{"version": "1.0", "model": {', "\x00\x01 not a tokenizer"])
+def test_broken_tokenizer_refused_before_weights_load(ckpt: Path, text: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import videoitg.checkpoint as checkpoint
+
+    (ckpt / "tokenizer.json").write_text(text)
+    monkeypatch.setattr(checkpoint, "index_tensors", lambda *a, **k: pytest.fail("weights were read"))
+    with pytest.raises(CheckpointError, match="unreadable tokenizer"):
+        load_checkpoint(ckpt)

@@ -8,8 +8,8 @@
 - overload: many more simultaneous requests than the top-level queue bound (`Limits.max_in_flight`);
 - fault: the decode step's python-backend stub SIGKILLed mid-request.
 
-One server for the module (its start is most of the cost). Explicit model control (`--load-model=*`) so the fault
-test can show the recovery path (reloading the dead model); it changes nothing else.
+One server for the module (its start is most of the cost). The fault test also reloads the dead model itself
+through the restricted model-repository API (with the launcher's key), the path the stub watchdog takes.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ small_clip = functools.partial(random_clip, size=48)
 def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     log = tmp_path_factory.mktemp("log") / "tritonserver.log"
-    opts = ServerOptions(exit_timeout_s=3, extra_args=["--model-control-mode=explicit", "--load-model=*"])
+    opts = ServerOptions(exit_timeout_s=3)
     srv = TritonServer(repo, opts, log_path=log)
     srv.start(timeout_s=300)
     yield srv
@@ -431,7 +431,7 @@ def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:
         # The recovery the serving layer can drive (see RELIABILITY.md): reload the model whose stub died.
         admin = http.InferenceServerClient(server.http_url)
         t0 = time.monotonic()
-        admin.load_model(DECODE)
+        admin.load_model(DECODE, headers=server.admin_headers())  # the model-repository API needs the key
         FAULT["reload_s"] = round(time.monotonic() - t0, 1)
         admin.close()
         assert stub_pids(server).get(DECODE) not in (None, before[DECODE])  # a new stub process

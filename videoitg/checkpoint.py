@@ -181,6 +181,37 @@ def drop_unused_half(model: VideoITG, part: str) -> None:
         raise ValueError(f"unknown model part {part!r}; choose one of {PARTS}")
 
 
+def _plan(ckpt: Path, vision_tower: str | Path | None, with_tokenizer: bool, attention: str | None,
+          init_missing_head: bool) -> tuple[VideoITGConfig, Any, dict, VideoITG, bool]:
+    """Everything a load checks before reading a weight: config (sizes range-checked), tokenizer, and every
+    tensor's name and shape from the file headers against a model built on the meta device (no memory)."""
+    from videoitg.model.variant_b import model_class
+
+    cfg, tower_dir = load_config(ckpt, vision_tower)
+    tokenizer = load_tokenizer(ckpt) if with_tokenizer else None  # a broken tokenizer fails before any weights load
+    if attention is not None:
+        cfg.attention = attention
+    index = index_tensors(ckpt)
+    if tower_dir is not None:
+        index = {k: v for k, v in index.items() if not k.startswith(TOWER)}
+        index.update(index_tensors(tower_dir, tower_key))
+    with torch.device("meta"):  # no random init of weights we are about to overwrite (7B: minutes, 30 GB)
+        model = model_class(cfg)(cfg)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    new_head = init_missing_head and "out_proj.weight" not in index and "out_proj.bias" not in index
+    if new_head:
+        expected = {k: v for k, v in expected.items() if not k.startswith("out_proj.")}
+    check_state_dict(expected, {k: SimpleNamespace(shape=v[2]) for k, v in index.items()}, str(ckpt),
+                     cfg.vision_layers_used)
+    return cfg, tokenizer, index, model, new_head
+
+
+def check_checkpoint(ckpt: str | Path, vision_tower: str | Path | None = None) -> VideoITGConfig:
+    """Refuse a checkpoint that `load_checkpoint` would refuse, reading only its config, tokenizer and file
+    headers (seconds for a 7B checkpoint): `videoitg serve` runs it before starting a server."""
+    return _plan(Path(ckpt), vision_tower, True, None, False)[0]
+
+
 def load_checkpoint(
     ckpt: str | Path,
     device: str | torch.device = "cpu",
@@ -197,24 +228,8 @@ def load_checkpoint(
     The class follows `config.attention` (Variant C, or B when causal); `attention` overrides it (training B from
     a C checkpoint). `init_missing_head`: a checkpoint without `out_proj` (the Eagle base model a grounding run
     starts from) gets the released init, xavier-uniform weight and zero bias, from torch's current RNG."""
-    from videoitg.model.variant_b import model_class
-
-    ckpt = Path(ckpt)
-    cfg, tower_dir = load_config(ckpt, vision_tower)
-    if attention is not None:
-        cfg.attention = attention
-    index = index_tensors(ckpt)
-    if tower_dir is not None:
-        index = {k: v for k, v in index.items() if not k.startswith(TOWER)}
-        index.update(index_tensors(tower_dir, tower_key))
-    with torch.device("meta"):  # no random init of weights we are about to overwrite (7B: minutes, 30 GB)
-        model = model_class(cfg)(cfg)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    new_head = init_missing_head and "out_proj.weight" not in index and "out_proj.bias" not in index
-    if new_head:
-        expected = {k: v for k, v in expected.items() if not k.startswith("out_proj.")}
-    check_state_dict(expected, {k: SimpleNamespace(shape=v[2]) for k, v in index.items()}, str(ckpt),
-                     cfg.vision_layers_used)
+    cfg, tokenizer, index, model, new_head = _plan(Path(ckpt), vision_tower, with_tokenizer, attention,
+                                                   init_missing_head)
     drop_unused_half(model, part)
     tensors = load_indexed(index, [k for k in model.state_dict() if k in index])
     if new_head and model.out_proj is not None:
@@ -223,7 +238,7 @@ def load_checkpoint(
         tensors.update({"out_proj.weight": w, "out_proj.bias": torch.zeros(1)})
     model.load_state_dict(tensors, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
-    return model, (load_tokenizer(ckpt) if with_tokenizer else None)
+    return model, tokenizer
 
 
 def load_tokenizer(ckpt: str | Path):
@@ -242,6 +257,8 @@ def load_tokenizer(ckpt: str | Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+    except Exception as e:  # tokenizers raises a bare Exception for a malformed tokenizer.json
+        raise CheckpointError(f"{ckpt}: unreadable tokenizer files ({type(e).__name__}: {e})") from e
     finally:
         hf_logging.set_verbosity(level)
 

@@ -12,6 +12,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# Upper bounds far above any real model (Qwen2-72B: 80 layers, hidden 8192, intermediate 29568, vocab 152064), so
+# that a corrupt or hostile config.json is refused here instead of building a model for minutes or exhausting
+# memory: every size is checked before anything is allocated.
+MAX_LAYERS = 1024
+MAX_WIDTH = 1 << 17  # hidden / intermediate sizes
+MAX_HEADS = 1024
+MAX_VOCAB = 1 << 22
+MAX_POSITIONS = 1 << 24  # also bounds image_size and the token budgets
+
 
 def _check_types(obj: object) -> None:
     """Sizes must be ints and rates numbers: a string in config.json would otherwise fail deep inside nn.Linear."""
@@ -21,6 +30,16 @@ def _check_types(obj: object) -> None:
             raise ValueError(f"{f.name} must be an integer, got {v!r}")
         if f.type == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ValueError(f"{f.name} must be a number, got {v!r}")
+
+
+def _check_range(where: str, name: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{where}.{name} must be between {lo} and {hi}, got {value}")
+
+
+def _check_positive_finite(where: str, name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{where}.{name} must be a positive finite number, got {value}")
 
 
 @dataclass
@@ -38,6 +57,18 @@ class VisionConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        w = "vision_config"
+        _check_range(w, "image_size", self.image_size, 1, MAX_POSITIONS)
+        _check_range(w, "patch_size", self.patch_size, 1, self.image_size)
+        _check_range(w, "num_channels", self.num_channels, 1, 4)
+        _check_range(w, "hidden_size", self.hidden_size, 1, MAX_WIDTH)
+        _check_range(w, "intermediate_size", self.intermediate_size, 1, MAX_WIDTH)
+        _check_range(w, "num_hidden_layers", self.num_hidden_layers, 1, MAX_LAYERS)
+        _check_range(w, "num_attention_heads", self.num_attention_heads, 1, min(MAX_HEADS, self.hidden_size))
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"{w}.hidden_size={self.hidden_size} is not a multiple of "
+                             f"num_attention_heads={self.num_attention_heads}")
+        _check_positive_finite(w, "layer_norm_eps", self.layer_norm_eps)
 
     @property
     def grid(self) -> int:
@@ -77,6 +108,24 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        w = "config"
+        _check_range(w, "vocab_size", self.vocab_size, 1, MAX_VOCAB)
+        _check_range(w, "hidden_size", self.hidden_size, 1, MAX_WIDTH)
+        _check_range(w, "intermediate_size", self.intermediate_size, 1, MAX_WIDTH)
+        _check_range(w, "num_hidden_layers", self.num_hidden_layers, 1, MAX_LAYERS)
+        _check_range(w, "num_attention_heads", self.num_attention_heads, 1, min(MAX_HEADS, self.hidden_size))
+        _check_range(w, "num_key_value_heads", self.num_key_value_heads, 1, self.num_attention_heads)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"{w}.hidden_size={self.hidden_size} is not a multiple of "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"{w}.num_attention_heads={self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads={self.num_key_value_heads}")
+        if self.head_dim % 2:  # rotary embeddings rotate pairs of channels
+            raise ValueError(f"{w}: head size hidden_size / num_attention_heads = {self.head_dim} must be even")
+        _check_positive_finite(w, "rms_norm_eps", self.rms_norm_eps)
+        _check_positive_finite(w, "rope_theta", self.rope_theta)
+        _check_range(w, "max_position_embeddings", self.max_position_embeddings, 1, MAX_POSITIONS)
 
     @property
     def head_dim(self) -> int:
@@ -98,6 +147,18 @@ class VideoITGConfig:
     # "bidirectional" = Variant C (released); "causal" = Variant B (anchor tokens after the instruction).
     attention: str = "bidirectional"
     extra: dict[str, Any] = field(default_factory=dict)  # unknown config.json keys, written back unchanged
+
+    def __post_init__(self) -> None:
+        for name in ("mm_vision_select_layer", "vision_token_num", "vision_min_num", "tokenizer_model_max_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"config.{name} must be an integer, got {v!r}")
+        _check_range("config", "vision_token_num", self.vision_token_num, 1, MAX_POSITIONS)
+        _check_range("config", "vision_min_num", self.vision_min_num, 1, MAX_POSITIONS)
+        _check_range("config", "tokenizer_model_max_length", self.tokenizer_model_max_length, 1, MAX_POSITIONS)
+        if self.attention not in ("bidirectional", "causal"):
+            raise ValueError(f"config.grounding_attention must be 'bidirectional' or 'causal', got {self.attention!r}")
+        self.vision_layers_used  # noqa: B018 - raises for a select layer outside the tower
 
     @property
     def mm_hidden_size(self) -> int:

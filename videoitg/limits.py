@@ -45,6 +45,7 @@ _KNOBS: dict[str, str] = {
     "decode.max_height": "MAX_HEIGHT",
     "decode.max_pixels": "MAX_PIXELS",
     "decode.max_frames": "MAX_STREAM_FRAMES",
+    "decode.max_decode_pixels_per_byte": "MAX_DECODE_PIXELS_PER_BYTE",
     "max_sampled_frames": "MAX_SAMPLED_FRAMES",
     "max_instruction_tokens": "MAX_INSTRUCTION_TOKENS",
     "max_instruction_bytes": "MAX_INSTRUCTION_BYTES",
@@ -194,6 +195,18 @@ class Limits:
         limits = cls.from_env(base=base)
         values = {stem: getattr(args, _dest(stem), None) for stem in _KNOBS.values()}
         return cls.from_mapping({k: None if v is None else str(v) for k, v in values.items()}, limits)
+
+
+# A served upload is copied into the python backend's shared memory several times and, with the decode, costs about
+# 8x its size while it runs (RELIABILITY.md: 256 MiB -> +1.3 GB of process memory, +0.8 GB of /dev/shm); the
+# top-level model runs batches of 8. 64 MiB keeps a full batch near 4 GiB. Files decoded in-process have no such
+# copies and keep the decode library's 4 GiB bound.
+SERVED_MAX_VIDEO_BYTES = 64 << 20
+
+
+def served_defaults() -> Limits:
+    """The defaults of a served repository (`videoitg serve`, `videoitg repo build`): smaller uploads."""
+    return Limits().replace(max_bytes=SERVED_MAX_VIDEO_BYTES)
 
 
 class InFlightGate:

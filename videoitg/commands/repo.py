@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace, target: str):
-    from videoitg.limits import Limits
+    from videoitg.limits import Limits, served_defaults
     from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec
 
     return RepoSpec(
@@ -48,7 +48,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
         engines=str(Path(args.engines).resolve()) if args.engines else "",
         sampling=SamplingParams(args.num_frames, args.target_fps, args.sampling_rule),
         cache_bytes=args.cache_bytes,
-        limits=Limits.from_args(args),  # flags > $VIDEOITG_* > defaults
+        limits=Limits.from_args(args, base=served_defaults()),  # flags > $VIDEOITG_* > served defaults
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import tempfile
@@ -44,21 +45,54 @@ def resolve_target(target: str) -> str:
     return "gpu" if torch.cuda.is_available() and (install.backends_src / "dali").is_dir() else "cpu"
 
 
+REPO_PREFIX = "videoitg-repo-"  # temporary repositories: videoitg-repo-<launcher tag>-<random>
+
+
+def remove_stale_repositories(root: Path | None = None) -> None:
+    """Temporary repositories of launchers that were killed before they could remove them."""
+    from videoitg.serving.server import is_stale
+
+    for d in (root or Path(tempfile.gettempdir())).glob(f"{REPO_PREFIX}*-*"):
+        if is_stale(d.name[len(REPO_PREFIX):].split("-", 1)[0]):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
+    """The checks each step makes when it loads, made here in seconds, before a server starts: a bad checkpoint
+    is its real cause on the terminal instead of Triton's "failed to load all models"."""
+    from videoitg.checkpoint import check_checkpoint
+    from videoitg.defaults import default_checkpoint
+    from videoitg.errors import CheckpointError
+    from videoitg.serving.repository import DEFAULT_CHECKPOINT
+
+    ckpt = default_checkpoint() if spec.checkpoint == DEFAULT_CHECKPOINT else Path(spec.checkpoint)
+    cfg = check_checkpoint(ckpt)
+    try:
+        spec.limits.check_model(cfg)
+    except ValueError as e:
+        raise CheckpointError(f"{ckpt}: {e}") from e
+
+
 def run(args: argparse.Namespace) -> int:
     from videoitg.serving.repository import build_repository
-    from videoitg.serving.server import ServerOptions, TritonServer
+    from videoitg.serving.server import ServerOptions, TritonServer, check_ports_free, launcher_tag
 
+    # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
+    check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     target = resolve_target(args.target)
     tmp = None
     if args.model_repository is not None:
         repo = args.model_repository
     else:
+        spec = spec_from_args(args, target)
+        check_checkpoint_for(spec)
         if args.repo is None:
-            tmp = tempfile.TemporaryDirectory(prefix="videoitg-repo-")
-            repo = Path(tmp.name)
+            remove_stale_repositories()
+            tmp = Path(tempfile.mkdtemp(prefix=f"{REPO_PREFIX}{launcher_tag()}-"))
+            repo = tmp
         else:
             repo = args.repo
-        build_repository(spec_from_args(args, target), repo)
+        build_repository(spec, repo)
     opts = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                          metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose))
     server = TritonServer(repo, opts, log_path=args.log)
@@ -80,12 +114,13 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(0.2)
         if stopping:
             print(f"{stopping[0]}: stopping tritonserver", flush=True)
+            t0 = time.monotonic()
             code = server.stop()
-            print(f"tritonserver stopped (exit code {code})", flush=True)
+            print(f"tritonserver stopped in {time.monotonic() - t0:.1f} s (exit code {code})", flush=True)
             return 0 if code == 0 else 1
         print(f"tritonserver exited on its own; log tail:\n{server.log_tail()}", file=sys.stderr)
         return 1
     finally:
         server.stop()
         if tmp is not None:
-            tmp.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -10,8 +10,11 @@ import torch
 from videoitg.decode import backends
 from videoitg.decode.budget import Deadline, run_with_budget
 from videoitg.decode.container import (
+    OpenedSource,
     Source,
+    box_truncation,
     build_index,
+    check_decode_work,
     check_header_limits,
     check_source,
     check_truncation,
@@ -22,15 +25,30 @@ from videoitg.decode.container import (
     open_container,
     select_video_stream,
 )
-from videoitg.decode.errors import DecodeTimeoutError, VideoTooLargeError
+from videoitg.decode.errors import (
+    DecoderUnavailableError,
+    DecodeTimeoutError,
+    TruncatedVideoError,
+    VideoTooLargeError,
+)
 from videoitg.decode.pyav_backend import apply_rotation, decode_sampled
 from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
-from videoitg.errors import InputError
+from videoitg.errors import InputError, VideoDecodeError
 from videoitg.sampling import SamplingParams, sample_frame_indices
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLING = SamplingParams()  # eval rule, 512 frames at 1 fps (frozen, safe to share)
+
+
+def _truncated_instead(src: OpenedSource, name: str, e: VideoDecodeError) -> None:
+    """An MP4 cut inside its stream table fails in many ways ("no video stream", "codec unknown", "no frames");
+    when its box sizes show the cut, say so."""
+    if isinstance(e, (TruncatedVideoError, VideoTooLargeError, DecodeTimeoutError, DecoderUnavailableError)):
+        return
+    why = box_truncation(src)
+    if why is not None:
+        raise TruncatedVideoError(f"{name}: {why} (file truncated)") from None
 
 
 def decode_video(source: Source, *, image_size: int = 384, params: SamplingParams = DEFAULT_SAMPLING,
@@ -52,6 +70,13 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
     name = describe(source)
 
     def work(deadline: Deadline) -> SampledFrames:
+        try:
+            return decode(deadline)
+        except VideoDecodeError as e:
+            _truncated_instead(src, name, e)
+            raise
+
+    def decode(deadline: Deadline) -> SampledFrames:
         t0 = time.perf_counter()
         deadline.check("opening the container")
         with open_container(src) as container:
@@ -61,6 +86,8 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
             index = build_index(container, stream, head["fps"], limits, deadline, name)
             check_truncation(head, index, name)
             frame_numbers = sample_frame_indices(index.total, index.fps, params)
+            deadline.max_pixels = check_decode_work(index, frame_numbers, head["width"], head["height"],
+                                                    src.nbytes, limits, name)
             want_cuda = device is not None and torch.device(device).type == "cuda"
             chosen = backends.choose(requested, head["codec"], index, want_cuda)
             deadline.check(f"decoding with {chosen}")
@@ -80,7 +107,12 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                     chosen, pixels = "pyav", None
                     container.seek(0, backward=True, any_frame=False)
                     stream.codec_context.flush_buffers()
-            if pixels is None:
+            if pixels is None and index.ordinal:
+                # A raw elementary stream (no timestamps) cannot seek back to its start after indexing: reopen.
+                with open_container(src) as fresh:
+                    pixels, rotation = decode_sampled(fresh, select_video_stream(fresh, name), index,
+                                                      frame_numbers, image_size, limits, deadline, name)
+            elif pixels is None:
                 pixels, rotation = decode_sampled(container, stream, index, frame_numbers, image_size, limits,
                                                   deadline, name)
         pixels = apply_rotation(pixels, rotation)
@@ -107,6 +139,13 @@ def probe_video(source: Source, *, count_frames: bool | None = None, limits: Dec
     name = describe(source)
 
     def work(deadline: Deadline) -> VideoInfo:
+        try:
+            return probe(deadline)
+        except VideoDecodeError as e:
+            _truncated_instead(src, name, e)
+            raise
+
+    def probe(deadline: Deadline) -> VideoInfo:
         with open_container(src) as container:
             stream = select_video_stream(container, name)
             head = header_info(container, stream)

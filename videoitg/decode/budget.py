@@ -1,8 +1,10 @@
-"""Per-decode time budget.
+"""Per-decode time and work budget.
 
 FFmpeg reads can block (a stalled pipe or network mount) where no Python check can run, so the decode runs
 in a worker thread and the caller waits at most `budget_s`. The worker also checks the deadline between
 packets and frames, so a slow-but-progressing decode stops itself soon after the caller has given up.
+Work is bounded too: the decoder reports the pixels of every frame it decodes (`Deadline.spend`), so a small
+file whose frames are cheap to store but costly to decode is stopped by what it costs, not only by the clock.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from videoitg.decode.errors import DecodeTimeoutError
+from videoitg.decode.errors import DecodeTimeoutError, VideoTooLargeError
 
 T = TypeVar("T")
 
@@ -26,6 +28,16 @@ class Deadline:
         self.t_end = math.inf if budget_s is None else time.monotonic() + budget_s
         self.stage = "starting"
         self._cancelled = threading.Event()
+        self.max_pixels = math.inf  # decode work allowed (set once the frames to decode are known)
+        self.pixels = 0  # decoded so far
+
+    def spend(self, pixels: int) -> None:
+        self.pixels += pixels
+        if self.pixels > self.max_pixels:
+            self._cancelled.set()
+            raise VideoTooLargeError(f"decoding stopped after {self.pixels / 1e9:.1f} Gpx, over the decode work "
+                                     f"limit of {self.max_pixels / 1e9:.1f} Gpx for this video "
+                                     "(max_decode_pixels_per_byte)")
 
     def cancel(self) -> None:
         self._cancelled.set()

@@ -12,7 +12,7 @@ import math
 import os
 import re
 import stat
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -184,13 +184,22 @@ class FrameIndex:
         return self.key_pts[j] if j >= 0 else None
 
 
+def _from_first(end_s: float, start_s: float) -> float:
+    """A duration some containers (Matroska's segment duration and DURATION tag) count from time 0, not from the
+    first timestamp: a 3 s clip whose timestamps start at 5 h would pass for 5 h long."""
+    return end_s - start_s if 0 < start_s < end_s else end_s
+
+
 def header_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> dict:
     tb = stream.time_base or Fraction(1, 1_000_000)
-    if stream.duration:
+    start = float(stream.start_time * tb) if stream.start_time else 0.0
+    if stream.duration:  # the stream's own length
         stream_dur = float(stream.duration * tb)
     else:
-        stream_dur = _tag_seconds(stream.metadata.get("DURATION"))
-    dur = stream_dur or (container.duration / av.time_base if container.duration else 0.0)
+        stream_dur = _from_first(_tag_seconds(stream.metadata.get("DURATION")), start)
+    container_start = container.start_time / av.time_base if container.start_time else 0.0
+    dur = stream_dur or (_from_first(container.duration / av.time_base, container_start)
+                         if container.duration else 0.0)
     fps = _rate(stream.average_rate) or _rate(stream.guessed_rate) or _rate(stream.base_rate)
     cc = stream.codec_context
     return {"frames": int(stream.frames or 0), "fps": fps, "duration": dur, "stream_duration": stream_dur,
@@ -259,13 +268,18 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
     if not pts:
         raise NoFramesError(f"{name}: the video stream has no frames")
     pts.sort()
-    keys.sort()
+    keys = sorted(set(keys))
     if not keys or keys[0] > pts[0]:
         keys.insert(0, pts[0])  # streams whose packets carry no key flag: decode from the start
     tb = stream.time_base or Fraction(1, 1_000_000)
     fps = header_fps
     vfr = False
-    if len(pts) >= 2 and pts[-1] > pts[0]:
+    if ordinal:
+        # Raw elementary streams (.h264, .hevc) carry no timestamps: the codec's own timing (guessed_rate, from
+        # the SPS) over the demuxer's assumed 25 fps, and "pts" are frame numbers, so the time base is 1/fps.
+        fps = _rate(stream.guessed_rate) or header_fps or 25.0
+        tb = Fraction(1, 1) / Fraction(fps).limit_denominator(1001 * 1000)
+    elif len(pts) >= 2 and pts[-1] > pts[0]:
         span_s = float((pts[-1] - pts[0]) * tb)
         measured = (len(pts) - 1) / span_s
         deltas = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
@@ -281,6 +295,78 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
         raise VideoTooLargeError(f"{name}: duration {duration:.0f} s is over the "
                                  f"{limits.max_duration_s:.0f} s limit")
     return FrameIndex(pts=pts, key_pts=keys, time_base=tb, fps=fps, vfr=vfr, ordinal=ordinal)
+
+
+def box_truncation(src: OpenedSource) -> str | None:
+    """For an MP4/MOV: the first top-level box that claims more bytes than the file has (a cut file), else None.
+
+    A faststart file cut inside `moov` can open with a partial stream table and fail as "no video stream" or
+    "codec unknown"; its box sizes still tell the truth."""
+    if src.nbytes is None or sniff_format(src.head) != "MP4/MOV":
+        return None
+    f = src.file()
+    fh = open(f, "rb") if isinstance(f, str) else f  # noqa: SIM115 - closed below
+    try:
+        off = 0
+        while off + 8 <= src.nbytes:
+            fh.seek(off)
+            head = fh.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+            if size == 1 and len(head) >= 16:
+                size = int.from_bytes(head[8:16], "big")  # 64-bit size
+            if size == 0:
+                return None  # "to the end of the file"
+            if size < 8:
+                return None  # not a box structure this check understands: leave it to FFmpeg
+            if off + size > src.nbytes:
+                return f"the '{kind}' box at byte {off} needs {size} bytes but the file ends after {src.nbytes - off}"
+            off += size
+        return None
+    finally:
+        fh.close()
+
+
+WORK_FLOOR_FRAMES = 16  # frames any video may decode per sampled frame, whatever its encoded size
+
+
+def frames_to_decode(index: FrameIndex, frame_numbers: list[int]) -> int:
+    """Frames the sampled decode runs through (presentation order): from a sampled frame's keyframe when that lies
+    past the decoder's position (a seek), else onward from the position, up to the sampled frame."""
+    if not frame_numbers:
+        return 0
+    if index.ordinal:
+        return max(frame_numbers) + 1  # no seeking: from the start
+    n, pos = 0, -1
+    for i in sorted(set(frame_numbers)):
+        key = index.keyframe_at_or_before(index.pts[i])
+        k = bisect_left(index.pts, key) if key is not None else 0
+        start = k if k > pos else pos + 1
+        n += i - start + 1
+        pos = i
+    return n
+
+
+def decode_work_limit(nbytes: int | None, sampled: int, frame_pixels: int, limits: DecodeLimits) -> float:
+    """Pixels a decode may run through: proportional to the encoded size, with a floor per sampled frame.
+    Unknown sizes (pipes) are bounded by the time budget only."""
+    if nbytes is None:
+        return math.inf
+    return max(limits.max_decode_pixels_per_byte * nbytes, WORK_FLOOR_FRAMES * sampled * frame_pixels)
+
+
+def check_decode_work(index: FrameIndex, frame_numbers: list[int], width: int, height: int,
+                      nbytes: int | None, limits: DecodeLimits, name: str) -> float:
+    """Refuse, before decoding, a video whose sampled frames cost more to reach than its size allows; returns
+    the limit for the decoder's own running count (`Deadline.spend`), which also covers re-seeks."""
+    px = max(width, 1) * max(height, 1)
+    limit = decode_work_limit(nbytes, len(set(frame_numbers)), px, limits)
+    n = frames_to_decode(index, frame_numbers)
+    if n * px > limit:
+        raise VideoTooLargeError(
+            f"{name}: reaching the {len(set(frame_numbers))} sampled frames means decoding {n} frames of "
+            f"{width}x{height} ({n * px / 1e9:.1f} Gpx) from {nbytes} bytes, over the decode work limit of "
+            f"{limit / 1e9:.1f} Gpx (max_decode_pixels_per_byte={limits.max_decode_pixels_per_byte})")
+    return 2 * limit  # the decoder's count: room for the re-seeks damaged files cause
 
 
 def first_frame_facts(container: av.container.InputContainer,

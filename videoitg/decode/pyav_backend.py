@@ -59,7 +59,9 @@ class _Frames:
                     # typical H.264/HEVC encodes): FFmpeg drops it before any pixel work.
                     cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in self.wanted else "NONREF"
                 try:
-                    yield from cc.decode(packet if packet.size else None)
+                    for frame in cc.decode(packet if packet.size else None):
+                        self.deadline.spend(frame.width * frame.height)
+                        yield frame
                 except av.error.DecoderNotFoundError:
                     raise
                 except av.error.FFmpegError:  # InvalidData, EPERM, EINVAL...: a damaged packet

@@ -23,9 +23,14 @@ class DecodeLimits:
     max_pixels: int = 4096 * 2160  # DCI 4K; UHD 3840x2160 portrait or landscape fits, 8K does not
     max_duration_s: float = 4 * 3600.0
     max_frames: int = 4 * 3600 * 120  # 4 h at 120 fps
+    # Decode work: pixels of every frame the decoder must run through to reach the sampled ones, per encoded byte.
+    # Camera footage needs ~100 px/byte, a static screen recording ~5,000; a 140 KB file holding one 4K keyframe
+    # and 3,000 skip frames needs 180,000 (25 Gpx: a minute of CPU). Every video may also decode 16 frames per
+    # sampled frame whatever its size (`WORK_FLOOR_FRAMES`).
+    max_decode_pixels_per_byte: int = 1 << 16
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_width", "max_height", "max_pixels", "max_frames"):
+        for name in ("max_bytes", "max_width", "max_height", "max_pixels", "max_frames", "max_decode_pixels_per_byte"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DecodeLimits.{name} must be >= 1")
         if not self.max_duration_s > 0:

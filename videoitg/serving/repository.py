@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
-from videoitg.limits import Limits
+from videoitg.limits import Limits, served_defaults
 from videoitg.sampling import SamplingParams
 
 TOP = "videoitg"
@@ -50,9 +50,9 @@ class RepoSpec:
     default_top_k: int = 32
     decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
     dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
-    # Built-in defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
+    # Built-in served defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
     # committed examples); `videoitg repo build` / `serve` pass Limits.from_args (flags > environment > defaults).
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=served_defaults)
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "gpu"):

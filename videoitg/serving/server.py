@@ -1,15 +1,24 @@
 """Start, watch and stop a real `tritonserver` process.
 
-`TritonServer(repo).start()` picks free loopback ports (unless given), launches the server with the flags and
-environment that make the python backend work (see `binaries`), waits until `/v2/health/ready` answers, and
-`stop()` asks it to exit with SIGINT (Triton unloads models and ends the python stubs), escalating to SIGKILL of
-the process group it created only if it hangs. Usable as a context manager.
+`TritonServer(repo).start()` picks free loopback ports (unless given), refuses ports another process holds,
+launches the server with the flags and environment that make the python backend work (see `binaries`), waits
+until `/v2/health/ready` answers *from this server* (its generated `--id`), and `stop()` asks it to exit with
+SIGINT (Triton unloads models and ends the python stubs), escalating to SIGKILL of the process group it created
+after a bounded wait, then removes any shared memory the server left. Usable as a context manager.
+
+What a client may do: the model-repository (load/unload), shared-memory, logging and trace APIs are restricted
+on HTTP and gRPC to requests carrying a key this object generates and never prints (`admin_headers()`); health,
+metadata, model config, statistics and inference stay open. The server dies with the process that started it
+(parent-death signal), so a killed launcher leaves no server holding its ports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +35,15 @@ from videoitg.errors import VideoITGError
 from videoitg.serving import binaries
 
 LOOPBACK = "127.0.0.1"
+# Restricted to requests that carry the launcher's key (Triton 2.51 `--http-restricted-api` /
+# `--grpc-restricted-protocol`). model-repository: loading a model whose files come in the request runs code in the
+# server; shared-memory: registering a region the server uses itself (a python stub's) crashed it; logging and
+# trace: a client could fill the disk or silence the log. Inference, health, metadata, config and statistics stay open.
+ADMIN_APIS = ("model-repository", "shared-memory", "logging", "trace")
+ADMIN_HEADER = "videoitg-admin-key"
+GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton prefixes restricted gRPC headers with this
+SHM_PREFIX = "videoitg_"  # python-backend shared-memory regions: /dev/shm/videoitg_<launcher tag>_<token>_<uuid>
+PR_SET_PDEATHSIG = 1
 
 
 class ServerError(VideoITGError):
@@ -39,6 +57,102 @@ def free_port(host: str = LOOPBACK) -> int:
         return s.getsockname()[1]
 
 
+def port_holder(port: int) -> str:
+    """'pid N (command line)' of the process listening on TCP `port`, from /proc; '' when it cannot be seen."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                    inodes.add(f"socket:[{cols[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    argv = (proc / "cmdline").read_bytes().split(b"\0")
+                    return f"pid {proc.name} ({' '.join(a.decode(errors='replace') for a in argv[:2])})"
+    return ""
+
+
+def check_ports_free(host: str, ports: list[int]) -> None:
+    """Refuse ports another process listens on, naming it, before anything is built or loaded."""
+    for port in ports:
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT is no conflict
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                holder = port_holder(port)
+                raise ServerError(f"port {port} on {host} is not free ({e.strerror})"
+                                  + (f": held by {holder}" if holder else "")
+                                  + "; stop that process or choose other ports") from e
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def launcher_tag() -> str:
+    """'<pid namespace inode>.<pid>' of this process. It names what a launcher leaves in /dev/shm and /tmp, so that
+    a later launcher removes only leftovers of processes it can see are gone: another container may share
+    /dev/shm (a pod's IPC namespace) without sharing its PIDs."""
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = 0
+    return f"{ns}.{os.getpid()}"
+
+
+def is_stale(tag: str) -> bool:
+    """Whether the launcher named by `launcher_tag()` output is gone (only decidable in our own PID namespace)."""
+    ns, _, pid = tag.partition(".")
+    return ns == launcher_tag().partition(".")[0] and pid.isdigit() and not pid_alive(int(pid))
+
+
+def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> None:
+    """Remove python-backend regions of servers whose launcher is gone (killed before it could clean up)."""
+    for f in shm_dir.glob(f"{SHM_PREFIX}*"):
+        if is_stale(f.name[len(SHM_PREFIX):].split("_", 1)[0]):
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running (zombies do not count: they hold no memory or ports)."""
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGTERM when the thread that started us ends (even by kill -9), so Triton shuts
+    down in order (in-flight requests, stubs, shared memory) instead of holding the ports as an orphan."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
 @dataclass
 class ServerOptions:
     host: str = LOOPBACK
@@ -50,13 +164,18 @@ class ServerOptions:
     # Python backend shared-memory region per model instance; grown on demand up to the /dev/shm size.
     shm_default_bytes: int = 16 << 20
     cuda_pool_bytes: int = 1 << 30  # per GPU, holds tensors passed between models on device (DLPack)
-    # Unloading python models ends their stubs (torch teardown): seconds on a busy machine. Idle keep-alive HTTP
-    # clients also hold the server this long, so clients should close their connections.
-    exit_timeout_s: int = 30
+    # How long Triton waits for in-flight requests, then for models to unload, on SIGINT/SIGTERM; `stop()` kills
+    # the process group `STOP_GRACE_S` later. Idle keep-alive HTTP clients also hold the server this long.
+    exit_timeout_s: int = 15
     extra_args: list[str] = field(default_factory=list)
     # Triton 2.51 leaves a python-backend stub that died (OOM kill, crash) dead while the model still reports
-    # ready, failing every request it gets. Every this many seconds, reload a model whose stub is gone (0: off).
+    # ready, failing every request it gets. Every this many seconds, look for a model whose stub is gone, unload
+    # it (so readiness says false) and load it again, with bounded retries (0: off).
     stub_watchdog_s: float = 1.0
+
+
+STOP_GRACE_S = 5.0  # after Triton's own exit timeout, before SIGKILL
+RELOAD_TRIES = 5  # per model, with exponential backoff (1, 2, 4, 8 s between tries); then the model stays unloaded
 
 
 class TritonServer:
@@ -68,6 +187,10 @@ class TritonServer:
         self._watchdog: threading.Thread | None = None
         self._watch_stop = threading.Event()
         self.restarts = 0  # models reloaded by the stub watchdog
+        self.given_up: set[str] = set()  # models the watchdog could not reload within RELOAD_TRIES
+        self.server_id = f"videoitg-{secrets.token_hex(8)}"  # `GET /v2` names it: proves the answering server is ours
+        self._admin_key = secrets.token_urlsafe(32)
+        self.shm_prefix = f"{SHM_PREFIX}{launcher_tag()}_{secrets.token_hex(4)}_"
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
         self._log_file = None
@@ -98,10 +221,16 @@ class TritonServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that unlock the restricted APIs: for the launcher itself (the watchdog) and its tests only."""
+        return {(GRPC_ADMIN_HEADER if protocol == "grpc" else ADMIN_HEADER): self._admin_key}
+
     def command(self, backend_dir: Path) -> list[str]:
         o = self.options
+        restricted = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}={self._admin_key}"
         args = [
             str(self.install.binary),
+            f"--id={self.server_id}",
             f"--model-repository={self.repository}",
             f"--backend-directory={backend_dir}",
             f"--http-address={o.host}", f"--http-port={self.http_port}",
@@ -113,6 +242,9 @@ class TritonServer:
             f"--exit-timeout-secs={o.exit_timeout_s}",
             f"--log-verbose={o.log_verbose}",
             f"--backend-config=python,shm-default-byte-size={o.shm_default_bytes}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
         ]
         if o.stub_watchdog_s > 0 and not any(a.startswith("--model-control-mode") for a in o.extra_args):
             # Explicit control (every model loaded at start) so the watchdog may reload one model.
@@ -131,6 +263,8 @@ class TritonServer:
         if not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist")
         o = self.options
+        check_ports_free(o.host, [o.http_port, o.grpc_port, o.metrics_port])
+        remove_stale_shared_memory()
         self.http_port = o.http_port or free_port(self._client_host)
         self.grpc_port = o.grpc_port or free_port(self._client_host)
         self.metrics_port = o.metrics_port or free_port(self._client_host)
@@ -141,9 +275,11 @@ class TritonServer:
             self._log_path = Path(name)
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
         # Own session: a Ctrl-C in the terminal reaches only us, and we shut the server down in order.
+        parent = os.getpid()
         self._proc = subprocess.Popen(
             self.command(backend_dir), stdout=self._log_file, stderr=subprocess.STDOUT,
             env=binaries.server_env(self.install), start_new_session=True,
+            preexec_fn=lambda: _die_with_parent(parent),
         )
         try:
             self.wait_ready(timeout_s)
@@ -175,23 +311,55 @@ class TritonServer:
                 out[Path(argv[1].decode(errors="replace")).parent.parent.name] += 1  # <model>/<ver>/model.py
         return out
 
+    def _admin(self, model: str, action: str) -> None:
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"",
+                                     method="POST", headers=self.admin_headers())
+        with urllib.request.urlopen(req, timeout=600):
+            pass
+
+    def reload(self, model: str) -> None:
+        """Unload, then load: during the reload the model, and with strict readiness the server, report not ready
+        (a plain load of a loaded model would keep the broken instance "ready" until its replacement is up)."""
+        self._admin(model, "unload")
+        self._admin(model, "load")
+
     def _watch(self) -> None:
         expected = self.stub_counts()
+        tries: Counter[str] = Counter()
+        next_try: dict[str, float] = {}
         while not self._watch_stop.wait(self.options.stub_watchdog_s):
             if not self.running:
                 return
-            now = self.stub_counts()
-            for model in [m for m, n in expected.items() if now[m] < n]:
-                self._log(f"python-backend stub of '{model}' died; reloading the model")
-                try:
-                    req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{model}/load",
-                                                 data=b"", method="POST")
-                    with urllib.request.urlopen(req, timeout=600):
-                        pass
-                    self.restarts += 1
-                except OSError as e:
-                    self._log(f"reloading '{model}' failed: {e}")
-            expected = expected | self.stub_counts()
+            try:
+                expected = self._heal(expected, tries, next_try)
+            except Exception as e:  # never die silently: the server would lose its only repair path
+                self._log(f"watchdog error: {type(e).__name__}: {e}")
+
+    def _heal(self, expected: Counter[str], tries: Counter[str], next_try: dict[str, float]) -> Counter[str]:
+        """Reload each model with fewer live stubs than it had; returns the updated expectation."""
+        now = self.stub_counts()
+        for model in [m for m, n in expected.items() if now[m] < n and m not in self.given_up]:
+            if time.monotonic() < next_try.get(model, 0.0):
+                continue
+            tries[model] += 1
+            self._log(f"python-backend stub of '{model}' died; reloading the model (try {tries[model]})")
+            try:
+                self.reload(model)
+            except OSError as e:
+                detail = e.read().decode(errors="replace") if isinstance(e, urllib.error.HTTPError) else e
+                if tries[model] >= RELOAD_TRIES:
+                    self.given_up.add(model)
+                    self._log(f"reloading '{model}' failed {tries[model]} times ({detail}); giving up: "
+                              "it stays unloaded and the server not ready")
+                else:
+                    next_try[model] = time.monotonic() + 2.0 ** (tries[model] - 1)
+                    self._log(f"reloading '{model}' failed ({detail}); next try in "
+                              f"{2 ** (tries[model] - 1)} s")
+                continue
+            self.restarts += 1
+            tries.pop(model, None)
+            next_try.pop(model, None)
+        return expected | self.stub_counts()
 
     def _log(self, msg: str) -> None:
         if self._log_file is not None:
@@ -205,10 +373,18 @@ class TritonServer:
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode
                 raise ServerError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
-            if self._ready(url):
+            if self._ready(url) and self._answered_by_us():
                 return
             time.sleep(0.2)
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def _answered_by_us(self) -> bool:
+        """Another server on our port (an orphan of an earlier run) must not pass for ours."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2", timeout=2) as r:
+                return json.loads(r.read()).get("name") == self.server_id
+        except (OSError, ValueError):
+            return False
 
     @staticmethod
     def _ready(url: str) -> bool:
@@ -226,11 +402,10 @@ class TritonServer:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> int | None:
-        """Graceful stop (SIGINT, as Ctrl-C would), then SIGKILL of the server's own process group."""
+        """Graceful stop (SIGINT, as Ctrl-C would), then SIGKILL of the server's own process group: returns within
+        `exit_timeout_s + STOP_GRACE_S` (plus the watchdog's current reload, if one is running). Shared memory the
+        server or its stubs left behind is removed."""
         self._watch_stop.set()
-        if self._watchdog is not None and self._watchdog is not threading.current_thread():
-            self._watchdog.join(timeout=5)
-        self._watchdog = None
         proc, self._proc = self._proc, None
         code = None
         if proc is not None:
@@ -238,12 +413,26 @@ class TritonServer:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGINT)
                 try:
-                    proc.wait(timeout=self.options.exit_timeout_s + 10)
+                    proc.wait(timeout=self.options.exit_timeout_s + STOP_GRACE_S)
                 except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)  # the group we created with start_new_session
-                    proc.wait()
+                    self._log(f"tritonserver did not exit within {self.options.exit_timeout_s + STOP_GRACE_S:.0f} s "
+                              "of SIGINT; killing its process group")
+            # The stubs are in the server's process group: none may outlive it (a stub busy in a request keeps
+            # running after Triton's exit timeout, holding its shared memory).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             code = proc.returncode
+            deadline = time.monotonic() + STOP_GRACE_S
+            while _group_alive(proc.pid) and time.monotonic() < deadline:  # SIGKILL lands asynchronously
+                time.sleep(0.05)
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=5)
+        self._watchdog = None
+        for f in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                f.unlink()
+                self._log(f"removed leftover shared memory {f.name}")
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -1,0 +1,435 @@
+"""Hardening of the launcher against a hostile local client and against faults, with the real tritonserver on
+small python-backend repositories (an echo model and a slow one: seconds per server):
+
+- the model-repository, shared-memory, logging and trace APIs are refused without the launcher's key (HTTP, gRPC),
+  so a client can neither load a model whose code it sends nor register the server's own shared memory;
+- readiness says false soon after a python stub dies, the watchdog reloads it, and gives up after bounded tries;
+- a stop with a request in flight returns within a bounded time, answers the client, leaves no shared memory;
+- a killed `videoitg serve` takes its server down; a busy port is refused before any model loads;
+- `videoitg serve` refuses a bad checkpoint with its cause before starting a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+from videoitg.serving import binaries  # noqa: E402
+from videoitg.serving import server as server_mod  # noqa: E402
+from videoitg.serving.server import ServerOptions, TritonServer, free_port  # noqa: E402
+
+pytestmark = pytest.mark.server
+ROOT = Path(__file__).resolve().parents[1]
+
+try:
+    binaries.find_tritonserver()
+except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
+    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+
+MODEL = '''
+import time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        {init}
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            time.sleep({sleep})
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x * 2)]))
+        return out
+'''
+CONFIG = ('backend: "python"\nmax_batch_size: 0\ninput [{ name: "X" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
+          'output [{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }]\n')
+
+
+def write_model(repo: Path, name: str, sleep: float = 0.0, init: str = "pass") -> None:
+    (repo / name / "1").mkdir(parents=True, exist_ok=True)
+    (repo / name / "1" / "model.py").write_text(MODEL.format(sleep=sleep, init=init))
+    (repo / name / "config.pbtxt").write_text(CONFIG)
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    r = tmp_path / "repo"
+    write_model(r, "echo")
+    write_model(r, "other")
+    write_model(r, "slow", sleep=30.0)
+    return r
+
+
+@pytest.fixture()
+def server(repo: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "server.log").start(120)
+    yield srv
+    srv.stop()
+
+
+def http(srv: TritonServer, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://{srv.http_url}{path}", data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def ready(srv: TritonServer) -> bool:
+    return http(srv, "GET", "/v2/health/ready")[0] == 200
+
+
+def infer(srv: TritonServer, model: str = "echo", timeout: float = 60) -> list[float]:
+    body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
+    req = urllib.request.Request(f"http://{srv.http_url}/v2/models/{model}/infer", data=body)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())["outputs"][0]["data"]
+
+
+def stubs(srv: TritonServer) -> dict[str, int]:
+    """model -> pid of its python-backend stub (this server's children)."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        try:
+            if not p.name.isdigit() or int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) != srv.pid:
+                continue
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if argv[0].endswith(b"triton_python_backend_stub"):
+            out[Path(argv[1].decode()).parent.parent.name] = int(p.name)
+    return out
+
+
+def shm_regions(pids: list[int]) -> set[str]:
+    """/dev/shm files mapped by these processes (the python backend's regions), from /proc/PID/maps."""
+    found = set()
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                if "/dev/shm/" in line:
+                    found.add(line.split("/dev/shm/", 1)[1].split(" (deleted)")[0])
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# ---- restricted APIs -----------------------------------------------------------------------------------------
+EVIL = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        open(MARKER, "w").close()
+
+    def execute(self, requests):
+        return []
+'''
+
+
+def test_http_admin_apis_refused_without_the_key(server: TritonServer, tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    import base64
+
+    # A load whose model.py comes in the request: this ran arbitrary code inside the server before.
+    evil = json.dumps({"parameters": {"config": json.dumps({"backend": "python"}),
+                                      "file:1/model.py": base64.b64encode(
+                                          EVIL.replace("MARKER", repr(str(marker))).encode()).decode()}}).encode()
+    refused = {
+        "load with sent code": ("POST", "/v2/repository/models/evil/load", evil),
+        "unload": ("POST", "/v2/repository/models/echo/unload", b"{}"),
+        "repository index": ("POST", "/v2/repository/index", b"{}"),
+        "register shared memory": ("POST", "/v2/systemsharedmemory/region/r/register",
+                                   json.dumps({"key": "/x", "offset": 0, "byte_size": 64}).encode()),
+        "shared memory status": ("GET", "/v2/systemsharedmemory/status", None),
+        "cuda shared memory": ("GET", "/v2/cudasharedmemory/status", None),
+        "logging": ("POST", "/v2/logging", json.dumps({"log_file": str(tmp_path / "x.log")}).encode()),
+        "trace": ("POST", "/v2/trace/setting", json.dumps({"trace_level": ["TIMESTAMPS"]}).encode()),
+    }
+    for what, (method, path, body) in refused.items():
+        code, text = http(server, method, path, body)
+        assert code == 403 and b"restricted" in text, (what, code, text)
+    assert not marker.exists()
+    assert ready(server) and infer(server) == [3.0, 4.0]  # nothing was unloaded
+    # Open: inference, health, metadata, config, statistics.
+    for path in ("/v2", "/v2/models/echo", "/v2/models/echo/config", "/v2/models/echo/stats"):
+        assert http(server, "GET", path)[0] == 200, path
+    # The launcher's own key unlocks them (the stub watchdog reloads models with it).
+    assert http(server, "POST", "/v2/repository/models/echo/load", b"", server.admin_headers())[0] == 200
+
+
+def test_grpc_admin_apis_refused_without_the_key(server: TritonServer) -> None:
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    c = grpc.InferenceServerClient(server.grpc_url)
+    try:
+        calls = {
+            "load": lambda h: c.load_model("echo", headers=h),
+            "unload": lambda h: c.unload_model("echo", headers=h),
+            "index": lambda h: c.get_model_repository_index(headers=h),
+            "register shared memory": lambda h: c.register_system_shared_memory("r", "/x", 64, headers=h),
+            "log settings": lambda h: c.update_log_settings({"log_info": False}, headers=h),
+            "trace settings": lambda h: c.update_trace_settings(settings={"trace_rate": "1"}, headers=h),
+        }
+        for what, call in calls.items():
+            with pytest.raises(InferenceServerException, match="restricted") as e:
+                call(None)
+            assert "restricted" in str(e.value), what
+        assert c.is_server_ready() and c.is_model_ready("echo")
+        c.load_model("echo", headers=server.admin_headers("grpc"))
+    finally:
+        c.close()
+
+
+def test_client_cannot_register_the_stubs_shared_memory(server: TritonServer) -> None:
+    """Registering the echo stub's own region and inferring into it crashed tritonserver (signal 11)."""
+    import tritonclient.grpc as grpc
+
+    regions = shm_regions([server.pid, *stubs(server).values()])
+    assert regions, "the python backend maps its regions from /dev/shm"
+    region = sorted(regions)[0]
+    code, text = http(server, "POST", "/v2/systemsharedmemory/region/stub/register",
+                      json.dumps({"key": f"/{region}", "offset": 0, "byte_size": 4096}).encode())
+    assert code == 403, text
+    c = grpc.InferenceServerClient(server.grpc_url)
+    try:
+        with pytest.raises(Exception, match="restricted"):
+            c.register_system_shared_memory("stub", f"/{region}", 4096)
+        x = grpc.InferInput("X", [2], "FP32")
+        x.set_data_from_numpy(np.array([1.5, 2], np.float32))
+        assert c.infer("echo", [x]).as_numpy("Y").tolist() == [3.0, 4.0]
+    finally:
+        c.close()
+    assert server.running and ready(server)
+
+
+def test_key_is_not_written_to_the_log(server: TritonServer) -> None:
+    infer(server)
+    key = server.admin_headers()[server_mod.ADMIN_HEADER]
+    assert key not in server.log_tail(10**7)
+
+
+# ---- readiness and the stub watchdog ----------------------------------------------------------------------------
+def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(server: TritonServer) -> None:
+    """Before: `/v2/health/ready` and the model's ready flag answered 200 for 14-18 s while requests failed."""
+    before = stubs(server)["echo"]
+    os.kill(before, signal.SIGKILL)
+    t0 = time.monotonic()
+    ready_while_broken = 0.0
+    while time.monotonic() - t0 < 30:
+        r = ready(server)
+        if not r:
+            break
+        try:
+            infer(server, timeout=10)
+        except urllib.error.HTTPError:  # a failing request while the server says ready
+            ready_while_broken = time.monotonic() - t0
+        time.sleep(0.05)
+    unready_after = time.monotonic() - t0
+    assert unready_after < 3.0, f"still ready {unready_after:.1f} s after the stub died"
+    assert ready_while_broken < 3.0
+    while not ready(server) and time.monotonic() - t0 < 60:
+        time.sleep(0.1)
+    recovered_after = time.monotonic() - t0
+    assert ready(server), f"not ready again {recovered_after:.0f} s after the stub died:\n{server.log_tail()}"
+    assert infer(server) == [3.0, 4.0]
+    assert stubs(server)["echo"] != before and server.restarts == 1
+    print(f"stub killed: unready after {unready_after:.2f} s, ready again after {recovered_after:.1f} s")
+
+
+def test_watchdog_gives_up_after_bounded_tries(repo: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a model that could not be reloaded was retried every second forever (3 log lines a second)."""
+    monkeypatch.setattr(server_mod, "RELOAD_TRIES", 3)
+    srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "s.log").start(120)
+    try:
+        write_model(repo, "echo", init="raise RuntimeError('cannot load')")  # every reload now fails
+        os.kill(stubs(srv)["echo"], signal.SIGKILL)
+        t0 = time.monotonic()
+        while "echo" not in srv.given_up and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        assert srv.given_up == {"echo"}, (srv.stub_counts(), srv.log_tail())
+        took = time.monotonic() - t0
+        time.sleep(3)  # nothing more is tried
+        log = srv.log_tail(10**7)
+        tries = log.count("stub of 'echo' died; reloading")
+        assert tries == 3, log
+        assert took >= 1 + 2, "no backoff between tries"
+        assert not ready(srv)  # truthful: the model is gone
+        assert infer(srv, "other") == [3.0, 4.0]  # the other models still serve
+    finally:
+        srv.stop()
+
+
+# ---- stop with a request in flight ------------------------------------------------------------------------------
+def test_stop_with_a_long_request_in_flight_is_bounded_and_leaks_nothing(server: TritonServer) -> None:
+    """Before: SIGKILL after 40 s, UNAVAILABLE for the client, the python backend's /dev/shm regions leaked."""
+    pids = [server.pid, *stubs(server).values()]
+    regions = shm_regions(pids)
+    assert regions
+    box: dict[str, object] = {}
+
+    def request() -> None:
+        try:
+            box["answer"] = infer(server, "slow", timeout=120)
+        except Exception as e:  # the server goes away under it: an error, not a hang
+            box["error"] = e
+
+    th = threading.Thread(target=request)
+    th.start()
+    time.sleep(1.0)  # the slow model is executing (30 s)
+    t0 = time.monotonic()
+    server.stop()
+    took = time.monotonic() - t0
+    th.join(30)
+    assert not th.is_alive(), "the in-flight request hung"
+    assert "error" in box or "answer" in box
+    bound = server.options.exit_timeout_s + server_mod.STOP_GRACE_S + 2
+    assert took < bound, f"stop took {took:.1f} s (bound {bound} s)"
+    assert not [p for p in pids if alive(p)], "a server or stub process outlived stop()"
+    left = [r for r in regions if (Path("/dev/shm") / r).exists()]
+    assert not left, f"leaked shared memory: {left}"
+
+
+# ---- the launcher's life ----------------------------------------------------------------------------------------
+def _serve(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "videoitg", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+
+def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float = 120) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        lines.append(line)
+        if line.startswith(prefix) or (not line and proc.poll() is not None):
+            break
+    return lines
+
+
+def _server_child(pid: int) -> int:
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid and \
+                    (p / "cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver"):
+                return int(p.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    raise AssertionError("no tritonserver child")
+
+
+def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Path) -> None:
+    """Before: kill -9 of `videoitg serve` left tritonserver running as an orphan holding the ports, and the next
+    `serve` on those ports printed "ready" because the orphan answered."""
+    ports = [str(free_port()) for _ in range(3)]
+    args = ["--model-repository", str(repo), "--http-port", ports[0], "--grpc-port", ports[1],
+            "--metrics-port", ports[2]]
+    proc = _serve(args)
+    try:
+        lines = _wait_line(proc, "ready:")
+        assert lines[-1].startswith("ready:"), "".join(lines)
+        triton = _server_child(proc.pid)
+        regions = shm_regions([triton])
+        proc.kill()  # SIGKILL: the launcher gets no chance to clean up
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while alive(triton) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(triton), "tritonserver outlived its launcher"
+        assert not [r for r in regions if (Path("/dev/shm") / r).exists()]
+        again = _serve(args)
+        try:
+            lines = _wait_line(again, "ready:")
+            assert lines[-1].startswith("ready:"), "".join(lines)
+            again.send_signal(signal.SIGTERM)
+            assert again.wait(60) == 0
+        finally:
+            if again.poll() is None:
+                again.kill()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        t0 = time.monotonic()
+        # No --model-repository: the refusal must come before the repository is written or a checkpoint read.
+        r = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--repo", str(tmp_path / "repo"),
+                            "--http-port", str(free_port()), "--grpc-port", str(port),
+                            "--metrics-port", str(free_port())], capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+    assert r.returncode != 0
+    assert f"port {port}" in r.stderr and f"pid {os.getpid()}" in r.stderr, r.stderr
+    assert "starting tritonserver" not in r.stdout and not (tmp_path / "repo").exists()
+    print(f"busy port refused in {time.monotonic() - t0:.1f} s")
+
+
+def test_serve_refuses_a_bad_checkpoint_with_its_cause(tmp_path: Path) -> None:
+    """Before: Triton's "failed to load all models" after 22 s."""
+    import shutil
+
+    from videoitg.defaults import default_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(default_checkpoint(), ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["intermediate_size"] += 8  # every MLP tensor's shape now disagrees with the weights
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--checkpoint", str(ckpt),
+                        "--http-port", str(free_port()), "--grpc-port", str(free_port()),
+                        "--metrics-port", str(free_port())], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode != 0
+    assert "has shape" in r.stderr, r.stderr
+    assert "starting tritonserver" not in r.stdout
+
+
+def test_stale_leftovers_are_removed_only_for_launchers_known_to_be_gone(tmp_path: Path) -> None:
+    """/dev/shm may be shared with another container (a pod's IPC namespace) whose PIDs we cannot see."""
+    ns = server_mod.launcher_tag().partition(".")[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {
+        "gone": f"{server_mod.SHM_PREFIX}{ns}.{dead.pid}_ab_1",
+        "alive": f"{server_mod.SHM_PREFIX}{server_mod.launcher_tag()}_cd_2",
+        "other namespace": f"{server_mod.SHM_PREFIX}1.{dead.pid}_ef_3",
+        "not ours": "triton_python_backend_shm_region_4",
+    }
+    for n in names.values():
+        (tmp_path / n).write_bytes(b"x")
+    server_mod.remove_stale_shared_memory(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "gone")
