@@ -11,8 +11,10 @@ from videoitg.outputs import GroundingResult
 
 
 def thumbnails_from_pixels(pixel_values: torch.Tensor) -> list[np.ndarray]:
-    """SigLIP-normalised [T, 3, S, S] -> list of [S, S, 3] uint8 images."""
-    x = ((pixel_values.float().cpu() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
+    """Decoded frames [T, 3, S, S] (uint8, or SigLIP-normalised float) -> list of [S, S, 3] uint8 images."""
+    x = pixel_values.cpu()
+    if x.dtype != torch.uint8:
+        x = ((x.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
     return list(x.permute(0, 2, 3, 1).numpy())
 
 
