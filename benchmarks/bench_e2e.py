@@ -72,8 +72,8 @@ def released_pixels(path: Path, image_size: int, processor=None) -> tuple[torch.
     idx = sample_frame_indices(int(len(vr)), vr.get_avg_fps(), PARAMS)  # = the released get_seq_frames here
     t1 = time.perf_counter()
     frames = vr.get_batch(idx).asnumpy()
-    images = [Image.fromarray(f) for f in frames]
     t2 = time.perf_counter()
+    images = [Image.fromarray(f) for f in frames]  # from here on: preprocessing
     del frames, vr
     pv = processor(images=images, return_tensors="pt")["pixel_values"]
     t3 = time.perf_counter()
@@ -304,7 +304,7 @@ def plot(result: dict, out: Path) -> Path:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["pixels", "rss", "served"])
     ap.add_argument("--reps", type=int, default=1)
@@ -315,10 +315,11 @@ def main() -> int:
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--rss-child", choices=["ours", "released"], help=argparse.SUPPRESS)
     ap.add_argument("--rss-clip", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.rss_child:
-        print(json.dumps(rss_child(args.rss_child, args.rss_clip, args.image_size)))
-        return 0
+        child = rss_child(args.rss_child, args.rss_clip, args.image_size)
+        print(json.dumps(child))
+        return child
     if args.tiny:
         from fixtures_video import write_natural_clip
 
@@ -326,7 +327,7 @@ def main() -> int:
         small = {"tiny-a": write_natural_clip(tmp / "a.mp4", frames=40, width=96, height=64, gop=10),
                  "tiny-b": write_natural_clip(tmp / "b.mp4", frames=30, width=80, height=48, gop=8,
                                               options={"preset": "medium"})}
-        pix = rss = served = small
+        pix = served = small
         rss_clip, args.image_size = small["tiny-a"], 32
     else:
         from e2e_clips import clip
@@ -351,9 +352,8 @@ def main() -> int:
         args.json.write_text(text + "\n")
     if args.plot and "pixels" in result:
         print(f"plot: {plot(result, args.plot)}")
-    del rss
-    return 0
+    return result
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

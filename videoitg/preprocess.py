@@ -28,7 +28,8 @@ def pixel_values(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     so the values equal the CPU path's bit for bit. Float input is taken as already normalised and only cast."""
     if frames.dtype != torch.uint8:
         return frames.to(dtype)
-    return ((frames.float() / 255.0 - MEAN) / STD).to(dtype)
+    x = frames.to(torch.float32)  # one new tensor, then in place: half the time of three temporaries
+    return x.div_(255.0).sub_(MEAN).div_(STD).to(dtype)
 
 
 def normalize(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
