@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["pixels", "rss", "served"])
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--clips", nargs="+", default=["720p10-ultrafast", "1080p30-bframes"],
+                    help="clips of benchmarks/e2e_clips.py for the pixels and served parts")
     ap.add_argument("--image-size", type=int, default=384)
     ap.add_argument("--concurrency-requests", type=int, default=2, help="requests per client in the throughput run")
     ap.add_argument("--tiny", action="store_true", help="small clips and sizes: checks the script runs, times nothing")
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         from e2e_clips import clip
 
-        pix = {n: clip(n) for n in ("720p10-ultrafast", "1080p30-bframes")}
+        pix = {n: clip(n) for n in args.clips}
         served = pix
         rss_clip = clip("1080p30-60min")
     result: dict = {"device": f"{os.cpu_count()} CPU cores", "load_avg_before": os.getloadavg(),

@@ -40,7 +40,7 @@ OUTPUTS = {"float32": torch.float32, "uint8": torch.uint8}
 def decode_video(source: Source, *, image_size: int = 384, params: SamplingParams = DEFAULT_SAMPLING,
                  decoder: str = "auto", time_budget_s: float | None = 60, limits: DecodeLimits | None = None,
                  device: str | torch.device | None = None, output: str = "float32", workers: int | None = None,
-                 stream: FrameStream | None = None) -> SampledFrames:
+                 frame_stream: FrameStream | None = None) -> SampledFrames:
     """Decode only the sampled frames of a video and preprocess them for SigLIP.
 
     source: a path or the encoded bytes. decoder: "auto", "pyav", "dali-cpu", "dali-gpu" ("dali" picks the
@@ -50,7 +50,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
     output: "float32" (SigLIP pixel values) or "uint8" (the resized RGB frames, a quarter of the bytes, to be
     normalised on the device by `videoitg.preprocess.pixel_values`; DALI backends still return float32).
     workers: PyAV decoder threads over GOP ranges (None: the machine's cores; 1: one decoder). The frames
-    are the same whatever the number. stream: a `FrameStream` told about each finished leading frame.
+    are the same whatever the number. frame_stream: a `FrameStream` told about each finished leading frame.
     Raises a `VideoDecodeError` subclass naming what was wrong with the input.
     """
     if not isinstance(image_size, int) or image_size < 1:
@@ -69,10 +69,10 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
         t0 = time.perf_counter()
         deadline.check("opening the container")
         with open_container(src) as container:
-            video = select_video_stream(container, name)
-            head = header_info(container, video)
+            stream = select_video_stream(container, name)
+            head = header_info(container, stream)
             check_header_limits(head, limits, name)
-            index = build_index(container, video, head["fps"], limits, deadline, name)
+            index = build_index(container, stream, head["fps"], limits, deadline, name)
             check_truncation(head, index, name)
             frame_numbers = sample_frame_indices(index.total, index.fps, params)
             want_cuda = device is not None and torch.device(device).type == "cuda"
@@ -81,7 +81,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
             pixels = None
             if chosen != "pyav":
                 try:
-                    rotation = first_frame_rotation(container, video)
+                    rotation = first_frame_rotation(container, stream)
                     pixels = backends.decode_dali(chosen, src.read_all(limits), frame_numbers, image_size,
                                                   (head["width"], head["height"]), deadline, name, device)
                 except (DecodeTimeoutError, VideoTooLargeError):
@@ -92,13 +92,13 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                     log.warning("%s: %s failed (%s); decoding with pyav instead", name, chosen, e)
                     chosen, pixels = "pyav", None
                     container.seek(0, backward=True, any_frame=False)
-                    video.codec_context.flush_buffers()
+                    stream.codec_context.flush_buffers()
             if pixels is None:
                 pixels = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=OUTPUTS[output])
-                if stream is not None:
-                    stream.begin(pixels)
-                rotation = decode_frames(src, container, video, index, frame_numbers, pixels, limits, deadline,
-                                         name, workers, stream.advance if stream is not None else None)
+                if frame_stream is not None:
+                    frame_stream.begin(pixels)
+                rotation = decode_frames(src, container, stream, index, frame_numbers, pixels, limits, deadline,
+                                         name, workers, frame_stream.advance if frame_stream is not None else None)
         pixels = apply_rotation(pixels, rotation)
         if device is not None and pixels.device != torch.device(device):
             pixels = pixels.to(device)
@@ -146,7 +146,7 @@ def stream_video(source: Source, **kwargs) -> FrameStream:
 
     def run() -> None:
         try:
-            stream.finish(decode_video(source, stream=stream, **kwargs))
+            stream.finish(decode_video(source, frame_stream=stream, **kwargs))
         except BaseException as e:  # handed to the consumer
             stream.finish(None, e)
 

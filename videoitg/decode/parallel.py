@@ -184,6 +184,9 @@ class FrameStream:
             self._cond.notify_all()
 
     # ---- consumer side ----
+    def __bool__(self) -> bool:  # not len(): a stream is a stream even before it knows its length
+        return True
+
     def __len__(self) -> int:
         """Number of sampled frames (waits until the video is indexed)."""
         with self._cond:
