@@ -15,6 +15,7 @@ clips (the sample video's kind, distinct seeds) are the inputs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -38,9 +39,11 @@ from videoitg.serving.repository import TOP, RepoSpec, build_repository, render 
 NOCACHE = "videoitg_nocache"
 
 
-def build_bench_repository(out: Path) -> Path:
-    build_repository(RepoSpec(target="cpu"), out)
-    cfg = render(RepoSpec(target="cpu", cache_bytes=0))[f"{TOP}/config.pbtxt"]
+def build_bench_repository(out: Path, spec: RepoSpec | None = None) -> Path:
+    """The CPU repository of `spec` (default: the embedded tiny checkpoint) plus `videoitg_nocache`."""
+    spec = spec or RepoSpec(target="cpu")
+    build_repository(spec, out)
+    cfg = render(dataclasses.replace(spec, cache_bytes=0))[f"{TOP}/config.pbtxt"]
     (out / NOCACHE / "1").mkdir(parents=True, exist_ok=True)
     (out / NOCACHE / "config.pbtxt").write_text(cfg.replace(f'name: "{TOP}"', f'name: "{NOCACHE}"'))
     (out / NOCACHE / "1" / "model.py").write_text((out / TOP / "1" / "model.py").read_text())

@@ -200,6 +200,24 @@ def write_rgb_clip(path: Path, frames: list[np.ndarray], *, codec: str = "libvpx
         for p in s.encode():
             out.mux(p)
     return path
+def repeat_clip(segment: Path, path: Path, reps: int) -> Path:
+    """Stream-copy `segment` `reps` times end to end with shifted timestamps (no re-encode): a long clip that
+    decodes exactly like a real one of the segment's GOP structure, made in seconds instead of an hour."""
+    with av.open(str(segment)) as src:
+        ins = src.streams.video[0]
+        packets = [p for p in src.demux(ins) if p.size]
+        ticks = [p.pts for p in packets]
+        span = max(ticks) - min(ticks) + int(round(1 / (float(ins.average_rate) * ins.time_base)))
+        with av.open(str(path), "w") as dst:
+            out = dst.add_stream_from_template(ins)
+            for k in range(reps):
+                for p in packets:
+                    q = av.Packet(bytes(p))
+                    q.pts, q.dts, q.time_base = p.pts + k * span, p.dts + k * span, ins.time_base
+                    q.is_keyframe = p.is_keyframe
+                    q.stream = out
+                    dst.mux(q)
+    return Path(path)
 
 
 def random_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int = 64) -> bytes:

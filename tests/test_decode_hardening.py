@@ -43,7 +43,7 @@ def test_skip_frame_file_is_refused_before_decoding(monkeypatch: pytest.MonkeyPa
     path = DATA / "skip_frames_4k.mp4"
     info = probe_video(path)
     assert (info.width, info.height, info.total_frames) == (3840, 2160, 3000)
-    monkeypatch.setattr(decode_api, "decode_sampled", lambda *a, **k: pytest.fail("frames were decoded"))
+    monkeypatch.setattr(decode_api, "decode_frames", lambda *a, **k: pytest.fail("frames were decoded"))
     with pytest.raises(VideoTooLargeError, match="decode work limit") as e:
         decode_video(path, image_size=32, decoder="pyav", time_budget_s=BUDGET)
     assert "2971 frames of 3840x2160" in str(e.value)

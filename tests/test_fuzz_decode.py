@@ -223,9 +223,9 @@ FFMPEG_ERRORS = [  # (seed, mutations, where the FFmpeg error escapes)
 @pytest.mark.parametrize("seed,ops,where", FFMPEG_ERRORS, ids=[c[2].split()[0] + str(i)
                                                                for i, c in enumerate(FFMPEG_ERRORS)])
 def test_known_ffmpeg_errors_escape(seed: str, ops: list[tuple], where: str) -> None:  # type: ignore[type-arg]
-    with pytest.raises(VideoITGError):
+    with pytest.raises(VideoITGError):  # workers=1: the serial decoder, whose code paths `where` names
         decode_video(mutate(seed_bytes(seed), ops), image_size=16, params=SamplingParams(4, 2.0), decoder="pyav",
-                     time_budget_s=BUDGET_S, limits=LIMITS)
+                     time_budget_s=BUDGET_S, limits=LIMITS, workers=1)
 
 
 def test_known_seek_livelock() -> None:

@@ -23,6 +23,7 @@ from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
+from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,14 @@ class Scorer:
     def config(self):
         return self.model.config
 
-    def load_video(self, source: str | Path | bytes):
-        from videoitg.decode import decode_video
+    def _decode_args(self) -> dict[str, Any]:
+        # device: a CUDA scorer lets "auto" pick NVDEC and keeps the frames on the GPU. uint8 frames: a quarter
+        # of the bytes to move; `pixel_values` normalises them where the model runs.
+        return dict(image_size=self.config.vision.image_size, params=self.sampling, decoder=self.decoder,
+                    device=self.device, limits=self.limits.decode, time_budget_s=self.limits.decode_time_budget_s,
+                    output="uint8")
+
+    def _source(self, source: str | Path | bytes) -> str | Path | bytes:
         from videoitg.paths import local_video
 
         source = local_video(source)  # a URL is refused: nothing is fetched
@@ -134,15 +141,32 @@ class Scorer:
             log.warning("NOTICE: scoring with the embedded tiny demo checkpoint, trained on synthetic shapes: it is "
                         "not a video model and its scores mean nothing for real video; use --checkpoint DIR with a "
                         "VideoITG checkpoint (docs/checkpoints.md)")
-        # device: a CUDA scorer lets "auto" pick NVDEC and keeps the frames on the GPU
-        return decode_video(source, image_size=self.config.vision.image_size, params=self.sampling,
-                            decoder=self.decoder, device=self.device, limits=self.limits.decode,
-                            time_budget_s=self.limits.decode_time_budget_s)
+        return source
+
+    def load_video(self, source: str | Path | bytes):
+        from videoitg.decode import decode_video
+
+        return decode_video(self._source(source), **self._decode_args())
 
     @torch.inference_mode()
     def video_features(self, frames) -> VideoFeatures:
-        pv = frames.pixel_values.to(self.device, self.dtype, non_blocking=True)
+        pv = pixel_values(frames.pixel_values.to(self.device, non_blocking=True), self.dtype)
         visual = self.model.visual_features(pv, chunk_frames=self.chunk_frames)
+        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps))
+
+    @torch.inference_mode()
+    def stream_features(self, source: str | Path | bytes) -> VideoFeatures:
+        """`video_features(load_video(source))` with decode and vision tower overlapped: the tower runs on each
+        `chunk_frames` chunk as soon as it is decoded while the next ones decode. Same chunks, same numbers."""
+        from videoitg.decode import stream_video
+
+        stream = stream_video(self._source(source), **self._decode_args())
+        t = len(stream)  # known once the video is indexed, before any frame is decoded
+        feats = [self.model.encode_frames(pixel_values(c.to(self.device, non_blocking=True), self.dtype),
+                                          self.chunk_frames)
+                 for c in stream.chunks(self.chunk_frames)]
+        frames = stream.result()
+        visual = self.model.project(torch.cat(feats), self.config.tokens_per_side(t))
         return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps))
 
     def encode(self, instruction: str) -> torch.Tensor:
@@ -173,7 +197,7 @@ class Scorer:
         if not instructions:
             return []
         ids = [self.encode(text) for text in instructions]  # reject a bad instruction before spending a decode
-        feats = self.video_features(self.load_video(video))
+        feats = self.stream_features(video)
         name = str(video) if not isinstance(video, bytes) else ""
         out: list[GroundingResult] = []
         bs = max(1, batch_size)

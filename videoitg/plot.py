@@ -25,11 +25,14 @@ def display_aspect(info: Any) -> float | None:
 
 
 def thumbnails_from_pixels(pixel_values: torch.Tensor, aspect: float | None = None) -> list[np.ndarray]:
-    """SigLIP-normalised [T, 3, S, S] -> list of uint8 images. The model input is squashed to a square; `aspect`
-    (width / height of the video) stretches each thumbnail back to the picture's shape."""
+    """Decoded frames [T, 3, S, S] (uint8, or SigLIP-normalised float) -> list of uint8 images. The model input
+    is squashed to a square; `aspect` (width / height of the video) stretches each thumbnail back
+    to the picture's shape."""
     from PIL import Image
 
-    x = ((pixel_values.float().cpu() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
+    x = pixel_values.cpu()
+    if x.dtype != torch.uint8:
+        x = ((x.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
     images = list(x.permute(0, 2, 3, 1).numpy())
     if aspect is None or abs(aspect - 1.0) < 1e-3:
         return images

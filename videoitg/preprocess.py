@@ -20,10 +20,21 @@ def resize_frame(frame: np.ndarray, image_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((image_size, image_size), Image.BICUBIC))
 
 
+def pixel_values(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Resized frames [T, 3, S, S] uint8 -> SigLIP pixel values [T, 3, S, S] in `dtype`, on the frames' device.
+
+    Frames travel as uint8 (a quarter of the bytes) and are normalised where the model runs. The arithmetic is
+    float32 whatever `dtype` ((x / 255 - mean) / std, then a cast, as the HF processor followed by `.half()`),
+    so the values equal the CPU path's bit for bit. Float input is taken as already normalised and only cast."""
+    if frames.dtype != torch.uint8:
+        return frames.to(dtype)
+    x = frames.to(torch.float32)  # one new tensor, then in place: half the time of three temporaries
+    return x.div_(255.0).sub_(MEAN).div_(STD).to(dtype)
+
+
 def normalize(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """[T, S, S, 3] uint8 -> [T, 3, S, S] float32 in [-1, 1]."""
-    x = torch.as_tensor(frames_uint8).permute(0, 3, 1, 2).float()
-    return (x / 255.0 - MEAN) / STD
+    return pixel_values(torch.as_tensor(frames_uint8).permute(0, 3, 1, 2))
 
 
 def preprocess_frames(frames: list[np.ndarray] | np.ndarray, image_size: int) -> torch.Tensor:

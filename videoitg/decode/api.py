@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import torch
@@ -31,7 +32,8 @@ from videoitg.decode.errors import (
     TruncatedVideoError,
     VideoTooLargeError,
 )
-from videoitg.decode.pyav_backend import apply_rotation, decode_sampled
+from videoitg.decode.parallel import FrameStream, decode_frames, machine_workers
+from videoitg.decode.pyav_backend import apply_rotation
 from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
 from videoitg.errors import InputError, VideoDecodeError
 from videoitg.sampling import SamplingParams, sample_frame_indices
@@ -39,6 +41,7 @@ from videoitg.sampling import SamplingParams, sample_frame_indices
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLING = SamplingParams()  # eval rule, 512 frames at 1 fps (frozen, safe to share)
+OUTPUTS = {"float32": torch.float32, "uint8": torch.uint8}
 
 
 def _truncated_instead(src: OpenedSource, name: str, e: VideoDecodeError) -> None:
@@ -53,17 +56,27 @@ def _truncated_instead(src: OpenedSource, name: str, e: VideoDecodeError) -> Non
 
 def decode_video(source: Source, *, image_size: int = 384, params: SamplingParams = DEFAULT_SAMPLING,
                  decoder: str = "auto", time_budget_s: float | None = 60, limits: DecodeLimits | None = None,
-                 device: str | torch.device | None = None) -> SampledFrames:
+                 device: str | torch.device | None = None, output: str = "float32", workers: int | None = None,
+                 frame_stream: FrameStream | None = None) -> SampledFrames:
     """Decode only the sampled frames of a video and preprocess them for SigLIP.
 
     source: a path or the encoded bytes. decoder: "auto", "pyav", "dali-cpu", "dali-gpu" ("dali" picks the
     GPU variant when CUDA is available). time_budget_s: wall-clock limit for the whole call (None: no limit).
     device: where the tensor should end up. A CUDA device lets "auto" pick NVDEC ("dali-gpu", output stays on
     the GPU); CPU backends copy their result there. None: CPU, or the current CUDA device for "dali-gpu".
+    output: "float32" (SigLIP pixel values) or "uint8" (the resized RGB frames, a quarter of the bytes, to be
+    normalised on the device by `videoitg.preprocess.pixel_values`; DALI backends still return float32).
+    workers: PyAV decoder threads over GOP ranges (None: the machine's cores; 1: one decoder). The frames
+    are the same whatever the number. frame_stream: a `FrameStream` told about each finished leading frame.
     Raises a `VideoDecodeError` subclass naming what was wrong with the input.
     """
     if not isinstance(image_size, int) or image_size < 1:
         raise InputError(f"image_size must be a positive int, got {image_size!r}")
+    if output not in OUTPUTS:
+        raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"workers must be a positive int or None, got {workers!r}")
+    workers = workers or machine_workers()
     requested = backends.normalize_name(decoder)
     limits = limits or DecodeLimits()
     src = check_source(source, limits)
@@ -107,14 +120,19 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                     chosen, pixels = "pyav", None
                     container.seek(0, backward=True, any_frame=False)
                     stream.codec_context.flush_buffers()
-            if pixels is None and index.ordinal:
-                # A raw elementary stream (no timestamps) cannot seek back to its start after indexing: reopen.
-                with open_container(src) as fresh:
-                    pixels, rotation = decode_sampled(fresh, select_video_stream(fresh, name), index,
-                                                      frame_numbers, image_size, limits, deadline, name)
-            elif pixels is None:
-                pixels, rotation = decode_sampled(container, stream, index, frame_numbers, image_size, limits,
-                                                  deadline, name)
+            if pixels is None:
+                pixels = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=OUTPUTS[output])
+                if frame_stream is not None:
+                    frame_stream.begin(pixels)
+                advance = frame_stream.advance if frame_stream is not None else None
+                if index.ordinal:
+                    # A raw elementary stream (no timestamps) cannot seek back to its start after indexing: reopen.
+                    with open_container(src) as fresh:
+                        rotation = decode_frames(src, fresh, select_video_stream(fresh, name), index, frame_numbers,
+                                                 pixels, limits, deadline, name, workers, advance)
+                else:
+                    rotation = decode_frames(src, container, stream, index, frame_numbers, pixels, limits,
+                                             deadline, name, workers, advance)
         pixels = apply_rotation(pixels, rotation)
         if device is not None and pixels.device != torch.device(device):
             pixels = pixels.to(device)
@@ -154,3 +172,19 @@ def probe_video(source: Source, *, count_frames: bool | None = None, limits: Dec
             return info_from(head, index, *first_frame_facts(container, stream))
 
     return run_with_budget(work, time_budget_s)
+
+
+def stream_video(source: Source, **kwargs) -> FrameStream:
+    """Start `decode_video(source, **kwargs)` in a background thread and return its `FrameStream` at once:
+    `stream.chunks(n)` yields the leading frames as they are decoded, `stream.result()` the `SampledFrames`
+    (or raises the decode's error). Lets a consumer run the vision tower on frames ..k while k+1.. decode."""
+    stream = FrameStream()
+
+    def run() -> None:
+        try:
+            stream.finish(decode_video(source, frame_stream=stream, **kwargs))
+        except BaseException as e:  # handed to the consumer
+            stream.finish(None, e)
+
+    threading.Thread(target=run, name="videoitg-stream", daemon=True).start()
+    return stream

@@ -8,7 +8,7 @@ time into a preallocated output, so memory is the output tensor plus a few frame
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import av
 import av.error
@@ -76,15 +76,26 @@ class _Frames:
 
 def decode_sampled(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                    index: FrameIndex, frame_numbers: list[int], image_size: int, limits: DecodeLimits,
-                   deadline: Deadline, name: str, threads: int = 0,
-                   skip_nonref: bool = True) -> tuple[torch.Tensor, int]:
-    """Decode `frame_numbers` (sorted, indices into `index.pts`). Returns ([T,3,S,S] float32, rotation)."""
+                   deadline: Deadline, name: str, threads: int = 0, skip_nonref: bool = True,
+                   out: torch.Tensor | None = None,
+                   on_frame: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, int]:
+    """Decode `frame_numbers` (sorted, indices into `index.pts`). Returns ([T,3,S,S], rotation).
+
+    out: where the frames go ([T,3,S,S] float32: SigLIP pixel values; uint8: the resized RGB frames, to be
+    normalised later by `videoitg.preprocess.pixel_values`); None allocates float32.
+    on_frame(done, rotation): called whenever the first `done` frames of `out` are final (a consumer may start
+    on them while the rest decode)."""
     if not stream.codec_context.is_open:  # frame + slice threads; only settable before the codec opens
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
     targets = [index.pts[i] for i in frame_numbers]
-    out = torch.empty(len(targets), 3, image_size, image_size, dtype=torch.float32)
+    if out is None:
+        out = torch.empty(len(targets), 3, image_size, image_size, dtype=torch.float32)
+    if tuple(out.shape) != (len(targets), 3, image_size, image_size) or out.dtype not in (torch.float32, torch.uint8):
+        raise ValueError(f"out must be [{len(targets)}, 3, {image_size}, {image_size}] float32 or uint8, "
+                         f"got {list(out.shape)} {out.dtype}")
     out_np = out.numpy()  # shared memory: frames are written in place, one at a time
+    write = normalize_into if out.dtype == torch.float32 else _chw_into
     frames = _Frames(container, stream, deadline, name)
     frames.wanted = set(targets)
     frames.skip_nonref = not index.ordinal and skip_nonref
@@ -137,13 +148,15 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
             checked_size = (frame.width, frame.height)
         if rotation is None:
             rotation = _rotation(frame)
-        normalize_into(out_np[i], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
+        write(out_np[i], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
         # Duplicate timestamps map to one frame; fill every target with this pts.
         frames.wanted.discard(t)
         i += 1
         while i < len(targets) and targets[i] == t:
             out[i] = out[i - 1]
             i += 1
+        if on_frame is not None:
+            on_frame(i, rotation or 0)
     if missing:
         first = frame_numbers[missing[0]]
         raise TruncatedVideoError(
@@ -162,6 +175,11 @@ def normalize_into(dst: np.ndarray, rgb: np.ndarray) -> None:
     np.divide(rgb.transpose(2, 0, 1), _SCALE, out=dst, dtype=np.float32)
     np.subtract(dst, _MEAN, out=dst)
     np.divide(dst, _STD, out=dst)
+
+
+def _chw_into(dst: np.ndarray, rgb: np.ndarray) -> None:
+    """[S,S,3] uint8 -> dst [3,S,S] uint8 (normalisation happens later, where the model runs)."""
+    np.copyto(dst, rgb.transpose(2, 0, 1))
 
 
 def _earlier_key(index: FrameIndex, key: int | None) -> int | None:

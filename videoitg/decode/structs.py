@@ -60,7 +60,9 @@ class VideoInfo:
 class SampledFrames:
     """Frames ready for the SigLIP vision tower, plus where they came from in the original video."""
 
-    pixel_values: torch.Tensor  # float32 [T, 3, S, S], x / 127.5 - 1 (SigLIP so400m rule)
+    # [T, 3, S, S]: float32 x / 127.5 - 1 (SigLIP so400m rule), or with output="uint8" the resized RGB frames
+    # (normalised where the model runs: videoitg.preprocess.pixel_values)
+    pixel_values: torch.Tensor
     frame_indices: list[int]  # original frame numbers (videoitg.sampling.sample_frame_indices)
     timestamps: list[float]  # presentation time of each frame, seconds from the first frame
     fps: float  # the average frame rate the indices were sampled with
