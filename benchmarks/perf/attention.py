@@ -122,7 +122,8 @@ def kernel_table(shapes: list[AttnShape], device: torch.device, dtype: torch.dty
             try:
                 with sdpa_kernel([BACKENDS[name]]):
                     y = _call(q, k, v, gqa)
-                    secs = median(time_calls(lambda: _call(q, k, v, gqa), device, warmup=2, iters=iters))
+                    secs = median(time_calls(lambda q=q, k=k, v=v, g=gqa: _call(q, k, v, g), device, warmup=2,
+                                             iters=iters))
             except RuntimeError as e:
                 row[name] = {"runs": False, "why": str(e).splitlines()[0][:300]}
                 continue
