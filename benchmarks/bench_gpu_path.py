@@ -23,6 +23,7 @@ Real sizes = SigLIP-so400m-384 and Qwen2-7B shapes with random weights (cost doe
              batch (a [B, 1, L, L] mask); the same requests one by one (no mask).
   upload     512 frames to the device: fp32 pageable (what a decoder hands over today) vs uint8 pinned + normalise.
   chunks     vision-tower chunk sweep.
+  micro      SigLIP MLP with bias + tanh-GELU in the cuBLASLt epilogue against three kernels (benchmarks.perf.micro).
   fp8        ours with FP8 GEMMs at every T, top-32 overlap and Spearman against bf16.
 Prints a table last; writes every number to --out as JSON (rewritten after each section, so a run cut off by the
 device call's time limit still brings back what it measured).
@@ -61,7 +62,7 @@ from benchmarks.perf.timing import fp8_matmul_rate, matmul_rate, median, synchro
 from videoitg.config import VideoITGConfig, preset  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-SECTIONS = ["env", "rates", "ablation", "kernels", "main", "e2e", "throughput", "upload", "chunks", "fp8"]
+SECTIONS = ["env", "rates", "ablation", "kernels", "main", "e2e", "throughput", "upload", "chunks", "micro", "fp8"]
 RELEASED_GPU = "released GPU compute, frames on the device"
 RELEASED_E2E = "released end to end"
 
@@ -656,6 +657,11 @@ class Bench:
         w = interleaved({c: (lambda c=c: model.encode_frames(px, chunk_frames=c)) for c in sizes}, self.device,
                         self.iters)
         return {c: median(v) for c, v in w.items()}
+
+    def section_micro(self) -> dict[str, Any]:
+        from benchmarks.perf.micro import siglip_mlp_gelu_epilogue
+
+        return siglip_mlp_gelu_epilogue(self.cfg, self.args.chunk, self.device, self.dtype, 2 if self.tiny else 10)
 
     def section_fp8(self) -> dict[str, Any]:
         """Ours with FP8 GEMMs (fresh model, same weights), interleaved with bf16 ours, agreement per T."""

@@ -51,6 +51,7 @@ def test_gpu_bench_tiny_on_cpu(tmp_path, capsys) -> None:
     assert [r["in_flight"] for r in rows] == [1, 2] and len(set(rows[1]["instruction_lens"])) == 2
     assert all(r["padded_batch"]["requests_per_s"] > 0 and r["singly"]["requests_per_s"] > 0 for r in rows)
     assert set(report["chunks"]) == {4, 8}
+    assert report["micro"]["rel_l2"] < 1e-2 and report["micro"]["fused_s"] > 0
 
 
 def test_cpu_savings_tiny() -> None:
