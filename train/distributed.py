@@ -20,10 +20,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: a process group exists, even for one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -31,9 +32,11 @@ class DistInfo:
 
 
 def init_from_env(device: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment (no-op for a single process)."""
+    """Join the process group torchrun describes in the environment (no-op for a process started without it).
+    Under torchrun even one process joins (NCCL on GPU, gloo on CPU) and wraps the model in DDP, so a one-GPU
+    run goes through the same collectives as a multi-GPU one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -41,7 +44,7 @@ def init_from_env(device: str) -> DistInfo:
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, launched=True)
 
 
 def shutdown() -> None:

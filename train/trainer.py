@@ -357,7 +357,13 @@ class Trainer:
 
             bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
         if dist_info.is_main:
-            (self.out / "train_config.json").write_text(json.dumps(cfg.to_json(), indent=2))
+            run = cfg.to_json()
+            if dist_info.enabled:  # what the run really went through (NCCL / gloo, DDP or FSDP)
+                import torch.distributed as tdist
+
+                run["process_group"] = {"backend": tdist.get_backend(), "world_size": dist_info.world_size,
+                                        "wrapper": type(module).__name__}
+            (self.out / "train_config.json").write_text(json.dumps(run, indent=2))
         step = start
         done_here = 0
         while step < total:

@@ -6,7 +6,10 @@
 - `baseline`: the original inference path rebuilt from HF modules, holding our weights.
 - `build`: both models built straight onto the device (random weights or a checkpoint).
 - `fp8`: an FP8 `nn.Linear` replacement (`torch._scaled_mm`) and the in-place swap.
-- `micro`: micro-benchmarks of changes proposed for the core model.
+- `micro`: the SigLIP MLP with bias + GELU in the GEMM epilogue, timed against three kernels.
+- `hotpath`: the core-model switches (fusion, GQA, SDPA kernels, FP8, compile) applied in one place.
+- `attention`: which SDPA kernel runs, and every kernel timed and checked at the real shapes.
+- `frames`, `clips`, `released`: uint8 frames normalised on the device, long H.264 clips, the released CPU side.
 - `timing`, `compare`, `weights`: CUDA-event timing and matmul rate, score agreement, random init.
 
 Benchmarks using these live in `benchmarks/bench_gpu_path.py` and `benchmarks/bench_cpu_savings.py`; see

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from videoitg.engine_build.parity import spearman
 
 
 def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 32) -> float:
@@ -18,10 +19,12 @@ def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 32) -> float:
 
 
 def score_agreement(ref: torch.Tensor, other: torch.Tensor, k: int = 32) -> dict[str, float]:
-    """Max |difference| of the logits, the spread of the reference logits, and the top-k overlap."""
+    """Max |difference| of the logits, the spread of the reference logits, the top-k overlap and Spearman."""
     r, o = ref.detach().float().cpu(), other.detach().float().cpu()
     return {
         "max_abs_diff": float((r - o).abs().max()) if r.numel() else 0.0,
         "ref_std": float(r.std()) if r.numel() > 1 else 0.0,
         f"top{k}_overlap": topk_overlap(r, o, k),
+        "spearman": spearman(r.numpy(), o.numpy()),
     }
+

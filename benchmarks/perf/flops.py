@@ -147,3 +147,17 @@ def request_flops(
         llm_attention=batch * llm_attention_flops(cfg.text, seq, causal=cfg.attention == "causal"),
         head=batch * head,
     )
+
+
+def flop_split(
+    cfg: VideoITGConfig, num_frames: int, instruction_len: int, path: Path = "ours", cached_video: bool = False
+) -> dict[str, int]:
+    """The request's FLOPs by the unit that does them: GEMMs (every linear layer, the patch embedding, the heads)
+    and the attention of each tower, which runs at its own rate (a different kernel and shape), so the floor is
+    gemm / gemm_rate + each attention / its rate."""
+    f = request_flops(cfg, num_frames, instruction_len, path, cached_video)
+    v = cfg.vision
+    layers = cfg.vision_layers_used if path == "ours" else v.num_hidden_layers
+    vis_att = 0 if cached_video else num_frames * layers * siglip_layer_flops(v)[1]
+    return {"gemm": f.total - vis_att - f.llm_attention, "vision_attention": vis_att,
+            "llm_attention": f.llm_attention, "total": f.total}

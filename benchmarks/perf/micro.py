@@ -11,7 +11,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.perf.flops import sequence_length
 from benchmarks.perf.timing import median, time_calls
 from videoitg.config import VideoITGConfig
 
@@ -49,26 +48,3 @@ def siglip_mlp_gelu_epilogue(
     return {"tokens": x.shape[0], "eager_s": median(time_calls(eager, device, 1, iters)),
             "fused_s": median(time_calls(fused, device, 1, iters)), **_compare(eager(), fused())}
 
-
-def gqa_attention(
-    cfg: VideoITGConfig, num_frames: int, instruction_len: int, device: torch.device, dtype: torch.dtype,
-    iters: int = 5,
-) -> dict[str, Any]:
-    """One Qwen2 layer's attention at a request's full length: K/V expanded with `repeat_interleave` (what the
-    core does) vs SDPA's `enable_gqa=True` on the 4 KV heads."""
-    t = cfg.text
-    n = sequence_length(cfg, num_frames, instruction_len)
-    g = torch.Generator(device=device).manual_seed(0)
-    q = _rand((1, t.num_attention_heads, n, t.head_dim), device, dtype, g)
-    k = _rand((1, t.num_key_value_heads, n, t.head_dim), device, dtype, g)
-    v = _rand((1, t.num_key_value_heads, n, t.head_dim), device, dtype, g)
-    rep = t.num_attention_heads // t.num_key_value_heads
-
-    def expanded() -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1))
-
-    def native() -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-
-    return {"seq_len": n, "expanded_s": median(time_calls(expanded, device, 1, iters)),
-            "enable_gqa_s": median(time_calls(native, device, 1, iters)), **_compare(expanded(), native())}

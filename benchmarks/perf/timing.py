@@ -43,7 +43,8 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int = 10, sets: int = 3) -> float:
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int = 10, sets: int = 3,
+                warmup: int = 2) -> float:
     """Measured FLOP/s of an n x n x n product on random operands, rotating among `sets` input pairs so repeated
     calls do not just re-read the cache."""
     g = torch.Generator(device=device).manual_seed(0)
@@ -59,11 +60,11 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int = 1
         state["i"] += 1
         torch.mm(a, b)
 
-    secs = median(time_calls(step, device, warmup=2, iters=iters))
+    secs = median(time_calls(step, device, warmup=warmup, iters=iters))
     return 2 * n**3 / secs
 
 
-def fp8_matmul_rate(device: torch.device, n: int, iters: int = 10) -> float | None:
+def fp8_matmul_rate(device: torch.device, n: int, iters: int = 10, warmup: int = 2) -> float | None:
     """FLOP/s of an FP8 (e4m3, per-tensor scales, bf16 out) product through `torch._scaled_mm`; None if the
     device or build cannot run it."""
     from benchmarks.perf.fp8 import FP8
@@ -77,5 +78,5 @@ def fp8_matmul_rate(device: torch.device, n: int, iters: int = 10) -> float | No
     except (RuntimeError, NotImplementedError):
         return None
     secs = median(time_calls(
-        lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16), device, 2, iters))
+        lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16), device, warmup, iters))
     return 2 * n**3 / secs

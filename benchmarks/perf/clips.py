@@ -1,0 +1,48 @@
+"""Long H.264 clips for the end-to-end and decoder checks, made in seconds: one segment of camera-like content
+(`fixtures_video.write_natural_clip`) is encoded once and stream-copied end to end with shifted timestamps, so
+the clip decodes exactly like a real one with that GOP structure."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import av
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def repeat_clip(segment: Path, path: Path, reps: int) -> Path:
+    """Stream-copy `segment` `reps` times end to end (no re-encode)."""
+    with av.open(str(segment)) as src:
+        ins = src.streams.video[0]
+        packets = [p for p in src.demux(ins) if p.size]
+        ticks = [p.pts for p in packets]
+        span = max(ticks) - min(ticks) + int(round(1 / (float(ins.average_rate) * ins.time_base)))
+        with av.open(str(path), "w") as dst:
+            out = dst.add_stream_from_template(ins)
+            for k in range(reps):
+                for p in packets:
+                    q = av.Packet(bytes(p))
+                    q.pts, q.dts, q.time_base = p.pts + k * span, p.dts + k * span, ins.time_base
+                    q.is_keyframe = p.is_keyframe
+                    q.stream = out
+                    dst.mux(q)
+    return Path(path)
+
+
+def long_h264_clip(path: Path, seconds: int = 600, width: int = 1280, height: int = 720, fps: int = 10,
+                   gop: int = 250, preset: str = "ultrafast") -> Path:
+    """A `seconds`-long clip at width x height (default: the issue's 10-minute 720p clip, 25 s GOPs)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fixtures_video import write_natural_clip
+
+    path = Path(path)
+    if path.exists():
+        return path
+    seg = path.with_suffix(".segment.mp4")
+    write_natural_clip(seg, frames=gop, width=width, height=height, fps=fps, gop=gop,
+                       options={"preset": preset, "crf": "30"})
+    repeat_clip(seg, path, max(1, seconds * fps // gop))
+    seg.unlink()
+    return path
