@@ -1,14 +1,15 @@
 """`videoitg build`: everything this machine can build from one checkpoint, each engine with its manifest.
 
-    ENGINES/onnx/vision.onnx(.data)      SigLIP through the select layer (or fused with the projector at --fuse-hw)
-    ENGINES/onnx/llm.onnx(.data)         grounding LLM as an encoder -> per-frame logits
+    ENGINES/onnx/vision.onnx(.data)      SigLIP through the select layer
+    ENGINES/onnx/llm.onnx(.data)         grounding LLM as an encoder -> per-frame logits (Variant C or B)
     ENGINES/tensorrt/{vision,llm}.plan   TensorRT plans from those graphs (where `import tensorrt` works)
-    ENGINES/trtllm/checkpoint/           Variant B: TensorRT-LLM checkpoint; ENGINES/trtllm/engine/ from trtllm-build
-    ENGINES/build.json                   what was built, what was skipped and why
+    ENGINES/build.json                   what was built, what was skipped and why, and the runtime each step
+                                         serves with (`runtimes`: the fastest built one; `videoitg serve --engines`)
 
-ONNX graphs are always fp32 (portable; onnxruntime runs them on CPU). `--precision` applies to the TensorRT
-plans and the TensorRT-LLM checkpoint. A part that needs a missing library is skipped with the reason recorded,
-never faked.
+ONNX graphs are always fp32 (portable; ONNX Runtime runs them on CPU). `--precision` applies to the TensorRT
+plans. TensorRT-LLM runs the grounding half on its PyTorch backend straight from the checkpoint's safetensors
+(`videoitg.engines.trtllm`): nothing is compiled, the build only checks that the library imports. A part that
+needs a missing library is skipped with the reason recorded, never faked.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 import torch
 from videoitg.engine_build.onnx_export import OPSET, export_llm, export_vision
 from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec, build_plan
-from videoitg.engine_build.trtllm_convert import TrtllmBuildSpec, convert_variant_b, run_trtllm_build
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engines.manifest import BackendUnavailable, EngineError, EngineManifest, RuntimeEnv, checkpoint_sha256
@@ -38,10 +38,7 @@ class BuildOptions:
     precision: str = "fp16"
     max_frames: int = 512
     vision_chunk: int = 128
-    fuse_hw: int | None = None
-    llm_padded: bool = False
     max_text_tokens: int = 512
-    max_batch: int = 1
     targets: tuple[str, ...] = TARGETS
     workspace_gib: float = 8.0
     vision_tower: Path | None = None
@@ -59,10 +56,6 @@ class BuildOptions:
             "--max-frames",
             str(self.max_frames),
         ]
-        if self.fuse_hw:
-            parts += ["--fuse-hw", str(self.fuse_hw)]
-        if self.llm_padded:
-            parts.append("--llm-padded")
         return shlex.join(parts)
 
 
@@ -116,8 +109,8 @@ def run_build(opts: BuildOptions) -> BuildReport:
     onnx_dir = out / "onnx"
     graphs: dict[str, Any] = {}
     if "onnx" in opts.targets or "tensorrt" in opts.targets:
-        vr = export_vision(model, onnx_dir / "vision.onnx", hw=opts.fuse_hw)
-        lr = export_llm(model, onnx_dir / "llm.onnx", padded=opts.llm_padded)
+        vr = export_vision(model, onnx_dir / "vision.onnx")
+        lr = export_llm(model, onnx_dir / "llm.onnx")
         for name, r in (("vision", vr), ("llm", lr)):
             m = EngineManifest(
                 name=name,
@@ -127,7 +120,7 @@ def run_build(opts: BuildOptions) -> BuildReport:
                 checkpoint=ident,
                 versions=_versions("torch", "onnx"),
                 io={"inputs": r.input_names, "outputs": r.output_names, "dynamic_axes": r.dynamic, "opset": OPSET},
-                extra={**extra, "fused_hw": opts.fuse_hw} if name == "vision" else {**extra, "padded": opts.llm_padded},
+                extra=extra,
             )
             m.write(onnx_dir)
             rep.add(m, onnx_dir, r.seconds)
@@ -140,7 +133,8 @@ def run_build(opts: BuildOptions) -> BuildReport:
             "llm": [
                 p
                 for p in LLMProfileSpec(
-                    cfg.text.hidden_size, opts.max_frames, cfg.vision_token_num, opts.max_text_tokens, opts.max_batch
+                    cfg.text.hidden_size, opts.max_frames, cfg.vision_token_num, opts.max_text_tokens,
+                    anchors=cfg.attention == "causal",
                 ).profiles()
                 if p.input in graphs["llm"][0].input_names
             ],
@@ -171,7 +165,15 @@ def run_build(opts: BuildOptions) -> BuildReport:
             rep.add(m, trt_dir, time.perf_counter() - t0)
 
     if "trtllm" in opts.targets:
-        _build_trtllm(opts, cfg, ident, extra, rep)
+        from videoitg.engines.libraries import import_trtllm  # noqa: PLC0415
+
+        try:
+            import_trtllm()
+            print("  trtllm: the grounding half runs on the TensorRT-LLM PyTorch backend from the checkpoint")
+            rep.built.append({"name": "grounding", "kind": "trtllm", "path": str(Path(opts.checkpoint).resolve()),
+                              "precision": "bf16", "seconds": 0.0})
+        except BackendUnavailable as e:
+            rep.skip("trtllm (PyTorch backend)", str(e))
 
     (out / "build.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "build.json").write_text(
@@ -180,6 +182,7 @@ def run_build(opts: BuildOptions) -> BuildReport:
                 "checkpoint": ident,
                 "precision": opts.precision,
                 "command": opts.command(),
+                "runtimes": serving_runtimes(rep),
                 "built": rep.built,
                 "skipped": rep.skipped,
                 "versions": {k: v for k, v in RuntimeEnv.current().versions.items() if v},
@@ -191,55 +194,12 @@ def run_build(opts: BuildOptions) -> BuildReport:
     return rep
 
 
-def _build_trtllm(opts: BuildOptions, cfg, ident: dict, extra: dict, rep: BuildReport) -> None:
-    out = Path(opts.out) / "trtllm"
-    if cfg.attention == "bidirectional":
-        # Variant C cannot use the compiled TRT-LLM Qwen engine (causal mask hard-coded, TRT-LLM #1384); it runs
-        # on the PyTorch backend straight from the checkpoint (videoitg.engines.trtllm), nothing to build.
-        from videoitg.engines.libraries import import_trtllm  # noqa: PLC0415
+PREFERENCE = {"vision": ("tensorrt", "onnxruntime"), "grounding": ("tensorrt", "trtllm", "onnxruntime")}
+KIND_RUNTIME = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "trtllm": "trtllm"}
 
-        try:
-            import_trtllm()
-            note = "Variant C runs on the TensorRT-LLM PyTorch backend from the checkpoint (nothing to compile)"
-            print(f"  {note}")
-        except BackendUnavailable as e:
-            rep.skip("trtllm (PyTorch backend, Variant C)", str(e))
-        return
-    prec = opts.precision  # fp8 is refused by the converter with the reason (needs ModelOpt calibration)
-    t0 = time.perf_counter()
-    try:
-        ckpt = convert_variant_b(opts.checkpoint, out / "checkpoint", prec, opts.max_frames)
-    except EngineError as e:
-        rep.skip("trtllm/checkpoint", str(e))
-        return
-    m = EngineManifest(
-        name="llm",
-        kind="trtllm-checkpoint",
-        file="checkpoint",
-        precision=prec,
-        checkpoint=ident,
-        versions={},
-        extra=extra,
-    )
-    m.write(out)
-    rep.add(m, out, time.perf_counter() - t0)
-    spec = TrtllmBuildSpec(opts.max_frames, cfg.vision_token_num, opts.max_text_tokens, opts.max_batch)
-    t0 = time.perf_counter()
-    try:
-        versions = run_trtllm_build(ckpt, out / "engine", spec)
-    except BackendUnavailable as e:
-        rep.skip("trtllm/engine (trtllm-build)", str(e))
-        return
-    env = RuntimeEnv.current()
-    m = EngineManifest(
-        name="llm",
-        kind="trtllm-engine",
-        file="engine",
-        precision=prec,
-        checkpoint=ident,
-        versions=versions,
-        gpu={"name": env.gpu_name, "compute_capability": env.compute_capability},
-        extra={**extra, "build_spec": spec.__dict__},
-    )
-    m.write(out)
-    rep.add(m, out, time.perf_counter() - t0)
+
+def serving_runtimes(rep: BuildReport) -> dict[str, str]:
+    """The runtime each step serves with: the fastest that was built (TensorRT, then TensorRT-LLM, then ONNX
+    Runtime), torch when nothing was."""
+    built = {(b["name"] if b["name"] != "llm" else "grounding", KIND_RUNTIME[b["kind"]]) for b in rep.built}
+    return {step: next((r for r in prefer if (step, r) in built), "torch") for step, prefer in PREFERENCE.items()}

@@ -40,26 +40,25 @@ class VisionProfileSpec:
 
 @dataclass(frozen=True)
 class LLMProfileSpec:
-    """Sequence profile for the grounding-LLM encoder graph: batch 1..max_batch, length up to
-    max_visual_tokens + max_text_tokens, frames up to max_frames. The optimum sits at one 512-frame request
-    (12,800 visual tokens + a typical instruction)."""
+    """Sequence profile for the grounding graph (one request per call): length up to max_visual_tokens +
+    max_text_tokens (+ one anchor per frame for Variant B), frames up to max_frames. The optimum sits at one
+    512-frame request (12,800 visual tokens + a typical instruction)."""
 
     hidden_size: int
     max_frames: int = 512
     max_visual_tokens: int = 16384  # vision_token_num: T * HW^2 never exceeds it
     max_text_tokens: int = 512
-    max_batch: int = 1
+    anchors: bool = False
     opt_frames: int = 512
     opt_seq: int = 12800 + 160
 
     def profiles(self) -> list[Profile]:
-        max_len = self.max_visual_tokens + self.max_text_tokens
+        max_len = self.max_visual_tokens + self.max_text_tokens + (self.max_frames if self.anchors else 0)
         opt_len = min(self.opt_seq, max_len)
-        b, h = self.max_batch, self.hidden_size
+        h = self.hidden_size
         return [
-            Profile("inputs_embeds", [1, 2, h], [1, opt_len, h], [b, max_len, h]),
-            Profile("attention_mask", [1, 2], [1, opt_len], [b, max_len]),
-            Profile("segment_ids", [1, 2], [1, opt_len], [b, max_len]),
+            Profile("inputs_embeds", [1, 2, h], [1, opt_len, h], [1, max_len, h]),
+            Profile("segment_ids", [1, 2], [1, opt_len], [1, max_len]),
             Profile("frame_ids", [1], [min(self.opt_frames, self.max_frames)], [self.max_frames]),
         ]
 

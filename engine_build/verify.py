@@ -1,10 +1,10 @@
-"""`videoitg verify`: every backend available here against the PyTorch fp32 reference, on the same inputs.
+"""`videoitg verify`: every runtime available here against the PyTorch fp32 reference, on the same inputs.
 
 For each number of frames T (tokens per frame change with T, so several T are checked): the same pixels and
 instruction go through the reference (`VideoITG.visual_features` + `score_features`, fp32) and through each
-backend's vision and LLM runtimes; the per-frame logits are compared (max |diff|, top-32 overlap, Spearman)
-and judged against the target of the backend's precision (`engine_build.parity.TARGETS`). Backends that
-cannot run here are listed with the reason.
+backend's vision and grounding runtimes (`videoitg.engines.runtimes`, the ones the server runs); the per-frame
+logits are compared (max |diff|, top-32 overlap, Spearman) and judged against the target of the backend's
+precision (`engine_build.parity.TARGETS`). Backends that cannot run here are listed with the reason.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from videoitg.engine_build.parity import TARGETS, Parity, compare, merge
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engines.manifest import BackendUnavailable, EngineError
-from videoitg.engines.runtimes import LLMRuntime, VisionRuntime, open_llm, open_vision
-from videoitg.model.layout import segment_ids_for
+from videoitg.engines.runtimes import GroundingRuntime, VisionRuntime, open_grounding, open_vision
 from videoitg.text import encode_instruction
 
 DEFAULT_INSTRUCTION = "when is the red circle visible?"
@@ -64,31 +63,19 @@ def make_cases(model, tokenizer, frames: list[int], instruction: str, seed: int)
     return cases
 
 
-def run_backend(model, cases: list[Case], vision: VisionRuntime, llm: LLMRuntime) -> BackendResult:
-    res = BackendResult(
-        backend=f"{vision.backend}+{llm.backend}" if vision.backend != llm.backend else llm.backend,
-        precision=llm.precision,
-    )
+def run_backend(model, cases: list[Case], vision: VisionRuntime, grounding: GroundingRuntime) -> BackendResult:
+    name = vision.runtime if vision.runtime == grounding.runtime else f"{vision.runtime}+{grounding.runtime}"
+    res = BackendResult(backend=name, precision=grounding.precision)
     vdiff, t0 = 0.0, time.perf_counter()
     with torch.inference_mode():
         for c in cases:
-            if vision.fused_hw is not None and vision.fused_hw != c.hw:
-                continue  # a fused engine only serves the T range of its hw
-            out = vision.encode(c.pixels)
-            if vision.fused_hw is None:
-                vdiff = max(vdiff, float((out - c.ref_feats).abs().max()))
-                visual = model.project(out.to(model.out_proj.weight.dtype), c.hw)
-            else:
-                visual = out
-            emb = torch.cat([visual.flatten(0, 1).float(), model.model.embed_tokens(c.ids).float()])
-            seg = segment_ids_for(c.T, c.hw * c.hw, len(c.ids))
-            res.per_t[c.T] = compare(c.ref.numpy(), llm.score(emb, seg, c.T).numpy())
-    if not res.per_t:
-        res.status, res.reason = "skipped", f"no T in the request set maps to the fused hw={vision.fused_hw}"
-        return res
+            feats = vision.encode(c.pixels)
+            vdiff = max(vdiff, float((feats.float().cpu() - c.ref_feats).abs().max()))
+            visual = vision.visual_features(c.pixels)
+            res.per_t[c.T] = compare(c.ref.numpy(), grounding.score(visual, c.ids).float().cpu().numpy())
     res.seconds_per_case = (time.perf_counter() - t0) / len(res.per_t)
     res.parity = merge(list(res.per_t.values()))
-    res.vision_max_abs_diff = vdiff if vision.fused_hw is None else None
+    res.vision_max_abs_diff = vdiff
     res.status = "pass" if res.parity.meets(res.precision) else "fail"
     return res
 
@@ -107,7 +94,7 @@ def verify(
     cases = make_cases(model, tok, frames, instruction, seed)
     ident = checkpoint_identity(checkpoint)
     # torch-bf16 is what the in-process server runs on a GPU; on CPU it is only checked on request.
-    default = ["onnxruntime", "tensorrt", "trtllm-pytorch"]
+    default = ["onnxruntime", "tensorrt", "trtllm"]
     wanted = backends or ((["torch-bf16"] if device == "cuda" else []) + default)
     results = []
     for name in wanted:
@@ -122,35 +109,16 @@ def _one(name, model, checkpoint, engines, ident, cases, threads) -> BackendResu
     if name in ("torch-bf16", "torch-fp16"):
         dtype = torch.bfloat16 if name == "torch-bf16" else torch.float16
         low, _ = load_checkpoint(checkpoint, model.out_proj.weight.device, dtype, with_tokenizer=False)
-        r = run_backend(model, cases, open_vision(None, "torch", model=low), open_llm(None, "torch", model=low))
+        r = run_backend(model, cases, open_vision("torch", low), open_grounding("torch", low))
         r.backend = name
         return r
     if name in ("onnxruntime", "tensorrt"):
-        if engines is None:
-            raise EngineError("--engines DIR is needed for engine backends")
-        kw: dict[str, Any] = {"threads": threads} if name == "onnxruntime" else {}
-        v = open_vision(engines, name, checkpoint_identity=ident, **kw)
-        llm = open_llm(engines, name, checkpoint_identity=ident, **kw)
-        return run_backend(model, cases, v, llm)
-    if name == "trtllm-pytorch":
-        from videoitg.engines.trtllm import TrtllmTorchScorer  # noqa: PLC0415
-
-        scorer = TrtllmTorchScorer(checkpoint)
-        llm = _ScorerLLM(scorer)
-        r = run_backend(model, cases, open_vision(None, "torch", model=model), llm)
-        r.backend = name
-        return r
+        kw: dict[str, Any] = {"engines": engines, "checkpoint_identity": ident, "threads": threads}
+        return run_backend(model, cases, open_vision(name, model, **kw), open_grounding(name, model, **kw))
+    if name == "trtllm":
+        return run_backend(model, cases, open_vision("torch", model),
+                           open_grounding("trtllm", model, checkpoint=checkpoint))
     raise EngineError(f"unknown backend {name!r}")
-
-
-class _ScorerLLM(LLMRuntime):
-    backend, precision = "trtllm-pytorch", "bf16"
-
-    def __init__(self, scorer):
-        self.scorer = scorer
-
-    def score(self, inputs_embeds, segment_ids, num_frames):
-        return self.scorer.score(inputs_embeds, segment_ids, num_frames)
 
 
 def format_table(results: list[BackendResult], frames: list[int]) -> str:

@@ -50,7 +50,7 @@ class TritonPythonModel:
                     raise InputError("INSTRUCTION must hold one string")
                 ids = self.limits.check_instruction(self.tokenizer, bytes(text.reshape(-1)[0]), self.model.config,
                                                     visual.shape[0])  # visual: [T, hw², H], T sampled frames
-                self.model.check_length(visual.shape[0] * visual.shape[1], len(ids))  # the model's own guard
+                self.model.layout(visual, ids)  # the model's own length rule
                 good.append((i, visual.to(self.device, self.dtype), ids.to(self.device)))
             except Exception as e:
                 responses[i] = error(e, "videoitg_grounding")

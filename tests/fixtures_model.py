@@ -19,11 +19,11 @@ def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
 def build_tiny_checkpoint(out: str | Path, seed: int = 0, cfg: VideoITGConfig | None = None) -> Path:
     """A random tiny checkpoint (embedded tower, tiny tokenizer) written in the released layout."""
     from videoitg.checkpoint import save_checkpoint
-    from videoitg.model import VideoITG
+    from videoitg.model import model_class
 
     tokenizer = build_tiny_tokenizer()
     cfg = cfg or tiny_config(vocab_size=len(tokenizer))
     torch.manual_seed(seed)
-    model = VideoITG(cfg)
+    model = model_class(cfg)(cfg)
     model.reset_head()
     return save_checkpoint(model, out, tokenizer)

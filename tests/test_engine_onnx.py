@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
 from fixtures_model import build_tiny_checkpoint, tiny_config
 from videoitg.engine_build.build import BuildOptions, run_build
-from videoitg.engine_build.onnx_export import export_llm, export_vision
 from videoitg.engine_build.trt_builder import build_plan
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.cli import main as cli_main
 from videoitg.engines.manifest import BackendUnavailable, EngineManifest, EngineMismatchError, RuntimeEnv
-from videoitg.engines.runtimes import open_best, open_llm, open_vision
+from videoitg.engines.runtimes import open_grounding, open_vision
 from videoitg.engines.trtllm import TrtllmTorchScorer, hf_sources, qwen2_config_dict
-from videoitg.model import VideoITG
-from videoitg.model.layout import segment_ids_for
 
 TOL = 1e-4  # the fp32 ONNX target of the issue
 # tiny config: grid 8, budget 1024 -> T=8: hw 8 (64 tokens/frame), T=40: hw 5 (25), T=64: hw 4 (16), T=120: hw 2
@@ -69,19 +65,22 @@ def test_axes_are_symbolic(built):
 
 
 def test_vision_graph_matches_torch_for_several_frame_counts(built):
-    _, eng, model, _, _ = built
-    vision = open_vision(eng, "onnxruntime", chunk=16)
+    ckpt, eng, model, _, _ = built
+    vision = open_vision("onnxruntime", model, engines=eng, checkpoint_identity=checkpoint_identity(ckpt),
+                         chunk_frames=16)
     g = torch.Generator().manual_seed(0)
     for T in (1, 3, 37):  # 37 > chunk: several calls with different batch sizes
         px = torch.rand(T, 3, 112, 112, generator=g) * 2 - 1
         got = vision.encode(px)
         assert got.shape == (T, 64, 48)
         assert float((got - model.encode_frames(px)).abs().max()) <= TOL
+        with torch.no_grad():
+            assert float((vision.visual_features(px) - model.visual_features(px)).abs().max()) <= TOL
 
 
 def test_llm_graph_matches_reference_for_several_t(built):
     _, eng, model, tok, _ = built
-    llm = open_llm(eng, "onnxruntime")
+    grounding = open_grounding("onnxruntime", model, engines=eng)
     ids = torch.tensor(tok("when is the red circle visible?\n")["input_ids"])
     g = torch.Generator().manual_seed(1)
     seen_tokens = set()
@@ -89,53 +88,40 @@ def test_llm_graph_matches_reference_for_several_t(built):
         with torch.no_grad():
             vis = model.visual_features(torch.rand(T, 3, 112, 112, generator=g) * 2 - 1)
             ref = model.score_features([vis], [ids])[0]
-            emb = torch.cat([vis.flatten(0, 1), model.model.embed_tokens(ids)])
-        n = vis.shape[1]
-        seen_tokens.add(n)
-        got = llm.score(emb, segment_ids_for(T, n, len(ids)), T)
+        seen_tokens.add(vis.shape[1])
+        got = grounding.score(vis, ids)
         assert got.shape == (T,)
         assert float((got - ref).abs().max()) <= TOL, T
     assert seen_tokens == {64, 25, 16, 4}
 
 
-def test_padded_llm_and_fused_vision_graphs(tmp_path):
-    torch.manual_seed(0)
-    model = VideoITG(tiny_config(vocab_size=300)).eval()
-    torch.nn.init.normal_(model.out_proj.bias)
-    export_llm(model, tmp_path / "llm.onnx", padded=True)
-    hw = model.config.tokens_per_side(40)  # 5
-    export_vision(model, tmp_path / "vision.onnx", hw=hw)
-    import onnxruntime as ort
+def test_variant_b_runs_on_onnx_with_its_anchors_and_a_mismatched_variant_is_refused(built, tmp_path):
+    """A Variant B checkpoint's graph is causal and pools at the anchors: equal to `VideoITGAnchor`; the Variant C
+    graph refuses to serve it."""
+    ckpt_b = build_tiny_checkpoint(tmp_path / "b", seed=5, cfg=tiny_config(vocab_size=len(built[3]),
+                                                                            attention="causal"))
+    model_b, tok = load_checkpoint(ckpt_b)
+    assert type(model_b).__name__ == "VideoITGAnchor"
+    rep = run_build(BuildOptions(checkpoint=ckpt_b, out=tmp_path / "eng_b", targets=("onnx",)))
+    assert len(rep.built) == 2
+    ids = torch.tensor(tok("where is the ball?\n")["input_ids"])
+    grounding = open_grounding("onnxruntime", model_b, engines=tmp_path / "eng_b")
+    g = torch.Generator().manual_seed(3)
+    for T in (8, 40):
+        with torch.no_grad():
+            vis = model_b.visual_features(torch.rand(T, 3, 112, 112, generator=g) * 2 - 1)
+            ref = model_b.score_features([vis], [ids])[0]
+        got = grounding.score(vis, ids)
+        assert float((got - ref).abs().max()) <= TOL, T
+    with pytest.raises(EngineMismatchError, match="Variant C, the checkpoint is Variant B"):
+        open_grounding("onnxruntime", model_b, engines=built[1])
 
-    g = torch.Generator().manual_seed(2)
-    vids = [torch.rand(T, 3, 112, 112, generator=g) * 2 - 1 for T in (40, 8, 64)]
-    ids = [torch.randint(0, 300, (k,), generator=g) for k in (6, 11, 3)]
-    with torch.no_grad():
-        feats = [model.visual_features(v) for v in vids]
-        ref = model.score_features(feats, ids)
-        embs = [torch.cat([f.flatten(0, 1), model.model.embed_tokens(i)]) for f, i in zip(feats, ids, strict=True)]
-    # fused vision at hw=5 reproduces visual_features for T=40 (tokens/frame 25), frames axis still dynamic
-    vs = ort.InferenceSession(str(tmp_path / "vision.onnx"), providers=["CPUExecutionProvider"])
-    fused = vs.run(None, {"pixel_values": vids[0].numpy()})[0]
-    assert fused.shape == (40, hw * hw, 64) and np.abs(fused - feats[0].numpy()).max() <= TOL
-    # one padded batch of three requests with different T and L equals each scored by the reference
-    from videoitg.engines.runtimes import LLMRuntime, _OrtSession
 
-    class Padded(LLMRuntime):
-        padded = True
+def test_causal_attention_without_anchors_is_refused():
+    from videoitg.model import VideoITG
 
-        def __init__(self):
-            self.sess = _OrtSession(tmp_path / "llm.onnx")
-
-        def run(self, inputs_embeds, segment_ids, frame_ids, attention_mask=None):
-            out = self.sess(inputs_embeds=inputs_embeds, segment_ids=segment_ids, frame_ids=frame_ids,
-                            attention_mask=attention_mask)
-            return torch.from_numpy(out)
-
-    segs = [segment_ids_for(f.shape[0], f.shape[1], len(i)) for f, i in zip(feats, ids, strict=True)]
-    got = Padded().score_batch(embs, segs, [f.shape[0] for f in feats])
-    for a, b in zip(got, ref, strict=True):
-        assert a.shape == b.shape and float((a - b).abs().max()) <= TOL
+    with pytest.raises(ValueError, match="Variant B"):
+        VideoITG(tiny_config(attention="causal"))
 
 
 def test_verify_cli_passes_and_refuses_a_mismatched_engine(built, capsys, tmp_path):
@@ -148,14 +134,16 @@ def test_verify_cli_passes_and_refuses_a_mismatched_engine(built, capsys, tmp_pa
     res = {r["backend"]: r for r in json.loads((tmp_path / "v.json").read_text())}
     assert res["onnxruntime"]["parity"]["max_abs_diff"] <= TOL
     # an engine built from another checkpoint is refused by the loader, with the rebuild command
-    # a server picks up whatever the build produced, saying why better backends were passed over
-    vision, llm, passed_over = open_best(eng, checkpoint_identity=checkpoint_identity(ckpt))
-    assert (vision.backend, llm.backend) == ("onnxruntime", "onnxruntime")
-    assert passed_over and passed_over[0].startswith("tensorrt: ") and "was not built" in passed_over[0]
     other = build_tiny_checkpoint(tmp_path / "other", seed=4)
     msg = "checkpoint mismatch.*\n.*Rebuild it on this machine: videoitg build"
     with pytest.raises(EngineMismatchError, match=msg):
-        open_llm(eng, "onnxruntime", checkpoint_identity=checkpoint_identity(other))
+        open_grounding("onnxruntime", built[2], engines=eng, checkpoint_identity=checkpoint_identity(other))
+
+
+def test_build_names_the_runtime_each_step_serves_with(built):
+    summary = json.loads((built[1] / "build.json").read_text())
+    # no TensorRT / TensorRT-LLM here: ONNX Runtime is the best built runtime of both steps
+    assert summary["runtimes"] == {"vision": "onnxruntime", "grounding": "onnxruntime"}
 
 
 def test_tensorrt_builder_seam(built, tmp_path):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from fixtures_model import tiny_config
 from fixtures_video import write_clip
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
@@ -118,16 +119,17 @@ def test_instruction_bytes_utf8_and_empty(tok) -> None:  # type: ignore[no-untyp
         lim.check_instruction(tok, 42, cfg)  # type: ignore[arg-type]
 
 
-def test_instruction_token_limit_agrees_with_model_check_length(tok) -> None:  # type: ignore[no-untyped-def]
+def test_instruction_token_limit_agrees_with_the_model_layout(tok) -> None:  # type: ignore[no-untyped-def]
     cfg = tiny_config(vocab_size=len(tok))
     model = VideoITG(cfg)
     lim = Limits(max_instruction_tokens=10**6, max_instruction_bytes=10**6)
     for frames in (1, 16, 64, 512):
         n = lim.instruction_token_limit(cfg, frames)
-        v = visual_tokens(cfg, frames)
-        model.check_length(v, n)  # exactly the budget: accepted by the model
+        hw = cfg.tokens_per_side(frames)
+        visual = torch.zeros(frames, hw * hw, cfg.text.hidden_size)
+        model.layout(visual, torch.zeros(n, dtype=torch.long))  # exactly the budget: accepted by the model
         with pytest.raises(InputError, match="length budget"):
-            model.check_length(v, n + 1)  # one more: the model refuses, so the limit is tight
+            model.layout(visual, torch.zeros(n + 1, dtype=torch.long))  # one more: refused, so the limit is tight
     text = "red " * 5000  # ~5000 tokens: over the tiny model's 4096-token budget whatever the video
     with pytest.raises(InstructionTooLongError, match="tokens, over the limit"):
         lim.check_instruction(tok, text, cfg, num_frames=16)
@@ -203,3 +205,20 @@ def test_in_flight_gate_under_threads() -> None:
 def test_gate_capacity_validated() -> None:
     with pytest.raises(ValueError):
         InFlightGate(0)
+
+
+def test_variant_b_instruction_budget_counts_the_anchors(tok) -> None:  # type: ignore[no-untyped-def]
+    from videoitg.model import VideoITGAnchor
+
+    c_cfg = tiny_config(vocab_size=len(tok))
+    b_cfg = tiny_config(vocab_size=len(tok), attention="causal")
+    lim = Limits(max_instruction_tokens=10**6, max_instruction_bytes=10**6)
+    model = VideoITGAnchor(b_cfg)
+    for frames in (16, 64):
+        n = lim.instruction_token_limit(b_cfg, frames)
+        assert n == lim.instruction_token_limit(c_cfg, frames) - frames  # one anchor per frame
+        hw = b_cfg.tokens_per_side(frames)
+        visual = torch.zeros(frames, hw * hw, b_cfg.text.hidden_size)
+        model.layout(visual, torch.zeros(n, dtype=torch.long))
+        with pytest.raises(InputError, match="anchors"):
+            model.layout(visual, torch.zeros(n + 1, dtype=torch.long))

@@ -68,7 +68,7 @@ class Limits:
     # decoded frames cost 3*S*S*4 bytes each (1.8 MB at S=384), so this also bounds a request's memory.
     max_sampled_frames: int = 512
     # Instruction tokens. The effective bound is also the model's `tokenizer_model_max_length` minus the video's
-    # visual tokens (VideoITG.check_length): see `instruction_token_limit`.
+    # visual (and anchor) tokens (`VideoITG.layout`): see `instruction_token_limit`.
     max_instruction_tokens: int = 1024
     # Refused before tokenising, so a huge string costs nothing. A byte-level BPE token is at least one UTF-8
     # byte, so any text within max_instruction_tokens bytes can never be refused by this check alone.
@@ -101,10 +101,10 @@ class Limits:
         the visual tokens of `num_frames` sampled frames (None: the worst case up to max_sampled_frames, for a
         check before the video is decoded)."""
         if num_frames is None:
-            visual = max_visual_tokens(config, self.max_sampled_frames)
+            fixed = max_fixed_tokens(config, self.max_sampled_frames)
         else:
-            visual = visual_tokens(config, num_frames)
-        return max(0, min(self.max_instruction_tokens, config.tokenizer_model_max_length - visual))
+            fixed = fixed_tokens(config, num_frames)
+        return max(0, min(self.max_instruction_tokens, config.tokenizer_model_max_length - fixed))
 
     def check_instruction(self, tokenizer: Any, text: str | bytes, config: VideoITGConfig,
                           num_frames: int | None = None) -> Any:
@@ -145,8 +145,8 @@ class Limits:
         if self.instruction_token_limit(config) < 2:  # at least one token plus the "\n" the format appends
             raise ValueError(
                 f"max_sampled_frames={self.max_sampled_frames} can need "
-                f"{max_visual_tokens(config, self.max_sampled_frames)} visual tokens, leaving no room for an "
-                f"instruction in the model's {config.tokenizer_model_max_length}-token budget")
+                f"{max_fixed_tokens(config, self.max_sampled_frames)} visual (and anchor) tokens, leaving no room "
+                f"for an instruction in the model's {config.tokenizer_model_max_length}-token budget")
 
     def gate(self) -> InFlightGate:
         """A fresh admission gate of `max_in_flight` slots (keep one per server process)."""
@@ -246,6 +246,18 @@ def visual_tokens(config: VideoITGConfig, num_frames: int) -> int:
 def max_visual_tokens(config: VideoITGConfig, max_frames: int) -> int:
     """Most visual tokens any video of 1..max_frames sampled frames can need (T x HW² is not monotonic in T)."""
     return max(visual_tokens(config, t) for t in range(1, max_frames + 1))
+
+
+def fixed_tokens(config: VideoITGConfig, num_frames: int) -> int:
+    """Tokens of the model's sequence that are not the instruction (visual tokens, plus Variant B's anchors):
+    `videoitg.model.layout.SequenceLayout.fixed`."""
+    from videoitg.model.layout import SequenceLayout  # here: the CLI's --help must not import torch
+
+    return SequenceLayout.for_video(config, num_frames).fixed
+
+
+def max_fixed_tokens(config: VideoITGConfig, max_frames: int) -> int:
+    return max(fixed_tokens(config, t) for t in range(1, max_frames + 1))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -171,7 +171,7 @@ class Scorer:
 
     def encode(self, instruction: str) -> torch.Tensor:
         """Token ids of a valid instruction: non-empty, within the byte and token limits and the model's length
-        budget (checked against the worst-case video here; `check_length` re-checks the actual one)."""
+        budget (checked against the worst-case video here; `VideoITG.layout` re-checks the actual one)."""
         return self.limits.check_instruction(self.tokenizer, instruction, self.config)
 
     @torch.inference_mode()

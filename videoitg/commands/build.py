@@ -17,23 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["fp32", "fp16", "bf16", "fp8"],
         default="fp16",
-        help="TensorRT / TensorRT-LLM precision (ONNX graphs are always fp32)",
+        help="TensorRT precision (ONNX graphs are always fp32; TensorRT-LLM runs bf16)",
     )
     p.add_argument("--max-frames", type=int, default=512, help="largest request (frames) the engines must take")
     p.add_argument("--vision-chunk", type=int, default=128, help="frames per vision-engine call (profile max)")
-    p.add_argument(
-        "--fuse-hw",
-        type=int,
-        default=None,
-        help="fuse the projector into the vision engine at this tokens-per-side (fixed-T deployments)",
-    )
-    p.add_argument(
-        "--llm-padded",
-        action="store_true",
-        help="LLM graph takes an attention mask (padded batches); default: one request per call",
-    )
     p.add_argument("--max-text-tokens", type=int, default=512)
-    p.add_argument("--max-batch", type=int, default=1, help="LLM requests per call (with --llm-padded)")
     p.add_argument("--targets", default="onnx,tensorrt,trtllm", help="comma list of onnx, tensorrt, trtllm")
     p.add_argument("--workspace-gib", type=float, default=8.0, help="TensorRT builder workspace")
 
@@ -48,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         max_frames=args.max_frames,
         vision_chunk=args.vision_chunk,
-        fuse_hw=args.fuse_hw,
-        llm_padded=args.llm_padded,
         max_text_tokens=args.max_text_tokens,
-        max_batch=args.max_batch,
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         workspace_gib=args.workspace_gib,
         vision_tower=Path(args.vision_tower) if args.vision_tower else None,

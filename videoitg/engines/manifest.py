@@ -26,9 +26,9 @@ MANIFEST_SUFFIX = ".manifest.json"
 SCHEMA_VERSION = 1
 
 # Engine kinds and which runtime versions lock them.
-KINDS = ("onnx", "tensorrt", "trtllm-checkpoint", "trtllm-engine", "trtllm-pytorch")
+KINDS = ("onnx", "tensorrt")
 # Kinds whose files are only valid for the exact library version and GPU that produced them.
-GPU_LOCKED_KINDS = ("tensorrt", "trtllm-engine")
+GPU_LOCKED_KINDS = ("tensorrt",)
 
 
 class EngineError(VideoITGError):

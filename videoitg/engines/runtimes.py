@@ -1,24 +1,24 @@
-"""One interface over the ways this project runs the two halves of VideoITG: torch, onnxruntime, tensorrt.
+"""The runtime seam: each half of VideoITG on torch, ONNX Runtime, a TensorRT plan or TensorRT-LLM.
 
-    vision = open_vision(engines_dir, "onnxruntime")      # or "tensorrt" / "torch" (model=...)
-    feats = vision.encode(pixel_values)                   # [T, g², Cv] (or [T, hw², H] if the projector is fused)
-    llm = open_llm(engines_dir, "onnxruntime")
-    logits = llm.score(inputs_embeds, segment_ids, T)     # [T] fp32, one request
+    vision = open_vision("onnxruntime", model, engines="ENGINES")    # or "torch" / "tensorrt"
+    visual = vision.visual_features(pixel_values)                    # [T, 3, S, S] -> [T, hw², H]
+    grounding = open_grounding("onnxruntime", model, engines="ENGINES")  # or "torch" / "tensorrt" / "trtllm"
+    logits = grounding.score(visual, ids)                            # one request -> fp32 [T]
 
-`verify` and the Triton vision/LLM steps call only this module; the libraries are imported lazily, each behind
-one function, so a machine without TensorRT still runs torch and onnxruntime. Every engine file is opened only
-after its manifest passed `check_manifest` (version lock, GPU, checkpoint).
+`model` is the core `VideoITG` (or `VideoITGAnchor`): the torch runtime runs it; an engine runtime takes from it
+only what stays outside the engine (the projector, whose resize depends on T; the token embeddings and the
+sequence layout of `videoitg.model.layout`). The serving steps, `verify` and the benchmarks call only this module;
+each library is imported lazily behind one function (`videoitg.engines.libraries`), so a machine without TensorRT
+still runs torch and ONNX Runtime. An engine file opens only after its manifest passed `check_manifest` (version
+lock, GPU, checkpoint).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from videoitg.engine_build.onnx_export import LLMEncoder, VisionEncoder
 
 from videoitg.engines.libraries import import_onnxruntime, import_tensorrt
 from videoitg.engines.manifest import (
@@ -29,97 +29,88 @@ from videoitg.engines.manifest import (
     RuntimeEnv,
     check_manifest,
 )
-from videoitg.model.layout import PAD_SEGMENT
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-LAYOUT = {  # backend -> (folder, vision file, llm file) inside an engines directory
-    "onnxruntime": ("onnx", "vision.onnx", "llm.onnx"),
-    "tensorrt": ("tensorrt", "vision.plan", "llm.plan"),
+RUNTIMES = ("torch", "onnxruntime", "tensorrt", "trtllm")
+ENGINE_FILES = {  # (runtime, step) -> file inside an engines directory (written by `videoitg build`)
+    ("onnxruntime", "vision"): "onnx/vision.onnx",
+    ("onnxruntime", "grounding"): "onnx/llm.onnx",
+    ("tensorrt", "vision"): "tensorrt/vision.plan",
+    ("tensorrt", "grounding"): "tensorrt/llm.plan",
 }
+PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 # ---- the interface -------------------------------------------------------------------------------------------
 class VisionRuntime:
-    backend = "?"
-    precision = "fp32"
-    fused_hw: int | None = None  # projector fused at this hw: output is [N, hw², H]
-    max_frames_per_call: int | None = None
+    """Frames -> projected visual features. Subclasses provide `encode` (SigLIP through the select layer)."""
 
-    def run(self, pixel_values: torch.Tensor) -> torch.Tensor:  # one chunk
+    runtime = "?"
+    precision = "fp32"
+
+    def __init__(self, model, chunk_frames: int = 64):
+        self.model, self.chunk_frames = model, chunk_frames
+        w = model.out_proj.weight
+        self.device, self.dtype = w.device, w.dtype
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:  # [T, 3, S, S] -> [T, g², Cv]
         raise NotImplementedError
 
-    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[T, 3, S, S] -> features, in chunks the engine's profile accepts."""
-        n = pixel_values.shape[0]
-        step = self.max_frames_per_call or n
-        return torch.cat([self.run(c) for c in pixel_values.split(step)], dim=0)
+    @torch.inference_mode()
+    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[T, 3, S, S] -> [T, hw², H], hw by the inference rule for this T (the core projector)."""
+        feats = self.encode(pixel_values).to(self.device, self.dtype)
+        return self.model.project(feats, self.model.config.tokens_per_side(pixel_values.shape[0]))
 
 
-class LLMRuntime:
-    backend = "?"
+class GroundingRuntime:
+    """(visual features, instruction ids) of one request -> fp32 per-frame logits."""
+
+    runtime = "?"
     precision = "fp32"
-    padded = False  # True: accepts right-padded batches with an attention mask
 
-    def run(self, inputs_embeds, segment_ids, frame_ids, attention_mask=None) -> torch.Tensor:  # [B, T]
+    def __init__(self, model):
+        self.model = model
+        w = model.model.embed_tokens.weight
+        self.device, self.dtype = w.device, w.dtype
+
+    def score(self, visual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def score(self, inputs_embeds: torch.Tensor, segment_ids: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """One request: inputs_embeds [L, H], segment_ids [L] -> fp32 logits [T]."""
-        args = (inputs_embeds[None], segment_ids[None].long(), torch.arange(num_frames, dtype=torch.int64))
-        mask = torch.ones_like(args[1]) if self.padded else None
-        return self.run(*args, attention_mask=mask)[0].float().cpu()
-
-    def score_batch(self, embeds: list[torch.Tensor], segments: list[torch.Tensor], frames: list[int]):
-        """Several requests: one padded call when the runtime takes a mask, else one call each."""
-        if not self.padded or len(embeds) == 1:
-            return [self.score(e, s, t) for e, s, t in zip(embeds, segments, frames, strict=True)]
-        L, T = max(e.shape[0] for e in embeds), max(frames)
-        x = embeds[0].new_zeros(len(embeds), L, embeds[0].shape[-1])
-        seg = torch.full((len(embeds), L), PAD_SEGMENT, dtype=torch.int64)
-        mask = torch.zeros(len(embeds), L, dtype=torch.int64)
-        for i, (e, s) in enumerate(zip(embeds, segments, strict=True)):
-            x[i, : len(e)], seg[i, : len(s)], mask[i, : len(e)] = e, s, 1
-        out = self.run(x, seg, torch.arange(T, dtype=torch.int64), mask).float().cpu()
-        return [out[i, :t] for i, t in enumerate(frames)]
 
 
 # ---- torch -------------------------------------------------------------------------------------------------
 class TorchVision(VisionRuntime):
-    backend = "torch"
+    runtime = "torch"
 
-    def __init__(self, model, hw: int | None = None, chunk: int = 64):
-        self.module, self.fused_hw, self.max_frames_per_call = VisionEncoder(model, hw), hw, chunk
-        p = model.out_proj.weight
-        self.device, self.dtype = p.device, p.dtype
-        self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[p.dtype]
+    def __init__(self, model, chunk_frames: int = 64):
+        super().__init__(model, chunk_frames)
+        self.precision = PRECISION[self.dtype]
 
-    @torch.inference_mode()
-    def run(self, pixel_values):
-        return self.module(pixel_values.to(self.device, self.dtype)).float().cpu()
+    def encode(self, pixel_values):
+        return self.model.encode_frames(pixel_values.to(self.device, self.dtype), self.chunk_frames)
 
 
-class TorchLLM(LLMRuntime):
-    backend = "torch"
-    padded = True
+class TorchGrounding(GroundingRuntime):
+    runtime = "torch"
 
     def __init__(self, model):
-        self.module = LLMEncoder(model, padded=True)
-        p = model.out_proj.weight
-        self.device, self.dtype = p.device, p.dtype
-        self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[p.dtype]
+        super().__init__(model)
+        self.precision = PRECISION[self.dtype]
 
     @torch.inference_mode()
-    def run(self, inputs_embeds, segment_ids, frame_ids, attention_mask=None):
-        d = self.device
-        mask = None if attention_mask is None else attention_mask.to(d)
-        return self.module(inputs_embeds.to(d, self.dtype), segment_ids.to(d), frame_ids.to(d), mask).float().cpu()
+    def score(self, visual, ids):
+        v = visual.to(self.device, self.dtype)
+        return self.model.score_features([v], [ids.to(self.device)])[0].float().cpu()
 
 
-# ---- onnxruntime ---------------------------------------------------------------------------------------------
+# ---- engines (ONNX Runtime, TensorRT) ------------------------------------------------------------------------
 _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 class _OrtSession:
+    """An ONNX Runtime session fed and read as torch tensors."""
+
+    max_batch: int | None = None
+
     def __init__(self, path: Path, threads: int | None = None):
         ort = import_onnxruntime()
         opts = ort.SessionOptions()
@@ -128,44 +119,15 @@ class _OrtSession:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         self.sess = ort.InferenceSession(str(path), opts, providers=providers)
         self.inputs = {i.name: i.type for i in self.sess.get_inputs()}
-        self.provider = self.sess.get_providers()[0]
 
-    def __call__(self, **feeds: torch.Tensor) -> np.ndarray:
+    def __call__(self, **feeds: torch.Tensor) -> torch.Tensor:
         arrays = {}
         for name, t in feeds.items():
-            if name not in self.inputs:
-                continue
             a = t.detach().cpu().numpy()
             arrays[name] = a.astype(_ORT_FLOAT[self.inputs[name]]) if self.inputs[name] in _ORT_FLOAT else a
-        return self.sess.run(None, arrays)[0]
+        return torch.from_numpy(self.sess.run(None, arrays)[0]).float()
 
 
-class OrtVision(VisionRuntime):
-    backend = "onnxruntime"
-
-    def __init__(self, path: Path, manifest: EngineManifest, chunk: int = 64, threads: int | None = None):
-        self.sess, self.fused_hw = _OrtSession(path, threads), manifest.extra.get("fused_hw")
-        self.precision, self.max_frames_per_call = manifest.precision, chunk
-
-    def run(self, pixel_values):
-        return torch.from_numpy(self.sess(pixel_values=pixel_values)).float()
-
-
-class OrtLLM(LLMRuntime):
-    backend = "onnxruntime"
-
-    def __init__(self, path: Path, manifest: EngineManifest, threads: int | None = None):
-        self.sess, self.precision = _OrtSession(path, threads), manifest.precision
-        self.padded = "attention_mask" in self.sess.inputs
-
-    def run(self, inputs_embeds, segment_ids, frame_ids, attention_mask=None):
-        feeds = dict(inputs_embeds=inputs_embeds, segment_ids=segment_ids, frame_ids=frame_ids)
-        if self.padded:
-            feeds["attention_mask"] = attention_mask if attention_mask is not None else torch.ones_like(segment_ids)
-        return torch.from_numpy(self.sess(**feeds)).float()
-
-
-# ---- tensorrt ------------------------------------------------------------------------------------------------
 class _TrtEngine:
     """A deserialized plan run through TensorRT 10's name-based tensor API on torch CUDA buffers."""
 
@@ -173,7 +135,7 @@ class _TrtEngine:
         trt = import_tensorrt()
         if not torch.cuda.is_available():
             raise BackendUnavailable("TensorRT plans need a CUDA GPU; none is visible")
-        self.trt, self.logger = trt, trt.Logger(trt.Logger.WARNING)
+        self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:  # version / GPU mismatch that slipped past the manifest
             raise EngineMismatchError(f"TensorRT {trt.__version__} could not deserialize {path}; rebuild it here")
@@ -181,134 +143,116 @@ class _TrtEngine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
-        self.torch_dtype = {
-            trt.float32: torch.float32,
-            trt.float16: torch.float16,
-            trt.bfloat16: torch.bfloat16,
-            trt.int64: torch.int64,
-            trt.int32: torch.int32,
-            trt.bool: torch.bool,
-        }
+        self.torch_dtype = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
+                            trt.int64: torch.int64, trt.int32: torch.int32, trt.bool: torch.bool}
+        self.max_batch = int(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0])
 
-    def max_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
-
-    def __call__(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
-        keep = []
+    def __call__(self, **feeds: torch.Tensor) -> torch.Tensor:
+        keep = []  # inputs must outlive the asynchronous launch
         for name in self.inputs:
             t = feeds[name].to("cuda", self.torch_dtype[self.engine.get_tensor_dtype(name)]).contiguous()
             keep.append(t)
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, t.data_ptr())
-        outs = {}
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            outs[name] = torch.empty(shape, dtype=self.torch_dtype[self.engine.get_tensor_dtype(name)], device="cuda")
-            self.context.set_tensor_address(name, outs[name].data_ptr())
+        out_name = self.outputs[0]
+        out = torch.empty(tuple(self.context.get_tensor_shape(out_name)),
+                          dtype=self.torch_dtype[self.engine.get_tensor_dtype(out_name)], device="cuda")
+        self.context.set_tensor_address(out_name, out.data_ptr())
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise EngineError("TensorRT execution failed (see the TensorRT log)")
         stream.synchronize()
-        return outs
+        return out.float()
 
 
-class TrtVision(VisionRuntime):
-    backend = "tensorrt"
-
-    def __init__(self, path: Path, manifest: EngineManifest):
-        self.eng, self.precision, self.fused_hw = _TrtEngine(path), manifest.precision, manifest.extra.get("fused_hw")
-        self.max_frames_per_call = self.eng.max_shape("pixel_values")[0]
-
-    def run(self, pixel_values):
-        return next(iter(self.eng(pixel_values=pixel_values).values())).float().cpu()
-
-
-class TrtLLM(LLMRuntime):
-    backend = "tensorrt"
-
-    def __init__(self, path: Path, manifest: EngineManifest):
-        self.eng, self.precision = _TrtEngine(path), manifest.precision
-        self.padded = "attention_mask" in self.eng.inputs
-
-    def run(self, inputs_embeds, segment_ids, frame_ids, attention_mask=None):
-        feeds = dict(inputs_embeds=inputs_embeds, segment_ids=segment_ids, frame_ids=frame_ids)
-        if self.padded:
-            feeds["attention_mask"] = attention_mask if attention_mask is not None else torch.ones_like(segment_ids)
-        return self.eng(**feeds)["logits"].float().cpu()
-
-
-# ---- opening engines -----------------------------------------------------------------------------------------
-def _checked(engines_dir: Path, backend: str, which: int, env: RuntimeEnv | None, ckpt_id: str | None):
-    if backend not in LAYOUT:
-        raise EngineError(f"no engine files for backend {backend!r} (engine backends: {sorted(LAYOUT)})")
-    folder, *files = LAYOUT[backend]
-    path = Path(engines_dir) / folder / files[which]
+def _engine(runtime: str, step: str, engines: str | Path | None, checkpoint_identity: str | None,
+            env: RuntimeEnv | None, threads: int | None) -> tuple[_OrtSession | _TrtEngine, EngineManifest]:
+    if engines is None:
+        raise EngineError(f"the {runtime} runtime runs a built engine: pass the engines directory "
+                          "(`videoitg build --checkpoint DIR --out ENGINES`)")
+    path = Path(engines) / ENGINE_FILES[(runtime, step)]
     if not path.is_file():
-        raise BackendUnavailable(f"{path} was not built (see {Path(engines_dir) / 'build.json'})")
+        raise BackendUnavailable(f"{path} was not built (see {Path(engines) / 'build.json'})")
     manifest = EngineManifest.read(path)
-    check_manifest(manifest, env or RuntimeEnv.current(), checkpoint_identity=ckpt_id)
-    return path, manifest
+    check_manifest(manifest, env or RuntimeEnv.current(), checkpoint_identity=checkpoint_identity)
+    return (_OrtSession(path, threads) if runtime == "onnxruntime" else _TrtEngine(path)), manifest
 
 
-def open_vision(
-    engines_dir: str | Path | None,
-    backend: str,
-    *,
-    model=None,
-    env: RuntimeEnv | None = None,
-    checkpoint_identity: str | None = None,
-    **kw: Any,
-) -> VisionRuntime:
-    if backend == "torch":
-        if model is None:
-            raise EngineError("the torch backend runs the loaded reference model: pass model=")
-        return TorchVision(model, **kw)
-    path, manifest = _checked(Path(engines_dir), backend, 0, env, checkpoint_identity)
-    return OrtVision(path, manifest, **kw) if backend == "onnxruntime" else TrtVision(path, manifest)
+class EngineVision(VisionRuntime):
+    def __init__(self, model, runtime: str, session, manifest: EngineManifest, chunk_frames: int = 64):
+        super().__init__(model, min(chunk_frames, session.max_batch or chunk_frames))
+        self.runtime, self.session, self.precision = runtime, session, manifest.precision
+
+    def encode(self, pixel_values):
+        return torch.cat([self.session(pixel_values=c) for c in pixel_values.split(self.chunk_frames)])
 
 
-def open_llm(
-    engines_dir: str | Path | None,
-    backend: str,
-    *,
-    model=None,
-    env: RuntimeEnv | None = None,
-    checkpoint_identity: str | None = None,
-    **kw: Any,
-) -> LLMRuntime:
-    if backend == "torch":
-        if model is None:
-            raise EngineError("the torch backend runs the loaded reference model: pass model=")
-        return TorchLLM(model)
-    path, manifest = _checked(Path(engines_dir), backend, 1, env, checkpoint_identity)
-    return OrtLLM(path, manifest, **kw) if backend == "onnxruntime" else TrtLLM(path, manifest)
+class EngineGrounding(GroundingRuntime):
+    """The engine runs the decoder stack, final norm and head pooled per frame (`LLMEncoder`); the embeddings and
+    the layout (anchors included for Variant B) are built here by the core model."""
+
+    def __init__(self, model, runtime: str, session, manifest: EngineManifest):
+        super().__init__(model)
+        self.runtime, self.session, self.precision = runtime, session, manifest.precision
+        built = manifest.extra.get("variant")
+        ours = "B" if model.anchors else "C"
+        if built is not None and built != ours:
+            raise EngineMismatchError(f"the grounding engine was built for Variant {built}, the checkpoint is "
+                                      f"Variant {ours}: rebuild it")
+
+    @torch.inference_mode()
+    def score(self, visual, ids):
+        ids = ids.to(self.device)
+        layout = self.model.layout(visual, ids)
+        embeds = self.model.sequence(visual.to(self.device, self.dtype), ids)  # [L, H]
+        return self.session(inputs_embeds=embeds[None], segment_ids=layout.segment_ids()[None],
+                            frame_ids=torch.arange(layout.num_frames, dtype=torch.int64))[0].cpu()
 
 
-def built_backends(engines_dir: str | Path) -> dict[str, Any]:
-    """What `videoitg build` recorded in build.json: built engines and skipped ones with reasons."""
-    p = Path(engines_dir) / "build.json"
-    if not p.is_file():
-        raise EngineError(f"{engines_dir}: no build.json; run `videoitg build --checkpoint DIR --out {engines_dir}`")
-    return json.loads(p.read_text())
+# ---- TensorRT-LLM (PyTorch backend) ---------------------------------------------------------------------------
+class TrtllmGrounding(GroundingRuntime):
+    runtime = "trtllm"
+
+    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype = torch.bfloat16):
+        from videoitg.engines.trtllm import TrtllmTorchScorer
+
+        super().__init__(model)
+        self.scorer, self.precision = TrtllmTorchScorer(checkpoint, dtype), PRECISION[dtype]
+
+    @torch.inference_mode()
+    def score(self, visual, ids):
+        ids = ids.to(self.device)
+        layout = self.model.layout(visual, ids)
+        embeds = self.model.sequence(visual.to(self.device, self.dtype), ids)
+        return self.scorer.score(embeds, layout.segment_ids(), layout.num_frames)
 
 
-def open_best(
-    engines_dir: str | Path | None,
-    *,
-    model=None,
-    prefer: tuple[str, ...] = ("tensorrt", "onnxruntime", "torch"),
-    checkpoint_identity: str | None = None,
-) -> tuple[VisionRuntime, LLMRuntime, list[str]]:
-    """The first backend in `prefer` whose vision and LLM engines both open here (manifests checked), plus the
-    reasons the earlier ones were passed over. This is how a server picks up whatever `videoitg build` made."""
-    passed_over = []
-    for backend in prefer:
-        try:
-            if backend != "torch" and engines_dir is None:
-                raise BackendUnavailable("no engines directory given")
-            v = open_vision(engines_dir, backend, model=model, checkpoint_identity=checkpoint_identity)
-            llm = open_llm(engines_dir, backend, model=model, checkpoint_identity=checkpoint_identity)
-            return v, llm, passed_over
-        except (BackendUnavailable, EngineError) as e:
-            passed_over.append(f"{backend}: {e}")
-    raise BackendUnavailable("no backend could open:\n  " + "\n  ".join(passed_over))
+# ---- opening -------------------------------------------------------------------------------------------------
+def _check_runtime(runtime: str, step: str) -> None:
+    allowed = [r for r in RUNTIMES if r == "torch" or (r, step) in ENGINE_FILES or (r == "trtllm" and
+                                                                                    step == "grounding")]
+    if runtime not in allowed:
+        raise EngineError(f"unknown {step} runtime {runtime!r}; choose one of {', '.join(allowed)}")
+
+
+def open_vision(runtime: str, model, *, engines: str | Path | None = None, checkpoint_identity: str | None = None,
+                env: RuntimeEnv | None = None, chunk_frames: int = 64, threads: int | None = None) -> VisionRuntime:
+    _check_runtime(runtime, "vision")
+    if runtime == "torch":
+        return TorchVision(model, chunk_frames)
+    session, manifest = _engine(runtime, "vision", engines, checkpoint_identity, env, threads)
+    return EngineVision(model, runtime, session, manifest, chunk_frames)
+
+
+def open_grounding(runtime: str, model, *, engines: str | Path | None = None, checkpoint: str | Path | None = None,
+                   checkpoint_identity: str | None = None, env: RuntimeEnv | None = None,
+                   threads: int | None = None) -> GroundingRuntime:
+    _check_runtime(runtime, "grounding")
+    if runtime == "torch":
+        return TorchGrounding(model)
+    if runtime == "trtllm":
+        if checkpoint is None:
+            raise EngineError("the trtllm runtime loads the checkpoint's weights itself: pass checkpoint=")
+        return TrtllmGrounding(model, checkpoint)
+    session, manifest = _engine(runtime, "grounding", engines, checkpoint_identity, env, threads)
+    return EngineGrounding(model, runtime, session, manifest)

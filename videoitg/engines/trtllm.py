@@ -1,11 +1,12 @@
-"""Variant C (bidirectional) on the TensorRT-LLM PyTorch backend, as an out-of-tree model.
+"""The grounding half on the TensorRT-LLM PyTorch backend, as an out-of-tree model (Variant C, and Variant B).
 
 Why not the compiled TensorRT-LLM engine: its Qwen decoder hard-codes a causal mask and the fused context
 attention has no plain bidirectional mode (TRT-LLM #1384, #1037). The PyTorch backend's attention takes a
 per-call mask type, and `PredefinedAttentionMask.FULL` is what its vision encoders (SigLIP, Qwen2.5-VL)
 use with `kv_cache_manager=None`. So the grounding LLM is: TRT-LLM's `QwenModel` with every layer's
-attention called with FULL, fed `inputs_embeds` (visual rows + instruction embeddings), then a 1-label
-per-token head pooled per frame (`videoitg.model.layout`). No KV cache, no chunked context, one forward pass.
+attention called with FULL (Variant C; CAUSAL for a Variant B checkpoint, whose anchors the segment ids
+select), fed `inputs_embeds` (the sequence of `videoitg.model.layout`), then a 1-label per-token head pooled per
+frame. No KV cache, no chunked context, one forward pass.
 
 Written against the TensorRT-LLM 1.2 PyTorch backend (`tensorrt_llm._torch`: `ModelConfig`,
 `models.modeling_qwen.{QwenModel,QwenDecoderLayer}`, `models.modeling_utils.register_auto_model`,
@@ -19,7 +20,6 @@ here; the pure-torch parts (config mapping, weight grouping, pooling) are tested
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,10 @@ def model_classes() -> tuple[type, type]:
 
     class FullAttentionQwenLayer(QwenDecoderLayer):
         """QwenDecoderLayer whose self-attention sees every token (the released model sets is_causal=False in
-        all 28 layers). Only the attention call differs; norms, MLP and residuals are the parent's modules."""
+        all 28 layers). Only the attention call differs; norms, MLP and residuals are the parent's modules.
+        `mask` is set per model: FULL for Variant C, CAUSAL for Variant B."""
+
+        mask = PredefinedAttentionMask.FULL
 
         def forward(self, position_ids, hidden_states, attn_metadata, residual=None, **kwargs):
             if residual is None:
@@ -96,7 +99,7 @@ def model_classes() -> tuple[type, type]:
                 position_ids=position_ids,
                 hidden_states=hidden_states,
                 attn_metadata=attn_metadata,
-                attention_mask=PredefinedAttentionMask.FULL,
+                attention_mask=self.mask,
             )
             hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
             return self.mlp(hidden_states), residual
@@ -110,10 +113,13 @@ def model_classes() -> tuple[type, type]:
             super().__init__()
             self.model_config = model_config
             self.model = QwenModel(model_config)
+            causal = getattr(model_config.pretrained_config, "videoitg_attention", "bidirectional") == "causal"
             for layer in self.model.layers:
-                # Same modules and weights, full-attention forward: swapping the class avoids building (and
+                # Same modules and weights, our attention call: swapping the class avoids building (and
                 # allocating) a second 28-layer stack.
                 layer.__class__ = FullAttentionQwenLayer
+                if causal:
+                    layer.mask = PredefinedAttentionMask.CAUSAL
             c = model_config.pretrained_config
             self.score = Linear(c.hidden_size, 1, bias=False, dtype=c.torch_dtype)
             self.register_buffer("score_bias", torch.zeros((), dtype=torch.float32))
@@ -166,38 +172,29 @@ def model_classes() -> tuple[type, type]:
 
 
 class TrtllmTorchScorer:
-    """Runs Variant C on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
+    """Runs the grounding half on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
 
     def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.bfloat16, attn_backend: str = "TRTLLM"):
         import_trtllm()
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")
         import transformers  # noqa: PLC0415
-        from safetensors.torch import load_file  # noqa: PLC0415
         from tensorrt_llm._torch.attention_backend.utils import get_attention_backend  # noqa: PLC0415
         from tensorrt_llm._torch.model_config import ModelConfig  # noqa: PLC0415
 
+        from videoitg.checkpoint import index_tensors, load_config, load_indexed  # noqa: PLC0415
+
         ckpt = Path(checkpoint_dir)
-        self.cfg = VideoITGConfig.from_json_dict(json.loads((ckpt / "config.json").read_text()))
-        if self.cfg.attention != "bidirectional":
-            raise BackendUnavailable(
-                "this path serves Variant C (bidirectional); convert Variant B with trtllm_convert"
-            )
+        self.cfg, _ = load_config(ckpt)
         hf_cfg = transformers.Qwen2Config(**qwen2_config_dict(self.cfg, dtype))
+        hf_cfg.videoitg_attention = self.cfg.attention
         self.model_config = ModelConfig(pretrained_config=hf_cfg, attn_backend=attn_backend)
         _, cls = model_classes()
         with torch.device("cuda"):
             self.model = cls(self.model_config).to(dtype)
-        weights: dict[str, torch.Tensor] = {}
-        for f in sorted(ckpt.glob("*.safetensors")):
-            weights.update(
-                {
-                    k: v
-                    for k, v in load_file(str(f)).items()
-                    if k.startswith(("model.layers.", "model.norm.", "model.embed_tokens.", "out_proj."))
-                }
-            )
-        self.model.load_weights(weights)
+        index = index_tensors(ckpt)  # the loader's reader: safetensors only, shards and index
+        keys = [k for k in index if k.startswith(("model.layers.", "model.norm.", "model.embed_tokens.", "out_proj."))]
+        self.model.load_weights(load_indexed(index, keys))
         self.model.eval()
         self.metadata_cls = get_attention_backend(attn_backend).Metadata
 

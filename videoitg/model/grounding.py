@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from videoitg.config import VideoITGConfig
-from videoitg.errors import InputError
+from videoitg.model.layout import SequenceLayout, build_inputs
 from videoitg.model.projector import SeqMLPProjector
 from videoitg.model.qwen2 import DecoderLayer, RMSNorm, run_decoder
 from videoitg.model.vision import VisionTower
@@ -36,6 +36,11 @@ class GroundingLM(nn.Module):
 class VideoITG(nn.Module):
     def __init__(self, cfg: VideoITGConfig):
         super().__init__()
+        if cfg.attention == "causal" and not self.anchors:
+            # Causal attention without anchors has no trained counterpart: the released model is bidirectional,
+            # the causal design is Variant B. `videoitg.model.model_class(cfg)` picks the right one.
+            raise ValueError("VideoITG (Variant C) needs attention='bidirectional'; a causal checkpoint is Variant B: "
+                             "build it with videoitg.model.model_class(config)")
         self.config = cfg
         self.model = GroundingLM(cfg)
         self.out_proj = nn.Linear(cfg.text.hidden_size, 1)
@@ -70,22 +75,21 @@ class VideoITG(nn.Module):
         return self.project(self.encode_frames(pixel_values, chunk_frames), hw)
 
     # ---- grounding half ----------------------------------------------------------------------------------------
-    def check_length(self, num_visual_tokens: int, num_text_tokens: int) -> None:
-        """The original truncates over-long sequences, which cuts into the visual tokens and breaks the per-frame
-        reshape; refuse instead, naming the budget."""
-        limit = self.config.tokenizer_model_max_length
-        if num_visual_tokens + num_text_tokens > limit:
-            raise InputError(
-                f"sequence of {num_visual_tokens} visual + {num_text_tokens} instruction tokens exceeds the model's "
-                f"length budget of {limit} tokens: shorten the instruction (at most "
-                f"{max(0, limit - num_visual_tokens)} tokens fit with this video)"
-            )
+    anchors = False  # Variant B (`VideoITGAnchor`) appends one anchor token per frame
+
+    def layout(self, visual: torch.Tensor, ids: torch.Tensor) -> SequenceLayout:
+        """The sequence of one (visual [T, n, H], instruction ids [N]) pair, checked against the length budget.
+        The released code truncates an over-long sequence, which cuts into the visual tokens and breaks the
+        per-frame reshape; we refuse instead, naming the budget."""
+        lay = SequenceLayout(visual.shape[0], visual.shape[1], int(ids.shape[0]), self.anchors)
+        lay.check(self.config.tokenizer_model_max_length)
+        return lay
 
     def sequence(self, visual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """One request's input embeddings [L, H]: visual tokens (frame-major), then the instruction."""
-        self.check_length(visual.shape[0] * visual.shape[1], len(ids))
+        """One request's input embeddings [L, H] in the layout of `videoitg.model.layout`."""
+        self.layout(visual, ids)
         emb = self.model.embed_tokens
-        return torch.cat([visual.flatten(0, 1).to(emb.weight.dtype), emb(ids.to(emb.weight.device))])
+        return build_inputs(visual, emb(ids.to(emb.weight.device)), self.anchors)
 
     def embed_batch(
         self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]

@@ -19,31 +19,20 @@ from videoitg.model.grounding import VideoITG
 class VideoITGAnchor(VideoITG):
     """Variant B. Same parameters as Variant C; a different sequence layout and causal attention."""
 
+    anchors = True
+
     def __init__(self, cfg):
         if cfg.attention != "causal":
             raise ValueError("Variant B needs config.attention = 'causal'")
         super().__init__(cfg)
-
-    def anchor_layout(self, visual: torch.Tensor, ids: torch.Tensor) -> tuple[int, int, int]:
-        """(visual tokens, instruction tokens, anchors) of one sequence."""
-        return visual.shape[0] * visual.shape[1], int(ids.shape[0]), visual.shape[0]
-
-    def sequence(self, visual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """[visual ; instruction ; anchors] embeddings [L, H]."""
-        T, n, _ = visual.shape
-        self.check_length(T * n + T, len(ids))
-        emb = self.model.embed_tokens
-        v = visual.to(emb.weight.dtype)
-        anchors = v.mean(dim=1)  # [T, H]: one pooled token per frame
-        return torch.cat([v.flatten(0, 1), emb(ids.to(emb.weight.device)), anchors])
 
     def score_features(self, visual: list[torch.Tensor], input_ids: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-frame logits (fp32 [T_i]) read at the anchor positions."""
         h = self.hidden_states(visual, input_ids)
         out = []
         for i, (v, ids) in enumerate(zip(visual, input_ids, strict=True)):
-            nv, nt, T = self.anchor_layout(v, ids)
-            a = h[i, nv + nt : nv + nt + T].float()  # [T, H]
+            lay = self.layout(v, ids)
+            a = h[i, lay.anchor_start : lay.anchor_start + lay.num_frames].float()  # [T, H]
             out.append(a @ self.out_proj.weight[0].float() + self.out_proj.bias.float())
         return out
 
