@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures_video import write_natural_clip  # noqa: E402
+from fixtures_video import repeat_clip, write_natural_clip  # noqa: E402
 
 from videoitg.decode import dali_available, decode_video  # noqa: E402
 from videoitg.preprocess import preprocess_frames  # noqa: E402
@@ -54,21 +54,7 @@ def long_clip(cache: Path, codec: str, res: int, seconds: int, gop: int = SEGMEN
     path = cache / f"{codec}_{res}p_{seconds}s_gop{gop}{seg.suffix}"
     if path.exists():
         return path
-    reps = max(1, seconds * FPS // SEGMENT_FRAMES)
-    with av.open(str(seg)) as src:
-        packets = [p for p in src.demux(video=0) if p.size]
-        ins = src.streams.video[0]
-        span = SEGMENT_FRAMES * int(round(1 / (FPS * ins.time_base)))
-        with av.open(str(path), "w") as dst:
-            out = dst.add_stream_from_template(ins)
-            for k in range(reps):
-                for p in packets:
-                    q = av.Packet(bytes(p))
-                    q.pts, q.dts, q.time_base = p.pts + k * span, p.dts + k * span, ins.time_base
-                    q.is_keyframe = p.is_keyframe
-                    q.stream = out
-                    dst.mux(q)
-    return path
+    return repeat_clip(seg, path, max(1, seconds * FPS // SEGMENT_FRAMES))
 
 
 def bench_sampled(path: Path, decoder: str, repeats: int) -> dict:

@@ -7,35 +7,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import av
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def repeat_clip(segment: Path, path: Path, reps: int) -> Path:
-    """Stream-copy `segment` `reps` times end to end (no re-encode)."""
-    with av.open(str(segment)) as src:
-        ins = src.streams.video[0]
-        packets = [p for p in src.demux(ins) if p.size]
-        ticks = [p.pts for p in packets]
-        span = max(ticks) - min(ticks) + int(round(1 / (float(ins.average_rate) * ins.time_base)))
-        with av.open(str(path), "w") as dst:
-            out = dst.add_stream_from_template(ins)
-            for k in range(reps):
-                for p in packets:
-                    q = av.Packet(bytes(p))
-                    q.pts, q.dts, q.time_base = p.pts + k * span, p.dts + k * span, ins.time_base
-                    q.is_keyframe = p.is_keyframe
-                    q.stream = out
-                    dst.mux(q)
-    return Path(path)
 
 
 def long_h264_clip(path: Path, seconds: int = 600, width: int = 1280, height: int = 720, fps: int = 10,
                    gop: int = 250, preset: str = "ultrafast") -> Path:
     """A `seconds`-long clip at width x height (default: the issue's 10-minute 720p clip, 25 s GOPs)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from fixtures_video import write_natural_clip
+    from fixtures_video import repeat_clip, write_natural_clip
 
     path = Path(path)
     if path.exists():
