@@ -108,6 +108,21 @@ class RequestCounters:
         return responses
 
 
+class StepRuntimeMetric:
+    """`videoitg_step_runtime{model=..., runtime=...} 1` on Triton's /metrics: which runtime answers a step."""
+
+    def __init__(self, model: str, runtime: str):
+        fam = pb_utils.MetricFamily
+        self.family = fam("videoitg_step_runtime", "the runtime a step runs on (1 for the one in use)", fam.GAUGE)
+        self.metric = self.family.Metric({"model": model, "runtime": runtime})
+        self.metric.set(1)
+
+    def close(self) -> None:
+        """Metrics before their family: the stub crashes at exit if a family dies first."""
+        del self.metric
+        del self.family
+
+
 def input_error_names() -> set[str]:
     """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
     try:

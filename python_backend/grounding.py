@@ -1,17 +1,29 @@
-"""`videoitg_grounding`: owns the LLM and the tokenizer. (visual features, instruction) -> per-frame logits.
+"""`videoitg_grounding`: owns the tokenizer and the grounding LLM. (visual features, instruction) -> per-frame logits.
 
-Dynamic batching with ragged inputs hands this model several requests at once, possibly for videos of different
-lengths; each request is tokenised and checked on its own against the deployment's limits
-(`Limits.check_instruction`: bytes, max_instruction_tokens, and the model's length budget after this video's
-visual tokens), so a bad one gets its own error, and all the good ones go through one padded forward pass (the
-core model masks padding, so batched == alone).
+The LLM runs on the runtime the repository generator chose from the engines directory (`grounding_runtime`:
+torch, onnxruntime, tensorrt or trtllm, through `videoitg.engines.runtimes.open_grounding`); the
+`videoitg_step_runtime` metric says which one answers. Dynamic batching with ragged inputs hands this model
+several requests at once, possibly for videos of different lengths; each is tokenised and checked on its own
+against the deployment's limits (`Limits.check_instruction`: bytes, max_instruction_tokens, and the model's length
+budget after this video's visual tokens), so a bad one gets its own error, and each good one is scored alone (no
+padding: the same numbers as in-process, and no padded attention wasted on the shorter videos).
 """
 
 from __future__ import annotations
 
 import torch
-from videoitg.python_backend.common import RequestCounters, error, input_numpy, input_torch, output_torch, setup
+from videoitg.python_backend.common import (
+    RequestCounters,
+    StepRuntimeMetric,
+    error,
+    input_numpy,
+    input_torch,
+    output_torch,
+    setup,
+)
 
+from videoitg.checkpoint import checkpoint_identity
+from videoitg.engines.runtimes import open_grounding
 from videoitg.errors import InputError
 from videoitg.serving.steps import device_dtype, limits_from, load_part, resolve_checkpoint
 from videoitg.text import encode_instruction
@@ -21,20 +33,25 @@ class TritonPythonModel:
     def initialize(self, args):
         _, p = setup(args)
         self.device, self.dtype = device_dtype(p)
-        self.model, self.tokenizer = load_part(resolve_checkpoint(p.get("checkpoint", "default")), "grounding",
-                                               self.device, self.dtype)
-        self.max_batch_tokens = int(p.get("max_batch_tokens", 1 << 16))
+        ckpt = resolve_checkpoint(p.get("checkpoint", "default"))
+        self.model, self.tokenizer = load_part(ckpt, "grounding", self.device, self.dtype)
+        runtime = p.get("grounding_runtime", "torch")
+        self.runtime = open_grounding(runtime, self.model, engines=p.get("engines") or None, checkpoint=ckpt,
+                                      checkpoint_identity=checkpoint_identity(ckpt))
+        if runtime != "torch":
+            self.model.model.layers = torch.nn.ModuleList()  # the engine runs them: free their memory
         self.limits = limits_from(p)
         self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
         self.counters = RequestCounters("videoitg_grounding")
+        self.runtime_metric = StepRuntimeMetric("videoitg_grounding", self.runtime.runtime)
         # Warm-up (first-call setup off the request path): two frames of one token each, a short instruction.
         h = self.model.config.text.hidden_size
-        with torch.inference_mode():
-            self.model.score_features([torch.zeros(2, 1, h, device=self.device, dtype=self.dtype)],
-                                      [encode_instruction(self.tokenizer, "warm up").to(self.device)])
+        self.score([torch.zeros(2, 1, h, device=self.device, dtype=self.dtype)],
+                   [encode_instruction(self.tokenizer, "warm up")])
 
     def finalize(self):
         self.counters.close()
+        self.runtime_metric.close()
 
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
@@ -54,28 +71,14 @@ class TritonPythonModel:
                 good.append((i, visual.to(self.device, self.dtype), ids.to(self.device)))
             except Exception as e:
                 responses[i] = error(e, "videoitg_grounding")
-        for group in self._groups(good):
+        for i, visual, ids in good:
             try:
-                with torch.inference_mode():
-                    logits = self.model.score_features([v for _, v, _ in group], [ids for _, _, ids in group])
-                for (i, _, _), lg in zip(group, logits, strict=True):
-                    responses[i] = pb_utils.InferenceResponse([output_torch("LOGITS", lg.float()[None])])
+                logits = self.score([visual], [ids])[0]
+                responses[i] = pb_utils.InferenceResponse([output_torch("LOGITS", logits.float()[None])])
             except Exception as e:
-                for i, _, _ in group:
-                    responses[i] = error(e, "videoitg_grounding")
+                responses[i] = error(e, "videoitg_grounding")
         return self.counters.count(responses)
 
-    def _groups(self, items):
-        """Split into padded batches of at most `max_batch_tokens` padded tokens (bounded activation memory)."""
-        items = sorted(items, key=lambda it: it[1].shape[0] * it[1].shape[1] + len(it[2]))
-        group, longest = [], 0
-        for it in items:
-            n = it[1].shape[0] * it[1].shape[1] + len(it[2])
-            if group and max(longest, n) * (len(group) + 1) > self.max_batch_tokens:
-                yield group
-                group, longest = [], 0
-            group.append(it)
-            longest = max(longest, n)
-        if group:
-            yield group
-
+    def score(self, visual: list[torch.Tensor], ids: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-frame fp32 logits of each (visual [T, n, H], instruction ids) pair, one request at a time."""
+        return [self.runtime.score(v, i) for v, i in zip(visual, ids, strict=True)]

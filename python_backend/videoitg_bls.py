@@ -1,6 +1,6 @@
 """`videoitg`: the top-level model (BLS). One request = one video + one instruction.
 
-    VIDEO bytes --sha256--> feature cache --hit--------------------------------------+
+    VIDEO bytes --BLAKE3--> feature cache --hit--------------------------------------+
                                          --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
     -> selection (core GroundingResult: ranking, top-K chronological) -> outputs
 

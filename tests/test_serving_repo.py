@@ -18,7 +18,7 @@ from videoitg.outputs import GroundingResult
 from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
 from videoitg.serving.cache import FeatureCache, cache_key, nbytes
-from videoitg.serving.repository import RepoSpec, build_repository, find_vision_engine, render
+from videoitg.serving.repository import RepoSpec, build_repository, render, step_runtimes
 from videoitg.serving.steps import parse_request, result_from_outputs, result_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,21 +60,20 @@ def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
     assert json.dumps(str(tmp_path)) in files["videoitg_grounding/config.pbtxt"]
 
 
-def test_vision_engine_hook(tmp_path: Path) -> None:
-    """Follows engine_build's layout: ENGINES/onnx/vision.onnx, ENGINES/tensorrt/vision.plan."""
-    assert find_vision_engine("", "gpu").runtime == "torch"
-    assert find_vision_engine(str(tmp_path), "cpu").runtime == "torch"  # nothing built
+def test_step_runtimes_follow_build_json(tmp_path: Path) -> None:
+    """Each step serves with the runtime `videoitg build` recorded; a cpu target never gets a GPU-only one."""
+    assert step_runtimes("", "gpu") == {"vision": "torch", "grounding": "torch"}
+    with pytest.raises(InputError, match="no build.json"):
+        step_runtimes(str(tmp_path), "cpu")
+    (tmp_path / "build.json").write_text(json.dumps({"runtimes": {"vision": "tensorrt", "grounding": "trtllm"}}))
+    assert step_runtimes(str(tmp_path), "gpu") == {"vision": "tensorrt", "grounding": "trtllm"}
+    assert step_runtimes(str(tmp_path), "cpu") == {"vision": "torch", "grounding": "torch"}  # no ONNX built
     (tmp_path / "onnx").mkdir()
-    (tmp_path / "onnx" / "vision.onnx").write_bytes(b"x")
-    e = find_vision_engine(str(tmp_path), "cpu")
-    assert (e.runtime, e.path) == ("onnxruntime", str((tmp_path / "onnx" / "vision.onnx").resolve()))
-    (tmp_path / "tensorrt").mkdir()
-    (tmp_path / "tensorrt" / "vision.plan").write_bytes(b"x")
-    assert find_vision_engine(str(tmp_path), "gpu").runtime == "tensorrt"
-    assert find_vision_engine(str(tmp_path), "cpu").runtime == "onnxruntime"  # no TensorRT on a CPU target
+    (tmp_path / "onnx" / "llm.onnx").write_bytes(b"x")
+    assert step_runtimes(str(tmp_path), "cpu") == {"vision": "torch", "grounding": "onnxruntime"}
     files = render(RepoSpec(target="gpu", engines=str(tmp_path)))
-    assert 'platform: "tensorrt_plan"' in files["videoitg_vision_encoder/config.pbtxt"]
-    assert '"videoitg_vision_encoder"' in files["videoitg_vision/config.pbtxt"]
+    assert '"tensorrt"' in files["videoitg_vision/config.pbtxt"]
+    assert '"trtllm"' in files["videoitg_grounding/config.pbtxt"]
 
 
 def test_feature_cache_lru_bound_and_counters() -> None:

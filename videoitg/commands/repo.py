@@ -53,10 +53,10 @@ def spec_from_args(args: argparse.Namespace, target: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.serving.repository import build_repository, find_vision_engine
+    from videoitg.serving.repository import build_repository, step_runtimes
 
     spec = spec_from_args(args, args.target)
     out = build_repository(spec, args.out)
-    engine = find_vision_engine(spec.engines, spec.target)
-    print(f"wrote {spec.target} repository to {out} (checkpoint {spec.checkpoint}, vision runtime {engine.runtime})")
+    runtimes = ", ".join(f"{k} {v}" for k, v in step_runtimes(spec.engines, spec.target).items())
+    print(f"wrote {spec.target} repository to {out} (checkpoint {spec.checkpoint}; runtimes: {runtimes})")
     return 0

@@ -49,7 +49,7 @@ class VisionRuntime:
 
     def __init__(self, model, chunk_frames: int = 64):
         self.model, self.chunk_frames = model, chunk_frames
-        w = model.out_proj.weight
+        w = model.model.mm_projector.out_projection[0].weight  # a vision-only load keeps just the visual half
         self.device, self.dtype = w.device, w.dtype
 
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:  # [T, 3, S, S] -> [T, g², Cv]

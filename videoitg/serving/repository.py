@@ -7,10 +7,10 @@ Models (all but the top-level one are internal steps):
                         Its queue holds at most `Limits.max_in_flight` waiting requests; the next is refused
                         at once (UNAVAILABLE) instead of waiting while its client times out.
 - `videoitg_decode`     python (PyAV/core decoder) on CPU; the DALI backend on GPU (NVDEC, output stays on device).
-- `videoitg_vision`     python: SigLIP + projector through the core package (torch), ONNX Runtime, or the
-                        projector on top of a `tensorrt_plan` encoder (`videoitg_vision_encoder`) when one was built.
-- `videoitg_grounding`  python: owns the LLM and the tokenizer; dynamic batching with ragged inputs, so requests of
-                        different lengths share one padded forward pass.
+- `videoitg_vision`     python: SigLIP + projector on the runtime the engines directory names (torch, ONNX
+                        Runtime, a TensorRT plan: `videoitg.engines.runtimes`).
+- `videoitg_grounding`  python: owns the tokenizer and the grounding LLM on its runtime (torch, ONNX Runtime,
+                        TensorRT, TensorRT-LLM); dynamic batching with ragged inputs, each request scored alone.
 The model.py shims import `videoitg.python_backend.<module>` (the `python_backend/` folder, installed with the
 package), so the implementation lives once and the repository needs only the installed package.
 The deployment's `videoitg.limits.Limits` travel as model parameters (`Limits.to_parameters()`) of the top-level,
@@ -34,7 +34,6 @@ from videoitg.sampling import SamplingParams
 TOP = "videoitg"
 DECODE = "videoitg_decode"
 VISION = "videoitg_vision"
-VISION_ENCODER = "videoitg_vision_encoder"
 GROUNDING = "videoitg_grounding"
 DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkpoint() inside the server
 
@@ -68,26 +67,27 @@ class RepoSpec:
         return self.target == "gpu"
 
 
-# ---- engines hook -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VisionEngine:
-    runtime: str  # "torch" | "onnxruntime" | "tensorrt"
-    path: str = ""
+# ---- engines -----------------------------------------------------------------------------------------------
+GPU_ONLY_RUNTIMES = ("tensorrt", "trtllm")
 
 
-def find_vision_engine(engines: str, target: str) -> VisionEngine:
-    """Which vision encoder the served model runs, from what `videoitg build` wrote (engine_build's layout):
-    `tensorrt/vision.plan` on a gpu target (a `tensorrt_plan` model), else `onnx/vision.onnx` (ONNX Runtime
-    inside `videoitg_vision`), else the core torch encoder. Each engine's manifest is checked when it loads."""
+def step_runtimes(engines: str, target: str) -> dict[str, str]:
+    """The runtime each step serves with: what `videoitg build` recorded in `ENGINES/build.json` (`runtimes`, the
+    fastest built), except that a cpu target never gets a GPU-only runtime (it falls back to ONNX Runtime when its
+    graph was built, else torch). No engines: torch. Each engine's manifest is checked when the step loads it."""
+    runtimes = {"vision": "torch", "grounding": "torch"}
     if not engines:
-        return VisionEngine("torch")
-    root = Path(engines).resolve()
-    plan, onnx = root / "tensorrt" / "vision.plan", root / "onnx" / "vision.onnx"
-    if target == "gpu" and plan.is_file():
-        return VisionEngine("tensorrt", str(plan))
-    if onnx.is_file():
-        return VisionEngine("onnxruntime", str(onnx))
-    return VisionEngine("torch")
+        return runtimes
+    summary = Path(engines) / "build.json"
+    if not summary.is_file():
+        raise InputError(f"{engines}: no build.json; build engines with `videoitg build --out {engines}`")
+    built = json.loads(summary.read_text())
+    for step, runtime in built.get("runtimes", {}).items():
+        if target == "cpu" and runtime in GPU_ONLY_RUNTIMES:
+            onnx = Path(engines) / "onnx" / ("vision.onnx" if step == "vision" else "llm.onnx")
+            runtime = "onnxruntime" if onnx.is_file() else "torch"
+        runtimes[step] = runtime
+    return runtimes
 
 
 # ---- config trees -------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
     }
     sampling = {"num_frames": s.num_frames, "target_fps": f"{s.target_fps:g}", "sampling_rule": s.rule}
     limits = spec.limits.to_parameters()
-    engine = find_vision_engine(spec.engines, spec.target)
+    runtimes = step_runtimes(spec.engines, spec.target)
     specs: dict[str, dict[str, Any]] = {}
 
     specs[TOP] = _python_model(
@@ -156,7 +156,7 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
         ],
         params={
             **common, **sampling, **limits,
-            "vision_runtime": engine.runtime,
+            "vision_runtime": runtimes["vision"], "engines": spec.engines,
             "feature_cache_bytes": spec.cache_bytes,
             "default_top_k": spec.default_top_k,
             "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
@@ -164,33 +164,25 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
         },
     )
     specs[DECODE] = _decode_spec(spec, {**sampling, **limits})
-    vision_params: dict[str, Any] = {**common, "vision_runtime": engine.runtime, "vision_engine": engine.path}
-    if engine.runtime == "tensorrt":
-        vision_params["encoder_model"] = VISION_ENCODER
     specs[VISION] = _python_model(
         VISION, spec, on_gpu=True,
         inputs=[_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],
         outputs=[_io("FEATURES", "FP32" if spec.dtype == "float32" else "FP16", [-1, -1, -1])],
-        params=vision_params,
+        params={**common, "vision_runtime": runtimes["vision"], "engines": spec.engines},
     )
-    if engine.runtime == "tensorrt":
-        specs[VISION_ENCODER] = {
-            "name": VISION_ENCODER, "platform": "tensorrt_plan", "max_batch_size": 0,
-            "instance_group": [{"kind": "KIND_GPU", "count": 1}],
-        }  # inputs/outputs come from the plan itself (auto-complete)
     feat = "FP32" if spec.dtype == "float32" else "FP16"
     specs[GROUNDING] = _python_model(
         GROUNDING, spec, on_gpu=True, max_batch=spec.max_batch,
         # On GPU, wait up to 2 ms for batch-mates (a padded batch is nearly free there); on CPU a padded batch costs
         # as much as its parts, so never delay: requests that queued while a batch ran still go together.
-        batching={"max_queue_delay_microseconds": 2000 if spec.gpu else 0},
+        batching={"max_queue_delay_microseconds": 0},
         inputs=[
-            # Ragged: one request per video; different frame counts still share one padded forward pass.
+            # Ragged: one request per video, different frame counts; each is scored alone (batched == alone).
             _io("FEATURES", feat, [-1, -1, -1], allow_ragged_batch=True),
             _io("INSTRUCTION", "STRING", [1]),
         ],
         outputs=[_io("LOGITS", "FP32", [-1])],
-        params={**common, **limits},
+        params={**common, **limits, "grounding_runtime": runtimes["grounding"], "engines": spec.engines},
     )
     return specs
 
@@ -288,7 +280,7 @@ def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serial
     importable, not a GPU); `serialize_dali=False` writes only the text files (the committed examples)."""
     out = Path(out)
     if clean and out.exists():
-        for name in list(MODULES) + [VISION_ENCODER]:
+        for name in MODULES:
             shutil.rmtree(out / name, ignore_errors=True)
     for rel, text in render(spec).items():
         p = out / rel
@@ -300,13 +292,6 @@ def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serial
         except ImportError as e:  # DALI or the decode package's DALI pipeline is not installed here
             warnings.warn(f"{DECODE}/1/model.dali not written ({e}); build the gpu repository where DALI is "
                           "installed, or serialise videoitg.decode's pipeline there", stacklevel=2)
-    engine = find_vision_engine(spec.engines, spec.target)
-    if engine.runtime == "tensorrt":
-        plan = out / VISION_ENCODER / "1" / "model.plan"
-        plan.parent.mkdir(parents=True, exist_ok=True)
-        if plan.exists() or plan.is_symlink():
-            plan.unlink()
-        plan.symlink_to(engine.path)
     return out
 
 

@@ -67,12 +67,13 @@ def load_part(checkpoint: Path, part: str, device: str, dtype: torch.dtype):
 
 
 def feature_identity(checkpoint: Path, params: dict[str, str]) -> str:
-    """What the cached features depend on besides the video: weights, dtype, device kind, vision runtime/engine."""
+    """What the cached features depend on besides the video: weights, dtype, device kind, vision runtime and the
+    engines directory it runs from."""
     from videoitg.checkpoint import checkpoint_identity
 
     device, dtype = device_dtype(params)
     parts = [checkpoint_identity(checkpoint), str(dtype), device.split(":")[0],
-             params.get("vision_runtime", "torch"), params.get("vision_engine", "")]
+             params.get("vision_runtime", "torch"), params.get("engines", "")]
     return "|".join(parts)
 
 

@@ -1,0 +1,63 @@
+"""The built engines answer served requests: `videoitg build --precision fp32` (ONNX graphs of the embedded tiny
+checkpoint), then the real tritonserver serving a repository generated with those engines. Its scores equal the
+in-process torch scores over HTTP and gRPC, and /metrics says which runtime answered each step.
+
+Tolerance: the grounding graph alone matches torch within 2e-6 on the sample; the SigLIP graph's features differ
+by up to 8e-5 (1.7e-5 relative, with every ONNX Runtime graph optimisation off as well: fp32 summation order),
+which reaches the logits (|logit| up to 9.3 on this checkpoint) as 8.2e-5. Hence 1e-4, the fp32 ONNX target of
+`videoitg verify`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+from videoitg.cli import main as cli_main  # noqa: E402
+from videoitg.serving import binaries  # noqa: E402
+from videoitg.serving.client import VideoITGClient  # noqa: E402
+from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
+from videoitg.serving.server import ServerOptions, TritonServer, metric_value  # noqa: E402
+
+pytestmark = pytest.mark.server
+TOL = 1e-4
+
+try:
+    binaries.find_tritonserver()
+except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
+    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    assert cli_main(["build", "--out", str(out), "--precision", "fp32", "--targets", "onnx,tensorrt"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(engines, tmp_path_factory):
+    repo = build_repository(RepoSpec(target="cpu", engines=str(engines)), tmp_path_factory.mktemp("repo"))
+    srv = TritonServer(repo, ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "tritonserver.log")
+    srv.start(timeout_s=240)
+    yield srv
+    assert srv.stop() == 0, srv.log_tail()
+
+
+def test_onnx_engines_answer_served_requests_like_in_process(server) -> None:
+    from videoitg.defaults import default_checkpoint, sample_video
+    from videoitg.pipeline import Scorer
+
+    path, instruction = sample_video()
+    ref = Scorer(default_checkpoint()).score(path, instruction)
+    for url, protocol in ((server.http_url, "http"), (server.grpc_url, "grpc")):
+        with VideoITGClient(url, protocol) as client:
+            got = client.score(path, instruction)
+        diff = float(np.abs(np.asarray(got.logits) - np.asarray(ref.logits)).max())
+        assert diff <= TOL, f"{protocol}: ONNX-served logits differ from in-process torch by {diff}"
+        assert got.frame_indices == ref.frame_indices and got.ranking == ref.ranking
+    metrics = server.metrics()
+    for step in ("videoitg_vision", "videoitg_grounding"):
+        assert metric_value(metrics, "videoitg_step_runtime", model=step, runtime="onnxruntime") == 1, step
+        assert metric_value(metrics, "videoitg_step_runtime", model=step, runtime="torch") == 0, step
