@@ -28,7 +28,8 @@ from videoitg.python_backend.common import (
 )
 
 from videoitg.errors import VideoITGError
-from videoitg.outputs import GroundingResult
+from videoitg.moments import MomentParams
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
 from videoitg.pipeline import VideoFeatures
 from videoitg.serving.cache import FeatureCache, cache_key, video_digest
 from videoitg.serving.steps import (
@@ -58,6 +59,8 @@ class TritonPythonModel:
         self.identity = feature_identity(resolve_checkpoint(p.get("checkpoint", "default")), p)
         self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
         self.default_top_k = int(p.get("default_top_k", 32))
+        self.ranking_rule = p.get("ranking_rule") or DEFAULT_RANKING_RULE
+        self.moment_params = MomentParams.from_mapping(p)
         self.decode_model = p.get("decode_model", "videoitg_decode")
         self.vision_model = p.get("vision_model", "videoitg_vision")
         self.grounding_model = p.get("grounding_model", "videoitg_grounding")
@@ -91,7 +94,7 @@ class TritonPythonModel:
             try:
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
                                     input_numpy(r, "TOP_K"), input_numpy(r, "DOC_ID"), self.default_top_k,
-                                    self.limits)
+                                    self.limits, input_numpy(r, "RANKING_RULE"), self.ranking_rule)
                 key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
                 parsed[i] = (req, key)
             except Exception as e:
@@ -129,8 +132,9 @@ class TritonPythonModel:
             if isinstance(res, BaseException):
                 responses[i] = self._error(res)
                 continue
-            result = GroundingResult(res.tolist(), f.frame_indices, f.timestamps, req.instruction)
-            responses[i] = self._respond(result, req, hit[i])
+            result = GroundingResult(res.tolist(), f.frame_indices, f.timestamps, req.instruction,
+                                     ranking_rule=req.ranking_rule)
+            responses[i] = self._respond(result, req, hit[i], self.moment_params)
         return self.counters.count(responses)
 
     async def _call(self, model: str, inputs: list, outputs: list[str]):
@@ -195,8 +199,9 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), code))
 
     @staticmethod
-    def _respond(result: GroundingResult, req: Request, cache_hit: bool):
-        out = {k: v[None] for k, v in result_outputs(result, req.top_k).items()}  # add the batch axis
+    def _respond(result: GroundingResult, req: Request, cache_hit: bool, moment_params: MomentParams):
+        out = {k: v[None] for k, v in result_outputs(result, req.top_k, moment_params).items()}  # add the batch axis
         out["DOC_ID"] = np.array([[req.doc_id if req.doc_id is not None else -1]], dtype=np.int64)
         out["CACHE_HIT"] = np.array([[cache_hit]], dtype=bool)
-        return pb_utils.InferenceResponse([pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in out.items()])
+        return pb_utils.InferenceResponse([pb_utils.Tensor(k, v if v.dtype == np.object_ else np.ascontiguousarray(v))
+                                           for k, v in out.items()])

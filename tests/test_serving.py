@@ -22,6 +22,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 from fixtures_video import random_clip  # noqa: E402
 
+from videoitg.errors import InputError  # noqa: E402
 from videoitg.limits import Limits  # noqa: E402
 from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
@@ -91,6 +92,34 @@ def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
     assert_same(out.result, ref)
     assert out.top_k_frames == ref.top_k_frames(5) and out.doc_id == 7
     assert out.result.to_record(7, str(path), top_k=5) == ref.to_record(7, str(path), top_k=5)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_ranking_rule_and_moments_are_served_like_in_process(protocol, clients, scorer, sample) -> None:
+    """RANKING_RULE selects the rule per request (the server's default: released), the RANKING_RULE output says
+    which one was applied, and MOMENTS are the in-process moments of the same scores."""
+    import dataclasses
+
+    path, data, instruction = sample
+    ref = scorer.score(data, instruction)
+    assert ref.ranking_rule == "released"
+    default = clients[protocol].infer(path, instruction)
+    assert default.result.ranking_rule == "released" and default.result.ranking == ref.ranking
+    expect = [tuple(m) for m in ref.moments]
+    assert len(default.moments) == len(expect) >= 1
+    assert np.allclose(default.moments, expect, atol=1e-5)
+    exact = clients[protocol].infer(path, instruction, ranking_rule="exact")
+    assert exact.result.ranking_rule == "exact"
+    assert exact.result.ranking == dataclasses.replace(ref, ranking_rule="exact").ranking
+    with pytest.raises(InputError, match="unknown ranking rule 'best'"):  # the client checks before sending
+        clients[protocol].infer(path, instruction, ranking_rule="best")
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b", "\x00", " \ufeff\n"])
+def test_instruction_of_invisible_characters_is_refused(text, clients, sample) -> None:
+    path, _, _ = sample
+    with pytest.raises(RemoteError, match="INSTRUCTION is empty"):
+        clients["grpc"].infer(path, text)
 
 
 def test_score_command_through_the_server(server, scorer, sample, tmp_path, capsys) -> None:

@@ -48,9 +48,10 @@ def test_configs_parse_as_triton_model_config(target: str) -> None:
         cfg = text_format.Parse(text, model_config_pb2.ModelConfig())  # unknown field or enum -> ParseError
         assert cfg.name == rel.split("/")[0]
     top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
-    assert [i.name for i in top.input] == ["VIDEO", "INSTRUCTION", "TOP_K", "DOC_ID"]
-    assert [i.optional for i in top.input] == [False, False, True, True]
-    assert {"SCORES", "FRAME_INDICES", "TIMESTAMPS", "TOP_K_FRAMES"} <= {o.name for o in top.output}
+    assert [i.name for i in top.input] == ["VIDEO", "INSTRUCTION", "TOP_K", "DOC_ID", "RANKING_RULE"]
+    assert [i.optional for i in top.input] == [False, False, True, True, True]
+    assert {"SCORES", "FRAME_INDICES", "TIMESTAMPS", "TOP_K_FRAMES", "MOMENTS", "RANKING_RULE"} <= {
+        o.name for o in top.output}
 
 
 def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
@@ -164,3 +165,16 @@ def test_binaries_found_and_perf_analyzer_runs() -> None:
     r = subprocess.run([str(pa), "--version"], env=binaries.perf_analyzer_env(), capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and "2.51" in r.stdout + r.stderr, r.stderr
+
+
+def test_parse_request_ranking_rule_and_invisible_instruction() -> None:
+    video, text = np.array([b"v"], dtype=object), np.array([b"when?"], dtype=object)
+    assert parse_request(video, text, None, None, 8).ranking_rule == "released"
+    assert parse_request(video, text, None, None, 8, default_ranking_rule="exact").ranking_rule == "exact"
+    rule = np.array([b"exact"], dtype=object)
+    assert parse_request(video, text, None, None, 8, ranking_rule=rule).ranking_rule == "exact"
+    with pytest.raises(InputError, match="RANKING_RULE: unknown ranking rule 'best'"):
+        parse_request(video, text, None, None, 8, ranking_rule=np.array([b"best"], dtype=object))
+    for junk in ("\u200b", "\x00\x00", "\ufeff \u2060"):
+        with pytest.raises(InputError, match="INSTRUCTION is empty"):
+            parse_request(video, np.array([junk.encode()], dtype=object), None, None, 8)

@@ -10,19 +10,20 @@ in-process `Scorer` does, so `results.jsonl` records are identical whichever pat
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
+from videoitg.outputs import GroundingResult, check_ranking_rule
 from videoitg.paths import local_video
 from videoitg.serving.steps import result_from_outputs
 
 MODEL = "videoitg"
-OUTPUTS = ["SCORES", "LOGITS", "RANKING", "FRAME_INDICES", "TIMESTAMPS", "TOP_K_FRAMES", "DOC_ID", "CACHE_HIT"]
+OUTPUTS = ["SCORES", "LOGITS", "RANKING", "FRAME_INDICES", "TIMESTAMPS", "TOP_K_FRAMES", "DOC_ID", "CACHE_HIT",
+           "MOMENTS", "RANKING_RULE"]
 
 
 class RemoteError(VideoITGError):
@@ -40,6 +41,11 @@ class ServedResult:
     cache_hit: bool
     doc_id: int | None
     outputs: dict[str, np.ndarray]
+
+    @property
+    def moments(self) -> list[tuple[float, float, float]]:
+        """The server's moments `(start_s, end_s, score)`, best first, under the deployment's moment rule."""
+        return [tuple(float(x) for x in m) for m in self.outputs["MOMENTS"].reshape(-1, 3)]
 
 
 def probe_protocol(url: str, timeout_s: float = 2.0) -> str | None:
@@ -131,7 +137,7 @@ class VideoITGClient:
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
               doc_id: int | None = None, ranking_rule: str | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
-        "released", is what the returned result assumes)."""
+        "released"; the result carries the rule the server applied)."""
         video = local_video(video)  # a URL is refused: nothing is fetched
         if isinstance(video, bytes):
             data = video
@@ -141,10 +147,10 @@ class VideoITGClient:
             except OSError as e:
                 raise InputError(f"cannot read video {video}: {e.strerror or e}") from None
         outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
+        inputs = self.inputs(data, instruction, top_k, doc_id, ranking_rule)  # a bad argument is ours, not the server's
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-            r = self._client.infer(self.model, self.inputs(data, instruction, top_k, doc_id, ranking_rule),
-                                   outputs=outs, **kw)
+            r = self._client.infer(self.model, inputs, outputs=outs, **kw)
         except Exception as e:  # InferenceServerException: keep the server's own message
             status = e.status() if hasattr(e, "status") else None
             msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
@@ -155,8 +161,7 @@ class VideoITGClient:
             raise RemoteError(msg, status) from None
         arrays = {n: r.as_numpy(n) for n in OUTPUTS}
         name = "" if isinstance(video, bytes) else str(video)
-        result = replace(result_from_outputs(arrays, instruction, name),
-                         ranking_rule=ranking_rule or DEFAULT_RANKING_RULE)
+        result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
         d = int(arrays["DOC_ID"].reshape(-1)[0])
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
                             bool(arrays["CACHE_HIT"].reshape(-1)[0]), None if doc_id is None else d, arrays)

@@ -29,6 +29,8 @@ from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits, served_defaults
+from videoitg.moments import MomentParams
+from videoitg.outputs import DEFAULT_RANKING_RULE, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 TOP = "videoitg"
@@ -47,6 +49,8 @@ class RepoSpec:
     cache_bytes: int = 1 << 30
     max_batch: int = 8
     default_top_k: int = 32
+    ranking_rule: str = DEFAULT_RANKING_RULE  # the deployment's default; a request may send RANKING_RULE
+    moments: MomentParams = field(default_factory=MomentParams)
     decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
     dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
     # Built-in served defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
@@ -59,6 +63,7 @@ class RepoSpec:
         if not isinstance(self.limits, Limits):
             raise InputError(f"limits must be a videoitg.limits.Limits, got {type(self.limits).__name__}")
         self.limits.check_sampling(self.sampling)  # a repository whose every request would be refused
+        check_ranking_rule(self.ranking_rule)
         if not self.dtype:
             self.dtype = "float32" if self.target == "cpu" else "float16"
 
@@ -140,25 +145,29 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
             _io("INSTRUCTION", "STRING", [1]),
             _io("TOP_K", "INT32", [1], optional=True),
             _io("DOC_ID", "INT64", [1], optional=True),
+            _io("RANKING_RULE", "STRING", [1], optional=True),  # "released" | "exact" (videoitg.outputs)
         ],
         outputs=[
             # Chronological, one per sampled frame: sigmoid score and the head's raw logit.
             _io("SCORES", "FP32", [-1]),
             _io("LOGITS", "FP32", [-1]),
-            # Score-descending (ties: earlier frame first): positions into SCORES, original frame numbers
-            # (results.jsonl `index`) and their timestamps in seconds.
+            # Ranking order under RANKING_RULE (default "released": the fp16 sigmoid, ties to the earlier frame):
+            # positions into SCORES, original frame numbers (results.jsonl `index`) and their timestamps in seconds.
             _io("RANKING", "INT32", [-1]),
             _io("FRAME_INDICES", "INT64", [-1]),
             _io("TIMESTAMPS", "FP64", [-1]),
             _io("TOP_K_FRAMES", "INT64", [-1]),  # first K of FRAME_INDICES, chronological
             _io("DOC_ID", "INT64", [1]),
             _io("CACHE_HIT", "BOOL", [1]),
+            _io("MOMENTS", "FP32", [-1, 3]),  # [start_s, end_s, score], best first (videoitg.moments)
+            _io("RANKING_RULE", "STRING", [1]),  # the rule the ranking outputs follow
         ],
         params={
             **common, **sampling, **limits,
             "vision_runtime": runtimes["vision"], "engines": spec.engines,
             "feature_cache_bytes": spec.cache_bytes,
-            "default_top_k": spec.default_top_k,
+            "default_top_k": spec.default_top_k, "ranking_rule": spec.ranking_rule,
+            **spec.moments.to_parameters(),
             "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
             "decode_backend": "dali" if spec.gpu else "python",
         },

@@ -16,7 +16,8 @@ import torch
 from videoitg.decode.errors import VideoTooLargeError
 from videoitg.errors import InputError
 from videoitg.limits import InstructionTooLongError, Limits
-from videoitg.outputs import GroundingResult
+from videoitg.moments import DEFAULT_PARAMS, MomentParams
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 
@@ -84,6 +85,11 @@ class Request:
     instruction: str
     top_k: int
     doc_id: int | None
+    ranking_rule: str = DEFAULT_RANKING_RULE
+
+
+# Characters that carry no text: an instruction made only of these (and whitespace) is empty.
+_INVISIBLE = dict.fromkeys(map(ord, "\x00\u200b\u200c\u200d\u2060\ufeff"))
 
 
 def _one(arr: np.ndarray | None, name: str) -> Any:
@@ -96,7 +102,8 @@ def _one(arr: np.ndarray | None, name: str) -> Any:
 
 
 def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_k: np.ndarray | None,
-                  doc_id: np.ndarray | None, default_top_k: int, limits: Limits | None = None) -> Request:
+                  doc_id: np.ndarray | None, default_top_k: int, limits: Limits | None = None,
+                  ranking_rule: np.ndarray | None = None, default_ranking_rule: str = DEFAULT_RANKING_RULE) -> Request:
     """Validate the top-level inputs (Triton itself already rejected missing required inputs and wrong dtypes).
     The byte bounds are checked here, before the video is hashed or sent on; the token bound needs the tokenizer
     and the video's frame count, so the grounding step checks it (`Limits.check_instruction`)."""
@@ -120,23 +127,34 @@ def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as e:
             raise InputError(f"INSTRUCTION is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    if not str(text).strip():
-        raise InputError("INSTRUCTION is empty")
+    if not str(text).translate(_INVISIBLE).strip():
+        raise InputError("INSTRUCTION is empty (only whitespace, NUL or zero-width characters)")
     k = _one(top_k, "TOP_K")
     k = default_top_k if k is None else int(k)
     if k < 1:
         raise InputError(f"TOP_K must be >= 1, got {k}")
     d = _one(doc_id, "DOC_ID")
-    return Request(bytes(v), str(text), k, None if d is None else int(d))
+    rule = _one(ranking_rule, "RANKING_RULE")
+    if rule is None:
+        rule = default_ranking_rule
+    elif isinstance(rule, (bytes, np.bytes_)):
+        rule = bytes(rule).decode("utf-8", errors="replace")
+    try:
+        rule = check_ranking_rule(str(rule))
+    except InputError as e:
+        raise InputError(f"RANKING_RULE: {e}") from None
+    return Request(bytes(v), str(text), k, None if d is None else int(d), rule)
 
 
 # ---- selection -----------------------------------------------------------------------------------------------
-def result_outputs(result: GroundingResult, top_k: int) -> dict[str, np.ndarray]:
+def result_outputs(result: GroundingResult, top_k: int,
+                   moment_params: MomentParams = DEFAULT_PARAMS) -> dict[str, np.ndarray]:
     """The served outputs of one request (without the batch axis)."""
     ranking = result.ranking
     ts = np.asarray(result.timestamps, dtype=np.float64)
     fi = np.asarray(result.frame_indices, dtype=np.int64)
     logits = np.asarray(result.logits, dtype=np.float32)
+    moments = np.asarray([tuple(m) for m in result.find_moments(moment_params)], dtype=np.float32).reshape(-1, 3)
     return {
         "SCORES": (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32),
         "LOGITS": logits,
@@ -144,16 +162,20 @@ def result_outputs(result: GroundingResult, top_k: int) -> dict[str, np.ndarray]
         "FRAME_INDICES": fi[ranking],
         "TIMESTAMPS": ts[ranking],
         "TOP_K_FRAMES": np.asarray(result.top_k_frames(top_k), dtype=np.int64),
+        "MOMENTS": moments,
+        "RANKING_RULE": np.asarray([result.ranking_rule.encode()], dtype=np.object_),
     }
 
 
 def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", video: str = "") -> GroundingResult:
-    """Inverse of `result_outputs` (the client side): back to chronological order."""
+    """Inverse of `result_outputs` (the client side): back to chronological order, under the server's rule."""
     ranking = outputs["RANKING"].reshape(-1)
     T = ranking.shape[0]
     fi = np.empty(T, dtype=np.int64)
     ts = np.empty(T, dtype=np.float64)
     fi[ranking] = outputs["FRAME_INDICES"].reshape(-1)
     ts[ranking] = outputs["TIMESTAMPS"].reshape(-1)
+    rule = outputs.get("RANKING_RULE")
+    rule = bytes(rule.reshape(-1)[0]).decode() if rule is not None else DEFAULT_RANKING_RULE
     return GroundingResult(outputs["LOGITS"].reshape(-1).astype(np.float64).tolist(), fi.tolist(), ts.tolist(),
-                           instruction, video)
+                           instruction, video, rule)
