@@ -1,4 +1,5 @@
-"""`videoitg_decode` (CPU deployments): encoded video bytes -> the sampled frames, SigLIP-ready.
+"""`videoitg_decode` (CPU deployments): encoded video bytes -> the sampled frames, resized, uint8 (a quarter of the
+bytes of float pixel values through shared memory; the vision step normalises them).
 
 Decoding and sampling are the core package's (`videoitg.decode.decode_video`), under the deployment's
 `DecodeLimits` and decode time budget (model parameters, `videoitg.limits.Limits`); a bad or over-limit video
@@ -41,7 +42,7 @@ class TritonPythonModel:
             data = bytes(video.reshape(-1)[0]) if video is not None and video.size == 1 else b""
             return self._respond(decode_video(data, image_size=self.image_size, params=self.sampling,
                                               decoder=self.decoder, limits=self.limits.decode,
-                                              time_budget_s=self.limits.decode_time_budget_s))
+                                              time_budget_s=self.limits.decode_time_budget_s, output="uint8"))
 
         return self.counters.count(respond_each(requests, handle, "videoitg_decode"))
 
@@ -50,7 +51,7 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
 
         return pb_utils.InferenceResponse([
-            output_torch("PIXEL_VALUES", frames.pixel_values.float()),
+            output_torch("PIXEL_VALUES", frames.pixel_values),  # uint8 [T, 3, S, S]
             output_numpy("FRAME_INDICES", np.asarray(frames.frame_indices, dtype=np.int64)),
             output_numpy("TIMESTAMPS", np.asarray(frames.timestamps, dtype=np.float64)),
         ])

@@ -164,6 +164,8 @@ class TritonPythonModel:
         from torch.utils.dlpack import to_dlpack
 
         from videoitg.decode import probe_video
+        from videoitg.decode.dali_backend import colour_input
+        from videoitg.decode.pyav_backend import apply_rotation
         from videoitg.sampling import frame_timestamps, sample_frame_indices
 
         # The packet count decode_video uses, not the header's; DALI has no limits of its own, so the deployment's
@@ -173,9 +175,11 @@ class TritonPythonModel:
         idx = sample_frame_indices(info.total_frames, info.fps, self.sampling)
         data = np.frombuffer(video, dtype=np.uint8)[None]
         dec = await self._call(self.decode_model, [pb_utils.Tensor("VIDEO", data),
-                                                   pb_utils.Tensor("FRAMES", np.asarray([idx], dtype=np.int32))],
+                                                   pb_utils.Tensor("FRAMES", np.asarray([idx], dtype=np.int32)),
+                                                   pb_utils.Tensor("COLOUR", colour_input(info.colour)[None])],
                                ["PIXEL_VALUES"])
-        pixels = response_tensor(dec, "PIXEL_VALUES")[0]  # drop DALI's batch axis, still on the device
+        # Drop DALI's batch axis (still on the device) and turn the frames upright as the CPU decoder does.
+        pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], info.rotation).contiguous()
         vis = await self._call(self.vision_model, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
                                ["FEATURES"])
         return VideoFeatures(response_tensor(vis, "FEATURES").clone(), idx, frame_timestamps(idx, info.fps))

@@ -175,9 +175,10 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
     specs[DECODE] = _decode_spec(spec, {**sampling, **limits})
     specs[VISION] = _python_model(
         VISION, spec, on_gpu=True,
-        inputs=[_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],
+        # uint8 resized frames from the python decoder; DALI (gpu) hands over normalised float pixel values.
+        inputs=[_io("PIXEL_VALUES", "FP32" if spec.gpu else "UINT8", [-1, 3, -1, -1])],
         outputs=[_io("FEATURES", "FP32" if spec.dtype == "float32" else "FP16", [-1, -1, -1])],
-        params={**common, "vision_runtime": runtimes["vision"], "engines": spec.engines},
+        params={**common, **limits, "vision_runtime": runtimes["vision"], "engines": spec.engines},
     )
     feat = "FP32" if spec.dtype == "float32" else "FP16"
     specs[GROUNDING] = _python_model(
@@ -199,7 +200,7 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
 def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
     """`params`: sampling and limits (the python decoder applies both; on GPU the BLS model applies them)."""
     outputs = [
-        _io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1]),  # SigLIP-ready frames [T, 3, S, S]
+        _io("PIXEL_VALUES", "UINT8", [-1, 3, -1, -1]),  # resized frames [T, 3, S, S]; the vision step normalises
         _io("FRAME_INDICES", "INT64", [-1]),  # original frame numbers of the sampled frames
         _io("TIMESTAMPS", "FP64", [-1]),
     ]
@@ -213,8 +214,10 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
             "input": [
                 _io("VIDEO", "UINT8", [-1], allow_ragged_batch=True),
                 _io("FRAMES", "INT32", [-1], allow_ragged_batch=True),
+                # DALI's YUV->RGB mapped onto FFmpeg's for this video (videoitg.decode.dali_backend.colour_input)
+                _io("COLOUR", "FP32", [3, 3]),
             ],
-            "output": [outputs[0]],
+            "output": [_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],  # SigLIP pixel values, on the device
             "instance_group": [{"kind": "KIND_GPU", "count": 1}],
         }
     return _python_model(
