@@ -347,7 +347,7 @@ def test_perf_command_runs_perf_analyzer_with_real_videos(server, sample, tmp_pa
 
     path, _, instruction = sample
     rc = main(["perf", str(path), "--server", server.grpc_url, "-i", instruction, "--concurrency", "1:1",
-               "--measurement-interval", "1500", "--stability", "100", "--max-trials", "10", "--out", str(tmp_path)])
+               "--measurement-interval", "1000", "--stability", "100", "--max-trials", "40", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
     row = [ln.split() for ln in out.splitlines() if ln.strip().startswith("1 ")][-1]
