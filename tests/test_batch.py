@@ -194,3 +194,72 @@ def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
     assert [o.ok for o in bad] == [False, False]
     assert bad[0].record["stage"] == "video" and bad[0].record["error_type"] in _decode_error_names()
     assert bad[0].record["row"]["instruction"] == INSTRUCTIONS[0]
+
+
+# ---- rows that are not text, or whose doc_id overflows (issue 14, Batch) -----------------------------------------
+def _hostile_manifest(d):
+    """Good rows around a lone-surrogate instruction (valid JSON), a doc_id of 2**70, and a line that is not UTF-8."""
+    make_clip(d / "v.mp4", 0)
+    lines = [
+        json.dumps({"video": "v.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 1}).encode(),
+        b'{"video": "v.mp4", "instruction": "bad \\ud800 surrogate", "doc_id": 2}',
+        json.dumps({"video": "v.mp4", "instruction": INSTRUCTIONS[1], "doc_id": 2**70}).encode(),
+        b'{"video": "v.mp4", "instruction": "latin-1 \xe9t\xe9", "doc_id": 4}',
+        b'{"video": "v.mp4", "instruction": "no id \\udfff"}',
+        json.dumps({"video": "v.mp4", "instruction": INSTRUCTIONS[2], "doc_id": 6}).encode(),
+    ]
+    (d / "m.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return d / "m.jsonl"
+
+
+def test_manifest_refuses_non_text_instructions_and_int64_overflow_per_row(tmp_path):
+    m = load_manifest(_hostile_manifest(tmp_path))
+    assert [r.doc_id for r in m.rows] == [1, 6]
+    reasons = sorted(r.reason for r in m.rejected)
+    assert len(reasons) == 4
+    assert "doc_id 1180591620717411303424 does not fit a signed 64-bit integer" in reasons
+    assert sum("not valid Unicode text (lone surrogate" in r for r in reasons) == 3  # \ud800, \xe9 bytes, \udfff
+    assert all(r.row_id is not None for r in m.rejected)  # a content id even for the no-id surrogate row
+
+
+def test_store_writes_records_holding_lone_surrogates_as_valid_json(tmp_path):
+    s = OutputStore(tmp_path, {"a": 1})
+    odd = "v-\udcff.mp4"  # a file name that is not UTF-8, as Python reads it (surrogateescape)
+    s.write_shard([{"row_id": "a", "video_path": odd, "contexts": "été"}, {"row_id": "c", "contexts": "été"}],
+                  [{"row_id": "b", "row": {"q": "\ud800"}}])
+    s.merge(["a", "b", "c"], [{"row_id": "line-3", "row": "\udc80 raw"}])
+    s.close()
+    text = (tmp_path / "results.jsonl").read_text(encoding="utf-8")
+    assert [json.loads(x) for x in text.splitlines()] == [{"row_id": "a", "video_path": odd, "contexts": "été"},
+                                                           {"row_id": "c", "contexts": "été"}]
+    assert text.splitlines()[1] == '{"row_id": "c", "contexts": "été"}'  # only records that need it are escaped
+    errs = [json.loads(x) for x in (tmp_path / "errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert errs == [{"row_id": "b", "row": {"q": "\ud800"}}, {"row_id": "line-3", "row": "\udc80 raw"}]
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def test_atomic_write_removes_its_temp_file_on_error(tmp_path):
+    def lines():
+        yield "ok"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write_lines(tmp_path / "f.jsonl", lines())
+    assert os.listdir(tmp_path) == []
+
+
+def test_in_process_run_writes_good_rows_and_each_bad_rows_error(tmp_path, monkeypatch):
+    """Before the fix the driver crashed in write_shard (UnicodeEncodeError) and left an empty temp shard."""
+    from tests.test_reliability_batch import local_stream
+    from videoitg.batch import runner
+    from videoitg.batch.runner import BatchOptions, run_batch
+    from videoitg.defaults import default_checkpoint
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(runner, "_stream", local_stream)
+    spec = BackendSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
+    out = tmp_path / "out"
+    s = run_batch(load_manifest(_hostile_manifest(tmp_path)), BatchOptions(str(out), spec, progress=False))
+    assert s["merged"] == {"results": 2, "errors": 4, "duplicates_dropped": 0, "missing": 0}
+    assert [json.loads(x)["doc_id"] for x in (out / "results.jsonl").read_text().splitlines()] == [1, 6]
+    assert not list(out.rglob(".*.tmp-*"))

@@ -35,8 +35,10 @@ def make_clip(path: Path, seed: int, frames: int = CLIP_FRAMES, fps: int = CLIP_
     return path
 
 
-def make_manifest(root: Path, videos: int = 8, per_video: int = 5) -> tuple[Path, list[dict], dict[str, str]]:
-    """`root/data/manifest.jsonl` with videos x per_video good rows and bad rows of every kind.
+def make_manifest(root: Path, videos: int = 8, per_video: int = 5,
+                  seed: int = 0) -> tuple[Path, list[dict], dict[str, str]]:
+    """`root/data/manifest.jsonl` with videos x per_video good rows and bad rows of every kind. Clip `v` is made with
+    seed `seed + v` (other seeds, other video bytes: another server cache key).
 
     Returns (manifest path, good rows as written, {bad row id: expected error stage}).
     """
@@ -49,7 +51,7 @@ def make_manifest(root: Path, videos: int = 8, per_video: int = 5) -> tuple[Path
     (data / "vids" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
     good: list[dict] = []
     for v in range(videos):
-        make_clip(data / "vids" / f"v{v}.mp4", v)
+        make_clip(data / "vids" / f"v{v}.mp4", seed + v)
         for q in range(per_video):
             good.append({"video": f"vids/v{v}.mp4", "instruction": INSTRUCTIONS[q % len(INSTRUCTIONS)],
                          "doc_id": v * per_video + q})

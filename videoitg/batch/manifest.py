@@ -64,10 +64,11 @@ class Manifest:
 
 
 def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line, record-or-raw-text, parse-error) for each non-blank data record."""
+    """(line, record-or-raw-text, parse-error) for each non-blank data record. Bytes that are not UTF-8 become lone
+    surrogates (surrogateescape), so they fail their own row's text check instead of the whole manifest."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             for n, text in enumerate(f, 1):
                 if not text.strip():
                     continue
@@ -76,7 +77,7 @@ def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 except json.JSONDecodeError as e:
                     yield n, text.rstrip("\n"), f"line is not valid JSON ({e.msg})"
     elif suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             if not reader.fieldnames or "video" not in reader.fieldnames:
                 raise InputError(f"manifest {path}: CSV header must name a 'video' column")
@@ -99,7 +100,27 @@ def _scalar_id(v: Any) -> str | None:
 
 def _csv_doc_id(v: Any) -> Any:
     # CSV cells are text; lmms-eval doc_ids are ints, so keep digits as int for the downstream join.
-    return int(v) if isinstance(v, str) and v.isdigit() else v
+    return int(v) if isinstance(v, str) and v.isascii() and v.isdigit() else v
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _doc_id_error(v: Any) -> str | None:
+    # The server's DOC_ID is INT64 and downstream readers (pandas, lmms-eval) hold doc_ids in int64.
+    if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
+        return f"doc_id {v} does not fit a signed 64-bit integer"
+    return None
+
+
+def _text_error(name: str, v: str) -> str | None:
+    """A lone surrogate (a valid JSON escape such as \\ud800, or a byte that is not UTF-8) is not Unicode text: it
+    cannot be tokenised, sent to a server or written as UTF-8."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"{name} is not valid Unicode text (lone surrogate U+{ord(v[e.start]):04X} at character {e.start})"
+    return None
 
 
 def resolve_video(value: Any, roots: list[Path], base: Path) -> str:
@@ -162,7 +183,7 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
             row_id = explicit
         else:
             key = json.dumps([video, instruction], ensure_ascii=False)
-            digest = "c-" + hashlib.sha1(key.encode()).hexdigest()[:16]
+            digest = "c-" + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
             k = content_counts[digest] = content_counts.get(digest, 0) + 1
             row_id = digest if k == 1 else f"{digest}#{k}"
         if row_id in seen:
@@ -171,6 +192,10 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
         seen.add(row_id)
         if not isinstance(instruction, str) or not instruction.strip():
             rejected.append(Rejected(row_id, line, rec, "missing or empty 'instruction'"))
+            continue
+        bad = _text_error("instruction", instruction) or _doc_id_error(doc_id)
+        if bad:
+            rejected.append(Rejected(row_id, line, rec, bad))
             continue
         if len(instruction) > max_instruction_chars:
             rejected.append(Rejected(row_id, line, rec,

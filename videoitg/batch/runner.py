@@ -28,7 +28,7 @@ from videoitg.batch.backends import BackendSpec, make_backend, score_unit
 from videoitg.batch.grouping import make_units
 from videoitg.batch.manifest import Manifest, Rejected, Row
 from videoitg.batch.ray_env import RayOptions, init_ray
-from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json
+from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json, jsonl_line
 from videoitg.outputs import DEFAULT_RANKING_RULE
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,9 @@ class ScoreActor:
         for unit_json in batch["unit"]:
             rows = [Row.from_json(r) for r in json.loads(unit_json)]
             for o in score_unit(self.backend, rows):
-                out.append(json.dumps({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.worker,
-                                       "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record},
-                                      ensure_ascii=False))
+                # jsonl_line: Ray's Arrow blocks hold UTF-8 strings only (a row may carry a non-UTF-8 file name)
+                out.append(jsonl_line({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.worker,
+                                       "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record}))
         return {"out": out}
 
 
@@ -292,7 +292,7 @@ def _stream(units: list[list[Row]], opts: BatchOptions, stop: SignalStop | None 
     init_ray(_ray_resources(opts))
     if stop is not None:
         stop.install()  # over the handlers ray.init installed
-    items = [{"unit": json.dumps([r.to_json() for r in u], ensure_ascii=False)} for u in units]
+    items = [{"unit": jsonl_line([r.to_json() for r in u])} for u in units]
     # One unit per block up to a cap: blocks are what Ray hands to actors, so small blocks balance load
     # and bring results back early; the cap bounds per-block overhead for very large manifests.
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 2000))

@@ -48,18 +48,35 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def jsonl_line(obj: Any) -> str:
+    """One JSON line, non-ASCII text kept as is. A string holding a lone surrogate (a JSON escape such as \\udc80
+    in a manifest, a file name that is not UTF-8) cannot be written as UTF-8: that record is written with ASCII
+    escapes instead, which is valid JSON and reads back as the same string."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj)
+    return text
+
+
 def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
-    """Write `lines` (each without newline) to `path` via temp file + fsync + rename. Returns the count."""
+    """Write `lines` (each without newline) to `path` via temp file + fsync + rename. Returns the count.
+    On any error the temp file is removed and `path` is untouched."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line)
-            f.write("\n")
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line)
+                f.write("\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
     return n
 
@@ -168,11 +185,9 @@ class OutputStore:
         self._seq += 1
         stem = f"{self.session}-{self._seq:05d}"
         if results:
-            atomic_write_lines(self.shard_dir / f"{stem}.results.jsonl",
-                               (json.dumps(r, ensure_ascii=False) for r in results))
+            atomic_write_lines(self.shard_dir / f"{stem}.results.jsonl", (jsonl_line(r) for r in results))
         if errors:
-            atomic_write_lines(self.shard_dir / f"{stem}.errors.jsonl",
-                               (json.dumps(r, ensure_ascii=False) for r in errors))
+            atomic_write_lines(self.shard_dir / f"{stem}.errors.jsonl", (jsonl_line(r) for r in errors))
 
     def merge(self, order: list[str], rejected: list[dict[str, Any]]) -> dict[str, int]:
         """Write results.jsonl / errors.jsonl: one line per row id of the current manifest, manifest order.
@@ -198,7 +213,7 @@ class OutputStore:
                 if rid in wanted and rid not in ok and rid not in err:
                     err[rid] = text
         n_ok = atomic_write_lines(self.dir / RESULTS, (ok[r] for r in order if r in ok))
-        rej_lines = [json.dumps(r, ensure_ascii=False) for r in rejected]
+        rej_lines = [jsonl_line(r) for r in rejected]
         n_err = atomic_write_lines(self.dir / ERRORS, [err[r] for r in order if r in err] + rej_lines)
         return {"results": n_ok, "errors": n_err, "duplicates_dropped": dup,
                 "missing": len(wanted) - len(ok) - len(err)}

@@ -1,109 +1,63 @@
 """The Triton backend: client actors that send rows to running VideoITG servers.
 
-Uses the serving package's client (`videoitg.serving.client.VideoITGClient`). Each Ray actor sends a
-unit's rows to one endpoint, so the server's visual-feature cache sees a video's instructions back to
-back (its CACHE_HIT output is what we count as a hit), with at most `max_in_flight` requests outstanding
-per actor: N actors put at most N * max_in_flight requests on the servers. The video file is read once
-per unit and its bytes are sent with each request. Sampling is the server's configuration.
+Uses the serving package's multi-server client (`videoitg.serving.routing.ServerPool`): every row of a video goes to
+the server that ranks first for that video's digest (the feature cache's key), so its features are computed once in
+the whole deployment and the video's later rows are cache hits there (the server's CACHE_HIT output is what we count
+as a hit). The unit's first row of a video is sent alone, the rest then concurrently, at most `max_in_flight` per
+actor: N actors put at most N * max_in_flight requests on the servers. A server that dies is taken out of rotation
+and its requests in flight are re-sent to each video's next server; when no server answers for about a minute
+(`TRANSIENT_BACKOFF_S`) the job stops with `ServerUnavailableError` and the unanswered rows stay unfinished for the
+rerun. The video file is read once per unit; sampling is the servers' configuration.
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
-import time
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from videoitg.batch.backends import BackendSpec, Outcome, error_record
 from videoitg.batch.manifest import Row
 from videoitg.errors import InputError
+from videoitg.serving.routing import ServerPool, ServerUnavailableError, routing_key
 
+log = logging.getLogger(__name__)
+__all__ = ["TritonBackend", "ServerUnavailableError"]
 
-def _client_class():
-    try:
-        from videoitg.serving.client import VideoITGClient
-    except ImportError as e:
-        raise InputError("--server needs videoitg.serving.client (the serving package's Triton client), "
-                         "which is not part of this build") from e
-    return VideoITGClient
-
-
-# Seconds between retries of a request that failed for the server's sake (down, restarting, a dead stub):
-# about a minute in all, then the job stops instead of recording good rows as failed.
+# Seconds between rounds of retries while no server answers: about a minute in all, then the job stops instead of
+# recording good rows as failed.
 TRANSIENT_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 READY_TIMEOUT_S = 30.0
-ROW_FAULT_STATUS = {"StatusCode.INVALID_ARGUMENT", "400"}  # the request itself was bad
-
-
-class ServerUnavailableError(RuntimeError):
-    """The Triton server stayed unreachable: not the row's fault, so it must not be written as a row error."""
-
-
-def is_transient(e: Exception) -> bool:
-    """Connection failures, UNAVAILABLE and dead python-backend stubs are the server's trouble; a bad request
-    (INVALID_ARGUMENT / HTTP 400) and other server-side errors (INTERNAL) are the row's outcome."""
-    status = str(getattr(e, "status", None) or "")
-    if status in ROW_FAULT_STATUS:
-        return False
-    if not status or status in ("StatusCode.UNAVAILABLE", "503") or "not healthy" in str(e):
-        return True
-    return False
 
 
 class TritonBackend:
     def __init__(self, spec: BackendSpec) -> None:
         if not spec.servers:
             raise InputError("the Triton backend needs at least one --server HOST:PORT")
-        self.cls = _client_class()
         self.spec = spec
-        self.protocol = spec.extra.get("protocol", "grpc")
-        for url in spec.servers:  # fail at actor start, not on every row, when a server is down
-            self._wait_ready(url)
+        self.servers = ServerPool(spec.servers, protocol=spec.extra.get("protocol", "grpc"),
+                                  backoff_s=TRANSIENT_BACKOFF_S)
+        # Fail at actor start, not on every row, when no server is up; one that is down now is probed later.
+        ready = self.servers.wait_ready(READY_TIMEOUT_S)
+        if len(ready) < len(self.servers.servers):
+            log.warning("Triton servers not ready at start (tried again later): %s",
+                        ", ".join(u for u in self.servers.servers if u not in ready))
         self.pool = ThreadPoolExecutor(max_workers=max(1, spec.max_in_flight))
-        self._local = threading.local()  # one client per (thread, endpoint): no sharing across threads
-        self._rr = itertools.cycle(spec.servers)
 
-    def _wait_ready(self, url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """A server that just (re)started, or a gRPC channel still in reconnect backoff after an outage (gRPC
-        shares subchannels per address inside a process), needs a few seconds: poll before giving up."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self.cls(url, protocol=self.protocol) as c:
-                if c.is_ready():
-                    return
-            if time.monotonic() > deadline:
-                raise InputError(f"Triton server {url} is not ready (or has no VideoITG model) after {timeout_s:g} s")
-            time.sleep(0.5)
-
-    def _client(self, url: str) -> Any:
-        clients = self._local.__dict__.setdefault("clients", {})
-        if url not in clients:
-            clients[url] = self.cls(url, protocol=self.protocol)
-        return clients[url]
-
-    def _one(self, url: str, data: bytes, row: Row) -> Outcome:
+    def _one(self, data: bytes, key: str, row: Row) -> Outcome:
         doc_id = row.doc_id if isinstance(row.doc_id, int) and not isinstance(row.doc_id, bool) else None
-        for wait in (*TRANSIENT_BACKOFF_S, None):
-            try:
-                served = self._client(url).infer(data, row.instruction, top_k=self.spec.top_k, doc_id=doc_id,
-                                                 ranking_rule=self.spec.ranking_rule)
-                break
-            except Exception as e:  # noqa: BLE001 -- classified below
-                if not is_transient(e):
-                    return Outcome(row.row_id, False, error_record(row, "server", e))  # the row's own fault
-                if wait is None:  # the server stayed away: stop the job, the row stays unfinished for a rerun
-                    raise ServerUnavailableError(f"{url}: server unavailable after {len(TRANSIENT_BACKOFF_S)} "
-                                                 f"retries ({e}); finished rows are saved, rerun to resume") from e
-                self._local.__dict__.pop("clients", None)  # reconnect on the next try
-                time.sleep(wait)
+        try:
+            served, _ = self.servers.infer(data, row.instruction, top_k=self.spec.top_k, doc_id=doc_id, key=key,
+                                           ranking_rule=self.spec.ranking_rule)
+        except ServerUnavailableError:
+            raise  # the servers' trouble: stop the job, the row stays unfinished for a rerun
+        except Exception as e:  # noqa: BLE001 -- the pool re-sends server failures; what is left is the row's own
+            return Outcome(row.row_id, False, error_record(row, "server", e))
         rec = served.result.to_record(doc_id=row.doc_id, video_path=row.video, top_k=self.spec.top_k,
                                       row_id=row.row_id, **({"extra": row.extra} if row.extra else {}))
         return Outcome(row.row_id, True, rec, cache_hit=served.cache_hit)
 
     def score_unit(self, rows: list[Row]) -> list[Outcome]:
-        url = next(self._rr)
         out: list[Outcome] = []
         by_video: dict[str, list[Row]] = {}
         for r in rows:
@@ -114,5 +68,8 @@ class TritonBackend:
             except OSError as e:
                 out += [Outcome(r.row_id, False, error_record(r, "video", e)) for r in vrows]
                 continue
-            out += list(self.pool.map(lambda r, d=data: self._one(url, d, r), vrows))
+            key = routing_key(data)
+            # The first request fills the server's feature cache; sent together, they would all miss it.
+            out.append(self._one(data, key, vrows[0]))
+            out += list(self.pool.map(lambda r, d=data, k=key: self._one(d, k, r), vrows[1:]))
         return out

@@ -38,8 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doc-id", default=None, help="the lmms-eval task's doc_id, stored with the record")
     p.add_argument("--output", help="append the result to this results.jsonl (lmms-eval's frame_indices_jsonl)")
     p.add_argument("--plot", help="write a score-timeline PNG here")
-    p.add_argument("--server", help="HOST:PORT of a running `videoitg serve`: score there instead of in-process "
-                   "(checkpoint, device, dtype and sampling are then the server's)")
+    p.add_argument("--server", action="append", metavar="HOST:PORT",
+                   help="a running `videoitg serve`: score there instead of in-process (checkpoint, device, dtype "
+                   "and sampling are then the server's); repeat for several: the video's server by its digest, "
+                   "the next one if it is down")
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="with --server (default grpc)")
 
 
@@ -81,11 +83,13 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_remote(args: argparse.Namespace) -> int:
     """Score through a running server; the record and plot are built exactly as in-process."""
-    from videoitg.serving.client import score_remote
+    from videoitg.serving.routing import ServerPool
 
-    result = score_remote(args.video, args.instruction, args.server, args.protocol, top_k=args.top_k,
-                          doc_id=_doc_id_int(args.doc_id), ranking_rule=args.ranking_rule)
-    print(f"server: {args.server} ({args.protocol})")
+    with ServerPool(args.server, args.protocol, backoff_s=()) as pool:  # no waiting: each server is tried once
+        served, url = pool.infer(Path(args.video), args.instruction, top_k=args.top_k,
+                                 doc_id=_doc_id_int(args.doc_id), ranking_rule=args.ranking_rule)
+    result = served.result
+    print(f"server: {url} ({args.protocol})")
 
     def thumbnail_frames():
         from videoitg.decode import decode_video

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import secrets
 import shutil
 import sys
 import sysconfig
@@ -104,7 +105,7 @@ def prepare_backend_dir(install: TritonInstall, dest_root: Path | None = None) -
     tag = hashlib.sha256(f"{src.resolve()}|{stub.stat().st_size}|{ver}".encode()).hexdigest()[:12]
     dest = (dest_root or cache_dir() / "triton_backends") / f"{ver}-{tag}"
     if not (dest / "python" / "triton_python_backend_stub").is_file():
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}-{secrets.token_hex(4)}")  # threads of one process too
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp / "python", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy2(stub, tmp / "python" / "triton_python_backend_stub")

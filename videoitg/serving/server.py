@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import json
 import os
+import queue
 import secrets
 import signal
 import socket
@@ -28,8 +29,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from videoitg.errors import VideoITGError
 from videoitg.serving import binaries
@@ -143,11 +147,38 @@ def _group_alive(pgid: int) -> bool:
 
 
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
+_launch_queue: queue.SimpleQueue = queue.SimpleQueue()
+_launcher_lock = threading.Lock()
+_launcher: threading.Thread | None = None
+
+
+def _launch_loop() -> None:
+    while True:
+        fn, done = _launch_queue.get()
+        try:
+            done.set_result(fn())
+        except BaseException as e:  # handed to the caller
+            done.set_exception(e)
+
+
+def in_launcher_thread(fn: Callable[[], Any]) -> Any:
+    """Run `fn` (a Popen) in one thread that lives as long as the process, so PR_SET_PDEATHSIG fires when the
+    process dies, not when the caller's thread ends."""
+    global _launcher
+    with _launcher_lock:
+        if _launcher is None:
+            _launcher = threading.Thread(target=_launch_loop, name="videoitg-launcher", daemon=True)
+            _launcher.start()
+    done: Future = Future()
+    _launch_queue.put((fn, done))
+    return done.result()
 
 
 def _die_with_parent(parent: int) -> None:
     """In the child before exec: SIGTERM when the thread that started us ends (even by kill -9), so Triton shuts
-    down in order (in-flight requests, stubs, shared memory) instead of holding the ports as an orphan."""
+    down in order (in-flight requests, stubs, shared memory) instead of holding the ports as an orphan. That
+    thread is `_launcher`'s, which lives as long as the process: a server started from a short-lived thread must
+    not be stopped when that thread returns."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the launcher died before prctl took effect
         os._exit(1)
@@ -276,11 +307,11 @@ class TritonServer:
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
         # Own session: a Ctrl-C in the terminal reaches only us, and we shut the server down in order.
         parent = os.getpid()
-        self._proc = subprocess.Popen(
-            self.command(backend_dir), stdout=self._log_file, stderr=subprocess.STDOUT,
-            env=binaries.server_env(self.install), start_new_session=True,
+        cmd, log, env = self.command(backend_dir), self._log_file, binaries.server_env(self.install)
+        self._proc = in_launcher_thread(lambda: subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             preexec_fn=lambda: _die_with_parent(parent),
-        )
+        ))
         try:
             self.wait_ready(timeout_s)
         except BaseException:
