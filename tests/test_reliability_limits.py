@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fixtures_model import tiny_config
@@ -222,3 +223,27 @@ def test_variant_b_instruction_budget_counts_the_anchors(tok) -> None:  # type: 
         model.layout(visual, torch.zeros(n, dtype=torch.long))
         with pytest.raises(InputError, match="anchors"):
             model.layout(visual, torch.zeros(n + 1, dtype=torch.long))
+
+
+def test_released_truncation_is_an_explicit_option() -> None:
+    """Default: an instruction over the model's length budget is refused. `truncate=True` (CLI
+    --truncate-instruction) cuts its tail to the room this video leaves, as the released model does."""
+    from videoitg.defaults import default_checkpoint
+    from videoitg.limits import InstructionTooLongError
+    from videoitg.pipeline import Scorer, VideoFeatures
+
+    text = "red " * 5000  # ~5000 tokens: over the tiny model's 4096-token budget whatever the video
+    strict, cut = Scorer(default_checkpoint()), Scorer(default_checkpoint(), truncate=True)
+    cfg, T = strict.config, 16
+    with torch.no_grad():
+        visual = strict.model.visual_features(torch.rand(T, 3, cfg.vision.image_size, cfg.vision.image_size) * 2 - 1)
+    feats = VideoFeatures(visual, list(range(T)), [float(t) for t in range(T)])
+    with pytest.raises(InstructionTooLongError):
+        strict.score_visual([(feats, text)])
+    got = cut.score_visual([(feats, text)])[0]
+    room = cfg.tokenizer_model_max_length - T * cfg.tokens_per_side(T) ** 2
+    ids = cut.encode(text)
+    assert len(ids) > room
+    with torch.no_grad():
+        want = cut.model.score_features([visual], [ids[:room]])[0]
+    assert np.allclose(got.logits, want.tolist(), atol=1e-6)

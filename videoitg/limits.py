@@ -107,8 +107,10 @@ class Limits:
         return max(0, min(self.max_instruction_tokens, config.tokenizer_model_max_length - fixed))
 
     def check_instruction(self, tokenizer: Any, text: str | bytes, config: VideoITGConfig,
-                          num_frames: int | None = None) -> Any:
-        """Token ids (LongTensor) of a valid instruction, else InputError / InstructionTooLongError."""
+                          num_frames: int | None = None, check_tokens: bool = True) -> Any:
+        """Token ids (LongTensor) of a valid instruction, else InputError / InstructionTooLongError.
+        `check_tokens=False`: only the byte bound and the text checks (the caller fits the tokens itself: the
+        released truncation, `Scorer(truncate=True)`)."""
         from videoitg.text import encode_instruction
 
         if isinstance(text, (bytes, bytearray, memoryview)):
@@ -127,7 +129,7 @@ class Limits:
             raise InputError(f"instruction must be a string, got {type(text).__name__}")
         ids = encode_instruction(tokenizer, text)
         limit = self.instruction_token_limit(config, num_frames)
-        if len(ids) > limit:
+        if check_tokens and len(ids) > limit:
             visual = "the worst-case video" if num_frames is None else f"{num_frames} sampled frames"
             raise InstructionTooLongError(
                 f"instruction has {len(ids)} tokens, over the limit of {limit} (max_instruction_tokens="

@@ -22,6 +22,7 @@ import torch
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.errors import InputError
 from videoitg.limits import Limits
+from videoitg.model.layout import SequenceLayout, fit_instruction
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams
@@ -90,10 +91,13 @@ class Scorer:
         vision_tower: str | Path | None = None,
         limits: Limits | None = None,
         ranking_rule: str = DEFAULT_RANKING_RULE,
+        truncate: bool = False,
     ):
         self.device = check_device(device)
         self.dtype = parse_dtype(dtype, device)
         self.ranking_rule = check_ranking_rule(ranking_rule)  # how results rank frames (videoitg.outputs)
+        # An instruction over the length budget: refused (default), or cut to fit as the released model does.
+        self.truncate = truncate
         if model is None:
             if checkpoint is None:
                 raise InputError("Scorer needs a checkpoint directory or a model + tokenizer")
@@ -171,8 +175,9 @@ class Scorer:
 
     def encode(self, instruction: str) -> torch.Tensor:
         """Token ids of a valid instruction: non-empty, within the byte and token limits and the model's length
-        budget (checked against the worst-case video here; `VideoITG.layout` re-checks the actual one)."""
-        return self.limits.check_instruction(self.tokenizer, instruction, self.config)
+        budget (checked against the worst-case video here; `VideoITG.layout` re-checks the actual one). With
+        `truncate`, the token bounds are left to `score_visual`, which cuts the instruction to this video's room."""
+        return self.limits.check_instruction(self.tokenizer, instruction, self.config, check_tokens=not self.truncate)
 
     @torch.inference_mode()
     def score_visual(self, items: list[tuple[VideoFeatures, str]], video: str = "",
@@ -181,6 +186,10 @@ class Scorer:
         when the caller already has them from `encode`."""
         if ids is None:
             ids = [self.encode(text) for _, text in items]
+        if self.truncate:
+            limit = self.config.tokenizer_model_max_length
+            ids = [fit_instruction(i, SequenceLayout.for_video(self.config, len(f.frame_indices)), limit, True)
+                   for i, (f, _) in zip(ids, items, strict=True)]
         logits = self.model.score_features([f.visual for f, _ in items], ids)
         return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video, self.ranking_rule)
                 for lg, (f, text) in zip(logits, items, strict=True)]

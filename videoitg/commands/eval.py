@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on GPU as released, float32 on CPU), float32, "
                         "bfloat16, float16")
+    parser.add_argument("--truncate-instruction", action="store_true",
+                        help="cut an instruction over the model's length budget as the released model does "
+                        "(default: the record is skipped with the reason)")
     parser.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                         help="how frames are ranked for recall/precision/AP: released (default, as the released "
                         "code ranks) | exact (by the fp32 logit); with --results, the file's own order is used")
@@ -138,7 +141,7 @@ def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
     # Annotations index the training sampling (up to 1024 frames), above a serving request's 512-frame cap.
     limits = Limits(max_sampled_frames=max(sampling.num_frames, Limits().max_sampled_frames))
     scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=sampling,
-                    limits=limits, ranking_rule=args.ranking_rule)
+                    limits=limits, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction)
     image_size = model.config.vision.image_size
     return ev.score_records(scorer, records, root, lambda p: load_frames(p, image_size, sampling),
                             progress=not args.quiet)

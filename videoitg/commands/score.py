@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (float16 on a GPU as released, float32 on CPU) | float32 | "
                    "bfloat16 | float16")
+    p.add_argument("--truncate-instruction", action="store_true",
+                   help="cut an instruction over the model's length budget as the released model does (default: "
+                   "refuse it; in-process only)")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=None,
                    help="released (default: fp16 sigmoid, ties to the earlier frame, as the released code ranks) | "
                    "exact (by the fp32 logit); with --server the default is the server's")
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     sampling = SamplingParams(args.num_frames, args.target_fps, args.sampling)
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
                     sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower,
-                    ranking_rule=args.ranking_rule or DEFAULT_RANKING_RULE)
+                    ranking_rule=args.ranking_rule or DEFAULT_RANKING_RULE, truncate=args.truncate_instruction)
     ids = scorer.encode(args.instruction)  # a bad instruction is refused before the decode
     frames = scorer.load_video(args.video)
     result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video, ids=[ids])[0]
