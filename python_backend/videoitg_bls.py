@@ -2,12 +2,12 @@
 
     VIDEO bytes --BLAKE3--> feature cache --hit--------------------------------------+
                                          --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
-    -> selection (core GroundingResult: ranking, top-K chronological) -> outputs
+    -> selection (core GroundingResult under the request's ranking rule, top-K chronological, moments) -> outputs
 
 BLS rather than an ensemble because a cache hit must skip decode and the vision tower. Requests that arrive
 together (dynamic batching) are handled together: their misses decode and encode concurrently, identical videos
-are computed once, and their grounding calls reach `videoitg_grounding` at the same time so its dynamic batcher
-can run them as one padded batch. Every request gets its own response; a bad one gets its own error.
+are computed once, and their grounding calls reach `videoitg_grounding` together (it scores each alone). Every
+request gets its own response; a bad one gets its own error.
 """
 
 from __future__ import annotations
