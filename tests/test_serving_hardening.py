@@ -241,28 +241,46 @@ def test_key_is_not_written_to_the_log(server: TritonServer) -> None:
 
 # ---- readiness and the stub watchdog ----------------------------------------------------------------------------
 def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(server: TritonServer) -> None:
-    """Before: `/v2/health/ready` and the model's ready flag answered 200 for 14-18 s while requests failed."""
+    """Before: `/v2/health/ready` and the model's ready flag answered 200 for 14-18 s while requests failed.
+
+    Readiness is sampled by its own thread: a request to the dead stub can stay in flight through the whole reload,
+    so a single thread that alternates probes and requests may never see the unready window."""
     before = stubs(server)["echo"]
-    os.kill(before, signal.SIGKILL)
+    samples: list[tuple[float, bool]] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            samples.append((time.monotonic(), ready(server)))
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=probe, daemon=True)
     t0 = time.monotonic()
-    ready_while_broken = 0.0
-    while time.monotonic() - t0 < 30:
-        r = ready(server)
-        if not r:
-            break
-        try:
-            infer(server, timeout=10)
-        except urllib.error.HTTPError:  # a failing request while the server says ready
-            ready_while_broken = time.monotonic() - t0
-        time.sleep(0.05)
-    unready_after = time.monotonic() - t0
+    os.kill(before, signal.SIGKILL)
+    prober.start()
+    failed: list[float] = []  # start times of requests that failed
+    try:
+        while time.monotonic() - t0 < 60:
+            start = time.monotonic()
+            try:
+                infer(server, timeout=30)
+                if any(not r for _, r in samples):  # served after an unready spell: recovered
+                    break
+            except urllib.error.HTTPError:
+                failed.append(start)
+            time.sleep(0.05)
+    finally:
+        done.set()
+        prober.join()
+    unready = [t for t, r in samples if not r]
+    assert unready, f"readiness never turned false after the stub died:\n{server.log_tail()}"
+    unready_after = unready[0] - t0
+    recovered_after = next(t for t, r in samples if r and t > unready[0]) - t0
     assert unready_after < 3.0, f"still ready {unready_after:.1f} s after the stub died"
-    assert ready_while_broken < 3.0
-    while not ready(server) and time.monotonic() - t0 < 60:
-        time.sleep(0.1)
-    recovered_after = time.monotonic() - t0
-    assert ready(server), f"not ready again {recovered_after:.0f} s after the stub died:\n{server.log_tail()}"
-    assert infer(server) == [3.0, 4.0]
+    # Requests fail only while the server is, or is about to be reported, unready: none starts failing after it is
+    # ready again.
+    assert all(t - t0 < recovered_after for t in failed), (failed, recovered_after)
+    assert ready(server) and infer(server) == [3.0, 4.0]
     assert stubs(server)["echo"] != before and server.restarts == 1
     print(f"stub killed: unready after {unready_after:.2f} s, ready again after {recovered_after:.1f} s")
 

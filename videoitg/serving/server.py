@@ -319,14 +319,16 @@ class TritonServer:
             raise
         if o.stub_watchdog_s > 0:
             self._watch_stop.clear()
-            self._watchdog = threading.Thread(target=self._watch, name="triton-stub-watchdog", daemon=True)
+            # The stubs are known before start() returns: a stub that dies the moment the server is ready is missed.
+            self._watchdog = threading.Thread(target=self._watch, args=(self.stub_pids(),),
+                                              name="triton-stub-watchdog", daemon=True)
             self._watchdog.start()
         return self
 
     # ---- python-backend stub watchdog ------------------------------------------------------------------------
-    def stub_counts(self) -> Counter[str]:
+    def stub_pids(self) -> dict[str, set[int]]:
         """Live python-backend stubs of this server per model (its own children only, from /proc)."""
-        out: Counter[str] = Counter()
+        out: dict[str, set[int]] = {}
         pid = self.pid
         for p in Path("/proc").iterdir():
             if pid is None or not p.name.isdigit():
@@ -339,7 +341,8 @@ class TritonServer:
             except (OSError, ValueError, IndexError):
                 continue
             if argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1:
-                out[Path(argv[1].decode(errors="replace")).parent.parent.name] += 1  # <model>/<ver>/model.py
+                model = Path(argv[1].decode(errors="replace")).parent.parent.name  # <model>/<ver>/model.py
+                out.setdefault(model, set()).add(int(p.name))
         return out
 
     def _admin(self, model: str, action: str) -> None:
@@ -354,8 +357,7 @@ class TritonServer:
         self._admin(model, "unload")
         self._admin(model, "load")
 
-    def _watch(self) -> None:
-        expected = self.stub_counts()
+    def _watch(self, expected: dict[str, set[int]]) -> None:
         tries: Counter[str] = Counter()
         next_try: dict[str, float] = {}
         while not self._watch_stop.wait(self.options.stub_watchdog_s):
@@ -366,10 +368,15 @@ class TritonServer:
             except Exception as e:  # never die silently: the server would lose its only repair path
                 self._log(f"watchdog error: {type(e).__name__}: {e}")
 
-    def _heal(self, expected: Counter[str], tries: Counter[str], next_try: dict[str, float]) -> Counter[str]:
-        """Reload each model with fewer live stubs than it had; returns the updated expectation."""
-        now = self.stub_counts()
-        for model in [m for m, n in expected.items() if now[m] < n and m not in self.given_up]:
+    def _heal(self, expected: dict[str, set[int]], tries: Counter[str],
+              next_try: dict[str, float]) -> dict[str, set[int]]:
+        """Reload each model one of whose known stubs is gone; returns the updated expectation.
+
+        By process id, not by count: Triton 2.51 may start a replacement stub for a dead one on the next request
+        (the count is whole again) while the model keeps failing requests for many seconds. Only the launcher
+        holds the key of the model-control API, so a stub that is replaced without a reload of ours has died."""
+        now = self.stub_pids()
+        for model in [m for m, pids in expected.items() if pids - now.get(m, set()) and m not in self.given_up]:
             if time.monotonic() < next_try.get(model, 0.0):
                 continue
             tries[model] += 1
@@ -390,7 +397,14 @@ class TritonServer:
             self.restarts += 1
             tries.pop(model, None)
             next_try.pop(model, None)
-        return expected | self.stub_counts()
+            expected[model] = self.stub_pids().get(model, set())
+        # Healthy models: follow their current stubs (a model loaded later, more instances); a model waiting for
+        # its next try keeps its old expectation, so it is still seen as broken.
+        now = self.stub_pids()
+        for model, pids in now.items():
+            if model not in expected or not (expected[model] - pids):
+                expected[model] = pids
+        return expected
 
     def _log(self, msg: str) -> None:
         if self._log_file is not None:
