@@ -4,10 +4,13 @@
                                          --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
     -> selection (core GroundingResult under the request's ranking rule, top-K chronological, moments) -> outputs
 
-BLS rather than an ensemble because a cache hit must skip decode and the vision tower. Requests that arrive
-together (dynamic batching) are handled together: their misses decode and encode concurrently, identical videos
-are computed once, and their grounding calls reach `videoitg_grounding` together (it scores each alone). Every
-request gets its own response; a bad one gets its own error.
+BLS rather than an ensemble because a cache hit must skip decode and the vision tower. Each request is served by
+its own task and answered through its response sender when it is done, so `execute` returns at once and the next
+requests start while a video still decodes: a cache hit never waits behind another request's decode. Concurrent
+requests on one video share one decode and encode; grounding calls that meet reach `videoitg_grounding` together
+(it scores each alone). Every request gets exactly one response; a bad one gets its own error. Cold work is bounded
+(`max_in_flight` videos decoding or encoding; past it a miss is refused at once, UNAVAILABLE), and a video that
+failed for its own sake is refused again at once for a while (`FailureMemory`) instead of being decoded again.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from videoitg.python_backend.common import (
     setup,
 )
 
-from videoitg.errors import VideoITGError
+from videoitg.errors import InputError, VideoITGError
+from videoitg.limits import InFlightGate, OverloadedError
 from videoitg.moments import MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
 from videoitg.pipeline import VideoFeatures
-from videoitg.serving.cache import FeatureCache, cache_key, video_digest
+from videoitg.serving.cache import FailureMemory, FeatureCache, cache_key, video_digest
 from videoitg.serving.steps import (
     Request,
     feature_identity,
@@ -42,6 +46,7 @@ from videoitg.serving.steps import (
     sampling_from,
 )
 
+HITS_PER_COLD_SLOT = 4
 NAME = "videoitg"  # default; the instance uses its own model name (benchmarks add variants)
 
 
@@ -58,6 +63,13 @@ class TritonPythonModel:
         self.limits = limits_from(p)  # byte bounds here; the queue bound is Triton's (config.pbtxt)
         self.identity = feature_identity(resolve_checkpoint(p.get("checkpoint", "default")), p)
         self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
+        self.failures = FailureMemory()
+        self.cold_gate = self.limits.gate()  # videos decoding or encoding at once
+        # Requests being served at once: room for hits (which hold little but their upload) while every cold slot is
+        # busy, so a hit is neither queued nor refused behind slow decodes.
+        self.request_gate = InFlightGate(HITS_PER_COLD_SLOT * self.limits.max_in_flight)
+        self.pending: dict[str, asyncio.Task] = {}  # cache key -> its decode + encode, shared by its requests
+        self.tasks: set[asyncio.Task] = set()  # one per request being served (kept: the loop holds weak refs)
         self.default_top_k = int(p.get("default_top_k", 32))
         self.ranking_rule = p.get("ranking_rule") or DEFAULT_RANKING_RULE
         self.moment_params = MomentParams.from_mapping(p)
@@ -88,54 +100,70 @@ class TritonPythonModel:
         del self.families
 
     async def execute(self, requests):
-        responses: list = [None] * len(requests)
-        parsed: dict[int, tuple[Request, str]] = {}
-        for i, r in enumerate(requests):
+        loop = asyncio.get_running_loop()
+        for r in requests:
+            sender = r.get_response_sender()
             try:
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
                                     input_numpy(r, "TOP_K"), input_numpy(r, "DOC_ID"), self.default_top_k,
                                     self.limits, input_numpy(r, "RANKING_RULE"), self.ranking_rule)
                 key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
-                parsed[i] = (req, key)
+                self.request_gate.__enter__()  # OverloadedError past the bound
             except Exception as e:
-                responses[i] = error(e, self.name)
-
-        feats: dict[str, VideoFeatures | BaseException] = {}
-        hit: dict[int, bool] = {}
-        todo: dict[str, bytes] = {}
-        for i, (req, key) in parsed.items():
-            if key in feats or key in todo:
-                hit[i] = False  # same video twice in this batch: computed once
+                self._send(sender, self._error(e))
                 continue
-            f = self.cache.get(key)
-            hit[i] = f is not None
-            (self.m_hit if hit[i] else self.m_miss).increment(1)
-            if f is not None:
-                feats[key] = f
-            else:
-                todo[key] = req.video
-        computed = await asyncio.gather(*(self._visual(v) for v in todo.values()), return_exceptions=True)
-        for key, f in zip(todo, computed, strict=True):
-            feats[key] = f
-            if not isinstance(f, BaseException):
-                self.cache.put(key, f)
-        self.m_bytes.set(self.cache.stats.bytes)
+            task = loop.create_task(self._serve(req, key, sender))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+        return None  # every response goes through its request's sender
 
-        ok = [(i, req, feats[key]) for i, (req, key) in parsed.items()]
-        logits = await asyncio.gather(
-            *(self._ground(f, req.instruction) for _, req, f in ok if not isinstance(f, BaseException)),
-            return_exceptions=True,
-        )
-        it = iter(logits)
-        for i, req, f in ok:
-            res = f if isinstance(f, BaseException) else next(it)
-            if isinstance(res, BaseException):
-                responses[i] = self._error(res)
-                continue
-            result = GroundingResult(res.tolist(), f.frame_indices, f.timestamps, req.instruction,
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.request_gate.__exit__(None, None, None)
+
+    async def _serve(self, req: Request, key: str, sender) -> None:
+        try:
+            f, hit = await self._features(req.video, key)
+            logits = await self._ground(f, req.instruction)
+            result = GroundingResult(logits.tolist(), f.frame_indices, f.timestamps, req.instruction,
                                      ranking_rule=req.ranking_rule)
-            responses[i] = self._respond(result, req, hit[i], self.moment_params)
-        return self.counters.count(responses)
+            response = self._respond(result, req, hit, self.moment_params)
+        except Exception as e:
+            response = self._error(e)
+        self._send(sender, response)
+
+    def _send(self, sender, response) -> None:
+        self.counters.count([response])
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    async def _features(self, video: bytes, key: str) -> tuple[VideoFeatures, bool]:
+        """The video's features and whether they came from the cache."""
+        f = self.cache.get(key)
+        (self.m_hit if f is not None else self.m_miss).increment(1)
+        if f is not None:
+            return f, True
+        failed = self.failures.get(key)
+        if failed is not None:
+            raise failed
+        task = self.pending.get(key)
+        if task is None:  # the first request on this video computes it; the others await the same task
+            self.cold_gate.__enter__()  # OverloadedError (UNAVAILABLE) past max_in_flight videos
+            task = self.pending[key] = asyncio.get_running_loop().create_task(self._compute(video, key))
+        return await asyncio.shield(task), False
+
+    async def _compute(self, video: bytes, key: str) -> VideoFeatures:
+        try:
+            f = await self._visual(video)
+        except Exception as e:
+            if self._client_fault(e):
+                self.failures.remember(key, e)
+            raise
+        finally:
+            del self.pending[key]
+            self.cold_gate.__exit__(None, None, None)
+        self.cache.put(key, f)
+        self.m_bytes.set(self.cache.stats.bytes)
+        return f
 
     async def _call(self, model: str, inputs: list, outputs: list[str]):
         resp = await pb_utils.InferenceRequest(
@@ -192,15 +220,23 @@ class TritonPythonModel:
         resp = await self._call(self.grounding_model, inputs, ["LOGITS"])
         return response_tensor(resp, "LOGITS").reshape(-1).float().cpu().numpy()
 
+    def _client_fault(self, e: BaseException) -> bool:
+        """Our input errors, also when a step raised them: a BLS response does not carry the step's error code
+        through (2.51 reports INTERNAL), but the step's message names the error class."""
+        if isinstance(e, StepError):
+            m = re.match(r"^\w+: (\w+): ", str(e))
+            return m is not None and m.group(1) in self.client_errors
+        return isinstance(e, InputError)
+
     def _error(self, e: BaseException):
-        if not isinstance(e, StepError):
+        if isinstance(e, OverloadedError):
+            code = pb_utils.TritonError.UNAVAILABLE  # not the client's input: retry later, or elsewhere
+        elif not isinstance(e, StepError):
             return error(e, self.name)
-        # A BLS response does not carry the step's error code through (2.51 reports INTERNAL), but the step's
-        # message names the error class: the client's fault (400) when it is one of our InputError classes.
-        m = re.match(r"^\w+: (\w+): ", str(e))
-        client = m is not None and m.group(1) in self.client_errors
-        code = pb_utils.TritonError.INVALID_ARG if client else pb_utils.TritonError.INTERNAL
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), code))
+        else:
+            code = pb_utils.TritonError.INVALID_ARG if self._client_fault(e) else pb_utils.TritonError.INTERNAL
+        message = f"{self.name}: {type(e).__name__}: {e}" if isinstance(e, OverloadedError) else str(e)
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
     @staticmethod
     def _respond(result: GroundingResult, req: Request, cache_hit: bool, moment_params: MomentParams):

@@ -73,7 +73,8 @@ class Limits:
     # Refused before tokenising, so a huge string costs nothing. A byte-level BPE token is at least one UTF-8
     # byte, so any text within max_instruction_tokens bytes can never be refused by this check alone.
     max_instruction_bytes: int = 64 * 1024
-    # Requests admitted at once (decoding, encoding or scoring); the next one gets OverloadedError.
+    # Requests admitted at once (decoding, encoding or scoring); the next one gets OverloadedError. The server
+    # counts cold videos (decoding or encoding) against it, so cache hits are still admitted while it is full.
     max_in_flight: int = 8
     # Wall-clock seconds one video decode may take (slow or stalled inputs stop with DecodeTimeoutError).
     decode_time_budget_s: float = 60.0

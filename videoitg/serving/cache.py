@@ -12,6 +12,7 @@ they stay in device memory, so the bound is device bytes there).
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,3 +106,36 @@ class FeatureCache:
             self._data.clear()
             self.stats.bytes = 0
             self.stats.entries = 0
+
+
+@dataclass
+class FailureMemory:
+    """Videos whose decode failed for the video's own sake, remembered for `ttl_s` by cache key, so that a client
+    retrying the same bytes (a corrupt file, a video over a limit, one that ran out of its decode budget) gets the
+    same error at once instead of another decode. Bounded: the oldest entry goes first past `capacity` entries."""
+
+    ttl_s: float = 60.0
+    capacity: int = 4096
+    _data: OrderedDict[str, tuple[float, BaseException]] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def remember(self, key: str, error: BaseException) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+            self._data[key] = (time.monotonic() + self.ttl_s, error)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def get(self, key: str) -> BaseException | None:
+        """The remembered error for `key`, or None (never seen, or forgotten after `ttl_s`)."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            if time.monotonic() >= item[0]:
+                del self._data[key]
+                return None
+            return item[1]
+
+    def __len__(self) -> int:
+        return len(self._data)

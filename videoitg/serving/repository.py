@@ -4,8 +4,9 @@
 Models (all but the top-level one are internal steps):
 - `videoitg`            BLS orchestrator (python): hash + feature cache, then decode -> vision on a miss,
                         grounding, selection. BLS, not an ensemble, because a cache hit must skip two steps.
-                        Its queue holds at most `Limits.max_in_flight` waiting requests; the next is refused
-                        at once (UNAVAILABLE) instead of waiting while its client times out.
+                        Each request is its own task (a hit never waits behind a decode); at most
+                        `Limits.max_in_flight` cold videos at once, past it a request is refused at once
+                        (UNAVAILABLE) instead of waiting while its client times out.
 - `videoitg_decode`     python (PyAV/core decoder) on CPU; the DALI backend on GPU (NVDEC, output stays on device).
 - `videoitg_vision`     python: SigLIP + projector on the runtime the engines directory names (torch, ONNX
                         Runtime, a TensorRT plan: `videoitg.engines.runtimes`).

@@ -1,0 +1,131 @@
+"""How the top-level model schedules requests, on the real tritonserver: a cache hit is answered while another
+request's video is still decoding, concurrent requests on one video share one decode, and a video that failed for
+its own sake is refused again without another decode.
+
+The repository is the generated CPU one, except that the top-level model's `decode_model` parameter names a decode
+step that takes DELAY_S longer per call (the real decode step, subclassed): it makes "a decode is in flight" last long
+enough to observe. Decode calls are counted from the decode step's own `videoitg_requests` metric.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+from fixtures_video import random_clip  # noqa: E402
+
+from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
+from videoitg.serving.repository import DECODE, TOP, RepoSpec, build_repository  # noqa: E402
+from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
+
+pytestmark = pytest.mark.server
+DELAY_S = 3.0
+SLOW = "videoitg_decode_slow"
+SLOW_MODEL = f'''
+import time
+
+from videoitg.python_backend.decode import TritonPythonModel as Decode
+
+
+class TritonPythonModel(Decode):
+    def execute(self, requests):
+        time.sleep({DELAY_S})
+        return super().execute(requests)
+'''
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
+    shutil.copytree(repo / DECODE, repo / SLOW)
+    cfg = repo / SLOW / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace(f'name: "{DECODE}"', f'name: "{SLOW}"'))
+    (repo / SLOW / "1" / "model.py").write_text(SLOW_MODEL)
+    top = repo / TOP / "config.pbtxt"
+    text, n = re.subn(r'(key: "decode_model"\s*value \{\s*string_value: )"[^"]*"', rf'\1"{SLOW}"', top.read_text())
+    assert n == 1
+    top.write_text(text)
+    srv = TritonServer(repo, ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "server.log").start(240)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    d = tmp_path_factory.mktemp("clips")
+    return [random_clip(d / f"{i}.mp4", seed=7000 + i) for i in range(4)]
+
+
+def decode_calls(server: TritonServer) -> dict[str, float]:
+    """The decode step's answered requests by outcome (its own counter; the slow step keeps the name)."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+        page = r.read().decode()
+    out = {"success": 0.0, "failure": 0.0}
+    for outcome in out:
+        m = re.search(rf'videoitg_requests{{model="{DECODE}",outcome="{outcome}"}} (\S+)', page)
+        out[outcome] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def timed(server: TritonServer, video: bytes, instruction: str, log: dict[str, object], name: str) -> None:
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        try:
+            log[name] = c.infer(video, instruction)
+        except RemoteError as e:
+            log[name] = e
+    log[name + "_done"] = time.monotonic()
+
+
+def test_cache_hit_is_answered_while_another_video_decodes(server: TritonServer, clips: list[bytes]) -> None:
+    """Before: the top-level model ran one batch at a time, so a hit sent during a cold request's decode waited
+    for that decode (59 s behind a slow one)."""
+    warm, cold = clips[0], clips[1]
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        assert not c.infer(warm, "a red circle").cache_hit
+    log: dict[str, object] = {}
+    t_cold = threading.Thread(target=timed, args=(server, cold, "a red circle", log, "cold"))
+    t_cold.start()
+    time.sleep(0.5)  # the cold request is in its decode (DELAY_S)
+    timed(server, warm, "a blue square", log, "hit")
+    assert "cold_done" not in log, "the hit was answered only after the cold request"
+    t_cold.join()
+    assert log["hit"].cache_hit and not log["cold"].cache_hit  # type: ignore[union-attr]
+    assert log["hit_done"] < log["cold_done"]  # type: ignore[operator]
+
+
+def test_concurrent_requests_on_one_video_share_one_decode(server: TritonServer, clips: list[bytes]) -> None:
+    before = decode_calls(server)
+    log: dict[str, object] = {}
+    threads = [threading.Thread(target=timed, args=(server, clips[2], f"object {i}", log, str(i))) for i in range(3)]
+    for t in threads:  # apart in time: separate batches, one computation
+        t.start()
+        time.sleep(0.3)
+    for t in threads:
+        t.join()
+    results = [log[str(i)] for i in range(3)]
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert decode_calls(server)["success"] - before["success"] == 1
+    frames = [r.result.frame_indices for r in results]  # type: ignore[union-attr]
+    assert frames[1:] == [frames[0]] * 2
+
+
+def test_a_video_that_failed_is_refused_again_without_another_decode(server: TritonServer) -> None:
+    """Before: the same bad bytes were decoded again (up to the whole decode budget) on every retry."""
+    junk = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
+    before = decode_calls(server)
+    errors: list[RemoteError] = []
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        for video in (junk, junk, junk, junk[:-1]):  # the last: other bytes, decoded
+            with pytest.raises(RemoteError) as e:
+                c.infer(video, "a red circle")
+            errors.append(e.value)
+    assert all("INVALID_ARGUMENT" in str(e.status) for e in errors), [e.status for e in errors]
+    assert str(errors[1]) == str(errors[0]) == str(errors[2])
+    assert decode_calls(server)["failure"] - before["failure"] == 2
