@@ -1,7 +1,8 @@
 """The in-process backend: the core `Scorer` loaded once per Ray actor.
 
-`prepare` is the instruction-independent half (decode the sampled frames, SigLIP + projector), so a
-unit of N instructions on one video pays for it once and N times only for the LLM half.
+`prepare` is the instruction-independent half (decode the sampled frames, SigLIP + projector; the same
+`Scorer.stream_features` as `score_many`, decode overlapped with the tower), so a unit of N instructions on one
+video pays for it once and N times only for the LLM half.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class InProcessBackend:
         self.top_k = spec.top_k
 
     def prepare(self, video: str) -> VideoFeatures:
-        return self.scorer.video_features(self.scorer.load_video(video))
+        return self.scorer.stream_features(video)
 
     def score(self, prepared: VideoFeatures, row: Row) -> dict[str, Any]:
         result = self.scorer.score_visual([(prepared, row.instruction)], video=row.video)[0]
