@@ -89,14 +89,19 @@ class TritonPythonModel:
             fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER),
             fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER),
             fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache", fam.GAUGE),
+            # The load signal (autoscaling): requests this model is serving. Triton's own pending count stays near
+            # zero because execute hands each request to a task at once.
+            fam("videoitg_requests_in_flight", "requests being served (cold or cache hit)", fam.GAUGE),
+            fam("videoitg_cold_videos_in_flight", "videos being decoded and encoded", fam.GAUGE),
         ]
-        self.m_hit, self.m_miss, self.m_bytes = (f.Metric({"model": self.name}) for f in self.families)
+        self.m_hit, self.m_miss, self.m_bytes, self.m_requests, self.m_cold = (
+            f.Metric({"model": self.name}) for f in self.families)
 
     def finalize(self):
         # Metrics before their families, explicitly: interpreter teardown order is arbitrary, and a family
         # destroyed before its metrics crashes the stub on exit.
         self.counters.close()
-        del self.m_hit, self.m_miss, self.m_bytes
+        del self.m_hit, self.m_miss, self.m_bytes, self.m_requests, self.m_cold
         del self.families
 
     async def execute(self, requests):
@@ -112,6 +117,7 @@ class TritonPythonModel:
             except Exception as e:
                 self._send(sender, self._error(e))
                 continue
+            self.m_requests.set(self.request_gate.in_flight)
             task = loop.create_task(self._serve(req, key, sender))
             self.tasks.add(task)
             task.add_done_callback(self._done)
@@ -120,6 +126,7 @@ class TritonPythonModel:
     def _done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
         self.request_gate.__exit__(None, None, None)
+        self.m_requests.set(self.request_gate.in_flight)
 
     async def _serve(self, req: Request, key: str, sender) -> None:
         try:
@@ -148,6 +155,7 @@ class TritonPythonModel:
         task = self.pending.get(key)
         if task is None:  # the first request on this video computes it; the others await the same task
             self.cold_gate.__enter__()  # OverloadedError (UNAVAILABLE) past max_in_flight videos
+            self.m_cold.set(self.cold_gate.in_flight)
             task = self.pending[key] = asyncio.get_running_loop().create_task(self._compute(video, key))
         return await asyncio.shield(task), False
 
@@ -161,6 +169,7 @@ class TritonPythonModel:
         finally:
             del self.pending[key]
             self.cold_gate.__exit__(None, None, None)
+            self.m_cold.set(self.cold_gate.in_flight)
         self.cache.put(key, f)
         self.m_bytes.set(self.cache.stats.bytes)
         return f

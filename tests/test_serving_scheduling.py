@@ -63,10 +63,20 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     return [random_clip(d / f"{i}.mp4", seed=7000 + i) for i in range(4)]
 
 
+def metrics(server: TritonServer) -> str:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+        return r.read().decode()
+
+
+def gauge(server: TritonServer, name: str) -> float:
+    m = re.search(rf'{name}{{model="{TOP}"}} (\S+)', metrics(server))
+    assert m, name
+    return float(m.group(1))
+
+
 def decode_calls(server: TritonServer) -> dict[str, float]:
     """The decode step's answered requests by outcome (its own counter; the slow step keeps the name)."""
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
-        page = r.read().decode()
+    page = metrics(server)
     out = {"success": 0.0, "failure": 0.0}
     for outcome in out:
         m = re.search(rf'videoitg_requests{{model="{DECODE}",outcome="{outcome}"}} (\S+)', page)
@@ -93,11 +103,15 @@ def test_cache_hit_is_answered_while_another_video_decodes(server: TritonServer,
     t_cold = threading.Thread(target=timed, args=(server, cold, "a red circle", log, "cold"))
     t_cold.start()
     time.sleep(0.5)  # the cold request is in its decode (DELAY_S)
+    # The load signal: Triton's own pending count stays near zero, these gauges do not.
+    assert gauge(server, "videoitg_cold_videos_in_flight") == 1
+    assert gauge(server, "videoitg_requests_in_flight") == 1
     timed(server, warm, "a blue square", log, "hit")
     assert "cold_done" not in log, "the hit was answered only after the cold request"
     t_cold.join()
     assert log["hit"].cache_hit and not log["cold"].cache_hit  # type: ignore[union-attr]
     assert log["hit_done"] < log["cold_done"]  # type: ignore[operator]
+    assert gauge(server, "videoitg_requests_in_flight") == gauge(server, "videoitg_cold_videos_in_flight") == 0
 
 
 def test_concurrent_requests_on_one_video_share_one_decode(server: TritonServer, clips: list[bytes]) -> None:
