@@ -97,14 +97,16 @@ def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
     assert len(losses) == 80
     assert sum(losses[-5:]) / 5 < 0.35 * sum(losses[:5]) / 5
     # The trained model ranks the positives of its training samples first.
-    from videoitg.train.data import load_frames
+    from videoitg.train.data import TRAIN_SAMPLING
 
+    from videoitg.limits import Limits
     from videoitg.pipeline import Scorer
 
     model, tok = load_checkpoint(final)
-    scorer = Scorer(final, model=model, tokenizer=tok)
+    scorer = Scorer(final, model=model, tokenizer=tok, sampling=TRAIN_SAMPLING,
+                    limits=Limits(max_sampled_frames=TRAIN_SAMPLING.num_frames))
     records, _ = parse_records(data)
-    scored, bad = ev.score_records(scorer, records, data.parent / "videos", lambda p: load_frames(p, 28))
+    scored, bad = ev.score_records(scorer, records, data.parent / "videos")
     assert not bad
     row = ev.summarize(scored).rows["all"]
     assert row["recall@#pos"] >= 0.8 and row["recall@#pos"] > row["uniform_recall@#pos"] + 0.2

@@ -297,12 +297,12 @@ def score_records(
     scorer,
     records: Sequence,
     video_root,
-    load_frames,
     batch_instructions: int = 16,
     progress: bool = False,
 ) -> tuple[list[RecordScores], list[tuple[object, str]]]:
     """Score annotation records (`videoitg.annotations.EvalRecord` or `train.data.GroundingRecord`) with a
-    `videoitg.pipeline.Scorer`. Each video is decoded and encoded once; its queries are scored in padded batches.
+    `videoitg.pipeline.Scorer` (its sampling, decoder and limits). Each video is decoded and encoded once
+    (`Scorer.stream_features`, as batch scoring does); its queries are scored in padded batches.
     Returns the scored records and the ones that could not be used (with the reason)."""
     from pathlib import Path
 
@@ -320,15 +320,14 @@ def score_records(
         it = tqdm(list(it), desc="eval videos", unit="video")
     for video, recs in it:
         try:
-            frames = load_frames(Path(video_root) / video)
-            feats = scorer.video_features(frames)
+            feats = scorer.stream_features(Path(video_root) / video)
         except VideoITGError as e:
             bad += [(r, f"unreadable video: {e}") for r in recs]
             continue
-        T = len(frames.frame_indices)
+        T = len(feats.frame_indices)
         usable = []
         for r in recs:
-            pos = _positives(r, frames.timestamps)
+            pos = _positives(r, feats.timestamps)
             if not pos:
                 bad.append((r, "no positive frame among the sampled frames"))
             elif max(pos) >= T or min(pos) < 0:
@@ -343,7 +342,7 @@ def score_records(
                 bad += [(r, str(e)) for r, _ in chunk]
                 continue
             for (r, pos), res in zip(chunk, results, strict=True):
-                duration = getattr(r, "duration", None) or getattr(frames, "duration", None)
+                duration = getattr(r, "duration", None) or feats.duration
                 scored.append(RecordScores(res.scores, pos, res.timestamps, r.kind, r.moments, duration,
                                            getattr(r, "saliency", None), _info(r), order=res.ranking))
     return scored, bad

@@ -129,7 +129,6 @@ def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
     from videoitg.checkpoint import load_checkpoint
     from videoitg.limits import Limits
     from videoitg.pipeline import Scorer, parse_dtype
-    from videoitg.train.data import load_frames
 
     ckpt = args.checkpoint
     if ckpt is None:
@@ -142,6 +141,4 @@ def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
     limits = Limits(max_sampled_frames=max(sampling.num_frames, Limits().max_sampled_frames))
     scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=sampling,
                     limits=limits, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction)
-    image_size = model.config.vision.image_size
-    return ev.score_records(scorer, records, root, lambda p: load_frames(p, image_size, sampling),
-                            progress=not args.quiet)
+    return ev.score_records(scorer, records, root, progress=not args.quiet)
