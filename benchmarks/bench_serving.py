@@ -2,14 +2,15 @@
 
     python benchmarks/bench_serving.py [--clips 8] [--reps 3] [--concurrency 1:4] [--json out.json]
 
-One tritonserver (CPU repository of the embedded tiny checkpoint) with two top-level models over the same steps:
-`videoitg` (feature cache on) and `videoitg_nocache` (cache off: every request decodes and encodes). Synthetic
-clips (the sample video's kind, distinct seeds) are the inputs.
+One tritonserver (CPU repository of the embedded tiny checkpoint) with three top-level models over the same
+steps: `videoitg` (BLS, feature cache on), `videoitg_nocache` (BLS, cache off: every request decodes and encodes)
+and `videoitg_ensemble` (the `ensemble` repository's top level: decode -> vision -> grounding -> select as a Triton
+ensemble, no cache). Synthetic clips (the sample video's kind, distinct seeds) are the inputs.
 - Paired latency: per clip and repetition, interleaved so machine load hits every variant alike:
-  in-process full request (decode + vision + grounding) | served cold (`videoitg_nocache`) |
+  in-process full request (decode + vision + grounding) | served cold (`videoitg_nocache`) | served ensemble |
   in-process grounding only (features in hand: what a cache hit leaves) | served cache hit (`videoitg`).
 - perf_analyzer (tritonclient 2.51 binary, gRPC, real video bytes as input data; loosened stability for 2 cores):
-  throughput and p50/p95 at each concurrency, for the cold and the cache-hit model.
+  throughput and p50/p95 at each concurrency, for each top-level model.
 """
 
 from __future__ import annotations
@@ -34,19 +35,31 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from videoitg.serving import binaries  # noqa: E402
-from videoitg.serving.repository import TOP, RepoSpec, build_repository, render  # noqa: E402
+from videoitg.serving.repository import SELECT, TOP, RepoSpec, build_repository, render  # noqa: E402
 
 NOCACHE = "videoitg_nocache"
+ENSEMBLE = "videoitg_ensemble"
 
 
 def build_bench_repository(out: Path, spec: RepoSpec | None = None) -> Path:
-    """The CPU repository of `spec` (default: the embedded tiny checkpoint) plus `videoitg_nocache`."""
+    """The CPU repository of `spec` (default: the embedded tiny checkpoint) plus `videoitg_nocache` and the
+    ensemble top level as `videoitg_ensemble` (with its `videoitg_select` step), all over the same steps."""
     spec = spec or RepoSpec(target="cpu")
     build_repository(spec, out)
-    cfg = render(dataclasses.replace(spec, cache_bytes=0))[f"{TOP}/config.pbtxt"]
-    (out / NOCACHE / "1").mkdir(parents=True, exist_ok=True)
-    (out / NOCACHE / "config.pbtxt").write_text(cfg.replace(f'name: "{TOP}"', f'name: "{NOCACHE}"'))
-    (out / NOCACHE / "1" / "model.py").write_text((out / TOP / "1" / "model.py").read_text())
+    extra = {NOCACHE: render(dataclasses.replace(spec, cache_bytes=0)),
+             ENSEMBLE: render(dataclasses.replace(spec, mode="ensemble"))}
+    for name, files in extra.items():
+        for rel, text in files.items():
+            model, _, rest = rel.partition("/")
+            if model == TOP:
+                dest = out / name / rest
+                text = text.replace(f'name: "{TOP}"', f'name: "{name}"')
+            elif model == SELECT:
+                dest = out / rel
+            else:
+                continue  # the steps are shared
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text)
     return out
 
 
@@ -72,11 +85,13 @@ def paired_latency(server, clips: list[bytes], reps: int) -> dict[str, float]:
     scorer = Scorer(default_checkpoint())
     q1, q2 = "When is the red circle visible?", "When does the blue square move?"
     cold = VideoITGClient(server.grpc_url, "grpc", model=NOCACHE)
+    ens = VideoITGClient(server.grpc_url, "grpc", model=ENSEMBLE)
     hit = VideoITGClient(server.grpc_url, "grpc", model=TOP)
-    feats = [scorer.video_features(scorer.load_video(c)) for c in clips]
-    for c in clips:  # warm both paths; fills the cache of `videoitg`
-        scorer.score(c, q1), cold.infer(c, q1), hit.infer(c, q1)
-    t: dict[str, list[float]] = {k: [] for k in ("inproc_full", "served_cold", "inproc_grounding", "served_hit")}
+    feats = [scorer.stream_features(c) for c in clips]
+    for c in clips:  # warm every path; fills the cache of `videoitg`
+        scorer.score(c, q1), cold.infer(c, q1), ens.infer(c, q1), hit.infer(c, q1)
+    t: dict[str, list[float]] = {k: [] for k in ("inproc_full", "served_cold", "served_ensemble", "inproc_grounding",
+                                                 "served_hit")}
     for _ in tqdm(range(reps), desc="paired latency"):
         for c, f in zip(clips, feats, strict=True):
             s = time.perf_counter()
@@ -86,17 +101,23 @@ def paired_latency(server, clips: list[bytes], reps: int) -> dict[str, float]:
             cold.infer(c, q2)
             t["served_cold"].append(time.perf_counter() - s)
             s = time.perf_counter()
+            e = ens.infer(c, q2)
+            t["served_ensemble"].append(time.perf_counter() - s)
+            assert not e.cache_hit
+            s = time.perf_counter()
             scorer.score_visual([(f, q2)])
             t["inproc_grounding"].append(time.perf_counter() - s)
             s = time.perf_counter()
             r = hit.infer(c, q2)
             t["served_hit"].append(time.perf_counter() - s)
             assert r.cache_hit
-    cold.close(), hit.close()
+    cold.close(), ens.close(), hit.close()
     out = {f"{k}_p50_ms": round(p50(v), 2) for k, v in t.items()}
     out["served_over_inproc_cold"] = round(out["served_cold_p50_ms"] / out["inproc_full_p50_ms"], 3)
     out["served_over_inproc_hit"] = round(out["served_hit_p50_ms"] / out["inproc_grounding_p50_ms"], 3)
     out["hit_over_cold_served"] = round(out["served_hit_p50_ms"] / out["served_cold_p50_ms"], 3)
+    out["ensemble_over_bls_cold"] = round(out["served_ensemble_p50_ms"] / out["served_cold_p50_ms"], 3)
+    out["ensemble_over_bls_hit"] = round(out["served_ensemble_p50_ms"] / out["served_hit_p50_ms"], 3)
     out["samples_per_variant"] = len(t["inproc_full"])
     return out
 
@@ -149,7 +170,7 @@ def main() -> int:
             result["paired"] = paired_latency(server, clips, args.reps)
             print(json.dumps(result["paired"], indent=2), flush=True)
             result["perf_analyzer"] = {}
-            for model in tqdm([NOCACHE, TOP], desc="perf_analyzer"):
+            for model in tqdm([NOCACHE, ENSEMBLE, TOP], desc="perf_analyzer"):
                 result["perf_analyzer"][model] = perf_analyzer(server, model, clips, args.concurrency, tmp)
     result["load_avg_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))

@@ -13,12 +13,13 @@ import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.serving.steps import model_parameters
+from videoitg.serving.steps import StepAssets, model_parameters
 
 
-def setup(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    cfg = json.loads(args["model_config"])
-    return cfg, model_parameters(cfg)
+def setup(args: dict[str, Any]) -> tuple[dict[str, str], StepAssets]:
+    """The model's parameters, and where its checkpoint, tower and engines are (relative to the repository)."""
+    params = model_parameters(json.loads(args["model_config"]))
+    return params, StepAssets.from_parameters(params, args.get("model_repository"))
 
 
 def error(exc: BaseException | str, model: str) -> Any:
@@ -63,8 +64,9 @@ def input_torch(request: Any, name: str) -> torch.Tensor:
 
 def output_torch(name: str, x: torch.Tensor) -> Any:
     """GPU tensors leave by DLPack (no copy, stay on device); CPU tensors through numpy (copied into the
-    response's shared memory either way, and the stub then holds no foreign DLPack capsule)."""
-    if x.device.type == "cpu":
+    response's shared memory either way, and the stub then holds no foreign DLPack capsule), but bfloat16, which
+    numpy has no type for."""
+    if x.device.type == "cpu" and x.dtype != torch.bfloat16:
         return pb_utils.Tensor(name, np.ascontiguousarray(x.detach().numpy()))
     return pb_utils.Tensor.from_dlpack(name, to_dlpack(x.contiguous()))
 

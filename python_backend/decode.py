@@ -12,21 +12,17 @@ import numpy as np
 import torch
 from videoitg.python_backend.common import RequestCounters, input_numpy, output_numpy, output_torch, respond_each, setup
 
-from videoitg.serving.steps import limits_from, resolve_checkpoint, sampling_from
+from videoitg.errors import InputError
+from videoitg.serving.steps import limits_from, sampling_from
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        _, p = setup(args)
-        ckpt = resolve_checkpoint(p.get("checkpoint", "default"))
-        from videoitg.checkpoint import load_config
-
-        cfg, _ = load_config(ckpt)
-        self.image_size = cfg.vision.image_size
+        p, assets = setup(args)
+        self.image_size = assets.config().vision.image_size
         self.sampling = sampling_from(p)
         self.limits = limits_from(p)
         self.limits.check_sampling(self.sampling)
-        self.decoder = p.get("decoder", "auto")
         self.counters = RequestCounters("videoitg_decode")
         import videoitg.decode  # noqa: F401 - import PyAV/decoders now, not on the first request
         torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
@@ -39,9 +35,11 @@ class TritonPythonModel:
 
         def handle(request):
             video = input_numpy(request, "VIDEO")
-            data = bytes(video.reshape(-1)[0]) if video is not None and video.size == 1 else b""
+            if video is None or video.size != 1:
+                raise InputError("VIDEO must hold one encoded video")
+            data = bytes(video.reshape(-1)[0])
             return self._respond(decode_video(data, image_size=self.image_size, params=self.sampling,
-                                              decoder=self.decoder, limits=self.limits.decode,
+                                              limits=self.limits.decode,
                                               time_budget_s=self.limits.decode_time_budget_s, output="uint8"))
 
         return self.counters.count(respond_each(requests, handle, "videoitg_decode"))
@@ -50,8 +48,8 @@ class TritonPythonModel:
     def _respond(frames):
         import triton_python_backend_utils as pb_utils
 
-        return pb_utils.InferenceResponse([
-            output_torch("PIXEL_VALUES", frames.pixel_values),  # uint8 [T, 3, S, S]
-            output_numpy("FRAME_INDICES", np.asarray(frames.frame_indices, dtype=np.int64)),
-            output_numpy("TIMESTAMPS", np.asarray(frames.timestamps, dtype=np.float64)),
+        return pb_utils.InferenceResponse([  # one video: a batch axis of 1
+            output_torch("PIXEL_VALUES", frames.pixel_values[None]),  # uint8 [1, T, 3, S, S]
+            output_numpy("FRAME_INDICES", np.asarray([frames.frame_indices], dtype=np.int64)),
+            output_numpy("TIMESTAMPS", np.asarray([frames.timestamps], dtype=np.float64)),
         ])

@@ -3,10 +3,10 @@
 The LLM runs on the runtime the repository generator chose from the engines directory (`grounding_runtime`:
 torch, onnxruntime, tensorrt or trtllm, through `videoitg.engines.runtimes.open_grounding`); the
 `videoitg_step_runtime` metric says which one answers. Dynamic batching with ragged inputs hands this model
-several requests at once, possibly for videos of different lengths; each is tokenised and checked on its own
-against the deployment's limits (`Limits.check_instruction`: bytes, max_instruction_tokens, and the model's length
-budget after this video's visual tokens), so a bad one gets its own error, and each good one is scored alone (no
-padding: the same numbers as in-process, and no padded attention wasted on the shorter videos).
+several requests at once, possibly for videos of different lengths. Each is checked on its own, features
+(`steps.check_features`) and instruction (`videoitg.text.instruction_ids`: text, max_instruction_tokens, and the
+model's length budget after this video's visual tokens), so a bad one gets its own error, and each good one is
+scored alone (no padding: the same numbers as in-process, and no padded attention wasted on the shorter videos).
 """
 
 from __future__ import annotations
@@ -22,22 +22,20 @@ from videoitg.python_backend.common import (
     setup,
 )
 
-from videoitg.checkpoint import checkpoint_identity
 from videoitg.engines.runtimes import open_grounding
 from videoitg.errors import InputError
-from videoitg.serving.steps import device_dtype, limits_from, load_part, resolve_checkpoint
-from videoitg.text import encode_instruction
+from videoitg.serving.steps import check_features, device_dtype, limits_from
+from videoitg.text import encode_instruction, instruction_ids
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        _, p = setup(args)
+        p, assets = setup(args)
         self.device, self.dtype = device_dtype(p)
-        ckpt = resolve_checkpoint(p.get("checkpoint", "default"))
-        self.model, self.tokenizer = load_part(ckpt, "grounding", self.device, self.dtype)
+        self.model, self.tokenizer = assets.load_part("grounding", self.device, self.dtype)
         runtime = p.get("grounding_runtime", "torch")
-        self.runtime = open_grounding(runtime, self.model, engines=p.get("engines") or None, checkpoint=ckpt,
-                                      checkpoint_identity=checkpoint_identity(ckpt))
+        self.runtime = open_grounding(runtime, self.model, engines=assets.engines, checkpoint=assets.checkpoint,
+                                      checkpoint_identity=assets.identity())
         if runtime != "torch":
             self.model.model.layers = torch.nn.ModuleList()  # the engine runs them: free their memory
         self.limits = limits_from(p)
@@ -60,13 +58,16 @@ class TritonPythonModel:
         good: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         for i, request in enumerate(requests):
             try:
-                visual = input_torch(request, "FEATURES")
-                visual = visual[0] if visual.dim() == 4 else visual  # drop the batch axis ([1, T, n, H])
+                visual = input_torch(request, "FEATURES")  # [1, T, n, H]: one video a request
+                if visual.shape[0] != 1:
+                    raise InputError(f"FEATURES must hold one video a request (batch axis 1), got {visual.shape[0]}")
+                visual = visual[0]
+                check_features(visual, self.model.config, self.limits)
                 text = input_numpy(request, "INSTRUCTION")
                 if text is None or text.size != 1:
                     raise InputError("INSTRUCTION must hold one string")
-                ids = self.limits.check_instruction(self.tokenizer, bytes(text.reshape(-1)[0]), self.model.config,
-                                                    visual.shape[0])  # visual: [T, hw², H], T sampled frames
+                ids = instruction_ids(self.tokenizer, bytes(text.reshape(-1)[0]), self.model.config, self.limits,
+                                      visual.shape[0])  # visual: [T, hw², H], T sampled frames
                 self.model.layout(visual, ids)  # the model's own length rule
                 good.append((i, visual.to(self.device, self.dtype), ids.to(self.device)))
             except Exception as e:

@@ -26,6 +26,7 @@ from videoitg.python_backend.common import (
     error,
     input_error_names,
     input_numpy,
+    output_numpy,
     response_tensor,
     setup,
 )
@@ -41,7 +42,6 @@ from videoitg.serving.steps import (
     feature_identity,
     limits_from,
     parse_request,
-    resolve_checkpoint,
     result_outputs,
     sampling_from,
 )
@@ -57,11 +57,11 @@ class StepError(VideoITGError):
 
 class TritonPythonModel:
     def initialize(self, args):
-        _, p = setup(args)
+        p, assets = setup(args)
         self.name = args.get("model_name", NAME)
         self.sampling = sampling_from(p)
         self.limits = limits_from(p)  # byte bounds here; the queue bound is Triton's (config.pbtxt)
-        self.identity = feature_identity(resolve_checkpoint(p.get("checkpoint", "default")), p)
+        self.identity = feature_identity(assets, p)
         self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
         self.failures = FailureMemory()
         self.cold_gate = self.limits.gate()  # videos decoding or encoding at once
@@ -110,8 +110,8 @@ class TritonPythonModel:
             sender = r.get_response_sender()
             try:
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
-                                    input_numpy(r, "TOP_K"), input_numpy(r, "DOC_ID"), self.default_top_k,
-                                    self.limits, input_numpy(r, "RANKING_RULE"), self.ranking_rule)
+                                    input_numpy(r, "TOP_K"), self.default_top_k, self.limits,
+                                    input_numpy(r, "RANKING_RULE"), self.ranking_rule)
                 key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
                 self.request_gate.__enter__()  # OverloadedError past the bound
             except Exception as e:
@@ -185,14 +185,16 @@ class TritonPythonModel:
     async def _visual(self, video: bytes) -> VideoFeatures:
         if self.decode_backend == "dali":
             return await self._visual_dali(video)
-        dec = await self._call(self.decode_model, [bytes_tensor("VIDEO", [video])],
+        # Steps take one video per request, with a batch axis of 1.
+        dec = await self._call(self.decode_model, [bytes_tensor("VIDEO", [video], (1, 1))],
                                ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
         pixels = pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")
         vis = await self._call(self.vision_model, [pixels], ["FEATURES"])
         # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
-        visual = response_tensor(vis, "FEATURES").clone()
-        return VideoFeatures(visual, pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().tolist(),
-                             pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().tolist())
+        visual = response_tensor(vis, "FEATURES")[0].clone()
+        return VideoFeatures(visual,
+                             pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().reshape(-1).tolist(),
+                             pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().reshape(-1).tolist())
 
     async def _visual_dali(self, video: bytes) -> VideoFeatures:
         """GPU deployments. UNVERIFIED (no GPU tritonserver with the DALI backend here): the container header gives
@@ -216,10 +218,10 @@ class TritonPythonModel:
                                                    pb_utils.Tensor("COLOUR", colour_input(info.colour)[None])],
                                ["PIXEL_VALUES"])
         # Drop DALI's batch axis (still on the device) and turn the frames upright as the CPU decoder does.
-        pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], info.rotation).contiguous()
+        pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], info.rotation)[None].contiguous()
         vis = await self._call(self.vision_model, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
                                ["FEATURES"])
-        return VideoFeatures(response_tensor(vis, "FEATURES").clone(), idx, frame_timestamps(idx, info.fps))
+        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), idx, frame_timestamps(idx, info.fps))
 
     async def _ground(self, f: VideoFeatures, instruction: str) -> np.ndarray:
         from torch.utils.dlpack import to_dlpack
@@ -249,8 +251,5 @@ class TritonPythonModel:
 
     @staticmethod
     def _respond(result: GroundingResult, req: Request, cache_hit: bool, moment_params: MomentParams):
-        out = {k: v[None] for k, v in result_outputs(result, req.top_k, moment_params).items()}  # add the batch axis
-        out["DOC_ID"] = np.array([[req.doc_id if req.doc_id is not None else -1]], dtype=np.int64)
-        out["CACHE_HIT"] = np.array([[cache_hit]], dtype=bool)
-        return pb_utils.InferenceResponse([pb_utils.Tensor(k, v if v.dtype == np.object_ else np.ascontiguousarray(v))
-                                           for k, v in out.items()])
+        out = result_outputs(result, req.top_k, moment_params, cache_hit)
+        return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # the batch axis

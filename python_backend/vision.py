@@ -18,27 +18,24 @@ from videoitg.python_backend.common import (
     setup,
 )
 
-from videoitg.checkpoint import checkpoint_identity
 from videoitg.engines.runtimes import open_vision
 from videoitg.errors import InputError
 from videoitg.preprocess import pixel_values
-from videoitg.serving.steps import device_dtype, limits_from, load_part, resolve_checkpoint
+from videoitg.serving.steps import check_frames, device_dtype, limits_from
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        _, p = setup(args)
+        p, assets = setup(args)
         self.device, self.dtype = device_dtype(p)
-        ckpt = resolve_checkpoint(p.get("checkpoint", "default"))
-        model, _ = load_part(ckpt, "vision", self.device, self.dtype)
-        self.runtime = open_vision(p.get("vision_runtime", "torch"), model, engines=p.get("engines") or None,
-                                   checkpoint_identity=checkpoint_identity(ckpt),
-                                   chunk_frames=int(p.get("chunk_frames", 64)))
+        model, _ = assets.load_part("vision", self.device, self.dtype)
+        self.runtime = open_vision(p.get("vision_runtime", "torch"), model, engines=assets.engines,
+                                   checkpoint_identity=assets.identity())
         self.counters = RequestCounters("videoitg_vision")
         self.runtime_metric = StepRuntimeMetric("videoitg_vision", self.runtime.runtime)
         # Warm-up: the first forward pays one-time kernel/allocator setup that should not land on a request.
         self.image_size = s = model.config.vision.image_size
-        self.max_frames = limits_from(p).max_sampled_frames
+        self.limits = limits_from(p)
         self.features(torch.zeros(2, 3, s, s, device=self.device, dtype=self.dtype))
 
     def finalize(self):
@@ -49,15 +46,12 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
 
         def handle(request):
-            frames = input_torch(request, "PIXEL_VALUES").to(self.device)
-            if frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[2] != self.image_size or \
-                    frames.shape[3] != self.image_size:
-                raise InputError(f"PIXEL_VALUES must be [T, 3, {self.image_size}, {self.image_size}], got "
-                                 f"{list(frames.shape)}")
-            if frames.shape[0] > self.max_frames:
-                raise InputError(f"PIXEL_VALUES holds {frames.shape[0]} frames, over the limit of {self.max_frames}")
-            pv = pixel_values(frames, self.dtype)
-            return pb_utils.InferenceResponse([output_torch("FEATURES", self.features(pv))])
+            frames = input_torch(request, "PIXEL_VALUES")  # [1, T, 3, S, S]: one video a request
+            if frames.shape[0] != 1:
+                raise InputError(f"PIXEL_VALUES must hold one video a request (batch axis 1), got {frames.shape[0]}")
+            check_frames(frames[0], self.image_size, self.limits)
+            pv = pixel_values(frames[0].to(self.device), self.dtype)
+            return pb_utils.InferenceResponse([output_torch("FEATURES", self.features(pv)[None])])
 
         return self.counters.count(respond_each(requests, handle, "videoitg_vision"))
 

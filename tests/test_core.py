@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from fixtures_model import build_tiny_checkpoint, tiny_config
+from fixtures_model import build_tiny_checkpoint, plain_writer_checkpoint, tiny_config
 from safetensors.torch import save_file
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
@@ -99,41 +99,16 @@ def test_checkpoint_round_trip_single_and_sharded(tmp_path, tiny):
             assert (again / f).read_text() == (d / f).read_text(), f
 
 
-def _plain_writer_checkpoint(tmp_path, tiny, external_tower: bool):
-    """A checkpoint written by other code: only safetensors + json, in the documented layout."""
-    d = tmp_path / "plain"
-    d.mkdir()
-    sd = {k: v.clone() for k, v in tiny.state_dict().items()}
-    cfg = tiny.config.to_json_dict(embed_vision_config=not external_tower)
-    if external_tower:
-        tower = tmp_path / "siglip"
-        tower.mkdir()
-        # a full HF SiglipVisionModel checkpoint: includes the last layer and post_layernorm the model skips
-        tw = {k.removeprefix("model.vision_tower.vision_tower."): sd.pop(k) for k in list(sd)
-              if k.startswith("model.vision_tower.")}
-        n = tiny.config.vision.num_hidden_layers
-        for k in [k for k in tw if k.startswith("vision_model.encoder.layers.0.")]:
-            tw[k.replace("layers.0.", f"layers.{n - 1}.")] = tw[k].clone()
-        tw["vision_model.post_layernorm.weight"] = torch.ones(tiny.config.vision.hidden_size)
-        save_file(tw, str(tower / "model.safetensors"))
-        (tower / "config.json").write_text(json.dumps(tiny.config.vision.to_hf_dict()))
-        cfg["mm_vision_tower"] = str(tower)
-    save_file(sd, str(d / "model.safetensors"))
-    (d / "config.json").write_text(json.dumps(cfg))
-    build_tiny_tokenizer().save_pretrained(str(d))
-    return d
-
-
 @pytest.mark.parametrize("external_tower", [False, True])
 def test_checkpoint_from_a_plain_safetensors_writer_loads(tmp_path, tiny, external_tower):
-    d = _plain_writer_checkpoint(tmp_path, tiny, external_tower)
+    d = plain_writer_checkpoint(tmp_path, tiny, external_tower)
     model, _ = load_checkpoint(d)
     for k, v in tiny.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
 
 
 def test_mismatched_checkpoint_names_every_tensor(tmp_path, tiny):
-    d = _plain_writer_checkpoint(tmp_path, tiny, external_tower=False)
+    d = plain_writer_checkpoint(tmp_path, tiny, external_tower=False)
     from safetensors.torch import load_file
 
     sd = load_file(str(d / "model.safetensors"))
@@ -164,7 +139,7 @@ def test_corrupt_and_pickle_checkpoints_are_refused(tmp_path, tiny):
 
 
 def test_missing_tower_is_a_clear_error_not_a_download(tmp_path, tiny):
-    d = _plain_writer_checkpoint(tmp_path, tiny, external_tower=False)
+    d = plain_writer_checkpoint(tmp_path, tiny, external_tower=False)
     cfg = json.loads((d / "config.json").read_text())
     del cfg["vision_config"]
     cfg["mm_vision_tower"] = "google/siglip-so400m-patch14-384"

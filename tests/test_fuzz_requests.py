@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.limits import InstructionTooLongError, Limits, visual_tokens
+from videoitg.limits import InstructionTooLongError, Limits, is_blank, visual_tokens
 from videoitg.outputs import GroundingResult, released_scores
 from videoitg.paths import resolve_under_roots
 from videoitg.sampling import SamplingParams, sample_frame_indices
+from videoitg.text import instruction_ids
 
 COUNTS: Counter[str] = Counter()
 
@@ -95,7 +96,7 @@ raw_instructions = st.binary(max_size=300) | instructions.map(lambda s: s.encode
 @given(text=instructions | raw_instructions, frames=st.none() | st.integers(1, 2048))
 def test_instruction_is_token_ids_or_typed_error(text: str | bytes, frames: int | None) -> None:
     TOK, CFG = tok_cfg()
-    ids = outcome("instruction", LIMITS.check_instruction, TOK, text, CFG, frames)
+    ids = outcome("instruction", instruction_ids, TOK, text, CFG, LIMITS, frames)
     if ids is None:
         return
     limit = LIMITS.instruction_token_limit(CFG, frames)
@@ -113,9 +114,9 @@ def test_short_valid_instructions_are_never_refused(text: str) -> None:
     TOK, CFG = tok_cfg()
     raw = text.encode("utf-8")
     COUNTS["instruction-admit"] += 1
-    if not text.strip() or len(raw) + 1 > LIMITS.instruction_token_limit(CFG):
+    if is_blank(text) or len(raw) + 1 > LIMITS.instruction_token_limit(CFG):
         return
-    ids = LIMITS.check_instruction(TOK, text, CFG)
+    ids = instruction_ids(TOK, text, CFG, LIMITS)
     assert len(ids) <= len(raw) + 1
 
 
@@ -124,7 +125,7 @@ def test_short_valid_instructions_are_never_refused(text: str) -> None:
 def test_oversized_instruction_refused_before_tokenising(n: int) -> None:
     COUNTS["instruction-oversize"] += 1
     with pytest.raises(InstructionTooLongError, match="bytes"):
-        LIMITS.check_instruction(None, "a" * n, tiny_config())  # no tokenizer needed: refused by size alone
+        LIMITS.instruction_text("a" * n)  # no tokenizer needed: refused by size alone
 
 
 # ---- TOP_K on a result -------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from videoitg.limits import (
 )
 from videoitg.model import VideoITG
 from videoitg.sampling import SamplingParams
+from videoitg.text import instruction_ids
 
 
 @pytest.fixture(scope="module")
@@ -103,21 +104,21 @@ def test_visual_token_bound_is_the_worst_case() -> None:
 
 def test_instruction_bytes_utf8_and_empty(tok) -> None:  # type: ignore[no-untyped-def]
     cfg, lim = tiny_config(), Limits(max_instruction_bytes=64)
-    assert len(lim.check_instruction(tok, "when is the red circle visible?", cfg)) > 3
-    assert len(lim.check_instruction(tok, b"when is the red circle visible?", cfg)) > 3
+    assert len(instruction_ids(tok, "when is the red circle visible?", cfg, lim)) > 3
+    assert len(instruction_ids(tok, b"when is the red circle visible?", cfg, lim)) > 3
     with pytest.raises(InstructionTooLongError, match="65 bytes, over the limit of 64"):
-        lim.check_instruction(tok, "x" * 65, cfg)
+        instruction_ids(tok, "x" * 65, cfg, lim)
     with pytest.raises(InstructionTooLongError, match="bytes"):
-        lim.check_instruction(tok, "é" * 33, cfg)  # 33 characters, 66 UTF-8 bytes
+        instruction_ids(tok, "é" * 33, cfg, lim)  # 33 characters, 66 UTF-8 bytes
     with pytest.raises(InputError, match="not valid UTF-8"):
-        lim.check_instruction(tok, b"\xff\xfe abc", cfg)
+        instruction_ids(tok, b"\xff\xfe abc", cfg, lim)
     with pytest.raises(InputError, match="UTF-8"):
-        lim.check_instruction(tok, "a\ud800b", cfg)
-    for empty in ("", "   \n\t"):
+        instruction_ids(tok, "a\ud800b", cfg, lim)
+    for empty in ("", "   \n\t", "\x00\u200b", "\ufeff \u2060"):  # nothing visible: NUL and zero-width too
         with pytest.raises(InputError, match="empty"):
-            lim.check_instruction(tok, empty, cfg)
+            instruction_ids(tok, empty, cfg, lim)
     with pytest.raises(InputError, match="string"):
-        lim.check_instruction(tok, 42, cfg)  # type: ignore[arg-type]
+        instruction_ids(tok, 42, cfg, lim)  # type: ignore[arg-type]
 
 
 def test_instruction_token_limit_agrees_with_the_model_layout(tok) -> None:  # type: ignore[no-untyped-def]
@@ -133,11 +134,11 @@ def test_instruction_token_limit_agrees_with_the_model_layout(tok) -> None:  # t
             model.layout(visual, torch.zeros(n + 1, dtype=torch.long))  # one more: refused, so the limit is tight
     text = "red " * 5000  # ~5000 tokens: over the tiny model's 4096-token budget whatever the video
     with pytest.raises(InstructionTooLongError, match="tokens, over the limit"):
-        lim.check_instruction(tok, text, cfg, num_frames=16)
+        instruction_ids(tok, text, cfg, lim, num_frames=16)
     # The configured cap binds before the model budget.
     small = Limits(max_instruction_tokens=4)
     with pytest.raises(InstructionTooLongError, match="over the limit of 4"):
-        small.check_instruction(tok, "when is the red circle visible?", cfg, num_frames=16)
+        instruction_ids(tok, "when is the red circle visible?", cfg, small, num_frames=16)
     assert issubclass(InstructionTooLongError, InputError)
 
 

@@ -257,8 +257,8 @@ def test_bad_instructions_and_top_k(server, sample) -> None:  # type: ignore[no-
 
     data, instruction = sample
     cases = {
-        "empty": (b"", "INSTRUCTION is empty", None),
-        "blank": (b" \n\t ", "INSTRUCTION is empty", None),
+        "empty": (b"", "INSTRUCTION: instruction is empty", None),
+        "blank": (b" \n\t ", "INSTRUCTION: instruction is empty", None),
         "invalid UTF-8": (b"\xff\xfe when", "UTF-8", None),
         "over the byte limit": (b"a" * (70 * 1024), r"over the limit of 65536 bytes \(max_instruction_bytes\)",
                                 None),

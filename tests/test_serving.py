@@ -88,9 +88,9 @@ def assert_same(served, ref) -> None:
 def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
     path, data, instruction = sample
     ref = scorer.score(data, instruction)
-    out = clients[protocol].infer(path, instruction, top_k=5, doc_id=7)
+    out = clients[protocol].infer(path, instruction, top_k=5)
     assert_same(out.result, ref)
-    assert out.top_k_frames == ref.top_k_frames(5) and out.doc_id == 7
+    assert out.top_k_frames == ref.top_k_frames(5)
     assert out.result.to_record(7, str(path), top_k=5) == ref.to_record(7, str(path), top_k=5)
 
 
@@ -118,7 +118,7 @@ def test_ranking_rule_and_moments_are_served_like_in_process(protocol, clients, 
 @pytest.mark.parametrize("text", ["\u200b\u200b", "\x00", " \ufeff\n"])
 def test_instruction_of_invisible_characters_is_refused(text, clients, sample) -> None:
     path, _, _ = sample
-    with pytest.raises(RemoteError, match="INSTRUCTION is empty"):
+    with pytest.raises(RemoteError, match="INSTRUCTION: instruction is empty"):
         clients["grpc"].infer(path, text)
 
 
@@ -167,7 +167,7 @@ def test_concurrent_clients_get_their_own_answers(server, scorer, sample, tmp_pa
     assert len({tuple(g.logits) for g in got}) == 8  # each answer belongs to its own instruction
 
 
-def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]]):
+def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str = "videoitg"):
     import tritonclient.grpc as grpc
 
     c = grpc.InferenceServerClient(server.grpc_url)
@@ -177,7 +177,7 @@ def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]]):
         t.set_data_from_numpy(arr)
         ins.append(t)
     try:
-        return c.infer("videoitg", ins)
+        return c.infer(model, ins)
     finally:
         c.close()
 
@@ -188,9 +188,10 @@ BAD_REQUESTS = {
     "wrong shape": ({"VIDEO": (np.array([[b"a", b"b"]], object), "BYTES"), "INSTRUCTION": "ok"}, "VIDEO"),
     "corrupt video": ({"VIDEO": (np.array([[b"\x00garbage" * 64]], object), "BYTES"), "INSTRUCTION": "ok"},
                       "NotAVideoError"),
-    "empty video": ({"VIDEO": (np.array([[b""]], object), "BYTES"), "INSTRUCTION": "ok"}, "VIDEO is empty"),
+    "empty video": ({"VIDEO": (np.array([[b""]], object), "BYTES"), "INSTRUCTION": "ok"},
+                    "VIDEO: video input is empty"),
     "empty instruction": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[b"   "]], object), "BYTES")},
-                          "INSTRUCTION is empty"),
+                          "INSTRUCTION: instruction is empty"),
     "over-long instruction": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[b"word " * 6000]], object), "BYTES")},
                               "max_instruction_tokens=32"),
 }
@@ -215,8 +216,8 @@ def test_video_over_the_configured_byte_limit_is_refused(clients, sample) -> Non
     path, data, instruction = sample
     big = data + b"\x00" * (LIMITS.decode.max_bytes + 1 - len(data))  # a real video, one byte over the limit
     for c in clients.values():
-        with pytest.raises(RemoteError, match=r"VideoTooLargeError: VIDEO is 1048577 bytes, over the limit of "
-                                              r"1048576 bytes \(max_video_bytes\)") as ei:
+        with pytest.raises(RemoteError, match=r"VideoTooLargeError: VIDEO: video input is 1048577 bytes, over the "
+                                              r"1048576 byte limit \(max_video_bytes\)") as ei:
             c.infer(big, instruction)
         assert str(ei.value.status) in ("StatusCode.INVALID_ARGUMENT", "400"), ei.value.status
     assert clients["grpc"].infer(path, instruction).result.logits  # the next request is served
@@ -262,6 +263,56 @@ def test_bad_request_does_not_fail_its_batch_mates(server, scorer, sample) -> No
             assert_same(g, ref)
 
 
+def test_step_models_called_directly_check_their_inputs(server, scorer, sample) -> None:
+    """A client can reach the step models too: each refuses what the top-level model would never send it, with
+    INVALID_ARGUMENT naming the input, and a bad call never fails a good request batched with it."""
+    from tritonclient.utils import InferenceServerException
+
+    path, data, instruction = sample
+    cfg = scorer.config
+    s, h = cfg.vision.image_size, cfg.text.hidden_size
+    frames = LIMITS.max_sampled_frames + 1
+    with pytest.raises(InferenceServerException, match=rf"PIXEL_VALUES holds {frames} frames; 1 to "
+                                                       rf"{LIMITS.max_sampled_frames}") as ei:
+        _raw_infer(server, {"PIXEL_VALUES": (np.zeros((1, frames, 3, s, s), np.uint8), "UINT8")}, "videoitg_vision")
+    assert ei.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException, match=r"PIXEL_VALUES must be \[T, 3, "):
+        _raw_infer(server, {"PIXEL_VALUES": (np.zeros((1, 2, 3, s + 1, s), np.uint8), "UINT8")}, "videoitg_vision")
+    with pytest.raises(InferenceServerException, match="VIDEO: video input is empty|video input is empty"):
+        _raw_infer(server, {"VIDEO": (np.array([[b""]], object), "BYTES")}, "videoitg_decode")
+
+    # Grounding: mis-sized features sent at the same time as a well-formed request.
+    feats = scorer.stream_features(data)
+    good = {"FEATURES": (feats.visual[None].numpy(), "FP32"),
+            "INSTRUCTION": (np.array([[instruction.encode()]], object), "BYTES")}
+    t = feats.visual.shape[0]
+    bad_shapes = {
+        "tokens": np.zeros((1, t, feats.visual.shape[1] + 1, h), np.float32),
+        "hidden": np.zeros((1, t, feats.visual.shape[1], h + 1), np.float32),
+        "nan": np.full((1, t, feats.visual.shape[1], h), np.nan, np.float32),
+    }
+    messages = {"tokens": "FEATURES of", "hidden": "FEATURES of", "nan": "NaN or infinite"}
+
+    def call(job):
+        name, inputs = job
+        try:
+            return name, _raw_infer(server, inputs, "videoitg_grounding")
+        except InferenceServerException as e:
+            return name, e
+
+    jobs = [("good", good)] + [(k, {**good, "FEATURES": (v, "FP32")}) for k, v in bad_shapes.items()] + [
+        ("good", good)]
+    with ThreadPoolExecutor(len(jobs)) as ex:
+        got = list(ex.map(call, jobs))
+    ref = scorer.score(data, instruction)
+    for name, out in got:
+        if name == "good":
+            assert np.abs(out.as_numpy("LOGITS")[0] - np.asarray(ref.logits)).max() <= TOL
+        else:
+            assert isinstance(out, InferenceServerException) and messages[name] in str(out), (name, out)
+            assert out.status() == "StatusCode.INVALID_ARGUMENT", (name, out.status())
+
+
 def test_metrics_count_successes_and_failures(server, clients, sample) -> None:
     path, _, instruction = sample
 
@@ -273,7 +324,7 @@ def test_metrics_count_successes_and_failures(server, clients, sample) -> None:
 
     before = counts()
     clients["http"].infer(path, instruction)
-    with pytest.raises(RemoteError, match="INSTRUCTION is empty"):
+    with pytest.raises(RemoteError, match="INSTRUCTION: instruction is empty"):
         clients["http"].infer(path, " ")
     after = counts()
     assert after[0] - before[0] == 1 and after[1] - before[1] == 1

@@ -4,6 +4,7 @@ feature cache, request parsing, the outputs round trip, and finding the Triton b
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,29 +30,62 @@ def _tree(d: Path) -> dict[str, str]:
             and "__pycache__" not in p.parts}
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
-def test_committed_repository_equals_generator(target: str, tmp_path: Path) -> None:
-    out = build_repository(RepoSpec(target=target), tmp_path / target, serialize_dali=False)
-    committed = ROOT / "triton_models" / target
-    assert _tree(committed) == _tree(out), f"triton_models/{target} is stale: rerun `videoitg repo build`"
+# The committed example repositories: triton_models/<name> == `videoitg repo build --target T --mode M`.
+COMMITTED = {"cpu": ("cpu", "bls"), "gpu": ("gpu", "bls"), "cpu_ensemble": ("cpu", "ensemble")}
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
-def test_configs_parse_as_triton_model_config(target: str) -> None:
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_committed_repository_equals_generator(name: str, tmp_path: Path) -> None:
+    target, mode = COMMITTED[name]
+    out = build_repository(RepoSpec(target=target, mode=mode), tmp_path / name, serialize_dali=False)
+    committed = ROOT / "triton_models" / name
+    assert _tree(committed) == _tree(out), f"triton_models/{name} is stale: rerun `videoitg repo build`"
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_configs_parse_as_triton_model_config(name: str) -> None:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    files = render(RepoSpec(target=target))
-    configs = {k: v for k, v in files.items() if k.endswith("config.pbtxt")}
-    assert len(configs) == 4
-    for rel, text in configs.items():
-        cfg = text_format.Parse(text, model_config_pb2.ModelConfig())  # unknown field or enum -> ParseError
+    target, mode = COMMITTED[name]
+    files = render(RepoSpec(target=target, mode=mode))
+    configs = {k: text_format.Parse(v, model_config_pb2.ModelConfig())  # unknown field or enum -> ParseError
+               for k, v in files.items() if k.endswith("config.pbtxt")}
+    assert {k.split("/")[0] for k in configs} == {
+        "videoitg", "videoitg_decode", "videoitg_vision", "videoitg_grounding"} | (
+        {"videoitg_select"} if mode == "ensemble" else set())
+    for rel, cfg in configs.items():
         assert cfg.name == rel.split("/")[0]
-    top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
-    assert [i.name for i in top.input] == ["VIDEO", "INSTRUCTION", "TOP_K", "DOC_ID", "RANKING_RULE"]
-    assert [i.optional for i in top.input] == [False, False, True, True, True]
-    assert {"SCORES", "FRAME_INDICES", "TIMESTAMPS", "TOP_K_FRAMES", "MOMENTS", "RANKING_RULE"} <= {
-        o.name for o in top.output}
+    top = configs["videoitg/config.pbtxt"]
+    assert [i.name for i in top.input] == ["VIDEO", "INSTRUCTION", "TOP_K", "RANKING_RULE"]
+    assert [i.optional for i in top.input] == [False, False, True, True]
+    outputs = [o.name for o in top.output]
+    assert outputs == ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT",
+                       "MOMENTS", "APPLIED_RANKING_RULE"]
+    assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
+    if mode == "ensemble":
+        assert top.platform == "ensemble"
+        steps = top.ensemble_scheduling.step
+        assert [s.model_name for s in steps] == ["videoitg_decode", "videoitg_vision", "videoitg_grounding",
+                                                "videoitg_select"]
+        # Every ensemble output is produced by the last step, every step input is an ensemble input or an
+        # earlier step's output, and each batch-capable step takes the ensemble's batch.
+        assert set(steps[-1].output_map.values()) == set(outputs)
+        produced = {i.name for i in top.input}
+        for step in steps:
+            assert set(step.input_map.values()) <= produced, step.model_name
+            produced |= set(step.output_map.values())
+        for rel, cfg in configs.items():
+            assert cfg.max_batch_size >= top.max_batch_size, rel
+
+
+def test_ensemble_is_refused_for_the_gpu_target() -> None:
+    with pytest.raises(InputError, match="cpu target only"):
+        RepoSpec(target="gpu", mode="ensemble")
+    with pytest.raises(InputError, match="mode must be one of"):
+        RepoSpec(mode="pipeline")
+    with pytest.raises(InputError, match="max_batch must be an int >= 1"):
+        RepoSpec(max_batch=0)
 
 
 def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
@@ -59,6 +93,39 @@ def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
     top = files["videoitg/config.pbtxt"]
     assert json.dumps(str(tmp_path)) in top and '"64"' in top and '"2"' in top and '"train"' in top
     assert json.dumps(str(tmp_path)) in files["videoitg_grounding/config.pbtxt"]
+
+
+def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: Path) -> None:
+    """`videoitg repo build` copies the checkpoint, an external tower and the engines into the repository and
+    names them relative to its root, so the copied tree resolves them wherever it lands."""
+    from fixtures_model import plain_writer_checkpoint, tiny_config
+
+    from videoitg.model import VideoITG
+
+    (tmp_path / "src").mkdir()
+    ckpt = plain_writer_checkpoint(tmp_path / "src", VideoITG(tiny_config(vocab_size=300)), external_tower=True)
+    engines = tmp_path / "src" / "engines"
+    engines.mkdir()
+    (engines / "build.json").write_text(json.dumps({"runtimes": {}}))
+    repo = build_repository(RepoSpec(checkpoint=str(ckpt), engines=str(engines)), tmp_path / "repo", bundle=True)
+    texts = "".join(p.read_text() for p in repo.rglob("config.pbtxt"))
+    assert str(tmp_path) not in texts  # no host path left in any config
+    moved = tmp_path / "elsewhere"
+    repo.rename(moved)
+    shutil.rmtree(tmp_path / "src")  # the originals are gone: only the repository's copies remain
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from videoitg.serving.steps import StepAssets, model_parameters
+
+    for name in ("videoitg", "videoitg_decode", "videoitg_vision", "videoitg_grounding"):
+        cfg = text_format.Parse((moved / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        params = model_parameters(json_format.MessageToDict(cfg, preserving_proto_field_name=True))
+        assets = StepAssets.from_parameters(params, moved / name)
+        assert assets.checkpoint == moved / "videoitg" / "checkpoint"
+        assert assets.config().vision.image_size > 0  # the tower is found in the repository
+    model, tok = assets.load_part("grounding", "cpu", torch.float32)
+    assert tok is not None and assets.engines == moved / "videoitg" / "engines"
 
 
 def test_step_runtimes_follow_build_json(tmp_path: Path) -> None:
@@ -93,25 +160,25 @@ def test_feature_cache_lru_bound_and_counters() -> None:
 
 
 def test_parse_request_errors() -> None:
-    ok = parse_request(np.array([[b"v"]], object), np.array([[b"hi"]], object), None, None, 8)
-    assert (ok.video, ok.instruction, ok.top_k, ok.doc_id) == (b"v", "hi", 8, None)
+    ok = parse_request(np.array([[b"v"]], object), np.array([[b"hi"]], object), None, 8)
+    assert (ok.video, ok.instruction, ok.top_k) == (b"v", "hi", 8)
     bad = [
-        ((np.array([[b""]], object), np.array([[b"hi"]], object), None, None), "VIDEO is empty"),
-        ((np.array([[b"v"]], object), np.array([[b"  "]], object), None, None), "INSTRUCTION is empty"),
-        ((np.array([[b"v"]], object), np.array([[b"\xff\xfe"]], object), None, None), "UTF-8"),
-        ((np.array([[b"v"]], object), np.array([[b"x" * 70000]], object), None, None), "max_instruction_bytes"),
-        ((np.array([[b"v", b"w"]], object), np.array([[b"hi"]], object), None, None), "one video per request"),
-        ((np.array([[b"v"]], object), np.array([[b"hi"]], object), np.array([[0]], np.int32), None), "TOP_K"),
+        ((np.array([[b""]], object), np.array([[b"hi"]], object), None), "VIDEO: video input is empty"),
+        ((np.array([[b"v"]], object), np.array([[b"  "]], object), None), "INSTRUCTION: instruction is empty"),
+        ((np.array([[b"v"]], object), np.array([[b"\xff\xfe"]], object), None), "UTF-8"),
+        ((np.array([[b"v"]], object), np.array([[b"x" * 70000]], object), None), "max_instruction_bytes"),
+        ((np.array([[b"v", b"w"]], object), np.array([[b"hi"]], object), None), "one video per request"),
+        ((np.array([[b"v"]], object), np.array([[b"hi"]], object), np.array([[0]], np.int32)), "TOP_K"),
     ]
     for args, msg in bad:
         with pytest.raises(InputError, match=msg):
             parse_request(*args, 8)
     lim = Limits().replace(max_bytes=4, max_instruction_bytes=3)
-    with pytest.raises(InputError, match=r"VIDEO is 5 bytes, over the limit of 4 bytes \(max_video_bytes\)"):
-        parse_request(np.array([[b"vvvvv"]], object), np.array([[b"hi"]], object), None, None, 8, lim)
+    with pytest.raises(InputError, match=r"VIDEO: video input is 5 bytes, over the 4 byte limit \(max_video_bytes\)"):
+        parse_request(np.array([[b"vvvvv"]], object), np.array([[b"hi"]], object), None, 8, lim)
     with pytest.raises(InstructionTooLongError, match="over the limit of 3 bytes"):
-        parse_request(np.array([[b"v"]], object), np.array([[b"four"]], object), None, None, 8, lim)
-    assert parse_request(np.array([[b"vvvv"]], object), np.array([[b"hi!"]], object), None, None, 8, lim).top_k == 8
+        parse_request(np.array([[b"v"]], object), np.array([[b"four"]], object), None, 8, lim)
+    assert parse_request(np.array([[b"vvvv"]], object), np.array([[b"hi!"]], object), None, 8, lim).top_k == 8
 
 
 def test_limits_reach_the_model_parameters_and_queue() -> None:
@@ -149,8 +216,12 @@ def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
 def test_outputs_round_trip_to_grounding_result() -> None:
     r = GroundingResult([0.5, -1.0, 2.0, 0.5], [0, 30, 60, 90], [0.0, 1.0, 2.0, 3.0], "q", "v.mp4")
     out = result_outputs(r, top_k=2)
-    assert out["FRAME_INDICES"].tolist() == [60, 0, 90, 30]  # score-descending, ties by time
+    # Every per-frame output chronological; the ranking its own output (score-descending, ties by time).
+    assert out["FRAME_INDICES"].tolist() == [0, 30, 60, 90] and out["TIMESTAMPS"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert out["LOGITS"].tolist() == [0.5, -1.0, 2.0, 0.5]
+    assert out["RANKING"].tolist() == [2, 0, 3, 1]
     assert out["TOP_K_FRAMES"].tolist() == [0, 60]  # chronological
+    assert out["CACHE_HIT"].tolist() == [False] and out["APPLIED_RANKING_RULE"].tolist() == [b"released"]
     back = result_from_outputs(out, "q", "v.mp4")
     assert back.to_record(1, top_k=2) == r.to_record(1, top_k=2)
 
@@ -169,12 +240,12 @@ def test_binaries_found_and_perf_analyzer_runs() -> None:
 
 def test_parse_request_ranking_rule_and_invisible_instruction() -> None:
     video, text = np.array([b"v"], dtype=object), np.array([b"when?"], dtype=object)
-    assert parse_request(video, text, None, None, 8).ranking_rule == "released"
-    assert parse_request(video, text, None, None, 8, default_ranking_rule="exact").ranking_rule == "exact"
+    assert parse_request(video, text, None, 8).ranking_rule == "released"
+    assert parse_request(video, text, None, 8, default_ranking_rule="exact").ranking_rule == "exact"
     rule = np.array([b"exact"], dtype=object)
-    assert parse_request(video, text, None, None, 8, ranking_rule=rule).ranking_rule == "exact"
+    assert parse_request(video, text, None, 8, ranking_rule=rule).ranking_rule == "exact"
     with pytest.raises(InputError, match="RANKING_RULE: unknown ranking rule 'best'"):
-        parse_request(video, text, None, None, 8, ranking_rule=np.array([b"best"], dtype=object))
+        parse_request(video, text, None, 8, ranking_rule=np.array([b"best"], dtype=object))
     for junk in ("\u200b", "\x00\x00", "\ufeff \u2060"):
-        with pytest.raises(InputError, match="INSTRUCTION is empty"):
-            parse_request(video, np.array([junk.encode()], dtype=object), None, None, 8)
+        with pytest.raises(InputError, match="INSTRUCTION: instruction is empty"):
+            parse_request(video, np.array([junk.encode()], dtype=object), None, 8)

@@ -2,7 +2,8 @@
 
     limits = Limits.from_env()                       # VIDEOITG_MAX_* environment variables over the defaults
     limits.check_sampling(params)                    # InputError: more sampled frames than allowed
-    ids = limits.check_instruction(tok, text, cfg)   # InstructionTooLongError (bytes, tokens, model budget)
+    text = limits.instruction_text(raw)              # InputError: not UTF-8, over the byte bound, blank
+    limits.check_instruction_tokens(len(ids), cfg)   # InstructionTooLongError (tokens, model budget)
     decode_video(src, limits=limits.decode, time_budget_s=limits.decode_time_budget_s)
     with limits.gate():                              # OverloadedError past max_in_flight
         ...
@@ -27,6 +28,14 @@ from videoitg.config import VideoITGConfig
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError, VideoITGError
 from videoitg.sampling import SamplingParams
+
+# Characters that carry no text: an instruction made only of these and whitespace is empty.
+_INVISIBLE = dict.fromkeys(map(ord, "\x00\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def is_blank(text: str) -> bool:
+    """Nothing but whitespace, NUL and zero-width characters."""
+    return not text.translate(_INVISIBLE).strip()
 
 
 class InstructionTooLongError(InputError):
@@ -107,41 +116,42 @@ class Limits:
             fixed = fixed_tokens(config, num_frames)
         return max(0, min(self.max_instruction_tokens, config.tokenizer_model_max_length - fixed))
 
-    def check_instruction(self, tokenizer: Any, text: str | bytes, config: VideoITGConfig,
-                          num_frames: int | None = None, check_tokens: bool = True) -> Any:
-        """Token ids (LongTensor) of a valid instruction, else InputError / InstructionTooLongError.
-        `check_tokens=False`: only the byte bound and the text checks (the caller fits the tokens itself: the
-        released truncation, `Scorer(truncate=True)`)."""
-        from videoitg.text import encode_instruction
-
-        if isinstance(text, (bytes, bytearray, memoryview)):
-            raw = bytes(text)
+    def instruction_text(self, value: Any) -> str:
+        """The instruction as it enters (a request, `Scorer`, a step): a string, or UTF-8 bytes, within
+        `max_instruction_bytes` (checked before decoding, so a huge value costs nothing), with some visible text.
+        InputError / InstructionTooLongError otherwise; the token bounds need the tokenizer (`videoitg.text`)."""
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
             self._check_bytes(len(raw))
             try:
-                text = raw.decode("utf-8")
+                value = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise InputError(f"instruction is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-        elif isinstance(text, str):
+        elif isinstance(value, str):
             try:
-                self._check_bytes(len(text.encode("utf-8")))
+                self._check_bytes(len(value.encode("utf-8")))
             except UnicodeEncodeError as e:  # lone surrogates: no UTF-8 form, the tokenizer would choke on them
                 raise InputError(f"instruction holds a character with no UTF-8 form at index {e.start}") from None
         else:
-            raise InputError(f"instruction must be a string, got {type(text).__name__}")
-        ids = encode_instruction(tokenizer, text)
+            raise InputError(f"instruction must be a string, got {type(value).__name__}")
+        if is_blank(value):
+            raise InputError("instruction is empty (only whitespace, NUL or zero-width characters)")
+        return value
+
+    def check_instruction_tokens(self, num_tokens: int, config: VideoITGConfig, num_frames: int | None = None) -> None:
+        """InstructionTooLongError past `instruction_token_limit` (None frames: the worst-case video)."""
         limit = self.instruction_token_limit(config, num_frames)
-        if check_tokens and len(ids) > limit:
+        if num_tokens > limit:
             visual = "the worst-case video" if num_frames is None else f"{num_frames} sampled frames"
             raise InstructionTooLongError(
-                f"instruction has {len(ids)} tokens, over the limit of {limit} (max_instruction_tokens="
+                f"instruction has {num_tokens} tokens, over the limit of {limit} (max_instruction_tokens="
                 f"{self.max_instruction_tokens}; the model's {config.tokenizer_model_max_length}-token budget "
                 f"after the visual tokens of {visual})")
-        return ids
 
     def _check_bytes(self, n: int) -> None:
         if n > self.max_instruction_bytes:
             raise InstructionTooLongError(f"instruction is {n} bytes, over the limit of "
-                                          f"{self.max_instruction_bytes} bytes")
+                                          f"{self.max_instruction_bytes} bytes (max_instruction_bytes)")
 
     def check_model(self, config: VideoITGConfig) -> None:
         """Refuse a configuration in which some admitted video would leave no room for any instruction."""

@@ -26,6 +26,7 @@ from videoitg.model.layout import SequenceLayout, fit_instruction
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams
+from videoitg.text import instruction_ids
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class VideoFeatures:
     visual: torch.Tensor  # [T, hw², H]
     frame_indices: list[int]
     timestamps: list[float]
+    duration: float | None = None  # seconds, from the container (None where it was not read)
 
 
 class Scorer:
@@ -156,7 +158,7 @@ class Scorer:
     def video_features(self, frames) -> VideoFeatures:
         pv = pixel_values(frames.pixel_values.to(self.device, non_blocking=True), self.dtype)
         visual = self.model.visual_features(pv, chunk_frames=self.chunk_frames)
-        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps))
+        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), _duration(frames))
 
     @torch.inference_mode()
     def stream_features(self, source: str | Path | bytes) -> VideoFeatures:
@@ -171,13 +173,13 @@ class Scorer:
                  for c in stream.chunks(self.chunk_frames)]
         frames = stream.result()
         visual = self.model.project(torch.cat(feats), self.config.tokens_per_side(t))
-        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps))
+        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), _duration(frames))
 
     def encode(self, instruction: str) -> torch.Tensor:
         """Token ids of a valid instruction: non-empty, within the byte and token limits and the model's length
         budget (checked against the worst-case video here; `VideoITG.layout` re-checks the actual one). With
         `truncate`, the token bounds are left to `score_visual`, which cuts the instruction to this video's room."""
-        return self.limits.check_instruction(self.tokenizer, instruction, self.config, check_tokens=not self.truncate)
+        return instruction_ids(self.tokenizer, instruction, self.config, self.limits, check_tokens=not self.truncate)
 
     @torch.inference_mode()
     def score_visual(self, items: list[tuple[VideoFeatures, str]], video: str = "",
@@ -213,6 +215,11 @@ class Scorer:
         for i in range(0, len(instructions), bs):
             out += self.score_visual([(feats, t) for t in instructions[i:i + bs]], video=name, ids=ids[i:i + bs])
         return out
+
+
+def _duration(frames: Any) -> float | None:
+    info = getattr(frames, "info", None)
+    return getattr(info, "duration_s", None)
 
 
 def _is_demo_checkpoint(checkpoint: str | Path | None) -> bool:

@@ -3,16 +3,20 @@ template, no timestamps (spec §1.5). The string is tokenized whole because "\\n
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from videoitg.config import VideoITGConfig
 from videoitg.errors import InputError
+from videoitg.limits import Limits, is_blank
 
 
 def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
     if not isinstance(text, str):
         raise InputError(f"instruction must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InputError("instruction is empty")
+    if is_blank(text):
+        raise InputError("instruction is empty (only whitespace, NUL or zero-width characters)")
     ids = tokenizer(text + "\n", add_special_tokens=False)["input_ids"]
     # The released code masks ids != pad and drops the masked ids before the model, in training (pad id forced to
     # 0) and in its evaluation wrapper (the tokenizer's pad id, else its eos id), so a token equal to that id
@@ -23,3 +27,15 @@ def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> t
     if max_tokens is not None and len(ids) > max_tokens:
         raise InputError(f"instruction has {len(ids)} tokens, more than the limit of {max_tokens}")
     return torch.tensor(ids, dtype=torch.long)
+
+
+def instruction_ids(tokenizer, value: Any, config: VideoITGConfig, limits: Limits, num_frames: int | None = None,
+                    check_tokens: bool = True) -> torch.Tensor:
+    """Token ids of an instruction as it enters (str or UTF-8 bytes): the text checked once
+    (`Limits.instruction_text`), tokenised, then held to the token bounds for a video of `num_frames` sampled frames
+    (None: the worst case, before the video is decoded). `check_tokens=False` leaves the token bounds to a caller
+    that fits the instruction itself (the released truncation)."""
+    ids = encode_instruction(tokenizer, limits.instruction_text(value))
+    if check_tokens:
+        limits.check_instruction_tokens(len(ids), config, num_frames)
+    return ids

@@ -107,7 +107,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _doc_id_error(v: Any) -> str | None:
-    # The server's DOC_ID is INT64 and downstream readers (pandas, lmms-eval) hold doc_ids in int64.
+    # Downstream readers (pandas, lmms-eval) hold doc_ids in int64.
     if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
         return f"doc_id {v} does not fit a signed 64-bit integer"
     return None

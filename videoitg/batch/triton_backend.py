@@ -45,9 +45,8 @@ class TritonBackend:
         self.pool = ThreadPoolExecutor(max_workers=max(1, spec.max_in_flight))
 
     def _one(self, data: bytes, key: str, row: Row) -> Outcome:
-        doc_id = row.doc_id if isinstance(row.doc_id, int) and not isinstance(row.doc_id, bool) else None
         try:
-            served, _ = self.servers.infer(data, row.instruction, top_k=self.spec.top_k, doc_id=doc_id, key=key,
+            served, _ = self.servers.infer(data, row.instruction, top_k=self.spec.top_k, key=key,
                                            ranking_rule=self.spec.ranking_rule)
         except ServerUnavailableError:
             raise  # the servers' trouble: stop the job, the row stays unfinished for a rerun

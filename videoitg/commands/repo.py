@@ -18,6 +18,24 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
                    help="visual-feature cache bound in bytes (default 1 GiB; 0 disables it)")
 
 
+def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
+    """The repository's shape and serving defaults (`videoitg.serving.repository.RepoSpec`)."""
+    from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
+
+    p.add_argument("--mode", choices=["bls", "ensemble"], default="bls",
+                   help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
+                        "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
+                        "cache, cpu target only (docs/serving.md)")
+    p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
+                   help="the deployment's ranking rule when a request sends none (default: released)")
+    p.add_argument("--top-k", type=int, default=32, help="top-K frames when a request sends no TOP_K (default 32)")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (float16 on a GPU as released, float32 on CPU) | float32 | float16 | bfloat16")
+    p.add_argument("--max-batch", type=int, default=8, help="requests Triton hands a model at once (default 8)")
+    p.add_argument("--decode-instances", type=int, default=1,
+                   help="python decode instances (cpu target; more only pays with spare cores)")
+
+
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     """`--max-video-bytes`, `--max-instruction-tokens`, `--max-in-flight`, ...: written into the repository's model
     parameters (docs/limits.md; default: $VIDEOITG_<NAME>, else the built-in value)."""
@@ -32,8 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
                    help="cpu: python-backend decode; gpu: DALI decode, tensors on device")
     b.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the embedded tiny one)")
+    b.add_argument("--vision-tower", default=None,
+                   help="local SigLIP directory, if the checkpoint does not embed one or name a local one")
     b.add_argument("--engines", default=None, help="engine directory from `videoitg build` (optional)")
     b.add_argument("--out", required=True, type=Path, help="repository directory to write")
+    b.add_argument("--no-bundle", action="store_true",
+                   help="name the checkpoint, tower and engines by absolute path instead of copying them into the "
+                        "repository (copies are hard links where the filesystem allows)")
+    add_deployment_arguments(b)
     add_sampling_arguments(b)
     add_limit_arguments(b)
 
@@ -44,7 +68,14 @@ def spec_from_args(args: argparse.Namespace, target: str):
 
     return RepoSpec(
         target=target,
+        mode=args.mode,
+        ranking_rule=args.ranking_rule,
+        default_top_k=args.top_k,
+        dtype="" if args.dtype == "auto" else args.dtype,
+        max_batch=args.max_batch,
+        decode_instances=args.decode_instances,
         checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else DEFAULT_CHECKPOINT,
+        vision_tower=str(Path(args.vision_tower).resolve()) if args.vision_tower else "",
         engines=str(Path(args.engines).resolve()) if args.engines else "",
         sampling=SamplingParams(args.num_frames, args.target_fps, args.sampling_rule),
         cache_bytes=args.cache_bytes,
@@ -56,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     from videoitg.serving.repository import build_repository, step_runtimes
 
     spec = spec_from_args(args, args.target)
-    out = build_repository(spec, args.out)
+    out = build_repository(spec, args.out, bundle=not args.no_bundle)
     runtimes = ", ".join(f"{k} {v}" for k, v in step_runtimes(spec.engines, spec.target).items())
-    print(f"wrote {spec.target} repository to {out} (checkpoint {spec.checkpoint}; runtimes: {runtimes})")
+    held = "copied into it" if not args.no_bundle else "named by absolute path"
+    print(f"wrote {spec.target} {spec.mode} repository to {out} (checkpoint {spec.checkpoint}, {held}; "
+          f"runtimes: {runtimes})")
     return 0

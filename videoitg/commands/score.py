@@ -60,17 +60,12 @@ def print_result(result: GroundingResult, k: int) -> None:
         print(f"  {m.start:>9.2f} {m.end:>9.2f} {m.score:>7.3f}")
 
 
-def _doc_id_int(doc_id: str | None) -> int | None:
+def _doc_id_value(doc_id: str | None) -> int | str | None:
+    """lmms-eval doc_ids are integers: keep "12" as 12 in the record, anything else as given."""
     try:
         return int(doc_id) if doc_id is not None else None
     except ValueError:
-        return None  # the server's DOC_ID is an integer; the record keeps the string as given
-
-
-def _doc_id_value(doc_id: str | None) -> int | str | None:
-    """lmms-eval doc_ids are integers: keep "12" as 12 in the record, anything else as given."""
-    n = _doc_id_int(doc_id)
-    return n if n is not None else doc_id
+        return doc_id
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -90,7 +85,7 @@ def run_remote(args: argparse.Namespace) -> int:
 
     with ServerPool(args.server, args.protocol, backoff_s=()) as pool:  # no waiting: each server is tried once
         served, url = pool.infer(Path(args.video), args.instruction, top_k=args.top_k,
-                                 doc_id=_doc_id_int(args.doc_id), ranking_rule=args.ranking_rule)
+                                 ranking_rule=args.ranking_rule)
     result = served.result
     print(f"server: {url} ({args.protocol})")
 

@@ -10,13 +10,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from videoitg.commands.repo import add_limit_arguments, add_sampling_arguments, spec_from_args
+from videoitg.commands.repo import add_deployment_arguments, add_limit_arguments, add_sampling_arguments, spec_from_args
 
 HELP = "serve a checkpoint with Triton Inference Server (HTTP, gRPC, metrics), bound to 127.0.0.1 by default"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the embedded tiny one)")
+    parser.add_argument("--vision-tower", default=None,
+                        help="local SigLIP directory, if the checkpoint does not embed one or name a local one")
     parser.add_argument("--engines", default=None, help="engine directory from `videoitg build` (optional)")
     parser.add_argument("--target", choices=["auto", "cpu", "gpu"], default="auto",
                         help="auto: gpu when CUDA and a tritonserver with the DALI backend are present")
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
     parser.add_argument("--verbose", action="store_true", help="verbose server log")
+    add_deployment_arguments(parser)
     add_sampling_arguments(parser)
     add_limit_arguments(parser)  # ignored with --model-repository: that repository's parameters hold its limits
 
@@ -66,7 +69,7 @@ def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
     from videoitg.serving.repository import DEFAULT_CHECKPOINT
 
     ckpt = default_checkpoint() if spec.checkpoint == DEFAULT_CHECKPOINT else Path(spec.checkpoint)
-    cfg = check_checkpoint(ckpt)
+    cfg = check_checkpoint(ckpt, spec.vision_tower or None)
     try:
         spec.limits.check_model(cfg)
     except ValueError as e:

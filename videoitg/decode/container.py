@@ -91,7 +91,8 @@ def check_source(source: Source, limits: DecodeLimits) -> OpenedSource:
         if n == 0:
             raise EmptyVideoError("video input is empty (0 bytes)")
         if n > limits.max_bytes:
-            raise VideoTooLargeError(f"video input is {n} bytes, over the {limits.max_bytes} byte limit")
+            raise VideoTooLargeError(f"video input is {n} bytes, over the {limits.max_bytes} byte limit "
+                                     "(max_video_bytes)")
         return OpenedSource(source, n, bytes(source[:192]))
     if not isinstance(source, (str, Path)):
         raise TypeError(f"video source must be a path or bytes, got {type(source).__name__}")

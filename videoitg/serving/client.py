@@ -22,8 +22,8 @@ from videoitg.paths import local_video
 from videoitg.serving.steps import result_from_outputs
 
 MODEL = "videoitg"
-OUTPUTS = ["SCORES", "LOGITS", "RANKING", "FRAME_INDICES", "TIMESTAMPS", "TOP_K_FRAMES", "DOC_ID", "CACHE_HIT",
-           "MOMENTS", "RANKING_RULE"]
+OUTPUTS = ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT", "MOMENTS",
+           "APPLIED_RANKING_RULE"]
 
 
 class RemoteError(VideoITGError):
@@ -39,7 +39,6 @@ class ServedResult:
     result: GroundingResult
     top_k_frames: list[int]
     cache_hit: bool
-    doc_id: int | None
     outputs: dict[str, np.ndarray]
 
     @property
@@ -112,7 +111,7 @@ class VideoITGClient:
         except Exception:
             return False
 
-    def inputs(self, video: bytes, instruction: str, top_k: int | None = None, doc_id: int | None = None,
+    def inputs(self, video: bytes, instruction: str, top_k: int | None = None,
                ranking_rule: str | None = None) -> list:
         """The request's input tensors. Optional inputs are sent only when given (the server then uses its own
         defaults: TOP_K, and RANKING_RULE = its `ranking_rule` parameter, "released" unless configured)."""
@@ -127,15 +126,13 @@ class VideoITGClient:
                tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
         if top_k is not None:
             ins.append(tensor("TOP_K", np.array([[top_k]], dtype=np.int32), "INT32"))
-        if doc_id is not None:
-            ins.append(tensor("DOC_ID", np.array([[int(doc_id)]], dtype=np.int64), "INT64"))
         if ranking_rule is not None:
             rule = check_ranking_rule(ranking_rule).encode()
             ins.append(tensor("RANKING_RULE", np.array([[rule]], dtype=np.object_), "BYTES"))
         return ins
 
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              doc_id: int | None = None, ranking_rule: str | None = None) -> ServedResult:
+              ranking_rule: str | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
         "released"; the result carries the rule the server applied)."""
         video = local_video(video)  # a URL is refused: nothing is fetched
@@ -147,7 +144,7 @@ class VideoITGClient:
             except OSError as e:
                 raise InputError(f"cannot read video {video}: {e.strerror or e}") from None
         outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
-        inputs = self.inputs(data, instruction, top_k, doc_id, ranking_rule)  # a bad argument is ours, not the server's
+        inputs = self.inputs(data, instruction, top_k, ranking_rule)  # a bad argument is ours, not the server's
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
             r = self._client.infer(self.model, inputs, outputs=outs, **kw)
@@ -162,18 +159,17 @@ class VideoITGClient:
         arrays = {n: r.as_numpy(n) for n in OUTPUTS}
         name = "" if isinstance(video, bytes) else str(video)
         result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
-        d = int(arrays["DOC_ID"].reshape(-1)[0])
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
-                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), None if doc_id is None else d, arrays)
+                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), arrays)
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              doc_id: int | None = None, ranking_rule: str | None = None) -> GroundingResult:
-        return self.infer(video, instruction, top_k, doc_id, ranking_rule).result
+              ranking_rule: str | None = None) -> GroundingResult:
+        return self.infer(video, instruction, top_k, ranking_rule).result
 
 
 def score_remote(video: str | Path | bytes, instruction: str, server: str, protocol: str = "grpc",
-                 top_k: int | None = None, doc_id: int | None = None,
+                 top_k: int | None = None,
                  ranking_rule: str | None = None) -> GroundingResult:
     """One request to a running server: what `videoitg score --server HOST:PORT` calls."""
     with VideoITGClient(server, protocol) as c:
-        return c.score(video, instruction, top_k, doc_id, ranking_rule)
+        return c.score(video, instruction, top_k, ranking_rule)

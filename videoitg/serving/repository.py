@@ -1,17 +1,23 @@
 """The Triton model-repository generator: every `config.pbtxt` (and each model's tiny `model.py` shim) comes from
-`model_specs()` here, for a CPU or a GPU deployment of a given checkpoint and optional engines.
+`model_specs()` here, for a CPU or a GPU deployment of a given checkpoint and optional engines, in one of two
+shapes (`RepoSpec.mode`, trade-off in docs/serving.md):
+- `bls` (default): the top-level `videoitg` is a BLS orchestrator (python): hash + feature cache, then
+  decode -> vision on a miss, grounding, selection. A cache hit skips decode and the vision tower. Each request is
+  its own task (a hit never waits behind a decode); at most `Limits.max_in_flight` cold videos at once, past it a
+  request is refused at once (UNAVAILABLE) instead of waiting while its client times out.
+- `ensemble`: the top-level `videoitg` is a Triton ensemble decode -> vision -> grounding -> `videoitg_select`,
+  the standard shape that perf_analyzer / model-analyzer and operators know; no feature cache (every request
+  decodes and encodes its video). CPU target only: the GPU decode (DALI) needs the frame numbers that the BLS
+  model samples from the container header.
 
-Models (all but the top-level one are internal steps):
-- `videoitg`            BLS orchestrator (python): hash + feature cache, then decode -> vision on a miss,
-                        grounding, selection. BLS, not an ensemble, because a cache hit must skip two steps.
-                        Each request is its own task (a hit never waits behind a decode); at most
-                        `Limits.max_in_flight` cold videos at once, past it a request is refused at once
-                        (UNAVAILABLE) instead of waiting while its client times out.
+Both shapes take the same inputs and give the same outputs. The steps (all reachable by clients too, so each
+checks its own inputs as the top-level model does):
 - `videoitg_decode`     python (PyAV/core decoder) on CPU; the DALI backend on GPU (NVDEC, output stays on device).
 - `videoitg_vision`     python: SigLIP + projector on the runtime the engines directory names (torch, ONNX
                         Runtime, a TensorRT plan: `videoitg.engines.runtimes`).
 - `videoitg_grounding`  python: owns the tokenizer and the grounding LLM on its runtime (torch, ONNX Runtime,
                         TensorRT, TensorRT-LLM); dynamic batching with ragged inputs, each request scored alone.
+- `videoitg_select`     python (ensemble only): logits -> ranking, top-K, moments (what the BLS model does inline).
 The model.py shims import `videoitg.python_backend.<module>` (the `python_backend/` folder, installed with the
 package), so the implementation lives once and the repository needs only the installed package.
 The deployment's `videoitg.limits.Limits` travel as model parameters (`Limits.to_parameters()`) of the top-level,
@@ -22,6 +28,7 @@ each bound can first be checked (bytes at the top level, the video in decode, to
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -38,20 +45,24 @@ TOP = "videoitg"
 DECODE = "videoitg_decode"
 VISION = "videoitg_vision"
 GROUNDING = "videoitg_grounding"
+SELECT = "videoitg_select"
+MODES = ("bls", "ensemble")
+FEATURE_TYPES = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}  # the steps' dtype -> Triton's
 DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkpoint() inside the server
 
 
 @dataclass
 class RepoSpec:
     target: str = "cpu"  # "cpu" | "gpu"
+    mode: str = "bls"  # "bls" | "ensemble" (cpu target only)
     checkpoint: str = DEFAULT_CHECKPOINT
+    vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
     engines: str = ""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     cache_bytes: int = 1 << 30
     max_batch: int = 8
     default_top_k: int = 32
     ranking_rule: str = DEFAULT_RANKING_RULE  # the deployment's default; a request may send RANKING_RULE
-    moments: MomentParams = field(default_factory=MomentParams)
     decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
     dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
     # Built-in served defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
@@ -61,12 +72,24 @@ class RepoSpec:
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "gpu"):
             raise InputError(f"target must be 'cpu' or 'gpu', got {self.target!r}")
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "ensemble" and self.gpu:
+            raise InputError("the ensemble repository is generated for the cpu target only: the GPU decode step "
+                             "(DALI) needs the frame numbers the BLS model samples from the container header; use "
+                             "--mode bls for a GPU deployment")
+        for name in ("max_batch", "default_top_k", "decode_instances"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be an int >= 1, got {v!r}")
         if not isinstance(self.limits, Limits):
             raise InputError(f"limits must be a videoitg.limits.Limits, got {type(self.limits).__name__}")
         self.limits.check_sampling(self.sampling)  # a repository whose every request would be refused
         check_ranking_rule(self.ranking_rule)
         if not self.dtype:
             self.dtype = "float32" if self.target == "cpu" else "float16"
+        if self.dtype not in FEATURE_TYPES:
+            raise InputError(f"dtype must be one of {', '.join(FEATURE_TYPES)}, got {self.dtype!r}")
 
     @property
     def gpu(self) -> bool:
@@ -123,69 +146,97 @@ def _python_model(name: str, spec: RepoSpec, *, inputs, outputs, max_batch: int 
     return cfg
 
 
-def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
+def request_inputs() -> list[dict[str, Any]]:
+    """What a client sends the top-level model, in either shape."""
+    return [
+        _io("VIDEO", "STRING", [1]),
+        _io("INSTRUCTION", "STRING", [1]),
+        _io("TOP_K", "INT32", [1], optional=True),
+        _io("RANKING_RULE", "STRING", [1], optional=True),  # "released" | "exact" (videoitg.outputs)
+    ]
+
+
+def result_outputs() -> list[dict[str, Any]]:
+    """What the top-level model answers, in either shape (`videoitg.serving.steps.result_outputs`)."""
+    return [
+        # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number
+        # and its timestamp in seconds.
+        _io("SCORES", "FP32", [-1]),
+        _io("LOGITS", "FP32", [-1]),
+        _io("FRAME_INDICES", "INT64", [-1]),
+        _io("TIMESTAMPS", "FP64", [-1]),
+        # Ranking order under RANKING_RULE (default "released": the fp16 sigmoid, ties to the earlier frame):
+        # positions into the per-frame outputs, best first.
+        _io("RANKING", "INT32", [-1]),
+        _io("TOP_K_FRAMES", "INT64", [-1]),  # the K best frame numbers, chronological
+        _io("CACHE_HIT", "BOOL", [1]),  # always false in the ensemble (no cache)
+        _io("MOMENTS", "FP32", [-1, 3]),  # [start_s, end_s, score], best first (videoitg.moments)
+        # The rule the ranking outputs follow (the request's, else the deployment's). No output shares an input's
+        # name: in an ensemble that name would be the input tensor, and an absent optional input gives nothing.
+        _io("APPLIED_RANKING_RULE", "STRING", [1]),
+    ]
+
+
+def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Model name -> config tree. `root`: where the repository is written (relative engine paths are under it)."""
     s = spec.sampling
     common = {
         "checkpoint": spec.checkpoint,
+        "vision_tower": spec.vision_tower,
         "device": "cuda" if spec.gpu else "cpu",
         "dtype": spec.dtype,
     }
     sampling = {"num_frames": s.num_frames, "target_fps": f"{s.target_fps:g}", "sampling_rule": s.rule}
     limits = spec.limits.to_parameters()
-    runtimes = step_runtimes(spec.engines, spec.target)
+    selection = {"default_top_k": spec.default_top_k, "ranking_rule": spec.ranking_rule,
+                 **MomentParams().to_parameters()}  # the documented moment rule (docs/moments.md)
+    engines = spec.engines if not spec.engines or Path(spec.engines).is_absolute() or root is None \
+        else str(root / spec.engines)
+    runtimes = step_runtimes(engines, spec.target)
     specs: dict[str, dict[str, Any]] = {}
 
-    specs[TOP] = _python_model(
-        TOP, spec, max_batch=spec.max_batch,
-        # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: past
-        # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
-        batching={"max_queue_delay_microseconds": 0,
-                  "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}},
-        inputs=[
-            _io("VIDEO", "STRING", [1]),
-            _io("INSTRUCTION", "STRING", [1]),
-            _io("TOP_K", "INT32", [1], optional=True),
-            _io("DOC_ID", "INT64", [1], optional=True),
-            _io("RANKING_RULE", "STRING", [1], optional=True),  # "released" | "exact" (videoitg.outputs)
-        ],
-        outputs=[
-            # Chronological, one per sampled frame: sigmoid score and the head's raw logit.
-            _io("SCORES", "FP32", [-1]),
-            _io("LOGITS", "FP32", [-1]),
-            # Ranking order under RANKING_RULE (default "released": the fp16 sigmoid, ties to the earlier frame):
-            # positions into SCORES, original frame numbers (results.jsonl `index`) and their timestamps in seconds.
-            _io("RANKING", "INT32", [-1]),
-            _io("FRAME_INDICES", "INT64", [-1]),
-            _io("TIMESTAMPS", "FP64", [-1]),
-            _io("TOP_K_FRAMES", "INT64", [-1]),  # first K of FRAME_INDICES, chronological
-            _io("DOC_ID", "INT64", [1]),
-            _io("CACHE_HIT", "BOOL", [1]),
-            _io("MOMENTS", "FP32", [-1, 3]),  # [start_s, end_s, score], best first (videoitg.moments)
-            _io("RANKING_RULE", "STRING", [1]),  # the rule the ranking outputs follow
-        ],
-        params={
-            **common, **sampling, **limits,
-            "vision_runtime": runtimes["vision"], "engines": spec.engines,
-            "feature_cache_bytes": spec.cache_bytes,
-            "default_top_k": spec.default_top_k, "ranking_rule": spec.ranking_rule,
-            **spec.moments.to_parameters(),
-            "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
-            "decode_backend": "dali" if spec.gpu else "python",
-        },
-    )
+    if spec.mode == "bls":
+        specs[TOP] = _python_model(
+            TOP, spec, max_batch=spec.max_batch,
+            # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: past
+            # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
+            batching={"max_queue_delay_microseconds": 0,
+                      "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}},
+            inputs=request_inputs(), outputs=result_outputs(),
+            params={
+                **common, **sampling, **limits, **selection,
+                "vision_runtime": runtimes["vision"], "engines": spec.engines,
+                "feature_cache_bytes": spec.cache_bytes,
+                "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
+                "decode_backend": "dali" if spec.gpu else "python",
+            },
+        )
+    else:
+        specs[TOP] = _ensemble(spec)
+        specs[SELECT] = _python_model(
+            SELECT, spec, max_batch=spec.max_batch,
+            inputs=[
+                _io("LOGITS", "FP32", [-1]),
+                _io("FRAME_INDICES", "INT64", [-1]),
+                _io("TIMESTAMPS", "FP64", [-1]),
+                *request_inputs()[2:],  # TOP_K, RANKING_RULE (optional)
+            ],
+            outputs=result_outputs(), params={**limits, **selection},
+        )
     specs[DECODE] = _decode_spec(spec, {**sampling, **limits})
+    # Steps take one video per request with a batch axis of 1 ([1, T, ...]); no dynamic batching, so a request's
+    # answer never waits for another request's decode or tower pass.
     specs[VISION] = _python_model(
-        VISION, spec, on_gpu=True,
+        VISION, spec, on_gpu=True, max_batch=spec.max_batch,
         # uint8 resized frames from the python decoder; DALI (gpu) hands over normalised float pixel values.
         inputs=[_io("PIXEL_VALUES", "FP32" if spec.gpu else "UINT8", [-1, 3, -1, -1])],
-        outputs=[_io("FEATURES", "FP32" if spec.dtype == "float32" else "FP16", [-1, -1, -1])],
+        outputs=[_io("FEATURES", FEATURE_TYPES[spec.dtype], [-1, -1, -1])],
         params={**common, **limits, "vision_runtime": runtimes["vision"], "engines": spec.engines},
     )
-    feat = "FP32" if spec.dtype == "float32" else "FP16"
+    feat = FEATURE_TYPES[spec.dtype]
     specs[GROUNDING] = _python_model(
         GROUNDING, spec, on_gpu=True, max_batch=spec.max_batch,
-        # On GPU, wait up to 2 ms for batch-mates (a padded batch is nearly free there); on CPU a padded batch costs
-        # as much as its parts, so never delay: requests that queued while a batch ran still go together.
+        # Never delay: requests that queued while a batch ran still go together (each is scored alone).
         batching={"max_queue_delay_microseconds": 0},
         inputs=[
             # Ragged: one request per video, different frame counts; each is scored alone (batched == alone).
@@ -196,6 +247,27 @@ def model_specs(spec: RepoSpec) -> dict[str, dict[str, Any]]:
         params={**common, **limits, "grounding_runtime": runtimes["grounding"], "engines": spec.engines},
     )
     return specs
+
+
+def _ensemble(spec: RepoSpec) -> dict[str, Any]:
+    """decode -> vision -> grounding -> select as a Triton ensemble; lower-case names are the tensors between
+    steps, upper-case ones the ensemble's own inputs and outputs."""
+    def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
+        return {"model_name": model, "model_version": -1, "input_map": inputs, "output_map": outputs}
+
+    return {
+        "name": TOP, "platform": "ensemble", "max_batch_size": spec.max_batch,
+        "input": request_inputs(), "output": result_outputs(),
+        "ensemble_scheduling": {"step": [
+            step(DECODE, {"VIDEO": "VIDEO"},
+                 {"PIXEL_VALUES": "frames", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps"}),
+            step(VISION, {"PIXEL_VALUES": "frames"}, {"FEATURES": "features"}),
+            step(GROUNDING, {"FEATURES": "features", "INSTRUCTION": "INSTRUCTION"}, {"LOGITS": "logits"}),
+            step(SELECT, {"LOGITS": "logits", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps",
+                          "TOP_K": "TOP_K", "RANKING_RULE": "RANKING_RULE"},
+                 {o["name"]: o["name"] for o in result_outputs()}),
+        ]},
+    }
 
 
 def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
@@ -222,9 +294,9 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
             "instance_group": [{"kind": "KIND_GPU", "count": 1}],
         }
     return _python_model(
-        DECODE, spec, count=spec.decode_instances,
+        DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch,
         inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
-        params={"checkpoint": spec.checkpoint, **params},
+        params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params},
     )
 
 
@@ -250,6 +322,9 @@ def to_pbtxt(cfg: dict[str, Any], indent: int = 0) -> str:
                 lines.append(f"{pad}  key: {json.dumps(pk)}")
                 lines.append(f"{pad}  value {{ string_value: {json.dumps(pv['string_value'])} }}")
                 lines.append(f"{pad}}}")
+        elif k.endswith("_map") and isinstance(v, dict):  # map<string, string> (ensemble input_map/output_map)
+            for mk, mv in v.items():
+                lines.append(f"{pad}{k} {{ key: {json.dumps(mk)} value: {json.dumps(mv)} }}")
         elif isinstance(v, dict):
             lines.append(f"{pad}{k} {{")
             lines.append(to_pbtxt(v, indent + 1))
@@ -274,47 +349,98 @@ SHIM = '''"""Generated by `videoitg repo build`: the implementation is python_ba
 from videoitg.python_backend.{module} import TritonPythonModel  # noqa: F401
 '''
 
-MODULES = {TOP: "videoitg_bls", DECODE: "decode", VISION: "vision", GROUNDING: "grounding"}
+MODULES = {TOP: "videoitg_bls", DECODE: "decode", VISION: "vision", GROUNDING: "grounding", SELECT: "selection"}
+EMPTY_VERSION = "1/.keep"  # Triton needs a version directory for an ensemble too; git keeps no empty directory
 HEADER = "# Generated by `videoitg repo build` (videoitg/serving/repository.py); edit the generator, not this file.\n"
 
 
-def render(spec: RepoSpec) -> dict[str, str]:
+def render(spec: RepoSpec, root: Path | None = None) -> dict[str, str]:
     """Relative path -> file content for the whole repository."""
     files: dict[str, str] = {}
-    for name, cfg in model_specs(spec).items():
+    for name, cfg in model_specs(spec, root).items():
         files[f"{name}/config.pbtxt"] = HEADER + to_pbtxt(cfg) + "\n"
         if cfg.get("backend") == "python":
             files[f"{name}/1/model.py"] = SHIM.format(module=MODULES[name])
+        elif cfg.get("platform") == "ensemble":
+            files[f"{name}/{EMPTY_VERSION}"] = ""
     return files
 
 
-def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serialize_dali: bool = True) -> Path:
-    """Write the repository. On the gpu target the DALI pipeline is serialised to `model.dali` (needs DALI
-    importable, not a GPU); `serialize_dali=False` writes only the text files (the committed examples)."""
+def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serialize_dali: bool = True,
+                     bundle: bool = False) -> Path:
+    """Write the repository. `bundle`: copy the checkpoint, its external SigLIP tower and the engines into it
+    (`bundle_assets`), so it depends on no host path. On the gpu target the DALI pipeline is serialised to
+    `model.dali` (needs DALI importable, not a GPU); `serialize_dali=False` writes only the text files (the
+    committed examples)."""
     out = Path(out)
     if clean and out.exists():
         for name in MODULES:
             shutil.rmtree(out / name, ignore_errors=True)
-    for rel, text in render(spec).items():
+    source = spec
+    if bundle:
+        spec = bundle_assets(spec, out)
+    for rel, text in render(spec, out).items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     if spec.gpu and serialize_dali:
         try:
-            write_dali_model(spec, out / DECODE / "1" / "model.dali")
+            write_dali_model(source, out / DECODE / "1" / "model.dali")
         except ImportError as e:  # DALI or the decode package's DALI pipeline is not installed here
             warnings.warn(f"{DECODE}/1/model.dali not written ({e}); build the gpu repository where DALI is "
                           "installed, or serialise videoitg.decode's pipeline there", stacklevel=2)
     return out
 
 
-def write_dali_model(spec: RepoSpec, path: Path) -> None:
-    """Serialise the decode issue's DALI pipeline for Triton's DALI backend. UNVERIFIED under a GPU tritonserver
-    with the DALI backend (none ran here); the pipeline itself is the one `videoitg.decode` uses on DALI."""
+# Bundled files live in the top-level model's directory: Triton ignores its non-numeric subdirectories, and a
+# directory of their own at the root would be taken for a model.
+ASSET_DIR = TOP
+
+
+def bundle_assets(spec: RepoSpec, out: Path) -> RepoSpec:
+    """Copy the checkpoint (the embedded default needs none: it ships with the package), its external SigLIP tower
+    and the engines under `out/videoitg/`, hard-linked where the filesystem allows, and return the spec that names
+    them relative to the repository's root (`steps.StepAssets` resolves them there)."""
+    from dataclasses import replace
+
     from videoitg.checkpoint import load_config
-    from videoitg.decode.dali_backend import serialize_pipeline
     from videoitg.serving.steps import resolve_checkpoint
 
-    cfg, _ = load_config(resolve_checkpoint(spec.checkpoint))
+    changes: dict[str, str] = {}
+    if spec.checkpoint != DEFAULT_CHECKPOINT:
+        ckpt = resolve_checkpoint(spec.checkpoint)
+        _copy_tree(ckpt, out / ASSET_DIR / "checkpoint")
+        changes["checkpoint"] = f"{ASSET_DIR}/checkpoint"
+        _, tower = load_config(ckpt, spec.vision_tower or None)
+        if tower is not None and tower.resolve().is_relative_to(ckpt.resolve()):
+            if spec.vision_tower:  # already copied with the checkpoint
+                changes["vision_tower"] = f"{ASSET_DIR}/checkpoint/{tower.resolve().relative_to(ckpt.resolve())}"
+        elif tower is not None:
+            _copy_tree(tower, out / ASSET_DIR / "vision_tower")
+            changes["vision_tower"] = f"{ASSET_DIR}/vision_tower"
+    if spec.engines:
+        _copy_tree(Path(spec.engines), out / ASSET_DIR / "engines")
+        changes["engines"] = f"{ASSET_DIR}/engines"
+    return replace(spec, **changes)
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)  # a 16 GB checkpoint costs no space on the same filesystem
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, copy_function=link_or_copy)
+
+
+def write_dali_model(spec: RepoSpec, path: Path) -> None:
+    """Serialise the DALI decode pipeline (`videoitg.decode.dali_backend`, the one in-process decoding uses) for
+    Triton's DALI backend."""
+    from videoitg.decode.dali_backend import serialize_pipeline
+    from videoitg.serving.steps import StepAssets
+
+    cfg = StepAssets.from_parameters({"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower}).config()
     path.parent.mkdir(parents=True, exist_ok=True)
     serialize_pipeline(str(path), device="mixed", image_size=cfg.vision.image_size, batch_size=spec.max_batch)

@@ -165,8 +165,7 @@ class ServerPool:
 
     # ---- requests ---------------------------------------------------------------------------------------------
     def infer(self, video: bytes | str | Path, instruction: str, top_k: int | None = None,
-              doc_id: int | None = None, key: str | None = None,
-              ranking_rule: str | None = None) -> tuple[ServedResult, str]:
+              key: str | None = None, ranking_rule: str | None = None) -> tuple[ServedResult, str]:
         """Send one request to the video's server, failing over as described above. Returns the result and the
         server that answered. Raises the server's `RemoteError` for the request's own errors."""
         data = video if isinstance(video, bytes) else Path(video).read_bytes()
@@ -179,8 +178,7 @@ class ServerPool:
                 if not self.usable(url, force_probe):
                     continue
                 try:
-                    served = self._client(url).infer(data, instruction, top_k=top_k, doc_id=doc_id,
-                                                     ranking_rule=ranking_rule)
+                    served = self._client(url).infer(data, instruction, top_k=top_k, ranking_rule=ranking_rule)
                 except Exception as e:  # noqa: BLE001 -- classified: the server's trouble or the request's
                     if not is_transient(e):
                         with self._lock:
@@ -203,8 +201,8 @@ class ServerPool:
             force_probe = True  # after a wait, every down server is probed again
 
     def score(self, video: bytes | str | Path, instruction: str, top_k: int | None = None,
-              doc_id: int | None = None):
-        return self.infer(video, instruction, top_k, doc_id)[0].result
+              ranking_rule: str | None = None):
+        return self.infer(video, instruction, top_k, ranking_rule=ranking_rule)[0].result
 
     def close(self) -> None:
         for url in list(self._local.__dict__.get("clients", {})):

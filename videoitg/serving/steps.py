@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from videoitg.decode.errors import VideoTooLargeError
 from videoitg.errors import InputError
-from videoitg.limits import InstructionTooLongError, Limits
+from videoitg.limits import Limits
 from videoitg.moments import DEFAULT_PARAMS, MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.sampling import SamplingParams
@@ -28,13 +27,55 @@ def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
 
 
-def resolve_checkpoint(value: str) -> Path:
-    """'default' (what the committed repositories say) -> the embedded tiny checkpoint; else a directory."""
+def resolve_checkpoint(value: str, root: Path | None = None) -> Path:
+    """'default' (what the committed repositories say) -> the embedded tiny checkpoint; else a directory, relative
+    ones against `root` (the repository's root)."""
     if value in ("", "default"):
         from videoitg.defaults import default_checkpoint
 
         return default_checkpoint()
-    return Path(value)
+    return _under(root, value)
+
+
+def _under(root: Path | None, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() or root is None else root / p
+
+
+@dataclass(frozen=True)
+class StepAssets:
+    """Where a step's checkpoint, external SigLIP tower and engines are, from its model parameters. Relative
+    paths are resolved against the repository's root, so a repository that holds its files
+    (`videoitg repo build`, `repository.bundle_assets`) can be copied to another machine and served there."""
+
+    checkpoint: Path
+    vision_tower: Path | None = None
+    engines: Path | None = None
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str], model_dir: str | Path | None = None) -> StepAssets:
+        """`model_dir`: the model's own directory (`initialize(args)["model_repository"]`), one below the root."""
+        root = Path(model_dir).parent if model_dir else None
+        tower, engines = params.get("vision_tower", ""), params.get("engines", "")
+        return cls(resolve_checkpoint(params.get("checkpoint", "default"), root),
+                   _under(root, tower) if tower else None, _under(root, engines) if engines else None)
+
+    def config(self):  # type: ignore[no-untyped-def]
+        from videoitg.checkpoint import load_config
+
+        return load_config(self.checkpoint, self.vision_tower)[0]
+
+    def load_part(self, part: str, device: str, dtype: torch.dtype):  # type: ignore[no-untyped-def]
+        """Load only the half a step runs ('vision' or 'grounding'); see `videoitg.checkpoint.drop_unused_half`."""
+        from videoitg.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.checkpoint, device, dtype, vision_tower=self.vision_tower,
+                               with_tokenizer=part == "grounding", part=part)
+
+    def identity(self) -> str:
+        from videoitg.checkpoint import checkpoint_identity
+
+        return checkpoint_identity(self.checkpoint)
 
 
 def sampling_from(params: dict[str, str]) -> SamplingParams:
@@ -60,21 +101,12 @@ def device_dtype(params: dict[str, str]) -> tuple[str, torch.dtype]:
     return device, parse_dtype(params.get("dtype") or None, device)
 
 
-def load_part(checkpoint: Path, part: str, device: str, dtype: torch.dtype):
-    """Load only the half a step runs ('vision' or 'grounding'); see `videoitg.checkpoint.drop_unused_half`."""
-    from videoitg.checkpoint import load_checkpoint
-
-    return load_checkpoint(checkpoint, device, dtype, with_tokenizer=part == "grounding", part=part)
-
-
-def feature_identity(checkpoint: Path, params: dict[str, str]) -> str:
+def feature_identity(assets: StepAssets, params: dict[str, str]) -> str:
     """What the cached features depend on besides the video: weights, dtype, device kind, vision runtime and the
-    engines directory it runs from."""
-    from videoitg.checkpoint import checkpoint_identity
-
+    engines it runs from."""
     device, dtype = device_dtype(params)
-    parts = [checkpoint_identity(checkpoint), str(dtype), device.split(":")[0],
-             params.get("vision_runtime", "torch"), params.get("engines", "")]
+    parts = [assets.identity(), str(dtype), device.split(":")[0], params.get("vision_runtime", "torch"),
+             str(assets.engines or "")]
     return "|".join(parts)
 
 
@@ -84,12 +116,7 @@ class Request:
     video: bytes
     instruction: str
     top_k: int
-    doc_id: int | None
     ranking_rule: str = DEFAULT_RANKING_RULE
-
-
-# Characters that carry no text: an instruction made only of these (and whitespace) is empty.
-_INVISIBLE = dict.fromkeys(map(ord, "\x00\u200b\u200c\u200d\u2060\ufeff"))
 
 
 def _one(arr: np.ndarray | None, name: str) -> Any:
@@ -102,38 +129,42 @@ def _one(arr: np.ndarray | None, name: str) -> Any:
 
 
 def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_k: np.ndarray | None,
-                  doc_id: np.ndarray | None, default_top_k: int, limits: Limits | None = None,
+                  default_top_k: int, limits: Limits | None = None,
                   ranking_rule: np.ndarray | None = None, default_ranking_rule: str = DEFAULT_RANKING_RULE) -> Request:
     """Validate the top-level inputs (Triton itself already rejected missing required inputs and wrong dtypes).
-    The byte bounds are checked here, before the video is hashed or sent on; the token bound needs the tokenizer
-    and the video's frame count, so the grounding step checks it (`Limits.check_instruction`)."""
+    The byte bounds and the instruction's text are checked here, before the video is hashed or sent on; the token
+    bound needs the tokenizer and the video's frame count, so the grounding step checks it
+    (`videoitg.text.instruction_ids`)."""
     lim = limits or Limits()
     v = _one(video, "VIDEO")
     if v is None:
         raise InputError("VIDEO is missing")
-    if not isinstance(v, (bytes, np.bytes_)) or len(v) == 0:
-        raise InputError("VIDEO is empty: send the encoded video file's bytes")
-    if len(v) > lim.decode.max_bytes:
-        raise VideoTooLargeError(f"VIDEO is {len(v)} bytes, over the limit of {lim.decode.max_bytes} bytes "
-                                 "(max_video_bytes)")
+    if not isinstance(v, (bytes, np.bytes_)):
+        raise InputError("VIDEO must hold the encoded video file's bytes")
+    from videoitg.decode.container import check_source  # here: the client imports this module, not the decoder
+
+    try:
+        check_source(bytes(v), lim.decode)  # empty, over max_video_bytes: the decoder's own check
+    except InputError as e:
+        raise type(e)(f"VIDEO: {e}") from None
     text = _one(instruction, "INSTRUCTION")
     if text is None:
         raise InputError("INSTRUCTION is missing")
-    if isinstance(text, (bytes, np.bytes_)):
-        if len(text) > lim.max_instruction_bytes:
-            raise InstructionTooLongError(f"INSTRUCTION is {len(text)} bytes, over the limit of "
-                                          f"{lim.max_instruction_bytes} bytes (max_instruction_bytes)")
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"INSTRUCTION is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    if not str(text).translate(_INVISIBLE).strip():
-        raise InputError("INSTRUCTION is empty (only whitespace, NUL or zero-width characters)")
+    try:
+        text = lim.instruction_text(bytes(text) if isinstance(text, np.bytes_) else text)
+    except InputError as e:
+        raise type(e)(f"INSTRUCTION: {e}") from None
+    k, rule = parse_options(top_k, ranking_rule, default_top_k, default_ranking_rule)
+    return Request(bytes(v), str(text), k, rule)
+
+
+def parse_options(top_k: np.ndarray | None, ranking_rule: np.ndarray | None, default_top_k: int,
+                  default_ranking_rule: str = DEFAULT_RANKING_RULE) -> tuple[int, str]:
+    """The optional selection inputs: (top_k, ranking rule), defaults filled in."""
     k = _one(top_k, "TOP_K")
     k = default_top_k if k is None else int(k)
     if k < 1:
         raise InputError(f"TOP_K must be >= 1, got {k}")
-    d = _one(doc_id, "DOC_ID")
     rule = _one(ranking_rule, "RANKING_RULE")
     if rule is None:
         rule = default_ranking_rule
@@ -143,13 +174,60 @@ def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_
         rule = check_ranking_rule(str(rule))
     except InputError as e:
         raise InputError(f"RANKING_RULE: {e}") from None
-    return Request(bytes(v), str(text), k, None if d is None else int(d), rule)
+    return k, rule
+
+
+# ---- step inputs ---------------------------------------------------------------------------------------------
+# Every step model is reachable by a client as well as by the top-level model, so each checks its own inputs as
+# the top-level model checks a request: a bad tensor is that request's INVALID_ARGUMENT, never a batch-mate's error.
+def check_frames(frames: torch.Tensor, image_size: int, limits: Limits) -> None:
+    """`videoitg_vision`'s PIXEL_VALUES: [T, 3, S, S], 1 <= T <= max_sampled_frames."""
+    if frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[2] != image_size or frames.shape[3] != image_size:
+        raise InputError(f"PIXEL_VALUES must be [T, 3, {image_size}, {image_size}], got {list(frames.shape)}")
+    if not 1 <= frames.shape[0] <= limits.max_sampled_frames:
+        raise InputError(f"PIXEL_VALUES holds {frames.shape[0]} frames; 1 to {limits.max_sampled_frames} "
+                         "(max_sampled_frames) are allowed")
+
+
+def check_features(visual: torch.Tensor, config: Any, limits: Limits) -> None:
+    """`videoitg_grounding`'s FEATURES of one video: [T, HW², hidden] with the HW the model uses for T frames,
+    1 <= T <= max_sampled_frames, finite."""
+    if visual.dim() != 3:
+        raise InputError(f"FEATURES must be [T, tokens per frame, hidden] for one video, got {list(visual.shape)}")
+    t, n, h = visual.shape
+    if not 1 <= t <= limits.max_sampled_frames:
+        raise InputError(f"FEATURES holds {t} frames; 1 to {limits.max_sampled_frames} (max_sampled_frames) "
+                         "are allowed")
+    want = (config.tokens_per_side(t) ** 2, config.text.hidden_size)
+    if (n, h) != want:
+        raise InputError(f"FEATURES of {t} frames must be [{t}, {want[0]}, {want[1]}] for this model, got "
+                         f"{list(visual.shape)}")
+    if not bool(torch.isfinite(visual).all()):
+        raise InputError("FEATURES holds NaN or infinite values")
+
+
+def check_selection_inputs(logits: np.ndarray, frame_indices: np.ndarray, timestamps: np.ndarray,
+                           limits: Limits) -> None:
+    """`videoitg_select`'s per-frame inputs of one video: as many logits as frames (1..max_sampled_frames), finite
+    logits and timestamps, frame numbers rising."""
+    t = logits.size
+    if not 1 <= t <= limits.max_sampled_frames:
+        raise InputError(f"LOGITS holds {t} frames; 1 to {limits.max_sampled_frames} (max_sampled_frames) are "
+                         "allowed")
+    if frame_indices.size != t or timestamps.size != t:
+        raise InputError(f"LOGITS, FRAME_INDICES and TIMESTAMPS must hold one value per frame, got {t}, "
+                         f"{frame_indices.size} and {timestamps.size}")
+    if not (np.isfinite(logits).all() and np.isfinite(timestamps).all()):
+        raise InputError("LOGITS and TIMESTAMPS must be finite")
+    if (frame_indices < 0).any() or (np.diff(frame_indices) <= 0).any():
+        raise InputError("FRAME_INDICES must be frame numbers >= 0 in rising order")
 
 
 # ---- selection -----------------------------------------------------------------------------------------------
-def result_outputs(result: GroundingResult, top_k: int,
-                   moment_params: MomentParams = DEFAULT_PARAMS) -> dict[str, np.ndarray]:
-    """The served outputs of one request (without the batch axis)."""
+def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentParams = DEFAULT_PARAMS,
+                   cache_hit: bool = False) -> dict[str, np.ndarray]:
+    """The served outputs of one request (without the batch axis). Every per-frame output is chronological; the
+    ranking is its own output (positions into them, best first)."""
     ranking = result.ranking
     ts = np.asarray(result.timestamps, dtype=np.float64)
     fi = np.asarray(result.frame_indices, dtype=np.int64)
@@ -159,23 +237,19 @@ def result_outputs(result: GroundingResult, top_k: int,
         "SCORES": (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32),
         "LOGITS": logits,
         "RANKING": np.asarray(ranking, dtype=np.int32),
-        "FRAME_INDICES": fi[ranking],
-        "TIMESTAMPS": ts[ranking],
+        "FRAME_INDICES": fi,
+        "TIMESTAMPS": ts,
         "TOP_K_FRAMES": np.asarray(result.top_k_frames(top_k), dtype=np.int64),
         "MOMENTS": moments,
-        "RANKING_RULE": np.asarray([result.ranking_rule.encode()], dtype=np.object_),
+        "APPLIED_RANKING_RULE": np.asarray([result.ranking_rule.encode()], dtype=np.object_),
+        "CACHE_HIT": np.asarray([cache_hit], dtype=bool),
     }
 
 
 def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", video: str = "") -> GroundingResult:
-    """Inverse of `result_outputs` (the client side): back to chronological order, under the server's rule."""
-    ranking = outputs["RANKING"].reshape(-1)
-    T = ranking.shape[0]
-    fi = np.empty(T, dtype=np.int64)
-    ts = np.empty(T, dtype=np.float64)
-    fi[ranking] = outputs["FRAME_INDICES"].reshape(-1)
-    ts[ranking] = outputs["TIMESTAMPS"].reshape(-1)
-    rule = outputs.get("RANKING_RULE")
+    """Inverse of `result_outputs` (the client side), under the rule the server applied."""
+    rule = outputs.get("APPLIED_RANKING_RULE")
     rule = bytes(rule.reshape(-1)[0]).decode() if rule is not None else DEFAULT_RANKING_RULE
-    return GroundingResult(outputs["LOGITS"].reshape(-1).astype(np.float64).tolist(), fi.tolist(), ts.tolist(),
+    return GroundingResult(outputs["LOGITS"].reshape(-1).astype(np.float64).tolist(),
+                           outputs["FRAME_INDICES"].reshape(-1).tolist(), outputs["TIMESTAMPS"].reshape(-1).tolist(),
                            instruction, video, rule)

@@ -1,0 +1,44 @@
+"""`videoitg_select` (the ensemble's last step): per-frame logits -> the served outputs (ranking under the request's
+rule, top-K, moments), as the BLS model does inline. The inputs are checked first (`steps.check_selection_inputs`):
+the step is reachable by a client too.
+"""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+from videoitg.python_backend.common import RequestCounters, input_numpy, output_numpy, respond_each, setup
+
+from videoitg.errors import InputError
+from videoitg.moments import MomentParams
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
+from videoitg.serving.steps import check_selection_inputs, limits_from, parse_options, result_outputs
+
+NAME = "videoitg_select"
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        p, _ = setup(args)
+        self.limits = limits_from(p)
+        self.default_top_k = int(p.get("default_top_k", 32))
+        self.ranking_rule = p.get("ranking_rule") or DEFAULT_RANKING_RULE
+        self.moment_params = MomentParams.from_mapping(p)
+        self.counters = RequestCounters(NAME)
+
+    def finalize(self):
+        self.counters.close()
+
+    def execute(self, requests):
+        def handle(request):
+            per_frame = [input_numpy(request, n) for n in ("LOGITS", "FRAME_INDICES", "TIMESTAMPS")]
+            if any(x is None or x.shape[0] != 1 for x in per_frame):
+                raise InputError("LOGITS, FRAME_INDICES and TIMESTAMPS must hold one video a request")
+            logits, frames, times = (x[0] for x in per_frame)
+            check_selection_inputs(logits, frames, times, self.limits)
+            top_k, rule = parse_options(input_numpy(request, "TOP_K"), input_numpy(request, "RANKING_RULE"),
+                                        self.default_top_k, self.ranking_rule)
+            result = GroundingResult(logits.tolist(), frames.tolist(), times.tolist(), ranking_rule=rule)
+            out = result_outputs(result, top_k, self.moment_params)
+            return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # the batch axis
+
+        return self.counters.count(respond_each(requests, handle, NAME))

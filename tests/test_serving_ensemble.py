@@ -1,0 +1,96 @@
+"""The `ensemble` repository (decode -> vision -> grounding -> select as a Triton ensemble) on the real
+tritonserver (CPU): the same inputs, outputs and numbers as in-process scoring and as the BLS repository."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+from fixtures_video import random_clip  # noqa: E402
+
+from videoitg.serving import binaries  # noqa: E402
+from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
+from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
+from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
+
+pytestmark = pytest.mark.server
+TOL = 1e-5
+
+try:
+    binaries.find_tritonserver()
+except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
+    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = build_repository(RepoSpec(target="cpu", mode="ensemble"), tmp_path_factory.mktemp("repo"))
+    srv = TritonServer(repo, ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "tritonserver.log")
+    srv.start(timeout_s=240)
+    yield srv
+    assert srv.stop() == 0, srv.log_tail()
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline import Scorer
+
+    return Scorer(default_checkpoint())
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_ensemble_answers_like_in_process(protocol, server, scorer, tmp_path) -> None:
+    data = random_clip(tmp_path / "clip.mp4", seed=3)
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with VideoITGClient(url, protocol) as c:
+        for rule in ("released", "exact"):
+            out = c.infer(data, "when is the red circle visible?", top_k=3, ranking_rule=rule)
+            ref = scorer.score(data, "when is the red circle visible?")
+            ref.ranking_rule = rule
+            assert np.abs(np.asarray(out.result.logits) - np.asarray(ref.logits)).max() <= TOL
+            assert out.result.frame_indices == ref.frame_indices and out.result.timestamps == ref.timestamps
+            assert out.result.ranking == ref.ranking and out.result.ranking_rule == rule
+            assert out.top_k_frames == ref.top_k_frames(3)
+            assert np.allclose(out.moments, [tuple(m) for m in ref.moments], atol=1e-5)
+            assert out.cache_hit is False  # no cache in the ensemble: the video is decoded again every time
+
+
+def test_ensemble_reports_bad_input_from_the_step_that_checks_it(server, tmp_path) -> None:
+    data = random_clip(tmp_path / "clip.mp4", seed=4)
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        with pytest.raises(RemoteError, match="NotAVideoError"):
+            c.infer(b"\x00garbage" * 64, "when?")
+        with pytest.raises(RemoteError, match="instruction is empty"):
+            c.infer(data, "\u200b ")
+        assert c.infer(data, "when?").result.logits  # the server keeps serving
+
+
+def test_select_step_called_directly_checks_its_inputs(server) -> None:
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    c = grpc.InferenceServerClient(server.grpc_url)
+
+    def call(logits: np.ndarray, frames: np.ndarray, times: np.ndarray):
+        ins = []
+        for name, arr, dtype in (("LOGITS", logits, "FP32"), ("FRAME_INDICES", frames, "INT64"),
+                                 ("TIMESTAMPS", times, "FP64")):
+            t = grpc.InferInput(name, list(arr.shape), dtype)
+            t.set_data_from_numpy(arr)
+            ins.append(t)
+        return c.infer("videoitg_select", ins)
+
+    try:
+        ok = call(np.array([[0.1, 2.0, -1.0]], np.float32), np.array([[0, 10, 20]]), np.array([[0.0, 1.0, 2.0]]))
+        assert ok.as_numpy("RANKING")[0].tolist() == [1, 0, 2]
+        with pytest.raises(InferenceServerException, match="one value per frame"):
+            call(np.zeros((1, 3), np.float32), np.array([[0, 10]]), np.zeros((1, 3)))
+        with pytest.raises(InferenceServerException, match="rising order"):
+            call(np.zeros((1, 3), np.float32), np.array([[0, 20, 10]]), np.zeros((1, 3)))
+        with pytest.raises(InferenceServerException, match="finite"):
+            call(np.array([[np.nan, 0, 0]], np.float32), np.array([[0, 1, 2]]), np.zeros((1, 3)))
+    finally:
+        c.close()
