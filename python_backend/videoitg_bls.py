@@ -6,11 +6,10 @@
 
 BLS rather than an ensemble because a cache hit must skip decode and the vision tower. Each request is served by
 its own task and answered through its response sender when it is done, so `execute` returns at once and the next
-requests start while a video still decodes: a cache hit never waits behind another request's decode. Concurrent
-requests on one video share one decode and encode; grounding calls that meet reach `videoitg_grounding` together
-(it scores each alone). Every request gets exactly one response; a bad one gets its own error. Cold work is bounded
-(`max_in_flight` videos decoding or encoding; past it a miss is refused at once, UNAVAILABLE), and a video that
-failed for its own sake is refused again at once for a while (`FailureMemory`) instead of being decoded again.
+requests start while a video still decodes. Which requests compute, share, wait or are refused is
+`videoitg.serving.scheduling.FeatureScheduler` (a cache hit never waits behind a decode; one computation per video;
+at most `max_in_flight` cold videos; failures remembered). Grounding calls that meet reach `videoitg_grounding`
+together (it scores each alone). Every request gets exactly one response; a bad one gets its own error.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from videoitg.moments import MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
 from videoitg.pipeline import VideoFeatures
 from videoitg.serving.cache import FailureMemory, FeatureCache, cache_key, video_digest
+from videoitg.serving.scheduling import FeatureScheduler
 from videoitg.serving.steps import (
     Request,
     feature_identity,
@@ -62,13 +62,11 @@ class TritonPythonModel:
         self.sampling = sampling_from(p)
         self.limits = limits_from(p)  # byte bounds here; the queue bound is Triton's (config.pbtxt)
         self.identity = feature_identity(assets, p)
-        self.cache = FeatureCache(int(p.get("feature_cache_bytes", 1 << 30)))
-        self.failures = FailureMemory()
-        self.cold_gate = self.limits.gate()  # videos decoding or encoding at once
+        self.scheduler = FeatureScheduler(FeatureCache(int(p.get("feature_cache_bytes", 1 << 30))), FailureMemory(),
+                                          self.limits.max_in_flight, on_change=self._update_metrics)
         # Requests being served at once: room for hits (which hold little but their upload) while every cold slot is
         # busy, so a hit is neither queued nor refused behind slow decodes.
         self.request_gate = InFlightGate(HITS_PER_COLD_SLOT * self.limits.max_in_flight)
-        self.pending: dict[str, asyncio.Task] = {}  # cache key -> its decode + encode, shared by its requests
         self.tasks: set[asyncio.Task] = set()  # one per request being served (kept: the loop holds weak refs)
         self.default_top_k = int(p.get("default_top_k", 32))
         self.ranking_rule = p.get("ranking_rule") or DEFAULT_RANKING_RULE
@@ -96,6 +94,18 @@ class TritonPythonModel:
         ]
         self.m_hit, self.m_miss, self.m_bytes, self.m_requests, self.m_cold = (
             f.Metric({"model": self.name}) for f in self.families)
+        self.counted = (0, 0)  # hits and misses already added to the counters
+
+    def _update_metrics(self) -> None:
+        s = self.scheduler
+        hits, misses = self.counted
+        if s.hits > hits:
+            self.m_hit.increment(s.hits - hits)
+        if s.misses > misses:
+            self.m_miss.increment(s.misses - misses)
+        self.counted = (s.hits, s.misses)
+        self.m_cold.set(s.cold.in_flight)
+        self.m_bytes.set(s.cache.stats.bytes)
 
     def finalize(self):
         # Metrics before their families, explicitly: interpreter teardown order is arbitrary, and a family
@@ -130,7 +140,7 @@ class TritonPythonModel:
 
     async def _serve(self, req: Request, key: str, sender) -> None:
         try:
-            f, hit = await self._features(req.video, key)
+            f, hit = await self.scheduler.features(key, lambda: self._visual(req.video), self._client_fault)
             logits = await self._ground(f, req.instruction)
             result = GroundingResult(logits.tolist(), f.frame_indices, f.timestamps, req.instruction,
                                      ranking_rule=req.ranking_rule)
@@ -142,37 +152,6 @@ class TritonPythonModel:
     def _send(self, sender, response) -> None:
         self.counters.count([response])
         sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-
-    async def _features(self, video: bytes, key: str) -> tuple[VideoFeatures, bool]:
-        """The video's features and whether they came from the cache."""
-        f = self.cache.get(key)
-        (self.m_hit if f is not None else self.m_miss).increment(1)
-        if f is not None:
-            return f, True
-        failed = self.failures.get(key)
-        if failed is not None:
-            raise failed
-        task = self.pending.get(key)
-        if task is None:  # the first request on this video computes it; the others await the same task
-            self.cold_gate.__enter__()  # OverloadedError (UNAVAILABLE) past max_in_flight videos
-            self.m_cold.set(self.cold_gate.in_flight)
-            task = self.pending[key] = asyncio.get_running_loop().create_task(self._compute(video, key))
-        return await asyncio.shield(task), False
-
-    async def _compute(self, video: bytes, key: str) -> VideoFeatures:
-        try:
-            f = await self._visual(video)
-        except Exception as e:
-            if self._client_fault(e):
-                self.failures.remember(key, e)
-            raise
-        finally:
-            del self.pending[key]
-            self.cold_gate.__exit__(None, None, None)
-            self.m_cold.set(self.cold_gate.in_flight)
-        self.cache.put(key, f)
-        self.m_bytes.set(self.cache.stats.bytes)
-        return f
 
     async def _call(self, model: str, inputs: list, outputs: list[str]):
         resp = await pb_utils.InferenceRequest(
@@ -197,31 +176,28 @@ class TritonPythonModel:
                              pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().reshape(-1).tolist())
 
     async def _visual_dali(self, video: bytes) -> VideoFeatures:
-        """GPU deployments. UNVERIFIED (no GPU tritonserver with the DALI backend here): the container header gives
-        the frame count and rate, the sampling rule picks the frame numbers, DALI decodes just those on the GPU,
-        and the frames reach the vision model by DLPack without leaving the device."""
+        """GPU deployments: the container says which frames to sample (`plan_decode`, after every check the CPU
+        decoder makes before decoding, decode work included: DALI has no limits of its own), DALI decodes just
+        those on the GPU, and the frames reach the vision model by DLPack without leaving the device."""
         from torch.utils.dlpack import to_dlpack
 
-        from videoitg.decode import probe_video
+        from videoitg.decode import plan_decode
         from videoitg.decode.dali_backend import colour_input
         from videoitg.decode.pyav_backend import apply_rotation
-        from videoitg.sampling import frame_timestamps, sample_frame_indices
 
-        # The packet count decode_video uses, not the header's; DALI has no limits of its own, so the deployment's
-        # DecodeLimits (duration, size, frames) are checked on the container here.
-        info = probe_video(video, count_frames=True, limits=self.limits.decode,
+        plan = plan_decode(video, params=self.sampling, limits=self.limits.decode,
                            time_budget_s=self.limits.decode_time_budget_s)
-        idx = sample_frame_indices(info.total_frames, info.fps, self.sampling)
         data = np.frombuffer(video, dtype=np.uint8)[None]
         dec = await self._call(self.decode_model, [pb_utils.Tensor("VIDEO", data),
-                                                   pb_utils.Tensor("FRAMES", np.asarray([idx], dtype=np.int32)),
-                                                   pb_utils.Tensor("COLOUR", colour_input(info.colour)[None])],
+                                                   pb_utils.Tensor("FRAMES", np.asarray([plan.frame_indices],
+                                                                                        dtype=np.int32)),
+                                                   pb_utils.Tensor("COLOUR", colour_input(plan.colour)[None])],
                                ["PIXEL_VALUES"])
         # Drop DALI's batch axis (still on the device) and turn the frames upright as the CPU decoder does.
-        pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], info.rotation)[None].contiguous()
+        pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], plan.rotation)[None].contiguous()
         vis = await self._call(self.vision_model, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
                                ["FEATURES"])
-        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), idx, frame_timestamps(idx, info.fps))
+        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), plan.frame_indices, plan.timestamps)
 
     async def _ground(self, f: VideoFeatures, instruction: str) -> np.ndarray:
         from torch.utils.dlpack import to_dlpack

@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 from fixtures_video import read_number, write_clip
 
-from videoitg.decode import DecodeLimits, TruncatedVideoError, VideoTooLargeError, decode_video, probe_video
+from videoitg.decode import (
+    DecodeLimits,
+    TruncatedVideoError,
+    VideoTooLargeError,
+    decode_video,
+    plan_decode,
+    probe_video,
+)
 from videoitg.decode import api as decode_api
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import (
@@ -53,6 +60,21 @@ def test_skip_frame_file_is_refused_before_decoding(monkeypatch: pytest.MonkeyPa
         index = build_index(c, s, header_info(c, s)["fps"], DecodeLimits(), Deadline(None), "x")
     loose = DecodeLimits(max_decode_pixels_per_byte=1 << 18)
     assert check_decode_work(index, list(range(0, 3000, 30)), 3840, 2160, path.stat().st_size, loose, "x") > 0
+
+
+def test_gpu_decode_plan_makes_the_same_checks_and_picks_the_same_frames(tmp_path: Path) -> None:
+    """`plan_decode` (what the GPU server hands DALI, which has no limits of its own) refuses what `decode_video`
+    refuses before decoding, the decode-work bound included, and names the frames `decode_video` decodes."""
+    with pytest.raises(VideoTooLargeError, match="decode work limit"):
+        plan_decode(DATA / "skip_frames_4k.mp4", time_budget_s=BUDGET)
+    with pytest.raises(VideoTooLargeError, match="byte limit"):
+        plan_decode(DATA / "skip_frames_4k.mp4", limits=DecodeLimits(max_bytes=1000))
+    path = write_clip(tmp_path / "c.mp4", frames=90, fps=30, rotation=90)
+    params = SamplingParams(num_frames=8, target_fps=2.0)
+    plan = plan_decode(path.read_bytes(), params=params)
+    out = decode_video(path, image_size=16, params=params, decoder="pyav")
+    assert (plan.frame_indices, plan.timestamps, plan.fps) == (out.frame_indices, out.timestamps, out.fps)
+    assert plan.rotation == out.info.rotation == 90 and plan.colour == probe_video(path).colour is not None
 
 
 def test_frames_to_decode_follows_seeks_and_keyframes(tmp_path: Path) -> None:

@@ -1,12 +1,20 @@
-"""The top-level model's memory of videos that failed: same error at once, forgotten after its time, bounded."""
+"""The top-level model's feature policy without a server: the memory of videos that failed (same error at once,
+forgotten after its time, bounded) and `FeatureScheduler` (one computation per video, hits never wait, bounded cold
+work, the client's failures remembered)."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+import torch
+
+from videoitg.decode import NotAVideoError
 from videoitg.errors import VideoDecodeError
+from videoitg.limits import OverloadedError
 from videoitg.serving import cache as cache_mod
-from videoitg.serving.cache import FailureMemory
+from videoitg.serving.cache import FailureMemory, FeatureCache
+from videoitg.serving.scheduling import FeatureScheduler
 
 
 def test_failure_is_remembered_until_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,3 +36,81 @@ def test_failure_memory_is_bounded_oldest_first() -> None:
         m.remember(str(i), VideoDecodeError(str(i)))
     assert len(m) == 3 and m.get("0") is None and m.get("1") is None
     assert str(m.get("4")) == "4"
+
+
+# ---- FeatureScheduler: the top-level model's policy, without a server ----------------------------------------
+def _scheduler(max_cold: int = 2) -> FeatureScheduler:
+    return FeatureScheduler(FeatureCache(1 << 20), FailureMemory(), max_cold)
+
+
+def _never_client_fault(e: BaseException) -> bool:
+    return False
+
+
+def test_scheduler_computes_a_video_once_for_concurrent_requests_and_caches_it() -> None:
+    s, calls = _scheduler(), []
+
+    async def compute():
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return torch.ones(2, 3)
+
+    async def run():
+        got = await asyncio.gather(*(s.features("k", compute, _never_client_fault) for _ in range(5)))
+        again = await s.features("k", compute, _never_client_fault)
+        return got, again
+
+    got, again = asyncio.run(run())
+    assert len(calls) == 1 and [hit for _, hit in got] == [False] * 5 and again[1] is True
+    assert (s.hits, s.misses, s.cold.in_flight, len(s.pending)) == (1, 5, 0, 0)
+
+
+def test_scheduler_answers_a_hit_while_another_video_computes_and_bounds_cold_work() -> None:
+    s = _scheduler(max_cold=1)
+    gate = None
+
+    async def slow():
+        await gate.wait()
+        return torch.zeros(1)
+
+    async def run():
+        nonlocal gate
+        gate = asyncio.Event()
+        s.cache.put("cached", torch.ones(1))
+        cold = asyncio.create_task(s.features("a", slow, _never_client_fault))
+        await asyncio.sleep(0)  # "a" is now computing and holds the one cold slot
+        hit = await asyncio.wait_for(s.features("cached", slow, _never_client_fault), timeout=1)
+        with pytest.raises(OverloadedError):
+            await s.features("b", slow, _never_client_fault)  # a second cold video: refused at once
+        gate.set()
+        return hit, await cold
+
+    hit, cold = asyncio.run(run())
+    assert hit[1] is True and cold[1] is False and s.cold.in_flight == 0
+
+
+def test_scheduler_remembers_the_clients_failures_only() -> None:
+    s, calls = _scheduler(), []
+
+    async def bad():
+        calls.append(1)
+        raise NotAVideoError("not a video")
+
+    async def broken():
+        calls.append(1)
+        raise RuntimeError("step crashed")
+
+    def client_fault(e: BaseException) -> bool:
+        return isinstance(e, NotAVideoError)
+
+    async def run():
+        for _ in range(3):
+            with pytest.raises(NotAVideoError):
+                await s.features("bad", bad, client_fault)
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                await s.features("broken", broken, client_fault)
+
+    asyncio.run(run())
+    assert len(calls) == 1 + 2  # the client's bad video once; the server's own failure is tried again
+    assert s.cold.in_flight == 0 and not s.pending

@@ -9,7 +9,7 @@ and `SampledFrames.decoder` says which ran. Every failure is a `videoitg.errors.
 See docs/decoding.md.
 """
 
-from videoitg.decode.api import decode_video, probe_video, stream_video
+from videoitg.decode.api import DecodePlan, decode_video, plan_decode, probe_video, stream_video
 from videoitg.decode.backends import DECODERS, dali_available
 from videoitg.decode.errors import (
     DecoderUnavailableError,
@@ -28,8 +28,8 @@ from videoitg.decode.parallel import FrameStream
 from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
 
 __all__ = [
-    "decode_video", "probe_video", "stream_video", "FrameStream", "DECODERS", "dali_available", "DecodeLimits",
-    "SampledFrames", "VideoInfo",
+    "decode_video", "probe_video", "plan_decode", "DecodePlan", "stream_video", "FrameStream", "DECODERS",
+    "dali_available", "DecodeLimits", "SampledFrames", "VideoInfo",
     "VideoDecodeError", "VideoNotFoundError", "EmptyVideoError", "NotAVideoError", "NoVideoStreamError",
     "NoFramesError", "UnsupportedCodecError", "TruncatedVideoError", "VideoTooLargeError",
     "DecodeTimeoutError", "DecoderUnavailableError",

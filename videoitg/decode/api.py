@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import torch
 
 from videoitg.decode import backends
 from videoitg.decode.budget import Deadline, run_with_budget
+from videoitg.decode.colour import YuvSignal
 from videoitg.decode.container import (
     OpenedSource,
     Source,
@@ -93,14 +95,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
         t0 = time.perf_counter()
         deadline.check("opening the container")
         with open_container(src) as container:
-            stream = select_video_stream(container, name)
-            head = header_info(container, stream)
-            check_header_limits(head, limits, name)
-            index = build_index(container, stream, head["fps"], limits, deadline, name)
-            check_truncation(head, index, name)
-            frame_numbers = sample_frame_indices(index.total, index.fps, params)
-            deadline.max_pixels = check_decode_work(index, frame_numbers, head["width"], head["height"],
-                                                    src.nbytes, limits, name)
+            stream, head, index, frame_numbers = _checked_sampling(container, src, params, limits, deadline, name)
             want_cuda = device is not None and torch.device(device).type == "cuda"
             chosen = backends.choose(requested, head["codec"], index, want_cuda)
             deadline.check(f"decoding with {chosen}")
@@ -172,6 +167,54 @@ def probe_video(source: Source, *, count_frames: bool | None = None, limits: Dec
             return info_from(head, index, *first_frame_facts(container, stream))
 
     return run_with_budget(work, time_budget_s)
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What a decoder outside this module needs to decode a video's sampled frames as `decode_video` would."""
+
+    frame_indices: list[int]
+    timestamps: list[float]
+    fps: float
+    rotation: int  # degrees counter-clockwise the frames must turn to display upright (`apply_rotation`)
+    colour: YuvSignal | None  # how FFmpeg reads the YUV samples (`colour.py`), None when no frame decodes
+
+
+def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, limits: DecodeLimits | None = None,
+                time_budget_s: float | None = 30) -> DecodePlan:
+    """The sampled frame numbers (the released rule, on the packet index), their timestamps, the rotation and the
+    colour signal, after every check `decode_video` makes before it decodes (bytes, header limits, truncation,
+    decode work): what the GPU server hands its DALI decode step. Decodes one frame (the first)."""
+    limits = limits or DecodeLimits()
+    src = check_source(source, limits)
+    name = describe(source)
+
+    def work(deadline: Deadline) -> DecodePlan:
+        try:
+            with open_container(src) as container:
+                stream, _, index, frames = _checked_sampling(container, src, params, limits, deadline, name)
+                rotation, colour = first_frame_facts(container, stream)
+        except VideoDecodeError as e:
+            _truncated_instead(src, name, e)
+            raise
+        return DecodePlan(frames, [index.seconds(i) for i in frames], index.fps, rotation, colour)
+
+    return run_with_budget(work, time_budget_s)
+
+
+def _checked_sampling(container, src, params: SamplingParams, limits: DecodeLimits, deadline: Deadline,
+                      name: str) -> tuple:
+    """(stream, header, packet index, sampled frame numbers) once the header limits, truncation and decode work
+    are checked; sets the deadline's pixel bound for the decoder's own count."""
+    stream = select_video_stream(container, name)
+    head = header_info(container, stream)
+    check_header_limits(head, limits, name)
+    index = build_index(container, stream, head["fps"], limits, deadline, name)
+    check_truncation(head, index, name)
+    frame_numbers = sample_frame_indices(index.total, index.fps, params)
+    deadline.max_pixels = check_decode_work(index, frame_numbers, head["width"], head["height"], src.nbytes,
+                                            limits, name)
+    return stream, head, index, frame_numbers
 
 
 def stream_video(source: Source, **kwargs) -> FrameStream:

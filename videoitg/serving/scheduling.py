@@ -1,0 +1,70 @@
+"""How the top-level BLS model gets one video's features, without Triton: the policy lives here, the model file
+only calls it.
+
+    scheduler = FeatureScheduler(FeatureCache(1 << 30), FailureMemory(), max_cold=limits.max_in_flight)
+    features, hit = await scheduler.features(key, compute, client_fault)
+
+- A cache hit is answered at once (it never waits behind another request's decode).
+- A video that failed for its own sake (`client_fault`) is refused again with the same error for a while instead of
+  being decoded again on every retry.
+- Concurrent requests on one video share one computation.
+- At most `max_cold` videos are computed at once; past it a miss gets `OverloadedError` at once (UNAVAILABLE),
+  instead of queueing while its client times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from videoitg.limits import InFlightGate
+from videoitg.serving.cache import FailureMemory, FeatureCache
+
+
+class FeatureScheduler:
+    def __init__(self, cache: FeatureCache, failures: FailureMemory, max_cold: int,
+                 on_change: Callable[[], None] | None = None):
+        self.cache, self.failures = cache, failures
+        self.cold = InFlightGate(max_cold)  # videos being computed
+        self.pending: dict[str, asyncio.Task] = {}  # cache key -> its computation, shared by its requests
+        self.hits = self.misses = 0
+        self._on_change = on_change or (lambda: None)  # metrics: called whenever a count or gauge moves
+
+    async def features(self, key: str, compute: Callable[[], Awaitable[Any]],
+                       client_fault: Callable[[BaseException], bool]) -> tuple[Any, bool]:
+        """(features, came from the cache). Raises the remembered or the computation's error, or
+        OverloadedError when a new video would exceed `max_cold`."""
+        f = self.cache.get(key)
+        if f is not None:
+            self.hits += 1
+            self._on_change()
+            return f, True
+        self.misses += 1
+        self._on_change()
+        failed = self.failures.get(key)
+        if failed is not None:
+            raise failed
+        task = self.pending.get(key)
+        if task is None:  # the first request on this video computes it; the others await the same task
+            self.cold.__enter__()  # OverloadedError past max_cold
+            self._on_change()
+            task = self.pending[key] = asyncio.get_running_loop().create_task(
+                self._compute(key, compute, client_fault))
+        return await asyncio.shield(task), False  # a cancelled waiter does not cancel the others' computation
+
+    async def _compute(self, key: str, compute: Callable[[], Awaitable[Any]],
+                       client_fault: Callable[[BaseException], bool]) -> Any:
+        try:
+            f = await compute()
+        except Exception as e:
+            if client_fault(e):
+                self.failures.remember(key, e)
+            raise
+        finally:
+            del self.pending[key]
+            self.cold.__exit__(None, None, None)
+            self._on_change()
+        self.cache.put(key, f)
+        self._on_change()
+        return f
