@@ -130,9 +130,3 @@ def build_plan(
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(cache.serialize()))
     return {"tensorrt": trt.__version__}
-
-
-def plan_size_estimate_gib(num_params: int, precision: str) -> float:
-    """Rough plan size (weights dominate), to warn before a build that cannot fit the disk."""
-    return num_params * {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}[precision] / (1 << 30) * 1.05
-

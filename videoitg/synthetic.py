@@ -131,15 +131,6 @@ class Scene:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Scene:
-        objs = [
-            ShapeObject(**{**o, "segments": [Segment(**s) for s in o["segments"]]}) for o in d["objects"]
-        ]
-        return cls(
-            width=d["width"], height=d["height"], fps=d["fps"], num_frames=d["num_frames"], objects=objs
-        )
-
 
 # ---- scene generation -------------------------------------------------------------------------------------
 def random_scene(

@@ -112,11 +112,6 @@ def fits_fp8(linear: nn.Linear) -> bool:
     return linear.in_features % 16 == 0 and linear.out_features % 16 == 0
 
 
-def llm_only_filter(name: str, linear: nn.Linear) -> bool:
-    """Only the Qwen2 decoder layers (`model.layers.*`): the vision tower stays bf16."""
-    return name.startswith("model.layers.")
-
-
 def default_fp8_filter(name: str, linear: nn.Linear) -> bool:
     """The transformer blocks of both towers (99.9% of a request's FLOPs). Embeddings, norms, the head and the
     projector stay bf16: the core model reads the projector's `.weight` for its dtype, and its GEMMs are <0.1%."""

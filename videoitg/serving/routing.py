@@ -144,9 +144,6 @@ class ServerPool:
             st.down = False
         return True
 
-    def live(self) -> list[str]:
-        return [u for u in self.servers if not self.state[u].down]
-
     def wait_ready(self, timeout_s: float) -> list[str]:
         """Wait until at least one server is ready; the ones that are not start as down (probed later).
         Returns the ready ones."""
