@@ -1,6 +1,6 @@
 """The GPU hot path of one grounding request against the released inference, in one run (one device call).
 
-    python3 benchmarks/bench_gpu_path.py --out $OUT/bench.json          # real sizes, on a lent H100/H200
+    python3 benchmarks/bench_gpu_path.py --out $OUT/bench.json          # real sizes, on an H100/H200
     python3 benchmarks/bench_gpu_path.py --tiny --device cpu            # tiny shapes, seconds (the tests)
 
 Real sizes = SigLIP-so400m-384 and Qwen2-7B shapes with random weights (cost does not depend on weight values;

@@ -40,7 +40,7 @@ class ClipSpec:
 
 
 CLIPS: dict[str, ClipSpec] = {
-    # the reference clip: every frame a reference frame (no B-frames), 25 s GOPs
+    # the reference clip of the end-to-end goals: every frame a reference frame (no B-frames), 25 s GOPs
     "720p10-ultrafast": ClipSpec(1280, 720, 10, 250, 250, 600, {"preset": "ultrafast", "crf": "30"},
                                  "10 min 720p 10 fps, x264 ultrafast crf 30, 25 s GOPs, no B-frames"),
     # x264 defaults (preset medium: 3 B-frames, b-pyramid), 2 s GOPs

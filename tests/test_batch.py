@@ -196,7 +196,7 @@ def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
     assert bad[0].record["row"]["instruction"] == INSTRUCTIONS[0]
 
 
-# ---- rows that are not text, or whose doc_id overflows (issue 14, Batch) -----------------------------------------
+# ---- rows that are not text, or whose doc_id overflows -------------------------------------------------------------
 def _hostile_manifest(d):
     """Good rows around a lone-surrogate instruction (valid JSON), a doc_id of 2**70, and a line that is not UTF-8."""
     make_clip(d / "v.mp4", 0)

@@ -24,9 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("videoitg.batch.runner", reason="the batch package (issue 8) is not on this branch")
-
 from test_batch_media import SAMPLING_ARGS, make_manifest  # noqa: E402
 
 from videoitg.batch import runner, store  # noqa: E402

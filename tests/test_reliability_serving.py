@@ -30,7 +30,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
-pytest.importorskip("videoitg.serving.server", reason="the serving package (issue 5) is not on this branch")
 
 from fixtures_video import (  # noqa: E402
     random_clip,
@@ -455,7 +454,6 @@ BATCH: dict[str, object] = {}
 def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """Last in the module: it kills the module's server. The batch driver runs in this process without Ray
     (see test_reliability_batch.py for why); the rows go to the real server through the batch Triton backend."""
-    pytest.importorskip("videoitg.batch.runner", reason="the batch package (issue 8) is not on this branch")
     from test_batch_media import make_manifest
     from test_reliability_batch import check_shards, comparable, local_stream, read_jsonl
 

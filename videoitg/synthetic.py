@@ -1,9 +1,9 @@
 """Synthetic grounding data: short videos of coloured shapes that appear, move and vanish at known times,
 with instructions of the paper's four kinds and exact per-frame labels.
 
-Why it exists: the released VideoITG-40K data and checkpoint cannot be reached from this workplace, so the
-training code needs a task whose answer is known exactly to prove that the pipeline learns, and the demo
-needs a clip whose answer a person can check by eye.
+Why it exists: the training code needs a task whose answer is known exactly to prove that the pipeline learns
+without the released VideoITG-40K data or a 7B model, the tests need clips that a laptop trains on in minutes, and
+the demo needs a clip whose answer a person can check by eye.
 
 Scene model (all in pixels and seconds):
 - every object has a colour, a kind (circle/square/triangle), a radius, an appear time and a vanish time;

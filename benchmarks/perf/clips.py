@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def long_h264_clip(path: Path, seconds: int = 600, width: int = 1280, height: int = 720, fps: int = 10,
                    gop: int = 250, preset: str = "ultrafast") -> Path:
-    """A `seconds`-long clip at width x height (default: the issue's 10-minute 720p clip, 25 s GOPs)."""
+    """A `seconds`-long clip at width x height (default: the end-to-end goals' 10-minute 720p clip, 25 s GOPs)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from fixtures_video import repeat_clip, write_natural_clip
 
