@@ -223,6 +223,35 @@ def test_video_over_the_configured_byte_limit_is_refused(clients, sample) -> Non
     assert clients["grpc"].infer(path, instruction).result.logits  # the next request is served
 
 
+def test_gzip_body_is_bounded_by_the_video_limit_and_memory_comes_back(server, clients, sample) -> None:
+    """An HTTP body with Content-Encoding: gzip (8 MiB of video in ~8 KB on the wire) is refused by
+    max_video_bytes like any other, the server keeps serving, and its shared memory stays bounded by a small
+    multiple of the request (Triton 2.51 decompresses a body whole: RELIABILITY.md, threat model)."""
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    path, data, instruction = sample
+
+    def shm_bytes() -> int:
+        return sum(f.stat().st_size for f in Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+
+    before = shm_bytes()
+    big = np.array([[b"\x00" * (8 << 20)]], dtype=object)
+    c = http.InferenceServerClient(server.http_url)
+    try:
+        ins = [http.InferInput("VIDEO", [1, 1], "BYTES"), http.InferInput("INSTRUCTION", [1, 1], "BYTES")]
+        ins[0].set_data_from_numpy(big)
+        ins[1].set_data_from_numpy(np.array([[instruction.encode()]], dtype=object))
+        for _ in range(3):
+            with pytest.raises(InferenceServerException, match=r"over the 1048576 byte limit \(max_video_bytes\)"):
+                c.infer("videoitg", ins, request_compression_algorithm="gzip")
+    finally:
+        c.close()
+    assert clients["http"].infer(path, instruction).result.logits  # the next request is served
+    grown = shm_bytes() - before
+    assert grown <= 4 * (8 << 20), f"/dev/shm grew by {grown} bytes for an 8 MiB request"
+
+
 def test_instruction_over_the_configured_token_limit_is_refused(clients, scorer, sample) -> None:
     """MAX_INSTRUCTION_TOKENS reaches the grounding step: 32 tokens pass, 33 are refused naming the limit."""
     from videoitg.text import encode_instruction
@@ -374,6 +403,69 @@ def test_serve_command_stops_cleanly_on_signal(sig, tmp_path) -> None:
             assert b"[3.0,4.0]" in r.read()
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+SLOW = ECHO.replace("    def execute(self, requests):\n", "    def execute(self, requests):\n        import time\n\n"
+                                                                 "        time.sleep(30)\n")
+
+
+def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
+    """SIGTERM to `videoitg serve` while a 30 s request runs: the launcher stops within its bounded time, exits 0,
+    the client gets an answer or an error (not a hang), and no shared memory of this server is left."""
+    import threading
+    import urllib.request
+
+    from videoitg.serving.server import SHM_PREFIX, launcher_tag
+
+    for name, code in (("echo", ECHO), ("slow", SLOW)):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "1" / "model.py").write_text(code)
+        (tmp_path / name / "config.pbtxt").write_text(
+            'backend: "python"\nmax_batch_size: 0\ninput [{ name: "X" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
+            'output [{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }]\n')
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "videoitg", "serve", "--model-repository", str(tmp_path), "--http-port", ports[0],
+         "--grpc-port", ports[1], "--metrics-port", ports[2]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
+    outcome: list[object] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("ready:") or (not line and proc.poll() is not None):
+                break
+        assert proc.poll() is None, "videoitg serve did not start"
+        prefix = f"{SHM_PREFIX}{launcher_tag().split('.')[0]}.{proc.pid}_"
+        assert any(Path("/dev/shm").glob(f"{prefix}*")), "the server's shared memory is not where expected"
+
+        def call() -> None:
+            body = b'{"inputs":[{"name":"X","shape":[1],"datatype":"FP32","data":[1]}]}'
+            req = urllib.request.Request(f"http://127.0.0.1:{ports[0]}/v2/models/slow/infer", data=body)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    outcome.append(r.status)
+            except Exception as e:  # noqa: BLE001 -- an error is an acceptable end for a request cut by a stop
+                outcome.append(e)
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(2.0)  # the request is in the slow model now
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=40)
+        said = proc.stdout.read()
+        assert code == 0, said  # the stop cancelled what was still running: what it was asked to do
+        assert "requests still running at the exit timeout were cut" in said, said
+        stopped_s = time.monotonic() - t0
+        t.join(timeout=30)
+        assert outcome, "the in-flight request neither answered nor failed"
+        assert stopped_s < 25, f"stop took {stopped_s:.1f} s"
+        assert not list(Path("/dev/shm").glob(f"{prefix}*")), "shared memory left behind"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -417,6 +417,37 @@ def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:
     print(f"busy port refused in {time.monotonic() - t0:.1f} s")
 
 
+def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
+    """The readiness wait also asks `GET /v2` for the server's name: an orphan tritonserver (or any HTTP server)
+    answering 200 on our port must not pass for the one we started with its own `--id`."""
+    import http.server
+
+    class Foreign(http.server.BaseHTTPRequestHandler):
+        name = "triton"
+
+        def do_GET(self):  # noqa: N802 -- the stdlib's name
+            body = json.dumps({"name": self.name, "version": "2.51.0"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        ours = TritonServer(repo, ServerOptions(http_port=httpd.server_address[1]))
+        ours.http_port = httpd.server_address[1]
+        assert ours._ready(f"http://{ours.http_url}/v2/health/ready")  # it does answer "ready"...
+        assert not ours._answered_by_us()  # ...but not as us
+        Foreign.name = ours.server_id
+        assert ours._answered_by_us()
+    finally:
+        httpd.shutdown()
+
+
 def test_serve_refuses_a_bad_checkpoint_with_its_cause(tmp_path: Path) -> None:
     """Before: Triton's "failed to load all models" after 22 s."""
     import shutil

@@ -489,6 +489,12 @@ class TritonServer:
             raise ServerError("server not started")
         return self._proc.wait()
 
+    def exit_timeout_expired(self) -> bool:
+        """Whether the last stop reached the exit timeout with work still running (connections or requests in
+        flight, which were then cut; tritonserver exits 1 for that alone)."""
+        tail = self.log_tail()
+        return "Exit timeout expired" in tail[tail.rfind("Signal (2) received"):]
+
     def log_tail(self, n_chars: int = 4000) -> str:
         if self._log_path is None or not self._log_path.exists():
             return ""
