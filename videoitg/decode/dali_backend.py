@@ -1,41 +1,107 @@
 """NVIDIA DALI backend: one pipeline definition for the CPU decoder (VP8/VP9/MJPEG) and the GPU `mixed`
-(NVDEC) decoder, with resize + SigLIP normalisation in the same graph.
+(NVDEC) decoder, with FFmpeg's YUV -> RGB, resize and SigLIP normalisation in the same graph.
 
 `video_pipeline(device=...)` is what the Triton DALI model would serve (`serialize_pipeline` writes it):
 inputs "VIDEO" (encoded bytes, uint8 [N]), "FRAMES" (int32 frame numbers, from the sampling rule) and "COLOUR"
-(float32 [3, 3], `colour_input`: the matrix from DALI's YUV->RGB conversion onto FFmpeg's for this video, see
-videoitg/decode/colour.py), output float32 [F, 3, S, S]. On "mixed" the decode, resize, colour map and
-normalise run on the GPU and the output stays there for the vision encoder. The GPU variant is UNVERIFIED here:
-no GPU was lent to this task.
+(float32 [3, 3], `colour_input`: how FFmpeg reads this video's YUV, see videoitg/decode/colour.py), output float32
+[F, 3, S, S]. On "mixed" the decode, the conversion, the resize and the normalisation run on the GPU and the output
+stays there for the vision encoder. The GPU variant has not been run on a GPU.
 
-Memory: DALI materialises every requested frame at full size before the resize, so the frame list is fed in
-chunks sized to `CHUNK_BYTES` of raw frames; each chunk is one pipeline run over the same bytes.
+Memory: DALI materialises every requested frame at full size, and the conversion keeps a few full-size buffers per
+frame (`WORK_BYTES_PER_PIXEL`), so the frame list is fed in chunks of at most `CHUNK_BYTES` of that working set;
+each chunk is one pipeline run over the same bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
-from videoitg.decode.colour import YuvSignal, dali_correction
+from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
 from videoitg.decode.errors import UnsupportedCodecError, VideoDecodeError
 
-CHUNK_BYTES = 512 * 1024**2  # raw RGB frames held at once before the resize, per pipeline run
+CHUNK_BYTES = 4 * 1024**3  # working set of one pipeline run
+WORK_BYTES_PER_PIXEL = 64  # DALI's buffers per decoded pixel (measured ~58 on CPU): the RGB, Y, U/V, float32 terms
 _pipes: dict[tuple[str, int, int], object] = {}
 _locks: dict[tuple[str, int, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
-                   device_id: int | None = None):  # -> nvidia.dali.Pipeline
-    """Decode the given frame numbers of each encoded video, squash to S x S (cubic, antialiased), map DALI's RGB
-    onto FFmpeg's (the "COLOUR" matrix, clipped to 0..255), normalise to x / 127.5 - 1, layout FCHW.
-    device: "cpu" or "mixed" (NVDEC + GPU resize/colour/normalise)."""
+def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3]) -> DataNode uint8 FHWC
+    """FFmpeg's RGB24 from DALI's decoded RGB (videoitg/decode/colour.py): recover the decoded Y per pixel and the
+    chroma per block (box mean, then the inverse of DALI's interpolation on each subsampled axis), rounded to
+    integers; replicate the chroma over its block and convert with FFmpeg's fixed-point rule for the video's matrix
+    and range (`colour`, `dali_colour_params`). A 4:4:4 video, or an odd frame extent, skips the block steps on that
+    axis (scale 1, identity filter)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
+    import nvidia.dali.types as types
+
+    full, sub_h, sub_v = colour[0, 0], colour[0, 1], colour[0, 2]
+    limited = 1.0 - full
+    # Y: DALI's BT.601 inverse scaled to the tagged range, rounded to the sample value
+    y = fn.coord_transform(video, M=types.Constant(DALI_RGB_TO_YUV[:1]) * (1.0 - limited * (36.0 / 255.0)),
+                           T=16.0 * limited, dtype=types.UINT8)
+    # U, V: block means of the RGB, T^-1 along each subsampled axis, the chroma rows rounded to the sample values,
+    # replicated over the block
+    means = fn.tensor_resize(video, scales=fn.stack(1.0 / (1.0 + sub_v), 1.0 / (1.0 + sub_h)), axes=[1, 2],
+                             interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.FLOAT)
+    taps = chroma_inverse_taps()
+    delta = np.zeros_like(taps)
+    delta[len(taps) // 2] = 1.0
+    across = types.Constant(delta[None]) + sub_h * types.Constant((taps - delta)[None])
+    down = types.Constant(delta[:, None]) + sub_v * types.Constant((taps - delta)[:, None])
+    means = fn.filter(fn.filter(means, across, border="reflect_1001"), down, border="reflect_1001")
+    uv = fn.cast(fn.coord_transform(means, M=types.Constant(DALI_RGB_TO_YUV[1:]) * (1.0 - limited * (31.0 / 255.0)),
+                                    T=128.0), dtype=types.UINT8)  # rounds to nearest, saturates
+    uv = fn.tensor_resize(uv, scales=fn.stack(1.0 + sub_v, 1.0 + sub_h), axes=[1, 2],
+                          interp_type=types.INTERP_NN, antialias=False)
+    # FFmpeg's five products (Y - y0) yc, (V - 128) vr, (U - 128) ug, (V - 128) vg, (U - 128) ub, scaled by 1 / 8192
+    # where FFmpeg floors each (its fixed-point converter) and left whole where it rounds their sum: every product
+    # is then an integer below 2^24 and the floor leaves it alone. float32 holds all of it exactly.
+    products = fn.coord_transform(fn.cat(y, uv, axis=3), M=_product_matrix(colour), dtype=types.FLOAT,
+                                  T=_product_offsets(colour, limited))
+    sums = fn.coord_transform(dmath.floor(products), M=types.Constant(_SUMS) * ((1.0 / 8192) / _product_scale(colour)))
+    return fn.cast(sums, dtype=types.UINT8)  # rounds to nearest, saturates to 0..255
+
+
+# the five products as rows over (Y, U, V), with the COLOUR entry holding each coefficient; R, G, B sum them
+_PRODUCTS = ((0, (1, 0)), (2, (1, 1)), (1, (2, 0)), (2, (2, 1)), (1, (1, 2)))  # (Y|U|V column, COLOUR entry)
+_SUMS = np.array([[1, 1, 0, 0, 0], [1, 0, 1, 1, 0], [1, 0, 0, 0, 1]], np.float32)
+
+
+def _product_scale(colour):  # 1 / 8192 where FFmpeg floors each product, 1 where it rounds their sum
+    return 1.0 / 8192 + (1.0 - colour[2, 2]) * (1.0 - 1.0 / 8192)
+
+
+def _product_matrix(colour):  # -> DataNode [5, 3] on the CPU
+    import nvidia.dali.types as types
+
+    rows = []
+    for row, (col, (i, j)) in enumerate(_PRODUCTS):
+        mask = np.zeros((5, 3), np.float32)
+        mask[row, col] = 1.0
+        rows.append(types.Constant(mask) * colour[i, j])
+    return (rows[0] + rows[1] + rows[2] + rows[3] + rows[4]) * _product_scale(colour)
+
+
+def _product_offsets(colour, limited):  # -> DataNode [5]: the -y0 and -128 of each product, times its coefficient
+    import nvidia.dali.fn as fn
+
+    first = -16.0 * limited * colour[1, 0]
+    return fn.stack(first, *(-128.0 * colour[i, j] for _, (i, j) in _PRODUCTS[1:])) * _product_scale(colour)
+
+
+def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
+                   device_id: int | None = None):  # -> nvidia.dali.Pipeline
+    """Decode the given frame numbers of each encoded video, convert to FFmpeg's RGB (`ffmpeg_rgb`, the "COLOUR"
+    input), squash to S x S (cubic, antialiased), normalise to x / 127.5 - 1, layout FCHW.
+    device: "cpu" or "mixed" (NVDEC + GPU conversion/resize/normalise)."""
+    import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
@@ -50,11 +116,8 @@ def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int =
         frames = fn.external_source(name="FRAMES", dtype=types.INT32, ndim=1, device="cpu")
         colour = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")  # [3, 3]
         video = fn.decoders.video(encoded, frames=frames, pad_mode="edge", device=device)  # F,H,W,C uint8
-        video = fn.resize(video, size=[image_size, image_size], mode="stretch",
+        video = fn.resize(ffmpeg_rgb(video, colour), size=[image_size, image_size], mode="stretch",
                           interp_type=types.INTERP_CUBIC, antialias=True)
-        # The colour map after the resize (both linear, so they commute up to rounding and clipping): on the
-        # S x S frames it costs a fraction of what it costs at full size on CPU.
-        video = dmath.clamp(fn.coord_transform(video, M=colour, dtype=types.FLOAT), 0.0, 255.0)
         return fn.crop_mirror_normalize(video, dtype=types.FLOAT, output_layout="FCHW",
                                         mean=[127.5] * 3, std=[127.5] * 3)
 
@@ -62,7 +125,8 @@ def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int =
 
 
 def serialize_pipeline(path: str, device: str = "mixed", image_size: int = 384, batch_size: int = 1) -> None:
-    """Write the pipeline for Triton's DALI backend (`model.dali`). Serialising needs no GPU."""
+    """Write the pipeline for Triton's DALI backend (`model.dali`). DALI builds a "mixed" pipeline only where CUDA
+    is present, so serialising the GPU variant needs a CUDA machine."""
     p = video_pipeline(device=device, image_size=image_size, batch_size=batch_size)
     p.serialize(filename=path)
 
@@ -80,8 +144,9 @@ def _pipeline(device: str, image_size: int, device_id: int) -> tuple[object, thr
 
 
 def colour_input(signal: YuvSignal | None) -> np.ndarray:
-    """The pipeline's "COLOUR" input for a video whose first frame FFmpeg reads as `signal` (None: identity)."""
-    return dali_correction(signal)
+    """The pipeline's "COLOUR" input for a video whose first frame FFmpeg reads as `signal`
+    (`videoitg.decode.colour.dali_colour_params`; None: an untagged limited-range 4:2:0 video)."""
+    return dali_colour_params(signal)
 
 
 def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int, size_wh: tuple[int, int],
@@ -97,9 +162,11 @@ def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
     device_id = target.index if target.index is not None else 0
     pipe, lock = _pipeline(dali_device, image_size, device_id)
     w, h = size_wh
-    per_chunk = max(1, CHUNK_BYTES // max(1, w * h * 3))
+    per_chunk = max(1, CHUNK_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
     encoded = np.frombuffer(data, dtype=np.uint8)
-    mt = colour_input(colour)
+    if colour is not None and not colour.width:
+        colour = dataclasses.replace(colour, width=w, height=h)
+    mt = colour_input(colour if colour is not None else YuvSignal(width=w, height=h))
     out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
     for start in range(0, len(frame_numbers), per_chunk):
         deadline.check(f"decoding with {backend}")
