@@ -123,8 +123,8 @@ def ffmpeg_fixed_point(signal: YuvSignal) -> FixedPoint:
 def ffmpeg_rgb24(y: np.ndarray, u: np.ndarray, v: np.ndarray, signal: YuvSignal) -> np.ndarray:
     """FFmpeg's RGB24 from full-resolution Y, U, V sample planes ([..., H, W] integers, chroma already at full
     resolution as FFmpeg uses it: replicated over its blocks for the fixed-point converter), with
-    `ffmpeg_fixed_point`'s coefficients: each product floored (`ffmpeg_uses_fixed_point`) or their sum rounded.
-    This is what the DALI pipeline computes on the device."""
+    `ffmpeg_fixed_point`'s coefficients: each product floored (`ffmpeg_uses_fixed_point`: what the DALI pipeline
+    computes on the device from the recovered samples) or, for 4:4:4, their sum rounded."""
     fp = ffmpeg_fixed_point(signal)
     y, u, v = (np.asarray(a, np.int64) for a in (y, u, v))
     du, dv = u - 128, v - 128
@@ -156,7 +156,8 @@ DALI_RGB_TO_YUV = np.linalg.inv(yuv_to_rgb(2, True)[0]).astype(np.float32)
 def ffmpeg_uses_fixed_point(signal: YuvSignal) -> bool:
     """Whether FFmpeg converts this format with its unscaled fixed-point converter (`FixedPoint`): 4:2:0 and 4:2:2 of
     even height (measured: every such size tried, odd widths included). Other frames (4:4:4, odd heights) go through
-    swscale's generic path, which computes the same coefficients' products exactly and rounds the sum."""
+    swscale's generic path: for 4:4:4 it computes the same coefficients' products exactly and rounds the sum; for
+    subsampled chroma it interpolates as DALI's decoder does (measured: DALI's RGB equals it for BT.601)."""
     sub_h, sub_v = chroma_subsampling(signal.pix_fmt)
     return sub_h == 2 and signal.height % 2 == 0
 
@@ -165,8 +166,9 @@ def dali_colour_params(signal: YuvSignal | None) -> np.ndarray:
     """The DALI pipeline's "COLOUR" input, float32 [3, 3], for a video FFmpeg reads as `signal` (None: an untagged
     limited-range 4:2:0 video, as FFmpeg reads one):
     row 0: full range (1) or limited (0); undo DALI's chroma interpolation horizontally (1) or not (0); vertically;
-    row 1: FFmpeg's coefficients yc, vr, ub; row 2: ug, vg (`FixedPoint`), and 1 where FFmpeg floors each product
-    (`ffmpeg_uses_fixed_point`), 0 where it rounds their sum.
+    row 1: FFmpeg's coefficients yc, vr, ub; row 2: ug, vg (`FixedPoint`), and 1 where FFmpeg uses its fixed-point
+    converter (`ffmpeg_uses_fixed_point`), 0 where it takes the generic path (then the pipeline keeps DALI's RGB,
+    mapped onto the tagged matrix).
     The interpolation is undone along each subsampled axis of even extent (an odd extent has a half block, whose
     mean is not `T c`; there the interpolation stays as DALI made it)."""
     s = signal or YuvSignal()

@@ -32,20 +32,25 @@ _registry_lock = threading.Lock()
 
 
 def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3]) -> DataNode uint8 FHWC
-    """FFmpeg's RGB24 from DALI's decoded RGB (videoitg/decode/colour.py): recover the decoded Y per pixel and the
-    chroma per block (box mean, then the inverse of DALI's interpolation on each subsampled axis), rounded to
-    integers; replicate the chroma over its block and convert with FFmpeg's fixed-point rule for the video's matrix
-    and range (`colour`, `dali_colour_params`). A 4:4:4 video, or an odd frame extent, skips the block steps on that
-    axis (scale 1, identity filter)."""
+    """FFmpeg's RGB24 from DALI's decoded RGB (videoitg/decode/colour.py), for the video read as `colour`
+    (`dali_colour_params`).
+
+    Where FFmpeg uses its fixed-point converter (4:2:0 / 4:2:2 of even height): recover the decoded Y per pixel and
+    the chroma per block (box mean, then the inverse of DALI's interpolation on each subsampled axis of even
+    extent), round them to the sample values, replicate the chroma over its block and convert with FFmpeg's
+    fixed-point rule for the video's matrix and range. Elsewhere FFmpeg takes swscale's generic path, whose pixels
+    are DALI's own up to the matrix (measured: equal for BT.601): DALI's RGB mapped onto the tagged matrix. Both
+    are computed and the flag in `colour` keeps one."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
-    full, sub_h, sub_v = colour[0, 0], colour[0, 1], colour[0, 2]
-    limited = 1.0 - full
-    # Y: DALI's BT.601 inverse scaled to the tagged range, rounded to the sample value
-    y = fn.coord_transform(video, M=types.Constant(DALI_RGB_TO_YUV[:1]) * (1.0 - limited * (36.0 / 255.0)),
-                           T=16.0 * limited, dtype=types.UINT8)
+    full, sub_h, sub_v, fixed = colour[0, 0], colour[0, 1], colour[0, 2], colour[2, 2]
+    y_scale = 1.0 - (1.0 - full) * (36.0 / 255.0)  # DALI's full-scale BT.601 inverse -> the tagged range
+    c_scale = 1.0 - (1.0 - full) * (31.0 / 255.0)
+    # Y: DALI's BT.601 inverse, rounded to the sample value
+    y = fn.coord_transform(video, M=types.Constant(DALI_RGB_TO_YUV[:1]) * y_scale, T=16.0 * (1.0 - full),
+                           dtype=types.UINT8)
     # U, V: block means of the RGB, T^-1 along each subsampled axis, the chroma rows rounded to the sample values,
     # replicated over the block
     means = fn.tensor_resize(video, scales=fn.stack(1.0 / (1.0 + sub_v), 1.0 / (1.0 + sub_h)), axes=[1, 2],
@@ -56,44 +61,61 @@ def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3])
     across = types.Constant(delta[None]) + sub_h * types.Constant((taps - delta)[None])
     down = types.Constant(delta[:, None]) + sub_v * types.Constant((taps - delta)[:, None])
     means = fn.filter(fn.filter(means, across, border="reflect_1001"), down, border="reflect_1001")
-    uv = fn.cast(fn.coord_transform(means, M=types.Constant(DALI_RGB_TO_YUV[1:]) * (1.0 - limited * (31.0 / 255.0)),
-                                    T=128.0), dtype=types.UINT8)  # rounds to nearest, saturates
+    uv = fn.cast(fn.coord_transform(means, M=types.Constant(DALI_RGB_TO_YUV[1:]) * c_scale, T=128.0),
+                 dtype=types.UINT8)  # rounds to nearest, saturates
     uv = fn.tensor_resize(uv, scales=fn.stack(1.0 + sub_v, 1.0 + sub_h), axes=[1, 2],
                           interp_type=types.INTERP_NN, antialias=False)
-    # FFmpeg's five products (Y - y0) yc, (V - 128) vr, (U - 128) ug, (V - 128) vg, (U - 128) ub, scaled by 1 / 8192
-    # where FFmpeg floors each (its fixed-point converter) and left whole where it rounds their sum: every product
-    # is then an integer below 2^24 and the floor leaves it alone. float32 holds all of it exactly.
-    products = fn.coord_transform(fn.cat(y, uv, axis=3), M=_product_matrix(colour), dtype=types.FLOAT,
-                                  T=_product_offsets(colour, limited))
-    sums = fn.coord_transform(dmath.floor(products), M=types.Constant(_SUMS) * ((1.0 / 8192) / _product_scale(colour)))
-    return fn.cast(sums, dtype=types.UINT8)  # rounds to nearest, saturates to 0..255
+    # FFmpeg's five products (Y - y0) yc, (V - 128) vr, (U - 128) ug, (V - 128) vg, (U - 128) ub, each / 8192 and
+    # floored, summed per channel; every value is exact in float32
+    products = fn.coord_transform(fn.cat(y, uv, axis=3), M=_product_matrix(colour), T=_product_offsets(colour),
+                                  dtype=types.FLOAT)
+    fixed_rgb = fn.coord_transform(dmath.floor(products), M=types.Constant(_SUMS) * fixed)
+    generic_rgb = fn.coord_transform(video, M=_tagged_matrix(colour, y_scale, c_scale) * (1.0 - fixed),
+                                     dtype=types.FLOAT)
+    return fn.cast(fixed_rgb + generic_rgb, dtype=types.UINT8)  # rounds to nearest, saturates to 0..255
 
 
 # the five products as rows over (Y, U, V), with the COLOUR entry holding each coefficient; R, G, B sum them
 _PRODUCTS = ((0, (1, 0)), (2, (1, 1)), (1, (2, 0)), (2, (2, 1)), (1, (1, 2)))  # (Y|U|V column, COLOUR entry)
 _SUMS = np.array([[1, 1, 0, 0, 0], [1, 0, 1, 1, 0], [1, 0, 0, 0, 1]], np.float32)
+# the same coefficients as FFmpeg's matrix over (Y - y0, U - 128, V - 128): (row, column, COLOUR entry)
+_MATRIX = ((0, 0, (1, 0)), (1, 0, (1, 0)), (2, 0, (1, 0)), (0, 2, (1, 1)), (1, 1, (2, 0)), (1, 2, (2, 1)),
+           (2, 1, (1, 2)))
 
 
-def _product_scale(colour):  # 1 / 8192 where FFmpeg floors each product, 1 where it rounds their sum
-    return 1.0 / 8192 + (1.0 - colour[2, 2]) * (1.0 - 1.0 / 8192)
+def _mask(shape: tuple[int, int], row: int, col: int, value: float = 1.0) -> np.ndarray:
+    m = np.zeros(shape, np.float32)
+    m[row, col] = value
+    return m
 
 
 def _product_matrix(colour):  # -> DataNode [5, 3] on the CPU
     import nvidia.dali.types as types
 
-    rows = []
-    for row, (col, (i, j)) in enumerate(_PRODUCTS):
-        mask = np.zeros((5, 3), np.float32)
-        mask[row, col] = 1.0
-        rows.append(types.Constant(mask) * colour[i, j])
-    return (rows[0] + rows[1] + rows[2] + rows[3] + rows[4]) * _product_scale(colour)
+    rows = [types.Constant(_mask((5, 3), k, col, 1.0 / 8192)) * colour[i, j] for k, (col, (i, j)) in
+            enumerate(_PRODUCTS)]
+    return rows[0] + rows[1] + rows[2] + rows[3] + rows[4]
 
 
-def _product_offsets(colour, limited):  # -> DataNode [5]: the -y0 and -128 of each product, times its coefficient
+def _product_offsets(colour):  # -> DataNode [5]: each product's -y0 or -128 times its coefficient, / 8192
     import nvidia.dali.fn as fn
 
-    first = -16.0 * limited * colour[1, 0]
-    return fn.stack(first, *(-128.0 * colour[i, j] for _, (i, j) in _PRODUCTS[1:])) * _product_scale(colour)
+    first = -16.0 * (1.0 - colour[0, 0]) * colour[1, 0]
+    return fn.stack(first, *(-128.0 * colour[i, j] for _, (i, j) in _PRODUCTS[1:])) * (1.0 / 8192)
+
+
+def _tagged_matrix(colour, y_scale, c_scale):  # -> DataNode [3, 3]: DALI's RGB -> the tagged matrix's RGB
+    import nvidia.dali.types as types
+
+    # FFmpeg's matrix (coefficients / 8192) @ diag(y_scale, c_scale, c_scale) @ DALI's inverse, term by term
+    terms = []
+    for row, col, (i, j) in _MATRIX:
+        block = _mask((3, 3), row, col, 1.0 / 8192) @ DALI_RGB_TO_YUV
+        terms.append(types.Constant(block.astype(np.float32)) * (colour[i, j] * (y_scale if col == 0 else c_scale)))
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
 
 
 def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
@@ -122,6 +144,31 @@ def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int =
                                         mean=[127.5] * 3, std=[127.5] * 3)
 
     return pipe()
+
+
+def full_size_rgb(data: bytes, frame_numbers: list[int], colour: YuvSignal | None,
+                  device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Diagnostics (tests, benchmarks, the GPU check): the given frames at full size, as DALI's decoder outputs them
+    and after `ffmpeg_rgb`, both uint8 [F, H, W, 3] on the host. device: "cpu" or "mixed"."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    @pipeline_def(batch_size=1, num_threads=2, device_id=0 if device == "mixed" else None, prefetch_queue_depth=1)
+    def pipe():  # type: ignore[no-untyped-def]
+        encoded = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1, device="cpu")
+        col = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")
+        video = fn.decoders.video(encoded, frames=np.asarray(frame_numbers, np.int32).tolist(), device=device)
+        return video, ffmpeg_rgb(video, col)
+
+    p = pipe()
+    p.build()
+    p.feed_input("VIDEO", [np.frombuffer(data, dtype=np.uint8)])
+    p.feed_input("COLOUR", [colour_input(colour)])
+    raw, rgb = p.run()
+    if device == "mixed":
+        raw, rgb = raw.as_cpu(), rgb.as_cpu()
+    return np.asarray(raw.as_tensor())[0], np.asarray(rgb.as_tensor())[0]
 
 
 def serialize_pipeline(path: str, device: str = "mixed", image_size: int = 384, batch_size: int = 1) -> None:
