@@ -20,6 +20,7 @@ from fixtures_video import (
 )
 
 from videoitg.decode import dali_available, decode_video
+from videoitg.decode.dali_backend import PIXEL_BOUNDS
 from videoitg.sampling import SamplingParams
 
 pytestmark = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed (extra 'dali')")
@@ -142,9 +143,9 @@ def test_dali_conversion_gives_ffmpegs_pixels(clips: dict[str, Path], name: str)
 # Measured (benchmarks/RESULTS.md, "DALI pixels"): edges 114 / 1.96 / 43; camera-like 3-5 / 0.16 / 2; the photo
 # 11 / 0.21 / 3; 4:2:2 6 / 0.19 / 2; 4:4:4 and 641x359 4 / 0.18 / 1 (the resize alone). Before the conversion
 # followed FFmpeg's (a matrix fix in RGB only): edges 117 / 3.0 / 56, camera-like 60 / 1.2 / 15, the photo 12 / 1.2 / 5.
-BOUNDS = {"edges_vp9": (120.0, 2.3, 48.0), "natural_709": (10.0, 0.25, 4.0), "natural_full": (10.0, 0.25, 4.0),
-          "photo_vp9": (16.0, 0.3, 5.0), "photo_mjpeg422": (10.0, 0.25, 4.0), "photo_vp9_444": (8.0, 0.25, 3.0),
-          "photo_odd": (8.0, 0.25, 3.0)}
+BOUNDS = {"edges_vp9": PIXEL_BOUNDS["edges"], "natural_709": PIXEL_BOUNDS["camera"],
+          "natural_full": PIXEL_BOUNDS["camera"], "photo_vp9": PIXEL_BOUNDS["photo"],
+          "photo_mjpeg422": (10.0, 0.25, 4.0), "photo_vp9_444": (8.0, 0.25, 3.0), "photo_odd": (8.0, 0.25, 3.0)}
 
 
 @pytest.mark.parametrize("name", list(BOUNDS))

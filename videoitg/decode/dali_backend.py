@@ -26,6 +26,14 @@ from videoitg.decode.errors import UnsupportedCodecError, VideoDecodeError
 
 CHUNK_BYTES = 4 * 1024**3  # working set of one pipeline run
 WORK_BYTES_PER_PIXEL = 64  # DALI's buffers per decoded pixel (measured ~58 on CPU): the RGB, Y, U/V, float32 terms
+# The documented bound of DALI's frames against FFmpeg's (PyAV's) after the squash to 384, in 0..255 units:
+# (max, mean, p99.9) of |difference| by content, measured on the CPU decoder (benchmarks/RESULTS.md, "DALI pixels";
+# tests/test_decode_dali.py and the GPU check's nvdec part assert it).
+PIXEL_BOUNDS: dict[str, tuple[float, float, float]] = {
+    "edges": (120.0, 2.3, 48.0),  # sharp saturated colour edges on black, lossless: DALI's own clipping remains
+    "camera": (10.0, 0.25, 4.0),  # camera-like gradients, a disc, sensor noise
+    "photo": (16.0, 0.3, 5.0),  # a real photograph under a camera move
+}
 _pipes: dict[tuple[str, int, int], object] = {}
 _locks: dict[tuple[str, int, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
