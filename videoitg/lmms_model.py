@@ -9,7 +9,9 @@ For every `generate_until` request it scores the document's video against the re
 the record to `output_dir/<task>/results.jsonl` (the upstream keys `index`, `logits`, `num_frames`, `contexts`,
 `video_path`, `doc_id`, then ours: timestamps, scores, moments, `task`, `split`): the file lmms-eval's answering
 models read as `frame_indices_jsonl`. A doc_id already in that file is not scored again (a rerun resumes). The
-text answer lmms-eval receives is empty: grounding selects frames, it does not answer the task.
+text answer lmms-eval receives is empty: grounding selects frames, it does not answer the task. `ranking_rule=` and
+(in-process) `truncate=` choose the released or the exact behaviour (`videoitg.lmms.model_options`,
+docs/lmms-eval.md).
 """
 
 from __future__ import annotations
