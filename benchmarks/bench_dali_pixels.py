@@ -1,11 +1,14 @@
-"""DALI's pixels against FFmpeg's (PyAV's `to_ndarray("rgb24")`, equal to decord's, the released decoder), after
-the SigLIP preprocessing the model sees (squash to 384, x / 127.5 - 1), in 0..255 units.
+"""DALI's pixels against FFmpeg's (PyAV's `to_ndarray("rgb24")`, equal to decord's, the released decoder), in
+0..255 units.
 
-Per clip: `dali` (the shipped pipeline: DALI decode, colour correction onto FFmpeg's matrix and range, DALI
-cubic resize), `uncorrected` (the same without the colour correction) and, on CPU, `chroma_only` (PyAV converting
-with DALI's CPU chroma interpolation but the right matrix and range: the part no RGB-domain correction can undo).
-Clips: 640x360, synthetic sharp saturated colour edges (lossless, so the YUV is the encoder's exact input) and
-camera-like content (moving gradients, a disc, noise), untagged, tagged BT.709 and tagged full range.
+Per clip, after the SigLIP preprocessing the model sees (squash to 384): `dali` (the shipped pipeline: DALI decode,
+FFmpeg's conversion recovered from DALI's RGB, DALI's cubic resize), `dali_own_rgb` (DALI's decoder RGB as it
+comes, squashed by the reference preprocessing), `matrix_only` (DALI's RGB mapped onto the tagged matrix in RGB,
+the correction used before the conversion followed FFmpeg's, same preprocessing). At full size: `full_size` (the
+pipeline's conversion before the resize: share of pixels equal to FFmpeg's, max, mean) and `full_size_dali_rgb`
+(DALI's decoder RGB). Clips: 640x360, synthetic sharp saturated colour edges (lossless, so the YUV is the encoder's
+exact input), camera-like content (moving gradients, a disc, noise), and a real photograph under a camera move
+(matplotlib's sample portrait, with a flag), untagged, tagged BT.709, full range, 4:2:2, 4:4:4, an odd size.
 
     python benchmarks/bench_dali_pixels.py                    # CPU: dali-cpu, VP9/VP8/MJPEG clips
     python benchmarks/bench_dali_pixels.py --device cuda      # GPU: dali-gpu (NVDEC), adds H.264 clips
@@ -19,6 +22,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -26,50 +30,43 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures_video import colour_edges_frame, natural_frame, write_rgb_clip  # noqa: E402
+from fixtures_video import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip  # noqa: E402
 
 from videoitg.decode import dali_available, dali_backend, decode_video  # noqa: E402
-from videoitg.decode.budget import Deadline  # noqa: E402
-from videoitg.decode.colour import signal_of  # noqa: E402
+from videoitg.decode.colour import signal_of, yuv_to_rgb  # noqa: E402
 from videoitg.preprocess import preprocess_frames  # noqa: E402
 from videoitg.sampling import SamplingParams  # noqa: E402
 
 W, H, FRAMES, SIZE = 640, 360, 6, 384
 PARAMS = SamplingParams(num_frames=FRAMES, target_fps=25)
-# name: (content, codec, encoder options, AVColorSpace tag, AVColorRange tag, GPU only)
+DRAW = {"edges": colour_edges_frame, "natural": natural_frame, "photo": photo_frame}
+# name: (content, codec, encoder options, AVColorSpace tag, AVColorRange tag, pix_fmt, size, GPU only)
 CLIPS = {
-    "edges_vp9_lossless": ("edges", "libvpx-vp9", {"lossless": "1"}, None, None, False),
-    "natural_vp9": ("natural", "libvpx-vp9", {}, None, None, False),
-    "natural_vp9_bt709": ("natural", "libvpx-vp9", {}, 1, None, False),
-    "natural_vp9_fullrange": ("natural", "libvpx-vp9", {}, None, 2, False),
-    "natural_vp8": ("natural", "libvpx", {}, None, None, False),
-    "natural_mjpeg": ("natural", "mjpeg", {}, None, None, False),
-    "edges_h264_lossless": ("edges", "libx264", {"qp": "0", "preset": "ultrafast"}, None, None, True),
-    "natural_h264_bt709": ("natural", "libx264", {"preset": "veryfast"}, 1, None, True),
+    "edges_vp9_lossless": ("edges", "libvpx-vp9", {"lossless": "1"}, None, None, None, (W, H), False),
+    "natural_vp9": ("natural", "libvpx-vp9", {}, None, None, None, (W, H), False),
+    "natural_vp9_bt709": ("natural", "libvpx-vp9", {}, 1, None, None, (W, H), False),
+    "natural_vp9_fullrange": ("natural", "libvpx-vp9", {}, None, 2, None, (W, H), False),
+    "natural_vp8": ("natural", "libvpx", {}, None, None, None, (W, H), False),
+    "natural_mjpeg": ("natural", "mjpeg", {}, None, None, None, (W, H), False),
+    "photo_vp9": ("photo", "libvpx-vp9", {}, None, None, None, (W, H), False),
+    "photo_vp9_bt709": ("photo", "libvpx-vp9", {}, 1, None, None, (W, H), False),
+    "photo_mjpeg_422": ("photo", "mjpeg", {}, None, None, "yuvj422p", (W, H), False),
+    "photo_vp9_444": ("photo", "libvpx-vp9", {}, None, None, "yuv444p", (W, H), False),
+    "photo_vp9_odd_size": ("photo", "libvpx-vp9", {}, None, None, None, (W + 1, H - 1), False),
+    "edges_h264_lossless": ("edges", "libx264", {"qp": "0", "preset": "ultrafast"}, None, None, None, (W, H), True),
+    "natural_h264_bt709": ("natural", "libx264", {"preset": "veryfast"}, 1, None, None, (W, H), True),
+    "photo_h264": ("photo", "libx264", {"preset": "veryfast"}, None, None, None, (W, H), True),
 }
 EXT = {"libvpx-vp9": "webm", "libvpx": "webm", "mjpeg": "mkv", "libx264": "mp4"}
 
 
 def make_clip(cache: Path, name: str) -> Path:
-    content, codec, opts, cs, rng, _ = CLIPS[name]
+    content, codec, opts, cs, rng, pix_fmt, (w, h), _ = CLIPS[name]
     path = cache / f"{name}.{EXT[codec]}"
     if not path.exists():
-        draw = colour_edges_frame if content == "edges" else natural_frame
-        write_rgb_clip(path, [draw(i, W, H) for i in range(FRAMES)], codec=codec, options=opts, colorspace=cs,
-                       color_range=rng)
+        write_rgb_clip(path, [DRAW[content](i, w, h) for i in range(FRAMES)], codec=codec, options=opts,
+                       colorspace=cs, color_range=rng, pix_fmt=pix_fmt)
     return path
-
-
-def chroma_only(path: Path, frame_numbers: list[int]) -> torch.Tensor:
-    """PyAV with DALI's CPU chroma interpolation (swscale full chroma interpolation, accurate rounding) and the
-    frame's own matrix and range: what remains after a perfect matrix/range correction."""
-    from av.video.reformatter import Interpolation as I
-
-    flags = I.BILINEAR | I.FULL_CHR_H_INT | I.ACCURATE_RND
-    with av.open(str(path)) as c:
-        frames = list(c.decode(video=0))
-    return preprocess_frames([frames[i].to_ndarray(format="rgb24", interpolation=flags) for i in frame_numbers],
-                             SIZE)
 
 
 def stats(a: torch.Tensor, ref: torch.Tensor) -> dict:
@@ -78,21 +75,30 @@ def stats(a: torch.Tensor, ref: torch.Tensor) -> dict:
             "p99.9": round(torch.quantile(d[:: max(1, d.numel() // 4_000_000)], 0.999).item(), 2)}
 
 
+def full_size_stats(a: np.ndarray, ref: np.ndarray) -> dict:
+    d = np.abs(a.astype(np.int16) - ref.astype(np.int16))
+    return {"equal_px": round(float((d == 0).all(-1).mean()), 4), "max": int(d.max()),
+            "mean": round(float(d.mean()), 4)}
+
+
 def measure(path: Path, device: str) -> dict:
     ref = decode_video(path, image_size=SIZE, params=PARAMS, decoder="pyav")
     backend = "dali-gpu" if device == "cuda" else "dali-cpu"
     got = decode_video(path, image_size=SIZE, params=PARAMS, decoder=backend, device=device)
     with av.open(str(path)) as c:
-        signal = signal_of(next(c.decode(video=0)))
-    row = {"signal": signal.name, "pix_fmt": signal.pix_fmt, "dali": stats(got.pixel_values, ref.pixel_values)}
-    raw = dali_backend.decode(backend, path.read_bytes(), ref.frame_indices, SIZE, (W, H), Deadline(None),
-                              path.name, device, colour=None)
-    row["uncorrected"] = stats(raw, ref.pixel_values)
-    if device == "cpu":
-        chroma = chroma_only(path, ref.frame_indices)
-        row["chroma_only"] = stats(chroma, ref.pixel_values)
-        row["dali_vs_chroma_only"] = stats(got.pixel_values, chroma)  # the resize and the rounding
-    return row
+        decoded = list(c.decode(video=0))
+    signal = signal_of(decoded[0])
+    ffmpeg = np.stack([decoded[i].to_ndarray(format="rgb24") for i in ref.frame_indices])
+    raw, converted = dali_backend.full_size_rgb(path.read_bytes(), ref.frame_indices, signal,
+                                                "mixed" if device == "cuda" else "cpu")
+    a601, _ = yuv_to_rgb(2, signal.full_range)
+    a_tag, _ = yuv_to_rgb(signal.matrix, signal.full_range)
+    matrix = np.clip(np.rint(raw.astype(np.float64) @ (a_tag @ np.linalg.inv(a601)).T), 0, 255).astype(np.uint8)
+    return {"signal": signal.name, "pix_fmt": signal.pix_fmt, "size": f"{signal.width}x{signal.height}",
+            "dali": stats(got.pixel_values, ref.pixel_values),
+            "dali_own_rgb": stats(preprocess_frames(list(raw), SIZE), ref.pixel_values),
+            "matrix_only": stats(preprocess_frames(list(matrix), SIZE), ref.pixel_values),
+            "full_size": full_size_stats(converted, ffmpeg), "full_size_dali_rgb": full_size_stats(raw, ffmpeg)}
 
 
 def main() -> int:
@@ -110,13 +116,16 @@ def main() -> int:
     for name in tqdm([n for n, c in CLIPS.items() if gpu or not c[-1]], desc="clips"):
         results[name] = measure(make_clip(args.cache, name), args.device)
         tqdm.write(f"{name}: {json.dumps(results[name])}")
-    cols = ["dali", "uncorrected"] + ([] if gpu else ["chroma_only", "dali_vs_chroma_only"])
-    print(f"\n| clip (640x360, {FRAMES} frames -> {SIZE}) | signal | "
-          + " | ".join(f"{c} max / mean / p99.9" for c in cols) + " |")
-    print("|---|---|" + "---|" * len(cols))
+    cols = ["dali", "dali_own_rgb", "matrix_only"]
+    print(f"\n| clip ({FRAMES} frames -> {SIZE}) | signal | "
+          + " | ".join(f"{c} max / mean / p99.9" for c in cols)
+          + " | full size: equal px / max / mean | full size, DALI's RGB |")
+    print("|---|---|" + "---|" * (len(cols) + 2))
     for name, r in results.items():
-        print(f"| {name} | {r['signal']} | "
-              + " | ".join(f"{r[c]['max']} / {r[c]['mean']} / {r[c]['p99.9']}" for c in cols) + " |")
+        fs = [f"{r[k]['equal_px']:.1%} / {r[k]['max']} / {r[k]['mean']}" for k in ("full_size", "full_size_dali_rgb")]
+        print(f"| {name} | {r['signal']} {r['pix_fmt']} {r['size']} | "
+              + " | ".join(f"{r[c]['max']} / {r[c]['mean']} / {r[c]['p99.9']}" for c in cols)
+              + f" | {fs[0]} | {fs[1]} |")
     if args.json:
         args.json.write_text(json.dumps({"device": args.device, "results": results}, indent=1))
     return 0

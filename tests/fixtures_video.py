@@ -181,15 +181,34 @@ def colour_edges_frame(i: int, width: int, height: int) -> np.ndarray:
     return img
 
 
+def photo_frame(i: int, width: int, height: int) -> np.ndarray:
+    """Real photographic content: the sample photograph matplotlib ships (a portrait, 512x600), seen through a
+    slowly panning and zooming window (a camera move), squashed to width x height."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        img = Image.open(f).convert("RGB")
+    iw, ih = img.size
+    zoom = 0.6 + 0.02 * i
+    cw, ch = int(iw * zoom), int(ih * zoom * 0.75)
+    x0, y0 = (iw - cw) * (0.2 + 0.05 * i) % max(1, iw - cw), (ih - ch) * (0.3 + 0.04 * i) % max(1, ih - ch)
+    box = (int(x0), int(y0), int(x0) + cw, int(y0) + ch)
+    return np.asarray(img.resize((width, height), Image.BICUBIC, box=box))
+
+
 def write_rgb_clip(path: Path, frames: list[np.ndarray], *, codec: str = "libvpx-vp9", fps: int = 25,
                    options: dict[str, str] | None = None, colorspace: int | None = None,
-                   color_range: int | None = None) -> Path:
+                   color_range: int | None = None, pix_fmt: str | None = None) -> Path:
     """Encode RGB frames; `colorspace` / `color_range` tag the stream (FFmpeg's AVColorSpace / AVColorRange
-    numbers, e.g. 1 = BT.709, 2 = full range), as cameras and phones tag theirs."""
+    numbers, e.g. 1 = BT.709, 2 = full range), as cameras and phones tag theirs; `pix_fmt` other than 4:2:0
+    (e.g. "yuv444p", "yuvj422p")."""
     path = Path(path)
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         s = video_stream(out, codec, fps, w, h, None, options)
+        if pix_fmt is not None:
+            s.pix_fmt = pix_fmt
         if colorspace is not None:
             s.codec_context.colorspace = colorspace
         if color_range is not None:

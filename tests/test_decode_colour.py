@@ -1,5 +1,6 @@
-"""What FFmpeg's YUV -> RGB is, exactly (the reference pixels: PyAV's rgb24 = decord's, the released decoder), and
-the matrix that maps DALI's conversion onto it (videoitg/decode/colour.py)."""
+"""What FFmpeg's YUV -> RGB is, exactly (the reference pixels: PyAV's rgb24 = decord's, the released decoder), what
+DALI's conversion does instead, and the parameters with which the DALI pipeline undoes DALI's and redoes FFmpeg's
+(videoitg/decode/colour.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ import numpy as np
 import pytest
 from fixtures_video import colour_edges_frame, natural_frame, write_rgb_clip
 
-from videoitg.decode.colour import BT601, FFMPEG_COEFFS, YuvSignal, dali_correction, signal_of, yuv_to_rgb
+from videoitg.decode.colour import (
+    BT601,
+    FFMPEG_COEFFS,
+    YuvSignal,
+    chroma_inverse_taps,
+    chroma_subsampling,
+    dali_colour_params,
+    ffmpeg_fixed_point,
+    ffmpeg_rgb24,
+    ffmpeg_uses_fixed_point,
+    signal_of,
+    yuv_to_rgb,
+)
 
 # (content, codec, AVColorSpace tag, AVColorRange tag)
 CLIPS = {
@@ -106,22 +119,115 @@ def test_decord_decodes_the_same_pixels_as_pyav(clips: dict[str, Path]) -> None:
         assert np.array_equal(vr.get_batch(list(range(len(vr)))).asnumpy(), ref), name
 
 
-@pytest.mark.parametrize("matrix", [1, 4, 7, 9])
-@pytest.mark.parametrize("full", [False, True])
-def test_dali_correction_maps_bt601_rgb_onto_the_tagged_matrix(matrix: int, full: bool) -> None:
-    yuv = np.random.default_rng(matrix).uniform([16, 16, 16], [235, 240, 240], (1000, 3))
-    a601, off = yuv_to_rgb(2, full)
-    want_a, want_off = yuv_to_rgb(matrix, full)
-    m = dali_correction(YuvSignal(matrix, full))
-    got = (a601 @ (yuv - off).T).T @ m.T.astype(np.float64)
-    assert np.abs(got - (want_a @ (yuv - want_off).T).T).max() < 1e-3
-    assert np.abs(m - np.eye(3)).max() > 1e-3  # a real correction, not the identity (FCC is close to BT.601)
+X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
-@pytest.mark.parametrize("signal", [None, YuvSignal(2, False), YuvSignal(5, True), YuvSignal(6, False),
-                                    YuvSignal(8, False)])
-def test_dali_correction_is_the_identity_for_bt601_and_unknown(signal: YuvSignal | None) -> None:
-    assert np.abs(dali_correction(signal) - np.eye(3)).max() < 1e-6
+def planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    return [np.frombuffer(bytes(p), np.uint8).reshape(-1, p.line_size)[: p.height, : p.width].astype(np.int64)
+            for p in frame.planes]
+
+
+def random_frame(fmt: str, width: int, height: int, seed: int, lo: int = 0, hi: int = 255) -> av.VideoFrame:
+    rng = np.random.default_rng(seed)
+    f = av.VideoFrame(width, height, fmt)
+    for p in f.planes:
+        p.update(rng.integers(lo, hi + 1, (p.height, p.line_size)).astype(np.uint8).tobytes())
+    return f
+
+
+@pytest.mark.skipif(not X86, reason="FFmpeg's fixed-point kernels are x86's; other CPUs round differently")
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"])
+@pytest.mark.parametrize("size", [(96, 64), (98, 66), (97, 64), (96, 63), (640, 360)])
+def test_ffmpeg_rgb24_is_pyavs_conversion(fmt: str, size: tuple[int, int]) -> None:
+    """`ffmpeg_rgb24` (what the DALI pipeline computes) is FFmpeg's rgb24, bit for bit, on random samples: each
+    product floored where FFmpeg uses its fixed-point converter (4:2:0 and 4:2:2 of even height, chroma replicated),
+    their sum rounded where it takes the generic path (4:4:4). The generic path is checked on nominal limited-range
+    samples (16..235/240): it wraps around where a channel reaches 512 (Y 244, U 248 in BT.709 gives blue 0), which
+    is not reproduced."""
+    w, h = size
+    sub_h, sub_v = chroma_subsampling(fmt)
+    if sub_h == 2 and h % 2:
+        pytest.skip("odd-height 4:2:x goes through FFmpeg's generic path, which resamples the chroma itself")
+    fixed = ffmpeg_uses_fixed_point(YuvSignal(pix_fmt=fmt, width=w, height=h))
+    for matrix in (2, 1, 9):
+        frame = random_frame(fmt, w, h, seed=matrix, lo=0 if fixed or fmt.startswith("yuvj") else 16,
+                             hi=255 if fixed or fmt.startswith("yuvj") else 235)
+        frame.colorspace = matrix
+        y, u, v = planes(frame)
+        u, v = (c.repeat(sub_v, 0).repeat(sub_h, 1)[:h, :w] for c in (u, v))
+        sig = signal_of(frame)
+        assert sig.full_range == fmt.startswith("yuvj") and sig.matrix == matrix
+        assert np.array_equal(ffmpeg_rgb24(y, u, v, sig), frame.to_ndarray(format="rgb24")), (fmt, size, matrix)
+
+
+def test_fixed_point_coefficients_are_the_tables() -> None:
+    bt709 = ffmpeg_fixed_point(YuvSignal(matrix=1))
+    assert (bt709.y0, bt709.yc) == (16, 9539) and bt709.vr == ((117489 << 13) + (1 << 15)) >> 16
+    full = ffmpeg_fixed_point(YuvSignal(full_range=True))
+    assert (full.y0, full.yc) == (0, 8192) and full.ug < 0 and full.vg < 0
+    assert ffmpeg_uses_fixed_point(YuvSignal(pix_fmt="yuvj422p", height=64))
+    assert not ffmpeg_uses_fixed_point(YuvSignal(pix_fmt="yuv420p", height=63))
+    assert not ffmpeg_uses_fixed_point(YuvSignal(pix_fmt="yuv444p", height=64))
+
+
+def dali_like(frame: av.VideoFrame) -> np.ndarray:
+    """DALI's CPU conversion (test_decode_dali.py checks it is DALI's bit for bit)."""
+    from av.video.reformatter import Colorspace, Interpolation
+
+    flags = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
+    return frame.to_ndarray(format="rgb24", src_colorspace=Colorspace.ITU601, interpolation=flags)
+
+
+def test_dali_interpolates_chroma_bilinearly_at_the_block_centres() -> None:
+    """The model the inverse relies on: a chroma impulse comes out of DALI's conversion weighted 9/16, 3/16, 1/16
+    over the 4x4 pixels around its 2x2 block (3/4 and 1/4 on each axis), and FFmpeg's rgb24 keeps it in its block."""
+    w, h = 32, 16
+    base = av.VideoFrame.from_ndarray(np.concatenate([np.full((h, w), 128, np.uint8),
+                                                      np.full((h // 2, w), 128, np.uint8)]), format="yuv420p")
+    chroma = np.full((h // 4, w), 128, np.uint8)
+    chroma[2, 8] = 168  # U plane row 4 (two chroma rows per line of w), column 8
+    hit = av.VideoFrame.from_ndarray(np.concatenate([np.full((h, w), 128, np.uint8), chroma,
+                                                     np.full((h // 4, w), 128, np.uint8)]), format="yuv420p")
+    blue = dali_like(hit)[..., 2].astype(float) - dali_like(base)[..., 2]
+    step = blue[8, 16] / (9 / 16)  # the full response of 40 chroma levels
+    want = np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 16 * step
+    assert np.abs(blue[7:11, 15:19] - want).max() <= 1.0
+    assert np.abs(blue).sum() == pytest.approx(want.sum(), abs=20)  # nothing outside the 4x4
+    ffmpeg = hit.to_ndarray(format="rgb24")[..., 2].astype(float) - base.to_ndarray(format="rgb24")[..., 2]
+    assert np.count_nonzero(ffmpeg) == 4 and np.all(ffmpeg[8:10, 16:18] > 0)
+
+
+def test_chroma_inverse_undoes_the_block_means_of_the_interpolation() -> None:
+    """Block means of DALI's interpolation (3/4, 1/4, edges clamped) are T c with T = tridiag(1/8, 3/4, 1/8) under a
+    symmetric extension; the inverse taps give c back."""
+    c = np.random.default_rng(0).uniform(-100, 100, 64)
+    ext = np.concatenate([c[:1], c, c[-1:]])
+    up = np.empty(128)
+    up[0::2] = 0.75 * ext[1:-1] + 0.25 * ext[:-2]
+    up[1::2] = 0.75 * ext[1:-1] + 0.25 * ext[2:]
+    means = up.reshape(64, 2).mean(1)
+    taps = chroma_inverse_taps().astype(np.float64)
+    r = len(taps) // 2
+    padded = np.pad(means, r, mode="symmetric")
+    back = np.array([padded[i: i + len(taps)] @ taps for i in range(64)])
+    assert np.abs(back - c).max() < 1e-3
+    assert taps.sum() == pytest.approx(1.0) and abs(taps[0]) < 1e-4 * taps[r]
+
+
+@pytest.mark.parametrize("signal,flags", [
+    (YuvSignal(width=640, height=360), (0, 1, 1, 1)),
+    (YuvSignal(matrix=1, full_range=True, pix_fmt="yuvj422p", width=640, height=360), (1, 1, 0, 1)),
+    (YuvSignal(pix_fmt="yuv444p", width=640, height=360), (0, 0, 0, 0)),
+    (YuvSignal(width=641, height=360), (0, 0, 1, 1)),
+    (YuvSignal(width=640, height=359), (0, 1, 0, 0)),
+    (None, (0, 1, 1, 1)),
+])
+def test_dali_colour_params(signal: YuvSignal | None, flags: tuple[int, int, int, int]) -> None:
+    m = dali_colour_params(signal)
+    assert m.shape == (3, 3) and m.dtype == np.float32
+    assert (m[0, 0], m[0, 1], m[0, 2], m[2, 2]) == flags
+    fp = ffmpeg_fixed_point(signal or YuvSignal())
+    assert m[1].tolist() == [fp.yc, fp.vr, fp.ub] and m[2, :2].tolist() == [fp.ug, fp.vg]
 
 
 def test_yuv_to_rgb_is_the_textbook_matrix() -> None:

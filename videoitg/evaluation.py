@@ -221,6 +221,8 @@ def evaluate_record(r: RecordScores, ks: Sequence[int] = DEFAULT_KS, params: Mom
     row = {**r.info, "type": r.kind, "gt_windows": [[round(a, 3), round(b, 3)] for a, b in gt], "positives": pos,
            "moments": [p.round() for p in pred], "iou": round(ious[0], 4), "ious": [round(x, 4) for x in ious],
            "timestamps": [round(float(x), 3) for x in r.timestamps], "scores": [round(float(s), 5) for s in r.scores]}
+    if r.order is not None:
+        row["ranking"] = [int(i) for i in r.order]  # positions best first, as the ranking rule ordered them
     return m, row
 
 

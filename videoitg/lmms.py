@@ -37,6 +37,51 @@ class LmmsRequest:
     videos: tuple[str, ...]  # the document's visuals that are video files
 
 
+def _flag(value: Any) -> bool:
+    """A boolean model_arg: lmms-eval hands `truncate=true` over as True, other spellings as strings."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off", "none"):
+        return False
+    raise InputError(f"model_args: expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """`--model videoitg` model_args, resolved as the in-process `Scorer` takes them (docs/lmms-eval.md)."""
+
+    device: str
+    dtype: Any  # torch.dtype: videoitg.pipeline.parse_dtype (float16 on a GPU as released, float32 on CPU)
+    sampling: Any  # videoitg.sampling.SamplingParams
+    top_k: int | None
+    ranking_rule: str | None  # None: the engine's default ("released"; a server's own)
+    truncate: bool
+
+
+def model_options(*, device: str = "cpu", dtype: str = "auto", num_frames: int | str = 512,
+                  target_fps: float | str = 1.0, sampling_rule: str = "eval", top_k: int | str | None = None,
+                  ranking_rule: str | None = None, truncate: bool | str = False,
+                  server: str | None = None) -> ModelOptions:
+    """model_args arrive as strings (or as lmms-eval converted them): check and resolve them, without loading a
+    model. `truncate` is an in-process option: a server always refuses an over-long instruction."""
+    from videoitg.outputs import check_ranking_rule
+    from videoitg.pipeline import parse_dtype
+    from videoitg.sampling import SamplingParams
+
+    rule = None if ranking_rule in (None, "", "None") else check_ranking_rule(str(ranking_rule))
+    cut = _flag(truncate)
+    if cut and server:
+        raise InputError("model_args: truncate= is an in-process option (checkpoint=); a server always refuses an "
+                         "over-long instruction")
+    return ModelOptions(device=str(device), dtype=parse_dtype(str(dtype), str(device)),
+                        sampling=SamplingParams(int(num_frames), float(target_fps), sampling_rule),  # type: ignore[arg-type]
+                        top_k=int(top_k) if top_k not in (None, "", "None") else None, ranking_rule=rule,
+                        truncate=cut)
+
+
 def _require_lmms_eval():
     try:
         import lmms_eval  # noqa: F401

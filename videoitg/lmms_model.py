@@ -9,7 +9,9 @@ For every `generate_until` request it scores the document's video against the re
 the record to `output_dir/<task>/results.jsonl` (the upstream keys `index`, `logits`, `num_frames`, `contexts`,
 `video_path`, `doc_id`, then ours: timestamps, scores, moments, `task`, `split`): the file lmms-eval's answering
 models read as `frame_indices_jsonl`. A doc_id already in that file is not scored again (a rerun resumes). The
-text answer lmms-eval receives is empty: grounding selects frames, it does not answer the task.
+text answer lmms-eval receives is empty: grounding selects frames, it does not answer the task. `ranking_rule=` and
+(in-process) `truncate=` choose the released or the exact behaviour (`videoitg.lmms.model_options`,
+docs/lmms-eval.md).
 """
 
 from __future__ import annotations
@@ -31,15 +33,19 @@ class VideoITGModel(lmms):
     def __init__(self, checkpoint: str | None = None, server: str | None = None, protocol: str = "grpc",
                  output_dir: str = "videoitg_results", top_k: int | str | None = None, device: str = "cpu",
                  dtype: str = "auto", num_frames: int | str = 512, target_fps: float | str = 1.0,
-                 sampling_rule: str = "eval", **kwargs: Any) -> None:
+                 sampling_rule: str = "eval", ranking_rule: str | None = None, truncate: bool | str = False,
+                 **kwargs: Any) -> None:
         super().__init__()
         from videoitg.errors import InputError
-        from videoitg.sampling import SamplingParams
+        from videoitg.lmms import model_options
 
         if checkpoint and server:
             raise InputError("model_args: give checkpoint= (in-process) or server= (a running server), not both")
+        opts = model_options(device=device, dtype=dtype, num_frames=num_frames, target_fps=target_fps,
+                             sampling_rule=sampling_rule, top_k=top_k, ranking_rule=ranking_rule, truncate=truncate,
+                             server=server)
         self.out = Path(output_dir)
-        self.top_k = int(top_k) if top_k not in (None, "", "None") else None
+        self.top_k, self.ranking_rule = opts.top_k, opts.ranking_rule
         self.server, self.protocol = server, protocol
         if server:
             from videoitg.serving.client import VideoITGClient
@@ -47,11 +53,13 @@ class VideoITGModel(lmms):
             self.client, self.scorer = VideoITGClient(server, protocol), None
         else:
             from videoitg.defaults import default_checkpoint
+            from videoitg.outputs import DEFAULT_RANKING_RULE
             from videoitg.pipeline import Scorer
 
-            sampling = SamplingParams(int(num_frames), float(target_fps), sampling_rule)  # type: ignore[arg-type]
             self.client = None
-            self.scorer = Scorer(checkpoint or default_checkpoint(), device=device, dtype=dtype, sampling=sampling)
+            self.scorer = Scorer(checkpoint or default_checkpoint(), device=opts.device, dtype=opts.dtype,
+                                 sampling=opts.sampling, ranking_rule=opts.ranking_rule or DEFAULT_RANKING_RULE,
+                                 truncate=opts.truncate)
 
     def _done(self, path: Path) -> set[int]:
         done: set[int] = set()
@@ -66,7 +74,8 @@ class VideoITGModel(lmms):
     def _score(self, video: str, instructions: list[str]) -> list:
         if self.scorer is not None:
             return self.scorer.score_many(video, instructions)  # one decode and vision pass for all of them
-        return [self.client.score(video, text, top_k=self.top_k) for text in instructions]
+        return [self.client.score(video, text, top_k=self.top_k, ranking_rule=self.ranking_rule)
+                for text in instructions]
 
     def generate_until(self, requests) -> list[str]:
         # Group by (task, video): a video's questions share one decode and one vision pass.

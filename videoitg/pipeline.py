@@ -52,6 +52,11 @@ def parse_dtype(name: str | torch.dtype | None, device: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def dtype_name(name: str | torch.dtype | None, device: str) -> str:
+    """`parse_dtype` as the name a config records ("float16", "bfloat16", "float32")."""
+    return str(parse_dtype(name, device)).removeprefix("torch.")
+
+
 def check_device(device: str) -> str:
     """A CUDA device that this machine has, or "cpu"; anything else is a clear error, not a torch traceback."""
     dev = str(device)

@@ -173,9 +173,13 @@ def summary(name: str, d: dict[str, Any]) -> str:
                 f"{[round(x, 4) for x in b.get('loss', [])]}, max rel {d.get('max_rel_diff', float('nan')):.3f} "
                 f"(<= {d.get('tolerance_rel')}), {b.get('process_group')}")
     if name == "nvdec":
-        return "; ".join(f"{k}: same frames {r.get('same_frame_numbers')}, mean|d| {r.get('mean_abs', 0):.3f}, "
-                         f"max|d| {r.get('max_abs', 0):.2f}" if "error" not in r else f"{k}: error"
-                         for k, r in d.get("clips", {}).items())
+        frames = "; ".join(f"{k}: same frames {r.get('same_frame_numbers')}, mean|d| {r.get('mean_abs', 0):.3f}, "
+                           f"max|d| {r.get('max_abs', 0):.2f}" if "error" not in r else f"{k}: error"
+                           for k, r in d.get("clips", {}).items())
+        pixels = "; ".join(f"{k}: max/mean/p99.9 {r['max']}/{r['mean']}/{r['p99.9']} (bound {r['bound']}), "
+                           f"{r['full_size_equal_px']:.1%} px equal" if "error" not in r else f"{k}: error"
+                           for k, r in d.get("pixels", {}).items())
+        return f"{frames}; pixels /255 ({d.get('backend')}): {pixels}"
     if name == "serving":
         ag = d.get("agreement_served_vs_in_process", [{}])
         return (f"served vs in-process max|d| {max(a.get('max_abs_diff', 0) for a in ag):.1e}, cache hit "

@@ -29,17 +29,32 @@ class BackendSpec:
     kind: str = "inprocess"  # "inprocess" | "triton" | "factory"
     checkpoint: str | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    # None / "auto": the one default (videoitg.pipeline.default_dtype: float16 on a GPU as released, float32 on
+    # CPU), resolved here so the output folder's fingerprint records what ran; a Triton backend: the server's
+    dtype: str | None = None
     num_frames: int = 512
     target_fps: float = 1.0
     rule: str = "eval"
     top_k: int | None = None
     ranking_rule: str | None = None  # videoitg.outputs.RANKING_RULES; None: "released" (a server's own default)
+    truncate: bool = False  # in-process: cut an over-long instruction as the released model does (else refused)
     servers: tuple[str, ...] = ()
     max_in_flight: int = 4  # concurrent requests per Triton client actor
     torch_threads: int = 1
     factory: str | None = None  # "module:callable" -> Backend, for extensions
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind == "triton":
+            if self.truncate:
+                raise InputError("instruction truncation is an in-process option: a server always refuses an "
+                                 "over-long instruction (docs/fidelity.md)")
+            if self.dtype in (None, "auto"):
+                object.__setattr__(self, "dtype", "server")
+            return
+        from videoitg.pipeline import dtype_name
+
+        object.__setattr__(self, "dtype", dtype_name(self.dtype, self.device))
 
 
 @dataclass

@@ -20,7 +20,7 @@ class InProcessBackend:
     def __init__(self, spec: BackendSpec) -> None:
         sampling = SamplingParams(num_frames=spec.num_frames, target_fps=spec.target_fps, rule=spec.rule)  # type: ignore[arg-type]
         self.scorer = Scorer(spec.checkpoint, device=spec.device, dtype=spec.dtype, sampling=sampling,
-                             ranking_rule=spec.ranking_rule or DEFAULT_RANKING_RULE)
+                             ranking_rule=spec.ranking_rule or DEFAULT_RANKING_RULE, truncate=spec.truncate)
         self.top_k = spec.top_k
 
     def prepare(self, video: str) -> VideoFeatures:

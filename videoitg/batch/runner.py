@@ -78,6 +78,8 @@ def fingerprint(opts: BatchOptions) -> dict[str, Any]:
     b = opts.backend
     fp: dict[str, Any] = {"backend": b.kind, "num_frames": b.num_frames, "target_fps": b.target_fps,
                           "rule": b.rule, "top_k": b.top_k, "dtype": b.dtype, "ranking_rule": _ranking_rule(b)}
+    if b.truncate:  # only when asked for: folders written without the option keep their fingerprint
+        fp["truncate_instruction"] = True
     if b.kind == "inprocess" and b.checkpoint:
         from videoitg.checkpoint import checkpoint_identity
 

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=None,
                    help="released (default: as the released code ranks) | exact (by the fp32 logit); with --server "
                    "the default is the servers'")
+    p.add_argument("--truncate-instruction", action="store_true",
+                   help="in-process: cut an instruction over the model's length budget as the released model does "
+                   "(default: the row fails with the reason; a server always refuses it)")
     p.add_argument("--num-frames", type=int, default=512, help="frames sampled per video")
     p.add_argument("--target-fps", type=float, default=1.0, help="candidate frame rate before subsampling")
     p.add_argument("--sampling-rule", choices=("eval", "train"), default="eval")
@@ -72,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_manifest(manifest_path, args.allow_root)
     on_gpu = args.gpus_per_worker > 0
     if args.server:
+        if args.truncate_instruction:
+            raise InputError("--truncate-instruction is an in-process option: a server always refuses an over-long "
+                             "instruction")
         spec = BackendSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
                            num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
                            top_k=args.top_k, dtype=args.dtype or "server", ranking_rule=args.ranking_rule,
@@ -84,13 +90,11 @@ def run(args: argparse.Namespace) -> int:
             checkpoint = str(default_checkpoint())
         if not Path(checkpoint).is_dir():
             raise InputError(f"checkpoint directory {checkpoint} does not exist")
-        from videoitg.pipeline import parse_dtype
-
         device = "cuda" if on_gpu else "cpu"
         spec = BackendSpec(kind="inprocess", checkpoint=str(Path(checkpoint).resolve()), device=device,
-                           dtype=str(parse_dtype(args.dtype, device)).removeprefix("torch."),
+                           dtype=args.dtype,  # None: the one default for the device (BackendSpec)
                            num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                           top_k=args.top_k, ranking_rule=args.ranking_rule,
+                           top_k=args.top_k, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction,
                            torch_threads=max(1, int(args.cpus_per_worker)))
     opts = BatchOptions(
         out_dir=args.out, backend=spec,

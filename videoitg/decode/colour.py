@@ -1,21 +1,32 @@
 """YUV -> RGB: what FFmpeg does (the reference: PyAV's `to_ndarray(format="rgb24")` and decord, which the released
-pipeline decodes with, give identical pixels), what DALI does instead, and the affine map from DALI's RGB onto
-FFmpeg's that the DALI pipeline applies (docs/decoding.md, "Pixels").
+pipeline decodes with, give identical pixels), what DALI does instead, and the parameters with which the DALI
+pipeline undoes DALI's conversion and redoes FFmpeg's (docs/decoding.md, "Pixels").
 
-FFmpeg (libswscale, flags SWS_BILINEAR, no size change): the matrix is the frame's tagged colour space
-(`sws_getCoefficients`: BT.601 when untagged), the range is the frame's tagged range (full for the yuvj formats),
-and 4:2:0 chroma is replicated over each 2x2 block (no interpolation), in 16-bit fixed point.
-DALI's CPU decoder converts with libswscale too, but with SWS_BILINEAR | SWS_FULL_CHR_H_INT | SWS_ACCURATE_RND
-and without the colour space tag: BT.601 always, the tagged range, chroma interpolated (measured: equal to PyAV
-converting with those flags and BT.601, bit for bit). DALI's GPU decoder converts NV12 in its own kernel: BT.601,
-the range from the bitstream's full-range flag, chroma interpolated (read in DALI's source; not run here). The
-matrix difference is affine in RGB, so it is undone here exactly up to rounding and clipping; the chroma
-interpolation is not (DALI's video decoders output RGB only) and is the remaining difference.
+FFmpeg (libswscale, flags SWS_BILINEAR, no size change, its x86 unscaled converter): the matrix is the frame's
+tagged colour space (`sws_getCoefficients`: BT.601 when untagged), the range is the frame's tagged range (full for
+the yuvj formats), subsampled chroma is replicated over its block (2x2 for 4:2:0: no interpolation), in 16-bit
+fixed point (`ffmpeg_fixed_point`, `ffmpeg_rgb24`).
+
+DALI's video decoders output RGB only. The CPU decoder converts with libswscale too, but with SWS_BILINEAR |
+SWS_FULL_CHR_H_INT | SWS_ACCURATE_RND and no colour details: BT.601 always, the tagged range, chroma interpolated
+bilinearly at the block centres (weights 3/4 and 1/4, edges clamped). The GPU decoder converts NV12 in its own
+kernel: BT.601, the bitstream's full-range flag, the same centre-sited bilinear chroma (read in DALI's source).
+
+Both are linear up to rounding and clipping, and the chroma interpolation is invertible: the mean of each 2x2 block
+of interpolated chroma is `T c` with T = tridiag(1/8, 3/4, 1/8) along each subsampled axis (the clamped edges
+make it a symmetric extension), and T^-1 is a short filter whose taps fall off as 0.17^n (`CHROMA_INVERSE_TAPS`).
+So the pipeline recovers the decoded samples from DALI's RGB: Y per pixel through the inverse BT.601 matrix,
+chroma per block (box mean, then T^-1 on each subsampled axis), each rounded to an integer; then it converts them
+with FFmpeg's fixed-point rule. Where DALI's RGB is unclipped this gives FFmpeg's pixels bit for bit; where DALI
+clipped an out-of-gamut intermediate colour (sharp saturated colour edges) the information is gone from its uint8
+output and the error remains.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -30,16 +41,20 @@ FFMPEG_COEFFS: dict[int, tuple[int, int, int, int]] = {
     10: (110013, 140363, 12277, 42626),  # BT.2020 constant luminance (swscale converts it like NCL)
 }
 MATRIX_NAMES = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+CHROMA_INVERSE_RADIUS = 7  # taps either side; the next tap would be 0.17^8 ~ 1e-6 of the centre one
 
 
 @dataclass(frozen=True)
 class YuvSignal:
     """How a video's YUV samples are to be read: `matrix` is FFmpeg's AVColorSpace number (2 = untagged),
-    `full_range` the JPEG (0-255) range rather than the MPEG (16-235/240) one."""
+    `full_range` the JPEG (0-255) range rather than the MPEG (16-235/240) one, `pix_fmt` FFmpeg's pixel format
+    (the chroma subsampling), `width` x `height` the decoded frame size (0: unknown)."""
 
     matrix: int = 2
     full_range: bool = False
     pix_fmt: str = "yuv420p"
+    width: int = 0
+    height: int = 0
 
     @property
     def name(self) -> str:
@@ -50,7 +65,15 @@ def signal_of(frame) -> YuvSignal:  # frame: av.VideoFrame
     """What FFmpeg reads from a decoded frame's tags when converting it to RGB."""
     fmt = frame.format.name
     full = fmt.startswith("yuvj") or int(frame.color_range) == 2  # AVCOL_RANGE_JPEG
-    return YuvSignal(matrix=int(frame.colorspace), full_range=full, pix_fmt=fmt)
+    return YuvSignal(matrix=int(frame.colorspace), full_range=full, pix_fmt=fmt, width=frame.width,
+                     height=frame.height)
+
+
+def chroma_subsampling(pix_fmt: str) -> tuple[int, int]:
+    """(horizontal, vertical) chroma subsampling factors of an 8-bit planar YUV format: (2, 2) for yuv420p and
+    yuvj420p, (2, 1) for 4:2:2, (1, 1) for 4:4:4 and for formats this module does not handle."""
+    m = re.fullmatch(r"yuvj?(4[24][024])p", pix_fmt)
+    return {"420": (2, 2), "422": (2, 1), "440": (1, 2)}.get(m.group(1), (1, 1)) if m else (1, 1)
 
 
 def yuv_to_rgb(matrix: int, full_range: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -66,12 +89,92 @@ def yuv_to_rgb(matrix: int, full_range: bool) -> tuple[np.ndarray, np.ndarray]:
     return a, np.array([y0, 128.0, 128.0])
 
 
-def dali_correction(signal: YuvSignal | None) -> np.ndarray:
-    """[3, 3] float32 M with FFmpeg's RGB = M @ DALI's RGB for a video FFmpeg reads as `signal` (identity when it is
-    BT.601, which DALI assumes on CPU and GPU alike, or unknown). Both use the tagged range, so the YUV offsets are
-    the same and cancel: rgb_d = A_d (yuv - o), rgb_f = A_f (yuv - o)  =>  rgb_f = A_f A_d^-1 rgb_d."""
-    if signal is None:
-        return np.eye(3, dtype=np.float32)
-    a_d, _ = yuv_to_rgb(2, signal.full_range)
-    a_f, _ = yuv_to_rgb(signal.matrix, signal.full_range)
-    return (a_f @ np.linalg.inv(a_d)).astype(np.float32)
+@dataclass(frozen=True)
+class FixedPoint:
+    """libswscale's x86 unscaled YUV -> RGB24 converter for one matrix and range: with samples shifted up 3 bits and
+    16-bit coefficients, R = yt + v*vr, G = yt + u*ug + v*vg, B = yt + u*ub where each product keeps its high 16
+    bits, yt = (y - y0) * yc likewise, u = U - 128, v = V - 128. Since (8a * c) >> 16 = floor(a * c / 8192) and every
+    |a * c| < 2^24, float32 arithmetic reproduces it exactly."""
+
+    y0: int
+    yc: int
+    vr: int
+    ub: int
+    ug: int
+    vg: int
+
+
+def ffmpeg_fixed_point(signal: YuvSignal) -> FixedPoint:
+    crv, cbu, cgu, cgv = FFMPEG_COEFFS.get(signal.matrix, BT601)
+    cgu, cgv = -cgu, -cgv
+    cy, y0 = 1 << 16, 0
+    if signal.full_range:
+        crv, cbu = crv * 224 // 255, cbu * 224 // 255
+        cgu, cgv = int(cgu * 224 / 255), int(cgv * 224 / 255)  # C division truncates toward zero
+    else:
+        cy, y0 = cy * 255 // 219, 16
+
+    def coeff(c: int) -> int:  # roundToInt16(c << 13) >> 16 ... as the x86 table stores it
+        return int(np.clip(((c << 13) + (1 << 15)) >> 16, -0x8000, 0x7FFF))
+
+    return FixedPoint(y0=y0, yc=coeff(cy), vr=coeff(crv), ub=coeff(cbu), ug=coeff(cgu), vg=coeff(cgv))
+
+
+def ffmpeg_rgb24(y: np.ndarray, u: np.ndarray, v: np.ndarray, signal: YuvSignal) -> np.ndarray:
+    """FFmpeg's RGB24 from full-resolution Y, U, V sample planes ([..., H, W] integers, chroma already at full
+    resolution as FFmpeg uses it: replicated over its blocks for the fixed-point converter), with
+    `ffmpeg_fixed_point`'s coefficients: each product floored (`ffmpeg_uses_fixed_point`: what the DALI pipeline
+    computes on the device from the recovered samples) or, for 4:4:4, their sum rounded."""
+    fp = ffmpeg_fixed_point(signal)
+    y, u, v = (np.asarray(a, np.int64) for a in (y, u, v))
+    du, dv = u - 128, v - 128
+    products = [(y - fp.y0) * fp.yc, dv * fp.vr, du * fp.ug, dv * fp.vg, du * fp.ub]
+    if ffmpeg_uses_fixed_point(signal):
+        t = [np.floor_divide(p, 8192) for p in products]
+        rgb = [t[0] + t[1], t[0] + t[2] + t[3], t[0] + t[4]]
+    else:
+        t = products
+        rgb = [np.floor_divide(c + 4096, 8192) for c in (t[0] + t[1], t[0] + t[2] + t[3], t[0] + t[4])]
+    return np.clip(np.stack(rgb, -1), 0, 255).astype(np.uint8)
+
+
+@cache
+def chroma_inverse_taps(radius: int = CHROMA_INVERSE_RADIUS) -> np.ndarray:
+    """The filter that undoes DALI's chroma interpolation on the block means: T^-1 for T = tridiag(1/8, 3/4, 1/8),
+    truncated to 2 * radius + 1 taps and normalised to a DC gain of 1 (float32)."""
+    n = 8 * radius + 1
+    t = np.eye(n) * 0.75 + (np.eye(n, k=1) + np.eye(n, k=-1)) * 0.125
+    centre = np.linalg.solve(t, np.eye(n)[n // 2])[n // 2 - radius: n // 2 + radius + 1]
+    return (centre / centre.sum()).astype(np.float32)
+
+
+# DALI's RGB -> its BT.601 luma and centred chroma at full-range scale (rows Y, U, V); the tagged range only scales
+# these (`dali_colour_params` row 0), so one constant serves every video.
+DALI_RGB_TO_YUV = np.linalg.inv(yuv_to_rgb(2, True)[0]).astype(np.float32)
+
+
+def ffmpeg_uses_fixed_point(signal: YuvSignal) -> bool:
+    """Whether FFmpeg converts this format with its unscaled fixed-point converter (`FixedPoint`): 4:2:0 and 4:2:2 of
+    even height (measured: every such size tried, odd widths included). Other frames (4:4:4, odd heights) go through
+    swscale's generic path: for 4:4:4 it computes the same coefficients' products exactly and rounds the sum; for
+    subsampled chroma it interpolates as DALI's decoder does (measured: DALI's RGB equals it for BT.601)."""
+    sub_h, sub_v = chroma_subsampling(signal.pix_fmt)
+    return sub_h == 2 and signal.height % 2 == 0
+
+
+def dali_colour_params(signal: YuvSignal | None) -> np.ndarray:
+    """The DALI pipeline's "COLOUR" input, float32 [3, 3], for a video FFmpeg reads as `signal` (None: an untagged
+    limited-range 4:2:0 video, as FFmpeg reads one):
+    row 0: full range (1) or limited (0); undo DALI's chroma interpolation horizontally (1) or not (0); vertically;
+    row 1: FFmpeg's coefficients yc, vr, ub; row 2: ug, vg (`FixedPoint`), and 1 where FFmpeg uses its fixed-point
+    converter (`ffmpeg_uses_fixed_point`), 0 where it takes the generic path (then the pipeline keeps DALI's RGB,
+    mapped onto the tagged matrix).
+    The interpolation is undone along each subsampled axis of even extent (an odd extent has a half block, whose
+    mean is not `T c`; there the interpolation stays as DALI made it)."""
+    s = signal or YuvSignal()
+    sub_h, sub_v = chroma_subsampling(s.pix_fmt)
+    fp = ffmpeg_fixed_point(s)
+    return np.array([[float(s.full_range), float(sub_h == 2 and s.width % 2 == 0),
+                      float(sub_v == 2 and s.height % 2 == 0)],
+                     [fp.yc, fp.vr, fp.ub],
+                     [fp.ug, fp.vg, float(ffmpeg_uses_fixed_point(s))]], dtype=np.float32)

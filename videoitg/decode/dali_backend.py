@@ -1,41 +1,137 @@
 """NVIDIA DALI backend: one pipeline definition for the CPU decoder (VP8/VP9/MJPEG) and the GPU `mixed`
-(NVDEC) decoder, with resize + SigLIP normalisation in the same graph.
+(NVDEC) decoder, with FFmpeg's YUV -> RGB, resize and SigLIP normalisation in the same graph.
 
 `video_pipeline(device=...)` is what the Triton DALI model would serve (`serialize_pipeline` writes it):
 inputs "VIDEO" (encoded bytes, uint8 [N]), "FRAMES" (int32 frame numbers, from the sampling rule) and "COLOUR"
-(float32 [3, 3], `colour_input`: the matrix from DALI's YUV->RGB conversion onto FFmpeg's for this video, see
-videoitg/decode/colour.py), output float32 [F, 3, S, S]. On "mixed" the decode, resize, colour map and
-normalise run on the GPU and the output stays there for the vision encoder. The GPU variant is UNVERIFIED here:
-no GPU was lent to this task.
+(float32 [3, 3], `colour_input`: how FFmpeg reads this video's YUV, see videoitg/decode/colour.py), output float32
+[F, 3, S, S]. On "mixed" the decode, the conversion, the resize and the normalisation run on the GPU and the output
+stays there for the vision encoder.
 
-Memory: DALI materialises every requested frame at full size before the resize, so the frame list is fed in
-chunks sized to `CHUNK_BYTES` of raw frames; each chunk is one pipeline run over the same bytes.
+Memory: DALI materialises every requested frame at full size, and the conversion keeps a few full-size buffers per
+frame (`WORK_BYTES_PER_PIXEL`), so the frame list is fed in chunks of at most `CHUNK_BYTES` of that working set;
+each chunk is one pipeline run over the same bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
-from videoitg.decode.colour import YuvSignal, dali_correction
+from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
 from videoitg.decode.errors import UnsupportedCodecError, VideoDecodeError
 
-CHUNK_BYTES = 512 * 1024**2  # raw RGB frames held at once before the resize, per pipeline run
+CHUNK_BYTES = 4 * 1024**3  # working set of one pipeline run
+WORK_BYTES_PER_PIXEL = 80  # DALI's buffers per decoded pixel (measured ~72 on CPU): the RGB, Y, U/V, float32 terms
+# The documented bound of DALI's frames against FFmpeg's (PyAV's) after the squash to 384, in 0..255 units:
+# (max, mean, p99.9) of |difference| by content, measured on the CPU decoder (benchmarks/RESULTS.md, "DALI pixels";
+# tests/test_decode_dali.py and the GPU check's nvdec part assert it).
+PIXEL_BOUNDS: dict[str, tuple[float, float, float]] = {
+    "edges": (120.0, 2.3, 48.0),  # sharp saturated colour edges on black, lossless: DALI's own clipping remains
+    "camera": (10.0, 0.25, 4.0),  # camera-like gradients, a disc, sensor noise
+    "photo": (16.0, 0.3, 5.0),  # a real photograph under a camera move
+}
 _pipes: dict[tuple[str, int, int], object] = {}
 _locks: dict[tuple[str, int, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
-                   device_id: int | None = None):  # -> nvidia.dali.Pipeline
-    """Decode the given frame numbers of each encoded video, squash to S x S (cubic, antialiased), map DALI's RGB
-    onto FFmpeg's (the "COLOUR" matrix, clipped to 0..255), normalise to x / 127.5 - 1, layout FCHW.
-    device: "cpu" or "mixed" (NVDEC + GPU resize/colour/normalise)."""
+def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3]) -> DataNode uint8 FHWC
+    """FFmpeg's RGB24 from DALI's decoded RGB (videoitg/decode/colour.py), for the video read as `colour`
+    (`dali_colour_params`).
+
+    Where FFmpeg uses its fixed-point converter (4:2:0 / 4:2:2 of even height): recover the decoded Y per pixel and
+    the chroma per block (box mean, then the inverse of DALI's interpolation on each subsampled axis of even
+    extent), round them to the sample values, replicate the chroma over its block and convert with FFmpeg's
+    fixed-point rule for the video's matrix and range. Elsewhere FFmpeg takes swscale's generic path, whose pixels
+    are DALI's own up to the matrix (measured: equal for BT.601): DALI's RGB mapped onto the tagged matrix. Both
+    are computed and the flag in `colour` keeps one."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
+    import nvidia.dali.types as types
+
+    full, sub_h, sub_v, fixed = colour[0, 0], colour[0, 1], colour[0, 2], colour[2, 2]
+    y_scale = 1.0 - (1.0 - full) * (36.0 / 255.0)  # DALI's full-scale BT.601 inverse -> the tagged range
+    c_scale = 1.0 - (1.0 - full) * (31.0 / 255.0)
+    # Y: DALI's BT.601 inverse, rounded to the sample value
+    y = fn.coord_transform(video, M=types.Constant(DALI_RGB_TO_YUV[:1]) * y_scale, T=16.0 * (1.0 - full),
+                           dtype=types.UINT8)
+    # U, V: block means of the RGB, T^-1 along each subsampled axis, the chroma rows rounded to the sample values,
+    # replicated over the block
+    means = fn.tensor_resize(video, scales=fn.stack(1.0 / (1.0 + sub_v), 1.0 / (1.0 + sub_h)), axes=[1, 2],
+                             interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.FLOAT)
+    taps = chroma_inverse_taps()
+    delta = np.zeros_like(taps)
+    delta[len(taps) // 2] = 1.0
+    across = types.Constant(delta[None]) + sub_h * types.Constant((taps - delta)[None])
+    down = types.Constant(delta[:, None]) + sub_v * types.Constant((taps - delta)[:, None])
+    means = fn.filter(fn.filter(means, across, border="reflect_1001"), down, border="reflect_1001")
+    uv = fn.cast(fn.coord_transform(means, M=types.Constant(DALI_RGB_TO_YUV[1:]) * c_scale, T=128.0),
+                 dtype=types.UINT8)  # rounds to nearest, saturates
+    uv = fn.tensor_resize(uv, scales=fn.stack(1.0 + sub_v, 1.0 + sub_h), axes=[1, 2],
+                          interp_type=types.INTERP_NN, antialias=False)
+    # FFmpeg's five products (Y - y0) yc, (V - 128) vr, (U - 128) ug, (V - 128) vg, (U - 128) ub, each / 8192 and
+    # floored, summed per channel; every value is exact in float32
+    products = fn.coord_transform(fn.cat(y, uv, axis=3), M=_product_matrix(colour), T=_product_offsets(colour),
+                                  dtype=types.FLOAT)
+    fixed_rgb = fn.coord_transform(dmath.floor(products), M=types.Constant(_SUMS) * fixed)
+    generic_rgb = fn.coord_transform(video, M=_tagged_matrix(colour, y_scale, c_scale) * (1.0 - fixed),
+                                     dtype=types.FLOAT)
+    return fn.cast(fixed_rgb + generic_rgb, dtype=types.UINT8)  # rounds to nearest, saturates to 0..255
+
+
+# the five products as rows over (Y, U, V), with the COLOUR entry holding each coefficient; R, G, B sum them
+_PRODUCTS = ((0, (1, 0)), (2, (1, 1)), (1, (2, 0)), (2, (2, 1)), (1, (1, 2)))  # (Y|U|V column, COLOUR entry)
+_SUMS = np.array([[1, 1, 0, 0, 0], [1, 0, 1, 1, 0], [1, 0, 0, 0, 1]], np.float32)
+# the same coefficients as FFmpeg's matrix over (Y - y0, U - 128, V - 128): (row, column, COLOUR entry)
+_MATRIX = ((0, 0, (1, 0)), (1, 0, (1, 0)), (2, 0, (1, 0)), (0, 2, (1, 1)), (1, 1, (2, 0)), (1, 2, (2, 1)),
+           (2, 1, (1, 2)))
+
+
+def _mask(shape: tuple[int, int], row: int, col: int, value: float = 1.0) -> np.ndarray:
+    m = np.zeros(shape, np.float32)
+    m[row, col] = value
+    return m
+
+
+def _product_matrix(colour):  # -> DataNode [5, 3] on the CPU
+    import nvidia.dali.types as types
+
+    rows = [types.Constant(_mask((5, 3), k, col, 1.0 / 8192)) * colour[i, j] for k, (col, (i, j)) in
+            enumerate(_PRODUCTS)]
+    return rows[0] + rows[1] + rows[2] + rows[3] + rows[4]
+
+
+def _product_offsets(colour):  # -> DataNode [5]: each product's -y0 or -128 times its coefficient, / 8192
+    import nvidia.dali.fn as fn
+
+    first = -16.0 * (1.0 - colour[0, 0]) * colour[1, 0]
+    return fn.stack(first, *(-128.0 * colour[i, j] for _, (i, j) in _PRODUCTS[1:])) * (1.0 / 8192)
+
+
+def _tagged_matrix(colour, y_scale, c_scale):  # -> DataNode [3, 3]: DALI's RGB -> the tagged matrix's RGB
+    import nvidia.dali.types as types
+
+    # FFmpeg's matrix (coefficients / 8192) @ diag(y_scale, c_scale, c_scale) @ DALI's inverse, term by term
+    terms = []
+    for row, col, (i, j) in _MATRIX:
+        block = _mask((3, 3), row, col, 1.0 / 8192) @ DALI_RGB_TO_YUV
+        terms.append(types.Constant(block.astype(np.float32)) * (colour[i, j] * (y_scale if col == 0 else c_scale)))
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
+                   device_id: int | None = None):  # -> nvidia.dali.Pipeline
+    """Decode the given frame numbers of each encoded video, convert to FFmpeg's RGB (`ffmpeg_rgb`, the "COLOUR"
+    input), squash to S x S (cubic, antialiased), normalise to x / 127.5 - 1, layout FCHW.
+    device: "cpu" or "mixed" (NVDEC + GPU conversion/resize/normalise)."""
+    import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
@@ -50,19 +146,42 @@ def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int =
         frames = fn.external_source(name="FRAMES", dtype=types.INT32, ndim=1, device="cpu")
         colour = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")  # [3, 3]
         video = fn.decoders.video(encoded, frames=frames, pad_mode="edge", device=device)  # F,H,W,C uint8
-        video = fn.resize(video, size=[image_size, image_size], mode="stretch",
+        video = fn.resize(ffmpeg_rgb(video, colour), size=[image_size, image_size], mode="stretch",
                           interp_type=types.INTERP_CUBIC, antialias=True)
-        # The colour map after the resize (both linear, so they commute up to rounding and clipping): on the
-        # S x S frames it costs a fraction of what it costs at full size on CPU.
-        video = dmath.clamp(fn.coord_transform(video, M=colour, dtype=types.FLOAT), 0.0, 255.0)
         return fn.crop_mirror_normalize(video, dtype=types.FLOAT, output_layout="FCHW",
                                         mean=[127.5] * 3, std=[127.5] * 3)
 
     return pipe()
 
 
+def full_size_rgb(data: bytes, frame_numbers: list[int], colour: YuvSignal | None,
+                  device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Diagnostics (tests, benchmarks, the GPU check): the given frames at full size, as DALI's decoder outputs them
+    and after `ffmpeg_rgb`, both uint8 [F, H, W, 3] on the host. device: "cpu" or "mixed"."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    @pipeline_def(batch_size=1, num_threads=2, device_id=0 if device == "mixed" else None, prefetch_queue_depth=1)
+    def pipe():  # type: ignore[no-untyped-def]
+        encoded = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1, device="cpu")
+        col = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")
+        video = fn.decoders.video(encoded, frames=np.asarray(frame_numbers, np.int32).tolist(), device=device)
+        return video, ffmpeg_rgb(video, col)
+
+    p = pipe()
+    p.build()
+    p.feed_input("VIDEO", [np.frombuffer(data, dtype=np.uint8)])
+    p.feed_input("COLOUR", [colour_input(colour)])
+    raw, rgb = p.run()
+    if device == "mixed":
+        raw, rgb = raw.as_cpu(), rgb.as_cpu()
+    return np.asarray(raw.as_tensor())[0], np.asarray(rgb.as_tensor())[0]
+
+
 def serialize_pipeline(path: str, device: str = "mixed", image_size: int = 384, batch_size: int = 1) -> None:
-    """Write the pipeline for Triton's DALI backend (`model.dali`). Serialising needs no GPU."""
+    """Write the pipeline for Triton's DALI backend (`model.dali`). DALI builds a "mixed" pipeline only where CUDA
+    is present, so serialising the GPU variant needs a CUDA machine."""
     p = video_pipeline(device=device, image_size=image_size, batch_size=batch_size)
     p.serialize(filename=path)
 
@@ -80,8 +199,9 @@ def _pipeline(device: str, image_size: int, device_id: int) -> tuple[object, thr
 
 
 def colour_input(signal: YuvSignal | None) -> np.ndarray:
-    """The pipeline's "COLOUR" input for a video whose first frame FFmpeg reads as `signal` (None: identity)."""
-    return dali_correction(signal)
+    """The pipeline's "COLOUR" input for a video whose first frame FFmpeg reads as `signal`
+    (`videoitg.decode.colour.dali_colour_params`; None: an untagged limited-range 4:2:0 video)."""
+    return dali_colour_params(signal)
 
 
 def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int, size_wh: tuple[int, int],
@@ -97,9 +217,11 @@ def decode(backend: str, data: bytes, frame_numbers: list[int], image_size: int,
     device_id = target.index if target.index is not None else 0
     pipe, lock = _pipeline(dali_device, image_size, device_id)
     w, h = size_wh
-    per_chunk = max(1, CHUNK_BYTES // max(1, w * h * 3))
+    per_chunk = max(1, CHUNK_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
     encoded = np.frombuffer(data, dtype=np.uint8)
-    mt = colour_input(colour)
+    if colour is not None and not colour.width:
+        colour = dataclasses.replace(colour, width=w, height=h)
+    mt = colour_input(colour if colour is not None else YuvSignal(width=w, height=h))
     out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
     for start in range(0, len(frame_numbers), per_chunk):
         deadline.check(f"decoding with {backend}")

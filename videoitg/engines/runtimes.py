@@ -210,13 +210,26 @@ class EngineGrounding(GroundingRuntime):
 
 
 # ---- TensorRT-LLM (PyTorch backend) ---------------------------------------------------------------------------
+TRTLLM_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def trtllm_dtype(requested: torch.dtype) -> torch.dtype:
+    """The TensorRT-LLM grounding precision: the model's own (videoitg.pipeline.parse_dtype: float16 on a GPU, as
+    released; bfloat16 when asked for). Its fused attention has no float32 path, so float32 is refused."""
+    if requested not in TRTLLM_DTYPES:
+        raise EngineError(f"the trtllm runtime runs float16 or bfloat16, the model was loaded as "
+                          f"{str(requested).removeprefix('torch.')}: load it in float16 (the default on a GPU)")
+    return requested
+
+
 class TrtllmGrounding(GroundingRuntime):
     runtime = "trtllm"
 
-    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype | None = None):
         from videoitg.engines.trtllm import TrtllmTorchScorer
 
         super().__init__(model)
+        dtype = trtllm_dtype(dtype or self.dtype)  # the model's dtype unless one is given
         self.scorer, self.precision = TrtllmTorchScorer(checkpoint, dtype), PRECISION[dtype]
 
     @torch.inference_mode()
@@ -246,13 +259,15 @@ def open_vision(runtime: str, model, *, engines: str | Path | None = None, check
 
 def open_grounding(runtime: str, model, *, engines: str | Path | None = None, checkpoint: str | Path | None = None,
                    checkpoint_identity: str | None = None, env: RuntimeEnv | None = None,
-                   threads: int | None = None) -> GroundingRuntime:
+                   threads: int | None = None, dtype: torch.dtype | None = None) -> GroundingRuntime:
+    """dtype: the trtllm runtime's precision (default: the model's); the other runtimes run the model or engine as
+    loaded or built."""
     _check_runtime(runtime, "grounding")
     if runtime == "torch":
         return TorchGrounding(model)
     if runtime == "trtllm":
         if checkpoint is None:
             raise EngineError("the trtllm runtime loads the checkpoint's weights itself: pass checkpoint=")
-        return TrtllmGrounding(model, checkpoint)
+        return TrtllmGrounding(model, checkpoint, dtype)
     session, manifest = _engine(runtime, "grounding", engines, checkpoint_identity, env, threads)
     return EngineGrounding(model, runtime, session, manifest)

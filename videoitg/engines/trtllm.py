@@ -174,7 +174,7 @@ def model_classes() -> tuple[type, type]:
 class TrtllmTorchScorer:
     """Runs the grounding half on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
 
-    def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.bfloat16, attn_backend: str = "TRTLLM"):
+    def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.float16, attn_backend: str = "TRTLLM"):
         import_trtllm()
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")

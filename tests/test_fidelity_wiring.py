@@ -1,0 +1,248 @@
+"""The fidelity defaults reach every entry point: the dtype (fp16 on a GPU, as released; resolved without a GPU
+here) and the ranking rule (`--ranking-rule exact` recorded and followed by `videoitg score`, `videoitg eval` and
+`videoitg batch`), on a checkpoint whose head saturates so that the two rules order frames differently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures_train import small_dataset
+
+from videoitg.cli import main
+from videoitg.errors import InputError
+from videoitg.outputs import released_scores
+
+
+class Loaded(Exception):
+    """Raised by the stand-in loader once it has seen the dtype it was asked for."""
+
+
+@pytest.fixture()
+def gpu_less_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """`--device cuda` accepted on this CUDA-less machine; the checkpoint loader records the dtype and stops."""
+    import videoitg.checkpoint
+    import videoitg.pipeline
+
+    seen: list[torch.dtype] = []
+
+    def load(ckpt, device="cpu", dtype=torch.float32, *args, **kw):  # type: ignore[no-untyped-def]
+        assert str(device).startswith("cuda")
+        seen.append(dtype)
+        raise Loaded
+
+    monkeypatch.setattr(videoitg.pipeline, "check_device", lambda d: str(d))
+    monkeypatch.setattr(videoitg.pipeline, "load_checkpoint", load)
+    monkeypatch.setattr(videoitg.checkpoint, "load_checkpoint", load)
+    return seen
+
+
+# ---- precision ---------------------------------------------------------------------------------------------
+def test_scorer_loads_fp16_for_a_cuda_device(gpu_less_cuda: list[torch.dtype]) -> None:
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline import Scorer
+
+    for kwargs in ({}, {"dtype": "auto"}, {"dtype": None}):
+        with pytest.raises(Loaded):
+            Scorer(default_checkpoint(), device="cuda", **kwargs)
+    with pytest.raises(Loaded):
+        Scorer(default_checkpoint(), device="cuda:0", dtype="bfloat16")  # an option
+    assert gpu_less_cuda == [torch.float16] * 3 + [torch.bfloat16]
+
+
+def test_score_and_eval_commands_load_fp16_for_cuda(gpu_less_cuda: list[torch.dtype], tmp_path: Path) -> None:
+    data = small_dataset(tmp_path / "data", videos=1, per_video=1)
+    video = next((data.parent / "videos").iterdir())
+    with pytest.raises(Loaded):
+        main(["score", str(video), "-i", "the red square", "--device", "cuda"])
+    with pytest.raises(Loaded):
+        main(["eval", str(data), "--device", "cuda", "--quiet"])
+    assert gpu_less_cuda == [torch.float16, torch.float16]
+
+
+def test_batch_spec_resolves_the_one_default() -> None:
+    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.runner import BatchOptions, fingerprint
+
+    assert BackendSpec(device="cuda").dtype == "float16" and BackendSpec(device="cuda:1").dtype == "float16"
+    assert BackendSpec().dtype == "float32" and BackendSpec(device="cpu", dtype="auto").dtype == "float32"
+    assert BackendSpec(device="cuda", dtype="bf16").dtype == "bfloat16"
+    assert BackendSpec(kind="triton", servers=("h:1",)).dtype == "server"
+    assert fingerprint(BatchOptions("out", BackendSpec(device="cuda")))["dtype"] == "float16"  # run.json
+    with pytest.raises(InputError):
+        BackendSpec(device="cuda", dtype="fp8")
+
+
+def test_lmms_model_args_resolve_to_fp16_for_cuda() -> None:
+    from videoitg.lmms import model_options
+
+    opts = model_options(device="cuda")
+    assert opts.dtype is torch.float16 and opts.ranking_rule is None and opts.truncate is False
+    assert model_options(device="cpu").dtype is torch.float32
+    assert model_options(device="cuda", dtype="bfloat16").dtype is torch.bfloat16
+    opts = model_options(device="cuda", ranking_rule="exact", truncate="true", num_frames="64", top_k="8")
+    assert (opts.ranking_rule, opts.truncate, opts.sampling.num_frames, opts.top_k) == ("exact", True, 64, 8)
+    assert model_options(truncate=False).truncate is False and model_options(truncate="0").truncate is False
+    with pytest.raises(InputError, match="ranking rule"):
+        model_options(ranking_rule="best")
+    with pytest.raises(InputError, match="in-process"):
+        model_options(truncate=True, server="127.0.0.1:8001")
+    with pytest.raises(InputError, match="true or false"):
+        model_options(truncate="maybe")
+
+
+def test_trtllm_grounding_follows_the_models_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TensorRT-LLM runtime runs the precision the model was loaded in (fp16 by default on a GPU), not a fixed
+    bf16; fp32 has no TensorRT-LLM attention path and is refused by name."""
+    import sys
+    import types
+
+    from videoitg.engines import runtimes
+    from videoitg.engines.manifest import EngineError
+
+    made: list[torch.dtype] = []
+    fake = types.ModuleType("videoitg.engines.trtllm")
+
+    class FakeScorer:
+        def __init__(self, checkpoint, dtype):  # type: ignore[no-untyped-def]
+            made.append(dtype)
+
+    fake.TrtllmTorchScorer = FakeScorer  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "videoitg.engines.trtllm", fake)
+
+    class Model:
+        class model:  # noqa: N801 -- the attribute path GroundingRuntime reads
+            embed_tokens = torch.nn.Embedding(4, 2).to(torch.float16)
+
+    g = runtimes.open_grounding("trtllm", Model(), checkpoint="ckpt")
+    assert made == [torch.float16] and g.precision == "fp16"
+    runtimes.open_grounding("trtllm", Model(), checkpoint="ckpt", dtype=torch.bfloat16)
+    assert made[-1] is torch.bfloat16
+    Model.model.embed_tokens = torch.nn.Embedding(4, 2)  # float32
+    with pytest.raises(EngineError, match="float16 or bfloat16"):
+        runtimes.open_grounding("trtllm", Model(), checkpoint="ckpt")
+
+
+# ---- ranking rule wiring -----------------------------------------------------------------------------------
+SAMPLING = ["--num-frames", "32", "--target-fps", "2"]
+
+
+@pytest.fixture(scope="module")
+def saturated(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The embedded checkpoint with its head rescaled so that its logits spread around 9.5 (std 3): about half the
+    frames of a clip get the fp16 sigmoid 1.0, a tie the `released` rule breaks by frame order."""
+    from videoitg.checkpoint import load_checkpoint, save_checkpoint
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline import Scorer
+    from videoitg.sampling import SamplingParams
+
+    root = tmp_path_factory.mktemp("saturated")
+    data = small_dataset(root / "data", videos=2, per_video=2)
+    records = json.loads(data.read_text())
+    video = data.parent / "videos" / records[0]["video"]
+    instruction = records[0]["question"].replace("<image>\n", "")
+    model, tok = load_checkpoint(default_checkpoint(), "cpu", torch.float32)
+    sampling = SamplingParams(32, 2.0)
+    with torch.no_grad():
+        raw = torch.tensor(Scorer(model=model, tokenizer=tok, sampling=sampling).score(video, instruction).logits)
+        scale = 3.0 / raw.std().item()
+        model.out_proj.weight.mul_(scale)
+        model.out_proj.bias.mul_(scale).add_(9.5 - (raw * scale).median().item())
+    ckpt = save_checkpoint(model, root / "ckpt", tok)
+    results = {rule: Scorer(ckpt, sampling=sampling, ranking_rule=rule).score(video, instruction)
+               for rule in ("released", "exact")}
+    assert (released_scores(results["exact"].logits) == 1.0).sum() >= 4  # ties under the released key
+    assert results["released"].ranking != results["exact"].ranking
+    return {"ckpt": ckpt, "data": data, "video": video, "instruction": instruction, "results": results}
+
+
+def order(result) -> list[int]:  # type: ignore[no-untyped-def]
+    return [result.frame_indices[i] for i in result.ranking]
+
+
+@pytest.mark.parametrize("rule", ["exact", "released"])
+def test_score_records_and_follows_the_rule(saturated: dict, tmp_path: Path, rule: str) -> None:
+    out = tmp_path / "results.jsonl"
+    assert main(["score", str(saturated["video"]), "-i", saturated["instruction"], "--checkpoint",
+                 str(saturated["ckpt"]), *SAMPLING, "--ranking-rule", rule, "--output", str(out), "--top-k",
+                 "4"]) == 0
+    (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
+    want = saturated["results"][rule]
+    assert rec["ranking_rule"] == rule and rec["index"] == order(want)
+    assert rec["top_k"] == sorted(order(want)[:4])  # the top-K, in frame order
+    if rule == "exact":  # by the logit: the stored fp32 scores never rise along the ranking
+        by_index = dict(zip(rec["frame_indices"], rec["scores"], strict=True))
+        ranked = [by_index[f] for f in rec["index"]]
+        assert ranked == sorted(ranked, reverse=True)
+
+
+def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> None:
+    from videoitg.train.data import load_frames
+
+    from videoitg import evaluation as ev
+    from videoitg.annotations import read_annotations
+    from videoitg.limits import Limits
+    from videoitg.pipeline import Scorer
+    from videoitg.sampling import SamplingParams
+
+    data = saturated["data"]
+    sampling = SamplingParams(1024, 1.0, "train")  # eval's sampling for VideoITG-40K annotations
+    records, _ = read_annotations(data, "videoitg", data.parent / "videos")
+    rankings = {}
+    for rule in ("exact", "released"):
+        assert main(["eval", str(data), "--checkpoint", str(saturated["ckpt"]), "--out", str(tmp_path / rule),
+                     "--ranking-rule", rule, "--quiet"]) == 0
+        assert json.loads((tmp_path / rule / "eval.json").read_text())["ranking_rule"] == rule
+        rows = [json.loads(x) for x in (tmp_path / rule / "per_record.jsonl").read_text().splitlines()]
+        rankings[rule] = [r["ranking"] for r in rows]
+        # the order eval used is the Scorer's under that rule
+        scorer = Scorer(saturated["ckpt"], sampling=sampling, ranking_rule=rule,
+                        limits=Limits(max_sampled_frames=sampling.num_frames))  # as eval does
+        size = scorer.config.vision.image_size
+        scored, _ = ev.score_records(scorer, records, data.parent / "videos",
+                                     lambda p, size=size: load_frames(p, size, sampling))
+        assert rankings[rule] == [list(s.order) for s in scored]
+    assert rankings["exact"] != rankings["released"]
+
+
+def test_batch_records_and_follows_the_rule(saturated: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_reliability_batch import local_stream
+    from videoitg.batch import runner
+    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.manifest import load_manifest
+    from videoitg.batch.runner import BatchOptions, run_batch
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(runner, "_stream", local_stream)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"video": str(saturated["video"]), "instruction": saturated["instruction"],
+                                    "doc_id": 7}) + "\n")
+    for rule in ("exact", "released"):
+        out = tmp_path / rule
+        spec = BackendSpec(checkpoint=str(saturated["ckpt"]), num_frames=32, target_fps=2.0, top_k=4,
+                           ranking_rule=rule)
+        run_batch(load_manifest(manifest, [str(tmp_path), str(saturated["video"].parent)]),
+                  BatchOptions(str(out), spec, progress=False))
+        (rec,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        assert rec["ranking_rule"] == rule and rec["index"] == order(saturated["results"][rule])
+        run = json.loads((out / "run.json").read_text())
+        assert run["ranking_rule"] == rule and run["dtype"] == "float32"
+
+
+def test_batch_truncation_is_an_in_process_option(tmp_path: Path) -> None:
+    """`videoitg batch --truncate-instruction`: the in-process Scorer cuts as released, run.json records it (and
+    only then, so folders written without it keep their fingerprint); a server always refuses."""
+    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.engine_backend import InProcessBackend
+    from videoitg.batch.runner import BatchOptions, fingerprint
+    from videoitg.defaults import default_checkpoint
+
+    spec = BackendSpec(checkpoint=str(default_checkpoint()), truncate=True)
+    assert InProcessBackend(spec).scorer.truncate is True
+    assert InProcessBackend(BackendSpec(checkpoint=str(default_checkpoint()))).scorer.truncate is False
+    assert fingerprint(BatchOptions(str(tmp_path), spec))["truncate_instruction"] is True
+    assert "truncate_instruction" not in fingerprint(BatchOptions(str(tmp_path), BackendSpec()))
+    with pytest.raises(InputError, match="in-process"):
+        BackendSpec(kind="triton", servers=("h:1",), truncate=True)
