@@ -177,7 +177,8 @@ class DecodePlan:
     timestamps: list[float]
     fps: float
     rotation: int  # degrees counter-clockwise the frames must turn to display upright (`apply_rotation`)
-    colour: YuvSignal | None  # how FFmpeg reads the YUV samples (`colour.py`), None when no frame decodes
+    colour: YuvSignal  # how FFmpeg reads the YUV samples (`colour.py`; the untagged default at the stream's size
+    # when the first frame does not decode)
 
 
 def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, limits: DecodeLimits | None = None,
@@ -192,8 +193,10 @@ def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, li
     def work(deadline: Deadline) -> DecodePlan:
         try:
             with open_container(src) as container:
-                stream, _, index, frames = _checked_sampling(container, src, params, limits, deadline, name)
+                stream, head, index, frames = _checked_sampling(container, src, params, limits, deadline, name)
                 rotation, colour = first_frame_facts(container, stream)
+                # No frame decoded here: the untagged default, at the stream's size (DALI's chroma steps need it).
+                colour = colour or YuvSignal(width=head["width"], height=head["height"])
         except VideoDecodeError as e:
             _truncated_instead(src, name, e)
             raise

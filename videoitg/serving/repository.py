@@ -287,7 +287,8 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
             "input": [
                 _io("VIDEO", "UINT8", [-1], allow_ragged_batch=True),
                 _io("FRAMES", "INT32", [-1], allow_ragged_batch=True),
-                # DALI's YUV->RGB mapped onto FFmpeg's for this video (videoitg.decode.dali_backend.colour_input)
+                # How FFmpeg reads this video's YUV (`dali_backend.colour_input`: range, DALI-interpolation flags,
+                # FFmpeg's coefficients), so the pipeline turns DALI's RGB into FFmpeg's
                 _io("COLOUR", "FP32", [3, 3]),
             ],
             "output": [_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],  # SigLIP pixel values, on the device
