@@ -1,5 +1,5 @@
 """End to end: a request's whole path (bytes -> frames -> pixels -> scores), ours against the released one,
-side by side in one run (issue "End to end"; results in benchmarks/RESULTS.md, plot in docs/performance.md).
+side by side in one run (results in benchmarks/RESULTS.md, plot in docs/performance.md).
 
     python benchmarks/bench_e2e.py [--parts pixels rss served] [--reps 1] [--json out.json] [--plot out.png]
     python benchmarks/bench_e2e.py --tiny        # seconds-long version on small clips (the test suite runs it)

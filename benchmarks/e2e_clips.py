@@ -1,4 +1,4 @@
-"""The long H.264 clips of the end-to-end benchmark (issue goals table), made once and cached.
+"""The long H.264 clips of the end-to-end benchmark (the goals in docs/performance.md), made once and cached.
 
 Each clip is one encoded segment of camera-like content (`fixtures_video.write_natural_clip`) stream-copied end
 to end (`repeat_clip`): it decodes exactly like a real clip with that GOP structure and takes a minute to make

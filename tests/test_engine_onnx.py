@@ -21,7 +21,7 @@ from videoitg.engines.manifest import BackendUnavailable, EngineManifest, Engine
 from videoitg.engines.runtimes import open_grounding, open_vision
 from videoitg.engines.trtllm import TrtllmTorchScorer, hf_sources, qwen2_config_dict
 
-TOL = 1e-4  # the fp32 ONNX target of the issue
+TOL = 1e-4  # the fp32 ONNX target (docs/engines.md)
 # tiny config: grid 8, budget 1024 -> T=8: hw 8 (64 tokens/frame), T=40: hw 5 (25), T=64: hw 4 (16), T=120: hw 2
 FRAMES = (8, 40, 64, 120)
 

@@ -179,8 +179,6 @@ def test_score_records_and_follows_the_rule(saturated: dict, tmp_path: Path, rul
 
 
 def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> None:
-    from videoitg.train.data import load_frames
-
     from videoitg import evaluation as ev
     from videoitg.annotations import read_annotations
     from videoitg.limits import Limits
@@ -200,9 +198,7 @@ def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> N
         # the order eval used is the Scorer's under that rule
         scorer = Scorer(saturated["ckpt"], sampling=sampling, ranking_rule=rule,
                         limits=Limits(max_sampled_frames=sampling.num_frames))  # as eval does
-        size = scorer.config.vision.image_size
-        scored, _ = ev.score_records(scorer, records, data.parent / "videos",
-                                     lambda p, size=size: load_frames(p, size, sampling))
+        scored, _ = ev.score_records(scorer, records, data.parent / "videos")
         assert rankings[rule] == [list(s.order) for s in scored]
     assert rankings["exact"] != rankings["released"]
 

@@ -42,7 +42,7 @@ def clips(work: Path, tiny: bool) -> dict[str, Path]:
                                                  width=640, height=360, fps=30, gop=30)
         except Exception:  # an encoder this PyAV build lacks
             continue
-    if not tiny:  # the issue's real-size clip: 10 minutes of 720p H.264, 25 s GOPs
+    if not tiny:  # the end-to-end goals' real-size clip: 10 minutes of 720p H.264, 25 s GOPs
         out["h264_720p_long"] = long_h264_clip(work / "h264_720p_600s.mp4", seconds=600)
     return out
 

@@ -1,6 +1,6 @@
 """Floating-point operations of one grounding request, as a function of the config, T and the instruction length.
 
-Conventions (the ones the serving notes and the issue use, so numbers compare):
+Conventions (the ones docs/performance.md uses, so numbers compare):
 - a matrix product [M, K] x [K, N] costs 2*M*K*N;
 - attention over n tokens costs 4*n*n*d per layer (QK^T and PV, d = heads * head_dim); a causal pass counts half,
   because flash kernels skip the masked blocks;
