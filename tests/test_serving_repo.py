@@ -79,6 +79,27 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
             assert cfg.max_batch_size >= top.max_batch_size, rel
 
 
+def test_gpu_target_with_the_python_decoder() -> None:
+    """The gpu target decodes with DALI by default; `decoder="python"` keeps PyAV (for a Triton whose DALI backend
+    predates frame selection, or none) and hands the vision step uint8 frames, which it normalises on the GPU."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    def parse(files: dict[str, str], model: str):  # type: ignore[no-untyped-def]
+        return text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
+
+    dali, py = render(RepoSpec(target="gpu")), render(RepoSpec(target="gpu", decoder="python"))
+    assert parse(dali, "videoitg_decode").backend == "dali" and parse(py, "videoitg_decode").backend == "python"
+    assert "videoitg_decode/1/model.py" in py and "videoitg_decode/1/model.py" not in dali
+    to_type = model_config_pb2.DataType.Name
+    assert to_type(parse(dali, "videoitg_vision").input[0].data_type) == "TYPE_FP32"
+    assert to_type(parse(py, "videoitg_vision").input[0].data_type) == "TYPE_UINT8"
+    assert parse(py, "videoitg").parameters["decode_backend"].string_value == "python"
+    assert parse(py, "videoitg_vision").instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    with pytest.raises(InputError, match="dali decoder is for the gpu target"):
+        RepoSpec(target="cpu", decoder="dali")
+
+
 def test_ensemble_is_refused_for_the_gpu_target() -> None:
     with pytest.raises(InputError, match="cpu target only"):
         RepoSpec(target="gpu", mode="ensemble")

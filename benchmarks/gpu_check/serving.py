@@ -1,7 +1,8 @@
 """The GPU Triton repository served by the real tritonserver 2.51 from the nvidia-pytriton wheel, on the GPU.
 
-That server build has the python backend only, so the repository is the gpu target's (vision and grounding on the
-GPU, DLPack between steps) with the python decode step in place of the DALI one. Checked: served scores equal
+That server build has the python backend only, so the repository is the gpu target's with the python decoder
+(`RepoSpec(decoder="python")`: PyAV on the CPU, uint8 frames to the vision step; vision and grounding on the GPU,
+DLPack between them). Checked: served scores equal
 in-process GPU scores of the same checkpoint and dtype; a second instruction on the same video is a cache hit and
 leaves the decode and vision models' execution counts unchanged.
 
@@ -25,21 +26,9 @@ INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square mo
 
 
 def build_gpu_repository(out: Path, checkpoint: str, device_type: str) -> Path:
-    """The gpu target's repository with the python decode model (the CPU target's) instead of DALI's."""
-    gpu = repo.render(repo.RepoSpec(target="gpu" if device_type == "cuda" else "cpu", checkpoint=checkpoint))
-    cpu = repo.render(repo.RepoSpec(target="cpu", checkpoint=checkpoint))
-    files = {k: v for k, v in gpu.items() if not k.startswith(f"{repo.DECODE}/")}
-    files.update({k: v for k, v in cpu.items() if k.startswith(f"{repo.DECODE}/")})
-    top = f"{repo.TOP}/config.pbtxt"
-    dali = 'key: "decode_backend"\n  value { string_value: "dali" }'
-    if device_type == "cuda" and dali not in files[top]:
-        raise RuntimeError(f"the generated {top} has no DALI decode_backend parameter to switch")
-    files[top] = files[top].replace(dali, dali.replace('"dali"', '"python"'))
-    for rel, text in files.items():
-        p = out / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    return out
+    """The gpu target's repository with the python decoder (the cpu target's where there is no GPU)."""
+    target = "gpu" if device_type == "cuda" else "cpu"
+    return repo.build_repository(repo.RepoSpec(target=target, decoder="python", checkpoint=checkpoint), out)
 
 
 def _exec_count(client: Any, model: str) -> int:

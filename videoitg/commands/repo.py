@@ -26,6 +26,10 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
                         "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
                         "cache, cpu target only (docs/serving.md)")
+    p.add_argument("--decoder", choices=["auto", "dali", "python"], default="auto",
+                   help="the decode step: dali (NVDEC; gpu target; needs Triton's DALI backend with DALI >= 1.48) or "
+                        "python (PyAV on the CPU); auto: dali for the gpu target (with `serve`: when the "
+                        "tritonserver has a DALI backend), python otherwise")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
     p.add_argument("--top-k", type=int, default=32, help="top-K frames when a request sends no TOP_K (default 32)")
@@ -69,6 +73,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
     return RepoSpec(
         target=target,
         mode=args.mode,
+        decoder="" if args.decoder == "auto" else args.decoder,
         ranking_rule=args.ranking_rule,
         default_top_k=args.top_k,
         dtype="" if args.dtype == "auto" else args.dtype,

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local SigLIP directory, if the checkpoint does not embed one or name a local one")
     parser.add_argument("--engines", default=None, help="engine directory from `videoitg build` (optional)")
     parser.add_argument("--target", choices=["auto", "cpu", "gpu"], default="auto",
-                        help="auto: gpu when CUDA and a tritonserver with the DALI backend are present")
+                        help="auto: gpu when CUDA is available")
     parser.add_argument("--repo", type=Path, default=None,
                         help="write the repository here (default: a temporary directory)")
     parser.add_argument("--model-repository", type=Path, default=None,
@@ -42,10 +42,18 @@ def resolve_target(target: str) -> str:
         return target
     import torch
 
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_decoder(decoder: str, target: str) -> str:
+    """auto: DALI on a gpu target when this tritonserver has a DALI backend, else the python decoder."""
+    if decoder != "auto":
+        return decoder
     from videoitg.serving.binaries import find_tritonserver
 
-    install = find_tritonserver()
-    return "gpu" if torch.cuda.is_available() and (install.backends_src / "dali").is_dir() else "cpu"
+    has_dali = (find_tritonserver().backends_src / "dali").is_dir()
+    return "dali" if target == "gpu" and has_dali else "python"
 
 
 REPO_PREFIX = "videoitg-repo-"  # temporary repositories: videoitg-repo-<launcher tag>-<random>
@@ -87,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_repository is not None:
         repo = args.model_repository
     else:
+        args.decoder = resolve_decoder(args.decoder, target)
         spec = spec_from_args(args, target)
         check_checkpoint_for(spec)
         if args.repo is None:

@@ -55,6 +55,10 @@ DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkp
 class RepoSpec:
     target: str = "cpu"  # "cpu" | "gpu"
     mode: str = "bls"  # "bls" | "ensemble" (cpu target only)
+    # The decode step: "dali" (NVDEC, gpu target; needs a Triton DALI backend with DALI >= 1.48, whose
+    # fn.decoders.video selects frames) or "python" (PyAV on the CPU, uint8 frames to the vision step).
+    # "": dali on the gpu target, python on the cpu one.
+    decoder: str = ""
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
     engines: str = ""
@@ -74,6 +78,12 @@ class RepoSpec:
             raise InputError(f"target must be 'cpu' or 'gpu', got {self.target!r}")
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not self.decoder:
+            self.decoder = "dali" if self.gpu else "python"
+        if self.decoder not in ("dali", "python"):
+            raise InputError(f"decoder must be 'dali' or 'python', got {self.decoder!r}")
+        if self.decoder == "dali" and not self.gpu:
+            raise InputError("the dali decoder is for the gpu target (NVDEC); the cpu target decodes with python")
         if self.mode == "ensemble" and self.gpu:
             raise InputError("the ensemble repository is generated for the cpu target only: the GPU decode step "
                              "(DALI) needs the frame numbers the BLS model samples from the container header; use "
@@ -208,7 +218,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 "vision_runtime": runtimes["vision"], "engines": spec.engines,
                 "feature_cache_bytes": spec.cache_bytes,
                 "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
-                "decode_backend": "dali" if spec.gpu else "python",
+                "decode_backend": spec.decoder,
             },
         )
     else:
@@ -228,8 +238,8 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
     # answer never waits for another request's decode or tower pass.
     specs[VISION] = _python_model(
         VISION, spec, on_gpu=True, max_batch=spec.max_batch,
-        # uint8 resized frames from the python decoder; DALI (gpu) hands over normalised float pixel values.
-        inputs=[_io("PIXEL_VALUES", "FP32" if spec.gpu else "UINT8", [-1, 3, -1, -1])],
+        # uint8 resized frames from the python decoder; DALI hands over normalised float pixel values.
+        inputs=[_io("PIXEL_VALUES", "FP32" if spec.decoder == "dali" else "UINT8", [-1, 3, -1, -1])],
         outputs=[_io("FEATURES", FEATURE_TYPES[spec.dtype], [-1, -1, -1])],
         params={**common, **limits, "vision_runtime": runtimes["vision"], "engines": spec.engines},
     )
@@ -277,7 +287,7 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
         _io("FRAME_INDICES", "INT64", [-1]),  # original frame numbers of the sampled frames
         _io("TIMESTAMPS", "FP64", [-1]),
     ]
-    if spec.gpu:
+    if spec.decoder == "dali":
         # DALI on GPU (videoitg.decode.dali_backend.video_pipeline, device "mixed"): NVDEC decode of the frame
         # numbers the BLS model sampled from the container header, resize + normalise, output left on the device.
         # DALI pipelines are batch-based; encoded videos differ in length, hence ragged inputs.
@@ -384,7 +394,7 @@ def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serial
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    if spec.gpu and serialize_dali:
+    if spec.decoder == "dali" and serialize_dali:
         try:
             write_dali_model(source, out / DECODE / "1" / "model.dali")
         except ImportError as e:  # DALI or the decode package's DALI pipeline is not installed here
