@@ -1,6 +1,8 @@
 """`videoitg batch --ray-address` against a real multi-node Ray cluster on this machine: a head and worker nodes
 started as separate processes with `ray start` (each its own temp dir, loopback only, token authentication, a small
-object store), the code shipped to them with `--ship-code`, the tiny embedded checkpoint and short clips.
+object store), the tiny embedded checkpoint and short clips. The nodes' Python finds a `videoitg` that refuses to
+import and the driver runs outside the checkout, so the workers can only run the code `--ship-code` sends them (a
+run without it fails on the decoy).
 
 - A worker node's raylet is SIGKILLed mid-job. The head has no CPUs, so nothing can run until a node returns: the
   driver waits (Ray restarts the pool's actor once a node has room), a SIGTERM stops it with every received row
@@ -114,7 +116,13 @@ class Cluster:
         token = secrets.token_hex(32)
         base = {k: v for k, v in os.environ.items()
                 if k not in ("PYTHONPATH", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-        self.node_env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+        # The nodes' Python finds a `videoitg` that refuses to import: the workers can only run the code the driver
+        # ships (`--ship-code`), as on a cluster whose image does not have the project.
+        decoy = self.root / "decoy" / "videoitg"
+        decoy.mkdir(parents=True)
+        (decoy / "__init__.py").write_text('raise ImportError("videoitg was not shipped to this node")\n')
+        self.node_env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+                         "PYTHONPATH": str(decoy.parent)}
         # The driver: this checkout first, the cluster's token, and 127.0.0.1 kept as the address to connect to.
         self.driver_env = {**self.node_env, "PYTHONPATH": str(REPO), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         self.nodes: list[Node] = []
@@ -212,7 +220,9 @@ class Driver:
     def __init__(self, cluster: Cluster, media: dict, out: Path, name: str) -> None:
         self.stdout, self.stderr = out.parent / f"{name}.stdout", out.parent / f"{name}.stderr"
         with open(self.stdout, "wb") as o, open(self.stderr, "wb") as e:
-            self.proc = subprocess.Popen(_cmd(cluster, media, out), cwd=REPO, env=cluster.driver_env, stdout=o,
+            # Not from the checkout: Ray adds the driver's working directory to the workers' import path, which on
+            # one machine would let them import the project without `--ship-code`.
+            self.proc = subprocess.Popen(_cmd(cluster, media, out), cwd=out.parent, env=cluster.driver_env, stdout=o,
                                          stderr=e, start_new_session=True)
 
     def err_tail(self) -> str:
