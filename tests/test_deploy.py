@@ -385,3 +385,34 @@ def test_dockerignore_sends_only_the_package_sources() -> None:
     assert sent == pkg_dirs | {"pyproject.toml", "README.md"}
     for secret in (".git", ".venv", "artifacts", "tests", ".env", "checkpoints"):
         assert _dockerignored(secret, patterns)
+
+
+def test_the_wheel_builds_from_the_docker_context_alone(tmp_path: Path) -> None:
+    """The image's first stage, run here: copy what .dockerignore lets through (as the Dockerfile's COPY lines do)
+    and build the wheel from that alone; it must hold the whole `videoitg` namespace the server imports."""
+    import zipfile
+
+    patterns = [x.strip() for x in (REPO / ".dockerignore").read_text().splitlines()
+                if x.strip() and not x.startswith("#")]
+    ctx = tmp_path / "context"
+    ctx.mkdir()
+    copies = [rest.split() for word, rest in dockerfile_instructions() if word == "COPY" and "--from" not in rest]
+    for *sources, _dest in copies:
+        for src in sources:
+            name = src.rstrip("/")
+            assert not _dockerignored(name, patterns), f"COPY {src} names a path .dockerignore leaves out"
+            path = REPO / name
+            if path.is_dir():
+                shutil.copytree(path, ctx / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(path, ctx / name)
+    out = tmp_path / "wheels"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(out), str(ctx)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (wheel,) = out.glob("videoitg_serve-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("videoitg/python_backend/videoitg_bls.py", "videoitg/serving/server.py",
+                   "videoitg/engine_build/build.py", "videoitg/train/trainer.py",
+                   "videoitg/assets/tiny-videoitg/model.safetensors"):
+        assert needed in names, needed
