@@ -1,0 +1,335 @@
+"""`videoitg batch --ray-address` against a real multi-node Ray cluster on this machine: a head and worker nodes
+started as separate processes with `ray start` (each its own temp dir, loopback only, token authentication, a small
+object store), the tiny embedded checkpoint and short clips. The nodes' Python finds a `videoitg` that refuses to
+import and the driver runs outside the checkout, so the workers can only run the code `--ship-code` sends them (a
+run without it fails on the decoy).
+
+- A worker node's raylet is SIGKILLed mid-job. The head has no CPUs, so nothing can run until a node returns: the
+  driver waits (Ray restarts the pool's actor once a node has room), a SIGTERM stops it with every received row
+  saved, and after a replacement node joins, the plain rerun of the same command completes: every good row exactly
+  once, equal to in-process scores, the bad rows only in errors.jsonl.
+- A worker node dies mid-job and a replacement joins while the driver waits: the same run finishes on its own
+  (actor restart + retry of the unit that was in flight), every row exactly once.
+
+Every listening socket of the cluster and the driver is on 127.0.0.1. Ray's CLI maps a loopback address to the
+machine's external one, so the head runs with `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` (which Ray refuses for a
+worker node) and worker nodes run Ray's own `ray start` entry point with only that mapping turned off
+(`WORKER_NODE`); the driver gets `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` as docs/batch.md says. Nodes are stopped by
+killing the process sessions this test created, never with `ray stop` (it stops every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
+
+from tests.test_batch_media import SAMPLING_ARGS, make_manifest  # noqa: E402
+from tests.test_batch_ray import REPO, _kill_session, _non_loopback_listeners, _records, _session_pids  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TOP_K = 3
+VIDEOS, PER_VIDEO = 4, 4
+# `ray start` on a worker node, with one change: keep 127.0.0.1 as the node and GCS address instead of replacing it
+# by the machine's external address (Ray does that so that other machines can reach the node; here none must).
+WORKER_NODE = ("import sys; import ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
+               "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
+STARTED = "Ray runtime started"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _comm_and_cmdline(pid: int) -> tuple[str, str]:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "", ""
+    return comm, cmd
+
+
+class Node:
+    """One `ray start --block` process and everything it starts, in a session of its own."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], temp_dir: Path) -> None:
+        self.name, self.temp_dir = name, temp_dir
+        self.log = temp_dir / "ray-start.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=temp_dir,
+                                         start_new_session=True)
+
+    def wait_started(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if STARTED in self.log.read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"ray node {self.name} did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def pids(self) -> list[int]:
+        return _session_pids(self.proc.pid)
+
+    def find(self, prefix: str) -> list[int]:
+        """Live processes of this node whose name (comm) or command line starts with `prefix`."""
+        out = []
+        for pid in self.pids():
+            comm, cmd = _comm_and_cmdline(pid)
+            if comm.startswith(prefix) or cmd.startswith(prefix):
+                out.append(pid)
+        return out
+
+    def stop(self) -> None:
+        _kill_session(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+class Cluster:
+    """A head without CPUs (so work can only land on worker nodes) and worker nodes added on demand."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="vray", dir="/tmp"))  # short: Ray's socket paths live under it
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        token = secrets.token_hex(32)
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("PYTHONPATH", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+        # The nodes' Python finds a `videoitg` that refuses to import: the workers can only run the code the driver
+        # ships (`--ship-code`), as on a cluster whose image does not have the project.
+        decoy = self.root / "decoy" / "videoitg"
+        decoy.mkdir(parents=True)
+        (decoy / "__init__.py").write_text('raise ImportError("videoitg was not shipped to this node")\n')
+        self.node_env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+                         "PYTHONPATH": str(decoy.parent)}
+        # The driver: this checkout first, the cluster's token, and 127.0.0.1 kept as the address to connect to.
+        self.driver_env = {**self.node_env, "PYTHONPATH": str(REPO), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        self.nodes: list[Node] = []
+
+    @staticmethod
+    def _ports() -> list[str]:
+        # Ray's defaults are fixed ports (8265, 10001, 52365, 10002-19999): another Ray on the machine would clash.
+        return ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
+                "--min-worker-port", "0", "--max-worker-port", "0",
+                "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
+                "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port())]
+
+    def _start(self, name: str, args: list[str], env: dict[str, str], launcher: list[str]) -> Node:
+        temp = self.root / name
+        temp.mkdir()
+        cmd = [*launcher, "start", *args, "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp),
+               "--object-store-memory", str(80 * 1024 * 1024), "--block", *self._ports()]
+        node = Node(name, cmd, env, temp)
+        self.nodes.append(node)
+        node.wait_started()
+        return node
+
+    def start_head(self) -> Node:
+        ray_cli = [str(Path(sys.executable).parent / "ray")]
+        return self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0",
+                                    "--include-dashboard", "false", "--dashboard-host", "127.0.0.1",
+                                    "--dashboard-port", str(_free_port()),
+                                    "--ray-client-server-port", str(_free_port()), "--disable-usage-stats"],
+                           {**self.node_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, ray_cli)
+
+    def add_worker(self) -> Node:
+        name = f"worker{sum(n.name.startswith('worker') for n in self.nodes) + 1}"
+        return self._start(name, ["--address", self.address, "--num-cpus", "1"], self.node_env,
+                           [sys.executable, "-c", WORKER_NODE])
+
+    def all_pids(self) -> list[int]:
+        return [p for n in self.nodes for p in n.pids()]
+
+    def stop_workers(self) -> None:
+        for node in self.nodes[1:]:
+            node.stop()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    try:
+        c.start_head()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_workers(cluster: Cluster) -> Iterator[None]:
+    """Each test starts with the head alone and leaves no worker node behind."""
+    yield
+    cluster.stop_workers()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict:
+    from videoitg.batch.manifest import load_manifest
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline import Scorer
+    from videoitg.sampling import SamplingParams
+
+    root = tmp_path_factory.mktemp("cluster")
+    manifest, _good, bad = make_manifest(root, VIDEOS, PER_VIDEO)
+    checkpoint = str(default_checkpoint())
+    scorer = Scorer(checkpoint, sampling=SamplingParams(num_frames=8, target_fps=4.0))
+    rows = [r for r in load_manifest(manifest).rows if r.row_id not in bad]
+    reference = {r.row_id: scorer.score(r.video, r.instruction).to_record(doc_id=r.doc_id, video_path=r.video,
+                                                                          top_k=TOP_K) for r in rows}
+    return {"manifest": manifest, "bad": bad, "checkpoint": checkpoint, "reference": reference}
+
+
+def _cmd(cluster: Cluster, media: dict, out: Path) -> list[str]:
+    # Ungrouped, one row per shard: the slowest way through, so a node can be killed mid-job.
+    return [sys.executable, "-m", "videoitg", "batch", str(media["manifest"]), "--out", str(out),
+            "--checkpoint", media["checkpoint"], "--ray-address", cluster.address, "--ship-code",
+            "--workers", "1", "--top-k", str(TOP_K), "--no-progress", "--no-group", "--shard-rows", "1",
+            *SAMPLING_ARGS]
+
+
+class Driver:
+    """`videoitg batch` in a session of its own; its output goes to files (a pipe nobody reads while the test waits
+    could fill with the dying worker's log and stall the driver)."""
+
+    def __init__(self, cluster: Cluster, media: dict, out: Path, name: str) -> None:
+        self.stdout, self.stderr = out.parent / f"{name}.stdout", out.parent / f"{name}.stderr"
+        with open(self.stdout, "wb") as o, open(self.stderr, "wb") as e:
+            # Not from the checkout: Ray adds the driver's working directory to the workers' import path, which on
+            # one machine would let them import the project without `--ship-code`.
+            self.proc = subprocess.Popen(_cmd(cluster, media, out), cwd=out.parent, env=cluster.driver_env, stdout=o,
+                                         stderr=e, start_new_session=True)
+
+    def err_tail(self) -> str:
+        return self.stderr.read_text(errors="replace")[-3000:]
+
+    def finish(self, timeout_s: float = 240) -> tuple[int, str, str]:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        finally:
+            self.kill()
+        return self.proc.returncode, self.stdout.read_text(), self.stderr.read_text(errors="replace")
+
+    def kill(self) -> None:
+        _kill_session(self.proc.pid)  # the driver and anything it left behind
+
+
+def _result_shards(out: Path) -> int:
+    return len(list((out / "shards").glob("*.results.jsonl"))) if (out / "shards").is_dir() else 0
+
+
+def _kill_mid_job(cluster: Cluster, node: Node, driver: Driver, out: Path) -> list[str]:
+    """Wait for two finished rows, checking that everything listens on loopback only and that the pool's actor runs
+    on `node`; then SIGKILL the node's raylet. Returns the non-loopback listeners seen."""
+    exposed: list[str] = []
+    on_node = False
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and driver.proc.poll() is None and _result_shards(out) < 2:
+        exposed += _non_loopback_listeners(cluster.all_pids() + _session_pids(driver.proc.pid))
+        on_node = on_node or bool(node.find("ray::MapWorker"))
+        time.sleep(0.05)
+    assert driver.proc.poll() is None, "the run ended before the node could be killed: " + driver.err_tail()
+    assert on_node, "the pool's actor did not run on the worker node"
+    raylet = node.find("raylet")
+    assert len(raylet) == 1, raylet
+    os.kill(raylet[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while node.find("raylet") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not node.find("raylet")
+    return exposed
+
+
+def _assert_exactly_once(out: Path, media: dict, summary: dict) -> None:
+    reference, bad = media["reference"], media["bad"]
+    assert summary["merged"]["missing"] == 0
+    shard_rows = collections.Counter(r["row_id"] for r in _records(sorted((out / "shards").glob("*.results.jsonl"))))
+    assert set(shard_rows) == set(reference), "a good row is missing from the shards"
+    results = _records([out / "results.jsonl"])
+    assert sorted(r["row_id"] for r in results) == sorted(reference), "a row is missing or doubled in results.jsonl"
+    for r in results:
+        want = reference[r["row_id"]]
+        for k in ("index", "logits", "frame_indices", "timestamps", "top_k", "doc_id", "contexts"):
+            assert r[k] == want[k], (r["row_id"], k)
+        assert r["scores"] == pytest.approx(want["scores"], abs=2e-6)
+    errors = {e["row_id"]: e["stage"] for e in _records([out / "errors.jsonl"])}
+    assert {k: v for k, v in errors.items() if not k.startswith("line-")} == bad
+    for f in (out / "shards").glob("*.jsonl"):  # every shard is whole: temp file + rename
+        for line in f.read_text().splitlines():
+            json.loads(line)
+
+
+def test_worker_node_killed_mid_job_then_plain_rerun_exactly_once(cluster: Cluster, media: dict,
+                                                                   tmp_path: Path) -> None:
+    node = cluster.add_worker()
+    out = tmp_path / "out"
+    driver = Driver(cluster, media, out, "run1")
+    try:
+        exposed = _kill_mid_job(cluster, node, driver, out)
+        # No node has a CPU now: the driver neither fails nor finishes, it waits for room for its actor.
+        time.sleep(3)
+        assert driver.proc.poll() is None, "the driver ended while the cluster had no worker node: " + driver.err_tail()
+        driver.proc.send_signal(signal.SIGTERM)  # what a job controller sends to stop it
+        rc, _, stderr = driver.finish(timeout_s=60)
+    finally:
+        driver.kill()
+    assert exposed == [], f"listening on non-loopback addresses: {exposed}"
+    assert rc == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "rerun the same command to resume" in stderr
+    first = _records(sorted((out / "shards").glob("*.results.jsonl")))
+    assert 2 <= len(first) < len(media["reference"]), "the kill did not land mid-job"
+    assert not (out / "results.jsonl").exists()
+
+    cluster.add_worker()  # the node comes back (a replacement, as an autoscaler or a Kubernetes pod would)
+    rc, stdout, stderr = Driver(cluster, media, out, "run2").finish()
+    assert rc == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["rows_already_done"] >= len(first)
+    # Every row of the manifest: the good ones and the two that fail (a corrupt video, an over-long instruction).
+    assert summary["rows_ok"] + summary["rows_failed"] + summary["rows_already_done"] == len(media["reference"]) + 2
+    _assert_exactly_once(out, media, summary)
+
+
+def test_worker_node_dies_and_a_replacement_finishes_the_same_run(cluster: Cluster, media: dict,
+                                                                  tmp_path: Path) -> None:
+    node = cluster.add_worker()
+    out = tmp_path / "out"
+    driver = Driver(cluster, media, out, "run")
+    try:
+        exposed = _kill_mid_job(cluster, node, driver, out)
+        done_before = _result_shards(out)
+        cluster.add_worker()
+        rc, stdout, stderr = driver.finish()
+    finally:
+        driver.kill()
+    assert exposed == [], f"listening on non-loopback addresses: {exposed}"
+    assert rc == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["rows_ok"] == len(media["reference"]) > done_before
+    assert summary["workers_used"] == 2  # the actor on the dead node, then its restart on the replacement
+    _assert_exactly_once(out, media, summary)
