@@ -177,6 +177,7 @@ def test_launcher_flags_container_ports_and_service_agree(base, container) -> No
     for name, flag in (("http", "--http-port"), ("grpc", "--grpc-port"), ("metrics", "--metrics-port")):
         assert int(serve_flag(args, flag)) == ports[name]
     assert serve_flag(args, "--target") == "gpu"
+    assert serve_flag(args, "--decoder") == "python"  # the 24.10 image's DALI backend predates frame selection
     svc = base["Service"]
     assert {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
         n: (p, n) for n, p in PORTS.items()}
@@ -355,6 +356,7 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     assert user.split(":")[0] not in ("0", "root")
     entry = next(rest for word, rest in ins if word == "ENTRYPOINT")
     assert '"videoitg", "serve", "--host", "0.0.0.0"' in entry
+    assert '"--decoder", "python"' in next(rest for word, rest in ins if word == "CMD")
     health = next(rest for word, rest in ins if word == "HEALTHCHECK")
     assert f"http://127.0.0.1:{PORTS['http']}{HEALTH_READY}" in health
     expose = next(rest for word, rest in ins if word == "EXPOSE")
