@@ -178,6 +178,11 @@ def test_launcher_flags_container_ports_and_service_agree(base, container) -> No
         assert int(serve_flag(args, flag)) == ports[name]
     assert serve_flag(args, "--target") == "gpu"
     assert serve_flag(args, "--decoder") == "python"  # the 24.10 image's DALI backend predates frame selection
+    # The entrypoint's flags and these args parse as `videoitg serve` arguments (a renamed flag fails here).
+    from videoitg.cli import build_parser
+
+    ns = build_parser(["serve"]).parse_args(["serve", "--host", "0.0.0.0", *args])
+    assert (ns.host, ns.decoder, ns.echo_log, ns.target) == ("0.0.0.0", "python", True, "gpu")
     svc = base["Service"]
     assert {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
         n: (p, n) for n, p in PORTS.items()}

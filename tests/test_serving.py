@@ -430,7 +430,7 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
     ports = [str(free_port()) for _ in range(3)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoitg", "serve", "--model-repository", str(tmp_path), "--http-port", ports[0],
-         "--grpc-port", ports[1], "--metrics-port", ports[2]],
+         "--grpc-port", ports[1], "--metrics-port", ports[2], "--echo-log"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
     outcome: list[object] = []
     try:
@@ -461,6 +461,7 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
         said = proc.stdout.read()
         assert code == 0, said  # the stop cancelled what was still running: what it was asked to do
         assert "requests still running at the exit timeout were cut" in said, said
+        assert "Exit timeout expired" in said, said  # --echo-log: Triton's own log reached stdout
         stopped_s = time.monotonic() - t0
         t.join(timeout=30)
         assert outcome, "the in-flight request neither answered nor failed"

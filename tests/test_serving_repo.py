@@ -247,6 +247,17 @@ def test_outputs_round_trip_to_grounding_result() -> None:
     assert back.to_record(1, top_k=2) == r.to_record(1, top_k=2)
 
 
+def test_server_env_puts_only_a_private_libpython_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stub needs this interpreter's libpython; a system interpreter's is on the default path already, and
+    putting /usr/lib/<arch> first would shadow a container's CUDA forward-compatibility libcuda."""
+    install = binaries.find_tritonserver()
+    for libdir, expect in (("/usr/lib/x86_64-linux-gnu", False), ("/opt/python3.11/lib", True)):
+        monkeypatch.setattr(binaries.sysconfig, "get_config_var", lambda name, d=libdir: d)
+        env = binaries.server_env(install, {"LD_LIBRARY_PATH": "/usr/local/cuda/compat", "PATH": "/usr/bin"})
+        assert (libdir in env["LD_LIBRARY_PATH"].split(":")) is expect, env["LD_LIBRARY_PATH"]
+        assert "/usr/local/cuda/compat" in env["LD_LIBRARY_PATH"].split(":")
+
+
 def test_binaries_found_and_perf_analyzer_runs() -> None:
     install = binaries.find_tritonserver()
     assert install.binary.is_file()

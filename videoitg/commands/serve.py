@@ -7,6 +7,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
     parser.add_argument("--verbose", action="store_true", help="verbose server log")
+    parser.add_argument("--echo-log", action="store_true",
+                        help="also copy the server log to stdout as it grows (containers: `kubectl logs` shows it)")
     add_deployment_arguments(parser)
     add_sampling_arguments(parser)
     add_limit_arguments(parser)  # ignored with --model-repository: that repository's parameters hold its limits
@@ -54,6 +57,22 @@ def resolve_decoder(decoder: str, target: str) -> str:
 
     has_dali = (find_tritonserver().backends_src / "dali").is_dir()
     return "dali" if target == "gpu" and has_dali else "python"
+
+
+def echo_file(path: Path | None, stop: threading.Event, poll_s: float = 0.5) -> None:
+    """Copy `path` to stdout from its start as it grows, until `stop` is set (then once more, to the end)."""
+    if path is None:
+        return
+    with open(path, "rb") as f:
+        while True:
+            done = stop.is_set()
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            if done:
+                return
+            stop.wait(poll_s)
 
 
 REPO_PREFIX = "videoitg-repo-"  # temporary repositories: videoitg-repo-<launcher tag>-<random>
@@ -117,8 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    echo_stop, echo = threading.Event(), None
     try:
         server.start()
+        if args.echo_log:
+            echo = threading.Thread(target=echo_file, args=(server.log_path, echo_stop), daemon=True)
+            echo.start()
         print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}\n"
               f"log: {server.log_path}\n"
               f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}", flush=True)
@@ -137,5 +160,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         server.stop()
+        echo_stop.set()
+        if echo is not None:
+            echo.join(timeout=5)  # the log's last lines (the stop) reach stdout too
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,8 @@ from videoitg.errors import VideoITGError
 
 CONTAINER_ROOT = Path("/opt/tritonserver")
 PERF_ANALYZER_LIBS = ("libb64-", "libcudart-")  # not on a CPU machine's library path, vendored by nvidia-pytriton
+SYSTEM_LIB_DIRS = frozenset({"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/lib/x86_64-linux-gnu",
+                             "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu"})
 
 
 class ServingSetupError(VideoITGError):
@@ -137,8 +139,10 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
         if libs is not None:
             libdirs.append(libs)
     # The stub links libpython dynamically: it must get this interpreter's own libpython, not another patch release.
+    # A system interpreter's libpython is on the linker's default path already; putting that directory first would
+    # also put the host's libcuda ahead of a container's CUDA forward-compatibility libraries.
     libdir = sysconfig.get_config_var("LIBDIR")
-    if libdir:
+    if libdir and str(Path(libdir)) not in SYSTEM_LIB_DIRS:
         libdirs.append(libdir)
     env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), *libdirs)
     # The stub runs `python3` from PATH: the venv's interpreter must come first or model.py cannot import numpy.
