@@ -13,8 +13,6 @@ import pytest
 from fixtures_video import colour_edges_frame, natural_frame, write_rgb_clip
 
 from videoitg.decode.colour import (
-    BT601,
-    FFMPEG_COEFFS,
     YuvSignal,
     chroma_inverse_taps,
     chroma_subsampling,
@@ -61,30 +59,20 @@ def decoded(path: Path) -> list[av.VideoFrame]:
 
 def swscale_420_to_rgb24(frame: av.VideoFrame) -> np.ndarray:
     """libswscale's unscaled YUV 4:2:0 -> RGB24 converter on x86 (yuv_2_rgb.asm), integer for integer: samples
-    shifted up 3 bits, 16-bit coefficients (`roundToInt16(c << 13)`), products kept as their high 16 bits,
-    saturating adds; chroma replicated over each 2x2 block; matrix and range from the frame's tags."""
+    shifted up 3 bits, 16-bit coefficients (`roundToInt16(c << 13)`, `colour.ffmpeg_fixed_point`), products kept as
+    their high 16 bits, saturating int16 adds; chroma replicated over each 2x2 block; matrix and range from the
+    frame's tags."""
     sig = signal_of(frame)
     w, h = frame.width, frame.height
     planes = [np.frombuffer(bytes(p), np.uint8).reshape(-1, p.line_size) for p in frame.planes]
     y = planes[0][:h, :w].astype(np.int32)
     u, v = (p[: h // 2, : w // 2].astype(np.int32).repeat(2, 0).repeat(2, 1) for p in planes[1:3])
-    crv, cbu, cgu, cgv = FFMPEG_COEFFS.get(sig.matrix, BT601)
-    cgu, cgv = -cgu, -cgv
-    cy, oy = 1 << 16, 0
-    if sig.full_range:
-        crv, cbu = crv * 224 // 255, cbu * 224 // 255
-        cgu, cgv = int(cgu * 224 / 255), int(cgv * 224 / 255)  # C division truncates toward zero
-    else:
-        cy, oy = cy * 255 // 219, 16 << 16
-
-    def coeff(c: int) -> int:
-        return int(np.clip((c + (1 << 15)) >> 16, -0x8000, 0x7FFF))
+    fp = ffmpeg_fixed_point(sig)  # the library's coefficients: the comparison with PyAV below checks them too
 
     def sat(a: np.ndarray) -> np.ndarray:
         return np.clip(a, -0x8000, 0x7FFF)
 
-    yc, yo = coeff(cy << 13), coeff(oy << 3)
-    vr, ub, ug, vg = (coeff(c << 13) for c in (crv, cbu, cgu, cgv))
+    yc, yo, vr, ub, ug, vg = fp.yc, fp.y0 << 3, fp.vr, fp.ub, fp.ug, fp.vg
     yt = ((((y << 3) - yo).astype(np.int16).astype(np.int32)) * yc) >> 16
     u8, v8 = sat((u << 3) - 1024), sat((v << 3) - 1024)
     r = sat(yt + ((v8 * vr) >> 16))

@@ -31,6 +31,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from fixtures_server import skip_without_tritonserver  # noqa: E402
 from fixtures_video import (  # noqa: E402
     random_clip,
     truncate,
@@ -41,7 +42,6 @@ from fixtures_video import (  # noqa: E402
 )
 from test_fuzz_decode import FFMPEG_ERRORS, mutate, seed_bytes  # noqa: E402
 
-from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
@@ -52,10 +52,7 @@ LOAD_CLIENTS = int(os.environ.get("VIDEOITG_LOAD_CLIENTS", "4"))
 LOAD_SECONDS = float(os.environ.get("VIDEOITG_LOAD_SECONDS", "10"))
 DECODE = "videoitg_decode"
 
-try:
-    binaries.find_tritonserver()
-except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
-    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+skip_without_tritonserver()
 
 
 def report(name: str, data: dict) -> None:

@@ -20,24 +20,21 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from fixtures_server import served, skip_without_tritonserver  # noqa: E402
 from fixtures_video import random_clip  # noqa: E402
 
 from videoitg.errors import InputError  # noqa: E402
 from videoitg.limits import Limits  # noqa: E402
-from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer, free_port, metric_value  # noqa: E402
+from videoitg.serving.repository import RepoSpec  # noqa: E402
+from videoitg.serving.server import free_port, metric_value  # noqa: E402
 
 pytestmark = pytest.mark.server
 TOL = 1e-5
 # Above every video (the sample is ~11 KB, make_clip's ~100 KB) and instruction (< 20 tokens) the other tests send.
 LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
 
-try:
-    binaries.find_tritonserver()
-except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
-    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+skip_without_tritonserver()
 
 
 make_clip = random_clip
@@ -61,13 +58,7 @@ def sample():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    repo = build_repository(RepoSpec(target="cpu", limits=LIMITS), tmp_path_factory.mktemp("repo"))
-    log = tmp_path_factory.mktemp("log") / "tritonserver.log"
-    srv = TritonServer(repo, ServerOptions(), log_path=log)
-    srv.start(timeout_s=240)
-    yield srv
-    code = srv.stop()
-    assert code == 0, f"tritonserver did not exit cleanly ({code}):\n{srv.log_tail()}"
+    yield from served(RepoSpec(target="cpu", limits=LIMITS), tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -345,20 +336,22 @@ def test_step_models_called_directly_check_their_inputs(server, scorer, sample) 
 def test_metrics_count_successes_and_failures(server, clients, sample) -> None:
     path, _, instruction = sample
 
-    def counts() -> tuple[float, float, float]:
+    def counts() -> tuple[float, ...]:
         m = server.metrics()
         return (metric_value(m, "videoitg_requests", model="videoitg", outcome="success"),
                 metric_value(m, "videoitg_requests", model="videoitg", outcome="failure"),
-                metric_value(m, "nv_inference_request_success", model="videoitg"))
+                metric_value(m, "nv_inference_request_success", model="videoitg"),
+                metric_value(m, "videoitg_feature_cache_hits", model="videoitg"))
 
+    clients["http"].infer(path, instruction)  # the sample's features are cached from here on
     before = counts()
-    clients["http"].infer(path, instruction)
+    assert clients["http"].infer(path, instruction).cache_hit
     with pytest.raises(RemoteError, match="INSTRUCTION: instruction is empty"):
         clients["http"].infer(path, " ")
     after = counts()
     assert after[0] - before[0] == 1 and after[1] - before[1] == 1
     assert after[2] - before[2] == 2  # Triton's own counter: both reached the model
-    assert metric_value(server.metrics(), "videoitg_feature_cache_hits", model="videoitg") >= 1
+    assert after[3] - before[3] == 1  # the hit, counted on /metrics
 
 
 ECHO = '''

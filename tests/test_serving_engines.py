@@ -14,20 +14,18 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from fixtures_server import served, skip_without_tritonserver  # noqa: E402
+
 from videoitg.cli import main as cli_main  # noqa: E402
-from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import VideoITGClient  # noqa: E402
-from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer, metric_value  # noqa: E402
+from videoitg.serving.repository import RepoSpec  # noqa: E402
+from videoitg.serving.server import metric_value  # noqa: E402
 
 pytestmark = pytest.mark.server
 TOL = 1e-4  # logits
 SCORE_TOL = 1e-5
 
-try:
-    binaries.find_tritonserver()
-except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
-    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+skip_without_tritonserver()
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +37,7 @@ def engines(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(engines, tmp_path_factory):
-    repo = build_repository(RepoSpec(target="cpu", engines=str(engines)), tmp_path_factory.mktemp("repo"))
-    srv = TritonServer(repo, ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "tritonserver.log")
-    srv.start(timeout_s=240)
-    yield srv
-    assert srv.stop() == 0, srv.log_tail()
+    yield from served(RepoSpec(target="cpu", engines=str(engines)), tmp_path_factory)
 
 
 def test_onnx_engines_answer_served_requests_like_in_process(server) -> None:

@@ -8,29 +8,21 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from fixtures_server import served, skip_without_tritonserver  # noqa: E402
 from fixtures_video import random_clip  # noqa: E402
 
-from videoitg.serving import binaries  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
+from videoitg.serving.repository import RepoSpec  # noqa: E402
 
 pytestmark = pytest.mark.server
 TOL = 1e-5
 
-try:
-    binaries.find_tritonserver()
-except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
-    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+skip_without_tritonserver()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    repo = build_repository(RepoSpec(target="cpu", mode="ensemble"), tmp_path_factory.mktemp("repo"))
-    srv = TritonServer(repo, ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "tritonserver.log")
-    srv.start(timeout_s=240)
-    yield srv
-    assert srv.stop() == 0, srv.log_tail()
+    yield from served(RepoSpec(target="cpu", mode="ensemble"), tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,15 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from videoitg.serving import binaries  # noqa: E402
+from fixtures_server import skip_without_tritonserver  # noqa: E402
+
 from videoitg.serving import server as server_mod  # noqa: E402
 from videoitg.serving.server import ServerOptions, TritonServer, free_port  # noqa: E402
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 
-try:
-    binaries.find_tritonserver()
-except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
-    pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+skip_without_tritonserver()
 
 MODEL = '''
 import time
