@@ -35,8 +35,8 @@ from videoitg.limits import InFlightGate, OverloadedError
 from videoitg.moments import MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
 from videoitg.pipeline import VideoFeatures
-from videoitg.serving.cache import FailureMemory, FeatureCache, cache_key, video_digest
-from videoitg.serving.scheduling import FeatureScheduler
+from videoitg.serving.cache import FailureMemory, FeatureCache, cache_key
+from videoitg.serving.scheduling import FeatureScheduler, NotCachedError
 from videoitg.serving.steps import (
     Request,
     feature_identity,
@@ -121,8 +121,8 @@ class TritonPythonModel:
             try:
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
                                     input_numpy(r, "TOP_K"), self.default_top_k, self.limits,
-                                    input_numpy(r, "RANKING_RULE"), self.ranking_rule)
-                key = cache_key(video_digest(req.video), self.sampling.key(), self.identity)
+                                    input_numpy(r, "RANKING_RULE"), self.ranking_rule, input_numpy(r, "VIDEO_DIGEST"))
+                key = cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.request_gate.__enter__()  # OverloadedError past the bound
             except Exception as e:
                 self._send(sender, self._error(e))
@@ -140,7 +140,9 @@ class TritonPythonModel:
 
     async def _serve(self, req: Request, key: str, sender) -> None:
         try:
-            f, hit = await self.scheduler.features(key, lambda: self._visual(req.video), self._client_fault)
+            video = req.video
+            compute = None if video is None else (lambda: self._visual(video))  # None: named by digest alone
+            f, hit = await self.scheduler.features(key, compute, self._client_fault)
             logits = await self._ground(f, req.instruction)
             result = GroundingResult(logits.tolist(), f.frame_indices, f.timestamps, req.instruction,
                                      ranking_rule=req.ranking_rule)
@@ -216,13 +218,15 @@ class TritonPythonModel:
         return isinstance(e, InputError)
 
     def _error(self, e: BaseException):
-        if isinstance(e, OverloadedError):
+        if isinstance(e, NotCachedError):
+            code = pb_utils.TritonError.NOT_FOUND  # the protocol's next step: send the bytes
+        elif isinstance(e, OverloadedError):
             code = pb_utils.TritonError.UNAVAILABLE  # not the client's input: retry later, or elsewhere
         elif not isinstance(e, StepError):
             return error(e, self.name)
         else:
             code = pb_utils.TritonError.INVALID_ARG if self._client_fault(e) else pb_utils.TritonError.INTERNAL
-        message = f"{self.name}: {type(e).__name__}: {e}" if isinstance(e, OverloadedError) else str(e)
+        message = str(e) if isinstance(e, StepError) else f"{self.name}: {type(e).__name__}: {e}"
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
     @staticmethod

@@ -141,6 +141,31 @@ def test_cache_hit_is_identical(clients, scorer, tmp_path) -> None:
     assert_same(second.result, scorer.score(data, "a second, different question"))
 
 
+def test_a_cached_video_is_named_by_its_digest_and_its_bytes_are_not_sent_again(server, scorer, tmp_path) -> None:
+    """A second instruction on a video the server has cached crosses the wire as the video's digest alone
+    (VIDEO_DIGEST); a digest the server has not cached is answered NOT_FOUND, and the client then sends the bytes."""
+    from tritonclient.utils import InferenceServerException
+
+    from videoitg.serving.cache import video_digest
+
+    fresh = video_digest(b"a video no one sent")
+    text = (np.array([[b"when?"]], object), "BYTES")
+    with pytest.raises(InferenceServerException, match="send VIDEO") as ei:
+        _raw_infer(server, {"VIDEO_DIGEST": (np.array([[fresh.encode()]], object), "BYTES"), "INSTRUCTION": text})
+    assert ei.value.status() == "StatusCode.NOT_FOUND"
+    for seed, protocol in ((5, "grpc"), (6, "http")):
+        data = make_clip(tmp_path / f"digest{seed}.mp4", seed=seed)  # a video this server has not seen
+        url = server.grpc_url if protocol == "grpc" else server.http_url
+        with VideoITGClient(url, protocol, digest_first_bytes=0) as c:
+            first = c.infer(data, f"the first question ({protocol})")
+            second = c.infer(data, "a second question")
+        assert (first.sent_video, first.cache_hit) == (True, False)  # NOT_FOUND, then the bytes
+        assert (second.sent_video, second.cache_hit) == (False, True)
+        assert_same(second.result, scorer.score(data, "a second question"))
+    with VideoITGClient(server.grpc_url, "grpc") as c:  # below DIGEST_FIRST_BYTES the bytes go at once
+        assert c.infer(data, "a third question").sent_video
+
+
 def test_concurrent_clients_get_their_own_answers(server, scorer, sample, tmp_path) -> None:
     _, data, instruction = sample
     other = make_clip(tmp_path / "other.mp4", seed=2)

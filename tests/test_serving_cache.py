@@ -14,7 +14,7 @@ from videoitg.errors import VideoDecodeError
 from videoitg.limits import OverloadedError
 from videoitg.serving import cache as cache_mod
 from videoitg.serving.cache import FailureMemory, FeatureCache
-from videoitg.serving.scheduling import FeatureScheduler
+from videoitg.serving.scheduling import FeatureScheduler, NotCachedError
 
 
 def test_failure_is_remembered_until_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,3 +114,27 @@ def test_scheduler_remembers_the_clients_failures_only() -> None:
     asyncio.run(run())
     assert len(calls) == 1 + 2  # the client's bad video once; the server's own failure is tried again
     assert s.cold.in_flight == 0 and not s.pending
+
+
+def test_scheduler_answers_a_digest_alone_from_the_cache_or_a_computation_under_way() -> None:
+    s = _scheduler()
+    gate = None
+
+    async def slow():
+        await gate.wait()
+        return torch.ones(1)
+
+    async def run():
+        nonlocal gate
+        gate = asyncio.Event()
+        with pytest.raises(NotCachedError, match="send VIDEO"):
+            await s.features("k", None, _never_client_fault)  # nothing cached, nothing computing
+        cold = asyncio.create_task(s.features("k", slow, _never_client_fault))
+        await asyncio.sleep(0)
+        joined = asyncio.create_task(s.features("k", None, _never_client_fault))  # joins the computation
+        await asyncio.sleep(0)
+        gate.set()
+        return await cold, await joined, await s.features("k", None, _never_client_fault)
+
+    cold, joined, hit = asyncio.run(run())
+    assert (cold[1], joined[1], hit[1]) == (False, False, True) and torch.equal(joined[0], hit[0])

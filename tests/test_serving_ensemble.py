@@ -37,7 +37,8 @@ def scorer():
 def test_ensemble_answers_like_in_process(protocol, server, scorer, tmp_path) -> None:
     data = random_clip(tmp_path / "clip.mp4", seed=3)
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    with VideoITGClient(url, protocol) as c:
+    with VideoITGClient(url, protocol, digest_first_bytes=0) as c:
+        assert not c.accepts_digest()  # no cache, no VIDEO_DIGEST: the client sends the bytes
         for rule in ("released", "exact"):
             out = c.infer(data, "when is the red circle visible?", top_k=3, ranking_rule=rule)
             ref = scorer.score(data, "when is the red circle visible?")
@@ -47,7 +48,7 @@ def test_ensemble_answers_like_in_process(protocol, server, scorer, tmp_path) ->
             assert out.result.ranking == ref.ranking and out.result.ranking_rule == rule
             assert out.top_k_frames == ref.top_k_frames(3)
             assert np.allclose(out.moments, [tuple(m) for m in ref.moments], atol=1e-5)
-            assert out.cache_hit is False  # no cache in the ensemble: the video is decoded again every time
+            assert out.cache_hit is False and out.sent_video  # no cache: the video is decoded every time
 
 
 def test_ensemble_reports_bad_input_from_the_step_that_checks_it(server, tmp_path) -> None:

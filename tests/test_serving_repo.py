@@ -57,8 +57,12 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     for rel, cfg in configs.items():
         assert cfg.name == rel.split("/")[0]
     top = configs["videoitg/config.pbtxt"]
-    assert [i.name for i in top.input] == ["VIDEO", "INSTRUCTION", "TOP_K", "RANKING_RULE"]
-    assert [i.optional for i in top.input] == [False, False, True, True]
+    if mode == "bls":  # the video as its bytes or, for a cached one, its digest alone
+        assert [(i.name, i.optional) for i in top.input] == [
+            ("VIDEO", True), ("VIDEO_DIGEST", True), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
+    else:
+        assert [(i.name, i.optional) for i in top.input] == [
+            ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
     outputs = [o.name for o in top.output]
     assert outputs == ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT",
                        "MOMENTS", "APPLIED_RANKING_RULE"]
@@ -200,6 +204,27 @@ def test_parse_request_errors() -> None:
     with pytest.raises(InstructionTooLongError, match="over the limit of 3 bytes"):
         parse_request(np.array([[b"v"]], object), np.array([[b"four"]], object), None, 8, lim)
     assert parse_request(np.array([[b"vvvv"]], object), np.array([[b"hi!"]], object), None, 8, lim).top_k == 8
+
+
+def test_parse_request_video_digest() -> None:
+    """VIDEO_DIGEST names a video by the digest the server's cache is keyed by, instead of its bytes; bytes are
+    always hashed by the server itself, so the two never come together."""
+    from videoitg.serving.cache import video_digest
+
+    text = np.array([[b"when?"]], object)
+    d = video_digest(b"some video bytes")
+    req = parse_request(None, text, None, 8, video_digest=np.array([[d.encode()]], object))
+    assert (req.video, req.digest, req.video_digest()) == (None, d, d)
+    assert parse_request(np.array([[b"vid"]], object), text, None, 8).video_digest() == video_digest(b"vid")
+    for digest, msg in ((d.upper(), "64 lower-case hex"), (d[3:], "'b3:'"), ("b3:" + "0" * 63, "'b3:'")):
+        with pytest.raises(InputError, match=msg):
+            parse_request(None, text, None, 8, video_digest=np.array([[digest.encode()]], object))
+    with pytest.raises(InputError, match="not both"):
+        parse_request(np.array([[b"vid"]], object), text, None, 8, video_digest=np.array([[d.encode()]], object))
+    with pytest.raises(InputError, match="VIDEO is missing"):
+        parse_request(None, text, None, 8)
+    with pytest.raises(InputError, match="instruction is empty"):  # the instruction is checked either way
+        parse_request(None, np.array([[b" "]], object), None, 8, video_digest=np.array([[d.encode()]], object))
 
 
 def test_limits_reach_the_model_parameters_and_queue() -> None:

@@ -39,6 +39,7 @@ class ServedResult:
     result: GroundingResult
     top_k_frames: list[int]
     cache_hit: bool
+    sent_video: bool  # False: the server had the video's features, and only its digest was sent
     outputs: dict[str, np.ndarray]
 
     @property
@@ -85,9 +86,18 @@ def _module(protocol: str):
     return m
 
 
+# Videos from this size on are first named by their digest alone (`infer`): below it, sending the bytes costs less
+# than the extra round trip a first request pays.
+DIGEST_FIRST_BYTES = 1 << 20
+NOT_FOUND = ("StatusCode.NOT_FOUND", "404")
+
+
 class VideoITGClient:
-    def __init__(self, url: str, protocol: str = "grpc", model: str = MODEL, timeout_s: float = 600.0):
+    def __init__(self, url: str, protocol: str = "grpc", model: str = MODEL, timeout_s: float = 600.0,
+                 digest_first_bytes: int = DIGEST_FIRST_BYTES):
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
+        self.digest_first_bytes = digest_first_bytes
+        self._accepts_digest: bool | None = None  # whether the model takes VIDEO_DIGEST (asked once)
         self._m = _module(protocol)
         url = url.split("://", 1)[-1]  # tritonclient wants host:port
         self.url = url
@@ -111,10 +121,11 @@ class VideoITGClient:
         except Exception:
             return False
 
-    def inputs(self, video: bytes, instruction: str, top_k: int | None = None,
-               ranking_rule: str | None = None) -> list:
-        """The request's input tensors. Optional inputs are sent only when given (the server then uses its own
-        defaults: TOP_K, and RANKING_RULE = its `ranking_rule` parameter, "released" unless configured)."""
+    def inputs(self, video: bytes | None, instruction: str, top_k: int | None = None,
+               ranking_rule: str | None = None, digest: str | None = None) -> list:
+        """The request's input tensors: VIDEO (the bytes), or VIDEO_DIGEST alone when `video` is None. Optional
+        inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
+        `ranking_rule` parameter, "released" unless configured)."""
         m = self._m
 
         def tensor(name: str, arr: np.ndarray, dtype: str):
@@ -122,7 +133,8 @@ class VideoITGClient:
             t.set_data_from_numpy(arr)
             return t
 
-        ins = [tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES"),
+        ins = [tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES") if video is not None else
+               tensor("VIDEO_DIGEST", np.array([[str(digest).encode()]], dtype=np.object_), "BYTES"),
                tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
         if top_k is not None:
             ins.append(tensor("TOP_K", np.array([[top_k]], dtype=np.int32), "INT32"))
@@ -131,10 +143,23 @@ class VideoITGClient:
             ins.append(tensor("RANKING_RULE", np.array([[rule]], dtype=np.object_), "BYTES"))
         return ins
 
+    def accepts_digest(self) -> bool:
+        """Whether the served model takes VIDEO_DIGEST (the BLS repository does; the ensemble has no cache)."""
+        if self._accepts_digest is None:
+            try:
+                md = self._client.get_model_metadata(self.model, **({"as_json": True} if self.protocol == "grpc"
+                                                                     else {}))
+            except Exception:  # noqa: BLE001 -- unknown for now: send the bytes, ask again next time
+                return False
+            self._accepts_digest = any(i.get("name") == "VIDEO_DIGEST" for i in md.get("inputs", []))
+        return self._accepts_digest
+
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None) -> ServedResult:
+              ranking_rule: str | None = None, digest: str | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
-        "released"; the result carries the rule the server applied)."""
+        "released"; the result carries the rule the server applied). A video of `digest_first_bytes` or more is
+        first named by its digest (`digest`, else computed here) where the model takes one: a server that has its
+        features answers without the bytes crossing the wire; one that has not says NOT_FOUND and gets them."""
         video = local_video(video)  # a URL is refused: nothing is fetched
         if isinstance(video, bytes):
             data = video
@@ -143,8 +168,20 @@ class VideoITGClient:
                 data = Path(video).read_bytes()
             except OSError as e:
                 raise InputError(f"cannot read video {video}: {e.strerror or e}") from None
+        name = "" if isinstance(video, bytes) else str(video)
+        if len(data) >= self.digest_first_bytes and self.accepts_digest():
+            from videoitg.serving.cache import video_digest
+
+            try:
+                return self._infer(self.inputs(None, instruction, top_k, ranking_rule,
+                                               digest or video_digest(data)), instruction, name, False)
+            except RemoteError as e:
+                if e.status not in NOT_FOUND:
+                    raise
+        return self._infer(self.inputs(data, instruction, top_k, ranking_rule), instruction, name, True)
+
+    def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool) -> ServedResult:
         outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
-        inputs = self.inputs(data, instruction, top_k, ranking_rule)  # a bad argument is ours, not the server's
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
             r = self._client.infer(self.model, inputs, outputs=outs, **kw)
@@ -157,10 +194,9 @@ class VideoITGClient:
                     raise RemoteError(hint, status) from None  # same status: batch retries, then stops
             raise RemoteError(msg, status) from None
         arrays = {n: r.as_numpy(n) for n in OUTPUTS}
-        name = "" if isinstance(video, bytes) else str(video)
         result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
-                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), arrays)
+                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays)
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
               ranking_rule: str | None = None) -> GroundingResult:

@@ -156,14 +156,22 @@ def _python_model(name: str, spec: RepoSpec, *, inputs, outputs, max_batch: int 
     return cfg
 
 
-def request_inputs() -> list[dict[str, Any]]:
-    """What a client sends the top-level model, in either shape."""
+def selection_inputs() -> list[dict[str, Any]]:
     return [
-        _io("VIDEO", "STRING", [1]),
-        _io("INSTRUCTION", "STRING", [1]),
         _io("TOP_K", "INT32", [1], optional=True),
         _io("RANKING_RULE", "STRING", [1], optional=True),  # "released" | "exact" (videoitg.outputs)
     ]
+
+
+def request_inputs(mode: str = "bls") -> list[dict[str, Any]]:
+    """What a client sends the top-level model. With the feature cache (bls), the video may come as VIDEO_DIGEST
+    alone (its BLAKE3, `cache.video_digest`): a cached video is then scored without its bytes crossing the wire,
+    an uncached one is answered NOT_FOUND and the client sends VIDEO (`VideoITGClient` does both)."""
+    if mode == "bls":
+        video = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_DIGEST", "STRING", [1], optional=True)]
+    else:
+        video = [_io("VIDEO", "STRING", [1])]
+    return [*video, _io("INSTRUCTION", "STRING", [1]), *selection_inputs()]
 
 
 def result_outputs() -> list[dict[str, Any]]:
@@ -212,7 +220,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
             # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
             batching={"max_queue_delay_microseconds": 0,
                       "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}},
-            inputs=request_inputs(), outputs=result_outputs(),
+            inputs=request_inputs("bls"), outputs=result_outputs(),
             params={
                 **common, **sampling, **limits, **selection,
                 "vision_runtime": runtimes["vision"], "engines": spec.engines,
@@ -229,7 +237,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 _io("LOGITS", "FP32", [-1]),
                 _io("FRAME_INDICES", "INT64", [-1]),
                 _io("TIMESTAMPS", "FP64", [-1]),
-                *request_inputs()[2:],  # TOP_K, RANKING_RULE (optional)
+                *selection_inputs(),
             ],
             outputs=result_outputs(), params={**limits, **selection},
         )
@@ -267,7 +275,7 @@ def _ensemble(spec: RepoSpec) -> dict[str, Any]:
 
     return {
         "name": TOP, "platform": "ensemble", "max_batch_size": spec.max_batch,
-        "input": request_inputs(), "output": result_outputs(),
+        "input": request_inputs("ensemble"), "output": result_outputs(),
         "ensemble_scheduling": {"step": [
             step(DECODE, {"VIDEO": "VIDEO"},
                  {"PIXEL_VALUES": "frames", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps"}),

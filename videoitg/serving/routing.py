@@ -175,7 +175,8 @@ class ServerPool:
                 if not self.usable(url, force_probe):
                     continue
                 try:
-                    served = self._client(url).infer(data, instruction, top_k=top_k, ranking_rule=ranking_rule)
+                    served = self._client(url).infer(data, instruction, top_k=top_k, ranking_rule=ranking_rule,
+                                                     digest=key)
                 except Exception as e:  # noqa: BLE001 -- classified: the server's trouble or the request's
                     if not is_transient(e):
                         with self._lock:

@@ -10,6 +10,8 @@ only calls it.
 - Concurrent requests on one video share one computation.
 - At most `max_cold` videos are computed at once; past it a miss gets `OverloadedError` at once (UNAVAILABLE),
   instead of queueing while its client times out.
+- A request that names its video by digest only (no bytes: `compute` is None) is a hit, joins the computation
+  already under way, or gets `NotCachedError` (the client then sends the bytes).
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from videoitg.errors import VideoITGError
 from videoitg.limits import InFlightGate
 from videoitg.serving.cache import FailureMemory, FeatureCache
+
+
+class NotCachedError(VideoITGError):
+    """A video named by its digest alone is not in this server's cache (nor being computed): send its bytes."""
 
 
 class FeatureScheduler:
@@ -31,10 +38,10 @@ class FeatureScheduler:
         self.hits = self.misses = 0
         self._on_change = on_change or (lambda: None)  # metrics: called whenever a count or gauge moves
 
-    async def features(self, key: str, compute: Callable[[], Awaitable[Any]],
+    async def features(self, key: str, compute: Callable[[], Awaitable[Any]] | None,
                        client_fault: Callable[[BaseException], bool]) -> tuple[Any, bool]:
-        """(features, came from the cache). Raises the remembered or the computation's error, or
-        OverloadedError when a new video would exceed `max_cold`."""
+        """(features, came from the cache). Raises the remembered or the computation's error, OverloadedError
+        when a new video would exceed `max_cold`, or NotCachedError when there is nothing to compute from."""
         f = self.cache.get(key)
         if f is not None:
             self.hits += 1
@@ -46,6 +53,8 @@ class FeatureScheduler:
         if failed is not None:
             raise failed
         task = self.pending.get(key)
+        if task is None and compute is None:
+            raise NotCachedError("VIDEO_DIGEST names a video this server has not cached: send VIDEO")
         if task is None:  # the first request on this video computes it; the others await the same task
             self.cold.__enter__()  # OverloadedError past max_cold
             self._on_change()

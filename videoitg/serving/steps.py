@@ -6,6 +6,7 @@ Triton and these functions, so this logic is importable and testable without a s
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,23 @@ def feature_identity(assets: StepAssets, params: dict[str, str]) -> str:
 # ---- requests ----------------------------------------------------------------------------------------------
 @dataclass
 class Request:
-    video: bytes
+    video: bytes | None  # None: named by `digest` alone, for a video the server may have cached
     instruction: str
     top_k: int
     ranking_rule: str = DEFAULT_RANKING_RULE
+    digest: str | None = None  # the client's BLAKE3 of the video (`cache.video_digest`), sent instead of the bytes
+
+    def video_digest(self) -> str:
+        """The digest the feature cache is keyed by: the server's own hash of the bytes when they came."""
+        if self.video is not None:
+            from videoitg.serving.cache import video_digest
+
+            return video_digest(self.video)
+        assert self.digest is not None
+        return self.digest
+
+
+_DIGEST = re.compile(r"^b3:[0-9a-f]{64}$")  # what `cache.video_digest` gives
 
 
 def _one(arr: np.ndarray | None, name: str) -> Any:
@@ -130,15 +144,27 @@ def _one(arr: np.ndarray | None, name: str) -> Any:
 
 def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_k: np.ndarray | None,
                   default_top_k: int, limits: Limits | None = None,
-                  ranking_rule: np.ndarray | None = None, default_ranking_rule: str = DEFAULT_RANKING_RULE) -> Request:
-    """Validate the top-level inputs (Triton itself already rejected missing required inputs and wrong dtypes).
+                  ranking_rule: np.ndarray | None = None, default_ranking_rule: str = DEFAULT_RANKING_RULE,
+                  video_digest: np.ndarray | None = None) -> Request:
+    """Validate the top-level inputs (Triton itself already rejected wrong dtypes and missing required inputs).
     The byte bounds and the instruction's text are checked here, before the video is hashed or sent on; the token
     bound needs the tokenizer and the video's frame count, so the grounding step checks it
-    (`videoitg.text.instruction_ids`)."""
+    (`videoitg.text.instruction_ids`). The video comes as VIDEO (its bytes) or VIDEO_DIGEST (a digest alone, for
+    a video the server may have cached), never both: bytes are always hashed by the server itself."""
     lim = limits or Limits()
-    v = _one(video, "VIDEO")
-    if v is None:
-        raise InputError("VIDEO is missing")
+    v, d = _one(video, "VIDEO"), _one(video_digest, "VIDEO_DIGEST")
+    if v is not None and d is not None:
+        raise InputError("send VIDEO or VIDEO_DIGEST, not both")
+    if v is None and d is None:
+        raise InputError("VIDEO is missing (or VIDEO_DIGEST, for a video this server has)")
+    if d is not None:
+        digest = bytes(d).decode("ascii", errors="replace") if isinstance(d, (bytes, np.bytes_)) else str(d)
+        if not _DIGEST.match(digest):
+            raise InputError("VIDEO_DIGEST must be the video's BLAKE3 digest as videoitg.serving.cache.video_digest "
+                             "writes it: 'b3:' and 64 lower-case hex digits")
+        text = _instruction(instruction, lim)
+        k, rule = parse_options(top_k, ranking_rule, default_top_k, default_ranking_rule)
+        return Request(None, text, k, rule, digest)
     if not isinstance(v, (bytes, np.bytes_)):
         raise InputError("VIDEO must hold the encoded video file's bytes")
     from videoitg.decode.container import check_source  # here: the client imports this module, not the decoder
@@ -147,15 +173,19 @@ def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_
         check_source(bytes(v), lim.decode)  # empty, over max_video_bytes: the decoder's own check
     except InputError as e:
         raise type(e)(f"VIDEO: {e}") from None
+    text = _instruction(instruction, lim)
+    k, rule = parse_options(top_k, ranking_rule, default_top_k, default_ranking_rule)
+    return Request(bytes(v), text, k, rule)
+
+
+def _instruction(instruction: np.ndarray | None, limits: Limits) -> str:
     text = _one(instruction, "INSTRUCTION")
     if text is None:
         raise InputError("INSTRUCTION is missing")
     try:
-        text = lim.instruction_text(bytes(text) if isinstance(text, np.bytes_) else text)
+        return limits.instruction_text(bytes(text) if isinstance(text, np.bytes_) else text)
     except InputError as e:
         raise type(e)(f"INSTRUCTION: {e}") from None
-    k, rule = parse_options(top_k, ranking_rule, default_top_k, default_ranking_rule)
-    return Request(bytes(v), str(text), k, rule)
 
 
 def parse_options(top_k: np.ndarray | None, ranking_rule: np.ndarray | None, default_top_k: int,
