@@ -47,6 +47,20 @@ def _never_client_fault(e: BaseException) -> bool:
     return False
 
 
+class Gated:
+    """A computation that finishes with `value` once `release()` is called (make it inside the running loop)."""
+
+    def __init__(self, value: torch.Tensor):
+        self.value, self.gate = value, asyncio.Event()
+
+    async def __call__(self) -> torch.Tensor:
+        await self.gate.wait()
+        return self.value
+
+    def release(self) -> None:
+        self.gate.set()
+
+
 def test_scheduler_computes_a_video_once_for_concurrent_requests_and_caches_it() -> None:
     s, calls = _scheduler(), []
 
@@ -67,22 +81,16 @@ def test_scheduler_computes_a_video_once_for_concurrent_requests_and_caches_it()
 
 def test_scheduler_answers_a_hit_while_another_video_computes_and_bounds_cold_work() -> None:
     s = _scheduler(max_cold=1)
-    gate = None
-
-    async def slow():
-        await gate.wait()
-        return torch.zeros(1)
 
     async def run():
-        nonlocal gate
-        gate = asyncio.Event()
+        slow = Gated(torch.zeros(1))
         s.cache.put("cached", torch.ones(1))
         cold = asyncio.create_task(s.features("a", slow, _never_client_fault))
         await asyncio.sleep(0)  # "a" is now computing and holds the one cold slot
         hit = await asyncio.wait_for(s.features("cached", slow, _never_client_fault), timeout=1)
         with pytest.raises(OverloadedError):
             await s.features("b", slow, _never_client_fault)  # a second cold video: refused at once
-        gate.set()
+        slow.release()
         return hit, await cold
 
     hit, cold = asyncio.run(run())
@@ -118,22 +126,16 @@ def test_scheduler_remembers_the_clients_failures_only() -> None:
 
 def test_scheduler_answers_a_digest_alone_from_the_cache_or_a_computation_under_way() -> None:
     s = _scheduler()
-    gate = None
-
-    async def slow():
-        await gate.wait()
-        return torch.ones(1)
 
     async def run():
-        nonlocal gate
-        gate = asyncio.Event()
+        slow = Gated(torch.ones(1))
         with pytest.raises(NotCachedError, match="send VIDEO"):
             await s.features("k", None, _never_client_fault)  # nothing cached, nothing computing
         cold = asyncio.create_task(s.features("k", slow, _never_client_fault))
         await asyncio.sleep(0)
         joined = asyncio.create_task(s.features("k", None, _never_client_fault))  # joins the computation
         await asyncio.sleep(0)
-        gate.set()
+        slow.release()
         return await cold, await joined, await s.features("k", None, _never_client_fault)
 
     cold, joined, hit = asyncio.run(run())
