@@ -259,6 +259,29 @@ def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
     assert "--max-instruction-tokens" in serve.stdout and "--max-in-flight" in serve.stdout
 
 
+def test_repo_build_flags_reach_the_repository(tmp_path: Path) -> None:
+    """--mode, the serving defaults and the bundling, from the command line."""
+    from videoitg.cli import main
+    from videoitg.defaults import default_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(default_checkpoint(), ckpt)
+    out = tmp_path / "repo"
+    assert main(["repo", "build", "--mode", "ensemble", "--checkpoint", str(ckpt), "--ranking-rule", "exact",
+                 "--top-k", "5", "--max-batch", "4", "--out", str(out)]) == 0
+    select = (out / "videoitg_select" / "config.pbtxt").read_text()
+    assert '"exact"' in select and 'key: "default_top_k"\n  value { string_value: "5" }' in select
+    assert 'platform: "ensemble"' in (out / "videoitg" / "config.pbtxt").read_text()
+    assert "max_batch_size: 4" in (out / "videoitg_grounding" / "config.pbtxt").read_text()
+    assert (out / "videoitg" / "checkpoint" / "model.safetensors").is_file()  # bundled
+    assert str(tmp_path) not in "".join(p.read_text() for p in out.rglob("config.pbtxt"))
+    assert main(["repo", "build", "--checkpoint", str(ckpt), "--no-bundle", "--dtype", "bfloat16",
+                 "--out", str(tmp_path / "ref")]) == 0
+    vision = (tmp_path / "ref" / "videoitg_vision" / "config.pbtxt").read_text()
+    assert json.dumps(str(ckpt.resolve())) in vision and "TYPE_BF16" in vision
+    assert not (tmp_path / "ref" / "videoitg" / "checkpoint").exists()
+
+
 def test_outputs_round_trip_to_grounding_result() -> None:
     r = GroundingResult([0.5, -1.0, 2.0, 0.5], [0, 30, 60, 90], [0.0, 1.0, 2.0, 3.0], "q", "v.mp4")
     out = result_outputs(r, top_k=2)
