@@ -18,7 +18,7 @@ DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 # DALI's CPU decoder took more CPU time and 3-4x the wall time of PyAV's sampled decode for the same frames.
 # Set to True to route VP8/VP9/MJPEG to DALI on CPU machines anyway.
 AUTO_PREFERS_DALI_CPU = False
-# NVDEC codecs DALI's "mixed" decoder accepts (DALI docs); unverified here, no GPU was lent.
+# NVDEC codecs DALI's "mixed" decoder accepts (DALI docs; not run on a GPU: docs/decoding.md).
 DALI_GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "mpeg4"})
 
 
