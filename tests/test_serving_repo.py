@@ -104,6 +104,16 @@ def test_gpu_target_with_the_python_decoder() -> None:
         RepoSpec(target="cpu", decoder="dali")
 
 
+def test_gpu_repository_without_cuda_is_written_with_a_warning(tmp_path: Path) -> None:
+    """`repo build --target gpu` on a machine without CUDA: the text files and a clear warning, not DALI's
+    traceback (DALI serialises its NVDEC pipeline only where CUDA is present)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the DALI model is serialised")
+    with pytest.warns(UserWarning, match="only on a machine with CUDA"):
+        out = build_repository(RepoSpec(target="gpu"), tmp_path)
+    assert (out / "videoitg_decode" / "config.pbtxt").is_file() and not (out / "videoitg_decode" / "1").exists()
+
+
 def test_ensemble_is_refused_for_the_gpu_target() -> None:
     with pytest.raises(InputError, match="cpu target only"):
         RepoSpec(target="gpu", mode="ensemble")

@@ -89,12 +89,14 @@ def spec_from_args(args: argparse.Namespace, target: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.serving.repository import build_repository, step_runtimes
+    from videoitg.serving.repository import DEFAULT_CHECKPOINT, build_repository, step_runtimes
 
     spec = spec_from_args(args, args.target)
     out = build_repository(spec, args.out, bundle=not args.no_bundle)
     runtimes = ", ".join(f"{k} {v}" for k, v in step_runtimes(spec.engines, spec.target).items())
-    held = "copied into it" if not args.no_bundle else "named by absolute path"
-    print(f"wrote {spec.target} {spec.mode} repository to {out} (checkpoint {spec.checkpoint}, {held}; "
-          f"runtimes: {runtimes})")
+    if spec.checkpoint == DEFAULT_CHECKPOINT:
+        held = "the embedded default checkpoint"
+    else:
+        held = f"checkpoint {spec.checkpoint}, " + ("named by absolute path" if args.no_bundle else "copied into it")
+    print(f"wrote {spec.target} {spec.mode} repository to {out} ({held}; runtimes: {runtimes})")
     return 0

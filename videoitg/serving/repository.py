@@ -403,6 +403,12 @@ def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serial
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     if spec.decoder == "dali" and serialize_dali:
+        import torch
+
+        if not torch.cuda.is_available():  # DALI builds a "mixed" pipeline only where CUDA is present
+            warnings.warn(f"{DECODE}/1/model.dali not written: DALI serialises its NVDEC pipeline only on a machine "
+                          "with CUDA; write the gpu repository there, or use --decoder python", stacklevel=2)
+            return out
         try:
             write_dali_model(source, out / DECODE / "1" / "model.dali")
         except ImportError as e:  # DALI or the decode package's DALI pipeline is not installed here
