@@ -94,18 +94,12 @@ class TritonPythonModel:
         ]
         self.m_hit, self.m_miss, self.m_bytes, self.m_requests, self.m_cold = (
             f.Metric({"model": self.name}) for f in self.families)
-        self.counted = (0, 0)  # hits and misses already added to the counters
 
-    def _update_metrics(self) -> None:
-        s = self.scheduler
-        hits, misses = self.counted
-        if s.hits > hits:
-            self.m_hit.increment(s.hits - hits)
-        if s.misses > misses:
-            self.m_miss.increment(s.misses - misses)
-        self.counted = (s.hits, s.misses)
-        self.m_cold.set(s.cold.in_flight)
-        self.m_bytes.set(s.cache.stats.bytes)
+    def _update_metrics(self, hit: bool | None) -> None:
+        if hit is not None:
+            (self.m_hit if hit else self.m_miss).increment(1)
+        self.m_cold.set(self.scheduler.cold.in_flight)
+        self.m_bytes.set(self.scheduler.cache.stats.bytes)
 
     def finalize(self):
         # Metrics before their families, explicitly: interpreter teardown order is arbitrary, and a family

@@ -31,12 +31,13 @@ class NotCachedError(VideoITGError):
 
 class FeatureScheduler:
     def __init__(self, cache: FeatureCache, failures: FailureMemory, max_cold: int,
-                 on_change: Callable[[], None] | None = None):
+                 on_change: Callable[[bool | None], None] | None = None):
         self.cache, self.failures = cache, failures
         self.cold = InFlightGate(max_cold)  # videos being computed
         self.pending: dict[str, asyncio.Task] = {}  # cache key -> its computation, shared by its requests
         self.hits = self.misses = 0
-        self._on_change = on_change or (lambda: None)  # metrics: called whenever a count or gauge moves
+        # Metrics: called with True for a hit, False for a miss, None when the cold count or the cache size moves.
+        self._on_change = on_change or (lambda hit: None)
 
     async def features(self, key: str, compute: Callable[[], Awaitable[Any]] | None,
                        client_fault: Callable[[BaseException], bool]) -> tuple[Any, bool]:
@@ -45,19 +46,19 @@ class FeatureScheduler:
         f = self.cache.get(key)
         if f is not None:
             self.hits += 1
-            self._on_change()
+            self._on_change(True)
             return f, True
+        failed, task = self.failures.get(key), self.pending.get(key)
+        if failed is None and task is None and compute is None:  # not a miss: the bytes will follow
+            raise NotCachedError("VIDEO_DIGEST names a video this server has not cached: send VIDEO")
         self.misses += 1
-        self._on_change()
-        failed = self.failures.get(key)
+        self._on_change(False)
         if failed is not None:
             raise failed
-        task = self.pending.get(key)
-        if task is None and compute is None:
-            raise NotCachedError("VIDEO_DIGEST names a video this server has not cached: send VIDEO")
         if task is None:  # the first request on this video computes it; the others await the same task
+            assert compute is not None
             self.cold.__enter__()  # OverloadedError past max_cold
-            self._on_change()
+            self._on_change(None)
             task = self.pending[key] = asyncio.get_running_loop().create_task(
                 self._compute(key, compute, client_fault))
         return await asyncio.shield(task), False  # a cancelled waiter does not cancel the others' computation
@@ -73,7 +74,7 @@ class FeatureScheduler:
         finally:
             del self.pending[key]
             self.cold.__exit__(None, None, None)
-            self._on_change()
+            self._on_change(None)
         self.cache.put(key, f)
-        self._on_change()
+        self._on_change(None)
         return f
