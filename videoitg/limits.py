@@ -3,7 +3,8 @@
     limits = Limits.from_env()                       # VIDEOITG_MAX_* environment variables over the defaults
     limits.check_sampling(params)                    # InputError: more sampled frames than allowed
     text = limits.instruction_text(raw)              # InputError: not UTF-8, over the byte bound, blank
-    limits.check_instruction_tokens(len(ids), cfg)   # InstructionTooLongError (tokens, model budget)
+    limits.check_instruction_tokens(n_tokens, cfg)   # InstructionTooLongError (tokens, model budget); both at once,
+                                                     # with the tokenising between: videoitg.text.instruction_ids
     decode_video(src, limits=limits.decode, time_budget_s=limits.decode_time_budget_s)
     with limits.gate():                              # OverloadedError past max_in_flight
         ...
