@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -104,6 +105,18 @@ def same_result(got: dict, want: dict) -> None:
     assert np.allclose(got["scores"], want["scores"], atol=1e-5)
 
 
+def distinct_free_addresses(n: int) -> list[str]:
+    """n loopback addresses nothing listens on, all different (`free_port` alone may hand out one port again)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 @needs_server
 def test_score_cli_routes_by_video_and_skips_a_dead_server(servers, scorer, tmp_path, capsys):
     from videoitg.cli import main
@@ -118,7 +131,7 @@ def test_score_cli_routes_by_video_and_skips_a_dead_server(servers, scorer, tmp_
     same_result(json.loads((tmp_path / "r.jsonl").read_text()), want)
 
     first = rank(urls, key)[0]  # the server that scored the video for the CLI
-    dead = next(u for u in (f"127.0.0.1:{free_port()}" for _ in range(64)) if rank([u, first], key)[0] == u)
+    dead = next(u for u in distinct_free_addresses(64) if rank([u, first], key)[0] == u)
     pool = ServerPool([dead, first], backoff_s=())
     served, url = pool.infer(video.read_bytes(), INSTRUCTIONS[0])
     assert url == first and pool.state[dead].down and pool.state[dead].failed_over == 1
