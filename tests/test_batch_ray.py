@@ -171,7 +171,7 @@ def test_two_workers_kill_9_midway_rerun_exactly_once_equal_to_in_process(media,
     # The rerun: the same command, grouped by video this time (grouping is not part of the result identity).
     rc, stdout, stderr = _run_to_end(_cmd(media, out))
     assert rc == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_already_done"] >= len(first)
     assert summary["workers_used"] == 2  # both actors did work
     scored = summary["rows_ok"] + summary["rows_failed"]

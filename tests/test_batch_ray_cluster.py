@@ -308,7 +308,7 @@ def test_worker_node_killed_mid_job_then_plain_rerun_exactly_once(cluster: Clust
     cluster.add_worker()  # the node comes back (a replacement, as an autoscaler or a Kubernetes pod would)
     rc, stdout, stderr = Driver(cluster, media, out, "run2").finish()
     assert rc == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_already_done"] >= len(first)
     # Every row of the manifest: the good ones and the two that fail (a corrupt video, an over-long instruction).
     assert summary["rows_ok"] + summary["rows_failed"] + summary["rows_already_done"] == len(media["reference"]) + 2
@@ -329,7 +329,7 @@ def test_worker_node_dies_and_a_replacement_finishes_the_same_run(cluster: Clust
         driver.kill()
     assert exposed == [], f"listening on non-loopback addresses: {exposed}"
     assert rc == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_ok"] == len(media["reference"]) > done_before
     assert summary["workers_used"] == 2  # the actor on the dead node, then its restart on the replacement
     _assert_exactly_once(out, media, summary)
