@@ -35,18 +35,25 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from videoitg.serving import binaries  # noqa: E402
-from videoitg.serving.repository import SELECT, TOP, RepoSpec, build_repository, render  # noqa: E402
+from videoitg.serving.repository import DECODE, SELECT, TOP, RepoSpec, build_repository, render  # noqa: E402
 
 NOCACHE = "videoitg_nocache"
+UNSTREAMED = "videoitg_nocache_unstreamed"
 ENSEMBLE = "videoitg_ensemble"
+DECODE_ONCE = "videoitg_decode_once"
 
 
 def build_bench_repository(out: Path, spec: RepoSpec | None = None) -> Path:
-    """The CPU repository of `spec` (default: the embedded tiny checkpoint) plus `videoitg_nocache` and the
-    ensemble top level as `videoitg_ensemble` (with its `videoitg_select` step), all over the same steps."""
+    """The CPU repository of `spec` (default: the embedded tiny checkpoint) plus, over the same vision and grounding
+    steps: `videoitg_nocache` (BLS, cache off), `videoitg_nocache_unstreamed` (the same with a decode step that
+    answers once with every frame, `videoitg_decode_once`, so the tower waits for the whole decode) and the ensemble
+    top level as `videoitg_ensemble` (with its `videoitg_select` step; its decode step is the unstreamed one too,
+    as in an ensemble repository)."""
     spec = spec or RepoSpec(target="cpu")
     build_repository(spec, out)
+    once = dataclasses.replace(spec, stream_frames=0)
     extra = {NOCACHE: render(dataclasses.replace(spec, cache_bytes=0)),
+             UNSTREAMED: render(dataclasses.replace(once, cache_bytes=0)),
              ENSEMBLE: render(dataclasses.replace(spec, mode="ensemble"))}
     for name, files in extra.items():
         for rel, text in files.items():
@@ -54,10 +61,15 @@ def build_bench_repository(out: Path, spec: RepoSpec | None = None) -> Path:
             if model == TOP:
                 dest = out / name / rest
                 text = text.replace(f'name: "{TOP}"', f'name: "{name}"')
+                if name != NOCACHE:  # the decode step that answers once
+                    text = text.replace(f'"{DECODE}"', f'"{DECODE_ONCE}"')
             elif model == SELECT:
                 dest = out / rel
+            elif model == DECODE and name == UNSTREAMED:
+                dest = out / DECODE_ONCE / rest
+                text = text.replace(f'name: "{DECODE}"', f'name: "{DECODE_ONCE}"')
             else:
-                continue  # the steps are shared
+                continue  # the other steps are shared
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text)
     return out

@@ -1,19 +1,38 @@
-"""`videoitg_decode` (CPU deployments): encoded video bytes -> the sampled frames, resized, uint8 (a quarter of the
+"""`videoitg_decode` (CPU decoding): encoded video bytes -> the sampled frames, resized, uint8 (a quarter of the
 bytes of float pixel values through shared memory; the vision step normalises them).
 
-Decoding and sampling are the core package's (`videoitg.decode.decode_video`), under the deployment's
-`DecodeLimits` and decode time budget (model parameters, `videoitg.limits.Limits`); a bad or over-limit video
-answers that request with the decoder's typed error while the others in the batch succeed.
+Decoding and sampling are the core package's (`videoitg.decode`), under the deployment's `DecodeLimits` and
+decode time budget (model parameters, `videoitg.limits.Limits`); a bad or over-limit video answers that request
+with the decoder's typed error while the others in the batch succeed.
+
+Two answer shapes, set by the repository (`RepoSpec.stream_frames`):
+- streaming (decoupled; the BLS repository): `steps.decode_stream`, one response per `stream_frames` decoded frames
+  while the rest decode, the frame numbers last, so the vision step encodes a video's first frames during its
+  decode;
+- one response with every frame (the ensemble, whose steps answer once).
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
-from videoitg.python_backend.common import RequestCounters, input_numpy, output_numpy, output_torch, respond_each, setup
+import triton_python_backend_utils as pb_utils
+from videoitg.python_backend.common import (
+    RequestCounters,
+    error,
+    input_numpy,
+    output_numpy,
+    output_torch,
+    respond_each,
+    setup,
+)
 
 from videoitg.errors import InputError
-from videoitg.serving.steps import limits_from, sampling_from
+from videoitg.serving.steps import decode_stream, limits_from, sampling_from
+
+NAME = "videoitg_decode"
 
 
 class TritonPythonModel:
@@ -23,7 +42,9 @@ class TritonPythonModel:
         self.sampling = sampling_from(p)
         self.limits = limits_from(p)
         self.limits.check_sampling(self.sampling)
-        self.counters = RequestCounters("videoitg_decode")
+        self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
+        self.stream_frames = int(p.get("stream_frames", 64))
+        self.counters = RequestCounters(NAME)
         import videoitg.decode  # noqa: F401 - import PyAV/decoders now, not on the first request
         torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
 
@@ -31,25 +52,48 @@ class TritonPythonModel:
         self.counters.close()
 
     def execute(self, requests):
+        if self.streaming:
+            for request in requests:  # one video at a time per instance, as unstreamed
+                self._stream(request)
+            return None
+        return self.counters.count(respond_each(requests, self._decode, NAME))
+
+    def _decode(self, request):
         from videoitg.decode import decode_video
 
-        def handle(request):
-            video = input_numpy(request, "VIDEO")
-            if video is None or video.size != 1:
-                raise InputError("VIDEO must hold one encoded video")
-            data = bytes(video.reshape(-1)[0])
-            return self._respond(decode_video(data, image_size=self.image_size, params=self.sampling,
-                                              limits=self.limits.decode,
-                                              time_budget_s=self.limits.decode_time_budget_s, output="uint8"))
+        frames = decode_video(self._video(request), image_size=self.image_size, params=self.sampling,
+                              limits=self.limits.decode, time_budget_s=self.limits.decode_time_budget_s,
+                              output="uint8")
+        return self._response({  # one video: a batch axis of 1
+            "PIXEL_VALUES": frames.pixel_values[None],  # uint8 [1, T, 3, S, S]
+            "FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
+            "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64),
+        })
 
-        return self.counters.count(respond_each(requests, handle, "videoitg_decode"))
+    def _stream(self, request):
+        sender = request.get_response_sender()
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        try:
+            pending = None  # each answer is sent once the next exists, so the last one carries the final flag
+            for out in decode_stream(self._video(request), self.image_size, self.sampling, self.limits,
+                                     self.stream_frames):
+                if pending is not None:
+                    sender.send(pending)
+                pending = self._response(out)
+            response = pending
+        except Exception as e:
+            response = error(e, NAME)
+        self.counters.count([response])
+        sender.send(response, flags=final)
 
     @staticmethod
-    def _respond(frames):
-        import triton_python_backend_utils as pb_utils
+    def _video(request) -> bytes:
+        video = input_numpy(request, "VIDEO")
+        if video is None or video.size != 1:
+            raise InputError("VIDEO must hold one encoded video")
+        return bytes(video.reshape(-1)[0])
 
-        return pb_utils.InferenceResponse([  # one video: a batch axis of 1
-            output_torch("PIXEL_VALUES", frames.pixel_values[None]),  # uint8 [1, T, 3, S, S]
-            output_numpy("FRAME_INDICES", np.asarray([frames.frame_indices], dtype=np.int64)),
-            output_numpy("TIMESTAMPS", np.asarray([frames.timestamps], dtype=np.float64)),
-        ])
+    @staticmethod
+    def _response(outputs: dict):
+        return pb_utils.InferenceResponse([output_torch(k, v) if isinstance(v, torch.Tensor) else output_numpy(k, v)
+                                           for k, v in outputs.items()])

@@ -4,6 +4,9 @@
                                          --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
     -> selection (core GroundingResult under the request's ranking rule, top-K chronological, moments) -> outputs
 
+On a miss the python decode step streams the frames in chunks (`stream_frames`) and each chunk goes to the vision
+step as soon as it arrives, so the tower encodes the first frames while the last ones decode.
+
 BLS rather than an ensemble because a cache hit must skip decode and the vision tower. Each request is served by
 its own task and answered through its response sender when it is done, so `execute` returns at once and the next
 requests start while a video still decodes. Which requests compute, share, wait or are refused is
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
 from videoitg.python_backend.common import (
     RequestCounters,
@@ -54,6 +59,12 @@ class StepError(VideoITGError):
     """A step model answered with an error; its message already names the step and the cause."""
 
 
+def _drain(answers) -> None:
+    """Read a decoupled step's answers to the end (its iterator would otherwise do so wherever it is freed)."""
+    for _ in answers:
+        pass
+
+
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -75,6 +86,9 @@ class TritonPythonModel:
         self.vision_model = p.get("vision_model", "videoitg_vision")
         self.grounding_model = p.get("grounding_model", "videoitg_grounding")
         self.decode_backend = p.get("decode_backend", "python")
+        self.streaming = self.decode_backend == "python" and int(p.get("stream_frames", 0)) > 0
+        # A streamed answer is read by blocking calls (they release the GIL): one thread per cold video.
+        self.stream_readers = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-stream")
         self._metrics()
         self.counters = RequestCounters(self.name)
         self.client_errors = input_error_names()
@@ -105,6 +119,7 @@ class TritonPythonModel:
         # Metrics before their families, explicitly: interpreter teardown order is arbitrary, and a family
         # destroyed before its metrics crashes the stub on exit.
         self.counters.close()
+        self.stream_readers.shutdown(wait=False, cancel_futures=True)
         del self.m_hit, self.m_miss, self.m_bytes, self.m_requests, self.m_cold
         del self.families
 
@@ -160,6 +175,8 @@ class TritonPythonModel:
     async def _visual(self, video: bytes) -> VideoFeatures:
         if self.decode_backend == "dali":
             return await self._visual_dali(video)
+        if self.streaming:
+            return await self._visual_streamed(video)
         # Steps take one video per request, with a batch axis of 1.
         dec = await self._call(self.decode_model, [bytes_tensor("VIDEO", [video], (1, 1))],
                                ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
@@ -170,6 +187,42 @@ class TritonPythonModel:
         return VideoFeatures(visual,
                              pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().reshape(-1).tolist(),
                              pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().reshape(-1).tolist())
+
+    async def _visual_streamed(self, video: bytes) -> VideoFeatures:
+        """Each chunk of frames the decode step streams goes to the vision step at once (with the video's frame
+        count, which sets the projector's grid); the frame numbers come last."""
+        loop = asyncio.get_running_loop()
+        answers = await pb_utils.InferenceRequest(
+            model_name=self.decode_model, inputs=[bytes_tensor("VIDEO", [video], (1, 1))],
+            requested_output_names=["PIXEL_VALUES", "NUM_FRAMES", "FRAME_INDICES", "TIMESTAMPS"],
+        ).async_exec(decoupled=True)
+        chunks: list[asyncio.Task] = []
+        indices = timestamps = None
+        try:
+            while (dec := await loop.run_in_executor(self.stream_readers, next, answers, None)) is not None:
+                if dec.has_error():
+                    raise StepError(dec.error().message())
+                pixels = pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")
+                if pixels is not None:
+                    num_frames = pb_utils.get_output_tensor_by_name(dec, "NUM_FRAMES")
+                    chunks.append(loop.create_task(self._call(self.vision_model, [pixels, num_frames],
+                                                              ["FEATURES"])))
+                if pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES") is not None:
+                    indices = pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().reshape(-1)
+                    timestamps = pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().reshape(-1)
+            if indices is None or not chunks:
+                raise StepError(f"{self.decode_model}: internal error: the stream ended without "
+                                f"{'frames' if not chunks else 'frame numbers'}")
+            # torch.cat copies out of the responses' shared memory: the cache may keep the features long.
+            visual = torch.cat([response_tensor(v, "FEATURES")[0] for v in await asyncio.gather(*chunks)])
+        finally:
+            # On an error: finish reading the stream off the event loop, and collect the vision calls in flight.
+            await loop.run_in_executor(self.stream_readers, _drain, answers)
+            await asyncio.gather(*chunks, return_exceptions=True)
+        if visual.shape[0] != len(indices):
+            raise StepError(f"{self.vision_model}: internal error: {visual.shape[0]} frames of features for "
+                            f"{len(indices)} frame numbers")
+        return VideoFeatures(visual, indices.tolist(), timestamps.tolist())
 
     async def _visual_dali(self, video: bytes) -> VideoFeatures:
         """GPU deployments: the container says which frames to sample (`plan_decode`, after every check the CPU

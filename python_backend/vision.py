@@ -1,5 +1,7 @@
 """`videoitg_vision`: frames [T, 3, S, S] (uint8 from the python decoder, or SigLIP pixel values from DALI) ->
-projected visual features [T, hw², H].
+projected visual features [T, hw², H]. With NUM_FRAMES the frames are one chunk of a video of that many frames
+(the streaming decode step's chunks): the projector's grid is the whole video's, so the chunks' features
+concatenated are the whole video's.
 
 The encoder runs on the runtime the repository generator chose from the engines directory (`vision_runtime`:
 torch, onnxruntime or tensorrt; `videoitg.engines.runtimes.open_vision` checks the engine's manifest against this
@@ -12,6 +14,7 @@ import torch
 from videoitg.python_backend.common import (
     RequestCounters,
     StepRuntimeMetric,
+    input_numpy,
     input_torch,
     output_torch,
     respond_each,
@@ -21,7 +24,7 @@ from videoitg.python_backend.common import (
 from videoitg.engines.runtimes import open_vision
 from videoitg.errors import InputError
 from videoitg.preprocess import pixel_values
-from videoitg.serving.steps import check_frames, device_dtype, limits_from
+from videoitg.serving.steps import check_frames, device_dtype, frame_count, limits_from
 
 
 class TritonPythonModel:
@@ -49,11 +52,12 @@ class TritonPythonModel:
             frames = input_torch(request, "PIXEL_VALUES")  # [1, T, 3, S, S]: one video a request
             if frames.shape[0] != 1:
                 raise InputError(f"PIXEL_VALUES must hold one video a request (batch axis 1), got {frames.shape[0]}")
-            check_frames(frames[0], self.image_size, self.limits)
+            num_frames = frame_count(input_numpy(request, "NUM_FRAMES"))
+            check_frames(frames[0], self.image_size, self.limits, num_frames)
             pv = pixel_values(frames[0].to(self.device), self.dtype)
-            return pb_utils.InferenceResponse([output_torch("FEATURES", self.features(pv)[None])])
+            return pb_utils.InferenceResponse([output_torch("FEATURES", self.features(pv, num_frames)[None])])
 
         return self.counters.count(respond_each(requests, handle, "videoitg_vision"))
 
-    def features(self, pv: torch.Tensor) -> torch.Tensor:
-        return self.runtime.visual_features(pv).to(self.device, self.dtype)
+    def features(self, pv: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        return self.runtime.visual_features(pv, num_frames).to(self.device, self.dtype)

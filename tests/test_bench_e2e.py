@@ -36,9 +36,11 @@ def test_e2e_bench_tiny_served(tmp_path) -> None:
         binaries.find_tritonserver()
     except binaries.ServingSetupError as e:
         pytest.skip(f"no tritonserver: {e}")
-    r = bench_e2e.main(["--tiny", "--parts", "served", "--concurrency-requests", "1"])["served"]
+    r = bench_e2e.main(["--tiny", "--parts", "served", "--concurrency-requests", "1", "--tower", "wide"])["served"]
+    assert r["tower"] == "wide" and r["image_size"] == 224
     for name in ("tiny-a", "tiny-b"):
-        # the served request and the released-style one compute the same scores from the same weights
+        # the served requests (streamed and not) and the released-style one compute the same scores from the same
+        # weights
         assert r[name]["max_abs_logit_diff_served_vs_released"] < 1e-4
-        assert r[name]["median_s"]["served_hit"] > 0
+        assert r[name]["median_s"]["served_hit"] > 0 and r[name]["ratio_streamed_over_unstreamed"] > 0
     assert r["throughput"]["ratio_concurrency_2_over_1"] > 0

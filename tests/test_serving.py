@@ -33,6 +33,7 @@ pytestmark = pytest.mark.server
 TOL = 1e-5
 # Above every video (the sample is ~11 KB, make_clip's ~100 KB) and instruction (< 20 tokens) the other tests send.
 LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
+STREAM_FRAMES = 5
 
 skip_without_tritonserver()
 
@@ -58,7 +59,8 @@ def sample():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    yield from served(RepoSpec(target="cpu", limits=LIMITS), tmp_path_factory)
+    # The sample samples 24 frames: 5 a chunk makes the decode step stream 5 chunks, the last one short.
+    yield from served(RepoSpec(target="cpu", limits=LIMITS, stream_frames=STREAM_FRAMES), tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +200,37 @@ def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str = "
         c.close()
 
 
+def _stream_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str) -> list:
+    """Every answer of a decoupled (streaming) model to one request, in order: results or exceptions."""
+    import queue
+
+    import tritonclient.grpc as grpc
+
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    ins = []
+    for name, (arr, dtype) in inputs.items():
+        t = grpc.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr)
+        ins.append(t)
+    c = grpc.InferenceServerClient(server.grpc_url)
+    got = []
+    try:
+        c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result))
+        c.async_stream_infer(model, ins, enable_empty_final_response=True)
+        while True:
+            a = answers.get(timeout=60)
+            if not isinstance(a, Exception) and a.get_response().parameters["triton_final_response"].bool_param:
+                if a.get_response().outputs:
+                    got.append(a)
+                return got
+            got.append(a)
+            if isinstance(a, Exception):
+                return got
+    finally:
+        c.stop_stream()
+        c.close()
+
+
 BAD_REQUESTS = {
     "missing input": ({"VIDEO": "ok"}, "INSTRUCTION"),
     "wrong dtype": ({"VIDEO": "ok", "INSTRUCTION": (np.array([[3]], np.int32), "INT32")}, "INSTRUCTION"),
@@ -323,8 +356,11 @@ def test_step_models_called_directly_check_their_inputs(server, scorer, sample) 
     assert ei.value.status() == "StatusCode.INVALID_ARGUMENT"
     with pytest.raises(InferenceServerException, match=r"PIXEL_VALUES must be \[T, 3, "):
         _raw_infer(server, {"PIXEL_VALUES": (np.zeros((1, 2, 3, s + 1, s), np.uint8), "UINT8")}, "videoitg_vision")
-    with pytest.raises(InferenceServerException, match="VIDEO: video input is empty|video input is empty"):
-        _raw_infer(server, {"VIDEO": (np.array([[b""]], object), "BYTES")}, "videoitg_decode")
+    with pytest.raises(InferenceServerException, match=r"NUM_FRAMES is 1: the video of a 2-frame chunk"):
+        _raw_infer(server, {"PIXEL_VALUES": (np.zeros((1, 2, 3, s, s), np.uint8), "UINT8"),
+                            "NUM_FRAMES": (np.array([[1]], np.int64), "INT64")}, "videoitg_vision")
+    (empty,) = _stream_infer(server, {"VIDEO": (np.array([[b""]], object), "BYTES")}, "videoitg_decode")
+    assert isinstance(empty, InferenceServerException) and "video input is empty" in str(empty), empty
 
     # Grounding: mis-sized features sent at the same time as a well-formed request.
     feats = scorer.stream_features(data)
@@ -356,6 +392,33 @@ def test_step_models_called_directly_check_their_inputs(server, scorer, sample) 
         else:
             assert isinstance(out, InferenceServerException) and messages[name] in str(out), (name, out)
             assert out.status() == "StatusCode.INVALID_ARGUMENT", (name, out.status())
+
+
+def test_decode_step_streams_chunks_that_the_vision_step_encodes_as_the_whole_video(server, scorer, sample) -> None:
+    """The streaming decode step answers STREAM_FRAMES frames at a time with the video's frame count, the frame
+    numbers last; its chunks are the whole decode's frames, and the vision step's features of the chunks (each
+    with NUM_FRAMES) are the whole video's."""
+    from videoitg.decode import decode_video
+
+    path, data, _ = sample
+    answers = _stream_infer(server, {"VIDEO": (np.array([[data]], object), "BYTES")}, "videoitg_decode")
+    assert not any(isinstance(a, Exception) for a in answers), answers
+    chunks, last = answers[:-1], answers[-1]
+    frames = decode_video(data, image_size=scorer.config.vision.image_size, output="uint8")
+    t = len(frames)
+    assert [c.as_numpy("PIXEL_VALUES").shape[1] for c in chunks] == [STREAM_FRAMES] * (t // STREAM_FRAMES) + (
+        [t % STREAM_FRAMES] if t % STREAM_FRAMES else [])
+    assert len(chunks) > 2 and all(int(c.as_numpy("NUM_FRAMES")[0, 0]) == t for c in chunks)
+    assert np.array_equal(np.concatenate([c.as_numpy("PIXEL_VALUES")[0] for c in chunks]),
+                          frames.pixel_values.numpy())
+    assert last.as_numpy("FRAME_INDICES")[0].tolist() == frames.frame_indices
+    assert last.as_numpy("TIMESTAMPS")[0].tolist() == frames.timestamps
+
+    feats = [_raw_infer(server, {"PIXEL_VALUES": (c.as_numpy("PIXEL_VALUES"), "UINT8"),
+                                 "NUM_FRAMES": (c.as_numpy("NUM_FRAMES"), "INT64")}, "videoitg_vision")
+             .as_numpy("FEATURES")[0] for c in chunks]
+    whole = scorer.stream_features(data).visual.numpy()
+    assert np.abs(np.concatenate(feats) - whole).max() <= TOL
 
 
 def test_metrics_count_successes_and_failures(server, clients, sample) -> None:
@@ -505,7 +568,10 @@ def test_wrong_protocol_gets_a_hint_and_moments_match(server, scorer, sample) ->
         c.infer(data, instruction)
     with VideoITGClient(server.grpc_url, "grpc") as c:
         served = c.score(data, instruction)
-    assert served.moments == scorer.score(data, instruction).moments
+    ref = scorer.score(data, instruction).moments
+    # The same spans; scores equal to float rounding (this server's tower runs 5-frame chunks, in-process 64).
+    assert [(m.start, m.end) for m in served.moments] == [(m.start, m.end) for m in ref] and served.moments
+    assert max(abs(a.score - b.score) for a, b in zip(served.moments, ref, strict=True)) <= TOL
 
 
 def test_perf_command_runs_perf_analyzer_with_real_videos(server, sample, tmp_path, capsys) -> None:

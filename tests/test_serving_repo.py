@@ -67,6 +67,13 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     assert outputs == ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT",
                        "MOMENTS", "APPLIED_RANKING_RULE"]
     assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
+    # The python decode step streams its frames under the BLS model (decoupled); an ensemble step answers once.
+    decode = configs["videoitg_decode/config.pbtxt"]
+    streams = mode == "bls" and target == "cpu"  # the committed gpu repository decodes with DALI
+    assert decode.model_transaction_policy.decoupled == streams
+    assert ("NUM_FRAMES" in {o.name for o in decode.output}) == streams
+    if mode == "bls":
+        assert top.parameters["stream_frames"].string_value == ("64" if streams else "0")
     if mode == "ensemble":
         assert top.platform == "ensemble"
         steps = top.ensemble_scheduling.step
@@ -121,6 +128,16 @@ def test_ensemble_is_refused_for_the_gpu_target() -> None:
         RepoSpec(mode="pipeline")
     with pytest.raises(InputError, match="max_batch must be an int >= 1"):
         RepoSpec(max_batch=0)
+    with pytest.raises(InputError, match="stream_frames must be an int >= 0"):
+        RepoSpec(stream_frames=-1)
+
+
+def test_stream_frames_zero_answers_once() -> None:
+    """`--stream-frames 0`: the decode step answers once with every frame (not decoupled), and the BLS model
+    calls it so."""
+    files = render(RepoSpec(stream_frames=0))
+    assert "model_transaction_policy" not in files["videoitg_decode/config.pbtxt"]
+    assert 'key: "stream_frames"\n  value { string_value: "0" }' in files["videoitg/config.pbtxt"]
 
 
 def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:

@@ -38,6 +38,10 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="requests Triton hands a model at once (default 8)")
     p.add_argument("--decode-instances", type=int, default=1,
                    help="python decode instances (cpu target; more only pays with spare cores)")
+    p.add_argument("--stream-frames", type=int, default=64,
+                   help="bls with the python decoder: the decode step streams a video's frames to the vision step "
+                        "in chunks of this many, so the tower encodes while the rest decode (default 64; 0: one "
+                        "answer with every frame)")
 
 
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,6 +83,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
         dtype="" if args.dtype == "auto" else args.dtype,
         max_batch=args.max_batch,
         decode_instances=args.decode_instances,
+        stream_frames=args.stream_frames,
         checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else DEFAULT_CHECKPOINT,
         vision_tower=str(Path(args.vision_tower).resolve()) if args.vision_tower else "",
         engines=str(Path(args.engines).resolve()) if args.engines else "",

@@ -56,10 +56,11 @@ class VisionRuntime:
         raise NotImplementedError
 
     @torch.inference_mode()
-    def visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[T, 3, S, S] -> [T, hw², H], hw by the inference rule for this T (the core projector)."""
+    def visual_features(self, pixel_values: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """[T, 3, S, S] -> [T, hw², H], hw by the inference rule for the video's `num_frames` (default T: these
+        are all its frames). Every step after the tower is per frame, so a video's frames may come in chunks."""
         feats = self.encode(pixel_values).to(self.device, self.dtype)
-        return self.model.project(feats, self.model.config.tokens_per_side(pixel_values.shape[0]))
+        return self.model.project(feats, self.model.config.tokens_per_side(num_frames or pixel_values.shape[0]))
 
 
 class GroundingRuntime:

@@ -68,6 +68,9 @@ class RepoSpec:
     default_top_k: int = 32
     ranking_rule: str = DEFAULT_RANKING_RULE  # the deployment's default; a request may send RANKING_RULE
     decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
+    # The python decode step of the bls repository streams a video's frames to the vision step in chunks of this
+    # many (decode overlaps the tower); 0: it answers once with every frame. The ensemble never streams.
+    stream_frames: int = 64
     dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
     # Built-in served defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
     # committed examples); `videoitg repo build` / `serve` pass Limits.from_args (flags > environment > defaults).
@@ -92,6 +95,8 @@ class RepoSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.stream_frames, bool) or not isinstance(self.stream_frames, int) or self.stream_frames < 0:
+            raise InputError(f"stream_frames must be an int >= 0, got {self.stream_frames!r}")
         if not isinstance(self.limits, Limits):
             raise InputError(f"limits must be a videoitg.limits.Limits, got {type(self.limits).__name__}")
         self.limits.check_sampling(self.sampling)  # a repository whose every request would be refused
@@ -104,6 +109,11 @@ class RepoSpec:
     @property
     def gpu(self) -> bool:
         return self.target == "gpu"
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the decode step streams (decoupled): the python decoder under the BLS model."""
+        return self.mode == "bls" and self.decoder == "python" and self.stream_frames > 0
 
 
 # ---- engines -----------------------------------------------------------------------------------------------
@@ -226,7 +236,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 "vision_runtime": runtimes["vision"], "engines": spec.engines,
                 "feature_cache_bytes": spec.cache_bytes,
                 "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
-                "decode_backend": spec.decoder,
+                "decode_backend": spec.decoder, "stream_frames": spec.stream_frames if spec.streaming else 0,
             },
         )
     else:
@@ -247,7 +257,9 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
     specs[VISION] = _python_model(
         VISION, spec, on_gpu=True, max_batch=spec.max_batch,
         # uint8 resized frames from the python decoder; DALI hands over normalised float pixel values.
-        inputs=[_io("PIXEL_VALUES", "FP32" if spec.decoder == "dali" else "UINT8", [-1, 3, -1, -1])],
+        inputs=[_io("PIXEL_VALUES", "FP32" if spec.decoder == "dali" else "UINT8", [-1, 3, -1, -1]),
+                # The video's frame count when PIXEL_VALUES is one chunk of it (the streaming decode step's).
+                _io("NUM_FRAMES", "INT64", [1], optional=True)],
         outputs=[_io("FEATURES", FEATURE_TYPES[spec.dtype], [-1, -1, -1])],
         params={**common, **limits, "vision_runtime": runtimes["vision"], "engines": spec.engines},
     )
@@ -312,11 +324,22 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
             "output": [_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],  # SigLIP pixel values, on the device
             "instance_group": [{"kind": "KIND_GPU", "count": 1}],
         }
-    return _python_model(
+    if not spec.streaming:
+        return _python_model(
+            DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch,
+            inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
+            params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params},
+        )
+    # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES and TIMESTAMPS
+    # last (`videoitg.serving.steps.decode_stream`).
+    cfg = _python_model(
         DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch,
-        inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
-        params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params},
+        inputs=[_io("VIDEO", "STRING", [1])], outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
+        params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params,
+                "stream_frames": spec.stream_frames},
     )
+    cfg["model_transaction_policy"] = {"decoupled": True}
+    return cfg
 
 
 # ---- pbtxt --------------------------------------------------------------------------------------------------

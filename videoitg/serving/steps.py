@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,13 +211,44 @@ def parse_options(top_k: np.ndarray | None, ranking_rule: np.ndarray | None, def
 # ---- step inputs ---------------------------------------------------------------------------------------------
 # Every step model is reachable by a client as well as by the top-level model, so each checks its own inputs as
 # the top-level model checks a request: a bad tensor is that request's INVALID_ARGUMENT, never a batch-mate's error.
-def check_frames(frames: torch.Tensor, image_size: int, limits: Limits) -> None:
-    """`videoitg_vision`'s PIXEL_VALUES: [T, 3, S, S], 1 <= T <= max_sampled_frames."""
+def check_frames(frames: torch.Tensor, image_size: int, limits: Limits, num_frames: int | None = None) -> None:
+    """`videoitg_vision`'s PIXEL_VALUES: [T, 3, S, S], 1 <= T <= max_sampled_frames; with NUM_FRAMES (the frames
+    are one chunk of a video of `num_frames`), T <= num_frames <= max_sampled_frames."""
     if frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[2] != image_size or frames.shape[3] != image_size:
         raise InputError(f"PIXEL_VALUES must be [T, 3, {image_size}, {image_size}], got {list(frames.shape)}")
     if not 1 <= frames.shape[0] <= limits.max_sampled_frames:
         raise InputError(f"PIXEL_VALUES holds {frames.shape[0]} frames; 1 to {limits.max_sampled_frames} "
                          "(max_sampled_frames) are allowed")
+    if num_frames is not None and not frames.shape[0] <= num_frames <= limits.max_sampled_frames:
+        raise InputError(f"NUM_FRAMES is {num_frames}: the video of a {frames.shape[0]}-frame chunk has "
+                         f"{frames.shape[0]} to {limits.max_sampled_frames} (max_sampled_frames) frames")
+
+
+def frame_count(value: Any) -> int | None:
+    """NUM_FRAMES, an optional [1, 1] integer input: None when absent."""
+    if value is None:
+        return None
+    if value.size != 1 or value.dtype.kind not in "iu":
+        raise InputError(f"NUM_FRAMES must hold one integer, got {value.size} values of {value.dtype}")
+    return int(value.reshape(-1)[0])
+
+
+def decode_stream(video: bytes, image_size: int, sampling: SamplingParams, limits: Limits,
+                  chunk_frames: int) -> Iterator[dict[str, Any]]:
+    """The streaming decode step's answers, in order: one {PIXEL_VALUES [1, t, 3, S, S] uint8, NUM_FRAMES [1, 1]}
+    per `chunk_frames` decoded frames as soon as they are decoded (so the vision step encodes them while the rest
+    decode), then {FRAME_INDICES [1, T], TIMESTAMPS [1, T]} once the decode is over. The chunks are
+    `decode_video`'s frames, in order; the decode's error, if any, is raised where it happens."""
+    from videoitg.decode import stream_video
+
+    stream = stream_video(video, image_size=image_size, params=sampling, limits=limits.decode,
+                          time_budget_s=limits.decode_time_budget_s, output="uint8")
+    total = np.asarray([[len(stream)]], dtype=np.int64)
+    for chunk in stream.chunks(chunk_frames):
+        yield {"PIXEL_VALUES": chunk[None], "NUM_FRAMES": total}
+    frames = stream.result()
+    yield {"FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
+           "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64)}
 
 
 def check_features(visual: torch.Tensor, config: Any, limits: Limits) -> None:
