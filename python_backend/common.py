@@ -51,8 +51,12 @@ def respond_each(requests: list[Any], handle: Any, model: str) -> list[Any]:
 
 
 def input_numpy(request: Any, name: str) -> np.ndarray | None:
+    """A (small) input on the host, None when absent. On a GPU deployment a step's input may arrive in device
+    memory (FORCE_CPU_ONLY_INPUT_TENSORS=no), where `as_numpy` cannot read it."""
     t = pb_utils.get_input_tensor_by_name(request, name)
-    return None if t is None else t.as_numpy()
+    if t is None:
+        return None
+    return t.as_numpy() if t.is_cpu() else from_dlpack(t.to_dlpack()).cpu().numpy()
 
 
 def input_torch(request: Any, name: str) -> torch.Tensor:
