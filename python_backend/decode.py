@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from videoitg.python_backend.common import (
@@ -30,7 +29,7 @@ from videoitg.python_backend.common import (
 )
 
 from videoitg.errors import InputError
-from videoitg.serving.steps import decode_stream, limits_from, sampling_from
+from videoitg.serving.steps import decode_stream, decode_whole, limits_from, sampling_from
 
 NAME = "videoitg_decode"
 
@@ -59,16 +58,7 @@ class TritonPythonModel:
         return self.counters.count(respond_each(requests, self._decode, NAME))
 
     def _decode(self, request):
-        from videoitg.decode import decode_video
-
-        frames = decode_video(self._video(request), image_size=self.image_size, params=self.sampling,
-                              limits=self.limits.decode, time_budget_s=self.limits.decode_time_budget_s,
-                              output="uint8")
-        return self._response({  # one video: a batch axis of 1
-            "PIXEL_VALUES": frames.pixel_values[None],  # uint8 [1, T, 3, S, S]
-            "FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
-            "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64),
-        })
+        return self._response(decode_whole(self._video(request), self.image_size, self.sampling, self.limits))
 
     def _stream(self, request):
         sender = request.get_response_sender()

@@ -207,8 +207,9 @@ class TritonPythonModel:
                     num_frames = pb_utils.get_output_tensor_by_name(dec, "NUM_FRAMES")
                     chunks.append(loop.create_task(self._call(self.vision_model, [pixels, num_frames],
                                                               ["FEATURES"])))
-                if pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES") is not None:
-                    indices = pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES").as_numpy().reshape(-1)
+                frame_numbers = pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES")
+                if frame_numbers is not None:  # the last answer
+                    indices = frame_numbers.as_numpy().reshape(-1)
                     timestamps = pb_utils.get_output_tensor_by_name(dec, "TIMESTAMPS").as_numpy().reshape(-1)
             if indices is None or not chunks:
                 raise StepError(f"{self.decode_model}: internal error: the stream ended without "

@@ -233,22 +233,38 @@ def frame_count(value: Any) -> int | None:
     return int(value.reshape(-1)[0])
 
 
+def decode_whole(video: bytes, image_size: int, sampling: SamplingParams, limits: Limits) -> dict[str, Any]:
+    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S] uint8, FRAME_INDICES [1, T], TIMESTAMPS [1, T]}."""
+    from videoitg.decode import decode_video
+
+    frames = decode_video(video, **_decode_options(image_size, sampling, limits))
+    return {"PIXEL_VALUES": frames.pixel_values[None], **_frame_numbers(frames)}
+
+
 def decode_stream(video: bytes, image_size: int, sampling: SamplingParams, limits: Limits,
                   chunk_frames: int) -> Iterator[dict[str, Any]]:
     """The streaming decode step's answers, in order: one {PIXEL_VALUES [1, t, 3, S, S] uint8, NUM_FRAMES [1, 1]}
     per `chunk_frames` decoded frames as soon as they are decoded (so the vision step encodes them while the rest
     decode), then {FRAME_INDICES [1, T], TIMESTAMPS [1, T]} once the decode is over. The chunks are
-    `decode_video`'s frames, in order; the decode's error, if any, is raised where it happens."""
+    `decode_whole`'s frames, in order; the decode's error, if any, is raised where it happens."""
     from videoitg.decode import stream_video
 
-    stream = stream_video(video, image_size=image_size, params=sampling, limits=limits.decode,
-                          time_budget_s=limits.decode_time_budget_s, output="uint8")
+    stream = stream_video(video, **_decode_options(image_size, sampling, limits))
     total = np.asarray([[len(stream)]], dtype=np.int64)
     for chunk in stream.chunks(chunk_frames):
         yield {"PIXEL_VALUES": chunk[None], "NUM_FRAMES": total}
-    frames = stream.result()
-    yield {"FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
-           "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64)}
+    yield _frame_numbers(stream.result())
+
+
+def _decode_options(image_size: int, sampling: SamplingParams, limits: Limits) -> dict[str, Any]:
+    """The served decode: the deployment's sampling and limits, uint8 frames (normalised by the vision step)."""
+    return {"image_size": image_size, "params": sampling, "limits": limits.decode,
+            "time_budget_s": limits.decode_time_budget_s, "output": "uint8"}
+
+
+def _frame_numbers(frames: Any) -> dict[str, np.ndarray]:
+    return {"FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
+            "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64)}
 
 
 def check_features(visual: torch.Tensor, config: Any, limits: Limits) -> None:
