@@ -27,7 +27,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not insta
 
 from tests.test_batch_media import SAMPLING_ARGS, make_manifest  # noqa: E402
 from tests.test_batch_ray import REPO, _kill_session, _non_loopback_listeners, _records, _session_pids  # noqa: E402
+from videoitg.serving.server import free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +51,6 @@ VIDEOS, PER_VIDEO = 4, 4
 WORKER_NODE = ("import sys; import ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
                "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
 STARTED = "Ray runtime started"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _comm_and_cmdline(pid: int) -> tuple[str, str]:
@@ -111,7 +105,7 @@ class Cluster:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="vray", dir="/tmp"))  # short: Ray's socket paths live under it
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         token = secrets.token_hex(32)
         base = {k: v for k, v in os.environ.items()
@@ -130,10 +124,10 @@ class Cluster:
     @staticmethod
     def _ports() -> list[str]:
         # Ray's defaults are fixed ports (8265, 10001, 52365, 10002-19999): another Ray on the machine would clash.
-        return ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
+        return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
                 "--min-worker-port", "0", "--max-worker-port", "0",
-                "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-                "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port())]
+                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
 
     def _start(self, name: str, args: list[str], env: dict[str, str], launcher: list[str]) -> Node:
         temp = self.root / name
@@ -149,8 +143,8 @@ class Cluster:
         ray_cli = [str(Path(sys.executable).parent / "ray")]
         return self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0",
                                     "--include-dashboard", "false", "--dashboard-host", "127.0.0.1",
-                                    "--dashboard-port", str(_free_port()),
-                                    "--ray-client-server-port", str(_free_port()), "--disable-usage-stats"],
+                                    "--dashboard-port", str(free_port()),
+                                    "--ray-client-server-port", str(free_port()), "--disable-usage-stats"],
                            {**self.node_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, ray_cli)
 
     def add_worker(self) -> Node:

@@ -272,7 +272,7 @@ def test_video_over_the_configured_byte_limit_is_refused(clients, sample) -> Non
     assert clients["grpc"].infer(path, instruction).result.logits  # the next request is served
 
 
-def test_gzip_body_is_bounded_by_the_video_limit_and_memory_comes_back(server, clients, sample) -> None:
+def test_gzip_body_is_bounded_by_the_video_limit_and_shared_memory_stays_bounded(server, clients, sample) -> None:
     """An HTTP body with Content-Encoding: gzip (8 MiB of video in ~8 KB on the wire) is refused by
     max_video_bytes like any other, the server keeps serving, and its shared memory stays bounded by a small
     multiple of the request (Triton 2.51 decompresses a body whole: RELIABILITY.md, threat model)."""
