@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures_video import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip  # noqa: E402
-
+from tests.support.video import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip  # noqa: E402
 from videoitg.decode import dali_available, dali_backend, decode_video  # noqa: E402
 from videoitg.decode.colour import signal_of, yuv_to_rgb  # noqa: E402
 from videoitg.preprocess import preprocess_frames  # noqa: E402

@@ -27,8 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures_video import repeat_clip, write_natural_clip  # noqa: E402
-
+from tests.support.video import repeat_clip, write_natural_clip  # noqa: E402
 from videoitg.decode import dali_available, decode_video  # noqa: E402
 from videoitg.preprocess import preprocess_frames  # noqa: E402
 from videoitg.sampling import SamplingParams  # noqa: E402

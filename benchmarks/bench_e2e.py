@@ -191,9 +191,9 @@ def released_request(model, ids: torch.Tensor, path: Path, image_size: int, proc
 def wide_tower_checkpoint(out: Path) -> Path:
     """The tiny checkpoint's shape with a tower that costs about as much as decoding (224 px, 256 patches a frame,
     width 192): where overlapping decode with the tower can show on a CPU. Random weights."""
-    from fixtures_model import build_tiny_checkpoint
     from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
+    from tests.support.model import build_tiny_checkpoint
     from videoitg.config import VisionConfig, preset
 
     cfg = preset("tiny", vocab_size=len(build_tiny_tokenizer()))
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(child))
         return child
     if args.tiny:
-        from fixtures_video import write_natural_clip
+        from tests.support.video import write_natural_clip
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-tiny-"))
         small = {"tiny-a": write_natural_clip(tmp / "a.mp4", frames=40, width=96, height=64, gop=10),

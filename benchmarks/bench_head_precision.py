@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures_model import tiny_config  # noqa: E402
-
+from tests.support.model import tiny_config  # noqa: E402
 from videoitg.checkpoint import load_checkpoint  # noqa: E402
 from videoitg.defaults import default_checkpoint, sample_video  # noqa: E402
 from videoitg.model import VideoITG  # noqa: E402

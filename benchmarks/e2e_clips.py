@@ -1,6 +1,6 @@
 """The long H.264 clips of the end-to-end benchmark (the goals in docs/performance.md), made once and cached.
 
-Each clip is one encoded segment of camera-like content (`fixtures_video.write_natural_clip`) stream-copied end
+Each clip is one encoded segment of camera-like content (`tests.support.video.write_natural_clip`) stream-copied end
 to end (`repeat_clip`): it decodes exactly like a real clip with that GOP structure and takes a minute to make
 instead of an hour of encoding on 2 cores.
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from fixtures_video import repeat_clip, write_natural_clip  # noqa: E402
+from tests.support.video import repeat_clip, write_natural_clip  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "videoitg" / "bench"
 

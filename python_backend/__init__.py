@@ -1,3 +1,6 @@
-"""Triton python-backend models. Each file is thin: parse the Triton request, call the core package
-(`videoitg.serving.steps`, `videoitg.model`, `videoitg.decode`), respond. Imported only inside tritonserver's
-python stub (they need `triton_python_backend_utils`); the generated `model.py` shims import them."""
+"""Everything that runs inside tritonserver: the python-backend models (`videoitg_bls`, `decode`, `vision`,
+`grounding`, `selection`; thin: parse, call the library, respond) and their library, which unit tests call without
+a server (`steps`: parameters, request and step-input checks, decode answers; `cache` and `scheduling`: the feature
+cache and who computes, shares, waits or is refused; `errors`: the one error format). The model files, `common` and
+`features` need `triton_python_backend_utils`, so only the stub imports them (through the generated `model.py`
+shims)."""

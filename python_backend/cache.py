@@ -1,7 +1,8 @@
 """Visual-feature cache: the instruction-independent half of a request (decode + SigLIP + projector), kept by key.
 
-Key = BLAKE3(video bytes) + sampling parameters + checkpoint/engine identity, so a second instruction on the same
-video with the same model skips decode and the vision tower, and a different checkpoint or sampling never hits.
+Key = the video's digest (`videoitg.digest.video_digest`, BLAKE3 of its bytes) + sampling parameters +
+checkpoint/engine identity, so a second instruction on the same video with the same model skips decode and the
+vision tower, and a different checkpoint or sampling never hits.
 The video digest is a cryptographic hash of every byte (docs/serving.md, "Feature cache"): the cache is shared by
 all clients, so a key that a client could make collide would let it plant its features under another video.
 Bounded in bytes (sum of tensor sizes) with least-recently-used eviction; counts hits, misses and evictions.
@@ -18,17 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from blake3 import blake3
-
-# Below this size one thread hashes faster than starting more (BLAKE3 splits larger inputs over all cores).
-_THREADED_FROM = 1 << 22
-
-
-def video_digest(video: bytes | bytearray | memoryview) -> str:
-    """BLAKE3-256 of the encoded video, hex: ~3.5 GB/s a core (4.4x sha256 with SHA-NI on 2 cores,
-    benchmarks/RESULTS.md), multithreaded for large inputs, and collision resistant."""
-    threads = blake3.AUTO if len(video) >= _THREADED_FROM else 1
-    return "b3:" + blake3(video, max_threads=threads).hexdigest()
 
 
 def cache_key(video_digest_hex: str, sampling_key: str, model_identity: str) -> str:
@@ -111,23 +101,30 @@ class FeatureCache:
 @dataclass
 class FailureMemory:
     """Videos whose decode failed for the video's own sake, remembered for `ttl_s` by cache key, so that a client
-    retrying the same bytes (a corrupt file, a video over a limit, one that ran out of its decode budget) gets the
-    same error at once instead of another decode. Bounded: the oldest entry goes first past `capacity` entries."""
+    retrying the same bytes (a corrupt file, a video over a limit) gets the same error at once instead of another
+    decode. Only the error's class and message are kept, never the exception itself: its traceback would hold the
+    failed request's frames and bytes. Bounded: expired entries go whenever one is added, and the oldest goes first
+    past `capacity` entries."""
 
     ttl_s: float = 60.0
     capacity: int = 4096
-    _data: OrderedDict[str, tuple[float, BaseException]] = field(default_factory=OrderedDict, repr=False)
+    _data: OrderedDict[str, tuple[float, type[BaseException], tuple[Any, ...]]] = field(
+        default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def remember(self, key: str, error: BaseException) -> None:
+        now = time.monotonic()
         with self._lock:
             self._data.pop(key, None)
-            self._data[key] = (time.monotonic() + self.ttl_s, error)
+            while self._data and next(iter(self._data.values()))[0] <= now:  # insertion order = expiry order
+                self._data.popitem(last=False)
+            self._data[key] = (now + self.ttl_s, type(error), tuple(str(a) for a in error.args))
             while len(self._data) > self.capacity:
                 self._data.popitem(last=False)
 
     def get(self, key: str) -> BaseException | None:
-        """The remembered error for `key`, or None (never seen, or forgotten after `ttl_s`)."""
+        """A fresh copy of the remembered error for `key` (same class and message), or None (never seen, or
+        forgotten after `ttl_s`)."""
         with self._lock:
             item = self._data.get(key)
             if item is None:
@@ -135,7 +132,9 @@ class FailureMemory:
             if time.monotonic() >= item[0]:
                 del self._data[key]
                 return None
-            return item[1]
+        error = item[1].__new__(item[1])
+        error.args = item[2]
+        return error
 
     def __len__(self) -> int:
         return len(self._data)

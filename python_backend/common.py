@@ -1,5 +1,5 @@
-"""Helpers shared by the python-backend models: parameters, tensors in and out (DLPack, so a GPU tensor stays on
-the GPU), and per-request error responses."""
+"""Triton glue shared by the python-backend models: parameters, tensors in and out (DLPack, so a GPU tensor stays on
+the GPU), per-request error responses (in the format of `errors`) and the models' metrics."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
+from videoitg.python_backend.errors import StepError, error_message, input_error_names
+from videoitg.python_backend.scheduling import NotCachedError
+from videoitg.python_backend.steps import StepAssets, model_parameters
 
-from videoitg.errors import InputError, VideoITGError
-from videoitg.serving.steps import StepAssets, model_parameters
+from videoitg.errors import InputError
+from videoitg.limits import OverloadedError
 
 
 def setup(args: dict[str, Any]) -> tuple[dict[str, str], StepAssets]:
@@ -22,20 +25,30 @@ def setup(args: dict[str, Any]) -> tuple[dict[str, str], StepAssets]:
     return params, StepAssets.from_parameters(params, args.get("model_repository"))
 
 
-def error(exc: BaseException | str, model: str) -> Any:
-    """A response that fails this request only. Our typed errors are the client's fault (INVALID_ARG, message as
-    is); anything else is logged with its traceback and reported as an internal error."""
-    if isinstance(exc, str):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(exc))
-    if isinstance(exc, VideoITGError):
-        msg = f"{model}: {type(exc).__name__}: {exc}"
-        code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if isinstance(exc, InputError) else None
-    else:
+_INPUT_ERRORS: set[str] = set()
+
+
+def error_code(exc: BaseException) -> Any:
+    """The status a failed request gets: INVALID_ARG for the client's input (also when a step named it), NOT_FOUND
+    for a video named by a digest this server has not cached (the client then sends the bytes), UNAVAILABLE when
+    the server is busy (retry later, or elsewhere), INTERNAL for anything else."""
+    from videoitg.python_backend.errors import client_fault
+
+    if not _INPUT_ERRORS:
+        _INPUT_ERRORS.update(input_error_names())
+    e = pb_utils.TritonError
+    if isinstance(exc, NotCachedError):
+        return e.NOT_FOUND
+    if isinstance(exc, OverloadedError):
+        return e.UNAVAILABLE
+    return e.INVALID_ARG if client_fault(exc, _INPUT_ERRORS) else e.INTERNAL
+
+
+def error(exc: BaseException, model: str) -> Any:
+    """A response that fails this request only. Anything not ours is logged with its traceback."""
+    if not isinstance(exc, (InputError, StepError, NotCachedError, OverloadedError)):
         pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(exc))}")
-        msg = f"{model}: internal error: {type(exc).__name__}: {exc}"
-        code = getattr(pb_utils.TritonError, "INTERNAL", None)
-    err = pb_utils.TritonError(msg, code) if code is not None else pb_utils.TritonError(msg)
-    return pb_utils.InferenceResponse(error=err)
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(error_message(exc, model), error_code(exc)))
 
 
 def respond_each(requests: list[Any], handle: Any, model: str) -> list[Any]:
@@ -92,26 +105,63 @@ def bytes_tensor(name: str, values: list[bytes | str], shape: tuple[int, ...] | 
 class RequestCounters:
     """`videoitg_requests{model, outcome}`: Triton 2.51's python backend reports a request as a success even when
     its response carries an error, so `nv_inference_request_failure` misses per-request errors; these count them.
+    Outcomes: success, failure, and (top-level model) not_cached: a digest-first request for a video this server
+    has not cached, the protocol's expected first answer (the client sends the bytes next), not a failure.
     The families must outlive their metrics, so both are kept here."""
+
+    OUTCOMES = ("success", "failure", "not_cached")
 
     def __init__(self, model: str):
         fam = pb_utils.MetricFamily
         self.family = fam("videoitg_requests", "requests answered, by outcome", fam.COUNTER)
-        self.success = self.family.Metric({"model": model, "outcome": "success"})
-        self.failure = self.family.Metric({"model": model, "outcome": "failure"})
+        self.metrics = {o: self.family.Metric({"model": model, "outcome": o}) for o in self.OUTCOMES}
 
     def close(self) -> None:
         """Metrics before their family: the stub crashes at exit if a family dies first."""
-        del self.success, self.failure
+        self.metrics.clear()
         del self.family
+
+    def record(self, exc: BaseException | None) -> None:
+        """One answered request: None on success, else the error it was answered with."""
+        outcome = "success" if exc is None else "not_cached" if isinstance(exc, NotCachedError) else "failure"
+        self.metrics[outcome].increment(1)
 
     def count(self, responses: list) -> list:
         bad = sum(1 for r in responses if r.has_error())
         if bad:
-            self.failure.increment(bad)
+            self.metrics["failure"].increment(bad)
         if len(responses) - bad:
-            self.success.increment(len(responses) - bad)
+            self.metrics["success"].increment(len(responses) - bad)
         return responses
+
+
+class BlsMetrics:
+    """The top-level model's metrics on Triton's /metrics, next to nv_inference_request_success/failure. The
+    families must outlive their metrics, so both are kept here and released in that order."""
+
+    def __init__(self, model: str):
+        fam = pb_utils.MetricFamily
+        self.families = [
+            fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER),
+            fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER),
+            fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache", fam.GAUGE),
+            # The load signal (autoscaling): requests this model is serving. Triton's own pending count stays near
+            # zero because execute hands each request to a task at once.
+            fam("videoitg_requests_in_flight", "requests being served (cold or cache hit)", fam.GAUGE),
+            fam("videoitg_cold_videos_in_flight", "videos being decoded and encoded", fam.GAUGE),
+        ]
+        self.hits, self.misses, self.bytes, self.requests, self.cold = (
+            f.Metric({"model": model}) for f in self.families)
+
+    def update(self, hit: bool | None, cold: int, cache_bytes: int) -> None:
+        if hit is not None:
+            (self.hits if hit else self.misses).increment(1)
+        self.cold.set(cold)
+        self.bytes.set(cache_bytes)
+
+    def close(self) -> None:
+        del self.hits, self.misses, self.bytes, self.requests, self.cold
+        del self.families
 
 
 class StepRuntimeMetric:
@@ -127,17 +177,3 @@ class StepRuntimeMetric:
         """Metrics before their family: the stub crashes at exit if a family dies first."""
         del self.metric
         del self.family
-
-
-def input_error_names() -> set[str]:
-    """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
-    try:
-        import videoitg.decode  # noqa: F401 - registers the decoder's error classes
-    except ImportError:
-        pass
-    names, todo = set(), [InputError]
-    while todo:
-        c = todo.pop()
-        names.add(c.__name__)
-        todo.extend(c.__subclasses__())
-    return names

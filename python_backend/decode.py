@@ -27,9 +27,10 @@ from videoitg.python_backend.common import (
     respond_each,
     setup,
 )
+from videoitg.python_backend.steps import decode_stream, decode_whole, sampling_from
 
 from videoitg.errors import InputError
-from videoitg.serving.steps import decode_stream, decode_whole, limits_from, sampling_from
+from videoitg.limits import Limits
 
 NAME = "videoitg_decode"
 
@@ -39,7 +40,7 @@ class TritonPythonModel:
         p, assets = setup(args)
         self.image_size = assets.config().vision.image_size
         self.sampling = sampling_from(p)
-        self.limits = limits_from(p)
+        self.limits = Limits.from_mapping(p)
         self.limits.check_sampling(self.sampling)
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.stream_frames = int(p.get("stream_frames", 64))

@@ -21,10 +21,11 @@ from videoitg.python_backend.common import (
     output_torch,
     setup,
 )
+from videoitg.python_backend.steps import check_features, device_dtype
 
 from videoitg.engines.runtimes import open_grounding
 from videoitg.errors import InputError
-from videoitg.serving.steps import check_features, device_dtype, limits_from
+from videoitg.limits import Limits
 from videoitg.text import encode_instruction, instruction_ids
 
 
@@ -38,7 +39,7 @@ class TritonPythonModel:
                                       checkpoint_identity=assets.identity())
         if runtime != "torch":
             self.model.model.layers = torch.nn.ModuleList()  # the engine runs them: free their memory
-        self.limits = limits_from(p)
+        self.limits = Limits.from_mapping(p)
         self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
         self.counters = RequestCounters("videoitg_grounding")
         self.runtime_metric = StepRuntimeMetric("videoitg_grounding", self.runtime.runtime)

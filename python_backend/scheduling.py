@@ -2,11 +2,11 @@
 only calls it.
 
     scheduler = FeatureScheduler(FeatureCache(1 << 30), FailureMemory(), max_cold=limits.max_in_flight)
-    features, hit = await scheduler.features(key, compute, client_fault)
+    features, hit = await scheduler.features(key, compute, remember)
 
 - A cache hit is answered at once (it never waits behind another request's decode).
-- A video that failed for its own sake (`client_fault`) is refused again with the same error for a while instead of
-  being decoded again on every retry.
+- A video that failed for its own sake (`remember(error)`: a verdict about the video, never about the server's
+  load) is refused again with the same error for a while instead of being decoded again on every retry.
 - Concurrent requests on one video share one computation.
 - At most `max_cold` videos are computed at once; past it a miss gets `OverloadedError` at once (UNAVAILABLE),
   instead of queueing while its client times out.
@@ -20,9 +20,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from videoitg.python_backend.cache import FailureMemory, FeatureCache
+
 from videoitg.errors import VideoITGError
 from videoitg.limits import InFlightGate
-from videoitg.serving.cache import FailureMemory, FeatureCache
 
 
 class NotCachedError(VideoITGError):
@@ -40,7 +41,7 @@ class FeatureScheduler:
         self._on_change = on_change or (lambda hit: None)
 
     async def features(self, key: str, compute: Callable[[], Awaitable[Any]] | None,
-                       client_fault: Callable[[BaseException], bool]) -> tuple[Any, bool]:
+                       remember: Callable[[BaseException], bool]) -> tuple[Any, bool]:
         """(features, came from the cache). Raises the remembered or the computation's error, OverloadedError
         when a new video would exceed `max_cold`, or NotCachedError when there is nothing to compute from."""
         f = self.cache.get(key)
@@ -60,15 +61,15 @@ class FeatureScheduler:
             self.cold.__enter__()  # OverloadedError past max_cold
             self._on_change(None)
             task = self.pending[key] = asyncio.get_running_loop().create_task(
-                self._compute(key, compute, client_fault))
+                self._compute(key, compute, remember))
         return await asyncio.shield(task), False  # a cancelled waiter does not cancel the others' computation
 
     async def _compute(self, key: str, compute: Callable[[], Awaitable[Any]],
-                       client_fault: Callable[[BaseException], bool]) -> Any:
+                       remember: Callable[[BaseException], bool]) -> Any:
         try:
             f = await compute()
         except Exception as e:
-            if client_fault(e):
+            if remember(e):
                 self.failures.remember(key, e)
             raise
         finally:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 from videoitg.python_backend.common import RequestCounters, input_numpy, output_numpy, respond_each, setup
+from videoitg.python_backend.steps import check_selection_inputs, parse_options
 
 from videoitg.errors import InputError
+from videoitg.limits import Limits
 from videoitg.moments import MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
-from videoitg.serving.steps import check_selection_inputs, limits_from, parse_options, result_outputs
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, result_outputs
 
 NAME = "videoitg_select"
 
@@ -19,7 +20,7 @@ NAME = "videoitg_select"
 class TritonPythonModel:
     def initialize(self, args):
         p, _ = setup(args)
-        self.limits = limits_from(p)
+        self.limits = Limits.from_mapping(p)
         self.default_top_k = int(p.get("default_top_k", 32))
         self.ranking_rule = p.get("ranking_rule") or DEFAULT_RANKING_RULE
         self.moment_params = MomentParams.from_mapping(p)

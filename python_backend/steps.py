@@ -1,6 +1,6 @@
-"""What the python-backend models do, minus Triton: parse a request, load the half of the model a step owns,
-turn the grounding logits into the served outputs. The `python_backend/*.py` files only move tensors between
-Triton and these functions, so this logic is importable and testable without a server.
+"""What the python-backend models do, minus Triton: read a model's parameters, parse a request, check each step's
+inputs, decode. The model files only move tensors between Triton and these functions, so this logic is importable
+and testable without a server. The served outputs of a result are the core package's (`videoitg.outputs`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import torch
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits
-from videoitg.moments import DEFAULT_PARAMS, MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
+from videoitg.outputs import DEFAULT_RANKING_RULE, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 
@@ -88,12 +87,6 @@ def sampling_from(params: dict[str, str]) -> SamplingParams:
     )
 
 
-def limits_from(params: dict[str, str]) -> Limits:
-    """The deployment's limits from a model's parameters (what `RepoSpec.limits.to_parameters()` wrote); a model
-    config without them (hand-written) gets the built-in defaults."""
-    return Limits.from_mapping(params)
-
-
 def device_dtype(params: dict[str, str]) -> tuple[str, torch.dtype]:
     from videoitg.pipeline import parse_dtype
 
@@ -119,19 +112,19 @@ class Request:
     instruction: str
     top_k: int
     ranking_rule: str = DEFAULT_RANKING_RULE
-    digest: str | None = None  # the client's BLAKE3 of the video (`cache.video_digest`), sent instead of the bytes
+    digest: str | None = None  # sent instead of the bytes: the client's `videoitg.digest.video_digest` of the video
 
     def video_digest(self) -> str:
         """The digest the feature cache is keyed by: the server's own hash of the bytes when they came."""
         if self.video is not None:
-            from videoitg.serving.cache import video_digest
+            from videoitg.digest import video_digest
 
             return video_digest(self.video)
         assert self.digest is not None
         return self.digest
 
 
-_DIGEST = re.compile(r"^b3:[0-9a-f]{64}$")  # what `cache.video_digest` gives
+_DIGEST = re.compile(r"b3:[0-9a-f]{64}")  # what `videoitg.digest.video_digest` gives (matched whole)
 
 
 def _one(arr: np.ndarray | None, name: str) -> Any:
@@ -160,8 +153,8 @@ def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_
         raise InputError("VIDEO is missing (or VIDEO_DIGEST, for a video this server has)")
     if d is not None:
         digest = bytes(d).decode("ascii", errors="replace") if isinstance(d, (bytes, np.bytes_)) else str(d)
-        if not _DIGEST.match(digest):
-            raise InputError("VIDEO_DIGEST must be the video's BLAKE3 digest as videoitg.serving.cache.video_digest "
+        if not _DIGEST.fullmatch(digest):
+            raise InputError("VIDEO_DIGEST must be the video's BLAKE3 digest as videoitg.digest.video_digest "
                              "writes it: 'b3:' and 64 lower-case hex digits")
         text = _instruction(instruction, lim)
         k, rule = parse_options(top_k, ranking_rule, default_top_k, default_ranking_rule)
@@ -299,35 +292,3 @@ def check_selection_inputs(logits: np.ndarray, frame_indices: np.ndarray, timest
         raise InputError("LOGITS and TIMESTAMPS must be finite")
     if (frame_indices < 0).any() or (np.diff(frame_indices) <= 0).any():
         raise InputError("FRAME_INDICES must be frame numbers >= 0 in rising order")
-
-
-# ---- selection -----------------------------------------------------------------------------------------------
-def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentParams = DEFAULT_PARAMS,
-                   cache_hit: bool = False) -> dict[str, np.ndarray]:
-    """The served outputs of one request (without the batch axis). Every per-frame output is chronological; the
-    ranking is its own output (positions into them, best first)."""
-    ranking = result.ranking
-    ts = np.asarray(result.timestamps, dtype=np.float64)
-    fi = np.asarray(result.frame_indices, dtype=np.int64)
-    logits = np.asarray(result.logits, dtype=np.float32)
-    moments = np.asarray([tuple(m) for m in result.find_moments(moment_params)], dtype=np.float32).reshape(-1, 3)
-    return {
-        "SCORES": (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32),
-        "LOGITS": logits,
-        "RANKING": np.asarray(ranking, dtype=np.int32),
-        "FRAME_INDICES": fi,
-        "TIMESTAMPS": ts,
-        "TOP_K_FRAMES": np.asarray(result.top_k_frames(top_k), dtype=np.int64),
-        "MOMENTS": moments,
-        "APPLIED_RANKING_RULE": np.asarray([result.ranking_rule.encode()], dtype=np.object_),
-        "CACHE_HIT": np.asarray([cache_hit], dtype=bool),
-    }
-
-
-def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", video: str = "") -> GroundingResult:
-    """Inverse of `result_outputs` (the client side), under the rule the server applied."""
-    rule = outputs.get("APPLIED_RANKING_RULE")
-    rule = bytes(rule.reshape(-1)[0]).decode() if rule is not None else DEFAULT_RANKING_RULE
-    return GroundingResult(outputs["LOGITS"].reshape(-1).astype(np.float64).tolist(),
-                           outputs["FRAME_INDICES"].reshape(-1).tolist(), outputs["TIMESTAMPS"].reshape(-1).tolist(),
-                           instruction, video, rule)

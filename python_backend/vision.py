@@ -20,11 +20,12 @@ from videoitg.python_backend.common import (
     respond_each,
     setup,
 )
+from videoitg.python_backend.steps import check_frames, device_dtype, frame_count
 
 from videoitg.engines.runtimes import open_vision
 from videoitg.errors import InputError
+from videoitg.limits import Limits
 from videoitg.preprocess import pixel_values
-from videoitg.serving.steps import check_frames, device_dtype, frame_count, limits_from
 
 
 class TritonPythonModel:
@@ -38,7 +39,7 @@ class TritonPythonModel:
         self.runtime_metric = StepRuntimeMetric("videoitg_vision", self.runtime.runtime)
         # Warm-up: the first forward pays one-time kernel/allocator setup that should not land on a request.
         self.image_size = s = model.config.vision.image_size
-        self.limits = limits_from(p)
+        self.limits = Limits.from_mapping(p)
         self.features(torch.zeros(2, 3, s, s, device=self.device, dtype=self.dtype))
 
     def finalize(self):

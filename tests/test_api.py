@@ -16,12 +16,6 @@ from videoitg.cli import main
 from videoitg.errors import InputError
 
 
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
 def test_help_and_import_do_not_load_torch() -> None:
     code = ("import sys, videoitg\n"
             "assert 'torch' not in sys.modules\n"
@@ -36,8 +30,7 @@ def test_help_and_import_do_not_load_torch() -> None:
 
 
 def test_scorer_api(home, tmp_path: Path) -> None:
-    from fixtures_video import random_clip
-
+    from tests.support.video import random_clip
     from videoitg import Client, Scorer
     from videoitg.defaults import default_checkpoint
     from videoitg.serving.client import VideoITGClient
@@ -63,8 +56,7 @@ def test_scorer_api(home, tmp_path: Path) -> None:
 
 
 def test_demo_checkpoint_notice_once_and_not_for_the_sample(home, tmp_path: Path, caplog) -> None:
-    from fixtures_video import random_clip
-
+    from tests.support.video import random_clip
     from videoitg import Scorer
     from videoitg.defaults import sample_video
 

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from tests.test_batch_media import INSTRUCTIONS, make_clip, make_manifest
+from tests.support.batch import INSTRUCTIONS, make_clip, make_manifest
 from videoitg.batch.backends import BackendSpec, score_unit
 from videoitg.batch.grouping import make_units
 from videoitg.batch.manifest import load_manifest
@@ -250,7 +250,7 @@ def test_atomic_write_removes_its_temp_file_on_error(tmp_path):
 
 def test_in_process_run_writes_good_rows_and_each_bad_rows_error(tmp_path, monkeypatch):
     """Before the fix the driver crashed in write_shard (UnicodeEncodeError) and left an empty temp shard."""
-    from tests.test_reliability_batch import local_stream
+    from tests.support.batch import local_stream
     from videoitg.batch import runner
     from videoitg.batch.runner import BatchOptions, run_batch
     from videoitg.defaults import default_checkpoint

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import videoitg
-from tests.test_batch_media import SAMPLING_ARGS, make_manifest
+from tests.support.batch import SAMPLING_ARGS, make_manifest
+from tests.support.ray import REPO, kill_session, non_loopback_listeners, ray_env, records, run_to_end, session_pids
 
 pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
 
-REPO = Path(videoitg.__file__).resolve().parents[1]
 TOP_K = 3
 VIDEOS, PER_VIDEO = 8, 5
 
@@ -55,62 +54,6 @@ def _cmd(media, out: Path, *extra: str, workers: int = 2) -> list[str]:
             "--object-store-mb", "128", *SAMPLING_ARGS, *extra]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Processes of the session the batch driver leads (it and every Ray process it started)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(int(d.name))
-    return out
-
-
-def _kill_session(sid: int) -> None:
-    for pid in _session_pids(sid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
-
-
-def _non_loopback_listeners(pids: list[int]) -> list[str]:
-    """Listening TCP sockets of `pids` whose address is not 127.0.0.1 / ::1 (from /proc, no psutil needed)."""
-    inodes: set[str] = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    bad = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            local, state, inode = f[1], f[3], f[9]
-            if state == "0A" and inode in inodes and local.split(":")[0] not in LOOPBACK:
-                bad.append(local)
-    return bad
-
-
-def _records(paths) -> list[dict]:
-    return [json.loads(x) for p in paths for x in Path(p).read_text().splitlines() if x.strip()]
-
-
 def _assert_matches_reference(results: list[dict], reference: dict) -> None:
     assert sorted(r["row_id"] for r in results) == sorted(reference)
     for r in results:
@@ -129,16 +72,6 @@ def _assert_errors(errors: list[dict], bad: dict[str, str]) -> None:
     assert len(errors) == len(bad) + 1
 
 
-def _run_to_end(cmd: list[str]) -> tuple[int, str, str]:
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    finally:
-        _kill_session(proc.pid)  # Ray helpers that outlive their driver, if any
-    return proc.returncode, stdout, stderr
-
-
 def test_two_workers_kill_9_midway_rerun_exactly_once_equal_to_in_process(media, reference, tmp_path):
     """Two Ray runs in one test (each start-up costs 10-60 s on the shared 2-core machine): a run killed with
     SIGKILL mid-way, then the same command rerun on a 2-worker pool to completion."""
@@ -146,7 +79,7 @@ def test_two_workers_kill_9_midway_rerun_exactly_once_equal_to_in_process(media,
     shards = out / "shards"
     # One worker, ungrouped, one row per shard: the slowest way through, so there is a window to kill in (and
     # one actor to start instead of two on a shared 2-core machine).
-    proc = subprocess.Popen(_cmd(media, out, "--no-group", "--shard-rows", "1", workers=1), cwd=REPO, env=_env(),
+    proc = subprocess.Popen(_cmd(media, out, "--no-group", "--shard-rows", "1", workers=1), cwd=REPO, env=ray_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     exposed: list[str] = []
     try:
@@ -154,22 +87,22 @@ def test_two_workers_kill_9_midway_rerun_exactly_once_equal_to_in_process(media,
         while time.monotonic() < deadline and proc.poll() is None:
             if shards.is_dir() and any(shards.glob("*.results.jsonl")):
                 break
-            exposed += _non_loopback_listeners(_session_pids(proc.pid))
+            exposed += non_loopback_listeners(session_pids(proc.pid))
             time.sleep(0.02)
         assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
         os.kill(proc.pid, signal.SIGKILL)  # the driver, as `kill -9 PID` would
         proc.wait(timeout=30)
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
         proc.stdout.close()
         proc.stderr.close()
     assert exposed == [], f"Ray listened on non-loopback addresses: {exposed}"
-    first = _records(sorted(shards.glob("*.results.jsonl")))
+    first = records(sorted(shards.glob("*.results.jsonl")))
     assert 0 < len(first) < len(reference), "the kill did not land mid-way"
     assert not (out / "results.jsonl").exists()
 
     # The rerun: the same command, grouped by video this time (grouping is not part of the result identity).
-    rc, stdout, stderr = _run_to_end(_cmd(media, out))
+    rc, stdout, stderr = run_to_end(_cmd(media, out))
     assert rc == 0, stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_already_done"] >= len(first)
@@ -179,10 +112,10 @@ def test_two_workers_kill_9_midway_rerun_exactly_once_equal_to_in_process(media,
     # Each unit decodes + encodes its video once; every other row of the unit reuses the features.
     assert summary["cache_hits"] == scored - summary["units"] > 0
     assert summary["merged"]["missing"] == 0
-    all_results = _records(sorted(shards.glob("*.results.jsonl")))
+    all_results = records(sorted(shards.glob("*.results.jsonl")))
     counts = collections.Counter(r["row_id"] for r in all_results)
     assert set(counts) == set(reference) and set(counts.values()) == {1}, "a good row is missing or doubled"
-    err_ids = {e["row_id"] for e in _records(sorted(shards.glob("*.errors.jsonl")))}
+    err_ids = {e["row_id"] for e in records(sorted(shards.glob("*.errors.jsonl")))}
     assert not err_ids & set(reference) and err_ids == {"900", "901"}
-    _assert_matches_reference(_records([out / "results.jsonl"]), reference)
-    _assert_errors(_records([out / "errors.jsonl"]), media["bad"])
+    _assert_matches_reference(records([out / "results.jsonl"]), reference)
+    _assert_errors(records([out / "errors.jsonl"]), media["bad"])

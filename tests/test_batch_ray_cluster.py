@@ -38,9 +38,9 @@ import pytest
 
 pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
 
-from tests.test_batch_media import SAMPLING_ARGS, make_manifest  # noqa: E402
-from tests.test_batch_ray import REPO, _kill_session, _non_loopback_listeners, _records, _session_pids  # noqa: E402
-from videoitg.serving.server import free_port  # noqa: E402
+from tests.support.batch import SAMPLING_ARGS, make_manifest  # noqa: E402
+from tests.support.ray import REPO, kill_session, non_loopback_listeners, records, session_pids  # noqa: E402
+from videoitg.serving.ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ class Node:
         raise AssertionError(f"ray node {self.name} did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def pids(self) -> list[int]:
-        return _session_pids(self.proc.pid)
+        return session_pids(self.proc.pid)
 
     def find(self, prefix: str) -> list[int]:
         """Live processes of this node whose name (comm) or command line starts with `prefix`."""
@@ -95,7 +95,7 @@ class Node:
         return out
 
     def stop(self) -> None:
-        _kill_session(self.proc.pid)
+        kill_session(self.proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
 
@@ -230,7 +230,7 @@ class Driver:
         return self.proc.returncode, self.stdout.read_text(), self.stderr.read_text(errors="replace")
 
     def kill(self) -> None:
-        _kill_session(self.proc.pid)  # the driver and anything it left behind
+        kill_session(self.proc.pid)  # the driver and anything it left behind
 
 
 def _result_shards(out: Path) -> int:
@@ -244,7 +244,7 @@ def _kill_mid_job(cluster: Cluster, node: Node, driver: Driver, out: Path) -> li
     on_node = False
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and driver.proc.poll() is None and _result_shards(out) < 2:
-        exposed += _non_loopback_listeners(cluster.all_pids() + _session_pids(driver.proc.pid))
+        exposed += non_loopback_listeners(cluster.all_pids() + session_pids(driver.proc.pid))
         on_node = on_node or bool(node.find("ray::MapWorker"))
         time.sleep(0.05)
     assert driver.proc.poll() is None, "the run ended before the node could be killed: " + driver.err_tail()
@@ -262,16 +262,16 @@ def _kill_mid_job(cluster: Cluster, node: Node, driver: Driver, out: Path) -> li
 def _assert_exactly_once(out: Path, media: dict, summary: dict) -> None:
     reference, bad = media["reference"], media["bad"]
     assert summary["merged"]["missing"] == 0
-    shard_rows = collections.Counter(r["row_id"] for r in _records(sorted((out / "shards").glob("*.results.jsonl"))))
+    shard_rows = collections.Counter(r["row_id"] for r in records(sorted((out / "shards").glob("*.results.jsonl"))))
     assert set(shard_rows) == set(reference), "a good row is missing from the shards"
-    results = _records([out / "results.jsonl"])
+    results = records([out / "results.jsonl"])
     assert sorted(r["row_id"] for r in results) == sorted(reference), "a row is missing or doubled in results.jsonl"
     for r in results:
         want = reference[r["row_id"]]
         for k in ("index", "logits", "frame_indices", "timestamps", "top_k", "doc_id", "contexts"):
             assert r[k] == want[k], (r["row_id"], k)
         assert r["scores"] == pytest.approx(want["scores"], abs=2e-6)
-    errors = {e["row_id"]: e["stage"] for e in _records([out / "errors.jsonl"])}
+    errors = {e["row_id"]: e["stage"] for e in records([out / "errors.jsonl"])}
     assert {k: v for k, v in errors.items() if not k.startswith("line-")} == bad
     for f in (out / "shards").glob("*.jsonl"):  # every shard is whole: temp file + rename
         for line in f.read_text().splitlines():
@@ -295,7 +295,7 @@ def test_worker_node_killed_mid_job_then_plain_rerun_exactly_once(cluster: Clust
     assert exposed == [], f"listening on non-loopback addresses: {exposed}"
     assert rc == 128 + signal.SIGTERM, stderr[-3000:]
     assert "rerun the same command to resume" in stderr
-    first = _records(sorted((out / "shards").glob("*.results.jsonl")))
+    first = records(sorted((out / "shards").glob("*.results.jsonl")))
     assert 2 <= len(first) < len(media["reference"]), "the kill did not land mid-job"
     assert not (out / "results.jsonl").exists()
 

@@ -39,8 +39,8 @@ def test_first_signal_raises_once_later_ones_wait_for_the_write() -> None:
 
 pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
 
-from tests.test_batch_media import SAMPLING_ARGS, make_clip  # noqa: E402
-from tests.test_batch_ray import REPO, _env, _kill_session, _records, _run_to_end  # noqa: E402
+from tests.support.batch import SAMPLING_ARGS, make_clip  # noqa: E402
+from tests.support.ray import REPO, kill_session, ray_env, records, run_to_end  # noqa: E402
 
 ROWS = 160
 
@@ -68,7 +68,7 @@ def test_sigterm_mid_run_keeps_every_finished_row(manifest: Path, tmp_path: Path
     # Ungrouped (every row decodes its clip: slow enough to stop mid-way) and nothing flushed on its own: every
     # finished row is still in the driver's buffer when the signal comes.
     proc = subprocess.Popen(_cmd(manifest, out, "--no-group", "--shard-rows", "100000", "--flush-seconds", "100000"),
-                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
@@ -86,20 +86,20 @@ def test_sigterm_mid_run_keeps_every_finished_row(manifest: Path, tmp_path: Path
         rc = proc.wait(timeout=120)
         reader.join(timeout=10)
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
         proc.stdout.close()
     text = "".join(err)
     assert rc == 128 + signal.SIGTERM, text[-3000:]
     assert "stopped by SIGTERM" in text and "rerun the same command to resume" in text
     assert "Token authentication" not in text and "core_worker" not in text  # Ray's noise is in its log
     assert (out / "ray-driver.log").is_file()
-    saved = _records(sorted((out / "shards").glob("*.results.jsonl")))
+    saved = records(sorted((out / "shards").glob("*.results.jsonl")))
     assert len(saved) >= seen and len(saved) < ROWS, "rows the bar counted as finished were not written"
     assert not (out / "results.jsonl").exists()
 
-    rc, stdout, stderr = _run_to_end(_cmd(manifest, out, "--no-progress"))
+    rc, stdout, stderr = run_to_end(_cmd(manifest, out, "--no-progress"))
     assert rc == 0, stderr[-3000:]
     # summary.json, not stdout's last line: stdout also carries Ray's own lines.
     assert json.loads((out / "summary.json").read_text())["rows_already_done"] == len(saved)
-    counts = collections.Counter(r["row_id"] for r in _records(sorted((out / "shards").glob("*.results.jsonl"))))
+    counts = collections.Counter(r["row_id"] for r in records(sorted((out / "shards").glob("*.results.jsonl"))))
     assert set(counts) == {str(i) for i in range(ROWS)} and set(counts.values()) == {1}

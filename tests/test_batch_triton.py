@@ -12,9 +12,8 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from fixtures_server import served, skip_without_tritonserver  # noqa: E402
-
-from tests.test_batch_media import INSTRUCTIONS, make_clip  # noqa: E402
+from tests.support.batch import INSTRUCTIONS, make_clip  # noqa: E402
+from tests.support.server import served, skip_without_tritonserver  # noqa: E402
 from videoitg.batch.backends import BackendSpec, score_unit  # noqa: E402
 from videoitg.batch.manifest import Row  # noqa: E402
 from videoitg.serving.repository import RepoSpec  # noqa: E402

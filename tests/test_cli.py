@@ -7,12 +7,6 @@ import pytest
 from videoitg.cli import main
 
 
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
 def test_score_writes_results_and_plot(home, capsys):
     from videoitg.defaults import default_checkpoint, sample_video
 

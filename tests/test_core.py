@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from fixtures_model import build_tiny_checkpoint, plain_writer_checkpoint, tiny_config
 from safetensors.torch import save_file
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
+from tests.support.model import build_tiny_checkpoint, plain_writer_checkpoint, tiny_config
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
 from videoitg.config import VideoITGConfig
 from videoitg.errors import CheckpointError, InputError

@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 import torch
-from fixtures_video import read_number, write_clip
 
+from tests.support.video import read_number, write_clip
 from videoitg.decode import DecodeTimeoutError, decode_video, probe_video, pyav_backend
 from videoitg.preprocess import preprocess_frames
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices

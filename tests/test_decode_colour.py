@@ -10,8 +10,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from fixtures_video import colour_edges_frame, natural_frame, write_rgb_clip
 
+from tests.support.video import colour_edges_frame, natural_frame, write_rgb_clip
 from videoitg.decode.colour import (
     YuvSignal,
     chroma_inverse_taps,

@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 import torch
-from fixtures_video import (
+
+from tests.support.video import (
     colour_edges_frame,
     natural_frame,
     photo_frame,
@@ -18,7 +19,6 @@ from fixtures_video import (
     write_clip,
     write_rgb_clip,
 )
-
 from videoitg.decode import dali_available, decode_video
 from videoitg.decode.dali_backend import PIXEL_BOUNDS
 from videoitg.sampling import SamplingParams

@@ -8,8 +8,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from fixtures_video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream
 
+from tests.support.video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream
 from videoitg.decode import (
     DecodeLimits,
     DecoderUnavailableError,

@@ -17,8 +17,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from fixtures_video import read_number, write_clip
 
+from tests.support.video import read_number, write_clip
 from videoitg.decode import (
     DecodeLimits,
     TruncatedVideoError,

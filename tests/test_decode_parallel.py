@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_model import build_tiny_checkpoint
-from fixtures_video import read_number, truncate, write_clip
 
+from tests.support.model import build_tiny_checkpoint
+from tests.support.video import read_number, truncate, write_clip
 from videoitg.decode import FrameStream, TruncatedVideoError, decode_video, parallel, stream_video
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import build_index, check_source, header_info, open_container, select_video_stream

@@ -11,10 +11,10 @@ import json
 import onnx
 import pytest
 import torch
-from fixtures_model import build_tiny_checkpoint, tiny_config
 from videoitg.engine_build.build import BuildOptions, run_build
 from videoitg.engine_build.trt_builder import build_plan
 
+from tests.support.model import build_tiny_checkpoint, tiny_config
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.cli import main as cli_main
 from videoitg.engines.manifest import BackendUnavailable, EngineManifest, EngineMismatchError, RuntimeEnv

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_train import small_config, small_dataset
 from videoitg.train.trainer import init_model
 
+from tests.support.train import small_config, small_dataset
 from videoitg.checkpoint import save_checkpoint
 from videoitg.cli import main
 

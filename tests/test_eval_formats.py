@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures_train import small_config, small_dataset
 from videoitg.train.trainer import init_model
 
+from tests.support.train import small_config, small_dataset
 from videoitg.annotations import read_annotations
 from videoitg.checkpoint import save_checkpoint
 from videoitg.cli import main

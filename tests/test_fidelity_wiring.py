@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_train import small_dataset
 
+from tests.support.train import small_dataset
 from videoitg.cli import main
 from videoitg.errors import InputError
 from videoitg.outputs import released_scores
@@ -204,7 +204,7 @@ def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> N
 
 
 def test_batch_records_and_follows_the_rule(saturated: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_reliability_batch import local_stream
+    from tests.support.batch import local_stream
     from videoitg.batch import runner
     from videoitg.batch.backends import BackendSpec
     from videoitg.batch.manifest import load_manifest

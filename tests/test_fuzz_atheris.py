@@ -28,11 +28,9 @@ ROOT = HERE.parent
 def main(argv: list[str]) -> None:
     import atheris
 
-    sys.path[:0] = [str(HERE), str(ROOT)]
+    sys.path[:0] = [str(ROOT)]
     with atheris.instrument_imports(include=["videoitg"]):
-        from test_fuzz_decode import LIMITS, known_bug
-        from test_fuzz_requests import known_bug as known_request_bug
-
+        from tests.support.fuzz import LIMITS, known_bug, known_request_bug
         from videoitg.decode import decode_video
         from videoitg.errors import VideoITGError
         from videoitg.paths import resolve_under_roots
@@ -68,8 +66,8 @@ def main(argv: list[str]) -> None:
 
 def write_corpus(d: Path) -> None:
     """Seed corpus: each valid clip behind the decode selector byte, plus an instruction and a path."""
-    sys.path[:0] = [str(HERE)]
-    from test_fuzz_decode import SEEDS, seed_bytes
+    sys.path[:0] = [str(ROOT)]
+    from tests.support.fuzz import SEEDS, seed_bytes
 
     d.mkdir(parents=True, exist_ok=True)
     for name in SEEDS:

@@ -14,13 +14,14 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import fuzz_support
 import pytest
-from fixtures_model import tiny_config
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
+from tests.support import fuzz as fuzz_support
+from tests.support.fuzz import known_request_bug
+from tests.support.model import tiny_config
 from videoitg.errors import InputError, VideoITGError
 from videoitg.limits import InstructionTooLongError, Limits, is_blank, visual_tokens
 from videoitg.outputs import GroundingResult, released_scores
@@ -44,20 +45,6 @@ def report():  # type: ignore[no-untyped-def]
 # ---- bugs found by these fuzzers in modules this suite does not own -------------------------------------------
 # Each is fixed and pinned by a regression test below; RELIABILITY.md (C1/C2) describes them. Should one come
 # back, the fuzzers report it as "known" instead of stopping on it.
-def known_bug(kind: str, e: BaseException) -> str | None:
-    if kind == "sampling" and isinstance(e, OverflowError) and "infinity" in str(e):
-        return "sampling: fps/target_fps overflows to inf"
-    if kind == "sampling" and isinstance(e, TypeError):
-        return "sampling: num_frames/target_fps of the wrong type"
-    if isinstance(e, ValueError) and "embedded null byte" in str(e):
-        return "paths: NUL from a %00 escape"
-    if isinstance(e, UnicodeEncodeError):
-        return "paths: lone surrogate"
-    if isinstance(e, ValueError) and "IPv6" in str(e):
-        return "paths: unparsable URI"
-    return None
-
-
 def outcome(kind: str, fn, *args, **kw):  # type: ignore[no-untyped-def]
     """Run one case: the value, or None after a typed error (or a known, pinned bug). Counts every case."""
     COUNTS[kind] += 1
@@ -67,7 +54,7 @@ def outcome(kind: str, fn, *args, **kw):  # type: ignore[no-untyped-def]
         COUNTS[f"{kind}:{type(e).__name__}"] += 1
         return None
     except Exception as e:
-        bug = known_bug(kind, e)
+        bug = known_request_bug(kind, e)
         if bug is None:
             raise
         COUNTS[f"{kind}:known:{bug}"] += 1

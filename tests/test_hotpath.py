@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures_model import build_tiny_checkpoint, tiny_config
-from test_model_parity import hf_reference, reference_logits
 
 from benchmarks.perf.attention import AttnShape, best_kernel, kernel_table, kernels_used, priority_order
 from benchmarks.perf.frames import pixel_values, upload
 from benchmarks.perf.hotpath import HotPath, fuse_projections
+from tests.support.model import build_tiny_checkpoint, hf_reference, reference_logits, tiny_config
 from videoitg.model import VideoITG
 from videoitg.preprocess import normalize
 

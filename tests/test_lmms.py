@@ -15,8 +15,7 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (optional extra `lmms`: docs/lmms-eval.md)")
 
-from fixtures_video import random_clip  # noqa: E402
-
+from tests.support.video import random_clip  # noqa: E402
 from videoitg.cli import main  # noqa: E402
 
 POST = "\nAnswer with the option's letter from the given choices directly."

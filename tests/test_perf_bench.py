@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures_model import tiny_config
 
 from benchmarks import bench_cpu_savings, bench_gpu_path
 from benchmarks.perf.flops import request_flops
+from tests.support.model import tiny_config
 
 
 def test_gpu_bench_tiny_on_cpu(tmp_path, capsys) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from fixtures_model import tiny_config
 
 from benchmarks.perf.flops import (
     llm_attention_flops,
@@ -14,6 +13,7 @@ from benchmarks.perf.flops import (
     siglip_layer_flops,
     vision_flops_per_frame,
 )
+from tests.support.model import tiny_config
 from videoitg.config import VideoITGConfig
 
 REAL = VideoITGConfig()

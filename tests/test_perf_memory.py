@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures_model import tiny_config
 
 from benchmarks.perf.baseline import OriginalPath
 from benchmarks.perf.memory import (
@@ -16,6 +15,7 @@ from benchmarks.perf.memory import (
     weight_bytes,
 )
 from benchmarks.perf.weights import init_random_
+from tests.support.model import tiny_config
 from videoitg.config import VideoITGConfig
 
 REAL = VideoITGConfig()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fixtures_model import tiny_config
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
+from tests.support.model import tiny_config
 from videoitg.errors import InputError
 from videoitg.evaluation import RecordScores, record_metrics
 from videoitg.model import VideoITG

@@ -22,10 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_batch_media import SAMPLING_ARGS, make_manifest  # noqa: E402
 
+from tests.support.batch import SAMPLING_ARGS, check_shards, comparable, local_stream, make_manifest, read_jsonl  # noqa: E402
 from videoitg.batch import runner, store  # noqa: E402
 from videoitg.batch.backends import BackendSpec  # noqa: E402
 from videoitg.batch.manifest import load_manifest  # noqa: E402
@@ -33,14 +32,6 @@ from videoitg.batch.runner import BatchOptions, run_batch  # noqa: E402
 
 TOP_K = 3
 NUM_FRAMES, TARGET_FPS = int(SAMPLING_ARGS[1]), float(SAMPLING_ARGS[3])
-
-
-def local_stream(units, opts):  # type: ignore[no-untyped-def]
-    """`runner._stream` without Ray: the real ScoreActor (model loaded once) over the units, in order."""
-    actor = runner.ScoreActor(opts.backend)
-    for u in units:
-        out = actor({"unit": np.array([json.dumps([r.to_json() for r in u])], dtype=object)})
-        yield from (str(x) for x in out["out"])
 
 
 def options(out: Path, backend: BackendSpec, **kw) -> BatchOptions:  # type: ignore[no-untyped-def]
@@ -53,24 +44,6 @@ def inprocess_spec() -> BackendSpec:
 
     return BackendSpec(kind="inprocess", checkpoint=str(default_checkpoint()), num_frames=NUM_FRAMES,
                        target_fps=TARGET_FPS, top_k=TOP_K, dtype="float32")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def check_shards(out: Path) -> int:
-    """Every visible shard parses completely (temp files are hidden `.name.tmp-PID` and never read)."""
-    n = 0
-    for p in sorted((out / store.SHARD_DIR).glob("*.jsonl")):
-        for rec in read_jsonl(p):  # raises on a torn line
-            assert isinstance(rec.get("row_id"), str), p
-            n += 1
-    return n
-
-
-def comparable(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if not k.endswith("_s")}
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_model import tiny_config
-from fixtures_video import write_clip
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
+from tests.support.model import tiny_config
+from tests.support.video import write_clip
 from videoitg.config import VideoITGConfig
 from videoitg.decode import DecodeLimits, VideoTooLargeError, decode_video
 from videoitg.errors import InputError, VideoITGError

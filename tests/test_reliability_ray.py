@@ -61,9 +61,8 @@ def finish(p: subprocess.Popen) -> tuple[int, str]:
 
 
 def test_cli_server_killed_and_full_disk(tmp_path: Path) -> None:
-    from test_batch_media import SAMPLING_ARGS, make_manifest
-    from test_reliability_serving import report, stub_pids
-
+    from tests.support.batch import SAMPLING_ARGS, make_manifest
+    from tests.support.server import report, stub_pids
     from videoitg.serving.repository import RepoSpec, build_repository
     from videoitg.serving.server import ServerOptions, TritonServer
 

@@ -15,7 +15,6 @@ through the restricted model-repository API (with the launcher's key), the path 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import statistics
@@ -31,8 +30,9 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from fixtures_server import skip_without_tritonserver  # noqa: E402
-from fixtures_video import (  # noqa: E402
+from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes  # noqa: E402
+from tests.support.server import report, skip_without_tritonserver, stub_pids  # noqa: E402
+from tests.support.video import (  # noqa: E402
     random_clip,
     truncate,
     unknown_codec,
@@ -40,8 +40,6 @@ from fixtures_video import (  # noqa: E402
     write_clip,
     write_empty_stream,
 )
-from test_fuzz_decode import FFMPEG_ERRORS, mutate, seed_bytes  # noqa: E402
-
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
@@ -53,13 +51,6 @@ LOAD_SECONDS = float(os.environ.get("VIDEOITG_LOAD_SECONDS", "10"))
 DECODE = "videoitg_decode"
 
 skip_without_tritonserver()
-
-
-def report(name: str, data: dict) -> None:
-    out = os.environ.get("VIDEOITG_RELIABILITY_REPORT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=1))
 
 
 small_clip = functools.partial(random_clip, size=48)
@@ -74,14 +65,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     srv.start(timeout_s=300)
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def scorer():  # type: ignore[no-untyped-def]
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-
-    return Scorer(default_checkpoint())
 
 
 @pytest.fixture(scope="module")
@@ -356,24 +339,6 @@ def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sa
 
 
 # ---- fault: a python-backend stub killed mid-request ------------------------------------------------------------
-def stub_pids(server: TritonServer) -> dict[str, int]:
-    """model name -> pid of its python-backend stub, for this server's own children only."""
-    out = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            argv = (p / "cmdline").read_bytes().split(b"\0")
-            ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid != server.pid or not argv or not argv[0].endswith(b"triton_python_backend_stub"):
-            continue
-        model_py = Path(argv[1].decode())  # .../<model>/<version>/model.py
-        out[model_py.parent.parent.name] = int(p.name)
-    return out
-
-
 FAULT: dict[str, object] = {}
 
 
@@ -452,9 +417,7 @@ BATCH: dict[str, object] = {}
 def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """Last in the module: it kills the module's server. The batch driver runs in this process without Ray
     (see test_reliability_batch.py for why); the rows go to the real server through the batch Triton backend."""
-    from test_batch_media import make_manifest
-    from test_reliability_batch import check_shards, comparable, local_stream, read_jsonl
-
+    from tests.support.batch import check_shards, comparable, local_stream, make_manifest, read_jsonl
     from videoitg.batch import runner, store
     from videoitg.batch.backends import BackendSpec
     from videoitg.batch.manifest import load_manifest

@@ -19,10 +19,12 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.test_batch_media import INSTRUCTIONS, make_clip, make_manifest  # noqa: E402
+from tests.support.batch import INSTRUCTIONS, make_clip, make_manifest  # noqa: E402
+from tests.support.server import metric_value  # noqa: E402
 from videoitg.serving import binaries, routing  # noqa: E402
+from videoitg.serving.ports import free_port  # noqa: E402
 from videoitg.serving.routing import ServerPool, is_transient, rank  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer, free_port, metric_value  # noqa: E402
+from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
 
 
 # ---- routing and error classification (no server) ---------------------------------------------------------------
@@ -89,14 +91,6 @@ def servers(tmp_path_factory):
         stops = [threading.Thread(target=s.stop) for s in srvs]
         [t.start() for t in stops]
         [t.join() for t in stops]
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-
-    return Scorer(default_checkpoint())  # the servers' default sampling and checkpoint
 
 
 def same_result(got: dict, want: dict) -> None:
@@ -200,7 +194,7 @@ def test_batch_over_three_servers_routes_by_video_and_survives_a_server_killed_m
         servers, scorer, tmp_path, monkeypatch):
     """Last in the module: it kills a server. The batch driver runs in this process without Ray (as in
     test_reliability_batch.py); every row goes through the batch Triton backend and the pool."""
-    from tests.test_reliability_batch import local_stream
+    from tests.support.batch import local_stream
     from videoitg.batch import runner, store, triton_backend
     from videoitg.batch.backends import BackendSpec
     from videoitg.batch.manifest import load_manifest

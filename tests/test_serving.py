@@ -20,14 +20,17 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from fixtures_server import served, skip_without_tritonserver  # noqa: E402
-from fixtures_video import random_clip  # noqa: E402
-
+from tests.support.server import (  # noqa: E402
+    metric_value,  # noqa: E402
+    served,
+    skip_without_tritonserver,
+)
+from tests.support.video import random_clip  # noqa: E402
 from videoitg.errors import InputError  # noqa: E402
 from videoitg.limits import Limits  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
+from videoitg.serving.ports import free_port  # noqa: E402
 from videoitg.serving.repository import RepoSpec  # noqa: E402
-from videoitg.serving.server import free_port, metric_value  # noqa: E402
 
 pytestmark = pytest.mark.server
 TOL = 1e-5
@@ -39,14 +42,6 @@ skip_without_tritonserver()
 
 
 make_clip = random_clip
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-
-    return Scorer(default_checkpoint())
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +143,7 @@ def test_a_cached_video_is_named_by_its_digest_and_its_bytes_are_not_sent_again(
     (VIDEO_DIGEST); a digest the server has not cached is answered NOT_FOUND, and the client then sends the bytes."""
     from tritonclient.utils import InferenceServerException
 
-    from videoitg.serving.cache import video_digest
+    from videoitg.digest import video_digest
 
     fresh = video_digest(b"a video no one sent")
     text = (np.array([[b"when?"]], object), "BYTES")
@@ -505,7 +500,7 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
     import threading
     import urllib.request
 
-    from videoitg.serving.server import SHM_PREFIX, launcher_tag
+    from videoitg.serving.shm import SHM_PREFIX, launcher_tag
 
     for name, code in (("echo", ECHO), ("slow", SLOW)):
         (tmp_path / name / "1").mkdir(parents=True)

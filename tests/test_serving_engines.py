@@ -14,12 +14,14 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from fixtures_server import served, skip_without_tritonserver  # noqa: E402
-
+from tests.support.server import (  # noqa: E402
+    metric_value,  # noqa: E402
+    served,
+    skip_without_tritonserver,
+)
 from videoitg.cli import main as cli_main  # noqa: E402
 from videoitg.serving.client import VideoITGClient  # noqa: E402
 from videoitg.serving.repository import RepoSpec  # noqa: E402
-from videoitg.serving.server import metric_value  # noqa: E402
 
 pytestmark = pytest.mark.server
 TOL = 1e-4  # logits

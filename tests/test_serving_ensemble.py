@@ -8,9 +8,8 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from fixtures_server import served, skip_without_tritonserver  # noqa: E402
-from fixtures_video import random_clip  # noqa: E402
-
+from tests.support.server import served, skip_without_tritonserver  # noqa: E402
+from tests.support.video import random_clip  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import RepoSpec  # noqa: E402
 
@@ -23,14 +22,6 @@ skip_without_tritonserver()
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     yield from served(RepoSpec(target="cpu", mode="ensemble"), tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-
-    return Scorer(default_checkpoint())
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

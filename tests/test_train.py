@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures_train import small_config, small_dataset
 from videoitg.train import recipe
 from videoitg.train.trainer import Trainer, init_model, read_metrics
 
+from tests.support.train import small_config, small_dataset
 from videoitg.checkpoint import load_checkpoint, read_tensors
 
 

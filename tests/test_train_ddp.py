@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_train import SMALL_MODEL, small_config, small_dataset
 from videoitg.train.trainer import Trainer, read_metrics
 
 import videoitg
+from tests.support.train import SMALL_MODEL, small_config, small_dataset
 from videoitg.checkpoint import read_tensors
 
 REPO = Path(videoitg.__file__).resolve().parents[1]

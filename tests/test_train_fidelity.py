@@ -129,7 +129,7 @@ def test_length_grouping_and_video_grouping_are_exclusive(tmp_path: Path) -> Non
 
 
 def test_trainer_runs_with_the_length_grouped_order(tmp_path: Path) -> None:
-    from fixtures_train import small_config, small_dataset
+    from tests.support.train import small_config, small_dataset
 
     data = small_dataset(tmp_path / "data", videos=2, per_video=2)
     tr = Trainer(small_config(data, tmp_path / "run", max_steps=2, global_batch=2, group_by_length=True))

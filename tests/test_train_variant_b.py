@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_model import tiny_config
 
+from tests.support.model import tiny_config
 from videoitg.checkpoint import load_checkpoint
 from videoitg.model import VideoITG
 from videoitg.model.variant_b import VideoITGAnchor
@@ -82,8 +82,9 @@ def test_variant_b_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_variant_b_trains(tmp_path: Path) -> None:
-    from fixtures_train import small_config, small_dataset
     from videoitg.train.trainer import Trainer, read_metrics
+
+    from tests.support.train import small_config, small_dataset
 
     data = small_dataset(tmp_path / "data", videos=2, per_video=2)
     final = Trainer(small_config(data, tmp_path / "run", variant="B", max_steps=3, global_batch=2)).run()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_train import SMALL_MODEL, small_config, small_dataset
 from videoitg.train.trainer import init_model
 from videoitg.train.vision_pretrain import load_tagged_frames, mean_auc, pretrain_tower
 
+from tests.support.train import SMALL_MODEL, small_config, small_dataset
 from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
 
 

@@ -1,5 +1,6 @@
-"""What a grounding request returns, in memory and as `results.jsonl` in the schema VideoITG's downstream
-consumers read as `frame_indices_jsonl` (spec §4)."""
+"""What a grounding request returns: in memory (`GroundingResult`), as the server's outputs (`result_outputs`, read
+back by `result_from_outputs`), and as `results.jsonl` in the schema VideoITG's downstream consumers read as
+`frame_indices_jsonl`."""
 
 from __future__ import annotations
 
@@ -121,6 +122,38 @@ class GroundingResult:
             rec["top_k"] = self.top_k_frames(top_k)
         rec.update(extra)
         return rec
+
+
+# ---- the served format: one writer (the server's selection) and its reader (the client) ----------------------
+def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentParams = DEFAULT_PARAMS,
+                   cache_hit: bool = False) -> dict[str, np.ndarray]:
+    """The served outputs of one request (without the batch axis). Every per-frame output is chronological; the
+    ranking is its own output (positions into them, best first)."""
+    import numpy as np
+
+    moments = np.asarray([tuple(m) for m in result.find_moments(moment_params)], dtype=np.float32).reshape(-1, 3)
+    return {
+        "SCORES": np.asarray(result.scores, dtype=np.float32),
+        "LOGITS": np.asarray(result.logits, dtype=np.float32),
+        "RANKING": np.asarray(result.ranking, dtype=np.int32),
+        "FRAME_INDICES": np.asarray(result.frame_indices, dtype=np.int64),
+        "TIMESTAMPS": np.asarray(result.timestamps, dtype=np.float64),
+        "TOP_K_FRAMES": np.asarray(result.top_k_frames(top_k), dtype=np.int64),
+        "MOMENTS": moments,
+        "APPLIED_RANKING_RULE": np.asarray([result.ranking_rule.encode()], dtype=np.object_),
+        "CACHE_HIT": np.asarray([cache_hit], dtype=bool),
+    }
+
+
+def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", video: str = "") -> GroundingResult:
+    """Inverse of `result_outputs` (the client side), under the rule the server applied."""
+    import numpy as np
+
+    rule = outputs.get("APPLIED_RANKING_RULE")
+    rule = bytes(rule.reshape(-1)[0]).decode() if rule is not None else DEFAULT_RANKING_RULE
+    return GroundingResult(outputs["LOGITS"].reshape(-1).astype(np.float64).tolist(),
+                           outputs["FRAME_INDICES"].reshape(-1).tolist(), outputs["TIMESTAMPS"].reshape(-1).tolist(),
+                           instruction, video, rule)
 
 
 def write_results_jsonl(path: str | Path, records: list[dict[str, Any]], append: bool = True) -> None:

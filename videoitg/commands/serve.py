@@ -80,7 +80,7 @@ REPO_PREFIX = "videoitg-repo-"  # temporary repositories: videoitg-repo-<launche
 
 def remove_stale_repositories(root: Path | None = None) -> None:
     """Temporary repositories of launchers that were killed before they could remove them."""
-    from videoitg.serving.server import is_stale
+    from videoitg.serving.shm import is_stale
 
     for d in (root or Path(tempfile.gettempdir())).glob(f"{REPO_PREFIX}*-*"):
         if is_stale(d.name[len(REPO_PREFIX):].split("-", 1)[0]):
@@ -104,8 +104,10 @@ def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
 
 
 def run(args: argparse.Namespace) -> int:
+    from videoitg.serving.ports import check_ports_free
     from videoitg.serving.repository import build_repository
-    from videoitg.serving.server import ServerOptions, TritonServer, check_ports_free, launcher_tag
+    from videoitg.serving.server import ServerOptions, TritonServer
+    from videoitg.serving.shm import launcher_tag
 
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import GroundingResult, check_ranking_rule
+from videoitg.outputs import GroundingResult, check_ranking_rule, result_from_outputs
 from videoitg.paths import local_video
-from videoitg.serving.steps import result_from_outputs
 
 MODEL = "videoitg"
 OUTPUTS = ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT", "MOMENTS",
@@ -170,7 +169,7 @@ class VideoITGClient:
                 raise InputError(f"cannot read video {video}: {e.strerror or e}") from None
         name = "" if isinstance(video, bytes) else str(video)
         if len(data) >= self.digest_first_bytes and self.accepts_digest():
-            from videoitg.serving.cache import video_digest
+            from videoitg.digest import video_digest
 
             try:
                 return self._infer(self.inputs(None, instruction, top_k, ranking_rule,

@@ -175,8 +175,8 @@ def selection_inputs() -> list[dict[str, Any]]:
 
 def request_inputs(mode: str = "bls") -> list[dict[str, Any]]:
     """What a client sends the top-level model. With the feature cache (bls), the video may come as VIDEO_DIGEST
-    alone (its BLAKE3, `cache.video_digest`): a cached video is then scored without its bytes crossing the wire,
-    an uncached one is answered NOT_FOUND and the client sends VIDEO (`VideoITGClient` does both)."""
+    alone (`videoitg.digest.video_digest`): a cached video is then scored without its bytes crossing the wire, an
+    uncached one is answered NOT_FOUND and the client sends VIDEO (`VideoITGClient` does both)."""
     if mode == "bls":
         video = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_DIGEST", "STRING", [1], optional=True)]
     else:
@@ -185,7 +185,7 @@ def request_inputs(mode: str = "bls") -> list[dict[str, Any]]:
 
 
 def result_outputs() -> list[dict[str, Any]]:
-    """What the top-level model answers, in either shape (`videoitg.serving.steps.result_outputs`)."""
+    """What the top-level model answers, in either shape (`videoitg.python_backend.steps.result_outputs`)."""
     return [
         # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number
         # and its timestamp in seconds.
@@ -331,7 +331,7 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
             params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params},
         )
     # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES and TIMESTAMPS
-    # last (`videoitg.serving.steps.decode_stream`).
+    # last (`videoitg.python_backend.steps.decode_stream`).
     cfg = _python_model(
         DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch,
         inputs=[_io("VIDEO", "STRING", [1])], outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
@@ -452,7 +452,7 @@ def bundle_assets(spec: RepoSpec, out: Path) -> RepoSpec:
     from dataclasses import replace
 
     from videoitg.checkpoint import load_config
-    from videoitg.serving.steps import resolve_checkpoint
+    from videoitg.python_backend.steps import resolve_checkpoint
 
     changes: dict[str, str] = {}
     if spec.checkpoint != DEFAULT_CHECKPOINT:
@@ -487,7 +487,7 @@ def write_dali_model(spec: RepoSpec, path: Path) -> None:
     """Serialise the DALI decode pipeline (`videoitg.decode.dali_backend`, the one in-process decoding uses) for
     Triton's DALI backend."""
     from videoitg.decode.dali_backend import serialize_pipeline
-    from videoitg.serving.steps import StepAssets
+    from videoitg.python_backend.steps import StepAssets
 
     cfg = StepAssets.from_parameters({"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower}).config()
     path.parent.mkdir(parents=True, exist_ok=True)

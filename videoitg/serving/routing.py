@@ -2,7 +2,7 @@
 when a server dies.
 
 Routing is rendezvous (highest-random-weight) hashing of the video digest that the servers' feature cache keys on
-(`videoitg.serving.cache.video_digest`; the rest of the cache key, sampling and model identity, is the same on every
+(`videoitg.digest.video_digest`; the rest of the cache key, sampling and model identity, is the same on every
 server of one deployment). Every instruction on one video ranks the servers in the same order, so they all reach the
 same server and all but the first are cache hits there. When a server leaves, only its own videos move, each to its
 next server in rank, so the load spreads evenly; when it comes back, they return.
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videoitg.digest import video_digest
 from videoitg.errors import InputError, VideoITGError
-from videoitg.serving.cache import video_digest
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
 
 # Seconds between rounds when every server is down: about a minute in all, then give up (a rerun resumes).

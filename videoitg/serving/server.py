@@ -21,24 +21,23 @@ import os
 import queue
 import secrets
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.errors import VideoITGError
 from videoitg.serving import binaries
+from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_port
+from videoitg.serving.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
+from videoitg.serving.watchdog import StubWatchdog
 
-LOOPBACK = "127.0.0.1"
 # Restricted to requests that carry the launcher's key (Triton 2.51 `--http-restricted-api` /
 # `--grpc-restricted-protocol`). model-repository: loading a model whose files come in the request runs code in the
 # server; shared-memory: registering a region the server uses itself (a python stub's) crashed it; logging and
@@ -46,90 +45,7 @@ LOOPBACK = "127.0.0.1"
 ADMIN_APIS = ("model-repository", "shared-memory", "logging", "trace")
 ADMIN_HEADER = "videoitg-admin-key"
 GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton prefixes restricted gRPC headers with this
-SHM_PREFIX = "videoitg_"  # python-backend shared-memory regions: /dev/shm/videoitg_<launcher tag>_<token>_<uuid>
 PR_SET_PDEATHSIG = 1
-
-
-class ServerError(VideoITGError):
-    """tritonserver did not start, died, or did not become ready."""
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on right now (the OS picks it; tiny race until the server binds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_holder(port: int) -> str:
-    """'pid N (command line)' of the process listening on TCP `port`, from /proc; '' when it cannot be seen."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
-                    inodes.add(f"socket:[{cols[9]}]")
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
-                if os.readlink(fd) in inodes:
-                    argv = (proc / "cmdline").read_bytes().split(b"\0")
-                    return f"pid {proc.name} ({' '.join(a.decode(errors='replace') for a in argv[:2])})"
-    return ""
-
-
-def check_ports_free(host: str, ports: list[int]) -> None:
-    """Refuse ports another process listens on, naming it, before anything is built or loaded."""
-    for port in ports:
-        if not port:
-            continue
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT is no conflict
-            try:
-                s.bind((host, port))
-            except OSError as e:
-                holder = port_holder(port)
-                raise ServerError(f"port {port} on {host} is not free ({e.strerror})"
-                                  + (f": held by {holder}" if holder else "")
-                                  + "; stop that process or choose other ports") from e
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def launcher_tag() -> str:
-    """'<pid namespace inode>.<pid>' of this process. It names what a launcher leaves in /dev/shm and /tmp, so that
-    a later launcher removes only leftovers of processes it can see are gone: another container may share
-    /dev/shm (a pod's IPC namespace) without sharing its PIDs."""
-    try:
-        ns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        ns = 0
-    return f"{ns}.{os.getpid()}"
-
-
-def is_stale(tag: str) -> bool:
-    """Whether the launcher named by `launcher_tag()` output is gone (only decidable in our own PID namespace)."""
-    ns, _, pid = tag.partition(".")
-    return ns == launcher_tag().partition(".")[0] and pid.isdigit() and not pid_alive(int(pid))
-
-
-def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> None:
-    """Remove python-backend regions of servers whose launcher is gone (killed before it could clean up)."""
-    for f in shm_dir.glob(f"{SHM_PREFIX}*"):
-        if is_stale(f.name[len(SHM_PREFIX):].split("_", 1)[0]):
-            with contextlib.suppress(OSError):
-                f.unlink()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -199,14 +115,11 @@ class ServerOptions:
     # the process group `STOP_GRACE_S` later. Idle keep-alive HTTP clients also hold the server this long.
     exit_timeout_s: int = 15
     extra_args: list[str] = field(default_factory=list)
-    # Triton 2.51 leaves a python-backend stub that died (OOM kill, crash) dead while the model still reports
-    # ready, failing every request it gets. Every this many seconds, look for a model whose stub is gone, unload
-    # it (so readiness says false) and load it again, with bounded retries (0: off).
+    # Seconds between the stub watchdog's looks (`videoitg.serving.watchdog`; 0: off).
     stub_watchdog_s: float = 1.0
 
 
 STOP_GRACE_S = 5.0  # after Triton's own exit timeout, before SIGKILL
-RELOAD_TRIES = 5  # per model, with exponential backoff (1, 2, 4, 8 s between tries); then the model stays unloaded
 
 
 class TritonServer:
@@ -215,10 +128,7 @@ class TritonServer:
         self.repository = Path(model_repository).resolve()
         self.options = options or ServerOptions()
         self.install = binaries.find_tritonserver()
-        self._watchdog: threading.Thread | None = None
-        self._watch_stop = threading.Event()
-        self.restarts = 0  # models reloaded by the stub watchdog
-        self.given_up: set[str] = set()  # models the watchdog could not reload within RELOAD_TRIES
+        self.watchdog: StubWatchdog | None = None
         self.server_id = f"videoitg-{secrets.token_hex(8)}"  # `GET /v2` names it: proves the answering server is ours
         self._admin_key = secrets.token_urlsafe(32)
         self.shm_prefix = f"{SHM_PREFIX}{launcher_tag()}_{secrets.token_hex(4)}_"
@@ -318,32 +228,8 @@ class TritonServer:
             self.stop()
             raise
         if o.stub_watchdog_s > 0:
-            self._watch_stop.clear()
-            # The stubs are known before start() returns: a stub that dies the moment the server is ready is missed.
-            self._watchdog = threading.Thread(target=self._watch, args=(self.stub_pids(),),
-                                              name="triton-stub-watchdog", daemon=True)
-            self._watchdog.start()
+            self.watchdog = StubWatchdog(self, o.stub_watchdog_s)
         return self
-
-    # ---- python-backend stub watchdog ------------------------------------------------------------------------
-    def stub_pids(self) -> dict[str, set[int]]:
-        """Live python-backend stubs of this server per model (its own children only, from /proc)."""
-        out: dict[str, set[int]] = {}
-        pid = self.pid
-        for p in Path("/proc").iterdir():
-            if pid is None or not p.name.isdigit():
-                continue
-            try:
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if ppid != pid:
-                    continue
-                argv = (p / "cmdline").read_bytes().split(b"\0")
-            except (OSError, ValueError, IndexError):
-                continue
-            if argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1:
-                model = Path(argv[1].decode(errors="replace")).parent.parent.name  # <model>/<ver>/model.py
-                out.setdefault(model, set()).add(int(p.name))
-        return out
 
     def _admin(self, model: str, action: str) -> None:
         req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"",
@@ -357,56 +243,7 @@ class TritonServer:
         self._admin(model, "unload")
         self._admin(model, "load")
 
-    def _watch(self, expected: dict[str, set[int]]) -> None:
-        tries: Counter[str] = Counter()
-        next_try: dict[str, float] = {}
-        while not self._watch_stop.wait(self.options.stub_watchdog_s):
-            if not self.running:
-                return
-            try:
-                expected = self._heal(expected, tries, next_try)
-            except Exception as e:  # never die silently: the server would lose its only repair path
-                self._log(f"watchdog error: {type(e).__name__}: {e}")
-
-    def _heal(self, expected: dict[str, set[int]], tries: Counter[str],
-              next_try: dict[str, float]) -> dict[str, set[int]]:
-        """Reload each model one of whose known stubs is gone; returns the updated expectation.
-
-        By process id, not by count: Triton 2.51 may start a replacement stub for a dead one on the next request
-        (the count is whole again) while the model keeps failing requests for many seconds. Only the launcher
-        holds the key of the model-control API, so a stub that is replaced without a reload of ours has died."""
-        now = self.stub_pids()
-        for model in [m for m, pids in expected.items() if pids - now.get(m, set()) and m not in self.given_up]:
-            if time.monotonic() < next_try.get(model, 0.0):
-                continue
-            tries[model] += 1
-            self._log(f"python-backend stub of '{model}' died; reloading the model (try {tries[model]})")
-            try:
-                self.reload(model)
-            except OSError as e:
-                detail = e.read().decode(errors="replace") if isinstance(e, urllib.error.HTTPError) else e
-                if tries[model] >= RELOAD_TRIES:
-                    self.given_up.add(model)
-                    self._log(f"reloading '{model}' failed {tries[model]} times ({detail}); giving up: "
-                              "it stays unloaded and the server not ready")
-                else:
-                    next_try[model] = time.monotonic() + 2.0 ** (tries[model] - 1)
-                    self._log(f"reloading '{model}' failed ({detail}); next try in "
-                              f"{2 ** (tries[model] - 1)} s")
-                continue
-            self.restarts += 1
-            tries.pop(model, None)
-            next_try.pop(model, None)
-            expected[model] = self.stub_pids().get(model, set())
-        # Healthy models: follow their current stubs (a model loaded later, more instances); a model waiting for
-        # its next try keeps its old expectation, so it is still seen as broken.
-        now = self.stub_pids()
-        for model, pids in now.items():
-            if model not in expected or not (expected[model] - pids):
-                expected[model] = pids
-        return expected
-
-    def _log(self, msg: str) -> None:
+    def note(self, msg: str) -> None:
         if self._log_file is not None:
             self._log_file.write(f"videoitg watchdog: {msg}\n".encode())
             self._log_file.flush()
@@ -450,7 +287,8 @@ class TritonServer:
         """Graceful stop (SIGINT, as Ctrl-C would), then SIGKILL of the server's own process group: returns within
         `exit_timeout_s + STOP_GRACE_S` (plus the watchdog's current reload, if one is running). Shared memory the
         server or its stubs left behind is removed."""
-        self._watch_stop.set()
+        if self.watchdog is not None:
+            self.watchdog.stop(wait=False)  # no reload while the server stops
         proc, self._proc = self._proc, None
         code = None
         if proc is not None:
@@ -460,7 +298,7 @@ class TritonServer:
                 try:
                     proc.wait(timeout=self.options.exit_timeout_s + STOP_GRACE_S)
                 except subprocess.TimeoutExpired:
-                    self._log(f"tritonserver did not exit within {self.options.exit_timeout_s + STOP_GRACE_S:.0f} s "
+                    self.note(f"tritonserver did not exit within {self.options.exit_timeout_s + STOP_GRACE_S:.0f} s "
                               "of SIGINT; killing its process group")
             # The stubs are in the server's process group: none may outlive it (a stub busy in a request keeps
             # running after Triton's exit timeout, holding its shared memory).
@@ -471,13 +309,12 @@ class TritonServer:
             deadline = time.monotonic() + STOP_GRACE_S
             while _group_alive(proc.pid) and time.monotonic() < deadline:  # SIGKILL lands asynchronously
                 time.sleep(0.05)
-        if self._watchdog is not None and self._watchdog is not threading.current_thread():
-            self._watchdog.join(timeout=5)
-        self._watchdog = None
+        if self.watchdog is not None:
+            self.watchdog.stop()
         for f in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             with contextlib.suppress(OSError):
                 f.unlink()
-                self._log(f"removed leftover shared memory {f.name}")
+                self.note(f"removed leftover shared memory {f.name}")
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -512,17 +349,3 @@ class TritonServer:
         self.stop()
 
 
-def metric_value(metrics_text: str, name: str, **labels: str) -> float:
-    """Sum of a Prometheus metric's samples whose labels include `labels`."""
-    total = 0.0
-    for line in metrics_text.splitlines():
-        if not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        metric, _, lab = head.partition("{")
-        if metric != name:
-            continue
-        got = dict(kv.split("=", 1) for kv in lab.rstrip("}").split(",") if "=" in kv)
-        if all(got.get(k, "").strip('"') == v for k, v in labels.items()):
-            total += float(value)
-    return total

@@ -1,4 +1,5 @@
-"""Helpers (no tests) shared by the batch tests: tiny real clips and a manifest with good and bad rows."""
+"""Helpers shared by the batch tests: tiny real clips, a manifest with good and bad rows, and the batch stream run
+without Ray."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from videoitg.batch import runner, store
 
 INSTRUCTIONS = [
     "when is the red circle visible?", "when does the square move left?", "which frames matter for this video?",
@@ -71,3 +74,29 @@ def make_manifest(root: Path, videos: int = 8, per_video: int = 5,
     path = data / "manifest.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path, good, {rid: stage for _, rid, stage in bad}
+
+
+def local_stream(units, opts):  # type: ignore[no-untyped-def]
+    """`runner._stream` without Ray: the real ScoreActor (model loaded once) over the units, in order."""
+    actor = runner.ScoreActor(opts.backend)
+    for u in units:
+        out = actor({"unit": np.array([json.dumps([r.to_json() for r in u])], dtype=object)})
+        yield from (str(x) for x in out["out"])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def check_shards(out: Path) -> int:
+    """Every visible shard parses completely (temp files are hidden `.name.tmp-PID` and never read)."""
+    n = 0
+    for p in sorted((out / store.SHARD_DIR).glob("*.jsonl")):
+        for rec in read_jsonl(p):  # raises on a torn line
+            assert isinstance(rec.get("row_id"), str), p
+            n += 1
+    return n
+
+
+def comparable(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if not k.endswith("_s")}

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
+from videoitg.python_backend.steps import parse_request
 
 from videoitg.errors import InputError
 from videoitg.limits import InstructionTooLongError, Limits
-from videoitg.outputs import GroundingResult
+from videoitg.outputs import GroundingResult, result_from_outputs, result_outputs
 from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
-from videoitg.serving.cache import FeatureCache, cache_key, nbytes
 from videoitg.serving.repository import RepoSpec, build_repository, render, step_runtimes
-from videoitg.serving.steps import parse_request, result_from_outputs, result_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,8 +150,7 @@ def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
 def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: Path) -> None:
     """`videoitg repo build` copies the checkpoint, an external tower and the engines into the repository and
     names them relative to its root, so the copied tree resolves them wherever it lands."""
-    from fixtures_model import plain_writer_checkpoint, tiny_config
-
+    from tests.support.model import plain_writer_checkpoint, tiny_config
     from videoitg.model import VideoITG
 
     (tmp_path / "src").mkdir()
@@ -167,8 +166,7 @@ def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: 
     shutil.rmtree(tmp_path / "src")  # the originals are gone: only the repository's copies remain
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
-
-    from videoitg.serving.steps import StepAssets, model_parameters
+    from videoitg.python_backend.steps import StepAssets, model_parameters
 
     for name in ("videoitg", "videoitg_decode", "videoitg_vision", "videoitg_grounding"):
         cfg = text_format.Parse((moved / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
@@ -236,7 +234,7 @@ def test_parse_request_errors() -> None:
 def test_parse_request_video_digest() -> None:
     """VIDEO_DIGEST names a video by the digest the server's cache is keyed by, instead of its bytes; bytes are
     always hashed by the server itself, so the two never come together."""
-    from videoitg.serving.cache import video_digest
+    from videoitg.digest import video_digest
 
     text = np.array([[b"when?"]], object)
     d = video_digest(b"some video bytes")
@@ -259,18 +257,17 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
     bounded by max_in_flight."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
-
-    from videoitg.serving.steps import limits_from, model_parameters
+    from videoitg.python_backend.steps import model_parameters
 
     lim = Limits().replace(max_bytes=12345, max_instruction_tokens=77, max_in_flight=3, decode_time_budget_s=2.5)
     files = render(RepoSpec(target="cpu", limits=lim))
     for model in ("videoitg", "videoitg_decode", "videoitg_grounding"):
         cfg = text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
         params = {k: v.string_value for k, v in cfg.parameters.items()}
-        assert limits_from(params) == lim, model
+        assert Limits.from_mapping(params) == lim, model
     top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
     assert top.dynamic_batching.default_queue_policy.max_queue_size == 3
-    assert limits_from(model_parameters({"parameters": {}})) == Limits()  # hand-written config: defaults
+    assert Limits.from_mapping(model_parameters({"parameters": {}})) == Limits()  # hand-written config: defaults
     with pytest.raises(InputError, match="sampled frames"):
         RepoSpec(sampling=SamplingParams(64), limits=Limits(max_sampled_frames=32))
 

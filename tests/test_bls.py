@@ -19,8 +19,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from fixtures_video import random_clip  # noqa: E402
-
+from tests.support.video import random_clip  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import DECODE, TOP, RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402

@@ -28,10 +28,11 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from fixtures_server import skip_without_tritonserver  # noqa: E402
-
+from tests.support.server import skip_without_tritonserver, stub_pids  # noqa: E402
 from videoitg.serving import server as server_mod  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer, free_port  # noqa: E402
+from videoitg.serving import shm, watchdog  # noqa: E402
+from videoitg.serving.ports import free_port  # noqa: E402
+from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,21 +102,6 @@ def infer(srv: TritonServer, model: str = "echo", timeout: float = 60) -> list[f
     req = urllib.request.Request(f"http://{srv.http_url}/v2/models/{model}/infer", data=body)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())["outputs"][0]["data"]
-
-
-def stubs(srv: TritonServer) -> dict[str, int]:
-    """model -> pid of its python-backend stub (this server's children)."""
-    out = {}
-    for p in Path("/proc").iterdir():
-        try:
-            if not p.name.isdigit() or int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) != srv.pid:
-                continue
-            argv = (p / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if argv[0].endswith(b"triton_python_backend_stub"):
-            out[Path(argv[1].decode()).parent.parent.name] = int(p.name)
-    return out
 
 
 def shm_regions(pids: list[int]) -> set[str]:
@@ -213,7 +199,7 @@ def test_client_cannot_register_the_stubs_shared_memory(server: TritonServer) ->
     """Registering the echo stub's own region and inferring into it crashed tritonserver (signal 11)."""
     import tritonclient.grpc as grpc
 
-    regions = shm_regions([server.pid, *stubs(server).values()])
+    regions = shm_regions([server.pid, *stub_pids(server).values()])
     assert regions, "the python backend maps its regions from /dev/shm"
     region = sorted(regions)[0]
     code, text = http(server, "POST", "/v2/systemsharedmemory/region/stub/register",
@@ -243,7 +229,7 @@ def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(ser
 
     Readiness is sampled by its own thread: a request to the dead stub can stay in flight through the whole reload,
     so a single thread that alternates probes and requests may never see the unready window."""
-    before = stubs(server)["echo"]
+    before = stub_pids(server)["echo"]
     samples: list[tuple[float, bool]] = []
     done = threading.Event()
 
@@ -279,22 +265,22 @@ def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(ser
     # ready again.
     assert all(t - t0 < recovered_after for t in failed), (failed, recovered_after)
     assert ready(server) and infer(server) == [3.0, 4.0]
-    assert stubs(server)["echo"] != before and server.restarts == 1
+    assert stub_pids(server)["echo"] != before and server.watchdog.restarts == 1
     print(f"stub killed: unready after {unready_after:.2f} s, ready again after {recovered_after:.1f} s")
 
 
 def test_watchdog_gives_up_after_bounded_tries(repo: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before: a model that could not be reloaded was retried every second forever (3 log lines a second)."""
-    monkeypatch.setattr(server_mod, "RELOAD_TRIES", 3)
+    """A model that cannot be reloaded is tried RELOAD_TRIES times with backoff, then left unloaded."""
+    monkeypatch.setattr(watchdog, "RELOAD_TRIES", 3)
     srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "s.log").start(120)
     try:
         write_model(repo, "echo", init="raise RuntimeError('cannot load')")  # every reload now fails
-        os.kill(stubs(srv)["echo"], signal.SIGKILL)
+        os.kill(stub_pids(srv)["echo"], signal.SIGKILL)
         t0 = time.monotonic()
-        while "echo" not in srv.given_up and time.monotonic() - t0 < 60:
+        while "echo" not in srv.watchdog.given_up and time.monotonic() - t0 < 60:
             time.sleep(0.2)
-        assert srv.given_up == {"echo"}, (srv.stub_counts(), srv.log_tail())
+        assert srv.watchdog.given_up == {"echo"}, (stub_pids(srv), srv.log_tail())
         took = time.monotonic() - t0
         time.sleep(3)  # nothing more is tried
         log = srv.log_tail(10**7)
@@ -310,7 +296,7 @@ def test_watchdog_gives_up_after_bounded_tries(repo: Path, tmp_path: Path,
 # ---- stop with a request in flight ------------------------------------------------------------------------------
 def test_stop_with_a_long_request_in_flight_is_bounded_and_leaks_nothing(server: TritonServer) -> None:
     """Before: SIGKILL after 40 s, UNAVAILABLE for the client, the python backend's /dev/shm regions leaked."""
-    pids = [server.pid, *stubs(server).values()]
+    pids = [server.pid, *stub_pids(server).values()]
     regions = shm_regions(pids)
     assert regions
     box: dict[str, object] = {}
@@ -467,16 +453,16 @@ def test_serve_refuses_a_bad_checkpoint_with_its_cause(tmp_path: Path) -> None:
 
 def test_stale_leftovers_are_removed_only_for_launchers_known_to_be_gone(tmp_path: Path) -> None:
     """/dev/shm may be shared with another container (a pod's IPC namespace) whose PIDs we cannot see."""
-    ns = server_mod.launcher_tag().partition(".")[0]
+    ns = shm.launcher_tag().partition(".")[0]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     names = {
-        "gone": f"{server_mod.SHM_PREFIX}{ns}.{dead.pid}_ab_1",
-        "alive": f"{server_mod.SHM_PREFIX}{server_mod.launcher_tag()}_cd_2",
-        "other namespace": f"{server_mod.SHM_PREFIX}1.{dead.pid}_ef_3",
+        "gone": f"{shm.SHM_PREFIX}{ns}.{dead.pid}_ab_1",
+        "alive": f"{shm.SHM_PREFIX}{shm.launcher_tag()}_cd_2",
+        "other namespace": f"{shm.SHM_PREFIX}1.{dead.pid}_ef_3",
         "not ours": "triton_python_backend_shm_region_4",
     }
     for n in names.values():
         (tmp_path / n).write_bytes(b"x")
-    server_mod.remove_stale_shared_memory(tmp_path)
+    shm.remove_stale_shared_memory(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "gone")

@@ -8,13 +8,13 @@ import asyncio
 
 import pytest
 import torch
+from videoitg.python_backend import cache as cache_mod
+from videoitg.python_backend.cache import FailureMemory, FeatureCache
+from videoitg.python_backend.scheduling import FeatureScheduler, NotCachedError
 
 from videoitg.decode import NotAVideoError
 from videoitg.errors import VideoDecodeError
 from videoitg.limits import OverloadedError
-from videoitg.serving import cache as cache_mod
-from videoitg.serving.cache import FailureMemory, FeatureCache
-from videoitg.serving.scheduling import FeatureScheduler, NotCachedError
 
 
 def test_failure_is_remembered_until_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,11 +23,45 @@ def test_failure_is_remembered_until_its_time_is_up(monkeypatch: pytest.MonkeyPa
     m = FailureMemory(ttl_s=60.0)
     err = VideoDecodeError("video is corrupt")
     m.remember("k", err)
-    assert m.get("k") is err and m.get("other") is None
+    got = m.get("k")
+    assert type(got) is VideoDecodeError and str(got) == "video is corrupt" and m.get("other") is None
     now[0] += 59.9
-    assert m.get("k") is err
+    assert str(m.get("k")) == "video is corrupt"
     now[0] += 0.1
     assert m.get("k") is None and len(m) == 0
+
+
+def test_failure_memory_keeps_no_request_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither the exception nor its traceback is kept (the traceback's frames hold the request's bytes), and
+    expired entries go when others are added, not only when their own key is asked again."""
+    import gc
+    import weakref
+
+    now = [0.0]
+    monkeypatch.setattr(cache_mod.time, "monotonic", lambda: now[0])
+    m = FailureMemory(ttl_s=60.0)
+
+    class Upload(bytearray):
+        pass
+
+    def fail(data: Upload) -> None:
+        raise VideoDecodeError(f"{len(data)} bytes are not a video")
+
+    upload = Upload(1 << 20)
+    ref = weakref.ref(upload)
+    try:
+        fail(upload)
+    except VideoDecodeError as e:
+        m.remember("bad", e)
+    del upload
+    gc.collect()
+    assert ref() is None, "the failure memory keeps the failed request's data alive"
+    assert str(m.get("bad")) == "1048576 bytes are not a video"
+    for i in range(3):
+        m.remember(f"old{i}", VideoDecodeError("x"))
+    now[0] += 61
+    m.remember("new", VideoDecodeError("y"))
+    assert len(m) == 1 and m.get("new") is not None
 
 
 def test_failure_memory_is_bounded_oldest_first() -> None:

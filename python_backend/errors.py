@@ -1,0 +1,65 @@
+"""The one error format of the python-backend models, written and read here.
+
+A step model answers a bad request with `<model>: <ErrorClass>: <message>` (`error_message`). A BLS response does
+not carry the step's error code through (Triton 2.51 reports INTERNAL), so the top-level model reads the class
+back from the message (`error_class`) to tell the client's fault from the server's. What the feature cache may
+remember about a video (`remember_verdict`) is decided here too: only verdicts about the video itself, never one
+that depends on how busy the server was.
+"""
+
+from __future__ import annotations
+
+import re
+
+from videoitg.errors import InputError, VideoITGError
+
+_FORMAT = re.compile(r"(\w+): (\w+): ")
+# Errors that say more about the server's load than about the video: answered, never remembered.
+TRANSIENT = frozenset({"DecodeTimeoutError", "OverloadedError"})
+
+
+class StepError(VideoITGError):
+    """A step model answered with an error; its message already names the step and the cause."""
+
+
+def error_message(exc: BaseException, model: str) -> str:
+    """The message a step's error response carries. Our typed errors name their class; anything else is internal
+    (its class still named, after `internal error`)."""
+    if isinstance(exc, StepError):
+        return str(exc)
+    if isinstance(exc, VideoITGError):
+        return f"{model}: {type(exc).__name__}: {exc}"
+    return f"{model}: internal error: {type(exc).__name__}: {exc}"
+
+
+def error_class(message: str) -> str | None:
+    """The error class `error_message` wrote into `message`, None for an internal error or another format."""
+    m = _FORMAT.match(message)
+    return m.group(2) if m else None
+
+
+def input_error_names() -> set[str]:
+    """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
+    try:
+        import videoitg.decode  # noqa: F401 - registers the decoder's error classes
+    except ImportError:
+        pass
+    names, todo = set(), [InputError]
+    while todo:
+        c = todo.pop()
+        names.add(c.__name__)
+        todo.extend(c.__subclasses__())
+    return names
+
+
+def client_fault(exc: BaseException, input_errors: set[str]) -> bool:
+    """The request's input is at fault: our InputError, raised here or named by a step's error message."""
+    if isinstance(exc, StepError):
+        return error_class(str(exc)) in input_errors
+    return isinstance(exc, InputError)
+
+
+def remember_verdict(exc: BaseException, input_errors: set[str]) -> bool:
+    """May the failure memory answer this error again for the same video? Only a verdict about the video."""
+    name = error_class(str(exc)) if isinstance(exc, StepError) else type(exc).__name__
+    return client_fault(exc, input_errors) and name not in TRANSIENT

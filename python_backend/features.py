@@ -1,0 +1,129 @@
+"""How the top-level model gets a video's features from its steps, and logits from the grounding step, over BLS.
+
+Three ways to the features, chosen by the repository (`decode_backend`, `stream_frames`):
+- streamed (python decoder, the default): the decode step streams the frames in chunks and each chunk goes to the
+  vision step as soon as it arrives, so the tower encodes the first frames while the last ones decode;
+- whole (python decoder, `stream_frames` 0): one decode answer, one vision call;
+- DALI (GPU): the container says which frames to sample (`plan_decode`, run off the event loop: it may take up to
+  the decode budget, and cache hits must not wait behind it), DALI decodes just those on the GPU, and the frames
+  reach the vision step by DLPack without leaving the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import to_dlpack
+from videoitg.python_backend.common import bytes_tensor, response_tensor
+from videoitg.python_backend.errors import StepError
+
+from videoitg.limits import Limits
+from videoitg.pipeline import VideoFeatures
+from videoitg.sampling import SamplingParams
+
+
+def _drain(answers) -> None:
+    """Read a decoupled step's answers to the end (its iterator would otherwise do so wherever it is freed)."""
+    for _ in answers:
+        pass
+
+
+def _numpy(response, name: str) -> np.ndarray:
+    return pb_utils.get_output_tensor_by_name(response, name).as_numpy().reshape(-1)
+
+
+@dataclass
+class Steps:
+    decode: str
+    vision: str
+    grounding: str
+    decode_backend: str  # "python" or "dali"
+    streaming: bool
+    sampling: SamplingParams
+    limits: Limits
+    workers: ThreadPoolExecutor  # blocking work of a cold video (stream reads, the DALI plan): one thread each
+
+    async def call(self, model: str, inputs: list, outputs: list[str]):
+        resp = await pb_utils.InferenceRequest(model_name=model, inputs=inputs,
+                                               requested_output_names=outputs).async_exec()
+        if resp.has_error():
+            raise StepError(resp.error().message())
+        return resp
+
+    async def visual(self, video: bytes) -> VideoFeatures:
+        if self.decode_backend == "dali":
+            return await self._visual_dali(video)
+        if self.streaming:
+            return await self._visual_streamed(video)
+        # Steps take one video per request, with a batch axis of 1.
+        dec = await self.call(self.decode, [bytes_tensor("VIDEO", [video], (1, 1))],
+                              ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
+        vis = await self.call(self.vision, [pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")], ["FEATURES"])
+        # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
+        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), _numpy(dec, "FRAME_INDICES").tolist(),
+                             _numpy(dec, "TIMESTAMPS").tolist())
+
+    async def _visual_streamed(self, video: bytes) -> VideoFeatures:
+        """Each chunk goes to the vision step with the video's frame count (the projector's grid); the frame
+        numbers come last."""
+        loop = asyncio.get_running_loop()
+        answers = await pb_utils.InferenceRequest(
+            model_name=self.decode, inputs=[bytes_tensor("VIDEO", [video], (1, 1))],
+            requested_output_names=["PIXEL_VALUES", "NUM_FRAMES", "FRAME_INDICES", "TIMESTAMPS"],
+        ).async_exec(decoupled=True)
+        chunks: list[asyncio.Task] = []
+        indices = timestamps = None
+        try:
+            while (dec := await loop.run_in_executor(self.workers, next, answers, None)) is not None:
+                if dec.has_error():
+                    raise StepError(dec.error().message())
+                pixels = pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")
+                if pixels is not None:
+                    num_frames = pb_utils.get_output_tensor_by_name(dec, "NUM_FRAMES")
+                    chunks.append(loop.create_task(self.call(self.vision, [pixels, num_frames], ["FEATURES"])))
+                if pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES") is not None:  # the last answer
+                    indices, timestamps = _numpy(dec, "FRAME_INDICES"), _numpy(dec, "TIMESTAMPS")
+            if indices is None or not chunks:
+                raise StepError(f"{self.decode}: internal error: the stream ended without "
+                                f"{'frames' if not chunks else 'frame numbers'}")
+            # torch.cat copies out of the responses' shared memory: the cache may keep the features long.
+            visual = torch.cat([response_tensor(v, "FEATURES")[0] for v in await asyncio.gather(*chunks)])
+        finally:
+            # On an error: finish reading the stream off the event loop, and collect the vision calls in flight.
+            await loop.run_in_executor(self.workers, _drain, answers)
+            await asyncio.gather(*chunks, return_exceptions=True)
+        if visual.shape[0] != len(indices):
+            raise StepError(f"{self.vision}: internal error: {visual.shape[0]} frames of features for "
+                            f"{len(indices)} frame numbers")
+        return VideoFeatures(visual, indices.tolist(), timestamps.tolist())
+
+    async def _visual_dali(self, video: bytes) -> VideoFeatures:
+        from videoitg.decode import plan_decode
+        from videoitg.decode.dali_backend import colour_input
+        from videoitg.decode.pyav_backend import apply_rotation
+
+        # Every check the CPU decoder makes before decoding, decode work included (DALI has no limits of its own).
+        plan = await asyncio.get_running_loop().run_in_executor(
+            self.workers, lambda: plan_decode(video, params=self.sampling, limits=self.limits.decode,
+                                              time_budget_s=self.limits.decode_time_budget_s))
+        frames = np.asarray([plan.frame_indices], dtype=np.int32)
+        dec = await self.call(self.decode, [pb_utils.Tensor("VIDEO", np.frombuffer(video, dtype=np.uint8)[None]),
+                                            pb_utils.Tensor("FRAMES", frames),
+                                            pb_utils.Tensor("COLOUR", colour_input(plan.colour)[None])],
+                              ["PIXEL_VALUES"])
+        # Drop DALI's batch axis (still on the device) and turn the frames upright as the CPU decoder does.
+        pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], plan.rotation)[None].contiguous()
+        vis = await self.call(self.vision, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
+                              ["FEATURES"])
+        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), plan.frame_indices, plan.timestamps)
+
+    async def logits(self, f: VideoFeatures, instruction: str) -> list[float]:
+        inputs = [pb_utils.Tensor.from_dlpack("FEATURES", to_dlpack(f.visual[None].contiguous())),
+                  bytes_tensor("INSTRUCTION", [instruction], (1, 1))]
+        resp = await self.call(self.grounding, inputs, ["LOGITS"])
+        return response_tensor(resp, "LOGITS").reshape(-1).float().cpu().tolist()

@@ -1,0 +1,63 @@
+"""Shared by the tests that start the real tritonserver: skip a module where none is installed, one started server
+per module on a fresh repository, reading its metrics and its stubs, and writing a reliability report."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from videoitg.serving import binaries, watchdog
+from videoitg.serving.repository import RepoSpec, build_repository
+from videoitg.serving.server import ServerOptions, TritonServer
+
+
+def skip_without_tritonserver() -> None:
+    """At module level: skip the whole module where no tritonserver is found."""
+    try:
+        binaries.find_tritonserver()
+    except binaries.ServingSetupError as e:  # pragma: no cover - the serve extra is part of [all]
+        pytest.skip(f"no tritonserver: {e}", allow_module_level=True)
+
+
+def served(spec: RepoSpec, tmp_path_factory: pytest.TempPathFactory,
+           options: ServerOptions | None = None) -> Iterator[TritonServer]:
+    """For a fixture (`yield from served(...)`): a started server on a new repository of `spec`, which must stop
+    cleanly (exit code 0) when the fixture ends."""
+    repo = build_repository(spec, tmp_path_factory.mktemp("repo"))
+    srv = TritonServer(repo, options or ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "tritonserver.log")
+    srv.start(timeout_s=240)
+    yield srv
+    code = srv.stop()
+    assert code == 0, f"tritonserver did not exit cleanly ({code}):\n{srv.log_tail()}"
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, lab = head.partition("{")
+        if metric != name:
+            continue
+        got = dict(kv.split("=", 1) for kv in lab.rstrip("}").split(",") if "=" in kv)
+        if all(got.get(k, "").strip('"') == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def stub_pids(server: TritonServer) -> dict[str, int]:
+    """model name -> pid of one of its python-backend stubs (the server's own children only)."""
+    return {m: min(pids) for m, pids in watchdog.stub_pids(server.pid).items()}
+
+
+def report(name: str, data: dict) -> None:
+    out = os.environ.get("VIDEOITG_RELIABILITY_REPORT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=1))

@@ -1,0 +1,59 @@
+"""The launcher's ports: free ones, and who holds a busy one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+
+from videoitg.errors import VideoITGError
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(VideoITGError):
+    """tritonserver did not start, died, or did not become ready."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port nothing listens on right now (the OS picks it; tiny race until the server binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_holder(port: int) -> str:
+    """'pid N (command line)' of the process listening on TCP `port`, from /proc; '' when it cannot be seen."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                    inodes.add(f"socket:[{cols[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    argv = (proc / "cmdline").read_bytes().split(b"\0")
+                    return f"pid {proc.name} ({' '.join(a.decode(errors='replace') for a in argv[:2])})"
+    return ""
+
+
+def check_ports_free(host: str, ports: list[int]) -> None:
+    """Refuse ports another process listens on, naming it, before anything is built or loaded."""
+    for port in ports:
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT is no conflict
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                holder = port_holder(port)
+                raise ServerError(f"port {port} on {host} is not free ({e.strerror})"
+                                  + (f": held by {holder}" if holder else "")
+                                  + "; stop that process or choose other ports") from e
