@@ -17,7 +17,7 @@ import torch
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits
-from videoitg.outputs import DEFAULT_RANKING_RULE, check_ranking_rule
+from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 
@@ -124,6 +124,7 @@ class Request:
         return self.digest
 
 
+MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE)
 _DIGEST = re.compile(r"b3:[0-9a-f]{64}")  # what `videoitg.digest.video_digest` gives (matched whole)
 
 
@@ -192,6 +193,9 @@ def parse_options(top_k: np.ndarray | None, ranking_rule: np.ndarray | None, def
     rule = _one(ranking_rule, "RANKING_RULE")
     if rule is None:
         rule = default_ranking_rule
+    elif len(rule) > MAX_OPTION_BYTES:  # before any use: an error never echoes a long field back
+        raise InputError(f"RANKING_RULE is {len(rule)} bytes; at most {MAX_OPTION_BYTES} (one of "
+                         f"{', '.join(RANKING_RULES)})")
     elif isinstance(rule, (bytes, np.bytes_)):
         rule = bytes(rule).decode("utf-8", errors="replace")
     try:

@@ -145,6 +145,12 @@ def test_a_cached_video_is_named_by_its_digest_and_its_bytes_are_not_sent_again(
 
     from videoitg.digest import video_digest
 
+    def outcomes() -> tuple[float, float]:
+        m = server.metrics()
+        return (metric_value(m, "videoitg_requests", model="videoitg", outcome="failure"),
+                metric_value(m, "videoitg_requests", model="videoitg", outcome="not_cached"))
+
+    before = outcomes()
     fresh = video_digest(b"a video no one sent")
     text = (np.array([[b"when?"]], object), "BYTES")
     with pytest.raises(InferenceServerException, match="send VIDEO") as ei:
@@ -161,6 +167,9 @@ def test_a_cached_video_is_named_by_its_digest_and_its_bytes_are_not_sent_again(
         assert_same(second.result, scorer.score(data, "a second question"))
     with VideoITGClient(server.grpc_url, "grpc") as c:  # below DIGEST_FIRST_BYTES the bytes go at once
         assert c.infer(data, "a third question").sent_video
+    # Three digest probes missed (the raw one and one per protocol): their own outcome, never a failure.
+    failures, not_cached = outcomes()
+    assert (failures - before[0], not_cached - before[1]) == (0, 3)
 
 
 def test_concurrent_clients_get_their_own_answers(server, scorer, sample, tmp_path) -> None:

@@ -29,7 +29,7 @@ DEFAULT_RANKING_RULE = "released"
 
 def check_ranking_rule(rule: str) -> str:
     if rule not in RANKING_RULES:
-        raise InputError(f"unknown ranking rule {rule!r}; choose one of {', '.join(RANKING_RULES)}")
+        raise InputError(f"unknown ranking rule {rule[:64]!r}; choose one of {', '.join(RANKING_RULES)}")
     return rule
 
 
