@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.support.batch import INSTRUCTIONS, make_clip, make_manifest
-from videoitg.batch.backends import BackendSpec, score_unit
+from videoitg.batch.backends import BackendSpec
 from videoitg.batch.grouping import make_units
 from videoitg.batch.manifest import load_manifest
 from videoitg.batch.store import OutputStore, atomic_write_lines
@@ -157,12 +157,12 @@ def test_one_driver_per_output_directory(tmp_path):
 
 
 def test_triton_backend_needs_an_endpoint():
-    from videoitg.batch.backends import make_backend
+    from videoitg.batch.runner import make_backend
 
     with pytest.raises(InputError, match="server"):
         make_backend(BackendSpec(kind="triton", servers=()))
-    with pytest.raises(InputError, match="factory"):
-        make_backend(BackendSpec(kind="factory", factory="no-colon"))
+    with pytest.raises(InputError, match="unknown backend kind"):
+        make_backend(BackendSpec(kind="factory"))
 
 
 # ---- the per-unit loop with the real model -----------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
     good = [r for r in rows if r.video.endswith("v0.mp4")]
     long_row = next(r for r in rows if r.row_id == "901")
     long_row = type(long_row)(long_row.row_id, long_row.line, good[0].video, long_row.instruction)
-    out = score_unit(backend, [good[0], long_row, *good[1:]])
+    out = backend.score_unit([good[0], long_row, *good[1:]])
     assert [o.ok for o in out] == [True, False, True, True]
     assert [o.cache_hit for o in out] == [False, True, True, True]
     assert out[1].record["stage"] == "score" and "tokens" in out[1].record["reason"]
@@ -190,7 +190,7 @@ def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
         assert o.record["row_id"] == r.row_id
         assert {k: o.record[k] for k in want} == want
     corrupt = next(r for r in rows if r.row_id == "900")
-    bad = score_unit(backend, [corrupt, corrupt])
+    bad = backend.score_unit([corrupt, corrupt])
     assert [o.ok for o in bad] == [False, False]
     assert bad[0].record["stage"] == "video" and bad[0].record["error_type"] in _decode_error_names()
     assert bad[0].record["row"]["instruction"] == INSTRUCTIONS[0]

@@ -14,7 +14,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 from tests.support.batch import INSTRUCTIONS, make_clip  # noqa: E402
 from tests.support.server import served, skip_without_tritonserver  # noqa: E402
-from videoitg.batch.backends import BackendSpec, score_unit  # noqa: E402
+from videoitg.batch.backends import BackendSpec  # noqa: E402
 from videoitg.batch.manifest import Row  # noqa: E402
 from videoitg.serving.repository import RepoSpec  # noqa: E402
 
@@ -39,7 +39,7 @@ def test_triton_backend_unit_equals_in_process_and_isolates_a_bad_video(server, 
     rows = [Row(f"r{i}", i + 1, video, q, doc_id=i) for i, q in enumerate(INSTRUCTIONS[:3])]
     rows.append(Row("bad", 9, str(bad), INSTRUCTIONS[0], doc_id=9))
     backend = TritonBackend(BackendSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=2, top_k=3))
-    out = score_unit(backend, rows)
+    out = backend.score_unit(rows)
     assert [o.ok for o in out] == [True, True, True, False]
     assert out[3].record["stage"] == "server" and out[3].record["reason"]
     # The first request of the unit fills the server's cache; with 2 in flight the second may race it.

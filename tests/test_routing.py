@@ -137,7 +137,7 @@ def test_hostile_rows_are_row_errors_at_once(servers, tmp_path):
     """A lone-surrogate instruction sent to the servers is the row's error at once, not a server outage (retries,
     then a stopped job with none of the good rows written). (A doc_id of 2**70 is refused when the manifest is
     read: tests/test_batch.py.)"""
-    from videoitg.batch.backends import BackendSpec, score_unit
+    from videoitg.batch.backends import BackendSpec
     from videoitg.batch.manifest import Row
     from videoitg.batch.triton_backend import TritonBackend
 
@@ -146,7 +146,7 @@ def test_hostile_rows_are_row_errors_at_once(servers, tmp_path):
             Row("good2", 4, video, INSTRUCTIONS[2], doc_id=4)]
     backend = TritonBackend(BackendSpec(kind="triton", servers=tuple(s.grpc_url for s in servers), max_in_flight=2))
     t0 = time.monotonic()
-    out = score_unit(backend, rows)
+    out = backend.score_unit(rows)
     assert time.monotonic() - t0 < 10
     assert [o.ok for o in out] == [True, False, True]
     assert "surrogates not allowed" in out[1].record["reason"]

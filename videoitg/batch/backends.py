@@ -1,9 +1,10 @@
 """What a batch worker computes with: the in-process engine or a Triton endpoint.
 
-A backend turns one unit (a video and some of its instructions) into one outcome per row. The
-shared loop (`score_unit`) owns the rules every backend follows: prepare the video once (decode +
-visual features: the feature cache), then score each instruction against it; a failure of the
-video fails its rows, a failure of one instruction fails only that row, and the unit goes on.
+Every backend turns one unit (a video and some of its instructions) into one outcome per row (`Backend.score_unit`);
+a failure of the video fails its rows, a failure of one instruction fails only that row, and the unit goes on. The
+in-process backend follows `prepare_then_score`: prepare the video once (decode + visual features), then score each
+instruction against it; the Triton backend sends the first request alone (it fills the server's feature cache) and
+the rest together.
 
 Backends are built inside the Ray actor from a plain, picklable `BackendSpec`, so the model is
 loaded once per actor and never shipped through the object store.
@@ -11,11 +12,11 @@ loaded once per actor and never shipped through the object store.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from videoitg.batch.manifest import Row
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BackendSpec:
-    kind: str = "inprocess"  # "inprocess" | "triton" | "factory"
+    kind: str = "inprocess"  # "inprocess" | "triton"
     checkpoint: str | None = None
     device: str = "cpu"
     # None / "auto": the one default (videoitg.pipeline.default_dtype: float16 on a GPU as released, float32 on
@@ -41,8 +42,7 @@ class BackendSpec:
     servers: tuple[str, ...] = ()
     max_in_flight: int = 4  # concurrent requests per Triton client actor
     torch_threads: int = 1
-    factory: str | None = None  # "module:callable" -> Backend, for extensions
-    extra: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "grpc"  # Triton: "grpc" | "http"
 
     def __post_init__(self) -> None:
         if self.kind == "triton":
@@ -68,11 +68,8 @@ class Outcome:
 
 
 class Backend(Protocol):
-    def prepare(self, video: str) -> Any:
-        """Instruction-independent work for one video (decode + visual features)."""
-
-    def score(self, prepared: Any, row: Row) -> dict[str, Any]:
-        """The results.jsonl record of one row against a prepared video."""
+    def score_unit(self, rows: list[Row]) -> list[Outcome]:
+        """One outcome per row of a unit (rows that share a video, or a single row), in order."""
 
 
 def error_record(row: Row, stage: str, exc: BaseException) -> dict[str, Any]:
@@ -89,10 +86,9 @@ def _log_unexpected(exc: BaseException) -> None:
         log.warning("unexpected error while scoring:\n%s", "".join(traceback.format_exception(exc)))
 
 
-def score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
-    """Rows of one unit all share a video (grouping) or the unit is a single row."""
-    if hasattr(backend, "score_unit"):  # a backend with its own scheduling (e.g. concurrent client calls)
-        return backend.score_unit(rows)  # type: ignore[attr-defined]
+def prepare_then_score(prepare: Callable[[str], Any], score: Callable[[Any, Row], dict[str, Any]],
+                       rows: list[Row]) -> list[Outcome]:
+    """Each video of the unit prepared once (`prepare`), then each row scored against it (`score`)."""
     out: list[Outcome] = []
     by_video: dict[str, Any] = {}
     for row in rows:
@@ -100,7 +96,7 @@ def score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
         t0 = time.perf_counter()
         if not hit:
             try:
-                by_video[row.video] = ("ok", backend.prepare(row.video))
+                by_video[row.video] = ("ok", prepare(row.video))
             except Exception as e:  # noqa: BLE001 -- one bad video must not stop the run
                 _log_unexpected(e)
                 by_video[row.video] = ("error", e)
@@ -110,27 +106,10 @@ def score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
             out.append(Outcome(row.row_id, False, error_record(row, "video", prepared), prepare_s=t1 - t0))
             continue
         try:
-            rec, ok = backend.score(prepared, row), True
+            rec, ok = score(prepared, row), True
         except Exception as e:  # noqa: BLE001
             _log_unexpected(e)
             rec, ok = error_record(row, "score", e), False
         out.append(Outcome(row.row_id, ok, rec, cache_hit=hit, prepare_s=t1 - t0,
                            score_s=time.perf_counter() - t1))
     return out
-
-
-def make_backend(spec: BackendSpec) -> Backend:
-    if spec.kind == "inprocess":
-        from videoitg.batch.engine_backend import InProcessBackend
-
-        return InProcessBackend(spec)
-    if spec.kind == "triton":
-        from videoitg.batch.triton_backend import TritonBackend
-
-        return TritonBackend(spec)
-    if spec.kind == "factory":
-        if not spec.factory or ":" not in spec.factory:
-            raise InputError(f"backend factory must be 'module:callable', got {spec.factory!r}")
-        mod, name = spec.factory.split(":", 1)
-        return getattr(importlib.import_module(mod), name)(spec)
-    raise InputError(f"unknown backend kind {spec.kind!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from videoitg.batch.backends import BackendSpec
+from videoitg.batch.backends import BackendSpec, Outcome, prepare_then_score
 from videoitg.batch.manifest import Row
 from videoitg.outputs import DEFAULT_RANKING_RULE
 from videoitg.pipeline import Scorer, VideoFeatures
@@ -22,6 +22,9 @@ class InProcessBackend:
         self.scorer = Scorer(spec.checkpoint, device=spec.device, dtype=spec.dtype, sampling=sampling,
                              ranking_rule=spec.ranking_rule or DEFAULT_RANKING_RULE, truncate=spec.truncate)
         self.top_k = spec.top_k
+
+    def score_unit(self, rows: list[Row]) -> list[Outcome]:
+        return prepare_then_score(self.prepare, self.score, rows)
 
     def prepare(self, video: str) -> VideoFeatures:
         return self.scorer.stream_features(video)

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from videoitg.batch.backends import BackendSpec, make_backend, score_unit
+from videoitg.batch.backends import Backend, BackendSpec
 from videoitg.batch.grouping import make_units
 from videoitg.batch.manifest import Manifest, Rejected, Row
 from videoitg.batch.ray_env import RayOptions, init_ray
 from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json, jsonl_line
+from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_RANKING_RULE
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,18 @@ class BatchOptions:
     progress: bool = True
 
 
+def make_backend(spec: BackendSpec) -> Backend:
+    if spec.kind == "inprocess":
+        from videoitg.batch.engine_backend import InProcessBackend
+
+        return InProcessBackend(spec)
+    if spec.kind == "triton":
+        from videoitg.batch.triton_backend import TritonBackend
+
+        return TritonBackend(spec)
+    raise InputError(f"unknown backend kind {spec.kind!r}: inprocess or triton")
+
+
 class ScoreActor:
     """One per worker (GPU or CPU slot): loads the model once, then scores units for its lifetime."""
 
@@ -66,7 +79,7 @@ class ScoreActor:
         out: list[str] = []
         for unit_json in batch["unit"]:
             rows = [Row.from_json(r) for r in json.loads(unit_json)]
-            for o in score_unit(self.backend, rows):
+            for o in self.backend.score_unit(rows):
                 # jsonl_line: Ray's Arrow blocks hold UTF-8 strings only (a row may carry a non-UTF-8 file name)
                 out.append(jsonl_line({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.worker,
                                        "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record}))

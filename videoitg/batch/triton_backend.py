@@ -35,7 +35,7 @@ class TritonBackend:
         if not spec.servers:
             raise InputError("the Triton backend needs at least one --server HOST:PORT")
         self.spec = spec
-        self.servers = ServerPool(spec.servers, protocol=spec.extra.get("protocol", "grpc"),
+        self.servers = ServerPool(spec.servers, protocol=spec.protocol,
                                   backoff_s=TRANSIENT_BACKOFF_S)
         # Fail at actor start, not on every row, when no server is up; one that is down now is probed later.
         ready = self.servers.wait_ready(READY_TIMEOUT_S)

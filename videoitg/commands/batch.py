@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         spec = BackendSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
                            num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
                            top_k=args.top_k, dtype=args.dtype or "server", ranking_rule=args.ranking_rule,
-                           extra={"protocol": args.protocol})
+                           protocol=args.protocol)
     else:
         checkpoint = args.checkpoint
         if checkpoint is None:

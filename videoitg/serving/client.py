@@ -200,11 +200,3 @@ class VideoITGClient:
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
               ranking_rule: str | None = None) -> GroundingResult:
         return self.infer(video, instruction, top_k, ranking_rule).result
-
-
-def score_remote(video: str | Path | bytes, instruction: str, server: str, protocol: str = "grpc",
-                 top_k: int | None = None,
-                 ranking_rule: str | None = None) -> GroundingResult:
-    """One request to a running server: what `videoitg score --server HOST:PORT` calls."""
-    with VideoITGClient(server, protocol) as c:
-        return c.score(video, instruction, top_k, ranking_rule)
