@@ -49,3 +49,28 @@ def test_scorer_applies_the_configured_limits(home):
         scorer.load_video(video)
     with pytest.raises(InputError, match="over the limit of 16 sampled frames"):
         Scorer(default_checkpoint(), limits=Limits(max_sampled_frames=16), sampling=SamplingParams(32))
+
+
+def test_video_path_is_one_rule_for_score_and_batch(home, monkeypatch) -> None:
+    """`score` given a relative path through a symlink stores the same video_path as a batch manifest row naming
+    that file (the manifest resolves it; batch passes the row's path to the same record writer)."""
+    import os
+
+    from videoitg.batch.manifest import load_manifest
+    from videoitg.defaults import default_checkpoint, sample_video
+
+    video, instruction = sample_video()
+    work = home / "work"
+    work.mkdir()
+    (work / "link.mp4").symlink_to(video)
+    (work / "m.jsonl").write_text(json.dumps({"video": "link.mp4", "instruction": instruction}) + "\n")
+    monkeypatch.chdir(work)
+    assert main(["score", "link.mp4", "-i", instruction, "--checkpoint", str(default_checkpoint()),
+                 "--output", "r.jsonl"]) == 0
+    stored = json.loads((work / "r.jsonl").read_text())["video_path"]
+    assert stored == os.path.realpath(video) != "link.mp4"
+    row = load_manifest(work / "m.jsonl", [str(video.parent), str(work)]).rows[0]
+    from videoitg.outputs import GroundingResult
+
+    batch_rec = GroundingResult([0.0], [0], [0.0], instruction).to_record(video_path=row.video)
+    assert batch_rec["video_path"] == stored

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,7 @@ class GroundingResult:
             "logits": [round(ranked[i], 2) for i in order],
             "num_frames": 1,  # the released writer stores the number of visuals here, not a frame count
             "contexts": self.instruction,
-            "video_path": video_path if video_path is not None else self.video,
+            "video_path": record_video_path(video_path if video_path is not None else self.video),
             "doc_id": doc_id,
             "frame_indices": self.frame_indices,
             "timestamps": [round(t, 3) for t in self.timestamps],
@@ -154,6 +155,15 @@ def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", v
     return GroundingResult(outputs["LOGITS"].reshape(-1).astype(np.float64).tolist(),
                            outputs["FRAME_INDICES"].reshape(-1).tolist(), outputs["TIMESTAMPS"].reshape(-1).tolist(),
                            instruction, video, rule)
+
+
+def record_video_path(video: str | os.PathLike) -> str:
+    """`video_path` as every results.jsonl record stores it, whichever command wrote it (`score`, `batch`, the demo,
+    the lmms-eval model): the absolute path with symlinks resolved, which is what a batch manifest's row resolves
+    to, so two records of one file name it the same way wherever they were written from. A video given as bytes
+    (no name) stays ""."""
+    s = os.fspath(video)
+    return os.path.realpath(s) if s else ""
 
 
 def write_results_jsonl(path: str | Path, records: list[dict[str, Any]], append: bool = True) -> None:

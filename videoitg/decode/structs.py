@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: `DecodeLimits` (what videoitg.limits needs) loads without torch or numpy
+    import torch
 
-from videoitg.decode.colour import YuvSignal
+    from videoitg.decode.colour import YuvSignal
 
 
 @dataclass(frozen=True)
