@@ -31,8 +31,8 @@ def nvdec_present() -> dict[str, Any]:
 
 
 def clips(work: Path, tiny: bool) -> dict[str, Path]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fixtures_video import write_clip
+    sys.path.insert(0, str(ROOT))
+    from tests.support.video import write_clip
 
     work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
@@ -61,12 +61,12 @@ PIXEL_CLIPS = {
 def pixel_bound(work: Path, backend: str, device: str) -> dict[str, Any]:
     """Each colour clip through `backend` against PyAV at 384: max, mean and p99.9 of |difference| (0..255) within
     `PIXEL_BOUNDS` of its kind; and, at full size, the share of pixels equal to FFmpeg's."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT))
     import av
     import numpy as np
     import torch
-    from fixtures_video import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
 
+    from tests.support.video import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
     from videoitg.decode import decode_video
     from videoitg.decode.colour import signal_of
     from videoitg.decode.dali_backend import PIXEL_BOUNDS, full_size_rgb
@@ -103,8 +103,7 @@ def pixel_bound(work: Path, backend: str, device: str) -> dict[str, Any]:
 
 
 def compare(path: Path, backend: str, device: str, image_size: int) -> dict[str, Any]:
-    from fixtures_video import read_number
-
+    from tests.support.video import read_number
     from videoitg.decode import decode_video
     from videoitg.sampling import SamplingParams
 
