@@ -268,7 +268,7 @@ def test_servicemonitor_scrapes_the_metrics_port(base) -> None:
 
 def _exported_gauges() -> set[str]:
     """Gauges the top-level python model registers with Triton's metrics API (shown on the metrics port)."""
-    src = (REPO / "python_backend" / "videoitg_bls.py").read_text()
+    src = (REPO / "python_backend" / "common.py").read_text()  # BlsMetrics: the top-level model's families
     return set(re.findall(r'fam\("([a-z_]+)", "[^"]*", fam\.GAUGE\)', src))
 
 
