@@ -426,7 +426,7 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
     manifest_path, good, bad = make_manifest(tmp_path / "media", videos=4, per_video=4)
     manifest = load_manifest(manifest_path)
     spec = BackendSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3,
-                       extra={"protocol": "grpc"})
+                       protocol="grpc")
 
     def opts(out: Path, **kw) -> BatchOptions:  # type: ignore[no-untyped-def]
         return BatchOptions(out_dir=str(out), backend=spec, progress=False, group_by_video=False, shard_rows=1,

@@ -203,7 +203,7 @@ def test_batch_over_three_servers_routes_by_video_and_survives_a_server_killed_m
     monkeypatch.setattr(triton_backend, "ServerPool", Recorder)
     monkeypatch.setattr(runner, "_stream", local_stream)
     urls = [s.grpc_url for s in servers]
-    spec = BackendSpec(kind="triton", servers=tuple(urls), max_in_flight=2, extra={"protocol": "grpc"})
+    spec = BackendSpec(kind="triton", servers=tuple(urls), max_in_flight=2, protocol="grpc")
 
     def job(name: str, videos: int, seed: int):  # type: ignore[no-untyped-def]
         path, good, bad = make_manifest(tmp_path / name, videos=videos, per_video=4, seed=seed)
