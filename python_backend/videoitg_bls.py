@@ -75,28 +75,27 @@ class TritonPythonModel:
             self.metrics.requests.set(self.gate.in_flight)
             task = loop.create_task(self._serve(req, key, sender))
             self.tasks.add(task)
-            task.add_done_callback(self._done)
+            task.add_done_callback(self.tasks.discard)
         return None  # every response goes through its request's sender
-
-    def _done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        self.gate.__exit__(None, None, None)
-        self.metrics.requests.set(self.gate.in_flight)
 
     async def _serve(self, req: Request, key: str, sender) -> None:
         try:
-            video = req.video
-            compute = None if video is None else (lambda: self.steps.visual(video))  # None: named by digest alone
-            f, hit = await self.scheduler.features(key, compute, self.remember)
-            logits = await self.steps.logits(f, req.instruction)
-            result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction,
-                                     ranking_rule=req.ranking_rule)
-            out = result_outputs(result, req.top_k, self.moment_params, hit)
-            response = pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # batch axis
+            response, exc = await self._answer(req, key), None
         except Exception as e:
-            self._send(sender, None, e)
-            return
-        self._send(sender, response, None)
+            response, exc = None, e
+        finally:  # before the answer goes out: a client that has it sees the load gauges without its request
+            self.gate.__exit__(None, None, None)
+            self.metrics.requests.set(self.gate.in_flight)
+        self._send(sender, response, exc)
+
+    async def _answer(self, req: Request, key: str):
+        video = req.video
+        compute = None if video is None else (lambda: self.steps.visual(video))  # None: named by digest alone
+        f, hit = await self.scheduler.features(key, compute, self.remember)
+        logits = await self.steps.logits(f, req.instruction)
+        result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction, ranking_rule=req.ranking_rule)
+        out = result_outputs(result, req.top_k, self.moment_params, hit)
+        return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # batch axis
 
     def _send(self, sender, response, exc: BaseException | None) -> None:
         self.counters.record(exc)
