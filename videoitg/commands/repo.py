@@ -20,7 +20,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
     """The repository's shape and serving defaults (`videoitg.serving.repository.RepoSpec`)."""
-    from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
+    from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, RANKING_RULES
 
     p.add_argument("--mode", choices=["bls", "ensemble"], default="bls",
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
@@ -32,7 +32,8 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                         "tritonserver has a DALI backend), python otherwise")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
-    p.add_argument("--top-k", type=int, default=32, help="top-K frames when a request sends no TOP_K (default 32)")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
+                   help=f"top-K frames when a request sends no TOP_K (default {DEFAULT_TOP_K}, as `score`)")
     p.add_argument("--dtype", default="auto",
                    help="auto (float16 on a GPU as released, float32 on CPU) | float32 | float16 | bfloat16")
     p.add_argument("--max-batch", type=int, default=8, help="requests Triton hands a model at once (default 8)")

@@ -38,7 +38,7 @@ from typing import Any
 from videoitg.errors import InputError
 from videoitg.limits import Limits, served_defaults
 from videoitg.moments import MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, check_ranking_rule
+from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 TOP = "videoitg"
@@ -65,7 +65,7 @@ class RepoSpec:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     cache_bytes: int = 1 << 30
     max_batch: int = 8
-    default_top_k: int = 32
+    default_top_k: int = DEFAULT_TOP_K
     ranking_rule: str = DEFAULT_RANKING_RULE  # the deployment's default; a request may send RANKING_RULE
     decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
     # The python decode step of the bls repository streams a video's frames to the vision step in chunks of this
