@@ -353,3 +353,36 @@ def test_parse_request_ranking_rule_and_invisible_instruction() -> None:
     for junk in ("\u200b", "\x00\x00", "\ufeff \u2060"):
         with pytest.raises(InputError, match="INSTRUCTION: instruction is empty"):
             parse_request(video, np.array([junk.encode()], dtype=object), None, 8)
+
+
+def test_step_instance_counts_are_flags(tmp_path: Path) -> None:
+    """--decode-instances, --vision-instances, --grounding-instances reach each step's instance_group, on both
+    targets (the gpu target's DALI decode model too); `serve` takes the same flags."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from videoitg.cli import main
+
+    def groups(files: dict[str, str]) -> dict[str, tuple[str, int]]:
+        out = {}
+        for model in ("videoitg_decode", "videoitg_vision", "videoitg_grounding"):
+            cfg = text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
+            (g,) = cfg.instance_group
+            out[model] = (model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind), g.count)
+        return out
+
+    assert main(["repo", "build", "--out", str(tmp_path), "--decode-instances", "2", "--vision-instances", "3",
+                 "--grounding-instances", "4"]) == 0
+    files = {str(p.relative_to(tmp_path)): p.read_text() for p in tmp_path.rglob("config.pbtxt")}
+    assert groups(files) == {"videoitg_decode": ("KIND_CPU", 2), "videoitg_vision": ("KIND_CPU", 3),
+                             "videoitg_grounding": ("KIND_CPU", 4)}
+    assert groups(render(RepoSpec())) == {m: ("KIND_CPU", 1) for m in
+                                          ("videoitg_decode", "videoitg_vision", "videoitg_grounding")}
+    gpu = render(RepoSpec(target="gpu", decode_instances=2, vision_instances=1, grounding_instances=2))
+    assert groups(gpu) == {"videoitg_decode": ("KIND_GPU", 2), "videoitg_vision": ("KIND_GPU", 1),
+                           "videoitg_grounding": ("KIND_GPU", 2)}
+    with pytest.raises(InputError, match="grounding_instances must be an int >= 1"):
+        RepoSpec(grounding_instances=0)
+    serve = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--help"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+    assert all(f in serve.stdout for f in ("--decode-instances", "--vision-instances", "--grounding-instances"))

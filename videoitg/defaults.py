@@ -22,6 +22,41 @@ def default_checkpoint() -> Path:
     return ASSETS / "tiny-videoitg"
 
 
+# Said once when the embedded checkpoint scores anything but the sample clip, in-process or by a server.
+_DEMO = ("the embedded tiny demo checkpoint, trained on synthetic shapes: it is not a video model and its scores mean "
+         "nothing for real video")
+DEMO_NOTICE = f"NOTICE: scoring with {_DEMO}; use --checkpoint DIR with a VideoITG checkpoint (docs/checkpoints.md)"
+
+
+def served_demo_notice(url: str) -> str:
+    """The notice for a server at `url` that serves the embedded checkpoint."""
+    return (f"NOTICE: {url} scores with {_DEMO}; serve a VideoITG checkpoint (`videoitg serve --checkpoint DIR`, "
+            "docs/checkpoints.md)")
+
+
+def is_demo_checkpoint(checkpoint: str | Path | None) -> bool:
+    """Whether the checkpoint directory `checkpoint` is the embedded tiny one."""
+    if checkpoint is None:
+        return False
+    try:
+        return Path(checkpoint).resolve() == default_checkpoint().resolve()
+    except (OSError, TypeError):
+        return False
+
+
+def is_sample_video(source: str | Path | bytes) -> bool:
+    """Whether `source` is the generated demo clip (by path, or by content for bytes), without generating it."""
+    sample = home() / "sample" / "sample.mp4"
+    if not sample.is_file():
+        return False
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source) == sample.stat().st_size and bytes(source) == sample.read_bytes()
+    try:
+        return Path(source).resolve() == sample.resolve()
+    except (OSError, TypeError):
+        return False
+
+
 def sample_video_meta() -> dict:
     """The sample clip's description: `video` path, `instruction`, `segments` (ground truth, seconds), ..."""
     sample_video()

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 #   exact:    by the logit itself, descending, ties to the earlier frame.
 RANKING_RULES = ("released", "exact")
 DEFAULT_RANKING_RULE = "released"
+# Frames handed to a downstream video-LLM: the released selector's Top-32 ("ITG-32", what the paper evaluates its
+# Video-LLMs with). One default for `score`, a served repository (`repo build` / `serve --top-k`) and the API.
+DEFAULT_TOP_K = 32
 
 
 def check_ranking_rule(rule: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.defaults import DEMO_NOTICE, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.model.layout import SequenceLayout, fit_instruction
@@ -114,7 +115,7 @@ class Scorer:
         self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames
         self.limits = limits or Limits.from_env()  # VIDEOITG_MAX_* overrides; defaults in docs/limits.md
         self.limits.check_sampling(self.sampling)
-        self._demo_noticed = not _is_demo_checkpoint(checkpoint)
+        self._demo_noticed = not is_demo_checkpoint(checkpoint)
 
     @classmethod
     def default(cls, **kwargs: Any) -> Scorer:
@@ -147,11 +148,9 @@ class Scorer:
         from videoitg.paths import local_video
 
         source = local_video(source)  # a URL is refused: nothing is fetched
-        if not self._demo_noticed and not _is_sample_video(source):
+        if not self._demo_noticed and not is_sample_video(source):
             self._demo_noticed = True  # once per scorer: loud, not repeated for every row of a batch
-            log.warning("NOTICE: scoring with the embedded tiny demo checkpoint, trained on synthetic shapes: it is "
-                        "not a video model and its scores mean nothing for real video; use --checkpoint DIR with a "
-                        "VideoITG checkpoint (docs/checkpoints.md)")
+            log.warning(DEMO_NOTICE)
         return source
 
     def load_video(self, source: str | Path | bytes):
@@ -225,27 +224,3 @@ class Scorer:
 def _duration(frames: Any) -> float | None:
     info = getattr(frames, "info", None)
     return getattr(info, "duration_s", None)
-
-
-def _is_demo_checkpoint(checkpoint: str | Path | None) -> bool:
-    from videoitg.defaults import default_checkpoint
-
-    try:
-        return checkpoint is not None and Path(checkpoint).resolve() == default_checkpoint().resolve()
-    except (OSError, TypeError):
-        return False
-
-
-def _is_sample_video(source: str | Path | bytes) -> bool:
-    """Whether `source` is the generated demo clip (by path, or by content for bytes), without generating it."""
-    from videoitg.defaults import home
-
-    sample = home() / "sample" / "sample.mp4"
-    if not sample.is_file():
-        return False
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return len(source) == sample.stat().st_size and bytes(source) == sample.read_bytes()
-    try:
-        return Path(source).resolve() == sample.resolve()
-    except (OSError, TypeError):
-        return False

@@ -3,13 +3,14 @@ thumbnails of the top frames in the video's own aspect ratio."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from videoitg.outputs import GroundingResult
+from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
 
 # Below this spread the y axis follows the data instead of spanning [0, 1], so a curve that lives in a narrow band
 # (e.g. every score within 0.95-0.99) still shows its shape.
@@ -49,8 +50,26 @@ def _score_limits(scores: list[float]) -> tuple[tuple[float, float], bool]:
     return (max(0.0, lo - pad), min(1.0, hi + pad) + pad * 0.5), True
 
 
-def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = 8,
-                  thumbnails: list[np.ndarray] | None = None, max_thumbs: int = 8,
+def score_decimals(scores: list[float]) -> int:
+    """Decimals that tell this video's scores apart: 2 on the full [0, 1] axis, more for a narrow band (every score
+    within 0.980-0.982 needs 4), at most 5."""
+    spread = max(scores) - min(scores) if scores else 1.0
+    if spread >= ZOOM_BELOW_SPREAD:
+        return 2
+    return min(5, max(3, math.ceil(-math.log10(max(spread, 1e-5))) + 1))
+
+
+# Layout, in inches (the figure is 11 inches wide; its height follows from the rows drawn).
+WIDTH_IN = 11.0
+MARGIN_IN = 0.15  # kept free at the figure's edges
+TITLE_IN, LEGEND_IN, SCORES_IN, GAP_IN, MOMENTS_IN, XLABEL_IN = 0.62, 0.28, 2.0, 0.25, 0.6, 0.5
+CAPTION_IN, THUMB_TITLE_IN = 0.3, 0.22
+THUMBS_PER_ROW = 8
+MAX_THUMBS = 16  # two rows; past that, the best 16 of the top-K are drawn and the caption says so
+
+
+def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = DEFAULT_TOP_K,
+                  thumbnails: list[np.ndarray] | None = None,
                   truth_segments: list[tuple[float, float]] | None = None) -> Path:
     """Write the timeline PNG; `truth_segments` (seconds), when known, are shaded green."""
     import matplotlib
@@ -58,17 +77,50 @@ def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = 8,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = draw_timeline(result, top_k, thumbnails, truth_segments)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def thumbnail_positions(result: GroundingResult, top_k: int, limit: int = MAX_THUMBS) -> list[int]:
+    """The top-K positions that get a thumbnail: all of them up to `limit`, else the `limit` best; chronological."""
     chosen = result.top_k_positions(top_k)
-    thumbs = chosen[:max_thumbs] if thumbnails is not None else []
-    fig = plt.figure(figsize=(11, 5.6 if thumbs else 4.0))
-    # Top to bottom: title, legend band, scores, moment strip (shares the time axis), thumbnails. Nothing is drawn
-    # over the curve: the legend has its own band and the moments their own strip.
-    if thumbs:
-        ax = fig.add_axes([0.07, 0.52, 0.9, 0.36])
-        mx = fig.add_axes([0.07, 0.37, 0.9, 0.1], sharex=ax)
-    else:
-        ax = fig.add_axes([0.07, 0.42, 0.9, 0.44])
-        mx = fig.add_axes([0.07, 0.14, 0.9, 0.19], sharex=ax)
+    if len(chosen) <= limit:
+        return chosen
+    return sorted(result.ranking[:limit])
+
+
+def draw_timeline(result: GroundingResult, top_k: int = DEFAULT_TOP_K, thumbnails: list[np.ndarray] | None = None,
+                  truth_segments: list[tuple[float, float]] | None = None):
+    """The timeline as a matplotlib Figure (Agg): title (the video's name, the instruction), the per-frame scores with
+    the top-K marked, the moments, thumbnails of the chosen frames. Every label lies inside the figure."""
+    import matplotlib.pyplot as plt
+
+    chosen = result.top_k_positions(top_k)
+    thumbs = thumbnail_positions(result, top_k) if thumbnails is not None else []
+    rows = math.ceil(len(thumbs) / THUMBS_PER_ROW)
+    # A row as tall as a thumbnail of the picture's aspect at its width, plus its title line.
+    cell_in = WIDTH_IN * 0.9 / THUMBS_PER_ROW * 0.95
+    image_in = cell_in * (thumbnails[thumbs[0]].shape[0] / thumbnails[thumbs[0]].shape[1]) if thumbs else 0.0
+    row_in = image_in + THUMB_TITLE_IN
+    height = (MARGIN_IN + TITLE_IN + LEGEND_IN + SCORES_IN + GAP_IN + MOMENTS_IN + XLABEL_IN
+              + (CAPTION_IN + rows * row_in if rows else 0) + MARGIN_IN)
+    fig = plt.figure(figsize=(WIDTH_IN, height))
+
+    def band(top_in: float, size_in: float) -> tuple[float, float]:
+        """(bottom, height) as figure fractions of a band `size_in` tall whose top is `top_in` below the top."""
+        return 1.0 - (top_in + size_in) / height, size_in / height
+
+    left, width = 0.07, 0.9  # the left margin grows below if the y-axis labels need more room
+    y = MARGIN_IN + TITLE_IN + LEGEND_IN
+    ax = fig.add_axes([left, *_xy(band(y, SCORES_IN), width)])
+    y += SCORES_IN + GAP_IN
+    mx = fig.add_axes([left, *_xy(band(y, MOMENTS_IN), width)], sharex=ax)
+    y += MOMENTS_IN + XLABEL_IN
+
     t, s = result.timestamps, result.scores
     ax.plot(t, s, color="#3b6ea8", lw=1.5, marker="o", ms=2.5, label="relevance per frame (saliency)")
     ax.scatter([t[i] for i in chosen], [s[i] for i in chosen], color="#d1495b", zorder=3, s=28,
@@ -79,17 +131,20 @@ def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = 8,
     for i in chosen:
         ax.axvline(t[i], color="#d1495b", alpha=0.15, lw=3)
     (y0, y1), zoomed = _score_limits(s)
+    digits = score_decimals(s)
     ax.set_ylim(y0, y1)
     ax.set_ylabel("score (axis zoomed\nto the data)" if zoomed else "score", fontsize=9 if zoomed else 10)
     ax.tick_params(labelbottom=False)
-    title = result.instruction if len(result.instruction) < 90 else result.instruction[:87] + "..."
-    fig.suptitle(f"\"{title}\"", fontsize=10, y=0.985)
+    name = Path(result.video).name if result.video else "(video given as bytes)"
+    title = result.instruction if len(result.instruction) < 100 else result.instruction[:97] + "..."
+    frames = f"{len(t)} sampled frames, {_clock(t[0])} to {_clock(t[-1])}" if t else "no frames"
+    fig.text(0.5, 1.0 - (MARGIN_IN + 0.05) / height, f"{name}  ({frames})", ha="center", va="top", fontsize=10,
+             fontweight="bold")
+    fig.text(0.5, 1.0 - (MARGIN_IN + 0.33) / height, f"\"{title}\"", ha="center", va="top", fontsize=10)
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=4, fontsize=8, frameon=False, borderaxespad=0.0)
     moments = result.moments
     for j, m in enumerate(moments):
         mx.barh(j, m.end - m.start, left=m.start, height=0.7, color="#e9a03b", alpha=1.0 if j == 0 else 0.5)
-        mx.text(m.end, j, f" #{j + 1} {m.score:.3f}" if zoomed else f" #{j + 1} {m.score:.2f}", va="center",
-                fontsize=7, clip_on=True)
     mx.set_ylim(max(len(moments), 1) - 0.5, -0.5)
     mx.set_yticks([])
     mx.set_ylabel("moments", fontsize=8)
@@ -97,14 +152,57 @@ def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = 8,
     if t:
         span = t[-1] - t[0] if len(t) > 1 else 1.0
         ax.set_xlim(t[0] - 0.02 * span, max([t[-1]] + [m.end for m in moments]) + 0.02 * span)
-    for j, i in enumerate(thumbs):
-        w = 0.9 / max(len(thumbs), 1)
-        tax = fig.add_axes([0.07 + j * w, 0.02, w * 0.95, 0.26])
-        tax.imshow(thumbnails[i])  # the thumbnail already has the picture's aspect (thumbnails_from_pixels)
-        tax.set_title(f"{t[i]:.1f}s  {s[i]:.3f}" if zoomed else f"{t[i]:.1f}s  {s[i]:.2f}", fontsize=7)
-        tax.axis("off")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+
+    # Room for the y-axis labels: long tick labels (a narrow band's 0.98125) would push them off the left edge.
+    renderer = fig.canvas.get_renderer()
+    fig_w = fig.get_figwidth() * fig.dpi
+    need = MARGIN_IN * fig.dpi - min(a.get_tightbbox(renderer).x0 for a in (ax, mx))
+    if need > 0:
+        left, width = left + need / fig_w, width - need / fig_w
+        for a in (ax, mx):
+            box = a.get_position()
+            a.set_position([left, box.y0, width, box.height])
+    _label_moments(mx, moments, digits, renderer)
+
+    if thumbs:
+        caption = (f"the top-{len(chosen)} frames, chronological" if len(thumbs) == len(chosen) else
+                   f"the {len(thumbs)} best of the top-{len(chosen)} frames, chronological (all {len(chosen)} are "
+                   "marked above)")
+        fig.text(left, 1.0 - (y + CAPTION_IN * 0.8) / height, caption, ha="left", va="bottom", fontsize=8)
+        y += CAPTION_IN
+        w = width / THUMBS_PER_ROW
+        for j, i in enumerate(thumbs):
+            row, col = divmod(j, THUMBS_PER_ROW)
+            bottom, h = band(y + row * row_in + THUMB_TITLE_IN, image_in)
+            tax = fig.add_axes([left + col * w, bottom, w * 0.95, h])
+            tax.imshow(thumbnails[i])  # the thumbnail already has the picture's aspect (thumbnails_from_pixels)
+            tax.set_title(f"{t[i]:.1f}s  {s[i]:.{digits}f}", fontsize=7)
+            tax.axis("off")
+    return fig
+
+
+def _xy(band: tuple[float, float], width: float) -> list[float]:
+    return [band[0], width, band[1]]
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _label_moments(mx, moments, digits: int, renderer) -> None:  # noqa: ANN001 -- matplotlib objects
+    """Each moment's "#rank score" beside its bar: after its end, else before its start, else inside it; never past
+    the strip's edges (a moment that ends at the video's end is labelled on its left)."""
+    inside = mx.get_window_extent(renderer)
+    for j, m in enumerate(moments):
+        label = mx.text(m.end, j, f" #{j + 1} {m.score:.{digits}f} ", va="center", ha="left", fontsize=7,
+                        clip_on=False)
+        if label.get_window_extent(renderer).x1 <= inside.x1:
+            continue
+        label.set_x(m.start)
+        label.set_ha("right")
+        if label.get_window_extent(renderer).x0 >= inside.x0:
+            continue
+        label.set_x((m.start + m.end) / 2)
+        label.set_ha("center")

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -199,6 +201,13 @@ class _Flusher:
             self.results, self.errors, self.oldest = [], [], None
 
 
+# A rate needs time to be one: results arrive in bursts (a unit's rows at once, a block of units at once), so rows
+# per second are measured only once MIN_RATE_SPAN_S have passed since the first result, and the rows of the first
+# burst (those within BURST_S of it) are not counted: they finished during start-up, not after it.
+MIN_RATE_SPAN_S = 2.0
+BURST_S = 0.25
+
+
 @dataclass
 class _Tally:
     """What the driver learns from the result stream."""
@@ -211,17 +220,127 @@ class _Tally:
     workers: set[str] = field(default_factory=set)
     t_first: float | None = None  # first / last finished row: start-up (Ray + model load) vs steady rate
     t_last: float | None = None
+    first_burst: int = 0  # rows that arrived with the first result
 
     def add(self, msg: dict[str, Any]) -> None:
         self.t_last = time.perf_counter()
         if self.t_first is None:
             self.t_first = self.t_last
+        if self.t_last - self.t_first <= BURST_S:
+            self.first_burst += 1
         self.ok += msg["ok"]
         self.failed += not msg["ok"]
         self.hits += msg["hit"]
         self.prepare_s += msg.get("prepare_s", 0.0)
         self.score_s += msg.get("score_s", 0.0)
         self.workers.add(msg["worker"])
+
+    def steady_rate(self, now: float | None = None) -> float | None:
+        """Rows per second after start-up: rows that finished after the first result's burst, over the time from
+        the first result to `now` (default: the last result). None while that span is under MIN_RATE_SPAN_S or no
+        row came after the burst: too short to be a rate (a resumed run with a few rows left, one burst)."""
+        if self.t_first is None or self.t_last is None:
+            return None
+        span = (self.t_last if now is None else now) - self.t_first
+        rows = self.ok + self.failed - self.first_burst
+        return rows / span if span >= MIN_RATE_SPAN_S and rows > 0 else None
+
+
+class _Progress:
+    """The driver's progress bar (tqdm on stderr): what the run is waiting for before the first row (Ray start-up,
+    the workers loading the model), then rows done, ok / failed and the steady rate with the time left once it can
+    be measured. The elapsed time keeps moving while nothing arrives. Lines printed meanwhile (Ray forwards the
+    workers' output to the driver's stdout and stderr) go above the bar instead of through it."""
+
+    TICK_S = 1.0
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self._stderr, self._stdout = sys.stderr, sys.stdout
+        self.bar = tqdm(total=total, unit="row", desc="batch", disable=not enabled, dynamic_ncols=True,
+                        file=self._stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                        "[{elapsed}{postfix}]")
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            sys.stdout = _AboveBar(self._stdout, self._stderr)
+            sys.stderr = _AboveBar(self._stderr, self._stderr)
+            self._ticker = threading.Thread(target=self._tick, name="videoitg-batch-progress", daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        if self.enabled:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = self._stdout, self._stderr
+        self.bar.close()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.TICK_S):
+            self.bar.refresh()
+
+    def phase(self, text: str) -> None:
+        """What the run is doing before its first row."""
+        self.bar.set_postfix_str(text)
+
+    def row(self, tally: _Tally) -> None:
+        left = (self.bar.total or 0) - (tally.ok + tally.failed)
+        rate = tally.steady_rate(time.perf_counter())
+        pace = (f"{rate:.2f} rows/s, {_clock(left / rate)} left" if rate else
+                f"rate after {MIN_RATE_SPAN_S:g} s of results")
+        self.bar.set_postfix_str(f"ok {tally.ok}, failed {tally.failed}; {pace}", refresh=False)
+        self.bar.update(1)  # after the counts: the line drawn shows them with this row
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _AboveBar(io.TextIOBase):
+    """A text stream whose whole lines are written to `target` with the progress bar (on `bar_stream`) cleared
+    first and drawn again after, so a line printed while the bar shows does not land inside it."""
+
+    def __init__(self, target: Any, bar_stream: Any) -> None:
+        self.target, self.bar_stream = target, bar_stream
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, s: str) -> int:
+        with self._lock:
+            self._pending += s
+            if "\n" not in self._pending:
+                return len(s)
+            lines, _, self._pending = self._pending.rpartition("\n")
+        with tqdm.external_write_mode(file=self.bar_stream):
+            self.target.write(lines + "\n")
+            self.target.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        with self._lock:
+            rest, self._pending = self._pending, ""
+        if rest:
+            with tqdm.external_write_mode(file=self.bar_stream):
+                self.target.write(rest)
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
 
 
 def run_batch(manifest: Manifest, opts: BatchOptions, stop: SignalStop | None = None) -> dict[str, Any]:
@@ -252,29 +371,27 @@ def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: Signa
     t_work = time.perf_counter()
     if units:
         flusher = _Flusher(store, opts.shard_rows, opts.flush_seconds, stop)
-        bar = tqdm(total=len(todo), unit="row", desc="batch", disable=not opts.progress,
-                   dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+        progress = _Progress(len(todo), opts.progress)
+        progress.phase("joining Ray" if opts.ray.address is not None else "starting Ray")
         try:
-            # (tests replace _stream with a two-argument stand-in; only a real run passes the signal handler)
-            stream = _stream(units, opts) if stop is None else _stream(units, opts, stop=stop)
-            for line in stream:
-                # A signal while a received row is being recorded takes effect once it is in the buffer.
-                with stop.deferred() if stop is not None else contextlib.nullcontext():
-                    msg = json.loads(line)
-                    if tally.t_first is None:
-                        bar.reset()  # rate and ETA from the first result on, not from Ray start-up
-                    tally.add(msg)
-                    flusher.add(msg["ok"], msg["record"])
-                    bar.update(1)
-                    bar.set_postfix(ok=tally.ok, failed=tally.failed, refresh=False)
+            with progress:
+                # (tests replace _stream with a two-argument stand-in; only a real run passes the signal handler)
+                stream = _stream(units, opts) if stop is None else _stream(units, opts, stop=stop,
+                                                                            phase=progress.phase)
+                for line in stream:
+                    # A signal while a received row is being recorded takes effect once it is in the buffer.
+                    with stop.deferred() if stop is not None else contextlib.nullcontext():
+                        msg = json.loads(line)
+                        tally.add(msg)
+                        flusher.add(msg["ok"], msg["record"])
+                        progress.row(tally)
         finally:
             # Also on Ctrl-C / errors: what finished is kept, the rest is redone on resume.
             flusher.flush()
-            bar.close()
     t_end = time.perf_counter()
     merged = store.merge([r.row_id for r in manifest.rows], [_rejected_record(r) for r in manifest.rejected])
     scored = tally.ok + tally.failed
-    t_first, t_last = tally.t_first, tally.t_last
+    t_first = tally.t_first
     summary.update({
         "rows_ok": tally.ok, "rows_failed": tally.failed, "cache_hits": tally.hits,
         "cache_hit_rate": round(tally.hits / scored, 4) if scored else 0.0,
@@ -282,9 +399,9 @@ def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: Signa
         "work_seconds": round(t_end - t_work, 3),
         "startup_seconds": round(t_first - t_work, 3) if t_first is not None else None,
         "rows_per_second": round(scored / (t_end - t_work), 3) if scored else 0.0,
-        # Rows after the first one, over the time after it: excludes Ray and model start-up.
-        "steady_rows_per_second": (round((scored - 1) / (t_last - t_first), 3)
-                                   if scored > 1 and t_last > t_first else None),
+        # Rows after the first result's burst, over the time after it (Ray and model start-up excluded); null when
+        # the results span under MIN_RATE_SPAN_S: too few to measure a rate.
+        "steady_rows_per_second": round(steady, 3) if (steady := tally.steady_rate()) is not None else None,
         "wall_seconds": round(time.perf_counter() - t_start, 3),
         # Worker seconds summed over all workers: where the time goes (decode + vision vs the LLM half).
         "worker_seconds": {"prepare": round(tally.prepare_s, 3), "score": round(tally.score_s, 3)},
@@ -300,13 +417,18 @@ def _jsonable(opts: BatchOptions) -> dict[str, Any]:
     return d
 
 
-def _stream(units: list[list[Row]], opts: BatchOptions, stop: SignalStop | None = None):
-    """Yield one JSON message per row as workers finish them (Ray Data streaming execution)."""
+def _stream(units: list[list[Row]], opts: BatchOptions, stop: SignalStop | None = None,
+            phase: Callable[[str], None] | None = None):
+    """Yield one JSON message per row as workers finish them (Ray Data streaming execution). `phase` is told what
+    the run waits for before the first row."""
     import ray.data
 
     init_ray(_ray_resources(opts))
     if stop is not None:
         stop.install()  # over the handlers ray.init installed
+    if phase is not None:
+        workers = f"{opts.workers} workers" if opts.workers > 1 else "the worker"
+        phase(f"Ray is up; starting {workers} (each loads the model before the first row)")
     items = [{"unit": jsonl_line([r.to_json() for r in u])} for u in units]
     # One unit per block up to a cap: blocks are what Ray hands to actors, so small blocks balance load
     # and bring results back early; the cap bounds per-block overhead for very large manifests.

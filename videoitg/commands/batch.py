@@ -130,15 +130,28 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["merged"]["missing"] == 0 else 1
 
 
+def _steady(s: dict) -> str:
+    """The steady rate, or why there is none."""
+    from videoitg.batch.runner import MIN_RATE_SPAN_S
+
+    if not s["rows_todo"]:
+        return "no rows to score (every row already done)"
+    if s["startup_seconds"] is None:
+        return "no row finished"
+    startup = f"after {s['startup_seconds']:.1f} s start-up"
+    if s["steady_rows_per_second"] is not None:
+        return f"steady {s['steady_rows_per_second']:.2f} rows/s {startup}"
+    return (f"steady rate not measured: the results came within {MIN_RATE_SPAN_S:g} s {startup}, too few to time")
+
+
 def _print_summary(s: dict) -> None:
     m = s["merged"]
     lines = [
         f"rows ok {s['rows_ok']}, failed {s['rows_failed']} this run; already done {s['rows_already_done']}; "
         f"rejected by manifest {s['rows_rejected_by_manifest']}",
         f"videos {s['videos']} in {s['units']} units; cache hit rate {s['cache_hit_rate']:.1%}",
-        f"throughput {s['rows_per_second']:.2f} rows/s over {s['work_seconds']:.1f} s "
-        f"(steady {s['steady_rows_per_second'] or 0:.2f} rows/s after {s['startup_seconds'] or 0:.1f} s start-up; "
-        f"{s['workers_used']} workers answered)",
+        f"throughput {s['rows_per_second']:.2f} rows/s over {s['work_seconds']:.1f} s including start-up; "
+        + _steady(s) + f"; {s['workers_used']} workers answered",
         f"results.jsonl {m['results']} rows, errors.jsonl {m['errors']} rows, "
         f"duplicates dropped {m['duplicates_dropped']}, missing {m['missing']}",
     ]

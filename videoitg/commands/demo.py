@@ -15,7 +15,9 @@ HELP = ("score the built-in sample video with the embedded tiny checkpoint throu
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--top-k", type=int, default=8)
+    p.add_argument("--top-k", type=int, default=8,
+                   help="frames to pick (default 8: the sample clip has only 24 sampled frames, and `score`'s and "
+                   "the server's default of 32 would pick nearly all of them)")
     p.add_argument("--out", default="artifacts/demo", help="folder for results.jsonl and timeline.png")
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     p.add_argument("--server", default=None, help="use this running server (HOST:PORT) instead of starting one")

@@ -20,7 +20,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
     """The repository's shape and serving defaults (`videoitg.serving.repository.RepoSpec`)."""
-    from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
+    from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, RANKING_RULES
 
     p.add_argument("--mode", choices=["bls", "ensemble"], default="bls",
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
@@ -32,12 +32,18 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                         "tritonserver has a DALI backend), python otherwise")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
-    p.add_argument("--top-k", type=int, default=32, help="top-K frames when a request sends no TOP_K (default 32)")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
+                   help=f"top-K frames when a request sends no TOP_K (default {DEFAULT_TOP_K}, as `score`)")
     p.add_argument("--dtype", default="auto",
                    help="auto (float16 on a GPU as released, float32 on CPU) | float32 | float16 | bfloat16")
     p.add_argument("--max-batch", type=int, default=8, help="requests Triton hands a model at once (default 8)")
     p.add_argument("--decode-instances", type=int, default=1,
-                   help="python decode instances (cpu target; more only pays with spare cores)")
+                   help="instances of the decode step (python: more only pay with spare CPU cores; dali: per GPU)")
+    p.add_argument("--vision-instances", type=int, default=1,
+                   help="instances of the vision step (SigLIP + projector; on a gpu target per GPU, each with its own "
+                        "copy of the tower)")
+    p.add_argument("--grounding-instances", type=int, default=1,
+                   help="instances of the grounding step (the LLM; on a gpu target per GPU, each with its own copy)")
     p.add_argument("--stream-frames", type=int, default=64,
                    help="bls with the python decoder: the decode step streams a video's frames to the vision step "
                         "in chunks of this many, so the tower encodes while the rest decode (default 64; 0: one "
@@ -83,6 +89,8 @@ def spec_from_args(args: argparse.Namespace, target: str):
         dtype="" if args.dtype == "auto" else args.dtype,
         max_batch=args.max_batch,
         decode_instances=args.decode_instances,
+        vision_instances=args.vision_instances,
+        grounding_instances=args.grounding_instances,
         stream_frames=args.stream_frames,
         checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else DEFAULT_CHECKPOINT,
         vision_tower=str(Path(args.vision_tower).resolve()) if args.vision_tower else "",

@@ -1,4 +1,6 @@
-"""`videoitg score VIDEO --instruction TEXT`: score one video in-process and print the top-K frames."""
+"""`videoitg score VIDEO --instruction TEXT`: score one video, in-process or through a running server (`--server`),
+print the top-K frames and moments; optionally append the results.jsonl record, draw the timeline PNG and export
+the top-K frames as images."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from videoitg.errors import InputError
 from videoitg.outputs import (
     DEFAULT_RANKING_RULE,
+    DEFAULT_TOP_K,
     RANKING_RULES,
     GroundingResult,
     doc_id_problems,
@@ -16,7 +19,8 @@ from videoitg.outputs import (
 )
 from videoitg.sampling import SamplingParams
 
-HELP = "score one video for an instruction (in-process) and print the top-K frames"
+HELP = ("score one video for an instruction, in-process or through a running server (--server), and print the "
+        "top-K frames and moments")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instruction", "-i", required=True)
     p.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
     p.add_argument("--vision-tower", help="local SigLIP directory, if the checkpoint does not embed one")
-    p.add_argument("--top-k", type=int, default=8)
+    p.add_argument("--top-k", type=int, default=None,
+                   help=f"frames to pick (default {DEFAULT_TOP_K}, the released selector's Top-32; with --server: "
+                   f"the server's --top-k, {DEFAULT_TOP_K} unless it was configured otherwise)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (float16 on a GPU as released, float32 on CPU) | float32 | "
                    "bfloat16 | float16")
@@ -41,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doc-id", default=None, help="the lmms-eval task's doc_id, stored with the record")
     p.add_argument("--output", help="append the result to this results.jsonl (lmms-eval's frame_indices_jsonl)")
     p.add_argument("--plot", help="write a score-timeline PNG here")
+    p.add_argument("--export-frames", metavar="DIR",
+                   help="write the top-K frames to DIR as JPEG images (decoded from the video at its own size) with "
+                   "index.json: frame number, timestamp, score, rank, in chronological order")
+    p.add_argument("--export-size", type=int, metavar="PIXELS",
+                   help="with --export-frames: scale each frame so its longer side is PIXELS (default: the video's "
+                   "own size)")
     p.add_argument("--server", action="append", metavar="HOST:PORT",
                    help="a running `videoitg serve`: score there instead of in-process (checkpoint, device, dtype "
                    "and sampling are then the server's); repeat for several: the video's server by its digest, "
@@ -48,16 +60,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="with --server (default grpc)")
 
 
-def print_result(result: GroundingResult, k: int) -> None:
+def print_result(result: GroundingResult, k: int, moments: list[tuple[float, float, float]] | None = None) -> None:
+    """`moments`: the server's, when it answered them; else the result's own (the same rule)."""
     print(f"{len(result.logits)} sampled frames; top-{min(k, len(result.logits))} in chronological order:")
     print(f"  {'frame':>7} {'time (s)':>9} {'score':>7}")
     scores = result.scores
     for i in result.top_k_positions(k):
         print(f"  {result.frame_indices[i]:>7} {result.timestamps[i]:>9.2f} {scores[i]:>7.3f}")
-    moments = result.moments
     print(f"moments (best first; rule: docs/moments.md):\n  {'start (s)':>9} {'end (s)':>9} {'score':>7}")
-    for m in moments:
-        print(f"  {m.start:>9.2f} {m.end:>9.2f} {m.score:>7.3f}")
+    for start, end, score in (moments if moments is not None else [tuple(m) for m in result.moments]):
+        print(f"  {start:>9.2f} {end:>9.2f} {score:>7.3f}")
 
 
 def _doc_id_value(doc_id: str | None) -> int | str | None:
@@ -72,8 +84,12 @@ def check_args(args: argparse.Namespace) -> None:
     """What can be refused before any model loads or request is sent."""
     from videoitg.paths import local_video
 
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k} (the server refuses it the same way)")
+    if args.export_size is not None and args.export_frames is None:
+        raise InputError("--export-size sizes the frames --export-frames DIR writes: give --export-frames too")
+    if args.export_size is not None and args.export_size < 1:
+        raise InputError(f"--export-size must be >= 1 pixel, got {args.export_size}")
     args.video = str(local_video(args.video))
     if not Path(args.video).is_file():
         raise InputError(f"video {args.video} does not exist or is not a file")
@@ -81,13 +97,26 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_remote(args: argparse.Namespace) -> int:
     """Score through a running server; the record and plot are built exactly as in-process."""
+    from videoitg.defaults import is_sample_video, served_demo_notice
+    from videoitg.serving.client import VideoITGClient
     from videoitg.serving.routing import ServerPool
 
     with ServerPool(args.server, args.protocol, backoff_s=()) as pool:  # no waiting: each server is tried once
         served, url = pool.infer(Path(args.video), args.instruction, top_k=args.top_k,
                                  ranking_rule=args.ranking_rule)
     result = served.result
-    print(f"server: {url} ({args.protocol})")
+    if served.cache_hit:
+        hit = "yes: the server had the video's features, decode and vision were skipped" + (
+            "; only the video's digest was sent" if not served.sent_video else "")
+    else:
+        hit = "no: the server decoded the video and ran the vision tower"
+    print(f"server: {url} ({args.protocol}); cache hit: {hit}")
+    with VideoITGClient(url, args.protocol) as c:
+        checkpoint = c.served_checkpoint()
+    if checkpoint is not None and served_demo(checkpoint) and not is_sample_video(args.video):
+        print(served_demo_notice(url), file=sys.stderr)
+    if args.top_k is None:  # the server's default applied: report what it picked
+        args.top_k = len(served.top_k_frames)
 
     def thumbnail_frames():
         from videoitg.decode import decode_video
@@ -96,12 +125,22 @@ def run_remote(args: argparse.Namespace) -> int:
         return decode_video(args.video, image_size=160,
                             params=SamplingParams(args.num_frames, args.target_fps, args.sampling))
 
-    return report(args, result, thumbnail_frames)
+    return report(args, result, thumbnail_frames, [tuple(m) for m in served.moments])
 
 
-def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames) -> int:
-    """Print the top-K, append the results.jsonl record, draw the timeline: the same for both paths."""
-    print_result(result, args.top_k)
+def served_demo(checkpoint: str) -> bool:
+    """Whether a server's `checkpoint` parameter names the embedded tiny checkpoint."""
+    from videoitg.defaults import is_demo_checkpoint
+    from videoitg.serving.repository import DEFAULT_CHECKPOINT
+
+    return checkpoint == DEFAULT_CHECKPOINT or is_demo_checkpoint(checkpoint)
+
+
+def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames,
+           moments: list[tuple[float, float, float]] | None = None) -> int:
+    """Print the top-K, append the results.jsonl record, draw the timeline, export the frames: the same for both
+    paths. `moments`: the server's, when it answered them."""
+    print_result(result, args.top_k, moments)
     if args.output:
         rec = result.to_record(_doc_id_value(args.doc_id), args.video, top_k=args.top_k)
         for problem in doc_id_problems([rec], args.output):
@@ -115,6 +154,13 @@ def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames) 
         thumbs = thumbnails_from_pixels(frames.pixel_values, display_aspect(frames.info))
         png = plot_timeline(result, Path(args.plot), args.top_k, thumbs)
         print(f"plot: {png}")
+    if args.export_frames:
+        from videoitg.export import INDEX, export_frames
+
+        entries = export_frames(args.video, result, args.export_frames, args.top_k, args.export_size)
+        size = "the video's size" if args.export_size is None else f"longer side {args.export_size} px"
+        print(f"exported {len(entries)} frames ({size}) to {args.export_frames}/, listed in "
+              f"{Path(args.export_frames) / INDEX}")
     return 0
 
 
@@ -122,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     if args.server:
         return run_remote(args)
+    if args.top_k is None:
+        args.top_k = DEFAULT_TOP_K
     from videoitg.defaults import default_checkpoint
     from videoitg.pipeline import Scorer
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from videoitg.decode import backends
@@ -35,7 +38,7 @@ from videoitg.decode.errors import (
     VideoTooLargeError,
 )
 from videoitg.decode.parallel import FrameStream, decode_frames, machine_workers
-from videoitg.decode.pyav_backend import apply_rotation
+from videoitg.decode.pyav_backend import apply_rotation, decode_each, frame_rotation
 from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
 from videoitg.errors import InputError, VideoDecodeError
 from videoitg.sampling import SamplingParams, sample_frame_indices
@@ -209,15 +212,70 @@ def _checked_sampling(container, src, params: SamplingParams, limits: DecodeLimi
                       name: str) -> tuple:
     """(stream, header, packet index, sampled frame numbers) once the header limits, truncation and decode work
     are checked; sets the deadline's pixel bound for the decoder's own count."""
+    stream, head, index = _checked_index(container, limits, deadline, name)
+    frame_numbers = sample_frame_indices(index.total, index.fps, params)
+    deadline.max_pixels = check_decode_work(index, frame_numbers, head["width"], head["height"], src.nbytes,
+                                            limits, name)
+    return stream, head, index, frame_numbers
+
+
+def _checked_index(container, limits: DecodeLimits, deadline: Deadline, name: str) -> tuple:
+    """(stream, header, packet index) once the header limits and truncation are checked."""
     stream = select_video_stream(container, name)
     head = header_info(container, stream)
     check_header_limits(head, limits, name)
     index = build_index(container, stream, head["fps"], limits, deadline, name)
     check_truncation(head, index, name)
-    frame_numbers = sample_frame_indices(index.total, index.fps, params)
-    deadline.max_pixels = check_decode_work(index, frame_numbers, head["width"], head["height"], src.nbytes,
-                                            limits, name)
-    return stream, head, index, frame_numbers
+    return stream, head, index
+
+
+def decode_full_frames(source: Source, frame_numbers: Sequence[int], *,
+                       transform: Callable[[np.ndarray], Any] | None = None, limits: DecodeLimits | None = None,
+                       time_budget_s: float | None = 60) -> list[Any]:
+    """The frames `frame_numbers` (the numbering `decode_video` samples in: `SampledFrames.frame_indices`,
+    `GroundingResult.frame_indices`) at the video's own size, upright: RGB uint8 [H, W, 3], one per number, in
+    the order given. The same decoder as `decode_video` (PyAV, the same seeks and checks), without its squash to
+    S x S. `transform`, when given, is applied to each frame as it is decoded and its result is kept instead (a
+    caller that encodes or shrinks the frames then holds one full-size frame at a time)."""
+    limits = limits or DecodeLimits()
+    src = check_source(source, limits)
+    name = describe(source)
+    wanted = sorted(set(int(n) for n in frame_numbers))
+
+    def work(deadline: Deadline) -> list[Any]:
+        kept: dict[int, Any] = {}
+
+        def put(first: int, end: int, frame) -> None:  # noqa: ANN001 -- av.VideoFrame
+            image = frame.to_ndarray(format="rgb24")
+            if rotation_of[0] is None:  # the first decoded frame's, for every frame (as decode_video turns them)
+                rotation_of[0] = frame_rotation(frame)
+            upright = apply_rotation(torch.from_numpy(image).permute(2, 0, 1), rotation_of[0])
+            image = np.ascontiguousarray(upright.permute(1, 2, 0).numpy())
+            for j in range(first, end):
+                kept[wanted[j]] = transform(image) if transform is not None else image
+
+        rotation_of: list[int | None] = [None]
+        try:
+            with open_container(src) as container:
+                stream, head, index = _checked_index(container, limits, deadline, name)
+                outside = [n for n in wanted if not 0 <= n < index.total]
+                if outside:
+                    raise InputError(f"{name}: frame {outside[0]} is not in the video (frames 0..{index.total - 1})")
+                deadline.max_pixels = check_decode_work(index, wanted, head["width"], head["height"], src.nbytes,
+                                                        limits, name)
+                deadline.check("decoding")
+                if index.ordinal:  # no timestamps: cannot seek back to the start after indexing, reopen
+                    with open_container(src) as fresh:
+                        decode_each(fresh, select_video_stream(fresh, name), index, wanted, limits, deadline, name,
+                                    put)
+                else:
+                    decode_each(container, stream, index, wanted, limits, deadline, name, put)
+        except VideoDecodeError as e:
+            _truncated_instead(src, name, e)
+            raise
+        return [kept[int(n)] for n in frame_numbers]
+
+    return run_with_budget(work, time_budget_s)
 
 
 def stream_video(source: Source, **kwargs) -> FrameStream:

@@ -85,17 +85,37 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
     normalised later by `videoitg.preprocess.pixel_values`); None allocates float32.
     on_frame(done, rotation): called whenever the first `done` frames of `out` are final (a consumer may start
     on them while the rest decode)."""
+    if out is None:
+        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32)
+    if tuple(out.shape) != (len(frame_numbers), 3, image_size, image_size) or out.dtype not in (torch.float32,
+                                                                                                 torch.uint8):
+        raise ValueError(f"out must be [{len(frame_numbers)}, 3, {image_size}, {image_size}] float32 or uint8, "
+                         f"got {list(out.shape)} {out.dtype}")
+    out_np = out.numpy()  # shared memory: frames are written in place, one at a time
+    write = normalize_into if out.dtype == torch.float32 else _chw_into
+
+    def put(first: int, end: int, frame: av.VideoFrame) -> None:
+        write(out_np[first], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
+        for j in range(first + 1, end):  # duplicate timestamps map to one frame
+            out[j] = out[first]
+
+    rotation = decode_each(container, stream, index, frame_numbers, limits, deadline, name, put, threads=threads,
+                           skip_nonref=skip_nonref, on_frame=on_frame)
+    return out, rotation
+
+
+def decode_each(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                index: FrameIndex, frame_numbers: list[int], limits: DecodeLimits, deadline: Deadline, name: str,
+                put: Callable[[int, int, av.VideoFrame], None], threads: int = 0, skip_nonref: bool = True,
+                on_frame: Callable[[int, int], None] | None = None) -> int:
+    """The sampled decoding itself: decode `frame_numbers` (sorted, indices into `index.pts`) and hand each to
+    `put(first, end, frame)`, the decoded frame (as stored, before rotation) for positions first..end-1 of
+    `frame_numbers` (several when timestamps repeat), in order. Returns the display rotation.
+    on_frame(done, rotation): called after each `put` with the positions now final."""
     if not stream.codec_context.is_open:  # frame + slice threads; only settable before the codec opens
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
     targets = [index.pts[i] for i in frame_numbers]
-    if out is None:
-        out = torch.empty(len(targets), 3, image_size, image_size, dtype=torch.float32)
-    if tuple(out.shape) != (len(targets), 3, image_size, image_size) or out.dtype not in (torch.float32, torch.uint8):
-        raise ValueError(f"out must be [{len(targets)}, 3, {image_size}, {image_size}] float32 or uint8, "
-                         f"got {list(out.shape)} {out.dtype}")
-    out_np = out.numpy()  # shared memory: frames are written in place, one at a time
-    write = normalize_into if out.dtype == torch.float32 else _chw_into
     frames = _Frames(container, stream, deadline, name)
     frames.wanted = set(targets)
     frames.skip_nonref = not index.ordinal and skip_nonref
@@ -147,14 +167,14 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
             check_frame_size(frame.width, frame.height, limits, name)  # the header may have lied
             checked_size = (frame.width, frame.height)
         if rotation is None:
-            rotation = _rotation(frame)
-        write(out_np[i], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
-        # Duplicate timestamps map to one frame; fill every target with this pts.
+            rotation = frame_rotation(frame)
+        # Duplicate timestamps map to one frame: every target with this pts gets it.
+        end = i + 1
+        while end < len(targets) and targets[end] == t:
+            end += 1
+        put(i, end, frame)
         frames.wanted.discard(t)
-        i += 1
-        while i < len(targets) and targets[i] == t:
-            out[i] = out[i - 1]
-            i += 1
+        i = end
         if on_frame is not None:
             on_frame(i, rotation or 0)
     if missing:
@@ -163,7 +183,7 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
             f"{name}: {len(missing)} of {len(targets)} sampled frames could not be decoded "
             f"(first: frame {first} of {index.total}; {frames.decode_errors} damaged packets); "
             "the file is truncated or corrupt")
-    return out, rotation or 0
+    return rotation or 0
 
 
 _SCALE, _MEAN, _STD = np.float32(255.0), np.float32(MEAN), np.float32(STD)
@@ -190,7 +210,8 @@ def _earlier_key(index: FrameIndex, key: int | None) -> int | None:
     return None if prev is None or prev == index.pts[0] else prev
 
 
-def _rotation(frame: av.VideoFrame) -> int:
+def frame_rotation(frame: av.VideoFrame) -> int:
+    """Degrees counter-clockwise the frame must turn to display upright (0/90/180/270), from its display matrix."""
     try:
         deg = frame.rotation
     except (AttributeError, ValueError):

@@ -153,6 +153,29 @@ class VideoITGClient:
             self._accepts_digest = any(i.get("name") == "VIDEO_DIGEST" for i in md.get("inputs", []))
         return self._accepts_digest
 
+    def model_parameters(self, model: str | None = None) -> dict[str, str]:
+        """The `parameters` of a served model's config (name -> string value); {} when the server does not say."""
+        try:
+            if self.protocol == "grpc":
+                cfg = self._client.get_model_config(model or self.model, as_json=True).get("config", {})
+            else:
+                cfg = self._client.get_model_config(model or self.model)
+        except Exception:  # noqa: BLE001 -- the parameters are informative: a server that does not answer has none
+            return {}
+        return {k: v.get("string_value", "") for k, v in (cfg.get("parameters") or {}).items()}
+
+    def served_checkpoint(self) -> str | None:
+        """The checkpoint the deployment serves: its `checkpoint` model parameter, on the top-level model (BLS) or
+        the grounding step (an ensemble has no parameters of its own); "default" is the embedded tiny one. None
+        when the server does not say."""
+        from videoitg.serving.repository import GROUNDING
+
+        for name in (self.model, GROUNDING):
+            params = self.model_parameters(name)
+            if "checkpoint" in params:
+                return params["checkpoint"]
+        return None
+
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
               ranking_rule: str | None = None, digest: str | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,

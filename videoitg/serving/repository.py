@@ -38,7 +38,7 @@ from typing import Any
 from videoitg.errors import InputError
 from videoitg.limits import Limits, served_defaults
 from videoitg.moments import MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, check_ranking_rule
+from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 TOP = "videoitg"
@@ -65,9 +65,14 @@ class RepoSpec:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     cache_bytes: int = 1 << 30
     max_batch: int = 8
-    default_top_k: int = 32
+    default_top_k: int = DEFAULT_TOP_K
     ranking_rule: str = DEFAULT_RANKING_RULE  # the deployment's default; a request may send RANKING_RULE
-    decode_instances: int = 1  # more only pays with spare cores: decoding competes with the encoders
+    # Instances of each step (Triton's instance_group count; on the gpu target, per GPU). More decode instances only
+    # pay with spare cores (decoding competes with the encoders); more vision / grounding instances with spare
+    # accelerator memory and compute (each holds its own copy of its half of the model).
+    decode_instances: int = 1
+    vision_instances: int = 1
+    grounding_instances: int = 1
     # The python decode step of the bls repository streams a video's frames to the vision step in chunks of this
     # many (decode overlaps the tower); 0: it answers once with every frame. The ensemble never streams.
     stream_frames: int = 64
@@ -91,7 +96,7 @@ class RepoSpec:
             raise InputError("the ensemble repository is generated for the cpu target only: the GPU decode step "
                              "(DALI) needs the frame numbers the BLS model samples from the container header; use "
                              "--mode bls for a GPU deployment")
-        for name in ("max_batch", "default_top_k", "decode_instances"):
+        for name in ("max_batch", "default_top_k", "decode_instances", "vision_instances", "grounding_instances"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"{name} must be an int >= 1, got {v!r}")
@@ -255,7 +260,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
     # Steps take one video per request with a batch axis of 1 ([1, T, ...]); no dynamic batching, so a request's
     # answer never waits for another request's decode or tower pass.
     specs[VISION] = _python_model(
-        VISION, spec, on_gpu=True, max_batch=spec.max_batch,
+        VISION, spec, on_gpu=True, max_batch=spec.max_batch, count=spec.vision_instances,
         # uint8 resized frames from the python decoder; DALI hands over normalised float pixel values.
         inputs=[_io("PIXEL_VALUES", "FP32" if spec.decoder == "dali" else "UINT8", [-1, 3, -1, -1]),
                 # The video's frame count when PIXEL_VALUES is one chunk of it (the streaming decode step's).
@@ -265,7 +270,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
     )
     feat = FEATURE_TYPES[spec.dtype]
     specs[GROUNDING] = _python_model(
-        GROUNDING, spec, on_gpu=True, max_batch=spec.max_batch,
+        GROUNDING, spec, on_gpu=True, max_batch=spec.max_batch, count=spec.grounding_instances,
         # Never delay: requests that queued while a batch ran still go together (each is scored alone).
         batching={"max_queue_delay_microseconds": 0},
         inputs=[
@@ -322,7 +327,7 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
                 _io("COLOUR", "FP32", [3, 3]),
             ],
             "output": [_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],  # SigLIP pixel values, on the device
-            "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+            "instance_group": [{"kind": "KIND_GPU", "count": spec.decode_instances}],
         }
     if not spec.streaming:
         return _python_model(

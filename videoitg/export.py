@@ -1,0 +1,99 @@
+"""The chosen frames handed on as images: the top-K frames of a result, decoded from the video at its own size (or
+a given one), as JPEG files with an index, or as JPEG bytes for a request to a video-LLM (`videoitg.handoff`).
+
+    from videoitg.export import export_frames
+    index = export_frames("clip.mp4", result, "frames/", k=32)   # frames/0000120.jpg ..., frames/index.json
+
+The pixels come from the project's decoder (`videoitg.decode.decode_full_frames`: the same PyAV decode, seeks and
+checks as scoring, without the squash to the tower's square input), so an exported frame is the frame the number
+names, upright.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from videoitg.errors import InputError
+from videoitg.outputs import GroundingResult, record_video_path
+
+INDEX = "index.json"
+JPEG_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class ExportedFrame:
+    frame: int  # original frame number (the result's numbering)
+    timestamp: float  # seconds from the first frame
+    score: float  # sigmoid relevance
+    rank: int  # 1 = the most relevant frame of the video under the result's ranking rule
+    file: str  # name of the JPEG in the export folder
+    width: int
+    height: int
+
+
+def resize_longer_side(image: np.ndarray, size: int | None) -> np.ndarray:
+    """[H, W, 3] uint8 with its longer side scaled to `size` pixels, the aspect kept (PIL bicubic); None: as is."""
+    if size is None:
+        return image
+    if size < 1:
+        raise InputError(f"the export size must be >= 1 pixel, got {size}")
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    target = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if target == (w, h):
+        return image
+    return np.asarray(Image.fromarray(image).resize(target, Image.BICUBIC))
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """[H, W, 3] uint8 RGB -> JPEG file bytes (4:4:4 chroma at quality >= 90, so colour edges survive)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    return buf.getvalue()
+
+
+def top_k_images(video: str | Path | bytes, result: GroundingResult, k: int, size: int | None = None
+                 ) -> list[tuple[int, np.ndarray]]:
+    """(position, image) of the result's top-K frames in chronological order, decoded at the video's size or
+    with the longer side `size`: what `export_frames` encodes. Positions index the result's per-frame lists."""
+    from videoitg.decode import decode_full_frames
+
+    if k < 1:
+        raise InputError(f"k must be >= 1, got {k}")
+    positions = result.top_k_positions(k)
+    images = decode_full_frames(video, [result.frame_indices[i] for i in positions],
+                                transform=lambda im: resize_longer_side(im, size))
+    return list(zip(positions, images, strict=True))
+
+
+def export_frames(video: str | Path, result: GroundingResult, out_dir: str | Path, k: int,
+                  size: int | None = None) -> list[ExportedFrame]:
+    """Write the top-K frames of `result` (for `video`) to `out_dir` as `<frame number, 7 digits>.jpg`, and
+    `index.json` listing them in chronological order (frame number, timestamp, score, rank, file, size) with the
+    video, instruction and ranking rule. `size`: the longer side in pixels (default: the video's own size).
+    Returns the index entries."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ranks = {p: r + 1 for r, p in enumerate(result.ranking)}
+    scores = result.scores
+    entries: list[ExportedFrame] = []
+    for pos, image in top_k_images(video, result, k, size):
+        n = result.frame_indices[pos]
+        name = f"{n:07d}.jpg"
+        (out / name).write_bytes(jpeg_bytes(image))
+        entries.append(ExportedFrame(n, round(result.timestamps[pos], 3), round(scores[pos], 6), ranks[pos], name,
+                                     int(image.shape[1]), int(image.shape[0])))
+    index = {"video": record_video_path(video), "instruction": result.instruction,
+             "ranking_rule": result.ranking_rule, "top_k": len(entries), "size": size,
+             "frames": [asdict(e) for e in entries]}
+    (out / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    return entries
