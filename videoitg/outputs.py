@@ -147,10 +147,12 @@ def doc_id_problems(records: list[dict[str, Any]], path: str | Path | None = Non
     per kind of problem (empty: none)."""
     seen: set[int] = set()
     if path is not None and Path(path).is_file():
-        for line in Path(path).read_text().splitlines():
+        from videoitg.jsonio import JSONProblem, loads, text_lines
+
+        for _, line, problem in text_lines(path):
             try:
-                r = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
+                r = loads(line) if problem is None else None
+            except JSONProblem:  # a line no reader can use holds no doc_id
                 continue
             key = _doc_key(r.get("doc_id")) if isinstance(r, dict) else None
             if key is not None:
