@@ -308,11 +308,10 @@ def score_records(
     Returns the scored records and the ones that could not be used (with the reason)."""
     from pathlib import Path
 
+    from videoitg.batch.grouping import group_by_video
     from videoitg.errors import VideoITGError
 
-    by_video: dict[str, list] = {}
-    for r in records:
-        by_video.setdefault(r.video, []).append(r)
+    by_video = group_by_video(records)
     scored: list[RecordScores] = []
     bad: list[tuple[object, str]] = []
     it = by_video.items()

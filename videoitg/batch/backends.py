@@ -45,6 +45,7 @@ class BackendSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_sampling_options(self.num_frames, self.target_fps, self.rule, in_process=self.kind == "inprocess")
         if self.kind == "triton":
             if self.truncate:
                 raise InputError("instruction truncation is an in-process option: a server always refuses an "
@@ -55,6 +56,22 @@ class BackendSpec:
         from videoitg.pipeline import dtype_name
 
         object.__setattr__(self, "dtype", dtype_name(self.dtype, self.device))
+
+
+def check_sampling_options(num_frames: Any, target_fps: Any, rule: Any, in_process: bool) -> None:
+    """InputError naming the option when the sampling options cannot run: not a valid `SamplingParams`, or (for
+    the in-process engine) more frames than this environment's `max_sampled_frames` allows. Checked where the
+    options are given, not first inside a worker after start-up."""
+    from videoitg.sampling import SamplingParams
+
+    try:
+        params = SamplingParams(num_frames, target_fps, rule)
+        if in_process:
+            from videoitg.limits import Limits
+
+            Limits.from_env().check_sampling(params)
+    except InputError as e:
+        raise InputError(f"sampling options (--num-frames, --target-fps, --sampling-rule): {e}") from None
 
 
 @dataclass
@@ -69,7 +86,8 @@ class Outcome:
 
 class Backend(Protocol):
     def prepare(self, video: str) -> Any:
-        """Instruction-independent work for one video (decode + visual features)."""
+        """Instruction-independent work for one video (decode + visual features). `video` reaches the file the
+        manifest checked (on Linux a /proc/self/fd path, valid during the call); records name `row.video`."""
 
     def score(self, prepared: Any, row: Row) -> dict[str, Any]:
         """The results.jsonl record of one row against a prepared video."""
@@ -90,9 +108,39 @@ def _log_unexpected(exc: BaseException) -> None:
 
 
 def score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
-    """Rows of one unit all share a video (grouping) or the unit is a single row."""
+    """Rows of one unit all share a video (grouping) or the unit is a single row. Each record carries its row's
+    `input_hash` (what it was made from), so a rerun can tell a row that changed under its id."""
     if hasattr(backend, "score_unit"):  # a backend with its own scheduling (e.g. concurrent client calls)
-        return backend.score_unit(rows)  # type: ignore[attr-defined]
+        out = backend.score_unit(rows)  # type: ignore[attr-defined]
+    else:
+        out = _score_unit(backend, rows)
+    hashes = {r.row_id: r.input_hash for r in rows}
+    for o in out:
+        if hashes.get(o.row_id):
+            o.record["input_hash"] = hashes[o.row_id]
+    return out
+
+
+def _prepare(backend: Backend, video: str) -> Any:
+    """`backend.prepare` on the file the manifest checked: opened once here and checked as opened, and the decoder
+    given a name that reaches that file (`videoitg.paths.pinned`), so a symlink swapped in later leads nowhere."""
+    from videoitg.decode.errors import DecodeTimeoutError
+    from videoitg.paths import pinned
+
+    with pinned(video, leave_open_on=(DecodeTimeoutError,)) as source:
+        try:
+            return backend.prepare(source)
+        except VideoITGError as e:
+            if source == video:
+                raise
+            try:  # the same error, naming the row's path rather than the descriptor
+                renamed = type(e)(str(e).replace(source, video))
+            except Exception:  # noqa: BLE001 -- an error type with another constructor keeps its own words
+                raise e from None
+            raise renamed from None
+
+
+def _score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
     out: list[Outcome] = []
     by_video: dict[str, Any] = {}
     for row in rows:
@@ -100,7 +148,7 @@ def score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
         t0 = time.perf_counter()
         if not hit:
             try:
-                by_video[row.video] = ("ok", backend.prepare(row.video))
+                by_video[row.video] = ("ok", _prepare(backend, row.video))
             except Exception as e:  # noqa: BLE001 -- one bad video must not stop the run
                 _log_unexpected(e)
                 by_video[row.video] = ("error", e)

@@ -224,14 +224,20 @@ def run_batch(manifest: Manifest, opts: BatchOptions, stop: SignalStop | None = 
 def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: SignalStop | None = None
          ) -> dict[str, Any]:
     t_start = time.perf_counter()
-    done = store.scan().done(opts.retry_errors)
+    current = {r.row_id: r.input_hash for r in manifest.rows}  # a row changed under its id is not done
+    state = store.scan(current)
+    done = state.done(opts.retry_errors)
     todo = [r for r in manifest.rows if r.row_id not in done]
+    if state.changed:
+        log.warning("%d row(s) changed since they were scored (instruction, video file or passed-through fields "
+                    "under the same id): scoring them again; their earlier records are dropped", len(state.changed))
     units = make_units(todo, opts.group_by_video, opts.max_group_rows)
     summary: dict[str, Any] = {
         "manifest": str(manifest.path), "out": str(store.dir), "session": store.session,
         "rows_in_manifest": len(manifest.rows) + len(manifest.rejected),
         "rows_rejected_by_manifest": len(manifest.rejected),
         "rows_already_done": len(manifest.rows) - len(todo),
+        "rows_changed": len(state.changed),
         "rows_todo": len(todo), "units": len(units), "videos": len({r.video for r in todo}),
         "workers": opts.workers, "group_by_video": opts.group_by_video,
     }
@@ -259,7 +265,8 @@ def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: Signa
             flusher.flush()
             bar.close()
     t_end = time.perf_counter()
-    merged = store.merge([r.row_id for r in manifest.rows], [_rejected_record(r) for r in manifest.rejected])
+    merged = store.merge([r.row_id for r in manifest.rows], [_rejected_record(r) for r in manifest.rejected],
+                         current)
     scored = tally.ok + tally.failed
     t_first, t_last = tally.t_first, tally.t_last
     summary.update({
