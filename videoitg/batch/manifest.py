@@ -169,6 +169,8 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
                   max_instruction_chars: int = 20000) -> Manifest:
     """Parse and check a manifest. `roots`: where videos may live (default: the manifest's directory);
     relative `video` paths are resolved against the manifest's directory."""
+    from videoitg.limits import is_blank
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist")
@@ -206,7 +208,7 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
             rejected.append(Rejected(row_id, line, rec, f"duplicate row id {row_id!r}"))
             continue
         seen.add(row_id)
-        if not isinstance(instruction, str) or not instruction.strip():
+        if not isinstance(instruction, str) or is_blank(instruction):  # only spaces, zero-width, bidi marks...
             rejected.append(Rejected(row_id, line, rec, "missing or empty 'instruction'"))
             continue
         bad = _text_error("instruction", instruction) or _doc_id_error(doc_id)
