@@ -120,6 +120,16 @@ def test_a_deeply_nested_manifest_line_is_that_rows_error(tmp_path: Path) -> Non
                                                         (3, f"JSON nested more than {MAX_JSON_DEPTH} levels deep")]
 
 
+def test_a_csv_field_over_the_csv_modules_limit_is_that_rows_error(tmp_path: Path) -> None:
+    """csv raised "field larger than field limit" out of load_manifest: one long cell stopped the whole run."""
+    make_clip(tmp_path / "v.mp4", 0)
+    (tmp_path / "m.csv").write_text("video,instruction\nv.mp4,first\nv.mp4," + "a" * 200_000 + "\nv.mp4,third\n")
+    m = load_manifest(tmp_path / "m.csv")
+    assert [(r.line, r.instruction) for r in m.rows] == [(1, "first"), (3, "third")]
+    assert [(r.line, r.reason) for r in m.rejected] == [
+        (2, "unreadable CSV record (field larger than field limit (131072))")]
+
+
 def _stream(units, opts):  # type: ignore[no-untyped-def]
     """`runner._stream` without Ray: the real ScoreActor over the units, in this process."""
     import numpy as np

@@ -92,9 +92,22 @@ def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     elif suffix in (".csv", ".tsv"):
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            if not reader.fieldnames or "video" not in reader.fieldnames:
+            try:
+                header = reader.fieldnames
+            except csv.Error as e:
+                raise InputError(f"manifest {path}: unreadable CSV header ({e})") from None
+            if not header or "video" not in header:
                 raise InputError(f"manifest {path}: CSV header must name a 'video' column")
-            for n, rec in enumerate(reader, 1):
+            n = 0
+            while True:
+                n += 1
+                try:
+                    rec = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:  # a field over the csv module's size limit: that record, not the run
+                    yield n, f"(CSV record {n})", f"unreadable CSV record ({e})"
+                    continue
                 if None in rec:  # more cells than header columns
                     yield n, rec, "row has more cells than the header"
                     continue
