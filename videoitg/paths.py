@@ -110,8 +110,7 @@ def open_resolved(real: str | os.PathLike) -> int:
             same = os.path.realpath(name) == name and os.stat(name).st_ino == st.st_ino
             opened = name if same else "another file"
         if opened != name:
-            raise InputError(f"video {name!r} changed after it was checked: the file opened is {opened!r} "
-                             "(a symlink on the way)")
+            raise InputError(f"video {name!r} changed after it was checked: the file opened is {opened!r}")
     except BaseException:
         os.close(fd)
         raise
