@@ -11,8 +11,7 @@ from videoitg.python_backend.steps import check_selection_inputs, parse_options
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits
-from videoitg.moments import MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, result_outputs
+from videoitg.outputs import GroundingResult, SelectionOptions, result_outputs
 
 NAME = "videoitg_select"
 
@@ -21,9 +20,7 @@ class TritonPythonModel:
     def initialize(self, args):
         p, _ = setup(args)
         self.limits = Limits.from_mapping(p)
-        self.default_top_k = int(p.get("default_top_k", 32))
-        self.ranking_rule = p.get("ranking_rule") or DEFAULT_RANKING_RULE
-        self.moment_params = MomentParams.from_mapping(p)
+        self.selection = SelectionOptions.from_parameters(p)
         self.counters = RequestCounters(NAME)
 
     def finalize(self):
@@ -37,9 +34,10 @@ class TritonPythonModel:
             logits, frames, times = (x[0] for x in per_frame)
             check_selection_inputs(logits, frames, times, self.limits)
             top_k, rule = parse_options(input_numpy(request, "TOP_K"), input_numpy(request, "RANKING_RULE"),
-                                        self.default_top_k, self.ranking_rule)
+                                        self.selection.default_top_k,
+                                        self.selection.ranking_rule)
             result = GroundingResult(logits.tolist(), frames.tolist(), times.tolist(), ranking_rule=rule)
-            out = result_outputs(result, top_k, self.moment_params)
+            out = result_outputs(result, top_k, self.selection.moment_params)
             return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # the batch axis
 
         return self.counters.count(respond_each(requests, handle, NAME))

@@ -24,8 +24,7 @@ from videoitg.python_backend.scheduling import FeatureScheduler
 from videoitg.python_backend.steps import Request, feature_identity, parse_request, sampling_from
 
 from videoitg.limits import InFlightGate, Limits
-from videoitg.moments import MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, result_outputs
+from videoitg.outputs import GroundingResult, SelectionOptions, result_outputs
 
 HITS_PER_COLD_SLOT = 4  # requests served at once per cold slot: hits are neither queued nor refused behind decodes
 
@@ -44,9 +43,7 @@ class TritonPythonModel:
         self.remember = lambda e: remember_verdict(e, input_errors)
         self.gate = InFlightGate(HITS_PER_COLD_SLOT * self.limits.max_in_flight)
         self.tasks: set[asyncio.Task] = set()  # one per request being served (kept: the loop holds weak refs)
-        self.default_top_k = int(p.get("default_top_k", 32))
-        self.ranking_rule = p.get("ranking_rule") or DEFAULT_RANKING_RULE
-        self.moment_params = MomentParams.from_mapping(p)
+        self.selection = SelectionOptions.from_parameters(p)
         backend = p.get("decode_backend", "python")
         self.steps = Steps(p.get("decode_model", "videoitg_decode"), p.get("vision_model", "videoitg_vision"),
                            p.get("grounding_model", "videoitg_grounding"), backend,
@@ -64,9 +61,10 @@ class TritonPythonModel:
         for r in requests:
             sender = r.get_response_sender()
             try:
+                sel = self.selection
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
-                                    input_numpy(r, "TOP_K"), self.default_top_k, self.limits,
-                                    input_numpy(r, "RANKING_RULE"), self.ranking_rule, input_numpy(r, "VIDEO_DIGEST"))
+                                    input_numpy(r, "TOP_K"), sel.default_top_k, self.limits,
+                                    input_numpy(r, "RANKING_RULE"), sel.ranking_rule, input_numpy(r, "VIDEO_DIGEST"))
                 key = cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.gate.__enter__()  # OverloadedError past the bound
             except Exception as e:
@@ -94,7 +92,7 @@ class TritonPythonModel:
         f, hit = await self.scheduler.features(key, compute, self.remember)
         logits = await self.steps.logits(f, req.instruction)
         result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction, ranking_rule=req.ranking_rule)
-        out = result_outputs(result, req.top_k, self.moment_params, hit)
+        out = result_outputs(result, req.top_k, self.selection.moment_params, hit)
         return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # batch axis
 
     def _send(self, sender, response, exc: BaseException | None) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from videoitg.errors import InputError, VideoITGError
+from videoitg.jsonio import load_file
 from videoitg.sampling import SamplingParams
 
 log = logging.getLogger("videoitg.train")
@@ -81,12 +82,9 @@ def released_length(rec: dict[str, Any]) -> int:
 def parse_records(path: str | Path) -> tuple[list[GroundingRecord], list[BadRecord]]:
     """Read one annotation file; structurally bad records go to the second list."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise InputError(f"annotation file {path} does not exist") from e
-    except json.JSONDecodeError as e:
-        raise InputError(f"annotation file {path} is not valid JSON: {e}") from e
+    if not path.is_file():
+        raise InputError(f"annotation file {path} does not exist")
+    data = load_file(path)  # InputError "FILE:LINE: problem": not UTF-8, not JSON, nested too deeply
     if not isinstance(data, list):
         raise InputError(f"annotation file {path} must hold a JSON list of records, got {type(data).__name__}")
     good: list[GroundingRecord] = []

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
+from videoitg.jsonio import JSONProblem, loads, text_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 QVH_CLIP_S = 2.0  # QVHighlights annotates saliency per 2-second clip
@@ -124,14 +125,15 @@ def _read_videoitg(path: Path) -> tuple[list[EvalRecord], list[Rejected]]:
 
 def _read_qvh(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rejected]]:
     good, bad = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line, problem in text_lines(path):
         where = f"{path}:{n}"
+        if problem is not None:
+            bad.append(Rejected(where, problem, line))
+            continue
         try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            bad.append(Rejected(where, f"not valid JSON ({e.msg})", line))
+            d = loads(line)
+        except JSONProblem as e:
+            bad.append(Rejected(where, str(e), line))
             continue
         if not isinstance(d, dict):
             bad.append(Rejected(where, "line is not a JSON object", d))
@@ -144,9 +146,8 @@ def _read_qvh(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rej
         if windows is None:
             bad.append(Rejected(where, f"bad or missing relevant_windows {d.get('relevant_windows')!r}", d))
             continue
-        duration = d.get("duration")
-        duration = float(duration) if isinstance(duration, (int, float)) and duration > 0 else None
         try:
+            duration = _qvh_duration(d.get("duration"))
             saliency = _qvh_saliency(d, duration)
         except ValueError as e:
             bad.append(Rejected(where, str(e), d))
@@ -156,16 +157,60 @@ def _read_qvh(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rej
     return good, bad
 
 
+def max_clips() -> int:
+    """Most 2-second clips an evaluated video can have: the decoder's duration bound (4 h: 7,200 clips). A
+    saliency table is sized by the clip ids and the duration an annotation states, so both are held to it."""
+    from videoitg.decode.structs import DecodeLimits
+
+    return math.ceil(DecodeLimits().max_duration_s / QVH_CLIP_S)
+
+
+MAX_ANNOTATORS = 32  # QVHighlights has 3 annotator scores per clip
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _shown(x: Any) -> str:
+    """A value as the JSON file spells it (null, true, "text")."""
+    try:
+        return json.dumps(x)
+    except (TypeError, ValueError):
+        return repr(x)
+
+
+def _qvh_duration(value: Any) -> float | None:
+    """The video's duration in seconds as the line states it (None when absent or not positive)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        return None
+    limit = max_clips() * QVH_CLIP_S
+    if not value <= limit:
+        raise ValueError(f"duration {value!r} s is over the {limit:g} s a decoded video may last")
+    return float(value)
+
+
 def _qvh_saliency(d: dict[str, Any], duration: float | None) -> list[list[float]] | None:
     ids, scores = d.get("relevant_clip_ids"), d.get("saliency_scores")
     if ids is None and scores is None:
         return None
     if not (isinstance(ids, list) and isinstance(scores, list) and len(ids) == len(scores) and ids):
         raise ValueError("relevant_clip_ids and saliency_scores must be lists of the same length")
-    if not all(isinstance(i, int) and i >= 0 for i in ids):
-        raise ValueError(f"relevant_clip_ids must be clip numbers >= 0, got {ids!r}")
+    limit = max_clips()
+    for i in ids:
+        if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < limit):
+            raise ValueError(f"relevant_clip_ids must be clip numbers 0 to {limit - 1} (2-s clips of at most "
+                             f"{limit * QVH_CLIP_S:g} s), got {i!r}")
     if not all(isinstance(s, list) and s and len(s) == len(scores[0]) for s in scores):
         raise ValueError("saliency_scores must hold one equally long list of annotator scores per clip")
+    if len(scores[0]) > MAX_ANNOTATORS:
+        raise ValueError(f"saliency_scores hold {len(scores[0])} annotator scores per clip, more than "
+                         f"{MAX_ANNOTATORS}")
+    for clip, s in zip(ids, scores, strict=True):
+        for x in s:
+            if not _is_number(x):
+                raise ValueError(f"saliency_scores of clip {clip} hold {_shown(x)}: every score must be a finite "
+                                 "number")
     # Clips of the whole video, as the QVHighlights evaluation counts them (int(duration / 2)).
     num = max(int(duration / QVH_CLIP_S) if duration else 0, max(ids) + 1)
     full = [[0.0] * len(scores[0]) for _ in range(num)]
@@ -176,10 +221,11 @@ def _qvh_saliency(d: dict[str, Any], duration: float | None) -> list[list[float]
 
 def _read_charades(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rejected]]:
     good, bad = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line, problem in text_lines(path):
         where = f"{path}:{n}"
+        if problem is not None:
+            bad.append(Rejected(where, problem, line))
+            continue
         head, sep, query = line.partition("##")
         parts = head.split()
         if not sep or len(parts) != 3 or not query.strip():

@@ -13,8 +13,9 @@ embedded as model.vision_tower.vision_tower.vision_model.* or in the local direc
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import threading
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,16 +36,41 @@ INDEX = "model.safetensors.index.json"
 
 # ---- reading tensors ---------------------------------------------------------------------------------------------
 def weight_files(d: Path) -> list[Path]:
-    """The safetensors files of a HF-style directory (single file or index + shards)."""
+    """The safetensors files of a HF-style directory (single file or index + shards). An index may name only
+    files of this directory (bare `*.safetensors` names: `../x.safetensors` or `/abs/x.safetensors` would load
+    weights from elsewhere); CheckpointError naming the problem otherwise."""
     if (d / INDEX).exists():
-        index = json.loads((d / INDEX).read_text())
-        return [d / f for f in sorted(set(index["weight_map"].values()))]
+        return [d / f for f in _index_files(d / INDEX)]
     files = sorted(d.glob("*.safetensors"))
     if not files:
         bins = sorted(p.name for p in d.glob("*.bin")) + sorted(p.name for p in d.glob("*.pt*"))
         hint = f" (found {bins}: pickle weights are refused; convert them to safetensors)" if bins else ""
         raise CheckpointError(f"{d}: no *.safetensors weights{hint}")
     return files
+
+
+def _index_files(index_path: Path) -> list[str]:
+    from videoitg.errors import InputError
+    from videoitg.jsonio import load_file
+
+    try:
+        index = load_file(index_path)
+    except InputError as e:  # "FILE:LINE: not valid JSON (...)" for a truncated index
+        raise CheckpointError(f"unreadable weight index: {e}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path}: no 'weight_map' object (tensor name -> file name)")
+    names = set()
+    for tensor, name in weight_map.items():
+        if not isinstance(name, str) or not name.endswith(".safetensors") or name != Path(name).name \
+                or name.startswith(".") or "\\" in name or "\x00" in name:
+            raise CheckpointError(f"{index_path}: tensor {tensor!r} is mapped to {name!r}; the index may name only "
+                                  "*.safetensors files in the checkpoint directory itself")
+        names.add(name)
+    missing = sorted(n for n in names if not (index_path.parent / n).is_file())
+    if missing:
+        raise CheckpointError(f"{index_path}: weight file(s) {', '.join(missing)} named by the index are missing")
+    return sorted(names)
 
 
 def read_tensors(d: Path, rename=lambda k: k) -> dict[str, torch.Tensor]:
@@ -114,19 +140,32 @@ def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tup
     ckpt = Path(ckpt)
     if not (ckpt / "config.json").exists():
         raise CheckpointError(f"{ckpt}: no config.json (not a VideoITG checkpoint directory)")
+    d = _json_object(ckpt / "config.json")
     try:
-        d = json.loads((ckpt / "config.json").read_text())
-        if not isinstance(d, dict):
-            raise ValueError("config.json must hold a JSON object")
         return _config_from_dict(ckpt, d, vision_tower)
-    except (ValueError, TypeError, AttributeError, KeyError) as e:  # json.JSONDecodeError is a ValueError
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise CheckpointError(f"{ckpt}/config.json: {e}") from e
+
+
+def _json_object(path: Path) -> dict:
+    """A JSON object from a checkpoint file; CheckpointError "FILE:LINE: problem" (not UTF-8, not JSON, nested too
+    deeply, not an object) otherwise."""
+    from videoitg.errors import InputError
+    from videoitg.jsonio import load_file
+
+    try:
+        d = load_file(path)
+    except InputError as e:
+        raise CheckpointError(str(e)) from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: must hold a JSON object")
+    return d
 
 
 def _config_from_dict(ckpt: Path, d: dict, vision_tower: str | Path | None) -> tuple[VideoITGConfig, Path | None]:
     tower_dir = _resolve_tower_dir(ckpt, d.get("mm_vision_tower", ""), vision_tower)
     if tower_dir is not None:  # the released loader uses the tower named by mm_vision_tower, as here
-        vision = VisionConfig.from_hf_dict(json.loads((tower_dir / "config.json").read_text()))
+        vision = VisionConfig.from_hf_dict(_json_object(tower_dir / "config.json"))
     elif "vision_config" in d:
         vision = VisionConfig.from_hf_dict(d["vision_config"])
     else:
@@ -308,15 +347,91 @@ def save_checkpoint(
     return out
 
 
-def checkpoint_identity(ckpt: str | Path) -> str:
-    """Short stable id of a checkpoint's contents, for caches and engine manifests. Hashes config.json and, per
-    weight file, its size and its first and last MiB (full hashes of a 16 GB checkpoint would take ~10 s)."""
+IDENTITY_VERSION = b"videoitg checkpoint identity 2\0"
+DIGEST_CACHE = "file-digests.json"  # under videoitg.defaults.home()
+DIGEST_CACHE_ENTRIES = 4096
+
+
+def checkpoint_identity(ckpt: str | Path, vision_tower: str | Path | None = None) -> str:
+    """Short stable id of a checkpoint's contents, for batch output folders, feature-cache keys and engine
+    manifests: BLAKE3 over config.json and every byte of every weight file, and of the external vision tower's
+    (its config.json and weights) when the checkpoint uses one (`vision_tower` overrides mm_vision_tower, as in
+    `load_checkpoint`). Any changed weight byte changes it. Each weight file's digest is cached
+    (`file_digest`), so only the first use of a file reads it whole (docs/checkpoints.md: the cost)."""
+    import blake3
+
     ckpt = Path(ckpt)
-    h = hashlib.sha256((ckpt / "config.json").read_bytes())
-    for f in weight_files(ckpt):
-        n = f.stat().st_size
-        with f.open("rb") as fh:
-            h.update(f.name.encode() + n.to_bytes(8, "little") + fh.read(1 << 20))
-            fh.seek(max(0, n - (1 << 20)))
-            h.update(fh.read())
+    config = _json_object(ckpt / "config.json")
+    h = blake3.blake3(IDENTITY_VERSION)
+    mm_tower = config.get("mm_vision_tower", "")
+    tower = _resolve_tower_dir(ckpt, mm_tower if isinstance(mm_tower, str) else "", vision_tower)
+    for label, d in (("checkpoint", ckpt), ("vision tower", tower)):
+        if d is None:
+            continue
+        h.update(f"{label}\0".encode())
+        try:
+            h.update((d / "config.json").read_bytes())
+            for f in weight_files(d):
+                n = f.stat().st_size
+                h.update(f.name.encode("utf-8", "surrogateescape") + b"\0" + n.to_bytes(8, "little"))
+                h.update(bytes.fromhex(file_digest(f)))
+        except OSError as e:
+            raise CheckpointError(f"{d}: cannot be read ({e.filename}: {e.strerror})") from None
     return h.hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE3 (hex) of every byte of a file. Cached in $VIDEOITG_HOME/file-digests.json under the file's real path,
+    device, inode, size, modification time and status-change time: a write to the file (or setting its times
+    back afterwards, which moves the status-change time) misses the cache and hashes it again. A cache that cannot
+    be read or written is ignored."""
+    import blake3
+
+    path = Path(path)
+    key = _digest_key(path)
+    cache = _read_digest_cache()
+    if key in cache:
+        return cache[key]
+    digest = blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(path).hexdigest() if path.stat().st_size \
+        else blake3.blake3().hexdigest()
+    if _digest_key(path) == key:  # unchanged while it was read: safe to remember
+        _write_digest_cache(key, digest)
+    return digest
+
+
+def _digest_key(path: Path) -> str:
+    st = path.stat()
+    return f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+
+
+def _digest_cache_path() -> Path:
+    from videoitg.defaults import home
+
+    return home() / DIGEST_CACHE
+
+
+def _read_digest_cache() -> dict[str, str]:
+    try:
+        d = json.loads(_digest_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return {k: v for k, v in d.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(d, dict) else {}
+
+
+def _write_digest_cache(key: str, digest: str) -> None:
+    """Add one entry (the oldest entries go past DIGEST_CACHE_ENTRIES); temp file + rename, so concurrent writers
+    never leave a torn file (the last one wins; a lost entry is only hashed again)."""
+    try:
+        path = _digest_cache_path()
+        cache = _read_digest_cache()
+        cache.pop(key, None)
+        cache[key] = digest
+        keep = dict(list(cache.items())[-DIGEST_CACHE_ENTRIES:])
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            tmp.write_text(json.dumps(keep), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -308,11 +308,10 @@ def score_records(
     Returns the scored records and the ones that could not be used (with the reason)."""
     from pathlib import Path
 
+    from videoitg.batch.grouping import group_by_video
     from videoitg.errors import VideoITGError
 
-    by_video: dict[str, list] = {}
-    for r in records:
-        by_video.setdefault(r.video, []).append(r)
+    by_video = group_by_video(records)
     scored: list[RecordScores] = []
     bad: list[tuple[object, str]] = []
     it = by_video.items()
@@ -357,6 +356,76 @@ def _prediction_key(video: str, query: str) -> tuple[str, str]:
     return Path(str(video)).stem, str(query).strip()
 
 
+@dataclass
+class Prediction:
+    """One results.jsonl line, checked: chronological frame numbers and scores (and seconds, when the line has
+    them), the line's own ranking (`index`) when it is a list of frame numbers."""
+
+    line: int
+    raw: dict
+    scores: list[float]
+    frames: list[int]
+    timestamps: list[float] | None
+    index: list[int] | None
+
+
+def _numbers(value: object, kind: type, name: str) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"'{name}' must be a list, got {type(value).__name__}")
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise ValueError(f"'{name}' must hold finite numbers, got {x!r}")
+        if kind is int and x != int(x):
+            raise ValueError(f"'{name}' must hold frame numbers, got {x!r}")
+    return [kind(x) for x in value]
+
+
+def _prediction(n: int, p: object) -> Prediction:
+    """ValueError naming the problem when a results line cannot be evaluated."""
+    if not isinstance(p, dict):
+        raise ValueError("line is not a JSON object")
+    index = _numbers(p["index"], int, "index") if isinstance(p.get("index"), list) else None
+    if all(k in p for k in ("scores", "frame_indices", "timestamps")):
+        scores = _numbers(p["scores"], float, "scores")
+        frames = _numbers(p["frame_indices"], int, "frame_indices")
+        ts = _numbers(p["timestamps"], float, "timestamps")
+        if not len(scores) == len(frames) == len(ts):
+            raise ValueError(f"'scores', 'frame_indices' and 'timestamps' differ in length ({len(scores)}, "
+                             f"{len(frames)}, {len(ts)})")
+        return Prediction(n, p, scores, frames, ts, index)
+    if "index" not in p or "logits" not in p:
+        raise ValueError("needs 'scores', 'frame_indices' and 'timestamps', or 'index' and 'logits'")
+    logits = _numbers(p["logits"], float, "logits")
+    if index is None or len(index) != len(logits):
+        raise ValueError("'index' and 'logits' must be lists of the same length")
+    pairs = sorted(zip(index, logits, strict=True))
+    return Prediction(n, p, [s for _, s in pairs], [f for f, _ in pairs], None, index)
+
+
+def read_predictions(results_path) -> dict[tuple[str, str], Prediction]:
+    """(video file stem, instruction) -> the first prediction for it in a results.jsonl. InputError "FILE:LINE:
+    problem" for a line that is not UTF-8, not JSON (a truncated write) or not a usable record: scores from a
+    damaged file are not evaluated."""
+    from videoitg.errors import InputError
+    from videoitg.jsonio import JSONProblem, loads, text_lines
+
+    preds: dict[tuple[str, str], Prediction] = {}
+    try:
+        lines = list(text_lines(results_path))
+    except OSError as e:
+        raise InputError(f"results file {results_path}: cannot be read ({e.strerror or e})") from None
+    for n, line, problem in lines:
+        try:
+            if problem is not None:
+                raise ValueError(problem)
+            p = _prediction(n, loads(line))
+        except (JSONProblem, ValueError) as e:
+            raise InputError(f"{results_path}:{n}: {e}") from None
+        key = _prediction_key(p.raw.get("video_path", ""), p.raw.get("contexts", ""))
+        preds.setdefault(key, p)  # first wins, as downstream readers take it
+    return preds
+
+
 def records_from_results(results_path, records: Sequence, video_root=None, sampling=None, probe=None
                          ) -> tuple[list[RecordScores], list[tuple[object, str]]]:
     """Evaluate precomputed predictions (results.jsonl from `videoitg score` / `batch` / serving, or the upstream
@@ -368,7 +437,6 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
     VideoITG-40K), so a prediction made with other sampling (another rule, rate or frame cap) is refused with the
     frame counts of both instead of being scored against the wrong frames.
     """
-    import json
     from pathlib import Path
 
     from videoitg.errors import VideoITGError
@@ -376,11 +444,7 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
 
     if probe is None:
         from videoitg.decode import probe_video as probe
-    preds: dict[tuple[str, str], dict] = {}
-    for line in Path(results_path).read_text().splitlines():
-        if line.strip():
-            p = json.loads(line)
-            preds.setdefault(_prediction_key(p.get("video_path", ""), p.get("contexts", "")), p)  # first wins
+    preds = read_predictions(results_path)
     infos: dict[str, object] = {}
 
     def video_info(p: dict, r):
@@ -406,12 +470,11 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
             bad.append((r, "no prediction for this video and instruction"))
             continue
         info = None
-        if "scores" in p and "frame_indices" in p and "timestamps" in p:
-            scores, frames, ts = p["scores"], [int(f) for f in p["frame_indices"]], [float(t) for t in p["timestamps"]]
+        if p.timestamps is not None:
+            scores, frames, ts = p.scores, p.frames, p.timestamps
         else:  # only the downstream keys: index (score-descending frame numbers) + rounded sigmoid scores
-            pairs = sorted(zip(p["index"], p["logits"], strict=True))
-            scores, frames = [float(s) for _, s in pairs], [int(f) for f, _ in pairs]
-            info, why = video_info(p, r)
+            scores, frames = p.scores, p.frames
+            info, why = video_info(p.raw, r)
             if info is None:
                 bad.append((r, "the prediction has only frame numbers (index, logits): turning them into seconds "
                                f"needs the video's frame rate, but {why}; pass --video-root"))
@@ -419,7 +482,7 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
             ts = [f / info.fps for f in frames]
         if r.clip_num is not None and sampling is not None:
             if info is None:
-                info, why = video_info(p, r)
+                info, why = video_info(p.raw, r)
             if info is None:
                 bad.append((r, f"clip_num positions need the annotation's sampling to be checked, but {why}; "
                                "pass --video-root"))
@@ -439,7 +502,7 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
         # The file's own ranking (its `index` order), which is what downstream readers take the top-K from; an
         # index that does not list every frame once is ranked by the scores instead.
         where = {f: i for i, f in enumerate(frames)}
-        order = [where[f] for f in p["index"] if f in where] if isinstance(p.get("index"), list) else None
+        order = [where[f] for f in p.index if f in where] if p.index is not None else None
         if order is not None and len(order) != len(scores):
             order = None
         duration = getattr(r, "duration", None) or (info.duration_s if info is not None else None)

@@ -30,13 +30,24 @@ from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError, VideoITGError
 from videoitg.sampling import SamplingParams
 
-# Characters that carry no text: an instruction made only of these and whitespace is empty.
-_INVISIBLE = dict.fromkeys(map(ord, "\x00\u200b\u200c\u200d\u2060\ufeff"))
+# Characters that show nothing although Unicode does not class them as controls, format characters or spaces:
+# Hangul fillers, the braille blank, the combining grapheme joiner and the variation selectors.
+_SHOW_NOTHING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f" + "".join(map(chr, range(0xFE00, 0xFE10)))
+                          + "".join(map(chr, range(0xE0100, 0xE01F0))))
+# Unicode categories of characters that carry no text: controls (NUL...), format characters (zero-width space and
+# joiners, word joiner, BOM, soft hyphen, bidi marks, embeddings and isolates, tags) and separators.
+_NO_TEXT_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 
 
 def is_blank(text: str) -> bool:
-    """Nothing but whitespace, NUL and zero-width characters."""
-    return not text.translate(_INVISIBLE).strip()
+    """Nothing but whitespace, controls, zero-width, bidi and other characters that show nothing: an instruction
+    made only of these is empty."""
+    import unicodedata
+
+    return all(c.isspace() or c in _SHOW_NOTHING or unicodedata.category(c) in _NO_TEXT_CATEGORIES for c in text)
+
+
+EMPTY_INSTRUCTION = "instruction is empty (only whitespace, control, zero-width or bidi characters)"
 
 
 class InstructionTooLongError(InputError):
@@ -136,7 +147,7 @@ class Limits:
         else:
             raise InputError(f"instruction must be a string, got {type(value).__name__}")
         if is_blank(value):
-            raise InputError("instruction is empty (only whitespace, NUL or zero-width characters)")
+            raise InputError(EMPTY_INSTRUCTION)
         return value
 
     def check_instruction_tokens(self, num_tokens: int, config: VideoITGConfig, num_frames: int | None = None) -> None:

@@ -16,7 +16,6 @@ docs/lmms-eval.md).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +63,13 @@ class VideoITGModel(lmms):
     def _done(self, path: Path) -> set[int]:
         done: set[int] = set()
         if path.is_file():
-            for line in path.read_text().splitlines():
+            from videoitg.jsonio import loads, text_lines
+
+            for _, line, problem in text_lines(path):
                 try:
-                    done.add(int(json.loads(line)["doc_id"]))
-                except (ValueError, KeyError, TypeError):
+                    if problem is None:
+                        done.add(int(loads(line)["doc_id"]))
+                except (ValueError, KeyError, TypeError):  # JSONProblem is a ValueError: the line is redone
                     continue
         return done
 

@@ -5,8 +5,8 @@ back by `result_from_outputs`), and as `results.jsonl` in the schema VideoITG's 
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,14 +37,24 @@ def check_ranking_rule(rule: str) -> str:
     return rule
 
 
-def released_scores(logits: list[float] | np.ndarray) -> np.ndarray:
-    """The released ranking key, float16: the logit rounded to fp16, its sigmoid computed in fp32, rounded to fp16
-    (what `torch.sigmoid` does to an fp16 tensor)."""
+def sigmoid(logits: Sequence[float] | np.ndarray, dtype: Any = None) -> np.ndarray:
+    """1 / (1 + exp(-x)) of each logit, computed in `dtype` (default float64): 0 or 1 where exp overflows, no
+    warning. The one sigmoid of the project: relevance scores (in-process and served) and the released key."""
     import numpy as np  # here, not at the top: `videoitg --help` must not import numpy
 
-    with np.errstate(over="ignore"):  # |logit| > 65504 is +-inf in fp16, exp(-x) overflows: the sigmoid is 1 or 0
-        x = np.asarray(logits, dtype=np.float64).astype(np.float16).astype(np.float32)
-        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float16)
+    x = np.asarray(logits, dtype=np.float64 if dtype is None else dtype)
+    with np.errstate(over="ignore"):
+        return x.dtype.type(1.0) / (x.dtype.type(1.0) + np.exp(-x))
+
+
+def released_scores(logits: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The released ranking key, float16: the logit rounded to fp16, its sigmoid computed in fp32, rounded to fp16
+    (what `torch.sigmoid` does to an fp16 tensor). |logit| > 65504 is +-inf in fp16: the key is 1 or 0."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):  # the cast to fp16 of a logit past its range
+        half = np.asarray(logits, dtype=np.float64).astype(np.float16)
+    return sigmoid(half, np.float32).astype(np.float16)
 
 
 def rank_frames(logits: list[float] | np.ndarray, rule: str = DEFAULT_RANKING_RULE) -> list[int]:
@@ -53,6 +63,36 @@ def rank_frames(logits: list[float] | np.ndarray, rule: str = DEFAULT_RANKING_RU
 
     key = released_scores(logits) if check_ranking_rule(rule) == "released" else np.asarray(logits, np.float64)
     return np.argsort(-key, kind="stable").tolist()
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """How a deployment picks frames from the scores when a request does not say: top-K, ranking rule, moment rule.
+    Written into model parameters by `to_parameters` and read back, once, by `from_parameters`."""
+
+    default_top_k: int = 32
+    ranking_rule: str = DEFAULT_RANKING_RULE
+    moment_params: MomentParams = DEFAULT_PARAMS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.default_top_k, bool) or not isinstance(self.default_top_k, int) or self.default_top_k < 1:
+            raise InputError(f"default_top_k must be an int >= 1, got {self.default_top_k!r}")
+        check_ranking_rule(self.ranking_rule)
+
+    def to_parameters(self) -> dict[str, str]:
+        return {"default_top_k": str(self.default_top_k), "ranking_rule": self.ranking_rule,
+                **self.moment_params.to_parameters()}
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, str]) -> SelectionOptions:
+        """`default_top_k`, `ranking_rule` and `moment_*` string parameters over the defaults (absent or empty: the
+        default); InputError naming a bad one."""
+        top_k = str(values.get("default_top_k") or "").strip()
+        try:
+            k = int(top_k) if top_k else cls.default_top_k
+        except ValueError:
+            raise InputError(f"default_top_k must be an int >= 1, got {top_k!r}") from None
+        return cls(k, values.get("ranking_rule") or DEFAULT_RANKING_RULE, MomentParams.from_mapping(values))
 
 
 @dataclass
@@ -74,7 +114,7 @@ class GroundingResult:
     @property
     def scores(self) -> list[float]:
         """Sigmoid relevance in [0, 1]."""
-        return [1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x)) for x in self.logits]
+        return sigmoid(self.logits).tolist()
 
     @property
     def ranking(self) -> list[int]:
@@ -193,10 +233,12 @@ def doc_id_problems(records: list[dict[str, Any]], path: str | Path | None = Non
     per kind of problem (empty: none)."""
     seen: set[int] = set()
     if path is not None and Path(path).is_file():
-        for line in Path(path).read_text().splitlines():
+        from videoitg.jsonio import JSONProblem, loads, text_lines
+
+        for _, line, problem in text_lines(path):
             try:
-                r = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
+                r = loads(line) if problem is None else None
+            except JSONProblem:  # a line no reader can use holds no doc_id
                 continue
             key = _doc_key(r.get("doc_id")) if isinstance(r, dict) else None
             if key is not None:

@@ -111,7 +111,8 @@ class Scorer:
                 raise InputError("Scorer needs a checkpoint directory or a model + tokenizer")
             model, tokenizer = load_checkpoint(checkpoint, device, self.dtype, vision_tower)
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.identity = checkpoint_identity(checkpoint) if checkpoint is not None else f"model-{id(model):x}"
+        self.identity = (checkpoint_identity(checkpoint, vision_tower) if checkpoint is not None
+                         else f"model-{id(model):x}")
         self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames
         self.limits = limits or Limits.from_env()  # VIDEOITG_MAX_* overrides; defaults in docs/limits.md
         self.limits.check_sampling(self.sampling)

@@ -9,21 +9,25 @@ import torch
 
 from videoitg.config import VideoITGConfig
 from videoitg.errors import InputError
-from videoitg.limits import Limits, is_blank
+from videoitg.limits import EMPTY_INSTRUCTION, Limits, is_blank
 
 
 def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
     if not isinstance(text, str):
         raise InputError(f"instruction must be a string, got {type(text).__name__}")
     if is_blank(text):
-        raise InputError("instruction is empty (only whitespace, NUL or zero-width characters)")
+        raise InputError(EMPTY_INSTRUCTION)
     ids = tokenizer(text + "\n", add_special_tokens=False)["input_ids"]
     # The released code masks ids != pad and drops the masked ids before the model, in training (pad id forced to
     # 0) and in its evaluation wrapper (the tokenizer's pad id, else its eos id), so a token equal to that id
     # never reaches the model (spec §3). Reproduce it so scores match the checkpoint.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is not None:
-        ids = [i for i in ids if i != pad]
+        kept = [i for i in ids if i != pad]
+        if len(kept) < len(ids) and is_blank(tokenizer.decode(kept)):  # what the model would see: nothing
+            raise InputError(f"instruction is empty once the pad token ({tokenizer.decode([pad])!r}), which never "
+                             "reaches the model, is removed")
+        ids = kept
     if max_tokens is not None and len(ids) > max_tokens:
         raise InputError(f"instruction has {len(ids)} tokens, more than the limit of {max_tokens}")
     return torch.tensor(ids, dtype=torch.long)

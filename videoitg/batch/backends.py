@@ -45,6 +45,7 @@ class BackendSpec:
     protocol: str = "grpc"  # Triton: "grpc" | "http"
 
     def __post_init__(self) -> None:
+        check_sampling_options(self.num_frames, self.target_fps, self.rule, in_process=self.kind == "inprocess")
         if self.kind == "triton":
             if self.truncate:
                 raise InputError("instruction truncation is an in-process option: a server always refuses an "
@@ -55,6 +56,22 @@ class BackendSpec:
         from videoitg.pipeline import dtype_name
 
         object.__setattr__(self, "dtype", dtype_name(self.dtype, self.device))
+
+
+def check_sampling_options(num_frames: Any, target_fps: Any, rule: Any, in_process: bool) -> None:
+    """InputError naming the option when the sampling options cannot run: not a valid `SamplingParams`, or (for
+    the in-process engine) more frames than this environment's `max_sampled_frames` allows. Checked where the
+    options are given, not first inside a worker after start-up."""
+    from videoitg.sampling import SamplingParams
+
+    try:
+        params = SamplingParams(num_frames, target_fps, rule)
+        if in_process:
+            from videoitg.limits import Limits
+
+            Limits.from_env().check_sampling(params)
+    except InputError as e:
+        raise InputError(f"sampling options (--num-frames, --target-fps, --sampling-rule): {e}") from None
 
 
 @dataclass
@@ -86,9 +103,39 @@ def _log_unexpected(exc: BaseException) -> None:
         log.warning("unexpected error while scoring:\n%s", "".join(traceback.format_exception(exc)))
 
 
+def score_unit(backend: Backend, rows: list[Row]) -> list[Outcome]:
+    """`backend.score_unit`, each record stamped with its row's `input_hash` (what it was made from), so a rerun can
+    tell a row that changed under its id."""
+    out = backend.score_unit(rows)
+    hashes = {r.row_id: r.input_hash for r in rows}
+    for o in out:
+        if hashes.get(o.row_id):
+            o.record["input_hash"] = hashes[o.row_id]
+    return out
+
+
+def _prepare_pinned(prepare: Callable[[str], Any], video: str) -> Any:
+    """`prepare` on the file the manifest checked: opened once here and checked as opened, and the decoder given a
+    name that reaches that file (`videoitg.paths.pinned`), so a symlink swapped in later leads nowhere."""
+    from videoitg.decode.errors import DecodeTimeoutError
+    from videoitg.paths import pinned
+
+    with pinned(video, leave_open_on=(DecodeTimeoutError,)) as source:
+        try:
+            return prepare(source)
+        except VideoITGError as e:
+            if source == video:
+                raise
+            try:  # the same error, naming the row's path rather than the descriptor
+                renamed = type(e)(str(e).replace(source, video))
+            except Exception:  # noqa: BLE001 -- an error type with another constructor keeps its own words
+                raise e from None
+            raise renamed from None
+
+
 def prepare_then_score(prepare: Callable[[str], Any], score: Callable[[Any, Row], dict[str, Any]],
                        rows: list[Row]) -> list[Outcome]:
-    """Each video of the unit prepared once (`prepare`), then each row scored against it (`score`)."""
+    """Each video of the unit prepared once (`prepare`, on the file as checked), then each row scored against it."""
     out: list[Outcome] = []
     by_video: dict[str, Any] = {}
     for row in rows:
@@ -96,7 +143,7 @@ def prepare_then_score(prepare: Callable[[str], Any], score: Callable[[Any, Row]
         t0 = time.perf_counter()
         if not hit:
             try:
-                by_video[row.video] = ("ok", prepare(row.video))
+                by_video[row.video] = ("ok", _prepare_pinned(prepare, row.video))
             except Exception as e:  # noqa: BLE001 -- one bad video must not stop the run
                 _log_unexpected(e)
                 by_video[row.video] = ("error", e)

@@ -8,7 +8,27 @@ each extra unit costs one extra decode + encode of that video.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
+
 from videoitg.batch.manifest import Row
+
+
+class _HasVideo(Protocol):
+    @property
+    def video(self) -> str: ...
+
+
+T = TypeVar("T", bound=_HasVideo)
+
+
+def group_by_video(items: Iterable[T]) -> dict[str, list[T]]:
+    """Items (batch rows, annotation records) by their `video`, videos in order of first appearance, each video's
+    items in their own order."""
+    by_video: dict[str, list[T]] = {}
+    for item in items:
+        by_video.setdefault(item.video, []).append(item)
+    return by_video
 
 
 def make_units(rows: list[Row], group: bool = True, max_group_rows: int = 64) -> list[list[Row]]:
@@ -17,11 +37,8 @@ def make_units(rows: list[Row], group: bool = True, max_group_rows: int = 64) ->
         return [[r] for r in rows]
     if max_group_rows < 1:
         raise ValueError("max_group_rows must be >= 1")
-    by_video: dict[str, list[Row]] = {}
-    for r in rows:
-        by_video.setdefault(r.video, []).append(r)
     units: list[list[Row]] = []
-    for video_rows in by_video.values():
+    for video_rows in group_by_video(rows).values():
         for i in range(0, len(video_rows), max_group_rows):
             units.append(video_rows[i:i + max_group_rows])
     return units

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
-from videoitg.paths import resolve_under_roots
+from videoitg.jsonio import JSONProblem, loads
+from videoitg.paths import open_resolved, resolve_under_roots
 
 KNOWN_FIELDS = ("video", "instruction", "doc_id", "id")
 
@@ -33,14 +34,26 @@ class Row:
     instruction: str
     doc_id: Any = None  # kept with its manifest type (int stays int) for the downstream schema
     extra: dict[str, Any] = field(default_factory=dict)  # unknown columns, passed through
+    # What the row's record is made from (`input_hash`): a rerun scores a row again when it changed under its id.
+    input_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"row_id": self.row_id, "line": self.line, "video": self.video,
-                "instruction": self.instruction, "doc_id": self.doc_id, "extra": self.extra}
+                "instruction": self.instruction, "doc_id": self.doc_id, "extra": self.extra,
+                "input_hash": self.input_hash}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Row:
-        return cls(d["row_id"], d["line"], d["video"], d["instruction"], d.get("doc_id"), d.get("extra") or {})
+        return cls(d["row_id"], d["line"], d["video"], d["instruction"], d.get("doc_id"), d.get("extra") or {},
+                   d.get("input_hash", ""))
+
+
+def input_hash(video: str, st: os.stat_result, instruction: str, doc_id: Any, extra: dict[str, Any]) -> str:
+    """Everything a row's record is made from: the video's real path, size and modification time (a rewritten
+    or replaced file changes them), the instruction, and the doc_id and columns the record passes through."""
+    key = json.dumps([video, st.st_size, st.st_mtime_ns, instruction, doc_id, extra], ensure_ascii=False,
+                     sort_keys=True, default=repr)
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -73,15 +86,28 @@ def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 if not text.strip():
                     continue
                 try:
-                    yield n, json.loads(text), None
-                except json.JSONDecodeError as e:
-                    yield n, text.rstrip("\n"), f"line is not valid JSON ({e.msg})"
+                    yield n, loads(text), None
+                except JSONProblem as e:  # also nesting deeper than MAX_JSON_DEPTH: that row, not the run
+                    yield n, text.rstrip("\n"), f"line is {e}" if str(e).startswith("not") else str(e)
     elif suffix in (".csv", ".tsv"):
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            if not reader.fieldnames or "video" not in reader.fieldnames:
+            try:
+                header = reader.fieldnames
+            except csv.Error as e:
+                raise InputError(f"manifest {path}: unreadable CSV header ({e})") from None
+            if not header or "video" not in header:
                 raise InputError(f"manifest {path}: CSV header must name a 'video' column")
-            for n, rec in enumerate(reader, 1):
+            n = 0
+            while True:
+                n += 1
+                try:
+                    rec = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:  # a field over the csv module's size limit: that record, not the run
+                    yield n, f"(CSV record {n})", f"unreadable CSV record ({e})"
+                    continue
                 if None in rec:  # more cells than header columns
                     yield n, rec, "row has more cells than the header"
                     continue
@@ -123,8 +149,9 @@ def _text_error(name: str, v: str) -> str | None:
     return None
 
 
-def resolve_video(value: Any, roots: list[Path], base: Path) -> str:
-    """The real path of a row's video: under an allowed root (after symlinks), an existing readable file."""
+def resolve_video(value: Any, roots: list[Path], base: Path) -> tuple[str, os.stat_result]:
+    """The real path of a row's video, under an allowed root (after symlinks), and the status of the file found
+    there: opened once and checked as opened (`videoitg.paths.open_resolved`), a readable regular file."""
     if not isinstance(value, str) or not value.strip():
         raise InputError("missing or empty 'video'")
     real = resolve_under_roots(value, roots, base=base)
@@ -132,9 +159,11 @@ def resolve_video(value: Any, roots: list[Path], base: Path) -> str:
         raise InputError(f"video {value!r} does not exist")
     if not real.is_file():
         raise InputError(f"video {value!r} is not a regular file")
-    if not os.access(real, os.R_OK):
-        raise InputError(f"video {value!r} is not readable")
-    return str(real)
+    fd = open_resolved(real)  # names the real path: "cannot be opened (Permission denied)", "changed after ..."
+    try:
+        return str(real), os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 def check_roots(roots: list[str | Path]) -> list[Path]:
@@ -153,6 +182,8 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
                   max_instruction_chars: int = 20000) -> Manifest:
     """Parse and check a manifest. `roots`: where videos may live (default: the manifest's directory);
     relative `video` paths are resolved against the manifest's directory."""
+    from videoitg.limits import is_blank
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist")
@@ -190,7 +221,7 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
             rejected.append(Rejected(row_id, line, rec, f"duplicate row id {row_id!r}"))
             continue
         seen.add(row_id)
-        if not isinstance(instruction, str) or not instruction.strip():
+        if not isinstance(instruction, str) or is_blank(instruction):  # only spaces, zero-width, bidi marks...
             rejected.append(Rejected(row_id, line, rec, "missing or empty 'instruction'"))
             continue
         bad = _text_error("instruction", instruction) or _doc_id_error(doc_id)
@@ -202,10 +233,11 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
                                      f"instruction has {len(instruction)} characters (> {max_instruction_chars})"))
             continue
         try:
-            resolved = resolve_video(video, allowed, base)
+            resolved, st = resolve_video(video, allowed, base)
         except InputError as e:
             rejected.append(Rejected(row_id, line, rec, str(e), type(e).__name__))
             continue
         extra = {k: v for k, v in rec.items() if k not in KNOWN_FIELDS}
-        rows.append(Row(row_id, line, resolved, instruction, doc_id, extra))
+        rows.append(Row(row_id, line, resolved, instruction, doc_id, extra,
+                        input_hash(resolved, st, instruction, doc_id, extra)))
     return Manifest(path, rows, rejected)

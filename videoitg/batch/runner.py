@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from videoitg.batch.backends import Backend, BackendSpec
+from videoitg.batch.backends import Backend, BackendSpec, score_unit
 from videoitg.batch.grouping import make_units
 from videoitg.batch.manifest import Manifest, Rejected, Row
 from videoitg.batch.ray_env import RayOptions, init_ray
@@ -81,7 +81,7 @@ class ScoreActor:
         out: list[str] = []
         for unit_json in batch["unit"]:
             rows = [Row.from_json(r) for r in json.loads(unit_json)]
-            for o in self.backend.score_unit(rows):
+            for o in score_unit(self.backend, rows):
                 # jsonl_line: Ray's Arrow blocks hold UTF-8 strings only (a row may carry a non-UTF-8 file name)
                 out.append(jsonl_line({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.worker,
                                        "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record}))
@@ -356,14 +356,20 @@ def run_batch(manifest: Manifest, opts: BatchOptions, stop: SignalStop | None = 
 def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: SignalStop | None = None
          ) -> dict[str, Any]:
     t_start = time.perf_counter()
-    done = store.scan().done(opts.retry_errors)
+    current = {r.row_id: r.input_hash for r in manifest.rows}  # a row changed under its id is not done
+    state = store.scan(current)
+    done = state.done(opts.retry_errors)
     todo = [r for r in manifest.rows if r.row_id not in done]
+    if state.changed:
+        log.warning("%d row(s) changed since they were scored (instruction, video file or passed-through fields "
+                    "under the same id): scoring them again; their earlier records are dropped", len(state.changed))
     units = make_units(todo, opts.group_by_video, opts.max_group_rows)
     summary: dict[str, Any] = {
         "manifest": str(manifest.path), "out": str(store.dir), "session": store.session,
         "rows_in_manifest": len(manifest.rows) + len(manifest.rejected),
         "rows_rejected_by_manifest": len(manifest.rejected),
         "rows_already_done": len(manifest.rows) - len(todo),
+        "rows_changed": len(state.changed),
         "rows_todo": len(todo), "units": len(units), "videos": len({r.video for r in todo}),
         "workers": opts.workers, "group_by_video": opts.group_by_video,
     }
@@ -389,7 +395,8 @@ def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: Signa
             # Also on Ctrl-C / errors: what finished is kept, the rest is redone on resume.
             flusher.flush()
     t_end = time.perf_counter()
-    merged = store.merge([r.row_id for r in manifest.rows], [_rejected_record(r) for r in manifest.rejected])
+    merged = store.merge([r.row_id for r in manifest.rows], [_rejected_record(r) for r in manifest.rejected],
+                         current)
     scored = tally.ok + tally.failed
     t_first = tally.t_first
     summary.update({

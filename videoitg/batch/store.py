@@ -21,12 +21,13 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
+from videoitg.jsonio import JSONProblem, loads
 
 SHARD_DIR = "shards"
 RESULTS = "results.jsonl"
@@ -92,8 +93,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
             if not text:
                 continue
             try:
-                rec = json.loads(text)
-            except json.JSONDecodeError:
+                rec = loads(text)
+            except JSONProblem:
                 # Cannot happen for renamed shards; tolerate hand-edited files: the row is redone.
                 continue
             if isinstance(rec, dict) and isinstance(rec.get("row_id"), str):
@@ -105,9 +106,21 @@ class ResumeState:
     ok: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     shards: int = 0
+    # Rows whose every record was made from other input than the manifest's row now (instruction, video file,
+    # passed-through fields changed under the same id): not done, scored again.
+    changed: set[str] = field(default_factory=set)
 
     def done(self, retry_errors: bool) -> set[str]:
         return set(self.ok) if retry_errors else self.ok | self.failed
+
+
+def _stale(rec: dict[str, Any], current: Mapping[str, str] | None) -> bool:
+    """A record made from other input than its row has now. Records without an `input_hash` (written by hand, or
+    for rows without one) cannot be checked and count as current."""
+    if not current:
+        return False
+    want, got = current.get(rec["row_id"]), rec.get("input_hash")
+    return bool(want) and isinstance(got, str) and bool(got) and got != want
 
 
 class OutputStore:
@@ -168,14 +181,17 @@ class OutputStore:
     def shard_paths(self, kind: str) -> list[Path]:
         return sorted(self.shard_dir.glob(f"*.{kind}.jsonl"))
 
-    def scan(self) -> ResumeState:
+    def scan(self, current: Mapping[str, str] | None = None) -> ResumeState:
+        """Rows with a record in the shards. `current`: row id -> the manifest row's `input_hash` now; a record
+        made from other input (`_stale`) does not count, and its row is `changed`."""
         st = ResumeState()
-        for p in self.shard_paths("results"):
-            st.shards += 1
-            st.ok.update(rec["row_id"] for rec, _ in _read_jsonl(p))
-        for p in self.shard_paths("errors"):
-            st.shards += 1
-            st.failed.update(rec["row_id"] for rec, _ in _read_jsonl(p))
+        stale: set[str] = set()
+        for kind, done in (("results", st.ok), ("errors", st.failed)):
+            for p in self.shard_paths(kind):
+                st.shards += 1
+                for rec, _ in _read_jsonl(p):
+                    (stale if _stale(rec, current) else done).add(rec["row_id"])
+        st.changed = stale - st.ok - st.failed
         return st
 
     def write_shard(self, results: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
@@ -189,10 +205,12 @@ class OutputStore:
         if errors:
             atomic_write_lines(self.shard_dir / f"{stem}.errors.jsonl", (jsonl_line(r) for r in errors))
 
-    def merge(self, order: list[str], rejected: list[dict[str, Any]]) -> dict[str, int]:
+    def merge(self, order: list[str], rejected: list[dict[str, Any]],
+              current: Mapping[str, str] | None = None) -> dict[str, int]:
         """Write results.jsonl / errors.jsonl: one line per row id of the current manifest, manifest order.
 
-        Keeps each record's original text (no re-serialisation), the first per row id.
+        Keeps each record's original text (no re-serialisation), the first per row id; with `current` (row id ->
+        `input_hash`), only records made from the row as it is now.
         """
         wanted = set(order)
         ok: dict[str, str] = {}
@@ -200,7 +218,7 @@ class OutputStore:
         for p in self.shard_paths("results"):
             for rec, text in _read_jsonl(p):
                 rid = rec["row_id"]
-                if rid not in wanted:
+                if rid not in wanted or _stale(rec, current):
                     continue
                 if rid in ok:
                     dup += 1
@@ -210,7 +228,7 @@ class OutputStore:
         for p in self.shard_paths("errors"):
             for rec, text in _read_jsonl(p):
                 rid = rec["row_id"]
-                if rid in wanted and rid not in ok and rid not in err:
+                if rid in wanted and rid not in ok and rid not in err and not _stale(rec, current):
                     err[rid] = text
         n_ok = atomic_write_lines(self.dir / RESULTS, (ok[r] for r in order if r in ok))
         rej_lines = [jsonl_line(r) for r in rejected]

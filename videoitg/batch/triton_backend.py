@@ -13,12 +13,14 @@ rerun. The video file is read once per unit; sampling is the servers' configurat
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from videoitg.batch.backends import BackendSpec, Outcome, error_record
+from videoitg.batch.grouping import group_by_video
 from videoitg.batch.manifest import Row
 from videoitg.errors import InputError
+from videoitg.paths import open_resolved
 from videoitg.serving.routing import ServerPool, ServerUnavailableError, routing_key
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,13 @@ __all__ = ["TritonBackend", "ServerUnavailableError"]
 # recording good rows as failed.
 TRANSIENT_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 READY_TIMEOUT_S = 30.0
+
+
+def read_checked(video: str) -> bytes:
+    """The bytes of the file the manifest checked: opened once and checked as opened (`videoitg.paths`)."""
+    fd = open_resolved(video)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 class TritonBackend:
@@ -58,13 +67,10 @@ class TritonBackend:
 
     def score_unit(self, rows: list[Row]) -> list[Outcome]:
         out: list[Outcome] = []
-        by_video: dict[str, list[Row]] = {}
-        for r in rows:
-            by_video.setdefault(r.video, []).append(r)
-        for video, vrows in by_video.items():
+        for video, vrows in group_by_video(rows).items():
             try:
-                data = Path(video).read_bytes()
-            except OSError as e:
+                data = read_checked(video)
+            except (OSError, InputError) as e:
                 out += [Outcome(r.row_id, False, error_record(r, "video", e)) for r in vrows]
                 continue
             key = routing_key(data)

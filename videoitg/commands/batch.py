@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.backends import BackendSpec, check_sampling_options
     from videoitg.batch.manifest import load_manifest
     from videoitg.batch.ray_env import RayOptions, ray_logs_to
     from videoitg.batch.runner import BatchOptions, SignalStop, StopRequested, run_batch
@@ -65,6 +65,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
+    check_sampling_options(args.num_frames, args.target_fps, args.sampling_rule, in_process=not args.server)
+    for flag, value, low in (("--max-group-rows", args.max_group_rows, 1), ("--shard-rows", args.shard_rows, 1),
+                             ("--max-in-flight", args.max_in_flight, 1),
+                             ("--gpus-per-worker", args.gpus_per_worker, 0)):
+        if not value >= low or value == float("inf"):  # also NaN and inf
+            raise InputError(f"{flag} must be a number >= {low}, got {value}")
+    for flag, value in (("--cpus-per-worker", args.cpus_per_worker), ("--flush-seconds", args.flush_seconds)):
+        if not 0 < value < float("inf"):
+            raise InputError(f"{flag} must be a positive number, got {value}")
     if args.top_k is not None and args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k} (the server refuses it the same way)")
     if args.gpus_per_worker > 0 and args.ray_address is None and not args.server:
@@ -148,7 +157,8 @@ def _print_summary(s: dict) -> None:
     m = s["merged"]
     lines = [
         f"rows ok {s['rows_ok']}, failed {s['rows_failed']} this run; already done {s['rows_already_done']}; "
-        f"rejected by manifest {s['rows_rejected_by_manifest']}",
+        f"changed since scored (scored again) {s['rows_changed']}; rejected by manifest "
+        f"{s['rows_rejected_by_manifest']}",
         f"videos {s['videos']} in {s['units']} units; cache hit rate {s['cache_hit_rate']:.1%}",
         f"throughput {s['rows_per_second']:.2f} rows/s over {s['work_seconds']:.1f} s including start-up; "
         + _steady(s) + f"; {s['workers_used']} workers answered",

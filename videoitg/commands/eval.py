@@ -56,21 +56,43 @@ def _moment_params(args: argparse.Namespace):
     return MomentParams.from_mapping(values)
 
 
+TRAIN_FRAMES = 1024  # the training sampling's frame cap, which VideoITG-40K clip_num index
+
+
+def max_eval_frames() -> int:
+    """Most frames `--num-frames` may ask for: the deployment's `max_sampled_frames` (VIDEOITG_MAX_SAMPLED_FRAMES,
+    512 by default), raised to the training sampling's 1024 that VideoITG-40K annotations index."""
+    from videoitg.limits import Limits
+
+    return max(TRAIN_FRAMES, Limits.from_env().max_sampled_frames)
+
+
 def _sampling(fmt: str, args: argparse.Namespace):
     """The annotation's sampling: VideoITG-40K clip_num index the training rule (1 fps, end-aligned, up to 1024
-    frames); windows in seconds (QVHighlights, Charades-STA) fit any sampling, so those use the served default."""
+    frames); windows in seconds (QVHighlights, Charades-STA) fit any sampling, so those use the served default.
+    InputError for --num-frames outside 1..max_eval_frames() or an --fps that is not a positive number."""
     from videoitg.sampling import SamplingParams
 
-    if fmt == "videoitg":
-        return SamplingParams(args.num_frames or 1024, args.fps, "train")
-    return SamplingParams(args.num_frames or 512, args.fps, "eval")
+    top = max_eval_frames()
+    if args.num_frames is not None and not 1 <= args.num_frames <= top:
+        raise InputError(f"--num-frames must be 1 to {top} (raise VIDEOITG_MAX_SAMPLED_FRAMES for more), got "
+                         f"{args.num_frames}")
+    try:
+        if fmt == "videoitg":
+            return SamplingParams(args.num_frames or TRAIN_FRAMES, args.fps, "train")
+        return SamplingParams(args.num_frames or 512, args.fps, "eval")
+    except InputError as e:
+        raise InputError(f"--num-frames / --fps: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from videoitg import evaluation as ev
     from videoitg.annotations import detect_format, read_annotations
 
-    ks = tuple(int(k) for k in args.k.split(",") if k.strip())
+    try:
+        ks = tuple(int(k) for k in args.k.split(",") if k.strip())
+    except ValueError:
+        ks = ()
     if not ks or min(ks) < 1:
         raise InputError(f"--k needs positive integers, got {args.k!r}")
     params = _moment_params(args)
@@ -78,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if len(fmts) > 1:
         raise InputError(f"annotation files of different layouts ({', '.join(sorted(fmts))}): evaluate them apart")
     fmt = fmts.pop()
+    sampling = _sampling(fmt, args)  # bad flags are refused before any file is read
     root = args.video_root or (args.data[0].parent / "videos" if (args.data[0].parent / "videos").is_dir()
                                else args.data[0].parent)
     records, bad = [], []
@@ -87,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
         bad += b
     if args.limit:
         records = records[: args.limit]
-    sampling = _sampling(fmt, args)
     if args.results:
         scored, skipped = ev.records_from_results(args.results, records, root, sampling)
         source = str(args.results)

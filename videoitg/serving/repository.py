@@ -37,8 +37,7 @@ from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits, served_defaults
-from videoitg.moments import MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, check_ranking_rule
+from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
 from videoitg.sampling import SamplingParams
 
 TOP = "videoitg"
@@ -221,8 +220,8 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
     }
     sampling = {"num_frames": s.num_frames, "target_fps": f"{s.target_fps:g}", "sampling_rule": s.rule}
     limits = spec.limits.to_parameters()
-    selection = {"default_top_k": spec.default_top_k, "ranking_rule": spec.ranking_rule,
-                 **MomentParams().to_parameters()}  # the documented moment rule (docs/moments.md)
+    # the documented moment rule (docs/moments.md)
+    selection = SelectionOptions(spec.default_top_k, spec.ranking_rule).to_parameters()
     engines = spec.engines if not spec.engines or Path(spec.engines).is_absolute() or root is None \
         else str(root / spec.engines)
     runtimes = step_runtimes(engines, spec.target)

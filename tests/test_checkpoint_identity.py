@@ -1,0 +1,188 @@
+"""A checkpoint's identity (batch output folders, feature-cache keys, engine manifests) changes whenever any weight
+byte changes, the digest cache never hides a rewrite, and a weight index names only files of its own directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from videoitg.checkpoint import (
+    DIGEST_CACHE,
+    check_checkpoint,
+    checkpoint_identity,
+    file_digest,
+    load_checkpoint,
+    weight_files,
+)
+from videoitg.defaults import default_checkpoint
+from videoitg.errors import CheckpointError, InputError
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))  # a digest cache of this test's own
+
+
+def _copy(tmp_path: Path, name: str = "ckpt") -> Path:
+    return Path(shutil.copytree(default_checkpoint(), tmp_path / name))
+
+
+def _rewrite_middle_tensor(path: Path, scale: float = 1.5) -> str:
+    """Scale, in place, the elements of the tensor that holds the middle of a safetensors file, only those lying
+    outside its first and last MiB; the header, the file size and (set back afterwards) the modification time stay
+    as they were. Returns the tensor's name."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    mid = len(data) // 2 - 8 - n
+    name, info = next((k, v) for k, v in header.items() if k != "__metadata__"
+                      and v["data_offsets"][0] <= mid < v["data_offsets"][1])
+    assert info["dtype"] == "F32"
+    start, end = (8 + n + o for o in info["data_offsets"])
+    a, b = max(start, 1 << 20), min(end, len(data) - (1 << 20))
+    a += (a - start) % 4 and 4 - (a - start) % 4  # whole float32 elements
+    b -= (b - start) % 4
+    assert b - a >= 4
+    t = np.frombuffer(bytes(data[a:b]), dtype=np.float32) * np.float32(scale)
+    data[a:b] = t.tobytes()
+    with path.open("r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    return name
+
+
+def test_rewriting_tensors_in_the_middle_of_a_weight_file_changes_the_identity(tmp_path: Path) -> None:
+    """The identity hashed each file's size and first and last MiB: tensors rewritten in between kept it, while the
+    scores moved. Every byte counts now, the digest cache included (same size and modification time)."""
+    ckpt = _copy(tmp_path)
+    before = checkpoint_identity(ckpt)
+    assert checkpoint_identity(ckpt) == before == checkpoint_identity(_copy(tmp_path, "moved"))  # contents, not path
+    (weights,) = weight_files(ckpt)
+    assert weights.stat().st_size > 2 << 20  # the rewritten tensor lies outside the first and last MiB
+    name = _rewrite_middle_tensor(weights)
+    after = checkpoint_identity(ckpt)
+    assert after != before, name
+
+    # ... and that checkpoint scores differently, so everything keyed by the identity must tell them apart.
+    from videoitg.pipeline import Scorer
+
+    a, b = (Scorer(c) for c in (tmp_path / "moved", ckpt))
+    assert (a.identity, b.identity) == (before, after)
+    va, vb = (dict(m.named_parameters()) for m in (a.model, b.model))
+    assert any(not torch.equal(va[k], vb[k]) for k in va)
+
+
+def test_batch_output_folder_refuses_the_rewritten_checkpoint(tmp_path: Path) -> None:
+    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.runner import BatchOptions, fingerprint
+    from videoitg.batch.store import OutputStore
+
+    ckpt = _copy(tmp_path)
+    opts = BatchOptions(str(tmp_path / "out"), BackendSpec(checkpoint=str(ckpt)))
+    OutputStore(opts.out_dir, fingerprint(opts)).close()
+    _rewrite_middle_tensor(weight_files(ckpt)[0])
+    with pytest.raises(InputError, match="different run configuration \\(checkpoint: "):
+        OutputStore(opts.out_dir, fingerprint(opts))
+
+
+def test_the_digest_cache_is_used_and_never_hides_a_rewrite(tmp_path: Path) -> None:
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(b"a" * 4096)
+    real = file_digest(f)
+    cache = tmp_path / "home" / DIGEST_CACHE
+    entries = json.loads(cache.read_text())
+    assert list(entries.values()) == [real]
+    cache.write_text(json.dumps({k: "0" * 64 for k in entries}))  # a planted entry: read back, not recomputed
+    assert file_digest(f) == "0" * 64
+    st = f.stat()
+    with f.open("r+b") as fh:
+        fh.seek(2048)
+        fh.write(b"b")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and modification time as the cached entry
+    assert file_digest(f) not in ("0" * 64, real)
+    cache.write_text("{torn")  # a damaged cache is ignored
+    assert file_digest(f) == file_digest(f)
+
+
+def test_the_external_vision_tower_is_part_of_the_identity(tmp_path: Path) -> None:
+    ckpt, tower = _copy(tmp_path), tmp_path / "siglip"
+    tower.mkdir()
+    (tower / "config.json").write_text("{}")
+    (tower / "model.safetensors").write_bytes(b"tower weights")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["mm_vision_tower"] = str(tower)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    before = checkpoint_identity(ckpt)
+    (tower / "model.safetensors").write_bytes(b"tower weightz")
+    assert checkpoint_identity(ckpt) != before
+    other = tmp_path / "other"
+    shutil.copytree(tower, other)
+    assert checkpoint_identity(ckpt, vision_tower=other) == checkpoint_identity(ckpt)  # same bytes, same id
+
+
+def _sharded(tmp_path: Path) -> Path:
+    ckpt = _copy(tmp_path)
+    (ckpt / "model.safetensors").rename(ckpt / "model-00001-of-00001.safetensors")
+    return ckpt
+
+
+def _index(ckpt: Path, weight_map: object) -> None:
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.mark.parametrize("name", ["../outside/model.safetensors", "../../x.safetensors", "/tmp/x.safetensors",
+                                  "sub/model.safetensors", "..", "model.bin", ".hidden.safetensors", 7])
+def test_an_index_naming_files_elsewhere_is_refused(tmp_path: Path, name: object) -> None:
+    """`../../x.safetensors` in model.safetensors.index.json loaded weights from outside the checkpoint."""
+    ckpt = _sharded(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(ckpt / "model-00001-of-00001.safetensors", outside / "model.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(outside / "model.safetensors"), framework="pt") as sf:
+        keys = list(sf.keys())
+    _index(ckpt, {k: name for k in keys})
+    for load in (check_checkpoint, load_checkpoint, checkpoint_identity):
+        with pytest.raises(CheckpointError, match="the index may name only \\*.safetensors files in the checkpoint"):
+            load(ckpt)
+
+
+def test_a_truncated_or_wrong_index_is_one_checkpoint_error(tmp_path: Path) -> None:
+    ckpt = _sharded(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt / "model-00001-of-00001.safetensors"), framework="pt") as sf:
+        weight_map = {k: "model-00001-of-00001.safetensors" for k in sf.keys()}
+    _index(ckpt, weight_map)
+    assert check_checkpoint(ckpt) is not None  # the sharded layout loads
+    index = ckpt / "model.safetensors.index.json"
+    text = index.read_text()
+    index.write_text(text[: len(text) // 2])
+    with pytest.raises(CheckpointError, match=f"unreadable weight index: {index}:\\d+: not valid JSON"):
+        check_checkpoint(ckpt)
+    index.write_text('{"weight_map": []}')
+    with pytest.raises(CheckpointError, match="no 'weight_map' object"):
+        check_checkpoint(ckpt)
+    _index(ckpt, {**weight_map, "extra.weight": "model-00002-of-00002.safetensors"})
+    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors named by the index are missing"):
+        check_checkpoint(ckpt)
+
+
+def test_a_config_json_nested_too_deeply_is_a_checkpoint_error(tmp_path: Path) -> None:
+    ckpt = _copy(tmp_path)
+    (ckpt / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CheckpointError, match="config.json: JSON nested more than"):
+        check_checkpoint(ckpt)
+    (ckpt / "config.json").write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(CheckpointError, match="config.json:1: not valid UTF-8"):
+        check_checkpoint(ckpt)
