@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     threads_before = torch.get_num_threads()  # restored: the tests run this inside the suite's process
-    threads = args.threads or (1 if args.tiny else None)  # see bench_gpu_path --threads
+    threads = args.threads or (1 if args.tiny else None)  # tiny ops gain nothing from more threads on 2 cores
     if threads:
         torch.set_num_threads(threads)
     try:

@@ -6,10 +6,12 @@
     ENGINES/build.json                   what was built, what was skipped and why, and the runtime each step
                                          serves with (`runtimes`: the fastest built one; `videoitg serve --engines`)
 
-ONNX graphs are always fp32 (portable; ONNX Runtime runs them on CPU). `--precision` applies to the TensorRT
-plans. TensorRT-LLM runs the grounding half on its PyTorch backend straight from the checkpoint's safetensors
-(`videoitg.engines.trtllm`): nothing is compiled, the build only checks that the library imports. A part that
-needs a missing library is skipped with the reason recorded, never faked.
+The graphs are exported in `--precision` (auto: fp16 where CUDA is available, as released, fp32 elsewhere), which
+the TensorRT plans built from them keep (strongly typed; `trt_builder`); ONNX Runtime runs any of them (fp32 is
+what a CPU deployment wants). fp8 exports the fp16 graphs a quantizer starts from and refuses the plan while they
+hold no Q/DQ nodes. TensorRT-LLM runs the grounding half on its PyTorch backend straight from the checkpoint's
+safetensors (`videoitg.engines.trtllm`): nothing is compiled, the build only checks that the library imports. A
+part that needs a missing library is skipped with the reason recorded, never faked.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from videoitg.engine_build.onnx_export import OPSET, export_llm, export_vision
-from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec, build_plan
+from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, export_vision, graph_precision
+from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engines.manifest import BackendUnavailable, EngineError, EngineManifest, RuntimeEnv, checkpoint_sha256
@@ -35,7 +37,7 @@ TARGETS = ("onnx", "tensorrt", "trtllm")
 class BuildOptions:
     checkpoint: Path
     out: Path
-    precision: str = "fp16"
+    precision: str = "auto"  # resolve_precision
     max_frames: int = 512
     vision_chunk: int = 128
     max_text_tokens: int = 512
@@ -81,6 +83,15 @@ class BuildReport:
         )
 
 
+def resolve_precision(precision: str) -> str:
+    """auto: fp16 where CUDA is available (the released inference precision), fp32 elsewhere."""
+    if precision == "auto":
+        return "fp16" if torch.cuda.is_available() else "fp32"
+    if precision not in PRECISIONS:
+        raise EngineError(f"precision {precision!r} is not one of auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
 def _versions(*names: str) -> dict[str, str]:
     env = RuntimeEnv.current()
     out = {n: env.versions.get(n) for n in names if env.versions.get(n)}
@@ -95,7 +106,9 @@ def run_build(opts: BuildOptions) -> BuildReport:
     bad = [t for t in opts.targets if t not in TARGETS]
     if bad:
         raise EngineError(f"unknown build target(s) {bad}; choose from {TARGETS}")
-    model, _ = load_checkpoint(opts.checkpoint, "cpu", torch.float32, opts.vision_tower, with_tokenizer=False)
+    opts = replace(opts, precision=resolve_precision(opts.precision))
+    dtype = GRAPH_DTYPES.get(opts.precision, torch.float16)  # fp8: the fp16 graph a quantizer starts from
+    model, _ = load_checkpoint(opts.checkpoint, "cpu", dtype, opts.vision_tower, with_tokenizer=False)
     cfg = model.config
     ident = {
         "sha256": checkpoint_sha256(opts.checkpoint),
@@ -116,7 +129,7 @@ def run_build(opts: BuildOptions) -> BuildReport:
                 name=name,
                 kind="onnx",
                 file=r.path.name,
-                precision="fp32",
+                precision=graph_precision(model),
                 checkpoint=ident,
                 versions=_versions("torch", "onnx"),
                 io={"inputs": r.input_names, "outputs": r.output_names, "dynamic_axes": r.dynamic, "opset": OPSET},
@@ -171,7 +184,8 @@ def run_build(opts: BuildOptions) -> BuildReport:
             import_trtllm()
             print("  trtllm: the grounding half runs on the TensorRT-LLM PyTorch backend from the checkpoint")
             rep.built.append({"name": "grounding", "kind": "trtllm", "path": str(Path(opts.checkpoint).resolve()),
-                              "precision": "bf16", "seconds": 0.0})
+                              "precision": opts.precision if opts.precision in ("fp16", "bf16") else "fp16",
+                              "seconds": 0.0})
         except BackendUnavailable as e:
             rep.skip("trtllm (PyTorch backend)", str(e))
 

@@ -1,4 +1,4 @@
-"""Export the two halves of VideoITG to ONNX (torch.export-based "dynamo" exporter).
+"""Export the two halves of VideoITG to ONNX (torch.export-based "dynamo" exporter), in the build's precision.
 
 Vision graph  `pixel_values [N, 3, S, S]` -> `features [N, g², Cv]` (SigLIP through the select layer). N (the
 frame batch) is dynamic; a request of 512 frames runs in chunks of at most the engine's profile maximum. The
@@ -11,6 +11,13 @@ every T although tokens per frame change with T. One request per call: no attent
 plain pattern TensorRT fuses into flash-style kernels. The decoder is the model's own `run_decoder` (full
 attention for Variant C, causal for Variant B); the head is the per-token 1-label score pooled per frame, so no
 hidden state leaves the graph.
+
+Precision lives in the graph: a graph exported from a model loaded in fp16 (or bf16) holds fp16 weights and
+activations, with fp32 kept explicitly where the numerics need it, as the torch model computes: SigLIP's layer
+norms (`_layer_norm_fp32`; torch's fp16 kernel accumulates in fp32 too), Qwen2's RMSNorm (the model's own
+`RMSNorm` normalises in fp32), the per-token head and the per-frame pooling. TensorRT builds such a graph strongly
+typed (the only mode TensorRT 11 has), so the plan runs in the graph's types. Inputs and outputs are fp32 at every
+precision (cast inside the graph), so one runtime contract serves every build.
 
 The dynamo exporter is used because the legacy TorchScript exporter fails on Qwen2 (`aten::diff`); it writes the
 weights to `<file>.data` beside the graph (needed past 2 GB).
@@ -25,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from videoitg.model import VideoITG
@@ -33,23 +41,55 @@ from videoitg.model.qwen2 import run_decoder
 
 OPSET = 18
 MAX_FRAMES = 4096  # upper bound of the exported frame axes
+GRAPH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
 
 
+def graph_precision(model: nn.Module) -> str:
+    """The precision a graph exported from `model` runs in: the dtype its weights were loaded in."""
+    dtype = model.out_proj.weight.dtype
+    return next(name for name, d in GRAPH_DTYPES.items() if d == dtype)
+
+
+def _patch_embed(embeddings: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`SiglipEmbeddings.forward` with its stride-p convolution written as the matrix product it is ([T, g², 3p²] x
+    [3p², D]): the ONNX Conv operator has no bfloat16 before opset 22, MatMul has."""
+    conv = embeddings.patch_embedding
+    w = conv.weight  # [D, 3, p, p]
+    p = w.shape[-1]
+    T, C, S, _ = pixel_values.shape
+    g = S // p
+    x = pixel_values.to(w.dtype).reshape(T, C, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(T, g * g, C * p * p)
+    return x @ w.reshape(w.shape[0], -1).t() + conv.bias + embeddings.position_embedding.weight
+
+
+def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm computed in fp32 and rounded once to the activations' dtype (a no-op cast at fp32)."""
+    w, b = norm.weight.float(), norm.bias.float()
+    return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps).to(x.dtype)
+
+
 class VisionEncoder(nn.Module):
-    """SigLIP truncated at the select layer."""
+    """SigLIP truncated at the select layer: fp32 pixels in, fp32 features out, the body in the model's dtype."""
 
     def __init__(self, model: VideoITG):
         super().__init__()
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # The tower's own module, without VisionTower's python chunk loop (chunking is the runtime's job).
-        return self.model.model.vision_tower.vision_tower.vision_model(pixel_values)
+        # The tower's own modules, without VisionTower's python chunk loop (chunking is the runtime's job); each
+        # encoder layer as `SiglipEncoderLayer.forward` computes it, its norms in fp32.
+        vm = self.model.model.vision_tower.vision_tower.vision_model
+        x = _patch_embed(vm.embeddings, pixel_values)
+        for layer in vm.encoder.layers:
+            x = x + layer.self_attn(_layer_norm_fp32(layer.layer_norm1, x))
+            x = x + layer.mlp(_layer_norm_fp32(layer.layer_norm2, x))
+        return x.float()
 
 
 class LLMEncoder(nn.Module):
-    """The model's decoder stack and final norm (`run_decoder`), then the per-token 1-label head pooled per frame."""
+    """The model's decoder stack and final norm (`run_decoder`), then the per-token 1-label head pooled per frame,
+    both in fp32 (as `VideoITG.score_features`)."""
 
     def __init__(self, model: VideoITG):
         super().__init__()
@@ -94,9 +134,9 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
 
 
 def export_vision(model: VideoITG, path: str | Path, example_frames: int = 2) -> ExportResult:
+    """The graph runs in the dtype `model` was loaded in (`graph_precision`)."""
     s = model.config.vision.image_size
-    dtype = model.out_proj.weight.dtype
-    x = torch.randn(example_frames, 3, s, s, dtype=dtype)
+    x = torch.randn(example_frames, 3, s, s)
     n = torch.export.Dim("frames", min=1, max=MAX_FRAMES)
     secs = _export(VisionEncoder(model), (x,), Path(path), ["pixel_values"], ["features"], ({0: n},))
     return ExportResult(Path(path), secs, ["pixel_values"], ["features"],
@@ -105,9 +145,9 @@ def export_vision(model: VideoITG, path: str | Path, example_frames: int = 2) ->
 
 def export_llm(model: VideoITG, path: str | Path) -> ExportResult:
     """Export with example sizes that exercise every dynamic axis (T=3 frames of 4 tokens, 5 instruction tokens,
-    anchors when the model is Variant B)."""
+    anchors when the model is Variant B). The graph runs in the dtype `model` was loaded in."""
     layout = SequenceLayout(3, 4, 5, model.anchors)
-    embeds = torch.randn(1, layout.length, model.config.text.hidden_size, dtype=model.out_proj.weight.dtype)
+    embeds = torch.randn(1, layout.length, model.config.text.hidden_size)
     args = (embeds, layout.segment_ids()[None], torch.arange(layout.num_frames, dtype=torch.int64))
     names = ["inputs_embeds", "segment_ids", "frame_ids"]
     seq, frames = torch.export.Dim("seq", min=2, max=65536), torch.export.Dim("num_frames", min=1, max=MAX_FRAMES)

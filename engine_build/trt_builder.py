@@ -1,21 +1,23 @@
 """ONNX -> TensorRT plan, through the `tensorrt` Python API (Builder, OnnxParser, optimization profiles).
 
-Written against TensorRT 10.x (every call used exists from 10.0; target 10.14, what TensorRT-LLM 1.2 pins), as
-shipped in the NGC containers `nvcr.io/nvidia/tensorrt:25.xx-py3` and `nvcr.io/nvidia/tritonserver:25.xx-py3`.
-TensorRT cannot be installed on this project's CPU machines, so this module is exercised only where
-`import tensorrt` works; everything up to `build_plan` (the ONNX graph, the profiles, the manifest) is tested
-on CPU.
+Every call is checked against the Python bindings of TensorRT 10.14 (what TensorRT-LLM 1.2 pins) and 11.1 (what
+the package index offers); docs/engines.md lists them and tests/test_engine_tensorrt_api.py checks each name this
+module and the TensorRT runtime use against both versions' bindings. TensorRT cannot be installed on this
+project's CPU machines, so a plan is built only where `import tensorrt` works; everything up to `build_plan` (the
+graphs in their precision, the profiles, the network flags, the manifest) is tested on CPU.
 
-Precision: the ONNX graph is exported in fp32; fp16/bf16 plans come from builder flags (TensorRT picks the
-kernels, keeping fp32 where a layer needs it). fp8 needs explicit quantization (Q/DQ nodes from NVIDIA
-ModelOpt) in the ONNX graph: a plain fp32 graph with the FP8 flag would silently stay in higher precision, so
-that combination is refused.
+Precision is the ONNX graph's own (`onnx_export`: fp16/bf16 weights and activations, fp32 where the numerics need
+it). The network is strongly typed, so the plan runs in exactly those types: TensorRT 11 has no other mode (its
+`BuilderFlag` has no FP16, BF16 or INT8) and 10.x builds the same way with the STRONGLY_TYPED creation flag (its
+precision flags, deprecated from 10.12, are never set). fp8 needs explicit quantization (Q/DQ nodes from NVIDIA
+ModelOpt) in the ONNX graph, so a graph without them is refused for fp8.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from videoitg.engines.libraries import import_tensorrt
 from videoitg.engines.manifest import EngineError, Profile
@@ -71,15 +73,24 @@ def onnx_has_qdq(onnx_path: str | Path) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
+def network_flags(trt: ModuleType) -> int:
+    """`create_network` flags for a strongly typed network: TensorRT 11 networks always are (its STRONGLY_TYPED flag
+    is deprecated and ignored, so none is passed); 10.x needs the flag."""
+    if int(trt.__version__.split(".")[0]) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
 def build_plan(
     onnx_path: str | Path,
     plan_path: str | Path,
     profiles: list[Profile],
-    precision: str = "fp16",
+    precision: str,
     workspace_gib: float = 8.0,
     timing_cache: str | Path | None = None,
 ) -> dict[str, str]:
-    """Parse `onnx_path`, build a serialized plan with `profiles` and write it to `plan_path`.
+    """Parse `onnx_path`, build a strongly typed serialized plan with `profiles` and write it to `plan_path`.
+    `precision` is the graph's (what the manifest records); the plan runs in the graph's types.
 
     Returns {"tensorrt": version} for the manifest. Raises BackendUnavailable without TensorRT and
     EngineError when the graph does not parse or the build fails (TensorRT returns None then; its log says
@@ -94,9 +105,7 @@ def build_plan(
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # TensorRT 10: networks are always explicit-batch; STRONGLY_TYPED keeps Q/DQ (fp8) graphs' types.
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if precision == "fp8" else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves `*.onnx.data` external weights relative to the model file (needed > 2 GB).
     if not parser.parse_from_file(str(onnx_path)):
@@ -105,10 +114,8 @@ def build_plan(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "bf16":
-        config.set_flag(trt.BuilderFlag.BF16)
+    if precision == "fp32":  # TF32 is on by default; an fp32 plan is held to verify's fp32 target
+        config.clear_flag(trt.BuilderFlag.TF32)
     cache = None
     if timing_cache is not None:
         blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""

@@ -37,7 +37,7 @@ COMMITTED = {"cpu": ("cpu", "bls"), "gpu": ("gpu", "bls"), "cpu_ensemble": ("cpu
 @pytest.mark.parametrize("name", sorted(COMMITTED))
 def test_committed_repository_equals_generator(name: str, tmp_path: Path) -> None:
     target, mode = COMMITTED[name]
-    out = build_repository(RepoSpec(target=target, mode=mode), tmp_path / name, serialize_dali=False)
+    out = build_repository(RepoSpec(target=target, mode=mode), tmp_path / name)
     committed = ROOT / "triton_models" / name
     assert _tree(committed) == _tree(out), f"triton_models/{name} is stale: rerun `videoitg repo build`"
 
@@ -69,7 +69,7 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
     # The python decode step streams its frames under the BLS model (decoupled); an ensemble step answers once.
     decode = configs["videoitg_decode/config.pbtxt"]
-    streams = mode == "bls" and target == "cpu"  # the committed gpu repository decodes with DALI
+    streams = mode == "bls"  # the python decoder (every committed repository's) streams under the BLS model
     assert decode.model_transaction_policy.decoupled == streams
     assert ("NUM_FRAMES" in {o.name for o in decode.output}) == streams
     if mode == "bls":
@@ -90,16 +90,17 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
             assert cfg.max_batch_size >= top.max_batch_size, rel
 
 
-def test_gpu_target_with_the_python_decoder() -> None:
-    """The gpu target decodes with DALI by default; `decoder="python"` keeps PyAV (for a Triton whose DALI backend
-    predates frame selection, or none) and hands the vision step uint8 frames, which it normalises on the GPU."""
+def test_gpu_target_decodes_with_python_unless_dali_is_chosen() -> None:
+    """The gpu target decodes with the python decoder by default (it loads in the NGC 24.10 image, whose DALI backend
+    predates frame selection) and hands the vision step uint8 frames, which it normalises on the GPU; DALI only when
+    chosen."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     def parse(files: dict[str, str], model: str):  # type: ignore[no-untyped-def]
         return text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
 
-    dali, py = render(RepoSpec(target="gpu")), render(RepoSpec(target="gpu", decoder="python"))
+    dali, py = render(RepoSpec(target="gpu", decoder="dali")), render(RepoSpec(target="gpu"))
     assert parse(dali, "videoitg_decode").backend == "dali" and parse(py, "videoitg_decode").backend == "python"
     assert "videoitg_decode/1/model.py" in py and "videoitg_decode/1/model.py" not in dali
     to_type = model_config_pb2.DataType.Name
@@ -111,14 +112,22 @@ def test_gpu_target_with_the_python_decoder() -> None:
         RepoSpec(target="cpu", decoder="dali")
 
 
-def test_gpu_repository_without_cuda_is_written_with_a_warning(tmp_path: Path) -> None:
-    """`repo build --target gpu` on a machine without CUDA: the text files and a clear warning, not DALI's
-    traceback (DALI serialises its NVDEC pipeline only where CUDA is present)."""
+def test_repo_build_gpu_default_is_complete_and_dali_without_cuda_is_an_error(tmp_path: Path, capsys) -> None:
+    """`repo build --target gpu` writes a repository whose every model has its version folder (the python decoder);
+    `--decoder dali` on a machine without CUDA, where DALI cannot serialise its NVDEC pipeline, is an error: exit
+    status 2, one line, nothing written."""
+    from videoitg.cli import main as cli_main
+
+    assert cli_main(["repo", "build", "--target", "gpu", "--out", str(tmp_path / "gpu")]) == 0
+    for model in ("videoitg", "videoitg_decode", "videoitg_vision", "videoitg_grounding"):
+        assert (tmp_path / "gpu" / model / "1" / "model.py").is_file(), model
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: the DALI model is serialised")
-    with pytest.warns(UserWarning, match="only on a machine with CUDA"):
-        out = build_repository(RepoSpec(target="gpu"), tmp_path)
-    assert (out / "videoitg_decode" / "config.pbtxt").is_file() and not (out / "videoitg_decode" / "1").exists()
+        pytest.skip("this machine has CUDA: the DALI model can be serialised")
+    capsys.readouterr()
+    rc = cli_main(["repo", "build", "--target", "gpu", "--decoder", "dali", "--out", str(tmp_path / "dali")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "only on a machine with CUDA" in err, err
+    assert not (tmp_path / "dali").exists()
 
 
 def test_ensemble_is_refused_for_the_gpu_target() -> None:
@@ -379,10 +388,23 @@ def test_step_instance_counts_are_flags(tmp_path: Path) -> None:
     assert groups(render(RepoSpec())) == {m: ("KIND_CPU", 1) for m in
                                           ("videoitg_decode", "videoitg_vision", "videoitg_grounding")}
     gpu = render(RepoSpec(target="gpu", decode_instances=2, vision_instances=1, grounding_instances=2))
-    assert groups(gpu) == {"videoitg_decode": ("KIND_GPU", 2), "videoitg_vision": ("KIND_GPU", 1),
-                           "videoitg_grounding": ("KIND_GPU", 2)}
+    assert groups(gpu) == {"videoitg_decode": ("KIND_CPU", 2), "videoitg_vision": ("KIND_GPU", 1),
+                           "videoitg_grounding": ("KIND_GPU", 2)}  # the python decoder decodes on the CPU
+    dali = render(RepoSpec(target="gpu", decoder="dali", decode_instances=2))
+    assert groups(dali)["videoitg_decode"] == ("KIND_GPU", 2)
     with pytest.raises(InputError, match="grounding_instances must be an int >= 1"):
         RepoSpec(grounding_instances=0)
     serve = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--help"], capture_output=True, text=True,
                            cwd=ROOT, timeout=120)
     assert all(f in serve.stdout for f in ("--decode-instances", "--vision-instances", "--grounding-instances"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("how", [["--target", "gpu"], ["--model-repository", str(ROOT / "triton_models" / "gpu")]])
+def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(how: list[str], capsys) -> None:
+    from videoitg.cli import main as cli_main
+
+    ports = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    rc = cli_main(["serve", *how, *ports])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "no CUDA GPU" in err, err

@@ -62,21 +62,3 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int = 1
 
     secs = median(time_calls(step, device, warmup=warmup, iters=iters))
     return 2 * n**3 / secs
-
-
-def fp8_matmul_rate(device: torch.device, n: int, iters: int = 10, warmup: int = 2) -> float | None:
-    """FLOP/s of an FP8 (e4m3, per-tensor scales, bf16 out) product through `torch._scaled_mm`; None if the
-    device or build cannot run it."""
-    from benchmarks.perf.fp8 import FP8
-
-    g = torch.Generator(device=device).manual_seed(1)
-    a = torch.randn(n, n, device=device, generator=g).to(FP8)
-    b = torch.randn(n, n, device=device, generator=g).to(FP8).t()  # column-major, as _scaled_mm wants
-    one = torch.ones((), device=device)
-    try:
-        torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-    except (RuntimeError, NotImplementedError):
-        return None
-    secs = median(time_calls(
-        lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16), device, warmup, iters))
-    return 2 * n**3 / secs

@@ -15,9 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="engines directory to write")
     p.add_argument(
         "--precision",
-        choices=["fp32", "fp16", "bf16", "fp8"],
-        default="fp16",
-        help="TensorRT precision (ONNX graphs are always fp32; TensorRT-LLM runs bf16)",
+        choices=["auto", "fp32", "fp16", "bf16", "fp8"],
+        default="auto",
+        help="precision of the ONNX graphs and the TensorRT plans built from them (auto: fp16 where CUDA is "
+             "available, fp32 elsewhere; fp8 needs a graph with Q/DQ nodes and is refused without them)",
     )
     p.add_argument("--max-frames", type=int, default=512, help="largest request (frames) the engines must take")
     p.add_argument("--vision-chunk", type=int, default=128, help="frames per vision-engine call (profile max)")

@@ -26,10 +26,10 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
                         "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
                         "cache, cpu target only (docs/serving.md)")
-    p.add_argument("--decoder", choices=["auto", "dali", "python"], default="auto",
-                   help="the decode step: dali (NVDEC; gpu target; needs Triton's DALI backend with DALI >= 1.48) or "
-                        "python (PyAV on the CPU); auto: dali for the gpu target (with `serve`: when the "
-                        "tritonserver has a DALI backend), python otherwise")
+    p.add_argument("--decoder", choices=["python", "dali"], default="python",
+                   help="the decode step: python (PyAV on the CPU; the default on both targets, it loads in every "
+                        "Triton image) or dali (NVDEC, gpu target; needs a Triton DALI backend with DALI >= 1.48, "
+                        "newer than the NGC 24.10 image's, and CUDA and DALI where the repository is written)")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="repo_command", required=True)
     b = sub.add_parser("build", help="generate the repository", description=HELP)
     b.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
-                   help="cpu: python-backend decode; gpu: DALI decode, tensors on device")
+                   help="cpu: every step on the CPU; gpu: vision and grounding on the GPU, tensors between them on "
+                        "the device")
     b.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the embedded tiny one)")
     b.add_argument("--vision-tower", default=None,
                    help="local SigLIP directory, if the checkpoint does not embed one or name a local one")
@@ -83,7 +84,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
     return RepoSpec(
         target=target,
         mode=args.mode,
-        decoder="" if args.decoder == "auto" else args.decoder,
+        decoder=args.decoder,
         ranking_rule=args.ranking_rule,
         default_top_k=args.top_k,
         dtype="" if args.dtype == "auto" else args.dtype,

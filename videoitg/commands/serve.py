@@ -49,14 +49,24 @@ def resolve_target(target: str) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_decoder(decoder: str, target: str) -> str:
-    """auto: DALI on a gpu target when this tritonserver has a DALI backend, else the python decoder."""
-    if decoder != "auto":
-        return decoder
-    from videoitg.serving.binaries import find_tritonserver
+def is_gpu_repository(repo: Path) -> bool:
+    """Whether a model repository places any model on a GPU (an `instance_group` of kind KIND_GPU)."""
+    return any("KIND_GPU" in p.read_text() for p in Path(repo).glob("*/config.pbtxt"))
 
-    has_dali = (find_tritonserver().backends_src / "dali").is_dir()
-    return "dali" if target == "gpu" and has_dali else "python"
+
+def check_gpu_present(target: str, repo: Path | None) -> None:
+    """A gpu repository on a machine without CUDA: one line saying so, before tritonserver is started."""
+    import torch
+
+    from videoitg.errors import InputError
+
+    if torch.cuda.is_available():
+        return
+    if target == "gpu":
+        raise InputError("--target gpu: this machine has no CUDA GPU; serve with --target cpu")
+    if repo is not None and is_gpu_repository(repo):
+        raise InputError(f"{repo} is a gpu repository (KIND_GPU models) and this machine has no CUDA GPU: "
+                         "generate a cpu one (videoitg repo build --target cpu)")
 
 
 def echo_file(path: Path | None, stop: threading.Event, poll_s: float = 0.5) -> None:
@@ -112,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     target = resolve_target(args.target)
+    check_gpu_present(target, args.model_repository)
     tmp = None
     if args.model_repository is not None:
         repo = args.model_repository
     else:
-        args.decoder = resolve_decoder(args.decoder, target)
         spec = spec_from_args(args, target)
         check_checkpoint_for(spec)
         if args.repo is None:

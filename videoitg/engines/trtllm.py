@@ -6,7 +6,8 @@ per-call mask type, and `PredefinedAttentionMask.FULL` is what its vision encode
 use with `kv_cache_manager=None`. So the grounding LLM is: TRT-LLM's `QwenModel` with every layer's
 attention called with FULL (Variant C; CAUSAL for a Variant B checkpoint, whose anchors the segment ids
 select), fed `inputs_embeds` (the sequence of `videoitg.model.layout`), then a 1-label per-token head pooled per
-frame. No KV cache, no chunked context, one forward pass.
+frame. No KV cache, no chunked context, one forward pass. The head (`FrameScoreHead`) runs in fp32 on the fp16/bf16
+hidden states, as the torch model and the ONNX graph do: per-token scores are never rounded before the pooling.
 
 Written against the TensorRT-LLM 1.2 PyTorch backend (`tensorrt_llm._torch`: `ModelConfig`,
 `models.modeling_qwen.{QwenModel,QwenDecoderLayer}`, `models.modeling_utils.register_auto_model`,
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from videoitg.config import VideoITGConfig
 from videoitg.engines.libraries import import_trtllm
@@ -63,13 +65,41 @@ def qwen2_config_dict(cfg: VideoITGConfig, dtype: torch.dtype) -> dict[str, Any]
 def hf_sources(module_name: str) -> list[str]:
     """HF tensor prefixes that feed one TRT-LLM module (its parameters are `<prefix>.weight` / `.bias`).
 
-    QwenModel's modules carry the HF names, except the fused projections; the score head is `out_proj`."""
-    if module_name == "score":
-        return ["out_proj"]
+    QwenModel's modules carry the HF names, except the fused projections."""
     parent, _, leaf = module_name.rpartition(".")
     if leaf in FUSED:
         return [f"{parent}.{src}" for src in FUSED[leaf]]
     return [module_name]
+
+
+class FrameScoreHead(nn.Module):
+    """`out_proj` as the grounding head, in fp32 whatever the decoder's dtype: w·h per token (fp32), the per-frame
+    mean (fp32, `frame_mean_logits`), then the bias. Equal to the released mean-pool-then-linear head because
+    `out_proj` is linear. Its tensors stay fp32 through `.to(dtype)` / `.half()` of the model that holds it."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(hidden_size, dtype=torch.float32))
+        self.register_buffer("bias", torch.zeros((), dtype=torch.float32))
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        super()._apply(fn, recurse)
+        self.weight, self.bias = self.weight.float(), self.bias.float()  # device moves apply, dtype casts do not
+        return self
+
+    def load(self, weights: dict[str, torch.Tensor]) -> None:
+        """From the checkpoint's `out_proj.weight` [1, H] and `out_proj.bias` [1] (zero when absent)."""
+        self.weight.copy_(weights["out_proj.weight"].reshape(-1).float())
+        self.bias.fill_(float(weights["out_proj.bias"].reshape(-1)[0]) if "out_proj.bias" in weights else 0.0)
+
+    def forward(self, hidden: torch.Tensor, segment_ids: torch.Tensor | None = None,
+                frame_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden [num_tokens, H] -> fp32 per-token scores [num_tokens], or with segment_ids [num_tokens] and
+        frame_ids [T] the fp32 per-frame logits [T]."""
+        scores = hidden.float() @ self.weight
+        if segment_ids is None:
+            return scores
+        return frame_mean_logits(scores.unsqueeze(0), segment_ids.view(1, -1), frame_ids, self.bias)[0]
 
 
 @functools.cache
@@ -80,7 +110,6 @@ def model_classes() -> tuple[type, type]:
     from tensorrt_llm._torch.attention_backend.interface import PredefinedAttentionMask  # noqa: PLC0415
     from tensorrt_llm._torch.models.modeling_qwen import QwenDecoderLayer, QwenModel  # noqa: PLC0415
     from tensorrt_llm._torch.models.modeling_utils import register_auto_model  # noqa: PLC0415
-    from tensorrt_llm._torch.modules.linear import Linear  # noqa: PLC0415
 
     class FullAttentionQwenLayer(QwenDecoderLayer):
         """QwenDecoderLayer whose self-attention sees every token (the released model sets is_causal=False in
@@ -106,8 +135,8 @@ def model_classes() -> tuple[type, type]:
 
     @register_auto_model(ARCHITECTURE)
     class VideoITGForFrameScoring(torch.nn.Module):
-        """QwenModel (full attention) + a 1-label per-token score head; logits are pooled per frame
-        outside the head so no hidden state or vocabulary logits ever leave the model."""
+        """QwenModel (full attention) + the fp32 frame score head; no hidden state or vocabulary logits ever leave
+        the model."""
 
         def __init__(self, model_config):
             super().__init__()
@@ -120,9 +149,7 @@ def model_classes() -> tuple[type, type]:
                 layer.__class__ = FullAttentionQwenLayer
                 if causal:
                     layer.mask = PredefinedAttentionMask.CAUSAL
-            c = model_config.pretrained_config
-            self.score = Linear(c.hidden_size, 1, bias=False, dtype=c.torch_dtype)
-            self.register_buffer("score_bias", torch.zeros((), dtype=torch.float32))
+            self.score = FrameScoreHead(model_config.pretrained_config.hidden_size)
 
         def forward(
             self,
@@ -140,10 +167,7 @@ def model_classes() -> tuple[type, type]:
                 position_ids=position_ids,
                 inputs_embeds=inputs_embeds,
             )  # [num_tokens, H], after the final RMSNorm
-            scores = self.score(h).squeeze(-1)  # [num_tokens]
-            if segment_ids is None:
-                return scores
-            return frame_mean_logits(scores.unsqueeze(0), segment_ids.view(1, -1), frame_ids, self.score_bias)
+            return self.score(h, segment_ids, frame_ids)
 
         def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
             for name, module in self.named_modules():
@@ -156,14 +180,12 @@ def model_classes() -> tuple[type, type]:
                 ]
                 if any(not g for g in groups):
                     raise KeyError(f"no weights for {name} (looked for {hf_sources(name)})")
-                if name == "score":  # bias-free per-token head; out_proj's bias is added after pooling
-                    groups = [{"weight": groups[0]["weight"]}]
                 if hasattr(module, "load_weights"):
                     module.load_weights(weights=groups)
                 else:
                     for pname, p in params.items():
                         p.data.copy_(groups[0][pname])
-            self.score_bias.fill_(float(weights["out_proj.bias"].reshape(-1)[0]) if "out_proj.bias" in weights else 0.0)
+            self.score.load(weights)
             for m in self.modules():
                 if m is not self and hasattr(m, "post_load_weights"):
                     m.post_load_weights()
@@ -187,11 +209,14 @@ class TrtllmTorchScorer:
         ckpt = Path(checkpoint_dir)
         self.cfg, _ = load_config(ckpt)
         hf_cfg = transformers.Qwen2Config(**qwen2_config_dict(self.cfg, dtype))
+        hf_cfg.torch_dtype = dtype  # a torch.dtype, which TRT-LLM's modules take as their `dtype`
         hf_cfg.videoitg_attention = self.cfg.attention
         self.model_config = ModelConfig(pretrained_config=hf_cfg, attn_backend=attn_backend)
         _, cls = model_classes()
         with torch.device("cuda"):
-            self.model = cls(self.model_config).to(dtype)
+            # Each TRT-LLM module is built in the config's dtype; no blanket `.to(dtype)`, which would also cast
+            # what is kept in fp32 (the score head, rotary tables).
+            self.model = cls(self.model_config)
         index = index_tensors(ckpt)  # the loader's reader: safetensors only, shards and index
         keys = [k for k in index if k.startswith(("model.layers.", "model.norm.", "model.embed_tokens.", "out_proj."))]
         self.model.load_weights(load_indexed(index, keys))
@@ -215,7 +240,7 @@ class TrtllmTorchScorer:
     @torch.inference_mode()
     def score(self, inputs_embeds: torch.Tensor, segment_ids: torch.Tensor, num_frames: int) -> torch.Tensor:
         """inputs_embeds [L, H] (visual rows then instruction embeddings), segment_ids [L] -> logits [T]."""
-        x = inputs_embeds.to("cuda", self.model.score.weight.dtype)
+        x = inputs_embeds.to("cuda", self.model_config.pretrained_config.torch_dtype)
         n = x.shape[0]
         out = self.model(
             attn_metadata=self._metadata(n),
@@ -224,4 +249,4 @@ class TrtllmTorchScorer:
             segment_ids=segment_ids.to("cuda"),
             frame_ids=torch.arange(num_frames, device="cuda"),
         )
-        return out[0].float().cpu()
+        return out.cpu()

@@ -3,25 +3,16 @@
 Variant C (the released model) runs every layer with full bidirectional attention: the visual tokens, which come
 first, see the instruction that follows them. Variant B runs it causally. Parameter names follow HF `Qwen2Model`
 so released weights load without renaming. Attention is PyTorch SDPA (flash / cuDNN / memory-efficient kernels
-on GPU, nothing to install).
-
-Inference switches, all off by default (the benchmark measures each; `benchmarks/perf/hotpath.py` sets them):
-`fuse()` merges q/k/v and gate/up into one GEMM each (checkpoint names unchanged, see `fusion.py`);
-`Attention.native_gqa` lets SDPA read the KV heads directly instead of copying them per query head;
-`Attention.sdpa_backends` restricts SDPA to the listed kernels (so it can never fall back to the math kernel).
+on GPU, nothing to install; `benchmarks/gpu_check.py` records which one each call runs).
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from videoitg.config import TextConfig
-from videoitg.model.fusion import fuse_linears
 
 
 class RMSNorm(nn.Module):
@@ -51,14 +42,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
-def sdpa(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False,
-         backends: list[SDPBackend] | None = None) -> torch.Tensor:
-    """F.scaled_dot_product_attention, restricted to `backends` when given (None: PyTorch's own choice)."""
-    kw = {"enable_gqa": True} if enable_gqa else {}  # the argument exists from torch 2.5 on
-    with sdpa_kernel(backends) if backends is not None else nullcontext():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
@@ -67,30 +50,19 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=True)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=True)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
-        self.qkv_sizes: list[int] | None = None  # set by fuse(): q/k/v live in one `qkv_proj`
-        self.native_gqa = False
-        self.sdpa_backends: list[SDPBackend] | None = None
-
-    def fuse(self) -> None:
-        self.qkv_sizes = fuse_linears(self, ("q_proj", "k_proj", "v_proj"), "qkv_proj")
 
     def forward(self, x, cos, sin, attn_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         B, L, _ = x.shape
-        if self.qkv_sizes is not None:
-            q, k, v = self.qkv_proj(x).split(self.qkv_sizes, dim=-1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.view(B, L, self.n_heads, self.hd).transpose(1, 2)
         k = k.view(B, L, self.n_kv, self.hd).transpose(1, 2)
         v = v.view(B, L, self.n_kv, self.hd).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        gqa = self.n_kv != self.n_heads
-        if gqa and not self.native_gqa:  # share each KV head across its query group by copying it
+        if self.n_kv != self.n_heads:  # share each KV head across its query group by copying it
             rep = self.n_heads // self.n_kv
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         # With no padding attn_mask is None, so SDPA may pick its flash / cuDNN kernel.
-        y = sdpa(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None,
-                 enable_gqa=gqa and self.native_gqa, backends=self.sdpa_backends)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -100,18 +72,9 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.fused = False  # set by fuse(): gate and up live in one `gate_up_proj`
-
-    def fuse(self) -> None:
-        fuse_linears(self, ("gate_proj", "up_proj"), "gate_up_proj")
-        self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):

@@ -4,7 +4,6 @@ Module and parameter names follow HF `SiglipVisionModel` (`vision_model.embeddin
 `vision_model.encoder.layers.{i}.*`) so released weights load without renaming. Only the layers the
 grounding model reads are built: with select layer -2 of 27, layers 0..25. The last layer, `post_layernorm`
 and the pooling head are never computed (HF computes them and keeps every hidden state; ~18 GB at 384 frames).
-Inference switches (off by default): `SiglipAttention.fuse()` and `.sdpa_backends`, as in `qwen2.py`.
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend
 
 from videoitg.config import VisionConfig
-from videoitg.model.fusion import fuse_linears
-from videoitg.model.qwen2 import sdpa
 
 
 class SiglipEmbeddings(nn.Module):
@@ -38,20 +34,12 @@ class SiglipAttention(nn.Module):
         self.num_heads = cfg.num_attention_heads
         d = cfg.hidden_size
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
-        self.qkv_sizes: list[int] | None = None  # set by fuse(): q/k/v live in one `qkv_proj`
-        self.sdpa_backends: list[SDPBackend] | None = None  # None: PyTorch's choice (see qwen2.sdpa)
-
-    def fuse(self) -> None:
-        self.qkv_sizes = fuse_linears(self, ("q_proj", "k_proj", "v_proj"), "qkv_proj")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
-        if self.qkv_sizes is not None:
-            qkv = self.qkv_proj(x).split(self.qkv_sizes, dim=-1)
-        else:
-            qkv = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        qkv = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
         q, k, v = (t.view(B, N, self.num_heads, -1).transpose(1, 2) for t in qkv)
-        y = sdpa(q, k, v, backends=self.sdpa_backends)  # [B, heads, N, hd]; no mask: every patch sees every patch
+        y = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, hd]; no mask: every patch sees every patch
         return self.out_proj(y.transpose(1, 2).reshape(B, N, D))
 
 

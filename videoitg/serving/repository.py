@@ -12,7 +12,9 @@ shapes (`RepoSpec.mode`, trade-off in docs/serving.md):
 
 Both shapes take the same inputs and give the same outputs. The steps (all reachable by clients too, so each
 checks its own inputs as the top-level model does):
-- `videoitg_decode`     python (PyAV/core decoder) on CPU; the DALI backend on GPU (NVDEC, output stays on device).
+- `videoitg_decode`     python (PyAV/core decoder), the default on both targets (it loads in every Triton image);
+                        the DALI backend on the gpu target when chosen (NVDEC, output stays on device; needs a
+                        DALI backend with DALI >= 1.48, newer than the one in the 24.10 image).
 - `videoitg_vision`     python: SigLIP + projector on the runtime the engines directory names (torch, ONNX
                         Runtime, a TensorRT plan: `videoitg.engines.runtimes`).
 - `videoitg_grounding`  python: owns the tokenizer and the grounding LLM on its runtime (torch, ONNX Runtime,
@@ -30,12 +32,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.errors import InputError
+from videoitg.errors import InputError, VideoITGError
 from videoitg.limits import Limits, served_defaults
 from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
 from videoitg.sampling import SamplingParams
@@ -54,10 +55,10 @@ DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkp
 class RepoSpec:
     target: str = "cpu"  # "cpu" | "gpu"
     mode: str = "bls"  # "bls" | "ensemble" (cpu target only)
-    # The decode step: "dali" (NVDEC, gpu target; needs a Triton DALI backend with DALI >= 1.48, whose
-    # fn.decoders.video selects frames) or "python" (PyAV on the CPU, uint8 frames to the vision step).
-    # "": dali on the gpu target, python on the cpu one.
-    decoder: str = ""
+    # The decode step: "python" (PyAV on the CPU, uint8 frames to the vision step; loads in every Triton image,
+    # the NGC 24.10 one included) or "dali" (NVDEC, gpu target only, chosen explicitly; needs a Triton DALI backend
+    # with DALI >= 1.48, whose fn.decoders.video selects frames: the 24.10 image's backend predates it).
+    decoder: str = "python"
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
     engines: str = ""
@@ -85,8 +86,6 @@ class RepoSpec:
             raise InputError(f"target must be 'cpu' or 'gpu', got {self.target!r}")
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not self.decoder:
-            self.decoder = "dali" if self.gpu else "python"
         if self.decoder not in ("dali", "python"):
             raise InputError(f"decoder must be 'dali' or 'python', got {self.decoder!r}")
         if self.decoder == "dali" and not self.gpu:
@@ -412,13 +411,27 @@ def render(spec: RepoSpec, root: Path | None = None) -> dict[str, str]:
     return files
 
 
-def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serialize_dali: bool = True,
-                     bundle: bool = False) -> Path:
+class RepositoryError(VideoITGError):
+    """A repository that would not load could not be written completely (the message says what is missing)."""
+
+
+def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, bundle: bool = False) -> Path:
     """Write the repository. `bundle`: copy the checkpoint, its external SigLIP tower and the engines into it
-    (`bundle_assets`), so it depends on no host path. On the gpu target the DALI pipeline is serialised to
-    `model.dali` (needs DALI importable, not a GPU); `serialize_dali=False` writes only the text files (the
-    committed examples)."""
+    (`bundle_assets`), so it depends on no host path. With the DALI decoder the NVDEC pipeline is serialised to
+    `videoitg_decode/1/model.dali`, which DALI does only where CUDA and DALI are present: elsewhere nothing is
+    written and `RepositoryError` says why (a repository without it would not load)."""
     out = Path(out)
+    if spec.decoder == "dali":  # checked before anything is written
+        import importlib.util
+
+        import torch
+
+        if not torch.cuda.is_available():  # DALI builds a "mixed" pipeline only where CUDA is present
+            raise RepositoryError(f"the dali decoder's {DECODE}/1/model.dali can be serialised only on a machine "
+                                  "with CUDA: write this repository there, or use --decoder python")
+        if importlib.util.find_spec("nvidia.dali") is None:
+            raise RepositoryError(f"the dali decoder's {DECODE}/1/model.dali needs DALI (nvidia-dali) installed "
+                                  "here, or use --decoder python")
     if clean and out.exists():
         for name in MODULES:
             shutil.rmtree(out / name, ignore_errors=True)
@@ -429,18 +442,8 @@ def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, serial
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    if spec.decoder == "dali" and serialize_dali:
-        import torch
-
-        if not torch.cuda.is_available():  # DALI builds a "mixed" pipeline only where CUDA is present
-            warnings.warn(f"{DECODE}/1/model.dali not written: DALI serialises its NVDEC pipeline only on a machine "
-                          "with CUDA; write the gpu repository there, or use --decoder python", stacklevel=2)
-            return out
-        try:
-            write_dali_model(source, out / DECODE / "1" / "model.dali")
-        except ImportError as e:  # DALI or the decode package's DALI pipeline is not installed here
-            warnings.warn(f"{DECODE}/1/model.dali not written ({e}); build the gpu repository where DALI is "
-                          "installed, or serialise videoitg.decode's pipeline there", stacklevel=2)
+    if spec.decoder == "dali":
+        write_dali_model(source, out / DECODE / "1" / "model.dali")
     return out
 
 

@@ -1,0 +1,409 @@
+"""The GPU check: is the GPU path right, and what does it cost? Writes gpu_check.json and gpu_check.md to --out.
+
+    python benchmarks/gpu_check.py --out DIR --wheelhouse WHEELS     # a GPU node without network
+    python benchmarks/gpu_check.py --out DIR --device cpu --tiny     # anywhere, tiny shapes (the test suite)
+
+--wheelhouse: a folder holding the wheels `benchmarks/gpu_requirements.txt` lists (what a PyTorch image lacks).
+They are installed under --workdir with pip --no-index (numpy 1.x apart, for the tritonserver python-backend stub
+only) and this checkout is imported in place. Sections, each written to the JSON as it finishes (one that fails
+records its error; the others still run):
+  env       GPU, driver, clocks, python/torch/CUDA/cuDNN/numpy versions, the SDPA kernel each attention call runs
+  parity    the core model on the device in fp32 (TF32 off), fp16 and bf16 against CPU fp32 with the same random
+            weights and inputs, tiny and real size (SigLIP-so400m + Qwen2-7B, 16 frames at a 1,024-token visual
+            budget so the CPU reference stays short): max |logit difference|, top-32 overlap
+  nvdec     DALI `mixed` (NVDEC) against PyAV on the sample clips: frame numbers, pixel difference (on a CPU:
+            DALI's CPU decoder on VP9 clips, the codecs it has)
+  served    `videoitg serve` (the real tritonserver from nvidia-pytriton) on the gpu repository (python decoder):
+            served logits against in-process ones; a second instruction is a cache hit that runs no decode or vision
+  latency   T = 64, 256, 512: cold and cached, ours against the released-style baseline (HF modules, hidden states
+            kept, fp16, batch 1) interleaved; peak GPU memory; the split floor (GEMM FLOPs at the GEMM rate + each
+            tower's attention FLOPs at its attention rate, both rates measured in this run)
+  training  a few `videoitg train` steps under torchrun (NCCL on CUDA, world size 1, bf16) against the same steps
+            in fp32 on the CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIREMENTS = ROOT / "benchmarks" / "gpu_requirements.txt"
+SECTIONS = ("env", "parity", "nvdec", "served", "latency", "training")
+INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
+
+
+def log(msg: str) -> None:
+    print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def install(wheelhouse: Path, work: Path) -> tuple[list[str], str]:
+    """The requirements into work/site, numpy 1.x into work/stub, and work/pkg: this checkout laid out as the
+    installed package (pyproject's package-dir: engine_build, train, python_backend inside `videoitg`), by symlinks.
+    Returns the path entries for this process and its children, and the interpreter that serves: a venv whose .pth
+    puts numpy 1.x first, then this process's path. tritonserver's python-backend stubs take their packages from
+    the `python3` first on PATH (`videoitg serve` puts its own there), not from PYTHONPATH."""
+    reqs = [r.split("#")[0].strip() for r in REQUIREMENTS.read_text().splitlines()]
+    reqs = [r for r in reqs if r]
+    parts = {"site": [r for r in reqs if not r.startswith("numpy")], "stub": [r for r in reqs if r.startswith("numpy")]}
+    for folder, names in parts.items():
+        target = work / folder
+        if not (target / ".installed").exists():
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                            "--find-links", str(wheelhouse), "--target", str(target), *names], check=True)
+            (target / ".installed").touch()
+    pkg = work / "pkg" / "videoitg"
+    shutil.rmtree(pkg.parent, ignore_errors=True)
+    pkg.mkdir(parents=True)
+    for entry in (ROOT / "videoitg").iterdir():
+        if entry.name != "__pycache__":
+            (pkg / entry.name).symlink_to(entry)
+    for sub in ("engine_build", "train", "python_backend"):
+        (pkg / sub).symlink_to(ROOT / sub)
+    paths = [str(pkg.parent), str(work / "site"), str(ROOT)]
+    venv = work / "serve-venv"
+    if not venv.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    entries = [str(work / "stub"), *paths, *filter(None, sys.path)]
+    (site / "videoitg_gpu_check.pth").write_text("\n".join(entries) + "\n")
+    return paths, str(venv / "bin" / "python")
+
+
+def nvidia_smi() -> dict[str, str]:
+    fields = ["name", "driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "power.limit", "pstate"]
+    try:
+        line = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return {}
+    return dict(zip(fields, (v.strip() for v in line.split(",")), strict=False))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Check:
+    def __init__(self, args: argparse.Namespace, server_python: str) -> None:
+        import torch
+
+        self.args, self.tiny, self.server_python = args, args.tiny, server_python
+        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cuda = self.device.type == "cuda"
+        self.out, self.work = Path(args.out), Path(args.workdir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.report: dict[str, Any] = {"device": str(self.device), "tiny": self.tiny, "sections": {}}
+        self._clips: list[Path] | None = None
+
+    def run(self, name: str) -> None:
+        log(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            detail = getattr(self, name)()
+            status = "skip" if "skipped" in detail else "pass" if detail.pop("ok") else "FAIL"
+        except Exception as e:  # one broken section must not cost the others their run
+            detail, status = {"error": f"{type(e).__name__}: {e}"[:3000]}, "ERROR"
+        self.report["sections"][name] = {"status": status, "s": round(time.perf_counter() - t0, 1), **detail}
+        (self.out / "gpu_check.json").write_text(json.dumps(self.report, indent=1, default=str) + "\n")
+        rows = [f"| {n} | {r['status']} | {r['s']} | {r.get('summary') or r.get('skipped') or r.get('error', '')} |"
+                for n, r in self.report["sections"].items()]
+        head = f"# GPU check on {self.report['sections'].get('env', {}).get('gpu', self.device)}"
+        (self.out / "gpu_check.md").write_text("\n".join([head, "", "| section | status | s | result |",
+                                                          "|---|---|---|---|", *rows]) + "\n")
+        log(f"{name}: {status} in {self.report['sections'][name]['s']} s")
+
+    def config(self, size: str):  # type: ignore[no-untyped-def]
+        from videoitg.config import VideoITGConfig, preset
+
+        return preset("tiny") if size == "tiny" else VideoITGConfig()
+
+    # ---- sections --------------------------------------------------------------------------------------------
+    def env(self) -> dict[str, Any]:
+        import numpy
+        import torch
+        import transformers
+        from torch.profiler import ProfilerActivity, profile
+
+        from videoitg.model.qwen2 import DecoderLayer, rope_cos_sin
+        from videoitg.model.vision import SiglipEncoderLayer
+
+        d: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                             "numpy": numpy.__version__, "transformers": transformers.__version__}
+        if self.cuda:
+            p = torch.cuda.get_device_properties(self.device)
+            d.update(gpu=p.name, sm_count=p.multi_processor_count, memory_gb=round(p.total_memory / 1e9, 1),
+                     nvidia_smi=nvidia_smi())
+        # The model's own attention modules at the request's real shapes: SigLIP over a 64-frame chunk, Qwen2 over
+        # the 12,950 tokens of a 512-frame request (tiny shapes with --tiny).
+        cfg, dtype = self.config("tiny" if self.tiny else "real"), torch.float16
+        seq = 512 * cfg.tokens_per_side(512) ** 2 + 150
+        with torch.device(self.device):
+            vis, llm = SiglipEncoderLayer(cfg.vision).to(dtype), DecoderLayer(cfg.text).to(dtype)
+            x = torch.randn(64, cfg.vision.tokens_per_frame, cfg.vision.hidden_size, dtype=dtype)
+            h = torch.randn(1, seq, cfg.text.hidden_size, dtype=dtype)
+            cos, sin = rope_cos_sin(torch.arange(seq), cfg.text.head_dim, cfg.text.rope_theta, dtype)
+        kernels = {}
+        for name, call in (("vision", lambda: vis.self_attn(x)), ("llm", lambda: llm.self_attn(h, cos, sin, None,
+                                                                                               False))):
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                call()
+            kernels[name] = sorted({e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")})
+        d["sdpa_kernels_fp16"] = kernels
+        d["ok"] = all(kernels.values())
+        d["summary"] = (f"{d.get('gpu', 'cpu')}, driver {d.get('nvidia_smi', {}).get('driver_version', '-')}, "
+                        f"torch {d['torch']}, CUDA {d['cuda']}, cuDNN {d['cudnn']}, numpy {d['numpy']}, SDPA "
+                        + ", ".join(f"{k}: {'/'.join(v).replace('aten::_scaled_dot_product_', '')}"
+                                    for k, v in kernels.items()))
+        return d
+
+    def parity(self) -> dict[str, Any]:
+        import torch
+        from videoitg.engine_build.parity import compare
+
+        from benchmarks.perf.build import build_ours
+        from videoitg.preprocess import pixel_values
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
+        rows: dict[str, Any] = {}
+        for size in ("tiny",) if self.tiny else ("tiny", "real"):
+            cfg, T, L = self.config(size), (32 if size == "tiny" else 16), (12 if size == "tiny" else 32)
+            cfg.vision_token_num = min(cfg.vision_token_num, 1024)
+            g = torch.Generator().manual_seed(0)
+            s = cfg.vision.image_size
+            frames = torch.randint(0, 256, (T, 3, s, s), dtype=torch.uint8, generator=g)
+            ids = torch.randint(0, cfg.text.vocab_size, (L,), generator=g)
+            row: dict[str, Any] = {}
+            with torch.inference_mode():
+                for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                    model = build_ours(cfg, self.device, dtype)  # one seed: the same weights, rounded to dtype
+                    row[name] = model(pixel_values(frames.to(self.device), dtype), ids.to(self.device)).float().cpu()
+                    if name == "fp32":
+                        ref = model.to("cpu")(pixel_values(frames), ids).float()  # the CPU fp32 reference
+                    del model
+                    torch.cuda.empty_cache() if self.cuda else None
+            rows[size] = {k: {**vars(compare(ref.numpy(), v.numpy())), "finite": bool(torch.isfinite(v).all())}
+                          for k, v in row.items()}
+        ok = all(r["fp32"]["max_abs_diff"] <= 1e-3 and all(x["finite"] for x in r.values()) for r in rows.values())
+        summary = "; ".join(f"{size} " + ", ".join(f"{k} max|d| {v['max_abs_diff']:.1e} top32 {v['topk_overlap']:.2f}"
+                                                   for k, v in r.items()) for size, r in rows.items())
+        return {**rows, "ok": ok, "summary": summary + " (random weights: only fp32 is judged, <= 1e-3)"}
+
+    def clips(self) -> list[Path]:
+        """Synthetic clips (H.264 on a GPU; VP9 on a CPU, which DALI's CPU decoder reads): training data too."""
+        if self._clips is None:
+            data = self.work / "data"
+            if not (data / "annotations.json").exists():
+                subprocess.run([sys.executable, "-m", "videoitg", "synth", str(data), "--videos", "4", "--seed",
+                                "7", "--per-video", "4", "--codec", "h264" if self.cuda else "vp9"], check=True,
+                               capture_output=True, text=True, timeout=600)
+            self._clips = sorted(p for p in data.rglob("*") if p.suffix in (".mp4", ".webm"))
+        return self._clips
+
+    def nvdec(self) -> dict[str, Any]:
+        from videoitg.decode import decode_video
+        from videoitg.defaults import sample_video
+        from videoitg.sampling import SamplingParams
+
+        backend = "dali-gpu" if self.cuda else "dali-cpu"
+        clips = ([sample_video()[0]] if self.cuda else []) + self.clips()[:2]
+        params, rows = SamplingParams(num_frames=512, target_fps=4.0), {}
+        for clip in clips:
+            ref = decode_video(clip, params=params, decoder="pyav", time_budget_s=None)
+            got = decode_video(clip, params=params, decoder=backend, device=str(self.device), time_budget_s=None)
+            d = (got.pixel_values.float().cpu() - ref.pixel_values).abs() * 127.5  # 0..255 units
+            rows[clip.name] = {"frames": len(ref.frame_indices), "decoder": got.decoder,
+                               "same_frame_numbers": got.frame_indices == ref.frame_indices,
+                               "max_abs_255": round(float(d.max()), 2), "mean_abs_255": round(float(d.mean()), 3)}
+        summary = "; ".join(f"{k}: {r['frames']} frames, same numbers {r['same_frame_numbers']}, |d| max "
+                            f"{r['max_abs_255']} mean {r['mean_abs_255']} /255" for k, r in rows.items())
+        ok = bool(rows) and all(r["same_frame_numbers"] and r["decoder"] == backend for r in rows.values())
+        return {"backend": backend, "clips": rows, "ok": ok, "summary": summary}
+
+    def served(self) -> dict[str, Any]:
+        import tritonclient.grpc as grpcclient
+
+        from videoitg.defaults import default_checkpoint, sample_video
+        from videoitg.pipeline import Scorer
+        from videoitg.serving.client import VideoITGClient
+
+        target, dtype = ("gpu", "float16") if self.cuda else ("cpu", "float32")
+        ports = [free_port() for _ in range(3)]
+        cmd = [self.server_python, "-m", "videoitg", "serve", "--target", target, "--decoder", "python",
+               "--dtype", dtype, "--repo", str(self.work / "repository"), "--log", str(self.work / "tritonserver.log"),
+               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+        video, url = sample_video()[0], f"127.0.0.1:{ports[1]}"
+        steps = ("videoitg_decode", "videoitg_vision", "videoitg_grounding")
+        try:
+            deadline = time.monotonic() + 300
+            while not any(x.startswith("ready:") for x in lines):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("videoitg serve did not get ready:\n" + "".join(lines)[-2000:])
+                time.sleep(0.5)
+            stats = grpcclient.InferenceServerClient(url)
+
+            def runs() -> dict[str, int]:
+                got = {m: stats.get_inference_statistics(model_name=m, as_json=True)["model_stats"] for m in steps}
+                return {m: sum(int(s.get("execution_count", 0)) for s in v) for m, v in got.items()}
+
+            with VideoITGClient(url, protocol="grpc") as client:
+                first = client.infer(video, INSTRUCTIONS[0], top_k=8)
+                before = runs()
+                second = client.infer(video, INSTRUCTIONS[1], top_k=8)
+                after = runs()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        scorer = Scorer(default_checkpoint(), device=str(self.device), dtype=dtype, decoder="pyav")
+        diff = max(max(abs(a - b) for a, b in zip(scorer.score(video, q).logits, s.result.logits, strict=True))
+                   for q, s in zip(INSTRUCTIONS, (first, second), strict=True))
+        hits = [first.cache_hit, second.cache_hit]
+        skipped = all(after[m] == before[m] for m in steps[:2]) and after[steps[2]] > before[steps[2]]
+        ok = diff <= 1e-3 and hits == [False, True] and skipped
+        return {"target": target, "dtype": dtype, "max_abs_logit_diff": diff, "cache_hit": hits,
+                "executions_before_second": before, "executions_after_second": after, "ok": ok,
+                "summary": f"{target} repository, {dtype}: served vs in-process max|d logit| {diff:.1e}, cache hit "
+                           f"{hits}, decode/vision not run on the hit: {skipped}"}
+
+    def latency(self) -> dict[str, Any]:
+        import torch
+        from videoitg.engine_build.parity import topk_overlap
+
+        from benchmarks.perf.build import build_baseline, build_ours
+        from benchmarks.perf.flops import flop_split, sequence_length
+        from benchmarks.perf.timing import matmul_rate, median, time_calls
+        from videoitg.preprocess import pixel_values
+
+        cfg, dev, dtype = self.config("tiny" if self.tiny else "real"), self.device, torch.float16
+        frames, instr, rounds = ([4, 8], 10, 1) if self.tiny else ([64, 256, 512], 150, 3)
+        ours = build_ours(cfg, dev, dtype)
+        base = build_baseline(cfg, dev, dtype, ours.state_dict())
+        n = 256 if self.tiny else 8192
+        gemm = matmul_rate(dev, dtype, n, iters=3 if self.tiny else 100, warmup=1 if self.tiny else 20)
+        v, t = cfg.vision, cfg.text
+
+        def attn_rate(b: int, heads: int, length: int, hd: int) -> float:  # the models' SDPA call, no mask
+            q = torch.randn(b, heads, length, hd, device=dev, dtype=dtype)
+            sdpa = torch.nn.functional.scaled_dot_product_attention
+            secs = median(time_calls(lambda: sdpa(q, q, q), dev, warmup=1, iters=3 if self.tiny else 10))
+            return 4 * b * heads * length * length * hd / secs
+
+        vis_rate = attn_rate(min(64, max(frames)), v.num_attention_heads, v.tokens_per_frame,
+                             v.hidden_size // v.num_attention_heads)
+        rows: dict[int, Any] = {}
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, t.vocab_size, (instr,), generator=g).to(dev)
+        with torch.inference_mode():
+            for T in frames:
+                px = pixel_values(torch.randint(0, 256, (T, 3, v.image_size, v.image_size), dtype=torch.uint8,
+                                                generator=g).to(dev), dtype)
+                split, cached_split = flop_split(cfg, T, instr), flop_split(cfg, T, instr, cached_video=True)
+                llm_rate = attn_rate(1, t.num_attention_heads, sequence_length(cfg, T, instr), t.head_dim)
+
+                def floor(f: dict[str, int], llm_rate: float = llm_rate) -> float:
+                    return f["gemm"] / gemm + f["vision_attention"] / vis_rate + f["llm_attention"] / llm_rate
+
+                vis, bvis = ours.visual_features(px), base.project(base.encode_frames(px))
+                calls: dict[str, Callable[[], Any]] = {
+                    "ours_cold": lambda px=px: ours.score_features([ours.visual_features(px)], [ids])[0],
+                    "released_cold": lambda px=px: base(px, ids),
+                    "ours_cached": lambda vis=vis: ours.score_features([vis], [ids])[0],
+                    "released_cached": lambda bvis=bvis: base.score_visual(bvis, ids)}
+                secs: dict[str, list[float]] = {k: [] for k in calls}
+                for r in range(rounds):  # interleaved, the order rotated each round
+                    for k in list(calls)[r % 4:] + list(calls)[:r % 4]:
+                        secs[k] += time_calls(calls[k], dev, warmup=1 if r == 0 else 0, iters=1)
+                row: dict[str, Any] = {k: median(x) for k, x in secs.items()}
+                row.update(floor_cold_s=floor(split), floor_cached_s=floor(cached_split),
+                           top32_ours_vs_released=topk_overlap(calls["released_cold"]().float().cpu().numpy(),
+                                                               calls["ours_cold"]().float().cpu().numpy()))
+                if self.cuda:
+                    for k in ("ours_cold", "released_cold"):
+                        torch.cuda.synchronize(dev)
+                        torch.cuda.reset_peak_memory_stats(dev)
+                        calls[k]()
+                        row[f"{k}_peak_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
+                rows[T] = row
+                log(f"latency T={T}: {row}")
+        summary = "; ".join(f"T={T}: ours {r['ours_cold']:.3g}/{r['ours_cached']:.3g} s (floor {r['floor_cold_s']:.3g}"
+                            f"/{r['floor_cached_s']:.3g}), released {r['released_cold']:.3g}/{r['released_cached']:.3g}"
+                            " s" + (f", peak {r['ours_cold_peak_gb']:.1f}/{r['released_cold_peak_gb']:.1f} GB"
+                                    if self.cuda else "") for T, r in rows.items())
+        return {"gemm_tflops": gemm / 1e12, "vision_attention_tflops": vis_rate / 1e12, "rows": rows,
+                "ok": all(r["top32_ours_vs_released"] >= 0.97 for r in rows.values()),
+                "summary": f"cold/cached; GEMM {gemm / 1e12:.3g} TFLOP/s; " + summary}
+
+    def training(self) -> dict[str, Any]:
+        ann = self.work / "data" / "annotations.json"
+        self.clips()
+        amp, tol = ("bf16", 0.05) if self.cuda else ("fp32", 1e-5)
+        runs = {"cpu_fp32": ("cpu", "fp32", False), "device": (str(self.device), amp, True)}
+        res: dict[str, Any] = {}
+        for name, (device, precision, torchrun) in runs.items():
+            out = self.work / f"train_{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"] if torchrun else []
+            cmd = [sys.executable, *launcher, "-m", "videoitg", "train", str(ann), "--out", str(out), "--init", "tiny",
+                   "--max-steps", "4", "--batch", "4", "--micro-batch", "4", "--lr", "1e-3", "--head-lr", "2e-3",
+                   "--device", device, "--amp", precision, "--seed", "0", "--no-resume", "--quiet"]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            if p.returncode != 0:
+                raise RuntimeError(f"{name} training failed:\n{(p.stderr or p.stdout)[-2000:]}")
+            res[name] = {"loss": [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()
+                                  if x.strip()],
+                         "process_group": json.loads((out / "train_config.json").read_text()).get("process_group")}
+        a, b = res["cpu_fp32"]["loss"], res["device"]["loss"]
+        rel = max(abs(x - y) / max(abs(x), 1e-8) for x, y in zip(a, b, strict=True))
+        pg = res["device"]["process_group"] or {}
+        ok = len(a) == len(b) == 4 and rel <= tol and pg.get("backend") == ("nccl" if self.cuda else "gloo") and \
+            pg.get("world_size") == 1
+        return {**res, "max_rel_loss_diff": rel, "tolerance": tol, "ok": ok,
+                "summary": f"losses CPU fp32 {[round(x, 4) for x in a]} vs {self.device} {amp} "
+                           f"{[round(x, 4) for x in b]}: max rel {rel:.2g} (<= {tol}), {pg.get('backend')}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--wheelhouse", type=Path, help="wheels of benchmarks/gpu_requirements.txt (a bare node)")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/videoitg-gpu-check"))
+    p.add_argument("--device", default=None, help="default: cuda when available")
+    p.add_argument("--tiny", action="store_true", help="tiny shapes only (the CPU rehearsal in the test suite)")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list from {','.join(SECTIONS)}")
+    args = p.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    server_python = sys.executable
+    if args.wheelhouse:
+        paths, server_python = install(args.wheelhouse, args.workdir)
+        sys.path[:0] = paths
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
+    elif str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("VIDEOITG_HOME", str(args.workdir / "home"))
+    check = Check(args, server_python)
+    for name in (s.strip() for s in args.only.split(",") if s.strip()):
+        check.run(name)
+    print((check.out / "gpu_check.md").read_text())
+    return 0 if all(s["status"] in ("pass", "skip") for s in check.report["sections"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
