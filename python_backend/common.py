@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
-from videoitg.python_backend.errors import StepError, error_message, input_error_names
+from videoitg.python_backend.errors import StepError, error_message
 from videoitg.python_backend.scheduling import NotCachedError
 from videoitg.python_backend.steps import StepAssets, model_parameters
 
@@ -25,23 +25,18 @@ def setup(args: dict[str, Any]) -> tuple[dict[str, str], StepAssets]:
     return params, StepAssets.from_parameters(params, args.get("model_repository"))
 
 
-_INPUT_ERRORS: set[str] = set()
-
-
 def error_code(exc: BaseException) -> Any:
     """The status a failed request gets: INVALID_ARG for the client's input (also when a step named it), NOT_FOUND
     for a video named by a digest this server has not cached (the client then sends the bytes), UNAVAILABLE when
     the server is busy (retry later, or elsewhere), INTERNAL for anything else."""
     from videoitg.python_backend.errors import client_fault
 
-    if not _INPUT_ERRORS:
-        _INPUT_ERRORS.update(input_error_names())
     e = pb_utils.TritonError
     if isinstance(exc, NotCachedError):
         return e.NOT_FOUND
     if isinstance(exc, OverloadedError):
         return e.UNAVAILABLE
-    return e.INVALID_ARG if client_fault(exc, _INPUT_ERRORS) else e.INTERNAL
+    return e.INVALID_ARG if client_fault(exc) else e.INTERNAL
 
 
 def error(exc: BaseException, model: str) -> Any:

@@ -10,6 +10,7 @@ that depends on how busy the server was.
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from videoitg.errors import InputError, VideoITGError
 
@@ -38,7 +39,8 @@ def error_class(message: str) -> str | None:
     return m.group(2) if m else None
 
 
-def input_error_names() -> set[str]:
+@cache
+def input_error_names() -> frozenset[str]:
     """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
     try:
         import videoitg.decode  # noqa: F401 - registers the decoder's error classes
@@ -49,17 +51,17 @@ def input_error_names() -> set[str]:
         c = todo.pop()
         names.add(c.__name__)
         todo.extend(c.__subclasses__())
-    return names
+    return frozenset(names)
 
 
-def client_fault(exc: BaseException, input_errors: set[str]) -> bool:
+def client_fault(exc: BaseException) -> bool:
     """The request's input is at fault: our InputError, raised here or named by a step's error message."""
     if isinstance(exc, StepError):
-        return error_class(str(exc)) in input_errors
+        return error_class(str(exc)) in input_error_names()
     return isinstance(exc, InputError)
 
 
-def remember_verdict(exc: BaseException, input_errors: set[str]) -> bool:
+def remember_verdict(exc: BaseException) -> bool:
     """May the failure memory answer this error again for the same video? Only a verdict about the video."""
     name = error_class(str(exc)) if isinstance(exc, StepError) else type(exc).__name__
-    return client_fault(exc, input_errors) and name not in TRANSIENT
+    return client_fault(exc) and name not in TRANSIENT

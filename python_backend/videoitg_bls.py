@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import triton_python_backend_utils as pb_utils
 from videoitg.python_backend.cache import FailureMemory, FeatureCache, cache_key
 from videoitg.python_backend.common import BlsMetrics, RequestCounters, error, input_numpy, output_numpy, setup
-from videoitg.python_backend.errors import input_error_names, remember_verdict
+from videoitg.python_backend.errors import remember_verdict
 from videoitg.python_backend.features import Steps
 from videoitg.python_backend.scheduling import FeatureScheduler
 from videoitg.python_backend.steps import Request, feature_identity, parse_request, sampling_from
@@ -37,10 +37,8 @@ class TritonPythonModel:
         self.sampling = sampling_from(p)
         self.identity = feature_identity(assets, p)
         self.metrics = BlsMetrics(self.name)
-        input_errors = input_error_names()
         self.scheduler = FeatureScheduler(FeatureCache(int(p.get("feature_cache_bytes", 1 << 30))), FailureMemory(),
                                           self.limits.max_in_flight, on_change=self._on_change)
-        self.remember = lambda e: remember_verdict(e, input_errors)
         self.gate = InFlightGate(HITS_PER_COLD_SLOT * self.limits.max_in_flight)
         self.tasks: set[asyncio.Task] = set()  # one per request being served (kept: the loop holds weak refs)
         self.selection = SelectionOptions.from_parameters(p)
@@ -89,7 +87,7 @@ class TritonPythonModel:
     async def _answer(self, req: Request, key: str):
         video = req.video
         compute = None if video is None else (lambda: self.steps.visual(video))  # None: named by digest alone
-        f, hit = await self.scheduler.features(key, compute, self.remember)
+        f, hit = await self.scheduler.features(key, compute, remember_verdict)
         logits = await self.steps.logits(f, req.instruction)
         result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction, ranking_rule=req.ranking_rule)
         out = result_outputs(result, req.top_k, self.selection.moment_params, hit)

@@ -33,17 +33,17 @@ def test_the_reader_reads_what_the_writer_writes() -> None:
 
 def test_client_fault_from_a_step_message_or_our_own_error() -> None:
     assert "NotAVideoError" in NAMES and "DecodeTimeoutError" in NAMES
-    assert client_fault(StepError(error_message(NotAVideoError("x"), "videoitg_decode")), NAMES)
-    assert not client_fault(StepError(error_message(RuntimeError("x"), "videoitg_decode")), NAMES)
-    assert not client_fault(StepError(error_message(CheckpointError("x"), "videoitg_vision")), NAMES)
-    assert client_fault(InputError("x"), NAMES) and not client_fault(RuntimeError("x"), NAMES)
+    assert client_fault(StepError(error_message(NotAVideoError("x"), "videoitg_decode")))
+    assert not client_fault(StepError(error_message(RuntimeError("x"), "videoitg_decode")))
+    assert not client_fault(StepError(error_message(CheckpointError("x"), "videoitg_vision")))
+    assert client_fault(InputError("x")) and not client_fault(RuntimeError("x"))
 
 
 def test_only_verdicts_about_the_video_are_remembered() -> None:
     """A decode that ran out of time under load says more about the server than the video: never remembered."""
-    assert remember_verdict(StepError(error_message(NotAVideoError("x"), "videoitg_decode")), NAMES)
-    assert remember_verdict(NotAVideoError("x"), NAMES)
-    assert not remember_verdict(StepError(error_message(DecodeTimeoutError("budget"), "videoitg_decode")), NAMES)
-    assert not remember_verdict(DecodeTimeoutError("budget"), NAMES)
-    assert not remember_verdict(OverloadedError("busy"), NAMES)
-    assert not remember_verdict(StepError(error_message(RuntimeError("x"), "videoitg_vision")), NAMES)
+    assert remember_verdict(StepError(error_message(NotAVideoError("x"), "videoitg_decode")))
+    assert remember_verdict(NotAVideoError("x"))
+    assert not remember_verdict(StepError(error_message(DecodeTimeoutError("budget"), "videoitg_decode")))
+    assert not remember_verdict(DecodeTimeoutError("budget"))
+    assert not remember_verdict(OverloadedError("busy"))
+    assert not remember_verdict(StepError(error_message(RuntimeError("x"), "videoitg_vision")))

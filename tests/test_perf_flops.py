@@ -1,4 +1,4 @@
-"""FLOP counter against numbers worked out by hand and the spec's estimates (serving-anchors.md, spec §5)."""
+"""FLOP counter against numbers worked out by hand and published estimates for Qwen2-7B and SigLIP-so400m."""
 
 from __future__ import annotations
 

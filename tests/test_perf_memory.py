@@ -1,5 +1,5 @@
 """Memory model: parameter counts against real HF modules, retained activations against what HF actually returns,
-and the spec's estimates (spec §5)."""
+and published estimates of the model's memory."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_param_counts_equal_hf_modules(tiny_baseline: OriginalPath) -> None:
 
 
 def test_real_weights_match_published_sizes() -> None:
-    # Qwen2-7B is 7.62B parameters with its 152064 x 3584 lm_head; VideoITG has no lm_head (spec §1.6).
+    # Qwen2-7B is 7.62B parameters with its 152064 x 3584 lm_head; VideoITG has no lm_head.
     assert llm_params(REAL.text) + 152064 * 3584 == pytest.approx(7.615e9, rel=0.002)
     # SigLIP-so400m vision tower ~428M parameters (spec: ~0.8 GB fp16)
     assert vision_params(REAL.vision, 27, include_head=True) == pytest.approx(428e6, rel=0.005)

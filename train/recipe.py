@@ -1,4 +1,4 @@
-"""The released optimisation recipe (spec §3): loss, parameter groups, schedule.
+"""The released optimisation recipe: loss, parameter groups, schedule.
 
 - Loss: BCE-with-logits over the per-frame logits of a batch, pos_weight = min(5, sqrt(#neg / max(1, #pos)))
   computed per batch (per process micro-batch, as the original computes it per device).

@@ -175,14 +175,14 @@ class VideoITGConfig:
 
     def budget_per_side(self, num_frames: int) -> int:
         """floor(sqrt(vision_token_num / T)): the side the token budget allows, before the tower's grid caps it
-        (training draws HW up to this, then caps: spec §1.4)."""
+        (training draws HW up to this, then caps)."""
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         # max(1, .): the original has no guard and crashes (HW=0) once T > vision_token_num.
         return max(1, math.floor(math.sqrt(self.vision_token_num / num_frames)))
 
     def tokens_per_side(self, num_frames: int) -> int:
-        """Inference-time HW for a video of `num_frames` sampled frames (spec §1.4)."""
+        """Inference-time HW for a video of `num_frames` sampled frames, as the released model."""
         return min(self.budget_per_side(num_frames), self.vision.grid)
 
     # ---- config.json ----------------------------------------------------------------------------------------

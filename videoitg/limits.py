@@ -264,7 +264,7 @@ class InFlightGate:
 
 
 def visual_tokens(config: VideoITGConfig, num_frames: int) -> int:
-    """Visual tokens the model builds for `num_frames` sampled frames: T x HW² (spec §1.4)."""
+    """Visual tokens the model builds for `num_frames` sampled frames: T x HW² (HW: `tokens_per_side`)."""
     return num_frames * config.tokens_per_side(num_frames) ** 2
 
 

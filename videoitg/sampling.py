@@ -1,4 +1,4 @@
-"""Which frames of a video the model sees (spec §1.1 and §3).
+"""Which frames of a video the model sees (the released sampling rule, and the training one).
 
 Two named rules, both returning *original* frame numbers:
 - "eval"  (lmms-eval wrapper, what the released scores were produced with): candidates every

@@ -1,5 +1,5 @@
 """Instruction -> token ids in the released `plain` format: tokens of `instruction + "\\n"`, no BOS, no chat
-template, no timestamps (spec §1.5). The string is tokenized whole because "\\n" can merge with punctuation."""
+template, no timestamps (as released). The string is tokenized whole because "\\n" can merge with punctuation."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> t
     ids = tokenizer(text + "\n", add_special_tokens=False)["input_ids"]
     # The released code masks ids != pad and drops the masked ids before the model, in training (pad id forced to
     # 0) and in its evaluation wrapper (the tokenizer's pad id, else its eos id), so a token equal to that id
-    # never reaches the model (spec §3). Reproduce it so scores match the checkpoint.
+    # never reaches the model. Reproduce it so scores match the checkpoint.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is not None:
         kept = [i for i in ids if i != pad]

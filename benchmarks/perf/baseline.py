@@ -1,6 +1,6 @@
 """The original VideoITG inference path, rebuilt from the same library calls, as the benchmarks' baseline.
 
-What the released code does for one request (spec §1, §5): HF `SiglipVisionModel` over every layer with
+What the released code does for one request: HF `SiglipVisionModel` over every layer with
 `output_hidden_states=True` in chunks of 384 frames (post-norm and pooling head computed and thrown away), keep
 `hidden_states[-2]`; the seq_mlp projector (bilinear resize, Linear-GELU-Linear); HF `Qwen2Model` with every
 layer's `self_attn.is_causal = False` and `output_hidden_states=True`; per-frame mean pool; `out_proj`.

@@ -7,7 +7,7 @@ build their inputs from here.
     Variant B (anchors):  [visual tokens: T x n] [instruction: N] [anchor_1 .. anchor_T]
                           logit_t = at anchor_t
 
-Positions are 0..L-1 (plain 1-D RoPE), no BOS, no template (spec §1.5). `segment_ids` gives, per position, the frame
+Positions are 0..L-1 (plain 1-D RoPE), no BOS, no template (as released). `segment_ids` gives, per position, the frame
 whose logit it feeds (TEXT_SEGMENT for positions that feed none, PAD_SEGMENT for padding): Variant C pools every
 visual token of a frame, Variant B reads one anchor per frame, and both are the same segment mean.
 
