@@ -3,6 +3,7 @@
     VIDEO bytes --BLAKE3--> feature cache --hit----------------------------------------+
                                          --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
     -> selection (GroundingResult under the request's ranking rule, top-K chronological, moments) -> outputs
+    (+ the top-K frames as images when the request asks: `frames.py`, decoded in a thread pool of their own)
 
 BLS rather than an ensemble because a cache hit must skip decode and the vision tower. `execute` hands each request
 to its own task and returns, so the next requests start while a video still decodes; each task answers through its

@@ -48,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="append the result to this results.jsonl (lmms-eval's frame_indices_jsonl)")
     p.add_argument("--plot", help="write a score-timeline PNG here")
     p.add_argument("--export-frames", metavar="DIR",
-                   help="write the top-K frames to DIR as JPEG images (decoded from the video at its own size) with "
-                   "index.json: frame number, timestamp, score, rank, in chronological order")
+                   help="write the top-K frames to DIR as JPEG images (decoded from the video at its own size; with "
+                   "--server, by the server) with index.json: frame number, timestamp, score, rank, in chronological "
+                   "order")
     p.add_argument("--export-size", type=int, metavar="PIXELS",
                    help="with --export-frames: scale each frame so its longer side is PIXELS (default: the video's "
                    "own size)")
