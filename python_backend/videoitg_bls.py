@@ -3,6 +3,7 @@
     VIDEO bytes --BLAKE3--> feature cache --hit----------------------------------------+
                                          --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
     -> selection (GroundingResult under the request's ranking rule, top-K chronological, moments) -> outputs
+    (+ the top-K frames as images when the request asks: `frames.py`, decoded in a thread pool of their own)
 
 BLS rather than an ensemble because a cache hit must skip decode and the vision tower. `execute` hands each request
 to its own task and returns, so the next requests start while a video still decodes; each task answers through its
@@ -20,6 +21,7 @@ from videoitg.python_backend.cache import FailureMemory, FeatureCache, cache_key
 from videoitg.python_backend.common import BlsMetrics, RequestCounters, error, input_numpy, output_numpy, setup
 from videoitg.python_backend.errors import remember_verdict
 from videoitg.python_backend.features import Steps
+from videoitg.python_backend.frames import FrameRequest, parse_frames, served_frames
 from videoitg.python_backend.scheduling import FeatureScheduler
 from videoitg.python_backend.steps import Request, feature_identity, parse_request, sampling_from
 
@@ -47,12 +49,15 @@ class TritonPythonModel:
                            p.get("grounding_model", "videoitg_grounding"), backend,
                            backend == "python" and int(p.get("stream_frames", 0)) > 0, self.sampling, self.limits,
                            ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-cold"))
+        # Frames a request asks for (FRAMES) decode here, off the event loop and apart from the cold videos.
+        self.frame_workers = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-frames")
         self.counters = RequestCounters(self.name)
 
     def finalize(self):
         self.counters.close()
         self.metrics.close()
         self.steps.workers.shutdown(wait=False, cancel_futures=True)
+        self.frame_workers.shutdown(wait=False, cancel_futures=True)
 
     async def execute(self, requests):
         loop = asyncio.get_running_loop()
@@ -63,20 +68,21 @@ class TritonPythonModel:
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
                                     input_numpy(r, "TOP_K"), sel.default_top_k, self.limits,
                                     input_numpy(r, "RANKING_RULE"), sel.ranking_rule, input_numpy(r, "VIDEO_DIGEST"))
+                frames = parse_frames(input_numpy(r, "FRAMES"), input_numpy(r, "FRAMES_SIZE"), req.video is not None)
                 key = cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.gate.__enter__()  # OverloadedError past the bound
             except Exception as e:
                 self._send(sender, None, e)
                 continue
             self.metrics.requests.set(self.gate.in_flight)
-            task = loop.create_task(self._serve(req, key, sender))
+            task = loop.create_task(self._serve(req, key, sender, frames))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return None  # every response goes through its request's sender
 
-    async def _serve(self, req: Request, key: str, sender) -> None:
+    async def _serve(self, req: Request, key: str, sender, frames: FrameRequest | None = None) -> None:
         try:
-            response, exc = await self._answer(req, key), None
+            response, exc = await self._answer(req, key, frames), None
         except Exception as e:
             response, exc = None, e
         finally:  # before the answer goes out: a client that has it sees the load gauges without its request
@@ -84,13 +90,16 @@ class TritonPythonModel:
             self.metrics.requests.set(self.gate.in_flight)
         self._send(sender, response, exc)
 
-    async def _answer(self, req: Request, key: str):
+    async def _answer(self, req: Request, key: str, frames: FrameRequest | None = None):
         video = req.video
         compute = None if video is None else (lambda: self.steps.visual(video))  # None: named by digest alone
         f, hit = await self.scheduler.features(key, compute, remember_verdict)
         logits = await self.steps.logits(f, req.instruction)
         result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction, ranking_rule=req.ranking_rule)
         out = result_outputs(result, req.top_k, self.selection.moment_params, hit)
+        if frames is not None:
+            out |= await asyncio.get_running_loop().run_in_executor(
+                self.frame_workers, served_frames, req.video, result, req.top_k, frames, self.limits)
         return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # batch axis
 
     def _send(self, sender, response, exc: BaseException | None) -> None:

@@ -57,15 +57,16 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     for rel, cfg in configs.items():
         assert cfg.name == rel.split("/")[0]
     top = configs["videoitg/config.pbtxt"]
-    if mode == "bls":  # the video as its bytes or, for a cached one, its digest alone
+    if mode == "bls":  # the video as its bytes or, for a cached one, its digest alone; the top-K frames if asked
         assert [(i.name, i.optional) for i in top.input] == [
-            ("VIDEO", True), ("VIDEO_DIGEST", True), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
+            ("VIDEO", True), ("VIDEO_DIGEST", True), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True),
+            ("FRAMES", True), ("FRAMES_SIZE", True)]
     else:
         assert [(i.name, i.optional) for i in top.input] == [
             ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
     outputs = [o.name for o in top.output]
     assert outputs == ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT",
-                       "MOMENTS", "APPLIED_RANKING_RULE"]
+                       "MOMENTS", "APPLIED_RANKING_RULE"] + (["FRAME_JPEGS", "FRAME_PIXELS"] if mode == "bls" else [])
     assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
     # The python decode step streams its frames under the BLS model (decoupled); an ensemble step answers once.
     decode = configs["videoitg_decode/config.pbtxt"]

@@ -10,6 +10,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 from tests.support.server import served, skip_without_tritonserver  # noqa: E402
 from tests.support.video import random_clip  # noqa: E402
+from videoitg.errors import InputError  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import RepoSpec  # noqa: E402
 
@@ -78,3 +79,12 @@ def test_select_step_called_directly_checks_its_inputs(server) -> None:
             call(np.array([[np.nan, 0, 0]], np.float32), np.array([[0, 1, 2]]), np.zeros((1, 3)))
     finally:
         c.close()
+
+
+def test_ensemble_serves_no_frames_and_the_client_says_so(server, tmp_path) -> None:
+    video = tmp_path / "v.mp4"
+    random_clip(video, seed=5)
+    with VideoITGClient(server.grpc_url) as c:
+        with pytest.raises(InputError, match="does not serve frames .*ensemble"):
+            c.infer(video, "when?", frames="jpeg")
+        assert c.infer(video, "when?").frames is None  # not asked: answered as always

@@ -15,14 +15,22 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, record_video_path
 
+if TYPE_CHECKING:
+    from videoitg.decode.structs import DecodeLimits
+
 INDEX = "index.json"
 JPEG_QUALITY = 95
+
+
+class FramesTooLargeError(InputError):
+    """The frames asked for hold more bytes than allowed (a server's answer is bounded: docs/serving.md)."""
 
 
 @dataclass(frozen=True)
@@ -61,17 +69,32 @@ def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.getvalue()
 
 
-def top_k_images(video: str | Path | bytes, result: GroundingResult, k: int, size: int | None = None
-                 ) -> list[tuple[int, np.ndarray]]:
+def top_k_images(video: str | Path | bytes, result: GroundingResult, k: int, size: int | None = None, *,
+                 jpeg: bool = False, max_bytes: int | None = None, limits: DecodeLimits | None = None,
+                 time_budget_s: float | None = 60) -> list[tuple[int, np.ndarray | bytes]]:
     """(position, image) of the result's top-K frames in chronological order, decoded at the video's size or
-    with the longer side `size`: what `export_frames` encodes. Positions index the result's per-frame lists."""
+    with the longer side `size`: what `export_frames` writes and a server answers. Positions index the result's
+    per-frame lists. `jpeg`: each image as JPEG file bytes (`jpeg_bytes`, encoded as it is decoded), else RGB
+    uint8 [H, W, 3]. `max_bytes`: FramesTooLargeError as soon as the images so far hold more bytes. `limits` and
+    `time_budget_s` bound the decode (`decode_full_frames`)."""
     from videoitg.decode import decode_full_frames
 
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
     positions = result.top_k_positions(k)
-    images = decode_full_frames(video, [result.frame_indices[i] for i in positions],
-                                transform=lambda im: resize_longer_side(im, size))
+    held = 0
+
+    def transform(image: np.ndarray) -> np.ndarray | bytes:
+        nonlocal held
+        out = resize_longer_side(image, size)
+        out = jpeg_bytes(out) if jpeg else out
+        held += len(out) if jpeg else out.nbytes
+        if max_bytes is not None and held > max_bytes:
+            raise FramesTooLargeError(f"the top-{len(positions)} frames hold more than {max_bytes} bytes")
+        return out
+
+    images = decode_full_frames(video, [result.frame_indices[i] for i in positions], transform=transform,
+                                limits=limits, time_budget_s=time_budget_s)
     return list(zip(positions, images, strict=True))
 
 
@@ -81,17 +104,27 @@ def export_frames(video: str | Path, result: GroundingResult, out_dir: str | Pat
     `index.json` listing them in chronological order (frame number, timestamp, score, rank, file, size) with the
     video, instruction and ranking rule. `size`: the longer side in pixels (default: the video's own size).
     Returns the index entries."""
+    return write_frames(video, result, out_dir, top_k_images(video, result, k, size, jpeg=True), size)
+
+
+def write_frames(video: str | Path, result: GroundingResult, out_dir: str | Path, jpegs: list[tuple[int, bytes]],
+                 size: int | None = None) -> list[ExportedFrame]:
+    """`export_frames`' files from frames already encoded: (position, JPEG bytes) in chronological order, from
+    `top_k_images(..., jpeg=True)` or a server's FRAME_JPEGS."""
+    from PIL import Image
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ranks = {p: r + 1 for r, p in enumerate(result.ranking)}
     scores = result.scores
     entries: list[ExportedFrame] = []
-    for pos, image in top_k_images(video, result, k, size):
+    for pos, data in jpegs:
         n = result.frame_indices[pos]
         name = f"{n:07d}.jpg"
-        (out / name).write_bytes(jpeg_bytes(image))
+        (out / name).write_bytes(data)
+        width, height = Image.open(io.BytesIO(data)).size  # the header only
         entries.append(ExportedFrame(n, round(result.timestamps[pos], 3), round(scores[pos], 6), ranks[pos], name,
-                                     int(image.shape[1]), int(image.shape[0])))
+                                     width, height))
     index = {"video": record_video_path(video), "instruction": result.instruction,
              "ranking_rule": result.ranking_rule, "top_k": len(entries), "size": size,
              "frames": [asdict(e) for e in entries]}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from videoitg.errors import InputError
-from videoitg.export import jpeg_bytes, top_k_images
+from videoitg.export import top_k_images
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
 
 if TYPE_CHECKING:
@@ -43,10 +43,10 @@ def chat_request(video: str | Path, result: GroundingResult, model: str, *, k: i
     if not text.strip():
         raise InputError("the question is empty (the result carries no instruction: pass question=...)")
     parts: list[ChatCompletionContentPartTextParam | ChatCompletionContentPartImageParam] = []
-    for pos, image in top_k_images(video, result, k, size):
+    for pos, jpeg in top_k_images(video, result, k, size, jpeg=True):
         parts.append(ChatCompletionContentPartTextParam(
             type="text", text=f"Frame {result.frame_indices[pos]} at {result.timestamps[pos]:.1f} s:"))
-        url = "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(image)).decode("ascii")
+        url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
         parts.append(ChatCompletionContentPartImageParam(type="image_url", image_url=ImageURL(url=url)))
     parts.append(ChatCompletionContentPartTextParam(type="text", text=text))
     message = ChatCompletionUserMessageParam(role="user", content=parts)

@@ -200,6 +200,34 @@ def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", v
                            instruction, video, rule)
 
 
+# The top-K frames as images, when a request asks (FRAMES): one output per format, chronological (TOP_K_FRAMES'
+# order, as `export_frames` lists them). jpeg: FRAME_JPEGS [K] JPEG files; uint8: FRAME_PIXELS [K, H, W, 3] RGB.
+FRAME_FORMATS = {"jpeg": "FRAME_JPEGS", "uint8": "FRAME_PIXELS"}
+
+
+def frame_outputs(images: Sequence[bytes] | Sequence[np.ndarray], fmt: str) -> dict[str, np.ndarray]:
+    """The served frames of one request (without the batch axis): JPEG file bytes, or [H, W, 3] uint8 images of
+    one size."""
+    import numpy as np
+
+    if fmt == "jpeg":
+        out = np.empty(len(images), dtype=np.object_)
+        out[:] = list(images)
+        return {"FRAME_JPEGS": out}
+    return {"FRAME_PIXELS": np.stack(list(images)).astype(np.uint8, copy=False)}
+
+
+def frames_from_outputs(outputs: Mapping[str, np.ndarray]) -> list[bytes] | list[np.ndarray] | None:
+    """Inverse of `frame_outputs` (the client side): the JPEG files or the [H, W, 3] images, chronological; None
+    when the answer holds no frames."""
+    if outputs.get("FRAME_JPEGS") is not None:
+        return [bytes(b) for b in outputs["FRAME_JPEGS"].reshape(-1)]
+    if outputs.get("FRAME_PIXELS") is not None:
+        pixels = outputs["FRAME_PIXELS"]
+        return list(pixels.reshape(-1, *pixels.shape[-3:]))
+    return None
+
+
 def record_video_path(video: str | os.PathLike) -> str:
     """`video_path` as every results.jsonl record stores it, whichever command wrote it (`score`, `batch`, the demo,
     the lmms-eval model): the absolute path with symlinks resolved, which is what a batch manifest's row resolves

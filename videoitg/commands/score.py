@@ -48,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="append the result to this results.jsonl (lmms-eval's frame_indices_jsonl)")
     p.add_argument("--plot", help="write a score-timeline PNG here")
     p.add_argument("--export-frames", metavar="DIR",
-                   help="write the top-K frames to DIR as JPEG images (decoded from the video at its own size) with "
-                   "index.json: frame number, timestamp, score, rank, in chronological order")
+                   help="write the top-K frames to DIR as JPEG images (decoded from the video at its own size; with "
+                   "--server, by the server) with index.json: frame number, timestamp, score, rank, in chronological "
+                   "order")
     p.add_argument("--export-size", type=int, metavar="PIXELS",
                    help="with --export-frames: scale each frame so its longer side is PIXELS (default: the video's "
                    "own size)")
@@ -103,7 +104,8 @@ def run_remote(args: argparse.Namespace) -> int:
 
     with ServerPool(args.server, args.protocol, backoff_s=()) as pool:  # no waiting: each server is tried once
         served, url = pool.infer(Path(args.video), args.instruction, top_k=args.top_k,
-                                 ranking_rule=args.ranking_rule)
+                                 ranking_rule=args.ranking_rule, frames="jpeg" if args.export_frames else None,
+                                 frames_size=args.export_size)
     result = served.result
     if served.cache_hit:
         hit = "yes: the server had the video's features, decode and vision were skipped" + (
@@ -125,7 +127,11 @@ def run_remote(args: argparse.Namespace) -> int:
         return decode_video(args.video, image_size=160,
                             params=SamplingParams(args.num_frames, args.target_fps, args.sampling))
 
-    return report(args, result, thumbnail_frames, [tuple(m) for m in served.moments])
+    jpegs = None
+    if served.frames is not None:  # the server's top-K frames, decoded from the video there: paired by frame number
+        position = {n: i for i, n in enumerate(result.frame_indices)}
+        jpegs = [(position[n], f) for n, f in zip(served.top_k_frames, served.frames, strict=True)]
+    return report(args, result, thumbnail_frames, [tuple(m) for m in served.moments], jpegs)
 
 
 def served_demo(checkpoint: str) -> bool:
@@ -137,9 +143,11 @@ def served_demo(checkpoint: str) -> bool:
 
 
 def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames,
-           moments: list[tuple[float, float, float]] | None = None) -> int:
+           moments: list[tuple[float, float, float]] | None = None, jpegs: list[tuple[int, bytes]] | None = None
+           ) -> int:
     """Print the top-K, append the results.jsonl record, draw the timeline, export the frames: the same for both
-    paths. `moments`: the server's, when it answered them."""
+    paths. `moments`: the server's, when it answered them; `jpegs`: the top-K frames the server answered
+    (position, JPEG), written instead of decoding them here."""
     print_result(result, args.top_k, moments)
     if args.output:
         rec = result.to_record(_doc_id_value(args.doc_id), args.video, top_k=args.top_k)
@@ -155,9 +163,10 @@ def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames,
         png = plot_timeline(result, Path(args.plot), args.top_k, thumbs)
         print(f"plot: {png}")
     if args.export_frames:
-        from videoitg.export import INDEX, export_frames
+        from videoitg.export import INDEX, export_frames, write_frames
 
-        entries = export_frames(args.video, result, args.export_frames, args.top_k, args.export_size)
+        entries = (export_frames(args.video, result, args.export_frames, args.top_k, args.export_size) if jpegs is None
+                   else write_frames(args.video, result, args.export_frames, jpegs, args.export_size))
         size = "the video's size" if args.export_size is None else f"longer side {args.export_size} px"
         print(f"exported {len(entries)} frames ({size}) to {args.export_frames}/, listed in "
               f"{Path(args.export_frames) / INDEX}")

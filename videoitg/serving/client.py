@@ -5,10 +5,12 @@ in-process `Scorer` does, so `results.jsonl` records are identical whichever pat
     client = VideoITGClient("127.0.0.1:8001", protocol="grpc")
     result = client.score("clip.mp4", "When does the dog jump?")
     result.top_k_frames(8)
+    result, images = client.score("clip.mp4", "When does the dog jump?", top_k=8, frames="jpeg", frames_size=448)
 """
 
 from __future__ import annotations
 
+import io
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import GroundingResult, check_ranking_rule, result_from_outputs
+from videoitg.outputs import (
+    FRAME_FORMATS,
+    GroundingResult,
+    check_ranking_rule,
+    frames_from_outputs,
+    result_from_outputs,
+)
 from videoitg.paths import local_video
 
 MODEL = "videoitg"
@@ -40,6 +48,17 @@ class ServedResult:
     cache_hit: bool
     sent_video: bool  # False: the server had the video's features, and only its digest was sent
     outputs: dict[str, np.ndarray]
+    # The top-K frames when asked for (`frames=`), chronological: JPEG file bytes ("jpeg") or [H, W, 3] uint8.
+    frames: list[bytes] | list[np.ndarray] | None = None
+
+    def images(self) -> list[np.ndarray]:
+        """The frames asked for as RGB uint8 [H, W, 3] arrays (JPEGs decoded), chronological."""
+        if self.frames is None:
+            raise InputError("the request did not ask for frames: pass frames='jpeg' or 'uint8'")
+        from PIL import Image
+
+        return [np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) if isinstance(f, bytes) else f
+                for f in self.frames]
 
     @property
     def moments(self) -> list[tuple[float, float, float]]:
@@ -96,7 +115,7 @@ class VideoITGClient:
                  digest_first_bytes: int = DIGEST_FIRST_BYTES):
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         self.digest_first_bytes = digest_first_bytes
-        self._accepts_digest: bool | None = None  # whether the model takes VIDEO_DIGEST (asked once)
+        self._input_names: set[str] | None = None  # the served model's inputs (asked once)
         self._m = _module(protocol)
         url = url.split("://", 1)[-1]  # tritonclient wants host:port
         self.url = url
@@ -121,10 +140,11 @@ class VideoITGClient:
             return False
 
     def inputs(self, video: bytes | None, instruction: str, top_k: int | None = None,
-               ranking_rule: str | None = None, digest: str | None = None) -> list:
+               ranking_rule: str | None = None, digest: str | None = None, frames: str | None = None,
+               frames_size: int | None = None) -> list:
         """The request's input tensors: VIDEO (the bytes), or VIDEO_DIGEST alone when `video` is None. Optional
         inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
-        `ranking_rule` parameter, "released" unless configured)."""
+        `ranking_rule` parameter, "released" unless configured; no frames unless FRAMES asks)."""
         m = self._m
 
         def tensor(name: str, arr: np.ndarray, dtype: str):
@@ -140,18 +160,26 @@ class VideoITGClient:
         if ranking_rule is not None:
             rule = check_ranking_rule(ranking_rule).encode()
             ins.append(tensor("RANKING_RULE", np.array([[rule]], dtype=np.object_), "BYTES"))
+        if frames is not None:
+            ins.append(tensor("FRAMES", np.array([[frames.encode()]], dtype=np.object_), "BYTES"))
+        if frames_size is not None:
+            ins.append(tensor("FRAMES_SIZE", np.array([[frames_size]], dtype=np.int32), "INT32"))
         return ins
 
-    def accepts_digest(self) -> bool:
-        """Whether the served model takes VIDEO_DIGEST (the BLS repository does; the ensemble has no cache)."""
-        if self._accepts_digest is None:
+    def accepts(self, name: str) -> bool:
+        """Whether the served model takes the input `name`; False while the server does not say."""
+        if self._input_names is None:
             try:
                 md = self._client.get_model_metadata(self.model, **({"as_json": True} if self.protocol == "grpc"
                                                                      else {}))
-            except Exception:  # noqa: BLE001 -- unknown for now: send the bytes, ask again next time
+            except Exception:  # noqa: BLE001 -- unknown for now: ask again next time
                 return False
-            self._accepts_digest = any(i.get("name") == "VIDEO_DIGEST" for i in md.get("inputs", []))
-        return self._accepts_digest
+            self._input_names = {i.get("name") for i in md.get("inputs", [])}
+        return name in self._input_names
+
+    def accepts_digest(self) -> bool:
+        """Whether the served model takes VIDEO_DIGEST (the BLS repository does; the ensemble has no cache)."""
+        return self.accepts("VIDEO_DIGEST")
 
     def model_parameters(self, model: str | None = None) -> dict[str, str]:
         """The `parameters` of a served model's config (name -> string value); {} when the server does not say."""
@@ -177,11 +205,17 @@ class VideoITGClient:
         return None
 
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None, digest: str | None = None) -> ServedResult:
+              ranking_rule: str | None = None, digest: str | None = None, frames: str | None = None,
+              frames_size: int | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
         "released"; the result carries the rule the server applied). A video of `digest_first_bytes` or more is
         first named by its digest (`digest`, else computed here) where the model takes one: a server that has its
-        features answers without the bytes crossing the wire; one that has not says NOT_FOUND and gets them."""
+        features answers without the bytes crossing the wire; one that has not says NOT_FOUND and gets them.
+        `frames` ("jpeg" | "uint8"): the answer also holds the top-K frames (`ServedResult.frames`), decoded by
+        the server from the video, which is then always sent; `frames_size`: their longer side in pixels (None or
+        0: the video's own size)."""
+        if frames is not None:
+            self._check_frames(frames)
         video = local_video(video)  # a URL is refused: nothing is fetched
         if isinstance(video, bytes):
             data = video
@@ -191,7 +225,7 @@ class VideoITGClient:
             except OSError as e:
                 raise InputError(f"cannot read video {video}: {e.strerror or e}") from None
         name = "" if isinstance(video, bytes) else str(video)
-        if len(data) >= self.digest_first_bytes and self.accepts_digest():
+        if frames is None and len(data) >= self.digest_first_bytes and self.accepts_digest():
             from videoitg.digest import video_digest
 
             try:
@@ -200,10 +234,22 @@ class VideoITGClient:
             except RemoteError as e:
                 if e.status not in NOT_FOUND:
                     raise
-        return self._infer(self.inputs(data, instruction, top_k, ranking_rule), instruction, name, True)
+        return self._infer(self.inputs(data, instruction, top_k, ranking_rule, frames=frames,
+                                       frames_size=frames_size), instruction, name, True, frames)
 
-    def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool) -> ServedResult:
-        outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
+    def _check_frames(self, frames: str) -> None:
+        """Refused before sending: an unknown format (which names no output), a model that serves no frames."""
+        if frames not in FRAME_FORMATS:
+            raise InputError(f"frames must be one of {', '.join(FRAME_FORMATS)}, got {frames!r}")
+        if not self.accepts("FRAMES"):
+            raise InputError(f"{self.url}: model {self.model!r} does not serve frames (an ensemble deployment has no "
+                             "video at selection time): serve the bls repository, or decode them locally "
+                             "(videoitg.export.top_k_images)")
+
+    def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool,
+               frames: str | None = None) -> ServedResult:
+        names = OUTPUTS + ([FRAME_FORMATS[frames]] if frames is not None else [])
+        outs = [self._m.InferRequestedOutput(n) for n in names]
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
             r = self._client.infer(self.model, inputs, outputs=outs, **kw)
@@ -215,11 +261,15 @@ class VideoITGClient:
                 if hint:
                     raise RemoteError(hint, status) from None  # same status: batch retries, then stops
             raise RemoteError(msg, status) from None
-        arrays = {n: r.as_numpy(n) for n in OUTPUTS}
+        arrays = {n: r.as_numpy(n) for n in names}
         result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
-                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays)
+                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays, frames_from_outputs(arrays))
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None) -> GroundingResult:
-        return self.infer(video, instruction, top_k, ranking_rule).result
+              ranking_rule: str | None = None, frames: str | None = None, frames_size: int | None = None
+              ) -> GroundingResult | tuple[GroundingResult, list[np.ndarray]]:
+        """The result; with `frames` ("jpeg" | "uint8", see `infer`), (result, its top-K frames as RGB uint8
+        [H, W, 3] arrays, chronological)."""
+        served = self.infer(video, instruction, top_k, ranking_rule, frames=frames, frames_size=frames_size)
+        return served.result if frames is None else (served.result, served.images())

@@ -187,6 +187,18 @@ def request_inputs(mode: str = "bls") -> list[dict[str, Any]]:
     return [*video, _io("INSTRUCTION", "STRING", [1]), *selection_inputs()]
 
 
+def frame_inputs() -> list[dict[str, Any]]:
+    """Asking for the top-K frames as images (bls only; docs/serving.md): FRAMES "jpeg" | "uint8", FRAMES_SIZE the
+    longer side in pixels (0 or absent: the video's own size)."""
+    return [_io("FRAMES", "STRING", [1], optional=True), _io("FRAMES_SIZE", "INT32", [1], optional=True)]
+
+
+def frame_outputs() -> list[dict[str, Any]]:
+    """The frames asked for, chronological; only the asked format's output is in the answer
+    (`videoitg.outputs.frame_outputs`)."""
+    return [_io("FRAME_JPEGS", "STRING", [-1]), _io("FRAME_PIXELS", "UINT8", [-1, -1, -1, 3])]
+
+
 def result_outputs() -> list[dict[str, Any]]:
     """What the top-level model answers, in either shape (`videoitg.python_backend.steps.result_outputs`)."""
     return [
@@ -233,7 +245,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
             # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
             batching={"max_queue_delay_microseconds": 0,
                       "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}},
-            inputs=request_inputs("bls"), outputs=result_outputs(),
+            inputs=request_inputs("bls") + frame_inputs(), outputs=result_outputs() + frame_outputs(),
             params={
                 **common, **sampling, **limits, **selection,
                 "vision_runtime": runtimes["vision"], "engines": spec.engines,

@@ -162,7 +162,8 @@ class ServerPool:
 
     # ---- requests ---------------------------------------------------------------------------------------------
     def infer(self, video: bytes | str | Path, instruction: str, top_k: int | None = None,
-              key: str | None = None, ranking_rule: str | None = None) -> tuple[ServedResult, str]:
+              key: str | None = None, ranking_rule: str | None = None, frames: str | None = None,
+              frames_size: int | None = None) -> tuple[ServedResult, str]:
         """Send one request to the video's server, failing over as described above. Returns the result and the
         server that answered. Raises the server's `RemoteError` for the request's own errors."""
         data = video if isinstance(video, bytes) else Path(video).read_bytes()
@@ -176,7 +177,7 @@ class ServerPool:
                     continue
                 try:
                     served = self._client(url).infer(data, instruction, top_k=top_k, ranking_rule=ranking_rule,
-                                                     digest=key)
+                                                     digest=key, frames=frames, frames_size=frames_size)
                 except Exception as e:  # noqa: BLE001 -- classified: the server's trouble or the request's
                     if not is_transient(e):
                         with self._lock:

@@ -1,0 +1,64 @@
+"""The top-K frames as images, for a request that asks (inputs FRAMES and FRAMES_SIZE; off unless asked): checked by
+`parse_frames`, decoded from the request's video by `served_frames` with what `score --export-frames` uses
+(`videoitg.export.top_k_images`: `decode_full_frames`, the same resize and JPEG encoder), answered in the served
+format (`videoitg.outputs.frame_outputs`). No Triton here: the top-level model calls these off its event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from videoitg.python_backend.steps import MAX_OPTION_BYTES, _one
+
+from videoitg.errors import InputError
+from videoitg.export import FramesTooLargeError, top_k_images
+from videoitg.limits import Limits
+from videoitg.outputs import FRAME_FORMATS, GroundingResult, frame_outputs
+
+MAX_FRAMES_SIZE = 4096  # FRAMES_SIZE, the longer side in pixels: the decoder's default width and height bound
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    format: str  # a key of FRAME_FORMATS: "jpeg" | "uint8"
+    size: int | None  # longer side in pixels; None: the video's own size
+
+
+def parse_frames(frames: np.ndarray | None, size: np.ndarray | None, video_sent: bool) -> FrameRequest | None:
+    """The optional FRAMES ("jpeg" | "uint8") and FRAMES_SIZE (0: the video's own size, else 1..MAX_FRAMES_SIZE)
+    inputs; None when FRAMES is absent. `video_sent`: the request holds the video's bytes (frames cannot be decoded
+    from a VIDEO_DIGEST alone)."""
+    fmt, n = _one(frames, "FRAMES"), _one(size, "FRAMES_SIZE")
+    if fmt is None:
+        if n is not None:
+            raise InputError("FRAMES_SIZE sizes the frames FRAMES asks for: send FRAMES too")
+        return None
+    if len(fmt) > MAX_OPTION_BYTES:  # before any use: an error never echoes a long field back
+        raise InputError(f"FRAMES is {len(fmt)} bytes; at most {MAX_OPTION_BYTES} (one of {', '.join(FRAME_FORMATS)})")
+    fmt = bytes(fmt).decode("utf-8", errors="replace") if isinstance(fmt, (bytes, np.bytes_)) else str(fmt)
+    if fmt not in FRAME_FORMATS:
+        raise InputError(f"FRAMES must be one of {', '.join(FRAME_FORMATS)}, got {fmt!r}")
+    n = 0 if n is None else int(n)
+    if not 0 <= n <= MAX_FRAMES_SIZE:
+        raise InputError(f"FRAMES_SIZE must be 0 (the video's own size) or 1 to {MAX_FRAMES_SIZE} pixels (the "
+                         f"longer side), got {n}")
+    if not video_sent:
+        raise InputError("FRAMES: the frames are decoded from the request's video: send VIDEO (its bytes), not "
+                         "VIDEO_DIGEST alone")
+    return FrameRequest(fmt, n or None)
+
+
+def served_frames(video: bytes, result: GroundingResult, top_k: int, frames: FrameRequest,
+                  limits: Limits) -> dict[str, np.ndarray]:
+    """The outputs holding the result's top-K frames, chronological, decoded from `video` under the deployment's
+    decode limits. Their bytes are bounded by its max_video_bytes: an answer never holds more than the largest
+    upload it accepts (FramesTooLargeError, raised as soon as the frames decoded so far pass it)."""
+    bound = limits.decode.max_bytes
+    try:
+        images = top_k_images(video, result, top_k, frames.size, jpeg=frames.format == "jpeg", max_bytes=bound,
+                              limits=limits.decode, time_budget_s=limits.decode_time_budget_s)
+    except FramesTooLargeError as e:
+        raise FramesTooLargeError(f"FRAMES: {e} (max_video_bytes, the bound of an answer's frames); ask for fewer "
+                                  "(TOP_K), smaller (FRAMES_SIZE) or jpeg frames") from None
+    return frame_outputs([image for _, image in images], frames.format)
