@@ -409,3 +409,15 @@ def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(how: list[st
     rc = cli_main(["serve", *how, *ports])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "no CUDA GPU" in err, err
+
+
+@pytest.mark.parametrize("kw", [{"target": "cpu"}, {"target": "cpu", "mode": "ensemble"}, {"target": "gpu"},
+                                {"target": "cpu", "stream_frames": 0}])
+def test_decode_step_queue_is_bounded_by_max_in_flight(kw) -> None:
+    """Clients can call the decode step directly: its queue holds at most what the top level itself sends."""
+    from videoitg.limits import Limits
+    from videoitg.serving.repository import DECODE, RepoSpec, model_specs
+
+    cfg = model_specs(RepoSpec(**kw, limits=Limits().replace(max_in_flight=3)))[DECODE]
+    assert cfg["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
+    assert cfg["dynamic_batching"]["preferred_batch_size"] == [1]  # one video per execution, as before

@@ -384,6 +384,56 @@ def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Pat
             proc.kill()
 
 
+def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> None:
+    """Before: a tritonserver that died (a request that crashed it, an OOM kill) ended `videoitg serve`, and nothing
+    started it again."""
+    ports = [free_port() for _ in range(3)]
+    proc = _serve(["--model-repository", str(repo), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                   "--metrics-port", str(ports[2])])
+    srv = TritonServer(repo, ServerOptions())  # for its client helpers only: never started
+    srv.http_port = ports[0]
+    try:
+        lines = _wait_line(proc, "ready:")
+        assert lines[-1].startswith("ready:"), "".join(lines)
+        first = _server_child(proc.pid)
+        os.kill(first, signal.SIGKILL)
+        lines = _wait_line(proc, "tritonserver ready again", timeout=120)
+        out = "".join(lines)
+        assert "exited unexpectedly (killed by SIGKILL)" in out and "(restart 1)" in lines[-1], out
+        assert _server_child(proc.pid) != first
+        assert ready(srv) and infer(srv) == [3.0, 4.0]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_supervision_gives_up_after_bounded_failed_starts(repo: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that can no longer start is tried with backoff, then the supervision ends (no endless loop)."""
+    said: list[str] = []
+    srv = TritonServer(repo, ServerOptions(stub_watchdog_s=0), log_path=tmp_path / "s.log")
+    monkeypatch.setattr(TritonServer, "running", property(lambda self: False))
+    monkeypatch.setattr(TritonServer, "restart", lambda self, timeout_s: (_ for _ in ()).throw(
+        server_mod.ServerError("tritonserver exited with code 1 while starting")))
+    monkeypatch.setattr(server_mod.time, "sleep", lambda s: None)
+    policy = server_mod.RestartPolicy(max_failed_starts=3)
+    assert server_mod.supervise(srv, lambda: False, said.append, policy) is False
+    assert said[-1].endswith("giving up after 3 failed starts in a row"), said
+    assert [x for x in said if "next try in" in x] == [
+        "restart 0 failed (tritonserver exited with code 1 while starting); next try in 1 s",
+        "restart 0 failed (tritonserver exited with code 1 while starting); next try in 2 s"]
+
+
+def test_restart_policy_restarts_a_ready_server_every_time() -> None:
+    policy = server_mod.RestartPolicy()
+    assert [policy.after_failed_start() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, None]
+    policy.after_ready()
+    assert policy.after_failed_start() == 1.0
+    assert server_mod.describe_exit(-9) == "killed by SIGKILL" and server_mod.describe_exit(1) == "exit code 1"
+
+
 def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -116,7 +116,7 @@ def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> int:
     from videoitg.serving.ports import check_ports_free
     from videoitg.serving.repository import build_repository
-    from videoitg.serving.server import ServerOptions, TritonServer
+    from videoitg.serving.server import ServerOptions, TritonServer, supervise
     from videoitg.serving.shm import launcher_tag
 
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
@@ -157,9 +157,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}\n"
               f"log: {server.log_path}\n"
               f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}", flush=True)
-        while server.running and not stopping:
-            time.sleep(0.2)
-        if stopping:
+
+        def say(msg: str) -> None:
+            print(msg, file=sys.stderr, flush=True)
+            server.note(msg, who="supervisor")
+
+        # A server that exits on its own (a crash, a kill) is started again on the same ports.
+        if supervise(server, lambda: bool(stopping), say):
             print(f"{stopping[0]}: stopping tritonserver", flush=True)
             t0 = time.monotonic()
             code = server.stop()
@@ -168,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"tritonserver stopped in {time.monotonic() - t0:.1f} s (exit code {code}{reason})", flush=True)
             # A stop that cancelled what was still running at the exit timeout did what it was asked to.
             return 0 if code == 0 or cut else 1
-        print(f"tritonserver exited on its own; log tail:\n{server.log_tail()}", file=sys.stderr)
+        print(f"tritonserver could not be started again; log tail:\n{server.log_tail()}", file=sys.stderr)
         return 1
     finally:
         server.stop()

@@ -339,16 +339,21 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
             "output": [_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],  # SigLIP pixel values, on the device
             "instance_group": [{"kind": "KIND_GPU", "count": spec.decode_instances}],
         }
+    # Clients can call the step directly: a bounded queue (the top level sends at most max_in_flight videos at once)
+    # refuses the rest at once ("Exceeds maximum queue size") instead of queueing decodes ahead of the top level's,
+    # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
+    batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
+                "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
     if not spec.streaming:
         return _python_model(
-            DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch,
+            DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
             inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
             params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params},
         )
     # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES and TIMESTAMPS
     # last (`videoitg.python_backend.steps.decode_stream`).
     cfg = _python_model(
-        DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch,
+        DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
         inputs=[_io("VIDEO", "STRING", [1])], outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
         params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params,
                 "stream_frames": spec.stream_frames},

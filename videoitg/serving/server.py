@@ -134,6 +134,7 @@ class TritonServer:
         self.shm_prefix = f"{SHM_PREFIX}{launcher_tag()}_{secrets.token_hex(4)}_"
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
+        self.restarts = 0  # times `restart` started the server again
         self._log_file = None
         self.http_port = self.grpc_port = self.metrics_port = 0
 
@@ -205,16 +206,34 @@ class TritonServer:
             raise ServerError(f"model repository {self.repository} does not exist")
         o = self.options
         check_ports_free(o.host, [o.http_port, o.grpc_port, o.metrics_port])
-        remove_stale_shared_memory()
         self.http_port = o.http_port or free_port(self._client_host)
         self.grpc_port = o.grpc_port or free_port(self._client_host)
         self.metrics_port = o.metrics_port or free_port(self._client_host)
-        backend_dir = binaries.prepare_backend_dir(self.install)
+        return self._launch(timeout_s)
+
+    def restart(self, timeout_s: float = 180.0) -> TritonServer:
+        """Start again on the same ports after the server exited (or stop it first): what a client knew still
+        works. Counted in `restarts` and noted in the server log."""
+        self.stop()
+        self.restarts += 1
+        self._open_log()
+        self.note(f"restarting tritonserver on the same ports (restart {self.restarts})", who="supervisor")
+        check_ports_free(self.options.host, [self.http_port, self.grpc_port, self.metrics_port])
+        return self._launch(timeout_s)
+
+    def _open_log(self) -> None:
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
-        self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
+        if self._log_file is None:
+            self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
+
+    def _launch(self, timeout_s: float) -> TritonServer:
+        o = self.options
+        remove_stale_shared_memory()
+        backend_dir = binaries.prepare_backend_dir(self.install)
+        self._open_log()
         # Own session: a Ctrl-C in the terminal reaches only us, and we shut the server down in order.
         parent = os.getpid()
         cmd, log, env = self.command(backend_dir), self._log_file, binaries.server_env(self.install)
@@ -243,9 +262,9 @@ class TritonServer:
         self._admin(model, "unload")
         self._admin(model, "load")
 
-    def note(self, msg: str) -> None:
+    def note(self, msg: str, who: str = "watchdog") -> None:
         if self._log_file is not None:
-            self._log_file.write(f"videoitg watchdog: {msg}\n".encode())
+            self._log_file.write(f"videoitg {who}: {msg}\n".encode())
             self._log_file.flush()
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -282,6 +301,11 @@ class TritonServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The server's exit status once it has exited on its own (None while it runs, and after `stop`)."""
+        return self._proc.poll() if self._proc is not None else None
 
     def stop(self) -> int | None:
         """Graceful stop (SIGINT, as Ctrl-C would), then SIGKILL of the server's own process group: returns within
@@ -349,3 +373,73 @@ class TritonServer:
         self.stop()
 
 
+
+
+# ---- supervision ---------------------------------------------------------------------------------------------
+@dataclass
+class RestartPolicy:
+    """When `supervise` starts a server that exited on its own again. A server that had been ready is started again
+    at once, every time: a crash caused by a request must not end the service. A restart that does not become
+    ready is tried again after 1, 2, 4, 8 s, and `max_failed_starts` of those in a row end the supervision (a
+    repository or machine that can no longer start a server)."""
+
+    max_failed_starts: int = 5
+    failed_starts: int = 0
+
+    def after_failed_start(self) -> float | None:
+        """Seconds to wait before the next try, or None: give up."""
+        self.failed_starts += 1
+        if self.failed_starts >= self.max_failed_starts:
+            return None
+        return float(2 ** (self.failed_starts - 1))
+
+    def after_ready(self) -> None:
+        self.failed_starts = 0
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def supervise(server: TritonServer, stop_requested: Callable[[], bool], say: Callable[[str], None],
+              policy: RestartPolicy | None = None, poll_s: float = 0.2, start_timeout_s: float = 180.0) -> bool:
+    """Keep a started `server` serving until `stop_requested()`: a server that exits on its own is started again on
+    the same ports (`RestartPolicy`), each time said through `say`, written to the server log and counted in
+    `server.restarts`. Returns True when a stop was requested (the caller stops the server), False when the
+    policy gave up (the server is down)."""
+    policy = policy or RestartPolicy()
+    while not stop_requested():
+        if server.running:
+            time.sleep(poll_s)
+            continue
+        say(f"tritonserver exited unexpectedly ({describe_exit(server.exit_code)}); restarting it on the same ports "
+            f"(restart {server.restarts + 1})")
+        delay: float | None = 0.0
+        while True:
+            deadline = time.monotonic() + (delay or 0.0)
+            while time.monotonic() < deadline:
+                if stop_requested():
+                    return True
+                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            t0 = time.monotonic()
+            try:
+                server.restart(start_timeout_s)
+            except ServerError as e:
+                delay = policy.after_failed_start()
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if delay is None:
+                    say(f"restart {server.restarts} failed ({first}); giving up after {policy.failed_starts} "
+                        "failed starts in a row")
+                    return False
+                say(f"restart {server.restarts} failed ({first}); next try in {delay:.0f} s")
+                continue
+            policy.after_ready()
+            say(f"tritonserver ready again after {time.monotonic() - t0:.1f} s (restart {server.restarts})")
+            break
+    return True

@@ -1,0 +1,195 @@
+"""Availability of ordinary requests while a client attacks the server, against `videoitg serve` (the real
+tritonserver, the embedded tiny checkpoint, CPU): for each attack, `--seconds` of ordinary requests (alternately a
+cached video and a new one) while the attack repeats, and the share answered.
+
+    python benchmarks/availability.py [--seconds 30] [--out availability.json]
+
+Attacks: `none` (baseline); `overflow`: a direct call to the grounding step whose shape's byte size overflows to 0
+(crashes its python stub before any model code); `decode-flood`: 16 direct decode-step calls kept in flight;
+`http-nesting`: an HTTP inference body nested a million levels deep (kills tritonserver 2.51).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.video import random_clip  # noqa: E402
+from videoitg.defaults import sample_video  # noqa: E402
+from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
+from videoitg.serving.ports import free_port  # noqa: E402
+
+ATTACKS = ("none", "overflow", "decode-flood", "http-nesting")
+
+
+def overflow(grpc_url: str, stop: threading.Event) -> int:
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    sent = 0
+    while not stop.is_set():
+        with grpc.insecure_channel(grpc_url) as ch:
+            req = service_pb2.ModelInferRequest(model_name="videoitg_grounding")
+            f = req.inputs.add(name="FEATURES", datatype="FP32")
+            f.shape.extend([1, 2**27, 2**35, 1])  # 2^64 bytes: 0 in Triton's int64 size check
+            i = req.inputs.add(name="INSTRUCTION", datatype="BYTES")
+            i.shape.extend([1, 1])
+            req.raw_input_contents.extend([b"", b"\x01\x00\x00\x00a"])
+            try:
+                service_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=5)
+            except grpc.RpcError:
+                pass
+            sent += 1
+        stop.wait(0.5)
+    return sent
+
+
+def decode_flood(grpc_url: str, stop: threading.Event, video: bytes, width: int = 16) -> int:
+    import tritonclient.grpc as g
+
+    sent = 0
+    while not stop.is_set():
+        done = threading.Semaphore(0)
+        try:
+            c = g.InferenceServerClient(grpc_url)
+            c.start_stream(callback=lambda result, error, done=done: done.release())
+            for _ in range(width):
+                t = g.InferInput("VIDEO", [1, 1], "BYTES")
+                t.set_data_from_numpy(np.array([[video]], dtype=object))
+                c.async_stream_infer("videoitg_decode", [t])
+                sent += 1
+            for _ in range(width):  # keep `width` in flight: one more per answer
+                if stop.is_set() or not done.acquire(timeout=5):
+                    break
+                t = g.InferInput("VIDEO", [1, 1], "BYTES")
+                t.set_data_from_numpy(np.array([[video]], dtype=object))
+                c.async_stream_infer("videoitg_decode", [t])
+                sent += 1
+            c.stop_stream(cancel_requests=True)
+            c.close()
+        except Exception:  # the server restarting: try again
+            stop.wait(0.5)
+    return sent
+
+
+def http_nesting(http_url: str, stop: threading.Event) -> int:
+    host, port = http_url.rsplit(":", 1)
+    body = b'{"inputs":' + b"[" * 1_000_000
+    sent = 0
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                s.recv(100)
+            sent += 1
+        except OSError:
+            pass
+        stop.wait(0.5)
+    return sent
+
+
+def ordinary(grpc_url: str, seconds: float, sample: bytes, work: Path, seed0: int) -> dict:
+    ok = failed = 0
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    end, i = time.monotonic() + seconds, 0
+    with VideoITGClient(grpc_url, "grpc", timeout_s=30) as client:
+        while time.monotonic() < end:
+            video = sample if i % 2 == 0 else random_clip(work / "c.mp4", seed=seed0 + i, seconds=2)
+            i += 1
+            t0 = time.monotonic()
+            try:
+                client.infer(video, "a person walks")
+                ok += 1
+                lat.append(time.monotonic() - t0)
+            except (RemoteError, OSError) as e:
+                failed += 1
+                key = str(e).splitlines()[0][:90]
+                errors[key] = errors.get(key, 0) + 1
+                time.sleep(0.2)
+    lat.sort()
+    return {"requests": ok + failed, "answered": ok, "availability": round(ok / max(1, ok + failed), 3),
+            "p50_s": round(lat[len(lat) // 2], 3) if lat else None, "max_s": round(lat[-1], 3) if lat else None,
+            "errors": errors}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=ATTACKS)
+    ap.add_argument("--out", type=Path, default=Path("availability.json"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/videoitg-availability"))
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    ports = [free_port() for _ in range(3)]
+    serve = subprocess.Popen([sys.executable, "-m", "videoitg", "serve", "--target", "cpu",
+                              "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                              "--metrics-port", str(ports[2])],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(serve.stdout.readline, "")), daemon=True)
+    reader.start()
+    http_url, grpc_url = f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"
+    deadline = time.monotonic() + 300
+    while not any(x.startswith("ready:") for x in lines):
+        if serve.poll() is not None or time.monotonic() > deadline:
+            print("".join(lines), file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    path, _ = sample_video()
+    sample = path.read_bytes()
+    flood_clip = random_clip(args.work / "flood.mp4", seed=999, seconds=6)
+    results = []
+    try:
+        for n, attack in enumerate(args.attacks):
+            print(f"[{attack}] {args.seconds:.0f} s of ordinary requests ...", flush=True)
+            stop = threading.Event()
+            count: list[int] = []
+            attacker = {"overflow": (overflow, (grpc_url, stop)),
+                        "decode-flood": (decode_flood, (grpc_url, stop, flood_clip)),
+                        "http-nesting": (http_nesting, (http_url, stop))}.get(attack)
+            t = None
+            if attacker:
+                t = threading.Thread(target=lambda fn, a, out: out.append(fn(*a)), args=(*attacker, count), daemon=True)
+            if t:
+                t.start()
+            r = ordinary(grpc_url, args.seconds, sample, args.work, seed0=1000 * n)
+            stop.set()
+            if t:
+                t.join(30)
+            r = {"attack": attack, "attack_requests": count[0] if count else 0, **r}
+            print(json.dumps(r), flush=True)
+            results.append(r)
+            # Back to ready before the next phase (a restart or a stub reload may still be running).
+            for _ in range(600):
+                try:
+                    with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(0.5)
+    finally:
+        serve.send_signal(2)
+        serve.wait(60)
+    restarts = [x.strip() for x in lines if "restart" in x]
+    out = {"date": time.strftime("%Y-%m-%d"), "seconds": args.seconds, "results": results,
+           "supervisor": restarts}
+    args.out.write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}; supervisor lines: {len(restarts)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
