@@ -4,7 +4,7 @@
 Per clip, after the SigLIP preprocessing the model sees (squash to 384): `dali` (the shipped pipeline: DALI decode,
 FFmpeg's conversion recovered from DALI's RGB, DALI's cubic resize), `dali_own_rgb` (DALI's decoder RGB as it
 comes, squashed by the reference preprocessing), `matrix_only` (DALI's RGB mapped onto the tagged matrix in RGB,
-the correction used before the conversion followed FFmpeg's, same preprocessing). At full size: `full_size` (the
+a matrix-only correction for comparison, same preprocessing). At full size: `full_size` (the
 pipeline's conversion before the resize: share of pixels equal to FFmpeg's, max, mean) and `full_size_dali_rgb`
 (DALI's decoder RGB). Clips: 640x360, synthetic sharp saturated colour edges (lossless, so the YUV is the encoder's
 exact input), camera-like content (moving gradients, a disc, noise), and a real photograph under a camera move

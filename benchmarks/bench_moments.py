@@ -3,7 +3,7 @@
     python benchmarks/bench_moments.py [--videos 40] [--seed 777] [--json out.json]
 
 Generates a synthetic dataset with a seed the checkpoint was not trained on, scores every query once, then
-evaluates each moment-rule variant on the same scores: the previous single-run rule (grow the top frame while
+evaluates each moment-rule variant on the same scores: the single-run rule (grow the top frame while
 scores >= 0.5, absolute), and `videoitg.moments` with one or several relative levels and minimum gaps. Reports
 R1@{0.3,0.5,0.7}, R5@{0.5,0.7} and mIoU against the clips' ground-truth segments (several per query allowed).
 This picks the rule's defaults; the clips are synthetic, so the numbers say which rule cuts this model's curves
@@ -28,7 +28,7 @@ from videoitg.moments import MomentParams, find_moments  # noqa: E402
 
 
 def single_run_rule(scores, timestamps, duration, threshold=0.5):
-    """The rule eval used before `videoitg.moments`: the run around the top frame with scores >= threshold."""
+    """The single-run rule: the run around the top frame with scores >= threshold (absolute)."""
     s = np.asarray(scores)
     top = int(ranking(s)[0])
     lo = hi = top
@@ -88,7 +88,7 @@ def main() -> int:
         p = MomentParams(**kw)
         return lambda it: find_moments(it["scores"], it["timestamps"], p, it["duration"])
 
-    variants = {"single run >= 0.5 (previous eval rule)": lambda it: single_run_rule(
+    variants = {"single run >= 0.5 (absolute)": lambda it: single_run_rule(
         it["scores"], it["timestamps"], it["duration"])}
     for th in [(0.5,), (0.7,), (0.3, 0.5, 0.7), (0.2, 0.4, 0.6, 0.8), (0.5, 0.7, 0.9)]:
         for gap in (0.0, 1.0, 2.0):
