@@ -14,8 +14,9 @@ import re
 from videoitg.errors import InputError, VideoITGError
 
 _FORMAT = re.compile(r"(\w+): (\w+): ")
-# Errors that say more about the server's load than about the video: answered, never remembered.
-TRANSIENT = frozenset({"DecodeTimeoutError", "OverloadedError"})
+# Errors that say more about the server's load (or a file changed while it was read) than about the video:
+# answered, never remembered.
+TRANSIENT = frozenset({"DecodeTimeoutError", "OverloadedError", "MediaChangedError"})
 
 
 class StepError(VideoITGError):
@@ -44,6 +45,7 @@ def input_error_names() -> set[str]:
         import videoitg.decode  # noqa: F401 - registers the decoder's error classes
     except ImportError:
         pass
+    import videoitg.paths  # noqa: F401 - and the refusals of a video by reference
     names, todo = set(), [InputError]
     while todo:
         c = todo.pop()

@@ -57,9 +57,10 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     for rel, cfg in configs.items():
         assert cfg.name == rel.split("/")[0]
     top = configs["videoitg/config.pbtxt"]
-    if mode == "bls":  # the video as its bytes or, for a cached one, its digest alone
+    if mode == "bls":  # the video as its bytes, for a cached one its digest alone, or a file under a media root
         assert [(i.name, i.optional) for i in top.input] == [
-            ("VIDEO", True), ("VIDEO_DIGEST", True), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
+            ("VIDEO", True), ("VIDEO_DIGEST", True), ("VIDEO_URI", True), ("INSTRUCTION", False), ("TOP_K", True),
+            ("RANKING_RULE", True)]
     else:
         assert [(i.name, i.optional) for i in top.input] == [
             ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
@@ -253,7 +254,7 @@ def test_parse_request_video_digest() -> None:
     for digest, msg in ((d.upper(), "64 lower-case hex"), (d[3:], "'b3:'"), ("b3:" + "0" * 63, "'b3:'")):
         with pytest.raises(InputError, match=msg):
             parse_request(None, text, None, 8, video_digest=np.array([[digest.encode()]], object))
-    with pytest.raises(InputError, match="not both"):
+    with pytest.raises(InputError, match="one of VIDEO, VIDEO_DIGEST or VIDEO_URI"):
         parse_request(np.array([[b"vid"]], object), text, None, 8, video_digest=np.array([[d.encode()]], object))
     with pytest.raises(InputError, match="VIDEO is missing"):
         parse_request(None, text, None, 8)
