@@ -5,10 +5,16 @@ in-process `Scorer` does, so `results.jsonl` records are identical whichever pat
     client = VideoITGClient("127.0.0.1:8001", protocol="grpc")
     result = client.score("clip.mp4", "When does the dog jump?")
     result.top_k_frames(8)
+
+A video file under one of the media roots the served model announces (its `media_roots` parameter, `videoitg serve
+--media-root DIR`) is named by its path (VIDEO_URI) instead of sent: the server reads it where it lies, so a long
+video needs no upload and no bytes limit of its own. Elsewhere the bytes are sent as before.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +24,7 @@ import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
 from videoitg.outputs import GroundingResult, check_ranking_rule, result_from_outputs
-from videoitg.paths import local_video
+from videoitg.paths import MediaRoots, local_video
 
 MODEL = "videoitg"
 OUTPUTS = ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT", "MOMENTS",
@@ -38,8 +44,9 @@ class ServedResult:
     result: GroundingResult
     top_k_frames: list[int]
     cache_hit: bool
-    sent_video: bool  # False: the server had the video's features, and only its digest was sent
+    sent_video: bool  # False: the server had the video's features, and only its digest (or its path) was sent
     outputs: dict[str, np.ndarray]
+    by_reference: bool = False  # the video was named by its path under a media root of the server
 
     @property
     def moments(self) -> list[tuple[float, float, float]]:
@@ -89,6 +96,9 @@ def _module(protocol: str):
 # than the extra round trip a first request pays.
 DIGEST_FIRST_BYTES = 1 << 20
 NOT_FOUND = ("StatusCode.NOT_FOUND", "404")
+# A reference the server cannot use although the model announced the root (another machine, another layout, the
+# roots changed since they were read): the bytes are sent instead. Other refusals are the video's own.
+_NOT_HERE = re.compile(r"\b(MediaNotFoundError|OutsideRootsError|ReferencesOffError): ")
 
 
 class VideoITGClient:
@@ -97,6 +107,7 @@ class VideoITGClient:
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         self.digest_first_bytes = digest_first_bytes
         self._accepts_digest: bool | None = None  # whether the model takes VIDEO_DIGEST (asked once)
+        self._media_roots: MediaRoots | None = None  # where the model takes a video by reference (asked once)
         self._m = _module(protocol)
         url = url.split("://", 1)[-1]  # tritonclient wants host:port
         self.url = url
@@ -121,8 +132,9 @@ class VideoITGClient:
             return False
 
     def inputs(self, video: bytes | None, instruction: str, top_k: int | None = None,
-               ranking_rule: str | None = None, digest: str | None = None) -> list:
-        """The request's input tensors: VIDEO (the bytes), or VIDEO_DIGEST alone when `video` is None. Optional
+               ranking_rule: str | None = None, digest: str | None = None, uri: str | None = None) -> list:
+        """The request's input tensors: VIDEO (the bytes), or when `video` is None VIDEO_URI (`uri`, a path under a
+        media root of the server) or VIDEO_DIGEST alone. Optional
         inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
         `ranking_rule` parameter, "released" unless configured)."""
         m = self._m
@@ -132,9 +144,13 @@ class VideoITGClient:
             t.set_data_from_numpy(arr)
             return t
 
-        ins = [tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES") if video is not None else
-               tensor("VIDEO_DIGEST", np.array([[str(digest).encode()]], dtype=np.object_), "BYTES"),
-               tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
+        if video is not None:
+            named = tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES")
+        elif uri is not None:
+            named = tensor("VIDEO_URI", np.array([[os.fsencode(uri)]], dtype=np.object_), "BYTES")
+        else:
+            named = tensor("VIDEO_DIGEST", np.array([[str(digest).encode()]], dtype=np.object_), "BYTES")
+        ins = [named, tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
         if top_k is not None:
             ins.append(tensor("TOP_K", np.array([[top_k]], dtype=np.int32), "INT32"))
         if ranking_rule is not None:
@@ -152,6 +168,24 @@ class VideoITGClient:
                 return False
             self._accepts_digest = any(i.get("name") == "VIDEO_DIGEST" for i in md.get("inputs", []))
         return self._accepts_digest
+
+    def media_roots(self) -> MediaRoots:
+        """The directories under which the served model takes a video by reference: its `media_roots` parameter
+        (none where it announces none, e.g. an older repository or an ensemble)."""
+        if self._media_roots is None:
+            params = self.model_parameters()
+            if not params:  # unknown for now: send bytes, ask again next time
+                return MediaRoots()
+            try:
+                self._media_roots = MediaRoots.from_parameter(params.get("media_roots"))
+            except (ValueError, TypeError):
+                self._media_roots = MediaRoots()
+        return self._media_roots
+
+    def reference(self, path: str | Path) -> str | None:
+        """The path to send as VIDEO_URI for a local file (absolute, symlinks followed), or None when it lies under
+        no media root the served model announces."""
+        return os.path.realpath(path) if self.media_roots().contains(path) else None
 
     def model_parameters(self, model: str | None = None) -> dict[str, str]:
         """The `parameters` of a served model's config (name -> string value); {} when the server does not say."""
@@ -177,12 +211,24 @@ class VideoITGClient:
         return None
 
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None, digest: str | None = None) -> ServedResult:
+              ranking_rule: str | None = None, digest: str | None = None,
+              path: str | Path | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
-        "released"; the result carries the rule the server applied). A video of `digest_first_bytes` or more is
-        first named by its digest (`digest`, else computed here) where the model takes one: a server that has its
-        features answers without the bytes crossing the wire; one that has not says NOT_FOUND and gets them."""
+        "released"; the result carries the rule the server applied). A file under a media root the model announces
+        (`video` as a path, or `path`: the file the bytes `video` were read from) is named by its path and read by
+        the server. Otherwise a video of `digest_first_bytes` or more is first named by its digest (`digest`, else
+        computed here) where the model takes one: a server that has its features answers without the bytes
+        crossing the wire; one that has not says NOT_FOUND and gets them."""
         video = local_video(video)  # a URL is refused: nothing is fetched
+        file = path if isinstance(video, bytes) else video
+        uri = None if file is None else self.reference(file)
+        if uri is not None:
+            try:
+                return self._infer(self.inputs(None, instruction, top_k, ranking_rule, uri=uri), instruction,
+                                   "" if isinstance(video, bytes) else str(video), False, by_reference=True)
+            except RemoteError as e:
+                if not _NOT_HERE.search(str(e)):
+                    raise
         if isinstance(video, bytes):
             data = video
         else:
@@ -202,7 +248,8 @@ class VideoITGClient:
                     raise
         return self._infer(self.inputs(data, instruction, top_k, ranking_rule), instruction, name, True)
 
-    def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool) -> ServedResult:
+    def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool,
+               by_reference: bool = False) -> ServedResult:
         outs = [self._m.InferRequestedOutput(n) for n in OUTPUTS]
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
@@ -218,7 +265,7 @@ class VideoITGClient:
         arrays = {n: r.as_numpy(n) for n in OUTPUTS}
         result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
-                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays)
+                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays, by_reference)
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
               ranking_rule: str | None = None) -> GroundingResult:
