@@ -172,3 +172,33 @@ def test_references_are_off_by_default(server_without_roots, media) -> None:
         assert "--media-root" in str(e)
         with pytest.raises(RemoteError, match="VideoTooLargeError"):  # the client sends bytes: over the limit
             c.infer(media / "off.mp4", INSTRUCTION)
+
+
+def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tmp_path, capsys,
+                                                       monkeypatch) -> None:
+    """`videoitg score --server` and the batch Triton backend send the path of a file under the announced root:
+    a clip over the upload limit is scored, as in-process."""
+    import json
+
+    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.manifest import Row
+    from videoitg.batch.triton_backend import TritonBackend
+    from videoitg.cli import main
+
+    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
+    data = random_clip(media / "cli.mp4", seed=41)
+    assert len(data) > UPLOAD_LIMIT
+    assert main(["score", str(media / "cli.mp4"), "-i", INSTRUCTION, "--server", server.grpc_url, "--top-k", "3",
+                 "--output", str(tmp_path / "r.jsonl")]) == 0
+    assert "named by its path" in capsys.readouterr().out
+    ref = scorer.score(data, INSTRUCTION)
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    assert record["top_k"] == ref.top_k_frames(3)
+    video = str((media / "cli.mp4").resolve())
+    rows = [Row("r0", 1, video, INSTRUCTION, doc_id=0)]
+    (out,) = TritonBackend(BackendSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3)
+                           ).score_unit(rows)
+    assert out.ok, out.record
+    want = scorer.score(Path(video), INSTRUCTION).to_record(doc_id=0, video_path=video, top_k=3)
+    assert out.record["top_k"] == want["top_k"]
+    assert np.allclose(out.record["scores"], want["scores"], atol=TOL)
