@@ -409,3 +409,17 @@ def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(how: list[st
     rc = cli_main(["serve", *how, *ports])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "no CUDA GPU" in err, err
+
+
+def test_media_roots_are_announced_and_refused_where_references_cannot_be_served(tmp_path: Path) -> None:
+    from videoitg.paths import MediaRoots
+
+    specs = render(RepoSpec(target="cpu", media_roots=(str(tmp_path),)))
+    for model in ("videoitg", "videoitg_decode"):  # the decode step checks a reference itself
+        assert f'key: "media_roots"\n  value {{ string_value: {json.dumps(json.dumps([str(tmp_path)]))} }}' in \
+            specs[f"{model}/config.pbtxt"]
+    assert MediaRoots.from_parameter(json.dumps([str(tmp_path)])).roots == (str(tmp_path),)
+    assert 'key: "media_roots"\n  value { string_value: "" }' in render(RepoSpec())["videoitg/config.pbtxt"]
+    for bad in ({"mode": "ensemble"}, {"media_roots": str(tmp_path)}, {"media_roots": ("relative",)}):
+        with pytest.raises(InputError):
+            RepoSpec(**{"media_roots": (str(tmp_path),), **bad})

@@ -108,6 +108,10 @@ class RepoSpec:
             raise InputError(f"limits must be a videoitg.limits.Limits, got {type(self.limits).__name__}")
         self.limits.check_sampling(self.sampling)  # a repository whose every request would be refused
         check_ranking_rule(self.ranking_rule)
+        if isinstance(self.media_roots, (str, os.PathLike)) or not all(
+                isinstance(r, str) and os.path.isabs(r) for r in self.media_roots):
+            raise InputError(f"media_roots must be a tuple of absolute directories, got {self.media_roots!r}")
+        self.media_roots = tuple(self.media_roots)
         if self.media_roots and (self.mode != "bls" or self.decoder != "python"):
             raise InputError("--media-root (videos by reference) needs the bls repository with the python decoder")
         if not self.dtype:
