@@ -202,3 +202,18 @@ def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tm
     want = scorer.score(Path(video), INSTRUCTION).to_record(doc_id=0, video_path=video, top_k=3)
     assert out.record["top_k"] == want["top_k"]
     assert np.allclose(out.record["scores"], want["scores"], atol=TOL)
+
+
+@pytest.fixture(scope="module")
+def unstreamed(media, tmp_path_factory):
+    spec = RepoSpec(target="cpu", limits=served_defaults().replace(max_bytes=UPLOAD_LIMIT), stream_frames=0,
+                    media_roots=(str(media.resolve()),))
+    yield from served(spec, tmp_path_factory)
+
+
+def test_a_reference_through_the_unstreamed_decode_step(unstreamed, media, scorer) -> None:
+    data = random_clip(media / "whole.mp4", seed=51)
+    with VideoITGClient(unstreamed.grpc_url, "grpc") as c:
+        out = c.infer(media / "whole.mp4", INSTRUCTION)
+    assert out.by_reference and not out.cache_hit
+    assert_same(out.result, scorer.score(data, INSTRUCTION))
