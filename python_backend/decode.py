@@ -1,5 +1,6 @@
-"""`videoitg_decode` (CPU decoding): encoded video bytes -> the sampled frames, resized, uint8 (a quarter of the
-bytes of float pixel values through shared memory; the vision step normalises them).
+"""`videoitg_decode` (CPU decoding): encoded video bytes, or a file under a media root (VIDEO_URI, checked here
+too: `steps.decode_source`) -> the sampled frames, resized, uint8 (a quarter of the bytes of float pixel values
+through shared memory; the vision step normalises them).
 
 Decoding and sampling are the core package's (`videoitg.decode`), under the deployment's `DecodeLimits` and
 decode time budget (model parameters, `videoitg.limits.Limits`); a bad or over-limit video answers that request
@@ -27,10 +28,10 @@ from videoitg.python_backend.common import (
     respond_each,
     setup,
 )
-from videoitg.python_backend.steps import decode_stream, decode_whole, sampling_from
+from videoitg.python_backend.steps import decode_source, decode_stream, decode_whole, sampling_from
 
-from videoitg.errors import InputError
 from videoitg.limits import Limits
+from videoitg.paths import MediaRoots
 
 NAME = "videoitg_decode"
 
@@ -42,6 +43,7 @@ class TritonPythonModel:
         self.sampling = sampling_from(p)
         self.limits = Limits.from_mapping(p)
         self.limits.check_sampling(self.sampling)
+        self.media_roots = MediaRoots.from_parameter(p.get("media_roots"))
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.stream_frames = int(p.get("stream_frames", 64))
         self.counters = RequestCounters(NAME)
@@ -59,30 +61,28 @@ class TritonPythonModel:
         return self.counters.count(respond_each(requests, self._decode, NAME))
 
     def _decode(self, request):
-        return self._response(decode_whole(self._video(request), self.image_size, self.sampling, self.limits))
+        with self._video(request) as video:
+            return self._response(decode_whole(video, self.image_size, self.sampling, self.limits))
 
     def _stream(self, request):
         sender = request.get_response_sender()
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
             pending = None  # each answer is sent once the next exists, so the last one carries the final flag
-            for out in decode_stream(self._video(request), self.image_size, self.sampling, self.limits,
-                                     self.stream_frames):
-                if pending is not None:
-                    sender.send(pending)
-                pending = self._response(out)
+            with self._video(request) as video:
+                for out in decode_stream(video, self.image_size, self.sampling, self.limits, self.stream_frames):
+                    if pending is not None:
+                        sender.send(pending)
+                    pending = self._response(out)
             response = pending
         except Exception as e:
             response = error(e, NAME)
         self.counters.count([response])
         sender.send(response, flags=final)
 
-    @staticmethod
-    def _video(request) -> bytes:
-        video = input_numpy(request, "VIDEO")
-        if video is None or video.size != 1:
-            raise InputError("VIDEO must hold one encoded video")
-        return bytes(video.reshape(-1)[0])
+    def _video(self, request):
+        return decode_source(input_numpy(request, "VIDEO"), input_numpy(request, "VIDEO_URI"),
+                             input_numpy(request, "VIDEO_VERSION"), self.media_roots)
 
     @staticmethod
     def _response(outputs: dict):

@@ -15,8 +15,9 @@ from functools import cache
 from videoitg.errors import InputError, VideoITGError
 
 _FORMAT = re.compile(r"(\w+): (\w+): ")
-# Errors that say more about the server's load than about the video: answered, never remembered.
-TRANSIENT = frozenset({"DecodeTimeoutError", "OverloadedError"})
+# Errors that say more about the server's load (or a file changed while it was read) than about the video:
+# answered, never remembered.
+TRANSIENT = frozenset({"DecodeTimeoutError", "OverloadedError", "MediaChangedError"})
 
 
 class StepError(VideoITGError):
@@ -46,6 +47,7 @@ def input_error_names() -> frozenset[str]:
         import videoitg.decode  # noqa: F401 - registers the decoder's error classes
     except ImportError:
         pass
+    import videoitg.paths  # noqa: F401 - and the refusals of a video by reference
     names, todo = set(), [InputError]
     while todo:
         c = todo.pop()

@@ -12,6 +12,7 @@ Three ways to the features, chosen by the repository (`decode_backend`, `stream_
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import to_dlpack
 from videoitg.python_backend.common import bytes_tensor, response_tensor
 from videoitg.python_backend.errors import StepError
+from videoitg.python_backend.steps import FileVideo
 
 from videoitg.limits import Limits
 from videoitg.pipeline import VideoFeatures
@@ -35,6 +37,15 @@ def _drain(answers) -> None:
 
 def _numpy(response, name: str) -> np.ndarray:
     return pb_utils.get_output_tensor_by_name(response, name).as_numpy().reshape(-1)
+
+
+def _video_inputs(video: bytes | FileVideo) -> list:
+    """The decode step's video inputs (one video per request, with a batch axis of 1): VIDEO, or VIDEO_URI with the
+    identity of the file the BLS model hashed (VIDEO_VERSION)."""
+    if isinstance(video, FileVideo):
+        return [bytes_tensor("VIDEO_URI", [os.fsencode(video.path)], (1, 1)),
+                bytes_tensor("VIDEO_VERSION", [video.identity.encode()], (1, 1))]
+    return [bytes_tensor("VIDEO", [video], (1, 1))]
 
 
 @dataclass
@@ -55,25 +66,26 @@ class Steps:
             raise StepError(resp.error().message())
         return resp
 
-    async def visual(self, video: bytes) -> VideoFeatures:
+    async def visual(self, video: bytes | FileVideo) -> VideoFeatures:
+        """A video's features, from its bytes or a file by reference (the python decode step opens it itself:
+        gigabytes never pass through tensors)."""
         if self.decode_backend == "dali":
+            assert isinstance(video, bytes)  # references are served by the python decoder (RepoSpec)
             return await self._visual_dali(video)
         if self.streaming:
             return await self._visual_streamed(video)
-        # Steps take one video per request, with a batch axis of 1.
-        dec = await self.call(self.decode, [bytes_tensor("VIDEO", [video], (1, 1))],
-                              ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
+        dec = await self.call(self.decode, _video_inputs(video), ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
         vis = await self.call(self.vision, [pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")], ["FEATURES"])
         # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
         return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), _numpy(dec, "FRAME_INDICES").tolist(),
                              _numpy(dec, "TIMESTAMPS").tolist())
 
-    async def _visual_streamed(self, video: bytes) -> VideoFeatures:
+    async def _visual_streamed(self, video: bytes | FileVideo) -> VideoFeatures:
         """Each chunk goes to the vision step with the video's frame count (the projector's grid); the frame
         numbers come last."""
         loop = asyncio.get_running_loop()
         answers = await pb_utils.InferenceRequest(
-            model_name=self.decode, inputs=[bytes_tensor("VIDEO", [video], (1, 1))],
+            model_name=self.decode, inputs=_video_inputs(video),
             requested_output_names=["PIXEL_VALUES", "NUM_FRAMES", "FRAME_INDICES", "TIMESTAMPS"],
         ).async_exec(decoupled=True)
         chunks: list[asyncio.Task] = []

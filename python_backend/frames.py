@@ -45,7 +45,7 @@ def parse_frames(frames: np.ndarray | None, size: np.ndarray | None, video_sent:
                          f"longer side), got {n}")
     if not video_sent:
         raise InputError("FRAMES: the frames are decoded from the request's video: send VIDEO (its bytes), not "
-                         "VIDEO_DIGEST alone")
+                         "VIDEO_DIGEST or VIDEO_URI alone")
     return FrameRequest(fmt, n or None)
 
 

@@ -5,7 +5,9 @@ and testable without a server. The served outputs of a result are the core packa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import torch
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, check_ranking_rule
+from videoitg.paths import MediaChangedError, MediaRoots
 from videoitg.sampling import SamplingParams
 
 
@@ -108,14 +111,16 @@ def feature_identity(assets: StepAssets, params: dict[str, str]) -> str:
 # ---- requests ----------------------------------------------------------------------------------------------
 @dataclass
 class Request:
-    video: bytes | None  # None: named by `digest` alone, for a video the server may have cached
+    video: bytes | None  # None: named by `digest` or `reference`
     instruction: str
     top_k: int
     ranking_rule: str = DEFAULT_RANKING_RULE
     digest: str | None = None  # sent instead of the bytes: the client's `videoitg.digest.video_digest` of the video
+    reference: str | None = None  # VIDEO_URI: the real path of a file under a media root (`read_reference`)
 
     def video_digest(self) -> str:
-        """The digest the feature cache is keyed by: the server's own hash of the bytes when they came."""
+        """The digest the feature cache is keyed by: the server's own hash of the bytes when they came (of a
+        reference's content: `read_reference`)."""
         if self.video is not None:
             from videoitg.digest import video_digest
 
@@ -124,7 +129,46 @@ class Request:
         return self.digest
 
 
+@dataclass(frozen=True)
+class FileVideo:
+    """A video named by reference, as read once: its real path, the digest of its content and the identity of the
+    file hashed (`videoitg.paths.file_identity`), which the decode step checks again when it opens the file."""
+
+    path: str
+    digest: str
+    identity: str
+
+
+def read_reference(roots: MediaRoots, reference: str, limits: Limits) -> FileVideo:
+    """Open a referenced video under `roots`, bound its size (`max_reference_bytes`) and hash its content: the
+    feature cache keys it by what it holds, never by its name. A file written while it was hashed is refused."""
+    from videoitg.decode.errors import EmptyVideoError, VideoTooLargeError
+    from videoitg.digest import file_digest
+    from videoitg.paths import file_identity, shown
+
+    fd = roots.open(reference)
+    try:
+        st = os.fstat(fd)
+        if st.st_size == 0:
+            raise EmptyVideoError(f"VIDEO_URI {shown(reference)} is empty (0 bytes)")
+        if st.st_size > limits.max_reference_bytes:
+            raise VideoTooLargeError(f"VIDEO_URI {shown(reference)} is {st.st_size} bytes, over the "
+                                     f"{limits.max_reference_bytes} byte limit of a video by reference "
+                                     "(--max-reference-bytes, env VIDEOITG_MAX_REFERENCE_BYTES)")
+        digest = file_digest(fd)
+        identity = file_identity(st)
+        if file_identity(os.fstat(fd)) != identity:
+            raise MediaChangedError(f"VIDEO_URI {shown(reference)} was written while it was read: send the "
+                                    "request again once it is complete")
+    finally:
+        os.close(fd)
+    return FileVideo(reference, digest, identity)
+
+
 MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE)
+NO_MEDIA_ROOTS = MediaRoots()  # the default: videos by reference are refused
+RAISE_VIDEO_BYTES = ("raise it with --max-video-bytes when the repository is built (env VIDEOITG_MAX_VIDEO_BYTES), "
+                     "or name a long video by reference (VIDEO_URI, under a --media-root: docs/limits.md)")
 _DIGEST = re.compile(r"b3:[0-9a-f]{64}")  # what `videoitg.digest.video_digest` gives (matched whole)
 
 
@@ -140,18 +184,25 @@ def _one(arr: np.ndarray | None, name: str) -> Any:
 def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_k: np.ndarray | None,
                   default_top_k: int, limits: Limits | None = None,
                   ranking_rule: np.ndarray | None = None, default_ranking_rule: str = DEFAULT_RANKING_RULE,
-                  video_digest: np.ndarray | None = None) -> Request:
+                  video_digest: np.ndarray | None = None, video_uri: np.ndarray | None = None,
+                  media_roots: MediaRoots = NO_MEDIA_ROOTS) -> Request:
     """Validate the top-level inputs (Triton itself already rejected wrong dtypes and missing required inputs).
     The byte bounds and the instruction's text are checked here, before the video is hashed or sent on; the token
     bound needs the tokenizer and the video's frame count, so the grounding step checks it
-    (`videoitg.text.instruction_ids`). The video comes as VIDEO (its bytes) or VIDEO_DIGEST (a digest alone, for
-    a video the server may have cached), never both: bytes are always hashed by the server itself."""
+    (`videoitg.text.instruction_ids`). The video comes as exactly one of VIDEO (its bytes), VIDEO_DIGEST (a digest
+    alone, for a video the server may have cached) or VIDEO_URI (a file under one of `media_roots`, resolved here;
+    `read_reference` opens and hashes it): bytes are always hashed by the server itself."""
     lim = limits or Limits()
-    v, d = _one(video, "VIDEO"), _one(video_digest, "VIDEO_DIGEST")
-    if v is not None and d is not None:
-        raise InputError("send VIDEO or VIDEO_DIGEST, not both")
-    if v is None and d is None:
-        raise InputError("VIDEO is missing (or VIDEO_DIGEST, for a video this server has)")
+    v, d, u = _one(video, "VIDEO"), _one(video_digest, "VIDEO_DIGEST"), _one(video_uri, "VIDEO_URI")
+    if sum(x is not None for x in (v, d, u)) > 1:
+        raise InputError("send one of VIDEO, VIDEO_DIGEST or VIDEO_URI")
+    if v is None and d is None and u is None:
+        raise InputError("VIDEO is missing (or VIDEO_DIGEST, for a video this server has, or VIDEO_URI)")
+    if u is not None:
+        real = media_roots.resolve(bytes(u) if isinstance(u, (bytes, np.bytes_)) else str(u))
+        text = _instruction(instruction, lim)
+        k, rule = parse_options(top_k, ranking_rule, default_top_k, default_ranking_rule)
+        return Request(None, text, k, rule, reference=str(real))
     if d is not None:
         digest = bytes(d).decode("ascii", errors="replace") if isinstance(d, (bytes, np.bytes_)) else str(d)
         if not _DIGEST.fullmatch(digest):
@@ -163,9 +214,12 @@ def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_
     if not isinstance(v, (bytes, np.bytes_)):
         raise InputError("VIDEO must hold the encoded video file's bytes")
     from videoitg.decode.container import check_source  # here: the client imports this module, not the decoder
+    from videoitg.decode.errors import VideoTooLargeError
 
     try:
         check_source(bytes(v), lim.decode)  # empty, over max_video_bytes: the decoder's own check
+    except VideoTooLargeError as e:
+        raise VideoTooLargeError(f"VIDEO: {e}; {RAISE_VIDEO_BYTES}") from None
     except InputError as e:
         raise type(e)(f"VIDEO: {e}") from None
     text = _instruction(instruction, lim)
@@ -230,15 +284,43 @@ def frame_count(value: Any) -> int | None:
     return int(value.reshape(-1)[0])
 
 
-def decode_whole(video: bytes, image_size: int, sampling: SamplingParams, limits: Limits) -> dict[str, Any]:
-    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S] uint8, FRAME_INDICES [1, T], TIMESTAMPS [1, T]}."""
+@contextlib.contextmanager
+def decode_source(video: np.ndarray | None, uri: np.ndarray | None, version: np.ndarray | None,
+                  roots: MediaRoots) -> Iterator[bytes | Path]:
+    """The decode step's video: VIDEO (the bytes) or VIDEO_URI (a file under `roots`, checked here as the top-level
+    model checks it, since a client may call this step directly), held open for the block and decoded through a
+    name of the opened file. VIDEO_VERSION, when given, is the `file_identity` the caller hashed: a file replaced
+    or rewritten since is refused, so features are never cached under another content's digest."""
+    if (video is None) == (uri is None):
+        raise InputError("send VIDEO (the encoded video) or VIDEO_URI (a file under a media root)")
+    if video is not None:
+        yield _bytes_input(video, "VIDEO")
+        return
+    from videoitg.decode.errors import DecodeTimeoutError
+
+    identity = None if version is None else _bytes_input(version, "VIDEO_VERSION").decode("ascii", "replace")
+    reference = _bytes_input(uri, "VIDEO_URI")
+    with roots.pinned(reference, identity, leave_open_on=(DecodeTimeoutError,)) as path:
+        yield Path(path)
+
+
+def _bytes_input(value: np.ndarray, name: str) -> bytes:
+    one = _one(value, name)
+    if not isinstance(one, (bytes, np.bytes_)):
+        raise InputError(f"{name} must hold bytes")
+    return bytes(one)
+
+
+def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits) -> dict[str, Any]:
+    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S] uint8, FRAME_INDICES [1, T], TIMESTAMPS [1, T]}.
+    A path (a video by reference, `decode_source`) is bounded by max_reference_bytes instead of max_video_bytes."""
     from videoitg.decode import decode_video
 
-    frames = decode_video(video, **_decode_options(image_size, sampling, limits))
+    frames = decode_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)))
     return {"PIXEL_VALUES": frames.pixel_values[None], **_frame_numbers(frames)}
 
 
-def decode_stream(video: bytes, image_size: int, sampling: SamplingParams, limits: Limits,
+def decode_stream(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits,
                   chunk_frames: int) -> Iterator[dict[str, Any]]:
     """The streaming decode step's answers, in order: one {PIXEL_VALUES [1, t, 3, S, S] uint8, NUM_FRAMES [1, 1]}
     per `chunk_frames` decoded frames as soon as they are decoded (so the vision step encodes them while the rest
@@ -246,16 +328,17 @@ def decode_stream(video: bytes, image_size: int, sampling: SamplingParams, limit
     `decode_whole`'s frames, in order; the decode's error, if any, is raised where it happens."""
     from videoitg.decode import stream_video
 
-    stream = stream_video(video, **_decode_options(image_size, sampling, limits))
+    stream = stream_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)))
     total = np.asarray([[len(stream)]], dtype=np.int64)
     for chunk in stream.chunks(chunk_frames):
         yield {"PIXEL_VALUES": chunk[None], "NUM_FRAMES": total}
     yield _frame_numbers(stream.result())
 
 
-def _decode_options(image_size: int, sampling: SamplingParams, limits: Limits) -> dict[str, Any]:
+def _decode_options(image_size: int, sampling: SamplingParams, limits: Limits, reference: bool) -> dict[str, Any]:
     """The served decode: the deployment's sampling and limits, uint8 frames (normalised by the vision step)."""
-    return {"image_size": image_size, "params": sampling, "limits": limits.decode,
+    return {"image_size": image_size, "params": sampling,
+            "limits": limits.reference_decode() if reference else limits.decode,
             "time_budget_s": limits.decode_time_budget_s, "output": "uint8"}
 
 

@@ -1,7 +1,8 @@
 """`videoitg`: the top-level model (BLS). One request = one video + one instruction.
 
-    VIDEO bytes --BLAKE3--> feature cache --hit----------------------------------------+
-                                         --miss--> videoitg_decode -> videoitg_vision -+-> videoitg_grounding
+    VIDEO bytes / VIDEO_URI file --BLAKE3--> feature cache --hit-----------------------------------------+
+                                                           --miss--> videoitg_decode -> videoitg_vision -+
+    -> videoitg_grounding
     -> selection (GroundingResult under the request's ranking rule, top-K chronological, moments) -> outputs
     (+ the top-K frames as images when the request asks: `frames.py`, decoded in a thread pool of their own)
 
@@ -23,10 +24,11 @@ from videoitg.python_backend.errors import remember_verdict
 from videoitg.python_backend.features import Steps
 from videoitg.python_backend.frames import FrameRequest, parse_frames, served_frames
 from videoitg.python_backend.scheduling import FeatureScheduler
-from videoitg.python_backend.steps import Request, feature_identity, parse_request, sampling_from
+from videoitg.python_backend.steps import Request, feature_identity, parse_request, read_reference, sampling_from
 
 from videoitg.limits import InFlightGate, Limits
 from videoitg.outputs import GroundingResult, SelectionOptions, result_outputs
+from videoitg.paths import MediaRoots
 
 HITS_PER_COLD_SLOT = 4  # requests served at once per cold slot: hits are neither queued nor refused behind decodes
 
@@ -37,6 +39,7 @@ class TritonPythonModel:
         self.name = args.get("model_name", "videoitg")
         self.limits = Limits.from_mapping(p)  # byte bounds here; the queue bound is Triton's (config.pbtxt)
         self.sampling = sampling_from(p)
+        self.media_roots = MediaRoots.from_parameter(p.get("media_roots"))
         self.identity = feature_identity(assets, p)
         self.metrics = BlsMetrics(self.name)
         self.scheduler = FeatureScheduler(FeatureCache(int(p.get("feature_cache_bytes", 1 << 30))), FailureMemory(),
@@ -67,9 +70,11 @@ class TritonPythonModel:
                 sel = self.selection
                 req = parse_request(input_numpy(r, "VIDEO"), input_numpy(r, "INSTRUCTION"),
                                     input_numpy(r, "TOP_K"), sel.default_top_k, self.limits,
-                                    input_numpy(r, "RANKING_RULE"), sel.ranking_rule, input_numpy(r, "VIDEO_DIGEST"))
+                                    input_numpy(r, "RANKING_RULE"), sel.ranking_rule, input_numpy(r, "VIDEO_DIGEST"),
+                                    input_numpy(r, "VIDEO_URI"), self.media_roots)
                 frames = parse_frames(input_numpy(r, "FRAMES"), input_numpy(r, "FRAMES_SIZE"), req.video is not None)
-                key = cache_key(req.video_digest(), self.sampling.key(), self.identity)
+                # A reference is hashed in its task, off the event loop (a long video takes seconds).
+                key = None if req.reference else cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.gate.__enter__()  # OverloadedError past the bound
             except Exception as e:
                 self._send(sender, None, e)
@@ -80,7 +85,7 @@ class TritonPythonModel:
             task.add_done_callback(self.tasks.discard)
         return None  # every response goes through its request's sender
 
-    async def _serve(self, req: Request, key: str, sender, frames: FrameRequest | None = None) -> None:
+    async def _serve(self, req: Request, key: str | None, sender, frames: FrameRequest | None = None) -> None:
         try:
             response, exc = await self._answer(req, key, frames), None
         except Exception as e:
@@ -90,8 +95,13 @@ class TritonPythonModel:
             self.metrics.requests.set(self.gate.in_flight)
         self._send(sender, response, exc)
 
-    async def _answer(self, req: Request, key: str, frames: FrameRequest | None = None):
+    async def _answer(self, req: Request, key: str | None, frames: FrameRequest | None = None):
         video = req.video
+        if req.reference is not None:  # keyed by the content read now: a file replaced under its name is new
+            video = await asyncio.get_running_loop().run_in_executor(
+                None, read_reference, self.media_roots, req.reference, self.limits)
+            key = cache_key(video.digest, self.sampling.key(), self.identity)
+        assert key is not None
         compute = None if video is None else (lambda: self.steps.visual(video))  # None: named by digest alone
         f, hit = await self.scheduler.features(key, compute, remember_verdict)
         logits = await self.steps.logits(f, req.instruction)

@@ -69,7 +69,7 @@ def test_a_video_swapped_for_a_symlink_after_the_check_is_never_read(tmp_path: P
         os.symlink(outside, root / "sub")
     backend = ReadingBackend()
     (out,) = score_unit(backend, [row])
-    assert not out.ok and out.record["stage"] == "video" and out.record["error_type"] == "InputError"
+    assert not out.ok and out.record["stage"] == "video" and out.record["error_type"] == "MediaChangedError"
     assert ("now a symlink" if swap == "file" else "changed after it was checked") in out.record["reason"]
     assert backend.read == []
     with pytest.raises(InputError):

@@ -57,7 +57,7 @@ def test_bad_frames_inputs_are_refused_naming_the_input(frames, size, match) -> 
 
 
 def test_frames_need_the_video_bytes() -> None:
-    with pytest.raises(InputError, match="FRAMES: .*send VIDEO .*not VIDEO_DIGEST alone"):
+    with pytest.raises(InputError, match="FRAMES: .*send VIDEO .*not VIDEO_DIGEST or VIDEO_URI alone"):
         parse_frames(_s("jpeg"), None, False)
 
 

@@ -57,10 +57,10 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     for rel, cfg in configs.items():
         assert cfg.name == rel.split("/")[0]
     top = configs["videoitg/config.pbtxt"]
-    if mode == "bls":  # the video as its bytes or, for a cached one, its digest alone; the top-K frames if asked
+    if mode == "bls":  # the video as bytes, a cached digest alone, or a file under a media root; frames if asked
         assert [(i.name, i.optional) for i in top.input] == [
-            ("VIDEO", True), ("VIDEO_DIGEST", True), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True),
-            ("FRAMES", True), ("FRAMES_SIZE", True)]
+            ("VIDEO", True), ("VIDEO_DIGEST", True), ("VIDEO_URI", True), ("INSTRUCTION", False), ("TOP_K", True),
+            ("RANKING_RULE", True), ("FRAMES", True), ("FRAMES_SIZE", True)]
     else:
         assert [(i.name, i.optional) for i in top.input] == [
             ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
@@ -254,7 +254,7 @@ def test_parse_request_video_digest() -> None:
     for digest, msg in ((d.upper(), "64 lower-case hex"), (d[3:], "'b3:'"), ("b3:" + "0" * 63, "'b3:'")):
         with pytest.raises(InputError, match=msg):
             parse_request(None, text, None, 8, video_digest=np.array([[digest.encode()]], object))
-    with pytest.raises(InputError, match="not both"):
+    with pytest.raises(InputError, match="one of VIDEO, VIDEO_DIGEST or VIDEO_URI"):
         parse_request(np.array([[b"vid"]], object), text, None, 8, video_digest=np.array([[d.encode()]], object))
     with pytest.raises(InputError, match="VIDEO is missing"):
         parse_request(None, text, None, 8)
@@ -421,3 +421,17 @@ def test_decode_step_queue_is_bounded_by_max_in_flight(kw) -> None:
     cfg = model_specs(RepoSpec(**kw, limits=Limits().replace(max_in_flight=3)))[DECODE]
     assert cfg["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
     assert cfg["dynamic_batching"]["preferred_batch_size"] == [1]  # one video per execution, as before
+
+
+def test_media_roots_are_announced_and_refused_where_references_cannot_be_served(tmp_path: Path) -> None:
+    from videoitg.paths import MediaRoots
+
+    specs = render(RepoSpec(target="cpu", media_roots=(str(tmp_path),)))
+    for model in ("videoitg", "videoitg_decode"):  # the decode step checks a reference itself
+        assert f'key: "media_roots"\n  value {{ string_value: {json.dumps(json.dumps([str(tmp_path)]))} }}' in \
+            specs[f"{model}/config.pbtxt"]
+    assert MediaRoots.from_parameter(json.dumps([str(tmp_path)])).roots == (str(tmp_path),)
+    assert 'key: "media_roots"\n  value { string_value: "" }' in render(RepoSpec())["videoitg/config.pbtxt"]
+    for bad in ({"mode": "ensemble"}, {"media_roots": str(tmp_path)}, {"media_roots": ("relative",)}):
+        with pytest.raises(InputError):
+            RepoSpec(**{"media_roots": (str(tmp_path),), **bad})

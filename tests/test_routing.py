@@ -183,8 +183,8 @@ class Recorder(ServerPool):
 
         self.client_factory = factory
 
-    def infer(self, video, instruction, top_k=None, key=None, ranking_rule=None):  # type: ignore[no-untyped-def]
-        served, url = super().infer(video, instruction, top_k, key, ranking_rule)
+    def infer(self, video, instruction, top_k=None, key=None, ranking_rule=None, path=None):  # type: ignore[no-untyped-def]
+        served, url = super().infer(video, instruction, top_k, key, ranking_rule, path)
         Recorder.calls.append((key or "", url, served.cache_hit))
         return served, url
 

@@ -29,3 +29,55 @@ def test_a_long_ranking_rule_is_refused_without_being_echoed() -> None:
         parse_request(np.array([[b"vid"]], object), TEXT, None, 8,
                       ranking_rule=np.array([[b"y" * MAX_OPTION_BYTES]], object))
     assert "unknown ranking rule" in str(e.value) and len(str(e.value)) < 200
+
+
+def test_an_oversized_upload_names_the_flag_and_the_reference_path() -> None:
+    from videoitg.decode.errors import VideoTooLargeError
+    from videoitg.limits import Limits
+
+    with pytest.raises(VideoTooLargeError, match="--max-video-bytes") as e:
+        parse_request(np.array([[b"v" * 100]], object), TEXT, None, 8, Limits().replace(max_bytes=10))
+    assert "VIDEOITG_MAX_VIDEO_BYTES" in str(e.value) and "VIDEO_URI" in str(e.value)
+
+
+def test_a_reference_is_resolved_hashed_and_decoded_from_the_file(tmp_path) -> None:
+    import os
+    from pathlib import Path
+
+    from videoitg.python_backend.steps import decode_source, decode_whole, read_reference
+
+    from tests.support.video import random_clip
+    from videoitg.decode.errors import VideoTooLargeError
+    from videoitg.limits import Limits
+    from videoitg.paths import MediaChangedError, MediaRoots, ReferencesOffError
+    from videoitg.sampling import SamplingParams
+
+    data = random_clip(tmp_path / "clip.mp4", seed=1, seconds=2)
+    roots, uri = MediaRoots.of([tmp_path]), np.array([[str(tmp_path / "clip.mp4").encode()]], object)
+    limits = Limits().replace(max_bytes=10)  # the upload bound does not apply to a reference
+    with pytest.raises(ReferencesOffError):
+        parse_request(None, TEXT, None, 8, limits, video_uri=uri)
+    with pytest.raises(InputError, match="one of VIDEO, VIDEO_DIGEST or VIDEO_URI"):
+        parse_request(np.array([[b"v"]], object), TEXT, None, 8, limits, video_uri=uri, media_roots=roots)
+    req = parse_request(None, TEXT, None, 8, limits, video_uri=uri, media_roots=roots)
+    assert req.video is None and req.reference == str((tmp_path / "clip.mp4").resolve())
+    ref = read_reference(roots, req.reference, limits)
+    assert ref.digest == video_digest(data)  # keyed by content, as the same bytes uploaded
+    with pytest.raises(VideoTooLargeError, match="--max-reference-bytes"):
+        read_reference(roots, req.reference, limits.replace(max_reference_bytes=10))
+    sampling = SamplingParams(num_frames=4)
+    version = np.array([[ref.identity.encode()]], object)
+    with decode_source(None, np.array([[ref.path.encode()]], object), version, roots) as video:
+        assert isinstance(video, Path)
+        by_file = decode_whole(video, 32, sampling, limits)
+    with decode_source(np.array([[data]], object), None, None, roots) as video:
+        by_bytes = decode_whole(video, 32, sampling, Limits())
+    assert np.array_equal(by_file["PIXEL_VALUES"], by_bytes["PIXEL_VALUES"])
+    random_clip(tmp_path / "new.mp4", seed=2, seconds=2)
+    os.replace(tmp_path / "new.mp4", tmp_path / "clip.mp4")  # replaced after the top-level model hashed it
+    with pytest.raises(MediaChangedError):
+        with decode_source(None, np.array([[ref.path.encode()]], object), version, roots):
+            pass
+    with pytest.raises(ReferencesOffError):  # the step checks a client's reference itself
+        with decode_source(None, uri, None, MediaRoots()):
+            pass

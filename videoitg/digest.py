@@ -14,3 +14,15 @@ def video_digest(video: bytes | bytearray | memoryview) -> str:
     benchmarks/RESULTS.md), multithreaded for large inputs, and collision resistant."""
     threads = blake3.AUTO if len(video) >= _THREADED_FROM else 1
     return "b3:" + blake3(video, max_threads=threads).hexdigest()
+
+
+def file_digest(fd: int) -> str:
+    """`video_digest` of the open file `fd` (from its start, whatever its offset), read through a memory map: a
+    long video is hashed where it lies, without a copy in memory."""
+    import mmap
+    import os
+
+    if os.fstat(fd).st_size == 0:
+        return video_digest(b"")
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
+        return video_digest(view)

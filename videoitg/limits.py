@@ -67,6 +67,7 @@ _KNOBS: dict[str, str] = {
     "decode.max_pixels": "MAX_PIXELS",
     "decode.max_frames": "MAX_STREAM_FRAMES",
     "decode.max_decode_pixels_per_byte": "MAX_DECODE_PIXELS_PER_BYTE",
+    "max_reference_bytes": "MAX_REFERENCE_BYTES",
     "max_sampled_frames": "MAX_SAMPLED_FRAMES",
     "max_instruction_tokens": "MAX_INSTRUCTION_TOKENS",
     "max_instruction_bytes": "MAX_INSTRUCTION_BYTES",
@@ -85,6 +86,10 @@ class Limits:
     # Encoded bytes, duration, decoded width/height/pixels and frames in the stream (see DecodeLimits' defaults:
     # 4 GiB, 4 h, 4096x4096 and 4096x2160 pixels, 4 h at 120 fps).
     decode: DecodeLimits = field(default_factory=DecodeLimits)
+    # Encoded bytes of a video a served request names by reference (VIDEO_URI, under a --media-root): it is read
+    # from the file where it lies, with none of an upload's copies, so it keeps the decode library's 4 GiB bound
+    # whatever the served max_video_bytes. Every other video bound applies to it as to bytes.
+    max_reference_bytes: int = 4 << 30
     # Frames a request may ask the model to see (SamplingParams.num_frames). 512 is the released model's setting;
     # decoded frames cost 3*S*S*4 bytes each (1.8 MB at S=384), so this also bounds a request's memory.
     max_sampled_frames: int = 512
@@ -103,7 +108,8 @@ class Limits:
     def __post_init__(self) -> None:
         if not isinstance(self.decode, DecodeLimits):
             raise TypeError(f"Limits.decode must be a DecodeLimits, got {type(self.decode).__name__}")
-        for name in ("max_sampled_frames", "max_instruction_tokens", "max_instruction_bytes", "max_in_flight"):
+        for name in ("max_reference_bytes", "max_sampled_frames", "max_instruction_tokens", "max_instruction_bytes",
+                     "max_in_flight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Limits.{name} must be an int >= 1, got {v!r}")
@@ -172,6 +178,10 @@ class Limits:
                 f"max_sampled_frames={self.max_sampled_frames} can need "
                 f"{max_fixed_tokens(config, self.max_sampled_frames)} visual (and anchor) tokens, leaving no room "
                 f"for an instruction in the model's {config.tokenizer_model_max_length}-token budget")
+
+    def reference_decode(self) -> DecodeLimits:
+        """The decode bounds of a video named by reference: max_reference_bytes instead of max_video_bytes."""
+        return dataclasses.replace(self.decode, max_bytes=self.max_reference_bytes)
 
     def gate(self) -> InFlightGate:
         """A fresh admission gate of `max_in_flight` slots (keep one per server process)."""

@@ -56,7 +56,7 @@ class TritonBackend:
     def _one(self, data: bytes, key: str, row: Row) -> Outcome:
         try:
             served, _ = self.servers.infer(data, row.instruction, top_k=self.spec.top_k, key=key,
-                                           ranking_rule=self.spec.ranking_rule)
+                                           ranking_rule=self.spec.ranking_rule, path=row.video)
         except ServerUnavailableError:
             raise  # the servers' trouble: stop the job, the row stays unfinished for a rerun
         except Exception as e:  # noqa: BLE001 -- the pool re-sends server failures; what is left is the row's own

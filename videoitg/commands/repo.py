@@ -44,6 +44,9 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                         "copy of the tower)")
     p.add_argument("--grounding-instances", type=int, default=1,
                    help="instances of the grounding step (the LLM; on a gpu target per GPU, each with its own copy)")
+    p.add_argument("--media-root", action="append", default=[], metavar="DIR",
+                   help="a directory under which a request may name its video by path (VIDEO_URI) instead of sending "
+                        "its bytes; repeatable; none by default (references refused). Long videos: docs/limits.md")
     p.add_argument("--stream-frames", type=int, default=64,
                    help="bls with the python decoder: the decode step streams a video's frames to the vision step "
                         "in chunks of this many, so the tower encodes while the rest decode (default 64; 0: one "
@@ -79,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, target: str):
     from videoitg.limits import Limits, served_defaults
+    from videoitg.paths import MediaRoots
     from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec
 
     return RepoSpec(
@@ -99,6 +103,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
         sampling=SamplingParams(args.num_frames, args.target_fps, args.sampling_rule),
         cache_bytes=args.cache_bytes,
         limits=Limits.from_args(args, base=served_defaults()),  # flags > $VIDEOITG_* > served defaults
+        media_roots=MediaRoots.of(args.media_root).roots,
     )
 
 

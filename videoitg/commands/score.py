@@ -109,10 +109,11 @@ def run_remote(args: argparse.Namespace) -> int:
     result = served.result
     if served.cache_hit:
         hit = "yes: the server had the video's features, decode and vision were skipped" + (
-            "; only the video's digest was sent" if not served.sent_video else "")
+            "; only the video's digest was sent" if not served.sent_video and not served.by_reference else "")
     else:
         hit = "no: the server decoded the video and ran the vision tower"
-    print(f"server: {url} ({args.protocol}); cache hit: {hit}")
+    sent = "; the video was named by its path (the server read it under its media root)" if served.by_reference else ""
+    print(f"server: {url} ({args.protocol}); cache hit: {hit}{sent}")
     with VideoITGClient(url, args.protocol) as c:
         checkpoint = c.served_checkpoint()
     if checkpoint is not None and served_demo(checkpoint) and not is_sample_video(args.video):

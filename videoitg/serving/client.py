@@ -6,11 +6,17 @@ in-process `Scorer` does, so `results.jsonl` records are identical whichever pat
     result = client.score("clip.mp4", "When does the dog jump?")
     result.top_k_frames(8)
     result, images = client.score("clip.mp4", "When does the dog jump?", top_k=8, frames="jpeg", frames_size=448)
+
+A video file under one of the media roots the served model announces (its `media_roots` parameter, `videoitg serve
+--media-root DIR`) is named by its path (VIDEO_URI) instead of sent: the server reads it where it lies, so a long
+video needs no upload and no bytes limit of its own. Elsewhere the bytes are sent as before.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +32,7 @@ from videoitg.outputs import (
     frames_from_outputs,
     result_from_outputs,
 )
-from videoitg.paths import local_video
+from videoitg.paths import MediaRoots, local_video
 
 MODEL = "videoitg"
 OUTPUTS = ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT", "MOMENTS",
@@ -46,10 +52,11 @@ class ServedResult:
     result: GroundingResult
     top_k_frames: list[int]
     cache_hit: bool
-    sent_video: bool  # False: the server had the video's features, and only its digest was sent
+    sent_video: bool  # False: the server had the video's features, and only its digest (or its path) was sent
     outputs: dict[str, np.ndarray]
     # The top-K frames when asked for (`frames=`), chronological: JPEG file bytes ("jpeg") or [H, W, 3] uint8.
     frames: list[bytes] | list[np.ndarray] | None = None
+    by_reference: bool = False  # the video was named by its path under a media root of the server
 
     def images(self) -> list[np.ndarray]:
         """The frames asked for as RGB uint8 [H, W, 3] arrays (JPEGs decoded), chronological."""
@@ -108,6 +115,9 @@ def _module(protocol: str):
 # than the extra round trip a first request pays.
 DIGEST_FIRST_BYTES = 1 << 20
 NOT_FOUND = ("StatusCode.NOT_FOUND", "404")
+# A reference the server cannot use although the model announced the root (another machine, another layout, the
+# roots changed since they were read): the bytes are sent instead. Other refusals are the video's own.
+_NOT_HERE = re.compile(r"\b(MediaNotFoundError|OutsideRootsError|ReferencesOffError): ")
 
 
 class VideoITGClient:
@@ -116,6 +126,7 @@ class VideoITGClient:
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         self.digest_first_bytes = digest_first_bytes
         self._input_names: set[str] | None = None  # the served model's inputs (asked once)
+        self._media_roots: MediaRoots | None = None  # where the model takes a video by reference (asked once)
         self._m = _module(protocol)
         url = url.split("://", 1)[-1]  # tritonclient wants host:port
         self.url = url
@@ -140,9 +151,10 @@ class VideoITGClient:
             return False
 
     def inputs(self, video: bytes | None, instruction: str, top_k: int | None = None,
-               ranking_rule: str | None = None, digest: str | None = None, frames: str | None = None,
-               frames_size: int | None = None) -> list:
-        """The request's input tensors: VIDEO (the bytes), or VIDEO_DIGEST alone when `video` is None. Optional
+               ranking_rule: str | None = None, digest: str | None = None, uri: str | None = None,
+               frames: str | None = None, frames_size: int | None = None) -> list:
+        """The request's input tensors: VIDEO (the bytes), or when `video` is None VIDEO_URI (`uri`, a path under a
+        media root of the server) or VIDEO_DIGEST alone. Optional
         inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
         `ranking_rule` parameter, "released" unless configured; no frames unless FRAMES asks)."""
         m = self._m
@@ -152,9 +164,13 @@ class VideoITGClient:
             t.set_data_from_numpy(arr)
             return t
 
-        ins = [tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES") if video is not None else
-               tensor("VIDEO_DIGEST", np.array([[str(digest).encode()]], dtype=np.object_), "BYTES"),
-               tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
+        if video is not None:
+            named = tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES")
+        elif uri is not None:
+            named = tensor("VIDEO_URI", np.array([[os.fsencode(uri)]], dtype=np.object_), "BYTES")
+        else:
+            named = tensor("VIDEO_DIGEST", np.array([[str(digest).encode()]], dtype=np.object_), "BYTES")
+        ins = [named, tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
         if top_k is not None:
             ins.append(tensor("TOP_K", np.array([[top_k]], dtype=np.int32), "INT32"))
         if ranking_rule is not None:
@@ -181,6 +197,24 @@ class VideoITGClient:
         """Whether the served model takes VIDEO_DIGEST (the BLS repository does; the ensemble has no cache)."""
         return self.accepts("VIDEO_DIGEST")
 
+    def media_roots(self) -> MediaRoots:
+        """The directories under which the served model takes a video by reference: its `media_roots` parameter
+        (none where it announces none, e.g. an older repository or an ensemble)."""
+        if self._media_roots is None:
+            params = self.model_parameters()
+            if not params:  # unknown for now: send bytes, ask again next time
+                return MediaRoots()
+            try:
+                self._media_roots = MediaRoots.from_parameter(params.get("media_roots"))
+            except (ValueError, TypeError):
+                self._media_roots = MediaRoots()
+        return self._media_roots
+
+    def reference(self, path: str | Path) -> str | None:
+        """The path to send as VIDEO_URI for a local file (absolute, symlinks followed), or None when it lies under
+        no media root the served model announces."""
+        return os.path.realpath(path) if self.media_roots().contains(path) else None
+
     def model_parameters(self, model: str | None = None) -> dict[str, str]:
         """The `parameters` of a served model's config (name -> string value); {} when the server does not say."""
         try:
@@ -205,18 +239,29 @@ class VideoITGClient:
         return None
 
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None, digest: str | None = None, frames: str | None = None,
-              frames_size: int | None = None) -> ServedResult:
+              ranking_rule: str | None = None, digest: str | None = None, path: str | Path | None = None,
+              frames: str | None = None, frames_size: int | None = None) -> ServedResult:
         """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
-        "released"; the result carries the rule the server applied). A video of `digest_first_bytes` or more is
-        first named by its digest (`digest`, else computed here) where the model takes one: a server that has its
-        features answers without the bytes crossing the wire; one that has not says NOT_FOUND and gets them.
+        "released"; the result carries the rule the server applied). A file under a media root the model announces
+        (`video` as a path, or `path`: the file the bytes `video` were read from) is named by its path and read by
+        the server. Otherwise a video of `digest_first_bytes` or more is first named by its digest (`digest`, else
+        computed here) where the model takes one: a server that has its features answers without the bytes
+        crossing the wire; one that has not says NOT_FOUND and gets them.
         `frames` ("jpeg" | "uint8"): the answer also holds the top-K frames (`ServedResult.frames`), decoded by
-        the server from the video, which is then always sent; `frames_size`: their longer side in pixels (None or
-        0: the video's own size)."""
+        the server from the video, whose bytes are then always sent; `frames_size`: their longer side in pixels
+        (None or 0: the video's own size)."""
         if frames is not None:
             self._check_frames(frames)
         video = local_video(video)  # a URL is refused: nothing is fetched
+        file = path if isinstance(video, bytes) else video
+        uri = None if file is None or frames is not None else self.reference(file)  # frames: the bytes go
+        if uri is not None:
+            try:
+                return self._infer(self.inputs(None, instruction, top_k, ranking_rule, uri=uri), instruction,
+                                   "" if isinstance(video, bytes) else str(video), False, by_reference=True)
+            except RemoteError as e:
+                if not _NOT_HERE.search(str(e)):
+                    raise
         if isinstance(video, bytes):
             data = video
         else:
@@ -247,7 +292,7 @@ class VideoITGClient:
                              "(videoitg.export.top_k_images)")
 
     def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool,
-               frames: str | None = None) -> ServedResult:
+               frames: str | None = None, by_reference: bool = False) -> ServedResult:
         names = OUTPUTS + ([FRAME_FORMATS[frames]] if frames is not None else [])
         outs = [self._m.InferRequestedOutput(n) for n in names]
         try:
@@ -264,7 +309,8 @@ class VideoITGClient:
         arrays = {n: r.as_numpy(n) for n in names}
         result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
-                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays, frames_from_outputs(arrays))
+                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays, frames_from_outputs(arrays),
+                            by_reference)
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
               ranking_rule: str | None = None, frames: str | None = None, frames_size: int | None = None

@@ -80,6 +80,10 @@ class RepoSpec:
     # Built-in served defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
     # committed examples); `videoitg repo build` / `serve` pass Limits.from_args (flags > environment > defaults).
     limits: Limits = field(default_factory=served_defaults)
+    # Directories under which a request may name its video (VIDEO_URI) instead of carrying its bytes: real paths
+    # (`videoitg.paths.MediaRoots.of`), announced to clients as the top-level model's `media_roots` parameter.
+    # Empty (the default): every reference is refused. BLS with the python decoder only.
+    media_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "gpu"):
@@ -104,6 +108,12 @@ class RepoSpec:
             raise InputError(f"limits must be a videoitg.limits.Limits, got {type(self.limits).__name__}")
         self.limits.check_sampling(self.sampling)  # a repository whose every request would be refused
         check_ranking_rule(self.ranking_rule)
+        if isinstance(self.media_roots, (str, os.PathLike)) or not all(
+                isinstance(r, str) and os.path.isabs(r) for r in self.media_roots):
+            raise InputError(f"media_roots must be a tuple of absolute directories, got {self.media_roots!r}")
+        self.media_roots = tuple(self.media_roots)
+        if self.media_roots and (self.mode != "bls" or self.decoder != "python"):
+            raise InputError("--media-root (videos by reference) needs the bls repository with the python decoder")
         if not self.dtype:
             self.dtype = "float32" if self.target == "cpu" else "float16"
         if self.dtype not in FEATURE_TYPES:
@@ -179,9 +189,11 @@ def selection_inputs() -> list[dict[str, Any]]:
 def request_inputs(mode: str = "bls") -> list[dict[str, Any]]:
     """What a client sends the top-level model. With the feature cache (bls), the video may come as VIDEO_DIGEST
     alone (`videoitg.digest.video_digest`): a cached video is then scored without its bytes crossing the wire, an
-    uncached one is answered NOT_FOUND and the client sends VIDEO (`VideoITGClient` does both)."""
+    uncached one is answered NOT_FOUND and the client sends VIDEO (`VideoITGClient` does both); or as VIDEO_URI,
+    a file under one of the server's media roots (refused where it has none)."""
     if mode == "bls":
-        video = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_DIGEST", "STRING", [1], optional=True)]
+        video = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_DIGEST", "STRING", [1], optional=True),
+                 _io("VIDEO_URI", "STRING", [1], optional=True)]
     else:
         video = [_io("VIDEO", "STRING", [1])]
     return [*video, _io("INSTRUCTION", "STRING", [1]), *selection_inputs()]
@@ -252,6 +264,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 "feature_cache_bytes": spec.cache_bytes,
                 "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
                 "decode_backend": spec.decoder, "stream_frames": spec.stream_frames if spec.streaming else 0,
+                "media_roots": _media_roots(spec),
             },
         )
     else:
@@ -344,22 +357,33 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
     # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
     batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
                 "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
+    params = {"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params}
+    if spec.mode != "bls":
+        return _python_model(DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
+                             inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs, params=params)
+    # Under the BLS model the video comes as its bytes or as a file under a media root (checked here again: a
+    # client may call this step), with the identity of the file the BLS model hashed (`steps.decode_source`).
+    inputs = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_URI", "STRING", [1], optional=True),
+              _io("VIDEO_VERSION", "STRING", [1], optional=True)]
+    params["media_roots"] = _media_roots(spec)
     if not spec.streaming:
-        return _python_model(
-            DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
-            inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
-            params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params},
-        )
+        return _python_model(DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
+                             inputs=inputs, outputs=outputs, params=params)
     # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES and TIMESTAMPS
     # last (`videoitg.python_backend.steps.decode_stream`).
     cfg = _python_model(
         DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
-        inputs=[_io("VIDEO", "STRING", [1])], outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
-        params={"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params,
-                "stream_frames": spec.stream_frames},
+        inputs=inputs, outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
+        params={**params, "stream_frames": spec.stream_frames},
     )
     cfg["model_transaction_policy"] = {"decoupled": True}
     return cfg
+
+
+def _media_roots(spec: RepoSpec) -> str:
+    from videoitg.paths import MediaRoots
+
+    return MediaRoots(tuple(spec.media_roots)).to_parameter()
 
 
 # ---- pbtxt --------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.digest import video_digest
+from videoitg.digest import file_digest, video_digest
 from videoitg.errors import InputError, VideoITGError
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
 
@@ -58,6 +59,18 @@ def is_transient(e: BaseException) -> bool:
 
 def routing_key(video: bytes) -> str:
     return video_digest(video)
+
+
+def file_routing_key(path: str | Path) -> str:
+    """`routing_key` of a file's content, hashed where it lies (a long video is not read into memory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise InputError(f"cannot read video {path}: {e.strerror or e}") from None
+    try:
+        return file_digest(fd)
+    finally:
+        os.close(fd)
 
 
 def rank(servers: Sequence[str], key: str) -> list[str]:
@@ -162,12 +175,12 @@ class ServerPool:
 
     # ---- requests ---------------------------------------------------------------------------------------------
     def infer(self, video: bytes | str | Path, instruction: str, top_k: int | None = None,
-              key: str | None = None, ranking_rule: str | None = None, frames: str | None = None,
-              frames_size: int | None = None) -> tuple[ServedResult, str]:
+              key: str | None = None, ranking_rule: str | None = None, path: str | Path | None = None,
+              frames: str | None = None, frames_size: int | None = None) -> tuple[ServedResult, str]:
         """Send one request to the video's server, failing over as described above. Returns the result and the
-        server that answered. Raises the server's `RemoteError` for the request's own errors."""
-        data = video if isinstance(video, bytes) else Path(video).read_bytes()
-        key = key or routing_key(data)
+        server that answered. Raises the server's `RemoteError` for the request's own errors. A file (`video` as
+        a path, or `path`: where the bytes came from) goes by reference to a server that takes it from there."""
+        key = key or (routing_key(video) if isinstance(video, bytes) else file_routing_key(video))
         waits = iter(self.backoff_s)
         force_probe = False
         while True:
@@ -176,8 +189,8 @@ class ServerPool:
                 if not self.usable(url, force_probe):
                     continue
                 try:
-                    served = self._client(url).infer(data, instruction, top_k=top_k, ranking_rule=ranking_rule,
-                                                     digest=key, frames=frames, frames_size=frames_size)
+                    served = self._client(url).infer(video, instruction, top_k=top_k, ranking_rule=ranking_rule,
+                                                     digest=key, path=path, frames=frames, frames_size=frames_size)
                 except Exception as e:  # noqa: BLE001 -- classified: the server's trouble or the request's
                     if not is_transient(e):
                         with self._lock:

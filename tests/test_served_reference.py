@@ -1,0 +1,219 @@
+"""A served video named by reference (VIDEO_URI under `--media-root`), on the real tritonserver: a clip over the
+upload limit is served from where it lies, equal to the in-process result; every hostile reference is refused with
+its own typed error that quotes at most a short prefix of it; a file replaced under its name is scored anew (the
+feature cache keys a reference by its content); and a server started without a media root refuses references."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+from tests.support.server import served, skip_without_tritonserver  # noqa: E402
+from tests.support.video import random_clip  # noqa: E402
+from videoitg.limits import served_defaults  # noqa: E402
+from videoitg.paths import SHOWN_CHARS  # noqa: E402
+from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
+from videoitg.serving.repository import RepoSpec  # noqa: E402
+
+pytestmark = pytest.mark.server
+skip_without_tritonserver()
+
+UPLOAD_LIMIT = 4096  # bytes: every clip here is larger, so only a reference can bring it
+TOL = 1e-5
+INSTRUCTION = "when does the square move?"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def server(media, tmp_path_factory):
+    spec = RepoSpec(target="cpu", limits=served_defaults().replace(max_bytes=UPLOAD_LIMIT), stream_frames=5,
+                    media_roots=(str(media.resolve()),))
+    yield from served(spec, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        yield c
+
+
+def assert_same(served, ref) -> None:
+    diff = np.abs(np.asarray(served.logits) - np.asarray(ref.logits)).max()
+    assert diff <= TOL, f"served logits differ from in-process by {diff}"
+    assert served.frame_indices == ref.frame_indices and served.timestamps == ref.timestamps
+    assert served.ranked_frame_indices == ref.ranked_frame_indices
+
+
+def refusal(client: VideoITGClient, reference: str | bytes) -> RemoteError:
+    raw = reference if isinstance(reference, bytes) else os.fsencode(reference)
+    inputs = client.inputs(None, INSTRUCTION, uri=os.fsdecode(raw))
+    with pytest.raises(RemoteError) as e:
+        client._infer(inputs, INSTRUCTION, "", False)
+    return e.value
+
+
+def test_a_reference_over_the_upload_limit_is_served_like_in_process(client, media, scorer) -> None:
+    data = random_clip(media / "big.mp4", seed=11)
+    assert len(data) > UPLOAD_LIMIT
+    with pytest.raises(RemoteError, match="VideoTooLargeError") as e:  # the bytes: refused, naming the flag
+        client.infer(data, INSTRUCTION)
+    assert "--max-video-bytes" in str(e.value) and "VIDEO_URI" in str(e.value)
+    assert client.media_roots().roots == (str(media.resolve()),)  # announced by the model's parameters
+    out = client.infer(media / "big.mp4", INSTRUCTION, top_k=3)
+    assert out.by_reference and not out.sent_video and not out.cache_hit
+    ref = scorer.score(data, INSTRUCTION)
+    assert_same(out.result, ref)
+    assert out.top_k_frames == ref.top_k_frames(3)
+    again = client.infer(data, INSTRUCTION, path=media / "big.mp4")  # bytes in hand, the file named instead
+    assert again.by_reference and again.cache_hit
+    assert_same(again.result, ref)
+
+
+def test_every_hostile_reference_is_refused_with_a_typed_error(client, media, tmp_path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.mp4").write_bytes(random_clip(outside / "secret.mp4", seed=12))
+    os.symlink(outside / "secret.mp4", media / "escape.mp4")
+    os.symlink(outside, media / "linked")
+    os.symlink("/dev/zero", media / "zero.mp4")
+    os.mkfifo(media / "pipe.mp4")
+    (media / "folder").mkdir()
+    cases = {
+        f"{media}/../{outside.parent.name}/outside/secret.mp4": "OutsideRootsError",
+        str(media / "escape.mp4"): "OutsideRootsError",  # a symlink out of the root
+        str(media / "linked" / "secret.mp4"): "OutsideRootsError",  # a symlinked parent directory
+        str(outside / "secret.mp4"): "OutsideRootsError",
+        "/dev/zero": "OutsideRootsError",
+        str(media / "zero.mp4"): "OutsideRootsError",
+        str(media / "pipe.mp4"): "NotARegularFileError",  # answered at once: the open never blocks
+        str(media / "missing.mp4"): "MediaNotFoundError",
+        str(media / "folder"): "NotARegularFileError",
+        "big.mp4": "InvalidReferenceError",  # relative
+        "https://example.com/v.mp4": "InvalidReferenceError",
+        str(media / ("x" * 1000)): "MediaNotFoundError",
+        b"/" + b"y" * 5000: "InvalidReferenceError",
+    }
+    for reference, error in cases.items():
+        t0 = time.monotonic()
+        e = refusal(client, reference)
+        assert time.monotonic() - t0 < 10
+        assert e.status == "StatusCode.INVALID_ARGUMENT", (reference, str(e))
+        assert f"videoitg: {error}: " in str(e), (reference, str(e))
+        assert len(str(e)) < 300 and "x" * (SHOWN_CHARS + 1) not in str(e) and "yyyy" * 20 not in str(e)
+        assert str(outside) not in str(e)
+
+
+def _decode_step(server, reference: str) -> list:
+    """The answers of the (streaming) decode step, called directly with a reference."""
+    import tritonclient.grpc as grpc
+
+    t = grpc.InferInput("VIDEO_URI", [1, 1], "BYTES")
+    t.set_data_from_numpy(np.array([[reference.encode()]], object))
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    c = grpc.InferenceServerClient(server.grpc_url)
+    try:
+        c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result))
+        c.async_stream_infer("videoitg_decode", [t])
+        return [answers.get(timeout=60)]
+    finally:
+        c.stop_stream()
+        c.close()
+
+
+def test_the_decode_step_checks_a_clients_reference_itself(server, media, tmp_path) -> None:
+    (tmp_path / "other.mp4").write_bytes(b"x")
+    os.symlink(tmp_path / "other.mp4", media / "step-escape.mp4")
+    (answer,) = _decode_step(server, str(media / "step-escape.mp4"))
+    assert isinstance(answer, Exception) and "videoitg_decode: OutsideRootsError: " in str(answer)
+
+
+def test_a_file_replaced_under_its_name_is_scored_anew(client, media, scorer) -> None:
+    name = media / "replaced.mp4"
+    first = random_clip(name, seed=21)
+    a = client.infer(name, INSTRUCTION)
+    assert a.by_reference and not a.cache_hit
+    assert_same(a.result, scorer.score(first, INSTRUCTION))
+    second = random_clip(media / "incoming.mp4", seed=22)
+    os.replace(media / "incoming.mp4", name)  # a new file under the same name
+    b = client.infer(name, INSTRUCTION)
+    assert not b.cache_hit  # keyed by content, not by name: never the stale features
+    assert_same(b.result, scorer.score(second, INSTRUCTION))
+    with open(name, "r+b") as f:  # rewritten in place: same file, new content
+        f.write(first)
+        f.truncate()
+    c = client.infer(name, INSTRUCTION)
+    assert c.cache_hit  # the first clip's content again: its features are the cached ones
+    assert_same(c.result, scorer.score(first, INSTRUCTION))
+
+
+@pytest.fixture(scope="module")
+def server_without_roots(tmp_path_factory):
+    yield from served(RepoSpec(target="cpu", limits=served_defaults().replace(max_bytes=UPLOAD_LIMIT)),
+                      tmp_path_factory)
+
+
+def test_references_are_off_by_default(server_without_roots, media) -> None:
+    random_clip(media / "off.mp4", seed=31)
+    with VideoITGClient(server_without_roots.grpc_url, "grpc") as c:
+        assert not c.media_roots()
+        e = refusal(c, str(media / "off.mp4"))
+        assert e.status == "StatusCode.INVALID_ARGUMENT" and "videoitg: ReferencesOffError: " in str(e)
+        assert "--media-root" in str(e)
+        with pytest.raises(RemoteError, match="VideoTooLargeError"):  # the client sends bytes: over the limit
+            c.infer(media / "off.mp4", INSTRUCTION)
+
+
+def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tmp_path, capsys,
+                                                       monkeypatch) -> None:
+    """`videoitg score --server` and the batch Triton backend send the path of a file under the announced root:
+    a clip over the upload limit is scored, as in-process."""
+    import json
+
+    from videoitg.batch.backends import BackendSpec
+    from videoitg.batch.manifest import Row
+    from videoitg.batch.triton_backend import TritonBackend
+    from videoitg.cli import main
+
+    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
+    data = random_clip(media / "cli.mp4", seed=41)
+    assert len(data) > UPLOAD_LIMIT
+    assert main(["score", str(media / "cli.mp4"), "-i", INSTRUCTION, "--server", server.grpc_url, "--top-k", "3",
+                 "--output", str(tmp_path / "r.jsonl")]) == 0
+    assert "named by its path" in capsys.readouterr().out
+    ref = scorer.score(data, INSTRUCTION)
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    assert record["top_k"] == ref.top_k_frames(3)
+    video = str((media / "cli.mp4").resolve())
+    rows = [Row("r0", 1, video, INSTRUCTION, doc_id=0)]
+    (out,) = TritonBackend(BackendSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3)
+                           ).score_unit(rows)
+    assert out.ok, out.record
+    want = scorer.score(Path(video), INSTRUCTION).to_record(doc_id=0, video_path=video, top_k=3)
+    assert out.record["top_k"] == want["top_k"]
+    assert np.allclose(out.record["scores"], want["scores"], atol=TOL)
+
+
+@pytest.fixture(scope="module")
+def unstreamed(media, tmp_path_factory):
+    spec = RepoSpec(target="cpu", limits=served_defaults().replace(max_bytes=UPLOAD_LIMIT), stream_frames=0,
+                    media_roots=(str(media.resolve()),))
+    yield from served(spec, tmp_path_factory)
+
+
+def test_a_reference_through_the_unstreamed_decode_step(unstreamed, media, scorer) -> None:
+    data = random_clip(media / "whole.mp4", seed=51)
+    with VideoITGClient(unstreamed.grpc_url, "grpc") as c:
+        out = c.infer(media / "whole.mp4", INSTRUCTION)
+    assert out.by_reference and not out.cache_hit
+    assert_same(out.result, scorer.score(data, INSTRUCTION))
