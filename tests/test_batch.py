@@ -249,7 +249,8 @@ def test_atomic_write_removes_its_temp_file_on_error(tmp_path):
 
 
 def test_in_process_run_writes_good_rows_and_each_bad_rows_error(tmp_path, monkeypatch):
-    """Before the fix the driver crashed in write_shard (UnicodeEncodeError) and left an empty temp shard."""
+    """Hostile rows (a lone surrogate, a doc_id of 2**70, a line that is not UTF-8) become error records; the good
+    rows are scored and every shard is written whole (no temp shard left)."""
     from tests.support.batch import local_stream
     from videoitg.batch import runner
     from videoitg.batch.runner import BatchOptions, run_batch

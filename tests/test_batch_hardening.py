@@ -144,9 +144,8 @@ def _run(manifest: Path, out: Path) -> dict[str, Any]:
 
 
 def test_a_row_changed_under_its_id_is_scored_again(tmp_path: Path, monkeypatch) -> None:
-    """The rerun used to keep the stale record of a row whose instruction (or video file) changed under the same
-    id, without a word. Now the row is scored again, the run says how many changed, and results.jsonl holds the
-    new record only."""
+    """A row whose instruction (or video file) changed under the same id is scored again on the rerun, the run says
+    how many changed, and results.jsonl holds the new record only."""
     monkeypatch.setattr(runner, "_stream", _stream)
     monkeypatch.setattr(runner, "make_backend", ReadingBackend)
     for name in ("v1.mp4", "v2.mp4"):

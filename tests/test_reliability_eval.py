@@ -34,8 +34,8 @@ def _reasons(path: Path) -> dict[int, str]:
 
 
 def test_huge_clip_ids_and_durations_are_row_errors_not_tables(tmp_path: Path) -> None:
-    """One clip id of 4e8 used to build a 4e8-row saliency table (memory exhausted); an infinite duration raised
-    OverflowError. Bounded by the decoder's 4 h: 7,200 two-second clips."""
+    """A clip id of 4e8 or an infinite duration is a row error, never a table of that size: tables are bounded by
+    the decoder's 4 h, 7,200 two-second clips."""
     assert max_clips() == 7200
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     lines = [GOOD,

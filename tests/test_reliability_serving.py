@@ -484,7 +484,7 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
         s2 = run_batch(manifest, opts(out))
         plain = {r["row_id"] for r in read_jsonl(out / store.RESULTS)}
         BATCH.update(plain_rerun_ok=len(plain), plain_rerun_missing=len(set(want) - plain))
-        s3 = run_batch(manifest, opts(out, retry_errors=True))  # what recovers today (see RELIABILITY.md)
+        s3 = run_batch(manifest, opts(out, retry_errors=True))  # what a retry recovers (RELIABILITY.md)
     finally:
         again.stop()
     results = read_jsonl(out / store.RESULTS)
