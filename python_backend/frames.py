@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from videoitg.python_backend.steps import MAX_OPTION_BYTES, _one
+from videoitg.python_backend.steps import one_value, option_text
 
 from videoitg.errors import InputError
 from videoitg.export import FramesTooLargeError, top_k_images
@@ -29,14 +29,11 @@ def parse_frames(frames: np.ndarray | None, size: np.ndarray | None, video_sent:
     """The optional FRAMES ("jpeg" | "uint8") and FRAMES_SIZE (0: the video's own size, else 1..MAX_FRAMES_SIZE)
     inputs; None when FRAMES is absent. `video_sent`: the request holds the video's bytes (frames cannot be decoded
     from a VIDEO_DIGEST alone)."""
-    fmt, n = _one(frames, "FRAMES"), _one(size, "FRAMES_SIZE")
+    fmt, n = option_text(frames, "FRAMES", list(FRAME_FORMATS)), one_value(size, "FRAMES_SIZE")
     if fmt is None:
         if n is not None:
             raise InputError("FRAMES_SIZE sizes the frames FRAMES asks for: send FRAMES too")
         return None
-    if len(fmt) > MAX_OPTION_BYTES:  # before any use: an error never echoes a long field back
-        raise InputError(f"FRAMES is {len(fmt)} bytes; at most {MAX_OPTION_BYTES} (one of {', '.join(FRAME_FORMATS)})")
-    fmt = bytes(fmt).decode("utf-8", errors="replace") if isinstance(fmt, (bytes, np.bytes_)) else str(fmt)
     if fmt not in FRAME_FORMATS:
         raise InputError(f"FRAMES must be one of {', '.join(FRAME_FORMATS)}, got {fmt!r}")
     n = 0 if n is None else int(n)

@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,13 +172,25 @@ RAISE_VIDEO_BYTES = ("raise it with --max-video-bytes when the repository is bui
 _DIGEST = re.compile(r"b3:[0-9a-f]{64}")  # what `videoitg.digest.video_digest` gives (matched whole)
 
 
-def _one(arr: np.ndarray | None, name: str) -> Any:
+def one_value(arr: np.ndarray | None, name: str) -> Any:
+    """The single value of an optional request input; None when it is absent."""
     if arr is None:
         return None
     if arr.size != 1:
         raise InputError(f"{name} must hold exactly one value per request (got shape {list(arr.shape)}); "
                          "send one video per request")
     return arr.reshape(-1)[0]
+
+
+def option_text(arr: np.ndarray | None, name: str, choices: Sequence[str]) -> str | None:
+    """A named option (RANKING_RULE, FRAMES) as text; None when absent. Its size is checked before any use, so an
+    error never echoes a long field back; which of `choices` it names is the caller's check."""
+    value = one_value(arr, name)
+    if value is None:
+        return None
+    if len(value) > MAX_OPTION_BYTES:
+        raise InputError(f"{name} is {len(value)} bytes; at most {MAX_OPTION_BYTES} (one of {', '.join(choices)})")
+    return bytes(value).decode("utf-8", errors="replace") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
 def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_k: np.ndarray | None,
@@ -193,7 +205,7 @@ def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_
     alone, for a video the server may have cached) or VIDEO_URI (a file under one of `media_roots`, resolved here;
     `read_reference` opens and hashes it): bytes are always hashed by the server itself."""
     lim = limits or Limits()
-    v, d, u = _one(video, "VIDEO"), _one(video_digest, "VIDEO_DIGEST"), _one(video_uri, "VIDEO_URI")
+    v, d, u = one_value(video, "VIDEO"), one_value(video_digest, "VIDEO_DIGEST"), one_value(video_uri, "VIDEO_URI")
     if sum(x is not None for x in (v, d, u)) > 1:
         raise InputError("send one of VIDEO, VIDEO_DIGEST or VIDEO_URI")
     if v is None and d is None and u is None:
@@ -228,7 +240,7 @@ def parse_request(video: np.ndarray | None, instruction: np.ndarray | None, top_
 
 
 def _instruction(instruction: np.ndarray | None, limits: Limits) -> str:
-    text = _one(instruction, "INSTRUCTION")
+    text = one_value(instruction, "INSTRUCTION")
     if text is None:
         raise InputError("INSTRUCTION is missing")
     try:
@@ -240,20 +252,13 @@ def _instruction(instruction: np.ndarray | None, limits: Limits) -> str:
 def parse_options(top_k: np.ndarray | None, ranking_rule: np.ndarray | None, default_top_k: int,
                   default_ranking_rule: str = DEFAULT_RANKING_RULE) -> tuple[int, str]:
     """The optional selection inputs: (top_k, ranking rule), defaults filled in."""
-    k = _one(top_k, "TOP_K")
+    k = one_value(top_k, "TOP_K")
     k = default_top_k if k is None else int(k)
     if k < 1:
         raise InputError(f"TOP_K must be >= 1, got {k}")
-    rule = _one(ranking_rule, "RANKING_RULE")
-    if rule is None:
-        rule = default_ranking_rule
-    elif len(rule) > MAX_OPTION_BYTES:  # before any use: an error never echoes a long field back
-        raise InputError(f"RANKING_RULE is {len(rule)} bytes; at most {MAX_OPTION_BYTES} (one of "
-                         f"{', '.join(RANKING_RULES)})")
-    elif isinstance(rule, (bytes, np.bytes_)):
-        rule = bytes(rule).decode("utf-8", errors="replace")
+    rule = option_text(ranking_rule, "RANKING_RULE", RANKING_RULES)
     try:
-        rule = check_ranking_rule(str(rule))
+        rule = check_ranking_rule(default_ranking_rule if rule is None else rule)
     except InputError as e:
         raise InputError(f"RANKING_RULE: {e}") from None
     return k, rule
@@ -305,7 +310,7 @@ def decode_source(video: np.ndarray | None, uri: np.ndarray | None, version: np.
 
 
 def _bytes_input(value: np.ndarray, name: str) -> bytes:
-    one = _one(value, name)
+    one = one_value(value, name)
     if not isinstance(one, (bytes, np.bytes_)):
         raise InputError(f"{name} must hold bytes")
     return bytes(one)
