@@ -165,7 +165,8 @@ def read_reference(roots: MediaRoots, reference: str, limits: Limits) -> FileVid
     return FileVideo(reference, digest, identity)
 
 
-MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE)
+MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE, FRAMES)
+MAX_VERSION_BYTES = 256  # VIDEO_VERSION, the `videoitg.paths.file_identity` of a referenced file
 NO_MEDIA_ROOTS = MediaRoots()  # the default: videos by reference are refused
 RAISE_VIDEO_BYTES = ("raise it with --max-video-bytes when the repository is built (env VIDEOITG_MAX_VIDEO_BYTES), "
                      "or name a long video by reference (VIDEO_URI, under a --media-root: docs/limits.md)")
@@ -303,7 +304,12 @@ def decode_source(video: np.ndarray | None, uri: np.ndarray | None, version: np.
         return
     from videoitg.decode.errors import DecodeTimeoutError
 
-    identity = None if version is None else _bytes_input(version, "VIDEO_VERSION").decode("ascii", "replace")
+    identity = None
+    if version is not None:
+        raw = _bytes_input(version, "VIDEO_VERSION")
+        if len(raw) > MAX_VERSION_BYTES:  # a `file_identity` is a few numbers; never echoed
+            raise InputError(f"VIDEO_VERSION is {len(raw)} bytes; at most {MAX_VERSION_BYTES}")
+        identity = raw.decode("ascii", "replace")
     reference = _bytes_input(uri, "VIDEO_URI")
     with roots.pinned(reference, identity, leave_open_on=(DecodeTimeoutError,)) as path:
         yield Path(path)

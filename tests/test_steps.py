@@ -78,6 +78,10 @@ def test_a_reference_is_resolved_hashed_and_decoded_from_the_file(tmp_path) -> N
     with pytest.raises(MediaChangedError):
         with decode_source(None, np.array([[ref.path.encode()]], object), version, roots):
             pass
+    with pytest.raises(InputError, match="VIDEO_VERSION is 1048576 bytes; at most 256"):
+        with decode_source(None, np.array([[ref.path.encode()]], object), np.array([[b"1" * (1 << 20)]], object),
+                           roots):
+            pass
     with pytest.raises(ReferencesOffError):  # the step checks a client's reference itself
         with decode_source(None, uri, None, MediaRoots()):
             pass
