@@ -417,9 +417,9 @@ def test_supervision_gives_up_after_bounded_failed_starts(repo: Path, tmp_path: 
     monkeypatch.setattr(TritonServer, "running", property(lambda self: False))
     monkeypatch.setattr(TritonServer, "restart", lambda self, timeout_s: (_ for _ in ()).throw(
         server_mod.ServerError("tritonserver exited with code 1 while starting")))
-    monkeypatch.setattr(server_mod.time, "sleep", lambda s: None)
-    policy = server_mod.RestartPolicy(max_failed_starts=3)
-    assert server_mod.supervise(srv, lambda: False, said.append, policy) is False
+    monkeypatch.setattr(watchdog.time, "sleep", lambda s: None)
+    policy = watchdog.RestartPolicy(max_failed_starts=3)
+    assert watchdog.supervise(srv, lambda: False, said.append, policy) is False
     assert said[-1].endswith("giving up after 3 failed starts in a row"), said
     assert [x for x in said if "next try in" in x] == [
         "restart 0 failed (tritonserver exited with code 1 while starting); next try in 1 s",
@@ -427,11 +427,11 @@ def test_supervision_gives_up_after_bounded_failed_starts(repo: Path, tmp_path: 
 
 
 def test_restart_policy_restarts_a_ready_server_every_time() -> None:
-    policy = server_mod.RestartPolicy()
+    policy = watchdog.RestartPolicy()
     assert [policy.after_failed_start() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, None]
     policy.after_ready()
     assert policy.after_failed_start() == 1.0
-    assert server_mod.describe_exit(-9) == "killed by SIGKILL" and server_mod.describe_exit(1) == "exit code 1"
+    assert watchdog.describe_exit(-9) == "killed by SIGKILL" and watchdog.describe_exit(1) == "exit code 1"
 
 
 def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:

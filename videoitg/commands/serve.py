@@ -116,8 +116,9 @@ def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> int:
     from videoitg.serving.ports import check_ports_free
     from videoitg.serving.repository import build_repository
-    from videoitg.serving.server import ServerOptions, TritonServer, supervise
+    from videoitg.serving.server import ServerOptions, TritonServer
     from videoitg.serving.shm import launcher_tag
+    from videoitg.serving.watchdog import supervise
 
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])

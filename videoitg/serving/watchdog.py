@@ -1,4 +1,5 @@
-"""The python-backend stub watchdog.
+"""What keeps a launched server serving: the python-backend stub watchdog, and `supervise`, which starts a
+tritonserver that exited on its own again.
 
 Triton 2.51 leaves a python-backend stub that died (OOM kill, crash) dead while the model still reports ready,
 failing every request it gets. Every `interval_s` the watchdog looks for a model whose stub is gone, unloads it (so
@@ -7,12 +8,21 @@ readiness says false) and loads it again, with bounded retries and exponential b
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 import urllib.error
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from videoitg.serving.ports import ServerError
+
+if TYPE_CHECKING:
+    from videoitg.serving.server import TritonServer
 
 RELOAD_TRIES = 5  # per model, with exponential backoff (1, 2, 4, 8 s between tries); then the model stays unloaded
 
@@ -101,3 +111,73 @@ class StubWatchdog:
             if model not in expected or not (expected[model] - pids):
                 expected[model] = pids
         return expected
+
+
+# ---- the server ---------------------------------------------------------------------------------------------
+@dataclass
+class RestartPolicy:
+    """When `supervise` starts a server that exited on its own again. A server that had been ready is started again
+    at once, every time: a crash caused by a request must not end the service. A restart that does not become
+    ready is tried again after 1, 2, 4, 8 s, and `max_failed_starts` of those in a row end the supervision (a
+    repository or machine that can no longer start a server)."""
+
+    max_failed_starts: int = 5
+    failed_starts: int = 0
+
+    def after_failed_start(self) -> float | None:
+        """Seconds to wait before the next try, or None: give up."""
+        self.failed_starts += 1
+        if self.failed_starts >= self.max_failed_starts:
+            return None
+        return float(2 ** (self.failed_starts - 1))
+
+    def after_ready(self) -> None:
+        self.failed_starts = 0
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def supervise(server: TritonServer, stop_requested: Callable[[], bool], say: Callable[[str], None],
+              policy: RestartPolicy | None = None, poll_s: float = 0.2, start_timeout_s: float = 180.0) -> bool:
+    """Keep a started `server` serving until `stop_requested()`: a server that exits on its own is started again on
+    the same ports (`RestartPolicy`), each time said through `say`, written to the server log and counted in
+    `server.restarts`. Returns True when a stop was requested (the caller stops the server), False when the
+    policy gave up (the server is down)."""
+    policy = policy or RestartPolicy()
+    while not stop_requested():
+        if server.running:
+            time.sleep(poll_s)
+            continue
+        say(f"tritonserver exited unexpectedly ({describe_exit(server.exit_code)}); restarting it on the same ports "
+            f"(restart {server.restarts + 1})")
+        delay: float | None = 0.0
+        while True:
+            deadline = time.monotonic() + (delay or 0.0)
+            while time.monotonic() < deadline:
+                if stop_requested():
+                    return True
+                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            t0 = time.monotonic()
+            try:
+                server.restart(start_timeout_s)
+            except ServerError as e:
+                delay = policy.after_failed_start()
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if delay is None:
+                    say(f"restart {server.restarts} failed ({first}); giving up after {policy.failed_starts} "
+                        "failed starts in a row")
+                    return False
+                say(f"restart {server.restarts} failed ({first}); next try in {delay:.0f} s")
+                continue
+            policy.after_ready()
+            say(f"tritonserver ready again after {time.monotonic() - t0:.1f} s (restart {server.restarts})")
+            break
+    return True
