@@ -180,12 +180,13 @@ class ServerPool:
         """Send one request to the video's server, failing over as described above. Returns the result and the
         server that answered. Raises the server's `RemoteError` for the request's own errors. A file (`video` as
         a path, or `path`: where the bytes came from) goes by reference to a server that takes it from there."""
-        key = key or (routing_key(video) if isinstance(video, bytes) else file_routing_key(video))
+        if key is None and len(self.servers) > 1:  # one server: nothing to route, the client hashes what it sends
+            key = routing_key(video) if isinstance(video, bytes) else file_routing_key(video)
         waits = iter(self.backoff_s)
         force_probe = False
         while True:
             last: BaseException | None = None
-            for url in rank(self.servers, key):
+            for url in rank(self.servers, key) if key else self.servers:
                 if not self.usable(url, force_probe):
                     continue
                 try:
