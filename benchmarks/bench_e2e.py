@@ -204,7 +204,7 @@ def wide_tower_checkpoint(out: Path) -> Path:
 
 def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, decode_budget_s: float,
                 tower: str = "tiny") -> dict:
-    from bench_serving import NOCACHE, UNSTREAMED, build_bench_repository
+    from bench_serving import NOCACHE, TOP_LEVELS, UNSTREAMED, build_bench_repository
 
     from benchmarks.perf.build import build_baseline
     from videoitg.defaults import default_checkpoint
@@ -212,7 +212,7 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
     from videoitg.pipeline import Scorer
     from videoitg.serving.client import VideoITGClient
     from videoitg.serving.repository import TOP, RepoSpec
-    from videoitg.serving.server import TritonServer
+    from videoitg.serving.server import ServerOptions, TritonServer
 
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -227,7 +227,7 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
                         limits=Limits(decode_time_budget_s=decode_budget_s))
         repo = build_bench_repository(Path(tmp) / "repo", spec)
         t0 = time.perf_counter()
-        with TritonServer(repo, log_path=Path(tmp) / "server.log") as server:
+        with TritonServer(repo, ServerOptions(models=TOP_LEVELS), log_path=Path(tmp) / "server.log") as server:
             out["server_start_s"] = round(time.perf_counter() - t0, 1)
             cold = VideoITGClient(server.grpc_url, "grpc", model=NOCACHE)
             unstreamed = VideoITGClient(server.grpc_url, "grpc", model=UNSTREAMED)

@@ -29,7 +29,8 @@ from videoitg.serving.server import TritonServer
 
 
 def processes(srv: TritonServer) -> list[int]:
-    out = [srv.pid]
+    """tritonserver, its stubs and the front (which holds each request body while it checks it)."""
+    out = [srv.pid, srv.front_pid]
     for p in Path("/proc").iterdir():
         try:
             if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == srv.pid:

@@ -177,7 +177,7 @@ def test_launcher_flags_container_ports_and_service_agree(base, container) -> No
     for name, flag in (("http", "--http-port"), ("grpc", "--grpc-port"), ("metrics", "--metrics-port")):
         assert int(serve_flag(args, flag)) == ports[name]
     assert serve_flag(args, "--target") == "gpu"
-    assert serve_flag(args, "--decoder") == "python"  # the 24.10 image's DALI backend predates frame selection
+    assert serve_flag(args, "--decoder") == "python"  # PyAV on the pod's cores (docs/deploy.md, GPU decode step)
     # The entrypoint's flags and these args parse as `videoitg serve` arguments (a renamed flag fails here).
     from videoitg.cli import build_parser
 
@@ -347,15 +347,18 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     ins = dockerfile_instructions()
     text = DOCKERFILE.read_text()
     arg_image = next(rest for word, rest in ins if word == "ARG" and rest.startswith("TRITON_IMAGE="))
-    assert arg_image == "TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the tests run
+    # Triton 2.59, the first release with the fixes for CVE-2025-23310/23311/23319 (2.51, which the tests run, has not)
+    assert arg_image == "TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.07-py3"
     # Every folder the wheel is built from (pyproject's package-dir) reaches the build stage.
     pkg_dirs = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
     copied = {rest.split()[0].rstrip("/") for word, rest in ins if word == "COPY" and "--from" not in rest}
     assert pkg_dirs <= copied, f"not copied into the build stage: {pkg_dirs - copied}"
-    # The python backend's requirements: numpy below 2 and the client at the server's version (constraints.txt).
+    # The python backend's requirements: numpy below 2 (as constraints.txt), the client at the image's server
+    # version, and the front's HTTP library.
     constraints = (REPO / "constraints.txt").read_text()
     assert "numpy<2" in constraints and '"numpy>=1.24,<2"' in text
-    assert re.search(r"tritonclient==2\.51\.0", constraints) and "tritonclient[grpc,http]==2.51.0" in text
+    assert "tritonclient[grpc,http]==2.59.0" in text and '"aiohttp>=3.9"' in text
+    assert "--break-system-packages" in text  # Ubuntu 24.04's Python is externally managed (PEP 668)
     assert re.search(r'"torch==\$\{TORCH_VERSION\}"', text) and re.search(r"ARG TORCH_VERSION=\d+\.\d+\.\d+", text)
     user = next(rest for word, rest in reversed(ins) if word == "USER")
     assert user.split(":")[0] not in ("0", "root")
@@ -366,11 +369,11 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     assert f"http://127.0.0.1:{PORTS['http']}{HEALTH_READY}" in health
     expose = next(rest for word, rest in ins if word == "EXPOSE")
     assert sorted(int(p) for p in expose.split()) == sorted(PORTS.values())
-    # The package supports the image's Python (3.10).
+    # The package supports the image's Python (3.12).
     from packaging.specifiers import SpecifierSet
 
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert SpecifierSet(requires).contains("3.10")
+    assert SpecifierSet(requires).contains("3.12")
 
 
 def _dockerignored(name: str, patterns: list[str]) -> bool:

@@ -1,8 +1,9 @@
 """Attacks on the served steps with the real tritonserver (CPU, the embedded tiny checkpoint): a client that calls
 an internal step directly must not stall the top-level model's own work.
 
-- a stream of direct calls to the decode step is bounded by the step's queue (the deployment's max_in_flight): the
-  excess is refused at once, and an ordinary request is answered once the bounded backlog has run.
+- the public ports serve no step (the front, tests/test_front.py); behind them, a stream of direct calls to the
+  decode step is still bounded by the step's queue (the deployment's max_in_flight): the excess is refused at once,
+  and an ordinary request is answered once the bounded backlog has run.
 """
 
 from __future__ import annotations
@@ -36,10 +37,16 @@ def test_a_stream_of_direct_decode_calls_is_bounded_by_the_steps_queue(server, t
     """Before: every direct call queued without bound behind the others (a stream of them made an unrelated cold
     request wait ~10 s, and cancelling the stream left the queued decodes to run)."""
     import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
 
     video = random_clip(tmp_path / "a.mp4", seed=1)
+    t = grpc.InferInput("VIDEO", [1, 1], "BYTES")
+    t.set_data_from_numpy(np.array([[video]], dtype=object))
+    with grpc.InferenceServerClient(server.grpc_url) as public, pytest.raises(InferenceServerException,
+                                                                              match="is not served"):
+        public.infer(DECODE, [t])
     answers: queue.SimpleQueue = queue.SimpleQueue()
-    c = grpc.InferenceServerClient(server.grpc_url)
+    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front
     n = 6 * MAX_IN_FLIGHT
     try:
         c.start_stream(callback=lambda result, error: answers.put(error))

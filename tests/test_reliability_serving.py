@@ -393,7 +393,7 @@ def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:
                 time.sleep(1)
         FAULT.update(healed=healed, unready=unready, cached_video_served=bool(c.score(data, instruction).logits))
         # The recovery the serving layer can drive (see RELIABILITY.md): reload the model whose stub died.
-        admin = http.InferenceServerClient(server.http_url)
+        admin = http.InferenceServerClient(server.internal_http_url)
         t0 = time.monotonic()
         admin.load_model(DECODE, headers=server.admin_headers())  # the model-repository API needs the key
         FAULT["reload_s"] = round(time.monotonic() - t0, 1)

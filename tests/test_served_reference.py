@@ -121,7 +121,7 @@ def _decode_step(server, reference: str) -> list:
     t = grpc.InferInput("VIDEO_URI", [1, 1], "BYTES")
     t.set_data_from_numpy(np.array([[reference.encode()]], object))
     answers: queue.SimpleQueue = queue.SimpleQueue()
-    c = grpc.InferenceServerClient(server.grpc_url)
+    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front: clients cannot reach it
     try:
         c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result))
         c.async_stream_infer("videoitg_decode", [t])

@@ -84,8 +84,10 @@ def server(repo: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def http(srv: TritonServer, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://{srv.http_url}{path}", data=body, method=method, headers=headers or {})
+         headers: dict[str, str] | None = None, internal: bool = False) -> tuple[int, bytes]:
+    """A request to the public port (the front), or with `internal` to tritonserver's own port behind it."""
+    url = srv.internal_http_url if internal else srv.http_url
+    req = urllib.request.Request(f"http://{url}{path}", data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.read()
@@ -141,6 +143,8 @@ class TritonPythonModel:
 
 
 def test_http_admin_apis_refused_without_the_key(server: TritonServer, tmp_path: Path) -> None:
+    """The public port does not serve them at all, with or without the key; tritonserver's own port, which only the
+    launcher knows, refuses them without it."""
     marker = tmp_path / "code-ran"
     import base64
 
@@ -160,39 +164,45 @@ def test_http_admin_apis_refused_without_the_key(server: TritonServer, tmp_path:
         "trace": ("POST", "/v2/trace/setting", json.dumps({"trace_level": ["TIMESTAMPS"]}).encode()),
     }
     for what, (method, path, body) in refused.items():
-        code, text = http(server, method, path, body)
+        code, text = http(server, method, path, body, server.admin_headers())
+        assert code == 404 and b"is not served" in text, (what, code, text)
+        code, text = http(server, method, path, body, internal=True)
         assert code == 403 and b"restricted" in text, (what, code, text)
     assert not marker.exists()
     assert ready(server) and infer(server) == [3.0, 4.0]  # nothing was unloaded
     # Open: inference, health, metadata, config, statistics.
     for path in ("/v2", "/v2/models/echo", "/v2/models/echo/config", "/v2/models/echo/stats"):
         assert http(server, "GET", path)[0] == 200, path
-    # The launcher's own key unlocks them (the stub watchdog reloads models with it).
-    assert http(server, "POST", "/v2/repository/models/echo/load", b"", server.admin_headers())[0] == 200
+    # The launcher's own key unlocks them behind the front (the stub watchdog reloads models with it).
+    assert http(server, "POST", "/v2/repository/models/echo/load", b"", server.admin_headers(), internal=True)[0] == 200
 
 
 def test_grpc_admin_apis_refused_without_the_key(server: TritonServer) -> None:
     import tritonclient.grpc as grpc
     from tritonclient.utils import InferenceServerException
 
-    c = grpc.InferenceServerClient(server.grpc_url)
+    public, internal = grpc.InferenceServerClient(server.grpc_url), grpc.InferenceServerClient(server.internal_grpc_url)
+    key = server.admin_headers("grpc")
     try:
-        calls = {
-            "load": lambda h: c.load_model("echo", headers=h),
-            "unload": lambda h: c.unload_model("echo", headers=h),
-            "index": lambda h: c.get_model_repository_index(headers=h),
-            "register shared memory": lambda h: c.register_system_shared_memory("r", "/x", 64, headers=h),
-            "log settings": lambda h: c.update_log_settings({"log_info": False}, headers=h),
-            "trace settings": lambda h: c.update_trace_settings(settings={"trace_rate": "1"}, headers=h),
-        }
-        for what, call in calls.items():
-            with pytest.raises(InferenceServerException, match="restricted") as e:
-                call(None)
-            assert "restricted" in str(e.value), what
-        assert c.is_server_ready() and c.is_model_ready("echo")
-        c.load_model("echo", headers=server.admin_headers("grpc"))
+        for c, headers, refusal in ((internal, None, "restricted"), (public, None, "Method not found"),
+                                    (public, key, "Method not found")):  # the public port: key or not
+            calls = {
+                "load": lambda h, c=c: c.load_model("echo", headers=h),
+                "unload": lambda h, c=c: c.unload_model("echo", headers=h),
+                "index": lambda h, c=c: c.get_model_repository_index(headers=h),
+                "register shared memory": lambda h, c=c: c.register_system_shared_memory("r", "/x", 64, headers=h),
+                "log settings": lambda h, c=c: c.update_log_settings({"log_info": False}, headers=h),
+                "trace settings": lambda h, c=c: c.update_trace_settings(settings={"trace_rate": "1"}, headers=h),
+            }
+            for what, call in calls.items():
+                with pytest.raises(InferenceServerException) as e:
+                    call(headers)
+                assert refusal in str(e.value), (what, str(e.value))
+        assert public.is_server_ready() and public.is_model_ready("echo")
+        internal.load_model("echo", headers=key)
     finally:
-        c.close()
+        public.close()
+        internal.close()
 
 
 def test_client_cannot_register_the_stubs_shared_memory(server: TritonServer) -> None:
@@ -204,10 +214,10 @@ def test_client_cannot_register_the_stubs_shared_memory(server: TritonServer) ->
     region = sorted(regions)[0]
     code, text = http(server, "POST", "/v2/systemsharedmemory/region/stub/register",
                       json.dumps({"key": f"/{region}", "offset": 0, "byte_size": 4096}).encode())
-    assert code == 403, text
+    assert code == 404, text
     c = grpc.InferenceServerClient(server.grpc_url)
     try:
-        with pytest.raises(Exception, match="restricted"):
+        with pytest.raises(Exception, match="Method not found"):
             c.register_system_shared_memory("stub", f"/{region}", 4096)
         x = grpc.InferInput("X", [2], "FP32")
         x.set_data_from_numpy(np.array([1.5, 2], np.float32))

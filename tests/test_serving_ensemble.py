@@ -57,7 +57,7 @@ def test_select_step_called_directly_checks_its_inputs(server) -> None:
     import tritonclient.grpc as grpc
     from tritonclient.utils import InferenceServerException
 
-    c = grpc.InferenceServerClient(server.grpc_url)
+    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front: clients cannot reach it
 
     def call(logits: np.ndarray, frames: np.ndarray, times: np.ndarray):
         ins = []

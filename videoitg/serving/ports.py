@@ -23,6 +23,15 @@ def free_port(host: str = LOOPBACK) -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int, host: str = LOOPBACK) -> list[int]:
+    """`n` distinct free ports (held together while the OS picks them)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 def port_holder(port: int) -> str:
     """'pid N (command line)' of the process listening on TCP `port`, from /proc; '' when it cannot be seen."""
     inodes = set()

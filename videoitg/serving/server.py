@@ -1,15 +1,19 @@
 """Start, watch and stop a real `tritonserver` process.
 
 `TritonServer(repo).start()` picks free loopback ports (unless given), refuses ports another process holds,
-launches the server with the flags and environment that make the python backend work (see `binaries`), waits
-until `/v2/health/ready` answers *from this server* (its generated `--id`), and `stop()` asks it to exit with
-SIGINT (Triton unloads models and ends the python stubs), escalating to SIGKILL of the process group it created
-after a bounded wait, then removes any shared memory the server left. Usable as a context manager.
+launches the server with the flags and environment that make the python backend work (see `binaries`) on
+loopback ports of its own, and in front of it the public front (`front.py`) on the public ports; waits until
+`/v2/health/ready` answers through the front *from this server* (its generated `--id`); and `stop()` stops the
+front (idle connections closed, requests in flight finished), then asks tritonserver to exit with SIGINT (Triton
+unloads models and ends the python stubs), escalating to SIGKILL of the process group it created after a bounded
+wait, then removes any shared memory the server left. Usable as a context manager.
 
-What a client may do: the model-repository (load/unload), shared-memory, logging and trace APIs are restricted
-on HTTP and gRPC to requests carrying a key this object generates and never prints (`admin_headers()`); health,
-metadata, model config, statistics and inference stay open. The server dies with the process that started it
-(parent-death signal), so a killed launcher leaves no server holding its ports.
+What a client may do is what the front passes on: health, server metadata, and metadata, readiness, config,
+statistics and inference of the public models (`ServerOptions.models`). tritonserver's own ports
+(`internal_http_url`, `internal_grpc_url`: the launcher and its tests only) additionally restrict the
+model-repository (load/unload), shared-memory, logging and trace APIs to requests carrying a key this object
+generates and never prints (`admin_headers()`). Both processes die with the process that started them
+(parent-death signal), so a killed launcher leaves nothing holding its ports.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import ctypes
 import json
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,8 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.serving import binaries
-from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_port
+from videoitg.serving.front import FrontConfig
+from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_port, free_ports
+from videoitg.serving.repository import TOP
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
 from videoitg.serving.watchdog import StubWatchdog
 
@@ -117,6 +126,29 @@ class ServerOptions:
     extra_args: list[str] = field(default_factory=list)
     # Seconds between the stub watchdog's looks (`videoitg.serving.watchdog`; 0: off).
     stub_watchdog_s: float = 1.0
+    # The models the front lets clients use (None: `public_models` of the repository).
+    models: tuple[str, ...] | None = None
+
+
+def public_models(repository: Path) -> tuple[str, ...]:
+    """A generated repository's top-level model (its steps stay internal); in a repository without one, which an
+    operator wrote, every model in it."""
+    if (repository / TOP / "config.pbtxt").is_file():
+        return (TOP,)
+    return tuple(sorted(p.parent.name for p in repository.glob("*/config.pbtxt")))
+
+
+def request_bytes_bound(repository: Path, model: str) -> int:
+    """The largest request body the front accepts for `model`: its served MAX_VIDEO_BYTES (the repository's
+    parameter, else the served default) per video of its largest batch, plus 16 MiB for the other inputs."""
+    try:
+        text = (repository / model / "config.pbtxt").read_text()
+    except OSError:
+        text = ""
+    video = re.search(r'key: "MAX_VIDEO_BYTES"\s*value\s*\{\s*string_value: "(\d+)"', text)
+    batch = re.search(r"^max_batch_size:\s*(\d+)", text, re.MULTILINE)
+    per_video = int(video[1]) if video else SERVED_MAX_VIDEO_BYTES
+    return per_video * max(1, int(batch[1]) if batch else 1) + (16 << 20)
 
 
 STOP_GRACE_S = 5.0  # after Triton's own exit timeout, before SIGKILL
@@ -134,9 +166,11 @@ class TritonServer:
         self.shm_prefix = f"{SHM_PREFIX}{launcher_tag()}_{secrets.token_hex(4)}_"
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
+        self._front: subprocess.Popen | None = None
         self.restarts = 0  # times `restart` started the server again
         self._log_file = None
         self.http_port = self.grpc_port = self.metrics_port = 0
+        self._triton_ports = (0, 0, 0)  # tritonserver's own http, grpc, metrics ports, on loopback
 
     # ---- addresses ------------------------------------------------------------------------------------------
     @property
@@ -152,6 +186,16 @@ class TritonServer:
         return f"http://{self._client_host}:{self.metrics_port}/metrics"
 
     @property
+    def internal_http_url(self) -> str:
+        """tritonserver's own HTTP endpoint, behind the front: every model and (with `admin_headers`) the admin
+        APIs. For the launcher and its tests only."""
+        return f"{LOOPBACK}:{self._triton_ports[0]}"
+
+    @property
+    def internal_grpc_url(self) -> str:
+        return f"{LOOPBACK}:{self._triton_ports[1]}"
+
+    @property
     def _client_host(self) -> str:
         return LOOPBACK if self.options.host in ("0.0.0.0", "") else self.options.host
 
@@ -162,6 +206,10 @@ class TritonServer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def front_pid(self) -> int | None:
+        return self._front.pid if self._front else None
 
     def admin_headers(self, protocol: str = "http") -> dict[str, str]:
         """Headers that unlock the restricted APIs: for the launcher itself (the watchdog) and its tests only."""
@@ -175,9 +223,9 @@ class TritonServer:
             f"--id={self.server_id}",
             f"--model-repository={self.repository}",
             f"--backend-directory={backend_dir}",
-            f"--http-address={o.host}", f"--http-port={self.http_port}",
-            f"--grpc-address={o.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={o.host}", f"--metrics-port={self.metrics_port}",
+            f"--http-address={LOOPBACK}", f"--http-port={self._triton_ports[0]}",
+            f"--grpc-address={LOOPBACK}", f"--grpc-port={self._triton_ports[1]}",
+            f"--metrics-address={LOOPBACK}", f"--metrics-port={self._triton_ports[2]}",
             "--allow-metrics=true",
             f"--allow-gpu-metrics={'true' if o.gpu else 'false'}",
             "--strict-readiness=true",
@@ -197,6 +245,17 @@ class TritonServer:
             # No pinned host memory without a GPU: skips a failing allocation attempt on CPU machines.
             args.append("--pinned-memory-pool-byte-size=0")
         return args + list(o.extra_args)
+
+    def front_command(self) -> list[str]:
+        o = self.options
+        t = self._triton_ports
+        models = o.models or public_models(self.repository)
+        cfg = FrontConfig(host=o.host, http_port=self.http_port, grpc_port=self.grpc_port,
+                          metrics_port=self.metrics_port, triton_http=f"{LOOPBACK}:{t[0]}",
+                          triton_grpc=f"{LOOPBACK}:{t[1]}", triton_metrics=f"{LOOPBACK}:{t[2]}", models=models,
+                          max_request_bytes=max([request_bytes_bound(self.repository, m) for m in models], default=0),
+                          shutdown_s=float(o.exit_timeout_s))
+        return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 180.0) -> TritonServer:
@@ -234,13 +293,19 @@ class TritonServer:
         remove_stale_shared_memory()
         backend_dir = binaries.prepare_backend_dir(self.install)
         self._open_log()
-        # Own session: a Ctrl-C in the terminal reaches only us, and we shut the server down in order.
+        self._triton_ports = tuple(free_ports(3))
+        # Own sessions: a Ctrl-C in the terminal reaches only us, and we shut the server down in order.
         parent = os.getpid()
-        cmd, log, env = self.command(backend_dir), self._log_file, binaries.server_env(self.install)
-        self._proc = in_launcher_thread(lambda: subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),
-        ))
+        log = self._log_file
+
+        def popen(cmd: list[str], env: dict[str, str] | None) -> subprocess.Popen:
+            return in_launcher_thread(lambda: subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(parent),
+            ))
+
+        self._proc = popen(self.command(backend_dir), binaries.server_env(self.install))
+        self._front = popen(self.front_command(), None)
         try:
             self.wait_ready(timeout_s)
         except BaseException:
@@ -251,7 +316,7 @@ class TritonServer:
         return self
 
     def _admin(self, model: str, action: str) -> None:
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"",
+        req = urllib.request.Request(f"http://{self.internal_http_url}/v2/repository/models/{model}/{action}", data=b"",
                                      method="POST", headers=self.admin_headers())
         with urllib.request.urlopen(req, timeout=600):
             pass
@@ -271,9 +336,10 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
-                code = None if self._proc is None else self._proc.returncode
-                raise ServerError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
+            for name, proc in (("tritonserver", self._proc), ("the front", self._front)):
+                if proc is None or proc.poll() is not None:
+                    code = None if proc is None else proc.returncode
+                    raise ServerError(f"{name} exited with code {code} while starting:\n{self.log_tail()}")
             if self._ready(url) and self._answered_by_us():
                 return
             time.sleep(0.2)
@@ -300,12 +366,21 @@ class TritonServer:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return all(p is not None and p.poll() is None for p in (self._proc, self._front))
+
+    @property
+    def exited(self) -> str:
+        """Which process exited on its own ('tritonserver', 'front') and how; '' while both run."""
+        for name, proc in (("tritonserver", self._proc), ("front", self._front)):
+            if proc is not None and proc.poll() is not None:
+                return name
+        return ""
 
     @property
     def exit_code(self) -> int | None:
-        """The server's exit status once it has exited on its own (None while it runs, and after `stop`)."""
-        return self._proc.poll() if self._proc is not None else None
+        """The exit status of the process that exited on its own (None while both run, and after `stop`)."""
+        proc = {"tritonserver": self._proc, "front": self._front}.get(self.exited)
+        return proc.poll() if proc is not None else None
 
     def stop(self) -> int | None:
         """Graceful stop (SIGINT, as Ctrl-C would), then SIGKILL of the server's own process group: returns within
@@ -313,17 +388,28 @@ class TritonServer:
         server or its stubs left behind is removed."""
         if self.watchdog is not None:
             self.watchdog.stop(wait=False)  # no reload while the server stops
+        # Both at once: the front stops accepting and closes idle client connections at once (they would hold
+        # tritonserver's HTTP stop for its whole exit timeout), and both give requests in flight the exit timeout.
+        front, self._front = self._front, None
         proc, self._proc = self._proc, None
+        for p, sig in ((front, signal.SIGTERM), (proc, signal.SIGINT)):
+            if p is not None and p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+        grace = self.options.exit_timeout_s + STOP_GRACE_S
+        deadline = time.monotonic() + grace
+        if front is not None:
+            try:
+                front.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                front.kill()
+                front.wait()
         code = None
         if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=self.options.exit_timeout_s + STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    self.note(f"tritonserver did not exit within {self.options.exit_timeout_s + STOP_GRACE_S:.0f} s "
-                              "of SIGINT; killing its process group")
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.note(f"tritonserver did not exit within {grace:.0f} s of SIGINT; killing its process group")
             # The stubs are in the server's process group: none may outlive it (a stub busy in a request keeps
             # running after Triton's exit timeout, holding its shared memory).
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -156,8 +156,8 @@ def supervise(server: TritonServer, stop_requested: Callable[[], bool], say: Cal
         if server.running:
             time.sleep(poll_s)
             continue
-        say(f"tritonserver exited unexpectedly ({describe_exit(server.exit_code)}); restarting it on the same ports "
-            f"(restart {server.restarts + 1})")
+        say(f"{server.exited or 'the server'} exited unexpectedly ({describe_exit(server.exit_code)}); restarting "
+            f"it on the same ports (restart {server.restarts + 1})")
         delay: float | None = 0.0
         while True:
             deadline = time.monotonic() + (delay or 0.0)
