@@ -57,37 +57,42 @@ def header(**kw) -> bytes:  # type: ignore[no-untyped-def]
     return json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1], **kw}]}).encode()
 
 
-@pytest.mark.parametrize(("body", "length", "encoding", "why"), [
-    (b"{", None, None, "not valid JSON"),
-    (b"\xff\xfe", None, None, "not valid JSON"),
-    (b'{"inputs":' + b"[" * 100_000, None, None, "nests more than"),
-    (json.dumps({"inputs": [{"name": "A", "datatype": "FP32", "shape": [1], "data": DEEP}]}).encode(), None, None,
+@pytest.mark.parametrize(("body", "length", "why"), [
+    (b"{", None, "not valid JSON"),
+    (b"\xff\xfe", None, "not valid JSON"),
+    (b'{"inputs":' + b"[" * 100_000, None, "nests more than"),
+    (json.dumps({"inputs": [{"name": "A", "datatype": "FP32", "shape": [1], "data": DEEP}]}).encode(), None,
      "nests more than"),
-    (b"[]", None, None, "JSON object"),
-    (b'{"inputs": 5}', None, None, "non-empty 'inputs'"),
-    (b'{"inputs": [7]}', None, None, "inputs[0] must be an object"),
-    (b'{"inputs": [{"name": 1, "datatype": "FP32", "shape": [1]}]}', None, None, "string 'name'"),
-    (header(shape=[1, "2"]), None, None, "list of integers"),
-    (header(shape=[1, True]), None, None, "list of integers"),
-    (header(shape=[1, -3]), None, None, "negative"),
-    (header(shape=OVERFLOW), None, None, "2^40 elements"),
-    (header(), "99999", None, "not a length within the body"),
-    (header(), "-1", None, "not a length within the body"),
-    (header(), None, "gzip", "uncompressed"),
-    (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": {}}', None, None, "'outputs'"),
-    (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": [1]}', None, None, "'outputs'"),
+    (b"[]", None, "JSON object"),
+    (b'{"inputs": 5}', None, "non-empty 'inputs'"),
+    (b'{"inputs": [7]}', None, "inputs[0] must be an object"),
+    (b'{"inputs": [{"name": 1, "datatype": "FP32", "shape": [1]}]}', None, "string 'name'"),
+    (header(shape=[1, "2"]), None, "list of integers"),
+    (header(shape=[1, True]), None, "list of integers"),
+    (header(shape=[1, -3]), None, "negative"),
+    (header(shape=OVERFLOW), None, "2^40 elements"),
+    (header(), "99999", "not a length within the body"),
+    (header(), "-1", "not a length within the body"),
+    (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": {}}', None, "'outputs'"),
+    (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": [1]}', None, "'outputs'"),
 ])
-def test_http_infer_body_refusals_name_the_problem(body: bytes, length: str | None, encoding: str | None,
-                                                   why: str) -> None:
-    err = front.http_infer_error(body, length, encoding)
+def test_http_infer_body_refusals_name_the_problem(body: bytes, length: str | None, why: str) -> None:
+    err = front.http_infer_error(body, length)
     assert err is not None and why in err, err
     assert len(err) < 300  # never an echo of the body
 
 
 def test_http_infer_body_accepts_a_real_request() -> None:
     body = header() + b"\x05\x00\x00\x00video"
-    assert front.http_infer_error(body, str(len(header())), None) is None
-    assert front.http_infer_error(header(), None, "identity") is None
+    assert front.http_infer_error(body, str(len(header()))) is None
+    assert front.http_infer_error(header(), None) is None
+
+
+def test_compressed_bodies_are_refused() -> None:
+    assert front.encoding_error(None) is None and front.encoding_error("identity") is None
+    for enc in ("gzip", "deflate", "br", "x" * 500):
+        err = front.encoding_error(enc)
+        assert err is not None and "uncompressed" in err and len(err) < 120
 
 
 def test_grpc_infer_refusals() -> None:

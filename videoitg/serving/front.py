@@ -9,9 +9,9 @@ reaches Triton.
 
 Each inference request is checked before it is passed on, by the pure functions below:
 - its size is bounded (HTTP 413, gRPC RESOURCE_EXHAUSTED);
-- HTTP: no content encoding (Triton would inflate the body after these checks), and the JSON header parses, nests
-  at most `MAX_JSON_DEPTH` levels and has the structure of an inference request (400 naming what is wrong; Triton
-  2.51 answers some malformed bodies with 500 and is killed by a deeply nested one);
+- HTTP: no content encoding (refused before the body is read: it would be inflated before these checks), and the
+  JSON header parses, nests at most `MAX_JSON_DEPTH` levels and has the structure of an inference request (400
+  naming what is wrong; Triton 2.51 answers some malformed bodies with 500 and is killed by a deeply nested one);
 - every input's shape has at most `MAX_ELEMENTS` elements (a shape whose byte size overflows passes Triton 2.51's
   size check and aborts the python-backend stub before any model code runs).
 A body reaches Triton whole, with a Content-Length: Triton 2.51 overflows its stack decoding a body sent in many
@@ -120,10 +120,14 @@ def infer_header_error(header: Any) -> str | None:
     return None
 
 
-def http_infer_error(body: bytes, header_length: str | None, encoding: str | None) -> str | None:
-    """Why an HTTP inference body is refused (400), or None."""
-    if encoding not in (None, "", "identity"):
-        return f"Content-Encoding {encoding[:32]!r} is not accepted: send the request body uncompressed"
+def encoding_error(encoding: str | None) -> str | None:
+    if encoding in (None, "", "identity"):
+        return None
+    return f"Content-Encoding {encoding[:32]!r} is not accepted: send the request body uncompressed"
+
+
+def http_infer_error(body: bytes, header_length: str | None) -> str | None:
+    """Why an HTTP inference body (its Content-Encoding checked by `encoding_error`) is refused (400), or None."""
     n = len(body)
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -177,22 +181,23 @@ async def _http_app(cfg: FrontConfig):  # -> aiohttp.web.Application
 
     async def handle(request: web.Request) -> web.StreamResponse:
         route = http_route(request.method, request.path, cfg.models)
-        if isinstance(route, str):
-            await request.release()
-            return web.json_response({"error": route}, status=404)
+        if isinstance(route, str):  # the body, if any, is not read: the connection closes
+            return web.json_response({"error": route}, status=404, headers={"Connection": "close"})
         kind, path = route
         headers = {k: request.headers[k] for k in ("Content-Type", "Inference-Header-Content-Length", "Accept-Encoding")
                    if k in request.headers}
         if kind == "pass":
             return await forward("GET", f"http://{cfg.triton_http}{path}", None, headers)
+        # Before the body is read: aiohttp would inflate a compressed one while reading it.
+        if (err := encoding_error(request.headers.get("Content-Encoding"))) is not None:
+            return web.json_response({"error": err}, status=400, headers={"Connection": "close"})
         if request.content_length is not None and request.content_length > cfg.max_request_bytes:
             return _too_large(request.content_length, cfg)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(None, cfg)
-        err = http_infer_error(body, request.headers.get("Inference-Header-Content-Length"),
-                               request.headers.get("Content-Encoding"))
+        err = http_infer_error(body, request.headers.get("Inference-Header-Content-Length"))
         if err is not None:
             return web.json_response({"error": err}, status=400)
         return await forward("POST", f"http://{cfg.triton_http}{path}", body, headers)
@@ -200,7 +205,8 @@ async def _http_app(cfg: FrontConfig):  # -> aiohttp.web.Application
     def _too_large(n: int | None, cfg: FrontConfig) -> web.Response:
         size = f"of {n} bytes " if n is not None else ""
         return web.json_response({"error": f"request body {size}is over the server's limit of {cfg.max_request_bytes} "
-                                  "bytes (the served --max-video-bytes per video of a batch, plus 16 MiB)"}, status=413)
+                                  "bytes (the served --max-video-bytes per video of a batch, plus 16 MiB)"},
+                                 status=413, headers={"Connection": "close"})
 
     app = web.Application(client_max_size=cfg.max_request_bytes)
     app.router.add_route("*", "/{tail:.*}", handle)
