@@ -248,6 +248,7 @@ def _grpc_server(cfg: FrontConfig):  # -> grpc.aio.Server
     limit = min(cfg.max_request_bytes, 2**31 - 1)  # gRPC's message sizes are int32
     channel = grpc.aio.insecure_channel(cfg.triton_grpc, options=[("grpc.max_send_message_length", -1),
                                                                    ("grpc.max_receive_message_length", -1)])
+
     def handler(method: str):
         call = channel.unary_unary(f"/{SERVICE}/{method}")  # raw bytes both ways
 
