@@ -53,6 +53,12 @@ def test_http_route_refuses_everything_else(method: str, path: str) -> None:
     assert isinstance(front.http_route(method, path, MODELS), str)
 
 
+def test_refusals_quote_at_most_a_short_prefix() -> None:
+    assert len(front.http_route("X" * 10_000, "/v2", MODELS)) < 80
+    assert len(front.http_route("GET", "/" + "a" * 10_000, MODELS)) < 200
+    assert len(front.http_route("POST", f"/v2/models/{'m' * 256}/infer", MODELS)) < 200
+
+
 def header(**kw) -> bytes:  # type: ignore[no-untyped-def]
     return json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1], **kw}]}).encode()
 
@@ -71,6 +77,7 @@ def header(**kw) -> bytes:  # type: ignore[no-untyped-def]
     (header(shape=[1, True]), None, "list of integers"),
     (header(shape=[1, -3]), None, "negative"),
     (header(shape=OVERFLOW), None, "2^40 elements"),
+    (header(shape=[10**4000, 2]), None, "2^40 elements"),
     (header(), "99999", "not a length within the body"),
     (header(), "-1", "not a length within the body"),
     (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": {}}', None, "'outputs'"),
@@ -200,6 +207,7 @@ def test_metrics_page_is_passed_on(server) -> None:  # type: ignore[no-untyped-d
 @pytest.mark.server
 def test_stop_with_idle_keep_alive_connections_is_prompt(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
     """Before: idle keep-alive HTTP connections held tritonserver through its whole exit timeout on SIGINT."""
+    skip_without_tritonserver()
     gen = served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=15))
     srv = next(gen)
     host, port = srv.http_url.rsplit(":", 1)

@@ -59,6 +59,7 @@ class FrontConfig:
 def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, str] | str:
     """('pass' | 'infer', path to send Triton) for an allowed HTTP request, else the reason it is refused. The path
     sent on is rebuilt from what was matched, so an encoded or doubled segment cannot name another model."""
+    method = method[:16]
     if path in _SERVER_PATHS:
         return ("pass", path) if method == "GET" else f"{method} {path} is not served (GET only)"
     m = _MODEL_PATH.fullmatch(path)
@@ -90,10 +91,11 @@ def shape_error(name: str, shape: Any) -> str | None:
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool)
                                                        for d in shape):
         return f"input '{name}': shape must be a list of integers"
+    quoted = str(list(shape[:8]))[:80]  # a JSON integer may have thousands of digits
     if any(d < 0 for d in shape):
-        return f"input '{name}': shape {list(shape)[:8]} has a negative dimension"
+        return f"input '{name}': shape {quoted} has a negative dimension"
     if math.prod(shape) > MAX_ELEMENTS:
-        return f"input '{name}': shape {list(shape)[:8]} has more than 2^40 elements"
+        return f"input '{name}': shape {quoted} has more than 2^40 elements"
     return None
 
 
