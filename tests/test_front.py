@@ -17,8 +17,9 @@ import pytest
 
 from tests.support.server import served, skip_without_tritonserver
 from videoitg.serving import front
+from videoitg.serving.front import request_bytes_bound
 from videoitg.serving.repository import DECODE, GROUNDING, TOP, VISION, RepoSpec
-from videoitg.serving.server import ServerOptions, request_bytes_bound
+from videoitg.serving.server import ServerOptions
 
 MODELS = (TOP,)
 OVERFLOW = [1, 2**27, 2**35, 1]  # 2^64 bytes of FP32: 0 in Triton 2.51's int64 size check
@@ -119,7 +120,7 @@ def test_request_bound_follows_the_repository(tmp_path) -> None:  # type: ignore
     (tmp_path / TOP).mkdir()
     (tmp_path / TOP / "config.pbtxt").write_text('max_batch_size: 8\nparameters {\n  key: "MAX_VIDEO_BYTES"\n'
                                                  '  value { string_value: "1000" }\n}\n')
-    assert request_bytes_bound(tmp_path, TOP) == 8 * 1000 + (16 << 20)
+    assert request_bytes_bound(tmp_path, TOP) == 8 * 1000 + front.OTHER_INPUTS_BYTES
 
 
 # ---- served ---------------------------------------------------------------------------------------------------

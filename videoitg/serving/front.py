@@ -29,10 +29,14 @@ import re
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 
 MAX_JSON_DEPTH = 16  # an inference request's JSON nests 4 levels (object, inputs, input, data), plus data's dims
 MAX_ELEMENTS = 1 << 40  # per input; far beyond any real request, far below an int64 byte-size overflow
+OTHER_INPUTS_BYTES = 16 << 20  # a request's bound beyond its videos: instruction, options, JSON
 SERVICE = "inference.GRPCInferenceService"
 PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
 _NAME = r"[A-Za-z0-9_.-]{1,256}"
@@ -56,6 +60,19 @@ class FrontConfig:
 
 
 # ---- policy (pure, unit-tested without a server) ----------------------------------------------------------------
+def request_bytes_bound(repository: Path, model: str) -> int:
+    """The largest request body the front accepts for `model`: its served MAX_VIDEO_BYTES (the repository's
+    parameter, else the served default) per video of its largest batch, plus OTHER_INPUTS_BYTES."""
+    try:
+        text = (repository / model / "config.pbtxt").read_text()
+    except OSError:
+        text = ""
+    video = re.search(r'key: "MAX_VIDEO_BYTES"\s*value\s*\{\s*string_value: "(\d+)"', text)
+    batch = re.search(r"^max_batch_size:\s*(\d+)", text, re.MULTILINE)
+    per_video = int(video[1]) if video else SERVED_MAX_VIDEO_BYTES
+    return per_video * max(1, int(batch[1]) if batch else 1) + OTHER_INPUTS_BYTES
+
+
 def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, str] | str:
     """('pass' | 'infer', path to send Triton) for an allowed HTTP request, else the reason it is refused. The path
     sent on is rebuilt from what was matched, so an encoded or doubled segment cannot name another model."""
@@ -206,9 +223,9 @@ async def _http_app(cfg: FrontConfig):  # -> aiohttp.web.Application
 
     def _too_large(n: int | None, cfg: FrontConfig) -> web.Response:
         size = f"of {n} bytes " if n is not None else ""
-        return web.json_response({"error": f"request body {size}is over the server's limit of {cfg.max_request_bytes} "
-                                  "bytes (the served --max-video-bytes per video of a batch, plus 16 MiB)"},
-                                 status=413, headers={"Connection": "close"})
+        why = f"the served --max-video-bytes per video of a batch, plus {OTHER_INPUTS_BYTES >> 20} MiB"
+        err = f"request body {size}is over the server's limit of {cfg.max_request_bytes} bytes ({why})"
+        return web.json_response({"error": err}, status=413, headers={"Connection": "close"})
 
     app = web.Application(client_max_size=cfg.max_request_bytes)
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -23,7 +23,6 @@ import ctypes
 import json
 import os
 import queue
-import re
 import secrets
 import signal
 import subprocess
@@ -39,9 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.serving import binaries
-from videoitg.serving.front import FrontConfig
+from videoitg.serving.front import FrontConfig, request_bytes_bound
 from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_port, free_ports
 from videoitg.serving.repository import TOP
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
@@ -136,19 +134,6 @@ def public_models(repository: Path) -> tuple[str, ...]:
     if (repository / TOP / "config.pbtxt").is_file():
         return (TOP,)
     return tuple(sorted(p.parent.name for p in repository.glob("*/config.pbtxt")))
-
-
-def request_bytes_bound(repository: Path, model: str) -> int:
-    """The largest request body the front accepts for `model`: its served MAX_VIDEO_BYTES (the repository's
-    parameter, else the served default) per video of its largest batch, plus 16 MiB for the other inputs."""
-    try:
-        text = (repository / model / "config.pbtxt").read_text()
-    except OSError:
-        text = ""
-    video = re.search(r'key: "MAX_VIDEO_BYTES"\s*value\s*\{\s*string_value: "(\d+)"', text)
-    batch = re.search(r"^max_batch_size:\s*(\d+)", text, re.MULTILINE)
-    per_video = int(video[1]) if video else SERVED_MAX_VIDEO_BYTES
-    return per_video * max(1, int(batch[1]) if batch else 1) + (16 << 20)
 
 
 STOP_GRACE_S = 5.0  # after Triton's own exit timeout, before SIGKILL
