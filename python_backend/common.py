@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
-from videoitg.python_backend.errors import StepError, error_message
+from videoitg.python_backend.errors import StepError, client_fault, error_message
 from videoitg.python_backend.scheduling import NotCachedError
 from videoitg.python_backend.steps import StepAssets, model_parameters
 
@@ -29,8 +29,6 @@ def error_code(exc: BaseException) -> Any:
     """The status a failed request gets: INVALID_ARG for the client's input (also when a step named it), NOT_FOUND
     for a video named by a digest this server has not cached (the client then sends the bytes), UNAVAILABLE when
     the server is busy (retry later, or elsewhere), INTERNAL for anything else."""
-    from videoitg.python_backend.errors import client_fault
-
     e = pb_utils.TritonError
     if isinstance(exc, NotCachedError):
         return e.NOT_FOUND

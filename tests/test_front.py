@@ -104,7 +104,7 @@ def test_compressed_bodies_are_refused() -> None:
 
 
 def test_grpc_infer_refusals() -> None:
-    from tritonclient.grpc import service_pb2
+    service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2", reason="the serve extra is not installed")
 
     req = service_pb2.ModelInferRequest(model_name=DECODE)
     assert "is not served" in front.grpc_infer_error(req, MODELS)
@@ -207,7 +207,8 @@ def test_metrics_page_is_passed_on(server) -> None:  # type: ignore[no-untyped-d
 
 @pytest.mark.server
 def test_stop_with_idle_keep_alive_connections_is_prompt(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
-    """Before: idle keep-alive HTTP connections held tritonserver through its whole exit timeout on SIGINT."""
+    """Idle keep-alive HTTP connections do not hold the stop: tritonserver 2.51 alone waits out its whole exit
+    timeout while any is open."""
     skip_without_tritonserver()
     gen = served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=15))
     srv = next(gen)

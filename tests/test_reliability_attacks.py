@@ -34,8 +34,8 @@ def server(tmp_path_factory):
 
 
 def test_a_stream_of_direct_decode_calls_is_bounded_by_the_steps_queue(server, tmp_path) -> None:
-    """Before: every direct call queued without bound behind the others (a stream of them made an unrelated cold
-    request wait ~10 s, and cancelling the stream left the queued decodes to run)."""
+    """Direct calls are refused on the public port; behind it they do not queue without bound (unbounded, a stream
+    of them made an unrelated cold request wait ~10 s, and cancelling the stream left the queued decodes to run)."""
     import tritonclient.grpc as grpc
     from tritonclient.utils import InferenceServerException
 

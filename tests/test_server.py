@@ -395,8 +395,8 @@ def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Pat
 
 
 def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> None:
-    """Before: a tritonserver that died (a request that crashed it, an OOM kill) ended `videoitg serve`, and nothing
-    started it again."""
+    """A tritonserver that dies (a request that crashed it, an OOM kill) is started again on the same ports instead
+    of ending `videoitg serve`."""
     ports = [free_port() for _ in range(3)]
     proc = _serve(["--model-repository", str(repo), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
                    "--metrics-port", str(ports[2])])

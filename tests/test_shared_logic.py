@@ -29,7 +29,7 @@ def test_one_sigmoid_for_scores_and_the_released_key() -> None:
     assert np.array_equal(key, torch.from_numpy(x).half().float().sigmoid().half().numpy())
     r = GroundingResult(x.tolist(), list(range(len(x))), [float(i) for i in range(len(x))])
     assert r.scores == s.tolist()  # the in-process scores are that sigmoid ...
-    with np.errstate(over="ignore"):  # the served step's own formula (python_backend/steps.py)
+    with np.errstate(over="ignore"):  # the sigmoid in float64, as SCORES carries it (float32)
         served = (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
     assert np.array_equal(np.float32(r.scores), served)  # ... and equal the served SCORES in float32
 

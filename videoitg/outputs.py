@@ -70,7 +70,7 @@ class SelectionOptions:
     """How a deployment picks frames from the scores when a request does not say: top-K, ranking rule, moment rule.
     Written into model parameters by `to_parameters` and read back, once, by `from_parameters`."""
 
-    default_top_k: int = 32
+    default_top_k: int = DEFAULT_TOP_K
     ranking_rule: str = DEFAULT_RANKING_RULE
     moment_params: MomentParams = DEFAULT_PARAMS
 

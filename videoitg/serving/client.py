@@ -9,7 +9,7 @@ in-process `Scorer` does, so `results.jsonl` records are identical whichever pat
 
 A video file under one of the media roots the served model announces (its `media_roots` parameter, `videoitg serve
 --media-root DIR`) is named by its path (VIDEO_URI) instead of sent: the server reads it where it lies, so a long
-video needs no upload and no bytes limit of its own. Elsewhere the bytes are sent as before.
+video needs no upload and no bytes limit of its own. Otherwise the bytes are sent.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videoitg.jsonio import nesting_over
 from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 
 MAX_JSON_DEPTH = 16  # an inference request's JSON nests 4 levels (object, inputs, input, data), plus data's dims
@@ -94,16 +95,6 @@ def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, st
     return ("infer" if action == "/infer" else "pass"), f"/v2/models/{m['model']}{version}{action}"
 
 
-def json_depth(obj: Any) -> int:
-    depth, stack = 0, [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if isinstance(o, (dict, list)):
-            depth = max(depth, d)
-            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
-    return depth
-
-
 def shape_error(name: str, shape: Any) -> str | None:
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool)
                                                        for d in shape):
@@ -158,7 +149,7 @@ def http_infer_error(body: bytes, header_length: str | None) -> str | None:
         return f"request JSON nests more than {MAX_JSON_DEPTH} levels"
     except ValueError as e:
         return f"request body is not valid JSON ({str(e)[:120]})"
-    if json_depth(header) > MAX_JSON_DEPTH:
+    if nesting_over(header, MAX_JSON_DEPTH):
         return f"request JSON nests more than {MAX_JSON_DEPTH} levels"
     return infer_header_error(header)
 

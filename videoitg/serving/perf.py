@@ -28,7 +28,6 @@ from videoitg.errors import InputError
 from videoitg.serving import binaries
 
 DEFAULT_INSTRUCTION = "When does the main event of the video happen?"
-REQUESTS = ("cold", "cached")
 COPY_TAG = b"videoitg-perf"  # payload of the appended element, with the copy's number
 
 

@@ -212,7 +212,7 @@ def frame_outputs() -> list[dict[str, Any]]:
 
 
 def result_outputs() -> list[dict[str, Any]]:
-    """What the top-level model answers, in either shape (`videoitg.python_backend.steps.result_outputs`)."""
+    """What the top-level model answers, in either shape (the tensors `videoitg.outputs.result_outputs` fills)."""
     return [
         # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number
         # and its timestamp in seconds.

@@ -355,7 +355,7 @@ class TritonServer:
 
     @property
     def exited(self) -> str:
-        """Which process exited on its own ('tritonserver', 'front') and how; '' while both run."""
+        """Which process exited on its own ('tritonserver', 'front'; `exit_code` says how); '' while both run."""
         for name, proc in (("tritonserver", self._proc), ("front", self._front)):
             if proc is not None and proc.poll() is not None:
                 return name
