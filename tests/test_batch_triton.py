@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.batch import INSTRUCTIONS, make_clip  # noqa: E402
+from tests.support.compare import SCORED, assert_records_close  # noqa: E402
 from tests.support.server import served, skip_without_tritonserver  # noqa: E402
 from videoitg.batch.backends import BackendSpec  # noqa: E402
 from videoitg.batch.manifest import Row  # noqa: E402
@@ -47,8 +47,5 @@ def test_triton_backend_unit_equals_in_process_and_isolates_a_bad_video(server, 
     ref = Scorer(default_checkpoint())
     for o, r in zip(out[:3], rows[:3], strict=True):
         want = ref.score(Path(r.video), r.instruction).to_record(doc_id=r.doc_id, video_path=r.video, top_k=3)
-        got = o.record
-        assert got["row_id"] == r.row_id
-        for k in ("index", "num_frames", "contexts", "video_path", "doc_id", "frame_indices", "timestamps", "top_k"):
-            assert got[k] == want[k], k
-        assert np.allclose(got["scores"], want["scores"], atol=1e-5)
+        assert o.record["row_id"] == r.row_id
+        assert_records_close(o.record, want, fields=(*SCORED, "num_frames", "contexts", "video_path", "doc_id"))

@@ -14,12 +14,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.batch import INSTRUCTIONS, make_clip, make_manifest  # noqa: E402
+from tests.support.compare import SCORED, assert_records_close  # noqa: E402
 from tests.support.server import metric_value  # noqa: E402
 from videoitg.serving import binaries, routing  # noqa: E402
 from videoitg.serving.ports import free_port  # noqa: E402
@@ -94,9 +94,7 @@ def servers(tmp_path_factory):
 
 
 def same_result(got: dict, want: dict) -> None:
-    for k in ("index", "num_frames", "contexts", "frame_indices", "timestamps", "doc_id"):
-        assert got[k] == want[k], k
-    assert np.allclose(got["scores"], want["scores"], atol=1e-5)
+    assert_records_close(got, want, fields=(*SCORED, "num_frames", "contexts", "doc_id"))
 
 
 def distinct_free_addresses(n: int) -> list[str]:

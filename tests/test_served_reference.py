@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from tests.support.compare import SCORED, assert_records_close, assert_results_close  # noqa: E402
 from tests.support.server import served, skip_without_tritonserver  # noqa: E402
 from tests.support.video import random_clip  # noqa: E402
 from videoitg.limits import served_defaults  # noqa: E402
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.server
 skip_without_tritonserver()
 
 UPLOAD_LIMIT = 4096  # bytes: every clip here is larger, so only a reference can bring it
-TOL = 1e-5
 INSTRUCTION = "when does the square move?"
 
 
@@ -48,13 +48,6 @@ def client(server):
         yield c
 
 
-def assert_same(served, ref) -> None:
-    diff = np.abs(np.asarray(served.logits) - np.asarray(ref.logits)).max()
-    assert diff <= TOL, f"served logits differ from in-process by {diff}"
-    assert served.frame_indices == ref.frame_indices and served.timestamps == ref.timestamps
-    assert served.ranked_frame_indices == ref.ranked_frame_indices
-
-
 def refusal(client: VideoITGClient, reference: str | bytes) -> RemoteError:
     raw = reference if isinstance(reference, bytes) else os.fsencode(reference)
     inputs = client.inputs(None, INSTRUCTION, uri=os.fsdecode(raw))
@@ -73,11 +66,11 @@ def test_a_reference_over_the_upload_limit_is_served_like_in_process(client, med
     out = client.infer(media / "big.mp4", INSTRUCTION, top_k=3)
     assert out.by_reference and not out.sent_video and not out.cache_hit
     ref = scorer.score(data, INSTRUCTION)
-    assert_same(out.result, ref)
-    assert out.top_k_frames == ref.top_k_frames(3)
+    assert_results_close(out.result, ref)
+    assert out.top_k_frames == out.result.top_k_frames(3)
     again = client.infer(data, INSTRUCTION, path=media / "big.mp4")  # bytes in hand, the file named instead
     assert again.by_reference and again.cache_hit
-    assert_same(again.result, ref)
+    assert_results_close(again.result, ref)
 
 
 def test_every_hostile_reference_is_refused_with_a_typed_error(client, media, tmp_path) -> None:
@@ -143,18 +136,18 @@ def test_a_file_replaced_under_its_name_is_scored_anew(client, media, scorer) ->
     first = random_clip(name, seed=21)
     a = client.infer(name, INSTRUCTION)
     assert a.by_reference and not a.cache_hit
-    assert_same(a.result, scorer.score(first, INSTRUCTION))
+    assert_results_close(a.result, scorer.score(first, INSTRUCTION))
     second = random_clip(media / "incoming.mp4", seed=22)
     os.replace(media / "incoming.mp4", name)  # a new file under the same name
     b = client.infer(name, INSTRUCTION)
     assert not b.cache_hit  # keyed by content, not by name: never the stale features
-    assert_same(b.result, scorer.score(second, INSTRUCTION))
+    assert_results_close(b.result, scorer.score(second, INSTRUCTION))
     with open(name, "r+b") as f:  # rewritten in place: same file, new content
         f.write(first)
         f.truncate()
     c = client.infer(name, INSTRUCTION)
     assert c.cache_hit  # the first clip's content again: its features are the cached ones
-    assert_same(c.result, scorer.score(first, INSTRUCTION))
+    assert_results_close(c.result, scorer.score(first, INSTRUCTION))
 
 
 @pytest.fixture(scope="module")
@@ -193,15 +186,14 @@ def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tm
     assert "named by its path" in capsys.readouterr().out
     ref = scorer.score(data, INSTRUCTION)
     record = json.loads((tmp_path / "r.jsonl").read_text())
-    assert record["top_k"] == ref.top_k_frames(3)
+    assert_records_close(record, ref.to_record(top_k=3), fields=SCORED)
     video = str((media / "cli.mp4").resolve())
     rows = [Row("r0", 1, video, INSTRUCTION, doc_id=0)]
     (out,) = TritonBackend(BackendSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3)
                            ).score_unit(rows)
     assert out.ok, out.record
     want = scorer.score(Path(video), INSTRUCTION).to_record(doc_id=0, video_path=video, top_k=3)
-    assert out.record["top_k"] == want["top_k"]
-    assert np.allclose(out.record["scores"], want["scores"], atol=TOL)
+    assert_records_close(out.record, want, fields=SCORED)
 
 
 @pytest.fixture(scope="module")
@@ -216,4 +208,4 @@ def test_a_reference_through_the_unstreamed_decode_step(unstreamed, media, score
     with VideoITGClient(unstreamed.grpc_url, "grpc") as c:
         out = c.infer(media / "whole.mp4", INSTRUCTION)
     assert out.by_reference and not out.cache_hit
-    assert_same(out.result, scorer.score(data, INSTRUCTION))
+    assert_results_close(out.result, scorer.score(data, INSTRUCTION))

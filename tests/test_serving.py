@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from tests.support.compare import SCORED, TOL, assert_records_close, assert_results_close  # noqa: E402
 from tests.support.server import (  # noqa: E402
     metric_value,  # noqa: E402
     served,
@@ -33,7 +34,6 @@ from videoitg.serving.ports import free_port  # noqa: E402
 from videoitg.serving.repository import RepoSpec  # noqa: E402
 
 pytestmark = pytest.mark.server
-TOL = 1e-5
 # Above every video (the sample is ~11 KB, make_clip's ~100 KB) and instruction (< 20 tokens) the other tests send.
 LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
 STREAM_FRAMES = 5
@@ -64,22 +64,14 @@ def clients(server):
         yield {"grpc": g, "http": h}
 
 
-def assert_same(served, ref) -> None:
-    diff = np.abs(np.asarray(served.logits) - np.asarray(ref.logits)).max()
-    assert diff <= TOL, f"served logits differ from in-process by {diff}"
-    assert served.frame_indices == ref.frame_indices
-    assert served.timestamps == ref.timestamps
-    assert served.ranked_frame_indices == ref.ranked_frame_indices
-
-
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
     path, data, instruction = sample
     ref = scorer.score(data, instruction)
     out = clients[protocol].infer(path, instruction, top_k=5)
-    assert_same(out.result, ref)
-    assert out.top_k_frames == ref.top_k_frames(5)
-    assert out.result.to_record(7, str(path), top_k=5) == ref.to_record(7, str(path), top_k=5)
+    assert_results_close(out.result, ref)
+    assert out.top_k_frames == out.result.top_k_frames(5)  # the served top-K is the served ranking's
+    assert_records_close(out.result.to_record(7, str(path), top_k=5), ref.to_record(7, str(path), top_k=5))
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -92,13 +84,14 @@ def test_ranking_rule_and_moments_are_served_like_in_process(protocol, clients, 
     ref = scorer.score(data, instruction)
     assert ref.ranking_rule == "released"
     default = clients[protocol].infer(path, instruction)
-    assert default.result.ranking_rule == "released" and default.result.ranking == ref.ranking
+    assert default.result.ranking_rule == "released"
+    assert_results_close(default.result, ref)
     expect = [tuple(m) for m in ref.moments]
     assert len(default.moments) == len(expect) >= 1
     assert np.allclose(default.moments, expect, atol=1e-5)
     exact = clients[protocol].infer(path, instruction, ranking_rule="exact")
     assert exact.result.ranking_rule == "exact"
-    assert exact.result.ranking == dataclasses.replace(ref, ranking_rule="exact").ranking
+    assert_results_close(exact.result, dataclasses.replace(ref, ranking_rule="exact"))
     with pytest.raises(InputError, match="unknown ranking rule 'best'"):  # the client checks before sending
         clients[protocol].infer(path, instruction, ranking_rule="best")
 
@@ -123,7 +116,7 @@ def test_score_command_through_the_server(server, scorer, sample, tmp_path, caps
     assert "top-5 in chronological order" in capsys.readouterr().out
     rec = json.loads(out.read_text())
     want = scorer.score(data, instruction).to_record("3", str(path), top_k=5)
-    assert rec["index"] == want["index"] and rec["logits"] == want["logits"] and rec["top_k"] == want["top_k"]
+    assert_records_close(rec, want, fields=SCORED)
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -135,7 +128,7 @@ def test_cache_hit_is_identical(clients, scorer, tmp_path) -> None:
     again = c.infer(data, "the first question")
     assert (first.cache_hit, second.cache_hit, again.cache_hit) == (False, True, True)
     assert again.result.logits == first.result.logits  # bit-identical: same features, same instruction
-    assert_same(second.result, scorer.score(data, "a second, different question"))
+    assert_results_close(second.result, scorer.score(data, "a second, different question"))
 
 
 def test_a_cached_video_is_named_by_its_digest_and_its_bytes_are_not_sent_again(server, scorer, tmp_path) -> None:
@@ -164,7 +157,7 @@ def test_a_cached_video_is_named_by_its_digest_and_its_bytes_are_not_sent_again(
             second = c.infer(data, "a second question")
         assert (first.sent_video, first.cache_hit) == (True, False)  # NOT_FOUND, then the bytes
         assert (second.sent_video, second.cache_hit) == (False, True)
-        assert_same(second.result, scorer.score(data, "a second question"))
+        assert_results_close(second.result, scorer.score(data, "a second question"))
     with VideoITGClient(server.grpc_url, "grpc") as c:  # below DIGEST_FIRST_BYTES the bytes go at once
         assert c.infer(data, "a third question").sent_video
     # Three digest probes missed (the raw one and one per protocol): their own outcome, never a failure.
@@ -185,7 +178,7 @@ def test_concurrent_clients_get_their_own_answers(server, scorer, sample, tmp_pa
     with ThreadPoolExecutor(8) as ex:
         got = list(ex.map(call, range(8)))
     for g, r in zip(got, refs, strict=True):
-        assert_same(g, r)
+        assert_results_close(g, r)
     assert len({tuple(g.logits) for g in got}) == 8  # each answer belongs to its own instruction
 
 
@@ -320,7 +313,7 @@ def test_instruction_over_the_configured_token_limit_is_refused(clients, scorer,
     over = next(" ".join(words[:k]) for k in range(1, 65) if n(" ".join(words[:k])) > 32)
     assert n(fits) <= 32 < n(over)
     ok = clients["grpc"].infer(path, fits)
-    assert_same(ok.result, scorer.score(data, fits))
+    assert_results_close(ok.result, scorer.score(data, fits))
     for c in clients.values():
         with pytest.raises(RemoteError, match=rf"InstructionTooLongError: instruction has {n(over)} tokens, over "
                                               r"the limit of 32 \(max_instruction_tokens=32") as ei:
@@ -346,7 +339,7 @@ def test_bad_request_does_not_fail_its_batch_mates(server, scorer, sample) -> No
             assert isinstance(g, RemoteError) and "NotAVideoError" in str(g)
             assert g.status == "StatusCode.INVALID_ARGUMENT"  # the client's fault, not a server error
         else:
-            assert_same(g, ref)
+            assert_results_close(g, ref)
 
 
 def test_step_models_called_directly_check_their_inputs(server, scorer, sample) -> None:

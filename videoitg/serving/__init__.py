@@ -1,3 +1,4 @@
-"""Serving VideoITG with a real Triton Inference Server: binaries and launcher (`server`), the model-repository
-generator (`repository`), the visual-feature cache (`cache`), the request steps the python-backend models call
-(`steps`) and a tritonclient-based client (`client`). Submodules import their heavy dependencies lazily."""
+"""Starting and talking to a Triton Inference Server: the launcher (`server`, `ports`, `shm`, `watchdog`), the
+public front (`front`), the model-repository generator (`repository`), the Triton binaries (`binaries`), the
+client (`client`), routing over several servers (`routing`) and `perf`. Submodules import heavy dependencies
+lazily."""

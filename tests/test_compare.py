@@ -1,0 +1,53 @@
+"""tests/support/compare.py: two computations of one result agree within tolerance, not by exact equality of what
+is rounded from them (the same model differs in the last bits between AVX2 and AVX-512 CPUs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from tests.support.compare import SCORED, assert_records_close, assert_results_close
+from videoitg.outputs import GroundingResult
+
+FRAMES = [0, 30, 60, 90, 120]
+TIMES = [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def result(logits: list[float], rule: str = "released") -> GroundingResult:
+    return GroundingResult(logits, FRAMES, TIMES, "q", "v.mp4", rule)
+
+
+def test_a_score_on_a_rounding_step_differs_in_the_record_but_agrees_within_tolerance() -> None:
+    edge = logit(0.0015395)  # rounds to 0.00154 or 0.001539 on either side
+    a = result([edge + 2e-7, 1.0, -3.0, 2.0, 0.5])
+    b = dataclasses.replace(a, logits=[edge - 2e-7, *a.logits[1:]])
+    ra, rb = a.to_record(7, "v.mp4", top_k=3), b.to_record(7, "v.mp4", top_k=3)
+    assert ra["scores"][0] != rb["scores"][0]  # what exact equality would have failed on
+    assert_results_close(a, b)
+    assert_records_close(ra, rb)
+
+
+@pytest.mark.parametrize("rule", ["released", "exact"])
+def test_frames_within_tolerance_may_swap_others_may_not(rule: str) -> None:
+    a = result([1.0, 1.0 + 3e-6, -3.0, 2.0, 0.5], rule)  # positions 0 and 1 are a near-tie
+    b = dataclasses.replace(a, logits=[1.0 + 3e-6, 1.0, -3.0, 2.0, 0.5])
+    assert a.ranking != b.ranking or rule == "released"  # fp16 keys tie them: the earlier frame first in both
+    assert_results_close(a, b)
+    assert_records_close(a.to_record(top_k=2), b.to_record(top_k=2), fields=SCORED)
+    wrong = a.to_record(top_k=2)
+    wrong["index"], wrong["logits"] = wrong["index"][::-1], wrong["logits"][::-1]  # worst first
+    with pytest.raises(AssertionError, match="rank 0"):
+        assert_records_close(wrong, a.to_record(top_k=2), fields=SCORED)
+
+
+def test_logits_over_tolerance_fail() -> None:
+    a = result([1.0, 0.0, -3.0, 2.0, 0.5])
+    with pytest.raises(AssertionError, match="logits differ"):
+        assert_results_close(dataclasses.replace(a, logits=list(np.add(a.logits, 1e-4))), a)
