@@ -25,6 +25,7 @@ from videoitg.python_backend.errors import StepError
 from videoitg.python_backend.steps import FileVideo
 
 from videoitg.limits import Limits
+from videoitg.moments import known_duration
 from videoitg.pipeline import VideoFeatures
 from videoitg.sampling import SamplingParams
 
@@ -37,6 +38,12 @@ def _drain(answers) -> None:
 
 def _numpy(response, name: str) -> np.ndarray:
     return pb_utils.get_output_tensor_by_name(response, name).as_numpy().reshape(-1)
+
+
+def _duration(response) -> float | None:
+    """The decode step's DURATION (seconds, 0 where the container did not say): None when absent or unknown."""
+    tensor = pb_utils.get_output_tensor_by_name(response, "DURATION")
+    return None if tensor is None else known_duration(float(tensor.as_numpy().reshape(-1)[0]))
 
 
 def _video_inputs(video: bytes | FileVideo) -> list:
@@ -74,11 +81,12 @@ class Steps:
             return await self._visual_dali(video)
         if self.streaming:
             return await self._visual_streamed(video)
-        dec = await self.call(self.decode, _video_inputs(video), ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS"])
+        dec = await self.call(self.decode, _video_inputs(video),
+                              ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS", "DURATION"])
         vis = await self.call(self.vision, [pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")], ["FEATURES"])
         # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
         return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), _numpy(dec, "FRAME_INDICES").tolist(),
-                             _numpy(dec, "TIMESTAMPS").tolist())
+                             _numpy(dec, "TIMESTAMPS").tolist(), _duration(dec))
 
     async def _visual_streamed(self, video: bytes | FileVideo) -> VideoFeatures:
         """Each chunk goes to the vision step with the video's frame count (the projector's grid); the frame
@@ -86,10 +94,11 @@ class Steps:
         loop = asyncio.get_running_loop()
         answers = await pb_utils.InferenceRequest(
             model_name=self.decode, inputs=_video_inputs(video),
-            requested_output_names=["PIXEL_VALUES", "NUM_FRAMES", "FRAME_INDICES", "TIMESTAMPS"],
+            requested_output_names=["PIXEL_VALUES", "NUM_FRAMES", "FRAME_INDICES", "TIMESTAMPS", "DURATION"],
         ).async_exec(decoupled=True)
         chunks: list[asyncio.Task] = []
         indices = timestamps = None
+        duration: float | None = None
         try:
             while (dec := await loop.run_in_executor(self.workers, next, answers, None)) is not None:
                 if dec.has_error():
@@ -100,6 +109,7 @@ class Steps:
                     chunks.append(loop.create_task(self.call(self.vision, [pixels, num_frames], ["FEATURES"])))
                 if pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES") is not None:  # the last answer
                     indices, timestamps = _numpy(dec, "FRAME_INDICES"), _numpy(dec, "TIMESTAMPS")
+                    duration = _duration(dec)
             if indices is None or not chunks:
                 raise StepError(f"{self.decode}: internal error: the stream ended without "
                                 f"{'frames' if not chunks else 'frame numbers'}")
@@ -112,7 +122,7 @@ class Steps:
         if visual.shape[0] != len(indices):
             raise StepError(f"{self.vision}: internal error: {visual.shape[0]} frames of features for "
                             f"{len(indices)} frame numbers")
-        return VideoFeatures(visual, indices.tolist(), timestamps.tolist())
+        return VideoFeatures(visual, indices.tolist(), timestamps.tolist(), duration)
 
     async def _visual_dali(self, video: bytes) -> VideoFeatures:
         from videoitg.decode import plan_decode
@@ -132,7 +142,8 @@ class Steps:
         pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], plan.rotation)[None].contiguous()
         vis = await self.call(self.vision, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
                               ["FEATURES"])
-        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), plan.frame_indices, plan.timestamps)
+        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), plan.frame_indices, plan.timestamps,
+                             known_duration(plan.duration_s))
 
     async def logits(self, f: VideoFeatures, instruction: str) -> list[float]:
         inputs = [pb_utils.Tensor.from_dlpack("FEATURES", to_dlpack(f.visual[None].contiguous())),

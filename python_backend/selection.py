@@ -1,13 +1,13 @@
 """`videoitg_select` (the ensemble's last step): per-frame logits -> the served outputs (ranking under the request's
-rule, top-K, moments), as the BLS model does inline. The inputs are checked first (`steps.check_selection_inputs`):
-the step is reachable by a client too.
+rule, top-K, moments inside the video's DURATION), as the BLS model does inline. The inputs are checked first
+(`steps.check_selection_inputs`, `steps.duration_input`): the step is reachable by a client too.
 """
 
 from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 from videoitg.python_backend.common import RequestCounters, input_numpy, output_numpy, respond_each, setup
-from videoitg.python_backend.steps import check_selection_inputs, parse_options
+from videoitg.python_backend.steps import check_selection_inputs, duration_input, parse_options
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits
@@ -36,7 +36,9 @@ class TritonPythonModel:
             top_k, rule = parse_options(input_numpy(request, "TOP_K"), input_numpy(request, "RANKING_RULE"),
                                         self.selection.default_top_k,
                                         self.selection.ranking_rule)
-            result = GroundingResult(logits.tolist(), frames.tolist(), times.tolist(), ranking_rule=rule)
+            duration = duration_input(input_numpy(request, "DURATION"))  # the decode step's: moments end by it
+            result = GroundingResult(logits.tolist(), frames.tolist(), times.tolist(), ranking_rule=rule,
+                                     duration=duration)
             out = result_outputs(result, top_k, self.selection.moment_params)
             return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # the batch axis
 

@@ -19,8 +19,10 @@ import torch
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits
-from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, check_ranking_rule
+from videoitg.moments import known_duration
+from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, check_ranking_rule, duration_value
 from videoitg.paths import MediaChangedError, MediaRoots
+from videoitg.pipeline import frames_duration
 from videoitg.sampling import SamplingParams
 
 
@@ -323,7 +325,8 @@ def _bytes_input(value: np.ndarray, name: str) -> bytes:
 
 
 def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits) -> dict[str, Any]:
-    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S] uint8, FRAME_INDICES [1, T], TIMESTAMPS [1, T]}.
+    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S] uint8, FRAME_INDICES [1, T], TIMESTAMPS [1, T],
+    DURATION [1, 1]}.
     A path (a video by reference, `decode_source`) is bounded by max_reference_bytes instead of max_video_bytes."""
     from videoitg.decode import decode_video
 
@@ -335,7 +338,7 @@ def decode_stream(video: bytes | Path, image_size: int, sampling: SamplingParams
                   chunk_frames: int) -> Iterator[dict[str, Any]]:
     """The streaming decode step's answers, in order: one {PIXEL_VALUES [1, t, 3, S, S] uint8, NUM_FRAMES [1, 1]}
     per `chunk_frames` decoded frames as soon as they are decoded (so the vision step encodes them while the rest
-    decode), then {FRAME_INDICES [1, T], TIMESTAMPS [1, T]} once the decode is over. The chunks are
+    decode), then {FRAME_INDICES [1, T], TIMESTAMPS [1, T], DURATION [1, 1]} once the decode is over. The chunks are
     `decode_whole`'s frames, in order; the decode's error, if any, is raised where it happens."""
     from videoitg.decode import stream_video
 
@@ -354,8 +357,11 @@ def _decode_options(image_size: int, sampling: SamplingParams, limits: Limits, r
 
 
 def _frame_numbers(frames: Any) -> dict[str, np.ndarray]:
+    """The sampled frames' numbers and times, and the video's DURATION (seconds from the container, 0 where it
+    did not say: `videoitg.outputs.duration_value`), which bounds the moments."""
     return {"FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
-            "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64)}
+            "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64),
+            "DURATION": np.asarray([[duration_value(frames_duration(frames))]], dtype=np.float64)}
 
 
 def check_features(visual: torch.Tensor, config: Any, limits: Limits) -> None:
@@ -390,3 +396,16 @@ def check_selection_inputs(logits: np.ndarray, frame_indices: np.ndarray, timest
         raise InputError("LOGITS and TIMESTAMPS must be finite")
     if (frame_indices < 0).any() or (np.diff(frame_indices) <= 0).any():
         raise InputError("FRAME_INDICES must be frame numbers >= 0 in rising order")
+
+
+def duration_input(value: np.ndarray | None) -> float | None:
+    """DURATION, an optional [1, 1] input of `videoitg_select` (the decode step's output): the video's duration in
+    seconds, 0 when the container did not say. None when absent or 0; InputError unless one finite number >= 0."""
+    if value is None:
+        return None
+    if value.size != 1 or value.dtype.kind != "f":
+        raise InputError(f"DURATION must hold one number, got {value.size} values of {value.dtype}")
+    d = float(value.reshape(-1)[0])
+    if not (np.isfinite(d) and d >= 0):
+        raise InputError(f"DURATION must be a finite number of seconds >= 0, got {d!r}")
+    return known_duration(d)

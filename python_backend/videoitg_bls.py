@@ -105,7 +105,8 @@ class TritonPythonModel:
         compute = None if video is None else (lambda: self.steps.visual(video))  # None: named by digest alone
         f, hit = await self.scheduler.features(key, compute, remember_verdict)
         logits = await self.steps.logits(f, req.instruction)
-        result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction, ranking_rule=req.ranking_rule)
+        result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction, ranking_rule=req.ranking_rule,
+                                 duration=f.duration)
         out = result_outputs(result, req.top_k, self.selection.moment_params, hit)
         if frames is not None:
             out |= await asyncio.get_running_loop().run_in_executor(

@@ -78,3 +78,39 @@ def test_result_and_record_carry_the_moments() -> None:
     rec = r.to_record(doc_id=3)
     assert rec["moments"] == [m.round() for m in r.moments]
     assert all(len(m) == 3 for m in rec["moments"])
+
+
+# A 150-s clip at 29.97 fps sampled at 1 fps: frames at 0, 1.001, ..., 149.149 s (frame 4470 of 4495).
+NTSC_TS = [round(i * 1001 / 1000, 3) for i in range(150)]
+
+
+def test_frame_spans_stay_inside_the_duration() -> None:
+    assert frame_spans(NTSC_TS)[-1] == pytest.approx((149.149, 150.15))  # one 1.001-s gap past the last frame
+    assert frame_spans(NTSC_TS, duration=150.0)[-1] == (149.149, 150.0)
+    # A frame stamped at or past the stated end covers nothing; a duration of 0 (not stated) bounds nothing.
+    assert frame_spans([0.0, 1.0, 2.0], duration=1.5) == [(0.0, 1.0), (1.0, 1.5), (1.5, 1.5)]
+    assert frame_spans([0.0, 1.0], duration=0.0) == [(0.0, 1.0), (1.0, 2.0)]
+
+
+def test_end_of_video_moment_ends_by_the_duration_in_every_writer() -> None:
+    import numpy as np
+
+    from videoitg.outputs import result_from_outputs, result_outputs
+
+    logits = [-6.0] * 132 + [6.0] * 18  # relevant from frame 132 (132.132 s) to the end
+    frames = [round(t * 30000 / 1001) for t in NTSC_TS]
+    unbounded = GroundingResult(logits, frames, NTSC_TS, "q", "v.mp4")
+    assert unbounded.moments[0][:2] == pytest.approx((132.132, 150.15))  # without the duration: past the end
+    r = GroundingResult(logits, frames, NTSC_TS, "q", "v.mp4", duration=150.0)
+    assert r.moments[0][:2] == pytest.approx((132.132, 150.0))
+    rec = r.to_record(doc_id=0)
+    assert rec["moments"][0][:2] == [132.132, 150.0] and rec["duration"] == 150.0
+    assert all(0.0 <= m[0] <= m[1] <= 150.0 for m in rec["moments"])
+    out = result_outputs(r, top_k=4)
+    assert float(out["DURATION"][0]) == 150.0
+    assert float(out["MOMENTS"][:, 1].max()) <= 150.0
+    back = result_from_outputs({k: v[None] for k, v in out.items()})  # as the client reads them (batch axis)
+    assert back.duration == 150.0 and back.moments == r.moments
+    # Unknown duration travels as 0 and reads back as None.
+    assert result_from_outputs(result_outputs(unbounded, 4)).duration is None
+    assert np.isclose(float(result_outputs(unbounded, 4)["MOMENTS"][0, 1]), 150.15, atol=1e-4)

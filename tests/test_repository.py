@@ -66,7 +66,8 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
             ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
     outputs = [o.name for o in top.output]
     assert outputs == ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT",
-                       "MOMENTS", "APPLIED_RANKING_RULE"] + (["FRAME_JPEGS", "FRAME_PIXELS"] if mode == "bls" else [])
+                       "MOMENTS", "APPLIED_RANKING_RULE", "DURATION"] + (
+                           ["FRAME_JPEGS", "FRAME_PIXELS"] if mode == "bls" else [])
     assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
     # The python decode step streams its frames under the BLS model (decoupled); an ensemble step answers once.
     decode = configs["videoitg_decode/config.pbtxt"]

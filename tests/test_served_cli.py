@@ -140,3 +140,22 @@ def test_perf_on_a_deployment_without_the_cache(no_cache_server, clips, tmp_path
     text = capsys.readouterr().out
     assert "COLD requests: the server has no feature cache" in text
     assert "feature cache: none on this deployment" in text
+
+
+def test_served_moments_end_by_the_decoded_duration(server, scorer, tmp_path) -> None:
+    """The 29.97-fps end-of-video case served: the decode step's DURATION reaches the moments and the client."""
+    from tests.test_moments_in_video import WHOLE, ntsc_clip
+    from videoitg.decode import probe_video
+    from videoitg.serving.client import VideoITGClient
+
+    clip = ntsc_clip(tmp_path / "ntsc.mp4")
+    duration = probe_video(clip).duration_s
+    with VideoITGClient(server.grpc_url) as c:
+        served = c.infer(clip, "When is it brightest?")
+    assert float(served.outputs["DURATION"].reshape(-1)[0]) == pytest.approx(duration)
+    assert served.result.duration == pytest.approx(duration)
+    assert all(0.0 <= start <= end <= duration + 1e-4 for start, end, _ in served.moments)
+    assert served.result.find_moments(WHOLE)[0][:2] == pytest.approx((0.0, duration))  # was [0, 150.15]
+    local = scorer.score(clip, "When is it brightest?")
+    flat = [x for m in served.moments for x in m[:2]]
+    assert flat == pytest.approx([x for m in local.moments for x in m[:2]], abs=1e-4)

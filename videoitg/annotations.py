@@ -165,6 +165,12 @@ def max_clips() -> int:
     return math.ceil(DecodeLimits().max_duration_s / QVH_CLIP_S)
 
 
+def clip_count(duration: float) -> int:
+    """2-second clips of a video of `duration` seconds, as the QVHighlights evaluation counts them (whole clips:
+    int(duration / 2)), at least one."""
+    return max(int(duration / QVH_CLIP_S), 1)
+
+
 MAX_ANNOTATORS = 32  # QVHighlights has 3 annotator scores per clip
 
 
@@ -211,8 +217,7 @@ def _qvh_saliency(d: dict[str, Any], duration: float | None) -> list[list[float]
             if not _is_number(x):
                 raise ValueError(f"saliency_scores of clip {clip} hold {_shown(x)}: every score must be a finite "
                                  "number")
-    # Clips of the whole video, as the QVHighlights evaluation counts them (int(duration / 2)).
-    num = max(int(duration / QVH_CLIP_S) if duration else 0, max(ids) + 1)
+    num = max(clip_count(duration) if duration else 0, max(ids) + 1)
     full = [[0.0] * len(scores[0]) for _ in range(num)]
     for i, s in zip(ids, scores, strict=True):
         full[i] = [float(x) for x in s]

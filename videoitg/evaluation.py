@@ -21,6 +21,14 @@ Conventions (also in docs/evaluation.md):
   the top clip is positive for at least one annotator; HL-mAP = mean over annotators of the interpolated AP
   (the QVHighlights evaluation's definition). Without them: per sampled frame, positive = inside a ground-truth
   window (or in clip_num); HL-HIT@1 = the top frame is positive, HL-mAP = the interpolated AP.
+- MR-mAP (QVHighlights' moment-retrieval ranking metric, as its `standalone_eval` defines it): per query and IoU
+  threshold t in 0.5:0.05:0.95, the first 10 predicted moments by score (ties keep their order) are matched
+  greedily, each to the unmatched ground-truth window it overlaps most with IoU >= t (equal overlaps: the later
+  window), else it is a false positive; AP = the area under the precision-recall steps, each recall step taking
+  the best precision at that rank or later (recall over all the query's windows). MR-mAP@t = mean over
+  queries; MR-mAP = its mean over the 10 thresholds.
+  MR-short/middle/long-mAP: the same against only the windows whose length is in (0, 10], (10, 30], (30, 150]
+  seconds, over the queries that have such a window.
 """
 
 from __future__ import annotations
@@ -31,7 +39,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from videoitg.moments import DEFAULT_PARAMS, MomentParams, find_moments, frame_spans, temporal_iou
+from videoitg.annotations import QVH_CLIP_S, clip_count
+from videoitg.moments import (
+    DEFAULT_PARAMS,
+    Moment,
+    MomentParams,
+    find_moments,
+    frame_spans,
+    known_duration,
+    temporal_iou,
+)
 
 DEFAULT_KS = (8, 16, 32)
 R1_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -106,6 +123,54 @@ def best_iou(moment: Sequence[float], truth: Sequence[Sequence[float]]) -> float
     return max((temporal_iou(moment, g) for g in truth), default=0.0)
 
 
+MR_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0.05:0.95
+MR_MAX_PREDICTIONS = 10  # moments per query that MR-mAP counts (the first ones, as submitted)
+# Ground-truth window length buckets in seconds, (lo, hi]: QVHighlights' short / middle / long.
+LENGTH_BUCKETS = {"short": (0.0, 10.0), "middle": (10.0, 30.0), "long": (30.0, 150.0)}
+
+
+def overlap_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Temporal IoU with the union as |a| + |b| - |a ∩ b| (how MR-mAP's matching computes it; equal to
+    `temporal_iou` up to rounding); 0 when the union is empty."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def detection_ap(pred: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], iou: float) -> float:
+    """AP of one query's predicted moments `[start, end, score]` against its ground-truth windows at IoU threshold
+    `iou` (module docstring, MR-mAP). 0 without predictions or windows."""
+    if not pred or not truth:
+        return 0.0
+    order = sorted(range(len(pred)), key=lambda i: -float(pred[i][2]))  # stable: tied scores keep their order
+    matched: set[int] = set()
+    hits: list[bool] = []
+    for i in order:
+        ious = [overlap_iou(pred[i], g) for g in truth]
+        free = [j for j in range(len(truth)) if j not in matched and ious[j] >= iou]
+        if free:
+            # The best overlap; equal overlaps go to the later window, as the official evaluation's order has it.
+            matched.add(max(free, key=lambda j: (ious[j], j)))
+        hits.append(bool(free))
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    best_after = np.maximum.accumulate(precision[::-1])[::-1]  # best precision at this rank or any later one
+    return float(sum(best_after[k] for k, hit in enumerate(hits) if hit) / len(truth))
+
+
+def moment_map(pred: Sequence[Sequence[float]], truth: Sequence[Sequence[float]]) -> dict[str, float]:
+    """One query's MR-mAP entries: `MR-mAP@t` for each threshold, `MR-mAP` (their mean), and `MR-<bucket>-mAP` for
+    each length bucket the query has a window in (absent otherwise: the bucket's mean is over those queries)."""
+    pred = list(pred)[:MR_MAX_PREDICTIONS]
+    aps = [detection_ap(pred, truth, t) for t in MR_IOU_THRESHOLDS]
+    out = {"MR-mAP": float(np.mean(aps)), **{f"MR-mAP@{t:g}": ap for t, ap in zip(MR_IOU_THRESHOLDS, aps,
+                                                                                   strict=True)}}
+    for name, (lo, hi) in LENGTH_BUCKETS.items():
+        inside = [g for g in truth if lo < g[1] - g[0] <= hi]
+        if inside:
+            out[f"MR-{name}-mAP"] = float(np.mean([detection_ap(pred, inside, t) for t in MR_IOU_THRESHOLDS]))
+    return out
+
+
 def interpolated_ap(y_true: Sequence[float], y_score: Sequence[float]) -> float:
     """Interpolated AP as the QVHighlights highlight evaluation computes it: 1 when every item is positive, 0 when
     none is; otherwise the mean, over the distinct recall levels r > 0 reached by thresholding at each distinct
@@ -177,15 +242,22 @@ class RecordScores:
 class Summary:
     rows: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> metric -> value
     counts: dict[str, int] = field(default_factory=dict)
+    # group -> metric -> records it is the mean of, for the metrics only some records have (MR-<bucket>-mAP)
+    support: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"counts": self.counts, "metrics": self.rows}
+        return {"counts": self.counts, "metrics": self.rows, "support": self.support}
 
 
 def ground_truth_windows(r: RecordScores) -> list[tuple[float, float]]:
     if r.moments:
         return [(float(a), float(b)) for a, b in r.moments]
     return positive_moments(r.positives, r.timestamps, r.duration)
+
+
+def predicted_moments(r: RecordScores, params: MomentParams = DEFAULT_PARAMS) -> list[Moment]:
+    """The record's moments, best first: the rule every output uses, inside [0, duration] when it is known."""
+    return find_moments(r.scores, r.timestamps, params, r.duration)
 
 
 def evaluate_record(r: RecordScores, ks: Sequence[int] = DEFAULT_KS, params: MomentParams = DEFAULT_PARAMS,
@@ -210,13 +282,14 @@ def evaluate_record(r: RecordScores, ks: Sequence[int] = DEFAULT_KS, params: Mom
         m[f"uniform_precision@{k}"] = precision_at_k(uni, pos, k)
     m["AP"] = average_precision(order, pos)
     gt = ground_truth_windows(r)
-    pred = find_moments(r.scores, r.timestamps, params, r.duration)
+    pred = predicted_moments(r, params)
     ious = [best_iou(p, gt) for p in pred]
     m["mIoU"] = ious[0]
     for th in R1_THRESHOLDS:
         m[f"R1@{th}"] = float(ious[0] >= th)
     for th in R5_THRESHOLDS:
         m[f"R5@{th}"] = float(any(iou >= th for iou in ious[:5]))
+    m.update(moment_map(pred, gt))
     m.update(highlight_metrics(r.scores, r.timestamps, pos, r.saliency, saliency_min))
     row = {**r.info, "type": r.kind, "gt_windows": [[round(a, 3), round(b, 3)] for a, b in gt], "positives": pos,
            "moments": [p.round() for p in pred], "iou": round(ious[0], 4), "ious": [round(x, 4) for x in ious],
@@ -247,12 +320,32 @@ def summarize(records: Iterable[RecordScores], ks: Sequence[int] = DEFAULT_KS,
     out = Summary()
     for group, ms in per.items():
         out.counts[group] = len(ms)
-        out.rows[group] = {key: float(np.mean([x[key] for x in ms])) for key in ms[0]}
+        keys = list(dict.fromkeys(k for x in ms for k in x))  # first-seen order
+        out.rows[group] = {k: float(np.mean([x[k] for x in ms if k in x])) for k in keys}
+        out.support[group] = {k: n for k in keys if (n := sum(k in x for x in ms)) != len(ms)}
     return out
+
+
+def submission_record(r: RecordScores, params: MomentParams = DEFAULT_PARAMS, clip_s: float = QVH_CLIP_S) -> dict:
+    """One line of the QVHighlights submission file (its `standalone_eval` format): `qid`, `query`, `vid`,
+    `pred_relevant_windows` [[start_s, end_s, score], ...] (the evaluated moments, best first, unrounded, so the
+    official evaluation sees what was evaluated here) and `pred_saliency_scores`, one per 2-s clip of the video
+    (`clip_scores`; as many clips as the annotation's saliency table, else whole clips of the duration)."""
+    if r.saliency is not None:
+        n = len(r.saliency)
+    elif r.duration:
+        n = clip_count(r.duration)
+    else:
+        n = max(math.ceil(frame_spans(r.timestamps)[-1][1] / clip_s), 1)
+    return {"qid": r.info.get("qid"), "query": r.info.get("query"), "vid": r.info.get("vid"),
+            "pred_relevant_windows": [[m.start, m.end, m.score] for m in predicted_moments(r, params)],
+            "pred_saliency_scores": clip_scores(r.scores, r.timestamps, n, clip_s)}
 
 
 FRAME_COLUMNS = ("recall@#pos", "AP")
 MOMENT_COLUMNS = ("R1@0.3", "R1@0.5", "R1@0.7", "R5@0.5", "R5@0.7", "mIoU", "HL-mAP", "HL-HIT@1")
+BUCKET_COLUMNS = tuple(f"MR-{name}-mAP" for name in LENGTH_BUCKETS)
+MAP_COLUMNS = ("MR-mAP", "MR-mAP@0.5", "MR-mAP@0.75", *BUCKET_COLUMNS)
 
 
 def format_table(summary: Summary, ks: Sequence[int] = DEFAULT_KS) -> str:
@@ -272,7 +365,20 @@ def format_table(summary: Summary, ks: Sequence[int] = DEFAULT_KS) -> str:
     for group in groups:
         row, n = summary.rows[group], summary.counts[group]
         lines.append(f"{group:<16}{n:>6}" + "".join(_cell(row.get(c), 11) for c in MOMENT_COLUMNS))
+    header = f"{'group':<16}{'n':>6}" + "".join(f"{c:>15}" for c in MAP_COLUMNS)
+    lines += ["", "moment retrieval mAP (QVHighlights standalone_eval definition; buckets: n = queries with a window "
+              "of that length)", header, "-" * len(header)]
+    for group in groups:
+        row, n, support = summary.rows[group], summary.counts[group], summary.support.get(group, {})
+        cells = [_bucket_cell(row.get(c), support.get(c, n if c in row else 0)) if c in BUCKET_COLUMNS
+                 else _cell(row.get(c), 15) for c in MAP_COLUMNS]
+        lines.append(f"{group:<16}{n:>6}" + "".join(cells))
     return "\n".join(lines)
+
+
+def _bucket_cell(v: float | None, n: int, width: int = 15) -> str:
+    text = f"{v:.3f} (n={n})" if v is not None and not math.isnan(v) else "-"
+    return f"{text:>{width}}"
 
 
 def _cell(v: float | None, width: int = 13) -> str:
@@ -286,7 +392,13 @@ def _where(r) -> str:
 
 
 def _info(r) -> dict:
-    return {"where": _where(r), "video": r.video, "query": r.question, "qid": getattr(r, "qid", None)}
+    """What identifies a query in per_record.jsonl and the submission file: `vid` is the annotation's own video id
+    (QVHighlights' `vid`), else the video file's stem."""
+    from pathlib import Path
+
+    raw = getattr(r, "raw", None)
+    vid = raw.get("vid") if isinstance(raw, dict) and isinstance(raw.get("vid"), str) else Path(str(r.video)).stem
+    return {"where": _where(r), "video": r.video, "vid": vid, "query": r.question, "qid": getattr(r, "qid", None)}
 
 
 def _positives(r, timestamps: Sequence[float]) -> list[int]:
@@ -402,6 +514,10 @@ def _prediction(n: int, p: object) -> Prediction:
     return Prediction(n, p, [s for _, s in pairs], [f for f, _ in pairs], None, index)
 
 
+def _stated_duration(value: object) -> float | None:
+    return known_duration(value) if isinstance(value, (int, float)) else None
+
+
 def read_predictions(results_path) -> dict[tuple[str, str], Prediction]:
     """(video file stem, instruction) -> the first prediction for it in a results.jsonl. InputError "FILE:LINE:
     problem" for a line that is not UTF-8, not JSON (a truncated write) or not a usable record: scores from a
@@ -505,7 +621,10 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
         order = [where[f] for f in p.index if f in where] if p.index is not None else None
         if order is not None and len(order) != len(scores):
             order = None
-        duration = getattr(r, "duration", None) or (info.duration_s if info is not None else None)
+        # The annotation's duration, else the one the record states (the container's, where it was scored), else
+        # the probed video's.
+        duration = (getattr(r, "duration", None) or _stated_duration(p.raw.get("duration"))
+                    or (info.duration_s if info is not None else None))
         scored.append(RecordScores(scores, pos, ts, r.kind, r.moments, duration, getattr(r, "saliency", None),
                                    _info(r), order=order))
     return scored, bad

@@ -3,8 +3,9 @@
 The per-frame scores are the saliency (highlight) curve; this module turns them into moments with one rule, used
 by every path (in-process, served, batch, eval), so a moment never depends on where it was computed:
 
-1. Frame spans: sampled frame i covers [t_i, t_{i+1}); the last one covers one median frame gap (or ends at the
-   video's duration when the caller knows it). Moments are unions of whole spans.
+1. Frame spans: sampled frame i covers [t_i, t_{i+1}); the last one covers one median frame gap, or ends at the
+   video's duration when the caller knows it (every output that knows it passes it: no moment then lies outside
+   [0, duration]). Moments are unions of whole spans.
 2. Levels: for each relative threshold r in `thresholds`, level = lo + r * (hi - lo), where lo and hi are the
    lowest and highest score of this video. Relative, so a model whose scores sit in a narrow band and a calibrated
    one are cut the same way.
@@ -21,6 +22,7 @@ the top moment is the best-scoring extent and the next ones are other events or 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -86,15 +88,29 @@ class MomentParams:
 DEFAULT_PARAMS = MomentParams()
 
 
+def known_duration(duration: float | None) -> float | None:
+    """A video's duration in seconds when it is a usable one (finite, > 0); None otherwise (not read, or a
+    container that states 0)."""
+    if duration is None or isinstance(duration, bool):
+        return None
+    d = float(duration)
+    return d if math.isfinite(d) and d > 0 else None
+
+
 def frame_spans(timestamps: Sequence[float], duration: float | None = None) -> list[tuple[float, float]]:
     """Each sampled frame covers [its time, next frame's time); the last one ends one median frame gap after its
-    start (1 s for a single frame), or at `duration` when that is given and later than the last frame."""
+    start (1 s for a single frame), or at `duration` when that is given and later than the last frame. With a
+    `duration`, every span lies inside [0, duration] (a frame stamped at or past the end covers nothing)."""
     t = [float(x) for x in timestamps]
     if not t:
         return []
+    duration = known_duration(duration)
     gap = statistics.median(t[i + 1] - t[i] for i in range(len(t) - 1)) if len(t) > 1 else 1.0
     end = duration if duration is not None and duration > t[-1] else t[-1] + gap
-    return [(t[i], t[i + 1] if i + 1 < len(t) else end) for i in range(len(t))]
+    spans = [(t[i], t[i + 1] if i + 1 < len(t) else end) for i in range(len(t))]
+    if duration is None:
+        return spans
+    return [(min(max(a, 0.0), duration), min(max(b, 0.0), duration)) for a, b in spans]
 
 
 def temporal_iou(a: Sequence[float], b: Sequence[float]) -> float:

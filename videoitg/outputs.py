@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videoitg.errors import InputError
-from videoitg.moments import DEFAULT_PARAMS, Moment, MomentParams, find_moments
+from videoitg.moments import DEFAULT_PARAMS, Moment, MomentParams, find_moments, known_duration
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,11 +105,14 @@ class GroundingResult:
     instruction: str = ""
     video: str = ""
     ranking_rule: str = DEFAULT_RANKING_RULE  # how `ranking`, the top-K and the record order frames
+    # The video's duration in seconds, from the container (None where it was not read): moments end by it.
+    duration: float | None = None
 
     def __post_init__(self) -> None:
         if not len(self.logits) == len(self.frame_indices) == len(self.timestamps):
             raise ValueError("logits, frame_indices and timestamps must have one entry per sampled frame")
         check_ranking_rule(self.ranking_rule)
+        self.duration = known_duration(self.duration)
 
     @property
     def scores(self) -> list[float]:
@@ -138,14 +141,16 @@ class GroundingResult:
         return self.find_moments(DEFAULT_PARAMS)
 
     def find_moments(self, params: MomentParams = DEFAULT_PARAMS) -> list[Moment]:
-        return find_moments(self.scores, self.timestamps, params)
+        """The moments under `params`, inside [0, duration] when the duration is known."""
+        return find_moments(self.scores, self.timestamps, params, self.duration)
 
     def to_record(self, doc_id: Any = None, video_path: str | None = None, top_k: int | None = None,
                   moment_params: MomentParams = DEFAULT_PARAMS, **extra: Any) -> dict[str, Any]:
         """One results.jsonl object: the downstream keys first (`index` in ranking order, `logits` = sigmoid
         scores in that order rounded to 2 decimals, as the released wrapper writes them: the fp16 scores under
         the released rule), then our own fields (`scores` is the per-frame saliency; `moments` =
-        [[start_s, end_s, score], ...], best first)."""
+        [[start_s, end_s, score], ...], best first, inside [0, duration]; `duration` in seconds, or null where the
+        container did not say)."""
         order = self.ranking
         scores = self.scores
         ranked = released_scores(self.logits).tolist() if self.ranking_rule == "released" else scores
@@ -160,7 +165,8 @@ class GroundingResult:
             "timestamps": [round(t, 3) for t in self.timestamps],
             "scores": [round(s, 6) for s in scores],
             "ranking_rule": self.ranking_rule,
-            "moments": [m.round() for m in find_moments(scores, self.timestamps, moment_params)],
+            "moments": [m.round() for m in find_moments(scores, self.timestamps, moment_params, self.duration)],
+            "duration": None if self.duration is None else round(self.duration, 3),
         }
         if top_k is not None:
             rec["top_k"] = self.top_k_frames(top_k)
@@ -186,7 +192,14 @@ def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentPar
         "MOMENTS": moments,
         "APPLIED_RANKING_RULE": np.asarray([result.ranking_rule.encode()], dtype=np.object_),
         "CACHE_HIT": np.asarray([cache_hit], dtype=bool),
+        "DURATION": np.asarray([duration_value(result.duration)], dtype=np.float64),
     }
+
+
+def duration_value(duration: float | None) -> float:
+    """The DURATION tensor's value (decode step and served output): seconds, or 0 where the container did not say
+    (`known_duration` reads 0 back as None)."""
+    return 0.0 if duration is None else float(duration)
 
 
 def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", video: str = "") -> GroundingResult:
@@ -195,9 +208,10 @@ def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", v
 
     rule = outputs.get("APPLIED_RANKING_RULE")
     rule = bytes(rule.reshape(-1)[0]).decode() if rule is not None else DEFAULT_RANKING_RULE
+    duration = outputs.get("DURATION")
     return GroundingResult(outputs["LOGITS"].reshape(-1).astype(np.float64).tolist(),
                            outputs["FRAME_INDICES"].reshape(-1).tolist(), outputs["TIMESTAMPS"].reshape(-1).tolist(),
-                           instruction, video, rule)
+                           instruction, video, rule, None if duration is None else float(duration.reshape(-1)[0]))
 
 
 # The top-K frames as images, when a request asks (FRAMES): one output per format, chronological (TOP_K_FRAMES'

@@ -24,6 +24,7 @@ from videoitg.defaults import DEMO_NOTICE, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.model.layout import SequenceLayout, fit_instruction
+from videoitg.moments import known_duration
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams
@@ -163,7 +164,7 @@ class Scorer:
     def video_features(self, frames) -> VideoFeatures:
         pv = pixel_values(frames.pixel_values.to(self.device, non_blocking=True), self.dtype)
         visual = self.model.visual_features(pv, chunk_frames=self.chunk_frames)
-        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), _duration(frames))
+        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), frames_duration(frames))
 
     @torch.inference_mode()
     def stream_features(self, source: str | Path | bytes) -> VideoFeatures:
@@ -178,7 +179,7 @@ class Scorer:
                  for c in stream.chunks(self.chunk_frames)]
         frames = stream.result()
         visual = self.model.project(torch.cat(feats), self.config.tokens_per_side(t))
-        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), _duration(frames))
+        return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), frames_duration(frames))
 
     def encode(self, instruction: str) -> torch.Tensor:
         """Token ids of a valid instruction: non-empty, within the byte and token limits and the model's length
@@ -198,7 +199,8 @@ class Scorer:
             ids = [fit_instruction(i, SequenceLayout.for_video(self.config, len(f.frame_indices)), limit, True)
                    for i, (f, _) in zip(ids, items, strict=True)]
         logits = self.model.score_features([f.visual for f, _ in items], ids)
-        return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video, self.ranking_rule)
+        return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video, self.ranking_rule,
+                                f.duration)
                 for lg, (f, text) in zip(logits, items, strict=True)]
 
     def score(self, video: str | Path | bytes, instruction: str) -> GroundingResult:
@@ -222,6 +224,7 @@ class Scorer:
         return out
 
 
-def _duration(frames: Any) -> float | None:
-    info = getattr(frames, "info", None)
-    return getattr(info, "duration_s", None)
+def frames_duration(frames: Any) -> float | None:
+    """The decoded video's duration in seconds as its container states it (`SampledFrames.info.duration_s`), None
+    where it was not read or is not usable (`videoitg.moments.known_duration`)."""
+    return known_duration(getattr(getattr(frames, "info", None), "duration_s", None))

@@ -10,7 +10,7 @@ from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
 
 HELP = ("evaluate grounding on annotated videos (VideoITG-40K, QVHighlights, Charades-STA): frame recall/AP, "
-        "moment retrieval R1/R5/mIoU, highlight mAP/HIT@1")
+        "moment retrieval R1/R5/mIoU and MR-mAP, highlight mAP/HIT@1; QVHighlights' submission file")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the embedded tiny one)")
     parser.add_argument("--results", type=Path, help="score this results.jsonl instead of running a model")
     parser.add_argument("--out", type=Path, help="folder for eval.json, table.txt, per_record.jsonl")
+    parser.add_argument("--submission", type=Path, metavar="FILE",
+                        help="QVHighlights: also write the predictions in the official submission format (qid, "
+                             "query, vid, pred_relevant_windows, pred_saliency_scores), for its standalone_eval or "
+                             "the benchmark server")
     parser.add_argument("--k", default="8,16,32", help="fixed K values for recall/precision@K (default 8,16,32)")
     parser.add_argument("--moment-thresholds", default=None,
                         help="relative levels of the moment rule, comma-separated (default 0.3,0.5,0.7)")
@@ -100,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if len(fmts) > 1:
         raise InputError(f"annotation files of different layouts ({', '.join(sorted(fmts))}): evaluate them apart")
     fmt = fmts.pop()
+    if args.submission is not None and fmt != "qvhighlights":
+        raise InputError(f"--submission writes QVHighlights' submission format; these annotations are {fmt}")
     sampling = _sampling(fmt, args)  # bad flags are refused before any file is read
     root = args.video_root or (args.data[0].parent / "videos" if (args.data[0].parent / "videos").is_dir()
                                else args.data[0].parent)
@@ -132,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     table = ev.format_table(summary, ks)
     print(f"{source}: {len(scored)} records evaluated, {len(bad)} skipped ({fmt} layout, sampling {sampling.key()})")
     print(table)
+    if args.submission is not None:
+        _write_submission(args.submission, scored, params, len(bad))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         result = {"source": source, "data": [str(a) for a in args.data], "format": fmt, "ks": list(ks),
@@ -144,6 +152,20 @@ def run(args: argparse.Namespace) -> int:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     return 0
+
+
+def _write_submission(path: Path, scored, params, skipped: int) -> None:
+    from videoitg import evaluation as ev
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for r in scored:
+            f.write(json.dumps(ev.submission_record(r, params)) + "\n")
+    print(f"wrote {len(scored)} predictions to {path} (QVHighlights submission format)")
+    if skipped:
+        print(f"note: {skipped} annotation line(s) were skipped and have no prediction there; the official "
+              "evaluation refuses a file whose qids differ from the annotations' unless it is run with "
+              "match_number=False")
 
 
 def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):

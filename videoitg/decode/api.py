@@ -182,6 +182,7 @@ class DecodePlan:
     rotation: int  # degrees counter-clockwise the frames must turn to display upright (`apply_rotation`)
     colour: YuvSignal  # how FFmpeg reads the YUV samples (`colour.py`; the untagged default at the stream's size
     # when the first frame does not decode)
+    duration_s: float | None = None  # the video's duration (`VideoInfo.duration_s`): moments end inside it
 
 
 def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, limits: DecodeLimits | None = None,
@@ -203,7 +204,8 @@ def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, li
         except VideoDecodeError as e:
             _truncated_instead(src, name, e)
             raise
-        return DecodePlan(frames, [index.seconds(i) for i in frames], index.fps, rotation, colour)
+        return DecodePlan(frames, [index.seconds(i) for i in frames], index.fps, rotation, colour,
+                          info_from(head, index, rotation, colour).duration_s)
 
     return run_with_budget(work, time_budget_s)
 

@@ -36,7 +36,7 @@ from videoitg.paths import MediaRoots, local_video
 
 MODEL = "videoitg"
 OUTPUTS = ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT", "MOMENTS",
-           "APPLIED_RANKING_RULE"]
+           "APPLIED_RANKING_RULE", "DURATION"]
 
 
 class RemoteError(VideoITGError):

@@ -229,6 +229,8 @@ def result_outputs() -> list[dict[str, Any]]:
         # The rule the ranking outputs follow (the request's, else the deployment's). No output shares an input's
         # name: in an ensemble that name would be the input tensor, and an absent optional input gives nothing.
         _io("APPLIED_RANKING_RULE", "STRING", [1]),
+        # The video's duration in seconds as its container states it (0: not stated); the moments end by it.
+        _io("DURATION", "FP64", [1]),
     ]
 
 
@@ -275,6 +277,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 _io("LOGITS", "FP32", [-1]),
                 _io("FRAME_INDICES", "INT64", [-1]),
                 _io("TIMESTAMPS", "FP64", [-1]),
+                _io("DURATION", "FP64", [1], optional=True),  # the decode step's: moments end by it
                 *selection_inputs(),
             ],
             outputs=result_outputs(), params={**limits, **selection},
@@ -318,11 +321,12 @@ def _ensemble(spec: RepoSpec) -> dict[str, Any]:
         "input": request_inputs("ensemble"), "output": result_outputs(),
         "ensemble_scheduling": {"step": [
             step(DECODE, {"VIDEO": "VIDEO"},
-                 {"PIXEL_VALUES": "frames", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps"}),
+                 {"PIXEL_VALUES": "frames", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps",
+                  "DURATION": "duration"}),
             step(VISION, {"PIXEL_VALUES": "frames"}, {"FEATURES": "features"}),
             step(GROUNDING, {"FEATURES": "features", "INSTRUCTION": "INSTRUCTION"}, {"LOGITS": "logits"}),
             step(SELECT, {"LOGITS": "logits", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps",
-                          "TOP_K": "TOP_K", "RANKING_RULE": "RANKING_RULE"},
+                          "DURATION": "duration", "TOP_K": "TOP_K", "RANKING_RULE": "RANKING_RULE"},
                  {o["name"]: o["name"] for o in result_outputs()}),
         ]},
     }
@@ -334,6 +338,7 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
         _io("PIXEL_VALUES", "UINT8", [-1, 3, -1, -1]),  # resized frames [T, 3, S, S]; the vision step normalises
         _io("FRAME_INDICES", "INT64", [-1]),  # original frame numbers of the sampled frames
         _io("TIMESTAMPS", "FP64", [-1]),
+        _io("DURATION", "FP64", [1]),  # the container's duration in seconds (0: not stated), which bounds moments
     ]
     if spec.decoder == "dali":
         # DALI on GPU (videoitg.decode.dali_backend.video_pipeline, device "mixed"): NVDEC decode of the frame
@@ -369,8 +374,8 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
     if not spec.streaming:
         return _python_model(DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
                              inputs=inputs, outputs=outputs, params=params)
-    # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES and TIMESTAMPS
-    # last (`videoitg.python_backend.steps.decode_stream`).
+    # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES, TIMESTAMPS and
+    # DURATION last (`videoitg.python_backend.steps.decode_stream`).
     cfg = _python_model(
         DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
         inputs=inputs, outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],

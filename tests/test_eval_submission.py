@@ -1,0 +1,93 @@
+"""`videoitg eval --submission FILE`: QVHighlights' official submission format, read back and checked against what
+was evaluated; the per-clip saliency of clips no sampled frame falls in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from videoitg.train.trainer import init_model
+
+from tests.support.train import small_config, small_dataset
+from tests.test_eval_formats import _as_qvh
+from videoitg import evaluation as ev
+from videoitg.checkpoint import save_checkpoint
+from videoitg.cli import main
+from videoitg.moments import MomentParams
+
+
+def test_a_clip_without_a_sampled_frame_takes_the_frame_covering_its_centre() -> None:
+    # Frames at 0, 1 and 5 s cover [0, 1), [1, 5) and [5, 7.5) (the last one a median gap of 2.5 s).
+    scores, ts = [0.2, 0.6, 0.9], [0.0, 1.0, 5.0]
+    # clip 0 [0, 2): mean of frames 0 and 1 = 0.4; clip 1 [2, 4): no frame, centre 3 s in frame 1's span -> 0.6;
+    # clip 2 [4, 6): frame 2; clip 3 [6, 8): centre 7 s in frame 2's span; clip 4: centre 9 s past every span,
+    # the last frame.
+    assert ev.clip_scores(scores, ts, 5) == pytest.approx([0.4, 0.6, 0.9, 0.9, 0.9])
+    # A clip before the first frame takes the first frame.
+    assert ev.clip_scores([0.3, 0.7], [2.5, 4.5], 3) == pytest.approx([0.3, 0.3, 0.7])
+
+
+def test_submission_record_by_hand() -> None:
+    ts = [0.0, 4.0, 8.0]  # one frame every 4 s: clips 1, 3 and 5 hold none
+    r = ev.RecordScores([0.1, 0.9, 0.3], [1], ts, moments=[(4.0, 8.0)], duration=12.0,
+                        saliency=[[0, 0, 0], [0, 1, 0], [4, 4, 3], [2, 2, 2], [0, 0, 0], [0, 0, 0]],
+                        info={"qid": 7, "query": "man walks in", "vid": "abc_60.0_210.0", "video": "x.mp4"})
+    sub = ev.submission_record(r, MomentParams(thresholds=(0.5,), min_gap_s=0.0))
+    assert list(sub) == ["qid", "query", "vid", "pred_relevant_windows", "pred_saliency_scores"]
+    assert (sub["qid"], sub["query"], sub["vid"]) == (7, "man walks in", "abc_60.0_210.0")
+    assert sub["pred_relevant_windows"] == [[4.0, 8.0, pytest.approx(0.9)]]
+    # Six 2-s clips (the saliency table's); the empty ones take the frame whose span covers their centre.
+    assert sub["pred_saliency_scores"] == pytest.approx([0.1, 0.1, 0.9, 0.9, 0.3, 0.3])
+    # Without a saliency table: whole 2-s clips of the duration (int(12.9 / 2) = 6).
+    r.saliency, r.duration = None, 12.9
+    assert len(ev.submission_record(r)["pred_saliency_scores"]) == 6
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evalsub")
+    data = small_dataset(root / "data", videos=2, per_video=3)
+    model, tok = init_model(small_config(data, root / "unused"))
+    return data, save_checkpoint(model, root / "ckpt", tok)
+
+
+def test_eval_writes_the_official_submission_file(setup, tmp_path: Path, capsys) -> None:
+    data, ckpt = setup
+    qvh = _as_qvh(data, data.parent / "qvh.jsonl")
+    sub_path = tmp_path / "hl_val_submission.jsonl"
+    assert main(["eval", str(qvh), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--quiet",
+                 "--submission", str(sub_path)]) == 0
+    assert "QVHighlights submission format" in capsys.readouterr().out
+    gt = {d["qid"]: d for d in map(json.loads, qvh.read_text().splitlines())}
+    sub = [json.loads(x) for x in sub_path.read_text().splitlines()]
+    assert sorted(d["qid"] for d in sub) == sorted(gt)  # every query once: the official qid check passes
+    res = json.loads((tmp_path / "o" / "eval.json").read_text())["metrics"]["all"]
+    per = {p["qid"]: p for p in map(json.loads, (tmp_path / "o" / "per_record.jsonl").read_text().splitlines())}
+    maps, hl = [], []
+    for d in sub:
+        g = gt[d["qid"]]
+        assert set(d) == {"qid", "query", "vid", "pred_relevant_windows", "pred_saliency_scores"}
+        assert (d["query"], d["vid"]) == (g["query"], g["vid"])
+        windows = d["pred_relevant_windows"]
+        assert windows and all(len(w) == 3 and 0 <= w[0] < w[1] <= g["duration"] + 1e-9 for w in windows)
+        assert [w[2] for w in windows] == sorted((w[2] for w in windows), reverse=True)  # best first
+        assert np.allclose(windows, per[d["qid"]]["moments"], atol=1e-3)  # what was evaluated
+        clips = int(g["duration"] / 2)
+        assert len(d["pred_saliency_scores"]) == clips
+        # The file's numbers give back the evaluated metrics, by the definitions alone.
+        maps.append(ev.moment_map(windows, g["relevant_windows"])["MR-mAP"])
+        full = np.zeros((clips, 3))
+        full[g["relevant_clip_ids"]] = g["saliency_scores"]
+        hl.append(np.mean([ev.interpolated_ap(full[:, a] >= 4, d["pred_saliency_scores"]) for a in range(3)]))
+    assert np.mean(maps) == pytest.approx(res["MR-mAP"], abs=1e-9)
+    assert np.mean(hl) == pytest.approx(res["HL-mAP"], abs=1e-9)
+    for key in ("MR-mAP", "MR-mAP@0.5", "MR-mAP@0.75"):
+        assert 0.0 <= res[key] <= 1.0
+
+
+def test_submission_is_for_qvhighlights_only(setup, tmp_path: Path, capsys) -> None:
+    data, ckpt = setup
+    assert main(["eval", str(data), "--checkpoint", str(ckpt), "--submission", str(tmp_path / "s.jsonl")]) == 2
+    assert "QVHighlights" in capsys.readouterr().err and not (tmp_path / "s.jsonl").exists()

@@ -1,0 +1,73 @@
+"""No moment outside [0, duration]: the container's duration reaches the moments in-process (`Scorer`, the record)
+and on the served path's decode step (its DURATION output), on the 29.97-fps end-of-video case."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from videoitg.python_backend.steps import decode_stream, decode_whole, duration_input
+
+from tests.support.video import write_clip
+from videoitg.decode import probe_video
+from videoitg.decode.api import plan_decode
+from videoitg.errors import InputError
+from videoitg.limits import Limits
+from videoitg.moments import MomentParams
+from videoitg.sampling import SamplingParams
+
+WHOLE = MomentParams(thresholds=(0.0,))  # level = the lowest score: one moment, the whole video, whatever the scores
+
+
+def ntsc_clip(path: Path) -> Path:
+    """4,495 frames at 30000/1001 fps: 149.983 s. Sampled at 1 fps, the last frame is at 149.149 s, and one
+    1.001-s frame gap past it is 150.15 s, past the video's end."""
+    return write_clip(path, frames=4495, fps=Fraction(30000, 1001), width=64, height=48, gop=30)  # type: ignore
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ntsc_clip(tmp_path_factory.mktemp("ntsc") / "ntsc.mp4")
+
+
+def test_scorer_bounds_every_moment_by_the_containers_duration(scorer, clip: Path) -> None:
+    duration = probe_video(clip).duration_s
+    assert duration == pytest.approx(4495 * 1001 / 30000, abs=1e-3) and duration < 150.0
+    r = scorer.score(clip, "When is it brightest?")
+    assert r.timestamps[-1] == pytest.approx(149.149, abs=1e-3)
+    assert r.duration == pytest.approx(duration)
+    whole = r.find_moments(WHOLE)
+    assert whole[0][:2] == pytest.approx((0.0, duration))  # was [0, 150.15]: one frame gap past the last frame
+    rec = r.to_record(doc_id=0)
+    assert rec["duration"] == pytest.approx(duration, abs=1e-3)
+    assert all(0.0 <= m[0] <= m[1] <= 150.0 for m in rec["moments"])
+    assert rec["moments"] == [m.round() for m in r.moments]
+
+
+def test_decode_step_answers_the_duration(clip: Path) -> None:
+    duration = probe_video(clip).duration_s
+    limits, sampling = Limits(), SamplingParams()
+    whole = decode_whole(clip.read_bytes(), 32, sampling, limits)
+    assert whole["DURATION"].shape == (1, 1) and whole["DURATION"].dtype == np.float64
+    assert float(whole["DURATION"][0, 0]) == pytest.approx(duration)
+    answers = list(decode_stream(clip.read_bytes(), 32, sampling, limits, chunk_frames=64))
+    assert "DURATION" not in answers[0] and float(answers[-1]["DURATION"][0, 0]) == pytest.approx(duration)
+
+
+def test_select_step_duration_input_is_checked() -> None:
+    assert duration_input(None) is None
+    assert duration_input(np.asarray([[149.983]])) == pytest.approx(149.983)
+    assert duration_input(np.asarray([[0.0]])) is None  # the container did not say
+    for bad in (np.asarray([[-1.0]]), np.asarray([[np.nan]]), np.asarray([[1.0, 2.0]]), np.asarray([[3]])):
+        with pytest.raises(InputError, match="DURATION"):
+            duration_input(bad)
+
+
+def test_the_gpu_decode_plan_carries_the_duration(clip: Path) -> None:
+    """What the DALI decode step is handed (`plan_decode`) holds the container's duration, as the CPU step's
+    DURATION output does, so moments served from NVDEC frames end inside the video too."""
+    plan = plan_decode(clip, params=SamplingParams(num_frames=150, target_fps=1.0))
+    assert plan.duration_s == pytest.approx(probe_video(clip).duration_s)
+    assert plan.timestamps[-1] < plan.duration_s < 150.0
