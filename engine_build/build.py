@@ -29,6 +29,7 @@ from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, Vision
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engines.manifest import BackendUnavailable, EngineError, EngineManifest, RuntimeEnv, checkpoint_sha256
+from videoitg.limits import Limits
 
 TARGETS = ("onnx", "tensorrt", "trtllm")
 
@@ -39,8 +40,8 @@ class BuildOptions:
     out: Path
     precision: str = "auto"  # resolve_precision
     max_frames: int = 512
-    vision_chunk: int = 128
-    max_text_tokens: int = 512
+    vision_chunk: int = 128  # frames per vision-plan call: its profile's max, the batch the runtime runs
+    max_text_tokens: int = Limits.max_instruction_tokens  # instruction tokens the grounding plan takes (served: 1024)
     targets: tuple[str, ...] = TARGETS
     workspace_gib: float = 8.0
     vision_tower: Path | None = None
@@ -57,6 +58,10 @@ class BuildOptions:
             self.precision,
             "--max-frames",
             str(self.max_frames),
+            "--vision-chunk",
+            str(self.vision_chunk),
+            "--max-text-tokens",
+            str(self.max_text_tokens),
         ]
         return shlex.join(parts)
 
@@ -145,10 +150,7 @@ def run_build(opts: BuildOptions) -> BuildReport:
             "vision": VisionProfileSpec(cfg.vision.image_size, opts.vision_chunk).profiles(),
             "llm": [
                 p
-                for p in LLMProfileSpec(
-                    cfg.text.hidden_size, opts.max_frames, cfg.vision_token_num, opts.max_text_tokens,
-                    anchors=cfg.attention == "causal",
-                ).profiles()
+                for p in LLMProfileSpec.for_model(cfg, opts.max_frames, opts.max_text_tokens).profiles()
                 if p.input in graphs["llm"][0].input_names
             ],
         }

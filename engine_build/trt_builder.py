@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from videoitg.engines.libraries import import_tensorrt
 from videoitg.engines.manifest import EngineError, Profile
+from videoitg.engines.runtimes import max_sequence_length
+from videoitg.limits import Limits
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 
@@ -42,25 +45,31 @@ class VisionProfileSpec:
 
 @dataclass(frozen=True)
 class LLMProfileSpec:
-    """Sequence profile for the grounding graph (one request per call): length up to max_visual_tokens +
-    max_text_tokens (+ one anchor per frame for Variant B), frames up to max_frames. The optimum sits at one
-    512-frame request (12,800 visual tokens + a typical instruction)."""
+    """Sequence profile for the grounding graph (one request per call): length up to `max_len`, the longest
+    sequence the deployment admits (`for_model`), frames up to max_frames. The optimum sits at one 512-frame request
+    (12,800 visual tokens + a typical instruction)."""
 
     hidden_size: int
+    max_len: int
     max_frames: int = 512
-    max_visual_tokens: int = 16384  # vision_token_num: T * HW^2 never exceeds it
-    max_text_tokens: int = 512
-    anchors: bool = False
     opt_frames: int = 512
     opt_seq: int = 12800 + 160
 
+    @classmethod
+    def for_model(cls, config: Any, max_frames: int = 512,
+                  max_instruction_tokens: int = Limits.max_instruction_tokens) -> LLMProfileSpec:
+        """The profile that takes every request `Limits` admits for this model: `max_frames` sampled frames at
+        most, instructions of up to `max_instruction_tokens` tokens (the served default, 1024) within the model's
+        length budget, Variant B's anchors included (`videoitg.engines.runtimes.max_sequence_length`)."""
+        return cls(config.text.hidden_size, max_sequence_length(config, max_frames, max_instruction_tokens),
+                   max_frames)
+
     def profiles(self) -> list[Profile]:
-        max_len = self.max_visual_tokens + self.max_text_tokens + (self.max_frames if self.anchors else 0)
-        opt_len = min(self.opt_seq, max_len)
+        opt_len = min(self.opt_seq, self.max_len)
         h = self.hidden_size
         return [
-            Profile("inputs_embeds", [1, 2, h], [1, opt_len, h], [1, max_len, h]),
-            Profile("segment_ids", [1, 2], [1, opt_len], [1, max_len]),
+            Profile("inputs_embeds", [1, 2, h], [1, opt_len, h], [1, self.max_len, h]),
+            Profile("segment_ids", [1, 2], [1, opt_len], [1, self.max_len]),
             Profile("frame_ids", [1], [min(self.opt_frames, self.max_frames)], [self.max_frames]),
         ]
 

@@ -5,6 +5,10 @@ instruction go through the reference (`VideoITG.visual_features` + `score_featur
 backend's vision and grounding runtimes (`videoitg.engines.runtimes`, the ones the server runs); the per-frame
 logits are compared (max |diff|, top-32 overlap, Spearman) and judged against the target of the backend's
 precision (`engine_build.parity.TARGETS`). Backends that cannot run here are listed with the reason.
+
+TensorRT-LLM has no fp32 path (`runtimes.trtllm_dtype`), so `trtllm` runs the grounding half in fp16 (the released
+GPU precision, what the server runs) and `trtllm-bf16` in bf16, each against the same fp32 reference and judged
+by its precision's target; the vision half is the fp32 torch reference's, so the difference is the LLM's alone.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from videoitg.engines.runtimes import GroundingRuntime, VisionRuntime, open_grou
 from videoitg.text import encode_instruction
 
 DEFAULT_INSTRUCTION = "when is the red circle visible?"
+# verify backend -> the precision TensorRT-LLM runs the grounding half in (it has no fp32 path)
+TRTLLM_BACKENDS = {"trtllm": torch.float16, "trtllm-bf16": torch.bfloat16}
 
 
 @dataclass
@@ -115,9 +121,11 @@ def _one(name, model, checkpoint, engines, ident, cases, threads) -> BackendResu
     if name in ("onnxruntime", "tensorrt"):
         kw: dict[str, Any] = {"engines": engines, "checkpoint_identity": ident, "threads": threads}
         return run_backend(model, cases, open_vision(name, model, **kw), open_grounding(name, model, **kw))
-    if name == "trtllm":
-        return run_backend(model, cases, open_vision("torch", model),
-                           open_grounding("trtllm", model, checkpoint=checkpoint))
+    if name in TRTLLM_BACKENDS:
+        r = run_backend(model, cases, open_vision("torch", model),
+                        open_grounding("trtllm", model, checkpoint=checkpoint, dtype=TRTLLM_BACKENDS[name]))
+        r.backend = name
+        return r
     raise EngineError(f"unknown backend {name!r}")
 
 

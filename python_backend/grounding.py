@@ -7,6 +7,12 @@ several requests at once, possibly for videos of different lengths. Each is chec
 (`steps.check_features`) and instruction (`videoitg.text.instruction_ids`: text, max_instruction_tokens, and the
 model's length budget after this video's visual tokens), so a bad one gets its own error, and each good one is
 scored alone (no padding: the same numbers as in-process, and no padded attention wasted on the shorter videos).
+
+A KIND_GPU instance runs on the GPU Triton gave it (`runtimes.instance_device`). With an engine runtime the
+checkpoint part is loaded on the CPU, the decoder layers the engine runs are dropped there, and only what stays
+outside the engine (token embeddings, final norm, head) moves to the GPU (`runtimes.load_device` /
+`outside_engine`), so the 7B layers never sit on the GPU beside the engine. A TensorRT plan whose profile is
+shorter than what these limits admit is refused at load (`GroundingRuntime.check_admits`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from videoitg.python_backend.common import (
 )
 from videoitg.python_backend.steps import check_features, device_dtype
 
-from videoitg.engines.runtimes import open_grounding
+from videoitg.engines.runtimes import (
+    instance_device,
+    load_device,
+    max_sequence_length,
+    open_grounding,
+    outside_engine,
+    use_device,
+)
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.text import encode_instruction, instruction_ids
@@ -32,15 +45,17 @@ from videoitg.text import encode_instruction, instruction_ids
 class TritonPythonModel:
     def initialize(self, args):
         p, assets = setup(args)
-        self.device, self.dtype = device_dtype(p)
-        self.model, self.tokenizer = assets.load_part("grounding", self.device, self.dtype)
+        self.device, self.dtype = device_dtype({**p, "device": instance_device(args, p.get("device", "cpu"))})
+        use_device(self.device)
+        self.limits = Limits.from_mapping(p)
         runtime = p.get("grounding_runtime", "torch")
+        self.model, self.tokenizer = assets.load_part("grounding", load_device(runtime, self.device), self.dtype)
+        self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
+        outside_engine(self.model, "grounding", runtime, self.device)
         self.runtime = open_grounding(runtime, self.model, engines=assets.engines, checkpoint=assets.checkpoint,
                                       checkpoint_identity=assets.identity())
-        if runtime != "torch":
-            self.model.model.layers = torch.nn.ModuleList()  # the engine runs them: free their memory
-        self.limits = Limits.from_mapping(p)
-        self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
+        self.runtime.check_admits(max_sequence_length(self.model.config, self.limits.max_sampled_frames,
+                                                      self.limits.max_instruction_tokens))
         self.counters = RequestCounters("videoitg_grounding")
         self.runtime_metric = StepRuntimeMetric("videoitg_grounding", self.runtime.runtime)
         # Warm-up (first-call setup off the request path): two frames of one token each, a short instruction.

@@ -6,6 +6,8 @@ concatenated are the whole video's.
 The encoder runs on the runtime the repository generator chose from the engines directory (`vision_runtime`:
 torch, onnxruntime or tensorrt; `videoitg.engines.runtimes.open_vision` checks the engine's manifest against this
 checkpoint); the projector is always the core model's. The `videoitg_step_runtime` metric says which one answers.
+A KIND_GPU instance runs on the GPU Triton gave it (`runtimes.instance_device`); with an engine, SigLIP's torch
+weights are never put on the GPU (`runtimes.load_device` / `outside_engine`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from videoitg.python_backend.common import (
 )
 from videoitg.python_backend.steps import check_frames, device_dtype, frame_count
 
-from videoitg.engines.runtimes import open_vision
+from videoitg.engines.runtimes import instance_device, load_device, open_vision, outside_engine, use_device
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.preprocess import pixel_values
@@ -31,10 +33,12 @@ from videoitg.preprocess import pixel_values
 class TritonPythonModel:
     def initialize(self, args):
         p, assets = setup(args)
-        self.device, self.dtype = device_dtype(p)
-        model, _ = assets.load_part("vision", self.device, self.dtype)
-        self.runtime = open_vision(p.get("vision_runtime", "torch"), model, engines=assets.engines,
-                                   checkpoint_identity=assets.identity())
+        self.device, self.dtype = device_dtype({**p, "device": instance_device(args, p.get("device", "cpu"))})
+        use_device(self.device)
+        runtime = p.get("vision_runtime", "torch")
+        model, _ = assets.load_part("vision", load_device(runtime, self.device), self.dtype)
+        outside_engine(model, "vision", runtime, self.device)
+        self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=assets.identity())
         self.counters = RequestCounters("videoitg_vision")
         self.runtime_metric = StepRuntimeMetric("videoitg_vision", self.runtime.runtime)
         # Warm-up: the first forward pays one-time kernel/allocator setup that should not land on a request.

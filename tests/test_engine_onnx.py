@@ -14,13 +14,22 @@ import torch
 from videoitg.engine_build.build import BuildOptions, run_build
 from videoitg.engine_build.parity import compare
 from videoitg.engine_build.trt_builder import build_plan
+from videoitg.engine_build.verify import verify
 
 from tests.support.model import build_tiny_checkpoint, tiny_config
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.cli import main as cli_main
-from videoitg.engines.manifest import BackendUnavailable, EngineManifest, EngineMismatchError, RuntimeEnv
-from videoitg.engines.runtimes import open_grounding, open_vision
-from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict
+from videoitg.engines.libraries import probe_import
+from videoitg.engines.manifest import BackendUnavailable, EngineManifest, EngineMismatchError
+from videoitg.engines.runtimes import (
+    EngineGrounding,
+    EngineVision,
+    max_sequence_length,
+    open_grounding,
+    open_vision,
+)
+from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict, weight_keys
+from videoitg.limits import Limits
 
 TOL = 1e-4  # the fp32 ONNX target (docs/engines.md)
 # tiny config: grid 8, budget 1024 -> T=8: hw 8 (64 tokens/frame), T=40: hw 5 (25), T=64: hw 4 (16), T=120: hw 2
@@ -152,7 +161,7 @@ def test_tensorrt_builder_seam(built, tmp_path):
     # fp8 needs Q/DQ nodes: refused before TensorRT is even needed
     with pytest.raises(Exception, match="QuantizeLinear"):
         build_plan(eng / "onnx" / "vision.onnx", tmp_path / "v.plan", [], precision="fp8")
-    if RuntimeEnv.current().versions.get("tensorrt") is None:
+    if probe_import("tensorrt") is not None:  # not importable (a wheel may be installed without its libraries)
         with pytest.raises(BackendUnavailable, match="TensorRT is not importable"):
             build_plan(eng / "onnx" / "vision.onnx", tmp_path / "v.plan", [], precision="fp16")
         pytest.skip("TensorRT is not importable on this machine: plan build not exercised")
@@ -201,12 +210,76 @@ def test_trtllm_pytorch_model_pieces(built):
     assert hf_sources("model.norm") == ["model.norm"]
     # every HF tensor the PyTorch-backend model loads exists in the checkpoint under that name
     sd = model.state_dict()
-    for name in ("model.layers.1.self_attn.o_proj", "model.layers.1.input_layernorm", "model.embed_tokens"):
+    for name in ("model.layers.1.self_attn.o_proj", "model.layers.1.input_layernorm", "model.norm"):
         assert all(f"{src}.weight" in sd for src in hf_sources(name))
+    loaded = weight_keys(list(sd))  # decoder layers, final norm, head; no token embeddings (inputs_embeds are fed)
+    assert "out_proj.weight" in loaded and "model.norm.weight" in loaded
+    assert not any(k.startswith("model.embed_tokens") for k in loaded)
+    assert {k for k in sd if k.startswith("model.layers.")} <= set(loaded)
     try:
         TrtllmTorchScorer(ckpt)
     except BackendUnavailable as e:
         pytest.skip(f"TensorRT-LLM PyTorch backend not runnable here: {e}")
+
+
+def test_verify_runs_trtllm_in_its_own_precision_against_the_fp32_reference(built):
+    """TensorRT-LLM has no fp32 path: verify runs it in fp16 (`trtllm`) and bf16 (`trtllm-bf16`) against the fp32
+    reference. Where the library is absent it is skipped for that reason, never for the reference's fp32."""
+    ckpt = built[0]
+    results = {r.backend: r for r in verify(ckpt, None, [8], backends=["trtllm", "trtllm-bf16"])}
+    for name, prec in (("trtllm", "fp16"), ("trtllm-bf16", "bf16")):
+        r = results[name]
+        if r.status == "skipped":
+            assert "TensorRT-LLM" in r.reason or "CUDA" in r.reason, r.reason
+            assert "float16 or bfloat16" not in r.reason, r.reason
+        else:  # a GPU node with TensorRT-LLM: it ran, judged by its precision's target
+            assert r.status in ("pass", "fail") and r.precision == prec and r.parity is not None, r
+
+
+class _Counted:
+    """An engine session whose calls are counted (the session itself runs: ONNX Runtime on the built graph)."""
+
+    def __init__(self, session, max_batch: int | None, profiles: dict | None = None):
+        self.session, self.max_batch, self.batches = session, max_batch, []
+        if profiles is not None:
+            self.profiles = profiles
+
+    def __call__(self, **feeds):
+        self.batches.append(int(next(iter(feeds.values())).shape[0]))
+        return self.session(**feeds)
+
+
+def test_vision_engines_run_at_their_profile_max_not_64(built):
+    """A plan built with --vision-chunk 128 (profile max 128) runs 128 frames a call: 200 frames are 128 + 72
+    calls, with the same features as the reference."""
+    ckpt, eng, model, _, _ = built
+    ort_vision = open_vision("onnxruntime", model, engines=eng, checkpoint_identity=checkpoint_identity(ckpt))
+    session = _Counted(ort_vision.session, max_batch=128)
+    vision = EngineVision(model, "tensorrt", session, EngineManifest.read(eng / "onnx" / "vision.onnx"))
+    px = torch.rand(200, 3, 112, 112, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    got = vision.encode(px)
+    assert vision.chunk_frames == 128 and session.batches == [128, 72]
+    assert float((got - model.encode_frames(px)).abs().max()) <= TOL
+
+
+def test_a_grounding_plan_shorter_than_the_admitted_sequences_is_refused_at_load(built):
+    ckpt, eng, model, _, _ = built
+    ort = open_grounding("onnxruntime", model, engines=eng, checkpoint_identity=checkpoint_identity(ckpt))
+    assert ort.max_length is None  # ONNX Runtime takes any length
+    cfg, limits = model.config, Limits()
+    longest = max_sequence_length(cfg, limits.max_sampled_frames, limits.max_instruction_tokens)
+    h = cfg.text.hidden_size
+    manifest = EngineManifest.read(eng / "onnx" / "llm.onnx")
+    for max_len in (longest, longest - 1):  # the profile `for_model` builds; one token short
+        embeds = ((1, 2, h), (1, min(1000, max_len), h), (1, max_len, h))
+        grounding = EngineGrounding(model, "tensorrt", _Counted(ort.session, None, {"inputs_embeds": embeds}),
+                                    manifest)
+        assert grounding.max_length == max_len
+        if max_len == longest:
+            grounding.check_admits(longest)
+        else:
+            with pytest.raises(EngineMismatchError, match=f"up to {max_len} tokens.*admit {longest}"):
+                grounding.check_admits(longest)
 
 
 # ---- graphs in the build's precision (what a strongly typed TensorRT build runs) ----------------------------------

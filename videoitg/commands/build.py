@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from videoitg.limits import Limits
+
 HELP = "build ONNX / TensorRT / TensorRT-LLM engines (with manifests) from a checkpoint"
 
 
@@ -22,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-frames", type=int, default=512, help="largest request (frames) the engines must take")
     p.add_argument("--vision-chunk", type=int, default=128, help="frames per vision-engine call (profile max)")
-    p.add_argument("--max-text-tokens", type=int, default=512)
+    p.add_argument("--max-text-tokens", type=int, default=Limits.max_instruction_tokens,
+                   help="instruction tokens the grounding plan's profile takes (default: what serving admits)")
     p.add_argument("--targets", default="onnx,tensorrt,trtllm", help="comma list of onnx, tensorrt, trtllm")
     p.add_argument("--workspace-gib", type=float, default=8.0, help="TensorRT builder workspace")
 

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backends",
         default=None,
-        help="comma list among torch-bf16, torch-fp16, onnxruntime, tensorrt, trtllm",
+        help="comma list among torch-bf16, torch-fp16, onnxruntime, tensorrt, trtllm, trtllm-bf16",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")

@@ -11,14 +11,22 @@ sequence layout of `videoitg.model.layout`). The serving steps, `verify` and the
 each library is imported lazily behind one function (`videoitg.engines.libraries`), so a machine without TensorRT
 still runs torch and ONNX Runtime. An engine file opens only after its manifest passed `check_manifest` (version
 lock, GPU, checkpoint).
+
+Placement: a Triton python-backend instance runs where Triton put it (`instance_device` reads `initialize(args)`,
+`use_device` makes that GPU the process's current one), and an engine runtime runs on the device of the model parts
+it keeps (`load_device` / `outside_engine`: the step loads its checkpoint part on the CPU, drops what the engine
+runs, and moves only the rest to the GPU).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from videoitg.engines.libraries import import_onnxruntime, import_tensorrt
 from videoitg.engines.manifest import (
@@ -29,6 +37,7 @@ from videoitg.engines.manifest import (
     RuntimeEnv,
     check_manifest,
 )
+from videoitg.limits import Limits, fixed_tokens
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt", "trtllm")
 ENGINE_FILES = {  # (runtime, step) -> file inside an engines directory (written by `videoitg build`)
@@ -38,6 +47,97 @@ ENGINE_FILES = {  # (runtime, step) -> file inside an engines directory (written
     ("tensorrt", "grounding"): "tensorrt/llm.plan",
 }
 PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DEFAULT_CHUNK = 64  # frames per SigLIP call when nothing else bounds it (the torch model's own default)
+
+
+# ---- placement -----------------------------------------------------------------------------------------------
+def instance_device(args: Mapping[str, Any], configured: str = "cpu") -> str:
+    """The device of the Triton model instance `args` (python_backend's `initialize(args)`) describes:
+    "cuda:N" for a KIND_GPU instance (`model_instance_kind` "GPU", `model_instance_device_id` "N": Triton makes one
+    instance per GPU and tells each which), "cpu" for KIND_CPU, else `configured` (KIND_MODEL, or no Triton).
+    Names and values as python_backend r24.10-r25.07 `src/stub_launcher.cc` passes them (the kind is
+    `TRITONSERVER_InstanceGroupKindString`: "AUTO", "CPU", "GPU" or "MODEL")."""
+    kind = str(args.get("model_instance_kind", "")).upper()
+    if kind == "GPU":
+        raw = str(args.get("model_instance_device_id", "0")).strip()
+        if not raw.isdigit():
+            raise EngineError(f"model_instance_device_id must be a GPU index, got {raw!r}")
+        return f"cuda:{int(raw)}"
+    if kind == "CPU":
+        return "cpu"
+    return configured
+
+
+def use_device(device: str) -> None:
+    """Make `device` ("cuda:N") the current CUDA device of this process (each python-backend instance is its own
+    process), so what allocates on "the" GPU (TensorRT's deserialization and execution context, TensorRT-LLM's
+    attention workspace) lands on the instance's GPU. Nothing for "cuda" without an index (the current device
+    stays), on a CPU device, or without CUDA."""
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is not None and torch.cuda.is_available():
+        torch.cuda.set_device(d)
+
+
+def load_device(runtime: str, device: str) -> str:
+    """Where a serving step loads its checkpoint part: on `device` for the torch runtime (it runs the whole part);
+    on the CPU for an engine runtime, so the layers the engine runs never reach the GPU (`outside_engine`)."""
+    return device if runtime == "torch" else "cpu"
+
+
+def outside_engine(model: nn.Module, step: str, runtime: str, device: str) -> nn.Module:
+    """Keep of a step's model only what stays outside an engine of `runtime` and move it to `device`: the vision
+    step's engine runs SigLIP (the projector stays), the grounding step's runs the decoder layers (token
+    embeddings, layout, anchors and head stay). torch keeps everything. Then torch's cached CUDA blocks are given
+    back, so the engine can have the memory."""
+    if runtime != "torch":
+        if step == "vision":
+            model.model.vision_tower = None
+        elif step == "grounding":
+            model.model.layers = nn.ModuleList()
+        else:
+            raise EngineError(f"unknown step {step!r}; choose vision or grounding")
+    model.to(device)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return model
+
+
+def _cuda(device: torch.device) -> torch.device:
+    """The GPU an engine runs on: the model's when it is on one, else the current CUDA device."""
+    if device.type == "cuda" and device.index is not None:
+        return device
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def engine_chunk(max_batch: int | None, requested: int | None = None) -> int:
+    """Frames per vision-engine call: the engine's profile max (TensorRT plans are built with opt = max = the
+    build's `--vision-chunk`, so a full chunk runs at the optimum), or `requested` when smaller; DEFAULT_CHUNK for
+    an engine with no batch bound (ONNX Runtime)."""
+    if max_batch is None:
+        return requested or DEFAULT_CHUNK
+    return min(requested or max_batch, max_batch)
+
+
+def max_sequence_length(config: Any, max_frames: int, max_instruction_tokens: int) -> int:
+    """The longest grounding sequence a deployment admits: over every T up to `max_frames` sampled frames, the
+    video's fixed tokens (visual, plus Variant B's anchors) and the instruction tokens `Limits` lets through for
+    it (`max_instruction_tokens`, within the model's `tokenizer_model_max_length`). A T that leaves no room for an
+    instruction is refused, so it does not count. What a grounding engine's profile must cover."""
+    limits = Limits(max_sampled_frames=max_frames, max_instruction_tokens=max_instruction_tokens)
+    longest = 0
+    for t in range(1, max_frames + 1):
+        room = limits.instruction_token_limit(config, t)
+        if room >= 1:
+            longest = max(longest, fixed_tokens(config, t) + room)
+    return longest
+
+
+def profile_error(name: str, shape: tuple[int, ...], profile: tuple[tuple[int, ...], ...]) -> str:
+    """The message for a shape a TensorRT plan's optimization profile does not take (`set_input_shape` False)."""
+    lo, opt, hi = (tuple(int(d) for d in s) for s in profile)
+    return (f"TensorRT plan input {name!r} of shape {tuple(shape)} is outside its optimization profile 0 "
+            f"(min {lo}, opt {opt}, max {hi}); rebuild the plan with a profile that covers it "
+            "(`videoitg build --max-frames N --max-text-tokens N`)")
 
 
 # ---- the interface -------------------------------------------------------------------------------------------
@@ -47,7 +147,7 @@ class VisionRuntime:
     runtime = "?"
     precision = "fp32"
 
-    def __init__(self, model, chunk_frames: int = 64):
+    def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK):
         self.model, self.chunk_frames = model, chunk_frames
         w = model.model.mm_projector.out_projection[0].weight  # a vision-only load keeps just the visual half
         self.device, self.dtype = w.device, w.dtype
@@ -68,6 +168,7 @@ class GroundingRuntime:
 
     runtime = "?"
     precision = "fp32"
+    max_length: int | None = None  # the longest sequence the engine takes (a TensorRT plan's profile); None: any
 
     def __init__(self, model):
         self.model = model
@@ -77,12 +178,21 @@ class GroundingRuntime:
     def score(self, visual: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def check_admits(self, longest: int) -> None:
+        """Refuse, at load, an engine shorter than the longest sequence the deployment admits
+        (`max_sequence_length` of its limits), instead of failing the requests that reach past it."""
+        if self.max_length is not None and longest > self.max_length:
+            raise EngineMismatchError(
+                f"the {self.runtime} grounding engine takes sequences up to {self.max_length} tokens; this "
+                f"deployment's limits admit {longest}: rebuild it with `videoitg build` for these limits "
+                "(--max-frames, --max-text-tokens), or lower max_sampled_frames / max_instruction_tokens")
+
 
 # ---- torch -------------------------------------------------------------------------------------------------
 class TorchVision(VisionRuntime):
     runtime = "torch"
 
-    def __init__(self, model, chunk_frames: int = 64):
+    def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK):
         super().__init__(model, chunk_frames)
         self.precision = PRECISION[self.dtype]
 
@@ -130,44 +240,55 @@ class _OrtSession:
 
 
 class _TrtEngine:
-    """A deserialized plan run through TensorRT 10's name-based tensor API on torch CUDA buffers."""
+    """A deserialized plan run through TensorRT 10's name-based tensor API on torch CUDA buffers, on one GPU
+    (`device`: deserialized, bound and launched with it current)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, device: torch.device):
         trt = import_tensorrt()
         if not torch.cuda.is_available():
             raise BackendUnavailable("TensorRT plans need a CUDA GPU; none is visible")
+        self.device = _cuda(device)
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:  # version / GPU mismatch that slipped past the manifest
-            raise EngineMismatchError(f"TensorRT {trt.__version__} could not deserialize {path}; rebuild it here")
-        self.context = self.engine.create_execution_context()
+        with torch.cuda.device(self.device):
+            self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
+            if self.engine is None:  # version / GPU mismatch that slipped past the manifest
+                raise EngineMismatchError(f"TensorRT {trt.__version__} could not deserialize {path}; rebuild it here")
+            self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
         self.torch_dtype = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
                             trt.int64: torch.int64, trt.int32: torch.int32, trt.bool: torch.bool}
-        self.max_batch = int(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0])
+        # (min, opt, max) of each input in profile 0, the one profile `trt_builder.build_plan` adds
+        self.profiles = {n: tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(n, 0))
+                         for n in self.inputs}
+        self.max_batch = self.profiles[self.inputs[0]][2][0]
 
     def __call__(self, **feeds: torch.Tensor) -> torch.Tensor:
-        keep = []  # inputs must outlive the asynchronous launch
-        for name in self.inputs:
-            t = feeds[name].to("cuda", self.torch_dtype[self.engine.get_tensor_dtype(name)]).contiguous()
-            keep.append(t)
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        out_name = self.outputs[0]
-        out = torch.empty(tuple(self.context.get_tensor_shape(out_name)),
-                          dtype=self.torch_dtype[self.engine.get_tensor_dtype(out_name)], device="cuda")
-        self.context.set_tensor_address(out_name, out.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise EngineError("TensorRT execution failed (see the TensorRT log)")
-        stream.synchronize()
+        for name in self.inputs:  # shapes first: one outside the profile is refused before anything is copied
+            shape = tuple(int(d) for d in feeds[name].shape)
+            if not self.context.set_input_shape(name, shape):
+                raise EngineError(profile_error(name, shape, self.profiles[name]))
+        with torch.cuda.device(self.device):
+            keep = []  # inputs must outlive the asynchronous launch
+            for name in self.inputs:
+                t = feeds[name].to(self.device, self.torch_dtype[self.engine.get_tensor_dtype(name)]).contiguous()
+                keep.append(t)
+                self.context.set_tensor_address(name, t.data_ptr())
+            out_name = self.outputs[0]
+            out = torch.empty(tuple(self.context.get_tensor_shape(out_name)),
+                              dtype=self.torch_dtype[self.engine.get_tensor_dtype(out_name)], device=self.device)
+            self.context.set_tensor_address(out_name, out.data_ptr())
+            stream = torch.cuda.current_stream(self.device)
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise EngineError("TensorRT execution failed (see the TensorRT log)")
+            stream.synchronize()
         return out.float()
 
 
 def _engine(runtime: str, step: str, engines: str | Path | None, checkpoint_identity: str | None,
-            env: RuntimeEnv | None, threads: int | None) -> tuple[_OrtSession | _TrtEngine, EngineManifest]:
+            env: RuntimeEnv | None, threads: int | None,
+            device: torch.device) -> tuple[_OrtSession | _TrtEngine, EngineManifest]:
     if engines is None:
         raise EngineError(f"the {runtime} runtime runs a built engine: pass the engines directory "
                           "(`videoitg build --checkpoint DIR --out ENGINES`)")
@@ -176,12 +297,12 @@ def _engine(runtime: str, step: str, engines: str | Path | None, checkpoint_iden
         raise BackendUnavailable(f"{path} was not built (see {Path(engines) / 'build.json'})")
     manifest = EngineManifest.read(path)
     check_manifest(manifest, env or RuntimeEnv.current(), checkpoint_identity=checkpoint_identity)
-    return (_OrtSession(path, threads) if runtime == "onnxruntime" else _TrtEngine(path)), manifest
+    return (_OrtSession(path, threads) if runtime == "onnxruntime" else _TrtEngine(path, device)), manifest
 
 
 class EngineVision(VisionRuntime):
-    def __init__(self, model, runtime: str, session, manifest: EngineManifest, chunk_frames: int = 64):
-        super().__init__(model, min(chunk_frames, session.max_batch or chunk_frames))
+    def __init__(self, model, runtime: str, session, manifest: EngineManifest, chunk_frames: int | None = None):
+        super().__init__(model, engine_chunk(session.max_batch, chunk_frames))
         self.runtime, self.session, self.precision = runtime, session, manifest.precision
 
     def encode(self, pixel_values):
@@ -195,6 +316,9 @@ class EngineGrounding(GroundingRuntime):
     def __init__(self, model, runtime: str, session, manifest: EngineManifest):
         super().__init__(model)
         self.runtime, self.session, self.precision = runtime, session, manifest.precision
+        profiles = getattr(session, "profiles", None) or {}
+        if "inputs_embeds" in profiles:  # [1, L, H]: L's max
+            self.max_length = profiles["inputs_embeds"][2][1]
         built = manifest.extra.get("variant")
         ours = "B" if model.anchors else "C"
         if built is not None and built != ours:
@@ -231,7 +355,10 @@ class TrtllmGrounding(GroundingRuntime):
 
         super().__init__(model)
         dtype = trtllm_dtype(dtype or self.dtype)  # the model's dtype unless one is given
-        self.scorer, self.precision = TrtllmTorchScorer(checkpoint, dtype), PRECISION[dtype]
+        # the model's GPU (else the current one: TrtllmTorchScorer's default, and its refusal without CUDA)
+        placement = {"device": _cuda(self.device)} if torch.cuda.is_available() else {}
+        self.scorer = TrtllmTorchScorer(checkpoint, dtype, **placement)
+        self.precision = PRECISION[dtype]
 
     @torch.inference_mode()
     def score(self, visual, ids):
@@ -250,11 +377,15 @@ def _check_runtime(runtime: str, step: str) -> None:
 
 
 def open_vision(runtime: str, model, *, engines: str | Path | None = None, checkpoint_identity: str | None = None,
-                env: RuntimeEnv | None = None, chunk_frames: int = 64, threads: int | None = None) -> VisionRuntime:
+                env: RuntimeEnv | None = None, chunk_frames: int | None = None,
+                threads: int | None = None) -> VisionRuntime:
+    """chunk_frames: frames per call; default DEFAULT_CHUNK for torch, the engine's profile max for an engine
+    (`engine_chunk`)."""
     _check_runtime(runtime, "vision")
     if runtime == "torch":
-        return TorchVision(model, chunk_frames)
-    session, manifest = _engine(runtime, "vision", engines, checkpoint_identity, env, threads)
+        return TorchVision(model, chunk_frames or DEFAULT_CHUNK)
+    device = model.model.mm_projector.out_projection[0].weight.device
+    session, manifest = _engine(runtime, "vision", engines, checkpoint_identity, env, threads, device)
     return EngineVision(model, runtime, session, manifest, chunk_frames)
 
 
@@ -270,5 +401,6 @@ def open_grounding(runtime: str, model, *, engines: str | Path | None = None, ch
         if checkpoint is None:
             raise EngineError("the trtllm runtime loads the checkpoint's weights itself: pass checkpoint=")
         return TrtllmGrounding(model, checkpoint, dtype)
-    session, manifest = _engine(runtime, "grounding", engines, checkpoint_identity, env, threads)
+    device = model.model.embed_tokens.weight.device
+    session, manifest = _engine(runtime, "grounding", engines, checkpoint_identity, env, threads, device)
     return EngineGrounding(model, runtime, session, manifest)

@@ -36,15 +36,30 @@ ARCHITECTURE = "VideoITGForFrameScoring"
 
 # fused TRT-LLM module -> the HF tensors it is loaded from, in the order its weight mode expects
 FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+# What the model loads from the checkpoint: the decoder layers, the final norm and the head. Not the token
+# embeddings: the model is fed `inputs_embeds` built by the core model (`VideoITG.sequence`), never token ids.
+WEIGHT_PREFIXES = ("model.layers.", "model.norm.", "out_proj.")
+# Rows of the embedding table QwenModel builds (and VideoITGForFrameScoring then drops): one, not the checkpoint's
+# 152,064 (544.9M parameters, 1.09 GB at fp16, that would sit unused on the GPU).
+EMBEDDING_ROWS = 1
+
+
+def weight_keys(names: list[str]) -> list[str]:
+    """The checkpoint tensors the TensorRT-LLM model loads (`WEIGHT_PREFIXES`), in the checkpoint's order."""
+    return [k for k in names if k.startswith(WEIGHT_PREFIXES)]
 
 
 def qwen2_config_dict(cfg: VideoITGConfig, dtype: torch.dtype) -> dict[str, Any]:
-    """`transformers.Qwen2Config` fields for TRT-LLM's QwenModel (full attention, no rope scaling)."""
+    """`transformers.Qwen2Config` fields for TRT-LLM's QwenModel (full attention, no rope scaling). `vocab_size` is
+    EMBEDDING_ROWS: QwenModel always builds an embedding table of that many rows, and this model never looks a
+    token up (QwenModel.forward embeds only when given no `inputs_embeds`). Of the modules it builds (QwenModel,
+    QwenDecoderLayer, QwenAttention, GatedMLP, RMSNorm, read at the version docs/engines.md names) only that
+    table reads vocab_size; the LM head that would also read it is not built."""
     t = cfg.text
     return {
         "architectures": [ARCHITECTURE],
         "model_type": "qwen2",
-        "vocab_size": t.vocab_size,
+        "vocab_size": EMBEDDING_ROWS,
         "hidden_size": t.hidden_size,
         "intermediate_size": t.intermediate_size,
         "num_hidden_layers": t.num_hidden_layers,
@@ -142,6 +157,8 @@ def model_classes() -> tuple[type, type]:
             super().__init__()
             self.model_config = model_config
             self.model = QwenModel(model_config)
+            # inputs_embeds come from the core model: drop the (EMBEDDING_ROWS-row) table QwenModel always builds
+            self.model.embed_tokens = None
             causal = getattr(model_config.pretrained_config, "videoitg_attention", "bidirectional") == "causal"
             for layer in self.model.layers:
                 # Same modules and weights, our attention call: swapping the class avoids building (and
@@ -196,10 +213,17 @@ def model_classes() -> tuple[type, type]:
 class TrtllmTorchScorer:
     """Runs the grounding half on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
 
-    def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.float16, attn_backend: str = "TRTLLM"):
+    def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.float16, attn_backend: str = "TRTLLM",
+                 device: torch.device | str | None = None):
+        """device: the GPU to build on and run (default: the current CUDA device); it is made the current one,
+        since TRT-LLM's attention backend allocates on the current device."""
         import_trtllm()
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")
+        self.device = torch.device(device) if device is not None else torch.device("cuda")
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(self.device)
         import transformers  # noqa: PLC0415
         from tensorrt_llm._torch.attention_backend.utils import get_attention_backend  # noqa: PLC0415
         from tensorrt_llm._torch.model_config import ModelConfig  # noqa: PLC0415
@@ -213,13 +237,12 @@ class TrtllmTorchScorer:
         hf_cfg.videoitg_attention = self.cfg.attention
         self.model_config = ModelConfig(pretrained_config=hf_cfg, attn_backend=attn_backend)
         _, cls = model_classes()
-        with torch.device("cuda"):
+        with torch.device(self.device):
             # Each TRT-LLM module is built in the config's dtype; no blanket `.to(dtype)`, which would also cast
             # what is kept in fp32 (the score head, rotary tables).
             self.model = cls(self.model_config)
         index = index_tensors(ckpt)  # the loader's reader: safetensors only, shards and index
-        keys = [k for k in index if k.startswith(("model.layers.", "model.norm.", "model.embed_tokens.", "out_proj."))]
-        self.model.load_weights(load_indexed(index, keys))
+        self.model.load_weights(load_indexed(index, weight_keys(list(index))))
         self.model.eval()
         self.metadata_cls = get_attention_backend(attn_backend).Metadata
 
@@ -240,13 +263,13 @@ class TrtllmTorchScorer:
     @torch.inference_mode()
     def score(self, inputs_embeds: torch.Tensor, segment_ids: torch.Tensor, num_frames: int) -> torch.Tensor:
         """inputs_embeds [L, H] (visual rows then instruction embeddings), segment_ids [L] -> logits [T]."""
-        x = inputs_embeds.to("cuda", self.model_config.pretrained_config.torch_dtype)
+        x = inputs_embeds.to(self.device, self.model_config.pretrained_config.torch_dtype)
         n = x.shape[0]
         out = self.model(
             attn_metadata=self._metadata(n),
             inputs_embeds=x,
-            position_ids=torch.arange(n, dtype=torch.int32, device="cuda").unsqueeze(0),
-            segment_ids=segment_ids.to("cuda"),
-            frame_ids=torch.arange(num_frames, device="cuda"),
+            position_ids=torch.arange(n, dtype=torch.int32, device=self.device).unsqueeze(0),
+            segment_ids=segment_ids.to(self.device),
+            frame_ids=torch.arange(num_frames, device=self.device),
         )
         return out.cpu()

@@ -1,0 +1,186 @@
+"""The runtime seam's placement and sizing policy, without a GPU, TensorRT or TensorRT-LLM: which device a Triton
+instance runs on, what a serving step loads where, the frames per vision-engine call, the grounding profile's
+length against what the limits admit, and the error for a shape outside a plan's profile. Engines that need a
+GPU are not run here (docs/engines.md says what has not run)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from videoitg.engine_build.build import BuildOptions
+from videoitg.engine_build.trt_builder import LLMProfileSpec
+
+from tests.support.model import tiny_config
+from videoitg.cli import build_parser
+from videoitg.config import preset
+from videoitg.engines.manifest import EngineError
+from videoitg.engines.runtimes import (
+    DEFAULT_CHUNK,
+    _TrtEngine,
+    engine_chunk,
+    instance_device,
+    load_device,
+    max_sequence_length,
+    outside_engine,
+    profile_error,
+    use_device,
+)
+from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_keys
+from videoitg.limits import Limits, fixed_tokens
+from videoitg.model.grounding import VideoITG
+
+
+# ---- item: multi-GPU placement --------------------------------------------------------------------------------
+def test_a_gpu_instance_runs_on_the_gpu_triton_gave_it() -> None:
+    """python_backend passes `model_instance_kind` ("GPU"/"CPU"/"MODEL") and `model_instance_device_id` (a string)
+    to `initialize(args)`; KIND_GPU makes one instance per GPU, so each must use its own."""
+    assert instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "1"}, "cuda") == "cuda:1"
+    assert instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "0"}, "cuda") == "cuda:0"
+    assert instance_device({"model_instance_kind": "CPU", "model_instance_device_id": "0"}, "cuda") == "cpu"
+    assert instance_device({"model_instance_kind": "MODEL", "model_instance_device_id": "0"}, "cuda") == "cuda"
+    assert instance_device({}, "cpu") == "cpu"  # no Triton: what the parameters say
+    with pytest.raises(EngineError, match="GPU index"):
+        instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "x"})
+
+
+def test_the_instance_gpu_becomes_the_process_current_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT and TensorRT-LLM allocate on the current CUDA device: each instance (its own process) makes its
+    GPU the current one; a CPU instance, or "cuda" without an index, changes nothing."""
+    current: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what would run on a GPU node
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    for device in ("cuda:1", "cpu", "cuda", "cuda:0"):
+        use_device(device)
+    assert current == [torch.device("cuda", 1), torch.device("cuda", 0)]
+
+
+class Reached(Exception):
+    pass
+
+
+@pytest.mark.parametrize("runtime,loads_on", [("onnxruntime", "cpu"), ("trtllm", "cpu"), ("torch", "cuda:1")])
+def test_the_grounding_step_loads_on_its_instance_gpu_and_engine_runtimes_load_on_cpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str, loads_on: str) -> None:
+    """The grounding step of a KIND_GPU instance on GPU 1: GPU 1 becomes the process's device; the torch runtime
+    loads its part there, an engine runtime on the CPU (only what stays outside the engine moves to the GPU).
+    Without a server: the Triton module is a bare stand-in and the load records where it was asked to go."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    step = importlib.import_module("videoitg.python_backend.grounding")
+    used: list[str] = []
+    asked: list[str] = []
+    monkeypatch.setattr(step, "device_dtype", lambda p: (p["device"], torch.float16))  # as on a GPU machine
+    monkeypatch.setattr(step, "use_device", used.append)
+
+    def load_part(self: Any, part: str, device: str, dtype: torch.dtype) -> None:
+        asked.append(device)
+        raise Reached(part)
+
+    monkeypatch.setattr("videoitg.python_backend.steps.StepAssets.load_part", load_part)
+    params = {"device": "cuda", "grounding_runtime": runtime, "checkpoint": str(tmp_path)}
+    args = {"model_config": json.dumps({"parameters": {k: {"string_value": v} for k, v in params.items()}}),
+            "model_instance_kind": "GPU", "model_instance_device_id": "1", "model_repository": str(tmp_path / "m")}
+    with pytest.raises(Reached, match="grounding"):
+        step.TritonPythonModel().initialize(args)
+    assert used == ["cuda:1"] and asked == [loads_on]
+
+
+# ---- item: the grounding step's GPU memory ---------------------------------------------------------------------
+def test_engine_runtimes_keep_only_what_stays_outside_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_device("torch", "cuda:1") == "cuda:1"
+    assert all(load_device(r, "cuda:1") == "cpu" for r in ("onnxruntime", "tensorrt", "trtllm"))
+    freed: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what would run on a GPU node
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
+    cfg = tiny_config()
+    with torch.device("meta"):
+        kept, grounding, vision = VideoITG(cfg), VideoITG(cfg), VideoITG(cfg)
+    layers = len(kept.model.layers)
+    outside_engine(grounding, "grounding", "trtllm", "meta")
+    assert len(grounding.model.layers) == 0 and grounding.model.embed_tokens is not None
+    assert grounding.out_proj is not None and grounding.model.norm is not None
+    outside_engine(vision, "vision", "tensorrt", "meta")
+    assert vision.model.vision_tower is None and vision.model.mm_projector is not None
+    outside_engine(kept, "grounding", "torch", "meta")
+    assert len(kept.model.layers) == layers and kept.model.vision_tower is not None
+    assert freed == [True, True, True]  # torch's cached blocks go back after each
+    with pytest.raises(EngineError, match="unknown step"):
+        outside_engine(kept, "decode", "tensorrt", "meta")
+
+
+def test_the_trtllm_model_loads_no_token_embeddings() -> None:
+    """The TensorRT-LLM model is fed inputs_embeds (the core model's embeddings): its own 152,064-row table
+    (1.09 GB at fp16 for Qwen2-7B) is never built, and its weights are not read."""
+    cfg = preset("videoitg-7b")
+    assert qwen2_config_dict(cfg, torch.float16)["vocab_size"] == EMBEDDING_ROWS == 1
+    names = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight",
+             "out_proj.weight", "out_proj.bias", "model.mm_projector.out_projection.0.weight",
+             "model.vision_tower.vision_model.embeddings.patch_embedding.weight"]
+    assert weight_keys(names) == ["model.layers.0.self_attn.q_proj.weight", "model.norm.weight", "out_proj.weight",
+                                  "out_proj.bias"]
+
+
+# ---- item: the vision plan's chunk ----------------------------------------------------------------------------
+def test_vision_engines_run_at_their_profile_max() -> None:
+    assert engine_chunk(128) == 128  # a plan built with --vision-chunk 128 runs 128 frames a call
+    assert engine_chunk(128, 32) == 32 and engine_chunk(8, 32) == 8  # a smaller request; never past the profile
+    assert engine_chunk(None) == DEFAULT_CHUNK and engine_chunk(None, 16) == 16  # ONNX Runtime: no bound
+
+
+# ---- item: the LLM plan's profile -----------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["bidirectional", "causal"])
+def test_the_llm_profile_covers_every_admitted_sequence(variant: str) -> None:
+    """Every (T, instruction) pair the default limits admit fits the profile, and the longest one is its max."""
+    for cfg in (preset("videoitg-7b", attention=variant), tiny_config(attention=variant)):
+        limits = Limits()
+        spec = LLMProfileSpec.for_model(cfg)
+        embeds = {p.input: p for p in spec.profiles()}["inputs_embeds"]
+        admitted = [fixed_tokens(cfg, t) + limits.instruction_token_limit(cfg, t)
+                    for t in range(1, limits.max_sampled_frames + 1) if limits.instruction_token_limit(cfg, t) >= 1]
+        assert embeds.max == [1, max(admitted), cfg.text.hidden_size] and spec.max_len == max(admitted)
+        assert embeds.min <= embeds.opt <= embeds.max
+    # Qwen2-7B Variant C: 16,384 visual tokens at most + 1,024 instruction tokens (not + 512)
+    assert max_sequence_length(preset("videoitg-7b"), 512, 1024) == 16384 + 1024
+    assert BuildOptions(Path("c"), Path("o")).max_text_tokens == Limits().max_instruction_tokens
+
+
+def test_the_build_command_rebuilds_the_same_profiles() -> None:
+    cmd = BuildOptions(Path("ckpt"), Path("out"), vision_chunk=96, max_text_tokens=2048).command()
+    assert "--vision-chunk 96" in cmd and "--max-text-tokens 2048" in cmd
+
+
+class _Context:
+    """What the plan's execution context answers to `set_input_shape`: TensorRT returns False (and logs) for a
+    shape outside the optimization profile."""
+
+    def __init__(self, profiles: dict[str, tuple[tuple[int, ...], ...]]):
+        self.profiles = profiles
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        lo, _, hi = self.profiles[name]
+        return all(a <= d <= b for a, d, b in zip(lo, shape, hi, strict=True))
+
+
+def test_a_shape_outside_the_plan_profile_is_an_error_naming_shape_and_profile() -> None:
+    profiles = {"inputs_embeds": ((1, 2, 64), (1, 1000, 64), (1, 2048, 64)), "segment_ids": ((1, 2), (1, 1000),
+                                                                                            (1, 2048))}
+    engine = _TrtEngine.__new__(_TrtEngine)  # no TensorRT here: the binding step only, before any GPU copy
+    engine.inputs, engine.profiles, engine.context = list(profiles), profiles, _Context(profiles)
+    with pytest.raises(EngineError) as e:
+        engine(inputs_embeds=torch.zeros(1, 2100, 64), segment_ids=torch.zeros(1, 2100, dtype=torch.int64))
+    msg = str(e.value)
+    assert "'inputs_embeds'" in msg and "(1, 2100, 64)" in msg and "max (1, 2048, 64)" in msg
+    assert "min (1, 2, 64)" in msg and "videoitg build" in msg
+    assert profile_error("x", (3,), ((1,), (2,), (2,))).startswith("TensorRT plan input 'x' of shape (3,)")
+
+
+def test_the_build_command_default_profile_takes_every_admitted_instruction() -> None:
+    """`videoitg build` with no --max-text-tokens builds a grounding plan that the served limits fit."""
+    args = build_parser(["build"]).parse_args(["build", "--out", "e"])
+    assert args.max_text_tokens == BuildOptions("c", "e").max_text_tokens == Limits().max_instruction_tokens
