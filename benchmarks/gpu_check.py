@@ -15,6 +15,10 @@ records its error; the others still run):
             DALI's CPU decoder on VP9 clips, the codecs it has)
   served    `videoitg serve` (the real tritonserver from nvidia-pytriton) on the gpu repository (python decoder):
             served logits against in-process ones; a second instruction is a cache hit that runs no decode or vision
+  engines   the engine path: `videoitg build` (ONNX graphs; TensorRT plans and the TensorRT-LLM grounding where the
+            node has TensorRT / TensorRT-LLM, and which is missing where not), `videoitg verify` of every runtime
+            built, then `videoitg serve --engines` (the runtimes build.json names, checked before tritonserver
+            starts) against in-process torch; the node's versions against videoitg/assets/compat.json
   latency   T = 64, 256, 512: cold and cached, ours against the released-style baseline (HF modules, hidden states
             kept, fp16, batch 1) interleaved; peak GPU memory; the split floor (GEMM FLOPs at the GEMM rate + each
             tower's attention FLOPs at its attention rate, both rates measured in this run)
@@ -41,7 +45,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "benchmarks" / "gpu_requirements.txt"
-SECTIONS = ("env", "parity", "nvdec", "served", "latency", "training")
+SECTIONS = ("env", "parity", "nvdec", "served", "engines", "latency", "training")
 INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
 
 
@@ -235,6 +239,27 @@ class Check:
         ok = bool(rows) and all(r["same_frame_numbers"] and r["decoder"] == backend for r in rows.values())
         return {"backend": backend, "clips": rows, "ok": ok, "summary": summary}
 
+    def _serve(self, extra: list[str], name: str) -> tuple[subprocess.Popen, str]:
+        """`videoitg serve` (python decoder) with `extra` flags, its repository and log under work/`name`; returns
+        once it says ready (the process, its gRPC address), or raises with its output."""
+        ports = [free_port() for _ in range(3)]
+        cmd = [self.server_python, "-m", "videoitg", "serve", "--decoder", "python", *extra,
+               "--repo", str(self.work / name), "--log", str(self.work / f"{name}.log"),
+               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+        deadline = time.monotonic() + 300
+        while not any(x.startswith("ready:") for x in lines):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=120)
+                time.sleep(0.5)  # the reader thread takes the last lines
+                raise RuntimeError("videoitg serve did not get ready:\n" + "".join(lines)[-2000:])
+            time.sleep(0.5)
+        return proc, f"127.0.0.1:{ports[1]}"
+
     def served(self) -> dict[str, Any]:
         import tritonclient.grpc as grpcclient
 
@@ -243,21 +268,10 @@ class Check:
         from videoitg.serving.client import VideoITGClient
 
         target, dtype = ("gpu", "float16") if self.cuda else ("cpu", "float32")
-        ports = [free_port() for _ in range(3)]
-        cmd = [self.server_python, "-m", "videoitg", "serve", "--target", target, "--decoder", "python",
-               "--dtype", dtype, "--repo", str(self.work / "repository"), "--log", str(self.work / "tritonserver.log"),
-               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-        video, url = sample_video()[0], f"127.0.0.1:{ports[1]}"
+        proc, url = self._serve(["--target", target, "--dtype", dtype], "repository")
+        video = sample_video()[0]
         steps = ("videoitg_decode", "videoitg_vision", "videoitg_grounding")
         try:
-            deadline = time.monotonic() + 300
-            while not any(x.startswith("ready:") for x in lines):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("videoitg serve did not get ready:\n" + "".join(lines)[-2000:])
-                time.sleep(0.5)
             stats = grpcclient.InferenceServerClient(url)
 
             def runs() -> dict[str, int]:
@@ -282,6 +296,54 @@ class Check:
                 "executions_before_second": before, "executions_after_second": after, "ok": ok,
                 "summary": f"{target} repository, {dtype}: served vs in-process max|d logit| {diff:.1e}, cache hit "
                            f"{hits}, decode/vision not run on the hit: {skipped}"}
+
+    def engines(self) -> dict[str, Any]:
+        from videoitg.defaults import default_checkpoint, sample_video
+        from videoitg.engines.compat import mismatches
+        from videoitg.engines.libraries import library_version
+        from videoitg.pipeline import Scorer
+        from videoitg.serving.client import VideoITGClient
+
+        eng = self.work / "engines"
+        shutil.rmtree(eng, ignore_errors=True)
+        target, dtype = ("gpu", "float16") if self.cuda else ("cpu", "float32")
+        frames = "8,40" if self.tiny else "8,64,512"
+        build = subprocess.run([self.server_python, "-m", "videoitg", "build", "--out", str(eng)],
+                               capture_output=True, text=True, timeout=3600)
+        if build.returncode != 0:
+            return {"ok": False, "summary": "videoitg build failed", "error": (build.stdout + build.stderr)[-3000:]}
+        summary = json.loads((eng / "build.json").read_text())
+        have = {lib: library_version(lib) for lib in ("tensorrt", "tensorrt_llm", "onnxruntime")}
+        built = sorted({b["kind"] for b in summary["built"]})
+        not_built = {s["what"]: s["reason"][:300] for s in summary["skipped"]}
+        verify = subprocess.run([self.server_python, "-m", "videoitg", "verify", "--engines", str(eng), "--frames",
+                                 frames, "--json", str(self.work / "verify.json")],
+                                capture_output=True, text=True, timeout=3600)
+        verified = {r["backend"]: r["status"] if r["status"] != "skipped" else f"skipped: {r.get('reason', '')[:200]}"
+                    for r in json.loads((self.work / "verify.json").read_text())} if verify.returncode in (0, 1) else {}
+        video = sample_video()[0]
+        proc, url = self._serve(["--target", target, "--dtype", dtype, "--engines", str(eng)], "engines-repository")
+        try:
+            with VideoITGClient(url, protocol="grpc") as client:
+                served = client.infer(video, INSTRUCTIONS[0], top_k=8)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        reference = Scorer(default_checkpoint(), device=str(self.device), dtype=dtype, decoder="pyav")
+        diff = max(abs(a - b) for a, b in zip(reference.score(video, INSTRUCTIONS[0]).logits, served.result.logits,
+                                               strict=True))
+        tolerance = 1e-3 if dtype == "float32" else 5e-2  # fp16 engines against fp16 torch: rounding of both
+        # a library the node has must have been built with; one it lacks is said, not failed
+        expected = {"tensorrt": "tensorrt", "tensorrt_llm": "trtllm"}
+        missing = [kind for lib, kind in expected.items() if have[lib] and self.cuda and kind not in built]
+        absent = [f"{lib} not on this node" for lib in expected if not have[lib]]
+        ok = verify.returncode == 0 and diff <= tolerance and not missing
+        return {"built": built, "not_built": not_built, "runtimes": summary["runtimes"], "versions": have,
+                "verify": verified, "served_max_abs_logit_diff": diff, "tolerance": tolerance,
+                "compat_mismatches": mismatches(), "not_built_though_present": missing, "ok": ok,
+                "summary": f"built {', '.join(built)}; {'; '.join(absent) or 'TensorRT and TensorRT-LLM present'}; "
+                           f"verify {'pass' if verify.returncode == 0 else 'FAIL'}; served with "
+                           f"{summary['runtimes']}: max|d logit| {diff:.1e} (<= {tolerance})"}
 
     def latency(self) -> dict[str, Any]:
         import torch

@@ -252,3 +252,63 @@ def test_auto_falls_back_to_pyav_when_dali_fails(clips: dict[str, Path], monkeyp
     assert out.decoder == "pyav" and [read_number(x) for x in out.pixel_values.numpy()] == out.frame_indices
     with pytest.raises(RuntimeError, match="simulated"):  # an explicit request is not second-guessed
         decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
+
+
+# ---- operator names per DALI version, the start self-test ------------------------------------------------------
+def test_operator_names_follow_the_dali_version() -> None:
+    """DALI 2.x binds the decoder, tensor_resize and filter under fn.; DALI 1.x only under fn.experimental."""
+    from types import SimpleNamespace
+
+    from videoitg.decode.dali_backend import operators
+    from videoitg.decode.errors import DecoderUnavailableError
+
+    video, resize, filt = object(), object(), object()
+    one = SimpleNamespace(experimental=SimpleNamespace(decoders=SimpleNamespace(video=video), tensor_resize=resize,
+                                                       filter=filt))
+    ops = operators(one)
+    assert (ops.video, ops.tensor_resize, ops.filter) == (video, resize, filt)
+    two = SimpleNamespace(decoders=SimpleNamespace(video=video), tensor_resize=resize, filter=filt,
+                          experimental=SimpleNamespace())
+    assert operators(two).video is video
+    with pytest.raises(DecoderUnavailableError, match="no fn.decoders.video or fn.experimental.decoders.video"):
+        operators(SimpleNamespace(tensor_resize=resize, filter=filt, experimental=SimpleNamespace()))
+    import nvidia.dali.fn as fn
+
+    real = operators(fn)  # the installed DALI (2.x: the stable names)
+    assert real.video is fn.decoders.video and real.tensor_resize is fn.tensor_resize and real.filter is fn.filter
+
+
+def test_self_test_refuses_a_decoder_that_cannot_run_in_one_line() -> None:
+    """DALI's CPU decoder has no H.264: the self-test on the shipped clip fails in one line naming the way out."""
+    from videoitg.decode.dali_backend import self_test
+    from videoitg.decode.errors import DecoderUnavailableError
+
+    with pytest.raises(DecoderUnavailableError) as e:
+        self_test(device="cpu")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.endswith("serve with --decoder python")
+    assert "H.264" in msg and "dali-cpu" in msg
+
+
+def test_self_test_passes_where_the_decoder_runs(clips: dict[str, Path]) -> None:
+    from videoitg.decode.dali_backend import self_test
+
+    self_test(device="cpu", clip=clips["vp9"].read_bytes())
+
+
+def test_the_shipped_self_test_clip_is_h264() -> None:
+    from importlib import resources
+
+    from videoitg.decode.dali_backend import SELF_TEST_CLIP
+
+    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CLIP))) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.name, s.codec_context.pix_fmt) == ("h264", "yuv420p")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NVDEC needs a CUDA GPU; none here")
+def test_self_test_passes_on_nvdec() -> None:
+    from videoitg.decode.dali_backend import self_test
+
+    self_test(device="mixed")

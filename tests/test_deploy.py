@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import json
 import re
 import shutil
 import subprocess
@@ -347,19 +348,25 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     ins = dockerfile_instructions()
     text = DOCKERFILE.read_text()
     arg_image = next(rest for word, rest in ins if word == "ARG" and rest.startswith("TRITON_IMAGE="))
-    # Triton 2.59, the first release with the fixes for CVE-2025-23310/23311/23319 (2.51, which the tests run, has not)
-    assert arg_image == "TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.07-py3"
+    # The release of the compatibility matrix (videoitg/assets/compat.json): the newest line with TensorRT and
+    # TensorRT-LLM, whose versions the code's calls are checked against (tests/test_triton_api.py and others).
+    compat = json.loads((REPO / "videoitg" / "assets" / "compat.json").read_text())
+    assert arg_image == f"TRITON_IMAGE={compat['image']}"
     # Every folder the wheel is built from (pyproject's package-dir) reaches the build stage.
     pkg_dirs = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
     copied = {rest.split()[0].rstrip("/") for word, rest in ins if word == "COPY" and "--from" not in rest}
     assert pkg_dirs <= copied, f"not copied into the build stage: {pkg_dirs - copied}"
-    # The python backend's requirements: numpy below 2 (as constraints.txt), the client at the image's server
-    # version, and the front's HTTP library.
-    constraints = (REPO / "constraints.txt").read_text()
-    assert "numpy<2" in constraints and '"numpy>=1.24,<2"' in text
-    assert "tritonclient[grpc,http]==2.59.0" in text and '"aiohttp>=3.9"' in text
-    assert "--break-system-packages" in text  # Ubuntu 24.04's Python is externally managed (PEP 668)
-    assert re.search(r'"torch==\$\{TORCH_VERSION\}"', text) and re.search(r"ARG TORCH_VERSION=\d+\.\d+\.\d+", text)
+    # What the image adds, at the matrix's versions, under a constraints file of what the image holds (its torch,
+    # TensorRT, TensorRT-LLM and numpy<2 are never replaced), then the build checks itself against the matrix.
+    libs = compat["libraries"]
+    assert f"ARG DALI_VERSION={libs['dali']['version']}" in text
+    assert f'"{libs["dali"]["package"]}==${{DALI_VERSION}}"' in text
+    assert f"ARG TRITONCLIENT_VERSION={libs['triton']['version']}" in text
+    assert '"tritonclient[grpc,http]==${TRITONCLIENT_VERSION}"' in text and '"aiohttp>=3.9"' in text
+    assert "pip list --format=freeze" in text and "-c /opt/image-constraints.txt" in text
+    assert "python3 -m videoitg.engines.compat" in text
+    assert not re.search(r'"torch[=<>]', text) and not re.search(r'"numpy[=<>]', text)
+    assert libs["numpy"]["version"] == "<2" and "numpy<2" in (REPO / "constraints.txt").read_text()
     user = next(rest for word, rest in reversed(ins) if word == "USER")
     assert user.split(":")[0] not in ("0", "root")
     entry = next(rest for word, rest in ins if word == "ENTRYPOINT")

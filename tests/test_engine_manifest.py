@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec
@@ -133,9 +134,9 @@ def test_checkpoint_hash_sees_weight_bytes(tmp_path):
 
 
 def test_profiles_cover_a_512_frame_request():
-    spec = LLMProfileSpec(hidden_size=3584)
+    spec = LLMProfileSpec(hidden_size=3584, max_len=16384 + 1024)  # the budget `LLMProfileSpec.for_model` computes
     by_name = {p.input: p for p in spec.profiles()}
-    assert by_name["inputs_embeds"].max == [1, 16384 + 512, 3584]
+    assert by_name["inputs_embeds"].max == [1, 16384 + 1024, 3584]
     assert by_name["frame_ids"].max == [512]
     assert by_name["inputs_embeds"].min <= by_name["inputs_embeds"].opt <= by_name["inputs_embeds"].max
 
@@ -146,3 +147,20 @@ def test_tensorrt_import_seam():
     except BackendUnavailable as e:
         pytest.skip(f"TensorRT is not importable on this machine: {e}")
     assert hasattr(trt, "Builder") and hasattr(trt, "OnnxParser")
+
+
+def test_reading_a_version_does_not_import_the_library(tmp_path, monkeypatch):
+    """`RuntimeEnv.current()` reads TensorRT-LLM's version from its package metadata: importing it starts MPI and
+    takes seconds (here the stand-in package fails if imported at all)."""
+    pkg = tmp_path / "tensorrt_llm"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('tensorrt_llm was imported')\n")
+    info = tmp_path / "tensorrt_llm-1.2.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt_llm\nVersion: 1.2.1\n")
+    (info / "top_level.txt").write_text("tensorrt_llm\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt_llm", raising=False)
+    env = RuntimeEnv.current()
+    assert env.versions["tensorrt_llm"] == "1.2.1"
+    assert "tensorrt_llm" not in sys.modules

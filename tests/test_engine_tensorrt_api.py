@@ -99,3 +99,10 @@ def test_network_flags_make_every_build_strongly_typed(version: str, flags: int)
     EXPLICIT_BATCH = 0 in 10.x); 11.x: no flag (always strongly typed; the flag is deprecated and ignored)."""
     enum = SimpleNamespace(STRONGLY_TYPED=1)
     assert network_flags(SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=enum)) == flags
+
+
+def test_the_image_tensorrt_is_one_of_the_checked_versions() -> None:
+    """The image's TensorRT (videoitg/assets/compat.json) is one of the versions every call is checked against."""
+    compat = json.loads((ROOT / "videoitg" / "assets" / "compat.json").read_text())["libraries"]["tensorrt"]
+    assert compat["api"] in API
+    assert compat["version"].startswith(compat["api"] + ".")

@@ -28,8 +28,9 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                         "cache, cpu target only (docs/serving.md)")
     p.add_argument("--decoder", choices=["python", "dali"], default="python",
                    help="the decode step: python (PyAV on the CPU; the default on both targets, it loads in every "
-                        "Triton image) or dali (NVDEC, gpu target; needs a Triton DALI backend with DALI >= 1.48, "
-                        "newer than the NGC 24.10 image's, and CUDA and DALI where the repository is written)")
+                        "Triton image) or dali (NVDEC, gpu target; written as a model.dali for a Triton DALI backend "
+                        "of the same DALI version as the writer's, and not served by the 26.07 trtllm image, which has "
+                        "no DALI backend: docs/deploy.md, GPU decode step)")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
@@ -75,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--no-bundle", action="store_true",
                    help="name the checkpoint, tower and engines by absolute path instead of copying them into the "
                         "repository (copies are hard links where the filesystem allows)")
+    b.add_argument("--skip-runtime-check", action="store_true",
+                   help="write the repository even where the engines' runtimes (or the dali decoder) cannot run on "
+                        "this machine (a repository for another machine); `videoitg serve` checks again where it runs")
     add_deployment_arguments(b)
     add_sampling_arguments(b)
     add_limit_arguments(b)
@@ -107,10 +111,38 @@ def spec_from_args(args: argparse.Namespace, target: str):
     )
 
 
+def check_runtimes_for(spec) -> None:  # type: ignore[no-untyped-def]
+    """The runtime each step will serve with (`build.json`, `step_runtimes`) can run here: its library installed,
+    importable and at the version that built the engine, a plan's GPU this one (`videoitg.engines.preflight`);
+    refused in one line before a server starts or a repository is written."""
+    if not spec.engines:
+        return
+    from videoitg.engines.preflight import check_runtimes
+    from videoitg.serving.repository import step_runtimes
+
+    check_runtimes(spec.engines, step_runtimes(spec.engines, spec.target))
+
+
+def check_decoder_for(spec) -> None:  # type: ignore[no-untyped-def]
+    """The dali decoder on a gpu target decodes the package's H.264 clip on NVDEC and matches PyAV before a server
+    starts (`videoitg.decode.dali_backend.self_test`); refused in one line naming `--decoder python` otherwise."""
+    if spec.decoder != "dali" or spec.target != "gpu":
+        return
+    from videoitg.decode.dali_backend import self_test
+
+    self_test(device="mixed")
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from videoitg.serving.repository import DEFAULT_CHECKPOINT, build_repository, step_runtimes
 
     spec = spec_from_args(args, args.target)
+    if not args.skip_runtime_check:
+        check_runtimes_for(spec)
+        if torch.cuda.is_available():  # without CUDA the dali model cannot be written at all (build_repository says so)
+            check_decoder_for(spec)
     out = build_repository(spec, args.out, bundle=not args.no_bundle)
     runtimes = ", ".join(f"{k} {v}" for k, v in step_runtimes(spec.engines, spec.target).items())
     if spec.checkpoint == DEFAULT_CHECKPOINT:

@@ -11,7 +11,14 @@ import threading
 import time
 from pathlib import Path
 
-from videoitg.commands.repo import add_deployment_arguments, add_limit_arguments, add_sampling_arguments, spec_from_args
+from videoitg.commands.repo import (
+    add_deployment_arguments,
+    add_limit_arguments,
+    add_sampling_arguments,
+    check_decoder_for,
+    check_runtimes_for,
+    spec_from_args,
+)
 
 HELP = "serve a checkpoint with Triton Inference Server (HTTP, gRPC, metrics), bound to 127.0.0.1 by default"
 
@@ -130,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec = spec_from_args(args, target)
         check_checkpoint_for(spec)
+        check_runtimes_for(spec)
+        check_decoder_for(spec)
         if args.repo is None:
             remove_stale_repositories()
             tmp = Path(tempfile.mkdtemp(prefix=f"{REPO_PREFIX}{launcher_tag()}-"))

@@ -10,19 +10,33 @@ stays there for the vision encoder.
 Memory: DALI materialises every requested frame at full size, and the conversion keeps a few full-size buffers per
 frame (`WORK_BYTES_PER_PIXEL`), so the frame list is fed in chunks of at most `CHUNK_BYTES` of that working set;
 each chunk is one pipeline run over the same bytes.
+
+Operator names (`operators`): DALI 2.x registers the video decoder, `tensor_resize` and `filter` under `fn.`;
+DALI 1.x only as `fn.experimental.` (the decoder selects frames from 1.48 on). The pipeline looks each one up in
+the DALI that runs it, so the same code builds on both. The served GPU decode runs DALI through this Python API
+inside the python decode step, at the version the image pins (`DALI_PIN`, videoitg/assets/compat.json), not a pipeline
+serialised by one DALI and read by another: docs/decoding.md says why. `self_test` decodes a tiny H.264 clip shipped
+in the package at start, so a decoder that cannot run here ends the start in one line naming `--decoder python`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from importlib import resources
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
-from videoitg.decode.errors import UnsupportedCodecError, VideoDecodeError
+from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError, VideoDecodeError
+
+DALI_PIN = "2.4.0"  # nvidia-dali-cuda130 in the image (videoitg/assets/compat.json), the version the tests run
+MIN_DALI = (1, 48)  # the first DALI whose video decoder selects frames (`frames=`)
+SELF_TEST_CLIP = "assets/selftest/h264-128x96.mp4"  # 8 frames of H.264 4:2:0, 128x96, in the videoitg package
+SELF_TEST_MEAN_BOUND = 8.0  # mean |DALI - PyAV| in 0..255 units the self-test accepts (measured bounds: PIXEL_BOUNDS)
 
 CHUNK_BYTES = 4 * 1024**3  # working set of one pipeline run
 WORK_BYTES_PER_PIXEL = 80  # DALI's buffers per decoded pixel (measured ~72 on CPU): the RGB, Y, U/V, float32 terms
@@ -35,6 +49,27 @@ PIXEL_BOUNDS: dict[str, tuple[float, float, float]] = {
     "photo": (16.0, 0.3, 5.0),  # a real photograph under a camera move
 }
 _pipes: dict[tuple[str, int, int], object] = {}
+
+
+def operators(fn) -> SimpleNamespace:  # (nvidia.dali.fn) -> the operators the pipelines call, by this DALI's names
+    """`video` (the frame-selecting decoder), `tensor_resize`, `filter`: under `fn.` in DALI 2.x, under
+    `fn.experimental.` in 1.x. Raises DecoderUnavailableError naming what this DALI lacks."""
+    found = {}
+    for name, paths in (("video", ("decoders.video", "experimental.decoders.video")),
+                        ("tensor_resize", ("tensor_resize", "experimental.tensor_resize")),
+                        ("filter", ("filter", "experimental.filter"))):
+        for path in paths:
+            op = fn
+            for part in path.split("."):
+                op = getattr(op, part, None)
+            if op is not None:
+                found[name] = op
+                break
+        else:
+            raise DecoderUnavailableError(f"this DALI has no fn.{paths[0]} or fn.{paths[1]} (DALI >= "
+                                          f"{MIN_DALI[0]}.{MIN_DALI[1]} needed, {DALI_PIN} pinned)")
+    return SimpleNamespace(**found)
+
 _locks: dict[tuple[str, int, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
 
@@ -53,6 +88,7 @@ def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3])
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
+    ops = operators(fn)
     full, sub_h, sub_v, fixed = colour[0, 0], colour[0, 1], colour[0, 2], colour[2, 2]
     y_scale = 1.0 - (1.0 - full) * (36.0 / 255.0)  # DALI's full-scale BT.601 inverse -> the tagged range
     c_scale = 1.0 - (1.0 - full) * (31.0 / 255.0)
@@ -61,17 +97,17 @@ def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3])
                            dtype=types.UINT8)
     # U, V: block means of the RGB, T^-1 along each subsampled axis, the chroma rows rounded to the sample values,
     # replicated over the block
-    means = fn.tensor_resize(video, scales=fn.stack(1.0 / (1.0 + sub_v), 1.0 / (1.0 + sub_h)), axes=[1, 2],
+    means = ops.tensor_resize(video, scales=fn.stack(1.0 / (1.0 + sub_v), 1.0 / (1.0 + sub_h)), axes=[1, 2],
                              interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.FLOAT)
     taps = chroma_inverse_taps()
     delta = np.zeros_like(taps)
     delta[len(taps) // 2] = 1.0
     across = types.Constant(delta[None]) + sub_h * types.Constant((taps - delta)[None])
     down = types.Constant(delta[:, None]) + sub_v * types.Constant((taps - delta)[:, None])
-    means = fn.filter(fn.filter(means, across, border="reflect_1001"), down, border="reflect_1001")
+    means = ops.filter(ops.filter(means, across, border="reflect_1001"), down, border="reflect_1001")
     uv = fn.cast(fn.coord_transform(means, M=types.Constant(DALI_RGB_TO_YUV[1:]) * c_scale, T=128.0),
                  dtype=types.UINT8)  # rounds to nearest, saturates
-    uv = fn.tensor_resize(uv, scales=fn.stack(1.0 + sub_v, 1.0 + sub_h), axes=[1, 2],
+    uv = ops.tensor_resize(uv, scales=fn.stack(1.0 + sub_v, 1.0 + sub_h), axes=[1, 2],
                           interp_type=types.INTERP_NN, antialias=False)
     # FFmpeg's five products (Y - y0) yc, (V - 128) vr, (U - 128) ug, (V - 128) vg, (U - 128) ub, each / 8192 and
     # floored, summed per channel; every value is exact in float32
@@ -145,7 +181,7 @@ def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int =
         encoded = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1, device="cpu")
         frames = fn.external_source(name="FRAMES", dtype=types.INT32, ndim=1, device="cpu")
         colour = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")  # [3, 3]
-        video = fn.decoders.video(encoded, frames=frames, pad_mode="edge", device=device)  # F,H,W,C uint8
+        video = operators(fn).video(encoded, frames=frames, pad_mode="edge", device=device)  # F,H,W,C uint8
         video = fn.resize(ffmpeg_rgb(video, colour), size=[image_size, image_size], mode="stretch",
                           interp_type=types.INTERP_CUBIC, antialias=True)
         return fn.crop_mirror_normalize(video, dtype=types.FLOAT, output_layout="FCHW",
@@ -166,7 +202,7 @@ def full_size_rgb(data: bytes, frame_numbers: list[int], colour: YuvSignal | Non
     def pipe():  # type: ignore[no-untyped-def]
         encoded = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1, device="cpu")
         col = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")
-        video = fn.decoders.video(encoded, frames=np.asarray(frame_numbers, np.int32).tolist(), device=device)
+        video = operators(fn).video(encoded, frames=np.asarray(frame_numbers, np.int32).tolist(), device=device)
         return video, ffmpeg_rgb(video, col)
 
     p = pipe()
@@ -252,3 +288,38 @@ def _copy_out(result: object, dst: torch.Tensor, dali_device: str) -> None:
     from nvidia.dali.plugin.pytorch import feed_ndarray  # GPU path: copy device-to-device, no host trip
 
     feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=torch.cuda.current_stream())  # type: ignore
+
+
+def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = None) -> None:
+    """Decode three frames of the package's H.264 clip (or `clip`) with DALI on `device` ("mixed": NVDEC) and
+    compare them with PyAV's; raise DecoderUnavailableError in one line naming `--decoder python` when DALI is
+    missing, cannot decode the clip here, or decodes other pixels. What a server runs at start before it accepts
+    requests with the dali decoder."""
+    from videoitg.decode.api import decode_video  # noqa: PLC0415 - api imports this module
+    from videoitg.sampling import SamplingParams  # noqa: PLC0415
+
+    data = clip if clip is not None else resources.files("videoitg").joinpath(SELF_TEST_CLIP).read_bytes()
+    backend = "dali-gpu" if device == "mixed" else "dali-cpu"
+    params = SamplingParams(num_frames=3, target_fps=25.0)
+    try:
+        target = f"cuda:{device_id}" if device == "mixed" else None
+        got = decode_video(data, image_size=64, params=params, decoder=backend, device=target, output="float32")
+        want = decode_video(data, image_size=64, params=params, decoder="pyav", output="float32")
+        diff = float((got.pixel_values.float().cpu() - want.pixel_values).abs().mean()) * 127.5
+        if got.frame_indices != want.frame_indices:
+            raise VideoDecodeError(f"frames {got.frame_indices} decoded, PyAV's are {want.frame_indices}")
+        if not diff <= SELF_TEST_MEAN_BOUND:
+            raise VideoDecodeError(f"pixels differ from PyAV's by {diff:.1f} on average (bound "
+                                   f"{SELF_TEST_MEAN_BOUND})")
+    except Exception as e:  # noqa: BLE001 - every failure is the one-line refusal
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DecoderUnavailableError(
+            f"the dali decoder ({backend}, DALI {_dali_version()}) failed its start self-test on an H.264 clip: "
+            f"{reason[:300]}; serve with --decoder python"
+        ) from None
+
+
+def _dali_version() -> str:
+    from videoitg.engines.libraries import library_version  # noqa: PLC0415
+
+    return library_version("nvidia.dali") or "not installed"

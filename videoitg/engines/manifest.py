@@ -132,13 +132,11 @@ class RuntimeEnv:
 
 
 def _module_version(name: str) -> str | None:
-    """Version of an importable module, None when it is absent or fails to import (e.g. TensorRT
-    wheels whose native libraries are missing raise OSError, not ImportError)."""
-    try:
-        mod = __import__(name)
-    except Exception:
-        return None
-    return str(getattr(mod, "__version__", "unknown"))
+    """Version of an installed library, None when absent: read from its distribution's metadata, never by
+    importing it (`videoitg.engines.libraries.library_version`)."""
+    from videoitg.engines.libraries import library_version  # noqa: PLC0415 - libraries imports this module
+
+    return library_version(name)
 
 
 # ---- the check -----------------------------------------------------------------------------------

@@ -69,6 +69,53 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group `pgid` (tritonserver and its python
+    stubs): a stub reading and hashing a 16 GB checkpoint logs nothing for minutes but burns CPU."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 12 and fields[2] == str(pgid):
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / tick
+
+
+@dataclass
+class StartProgress:
+    """When a starting server counts as stalled: no growth of its log and no CPU time used by its processes for
+    `stall_s` seconds (a 7B checkpoint takes minutes to load, a hung load shows neither), or `max_s` in all (None:
+    no bound while it progresses)."""
+
+    stall_s: float
+    max_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    last_change: float = field(default=0.0)
+    _seen: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.last_change = self.started
+
+    def observe(self, log_bytes: int, cpu_s: float, now: float) -> None:
+        seen = (log_bytes, round(cpu_s, 2))
+        if self._seen is not None and seen != self._seen:
+            self.last_change = now
+        self._seen = seen
+
+    def expired(self, now: float) -> str | None:
+        """Why the wait ends (None: keep waiting)."""
+        if self.max_s is not None and now - self.started >= self.max_s:
+            return f"not ready after {self.max_s:.0f} s"
+        if now - self.last_change >= self.stall_s:
+            return f"not ready, and neither its log nor its CPU time moved for {self.stall_s:.0f} s"
+        return None
+
+
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
 _launch_queue: queue.SimpleQueue = queue.SimpleQueue()
 _launcher_lock = threading.Lock()
@@ -243,7 +290,9 @@ class TritonServer:
         return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
-    def start(self, timeout_s: float = 180.0) -> TritonServer:
+    def start(self, timeout_s: float = 180.0, max_s: float | None = None) -> TritonServer:
+        """Launch and wait until ready. `timeout_s`: how long the start may stall (no log growth, no CPU time in
+        tritonserver's processes) before it is given up; `max_s`: a bound on the whole wait (None: none)."""
         if self._proc is not None:
             raise ServerError("server already started")
         if not self.repository.is_dir():
@@ -253,9 +302,9 @@ class TritonServer:
         self.http_port = o.http_port or free_port(self._client_host)
         self.grpc_port = o.grpc_port or free_port(self._client_host)
         self.metrics_port = o.metrics_port or free_port(self._client_host)
-        return self._launch(timeout_s)
+        return self._launch(timeout_s, max_s)
 
-    def restart(self, timeout_s: float = 180.0) -> TritonServer:
+    def restart(self, timeout_s: float = 180.0, max_s: float | None = None) -> TritonServer:
         """Start again on the same ports after the server exited (or stop it first): what a client knew still
         works. Counted in `restarts` and noted in the server log."""
         self.stop()
@@ -263,7 +312,7 @@ class TritonServer:
         self._open_log()
         self.note(f"restarting tritonserver on the same ports (restart {self.restarts})", who="supervisor")
         check_ports_free(self.options.host, [self.http_port, self.grpc_port, self.metrics_port])
-        return self._launch(timeout_s)
+        return self._launch(timeout_s, max_s)
 
     def _open_log(self) -> None:
         if self._log_path is None:
@@ -273,7 +322,7 @@ class TritonServer:
         if self._log_file is None:
             self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
 
-    def _launch(self, timeout_s: float) -> TritonServer:
+    def _launch(self, timeout_s: float, max_s: float | None = None) -> TritonServer:
         o = self.options
         remove_stale_shared_memory()
         backend_dir = binaries.prepare_backend_dir(self.install)
@@ -292,7 +341,7 @@ class TritonServer:
         self._proc = popen(self.command(backend_dir), binaries.server_env(self.install))
         self._front = popen(self.front_command(), None)
         try:
-            self.wait_ready(timeout_s)
+            self.wait_ready(timeout_s, max_s)
         except BaseException:
             self.stop()
             raise
@@ -317,18 +366,30 @@ class TritonServer:
             self._log_file.write(f"videoitg {who}: {msg}\n".encode())
             self._log_file.flush()
 
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+    def wait_ready(self, timeout_s: float, max_s: float | None = None) -> None:
+        """Wait while tritonserver is alive and progressing (`StartProgress`: its log grows or its processes use
+        CPU) until it is ready through the front; give up after `timeout_s` without progress or `max_s` in all."""
+        progress = StartProgress(stall_s=timeout_s, max_s=max_s)
         url = f"http://{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
+        while True:
             for name, proc in (("tritonserver", self._proc), ("the front", self._front)):
                 if proc is None or proc.poll() is not None:
                     code = None if proc is None else proc.returncode
                     raise ServerError(f"{name} exited with code {code} while starting:\n{self.log_tail()}")
             if self._ready(url) and self._answered_by_us():
                 return
+            now = time.monotonic()
+            progress.observe(self._log_bytes(), group_cpu_s(self._proc.pid), now)
+            why = progress.expired(now)
+            if why is not None:
+                raise ServerError(f"tritonserver {why}:\n{self.log_tail()}")
             time.sleep(0.2)
-        raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def _log_bytes(self) -> int:
+        try:
+            return self._log_path.stat().st_size if self._log_path is not None else 0
+        except OSError:
+            return 0
 
     def _answered_by_us(self) -> bool:
         """Another server on our port (an orphan of an earlier run) must not pass for ours."""

@@ -1,0 +1,101 @@
+"""How long the launcher waits for tritonserver to become ready: while it is alive and progressing (its log grows or
+its processes use CPU), not a fixed time, so a real checkpoint's minutes of loading do not end the start; a start
+that stalls still ends after the stall window. No tritonserver is needed: the processes are stand-ins whose log and
+readiness the test drives; the policy itself (`StartProgress`) is checked on numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from videoitg.serving import server as server_mod
+from videoitg.serving.ports import ServerError
+from videoitg.serving.server import StartProgress, TritonServer, group_cpu_s
+
+
+def test_progress_extends_the_wait_and_a_stall_ends_it() -> None:
+    p = StartProgress(stall_s=10.0, started=0.0)
+    p.observe(100, 1.0, now=0.0)
+    for t in range(5, 60, 5):  # the log grows every 5 s for a minute: never stalled
+        p.observe(100 + t, 1.0, now=float(t))
+        assert p.expired(float(t) + 1.0) is None
+    assert p.expired(64.0) is None  # 55 s was the last change
+    assert "moved for 10 s" in (p.expired(65.5) or "")
+
+
+def test_cpu_time_alone_counts_as_progress_and_max_s_bounds_the_whole_wait() -> None:
+    p = StartProgress(stall_s=10.0, max_s=30.0, started=0.0)
+    for t in range(0, 30, 5):  # a stub hashing weights: no log line, CPU time rising
+        p.observe(0, float(t), now=float(t))
+        assert p.expired(float(t)) is None
+    assert "after 30 s" in (p.expired(30.0) or "")
+
+
+def test_group_cpu_s_reads_a_busy_process_group() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"],
+                            start_new_session=True)
+    try:
+        time.sleep(1.0)
+        assert group_cpu_s(busy.pid) > 0.3
+    finally:
+        busy.wait(timeout=10)
+
+
+def _stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after_s: float) -> TritonServer:
+    monkeypatch.setattr(server_mod.binaries, "find_tritonserver", lambda: None)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    srv = TritonServer(repo, log_path=tmp_path / "server.log")
+    srv._log_path.write_bytes(b"")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    srv._proc = subprocess.Popen(sleeper, start_new_session=True)
+    srv._front = subprocess.Popen(sleeper, start_new_session=True)
+    ready_at = time.monotonic() + ready_after_s
+    monkeypatch.setattr(TritonServer, "_ready", staticmethod(lambda url: time.monotonic() >= ready_at))
+    monkeypatch.setattr(TritonServer, "_answered_by_us", lambda self: True)
+    return srv
+
+
+def _end(srv: TritonServer) -> None:
+    for p in (srv._proc, srv._front):
+        p.kill()
+        p.wait(timeout=10)
+
+
+def test_a_slow_load_that_keeps_logging_becomes_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ready after 3 s with a 1 s window: the log grows meanwhile (a fixed 1 s wait gave up)."""
+    srv = _stand_in(tmp_path, monkeypatch, ready_after_s=3.0)
+    stop = threading.Event()
+
+    def log() -> None:
+        with srv._log_path.open("ab") as f:
+            while not stop.wait(0.25):
+                f.write(b"I loading model shard\n")
+                f.flush()
+
+    writer = threading.Thread(target=log, daemon=True)
+    writer.start()
+    t0 = time.monotonic()
+    try:
+        srv.wait_ready(1.0)
+        assert time.monotonic() - t0 >= 2.5
+    finally:
+        stop.set()
+        writer.join()
+        _end(srv)
+
+
+def test_a_start_with_no_progress_ends_after_the_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    srv = _stand_in(tmp_path, monkeypatch, ready_after_s=60.0)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ServerError, match="neither its log nor its CPU time moved for 1 s"):
+            srv.wait_ready(1.0)
+        assert time.monotonic() - t0 < 10.0
+    finally:
+        _end(srv)
