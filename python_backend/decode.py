@@ -6,7 +6,14 @@ Decoding and sampling are the core package's (`videoitg.decode`), under the depl
 decode time budget (model parameters, `videoitg.limits.Limits`); a bad or over-limit video answers that request
 with the decoder's typed error while the others in the batch succeed.
 
-Two answer shapes, set by the repository (`RepoSpec.stream_frames`):
+The decoder is the repository's (`RepoSpec.decoder`, the `decoder` parameter, `steps.StepDecoder`): PyAV
+("python"), or DALI through its Python API in this process ("dali": NVDEC on the GPU Triton gave a KIND_GPU
+instance, DALI's CPU decoder on a KIND_CPU one), with the same checks, sampling and outputs
+(`videoitg.decode.decode_video`); DALI's frames are float32 SigLIP pixel values. A dali step decodes the package's
+self-test clip at load (`dali_backend.self_test`): a decoder that cannot run here fails the model's load, and so the
+server's start, in one line ending "serve with --decoder python".
+
+Two answer shapes, set by the repository (`RepoSpec.stream_frames`, python decoder only):
 - streaming (decoupled; the BLS repository): `steps.decode_stream`, one response per `stream_frames` decoded frames
   while the rest decode, the frame numbers last, so the vision step encodes a video's first frames during its
   decode;
@@ -28,8 +35,9 @@ from videoitg.python_backend.common import (
     respond_each,
     setup,
 )
-from videoitg.python_backend.steps import decode_source, decode_stream, decode_whole, sampling_from
+from videoitg.python_backend.steps import StepDecoder, decode_source, decode_stream, decode_whole, sampling_from
 
+from videoitg.engines.runtimes import instance_device
 from videoitg.limits import Limits
 from videoitg.paths import MediaRoots
 
@@ -46,9 +54,14 @@ class TritonPythonModel:
         self.media_roots = MediaRoots.from_parameter(p.get("media_roots"))
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.stream_frames = int(p.get("stream_frames", 64))
-        self.counters = RequestCounters(NAME)
+        self.decoder = StepDecoder.of(p.get("decoder", "python"), instance_device(args, p.get("device", "cpu")))
         import videoitg.decode  # noqa: F401 - import PyAV/decoders now, not on the first request
         torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
+        if self.decoder.dali_device is not None:
+            from videoitg.decode.dali_backend import self_test
+
+            self_test(device=self.decoder.dali_device, device_id=self.decoder.device_id())  # one line on failure
+        self.counters = RequestCounters(NAME)
 
     def finalize(self):
         self.counters.close()
@@ -62,7 +75,7 @@ class TritonPythonModel:
 
     def _decode(self, request):
         with self._video(request) as video:
-            return self._response(decode_whole(video, self.image_size, self.sampling, self.limits))
+            return self._response(decode_whole(video, self.image_size, self.sampling, self.limits, self.decoder))
 
     def _stream(self, request):
         sender = request.get_response_sender()

@@ -1,12 +1,11 @@
 """How the top-level model gets a video's features from its steps, and logits from the grounding step, over BLS.
 
-Three ways to the features, chosen by the repository (`decode_backend`, `stream_frames`):
+Two ways to the features, chosen by the repository (`stream_frames`):
 - streamed (python decoder, the default): the decode step streams the frames in chunks and each chunk goes to the
   vision step as soon as it arrives, so the tower encodes the first frames while the last ones decode;
-- whole (python decoder, `stream_frames` 0): one decode answer, one vision call;
-- DALI (GPU): the container says which frames to sample (`plan_decode`, run off the event loop: it may take up to
-  the decode budget, and cache hits must not wait behind it), DALI decodes just those on the GPU, and the frames
-  reach the vision step by DLPack without leaving the device.
+- whole (python decoder with `stream_frames` 0, or the dali decoder): one decode answer, one vision call. DALI runs
+  inside the decode step (`decode_backend` "dali"); on a GPU its frames reach the vision step by DLPack without
+  leaving the device.
 """
 
 from __future__ import annotations
@@ -76,9 +75,6 @@ class Steps:
     async def visual(self, video: bytes | FileVideo) -> VideoFeatures:
         """A video's features, from its bytes or a file by reference (the python decode step opens it itself:
         gigabytes never pass through tensors)."""
-        if self.decode_backend == "dali":
-            assert isinstance(video, bytes)  # references are served by the python decoder (RepoSpec)
-            return await self._visual_dali(video)
         if self.streaming:
             return await self._visual_streamed(video)
         dec = await self.call(self.decode, _video_inputs(video),
@@ -123,27 +119,6 @@ class Steps:
             raise StepError(f"{self.vision}: internal error: {visual.shape[0]} frames of features for "
                             f"{len(indices)} frame numbers")
         return VideoFeatures(visual, indices.tolist(), timestamps.tolist(), duration)
-
-    async def _visual_dali(self, video: bytes) -> VideoFeatures:
-        from videoitg.decode import plan_decode
-        from videoitg.decode.dali_backend import colour_input
-        from videoitg.decode.pyav_backend import apply_rotation
-
-        # Every check the CPU decoder makes before decoding, decode work included (DALI has no limits of its own).
-        plan = await asyncio.get_running_loop().run_in_executor(
-            self.workers, lambda: plan_decode(video, params=self.sampling, limits=self.limits.decode,
-                                              time_budget_s=self.limits.decode_time_budget_s))
-        frames = np.asarray([plan.frame_indices], dtype=np.int32)
-        dec = await self.call(self.decode, [pb_utils.Tensor("VIDEO", np.frombuffer(video, dtype=np.uint8)[None]),
-                                            pb_utils.Tensor("FRAMES", frames),
-                                            pb_utils.Tensor("COLOUR", colour_input(plan.colour)[None])],
-                              ["PIXEL_VALUES"])
-        # Drop DALI's batch axis (still on the device) and turn the frames upright as the CPU decoder does.
-        pixels = apply_rotation(response_tensor(dec, "PIXEL_VALUES")[0], plan.rotation)[None].contiguous()
-        vis = await self.call(self.vision, [pb_utils.Tensor.from_dlpack("PIXEL_VALUES", to_dlpack(pixels))],
-                              ["FEATURES"])
-        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), plan.frame_indices, plan.timestamps,
-                             known_duration(plan.duration_s))
 
     async def logits(self, f: VideoFeatures, instruction: str) -> list[float]:
         inputs = [pb_utils.Tensor.from_dlpack("FEATURES", to_dlpack(f.visual[None].contiguous())),

@@ -324,13 +324,45 @@ def _bytes_input(value: np.ndarray, name: str) -> bytes:
     return bytes(one)
 
 
-def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits) -> dict[str, Any]:
-    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S] uint8, FRAME_INDICES [1, T], TIMESTAMPS [1, T],
-    DURATION [1, 1]}.
+STEP_DECODERS = ("python", "dali")  # the decode step's `decoder` parameter (`RepoSpec.decoder`)
+
+
+@dataclass(frozen=True)
+class StepDecoder:
+    """How the decode step decodes: `decode_video`'s decoder and device, and DALI's device for the start self-test
+    (None: the python decoder, no self-test)."""
+
+    decoder: str
+    device: str | None = None
+    dali_device: str | None = None  # "mixed" (NVDEC) or "cpu"
+
+    @classmethod
+    def of(cls, parameter: str, device: str) -> StepDecoder:
+        """`parameter`: the step's `decoder` ("python" or "dali"; "" is python); `device`: the instance's
+        (`videoitg.engines.runtimes.instance_device`). DALI decodes on NVDEC on a GPU instance, else on the CPU
+        (VP8, VP9 and MJPEG only)."""
+        if parameter in ("", "python"):
+            return cls("auto")
+        if parameter != "dali":
+            raise InputError(f"decoder must be one of {', '.join(STEP_DECODERS)}, got {parameter!r}")
+        if device.startswith("cuda"):
+            return cls("dali-gpu", device, "mixed")
+        return cls("dali-cpu", None, "cpu")
+
+    def device_id(self) -> int:
+        return (torch.device(self.device).index or 0) if self.device else 0
+
+
+def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits,
+                 decoder: StepDecoder = StepDecoder("auto")) -> dict[str, Any]:
+    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S], FRAME_INDICES [1, T], TIMESTAMPS [1, T],
+    DURATION [1, 1]}. PIXEL_VALUES are uint8 resized frames from the python decoder, float32 SigLIP pixel values
+    from DALI (on the instance's GPU for NVDEC).
     A path (a video by reference, `decode_source`) is bounded by max_reference_bytes instead of max_video_bytes."""
     from videoitg.decode import decode_video
 
-    frames = decode_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)))
+    frames = decode_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)),
+                          decoder=decoder.decoder, device=decoder.device)
     return {"PIXEL_VALUES": frames.pixel_values[None], **_frame_numbers(frames)}
 
 

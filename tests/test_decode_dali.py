@@ -279,22 +279,33 @@ def test_operator_names_follow_the_dali_version() -> None:
 
 
 def test_self_test_refuses_a_decoder_that_cannot_run_in_one_line() -> None:
-    """DALI's CPU decoder has no H.264: the self-test on the shipped clip fails in one line naming the way out."""
-    from videoitg.decode.dali_backend import self_test
+    """DALI's CPU decoder has no H.264: the self-test on the NVDEC clip fails in one line naming the way out."""
+    from videoitg.decode.dali_backend import self_test, self_test_clip
     from videoitg.decode.errors import DecoderUnavailableError
 
     with pytest.raises(DecoderUnavailableError) as e:
-        self_test(device="cpu")
+        self_test(device="cpu", clip=self_test_clip("mixed"))
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.endswith("serve with --decoder python")
-    assert "H.264" in msg and "dali-cpu" in msg
+    assert "h264" in msg and "dali-cpu" in msg
 
 
 def test_self_test_passes_where_the_decoder_runs(clips: dict[str, Path]) -> None:
     from videoitg.decode.dali_backend import self_test
 
     self_test(device="cpu", clip=clips["vp9"].read_bytes())
+    self_test(device="cpu")  # the package's VP9 clip, what a CPU dali decode step checks at start
+
+
+def test_the_shipped_cpu_self_test_clip_is_vp9() -> None:
+    from importlib import resources
+
+    from videoitg.decode.dali_backend import SELF_TEST_CPU_CLIP
+
+    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CPU_CLIP))) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.name, s.codec_context.pix_fmt) == ("vp9", "yuv420p")
 
 
 def test_the_shipped_self_test_clip_is_h264() -> None:

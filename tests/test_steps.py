@@ -85,3 +85,22 @@ def test_a_reference_is_resolved_hashed_and_decoded_from_the_file(tmp_path) -> N
     with pytest.raises(ReferencesOffError):  # the step checks a client's reference itself
         with decode_source(None, uri, None, MediaRoots()):
             pass
+
+
+def test_step_decoder_follows_the_repository_parameter_and_the_instance_device() -> None:
+    """The decode step's `decoder` parameter and the device Triton gave its instance
+    (`videoitg.engines.runtimes.instance_device`) -> decode_video's decoder and device, and DALI's self-test device."""
+    from videoitg.python_backend.steps import StepDecoder
+
+    from videoitg.engines.runtimes import instance_device
+
+    gpu1 = instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "1"}, "cpu")
+    assert StepDecoder.of("dali", gpu1) == StepDecoder("dali-gpu", "cuda:1", "mixed")
+    assert StepDecoder.of("dali", gpu1).device_id() == 1
+    assert StepDecoder.of("dali", instance_device({"model_instance_kind": "CPU"}, "cuda")) == \
+        StepDecoder("dali-cpu", None, "cpu")
+    for parameter in ("python", ""):
+        assert StepDecoder.of(parameter, gpu1) == StepDecoder("auto")  # PyAV, uint8 frames, no self-test
+    assert StepDecoder.of("python", "cpu").dali_device is None and StepDecoder.of("python", "cpu").device_id() == 0
+    with pytest.raises(InputError, match="decoder must be one of python, dali"):
+        StepDecoder.of("nvdec", "cpu")

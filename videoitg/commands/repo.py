@@ -27,10 +27,9 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                         "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
                         "cache, cpu target only (docs/serving.md)")
     p.add_argument("--decoder", choices=["python", "dali"], default="python",
-                   help="the decode step: python (PyAV on the CPU; the default on both targets, it loads in every "
-                        "Triton image) or dali (NVDEC, gpu target; written as a model.dali for a Triton DALI backend "
-                        "of the same DALI version as the writer's, and not served by the 26.07 trtllm image, which has "
-                        "no DALI backend: docs/deploy.md, GPU decode step)")
+                   help="the decode step: python (PyAV on the CPU; the default) or dali (DALI's Python API inside the "
+                        "python decode step: NVDEC on the gpu target, DALI's CPU decoder (VP8/VP9/MJPEG) on the cpu "
+                        "target; self-tested when the step loads: docs/deploy.md, GPU decode step)")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
@@ -141,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, args.target)
     if not args.skip_runtime_check:
         check_runtimes_for(spec)
-        if torch.cuda.is_available():  # without CUDA the dali model cannot be written at all (build_repository says so)
+        if torch.cuda.is_available():  # NVDEC checked here where there is a GPU; the step checks again when it loads
             check_decoder_for(spec)
     out = build_repository(spec, args.out, bundle=not args.no_bundle)
     runtimes = ", ".join(f"{k} {v}" for k, v in step_runtimes(spec.engines, spec.target).items())

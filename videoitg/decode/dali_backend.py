@@ -1,11 +1,11 @@
 """NVIDIA DALI backend: one pipeline definition for the CPU decoder (VP8/VP9/MJPEG) and the GPU `mixed`
 (NVDEC) decoder, with FFmpeg's YUV -> RGB, resize and SigLIP normalisation in the same graph.
 
-`video_pipeline(device=...)` is what the Triton DALI model would serve (`serialize_pipeline` writes it):
-inputs "VIDEO" (encoded bytes, uint8 [N]), "FRAMES" (int32 frame numbers, from the sampling rule) and "COLOUR"
-(float32 [3, 3], `colour_input`: how FFmpeg reads this video's YUV, see videoitg/decode/colour.py), output float32
-[F, 3, S, S]. On "mixed" the decode, the conversion, the resize and the normalisation run on the GPU and the output
-stays there for the vision encoder.
+`video_pipeline(device=...)` is the graph the served decode step runs through DALI's Python API (the python
+decode model with `--decoder dali`, python_backend/decode.py): inputs "VIDEO" (encoded bytes, uint8 [N]), "FRAMES"
+(int32 frame numbers, from the sampling rule) and "COLOUR" (float32 [3, 3], `colour_input`: how FFmpeg reads this
+video's YUV, see videoitg/decode/colour.py), output float32 [F, 3, S, S]. On "mixed" the decode, the conversion, the
+resize and the normalisation run on the GPU and the output stays there for the vision encoder.
 
 Memory: DALI materialises every requested frame at full size, and the conversion keeps a few full-size buffers per
 frame (`WORK_BYTES_PER_PIXEL`), so the frame list is fed in chunks of at most `CHUNK_BYTES` of that working set;
@@ -15,8 +15,9 @@ Operator names (`operators`): DALI 2.x registers the video decoder, `tensor_resi
 DALI 1.x only as `fn.experimental.` (the decoder selects frames from 1.48 on). The pipeline looks each one up in
 the DALI that runs it, so the same code builds on both. The served GPU decode runs DALI through this Python API
 inside the python decode step, at the version the image pins (`DALI_PIN`, videoitg/assets/compat.json), not a pipeline
-serialised by one DALI and read by another: docs/decoding.md says why. `self_test` decodes a tiny H.264 clip shipped
-in the package at start, so a decoder that cannot run here ends the start in one line naming `--decoder python`.
+serialised by one DALI and read by another: docs/decoding.md says why. `self_test` decodes a tiny clip shipped in the
+package (H.264 for NVDEC, VP9 for the CPU decoder) when the step loads, so a decoder that cannot run here ends the
+start in one line naming `--decoder python`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecErro
 DALI_PIN = "2.4.0"  # nvidia-dali-cuda130 in the image (videoitg/assets/compat.json), the version the tests run
 MIN_DALI = (1, 48)  # the first DALI whose video decoder selects frames (`frames=`)
 SELF_TEST_CLIP = "assets/selftest/h264-128x96.mp4"  # 8 frames of H.264 4:2:0, 128x96, in the videoitg package
+# What a CPU decode step checks at start: DALI's CPU decoder has no H.264 (8 frames of VP9 4:2:0, 128x96)
+SELF_TEST_CPU_CLIP = "assets/selftest/vp9-128x96.webm"
 SELF_TEST_MEAN_BOUND = 8.0  # mean |DALI - PyAV| in 0..255 units the self-test accepts (measured bounds: PIXEL_BOUNDS)
 
 CHUNK_BYTES = 4 * 1024**3  # working set of one pipeline run
@@ -215,13 +218,6 @@ def full_size_rgb(data: bytes, frame_numbers: list[int], colour: YuvSignal | Non
     return np.asarray(raw.as_tensor())[0], np.asarray(rgb.as_tensor())[0]
 
 
-def serialize_pipeline(path: str, device: str = "mixed", image_size: int = 384, batch_size: int = 1) -> None:
-    """Write the pipeline for Triton's DALI backend (`model.dali`). DALI builds a "mixed" pipeline only where CUDA
-    is present, so serialising the GPU variant needs a CUDA machine."""
-    p = video_pipeline(device=device, image_size=image_size, batch_size=batch_size)
-    p.serialize(filename=path)
-
-
 def _pipeline(device: str, image_size: int, device_id: int) -> tuple[object, threading.Lock]:
     key = (device, image_size, device_id)
     with _registry_lock:
@@ -290,15 +286,23 @@ def _copy_out(result: object, dst: torch.Tensor, dali_device: str) -> None:
     feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=torch.cuda.current_stream())  # type: ignore
 
 
+def self_test_clip(device: str) -> bytes:
+    """The package's clip the self-test decodes on `device`: H.264 for NVDEC ("mixed"), VP9 for DALI's CPU
+    decoder ("cpu"), which has no H.264."""
+    return resources.files("videoitg").joinpath(SELF_TEST_CLIP if device == "mixed" else SELF_TEST_CPU_CLIP) \
+        .read_bytes()
+
+
 def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = None) -> None:
-    """Decode three frames of the package's H.264 clip (or `clip`) with DALI on `device` ("mixed": NVDEC) and
-    compare them with PyAV's; raise DecoderUnavailableError in one line naming `--decoder python` when DALI is
-    missing, cannot decode the clip here, or decodes other pixels. What a server runs at start before it accepts
-    requests with the dali decoder."""
+    """Decode three frames of `clip` (default: the package's clip for `device`, `self_test_clip`) with DALI on
+    `device` ("mixed": NVDEC, "cpu") and compare them with PyAV's; raise DecoderUnavailableError in one line naming
+    `--decoder python` when DALI is missing, cannot decode the clip here, or decodes other pixels. What the dali
+    decode step runs at start, before it accepts requests (python_backend/decode.py)."""
     from videoitg.decode.api import decode_video  # noqa: PLC0415 - api imports this module
     from videoitg.sampling import SamplingParams  # noqa: PLC0415
 
-    data = clip if clip is not None else resources.files("videoitg").joinpath(SELF_TEST_CLIP).read_bytes()
+    data = clip if clip is not None else self_test_clip(device)
+    what = "a given clip" if clip is not None else ("an H.264 clip" if device == "mixed" else "a VP9 clip")
     backend = "dali-gpu" if device == "mixed" else "dali-cpu"
     params = SamplingParams(num_frames=3, target_fps=25.0)
     try:
@@ -314,7 +318,7 @@ def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = No
     except Exception as e:  # noqa: BLE001 - every failure is the one-line refusal
         reason = " ".join(str(e).split()) or type(e).__name__
         raise DecoderUnavailableError(
-            f"the dali decoder ({backend}, DALI {_dali_version()}) failed its start self-test on an H.264 clip: "
+            f"the dali decoder ({backend}, DALI {_dali_version()}) failed its start self-test on {what}: "
             f"{reason[:300]}; serve with --decoder python"
         ) from None
 

@@ -7,14 +7,14 @@ shapes (`RepoSpec.mode`, trade-off in docs/serving.md):
   request is refused at once (UNAVAILABLE) instead of waiting while its client times out.
 - `ensemble`: the top-level `videoitg` is a Triton ensemble decode -> vision -> grounding -> `videoitg_select`,
   the standard shape that perf_analyzer / model-analyzer and operators know; no feature cache (every request
-  decodes and encodes its video). CPU target only: the GPU decode (DALI) needs the frame numbers that the BLS
-  model samples from the container header.
+  decodes and encodes its video). CPU target only.
 
 Both shapes take the same inputs and give the same outputs. The steps (all reachable by clients too, so each
 checks its own inputs as the top-level model does):
-- `videoitg_decode`     python (PyAV/core decoder), the default on both targets (it loads in every Triton image);
-                        the DALI backend on the gpu target when chosen (NVDEC, output stays on device; needs a
-                        DALI backend with DALI >= 1.48, newer than the one in the 24.10 image).
+- `videoitg_decode`     python: the core decoder (`videoitg.decode`) with PyAV (`--decoder python`) or DALI
+                        through its Python API in the step (`--decoder dali`: NVDEC on a GPU instance, output left
+                        on the device; DALI's CPU decoder, VP8/VP9/MJPEG, on the cpu target). No Triton DALI
+                        backend is used.
 - `videoitg_vision`     python: SigLIP + projector on the runtime the engines directory names (torch, ONNX
                         Runtime, a TensorRT plan: `videoitg.engines.runtimes`).
 - `videoitg_grounding`  python: owns the tokenizer and the grounding LLM on its runtime (torch, ONNX Runtime,
@@ -55,9 +55,9 @@ DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkp
 class RepoSpec:
     target: str = "cpu"  # "cpu" | "gpu"
     mode: str = "bls"  # "bls" | "ensemble" (cpu target only)
-    # The decode step: "python" (PyAV on the CPU, uint8 frames to the vision step; loads in every Triton image,
-    # the NGC 24.10 one included) or "dali" (NVDEC, gpu target only, chosen explicitly; needs a Triton DALI backend
-    # with DALI >= 1.48, whose fn.decoders.video selects frames: the 24.10 image's backend predates it).
+    # The decode step (python either way): "python" (PyAV on the CPU, uint8 frames to the vision step) or "dali"
+    # (DALI's Python API inside the step, float32 pixel values: NVDEC on the gpu target, DALI's CPU decoder on the cpu
+    # target, which decodes VP8/VP9/MJPEG only). The step self-tests DALI at load (`dali_backend.self_test`).
     decoder: str = "python"
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
@@ -92,12 +92,9 @@ class RepoSpec:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.decoder not in ("dali", "python"):
             raise InputError(f"decoder must be 'dali' or 'python', got {self.decoder!r}")
-        if self.decoder == "dali" and not self.gpu:
-            raise InputError("the dali decoder is for the gpu target (NVDEC); the cpu target decodes with python")
         if self.mode == "ensemble" and self.gpu:
-            raise InputError("the ensemble repository is generated for the cpu target only: the GPU decode step "
-                             "(DALI) needs the frame numbers the BLS model samples from the container header; use "
-                             "--mode bls for a GPU deployment")
+            raise InputError("the ensemble repository is generated for the cpu target only; use --mode bls for a "
+                             "GPU deployment")
         for name in ("max_batch", "default_top_k", "decode_instances", "vision_instances", "grounding_instances"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -112,8 +109,8 @@ class RepoSpec:
                 isinstance(r, str) and os.path.isabs(r) for r in self.media_roots):
             raise InputError(f"media_roots must be a tuple of absolute directories, got {self.media_roots!r}")
         self.media_roots = tuple(self.media_roots)
-        if self.media_roots and (self.mode != "bls" or self.decoder != "python"):
-            raise InputError("--media-root (videos by reference) needs the bls repository with the python decoder")
+        if self.media_roots and self.mode != "bls":
+            raise InputError("--media-root (videos by reference) needs the bls repository")
         if not self.dtype:
             self.dtype = "float32" if self.target == "cpu" else "float16"
         if self.dtype not in FEATURE_TYPES:
@@ -333,54 +330,39 @@ def _ensemble(spec: RepoSpec) -> dict[str, Any]:
 
 
 def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """`params`: sampling and limits (the python decoder applies both; on GPU the BLS model applies them)."""
+    """`params`: sampling and limits, which the decode step applies."""
+    dali = spec.decoder == "dali"
     outputs = [
-        _io("PIXEL_VALUES", "UINT8", [-1, 3, -1, -1]),  # resized frames [T, 3, S, S]; the vision step normalises
+        # [T, 3, S, S]: resized uint8 frames the vision step normalises (python), or DALI's float32 SigLIP pixel
+        # values (left on the instance's GPU by NVDEC)
+        _io("PIXEL_VALUES", "FP32" if dali else "UINT8", [-1, 3, -1, -1]),
         _io("FRAME_INDICES", "INT64", [-1]),  # original frame numbers of the sampled frames
         _io("TIMESTAMPS", "FP64", [-1]),
         _io("DURATION", "FP64", [1]),  # the container's duration in seconds (0: not stated), which bounds moments
     ]
-    if spec.decoder == "dali":
-        # DALI on GPU (videoitg.decode.dali_backend.video_pipeline, device "mixed"): NVDEC decode of the frame
-        # numbers the BLS model sampled from the container header, resize + normalise, output left on the device.
-        # DALI pipelines are batch-based; encoded videos differ in length, hence ragged inputs.
-        return {
-            "name": DECODE, "backend": "dali", "max_batch_size": spec.max_batch,
-            "dynamic_batching": {"max_queue_delay_microseconds": 0},
-            "input": [
-                _io("VIDEO", "UINT8", [-1], allow_ragged_batch=True),
-                _io("FRAMES", "INT32", [-1], allow_ragged_batch=True),
-                # How FFmpeg reads this video's YUV (`dali_backend.colour_input`: range, DALI-interpolation flags,
-                # FFmpeg's coefficients), so the pipeline turns DALI's RGB into FFmpeg's
-                _io("COLOUR", "FP32", [3, 3]),
-            ],
-            "output": [_io("PIXEL_VALUES", "FP32", [-1, 3, -1, -1])],  # SigLIP pixel values, on the device
-            "instance_group": [{"kind": "KIND_GPU", "count": spec.decode_instances}],
-        }
     # Clients can call the step directly: a bounded queue (the top level sends at most max_in_flight videos at once)
     # refuses the rest at once ("Exceeds maximum queue size") instead of queueing decodes ahead of the top level's,
     # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
     batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
                 "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
-    params = {"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, **params}
+    # The dali decoder runs on a GPU instance (Triton names its GPU: `runtimes.instance_device`) on the gpu target.
+    params = {"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, "decoder": spec.decoder,
+              "device": "cuda" if spec.gpu and dali else "cpu", **params}
+    model = {"count": spec.decode_instances, "max_batch": spec.max_batch, "batching": batching, "on_gpu": dali}
     if spec.mode != "bls":
-        return _python_model(DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
-                             inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs, params=params)
+        return _python_model(DECODE, spec, **model, inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
+                             params=params)
     # Under the BLS model the video comes as its bytes or as a file under a media root (checked here again: a
     # client may call this step), with the identity of the file the BLS model hashed (`steps.decode_source`).
     inputs = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_URI", "STRING", [1], optional=True),
               _io("VIDEO_VERSION", "STRING", [1], optional=True)]
     params["media_roots"] = _media_roots(spec)
     if not spec.streaming:
-        return _python_model(DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
-                             inputs=inputs, outputs=outputs, params=params)
+        return _python_model(DECODE, spec, **model, inputs=inputs, outputs=outputs, params=params)
     # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES, TIMESTAMPS and
     # DURATION last (`videoitg.python_backend.steps.decode_stream`).
-    cfg = _python_model(
-        DECODE, spec, count=spec.decode_instances, max_batch=spec.max_batch, batching=batching,
-        inputs=inputs, outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
-        params={**params, "stream_frames": spec.stream_frames},
-    )
+    cfg = _python_model(DECODE, spec, **model, inputs=inputs, outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
+                        params={**params, "stream_frames": spec.stream_frames})
     cfg["model_transaction_policy"] = {"decoupled": True}
     return cfg
 
@@ -463,33 +445,17 @@ class RepositoryError(VideoITGError):
 
 def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, bundle: bool = False) -> Path:
     """Write the repository. `bundle`: copy the checkpoint, its external SigLIP tower and the engines into it
-    (`bundle_assets`), so it depends on no host path. With the DALI decoder the NVDEC pipeline is serialised to
-    `videoitg_decode/1/model.dali`, which DALI does only where CUDA and DALI are present: elsewhere nothing is
-    written and `RepositoryError` says why (a repository without it would not load)."""
+    (`bundle_assets`), so it depends on no host path."""
     out = Path(out)
-    if spec.decoder == "dali":  # checked before anything is written
-        import importlib.util
-
-        import torch
-
-        if not torch.cuda.is_available():  # DALI builds a "mixed" pipeline only where CUDA is present
-            raise RepositoryError(f"the dali decoder's {DECODE}/1/model.dali can be serialised only on a machine "
-                                  "with CUDA: write this repository there, or use --decoder python")
-        if importlib.util.find_spec("nvidia.dali") is None:
-            raise RepositoryError(f"the dali decoder's {DECODE}/1/model.dali needs DALI (nvidia-dali) installed "
-                                  "here, or use --decoder python")
     if clean and out.exists():
         for name in MODULES:
             shutil.rmtree(out / name, ignore_errors=True)
-    source = spec
     if bundle:
         spec = bundle_assets(spec, out)
     for rel, text in render(spec, out).items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    if spec.decoder == "dali":
-        write_dali_model(source, out / DECODE / "1" / "model.dali")
     return out
 
 
@@ -534,14 +500,3 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst, copy_function=link_or_copy)
-
-
-def write_dali_model(spec: RepoSpec, path: Path) -> None:
-    """Serialise the DALI decode pipeline (`videoitg.decode.dali_backend`, the one in-process decoding uses) for
-    Triton's DALI backend."""
-    from videoitg.decode.dali_backend import serialize_pipeline
-    from videoitg.python_backend.steps import StepAssets
-
-    cfg = StepAssets.from_parameters({"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower}).config()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    serialize_pipeline(str(path), device="mixed", image_size=cfg.vision.image_size, batch_size=spec.max_batch)

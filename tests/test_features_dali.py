@@ -1,6 +1,7 @@
-"""`videoitg.python_backend.features`: how the top-level model calls its steps. Without a server: the Triton
-module is a bare stand-in (only `Tensor`, which the DALI path builds its request from), and the step call itself is
-replaced by one that records what reached it."""
+"""`videoitg.python_backend.features` with the dali decoder: the top-level model sends the video to the decode step
+(which runs DALI itself) and awaits its one answer, so a cache hit answers while a cold video decodes. Without a
+server: the Triton module is a bare stand-in (only `Tensor`), and the step call is replaced by one that records
+what reached it."""
 
 from __future__ import annotations
 
@@ -23,9 +24,8 @@ class Reached(Exception):
     pass
 
 
-def test_a_cache_hit_answers_while_a_slow_dali_plan_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The DALI path plans the decode in the container first (up to the decode budget): off the event loop, so
-    the requests in flight, cache hits included, do not stall behind it."""
+def test_dali_decoder_sends_the_video_to_the_decode_step_and_a_hit_answers_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pb = types.ModuleType("triton_python_backend_utils")
     pb.Tensor = lambda name, data: (name, data)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
@@ -33,17 +33,14 @@ def test_a_cache_hit_answers_while_a_slow_dali_plan_runs(tmp_path: Path, monkeyp
     from videoitg.python_backend.cache import FailureMemory, FeatureCache
     from videoitg.python_backend.scheduling import FeatureScheduler
 
-    import videoitg.decode as decode
-
-    plan = decode.plan_decode
-    monkeypatch.setattr(decode, "plan_decode", lambda *a, **k: (time.sleep(1.5), plan(*a, **k))[1])
     video = random_clip(tmp_path / "v.mp4", seed=1)
     steps = features.Steps("videoitg_decode", "videoitg_vision", "videoitg_grounding", "dali", False,
                            SamplingParams(8, 2.0), Limits(), ThreadPoolExecutor(2))
-    reached: list[list[str]] = []
+    reached: list[tuple[str, list[str], list[str]]] = []
 
     async def call(model: str, inputs: list, outputs: list[str]):
-        reached.append([name for name, _ in inputs])
+        reached.append((model, [name for name, _ in inputs], outputs))
+        await asyncio.sleep(1.5)  # the step decoding
         raise Reached(model)
 
     steps.call = call
@@ -52,7 +49,7 @@ def test_a_cache_hit_answers_while_a_slow_dali_plan_runs(tmp_path: Path, monkeyp
 
     async def run() -> float:
         cold = asyncio.create_task(scheduler.features("cold", lambda: steps.visual(video), lambda e: False))
-        await asyncio.sleep(0.1)  # the plan is running
+        await asyncio.sleep(0.1)  # the decode step is running
         t0 = time.monotonic()
         got, hit = await scheduler.features("cached", None, lambda e: False)
         took = time.monotonic() - t0
@@ -62,5 +59,6 @@ def test_a_cache_hit_answers_while_a_slow_dali_plan_runs(tmp_path: Path, monkeyp
         return took
 
     took = asyncio.run(run())
-    assert took < 0.5, f"the cache hit waited {took:.2f} s behind the plan"
-    assert reached == [["VIDEO", "FRAMES", "COLOUR"]]  # the planned frames went on to the DALI decode step
+    assert took < 0.5, f"the cache hit waited {took:.2f} s behind the decode"
+    # the bytes, not a plan: the step samples, checks and decodes (DALI inside it), and answers once
+    assert reached == [("videoitg_decode", ["VIDEO"], ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS", "DURATION"])]
