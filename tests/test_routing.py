@@ -56,6 +56,28 @@ def test_transport_failures_are_transient_and_bad_requests_are_not(protocol):
     assert not is_transient(errors["surrogate"]) and not is_transient(errors["doc_id"])
 
 
+def test_a_server_answer_maps_once_to_a_typed_error():
+    """The client's one mapping from an answer to an error kind; routing and the client branch on the kinds."""
+    from videoitg.serving.client import (
+        NotCachedError,
+        ReferenceUnusableError,
+        RemoteError,
+        UnavailableError,
+        remote_error,
+    )
+
+    assert type(remote_error("no features", "StatusCode.NOT_FOUND", digest_sent=True)) is NotCachedError
+    assert type(remote_error("no features", "404", digest_sent=True)) is NotCachedError
+    assert type(remote_error("model 'x' is not served", "404")) is RemoteError  # NOT_FOUND of no digest: a refusal
+    ref = remote_error("VIDEO_URI: OutsideRootsError: /etc/passwd is outside the media roots", "StatusCode.INTERNAL")
+    assert type(ref) is ReferenceUnusableError and ref.status == "StatusCode.INTERNAL"
+    for status in ("StatusCode.UNAVAILABLE", "503"):
+        assert type(remote_error("server is restarting", status)) is UnavailableError
+        assert is_transient(remote_error("server is restarting", status))
+    assert is_transient(remote_error("Stub process 'videoitg_vision_0_0' is not healthy.", "StatusCode.INTERNAL"))
+    assert not is_transient(remote_error("INSTRUCTION: instruction is empty", "StatusCode.INVALID_ARGUMENT"))
+
+
 # ---- three real servers ------------------------------------------------------------------------------------------
 try:
     binaries.find_tritonserver()

@@ -40,11 +40,43 @@ OUTPUTS = ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_
 
 
 class RemoteError(VideoITGError):
-    """The server refused or failed a request; the message is the server's (it names the step and the cause)."""
+    """The server refused or failed a request; the message is the server's (it names the step and the cause).
+    `remote_error` maps an answer to the kind below once; callers branch on the kind, never on the text."""
 
     def __init__(self, message: str, status: str | None = None):
         super().__init__(message)
         self.status = status
+
+
+class NotCachedError(RemoteError):
+    """The server holds no features for the video named by its digest: send the bytes."""
+
+
+class ReferenceUnusableError(RemoteError):
+    """The server cannot read the video named by its path (not under its roots here, missing, references off):
+    send the bytes."""
+
+
+class UnavailableError(RemoteError):
+    """The server is away (unreachable, restarting, a step whose stub is not healthy): not the request's fault."""
+
+
+NOT_FOUND = ("StatusCode.NOT_FOUND", "404")
+UNAVAILABLE = ("StatusCode.UNAVAILABLE", "503")
+# A reference the server cannot use although the model announced the root (another machine, another layout, the
+# roots changed since they were read). Other refusals are the video's own.
+_NOT_HERE = re.compile(r"\b(MediaNotFoundError|OutsideRootsError|ReferencesOffError): ")
+
+
+def remote_error(message: str, status: str | None, digest_sent: bool = False) -> RemoteError:
+    """The typed error of a server's answer (`status`: gRPC's `StatusCode.X` or the HTTP code as text)."""
+    if status in UNAVAILABLE or "not healthy" in message:
+        return UnavailableError(message, status)
+    if _NOT_HERE.search(message):
+        return ReferenceUnusableError(message, status)
+    if digest_sent and status in NOT_FOUND:
+        return NotCachedError(message, status)
+    return RemoteError(message, status)
 
 
 @dataclass
@@ -114,10 +146,6 @@ def _module(protocol: str):
 # Videos from this size on are first named by their digest alone (`infer`): below it, sending the bytes costs less
 # than the extra round trip a first request pays.
 DIGEST_FIRST_BYTES = 1 << 20
-NOT_FOUND = ("StatusCode.NOT_FOUND", "404")
-# A reference the server cannot use although the model announced the root (another machine, another layout, the
-# roots changed since they were read): the bytes are sent instead. Other refusals are the video's own.
-_NOT_HERE = re.compile(r"\b(MediaNotFoundError|OutsideRootsError|ReferencesOffError): ")
 
 
 class VideoITGClient:
@@ -259,9 +287,8 @@ class VideoITGClient:
             try:
                 return self._infer(self.inputs(None, instruction, top_k, ranking_rule, uri=uri), instruction,
                                    "" if isinstance(video, bytes) else str(video), False, by_reference=True)
-            except RemoteError as e:
-                if not _NOT_HERE.search(str(e)):
-                    raise
+            except ReferenceUnusableError:
+                pass  # the bytes go instead
         if isinstance(video, bytes):
             data = video
         else:
@@ -276,9 +303,8 @@ class VideoITGClient:
             try:
                 return self._infer(self.inputs(None, instruction, top_k, ranking_rule,
                                                digest or video_digest(data)), instruction, name, False)
-            except RemoteError as e:
-                if e.status not in NOT_FOUND:
-                    raise
+            except NotCachedError:
+                pass  # the bytes go instead
         return self._infer(self.inputs(data, instruction, top_k, ranking_rule, frames=frames,
                                        frames_size=frames_size), instruction, name, True, frames)
 
@@ -304,8 +330,8 @@ class VideoITGClient:
             if status in (None, "StatusCode.UNAVAILABLE"):  # could not talk to it at all: the other protocol?
                 hint = protocol_mismatch(self.url, self.protocol)
                 if hint:
-                    raise RemoteError(hint, status) from None  # same status: batch retries, then stops
-            raise RemoteError(msg, status) from None
+                    raise remote_error(hint, status) from None  # same status: batch retries, then stops
+            raise remote_error(msg, status, digest_sent=not sent_video and not by_reference) from None
         arrays = {n: r.as_numpy(n) for n in names}
         result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
         return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),

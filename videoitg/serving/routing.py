@@ -32,11 +32,10 @@ from typing import Any
 
 from videoitg.digest import file_digest, video_digest
 from videoitg.errors import InputError, VideoITGError
-from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
+from videoitg.serving.client import RemoteError, ServedResult, UnavailableError, VideoITGClient
 
 # Seconds between rounds when every server is down: about a minute in all, then give up (a rerun resumes).
 BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-TRANSIENT_STATUS = {"StatusCode.UNAVAILABLE", "503"}
 
 
 class ServerUnavailableError(VideoITGError):
@@ -47,10 +46,10 @@ def is_transient(e: BaseException) -> bool:
     """True when `e` says the server is away (down, restarting, a dead stub), not that the request was bad.
 
     Only positive evidence counts: a transport error (refused, reset, closed; the client keeps it as the context of
-    its `RemoteError`), gRPC UNAVAILABLE / HTTP 503, or a step whose python-backend stub is not healthy. Anything else,
-    including an error raised while building the request, is the request's own outcome."""
-    status = str(getattr(e, "status", None) or "")
-    if status in TRANSIENT_STATUS or "not healthy" in str(e):
+    its `RemoteError`) or the client's `UnavailableError` (gRPC UNAVAILABLE / HTTP 503, a step whose python-backend
+    stub is not healthy). Anything else, including an error raised while building the request, is the request's own
+    outcome."""
+    if isinstance(e, UnavailableError):
         return True
     transport = (OSError, http.client.HTTPException)  # geventhttpclient's "connection closed" is an HTTPException
     inner = e.__context__ if isinstance(e, RemoteError) else None
