@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,35 +55,29 @@ GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton prefixes re
 PR_SET_PDEATHSIG = 1
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of group `pgid` is still running (zombies do not count: they hold no memory or ports)."""
+def _stat_fields() -> Iterator[list[str]]:
+    """The fields after the command name of every process's /proc/PID/stat (proc(5) field 3 on: state, ppid, pgrp,
+    ...); processes that exit while being read are skipped."""
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
-            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+            yield (p / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running (zombies do not count: they hold no memory or ports)."""
+    return any(len(f) > 2 and f[2] == str(pgid) and f[0] not in ("Z", "X") for f in _stat_fields())
 
 
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system) used so far by the live processes of group `pgid` (tritonserver and its python
     stubs): a stub reading and hashing a 16 GB checkpoint logs nothing for minutes but burns CPU."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 12 and fields[2] == str(pgid):
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return total / tick
+    # utime, stime: fields 14 and 15 of proc(5)
+    ticks = sum(int(f[11]) + int(f[12]) for f in _stat_fields() if len(f) > 12 and f[2] == str(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
