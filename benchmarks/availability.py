@@ -8,6 +8,11 @@ Attacks, each sent to the public ports: `none` (baseline); `overflow`: a direct 
 shape's byte size overflows to 0 (crashes a bare tritonserver 2.51's python stub before any model code);
 `decode-flood`: 16 direct decode-step calls kept in flight; `http-nesting`: an HTTP inference body nested a million
 levels deep; `http-chunks`: an HTTP body in 1.5 million one-byte chunks (either kills a bare tritonserver 2.51).
+Hostile clients of the front (issue 36): `big-json`: a 23 MiB HTTP body of valid structure with millions of empty
+lists in `data`; `grpc-inputs`: a 5.7 MiB ModelInfer with 3 million empty inputs; `dup-keys`: a JSON header with
+a key twice; `held-bodies`: 4 connections each declaring 500 MiB, sending 160 MiB, then waiting; `abandoned`: 64 MiB
+sent, then the connection closed, repeated; `idle-conns`: 1100 connections that never send a byte. For each phase
+the front's peak resident memory (`front_peak_rss_mib`, sampled every 0.2 s) is recorded too.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from videoitg.defaults import sample_video  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.ports import free_port  # noqa: E402
 
-ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks")
+ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
+           "held-bodies", "abandoned", "idle-conns")
+HEAD = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
 def overflow(grpc_url: str, stop: threading.Event) -> int:
@@ -106,6 +113,158 @@ def http_nesting(http_url: str, stop: threading.Event, chunked: bool = False) ->
     return sent
 
 
+def send_repeatedly(http_url: str, stop: threading.Event, request: bytes, pause_s: float = 0.2) -> int:
+    """`request` on a new connection, the answer's first bytes read, again until `stop`."""
+    host, port = http_url.rsplit(":", 1)
+    sent = 0
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, int(port)), timeout=30) as s:
+                s.sendall(request)
+                s.recv(100)
+            sent += 1
+        except OSError:
+            pass
+        stop.wait(pause_s)
+    return sent
+
+
+def big_json(http_url: str, stop: threading.Event) -> int:
+    body = b'{"inputs":[{"name":"INSTRUCTION","datatype":"BYTES","shape":[1,1],"data":[' + b"[]," * 8_000_000 + \
+        b'[]]}]}'
+    return send_repeatedly(http_url, stop, HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def dup_keys(http_url: str, stop: threading.Event) -> int:
+    body = b'{"inputs": 5, "inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1], "data": ["a"]}]}'
+    return send_repeatedly(http_url, stop, HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body, 0.01)
+
+
+def grpc_inputs(grpc_url: str, stop: threading.Event) -> int:
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name="videoitg")
+    for _ in range(3_000_000):
+        req.inputs.add()
+    raw = req.SerializeToString()
+    sent = 0
+    with grpc.insecure_channel(grpc_url, options=[("grpc.max_send_message_length", -1)]) as ch:
+        call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        while not stop.is_set():
+            try:
+                call(raw, timeout=30)
+            except grpc.RpcError:
+                pass
+            sent += 1
+            stop.wait(0.2)
+    return sent
+
+
+def held_bodies(http_url: str, stop: threading.Event, conns: int = 4, declared: int = 500 << 20,
+                sent_bytes: int = 160 << 20) -> int:
+    """`conns` connections each declare `declared` bytes, send `sent_bytes`, then wait; reopened when closed."""
+    host, port = http_url.rsplit(":", 1)
+    chunk = b"\0" * (1 << 20)
+    opened = 0
+
+    def one() -> None:
+        nonlocal opened
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as s:
+                    opened += 1
+                    s.sendall(HEAD + b"Inference-Header-Content-Length: 2\r\nContent-Length: %d\r\n\r\n{}" % declared)
+                    for _ in range(sent_bytes >> 20):
+                        s.sendall(chunk)
+                    while not stop.is_set() and s.recv(4096):
+                        pass
+            except OSError:
+                stop.wait(0.2)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return opened
+
+
+def abandoned(http_url: str, stop: threading.Event, sent_bytes: int = 64 << 20) -> int:
+    host, port = http_url.rsplit(":", 1)
+    chunk, n = b"\0" * (1 << 20), 0
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(HEAD + b"Inference-Header-Content-Length: 2\r\nContent-Length: %d\r\n\r\n{}" % (
+                    2 * sent_bytes))
+                for _ in range(sent_bytes >> 20):
+                    s.sendall(chunk)
+            n += 1
+        except OSError:
+            stop.wait(0.2)
+    return n
+
+
+def idle_conns(http_url: str, stop: threading.Event, count: int = 1100) -> int:
+    """`count` connections that never send a byte, kept open (reopened once closed) until `stop`."""
+    host, port = http_url.rsplit(":", 1)
+    opened: list[socket.socket] = []
+    total = 0
+    while not stop.is_set():
+        alive = []
+        for s in opened:
+            try:
+                s.setblocking(False)
+                if s.recv(1) == b"":
+                    s.close()
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                s.close()
+                continue
+            alive.append(s)
+        opened = alive
+        while len(opened) < count and not stop.is_set():
+            try:
+                opened.append(socket.create_connection((host, int(port)), timeout=5))
+                total += 1
+            except OSError:
+                break
+        stop.wait(1.0)
+    for s in opened:
+        s.close()
+    return total
+
+
+def front_pid(serve_pid: int) -> int | None:
+    """The front process started by `videoitg serve` (a child running videoitg.serving.front)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"videoitg.serving.front" in cmd and ppid == serve_pid:
+            return int(proc.name)
+    return None
+
+
+def rss_mib(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def ordinary(grpc_url: str, seconds: float, sample: bytes, work: Path, seed0: int) -> dict:
     ok = failed = 0
     lat: list[float] = []
@@ -127,8 +286,9 @@ def ordinary(grpc_url: str, seconds: float, sample: bytes, work: Path, seed0: in
                 time.sleep(0.2)
     lat.sort()
     return {"requests": ok + failed, "answered": ok, "availability": round(ok / max(1, ok + failed), 3),
-            "p50_s": round(lat[len(lat) // 2], 3) if lat else None, "max_s": round(lat[-1], 3) if lat else None,
-            "errors": errors}
+            "p50_s": round(lat[len(lat) // 2], 3) if lat else None,
+            "p99_s": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
+            "max_s": round(lat[-1], 3) if lat else None, "errors": errors}
 
 
 def main() -> int:
@@ -166,17 +326,32 @@ def main() -> int:
             attacker = {"overflow": (overflow, (grpc_url, stop)),
                         "decode-flood": (decode_flood, (grpc_url, stop, flood_clip)),
                         "http-nesting": (http_nesting, (http_url, stop)),
-                        "http-chunks": (http_nesting, (http_url, stop, True))}.get(attack)
+                        "http-chunks": (http_nesting, (http_url, stop, True)),
+                        "big-json": (big_json, (http_url, stop)), "grpc-inputs": (grpc_inputs, (grpc_url, stop)),
+                        "dup-keys": (dup_keys, (http_url, stop)), "held-bodies": (held_bodies, (http_url, stop)),
+                        "abandoned": (abandoned, (http_url, stop)),
+                        "idle-conns": (idle_conns, (http_url, stop))}.get(attack)
             t = None
             if attacker:
                 t = threading.Thread(target=lambda fn, a, out: out.append(fn(*a)), args=(*attacker, count), daemon=True)
             if t:
                 t.start()
+            pid, peak, sampling = front_pid(serve.pid), [0.0], threading.Event()
+
+            def sample_rss(pid: int | None = pid, peak: list[float] = peak, done: threading.Event = sampling) -> None:
+                while not done.wait(0.2):
+                    peak[0] = max(peak[0], rss_mib(pid))
+
+            sampler = threading.Thread(target=sample_rss, daemon=True)
+            sampler.start()
             r = ordinary(grpc_url, args.seconds, sample, args.work, seed0=1000 * n)
             stop.set()
             if t:
                 t.join(30)
-            r = {"attack": attack, "attack_requests": count[0] if count else 0, **r}
+            sampling.set()
+            sampler.join(5)
+            r = {"attack": attack, "attack_requests": count[0] if count else 0, **r,
+                 "front_peak_rss_mib": round(peak[0], 1)}
             print(json.dumps(r), flush=True)
             results.append(r)
             # Back to ready before the next phase (a restart or a stub reload may still be running).

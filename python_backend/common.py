@@ -11,7 +11,14 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
-from videoitg.python_backend.errors import StepError, client_fault, error_message
+from videoitg.python_backend.errors import (
+    StepError,
+    client_fault,
+    drop_traceback,
+    error_message,
+    rejection_reason,
+    rejection_reason_of_message,
+)
 from videoitg.python_backend.scheduling import NotCachedError
 from videoitg.python_backend.steps import StepAssets, model_parameters
 
@@ -38,10 +45,13 @@ def error_code(exc: BaseException) -> Any:
 
 
 def error(exc: BaseException, model: str) -> Any:
-    """A response that fails this request only. Anything not ours is logged with its traceback."""
+    """A response that fails this request only. Anything not ours is logged with its traceback; then the error
+    keeps no frame (`drop_traceback`: a refused upload is not kept alive until a garbage collection)."""
     if not isinstance(exc, (InputError, StepError, NotCachedError, OverloadedError)):
         pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(exc))}")
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(error_message(exc, model), error_code(exc)))
+    response = pb_utils.InferenceResponse(error=pb_utils.TritonError(error_message(exc, model), error_code(exc)))
+    drop_traceback(exc)
+    return response
 
 
 def respond_each(requests: list[Any], handle: Any, model: str) -> list[Any]:
@@ -98,33 +108,51 @@ def bytes_tensor(name: str, values: list[bytes | str], shape: tuple[int, ...] | 
 class RequestCounters:
     """`videoitg_requests{model, outcome}`: Triton 2.51's python backend reports a request as a success even when
     its response carries an error, so `nv_inference_request_failure` misses per-request errors; these count them.
-    Outcomes: success, failure, and (top-level model) not_cached: a digest-first request for a video this server
-    has not cached, the protocol's expected first answer (the client sends the bytes next), not a failure.
+    Outcomes: success; rejected, with `reason` the error class (`errors.rejection_reason`): the client's input was
+    at fault (a hostile reference, a non-video upload); failure: a fault of the service, what an alert fires on;
+    and (top-level model) not_cached: a digest-first request for a video this server has not cached, the
+    protocol's expected first answer (the client sends the bytes next), not a failure.
     The families must outlive their metrics, so both are kept here."""
 
     OUTCOMES = ("success", "failure", "not_cached")
 
     def __init__(self, model: str):
         fam = pb_utils.MetricFamily
+        self.model = model
         self.family = fam("videoitg_requests", "requests answered, by outcome", fam.COUNTER)
         self.metrics = {o: self.family.Metric({"model": model, "outcome": o}) for o in self.OUTCOMES}
+        self.rejected: dict[str, Any] = {}  # reason -> its metric, made at its first use
 
     def close(self) -> None:
         """Metrics before their family: the stub crashes at exit if a family dies first."""
         self.metrics.clear()
+        self.rejected.clear()
         del self.family
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        if reason not in self.rejected:
+            self.rejected[reason] = self.family.Metric({"model": self.model, "outcome": "rejected", "reason": reason})
+        self.rejected[reason].increment(n)
 
     def record(self, exc: BaseException | None) -> None:
         """One answered request: None on success, else the error it was answered with."""
+        if exc is not None and not isinstance(exc, NotCachedError) and (reason := rejection_reason(exc)):
+            self.reject(reason)
+            return
         outcome = "success" if exc is None else "not_cached" if isinstance(exc, NotCachedError) else "failure"
         self.metrics[outcome].increment(1)
 
     def count(self, responses: list) -> list:
-        bad = sum(1 for r in responses if r.has_error())
-        if bad:
-            self.metrics["failure"].increment(bad)
-        if len(responses) - bad:
-            self.metrics["success"].increment(len(responses) - bad)
+        ok = 0
+        for r in responses:
+            if not r.has_error():
+                ok += 1
+            elif reason := rejection_reason_of_message(r.error().message()):
+                self.reject(reason)
+            else:
+                self.metrics["failure"].increment(1)
+        if ok:
+            self.metrics["success"].increment(ok)
         return responses
 
 

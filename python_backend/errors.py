@@ -4,7 +4,9 @@ A step model answers a bad request with `<model>: <ErrorClass>: <message>` (`err
 not carry the step's error code through (Triton 2.51 reports INTERNAL), so the top-level model reads the class
 back from the message (`error_class`) to tell the client's fault from the server's. What the feature cache may
 remember about a video (`remember_verdict`) is decided here too: only verdicts about the video itself, never one
-that depends on how busy the server was.
+that depends on how busy the server was. Which outcome an answered error counts as (`rejection_reason`: the
+client's fault, by class, apart from the service's failures) and what of it outlives the answer
+(`drop_traceback`) are decided here too.
 """
 
 from __future__ import annotations
@@ -67,3 +69,32 @@ def remember_verdict(exc: BaseException) -> bool:
     """May the failure memory answer this error again for the same video? Only a verdict about the video."""
     name = error_class(str(exc)) if isinstance(exc, StepError) else type(exc).__name__
     return client_fault(exc) and name not in TRANSIENT
+
+
+def rejection_reason(exc: BaseException) -> str | None:
+    """The reason label of `videoitg_requests{outcome="rejected"}` when the client is at fault (its error class, a
+    step's included: a bounded set of names), None for a fault of the service."""
+    if not client_fault(exc):
+        return None
+    return (error_class(str(exc)) if isinstance(exc, StepError) else None) or type(exc).__name__
+
+
+def rejection_reason_of_message(message: str) -> str | None:
+    """`rejection_reason` for an error response's message (`error_message`'s format)."""
+    name = error_class(message)
+    return name if name in input_error_names() else None
+
+
+def drop_traceback(exc: BaseException) -> None:
+    """Once a failed request is answered, its error keeps no frame: the traceback holds the request's frames (its
+    uploaded bytes among their locals), in a cycle with the handler frame that holds the error, which only a
+    garbage collection breaks. Chained errors too."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        todo += [e.__cause__, e.__context__]

@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from tests.support.server import metric_value  # noqa: E402
 from tests.support.video import random_clip  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.repository import DECODE, TOP, RepoSpec, build_repository  # noqa: E402
@@ -76,11 +77,8 @@ def gauge(server: TritonServer, name: str) -> float:
 def decode_calls(server: TritonServer) -> dict[str, float]:
     """The decode step's answered requests by outcome (its own counter; the slow step keeps the name)."""
     page = metrics(server)
-    out = {"success": 0.0, "failure": 0.0}
-    for outcome in out:
-        m = re.search(rf'videoitg_requests{{model="{DECODE}",outcome="{outcome}"}} (\S+)', page)
-        out[outcome] = float(m.group(1)) if m else 0.0
-    return out
+    return {o: metric_value(page, "videoitg_requests", model=DECODE, outcome=o) for o in ("success", "failure",
+                                                                                          "rejected")}
 
 
 def timed(server: TritonServer, video: bytes, instruction: str, log: dict[str, object], name: str) -> None:
@@ -141,4 +139,4 @@ def test_a_video_that_failed_is_refused_again_without_another_decode(server: Tri
             errors.append(e.value)
     assert all("INVALID_ARGUMENT" in str(e.status) for e in errors), [e.status for e in errors]
     assert str(errors[1]) == str(errors[0]) == str(errors[2])
-    assert decode_calls(server)["failure"] - before["failure"] == 2
+    assert decode_calls(server)["rejected"] - before["rejected"] == 2  # not a video: the client's fault

@@ -8,6 +8,7 @@ the server keeps serving."""
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import time
 import urllib.error
@@ -66,7 +67,7 @@ def header(**kw) -> bytes:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("body", "length", "why"), [
     (b"{", None, "not valid JSON"),
-    (b"\xff\xfe", None, "not valid JSON"),
+    (b"\xff\xfe", None, "not valid UTF-8"),
     (b'{"inputs":' + b"[" * 100_000, None, "nests more than"),
     (json.dumps({"inputs": [{"name": "A", "datatype": "FP32", "shape": [1], "data": DEEP}]}).encode(), None,
      "nests more than"),
@@ -80,7 +81,7 @@ def header(**kw) -> bytes:  # type: ignore[no-untyped-def]
     (header(shape=OVERFLOW), None, "2^40 elements"),
     (header(shape=[10**4000, 2]), None, "2^40 elements"),
     (header(), "99999", "not a length within the body"),
-    (header(), "-1", "not a length within the body"),
+    (header(), "-1", "1-10 ASCII digits"),
     (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": {}}', None, "'outputs'"),
     (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": [1]}', None, "'outputs'"),
 ])
@@ -121,6 +122,190 @@ def test_request_bound_follows_the_repository(tmp_path) -> None:  # type: ignore
     (tmp_path / TOP / "config.pbtxt").write_text('max_batch_size: 8\nparameters {\n  key: "MAX_VIDEO_BYTES"\n'
                                                  '  value { string_value: "1000" }\n}\n')
     assert request_bytes_bound(tmp_path, TOP) == 8 * 1000 + front.OTHER_INPUTS_BYTES
+
+
+# ---- one reading of every request, bounded work (issue 36) --------------------------------------------------
+VALID = {"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1]}
+
+
+def test_a_json_header_over_the_bound_is_refused_before_it_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid structure with millions of empty lists in `data` took 13-18 s of `json.loads` on the event loop."""
+    body = (b'{"inputs":[{"name":"A","datatype":"FP32","shape":[1],"data":[' + b"[]," * 400_000 + b"[]]}]}")
+    assert len(body) > front.MAX_HEADER_BYTES
+    monkeypatch.setattr(front, "parse_header", lambda raw: pytest.fail("parsed a header over the bound"))
+    err = front.http_infer_error(body, None)
+    assert err is not None and err.reason == "header_size" and "binary data" in err
+    n = front.json_length(None, len(body))  # what the front checks from Content-Length, before reading the body
+    assert isinstance(n, front.Refusal) and n.reason == "header_size"
+    assert front.json_length(str(front.MAX_HEADER_BYTES + 1), 1 << 30).reason == "header_size"
+    assert front.json_length("100", None) == 100 and front.json_length(None, None) is None
+
+
+def test_inputs_and_outputs_are_counted_before_any_is_looked_at() -> None:
+    many = json.dumps({"inputs": [7] * 100}).encode()
+    err = front.http_infer_error(many, None, max_inputs=8)
+    assert err is not None and "100 inputs, more than the 8" in err
+    outs = json.dumps({"inputs": [VALID], "outputs": [{"name": "X"}] * 20}).encode()
+    assert "20 outputs, more than the 12" in front.http_infer_error(outs, None, max_inputs=8, max_outputs=12)
+    twice = json.dumps({"inputs": [VALID, VALID]}).encode()
+    assert "given twice" in front.http_infer_error(twice, None)
+    long_name = json.dumps({"inputs": [{**VALID, "name": "n" * 65_536}]}).encode()
+    err = front.http_infer_error(long_name, None)
+    assert err is not None and "1-256 characters" in err and len(err) < 200
+    deep_shape = json.dumps({"inputs": [{**VALID, "shape": [1] * 100_000}]}).encode()
+    assert "dimensions, more than" in front.http_infer_error(deep_shape, None)
+
+
+def test_signature_bound_reads_the_repository(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from videoitg.serving.repository import (
+        build_repository,
+        frame_inputs,
+        frame_outputs,
+        request_inputs,
+        result_outputs,
+    )
+
+    repo = build_repository(RepoSpec(target="cpu"), tmp_path / "repo")
+    n_in, n_out = front.signature_bound(repo, (TOP,))
+    assert n_in == len(request_inputs("bls")) + len(frame_inputs())
+    assert n_out == len(result_outputs()) + len(frame_outputs())
+    assert front.signature_bound(tmp_path, ("missing",)) == (front.DEFAULT_MAX_TENSORS, front.DEFAULT_MAX_TENSORS)
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b'{"inputs": 5, "inputs": [' + json.dumps(VALID).encode() + b"]}", "'inputs' appears twice"),
+    (b'{"inputs": [{"name": "A", "name": "B", "datatype": "FP32", "shape": [1]}]}', "'name' appears twice"),
+    (b'{"inputs": [' + json.dumps(VALID).encode() + b'], "parameters": {"timeout": NaN}}', "not valid JSON"),
+    (b'{"inputs": [' + json.dumps(VALID).encode() + b'], "parameters": {"x": Infinity}}', "not valid JSON"),
+    (json.dumps({"inputs": [VALID], "parameters": {"priority": -1}}).encode(), "'priority' must be a non-negative"),
+    (json.dumps({"inputs": [VALID], "parameters": {"timeout": 1.5}}).encode(), "'timeout' must be a non-negative"),
+    (json.dumps({"inputs": [VALID], "parameters": {"sequence_id": {}}}).encode(), "'sequence_id' must be"),
+    (json.dumps({"inputs": [VALID], "parameters": {"sequence_start": 1}}).encode(), "must be a boolean"),
+    (json.dumps({"inputs": [VALID], "parameters": {"custom": [1]}}).encode(), "must be a boolean, a 64-bit"),
+    (json.dumps({"inputs": [VALID], "parameters": {"custom": 2**64}}).encode(), "must be a boolean, a 64-bit"),
+    (json.dumps({"inputs": [VALID], "parameters": {f"k{i}": 1 for i in range(17)}}).encode(), "17 entries"),
+    (json.dumps({"inputs": [VALID], "parameters": []}).encode(), "'parameters' must be a JSON object"),
+    (json.dumps({"inputs": [{**VALID, "parameters": {"binary_data_size": -1}}]}).encode(), "'binary_data_size'"),
+    (json.dumps({"inputs": [{**VALID, "parameters": {"shared_memory_region": "r"}}]}).encode(), "shared memory"),
+    (json.dumps({"inputs": [VALID], "outputs": [{"name": "S", "parameters": {"binary_data": "yes"}}]}).encode(),
+     "'binary_data' must be a boolean"),
+    (json.dumps({"inputs": [VALID]}).encode("utf-16"), "not valid UTF-8"),
+    (b'{"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}]}',
+     "lone surrogate"),
+    (b'{"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1], "data": ["\xed\xa0\x80"]}]}',
+     "not valid UTF-8"),
+])
+def test_one_reading_of_every_request(body: bytes, why: str) -> None:
+    """Python and tritonserver would read these differently (the last duplicate key against the first, UTF-16,
+    NaN, a lone surrogate) or tritonserver answers them with 500: each gets a 400 naming the problem."""
+    err = front.http_infer_error(body, None)
+    assert err is not None and why in err, err
+    assert len(err) < 300
+
+
+def test_typed_parameters_that_kserve_allows_pass() -> None:
+    params = {"priority": 1, "timeout": 0, "sequence_id": "s", "sequence_start": True, "binary_data_output": False,
+              "custom_int": -5, "custom_number": 0.5, "custom_text": "x"}
+    body = json.dumps({"inputs": [{**VALID, "parameters": {"binary_data_size": 5}}],
+                       "outputs": [{"name": "SCORES", "parameters": {"binary_data": True}}],
+                       "parameters": params}).encode()
+    assert front.http_infer_error(body + b"\x01\x00\x00\x00a", str(len(body))) is None
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "9" * 4301, "١٢", "+5", " 5", "5 ", ""])
+def test_inference_header_length_is_plain_ascii_digits(length: str) -> None:
+    """`str.isdigit` takes '²' and Arabic-Indic digits, and `int` refuses 4301 digits: a 500 and a traceback."""
+    err = front.http_infer_error(header(), length)
+    assert err is not None and "ASCII digits" in err
+
+
+@pytest.mark.parametrize(("headers", "why"), [
+    ([("Content-Length", "5"), ("Content-Length", "5")], "'content-length' is given 2 times"),
+    ([("Transfer-Encoding", "chunked"), ("transfer-encoding", "chunked")], "'transfer-encoding'"),
+    ([("Content-Encoding", "identity"), ("Content-Encoding", "gzip")], "'content-encoding' is given 2 times"),
+    ([("Content-Encoding", "identity, gzip")], "uncompressed"),
+    ([("Content-Encoding", "GZIP")], "uncompressed"),
+    ([("Inference-Header-Content-Length", "5"), ("Inference-Header-Content-Length", "6")], "given 2 times"),
+])
+def test_framing_and_encoding_headers_have_one_reading(headers: list[tuple[str, str]], why: str) -> None:
+    err = front.framing_error(headers)
+    assert err is not None and why in err, err
+    assert front.framing_error([("Content-Length", "5"), ("Content-Encoding", "identity"), ("Accept", "a"),
+                                ("Accept", "b")]) is None
+
+
+def test_grpc_counts_come_before_any_input_is_looked_at() -> None:
+    service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2", reason="the serve extra is not installed")
+
+    # 3 million empty inputs in 5.7 MiB: parsed whole, 3.3 GB of the front's memory and ~10 s of Python looping.
+    raw = service_pb2.ModelInferRequest(model_name=TOP).SerializeToString() + b"\x2a\x00" * 3_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    err = front.grpc_counts_error(raw, MODELS, max_inputs=8)
+    took = time.perf_counter() - t0
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) >> 10
+    assert err is not None and "more inputs than the 8" in err
+    assert grew_mib < 50 and took < 0.5, (grew_mib, took)  # stops at the 9th input
+    assert "is not served" in front.grpc_counts_error(
+        service_pb2.ModelInferRequest(model_name=DECODE).SerializeToString() + b"\x2a\x00", MODELS)
+    assert "malformed" in front.grpc_counts_error(b"\x2a\x05ab", MODELS)
+    assert "more than" in front.grpc_counts_error(b"\x18\x01" * 1_000_000, MODELS)  # any other field, repeated
+    assert "no inputs" in front.grpc_counts_error(service_pb2.ModelInferRequest(model_name=TOP).SerializeToString(),
+                                                  MODELS)
+    many = service_pb2.ModelInferRequest(model_name=TOP)
+    for _ in range(20):
+        many.inputs.add()
+    assert "20 inputs, more than the 8" in front.grpc_infer_error(many, MODELS, max_inputs=8)
+    extra = service_pb2.ModelInferRequest(model_name=TOP)
+    for name in ("VIDEO", "INSTRUCTION"):
+        extra.inputs.add(name=name, datatype="BYTES").shape.extend([1, 1])
+    extra.raw_input_contents.extend([b"a", b"b", b"c"])
+    assert "3 raw_input_contents for 2 inputs" in front.grpc_infer_error(extra, MODELS)
+    assert "3 raw_input_contents for 2 inputs" in front.grpc_counts_error(extra.SerializeToString(), MODELS)
+    del extra.raw_input_contents[2]
+    assert front.grpc_infer_error(extra, MODELS) is None
+    extra.parameters["sequence_id"].int64_param = 5
+    assert front.grpc_counts_error(extra.SerializeToString(), MODELS) is None
+    err, head, n_raw = front.grpc_scan(extra.SerializeToString(), MODELS)  # the checks parse all but the raw bytes
+    parsed = service_pb2.ModelInferRequest.FromString(head)
+    assert err is None and n_raw == 2 and not parsed.raw_input_contents
+    assert parsed.model_name == TOP and parsed.inputs == extra.inputs and parsed.parameters == extra.parameters
+    assert front.grpc_infer_error(parsed, MODELS, n_raw=3) is not None and front.grpc_infer_error(parsed, MODELS,
+                                                                                                   n_raw=2) is None
+    extra.parameters["priority"].int64_param = -1
+    assert "'priority' must be a non-negative" in front.grpc_infer_error(extra, MODELS)
+    extra.parameters["priority"].uint64_param = 1
+    extra.parameters["x"].double_param = float("nan")
+    assert "finite" in front.grpc_infer_error(extra, MODELS)
+    del extra.parameters["x"]
+    extra.inputs[0].parameters["shared_memory_region"].string_param = "r"
+    assert "shared memory" in front.grpc_infer_error(extra, MODELS)
+    long_name = service_pb2.ModelInferRequest(model_name=TOP)
+    long_name.inputs.add(name="n" * 65_536, datatype="BYTES").shape.extend([1, 1])
+    err = front.grpc_infer_error(long_name, MODELS)
+    assert err is not None and "1-256 characters" in err and len(err) < 200
+
+
+def test_error_text_passed_on_is_bounded() -> None:
+    long = json.dumps({"error": "unknown input '" + "n" * 65_536 + "'"}).encode()
+    out = front.bounded_error_body(long)
+    assert len(out) < front.MAX_ERROR_CHARS + 100 and json.loads(out)["error"].startswith("unknown input 'nnn")
+    assert front.bounded_error_body(b'{"error": "short"}') == b'{"error": "short"}'
+    assert len(front.bounded_error_body(b"x" * 100_000)) < front.MAX_ERROR_CHARS + 100
+    assert len(front.bounded_text("y" * 100_000)) < front.MAX_ERROR_CHARS + 10
+
+
+def test_refusals_carry_a_reason_for_the_counter() -> None:
+    counters = front.FrontCounters()
+    counters.reject("http", front.http_infer_error(b"{", None))
+    counters.reject("http", front.http_route("GET", "/nope", MODELS))
+    counters.reject("grpc", front.Refusal("x", "structure"))
+    counters.unavailable["http"] += 1
+    text = counters.text()
+    assert 'videoitg_front_rejected{protocol="http",reason="json"} 1' in text
+    assert 'videoitg_front_rejected{protocol="http",reason="route"} 1' in text
+    assert 'videoitg_front_rejected{protocol="grpc",reason="structure"} 1' in text
+    assert 'videoitg_front_unavailable{protocol="http"} 1' in text
 
 
 # ---- served ---------------------------------------------------------------------------------------------------
@@ -185,7 +370,7 @@ def test_deep_nesting_and_many_chunks_are_answered_and_the_server_keeps_serving(
     assert answer.startswith(b"HTTP/1.1 400") and b"nests more than" in answer, answer
     answer = raw_http(server, (head + "Transfer-Encoding: chunked\r\n\r\n").encode(),
                       [b"1\r\n[\r\n" * 1_500_000, b"0\r\n\r\n"])
-    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert answer.startswith(b"HTTP/1.1 413") and b"binary data" in answer, answer  # a JSON header over 1 MiB
     answer = raw_http(server, (head + "Content-Length: 9\r\n\r\n").encode() + b'{"inputs"')
     assert answer.startswith(b"HTTP/1.1 400") and b"not valid JSON" in answer, answer
     too_big = request_bytes_bound(server.repository, TOP) + 1
@@ -227,3 +412,74 @@ def test_stop_with_idle_keep_alive_connections_is_prompt(tmp_path_factory) -> No
         s.close()
     assert took < 10, f"stop took {took:.1f} s with idle keep-alive connections open"
 
+
+
+@pytest.mark.server
+def test_ambiguous_and_malformed_requests_get_400_naming_the_problem(server) -> None:  # type: ignore[no-untyped-def]
+    """Each of these reached tritonserver, which answered 500 (or OK, ignoring the extra raw content)."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    valid = json.dumps({"inputs": [VALID]}).encode()
+    head = f"POST /v2/models/{TOP}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    cases = [
+        (b'{"inputs": 5, "inputs": [' + json.dumps(VALID).encode() + b"]}", "", b"appears twice"),
+        (json.dumps({"inputs": [VALID], "parameters": {"priority": -1}}).encode(), "", b"'priority'"),
+        (json.dumps({"inputs": [VALID]}).encode("utf-16"), "", b"not valid UTF-8"),
+        (valid, "Inference-Header-Content-Length: \u00b2\r\n", b"ASCII digits"),
+        (valid, "Content-Encoding: identity\r\nContent-Encoding: gzip\r\n", b"given 2 times"),
+    ]
+    for body, extra, why in cases:
+        request = (head + extra + f"Content-Length: {len(body)}\r\n\r\n").encode("utf-8") + body
+        answer = raw_http(server, request)
+        assert answer.startswith(b"HTTP/1.1 400") and why in answer, answer[:300]
+    with grpc.insecure_channel(server.grpc_url) as ch:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
+        req = service_pb2.ModelInferRequest(model_name=TOP)
+        for name in ("VIDEO_DIGEST", "INSTRUCTION"):
+            req.inputs.add(name=name, datatype="BYTES").shape.extend([1, 1])
+        req.raw_input_contents.extend([b"\x01\x00\x00\x00a"] * 3)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(req, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "3 raw_input_contents" in e.value.details()
+        long_name = service_pb2.ModelInferRequest(model_name=TOP)
+        long_name.inputs.add(name="n" * 65_536, datatype="BYTES").shape.extend([1, 1])
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(long_name, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(e.value.details()) < 300
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+        page = r.read().decode()
+    assert 'videoitg_front_rejected{protocol="http",reason="json"}' in page
+    assert 'videoitg_front_rejected{protocol="grpc",reason="structure"}' in page
+    assert serves(server)
+    assert server.running and server.restarts == 0
+
+
+@pytest.mark.server
+def test_the_clients_faults_are_counted_rejected_not_failure(server) -> None:  # type: ignore[no-untyped-def]
+    """`videoitg_requests{outcome="failure"}` is what an alert fires on: a client's empty instruction or non-video
+    upload is `rejected` by its reason, in the model; a request the front refuses, in the front's counter."""
+    from tests.support.server import metric_value
+    from videoitg.serving.client import RemoteError, VideoITGClient
+
+    def counts() -> tuple[float, float, float, float]:
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+            m = r.read().decode()
+        return (metric_value(m, "videoitg_requests", model=TOP, outcome="failure"),
+                metric_value(m, "videoitg_requests", model=TOP, outcome="rejected", reason="InputError"),
+                metric_value(m, "videoitg_requests", model=TOP, outcome="rejected"),  # by any reason
+                metric_value(m, "videoitg_front_rejected", protocol="http", reason="route"))
+
+    before = counts()
+    with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
+        with pytest.raises(RemoteError, match="instruction is empty"):
+            c.infer(b"\x00" * 4096, " ")
+        with pytest.raises(RemoteError):
+            c.infer(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64, "a red circle")
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://{server.http_url}/v2/repository/index", timeout=10)
+    deadline = time.monotonic() + 10
+    while (got := tuple(a - b for a, b in zip(counts(), before, strict=True))) != (0, 1, 2, 1) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert got == (0, 1, 2, 1), got

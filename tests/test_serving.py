@@ -429,6 +429,7 @@ def test_metrics_count_successes_and_failures(server, clients, sample) -> None:
         m = server.metrics()
         return (metric_value(m, "videoitg_requests", model="videoitg", outcome="success"),
                 metric_value(m, "videoitg_requests", model="videoitg", outcome="failure"),
+                metric_value(m, "videoitg_requests", model="videoitg", outcome="rejected", reason="InputError"),
                 metric_value(m, "nv_inference_request_success", model="videoitg"),
                 metric_value(m, "videoitg_feature_cache_hits", model="videoitg"))
 
@@ -437,7 +438,9 @@ def test_metrics_count_successes_and_failures(server, clients, sample) -> None:
     assert clients["http"].infer(path, instruction).cache_hit
     with pytest.raises(RemoteError, match="INSTRUCTION: instruction is empty"):
         clients["http"].infer(path, " ")
-    want = (1, 1, 2, 1)  # ours: a success and a failure; Triton's: both reached the model; the hit
+    # ours: a success, no failure (the service failed nothing) and the client's fault rejected; Triton's: both
+    # reached the model; the hit
+    want = (1, 0, 1, 2, 1)
     deadline = time.monotonic() + 10
     while True:  # Triton counts a request when it releases it, which may come just after its response
         after = counts()

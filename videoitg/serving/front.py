@@ -7,15 +7,29 @@ models, and the metrics page. Everything else, inference of an internal step and
 shared-memory, logging and trace APIs, is answered here (HTTP 404, gRPC UNIMPLEMENTED or NOT_FOUND) and never
 reaches Triton.
 
-Each inference request is checked before it is passed on, by the pure functions below:
-- its size is bounded (HTTP 413, gRPC RESOURCE_EXHAUSTED);
-- HTTP: no content encoding (refused before the body is read: it would be inflated before these checks), and the
-  JSON header parses, nests at most `MAX_JSON_DEPTH` levels and has the structure of an inference request (400
-  naming what is wrong; Triton 2.51 answers some malformed bodies with 500 and is killed by a deeply nested one);
+Each inference request has one reading, checked before it is passed on by the pure functions below (a refusal is a
+`Refusal`: its text names the problem, its `reason` labels the front's `videoitg_front_rejected` counter):
+- its size is bounded (HTTP 413, gRPC RESOURCE_EXHAUSTED), and so is its JSON header (`MAX_HEADER_BYTES`: videos
+  travel as binary data or by reference), refused before anything is parsed;
+- HTTP: framing and encoding headers appear once (`SINGLE_HEADERS`), no content encoding but identity (refused
+  before the body is read: it would be inflated before these checks), `Inference-Header-Content-Length` is plain
+  ASCII digits; the JSON header is UTF-8 without lone surrogates, has no duplicate keys (Python would read the
+  last, Triton the first), nests at most `MAX_JSON_DEPTH` levels and has the structure of a KServe v2 inference
+  request, its `parameters` typed as KServe v2 and Triton define them (400 naming what is wrong; Triton 2.51
+  answers some malformed bodies with 500 and is killed by a deeply nested one);
+- at most as many inputs and outputs as the public models' signatures declare (`signature_bound`), counted before
+  any of them is looked at (gRPC: and one `raw_input_contents` per input when any);
 - every input's shape has at most `MAX_ELEMENTS` elements (a shape whose byte size overflows passes Triton 2.51's
   size check and aborts the python-backend stub before any model code runs).
 A body reaches Triton whole, with a Content-Length: Triton 2.51 overflows its stack decoding a body sent in many
 small chunks (CVE-2025-23310 / CVE-2025-23311).
+
+What clients hold is bounded too (`FrontConfig`): body bytes held at once across connections (`held_bytes`, past
+it 503), the time a body may take (`BODY_IDLE_S` without a byte, `BODY_GRACE_S` plus `MIN_BODY_RATE`), the time to
+send a request's headers and an idle keep-alive connection (`KEEPALIVE_S`), and the open connections
+(`max_connections`, below the common 1024 open-file limit). Toward tritonserver every call has a stated bound
+(`pass_timeout_s`, `infer_timeout_s`), after which the client gets 503 / UNAVAILABLE; its error text is passed on
+at most `MAX_ERROR_CHARS` long.
 
     python -m videoitg.serving.front CONFIG_JSON    # started and stopped by `TritonServer` (server.py)
 """
@@ -23,11 +37,14 @@ small chunks (CVE-2025-23310 / CVE-2025-23311).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import math
 import re
 import signal
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +55,33 @@ from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 MAX_JSON_DEPTH = 16  # an inference request's JSON nests 4 levels (object, inputs, input, data), plus data's dims
 MAX_ELEMENTS = 1 << 40  # per input; far beyond any real request, far below an int64 byte-size overflow
 OTHER_INPUTS_BYTES = 16 << 20  # a request's bound beyond its videos: instruction, options, JSON
+# The JSON header of an HTTP inference request: names, shapes, parameters and small inline values (an instruction
+# at its 64 KiB bound, even in JSON's six-byte escapes, fits). Parsing this much takes well under a second.
+MAX_HEADER_BYTES = 1 << 20
+MAX_DIMS = 8  # dimensions of one input's shape (the served inputs have 2: batch and 1)
+MAX_PARAMETERS = 16  # entries of one `parameters` object
+MAX_PARAMETER_CHARS = 4096  # a string parameter's length
+DEFAULT_MAX_TENSORS = 64  # inputs and outputs of a request when the launcher names no signature bound
+MAX_ERROR_CHARS = 1024  # of tritonserver's error text passed on
+KEEPALIVE_S = 15.0  # to send a request's headers, and an idle keep-alive connection's life
+BODY_IDLE_S = 10.0  # the longest wait for the next byte of a body
+BODY_GRACE_S = 10.0  # a body of n bytes must have arrived within BODY_GRACE_S + n / MIN_BODY_RATE
+MIN_BODY_RATE = 1 << 20  # bytes per second
+READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
+LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
 PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
+# Headers that frame or encode a request: two of one are two readings of it (aiohttp and Triton pick differently).
+SINGLE_HEADERS = ("content-length", "transfer-encoding", "content-encoding", "content-type",
+                  "inference-header-content-length", "expect")
 _NAME = r"[A-Za-z0-9_.-]{1,256}"
+_NAME_RE = re.compile(_NAME)
+_DIGITS = re.compile(r"[0-9]{1,10}")  # plain ASCII: str.isdigit() also takes '²' and other scripts' digits
 _MODEL_PATH = re.compile(rf"/v2/models/(?P<model>{_NAME})(?:/versions/(?P<version>[0-9]{{1,19}}))?"
                          r"(?P<action>/infer|/ready|/config|/stats)?")
 _SERVER_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready")
+INT64_MAX = (1 << 63) - 1
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 @dataclass(frozen=True)
@@ -58,31 +96,68 @@ class FrontConfig:
     models: tuple[str, ...]  # the models a client may use
     max_request_bytes: int
     shutdown_s: float = 10.0  # in-flight requests get this long on SIGTERM
+    max_inputs: int = DEFAULT_MAX_TENSORS  # the public models' signature (`signature_bound`)
+    max_outputs: int = DEFAULT_MAX_TENSORS
+    held_bytes: int = 1 << 30  # request body bytes held at once, all connections together (at least one request)
+    max_connections: int = 768  # open client connections per port, below the common 1024 open-file limit
+    pass_timeout_s: float = 10.0  # health, metadata, config, statistics, metrics toward tritonserver
+    infer_timeout_s: float = 300.0  # an inference toward tritonserver
+    keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
+    body_idle_s: float = BODY_IDLE_S  # the longest wait for the next byte of a request body
+
+
+class Refusal(str):
+    """Why a request is refused: the text the client gets, and `reason`, a short label for the front's counter."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> Refusal:
+        r = super().__new__(cls, text)
+        r.reason = reason
+        return r
 
 
 # ---- policy (pure, unit-tested without a server) ----------------------------------------------------------------
 def request_bytes_bound(repository: Path, model: str) -> int:
     """The largest request body the front accepts for `model`: its served MAX_VIDEO_BYTES (the repository's
     parameter, else the served default) per video of its largest batch, plus OTHER_INPUTS_BYTES."""
-    try:
-        text = (repository / model / "config.pbtxt").read_text()
-    except OSError:
-        text = ""
+    text = _config_text(repository, model)
     video = re.search(r'key: "MAX_VIDEO_BYTES"\s*value\s*\{\s*string_value: "(\d+)"', text)
     batch = re.search(r"^max_batch_size:\s*(\d+)", text, re.MULTILINE)
     per_video = int(video[1]) if video else SERVED_MAX_VIDEO_BYTES
     return per_video * max(1, int(batch[1]) if batch else 1) + OTHER_INPUTS_BYTES
 
 
-def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, str] | str:
+def _config_text(repository: Path, model: str) -> str:
+    try:
+        return (repository / model / "config.pbtxt").read_text()
+    except OSError:
+        return ""
+
+
+def signature_bound(repository: Path, models: Iterable[str]) -> tuple[int, int]:
+    """(inputs, outputs): the most that any of `models` declares in its config.pbtxt (`input [...]`,
+    `output [...]`); DEFAULT_MAX_TENSORS for a model whose config cannot be read that way."""
+    most = [0, 0]
+    for model in models:
+        text = _config_text(repository, model)
+        for i, key in enumerate(("input", "output")):
+            block = re.search(rf"^{key}\s*\[(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+            n = len(re.findall(r"\bname\s*:", block[1])) if block else 0
+            most[i] = max(most[i], n or DEFAULT_MAX_TENSORS)
+    return (most[0] or DEFAULT_MAX_TENSORS, most[1] or DEFAULT_MAX_TENSORS)
+
+
+def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, str] | Refusal:
     """('pass' | 'infer', path to send Triton) for an allowed HTTP request, else the reason it is refused. The path
     sent on is rebuilt from what was matched, so an encoded or doubled segment cannot name another model."""
     method = method[:16]
     if path in _SERVER_PATHS:
-        return ("pass", path) if method == "GET" else f"{method} {path} is not served (GET only)"
+        return ("pass", path) if method == "GET" else Refusal(f"{method} {path} is not served (GET only)", "route")
     m = _MODEL_PATH.fullmatch(path)
     if m is None:
-        return f"{path[:80]} is not served: this server answers health, metadata and inference of {', '.join(models)}"
+        return Refusal(f"{path[:80]} is not served: this server answers health, metadata and inference of "
+                       f"{', '.join(models)}", "route")
     action = m["action"] or ""
     # Every model's metadata, readiness, config and statistics are read-only (an ensemble's client, perf_analyzer,
     # reads its steps'; the metrics page names them anyway); inference is the public models' only.
@@ -90,136 +165,542 @@ def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, st
         return err
     want = "POST" if action == "/infer" else "GET"
     if method != want:
-        return f"{method} {path} is not served ({want} only)"
+        return Refusal(f"{method} {path} is not served ({want} only)", "route")
     version = f"/versions/{m['version']}" if m["version"] else ""
     return ("infer" if action == "/infer" else "pass"), f"/v2/models/{m['model']}{version}{action}"
 
 
-def shape_error(name: str, shape: Any) -> str | None:
+def shape_error(name: str, shape: Any) -> Refusal | None:
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                                       for d in shape):
-        return f"input '{name}': shape must be a list of integers"
+                                                       for d in shape[:MAX_DIMS + 1]):
+        return Refusal(f"input '{name}': shape must be a list of integers", "structure")
+    if len(shape) > MAX_DIMS:
+        return Refusal(f"input '{name}': shape has {len(shape)} dimensions, more than {MAX_DIMS}", "structure")
     quoted = str(list(shape[:8]))[:80]  # a JSON integer may have thousands of digits
     if any(d < 0 for d in shape):
-        return f"input '{name}': shape {quoted} has a negative dimension"
+        return Refusal(f"input '{name}': shape {quoted} has a negative dimension", "structure")
     if math.prod(shape) > MAX_ELEMENTS:
-        return f"input '{name}': shape {quoted} has more than 2^40 elements"
+        return Refusal(f"input '{name}': shape {quoted} has more than 2^40 elements", "structure")
     return None
 
 
-def infer_header_error(header: Any) -> str | None:
-    """What is wrong with a parsed HTTP inference header (None: Triton may have it)."""
+def name_error(what: str, name: Any) -> Refusal | None:
+    if isinstance(name, str) and _NAME_RE.fullmatch(name):
+        return None
+    shown = repr(name[:64]) if isinstance(name, str) else "not a string"
+    return Refusal(f"{what} name {shown} is not 1-256 characters of A-Z a-z 0-9 _ . -", "structure")
+
+
+# KServe v2 / Triton parameters the front types (the rest pass as custom parameters: bool, integer, number or
+# string). Shared memory is not served: its registration API is refused, so a request cannot name a region.
+_UINT = ("a non-negative integer", lambda v: _is_int(v) and 0 <= v <= INT64_MAX)
+_BOOL = ("a boolean", lambda v: isinstance(v, bool))
+KNOWN_PARAMETERS: dict[str, dict[str, tuple[str, Any]]] = {
+    "request": {"priority": _UINT, "timeout": _UINT, "sequence_start": _BOOL, "sequence_end": _BOOL,
+                "binary_data_output": _BOOL,
+                "sequence_id": ("a non-negative integer or a string",
+                                lambda v: _UINT[1](v) or (isinstance(v, str) and len(v) <= 256))},
+    "input": {"binary_data_size": _UINT},
+    "output": {"binary_data": _BOOL, "classification": _UINT},
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def parameters_error(where: str, kind: str, params: Any) -> Refusal | None:
+    """What is wrong with a `parameters` object of a request, input or output (`kind`), or None."""
+    if not isinstance(params, dict):
+        return Refusal(f"{where}'parameters' must be a JSON object", "parameters")
+    if len(params) > MAX_PARAMETERS:
+        return Refusal(f"{where}'parameters' has {len(params)} entries, more than {MAX_PARAMETERS}", "parameters")
+    known = KNOWN_PARAMETERS[kind]
+    for key, value in params.items():
+        shown = key[:64]
+        if key.startswith("shared_memory"):
+            return Refusal(f"{where}parameter '{shown}': shared memory is not served", "parameters")
+        if key in known:
+            want, ok = known[key]
+            if not ok(value):
+                return Refusal(f"{where}parameter '{shown}' must be {want}", "parameters")
+        elif not (isinstance(value, (bool, str, float)) or (_is_int(value) and -INT64_MAX - 1 <= value <= INT64_MAX)):
+            return Refusal(f"{where}parameter '{shown}' must be a boolean, a 64-bit integer, a number or a string",
+                           "parameters")
+        elif isinstance(value, str) and len(value) > MAX_PARAMETER_CHARS:
+            return Refusal(f"{where}parameter '{shown}' is longer than {MAX_PARAMETER_CHARS} characters",
+                           "parameters")
+    return None
+
+
+def infer_header_error(header: Any, max_inputs: int = DEFAULT_MAX_TENSORS,
+                       max_outputs: int = DEFAULT_MAX_TENSORS) -> Refusal | None:
+    """What is wrong with a parsed HTTP inference header (None: Triton may have it). The counts are checked
+    before any input or output is looked at."""
     if not isinstance(header, dict):
-        return "request body must be a JSON object"
+        return Refusal("request body must be a JSON object", "structure")
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        return "request body must have a non-empty 'inputs' list"
+        return Refusal("request body must have a non-empty 'inputs' list", "structure")
+    outputs = header.get("outputs", [])
+    if not isinstance(outputs, list):
+        return Refusal("'outputs' must be a list", "structure")
+    for key, items, most in (("inputs", inputs, max_inputs), ("outputs", outputs, max_outputs)):
+        if len(items) > most:
+            return Refusal(f"request has {len(items)} {key}, more than the {most} the served models declare",
+                           "structure")
+    if "parameters" in header and (err := parameters_error("", "request", header["parameters"])) is not None:
+        return err
+    seen: set[str] = set()
     for i, inp in enumerate(inputs):
         if not isinstance(inp, dict):
-            return f"inputs[{i}] must be an object"
+            return Refusal(f"inputs[{i}] must be an object", "structure")
         name = inp.get("name")
         if not isinstance(name, str) or not isinstance(inp.get("datatype"), str):
-            return f"inputs[{i}] must have a string 'name' and 'datatype'"
-        if (err := shape_error(name[:64], inp.get("shape"))) is not None:
+            return Refusal(f"inputs[{i}] must have a string 'name' and 'datatype'", "structure")
+        if (err := name_error("input", name)) is not None:
             return err
-    for key in ("outputs", "parameters"):
-        if key in header and not isinstance(header[key], list if key == "outputs" else dict):
-            return f"'{key}' must be a {'list' if key == 'outputs' else 'JSON object'}"
-    if any(not isinstance(o, dict) or not isinstance(o.get("name"), str) for o in header.get("outputs", [])):
-        return "each of 'outputs' must be an object with a string 'name'"
+        if name in seen:
+            return Refusal(f"input '{name}' is given twice", "structure")
+        seen.add(name)
+        if (err := shape_error(name, inp.get("shape"))) is not None:
+            return err
+        if "parameters" in inp and (err := parameters_error(f"input '{name}': ", "input", inp["parameters"])):
+            return err
+    for i, out in enumerate(outputs):
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            return Refusal("each of 'outputs' must be an object with a string 'name'", "structure")
+        if (err := name_error("output", out["name"])) is not None:
+            return err
+        if "parameters" in out and (err := parameters_error(f"outputs[{i}]: ", "output", out["parameters"])):
+            return err
     return None
 
 
-def encoding_error(encoding: str | None) -> str | None:
+def encoding_error(encoding: str | None) -> Refusal | None:
     if encoding in (None, "", "identity"):
         return None
-    return f"Content-Encoding {encoding[:32]!r} is not accepted: send the request body uncompressed"
+    return Refusal(f"Content-Encoding {encoding[:32]!r} is not accepted: send the request body uncompressed",
+                   "encoding")
 
 
-def http_infer_error(body: bytes, header_length: str | None) -> str | None:
-    """Why an HTTP inference body (its Content-Encoding checked by `encoding_error`) is refused (400), or None."""
-    n = len(body)
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            return f"Inference-Header-Content-Length {header_length[:24]!r} is not a length within the body"
-        n = int(header_length)
-    try:
-        header = json.loads(body[:n])
-    except RecursionError:
-        return f"request JSON nests more than {MAX_JSON_DEPTH} levels"
-    except ValueError as e:
-        return f"request body is not valid JSON ({str(e)[:120]})"
-    if nesting_over(header, MAX_JSON_DEPTH):
-        return f"request JSON nests more than {MAX_JSON_DEPTH} levels"
-    return infer_header_error(header)
-
-
-def model_error(name: str, models: tuple[str, ...]) -> str | None:
-    if name in models:
-        return None
-    return f"model '{name[:64]}' is not served: the public model is {', '.join(models)}"
-
-
-def grpc_infer_error(request: Any, models: tuple[str, ...]) -> str | None:
-    """Why a parsed `ModelInferRequest` is refused, or None."""
-    if (err := model_error(request.model_name, models)) is not None:
-        return err
-    for inp in request.inputs:
-        if (err := shape_error(inp.name[:64], list(inp.shape))) is not None:
+def framing_error(headers: Iterable[tuple[str, str]]) -> Refusal | None:
+    """Headers read one way here and another by Triton: a framing or encoding header given twice, or any
+    Content-Encoding but identity (each occurrence: aiohttp inflates by the last, a check of the first passes)."""
+    counts = Counter(k.lower() for k, _ in headers)
+    twice = [k for k in SINGLE_HEADERS if counts[k] > 1]
+    if twice:
+        return Refusal(f"header {twice[0]!r} is given {counts[twice[0]]} times: give it once", "framing")
+    for k, v in headers:
+        if k.lower() == "content-encoding" and (err := encoding_error(v.strip().lower())) is not None:
             return err
     return None
+
+
+def json_length(header_length: str | None, body_length: int | None) -> int | Refusal | None:
+    """How many leading bytes of a body of `body_length` (None: not known yet) are its JSON header, or why not
+    acceptable: 400 for a malformed Inference-Header-Content-Length, 413 (reason 'header_size') for a header over
+    MAX_HEADER_BYTES. None: the body's length decides, once read."""
+    if header_length is None:
+        n = body_length
+    elif _DIGITS.fullmatch(header_length) is None:
+        return Refusal(f"Inference-Header-Content-Length {header_length[:24]!r} is not 1-10 ASCII digits",
+                       "framing")
+    else:
+        n = int(header_length)
+        if body_length is not None and n > body_length:
+            return Refusal(f"Inference-Header-Content-Length {n} is not a length within the body", "framing")
+    if n is not None and n > MAX_HEADER_BYTES:
+        return Refusal(f"the request's JSON header of {n} bytes is over {MAX_HEADER_BYTES} bytes: send tensor data "
+                       "as binary data (Inference-Header-Content-Length) or the video by reference", "header_size")
+    return n
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _Duplicate(f"key {key[:64]!r} appears twice in one object")
+    return d
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_header(raw: bytes) -> Any:
+    """The JSON header read as Triton reads it, or a Refusal: UTF-8 only (Python would also take UTF-16 and 32),
+    no lone surrogate (escaped or not), no duplicate key, no NaN or Infinity, nesting bounded."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Refusal(f"request body is not valid UTF-8 ({e.reason} at byte {e.start})", "json")
+    try:
+        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        return Refusal(f"request JSON nests more than {MAX_JSON_DEPTH} levels", "json")
+    except _Duplicate as e:
+        return Refusal(f"request JSON is ambiguous: {e}", "json")
+    except ValueError as e:  # JSONDecodeError, NaN/Infinity, an integer of more digits than Python converts
+        return Refusal(f"request body is not valid JSON ({str(e)[:120]})", "json")
+    if nesting_over(header, MAX_JSON_DEPTH):
+        return Refusal(f"request JSON nests more than {MAX_JSON_DEPTH} levels", "json")
+    try:  # an escaped lone surrogate ("\ud800") parses into a str that is not Unicode text
+        json.dumps(header, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return Refusal("request JSON has a lone surrogate (\\ud800-\\udfff unpaired)", "json")
+    return header
+
+
+def http_infer_error(body: bytes | bytearray, header_length: str | None, max_inputs: int = DEFAULT_MAX_TENSORS,
+                     max_outputs: int = DEFAULT_MAX_TENSORS) -> Refusal | None:
+    """Why an HTTP inference body (its headers checked by `framing_error`) is refused (400, or 413 for a JSON
+    header over MAX_HEADER_BYTES), or None."""
+    n = json_length(header_length, len(body))
+    if isinstance(n, Refusal):
+        return n
+    header = parse_header(bytes(memoryview(body)[:n]))
+    if isinstance(header, Refusal):
+        return header
+    return infer_header_error(header, max_inputs, max_outputs)
+
+
+def model_error(name: str, models: tuple[str, ...]) -> Refusal | None:
+    if name in models:
+        return None
+    return Refusal(f"model '{name[:64]}' is not served: the public model is {', '.join(models)}", "route")
+
+
+def grpc_parameters_error(where: str, params: Any) -> Refusal | None:
+    """A gRPC `parameters` map: bounded, no shared memory, the typed ones as Triton reads them, finite numbers."""
+    if len(params) > MAX_PARAMETERS:
+        return Refusal(f"{where}'parameters' has {len(params)} entries, more than {MAX_PARAMETERS}", "parameters")
+    for key, p in params.items():
+        shown = key[:64]
+        if key.startswith("shared_memory"):
+            return Refusal(f"{where}parameter '{shown}': shared memory is not served", "parameters")
+        choice = p.WhichOneof("parameter_choice")
+        value = getattr(p, choice) if choice else None
+        if key in ("priority", "timeout") and not (choice in ("int64_param", "uint64_param") and value >= 0):
+            return Refusal(f"{where}parameter '{shown}' must be a non-negative integer", "parameters")
+        if choice == "double_param" and not math.isfinite(value):
+            return Refusal(f"{where}parameter '{shown}' must be a finite number", "parameters")
+        if choice == "string_param" and len(value) > MAX_PARAMETER_CHARS:
+            return Refusal(f"{where}parameter '{shown}' is longer than {MAX_PARAMETER_CHARS} characters",
+                           "parameters")
+    return None
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if byte < 0x80:
+            return value, i
+
+
+def grpc_counts_error(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
+                      max_outputs: int = DEFAULT_MAX_TENSORS) -> Refusal | None:
+    """Why a serialized ModelInferRequest is refused by its model name and its counts alone, or None
+    (`grpc_scan`)."""
+    return grpc_scan(raw, models, max_inputs, max_outputs)[0]
+
+
+def grpc_scan(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
+              max_outputs: int = DEFAULT_MAX_TENSORS) -> tuple[Refusal | None, bytes, int]:
+    """(why the request is refused or None, the message without its raw_input_contents, how many it had).
+    Why a serialized ModelInferRequest is refused by its model name and its counts alone comes from
+    its top-level wire fields (model_name 1, inputs 5, outputs 6, raw_input_contents 7), skipping each field's
+    bytes, and stopping once past what a request may have. The work is bounded by that count, not by the
+    message: 3 million empty inputs (5.7 MiB), parsed whole, took 3.3 GB of the front's memory and most of a
+    second of its event loop, and a message at the size bound could hold a hundred times more."""
+    most_fields = 2 * max_inputs + max_outputs + MAX_PARAMETERS + 8  # inputs, raw contents, outputs, parameters
+    counts = {5: 0, 6: 0, 7: 0}
+    name, i, fields = "", 0, 0
+    head: list[bytes] = []  # every field but the raw contents: what the checks parse (a few KiB, not the video)
+    try:
+        while i < len(raw):
+            fields += 1
+            if fields > most_fields:
+                return Refusal(f"request has more than {most_fields} fields", "structure"), b"", 0
+            start = i
+            key, i = _varint(raw, i)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, i = _varint(raw, i)
+            elif wire in (1, 5):
+                i += 8 if wire == 1 else 4
+            elif wire == 2:
+                length, i = _varint(raw, i)
+                if number == 1:
+                    name = raw[i:i + length].decode("utf-8", "replace")  # the last one counts, as in protobuf
+                i += length
+            else:
+                raise ValueError(f"wire type {wire}")
+            if i > len(raw):
+                raise ValueError("a field runs past the message")
+            if number != 7:
+                head.append(raw[start:i])
+            if number in counts:
+                counts[number] += 1
+                if counts[5] > max_inputs or counts[6] > max_outputs or counts[7] > max_inputs:
+                    what = {5: "inputs", 6: "outputs", 7: "raw_input_contents"}[number]
+                    return Refusal(f"request has more {what} than the {max_inputs if number != 6 else max_outputs} "
+                                   "the served models declare", "structure"), b"", 0
+    except ValueError as e:
+        return Refusal(f"malformed ModelInfer request ({e})", "structure"), b"", 0
+    err = model_error(name, models) or _counts_error(counts[5], counts[6], counts[7], max_inputs, max_outputs)
+    return err, b"".join(head), counts[7]
+
+
+def _counts_error(n_in: int, n_out: int, n_raw: int, max_inputs: int, max_outputs: int) -> Refusal | None:
+    if not n_in:
+        return Refusal("request has no inputs", "structure")
+    for key, n, most in (("inputs", n_in, max_inputs), ("outputs", n_out, max_outputs)):
+        if n > most:
+            return Refusal(f"request has {n} {key}, more than the {most} the served models declare", "structure")
+    if n_raw and n_raw != n_in:
+        return Refusal(f"request has {n_raw} raw_input_contents for {n_in} inputs: give one per input",
+                       "structure")
+    return None
+
+
+def grpc_infer_error(request: Any, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
+                     max_outputs: int = DEFAULT_MAX_TENSORS, n_raw: int | None = None) -> Refusal | None:
+    """Why a parsed `ModelInferRequest` is refused, or None. Counts first: a message of a few MiB can hold
+    millions of empty inputs, and looking at each costs seconds of Python."""
+    if (err := model_error(request.model_name, models)) is not None:
+        return err
+    n_raw = len(request.raw_input_contents) if n_raw is None else n_raw  # given: parsed without them (grpc_scan)
+    if (err := _counts_error(len(request.inputs), len(request.outputs), n_raw, max_inputs, max_outputs)) is not None:
+        return err
+    if (err := grpc_parameters_error("", request.parameters)) is not None:
+        return err
+    seen: set[str] = set()
+    for inp in request.inputs:
+        if (err := name_error("input", inp.name)) is not None:
+            return err
+        if inp.name in seen:
+            return Refusal(f"input '{inp.name}' is given twice", "structure")
+        seen.add(inp.name)
+        if (err := shape_error(inp.name, list(inp.shape[:MAX_DIMS + 1]) if len(inp.shape) <= MAX_DIMS
+                               else list(inp.shape))) is not None:
+            return err
+        if (err := grpc_parameters_error(f"input '{inp.name}': ", inp.parameters)) is not None:
+            return err
+    for out in request.outputs:
+        if (err := name_error("output", out.name)) is not None:
+            return err
+        if (err := grpc_parameters_error(f"output '{out.name}': ", out.parameters)) is not None:
+            return err
+    return None
+
+
+def bounded_error_body(body: bytes) -> bytes:
+    """tritonserver's error body, its text cut to MAX_ERROR_CHARS (a 64 KiB name comes back in it)."""
+    if len(body) <= MAX_ERROR_CHARS:
+        return body
+    try:
+        text = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        text = body[:MAX_ERROR_CHARS].decode("utf-8", "replace")
+    return json.dumps({"error": bounded_text(str(text))}).encode()
+
+
+def bounded_text(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " [...]"
+
+
+class ByteBudget:
+    """Request body bytes held at once, all connections together: a chunk is taken before it is kept."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+async def read_body(stream: Any, declared: int | None, limit: int, budget: ByteBudget,
+                    idle_s: float = BODY_IDLE_S) -> tuple[bytearray, int] | Refusal:
+    """(body, bytes taken from `budget`) read from an aiohttp StreamReader (`readany`), or why it was not: over
+    `limit` (413), over the budget (503), no byte for `idle_s` or slower than BODY_GRACE_S + size / MIN_BODY_RATE
+    (408), the client gone ('abandoned'). Whatever was read of a refused body is released before this returns:
+    nothing, an exception's traceback included, keeps it alive. The caller gives back the bytes taken."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BODY_GRACE_S + (declared if declared is not None else limit) / MIN_BODY_RATE
+    buf: bytearray | None = bytearray()
+    refusal: Refusal | None = None
+    try:
+        while True:
+            wait = min(idle_s, deadline - loop.time())
+            if wait <= 0:
+                refusal = Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout")
+                break
+            try:
+                chunk = await asyncio.wait_for(stream.readany(), wait)
+            except TimeoutError:
+                refusal = Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
+                break
+            if not chunk:
+                return buf, len(buf)
+            if len(buf) + len(chunk) > limit:
+                refusal = Refusal(f"request body is over the server's limit of {limit} bytes", "too_large")
+                break
+            if not budget.take(len(chunk)):
+                refusal = Refusal("the server holds too many request bodies now: retry shortly", "overloaded")
+                break
+            buf += chunk
+    except ConnectionError as e:
+        e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold `buf`
+        refusal = Refusal("the client closed the connection before the body was sent", "abandoned")
+    except Exception as e:  # aiohttp's payload errors: a malformed chunked encoding
+        e.__traceback__ = None
+        refusal = Refusal(f"request body is malformed ({type(e).__name__})", "framing")
+    budget.give(len(buf))
+    buf = None
+    return refusal
 
 
 # ---- the servers ----------------------------------------------------------------------------------------------
-async def _http_app(cfg: FrontConfig):  # -> aiohttp.web.Application
+class FrontCounters:
+    """What the front answered itself, on the metrics page beside tritonserver's: `videoitg_front_rejected{protocol,
+    reason}` (the client's fault: a Refusal's reason) and `videoitg_front_unavailable{protocol}` (tritonserver did
+    not answer within its bound, or could not be reached)."""
+
+    def __init__(self) -> None:
+        self.rejected: Counter[tuple[str, str]] = Counter()
+        self.unavailable: Counter[str] = Counter()
+
+    def reject(self, protocol: str, refusal: str) -> None:
+        self.rejected[protocol, getattr(refusal, "reason", "other")] += 1
+
+    def text(self) -> str:
+        lines = ["# HELP videoitg_front_rejected requests the front refused for the client's fault, by reason",
+                 "# TYPE videoitg_front_rejected counter"]
+        lines += [f'videoitg_front_rejected{{protocol="{p}",reason="{r}"}} {n}'
+                  for (p, r), n in sorted(self.rejected.items())]
+        lines += ["# HELP videoitg_front_unavailable requests answered unavailable: tritonserver did not answer",
+                  "# TYPE videoitg_front_unavailable counter"]
+        lines += [f'videoitg_front_unavailable{{protocol="{p}"}} {n}' for p, n in sorted(self.unavailable.items())]
+        return "\n".join(lines) + "\n"
+
+
+_STATUS = {"too_large": 413, "header_size": 413, "overloaded": 503, "body_timeout": 408, "connections": 503}
+
+
+def _upstream_timeout(seconds: float) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=min(seconds, 5.0))
+
+
+async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], reading: set[Any]):
+    """The HTTP port's application. `busy`: the connections with a request being answered, `reading`: those whose
+    request body is still being read (`_Connection` reads both)."""
     import aiohttp
     from aiohttp import web
 
+    budget = ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
     # A connection per request, as a direct client's: Triton serves each HTTP connection on one of its threads, and
     # a model load or unload holds its thread, so a pooled connection would wait behind one (health during a reload).
+    # No Accept-Encoding of the front's own: a client that asked for none gets none.
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True), auto_decompress=False,
-                                    timeout=aiohttp.ClientTimeout(total=None))
+                                    timeout=_upstream_timeout(cfg.infer_timeout_s),
+                                    skip_auto_headers=("Accept-Encoding",))
 
-    async def forward(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> web.Response:
+    async def forward(method: str, url: str, body: bytes | bytearray | None, headers: dict[str, str],
+                      timeout_s: float) -> web.Response:
         try:
-            async with session.request(method, url, data=body, headers=headers) as r:
+            async with session.request(method, url, data=body, headers=headers,
+                                       timeout=_upstream_timeout(timeout_s)) as r:
                 data = await r.read()
-                return web.Response(status=r.status, body=data,
-                                    headers={k: r.headers[k] for k in PASS_HEADERS if k in r.headers})
-        except aiohttp.ClientError as e:
-            return web.json_response({"error": f"server unavailable ({type(e).__name__}); try again"}, status=503)
+                status, passed = r.status, {k: r.headers[k] for k in PASS_HEADERS if k in r.headers}
+        except (aiohttp.ClientError, TimeoutError) as e:
+            counters.unavailable["http"] += 1
+            return web.json_response({"error": f"server unavailable ({type(e).__name__}: no answer within "
+                                               f"{timeout_s:.0f} s); try again"}, status=503)
+        if status >= 400 and "Content-Encoding" not in passed:
+            data = bounded_error_body(data)
+        return web.Response(status=status, body=data, headers=passed)
+
+    def refuse(err: Refusal, status: int, close: bool = True) -> web.Response:
+        counters.reject("http", err)
+        r = web.json_response({"error": err}, status=status, headers={"Retry-After": "1"} if status == 503 else None)
+        if close:
+            r.force_close()  # the answer says `Connection: close`, and the connection closes after it
+        return r
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        busy.add(request.protocol)
+        try:
+            return await answer(request)
+        finally:
+            busy.discard(request.protocol)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
         route = http_route(request.method, request.path, cfg.models)
-        if isinstance(route, str):  # the body, if any, is not read: the connection closes
-            return web.json_response({"error": route}, status=404, headers={"Connection": "close"})
+        if isinstance(route, Refusal):  # the body, if any, is not read: the connection closes
+            return refuse(route, 404)
         kind, path = route
         headers = {k: request.headers[k] for k in ("Content-Type", "Inference-Header-Content-Length", "Accept-Encoding")
                    if k in request.headers}
         if kind == "pass":
-            return await forward("GET", f"http://{cfg.triton_http}{path}", None, headers)
-        # Before the body is read: aiohttp would inflate a compressed one while reading it.
-        if (err := encoding_error(request.headers.get("Content-Encoding"))) is not None:
-            return web.json_response({"error": err}, status=400, headers={"Connection": "close"})
-        if request.content_length is not None and request.content_length > cfg.max_request_bytes:
-            return _too_large(request.content_length, cfg)
+            return await forward("GET", f"http://{cfg.triton_http}{path}", None, headers, cfg.pass_timeout_s)
+        # All before the body is read (and before `100 Continue`): aiohttp would inflate a compressed one.
+        if (err := framing_error(request.headers.items())) is not None:
+            return refuse(err, 400)
+        declared = request.content_length
+        if declared is not None and declared > cfg.max_request_bytes:
+            return _too_large(declared)
+        n = json_length(request.headers.get("Inference-Header-Content-Length"), declared)
+        if isinstance(n, Refusal):
+            return refuse(n, _STATUS.get(n.reason, 400))
+        if (err := await _continue(request)) is not None:
+            return refuse(err, 417)
+        reading.add(request.protocol)
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _too_large(None, cfg)
-        err = http_infer_error(body, request.headers.get("Inference-Header-Content-Length"))
-        if err is not None:
-            return web.json_response({"error": err}, status=400)
-        return await forward("POST", f"http://{cfg.triton_http}{path}", body, headers)
+            got = await read_body(request.content, declared, cfg.max_request_bytes, budget, cfg.body_idle_s)
+        finally:
+            reading.discard(request.protocol)
+        if isinstance(got, Refusal):
+            return _too_large(None) if got.reason == "too_large" else refuse(got, _STATUS.get(got.reason, 400))
+        body, taken = got
+        try:
+            err = http_infer_error(body, request.headers.get("Inference-Header-Content-Length"), cfg.max_inputs,
+                                   cfg.max_outputs)
+            if err is not None:
+                return refuse(err, _STATUS.get(err.reason, 400), close=False)
+            return await forward("POST", f"http://{cfg.triton_http}{path}", body, headers, cfg.infer_timeout_s)
+        finally:
+            budget.give(taken)
 
-    def _too_large(n: int | None, cfg: FrontConfig) -> web.Response:
+    def _too_large(n: int | None) -> web.Response:
         size = f"of {n} bytes " if n is not None else ""
         why = f"the served --max-video-bytes per video of a batch, plus {OTHER_INPUTS_BYTES >> 20} MiB"
         err = f"request body {size}is over the server's limit of {cfg.max_request_bytes} bytes ({why})"
-        return web.json_response({"error": err}, status=413, headers={"Connection": "close"})
+        return refuse(Refusal(err, "too_large"), 413)
+
+    async def no_expect(_request: web.Request) -> None:  # `100 Continue` waits for the front's decision
+        return None
 
     app = web.Application(client_max_size=cfg.max_request_bytes)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=no_expect)
 
     async def close(_app: web.Application) -> None:
         await session.close()
@@ -228,18 +709,35 @@ async def _http_app(cfg: FrontConfig):  # -> aiohttp.web.Application
     return app
 
 
-async def _metrics_app(cfg: FrontConfig):
+async def _continue(request: Any) -> Refusal | None:
+    """`100 Continue` for a request that asked (Expect: 100-continue), sent once the front accepts it."""
+    from aiohttp import HttpVersion11
+
+    expect = request.headers.get("Expect")
+    if expect is None or request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return Refusal(f"Expect {expect[:32]!r} is not supported", "framing")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+    return None
+
+
+async def _metrics_app(cfg: FrontConfig, counters: FrontCounters):
     import aiohttp
     from aiohttp import web
 
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    session = aiohttp.ClientSession(timeout=_upstream_timeout(cfg.pass_timeout_s),
+                                    skip_auto_headers=("Accept-Encoding",))
 
     async def metrics(request: web.Request) -> web.Response:
         try:
             async with session.get(f"http://{cfg.triton_metrics}/metrics") as r:
-                return web.Response(status=r.status, body=await r.read(), content_type="text/plain")
-        except aiohttp.ClientError as e:
-            return web.Response(status=503, text=f"metrics unavailable ({type(e).__name__})\n")
+                page = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return web.Response(status=503, text=f"metrics unavailable ({type(e).__name__})\n{counters.text()}")
+        return web.Response(status=status, body=page + counters.text().encode(), content_type="text/plain")
 
     app = web.Application(client_max_size=1024)
     app.router.add_get("/metrics", metrics)
@@ -251,68 +749,183 @@ async def _metrics_app(cfg: FrontConfig):
     return app
 
 
-def _grpc_server(cfg: FrontConfig):  # -> grpc.aio.Server
+def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Server
     import grpc
     from tritonclient.grpc import service_pb2
 
     limit = min(cfg.max_request_bytes, 2**31 - 1)  # gRPC's message sizes are int32
+    # Triton's full error text comes back (its own code, not RESOURCE_EXHAUSTED for a long one); clients get a
+    # bounded text.
     channel = grpc.aio.insecure_channel(cfg.triton_grpc, options=[("grpc.max_send_message_length", -1),
-                                                                   ("grpc.max_receive_message_length", -1)])
+                                                                   ("grpc.max_receive_message_length", -1),
+                                                                   ("grpc.max_metadata_size", 1 << 20)])
 
     def handler(method: str):
         call = channel.unary_unary(f"/{SERVICE}/{method}")  # raw bytes both ways
+        bound = cfg.infer_timeout_s if method == "ModelInfer" else cfg.pass_timeout_s
 
         async def forward(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
             if method == "ModelInfer":
-                try:
-                    req = service_pb2.ModelInferRequest.FromString(raw)
-                except Exception as e:  # protobuf's DecodeError
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method} request ({e})")
-                if (err := grpc_infer_error(req, cfg.models)) is not None:
-                    code = grpc.StatusCode.NOT_FOUND if "is not served" in err else grpc.StatusCode.INVALID_ARGUMENT
-                    await context.abort(code, err)
+                # The counts before anything is parsed; then all but the raw contents (the video's bytes are
+                # passed on as they came, never parsed or copied here).
+                err, head, n_raw = grpc_scan(raw, cfg.models, cfg.max_inputs, cfg.max_outputs)
+                if err is None:
+                    try:
+                        req = service_pb2.ModelInferRequest.FromString(head)
+                    except Exception as e:  # protobuf's DecodeError
+                        err = Refusal(f"malformed {method} request ({str(e)[:120]})", "structure")
+                if err is None:
+                    err = grpc_infer_error(req, cfg.models, cfg.max_inputs, cfg.max_outputs, n_raw)
+                if err is not None:
+                    counters.reject("grpc", err)
+                    code = grpc.StatusCode.NOT_FOUND if err.reason == "route" else grpc.StatusCode.INVALID_ARGUMENT
+                    await context.abort(code, str(err))  # grpc takes an exact str
+                del req
+            remaining = context.time_remaining()
+            timeout = bound if remaining is None else min(remaining, bound)
             try:
-                return await call(raw, timeout=context.time_remaining())
+                return await call(raw, timeout=timeout)
             except grpc.aio.AioRpcError as e:
-                await context.abort(e.code(), e.details() or "")
+                code, details = e.code(), e.details() or ""
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and (remaining is None or remaining > bound):
+                code, details = grpc.StatusCode.UNAVAILABLE, f"no answer from the server within {bound:.0f} s"
+            if code == grpc.StatusCode.UNAVAILABLE:
+                counters.unavailable["grpc"] += 1
+            await context.abort(code, bounded_text(details))
 
         return grpc.unary_unary_rpc_method_handler(forward)
 
     methods = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
                "ModelStatistics", "ModelInfer")
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
+                                      ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
+                                      ("grpc.max_concurrent_streams", 128),
+                                      # a connection that never completes its handshake, or stays idle, closes
+                                      ("grpc.server_handshake_timeout_ms", int(KEEPALIVE_S * 1000)),
+                                      ("grpc.max_connection_idle_ms", int(4 * KEEPALIVE_S * 1000))],
+                             maximum_concurrent_rpcs=cfg.max_connections)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {m: handler(m) for m in methods}),))
     server.add_insecure_port(f"{'[::]' if cfg.host in ('', '::') else cfg.host}:{cfg.grpc_port}")
     return server
 
 
-async def serve(cfg: FrontConfig) -> None:
+class _Refused(asyncio.Protocol):
+    """A connection past the cap: answered 503 and closed at once, so it holds no file descriptor."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n"  # type: ignore[attr-defined]
+                        b"Retry-After: 1\r\n\r\n")
+        transport.close()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: aiohttp's protocol, passed every event but the end of the client's sending. A client
+    that sent its request and then shut its side (a half-close) still gets the answer: the connection stays open
+    for the request in hand, takes no further one, and closes once it is answered; one with no request in hand
+    by LINGER_S later closes then. A client that shuts its side in the middle of a body has abandoned it: the
+    connection closes at once and the partial body is released."""
+
+    def __init__(self, inner: Any, busy: set[Any], reading: set[Any]):
+        self.inner, self.busy, self.reading = inner, busy, reading
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.inner in self.reading:
+            return self.inner.eof_received()  # None: the transport closes
+        self.inner.close()  # no further request; the one in hand is answered first
+        asyncio.get_running_loop().call_later(LINGER_S, self._close_if_idle)
+        return True
+
+    def _close_if_idle(self) -> None:
+        if self.inner not in self.busy and self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+async def _listen(runner: Any, host: str, port: int, cfg: FrontConfig, counters: FrontCounters,
+                  busy: set[Any], reading: set[Any]) -> asyncio.Server:
+    """The runner's HTTP server on `host:port`, at most `cfg.max_connections` connections at once."""
+    server = runner.server
+
+    def protocol() -> asyncio.BaseProtocol:
+        if len(server.connections) >= cfg.max_connections:
+            counters.reject("http", Refusal("", "connections"))
+            return _Refused()
+        return _Connection(server(), busy, reading)
+
+    return await asyncio.get_running_loop().create_server(protocol, host or None, port, reuse_address=True)
+
+
+async def start_http(cfg: FrontConfig, counters: FrontCounters) -> tuple[list[Any], list[asyncio.Server]]:
+    """The HTTP and metrics ports, listening: (their aiohttp runners, their listeners)."""
     from aiohttp import web
 
+    busy: set[Any] = set()
+    reading: set[Any] = set()
+    runners, listeners = [], []
+    for app, port in ((await _http_app(cfg, counters, busy, reading), cfg.http_port),
+                      (await _metrics_app(cfg, counters), cfg.metrics_port)):
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_s,
+                                keepalive_timeout=cfg.keepalive_s, lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE)
+        await runner.setup()
+        listeners.append(await _listen(runner, cfg.host, port, cfg, counters, busy, reading))
+        runners.append(runner)
+    return runners, listeners
+
+
+async def stop_http(runners: list[Any], listeners: list[asyncio.Server]) -> None:
+    """No new connection; idle keep-alive connections are closed at once, requests in flight get `shutdown_s`."""
+    for listener in listeners:
+        listener.close()
+    await asyncio.gather(*(r.cleanup() for r in runners))
+
+
+async def serve(cfg: FrontConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runners = []
-    for app, port in ((await _http_app(cfg), cfg.http_port), (await _metrics_app(cfg), cfg.metrics_port)):
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_s)
-        await runner.setup()
-        await web.TCPSite(runner, cfg.host, port).start()
-        runners.append(runner)
-    grpc_server = _grpc_server(cfg)
+    counters = FrontCounters()
+    runners, listeners = await start_http(cfg, counters)
+    grpc_server = _grpc_server(cfg, counters)
     await grpc_server.start()
     print(f"videoitg front: http {cfg.host}:{cfg.http_port} grpc {cfg.host}:{cfg.grpc_port} metrics "
           f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}",
           flush=True)
     await stop.wait()
-    # Idle keep-alive connections are closed at once, requests in flight get `shutdown_s`.
-    await asyncio.gather(grpc_server.stop(cfg.shutdown_s), *(r.cleanup() for r in runners))
+    await asyncio.gather(grpc_server.stop(cfg.shutdown_s), stop_http(runners, listeners))
+
+
+def return_freed_memory() -> bool:
+    """Request bodies straight from the OS and back: a fixed glibc mmap threshold of 1 MiB. By default glibc raises
+    the threshold after the first large free, and later bodies grow in the heap, which keeps what they held
+    (the front's RSS reached 1.15 GB holding 640 MB of bodies). False where there is no glibc."""
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def main(argv: list[str]) -> int:
     raw = json.loads(argv[0])
     cfg = FrontConfig(**{**raw, "models": tuple(raw["models"])})
+    return_freed_memory()
     asyncio.run(serve(cfg))
     return 0
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.serving import binaries
-from videoitg.serving.front import FrontConfig, request_bytes_bound
+from videoitg.serving.front import FrontConfig, request_bytes_bound, signature_bound
 from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_port, free_ports
 from videoitg.serving.repository import TOP
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
@@ -276,11 +276,12 @@ class TritonServer:
         o = self.options
         t = self._triton_ports
         models = o.models or public_models(self.repository)
+        max_inputs, max_outputs = signature_bound(self.repository, models)
         cfg = FrontConfig(host=o.host, http_port=self.http_port, grpc_port=self.grpc_port,
                           metrics_port=self.metrics_port, triton_http=f"{LOOPBACK}:{t[0]}",
                           triton_grpc=f"{LOOPBACK}:{t[1]}", triton_metrics=f"{LOOPBACK}:{t[2]}", models=models,
                           max_request_bytes=max([request_bytes_bound(self.repository, m) for m in models], default=0),
-                          shutdown_s=float(o.exit_timeout_s))
+                          max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s))
         return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
