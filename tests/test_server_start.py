@@ -99,3 +99,13 @@ def test_a_start_with_no_progress_ends_after_the_window(tmp_path: Path, monkeypa
         assert time.monotonic() - t0 < 10.0
     finally:
         _end(srv)
+
+
+def test_tritonservers_own_ports_are_never_the_public_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The front binds the public ports while tritonserver binds its own: a public port the OS hands out again
+    must not become one of tritonserver's (both would start, one would fail on 'already in use')."""
+    srv = TritonServer(tmp_path)
+    srv.http_port, srv.grpc_port, srv.metrics_port = 40001, 40002, 40003
+    offers = iter([[40003, 50001, 50002], [50003, 50004, 50005]])
+    monkeypatch.setattr(server_mod, "free_ports", lambda n, host="127.0.0.1": next(offers))
+    assert srv._internal_ports() == (50003, 50004, 50005)

@@ -40,7 +40,7 @@ from typing import Any
 
 from videoitg.serving import binaries
 from videoitg.serving.front import FrontConfig, request_bytes_bound, signature_bound
-from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_port, free_ports
+from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_ports
 from videoitg.serving.repository import TOP
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
 from videoitg.serving.watchdog import StubWatchdog
@@ -294,9 +294,10 @@ class TritonServer:
             raise ServerError(f"model repository {self.repository} does not exist")
         o = self.options
         check_ports_free(o.host, [o.http_port, o.grpc_port, o.metrics_port])
-        self.http_port = o.http_port or free_port(self._client_host)
-        self.grpc_port = o.grpc_port or free_port(self._client_host)
-        self.metrics_port = o.metrics_port or free_port(self._client_host)
+        picked = iter(free_ports(3, self._client_host))  # held together: three distinct ports
+        self.http_port = o.http_port or next(picked)
+        self.grpc_port = o.grpc_port or next(picked)
+        self.metrics_port = o.metrics_port or next(picked)
         return self._launch(timeout_s, max_s)
 
     def restart(self, timeout_s: float = 180.0, max_s: float | None = None) -> TritonServer:
@@ -317,12 +318,21 @@ class TritonServer:
         if self._log_file is None:
             self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
 
+    def _internal_ports(self) -> tuple[int, int, int]:
+        """tritonserver's three loopback ports: free now, and none of the public ones, which the front binds while
+        tritonserver starts (a public port the OS handed back once may be handed out again)."""
+        public = {self.http_port, self.grpc_port, self.metrics_port}
+        while True:
+            ports = free_ports(3)
+            if public.isdisjoint(ports):
+                return ports[0], ports[1], ports[2]
+
     def _launch(self, timeout_s: float, max_s: float | None = None) -> TritonServer:
         o = self.options
         remove_stale_shared_memory()
         backend_dir = binaries.prepare_backend_dir(self.install)
         self._open_log()
-        self._triton_ports = tuple(free_ports(3))
+        self._triton_ports = self._internal_ports()
         # Own sessions: a Ctrl-C in the terminal reaches only us, and we shut the server down in order.
         parent = os.getpid()
         log = self._log_file
