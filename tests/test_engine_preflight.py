@@ -88,8 +88,9 @@ def test_repo_build_refuses_before_writing(tmp_path: Path, capsys: pytest.Captur
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal where NVDEC cannot run")
 def test_the_dali_decoder_is_refused_before_start_where_it_cannot_run() -> None:
-    """`serve` / `repo build` with `--decoder dali` on a gpu target run the decoder's self-test first: here (no CUDA)
-    it fails in one line naming the way out; the python decoder is not tested."""
+    """The check `serve` (and `repo build`, where CUDA is present) runs with `--decoder dali` on a gpu target: the
+    decoder's self-test, in a child process; here (no CUDA) it fails in one line naming the way out; the python
+    decoder is not tested."""
     from types import SimpleNamespace
 
     from videoitg.commands.repo import check_decoder_for

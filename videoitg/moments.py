@@ -26,7 +26,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from videoitg.errors import InputError
 
@@ -95,6 +95,12 @@ def known_duration(duration: float | None) -> float | None:
         return None
     d = float(duration)
     return d if math.isfinite(d) and d > 0 else None
+
+
+def frames_duration(frames: Any) -> float | None:
+    """The decoded video's duration in seconds as its container states it (`SampledFrames.info.duration_s`), None
+    where it was not read or is not usable (`known_duration`)."""
+    return known_duration(getattr(getattr(frames, "info", None), "duration_s", None))
 
 
 def frame_spans(timestamps: Sequence[float], duration: float | None = None) -> list[tuple[float, float]]:

@@ -24,7 +24,7 @@ from videoitg.defaults import DEMO_NOTICE, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.model.layout import SequenceLayout, fit_instruction
-from videoitg.moments import known_duration
+from videoitg.moments import frames_duration
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams
@@ -222,9 +222,3 @@ class Scorer:
         for i in range(0, len(instructions), bs):
             out += self.score_visual([(feats, t) for t in instructions[i:i + bs]], video=name, ids=ids[i:i + bs])
         return out
-
-
-def frames_duration(frames: Any) -> float | None:
-    """The decoded video's duration in seconds as its container states it (`SampledFrames.info.duration_s`), None
-    where it was not read or is not usable (`videoitg.moments.known_duration`)."""
-    return known_duration(getattr(getattr(frames, "info", None), "duration_s", None))

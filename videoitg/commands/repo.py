@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 from videoitg.sampling import SamplingParams
@@ -127,21 +129,30 @@ def check_decoder_for(spec) -> None:  # type: ignore[no-untyped-def]
     starts (`videoitg.decode.dali_backend.self_test`); refused in one line naming `--decoder python` otherwise."""
     if spec.decoder != "dali" or spec.target != "gpu":
         return
-    from videoitg.decode.dali_backend import self_test
+    from videoitg.decode.errors import DecoderUnavailableError
 
-    self_test(device="mixed")
+    # In a child process: the launcher lives as long as the server and must hold no CUDA context or DALI pipeline.
+    code = "from videoitg.decode.dali_backend import self_test; self_test(device='mixed')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        name, _, message = lines[-1].partition(": ")
+        if not name.endswith("DecoderUnavailableError"):
+            message = f"the dali decoder's start self-test failed: {lines[-1]}; serve with --decoder python"
+        raise DecoderUnavailableError(message)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from videoitg.serving.repository import DEFAULT_CHECKPOINT, build_repository, step_runtimes
 
     spec = spec_from_args(args, args.target)
     if not args.skip_runtime_check:
         check_runtimes_for(spec)
-        if torch.cuda.is_available():  # NVDEC checked here where there is a GPU; the step checks again when it loads
-            check_decoder_for(spec)
+        if spec.decoder == "dali" and spec.target == "gpu":
+            import torch
+
+            if torch.cuda.is_available():  # NVDEC checked where there is a GPU; the step checks again when it loads
+                check_decoder_for(spec)
     out = build_repository(spec, args.out, bundle=not args.no_bundle)
     runtimes = ", ".join(f"{k} {v}" for k, v in step_runtimes(spec.engines, spec.target).items())
     if spec.checkpoint == DEFAULT_CHECKPOINT:

@@ -182,14 +182,14 @@ class DecodePlan:
     rotation: int  # degrees counter-clockwise the frames must turn to display upright (`apply_rotation`)
     colour: YuvSignal  # how FFmpeg reads the YUV samples (`colour.py`; the untagged default at the stream's size
     # when the first frame does not decode)
-    duration_s: float | None = None  # the video's duration (`VideoInfo.duration_s`): moments end inside it
 
 
 def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, limits: DecodeLimits | None = None,
                 time_budget_s: float | None = 30) -> DecodePlan:
     """The sampled frame numbers (the released rule, on the packet index), their timestamps, the rotation and the
     colour signal, after every check `decode_video` makes before it decodes (bytes, header limits, truncation,
-    decode work): what the GPU server hands its DALI decode step. Decodes one frame (the first)."""
+    decode work): what a decoder outside this module needs to decode them as `decode_video` would. Decodes one frame
+    (the first)."""
     limits = limits or DecodeLimits()
     src = check_source(source, limits)
     name = describe(source)
@@ -204,8 +204,7 @@ def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, li
         except VideoDecodeError as e:
             _truncated_instead(src, name, e)
             raise
-        return DecodePlan(frames, [index.seconds(i) for i in frames], index.fps, rotation, colour,
-                          info_from(head, index, rotation, colour).duration_s)
+        return DecodePlan(frames, [index.seconds(i) for i in frames], index.fps, rotation, colour)
 
     return run_with_budget(work, time_budget_s)
 

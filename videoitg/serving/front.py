@@ -492,8 +492,7 @@ def grpc_infer_error(request: Any, models: tuple[str, ...], max_inputs: int = DE
         if inp.name in seen:
             return Refusal(f"input '{inp.name}' is given twice", "structure")
         seen.add(inp.name)
-        if (err := shape_error(inp.name, list(inp.shape[:MAX_DIMS + 1]) if len(inp.shape) <= MAX_DIMS
-                               else list(inp.shape))) is not None:
+        if (err := shape_error(inp.name, list(inp.shape))) is not None:
             return err
         if (err := grpc_parameters_error(f"input '{inp.name}': ", inp.parameters)) is not None:
             return err
