@@ -21,10 +21,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from videoitg.batch.backends import BackendSpec
 from videoitg.batch.manifest import load_manifest
 from videoitg.batch.ray_env import RayOptions, init_ray, shutdown_ray
 from videoitg.batch.runner import BatchOptions, run_batch
+from videoitg.batch.scorers import ScorerSpec
 from videoitg.defaults import default_checkpoint
 
 WORDS = ["red", "green", "blue", "circle", "square", "star", "left", "right", "up", "down"]
@@ -79,7 +79,7 @@ def main() -> int:
     ckpt = args.checkpoint or str(default_checkpoint())
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     manifest = load_manifest(make_workload(work, args.videos, args.per_video, args.frames, args.fps, w, h))
-    spec = BackendSpec(checkpoint=ckpt, num_frames=args.num_frames, target_fps=args.target_fps, torch_threads=1)
+    spec = ScorerSpec(checkpoint=ckpt, num_frames=args.num_frames, target_fps=args.target_fps, torch_threads=1)
     ray_opts = RayOptions(num_cpus=max(max(args.workers), os.cpu_count() or 1), object_store_mb=256)
     t0 = time.perf_counter()
     init_ray(ray_opts)
@@ -89,7 +89,7 @@ def main() -> int:
         for group in (True, False):
             for n in args.workers:
                 out = work / f"out-w{n}-{'g' if group else 'ng'}"
-                s = run_batch(manifest, BatchOptions(out_dir=str(out), backend=spec, ray=ray_opts, workers=n,
+                s = run_batch(manifest, BatchOptions(out_dir=str(out), scorer=spec, ray=ray_opts, workers=n,
                                                      group_by_video=group, progress=False))
                 assert s["rows_ok"] == len(manifest.rows), s
                 rows.append({"workers": n, "group_by_video": group, "rows": s["rows_ok"],

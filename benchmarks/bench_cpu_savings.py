@@ -36,12 +36,12 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.perf.build import build_baseline, build_ours  # noqa: E402
-from benchmarks.perf.flops import request_flops  # noqa: E402
-from benchmarks.perf.memory import request_memory  # noqa: E402
-from benchmarks.perf.timing import median  # noqa: E402
-from videoitg.config import TextConfig, VideoITGConfig, VisionConfig  # noqa: E402
-from videoitg.model.qwen2 import run_decoder  # noqa: E402
+from benchmarks.perf.build import build_baseline, build_ours
+from benchmarks.perf.flops import request_flops
+from benchmarks.perf.memory import request_memory
+from benchmarks.perf.timing import median
+from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
+from videoitg.model.qwen2 import run_decoder
 
 CPU = torch.device("cpu")
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tests.support.video import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip  # noqa: E402
-from videoitg.decode import dali_available, dali_backend, decode_video  # noqa: E402
+from videoitg.decode import dali, dali_available, decode_video  # noqa: E402
 from videoitg.decode.colour import signal_of, yuv_to_rgb  # noqa: E402
 from videoitg.preprocess import preprocess_frames  # noqa: E402
 from videoitg.sampling import SamplingParams  # noqa: E402
@@ -82,13 +82,13 @@ def full_size_stats(a: np.ndarray, ref: np.ndarray) -> dict:
 
 def measure(path: Path, device: str) -> dict:
     ref = decode_video(path, image_size=SIZE, params=PARAMS, decoder="pyav")
-    backend = "dali-gpu" if device == "cuda" else "dali-cpu"
-    got = decode_video(path, image_size=SIZE, params=PARAMS, decoder=backend, device=device)
+    decoder = "dali-gpu" if device == "cuda" else "dali-cpu"
+    got = decode_video(path, image_size=SIZE, params=PARAMS, decoder=decoder, device=device)
     with av.open(str(path)) as c:
         decoded = list(c.decode(video=0))
     signal = signal_of(decoded[0])
     ffmpeg = np.stack([decoded[i].to_ndarray(format="rgb24") for i in ref.frame_indices])
-    raw, converted = dali_backend.full_size_rgb(path.read_bytes(), ref.frame_indices, signal,
+    raw, converted = dali.full_size_rgb(path.read_bytes(), ref.frame_indices, signal,
                                                 "mixed" if device == "cuda" else "cpu")
     a601, _ = yuv_to_rgb(2, signal.full_range)
     a_tag, _ = yuv_to_rgb(signal.matrix, signal.full_range)

@@ -108,7 +108,7 @@ def other_decoders(path: Path, idx: list[int]) -> dict[str, dict]:
     except Exception as e:  # ImportError, or OSError from its native libraries
         rows["torchcodec"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[-1][:200]}"}
     from videoitg.decode import dali_available
-    from videoitg.decode.backends import DALI_CPU_CODECS
+    from videoitg.decode.choice import DALI_CPU_CODECS
 
     rows["dali-cpu"] = {"error": "not installed"} if not dali_available() else \
         {"error": f"H.264 is not among DALI's CPU codecs ({', '.join(sorted(DALI_CPU_CODECS))})"}
@@ -191,10 +191,9 @@ def released_request(model, ids: torch.Tensor, path: Path, image_size: int, proc
 def wide_tower_checkpoint(out: Path) -> Path:
     """The tiny checkpoint's shape with a tower that costs about as much as decoding (224 px, 256 patches a frame,
     width 192): where overlapping decode with the tower can show on a CPU. Random weights."""
-    from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
-
     from tests.support.model import build_tiny_checkpoint
     from videoitg.config import VisionConfig, preset
+    from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
     cfg = preset("tiny", vocab_size=len(build_tiny_tokenizer()))
     cfg.vision = VisionConfig(image_size=224, patch_size=14, hidden_size=192, intermediate_size=768,
@@ -211,7 +210,8 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
     from videoitg.limits import Limits
     from videoitg.pipeline import Scorer
     from videoitg.serving.client import VideoITGClient
-    from videoitg.serving.repository import TOP, RepoSpec
+    from videoitg.serving.protocol import TOP
+    from videoitg.serving.repository import RepoSpec
     from videoitg.serving.server import ServerOptions, TritonServer
 
     torch.set_num_threads(os.cpu_count() or 1)

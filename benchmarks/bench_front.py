@@ -26,11 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from videoitg.defaults import sample_video  # noqa: E402
-from videoitg.serving.repository import TOP, RepoSpec, build_repository  # noqa: E402
+from videoitg.serving.protocol import TOP  # noqa: E402
+from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import TritonServer  # noqa: E402
 
 
-def request(client, mod, video: bytes, instruction: str) -> None:  # type: ignore[no-untyped-def]
+def request(client, mod, video: bytes, instruction: str) -> None:
     ins = []
     for name, value in (("VIDEO", video), ("INSTRUCTION", instruction.encode())):
         t = mod.InferInput(name, [1, 1], "BYTES")
@@ -38,7 +39,7 @@ def request(client, mod, video: bytes, instruction: str) -> None:  # type: ignor
         ins.append(t)
     try:
         client.infer(TOP, ins)
-    except Exception as e:  # noqa: BLE001 - the upload case is refused by design
+    except Exception as e:  # the upload case is refused by design
         if "NotAVideoError" not in str(e) and "NoVideoStreamError" not in str(e):
             raise
 

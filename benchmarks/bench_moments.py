@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoitg.evaluation import best_iou, frame_spans, ranking  # noqa: E402
-from videoitg.moments import MomentParams, find_moments  # noqa: E402
+from videoitg.evaluation import best_iou, frame_spans, ranking
+from videoitg.moments import MomentParams, find_moments
 
 
 def single_run_rule(scores, timestamps, duration, threshold=0.5):

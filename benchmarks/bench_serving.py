@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from videoitg.serving import binaries  # noqa: E402
-from videoitg.serving.repository import DECODE, SELECT, TOP, RepoSpec, build_repository, render  # noqa: E402
+from videoitg.serving.protocol import DECODE, SELECT, SUMMARY_FILE, TOP, RepoSummary  # noqa: E402
+from videoitg.serving.repository import RepoSpec, build_repository, render  # noqa: E402
 
 NOCACHE = "videoitg_nocache"
 UNSTREAMED = "videoitg_nocache_unstreamed"
@@ -56,6 +57,10 @@ def build_bench_repository(out: Path, spec: RepoSpec | None = None) -> Path:
     extra = {NOCACHE: render(dataclasses.replace(spec, cache_bytes=0)),
              UNSTREAMED: render(dataclasses.replace(once, cache_bytes=0)),
              ENSEMBLE: render(dataclasses.replace(spec, mode="ensemble"))}
+    summary = RepoSummary.read(out)  # the front bounds the added top levels as their own repositories' top level
+    models = {**summary.models, **{name: RepoSummary.from_json(files[SUMMARY_FILE]).models[TOP]
+                                   for name, files in extra.items()}}
+    dataclasses.replace(summary, models=models).write(out)
     for name, files in extra.items():
         for rel, text in files.items():
             model, _, rest = rel.partition("/")

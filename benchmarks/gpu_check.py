@@ -13,8 +13,9 @@ records its error; the others still run):
             budget so the CPU reference stays short): max |logit difference|, top-32 overlap
   nvdec     DALI `mixed` (NVDEC) against PyAV on the sample clips: frame numbers, pixel difference (on a CPU:
             DALI's CPU decoder on VP9 clips, the codecs it has)
-  served    `videoitg serve` (the real tritonserver from nvidia-pytriton) on the gpu repository (python decoder):
-            served logits against in-process ones; a second instruction is a cache hit that runs no decode or vision
+  served    `videoitg serve` (the real tritonserver from nvidia-pytriton) on the gpu repository with each decoder
+            (NVDEC, the default, and python): served logits against in-process ones decoded the same way, frame
+            numbers against PyAV's; a second instruction is a cache hit that runs no decode or vision
   engines   the engine path: `videoitg build` (ONNX graphs; TensorRT plans and the TensorRT-LLM grounding where the
             node has TensorRT / TensorRT-LLM, and which is missing where not), `videoitg verify` of every runtime
             built, then `videoitg serve --engines` (the runtimes build.json names, checked before tritonserver
@@ -131,7 +132,7 @@ class Check:
                                                           "|---|---|---|---|", *rows]) + "\n")
         log(f"{name}: {status} in {self.report['sections'][name]['s']} s")
 
-    def config(self, size: str):  # type: ignore[no-untyped-def]
+    def config(self, size: str):
         from videoitg.config import VideoITGConfig, preset
 
         return preset("tiny") if size == "tiny" else VideoITGConfig()
@@ -178,9 +179,9 @@ class Check:
 
     def parity(self) -> dict[str, Any]:
         import torch
-        from videoitg.engine_build.parity import compare
 
         from benchmarks.perf.build import build_ours
+        from videoitg.engine_build.parity import compare
         from videoitg.preprocess import pixel_values
 
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
@@ -240,10 +241,10 @@ class Check:
         return {"backend": backend, "clips": rows, "ok": ok, "summary": summary}
 
     def _serve(self, extra: list[str], name: str) -> tuple[subprocess.Popen, str]:
-        """`videoitg serve` (python decoder) with `extra` flags, its repository and log under work/`name`; returns
+        """`videoitg serve` with `extra` flags, its repository and log under work/`name`; returns
         once it says ready (the process, its gRPC address), or raises with its output."""
         ports = [free_port() for _ in range(3)]
-        cmd = [self.server_python, "-m", "videoitg", "serve", "--decoder", "python", *extra,
+        cmd = [self.server_python, "-m", "videoitg", "serve", *extra,
                "--repo", str(self.work / name), "--log", str(self.work / f"{name}.log"),
                "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -261,15 +262,46 @@ class Check:
         return proc, f"127.0.0.1:{ports[1]}"
 
     def served(self) -> dict[str, Any]:
-        import tritonclient.grpc as grpcclient
-
+        """Each decoder the target serves (gpu: NVDEC, its default, then python; cpu: python) against in-process
+        scoring that decodes the same way (NVDEC: `decode_video`'s automatic choice on the GPU, as the dali step),
+        and the served frame numbers against PyAV's."""
         from videoitg.defaults import default_checkpoint, sample_video
         from videoitg.pipeline import Scorer
-        from videoitg.serving.client import VideoITGClient
 
         target, dtype = ("gpu", "float16") if self.cuda else ("cpu", "float32")
-        proc, url = self._serve(["--target", target, "--dtype", dtype], "repository")
         video = sample_video()[0]
+        pyav = Scorer(default_checkpoint(), device=str(self.device), dtype=dtype, decoder="pyav")
+        pyav_frames = pyav.score(video, INSTRUCTIONS[0]).frame_indices
+        decoders = {"dali": "auto", "python": "pyav"} if self.cuda else {"python": "pyav"}
+        rows = {}
+        for decoder, in_process in decoders.items():
+            rows[decoder] = self._served_with(decoder, target, dtype, video)
+            scorer = pyav if in_process == "pyav" else Scorer(default_checkpoint(), device=str(self.device),
+                                                               dtype=dtype, decoder=in_process)
+            expected = [scorer.score(video, q) for q in INSTRUCTIONS]
+            got = rows[decoder].pop("results")
+            rows[decoder]["max_abs_logit_diff"] = max(
+                max(abs(a - b) for a, b in zip(e.logits, g.logits, strict=True))
+                for e, g in zip(expected, got, strict=True))
+            rows[decoder]["same_frame_numbers_as_pyav"] = all(g.frame_indices == pyav_frames for g in got)
+            rows[decoder]["ok"] = (rows[decoder]["ok"] and rows[decoder]["max_abs_logit_diff"] <= 1e-3
+                                   and rows[decoder]["same_frame_numbers_as_pyav"])
+        worst = max(r["max_abs_logit_diff"] for r in rows.values())
+        return {"target": target, "dtype": dtype, "decoders": rows, "max_abs_logit_diff": worst,
+                "cache_hit": rows["python"]["cache_hit"], "ok": all(r["ok"] for r in rows.values()),
+                "summary": f"{target} repository, {dtype}: " + "; ".join(
+                    f"{d}: served vs in-process max|d logit| {r['max_abs_logit_diff']:.1e}, frame numbers as PyAV's "
+                    f"{r['same_frame_numbers_as_pyav']}, cache hit {r['cache_hit']}, decode/vision not run on the "
+                    f"hit: {r['hit_skips_decode_and_vision']}" for d, r in rows.items())}
+
+    def _served_with(self, decoder: str, target: str, dtype: str, video: Path) -> dict[str, Any]:
+        """Two instructions on one video through `videoitg serve --decoder decoder`: the results, whether the second
+        was a cache hit, and whether it ran no decode or vision."""
+        import tritonclient.grpc as grpcclient
+
+        from videoitg.serving.client import VideoITGClient
+
+        proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", decoder], f"repository-{decoder}")
         steps = ("videoitg_decode", "videoitg_vision", "videoitg_grounding")
         try:
             stats = grpcclient.InferenceServerClient(url)
@@ -286,16 +318,11 @@ class Check:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
-        scorer = Scorer(default_checkpoint(), device=str(self.device), dtype=dtype, decoder="pyav")
-        diff = max(max(abs(a - b) for a, b in zip(scorer.score(video, q).logits, s.result.logits, strict=True))
-                   for q, s in zip(INSTRUCTIONS, (first, second), strict=True))
         hits = [first.cache_hit, second.cache_hit]
         skipped = all(after[m] == before[m] for m in steps[:2]) and after[steps[2]] > before[steps[2]]
-        ok = diff <= 1e-3 and hits == [False, True] and skipped
-        return {"target": target, "dtype": dtype, "max_abs_logit_diff": diff, "cache_hit": hits,
-                "executions_before_second": before, "executions_after_second": after, "ok": ok,
-                "summary": f"{target} repository, {dtype}: served vs in-process max|d logit| {diff:.1e}, cache hit "
-                           f"{hits}, decode/vision not run on the hit: {skipped}"}
+        return {"results": [first.result, second.result], "cache_hit": hits, "hit_skips_decode_and_vision": skipped,
+                "executions_before_second": before, "executions_after_second": after,
+                "ok": hits == [False, True] and skipped}
 
     def engines(self) -> dict[str, Any]:
         from videoitg.defaults import default_checkpoint, sample_video
@@ -322,7 +349,9 @@ class Check:
         verified = {r["backend"]: r["status"] if r["status"] != "skipped" else f"skipped: {r.get('reason', '')[:200]}"
                     for r in json.loads((self.work / "verify.json").read_text())} if verify.returncode in (0, 1) else {}
         video = sample_video()[0]
-        proc, url = self._serve(["--target", target, "--dtype", dtype, "--engines", str(eng)], "engines-repository")
+        # PyAV, as the in-process reference decodes: this section checks the runtimes, `served` the decoders
+        proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", "python", "--engines", str(eng)],
+                                "engines-repository")
         try:
             with VideoITGClient(url, protocol="grpc") as client:
                 served = client.infer(video, INSTRUCTIONS[0], top_k=8)
@@ -347,11 +376,11 @@ class Check:
 
     def latency(self) -> dict[str, Any]:
         import torch
-        from videoitg.engine_build.parity import topk_overlap
 
         from benchmarks.perf.build import build_baseline, build_ours
         from benchmarks.perf.flops import flop_split, sequence_length
         from benchmarks.perf.timing import matmul_rate, median, time_calls
+        from videoitg.engine_build.parity import topk_overlap
         from videoitg.preprocess import pixel_values
 
         cfg, dev, dtype = self.config("tiny" if self.tiny else "real"), self.device, torch.float16

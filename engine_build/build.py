@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, export_vision, graph_precision
-from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
-from videoitg.engines.manifest import BackendUnavailable, EngineError, EngineManifest, RuntimeEnv, checkpoint_sha256
+from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, export_vision, graph_precision
+from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
+from videoitg.engines.libraries import import_trtllm, library_version
+from videoitg.engines.manifest import EngineManifest, RuntimeEnv, checkpoint_sha256
+from videoitg.errors import BackendUnavailable, EngineError
 from videoitg.limits import Limits
 
 TARGETS = ("onnx", "tensorrt", "trtllm")
@@ -98,13 +100,8 @@ def resolve_precision(precision: str) -> str:
 
 
 def _versions(*names: str) -> dict[str, str]:
-    env = RuntimeEnv.current()
-    out = {n: env.versions.get(n) for n in names if env.versions.get(n)}
-    import onnx  # noqa: PLC0415
-
-    if "onnx" in names:
-        out["onnx"] = onnx.__version__
-    return out
+    """The installed version of each library in `names` that is installed (package metadata)."""
+    return {n: v for n in names if (v := library_version(n))}
 
 
 def run_build(opts: BuildOptions) -> BuildReport:
@@ -180,8 +177,6 @@ def run_build(opts: BuildOptions) -> BuildReport:
             rep.add(m, trt_dir, time.perf_counter() - t0)
 
     if "trtllm" in opts.targets:
-        from videoitg.engines.libraries import import_trtllm  # noqa: PLC0415
-
         try:
             import_trtllm()
             print("  trtllm: the grounding half runs on the TensorRT-LLM PyTorch backend from the checkpoint")

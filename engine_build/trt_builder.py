@@ -21,8 +21,9 @@ from types import ModuleType
 from typing import Any
 
 from videoitg.engines.libraries import import_tensorrt
-from videoitg.engines.manifest import EngineError, Profile
+from videoitg.engines.manifest import Profile
 from videoitg.engines.runtimes import max_sequence_length
+from videoitg.errors import EngineError
 from videoitg.limits import Limits
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
@@ -76,7 +77,7 @@ class LLMProfileSpec:
 
 # ---- build ---------------------------------------------------------------------------------------
 def onnx_has_qdq(onnx_path: str | Path) -> bool:
-    import onnx
+    import onnx  # the optional `export` extra, needed only by a build
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from videoitg.engine_build.parity import TARGETS, Parity, compare, merge
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
-from videoitg.engines.manifest import BackendUnavailable, EngineError
+from videoitg.engine_build.parity import TARGETS, Parity, compare, merge
 from videoitg.engines.runtimes import GroundingRuntime, VisionRuntime, open_grounding, open_vision
+from videoitg.errors import BackendUnavailable, EngineError
 from videoitg.text import encode_instruction
 
 DEFAULT_INSTRUCTION = "when is the red circle visible?"

@@ -1,14 +1,5 @@
-"""Visual-feature cache: the instruction-independent half of a request (decode + SigLIP + projector), kept by key.
-
-Key = the video's digest (`videoitg.digest.video_digest`, BLAKE3 of its bytes) + sampling parameters +
-checkpoint/engine identity, so a second instruction on the same video with the same model skips decode and the
-vision tower, and a different checkpoint or sampling never hits.
-The video digest is a cryptographic hash of every byte (docs/serving.md, "Feature cache"): the cache is shared by
-all clients, so a key that a client could make collide would let it plant its features under another video.
-Bounded in bytes (sum of tensor sizes) with least-recently-used eviction; counts hits, misses and evictions.
-Thread-safe (the serving model may look up from several coroutines). Values stay where they were computed (on GPU
-they stay in device memory, so the bound is device bytes there).
-"""
+"""The visual-feature cache (the instruction-independent half of a request, byte-bounded, least recently used
+first out) and the memory of videos that failed for their own sake."""
 
 from __future__ import annotations
 
@@ -22,6 +13,9 @@ import torch
 
 
 def cache_key(video_digest_hex: str, sampling_key: str, model_identity: str) -> str:
+    """The video's digest (`videoitg.digest.video_digest`, BLAKE3 of every byte: the cache is shared by all clients,
+    so a key a client could make collide would let it plant its features under another video), the sampling and
+    the checkpoint/engine identity: another instruction on the same video hits, another model or sampling never."""
     return f"{video_digest_hex}|{sampling_key}|{model_identity}"
 
 
@@ -51,6 +45,9 @@ class CacheStats:
 
 @dataclass
 class FeatureCache:
+    """Bounded in bytes (`nbytes`), least recently used out first; thread-safe. Values stay where they were computed
+    (on a GPU, in device memory: the bound is device bytes there)."""
+
     capacity_bytes: int
     _data: OrderedDict[str, tuple[Any, int]] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
-from videoitg.python_backend.errors import (
+
+from videoitg.admission import OverloadedError
+from videoitg.errors import InputError
+
+from .errors import (
     StepError,
     client_fault,
     drop_traceback,
@@ -19,11 +24,8 @@ from videoitg.python_backend.errors import (
     rejection_reason,
     rejection_reason_of_message,
 )
-from videoitg.python_backend.scheduling import NotCachedError
-from videoitg.python_backend.steps import StepAssets, model_parameters
-
-from videoitg.errors import InputError
-from videoitg.limits import OverloadedError
+from .params import StepAssets, model_parameters
+from .scheduling import NotCachedError
 
 
 def setup(args: dict[str, Any]) -> tuple[dict[str, str], StepAssets]:
@@ -54,7 +56,7 @@ def error(exc: BaseException, model: str) -> Any:
     return response
 
 
-def respond_each(requests: list[Any], handle: Any, model: str) -> list[Any]:
+def respond_each(requests: list[Any], handle: Callable[[Any], Any], model: str) -> list[Any]:
     """One response per request, in order: `handle(request)`, or that request's own error, so one bad request
     never fails its batch-mates."""
     responses = []
@@ -67,11 +69,19 @@ def respond_each(requests: list[Any], handle: Any, model: str) -> list[Any]:
 
 
 def input_numpy(request: Any, name: str) -> np.ndarray | None:
-    """A (small) input on the host, None when absent. On a GPU deployment a step's input may arrive in device
-    memory (FORCE_CPU_ONLY_INPUT_TENSORS=no), where `as_numpy` cannot read it."""
+    """A (small) input on the host, None when absent."""
     t = pb_utils.get_input_tensor_by_name(request, name)
-    if t is None:
-        return None
+    return None if t is None else _host(t)
+
+
+def request_inputs(request: Any) -> dict[str, np.ndarray]:
+    """Every input the request holds, on the host, by name (an optional input it lacks is absent)."""
+    return {t.name(): _host(t) for t in request.inputs()}
+
+
+def _host(t: Any) -> np.ndarray:
+    """On a GPU deployment a step's input may arrive in device memory (FORCE_CPU_ONLY_INPUT_TENSORS=no), where
+    `as_numpy` cannot read it."""
     return t.as_numpy() if t.is_cpu() else from_dlpack(t.to_dlpack()).cpu().numpy()
 
 
@@ -116,7 +126,7 @@ class RequestCounters:
 
     OUTCOMES = ("success", "failure", "not_cached")
 
-    def __init__(self, model: str):
+    def __init__(self, model: str) -> None:
         fam = pb_utils.MetricFamily
         self.model = model
         self.family = fam("videoitg_requests", "requests answered, by outcome", fam.COUNTER)
@@ -142,7 +152,7 @@ class RequestCounters:
         outcome = "success" if exc is None else "not_cached" if isinstance(exc, NotCachedError) else "failure"
         self.metrics[outcome].increment(1)
 
-    def count(self, responses: list) -> list:
+    def count(self, responses: list[Any]) -> list[Any]:
         ok = 0
         for r in responses:
             if not r.has_error():
@@ -160,7 +170,7 @@ class BlsMetrics:
     """The top-level model's metrics on Triton's /metrics, next to nv_inference_request_success/failure. The
     families must outlive their metrics, so both are kept here and released in that order."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str) -> None:
         fam = pb_utils.MetricFamily
         self.families = [
             fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER),
@@ -188,7 +198,7 @@ class BlsMetrics:
 class StepRuntimeMetric:
     """`videoitg_step_runtime{model=..., runtime=...} 1` on Triton's /metrics: which runtime answers a step."""
 
-    def __init__(self, model: str, runtime: str):
+    def __init__(self, model: str, runtime: str) -> None:
         fam = pb_utils.MetricFamily
         self.family = fam("videoitg_step_runtime", "the runtime a step runs on (1 for the one in use)", fam.GAUGE)
         self.metric = self.family.Metric({"model": model, "runtime": runtime})

@@ -1,51 +1,34 @@
-"""`videoitg_decode` (CPU decoding): encoded video bytes, or a file under a media root (VIDEO_URI, checked here
-too: `steps.decode_source`) -> the sampled frames, resized, uint8 (a quarter of the bytes of float pixel values
-through shared memory; the vision step normalises them).
-
-Decoding and sampling are the core package's (`videoitg.decode`), under the deployment's `DecodeLimits` and
-decode time budget (model parameters, `videoitg.limits.Limits`); a bad or over-limit video answers that request
-with the decoder's typed error while the others in the batch succeed.
-
-The decoder is the repository's (`RepoSpec.decoder`, the `decoder` parameter, `steps.StepDecoder`): PyAV
-("python"), or DALI through its Python API in this process ("dali": NVDEC on the GPU Triton gave a KIND_GPU
-instance, DALI's CPU decoder on a KIND_CPU one), with the same checks, sampling and outputs
-(`videoitg.decode.decode_video`); DALI's frames are float32 SigLIP pixel values. A dali step decodes the package's
-self-test clip at load (`dali_backend.self_test`): a decoder that cannot run here fails the model's load, and so the
-server's start, in one line ending "serve with --decoder python".
-
-Two answer shapes, set by the repository (`RepoSpec.stream_frames`, python decoder only):
-- streaming (decoupled; the BLS repository): `steps.decode_stream`, one response per `stream_frames` decoded frames
-  while the rest decode, the frame numbers last, so the vision step encodes a video's first frames during its
-  decode;
-- one response with every frame (the ensemble, whose steps answer once).
-"""
+"""`videoitg_decode`: a video (VIDEO bytes, or VIDEO_URI under a media root) -> its sampled frames, resized, in
+one answer or streamed in chunks (`decoding`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from pathlib import Path
+from typing import Any
 
 import torch
 import triton_python_backend_utils as pb_utils
-from videoitg.python_backend.common import (
-    RequestCounters,
-    error,
-    input_numpy,
-    output_numpy,
-    output_torch,
-    respond_each,
-    setup,
-)
-from videoitg.python_backend.steps import StepDecoder, decode_source, decode_stream, decode_whole, sampling_from
 
-from videoitg.engines.runtimes import instance_device
+from videoitg.decode.dali import self_test
 from videoitg.limits import Limits
 from videoitg.paths import MediaRoots
+from videoitg.serving.protocol import DECODE
 
-NAME = "videoitg_decode"
+from .common import RequestCounters, error, output_numpy, output_torch, request_inputs, respond_each, setup
+from .decoding import StepDecoder, decode_stream, decode_whole
+from .params import device_dtype, sampling_from
+from .references import decode_source
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    """Decodes with the repository's decoder (`decoding.StepDecoder`): PyAV, or DALI in this process (NVDEC on a
+    KIND_GPU instance), whose self-test at load fails the server's start in one line when it cannot run here.
+    Decoupled (the BLS repository): one answer per `stream_frames` decoded frames, the frame numbers last, so the
+    vision step encodes a video's first frames during its decode; else one answer with every frame."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
         p, assets = setup(args)
         self.image_size = assets.config().vision.image_size
         self.sampling = sampling_from(p)
@@ -54,30 +37,27 @@ class TritonPythonModel:
         self.media_roots = MediaRoots.from_parameter(p.get("media_roots"))
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.stream_frames = int(p.get("stream_frames", 64))
-        self.decoder = StepDecoder.of(p.get("decoder", "python"), instance_device(args, p.get("device", "cpu")))
-        import videoitg.decode  # noqa: F401 - import PyAV/decoders now, not on the first request
+        self.decoder = StepDecoder.of(p.get("decoder", "python"), device_dtype(p, args)[0])
         torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
         if self.decoder.dali_device is not None:
-            from videoitg.decode.dali_backend import self_test
-
             self_test(device=self.decoder.dali_device, device_id=self.decoder.device_id())  # one line on failure
-        self.counters = RequestCounters(NAME)
+        self.counters = RequestCounters(DECODE)
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.counters.close()
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any] | None:
         if self.streaming:
             for request in requests:  # one video at a time per instance, as unstreamed
                 self._stream(request)
             return None
-        return self.counters.count(respond_each(requests, self._decode, NAME))
+        return self.counters.count(respond_each(requests, self._decode, DECODE))
 
-    def _decode(self, request):
+    def _decode(self, request: Any) -> Any:
         with self._video(request) as video:
             return self._response(decode_whole(video, self.image_size, self.sampling, self.limits, self.decoder))
 
-    def _stream(self, request):
+    def _stream(self, request: Any) -> None:
         sender = request.get_response_sender()
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
@@ -89,15 +69,14 @@ class TritonPythonModel:
                     pending = self._response(out)
             response = pending
         except Exception as e:
-            response = error(e, NAME)
+            response = error(e, DECODE)
         self.counters.count([response])
         sender.send(response, flags=final)
 
-    def _video(self, request):
-        return decode_source(input_numpy(request, "VIDEO"), input_numpy(request, "VIDEO_URI"),
-                             input_numpy(request, "VIDEO_VERSION"), self.media_roots)
+    def _video(self, request: Any) -> contextlib.AbstractContextManager[bytes | Path]:
+        return decode_source(request_inputs(request), self.media_roots)
 
     @staticmethod
-    def _response(outputs: dict):
+    def _response(outputs: dict[str, Any]) -> Any:
         return pb_utils.InferenceResponse([output_torch(k, v) if isinstance(v, torch.Tensor) else output_numpy(k, v)
                                            for k, v in outputs.items()])

@@ -1,13 +1,5 @@
-"""The one error format of the python-backend models, written and read here.
-
-A step model answers a bad request with `<model>: <ErrorClass>: <message>` (`error_message`). A BLS response does
-not carry the step's error code through (Triton 2.51 reports INTERNAL), so the top-level model reads the class
-back from the message (`error_class`) to tell the client's fault from the server's. What the feature cache may
-remember about a video (`remember_verdict`) is decided here too: only verdicts about the video itself, never one
-that depends on how busy the server was. Which outcome an answered error counts as (`rejection_reason`: the
-client's fault, by class, apart from the service's failures) and what of it outlives the answer
-(`drop_traceback`) are decided here too.
-"""
+"""The one error format of the python-backend models (`<model>: <ErrorClass>: <message>`), written and read here,
+and what an error means: the client's fault or the service's, remembered for its video or not."""
 
 from __future__ import annotations
 
@@ -37,7 +29,8 @@ def error_message(exc: BaseException, model: str) -> str:
 
 
 def error_class(message: str) -> str | None:
-    """The error class `error_message` wrote into `message`, None for an internal error or another format."""
+    """The error class `error_message` wrote into `message`, None for an internal error or another format. A BLS
+    response does not carry a step's error code through (Triton 2.51 reports INTERNAL), so the class is read here."""
     m = _FORMAT.match(message)
     return m.group(2) if m else None
 
@@ -46,7 +39,7 @@ def error_class(message: str) -> str | None:
 def input_error_names() -> frozenset[str]:
     """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
     try:
-        import videoitg.decode  # noqa: F401 - registers the decoder's error classes
+        import videoitg.decode
     except ImportError:
         pass
     import videoitg.paths  # noqa: F401 - and the refusals of a video by reference

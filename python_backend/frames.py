@@ -1,20 +1,18 @@
-"""The top-K frames as images, for a request that asks (inputs FRAMES and FRAMES_SIZE; off unless asked): checked by
-`parse_frames`, decoded from the request's video by `served_frames` with what `score --export-frames` uses
-(`videoitg.export.top_k_images`: `decode_full_frames`, the same resize and JPEG encoder), answered in the served
-format (`videoitg.outputs.frame_outputs`). No Triton here: the top-level model calls these off its event loop.
-"""
+"""The top-K frames as images, for a request that asks (FRAMES, FRAMES_SIZE): checked, decoded and answered in the
+served format. No Triton here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from videoitg.python_backend.steps import one_value, option_text
 
 from videoitg.errors import InputError
 from videoitg.export import FramesTooLargeError, top_k_images
 from videoitg.limits import Limits
 from videoitg.outputs import FRAME_FORMATS, GroundingResult, frame_outputs
+
+from .request import one_value, option_text
 
 MAX_FRAMES_SIZE = 4096  # FRAMES_SIZE, the longer side in pixels: the decoder's default width and height bound
 

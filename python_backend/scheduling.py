@@ -1,18 +1,4 @@
-"""How the top-level BLS model gets one video's features, without Triton: the policy lives here, the model file
-only calls it.
-
-    scheduler = FeatureScheduler(FeatureCache(1 << 30), FailureMemory(), max_cold=limits.max_in_flight)
-    features, hit = await scheduler.features(key, compute, remember)
-
-- A cache hit is answered at once (it never waits behind another request's decode).
-- A video that failed for its own sake (`remember(error)`: a verdict about the video, never about the server's
-  load) is refused again with the same error for a while instead of being decoded again on every retry.
-- Concurrent requests on one video share one computation.
-- At most `max_cold` videos are computed at once; past it a miss gets `OverloadedError` at once (UNAVAILABLE),
-  instead of queueing while its client times out.
-- A request that names its video by digest only (no bytes: `compute` is None) is a hit, joins the computation
-  already under way, or gets `NotCachedError` (the client then sends the bytes).
-"""
+"""How the top-level model gets one video's features: who computes, shares, waits or is refused. No Triton here."""
 
 from __future__ import annotations
 
@@ -20,10 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from videoitg.python_backend.cache import FailureMemory, FeatureCache
-
+from videoitg.admission import InFlightGate
 from videoitg.errors import VideoITGError
-from videoitg.limits import InFlightGate
+
+from .cache import FailureMemory, FeatureCache
 
 
 class NotCachedError(VideoITGError):
@@ -31,8 +17,18 @@ class NotCachedError(VideoITGError):
 
 
 class FeatureScheduler:
+    """`features, hit = await scheduler.features(key, compute, remember)`:
+    - a cache hit is answered at once (it never waits behind another request's decode);
+    - a video that failed for its own sake (`remember(error)`: a verdict about the video, never about the server's
+      load) is refused again with the same error for a while, not decoded again on every retry;
+    - concurrent requests on one video share one computation;
+    - at most `max_cold` videos are computed at once; past it a miss gets OverloadedError at once (UNAVAILABLE)
+      instead of queueing while its client times out;
+    - a request that names its video by digest alone (`compute` None) is a hit, joins the computation under way, or
+      gets NotCachedError (the client then sends the bytes)."""
+
     def __init__(self, cache: FeatureCache, failures: FailureMemory, max_cold: int,
-                 on_change: Callable[[bool | None], None] | None = None):
+                 on_change: Callable[[bool | None], None] | None = None) -> None:
         self.cache, self.failures = cache, failures
         self.cold = InFlightGate(max_cold)  # videos being computed
         self.pending: dict[str, asyncio.Task] = {}  # cache key -> its computation, shared by its requests
@@ -58,7 +54,7 @@ class FeatureScheduler:
             raise failed
         if task is None:  # the first request on this video computes it; the others await the same task
             assert compute is not None
-            self.cold.__enter__()  # OverloadedError past max_cold
+            self.cold.admit()  # OverloadedError past max_cold
             self._on_change(None)
             task = self.pending[key] = asyncio.get_running_loop().create_task(
                 self._compute(key, compute, remember))
@@ -74,7 +70,7 @@ class FeatureScheduler:
             raise
         finally:
             del self.pending[key]
-            self.cold.__exit__(None, None, None)
+            self.cold.release()
             self._on_change(None)
         self.cache.put(key, f)
         self._on_change(None)

@@ -8,12 +8,19 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from tests.support.video import random_clip
+from videoitg import Client, Scorer
 from videoitg.cli import main
+from videoitg.defaults import default_checkpoint, sample_video
 from videoitg.errors import InputError
+from videoitg.outputs import GroundingResult, doc_id_problems
+from videoitg.plot import _score_limits, display_aspect, plot_timeline, thumbnails_from_pixels
+from videoitg.serving.client import VideoITGClient
 
 
 def test_help_and_import_do_not_load_torch() -> None:
@@ -45,11 +52,6 @@ def test_command_help_does_not_load_torch(command: list[str]) -> None:
 
 
 def test_scorer_api(home, tmp_path: Path) -> None:
-    from tests.support.video import random_clip
-    from videoitg import Client, Scorer
-    from videoitg.defaults import default_checkpoint
-    from videoitg.serving.client import VideoITGClient
-
     assert Client is VideoITGClient
     clip = tmp_path / "clip.mp4"
     random_clip(clip, seed=3)
@@ -71,10 +73,6 @@ def test_scorer_api(home, tmp_path: Path) -> None:
 
 
 def test_demo_checkpoint_notice_once_and_not_for_the_sample(home, tmp_path: Path, caplog) -> None:
-    from tests.support.video import random_clip
-    from videoitg import Scorer
-    from videoitg.defaults import sample_video
-
     video, instruction = sample_video()
     clip = tmp_path / "other.mp4"
     random_clip(clip, seed=4)
@@ -92,8 +90,6 @@ def test_demo_checkpoint_notice_once_and_not_for_the_sample(home, tmp_path: Path
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_clear_cli_errors(home, capsys) -> None:
-    from videoitg.defaults import sample_video
-
     video, instruction = sample_video()
     cases = [
         (["--device", "cuda"], "no CUDA support" if torch.version.cuda is None else "no CUDA device"),
@@ -109,9 +105,6 @@ def test_clear_cli_errors(home, capsys) -> None:
 
 
 def test_doc_id_warnings_for_lmms_eval_files(home, tmp_path: Path, capsys) -> None:
-    from videoitg.defaults import sample_video
-    from videoitg.outputs import doc_id_problems
-
     assert doc_id_problems([{"doc_id": 1}, {"doc_id": "2"}]) == []
     probs = doc_id_problems([{"doc_id": None}, {"doc_id": "x"}, {"doc_id": 3}, {"doc_id": "3"}])
     assert len(probs) == 3 and "no doc_id" in probs[0] and "not an integer" in probs[1] and "'3'" in probs[2]
@@ -128,10 +121,6 @@ def test_doc_id_warnings_for_lmms_eval_files(home, tmp_path: Path, capsys) -> No
 
 
 def test_timeline_keeps_aspect_and_zooms_a_narrow_band(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from videoitg.outputs import GroundingResult
-    from videoitg.plot import _score_limits, display_aspect, plot_timeline, thumbnails_from_pixels
 
     assert display_aspect(SimpleNamespace(width=640, height=360, rotation=0)) == pytest.approx(16 / 9)
     assert display_aspect(SimpleNamespace(width=640, height=360, rotation=90)) == pytest.approx(9 / 16)

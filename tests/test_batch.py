@@ -9,13 +9,19 @@ import os
 import pytest
 import torch
 
-from tests.support.batch import INSTRUCTIONS, make_clip, make_manifest
+from tests.support.batch import INSTRUCTIONS, local_stream, make_clip, make_manifest
 from tests.support.compare import assert_records_close
-from videoitg.batch.backends import BackendSpec
+from videoitg.batch import runner
 from videoitg.batch.grouping import make_units
+from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.manifest import load_manifest
+from videoitg.batch.runner import BatchOptions, fingerprint, make_scorer, run_batch
+from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.store import OutputStore, atomic_write_lines
+from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError, VideoDecodeError
+from videoitg.pipeline import Scorer
+from videoitg.sampling import SamplingParams
 
 
 # ---- manifest ----------------------------------------------------------------------------------------------------
@@ -111,7 +117,7 @@ def test_atomic_write_leaves_no_temp_and_replaces(tmp_path):
 
 
 def test_resume_state_merge_and_dedupe(tmp_path):
-    fp = {"backend": "inprocess", "checkpoint": "abc"}
+    fp = {"scorer": "inprocess", "checkpoint": "abc"}
     s = OutputStore(tmp_path, fp)
     rec = lambda rid, v: {"row_id": rid, "index": [v]}
     s.write_shard([rec("a", 1), rec("b", 1)], [{"row_id": "c", "reason": "bad video"}])
@@ -139,7 +145,6 @@ def test_store_refuses_a_different_configuration(tmp_path):
 
 
 def _decode_error_names() -> set[str]:
-    import videoitg.decode  # noqa: F401 -- registers the decoder's VideoDecodeError subclasses
 
     names, todo = set(), [VideoDecodeError]
     while todo:
@@ -157,31 +162,33 @@ def test_one_driver_per_output_directory(tmp_path):
     OutputStore(tmp_path, {"a": 1}).close()
 
 
-def test_triton_backend_needs_an_endpoint():
-    from videoitg.batch.runner import make_backend
-
+def test_a_triton_scorer_needs_an_endpoint_and_an_unknown_kind_is_refused_where_it_is_given():
     with pytest.raises(InputError, match="server"):
-        make_backend(BackendSpec(kind="triton", servers=()))
-    with pytest.raises(InputError, match="unknown backend kind"):
-        make_backend(BackendSpec(kind="factory"))
+        make_scorer(ScorerSpec(kind="triton", servers=()))
+    with pytest.raises(InputError, match="unknown scorer kind 'factory': inprocess or triton"):
+        ScorerSpec(kind="factory")
+
+
+def test_the_fingerprint_names_each_scorer_kind(tmp_path):
+    """Every kind a spec can hold has its fingerprint (run.json): in-process pins the checkpoint's contents and the
+    sampling, against servers the endpoints stand in for both."""
+    inproc = fingerprint(BatchOptions(str(tmp_path), ScorerSpec(checkpoint=str(default_checkpoint()))))
+    assert inproc["scorer"] == "inprocess" and len(inproc["checkpoint"]) == 16 and inproc["num_frames"] == 512
+    served = fingerprint(BatchOptions(str(tmp_path), ScorerSpec(kind="triton", servers=("b:1", "a:1"), top_k=3)))
+    assert served == {"scorer": "triton", "servers": ["a:1", "b:1"], "top_k": 3, "ranking_rule": "server default"}
 
 
 # ---- the per-unit loop with the real model -----------------------------------------------------------------------
 def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
-    from videoitg.batch.engine_backend import InProcessBackend
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
-
     torch.set_num_threads(1)
     path, _, _ = make_manifest(tmp_path, videos=2, per_video=3)
     rows = load_manifest(path).rows
-    spec = BackendSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
-    backend = InProcessBackend(spec)
+    spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
+    scorer = InProcessScorer(spec)
     good = [r for r in rows if r.video.endswith("v0.mp4")]
     long_row = next(r for r in rows if r.row_id == "901")
     long_row = type(long_row)(long_row.row_id, long_row.line, good[0].video, long_row.instruction)
-    out = backend.score_unit([good[0], long_row, *good[1:]])
+    out = scorer.score_unit([good[0], long_row, *good[1:]])
     assert [o.ok for o in out] == [True, False, True, True]
     assert [o.cache_hit for o in out] == [False, True, True, True]
     assert out[1].record["stage"] == "score" and "tokens" in out[1].record["reason"]
@@ -191,7 +198,7 @@ def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
         assert o.record["row_id"] == r.row_id
         assert_records_close({k: o.record[k] for k in want}, want)  # another batch shape: within tolerance
     corrupt = next(r for r in rows if r.row_id == "900")
-    bad = backend.score_unit([corrupt, corrupt])
+    bad = scorer.score_unit([corrupt, corrupt])
     assert [o.ok for o in bad] == [False, False]
     assert bad[0].record["stage"] == "video" and bad[0].record["error_type"] in _decode_error_names()
     assert bad[0].record["row"]["instruction"] == INSTRUCTIONS[0]
@@ -252,14 +259,10 @@ def test_atomic_write_removes_its_temp_file_on_error(tmp_path):
 def test_in_process_run_writes_good_rows_and_each_bad_rows_error(tmp_path, monkeypatch):
     """Hostile rows (a lone surrogate, a doc_id of 2**70, a line that is not UTF-8) become error records; the good
     rows are scored and every shard is written whole (no temp shard left)."""
-    from tests.support.batch import local_stream
-    from videoitg.batch import runner
-    from videoitg.batch.runner import BatchOptions, run_batch
-    from videoitg.defaults import default_checkpoint
 
     torch.set_num_threads(1)
     monkeypatch.setattr(runner, "_stream", local_stream)
-    spec = BackendSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
+    spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
     out = tmp_path / "out"
     s = run_batch(load_manifest(_hostile_manifest(tmp_path)), BatchOptions(str(out), spec, progress=False))
     assert s["merged"] == {"results": 2, "errors": 4, "duplicates_dropped": 0, "missing": 0}

@@ -10,15 +10,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.support.batch import make_clip
 from videoitg.batch import runner
-from videoitg.batch.backends import BackendSpec, Outcome, prepare_then_score, score_unit
+from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.manifest import Row, load_manifest
 from videoitg.batch.runner import BatchOptions, run_batch
-from videoitg.batch.triton_backend import read_checked
+from videoitg.batch.scorers import Outcome, ScorerSpec, prepare_then_score, score_unit
+from videoitg.batch.servers import read_checked
 from videoitg.cli import main
+from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
 from videoitg.jsonio import MAX_JSON_DEPTH
 from videoitg.paths import open_resolved, pinned
@@ -27,7 +30,7 @@ from videoitg.paths import open_resolved, pinned
 class ReadingBackend:
     """Records the bytes `prepare` reads through the name it is given; scores each row as those bytes' size."""
 
-    def __init__(self, spec: BackendSpec | None = None) -> None:
+    def __init__(self, spec: ScorerSpec | None = None) -> None:
         self.read: list[bytes] = []
 
     def prepare(self, video: str) -> bytes:
@@ -91,13 +94,10 @@ def test_the_decoder_reaches_the_file_that_was_checked(tmp_path: Path) -> None:
 
 
 def test_errors_name_the_rows_path_not_the_descriptor(tmp_path: Path) -> None:
-    from videoitg.batch.engine_backend import InProcessBackend
-    from videoitg.defaults import default_checkpoint
-
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
     row = Row("b", 1, str(bad.resolve()), "q")
-    (out,) = score_unit(InProcessBackend(BackendSpec(checkpoint=str(default_checkpoint()), num_frames=8)), [row])
+    (out,) = score_unit(InProcessScorer(ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8)), [row])
     assert not out.ok and str(bad.resolve()) in out.record["reason"] and "/proc/self/fd" not in out.record["reason"]
 
 
@@ -129,25 +129,23 @@ def test_a_csv_field_over_the_csv_modules_limit_is_that_rows_error(tmp_path: Pat
         (2, "unreadable CSV record (field larger than field limit (131072))")]
 
 
-def _stream(units, opts):  # type: ignore[no-untyped-def]
+def _stream(units, opts):
     """`runner._stream` without Ray: the real ScoreActor over the units, in this process."""
-    import numpy as np
-
-    actor = runner.ScoreActor(opts.backend)
+    actor = runner.ScoreActor(opts.scorer)
     for u in units:
         yield from (str(x) for x in actor({"unit": np.array([json.dumps([r.to_json() for r in u])], dtype=object)})
                     ["out"])
 
 
 def _run(manifest: Path, out: Path) -> dict[str, Any]:
-    return run_batch(load_manifest(manifest), BatchOptions(str(out), BackendSpec(), progress=False))
+    return run_batch(load_manifest(manifest), BatchOptions(str(out), ScorerSpec(), progress=False))
 
 
 def test_a_row_changed_under_its_id_is_scored_again(tmp_path: Path, monkeypatch) -> None:
     """A row whose instruction (or video file) changed under the same id is scored again on the rerun, the run says
     how many changed, and results.jsonl holds the new record only."""
     monkeypatch.setattr(runner, "_stream", _stream)
-    monkeypatch.setattr(runner, "make_backend", ReadingBackend)
+    monkeypatch.setattr(runner, "make_scorer", ReadingBackend)
     for name in ("v1.mp4", "v2.mp4"):
         (tmp_path / name).write_bytes(name.encode())
     rows = [{"id": "a", "video": "v1.mp4", "instruction": "first"}, {"id": "b", "video": "v2.mp4", "instruction": "q"},

@@ -12,6 +12,7 @@ import pytest
 
 from videoitg.batch import runner
 from videoitg.batch.runner import MIN_RATE_SPAN_S, _Progress, _Tally
+from videoitg.commands.batch import _print_summary
 
 
 class Terminal(io.StringIO):
@@ -96,8 +97,6 @@ def test_lines_printed_meanwhile_go_above_the_bar(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_summary_says_why_there_is_no_steady_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    from videoitg.commands.batch import _print_summary
-
     base = {"rows_ok": 2, "rows_failed": 0, "rows_already_done": 18, "rows_changed": 0, "rows_rejected_by_manifest": 0,
             "videos": 2, "units": 2, "cache_hit_rate": 0.0, "rows_per_second": 0.17, "work_seconds": 11.5,
             "workers_used": 2, "merged": {"results": 20, "errors": 0, "duplicates_dropped": 0, "missing": 0},

@@ -18,6 +18,10 @@ import torch
 
 from tests.support.batch import SAMPLING_ARGS, make_manifest
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, ray_env, records, run_to_end, session_pids
+from videoitg.batch.manifest import load_manifest
+from videoitg.defaults import default_checkpoint
+from videoitg.pipeline import Scorer
+from videoitg.sampling import SamplingParams
 
 pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
 
@@ -27,8 +31,6 @@ VIDEOS, PER_VIDEO = 8, 5
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    from videoitg.defaults import default_checkpoint
-
     root = tmp_path_factory.mktemp("batch")
     manifest, good, bad = make_manifest(root, VIDEOS, PER_VIDEO)
     return {"root": root, "manifest": manifest, "good": good, "bad": bad, "checkpoint": str(default_checkpoint())}
@@ -37,10 +39,6 @@ def media(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(media):
     """In-process scores of every good row: the same Scorer the workers load, one thread like each worker."""
-    from videoitg.batch.manifest import load_manifest
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
-
     torch.set_num_threads(1)
     scorer = Scorer(media["checkpoint"], sampling=SamplingParams(num_frames=8, target_fps=4.0))
     rows = [r for r in load_manifest(media["manifest"]).rows if r.row_id not in media["bad"]]

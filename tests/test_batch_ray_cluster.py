@@ -38,9 +38,13 @@ import pytest
 
 pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
 
-from tests.support.batch import SAMPLING_ARGS, make_manifest  # noqa: E402
-from tests.support.ray import REPO, kill_session, non_loopback_listeners, records, session_pids  # noqa: E402
-from videoitg.serving.ports import free_port  # noqa: E402
+from tests.support.batch import SAMPLING_ARGS, make_manifest
+from tests.support.ray import REPO, kill_session, non_loopback_listeners, records, session_pids
+from videoitg.batch.manifest import load_manifest
+from videoitg.defaults import default_checkpoint
+from videoitg.pipeline import Scorer
+from videoitg.sampling import SamplingParams
+from videoitg.serving.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -184,11 +188,6 @@ def _fresh_workers(cluster: Cluster) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict:
-    from videoitg.batch.manifest import load_manifest
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
-
     root = tmp_path_factory.mktemp("cluster")
     manifest, _good, bad = make_manifest(root, VIDEOS, PER_VIDEO)
     checkpoint = str(default_checkpoint())

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from videoitg.batch.runner import SignalStop, StopRequested
+from videoitg.defaults import default_checkpoint
 
 
 def test_first_signal_raises_once_later_ones_wait_for_the_write() -> None:
@@ -57,8 +58,6 @@ def manifest(tmp_path_factory) -> Path:
 
 
 def _cmd(manifest: Path, out: Path, *extra: str) -> list[str]:
-    from videoitg.defaults import default_checkpoint
-
     return [sys.executable, "-m", "videoitg", "batch", str(manifest), "--out", str(out), "--checkpoint",
             str(default_checkpoint()), "--workers", "1", "--object-store-mb", "128", *SAMPLING_ARGS, *extra]
 

@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("decord", reason="decord (the released decoder, dev extra) is not installed")
 
-from benchmarks import bench_e2e  # noqa: E402
+from benchmarks import bench_e2e
+from videoitg.serving import binaries
 
 
 def test_e2e_bench_tiny_pixels_and_rss(tmp_path) -> None:
@@ -30,8 +31,6 @@ def test_e2e_bench_tiny_pixels_and_rss(tmp_path) -> None:
 @pytest.mark.server
 def test_e2e_bench_tiny_served(tmp_path) -> None:
     pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
-    from videoitg.serving import binaries
-
     try:
         binaries.find_tritonserver()
     except binaries.ServingSetupError as e:

@@ -19,11 +19,12 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import metric_value  # noqa: E402
-from tests.support.video import random_clip  # noqa: E402
-from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.repository import DECODE, TOP, RepoSpec, build_repository  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
+from tests.support.server import metric_value
+from tests.support.video import random_clip
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.protocol import DECODE, TOP
+from videoitg.serving.repository import RepoSpec, build_repository
+from videoitg.serving.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 DELAY_S = 3.0
@@ -42,7 +43,7 @@ class TritonPythonModel(Decode):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def server(tmp_path_factory: pytest.TempPathFactory):
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     shutil.copytree(repo / DECODE, repo / SLOW)
     cfg = repo / SLOW / "config.pbtxt"
@@ -106,8 +107,8 @@ def test_cache_hit_is_answered_while_another_video_decodes(server: TritonServer,
     timed(server, warm, "a blue square", log, "hit")
     assert "cold_done" not in log, "the hit was answered only after the cold request"
     t_cold.join()
-    assert log["hit"].cache_hit and not log["cold"].cache_hit  # type: ignore[union-attr]
-    assert log["hit_done"] < log["cold_done"]  # type: ignore[operator]
+    assert log["hit"].cache_hit and not log["cold"].cache_hit
+    assert log["hit_done"] < log["cold_done"]
     assert gauge(server, "videoitg_requests_in_flight") == gauge(server, "videoitg_cold_videos_in_flight") == 0
 
 
@@ -123,7 +124,7 @@ def test_concurrent_requests_on_one_video_share_one_decode(server: TritonServer,
     results = [log[str(i)] for i in range(3)]
     assert all(not isinstance(r, Exception) for r in results), results
     assert decode_calls(server)["success"] - before["success"] == 1
-    frames = [r.result.frame_indices for r in results]  # type: ignore[union-attr]
+    frames = [r.result.frame_indices for r in results]
     assert frames[1:] == [frames[0]] * 2
 
 

@@ -12,17 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
+from videoitg.batch.runner import BatchOptions, fingerprint
+from videoitg.batch.scorers import ScorerSpec
+from videoitg.batch.store import OutputStore
 from videoitg.checkpoint import (
     DIGEST_CACHE,
+    cached_weight_hash,
     check_checkpoint,
     checkpoint_identity,
-    file_digest,
     load_checkpoint,
     weight_files,
 )
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import CheckpointError, InputError
+from videoitg.pipeline import Scorer
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +78,6 @@ def test_rewriting_tensors_in_the_middle_of_a_weight_file_changes_the_identity(t
     assert after != before, name
 
     # ... and that checkpoint scores differently, so everything keyed by the identity must tell them apart.
-    from videoitg.pipeline import Scorer
-
     a, b = (Scorer(c) for c in (tmp_path / "moved", ckpt))
     assert (a.identity, b.identity) == (before, after)
     va, vb = (dict(m.named_parameters()) for m in (a.model, b.model))
@@ -82,12 +85,8 @@ def test_rewriting_tensors_in_the_middle_of_a_weight_file_changes_the_identity(t
 
 
 def test_batch_output_folder_refuses_the_rewritten_checkpoint(tmp_path: Path) -> None:
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.runner import BatchOptions, fingerprint
-    from videoitg.batch.store import OutputStore
-
     ckpt = _copy(tmp_path)
-    opts = BatchOptions(str(tmp_path / "out"), BackendSpec(checkpoint=str(ckpt)))
+    opts = BatchOptions(str(tmp_path / "out"), ScorerSpec(checkpoint=str(ckpt)))
     OutputStore(opts.out_dir, fingerprint(opts)).close()
     _rewrite_middle_tensor(weight_files(ckpt)[0])
     with pytest.raises(InputError, match="different run configuration \\(checkpoint: "):
@@ -97,20 +96,20 @@ def test_batch_output_folder_refuses_the_rewritten_checkpoint(tmp_path: Path) ->
 def test_the_digest_cache_is_used_and_never_hides_a_rewrite(tmp_path: Path) -> None:
     f = tmp_path / "w.safetensors"
     f.write_bytes(b"a" * 4096)
-    real = file_digest(f)
+    real = cached_weight_hash(f)
     cache = tmp_path / "home" / DIGEST_CACHE
     entries = json.loads(cache.read_text())
     assert list(entries.values()) == [real]
     cache.write_text(json.dumps({k: "0" * 64 for k in entries}))  # a planted entry: read back, not recomputed
-    assert file_digest(f) == "0" * 64
+    assert cached_weight_hash(f) == "0" * 64
     st = f.stat()
     with f.open("r+b") as fh:
         fh.seek(2048)
         fh.write(b"b")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and modification time as the cached entry
-    assert file_digest(f) not in ("0" * 64, real)
+    assert cached_weight_hash(f) not in ("0" * 64, real)
     cache.write_text("{torn")  # a damaged cache is ignored
-    assert file_digest(f) == file_digest(f)
+    assert cached_weight_hash(f) == cached_weight_hash(f)
 
 
 def test_the_external_vision_tower_is_part_of_the_identity(tmp_path: Path) -> None:
@@ -147,8 +146,6 @@ def test_an_index_naming_files_elsewhere_is_refused(tmp_path: Path, name: object
     outside = tmp_path / "outside"
     outside.mkdir()
     shutil.copy(ckpt / "model-00001-of-00001.safetensors", outside / "model.safetensors")
-    from safetensors import safe_open
-
     with safe_open(str(outside / "model.safetensors"), framework="pt") as sf:
         keys = list(sf.keys())
     _index(ckpt, {k: name for k in keys})
@@ -159,8 +156,6 @@ def test_an_index_naming_files_elsewhere_is_refused(tmp_path: Path, name: object
 
 def test_a_truncated_or_wrong_index_is_one_checkpoint_error(tmp_path: Path) -> None:
     ckpt = _sharded(tmp_path)
-    from safetensors import safe_open
-
     with safe_open(str(ckpt / "model-00001-of-00001.safetensors"), framework="pt") as sf:
         weight_map = {k: "model-00001-of-00001.safetensors" for k in sf.keys()}
     _index(ckpt, weight_map)

@@ -1,15 +1,22 @@
 """The CLI end to end, in-process: score a generated clip, write results.jsonl and the timeline PNG."""
 
 import json
+import os
 
 import pytest
 
+from videoitg.batch.manifest import load_manifest
 from videoitg.cli import main
+from videoitg.decode import DecodeLimits, VideoTooLargeError
+from videoitg.defaults import default_checkpoint, sample_video
+from videoitg.errors import InputError
+from videoitg.limits import Limits
+from videoitg.outputs import GroundingResult
+from videoitg.pipeline import Scorer
+from videoitg.sampling import SamplingParams
 
 
 def test_score_writes_results_and_plot(home, capsys):
-    from videoitg.defaults import default_checkpoint, sample_video
-
     video, instruction = sample_video()
     out, png = home / "results.jsonl", home / "t.png"
     rc = main(["score", str(video), "-i", instruction, "--checkpoint", str(default_checkpoint()), "--top-k", "4",
@@ -33,13 +40,6 @@ def test_bad_input_is_a_clear_cli_error(home, capsys):
 
 
 def test_scorer_applies_the_configured_limits(home):
-    from videoitg.decode import DecodeLimits, VideoTooLargeError
-    from videoitg.defaults import default_checkpoint, sample_video
-    from videoitg.errors import InputError
-    from videoitg.limits import Limits
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
-
     video, instruction = sample_video()
     small = Limits(decode=DecodeLimits(max_bytes=1000), max_instruction_tokens=3)
     scorer = Scorer(default_checkpoint(), limits=small)
@@ -54,10 +54,6 @@ def test_scorer_applies_the_configured_limits(home):
 def test_video_path_is_one_rule_for_score_and_batch(home, monkeypatch) -> None:
     """`score` given a relative path through a symlink stores the same video_path as a batch manifest row naming
     that file (the manifest resolves it; batch passes the row's path to the same record writer)."""
-    import os
-
-    from videoitg.batch.manifest import load_manifest
-    from videoitg.defaults import default_checkpoint, sample_video
 
     video, instruction = sample_video()
     work = home / "work"
@@ -70,7 +66,5 @@ def test_video_path_is_one_rule_for_score_and_batch(home, monkeypatch) -> None:
     stored = json.loads((work / "r.jsonl").read_text())["video_path"]
     assert stored == os.path.realpath(video) != "link.mp4"
     row = load_manifest(work / "m.jsonl", [str(video.parent), str(work)]).rows[0]
-    from videoitg.outputs import GroundingResult
-
     batch_rec = GroundingResult([0.0], [0], [0.0], instruction).to_record(video_path=row.video)
     assert batch_rec["video_path"] == stored

@@ -5,17 +5,18 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+from safetensors.torch import load_file, save_file
 
 from tests.support.model import build_tiny_checkpoint, plain_writer_checkpoint, tiny_config
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
 from videoitg.config import VideoITGConfig
+from videoitg.engines.runtimes import open_vision
 from videoitg.errors import CheckpointError, InputError
 from videoitg.model import VideoITG
 from videoitg.outputs import GroundingResult, read_frame_indices_jsonl, write_results_jsonl
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices
 from videoitg.text import encode_instruction
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 # ---- config ------------------------------------------------------------------------------------------------------
 SPEC_HW = {8: 27, 16: 27, 22: 27, 23: 26, 32: 22, 64: 16, 100: 12, 128: 11, 200: 9, 256: 8, 300: 7, 400: 6, 512: 5}
@@ -110,8 +111,6 @@ def test_checkpoint_from_a_plain_safetensors_writer_loads(tmp_path, tiny, extern
 
 def test_mismatched_checkpoint_names_every_tensor(tmp_path, tiny):
     d = plain_writer_checkpoint(tmp_path, tiny, external_tower=False)
-    from safetensors.torch import load_file
-
     sd = load_file(str(d / "model.safetensors"))
     del sd["out_proj.weight"]
     sd["model.norm.weight"] = torch.ones(7)
@@ -237,8 +236,6 @@ def test_load_one_half_reads_only_its_tensors(tmp_path, tiny):
 
 def test_eagle_base_checkpoint_starts_a_grounding_run(tmp_path, tiny):
     """The released recipe starts from the Eagle video-LLM: it has an lm_head and no out_proj."""
-    from safetensors.torch import load_file
-
     d = save_checkpoint(tiny, tmp_path / "base", build_tiny_tokenizer())
     sd = load_file(str(d / "model.safetensors"))
     del sd["out_proj.weight"], sd["out_proj.bias"]
@@ -257,8 +254,6 @@ def test_vision_runtime_features_of_chunks_are_the_whole_videos(tiny):
     """The streaming decode step sends a video's frames in chunks with the video's frame count: every step after
     the tower is per frame, so the chunks' features concatenated equal the whole video's (the projector's grid is
     set by the video's count, not the chunk's)."""
-    from videoitg.engines.runtimes import open_vision
-
     S = tiny.config.vision.image_size
     t, chunk = 24, 10
     assert tiny.config.tokens_per_side(t) != tiny.config.tokens_per_side(chunk)  # the count changes the grid

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,9 +16,14 @@ import pytest
 import torch
 
 from tests.support.video import read_number, write_clip
-from videoitg.decode import DecodeTimeoutError, decode_video, probe_video, pyav_backend
+from videoitg.decode import DecodeTimeoutError, decode_video, probe_video, pyav
 from videoitg.preprocess import preprocess_frames
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices
+
+try:
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as SiglipProcessor
+except ImportError:  # transformers < 5 names the PIL processor SiglipImageProcessor
+    from transformers import SiglipImageProcessor as SiglipProcessor
 
 S = 32  # small output size keeps the suite fast; the 384 rule is checked in the SigLIP parity test
 FEW = SamplingParams(num_frames=8, target_fps=5)
@@ -69,15 +75,15 @@ def test_seeking_decode_equals_full_decode(clips: dict[str, Path], monkeypatch: 
     # 250 frames, keyframe every 10: samples 2 s apart skip most GOPs by seeking.
     seeks: list[int | None] = []
     decoded: list[int] = []
-    start, it = pyav_backend._Frames.start, pyav_backend._Frames._iter
+    start, it = pyav._Frames.start, pyav._Frames._iter
 
-    def counting_iter(self):  # type: ignore[no-untyped-def]
+    def counting_iter(self: pyav._Frames) -> Iterator[av.VideoFrame]:
         for f in it(self):
             decoded.append(f.pts)
             yield f
 
-    monkeypatch.setattr(pyav_backend._Frames, "start", lambda self, p: (seeks.append(p), start(self, p))[1])
-    monkeypatch.setattr(pyav_backend._Frames, "_iter", counting_iter)
+    monkeypatch.setattr(pyav._Frames, "start", lambda self, p: (seeks.append(p), start(self, p))[1])
+    monkeypatch.setattr(pyav._Frames, "_iter", counting_iter)
     params = SamplingParams(num_frames=6, target_fps=0.5)
     out = decode_video(clips["long_gop"], image_size=S, params=params, decoder="pyav")
     assert out.frame_indices == [0, 50, 100, 150, 200]
@@ -135,13 +141,9 @@ def test_probe_reads_the_header_and_falls_back_to_counting(clips: dict[str, Path
 
 
 def test_preprocessing_matches_transformers_siglip_processor(clips: dict[str, Path]) -> None:
-    try:
-        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as Proc
-    except ImportError:  # transformers < 5 names the PIL processor SiglipImageProcessor
-        from transformers import SiglipImageProcessor as Proc
     # siglip-so400m-patch14-384 preprocessor_config.json values, built locally (no hub access).
-    proc = Proc(do_resize=True, size={"height": 384, "width": 384}, resample=3, do_rescale=True,
-                rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    proc = SiglipProcessor(do_resize=True, size={"height": 384, "width": 384}, resample=3, do_rescale=True,
+                           rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     params = SamplingParams(num_frames=3, target_fps=1)
     out = decode_video(clips["h264"], image_size=384, params=params, decoder="pyav")
     with av.open(str(clips["h264"])) as c:

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from av.video.reformatter import Colorspace, Interpolation
 
 from tests.support.video import colour_edges_frame, natural_frame, write_rgb_clip
 from videoitg.decode.colour import (
@@ -162,8 +163,6 @@ def test_fixed_point_coefficients_are_the_tables() -> None:
 
 def dali_like(frame: av.VideoFrame) -> np.ndarray:
     """DALI's CPU conversion (test_decode_dali.py checks it is DALI's bit for bit)."""
-    from av.video.reformatter import Colorspace, Interpolation
-
     flags = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
     return frame.to_ndarray(format="rgb24", src_colorspace=Colorspace.ITU601, interpolation=flags)
 

@@ -1,15 +1,17 @@
-"""DALI backend: CPU decoder parity with PyAV (same frame numbers, small stated pixel difference), the
+"""The DALI decoder: CPU decoder parity with PyAV (same frame numbers, small stated pixel difference), the
 automatic choice, and the GPU variant's preconditions."""
 
 from __future__ import annotations
 
 from fractions import Fraction
+from importlib import resources
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
+from av.video.reformatter import Colorspace, Interpolation
 
 from tests.support.video import (
     colour_edges_frame,
@@ -19,8 +21,12 @@ from tests.support.video import (
     write_clip,
     write_rgb_clip,
 )
-from videoitg.decode import dali_available, decode_video
-from videoitg.decode.dali_backend import PIXEL_BOUNDS
+from videoitg.decode import choice, dali, dali_available, decode_video
+from videoitg.decode.budget import Deadline
+from videoitg.decode.colour import signal_of
+from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason, self_test, self_test_clip
+from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
+from videoitg.errors import VideoDecodeError
 from videoitg.sampling import SamplingParams
 
 pytestmark = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed (extra 'dali')")
@@ -71,12 +77,12 @@ def test_dali_cpu_returns_the_same_frames_as_pyav(clips: dict[str, Path], name: 
 
 def raw_dali_rgb(path: Path, frames: list[int]) -> np.ndarray:
     """DALI's CPU decoder alone (no resize, no colour map): [F, H, W, 3] uint8."""
-    import nvidia.dali.fn as fn
+    import nvidia.dali.fn as fn  # optional dependency: the module is skipped without it
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=None)
-    def pipe():  # type: ignore[no-untyped-def]
+    def pipe():  # -> DataNode
         data = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1)
         return fn.decoders.video(data, frames=frames, device="cpu")
 
@@ -92,8 +98,6 @@ def test_dali_cpu_converts_like_swscale_with_bt601_and_interpolated_chroma(clips
                                                                           name: str) -> None:
     """What DALI's CPU decoder does, bit for bit: libswscale with full chroma interpolation and accurate rounding,
     BT.601 whatever the colour-space tag, the tagged range (colour.py relies on exactly this)."""
-    from av.video.reformatter import Colorspace, Interpolation
-
     with av.open(str(clips[name])) as c:
         decoded = list(c.decode(video=0))[:3]
     flags = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
@@ -104,12 +108,9 @@ def test_dali_cpu_converts_like_swscale_with_bt601_and_interpolated_chroma(clips
 
 def dali_ffmpeg_rgb(path: Path, frames: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """DALI's CPU decoder, and the pipeline's conversion of its output to FFmpeg's RGB (no resize)."""
-    from videoitg.decode.colour import signal_of
-    from videoitg.decode.dali_backend import full_size_rgb
-
     with av.open(str(path)) as c:
         signal = signal_of(next(c.decode(video=0)))
-    return full_size_rgb(path.read_bytes(), frames, signal)
+    return dali.full_size_rgb(path.read_bytes(), frames, signal)
 
 
 # (pixels equal to FFmpeg's at full size, at least; mean |difference| at most, 0..255). Measured: 99.3% / 0.006
@@ -161,14 +162,11 @@ def test_dali_cpu_pixels_are_ffmpegs_within_the_bound(clips: dict[str, Path], na
 
 def test_colour_input_follows_the_tagged_matrix(clips: dict[str, Path]) -> None:
     """Reading a BT.709 video as untagged (BT.601) is off by ~7/255 on average; the tag's parameters fix it."""
-    from videoitg.decode import dali_backend
-    from videoitg.decode.budget import Deadline
-
     params = SamplingParams(num_frames=3, target_fps=25)
     ref = decode_video(clips["natural_709"], image_size=64, params=params, decoder="pyav")
     fixed = decode_video(clips["natural_709"], image_size=64, params=params, decoder="dali-cpu")
-    unfixed = dali_backend.decode("dali-cpu", clips["natural_709"].read_bytes(), ref.frame_indices, 64, (640, 360),
-                                  Deadline(None), "natural_709", colour=None)
+    unfixed = dali.decode("dali-cpu", clips["natural_709"].read_bytes(), ref.frame_indices, 64, (640, 360),
+                          Deadline(None), "natural_709", colour=None)
     assert fixed.info.colour is not None and fixed.info.colour.name == "bt709/limited"
     err_fixed = (fixed.pixel_values - ref.pixel_values).abs().mean().item() * 127.5
     err_unfixed = (unfixed - ref.pixel_values).abs().mean().item() * 127.5
@@ -185,13 +183,11 @@ def test_dali_turns_rotated_video_upright(clips: dict[str, Path]) -> None:
 
 
 def test_auto_choice_is_reported(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from videoitg.decode import backends
-
-    # No CUDA device asked for: CPU backends (NVDEC only when the caller wants frames on a GPU); PyAV is the
+    # No CUDA device asked for: CPU decoders (NVDEC only when the caller wants frames on a GPU); PyAV is the
     # measured-faster CPU choice unless DALI's CPU decoder is preferred explicitly.
     chosen = {k: decode_video(clips[k], image_size=8, params=FEW).decoder for k in ("vp9", "h264")}
     assert chosen == {"vp9": "pyav", "h264": "pyav"}
-    monkeypatch.setattr(backends, "AUTO_PREFERS_DALI_CPU", True)
+    monkeypatch.setattr(choice, "AUTO_PREFERS_DALI_CPU", True)
     chosen = {k: decode_video(clips[k], image_size=8, params=FEW).decoder for k in ("vp9", "h264", "vfr_vp9")}
     assert chosen["vp9"] == "dali-cpu"
     assert chosen["h264"] == "pyav"
@@ -232,57 +228,61 @@ def test_dali_gpu_pixels_are_ffmpegs_within_the_bound(
 
 def test_chunked_runs_bound_memory_and_change_nothing(clips: dict[str, Path],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from videoitg.decode import dali_backend
-
     whole = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
-    monkeypatch.setattr(dali_backend, "CHUNK_BYTES", 1)  # one frame per pipeline run
+    monkeypatch.setattr(dali, "CHUNK_BYTES", 1)  # one frame per pipeline run
     chunked = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
     assert torch.equal(whole.pixel_values, chunked.pixel_values)
 
 
 def test_auto_falls_back_to_pyav_when_dali_fails(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from videoitg.decode import backends
-
     def broken(*args: object, **kw: object) -> torch.Tensor:
         raise RuntimeError("simulated DALI failure")
 
-    monkeypatch.setattr(backends, "decode_dali", broken)
-    monkeypatch.setattr(backends, "AUTO_PREFERS_DALI_CPU", True)
+    monkeypatch.setattr(dali, "decode", broken)
+    monkeypatch.setattr(choice, "AUTO_PREFERS_DALI_CPU", True)
     out = decode_video(clips["vp9"], image_size=32, params=FEW)
     assert out.decoder == "pyav" and [read_number(x) for x in out.pixel_values.numpy()] == out.frame_indices
     with pytest.raises(RuntimeError, match="simulated"):  # an explicit request is not second-guessed
         decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
 
 
-# ---- operator names per DALI version, the start self-test ------------------------------------------------------
-def test_operator_names_follow_the_dali_version() -> None:
-    """DALI 2.x binds the decoder, tensor_resize and filter under fn.; DALI 1.x only under fn.experimental."""
-    from types import SimpleNamespace
+# ---- how DALI failures are told apart, the start self-test ------------------------------------------------------
+def test_a_codec_dalis_decoder_lacks_is_refused_by_the_codec_table_before_dali_runs(clips: dict[str, Path]) -> None:
+    """The codec tables in `choice` decide UnsupportedCodecError; DALI's own failures are never read for it."""
+    with pytest.raises(UnsupportedCodecError, match="DALI's CPU decoder cannot decode h264"):
+        decode_video(clips["h264"], image_size=8, params=FEW, decoder="dali-cpu")
 
-    from videoitg.decode.dali_backend import operators
-    from videoitg.decode.errors import DecoderUnavailableError
 
-    video, resize, filt = object(), object(), object()
-    one = SimpleNamespace(experimental=SimpleNamespace(decoders=SimpleNamespace(video=video), tensor_resize=resize,
-                                                       filter=filt))
-    ops = operators(one)
-    assert (ops.video, ops.tensor_resize, ops.filter) == (video, resize, filt)
-    two = SimpleNamespace(decoders=SimpleNamespace(video=video), tensor_resize=resize, filter=filt,
-                          experimental=SimpleNamespace())
-    assert operators(two).video is video
-    with pytest.raises(DecoderUnavailableError, match="no fn.decoders.video or fn.experimental.decoders.video"):
-        operators(SimpleNamespace(tensor_resize=resize, filter=filt, experimental=SimpleNamespace()))
-    import nvidia.dali.fn as fn
+def test_a_dali_pipeline_failure_is_a_decode_error_with_its_reason_on_one_line(clips: dict[str, Path]) -> None:
+    """Past the codec tables every DALI failure is a VideoDecodeError (not UnsupportedCodecError), and the message
+    keeps DALI's reason without its frame and traceback."""
+    for data, why in ((clips["h264"].read_bytes(), "Failed to create video decoder"),
+                      (b"\0" * 4096, "Failed to create video decoder")):
+        with pytest.raises(VideoDecodeError) as e:
+            dali.decode("dali-cpu", data, [0, 1], 16, (160, 120), Deadline(None), "bad")
+        msg = str(e.value)
+        assert type(e.value) is VideoDecodeError and "\n" not in msg, msg
+        assert msg.startswith("bad: DALI (cpu) failed: ") and why in msg and "Critical error" not in msg, msg
 
-    real = operators(fn)  # the installed DALI (2.x: the stable names)
-    assert real.video is fn.decoders.video and real.tensor_resize is fn.tensor_resize and real.filter is fn.filter
+
+def test_failure_reason_keeps_the_reason_and_drops_the_frame() -> None:
+    framed = RuntimeError("Critical error in pipeline:\nError in CPU operator `nvidia.dali.fn.decoders.video`,\n"
+                          "which was used in the pipeline definition with the following traceback:\n\n  File \"x.py\","
+                          " line 1, in pipe\n\nencountered:\n\nAssert failed: no decoder\nC++ context: [a.h:1] \n"
+                          "Current pipeline object is no longer valid.")
+    assert failure_reason(framed) == "Assert failed: no decoder"
+    assert failure_reason(RuntimeError("plain words\nmore")) == "plain words more"
+    assert failure_reason(RuntimeError("")) == "RuntimeError"
+
+
+def test_the_pipeline_uses_the_pinned_dalis_operator_names() -> None:
+    """DALI 2.x binds the frame-selecting decoder, tensor_resize and filter under `fn.`: the pipeline builds with
+    them in the installed DALI."""
+    dali.video_pipeline(device="cpu", image_size=8).build()
 
 
 def test_self_test_refuses_a_decoder_that_cannot_run_in_one_line() -> None:
     """DALI's CPU decoder has no H.264: the self-test on the NVDEC clip fails in one line naming the way out."""
-    from videoitg.decode.dali_backend import self_test, self_test_clip
-    from videoitg.decode.errors import DecoderUnavailableError
-
     with pytest.raises(DecoderUnavailableError) as e:
         self_test(device="cpu", clip=self_test_clip("mixed"))
     msg = str(e.value)
@@ -292,34 +292,22 @@ def test_self_test_refuses_a_decoder_that_cannot_run_in_one_line() -> None:
 
 
 def test_self_test_passes_where_the_decoder_runs(clips: dict[str, Path]) -> None:
-    from videoitg.decode.dali_backend import self_test
-
     self_test(device="cpu", clip=clips["vp9"].read_bytes())
     self_test(device="cpu")  # the package's VP9 clip, what a CPU dali decode step checks at start
 
 
 def test_the_shipped_cpu_self_test_clip_is_vp9() -> None:
-    from importlib import resources
-
-    from videoitg.decode.dali_backend import SELF_TEST_CPU_CLIP
-
-    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CPU_CLIP))) as c:
+    with av.open(str(resources.files("videoitg").joinpath(dali.SELF_TEST_CPU_CLIP))) as c:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.codec_context.pix_fmt) == ("vp9", "yuv420p")
 
 
 def test_the_shipped_self_test_clip_is_h264() -> None:
-    from importlib import resources
-
-    from videoitg.decode.dali_backend import SELF_TEST_CLIP
-
-    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CLIP))) as c:
+    with av.open(str(resources.files("videoitg").joinpath(dali.SELF_TEST_CLIP))) as c:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.codec_context.pix_fmt) == ("h264", "yuv420p")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="NVDEC needs a CUDA GPU; none here")
 def test_self_test_passes_on_nvdec() -> None:
-    from videoitg.decode.dali_backend import self_test
-
     self_test(device="mixed")

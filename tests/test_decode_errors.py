@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.support.video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream
 from videoitg.decode import (
@@ -29,9 +30,9 @@ from videoitg.errors import VideoDecodeError
 BUDGET = 10.0
 
 
-def decode(src: object, **kw: object):  # type: ignore[no-untyped-def]
+def decode(src: object, **kw: object):
     kw.setdefault("decoder", "pyav")
-    return decode_video(src, image_size=16, time_budget_s=BUDGET, **kw)  # type: ignore[arg-type]
+    return decode_video(src, image_size=16, time_budget_s=BUDGET, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +136,6 @@ def test_codec_nobody_supports(d: Path) -> None:
 def test_bad_decoder_requests(mp4: Path) -> None:
     with pytest.raises(DecoderUnavailableError, match="unknown decoder"):
         decode(mp4, decoder="opencv")
-    import torch
-
     if not torch.cuda.is_available():
         with pytest.raises(DecoderUnavailableError, match="GPU"):
             decode(mp4, decoder="dali-gpu")

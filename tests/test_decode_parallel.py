@@ -16,6 +16,8 @@ from videoitg.decode import FrameStream, TruncatedVideoError, decode_video, para
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import build_index, check_source, header_info, open_container, select_video_stream
 from videoitg.decode.structs import DecodeLimits
+from videoitg.errors import InputError
+from videoitg.pipeline import Scorer
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
 
@@ -79,8 +81,6 @@ def test_uint8_frames_normalised_later_equal_the_float_path(clips: dict[str, Pat
 
 
 def test_bad_arguments_are_typed_errors(clips: dict[str, Path]) -> None:
-    from videoitg.errors import InputError
-
     with pytest.raises(InputError, match="output"):
         decode_video(clips["gop10"], output="int8")
     with pytest.raises(InputError, match="workers"):
@@ -144,8 +144,6 @@ def test_a_consumer_that_stops_cancels_the_decode() -> None:
 
 
 def test_scorer_overlapped_features_equal_the_sequential_ones(tmp_path: Path, clips: dict[str, Path]) -> None:
-    from videoitg.pipeline import Scorer
-
     ckpt = build_tiny_checkpoint(tmp_path / "ckpt")
     scorer = Scorer(ckpt, sampling=SamplingParams(num_frames=24, target_fps=12.5), chunk_frames=5)
     seq = scorer.video_features(scorer.load_video(clips["bframes"]))

@@ -7,6 +7,7 @@ the security context; the HPA's metric being one the server exports. No cluster 
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import inspect
 import json
@@ -14,11 +15,17 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
+
+from videoitg.cli import build_parser
+from videoitg.serving.repository import RepoSpec
+from videoitg.serving.server import STOP_GRACE_S, ServerOptions
 
 try:
     import tomllib
@@ -155,8 +162,6 @@ def test_every_core_resource_is_valid_for_kubernetes() -> None:
 def test_the_validator_rejects_what_kubernetes_would() -> None:
     """The schema check has teeth: a misspelt field, a port given as text and a wrong HPA metric type fail."""
     kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra) is not installed")
-    import copy
-
     docs = by_kind(load_kustomization(K8S))
     bad_field = copy.deepcopy(docs["Deployment"])
     c = bad_field["spec"]["template"]["spec"]["containers"][0]
@@ -178,12 +183,11 @@ def test_launcher_flags_container_ports_and_service_agree(base, container) -> No
     for name, flag in (("http", "--http-port"), ("grpc", "--grpc-port"), ("metrics", "--metrics-port")):
         assert int(serve_flag(args, flag)) == ports[name]
     assert serve_flag(args, "--target") == "gpu"
-    assert serve_flag(args, "--decoder") == "python"  # PyAV on the pod's cores (docs/deploy.md, GPU decode step)
+    assert "--decoder" not in args  # the gpu target's default: NVDEC (docs/deploy.md, GPU decode step)
     # The entrypoint's flags and these args parse as `videoitg serve` arguments (a renamed flag fails here).
-    from videoitg.cli import build_parser
-
     ns = build_parser(["serve"]).parse_args(["serve", "--host", "0.0.0.0", *args])
-    assert (ns.host, ns.decoder, ns.echo_log, ns.target) == ("0.0.0.0", "python", True, "gpu")
+    assert (ns.host, ns.echo_log, ns.target) == ("0.0.0.0", True, "gpu")
+    assert RepoSpec(target=ns.target, decoder=ns.decoder).decoder == "dali"
     svc = base["Service"]
     assert {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
         n: (p, n) for n, p in PORTS.items()}
@@ -248,8 +252,6 @@ def test_non_root_read_only_and_restricted(base, container) -> None:
 
 
 def test_graceful_stop_fits_the_grace_period(base, container) -> None:
-    from videoitg.serving.server import STOP_GRACE_S, ServerOptions
-
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     needed = float(pre_stop[1]) + ServerOptions().exit_timeout_s + STOP_GRACE_S
@@ -371,14 +373,12 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     assert user.split(":")[0] not in ("0", "root")
     entry = next(rest for word, rest in ins if word == "ENTRYPOINT")
     assert '"videoitg", "serve", "--host", "0.0.0.0"' in entry
-    assert '"--decoder", "python"' in next(rest for word, rest in ins if word == "CMD")
+    assert "--decoder" not in next(rest for word, rest in ins if word == "CMD")  # the gpu default, NVDEC
     health = next(rest for word, rest in ins if word == "HEALTHCHECK")
     assert f"http://127.0.0.1:{PORTS['http']}{HEALTH_READY}" in health
     expose = next(rest for word, rest in ins if word == "EXPOSE")
     assert sorted(int(p) for p in expose.split()) == sorted(PORTS.values())
     # The package supports the image's Python (3.12).
-    from packaging.specifiers import SpecifierSet
-
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     assert SpecifierSet(requires).contains("3.12")
 
@@ -407,8 +407,6 @@ def test_dockerignore_sends_only_the_package_sources() -> None:
 def test_the_wheel_builds_from_the_docker_context_alone(tmp_path: Path) -> None:
     """The image's first stage, run here: copy what .dockerignore lets through (as the Dockerfile's COPY lines do)
     and build the wheel from that alone; it must hold the whole `videoitg` namespace the server imports."""
-    import zipfile
-
     patterns = [x.strip() for x in (REPO / ".dockerignore").read_text().splitlines()
                 if x.strip() and not x.startswith("#")]
     ctx = tmp_path / "context"

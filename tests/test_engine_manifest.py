@@ -6,19 +6,18 @@ import json
 import sys
 
 import pytest
-from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec
 
+from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec
 from videoitg.engines.libraries import import_tensorrt
 from videoitg.engines.manifest import (
-    BackendUnavailable,
-    EngineError,
     EngineManifest,
-    EngineMismatchError,
     Profile,
     RuntimeEnv,
     check_manifest,
     checkpoint_sha256,
+    manifest_problems,
 )
+from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
@@ -82,6 +81,16 @@ def test_mismatch_is_refused_with_rebuild_hint(env, needle):
     assert (
         "Rebuild it on this machine: videoitg build --checkpoint ckpt --out engines --precision fp16" in msg
     )
+
+
+def test_problems_are_listed_one_per_reason():
+    assert manifest_problems(_plan_manifest(), _env()) == []
+    problems = manifest_problems(_plan_manifest(), _env(trt="10.14.1", name="NVIDIA H200"), precision="bf16")
+    assert problems == [
+        "tensorrt version mismatch: engine built with 10.13.0.35, this machine has 10.14.1",
+        "GPU model mismatch: engine built on NVIDIA H100 80GB HBM3, this GPU is NVIDIA H200",
+        "precision mismatch: engine is fp16, bf16 was requested",
+    ]
 
 
 def test_gpu_name_can_be_relaxed_but_not_compute_capability():

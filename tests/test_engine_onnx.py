@@ -11,16 +11,16 @@ import json
 import onnx
 import pytest
 import torch
-from videoitg.engine_build.build import BuildOptions, run_build
-from videoitg.engine_build.parity import compare
-from videoitg.engine_build.trt_builder import build_plan
-from videoitg.engine_build.verify import verify
 
 from tests.support.model import build_tiny_checkpoint, tiny_config
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.cli import main as cli_main
+from videoitg.engine_build.build import BuildOptions, run_build
+from videoitg.engine_build.parity import compare
+from videoitg.engine_build.trt_builder import VisionProfileSpec, build_plan
+from videoitg.engine_build.verify import verify
 from videoitg.engines.libraries import probe_import
-from videoitg.engines.manifest import BackendUnavailable, EngineManifest, EngineMismatchError
+from videoitg.engines.manifest import EngineManifest
 from videoitg.engines.runtimes import (
     EngineGrounding,
     EngineVision,
@@ -29,7 +29,9 @@ from videoitg.engines.runtimes import (
     open_vision,
 )
 from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict, weight_keys
+from videoitg.errors import BackendUnavailable, EngineMismatchError
 from videoitg.limits import Limits
+from videoitg.model import VideoITG
 
 TOL = 1e-4  # the fp32 ONNX target (docs/engines.md)
 # tiny config: grid 8, budget 1024 -> T=8: hw 8 (64 tokens/frame), T=40: hw 5 (25), T=64: hw 4 (16), T=120: hw 2
@@ -128,8 +130,6 @@ def test_variant_b_runs_on_onnx_with_its_anchors_and_a_mismatched_variant_is_ref
 
 
 def test_causal_attention_without_anchors_is_refused():
-    from videoitg.model import VideoITG
-
     with pytest.raises(ValueError, match="Variant B"):
         VideoITG(tiny_config(attention="causal"))
 
@@ -165,8 +165,6 @@ def test_tensorrt_builder_seam(built, tmp_path):
         with pytest.raises(BackendUnavailable, match="TensorRT is not importable"):
             build_plan(eng / "onnx" / "vision.onnx", tmp_path / "v.plan", [], precision="fp16")
         pytest.skip("TensorRT is not importable on this machine: plan build not exercised")
-    from videoitg.engine_build.trt_builder import VisionProfileSpec
-
     build_plan(eng / "onnx" / "vision.onnx", tmp_path / "v.plan", VisionProfileSpec(112, 8).profiles(), "fp32")
     assert (tmp_path / "v.plan").stat().st_size > 0
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from videoitg.cli import main
+from videoitg.commands.repo import check_decoder_for
+from videoitg.decode.errors import DecoderUnavailableError
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv
 from videoitg.engines.preflight import RuntimeCheckError, check_runtimes, runtime_problems
 
@@ -91,10 +94,6 @@ def test_the_dali_decoder_is_refused_before_start_where_it_cannot_run() -> None:
     """The check `serve` (and `repo build`, where CUDA is present) runs with `--decoder dali` on a gpu target: the
     decoder's self-test, in a child process; here (no CUDA) it fails in one line naming the way out; the python
     decoder is not tested."""
-    from types import SimpleNamespace
-
-    from videoitg.commands.repo import check_decoder_for
-    from videoitg.decode.errors import DecoderUnavailableError
 
     with pytest.raises(DecoderUnavailableError) as e:
         check_decoder_for(SimpleNamespace(decoder="dali", target="gpu"))

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from videoitg.engine_build.trt_builder import network_flags
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,6 +10,11 @@ import types
 import weakref
 
 import pytest
+
+from tests.support.triton_stub import stand_in_pb_utils
+from videoitg.admission import OverloadedError
+from videoitg.decode import DecodeTimeoutError, NotAVideoError
+from videoitg.errors import CheckpointError, InputError
 from videoitg.python_backend.cache import FailureMemory, FeatureCache
 from videoitg.python_backend.errors import (
     StepError,
@@ -23,10 +28,6 @@ from videoitg.python_backend.errors import (
     remember_verdict,
 )
 from videoitg.python_backend.scheduling import FeatureScheduler
-
-from videoitg.decode import DecodeTimeoutError, NotAVideoError
-from videoitg.errors import CheckpointError, InputError
-from videoitg.limits import OverloadedError
 
 NAMES = input_error_names()
 
@@ -144,15 +145,13 @@ class _Metric:
 def test_answered_errors_and_request_counters(monkeypatch: pytest.MonkeyPatch) -> None:
     """`common.RequestCounters` against a stand-in for Triton's metric API (its MetricFamily / Metric calls)."""
     log: dict[tuple, float] = {}
-    pb = types.ModuleType("triton_python_backend_utils")
-
     class MetricFamily:
         COUNTER, GAUGE = "counter", "gauge"
 
         def __init__(self, name: str, description: str, kind: str):
             pass
 
-        def Metric(self, labels: dict[str, str]) -> _Metric:  # noqa: N802 - Triton's name
+        def Metric(self, labels: dict[str, str]) -> _Metric:
             return _Metric(labels, log)
 
     class Response:
@@ -171,11 +170,9 @@ def test_answered_errors_and_request_counters(monkeypatch: pytest.MonkeyPatch) -
         def __init__(self, message: str, code: int):
             self.message, self.code = message, code
 
-    pb.MetricFamily = MetricFamily  # type: ignore[attr-defined]
-    pb.TritonError = TritonError  # type: ignore[attr-defined]
-    pb.InferenceResponse = lambda error: error  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    monkeypatch.delitem(sys.modules, "videoitg.python_backend.common", raising=False)
+    stand_in_pb_utils(monkeypatch, MetricFamily=MetricFamily, TritonError=TritonError,
+                      InferenceResponse=lambda error: error)
+    # imported once the stand-in is installed: common binds pb_utils when imported
     from videoitg.python_backend.common import RequestCounters, error
 
     try:

@@ -7,24 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from videoitg.train.trainer import init_model
 
-from tests.support.train import small_config, small_dataset
-from videoitg.checkpoint import save_checkpoint
+from tests.support.train import eval_setup
 from videoitg.cli import main
+from videoitg.limits import Limits
+from videoitg.outputs import write_results_jsonl
+from videoitg.pipeline import Scorer
+from videoitg.train.data import TRAIN_SAMPLING, parse_records
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("eval")
-    data = small_dataset(root / "data", videos=2, per_video=3)
-    model, tok = init_model(small_config(data, root / "unused"))
-    ckpt = save_checkpoint(model, root / "ckpt", tok)
-    return data, ckpt
-
-
-def test_eval_writes_table_and_json(setup, tmp_path: Path, capsys) -> None:
-    data, ckpt = setup
+def test_eval_writes_table_and_json(tmp_path: Path, capsys) -> None:
+    data, ckpt = eval_setup()
     assert main(["eval", str(data), "--checkpoint", str(ckpt), "--out", str(tmp_path), "--k", "2,4",
                  "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -38,15 +31,8 @@ def test_eval_writes_table_and_json(setup, tmp_path: Path, capsys) -> None:
     assert len((tmp_path / "per_record.jsonl").read_text().splitlines()) == n
 
 
-def test_results_jsonl_gives_the_same_numbers(setup, tmp_path: Path) -> None:
-    from videoitg.train.data import TRAIN_SAMPLING, parse_records
-
-    from videoitg.outputs import write_results_jsonl
-    from videoitg.pipeline import Scorer
-
-    data, ckpt = setup
-    from videoitg.limits import Limits
-
+def test_results_jsonl_gives_the_same_numbers(tmp_path: Path) -> None:
+    data, ckpt = eval_setup()
     scorer = Scorer(ckpt, sampling=TRAIN_SAMPLING, limits=Limits(max_sampled_frames=TRAIN_SAMPLING.num_frames))
     records, _ = parse_records(data)
     recs = []
@@ -63,8 +49,8 @@ def test_results_jsonl_gives_the_same_numbers(setup, tmp_path: Path) -> None:
     assert b == pytest.approx(a, abs=1e-6)
 
 
-def test_eval_reports_bad_records(setup, tmp_path: Path) -> None:
-    data, ckpt = setup
+def test_eval_reports_bad_records(tmp_path: Path) -> None:
+    data, ckpt = eval_setup()
     recs = json.loads(data.read_text())
     ann = data.parent / "bad.json"
     ann.write_text(json.dumps(recs + [{**recs[0], "video": "nope.mp4"}, {**recs[0], "clip_num": [500]}]))

@@ -6,34 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from videoitg.train.trainer import init_model
-
-from tests.support.train import small_config, small_dataset
+from tests.support.train import as_qvhighlights, eval_setup
 from videoitg.annotations import read_annotations
-from videoitg.checkpoint import save_checkpoint
 from videoitg.cli import main
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("evalfmt")
-    data = small_dataset(root / "data", videos=2, per_video=3)
-    model, tok = init_model(small_config(data, root / "unused"))
-    return data, save_checkpoint(model, root / "ckpt", tok)
-
-
-def _as_qvh(data: Path, out: Path) -> Path:
-    """The synthetic records as QVHighlights lines: vid without extension, windows, 2-s clip saliency."""
-    lines = []
-    for qid, r in enumerate(json.loads(data.read_text())):
-        duration = r["num_frames"] / r["fps"]
-        clips = sorted({int(t // 2) for a, b in r["segments"] for t in range(int(a), int(b))})
-        lines.append({"qid": qid, "query": r["question"], "vid": Path(r["video"]).stem, "duration": duration,
-                      "relevant_windows": r["segments"], "relevant_clip_ids": clips,
-                      "saliency_scores": [[4, 3, 2]] * len(clips)})
-    out.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return out
+from videoitg.limits import Limits
+from videoitg.outputs import write_results_jsonl
+from videoitg.pipeline import Scorer
+from videoitg.sampling import SamplingParams
+from videoitg.train.data import TRAIN_SAMPLING, parse_records
 
 
 def test_readers_and_their_rejections(tmp_path: Path) -> None:
@@ -59,9 +39,9 @@ def test_readers_and_their_rejections(tmp_path: Path) -> None:
     assert "relevant_windows" in bad[0].reason
 
 
-def test_eval_qvhighlights_and_charades_layouts(setup, tmp_path: Path) -> None:
-    data, ckpt = setup
-    qvh = _as_qvh(data, data.parent / "qvh.jsonl")
+def test_eval_qvhighlights_and_charades_layouts(tmp_path: Path) -> None:
+    data, ckpt = eval_setup()
+    qvh = as_qvhighlights(data, data.parent / "qvh.jsonl")
     assert main(["eval", str(qvh), "--checkpoint", str(ckpt), "--out", str(tmp_path / "q"), "--k", "2",
                  "--quiet"]) == 0
     res = json.loads((tmp_path / "q" / "eval.json").read_text())
@@ -82,10 +62,6 @@ def test_eval_qvhighlights_and_charades_layouts(setup, tmp_path: Path) -> None:
 
 
 def _results(scorer, data: Path, path: Path, upstream_only: bool) -> Path:
-    from videoitg.train.data import parse_records
-
-    from videoitg.outputs import write_results_jsonl
-
     records, _ = parse_records(data)
     recs = []
     for r in records:
@@ -97,14 +73,9 @@ def _results(scorer, data: Path, path: Path, upstream_only: bool) -> Path:
     return path
 
 
-def test_upstream_results_are_read_in_seconds_not_frame_numbers(setup, tmp_path: Path) -> None:
+def test_upstream_results_are_read_in_seconds_not_frame_numbers(tmp_path: Path) -> None:
     """Only `index` (frame numbers) and `logits`: the clips run at 2 fps, so frame 10 is at 5 s, not 10 s."""
-    from videoitg.train.data import TRAIN_SAMPLING
-
-    from videoitg.limits import Limits
-    from videoitg.pipeline import Scorer
-
-    data, ckpt = setup
+    data, ckpt = eval_setup()
     scorer = Scorer(ckpt, sampling=TRAIN_SAMPLING, limits=Limits(max_sampled_frames=1024))
     ours = _results(scorer, data, tmp_path / "ours.jsonl", upstream_only=False)
     upstream = _results(scorer, data, tmp_path / "upstream.jsonl", upstream_only=True)
@@ -125,12 +96,9 @@ def test_upstream_results_are_read_in_seconds_not_frame_numbers(setup, tmp_path:
     assert reasons and all("frame rate" in r and "not found" in r for r in reasons)
 
 
-def test_results_with_other_sampling_are_refused(setup, tmp_path: Path, capsys) -> None:
+def test_results_with_other_sampling_are_refused(tmp_path: Path, capsys) -> None:
     """clip_num index the annotation's sampling (all frames at 1 fps here); 4 frames per clip do not line up."""
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
-
-    data, ckpt = setup
+    data, ckpt = eval_setup()
     sparse = _results(Scorer(ckpt, sampling=SamplingParams(4, 1.0, "eval")), data, tmp_path / "r.jsonl", False)
     assert main(["eval", str(data), "--results", str(sparse), "--out", str(tmp_path / "o")]) == 2
     assert "no record could be evaluated" in capsys.readouterr().err

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from videoitg.train.trainer import init_model
 
-from tests.support.train import small_config, small_dataset
-from tests.test_eval_formats import _as_qvh
+from tests.support.train import as_qvhighlights, eval_setup
 from videoitg import evaluation as ev
-from videoitg.checkpoint import save_checkpoint
 from videoitg.cli import main
 from videoitg.moments import MomentParams
 
@@ -45,17 +42,9 @@ def test_submission_record_by_hand() -> None:
     assert len(ev.submission_record(r)["pred_saliency_scores"]) == 6
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("evalsub")
-    data = small_dataset(root / "data", videos=2, per_video=3)
-    model, tok = init_model(small_config(data, root / "unused"))
-    return data, save_checkpoint(model, root / "ckpt", tok)
-
-
-def test_eval_writes_the_official_submission_file(setup, tmp_path: Path, capsys) -> None:
-    data, ckpt = setup
-    qvh = _as_qvh(data, data.parent / "qvh.jsonl")
+def test_eval_writes_the_official_submission_file(tmp_path: Path, capsys) -> None:
+    data, ckpt = eval_setup()
+    qvh = as_qvhighlights(data, data.parent / "qvh.jsonl")
     sub_path = tmp_path / "hl_val_submission.jsonl"
     assert main(["eval", str(qvh), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--quiet",
                  "--submission", str(sub_path)]) == 0
@@ -87,7 +76,18 @@ def test_eval_writes_the_official_submission_file(setup, tmp_path: Path, capsys)
         assert 0.0 <= res[key] <= 1.0
 
 
-def test_submission_is_for_qvhighlights_only(setup, tmp_path: Path, capsys) -> None:
-    data, ckpt = setup
+def test_lines_left_out_by_limit_are_named_like_skipped_ones(tmp_path: Path, capsys) -> None:
+    data, ckpt = eval_setup()
+    qvh = as_qvhighlights(data, data.parent / "qvh.jsonl")
+    total = len(qvh.read_text().splitlines())
+    sub_path = tmp_path / "s.jsonl"
+    assert main(["eval", str(qvh), "--checkpoint", str(ckpt), "--quiet", "--limit", "2",
+                 "--submission", str(sub_path)]) == 0
+    assert len(sub_path.read_text().splitlines()) == 2
+    assert f"note: {total - 2} annotation line(s) were skipped or left out by --limit" in capsys.readouterr().out
+
+
+def test_submission_is_for_qvhighlights_only(tmp_path: Path, capsys) -> None:
+    data, ckpt = eval_setup()
     assert main(["eval", str(data), "--checkpoint", str(ckpt), "--submission", str(tmp_path / "s.jsonl")]) == 2
     assert "QVHighlights" in capsys.readouterr().err and not (tmp_path / "s.jsonl").exists()

@@ -1,4 +1,4 @@
-"""`videoitg.python_backend.features` with the dali decoder: the top-level model sends the video to the decode step
+"""`videoitg.python_backend.steps` with the dali decoder: the top-level model sends the video to the decode step
 (which runs DALI itself) and awaits its one answer, so a cache hit answers while a cold video decodes. Without a
 server: the Triton module is a bare stand-in (only `Tensor`), and the step call is replaced by one that records
 what reached it."""
@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 import time
-import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.support.triton_stub import stand_in_pb_utils
 from tests.support.video import random_clip
 from videoitg.limits import Limits
+from videoitg.python_backend.cache import FailureMemory, FeatureCache
+from videoitg.python_backend.scheduling import FeatureScheduler
 from videoitg.sampling import SamplingParams
 
 
@@ -26,13 +27,8 @@ class Reached(Exception):
 
 def test_dali_decoder_sends_the_video_to_the_decode_step_and_a_hit_answers_meanwhile(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pb = types.ModuleType("triton_python_backend_utils")
-    pb.Tensor = lambda name, data: (name, data)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    features = importlib.import_module("videoitg.python_backend.features")
-    from videoitg.python_backend.cache import FailureMemory, FeatureCache
-    from videoitg.python_backend.scheduling import FeatureScheduler
-
+    stand_in_pb_utils(monkeypatch, Tensor=lambda name, data: (name, data))
+    features = importlib.import_module("videoitg.python_backend.steps")
     video = random_clip(tmp_path / "v.mp4", seed=1)
     steps = features.Steps("videoitg_decode", "videoitg_vision", "videoitg_grounding", "dali", False,
                            SamplingParams(8, 2.0), Limits(), ThreadPoolExecutor(2))

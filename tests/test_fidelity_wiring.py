@@ -5,15 +5,34 @@ here) and the ranking rule (`--ranking-rule exact` recorded and followed by `vid
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
+import videoitg.checkpoint
+import videoitg.pipeline
+from tests.support.batch import local_stream
 from tests.support.train import small_dataset
+from videoitg import evaluation as ev
+from videoitg.annotations import read_annotations
+from videoitg.batch import runner
+from videoitg.batch.inprocess import InProcessScorer
+from videoitg.batch.manifest import load_manifest
+from videoitg.batch.runner import BatchOptions, fingerprint, run_batch
+from videoitg.batch.scorers import ScorerSpec
+from videoitg.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.cli import main
-from videoitg.errors import InputError
+from videoitg.defaults import default_checkpoint
+from videoitg.engines import runtimes
+from videoitg.errors import EngineError, InputError
+from videoitg.limits import Limits
+from videoitg.lmms import model_options
 from videoitg.outputs import released_scores
+from videoitg.pipeline import Scorer
+from videoitg.sampling import SamplingParams
 
 
 class Loaded(Exception):
@@ -23,12 +42,9 @@ class Loaded(Exception):
 @pytest.fixture()
 def gpu_less_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
     """`--device cuda` accepted on this CUDA-less machine; the checkpoint loader records the dtype and stops."""
-    import videoitg.checkpoint
-    import videoitg.pipeline
-
     seen: list[torch.dtype] = []
 
-    def load(ckpt, device="cpu", dtype=torch.float32, *args, **kw):  # type: ignore[no-untyped-def]
+    def load(ckpt, device="cpu", dtype=torch.float32, *args, **kw):
         assert str(device).startswith("cuda")
         seen.append(dtype)
         raise Loaded
@@ -41,9 +57,6 @@ def gpu_less_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
 
 # ---- precision ---------------------------------------------------------------------------------------------
 def test_scorer_loads_fp16_for_a_cuda_device(gpu_less_cuda: list[torch.dtype]) -> None:
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-
     for kwargs in ({}, {"dtype": "auto"}, {"dtype": None}):
         with pytest.raises(Loaded):
             Scorer(default_checkpoint(), device="cuda", **kwargs)
@@ -63,21 +76,16 @@ def test_score_and_eval_commands_load_fp16_for_cuda(gpu_less_cuda: list[torch.dt
 
 
 def test_batch_spec_resolves_the_one_default() -> None:
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.runner import BatchOptions, fingerprint
-
-    assert BackendSpec(device="cuda").dtype == "float16" and BackendSpec(device="cuda:1").dtype == "float16"
-    assert BackendSpec().dtype == "float32" and BackendSpec(device="cpu", dtype="auto").dtype == "float32"
-    assert BackendSpec(device="cuda", dtype="bf16").dtype == "bfloat16"
-    assert BackendSpec(kind="triton", servers=("h:1",)).dtype == "server"
-    assert fingerprint(BatchOptions("out", BackendSpec(device="cuda")))["dtype"] == "float16"  # run.json
+    assert ScorerSpec(device="cuda").dtype == "float16" and ScorerSpec(device="cuda:1").dtype == "float16"
+    assert ScorerSpec().dtype == "float32" and ScorerSpec(device="cpu", dtype="auto").dtype == "float32"
+    assert ScorerSpec(device="cuda", dtype="bf16").dtype == "bfloat16"
+    assert ScorerSpec(kind="triton", servers=("h:1",)).dtype == "server"
+    assert fingerprint(BatchOptions("out", ScorerSpec(device="cuda")))["dtype"] == "float16"  # run.json
     with pytest.raises(InputError):
-        BackendSpec(device="cuda", dtype="fp8")
+        ScorerSpec(device="cuda", dtype="fp8")
 
 
 def test_lmms_model_args_resolve_to_fp16_for_cuda() -> None:
-    from videoitg.lmms import model_options
-
     opts = model_options(device="cuda")
     assert opts.dtype is torch.float16 and opts.ranking_rule is None and opts.truncate is False
     assert model_options(device="cpu").dtype is torch.float32
@@ -96,24 +104,19 @@ def test_lmms_model_args_resolve_to_fp16_for_cuda() -> None:
 def test_trtllm_grounding_follows_the_models_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     """The TensorRT-LLM runtime runs the precision the model was loaded in (fp16 by default on a GPU), not a fixed
     bf16; fp32 has no TensorRT-LLM attention path and is refused by name."""
-    import sys
-    import types
-
-    from videoitg.engines import runtimes
-    from videoitg.engines.manifest import EngineError
 
     made: list[torch.dtype] = []
     fake = types.ModuleType("videoitg.engines.trtllm")
 
     class FakeScorer:
-        def __init__(self, checkpoint, dtype):  # type: ignore[no-untyped-def]
+        def __init__(self, checkpoint, dtype):
             made.append(dtype)
 
-    fake.TrtllmTorchScorer = FakeScorer  # type: ignore[attr-defined]
+    fake.TrtllmTorchScorer = FakeScorer
     monkeypatch.setitem(sys.modules, "videoitg.engines.trtllm", fake)
 
     class Model:
-        class model:  # noqa: N801 -- the attribute path GroundingRuntime reads
+        class model:  # the attribute path GroundingRuntime reads
             embed_tokens = torch.nn.Embedding(4, 2).to(torch.float16)
 
     g = runtimes.open_grounding("trtllm", Model(), checkpoint="ckpt")
@@ -133,11 +136,6 @@ SAMPLING = ["--num-frames", "32", "--target-fps", "2"]
 def saturated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The embedded checkpoint with its head rescaled so that its logits spread around 9.5 (std 3): about half the
     frames of a clip get the fp16 sigmoid 1.0, a tie the `released` rule breaks by frame order."""
-    from videoitg.checkpoint import load_checkpoint, save_checkpoint
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
-
     root = tmp_path_factory.mktemp("saturated")
     data = small_dataset(root / "data", videos=2, per_video=2)
     records = json.loads(data.read_text())
@@ -158,7 +156,7 @@ def saturated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"ckpt": ckpt, "data": data, "video": video, "instruction": instruction, "results": results}
 
 
-def order(result) -> list[int]:  # type: ignore[no-untyped-def]
+def order(result) -> list[int]:
     return [result.frame_indices[i] for i in result.ranking]
 
 
@@ -179,12 +177,6 @@ def test_score_records_and_follows_the_rule(saturated: dict, tmp_path: Path, rul
 
 
 def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> None:
-    from videoitg import evaluation as ev
-    from videoitg.annotations import read_annotations
-    from videoitg.limits import Limits
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
-
     data = saturated["data"]
     sampling = SamplingParams(1024, 1.0, "train")  # eval's sampling for VideoITG-40K annotations
     records, _ = read_annotations(data, "videoitg", data.parent / "videos")
@@ -204,12 +196,6 @@ def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> N
 
 
 def test_batch_records_and_follows_the_rule(saturated: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.support.batch import local_stream
-    from videoitg.batch import runner
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.manifest import load_manifest
-    from videoitg.batch.runner import BatchOptions, run_batch
-
     torch.set_num_threads(1)
     monkeypatch.setattr(runner, "_stream", local_stream)
     manifest = tmp_path / "m.jsonl"
@@ -217,7 +203,7 @@ def test_batch_records_and_follows_the_rule(saturated: dict, tmp_path: Path, mon
                                     "doc_id": 7}) + "\n")
     for rule in ("exact", "released"):
         out = tmp_path / rule
-        spec = BackendSpec(checkpoint=str(saturated["ckpt"]), num_frames=32, target_fps=2.0, top_k=4,
+        spec = ScorerSpec(checkpoint=str(saturated["ckpt"]), num_frames=32, target_fps=2.0, top_k=4,
                            ranking_rule=rule)
         run_batch(load_manifest(manifest, [str(tmp_path), str(saturated["video"].parent)]),
                   BatchOptions(str(out), spec, progress=False))
@@ -230,15 +216,10 @@ def test_batch_records_and_follows_the_rule(saturated: dict, tmp_path: Path, mon
 def test_batch_truncation_is_an_in_process_option(tmp_path: Path) -> None:
     """`videoitg batch --truncate-instruction`: the in-process Scorer cuts as released, run.json records it (and
     only then, so folders written without it keep their fingerprint); a server always refuses."""
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.engine_backend import InProcessBackend
-    from videoitg.batch.runner import BatchOptions, fingerprint
-    from videoitg.defaults import default_checkpoint
-
-    spec = BackendSpec(checkpoint=str(default_checkpoint()), truncate=True)
-    assert InProcessBackend(spec).scorer.truncate is True
-    assert InProcessBackend(BackendSpec(checkpoint=str(default_checkpoint()))).scorer.truncate is False
+    spec = ScorerSpec(checkpoint=str(default_checkpoint()), truncate=True)
+    assert InProcessScorer(spec).scorer.truncate is True
+    assert InProcessScorer(ScorerSpec(checkpoint=str(default_checkpoint()))).scorer.truncate is False
     assert fingerprint(BatchOptions(str(tmp_path), spec))["truncate_instruction"] is True
-    assert "truncate_instruction" not in fingerprint(BatchOptions(str(tmp_path), BackendSpec()))
+    assert "truncate_instruction" not in fingerprint(BatchOptions(str(tmp_path), ScorerSpec()))
     with pytest.raises(InputError, match="in-process"):
-        BackendSpec(kind="triton", servers=("h:1",), truncate=True)
+        ScorerSpec(kind="triton", servers=("h:1",), truncate=True)

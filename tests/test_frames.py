@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from videoitg.python_backend.frames import MAX_FRAMES_SIZE, FrameRequest, parse_frames, served_frames
 
 from tests.support.video import read_number, write_clip
 from videoitg.decode import decode_full_frames
@@ -19,6 +18,7 @@ from videoitg.errors import InputError
 from videoitg.export import FramesTooLargeError, resize_longer_side
 from videoitg.limits import Limits
 from videoitg.outputs import GroundingResult, frames_from_outputs
+from videoitg.python_backend.frames import MAX_FRAMES_SIZE, FrameRequest, parse_frames, served_frames
 
 
 def _s(value: str | bytes) -> np.ndarray:

@@ -1,26 +1,28 @@
-"""The public front (videoitg/serving/front.py): what it passes on to tritonserver and what it answers itself.
-
-The policy functions are tested without a server; the served tests send, through the public ports, the requests
-that stopped a bare tritonserver 2.51 (a direct call to an internal step with a shape whose byte size overflows, a
-body nested a million levels deep, a body in a million and a half one-byte chunks) and check each is answered and
-the server keeps serving."""
+"""The public front (front.py): its policy without a server, and, served, the requests that stopped a bare
+tritonserver 2.51 answered while the server keeps serving, and its stop with requests in flight."""
 
 from __future__ import annotations
 
 import json
 import resource
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support.server import served, skip_without_tritonserver
+from benchmarks.bench_stop import moving_clip
+from tests.support.server import metric_value, served, skip_without_tritonserver
+from videoitg.defaults import sample_video
 from videoitg.serving import front
-from videoitg.serving.front import request_bytes_bound
-from videoitg.serving.repository import DECODE, GROUNDING, TOP, VISION, RepoSpec
-from videoitg.serving.server import ServerOptions
+from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
+from videoitg.serving.protocol import DECODE, GROUNDING, OTHER_INPUTS_BYTES, TOP, VISION, RepoSummary
+from videoitg.serving.repository import RepoSpec, build_repository
+from videoitg.serving.server import ServerOptions, TritonServer, public_models, request_bounds, unload_s
 
 MODELS = (TOP,)
 OVERFLOW = [1, 2**27, 2**35, 1]  # 2^64 bytes of FP32: 0 in Triton 2.51's int64 size check
@@ -61,7 +63,7 @@ def test_refusals_quote_at_most_a_short_prefix() -> None:
     assert len(front.http_route("POST", f"/v2/models/{'m' * 256}/infer", MODELS)) < 200
 
 
-def header(**kw) -> bytes:  # type: ignore[no-untyped-def]
+def header(**kw: object) -> bytes:
     return json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1], **kw}]}).encode()
 
 
@@ -117,11 +119,17 @@ def test_grpc_infer_refusals() -> None:
     assert front.grpc_infer_error(ok, MODELS) is None
 
 
-def test_request_bound_follows_the_repository(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / TOP).mkdir()
-    (tmp_path / TOP / "config.pbtxt").write_text('max_batch_size: 8\nparameters {\n  key: "MAX_VIDEO_BYTES"\n'
-                                                 '  value { string_value: "1000" }\n}\n')
-    assert request_bytes_bound(tmp_path, TOP) == 8 * 1000 + front.OTHER_INPUTS_BYTES
+def test_the_front_is_bounded_by_the_repository_summary(tmp_path: Path) -> None:
+    repo = build_repository(RepoSpec(target="cpu"), tmp_path / "repo")
+    summary = RepoSummary.read(repo)
+    assert public_models(repo) == (TOP,)
+    assert request_bounds(repo, (TOP,)) == (summary.request_bytes_bound(TOP), *summary.signature_bound([TOP]))
+    # An operator's own repository (no summary): every model is public, with the served video bound.
+    (tmp_path / "own" / "echo").mkdir(parents=True)
+    (tmp_path / "own" / "echo" / "config.pbtxt").write_text('backend: "python"\n')
+    assert public_models(tmp_path / "own") == ("echo",)
+    got_bytes, n_in, n_out = request_bounds(tmp_path / "own", ("echo",))
+    assert got_bytes > OTHER_INPUTS_BYTES and n_in == n_out == front.DEFAULT_MAX_TENSORS
 
 
 # ---- one reading of every request, bounded work (issue 36) --------------------------------------------------
@@ -154,22 +162,6 @@ def test_inputs_and_outputs_are_counted_before_any_is_looked_at() -> None:
     assert err is not None and "1-256 characters" in err and len(err) < 200
     deep_shape = json.dumps({"inputs": [{**VALID, "shape": [1] * 100_000}]}).encode()
     assert "dimensions, more than" in front.http_infer_error(deep_shape, None)
-
-
-def test_signature_bound_reads_the_repository(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from videoitg.serving.repository import (
-        build_repository,
-        frame_inputs,
-        frame_outputs,
-        request_inputs,
-        result_outputs,
-    )
-
-    repo = build_repository(RepoSpec(target="cpu"), tmp_path / "repo")
-    n_in, n_out = front.signature_bound(repo, (TOP,))
-    assert n_in == len(request_inputs("bls")) + len(frame_inputs())
-    assert n_out == len(result_outputs()) + len(frame_outputs())
-    assert front.signature_bound(tmp_path, ("missing",)) == (front.DEFAULT_MAX_TENSORS, front.DEFAULT_MAX_TENSORS)
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -310,22 +302,19 @@ def test_refusals_carry_a_reason_for_the_counter() -> None:
 
 # ---- served ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):  # type: ignore[no-untyped-def]
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     skip_without_tritonserver()
     yield from served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=10))
 
 
-def serves(server) -> bool:  # type: ignore[no-untyped-def]
+def serves(server: TritonServer) -> bool:
     """Ready, and an ordinary request is answered."""
-    from videoitg.defaults import sample_video
-    from videoitg.serving.client import VideoITGClient
-
     path, instruction = sample_video()
     with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
         return c.is_ready() and len(c.score(path, instruction).logits) > 0
 
 
-def raw_http(server, request: bytes, chunks: list[bytes] = ()) -> bytes:  # type: ignore[no-untyped-def]
+def raw_http(server: TritonServer, request: bytes, chunks: tuple[bytes, ...] = ()) -> bytes:
     host, port = server.http_url.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=60) as s:
         s.sendall(request)
@@ -335,8 +324,8 @@ def raw_http(server, request: bytes, chunks: list[bytes] = ()) -> bytes:  # type
 
 
 @pytest.mark.server
-def test_internal_steps_cannot_be_reached_and_overflowing_shapes_are_refused(server) -> None:  # type: ignore[no-untyped-def]
-    import grpc
+def test_internal_steps_cannot_be_reached_and_overflowing_shapes_are_refused(server: TritonServer) -> None:
+    import grpc  # the serve extra, here and below: the policy tests above run without it
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
     with grpc.insecure_channel(server.grpc_url) as ch:
@@ -363,17 +352,17 @@ def test_internal_steps_cannot_be_reached_and_overflowing_shapes_are_refused(ser
 
 
 @pytest.mark.server
-def test_deep_nesting_and_many_chunks_are_answered_and_the_server_keeps_serving(server) -> None:  # type: ignore[no-untyped-def]
+def test_deep_nesting_and_many_chunks_are_answered_and_the_server_keeps_serving(server: TritonServer) -> None:
     body = b'{"inputs":' + b"[" * 1_000_000
     head = f"POST /v2/models/{TOP}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     answer = raw_http(server, (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
     assert answer.startswith(b"HTTP/1.1 400") and b"nests more than" in answer, answer
     answer = raw_http(server, (head + "Transfer-Encoding: chunked\r\n\r\n").encode(),
-                      [b"1\r\n[\r\n" * 1_500_000, b"0\r\n\r\n"])
+                      (b"1\r\n[\r\n" * 1_500_000, b"0\r\n\r\n"))
     assert answer.startswith(b"HTTP/1.1 413") and b"binary data" in answer, answer  # a JSON header over 1 MiB
     answer = raw_http(server, (head + "Content-Length: 9\r\n\r\n").encode() + b'{"inputs"')
     assert answer.startswith(b"HTTP/1.1 400") and b"not valid JSON" in answer, answer
-    too_big = request_bytes_bound(server.repository, TOP) + 1
+    too_big = RepoSummary.read(server.repository).request_bytes_bound(TOP) + 1
     answer = raw_http(server, (head + f"Content-Length: {too_big}\r\n\r\n").encode())
     assert answer.startswith(b"HTTP/1.1 413") and b"--max-video-bytes" in answer, answer
     assert serves(server)
@@ -381,7 +370,7 @@ def test_deep_nesting_and_many_chunks_are_answered_and_the_server_keeps_serving(
 
 
 @pytest.mark.server
-def test_metrics_page_is_passed_on(server) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_page_is_passed_on(server: TritonServer) -> None:
     with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
         assert b"nv_inference_request_success" in r.read()
     host, port = server.metrics_url.split("//")[1].split("/")[0].rsplit(":", 1)
@@ -391,33 +380,62 @@ def test_metrics_page_is_passed_on(server) -> None:  # type: ignore[no-untyped-d
 
 
 @pytest.mark.server
-def test_stop_with_idle_keep_alive_connections_is_prompt(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
-    """Idle keep-alive HTTP connections do not hold the stop: tritonserver 2.51 alone waits out its whole exit
-    timeout while any is open."""
+def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytest.TempPathFactory,
+                                                         tmp_path: Path) -> None:
+    """A stop with 8 cold requests in flight (4 HTTP, 4 gRPC) and 2 idle keep-alive connections: every request gets
+    its answer, the idle connections are closed, and the server is down a model unload after the last one
+    (tritonserver signalled with the front refuses the next step of a gRPC request in flight: "Server not ready")."""
     skip_without_tritonserver()
+    videos = [moving_clip(tmp_path / f"v{i}.mp4", seed) for i, seed in enumerate(range(100, 108))]
     gen = served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=15))
     srv = next(gen)
     host, port = srv.http_url.rsplit(":", 1)
     idle = []
-    for _ in range(4):
+    for _ in range(2):
         s = socket.create_connection((host, int(port)), timeout=10)
         s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
         idle.append(s)
+    got: dict[int, object] = {}
+    answered_at: dict[int, float] = {}
+
+    def call(i: int) -> None:
+        url, protocol = (srv.http_url, "http") if i < len(videos) // 2 else (srv.grpc_url, "grpc")
+        try:
+            with VideoITGClient(url, protocol, timeout_s=120) as c:
+                got[i] = c.infer(videos[i], f"when does box {i} move?")
+        except Exception as e:  # what a client got is the finding
+            got[i] = e
+        answered_at[i] = time.monotonic()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(videos))]
+    for t in threads:  # gRPC last: queued behind the HTTP requests, they are in flight longest
+        t.start()
+        time.sleep(0.05)
+    time.sleep(0.3)  # the requests are at the front or in the model
     t0 = time.monotonic()
     with pytest.raises(StopIteration):
         next(gen)  # stops the server, which must exit with 0
     took = time.monotonic() - t0
+    for t in threads:
+        t.join(60)
     for s in idle:
+        s.settimeout(1)
+        assert s.recv(4096) == b"", "an idle keep-alive connection outlived the stop"
         s.close()
-    assert took < 10, f"stop took {took:.1f} s with idle keep-alive connections open"
+    failed = {i: f"{type(r).__name__}: {r}" for i, r in got.items() if not isinstance(r, ServedResult)}
+    assert len(got) == len(videos) and not failed, failed
+    after = sorted(round(answered_at[i] - t0, 1) for i in answered_at if answered_at[i] > t0)
+    assert len(after) >= 2, f"too few requests were in flight at the stop (answered after it: {after})"
+    # the front answers the last one, then tritonserver unloads its models
+    assert took < after[-1] + unload_s(srv.options) < srv.options.exit_timeout_s, (took, after)
 
 
 
 @pytest.mark.server
-def test_ambiguous_and_malformed_requests_get_400_naming_the_problem(server) -> None:  # type: ignore[no-untyped-def]
+def test_ambiguous_and_malformed_requests_get_400_naming_the_problem(server: TritonServer) -> None:
     """Each of these reached tritonserver, which answered 500 (or OK, ignoring the extra raw content)."""
-    import grpc
+    import grpc  # the serve extra, as above
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
     valid = json.dumps({"inputs": [VALID]}).encode()
@@ -456,12 +474,9 @@ def test_ambiguous_and_malformed_requests_get_400_naming_the_problem(server) -> 
 
 
 @pytest.mark.server
-def test_the_clients_faults_are_counted_rejected_not_failure(server) -> None:  # type: ignore[no-untyped-def]
+def test_the_clients_faults_are_counted_rejected_not_failure(server: TritonServer) -> None:
     """`videoitg_requests{outcome="failure"}` is what an alert fires on: a client's empty instruction or non-video
     upload is `rejected` by its reason, in the model; a request the front refuses, in the front's counter."""
-    from tests.support.server import metric_value
-    from videoitg.serving.client import RemoteError, VideoITGClient
-
     def counts() -> tuple[float, float, float, float]:
         with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
             m = r.read().decode()

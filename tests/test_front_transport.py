@@ -1,13 +1,11 @@
-"""The front's transport under hostile clients (issue 36), without tritonserver: the front's HTTP and metrics
-ports run in this process in front of a small aiohttp app on loopback that stands where tritonserver's HTTP
-endpoint stands (it answers health, echoes what reached it, or never answers). What is tested is the front's own
-behaviour: timeouts, caps, held bytes, headers it adds or not, `100 Continue`, a half-close, its counters.
-The same behaviour in front of a real tritonserver: tests/test_front.py (served) and benchmarks/availability.py."""
+"""The front's transport under hostile clients (issue 36), in this process in front of a small aiohttp stand-in for
+tritonserver's HTTP endpoint: timeouts, caps, held bytes, headers, `100 Continue`, a half-close, its counters."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
 import json
 import time
 import tracemalloc
@@ -19,10 +17,10 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installed")
 
-from aiohttp import web  # noqa: E402
+from aiohttp import web
 
-from videoitg.serving import front  # noqa: E402
-from videoitg.serving.repository import TOP  # noqa: E402
+from videoitg.serving import front
+from videoitg.serving.protocol import TOP
 
 BODY = json.dumps({"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1],
                                "data": ["when does the dog jump?"]}]}).encode()
@@ -46,7 +44,7 @@ async def running_front(upstream: Callable[[web.Request], Awaitable[web.StreamRe
     await up.setup()
     site = web.TCPSite(up, "127.0.0.1", 0)
     await site.start()
-    up_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    up_port = site._server.sockets[0].getsockname()[1]
     cfg = front.FrontConfig(**{
         "host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "metrics_port": 0,
         "triton_http": f"127.0.0.1:{up_port}", "triton_grpc": "127.0.0.1:1", "triton_metrics": f"127.0.0.1:{up_port}",
@@ -180,8 +178,6 @@ def test_body_bytes_held_at_once_are_bounded_and_a_stalled_body_is_dropped() -> 
 
 
 def test_a_second_content_encoding_is_refused_before_the_body_is_inflated() -> None:
-    import gzip
-
     bomb = gzip.compress(b"{" + b" " * (8 << 20) + b"}")
 
     async def run() -> bytes:

@@ -26,6 +26,8 @@ ROOT = HERE.parent
 
 
 def main(argv: list[str]) -> None:
+    # atheris is optional (the test skips without it), and it instruments only what is imported inside
+    # `instrument_imports`; run as a script, `tests` is importable once ROOT is on sys.path
     import atheris
 
     sys.path[:0] = [str(ROOT)]
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> None:
 def write_corpus(d: Path) -> None:
     """Seed corpus: each valid clip behind the decode selector byte, plus an instruction and a path."""
     sys.path[:0] = [str(ROOT)]
-    from tests.support.fuzz import SEEDS, seed_bytes
+    from tests.support.fuzz import SEEDS, seed_bytes  # run as a script: importable once ROOT is on sys.path
 
     d.mkdir(parents=True, exist_ok=True)
     for name in SEEDS:

@@ -8,7 +8,6 @@ VIDEOITG_FUZZ_EXAMPLES scales the run; VIDEOITG_FUZZ_REPORT=DIR writes the count
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ def fuzz(ci_examples: int):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report():  # type: ignore[no-untyped-def]
+def report():
     yield
     support_fuzz.write_report("fuzz_decode", COUNTS)
 
@@ -96,7 +95,7 @@ def run_case(kind: str, data: bytes, decoder: str = "pyav") -> None:
 
 @fuzz(120)
 @given(seed=st.sampled_from(sorted(SEEDS)), ops=st.lists(mutation, min_size=1, max_size=4))
-def test_mutated_video_bytes(seed: str, ops: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_mutated_video_bytes(seed: str, ops: list[tuple]) -> None:
     run_case("mutated", mutate(seed_bytes(seed), ops))
 
 
@@ -117,11 +116,10 @@ def test_every_seed_decodes() -> None:
         check_frames(out, 16)
 
 
-@pytest.mark.skipif(not (dali_available() and importlib.util.find_spec("videoitg.decode.dali_backend")),
-                    reason="DALI or videoitg.decode.dali_backend not installed")
+@pytest.mark.skipif(not dali_available(), reason="DALI not installed (extra 'dali')")
 @fuzz(15)
 @given(ops=st.lists(mutation, min_size=1, max_size=3))
-def test_mutated_vp9_through_auto_decoder(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_mutated_vp9_through_auto_decoder(ops: list[tuple]) -> None:
     run_case("auto-vp9", mutate(seed_bytes("vp9.webm"), ops), decoder="auto")
 
 
@@ -130,7 +128,7 @@ def test_mutated_vp9_through_auto_decoder(ops: list[tuple]) -> None:  # type: ig
 
 @pytest.mark.parametrize("seed,ops,where", FFMPEG_ERRORS, ids=[c[2].split()[0] + str(i)
                                                                for i, c in enumerate(FFMPEG_ERRORS)])
-def test_known_ffmpeg_errors_escape(seed: str, ops: list[tuple], where: str) -> None:  # type: ignore[type-arg]
+def test_known_ffmpeg_errors_escape(seed: str, ops: list[tuple], where: str) -> None:
     with pytest.raises(VideoITGError):  # workers=1: the serial decoder, whose code paths `where` names
         decode_video(mutate(seed_bytes(seed), ops), image_size=16, params=SamplingParams(4, 2.0), decoder="pyav",
                      time_budget_s=BUDGET_S, limits=LIMITS, workers=1)

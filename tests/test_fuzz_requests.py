@@ -17,17 +17,19 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 from tests.support import fuzz as fuzz_support
 from tests.support.fuzz import known_request_bug
 from tests.support.model import tiny_config
+from videoitg.blank import is_blank
 from videoitg.errors import InputError, VideoITGError
-from videoitg.limits import InstructionTooLongError, Limits, is_blank, visual_tokens
+from videoitg.limits import InstructionTooLongError, Limits
 from videoitg.outputs import GroundingResult, released_scores
 from videoitg.paths import resolve_under_roots
 from videoitg.sampling import SamplingParams, sample_frame_indices
 from videoitg.text import instruction_ids
+from videoitg.token_budget import visual_tokens
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 COUNTS: Counter[str] = Counter()
 
@@ -37,7 +39,7 @@ def fuzz(ci_examples: int):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report():  # type: ignore[no-untyped-def]
+def report():
     yield
     fuzz_support.write_report("fuzz_requests", COUNTS)
 
@@ -45,7 +47,7 @@ def report():  # type: ignore[no-untyped-def]
 # ---- bugs found by these fuzzers in modules this suite does not own -------------------------------------------
 # Each is fixed and pinned by a regression test below; RELIABILITY.md (C1/C2) describes them. Should one come
 # back, the fuzzers report it as "known" instead of stopping on it.
-def outcome(kind: str, fn, *args, **kw):  # type: ignore[no-untyped-def]
+def outcome(kind: str, fn, *args, **kw):
     """Run one case: the value, or None after a typed error (or a known, pinned bug). Counts every case."""
     COUNTS[kind] += 1
     try:
@@ -63,7 +65,7 @@ def outcome(kind: str, fn, *args, **kw):  # type: ignore[no-untyped-def]
 
 # ---- instructions ------------------------------------------------------------------------------------------
 @functools.cache
-def tok_cfg():  # type: ignore[no-untyped-def]
+def tok_cfg():
     tok = build_tiny_tokenizer()
     return tok, tiny_config(vocab_size=len(tok))
 
@@ -140,9 +142,9 @@ floats_any = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0
 @given(num=st.integers(-10, 100_000) | st.floats(-10, 1e5) | st.sampled_from(["8", None, True]),
        target=floats_any | st.floats(0.01, 120), rule=st.sampled_from(["eval", "train", "EVAL", "", "x"]),
        total=st.integers(-5, 2_000_000), fps=floats_any | st.floats(0.1, 240))
-def test_sampling_indices_or_typed_error(num, target, rule, total, fps) -> None:  # type: ignore[no-untyped-def]
+def test_sampling_indices_or_typed_error(num, target, rule, total, fps) -> None:
     def run() -> tuple[SamplingParams, list[int]]:
-        p = SamplingParams(num, target, rule)  # type: ignore[arg-type]
+        p = SamplingParams(num, target, rule)
         return p, sample_frame_indices(total, fps, p)
 
     out = outcome("sampling", run)
@@ -218,7 +220,7 @@ def test_known_sampling_overflow() -> None:
 @pytest.mark.parametrize("num", [2.5, "8"])
 def test_known_sampling_wrong_types(num: object) -> None:
     with pytest.raises(InputError):
-        sample_frame_indices(100, 30.0, SamplingParams(num))  # type: ignore[arg-type]
+        sample_frame_indices(100, 30.0, SamplingParams(num))
 
 
 @pytest.mark.parametrize("name", ["file:///tmp/%00x", "a\ud800", "file://[::1/x"])

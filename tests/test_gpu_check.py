@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from tests.support.server import skip_without_tritonserver
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ("torch", "transformers", "safetensors", "onnx", "onnxruntime", "pip")
 TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
@@ -111,8 +113,6 @@ def test_engine_path(tmp_path: Path) -> None:
     """The `engines` section in this environment (CPU, tiny): `videoitg build` makes the ONNX graphs and says that
     TensorRT and TensorRT-LLM are not on this machine, `videoitg verify` passes, and `videoitg serve --engines`
     (the real tritonserver) answers within 1e-3 of in-process torch with the runtimes build.json names."""
-    from tests.support.server import skip_without_tritonserver
-
     skip_without_tritonserver()
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",

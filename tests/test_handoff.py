@@ -18,9 +18,14 @@ from tests.support.video import read_number, write_clip
 
 pytest.importorskip("openai")  # the dev extra installs it
 
-from videoitg.decode import decode_full_frames  # noqa: E402
-from videoitg.handoff import chat_request  # noqa: E402
-from videoitg.outputs import GroundingResult  # noqa: E402
+from openai import OpenAI
+from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
+from pydantic import TypeAdapter, ValidationError
+
+from videoitg.decode import decode_full_frames
+from videoitg.handoff import chat_request
+from videoitg.outputs import GroundingResult
+from videoitg.pipeline import Scorer
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
@@ -29,10 +34,7 @@ def sdk_accepts(request: dict) -> bool:
     """Whether the openai SDK's CompletionCreateParamsNonStreaming takes `request` whole: pydantic validates it
     against the TypedDicts (a missing key, a wrong type or literal raises) and drops keys they do not name, so the
     validated copy equals the request only when every key is one of the SDK's."""
-    from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
-    from pydantic import TypeAdapter
-
-    def materialize(x):  # noqa: ANN001, ANN202 -- Iterable fields validate lazily: iterate them
+    def materialize(x):  # Iterable fields validate lazily: iterate them
         if isinstance(x, dict):
             return {k: materialize(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)) or type(x).__name__ == "ValidatorIterator":
@@ -50,8 +52,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(clip: Path) -> GroundingResult:
-    from videoitg.pipeline import Scorer
-
     return Scorer.default().score(clip, "When is the picture brightest?")
 
 
@@ -92,8 +92,6 @@ def test_size_and_question(clip: Path, result: GroundingResult) -> None:
 
 
 def test_a_request_the_sdk_would_not_take_is_told_apart() -> None:
-    from pydantic import ValidationError
-
     assert sdk_accepts({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}]})
     with pytest.raises(ValidationError):  # a misspelled required key
         sdk_accepts({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "txt": "q"}]}]})
@@ -107,12 +105,10 @@ def test_a_request_the_sdk_would_not_take_is_told_apart() -> None:
 def test_the_sdk_sends_it_to_an_openai_compatible_endpoint(clip: Path, result: GroundingResult) -> None:
     """The real SDK client posts the request to a local endpoint speaking the chat-completions protocol (what
     vLLM, SGLang and trtllm-serve answer on /v1/chat/completions): the body it sends is the request."""
-    from openai import OpenAI
-
     received: list[dict] = []
 
     class Endpoint(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 -- http.server's name
+        def do_POST(self) -> None:  # http.server's name
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             received.append({"path": self.path, "body": body})
             reply = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -124,7 +120,7 @@ def test_the_sdk_sends_it_to_an_openai_compatible_endpoint(clip: Path, result: G
             self.end_headers()
             self.wfile.write(reply)
 
-        def log_message(self, *args) -> None:  # noqa: ANN002 -- quiet
+        def log_message(self, *args) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)

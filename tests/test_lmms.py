@@ -15,8 +15,10 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (optional extra `lmms`: docs/lmms-eval.md)")
 
-from tests.support.video import random_clip  # noqa: E402
-from videoitg.cli import main  # noqa: E402
+from tests.support.video import random_clip
+from videoitg.batch.manifest import load_manifest
+from videoitg.cli import main
+from videoitg.lmms import task_requests
 
 POST = "\nAnswer with the option's letter from the given choices directly."
 DOCS = [
@@ -90,8 +92,6 @@ def _expected() -> list[tuple[int, str, str]]:
 
 
 def test_task_requests_are_lmms_evals_own(task, offline) -> None:
-    from videoitg.lmms import task_requests
-
     reqs = task_requests(["videoitg_local_mc"], task["tasks"])
     got = [(r.doc_id, r.contexts, Path(r.videos[0]).name) for r in reqs]
     assert got == _expected() and {r.split for r in reqs} == {"test"}
@@ -103,8 +103,6 @@ def test_manifest_from_lmms_eval(task, offline, tmp_path: Path) -> None:
                  "--out", str(out)]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["doc_id"], r["instruction"], Path(r["video"]).name) for r in rows] == _expected()
-    from videoitg.batch.manifest import load_manifest
-
     m = load_manifest(out, [task["videos"]])  # a valid batch manifest: row ids are the doc_ids
     assert not m.rejected and [r.row_id for r in m.rows] == ["0", "1", "2"]
     assert main(["manifest", "--from-lmms-eval", "no_such_task", "--include-path", str(task["tasks"]),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from videoitg.errors import InputError
 from videoitg.moments import Moment, MomentParams, find_moments, frame_spans, temporal_iou
-from videoitg.outputs import GroundingResult
+from videoitg.outputs import GroundingResult, result_from_outputs, result_outputs
 
 TS = [float(i) for i in range(10)]  # 1 fps: frame i covers [i, i + 1)
 
@@ -93,9 +94,6 @@ def test_frame_spans_stay_inside_the_duration() -> None:
 
 
 def test_end_of_video_moment_ends_by_the_duration_in_every_writer() -> None:
-    import numpy as np
-
-    from videoitg.outputs import result_from_outputs, result_outputs
 
     logits = [-6.0] * 132 + [6.0] * 18  # relevant from frame 132 (132.132 s) to the end
     frames = [round(t * 30000 / 1001) for t in NTSC_TS]

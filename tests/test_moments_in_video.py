@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from videoitg.python_backend.steps import decode_stream, decode_whole, duration_input
 
 from tests.support.video import write_clip
 from videoitg.decode import probe_video
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.moments import MomentParams
+from videoitg.python_backend.checks import duration_input
+from videoitg.python_backend.decoding import decode_stream, decode_whole
 from videoitg.sampling import SamplingParams
 
 WHOLE = MomentParams(thresholds=(0.0,))  # level = the lowest score: one moment, the whole video, whatever the scores
@@ -23,7 +24,7 @@ WHOLE = MomentParams(thresholds=(0.0,))  # level = the lowest score: one moment,
 def ntsc_clip(path: Path) -> Path:
     """4,495 frames at 30000/1001 fps: 149.983 s. Sampled at 1 fps, the last frame is at 149.149 s, and one
     1.001-s frame gap past it is 150.15 s, past the video's end."""
-    return write_clip(path, frames=4495, fps=Fraction(30000, 1001), width=64, height=48, gop=30)  # type: ignore
+    return write_clip(path, frames=4495, fps=Fraction(30000, 1001), width=64, height=48, gop=30)
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_paths_cache_batch_and_causal() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        request_flops(REAL, 64, 10, path="fast")  # type: ignore[arg-type]
+        request_flops(REAL, 64, 10, path="fast")
     with pytest.raises(ValueError):
         request_flops(REAL, 64, -1)
     with pytest.raises(ValueError):

@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from PIL import Image
 
 from videoitg.outputs import GroundingResult
 from videoitg.plot import draw_timeline, plot_timeline, score_decimals, thumbnail_positions
@@ -28,7 +30,7 @@ def _five_minutes_best_at_the_end() -> GroundingResult:
     return _result(s.tolist())
 
 
-def _texts_outside(fig) -> list[str]:  # noqa: ANN001 -- a matplotlib Figure
+def _texts_outside(fig) -> list[str]:  # a matplotlib Figure
     """Drawn text (titles, axis labels, tick labels of ticks in view, moment labels) not wholly inside the figure."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -58,8 +60,6 @@ def _thumbs(n: int, w: int = 64, h: int = 36) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("thumb_shape", [(36, 64), (64, 36)])  # landscape and portrait pictures
 def test_every_label_is_inside_the_picture(thumb_shape) -> None:
-    import matplotlib.pyplot as plt
-
     r = _five_minutes_best_at_the_end()
     assert r.moments[0].end == 300.0  # the best moment ends where the video does
     fig = draw_timeline(r, 16, _thumbs(300, thumb_shape[1], thumb_shape[0]))
@@ -75,8 +75,6 @@ def test_every_label_is_inside_the_picture(thumb_shape) -> None:
 
 
 def test_a_moment_over_the_whole_video_is_labelled_inside_the_picture() -> None:
-    import matplotlib.pyplot as plt
-
     r = _result([0.5] * 60)  # flat: one moment, the whole video
     assert len(r.moments) == 1 and r.moments[0].start == 0.0
     fig = draw_timeline(r, 8, _thumbs(60))
@@ -87,8 +85,6 @@ def test_a_moment_over_the_whole_video_is_labelled_inside_the_picture() -> None:
 
 
 def test_thumbnails_follow_top_k_and_say_when_some_are_left_out() -> None:
-    import matplotlib.pyplot as plt
-
     r = _five_minutes_best_at_the_end()
     for k, drawn in ((3, 3), (16, 16), (32, 16)):
         fig = draw_timeline(r, k, _thumbs(300))
@@ -115,7 +111,5 @@ def test_score_decimals_tell_close_scores_apart() -> None:
 
 def test_plot_writes_a_png(tmp_path) -> None:
     png = plot_timeline(_five_minutes_best_at_the_end(), tmp_path / "t.png", 16, _thumbs(300))
-    from PIL import Image
-
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] == 1210 and im.size[1] > 600

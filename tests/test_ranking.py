@@ -6,14 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 from tests.support.model import tiny_config
+from videoitg.batch.runner import BatchOptions, fingerprint
+from videoitg.batch.scorers import ScorerSpec
 from videoitg.errors import InputError
 from videoitg.evaluation import RecordScores, record_metrics
 from videoitg.model import VideoITG
 from videoitg.outputs import GroundingResult, rank_frames, released_scores
 from videoitg.pipeline import Scorer, VideoFeatures, default_dtype, parse_dtype
+from videoitg.serving.client import VideoITGClient
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 
 def result(logits: list[float], rule: str) -> GroundingResult:
@@ -115,18 +118,13 @@ def test_one_dtype_default_everywhere() -> None:
 
 
 def test_batch_fingerprint_and_client_carry_the_rule(tmp_path) -> None:
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.runner import BatchOptions, fingerprint
-
-    fp = fingerprint(BatchOptions(str(tmp_path), BackendSpec()))
+    fp = fingerprint(BatchOptions(str(tmp_path), ScorerSpec()))
     assert fp["ranking_rule"] == "released"
-    assert fingerprint(BatchOptions(str(tmp_path), BackendSpec(ranking_rule="exact")))["ranking_rule"] == "exact"
-    assert fingerprint(BatchOptions(str(tmp_path), BackendSpec(kind="triton", servers=("h:1",))))[
+    assert fingerprint(BatchOptions(str(tmp_path), ScorerSpec(ranking_rule="exact")))["ranking_rule"] == "exact"
+    assert fingerprint(BatchOptions(str(tmp_path), ScorerSpec(kind="triton", servers=("h:1",))))[
         "ranking_rule"] == "server default"
 
     pytest.importorskip("tritonclient.grpc")
-    from videoitg.serving.client import VideoITGClient
-
     c = VideoITGClient("127.0.0.1:1", protocol="grpc")  # no connection is made to build inputs
     try:
         assert [t.name() for t in c.inputs(b"x", "q")] == ["VIDEO", "INSTRUCTION"]

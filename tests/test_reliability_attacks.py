@@ -16,11 +16,15 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import served, skip_without_tritonserver  # noqa: E402
-from tests.support.video import random_clip  # noqa: E402
-from videoitg.limits import Limits  # noqa: E402
-from videoitg.serving.client import VideoITGClient  # noqa: E402
-from videoitg.serving.repository import DECODE, RepoSpec  # noqa: E402
+import tritonclient.grpc as grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.support.server import served, skip_without_tritonserver
+from tests.support.video import random_clip
+from videoitg.limits import Limits
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.protocol import DECODE
+from videoitg.serving.repository import RepoSpec
 
 pytestmark = pytest.mark.server
 MAX_IN_FLIGHT = 2
@@ -36,9 +40,6 @@ def server(tmp_path_factory):
 def test_a_stream_of_direct_decode_calls_is_bounded_by_the_steps_queue(server, tmp_path) -> None:
     """Direct calls are refused on the public port; behind it they do not queue without bound (unbounded, a stream
     of them made an unrelated cold request wait ~10 s, and cancelling the stream left the queued decodes to run)."""
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
-
     video = random_clip(tmp_path / "a.mp4", seed=1)
     t = grpc.InferInput("VIDEO", [1, 1], "BYTES")
     t.set_data_from_numpy(np.array([[video]], dtype=object))
@@ -67,8 +68,6 @@ def test_a_stream_of_direct_decode_calls_is_bounded_by_the_steps_queue(server, t
         c.close()
     # The backlog is bounded: once the at most MAX_IN_FLIGHT accepted decodes have run, an ordinary cold request is
     # answered (while the queue is full the top level's own decode is refused too: UNAVAILABLE, retried here).
-    from videoitg.serving.client import RemoteError
-
     clip = random_clip(tmp_path / "b.mp4", seed=2)
     with VideoITGClient(server.grpc_url, "grpc") as client:
         deadline = time.monotonic() + 30

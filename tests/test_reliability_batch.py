@@ -24,37 +24,36 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.batch import SAMPLING_ARGS, check_shards, comparable, local_stream, make_manifest, read_jsonl  # noqa: E402
-from videoitg.batch import runner, store  # noqa: E402
-from videoitg.batch.backends import BackendSpec  # noqa: E402
-from videoitg.batch.manifest import load_manifest  # noqa: E402
-from videoitg.batch.runner import BatchOptions, run_batch  # noqa: E402
+from tests.support.batch import SAMPLING_ARGS, check_shards, comparable, local_stream, make_manifest, read_jsonl
+from videoitg.batch import runner, store
+from videoitg.batch.manifest import load_manifest
+from videoitg.batch.runner import BatchOptions, run_batch
+from videoitg.batch.scorers import ScorerSpec
+from videoitg.defaults import default_checkpoint
 
 TOP_K = 3
 NUM_FRAMES, TARGET_FPS = int(SAMPLING_ARGS[1]), float(SAMPLING_ARGS[3])
 
 
-def options(out: Path, backend: BackendSpec, **kw) -> BatchOptions:  # type: ignore[no-untyped-def]
+def options(out: Path, scorer: ScorerSpec, **kw) -> BatchOptions:
     kw.setdefault("shard_rows", 2)
-    return BatchOptions(out_dir=str(out), backend=backend, progress=False, **kw)
+    return BatchOptions(out_dir=str(out), scorer=scorer, progress=False, **kw)
 
 
-def inprocess_spec() -> BackendSpec:
-    from videoitg.defaults import default_checkpoint
-
-    return BackendSpec(kind="inprocess", checkpoint=str(default_checkpoint()), num_frames=NUM_FRAMES,
+def inprocess_spec() -> ScorerSpec:
+    return ScorerSpec(kind="inprocess", checkpoint=str(default_checkpoint()), num_frames=NUM_FRAMES,
                        target_fps=TARGET_FPS, top_k=TOP_K, dtype="float32")
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def media(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("media")
     manifest, good, bad = make_manifest(root, videos=5, per_video=4)
     return {"manifest": manifest, "good": good, "bad": bad}
 
 
 @pytest.fixture(scope="module")
-def clean_run(media, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def clean_run(media, tmp_path_factory: pytest.TempPathFactory):
     """The same manifest scored without any fault: what a faulted-then-resumed run must equal."""
     out = tmp_path_factory.mktemp("clean") / "out"
     mp = pytest.MonkeyPatch()
@@ -99,20 +98,20 @@ class FullDisk:
         else:
             self.quota[0] = 1 << 40
 
-    def _open(self, file, mode="r", *a, **kw):  # type: ignore[no-untyped-def]
+    def _open(self, file, mode="r", *a, **kw):
         f = builtins.open(file, mode, *a, **kw)
         if "w" not in mode and "a" not in mode:
             return f
         quota, real_write = self.quota, f.write
 
-        def write(s):  # type: ignore[no-untyped-def]
+        def write(s):
             n = len(s.encode() if isinstance(s, str) else s)
             if n > quota[0]:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
             quota[0] -= n
             return real_write(s)
 
-        f.write = write  # type: ignore[method-assign]
+        f.write = write
         return f
 
     def close(self) -> None:
@@ -120,7 +119,7 @@ class FullDisk:
             subprocess.run(["umount", "-l", str(self.dir)], capture_output=True)
 
 
-def test_full_disk_stops_cleanly_and_resumes_exactly_once(media, clean_run, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_full_disk_stops_cleanly_and_resumes_exactly_once(media, clean_run, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     want_ok, want_err = clean_run
     monkeypatch.setattr(runner, "_stream", local_stream)
@@ -150,7 +149,7 @@ def test_full_disk_stops_cleanly_and_resumes_exactly_once(media, clean_run, tmp_
     print(f"full disk via {disk.kind}: {written} rows were on disk when it filled")
 
 
-def test_two_sessions_in_one_second_keep_both(media, clean_run, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_two_sessions_in_one_second_keep_both(media, clean_run, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     want_ok, _ = clean_run
     monkeypatch.setattr(runner, "_stream", local_stream)
@@ -167,7 +166,7 @@ def test_two_sessions_in_one_second_keep_both(media, clean_run, tmp_path: Path, 
 BAD_PATHS = ["file:///data/%00x.mp4", "vids/\ud800.mp4", "file://[::1/v.mp4"]
 
 
-def test_manifest_with_fuzzer_paths_rejects_only_those_rows(media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_manifest_with_fuzzer_paths_rejects_only_those_rows(media, tmp_path: Path) -> None:
     src = media["manifest"]
     lines = src.read_text().splitlines()
     for i, v in enumerate(BAD_PATHS):

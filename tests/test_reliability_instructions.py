@@ -9,12 +9,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.support.batch import make_clip
-from videoitg.batch.backends import BackendSpec, score_unit
+from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.manifest import Row, load_manifest
+from videoitg.batch.scorers import ScorerSpec, score_unit
+from videoitg.blank import is_blank
+from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
-from videoitg.limits import Limits, is_blank
+from videoitg.limits import Limits
+from videoitg.pipeline import Scorer
+from videoitg.sampling import SamplingParams
+from videoitg.text import encode_instruction
 
 # Only bidi marks, embeddings and isolates; the Arabic letter mark; a soft hyphen; tags; Hangul fillers; the
 # braille blank; variation selectors; invisible operators: none of it is text.
@@ -24,12 +31,7 @@ SHOW_NOTHING = ["\u200e\u200f", "\u202a\u202b\u202c\u202d\u202e", "\u2066\u2067\
 
 
 @pytest.fixture(scope="module")
-def scorer():  # type: ignore[no-untyped-def]
-    import torch
-
-    from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
-    from videoitg.sampling import SamplingParams
+def scorer():
 
     torch.set_num_threads(1)
     return Scorer(default_checkpoint(), sampling=SamplingParams(8, 4.0))
@@ -49,10 +51,8 @@ def test_text_around_them_is_kept(text: str) -> None:
     assert not is_blank(text) and Limits().instruction_text(text) == text
 
 
-def test_the_pad_token_alone_is_an_empty_instruction(scorer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_pad_token_alone_is_an_empty_instruction(scorer, tmp_path: Path) -> None:
     """The released code drops the pad id before the model: '<|endoftext|>' alone was scored as an empty query."""
-    from videoitg.text import encode_instruction
-
     pad = scorer.tokenizer.decode([scorer.tokenizer.pad_token_id])
     for text in (pad, pad * 3, f" {pad} \u200f{pad}\n"):
         with pytest.raises(InputError, match="empty once the pad token"):
@@ -67,10 +67,7 @@ def test_the_pad_token_alone_is_an_empty_instruction(scorer, tmp_path: Path) -> 
         scorer.score(video, "\u2067\u2069")
 
 
-def test_batch_refuses_them_per_row(scorer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from videoitg.batch.engine_backend import InProcessBackend
-    from videoitg.defaults import default_checkpoint
-
+def test_batch_refuses_them_per_row(scorer, tmp_path: Path) -> None:
     video = make_clip(tmp_path / "v.mp4", 0)
     pad = scorer.tokenizer.decode([scorer.tokenizer.pad_token_id])
     rows = [{"id": "good", "instruction": "when is the red circle visible?"},
@@ -79,7 +76,7 @@ def test_batch_refuses_them_per_row(scorer, tmp_path: Path) -> None:  # type: ig
     m = load_manifest(tmp_path / "m.jsonl")
     assert [r.row_id for r in m.rows] == ["good", "pad"]
     assert [(r.row_id, r.reason) for r in m.rejected] == [("bidi", "missing or empty 'instruction'")]
-    backend = InProcessBackend(BackendSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0))
+    backend = InProcessScorer(ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0))
     good, pad_row = score_unit(backend, m.rows)
     assert good.ok and not pad_row.ok and "empty once the pad token" in pad_row.record["reason"]
     hand_made = Row("x", 1, str(video.resolve()), "\u2066\u2069")  # rows built without load_manifest

@@ -12,29 +12,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 from tests.support.model import tiny_config
 from tests.support.video import write_clip
+from videoitg.admission import InFlightGate, OverloadedError
 from videoitg.config import VideoITGConfig
 from videoitg.decode import DecodeLimits, VideoTooLargeError, decode_video
+from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError, VideoITGError
-from videoitg.limits import (
-    InFlightGate,
-    InstructionTooLongError,
-    Limits,
-    OverloadedError,
-    add_arguments,
-    max_visual_tokens,
-    visual_tokens,
-)
-from videoitg.model import VideoITG
+from videoitg.knobs import add_arguments
+from videoitg.limits import InstructionTooLongError, Limits
+from videoitg.model import VideoITG, VideoITGAnchor
+from videoitg.pipeline import Scorer, VideoFeatures
 from videoitg.sampling import SamplingParams
 from videoitg.text import instruction_ids
+from videoitg.token_budget import max_visual_tokens, visual_tokens
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tok():  # type: ignore[no-untyped-def]
+def tok():
     return build_tiny_tokenizer()
 
 
@@ -79,9 +76,9 @@ def test_cli_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_construction() -> None:
     for kw in ({"max_in_flight": 0}, {"max_sampled_frames": True}, {"decode_time_budget_s": float("nan")}):
         with pytest.raises(ValueError):
-            Limits(**kw)  # type: ignore[arg-type]
+            Limits(**kw)
     with pytest.raises(TypeError):
-        Limits(decode={"max_bytes": 1})  # type: ignore[arg-type]
+        Limits(decode={"max_bytes": 1})
     cfg = tiny_config()  # 4096-token budget: 4096 frames at HW=1 leave no room for an instruction
     with pytest.raises(ValueError, match="no room"):
         Limits(max_sampled_frames=4096).check_model(cfg)
@@ -102,7 +99,7 @@ def test_visual_token_bound_is_the_worst_case() -> None:
     assert worst <= cfg.vision_token_num
 
 
-def test_instruction_bytes_utf8_and_empty(tok) -> None:  # type: ignore[no-untyped-def]
+def test_instruction_bytes_utf8_and_empty(tok) -> None:
     cfg, lim = tiny_config(), Limits(max_instruction_bytes=64)
     assert len(instruction_ids(tok, "when is the red circle visible?", cfg, lim)) > 3
     assert len(instruction_ids(tok, b"when is the red circle visible?", cfg, lim)) > 3
@@ -118,10 +115,10 @@ def test_instruction_bytes_utf8_and_empty(tok) -> None:  # type: ignore[no-untyp
         with pytest.raises(InputError, match="empty"):
             instruction_ids(tok, empty, cfg, lim)
     with pytest.raises(InputError, match="string"):
-        instruction_ids(tok, 42, cfg, lim)  # type: ignore[arg-type]
+        instruction_ids(tok, 42, cfg, lim)
 
 
-def test_instruction_token_limit_agrees_with_the_model_layout(tok) -> None:  # type: ignore[no-untyped-def]
+def test_instruction_token_limit_agrees_with_the_model_layout(tok) -> None:
     cfg = tiny_config(vocab_size=len(tok))
     model = VideoITG(cfg)
     lim = Limits(max_instruction_tokens=10**6, max_instruction_bytes=10**6)
@@ -142,7 +139,7 @@ def test_instruction_token_limit_agrees_with_the_model_layout(tok) -> None:  # t
     assert issubclass(InstructionTooLongError, InputError)
 
 
-def _decode(src: object, lim: Limits):  # type: ignore[no-untyped-def]
+def _decode(src: object, lim: Limits):
     return decode_video(src, image_size=16, params=SamplingParams(8), decoder="pyav", limits=lim.decode,
                         time_budget_s=lim.decode_time_budget_s)
 
@@ -209,9 +206,23 @@ def test_gate_capacity_validated() -> None:
         InFlightGate(0)
 
 
-def test_variant_b_instruction_budget_counts_the_anchors(tok) -> None:  # type: ignore[no-untyped-def]
-    from videoitg.model import VideoITGAnchor
+def test_gate_admit_and_release_without_a_with_block() -> None:
+    """A slot held across calls (taken in one method, given back in another) uses admit() / release()."""
+    gate = InFlightGate(1)
+    gate.admit()
+    assert gate.in_flight == 1
+    with pytest.raises(OverloadedError, match="max_in_flight=1"):
+        gate.admit()
+    assert gate.refused == 1
+    gate.release()
+    assert gate.in_flight == 0
+    gate.admit()
+    gate.release()
+    with pytest.raises(ValueError):  # a release with no slot taken is a bug, not a silent extra slot
+        gate.release()
 
+
+def test_variant_b_instruction_budget_counts_the_anchors(tok) -> None:
     c_cfg = tiny_config(vocab_size=len(tok))
     b_cfg = tiny_config(vocab_size=len(tok), attention="causal")
     lim = Limits(max_instruction_tokens=10**6, max_instruction_bytes=10**6)
@@ -229,10 +240,6 @@ def test_variant_b_instruction_budget_counts_the_anchors(tok) -> None:  # type: 
 def test_released_truncation_is_an_explicit_option() -> None:
     """Default: an instruction over the model's length budget is refused. `truncate=True` (CLI
     --truncate-instruction) cuts its tail to the room this video leaves, as the released model does."""
-    from videoitg.defaults import default_checkpoint
-    from videoitg.limits import InstructionTooLongError
-    from videoitg.pipeline import Scorer, VideoFeatures
-
     text = "red " * 5000  # ~5000 tokens: over the tiny model's 4096-token budget whatever the video
     strict, cut = Scorer(default_checkpoint()), Scorer(default_checkpoint(), truncate=True)
     cfg, T = strict.config, 16

@@ -22,6 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.batch import SAMPLING_ARGS, make_manifest
+from tests.support.server import report, stub_pids
+from videoitg.serving.repository import RepoSpec, build_repository
+from videoitg.serving.server import ServerOptions, TritonServer
+
 pytestmark = pytest.mark.skipif(os.environ.get("VIDEOITG_RELIABILITY_RAY") != "1",
                                 reason="opt-in long run: set VIDEOITG_RELIABILITY_RAY=1")
 
@@ -61,11 +66,6 @@ def finish(p: subprocess.Popen) -> tuple[int, str]:
 
 
 def test_cli_server_killed_and_full_disk(tmp_path: Path) -> None:
-    from tests.support.batch import SAMPLING_ARGS, make_manifest
-    from tests.support.server import report, stub_pids
-    from videoitg.serving.repository import RepoSpec, build_repository
-    from videoitg.serving.server import ServerOptions, TritonServer
-
     manifest, good, _ = make_manifest(tmp_path / "media", 4, 4)
     figures: dict[str, object] = {"good_rows": len(good)}
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import videoitg.checkpoint as checkpoint
+import videoitg.model.variant_b as variant_b
 from videoitg.checkpoint import load_checkpoint
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import CheckpointError
@@ -22,7 +24,7 @@ class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         return (Path.touch, (self.marker,))
 
 
@@ -93,11 +95,9 @@ ABSURD = {  # config.json edit -> words the one error must contain
 
 
 @pytest.mark.parametrize("case", list(ABSURD))
-def test_absurd_config_refused_before_anything_is_built(ckpt: Path, case: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_absurd_config_refused_before_anything_is_built(ckpt: Path, case: str, monkeypatch) -> None:
     """One CheckpointError naming the field, raised by the config check: no model (not even on the meta device)
     is constructed, so 100,000 layers cost nothing."""
-    import videoitg.model.variant_b as variant_b
-
     edit, words = ABSURD[case]
     cfg = json.loads((ckpt / "config.json").read_text())
     for k, v in edit.items():
@@ -110,9 +110,7 @@ def test_absurd_config_refused_before_anything_is_built(ckpt: Path, case: str, m
 
 
 @pytest.mark.parametrize("text", ['{"version": "1.0", "model": {', "\x00\x01 not a tokenizer"])
-def test_broken_tokenizer_refused_before_weights_load(ckpt: Path, text: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import videoitg.checkpoint as checkpoint
-
+def test_broken_tokenizer_refused_before_weights_load(ckpt: Path, text: str, monkeypatch) -> None:
     (ckpt / "tokenizer.json").write_text(text)
     monkeypatch.setattr(checkpoint, "index_tensors", lambda *a, **k: pytest.fail("weights were read"))
     with pytest.raises(CheckpointError, match="unreadable tokenizer"):

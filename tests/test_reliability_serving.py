@@ -1,16 +1,6 @@
-"""Reliability of the real tritonserver (CPU, python backend, embedded tiny checkpoint) on loopback:
-
-- load: N concurrent clients for M seconds, every answer checked against the in-process scorer, health checks
-  polled throughout (VIDEOITG_LOAD_CLIENTS / VIDEOITG_LOAD_SECONDS scale it; VIDEOITG_RELIABILITY_REPORT=DIR
-  writes the figures to DIR/load.json);
-- every bad input of the decoder's test-suite, and the inputs the fuzzers found, sent through the server: each
-  gets its own error, the server keeps serving, batch-mates are unaffected;
-- overload: many more simultaneous requests than the top-level queue bound (`Limits.max_in_flight`);
-- fault: the decode step's python-backend stub SIGKILLed mid-request.
-
-One server for the module (its start is most of the cost). The fault test also reloads the dead model itself
-through the restricted model-repository API (with the launcher's key), the path the stub watchdog takes.
-"""
+"""The real tritonserver on the CPU repository under load (VIDEOITG_LOAD_CLIENTS / VIDEOITG_LOAD_SECONDS), bad inputs,
+overload and a killed stub: every answer checked, the server keeps serving (VIDEOITG_RELIABILITY_REPORT=DIR writes
+the figures)."""
 
 from __future__ import annotations
 
@@ -30,9 +20,14 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes  # noqa: E402
-from tests.support.server import report, skip_without_tritonserver, stub_pids  # noqa: E402
-from tests.support.video import (  # noqa: E402
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+from tests.support.batch import check_shards, comparable, local_stream, make_manifest, read_jsonl
+from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes
+from tests.support.server import report, skip_without_tritonserver, stub_pids
+from tests.support.video import (
     random_clip,
     truncate,
     unknown_codec,
@@ -40,15 +35,21 @@ from tests.support.video import (  # noqa: E402
     write_clip,
     write_empty_stream,
 )
-from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
+from videoitg.batch import runner, servers, store
+from videoitg.batch.manifest import load_manifest
+from videoitg.batch.runner import BatchOptions, run_batch
+from videoitg.batch.scorers import ScorerSpec
+from videoitg.defaults import sample_video
+from videoitg.limits import Limits
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.protocol import DECODE
+from videoitg.serving.repository import RepoSpec, build_repository
+from videoitg.serving.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 TOL = 1e-5
 LOAD_CLIENTS = int(os.environ.get("VIDEOITG_LOAD_CLIENTS", "4"))
 LOAD_SECONDS = float(os.environ.get("VIDEOITG_LOAD_SECONDS", "10"))
-DECODE = "videoitg_decode"
 
 skip_without_tritonserver()
 
@@ -57,7 +58,7 @@ small_clip = functools.partial(random_clip, size=48)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def server(tmp_path_factory: pytest.TempPathFactory):
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     log = tmp_path_factory.mktemp("log") / "tritonserver.log"
     opts = ServerOptions(exit_timeout_s=3)
@@ -69,7 +70,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 
 @pytest.fixture(scope="module")
 def sample() -> tuple[bytes, str]:
-    from videoitg.defaults import sample_video
 
     path, instruction = sample_video()
     return path.read_bytes(), instruction
@@ -105,14 +105,14 @@ def listening_addresses(port: int) -> set[str]:
 LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
 
 
-def test_server_listens_on_loopback_only(server) -> None:  # type: ignore[no-untyped-def]
+def test_server_listens_on_loopback_only(server) -> None:
     for port in (server.http_port, server.grpc_port, server.metrics_port):
         addrs = listening_addresses(port)
         assert addrs and addrs <= LOOPBACK, f"port {port} listens on {addrs}, not only on loopback"
 
 
 # ---- load ------------------------------------------------------------------------------------------------------
-def test_load_concurrent_clients_with_health_checks(server, scorer, sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_load_concurrent_clients_with_health_checks(server, scorer, sample, tmp_path: Path) -> None:
     data, instruction = sample
     warm = [(data, f"{instruction} {w}") for w in ("", "(again)", "in the first half?", "near the end?")]
     # Cold requests among the warm ones: each client sends a fresh video every 4th request.
@@ -211,7 +211,7 @@ def bad_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[byte
     return cases
 
 
-def test_every_bad_video_gets_its_error_and_server_keeps_serving(server, sample, bad_videos) -> None:  # type: ignore[no-untyped-def]
+def test_every_bad_video_gets_its_error_and_server_keeps_serving(server, sample, bad_videos) -> None:
     data, instruction = sample
     outcomes = {}
     with VideoITGClient(server.grpc_url, "grpc", timeout_s=120) as c:
@@ -231,9 +231,7 @@ def test_every_bad_video_gets_its_error_and_server_keeps_serving(server, sample,
     report("bad_inputs", outcomes)
 
 
-def test_bad_instructions_and_top_k(server, sample) -> None:  # type: ignore[no-untyped-def]
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
+def test_bad_instructions_and_top_k(server, sample) -> None:
 
     data, instruction = sample
     cases = {
@@ -262,13 +260,13 @@ def test_bad_instructions_and_top_k(server, sample) -> None:  # type: ignore[no-
         c.close()
 
 
-def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) -> None:  # type: ignore[no-untyped-def]
+def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) -> None:
     data, instruction = sample
     ref = scorer.score(data, instruction).logits
     bad = [v for v, expect in bad_videos.values() if expect is not None]  # inputs that must fail
     jobs = [(v, instruction, False) for v in bad] + [(data, instruction, True)] * len(bad)
 
-    def call(job):  # type: ignore[no-untyped-def]
+    def call(job):
         video, text, good = job
         with VideoITGClient(server.grpc_url, "grpc", timeout_s=120) as c:
             try:
@@ -288,14 +286,11 @@ def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) 
 
 
 # ---- overload: the top-level queue bound (Limits.max_in_flight) ------------------------------------------------
-def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sample, tmp_path: Path) -> None:
     """Far more simultaneous requests than the top-level model admits (`HITS_PER_COLD_SLOT * max_in_flight`
     requests, 8 by default): each is answered correctly or refused at once with UNAVAILABLE, never with another
     error, and the server stays ready. Cold video, so its decode is still running while the rest arrive."""
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
 
-    from videoitg.limits import Limits
 
     n = 6 * Limits().max_in_flight
     data, instruction = sample
@@ -304,7 +299,7 @@ def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sa
     clients = [grpc.InferenceServerClient(server.grpc_url) for _ in range(n)]
     start = threading.Barrier(n)
 
-    def call(i: int):  # type: ignore[no-untyped-def]
+    def call(i: int):
         ins = [grpc.InferInput("VIDEO", [1, 1], "BYTES"), grpc.InferInput("INSTRUCTION", [1, 1], "BYTES")]
         ins[0].set_data_from_numpy(np.array([[video]], dtype=object))
         ins[1].set_data_from_numpy(np.array([[instruction.encode()]], dtype=object))
@@ -342,8 +337,7 @@ def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sa
 FAULT: dict[str, object] = {}
 
 
-def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import tritonclient.http as http
+def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:
 
     data, instruction = sample
     long_clip = small_clip(tmp_path / "long.mp4", seed=7, seconds=300, fps=2, size=48)  # ~300 sampled frames
@@ -377,7 +371,7 @@ def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:
     assert not th.is_alive(), "the in-flight request hung after its decode stub died"
     assert "error" in box, f"the request survived its decode stub being killed: {box}"
     assert "not healthy" in str(box["error"]), box["error"]  # failed cleanly, naming the broken step
-    assert box["seconds"] < 60  # type: ignore[operator]
+    assert box["seconds"] < 60
 
     # Did the server heal itself, or at least say it is not ready? (Triton 2.51's python backend does neither.)
     fresh = small_clip(tmp_path / "fresh.mp4", seed=8)
@@ -414,33 +408,27 @@ def test_server_heals_or_reports_unready_by_itself() -> None:
 BATCH: dict[str, object] = {}
 
 
-def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Last in the module: it kills the module's server. The batch driver runs in this process without Ray
-    (see test_reliability_batch.py for why); the rows go to the real server through the batch Triton backend."""
-    from tests.support.batch import check_shards, comparable, local_stream, make_manifest, read_jsonl
-    from videoitg.batch import runner, store
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.manifest import load_manifest
-    from videoitg.batch.runner import BatchOptions, run_batch
+    (see test_reliability_batch.py for why); the rows go to the real server through the batch Triton scorer."""
 
     manifest_path, good, bad = make_manifest(tmp_path / "media", videos=4, per_video=4)
     manifest = load_manifest(manifest_path)
-    spec = BackendSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3,
-                       protocol="grpc")
+    spec = ScorerSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3,
+                      protocol="grpc")
 
-    def opts(out: Path, **kw) -> BatchOptions:  # type: ignore[no-untyped-def]
-        return BatchOptions(out_dir=str(out), backend=spec, progress=False, group_by_video=False, shard_rows=1,
+    def opts(out: Path, **kw) -> BatchOptions:
+        return BatchOptions(out_dir=str(out), scorer=spec, progress=False, group_by_video=False, shard_rows=1,
                             **kw)
 
-    def slow_stream(units, o):  # type: ignore[no-untyped-def]
+    def slow_stream(units, o):
         for line in local_stream(units, o):  # a window to kill in: one row per unit, 0.2 s apart
             time.sleep(0.2)
             yield line
 
     monkeypatch.setattr(runner, "_stream", slow_stream)
-    from videoitg.batch import triton_backend
 
-    monkeypatch.setattr(triton_backend, "TRANSIENT_BACKOFF_S", (0.2, 0.5))  # give up on the dead server quickly
+    monkeypatch.setattr(servers, "TRANSIENT_BACKOFF_S", (0.2, 0.5))  # give up on the dead server quickly
     clean = tmp_path / "clean"
     run_batch(manifest, opts(clean))  # the same job without a fault: what the resumed job must equal
     want = {r["row_id"]: comparable(r) for r in read_jsonl(clean / store.RESULTS)}
@@ -452,7 +440,7 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
     def job() -> None:
         try:
             box["summary"] = run_batch(manifest, opts(out))
-        except Exception as e:  # noqa: BLE001 - recorded: how the job ends is what is measured
+        except Exception as e:  # recorded: how the job ends is what is measured
             box["error"] = e
 
     th = threading.Thread(target=job)

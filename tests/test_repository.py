@@ -1,5 +1,5 @@
-"""Serving pieces that need no running server: the repository generator and its committed examples, the
-feature cache, request parsing, the outputs round trip, and finding the Triton binaries."""
+"""Serving pieces that need no running server: the repository generator and its golden repository, the feature
+cache, the outputs round trip, and finding the Triton binaries (request parsing: tests/test_request.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
-from videoitg.python_backend.steps import parse_request
 
+from tests.support.model import plain_writer_checkpoint, tiny_config
+from videoitg.cli import main
+from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
-from videoitg.limits import InstructionTooLongError, Limits
+from videoitg.limits import Limits
+from videoitg.model import VideoITG
 from videoitg.outputs import GroundingResult, result_from_outputs, result_outputs
+from videoitg.paths import MediaRoots
+from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
+from videoitg.python_backend.params import StepAssets, model_parameters
 from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
-from videoitg.serving.repository import RepoSpec, build_repository, render, step_runtimes
+from videoitg.serving.protocol import DECODE
+from videoitg.serving.repository import RepoSpec, build_repository, model_specs, render, step_runtimes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,24 +36,24 @@ def _tree(d: Path) -> dict[str, str]:
             and "__pycache__" not in p.parts}
 
 
-# The committed example repositories: triton_models/<name> == `videoitg repo build --target T --mode M`.
-COMMITTED = {"cpu": ("cpu", "bls"), "gpu": ("gpu", "bls"), "cpu_ensemble": ("cpu", "ensemble")}
+# The golden repository triton_models/cpu == `videoitg repo build --target cpu`; how the gpu and the ensemble
+# repositories differ from it is held in tests/test_protocol.py. SHAPES: (target, mode) of each repository shape.
+SHAPES = {"cpu": ("cpu", "bls"), "gpu": ("gpu", "bls"), "cpu_ensemble": ("cpu", "ensemble")}
 
 
-@pytest.mark.parametrize("name", sorted(COMMITTED))
-def test_committed_repository_equals_generator(name: str, tmp_path: Path) -> None:
-    target, mode = COMMITTED[name]
-    out = build_repository(RepoSpec(target=target, mode=mode), tmp_path / name)
-    committed = ROOT / "triton_models" / name
-    assert _tree(committed) == _tree(out), f"triton_models/{name} is stale: rerun `videoitg repo build`"
+def test_golden_repository_equals_generator(tmp_path: Path) -> None:
+    out = build_repository(RepoSpec(target="cpu"), tmp_path / "cpu")
+    golden = ROOT / "triton_models" / "cpu"
+    assert _tree(golden) == _tree(out), "triton_models/cpu is stale: rerun `videoitg repo build --target cpu " \
+                                        "--out triton_models/cpu`"
 
 
-@pytest.mark.parametrize("name", sorted(COMMITTED))
+@pytest.mark.parametrize("name", sorted(SHAPES))
 def test_configs_parse_as_triton_model_config(name: str) -> None:
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
-    target, mode = COMMITTED[name]
+    target, mode = SHAPES[name]
     files = render(RepoSpec(target=target, mode=mode))
     configs = {k: text_format.Parse(v, model_config_pb2.ModelConfig())  # unknown field or enum -> ParseError
                for k, v in files.items() if k.endswith("config.pbtxt")}
@@ -71,7 +77,7 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
     # The python decode step streams its frames under the BLS model (decoupled); an ensemble step answers once.
     decode = configs["videoitg_decode/config.pbtxt"]
-    streams = mode == "bls"  # the python decoder (every committed repository's) streams under the BLS model
+    streams = mode == "bls" and target == "cpu"  # the python decoder (the cpu default) streams under the BLS model
     assert decode.model_transaction_policy.decoupled == streams
     assert ("NUM_FRAMES" in {o.name for o in decode.output}) == streams
     if mode == "bls":
@@ -98,15 +104,16 @@ def test_dali_decoder_is_the_python_decode_step_with_a_decoder_parameter() -> No
     target on a GPU instance (Triton names its GPU), on the cpu target on a CPU one. The python decoder hands uint8
     frames over."""
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
-    def parse(files: dict[str, str], model: str):  # type: ignore[no-untyped-def]
+    def parse(files: dict[str, str], model: str) -> model_config_pb2.ModelConfig:
         return text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
 
     to_type = model_config_pb2.DataType.Name
     kind = model_config_pb2.ModelInstanceGroup.Kind.Name
     for target, want_kind, want_device in (("gpu", "KIND_GPU", "cuda"), ("cpu", "KIND_CPU", "cpu")):
-        dali, py = render(RepoSpec(target=target, decoder="dali")), render(RepoSpec(target=target))
+        dali, py = render(RepoSpec(target=target, decoder="dali")), render(RepoSpec(target=target, decoder="python"))
+        assert render(RepoSpec(target=target)) == (dali if target == "gpu" else py)  # each target's default
         assert not any(rel.endswith("model.dali") for rel in dali), target
         dec = parse(dali, "videoitg_decode")
         assert dec.backend == "python" and "videoitg_decode/1/model.py" in dali
@@ -167,9 +174,6 @@ def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
 def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: Path) -> None:
     """`videoitg repo build` copies the checkpoint, an external tower and the engines into the repository and
     names them relative to its root, so the copied tree resolves them wherever it lands."""
-    from tests.support.model import plain_writer_checkpoint, tiny_config
-    from videoitg.model import VideoITG
-
     (tmp_path / "src").mkdir()
     ckpt = plain_writer_checkpoint(tmp_path / "src", VideoITG(tiny_config(vocab_size=300)), external_tower=True)
     engines = tmp_path / "src" / "engines"
@@ -182,8 +186,7 @@ def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: 
     repo.rename(moved)
     shutil.rmtree(tmp_path / "src")  # the originals are gone: only the repository's copies remain
     from google.protobuf import json_format, text_format
-    from tritonclient.grpc import model_config_pb2
-    from videoitg.python_backend.steps import StepAssets, model_parameters
+    from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
     for name in ("videoitg", "videoitg_decode", "videoitg_vision", "videoitg_grounding"):
         cfg = text_format.Parse((moved / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
@@ -226,55 +229,11 @@ def test_feature_cache_lru_bound_and_counters() -> None:
     assert cache_key("d", "eval:512:1", "m1") != cache_key("d", "eval:512:1", "m2")
 
 
-def test_parse_request_errors() -> None:
-    ok = parse_request(np.array([[b"v"]], object), np.array([[b"hi"]], object), None, 8)
-    assert (ok.video, ok.instruction, ok.top_k) == (b"v", "hi", 8)
-    bad = [
-        ((np.array([[b""]], object), np.array([[b"hi"]], object), None), "VIDEO: video input is empty"),
-        ((np.array([[b"v"]], object), np.array([[b"  "]], object), None), "INSTRUCTION: instruction is empty"),
-        ((np.array([[b"v"]], object), np.array([[b"\xff\xfe"]], object), None), "UTF-8"),
-        ((np.array([[b"v"]], object), np.array([[b"x" * 70000]], object), None), "max_instruction_bytes"),
-        ((np.array([[b"v", b"w"]], object), np.array([[b"hi"]], object), None), "one video per request"),
-        ((np.array([[b"v"]], object), np.array([[b"hi"]], object), np.array([[0]], np.int32)), "TOP_K"),
-    ]
-    for args, msg in bad:
-        with pytest.raises(InputError, match=msg):
-            parse_request(*args, 8)
-    lim = Limits().replace(max_bytes=4, max_instruction_bytes=3)
-    with pytest.raises(InputError, match=r"VIDEO: video input is 5 bytes, over the 4 byte limit \(max_video_bytes\)"):
-        parse_request(np.array([[b"vvvvv"]], object), np.array([[b"hi"]], object), None, 8, lim)
-    with pytest.raises(InstructionTooLongError, match="over the limit of 3 bytes"):
-        parse_request(np.array([[b"v"]], object), np.array([[b"four"]], object), None, 8, lim)
-    assert parse_request(np.array([[b"vvvv"]], object), np.array([[b"hi!"]], object), None, 8, lim).top_k == 8
-
-
-def test_parse_request_video_digest() -> None:
-    """VIDEO_DIGEST names a video by the digest the server's cache is keyed by, instead of its bytes; bytes are
-    always hashed by the server itself, so the two never come together."""
-    from videoitg.digest import video_digest
-
-    text = np.array([[b"when?"]], object)
-    d = video_digest(b"some video bytes")
-    req = parse_request(None, text, None, 8, video_digest=np.array([[d.encode()]], object))
-    assert (req.video, req.digest, req.video_digest()) == (None, d, d)
-    assert parse_request(np.array([[b"vid"]], object), text, None, 8).video_digest() == video_digest(b"vid")
-    for digest, msg in ((d.upper(), "64 lower-case hex"), (d[3:], "'b3:'"), ("b3:" + "0" * 63, "'b3:'")):
-        with pytest.raises(InputError, match=msg):
-            parse_request(None, text, None, 8, video_digest=np.array([[digest.encode()]], object))
-    with pytest.raises(InputError, match="one of VIDEO, VIDEO_DIGEST or VIDEO_URI"):
-        parse_request(np.array([[b"vid"]], object), text, None, 8, video_digest=np.array([[d.encode()]], object))
-    with pytest.raises(InputError, match="VIDEO is missing"):
-        parse_request(None, text, None, 8)
-    with pytest.raises(InputError, match="instruction is empty"):  # the instruction is checked either way
-        parse_request(None, np.array([[b" "]], object), None, 8, video_digest=np.array([[d.encode()]], object))
-
-
 def test_limits_reach_the_model_parameters_and_queue() -> None:
     """The top-level, decode and grounding models carry every knob (read back equal); the top-level queue is
     bounded by max_in_flight."""
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-    from videoitg.python_backend.steps import model_parameters
+    from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
     lim = Limits().replace(max_bytes=12345, max_instruction_tokens=77, max_in_flight=3, decode_time_budget_s=2.5)
     files = render(RepoSpec(target="cpu", limits=lim))
@@ -290,8 +249,6 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
 
 
 def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
-    from videoitg.cli import main
-
     assert main(["repo", "build", "--out", str(tmp_path), "--max-video-bytes", "1M", "--max-in-flight", "2"]) == 0
     top = (tmp_path / "videoitg" / "config.pbtxt").read_text()
     assert "max_queue_size: 2" in top and '"1048576"' in top
@@ -302,9 +259,6 @@ def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
 
 def test_repo_build_flags_reach_the_repository(tmp_path: Path) -> None:
     """--mode, the serving defaults and the bundling, from the command line."""
-    from videoitg.cli import main
-    from videoitg.defaults import default_checkpoint
-
     ckpt = tmp_path / "ckpt"
     shutil.copytree(default_checkpoint(), ckpt)
     out = tmp_path / "repo"
@@ -359,26 +313,11 @@ def test_binaries_found_and_perf_analyzer_runs() -> None:
     assert r.returncode == 0 and "2.51" in r.stdout + r.stderr, r.stderr
 
 
-def test_parse_request_ranking_rule_and_invisible_instruction() -> None:
-    video, text = np.array([b"v"], dtype=object), np.array([b"when?"], dtype=object)
-    assert parse_request(video, text, None, 8).ranking_rule == "released"
-    assert parse_request(video, text, None, 8, default_ranking_rule="exact").ranking_rule == "exact"
-    rule = np.array([b"exact"], dtype=object)
-    assert parse_request(video, text, None, 8, ranking_rule=rule).ranking_rule == "exact"
-    with pytest.raises(InputError, match="RANKING_RULE: unknown ranking rule 'best'"):
-        parse_request(video, text, None, 8, ranking_rule=np.array([b"best"], dtype=object))
-    for junk in ("\u200b", "\x00\x00", "\ufeff \u2060"):
-        with pytest.raises(InputError, match="INSTRUCTION: instruction is empty"):
-            parse_request(video, np.array([junk.encode()], dtype=object), None, 8)
-
-
 def test_step_instance_counts_are_flags(tmp_path: Path) -> None:
     """--decode-instances, --vision-instances, --grounding-instances reach each step's instance_group, on both
     targets (the gpu target's DALI decode model too); `serve` takes the same flags."""
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    from videoitg.cli import main
+    from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
     def groups(files: dict[str, str]) -> dict[str, tuple[str, int]]:
         out = {}
@@ -395,7 +334,8 @@ def test_step_instance_counts_are_flags(tmp_path: Path) -> None:
                              "videoitg_grounding": ("KIND_CPU", 4)}
     assert groups(render(RepoSpec())) == {m: ("KIND_CPU", 1) for m in
                                           ("videoitg_decode", "videoitg_vision", "videoitg_grounding")}
-    gpu = render(RepoSpec(target="gpu", decode_instances=2, vision_instances=1, grounding_instances=2))
+    gpu = render(RepoSpec(target="gpu", decoder="python", decode_instances=2, vision_instances=1,
+                          grounding_instances=2))
     assert groups(gpu) == {"videoitg_decode": ("KIND_CPU", 2), "videoitg_vision": ("KIND_GPU", 1),
                            "videoitg_grounding": ("KIND_GPU", 2)}  # the python decoder decodes on the CPU
     dali = render(RepoSpec(target="gpu", decoder="dali", decode_instances=2))
@@ -408,12 +348,14 @@ def test_step_instance_counts_are_flags(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-@pytest.mark.parametrize("how", [["--target", "gpu"], ["--model-repository", str(ROOT / "triton_models" / "gpu")]])
-def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(how: list[str], capsys) -> None:
-    from videoitg.cli import main as cli_main
-
+@pytest.mark.parametrize("by_repository", [False, True], ids=["target", "model-repository"])
+def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(by_repository: bool, capsys: pytest.CaptureFixture,
+                                                                     tmp_path: Path) -> None:
+    how = ["--target", "gpu"]
+    if by_repository:
+        how = ["--model-repository", str(build_repository(RepoSpec(target="gpu"), tmp_path / "gpu"))]
     ports = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    rc = cli_main(["serve", *how, *ports])
+    rc = main(["serve", *how, *ports])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "no CUDA GPU" in err, err
 
@@ -422,17 +364,12 @@ def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(how: list[st
                                 {"target": "cpu", "stream_frames": 0}])
 def test_decode_step_queue_is_bounded_by_max_in_flight(kw) -> None:
     """Clients can call the decode step directly: its queue holds at most what the top level itself sends."""
-    from videoitg.limits import Limits
-    from videoitg.serving.repository import DECODE, RepoSpec, model_specs
-
     cfg = model_specs(RepoSpec(**kw, limits=Limits().replace(max_in_flight=3)))[DECODE]
     assert cfg["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
     assert cfg["dynamic_batching"]["preferred_batch_size"] == [1]  # one video per execution, as before
 
 
 def test_media_roots_are_announced_and_refused_where_references_cannot_be_served(tmp_path: Path) -> None:
-    from videoitg.paths import MediaRoots
-
     specs = render(RepoSpec(target="cpu", media_roots=(str(tmp_path),)))
     for model in ("videoitg", "videoitg_decode"):  # the decode step checks a reference itself
         assert f'key: "media_roots"\n  value {{ string_value: {json.dumps(json.dumps([str(tmp_path)]))} }}' in \

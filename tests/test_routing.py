@@ -18,13 +18,29 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.batch import INSTRUCTIONS, make_clip, make_manifest  # noqa: E402
-from tests.support.compare import SCORED, assert_records_close  # noqa: E402
-from tests.support.server import metric_value  # noqa: E402
-from videoitg.serving import binaries, routing  # noqa: E402
-from videoitg.serving.ports import free_port  # noqa: E402
-from videoitg.serving.routing import ServerPool, is_transient, rank  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
+from tests.support.batch import INSTRUCTIONS, local_stream, make_clip, make_manifest
+from tests.support.compare import SCORED, assert_records_close
+from tests.support.server import metric_value
+from videoitg.batch import runner, store
+from videoitg.batch import servers as batch_servers  # `servers` is the fixture
+from videoitg.batch.manifest import Row, load_manifest
+from videoitg.batch.runner import BatchOptions, run_batch
+from videoitg.batch.scorers import ScorerSpec
+from videoitg.batch.servers import TritonScorer
+from videoitg.cli import main
+from videoitg.serving import binaries, routing
+from videoitg.serving.client import (
+    NotCachedError,
+    ReferenceUnusableError,
+    RemoteError,
+    UnavailableError,
+    VideoITGClient,
+    remote_error,
+)
+from videoitg.serving.ports import free_port
+from videoitg.serving.repository import RepoSpec, build_repository
+from videoitg.serving.routing import ServerPool, is_transient, rank
+from videoitg.serving.server import ServerOptions, TritonServer
 
 
 # ---- routing and error classification (no server) ---------------------------------------------------------------
@@ -43,13 +59,11 @@ def test_rank_is_stable_balanced_and_a_removed_server_moves_only_its_own_keys():
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_transport_failures_are_transient_and_bad_requests_are_not(protocol):
-    from videoitg.serving.client import VideoITGClient
-
     c = VideoITGClient(f"127.0.0.1:{free_port()}", protocol=protocol, timeout_s=5)  # nothing listens there
     errors = {}
     cases = {"down": (b"x", "q"), "surrogate": (b"x", "bad \ud800"), "doc_id": (b"x", "q", None, 2**70)}
     for name, args in cases.items():
-        with pytest.raises(Exception) as e:  # noqa: B017,PT011 -- the client's RemoteError, classified below
+        with pytest.raises(Exception) as e:
             c.infer(*args)
         errors[name] = e.value
     assert is_transient(errors["down"])
@@ -58,14 +72,6 @@ def test_transport_failures_are_transient_and_bad_requests_are_not(protocol):
 
 def test_a_server_answer_maps_once_to_a_typed_error():
     """The client's one mapping from an answer to an error kind; routing and the client branch on the kinds."""
-    from videoitg.serving.client import (
-        NotCachedError,
-        ReferenceUnusableError,
-        RemoteError,
-        UnavailableError,
-        remote_error,
-    )
-
     assert type(remote_error("no features", "StatusCode.NOT_FOUND", digest_sent=True)) is NotCachedError
     assert type(remote_error("no features", "404", digest_sent=True)) is NotCachedError
     assert type(remote_error("model 'x' is not served", "404")) is RemoteError  # NOT_FOUND of no digest: a refusal
@@ -89,8 +95,6 @@ needs_server = pytest.mark.skipif(not HAVE_SERVER, reason="no tritonserver (the 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    from videoitg.serving.repository import RepoSpec, build_repository
-
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     logs = tmp_path_factory.mktemp("logs")
     srvs = [TritonServer(repo, ServerOptions(exit_timeout_s=5), log_path=logs / f"s{i}.log") for i in range(3)]
@@ -99,7 +103,7 @@ def servers(tmp_path_factory):
     def start(s: TritonServer) -> None:
         try:
             s.start(timeout_s=300)
-        except BaseException as e:  # noqa: BLE001 -- reported below
+        except BaseException as e:
             errs.append(e)
 
     threads = [threading.Thread(target=start, args=(s,)) for s in srvs]
@@ -133,8 +137,6 @@ def distinct_free_addresses(n: int) -> list[str]:
 
 @needs_server
 def test_score_cli_routes_by_video_and_skips_a_dead_server(servers, scorer, tmp_path, capsys):
-    from videoitg.cli import main
-
     video = make_clip(tmp_path / "v.mp4", seed=11)
     key = routing.routing_key(video.read_bytes())
     urls = [s.grpc_url for s in servers]
@@ -157,20 +159,16 @@ def test_hostile_rows_are_row_errors_at_once(servers, tmp_path):
     """A lone-surrogate instruction sent to the servers is the row's error at once, not a server outage (retries,
     then a stopped job with none of the good rows written). (A doc_id of 2**70 is refused when the manifest is
     read: tests/test_batch.py.)"""
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.manifest import Row
-    from videoitg.batch.triton_backend import TritonBackend
-
     video = str(make_clip(tmp_path / "v.mp4", seed=12))
     rows = [Row("good", 1, video, INSTRUCTIONS[0], doc_id=1), Row("surrogate", 2, video, "bad \ud800", doc_id=2),
             Row("good2", 4, video, INSTRUCTIONS[2], doc_id=4)]
-    backend = TritonBackend(BackendSpec(kind="triton", servers=tuple(s.grpc_url for s in servers), max_in_flight=2))
+    scorer = TritonScorer(ScorerSpec(kind="triton", servers=tuple(s.grpc_url for s in servers), max_in_flight=2))
     t0 = time.monotonic()
-    out = backend.score_unit(rows)
+    out = scorer.score_unit(rows)
     assert time.monotonic() - t0 < 10
     assert [o.ok for o in out] == [True, False, True]
     assert "surrogates not allowed" in out[1].record["reason"]
-    assert all(not st.down for st in backend.servers.state.values())  # no server was blamed
+    assert all(not st.down for st in scorer.servers.state.values())  # no server was blamed
 
 
 class Recorder(ServerPool):
@@ -186,11 +184,11 @@ class Recorder(ServerPool):
         super().__post_init__()
         real = self.client_factory
 
-        def factory(url: str, **kw):  # type: ignore[no-untyped-def]
+        def factory(url: str, **kw):
             c = real(url, **kw)
             infer = c.infer
 
-            def infer_and_maybe_kill(*a, **k):  # type: ignore[no-untyped-def]
+            def infer_and_maybe_kill(*a, **k):
                 v = Recorder.victim
                 armed = v is not None and len(Recorder.calls) >= Recorder.arm_after
                 if armed and url == v.grpc_url and not Recorder.killed.is_set():
@@ -203,7 +201,7 @@ class Recorder(ServerPool):
 
         self.client_factory = factory
 
-    def infer(self, video, instruction, top_k=None, key=None, ranking_rule=None, path=None):  # type: ignore[no-untyped-def]
+    def infer(self, video, instruction, top_k=None, key=None, ranking_rule=None, path=None):
         served, url = super().infer(video, instruction, top_k, key, ranking_rule, path)
         Recorder.calls.append((key or "", url, served.cache_hit))
         return served, url
@@ -213,19 +211,13 @@ class Recorder(ServerPool):
 def test_batch_over_three_servers_routes_by_video_and_survives_a_server_killed_mid_job(
         servers, scorer, tmp_path, monkeypatch):
     """Last in the module: it kills a server. The batch driver runs in this process without Ray (as in
-    test_reliability_batch.py); every row goes through the batch Triton backend and the pool."""
-    from tests.support.batch import local_stream
-    from videoitg.batch import runner, store, triton_backend
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.manifest import load_manifest
-    from videoitg.batch.runner import BatchOptions, run_batch
-
-    monkeypatch.setattr(triton_backend, "ServerPool", Recorder)
+    test_reliability_batch.py); every row goes through the batch Triton scorer and the pool."""
+    monkeypatch.setattr(batch_servers, "ServerPool", Recorder)
     monkeypatch.setattr(runner, "_stream", local_stream)
     urls = [s.grpc_url for s in servers]
-    spec = BackendSpec(kind="triton", servers=tuple(urls), max_in_flight=2, protocol="grpc")
+    spec = ScorerSpec(kind="triton", servers=tuple(urls), max_in_flight=2, protocol="grpc")
 
-    def job(name: str, videos: int, seed: int):  # type: ignore[no-untyped-def]
+    def job(name: str, videos: int, seed: int):
         path, good, bad = make_manifest(tmp_path / name, videos=videos, per_video=4, seed=seed)
         manifest = load_manifest(path)
         Recorder.calls = []

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from videoitg.engine_build.build import BuildOptions
-from videoitg.engine_build.trt_builder import LLMProfileSpec
 
 from tests.support.model import tiny_config
+from tests.support.triton_stub import stand_in_pb_utils
 from videoitg.cli import build_parser
 from videoitg.config import preset
-from videoitg.engines.manifest import EngineError
+from videoitg.engine_build.build import BuildOptions
+from videoitg.engine_build.trt_builder import LLMProfileSpec
 from videoitg.engines.runtimes import (
     DEFAULT_CHUNK,
     _TrtEngine,
@@ -33,7 +31,8 @@ from videoitg.engines.runtimes import (
     use_device,
 )
 from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_keys
-from videoitg.limits import Limits, fixed_tokens
+from videoitg.errors import EngineError
+from videoitg.limits import Limits
 from videoitg.model.grounding import VideoITG
 
 
@@ -71,18 +70,18 @@ def test_the_grounding_step_loads_on_its_instance_gpu_and_engine_runtimes_load_o
     """The grounding step of a KIND_GPU instance on GPU 1: GPU 1 becomes the process's device; the torch runtime
     loads its part there, an engine runtime on the CPU (only what stays outside the engine moves to the GPU).
     Without a server: the Triton module is a bare stand-in and the load records where it was asked to go."""
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    stand_in_pb_utils(monkeypatch)
     step = importlib.import_module("videoitg.python_backend.grounding")
     used: list[str] = []
     asked: list[str] = []
-    monkeypatch.setattr(step, "device_dtype", lambda p: (p["device"], torch.float16))  # as on a GPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     monkeypatch.setattr(step, "use_device", used.append)
 
     def load_part(self: Any, part: str, device: str, dtype: torch.dtype) -> None:
         asked.append(device)
         raise Reached(part)
 
-    monkeypatch.setattr("videoitg.python_backend.steps.StepAssets.load_part", load_part)
+    monkeypatch.setattr("videoitg.python_backend.params.StepAssets.load_part", load_part)
     params = {"device": "cuda", "grounding_runtime": runtime, "checkpoint": str(tmp_path)}
     args = {"model_config": json.dumps({"parameters": {k: {"string_value": v} for k, v in params.items()}}),
             "model_instance_kind": "GPU", "model_instance_device_id": "1", "model_repository": str(tmp_path / "m")}
@@ -134,19 +133,30 @@ def test_vision_engines_run_at_their_profile_max() -> None:
 
 
 # ---- item: the LLM plan's profile -----------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", ["bidirectional", "causal"])
-def test_the_llm_profile_covers_every_admitted_sequence(variant: str) -> None:
-    """Every (T, instruction) pair the default limits admit fits the profile, and the longest one is its max."""
-    for cfg in (preset("videoitg-7b", attention=variant), tiny_config(attention=variant)):
-        limits = Limits()
-        spec = LLMProfileSpec.for_model(cfg)
-        embeds = {p.input: p for p in spec.profiles()}["inputs_embeds"]
-        admitted = [fixed_tokens(cfg, t) + limits.instruction_token_limit(cfg, t)
-                    for t in range(1, limits.max_sampled_frames + 1) if limits.instruction_token_limit(cfg, t) >= 1]
-        assert embeds.max == [1, max(admitted), cfg.text.hidden_size] and spec.max_len == max(admitted)
-        assert embeds.min <= embeds.opt <= embeds.max
-    # Qwen2-7B Variant C: 16,384 visual tokens at most + 1,024 instruction tokens (not + 512)
-    assert max_sequence_length(preset("videoitg-7b"), 512, 1024) == 16384 + 1024
+# The longest sequence the default limits admit (512 frames, 1,024 instruction tokens), by hand: the visual tokens
+# peak where T * HW^2 does (HW = min(floor(sqrt(vision_token_num / T)), 27)), plus one anchor per frame for
+# Variant B, plus all 1,024 instruction tokens (the model's tokenizer_model_max_length leaves room for them).
+LONGEST = [
+    ("videoitg-7b", "bidirectional", 16384 + 1024),  # T=64 at 16x16 (or T=256 at 8x8)
+    ("videoitg-7b", "causal", 455 * (36 + 1) + 1024),  # T=455 at 6x6, each frame with its anchor
+    ("tiny", "bidirectional", 1024 + 1024),  # tiny_config: vision_token_num 1,024
+    ("tiny", "causal", 256 * (4 + 1) + 1024),  # T=256 at 2x2 with anchors
+]
+
+
+@pytest.mark.parametrize(("model", "variant", "longest"), LONGEST)
+def test_the_llm_profile_covers_every_admitted_sequence(model: str, variant: str, longest: int) -> None:
+    """The grounding profile's max is the longest sequence the default limits admit."""
+    cfg = preset(model, attention=variant) if model != "tiny" else tiny_config(attention=variant)
+    limits = Limits()
+    assert max_sequence_length(cfg, limits.max_sampled_frames, limits.max_instruction_tokens) == longest
+    spec = LLMProfileSpec.for_model(cfg)
+    embeds = {p.input: p for p in spec.profiles()}["inputs_embeds"]
+    assert embeds.max == [1, longest, cfg.text.hidden_size] and spec.max_len == longest
+    assert embeds.min <= embeds.opt <= embeds.max
+
+
+def test_the_build_defaults_to_the_admitted_instruction_length() -> None:
     assert BuildOptions(Path("c"), Path("o")).max_text_tokens == Limits().max_instruction_tokens
 
 

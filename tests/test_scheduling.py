@@ -5,16 +5,18 @@ work, the client's failures remembered)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 import torch
+
+from videoitg.admission import OverloadedError
+from videoitg.decode import NotAVideoError
+from videoitg.errors import VideoDecodeError
 from videoitg.python_backend import cache as cache_mod
 from videoitg.python_backend.cache import FailureMemory, FeatureCache
 from videoitg.python_backend.scheduling import FeatureScheduler, NotCachedError
-
-from videoitg.decode import NotAVideoError
-from videoitg.errors import VideoDecodeError
-from videoitg.limits import OverloadedError
 
 
 def test_failure_is_remembered_until_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,9 +36,6 @@ def test_failure_is_remembered_until_its_time_is_up(monkeypatch: pytest.MonkeyPa
 def test_failure_memory_keeps_no_request_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Neither the exception nor its traceback is kept (the traceback's frames hold the request's bytes), and
     expired entries go when others are added, not only when their own key is asked again."""
-    import gc
-    import weakref
-
     now = [0.0]
     monkeypatch.setattr(cache_mod.time, "monotonic", lambda: now[0])
     m = FailureMemory(ttl_s=60.0)

@@ -12,19 +12,19 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import served, skip_without_tritonserver  # noqa: E402
-from tests.support.video import random_clip, write_clip  # noqa: E402
-from videoitg.cli import main  # noqa: E402
-from videoitg.outputs import DEFAULT_TOP_K  # noqa: E402
-from videoitg.serving import perf  # noqa: E402
-from videoitg.serving.repository import RepoSpec  # noqa: E402
+from tests.support.server import served, skip_without_tritonserver
+from tests.support.video import random_clip, write_clip
+from tests.test_moments_in_video import WHOLE, ntsc_clip
+from videoitg.cli import main
+from videoitg.decode import decode_video, probe_video
+from videoitg.digest import video_digest
+from videoitg.errors import InputError
+from videoitg.outputs import DEFAULT_TOP_K
+from videoitg.serving import perf
+from videoitg.serving.client import VideoITGClient
+from videoitg.serving.repository import RepoSpec
 
 skip_without_tritonserver()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    yield from served(RepoSpec(target="cpu"), tmp_path_factory)  # the embedded checkpoint, feature cache on
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +37,15 @@ def clips(tmp_path_factory) -> list[Path]:
     return out
 
 
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
-def test_score_over_the_server_says_cache_hit_notice_and_top_k(server, home, capsys) -> None:
-    video = write_clip(home / "numbered.mp4", frames=1500, gop=25, width=96, height=64)  # 60 s: 60 sampled frames
-    argv = ["score", str(video), "-i", "When is it brightest?", "--server", server.grpc_url, "--output",
+def test_score_over_the_server_says_cache_hit_notice_and_top_k(cpu_server, home, capsys) -> None:
+    # 60 s: 60 sampled frames; a video no other user of the shared server sends, so its first request is cold
+    video = write_clip(home / "numbered.mp4", frames=1500, gop=25, width=96, height=64)
+    argv = ["score", str(video), "-i", "When is it brightest?", "--server", cpu_server.grpc_url, "--output",
             str(home / "r.jsonl"), "--export-frames", str(home / "frames")]
     assert main(argv) == 0
     first = capsys.readouterr()
     assert "cache hit: no" in first.out
-    assert f"NOTICE: {server.grpc_url} scores with the embedded tiny demo checkpoint" in first.err
+    assert f"NOTICE: {cpu_server.grpc_url} scores with the embedded tiny demo checkpoint" in first.err
     assert f"top-{DEFAULT_TOP_K} in chronological order" in first.out  # the server's default (32): nothing sent
     record = json.loads((home / "r.jsonl").read_text())
     assert len(record["top_k"]) == DEFAULT_TOP_K
@@ -61,10 +56,8 @@ def test_score_over_the_server_says_cache_hit_notice_and_top_k(server, home, cap
     assert "cache hit: yes" in second.out and "top-5 in chronological order" in second.out
 
 
-def test_served_checkpoint_names_the_embedded_one(server) -> None:
-    from videoitg.serving.client import VideoITGClient
-
-    with VideoITGClient(server.grpc_url) as c:
+def test_served_checkpoint_names_the_embedded_one(cpu_server) -> None:
+    with VideoITGClient(cpu_server.grpc_url) as c:
         assert c.served_checkpoint() == "default"
         assert int(c.model_parameters()["feature_cache_bytes"]) > 0
 
@@ -74,13 +67,13 @@ def _table(out: str) -> list[list[float]]:
                                                                                           line)]
 
 
-def test_perf_measures_cold_requests_by_default(server, clips, tmp_path, capsys) -> None:
-    before = perf.cache_counts(server.metrics_url)
+def test_perf_measures_cold_requests_by_default(cpu_server, clips, tmp_path, capsys) -> None:
+    before = perf.cache_counts(cpu_server.metrics_url)
     out = tmp_path / "cold"
-    assert main(["perf", *map(str, clips), "--server", server.grpc_url, "--metrics", server.metrics_url,
+    assert main(["perf", *map(str, clips), "--server", cpu_server.grpc_url, "--metrics", cpu_server.metrics_url,
                  "--concurrency", "1:2", "--cold-requests", "4", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    after = perf.cache_counts(server.metrics_url)
+    after = perf.cache_counts(cpu_server.metrics_url)
     assert "COLD requests: 4 per concurrency level" in text
     assert "feature cache during the measurement: 0 hits, 8 misses" in text
     # The server's own counters over the whole command: 2 warm-up requests and 2 copy checks, then 8 measured; the
@@ -93,9 +86,9 @@ def test_perf_measures_cold_requests_by_default(server, clips, tmp_path, capsys)
     assert len((out / "perf.csv").read_text().splitlines()) == 3  # header + one row per level
 
 
-def test_perf_measures_cache_hits_when_asked_and_says_so(server, clips, tmp_path, capsys) -> None:
+def test_perf_measures_cache_hits_when_asked_and_says_so(cpu_server, clips, tmp_path, capsys) -> None:
     out = tmp_path / "cached"
-    assert main(["perf", *map(str, clips), "--server", server.grpc_url, "--metrics", server.metrics_url,
+    assert main(["perf", *map(str, clips), "--server", cpu_server.grpc_url, "--metrics", cpu_server.metrics_url,
                  "--requests", "cached", "--concurrency", "1", "--measurement-interval", "800", "--stability", "100",
                  "--max-trials", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -106,10 +99,6 @@ def test_perf_measures_cache_hits_when_asked_and_says_so(server, clips, tmp_path
 
 
 def test_distinct_copies_have_other_bytes_and_the_same_frames(clips, tmp_path) -> None:
-    from videoitg.decode import decode_video
-    from videoitg.digest import video_digest
-    from videoitg.errors import InputError
-
     data = clips[0].read_bytes()
     a, b = perf.distinct_copy(data, b"run-1", 1), perf.distinct_copy(data, b"run-1", 2)
     assert len({video_digest(data), video_digest(a), video_digest(b),
@@ -142,20 +131,16 @@ def test_perf_on_a_deployment_without_the_cache(no_cache_server, clips, tmp_path
     assert "feature cache: none on this deployment" in text
 
 
-def test_served_moments_end_by_the_decoded_duration(server, scorer, tmp_path) -> None:
+def test_served_moments_end_by_the_decoded_duration(cpu_server, scorer, tmp_path) -> None:
     """The 29.97-fps end-of-video case served: the decode step's DURATION reaches the moments and the client."""
-    from tests.test_moments_in_video import WHOLE, ntsc_clip
-    from videoitg.decode import probe_video
-    from videoitg.serving.client import VideoITGClient
-
     clip = ntsc_clip(tmp_path / "ntsc.mp4")
     duration = probe_video(clip).duration_s
-    with VideoITGClient(server.grpc_url) as c:
-        served = c.infer(clip, "When is it brightest?")
-    assert float(served.outputs["DURATION"].reshape(-1)[0]) == pytest.approx(duration)
-    assert served.result.duration == pytest.approx(duration)
-    assert all(0.0 <= start <= end <= duration + 1e-4 for start, end, _ in served.moments)
-    assert served.result.find_moments(WHOLE)[0][:2] == pytest.approx((0.0, duration))  # was [0, 150.15]
+    with VideoITGClient(cpu_server.grpc_url) as c:
+        got = c.infer(clip, "When is it brightest?")
+    assert float(got.outputs["DURATION"].reshape(-1)[0]) == pytest.approx(duration)
+    assert got.result.duration == pytest.approx(duration)
+    assert all(0.0 <= start <= end <= duration + 1e-4 for start, end, _ in got.moments)
+    assert got.result.find_moments(WHOLE)[0][:2] == pytest.approx((0.0, duration))  # not past the end, at 150.15 s
     local = scorer.score(clip, "When is it brightest?")
-    flat = [x for m in served.moments for x in m[:2]]
+    flat = [x for m in got.moments for x in m[:2]]
     assert flat == pytest.approx([x for m in local.moments for x in m[:2]], abs=1e-4)

@@ -5,6 +5,7 @@ feature cache keys a reference by its content); and a server started without a m
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import time
@@ -15,13 +16,19 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.compare import SCORED, assert_records_close, assert_results_close  # noqa: E402
-from tests.support.server import served, skip_without_tritonserver  # noqa: E402
-from tests.support.video import random_clip  # noqa: E402
-from videoitg.limits import served_defaults  # noqa: E402
-from videoitg.paths import SHOWN_CHARS  # noqa: E402
-from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.repository import RepoSpec  # noqa: E402
+import tritonclient.grpc as grpc
+
+from tests.support.compare import SCORED, assert_records_close, assert_results_close
+from tests.support.server import served, skip_without_tritonserver
+from tests.support.video import random_clip
+from videoitg.batch.manifest import Row
+from videoitg.batch.scorers import ScorerSpec
+from videoitg.batch.servers import TritonScorer
+from videoitg.cli import main
+from videoitg.limits import served_defaults
+from videoitg.paths import SHOWN_CHARS
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.repository import RepoSpec
 
 pytestmark = pytest.mark.server
 skip_without_tritonserver()
@@ -109,8 +116,6 @@ def test_every_hostile_reference_is_refused_with_a_typed_error(client, media, tm
 
 def _decode_step(server, reference: str) -> list:
     """The answers of the (streaming) decode step, called directly with a reference."""
-    import tritonclient.grpc as grpc
-
     t = grpc.InferInput("VIDEO_URI", [1, 1], "BYTES")
     t.set_data_from_numpy(np.array([[reference.encode()]], object))
     answers: queue.SimpleQueue = queue.SimpleQueue()
@@ -150,33 +155,21 @@ def test_a_file_replaced_under_its_name_is_scored_anew(client, media, scorer) ->
     assert_results_close(c.result, scorer.score(first, INSTRUCTION))
 
 
-@pytest.fixture(scope="module")
-def server_without_roots(tmp_path_factory):
-    yield from served(RepoSpec(target="cpu", limits=served_defaults().replace(max_bytes=UPLOAD_LIMIT)),
-                      tmp_path_factory)
-
-
-def test_references_are_off_by_default(server_without_roots, media) -> None:
+def test_references_are_off_by_default(cpu_server, media) -> None:
     random_clip(media / "off.mp4", seed=31)
-    with VideoITGClient(server_without_roots.grpc_url, "grpc") as c:
+    with VideoITGClient(cpu_server.grpc_url, "grpc") as c:
         assert not c.media_roots()
         e = refusal(c, str(media / "off.mp4"))
         assert e.status == "StatusCode.INVALID_ARGUMENT" and "videoitg: ReferencesOffError: " in str(e)
         assert "--media-root" in str(e)
-        with pytest.raises(RemoteError, match="VideoTooLargeError"):  # the client sends bytes: over the limit
-            c.infer(media / "off.mp4", INSTRUCTION)
+        out = c.infer(media / "off.mp4", INSTRUCTION)  # a path the server cannot open: the client sends the bytes
+    assert out.sent_video and not out.by_reference
 
 
 def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tmp_path, capsys,
                                                        monkeypatch) -> None:
     """`videoitg score --server` and the batch Triton backend send the path of a file under the announced root:
     a clip over the upload limit is scored, as in-process."""
-    import json
-
-    from videoitg.batch.backends import BackendSpec
-    from videoitg.batch.manifest import Row
-    from videoitg.batch.triton_backend import TritonBackend
-    from videoitg.cli import main
 
     monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
     data = random_clip(media / "cli.mp4", seed=41)
@@ -189,7 +182,7 @@ def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tm
     assert_records_close(record, ref.to_record(top_k=3), fields=SCORED)
     video = str((media / "cli.mp4").resolve())
     rows = [Row("r0", 1, video, INSTRUCTION, doc_id=0)]
-    (out,) = TritonBackend(BackendSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3)
+    (out,) = TritonScorer(ScorerSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3)
                            ).score_unit(rows)
     assert out.ok, out.record
     want = scorer.score(Path(video), INSTRUCTION).to_record(doc_id=0, video_path=video, top_k=3)

@@ -1,16 +1,9 @@
-"""Hardening of the launcher against a hostile local client and against faults, with the real tritonserver on
-small python-backend repositories (an echo model and a slow one: seconds per server):
-
-- the model-repository, shared-memory, logging and trace APIs are refused without the launcher's key (HTTP, gRPC),
-  so a client can neither load a model whose code it sends nor register the server's own shared memory;
-- readiness says false soon after a python stub dies, the watchdog reloads it, and gives up after bounded tries;
-- a stop with a request in flight returns within a bounded time, answers the client, leaves no shared memory;
-- a killed `videoitg serve` takes its server down; a busy port is refused before any model loads;
-- `videoitg serve` refuses a bad checkpoint with its cause before starting a server.
-"""
+"""The launcher (server.py, supervise.py) with the real tritonserver on small python-backend repositories (an echo
+model and a slow one): restricted admin APIs, the stub watchdog, bounded stops, the launcher's life and its ports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,11 +21,19 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import skip_without_tritonserver, stub_pids  # noqa: E402
-from videoitg.serving import server as server_mod  # noqa: E402
-from videoitg.serving import shm, watchdog  # noqa: E402
-from videoitg.serving.ports import free_port  # noqa: E402
-from videoitg.serving.server import ServerOptions, TritonServer  # noqa: E402
+import base64
+import shutil
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import tritonclient.grpc as grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.support.server import skip_without_tritonserver, stub_pids
+from videoitg.defaults import default_checkpoint
+from videoitg.serving import procfs, shm, supervise
+from videoitg.serving import server as server_mod
+from videoitg.serving.ports import free_port
+from videoitg.serving.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def server(repo: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def server(repo: Path, tmp_path: Path):
     srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "server.log").start(120)
     yield srv
     srv.stop()
@@ -146,7 +147,6 @@ def test_http_admin_apis_refused_without_the_key(server: TritonServer, tmp_path:
     """The public port does not serve them at all, with or without the key; tritonserver's own port, which only the
     launcher knows, refuses them without it."""
     marker = tmp_path / "code-ran"
-    import base64
 
     # A load whose model.py comes in the request: this ran arbitrary code inside the server before.
     evil = json.dumps({"parameters": {"config": json.dumps({"backend": "python"}),
@@ -178,8 +178,6 @@ def test_http_admin_apis_refused_without_the_key(server: TritonServer, tmp_path:
 
 
 def test_grpc_admin_apis_refused_without_the_key(server: TritonServer) -> None:
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
 
     public, internal = grpc.InferenceServerClient(server.grpc_url), grpc.InferenceServerClient(server.internal_grpc_url)
     key = server.admin_headers("grpc")
@@ -207,7 +205,6 @@ def test_grpc_admin_apis_refused_without_the_key(server: TritonServer) -> None:
 
 def test_client_cannot_register_the_stubs_shared_memory(server: TritonServer) -> None:
     """Registering the echo stub's own region and inferring into it crashed tritonserver (signal 11)."""
-    import tritonclient.grpc as grpc
 
     regions = shm_regions([server.pid, *stub_pids(server).values()])
     assert regions, "the python backend maps its regions from /dev/shm"
@@ -282,7 +279,7 @@ def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(ser
 def test_watchdog_gives_up_after_bounded_tries(repo: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A model that cannot be reloaded is tried RELOAD_TRIES times with backoff, then left unloaded."""
-    monkeypatch.setattr(watchdog, "RELOAD_TRIES", 3)
+    monkeypatch.setattr(supervise, "RELOAD_TRIES", 3)
     srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "s.log").start(120)
     try:
         write_model(repo, "echo", init="raise RuntimeError('cannot load')")  # every reload now fails
@@ -343,7 +340,7 @@ def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float = 120) -> lis
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
+        line = proc.stdout.readline()
         lines.append(line)
         if line.startswith(prefix) or (not line and proc.poll() is not None):
             break
@@ -351,13 +348,10 @@ def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float = 120) -> lis
 
 
 def _server_child(pid: int) -> int:
-    for p in Path("/proc").iterdir():
-        try:
-            if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid and \
-                    (p / "cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver"):
-                return int(p.name)
-        except (OSError, ValueError, IndexError):
-            continue
+    for child in procfs.children(pid):
+        with contextlib.suppress(OSError):
+            if procfs.argv(child)[0].endswith(b"tritonserver"):
+                return child
     raise AssertionError("no tritonserver child")
 
 
@@ -427,9 +421,9 @@ def test_supervision_gives_up_after_bounded_failed_starts(repo: Path, tmp_path: 
     monkeypatch.setattr(TritonServer, "running", property(lambda self: False))
     monkeypatch.setattr(TritonServer, "restart", lambda self, timeout_s: (_ for _ in ()).throw(
         server_mod.ServerError("tritonserver exited with code 1 while starting")))
-    monkeypatch.setattr(watchdog.time, "sleep", lambda s: None)
-    policy = watchdog.RestartPolicy(max_failed_starts=3)
-    assert watchdog.supervise(srv, lambda: False, said.append, policy) is False
+    monkeypatch.setattr(supervise.time, "sleep", lambda s: None)
+    policy = supervise.RestartPolicy(max_failed_starts=3)
+    assert supervise.supervise(srv, lambda: False, said.append, policy) is False
     assert said[-1].endswith("giving up after 3 failed starts in a row"), said
     assert [x for x in said if "next try in" in x] == [
         "restart 0 failed (tritonserver exited with code 1 while starting); next try in 1 s",
@@ -437,11 +431,11 @@ def test_supervision_gives_up_after_bounded_failed_starts(repo: Path, tmp_path: 
 
 
 def test_restart_policy_restarts_a_ready_server_every_time() -> None:
-    policy = watchdog.RestartPolicy()
+    policy = supervise.RestartPolicy()
     assert [policy.after_failed_start() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, None]
     policy.after_ready()
     assert policy.after_failed_start() == 1.0
-    assert watchdog.describe_exit(-9) == "killed by SIGKILL" and watchdog.describe_exit(1) == "exit code 1"
+    assert supervise.describe_exit(-9) == "killed by SIGKILL" and supervise.describe_exit(1) == "exit code 1"
 
 
 def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:
@@ -464,12 +458,11 @@ def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:
 def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
     """The readiness wait also asks `GET /v2` for the server's name: an orphan tritonserver (or any HTTP server)
     answering 200 on our port must not pass for the one we started with its own `--id`."""
-    import http.server
 
-    class Foreign(http.server.BaseHTTPRequestHandler):
+    class Foreign(BaseHTTPRequestHandler):
         name = "triton"
 
-        def do_GET(self):  # noqa: N802 -- the stdlib's name
+        def do_GET(self) -> None:  # the stdlib's name
             body = json.dumps({"name": self.name, "version": "2.51.0"}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -479,7 +472,7 @@ def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
         def log_message(self, *args):  # quiet
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         ours = TritonServer(repo, ServerOptions(http_port=httpd.server_address[1]))
@@ -494,9 +487,7 @@ def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
 
 def test_serve_refuses_a_bad_checkpoint_with_its_cause(tmp_path: Path) -> None:
     """Before: Triton's "failed to load all models" after 22 s."""
-    import shutil
 
-    from videoitg.defaults import default_checkpoint
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(default_checkpoint(), ckpt)

@@ -1,7 +1,5 @@
-"""How long the launcher waits for tritonserver to become ready: while it is alive and progressing (its log grows or
-its processes use CPU), not a fixed time, so a real checkpoint's minutes of loading do not end the start; a start
-that stalls still ends after the stall window. No tritonserver is needed: the processes are stand-ins whose log and
-readiness the test drives; the policy itself (`StartProgress`) is checked on numbers."""
+"""How long the launcher waits for tritonserver to become ready: while its log grows or its processes use CPU, with
+stand-in processes (no tritonserver needed); `StartProgress` itself is checked on numbers."""
 
 from __future__ import annotations
 
@@ -15,7 +13,8 @@ import pytest
 
 from videoitg.serving import server as server_mod
 from videoitg.serving.ports import ServerError
-from videoitg.serving.server import StartProgress, TritonServer, group_cpu_s
+from videoitg.serving.procfs import group_cpu_s
+from videoitg.serving.server import StartProgress, TritonServer
 
 
 def test_progress_extends_the_wait_and_a_stall_ends_it() -> None:

@@ -8,10 +8,15 @@ need no server of their own.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,18 +25,28 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.compare import SCORED, TOL, assert_records_close, assert_results_close  # noqa: E402
-from tests.support.server import (  # noqa: E402
-    metric_value,  # noqa: E402
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+from tests.support.compare import SCORED, TOL, assert_records_close, assert_results_close
+from tests.support.server import (
+    metric_value,
     served,
     skip_without_tritonserver,
 )
-from tests.support.video import random_clip  # noqa: E402
-from videoitg.errors import InputError  # noqa: E402
-from videoitg.limits import Limits  # noqa: E402
-from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.ports import free_port  # noqa: E402
-from videoitg.serving.repository import RepoSpec  # noqa: E402
+from tests.support.video import random_clip
+from videoitg.cli import main
+from videoitg.decode import decode_video
+from videoitg.defaults import sample_video
+from videoitg.digest import video_digest
+from videoitg.errors import InputError
+from videoitg.limits import Limits
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.ports import free_port
+from videoitg.serving.repository import RepoSpec
+from videoitg.serving.shm import SHM_PREFIX, launcher_tag
+from videoitg.text import encode_instruction
 
 pytestmark = pytest.mark.server
 # Above every video (the sample is ~11 KB, make_clip's ~100 KB) and instruction (< 20 tokens) the other tests send.
@@ -46,8 +61,6 @@ make_clip = random_clip
 
 @pytest.fixture(scope="module")
 def sample():
-    from videoitg.defaults import sample_video
-
     path, instruction = sample_video()
     return path, path.read_bytes(), instruction
 
@@ -78,8 +91,6 @@ def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
 def test_ranking_rule_and_moments_are_served_like_in_process(protocol, clients, scorer, sample) -> None:
     """RANKING_RULE selects the rule per request (the server's default: released), the RANKING_RULE output says
     which one was applied, and MOMENTS are the in-process moments of the same scores."""
-    import dataclasses
-
     path, data, instruction = sample
     ref = scorer.score(data, instruction)
     assert ref.ranking_rule == "released"
@@ -105,9 +116,6 @@ def test_instruction_of_invisible_characters_is_refused(text, clients, sample) -
 
 def test_score_command_through_the_server(server, scorer, sample, tmp_path, capsys) -> None:
     """`videoitg score --server` writes the same results.jsonl record as the in-process path, and the plot."""
-    import json
-
-    from videoitg.cli import main
 
     path, data, instruction = sample
     out, png = tmp_path / "r.jsonl", tmp_path / "t.png"
@@ -134,9 +142,6 @@ def test_cache_hit_is_identical(clients, scorer, tmp_path) -> None:
 def test_a_cached_video_is_named_by_its_digest_and_its_bytes_are_not_sent_again(server, scorer, tmp_path) -> None:
     """A second instruction on a video the server has cached crosses the wire as the video's digest alone
     (VIDEO_DIGEST); a digest the server has not cached is answered NOT_FOUND, and the client then sends the bytes."""
-    from tritonclient.utils import InferenceServerException
-
-    from videoitg.digest import video_digest
 
     def outcomes() -> tuple[float, float]:
         m = server.metrics()
@@ -183,8 +188,6 @@ def test_concurrent_clients_get_their_own_answers(server, scorer, sample, tmp_pa
 
 
 def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str = "videoitg"):
-    import tritonclient.grpc as grpc
-
     c = grpc.InferenceServerClient(server.grpc_url if model == "videoitg" else server.internal_grpc_url)
     ins = []
     for name, (arr, dtype) in inputs.items():
@@ -199,9 +202,6 @@ def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str = "
 
 def _stream_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str) -> list:
     """Every answer of a decoupled (streaming) model to one request, in order: results or exceptions."""
-    import queue
-
-    import tritonclient.grpc as grpc
 
     answers: queue.SimpleQueue = queue.SimpleQueue()
     ins = []
@@ -245,8 +245,6 @@ BAD_REQUESTS = {
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_request_gets_clear_error_and_server_keeps_serving(case, server, clients, sample) -> None:
-    from tritonclient.utils import InferenceServerException
-
     path, data, instruction = sample
     spec, expect = BAD_REQUESTS[case]
     good = {"VIDEO": (np.array([[data]], object), "BYTES"),
@@ -273,9 +271,6 @@ def test_compressed_body_is_refused_before_tritonserver_inflates_it(server, clie
     """An HTTP body with Content-Encoding: gzip (8 MiB of video in ~8 KB on the wire) is refused by the front with
     400 naming the encoding: tritonserver 2.51 would inflate it whole before any check. The server keeps serving and
     its shared memory does not grow."""
-    import tritonclient.http as http
-    from tritonclient.utils import InferenceServerException
-
     path, data, instruction = sample
 
     def shm_bytes() -> int:
@@ -304,10 +299,8 @@ def test_compressed_body_is_refused_before_tritonserver_inflates_it(server, clie
 
 def test_instruction_over_the_configured_token_limit_is_refused(clients, scorer, sample) -> None:
     """MAX_INSTRUCTION_TOKENS reaches the grounding step: 32 tokens pass, 33 are refused naming the limit."""
-    from videoitg.text import encode_instruction
-
     path, data, instruction = sample
-    n = lambda text: len(encode_instruction(scorer.tokenizer, text))  # noqa: E731
+    n = lambda text: len(encode_instruction(scorer.tokenizer, text))
     words = [f"w{i}" for i in range(64)]
     fits = next(" ".join(words[:k]) for k in range(64, 0, -1) if n(" ".join(words[:k])) <= 32)
     over = next(" ".join(words[:k]) for k in range(1, 65) if n(" ".join(words[:k])) > 32)
@@ -345,8 +338,6 @@ def test_bad_request_does_not_fail_its_batch_mates(server, scorer, sample) -> No
 def test_step_models_called_directly_check_their_inputs(server, scorer, sample) -> None:
     """A client can reach the step models too: each refuses what the top-level model would never send it, with
     INVALID_ARGUMENT naming the input, and a bad call never fails a good request batched with it."""
-    from tritonclient.utils import InferenceServerException
-
     path, data, instruction = sample
     cfg = scorer.config
     s, h = cfg.vision.image_size, cfg.text.hidden_size
@@ -399,8 +390,6 @@ def test_decode_step_streams_chunks_that_the_vision_step_encodes_as_the_whole_vi
     """The streaming decode step answers STREAM_FRAMES frames at a time with the video's frame count, the frame
     numbers last; its chunks are the whole decode's frames, and the vision step's features of the chunks (each
     with NUM_FRAMES) are the whole video's."""
-    from videoitg.decode import decode_video
-
     path, data, _ = sample
     answers = _stream_infer(server, {"VIDEO": (np.array([[data]], object), "BYTES")}, "videoitg_decode")
     assert not any(isinstance(a, Exception) for a in answers), answers
@@ -466,8 +455,6 @@ class TritonPythonModel:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_command_stops_cleanly_on_signal(sig, tmp_path) -> None:
     """`videoitg serve` on a one-model repository: ready, serves, and exits 0 on SIGINT/SIGTERM."""
-    import urllib.request
-
     (tmp_path / "echo" / "1").mkdir(parents=True)
     (tmp_path / "echo" / "1" / "model.py").write_text(ECHO)
     (tmp_path / "echo" / "config.pbtxt").write_text(
@@ -506,10 +493,6 @@ SLOW = ECHO.replace("    def execute(self, requests):\n", "    def execute(self,
 def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
     """SIGTERM to `videoitg serve` while a 30 s request runs: the launcher stops within its bounded time, exits 0,
     the client gets an answer or an error (not a hang), and no shared memory of this server is left."""
-    import threading
-    import urllib.request
-
-    from videoitg.serving.shm import SHM_PREFIX, launcher_tag
 
     for name, code in (("echo", ECHO), ("slow", SLOW)):
         (tmp_path / name / "1").mkdir(parents=True)
@@ -539,7 +522,7 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
             try:
                 with urllib.request.urlopen(req, timeout=60) as r:
                     outcome.append(r.status)
-            except Exception as e:  # noqa: BLE001 -- an error is an acceptable end for a request cut by a stop
+            except Exception as e:
                 outcome.append(e)
 
         t = threading.Thread(target=call)
@@ -580,8 +563,6 @@ def test_wrong_protocol_gets_a_hint_and_moments_match(server, scorer, sample) ->
 
 def test_perf_command_runs_perf_analyzer_with_real_videos(server, sample, tmp_path, capsys) -> None:
     """`videoitg perf`: no library path or input file set by hand; perf_analyzer reports a measured row."""
-    from videoitg.cli import main
-
     path, _, instruction = sample
     rc = main(["perf", str(path), "--server", server.grpc_url, "-i", instruction, "--concurrency", "1:1",
                "--measurement-interval", "1000", "--stability", "100", "--max-trials", "40", "--out", str(tmp_path)])

@@ -14,14 +14,12 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import (  # noqa: E402
-    metric_value,  # noqa: E402
-    served,
-    skip_without_tritonserver,
-)
-from videoitg.cli import main as cli_main  # noqa: E402
-from videoitg.serving.client import VideoITGClient  # noqa: E402
-from videoitg.serving.repository import RepoSpec  # noqa: E402
+from tests.support.compare import assert_results_close
+from tests.support.server import metric_value, served, skip_without_tritonserver
+from videoitg.cli import main as cli_main
+from videoitg.defaults import sample_video
+from videoitg.serving.client import VideoITGClient
+from videoitg.serving.repository import RepoSpec
 
 pytestmark = pytest.mark.server
 TOL = 1e-4  # logits
@@ -42,20 +40,15 @@ def server(engines, tmp_path_factory):
     yield from served(RepoSpec(target="cpu", engines=str(engines)), tmp_path_factory)
 
 
-def test_onnx_engines_answer_served_requests_like_in_process(server) -> None:
-    from videoitg.defaults import default_checkpoint, sample_video
-    from videoitg.pipeline import Scorer
-
+def test_onnx_engines_answer_served_requests_like_in_process(server, scorer) -> None:
     path, instruction = sample_video()
-    ref = Scorer(default_checkpoint()).score(path, instruction)
+    ref = scorer.score(path, instruction)
     for url, protocol in ((server.http_url, "http"), (server.grpc_url, "grpc")):
         with VideoITGClient(url, protocol) as client:
             got = client.score(path, instruction)
-        diff = float(np.abs(np.asarray(got.logits) - np.asarray(ref.logits)).max())
-        assert diff <= TOL, f"{protocol}: ONNX-served logits differ from in-process torch by {diff}"
+        assert_results_close(got, ref, tol=TOL)  # logits, frames, timestamps, the ranking up to near-ties
         score_diff = float(np.abs(np.asarray(got.scores) - np.asarray(ref.scores)).max())
         assert score_diff <= SCORE_TOL, f"{protocol}: ONNX-served scores differ from in-process torch by {score_diff}"
-        assert got.frame_indices == ref.frame_indices and got.ranking == ref.ranking
     metrics = server.metrics()
     for step in ("videoitg_vision", "videoitg_grounding"):
         assert metric_value(metrics, "videoitg_step_runtime", model=step, runtime="onnxruntime") == 1, step

@@ -8,12 +8,15 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.compare import assert_results_close  # noqa: E402
-from tests.support.server import served, skip_without_tritonserver  # noqa: E402
-from tests.support.video import random_clip  # noqa: E402
-from videoitg.errors import InputError  # noqa: E402
-from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.repository import RepoSpec  # noqa: E402
+import tritonclient.grpc as grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.support.compare import assert_results_close
+from tests.support.server import served, skip_without_tritonserver
+from tests.support.video import random_clip
+from videoitg.errors import InputError
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.repository import RepoSpec
 
 pytestmark = pytest.mark.server
 
@@ -53,9 +56,6 @@ def test_ensemble_reports_bad_input_from_the_step_that_checks_it(server, tmp_pat
 
 
 def test_select_step_called_directly_checks_its_inputs(server) -> None:
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
-
     c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front: clients cannot reach it
 
     def call(logits: np.ndarray, frames: np.ndarray, times: np.ndarray):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from videoitg import synthetic as syn
+from videoitg.errors import InputError
 from videoitg.sampling import sample_frame_indices
 
 
@@ -120,9 +121,7 @@ def test_encoders_present() -> None:
 
 
 def test_bad_codec_and_kind(tmp_path: Path) -> None:
-    from videoitg.errors import InputError
-
     with pytest.raises(InputError):
-        syn.encode_video(np.zeros((2, 16, 16, 3), np.uint8), tmp_path / "x.avi", 2, codec="mpeg2")  # type: ignore
+        syn.encode_video(np.zeros((2, 16, 16, 3), np.uint8), tmp_path / "x.avi", 2, codec="mpeg2")
     with pytest.raises(InputError):
         syn.write_dataset(tmp_path, 1, kinds=["weird"])

@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from videoitg.train import recipe
-from videoitg.train.trainer import Trainer, init_model, read_metrics
 
 from tests.support.train import small_config, small_dataset
+from videoitg import evaluation as ev
 from videoitg.checkpoint import load_checkpoint, read_tensors
+from videoitg.limits import Limits
+from videoitg.pipeline import Scorer
+from videoitg.train import recipe
+from videoitg.train.data import TRAIN_SAMPLING, grouped_epoch_order, parse_records
+from videoitg.train.trainer import Trainer, TrainModule, init_model, read_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -84,11 +88,6 @@ def test_grad_checkpointing_gives_the_same_step(data: Path, tmp_path: Path) -> N
 
 
 def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
-    from videoitg.train.data import parse_records
-
-    from videoitg import evaluation as ev
-    from videoitg.checkpoint import load_checkpoint
-
     cfg = small_config(data, tmp_path / "run", max_steps=80, global_batch=6, micro_batch=6, warmup_ratio=0.0,
                        lr=5e-3, head_lr=1e-2, train_vision=True, tiny_overrides={
                            **small_config(data, tmp_path).tiny_overrides, "vision_min_num": 2})
@@ -97,11 +96,6 @@ def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
     assert len(losses) == 80
     assert sum(losses[-5:]) / 5 < 0.35 * sum(losses[:5]) / 5
     # The trained model ranks the positives of its training samples first.
-    from videoitg.train.data import TRAIN_SAMPLING
-
-    from videoitg.limits import Limits
-    from videoitg.pipeline import Scorer
-
     model, tok = load_checkpoint(final)
     scorer = Scorer(final, model=model, tokenizer=tok, sampling=TRAIN_SAMPLING,
                     limits=Limits(max_sampled_frames=TRAIN_SAMPLING.num_frames))
@@ -162,8 +156,6 @@ def test_bad_records_are_reported_and_skipped(data: Path, tmp_path: Path) -> Non
 
 
 def test_grouped_order_keeps_instructions_of_a_video_together() -> None:
-    from videoitg.train.data import grouped_epoch_order
-
     videos = [f"v{i % 5}" for i in range(23)]  # 5 videos with 4-5 instructions each
     order = grouped_epoch_order(videos, 3, seed=0, epoch=0)
     assert sorted(order) == list(range(23))  # a permutation: every sample once per epoch
@@ -177,8 +169,6 @@ def test_grouped_order_keeps_instructions_of_a_video_together() -> None:
 
 
 def test_shared_video_runs_the_tower_once_with_the_same_result() -> None:
-    from videoitg.train.trainer import TrainModule
-
     cfg = small_config(Path("x"), Path("y"), train_vision=True)
     model, _ = init_model(cfg)
     recipe.set_trainable(model, train_vision=True)

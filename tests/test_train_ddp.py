@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from videoitg.train.trainer import Trainer, read_metrics
 
 import videoitg
 from tests.support.train import SMALL_MODEL, small_config, small_dataset
 from videoitg.checkpoint import read_tensors
+from videoitg.train.trainer import Trainer, read_metrics
 
 REPO = Path(videoitg.__file__).resolve().parents[1]
 STEPS, LR = 4, 3e-3

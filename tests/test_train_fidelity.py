@@ -8,13 +8,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from videoitg.train.data import length_grouped_epoch_order, parse_records, released_length, sample_hw
-from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
-from videoitg.train.trainer import TrainConfig, Trainer, use_released_pad
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from tests.support.train import small_config, small_dataset
 from videoitg.config import preset
 from videoitg.errors import InputError
 from videoitg.text import encode_instruction
+from videoitg.train.data import length_grouped_epoch_order, parse_records, released_length, sample_hw
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+from videoitg.train.trainer import TrainConfig, Trainer, use_released_pad
 
 
 # ---- HW randomisation -----------------------------------------------------------------------------------------
@@ -64,9 +67,6 @@ def test_instruction_is_the_question_without_image_tags_and_no_strip(tmp_path: P
 # ---- pad id 0 ---------------------------------------------------------------------------------------------------
 def qwen2_style_tokenizer():
     """Byte-level BPE whose id 0 is "!" (as in Qwen2's vocabulary), eos/pad "<|endoftext|>" at the end."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -85,8 +85,6 @@ def test_pad_id_zero_drops_token_zero_in_training_and_at_inference(tmp_path: Pat
     use_released_pad(tok)  # what the trainer does, as the released one
     assert encode_instruction(tok, "Stop! Now!").tolist() == [i for i in raw if i != 0]
     tok.save_pretrained(str(tmp_path / "tok"))  # the checkpoint keeps it: inference drops the same tokens
-    from transformers import AutoTokenizer
-
     again = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
     assert again.pad_token_id == 0 and encode_instruction(again, "Stop! Now!").tolist() == [i for i in raw if i != 0]
     # The tiny tokenizer's id 0 is its pad token already: nothing changes for the synthetic checkpoint.
@@ -129,8 +127,6 @@ def test_length_grouping_and_video_grouping_are_exclusive(tmp_path: Path) -> Non
 
 
 def test_trainer_runs_with_the_length_grouped_order(tmp_path: Path) -> None:
-    from tests.support.train import small_config, small_dataset
-
     data = small_dataset(tmp_path / "data", videos=2, per_video=2)
     tr = Trainer(small_config(data, tmp_path / "run", max_steps=2, global_batch=2, group_by_length=True))
     tr.run()

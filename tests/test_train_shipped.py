@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import videoitg
+from videoitg.checkpoint import load_checkpoint
+from videoitg.pipeline import Scorer
 from videoitg.synthetic import clip_num, instruction_labels, make_sample_video, render, sample_scene
 
 SHIPPED = Path(videoitg.__file__).parent / "assets" / "tiny-videoitg"  # `python -m videoitg.train.synthetic_run --ship`
 
 
 def test_shipped_checkpoint_grounds_the_sample_clip(tmp_path: Path) -> None:
-    from videoitg.checkpoint import load_checkpoint
-    from videoitg.pipeline import Scorer
-
     size = sum(p.stat().st_size for p in SHIPPED.iterdir())
     assert size < 5 * 2**20, f"shipped checkpoint is {size} bytes"
     model, tok = load_checkpoint(SHIPPED)

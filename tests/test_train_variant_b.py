@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from tests.support.model import tiny_config
-from videoitg.checkpoint import load_checkpoint
+from tests.support.train import small_config, small_dataset
+from videoitg.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.model import VideoITG
 from videoitg.model.variant_b import VideoITGAnchor
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+from videoitg.train.trainer import Trainer, read_metrics
 
 
 def _model(attention: str) -> VideoITG:
@@ -66,10 +69,6 @@ def test_anchor_is_the_frame_mean_after_the_instruction() -> None:
 
 
 def test_variant_b_checkpoint_round_trip(tmp_path: Path) -> None:
-    from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
-
-    from videoitg.checkpoint import save_checkpoint
-
     m = _model("causal")
     save_checkpoint(m, tmp_path / "b", build_tiny_tokenizer())
     loaded, _ = load_checkpoint(tmp_path / "b")
@@ -82,10 +81,6 @@ def test_variant_b_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_variant_b_trains(tmp_path: Path) -> None:
-    from videoitg.train.trainer import Trainer, read_metrics
-
-    from tests.support.train import small_config, small_dataset
-
     data = small_dataset(tmp_path / "data", videos=2, per_video=2)
     final = Trainer(small_config(data, tmp_path / "run", variant="B", max_steps=3, global_batch=2)).run()
     model, _ = load_checkpoint(final)

@@ -4,7 +4,7 @@ versions videoitg/assets/compat.json pins, read from those versions' own sources
 - `tests/data/pb_utils_api.json` (`scripts/triton_python_api.py`: python_backend r24.10, the Triton 2.51 the suite
   serves with, and r26.07, the image's): each `pb_utils.X` / `pb_utils.X.Y` in the python-backend models;
 - `tests/data/dali_api.json` (`scripts/dali_api.py`: DALI 2.4.0's operator schemas): each `fn.X(...)` the decode
-  pipelines call (the operators `dali_backend.operators` resolves included), with every keyword they pass.
+  pipelines call, with every keyword they pass.
 
 TensorRT's calls are checked the same way in tests/test_engine_tensorrt_api.py against the compat file's TensorRT.
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from videoitg.decode.dali import DALI_PIN
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPAT = json.loads((ROOT / "videoitg" / "assets" / "compat.json").read_text())["libraries"]
 PB_API = json.loads((ROOT / "tests" / "data" / "pb_utils_api.json").read_text())["versions"]
 DALI_API = json.loads((ROOT / "tests" / "data" / "dali_api.json").read_text())["versions"]
 PB_MODULE = "triton_python_backend_utils"
-DALI_FILES = [ROOT / "videoitg" / "decode" / "dali_backend.py"]
-# `dali_backend.operators` attributes -> the fn path the pinned DALI (2.x) binds them under
-RESOLVED = {"video": "decoders.video", "tensor_resize": "tensor_resize", "filter": "filter"}
+DALI_FILES = [ROOT / "videoitg" / "decode" / "dali.py"]
 # keywords every operator takes from the Python front end (`device`, `name`), not from its schema
 COMMON_KEYWORDS = {"device", "name"}
 
@@ -35,8 +35,6 @@ def _dotted(node: ast.AST) -> str | None:
     if isinstance(node, ast.Attribute):
         base = _dotted(node.value)
         return f"{base}.{node.attr}" if base else None
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "operators":
-        return "ops"  # operators(fn).video(...)
     return None
 
 
@@ -56,19 +54,15 @@ def pb_utils_uses() -> set[str]:
 
 
 def dali_calls() -> dict[str, set[str]]:
-    """fn path -> keywords passed, for every `fn.X(...)` / `ops.X(...)` call in the DALI pipelines."""
+    """fn path -> keywords passed, for every `fn.X(...)` call in the DALI pipelines."""
     calls: dict[str, set[str]] = {}
     for path in DALI_FILES:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
             chain = _dotted(node.func) or ""
-            root, _, rest = chain.partition(".")
-            if root == "fn" and rest:
-                name = rest
-            elif root == "ops" and rest in RESOLVED:
-                name = RESOLVED[rest]
-            else:
+            root, _, name = chain.partition(".")
+            if root != "fn" or not name:
                 continue
             calls.setdefault(name, set()).update(k.arg for k in node.keywords if k.arg)
     return calls
@@ -86,17 +80,19 @@ def test_the_readers_find_the_calls_they_check() -> None:
 def test_the_data_files_hold_the_pinned_versions() -> None:
     assert COMPAT["python_backend"]["version"] in PB_API
     assert COMPAT["dali"]["version"] in DALI_API
-    from videoitg.decode.dali_backend import DALI_PIN
-
     assert DALI_PIN == COMPAT["dali"]["version"]
 
 
 @pytest.mark.parametrize("branch", sorted(PB_API))
 def test_every_pb_utils_call_exists_in_the_python_backend(branch: str) -> None:
+    """`pb_utils.X` against the module's names of that branch, `pb_utils.X.Y` against its class members (the data
+    file lists members per branch, not per class)."""
     api = PB_API[branch]
-    missing = [u for u in sorted(pb_utils_uses()) if u.split(".")[0] not in api["module"]
-               or ("." in u and u.split(".")[1] not in api["members"])]
-    assert missing == [], f"not offered by python_backend {branch}"
+    uses = pb_utils_uses()
+    names = {u.split(".")[0] for u in uses}
+    members = {u.split(".")[1] for u in uses if "." in u}
+    assert sorted(names - set(api["module"])) == [], f"module names python_backend {branch} lacks"
+    assert sorted(members - set(api["members"])) == [], f"class members python_backend {branch} lacks"
 
 
 def test_every_dali_operator_and_keyword_exists_in_the_pinned_dali() -> None:

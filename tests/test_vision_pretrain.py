@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from videoitg.train.trainer import init_model
-from videoitg.train.vision_pretrain import load_tagged_frames, mean_auc, pretrain_tower
 
 from tests.support.train import SMALL_MODEL, small_config, small_dataset
+from videoitg.checkpoint import read_tensors
+from videoitg.errors import InputError
 from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
+from videoitg.train.synthetic_run import main
+from videoitg.train.trainer import init_model
+from videoitg.train.vision_pretrain import load_tagged_frames, mean_auc, pretrain_tower
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +50,6 @@ def test_pretraining_teaches_the_tower_which_objects_a_frame_shows(data: Path) -
 
 
 def test_a_decoded_frame_count_that_disagrees_with_the_tags_is_refused(data: Path, tmp_path: Path) -> None:
-    from videoitg.errors import InputError
-
     tags = json.loads((data.parent / FRAME_OBJECTS).read_text())
     video = sorted(tags)[0]
     bad = tmp_path / FRAME_OBJECTS
@@ -58,10 +59,6 @@ def test_a_decoded_frame_count_that_disagrees_with_the_tags_is_refused(data: Pat
 
 
 def test_the_benchmark_command_pretrains_then_keeps_the_tower_frozen(tmp_path: Path) -> None:
-    from videoitg.train.synthetic_run import main
-
-    from videoitg.checkpoint import read_tensors
-
     (tmp_path / "model.json").write_text(json.dumps(SMALL_MODEL))
     out = tmp_path / "run"
     assert main(["--out", str(out), "--train-videos", "4", "--eval-videos", "2", "--per-video", "4", "--steps", "3",

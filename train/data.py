@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+from videoitg.decode import decode_video
 from videoitg.errors import InputError, VideoITGError
+from videoitg.evaluation import positives_from_moments
 from videoitg.jsonio import load_file
 from videoitg.sampling import SamplingParams
 
@@ -139,8 +142,6 @@ def labels_for(rec: GroundingRecord, timestamps: Sequence[float]) -> list[int]:
     """Positive sampled-frame positions of a record: clip_num when given, else frames inside its moments."""
     if rec.clip_num is not None:
         return sorted(set(rec.clip_num))
-    from videoitg.evaluation import positives_from_moments
-
     return positives_from_moments(rec.moments or [], timestamps)
 
 
@@ -164,8 +165,6 @@ class VideoFrames:
 
 def load_frames(path: Path, image_size: int, params: SamplingParams = TRAIN_SAMPLING) -> VideoFrames:
     """Decode the sampled frames of one video (the project's decode layer)."""
-    from videoitg.decode import decode_video
-
     f = decode_video(path, image_size=image_size, params=params)
     info = getattr(f, "info", None)
     return VideoFrames(f.pixel_values, list(f.frame_indices), list(f.timestamps),
@@ -235,8 +234,6 @@ def probe_videos(
     status: dict[str, int | str] = {}
     it: Iterable[str] = videos
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(videos, desc="checking videos", unit="video")
     for v in it:
         try:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 @dataclass
@@ -74,8 +76,6 @@ def all_reduce_sum(values: list[float], info: DistInfo, device: str = "cpu") -> 
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, device: str) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     ids = [info.local_rank] if device.startswith("cuda") else None
     # The frozen vision tower has no grads and is skipped by DDP's reducer; every trainable parameter gets a
     # gradient each step, so find_unused_parameters stays off (faster, and the same result).
@@ -88,7 +88,7 @@ def wrap_fsdp(
     """FSDP2: shard each decoder layer, then the root (embeddings, projector, head). `replicate` (the frozen
     tower) stays whole on every rank: it has no gradients or optimizer state to shard, and the feature cache
     runs it outside the wrapped forward."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # here: torch >= 2.6 exports it
 
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_bf16 else None
     kw = {"mp_policy": mp} if mp is not None else {}
@@ -102,8 +102,6 @@ def full_state_dicts(module: nn.Module, opt: torch.optim.Optimizer | None, shard
     """Full (unsharded, CPU) model and optimizer state dicts, for the checkpoint writer on rank 0."""
     if not sharded:
         return module.state_dict(), (opt.state_dict() if opt is not None else None)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
-
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if opt is None:
         return get_model_state_dict(module, options=opts), None

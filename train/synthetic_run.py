@@ -17,6 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from videoitg.checkpoint import save_checkpoint
+from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES, write_dataset
+from videoitg.train.trainer import TrainConfig, Trainer, init_model
+from videoitg.train.vision_pretrain import load_tagged_frames, pretrain_tower
+
 # A tiny model sized for 2 CPU cores: 56x56 frames in 28-px patches (a 2x2 grid), a 3-layer tower trained from
 # scratch (a random frozen tower is no pretrained SigLIP), a 3-layer 128-wide LLM. vision_token_num 64 gives
 # HW = 1 for the 20-30 sampled frames of these clips: one token per frame, the exact mean of the 2x2 grid
@@ -57,10 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-json", type=Path, help="override the tiny model fields (JSON)")
     args = ap.parse_args(argv)
 
-    import torch
-    from videoitg.train.trainer import TrainConfig, Trainer
-
-    from videoitg.synthetic import write_dataset
 
     torch.set_num_threads(args.threads)
     model = json.loads(args.model_json.read_text()) if args.model_json else MODEL
@@ -123,11 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 def pretrain_stage(base, data: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     """A random tiny model whose tower has been pretrained on the training frames' object tags (the held-out
     frames only measure it), saved as the checkpoint the grounding recipe starts from."""
-    from videoitg.train.trainer import init_model
-    from videoitg.train.vision_pretrain import load_tagged_frames, pretrain_tower
-
-    from videoitg.checkpoint import save_checkpoint
-    from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
 
     model, tok = init_model(base)
     size = model.config.vision.image_size

@@ -3,6 +3,9 @@ tokenizer. The same corpus and size always give the same vocabulary; nothing is 
 
 from __future__ import annotations
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 _CORPUS = [
     "when is the {c} {s} visible?", "when does the {s} move {d}?", "find the moment the {c} {s} moves {d}.",
     "which frames matter for this video?", "when does the {c} {s} appear and when does it vanish?",
@@ -14,9 +17,6 @@ _WORDS = dict(c=["red", "green", "blue", "yellow", "white", "purple"], s=["circl
 
 def build_tiny_tokenizer(vocab_size: int = 512):
     """A PreTrainedTokenizerFast with byte-level BPE; the same corpus and size always give the same vocab."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     texts = []
     for t in _CORPUS:
         for c in _WORDS["c"]:

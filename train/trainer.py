@@ -19,9 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+from tqdm import tqdm
+
+from videoitg.checkpoint import load_checkpoint, read_tensors, save_checkpoint
+from videoitg.config import preset
+from videoitg.errors import InputError
+from videoitg.model.variant_b import model_class
+from videoitg.sampling import SamplingParams
+from videoitg.text import encode_instruction
 from videoitg.train import recipe
 from videoitg.train.data import (
+    BadRecord,
     FeatureStore,
     Sample,
     apply_status,
@@ -35,7 +46,16 @@ from videoitg.train.data import (
     report_bad,
     sample_hw,
 )
-from videoitg.train.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_from_env
+from videoitg.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    full_state_dicts,
+    init_from_env,
+    wrap_ddp,
+    wrap_fsdp,
+)
 from videoitg.train.state import (
     latest_complete,
     load_training_state,
@@ -44,9 +64,7 @@ from videoitg.train.state import (
     set_rng_state,
     step_dir,
 )
-
-from videoitg.errors import InputError
-from videoitg.sampling import SamplingParams
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 log = logging.getLogger("videoitg.train")
 
@@ -105,13 +123,7 @@ def _attention(variant: str | None, default: str) -> str:
 def init_model(cfg: TrainConfig) -> tuple[nn.Module, Any]:
     """(model in fp32 on CPU, tokenizer). From a checkpoint: the Eagle LM head is dropped and a missing
     `out_proj` is initialised xavier-uniform / zero bias, as the released trainer does."""
-    from videoitg.model.variant_b import model_class
-
     if cfg.init == "tiny":
-        from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
-
-        from videoitg.config import preset
-
         tok = use_released_pad(build_tiny_tokenizer())
         mcfg = preset("tiny", vocab_size=len(tok))
         apply_overrides(mcfg, cfg.tiny_overrides)
@@ -120,8 +132,6 @@ def init_model(cfg: TrainConfig) -> tuple[nn.Module, Any]:
         model = model_class(mcfg)(mcfg)
         model.reset_head()
         return model, tok
-
-    from videoitg.checkpoint import load_checkpoint
 
     torch.manual_seed(cfg.seed)  # the new head's init, when the checkpoint has none
     model, tok = load_checkpoint(cfg.init, "cpu", torch.float32, init_missing_head=True,
@@ -205,8 +215,6 @@ class Trainer:
         return ann.parent / "videos" if (ann.parent / "videos").is_dir() else ann.parent
 
     def prepare_data(self, model: nn.Module, tokenizer: Any) -> None:
-        from videoitg.text import encode_instruction
-
         cfg = self.cfg
         if not cfg.data:
             raise InputError("no annotation file given")
@@ -223,8 +231,6 @@ class Trainer:
         self.ids: dict[int, torch.Tensor] = {}
         kept = []
         max_text = model.config.tokenizer_model_max_length
-        from videoitg.train.data import BadRecord
-
         for r in records:
             try:
                 self.ids[id(r)] = encode_instruction(tokenizer, r.question, max_tokens=max_text)
@@ -244,7 +250,7 @@ class Trainer:
         videos = sorted({r.video for r in kept})
         mine = videos[self.dist.rank :: self.dist.world_size]
         status: dict[str, int | str] = {}
-        probe = lambda v: self.store.features(v)[0].shape[0]  # noqa: E731 (decodes and caches)
+        probe = lambda v: self.store.features(v)[0].shape[0]  # decodes and caches
         for part in all_gather_objects(probe_videos(mine, probe, cfg.progress and self.dist.is_main), self.dist):
             status.update(part)
         self.samples, more_bad = apply_status(kept, status)
@@ -330,14 +336,10 @@ class Trainer:
             if d is not None:
                 self._load_weights(model, d)
         if cfg.fsdp and dist_info.enabled:
-            from videoitg.train.distributed import wrap_fsdp
-
             frozen = None if cfg.train_vision else set(model.model.vision_tower.parameters())
             module = wrap_fsdp(module, model.model.layers, self.amp == "bf16", frozen)
             sharded = True
         elif dist_info.enabled:
-            from videoitg.train.distributed import wrap_ddp
-
             module = wrap_ddp(module, dist_info, self.device)
         self.module, self.sharded = module, sharded
         resume_from = self._resume_dir()
@@ -353,14 +355,10 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         bar = None
         if cfg.progress and dist_info.is_main:
-            from tqdm import tqdm
-
             bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
         if dist_info.is_main:
             run = cfg.to_json()
             if dist_info.enabled:  # what the run really went through (NCCL / gloo, DDP or FSDP)
-                import torch.distributed as tdist
-
                 run["process_group"] = {"backend": tdist.get_backend(), "world_size": dist_info.world_size,
                                         "wrapper": type(module).__name__}
             (self.out / "train_config.json").write_text(json.dumps(run, indent=2))
@@ -423,16 +421,11 @@ class Trainer:
     def _model_state(self, opt: torch.optim.Optimizer | None):
         if not self.sharded:
             return self.model.state_dict(), (opt.state_dict() if opt is not None else None)
-        from videoitg.train.distributed import full_state_dicts
-
         msd, osd = full_state_dicts(self.module, opt, True)
         # FSDP names start with TrainModule's attribute "model."; strip it to get the core names.
         return {k.removeprefix("model."): v for k, v in msd.items()}, osd
 
     def _write_model(self, d: Path, msd: dict[str, torch.Tensor]) -> None:
-        from videoitg.checkpoint import save_checkpoint
-        from videoitg.model.variant_b import model_class
-
         cfg = self.model.config
         with torch.device("meta"):
             cpu_model = model_class(cfg)(cfg)
@@ -464,16 +457,12 @@ class Trainer:
         return latest_complete(self.out) if self.cfg.resume else None
 
     def _load_weights(self, model: nn.Module, d: Path) -> None:
-        from videoitg.checkpoint import read_tensors
-
         tensors = read_tensors(d)
         model.load_state_dict({k: tensors[k].to(self.device) for k in model.state_dict()})
 
     def _resume(self, d: Path, opt, sched) -> int:
         state, osd, rng = load_training_state(d)
         if self.sharded:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
             set_optimizer_state_dict(self.module, opt, osd, options=StateDictOptions(full_state_dict=True))
         else:
             opt.load_state_dict(osd)
@@ -498,7 +487,7 @@ def plot_metrics(run: str | Path) -> Path | None:
     m = read_metrics(run)
     if not m:
         return None
-    import matplotlib
+    import matplotlib  # here: pyplot loads when a figure is drawn, after the Agg backend is chosen (no display)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from videoitg.train.data import load_frames
+from tqdm import tqdm
 
 from videoitg.errors import InputError
+from videoitg.train.data import load_frames
+from videoitg.train.recipe import cosine_with_warmup
 
 
 @dataclass
@@ -48,8 +50,6 @@ def load_tagged_frames(
     pixels, targets = [], []
     items = sorted(tags.items())
     if progress:
-        from tqdm import tqdm
-
         items = tqdm(items, desc="tower frames", unit="video")
     for video, per_frame in items:
         fr = load_frames(video_root / video, image_size)
@@ -95,8 +95,6 @@ def pretrain_tower(
     progress: bool = False,
 ) -> dict[str, float]:
     """Train `tower` in place (AdamW, cosine schedule) on the tagged frames; returns loss and AUCs."""
-    from videoitg.train.recipe import cosine_with_warmup
-
     g = torch.Generator().manual_seed(seed)
     dim = tower(train.pixels[:1]).shape[-1]
     head = nn.Linear(dim, len(train.names))  # one learnt "caption" embedding (and bias) per name
@@ -107,8 +105,6 @@ def pretrain_tower(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(steps, 0.05))
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=steps, desc="pretrain tower", unit="step", dynamic_ncols=True)
     t0, loss_ema = time.time(), math.nan
     for _ in range(steps):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
 from videoitg.jsonio import JSONProblem, loads, text_lines
 
@@ -115,7 +116,7 @@ def _windows(value: Any) -> list[tuple[float, float]] | None:
 
 
 def _read_videoitg(path: Path) -> tuple[list[EvalRecord], list[Rejected]]:
-    from videoitg.train.data import parse_records
+    from videoitg.train.data import parse_records  # here: train.data imports evaluation, which imports this module
 
     good, bad = parse_records(path)
     recs = [EvalRecord(r.where(), r.video, r.question, [tuple(m) for m in r.moments] if r.moments else None,
@@ -160,8 +161,6 @@ def _read_qvh(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rej
 def max_clips() -> int:
     """Most 2-second clips an evaluated video can have: the decoder's duration bound (4 h: 7,200 clips). A
     saliency table is sized by the clip ids and the duration an annotation states, so both are held to it."""
-    from videoitg.decode.structs import DecodeLimits
-
     return math.ceil(DecodeLimits().max_duration_s / QVH_CLIP_S)
 
 

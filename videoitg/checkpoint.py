@@ -1,15 +1,5 @@
-"""The released VideoITG / Eagle checkpoint layout: load, validate, save. Safetensors only, never pickle,
-nothing from a hub.
-
-    DIR/config.json                     Qwen2Config text fields + mm_* fields (+ vision_config when embedded)
-    DIR/model.safetensors               or model-0000k-of-0000n.safetensors + model.safetensors.index.json
-    DIR/tokenizer.json, tokenizer_config.json, ...   (AutoTokenizer.from_pretrained(DIR))
-
-Tensor names: model.embed_tokens.weight, model.layers.{i}.* (HF Qwen2), model.norm.weight,
-model.mm_projector.out_projection.{0,2}.{weight,bias}, out_proj.{weight,bias}, and the vision tower either
-embedded as model.vision_tower.vision_tower.vision_model.* or in the local directory named by mm_vision_tower
-(a HF SiglipVisionModel or SiglipModel checkpoint).
-"""
+"""The released VideoITG / Eagle checkpoint layout (README, "Checkpoint format"): load, validate, save, and the
+checkpoint's content identity. Safetensors only, never pickle, nothing from a hub."""
 
 from __future__ import annotations
 
@@ -21,14 +11,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import blake3
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from videoitg.config import VideoITGConfig, VisionConfig
-from videoitg.errors import CheckpointError
+from videoitg.defaults import home
+from videoitg.errors import CheckpointError, InputError
+from videoitg.jsonio import load_file
 from videoitg.model import VideoITG
+from videoitg.model.variant_b import model_class
 
 TOWER = "model.vision_tower.vision_tower."
 INDEX = "model.safetensors.index.json"
@@ -50,9 +44,6 @@ def weight_files(d: Path) -> list[Path]:
 
 
 def _index_files(index_path: Path) -> list[str]:
-    from videoitg.errors import InputError
-    from videoitg.jsonio import load_file
-
     try:
         index = load_file(index_path)
     except InputError as e:  # "FILE:LINE: not valid JSON (...)" for a truncated index
@@ -150,9 +141,6 @@ def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tup
 def _json_object(path: Path) -> dict:
     """A JSON object from a checkpoint file; CheckpointError "FILE:LINE: problem" (not UTF-8, not JSON, nested too
     deeply, not an object) otherwise."""
-    from videoitg.errors import InputError
-    from videoitg.jsonio import load_file
-
     try:
         d = load_file(path)
     except InputError as e:
@@ -224,8 +212,6 @@ def _plan(ckpt: Path, vision_tower: str | Path | None, with_tokenizer: bool, att
           init_missing_head: bool) -> tuple[VideoITGConfig, Any, dict, VideoITG, bool]:
     """Everything a load checks before reading a weight: config (sizes range-checked), tokenizer, and every
     tensor's name and shape from the file headers against a model built on the meta device (no memory)."""
-    from videoitg.model.variant_b import model_class
-
     cfg, tower_dir = load_config(ckpt, vision_tower)
     tokenizer = load_tokenizer(ckpt) if with_tokenizer else None  # a broken tokenizer fails before any weights load
     if attention is not None:
@@ -281,14 +267,14 @@ def load_checkpoint(
 
 
 def load_tokenizer(ckpt: str | Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: loaded only when a tokenizer is asked for
 
     ckpt = Path(ckpt)
     if not any((ckpt / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         raise CheckpointError(f"{ckpt}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
     # AutoTokenizer peeks at config.json, whose `eagle_QwenG` type transformers does not know: that is expected,
     # so keep its warnings out of the user's terminal.
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy, as above
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -357,9 +343,7 @@ def checkpoint_identity(ckpt: str | Path, vision_tower: str | Path | None = None
     manifests: BLAKE3 over config.json and every byte of every weight file, and of the external vision tower's
     (its config.json and weights) when the checkpoint uses one (`vision_tower` overrides mm_vision_tower, as in
     `load_checkpoint`). Any changed weight byte changes it. Each weight file's digest is cached
-    (`file_digest`), so only the first use of a file reads it whole (docs/checkpoints.md: the cost)."""
-    import blake3
-
+    (`cached_weight_hash`), so only the first use of a file reads it whole (docs/checkpoints.md: the cost)."""
     ckpt = Path(ckpt)
     config = _json_object(ckpt / "config.json")
     h = blake3.blake3(IDENTITY_VERSION)
@@ -374,19 +358,17 @@ def checkpoint_identity(ckpt: str | Path, vision_tower: str | Path | None = None
             for f in weight_files(d):
                 n = f.stat().st_size
                 h.update(f.name.encode("utf-8", "surrogateescape") + b"\0" + n.to_bytes(8, "little"))
-                h.update(bytes.fromhex(file_digest(f)))
+                h.update(bytes.fromhex(cached_weight_hash(f)))
         except OSError as e:
             raise CheckpointError(f"{d}: cannot be read ({e.filename}: {e.strerror})") from None
     return h.hexdigest()[:16]
 
 
-def file_digest(path: str | Path) -> str:
-    """BLAKE3 (hex) of every byte of a file. Cached in $VIDEOITG_HOME/file-digests.json under the file's real path,
-    device, inode, size, modification time and status-change time: a write to the file (or setting its times
-    back afterwards, which moves the status-change time) misses the cache and hashes it again. A cache that cannot
-    be read or written is ignored."""
-    import blake3
-
+def cached_weight_hash(path: str | Path) -> str:
+    """BLAKE3 (bare hex) of every byte of a weight file, for `checkpoint_identity`. Cached in
+    $VIDEOITG_HOME/file-digests.json under the file's real path, device, inode, size, modification time and
+    status-change time: a write to the file (or setting its times back afterwards, which moves the status-change
+    time) misses the cache and hashes it again. A cache that cannot be read or written is ignored."""
     path = Path(path)
     key = _digest_key(path)
     cache = _read_digest_cache()
@@ -405,8 +387,6 @@ def _digest_key(path: Path) -> str:
 
 
 def _digest_cache_path() -> Path:
-    from videoitg.defaults import home
-
     return home() / DIGEST_CACHE
 
 

@@ -24,7 +24,7 @@ MAX_POSITIONS = 1 << 24  # also bounds image_size and the token budgets
 
 def _check_types(obj: object) -> None:
     """Sizes must be ints and rates numbers: a string in config.json would otherwise fail deep inside nn.Linear."""
-    for f in fields(obj):  # type: ignore[arg-type]
+    for f in fields(obj):
         v = getattr(obj, f.name)
         if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int)):
             raise ValueError(f"{f.name} must be an integer, got {v!r}")

@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from videoitg.synthetic import make_sample_video
+
 ASSETS = Path(__file__).parent / "assets"
 
 
@@ -65,8 +67,6 @@ def sample_video_meta() -> dict:
 
 def sample_video() -> tuple[Path, str]:
     """(path of the sample clip, an instruction whose answer is visible in it)."""
-    from videoitg.synthetic import make_sample_video
-
     out = home() / "sample"
     out.mkdir(exist_ok=True)
     meta_path = out / "sample.json"

@@ -3,6 +3,9 @@ routing key over several servers all use this one function."""
 
 from __future__ import annotations
 
+import mmap
+import os
+
 from blake3 import blake3
 
 # Below this size one thread hashes faster than starting more (BLAKE3 splits larger inputs over all cores).
@@ -16,12 +19,9 @@ def video_digest(video: bytes | bytearray | memoryview) -> str:
     return "b3:" + blake3(video, max_threads=threads).hexdigest()
 
 
-def file_digest(fd: int) -> str:
-    """`video_digest` of the open file `fd` (from its start, whatever its offset), read through a memory map: a
-    long video is hashed where it lies, without a copy in memory."""
-    import mmap
-    import os
-
+def video_file_digest(fd: int) -> str:
+    """`video_digest` of the video in the open file `fd` (from its start, whatever its offset), read through a memory
+    map: a long video is hashed where it lies, without a copy in memory."""
     if os.fstat(fd).st_size == 0:
         return video_digest(b"")
     with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:

@@ -15,3 +15,15 @@ class InputError(VideoITGError):
 
 class VideoDecodeError(InputError):
     """The video could not be decoded (corrupt, empty, unsupported codec, no video stream, too slow)."""
+
+
+class EngineError(VideoITGError):
+    """An engine directory is missing files or holds an engine this machine cannot use."""
+
+
+class EngineMismatchError(EngineError):
+    """An engine was built for another TensorRT version, GPU, precision or checkpoint."""
+
+
+class BackendUnavailable(EngineError):
+    """A runtime library (onnxruntime, TensorRT, TensorRT-LLM) or a GPU is not present on this machine."""

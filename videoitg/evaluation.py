@@ -1,45 +1,22 @@
-"""Grounding metrics: frame-level recall/precision@K and AP with a uniform-sampling baseline at the same K;
-moment retrieval (R1@{0.3,0.5,0.7}, R5@{0.5,0.7}, mIoU) and highlight detection (HL-mAP, HL-HIT@1), the numbers
-QVHighlights, Charades-STA and the video-LLM grounding papers report.
-
-Conventions (also in docs/evaluation.md):
-- Scores rank the T sampled frames of a video; ties are broken by the lower frame position (stable sort), so
-  every metric is deterministic. A record scored by a model carries the order of its ranking rule
-  (videoitg.outputs: "released" by default); one read from a results.jsonl, the file's own `index` order.
-- K larger than T selects all T frames; precision@K divides by min(K, T), the number of frames selected.
-- "K = #positives" (R-precision) uses K = |P|, so recall equals precision there.
-- AP = mean over positives of the precision at the rank of that positive (standard non-interpolated AP).
-- Uniform baseline: K frames at the centres of K equal parts of the T sampled frames,
-  floor((i + 0.5) * T / K).
-- Moments come from the scores by `videoitg.moments` (the rule every output uses), best first. IoU of a predicted
-  moment = its best temporal IoU over the query's ground-truth windows (several windows per query allowed).
-  R1@m: the first moment's IoU >= m. R5@m: one of the first five moments has IoU >= m. mIoU: mean IoU of the
-  first moment.
-- Highlight detection scores the per-frame saliency. With QVHighlights saliency annotations: per 2-second clip
-  (clip score = mean score of the sampled frames inside it, or the score of the frame covering its centre), a
-  clip is positive for an annotator when its score is >= `saliency_min` (4, "VeryGood", by default); HL-HIT@1 =
-  the top clip is positive for at least one annotator; HL-mAP = mean over annotators of the interpolated AP
-  (the QVHighlights evaluation's definition). Without them: per sampled frame, positive = inside a ground-truth
-  window (or in clip_num); HL-HIT@1 = the top frame is positive, HL-mAP = the interpolated AP.
-- MR-mAP (QVHighlights' moment-retrieval ranking metric, as its `standalone_eval` defines it): per query and IoU
-  threshold t in 0.5:0.05:0.95, the first 10 predicted moments by score (ties keep their order) are matched
-  greedily, each to the unmatched ground-truth window it overlaps most with IoU >= t (equal overlaps: the later
-  window), else it is a false positive; AP = the area under the precision-recall steps, each recall step taking
-  the best precision at that rank or later (recall over all the query's windows). MR-mAP@t = mean over
-  queries; MR-mAP = its mean over the 10 thresholds.
-  MR-short/middle/long-mAP: the same against only the windows whose length is in (0, 10], (10, 30], (30, 150]
-  seconds, over the queries that have such a window.
-"""
+"""Grounding metrics: frame recall/precision@K and AP against a uniform baseline, moment retrieval (R1, R5, mIoU,
+QVHighlights' MR-mAP) and highlight detection (HL-mAP, HL-HIT@1); definitions and tie rules in docs/evaluation.md
+("Metrics")."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from videoitg.annotations import QVH_CLIP_S, clip_count
+from videoitg.batch.grouping import group_by_video
+from videoitg.decode import probe_video
+from videoitg.errors import InputError, VideoITGError
+from videoitg.jsonio import JSONProblem, loads, text_lines
 from videoitg.moments import (
     DEFAULT_PARAMS,
     Moment,
@@ -49,6 +26,7 @@ from videoitg.moments import (
     known_duration,
     temporal_iou,
 )
+from videoitg.sampling import sample_frame_indices
 
 DEFAULT_KS = (8, 16, 32)
 R1_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -139,7 +117,7 @@ def overlap_iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 def detection_ap(pred: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], iou: float) -> float:
     """AP of one query's predicted moments `[start, end, score]` against its ground-truth windows at IoU threshold
-    `iou` (module docstring, MR-mAP). 0 without predictions or windows."""
+    `iou` (docs/evaluation.md, MR-mAP). 0 without predictions or windows."""
     if not pred or not truth:
         return 0.0
     order = sorted(range(len(pred)), key=lambda i: -float(pred[i][2]))  # stable: tied scores keep their order
@@ -189,31 +167,29 @@ def interpolated_ap(y_true: Sequence[float], y_score: Sequence[float]) -> float:
     return float(np.mean([precision[recall >= r].max() for r in levels]))
 
 
-def clip_scores(scores: Sequence[float], timestamps: Sequence[float], num_clips: int,
-                clip_s: float = 2.0) -> list[float]:
-    """Per-clip saliency from per-frame scores: mean of the frames whose time falls in [i * clip_s, (i+1) * clip_s),
-    or, for a clip no sampled frame falls in, the score of the frame whose span covers the clip's centre."""
+def clip_scores(scores: Sequence[float], timestamps: Sequence[float], num_clips: int) -> list[float]:
+    """Per-clip saliency from per-frame scores, per QVHighlights' 2-s clip: mean of the frames whose time falls in
+    [2i, 2i + 2), or, for a clip no sampled frame falls in, the score of the frame whose span covers its centre."""
     spans = frame_spans(timestamps)
     out = []
     for i in range(num_clips):
-        a, b = i * clip_s, (i + 1) * clip_s
+        a, b = i * QVH_CLIP_S, (i + 1) * QVH_CLIP_S
         inside = [s for s, t in zip(scores, timestamps, strict=True) if a <= t < b]
         if inside:
             out.append(float(np.mean(inside)))
             continue
-        c = a + clip_s / 2
+        c = a + QVH_CLIP_S / 2
         j = next((k for k, (x, y) in enumerate(spans) if x <= c < y), 0 if c < spans[0][0] else len(spans) - 1)
         out.append(float(scores[j]))
     return out
 
 
 def highlight_metrics(scores: Sequence[float], timestamps: Sequence[float], positives: Sequence[int],
-                      saliency: Sequence[Sequence[float]] | None = None, saliency_min: float = 4,
-                      clip_s: float = 2.0) -> dict[str, float]:
-    """HL-mAP and HL-HIT@1 of one query (module docstring)."""
+                      saliency: Sequence[Sequence[float]] | None = None, saliency_min: float = 4) -> dict[str, float]:
+    """HL-mAP and HL-HIT@1 of one query (docs/evaluation.md, "Highlight detection")."""
     if saliency is not None:
         gt = np.asarray(saliency, dtype=np.float64) >= saliency_min  # [clips, annotators]
-        pred = np.asarray(clip_scores(scores, timestamps, gt.shape[0], clip_s))
+        pred = np.asarray(clip_scores(scores, timestamps, gt.shape[0]))
         top = int(np.argmax(pred))
         return {"HL-mAP": float(np.mean([interpolated_ap(gt[:, a], pred) for a in range(gt.shape[1])])),
                 "HL-HIT@1": float(gt[top].any())}
@@ -326,7 +302,7 @@ def summarize(records: Iterable[RecordScores], ks: Sequence[int] = DEFAULT_KS,
     return out
 
 
-def submission_record(r: RecordScores, params: MomentParams = DEFAULT_PARAMS, clip_s: float = QVH_CLIP_S) -> dict:
+def submission_record(r: RecordScores, params: MomentParams = DEFAULT_PARAMS) -> dict:
     """One line of the QVHighlights submission file (its `standalone_eval` format): `qid`, `query`, `vid`,
     `pred_relevant_windows` [[start_s, end_s, score], ...] (the evaluated moments, best first, unrounded, so the
     official evaluation sees what was evaluated here) and `pred_saliency_scores`, one per 2-s clip of the video
@@ -336,10 +312,10 @@ def submission_record(r: RecordScores, params: MomentParams = DEFAULT_PARAMS, cl
     elif r.duration:
         n = clip_count(r.duration)
     else:
-        n = max(math.ceil(frame_spans(r.timestamps)[-1][1] / clip_s), 1)
+        n = max(math.ceil(frame_spans(r.timestamps)[-1][1] / QVH_CLIP_S), 1)
     return {"qid": r.info.get("qid"), "query": r.info.get("query"), "vid": r.info.get("vid"),
             "pred_relevant_windows": [[m.start, m.end, m.score] for m in predicted_moments(r, params)],
-            "pred_saliency_scores": clip_scores(r.scores, r.timestamps, n, clip_s)}
+            "pred_saliency_scores": clip_scores(r.scores, r.timestamps, n)}
 
 
 FRAME_COLUMNS = ("recall@#pos", "AP")
@@ -394,8 +370,6 @@ def _where(r) -> str:
 def _info(r) -> dict:
     """What identifies a query in per_record.jsonl and the submission file: `vid` is the annotation's own video id
     (QVHighlights' `vid`), else the video file's stem."""
-    from pathlib import Path
-
     raw = getattr(r, "raw", None)
     vid = raw.get("vid") if isinstance(raw, dict) and isinstance(raw.get("vid"), str) else Path(str(r.video)).stem
     return {"where": _where(r), "video": r.video, "vid": vid, "query": r.question, "qid": getattr(r, "qid", None)}
@@ -418,18 +392,12 @@ def score_records(
     `videoitg.pipeline.Scorer` (its sampling, decoder and limits). Each video is decoded and encoded once
     (`Scorer.stream_features`, as batch scoring does); its queries are scored in padded batches.
     Returns the scored records and the ones that could not be used (with the reason)."""
-    from pathlib import Path
-
-    from videoitg.batch.grouping import group_by_video
-    from videoitg.errors import VideoITGError
 
     by_video = group_by_video(records)
     scored: list[RecordScores] = []
     bad: list[tuple[object, str]] = []
     it = by_video.items()
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(list(it), desc="eval videos", unit="video")
     for video, recs in it:
         try:
@@ -463,8 +431,6 @@ def score_records(
 
 def _prediction_key(video: str, query: str) -> tuple[str, str]:
     # Stem: QVHighlights / Charades name videos without an extension; results.jsonl holds the file path.
-    from pathlib import Path
-
     return Path(str(video)).stem, str(query).strip()
 
 
@@ -522,9 +488,6 @@ def read_predictions(results_path) -> dict[tuple[str, str], Prediction]:
     """(video file stem, instruction) -> the first prediction for it in a results.jsonl. InputError "FILE:LINE:
     problem" for a line that is not UTF-8, not JSON (a truncated write) or not a usable record: scores from a
     damaged file are not evaluated."""
-    from videoitg.errors import InputError
-    from videoitg.jsonio import JSONProblem, loads, text_lines
-
     preds: dict[tuple[str, str], Prediction] = {}
     try:
         lines = list(text_lines(results_path))
@@ -553,13 +516,7 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
     VideoITG-40K), so a prediction made with other sampling (another rule, rate or frame cap) is refused with the
     frame counts of both instead of being scored against the wrong frames.
     """
-    from pathlib import Path
-
-    from videoitg.errors import VideoITGError
-    from videoitg.sampling import sample_frame_indices
-
-    if probe is None:
-        from videoitg.decode import probe_video as probe
+    probe = probe or probe_video
     preds = read_predictions(results_path)
     infos: dict[str, object] = {}
 

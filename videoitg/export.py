@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
+from videoitg.decode import decode_full_frames
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, record_video_path
 
@@ -50,8 +52,6 @@ def resize_longer_side(image: np.ndarray, size: int | None) -> np.ndarray:
         return image
     if size < 1:
         raise InputError(f"the export size must be >= 1 pixel, got {size}")
-    from PIL import Image
-
     h, w = image.shape[:2]
     scale = size / max(h, w)
     target = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -62,8 +62,6 @@ def resize_longer_side(image: np.ndarray, size: int | None) -> np.ndarray:
 
 def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """[H, W, 3] uint8 RGB -> JPEG file bytes (4:4:4 chroma at quality >= 90, so colour edges survive)."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
     return buf.getvalue()
@@ -77,8 +75,6 @@ def top_k_images(video: str | Path | bytes, result: GroundingResult, k: int, siz
     per-frame lists. `jpeg`: each image as JPEG file bytes (`jpeg_bytes`, encoded as it is decoded), else RGB
     uint8 [H, W, 3]. `max_bytes`: FramesTooLargeError as soon as the images so far hold more bytes. `limits` and
     `time_budget_s` bound the decode (`decode_full_frames`)."""
-    from videoitg.decode import decode_full_frames
-
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
     positions = result.top_k_positions(k)
@@ -111,8 +107,6 @@ def write_frames(video: str | Path, result: GroundingResult, out_dir: str | Path
                  size: int | None = None) -> list[ExportedFrame]:
     """`export_frames`' files from frames already encoded: (position, JPEG bytes) in chronological order, from
     `top_k_images(..., jpeg=True)` or a server's FRAME_JPEGS."""
-    from PIL import Image
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ranks = {p: r + 1 for r, p in enumerate(result.ranking)}

@@ -1,82 +1,27 @@
-"""Resource limits of one deployment, in one place, each refused with a typed error that names the bound.
-
-    limits = Limits.from_env()                       # VIDEOITG_MAX_* environment variables over the defaults
-    limits.check_sampling(params)                    # InputError: more sampled frames than allowed
-    text = limits.instruction_text(raw)              # InputError: not UTF-8, over the byte bound, blank
-    limits.check_instruction_tokens(n_tokens, cfg)   # InstructionTooLongError (tokens, model budget); both at once,
-                                                     # with the tokenising between: videoitg.text.instruction_ids
-    decode_video(src, limits=limits.decode, time_budget_s=limits.decode_time_budget_s)
-    with limits.gate():                              # OverloadedError past max_in_flight
-        ...
-
-The video bounds (encoded bytes, duration, decoded resolution, frames in the stream) are the decode layer's
-`DecodeLimits`, held here rather than repeated, so the decoder checks exactly what the deployment configured.
-Defaults and the environment variables are listed in docs/limits.md.
-"""
+"""The bounds of one deployment, in one frozen `Limits` (each refused with a typed error that names the bound),
+and how they are configured: defaults, `VIDEOITG_*` variables, flags, Triton parameters (`videoitg.knobs`)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
-import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from videoitg.admission import InFlightGate
+from videoitg.blank import EMPTY_INSTRUCTION, is_blank
 from videoitg.config import VideoITGConfig
 from videoitg.decode.structs import DecodeLimits
-from videoitg.errors import InputError, VideoITGError
+from videoitg.errors import InputError
+from videoitg.knobs import ENV_PREFIX, KNOBS, flag_dest, parse_knob
 from videoitg.sampling import SamplingParams
-
-# Characters that show nothing although Unicode does not class them as controls, format characters or spaces:
-# Hangul fillers, the braille blank, the combining grapheme joiner and the variation selectors.
-_SHOW_NOTHING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f" + "".join(map(chr, range(0xFE00, 0xFE10)))
-                          + "".join(map(chr, range(0xE0100, 0xE01F0))))
-# Unicode categories of characters that carry no text: controls (NUL...), format characters (zero-width space and
-# joiners, word joiner, BOM, soft hyphen, bidi marks, embeddings and isolates, tags) and separators.
-_NO_TEXT_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
-
-
-def is_blank(text: str) -> bool:
-    """Nothing but whitespace, controls, zero-width, bidi and other characters that show nothing: an instruction
-    made only of these is empty."""
-    import unicodedata
-
-    return all(c.isspace() or c in _SHOW_NOTHING or unicodedata.category(c) in _NO_TEXT_CATEGORIES for c in text)
-
-
-EMPTY_INSTRUCTION = "instruction is empty (only whitespace, control, zero-width or bidi characters)"
+from videoitg.token_budget import fixed_tokens, max_fixed_tokens
 
 
 class InstructionTooLongError(InputError):
     """The instruction is over a byte or token limit, or does not fit the model's length after the video."""
-
-
-class OverloadedError(VideoITGError):
-    """More requests in flight than `Limits.max_in_flight`: not the client's input, retry later."""
-
-
-# Field of Limits (or "decode.<field>" of DecodeLimits) -> environment variable / CLI flag stem.
-_KNOBS: dict[str, str] = {
-    "decode.max_bytes": "MAX_VIDEO_BYTES",
-    "decode.max_duration_s": "MAX_DURATION_S",
-    "decode.max_width": "MAX_WIDTH",
-    "decode.max_height": "MAX_HEIGHT",
-    "decode.max_pixels": "MAX_PIXELS",
-    "decode.max_frames": "MAX_STREAM_FRAMES",
-    "decode.max_decode_pixels_per_byte": "MAX_DECODE_PIXELS_PER_BYTE",
-    "max_reference_bytes": "MAX_REFERENCE_BYTES",
-    "max_sampled_frames": "MAX_SAMPLED_FRAMES",
-    "max_instruction_tokens": "MAX_INSTRUCTION_TOKENS",
-    "max_instruction_bytes": "MAX_INSTRUCTION_BYTES",
-    "max_in_flight": "MAX_IN_FLIGHT",
-    "decode_time_budget_s": "DECODE_TIME_BUDGET_S",
-}
-ENV_PREFIX = "VIDEOITG_"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 @dataclass(frozen=True)
@@ -201,11 +146,11 @@ class Limits:
         """Read knobs named `prefix + STEM` (see docs/limits.md) from a string mapping over `base`."""
         base = base or cls()
         changes: dict[str, Any] = {}
-        for path, stem in _KNOBS.items():
+        for path, stem in KNOBS.items():
             raw = values.get(prefix + stem)
             if raw is None or str(raw).strip() == "":
                 continue
-            changes[path.split(".")[-1]] = _parse(prefix + stem, str(raw), _kind(path))
+            changes[path.split(".")[-1]] = parse_knob(prefix + stem, str(raw), _kind(path))
         try:
             return base.replace(**changes)
         except ValueError as e:
@@ -219,7 +164,7 @@ class Limits:
     def to_parameters(self) -> dict[str, str]:
         """String form of every knob (e.g. Triton model-config parameters); `from_mapping` reads it back."""
         out = {}
-        for path, stem in _KNOBS.items():
+        for path, stem in KNOBS.items():
             obj: Any = self.decode if path.startswith("decode.") else self
             out[stem] = repr(getattr(obj, path.split(".")[-1]))
         return out
@@ -228,7 +173,7 @@ class Limits:
     def from_args(cls, args: argparse.Namespace, base: Limits | None = None) -> Limits:
         """Flags added by `add_arguments`, over the environment, over the defaults."""
         limits = cls.from_env(base=base)
-        values = {stem: getattr(args, _dest(stem), None) for stem in _KNOBS.values()}
+        values = {stem: getattr(args, flag_dest(stem), None) for stem in KNOBS.values()}
         return cls.from_mapping({k: None if v is None else str(v) for k, v in values.items()}, limits)
 
 
@@ -244,87 +189,8 @@ def served_defaults() -> Limits:
     return Limits().replace(max_bytes=SERVED_MAX_VIDEO_BYTES)
 
 
-class InFlightGate:
-    """Non-blocking admission: `with gate:` enters or raises OverloadedError at once (queueing would only hold
-    memory for requests whose clients may already have timed out)."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self._sem = threading.BoundedSemaphore(capacity)
-        self._lock = threading.Lock()
-        self.in_flight = 0
-        self.refused = 0
-
-    def __enter__(self) -> InFlightGate:
-        if not self._sem.acquire(blocking=False):
-            with self._lock:
-                self.refused += 1
-            raise OverloadedError(f"server busy: {self.capacity} requests already in flight "
-                                  f"(max_in_flight={self.capacity}); retry later")
-        with self._lock:
-            self.in_flight += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self.in_flight -= 1
-        self._sem.release()
-
-
-def visual_tokens(config: VideoITGConfig, num_frames: int) -> int:
-    """Visual tokens the model builds for `num_frames` sampled frames: T x HW² (HW: `tokens_per_side`)."""
-    return num_frames * config.tokens_per_side(num_frames) ** 2
-
-
-def max_visual_tokens(config: VideoITGConfig, max_frames: int) -> int:
-    """Most visual tokens any video of 1..max_frames sampled frames can need (T x HW² is not monotonic in T)."""
-    return max(visual_tokens(config, t) for t in range(1, max_frames + 1))
-
-
-def fixed_tokens(config: VideoITGConfig, num_frames: int) -> int:
-    """Tokens of the model's sequence that are not the instruction (visual tokens, plus Variant B's anchors):
-    `videoitg.model.layout.SequenceLayout.fixed`."""
-    from videoitg.model.layout import SequenceLayout  # here: the CLI's --help must not import torch
-
-    return SequenceLayout.for_video(config, num_frames).fixed
-
-
-def max_fixed_tokens(config: VideoITGConfig, max_frames: int) -> int:
-    return max(fixed_tokens(config, t) for t in range(1, max_frames + 1))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--max-video-bytes 512M`, `--max-in-flight 4`, ...: one flag per knob (default: environment, then built-in)."""
-    g = parser.add_argument_group("limits", "request limits (default: $VIDEOITG_<NAME>, else docs/limits.md)")
-    for path, stem in _KNOBS.items():
-        g.add_argument("--" + stem.lower().replace("_", "-"), dest=_dest(stem), default=None, metavar="N",
-                       help=f"{path} (env {ENV_PREFIX}{stem})")
-
-
-def _dest(stem: str) -> str:
-    return "limit_" + stem.lower()
-
-
 def _kind(path: str) -> type:
     obj: Any = DecodeLimits if path.startswith("decode.") else Limits
     name = path.split(".")[-1]
     default = {f.name: f.default for f in dataclasses.fields(obj)}[name]
     return float if isinstance(default, float) else int
-
-
-def _parse(name: str, raw: str, kind: type) -> int | float:
-    """Ints accept a binary size suffix (512M, 2GiB); floats are plain numbers."""
-    if kind is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise InputError(f"{name}={raw!r} is not a number") from None
-    m = _SIZE.match(raw)
-    if not m:
-        raise InputError(f"{name}={raw!r} is not a whole number (suffixes K, M, G, T allowed)")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value != int(value):
-        raise InputError(f"{name}={raw!r} is not a whole number")
-    return int(value)

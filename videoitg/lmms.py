@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
+from videoitg.outputs import check_ranking_rule
+from videoitg.pipeline import parse_dtype
+from videoitg.sampling import SamplingParams
 
 MODEL_NAME = "videoitg"  # the --model name; tasks pick their prompt variant (lmms_eval_specific_kwargs) by it
 
@@ -67,17 +70,13 @@ def model_options(*, device: str = "cpu", dtype: str = "auto", num_frames: int |
                   server: str | None = None) -> ModelOptions:
     """model_args arrive as strings (or as lmms-eval converted them): check and resolve them, without loading a
     model. `truncate` is an in-process option: a server always refuses an over-long instruction."""
-    from videoitg.outputs import check_ranking_rule
-    from videoitg.pipeline import parse_dtype
-    from videoitg.sampling import SamplingParams
-
     rule = None if ranking_rule in (None, "", "None") else check_ranking_rule(str(ranking_rule))
     cut = _flag(truncate)
     if cut and server:
         raise InputError("model_args: truncate= is an in-process option (checkpoint=); a server always refuses an "
                          "over-long instruction")
     return ModelOptions(device=str(device), dtype=parse_dtype(str(dtype), str(device)),
-                        sampling=SamplingParams(int(num_frames), float(target_fps), sampling_rule),  # type: ignore[arg-type]
+                        sampling=SamplingParams(int(num_frames), float(target_fps), sampling_rule),
                         top_k=int(top_k) if top_k not in (None, "", "None") else None, ranking_rule=rule,
                         truncate=cut)
 
@@ -94,7 +93,7 @@ def load_tasks(task_names: list[str], include_path: str | Path | None = None,
                model_name: str = MODEL_NAME) -> dict[str, Any]:
     """lmms-eval Task objects by name (groups flattened), prompts set up for `model_name`."""
     _require_lmms_eval()
-    from lmms_eval.tasks import TaskManager, get_task_dict
+    from lmms_eval.tasks import TaskManager, get_task_dict  # lmms-eval: an optional extra, imported where used
 
     tm = None
     if include_path:  # local tasks only: index just that folder (lmms-eval's own ~340 task folders take seconds)

@@ -22,8 +22,12 @@ from typing import Any
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from videoitg.lmms import _request_fields, doc_videos
-from videoitg.outputs import write_results_jsonl
+from videoitg.defaults import default_checkpoint
+from videoitg.errors import InputError
+from videoitg.jsonio import loads, text_lines
+from videoitg.lmms import _request_fields, doc_videos, model_options
+from videoitg.outputs import DEFAULT_RANKING_RULE, write_results_jsonl
+from videoitg.pipeline import Scorer
 
 
 class VideoITGModel(lmms):
@@ -35,9 +39,6 @@ class VideoITGModel(lmms):
                  sampling_rule: str = "eval", ranking_rule: str | None = None, truncate: bool | str = False,
                  **kwargs: Any) -> None:
         super().__init__()
-        from videoitg.errors import InputError
-        from videoitg.lmms import model_options
-
         if checkpoint and server:
             raise InputError("model_args: give checkpoint= (in-process) or server= (a running server), not both")
         opts = model_options(device=device, dtype=dtype, num_frames=num_frames, target_fps=target_fps,
@@ -47,14 +48,10 @@ class VideoITGModel(lmms):
         self.top_k, self.ranking_rule = opts.top_k, opts.ranking_rule
         self.server, self.protocol = server, protocol
         if server:
-            from videoitg.serving.client import VideoITGClient
+            from videoitg.serving.client import VideoITGClient  # tritonclient: the optional `serve` extra
 
             self.client, self.scorer = VideoITGClient(server, protocol), None
         else:
-            from videoitg.defaults import default_checkpoint
-            from videoitg.outputs import DEFAULT_RANKING_RULE
-            from videoitg.pipeline import Scorer
-
             self.client = None
             self.scorer = Scorer(checkpoint or default_checkpoint(), device=opts.device, dtype=opts.dtype,
                                  sampling=opts.sampling, ranking_rule=opts.ranking_rule or DEFAULT_RANKING_RULE,
@@ -63,8 +60,6 @@ class VideoITGModel(lmms):
     def _done(self, path: Path) -> set[int]:
         done: set[int] = set()
         if path.is_file():
-            from videoitg.jsonio import loads, text_lines
-
             for _, line, problem in text_lines(path):
                 try:
                     if problem is None:
@@ -86,8 +81,6 @@ class VideoITGModel(lmms):
             ctx, doc_id, task, split = _request_fields(req.args)
             videos = doc_videos(req.args[2](self.task_dict[task][split][doc_id])) if callable(req.args[2]) else ()
             if len(videos) != 1:
-                from videoitg.errors import InputError
-
                 raise InputError(f"{task} doc_id {doc_id}: {len(videos)} videos among its visuals (grounding needs "
                                  "exactly one)")
             groups.setdefault((task, videos[0]), []).append((ctx, int(doc_id), split))

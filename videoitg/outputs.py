@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from videoitg.errors import InputError
 from videoitg.moments import DEFAULT_PARAMS, Moment, MomentParams, find_moments, known_duration
+from videoitg.serving.protocol import FRAME_FORMATS, RESULT_OUTPUTS, TensorSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -177,23 +178,30 @@ class GroundingResult:
 # ---- the served format: one writer (the server's selection) and its reader (the client) ----------------------
 def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentParams = DEFAULT_PARAMS,
                    cache_hit: bool = False) -> dict[str, np.ndarray]:
-    """The served outputs of one request (without the batch axis). Every per-frame output is chronological; the
-    ranking is its own output (positions into them, best first)."""
+    """The served outputs of one request (without the batch axis), named and typed as `protocol.RESULT_OUTPUTS`.
+    Every per-frame output is chronological; the ranking is its own output (positions into them, best first)."""
     import numpy as np
 
-    moments = np.asarray([tuple(m) for m in result.find_moments(moment_params)], dtype=np.float32).reshape(-1, 3)
-    return {
-        "SCORES": np.asarray(result.scores, dtype=np.float32),
-        "LOGITS": np.asarray(result.logits, dtype=np.float32),
-        "RANKING": np.asarray(result.ranking, dtype=np.int32),
-        "FRAME_INDICES": np.asarray(result.frame_indices, dtype=np.int64),
-        "TIMESTAMPS": np.asarray(result.timestamps, dtype=np.float64),
-        "TOP_K_FRAMES": np.asarray(result.top_k_frames(top_k), dtype=np.int64),
-        "MOMENTS": moments,
-        "APPLIED_RANKING_RULE": np.asarray([result.ranking_rule.encode()], dtype=np.object_),
-        "CACHE_HIT": np.asarray([cache_hit], dtype=bool),
-        "DURATION": np.asarray([duration_value(result.duration)], dtype=np.float64),
+    moments = [tuple(m) for m in result.find_moments(moment_params)]
+    values = {
+        "SCORES": result.scores,
+        "LOGITS": result.logits,
+        "FRAME_INDICES": result.frame_indices,
+        "TIMESTAMPS": result.timestamps,
+        "RANKING": result.ranking,
+        "TOP_K_FRAMES": result.top_k_frames(top_k),
+        "CACHE_HIT": [cache_hit],
+        "MOMENTS": np.asarray(moments, dtype=np.float64).reshape(-1, 3),
+        "APPLIED_RANKING_RULE": [result.ranking_rule.encode()],
+        "DURATION": [duration_value(result.duration)],
     }
+    return {t.name: _tensor(t, values[t.name]) for t in RESULT_OUTPUTS}
+
+
+def _tensor(spec: TensorSpec, value: Any) -> np.ndarray:
+    import numpy as np
+
+    return np.asarray(value, dtype=spec.numpy)
 
 
 def duration_value(duration: float | None) -> float:
@@ -214,11 +222,8 @@ def result_from_outputs(outputs: dict[str, np.ndarray], instruction: str = "", v
                            instruction, video, rule, None if duration is None else float(duration.reshape(-1)[0]))
 
 
-# The top-K frames as images, when a request asks (FRAMES): one output per format, chronological (TOP_K_FRAMES'
-# order, as `export_frames` lists them). jpeg: FRAME_JPEGS [K] JPEG files; uint8: FRAME_PIXELS [K, H, W, 3] RGB.
-FRAME_FORMATS = {"jpeg": "FRAME_JPEGS", "uint8": "FRAME_PIXELS"}
-
-
+# The top-K frames as images, when a request asks (FRAMES): one output per format (`protocol.FRAME_FORMATS`),
+# chronological (TOP_K_FRAMES' order, as `export_frames` lists them). jpeg: [K] JPEG files; uint8: [K, H, W, 3] RGB.
 def frame_outputs(images: Sequence[bytes] | Sequence[np.ndarray], fmt: str) -> dict[str, np.ndarray]:
     """The served frames of one request (without the batch axis): JPEG file bytes, or [H, W, 3] uint8 images of
     one size."""
@@ -227,17 +232,17 @@ def frame_outputs(images: Sequence[bytes] | Sequence[np.ndarray], fmt: str) -> d
     if fmt == "jpeg":
         out = np.empty(len(images), dtype=np.object_)
         out[:] = list(images)
-        return {"FRAME_JPEGS": out}
-    return {"FRAME_PIXELS": np.stack(list(images)).astype(np.uint8, copy=False)}
+        return {FRAME_FORMATS["jpeg"]: out}
+    return {FRAME_FORMATS["uint8"]: np.stack(list(images)).astype(np.uint8, copy=False)}
 
 
 def frames_from_outputs(outputs: Mapping[str, np.ndarray]) -> list[bytes] | list[np.ndarray] | None:
     """Inverse of `frame_outputs` (the client side): the JPEG files or the [H, W, 3] images, chronological; None
     when the answer holds no frames."""
-    if outputs.get("FRAME_JPEGS") is not None:
-        return [bytes(b) for b in outputs["FRAME_JPEGS"].reshape(-1)]
-    if outputs.get("FRAME_PIXELS") is not None:
-        pixels = outputs["FRAME_PIXELS"]
+    jpegs, pixels = outputs.get(FRAME_FORMATS["jpeg"]), outputs.get(FRAME_FORMATS["uint8"])
+    if jpegs is not None:
+        return [bytes(b) for b in jpegs.reshape(-1)]
+    if pixels is not None:
         return list(pixels.reshape(-1, *pixels.shape[-3:]))
     return None
 

@@ -20,12 +20,14 @@ from typing import Any
 import torch
 
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
-from videoitg.defaults import DEMO_NOTICE, is_demo_checkpoint, is_sample_video
+from videoitg.decode import decode_video, stream_video
+from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.model.layout import SequenceLayout, fit_instruction
 from videoitg.moments import frames_duration
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
+from videoitg.paths import local_video
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams
 from videoitg.text import instruction_ids
@@ -122,8 +124,6 @@ class Scorer:
     @classmethod
     def default(cls, **kwargs: Any) -> Scorer:
         """The embedded tiny checkpoint: a pipeline demo trained on synthetic shapes, not a video model."""
-        from videoitg.defaults import default_checkpoint
-
         return cls(default_checkpoint(), **kwargs)
 
     @classmethod
@@ -147,8 +147,6 @@ class Scorer:
                     output="uint8")
 
     def _source(self, source: str | Path | bytes) -> str | Path | bytes:
-        from videoitg.paths import local_video
-
         source = local_video(source)  # a URL is refused: nothing is fetched
         if not self._demo_noticed and not is_sample_video(source):
             self._demo_noticed = True  # once per scorer: loud, not repeated for every row of a batch
@@ -156,8 +154,6 @@ class Scorer:
         return source
 
     def load_video(self, source: str | Path | bytes):
-        from videoitg.decode import decode_video
-
         return decode_video(self._source(source), **self._decode_args())
 
     @torch.inference_mode()
@@ -170,8 +166,6 @@ class Scorer:
     def stream_features(self, source: str | Path | bytes) -> VideoFeatures:
         """`video_features(load_video(source))` with decode and vision tower overlapped: the tower runs on each
         `chunk_frames` chunk as soon as it is decoded while the next ones decode. Same chunks, same numbers."""
-        from videoitg.decode import stream_video
-
         stream = stream_video(self._source(source), **self._decode_args())
         t = len(stream)  # known once the video is indexed, before any frame is decoded
         feats = [self.model.encode_frames(pixel_values(c.to(self.device, non_blocking=True), self.dtype),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
 
@@ -29,8 +30,6 @@ def thumbnails_from_pixels(pixel_values: torch.Tensor, aspect: float | None = No
     """Decoded frames [T, 3, S, S] (uint8, or SigLIP-normalised float) -> list of uint8 images. The model input
     is squashed to a square; `aspect` (width / height of the video) stretches each thumbnail back
     to the picture's shape."""
-    from PIL import Image
-
     x = pixel_values.cpu()
     if x.dtype != torch.uint8:
         x = ((x.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
@@ -72,7 +71,7 @@ def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = DEFAULT
                   thumbnails: list[np.ndarray] | None = None,
                   truth_segments: list[tuple[float, float]] | None = None) -> Path:
     """Write the timeline PNG; `truth_segments` (seconds), when known, are shaded green."""
-    import matplotlib
+    import matplotlib  # here: pyplot loads when a figure is drawn, after the Agg backend is chosen (no display)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -191,7 +190,7 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _label_moments(mx, moments, digits: int, renderer) -> None:  # noqa: ANN001 -- matplotlib objects
+def _label_moments(mx, moments, digits: int, renderer) -> None:  # matplotlib objects
     """Each moment's "#rank score" beside its bar: after its end, else before its start, else inside it; never past
     the strip's edges (a moment that ends at the video's end is labelled on its left)."""
     inside = mx.get_window_extent(renderer)

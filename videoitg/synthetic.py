@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import av
 import numpy as np
+from tqdm import tqdm
 
 from videoitg.errors import InputError
 from videoitg.sampling import SamplingParams, sample_frame_indices
@@ -401,8 +402,6 @@ def write_dataset(
     frame_objects: dict[str, list[list[str]]] = {}
     it: Iterable[int] = range(num_videos)
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(it, desc="synth videos", unit="video")
     for v in it:
         vseed = int(seeds[v].generate_state(1)[0])

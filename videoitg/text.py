@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
+from videoitg.blank import EMPTY_INSTRUCTION, is_blank
 from videoitg.config import VideoITGConfig
 from videoitg.errors import InputError
-from videoitg.limits import EMPTY_INSTRUCTION, Limits, is_blank
+from videoitg.limits import Limits
 
 
 def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:

@@ -76,9 +76,9 @@ def make_manifest(root: Path, videos: int = 8, per_video: int = 5,
     return path, good, {rid: stage for _, rid, stage in bad}
 
 
-def local_stream(units, opts):  # type: ignore[no-untyped-def]
+def local_stream(units, opts):
     """`runner._stream` without Ray: the real ScoreActor (model loaded once) over the units, in order."""
-    actor = runner.ScoreActor(opts.backend)
+    actor = runner.ScoreActor(opts.scorer)
     for u in units:
         out = actor({"unit": np.array([json.dumps([r.to_json() for r in u])], dtype=object)})
         yield from (str(x) for x in out["out"])

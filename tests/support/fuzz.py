@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def encode_seed(fmt: str, codec: str, muxer_options: dict[str, str], frames: int
                 fps: int = 6) -> bytes:
     """A 2 s clip, keyframe every 4 frames; bitexact muxing and one encoder thread make the bytes reproducible
     (Matroska otherwise writes random UIDs)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"seed.{fmt}"
         with av.open(str(path), "w", format=fmt, options={"fflags": "+bitexact", **muxer_options}) as out:
@@ -83,7 +82,7 @@ def encode_seed(fmt: str, codec: str, muxer_options: dict[str, str], frames: int
 INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
 
 
-def mutate(data: bytes, ops: list[tuple]) -> bytes:  # type: ignore[type-arg]
+def mutate(data: bytes, ops: list[tuple]) -> bytes:
     b = bytearray(data)
     for op in ops:
         n = max(len(b), 1)
@@ -111,7 +110,7 @@ def mutate(data: bytes, ops: list[tuple]) -> bytes:  # type: ignore[type-arg]
 
 
 FFMPEG_ERRORS = [  # (seed, mutations, where the FFmpeg error escapes)
-    ("vp9.webm", [("flip", 0.0, 1)], "avcodec_send_packet EPERM in pyav_backend._Frames._iter"),
+    ("vp9.webm", [("flip", 0.0, 1)], "avcodec_send_packet EPERM in pyav._Frames._iter"),
     ("vp9.webm", [("delete", 0.06333657129707596, 132), ("int", 0.06042009509512188, 2147483648, 4),
                   ("insert", 0.0011405767672594891, b"\x16\tV\xfd\xb1]@O")], "send_packet EPERM"),
     ("mpeg4.ts", [("splice", 0.9824210738069146, "vp9.webm", 0.4851556207597464, 787)],

@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
-from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
+from videoitg.checkpoint import save_checkpoint
 from videoitg.config import VideoITGConfig, preset
+from videoitg.model import model_class
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 
 def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
@@ -22,9 +24,6 @@ def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
 
 def build_tiny_checkpoint(out: str | Path, seed: int = 0, cfg: VideoITGConfig | None = None) -> Path:
     """A random tiny checkpoint (embedded tower, tiny tokenizer) written in the released layout."""
-    from videoitg.checkpoint import save_checkpoint
-    from videoitg.model import model_class
-
     tokenizer = build_tiny_tokenizer()
     cfg = cfg or tiny_config(vocab_size=len(tokenizer))
     torch.manual_seed(seed)

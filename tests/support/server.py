@@ -1,5 +1,5 @@
-"""Shared by the tests that start the real tritonserver: skip a module where none is installed, one started server
-per module on a fresh repository, reading its metrics and its stubs, and writing a reliability report."""
+"""Shared by the tests that start the real tritonserver: skip where none is installed, a started server on a fresh
+repository (conftest's session-wide `cpu_server`, or a module's own), its metrics and stubs, a reliability report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from videoitg.serving import binaries, watchdog
+from videoitg.serving import binaries, procfs
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer
 
@@ -53,7 +53,7 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
 
 def stub_pids(server: TritonServer) -> dict[str, int]:
     """model name -> pid of one of its python-backend stubs (the server's own children only)."""
-    return {m: min(pids) for m, pids in watchdog.stub_pids(server.pid).items()}
+    return {m: min(pids) for m, pids in procfs.stub_pids(server.pid).items()}
 
 
 def report(name: str, data: dict) -> None:

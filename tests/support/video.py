@@ -12,6 +12,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+from matplotlib import cbook
+from PIL import Image
 
 BITS = 8
 LO, HI = 16, 235
@@ -184,9 +186,6 @@ def colour_edges_frame(i: int, width: int, height: int) -> np.ndarray:
 def photo_frame(i: int, width: int, height: int) -> np.ndarray:
     """Real photographic content: the sample photograph matplotlib ships (a portrait, 512x600), seen through a
     slowly panning and zooming window (a camera move), squashed to width x height."""
-    from matplotlib import cbook
-    from PIL import Image
-
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         img = Image.open(f).convert("RGB")
     iw, ih = img.size

@@ -1,10 +1,5 @@
-"""Work units: rows grouped by video so a video is decoded and encoded once for all its instructions.
-
-The vision half of the model (decode, SigLIP, projector) does not depend on the instruction, so a
-unit of work is one video with up to `max_group_rows` of its instructions. Very popular videos are
-split into several units so one video cannot become a straggler that holds back the whole run;
-each extra unit costs one extra decode + encode of that video.
-"""
+"""Work units: a video with up to `max_group_rows` of its instructions, so its vision half (decode, SigLIP,
+projector; independent of the instruction) runs once per unit; popular videos split so none becomes a straggler."""
 
 from __future__ import annotations
 

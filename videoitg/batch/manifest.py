@@ -1,12 +1,5 @@
-"""Batch manifests: JSONL or CSV rows with `video`, `instruction` and optional `doc_id` / `id`.
-
-Every row gets a stable **row id**, the key of resume and dedupe:
-- the `id` field when present, else `doc_id` (lmms-eval's key, so a rerun lines up with it);
-- else a content id `c-<sha1(video, instruction)[:16]>`, suffixed `#2`, `#3` ... for repeats, so
-  inserting rows into a manifest never renames the rows that were already scored.
-A row that cannot be used (bad JSON, missing field, path outside the allowed roots, duplicate id)
-is not fatal: it becomes a `Rejected` entry that the run writes to `errors.jsonl`.
-"""
+"""Batch manifests: JSONL or CSV rows (`video`, `instruction`, optional `doc_id` / `id`), each with a stable row id
+(the key of resume: docs/batch.md, "The manifest"); an unusable row becomes a `Rejected` entry, not a failed run."""
 
 from __future__ import annotations
 
@@ -19,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videoitg.blank import is_blank
 from videoitg.errors import InputError
 from videoitg.jsonio import JSONProblem, loads
 from videoitg.paths import open_resolved, resolve_under_roots
@@ -182,8 +176,6 @@ def load_manifest(path: str | Path, roots: list[str | Path] | None = None,
                   max_instruction_chars: int = 20000) -> Manifest:
     """Parse and check a manifest. `roots`: where videos may live (default: the manifest's directory);
     relative `video` paths are resolved against the manifest's directory."""
-    from videoitg.limits import is_blank
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist")

@@ -1,11 +1,6 @@
-"""Starting or joining Ray for a batch run.
-
-Local runs (no `--ray-address`) start a private single-node Ray that listens on 127.0.0.1 only,
-with no dashboard unless asked and no usage-stats reporting. Ray decides which address its
-servers bind from the node IP; on Linux it resolves even an explicit `127.0.0.1` to the machine's
-external IP unless "cluster mode" is off, which is the switch `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`
-(read at import time in this process, and by every Ray process we spawn through the environment).
-"""
+"""Starting or joining Ray for a batch run. A local Ray listens on 127.0.0.1 only
+(`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read on import here and by every Ray process through the environment), with
+no dashboard unless asked and no usage stats."""
 
 from __future__ import annotations
 
@@ -50,7 +45,7 @@ def init_ray(opts: RayOptions) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if opts.address is None:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
+    import ray  # after the RAY_* variables above: Ray reads them on import
     from ray._private import ray_constants
 
     if ray.is_initialized():
@@ -97,7 +92,8 @@ def ray_logs_to(path: Path) -> Iterator[None]:
     if sys.stderr is not sys.__stderr__ or sys.__stderr__ is None:
         yield
         return
-    import ray  # noqa: F401 -- Ray and Ray Data set up their log handlers on import: bind them to fd 2 first
+    # Ray and Ray Data set up their log handlers on import: import them here, once fd 2 is bound below
+    import ray
     import ray.data  # noqa: F401
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()

@@ -1,10 +1,6 @@
-"""The batch driver: manifest -> units -> Ray Data actor pool -> atomic shards -> merged outputs.
-
-The driver owns all output: workers return records through Ray's object store and only the driver
-writes files. That keeps the output directory local to the driver (no shared file system needed on
-a cluster; only the videos must be reachable by the workers) and makes the exactly-once argument
-short: see `store.py`.
-"""
+"""The batch driver: manifest -> units -> Ray Data actor pool -> atomic shards -> merged outputs. Only the driver
+writes files (workers return records through Ray's object store): no shared file system is needed, and the
+exactly-once argument stays short (`store.py`)."""
 
 from __future__ import annotations
 
@@ -26,12 +22,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from videoitg.batch.backends import Backend, BackendSpec, score_unit
 from videoitg.batch.grouping import make_units
 from videoitg.batch.manifest import Manifest, Rejected, Row
 from videoitg.batch.ray_env import RayOptions, init_ray
+from videoitg.batch.scorers import ScorerSpec, UnitScorer, score_unit
 from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json, jsonl_line
-from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_RANKING_RULE
 
 log = logging.getLogger(__name__)
@@ -40,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatchOptions:
     out_dir: str
-    backend: BackendSpec
+    scorer: ScorerSpec
     ray: RayOptions = field(default_factory=RayOptions)
     workers: int = 1
     cpus_per_worker: float = 1.0
@@ -54,34 +49,34 @@ class BatchOptions:
     progress: bool = True
 
 
-def make_backend(spec: BackendSpec) -> Backend:
-    if spec.kind == "inprocess":
-        from videoitg.batch.engine_backend import InProcessBackend
-
-        return InProcessBackend(spec)
+def make_scorer(spec: ScorerSpec) -> UnitScorer:
+    """The scorer `spec` names (`ScorerSpec` refuses any other kind). Imported here: an in-process scorer loads
+    torch and the model, a Triton one the client libraries; an actor loads only its own."""
     if spec.kind == "triton":
-        from videoitg.batch.triton_backend import TritonBackend
+        from videoitg.batch.servers import TritonScorer
 
-        return TritonBackend(spec)
-    raise InputError(f"unknown backend kind {spec.kind!r}: inprocess or triton")
+        return TritonScorer(spec)
+    from videoitg.batch.inprocess import InProcessScorer
+
+    return InProcessScorer(spec)
 
 
 class ScoreActor:
     """One per worker (GPU or CPU slot): loads the model once, then scores units for its lifetime."""
 
-    def __init__(self, spec: BackendSpec) -> None:
+    def __init__(self, spec: ScorerSpec) -> None:
         if spec.kind == "inprocess":
-            import torch
+            import torch  # in-process actors only (see make_scorer)
 
             torch.set_num_threads(max(1, spec.torch_threads))
-        self.backend = make_backend(spec)
+        self.scorer = make_scorer(spec)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"  # pids alone collide across cluster nodes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         out: list[str] = []
         for unit_json in batch["unit"]:
             rows = [Row.from_json(r) for r in json.loads(unit_json)]
-            for o in score_unit(self.backend, rows):
+            for o in score_unit(self.scorer, rows):
                 # jsonl_line: Ray's Arrow blocks hold UTF-8 strings only (a row may carry a non-UTF-8 file name)
                 out.append(jsonl_line({"row_id": o.row_id, "ok": o.ok, "hit": o.cache_hit, "worker": self.worker,
                                        "prepare_s": o.prepare_s, "score_s": o.score_s, "record": o.record}))
@@ -90,24 +85,22 @@ class ScoreActor:
 
 def fingerprint(opts: BatchOptions) -> dict[str, Any]:
     """What must match for results from two sessions to belong in one output file."""
-    b = opts.backend
-    fp: dict[str, Any] = {"backend": b.kind, "num_frames": b.num_frames, "target_fps": b.target_fps,
+    b = opts.scorer
+    fp: dict[str, Any] = {"scorer": b.kind, "num_frames": b.num_frames, "target_fps": b.target_fps,
                           "rule": b.rule, "top_k": b.top_k, "dtype": b.dtype, "ranking_rule": _ranking_rule(b)}
     if b.truncate:  # only when asked for: folders written without the option keep their fingerprint
         fp["truncate_instruction"] = True
     if b.kind == "inprocess" and b.checkpoint:
-        from videoitg.checkpoint import checkpoint_identity
+        from videoitg.checkpoint import checkpoint_identity  # torch: in-process runs only
 
         fp["checkpoint"] = checkpoint_identity(b.checkpoint)  # contents, not path: moved weights still match
     elif b.kind == "triton":
         # Sampling and weights are the servers' configuration; the endpoints stand in for them.
-        fp = {"backend": b.kind, "servers": sorted(b.servers), "top_k": b.top_k, "ranking_rule": _ranking_rule(b)}
-    elif b.kind == "factory":
-        fp["factory"] = b.factory
+        fp = {"scorer": b.kind, "servers": sorted(b.servers), "top_k": b.top_k, "ranking_rule": _ranking_rule(b)}
     return fp
 
 
-def _ranking_rule(b: BackendSpec) -> str:
+def _ranking_rule(b: ScorerSpec) -> str:
     """The rule the records are ranked by: the one asked for, else the engine's default (a server's own)."""
     if b.ranking_rule is not None:
         return b.ranking_rule
@@ -339,7 +332,7 @@ class _AboveBar(io.TextIOBase):
         return self.target.fileno()
 
     @property
-    def encoding(self) -> str:  # type: ignore[override]
+    def encoding(self) -> str:
         return getattr(self.target, "encoding", "utf-8")
 
 
@@ -420,7 +413,7 @@ def _run(manifest: Manifest, opts: BatchOptions, store: OutputStore, stop: Signa
 
 def _jsonable(opts: BatchOptions) -> dict[str, Any]:
     d = asdict(opts)
-    d["backend"]["servers"] = list(opts.backend.servers)
+    d["scorer"]["servers"] = list(opts.scorer.servers)
     return d
 
 
@@ -428,7 +421,7 @@ def _stream(units: list[list[Row]], opts: BatchOptions, stop: SignalStop | None 
             phase: Callable[[str], None] | None = None):
     """Yield one JSON message per row as workers finish them (Ray Data streaming execution). `phase` is told what
     the run waits for before the first row."""
-    import ray.data
+    import ray.data  # optional dependency (extra 'batch'), and slow to import: only a run needs it
 
     init_ray(_ray_resources(opts))
     if stop is not None:
@@ -442,7 +435,7 @@ def _stream(units: list[list[Row]], opts: BatchOptions, stop: SignalStop | None 
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 2000))
     ds = ds.map_batches(
         ScoreActor,
-        fn_constructor_args=(opts.backend,),
+        fn_constructor_args=(opts.scorer,),
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=opts.workers),
         num_cpus=opts.cpus_per_worker,

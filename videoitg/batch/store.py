@@ -1,18 +1,6 @@
-"""The output directory of a batch run: atomic shards, resume state, and the final merge.
-
-Layout of `--out DIR`:
-    run.json                    what produced these results (checked again on resume)
-    shards/<session>-<seq>.results.jsonl   finished rows, one downstream record per line
-    shards/<session>-<seq>.errors.jsonl    failed rows: the row, the reason, the error type
-    results.jsonl, errors.jsonl merged, deduplicated, manifest order (written when a run completes)
-    summary.json                counts and throughput of the last session
-
-Exactly once: a shard is written to a temp name, fsynced and renamed, so after a crash or `kill -9`
-a shard is either complete or absent. Resume reads the row ids of all complete shards and skips
-them; rows that were in flight (or buffered in a dead driver) are simply scored again. A row can
-still land in two shards (e.g. Ray retried a task whose result had already been written), so the
-merge keeps the first record per row id, preferring a success over an error.
-"""
+"""The output directory of a batch run (run.json, atomic shards, merged results.jsonl / errors.jsonl, summary.json)
+and its exactly-once rule: a shard is complete or absent, resume skips the row ids of complete shards, and the merge
+keeps the first record per row id, a success over an error (docs/batch.md, "Resume and exactly once")."""
 
 from __future__ import annotations
 
@@ -143,7 +131,7 @@ class OutputStore:
     def _lock(self) -> None:
         """One driver per output directory: two would both score the rows neither has finished. The kernel
         drops the lock when the holder dies, even by kill -9, so a crashed run never blocks its rerun."""
-        self._lock_file = open(self.dir / ".lock", "w")  # noqa: SIM115 -- held for the store's lifetime
+        self._lock_file = open(self.dir / ".lock", "w")  # held for the store's lifetime
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -57,11 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.batch.backends import BackendSpec, check_sampling_options
+    # Imported here, as in every command: `videoitg --help` answers without loading them
     from videoitg.batch.manifest import load_manifest
     from videoitg.batch.ray_env import RayOptions, ray_logs_to
     from videoitg.batch.runner import BatchOptions, SignalStop, StopRequested, run_batch
-    from videoitg.batch.triton_backend import ServerUnavailableError
+    from videoitg.batch.scorers import ScorerSpec, check_sampling_options
+    from videoitg.batch.servers import ServerUnavailableError
+    from videoitg.defaults import default_checkpoint
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k} (the server refuses it the same way)")
     if args.gpus_per_worker > 0 and args.ray_address is None and not args.server:
-        from videoitg.pipeline import check_device
+        from videoitg.pipeline import check_device  # torch: only for this check
 
         check_device("cuda")  # a local run asking for GPUs on a machine without one would wait for them forever
     manifest_path = Path(args.manifest)
@@ -87,26 +89,24 @@ def run(args: argparse.Namespace) -> int:
         if args.truncate_instruction:
             raise InputError("--truncate-instruction is an in-process option: a server always refuses an over-long "
                              "instruction")
-        spec = BackendSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
-                           num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                           top_k=args.top_k, dtype=args.dtype or "server", ranking_rule=args.ranking_rule,
-                           protocol=args.protocol)
+        spec = ScorerSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
+                          num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
+                          top_k=args.top_k, dtype=args.dtype or "server", ranking_rule=args.ranking_rule,
+                          protocol=args.protocol)
     else:
         checkpoint = args.checkpoint
         if checkpoint is None:
-            from videoitg.defaults import default_checkpoint
-
             checkpoint = str(default_checkpoint())
         if not Path(checkpoint).is_dir():
             raise InputError(f"checkpoint directory {checkpoint} does not exist")
         device = "cuda" if on_gpu else "cpu"
-        spec = BackendSpec(kind="inprocess", checkpoint=str(Path(checkpoint).resolve()), device=device,
-                           dtype=args.dtype,  # None: the one default for the device (BackendSpec)
-                           num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                           top_k=args.top_k, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction,
-                           torch_threads=max(1, int(args.cpus_per_worker)))
+        spec = ScorerSpec(kind="inprocess", checkpoint=str(Path(checkpoint).resolve()), device=device,
+                          dtype=args.dtype,  # None: the one default for the device (ScorerSpec)
+                          num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
+                          top_k=args.top_k, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction,
+                          torch_threads=max(1, int(args.cpus_per_worker)))
     opts = BatchOptions(
-        out_dir=args.out, backend=spec,
+        out_dir=args.out, scorer=spec,
         ray=RayOptions(address=args.ray_address, dashboard=args.dashboard, object_store_mb=args.object_store_mb,
                        ship_code=args.ship_code, wait_for_workers_s=args.wait_for_workers_s),
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from videoitg.limits import Limits
 
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
+
 HELP = "build ONNX / TensorRT / TensorRT-LLM engines (with manifests) from a checkpoint"
 
 

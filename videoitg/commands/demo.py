@@ -10,6 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from videoitg.outputs import write_results_jsonl
+from videoitg.sampling import SamplingParams
+
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
+
 HELP = ("score the built-in sample video with the embedded tiny checkpoint through a real Triton server; "
         "print top-K, write results.jsonl and a timeline PNG")
 
@@ -55,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from videoitg.commands.score import print_result
     from videoitg.decode import decode_video
     from videoitg.defaults import default_checkpoint, sample_video, sample_video_meta
-    from videoitg.outputs import write_results_jsonl
     from videoitg.plot import display_aspect, plot_timeline, thumbnails_from_pixels
-    from videoitg.sampling import SamplingParams
-
     ckpt = default_checkpoint()
     video, instruction = sample_video()
     print(f"checkpoint: {ckpt}\nvideo: {video}\ninstruction: {instruction!r}")

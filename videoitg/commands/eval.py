@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 from videoitg.errors import InputError
+from videoitg.limits import Limits
+from videoitg.moments import MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
+from videoitg.sampling import SamplingParams
+
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
 
 HELP = ("evaluate grounding on annotated videos (VideoITG-40K, QVHighlights, Charades-STA): frame recall/AP, "
         "moment retrieval R1/R5/mIoU and MR-mAP, highlight mAP/HIT@1; QVHighlights' submission file")
@@ -52,8 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _moment_params(args: argparse.Namespace):
-    from videoitg.moments import MomentParams
-
     values = {"moment_thresholds": args.moment_thresholds or "",
               "moment_min_gap_s": "" if args.moment_min_gap_s is None else str(args.moment_min_gap_s),
               "moment_nms_iou": "" if args.moment_nms_iou is None else str(args.moment_nms_iou)}
@@ -66,8 +70,6 @@ TRAIN_FRAMES = 1024  # the training sampling's frame cap, which VideoITG-40K cli
 def max_eval_frames() -> int:
     """Most frames `--num-frames` may ask for: the deployment's `max_sampled_frames` (VIDEOITG_MAX_SAMPLED_FRAMES,
     512 by default), raised to the training sampling's 1024 that VideoITG-40K annotations index."""
-    from videoitg.limits import Limits
-
     return max(TRAIN_FRAMES, Limits.from_env().max_sampled_frames)
 
 
@@ -75,8 +77,6 @@ def _sampling(fmt: str, args: argparse.Namespace):
     """The annotation's sampling: VideoITG-40K clip_num index the training rule (1 fps, end-aligned, up to 1024
     frames); windows in seconds (QVHighlights, Charades-STA) fit any sampling, so those use the served default.
     InputError for --num-frames outside 1..max_eval_frames() or an --fps that is not a positive number."""
-    from videoitg.sampling import SamplingParams
-
     top = max_eval_frames()
     if args.num_frames is not None and not 1 <= args.num_frames <= top:
         raise InputError(f"--num-frames must be 1 to {top} (raise VIDEOITG_MAX_SAMPLED_FRAMES for more), got "
@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         g, b = read_annotations(a, fmt, root)
         records += g
         bad += b
+    unscored = 0  # annotation lines left out by --limit
     if args.limit:
+        unscored = max(len(records) - args.limit, 0)
         records = records[: args.limit]
     if args.results:
         scored, skipped = ev.records_from_results(args.results, records, root, sampling)
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{source}: {len(scored)} records evaluated, {len(bad)} skipped ({fmt} layout, sampling {sampling.key()})")
     print(table)
     if args.submission is not None:
-        _write_submission(args.submission, scored, params, len(bad))
+        _write_submission(args.submission, scored, params, len(bad) + unscored)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         result = {"source": source, "data": [str(a) for a in args.data], "format": fmt, "ks": list(ks),
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_submission(path: Path, scored, params, skipped: int) -> None:
+def _write_submission(path: Path, scored, params, missing: int) -> None:
     from videoitg import evaluation as ev
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,16 +164,15 @@ def _write_submission(path: Path, scored, params, skipped: int) -> None:
         for r in scored:
             f.write(json.dumps(ev.submission_record(r, params)) + "\n")
     print(f"wrote {len(scored)} predictions to {path} (QVHighlights submission format)")
-    if skipped:
-        print(f"note: {skipped} annotation line(s) were skipped and have no prediction there; the official "
-              "evaluation refuses a file whose qids differ from the annotations' unless it is run with "
+    if missing:
+        print(f"note: {missing} annotation line(s) were skipped or left out by --limit and have no prediction there; "
+              "the official evaluation refuses a file whose qids differ from the annotations' unless it is run with "
               "match_number=False")
 
 
 def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
     from videoitg import evaluation as ev
     from videoitg.checkpoint import load_checkpoint
-    from videoitg.limits import Limits
     from videoitg.pipeline import Scorer, parse_dtype
 
     ckpt = args.checkpoint

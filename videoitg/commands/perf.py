@@ -9,6 +9,10 @@ import shlex
 from pathlib import Path
 
 from videoitg.errors import InputError
+from videoitg.serving.protocol import TOP
+
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
 
 HELP = ("measure a running server with perf_analyzer (throughput, p50/p95/p99 latency) using real videos as input: "
         "cold requests by default, cache hits with --requests cached")
@@ -33,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instruction", "-i", action="append",
                    help="instruction(s) sent with the videos (repeat for several; default: a generic one)")
     p.add_argument("--concurrency", default="1:4", help="perf_analyzer --concurrency-range START:END[:STEP]")
-    p.add_argument("--model", default="videoitg", help="model name (default videoitg)")
+    p.add_argument("--model", default=TOP, help=f"model name (default {TOP})")
     p.add_argument("--measurement-interval", type=int, default=4000,
                    help="ms per measurement window (windows are used except for cold requests on a cached server)")
     p.add_argument("--stability", type=int, default=50,
@@ -144,7 +148,7 @@ def _label(requests: str, cache_bytes: int, copies: bool, n: int) -> str:
             "decodes and runs the vision tower")
 
 
-def _cache_line(during, requests: str, metrics: str, cache_bytes: int) -> str:  # noqa: ANN001 -- perf.CacheCounts
+def _cache_line(during, requests: str, metrics: str, cache_bytes: int) -> str:  # during: perf.CacheCounts
     if not cache_bytes:
         return "feature cache: none on this deployment"
     if during is None:

@@ -6,8 +6,12 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from videoitg.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from videoitg.serving.repository import RepoSpec
 
 HELP = "write the Triton model repository (config.pbtxt files) for a checkpoint"
 
@@ -28,10 +32,12 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
                         "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
                         "cache, cpu target only (docs/serving.md)")
-    p.add_argument("--decoder", choices=["python", "dali"], default="python",
-                   help="the decode step: python (PyAV on the CPU; the default) or dali (DALI's Python API inside the "
-                        "python decode step: NVDEC on the gpu target, DALI's CPU decoder (VP8/VP9/MJPEG) on the cpu "
-                        "target; self-tested when the step loads: docs/deploy.md, GPU decode step)")
+    p.add_argument("--decoder", choices=["python", "dali"], default="",
+                   help="the decode step: dali (DALI's Python API inside the python decode step: NVDEC on the gpu "
+                        "target, the default there, with PyAV for the streams NVDEC cannot number or decode; DALI's "
+                        "CPU decoder, VP8/VP9/MJPEG, on the cpu target) or python (PyAV on the CPU cores; the cpu "
+                        "target's default). dali is self-tested before the server starts: docs/deploy.md, GPU decode "
+                        "step")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
@@ -58,7 +64,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     """`--max-video-bytes`, `--max-instruction-tokens`, `--max-in-flight`, ...: written into the repository's model
     parameters (docs/limits.md; default: $VIDEOITG_<NAME>, else the built-in value)."""
-    from videoitg.limits import add_arguments as add_limits
+    from videoitg.knobs import add_arguments as add_limits
 
     add_limits(p)
 
@@ -112,7 +118,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
     )
 
 
-def check_runtimes_for(spec) -> None:  # type: ignore[no-untyped-def]
+def check_runtimes_for(spec: RepoSpec) -> None:
     """The runtime each step will serve with (`build.json`, `step_runtimes`) can run here: its library installed,
     importable and at the version that built the engine, a plan's GPU this one (`videoitg.engines.preflight`);
     refused in one line before a server starts or a repository is written."""
@@ -124,15 +130,15 @@ def check_runtimes_for(spec) -> None:  # type: ignore[no-untyped-def]
     check_runtimes(spec.engines, step_runtimes(spec.engines, spec.target))
 
 
-def check_decoder_for(spec) -> None:  # type: ignore[no-untyped-def]
+def check_decoder_for(spec: RepoSpec) -> None:
     """The dali decoder on a gpu target decodes the package's H.264 clip on NVDEC and matches PyAV before a server
-    starts (`videoitg.decode.dali_backend.self_test`); refused in one line naming `--decoder python` otherwise."""
+    starts (`videoitg.decode.dali.self_test`); refused in one line naming `--decoder python` otherwise."""
     if spec.decoder != "dali" or spec.target != "gpu":
         return
     from videoitg.decode.errors import DecoderUnavailableError
 
     # In a child process: the launcher lives as long as the server and must hold no CUDA context or DALI pipeline.
-    code = "from videoitg.decode.dali_backend import self_test; self_test(device='mixed')"
+    code = "from videoitg.decode.dali import self_test; self_test(device='mixed')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]

@@ -19,6 +19,9 @@ from videoitg.outputs import (
 )
 from videoitg.sampling import SamplingParams
 
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
+
 HELP = ("score one video for an instruction, in-process or through a running server (--server), and print the "
         "top-K frames and moments")
 

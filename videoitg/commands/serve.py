@@ -19,6 +19,13 @@ from videoitg.commands.repo import (
     check_runtimes_for,
     spec_from_args,
 )
+from videoitg.errors import CheckpointError, InputError
+from videoitg.serving.ports import check_ports_free
+from videoitg.serving.protocol import RepoSummary
+from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec, build_repository
+from videoitg.serving.server import ServerOptions, TritonServer
+from videoitg.serving.shm import is_stale, launcher_tag
+from videoitg.serving.supervise import supervise
 
 HELP = "serve a checkpoint with Triton Inference Server (HTTP, gRPC, metrics), bound to 127.0.0.1 by default"
 
@@ -50,28 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_target(target: str) -> str:
     if target != "auto":
         return target
-    import torch
-
+    import torch  # heavy: only where a GPU must be looked for, so that `--help` stays torch-free
 
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def is_gpu_repository(repo: Path) -> bool:
-    """Whether a model repository places any model on a GPU (an `instance_group` of kind KIND_GPU)."""
-    return any("KIND_GPU" in p.read_text() for p in Path(repo).glob("*/config.pbtxt"))
-
-
 def check_gpu_present(target: str, repo: Path | None) -> None:
     """A gpu repository on a machine without CUDA: one line saying so, before tritonserver is started."""
-    import torch
-
-    from videoitg.errors import InputError
+    import torch  # heavy: see resolve_target
 
     if torch.cuda.is_available():
         return
     if target == "gpu":
         raise InputError("--target gpu: this machine has no CUDA GPU; serve with --target cpu")
-    if repo is not None and is_gpu_repository(repo):
+    summary = RepoSummary.find(repo) if repo is not None else None
+    if summary is not None and summary.gpu:
         raise InputError(f"{repo} is a gpu repository (KIND_GPU models) and this machine has no CUDA GPU: "
                          "generate a cpu one (videoitg repo build --target cpu)")
 
@@ -97,20 +97,17 @@ REPO_PREFIX = "videoitg-repo-"  # temporary repositories: videoitg-repo-<launche
 
 def remove_stale_repositories(root: Path | None = None) -> None:
     """Temporary repositories of launchers that were killed before they could remove them."""
-    from videoitg.serving.shm import is_stale
-
     for d in (root or Path(tempfile.gettempdir())).glob(f"{REPO_PREFIX}*-*"):
         if is_stale(d.name[len(REPO_PREFIX):].split("-", 1)[0]):
             shutil.rmtree(d, ignore_errors=True)
 
 
-def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
+def check_checkpoint_for(spec: RepoSpec) -> None:
     """The checks each step makes when it loads, made here in seconds, before a server starts: a bad checkpoint
     is its real cause on the terminal instead of Triton's "failed to load all models"."""
+    # torch-heavy: imported when a checkpoint is checked, so that `--help` stays torch-free
     from videoitg.checkpoint import check_checkpoint
     from videoitg.defaults import default_checkpoint
-    from videoitg.errors import CheckpointError
-    from videoitg.serving.repository import DEFAULT_CHECKPOINT
 
     ckpt = default_checkpoint() if spec.checkpoint == DEFAULT_CHECKPOINT else Path(spec.checkpoint)
     cfg = check_checkpoint(ckpt, spec.vision_tower or None)
@@ -121,12 +118,6 @@ def check_checkpoint_for(spec) -> None:  # type: ignore[no-untyped-def]
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.serving.ports import check_ports_free
-    from videoitg.serving.repository import build_repository
-    from videoitg.serving.server import ServerOptions, TritonServer
-    from videoitg.serving.shm import launcher_tag
-    from videoitg.serving.watchdog import supervise
-
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     target = resolve_target(args.target)
@@ -153,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     stopping: list[str] = []
 
-    def _stop(signum, _frame):  # SIGINT / SIGTERM: only note it; the main loop stops the server in order
+    def _stop(signum: int, _frame: object) -> None:
+        """SIGINT / SIGTERM: only noted; the main loop stops the server in order."""
         stopping.append(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, _stop)

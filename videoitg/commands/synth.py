@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
+
 HELP = "generate synthetic shape videos with grounding instructions and exact labels"
 
 

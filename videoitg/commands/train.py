@@ -11,6 +11,9 @@ from pathlib import Path
 
 from videoitg.errors import InputError
 
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
+
 HELP = "train a VideoITG grounding checkpoint (resumable; torchrun for several processes)"
 
 

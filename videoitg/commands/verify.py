@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+# Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
+# answers without them (videoitg/cli.py).
+
 HELP = "compare every available backend (torch, onnxruntime, tensorrt, trtllm) with the PyTorch reference"
 
 

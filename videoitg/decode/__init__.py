@@ -1,16 +1,6 @@
-"""Video decoding: encoded bytes or a file in, only the sampled frames decoded, SigLIP-ready tensors out.
-
-    from videoitg.decode import decode_video, probe_video
-    frames = decode_video("clip.mp4")   # SampledFrames: pixel_values [T,3,384,384], frame_indices, ...
-    info = probe_video("clip.mp4")      # VideoInfo from the container (packet count if it lies)
-    images = decode_full_frames("clip.mp4", [0, 30])  # those frame numbers at the video's size, upright RGB
-
-Backends: "pyav" (FFmpeg, every codec, CPU), "dali-cpu" (VP8/VP9/MJPEG), "dali-gpu" (NVDEC); "auto" picks one
-and `SampledFrames.decoder` says which ran. Every failure is a `videoitg.errors.VideoDecodeError` subclass.
-See docs/decoding.md.
-
-The decoders (torch, PyAV) load on first use of a name that needs them, so `videoitg.limits` and the CLI's
-`--help`, which need only `DecodeLimits`, start without them.
+"""Video decoding: a file or encoded bytes in, only the sampled frames decoded, SigLIP-ready tensors out; every
+failure a `videoitg.errors.VideoDecodeError` subclass (docs/decoding.md). Decoders: "pyav", "dali-cpu", "dali-gpu".
+The decoders (torch, PyAV) load on first use of a name that needs them, so the CLI's `--help` starts without them.
 """
 
 from __future__ import annotations
@@ -42,14 +32,14 @@ if TYPE_CHECKING:
         probe_video,
         stream_video,
     )
-    from videoitg.decode.backends import DECODERS, dali_available
+    from videoitg.decode.choice import DECODERS, dali_available
     from videoitg.decode.parallel import FrameStream
 
 # name -> submodule that defines it, imported on first access (PEP 562)
 _LAZY = {
     "decode_video": "api", "decode_full_frames": "api", "probe_video": "api", "plan_decode": "api",
-    "DecodePlan": "api", "stream_video": "api", "FrameStream": "parallel", "DECODERS": "backends",
-    "dali_available": "backends",
+    "DecodePlan": "api", "stream_video": "api", "FrameStream": "parallel", "DECODERS": "choice",
+    "dali_available": "choice",
 }
 
 

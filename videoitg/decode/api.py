@@ -9,11 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import av
 import numpy as np
 import torch
 
-from videoitg.decode import backends
+from videoitg.decode import dali
 from videoitg.decode.budget import Deadline, run_with_budget
+from videoitg.decode.choice import choose_decoder, decoder_name
 from videoitg.decode.colour import YuvSignal
 from videoitg.decode.container import (
     OpenedSource,
@@ -38,7 +40,7 @@ from videoitg.decode.errors import (
     VideoTooLargeError,
 )
 from videoitg.decode.parallel import FrameStream, decode_frames, machine_workers
-from videoitg.decode.pyav_backend import apply_rotation, decode_each, frame_rotation
+from videoitg.decode.pyav import apply_rotation, decode_each, frame_rotation
 from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
 from videoitg.errors import InputError, VideoDecodeError
 from videoitg.sampling import SamplingParams, sample_frame_indices
@@ -68,9 +70,9 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
     source: a path or the encoded bytes. decoder: "auto", "pyav", "dali-cpu", "dali-gpu" ("dali" picks the
     GPU variant when CUDA is available). time_budget_s: wall-clock limit for the whole call (None: no limit).
     device: where the tensor should end up. A CUDA device lets "auto" pick NVDEC ("dali-gpu", output stays on
-    the GPU); CPU backends copy their result there. None: CPU, or the current CUDA device for "dali-gpu".
+    the GPU); CPU decoders copy their result there. None: CPU, or the current CUDA device for "dali-gpu".
     output: "float32" (SigLIP pixel values) or "uint8" (the resized RGB frames, a quarter of the bytes, to be
-    normalised on the device by `videoitg.preprocess.pixel_values`; DALI backends still return float32).
+    normalised on the device by `videoitg.preprocess.pixel_values`; DALI decoders still return float32).
     workers: PyAV decoder threads over GOP ranges (None: the machine's cores; 1: one decoder). The frames
     are the same whatever the number. frame_stream: a `FrameStream` told about each finished leading frame.
     Raises a `VideoDecodeError` subclass naming what was wrong with the input.
@@ -82,7 +84,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be a positive int or None, got {workers!r}")
     workers = workers or machine_workers()
-    requested = backends.normalize_name(decoder)
+    requested = decoder_name(decoder)
     limits = limits or DecodeLimits()
     src = check_source(source, limits)
     name = describe(source)
@@ -100,15 +102,14 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
         with open_container(src) as container:
             stream, head, index, frame_numbers = _checked_sampling(container, src, params, limits, deadline, name)
             want_cuda = device is not None and torch.device(device).type == "cuda"
-            chosen = backends.choose(requested, head["codec"], index, want_cuda)
+            chosen = choose_decoder(requested, head["codec"], index, want_cuda)
             deadline.check(f"decoding with {chosen}")
             pixels, colour = None, None
             if chosen != "pyav":
                 try:
                     rotation, colour = first_frame_facts(container, stream)
-                    pixels = backends.decode_dali(chosen, src.read_all(limits), frame_numbers, image_size,
-                                                  (head["width"], head["height"]), deadline, name, device,
-                                                  colour)
+                    pixels = dali.decode(chosen, src.read_all(limits), frame_numbers, image_size,
+                                         (head["width"], head["height"]), deadline, name, device, colour)
                 except (DecodeTimeoutError, VideoTooLargeError):
                     raise
                 except Exception as e:  # auto only: the file passed PyAV's checks, so PyAV can still do it
@@ -246,7 +247,7 @@ def decode_full_frames(source: Source, frame_numbers: Sequence[int], *,
     def work(deadline: Deadline) -> list[Any]:
         kept: dict[int, Any] = {}
 
-        def put(first: int, end: int, frame) -> None:  # noqa: ANN001 -- av.VideoFrame
+        def put(first: int, end: int, frame: av.VideoFrame) -> None:
             image = frame.to_ndarray(format="rgb24")
             if rotation_of[0] is None:  # the first decoded frame's, for every frame (as decode_video turns them)
                 rotation_of[0] = frame_rotation(frame)

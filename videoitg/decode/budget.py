@@ -1,11 +1,5 @@
-"""Per-decode time and work budget.
-
-FFmpeg reads can block (a stalled pipe or network mount) where no Python check can run, so the decode runs
-in a worker thread and the caller waits at most `budget_s`. The worker also checks the deadline between
-packets and frames, so a slow-but-progressing decode stops itself soon after the caller has given up.
-Work is bounded too: the decoder reports the pixels of every frame it decodes (`Deadline.spend`), so a small
-file whose frames are cheap to store but costly to decode is stopped by what it costs, not only by the clock.
-"""
+"""Per-decode time and work budget: the decode runs in a worker thread the caller waits on at most `budget_s`
+(FFmpeg reads can block where no Python check runs), and the decoder is charged the pixels of every frame it decodes."""
 
 from __future__ import annotations
 
@@ -75,5 +69,5 @@ def run_with_budget(fn: Callable[[Deadline], T], budget_s: float | None) -> T:
         raise DecodeTimeoutError(f"video decode exceeded its time budget of {budget_s:g} s "
                                  f"(stalled while {deadline.stage})")
     if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]
+        raise box["error"]
+    return box["result"]

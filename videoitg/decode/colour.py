@@ -1,26 +1,6 @@
-"""YUV -> RGB: what FFmpeg does (the reference: PyAV's `to_ndarray(format="rgb24")` and decord, which the released
-pipeline decodes with, give identical pixels), what DALI does instead, and the parameters with which the DALI
-pipeline undoes DALI's conversion and redoes FFmpeg's (docs/decoding.md, "Pixels").
-
-FFmpeg (libswscale, flags SWS_BILINEAR, no size change, its x86 unscaled converter): the matrix is the frame's
-tagged colour space (`sws_getCoefficients`: BT.601 when untagged), the range is the frame's tagged range (full for
-the yuvj formats), subsampled chroma is replicated over its block (2x2 for 4:2:0: no interpolation), in 16-bit
-fixed point (`ffmpeg_fixed_point`, `ffmpeg_rgb24`).
-
-DALI's video decoders output RGB only. The CPU decoder converts with libswscale too, but with SWS_BILINEAR |
-SWS_FULL_CHR_H_INT | SWS_ACCURATE_RND and no colour details: BT.601 always, the tagged range, chroma interpolated
-bilinearly at the block centres (weights 3/4 and 1/4, edges clamped). The GPU decoder converts NV12 in its own
-kernel: BT.601, the bitstream's full-range flag, the same centre-sited bilinear chroma (read in DALI's source).
-
-Both are linear up to rounding and clipping, and the chroma interpolation is invertible: the mean of each 2x2 block
-of interpolated chroma is `T c` with T = tridiag(1/8, 3/4, 1/8) along each subsampled axis (the clamped edges
-make it a symmetric extension), and T^-1 is a short filter whose taps fall off as 0.17^n (`CHROMA_INVERSE_TAPS`).
-So the pipeline recovers the decoded samples from DALI's RGB: Y per pixel through the inverse BT.601 matrix,
-chroma per block (box mean, then T^-1 on each subsampled axis), each rounded to an integer; then it converts them
-with FFmpeg's fixed-point rule. Where DALI's RGB is unclipped this gives FFmpeg's pixels bit for bit; where DALI
-clipped an out-of-gamut intermediate colour (sharp saturated colour edges) the information is gone from its uint8
-output and the error remains.
-"""
+"""YUV -> RGB as FFmpeg does it (the reference: PyAV's rgb24, and decord's, which the released pipeline decodes
+with), what DALI does instead, and the parameters with which the DALI pipeline undoes DALI's conversion and redoes
+FFmpeg's (docs/decoding.md, "Pixels", derives them)."""
 
 from __future__ import annotations
 

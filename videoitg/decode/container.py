@@ -1,9 +1,5 @@
-"""Open a video with PyAV, map FFmpeg failures to typed errors, read metadata and build the packet index.
-
-The packet index (demux only, no decode) is the fallback for containers that lie: it counts the frames when
-the header has no count (Matroska/WebM), gives every frame's presentation timestamp (variable frame rate),
-and lists keyframes so the decoder can seek straight to the GOP of each sampled frame.
-"""
+"""Open a video with PyAV, map FFmpeg failures to typed errors, read metadata and build the packet index (demux
+only: the frame count, timestamps and keyframes where the header lies or says nothing)."""
 
 from __future__ import annotations
 
@@ -306,7 +302,7 @@ def box_truncation(src: OpenedSource) -> str | None:
     if src.nbytes is None or sniff_format(src.head) != "MP4/MOV":
         return None
     f = src.file()
-    fh = open(f, "rb") if isinstance(f, str) else f  # noqa: SIM115 - closed below
+    fh = open(f, "rb") if isinstance(f, str) else f  # closed below
     try:
         off = 0
         while off + 8 <= src.nbytes:

@@ -1,14 +1,6 @@
-"""Keyframe-parallel sampled decoding, and the frame stream a consumer reads while the decode goes on.
-
-A GOP decodes on its own: from its keyframe, nothing before it is needed. So the sampled frames are grouped by
-the GOP that holds them, the groups are cut into contiguous pieces of about equal decode cost, and a few worker
-threads, each with its own demuxer and decoder on the same bytes, take the pieces in order. Every piece is
-decoded by the serial decoder (`decode_sampled`) into its slice of one output tensor, so the frames are the
-serial decoder's bit for bit (tested). FFmpeg, swscale and Pillow release the GIL while they work, so threads
-use the cores without extra processes or copies.
-
-`FrameStream` hands the finished leading frames to a consumer (the vision tower) while later ones decode.
-"""
+"""Keyframe-parallel sampled decoding (GOPs decode on their own: worker threads take contiguous pieces of equal
+decode cost, each into its slice of one output, the serial decoder's frames bit for bit), and the `FrameStream` a
+consumer reads the finished leading frames from while later ones decode."""
 
 from __future__ import annotations
 
@@ -23,7 +15,7 @@ import torch
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import FrameIndex, OpenedSource, open_container, select_video_stream
-from videoitg.decode.pyav_backend import apply_rotation, decode_sampled
+from videoitg.decode.pyav import apply_rotation, decode_sampled
 from videoitg.decode.structs import DecodeLimits
 
 if TYPE_CHECKING:

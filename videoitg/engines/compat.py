@@ -13,6 +13,9 @@ import sys
 from importlib import resources
 from typing import Any
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
 from videoitg.engines.libraries import library_version
 
 # compat.json library -> the module whose installed distribution carries that version
@@ -26,9 +29,6 @@ def load() -> dict[str, Any]:
 
 def mismatches(compat: dict[str, Any] | None = None, python: str | None = None) -> list[str]:
     """One line per library whose installed version is not the matrix's (numpy: its bound); empty when all hold."""
-    from packaging.specifiers import SpecifierSet  # noqa: PLC0415 - only where the check runs
-    from packaging.version import Version  # noqa: PLC0415
-
     libs = (compat or load())["libraries"]
     out: list[str] = []
     for name, module in MODULES.items():

@@ -14,12 +14,12 @@ import subprocess
 import sys
 from types import ModuleType
 
-from videoitg.engines.manifest import BackendUnavailable
+from videoitg.errors import BackendUnavailable
 
 
 def import_onnxruntime() -> ModuleType:
     try:
-        import onnxruntime  # noqa: PLC0415
+        import onnxruntime
     except Exception as e:
         raise BackendUnavailable(f"onnxruntime is not importable here ({type(e).__name__}: {e})") from e
     return onnxruntime
@@ -28,7 +28,7 @@ def import_onnxruntime() -> ModuleType:
 def import_tensorrt() -> ModuleType:
     """TensorRT wheels whose native libraries are missing raise OSError, not ImportError: catch everything."""
     try:
-        import tensorrt  # noqa: PLC0415
+        import tensorrt
     except Exception as e:
         raise BackendUnavailable(f"TensorRT is not importable here ({type(e).__name__}: {e})") from e
     return tensorrt
@@ -36,7 +36,7 @@ def import_tensorrt() -> ModuleType:
 
 def import_trtllm() -> ModuleType:
     try:
-        import tensorrt_llm  # noqa: PLC0415
+        import tensorrt_llm
     except Exception as e:
         raise BackendUnavailable(f"TensorRT-LLM is not importable here ({type(e).__name__}: {e})") from e
     return tensorrt_llm

@@ -18,9 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
-from videoitg.errors import VideoITGError
+from videoitg.engines.libraries import library_version
+from videoitg.errors import EngineError, EngineMismatchError
 
 MANIFEST_SUFFIX = ".manifest.json"
 SCHEMA_VERSION = 1
@@ -29,18 +31,6 @@ SCHEMA_VERSION = 1
 KINDS = ("onnx", "tensorrt")
 # Kinds whose files are only valid for the exact library version and GPU that produced them.
 GPU_LOCKED_KINDS = ("tensorrt",)
-
-
-class EngineError(VideoITGError):
-    """An engine directory is missing files or holds an engine this machine cannot use."""
-
-
-class EngineMismatchError(EngineError):
-    """An engine was built for another TensorRT version, GPU, precision or checkpoint."""
-
-
-class BackendUnavailable(EngineError):
-    """A runtime library (onnxruntime, TensorRT, TensorRT-LLM) or a GPU is not present on this machine."""
 
 
 @dataclass
@@ -117,11 +107,9 @@ class RuntimeEnv:
 
     @classmethod
     def current(cls, device_index: int = 0) -> RuntimeEnv:
-        versions = {name: _module_version(name) for name in ("tensorrt", "tensorrt_llm", "onnxruntime", "torch")}
+        versions = {name: library_version(name) for name in ("tensorrt", "tensorrt_llm", "onnxruntime", "torch")}
         gpu_name = cc = None
         try:
-            import torch
-
             if torch.cuda.is_available():
                 gpu_name = torch.cuda.get_device_name(device_index)
                 major, minor = torch.cuda.get_device_capability(device_index)
@@ -131,16 +119,8 @@ class RuntimeEnv:
         return cls(versions=versions, gpu_name=gpu_name, compute_capability=cc)
 
 
-def _module_version(name: str) -> str | None:
-    """Version of an installed library, None when absent: read from its distribution's metadata, never by
-    importing it (`videoitg.engines.libraries.library_version`)."""
-    from videoitg.engines.libraries import library_version  # noqa: PLC0415 - libraries imports this module
-
-    return library_version(name)
-
-
 # ---- the check -----------------------------------------------------------------------------------
-def check_manifest(
+def manifest_problems(
     manifest: EngineManifest,
     env: RuntimeEnv,
     *,
@@ -148,8 +128,8 @@ def check_manifest(
     checkpoint_identity: str | None = None,
     precision: str | None = None,
     strict_gpu_name: bool = True,
-) -> None:
-    """Raise EngineMismatchError listing every reason `manifest`'s engine cannot run here.
+) -> list[str]:
+    """Every reason `manifest`'s engine cannot run here, one line each; empty when it can.
 
     `checkpoint_sha256` (full hash, slow on 16 GB) / `checkpoint_identity` (videoitg.checkpoint's fast id) /
     `precision`: what the caller expects (None = don't check).
@@ -187,6 +167,13 @@ def check_manifest(
                 f"checkpoint mismatch: engine built from checkpoint {key} {str(built)[:16]}, "
                 f"the checkpoint given has {given[:16]}"
             )
+    return problems
+
+
+def check_manifest(manifest: EngineManifest, env: RuntimeEnv, **expected: Any) -> None:
+    """Raise EngineMismatchError listing every reason `manifest`'s engine cannot run here: `manifest_problems`, with
+    the same keyword arguments."""
+    problems = manifest_problems(manifest, env, **expected)
     if problems:
         raise EngineMismatchError(
             f"engine {manifest.name!r} ({manifest.file}) cannot be used here:\n  - "

@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from videoitg.engines.libraries import probe_import
-from videoitg.engines.manifest import EngineManifest, EngineMismatchError, RuntimeEnv, check_manifest
+from videoitg.engines.manifest import EngineManifest, RuntimeEnv, manifest_problems
 from videoitg.engines.runtimes import ENGINE_FILES  # (runtime, step) -> engine file; trtllm reads the checkpoint
+from videoitg.errors import EngineMismatchError
 
 # runtime -> the module it imports (torch: none beyond the image's own)
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "trtllm": "tensorrt_llm"}
@@ -62,10 +63,11 @@ def runtime_problems(engines: str | Path, runtimes: Mapping[str, str], env: Runt
             problems.append(f"{step}: runtime {runtime}: {path} is missing")
             continue
         try:
-            check_manifest(EngineManifest.read(path), env)
-        except EngineMismatchError as e:
-            reasons = [line.strip()[2:] for line in str(e).splitlines() if line.strip().startswith("- ")]
-            problems.append(f"{step}: runtime {runtime}: " + "; ".join(reasons or [str(e).splitlines()[0]]))
+            reasons = manifest_problems(EngineManifest.read(path), env)
+        except EngineMismatchError as e:  # a manifest of another schema
+            reasons = [str(e)]
+        if reasons:
+            problems.append(f"{step}: runtime {runtime}: " + "; ".join(reasons))
     return problems
 
 

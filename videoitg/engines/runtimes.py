@@ -29,15 +29,10 @@ import torch
 from torch import nn
 
 from videoitg.engines.libraries import import_onnxruntime, import_tensorrt
-from videoitg.engines.manifest import (
-    BackendUnavailable,
-    EngineError,
-    EngineManifest,
-    EngineMismatchError,
-    RuntimeEnv,
-    check_manifest,
-)
-from videoitg.limits import Limits, fixed_tokens
+from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
+from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
+from videoitg.limits import Limits
+from videoitg.token_budget import fixed_tokens
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt", "trtllm")
 ENGINE_FILES = {  # (runtime, step) -> file inside an engines directory (written by `videoitg build`)

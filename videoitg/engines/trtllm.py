@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from torch import nn
 
+from videoitg.checkpoint import index_tensors, load_config, load_indexed
 from videoitg.config import VideoITGConfig
 from videoitg.engines.libraries import import_trtllm
-from videoitg.engines.manifest import BackendUnavailable
+from videoitg.errors import BackendUnavailable
 from videoitg.model.layout import frame_mean_logits
 
 ARCHITECTURE = "VideoITGForFrameScoring"
@@ -97,7 +99,7 @@ class FrameScoreHead(nn.Module):
         self.register_buffer("weight", torch.zeros(hidden_size, dtype=torch.float32))
         self.register_buffer("bias", torch.zeros((), dtype=torch.float32))
 
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
         self.weight, self.bias = self.weight.float(), self.bias.float()  # device moves apply, dtype casts do not
         return self
@@ -122,9 +124,9 @@ def model_classes() -> tuple[type, type]:
     """Define (and register with TRT-LLM's auto-model registry) the out-of-tree classes. Deferred so that this
     module imports without TensorRT-LLM."""
     import_trtllm()
-    from tensorrt_llm._torch.attention_backend.interface import PredefinedAttentionMask  # noqa: PLC0415
-    from tensorrt_llm._torch.models.modeling_qwen import QwenDecoderLayer, QwenModel  # noqa: PLC0415
-    from tensorrt_llm._torch.models.modeling_utils import register_auto_model  # noqa: PLC0415
+    from tensorrt_llm._torch.attention_backend.interface import PredefinedAttentionMask
+    from tensorrt_llm._torch.models.modeling_qwen import QwenDecoderLayer, QwenModel
+    from tensorrt_llm._torch.models.modeling_utils import register_auto_model
 
     class FullAttentionQwenLayer(QwenDecoderLayer):
         """QwenDecoderLayer whose self-attention sees every token (the released model sets is_causal=False in
@@ -215,20 +217,16 @@ class TrtllmTorchScorer:
 
     def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.float16, attn_backend: str = "TRTLLM",
                  device: torch.device | str | None = None):
-        """device: the GPU to build on and run (default: the current CUDA device); it is made the current one,
-        since TRT-LLM's attention backend allocates on the current device."""
+        """device: the GPU to build on and run, with its index (the runtime seam passes the model's, `runtimes._cuda`;
+        default: the current CUDA device); it is made the current one, since TRT-LLM's attention backend allocates
+        on the current device."""
         import_trtllm()
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")
-        self.device = torch.device(device) if device is not None else torch.device("cuda")
-        if self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(self.device)
-        import transformers  # noqa: PLC0415
-        from tensorrt_llm._torch.attention_backend.utils import get_attention_backend  # noqa: PLC0415
-        from tensorrt_llm._torch.model_config import ModelConfig  # noqa: PLC0415
-
-        from videoitg.checkpoint import index_tensors, load_config, load_indexed  # noqa: PLC0415
+        from tensorrt_llm._torch.attention_backend.utils import get_attention_backend  # optional: as model_classes
+        from tensorrt_llm._torch.model_config import ModelConfig
 
         ckpt = Path(checkpoint_dir)
         self.cfg, _ = load_config(ckpt)

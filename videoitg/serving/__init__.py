@@ -1,4 +1,3 @@
-"""Starting and talking to a Triton Inference Server: the launcher (`server`, `ports`, `shm`, `watchdog`), the
-public front (`front`), the model-repository generator (`repository`), the Triton binaries (`binaries`), the
-client (`client`), routing over several servers (`routing`) and `perf`. Submodules import heavy dependencies
-lazily."""
+"""Serving VideoITG with Triton: the wire contract (`protocol`), the repository generator (`repository`), the launcher
+(`server`, with `supervise`, `procfs`, `ports`, `shm`, `binaries`), the public front (`front`), the client (`client`),
+routing over several servers (`routing`) and `perf`."""

@@ -1,13 +1,5 @@
-"""Where the Triton binaries are and what they need to run.
-
-`tritonserver`: an explicit `VIDEOITG_TRITONSERVER`, else a system/container install (`tritonserver` on PATH or
-`/opt/tritonserver/bin`), else the server shipped in the `nvidia-pytriton` wheel (python backend only; runs on CPU).
-`perf_analyzer`: the binary that the `tritonclient==2.51.0` wheel installs next to the interpreter.
-
-The wheel's libraries are vendored under `nvidia_pytriton.libs` with hashed file names (`libb64-98cb6333.so.0d`);
-perf_analyzer asks for the plain sonames (`libb64.so.0d`, `libcudart.so.12`), so `tool_lib_dir` makes a small
-directory of soname links. Facts behind each step: docs/serving.md "How the CPU server is started".
-"""
+"""Where the Triton binaries are and what they need to run (the facts behind each step: docs/serving.md, "How the
+CPU server is started")."""
 
 from __future__ import annotations
 
@@ -69,6 +61,8 @@ def pytriton_libs_dir() -> Path | None:
 
 
 def find_tritonserver() -> TritonInstall:
+    """An explicit `VIDEOITG_TRITONSERVER`, else a system or container install (`tritonserver` on PATH or
+    `/opt/tritonserver/bin`), else the server shipped in the `nvidia-pytriton` wheel (python backend only; CPU)."""
     env = os.environ.get("VIDEOITG_TRITONSERVER")
     if env:
         binary = Path(env).resolve()
@@ -167,7 +161,9 @@ def find_perf_analyzer() -> Path:
 
 
 def tool_lib_dir(dest_root: Path | None = None) -> Path | None:
-    """A directory of soname links (`libb64.so.0d`, `libcudart.so.12`) into `nvidia_pytriton.libs`."""
+    """A directory of soname links (`libb64.so.0d`, `libcudart.so.12`) into `nvidia_pytriton.libs`: the wheel vendors
+    its libraries with hashed file names (`libb64-98cb6333.so.0d`), and perf_analyzer (which the
+    `tritonclient==2.51.0` wheel installs next to the interpreter) asks for the plain sonames."""
     libs = pytriton_libs_dir()
     if libs is None:
         return None

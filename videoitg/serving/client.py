@@ -1,16 +1,6 @@
-"""Client of the served model (tritonclient underneath, HTTP or gRPC). Gives back the same `GroundingResult` the
-in-process `Scorer` does, so `results.jsonl` records are identical whichever path produced them.
-
-    from videoitg.serving.client import VideoITGClient
-    client = VideoITGClient("127.0.0.1:8001", protocol="grpc")
-    result = client.score("clip.mp4", "When does the dog jump?")
-    result.top_k_frames(8)
-    result, images = client.score("clip.mp4", "When does the dog jump?", top_k=8, frames="jpeg", frames_size=448)
-
-A video file under one of the media roots the served model announces (its `media_roots` parameter, `videoitg serve
---media-root DIR`) is named by its path (VIDEO_URI) instead of sent: the server reads it where it lies, so a long
-video needs no upload and no bytes limit of its own. Otherwise the bytes are sent.
-"""
+"""Client of the served model (tritonclient, HTTP or gRPC): gives back the same `GroundingResult` as the in-process
+`Scorer`, sending a video by path (under a media root the model announces), by digest (cached) or as its bytes
+(docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -25,18 +15,11 @@ from typing import Any
 import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import (
-    FRAME_FORMATS,
-    GroundingResult,
-    check_ranking_rule,
-    frames_from_outputs,
-    result_from_outputs,
-)
+from videoitg.outputs import GroundingResult, check_ranking_rule, frames_from_outputs, result_from_outputs
 from videoitg.paths import MediaRoots, local_video
+from videoitg.serving.protocol import FRAME_FORMATS, GROUNDING, RESULT_NAMES, TOP, signatures
 
-MODEL = "videoitg"
-OUTPUTS = ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT", "MOMENTS",
-           "APPLIED_RANKING_RULE", "DURATION"]
+REQUEST = signatures("bls")[TOP]  # every input a client may send (the ensemble takes a subset)
 
 
 class RemoteError(VideoITGError):
@@ -149,7 +132,7 @@ DIGEST_FIRST_BYTES = 1 << 20
 
 
 class VideoITGClient:
-    def __init__(self, url: str, protocol: str = "grpc", model: str = MODEL, timeout_s: float = 600.0,
+    def __init__(self, url: str, protocol: str = "grpc", model: str = TOP, timeout_s: float = 600.0,
                  digest_first_bytes: int = DIGEST_FIRST_BYTES):
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         self.digest_first_bytes = digest_first_bytes
@@ -185,29 +168,26 @@ class VideoITGClient:
         media root of the server) or VIDEO_DIGEST alone. Optional
         inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
         `ranking_rule` parameter, "released" unless configured; no frames unless FRAMES asks)."""
-        m = self._m
-
-        def tensor(name: str, arr: np.ndarray, dtype: str):
-            t = m.InferInput(name, list(arr.shape), dtype)
-            t.set_data_from_numpy(arr)
-            return t
-
         if video is not None:
-            named = tensor("VIDEO", np.array([[video]], dtype=np.object_), "BYTES")
+            values: dict[str, Any] = {"VIDEO": video}
         elif uri is not None:
-            named = tensor("VIDEO_URI", np.array([[os.fsencode(uri)]], dtype=np.object_), "BYTES")
+            values = {"VIDEO_URI": os.fsencode(uri)}
         else:
-            named = tensor("VIDEO_DIGEST", np.array([[str(digest).encode()]], dtype=np.object_), "BYTES")
-        ins = [named, tensor("INSTRUCTION", np.array([[instruction.encode("utf-8")]], dtype=np.object_), "BYTES")]
-        if top_k is not None:
-            ins.append(tensor("TOP_K", np.array([[top_k]], dtype=np.int32), "INT32"))
-        if ranking_rule is not None:
-            rule = check_ranking_rule(ranking_rule).encode()
-            ins.append(tensor("RANKING_RULE", np.array([[rule]], dtype=np.object_), "BYTES"))
-        if frames is not None:
-            ins.append(tensor("FRAMES", np.array([[frames.encode()]], dtype=np.object_), "BYTES"))
-        if frames_size is not None:
-            ins.append(tensor("FRAMES_SIZE", np.array([[frames_size]], dtype=np.int32), "INT32"))
+            values = {"VIDEO_DIGEST": str(digest).encode()}
+        values["INSTRUCTION"] = instruction.encode("utf-8")
+        values["TOP_K"] = top_k
+        values["RANKING_RULE"] = None if ranking_rule is None else check_ranking_rule(ranking_rule).encode()
+        values["FRAMES"] = None if frames is None else frames.encode()
+        values["FRAMES_SIZE"] = frames_size
+        ins = []
+        for name, value in values.items():
+            if value is None:
+                continue
+            spec = REQUEST.input(name)  # the name, dtype and shape the served model declares ([batch, 1])
+            arr = np.array([[value]], dtype=spec.numpy)
+            t = self._m.InferInput(name, list(arr.shape), spec.datatype)
+            t.set_data_from_numpy(arr)
+            ins.append(t)
         return ins
 
     def accepts(self, name: str) -> bool:
@@ -216,7 +196,7 @@ class VideoITGClient:
             try:
                 md = self._client.get_model_metadata(self.model, **({"as_json": True} if self.protocol == "grpc"
                                                                      else {}))
-            except Exception:  # noqa: BLE001 -- unknown for now: ask again next time
+            except Exception:  # unknown for now: ask again next time
                 return False
             self._input_names = {i.get("name") for i in md.get("inputs", [])}
         return name in self._input_names
@@ -250,7 +230,7 @@ class VideoITGClient:
                 cfg = self._client.get_model_config(model or self.model, as_json=True).get("config", {})
             else:
                 cfg = self._client.get_model_config(model or self.model)
-        except Exception:  # noqa: BLE001 -- the parameters are informative: a server that does not answer has none
+        except Exception:  # the parameters are informative: a server that does not answer has none
             return {}
         return {k: v.get("string_value", "") for k, v in (cfg.get("parameters") or {}).items()}
 
@@ -258,8 +238,6 @@ class VideoITGClient:
         """The checkpoint the deployment serves: its `checkpoint` model parameter, on the top-level model (BLS) or
         the grounding step (an ensemble has no parameters of its own); "default" is the embedded tiny one. None
         when the server does not say."""
-        from videoitg.serving.repository import GROUNDING
-
         for name in (self.model, GROUNDING):
             params = self.model_parameters(name)
             if "checkpoint" in params:
@@ -319,7 +297,7 @@ class VideoITGClient:
 
     def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool,
                frames: str | None = None, by_reference: bool = False) -> ServedResult:
-        names = OUTPUTS + ([FRAME_FORMATS[frames]] if frames is not None else [])
+        names = [*RESULT_NAMES, *([FRAME_FORMATS[frames]] if frames is not None else [])]
         outs = [self._m.InferRequestedOutput(n) for n in names]
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}

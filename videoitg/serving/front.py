@@ -1,35 +1,5 @@
-"""The public face of a launched server: the only ports a client reaches.
-
-tritonserver listens on loopback ports that only the launcher knows. This front listens on the public HTTP, gRPC
-and metrics ports and passes on what the public API allows: health, server metadata, every model's metadata,
-readiness, config and statistics (read-only; the metrics page names every model anyway), inference of the public
-models, and the metrics page. Everything else, inference of an internal step and the model-repository,
-shared-memory, logging and trace APIs, is answered here (HTTP 404, gRPC UNIMPLEMENTED or NOT_FOUND) and never
-reaches Triton.
-
-Each inference request has one reading, checked before it is passed on by the pure functions below (a refusal is a
-`Refusal`: its text names the problem, its `reason` labels the front's `videoitg_front_rejected` counter):
-- its size is bounded (HTTP 413, gRPC RESOURCE_EXHAUSTED), and so is its JSON header (`MAX_HEADER_BYTES`: videos
-  travel as binary data or by reference), refused before anything is parsed;
-- HTTP: framing and encoding headers appear once (`SINGLE_HEADERS`), no content encoding but identity (refused
-  before the body is read: it would be inflated before these checks), `Inference-Header-Content-Length` is plain
-  ASCII digits; the JSON header is UTF-8 without lone surrogates, has no duplicate keys (Python would read the
-  last, Triton the first), nests at most `MAX_JSON_DEPTH` levels and has the structure of a KServe v2 inference
-  request, its `parameters` typed as KServe v2 and Triton define them (400 naming what is wrong; Triton 2.51
-  answers some malformed bodies with 500 and is killed by a deeply nested one);
-- at most as many inputs and outputs as the public models' signatures declare (`signature_bound`), counted before
-  any of them is looked at (gRPC: and one `raw_input_contents` per input when any);
-- every input's shape has at most `MAX_ELEMENTS` elements (a shape whose byte size overflows passes Triton 2.51's
-  size check and aborts the python-backend stub before any model code runs).
-A body reaches Triton whole, with a Content-Length: Triton 2.51 overflows its stack decoding a body sent in many
-small chunks (CVE-2025-23310 / CVE-2025-23311).
-
-What clients hold is bounded too (`FrontConfig`): body bytes held at once across connections (`held_bytes`, past
-it 503), the time a body may take (`BODY_IDLE_S` without a byte, `BODY_GRACE_S` plus `MIN_BODY_RATE`), the time to
-send a request's headers and an idle keep-alive connection (`KEEPALIVE_S`), and the open connections
-(`max_connections`, below the common 1024 open-file limit). Toward tritonserver every call has a stated bound
-(`pass_timeout_s`, `infer_timeout_s`), after which the client gets 503 / UNAVAILABLE; its error text is passed on
-at most `MAX_ERROR_CHARS` long.
+"""The public face of a launched server, the only ports a client reaches: it passes on to tritonserver's loopback
+ports what the public API allows, each request read once and bounded first (the policy below).
 
     python -m videoitg.serving.front CONFIG_JSON    # started and stopped by `TritonServer` (server.py)
 """
@@ -46,15 +16,15 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from videoitg.jsonio import nesting_over
-from videoitg.limits import SERVED_MAX_VIDEO_BYTES
+from videoitg.serving.protocol import OTHER_INPUTS_BYTES
 
+# aiohttp, grpc and tritonclient (the serve extra) are imported where the transport is built: the launcher and the
+# policy tests import this module without them.
 MAX_JSON_DEPTH = 16  # an inference request's JSON nests 4 levels (object, inputs, input, data), plus data's dims
 MAX_ELEMENTS = 1 << 40  # per input; far beyond any real request, far below an int64 byte-size overflow
-OTHER_INPUTS_BYTES = 16 << 20  # a request's bound beyond its videos: instruction, options, JSON
 # The JSON header of an HTTP inference request: names, shapes, parameters and small inline values (an instruction
 # at its 64 KiB bound, even in JSON's six-byte escapes, fits). Parsing this much takes well under a second.
 MAX_HEADER_BYTES = 1 << 20
@@ -96,7 +66,7 @@ class FrontConfig:
     models: tuple[str, ...]  # the models a client may use
     max_request_bytes: int
     shutdown_s: float = 10.0  # in-flight requests get this long on SIGTERM
-    max_inputs: int = DEFAULT_MAX_TENSORS  # the public models' signature (`signature_bound`)
+    max_inputs: int = DEFAULT_MAX_TENSORS  # the public models' signature (`RepoSummary.signature_bound`)
     max_outputs: int = DEFAULT_MAX_TENSORS
     held_bytes: int = 1 << 30  # request body bytes held at once, all connections together (at least one request)
     max_connections: int = 768  # open client connections per port, below the common 1024 open-file limit
@@ -118,36 +88,29 @@ class Refusal(str):
 
 
 # ---- policy (pure, unit-tested without a server) ----------------------------------------------------------------
-def request_bytes_bound(repository: Path, model: str) -> int:
-    """The largest request body the front accepts for `model`: its served MAX_VIDEO_BYTES (the repository's
-    parameter, else the served default) per video of its largest batch, plus OTHER_INPUTS_BYTES."""
-    text = _config_text(repository, model)
-    video = re.search(r'key: "MAX_VIDEO_BYTES"\s*value\s*\{\s*string_value: "(\d+)"', text)
-    batch = re.search(r"^max_batch_size:\s*(\d+)", text, re.MULTILINE)
-    per_video = int(video[1]) if video else SERVED_MAX_VIDEO_BYTES
-    return per_video * max(1, int(batch[1]) if batch else 1) + OTHER_INPUTS_BYTES
-
-
-def _config_text(repository: Path, model: str) -> str:
-    try:
-        return (repository / model / "config.pbtxt").read_text()
-    except OSError:
-        return ""
-
-
-def signature_bound(repository: Path, models: Iterable[str]) -> tuple[int, int]:
-    """(inputs, outputs): the most that any of `models` declares in its config.pbtxt (`input [...]`,
-    `output [...]`); DEFAULT_MAX_TENSORS for a model whose config cannot be read that way."""
-    most = [0, 0]
-    for model in models:
-        text = _config_text(repository, model)
-        for i, key in enumerate(("input", "output")):
-            block = re.search(rf"^{key}\s*\[(.*?)^\]", text, re.MULTILINE | re.DOTALL)
-            n = len(re.findall(r"\bname\s*:", block[1])) if block else 0
-            most[i] = max(most[i], n or DEFAULT_MAX_TENSORS)
-    return (most[0] or DEFAULT_MAX_TENSORS, most[1] or DEFAULT_MAX_TENSORS)
-
-
+# tritonserver listens on loopback ports that only the launcher knows. This front listens on the public HTTP, gRPC
+# and metrics ports and passes on what the public API allows: health, server metadata, every model's metadata,
+# readiness, config and statistics (read-only; the metrics page names every model anyway), inference of the public
+# models, and the metrics page. Everything else, inference of an internal step and the model-repository,
+# shared-memory, logging and trace APIs, is answered here (HTTP 404, gRPC UNIMPLEMENTED or NOT_FOUND) and never
+# reaches Triton.
+#
+# Each inference request has one reading, checked before it is passed on by the pure functions below (a refusal is a
+# `Refusal`: its text names the problem, its `reason` labels the front's `videoitg_front_rejected` counter):
+# - its size is bounded (HTTP 413, gRPC RESOURCE_EXHAUSTED), and so is its JSON header (`MAX_HEADER_BYTES`: videos
+#   travel as binary data or by reference), refused before anything is parsed;
+# - HTTP: framing and encoding headers appear once (`SINGLE_HEADERS`), no content encoding but identity (refused
+#   before the body is read: it would be inflated before these checks), `Inference-Header-Content-Length` is plain
+#   ASCII digits; the JSON header is UTF-8 without lone surrogates, has no duplicate keys (Python would read the
+#   last, Triton the first), nests at most `MAX_JSON_DEPTH` levels and has the structure of a KServe v2 inference
+#   request, its `parameters` typed as KServe v2 and Triton define them (400 naming what is wrong; Triton 2.51
+#   answers some malformed bodies with 500 and is killed by a deeply nested one);
+# - at most as many inputs and outputs as the public models' signatures declare (the repository summary), counted before
+#   any of them is looked at (gRPC: and one `raw_input_contents` per input when any);
+# - every input's shape has at most `MAX_ELEMENTS` elements (a shape whose byte size overflows passes Triton 2.51's
+#   size check and aborts the python-backend stub before any model code runs).
+# A body reaches Triton whole, with a Content-Length: Triton 2.51 overflows its stack decoding a body sent in many
+# small chunks (CVE-2025-23310 / CVE-2025-23311).
 def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, str] | Refusal:
     """('pass' | 'infer', path to send Triton) for an allowed HTTP request, else the reason it is refused. The path
     sent on is rebuilt from what was matched, so an encoded or doubled segment cannot name another model."""
@@ -324,7 +287,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d = dict(pairs)
     if len(d) != len(pairs):
         seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
         raise _Duplicate(f"key {key[:64]!r} appears twice in one object")
     return d
 
@@ -812,7 +775,7 @@ class _Refused(asyncio.Protocol):
     """A connection past the cap: answered 503 and closed at once, so it holds no file descriptor."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n"  # type: ignore[attr-defined]
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n"
                         b"Retry-After: 1\r\n\r\n")
         transport.close()
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from videoitg.errors import InputError
 from videoitg.serving import binaries
+from videoitg.serving.protocol import TOP
 
 DEFAULT_INSTRUCTION = "When does the main event of the video happen?"
 COPY_TAG = b"videoitg-perf"  # payload of the appended element, with the copy's number
@@ -109,7 +110,7 @@ def cache_counts(metrics_url: str, timeout_s: float = 5.0) -> CacheCounts | None
     if not url.rstrip("/").endswith("/metrics"):
         url = url.rstrip("/") + "/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:  # noqa: S310 -- an http URL the user named
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
             text = r.read().decode("utf-8", "replace")
     except (OSError, ValueError):
         return None
@@ -121,7 +122,7 @@ def cache_counts(metrics_url: str, timeout_s: float = 5.0) -> CacheCounts | None
     return CacheCounts(found["hits"], found["misses"]) if len(found) == 2 else None
 
 
-def command(url: str, protocol: str, input_json: Path, csv_path: Path, concurrency: str, model: str = "videoitg",
+def command(url: str, protocol: str, input_json: Path, csv_path: Path, concurrency: str, model: str = TOP,
             measurement_interval_ms: int = 4000, stability_pct: int = 50, max_trials: int = 10,
             request_count: int | None = None, extra: list[str] | None = None) -> list[str]:
     """The perf_analyzer command line. `request_count`: send exactly that many requests per level instead of

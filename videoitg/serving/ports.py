@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-from pathlib import Path
 
 from videoitg.errors import VideoITGError
+from videoitg.serving.procfs import port_holder
 
 LOOPBACK = "127.0.0.1"
 
@@ -30,26 +29,6 @@ def free_ports(n: int, host: str = LOOPBACK) -> list[int]:
         for s in socks:
             s.bind((host, 0))
         return [s.getsockname()[1] for s in socks]
-
-
-def port_holder(port: int) -> str:
-    """'pid N (command line)' of the process listening on TCP `port`, from /proc; '' when it cannot be seen."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
-                    inodes.add(f"socket:[{cols[9]}]")
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
-                if os.readlink(fd) in inodes:
-                    argv = (proc / "cmdline").read_bytes().split(b"\0")
-                    return f"pid {proc.name} ({' '.join(a.decode(errors='replace') for a in argv[:2])})"
-    return ""
 
 
 def check_ports_free(host: str, ports: list[int]) -> None:

@@ -1,31 +1,6 @@
-"""The Triton model-repository generator: every `config.pbtxt` (and each model's tiny `model.py` shim) comes from
-`model_specs()` here, for a CPU or a GPU deployment of a given checkpoint and optional engines, in one of two
-shapes (`RepoSpec.mode`, trade-off in docs/serving.md):
-- `bls` (default): the top-level `videoitg` is a BLS orchestrator (python): hash + feature cache, then
-  decode -> vision on a miss, grounding, selection. A cache hit skips decode and the vision tower. Each request is
-  its own task (a hit never waits behind a decode); at most `Limits.max_in_flight` cold videos at once, past it a
-  request is refused at once (UNAVAILABLE) instead of waiting while its client times out.
-- `ensemble`: the top-level `videoitg` is a Triton ensemble decode -> vision -> grounding -> `videoitg_select`,
-  the standard shape that perf_analyzer / model-analyzer and operators know; no feature cache (every request
-  decodes and encodes its video). CPU target only.
-
-Both shapes take the same inputs and give the same outputs. The steps (all reachable by clients too, so each
-checks its own inputs as the top-level model does):
-- `videoitg_decode`     python: the core decoder (`videoitg.decode`) with PyAV (`--decoder python`) or DALI
-                        through its Python API in the step (`--decoder dali`: NVDEC on a GPU instance, output left
-                        on the device; DALI's CPU decoder, VP8/VP9/MJPEG, on the cpu target). No Triton DALI
-                        backend is used.
-- `videoitg_vision`     python: SigLIP + projector on the runtime the engines directory names (torch, ONNX
-                        Runtime, a TensorRT plan: `videoitg.engines.runtimes`).
-- `videoitg_grounding`  python: owns the tokenizer and the grounding LLM on its runtime (torch, ONNX Runtime,
-                        TensorRT, TensorRT-LLM); dynamic batching with ragged inputs, each request scored alone.
-- `videoitg_select`     python (ensemble only): logits -> ranking, top-K, moments (what the BLS model does inline).
-The model.py shims import `videoitg.python_backend.<module>` (the `python_backend/` folder, installed with the
-package), so the implementation lives once and the repository needs only the installed package.
-The deployment's `videoitg.limits.Limits` travel as model parameters (`Limits.to_parameters()`) of the top-level,
-decode and grounding models, which read them back with `Limits.from_mapping`: one configuration, checked where
-each bound can first be checked (bytes at the top level, the video in decode, tokens in grounding).
-"""
+"""The Triton model-repository generator: each model's `config.pbtxt` and `model.py` shim, and the repository's
+summary, for a cpu or gpu deployment in the `bls` or `ensemble` shape (docs/serving.md, "The model repository").
+The tensors come from `videoitg.serving.protocol`; the implementation lives in `python_backend/`."""
 
 from __future__ import annotations
 
@@ -36,18 +11,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.errors import InputError, VideoITGError
+from videoitg.errors import InputError
 from videoitg.limits import Limits, served_defaults
 from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
 from videoitg.sampling import SamplingParams
+from videoitg.serving.protocol import (
+    DECODE,
+    DECODERS,
+    FEATURE_TYPES,
+    GENERATED,
+    GROUNDING,
+    MODES,
+    OTHER_INPUTS_BYTES,
+    SELECT,
+    SUMMARY_FILE,
+    TOP,
+    VISION,
+    ModelSummary,
+    RepoSummary,
+    Signature,
+    TensorSpec,
+    signatures,
+)
 
-TOP = "videoitg"
-DECODE = "videoitg_decode"
-VISION = "videoitg_vision"
-GROUNDING = "videoitg_grounding"
-SELECT = "videoitg_select"
-MODES = ("bls", "ensemble")
-FEATURE_TYPES = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}  # the steps' dtype -> Triton's
+# NVDEC on a GPU (the frames stay on the device); PyAV on a CPU machine, where it is the faster decoder.
+DEFAULT_DECODERS = {"cpu": "python", "gpu": "dali"}
 DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkpoint() inside the server
 
 
@@ -56,9 +44,10 @@ class RepoSpec:
     target: str = "cpu"  # "cpu" | "gpu"
     mode: str = "bls"  # "bls" | "ensemble" (cpu target only)
     # The decode step (python either way): "python" (PyAV on the CPU, uint8 frames to the vision step) or "dali"
-    # (DALI's Python API inside the step, float32 pixel values: NVDEC on the gpu target, DALI's CPU decoder on the cpu
-    # target, which decodes VP8/VP9/MJPEG only). The step self-tests DALI at load (`dali_backend.self_test`).
-    decoder: str = "python"
+    # (DALI's Python API inside the step, float32 pixel values: NVDEC on the gpu target, PyAV for the streams NVDEC
+    # cannot number or decode; DALI's CPU decoder on the cpu target, VP8/VP9/MJPEG only). The step self-tests DALI
+    # at load (`videoitg.decode.dali.self_test`). "" = the target's default (`DEFAULT_DECODERS`).
+    decoder: str = ""
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
     engines: str = ""
@@ -90,7 +79,8 @@ class RepoSpec:
             raise InputError(f"target must be 'cpu' or 'gpu', got {self.target!r}")
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.decoder not in ("dali", "python"):
+        self.decoder = self.decoder or DEFAULT_DECODERS[self.target]
+        if self.decoder not in DECODERS:
             raise InputError(f"decoder must be 'dali' or 'python', got {self.decoder!r}")
         if self.mode == "ensemble" and self.gpu:
             raise InputError("the ensemble repository is generated for the cpu target only; use --mode bls for a "
@@ -140,32 +130,38 @@ def step_runtimes(engines: str, target: str) -> dict[str, str]:
     summary = Path(engines) / "build.json"
     if not summary.is_file():
         raise InputError(f"{engines}: no build.json; build engines with `videoitg build --out {engines}`")
+    from videoitg.engines.runtimes import ENGINE_FILES  # imports torch: `repo build` without engines stays torch-free
+
     built = json.loads(summary.read_text())
     for step, runtime in built.get("runtimes", {}).items():
         if target == "cpu" and runtime in GPU_ONLY_RUNTIMES:
-            onnx = Path(engines) / "onnx" / ("vision.onnx" if step == "vision" else "llm.onnx")
-            runtime = "onnxruntime" if onnx.is_file() else "torch"
+            runtime = "onnxruntime" if (Path(engines) / ENGINE_FILES[("onnxruntime", step)]).is_file() else "torch"
         runtimes[step] = runtime
     return runtimes
 
 
 # ---- config trees -------------------------------------------------------------------------------------------
-def _io(name: str, dtype: str, dims: list[int], **extra: Any) -> dict[str, Any]:
-    return {"name": name, "data_type": f"TYPE_{dtype}", "dims": dims, **extra}
+def _io(t: TensorSpec) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"name": t.name, "data_type": f"TYPE_{t.dtype}", "dims": list(t.dims)}
+    if t.ragged:
+        cfg["allow_ragged_batch"] = True
+    if t.optional:
+        cfg["optional"] = True
+    return cfg
 
 
 def _params(**kv: Any) -> dict[str, dict[str, str]]:
     return {k: {"string_value": str(v)} for k, v in kv.items()}
 
 
-def _python_model(name: str, spec: RepoSpec, *, inputs, outputs, max_batch: int = 0, count: int = 1,
-                  batching: dict | None = None, params: dict[str, Any] | None = None,
+def _python_model(name: str, spec: RepoSpec, sig: Signature, *, max_batch: int = 0, count: int = 1,
+                  batching: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
                   on_gpu: bool = False) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": name, "backend": "python", "max_batch_size": max_batch}
     if batching is not None:
         cfg["dynamic_batching"] = batching
-    cfg["input"] = inputs
-    cfg["output"] = outputs
+    cfg["input"] = [_io(t) for t in sig.inputs]
+    cfg["output"] = [_io(t) for t in sig.outputs]
     kind = "KIND_GPU" if (on_gpu and spec.gpu) else "KIND_CPU"
     cfg["instance_group"] = [{"kind": kind, "count": count}]
     p = dict(params or {})
@@ -176,64 +172,15 @@ def _python_model(name: str, spec: RepoSpec, *, inputs, outputs, max_batch: int 
     return cfg
 
 
-def selection_inputs() -> list[dict[str, Any]]:
-    return [
-        _io("TOP_K", "INT32", [1], optional=True),
-        _io("RANKING_RULE", "STRING", [1], optional=True),  # "released" | "exact" (videoitg.outputs)
-    ]
-
-
-def request_inputs(mode: str = "bls") -> list[dict[str, Any]]:
-    """What a client sends the top-level model. With the feature cache (bls), the video may come as VIDEO_DIGEST
-    alone (`videoitg.digest.video_digest`): a cached video is then scored without its bytes crossing the wire, an
-    uncached one is answered NOT_FOUND and the client sends VIDEO (`VideoITGClient` does both); or as VIDEO_URI,
-    a file under one of the server's media roots (refused where it has none)."""
-    if mode == "bls":
-        video = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_DIGEST", "STRING", [1], optional=True),
-                 _io("VIDEO_URI", "STRING", [1], optional=True)]
-    else:
-        video = [_io("VIDEO", "STRING", [1])]
-    return [*video, _io("INSTRUCTION", "STRING", [1]), *selection_inputs()]
-
-
-def frame_inputs() -> list[dict[str, Any]]:
-    """Asking for the top-K frames as images (bls only; docs/serving.md): FRAMES "jpeg" | "uint8", FRAMES_SIZE the
-    longer side in pixels (0 or absent: the video's own size)."""
-    return [_io("FRAMES", "STRING", [1], optional=True), _io("FRAMES_SIZE", "INT32", [1], optional=True)]
-
-
-def frame_outputs() -> list[dict[str, Any]]:
-    """The frames asked for, chronological; only the asked format's output is in the answer
-    (`videoitg.outputs.frame_outputs`)."""
-    return [_io("FRAME_JPEGS", "STRING", [-1]), _io("FRAME_PIXELS", "UINT8", [-1, -1, -1, 3])]
-
-
-def result_outputs() -> list[dict[str, Any]]:
-    """What the top-level model answers, in either shape (the tensors `videoitg.outputs.result_outputs` fills)."""
-    return [
-        # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number
-        # and its timestamp in seconds.
-        _io("SCORES", "FP32", [-1]),
-        _io("LOGITS", "FP32", [-1]),
-        _io("FRAME_INDICES", "INT64", [-1]),
-        _io("TIMESTAMPS", "FP64", [-1]),
-        # Ranking order under RANKING_RULE (default "released": the fp16 sigmoid, ties to the earlier frame):
-        # positions into the per-frame outputs, best first.
-        _io("RANKING", "INT32", [-1]),
-        _io("TOP_K_FRAMES", "INT64", [-1]),  # the K best frame numbers, chronological
-        _io("CACHE_HIT", "BOOL", [1]),  # always false in the ensemble (no cache)
-        _io("MOMENTS", "FP32", [-1, 3]),  # [start_s, end_s, score], best first (videoitg.moments)
-        # The rule the ranking outputs follow (the request's, else the deployment's). No output shares an input's
-        # name: in an ensemble that name would be the input tensor, and an absent optional input gives nothing.
-        _io("APPLIED_RANKING_RULE", "STRING", [1]),
-        # The video's duration in seconds as its container states it (0: not stated); the moments end by it.
-        _io("DURATION", "FP64", [1]),
-    ]
+def repo_signatures(spec: RepoSpec) -> dict[str, Signature]:
+    """Each model's signature in the repository `spec` describes (`protocol.signatures`)."""
+    return signatures(spec.mode, spec.decoder, FEATURE_TYPES[spec.dtype], spec.streaming)
 
 
 def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str, Any]]:
     """Model name -> config tree. `root`: where the repository is written (relative engine paths are under it)."""
     s = spec.sampling
+    sig = repo_signatures(spec)
     common = {
         "checkpoint": spec.checkpoint,
         "vision_tower": spec.vision_tower,
@@ -251,12 +198,11 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
 
     if spec.mode == "bls":
         specs[TOP] = _python_model(
-            TOP, spec, max_batch=spec.max_batch,
+            TOP, spec, sig[TOP], max_batch=spec.max_batch,
             # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: past
             # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
             batching={"max_queue_delay_microseconds": 0,
                       "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}},
-            inputs=request_inputs("bls") + frame_inputs(), outputs=result_outputs() + frame_outputs(),
             params={
                 **common, **sampling, **limits, **selection,
                 "vision_runtime": runtimes["vision"], "engines": spec.engines,
@@ -267,47 +213,26 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
             },
         )
     else:
-        specs[TOP] = _ensemble(spec)
-        specs[SELECT] = _python_model(
-            SELECT, spec, max_batch=spec.max_batch,
-            inputs=[
-                _io("LOGITS", "FP32", [-1]),
-                _io("FRAME_INDICES", "INT64", [-1]),
-                _io("TIMESTAMPS", "FP64", [-1]),
-                _io("DURATION", "FP64", [1], optional=True),  # the decode step's: moments end by it
-                *selection_inputs(),
-            ],
-            outputs=result_outputs(), params={**limits, **selection},
-        )
-    specs[DECODE] = _decode_spec(spec, {**sampling, **limits})
+        specs[TOP] = _ensemble(spec, sig[TOP])
+        specs[SELECT] = _python_model(SELECT, spec, sig[SELECT], max_batch=spec.max_batch,
+                                      params={**limits, **selection})
+    specs[DECODE] = _decode_spec(spec, sig[DECODE], {**sampling, **limits})
     # Steps take one video per request with a batch axis of 1 ([1, T, ...]); no dynamic batching, so a request's
     # answer never waits for another request's decode or tower pass.
     specs[VISION] = _python_model(
-        VISION, spec, on_gpu=True, max_batch=spec.max_batch, count=spec.vision_instances,
-        # uint8 resized frames from the python decoder; DALI hands over normalised float pixel values.
-        inputs=[_io("PIXEL_VALUES", "FP32" if spec.decoder == "dali" else "UINT8", [-1, 3, -1, -1]),
-                # The video's frame count when PIXEL_VALUES is one chunk of it (the streaming decode step's).
-                _io("NUM_FRAMES", "INT64", [1], optional=True)],
-        outputs=[_io("FEATURES", FEATURE_TYPES[spec.dtype], [-1, -1, -1])],
+        VISION, spec, sig[VISION], on_gpu=True, max_batch=spec.max_batch, count=spec.vision_instances,
         params={**common, **limits, "vision_runtime": runtimes["vision"], "engines": spec.engines},
     )
-    feat = FEATURE_TYPES[spec.dtype]
     specs[GROUNDING] = _python_model(
-        GROUNDING, spec, on_gpu=True, max_batch=spec.max_batch, count=spec.grounding_instances,
+        GROUNDING, spec, sig[GROUNDING], on_gpu=True, max_batch=spec.max_batch, count=spec.grounding_instances,
         # Never delay: requests that queued while a batch ran still go together (each is scored alone).
         batching={"max_queue_delay_microseconds": 0},
-        inputs=[
-            # Ragged: one request per video, different frame counts; each is scored alone (batched == alone).
-            _io("FEATURES", feat, [-1, -1, -1], allow_ragged_batch=True),
-            _io("INSTRUCTION", "STRING", [1]),
-        ],
-        outputs=[_io("LOGITS", "FP32", [-1])],
         params={**common, **limits, "grounding_runtime": runtimes["grounding"], "engines": spec.engines},
     )
     return specs
 
 
-def _ensemble(spec: RepoSpec) -> dict[str, Any]:
+def _ensemble(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
     """decode -> vision -> grounding -> select as a Triton ensemble; lower-case names are the tensors between
     steps, upper-case ones the ensemble's own inputs and outputs."""
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
@@ -315,7 +240,7 @@ def _ensemble(spec: RepoSpec) -> dict[str, Any]:
 
     return {
         "name": TOP, "platform": "ensemble", "max_batch_size": spec.max_batch,
-        "input": request_inputs("ensemble"), "output": result_outputs(),
+        "input": [_io(t) for t in sig.inputs], "output": [_io(t) for t in sig.outputs],
         "ensemble_scheduling": {"step": [
             step(DECODE, {"VIDEO": "VIDEO"},
                  {"PIXEL_VALUES": "frames", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps",
@@ -324,22 +249,14 @@ def _ensemble(spec: RepoSpec) -> dict[str, Any]:
             step(GROUNDING, {"FEATURES": "features", "INSTRUCTION": "INSTRUCTION"}, {"LOGITS": "logits"}),
             step(SELECT, {"LOGITS": "logits", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps",
                           "DURATION": "duration", "TOP_K": "TOP_K", "RANKING_RULE": "RANKING_RULE"},
-                 {o["name"]: o["name"] for o in result_outputs()}),
+                 {t.name: t.name for t in sig.outputs}),
         ]},
     }
 
 
-def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
+def _decode_spec(spec: RepoSpec, sig: Signature, params: dict[str, Any]) -> dict[str, Any]:
     """`params`: sampling and limits, which the decode step applies."""
     dali = spec.decoder == "dali"
-    outputs = [
-        # [T, 3, S, S]: resized uint8 frames the vision step normalises (python), or DALI's float32 SigLIP pixel
-        # values (left on the instance's GPU by NVDEC)
-        _io("PIXEL_VALUES", "FP32" if dali else "UINT8", [-1, 3, -1, -1]),
-        _io("FRAME_INDICES", "INT64", [-1]),  # original frame numbers of the sampled frames
-        _io("TIMESTAMPS", "FP64", [-1]),
-        _io("DURATION", "FP64", [1]),  # the container's duration in seconds (0: not stated), which bounds moments
-    ]
     # Clients can call the step directly: a bounded queue (the top level sends at most max_in_flight videos at once)
     # refuses the rest at once ("Exceeds maximum queue size") instead of queueing decodes ahead of the top level's,
     # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
@@ -350,19 +267,12 @@ def _decode_spec(spec: RepoSpec, params: dict[str, Any]) -> dict[str, Any]:
               "device": "cuda" if spec.gpu and dali else "cpu", **params}
     model = {"count": spec.decode_instances, "max_batch": spec.max_batch, "batching": batching, "on_gpu": dali}
     if spec.mode != "bls":
-        return _python_model(DECODE, spec, **model, inputs=[_io("VIDEO", "STRING", [1])], outputs=outputs,
-                             params=params)
-    # Under the BLS model the video comes as its bytes or as a file under a media root (checked here again: a
-    # client may call this step), with the identity of the file the BLS model hashed (`steps.decode_source`).
-    inputs = [_io("VIDEO", "STRING", [1], optional=True), _io("VIDEO_URI", "STRING", [1], optional=True),
-              _io("VIDEO_VERSION", "STRING", [1], optional=True)]
+        return _python_model(DECODE, spec, sig, **model, params=params)
     params["media_roots"] = _media_roots(spec)
     if not spec.streaming:
-        return _python_model(DECODE, spec, **model, inputs=inputs, outputs=outputs, params=params)
-    # Decoupled: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they decode, FRAME_INDICES, TIMESTAMPS and
-    # DURATION last (`videoitg.python_backend.steps.decode_stream`).
-    cfg = _python_model(DECODE, spec, **model, inputs=inputs, outputs=[*outputs, _io("NUM_FRAMES", "INT64", [1])],
-                        params={**params, "stream_frames": spec.stream_frames})
+        return _python_model(DECODE, spec, sig, **model, params=params)
+    # Decoupled: the step answers a video in chunks (`protocol.signatures`).
+    cfg = _python_model(DECODE, spec, sig, **model, params={**params, "stream_frames": spec.stream_frames})
     cfg["model_transaction_policy"] = {"decoupled": True}
     return cfg
 
@@ -424,23 +334,35 @@ from videoitg.python_backend.{module} import TritonPythonModel  # noqa: F401
 
 MODULES = {TOP: "videoitg_bls", DECODE: "decode", VISION: "vision", GROUNDING: "grounding", SELECT: "selection"}
 EMPTY_VERSION = "1/.keep"  # Triton needs a version directory for an ensemble too; git keeps no empty directory
-HEADER = "# Generated by `videoitg repo build` (videoitg/serving/repository.py); edit the generator, not this file.\n"
+HEADER = f"{GENERATED} (videoitg/serving/repository.py); edit the generator, not this file.\n"
 
 
 def render(spec: RepoSpec, root: Path | None = None) -> dict[str, str]:
-    """Relative path -> file content for the whole repository."""
+    """Relative path -> file content for the whole repository, its summary (`protocol.SUMMARY_FILE`) included."""
     files: dict[str, str] = {}
-    for name, cfg in model_specs(spec, root).items():
+    configs = model_specs(spec, root)
+    for name, cfg in configs.items():
         files[f"{name}/config.pbtxt"] = HEADER + to_pbtxt(cfg) + "\n"
         if cfg.get("backend") == "python":
             files[f"{name}/1/model.py"] = SHIM.format(module=MODULES[name])
         elif cfg.get("platform") == "ensemble":
             files[f"{name}/{EMPTY_VERSION}"] = ""
+    files[SUMMARY_FILE] = summarize(spec, configs).to_json()
     return files
 
 
-class RepositoryError(VideoITGError):
-    """A repository that would not load could not be written completely (the message says what is missing)."""
+def summarize(spec: RepoSpec, configs: dict[str, dict[str, Any]]) -> RepoSummary:
+    """The repository's summary from its model configs (`model_specs`)."""
+    sig = repo_signatures(spec)
+    models = {}
+    for name, cfg in configs.items():
+        group = cfg.get("instance_group", [{}])[0]  # an ensemble has none
+        batch = cfg["max_batch_size"]
+        models[name] = ModelSummary(
+            max_batch_size=batch, kind=group.get("kind"), count=group.get("count", 0),
+            inputs=len(sig[name].inputs), outputs=len(sig[name].outputs),
+            max_request_bytes=spec.limits.decode.max_bytes * max(1, batch) + OTHER_INPUTS_BYTES)
+    return RepoSummary(target=spec.target, mode=spec.mode, decoder=spec.decoder, public=TOP, models=models)
 
 
 def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, bundle: bool = False) -> Path:
@@ -467,11 +389,11 @@ ASSET_DIR = TOP
 def bundle_assets(spec: RepoSpec, out: Path) -> RepoSpec:
     """Copy the checkpoint (the embedded default needs none: it ships with the package), its external SigLIP tower
     and the engines under `out/videoitg/`, hard-linked where the filesystem allows, and return the spec that names
-    them relative to the repository's root (`steps.StepAssets` resolves them there)."""
+    them relative to the repository's root (`params.StepAssets` resolves them there)."""
     from dataclasses import replace
 
     from videoitg.checkpoint import load_config
-    from videoitg.python_backend.steps import resolve_checkpoint
+    from videoitg.python_backend.params import resolve_checkpoint
 
     changes: dict[str, str] = {}
     if spec.checkpoint != DEFAULT_CHECKPOINT:

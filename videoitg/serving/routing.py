@@ -1,22 +1,5 @@
-"""Several servers behind one client: each request goes to the server that holds its video's features, and moves on
-when a server dies.
-
-Routing is rendezvous (highest-random-weight) hashing of the video digest that the servers' feature cache keys on
-(`videoitg.digest.video_digest`; the rest of the cache key, sampling and model identity, is the same on every
-server of one deployment). Every instruction on one video ranks the servers in the same order, so they all reach the
-same server and all but the first are cache hits there. When a server leaves, only its own videos move, each to its
-next server in rank, so the load spreads evenly; when it comes back, they return.
-
-Failover: a request that fails for the server's sake (connection refused or reset, gRPC UNAVAILABLE, HTTP 503, a
-dead python-backend stub) marks that server down and goes to the video's next live server; a down server is probed
-again (`is_ready`) at most every `probe_after_s` and rejoins when ready. A request that the server refused or failed
-for its own reasons (INVALID_ARGUMENT, INTERNAL) is that request's error and is not re-sent. With no server left the
-pool waits along `backoff_s`, probing, and then raises `ServerUnavailableError`: the request stays unanswered, never
-recorded as failed. A request is answered once: one that is re-sent was not answered where it went first.
-
-    pool = ServerPool(["10.0.0.1:8001", "10.0.0.2:8001"])
-    served, url = pool.infer(Path("clip.mp4").read_bytes(), "When does the dog jump?")
-"""
+"""Several servers behind one client: each request goes to the server that holds its video's features (rendezvous
+hashing of the video digest), and moves on to the video's next live server when a server dies."""
 
 from __future__ import annotations
 
@@ -30,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.digest import file_digest, video_digest
+from videoitg.digest import video_digest, video_file_digest
 from videoitg.errors import InputError, VideoITGError
 from videoitg.serving.client import RemoteError, ServedResult, UnavailableError, VideoITGClient
 
@@ -67,7 +50,7 @@ def file_routing_key(path: str | Path) -> str:
     except OSError as e:
         raise InputError(f"cannot read video {path}: {e.strerror or e}") from None
     try:
-        return file_digest(fd)
+        return video_file_digest(fd)
     finally:
         os.close(fd)
 
@@ -94,7 +77,24 @@ class ServerState:
 @dataclass
 class ServerPool:
     """Clients to several servers of one deployment, with routing by video and failover. Thread-safe: each thread
-    has its own client per server (tritonclient objects are not shared across threads)."""
+    has its own client per server (tritonclient objects are not shared across threads).
+
+    Routing is rendezvous (highest-random-weight) hashing of the video digest that the servers' feature cache keys
+    on (`videoitg.digest.video_digest`; the rest of the cache key, sampling and model identity, is the same on every
+    server of one deployment). Every instruction on one video ranks the servers in the same order, so all but the
+    first are cache hits. When a server leaves, only its own videos move, each to its next server in rank; when it
+    comes back, they return.
+
+    Failover: a request that fails for the server's sake (connection refused or reset, gRPC UNAVAILABLE, HTTP 503,
+    a dead python-backend stub) marks that server down and goes to the video's next live server; a down server is
+    probed again (`is_ready`) at most every `probe_after_s` and rejoins when ready. A request that the server
+    refused or failed for its own reasons (INVALID_ARGUMENT, INTERNAL) is that request's error and is not re-sent.
+    With no server left the pool waits along `backoff_s`, probing, and then raises `ServerUnavailableError`. A
+    request is answered once: one that is re-sent was not answered where it went first.
+
+        pool = ServerPool(["10.0.0.1:8001", "10.0.0.2:8001"])
+        served, url = pool.infer(Path("clip.mp4").read_bytes(), "When does the dog jump?")
+    """
 
     servers: Sequence[str]
     protocol: str = "grpc"
@@ -125,7 +125,7 @@ class ServerPool:
         if c is not None:
             try:
                 c.close()
-            except Exception:  # noqa: BLE001 -- a broken channel may fail to close; it is dropped either way
+            except Exception:  # a broken channel may fail to close; it is dropped either way
                 pass
 
     def _probe(self, url: str) -> bool:
@@ -191,7 +191,7 @@ class ServerPool:
                 try:
                     served = self._client(url).infer(video, instruction, top_k=top_k, ranking_rule=ranking_rule,
                                                      digest=key, path=path, frames=frames, frames_size=frames_size)
-                except Exception as e:  # noqa: BLE001 -- classified: the server's trouble or the request's
+                except Exception as e:  # classified: the server's trouble or the request's
                     if not is_transient(e):
                         with self._lock:
                             self.state[url].answered += 1

@@ -1,20 +1,5 @@
-"""Start, watch and stop a real `tritonserver` process.
-
-`TritonServer(repo).start()` picks free loopback ports (unless given), refuses ports another process holds,
-launches the server with the flags and environment that make the python backend work (see `binaries`) on
-loopback ports of its own, and in front of it the public front (`front.py`) on the public ports; waits until
-`/v2/health/ready` answers through the front *from this server* (its generated `--id`); and `stop()` stops the
-front (idle connections closed, requests in flight finished), then asks tritonserver to exit with SIGINT (Triton
-unloads models and ends the python stubs), escalating to SIGKILL of the process group it created after a bounded
-wait, then removes any shared memory the server left. Usable as a context manager.
-
-What a client may do is what the front passes on: health, server metadata, and metadata, readiness, config,
-statistics and inference of the public models (`ServerOptions.models`). tritonserver's own ports
-(`internal_http_url`, `internal_grpc_url`: the launcher and its tests only) additionally restrict the
-model-repository (load/unload), shared-memory, logging and trace APIs to requests carrying a key this object
-generates and never prints (`admin_headers()`). Both processes die with the process that started them
-(parent-death signal), so a killed launcher leaves nothing holding its ports.
-"""
+"""Launch a real `tritonserver` behind the public front (`front.py`) on loopback ports of its own, wait until it is
+ready, and stop both in order; the restricted admin APIs open only with a key this object generates."""
 
 from __future__ import annotations
 
@@ -32,18 +17,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.serving import binaries
-from videoitg.serving.front import FrontConfig, request_bytes_bound, signature_bound
+from videoitg.serving.front import DEFAULT_MAX_TENSORS, FrontConfig
 from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_ports
-from videoitg.serving.repository import TOP
+from videoitg.serving.procfs import group_alive, group_cpu_s
+from videoitg.serving.protocol import OTHER_INPUTS_BYTES, RepoSummary
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
-from videoitg.serving.watchdog import StubWatchdog
+from videoitg.serving.supervise import StubWatchdog
 
 # Restricted to requests that carry the launcher's key (Triton 2.51 `--http-restricted-api` /
 # `--grpc-restricted-protocol`). model-repository: loading a model whose files come in the request runs code in the
@@ -53,31 +40,6 @@ ADMIN_APIS = ("model-repository", "shared-memory", "logging", "trace")
 ADMIN_HEADER = "videoitg-admin-key"
 GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton prefixes restricted gRPC headers with this
 PR_SET_PDEATHSIG = 1
-
-
-def _stat_fields() -> Iterator[list[str]]:
-    """The fields after the command name of every process's /proc/PID/stat (proc(5) field 3 on: state, ppid, pgrp,
-    ...); processes that exit while being read are skipped."""
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            yield (p / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of group `pgid` is still running (zombies do not count: they hold no memory or ports)."""
-    return any(len(f) > 2 and f[2] == str(pgid) and f[0] not in ("Z", "X") for f in _stat_fields())
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of group `pgid` (tritonserver and its python
-    stubs): a stub reading and hashing a 16 GB checkpoint logs nothing for minutes but burns CPU."""
-    # utime, stime: fields 14 and 15 of proc(5)
-    ticks = sum(int(f[11]) + int(f[12]) for f in _stat_fields() if len(f) > 12 and f[2] == str(pgid))
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -159,25 +121,61 @@ class ServerOptions:
     # Python backend shared-memory region per model instance; grown on demand up to the /dev/shm size.
     shm_default_bytes: int = 16 << 20
     cuda_pool_bytes: int = 1 << 30  # per GPU, holds tensors passed between models on device (DLPack)
-    # How long Triton waits for in-flight requests, then for models to unload, on SIGINT/SIGTERM; `stop()` kills
-    # the process group `STOP_GRACE_S` later. Idle keep-alive HTTP clients also hold the server this long.
+    # How long a stop gives requests in flight and the models' unloading (`stop()`); it kills the process group
+    # `STOP_GRACE_S` later.
     exit_timeout_s: int = 15
     extra_args: list[str] = field(default_factory=list)
-    # Seconds between the stub watchdog's looks (`videoitg.serving.watchdog`; 0: off).
+    # Seconds between the stub watchdog's looks (`videoitg.serving.supervise`; 0: off).
     stub_watchdog_s: float = 1.0
     # The models the front lets clients use (None: `public_models` of the repository).
     models: tuple[str, ...] | None = None
 
 
+def _signal(proc: subprocess.Popen | None, sig: int) -> None:
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def _wait(proc: subprocess.Popen | None, until: float) -> bool:
+    """Wait for `proc` to exit until the monotonic time `until`; whether it has (True when there is none)."""
+    if proc is None:
+        return True
+    try:
+        proc.wait(timeout=max(0.0, until - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 def public_models(repository: Path) -> tuple[str, ...]:
-    """A generated repository's top-level model (its steps stay internal); in a repository without one, which an
+    """A generated repository's public model (its steps stay internal); in a repository without a summary, which an
     operator wrote, every model in it."""
-    if (repository / TOP / "config.pbtxt").is_file():
-        return (TOP,)
+    summary = RepoSummary.find(repository)
+    if summary is not None:
+        return (summary.public,)
     return tuple(sorted(p.parent.name for p in repository.glob("*/config.pbtxt")))
 
 
-STOP_GRACE_S = 5.0  # after Triton's own exit timeout, before SIGKILL
+def request_bounds(repository: Path, models: tuple[str, ...]) -> tuple[int, int, int]:
+    """(body bytes, inputs, outputs): the most a request to any of `models` may hold, from the repository summary;
+    for a repository without one, the served video bound and DEFAULT_MAX_TENSORS."""
+    summary = RepoSummary.find(repository)
+    if summary is None:
+        return SERVED_MAX_VIDEO_BYTES + OTHER_INPUTS_BYTES, DEFAULT_MAX_TENSORS, DEFAULT_MAX_TENSORS
+    n_in, n_out = summary.signature_bound(models)
+    return max(summary.request_bytes_bound(m) for m in models), n_in, n_out
+
+
+STOP_GRACE_S = 5.0  # after the exit timeout, before SIGKILL
+# tritonserver's own exit timeout, the last part of `exit_timeout_s`: unloading the CPU repository's four models took
+# 3-4 s on the 2-core CPU box (2026-11-23).
+UNLOAD_S = 8
+
+
+def unload_s(options: ServerOptions) -> int:
+    """tritonserver's `--exit-timeout-secs`: what it has to unload, once the front has answered what was in flight."""
+    return min(options.exit_timeout_s, UNLOAD_S)
 
 
 class TritonServer:
@@ -255,7 +253,7 @@ class TritonServer:
             "--allow-metrics=true",
             f"--allow-gpu-metrics={'true' if o.gpu else 'false'}",
             "--strict-readiness=true",
-            f"--exit-timeout-secs={o.exit_timeout_s}",
+            f"--exit-timeout-secs={unload_s(o)}",
             f"--log-verbose={o.log_verbose}",
             f"--backend-config=python,shm-default-byte-size={o.shm_default_bytes}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
@@ -276,11 +274,11 @@ class TritonServer:
         o = self.options
         t = self._triton_ports
         models = o.models or public_models(self.repository)
-        max_inputs, max_outputs = signature_bound(self.repository, models)
+        max_bytes, max_inputs, max_outputs = request_bounds(self.repository, models)
         cfg = FrontConfig(host=o.host, http_port=self.http_port, grpc_port=self.grpc_port,
                           metrics_port=self.metrics_port, triton_http=f"{LOOPBACK}:{t[0]}",
                           triton_grpc=f"{LOOPBACK}:{t[1]}", triton_metrics=f"{LOOPBACK}:{t[2]}", models=models,
-                          max_request_bytes=max([request_bytes_bound(self.repository, m) for m in models], default=0),
+                          max_request_bytes=max_bytes,
                           max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s))
         return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
@@ -316,7 +314,7 @@ class TritonServer:
             os.close(fd)
             self._log_path = Path(name)
         if self._log_file is None:
-            self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
+            self._log_file = open(self._log_path, "ab")  # closed in stop()
 
     def _internal_ports(self) -> tuple[int, int, int]:
         """tritonserver's three loopback ports: free now, and none of the public ones, which the front binds while
@@ -343,8 +341,9 @@ class TritonServer:
                 preexec_fn=lambda: _die_with_parent(parent),
             ))
 
+        front = self.front_command()  # a repository the front cannot read fails here, before anything starts
         self._proc = popen(self.command(backend_dir), binaries.server_env(self.install))
-        self._front = popen(self.front_command(), None)
+        self._front = popen(front, None)
         try:
             self.wait_ready(timeout_s, max_s)
         except BaseException:
@@ -434,41 +433,38 @@ class TritonServer:
         return proc.poll() if proc is not None else None
 
     def stop(self) -> int | None:
-        """Graceful stop (SIGINT, as Ctrl-C would), then SIGKILL of the server's own process group: returns within
-        `exit_timeout_s + STOP_GRACE_S` (plus the watchdog's current reload, if one is running). Shared memory the
-        server or its stubs left behind is removed."""
+        """Stop in order, within `exit_timeout_s + STOP_GRACE_S` (plus the watchdog's current reload, if one is
+        running): the front first (it accepts nothing new, closes idle connections at once and answers the requests
+        in flight), then tritonserver with SIGINT (as Ctrl-C would) once the front is done, or `unload_s` before the
+        exit timeout; then SIGKILL of the server's own process group. Shared memory the server or its stubs left
+        behind is removed. Returns tritonserver's exit code."""
         if self.watchdog is not None:
             self.watchdog.stop(wait=False)  # no reload while the server stops
-        # Both at once: the front stops accepting and closes idle client connections at once (they would hold
-        # tritonserver's HTTP stop for its whole exit timeout), and both give requests in flight the exit timeout.
         front, self._front = self._front, None
         proc, self._proc = self._proc, None
-        for p, sig in ((front, signal.SIGTERM), (proc, signal.SIGINT)):
-            if p is not None and p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(sig)
-        grace = self.options.exit_timeout_s + STOP_GRACE_S
-        deadline = time.monotonic() + grace
-        if front is not None:
-            try:
-                front.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                front.kill()
-                front.wait()
+        t0 = time.monotonic()
+        deadline = t0 + self.options.exit_timeout_s + STOP_GRACE_S
+        # tritonserver refuses a request's next step ("Server not ready") from its SIGINT on: it waits until the
+        # front has answered everything (a gRPC request in flight would be lost, an HTTP one delayed).
+        _signal(front, signal.SIGTERM)
+        _wait(front, t0 + self.options.exit_timeout_s - unload_s(self.options))
+        _signal(proc, signal.SIGINT)
+        if front is not None and not _wait(front, deadline):
+            front.kill()
+            front.wait()
         code = None
         if proc is not None:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.note(f"tritonserver did not exit within {grace:.0f} s of SIGINT; killing its process group")
+            if not _wait(proc, deadline):
+                self.note(f"tritonserver did not exit within {deadline - t0:.0f} s of the stop; killing its process "
+                          "group")
             # The stubs are in the server's process group: none may outlive it (a stub busy in a request keeps
             # running after Triton's exit timeout, holding its shared memory).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             code = proc.returncode
-            deadline = time.monotonic() + STOP_GRACE_S
-            while _group_alive(proc.pid) and time.monotonic() < deadline:  # SIGKILL lands asynchronously
+            grace_end = time.monotonic() + STOP_GRACE_S
+            while group_alive(proc.pid) and time.monotonic() < grace_end:  # SIGKILL lands asynchronously
                 time.sleep(0.05)
         if self.watchdog is not None:
             self.watchdog.stop()

@@ -7,6 +7,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from videoitg.serving.procfs import pid_namespace
+
 SHM_PREFIX = "videoitg_"  # python-backend shared-memory regions: /dev/shm/videoitg_<launcher tag>_<token>_<uuid>
 
 
@@ -24,11 +26,7 @@ def launcher_tag() -> str:
     """'<pid namespace inode>.<pid>' of this process. It names what a launcher leaves in /dev/shm and /tmp, so that
     a later launcher removes only leftovers of processes it can see are gone: another container may share
     /dev/shm (a pod's IPC namespace) without sharing its PIDs."""
-    try:
-        ns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        ns = 0
-    return f"{ns}.{os.getpid()}"
+    return f"{pid_namespace()}.{os.getpid()}"
 
 
 def is_stale(tag: str) -> bool:

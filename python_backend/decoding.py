@@ -1,0 +1,93 @@
+"""The decode step's answers: which decoder it runs (`StepDecoder`), and a video's sampled frames as one answer
+(`decode_whole`) or streamed in chunks (`decode_stream`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from videoitg.decode import decode_video, stream_video
+from videoitg.errors import InputError
+from videoitg.limits import Limits
+from videoitg.moments import frames_duration
+from videoitg.outputs import duration_value
+from videoitg.sampling import SamplingParams
+
+STEP_DECODERS = ("python", "dali")  # the decode step's `decoder` parameter (`RepoSpec.decoder`)
+
+
+@dataclass(frozen=True)
+class StepDecoder:
+    """How the decode step decodes: `decode_video`'s decoder, device and output, and DALI's device for the start
+    self-test (None: the python decoder, no self-test)."""
+
+    decoder: str
+    device: str | None = None
+    dali_device: str | None = None  # "mixed" (NVDEC) or "cpu"
+    output: str = "uint8"  # the python decoder's resized frames; DALI's are float32 SigLIP pixel values
+
+    @classmethod
+    def of(cls, parameter: str, device: str) -> StepDecoder:
+        """`parameter`: the step's `decoder` ("python" or "dali"; "" is python); `device`: the instance's
+        (`videoitg.engines.runtimes.instance_device`). On a GPU instance dali is `decode_video`'s automatic choice
+        on that device: NVDEC for the streams whose frames it numbers as PyAV does, PyAV (then the same float32
+        pixel values, moved to the GPU) for variable-rate or timestamp-less streams and codecs NVDEC lacks. On a CPU
+        instance, DALI's CPU decoder (VP8, VP9 and MJPEG only)."""
+        if parameter in ("", "python"):
+            return cls("auto")
+        if parameter != "dali":
+            raise InputError(f"decoder must be one of {', '.join(STEP_DECODERS)}, got {parameter!r}")
+        if device.startswith("cuda"):
+            return cls("auto", device, "mixed", "float32")
+        return cls("dali-cpu", None, "cpu", "float32")
+
+    def device_id(self) -> int:
+        return (torch.device(self.device).index or 0) if self.device else 0
+
+
+PYTHON_DECODER = StepDecoder("auto")
+
+
+def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits,
+                 decoder: StepDecoder = PYTHON_DECODER) -> dict[str, Any]:
+    """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S], FRAME_INDICES [1, T], TIMESTAMPS [1, T],
+    DURATION [1, 1]}. PIXEL_VALUES are uint8 resized frames from the python decoder, float32 SigLIP pixel values
+    from DALI (on the instance's GPU for NVDEC).
+    A path (a video by reference, `references.decode_source`) is bounded by max_reference_bytes instead of
+    max_video_bytes."""
+    options = _decode_options(image_size, sampling, limits, isinstance(video, Path)) | {"output": decoder.output}
+    frames = decode_video(video, **options, decoder=decoder.decoder, device=decoder.device)
+    return {"PIXEL_VALUES": frames.pixel_values[None], **_frame_numbers(frames)}
+
+
+def decode_stream(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits,
+                  chunk_frames: int) -> Iterator[dict[str, Any]]:
+    """The streaming decode step's answers, in order: one {PIXEL_VALUES [1, t, 3, S, S] uint8, NUM_FRAMES [1, 1]}
+    per `chunk_frames` decoded frames as soon as they are decoded (so the vision step encodes them while the rest
+    decode), then {FRAME_INDICES [1, T], TIMESTAMPS [1, T], DURATION [1, 1]} once the decode is over. The chunks are
+    `decode_whole`'s frames, in order; the decode's error, if any, is raised where it happens."""
+    stream = stream_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)))
+    total = np.asarray([[len(stream)]], dtype=np.int64)
+    for chunk in stream.chunks(chunk_frames):
+        yield {"PIXEL_VALUES": chunk[None], "NUM_FRAMES": total}
+    yield _frame_numbers(stream.result())
+
+
+def _decode_options(image_size: int, sampling: SamplingParams, limits: Limits, reference: bool) -> dict[str, Any]:
+    """The served decode: the deployment's sampling and limits, uint8 frames (normalised by the vision step)."""
+    return {"image_size": image_size, "params": sampling,
+            "limits": limits.reference_decode() if reference else limits.decode,
+            "time_budget_s": limits.decode_time_budget_s, "output": "uint8"}
+
+
+def _frame_numbers(frames: Any) -> dict[str, np.ndarray]:
+    """The sampled frames' numbers and times, and the video's DURATION (seconds from the container, 0 where it
+    did not say: `videoitg.outputs.duration_value`), which bounds the moments."""
+    return {"FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
+            "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64),
+            "DURATION": np.asarray([[duration_value(frames_duration(frames))]], dtype=np.float64)}

@@ -1,0 +1,36 @@
+"""`videoitg.python_backend.checks` and `params`: a step's one video per request, and the device a step instance
+runs on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from videoitg.errors import InputError
+from videoitg.python_backend.checks import one_video
+from videoitg.python_backend.params import device_dtype
+
+
+def test_a_step_input_holds_one_video_on_a_batch_axis_of_one() -> None:
+    frames = torch.zeros(1, 2, 3, 4, 4)
+    assert one_video(frames, "PIXEL_VALUES").shape == (2, 3, 4, 4)
+    assert one_video(np.arange(3.0)[None], "LOGITS").tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(InputError, match=r"FEATURES must hold one video a request \(batch axis 1\), got 2"):
+        one_video(torch.zeros(2, 3, 4, 5), "FEATURES")
+    with pytest.raises(InputError, match="TIMESTAMPS is missing"):
+        one_video(None, "TIMESTAMPS")
+
+
+def test_a_step_runs_on_its_instances_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `initialize(args)`, the device is the one Triton gave the instance; without, the `device` parameter
+    (what the top-level model keys its cache by). A GPU device on a machine without CUDA falls back to the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    gpu1 = {"model_instance_kind": "GPU", "model_instance_device_id": "1"}
+    assert device_dtype({"device": "cpu"}, gpu1) == ("cuda:1", torch.float16)
+    assert device_dtype({"device": "cuda", "dtype": "float32"}, {"model_instance_kind": "CPU"}) == \
+        ("cpu", torch.float32)
+    assert device_dtype({"device": "cuda"}, {"model_instance_kind": "MODEL"})[0] == "cuda"
+    assert device_dtype({"device": "cuda"}) == ("cuda", torch.float16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_dtype({"device": "cpu"}, gpu1)[0] == "cpu"

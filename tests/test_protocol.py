@@ -1,0 +1,250 @@
+"""The wire contract (`videoitg.serving.protocol`): the generator, the client and the repository summary follow it,
+and the gpu and ensemble repositories differ from the golden cpu one exactly as intended."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from videoitg.cli import main
+from videoitg.serving import protocol
+from videoitg.serving.client import VideoITGClient
+from videoitg.serving.protocol import (
+    DECODE,
+    GROUNDING,
+    OTHER_INPUTS_BYTES,
+    SELECT,
+    SUMMARY_FILE,
+    TOP,
+    VISION,
+    RepositoryError,
+    RepoSummary,
+    TensorSpec,
+    signatures,
+)
+from videoitg.serving.repository import RepoSpec, build_repository, render, repo_signatures
+
+SHAPES = [{"target": "cpu"}, {"target": "gpu"}, {"target": "cpu", "mode": "ensemble"},
+          {"target": "gpu", "decoder": "dali"}, {"target": "cpu", "stream_frames": 0}]
+
+
+def _config(files: dict[str, str], model: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(files[f"{model}/config.pbtxt"], model_config_pb2.ModelConfig())
+
+
+def _declared(tensors: Any) -> list[tuple[str, str, tuple[int, ...], bool, bool]]:
+    """(name, dtype, dims, optional, ragged) of config inputs or outputs (an output has neither flag)."""
+    return [(t.name, model_config_pb2.DataType.Name(t.data_type).removeprefix("TYPE_"), tuple(t.dims),
+             getattr(t, "optional", False), getattr(t, "allow_ragged_batch", False)) for t in tensors]
+
+
+def _specs(tensors: tuple[TensorSpec, ...]) -> list[tuple[str, str, tuple[int, ...], bool, bool]]:
+    return [(t.name, t.dtype, t.dims, t.optional, t.ragged) for t in tensors]
+
+
+@pytest.mark.parametrize("kw", SHAPES)
+def test_every_generated_model_declares_the_protocol_signature(kw: dict[str, Any]) -> None:
+    spec = RepoSpec(**kw)
+    files = render(spec)
+    sig = repo_signatures(spec)
+    models = {k.split("/")[0] for k in files if k.endswith("config.pbtxt")}
+    assert models == set(sig)
+    summary = RepoSummary.from_json(files[SUMMARY_FILE])
+    for model in models:
+        cfg = _config(files, model)
+        assert _declared(cfg.input) == _specs(sig[model].inputs), model
+        assert _declared(cfg.output) == _specs(sig[model].outputs), model
+        # what the front bounds a request's tensor counts by
+        assert summary.signature_bound([model]) == (len(sig[model].inputs), len(sig[model].outputs))
+
+
+def test_the_client_sends_the_protocol_inputs() -> None:
+    """Every input the client can send is one the bls top-level model declares, with its data type; together the
+    client's requests cover all of them."""
+    client = VideoITGClient("127.0.0.1:1", protocol="http")  # nothing is sent: only the tensors are built
+    top = signatures("bls")[TOP]
+    sent = [client.inputs(b"v", "q", top_k=3, ranking_rule="exact", frames="jpeg", frames_size=0),
+            client.inputs(None, "q", uri="/m/v.mp4"), client.inputs(None, "q", digest="b3:00")]
+    seen = set()
+    for tensors in sent:
+        for t in tensors:
+            assert t.datatype() == top.input(t.name()).datatype, t.name()
+            assert t.shape() == [1, 1]
+            seen.add(t.name())
+    assert seen == {t.name for t in top.inputs}
+    ensemble = {t.name for t in signatures("ensemble")[TOP].inputs}
+    assert {t.name() for t in sent[0]} - {"FRAMES", "FRAMES_SIZE"} <= ensemble
+
+
+def test_an_input_added_to_the_protocol_reaches_the_generator_and_the_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    modes = ("bls", "ensemble")
+    before = {m: RepoSummary.from_json(render(RepoSpec(mode=m))[SUMMARY_FILE]).signature_bound([TOP]) for m in modes}
+    extra = TensorSpec("TEMPERATURE", "FP32", (1,), optional=True)
+    monkeypatch.setattr(protocol, "SELECTION_INPUTS", (*protocol.SELECTION_INPUTS, extra))
+    for mode in modes:
+        files = render(RepoSpec(mode=mode))
+        assert "TEMPERATURE" in [t.name for t in _config(files, TOP).input]
+        n_in, n_out = before[mode]
+        assert RepoSummary.from_json(files[SUMMARY_FILE]).signature_bound([TOP]) == (n_in + 1, n_out)
+    assert "TEMPERATURE" in [t.name for t in _config(render(RepoSpec(mode="ensemble")), SELECT).input]
+
+
+def test_tensor_specs_give_the_wire_and_numpy_types() -> None:
+    top = signatures("bls")[TOP]
+    assert top.input("VIDEO").datatype == "BYTES" and np.dtype(top.input("VIDEO").numpy) == np.object_
+    assert top.input("TOP_K").datatype == "INT32" and np.dtype(top.input("TOP_K").numpy) == np.int32
+    assert np.dtype(top.output("MOMENTS").numpy) == np.float32 and top.output("MOMENTS").dims == (-1, 3)
+    with pytest.raises(KeyError, match="NOPE"):
+        top.input("NOPE")
+    assert not {t.name for t in top.outputs} & {t.name for t in top.inputs}  # an ensemble would answer an input
+
+
+# ---- the summary ----------------------------------------------------------------------------------------------
+def test_the_summary_gives_the_bounds_and_the_placement(tmp_path: Path) -> None:
+    assert main(["repo", "build", "--out", str(tmp_path / "cpu"), "--max-batch", "3", "--max-video-bytes", "1000"]) == 0
+    s = RepoSummary.read(tmp_path / "cpu")
+    assert (s.target, s.mode, s.decoder, s.public) == ("cpu", "bls", "python", TOP)
+    assert set(s.models) == {TOP, DECODE, VISION, GROUNDING}
+    assert s.request_bytes_bound(TOP) == 3 * 1000 + OTHER_INPUTS_BYTES
+    assert s.signature_bound([TOP, DECODE]) == (8, 12)
+    assert not s.gpu and s.models[VISION].kind == "KIND_CPU"
+    with pytest.raises(RepositoryError, match="'nope' is not in this repository"):
+        s.request_bytes_bound("nope")
+    gpu = RepoSummary.read(build_repository(RepoSpec(target="gpu", decoder="python"), tmp_path / "gpu"))
+    assert gpu.gpu and gpu.models[DECODE].kind == "KIND_CPU" and gpu.models[GROUNDING].kind == "KIND_GPU"
+    ensemble = RepoSummary.read(build_repository(RepoSpec(mode="ensemble"), tmp_path / "ens"))
+    assert ensemble.models[TOP].kind is None and SELECT in ensemble.models
+    assert RepoSummary.from_json(s.to_json()) == s
+
+
+def test_a_repository_without_its_summary_names_repo_build(tmp_path: Path) -> None:
+    repo = build_repository(RepoSpec(), tmp_path / "old")
+    (repo / SUMMARY_FILE).unlink()
+    for read in (RepoSummary.read, RepoSummary.find):
+        with pytest.raises(RepositoryError, match=r"older videoitg.*`videoitg repo build --out"):
+            read(repo)
+    (repo / SUMMARY_FILE).write_text(json.dumps({"format": 99}))
+    with pytest.raises(RepositoryError, match="format 99.*videoitg repo build"):
+        RepoSummary.read(repo)
+    (repo / SUMMARY_FILE).write_text("{not json")
+    with pytest.raises(RepositoryError, match="not a videoitg repository summary"):
+        RepoSummary.read(repo)
+    own = tmp_path / "own"  # an operator's repository, which videoitg did not write
+    (own / "echo").mkdir(parents=True)
+    (own / "echo" / "config.pbtxt").write_text('name: "echo"\nbackend: "python"\n')
+    assert RepoSummary.find(own) is None
+    with pytest.raises(RepositoryError, match="no videoitg-repo.json; generate"):
+        RepoSummary.read(own)
+
+
+# ---- one golden repository: how the others differ from it ------------------------------------------------------
+def _flat(tree: Any, path: str = "") -> dict[str, Any]:
+    """path -> leaf; list items of messages with a name are keyed by it, an empty message is a leaf."""
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{path}.{k}" if path else k))
+        return out
+    if isinstance(tree, list) and tree and all(isinstance(x, dict) for x in tree):
+        out = {}
+        for i, x in enumerate(tree):
+            out.update(_flat(x, f"{path}[{x.get('name', i)}]"))
+        return out
+    return {path: tree}
+
+
+def _leaves(files: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for rel, text in files.items():
+        if rel.endswith("config.pbtxt"):
+            cfg = text_format.Parse(text, model_config_pb2.ModelConfig())
+            out.update(_flat(json_format.MessageToDict(cfg), rel.split("/")[0]))
+        elif rel == SUMMARY_FILE:
+            out.update(_flat(json.loads(text), "summary"))
+        else:
+            out[rel] = text
+    return out
+
+
+def _delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+CPU = render(RepoSpec(target="cpu"))
+
+
+def test_the_gpu_repository_differs_from_the_golden_one_in_placement_and_precision_only() -> None:
+    gpu = render(RepoSpec(target="gpu", decoder="python"))
+    assert set(gpu) == set(CPU)
+    want: dict[str, tuple[Any, Any]] = {"summary.target": ("cpu", "gpu")}
+    for model in (TOP, DECODE, VISION, GROUNDING):  # tensors pass between steps on the GPU (DLPack)
+        want[f"{model}.parameters.FORCE_CPU_ONLY_INPUT_TENSORS.stringValue"] = (None, "no")
+    for model in (TOP, VISION, GROUNDING):  # the python decoder decodes on the CPU
+        want[f"{model}.parameters.device.stringValue"] = ("cpu", "cuda")
+        want[f"{model}.parameters.dtype.stringValue"] = ("float32", "float16")
+    for model in (VISION, GROUNDING):
+        want[f"{model}.instanceGroup[0].kind"] = ("KIND_CPU", "KIND_GPU")
+        want[f"summary.models.{model}.kind"] = ("KIND_CPU", "KIND_GPU")
+    want[f"{VISION}.output[FEATURES].dataType"] = ("TYPE_FP32", "TYPE_FP16")
+    want[f"{GROUNDING}.input[FEATURES].dataType"] = ("TYPE_FP32", "TYPE_FP16")
+    assert _delta(_leaves(CPU), _leaves(gpu)) == want
+
+
+def test_the_gpu_default_decodes_on_nvdec_and_differs_from_the_python_decoder_in_the_decode_step_only() -> None:
+    python, default = render(RepoSpec(target="gpu", decoder="python")), render(RepoSpec(target="gpu"))
+    assert set(python) == set(default)
+    want: dict[str, tuple[Any, Any]] = {
+        "summary.decoder": ("python", "dali"), f"{TOP}.parameters.decode_backend.stringValue": ("python", "dali"),
+        f"{DECODE}.parameters.decoder.stringValue": ("python", "dali"),
+        # on the instance's GPU, answering once with float32 pixel values that stay there (no streamed chunks)
+        f"{DECODE}.parameters.device.stringValue": ("cpu", "cuda"),
+        f"{DECODE}.instanceGroup[0].kind": ("KIND_CPU", "KIND_GPU"),
+        f"summary.models.{DECODE}.kind": ("KIND_CPU", "KIND_GPU"),
+        f"{DECODE}.output[PIXEL_VALUES].dataType": ("TYPE_UINT8", "TYPE_FP32"),
+        f"{VISION}.input[PIXEL_VALUES].dataType": ("TYPE_UINT8", "TYPE_FP32"),
+        f"{DECODE}.modelTransactionPolicy.decoupled": (True, None),
+        f"{TOP}.parameters.stream_frames.stringValue": ("64", "0"),
+        f"{DECODE}.parameters.stream_frames.stringValue": ("64", None),
+        f"summary.models.{DECODE}.outputs": (5, 4),
+        **{f"{DECODE}.output[NUM_FRAMES].{k}": (v, None)
+           for k, v in (("name", "NUM_FRAMES"), ("dataType", "TYPE_INT64"), ("dims", ["1"]))}}
+    assert _delta(_leaves(python), _leaves(default)) == want
+
+
+def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_and_its_decode_step() -> None:
+    ens = render(RepoSpec(target="cpu", mode="ensemble"))
+    assert set(CPU) - set(ens) == {f"{TOP}/1/model.py"}
+    assert set(ens) - set(CPU) == {f"{TOP}/1/.keep", f"{SELECT}/config.pbtxt", f"{SELECT}/1/model.py"}
+    delta = _delta(_leaves(CPU), _leaves(ens))
+    by_model: dict[str, dict[str, tuple[Any, Any]]] = {}
+    for k, v in delta.items():
+        by_model.setdefault(k.split(".")[0].split("/")[0], {})[k] = v
+    assert set(by_model) == {TOP, DECODE, SELECT, "summary"}  # vision and grounding: identical
+    # The decode step answers once (no streaming), takes the bytes only and announces no media roots: removals only.
+    assert all(new is None for _, new in by_model[DECODE].values())
+    removed = {k.removeprefix(f"{DECODE}.").split(".")[0] for k in by_model[DECODE]}
+    assert removed == {"input[VIDEO]", "input[VIDEO_URI]", "input[VIDEO_VERSION]", "output[NUM_FRAMES]",
+                       "modelTransactionPolicy", "parameters"}
+    assert {k for k in by_model[DECODE] if k.startswith(f"{DECODE}.parameters.")} == {
+        f"{DECODE}.parameters.media_roots", f"{DECODE}.parameters.stream_frames.stringValue"}
+    assert by_model[DECODE][f"{DECODE}.input[VIDEO].optional"] == (True, None)
+    # The top level is the ensemble: the cpu one's keys are gone but its name and batch, the ensemble's added.
+    top = json_format.MessageToDict(_config(ens, TOP))
+    assert set(top) == {"name", "platform", "maxBatchSize", "input", "output", "ensembleScheduling"}
+    assert top["platform"] == "ensemble" and top["maxBatchSize"] == _config(CPU, TOP).max_batch_size
+    # The selection step carries the top level's limits and selection parameters, nothing else.
+    select, cpu_top = _config(ens, SELECT), _config(CPU, TOP)
+    assert {k: v.string_value for k, v in select.parameters.items()} == {
+        k: cpu_top.parameters[k].string_value for k in select.parameters}
+    assert set(select.parameters) >= {"MAX_VIDEO_BYTES", "default_top_k", "ranking_rule", "moment_max"}
+    assert (select.max_batch_size, list(select.instance_group)) == (cpu_top.max_batch_size,
+                                                                     list(cpu_top.instance_group))
+    assert {k for k in by_model["summary"] if not k.startswith(f"summary.models.{SELECT}.")} == {
+        "summary.mode", *(f"summary.models.{m}.{f}" for m in (TOP, DECODE) for f in ("inputs", "outputs")),
+        f"summary.models.{TOP}.kind", f"summary.models.{TOP}.count"}

@@ -1,0 +1,72 @@
+"""The batch scorer against running VideoITG servers: every row of a video goes to the server that ranks first for
+its digest (`videoitg.serving.routing.ServerPool`), the first alone (it fills the feature cache), the rest together;
+when no server answers for about a minute (`TRANSIENT_BACKOFF_S`) the job stops and the rows stay for the rerun."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from videoitg.batch.grouping import group_by_video
+from videoitg.batch.manifest import Row
+from videoitg.batch.scorers import Outcome, ScorerSpec, error_record
+from videoitg.errors import InputError
+from videoitg.paths import open_resolved
+from videoitg.serving.routing import ServerPool, ServerUnavailableError, routing_key
+
+log = logging.getLogger(__name__)
+__all__ = ["TritonScorer", "ServerUnavailableError"]
+
+# Seconds between rounds of retries while no server answers: about a minute in all, then the job stops instead of
+# recording good rows as failed.
+TRANSIENT_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+READY_TIMEOUT_S = 30.0
+
+
+def read_checked(video: str) -> bytes:
+    """The bytes of the file the manifest checked: opened once and checked as opened (`videoitg.paths`)."""
+    fd = open_resolved(video)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+class TritonScorer:
+    def __init__(self, spec: ScorerSpec) -> None:
+        if not spec.servers:
+            raise InputError("scoring against Triton servers needs at least one --server HOST:PORT")
+        self.spec = spec
+        self.servers = ServerPool(spec.servers, protocol=spec.protocol,
+                                  backoff_s=TRANSIENT_BACKOFF_S)
+        # Fail at actor start, not on every row, when no server is up; one that is down now is probed later.
+        ready = self.servers.wait_ready(READY_TIMEOUT_S)
+        if len(ready) < len(self.servers.servers):
+            log.warning("Triton servers not ready at start (tried again later): %s",
+                        ", ".join(u for u in self.servers.servers if u not in ready))
+        self.pool = ThreadPoolExecutor(max_workers=max(1, spec.max_in_flight))
+
+    def _one(self, data: bytes, key: str, row: Row) -> Outcome:
+        try:
+            served, _ = self.servers.infer(data, row.instruction, top_k=self.spec.top_k, key=key,
+                                           ranking_rule=self.spec.ranking_rule, path=row.video)
+        except ServerUnavailableError:
+            raise  # the servers' trouble: stop the job, the row stays unfinished for a rerun
+        except Exception as e:  # the pool re-sends server failures; what is left is the row's own
+            return Outcome(row.row_id, False, error_record(row, "server", e))
+        rec = served.result.to_record(doc_id=row.doc_id, video_path=row.video, top_k=self.spec.top_k,
+                                      row_id=row.row_id, **({"extra": row.extra} if row.extra else {}))
+        return Outcome(row.row_id, True, rec, cache_hit=served.cache_hit)
+
+    def score_unit(self, rows: list[Row]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for video, vrows in group_by_video(rows).items():
+            try:
+                data = read_checked(video)
+            except (OSError, InputError) as e:
+                out += [Outcome(r.row_id, False, error_record(r, "video", e)) for r in vrows]
+                continue
+            key = routing_key(data)
+            # The first request fills the server's feature cache; sent together, they would all miss it.
+            out.append(self._one(data, key, vrows[0]))
+            out += list(self.pool.map(lambda r, d=data, k=key: self._one(d, k, r), vrows[1:]))
+        return out

@@ -1,0 +1,298 @@
+"""The DALI decoder: one pipeline for DALI's CPU decoder (VP8/VP9/MJPEG) and NVDEC ("mixed"), with FFmpeg's
+YUV -> RGB, the squash and SigLIP's normalisation in the graph; the served dali decode step runs it (docs/decoding.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from importlib import resources
+
+import numpy as np
+import torch
+
+from videoitg.decode.budget import Deadline
+from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
+from videoitg.decode.errors import DecoderUnavailableError, VideoDecodeError
+from videoitg.engines.libraries import library_version
+from videoitg.sampling import SamplingParams
+
+DALI_PIN = "2.4.0"  # nvidia-dali-cuda130 in the image (videoitg/assets/compat.json), the version the tests run
+SELF_TEST_CLIP = "assets/selftest/h264-128x96.mp4"  # 8 frames of H.264 4:2:0, 128x96, in the videoitg package
+# What a CPU decode step checks at start: DALI's CPU decoder has no H.264 (8 frames of VP9 4:2:0, 128x96)
+SELF_TEST_CPU_CLIP = "assets/selftest/vp9-128x96.webm"
+SELF_TEST_MEAN_BOUND = 8.0  # mean |DALI - PyAV| in 0..255 units the self-test accepts (measured bounds: PIXEL_BOUNDS)
+
+# DALI materialises every requested frame at full size with a few working buffers each, so the frame list is fed in
+# chunks of at most CHUNK_BYTES of that working set, one pipeline run each over the same bytes.
+CHUNK_BYTES = 4 * 1024**3
+WORK_BYTES_PER_PIXEL = 80  # DALI's buffers per decoded pixel (measured ~72 on CPU): the RGB, Y, U/V, float32 terms
+# The documented bound of DALI's frames against FFmpeg's (PyAV's) after the squash to 384, in 0..255 units:
+# (max, mean, p99.9) of |difference| by content, measured on the CPU decoder (benchmarks/RESULTS.md, "DALI pixels";
+# tests/test_decode_dali.py and the GPU check's nvdec part assert it).
+PIXEL_BOUNDS: dict[str, tuple[float, float, float]] = {
+    "edges": (120.0, 2.3, 48.0),  # sharp saturated colour edges on black, lossless: DALI's own clipping remains
+    "camera": (10.0, 0.25, 4.0),  # camera-like gradients, a disc, sensor noise
+    "photo": (16.0, 0.3, 5.0),  # a real photograph under a camera move
+}
+_pipes: dict[tuple[str, int, int], object] = {}  # (device, image size, device id) -> built pipeline
+_locks: dict[tuple[str, int, int], threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3]) -> DataNode uint8 FHWC
+    """FFmpeg's RGB24 from DALI's decoded RGB (videoitg/decode/colour.py), for the video read as `colour`
+    (`dali_colour_params`).
+
+    Where FFmpeg uses its fixed-point converter (4:2:0 / 4:2:2 of even height): recover the decoded Y per pixel and
+    the chroma per block (box mean, then the inverse of DALI's interpolation on each subsampled axis of even
+    extent), round them to the sample values, replicate the chroma over its block and convert with FFmpeg's
+    fixed-point rule for the video's matrix and range. Elsewhere FFmpeg takes swscale's generic path, whose pixels
+    are DALI's own up to the matrix (measured: equal for BT.601): DALI's RGB mapped onto the tagged matrix. Both
+    are computed and the flag in `colour` keeps one."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.math as dmath
+    import nvidia.dali.types as types
+
+    full, sub_h, sub_v, fixed = colour[0, 0], colour[0, 1], colour[0, 2], colour[2, 2]
+    y_scale = 1.0 - (1.0 - full) * (36.0 / 255.0)  # DALI's full-scale BT.601 inverse -> the tagged range
+    c_scale = 1.0 - (1.0 - full) * (31.0 / 255.0)
+    # Y: DALI's BT.601 inverse, rounded to the sample value
+    y = fn.coord_transform(video, M=types.Constant(DALI_RGB_TO_YUV[:1]) * y_scale, T=16.0 * (1.0 - full),
+                           dtype=types.UINT8)
+    # U, V: block means of the RGB, T^-1 along each subsampled axis, the chroma rows rounded to the sample values,
+    # replicated over the block
+    means = fn.tensor_resize(video, scales=fn.stack(1.0 / (1.0 + sub_v), 1.0 / (1.0 + sub_h)), axes=[1, 2],
+                            interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.FLOAT)
+    taps = chroma_inverse_taps()
+    delta = np.zeros_like(taps)
+    delta[len(taps) // 2] = 1.0
+    across = types.Constant(delta[None]) + sub_h * types.Constant((taps - delta)[None])
+    down = types.Constant(delta[:, None]) + sub_v * types.Constant((taps - delta)[:, None])
+    means = fn.filter(fn.filter(means, across, border="reflect_1001"), down, border="reflect_1001")
+    uv = fn.cast(fn.coord_transform(means, M=types.Constant(DALI_RGB_TO_YUV[1:]) * c_scale, T=128.0),
+                 dtype=types.UINT8)  # rounds to nearest, saturates
+    uv = fn.tensor_resize(uv, scales=fn.stack(1.0 + sub_v, 1.0 + sub_h), axes=[1, 2],
+                         interp_type=types.INTERP_NN, antialias=False)
+    # FFmpeg's five products (Y - y0) yc, (V - 128) vr, (U - 128) ug, (V - 128) vg, (U - 128) ub, each / 8192 and
+    # floored, summed per channel; every value is exact in float32
+    products = fn.coord_transform(fn.cat(y, uv, axis=3), M=_product_matrix(colour), T=_product_offsets(colour),
+                                  dtype=types.FLOAT)
+    fixed_rgb = fn.coord_transform(dmath.floor(products), M=types.Constant(_SUMS) * fixed)
+    generic_rgb = fn.coord_transform(video, M=_tagged_matrix(colour, y_scale, c_scale) * (1.0 - fixed),
+                                     dtype=types.FLOAT)
+    return fn.cast(fixed_rgb + generic_rgb, dtype=types.UINT8)  # rounds to nearest, saturates to 0..255
+
+
+# the five products as rows over (Y, U, V), with the COLOUR entry holding each coefficient; R, G, B sum them
+_PRODUCTS = ((0, (1, 0)), (2, (1, 1)), (1, (2, 0)), (2, (2, 1)), (1, (1, 2)))  # (Y|U|V column, COLOUR entry)
+_SUMS = np.array([[1, 1, 0, 0, 0], [1, 0, 1, 1, 0], [1, 0, 0, 0, 1]], np.float32)
+# the same coefficients as FFmpeg's matrix over (Y - y0, U - 128, V - 128): (row, column, COLOUR entry)
+_MATRIX = ((0, 0, (1, 0)), (1, 0, (1, 0)), (2, 0, (1, 0)), (0, 2, (1, 1)), (1, 1, (2, 0)), (1, 2, (2, 1)),
+           (2, 1, (1, 2)))
+
+
+def _mask(shape: tuple[int, int], row: int, col: int, value: float = 1.0) -> np.ndarray:
+    m = np.zeros(shape, np.float32)
+    m[row, col] = value
+    return m
+
+
+def _product_matrix(colour):  # -> DataNode [5, 3] on the CPU
+    import nvidia.dali.types as types
+
+    rows = [types.Constant(_mask((5, 3), k, col, 1.0 / 8192)) * colour[i, j] for k, (col, (i, j)) in
+            enumerate(_PRODUCTS)]
+    return rows[0] + rows[1] + rows[2] + rows[3] + rows[4]
+
+
+def _product_offsets(colour):  # -> DataNode [5]: each product's -y0 or -128 times its coefficient, / 8192
+    import nvidia.dali.fn as fn
+
+    first = -16.0 * (1.0 - colour[0, 0]) * colour[1, 0]
+    return fn.stack(first, *(-128.0 * colour[i, j] for _, (i, j) in _PRODUCTS[1:])) * (1.0 / 8192)
+
+
+def _tagged_matrix(colour, y_scale, c_scale):  # -> DataNode [3, 3]: DALI's RGB -> the tagged matrix's RGB
+    import nvidia.dali.types as types
+
+    # FFmpeg's matrix (coefficients / 8192) @ diag(y_scale, c_scale, c_scale) @ DALI's inverse, term by term
+    terms = []
+    for row, col, (i, j) in _MATRIX:
+        block = _mask((3, 3), row, col, 1.0 / 8192) @ DALI_RGB_TO_YUV
+        terms.append(types.Constant(block.astype(np.float32)) * (colour[i, j] * (y_scale if col == 0 else c_scale)))
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
+                   device_id: int | None = None):  # -> nvidia.dali.Pipeline
+    """Decode the given frame numbers of each encoded video, convert to FFmpeg's RGB (`ffmpeg_rgb`, the "COLOUR"
+    input), squash to S x S (cubic, antialiased), normalise to x / 127.5 - 1, layout FCHW.
+    device: "cpu" or "mixed" (NVDEC + GPU conversion/resize/normalise)."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    if device not in ("cpu", "mixed"):
+        raise ValueError(f"device must be 'cpu' or 'mixed', got {device!r}")
+    if device_id is None:
+        device_id = 0 if device == "mixed" else None
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1)
+    def pipe():  # -> DataNodes
+        encoded = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1, device="cpu")
+        frames = fn.external_source(name="FRAMES", dtype=types.INT32, ndim=1, device="cpu")
+        colour = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")  # [3, 3]
+        video = fn.decoders.video(encoded, frames=frames, pad_mode="edge", device=device)  # F,H,W,C uint8
+        video = fn.resize(ffmpeg_rgb(video, colour), size=[image_size, image_size], mode="stretch",
+                          interp_type=types.INTERP_CUBIC, antialias=True)
+        return fn.crop_mirror_normalize(video, dtype=types.FLOAT, output_layout="FCHW",
+                                        mean=[127.5] * 3, std=[127.5] * 3)
+
+    return pipe()
+
+
+def full_size_rgb(data: bytes, frame_numbers: list[int], colour: YuvSignal | None,
+                  device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Diagnostics (tests, benchmarks, the GPU check): the given frames at full size, as DALI's decoder outputs them
+    and after `ffmpeg_rgb`, both uint8 [F, H, W, 3] on the host. device: "cpu" or "mixed"."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    @pipeline_def(batch_size=1, num_threads=2, device_id=0 if device == "mixed" else None, prefetch_queue_depth=1)
+    def pipe():  # -> DataNodes
+        encoded = fn.external_source(name="VIDEO", dtype=types.UINT8, ndim=1, device="cpu")
+        col = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")
+        video = fn.decoders.video(encoded, frames=np.asarray(frame_numbers, np.int32).tolist(), device=device)
+        return video, ffmpeg_rgb(video, col)
+
+    p = pipe()
+    p.build()
+    p.feed_input("VIDEO", [np.frombuffer(data, dtype=np.uint8)])
+    p.feed_input("COLOUR", [colour_input(colour)])
+    raw, rgb = p.run()
+    if device == "mixed":
+        raw, rgb = raw.as_cpu(), rgb.as_cpu()
+    return np.asarray(raw.as_tensor())[0], np.asarray(rgb.as_tensor())[0]
+
+
+def _pipeline(device: str, image_size: int, device_id: int) -> tuple[object, threading.Lock]:
+    key = (device, image_size, device_id)
+    with _registry_lock:
+        if key not in _pipes:
+            p = video_pipeline(device=device, image_size=image_size,
+                               device_id=device_id if device == "mixed" else None)
+            p.build()
+            _pipes[key] = p
+            _locks[key] = threading.Lock()
+        return _pipes[key], _locks[key]
+
+
+def colour_input(signal: YuvSignal | None) -> np.ndarray:
+    """The pipeline's "COLOUR" input for a video whose first frame FFmpeg reads as `signal`
+    (`videoitg.decode.colour.dali_colour_params`; None: an untagged limited-range 4:2:0 video)."""
+    return dali_colour_params(signal)
+
+
+def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int, size_wh: tuple[int, int],
+           deadline: Deadline, name: str, device: object = None, colour: YuvSignal | None = None) -> torch.Tensor:
+    """Run the pipeline over `data` for `frame_numbers`; [T,3,S,S] float32 (on the GPU for "dali-gpu").
+    `colour`: how FFmpeg reads the video's YUV (`videoitg.decode.colour.signal_of` its first frame)."""
+    dali_device = "mixed" if decoder == "dali-gpu" else "cpu"
+    target = torch.device("cpu")  # CPU results: the caller copies them to its device afterwards
+    if dali_device == "mixed":
+        target = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+        if target.type != "cuda":
+            target = torch.device("cuda", torch.cuda.current_device())
+    device_id = target.index if target.index is not None else 0
+    pipe, lock = _pipeline(dali_device, image_size, device_id)
+    w, h = size_wh
+    per_chunk = max(1, CHUNK_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
+    encoded = np.frombuffer(data, dtype=np.uint8)
+    if colour is not None and not colour.width:
+        colour = dataclasses.replace(colour, width=w, height=h)
+    mt = colour_input(colour if colour is not None else YuvSignal(width=w, height=h))
+    out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
+    for start in range(0, len(frame_numbers), per_chunk):
+        deadline.check(f"decoding with {decoder}")
+        chunk = np.asarray(frame_numbers[start:start + per_chunk], dtype=np.int32)
+        with lock:
+            pipe.feed_input("VIDEO", [encoded])
+            pipe.feed_input("FRAMES", [chunk])
+            pipe.feed_input("COLOUR", [mt])
+            try:
+                (result,) = pipe.run()
+            except RuntimeError as e:  # DALI raises RuntimeError for every pipeline failure: not a codec verdict
+                raise VideoDecodeError(f"{name}: DALI ({dali_device}) failed: {failure_reason(e)}") from None
+            _copy_out(result, out[start:start + len(chunk)], dali_device)
+    return out
+
+
+# Lines of a DALI pipeline error that frame the reason rather than state it
+_FRAME_LINES = ("Critical error in pipeline", "Current pipeline object is no longer valid", "C++ context:")
+
+
+def failure_reason(error: BaseException) -> str:
+    """What a DALI pipeline error says went wrong, on one line: the text after the operator's traceback
+    ("encountered:") where DALI gives one, without the lines that frame it."""
+    text = str(error)
+    if "encountered:" in text:
+        text = text.split("encountered:", 1)[1]
+    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(_FRAME_LINES)]
+    return " ".join(kept)[:300] or type(error).__name__
+
+
+def _copy_out(result, dst: torch.Tensor, dali_device: str) -> None:  # result: a DALI TensorList
+    shape = tuple(result.as_tensor().shape())[1:]
+    if shape != tuple(dst.shape):
+        raise VideoDecodeError(f"DALI returned frames of shape {shape}, expected {tuple(dst.shape)}")
+    if dali_device == "cpu":
+        dst.copy_(torch.from_numpy(np.asarray(result.as_tensor())[0]))
+        return
+    from nvidia.dali.plugin.pytorch import feed_ndarray  # optional dependency; device-to-device, no host trip
+
+    feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=torch.cuda.current_stream())
+
+
+def self_test_clip(device: str) -> bytes:
+    """The package's clip the self-test decodes on `device`: H.264 for NVDEC ("mixed"), VP9 for DALI's CPU
+    decoder ("cpu"), which has no H.264."""
+    return resources.files("videoitg").joinpath(SELF_TEST_CLIP if device == "mixed" else SELF_TEST_CPU_CLIP) \
+        .read_bytes()
+
+
+def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = None) -> None:
+    """Decode three frames of `clip` (default: the package's clip for `device`, `self_test_clip`) with DALI on
+    `device` ("mixed": NVDEC, "cpu") and compare them with PyAV's; raise DecoderUnavailableError in one line naming
+    `--decoder python` when DALI is missing, cannot decode the clip here, or decodes other pixels. What the dali
+    decode step runs at start, before it accepts requests (python_backend/decode.py)."""
+    from videoitg.decode.api import decode_video  # here: api imports this module
+
+    data = clip if clip is not None else self_test_clip(device)
+    what = "a given clip" if clip is not None else ("an H.264 clip" if device == "mixed" else "a VP9 clip")
+    decoder = "dali-gpu" if device == "mixed" else "dali-cpu"
+    params = SamplingParams(num_frames=3, target_fps=25.0)
+    try:
+        target = f"cuda:{device_id}" if device == "mixed" else None
+        got = decode_video(data, image_size=64, params=params, decoder=decoder, device=target, output="float32")
+        want = decode_video(data, image_size=64, params=params, decoder="pyav", output="float32")
+        diff = float((got.pixel_values.float().cpu() - want.pixel_values).abs().mean()) * 127.5
+        if got.frame_indices != want.frame_indices:
+            raise VideoDecodeError(f"frames {got.frame_indices} decoded, PyAV's are {want.frame_indices}")
+        if not diff <= SELF_TEST_MEAN_BOUND:
+            raise VideoDecodeError(f"pixels differ from PyAV's by {diff:.1f} on average (bound "
+                                   f"{SELF_TEST_MEAN_BOUND})")
+    except Exception as e:  # every failure is the one-line refusal
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DecoderUnavailableError(
+            f"the dali decoder ({decoder}, DALI {_dali_version()}) failed its start self-test on {what}: "
+            f"{reason[:300]}; serve with --decoder python"
+        ) from None
+
+
+def _dali_version() -> str:
+    return library_version("nvidia.dali") or "not installed"

@@ -1,0 +1,89 @@
+"""Every read of /proc the launcher makes: process states, groups, CPU time, python-backend stubs, port holders."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields after the command name of /proc/PID/stat: proc(5) field 3 on, state, ppid, pgrp, ...) of
+    every process; processes that exit while being read are skipped."""
+    for p in PROC.iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            yield int(p.name), (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+
+
+def argv(pid: int) -> list[bytes]:
+    """The command line of `pid`, split at its NULs."""
+    return (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running (zombies do not count: they hold no memory or ports)."""
+    return any(len(f) > 2 and f[2] == str(pgid) and f[0] not in ("Z", "X") for _, f in _stats())
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group `pgid` (tritonserver and its python
+    stubs): a stub reading and hashing a 16 GB checkpoint logs nothing for minutes but burns CPU."""
+    # utime, stime: fields 14 and 15 of proc(5)
+    ticks = sum(int(f[11]) + int(f[12]) for _, f in _stats() if len(f) > 12 and f[2] == str(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The live children of `pid`."""
+    return [child for child, f in _stats() if len(f) > 1 and f[1] == str(pid)]
+
+
+def stub_pids(pid: int | None) -> dict[str, set[int]]:
+    """Live python-backend stubs of the server `pid` per model (its own children only)."""
+    out: dict[str, set[int]] = {}
+    if pid is None:
+        return out
+    for child in children(pid):
+        try:
+            cmd = argv(child)
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"triton_python_backend_stub") and len(cmd) > 1:
+            model = Path(cmd[1].decode(errors="replace")).parent.parent.name  # <model>/<ver>/model.py
+            out.setdefault(model, set()).add(child)
+    return out
+
+
+def port_holder(port: int) -> str:
+    """'pid N (command line)' of the process listening on TCP `port`; '' when it cannot be seen."""
+    inodes = set()
+    for table in ("net/tcp", "net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in (PROC / table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                    inodes.add(f"socket:[{cols[9]}]")
+    for proc in PROC.iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    cmd = argv(int(proc.name))
+                    return f"pid {proc.name} ({' '.join(a.decode(errors='replace') for a in cmd[:2])})"
+    return ""
+
+
+def pid_namespace() -> int:
+    """The inode of this process's PID namespace (0 where /proc does not show it)."""
+    try:
+        return os.stat(PROC / "self" / "ns" / "pid").st_ino
+    except OSError:
+        return 0
