@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.support.batch import SAMPLING_ARGS, make_manifest
+from tests.support.compare import SCORED, assert_records_close
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, ray_env, records, run_to_end, session_pids
 from videoitg.batch.manifest import load_manifest
 from videoitg.defaults import default_checkpoint
@@ -54,12 +55,9 @@ def _cmd(media, out: Path, *extra: str, workers: int = 2) -> list[str]:
 
 def _assert_matches_reference(results: list[dict], reference: dict) -> None:
     assert sorted(r["row_id"] for r in results) == sorted(reference)
-    for r in results:
-        want = reference[r["row_id"]]
-        for k in ("index", "logits", "num_frames", "contexts", "video_path", "doc_id", "frame_indices",
-                  "timestamps", "top_k"):
-            assert r[k] == want[k], (r["row_id"], k)
-        assert r["scores"] == pytest.approx(want["scores"], abs=2e-6)
+    for r in results:  # a Ray worker's computation against the in-process one: within tolerance
+        assert_records_close(r, reference[r["row_id"]], fields=(*SCORED, "num_frames", "contexts", "video_path",
+                                                                 "doc_id"))
 
 
 def _assert_errors(errors: list[dict], bad: dict[str, str]) -> None:

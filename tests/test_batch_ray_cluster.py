@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.compare import SCORED, assert_records_close
+
 pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
 
 from tests.support.batch import SAMPLING_ARGS, make_manifest
@@ -265,11 +267,8 @@ def _assert_exactly_once(out: Path, media: dict, summary: dict) -> None:
     assert set(shard_rows) == set(reference), "a good row is missing from the shards"
     results = records([out / "results.jsonl"])
     assert sorted(r["row_id"] for r in results) == sorted(reference), "a row is missing or doubled in results.jsonl"
-    for r in results:
-        want = reference[r["row_id"]]
-        for k in ("index", "logits", "frame_indices", "timestamps", "top_k", "doc_id", "contexts"):
-            assert r[k] == want[k], (r["row_id"], k)
-        assert r["scores"] == pytest.approx(want["scores"], abs=2e-6)
+    for r in results:  # computed on another node's worker: within tolerance of the in-process reference
+        assert_records_close(r, reference[r["row_id"]], fields=(*SCORED, "doc_id", "contexts"))
     errors = {e["row_id"]: e["stage"] for e in records([out / "errors.jsonl"])}
     assert {k: v for k, v in errors.items() if not k.startswith("line-")} == bad
     for f in (out / "shards").glob("*.jsonl"):  # every shard is whole: temp file + rename

@@ -92,7 +92,7 @@ def timed(server: TritonServer, video: bytes, instruction: str, log: dict[str, o
 
 
 def test_cache_hit_is_answered_while_another_video_decodes(server: TritonServer, clips: list[bytes]) -> None:
-    """Before: the top-level model ran one batch at a time, so a hit sent during a cold request's decode waited
+    """Catches: a top-level model that runs one batch at a time, so a hit sent during a cold request's decode waited
     for that decode (59 s behind a slow one)."""
     warm, cold = clips[0], clips[1]
     with VideoITGClient(server.grpc_url, "grpc") as c:
@@ -129,7 +129,7 @@ def test_concurrent_requests_on_one_video_share_one_decode(server: TritonServer,
 
 
 def test_a_video_that_failed_is_refused_again_without_another_decode(server: TritonServer) -> None:
-    """Before: the same bad bytes were decoded again (up to the whole decode budget) on every retry."""
+    """Catches: the same bad bytes decoded again (up to the whole decode budget) on every retry."""
     junk = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
     before = decode_calls(server)
     errors: list[RemoteError] = []

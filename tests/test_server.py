@@ -232,7 +232,7 @@ def test_key_is_not_written_to_the_log(server: TritonServer) -> None:
 
 # ---- readiness and the stub watchdog ----------------------------------------------------------------------------
 def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(server: TritonServer) -> None:
-    """Before: `/v2/health/ready` and the model's ready flag answered 200 for 14-18 s while requests failed.
+    """Catches: `/v2/health/ready` and the model's ready flag answering 200 for 14-18 s while requests failed.
 
     Readiness is sampled by its own thread: a request to the dead stub can stay in flight through the whole reload,
     so a single thread that alternates probes and requests may never see the unready window."""
@@ -302,7 +302,7 @@ def test_watchdog_gives_up_after_bounded_tries(repo: Path, tmp_path: Path,
 
 # ---- stop with a request in flight ------------------------------------------------------------------------------
 def test_stop_with_a_long_request_in_flight_is_bounded_and_leaks_nothing(server: TritonServer) -> None:
-    """Before: SIGKILL after 40 s, UNAVAILABLE for the client, the python backend's /dev/shm regions leaked."""
+    """Catches: SIGKILL after 40 s, UNAVAILABLE for the client, the python backend's /dev/shm regions leaked."""
     pids = [server.pid, *stub_pids(server).values()]
     regions = shm_regions(pids)
     assert regions
@@ -356,7 +356,7 @@ def _server_child(pid: int) -> int:
 
 
 def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Path) -> None:
-    """Before: kill -9 of `videoitg serve` left tritonserver running as an orphan holding the ports, and the next
+    """Catches: kill -9 of `videoitg serve` leaving tritonserver running as an orphan holding the ports, and the next
     `serve` on those ports printed "ready" because the orphan answered."""
     ports = [str(free_port()) for _ in range(3)]
     args = ["--model-repository", str(repo), "--http-port", ports[0], "--grpc-port", ports[1],
@@ -486,7 +486,7 @@ def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
 
 
 def test_serve_refuses_a_bad_checkpoint_with_its_cause(tmp_path: Path) -> None:
-    """Before: Triton's "failed to load all models" after 22 s."""
+    """Catches: Triton's "failed to load all models" after 22 s."""
 
 
     ckpt = tmp_path / "ckpt"

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tests.support.compare import assert_records_close
 from videoitg.batch import runner, store
 
 INSTRUCTIONS = [
@@ -100,3 +101,11 @@ def check_shards(out: Path) -> int:
 
 def comparable(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if not k.endswith("_s")}
+
+
+def assert_rows_close(results: list[dict], want: dict[str, dict]) -> None:
+    """Each row of `want` once, each record within tolerance of its own (rows rescored after a fault may run in
+    other batches, so their floats are another computation's)."""
+    assert sorted(r["row_id"] for r in results) == sorted(want), "a row was lost or doubled"
+    for r in results:
+        assert_records_close(comparable(r), want[r["row_id"]])
