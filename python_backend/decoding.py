@@ -17,8 +17,7 @@ from videoitg.limits import Limits
 from videoitg.moments import frames_duration
 from videoitg.outputs import duration_value
 from videoitg.sampling import SamplingParams
-
-STEP_DECODERS = ("python", "dali")  # the decode step's `decoder` parameter (`RepoSpec.decoder`)
+from videoitg.serving.protocol import DECODERS
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class StepDecoder:
         if parameter in ("", "python"):
             return cls("auto")
         if parameter != "dali":
-            raise InputError(f"decoder must be one of {', '.join(STEP_DECODERS)}, got {parameter!r}")
+            raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {parameter!r}")
         if device.startswith("cuda"):
             return cls("auto", device, "mixed", "float32")
         return cls("dali-cpu", None, "cpu", "float32")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from videoitg.sampling import SamplingParams
+from videoitg.serving.protocol import DECODERS
 
 if TYPE_CHECKING:
     from videoitg.serving.repository import RepoSpec
@@ -32,7 +33,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
                         "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
                         "cache, cpu target only (docs/serving.md)")
-    p.add_argument("--decoder", choices=["python", "dali"], default="",
+    p.add_argument("--decoder", choices=DECODERS, default="",
                    help="the decode step: dali (DALI's Python API inside the python decode step: NVDEC on the gpu "
                         "target, the default there, with PyAV for the streams NVDEC cannot number or decode; DALI's "
                         "CPU decoder, VP8/VP9/MJPEG, on the cpu target) or python (PyAV on the CPU cores; the cpu "
