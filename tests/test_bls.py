@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import metric_value
+from tests.support.server import metric_value, start
 from tests.support.video import random_clip
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.protocol import DECODE, TOP
@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     text, n = re.subn(r'(key: "decode_model"\s*value \{\s*string_value: )"[^"]*"', rf'\1"{SLOW}"', top.read_text())
     assert n == 1
     top.write_text(text)
-    srv = TritonServer(repo, ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "server.log").start(240)
+    srv = start(TritonServer(repo, ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "server.log"))
     yield srv
     srv.stop()
 
