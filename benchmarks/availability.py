@@ -12,7 +12,8 @@ Hostile clients of the front (issue 36): `big-json`: a 23 MiB HTTP body of valid
 lists in `data`; `grpc-inputs`: a 5.7 MiB ModelInfer with 3 million empty inputs; `dup-keys`: a JSON header with
 a key twice; `held-bodies`: 4 connections each declaring 500 MiB, sending 160 MiB, then waiting; `abandoned`: 64 MiB
 sent, then the connection closed, repeated; `idle-conns`: 1100 connections that never send a byte. For each phase
-the front's peak resident memory (`front_peak_rss_mib`, sampled every 0.2 s) is recorded too.
+the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`, `tritonserver_peak_rss_mib`,
+sampled every 0.2 s) is recorded too.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ from videoitg.serving.ports import free_port  # noqa: E402
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
            "held-bodies", "abandoned", "idle-conns")
 HEAD = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+def video_upload_head(video_bytes: int) -> bytes:
+    """An inference request's HTTP head and valid JSON header, announcing a binary VIDEO of `video_bytes` bytes to
+    follow: the front checks the header and passes the body on as it arrives."""
+    header = json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1],
+                                     "parameters": {"binary_data_size": video_bytes}}]}).encode()
+    return HEAD + b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(header), len(header) + video_bytes, header)
 
 
 def overflow(grpc_url: str, stop: threading.Event) -> int:
@@ -151,7 +161,8 @@ def grpc_inputs(grpc_url: str, stop: threading.Event) -> int:
 
 def held_bodies(http_url: str, stop: threading.Event, conns: int = 4, declared: int = 500 << 20,
                 sent_bytes: int = 160 << 20) -> int:
-    """`conns` connections each declare `declared` bytes, send `sent_bytes`, then wait; reopened when closed."""
+    """`conns` connections each declare `declared` bytes (a valid JSON header, then the video's bytes), send
+    `sent_bytes`, then wait; reopened when closed."""
     host, port = http_url.rsplit(":", 1)
     chunk = b"\0" * (1 << 20)
     opened = 0
@@ -162,7 +173,7 @@ def held_bodies(http_url: str, stop: threading.Event, conns: int = 4, declared: 
             try:
                 with socket.create_connection((host, int(port)), timeout=5) as s:
                     opened += 1
-                    s.sendall(HEAD + b"Inference-Header-Content-Length: 2\r\nContent-Length: %d\r\n\r\n{}" % declared)
+                    s.sendall(video_upload_head(declared))
                     for _ in range(sent_bytes >> 20):
                         s.sendall(chunk)
                     while not stop.is_set() and s.recv(4096):
@@ -184,8 +195,7 @@ def abandoned(http_url: str, stop: threading.Event, sent_bytes: int = 64 << 20) 
     while not stop.is_set():
         try:
             with socket.create_connection((host, int(port)), timeout=5) as s:
-                s.sendall(HEAD + b"Inference-Header-Content-Length: 2\r\nContent-Length: %d\r\n\r\n{}" % (
-                    2 * sent_bytes))
+                s.sendall(video_upload_head(2 * sent_bytes))
                 for _ in range(sent_bytes >> 20):
                     s.sendall(chunk)
             n += 1
@@ -226,8 +236,8 @@ def idle_conns(http_url: str, stop: threading.Event, count: int = 1100) -> int:
     return total
 
 
-def front_pid(serve_pid: int) -> int | None:
-    """The front process started by `videoitg serve` (a child running videoitg.serving.front)."""
+def child_pid(serve_pid: int, front: bool) -> int | None:
+    """The front (a child running videoitg.serving.front) or tritonserver started by `videoitg serve`."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -236,7 +246,8 @@ def front_pid(serve_pid: int) -> int | None:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if b"videoitg.serving.front" in cmd and ppid == serve_pid:
+        mine = b"videoitg.serving.front" in cmd if front else cmd.split(b"\0")[0].endswith(b"tritonserver")
+        if mine and ppid == serve_pid:
             return int(proc.name)
     return None
 
@@ -324,11 +335,13 @@ def main() -> int:
                 t = threading.Thread(target=lambda fn, a, out: out.append(fn(*a)), args=(*attacker, count), daemon=True)
             if t:
                 t.start()
-            pid, peak, sampling = front_pid(serve.pid), [0.0], threading.Event()
+            pids = (child_pid(serve.pid, front=True), child_pid(serve.pid, front=False))
+            peak, sampling = [0.0, 0.0], threading.Event()
 
-            def sample_rss(pid: int | None = pid, peak: list[float] = peak, done: threading.Event = sampling) -> None:
+            def sample_rss(pids: tuple[int | None, ...] = pids, peak: list[float] = peak,
+                           done: threading.Event = sampling) -> None:
                 while not done.wait(0.2):
-                    peak[0] = max(peak[0], rss_mib(pid))
+                    peak[:] = [max(p, rss_mib(pid)) for p, pid in zip(peak, pids, strict=True)]
 
             sampler = threading.Thread(target=sample_rss, daemon=True)
             sampler.start()
@@ -339,7 +352,7 @@ def main() -> int:
             sampling.set()
             sampler.join(5)
             r = {"attack": attack, "attack_requests": count[0] if count else 0, **r,
-                 "front_peak_rss_mib": round(peak[0], 1)}
+                 "front_peak_rss_mib": round(peak[0], 1), "tritonserver_peak_rss_mib": round(peak[1], 1)}
             print(json.dumps(r), flush=True)
             results.append(r)
             # Back to ready before the next phase (a restart or a stub reload may still be running).

@@ -6,7 +6,8 @@ ports, interleaved in one run, on the CPU repository of the embedded tiny checkp
 - `cached`: the sample video scored again (a feature-cache hit: the smallest full request), HTTP and gRPC.
 - `upload`: `--upload-mib` MiB of fresh random bytes as VIDEO (refused as not a video after the server hashed and
   opened them): what moving a large body through one more process costs.
-Reports p50 of each and the ratio front / direct.
+Reports p50 of each, the ratio front / direct, and the front's own CPU time per request (its process's, read
+around each request through the front).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from videoitg.defaults import sample_video  # noqa: E402
+from videoitg.serving.procfs import cpu_s  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import TritonServer  # noqa: E402
@@ -58,6 +60,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="videoitg-bench-front-"))
     repo = build_repository(RepoSpec(target="cpu"), tmp / "repo")
     times: dict[str, list[float]] = {}
+    front_cpu: dict[str, list[float]] = {}
     with TritonServer(repo, log_path=tmp / "server.log") as srv:
         clients = {}
         for route, (hu, gu) in {"front": (srv.http_url, srv.grpc_url),
@@ -73,9 +76,11 @@ def main() -> int:
                         if i % 4:  # fewer large uploads than small requests
                             continue
                         video = os.urandom(args.upload_mib << 20)
-                    t0 = time.perf_counter()
+                    c0, t0 = cpu_s(srv.front_pid), time.perf_counter()
                     request(c, mod, video, instruction)
                     times.setdefault(f"{case} {proto} {route}", []).append(time.perf_counter() - t0)
+                    if route == "front":
+                        front_cpu.setdefault(f"{case} {proto}", []).append(cpu_s(srv.front_pid) - c0)
             print(f"\r{i + 1}/{args.reps}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     rows = []
@@ -84,7 +89,8 @@ def main() -> int:
             front, direct = (statistics.median(times[f"{case} {proto} {r}"]) for r in ("front", "direct"))
             rows.append({"case": case, "protocol": proto, "n": len(times[f"{case} {proto} front"]),
                          "front_p50_ms": round(front * 1e3, 2), "direct_p50_ms": round(direct * 1e3, 2),
-                         "ratio": round(front / direct, 2)})
+                         "ratio": round(front / direct, 2),
+                         "front_cpu_ms": round(statistics.mean(front_cpu[f"{case} {proto}"]) * 1e3, 2)})
             print(json.dumps(rows[-1]))
     if args.json:
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "upload_mib": args.upload_mib,

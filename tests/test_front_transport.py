@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import hashlib
 import json
 import time
 import tracemalloc
@@ -217,35 +218,58 @@ class Upload:
         return b""
 
 
+async def read_all(reader: front.BodyReader) -> int:
+    """Reads the body to its end or its refusal, keeping nothing: how many bytes came."""
+    n = 0
+    while chunk := await reader.chunk():
+        n += len(chunk)
+    return n
+
+
 def test_an_abandoned_upload_is_released_at_once() -> None:
-    """64 MiB sent, then the connection closed: nothing keeps the partial body, not even the exception the
-    request's stream keeps (its traceback held the buffer until a garbage collection)."""
+    """64 MiB sent, then the connection closed: the reader keeps nothing, not even the exception the request's
+    stream keeps (its traceback held the buffer until a garbage collection), and gives its bytes back."""
     budget = front.ByteBudget(1 << 30)
     lost = ConnectionResetError("Connection lost")  # the stream keeps and re-raises this very object
+
+    async def run() -> tuple[front.BodyReader, int]:
+        reader = front.BodyReader(Upload(64, 1 << 20, lost), 128 << 20, 256 << 20, budget)
+        await read_all(reader)
+        held = tracemalloc.get_traced_memory()[0]
+        reader.release()
+        return reader, held
+
     gc.disable()
     tracemalloc.start()
     try:
-        got = asyncio.run(front.read_body(Upload(64, 1 << 20, lost), 128 << 20, 256 << 20, budget))
-        held = tracemalloc.get_traced_memory()[0]
+        reader, held = asyncio.run(run())
     finally:
         tracemalloc.stop()
         gc.enable()
-    assert isinstance(got, front.Refusal) and got.reason == "abandoned"
+    assert reader.refusal is not None and reader.refusal.reason == "abandoned"
     assert lost.__traceback__ is None
     assert held < 8 << 20, f"{held >> 20} MiB still held"
     assert budget.held == 0
 
 
-def test_a_body_is_read_whole_and_its_bytes_are_taken_from_the_budget() -> None:
+def test_a_bodys_bytes_are_taken_from_the_budget_until_released() -> None:
+    async def run(chunks: int, declared: int | None, budget: front.ByteBudget) -> front.BodyReader:
+        reader = front.BodyReader(Upload(chunks, 1 << 20, None), declared, 8 << 20, budget)
+        await read_all(reader)
+        return reader
+
     budget = front.ByteBudget(10 << 20)
-    body, taken = asyncio.run(front.read_body(Upload(4, 1 << 20, None), 4 << 20, 8 << 20, budget))
-    assert len(body) == 4 << 20 and taken == 4 << 20 and budget.held == 4 << 20
-    budget.give(taken)
-    over = asyncio.run(front.read_body(Upload(9, 1 << 20, None), None, 8 << 20, budget))
-    assert isinstance(over, front.Refusal) and over.reason == "too_large" and budget.held == 0
+    whole = asyncio.run(run(4, 4 << 20, budget))
+    assert whole.refusal is None and whole.received == 4 << 20 and budget.held == 4 << 20
+    whole.release()
+    over = asyncio.run(run(9, None, budget))
+    assert over.refusal is not None and over.refusal.reason == "too_large" and budget.held == 8 << 20
+    over.release()
     small = front.ByteBudget(2 << 20)
-    busy = asyncio.run(front.read_body(Upload(4, 1 << 20, None), 4 << 20, 8 << 20, small))
-    assert isinstance(busy, front.Refusal) and busy.reason == "overloaded" and small.held == 0
+    busy = asyncio.run(run(4, 4 << 20, small))
+    assert busy.refusal is not None and busy.refusal.reason == "overloaded"
+    busy.release()
+    assert budget.held == 0 and small.held == 0
 
 
 def test_a_half_close_in_the_middle_of_a_body_releases_it_at_once() -> None:
@@ -260,3 +284,105 @@ def test_a_half_close_in_the_middle_of_a_body_releases_it_at_once() -> None:
 
     answer, took = asyncio.run(run())
     assert not answer.startswith(b"HTTP/1.1 2") and took < 5, (answer[:100], took)
+
+
+def test_a_body_passed_on_while_it_arrives_goes_in_coalesced_pieces_and_stops_on_a_refusal() -> None:
+    """A client's many small writes reach tritonserver as few large ones (Triton 2.51 is hurt by bodies in many
+    small pieces), byte for byte; a client that goes away in the middle ends the stream with its refusal."""
+
+    async def run(end: BaseException | None) -> tuple[list[int], front.Refusal | None, int]:
+        budget = front.ByteBudget(1 << 30)
+        reader = front.BodyReader(Upload(300, 1000, end), 300_000 + 10, 1 << 20, budget)
+        sizes: list[int] = []
+        try:
+            async for piece in front.stream_body([b"0123456789"], reader):
+                sizes.append(len(piece))
+        except front.BodyRefused:
+            pass
+        held = budget.held
+        reader.release()
+        return sizes, reader.refusal, held - budget.held
+
+    sizes, refusal, taken = asyncio.run(run(None))
+    assert refusal is None and sum(sizes) == 300_010 and taken == 300_000
+    assert all(s >= front.FORWARD_BYTES for s in sizes[:-1]) and len(sizes) == 300_010 // front.FORWARD_BYTES + 1
+    sizes, refusal, _ = asyncio.run(run(ConnectionResetError("Connection lost")))
+    assert refusal is not None and refusal.reason == "abandoned" and sum(sizes) < 300_010
+
+
+def test_a_large_body_reaches_tritonserver_while_it_arrives_and_a_refused_one_not_at_all() -> None:
+    """The JSON header is checked first; then tritonserver gets the body as it comes, with its Content-Length and
+    byte for byte (the client sends its second half only once tritonserver has seen the first: a front that held the
+    whole body first would never answer). A body whose header is refused sends tritonserver nothing."""
+    header = json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1],
+                                     "parameters": {"binary_data_size": 4 + (2 << 20)}}]}).encode()
+    half = 1 << 20
+    first_seen = asyncio.Event()
+    seen: list[tuple[str, int, str]] = []
+
+    async def upstream(request: web.Request) -> web.Response:
+        got = bytearray()
+        while chunk := await request.content.readany():
+            got += chunk
+            if len(got) > len(header) + 4:
+                first_seen.set()
+        seen.append((request.headers.get("Content-Length", ""), len(got), hashlib.sha256(got).hexdigest()))
+        return web.json_response({})
+
+    def head(length: int) -> bytes:
+        return infer_head(length, f"Inference-Header-Content-Length: {len(header)}")
+
+    payload = header + (2 * half).to_bytes(4, "little") + bytes(range(256)) * (2 * half // 256)
+
+    async def run() -> tuple[bytes, bytes]:
+        async with running_front(upstream, max_request_bytes=8 << 20) as (port, _, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head(len(payload)) + payload[:len(header) + 4 + half])
+            await asyncio.wait_for(first_seen.wait(), 10)
+            writer.write(payload[len(header) + 4 + half:])
+            answer = await asyncio.wait_for(reader.read(1 << 16), 10)
+            writer.close()
+            bad = b'{"inputs": 5}'.ljust(len(header))
+            refused = await exchange(port, head(len(payload)) + bad + payload[len(header):])
+            return answer, refused
+
+    answer, refused = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert seen == [(str(len(payload)), len(payload), hashlib.sha256(payload).hexdigest())], seen
+    assert refused.startswith(b"HTTP/1.1 400") and b"inputs" in refused and len(seen) == 1, refused[:200]
+
+
+def test_a_client_stalling_in_the_middle_of_a_passed_on_body_is_its_own_fault() -> None:
+    """The client stops sending half-way: it gets 408, counted as its fault (rejected, body_timeout), not as
+    tritonserver unavailable; tritonserver saw a request that never completed."""
+    header = BODY
+    completed: list[int] = []
+
+    async def upstream(request: web.Request) -> web.Response:
+        completed.append(len(await request.read()))
+        return web.json_response({})
+
+    async def run() -> tuple[bytes, front.FrontCounters]:
+        async with running_front(upstream, body_idle_s=1) as (port, _, counters):
+            answer = await exchange(port, infer_head(len(header) + (1 << 20), f"Inference-Header-Content-Length: "
+                                                     f"{len(header)}") + header + b"x" * (256 << 10), timeout=10)
+            return answer, counters
+
+    answer, counters = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert counters.rejected == {("http", "body_timeout"): 1} and not counters.unavailable, counters.text()
+    assert completed == [], completed
+
+
+def test_a_complete_large_body_then_a_half_close_is_answered() -> None:
+    """A body passed on as it arrives: a client that sent all of it and then shut its side still gets the answer."""
+    header = json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1]}]}).encode()
+    body = header + b"v" * (2 << 20)
+
+    async def run() -> bytes:
+        async with running_front(max_request_bytes=8 << 20) as (port, _, _):
+            return await exchange(port, infer_head(len(body), f"Inference-Header-Content-Length: {len(header)}")
+                                  + body, eof=True)
+
+    answer = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 200") and b'"body_bytes": %d' % len(body) in answer, answer[:300]

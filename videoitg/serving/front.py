@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ BODY_IDLE_S = 10.0  # the longest wait for the next byte of a body
 BODY_GRACE_S = 10.0  # a body of n bytes must have arrived within BODY_GRACE_S + n / MIN_BODY_RATE
 MIN_BODY_RATE = 1 << 20  # bytes per second
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
+FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arrives (but its last)
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
 PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
@@ -46,6 +47,7 @@ SINGLE_HEADERS = ("content-length", "transfer-encoding", "content-encoding", "co
                   "inference-header-content-length", "expect")
 _NAME = r"[A-Za-z0-9_.-]{1,256}"
 _NAME_RE = re.compile(_NAME)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's escape of a UTF-16 surrogate, paired or not
 _DIGITS = re.compile(r"[0-9]{1,10}")  # plain ASCII: str.isdigit() also takes '²' and other scripts' digits
 _MODEL_PATH = re.compile(rf"/v2/models/(?P<model>{_NAME})(?:/versions/(?P<version>[0-9]{{1,19}}))?"
                          r"(?P<action>/infer|/ready|/config|/stats)?")
@@ -313,6 +315,8 @@ def parse_header(raw: bytes) -> Any:
         return Refusal(f"request body is not valid JSON ({str(e)[:120]})", "json")
     if nesting_over(header, MAX_JSON_DEPTH):
         return Refusal(f"request JSON nests more than {MAX_JSON_DEPTH} levels", "json")
+    if _SURROGATE_ESCAPE.search(text) is None:  # strict UTF-8 decoding refuses a raw surrogate: only an escape
+        return header
     try:  # an escaped lone surrogate ("\ud800") parses into a str that is not Unicode text
         json.dumps(header, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -498,45 +502,77 @@ class ByteBudget:
         self.held -= n
 
 
-async def read_body(stream: Any, declared: int | None, limit: int, budget: ByteBudget,
-                    idle_s: float = BODY_IDLE_S) -> tuple[bytearray, int] | Refusal:
-    """(body, bytes taken from `budget`) read from an aiohttp StreamReader (`readany`), or why it was not: over
-    `limit` (413), over the budget (503), no byte for `idle_s` or slower than BODY_GRACE_S + size / MIN_BODY_RATE
-    (408), the client gone ('abandoned'). Whatever was read of a refused body is released before this returns:
-    nothing, an exception's traceback included, keeps it alive. The caller gives back the bytes taken."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BODY_GRACE_S + (declared if declared is not None else limit) / MIN_BODY_RATE
-    buf: bytearray | None = bytearray()
-    refusal: Refusal | None = None
-    try:
-        while True:
-            wait = min(idle_s, deadline - loop.time())
-            if wait <= 0:
-                refusal = Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout")
-                break
-            try:
-                chunk = await asyncio.wait_for(stream.readany(), wait)
-            except TimeoutError:
-                refusal = Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
-                break
-            if not chunk:
-                return buf, len(buf)
-            if len(buf) + len(chunk) > limit:
-                refusal = Refusal(f"request body is over the server's limit of {limit} bytes", "too_large")
-                break
-            if not budget.take(len(chunk)):
-                refusal = Refusal("the server holds too many request bodies now: retry shortly", "overloaded")
-                break
-            buf += chunk
-    except ConnectionError as e:
-        e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold `buf`
-        refusal = Refusal("the client closed the connection before the body was sent", "abandoned")
-    except Exception as e:  # aiohttp's payload errors: a malformed chunked encoding
-        e.__traceback__ = None
-        refusal = Refusal(f"request body is malformed ({type(e).__name__})", "framing")
-    budget.give(len(buf))
-    buf = None
-    return refusal
+class BodyReader:
+    """A request body read chunk by chunk from an aiohttp StreamReader (`readany`) under the front's bounds: at most
+    `limit` bytes; each chunk taken from `budget` before it is kept (given back by `release`, once the request is
+    answered); a byte at least every `idle_s`, and the whole body within BODY_GRACE_S + size / MIN_BODY_RATE.
+    `refusal` says why reading stopped early: over `limit` (413), over the budget (503), too slow (408), the client
+    gone ('abandoned'), a malformed chunked encoding."""
+
+    def __init__(self, stream: Any, declared: int | None, limit: int, budget: ByteBudget,
+                 idle_s: float = BODY_IDLE_S):
+        self.stream, self.limit, self.budget, self.idle_s = stream, limit, budget, idle_s
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + BODY_GRACE_S + (declared if declared is not None else limit) / MIN_BODY_RATE
+        self.received = 0
+        self.taken = 0
+        self.refusal: Refusal | None = None
+
+    async def chunk(self) -> bytes | None:
+        """The next chunk, b"" at the end of the body, or None once refused (`refusal` says why)."""
+        if self.refusal is not None:
+            return None
+        wait = min(self.idle_s, self.deadline - self.loop.time())
+        if wait <= 0:
+            self.refusal = Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout")
+            return None
+        try:
+            chunk = await asyncio.wait_for(self.stream.readany(), wait)
+        except TimeoutError:
+            self.refusal = Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
+        except ConnectionError as e:
+            e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold the body
+            self.refusal = Refusal("the client closed the connection before the body was sent", "abandoned")
+        except Exception as e:  # aiohttp's payload errors: a malformed chunked encoding
+            e.__traceback__ = None
+            self.refusal = Refusal(f"request body is malformed ({type(e).__name__})", "framing")
+        else:
+            if self.received + len(chunk) > self.limit:
+                self.refusal = Refusal(f"request body is over the server's limit of {self.limit} bytes", "too_large")
+            elif not self.budget.take(len(chunk)):
+                self.refusal = Refusal("the server holds too many request bodies now: retry shortly", "overloaded")
+            else:
+                self.received += len(chunk)
+                self.taken += len(chunk)
+                return chunk
+        return None
+
+    def release(self) -> None:
+        self.budget.give(self.taken)
+        self.taken = 0
+
+
+async def stream_body(pending: list[bytes], reader: BodyReader) -> AsyncIterator[bytes]:
+    """The chunks in hand, then the rest of the body as it arrives, in pieces of at least FORWARD_BYTES (the last
+    may be shorter): a client's small writes reach tritonserver coalesced. A refusal while reading ends the stream
+    with `BodyRefused` (`reader.refusal` says why)."""
+    size = sum(map(len, pending))
+    while chunk := await reader.chunk():
+        if size + len(chunk) < FORWARD_BYTES:
+            pending.append(chunk)
+            size += len(chunk)
+            continue
+        yield b"".join((*pending, chunk)) if pending else chunk
+        pending, size = [], 0
+    if reader.refusal is not None:
+        pending.clear()
+        raise BodyRefused(reader.refusal)
+    if pending:
+        yield b"".join(pending)
+
+
+class BodyRefused(Exception):
+    """A body refused while it was passed on (`BodyReader.refusal`)."""
 
 
 # ---- the servers ----------------------------------------------------------------------------------------------
@@ -572,28 +608,33 @@ def _upstream_timeout(seconds: float) -> Any:
     return aiohttp.ClientTimeout(total=seconds, sock_connect=min(seconds, 5.0))
 
 
-async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], reading: set[Any]):
-    """The HTTP port's application. `busy`: the connections with a request being answered, `reading`: those whose
-    request body is still being read (`_Connection` reads both)."""
+async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], reading: dict[Any, Any]):
+    """The HTTP port's application. `busy`: the connections with a request being answered, `reading`: the body
+    (aiohttp's StreamReader) of each connection whose request body the front is reading or passing on
+    (`_Connection` reads both)."""
     import aiohttp
     from aiohttp import web
 
     budget = ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
-    # A connection per request, as a direct client's: Triton serves each HTTP connection on one of its threads, and
-    # a model load or unload holds its thread, so a pooled connection would wait behind one (health during a reload).
+    # Pooled keep-alive connections (a new one per request costs ~0.3 ms of the front's CPU). A model load holds
+    # the tritonserver thread its connection is served on, so the launcher reloads over gRPC (`TritonServer._admin`).
     # No Accept-Encoding of the front's own: a client that asked for none gets none.
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True), auto_decompress=False,
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
                                     timeout=_upstream_timeout(cfg.infer_timeout_s),
                                     skip_auto_headers=("Accept-Encoding",))
 
-    async def forward(method: str, url: str, body: bytes | bytearray | None, headers: dict[str, str],
-                      timeout_s: float) -> web.Response:
+    async def forward(method: str, url: str, body: bytes | AsyncIterator[bytes] | None, headers: dict[str, str],
+                      timeout_s: float, reader: BodyReader | None = None) -> web.Response:
+        """tritonserver's answer; `reader`: the body being passed on, whose refusal (the client's fault) is
+        answered as such when it ends the request."""
         try:
             async with session.request(method, url, data=body, headers=headers,
                                        timeout=_upstream_timeout(timeout_s)) as r:
                 data = await r.read()
                 status, passed = r.status, {k: r.headers[k] for k in PASS_HEADERS if k in r.headers}
         except (aiohttp.ClientError, TimeoutError) as e:
+            if reader is not None and reader.refusal is not None:
+                return refuse_body(reader.refusal)
             counters.unavailable["http"] += 1
             return web.json_response({"error": f"server unavailable ({type(e).__name__}: no answer within "
                                                f"{timeout_s:.0f} s); try again"}, status=503)
@@ -635,22 +676,45 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
             return refuse(n, _STATUS.get(n.reason, 400))
         if (err := await _continue(request)) is not None:
             return refuse(err, 417)
-        reading.add(request.protocol)
+        reader = BodyReader(request.content, declared, cfg.max_request_bytes, budget, cfg.body_idle_s)
+        reading[request.protocol] = request.content
         try:
-            got = await read_body(request.content, declared, cfg.max_request_bytes, budget, cfg.body_idle_s)
+            return await infer(request, path, headers, reader, declared, n)
         finally:
-            reading.discard(request.protocol)
-        if isinstance(got, Refusal):
-            return _too_large(None) if got.reason == "too_large" else refuse(got, _STATUS.get(got.reason, 400))
-        body, taken = got
-        try:
-            err = http_infer_error(body, request.headers.get("Inference-Header-Content-Length"), cfg.max_inputs,
-                                   cfg.max_outputs)
-            if err is not None:
-                return refuse(err, _STATUS.get(err.reason, 400), close=False)
-            return await forward("POST", f"http://{cfg.triton_http}{path}", body, headers, cfg.infer_timeout_s)
-        finally:
-            budget.give(taken)
+            reading.pop(request.protocol, None)
+            reader.release()
+
+    async def infer(request: web.Request, path: str, headers: dict[str, str], reader: BodyReader,
+                    declared: int | None, n: int | None) -> web.StreamResponse:
+        """Reads the body's JSON header (its first `n` bytes; None: the whole body), checks it, then passes the
+        body on: whole when it is all in hand or its length is not declared (a chunked request: tritonserver gets
+        a Content-Length), else the rest as it arrives (`stream_body`)."""
+        chunks, have = [], 0
+        while (n is None or have < n) and (chunk := await reader.chunk()):
+            chunks.append(chunk)
+            have += len(chunk)
+        if reader.refusal is None and declared is None:
+            while chunk := await reader.chunk():
+                chunks.append(chunk)
+                have += len(chunk)
+        if reader.refusal is not None:
+            chunks.clear()
+            return refuse_body(reader.refusal)
+        whole = declared is None or have == declared
+        head = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        err = http_infer_error(head if whole else head[:n], request.headers.get("Inference-Header-Content-Length"),
+                               cfg.max_inputs, cfg.max_outputs)
+        if err is not None:
+            return refuse(err, _STATUS.get(err.reason, 400), close=not whole)
+        url = f"http://{cfg.triton_http}{path}"
+        if whole:
+            return await forward("POST", url, head, headers, cfg.infer_timeout_s)
+        body, chunks, head = stream_body(chunks, reader), [], b""  # the stream alone holds what it has not passed on
+        return await forward("POST", url, body, {**headers, "Content-Length": str(declared)}, cfg.infer_timeout_s,
+                             reader)
+
+    def refuse_body(err: Refusal) -> web.Response:
+        return _too_large(None) if err.reason == "too_large" else refuse(err, _STATUS.get(err.reason, 400))
 
     def _too_large(n: int | None) -> web.Response:
         size = f"of {n} bytes " if n is not None else ""
@@ -785,9 +849,10 @@ class _Connection(asyncio.Protocol):
     that sent its request and then shut its side (a half-close) still gets the answer: the connection stays open
     for the request in hand, takes no further one, and closes once it is answered; one with no request in hand
     by LINGER_S later closes then. A client that shuts its side in the middle of a body has abandoned it: the
-    connection closes at once and the partial body is released."""
+    connection closes at once and the partial body is released (a body counts as whole once aiohttp has all of its
+    bytes, read by the front or not)."""
 
-    def __init__(self, inner: Any, busy: set[Any], reading: set[Any]):
+    def __init__(self, inner: Any, busy: set[Any], reading: dict[Any, Any]):
         self.inner, self.busy, self.reading = inner, busy, reading
         self.transport: asyncio.BaseTransport | None = None
 
@@ -799,7 +864,8 @@ class _Connection(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if self.inner in self.reading:
+        body = self.reading.get(self.inner)
+        if body is not None and not body.is_eof():
             return self.inner.eof_received()  # None: the transport closes
         self.inner.close()  # no further request; the one in hand is answered first
         asyncio.get_running_loop().call_later(LINGER_S, self._close_if_idle)
@@ -821,7 +887,7 @@ class _Connection(asyncio.Protocol):
 
 
 async def _listen(runner: Any, host: str, port: int, cfg: FrontConfig, counters: FrontCounters,
-                  busy: set[Any], reading: set[Any]) -> asyncio.Server:
+                  busy: set[Any], reading: dict[Any, Any]) -> asyncio.Server:
     """The runner's HTTP server on `host:port`, at most `cfg.max_connections` connections at once."""
     server = runner.server
 
@@ -839,7 +905,7 @@ async def start_http(cfg: FrontConfig, counters: FrontCounters) -> tuple[list[An
     from aiohttp import web
 
     busy: set[Any] = set()
-    reading: set[Any] = set()
+    reading: dict[Any, Any] = {}
     runners, listeners = [], []
     for app, port in ((await _http_app(cfg, counters, busy, reading), cfg.http_port),
                       (await _metrics_app(cfg, counters), cfg.metrics_port)):

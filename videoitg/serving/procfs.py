@@ -40,6 +40,12 @@ def group_cpu_s(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid`."""
+    f = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """The live children of `pid`."""
     return [child for child, f in _stats() if len(f) > 1 and f[1] == str(pid)]

@@ -354,10 +354,18 @@ class TritonServer:
         return self
 
     def _admin(self, model: str, action: str) -> None:
-        req = urllib.request.Request(f"http://{self.internal_http_url}/v2/repository/models/{model}/{action}", data=b"",
-                                     method="POST", headers=self.admin_headers())
-        with urllib.request.urlopen(req, timeout=600):
-            pass
+        """Over gRPC: tritonserver serves a model load on the thread of the connection that asked, and its HTTP
+        threads also carry the front's pooled connections (health checks would wait behind a reload)."""
+        # the serve extra; `videoitg serve --help` runs without it
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        with grpcclient.InferenceServerClient(self.internal_grpc_url) as client:
+            call = client.load_model if action == "load" else client.unload_model
+            try:
+                call(model, headers=self.admin_headers("grpc"), client_timeout=600)
+            except InferenceServerException as e:
+                raise ServerError(f"{action} of '{model}' failed: {e.message()}") from None
 
     def reload(self, model: str) -> None:
         """Unload, then load: during the reload the model, and with strict readiness the server, report not ready

@@ -8,7 +8,6 @@ import contextlib
 import signal
 import threading
 import time
-import urllib.error
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,8 +88,8 @@ class StubWatchdog:
             self.server.note(f"python-backend stub of '{model}' died; reloading the model (try {tries[model]})")
             try:
                 self.server.reload(model)
-            except OSError as e:
-                detail = e.read().decode(errors="replace") if isinstance(e, urllib.error.HTTPError) else e
+            except (OSError, ServerError) as e:
+                detail = e
                 if tries[model] >= RELOAD_TRIES:
                     self.given_up.add(model)
                     self.server.note(f"reloading '{model}' failed {tries[model]} times ({detail}); giving up: "
