@@ -18,31 +18,31 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 
-from videoitg.batch.manifest import load_manifest
-from videoitg.batch.ray_env import RayOptions, init_ray, shutdown_ray
-from videoitg.batch.runner import BatchOptions, run_batch
-from videoitg.batch.scorers import ScorerSpec
-from videoitg.defaults import default_checkpoint
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.video import write_rgb_clip  # noqa: E402
+from videoitg.batch.manifest import load_manifest  # noqa: E402
+from videoitg.batch.ray_env import RayOptions, init_ray, shutdown_ray  # noqa: E402
+from videoitg.batch.runner import BatchOptions, run_batch  # noqa: E402
+from videoitg.batch.scorers import ScorerSpec  # noqa: E402
+from videoitg.defaults import default_checkpoint  # noqa: E402
 
 WORDS = ["red", "green", "blue", "circle", "square", "star", "left", "right", "up", "down"]
 
 
 def make_clip(path: Path, seed: int, frames: int, fps: int, w: int, h: int) -> None:
     rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            a = rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
-            x = (i * 5 + seed * 11) % (w - w // 4)
-            a[h // 4: h // 2, x: x + w // 4] = rng.integers(60, 255, 3)
-            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+
+    def frame(i: int) -> np.ndarray:
+        a = rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
+        x = (i * 5 + seed * 11) % (w - w // 4)
+        a[h // 4: h // 2, x: x + w // 4] = rng.integers(60, 255, 3)
+        return a
+
+    write_rgb_clip(path, map(frame, range(frames)), codec="mpeg4", fps=fps)
 
 
 def make_workload(root: Path, videos: int, per_video: int, frames: int, fps: int, w: int, h: int) -> Path:

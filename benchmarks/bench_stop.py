@@ -16,12 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.video import write_rgb_clip  # noqa: E402
 from videoitg.serving.client import VideoITGClient  # noqa: E402
 from videoitg.serving.ports import free_ports  # noqa: E402
 
@@ -31,18 +31,14 @@ def moving_clip(path: Path, seed: int, frames: int = 900, w: int = 640, h: int =
     rng = np.random.default_rng(seed)
     noise = rng.integers(0, 64, (h, w, 3), dtype=np.uint8)
     colour = rng.integers(64, 255, 3).astype(np.uint8)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=30)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            a = np.roll(noise, i * 5, axis=1)
-            x = (i * 3 + seed * 7) % (w - 60)
-            a[40:120, x:x + 60] = colour
-            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path.read_bytes()
+
+    def frame(i: int) -> np.ndarray:
+        a = np.roll(noise, i * 5, axis=1)
+        x = (i * 3 + seed * 7) % (w - 60)
+        a[40:120, x:x + 60] = colour
+        return a
+
+    return write_rgb_clip(path, map(frame, range(frames)), codec="mpeg4", fps=30).read_bytes()
 
 
 def main() -> int:

@@ -3,28 +3,18 @@ and on the served path's decode step (its DURATION output), on the 29.97-fps end
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support.video import write_clip
+from tests.support.video import WHOLE, ntsc_clip
 from videoitg.decode import probe_video
 from videoitg.errors import InputError
 from videoitg.limits import Limits
-from videoitg.moments import MomentParams
 from videoitg.python_backend.checks import duration_input
 from videoitg.python_backend.decoding import decode_stream, decode_whole
 from videoitg.sampling import SamplingParams
-
-WHOLE = MomentParams(thresholds=(0.0,))  # level = the lowest score: one moment, the whole video, whatever the scores
-
-
-def ntsc_clip(path: Path) -> Path:
-    """4,495 frames at 30000/1001 fps: 149.983 s. Sampled at 1 fps, the last frame is at 149.149 s, and one
-    1.001-s frame gap past it is 150.15 s, past the video's end."""
-    return write_clip(path, frames=4495, fps=Fraction(30000, 1001), width=64, height=48, gop=30)
 
 
 @pytest.fixture(scope="module")

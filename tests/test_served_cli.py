@@ -13,8 +13,7 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.server import served, skip_without_tritonserver
-from tests.support.video import random_clip, write_clip
-from tests.test_moments_in_video import WHOLE, ntsc_clip
+from tests.support.video import WHOLE, ntsc_clip, random_clip, write_clip
 from videoitg.cli import main
 from videoitg.decode import decode_video, probe_video
 from videoitg.digest import video_digest

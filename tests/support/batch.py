@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 
 from tests.support.compare import assert_records_close
+from tests.support.video import write_rgb_clip
 from videoitg.batch import runner, store
 
 INSTRUCTIONS = [
@@ -25,18 +25,14 @@ def make_clip(path: Path, seed: int, frames: int = CLIP_FRAMES, fps: int = CLIP_
     """A small MPEG-4 clip with a moving coloured box (different per seed, so scores differ per video)."""
     rng = np.random.default_rng(seed)
     colour = rng.integers(40, 255, 3)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(frames):
-            a = np.zeros((48, 64, 3), np.uint8)
-            x = (i * 3 + seed * 7) % 48
-            a[12:32, x:x + 16] = colour
-            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+
+    def frame(i: int) -> np.ndarray:
+        a = np.zeros((48, 64, 3), np.uint8)
+        x = (i * 3 + seed * 7) % 48
+        a[12:32, x:x + 16] = colour
+        return a
+
+    return write_rgb_clip(path, map(frame, range(frames)), codec="mpeg4", fps=fps)
 
 
 def make_manifest(root: Path, videos: int = 8, per_video: int = 5,

@@ -7,6 +7,8 @@ returned exactly the frames it claims.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import av
 import numpy as np
 from matplotlib import cbook
 from PIL import Image
+
+from videoitg.moments import MomentParams
 
 BITS = 8
 LO, HI = 16, 235
@@ -196,14 +200,15 @@ def photo_frame(i: int, width: int, height: int) -> np.ndarray:
     return np.asarray(img.resize((width, height), Image.BICUBIC, box=box))
 
 
-def write_rgb_clip(path: Path, frames: list[np.ndarray], *, codec: str = "libvpx-vp9", fps: int = 25,
+def write_rgb_clip(path: Path, frames: Iterable[np.ndarray], *, codec: str = "libvpx-vp9", fps: int = 25,
                    options: dict[str, str] | None = None, colorspace: int | None = None,
                    color_range: int | None = None, pix_fmt: str | None = None) -> Path:
-    """Encode RGB frames; `colorspace` / `color_range` tag the stream (FFmpeg's AVColorSpace / AVColorRange
-    numbers, e.g. 1 = BT.709, 2 = full range), as cameras and phones tag theirs; `pix_fmt` other than 4:2:0
-    (e.g. "yuv444p", "yuvj422p")."""
+    """Encode RGB frames (a list or a generator); `colorspace` / `color_range` tag the stream (FFmpeg's AVColorSpace
+    / AVColorRange numbers, e.g. 1 = BT.709, 2 = full range), as cameras and phones tag theirs; `pix_fmt` other
+    than 4:2:0 (e.g. "yuv444p", "yuvj422p")."""
     path = Path(path)
-    h, w = frames[0].shape[:2]
+    first, frames = peek(frames)
+    h, w = first.shape[:2]
     with av.open(str(path), "w") as out:
         s = video_stream(out, codec, fps, w, h, None, options)
         if pix_fmt is not None:
@@ -238,17 +243,25 @@ def repeat_clip(segment: Path, path: Path, reps: int) -> Path:
     return Path(path)
 
 
+def peek(frames: Iterable[np.ndarray]) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """(the first frame, all the frames)."""
+    it = iter(frames)
+    first = next(it)
+    return first, itertools.chain((first,), it)
+
+
 def random_clip(path: Path, seed: int, seconds: int = 6, fps: int = 4, size: int = 64) -> bytes:
     """A short random-content clip (mpeg4), distinct per seed: a fresh cache key, i.e. a cold request."""
     rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("mpeg4", rate=fps)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        for _ in range(seconds * fps):
-            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path.read_bytes()
+    frames = (rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(seconds * fps))
+    return write_rgb_clip(path, frames, codec="mpeg4", fps=fps).read_bytes()
+
+
+# level = the lowest score: one moment, the whole video, whatever the scores
+WHOLE = MomentParams(thresholds=(0.0,))
+
+
+def ntsc_clip(path: Path) -> Path:
+    """4,495 frames at 30000/1001 fps: 149.983 s. Sampled at 1 fps, the last frame is at 149.149 s, and one
+    1.001-s frame gap past it is 150.15 s, past the video's end."""
+    return write_clip(path, frames=4495, fps=Fraction(30000, 1001), width=64, height=48, gop=30)

@@ -53,6 +53,8 @@ _NOT_HERE = re.compile(r"\b(MediaNotFoundError|OutsideRootsError|ReferencesOffEr
 
 def remote_error(message: str, status: str | None, digest_sent: bool = False) -> RemoteError:
     """The typed error of a server's answer (`status`: gRPC's `StatusCode.X` or the HTTP code as text)."""
+    # A request to a dead python-backend stub fails as a server error whose only mark is python_backend's text
+    # ("Stub process '...' is not healthy."): the one place the server's text decides the type.
     if status in UNAVAILABLE or "not healthy" in message:
         return UnavailableError(message, status)
     if _NOT_HERE.search(message):
