@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,18 +42,15 @@ def test_dali_decoder_sends_the_video_to_the_decode_step_and_a_hit_answers_meanw
     scheduler = FeatureScheduler(FeatureCache(1 << 20), FailureMemory(), max_cold=2)
     scheduler.cache.put("cached", "features of a cached video")
 
-    async def run() -> float:
+    async def run() -> None:
         cold = asyncio.create_task(scheduler.features("cold", lambda: steps.visual(video), lambda e: False))
         await asyncio.sleep(0.1)  # the decode step is running
-        t0 = time.monotonic()
         got, hit = await scheduler.features("cached", None, lambda e: False)
-        took = time.monotonic() - t0
+        # answered while the decode is still running: it did not wait behind it
         assert (got, hit) == ("features of a cached video", True) and not cold.done()
         with pytest.raises(Reached, match="videoitg_decode"):
             await cold
-        return took
 
-    took = asyncio.run(run())
-    assert took < 0.5, f"the cache hit waited {took:.2f} s behind the decode"
+    asyncio.run(run())
     # the bytes, not a plan: the step samples, checks and decodes (DALI inside it), and answers once
     assert reached == [("videoitg_decode", ["VIDEO"], ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS", "DURATION"])]
