@@ -30,7 +30,8 @@ class TritonPythonModel:
         use_device(self.device)
         self.limits = Limits.from_mapping(p)
         runtime = p.get("grounding_runtime", "torch")
-        self.model, self.tokenizer = assets.load_part("grounding", load_device(runtime, self.device), self.dtype)
+        device = load_device(runtime, self.device)
+        self.model, self.tokenizer = assets.load_part("grounding", device, self.dtype, runtime)
         self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
         outside_engine(self.model, "grounding", runtime, self.device)
         self.runtime = open_grounding(runtime, self.model, engines=assets.engines, checkpoint=assets.checkpoint,

@@ -14,7 +14,7 @@ import torch
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint, load_config
 from videoitg.config import VideoITGConfig
 from videoitg.defaults import default_checkpoint
-from videoitg.engines.runtimes import instance_device
+from videoitg.engines.runtimes import drop_engine_part, instance_device
 from videoitg.pipeline import parse_dtype
 from videoitg.sampling import SamplingParams
 
@@ -59,10 +59,12 @@ class StepAssets:
     def config(self) -> VideoITGConfig:
         return load_config(self.checkpoint, self.vision_tower)[0]
 
-    def load_part(self, part: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
-        """Load only the half a step runs ('vision' or 'grounding'); see `videoitg.checkpoint.drop_unused_half`."""
+    def load_part(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch") -> tuple[Any, Any]:
+        """Load only the half a step runs ('vision' or 'grounding'; `videoitg.checkpoint.drop_unused_half`), less
+        what an engine of `runtime` runs (`runtimes.drop_engine_part`: never read from disk)."""
         return load_checkpoint(self.checkpoint, device, dtype, vision_tower=self.vision_tower,
-                               with_tokenizer=part == "grounding", part=part)
+                               with_tokenizer=part == "grounding", part=part,
+                               drop=lambda model: drop_engine_part(model, part, runtime))
 
     def identity(self) -> str:
         return checkpoint_identity(self.checkpoint)

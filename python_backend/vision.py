@@ -28,7 +28,7 @@ class TritonPythonModel:
         self.device, self.dtype = device_dtype(p, args)
         use_device(self.device)
         runtime = p.get("vision_runtime", "torch")
-        model, _ = assets.load_part("vision", load_device(runtime, self.device), self.dtype)
+        model, _ = assets.load_part("vision", load_device(runtime, self.device), self.dtype, runtime)
         outside_engine(model, "vision", runtime, self.device)
         self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=assets.identity())
         self.counters = RequestCounters(VISION)

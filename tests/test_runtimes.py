@@ -15,8 +15,10 @@ import torch
 
 from tests.support.model import tiny_config
 from tests.support.triton_stub import stand_in_pb_utils
+from videoitg import checkpoint
 from videoitg.cli import build_parser
 from videoitg.config import preset
+from videoitg.defaults import default_checkpoint
 from videoitg.engine_build.build import BuildOptions
 from videoitg.engine_build.trt_builder import LLMProfileSpec
 from videoitg.engines.runtimes import (
@@ -34,6 +36,7 @@ from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_ke
 from videoitg.errors import EngineError
 from videoitg.limits import Limits
 from videoitg.model.grounding import VideoITG
+from videoitg.python_backend.params import StepAssets
 
 
 # ---- item: multi-GPU placement --------------------------------------------------------------------------------
@@ -73,12 +76,12 @@ def test_the_grounding_step_loads_on_its_instance_gpu_and_engine_runtimes_load_o
     stand_in_pb_utils(monkeypatch)
     step = importlib.import_module("videoitg.python_backend.grounding")
     used: list[str] = []
-    asked: list[str] = []
+    asked: list[tuple[str, str]] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     monkeypatch.setattr(step, "use_device", used.append)
 
-    def load_part(self: Any, part: str, device: str, dtype: torch.dtype) -> None:
-        asked.append(device)
+    def load_part(self: Any, part: str, device: str, dtype: torch.dtype, runtime: str) -> None:
+        asked.append((device, runtime))
         raise Reached(part)
 
     monkeypatch.setattr("videoitg.python_backend.params.StepAssets.load_part", load_part)
@@ -87,7 +90,7 @@ def test_the_grounding_step_loads_on_its_instance_gpu_and_engine_runtimes_load_o
             "model_instance_kind": "GPU", "model_instance_device_id": "1", "model_repository": str(tmp_path / "m")}
     with pytest.raises(Reached, match="grounding"):
         step.TritonPythonModel().initialize(args)
-    assert used == ["cuda:1"] and asked == [loads_on]
+    assert used == ["cuda:1"] and asked == [(loads_on, runtime)]  # the runtime: what is not read (below)
 
 
 # ---- item: the grounding step's GPU memory ---------------------------------------------------------------------
@@ -111,6 +114,30 @@ def test_engine_runtimes_keep_only_what_stays_outside_the_engine(monkeypatch: py
     assert freed == [True, True, True]  # torch's cached blocks go back after each
     with pytest.raises(EngineError, match="unknown step"):
         outside_engine(kept, "decode", "tensorrt", "meta")
+
+
+def test_an_engine_steps_part_is_read_without_what_the_engine_runs(monkeypatch) -> None:
+    """The grounding step of an engine runtime never reads the decoder layers from disk (a 7B checkpoint: ~15 GB
+    read into host memory to be dropped), nor the vision step SigLIP; with torch both read all of their half."""
+    read: list[str] = []
+    real = checkpoint.load_indexed
+    monkeypatch.setattr(checkpoint, "load_indexed", lambda index, keys: read.extend(keys) or real(index, keys))
+    assets = StepAssets(default_checkpoint())
+
+    def keys(part: str, runtime: str) -> tuple[list[str], Any]:
+        read.clear()
+        model, _ = assets.load_part(part, "cpu", torch.float32, runtime)
+        return list(read), model
+
+    ground, model = keys("grounding", "onnxruntime")
+    assert ground and not any(k.startswith("model.layers.") for k in ground) and len(model.model.layers) == 0
+    assert "out_proj.weight" in ground and any(k.startswith("model.embed_tokens.") for k in ground)
+    torch_ground, _ = keys("grounding", "torch")
+    assert any(k.startswith("model.layers.") for k in torch_ground)
+    vision, model = keys("vision", "tensorrt")
+    assert vision and not any(k.startswith(checkpoint.TOWER) for k in vision) and model.model.vision_tower is None
+    torch_vision, _ = keys("vision", "torch")
+    assert any(k.startswith(checkpoint.TOWER) for k in torch_vision)
 
 
 def test_the_trtllm_model_loads_no_token_embeddings() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -246,16 +247,21 @@ def load_checkpoint(
     part: str = "all",
     attention: str | None = None,
     init_missing_head: bool = False,
+    drop: Callable[[VideoITG], None] | None = None,
 ) -> tuple[VideoITG, Any]:
     """Load a checkpoint directory -> (eval-mode model on device/dtype, tokenizer or None).
 
     Every tensor's name and shape is checked from the file headers; only the tensors of `part` are read.
     The class follows `config.attention` (Variant C, or B when causal); `attention` overrides it (training B from
     a C checkpoint). `init_missing_head`: a checkpoint without `out_proj` (the Eagle base model a grounding run
-    starts from) gets the released init, xavier-uniform weight and zero bias, from torch's current RNG."""
+    starts from) gets the released init, xavier-uniform weight and zero bias, from torch's current RNG. `drop`
+    removes more modules before any weight is read (what a serving step's engine runs: `runtimes.drop_engine_part`);
+    the checkpoint must still hold them."""
     cfg, tokenizer, index, model, new_head = _plan(Path(ckpt), vision_tower, with_tokenizer, attention,
                                                    init_missing_head)
     drop_unused_half(model, part)
+    if drop is not None:
+        drop(model)
     tensors = load_indexed(index, [k for k in model.state_dict() if k in index])
     if new_head and model.out_proj is not None:
         w = torch.empty(1, cfg.text.hidden_size)

@@ -14,8 +14,8 @@ lock, GPU, checkpoint).
 
 Placement: a Triton python-backend instance runs where Triton put it (`instance_device` reads `initialize(args)`,
 `use_device` makes that GPU the process's current one), and an engine runtime runs on the device of the model parts
-it keeps (`load_device` / `outside_engine`: the step loads its checkpoint part on the CPU, drops what the engine
-runs, and moves only the rest to the GPU).
+it keeps (`load_device` / `outside_engine`: the step reads of its checkpoint part only what the engine does not
+run, on the CPU, and moves it to the GPU).
 """
 
 from __future__ import annotations
@@ -79,18 +79,24 @@ def load_device(runtime: str, device: str) -> str:
     return device if runtime == "torch" else "cpu"
 
 
+def drop_engine_part(model: nn.Module, step: str, runtime: str) -> None:
+    """Drop from a step's model what an engine of `runtime` runs: SigLIP for the vision step (the projector stays),
+    the decoder layers for the grounding step (token embeddings, layout, anchors and head stay); torch runs it
+    all. Given to `load_checkpoint` (`drop`), so what is dropped is never read from disk."""
+    if runtime == "torch":
+        return
+    if step == "vision":
+        model.model.vision_tower = None
+    elif step == "grounding":
+        model.model.layers = nn.ModuleList()
+    else:
+        raise EngineError(f"unknown step {step!r}; choose vision or grounding")
+
+
 def outside_engine(model: nn.Module, step: str, runtime: str, device: str) -> nn.Module:
-    """Keep of a step's model only what stays outside an engine of `runtime` and move it to `device`: the vision
-    step's engine runs SigLIP (the projector stays), the grounding step's runs the decoder layers (token
-    embeddings, layout, anchors and head stay). torch keeps everything. Then torch's cached CUDA blocks are given
-    back, so the engine can have the memory."""
-    if runtime != "torch":
-        if step == "vision":
-            model.model.vision_tower = None
-        elif step == "grounding":
-            model.model.layers = nn.ModuleList()
-        else:
-            raise EngineError(f"unknown step {step!r}; choose vision or grounding")
+    """Keep of a step's model only what stays outside an engine of `runtime` (`drop_engine_part`) and move it to
+    `device`; then torch's cached CUDA blocks are given back, so the engine can have the memory."""
+    drop_engine_part(model, step, runtime)
     model.to(device)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
