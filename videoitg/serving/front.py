@@ -528,7 +528,7 @@ class BodyReader:
             return None
         try:
             chunk = await asyncio.wait_for(self.stream.readany(), wait)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
             self.refusal = Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
         except ConnectionError as e:
             e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold the body
@@ -632,7 +632,7 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
                                        timeout=_upstream_timeout(timeout_s)) as r:
                 data = await r.read()
                 status, passed = r.status, {k: r.headers[k] for k in PASS_HEADERS if k in r.headers}
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             if reader is not None and reader.refusal is not None:
                 return refuse_body(reader.refusal)
             counters.unavailable["http"] += 1
@@ -761,7 +761,7 @@ async def _metrics_app(cfg: FrontConfig, counters: FrontCounters):
             async with session.get(f"http://{cfg.triton_metrics}/metrics") as r:
                 page = await r.read()
                 status = r.status
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             return web.Response(status=503, text=f"metrics unavailable ({type(e).__name__})\n{counters.text()}")
         return web.Response(status=status, body=page + counters.text().encode(), content_type="text/plain")
 
