@@ -1,25 +1,32 @@
 """What the front costs: the same requests through the public ports (the front) and straight to tritonserver's own
-ports, interleaved in one run, on the CPU repository of the embedded tiny checkpoint.
+ports, interleaved in one run (each rep in its own shuffled order of routes), on the CPU repository of the embedded
+tiny checkpoint.
 
-    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--json out.json]
+    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--json out.json]
 
 - `cached`: the sample video scored again (a feature-cache hit: the smallest full request), HTTP and gRPC.
 - `upload`: `--upload-mib` MiB of fresh random bytes as VIDEO (refused as not a video after the server hashed and
   opened them): what moving a large body through one more process costs.
 Reports p50 of each, the ratio front / direct, and the front's own CPU time per request (its process's, read
-around each request through the front).
+around each request through the front). `--small-pages`: also a second front, started as the first but without
+the huge-page tunable (`front.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from videoitg.defaults import sample_video  # noqa: E402
+from videoitg.serving.ports import LOOPBACK, free_ports  # noqa: E402
 from videoitg.serving.procfs import cpu_s  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
@@ -41,15 +49,53 @@ def request(client, mod, video: bytes, instruction: str) -> None:
         ins.append(t)
     try:
         client.infer(TOP, ins)
-    except Exception as e:  # the upload case is refused by design
-        if "NotAVideoError" not in str(e) and "NoVideoStreamError" not in str(e):
+    except Exception as e:  # the upload case is refused by design (random bytes now and then probe as a container)
+        if not any(name in str(e) for name in ("NotAVideoError", "NoVideoStreamError", "NoFramesError")):
             raise
+
+
+@contextlib.contextmanager
+def small_pages_front(srv: TritonServer, wanted: bool) -> Iterator[tuple[tuple[str, str], int] | None]:
+    """((http url, grpc url), pid) of a second front in front of `srv`'s tritonserver, without the huge-page
+    tunable; None when not `wanted`."""
+    import tritonclient.http as h
+
+    if not wanted:
+        yield None
+        return
+    command = srv.front_command()
+    cfg = json.loads(command[-1])
+    cfg["http_port"], cfg["grpc_port"], cfg["metrics_port"] = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    # A session of its own, as the launcher starts the first: Linux's autogroup scheduling would otherwise share
+    # this process's CPU with the benchmark's client
+    proc = subprocess.Popen([*command[:-1], json.dumps(cfg)], env=env, stdout=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        urls = (f"{LOOPBACK}:{cfg['http_port']}", f"{LOOPBACK}:{cfg['grpc_port']}")
+        deadline = time.monotonic() + 30
+        while not _live(h, urls[0]):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the second front did not start")
+            time.sleep(0.2)
+        yield urls, proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _live(h: Any, url: str) -> bool:
+    try:
+        return h.InferenceServerClient(url).is_server_live()
+    except Exception:  # not listening yet
+        return False
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--upload-mib", type=int, default=32)
+    ap.add_argument("--small-pages", action="store_true", help="also a front without the huge-page tunable")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import tritonclient.grpc as g
@@ -61,37 +107,46 @@ def main() -> int:
     repo = build_repository(RepoSpec(target="cpu"), tmp / "repo")
     times: dict[str, list[float]] = {}
     front_cpu: dict[str, list[float]] = {}
-    with TritonServer(repo, log_path=tmp / "server.log") as srv:
+    with TritonServer(repo, log_path=tmp / "server.log") as srv, small_pages_front(srv, args.small_pages) as other:
+        routes = {"front": (srv.http_url, srv.grpc_url), "direct": (srv.internal_http_url, srv.internal_grpc_url)}
+        pids = {"front": srv.front_pid}
+        if other is not None:
+            routes["front-4k"], pids["front-4k"] = other
         clients = {}
-        for route, (hu, gu) in {"front": (srv.http_url, srv.grpc_url),
-                                "direct": (srv.internal_http_url, srv.internal_grpc_url)}.items():
+        for route, (hu, gu) in routes.items():
             clients[("http", route)] = (h.InferenceServerClient(hu, network_timeout=600), h)
             clients[("grpc", route)] = (g.InferenceServerClient(gu), g)
         for (_, _), (c, mod) in clients.items():
             request(c, mod, sample, instruction)  # warm: the features are cached from here on
         for i in range(args.reps):
-            for (proto, route), (c, mod) in clients.items():
+            order = list(clients.items())
+            random.Random(i).shuffle(order)  # no route always follows the same one
+            for (proto, route), (c, mod) in order:
                 for case, video in (("cached", sample), ("upload", None)):
                     if case == "upload":
                         if i % 4:  # fewer large uploads than small requests
                             continue
                         video = os.urandom(args.upload_mib << 20)
-                    c0, t0 = cpu_s(srv.front_pid), time.perf_counter()
+                    pid = pids.get(route)
+                    c0, t0 = cpu_s(pid) if pid else 0.0, time.perf_counter()
                     request(c, mod, video, instruction)
                     times.setdefault(f"{case} {proto} {route}", []).append(time.perf_counter() - t0)
-                    if route == "front":
-                        front_cpu.setdefault(f"{case} {proto}", []).append(cpu_s(srv.front_pid) - c0)
+                    if pid:
+                        front_cpu.setdefault(f"{case} {proto} {route}", []).append(cpu_s(pid) - c0)
             print(f"\r{i + 1}/{args.reps}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     rows = []
     for case in ("cached", "upload"):
         for proto in ("http", "grpc"):
-            front, direct = (statistics.median(times[f"{case} {proto} {r}"]) for r in ("front", "direct"))
-            rows.append({"case": case, "protocol": proto, "n": len(times[f"{case} {proto} front"]),
-                         "front_p50_ms": round(front * 1e3, 2), "direct_p50_ms": round(direct * 1e3, 2),
-                         "ratio": round(front / direct, 2),
-                         "front_cpu_ms": round(statistics.mean(front_cpu[f"{case} {proto}"]) * 1e3, 2)})
-            print(json.dumps(rows[-1]))
+            direct = statistics.median(times[f"{case} {proto} direct"])
+            for route in pids:
+                front = statistics.median(times[f"{case} {proto} {route}"])
+                n = len(times[f"{case} {proto} {route}"])
+                rows.append({"case": case, "protocol": proto, "route": route, "n": n,
+                             "front_p50_ms": round(front * 1e3, 2), "direct_p50_ms": round(direct * 1e3, 2),
+                             "ratio": round(front / direct, 2),
+                             "front_cpu_ms": round(statistics.mean(front_cpu[f"{case} {proto} {route}"]) * 1e3, 2)})
+                print(json.dumps(rows[-1]))
     if args.json:
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "upload_mib": args.upload_mib,
                                          "rows": rows}, indent=1))

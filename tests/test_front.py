@@ -57,6 +57,16 @@ def test_http_route_refuses_everything_else(method: str, path: str) -> None:
     assert isinstance(front.http_route(method, path, MODELS), str)
 
 
+@pytest.mark.parametrize(("given", "want"), [
+    (None, "glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),  # an operator's own setting wins
+])
+def test_the_fronts_environment_asks_for_huge_pages_unless_told_otherwise(given: str | None, want: str) -> None:
+    base = {"PATH": "/bin"} | ({"GLIBC_TUNABLES": given} if given is not None else {})
+    assert front.environment(base) == {"PATH": "/bin", "GLIBC_TUNABLES": want}
+
+
 def test_refusals_quote_at_most_a_short_prefix() -> None:
     assert len(front.http_route("X" * 10_000, "/v2", MODELS)) < 80
     assert len(front.http_route("GET", "/" + "a" * 10_000, MODELS)) < 200

@@ -32,6 +32,7 @@ from tests.support.server import skip_without_tritonserver, stub_pids
 from videoitg.defaults import default_checkpoint
 from videoitg.serving import procfs, shm, supervise
 from videoitg.serving import server as server_mod
+from videoitg.serving.front import environment as front_environment
 from videoitg.serving.ports import free_port
 from videoitg.serving.server import ServerOptions, TritonServer
 
@@ -228,6 +229,12 @@ def test_key_is_not_written_to_the_log(server: TritonServer) -> None:
     infer(server)
     key = server.admin_headers()[server_mod.ADMIN_HEADER]
     assert key not in server.log_tail(10**7)
+
+
+def test_the_front_runs_with_huge_pages_for_its_large_blocks(server: TritonServer) -> None:
+    environ = Path(f"/proc/{server.front_pid}/environ").read_bytes().split(b"\0")
+    want = front_environment(dict(os.environ))["GLIBC_TUNABLES"]
+    assert "glibc.malloc.hugetlb=" in want and f"GLIBC_TUNABLES={want}".encode() in environ
 
 
 # ---- readiness and the stub watchdog ----------------------------------------------------------------------------

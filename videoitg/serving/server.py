@@ -26,6 +26,7 @@ from typing import Any
 from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.serving import binaries
 from videoitg.serving.front import DEFAULT_MAX_TENSORS, FrontConfig
+from videoitg.serving.front import environment as front_environment
 from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_ports
 from videoitg.serving.procfs import group_alive, group_cpu_s
 from videoitg.serving.protocol import OTHER_INPUTS_BYTES, RepoSummary
@@ -343,7 +344,7 @@ class TritonServer:
 
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
         self._proc = popen(self.command(backend_dir), binaries.server_env(self.install))
-        self._front = popen(front, None)
+        self._front = popen(front, front_environment(dict(os.environ)))
         try:
             self.wait_ready(timeout_s, max_s)
         except BaseException:
