@@ -24,16 +24,12 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.support.server import skip_without_tritonserver
-
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ("torch", "transformers", "safetensors", "onnx", "onnxruntime", "pip")
 TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
 CACHE = Path(os.environ.get("VIDEOITG_HOME", Path.home() / ".cache" / "videoitg")) / f"gpu-check-wheels-{TAG}"
 pytestmark = pytest.mark.slow
-# every section but `engines`: its ONNX export needs onnxscript, which benchmarks/gpu_requirements.txt does not list
-# (test_engine_path runs it in this project's environment)
-BARE_SECTIONS = ("env", "parity", "nvdec", "served", "latency", "training")
+BARE_SECTIONS = ("env", "parity", "nvdec", "served", "engines", "latency", "training")
 
 
 def closure(names: tuple[str, ...]) -> dict[str, md.Distribution]:
@@ -106,24 +102,14 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     assert sections["served"]["cache_hit"] == [False, True] and sections["served"]["max_abs_logit_diff"] <= 1e-3
     assert all(c["same_frame_numbers"] and c["decoder"] == "dali-cpu" for c in sections["nvdec"]["clips"].values())
     assert sections["training"]["device"]["process_group"]["backend"] == "gloo"
+    # the engine path: ONNX graphs built, TensorRT and TensorRT-LLM named as absent, verify passes, and the served
+    # runtimes build.json names answer within 1e-3 of in-process torch
+    engines = sections["engines"]
+    assert engines["built"] == ["onnx"] and engines["runtimes"] == {"vision": "onnxruntime", "grounding": "onnxruntime"}
+    assert set(engines["not_built"]) == {"tensorrt/vision.plan", "tensorrt/llm.plan", "trtllm (PyTorch backend)"}
+    assert engines["verify"]["onnxruntime"] == "pass" and engines["verify"]["trtllm"].startswith("skipped")
+    assert engines["served_max_abs_logit_diff"] <= 1e-3
+    assert "tensorrt not on this node" in engines["summary"]
+    assert "tensorrt: 10.14.1.48 expected, not installed" in engines["compat_mismatches"]
     assert "| served | pass |" in (out / "gpu_check.md").read_text()
 
-
-def test_engine_path(tmp_path: Path) -> None:
-    """The `engines` section in this environment (CPU, tiny): `videoitg build` makes the ONNX graphs and says that
-    TensorRT and TensorRT-LLM are not on this machine, `videoitg verify` passes, and `videoitg serve --engines`
-    (the real tritonserver) answers within 1e-3 of in-process torch with the runtimes build.json names."""
-    skip_without_tritonserver()
-    out = tmp_path / "out"
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
-                        "--only", "engines", "--workdir", str(tmp_path / "work"), "--out", str(out)],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=900)
-    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
-    section = json.loads((out / "gpu_check.json").read_text())["sections"]["engines"]
-    assert section["status"] == "pass"
-    assert section["built"] == ["onnx"] and section["runtimes"] == {"vision": "onnxruntime", "grounding": "onnxruntime"}
-    assert set(section["not_built"]) == {"tensorrt/vision.plan", "tensorrt/llm.plan", "trtllm (PyTorch backend)"}
-    assert section["verify"]["onnxruntime"] == "pass" and section["verify"]["trtllm"].startswith("skipped")
-    assert section["served_max_abs_logit_diff"] <= 1e-3
-    assert "tensorrt not on this node" in section["summary"]
-    assert "tensorrt: 10.14.1.48 expected, not installed" in section["compat_mismatches"]
