@@ -91,8 +91,9 @@ def test_checkpoint_round_trip_single_and_sharded(tmp_path, tiny):
         if shard:
             assert (d / "model.safetensors.index.json").exists() and len(list(d.glob("model-*.safetensors"))) > 2
         model, tok2 = load_checkpoint(d)
-        with torch.no_grad():
-            assert torch.equal(model(pv, ids), want)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in tiny.state_dict().items())  # bit for bit
+        with torch.no_grad():  # the forward within float32 rounding (kernels may differ by CPU and alignment)
+            torch.testing.assert_close(model(pv, ids), want, rtol=1e-5, atol=1e-5)
         assert tok2("when is the red circle visible?\n")["input_ids"] == tok("when is the red circle visible?\n")[
             "input_ids"]
         # Re-saving a loaded checkpoint gives the same tokenizer files (no loader-only keys written into them).
@@ -229,7 +230,8 @@ def test_load_one_half_reads_only_its_tensors(tmp_path, tiny):
     assert not any(k.startswith("model.vision_tower.") for k in grounding.state_dict())
     with torch.no_grad():
         split = grounding.score_features([vision.visual_features(pv)], [ids])[0]
-        assert torch.equal(split, tiny(pv, ids))
+        # two models, two code paths: equal within float32 rounding (kernels may differ by CPU and alignment)
+        torch.testing.assert_close(split, tiny(pv, ids), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown model part"):
         load_checkpoint(d, part="llm")
 
