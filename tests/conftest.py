@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.model import one_torch_thread
 from tests.support.server import served, skip_without_tritonserver
 from videoitg.defaults import default_checkpoint
 from videoitg.pipeline import Scorer
@@ -30,6 +31,13 @@ def cpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServe
     deltas, and sends videos no other user sends when it needs a cold cache."""
     skip_without_tritonserver()
     yield from served(RepoSpec(target="cpu"), tmp_path_factory)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (`one_torch_thread`)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from tests.support.batch import INSTRUCTIONS, local_stream, make_clip, make_manifest
 from tests.support.compare import assert_records_close
@@ -179,8 +178,8 @@ def test_the_fingerprint_names_each_scorer_kind(tmp_path):
 
 
 # ---- the per-unit loop with the real model -----------------------------------------------------------------------
+@pytest.mark.usefixtures("one_thread")
 def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
-    torch.set_num_threads(1)
     path, _, _ = make_manifest(tmp_path, videos=2, per_video=3)
     rows = load_manifest(path).rows
     spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
@@ -256,11 +255,10 @@ def test_atomic_write_removes_its_temp_file_on_error(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_in_process_run_writes_good_rows_and_each_bad_rows_error(tmp_path, monkeypatch):
     """Hostile rows (a lone surrogate, a doc_id of 2**70, a line that is not UTF-8) become error records; the good
     rows are scored and every shard is written whole (no temp shard left)."""
-
-    torch.set_num_threads(1)
     monkeypatch.setattr(runner, "_stream", local_stream)
     spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
     out = tmp_path / "out"

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.support.batch import SAMPLING_ARGS, make_manifest
 from tests.support.compare import SCORED, assert_records_close
+from tests.support.model import one_torch_thread
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, ray_env, records, run_to_end, session_pids
 from videoitg.batch.manifest import load_manifest
 from videoitg.defaults import default_checkpoint
@@ -40,11 +40,11 @@ def media(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(media):
     """In-process scores of every good row: the same Scorer the workers load, one thread like each worker."""
-    torch.set_num_threads(1)
     scorer = Scorer(media["checkpoint"], sampling=SamplingParams(num_frames=8, target_fps=4.0))
     rows = [r for r in load_manifest(media["manifest"]).rows if r.row_id not in media["bad"]]
-    return {r.row_id: scorer.score(r.video, r.instruction).to_record(doc_id=r.doc_id, video_path=r.video,
-                                                                       top_k=TOP_K) for r in rows}
+    with one_torch_thread():
+        return {r.row_id: scorer.score(r.video, r.instruction).to_record(doc_id=r.doc_id, video_path=r.video,
+                                                                           top_k=TOP_K) for r in rows}
 
 
 def _cmd(media, out: Path, *extra: str, workers: int = 2) -> list[str]:

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tests.support.train import eval_setup
+from videoitg.batch.grouping import group_by_video
 from videoitg.cli import main
+from videoitg.evaluation import BATCH_INSTRUCTIONS
 from videoitg.limits import Limits
 from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline import Scorer
@@ -36,10 +38,13 @@ def test_results_jsonl_gives_the_same_numbers(tmp_path: Path) -> None:
     scorer = Scorer(ckpt, sampling=TRAIN_SAMPLING, limits=Limits(max_sampled_frames=TRAIN_SAMPLING.num_frames))
     records, _ = parse_records(data)
     recs = []
-    with torch.no_grad():
-        for r in records:
-            res = scorer.score(data.parent / "videos" / r.video, r.question)
-            recs.append(res.to_record(video_path=str(data.parent / "videos" / r.video)))
+    with torch.no_grad():  # as `eval --checkpoint` scores (`score_records`): the same padded batches, same numbers
+        for video, group in group_by_video(records).items():
+            path = data.parent / "videos" / video
+            feats = scorer.stream_features(path)
+            for i in range(0, len(group), BATCH_INSTRUCTIONS):
+                for res in scorer.score_visual([(feats, r.question) for r in group[i : i + BATCH_INSTRUCTIONS]]):
+                    recs.append(res.to_record(video_path=str(path)))
     write_results_jsonl(tmp_path / "results.jsonl", recs, append=False)
     assert main(["eval", str(data), "--checkpoint", str(ckpt), "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert main(["eval", str(data), "--results", str(tmp_path / "results.jsonl"), "--out", str(tmp_path / "b"),

@@ -6,12 +6,13 @@ step, `Scorer`, batch, training and engine verification)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.support.batch import make_clip
+from tests.support.model import one_torch_thread
 from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.manifest import Row, load_manifest
 from videoitg.batch.scorers import ScorerSpec, score_unit
@@ -31,10 +32,9 @@ SHOW_NOTHING = ["\u200e\u200f", "\u202a\u202b\u202c\u202d\u202e", "\u2066\u2067\
 
 
 @pytest.fixture(scope="module")
-def scorer():
-
-    torch.set_num_threads(1)
-    return Scorer(default_checkpoint(), sampling=SamplingParams(8, 4.0))
+def scorer() -> Iterator[Scorer]:
+    with one_torch_thread():
+        yield Scorer(default_checkpoint(), sampling=SamplingParams(8, 4.0))
 
 
 @pytest.mark.parametrize("text", SHOW_NOTHING)

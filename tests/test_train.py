@@ -19,14 +19,7 @@ from videoitg.train import recipe
 from videoitg.train.data import TRAIN_SAMPLING, grouped_epoch_order, parse_records
 from videoitg.train.trainer import Trainer, TrainModule, init_model, read_metrics
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The machine is shared: one torch thread per test process is faster than fighting over two cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import videoitg
+from tests.support.model import one_torch_thread
 from tests.support.train import SMALL_MODEL, small_config, small_dataset
 from videoitg.checkpoint import read_tensors
 from videoitg.train.trainer import Trainer, read_metrics
@@ -32,13 +33,9 @@ def _free_port() -> int:
 def reference(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ddp")
     data = small_dataset(root / "data", videos=3, per_video=2)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:  # 1 process: global batch 4 as 2 accumulated micro-batches of 2
+    with one_torch_thread():  # 1 process: global batch 4 as 2 accumulated micro-batches of 2
         cfg = small_config(data, root / "one", max_steps=STEPS, global_batch=4, micro_batch=2, lr=LR, head_lr=LR)
         Trainer(cfg).run()
-    finally:
-        torch.set_num_threads(n)
     return data, root / "one"
 
 

@@ -33,7 +33,9 @@ def test_visual_outputs_do_not_see_the_instruction() -> None:
         hb = m.hidden_states([visual], [b])[0]
         la, lb = m.score_features([visual], [a])[0], m.score_features([visual], [b])[0]
     nv = 5 * 4
-    torch.testing.assert_close(ha[:nv], hb[:nv], rtol=0, atol=0)  # the video prefix: identical, so KV reusable
+    # The video prefix does not depend on the instruction, so its KV is reusable. The two sequences differ in
+    # length, so their kernels may differ in rounding (by CPU); an instruction seen would move it far more.
+    torch.testing.assert_close(ha[:nv], hb[:nv], rtol=1e-5, atol=1e-5)
     assert la.shape == (5,) and not torch.allclose(la, lb)  # anchors after the instruction: they depend on it
 
 

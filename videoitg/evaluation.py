@@ -381,11 +381,14 @@ def _positives(r, timestamps: Sequence[float]) -> list[int]:
     return positives_from_moments(r.moments or [], timestamps)
 
 
+BATCH_INSTRUCTIONS = 16  # a video's queries scored in one padded forward
+
+
 def score_records(
     scorer,
     records: Sequence,
     video_root,
-    batch_instructions: int = 16,
+    batch_instructions: int = BATCH_INSTRUCTIONS,
     progress: bool = False,
 ) -> tuple[list[RecordScores], list[tuple[object, str]]]:
     """Score annotation records (`videoitg.annotations.EvalRecord` or `train.data.GroundingRecord`) with a

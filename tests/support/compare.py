@@ -26,6 +26,16 @@ def key_tolerance(keys: np.ndarray, rule: str, tol: float) -> np.ndarray:
     return FP16_STEP * np.abs(keys) + tol if rule == "released" else np.full(keys.shape, 2 * tol)
 
 
+def stable_ranking(logits: Sequence[float], rule: str, tol: float = TOL) -> bool:
+    """Whether no frame's place under `rule` can change when each logit moves by up to `tol`, so two computations of
+    the ranking are equal: under `released` every key is the same at logit - tol and logit + tol (the key is
+    monotone, so it is constant between; ties stay ties); under `exact` no two logits lie within 2 * tol."""
+    x = np.asarray(logits, np.float64)
+    if rule == "released":
+        return bool(np.all(released_scores(x - tol) == released_scores(x + tol)))
+    return len(x) < 2 or bool(np.diff(np.sort(x)).min() > 2 * tol)
+
+
 def assert_same_order(got: Sequence[int], want: Sequence[int], keys: np.ndarray, slack: np.ndarray) -> None:
     """`got` orders the items `want` orders (best first by `keys`), apart from items whose keys lie within `slack`."""
     assert sorted(got) == sorted(want), f"{list(got)} and {list(want)} rank different items"

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,18 @@ from videoitg.checkpoint import save_checkpoint
 from videoitg.config import VideoITGConfig, preset
 from videoitg.model import model_class
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread inside, the process's count restored after: the machine is shared, and one thread per test
+    process is faster than two fighting over two cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
