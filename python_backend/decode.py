@@ -16,7 +16,7 @@ from videoitg.limits import Limits
 from videoitg.paths import MediaRoots
 from videoitg.serving.protocol import DECODE
 
-from .common import RequestCounters, error, output_numpy, output_torch, request_inputs, respond_each, setup
+from .common import RequestCounters, error, finalized, output_numpy, output_torch, request_inputs, respond_each, setup
 from .decoding import StepDecoder, decode_stream, decode_whole
 from .params import device_dtype, sampling_from
 from .references import decode_source
@@ -44,7 +44,7 @@ class TritonPythonModel:
         self.counters = RequestCounters(DECODE)
 
     def finalize(self) -> None:
-        self.counters.close()
+        finalized(self.counters)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         if self.streaming:

@@ -14,7 +14,16 @@ from videoitg.serving.protocol import GROUNDING
 from videoitg.text import encode_instruction, instruction_ids
 
 from .checks import check_features, one_video
-from .common import RequestCounters, StepRuntimeMetric, error, input_numpy, input_torch, output_torch, setup
+from .common import (
+    RequestCounters,
+    StepRuntimeMetric,
+    error,
+    finalized,
+    input_numpy,
+    input_torch,
+    output_torch,
+    setup,
+)
 from .params import device_dtype
 
 
@@ -46,8 +55,7 @@ class TritonPythonModel:
                    [encode_instruction(self.tokenizer, "warm up")])
 
     def finalize(self) -> None:
-        self.counters.close()
-        self.runtime_metric.close()
+        finalized(self.counters, self.runtime_metric)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         responses: list = [None] * len(requests)

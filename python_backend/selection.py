@@ -12,7 +12,7 @@ from videoitg.outputs import GroundingResult, SelectionOptions, result_outputs
 from videoitg.serving.protocol import SELECT
 
 from .checks import check_selection_inputs, duration_input, one_video
-from .common import RequestCounters, output_numpy, request_inputs, respond_each, setup
+from .common import RequestCounters, finalized, output_numpy, request_inputs, respond_each, setup
 from .request import parse_options
 
 
@@ -24,7 +24,7 @@ class TritonPythonModel:
         self.counters = RequestCounters(SELECT)
 
     def finalize(self) -> None:
-        self.counters.close()
+        finalized(self.counters)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         def handle(request: Any) -> Any:

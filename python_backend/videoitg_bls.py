@@ -16,7 +16,7 @@ from videoitg.paths import MediaRoots
 from videoitg.serving.protocol import DECODE, GROUNDING, TOP, VISION
 
 from .cache import FailureMemory, FeatureCache, cache_key
-from .common import BlsMetrics, RequestCounters, error, output_numpy, request_inputs, setup
+from .common import BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
 from .errors import remember_verdict
 from .frames import FrameRequest, parse_frames, served_frames
 from .params import feature_identity, sampling_from
@@ -56,10 +56,9 @@ class TritonPythonModel:
         self.counters = RequestCounters(self.name)
 
     def finalize(self) -> None:
-        self.counters.close()
-        self.metrics.close()
         self.steps.workers.shutdown(wait=False, cancel_futures=True)
         self.frame_workers.shutdown(wait=False, cancel_futures=True)
+        finalized(self.counters, self.metrics)
 
     async def execute(self, requests: list[Any]) -> None:
         loop = asyncio.get_running_loop()

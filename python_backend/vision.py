@@ -14,7 +14,16 @@ from videoitg.preprocess import pixel_values
 from videoitg.serving.protocol import VISION
 
 from .checks import check_frames, frame_count, one_video
-from .common import RequestCounters, StepRuntimeMetric, input_numpy, input_torch, output_torch, respond_each, setup
+from .common import (
+    RequestCounters,
+    StepRuntimeMetric,
+    finalized,
+    input_numpy,
+    input_torch,
+    output_torch,
+    respond_each,
+    setup,
+)
 from .params import device_dtype
 
 
@@ -39,8 +48,7 @@ class TritonPythonModel:
         self.features(torch.zeros(2, 3, s, s, device=self.device, dtype=self.dtype))
 
     def finalize(self) -> None:
-        self.counters.close()
-        self.runtime_metric.close()
+        finalized(self.counters, self.runtime_metric)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         def handle(request: Any) -> Any:

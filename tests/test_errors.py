@@ -198,3 +198,21 @@ def test_answered_errors_and_request_counters(monkeypatch: pytest.MonkeyPatch) -
     assert n(outcome="rejected", reason="NotAVideoError") == 2 and n(outcome="rejected", reason="InputError") == 1
     c.close()
     sys.modules.pop("videoitg.python_backend.common", None)  # bound to the stand-in: not for later tests
+
+
+def test_a_finalized_model_closes_its_metrics_and_leaves_its_heap_to_the_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`common.finalized`, a model's last step: its metrics closed, and what is alive frozen out of garbage collection,
+    so the stub's exit (what unloading waits for) does not walk the heap."""
+    stand_in_pb_utils(monkeypatch)
+    from videoitg.python_backend.common import finalized
+
+    closed = []
+    metric = types.SimpleNamespace(close=lambda: closed.append(1))
+    alive = len(gc.get_objects())
+    try:
+        finalized(metric, metric)
+        assert closed == [1, 1]
+        assert gc.get_freeze_count() >= alive  # every object alive before is out of the collector's reach
+    finally:
+        gc.unfreeze()
+        sys.modules.pop("videoitg.python_backend.common", None)
