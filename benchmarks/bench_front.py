@@ -2,7 +2,7 @@
 ports, interleaved in one run (each rep in its own shuffled order of routes), on the CPU repository of the embedded
 tiny checkpoint.
 
-    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--json out.json]
+    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--relay] [--json out.json]
 
 - `cached`: the sample video scored again (a feature-cache hit: the smallest full request), HTTP and gRPC.
 - `upload`: `--upload-mib` MiB of fresh random bytes as VIDEO (refused as not a video after the server hashed and
@@ -10,6 +10,8 @@ tiny checkpoint.
 Reports p50 of each, the ratio front / direct, and the front's own CPU time per request (its process's, read
 around each request through the front). `--small-pages`: also a second front, started as the first but without
 the huge-page tunable (`front.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
+`--relay`: also the route `relay`, a byte relay (relay.py) to tritonserver's ports: what one more process costs
+by itself, the floor under any front.
 """
 
 from __future__ import annotations
@@ -55,33 +57,47 @@ def request(client, mod, video: bytes, instruction: str) -> None:
 
 
 @contextlib.contextmanager
-def small_pages_front(srv: TritonServer, wanted: bool) -> Iterator[tuple[tuple[str, str], int] | None]:
-    """((http url, grpc url), pid) of a second front in front of `srv`'s tritonserver, without the huge-page
-    tunable; None when not `wanted`."""
+def _route(name: str, command: list[str], env: dict[str, str], http_port: int,
+           grpc_port: int) -> Iterator[tuple[tuple[str, str], int]]:
+    """((http url, grpc url), pid) of the route `name`'s process, started with `command`, once its HTTP port
+    answers."""
     import tritonclient.http as h
 
-    if not wanted:
-        yield None
-        return
-    command = srv.front_command()
-    cfg = json.loads(command[-1])
-    cfg["http_port"], cfg["grpc_port"], cfg["metrics_port"] = free_ports(3)
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    # A session of its own, as the launcher starts the first: Linux's autogroup scheduling would otherwise share
+    # A session of its own, as the launcher starts the front: Linux's autogroup scheduling would otherwise share
     # this process's CPU with the benchmark's client
-    proc = subprocess.Popen([*command[:-1], json.dumps(cfg)], env=env, stdout=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        urls = (f"{LOOPBACK}:{cfg['http_port']}", f"{LOOPBACK}:{cfg['grpc_port']}")
+        urls = (f"{LOOPBACK}:{http_port}", f"{LOOPBACK}:{grpc_port}")
         deadline = time.monotonic() + 30
         while not _live(h, urls[0]):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the second front did not start")
+                raise RuntimeError(f"the {name} route did not start")
             time.sleep(0.2)
         yield urls, proc.pid
     finally:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def extra_routes(srv: TritonServer, small_pages: bool, relay: bool) -> Iterator[dict[str, tuple[tuple[str, str], int]]]:
+    """The routes beside `front` and `direct`, each to `srv`'s tritonserver: `front-4k`, a second front without the
+    huge-page tunable; `relay`, a byte relay (relay.py). Route name -> ((http url, grpc url), pid)."""
+    with contextlib.ExitStack() as stack:
+        routes = {}
+        if small_pages:
+            command = srv.front_command()
+            cfg = json.loads(command[-1])
+            cfg["http_port"], cfg["grpc_port"], cfg["metrics_port"] = free_ports(3)
+            env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+            routes["front-4k"] = stack.enter_context(_route("front-4k", [*command[:-1], json.dumps(cfg)], env,
+                                                            cfg["http_port"], cfg["grpc_port"]))
+        if relay:
+            http_port, grpc_port = free_ports(2)
+            command = [sys.executable, str(Path(__file__).with_name("relay.py")), str(http_port),
+                       srv.internal_http_url, str(grpc_port), srv.internal_grpc_url]
+            routes["relay"] = stack.enter_context(_route("relay", command, dict(os.environ), http_port, grpc_port))
+        yield routes
 
 
 def _live(h: Any, url: str) -> bool:
@@ -96,6 +112,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--upload-mib", type=int, default=32)
     ap.add_argument("--small-pages", action="store_true", help="also a front without the huge-page tunable")
+    ap.add_argument("--relay", action="store_true", help="also a byte relay (relay.py): one more process, no work")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import tritonclient.grpc as g
@@ -107,11 +124,12 @@ def main() -> int:
     repo = build_repository(RepoSpec(target="cpu"), tmp / "repo")
     times: dict[str, list[float]] = {}
     front_cpu: dict[str, list[float]] = {}
-    with TritonServer(repo, log_path=tmp / "server.log") as srv, small_pages_front(srv, args.small_pages) as other:
+    with TritonServer(repo, log_path=tmp / "server.log") as srv, extra_routes(srv, args.small_pages,
+                                                                              args.relay) as extra:
         routes = {"front": (srv.http_url, srv.grpc_url), "direct": (srv.internal_http_url, srv.internal_grpc_url)}
         pids = {"front": srv.front_pid}
-        if other is not None:
-            routes["front-4k"], pids["front-4k"] = other
+        for name, (urls, pid) in extra.items():
+            routes[name], pids[name] = urls, pid
         clients = {}
         for route, (hu, gu) in routes.items():
             clients[("http", route)] = (h.InferenceServerClient(hu, network_timeout=600), h)
