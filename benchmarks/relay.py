@@ -67,7 +67,6 @@ class _Side(asyncio.Protocol):
 async def _serve(port: int, upstream: str) -> asyncio.Server:
     host, up_port = upstream.rsplit(":", 1)
     loop = asyncio.get_running_loop()
-
     connecting: set[asyncio.Task] = set()
 
     def accepted() -> _Side:

@@ -169,9 +169,8 @@ def request_bounds(repository: Path, models: tuple[str, ...]) -> tuple[int, int,
 
 
 STOP_GRACE_S = 5.0  # after the exit timeout, before SIGKILL
-# tritonserver's own exit timeout, the last part of `exit_timeout_s`: unloading the CPU repository's four models took
-# 1.1-1.5 s on the 2-core CPU box, 1.8-1.9 s beside three CPU-bound processes (2026-11-24; each stub's heap frozen
-# out of Python's last collection, `python_backend.common.finalized`: 2.1-2.7 and 3.9-4.1 s without).
+# tritonserver's own exit timeout, the last part of `exit_timeout_s`: it answers what is still in flight, then
+# unloads the models; `benchmarks/bench_stop.py` saw it stop in 3.0-4.0 s on the 2-core CPU box (RELIABILITY.md).
 UNLOAD_S = 8
 
 
