@@ -35,7 +35,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -95,12 +94,6 @@ def nvidia_smi() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError, IndexError):
         return {}
     return dict(zip(fields, (v.strip() for v in line.split(",")), strict=False))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Check:
@@ -243,7 +236,9 @@ class Check:
     def _serve(self, extra: list[str], name: str) -> tuple[subprocess.Popen, str]:
         """`videoitg serve` with `extra` flags, its repository and log under work/`name`; returns
         once it says ready (the process, its gRPC address), or raises with its output."""
-        ports = [free_port() for _ in range(3)]
+        from videoitg.serving.ports import free_ports
+
+        ports = free_ports(3)
         cmd = [self.server_python, "-m", "videoitg", "serve", *extra,
                "--repo", str(self.work / name), "--log", str(self.work / f"{name}.log"),
                "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]

@@ -9,7 +9,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from videoitg.serving.client import (
     VideoITGClient,
     remote_error,
 )
-from videoitg.serving.ports import free_port
+from videoitg.serving.ports import free_port, free_ports
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.routing import ServerPool, is_transient, rank
 from videoitg.serving.server import ServerOptions, TritonServer
@@ -124,15 +123,8 @@ def same_result(got: dict, want: dict) -> None:
 
 
 def distinct_free_addresses(n: int) -> list[str]:
-    """n loopback addresses nothing listens on, all different (`free_port` alone may hand out one port again)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n loopback addresses nothing listens on, all different."""
+    return [f"127.0.0.1:{port}" for port in free_ports(n)]
 
 
 @needs_server

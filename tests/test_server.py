@@ -462,6 +462,29 @@ def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:
     print(f"busy port refused in {time.monotonic() - t0:.1f} s")
 
 
+def test_a_port_taken_before_tritonserver_binds_it_is_picked_again(repo: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches: another process took tritonserver's metrics port between its pick and tritonserver's bind; the
+    front answered ready while tritonserver was still starting, and tritonserver then exited ("already in use")."""
+    picks = []
+    real = server_mod.free_ports
+
+    def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+        picks.append(real(n, host))
+        return picks[-1][:2] + [port] if len(picks) == 2 else picks[-1]  # the 2nd pick: tritonserver's own
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setattr(server_mod, "free_ports", free_ports)
+        with TritonServer(repo, ServerOptions(stub_watchdog_s=0), log_path=tmp_path / "s.log") as srv:
+            assert len(picks) == 3 and port not in srv._triton_ports
+            assert infer(srv) == [3.0, 4.0]
+            assert f"'127.0.0.1:{port}' already in use" in srv.log_tail(100_000)
+            assert f"port {port} was taken before tritonserver could bind it" in srv.log_tail(100_000)
+
+
 def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
     """The readiness wait also asks `GET /v2` for the server's name: an orphan tritonserver (or any HTTP server)
     answering 200 on our port must not pass for the one we started with its own `--id`."""

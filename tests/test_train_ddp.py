@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,11 @@ import videoitg
 from tests.support.model import one_torch_thread
 from tests.support.train import SMALL_MODEL, small_config, small_dataset
 from videoitg.checkpoint import read_tensors
+from videoitg.serving.ports import free_port
 from videoitg.train.trainer import Trainer, read_metrics
 
 REPO = Path(videoitg.__file__).resolve().parents[1]
 STEPS, LR = 4, 3e-3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def test_two_gloo_processes_match_one_with_accumulation(reference, tmp_path: Pat
     procs = {}
     for engine in ("ddp", "fsdp"):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "videoitg", "train",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "videoitg", "train",
                str(data), "--out", str(tmp_path / engine), "--max-steps", str(STEPS), "--batch", "4",
                "--micro-batch", "2", "--lr", str(LR), "--head-lr", str(LR), "--model-overrides",
                json.dumps(SMALL_MODEL), "--threads", "1", "--quiet"] + (["--fsdp"] if engine == "fsdp" else [])

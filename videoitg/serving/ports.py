@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 
 from videoitg.errors import VideoITGError
-from videoitg.serving.procfs import port_holder
+from videoitg.serving.procfs import ephemeral_ports, port_holder
 
 LOOPBACK = "127.0.0.1"
 
@@ -15,20 +16,36 @@ class ServerError(VideoITGError):
     """tritonserver did not start, died, or did not become ready."""
 
 
+PORT_FLOOR = 10000  # free ports are picked from here up to the kernel's ephemeral range
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on right now (the OS picks it; tiny race until the server binds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on right now (see `free_ports`)."""
+    return free_ports(1, host)[0]
 
 
 def free_ports(n: int, host: str = LOOPBACK) -> list[int]:
-    """`n` distinct free ports (held together while the OS picks them)."""
+    """`n` distinct ports nothing listens on right now, held together while they are picked. They come from below
+    the kernel's ephemeral range: a port the OS hands out itself (to any process's outgoing connection, or its bind
+    to port 0) could be taken in the moment before our server binds it. Random picks from the OS's own randomness,
+    so processes with a seeded `random` do not pick alike; the OS picks where that range is too small."""
+    lo = ephemeral_ports()[0]
+    pick = random.SystemRandom()
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
+        ports: list[int] = []
+        for _ in range(50 * n):
+            if len(ports) == n:
+                break
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                s.bind((host, pick.randrange(PORT_FLOOR, lo) if lo - PORT_FLOOR >= 1000 else 0))
+            except OSError:
+                continue
+            if s.getsockname()[1] not in ports:
+                ports.append(s.getsockname()[1])
+        if len(ports) < n:
+            raise ServerError(f"found only {len(ports)} of {n} free ports on {host}")
+        return ports
 
 
 def check_ports_free(host: str, ports: list[int]) -> None:

@@ -1,4 +1,5 @@
-"""Every read of /proc the launcher makes: process states, groups, CPU time, python-backend stubs, port holders."""
+"""Every read of /proc the launcher makes: process states, groups, CPU time, python-backend stubs, port holders, the
+kernel's ephemeral port range."""
 
 from __future__ import annotations
 
@@ -93,3 +94,12 @@ def pid_namespace() -> int:
         return os.stat(PROC / "self" / "ns" / "pid").st_ino
     except OSError:
         return 0
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The ports the kernel hands out itself: to a client's connect and to a bind to port 0."""
+    try:
+        lo, hi = (int(x) for x in (PROC / "sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default

@@ -8,6 +8,7 @@ import ctypes
 import json
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -169,6 +170,7 @@ def request_bounds(repository: Path, models: tuple[str, ...]) -> tuple[int, int,
 
 
 STOP_GRACE_S = 5.0  # after the exit timeout, before SIGKILL
+PORT_TRIES = 3  # starts when another process takes a port of tritonserver's before it binds it
 # tritonserver's own exit timeout, the last part of `exit_timeout_s`: it answers what is still in flight, then
 # unloads the models; `benchmarks/bench_stop.py` saw it stop in 3.0-4.0 s on the 2-core CPU box (RELIABILITY.md).
 UNLOAD_S = 8
@@ -219,6 +221,11 @@ class TritonServer:
     @property
     def internal_grpc_url(self) -> str:
         return f"{LOOPBACK}:{self._triton_ports[1]}"
+
+    @property
+    def _internal_metrics_url(self) -> str:
+        """tritonserver starts its metrics service last: once it answers, tritonserver started all it serves."""
+        return f"http://{LOOPBACK}:{self._triton_ports[2]}/metrics"
 
     @property
     def _client_host(self) -> str:
@@ -327,6 +334,33 @@ class TritonServer:
                 return ports[0], ports[1], ports[2]
 
     def _launch(self, timeout_s: float, max_s: float | None = None) -> TritonServer:
+        """Start tritonserver and the front. A port of tritonserver's own that another process took between its
+        pick and tritonserver's bind is picked again, up to `PORT_TRIES` times."""
+        for attempt in range(1, PORT_TRIES + 1):
+            start = self._log_bytes()
+            try:
+                return self._launch_once(timeout_s, max_s)
+            except ServerError:
+                lost = self._lost_port(start)
+                if lost is None or attempt == PORT_TRIES:
+                    raise
+                self._open_log()
+                self.note(f"port {lost} was taken before tritonserver could bind it; starting on other ports")
+        raise AssertionError("unreachable")
+
+    def _lost_port(self, since: int) -> int | None:
+        """One of tritonserver's own ports it found in use, from the log written since byte `since`."""
+        if self._log_path is None:
+            return None
+        with self._log_path.open("rb") as f:
+            f.seek(since)
+            log = f.read().decode(errors="replace")
+        for m in re.finditer(r"Socket '[^']*:(\d+)' already in use", log):
+            if int(m.group(1)) in self._triton_ports:
+                return int(m.group(1))
+        return None
+
+    def _launch_once(self, timeout_s: float, max_s: float | None) -> TritonServer:
         o = self.options
         remove_stale_shared_memory()
         backend_dir = binaries.prepare_backend_dir(self.install)
@@ -389,7 +423,7 @@ class TritonServer:
                 if proc is None or proc.poll() is not None:
                     code = None if proc is None else proc.returncode
                     raise ServerError(f"{name} exited with code {code} while starting:\n{self.log_tail()}")
-            if self._ready(url) and self._answered_by_us():
+            if self._ready(url) and self._answered_by_us() and self._ready(self._internal_metrics_url):
                 return
             now = time.monotonic()
             progress.observe(self._log_bytes(), group_cpu_s(self._proc.pid), now)
