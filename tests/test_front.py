@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.bench_stop import moving_clip
 from tests.support.server import metric_value, served, skip_without_tritonserver
+from tests.support.video import repeat_clip
 from videoitg.defaults import sample_video
 from videoitg.serving import front
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
@@ -394,6 +395,14 @@ def test_metrics_page_is_passed_on(server: TritonServer) -> None:
     assert e.value.code == 404
 
 
+def slow_clip(folder: Path, i: int, seed: int) -> bytes:
+    """A clip whose cold request takes seconds of decoding: 4 GOPs of 900 frames, each decoded from its keyframe to
+    its last sampled frame (a clip of the encoder's GOPs decodes in a tenth of a second, and 8 cold requests could
+    be answered before the stop)."""
+    moving_clip(folder / f"s{i}.mp4", seed, gop=900)
+    return repeat_clip(folder / f"s{i}.mp4", folder / f"v{i}.mp4", reps=4).read_bytes()
+
+
 @pytest.mark.server
 def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytest.TempPathFactory,
                                                          tmp_path: Path) -> None:
@@ -401,8 +410,8 @@ def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytes
     its answer, the idle connections are closed, and the server is down a model unload after the last one
     (tritonserver signalled with the front refuses the next step of a gRPC request in flight: "Server not ready")."""
     skip_without_tritonserver()
-    videos = [moving_clip(tmp_path / f"v{i}.mp4", seed) for i, seed in enumerate(range(100, 108))]
-    gen = served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=15))
+    videos = [slow_clip(tmp_path, i, seed) for i, seed in enumerate(range(100, 108))]
+    gen = served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=30))
     srv = next(gen)
     host, port = srv.http_url.rsplit(":", 1)
     idle = []
