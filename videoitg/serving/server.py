@@ -415,7 +415,8 @@ class TritonServer:
 
     def wait_ready(self, timeout_s: float, max_s: float | None = None) -> None:
         """Wait while tritonserver is alive and progressing (`StartProgress`: its log grows or its processes use
-        CPU) until it is ready through the front; give up after `timeout_s` without progress or `max_s` in all."""
+        CPU) until it is ready through the front and its own metrics port answers; give up after `timeout_s` without
+        progress or `max_s` in all."""
         progress = StartProgress(stall_s=timeout_s, max_s=max_s)
         url = f"http://{self.http_url}/v2/health/ready"
         while True:
