@@ -27,8 +27,8 @@ from videoitg.serving.ports import free_ports  # noqa: E402
 
 
 def moving_clip(path: Path, seed: int, frames: int = 900, w: int = 640, h: int = 360, gop: int | None = None) -> bytes:
-    """A box moving over moving noise. With the encoder's default GOPs its sampled frames decode in about 0.15 s on
-    the 2-core CPU box (PyAV decodes only the GOPs they are in). `gop`: frames from one keyframe to the next."""
+    """A box moving over moving noise. PyAV decodes only the GOPs the sampled frames are in: with the encoder's
+    default GOPs that is a small part of the clip. `gop`: frames from one keyframe to the next."""
     rng = np.random.default_rng(seed)
     noise = rng.integers(0, 64, (h, w, 3), dtype=np.uint8)
     colour = rng.integers(64, 255, 3).astype(np.uint8)

@@ -397,8 +397,8 @@ def test_metrics_page_is_passed_on(server: TritonServer) -> None:
 
 def slow_clip(folder: Path, i: int, seed: int) -> bytes:
     """A clip whose cold request takes seconds of decoding: 4 GOPs of 900 frames, each decoded from its keyframe to
-    its last sampled frame (a clip of the encoder's GOPs decodes in a tenth of a second, and 8 cold requests could
-    be answered before the stop)."""
+    its last sampled frame (on a clip of the encoder's short GOPs, most of 8 cold requests could be answered before
+    the stop)."""
     moving_clip(folder / f"s{i}.mp4", seed, gop=900)
     return repeat_clip(folder / f"s{i}.mp4", folder / f"v{i}.mp4", reps=4).read_bytes()
 

@@ -7,7 +7,7 @@ import random
 import socket
 
 from videoitg.errors import VideoITGError
-from videoitg.serving.procfs import ephemeral_ports, port_holder
+from videoitg.serving.procfs import first_ephemeral_port, port_holder
 
 LOOPBACK = "127.0.0.1"
 
@@ -29,23 +29,20 @@ def free_ports(n: int, host: str = LOOPBACK) -> list[int]:
     the kernel's ephemeral range: a port the OS hands out itself (to any process's outgoing connection, or its bind
     to port 0) could be taken in the moment before our server binds it. Random picks from the OS's own randomness,
     so processes with a seeded `random` do not pick alike; the OS picks where that range is too small."""
-    lo = ephemeral_ports()[0]
+    lo = first_ephemeral_port()
     pick = random.SystemRandom()
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
         for _ in range(50 * n):
-            if len(ports) == n:
-                break
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             try:
                 s.bind((host, pick.randrange(PORT_FLOOR, lo) if lo - PORT_FLOOR >= 1000 else 0))
             except OSError:
                 continue
-            if s.getsockname()[1] not in ports:
-                ports.append(s.getsockname()[1])
-        if len(ports) < n:
-            raise ServerError(f"found only {len(ports)} of {n} free ports on {host}")
-        return ports
+            ports.append(s.getsockname()[1])  # distinct: the sockets picked before still hold theirs
+            if len(ports) == n:
+                return ports
+    raise ServerError(f"found only {len(ports)} of {n} free ports on {host}")
 
 
 def check_ports_free(host: str, ports: list[int]) -> None:

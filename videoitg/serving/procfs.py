@@ -96,10 +96,9 @@ def pid_namespace() -> int:
         return 0
 
 
-def ephemeral_ports() -> tuple[int, int]:
-    """The ports the kernel hands out itself: to a client's connect and to a bind to port 0."""
+def first_ephemeral_port() -> int:
+    """The lowest port the kernel hands out itself (to a client's connect, to a bind to port 0)."""
     try:
-        lo, hi = (int(x) for x in (PROC / "sys/net/ipv4/ip_local_port_range").read_text().split())
-        return lo, hi
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int((PROC / "sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default

@@ -336,17 +336,17 @@ class TritonServer:
     def _launch(self, timeout_s: float, max_s: float | None = None) -> TritonServer:
         """Start tritonserver and the front. A port of tritonserver's own that another process took between its
         pick and tritonserver's bind is picked again, up to `PORT_TRIES` times."""
-        for attempt in range(1, PORT_TRIES + 1):
+        for _ in range(PORT_TRIES - 1):
             start = self._log_bytes()
             try:
                 return self._launch_once(timeout_s, max_s)
             except ServerError:
                 lost = self._lost_port(start)
-                if lost is None or attempt == PORT_TRIES:
+                if lost is None:
                     raise
-                self._open_log()
-                self.note(f"port {lost} was taken before tritonserver could bind it; starting on other ports")
-        raise AssertionError("unreachable")
+            self._open_log()
+            self.note(f"port {lost} was taken before tritonserver could bind it; starting on other ports")
+        return self._launch_once(timeout_s, max_s)
 
     def _lost_port(self, since: int) -> int | None:
         """One of tritonserver's own ports it found in use, from the log written since byte `since`."""
