@@ -42,6 +42,10 @@ from videoitg.serving.protocol import TOP  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import TritonServer  # noqa: E402
 
+# What random bytes are refused as (a client's fault, 400): a decode error of the bytes themselves.
+BYTES_REFUSED = ("NotAVideoError", "NoVideoStreamError", "NoFramesError", "UnsupportedCodecError",
+                 "TruncatedVideoError")
+
 
 def request(client, mod, video: bytes, instruction: str) -> None:
     ins = []
@@ -51,8 +55,8 @@ def request(client, mod, video: bytes, instruction: str) -> None:
         ins.append(t)
     try:
         client.infer(TOP, ins)
-    except Exception as e:  # the upload case is refused by design (random bytes now and then probe as a container)
-        if not any(name in str(e) for name in ("NotAVideoError", "NoVideoStreamError", "NoFramesError")):
+    except Exception as e:  # the upload case is refused by design: random bytes are not a video, or now and then
+        if not any(name in str(e) for name in BYTES_REFUSED):  # probe as a container that does not decode
             raise
 
 
