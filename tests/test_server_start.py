@@ -3,6 +3,7 @@ stand-in processes (no tritonserver needed); `StartProgress` itself is checked o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from videoitg.serving import server as server_mod
 from videoitg.serving.ports import ServerError
-from videoitg.serving.procfs import group_cpu_s
+from videoitg.serving.procfs import cpu_s, group_cpu_s
 from videoitg.serving.server import StartProgress, TritonServer
 
 
@@ -43,6 +44,29 @@ def test_group_cpu_s_reads_a_busy_process_group() -> None:
         assert group_cpu_s(busy.pid) > 0.3
     finally:
         busy.wait(timeout=10)
+
+
+def test_cpu_s_counts_every_live_thread_finer_than_a_clock_tick() -> None:
+    """A thread's 3 ms of CPU shows as 3-7 ms (the rest: this thread's own reads); ticks would say 0 or 10 ms."""
+    spun, release = threading.Event(), threading.Event()
+    spin_s: list[float] = []
+
+    def spin() -> None:
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.003:
+            pass
+        spin_s.append(time.thread_time() - t0)
+        spun.set()
+        release.wait(10)
+
+    before = cpu_s(os.getpid())
+    worker = threading.Thread(target=spin)
+    worker.start()
+    spun.wait(10)
+    used = cpu_s(os.getpid()) - before
+    release.set()
+    worker.join()
+    assert spin_s[0] <= used <= spin_s[0] + 0.004, (used, spin_s)
 
 
 def _stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after_s: float) -> TritonServer:
