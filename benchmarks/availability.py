@@ -37,6 +37,7 @@ from tests.support.video import random_clip  # noqa: E402
 from videoitg.defaults import sample_video  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
 from videoitg.serving.ports import free_port  # noqa: E402
+from videoitg.serving.procfs import rss_mib  # noqa: E402
 
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
            "held-bodies", "abandoned", "idle-conns")
@@ -250,18 +251,6 @@ def child_pid(serve_pid: int, front: bool) -> int | None:
         if mine and ppid == serve_pid:
             return int(proc.name)
     return None
-
-
-def rss_mib(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def ordinary(grpc_url: str, seconds: float, sample: bytes, work: Path, seed0: int) -> dict:

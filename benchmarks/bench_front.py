@@ -7,8 +7,9 @@ tiny checkpoint.
 - `cached`: the sample video scored again (a feature-cache hit: the smallest full request), HTTP and gRPC.
 - `upload`: `--upload-mib` MiB of fresh random bytes as VIDEO (refused as not a video after the server hashed and
   opened them): what moving a large body through one more process costs.
-Reports p50 of each, the ratio front / direct, and the front's own CPU time per request (its process's, read
-around each request through the front). `--small-pages`: also a second front, started as the first but without
+Reports p50 of each, the ratio front / direct, the front's own CPU time per request (its process's, read
+around each request through the front), and the resident memory of each route's process after the warm-up and
+1 s after the last request. `--small-pages`: also a second front, started as the first but without
 the huge-page tunable (`front.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
 `--relay`: also the route `relay`, a byte relay (relay.py) to tritonserver's ports: what one more process costs
 by itself, the floor under any front.
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from videoitg.defaults import sample_video  # noqa: E402
 from videoitg.serving.ports import LOOPBACK, free_ports  # noqa: E402
-from videoitg.serving.procfs import cpu_s  # noqa: E402
+from videoitg.serving.procfs import cpu_s, rss_mib  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import TritonServer  # noqa: E402
@@ -140,6 +141,7 @@ def main() -> int:
             clients[("grpc", route)] = (g.InferenceServerClient(gu), g)
         for (_, _), (c, mod) in clients.items():
             request(c, mod, sample, instruction)  # warm: the features are cached from here on
+        rss = {route: [rss_mib(pid)] for route, pid in pids.items()}
         for i in range(args.reps):
             order = list(clients.items())
             random.Random(i).shuffle(order)  # no route always follows the same one
@@ -157,6 +159,11 @@ def main() -> int:
                         front_cpu.setdefault(f"{case} {proto} {route}", []).append(cpu_s(pid) - c0)
             print(f"\r{i + 1}/{args.reps}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
+        time.sleep(1.0)
+        for route, pid in pids.items():
+            rss[route].append(rss_mib(pid))
+            print(json.dumps({"route": route, "rss_mib_before": round(rss[route][0]),
+                              "rss_mib_after": round(rss[route][1])}))
     rows = []
     for case in ("cached", "upload"):
         for proto in ("http", "grpc"):
@@ -171,7 +178,7 @@ def main() -> int:
                 print(json.dumps(rows[-1]))
     if args.json:
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "upload_mib": args.upload_mib,
-                                         "rows": rows}, indent=1))
+                                         "rows": rows, "rss_mib": rss}, indent=1))
     return 0
 
 

@@ -52,6 +52,19 @@ def cpu_s(pid: int) -> float:
     return ns / 1e9
 
 
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of process `pid` in MiB (0 when there is none)."""
+    if pid is None:
+        return 0.0
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def children(pid: int) -> list[int]:
     """The live children of `pid`."""
     return [child for child, f in _stats() if len(f) > 1 and f[1] == str(pid)]
