@@ -10,9 +10,9 @@ import hashlib
 import json
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,6 +23,7 @@ from aiohttp import web
 from videoitg.serving import front
 from videoitg.serving.protocol import TOP
 
+T = TypeVar("T")
 BODY = json.dumps({"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1],
                                "data": ["when does the dog jump?"]}]}).encode()
 
@@ -226,6 +227,18 @@ async def read_all(reader: front.BodyReader) -> int:
     return n
 
 
+def without_gc(main: Coroutine[Any, Any, T]) -> T:
+    """`main` run with garbage collection off and tracemalloc on: what it measures as held is what references
+    keep alive, not what a collection has yet to free."""
+    gc.disable()
+    tracemalloc.start()
+    try:
+        return asyncio.run(main)
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+
+
 def test_an_abandoned_upload_is_released_at_once() -> None:
     """64 MiB sent, then the connection closed: the reader keeps nothing, not even the exception the request's
     stream keeps (its traceback held the buffer until a garbage collection), and gives its bytes back."""
@@ -239,13 +252,7 @@ def test_an_abandoned_upload_is_released_at_once() -> None:
         reader.release()
         return reader, held
 
-    gc.disable()
-    tracemalloc.start()
-    try:
-        reader, held = asyncio.run(run())
-    finally:
-        tracemalloc.stop()
-        gc.enable()
+    reader, held = without_gc(run())
     assert reader.refusal is not None and reader.refusal.reason == "abandoned"
     assert lost.__traceback__ is None
     assert held < 8 << 20, f"{held >> 20} MiB still held"
@@ -442,12 +449,6 @@ def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
             await upstream.stop(0)
         return answers, held
 
-    gc.disable()
-    tracemalloc.start()
-    try:
-        answers, held = asyncio.run(run())
-    finally:
-        tracemalloc.stop()
-        gc.enable()
+    answers, held = without_gc(run())
     assert "NotAVideoError" in answers[0] and "negative dimension" in answers[1], answers
     assert held < size // 2, f"{held >> 20} MiB still held after both answers"
