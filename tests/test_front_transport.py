@@ -398,8 +398,7 @@ def test_a_complete_large_body_then_a_half_close_is_answered() -> None:
 def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
     """An 8 MiB ModelInfer refused by tritonserver (here a stand-in that refuses every one), and one refused by the
     front's own checks: once each is answered, the front holds neither message. The abort's traceback held the
-    handler's frame, and so the message, until a garbage collection: repeated refused uploads kept the front's
-    memory hundreds of MiB up."""
+    handler's frame, and so the message, until a garbage collection."""
     grpc = pytest.importorskip("grpc")
     from tritonclient.grpc import service_pb2
 

@@ -825,8 +825,8 @@ def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Serv
             answer = await pass_on(raw, context)
             if isinstance(answer, bytes):
                 return answer
-            # `abort` raises, and its traceback holds this frame until a garbage collection: not the message (a
-            # refused 32 MiB upload each time kept the front's memory hundreds of MiB up).
+            # `abort` raises, and its traceback holds this frame until a garbage collection: not the message
+            # (refused large uploads kept the front's memory up between collections).
             del raw
             await context.abort(*answer)
 
