@@ -44,11 +44,14 @@ def group_cpu_s(pgid: int) -> float:
 def cpu_s(pid: int) -> float:
     """CPU seconds used so far by the live threads of process `pid`, to the nanosecond: the first field of each
     thread's schedstat (time on a CPU). /proc/PID/stat counts in clock ticks, 10 ms each: coarser than a
-    request the front passes on."""
-    ns = 0
+    request the front passes on. Raises OSError where no thread's schedstat could be read (a kernel without it)."""
+    ns, read = 0, False
     for task in (PROC / str(pid) / "task").iterdir():
         with contextlib.suppress(OSError):  # a thread that exits while being read
             ns += int((task / "schedstat").read_text().split()[0])
+            read = True
+    if not read:
+        raise OSError(f"no schedstat readable for process {pid}")
     return ns / 1e9
 
 
