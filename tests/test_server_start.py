@@ -3,7 +3,6 @@ stand-in processes (no tritonserver needed); `StartProgress` itself is checked o
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -46,27 +45,39 @@ def test_group_cpu_s_reads_a_busy_process_group() -> None:
         busy.wait(timeout=10)
 
 
+SPIN = """
+import sys, threading, time
+done = threading.Event()
+def spin():
+    t0 = time.thread_time()
+    while time.thread_time() - t0 < 0.003:
+        pass
+    print(time.thread_time() - t0, flush=True)
+    done.wait()  # alive while it is counted: cpu_s reads live threads
+print("ready", flush=True)
+sys.stdin.readline()
+threading.Thread(target=spin).start()
+sys.stdin.readline()
+done.set()
+"""
+
+
 def test_cpu_s_counts_every_live_thread_finer_than_a_clock_tick() -> None:
-    """A thread's 3 ms of CPU shows as 3-7 ms (the rest: this thread's own reads); ticks would say 0 or 10 ms."""
-    spun, release = threading.Event(), threading.Event()
-    spin_s: list[float] = []
-
-    def spin() -> None:
-        t0 = time.thread_time()
-        while time.thread_time() - t0 < 0.003:
-            pass
-        spin_s.append(time.thread_time() - t0)
-        spun.set()
-        release.wait(10)
-
-    before = cpu_s(os.getpid())
-    worker = threading.Thread(target=spin)
-    worker.start()
-    spun.wait(10)
-    used = cpu_s(os.getpid()) - before
-    release.set()
-    worker.join()
-    assert spin_s[0] <= used <= spin_s[0] + 0.004, (used, spin_s)
+    """A second thread's 3 ms of CPU, in a process doing nothing else, shows as 3-7 ms (the rest: its main thread's
+    pipe reads); clock ticks would say 0 or 10 ms."""
+    child = subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        before = cpu_s(child.pid)
+        child.stdin.write("spin\n")
+        child.stdin.flush()
+        spun = float(child.stdout.readline())
+        used = cpu_s(child.pid) - before
+        child.stdin.write("end\n")
+        child.stdin.flush()
+    finally:
+        child.wait(timeout=10)
+    assert spun <= used <= spun + 0.004, (used, spun)
 
 
 def _stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after_s: float) -> TritonServer:
