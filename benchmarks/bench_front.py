@@ -12,7 +12,8 @@ around each request through the front), and the resident memory of each route's 
 1 s after the last request. `--small-pages`: also a second front, started as the first but without
 the huge-page tunable (`front.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
 `--relay`: also the route `relay`, a byte relay (relay.py) to tritonserver's ports: what one more process costs
-by itself, the floor under any front.
+by itself, the floor under any front; and the route `grpcio` (gRPC only), grpcio's pass-through without the front's
+checks (grpc_relay.py): the floor under any front built on grpcio.
 """
 
 from __future__ import annotations
@@ -62,19 +63,20 @@ def request(client, mod, video: bytes, instruction: str) -> None:
 
 
 @contextlib.contextmanager
-def _route(name: str, command: list[str], env: dict[str, str], http_port: int,
-           grpc_port: int) -> Iterator[tuple[tuple[str, str], int]]:
-    """((http url, grpc url), pid) of the route `name`'s process, started with `command`, once its HTTP port
-    answers."""
+def _route(name: str, command: list[str], env: dict[str, str], http_port: int | None,
+           grpc_port: int) -> Iterator[tuple[tuple[str | None, str], int]]:
+    """((http url, grpc url), pid) of the route `name`'s process, started with `command`, once its HTTP port (or,
+    for a gRPC-only route, `http_port` None, its gRPC port) answers."""
+    import tritonclient.grpc as g
     import tritonclient.http as h
 
     # A session of its own, as the launcher starts the front: Linux's autogroup scheduling would otherwise share
     # this process's CPU with the benchmark's client
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        urls = (f"{LOOPBACK}:{http_port}", f"{LOOPBACK}:{grpc_port}")
+        urls = (f"{LOOPBACK}:{http_port}" if http_port else None, f"{LOOPBACK}:{grpc_port}")
         deadline = time.monotonic() + 30
-        while not _live(h, urls[0]):
+        while not (_live(h, urls[0]) if urls[0] else _live(g, urls[1])):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the {name} route did not start")
             time.sleep(0.2)
@@ -85,9 +87,11 @@ def _route(name: str, command: list[str], env: dict[str, str], http_port: int,
 
 
 @contextlib.contextmanager
-def extra_routes(srv: TritonServer, small_pages: bool, relay: bool) -> Iterator[dict[str, tuple[tuple[str, str], int]]]:
+def extra_routes(srv: TritonServer, small_pages: bool,
+                 relay: bool) -> Iterator[dict[str, tuple[tuple[str | None, str], int]]]:
     """The routes beside `front` and `direct`, each to `srv`'s tritonserver: `front-4k`, a second front without the
-    huge-page tunable; `relay`, a byte relay (relay.py). Route name -> ((http url, grpc url), pid)."""
+    huge-page tunable; `relay`, a byte relay (relay.py), and `grpcio`, grpcio's pass-through without the front's
+    checks (grpc_relay.py, gRPC only). Route name -> ((http url or None, grpc url), pid)."""
     with contextlib.ExitStack() as stack:
         routes = {}
         if small_pages:
@@ -102,6 +106,10 @@ def extra_routes(srv: TritonServer, small_pages: bool, relay: bool) -> Iterator[
             command = [sys.executable, str(Path(__file__).with_name("relay.py")), str(http_port),
                        srv.internal_http_url, str(grpc_port), srv.internal_grpc_url]
             routes["relay"] = stack.enter_context(_route("relay", command, dict(os.environ), http_port, grpc_port))
+            (grpc_port,) = free_ports(1)
+            command = [sys.executable, str(Path(__file__).with_name("grpc_relay.py")), str(grpc_port),
+                       srv.internal_grpc_url]
+            routes["grpcio"] = stack.enter_context(_route("grpcio", command, dict(os.environ), None, grpc_port))
         yield routes
 
 
@@ -117,7 +125,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--upload-mib", type=int, default=32)
     ap.add_argument("--small-pages", action="store_true", help="also a front without the huge-page tunable")
-    ap.add_argument("--relay", action="store_true", help="also a byte relay (relay.py): one more process, no work")
+    ap.add_argument("--relay", action="store_true",
+                    help="also a byte relay (relay.py) and grpcio's pass-through (grpc_relay.py)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import tritonclient.grpc as g
@@ -137,7 +146,8 @@ def main() -> int:
             routes[name], pids[name] = urls, pid
         clients = {}
         for route, (hu, gu) in routes.items():
-            clients[("http", route)] = (h.InferenceServerClient(hu, network_timeout=600), h)
+            if hu is not None:
+                clients[("http", route)] = (h.InferenceServerClient(hu, network_timeout=600), h)
             clients[("grpc", route)] = (g.InferenceServerClient(gu), g)
         for (_, _), (c, mod) in clients.items():
             request(c, mod, sample, instruction)  # warm: the features are cached from here on
@@ -169,6 +179,8 @@ def main() -> int:
         for proto in ("http", "grpc"):
             direct = statistics.median(times[f"{case} {proto} direct"])
             for route in pids:
+                if f"{case} {proto} {route}" not in times:  # a gRPC-only route
+                    continue
                 front = statistics.median(times[f"{case} {proto} {route}"])
                 n = len(times[f"{case} {proto} {route}"])
                 rows.append({"case": case, "protocol": proto, "route": route, "n": n,

@@ -1,5 +1,6 @@
 """benchmarks/relay.py, the byte relay that `bench_front.py --relay` measures as the floor under any front: what it
-passes on arrives unchanged, both ways, and a half-close reaches the other side."""
+passes on arrives unchanged, both ways, and a half-close reaches the other side; and grpc_relay.py, grpcio's
+pass-through, the floor under a front built on grpcio."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from videoitg.serving.ports import LOOPBACK, free_ports
 
 RELAY = Path(__file__).resolve().parents[1] / "benchmarks" / "relay.py"
+GRPC_RELAY = RELAY.with_name("grpc_relay.py")
+SERVICE = "inference.GRPCInferenceService"
 
 
 def _digest_server(listener: socket.socket) -> None:
@@ -62,3 +68,39 @@ def test_bytes_pass_unchanged_both_ways_and_a_half_close_reaches_the_server() ->
         relay.kill()
         relay.wait()
         listener.close()
+
+
+def test_grpc_relay_passes_each_call_on_unread_and_its_refusal_back() -> None:
+    """benchmarks/grpc_relay.py, the `grpcio` route: a message reaches the server byte for byte, the answer comes
+    back, and a refusal keeps its code and text."""
+    grpc = pytest.importorskip("grpc", reason="the serve extra (grpcio) is not installed")
+    from concurrent import futures
+
+    def infer(raw: bytes, context: Any) -> bytes:
+        return hashlib.sha256(raw).digest()
+
+    def live(raw: bytes, context: Any) -> bytes:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused here")
+
+    methods = {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+               "ServerLive": grpc.unary_unary_rpc_method_handler(live)}
+    server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.max_receive_message_length", -1)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
+    up = server.add_insecure_port(f"{LOOPBACK}:0")
+    server.start()
+    (port,) = free_ports(1)
+    relay = subprocess.Popen([sys.executable, str(GRPC_RELAY), str(port), f"{LOOPBACK}:{up}"])
+    try:
+        with grpc.insecure_channel(f"{LOOPBACK}:{port}", options=[("grpc.max_send_message_length", -1)]) as ch:
+            grpc.channel_ready_future(ch).result(timeout=30)
+            for size in (0, 11, 8 << 20):
+                payload = os.urandom(size)
+                assert ch.unary_unary(f"/{SERVICE}/ModelInfer")(payload, timeout=30) == \
+                    hashlib.sha256(payload).digest(), size
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary(f"/{SERVICE}/ServerLive")(b"", timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details() == "refused here"
+    finally:
+        relay.kill()
+        relay.wait()
+        server.stop(0)

@@ -20,6 +20,7 @@ from typing import Any
 
 from videoitg.jsonio import nesting_over
 from videoitg.serving.protocol import OTHER_INPUTS_BYTES
+from videoitg.serving.upstream import Upstream, UpstreamError
 
 # aiohttp, grpc and tritonclient (the serve extra) are imported where the transport is built: the launcher and the
 # policy tests import this module without them.
@@ -526,8 +527,11 @@ class BodyReader:
         if wait <= 0:
             self.refusal = Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout")
             return None
-        try:
-            chunk = await asyncio.wait_for(self.stream.readany(), wait)
+        try:  # a body all in hand is taken without a wait (wait_for costs a task and a timer)
+            if self.stream.is_eof():
+                chunk = self.stream.read_nowait()
+            else:
+                chunk = await asyncio.wait_for(self.stream.readany(), wait)
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
             self.refusal = Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
         except ConnectionError as e:
@@ -602,46 +606,36 @@ class FrontCounters:
 _STATUS = {"too_large": 413, "header_size": 413, "overloaded": 503, "body_timeout": 408, "connections": 503}
 
 
-def _upstream_timeout(seconds: float) -> Any:
-    import aiohttp
-
-    return aiohttp.ClientTimeout(total=seconds, sock_connect=min(seconds, 5.0))
-
-
 async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], reading: dict[Any, Any]):
     """The HTTP port's application. `busy`: the connections with a request being answered, `reading`: the body
     (aiohttp's StreamReader) of each connection whose request body the front is reading or passing on
     (`_Connection` reads both)."""
-    import aiohttp
     from aiohttp import web
 
     budget = ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
     # Pooled keep-alive connections (a new one per request costs ~0.3 ms of the front's CPU). A model load holds
     # the tritonserver thread its connection is served on, so the launcher reloads over gRPC (`TritonServer._admin`).
     # No Accept-Encoding of the front's own: a client that asked for none gets none.
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
-                                    timeout=_upstream_timeout(cfg.infer_timeout_s),
-                                    skip_auto_headers=("Accept-Encoding",))
+    triton = Upstream(cfg.triton_http)
 
-    async def forward(method: str, url: str, body: bytes | AsyncIterator[bytes] | None, headers: dict[str, str],
+    async def forward(method: str, path: str, body: bytes | AsyncIterator[bytes] | None, headers: dict[str, str],
                       timeout_s: float, reader: BodyReader | None = None) -> web.Response:
         """tritonserver's answer; `reader`: the body being passed on, whose refusal (the client's fault) is
         answered as such when it ends the request."""
         try:
-            async with session.request(method, url, data=body, headers=headers,
-                                       timeout=_upstream_timeout(timeout_s)) as r:
-                data = await r.read()
-                status, passed = r.status, {k: r.headers[k] for k in PASS_HEADERS if k in r.headers}
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            answer = await triton.request(method, path, headers, body, timeout_s)
+        except (UpstreamError, OSError, asyncio.TimeoutError, BodyRefused) as e:
             e.__traceback__ = None  # it would hold the request's frames, and so its body
             if reader is not None and reader.refusal is not None:
                 return refuse_body(reader.refusal)
             counters.unavailable["http"] += 1
             return web.json_response({"error": f"server unavailable ({type(e).__name__}: no answer within "
                                                f"{timeout_s:.0f} s); try again"}, status=503)
-        if status >= 400 and "Content-Encoding" not in passed:
+        passed = {k: answer.headers[k.lower()] for k in PASS_HEADERS if k.lower() in answer.headers}
+        data = answer.body
+        if answer.status >= 400 and "Content-Encoding" not in passed:
             data = bounded_error_body(data)
-        return web.Response(status=status, body=data, headers=passed)
+        return web.Response(status=answer.status, body=data, headers=passed)
 
     def refuse(err: Refusal, status: int, close: bool = True) -> web.Response:
         counters.reject("http", err)
@@ -665,7 +659,7 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
         headers = {k: request.headers[k] for k in ("Content-Type", "Inference-Header-Content-Length", "Accept-Encoding")
                    if k in request.headers}
         if kind == "pass":
-            return await forward("GET", f"http://{cfg.triton_http}{path}", None, headers, cfg.pass_timeout_s)
+            return await forward("GET", path, None, headers, cfg.pass_timeout_s)
         # All before the body is read (and before `100 Continue`): aiohttp would inflate a compressed one.
         if (err := framing_error(request.headers.items())) is not None:
             return refuse(err, 400)
@@ -707,11 +701,10 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
                                cfg.max_inputs, cfg.max_outputs)
         if err is not None:
             return refuse(err, _STATUS.get(err.reason, 400), close=not whole)
-        url = f"http://{cfg.triton_http}{path}"
         if whole:
-            return await forward("POST", url, head, headers, cfg.infer_timeout_s)
+            return await forward("POST", path, head, headers, cfg.infer_timeout_s)
         body, chunks, head = stream_body(chunks, reader), [], b""  # the stream alone holds what it has not passed on
-        return await forward("POST", url, body, {**headers, "Content-Length": str(declared)}, cfg.infer_timeout_s,
+        return await forward("POST", path, body, {**headers, "Content-Length": str(declared)}, cfg.infer_timeout_s,
                              reader)
 
     def refuse_body(err: Refusal) -> web.Response:
@@ -730,7 +723,7 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=no_expect)
 
     async def close(_app: web.Application) -> None:
-        await session.close()
+        triton.close()
 
     app.on_cleanup.append(close)
     return app
@@ -751,26 +744,23 @@ async def _continue(request: Any) -> Refusal | None:
 
 
 async def _metrics_app(cfg: FrontConfig, counters: FrontCounters):
-    import aiohttp
     from aiohttp import web
 
-    session = aiohttp.ClientSession(timeout=_upstream_timeout(cfg.pass_timeout_s),
-                                    skip_auto_headers=("Accept-Encoding",))
+    triton = Upstream(cfg.triton_metrics)
 
     async def metrics(request: web.Request) -> web.Response:
         try:
-            async with session.get(f"http://{cfg.triton_metrics}/metrics") as r:
-                page = await r.read()
-                status = r.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            answer = await triton.request("GET", "/metrics", {}, None, cfg.pass_timeout_s)
+        except (UpstreamError, OSError, asyncio.TimeoutError) as e:
             return web.Response(status=503, text=f"metrics unavailable ({type(e).__name__})\n{counters.text()}")
-        return web.Response(status=status, body=page + counters.text().encode(), content_type="text/plain")
+        return web.Response(status=answer.status, body=answer.body + counters.text().encode(),
+                            content_type="text/plain")
 
     app = web.Application(client_max_size=1024)
     app.router.add_get("/metrics", metrics)
 
     async def close(_app: web.Application) -> None:
-        await session.close()
+        triton.close()
 
     app.on_cleanup.append(close)
     return app

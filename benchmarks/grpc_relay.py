@@ -1,0 +1,47 @@
+"""grpcio's pass-through: each call of the KServe v2 inference service passed on to one upstream address whole and
+unread, by grpc.aio as the front uses it, with none of the front's checks. It is what any front built on grpcio
+costs before its policy (`bench_front.py --relay`, the route `grpcio`).
+
+    python benchmarks/grpc_relay.py PORT HOST:PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+SERVICE = "inference.GRPCInferenceService"
+METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
+           "ModelStatistics", "ModelInfer")
+
+
+async def main(port: int, upstream: str) -> None:
+    import grpc
+
+    unbounded = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    channel = grpc.aio.insecure_channel(upstream, options=unbounded)
+
+    def handler(method: str) -> grpc.RpcMethodHandler:
+        call = channel.unary_unary(f"/{SERVICE}/{method}")  # raw bytes both ways
+
+        async def relay(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                return await call(raw)
+            except grpc.aio.AioRpcError as e:
+                await context.abort(e.code(), e.details() or "")
+                raise  # abort raises; never reached
+
+        return grpc.unary_unary_rpc_method_handler(relay)
+
+    server = grpc.aio.server(options=unbounded)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {m: handler(m)
+                                                                                    for m in METHODS}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
