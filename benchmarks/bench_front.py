@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from videoitg.defaults import sample_video  # noqa: E402
+from videoitg.serving.front import environment as front_environment  # noqa: E402
 from videoitg.serving.ports import LOOPBACK, free_ports  # noqa: E402
 from videoitg.serving.procfs import cpu_s, rss_mib  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402
@@ -109,7 +110,8 @@ def extra_routes(srv: TritonServer, small_pages: bool,
             (grpc_port,) = free_ports(1)
             command = [sys.executable, str(Path(__file__).with_name("grpc_relay.py")), str(grpc_port),
                        srv.internal_grpc_url]
-            routes["grpcio"] = stack.enter_context(_route("grpcio", command, dict(os.environ), None, grpc_port))
+            routes["grpcio"] = stack.enter_context(_route("grpcio", command, front_environment(dict(os.environ)),
+                                                          None, grpc_port))
         yield routes
 
 

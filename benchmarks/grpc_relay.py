@@ -1,6 +1,7 @@
 """grpcio's pass-through: each call of the KServe v2 inference service passed on to one upstream address whole and
-unread, by grpc.aio as the front uses it, with none of the front's checks. It is what any front built on grpcio
-costs before its policy (`bench_front.py --relay`, the route `grpcio`).
+unread, by grpc.aio as the front uses it and with the front's memory settings (`front.return_freed_memory`; its
+launcher gives it `front.environment`), but none of the front's checks. It is what any front built on grpcio costs
+before its policy (`bench_front.py --relay`, the route `grpcio`).
 
     python benchmarks/grpc_relay.py PORT HOST:PORT
 """
@@ -9,6 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from videoitg.serving.front import return_freed_memory
 
 SERVICE = "inference.GRPCInferenceService"
 METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
@@ -44,4 +50,5 @@ async def main(port: int, upstream: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__)
+    return_freed_memory()
     asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
