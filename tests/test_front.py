@@ -422,21 +422,25 @@ def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytes
         idle.append(s)
     got: dict[int, object] = {}
     answered_at: dict[int, float] = {}
+    connected = threading.Barrier(len(videos) + 1)
 
     def call(i: int) -> None:
         url, protocol = (srv.http_url, "http") if i < len(videos) // 2 else (srv.grpc_url, "grpc")
         try:
             with VideoITGClient(url, protocol, timeout_s=120) as c:
+                assert c.is_ready()  # connected before any request is sent: on a busy machine a connection
+                connected.wait(60)  # made late met a listener already closed by the stop
+                time.sleep(0.05 * i)  # gRPC last: queued behind the HTTP requests, they are in flight longest
                 got[i] = c.infer(videos[i], f"when does box {i} move?")
         except Exception as e:  # what a client got is the finding
             got[i] = e
         answered_at[i] = time.monotonic()
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(videos))]
-    for t in threads:  # gRPC last: queued behind the HTTP requests, they are in flight longest
+    for t in threads:
         t.start()
-        time.sleep(0.05)
-    time.sleep(0.3)  # the requests are at the front or in the model
+    connected.wait(60)
+    time.sleep(0.05 * len(videos) + 0.3)  # the requests are at the front or in the model
     t0 = time.monotonic()
     with pytest.raises(StopIteration):
         next(gen)  # stops the server, which must exit with 0
