@@ -14,11 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoitg.serving.front import return_freed_memory
-
-SERVICE = "inference.GRPCInferenceService"
-METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
-           "ModelStatistics", "ModelInfer")
+from videoitg.serving.front import GRPC_METHODS, SERVICE, return_freed_memory
 
 
 async def main(port: int, upstream: str) -> None:
@@ -40,8 +36,8 @@ async def main(port: int, upstream: str) -> None:
         return grpc.unary_unary_rpc_method_handler(relay)
 
     server = grpc.aio.server(options=unbounded)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {m: handler(m)
-                                                                                    for m in METHODS}),))
+    handlers = {m: handler(m) for m in GRPC_METHODS}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from videoitg.serving.front import SERVICE
 from videoitg.serving.ports import LOOPBACK, free_ports
 
 RELAY = Path(__file__).resolve().parents[1] / "benchmarks" / "relay.py"
 GRPC_RELAY = RELAY.with_name("grpc_relay.py")
-SERVICE = "inference.GRPCInferenceService"
 
 
 def _digest_server(listener: socket.socket) -> None:

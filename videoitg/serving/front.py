@@ -42,6 +42,9 @@ READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water
 FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arrives (but its last)
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
+# The gRPC calls passed on (the rest, model control, shared memory, logging and trace, are answered UNIMPLEMENTED)
+GRPC_METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
+                "ModelStatistics", "ModelInfer")
 PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
 # Headers that frame or encode a request: two of one are two readings of it (aiohttp and Triton pick differently).
 SINGLE_HEADERS = ("content-length", "transfer-encoding", "content-encoding", "content-type",
@@ -613,7 +616,7 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
     from aiohttp import web
 
     budget = ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
-    # Pooled keep-alive connections (a new one per request costs ~0.3 ms of the front's CPU). A model load holds
+    # Pooled keep-alive connections (upstream.py). A model load holds
     # the tritonserver thread its connection is served on, so the launcher reloads over gRPC (`TritonServer._admin`).
     # No Accept-Encoding of the front's own: a client that asked for none gets none.
     triton = Upstream(cfg.triton_http)
@@ -822,8 +825,6 @@ def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Serv
 
         return grpc.unary_unary_rpc_method_handler(forward)
 
-    methods = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
-               "ModelStatistics", "ModelInfer")
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
                                       ("grpc.max_concurrent_streams", 128),
@@ -831,7 +832,8 @@ def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Serv
                                       ("grpc.server_handshake_timeout_ms", int(KEEPALIVE_S * 1000)),
                                       ("grpc.max_connection_idle_ms", int(4 * KEEPALIVE_S * 1000))],
                              maximum_concurrent_rpcs=cfg.max_connections)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {m: handler(m) for m in methods}),))
+    handlers = {m: handler(m) for m in GRPC_METHODS}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_insecure_port(f"{'[::]' if cfg.host in ('', '::') else cfg.host}:{cfg.grpc_port}")
     return server
 

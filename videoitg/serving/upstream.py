@@ -218,18 +218,18 @@ class Upstream:
         """tritonserver's answer within `timeout_s` (else TimeoutError; UpstreamError or OSError when there is
         none). A body given as pieces (`headers` then carry its Content-Length) is sent as they come; an exception
         they raise ends the request, and the connection is dropped, so tritonserver never sees the request whole."""
+        if _UNSAFE.search("".join((path, *headers, *headers.values()))):
+            raise ValueError("a header of the request has a line break or NUL")
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address}", *(f"{k}: {v}" for k, v in headers.items())]
+        if isinstance(body, (bytes, bytearray)):
+            lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         conn = await self._connection(timeout_s)
         timer = loop.call_at(deadline, conn.expire)  # a timer, not a task per request as wait_for makes
         complete = False
         try:
-            if _UNSAFE.search("".join((path, *headers, *headers.values()))):
-                raise ValueError("a header of the request has a line break or NUL")
-            lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address}", *(f"{k}: {v}" for k, v in headers.items())]
-            if isinstance(body, (bytes, bytearray)):
-                lines.append(f"Content-Length: {len(body)}")
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
             answer = conn.expect()
             assert conn.transport is not None
             if body is None or isinstance(body, (bytes, bytearray)):
