@@ -288,13 +288,13 @@ def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) 
 # ---- overload: the top-level queue bound (Limits.max_in_flight) ------------------------------------------------
 def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sample, tmp_path: Path) -> None:
     """Far more simultaneous requests than the top-level model admits (`HITS_PER_COLD_SLOT * max_in_flight`
-    requests, 8 by default): each is answered correctly or refused at once with UNAVAILABLE, never with another
-    error, and the server stays ready. Cold video, so its decode is still running while the rest arrive."""
-
-
+    requests, 32 by default, behind Triton's queue of `max_in_flight`): each is answered correctly or refused at once
+    with UNAVAILABLE, never with another error, and the server stays ready. A cold 120-frame video: its decode runs
+    while the rest arrive, and each hit's grounding takes long enough that the requests overlap even when a busy
+    machine staggers the clients' threads."""
     n = 6 * Limits().max_in_flight
     data, instruction = sample
-    video = small_clip(tmp_path / "overload.mp4", seed=999)
+    video = small_clip(tmp_path / "overload.mp4", seed=999, seconds=120, fps=1)
     ref = np.asarray(scorer.score(video, instruction).logits)
     clients = [grpc.InferenceServerClient(server.grpc_url) for _ in range(n)]
     start = threading.Barrier(n)
@@ -303,6 +303,7 @@ def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sa
         ins = [grpc.InferInput("VIDEO", [1, 1], "BYTES"), grpc.InferInput("INSTRUCTION", [1, 1], "BYTES")]
         ins[0].set_data_from_numpy(np.array([[video]], dtype=object))
         ins[1].set_data_from_numpy(np.array([[instruction.encode()]], dtype=object))
+        assert clients[i].is_server_ready()  # connected before the barrier: no handshake inside the burst
         start.wait()
         t0 = time.monotonic()
         try:
