@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from videoitg.serving.client import (
     VideoITGClient,
     remote_error,
 )
-from videoitg.serving.ports import LOOPBACK, PORT_FLOOR, free_port
+from videoitg.serving.ports import LOOPBACK, PORT_FLOOR, ServerError, check_ports_free, free_port
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.routing import ServerPool, is_transient, rank
 from videoitg.serving.server import ServerOptions, TritonServer
@@ -133,11 +132,10 @@ def dead_address_before(url: str, key: str) -> str:
         dead = f"{LOOPBACK}:{port}"
         if rank([dead, url], key)[0] != dead:
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((LOOPBACK, port))
-            except OSError:  # something holds it
-                continue
+        try:
+            check_ports_free(LOOPBACK, [port])
+        except ServerError:  # something holds it
+            continue
         return dead
     raise AssertionError(f"no free loopback port ranks before {url} for this key")
 

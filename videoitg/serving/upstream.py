@@ -10,6 +10,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 MAX_HEAD_BYTES = 64 << 10  # an answer's status line and headers (a chunk-size line: far less)
 CONNECT_S = 5.0  # the longest wait for a new connection, within a request's own bound
@@ -46,8 +47,7 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio's events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (on any asyncio loop)
 
     def data_received(self, data: bytes) -> None:
         if self.answer is None or self.answer.done():
