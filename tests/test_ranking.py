@@ -46,7 +46,7 @@ def test_released_key_is_pytorchs_fp16_sigmoid_of_the_fp16_logit() -> None:
     torch_cpu = torch.from_numpy(x.copy()).sigmoid().numpy()
     with np.errstate(over="ignore"):  # exp(65504) is inf: the sigmoid is 0
         exact = 1 / (1 + np.exp(-x.astype(np.float64)))
-    eps = 4 * 2.0**-24  # four float32 ulps, relative
+    eps = 8 * 2.0**-24  # eight float32 ulps, relative: numpy's and PyTorch's sigmoids each err by up to ~3
     near_midpoint = (exact * (1 - eps)).astype(np.float16) != (exact * (1 + eps)).astype(np.float16)
     assert near_midpoint.sum() < 100  # a few dozen of the 63488 logits
     differ = np.nonzero(ours != torch_cpu)[0]

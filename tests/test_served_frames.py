@@ -117,8 +117,8 @@ def test_score_server_export_frames_writes_what_in_process_writes(cpu_server, sc
     remote = json.loads((tmp_path / "served" / "index.json").read_text())
     # The clip's frames rank further apart than two computations of a score can move them, so the served top-K
     # frames and ranks are the in-process ones; the scores agree within the tolerance and their rounding.
-    keys = ranking_keys(scorer.score(clip, ASK).logits, "released")
-    assert np.diff(np.sort(keys)).min() > 2 * key_tolerance(keys, "released", TOL).max()
+    logits = scorer.score(clip, ASK).logits
+    assert np.diff(np.sort(ranking_keys(logits, "released"))).min() > 2 * key_tolerance(logits, "released", TOL).max()
     assert {**remote, "frames": None} == {**local, "frames": None}
     assert [{**f, "score": None} for f in remote["frames"]] == [{**f, "score": None} for f in local["frames"]]
     assert np.allclose([f["score"] for f in remote["frames"]], [f["score"] for f in local["frames"]], rtol=0,

@@ -29,7 +29,7 @@ import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
-from tests.support.compare import SCORED, TOL, assert_records_close, assert_results_close
+from tests.support.compare import SCORED, TOL, assert_moments_close, assert_records_close, assert_results_close
 from tests.support.server import (
     metric_value,
     served,
@@ -97,9 +97,7 @@ def test_ranking_rule_and_moments_are_served_like_in_process(protocol, clients, 
     default = clients[protocol].infer(path, instruction)
     assert default.result.ranking_rule == "released"
     assert_results_close(default.result, ref)
-    expect = [tuple(m) for m in ref.moments]
-    assert len(default.moments) == len(expect) >= 1
-    assert np.allclose(default.moments, expect, atol=1e-5)
+    assert_moments_close(default.moments, ref)
     exact = clients[protocol].infer(path, instruction, ranking_rule="exact")
     assert exact.result.ranking_rule == "exact"
     assert_results_close(exact.result, dataclasses.replace(ref, ranking_rule="exact"))
@@ -555,10 +553,8 @@ def test_wrong_protocol_gets_a_hint_and_moments_match(server, scorer, sample) ->
         c.infer(data, instruction)
     with VideoITGClient(server.grpc_url, "grpc") as c:
         served = c.score(data, instruction)
-    ref = scorer.score(data, instruction).moments
     # The same spans; scores equal to float rounding (this server's tower runs 5-frame chunks, in-process 64).
-    assert [(m.start, m.end) for m in served.moments] == [(m.start, m.end) for m in ref] and served.moments
-    assert max(abs(a.score - b.score) for a, b in zip(served.moments, ref, strict=True)) <= TOL
+    assert_moments_close(served.moments, scorer.score(data, instruction))
 
 
 def test_perf_command_runs_perf_analyzer_with_real_videos(server, sample, tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.support.compare import assert_results_close
+from tests.support.compare import assert_moments_close, assert_results_close
 from tests.support.server import served, skip_without_tritonserver
 from tests.support.video import random_clip
 from videoitg.errors import InputError
@@ -41,7 +41,7 @@ def test_ensemble_answers_like_in_process(protocol, server, scorer, tmp_path) ->
             assert_results_close(out.result, ref)
             assert out.result.ranking_rule == rule
             assert out.top_k_frames == out.result.top_k_frames(3)
-            assert np.allclose(out.moments, [tuple(m) for m in ref.moments], atol=1e-5)
+            assert_moments_close(out.moments, ref)
             assert out.cache_hit is False and out.sent_video  # no cache: the video is decoded every time
 
 
