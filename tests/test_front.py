@@ -81,7 +81,8 @@ def header(**kw: object) -> bytes:
 @pytest.mark.parametrize(("body", "length", "why"), [
     (b"{", None, "not valid JSON"),
     (b"\xff\xfe", None, "not valid UTF-8"),
-    (b'{"inputs":' + b"[" * 100_000, None, "nests more than"),
+    (b'{"inputs":' + b"[" * 2_000, None, "nests more than"),
+    (b'{"inputs": [' + b"[[]]," * 3_000 + b"[[]]]}", None, "more than 4096"),  # counted before the parse
     (json.dumps({"inputs": [{"name": "A", "datatype": "FP32", "shape": [1], "data": DEEP}]}).encode(), None,
      "nests more than"),
     (b"[]", None, "JSON object"),
@@ -97,6 +98,8 @@ def header(**kw: object) -> bytes:
     (header(), "-1", "1-10 ASCII digits"),
     (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": {}}', None, "'outputs'"),
     (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "outputs": [1]}', None, "'outputs'"),
+    (b'{"inputs": [{"name": "A", "datatype": "FP32", "shape": [1]}], "parameters": {"x": 1e400}}', None,
+     "'x' must be a finite number"),  # Python reads inf, Triton refuses it: one reading
 ])
 def test_http_infer_body_refusals_name_the_problem(body: bytes, length: str | None, why: str) -> None:
     err = front.http_infer_error(body, length)
@@ -128,6 +131,28 @@ def test_grpc_infer_refusals() -> None:
     ok = service_pb2.ModelInferRequest(model_name=TOP)
     ok.inputs.add(name="VIDEO", datatype="BYTES").shape.extend([1, 1])
     assert front.grpc_infer_error(ok, MODELS) is None
+    ok.model_version = "3"
+    assert front.grpc_infer_error(ok, MODELS) is None
+    ok.model_version = "9" * 100_000  # as HTTP's path: a version number, or none
+    assert "model_version '999" in front.grpc_infer_error(ok, MODELS)
+    ok.model_version = ""
+    ok.inputs[0].shape.extend([1] * 1_000_000)  # counted before the shape is copied
+    assert "1000002 dimensions" in front.grpc_infer_error(ok, MODELS)
+
+
+def test_grpc_fields_but_the_raw_contents_are_bounded_before_they_are_parsed() -> None:
+    """A message of an input whose shape, contents or parameters hold millions of entries: every field but the raw
+    contents is parsed whole, so together they are bounded like the HTTP JSON header; the raw contents are not."""
+    service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2", reason="the serve extra is not installed")
+    big = service_pb2.ModelInferRequest(model_name=TOP)
+    big.inputs.add(name="VIDEO", datatype="BYTES", shape=[1, 1]).contents.bytes_contents.extend([b""] * 600_000)
+    err, head, _ = front.grpc_scan(big.SerializeToString(), MODELS)
+    assert err is not None and err.reason == "header_size" and "raw_input_contents" in err and head == b""
+    raw = service_pb2.ModelInferRequest(model_name=TOP)
+    raw.inputs.add(name="VIDEO", datatype="BYTES", shape=[1, 1])
+    raw.raw_input_contents.append(b"v" * (4 << 20))
+    err, head, n_raw = front.grpc_scan(raw.SerializeToString(), MODELS)
+    assert err is None and n_raw == 1 and len(head) < 100
 
 
 def test_the_front_is_bounded_by_the_repository_summary(tmp_path: Path) -> None:
@@ -369,7 +394,7 @@ def test_internal_steps_cannot_be_reached_and_overflowing_shapes_are_refused(ser
 
 @pytest.mark.server
 def test_deep_nesting_and_many_chunks_are_answered_and_the_server_keeps_serving(server: TritonServer) -> None:
-    body = b'{"inputs":' + b"[" * 1_000_000
+    body = b'{"inputs":' + b"[" * 4_000  # under MAX_CONTAINERS: parsed, and refused for its depth
     head = f"POST /v2/models/{TOP}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     answer = raw_http(server, (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
     assert answer.startswith(b"HTTP/1.1 400") and b"nests more than" in answer, answer

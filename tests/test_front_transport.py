@@ -159,6 +159,26 @@ def test_connections_are_capped_and_silent_ones_time_out() -> None:
     assert ok.startswith(b"HTTP/1.1 200"), ok[:100]
 
 
+def test_the_metrics_port_has_a_small_cap_of_its_own() -> None:
+    """Idle connections to the metrics port are refused past `METRICS_CONNECTIONS` (counted as the metrics port's)
+    and take none of the HTTP port's."""
+    hello = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    async def run() -> tuple[bytes, bytes, str]:
+        async with running_front(max_connections=4) as (port, metrics, counters):
+            idle = [await asyncio.open_connection("127.0.0.1", metrics) for _ in range(front.METRICS_CONNECTIONS)]
+            await asyncio.sleep(0.1)
+            over = await exchange(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+            ok = await exchange(port, hello)
+            for _, w in idle:
+                w.close()
+            return over, ok, counters.text()
+
+    over, ok, text = asyncio.run(run())
+    assert over.startswith(b"HTTP/1.1 503") and ok.startswith(b"HTTP/1.1 200"), (over[:100], ok[:100])
+    assert 'videoitg_front_rejected{protocol="metrics",reason="connections"} 1' in text, text
+
+
 def test_body_bytes_held_at_once_are_bounded_and_a_stalled_body_is_dropped() -> None:
     """Connections that declare big bodies, send part and wait: the front holds at most `held_bytes` of them
     (then 503), and drops a body that stops for `body_idle_s`."""
@@ -189,6 +209,39 @@ def test_a_second_content_encoding_is_refused_before_the_body_is_inflated() -> N
 
     answer = asyncio.run(run())
     assert answer.startswith(b"HTTP/1.1 400") and b"content-encoding" in answer, answer[:200]
+
+
+def test_a_compressed_body_is_never_inflated_on_any_route(caplog: pytest.LogCaptureFixture) -> None:
+    """Bytes that are not gzip, sent as gzip: a decoder in the front would fail on them (and a bomb would be
+    inflated, on whichever route it came). The health and metrics routes answer, inference refuses the encoding,
+    and nothing is decoded."""
+    body = b"\x1f\x8b" + b"not gzip" * 64
+    enc = f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+
+    async def run() -> list[bytes]:
+        async with running_front() as (port, metrics, _):
+            return [await exchange(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n" + enc + body),
+                    await exchange(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + enc + body),
+                    await exchange(port, infer_head(len(body), "Content-Encoding: gzip") + body)]
+
+    health, page, infer = asyncio.run(run())
+    assert health.startswith(b"HTTP/1.1 200") and page.startswith(b"HTTP/1.1 200"), (health[:100], page[:100])
+    assert infer.startswith(b"HTTP/1.1 400") and b"uncompressed" in infer, infer[:200]
+    assert not [r for r in caplog.records if r.name.startswith("aiohttp")], caplog.text[-2000:]
+
+
+def test_a_chunked_body_all_json_header_is_refused_once_over_its_bound() -> None:
+    """No Content-Length and no Inference-Header-Content-Length: the whole body is the JSON header, refused (413)
+    as soon as more than MAX_HEADER_BYTES of it arrived, not once the client ends it (here it never does)."""
+    chunk = b"%x\r\n%s\r\n" % (64 << 10, b" " * (64 << 10))
+    head = f"POST /v2/models/{TOP}/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+
+    async def run() -> bytes:
+        async with running_front(body_idle_s=60.0) as (port, _, _):
+            return await exchange(port, head + chunk * (front.MAX_HEADER_BYTES // (64 << 10) + 2), timeout=10)
+
+    answer = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 413") and b"binary data" in answer, answer[:200]
 
 
 def test_the_metrics_page_carries_the_fronts_counters() -> None:

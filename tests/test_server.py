@@ -237,6 +237,15 @@ def test_the_front_runs_with_huge_pages_for_its_large_blocks(server: TritonServe
     assert "glibc.malloc.hugetlb=" in want and f"GLIBC_TUNABLES={want}".encode() in environ
 
 
+
+def test_the_front_may_open_as_many_files_as_the_hard_limit_allows(server: TritonServer) -> None:
+    """Its connection caps (HTTP, metrics), gRPC's connections and its pool toward tritonserver together can pass the
+    common soft limit of 1024."""
+    rows = Path(f"/proc/{server.front_pid}/limits").read_text().splitlines()
+    soft, hard = next(r for r in rows if r.startswith("Max open files")).split()[3:5]
+    assert soft == hard or int(soft) == 1 << 20, (soft, hard)
+
+
 # ---- readiness and the stub watchdog ----------------------------------------------------------------------------
 def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(server: TritonServer) -> None:
     """Catches: `/v2/health/ready` and the model's ready flag answering 200 for 14-18 s while requests failed.

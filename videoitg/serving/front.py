@@ -11,6 +11,7 @@ import ctypes
 import json
 import math
 import re
+import resource
 import signal
 import sys
 from collections import Counter
@@ -27,8 +28,11 @@ from videoitg.serving.upstream import Upstream, UpstreamError
 MAX_JSON_DEPTH = 16  # an inference request's JSON nests 4 levels (object, inputs, input, data), plus data's dims
 MAX_ELEMENTS = 1 << 40  # per input; far beyond any real request, far below an int64 byte-size overflow
 # The JSON header of an HTTP inference request: names, shapes, parameters and small inline values (an instruction
-# at its 64 KiB bound, even in JSON's six-byte escapes, fits). Parsing this much takes well under a second.
+# at its 64 KiB bound, even in JSON's six-byte escapes, fits). A gRPC request's fields but its raw contents, too.
 MAX_HEADER_BYTES = 1 << 20
+# Objects and lists in a JSON header, counted as '[' and '{' bytes before it is parsed (a real request has a few per
+# input). Within both bounds the parse and its checks take tens of ms; 1 MiB of nested empty lists took 0.5 s.
+MAX_CONTAINERS = 4096
 MAX_DIMS = 8  # dimensions of one input's shape (the served inputs have 2: batch and 1)
 MAX_PARAMETERS = 16  # entries of one `parameters` object
 MAX_PARAMETER_CHARS = 4096  # a string parameter's length
@@ -40,6 +44,7 @@ BODY_GRACE_S = 10.0  # a body of n bytes must have arrived within BODY_GRACE_S +
 MIN_BODY_RATE = 1 << 20  # bytes per second
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
 FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arrives (but its last)
+METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
 # The gRPC calls passed on (the rest, model control, shared memory, logging and trace, are answered UNIMPLEMENTED)
@@ -53,6 +58,7 @@ _NAME = r"[A-Za-z0-9_.-]{1,256}"
 _NAME_RE = re.compile(_NAME)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's escape of a UTF-16 surrogate, paired or not
 _DIGITS = re.compile(r"[0-9]{1,10}")  # plain ASCII: str.isdigit() also takes '²' and other scripts' digits
+_VERSION = re.compile(r"[0-9]{0,19}")  # gRPC's model_version: empty (the policy's choice) or a version number
 _MODEL_PATH = re.compile(rf"/v2/models/(?P<model>{_NAME})(?:/versions/(?P<version>[0-9]{{1,19}}))?"
                          r"(?P<action>/infer|/ready|/config|/stats)?")
 _SERVER_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready")
@@ -75,7 +81,7 @@ class FrontConfig:
     max_inputs: int = DEFAULT_MAX_TENSORS  # the public models' signature (`RepoSummary.signature_bound`)
     max_outputs: int = DEFAULT_MAX_TENSORS
     held_bytes: int = 1 << 30  # request body bytes held at once, all connections together (at least one request)
-    max_connections: int = 768  # open client connections per port, below the common 1024 open-file limit
+    max_connections: int = 768  # open client connections on the HTTP port, below the common 1024 open-file limit
     pass_timeout_s: float = 10.0  # health, metadata, config, statistics, metrics toward tritonserver
     infer_timeout_s: float = 300.0  # an inference toward tritonserver
     keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
@@ -104,9 +110,11 @@ class Refusal(str):
 # Each inference request has one reading, checked before it is passed on by the pure functions below (a refusal is a
 # `Refusal`: its text names the problem, its `reason` labels the front's `videoitg_front_rejected` counter):
 # - its size is bounded (HTTP 413, gRPC RESOURCE_EXHAUSTED), and so is its JSON header (`MAX_HEADER_BYTES`: videos
-#   travel as binary data or by reference), refused before anything is parsed;
+#   travel as binary data or by reference; gRPC: every field but raw_input_contents), refused before anything is
+#   parsed, and so are the JSON header's objects and lists (`MAX_CONTAINERS`);
 # - HTTP: framing and encoding headers appear once (`SINGLE_HEADERS`), no content encoding but identity (refused
-#   before the body is read: it would be inflated before these checks), `Inference-Header-Content-Length` is plain
+#   before the body is read: these checks would read compressed bytes that Triton inflates; the front itself
+#   inflates nothing), `Inference-Header-Content-Length` is plain
 #   ASCII digits; the JSON header is UTF-8 without lone surrogates, has no duplicate keys (Python would read the
 #   last, Triton the first), nests at most `MAX_JSON_DEPTH` levels and has the structure of a KServe v2 inference
 #   request, its `parameters` typed as KServe v2 and Triton define them (400 naming what is wrong; Triton 2.51
@@ -196,6 +204,8 @@ def parameters_error(where: str, kind: str, params: Any) -> Refusal | None:
         elif not (isinstance(value, (bool, str, float)) or (_is_int(value) and -INT64_MAX - 1 <= value <= INT64_MAX)):
             return Refusal(f"{where}parameter '{shown}' must be a boolean, a 64-bit integer, a number or a string",
                            "parameters")
+        elif isinstance(value, float) and not math.isfinite(value):  # 1e400 reads as inf here, refused by Triton
+            return Refusal(f"{where}parameter '{shown}' must be a finite number", "parameters")
         elif isinstance(value, str) and len(value) > MAX_PARAMETER_CHARS:
             return Refusal(f"{where}parameter '{shown}' is longer than {MAX_PARAMETER_CHARS} characters",
                            "parameters")
@@ -280,9 +290,13 @@ def json_length(header_length: str | None, body_length: int | None) -> int | Ref
         if body_length is not None and n > body_length:
             return Refusal(f"Inference-Header-Content-Length {n} is not a length within the body", "framing")
     if n is not None and n > MAX_HEADER_BYTES:
-        return Refusal(f"the request's JSON header of {n} bytes is over {MAX_HEADER_BYTES} bytes: send tensor data "
-                       "as binary data (Inference-Header-Content-Length) or the video by reference", "header_size")
+        return header_size_refusal(f"of {n} bytes ")
     return n
+
+
+def header_size_refusal(size: str = "") -> Refusal:
+    return Refusal(f"the request's JSON header {size}is over {MAX_HEADER_BYTES} bytes: send tensor data as binary "
+                   "data (Inference-Header-Content-Length) or the video by reference", "header_size")
 
 
 class _Duplicate(ValueError):
@@ -304,7 +318,11 @@ def _no_constant(name: str) -> Any:
 
 def parse_header(raw: bytes) -> Any:
     """The JSON header read as Triton reads it, or a Refusal: UTF-8 only (Python would also take UTF-16 and 32),
-    no lone surrogate (escaped or not), no duplicate key, no NaN or Infinity, nesting bounded."""
+    no lone surrogate (escaped or not), no duplicate key, no NaN or Infinity, nesting and objects and lists
+    bounded (the latter counted before the parse)."""
+    if (containers := raw.count(b"[") + raw.count(b"{")) > MAX_CONTAINERS:  # '[' and '{' in strings count too
+        return Refusal(f"request JSON has {containers} '[' and '{{', more than {MAX_CONTAINERS}: send tensor data as "
+                       "binary data (Inference-Header-Content-Length)", "json")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -396,7 +414,7 @@ def grpc_scan(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX
     second of its event loop, and a message at the size bound could hold a hundred times more."""
     most_fields = 2 * max_inputs + max_outputs + MAX_PARAMETERS + 8  # inputs, raw contents, outputs, parameters
     counts = {5: 0, 6: 0, 7: 0}
-    name, i, fields = "", 0, 0
+    name, i, fields, head_bytes = "", 0, 0, 0
     head: list[bytes] = []  # every field but the raw contents: what the checks parse (a few KiB, not the video)
     try:
         while i < len(raw):
@@ -420,6 +438,10 @@ def grpc_scan(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX
             if i > len(raw):
                 raise ValueError("a field runs past the message")
             if number != 7:
+                head_bytes += i - start
+                if head_bytes > MAX_HEADER_BYTES:  # parsed whole below: nested fields (shapes, contents) grow it
+                    return Refusal(f"request's fields but raw_input_contents are over {MAX_HEADER_BYTES} bytes: "
+                                   "send tensor data in raw_input_contents", "header_size"), b"", 0
                 head.append(raw[start:i])
             if number in counts:
                 counts[number] += 1
@@ -451,6 +473,8 @@ def grpc_infer_error(request: Any, models: tuple[str, ...], max_inputs: int = DE
     millions of empty inputs, and looking at each costs seconds of Python."""
     if (err := model_error(request.model_name, models)) is not None:
         return err
+    if _VERSION.fullmatch(request.model_version) is None:
+        return Refusal(f"model_version {request.model_version[:24]!r} is not empty or 1-19 ASCII digits", "route")
     n_raw = len(request.raw_input_contents) if n_raw is None else n_raw  # given: parsed without them (grpc_scan)
     if (err := _counts_error(len(request.inputs), len(request.outputs), n_raw, max_inputs, max_outputs)) is not None:
         return err
@@ -463,6 +487,9 @@ def grpc_infer_error(request: Any, models: tuple[str, ...], max_inputs: int = DE
         if inp.name in seen:
             return Refusal(f"input '{inp.name}' is given twice", "structure")
         seen.add(inp.name)
+        if len(inp.shape) > MAX_DIMS:  # before the shape is copied: it may hold a million dimensions
+            return Refusal(f"input '{inp.name}': shape has {len(inp.shape)} dimensions, more than {MAX_DIMS}",
+                           "structure")
         if (err := shape_error(inp.name, list(inp.shape))) is not None:
             return err
         if (err := grpc_parameters_error(f"input '{inp.name}': ", inp.parameters)) is not None:
@@ -663,7 +690,7 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
                    if k in request.headers}
         if kind == "pass":
             return await forward("GET", path, None, headers, cfg.pass_timeout_s)
-        # All before the body is read (and before `100 Continue`): aiohttp would inflate a compressed one.
+        # All before the body is read (and before `100 Continue`).
         if (err := framing_error(request.headers.items())) is not None:
             return refuse(err, 400)
         declared = request.content_length
@@ -691,6 +718,9 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
         while (n is None or have < n) and (chunk := await reader.chunk()):
             chunks.append(chunk)
             have += len(chunk)
+            if n is None and have > MAX_HEADER_BYTES:  # a chunked body, all of it JSON header
+                chunks.clear()
+                return refuse(header_size_refusal(), 413)
         if reader.refusal is None and declared is None:
             while chunk := await reader.chunk():
                 chunks.append(chunk)
@@ -799,7 +829,8 @@ def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Serv
                     err = grpc_infer_error(req, cfg.models, cfg.max_inputs, cfg.max_outputs, n_raw)
                 if err is not None:
                     counters.reject("grpc", err)
-                    code = grpc.StatusCode.NOT_FOUND if err.reason == "route" else grpc.StatusCode.INVALID_ARGUMENT
+                    code = {"route": grpc.StatusCode.NOT_FOUND, "header_size": grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
+                        err.reason, grpc.StatusCode.INVALID_ARGUMENT)
                     return code, str(err)  # grpc takes an exact str
             remaining = context.time_remaining()
             timeout = bound if remaining is None else min(remaining, bound)
@@ -889,14 +920,14 @@ class _Connection(asyncio.Protocol):
         self.inner.resume_writing()
 
 
-async def _listen(runner: Any, host: str, port: int, cfg: FrontConfig, counters: FrontCounters,
+async def _listen(runner: Any, host: str, port: int, cap: int, name: str, counters: FrontCounters,
                   busy: set[Any], reading: dict[Any, Any]) -> asyncio.Server:
-    """The runner's HTTP server on `host:port`, at most `cfg.max_connections` connections at once."""
+    """The runner's HTTP server on `host:port`, at most `cap` connections at once (refusals counted as `name`'s)."""
     server = runner.server
 
     def protocol() -> asyncio.BaseProtocol:
-        if len(server.connections) >= cfg.max_connections:
-            counters.reject("http", Refusal("", "connections"))
+        if len(server.connections) >= cap:
+            counters.reject(name, Refusal("", "connections"))
             return _Refused()
         return _Connection(server(), busy, reading)
 
@@ -910,12 +941,15 @@ async def start_http(cfg: FrontConfig, counters: FrontCounters) -> tuple[list[An
     busy: set[Any] = set()
     reading: dict[Any, Any] = {}
     runners, listeners = [], []
-    for app, port in ((await _http_app(cfg, counters, busy, reading), cfg.http_port),
-                      (await _metrics_app(cfg, counters), cfg.metrics_port)):
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_s,
-                                keepalive_timeout=cfg.keepalive_s, lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE)
+    for app, port, cap, name in ((await _http_app(cfg, counters, busy, reading), cfg.http_port, cfg.max_connections,
+                                  "http"),
+                                 (await _metrics_app(cfg, counters), cfg.metrics_port, METRICS_CONNECTIONS, "metrics")):
+        # auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses
+        # one before reading it; a body on another route, never read, is still drained after the answer)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_s, keepalive_timeout=cfg.keepalive_s,
+                               lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE, auto_decompress=False)
         await runner.setup()
-        listeners.append(await _listen(runner, cfg.host, port, cfg, counters, busy, reading))
+        listeners.append(await _listen(runner, cfg.host, port, cap, name, counters, busy, reading))
         runners.append(runner)
     return runners, listeners
 
@@ -964,10 +998,26 @@ def return_freed_memory() -> bool:
         return False
 
 
+def raise_open_file_limit() -> int:
+    """The soft open-file limit raised to the hard one (at most 2^20): the connection caps of the HTTP and metrics
+    ports, gRPC's connections (bounded in time, not in number) and the pooled connections toward tritonserver
+    together can pass the common soft limit of 1024. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            return soft
+        return want
+    return soft
+
+
 def main(argv: list[str]) -> int:
     raw = json.loads(argv[0])
     cfg = FrontConfig(**{**raw, "models": tuple(raw["models"])})
     return_freed_memory()
+    raise_open_file_limit()
     asyncio.run(serve(cfg))
     return 0
 
