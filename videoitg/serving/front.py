@@ -31,7 +31,7 @@ MAX_ELEMENTS = 1 << 40  # per input; far beyond any real request, far below an i
 # at its 64 KiB bound, even in JSON's six-byte escapes, fits). A gRPC request's fields but its raw contents, too.
 MAX_HEADER_BYTES = 1 << 20
 # Objects and lists in a JSON header, counted as '[' and '{' bytes before it is parsed (a real request has a few per
-# input). Within both bounds the parse and its checks take tens of ms; 1 MiB of nested empty lists took 0.5 s.
+# input): nested empty lists are the most parsing and checking that 1 MiB can ask for.
 MAX_CONTAINERS = 4096
 MAX_DIMS = 8  # dimensions of one input's shape (the served inputs have 2: batch and 1)
 MAX_PARAMETERS = 16  # entries of one `parameters` object
@@ -290,11 +290,13 @@ def json_length(header_length: str | None, body_length: int | None) -> int | Ref
         if body_length is not None and n > body_length:
             return Refusal(f"Inference-Header-Content-Length {n} is not a length within the body", "framing")
     if n is not None and n > MAX_HEADER_BYTES:
-        return header_size_refusal(f"of {n} bytes ")
+        return header_size_refusal(n)
     return n
 
 
-def header_size_refusal(size: str = "") -> Refusal:
+def header_size_refusal(n: int | None = None) -> Refusal:
+    """A JSON header of `n` bytes (None: not known, more than read so far) over MAX_HEADER_BYTES."""
+    size = "" if n is None else f"of {n} bytes "
     return Refusal(f"the request's JSON header {size}is over {MAX_HEADER_BYTES} bytes: send tensor data as binary "
                    "data (Inference-Header-Content-Length) or the video by reference", "header_size")
 
@@ -440,7 +442,7 @@ def grpc_scan(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX
             if number != 7:
                 head_bytes += i - start
                 if head_bytes > MAX_HEADER_BYTES:  # parsed whole below: nested fields (shapes, contents) grow it
-                    return Refusal(f"request's fields but raw_input_contents are over {MAX_HEADER_BYTES} bytes: "
+                    return Refusal(f"request's fields other than raw_input_contents are over {MAX_HEADER_BYTES} bytes: "
                                    "send tensor data in raw_input_contents", "header_size"), b"", 0
                 head.append(raw[start:i])
             if number in counts:
