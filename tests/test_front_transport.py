@@ -257,6 +257,38 @@ def test_the_metrics_page_carries_the_fronts_counters() -> None:
     assert b'videoitg_front_rejected{protocol="http",reason="route"} 1' in page
 
 
+def test_what_aiohttp_cannot_parse_and_targets_no_route_takes_are_counted_without_tracebacks(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Requests aiohttp's own parser refuses (it answers 400 and closes) are counted as the client's fault
+    (`reason="syntax"`), on each port, and logged without a traceback; a target no path can match (a CONNECT's
+    host:port) is the front's 404, counted, with no `100 Continue` first."""
+    host = b"Host: x\r\n"
+    malformed = [b"POST /v2/models/%s/infer HTTP/1.1\r\n%sContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\n" % (TOP.encode(), host),  # both framings
+                 b"GET /v2/health/ready HTTP/1.1\r\n%sX-A: a\x01b\r\n\r\n" % host,  # a control byte
+                 b"GET /v2 HTTP/1.1\r\n%sX: %s\r\n\r\n" % (host, b"a" * 20000),  # a header over aiohttp's bound
+                 b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"]  # a TLS hello on the plain port
+    connect = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nExpect: 100-continue\r\n\r\n"
+
+    async def run() -> tuple[list[bytes], bytes, list[bytes], str]:
+        async with running_front() as (port, metrics, counters):
+            answers = [await exchange(port, m, timeout=5) for m in malformed]
+            routed = await exchange(port, connect, timeout=5)
+            on_metrics = [await exchange(metrics, malformed[1], timeout=5),
+                          await exchange(metrics, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                                         timeout=5)]
+            return answers, routed, on_metrics, counters.text()
+
+    answers, routed, on_metrics, text = asyncio.run(run())
+    assert all(a.startswith(b"HTTP/1.0 400") for a in answers + on_metrics[:1]), [a[:60] for a in answers]
+    assert routed.startswith(b"HTTP/1.1 404") and b"CONNECT" in routed, routed[:300]
+    assert on_metrics[1].startswith(b"HTTP/1.1 404") and b"GET /metrics" in on_metrics[1], on_metrics[1][:300]
+    for line in ('protocol="http",reason="syntax"} 4', 'protocol="http",reason="route"} 1',
+                 'protocol="metrics",reason="syntax"} 1', 'protocol="metrics",reason="route"} 1'):
+        assert f"videoitg_front_rejected{{{line}" in text, text
+    assert not [r for r in caplog.records if r.name.startswith("aiohttp")], caplog.text[-2000:]
+
+
 class Upload:
     """An aiohttp StreamReader as an abandoned upload shows it: chunks, then the connection lost (each chunk waited
     for: never a body all in hand)."""
@@ -508,3 +540,112 @@ def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
     answers, held = without_gc(run())
     assert "NotAVideoError" in answers[0] and "negative dimension" in answers[1], answers
     assert held < size // 2, f"{held >> 20} MiB still held after both answers"
+
+
+
+@asynccontextmanager
+async def grpc_front(**kw: Any) -> AsyncIterator[tuple[str, front.FrontCounters]]:
+    """(the front's gRPC address, its counters), in front of a stand-in for tritonserver that answers ServerLive."""
+    grpc = pytest.importorskip("grpc")
+    from tritonclient.grpc import service_pb2
+
+    from videoitg.serving.ports import free_ports
+
+    async def live(raw: bytes, context: Any) -> bytes:
+        return service_pb2.ServerLiveResponse(live=True).SerializeToString()
+
+    up_port, port = free_ports(2)
+    upstream = grpc.aio.server()
+    upstream.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        front.SERVICE, {"ServerLive": grpc.unary_unary_rpc_method_handler(live)}),))
+    upstream.add_insecure_port(f"127.0.0.1:{up_port}")
+    cfg = front.FrontConfig(**{"host": "127.0.0.1", "http_port": 0, "grpc_port": port, "metrics_port": 0,
+                               "triton_http": "", "triton_grpc": f"127.0.0.1:{up_port}", "triton_metrics": "",
+                               "models": (TOP,), "max_request_bytes": 64 << 10, **kw})
+    counters = front.FrontCounters()
+    server = front._grpc_server(cfg, counters)
+    await upstream.start()
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", counters
+    finally:
+        await server.stop(0)
+        await upstream.stop(0)
+
+
+async def outcome(call: Awaitable[Any], timeout: float = 10) -> str:
+    """'OK', the gRPC status code's name and text the call ended with, or 'open' (then cancelled) after `timeout`."""
+    import grpc
+
+    try:
+        await asyncio.wait_for(call, timeout)
+        return "OK"
+    except grpc.aio.AioRpcError as e:
+        return f"{e.code().name}: {e.details()}"
+    except asyncio.TimeoutError:
+        return "open"
+
+
+async def never() -> AsyncIterator[bytes]:
+    """A request stream that sends its headers and then nothing."""
+    await asyncio.sleep(3600)
+    yield b""
+
+
+LIVE = f"/{front.SERVICE}/ServerLive"
+
+
+def test_a_grpc_connection_goes_after_its_age_and_its_calls_grace_ends_a_waiting_stream(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams that send their headers and then wait end once their connection's age and its calls' grace have
+    passed; a client calling all along on its own channel, across several of its connection's ages, never sees a
+    failure."""
+    monkeypatch.setattr(front, "GRPC_CONNECTION_AGE_S", 0.5)
+    monkeypatch.setattr(front, "BODY_GRACE_S", 0.5)  # grace: 0.5 s + 64 KiB at 1 MiB/s + 0.5 s
+
+    grpc = pytest.importorskip("grpc")
+
+    async def run() -> tuple[list[str], float, int, list[str]]:
+        async with grpc_front(infer_timeout_s=0.5) as (target, _):
+            async with grpc.aio.insecure_channel(target) as stalled, grpc.aio.insecure_channel(target) as own:
+                t0 = time.monotonic()
+                stalls = [stalled.stream_unary(LIVE)(never()) for _ in range(4)]
+                ended = [await outcome(stall) for stall in stalls]
+                took = time.monotonic() - t0
+                call, answers = own.unary_unary(LIVE), []
+                while time.monotonic() - t0 < took + 3:
+                    answers.append(await outcome(call(b"")))
+        return ended, took, len(answers), [a for a in answers if a != "OK"]
+
+    ended, took, n, failed = asyncio.run(run())
+    assert all(e.startswith("UNAVAILABLE") for e in ended) and took < 5, (ended, took)
+    assert n > 20 and not failed, (n, failed)
+
+
+def test_a_grpc_call_waiting_for_its_message_is_displaced_by_a_newer_one() -> None:
+    """With every waiting place taken by streams that sent their headers and then wait, a new call is answered: the
+    stream waiting longest ends (RESOURCE_EXHAUSTED, counted as `stalled`). A call carries exactly one message."""
+
+    grpc = pytest.importorskip("grpc")
+
+    async def run() -> tuple[str, list[str], list[str], front.FrontCounters]:
+        async with grpc_front(max_connections=4) as (target, counters), grpc.aio.insecure_channel(target) as channel:
+            stalls = [channel.stream_unary(LIVE)(never()) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            answered = await outcome(channel.unary_unary(LIVE)(b""))
+            ended = [await outcome(stall, 0.5) for stall in stalls]
+
+            async def messages(n: int) -> AsyncIterator[bytes]:
+                for _ in range(n):
+                    yield b""
+
+            counts = [await outcome(channel.stream_unary(LIVE)(messages(n))) for n in (0, 2)]
+        return answered, ended, counts, counters
+
+    answered, ended, counts, counters = asyncio.run(run())
+    assert answered == "OK", answered
+    displaced = [e for e in ended if e.startswith("RESOURCE_EXHAUSTED")]
+    assert len(displaced) == 1 and "had not arrived" in displaced[0] and ended.count("open") == 3, ended
+    assert all("exactly one request message" in c for c in counts), counts
+    # the call with no message is not counted: a client's cancel of a call that sent none looks the same
+    assert counters.rejected == {("grpc", "stalled"): 1, ("grpc", "structure"): 1}, counters.rejected

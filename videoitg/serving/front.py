@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import logging
 import math
 import re
 import resource
@@ -44,6 +45,7 @@ BODY_GRACE_S = 10.0  # a body of n bytes must have arrived within BODY_GRACE_S +
 MIN_BODY_RATE = 1 << 20  # bytes per second
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
 FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arrives (but its last)
+GRPC_CONNECTION_AGE_S = 60.0  # a gRPC connection is then told to go (GOAWAY); its clients reconnect unseen
 METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
@@ -81,7 +83,9 @@ class FrontConfig:
     max_inputs: int = DEFAULT_MAX_TENSORS  # the public models' signature (`RepoSummary.signature_bound`)
     max_outputs: int = DEFAULT_MAX_TENSORS
     held_bytes: int = 1 << 30  # request body bytes held at once, all connections together (at least one request)
-    max_connections: int = 768  # open client connections on the HTTP port, below the common 1024 open-file limit
+    # open client connections on the HTTP port (below the common 1024 open-file limit); gRPC calls waiting for their
+    # message, and gRPC calls being answered
+    max_connections: int = 768
     pass_timeout_s: float = 10.0  # health, metadata, config, statistics, metrics toward tritonserver
     infer_timeout_s: float = 300.0  # an inference toward tritonserver
     keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
@@ -133,8 +137,8 @@ def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, st
         return ("pass", path) if method == "GET" else Refusal(f"{method} {path} is not served (GET only)", "route")
     m = _MODEL_PATH.fullmatch(path)
     if m is None:
-        return Refusal(f"{path[:80]} is not served: this server answers health, metadata and inference of "
-                       f"{', '.join(models)}", "route")
+        return Refusal(f"{method} {path[:80] or '(no path)'} is not served: this server answers health, metadata and "
+                       f"inference of {', '.join(models)}", "route")
     action = m["action"] or ""
     # Every model's metadata, readiness, config and statistics are read-only (an ensemble's client, perf_analyzer,
     # reads its steps'; the metrics page names them anyway); inference is the public models' only.
@@ -535,6 +539,35 @@ class ByteBudget:
         self.held -= n
 
 
+class WaitingCalls:
+    """gRPC calls whose request message has not arrived, oldest first, at most `limit`: a call past it displaces
+    the one waiting longest. A client's message follows its headers within milliseconds, so the oldest is a stream
+    that sent its headers and then waits, not a client's call in flight."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.calls: dict[Any, None] = {}  # insertion-ordered: the oldest first
+        self.displaced: set[Any] = set()
+
+    def arrive(self, call: Any) -> Any | None:
+        """Registers `call`; returns the call it displaces, if any (to be ended by its owner)."""
+        oldest = None
+        if len(self.calls) >= self.limit:
+            oldest = next(iter(self.calls))
+            del self.calls[oldest]
+            self.displaced.add(oldest)
+        self.calls[call] = None
+        return oldest
+
+    def leave(self, call: Any) -> bool:
+        """`call` no longer waits (its message came, or it ended); True if it was displaced."""
+        self.calls.pop(call, None)
+        if call in self.displaced:
+            self.displaced.discard(call)
+            return True
+        return False
+
+
 class BodyReader:
     """A request body read chunk by chunk from an aiohttp StreamReader (`readany`) under the front's bounds: at most
     `limit` bytes; each chunk taken from `budget` before it is kept (given back by `release`, once the request is
@@ -638,9 +671,39 @@ class FrontCounters:
 _STATUS = {"too_large": 413, "header_size": 413, "overloaded": 503, "body_timeout": 408, "connections": 503}
 
 
-async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], reading: dict[Any, Any]):
-    """The HTTP port's application. `busy`: the connections with a request being answered, `reading`: the body
-    (aiohttp's StreamReader) of each connection whose request body the front is reading or passing on
+def _refused(counters: FrontCounters, protocol: str, err: Refusal, status: int, close: bool = True):  # -> Response
+    """The answer to a refused request, counted as the client's fault."""
+    from aiohttp import web
+
+    counters.reject(protocol, err)
+    r = web.json_response({"error": err}, status=status, headers={"Retry-After": "1"} if status == 503 else None)
+    if close:
+        r.force_close()  # the answer says `Connection: close`, and the connection closes after it
+    return r
+
+
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's server log for one port. A request aiohttp's own parser refused (bad framing, control bytes, a line
+    or header over its bound, TLS on the plain port: aiohttp answers 400 and closes) is the client's fault: counted
+    as `reason="syntax"`, and not logged with its traceback. Anything else goes to aiohttp's server log."""
+
+    def __init__(self, protocol: str, counters: FrontCounters):
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.protocol, self.counters = protocol, counters
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(kwargs.get("exc_info"), HttpProcessingError):
+            self.counters.reject(self.protocol, Refusal("", "syntax"))
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+def _http_handler(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], reading: dict[Any, Any]):
+    """The HTTP port's request handler and the upstream it holds. It answers every request aiohttp parsed, whatever
+    its target (`http_route` is the only router). `busy`: the connections with a request being answered, `reading`:
+    the body (aiohttp's StreamReader) of each connection whose request body the front is reading or passing on
     (`_Connection` reads both)."""
     from aiohttp import web
 
@@ -670,20 +733,16 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
         return web.Response(status=answer.status, body=data, headers=passed)
 
     def refuse(err: Refusal, status: int, close: bool = True) -> web.Response:
-        counters.reject("http", err)
-        r = web.json_response({"error": err}, status=status, headers={"Retry-After": "1"} if status == 503 else None)
-        if close:
-            r.force_close()  # the answer says `Connection: close`, and the connection closes after it
-        return r
+        return _refused(counters, "http", err, status, close)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         busy.add(request.protocol)
         try:
             return await answer(request)
         finally:
             busy.discard(request.protocol)
 
-    async def answer(request: web.Request) -> web.StreamResponse:
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
         route = http_route(request.method, request.path, cfg.models)
         if isinstance(route, Refusal):  # the body, if any, is not read: the connection closes
             return refuse(route, 404)
@@ -711,7 +770,7 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
             reading.pop(request.protocol, None)
             reader.release()
 
-    async def infer(request: web.Request, path: str, headers: dict[str, str], reader: BodyReader,
+    async def infer(request: web.BaseRequest, path: str, headers: dict[str, str], reader: BodyReader,
                     declared: int | None, n: int | None) -> web.StreamResponse:
         """Reads the body's JSON header (its first `n` bytes; None: the whole body), checks it, then passes the
         body on: whole when it is all in hand or its length is not declared (a chunked request: tritonserver gets
@@ -751,21 +810,12 @@ async def _http_app(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], r
         err = f"request body {size}is over the server's limit of {cfg.max_request_bytes} bytes ({why})"
         return refuse(Refusal(err, "too_large"), 413)
 
-    async def no_expect(_request: web.Request) -> None:  # `100 Continue` waits for the front's decision
-        return None
-
-    app = web.Application(client_max_size=cfg.max_request_bytes)
-    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=no_expect)
-
-    async def close(_app: web.Application) -> None:
-        triton.close()
-
-    app.on_cleanup.append(close)
-    return app
+    return handle, triton
 
 
 async def _continue(request: Any) -> Refusal | None:
-    """`100 Continue` for a request that asked (Expect: 100-continue), sent once the front accepts it."""
+    """`100 Continue` for a request that asked (Expect: 100-continue), sent once the front accepts it (aiohttp's
+    low-level server sends none of its own)."""
     from aiohttp import HttpVersion11
 
     expect = request.headers.get("Expect")
@@ -778,12 +828,16 @@ async def _continue(request: Any) -> Refusal | None:
     return None
 
 
-async def _metrics_app(cfg: FrontConfig, counters: FrontCounters):
+def _metrics_handler(cfg: FrontConfig, counters: FrontCounters):
+    """The metrics port's request handler (GET /metrics, anything else 404) and the upstream it holds."""
     from aiohttp import web
 
     triton = Upstream(cfg.triton_metrics)
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: web.BaseRequest) -> web.Response:
+        if request.method != "GET" or request.path != "/metrics":
+            return _refused(counters, "metrics", Refusal(f"{request.method[:16]} {request.path[:80]} is not served: "
+                                                         "this port answers GET /metrics", "route"), 404)
         try:
             answer = await triton.request("GET", "/metrics", {}, None, cfg.pass_timeout_s)
         except (UpstreamError, OSError, asyncio.TimeoutError) as e:
@@ -791,14 +845,7 @@ async def _metrics_app(cfg: FrontConfig, counters: FrontCounters):
         return web.Response(status=answer.status, body=answer.body + counters.text().encode(),
                             content_type="text/plain")
 
-    app = web.Application(client_max_size=1024)
-    app.router.add_get("/metrics", metrics)
-
-    async def close(_app: web.Application) -> None:
-        triton.close()
-
-    app.on_cleanup.append(close)
-    return app
+    return metrics, triton
 
 
 def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Server
@@ -847,24 +894,62 @@ def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Serv
                 counters.unavailable["grpc"] += 1
             return code, bounded_text(details)
 
-        async def forward(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            answer = await pass_on(raw, context)
+        async def forward(_requests: Any, context: grpc.aio.ServicerContext) -> bytes:
+            """A request-streaming handler, so it runs once the call's headers arrive: the wait for the message is
+            the front's to bound (`WaitingCalls`), and the call has one message, as a unary call does."""
+            answer = await receive(context)
+            if isinstance(answer, bytes):
+                if busy[0] >= cfg.max_connections:
+                    counters.reject("grpc", Refusal("", "overloaded"))
+                    answer = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"the server is answering its limit of {cfg.max_connections} calls; try again")
+                else:
+                    busy[0] += 1
+                    try:
+                        answer = await pass_on(answer, context)
+                    finally:
+                        busy[0] -= 1
             if isinstance(answer, bytes):
                 return answer
-            # `abort` raises, and its traceback holds this frame until a garbage collection: not the message
-            # (refused large uploads kept the front's memory up between collections).
-            del raw
             await context.abort(*answer)
 
-        return grpc.unary_unary_rpc_method_handler(forward)
+        return grpc.stream_unary_rpc_method_handler(forward)
 
+    async def receive(context: grpc.aio.ServicerContext) -> bytes | tuple[Any, str]:
+        """The call's one request message, or the (status code, text) the client gets."""
+        task = asyncio.current_task()
+        if (oldest := waiting.arrive(task)) is not None:
+            oldest.cancel()
+        try:
+            raw = await context.read()
+            end = raw if raw is grpc.aio.EOF else await context.read()
+        except asyncio.CancelledError:
+            if not waiting.leave(task):
+                raise  # the call itself was cancelled
+            counters.reject("grpc", Refusal("", "stalled"))
+            return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"the request message had not arrived when a newer call needed "
+                    f"its place (at most {waiting.limit} calls wait for theirs)")
+        waiting.leave(task)
+        if raw is grpc.aio.EOF or end is not grpc.aio.EOF:
+            if end is not grpc.aio.EOF:  # not counted with no message: a client cancelling its call looks the same
+                counters.reject("grpc", Refusal("", "structure"))
+            return grpc.StatusCode.INVALID_ARGUMENT, "a unary call carries exactly one request message"
+        return raw
+
+    # At most `max_connections` calls wait for their message (past it, the oldest is ended: `WaitingCalls`) and at
+    # most as many are answered at once. Each connection is told to go after GRPC_CONNECTION_AGE_S; a call still
+    # open then gets as long as the longest a client's call may take (its message at MIN_BODY_RATE, then its
+    # inference) before the connection closes.
+    waiting, busy = WaitingCalls(cfg.max_connections), [0]
+    grace_s = BODY_GRACE_S + limit / MIN_BODY_RATE + cfg.infer_timeout_s
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
                                       ("grpc.max_concurrent_streams", 128),
                                       # a connection that never completes its handshake, or stays idle, closes
                                       ("grpc.server_handshake_timeout_ms", int(KEEPALIVE_S * 1000)),
-                                      ("grpc.max_connection_idle_ms", int(4 * KEEPALIVE_S * 1000))],
-                             maximum_concurrent_rpcs=cfg.max_connections)
+                                      ("grpc.max_connection_idle_ms", int(4 * KEEPALIVE_S * 1000)),
+                                      ("grpc.max_connection_age_ms", int(GRPC_CONNECTION_AGE_S * 1000)),
+                                      ("grpc.max_connection_age_grace_ms", int(grace_s * 1000))])
     handlers = {m: handler(m) for m in GRPC_METHODS}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_insecure_port(f"{'[::]' if cfg.host in ('', '::') else cfg.host}:{cfg.grpc_port}")
@@ -937,22 +1022,25 @@ async def _listen(runner: Any, host: str, port: int, cap: int, name: str, counte
 
 
 async def start_http(cfg: FrontConfig, counters: FrontCounters) -> tuple[list[Any], list[asyncio.Server]]:
-    """The HTTP and metrics ports, listening: (their aiohttp runners, their listeners)."""
+    """The HTTP and metrics ports, listening: ((aiohttp runner, upstream) of each, their listeners)."""
     from aiohttp import web
 
     busy: set[Any] = set()
     reading: dict[Any, Any] = {}
     runners, listeners = [], []
-    for app, port, cap, name in ((await _http_app(cfg, counters, busy, reading), cfg.http_port, cfg.max_connections,
-                                  "http"),
-                                 (await _metrics_app(cfg, counters), cfg.metrics_port, METRICS_CONNECTIONS, "metrics")):
+    for (handler, upstream), port, cap, name in (
+            (_http_handler(cfg, counters, busy, reading), cfg.http_port, cfg.max_connections, "http"),
+            (_metrics_handler(cfg, counters), cfg.metrics_port, METRICS_CONNECTIONS, "metrics")):
+        # aiohttp's low-level server: no router or `100 Continue` of its own, every parsed request reaches `handler`.
         # auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses
         # one before reading it; a body on another route, never read, is still drained after the answer)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_s, keepalive_timeout=cfg.keepalive_s,
-                               lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE, auto_decompress=False)
+        server = web.Server(handler, access_log=None, logger=_ServerLog(name, counters),
+                            keepalive_timeout=cfg.keepalive_s, lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE,
+                            auto_decompress=False)
+        runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_s)
         await runner.setup()
         listeners.append(await _listen(runner, cfg.host, port, cap, name, counters, busy, reading))
-        runners.append(runner)
+        runners.append((runner, upstream))
     return runners, listeners
 
 
@@ -960,7 +1048,9 @@ async def stop_http(runners: list[Any], listeners: list[asyncio.Server]) -> None
     """No new connection; idle keep-alive connections are closed at once, requests in flight get `shutdown_s`."""
     for listener in listeners:
         listener.close()
-    await asyncio.gather(*(r.cleanup() for r in runners))
+    await asyncio.gather(*(runner.cleanup() for runner, _ in runners))
+    for _, upstream in runners:
+        upstream.close()
 
 
 async def serve(cfg: FrontConfig) -> None:
