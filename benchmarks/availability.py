@@ -11,7 +11,11 @@ levels deep; `http-chunks`: an HTTP body in 1.5 million one-byte chunks (either 
 Hostile clients of the front (issue 36): `big-json`: a 23 MiB HTTP body of valid structure with millions of empty
 lists in `data`; `grpc-inputs`: a 5.7 MiB ModelInfer with 3 million empty inputs; `dup-keys`: a JSON header with
 a key twice; `held-bodies`: 4 connections each declaring 500 MiB, sending 160 MiB, then waiting; `abandoned`: 64 MiB
-sent, then the connection closed, repeated; `idle-conns`: 1100 connections that never send a byte. For each phase
+sent, then the connection closed, repeated; `idle-conns`: 1100 connections that never send a byte. Their siblings:
+`compressed`: 256 MiB of zeros gzipped (256 KiB) sent to the health route; `grpc-fields`: a ModelInfer whose one
+input has 8 million shape dimensions (8 MiB); `containers`: a 1 MiB JSON header of 200 thousand `[[]]` items;
+`malformed`: requests aiohttp's own parser refuses (both framings), every 10 ms; `grpc-stalls`: 6 connections of
+128 ModelInfer streams each that send their headers and then wait, each opened again once ended. For each phase
 the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`, `tritonserver_peak_rss_mib`,
 sampled every 0.2 s) is recorded too.
 """
@@ -19,6 +23,7 @@ sampled every 0.2 s) is recorded too.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import socket
 import subprocess
@@ -26,6 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +46,8 @@ from videoitg.serving.ports import free_port  # noqa: E402
 from videoitg.serving.procfs import rss_mib  # noqa: E402
 
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
-           "held-bodies", "abandoned", "idle-conns")
+           "held-bodies", "abandoned", "idle-conns", "compressed", "grpc-fields", "containers", "malformed",
+           "grpc-stalls")
 HEAD = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
@@ -139,13 +146,34 @@ def dup_keys(http_url: str, stop: threading.Event) -> int:
     return send_repeatedly(http_url, stop, HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body, 0.01)
 
 
-def grpc_inputs(grpc_url: str, stop: threading.Event) -> int:
+def compressed(http_url: str, stop: threading.Event) -> int:
+    body = gzip.compress(b"\0" * (256 << 20), compresslevel=9)
+    head = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+    return send_repeatedly(http_url, stop, head % len(body) + body)
+
+
+def containers(http_url: str, stop: threading.Event) -> int:
+    body = b'{"inputs":[{"name":"INSTRUCTION","datatype":"BYTES","shape":[1,1],"data":[' + b"[[]]," * 200_000 + \
+        b'[]]}]}'
+    return send_repeatedly(http_url, stop, HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def malformed(http_url: str, stop: threading.Event) -> int:
+    request = HEAD + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    return send_repeatedly(http_url, stop, request, 0.01)
+
+
+def grpc_inputs(grpc_url: str, stop: threading.Event, fields: bool = False) -> int:
+    """A ModelInfer of 3 million empty inputs, or (`fields`) of one input with 8 million shape dimensions."""
     import grpc
     from tritonclient.grpc import service_pb2
 
     req = service_pb2.ModelInferRequest(model_name="videoitg")
-    for _ in range(3_000_000):
-        req.inputs.add()
+    if fields:
+        req.inputs.add(name="VIDEO", datatype="BYTES").shape.extend([1] * 8_000_000)
+    else:
+        for _ in range(3_000_000):
+            req.inputs.add()
     raw = req.SerializeToString()
     sent = 0
     with grpc.insecure_channel(grpc_url, options=[("grpc.max_send_message_length", -1)]) as ch:
@@ -158,6 +186,45 @@ def grpc_inputs(grpc_url: str, stop: threading.Event) -> int:
             sent += 1
             stop.wait(0.2)
     return sent
+
+
+def grpc_stalls(grpc_url: str, stop: threading.Event, conns: int = 6, streams: int = 128) -> int:
+    """`conns` connections with `streams` ModelInfer calls each that send their headers (grpcio's client sends a
+    streaming call's at once) and then wait until `stop`; a call the server ends is opened again at once."""
+    import asyncio
+
+    import grpc
+
+    opened = 0
+
+    async def run() -> None:
+        async def never() -> AsyncIterator[bytes]:
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            yield b""
+
+        async def hold(channel: grpc.aio.Channel) -> None:
+            nonlocal opened
+            while not stop.is_set():
+                opened += 1
+                try:
+                    await channel.stream_unary("/inference.GRPCInferenceService/ModelInfer")(never())
+                except grpc.aio.AioRpcError:
+                    pass
+
+        channels = [grpc.aio.insecure_channel(grpc_url, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(conns)]
+        holders = [asyncio.create_task(hold(ch)) for ch in channels for _ in range(streams)]
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        for task in holders:
+            task.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+        for ch in channels:
+            await ch.close()
+
+    asyncio.run(run())
+    return opened
 
 
 def held_bodies(http_url: str, stop: threading.Event, conns: int = 4, declared: int = 500 << 20,
@@ -318,7 +385,11 @@ def main() -> int:
                         "big-json": (big_json, (http_url, stop)), "grpc-inputs": (grpc_inputs, (grpc_url, stop)),
                         "dup-keys": (dup_keys, (http_url, stop)), "held-bodies": (held_bodies, (http_url, stop)),
                         "abandoned": (abandoned, (http_url, stop)),
-                        "idle-conns": (idle_conns, (http_url, stop))}.get(attack)
+                        "idle-conns": (idle_conns, (http_url, stop)),
+                        "compressed": (compressed, (http_url, stop)),
+                        "grpc-fields": (grpc_inputs, (grpc_url, stop, True)),
+                        "containers": (containers, (http_url, stop)), "malformed": (malformed, (http_url, stop)),
+                        "grpc-stalls": (grpc_stalls, (grpc_url, stop))}.get(attack)
             t = None
             if attacker:
                 t = threading.Thread(target=lambda fn, a, out: out.append(fn(*a)), args=(*attacker, count), daemon=True)
