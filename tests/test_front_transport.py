@@ -276,13 +276,17 @@ def test_what_aiohttp_cannot_parse_and_targets_no_route_takes_are_counted_withou
             routed = await exchange(port, connect, timeout=5)
             on_metrics = [await exchange(metrics, malformed[1], timeout=5),
                           await exchange(metrics, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                                         timeout=5),
+                          await exchange(metrics, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                                          timeout=5)]
             return answers, routed, on_metrics, counters.text()
 
     answers, routed, on_metrics, text = asyncio.run(run())
     assert all(a.startswith(b"HTTP/1.0 400") for a in answers + on_metrics[:1]), [a[:60] for a in answers]
     assert routed.startswith(b"HTTP/1.1 404") and b"CONNECT" in routed, routed[:300]
-    assert on_metrics[1].startswith(b"HTTP/1.1 404") and b"GET /metrics" in on_metrics[1], on_metrics[1][:300]
+    assert on_metrics[1].startswith(b"HTTP/1.1 404") and b"POST /metrics is not served" in on_metrics[1], \
+        on_metrics[1][:300]
+    assert on_metrics[2].startswith(b"HTTP/1.1 200") and on_metrics[2].endswith(b"\r\n\r\n"), on_metrics[2][-200:]
     for line in ('protocol="http",reason="syntax"} 4', 'protocol="http",reason="route"} 1',
                  'protocol="metrics",reason="syntax"} 1', 'protocol="metrics",reason="route"} 1'):
         assert f"videoitg_front_rejected{{{line}" in text, text

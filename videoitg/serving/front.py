@@ -7,6 +7,7 @@ ports what the public API allows, each request read once and bounded first (the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -541,13 +542,13 @@ class ByteBudget:
 
 class WaitingCalls:
     """gRPC calls whose request message has not arrived, oldest first, at most `limit`: a call past it displaces
-    the one waiting longest. A client's message follows its headers within milliseconds, so the oldest is a stream
-    that sent its headers and then waits, not a client's call in flight."""
+    the one waiting longest. A small message follows its headers within milliseconds, so under a flood of streams
+    that send their headers and then wait, the oldest is one of those; a large message still arriving counts as
+    waiting too, and is displaced if the flood opens `limit` newer calls before it has arrived."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.calls: dict[Any, None] = {}  # insertion-ordered: the oldest first
-        self.displaced: set[Any] = set()
 
     def arrive(self, call: Any) -> Any | None:
         """Registers `call`; returns the call it displaces, if any (to be ended by its owner)."""
@@ -555,17 +556,12 @@ class WaitingCalls:
         if len(self.calls) >= self.limit:
             oldest = next(iter(self.calls))
             del self.calls[oldest]
-            self.displaced.add(oldest)
         self.calls[call] = None
         return oldest
 
-    def leave(self, call: Any) -> bool:
-        """`call` no longer waits (its message came, or it ended); True if it was displaced."""
+    def leave(self, call: Any) -> None:
+        """`call` no longer waits: its message came, or it ended."""
         self.calls.pop(call, None)
-        if call in self.displaced:
-            self.displaced.discard(call)
-            return True
-        return False
 
 
 class BodyReader:
@@ -685,7 +681,8 @@ def _refused(counters: FrontCounters, protocol: str, err: Refusal, status: int, 
 class _ServerLog(logging.LoggerAdapter):
     """aiohttp's server log for one port. A request aiohttp's own parser refused (bad framing, control bytes, a line
     or header over its bound, TLS on the plain port: aiohttp answers 400 and closes) is the client's fault: counted
-    as `reason="syntax"`, and not logged with its traceback. Anything else goes to aiohttp's server log."""
+    as `reason="syntax"`, not logged. Anything else goes to aiohttp's server log (the front's handlers raise no
+    HttpProcessingError: `BodyReader` turns a body's errors into refusals)."""
 
     def __init__(self, protocol: str, counters: FrontCounters):
         super().__init__(logging.getLogger("aiohttp.server"), {})
@@ -829,15 +826,15 @@ async def _continue(request: Any) -> Refusal | None:
 
 
 def _metrics_handler(cfg: FrontConfig, counters: FrontCounters):
-    """The metrics port's request handler (GET /metrics, anything else 404) and the upstream it holds."""
+    """The metrics port's request handler (GET and HEAD /metrics, anything else 404) and the upstream it holds."""
     from aiohttp import web
 
     triton = Upstream(cfg.triton_metrics)
 
     async def metrics(request: web.BaseRequest) -> web.Response:
-        if request.method != "GET" or request.path != "/metrics":
+        if request.method not in ("GET", "HEAD") or request.path != "/metrics":
             return _refused(counters, "metrics", Refusal(f"{request.method[:16]} {request.path[:80]} is not served: "
-                                                         "this port answers GET /metrics", "route"), 404)
+                                                         "this port answers GET and HEAD /metrics", "route"), 404)
         try:
             answer = await triton.request("GET", "/metrics", {}, None, cfg.pass_timeout_s)
         except (UpstreamError, OSError, asyncio.TimeoutError) as e:
@@ -917,30 +914,34 @@ def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Serv
 
     async def receive(context: grpc.aio.ServicerContext) -> bytes | tuple[Any, str]:
         """The call's one request message, or the (status code, text) the client gets."""
-        task = asyncio.current_task()
-        if (oldest := waiting.arrive(task)) is not None:
-            oldest.cancel()
+        if (oldest := waiting.arrive(context)) is not None:
+            counters.reject("grpc", Refusal("", "stalled"))
+            ending = asyncio.ensure_future(displace(oldest))
+            displacing.add(ending)
+            ending.add_done_callback(displacing.discard)
         try:
             raw = await context.read()
             end = raw if raw is grpc.aio.EOF else await context.read()
-        except asyncio.CancelledError:
-            if not waiting.leave(task):
-                raise  # the call itself was cancelled
-            counters.reject("grpc", Refusal("", "stalled"))
-            return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"the request message had not arrived when a newer call needed "
-                    f"its place (at most {waiting.limit} calls wait for theirs)")
-        waiting.leave(task)
+        finally:
+            waiting.leave(context)
         if raw is grpc.aio.EOF or end is not grpc.aio.EOF:
             if end is not grpc.aio.EOF:  # not counted with no message: a client cancelling its call looks the same
                 counters.reject("grpc", Refusal("", "structure"))
             return grpc.StatusCode.INVALID_ARGUMENT, "a unary call carries exactly one request message"
         return raw
 
+    async def displace(context: grpc.aio.ServicerContext) -> None:
+        """Ends a displaced call through grpcio (its pending read then ends, in its own task, with the abort), not
+        by cancelling its task: a read cancelled as its message completes would leave the message unreleased."""
+        with contextlib.suppress(Exception):  # abort raises once the status is sent, or if the call already ended
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the request message had not arrived when a "
+                                f"newer call needed its place (at most {waiting.limit} calls wait for theirs)")
+
     # At most `max_connections` calls wait for their message (past it, the oldest is ended: `WaitingCalls`) and at
     # most as many are answered at once. Each connection is told to go after GRPC_CONNECTION_AGE_S; a call still
     # open then gets as long as the longest a client's call may take (its message at MIN_BODY_RATE, then its
     # inference) before the connection closes.
-    waiting, busy = WaitingCalls(cfg.max_connections), [0]
+    waiting, busy, displacing = WaitingCalls(cfg.max_connections), [0], set()
     grace_s = BODY_GRACE_S + limit / MIN_BODY_RATE + cfg.infer_timeout_s
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
