@@ -488,68 +488,11 @@ def test_a_complete_large_body_then_a_half_close_is_answered() -> None:
     assert answer.startswith(b"HTTP/1.1 200") and b'"body_bytes": %d' % len(body) in answer, answer[:300]
 
 
-def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
-    """An 8 MiB ModelInfer refused by tritonserver (here a stand-in that refuses every one), and one refused by the
-    front's own checks: once each is answered, the front holds neither message. The abort's traceback held the
-    handler's frame, and so the message, until a garbage collection."""
-    grpc = pytest.importorskip("grpc")
-    from tritonclient.grpc import service_pb2
-
-    from videoitg.serving.ports import free_ports
-
-    size = 8 << 20
-
-    def request(shape: list[int]) -> bytes:
-        req = service_pb2.ModelInferRequest(model_name=TOP)
-        req.inputs.add(name="VIDEO", datatype="BYTES", shape=shape)
-        req.raw_input_contents.append(b"\0" * size)
-        return req.SerializeToString()
-
-    async def refuse(raw: bytes, context: Any) -> bytes:
-        del raw  # what the front must do too: the abort's traceback holds this frame
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "NotAVideoError: not a video")
-
-    async def run() -> tuple[list[str], int]:
-        up_port, port = free_ports(2)
-        upstream = grpc.aio.server(options=[("grpc.max_receive_message_length", -1)])
-        upstream.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            front.SERVICE, {"ModelInfer": grpc.unary_unary_rpc_method_handler(refuse)}),))
-        upstream.add_insecure_port(f"127.0.0.1:{up_port}")
-        cfg = front.FrontConfig(host="127.0.0.1", http_port=0, grpc_port=port, metrics_port=0, triton_http="",
-                                triton_grpc=f"127.0.0.1:{up_port}", triton_metrics="", models=(TOP,),
-                                max_request_bytes=64 << 20)
-        server = front._grpc_server(cfg, front.FrontCounters())
-        await upstream.start()
-        await server.start()
-        answers = []
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                                 options=[("grpc.max_send_message_length", -1)]) as channel:
-                call = channel.unary_unary(f"/{front.SERVICE}/ModelInfer")
-                base = tracemalloc.get_traced_memory()[0]
-                for shape in ([1, 1], [1, -1]):  # refused by the stand-in; by the front (a negative dimension)
-                    message = request(shape)
-                    try:
-                        await call(message, timeout=10)
-                    except grpc.aio.AioRpcError as e:
-                        answers.append(e.details())
-                        e.__traceback__ = None  # the client's own call keeps no message either
-                    del message
-                held = tracemalloc.get_traced_memory()[0] - base
-        finally:
-            await server.stop(0)
-            await upstream.stop(0)
-        return answers, held
-
-    answers, held = without_gc(run())
-    assert "NotAVideoError" in answers[0] and "negative dimension" in answers[1], answers
-    assert held < size // 2, f"{held >> 20} MiB still held after both answers"
-
-
-
 @asynccontextmanager
-async def grpc_front(**kw: Any) -> AsyncIterator[tuple[str, front.FrontCounters]]:
-    """(the front's gRPC address, its counters), in front of a stand-in for tritonserver that answers ServerLive."""
+async def grpc_front(methods: dict[str, Callable[..., Awaitable[bytes]]] | None = None,
+                     **kw: Any) -> AsyncIterator[tuple[str, front.FrontCounters]]:
+    """(the front's gRPC address, its counters), in front of a stand-in for tritonserver whose `methods` (raw bytes
+    both ways; by default ServerLive, answered live) answer."""
     grpc = pytest.importorskip("grpc")
     from tritonclient.grpc import service_pb2
 
@@ -559,9 +502,9 @@ async def grpc_front(**kw: Any) -> AsyncIterator[tuple[str, front.FrontCounters]
         return service_pb2.ServerLiveResponse(live=True).SerializeToString()
 
     up_port, port = free_ports(2)
-    upstream = grpc.aio.server()
-    upstream.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        front.SERVICE, {"ServerLive": grpc.unary_unary_rpc_method_handler(live)}),))
+    upstream = grpc.aio.server(options=[("grpc.max_receive_message_length", -1)])
+    upstream.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(front.SERVICE, {
+        name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in (methods or {"ServerLive": live}).items()}),))
     upstream.add_insecure_port(f"127.0.0.1:{up_port}")
     cfg = front.FrontConfig(**{"host": "127.0.0.1", "http_port": 0, "grpc_port": port, "metrics_port": 0,
                                "triton_http": "", "triton_grpc": f"127.0.0.1:{up_port}", "triton_metrics": "",
@@ -597,6 +540,49 @@ async def never() -> AsyncIterator[bytes]:
 
 
 LIVE = f"/{front.SERVICE}/ServerLive"
+
+
+def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
+    """An 8 MiB ModelInfer refused by tritonserver (here a stand-in that refuses every one), and one refused by the
+    front's own checks: once each is answered, the front holds neither message. The abort's traceback held the
+    handler's frame, and so the message, until a garbage collection."""
+    grpc = pytest.importorskip("grpc")
+    from tritonclient.grpc import service_pb2
+
+    size = 8 << 20
+
+    def request(shape: list[int]) -> bytes:
+        req = service_pb2.ModelInferRequest(model_name=TOP)
+        req.inputs.add(name="VIDEO", datatype="BYTES", shape=shape)
+        req.raw_input_contents.append(b"\0" * size)
+        return req.SerializeToString()
+
+    async def refuse(raw: bytes, context: Any) -> bytes:
+        del raw  # what the front must do too: the abort's traceback holds this frame
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "NotAVideoError: not a video")
+
+    async def run() -> tuple[list[str], int]:
+        answers = []
+        async with grpc_front({"ModelInfer": refuse}, max_request_bytes=64 << 20) as (target, _), \
+                grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", -1)]) as channel:
+            call = channel.unary_unary(f"/{front.SERVICE}/ModelInfer")
+            base = tracemalloc.get_traced_memory()[0]
+            for shape in ([1, 1], [1, -1]):  # refused by the stand-in; by the front (a negative dimension)
+                message = request(shape)
+                try:
+                    await call(message, timeout=10)
+                except grpc.aio.AioRpcError as e:
+                    answers.append(e.details())
+                    e.__traceback__ = None  # the client's own call keeps no message either
+                del message
+            held = tracemalloc.get_traced_memory()[0] - base
+        return answers, held
+
+    answers, held = without_gc(run())
+    assert "NotAVideoError" in answers[0] and "negative dimension" in answers[1], answers
+    assert held < size // 2, f"{held >> 20} MiB still held after both answers"
+
+
 
 
 def test_a_grpc_connection_goes_after_its_age_and_its_calls_grace_ends_a_waiting_stream(
