@@ -313,6 +313,31 @@ def test_binaries_found_and_perf_analyzer_runs() -> None:
     assert r.returncode == 0 and "2.51" in r.stdout + r.stderr, r.stderr
 
 
+def test_perf_analyzer_library_links_belong_to_their_environment(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each environment's `nvidia_pytriton.libs` gets its own directory of soname links, so removing one environment
+    leaves another's links whole; a link pointing elsewhere (a removed environment's) is replaced."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = {}
+    for env in ("a", "b"):
+        libs = tmp_path / env / "nvidia_pytriton.libs"
+        libs.mkdir(parents=True)
+        for name in ("libb64-98cb6333.so.0d", "libcudart-09529672.so.12.6.77", "libssl-0f1e2d3c.so.3"):
+            (libs / name).write_bytes(b"")
+        monkeypatch.setattr(binaries, "pytriton_libs_dir", lambda libs=libs: libs)
+        d = binaries.tool_lib_dir()
+        assert d is not None and sorted(p.name for p in d.iterdir()) == ["libb64.so.0d", "libcudart.so.12"]
+        assert (d / "libcudart.so.12").resolve() == libs / "libcudart-09529672.so.12.6.77"
+        made[env] = d
+    assert made["a"] != made["b"]
+    shutil.rmtree(tmp_path / "a")
+    link = made["b"] / "libb64.so.0d"
+    link.unlink()
+    link.symlink_to(tmp_path / "a" / "nvidia_pytriton.libs" / "libb64-98cb6333.so.0d")  # dangling
+    assert binaries.tool_lib_dir() == made["b"]
+    assert link.resolve() == tmp_path / "b" / "nvidia_pytriton.libs" / "libb64-98cb6333.so.0d"
+
+
 def test_step_instance_counts_are_flags(tmp_path: Path) -> None:
     """--decode-instances, --vision-instances, --grounding-instances reach each step's instance_group, on both
     targets (the gpu target's DALI decode model too); `serve` takes the same flags."""

@@ -160,14 +160,16 @@ def find_perf_analyzer() -> Path:
     raise ServingSetupError("perf_analyzer not found: `pip install tritonclient[all]==2.51.0` provides it")
 
 
-def tool_lib_dir(dest_root: Path | None = None) -> Path | None:
+def tool_lib_dir() -> Path | None:
     """A directory of soname links (`libb64.so.0d`, `libcudart.so.12`) into `nvidia_pytriton.libs`: the wheel vendors
     its libraries with hashed file names (`libb64-98cb6333.so.0d`), and perf_analyzer (which the
-    `tritonclient==2.51.0` wheel installs next to the interpreter) asks for the plain sonames."""
+    `tritonclient==2.51.0` wheel installs next to the interpreter) asks for the plain sonames. One directory per
+    environment's `nvidia_pytriton.libs` (another environment, since removed, leaves links that point nowhere); a
+    link that points elsewhere is replaced in one rename, so processes making links at once never see none."""
     libs = pytriton_libs_dir()
     if libs is None:
         return None
-    dest = dest_root or cache_dir() / "triton_tool_libs"
+    dest = cache_dir() / "triton_tool_libs" / hashlib.sha256(str(libs.resolve()).encode()).hexdigest()[:16]
     dest.mkdir(parents=True, exist_ok=True)
     for f in libs.iterdir():
         if not f.name.startswith(PERF_ANALYZER_LIBS):
@@ -176,13 +178,12 @@ def tool_lib_dir(dest_root: Path | None = None) -> Path | None:
         stem, _, rest = f.name.partition(".so")
         base = stem.rsplit("-", 1)[0]
         major = rest.lstrip(".").split(".")[0]
-        soname = f"{base}.so.{major}" if major else f"{base}.so"
-        link = dest / soname
-        if not link.exists():
-            try:
-                link.symlink_to(f)
-            except FileExistsError:
-                pass
+        link = dest / (f"{base}.so.{major}" if major else f"{base}.so")
+        if link.is_symlink() and os.readlink(link) == str(f):
+            continue
+        tmp = dest / f".{link.name}.{secrets.token_hex(4)}"
+        tmp.symlink_to(f)
+        os.replace(tmp, link)
     return dest
 
 
