@@ -15,7 +15,10 @@ sent, then the connection closed, repeated; `idle-conns`: 1100 connections that 
 `compressed`: 256 MiB of zeros gzipped (256 KiB) sent to the health route; `grpc-fields`: a ModelInfer whose one
 input has 8 million shape dimensions (8 MiB); `containers`: a 1 MiB JSON header of 200 thousand `[[]]` items;
 `malformed`: requests aiohttp's own parser refuses (both framings), every 10 ms; `grpc-stalls`: 6 connections of
-128 ModelInfer streams each that send their headers and then wait, each opened again once ended. For each phase
+128 ModelInfer streams each that send their headers and then wait, each opened again once ended; `grpc-held`: the
+gRPC sibling of `held-bodies` (4 connections, each a ModelInfer declaring 500 MiB, 160 MiB sent, then waiting);
+`grpc-reset`: 5000 calls opened and reset in one write (a rapid reset), on a new connection once the front closes
+one; `grpc-ping`: 5000 PINGs in one write, the same way. For each phase
 the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`, `tritonserver_peak_rss_mib`,
 sampled every 0.2 s) is recorded too.
 """
@@ -23,6 +26,7 @@ sampled every 0.2 s) is recorded too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import socket
@@ -39,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.h2client import H2Client, prefix  # noqa: E402
 from tests.support.video import random_clip  # noqa: E402
 from videoitg.defaults import sample_video  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
@@ -47,7 +52,7 @@ from videoitg.serving.procfs import rss_mib  # noqa: E402
 
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
            "held-bodies", "abandoned", "idle-conns", "compressed", "grpc-fields", "containers", "malformed",
-           "grpc-stalls")
+           "grpc-stalls", "grpc-held", "grpc-reset", "grpc-ping")
 HEAD = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
@@ -227,6 +232,73 @@ def grpc_stalls(grpc_url: str, stop: threading.Event, conns: int = 6, streams: i
     return opened
 
 
+def grpc_held(grpc_url: str, stop: threading.Event, conns: int = 4, declared: int = 500 << 20,
+              sent_bytes: int = 160 << 20) -> int:
+    """`conns` connections each open a ModelInfer declaring a `declared`-byte message, send `sent_bytes` of it,
+    then wait until the front ends the call; then again."""
+    import asyncio
+
+    opened = 0
+    chunk = b"\0" * (1 << 20)
+
+    async def one() -> None:
+        nonlocal opened
+        while not stop.is_set():
+            client = None
+            try:
+                client = await H2Client().connect(grpc_url)
+                opened += 1
+                sid = client.open()
+                await client.send(sid, prefix(declared))
+                for _ in range(sent_bytes >> 20):
+                    if "grpc-status" in client.trailers.get(sid, {}):
+                        break
+                    await client.send(sid, chunk)
+                while not stop.is_set() and (await client.status(sid, 0.5))[0] == "open":
+                    pass
+            except Exception:  # the front ended the call or the connection mid-send: open another
+                await asyncio.sleep(0.2)
+            finally:
+                if client is not None:
+                    await client.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(one() for _ in range(conns)))
+
+    asyncio.run(run())
+    return opened
+
+
+def grpc_flood(grpc_url: str, stop: threading.Event, kind: str, frames: int = 5000) -> int:
+    """`frames` PINGs (`kind` "ping") or calls opened and reset ("reset") in one write; again on a new connection
+    once the front closes this one."""
+    import asyncio
+
+    sent = 0
+
+    async def run() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            try:
+                client = await H2Client().connect(grpc_url)
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            for i in range(frames):
+                if kind == "ping":
+                    client.h2.ping(i.to_bytes(8, "big"))
+                else:
+                    client.h2.reset_stream(client.open("ServerLive"))
+            client.flush()
+            sent += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(client.task), 5)
+            await client.close()
+
+    asyncio.run(run())
+    return sent
+
+
 def held_bodies(http_url: str, stop: threading.Event, conns: int = 4, declared: int = 500 << 20,
                 sent_bytes: int = 160 << 20) -> int:
     """`conns` connections each declare `declared` bytes (a valid JSON header, then the video's bytes), send
@@ -389,7 +461,10 @@ def main() -> int:
                         "compressed": (compressed, (http_url, stop)),
                         "grpc-fields": (grpc_inputs, (grpc_url, stop, True)),
                         "containers": (containers, (http_url, stop)), "malformed": (malformed, (http_url, stop)),
-                        "grpc-stalls": (grpc_stalls, (grpc_url, stop))}.get(attack)
+                        "grpc-stalls": (grpc_stalls, (grpc_url, stop)),
+                        "grpc-held": (grpc_held, (grpc_url, stop)),
+                        "grpc-reset": (grpc_flood, (grpc_url, stop, "reset")),
+                        "grpc-ping": (grpc_flood, (grpc_url, stop, "ping"))}.get(attack)
             t = None
             if attacker:
                 t = threading.Thread(target=lambda fn, a, out: out.append(fn(*a)), args=(*attacker, count), daemon=True)

@@ -9,8 +9,8 @@ tiny checkpoint.
   opened them): what moving a large body through one more process costs.
 Reports p50 of each, the ratio front / direct, the front's own CPU time per request (its process's, read
 around each request through the front), and the resident memory of each route's process after the warm-up and
-1 s after the last request. `--small-pages`: also a second front, started as the first but without
-the huge-page tunable (`front.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
+1 s after the last request. `--small-pages`: also a second front, started as the first but without the
+huge-page tunable (`front_main.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
 `--relay`: also the route `relay`, a byte relay (relay.py) to tritonserver's ports: what one more process costs
 by itself, the floor under any front; and the route `grpcio` (gRPC only), grpcio's pass-through without the front's
 checks (grpc_relay.py): the floor under any front built on grpcio.
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from videoitg.defaults import sample_video  # noqa: E402
-from videoitg.serving.front import environment as front_environment  # noqa: E402
+from videoitg.serving.front_main import environment as front_environment  # noqa: E402
 from videoitg.serving.ports import LOOPBACK, free_ports  # noqa: E402
 from videoitg.serving.procfs import cpu_s, rss_mib  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402

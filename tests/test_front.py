@@ -3,6 +3,7 @@ tritonserver 2.51 answered while the server keeps serving, and its stop with req
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -19,7 +20,7 @@ from benchmarks.bench_stop import moving_clip
 from tests.support.server import metric_value, served, skip_without_tritonserver
 from tests.support.video import repeat_clip
 from videoitg.defaults import sample_video
-from videoitg.serving import front
+from videoitg.serving import front, front_main
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
 from videoitg.serving.protocol import DECODE, GROUNDING, OTHER_INPUTS_BYTES, TOP, VISION, RepoSummary
 from videoitg.serving.repository import RepoSpec, build_repository
@@ -65,7 +66,27 @@ def test_http_route_refuses_everything_else(method: str, path: str) -> None:
 ])
 def test_the_fronts_environment_asks_for_huge_pages_unless_told_otherwise(given: str | None, want: str) -> None:
     base = {"PATH": "/bin"} | ({"GLIBC_TUNABLES": given} if given is not None else {})
-    assert front.environment(base) == {"PATH": "/bin", "GLIBC_TUNABLES": want}
+    assert front_main.environment(base) == {"PATH": "/bin", "GLIBC_TUNABLES": want}
+
+
+def test_the_heap_is_trimmed_once_enough_request_bytes_were_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(front_main, "TRIM_EVERY_S", 0.01)
+    trims = []
+    monkeypatch.setattr(front_main, "trim_freed_memory", lambda: trims.append(1) or True)
+    budget = front.ByteBudget(1 << 30)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(front_main.trim_after_release(budget))
+        assert budget.take(front_main.TRIM_BYTES)
+        budget.give(front_main.TRIM_BYTES - 1)  # not yet enough released
+        await asyncio.sleep(0.05)
+        assert trims == [] and budget.high == front_main.TRIM_BYTES
+        budget.give(1)
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(run())
+    assert trims == [1] and budget.high == budget.held == 0
 
 
 def test_refusals_quote_at_most_a_short_prefix() -> None:
@@ -328,15 +349,17 @@ def test_error_text_passed_on_is_bounded() -> None:
     assert len(front.bounded_text("y" * 100_000)) < front.MAX_ERROR_CHARS + 10
 
 
-def test_a_call_past_the_waiting_bound_displaces_the_one_waiting_longest() -> None:
+def test_a_call_past_the_waiting_bound_displaces_the_one_longest_without_a_byte() -> None:
     waiting = front.WaitingCalls(2)
     assert waiting.arrive("a") is None and waiting.arrive("b") is None
     waiting.leave("a")  # its message came: no longer waiting
     assert waiting.arrive("c") is None
     assert waiting.arrive("d") == "b"  # "b" waited longest
-    assert waiting.arrive("e") == "c"
+    waiting.progress("c")  # bytes of its message arrived: "d" has gone longer without one
+    waiting.progress("b")  # a displaced call: not waiting any more
+    assert waiting.arrive("e") == "d"
     waiting.leave("b")  # a displaced call ending: nothing to undo
-    assert list(waiting.calls) == ["d", "e"]
+    assert list(waiting.calls) == ["c", "e"]
 
 
 def test_refusals_carry_a_reason_for_the_counter() -> None:

@@ -20,6 +20,7 @@ pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installe
 
 from aiohttp import web
 
+from tests.support.h2client import H2Client, prefix
 from videoitg.serving import front
 from videoitg.serving.protocol import TOP
 
@@ -52,7 +53,7 @@ async def running_front(upstream: Callable[[web.Request], Awaitable[web.StreamRe
         "triton_http": f"127.0.0.1:{up_port}", "triton_grpc": "127.0.0.1:1", "triton_metrics": f"127.0.0.1:{up_port}",
         "models": (TOP,), "max_request_bytes": 4 << 20, "shutdown_s": 1.0, **kw})
     counters = front.FrontCounters()
-    runners, listeners = await front.start_http(cfg, counters)
+    runners, listeners = await front.start_http(cfg, counters, front.held_budget(cfg))
     try:
         yield (listeners[0].sockets[0].getsockname()[1], listeners[1].sockets[0].getsockname()[1], counters)
     finally:
@@ -490,9 +491,9 @@ def test_a_complete_large_body_then_a_half_close_is_answered() -> None:
 
 @asynccontextmanager
 async def grpc_front(methods: dict[str, Callable[..., Awaitable[bytes]]] | None = None,
-                     **kw: Any) -> AsyncIterator[tuple[str, front.FrontCounters]]:
-    """(the front's gRPC address, its counters), in front of a stand-in for tritonserver whose `methods` (raw bytes
-    both ways; by default ServerLive, answered live) answer."""
+                     **kw: Any) -> AsyncIterator[tuple[str, front.FrontCounters, Any]]:
+    """(the front's gRPC address, its counters, its GrpcPort), in front of a stand-in for tritonserver whose
+    `methods` (raw bytes both ways; by default ServerLive, answered live) answer."""
     grpc = pytest.importorskip("grpc")
     from tritonclient.grpc import service_pb2
 
@@ -509,12 +510,14 @@ async def grpc_front(methods: dict[str, Callable[..., Awaitable[bytes]]] | None 
     cfg = front.FrontConfig(**{"host": "127.0.0.1", "http_port": 0, "grpc_port": port, "metrics_port": 0,
                                "triton_http": "", "triton_grpc": f"127.0.0.1:{up_port}", "triton_metrics": "",
                                "models": (TOP,), "max_request_bytes": 64 << 10, **kw})
+    from videoitg.serving.front_grpc import GrpcPort
+
     counters = front.FrontCounters()
-    server = front._grpc_server(cfg, counters)
+    server = GrpcPort(cfg, counters, front.held_budget(cfg))
     await upstream.start()
     await server.start()
     try:
-        yield f"127.0.0.1:{port}", counters
+        yield f"127.0.0.1:{port}", counters, server
     finally:
         await server.stop(0)
         await upstream.stop(0)
@@ -563,7 +566,7 @@ def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
 
     async def run() -> tuple[list[str], int]:
         answers = []
-        async with grpc_front({"ModelInfer": refuse}, max_request_bytes=64 << 20) as (target, _), \
+        async with grpc_front({"ModelInfer": refuse}, max_request_bytes=64 << 20) as (target, _, _), \
                 grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", -1)]) as channel:
             call = channel.unary_unary(f"/{front.SERVICE}/ModelInfer")
             base = tracemalloc.get_traced_memory()[0]
@@ -585,31 +588,134 @@ def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
 
 
 
-def test_a_grpc_connection_goes_after_its_age_and_its_calls_grace_ends_a_waiting_stream(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Streams that send their headers and then wait end once their connection's age and its calls' grace have
-    passed; a client calling all along on its own channel, across several of its connection's ages, never sees a
-    failure."""
-    monkeypatch.setattr(front, "GRPC_CONNECTION_AGE_S", 0.5)
-    monkeypatch.setattr(front, "BODY_GRACE_S", 0.5)  # grace: 0.5 s + 64 KiB at 1 MiB/s + 0.5 s
+def test_grpc_message_bytes_are_held_within_the_front_budget_and_released() -> None:
+    """Streams that declare large messages, send part and wait: each byte is taken from the front's budget (shared
+    with HTTP) before it is kept, a stream whose bytes do not fit is refused (RESOURCE_EXHAUSTED, `overloaded`), and
+    what was held goes back when the client goes. grpcio's own server held every partial message whole, with no
+    bound."""
+    async def run() -> tuple[list[int], list[tuple[str, str]], tuple[str, str], int, front.FrontCounters]:
+        async with grpc_front(max_request_bytes=1 << 20, held_bytes=1 << 20) as (target, counters, port):
+            client = await H2Client().connect(target)
+            sids, held = [client.open() for _ in range(3)], []
+            for sid in sids:
+                await client.send(sid, prefix(1000_000) + b"v" * 400_000)
+                await asyncio.sleep(0.2)
+                held.append(port.budget.held)
+            answers = [await client.status(sid, 0.5) for sid in sids]
+            own = await H2Client().connect(target)  # an ordinary call still fits beside the two held
+            live = own.open("ServerLive")
+            await own.send(live, prefix(0), end=True)
+            answered = await own.status(live)
+            await client.close()
+            await own.close()
+            await asyncio.sleep(0.3)
+            return held, answers, answered, port.budget.held, counters
 
-    grpc = pytest.importorskip("grpc")
+    held, answers, answered, after, counters = asyncio.run(run())
+    assert max(held) <= 1 << 20 and held[0] > 400_000 and held[1] > 800_000, held
+    assert answers[:2] == [("open", "")] * 2 and answers[2][0] == "8" and "too many request bodies" in answers[2][1], \
+        answers
+    assert answered == ("0", ""), answered
+    assert after == 0 and counters.rejected == {("grpc", "overloaded"): 1}, (after, counters.rejected)
 
-    async def run() -> tuple[list[str], float, int, list[str]]:
-        async with grpc_front(infer_timeout_s=0.5) as (target, _):
-            async with grpc.aio.insecure_channel(target) as stalled, grpc.aio.insecure_channel(target) as own:
-                t0 = time.monotonic()
-                stalls = [stalled.stream_unary(LIVE)(never()) for _ in range(4)]
-                ended = [await outcome(stall) for stall in stalls]
-                took = time.monotonic() - t0
-                call, answers = own.unary_unary(LIVE), []
-                while time.monotonic() - t0 < took + 3:
+
+def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that sends its headers and then nothing, or part of its message and then nothing, ends once no byte
+    came for `body_idle_s`; one that keeps sending, slower than MIN_BODY_RATE, by BODY_GRACE_S + its size at that
+    rate (DEADLINE_EXCEEDED, counted `body_timeout`). A client calling all along on its own connection is
+    answered every time."""
+    from videoitg.serving import front_grpc
+
+    monkeypatch.setattr(front_grpc, "BODY_GRACE_S", 1.0)  # 64 KiB at 1 MiB/s: 1.06 s in all
+
+    async def run() -> tuple[list[tuple[str, str]], list[str], front.FrontCounters]:
+        grpc = pytest.importorskip("grpc")
+        async with grpc_front(body_idle_s=0.3) as (target, counters, _):
+            client = await H2Client().connect(target)
+            silent, part, trickle = client.open(), client.open(), client.open()
+            await client.send(part, prefix(100) + b"v" * 10)
+            await client.send(trickle, prefix(64 << 10))
+            t0, answers = time.monotonic(), []
+            async with grpc.aio.insecure_channel(target) as channel:
+                call = channel.unary_unary(LIVE)
+                while time.monotonic() - t0 < 2.5:
                     answers.append(await outcome(call(b"")))
-        return ended, took, len(answers), [a for a in answers if a != "OK"]
+                    if "grpc-status" not in client.trailers.get(trickle, {}):
+                        await client.send(trickle, b"v")
+                    await asyncio.sleep(0.05)
+            ended = [await client.status(sid, 0.1) for sid in (silent, part, trickle)]
+            await client.close()
+            return ended, answers, counters
 
-    ended, took, n, failed = asyncio.run(run())
-    assert all(e.startswith("UNAVAILABLE") for e in ended) and took < 5, (ended, took)
-    assert n > 20 and not failed, (n, failed)
+    ended, answers, counters = asyncio.run(run())
+    assert [e[0] for e in ended] == ["4"] * 3, ended
+    assert "stalled" in ended[0][1] and "stalled" in ended[1][1] and "slower than" in ended[2][1], ended
+    assert len(answers) > 10 and set(answers) == {"OK"}, answers
+    assert counters.rejected == {("grpc", "body_timeout"): 3}, counters.rejected
+
+
+@pytest.mark.parametrize("flood", ["ping", "reset"])
+def test_a_connection_flooding_frames_that_carry_nothing_is_told_to_calm_down(flood: str) -> None:
+    """5000 PINGs, or 5000 calls opened and reset at once (a rapid reset), in one write: the front works through
+    them a batch of frames per turn of its loop, so a client calling meanwhile is answered, then ends the flooding
+    connection (GOAWAY ENHANCE_YOUR_CALM, counted `flood`) with nothing of its calls left behind."""
+    from videoitg.serving import front_grpc
+
+    async def run() -> tuple[int | None, list[str], front.FrontCounters, int, int]:
+        grpc = pytest.importorskip("grpc")
+        async with grpc_front() as (target, counters, port), grpc.aio.insecure_channel(target) as channel:
+            call = channel.unary_unary(LIVE)
+            assert await outcome(call(b"")) == "OK"
+            client = await H2Client().connect(target)
+            for i in range(5000):
+                if flood == "ping":
+                    client.h2.ping(i.to_bytes(8, "big"))
+                else:
+                    client.h2.reset_stream(client.open("ServerLive"))
+            client.flush()
+            answers = [await outcome(call(b""), 5) for _ in range(20)]
+            await asyncio.wait_for(client.task, 10)  # the front closes the connection
+            return client.goaway, answers, counters, len(port.waiting.calls), port.budget.held
+
+    goaway, answers, counters, waiting, held = asyncio.run(run())
+    assert goaway == 11 and set(answers) == {"OK"}, (goaway, answers)  # 11: ENHANCE_YOUR_CALM
+    assert counters.rejected == {("grpc", "flood"): 1} and waiting == 0 and held == 0, counters.rejected
+    assert front_grpc.FLOOD_FRAMES < 5000
+
+
+def test_grpc_calls_refused_by_their_headers_or_message_prefix() -> None:
+    """Refused before the message's bytes are kept: a length over the bound (at its prefix), a compressed message
+    or encoding, a method the front does not serve, a call that is not gRPC; a connection past the port's cap is
+    closed at once. Each counted by its reason."""
+    async def run() -> tuple[dict[str, tuple[str, str]], bytes, front.FrontCounters]:
+        grpc = pytest.importorskip("grpc")
+        async with grpc_front(max_request_bytes=1 << 20, max_connections=2) as (target, counters, _):
+            client = await H2Client().connect(target)
+            answers = {}
+            big = client.open()
+            await client.send(big, prefix(2 << 20) + b"v" * 100)
+            answers["too large"] = await client.status(big)
+            flag = client.open()
+            await client.send(flag, prefix(4, compressed=True) + b"abcd", end=True)
+            answers["compressed flag"] = await client.status(flag)
+            gzipped = client.open("ServerLive", **{"grpc-encoding": "gzip"})
+            answers["grpc-encoding"] = await client.status(gzipped)
+            admin = client.open("RepositoryModelLoad")
+            answers["model load"] = await client.status(admin)
+            async with grpc.aio.insecure_channel(target) as channel:  # the second connection
+                answers["live"] = ("0", "") if await outcome(channel.unary_unary(LIVE)(b"")) == "OK" else ("?", "")
+                third_reader, _ = await asyncio.open_connection(*target.rsplit(":", 1))
+                third = await asyncio.wait_for(third_reader.read(), 5)
+            await client.close()
+            return answers, third, counters
+
+    answers, third, counters = asyncio.run(run())
+    assert answers["too large"][0] == "8" and "over the server's limit of 1048576" in answers["too large"][1], answers
+    assert answers["compressed flag"][0] == answers["grpc-encoding"][0] == "12", answers
+    assert answers["model load"][0] == "12" and "Method not found" in answers["model load"][1], answers
+    assert answers["live"] == ("0", "") and third == b"", (answers, third)
+    assert counters.rejected == {("grpc", "too_large"): 1, ("grpc", "encoding"): 2, ("grpc", "route"): 1,
+                                 ("grpc", "connections"): 1}, counters.rejected
 
 
 def test_a_grpc_call_waiting_for_its_message_is_displaced_by_a_newer_one() -> None:
@@ -619,7 +725,7 @@ def test_a_grpc_call_waiting_for_its_message_is_displaced_by_a_newer_one() -> No
     grpc = pytest.importorskip("grpc")
 
     async def run() -> tuple[str, list[str], list[str], front.FrontCounters]:
-        async with grpc_front(max_connections=4) as (target, counters), grpc.aio.insecure_channel(target) as channel:
+        async with grpc_front(max_connections=4) as (target, counters, _), grpc.aio.insecure_channel(target) as channel:
             stalls = [channel.stream_unary(LIVE)(never()) for _ in range(4)]
             await asyncio.sleep(0.3)
             answered = await outcome(channel.unary_unary(LIVE)(b""))
@@ -637,5 +743,5 @@ def test_a_grpc_call_waiting_for_its_message_is_displaced_by_a_newer_one() -> No
     displaced = [e for e in ended if e.startswith("RESOURCE_EXHAUSTED")]
     assert len(displaced) == 1 and "had not arrived" in displaced[0] and ended.count("open") == 3, ended
     assert all("exactly one request message" in c for c in counts), counts
-    # the call with no message is not counted: a client's cancel of a call that sent none looks the same
-    assert counters.rejected == {("grpc", "stalled"): 1, ("grpc", "structure"): 1}, counters.rejected
+    # a cancel is a RST_STREAM, not counted; a call that ends its side with no message (or two) is
+    assert counters.rejected == {("grpc", "stalled"): 1, ("grpc", "structure"): 2}, counters.rejected

@@ -32,7 +32,7 @@ from tests.support.server import skip_without_tritonserver, stub_pids
 from videoitg.defaults import default_checkpoint
 from videoitg.serving import procfs, shm, supervise
 from videoitg.serving import server as server_mod
-from videoitg.serving.front import environment as front_environment
+from videoitg.serving.front_main import environment as front_environment
 from videoitg.serving.ports import free_port
 from videoitg.serving.server import ServerOptions, TritonServer
 

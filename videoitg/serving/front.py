@@ -1,21 +1,15 @@
 """The public face of a launched server, the only ports a client reaches: it passes on to tritonserver's loopback
-ports what the public API allows, each request read once and bounded first (the policy below).
-
-    python -m videoitg.serving.front CONFIG_JSON    # started and stopped by `TritonServer` (server.py)
+ports what the public API allows, each request read once and bounded first. Here: the policy (pure functions) and
+the HTTP and metrics ports; the gRPC port is front_grpc.py, the process front_main.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
 import math
 import re
-import resource
-import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -46,7 +40,6 @@ BODY_GRACE_S = 10.0  # a body of n bytes must have arrived within BODY_GRACE_S +
 MIN_BODY_RATE = 1 << 20  # bytes per second
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
 FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arrives (but its last)
-GRPC_CONNECTION_AGE_S = 60.0  # a gRPC connection is then told to go (GOAWAY); its clients reconnect unseen
 METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
@@ -66,7 +59,6 @@ _MODEL_PATH = re.compile(rf"/v2/models/(?P<model>{_NAME})(?:/versions/(?P<versio
                          r"(?P<action>/infer|/ready|/config|/stats)?")
 _SERVER_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready")
 INT64_MAX = (1 << 63) - 1
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 @dataclass(frozen=True)
@@ -529,22 +521,28 @@ class ByteBudget:
 
     def __init__(self, limit: int):
         self.limit, self.held = limit, 0
+        self.high = 0  # the most held since its owner last lowered it (front_main trims the heap after a fall)
 
     def take(self, n: int) -> bool:
         if self.held + n > self.limit:
             return False
         self.held += n
+        self.high = max(self.high, self.held)
         return True
 
     def give(self, n: int) -> None:
         self.held -= n
 
 
+def held_budget(cfg: FrontConfig) -> ByteBudget:
+    """The request bytes both ports may hold at once (at least one request's)."""
+    return ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
+
+
 class WaitingCalls:
-    """gRPC calls whose request message has not arrived, oldest first, at most `limit`: a call past it displaces
-    the one waiting longest. A small message follows its headers within milliseconds, so under a flood of streams
-    that send their headers and then wait, the oldest is one of those; a large message still arriving counts as
-    waiting too, and is displaced if the flood opens `limit` newer calls before it has arrived."""
+    """gRPC calls whose request message has not all arrived, at most `limit`, the one longest without a byte
+    first: a call past the limit displaces it. Under a flood of streams that send their headers and then wait, that
+    is one of those, never a message still arriving."""
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -558,6 +556,12 @@ class WaitingCalls:
             del self.calls[oldest]
         self.calls[call] = None
         return oldest
+
+    def progress(self, call: Any) -> None:
+        """Bytes of `call`'s message arrived: it goes last."""
+        if call in self.calls:
+            self.calls.pop(call)
+            self.calls[call] = None
 
     def leave(self, call: Any) -> None:
         """`call` no longer waits: its message came, or it ended."""
@@ -697,14 +701,14 @@ class _ServerLog(logging.LoggerAdapter):
         super().log(level, msg, *args, **kwargs)
 
 
-def _http_handler(cfg: FrontConfig, counters: FrontCounters, busy: set[Any], reading: dict[Any, Any]):
+def _http_handler(cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget, busy: set[Any],
+                  reading: dict[Any, Any]):
     """The HTTP port's request handler and the upstream it holds. It answers every request aiohttp parsed, whatever
     its target (`http_route` is the only router). `busy`: the connections with a request being answered, `reading`:
     the body (aiohttp's StreamReader) of each connection whose request body the front is reading or passing on
     (`_Connection` reads both)."""
     from aiohttp import web
 
-    budget = ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
     # Pooled keep-alive connections (upstream.py). A model load holds
     # the tritonserver thread its connection is served on, so the launcher reloads over gRPC (`TritonServer._admin`).
     # No Accept-Encoding of the front's own: a client that asked for none gets none.
@@ -845,118 +849,6 @@ def _metrics_handler(cfg: FrontConfig, counters: FrontCounters):
     return metrics, triton
 
 
-def _grpc_server(cfg: FrontConfig, counters: FrontCounters):  # -> grpc.aio.Server
-    import grpc
-    from tritonclient.grpc import service_pb2
-
-    limit = min(cfg.max_request_bytes, 2**31 - 1)  # gRPC's message sizes are int32
-    # Triton's full error text comes back (its own code, not RESOURCE_EXHAUSTED for a long one); clients get a
-    # bounded text.
-    channel = grpc.aio.insecure_channel(cfg.triton_grpc, options=[("grpc.max_send_message_length", -1),
-                                                                   ("grpc.max_receive_message_length", -1),
-                                                                   ("grpc.max_metadata_size", 1 << 20)])
-
-    def handler(method: str):
-        call = channel.unary_unary(f"/{SERVICE}/{method}")  # raw bytes both ways
-        bound = cfg.infer_timeout_s if method == "ModelInfer" else cfg.pass_timeout_s
-
-        async def pass_on(raw: bytes, context: grpc.aio.ServicerContext) -> bytes | tuple[Any, str]:
-            """tritonserver's answer, or the (status code, text) the client gets."""
-            if method == "ModelInfer":
-                # The counts before anything is parsed; then all but the raw contents (the video's bytes are
-                # passed on as they came, never parsed or copied here).
-                err, head, n_raw = grpc_scan(raw, cfg.models, cfg.max_inputs, cfg.max_outputs)
-                if err is None:
-                    try:
-                        req = service_pb2.ModelInferRequest.FromString(head)
-                    except Exception as e:  # protobuf's DecodeError
-                        err = Refusal(f"malformed {method} request ({str(e)[:120]})", "structure")
-                if err is None:
-                    err = grpc_infer_error(req, cfg.models, cfg.max_inputs, cfg.max_outputs, n_raw)
-                if err is not None:
-                    counters.reject("grpc", err)
-                    code = {"route": grpc.StatusCode.NOT_FOUND, "header_size": grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
-                        err.reason, grpc.StatusCode.INVALID_ARGUMENT)
-                    return code, str(err)  # grpc takes an exact str
-            remaining = context.time_remaining()
-            timeout = bound if remaining is None else min(remaining, bound)
-            try:
-                return await call(raw, timeout=timeout)
-            except grpc.aio.AioRpcError as e:
-                e.__traceback__ = None  # it would hold the call's frames, and so the message
-                code, details = e.code(), e.details() or ""
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and (remaining is None or remaining > bound):
-                code, details = grpc.StatusCode.UNAVAILABLE, f"no answer from the server within {bound:.0f} s"
-            if code == grpc.StatusCode.UNAVAILABLE:
-                counters.unavailable["grpc"] += 1
-            return code, bounded_text(details)
-
-        async def forward(_requests: Any, context: grpc.aio.ServicerContext) -> bytes:
-            """A request-streaming handler, so it runs once the call's headers arrive: the wait for the message is
-            the front's to bound (`WaitingCalls`), and the call has one message, as a unary call does."""
-            answer = await receive(context)
-            if isinstance(answer, bytes):
-                if busy[0] >= cfg.max_connections:
-                    counters.reject("grpc", Refusal("", "overloaded"))
-                    answer = (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"the server is answering its limit of {cfg.max_connections} calls; try again")
-                else:
-                    busy[0] += 1
-                    try:
-                        answer = await pass_on(answer, context)
-                    finally:
-                        busy[0] -= 1
-            if isinstance(answer, bytes):
-                return answer
-            await context.abort(*answer)
-
-        return grpc.stream_unary_rpc_method_handler(forward)
-
-    async def receive(context: grpc.aio.ServicerContext) -> bytes | tuple[Any, str]:
-        """The call's one request message, or the (status code, text) the client gets."""
-        if (oldest := waiting.arrive(context)) is not None:
-            counters.reject("grpc", Refusal("", "stalled"))
-            ending = asyncio.ensure_future(displace(oldest))
-            displacing.add(ending)
-            ending.add_done_callback(displacing.discard)
-        try:
-            raw = await context.read()
-            end = raw if raw is grpc.aio.EOF else await context.read()
-        finally:
-            waiting.leave(context)
-        if raw is grpc.aio.EOF or end is not grpc.aio.EOF:
-            if end is not grpc.aio.EOF:  # not counted with no message: a client cancelling its call looks the same
-                counters.reject("grpc", Refusal("", "structure"))
-            return grpc.StatusCode.INVALID_ARGUMENT, "a unary call carries exactly one request message"
-        return raw
-
-    async def displace(context: grpc.aio.ServicerContext) -> None:
-        """Ends a displaced call through grpcio (its pending read then ends, in its own task, with the abort), not
-        by cancelling its task: a read cancelled as its message completes would leave the message unreleased."""
-        with contextlib.suppress(Exception):  # abort raises once the status is sent, or if the call already ended
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the request message had not arrived when a "
-                                f"newer call needed its place (at most {waiting.limit} calls wait for theirs)")
-
-    # At most `max_connections` calls wait for their message (past it, the oldest is ended: `WaitingCalls`) and at
-    # most as many are answered at once. Each connection is told to go after GRPC_CONNECTION_AGE_S; a call still
-    # open then gets as long as the longest a client's call may take (its message at MIN_BODY_RATE, then its
-    # inference) before the connection closes.
-    waiting, busy, displacing = WaitingCalls(cfg.max_connections), [0], set()
-    grace_s = BODY_GRACE_S + limit / MIN_BODY_RATE + cfg.infer_timeout_s
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
-                                      ("grpc.max_concurrent_streams", 128),
-                                      # a connection that never completes its handshake, or stays idle, closes
-                                      ("grpc.server_handshake_timeout_ms", int(KEEPALIVE_S * 1000)),
-                                      ("grpc.max_connection_idle_ms", int(4 * KEEPALIVE_S * 1000)),
-                                      ("grpc.max_connection_age_ms", int(GRPC_CONNECTION_AGE_S * 1000)),
-                                      ("grpc.max_connection_age_grace_ms", int(grace_s * 1000))])
-    handlers = {m: handler(m) for m in GRPC_METHODS}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_insecure_port(f"{'[::]' if cfg.host in ('', '::') else cfg.host}:{cfg.grpc_port}")
-    return server
-
-
 class _Refused(asyncio.Protocol):
     """A connection past the cap: answered 503 and closed at once, so it holds no file descriptor."""
 
@@ -1022,7 +914,8 @@ async def _listen(runner: Any, host: str, port: int, cap: int, name: str, counte
     return await asyncio.get_running_loop().create_server(protocol, host or None, port, reuse_address=True)
 
 
-async def start_http(cfg: FrontConfig, counters: FrontCounters) -> tuple[list[Any], list[asyncio.Server]]:
+async def start_http(cfg: FrontConfig, counters: FrontCounters,
+                     budget: ByteBudget) -> tuple[list[Any], list[asyncio.Server]]:
     """The HTTP and metrics ports, listening: ((aiohttp runner, upstream) of each, their listeners)."""
     from aiohttp import web
 
@@ -1030,7 +923,7 @@ async def start_http(cfg: FrontConfig, counters: FrontCounters) -> tuple[list[An
     reading: dict[Any, Any] = {}
     runners, listeners = [], []
     for (handler, upstream), port, cap, name in (
-            (_http_handler(cfg, counters, busy, reading), cfg.http_port, cfg.max_connections, "http"),
+            (_http_handler(cfg, counters, budget, busy, reading), cfg.http_port, cfg.max_connections, "http"),
             (_metrics_handler(cfg, counters), cfg.metrics_port, METRICS_CONNECTIONS, "metrics")):
         # aiohttp's low-level server: no router or `100 Continue` of its own, every parsed request reaches `handler`.
         # auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses
@@ -1052,68 +945,3 @@ async def stop_http(runners: list[Any], listeners: list[asyncio.Server]) -> None
     await asyncio.gather(*(runner.cleanup() for runner, _ in runners))
     for _, upstream in runners:
         upstream.close()
-
-
-async def serve(cfg: FrontConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    counters = FrontCounters()
-    runners, listeners = await start_http(cfg, counters)
-    grpc_server = _grpc_server(cfg, counters)
-    await grpc_server.start()
-    print(f"videoitg front: http {cfg.host}:{cfg.http_port} grpc {cfg.host}:{cfg.grpc_port} metrics "
-          f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}",
-          flush=True)
-    await stop.wait()
-    await asyncio.gather(grpc_server.stop(cfg.shutdown_s), stop_http(runners, listeners))
-
-
-def environment(base: dict[str, str]) -> dict[str, str]:
-    """The front's process environment: `base` with glibc's `malloc.hugetlb=1` tunable, so the large blocks below
-    (mmap'd, a gRPC message whole) are backed by transparent huge pages where the kernel offers them on request
-    (`madvise` or `always` mode): a 32 MiB message faults in 16 pages, not 8192. A tunable already set wins;
-    glibc before 2.35 ignores it."""
-    tunables = base.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb=" in tunables:
-        return dict(base)
-    return {**base, "GLIBC_TUNABLES": ":".join(t for t in (tunables, "glibc.malloc.hugetlb=1") if t)}
-
-
-def return_freed_memory() -> bool:
-    """Request bodies straight from the OS and back: a fixed glibc mmap threshold of 1 MiB. By default glibc raises
-    the threshold after the first large free, and later bodies grow in the heap, which keeps what they held
-    (the front's RSS reached 1.15 GB holding 640 MB of bodies). False where there is no glibc."""
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1
-    except (OSError, AttributeError):
-        return False
-
-
-def raise_open_file_limit() -> int:
-    """The soft open-file limit raised to the hard one (at most 2^20): the connection caps of the HTTP and metrics
-    ports, gRPC's connections (bounded in time, not in number) and the pooled connections toward tritonserver
-    together can pass the common soft limit of 1024. Returns the limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        except (ValueError, OSError):
-            return soft
-        return want
-    return soft
-
-
-def main(argv: list[str]) -> int:
-    raw = json.loads(argv[0])
-    cfg = FrontConfig(**{**raw, "models": tuple(raw["models"])})
-    return_freed_memory()
-    raise_open_file_limit()
-    asyncio.run(serve(cfg))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

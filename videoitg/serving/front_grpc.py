@@ -1,0 +1,558 @@
+"""The front's gRPC port: gRPC over HTTP/2 (the `h2` protocol library), every request byte counted as it arrives.
+
+A request message's bytes are taken from the front's held-bytes budget, shared with the HTTP port, frame by frame
+before they are kept; a message must keep arriving (a byte at least every `body_idle_s`, all of it within
+BODY_GRACE_S + its size at MIN_BODY_RATE), as an HTTP body must. grpcio's server hands a handler a message only
+whole and holds what has arrived meanwhile with no bound the front could set, which is why this port speaks
+HTTP/2 itself. The policy is front.py's; tritonserver is reached through grpcio's client, one message each way as
+raw bytes (`grpc_upstream`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import GoAwayFrame
+
+from videoitg.serving.front import (
+    BODY_GRACE_S,
+    GRPC_METHODS,
+    KEEPALIVE_S,
+    MIN_BODY_RATE,
+    SERVICE,
+    ByteBudget,
+    FrontConfig,
+    FrontCounters,
+    Refusal,
+    WaitingCalls,
+    bounded_text,
+    grpc_infer_error,
+    grpc_scan,
+)
+
+# gRPC status codes (grpc/doc/statuscodes.md)
+INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = (
+    3, 4, 5, 8, 12, 13, 14)
+STREAMS_PER_CONNECTION = 128  # SETTINGS_MAX_CONCURRENT_STREAMS
+STREAM_WINDOW = 1 << 20  # the initial window of a stream: what a client may send ahead of the front's reading
+CONNECTION_WINDOW = 4 << 20
+MAX_FRAME = 64 << 10  # SETTINGS_MAX_FRAME_SIZE: fewer, larger DATA frames than HTTP/2's default 16 KiB
+MAX_METADATA = 16 << 10  # SETTINGS_MAX_HEADER_LIST_SIZE, and what the decoder takes
+SWEEP_S = 0.5  # how often the time bounds are checked
+# A connection's frames go to h2 at most FRAMES_PER_TURN per turn of the event loop, the rest on the next turn with
+# the socket unread meanwhile: h2 parses in Python, and 256 KiB read at once can be ten thousand small frames.
+FRAMES_PER_TURN = 128
+# Frames that carry no request byte, open no call and end none (PING, SETTINGS, RST_STREAM, PRIORITY, empty DATA,
+# unknown types): more than FLOOD_FRAMES of them within FLOOD_WINDOW_S and the connection is told to calm down
+# (GOAWAY ENHANCE_YOUR_CALM) and closed, counted `flood`.
+FLOOD_FRAMES = 1024
+FLOOD_WINDOW_S = 10.0
+_PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+_FRAME_HEADER = 9
+CHUNK_COST = 64  # what a kept DATA frame costs beyond its bytes (the bytes object and its list slot), budgeted too
+_TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC HTTP/2 protocol defines it
+_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+GRPC_TYPE = b"application/grpc"
+_PREFIX = len(b"\0\0\0\0\0")  # a message's compressed flag and length
+
+PassOn = Callable[[str, bytes, "float | None"], Awaitable["bytes | tuple[int, str]"]]
+
+
+def grpc_timeout(value: bytes | None) -> float | None | Refusal:
+    """Seconds of a `grpc-timeout` header (None without one), or why it is malformed."""
+    if value is None:
+        return None
+    if (m := _TIMEOUT.fullmatch(value)) is None:
+        return Refusal(f"malformed grpc-timeout {value[:16]!r}", "structure")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def grpc_message(text: str) -> bytes:
+    """`grpc-message`: UTF-8, percent-encoded outside printable ASCII and for '%' itself."""
+    return b"".join(bytes([b]) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in text.encode())
+
+
+def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, Any]:
+    """(pass_on, its grpcio channel): `pass_on(method, message, seconds left or None)` is tritonserver's answer, or
+    the (status code, text) the client gets; a ModelInfer is checked by the policy first."""
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    # Triton's full error text comes back (its own code, not RESOURCE_EXHAUSTED for a long one); clients get a
+    # bounded text.
+    channel = grpc.aio.insecure_channel(cfg.triton_grpc, options=[("grpc.max_send_message_length", -1),
+                                                                   ("grpc.max_receive_message_length", -1),
+                                                                   ("grpc.max_metadata_size", 1 << 20)])
+    calls = {m: channel.unary_unary(f"/{SERVICE}/{m}") for m in GRPC_METHODS}  # raw bytes both ways
+
+    async def pass_on(method: str, raw: bytes, remaining: float | None) -> bytes | tuple[int, str]:
+        if method == "ModelInfer":
+            # The counts before anything is parsed; then all but the raw contents (the video's bytes are passed on
+            # as they came, never parsed or copied here).
+            err, head, n_raw = grpc_scan(raw, cfg.models, cfg.max_inputs, cfg.max_outputs)
+            if err is None:
+                try:
+                    req = service_pb2.ModelInferRequest.FromString(head)
+                except Exception as e:  # protobuf's DecodeError
+                    err = Refusal(f"malformed {method} request ({str(e)[:120]})", "structure")
+            if err is None:
+                err = grpc_infer_error(req, cfg.models, cfg.max_inputs, cfg.max_outputs, n_raw)
+            if err is not None:
+                counters.reject("grpc", err)
+                return {"route": NOT_FOUND, "header_size": RESOURCE_EXHAUSTED}.get(err.reason, INVALID_ARGUMENT), err
+        bound = cfg.infer_timeout_s if method == "ModelInfer" else cfg.pass_timeout_s
+        try:
+            return await calls[method](raw, timeout=bound if remaining is None else min(remaining, bound))
+        except grpc.aio.AioRpcError as e:
+            e.__traceback__ = None  # it would hold the call's frames, and so the message
+            code, details = e.code(), e.details() or ""
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and (remaining is None or remaining > bound):
+            code, details = grpc.StatusCode.UNAVAILABLE, f"no answer from the server within {bound:.0f} s"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            counters.unavailable["grpc"] += 1
+        return code.value[0], bounded_text(details)
+
+    return pass_on, channel
+
+
+class Call:
+    """One gRPC call: its request message as it arrives (the bytes taken from the budget, held until answered)."""
+
+    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "chunks", "received", "taken", "size",
+                 "ended", "answered", "task")
+
+    def __init__(self, conn: Connection, sid: int, method: str, deadline: float | None, now: float):
+        self.conn, self.sid, self.method, self.deadline = conn, sid, method, deadline
+        self.start = self.last = now
+        self.chunks: list[bytes] = []
+        self.received = 0  # bytes of the message, its 5-byte prefix included
+        self.taken = 0  # of the budget
+        self.size: int | None = None  # the message's length, once its prefix arrived
+        self.ended = False  # the client's side is done (END_STREAM)
+        self.answered = False
+        self.task: asyncio.Task | None = None
+
+
+class GrpcPort:
+    """The listening gRPC port: at most `max_connections` connections (past it, closed at once), at most as many
+    calls waiting for their message (a new call past it ends the one that has gone longest without a byte:
+    `stalled`) and as many answered at once (`overloaded`)."""
+
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget):
+        self.cfg, self.counters, self.budget = cfg, counters, budget
+        self.limit = min(cfg.max_request_bytes, 2**31 - 1)  # a gRPC message's length is 32 bits
+        self.waiting = WaitingCalls(cfg.max_connections)
+        self.busy = 0
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self.server: asyncio.Server | None = None
+        self.sweeper: asyncio.Task | None = None
+        self.pass_on, self.channel = grpc_upstream(cfg, counters)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._protocol, self.cfg.host or None, self.cfg.grpc_port,
+                                               reuse_address=True)
+        self.sweeper = asyncio.ensure_future(self._sweep())
+
+    def _protocol(self) -> asyncio.Protocol:
+        if len(self.connections) >= self.cfg.max_connections:
+            self.counters.reject("grpc", Refusal("", "connections"))
+            return _Closed()
+        return Connection(self)
+
+    async def stop(self, grace: float) -> None:
+        """No new connection or call (GOAWAY); calls in flight get `grace` seconds, then every connection closes."""
+        self.stopping = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.go_away()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        while any(c.calls for c in self.connections) and loop.time() < end:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        await self.channel.close()
+
+    def refuse(self, call: Call, code: int, text: str, reason: str | None) -> None:
+        if reason is not None:
+            self.counters.reject("grpc", Refusal(text, reason))
+        call.conn.end(call, code, text)
+
+    async def _sweep(self) -> None:
+        """The time bounds: a message's next byte within `body_idle_s` and all of it by its deadline; a
+        connection's handshake within KEEPALIVE_S; an idle connection, or one whose client reads nothing of what
+        it is sent, closed after 4 x KEEPALIVE_S and KEEPALIVE_S."""
+        loop = asyncio.get_running_loop()
+        idle_s = self.cfg.body_idle_s
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = loop.time()
+            for call in list(self.waiting.calls):
+                size = self.limit if call.size is None else call.size
+                if now - call.last > idle_s:
+                    self.refuse(call, DEADLINE_EXCEEDED, f"request message stalled (no byte for {idle_s:.0f} s)",
+                                "body_timeout")
+                elif now - call.start > BODY_GRACE_S + size / MIN_BODY_RATE:
+                    self.refuse(call, DEADLINE_EXCEEDED, f"request message slower than {MIN_BODY_RATE >> 20} MiB/s",
+                                "body_timeout")
+            for conn in list(self.connections):
+                conn.check(now)
+
+
+class _Closed(asyncio.Protocol):
+    """A connection past the cap: closed at once, so it holds no file descriptor."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: HTTP/2 frames in, gRPC calls out."""
+
+    def __init__(self, port: GrpcPort):
+        self.port = port
+        # The front's own headers go out unchecked (they are constants and numbers); a client's are checked.
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False))
+        self.calls: dict[int, Call] = {}
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.opened = self.active = self.loop.time()
+        self.settled = False  # the client's preface and SETTINGS arrived
+        self.paused_since: float | None = None  # the client reads nothing of what it is sent
+        self.waiters: list[asyncio.Future] = []  # writers waiting for flow-control window or a drained transport
+        self.inbox = bytearray()  # bytes read, not yet given to h2
+        self.fed_preface = False
+        self.backlogged = False  # whole frames wait in the inbox for the next turn
+        self.idle_frames, self.window_start = 0, self.opened  # frames carrying nothing, in the current window
+        port.connections.add(self)  # counted from its accept on: the cap holds for a burst of them
+
+    # ---- asyncio ----
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        # The front's settings in its first SETTINGS frame, in force from the start: a client may use them once it
+        # has read them, before its acknowledgement reaches the front.
+        codes = h2.settings.SettingCodes
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            codes.MAX_CONCURRENT_STREAMS: STREAMS_PER_CONNECTION, codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            codes.MAX_FRAME_SIZE: MAX_FRAME, codes.MAX_HEADER_LIST_SIZE: MAX_METADATA})
+        self.h2.max_inbound_frame_size = MAX_FRAME
+        self.h2.decoder.max_header_list_size = MAX_METADATA
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW - self.h2.inbound_flow_control_window)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.inbox += data
+        if not self.backlogged:
+            self.feed()
+
+    def feed(self) -> None:
+        """Up to FRAMES_PER_TURN whole frames of the inbox to h2 (a frame's length is its first 3 bytes); if more
+        are there, the rest on the next turn of the loop, the socket unread until the inbox is worked off."""
+        if self.transport is None:
+            return
+        buf, end, frames = self.inbox, 0, 0
+        if not self.fed_preface:
+            if len(buf) < _PREFACE:
+                return
+            end, self.fed_preface = _PREFACE, True
+        while frames < FRAMES_PER_TURN and len(buf) - end >= _FRAME_HEADER:
+            n = _FRAME_HEADER + int.from_bytes(buf[end:end + 3], "big")
+            if n - _FRAME_HEADER > self.h2.max_inbound_frame_size:
+                end = len(buf)  # h2 refuses it from its header: nothing waits for the rest
+                break
+            if len(buf) - end < n:
+                break
+            end, frames = end + n, frames + 1
+        if end:
+            chunk = bytes(buf[:end])
+            del buf[:end]
+            self.receive(chunk)
+        more = frames == FRAMES_PER_TURN and len(buf) >= _FRAME_HEADER
+        if more and self.transport is not None:
+            if not self.backlogged:
+                self.transport.pause_reading()
+            self.backlogged = True
+            self.loop.call_soon(self.feed)
+        elif self.backlogged:
+            self.backlogged = False
+            if self.transport is not None and self.paused_since is None:
+                self.transport.resume_reading()
+
+    def receive(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError:  # h2 has queued its GOAWAY
+            self.port.counters.reject("grpc", Refusal("", "syntax"))
+            self.flush()
+            self.close()
+            return
+        idle = 0
+        for ev in events:
+            if isinstance(ev, h2.events.DataReceived):
+                idle += not ev.data and ev.stream_ended is None  # an empty frame that ends a call is its end
+                self.data(ev.stream_id, ev.data, ev.flow_controlled_length)
+            elif isinstance(ev, h2.events.RequestReceived):
+                self.open(ev.stream_id, dict(ev.headers))
+            elif isinstance(ev, h2.events.StreamEnded):
+                self.stream_ended(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                idle += 1
+                self.reset(ev.stream_id)
+            elif isinstance(ev, h2.events.WindowUpdated):  # gRPC clients send one or two a call: not counted
+                self.wake()
+            elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                idle += self.settled
+                self.settled = True
+                self.wake()  # a new initial window size changes every stream's window
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.flush()
+                self.close()
+                return
+            else:  # PING, a SETTINGS acknowledgement, PRIORITY, an unknown frame type
+                idle += 1
+        self.flush()
+        if idle:
+            self.count_idle(idle)
+
+    def count_idle(self, n: int) -> None:
+        now = self.loop.time()
+        if now - self.window_start > FLOOD_WINDOW_S:
+            self.idle_frames, self.window_start = 0, now
+        self.idle_frames += n
+        if self.idle_frames > FLOOD_FRAMES:
+            self.port.counters.reject("grpc", Refusal("", "flood"))
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self.flush()
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.port.connections.discard(self)
+        for call in list(self.calls.values()):
+            if call.task is not None:
+                call.task.cancel()
+            self.drop(call)
+        self.wake()
+
+    def pause_writing(self) -> None:
+        """The client reads less than it is sent: read nothing more of it (its PINGs and SETTINGS would each
+        queue an answer) until it catches up."""
+        self.paused_since = self.loop.time()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused_since = None
+        if self.transport is not None and not self.backlogged:
+            self.transport.resume_reading()
+        self.wake()
+
+    # ---- calls ----
+    def open(self, sid: int, headers: dict[bytes, bytes]) -> None:
+        self.active = self.loop.time()
+        path = headers.get(b":path", b"")
+        service, _, method = path.decode("latin-1").lstrip("/").partition("/")
+        deadline = grpc_timeout(headers.get(b"grpc-timeout"))
+        call = Call(self, sid, method, None, self.active)
+        self.calls[sid] = call
+        if self.port.stopping:
+            self.end(call, UNAVAILABLE, "the server is stopping")
+        elif headers.get(b":method") != b"POST" or not headers.get(b"content-type", b"").startswith(GRPC_TYPE):
+            self.port.refuse(call, UNIMPLEMENTED, "not a gRPC call (POST, content-type application/grpc)", "route")
+        elif service != SERVICE or method not in GRPC_METHODS:
+            self.port.refuse(call, UNIMPLEMENTED, f"Method not found: {path[:160].decode('latin-1')} is not served",
+                             "route")
+        elif headers.get(b"grpc-encoding", b"identity") != b"identity":
+            self.port.refuse(call, UNIMPLEMENTED, "compressed messages are not accepted: send grpc-encoding "
+                             "identity", "encoding")
+        elif isinstance(deadline, Refusal):
+            self.port.refuse(call, INVALID_ARGUMENT, deadline, deadline.reason)
+        else:
+            call.deadline = None if deadline is None else self.active + deadline
+            if (displaced := self.port.waiting.arrive(call)) is not None:
+                self.port.refuse(displaced, RESOURCE_EXHAUSTED, "the request message had not arrived when a newer "
+                                 f"call needed its place (at most {self.port.waiting.limit} calls wait for theirs)",
+                                 "stalled")
+
+    def data(self, sid: int, data: bytes, flow_controlled: int) -> None:
+        self.h2.acknowledge_received_data(flow_controlled, sid)  # taken or dropped below, never left unread
+        call = self.calls.get(sid)
+        if call is None or call.answered or not data:
+            return
+        port = self.port
+        if not port.budget.take(len(data) + CHUNK_COST):
+            port.refuse(call, RESOURCE_EXHAUSTED, "the server holds too many request bodies now: retry shortly",
+                        "overloaded")
+            return
+        call.chunks.append(data)
+        call.received += len(data)
+        call.taken += len(data) + CHUNK_COST
+        call.last = self.loop.time()
+        port.waiting.progress(call)
+        if call.size is None and call.received >= _PREFIX:
+            head = b"".join(call.chunks)[:_PREFIX] if len(call.chunks[0]) < _PREFIX else call.chunks[0][:_PREFIX]
+            if head[0] != 0:
+                port.refuse(call, UNIMPLEMENTED, "compressed messages are not accepted: send grpc-encoding "
+                            "identity", "encoding")
+                return
+            call.size = int.from_bytes(head[1:], "big")
+            if call.size > port.limit:
+                port.refuse(call, RESOURCE_EXHAUSTED, f"request message of {call.size} bytes is over the server's "
+                            f"limit of {port.limit} bytes", "too_large")
+                return
+        if call.size is not None and call.received > _PREFIX + call.size:
+            port.refuse(call, INVALID_ARGUMENT, "a unary call carries exactly one request message", "structure")
+
+    def stream_ended(self, sid: int) -> None:
+        call = self.calls.get(sid)
+        if call is None or call.answered:
+            return
+        call.ended = True
+        port = self.port
+        port.waiting.leave(call)
+        if call.size is None or call.received != _PREFIX + call.size:
+            port.refuse(call, INVALID_ARGUMENT, "a unary call carries exactly one request message", "structure")
+        elif port.busy >= port.cfg.max_connections:
+            port.refuse(call, RESOURCE_EXHAUSTED, f"the server is answering its limit of {port.cfg.max_connections} "
+                        "calls; try again", "overloaded")
+        else:
+            chunks, call.chunks = call.chunks, []  # the bytes stay taken until the call is answered
+            if len(chunks[0]) >= _PREFIX:
+                chunks[0] = chunks[0][_PREFIX:]
+                message = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            else:
+                message = b"".join(chunks)[_PREFIX:]
+            del chunks
+            port.busy += 1
+            call.task = asyncio.ensure_future(self.answer(call, message))
+
+    async def answer(self, call: Call, message: bytes) -> None:
+        """Passes the message on and answers the call; `port.busy` was counted for it."""
+        port = self.port
+        try:
+            remaining = None if call.deadline is None else call.deadline - self.loop.time()
+            result = await port.pass_on(call.method, message, remaining)
+            del message
+            if isinstance(result, bytes):
+                await self.respond(call, result)
+            else:
+                self.end(call, *result)
+        except (h2.exceptions.ProtocolError, ConnectionError):  # the stream or the connection went meanwhile
+            self.drop(call)
+        except Exception as e:  # a fault of the front's own: the call is still answered, never left open
+            e.__traceback__ = None
+            self.end(call, INTERNAL, f"the front could not pass the call on ({type(e).__name__})")
+        finally:
+            port.busy -= 1
+
+    async def respond(self, call: Call, payload: bytes) -> None:
+        self.release(call)  # the request is answered: its bytes go back to the budget
+        self.h2.send_headers(call.sid, [(b":status", b"200"), (b"content-type", GRPC_TYPE)])
+        await self.send(call.sid, b"\0" + len(payload).to_bytes(4, "big"))
+        await self.send(call.sid, payload)
+        if call.sid in self.calls:
+            self.h2.send_headers(call.sid, [(b"grpc-status", b"0")], end_stream=True)
+            self.flush()
+            self.drop(call)
+
+    async def send(self, sid: int, data: bytes) -> None:
+        """`data` on stream `sid` as the client's flow-control windows and its reading allow."""
+        view, at = memoryview(data), 0
+        while at < len(view):
+            if sid not in self.calls or self.transport is None:
+                raise ConnectionError("the call ended while its answer was sent")
+            n = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size, len(view) - at)
+            if n <= 0 or self.paused_since is not None:
+                waiter = self.loop.create_future()
+                self.waiters.append(waiter)
+                await waiter
+                continue
+            self.h2.send_data(sid, view[at:at + n])
+            at += n
+            self.flush()
+
+    def end(self, call: Call, code: int, text: str) -> None:
+        """Answers `call` with a status and no message (trailers only); a client still sending is told to stop."""
+        if call.sid not in self.calls:
+            return
+        call.answered = True
+        self.port.waiting.leave(call)
+        self.release(call)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.send_headers(call.sid, [(b":status", b"200"), (b"content-type", GRPC_TYPE),
+                                            (b"grpc-status", b"%d" % code), (b"grpc-message", grpc_message(text))],
+                                 end_stream=True)
+            if not call.ended:
+                self.h2.reset_stream(call.sid, h2.errors.ErrorCodes.NO_ERROR)
+        self.flush()
+        self.drop(call)
+
+    def reset(self, sid: int) -> None:
+        """The client cancelled the call."""
+        if (call := self.calls.get(sid)) is not None:
+            if call.task is not None:
+                call.task.cancel()
+            self.drop(call)
+        self.wake()
+
+    def release(self, call: Call) -> None:
+        self.port.budget.give(call.taken)
+        call.taken, call.chunks = 0, []
+
+    def drop(self, call: Call) -> None:
+        """Forgets `call`, its bytes released."""
+        call.answered = True
+        self.port.waiting.leave(call)
+        self.release(call)
+        if self.calls.pop(call.sid, None) is not None:
+            self.active = self.loop.time()
+
+    # ---- the connection ----
+    def flush(self) -> None:
+        if (data := self.h2.data_to_send()) and self.transport is not None:
+            self.transport.write(data)
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def go_away(self) -> None:
+        """GOAWAY: the client opens no new call here; the calls open go on. Written as a frame of its own: h2's
+        `close_connection` would also refuse to send their answers."""
+        if self.transport is not None:
+            self.transport.write(GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id).serialize())
+
+    def check(self, now: float) -> None:
+        if not self.settled and now - self.opened > KEEPALIVE_S:
+            self.close()
+        elif self.paused_since is not None and now - self.paused_since > KEEPALIVE_S:
+            self.close()
+        elif not self.calls and now - self.active > 4 * KEEPALIVE_S:
+            self.go_away()
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.inbox.clear()
