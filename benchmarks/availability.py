@@ -16,7 +16,8 @@ sent, then the connection closed, repeated; `idle-conns`: 1100 connections that 
 input has 8 million shape dimensions (8 MiB); `containers`: a 1 MiB JSON header of 200 thousand `[[]]` items;
 `malformed`: requests aiohttp's own parser refuses (both framings), every 10 ms; `grpc-stalls`: 6 connections of
 128 ModelInfer streams each that send their headers and then wait, each opened again once ended; `grpc-held`: the
-gRPC sibling of `held-bodies` (4 connections, each a ModelInfer declaring 500 MiB, 160 MiB sent, then waiting);
+gRPC sibling of `held-bodies` (8 connections, each a ModelInfer declaring 500 MiB, 160 MiB sent, then waiting:
+1.25 GiB, past the front's 1 GiB budget);
 `grpc-reset`: 5000 calls opened and reset in one write (a rapid reset), on a new connection once the front closes
 one; `grpc-ping`: 5000 PINGs in one write, the same way. For each phase
 the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`, `tritonserver_peak_rss_mib`,
@@ -232,7 +233,7 @@ def grpc_stalls(grpc_url: str, stop: threading.Event, conns: int = 6, streams: i
     return opened
 
 
-def grpc_held(grpc_url: str, stop: threading.Event, conns: int = 4, declared: int = 500 << 20,
+def grpc_held(grpc_url: str, stop: threading.Event, conns: int = 8, declared: int = 500 << 20,
               sent_bytes: int = 160 << 20) -> int:
     """`conns` connections each open a ModelInfer declaring a `declared`-byte message, send `sent_bytes` of it,
     then wait until the front ends the call; then again."""

@@ -683,6 +683,53 @@ def test_a_connection_flooding_frames_that_carry_nothing_is_told_to_calm_down(fl
     assert front_grpc.FLOOD_FRAMES < 5000
 
 
+def test_a_data_frames_repr_names_its_length_without_reading_it() -> None:
+    """h2 builds repr(frame) of every frame it receives; front_grpc makes a DATA frame's cheap (hyperframe's
+    serialized and hexlified the whole payload)."""
+    from hyperframe.frame import DataFrame
+
+    from videoitg.serving import front_grpc
+
+    assert front_grpc.DataFrame is DataFrame and repr(DataFrame(1, data=b"v" * 65536)).endswith("data=<65536 bytes>")
+
+
+def test_a_frame_over_the_size_bound_ends_the_connection_from_its_header() -> None:
+    """A frame header announcing 16 MiB (the front allows 64 KiB): refused at once (GOAWAY FRAME_SIZE_ERROR, counted
+    `syntax`), not waited for."""
+    async def run() -> tuple[int | None, float, front.FrontCounters]:
+        async with grpc_front() as (target, counters, _):
+            client = await H2Client().connect(target)
+            t0 = time.monotonic()
+            client.writer.write(((16 << 20) - 1).to_bytes(3, "big") + b"\0\0\0\0\0\1" + b"v" * 1000)  # DATA, stream 1
+            await asyncio.wait_for(client.task, 5)
+            return client.goaway, time.monotonic() - t0, counters
+
+    goaway, took, counters = asyncio.run(run())
+    assert goaway == 6 and took < 2 and counters.rejected == {("grpc", "syntax"): 1}, (goaway, took, counters.rejected)
+
+
+def test_a_header_block_is_bounded_before_it_is_decoded() -> None:
+    """A HEADERS frame and CONTINUATION frames of 16 KiB each, never ending the block (h2 gathers up to 64 frames
+    of the largest size before refusing): the front ends the connection once the block passes twice the metadata
+    bound (GOAWAY ENHANCE_YOUR_CALM, counted `header_size`)."""
+    from videoitg.serving import front_grpc
+
+    def frame(kind: int, payload: bytes) -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes([kind, 0]) + (1).to_bytes(4, "big") + payload
+
+    async def run() -> tuple[int | None, front.FrontCounters]:
+        async with grpc_front() as (target, counters, _):
+            client = await H2Client().connect(target)
+            block = b"\x00" * (16 << 10)
+            client.writer.write(frame(0x1, block) + b"".join(frame(0x9, block) for _ in range(8)))
+            await asyncio.wait_for(client.task, 5)
+            return client.goaway, counters
+
+    goaway, counters = asyncio.run(run())
+    assert 9 * (16 << 10) > 2 * front_grpc.MAX_METADATA
+    assert goaway == 11 and counters.rejected == {("grpc", "header_size"): 1}, (goaway, counters.rejected)
+
+
 def test_grpc_calls_refused_by_their_headers_or_message_prefix() -> None:
     """Refused before the message's bytes are kept: a length over the bound (at its prefix), a compressed message
     or encoding, a method the front does not serve, a call that is not gRPC; a connection past the port's cap is

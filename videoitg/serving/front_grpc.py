@@ -22,7 +22,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import DataFrame, GoAwayFrame
 
 from videoitg.serving.front import (
     BODY_GRACE_S,
@@ -57,6 +57,7 @@ FRAMES_PER_TURN = 128
 # (GOAWAY ENHANCE_YOUR_CALM) and closed, counted `flood`.
 FLOOD_FRAMES = 1024
 FLOOD_WINDOW_S = 10.0
+_HEADERS, _CONTINUATION = 0x1, 0x9  # frame types
 _PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 _FRAME_HEADER = 9
 CHUNK_COST = 64  # what a kept DATA frame costs beyond its bytes (the bytes object and its list slot), budgeted too
@@ -64,6 +65,11 @@ _TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC H
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 GRPC_TYPE = b"application/grpc"
 _PREFIX = len(b"\0\0\0\0\0")  # a message's compressed flag and length
+
+# h2 logs every frame it receives with repr(frame), built whatever the logger, and hyperframe's repr of a DATA frame
+# serializes and hexlifies all of its payload before cutting it to 20 characters: as much CPU as the rest of h2's
+# reading of a message. The repr here names the payload's length instead.
+DataFrame._body_repr = lambda self: f"data=<{len(self.data)} bytes>"  # type: ignore[method-assign]
 
 PassOn = Callable[[str, bytes, "float | None"], Awaitable["bytes | tuple[int, str]"]]
 
@@ -239,6 +245,7 @@ class Connection(asyncio.Protocol):
         self.inbox = bytearray()  # bytes read, not yet given to h2
         self.fed_preface = False
         self.backlogged = False  # whole frames wait in the inbox for the next turn
+        self.header_block = 0  # bytes of the header block being received (HEADERS, then CONTINUATION frames)
         self.idle_frames, self.window_start = 0, self.opened  # frames carrying nothing, in the current window
         port.connections.add(self)  # counted from its accept on: the cap holds for a burst of them
 
@@ -259,33 +266,48 @@ class Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        self.inbox += data
-        if not self.backlogged:
-            self.feed()
+        if self.inbox or self.backlogged:
+            self.inbox += data
+            if not self.backlogged:
+                self.feed()
+        else:
+            self.feed(data)  # whole frames go to h2 straight from what was read; only a partial one is kept
 
-    def feed(self) -> None:
-        """Up to FRAMES_PER_TURN whole frames of the inbox to h2 (a frame's length is its first 3 bytes); if more
-        are there, the rest on the next turn of the loop, the socket unread until the inbox is worked off."""
+    def feed(self, data: bytes | None = None) -> None:
+        """Up to FRAMES_PER_TURN whole frames of `data` (else of the inbox) to h2, a frame's length being its first
+        3 bytes; what is left waits in the inbox, and if whole frames are among it, for the next turn of the loop,
+        the socket unread until the inbox is worked off."""
         if self.transport is None:
             return
-        buf, end, frames = self.inbox, 0, 0
+        buf = self.inbox if data is None else data
+        end, frames = 0, 0
         if not self.fed_preface:
             if len(buf) < _PREFACE:
+                if data is not None:
+                    self.inbox += data
                 return
             end, self.fed_preface = _PREFACE, True
         while frames < FRAMES_PER_TURN and len(buf) - end >= _FRAME_HEADER:
             n = _FRAME_HEADER + int.from_bytes(buf[end:end + 3], "big")
-            if n - _FRAME_HEADER > self.h2.max_inbound_frame_size:
-                end = len(buf)  # h2 refuses it from its header: nothing waits for the rest
-                break
+            if n - _FRAME_HEADER > self.h2.max_inbound_frame_size:  # h2 would wait for all of it before refusing
+                self.give_up(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "syntax")
+                return
             if len(buf) - end < n:
                 break
+            if buf[end + 3] in (_HEADERS, _CONTINUATION):  # bounded here: h2 gathers a block before decoding it
+                self.header_block = (self.header_block if buf[end + 3] == _CONTINUATION else 0) + n - _FRAME_HEADER
+                if self.header_block > 2 * MAX_METADATA:
+                    self.give_up(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "header_size")
+                    return
             end, frames = end + n, frames + 1
         if end:
-            chunk = bytes(buf[:end])
+            with memoryview(buf) as view, view[:end] as frames_read:
+                self.receive(frames_read)  # h2 copies what it is given
+        if data is None:
             del buf[:end]
-            self.receive(chunk)
-        more = frames == FRAMES_PER_TURN and len(buf) >= _FRAME_HEADER
+        elif end < len(data):
+            self.inbox += memoryview(data)[end:]
+        more = frames == FRAMES_PER_TURN and len(self.inbox) >= _FRAME_HEADER
         if more and self.transport is not None:
             if not self.backlogged:
                 self.transport.pause_reading()
@@ -296,13 +318,11 @@ class Connection(asyncio.Protocol):
             if self.transport is not None and self.paused_since is None:
                 self.transport.resume_reading()
 
-    def receive(self, data: bytes) -> None:
+    def receive(self, data: memoryview) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:  # h2 has queued its GOAWAY
-            self.port.counters.reject("grpc", Refusal("", "syntax"))
-            self.flush()
-            self.close()
+            self.give_up(None, "syntax")
             return
         idle = 0
         for ev in events:
@@ -338,11 +358,17 @@ class Connection(asyncio.Protocol):
             self.idle_frames, self.window_start = 0, now
         self.idle_frames += n
         if self.idle_frames > FLOOD_FRAMES:
-            self.port.counters.reject("grpc", Refusal("", "flood"))
+            self.give_up(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "flood")
+
+    def give_up(self, code: h2.errors.ErrorCodes | None, reason: str) -> None:
+        """Ends the connection for the client's fault: GOAWAY with `code` (None: h2 has queued its own), closed,
+        counted by `reason`."""
+        self.port.counters.reject("grpc", Refusal("", reason))
+        if code is not None:
             with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-            self.flush()
-            self.close()
+                self.h2.close_connection(code)
+        self.flush()
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -467,28 +493,33 @@ class Connection(asyncio.Protocol):
     async def respond(self, call: Call, payload: bytes) -> None:
         self.release(call)  # the request is answered: its bytes go back to the budget
         self.h2.send_headers(call.sid, [(b":status", b"200"), (b"content-type", GRPC_TYPE)])
-        await self.send(call.sid, b"\0" + len(payload).to_bytes(4, "big"))
-        await self.send(call.sid, payload)
+        head = b"\0" + len(payload).to_bytes(4, "big")
+        if len(payload) < MAX_FRAME:  # one frame, and with the headers and trailers one write
+            await self.send(call.sid, head + payload)
+        else:
+            await self.send(call.sid, head)
+            await self.send(call.sid, payload)
         if call.sid in self.calls:
             self.h2.send_headers(call.sid, [(b"grpc-status", b"0")], end_stream=True)
             self.flush()
             self.drop(call)
 
     async def send(self, sid: int, data: bytes) -> None:
-        """`data` on stream `sid` as the client's flow-control windows and its reading allow."""
+        """`data` on stream `sid` as the client's flow-control windows and its reading allow; what the windows
+        allow at once is written by the caller's next flush."""
         view, at = memoryview(data), 0
         while at < len(view):
             if sid not in self.calls or self.transport is None:
                 raise ConnectionError("the call ended while its answer was sent")
             n = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size, len(view) - at)
             if n <= 0 or self.paused_since is not None:
+                self.flush()
                 waiter = self.loop.create_future()
                 self.waiters.append(waiter)
                 await waiter
                 continue
             self.h2.send_data(sid, view[at:at + n])
             at += n
-            self.flush()
 
     def end(self, call: Call, code: int, text: str) -> None:
         """Answers `call` with a status and no message (trailers only); a client still sending is told to stop."""
