@@ -654,11 +654,11 @@ def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: py
     assert counters.rejected == {("grpc", "body_timeout"): 3}, counters.rejected
 
 
-@pytest.mark.parametrize("flood", ["ping", "reset"])
+@pytest.mark.parametrize("flood", ["ping", "reset", "window"])
 def test_a_connection_flooding_frames_that_carry_nothing_is_told_to_calm_down(flood: str) -> None:
-    """5000 PINGs, or 5000 calls opened and reset at once (a rapid reset), in one write: the front works through
-    them a batch of frames per turn of its loop, so a client calling meanwhile is answered, then ends the flooding
-    connection (GOAWAY ENHANCE_YOUR_CALM, counted `flood`) with nothing of its calls left behind."""
+    """5000 PINGs, WINDOW_UPDATEs, or calls opened and reset at once (a rapid reset), in one write: the front works
+    through them a batch of frames per turn of its loop, so a client calling meanwhile is answered, then ends the
+    flooding connection (GOAWAY ENHANCE_YOUR_CALM, counted `flood`) with nothing of its calls left behind."""
     from videoitg.serving import front_grpc
 
     async def run() -> tuple[int | None, list[str], front.FrontCounters, int, int]:
@@ -670,6 +670,8 @@ def test_a_connection_flooding_frames_that_carry_nothing_is_told_to_calm_down(fl
             for i in range(5000):
                 if flood == "ping":
                     client.h2.ping(i.to_bytes(8, "big"))
+                elif flood == "window":
+                    client.h2.increment_flow_control_window(1)
                 else:
                     client.h2.reset_stream(client.open("ServerLive"))
             client.flush()
@@ -728,6 +730,71 @@ def test_a_header_block_is_bounded_before_it_is_decoded() -> None:
     goaway, counters = asyncio.run(run())
     assert 9 * (16 << 10) > 2 * front_grpc.MAX_METADATA
     assert goaway == 11 and counters.rejected == {("grpc", "header_size"): 1}, (goaway, counters.rejected)
+
+
+def test_a_client_that_reads_none_of_its_answers_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls whose answers (4 MiB each) the client never reads: once the front's writes back up for KEEPALIVE_S it
+    stops reading the client and then drops the connection (a transport's close waits for its queue to be written:
+    it would never end), with nothing of its calls left behind. A client that opens its windows to 0 instead gets
+    its call cancelled after KEEPALIVE_S (counted `read_timeout`)."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    from videoitg.serving import front_grpc
+
+    monkeypatch.setattr(front_grpc, "KEEPALIVE_S", 1.0)
+
+    async def big(raw: bytes, context: Any) -> bytes:
+        return b"a" * (4 << 20)
+
+    async def run() -> tuple[int, int, int, tuple[str, str], front.FrontCounters]:
+        async with grpc_front({"ServerLive": big}) as (target, counters, port):
+            c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            c.initiate_connection()
+            c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+            c.increment_flow_control_window(2**31 - 1 - 65535)
+            for _ in range(16):
+                sid = c.get_next_available_stream_id()
+                c.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", LIVE),
+                                     ("content-type", "application/grpc")])
+                c.send_data(sid, prefix(0), end_stream=True)
+            _, writer = await asyncio.open_connection(*target.rsplit(":", 1))
+            writer.write(c.data_to_send())  # and never read
+            zero = await H2Client().connect(target)
+            zero.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+            zero.flush()
+            sid = zero.open("ServerLive")
+            await zero.send(sid, prefix(0), end=True)
+            status = await zero.status(sid, 5)
+            for _ in range(100):
+                if len(port.connections) == 1:
+                    break
+                await asyncio.sleep(0.1)
+            writer.close()
+            await zero.close()
+            return len(port.connections), port.busy, port.budget.held, status, counters
+
+    connections, busy, held, status, counters = asyncio.run(run())
+    assert connections == 1 and busy == 0 and held == 0, (connections, busy, held)  # only `zero` is left
+    # the zero-window call, and those of the 16 whose answers waited out KEEPALIVE_S before their connection went
+    assert status[0] == "reset" and set(counters.rejected) == {("grpc", "read_timeout")}, (status, counters.rejected)
+    assert 1 <= counters.rejected["grpc", "read_timeout"] <= 17, counters.rejected
+
+
+def test_settings_frames_beyond_what_a_client_needs_end_the_connection() -> None:
+    """h2 keeps every setting id it is sent and walks them all on each SETTINGS frame: one of 1000 settings is
+    refused from its length (`flood`)."""
+    async def run() -> tuple[int | None, front.FrontCounters]:
+        async with grpc_front() as (target, counters, _):
+            client = await H2Client().connect(target)
+            payload = b"".join((0x100 + i).to_bytes(2, "big") + (1).to_bytes(4, "big") for i in range(1000))
+            client.writer.write(len(payload).to_bytes(3, "big") + b"\x04\x00\x00\x00\x00\x00" + payload)
+            await asyncio.wait_for(client.task, 5)
+            return client.goaway, counters
+
+    goaway, counters = asyncio.run(run())
+    assert goaway == 11 and counters.rejected == {("grpc", "flood"): 1}, (goaway, counters.rejected)
 
 
 def test_grpc_calls_refused_by_their_headers_or_message_prefix() -> None:

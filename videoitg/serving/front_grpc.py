@@ -47,20 +47,30 @@ STREAMS_PER_CONNECTION = 128  # SETTINGS_MAX_CONCURRENT_STREAMS
 STREAM_WINDOW = 1 << 20  # the initial window of a stream: what a client may send ahead of the front's reading
 CONNECTION_WINDOW = 4 << 20
 MAX_FRAME = 64 << 10  # SETTINGS_MAX_FRAME_SIZE: fewer, larger DATA frames than HTTP/2's default 16 KiB
-MAX_METADATA = 16 << 10  # SETTINGS_MAX_HEADER_LIST_SIZE, and what the decoder takes
+MAX_METADATA = 8 << 10  # SETTINGS_MAX_HEADER_LIST_SIZE, and what the decoder takes (grpcio's own default)
 SWEEP_S = 0.5  # how often the time bounds are checked
 # A connection's frames go to h2 at most FRAMES_PER_TURN per turn of the event loop, the rest on the next turn with
 # the socket unread meanwhile: h2 parses in Python, and 256 KiB read at once can be ten thousand small frames.
 FRAMES_PER_TURN = 128
-# Frames that carry no request byte, open no call and end none (PING, SETTINGS, RST_STREAM, PRIORITY, empty DATA,
-# unknown types): more than FLOOD_FRAMES of them within FLOOD_WINDOW_S and the connection is told to calm down
-# (GOAWAY ENHANCE_YOUR_CALM) and closed, counted `flood`.
+HEADER_BYTES_PER_TURN = 4 << 10  # and at most this much header block: HPACK decodes a header field per byte or two
+# Frames that neither carry request bytes nor open or end a call (PING, SETTINGS, RST_STREAM, WINDOW_UPDATE,
+# PRIORITY, empty DATA, DATA on a closed stream, unknown types), beyond CALL_FRAMES for each call opened (a gRPC
+# client sends a WINDOW_UPDATE or two a call), a call the client cancels before its answer taking back all but one
+# of those (a rapid reset, a call opened and cancelled at once, is one frame too many): more than FLOOD_FRAMES of
+# them within FLOOD_WINDOW_S
+# and the connection is told to calm down (GOAWAY ENHANCE_YOUR_CALM) and closed, counted `flood`. So is a
+# connection's SETTINGS frame past MAX_SETTINGS_FRAMES or over SETTINGS_BYTES (h2 keeps every setting id it is sent,
+# and walks them all on each SETTINGS frame).
 FLOOD_FRAMES = 1024
 FLOOD_WINDOW_S = 10.0
-_HEADERS, _CONTINUATION = 0x1, 0x9  # frame types
+CALL_FRAMES = 3
+MAX_SETTINGS_FRAMES = 64
+SETTINGS_BYTES = 16 * 6  # six bytes a setting: HTTP/2 defines 7 of them
+LINGER_S = 1.0  # a connection closed for a fault is aborted this long after, its last frames sent or not
+_DATA, _HEADERS, _SETTINGS, _CONTINUATION = 0x0, 0x1, 0x4, 0x9  # frame types
 _PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 _FRAME_HEADER = 9
-CHUNK_COST = 64  # what a kept DATA frame costs beyond its bytes (the bytes object and its list slot), budgeted too
+GROWTH = 8  # a message's buffer is budgeted its bytes and 1/GROWTH more: a bytearray over-allocates up to 1/8
 _TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC HTTP/2 protocol defines it
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 GRPC_TYPE = b"application/grpc"
@@ -134,18 +144,18 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
 class Call:
     """One gRPC call: its request message as it arrives (the bytes taken from the budget, held until answered)."""
 
-    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "chunks", "received", "taken", "size",
-                 "ended", "answered", "task")
+    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "buf", "taken", "size", "ended",
+                 "answered", "answering", "task")
 
     def __init__(self, conn: Connection, sid: int, method: str, deadline: float | None, now: float):
         self.conn, self.sid, self.method, self.deadline = conn, sid, method, deadline
         self.start = self.last = now
-        self.chunks: list[bytes] = []
-        self.received = 0  # bytes of the message, its 5-byte prefix included
+        self.buf = bytearray()  # the message as it arrives, its 5-byte prefix included
         self.taken = 0  # of the budget
         self.size: int | None = None  # the message's length, once its prefix arrived
         self.ended = False  # the client's side is done (END_STREAM)
         self.answered = False
+        self.answering = False  # its answer's headers are sent: what ends it now is trailers
         self.task: asyncio.Task | None = None
 
 
@@ -246,6 +256,8 @@ class Connection(asyncio.Protocol):
         self.fed_preface = False
         self.backlogged = False  # whole frames wait in the inbox for the next turn
         self.header_block = 0  # bytes of the header block being received (HEADERS, then CONTINUATION frames)
+        self.settings_frames = 0
+        self.closed = False
         self.idle_frames, self.window_start = 0, self.opened  # frames carrying nothing, in the current window
         port.connections.add(self)  # counted from its accept on: the cap holds for a burst of them
 
@@ -266,6 +278,8 @@ class Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         if self.inbox or self.backlogged:
             self.inbox += data
             if not self.backlogged:
@@ -277,32 +291,42 @@ class Connection(asyncio.Protocol):
         """Up to FRAMES_PER_TURN whole frames of `data` (else of the inbox) to h2, a frame's length being its first
         3 bytes; what is left waits in the inbox, and if whole frames are among it, for the next turn of the loop,
         the socket unread until the inbox is worked off."""
-        if self.transport is None:
+        if self.closed:
             return
         buf = self.inbox if data is None else data
-        end, frames = 0, 0
+        end, frames, header_bytes = 0, 0, 0
         if not self.fed_preface:
             if len(buf) < _PREFACE:
                 if data is not None:
                     self.inbox += data
                 return
             end, self.fed_preface = _PREFACE, True
-        while frames < FRAMES_PER_TURN and len(buf) - end >= _FRAME_HEADER:
+        while frames < FRAMES_PER_TURN and header_bytes < HEADER_BYTES_PER_TURN and len(buf) - end >= _FRAME_HEADER:
             n = _FRAME_HEADER + int.from_bytes(buf[end:end + 3], "big")
             if n - _FRAME_HEADER > self.h2.max_inbound_frame_size:  # h2 would wait for all of it before refusing
                 self.give_up(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "syntax")
                 return
             if len(buf) - end < n:
                 break
-            if buf[end + 3] in (_HEADERS, _CONTINUATION):  # bounded here: h2 gathers a block before decoding it
-                self.header_block = (self.header_block if buf[end + 3] == _CONTINUATION else 0) + n - _FRAME_HEADER
+            kind = buf[end + 3]
+            if kind in (_HEADERS, _CONTINUATION):  # bounded here: h2 gathers a block before decoding it
+                self.header_block = (self.header_block if kind == _CONTINUATION else 0) + n - _FRAME_HEADER
+                header_bytes += n - _FRAME_HEADER
                 if self.header_block > 2 * MAX_METADATA:
                     self.give_up(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "header_size")
+                    return
+            elif kind == _SETTINGS:
+                self.settings_frames += 1
+                if n - _FRAME_HEADER > SETTINGS_BYTES or self.settings_frames > MAX_SETTINGS_FRAMES:
+                    self.give_up(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "flood")
                     return
             end, frames = end + n, frames + 1
         if end:
             with memoryview(buf) as view, view[:end] as frames_read:
-                self.receive(frames_read)  # h2 copies what it is given
+                useful = self.receive(frames_read)  # h2 copies what it is given
+            if self.closed:
+                return
+            self.count_idle(frames - useful)
         if data is None:
             del buf[:end]
         elif end < len(data):
@@ -318,45 +342,45 @@ class Connection(asyncio.Protocol):
             if self.transport is not None and self.paused_since is None:
                 self.transport.resume_reading()
 
-    def receive(self, data: memoryview) -> None:
+    def receive(self, data: memoryview) -> int:
+        """Gives `data`, whole frames, to h2 and acts on its events; returns how many of them did something for a
+        call (a DATA frame's bytes, a call opened, counting CALL_FRAMES, a call's end)."""
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:  # h2 has queued its GOAWAY
             self.give_up(None, "syntax")
-            return
-        idle = 0
+            return 0
+        useful = 0
         for ev in events:
             if isinstance(ev, h2.events.DataReceived):
-                idle += not ev.data and ev.stream_ended is None  # an empty frame that ends a call is its end
+                useful += bool(ev.data)
                 self.data(ev.stream_id, ev.data, ev.flow_controlled_length)
             elif isinstance(ev, h2.events.RequestReceived):
+                useful += CALL_FRAMES
                 self.open(ev.stream_id, dict(ev.headers))
             elif isinstance(ev, h2.events.StreamEnded):
+                useful += 1
                 self.stream_ended(ev.stream_id)
             elif isinstance(ev, h2.events.StreamReset):
-                idle += 1
-                self.reset(ev.stream_id)
-            elif isinstance(ev, h2.events.WindowUpdated):  # gRPC clients send one or two a call: not counted
+                useful -= CALL_FRAMES - 1 if self.reset(ev.stream_id) else 0  # a call cancelled before its answer
+            elif isinstance(ev, h2.events.WindowUpdated):
                 self.wake()
             elif isinstance(ev, h2.events.RemoteSettingsChanged):
-                idle += self.settled
+                useful += not self.settled  # the client's first SETTINGS, its part of the handshake
                 self.settled = True
                 self.wake()  # a new initial window size changes every stream's window
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self.flush()
                 self.close()
-                return
-            else:  # PING, a SETTINGS acknowledgement, PRIORITY, an unknown frame type
-                idle += 1
+                return useful
         self.flush()
-        if idle:
-            self.count_idle(idle)
+        return useful
 
     def count_idle(self, n: int) -> None:
         now = self.loop.time()
         if now - self.window_start > FLOOD_WINDOW_S:
             self.idle_frames, self.window_start = 0, now
-        self.idle_frames += n
+        self.idle_frames = max(0, self.idle_frames + n)
         if self.idle_frames > FLOOD_FRAMES:
             self.give_up(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "flood")
 
@@ -425,17 +449,17 @@ class Connection(asyncio.Protocol):
         if call is None or call.answered or not data:
             return
         port = self.port
-        if not port.budget.take(len(data) + CHUNK_COST):
+        cost = len(data) + len(data) // GROWTH
+        if not port.budget.take(cost):
             port.refuse(call, RESOURCE_EXHAUSTED, "the server holds too many request bodies now: retry shortly",
                         "overloaded")
             return
-        call.chunks.append(data)
-        call.received += len(data)
-        call.taken += len(data) + CHUNK_COST
+        call.buf += data
+        call.taken += cost
         call.last = self.loop.time()
         port.waiting.progress(call)
-        if call.size is None and call.received >= _PREFIX:
-            head = b"".join(call.chunks)[:_PREFIX] if len(call.chunks[0]) < _PREFIX else call.chunks[0][:_PREFIX]
+        if call.size is None and len(call.buf) >= _PREFIX:
+            head = call.buf[:_PREFIX]
             if head[0] != 0:
                 port.refuse(call, UNIMPLEMENTED, "compressed messages are not accepted: send grpc-encoding "
                             "identity", "encoding")
@@ -445,7 +469,7 @@ class Connection(asyncio.Protocol):
                 port.refuse(call, RESOURCE_EXHAUSTED, f"request message of {call.size} bytes is over the server's "
                             f"limit of {port.limit} bytes", "too_large")
                 return
-        if call.size is not None and call.received > _PREFIX + call.size:
+        if call.size is not None and len(call.buf) > _PREFIX + call.size:
             port.refuse(call, INVALID_ARGUMENT, "a unary call carries exactly one request message", "structure")
 
     def stream_ended(self, sid: int) -> None:
@@ -455,19 +479,15 @@ class Connection(asyncio.Protocol):
         call.ended = True
         port = self.port
         port.waiting.leave(call)
-        if call.size is None or call.received != _PREFIX + call.size:
+        if call.size is None or len(call.buf) != _PREFIX + call.size:
             port.refuse(call, INVALID_ARGUMENT, "a unary call carries exactly one request message", "structure")
         elif port.busy >= port.cfg.max_connections:
             port.refuse(call, RESOURCE_EXHAUSTED, f"the server is answering its limit of {port.cfg.max_connections} "
                         "calls; try again", "overloaded")
         else:
-            chunks, call.chunks = call.chunks, []  # the bytes stay taken until the call is answered
-            if len(chunks[0]) >= _PREFIX:
-                chunks[0] = chunks[0][_PREFIX:]
-                message = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            else:
-                message = b"".join(chunks)[_PREFIX:]
-            del chunks
+            with memoryview(call.buf) as view:
+                message = bytes(view[_PREFIX:])  # grpcio's client takes bytes; still taken until answered
+            call.buf = bytearray()
             port.busy += 1
             call.task = asyncio.ensure_future(self.answer(call, message))
 
@@ -484,6 +504,12 @@ class Connection(asyncio.Protocol):
                 self.end(call, *result)
         except (h2.exceptions.ProtocolError, ConnectionError):  # the stream or the connection went meanwhile
             self.drop(call)
+        except asyncio.TimeoutError:  # the client let none of its answer go for KEEPALIVE_S
+            self.port.counters.reject("grpc", Refusal("", "read_timeout"))
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(call.sid, h2.errors.ErrorCodes.CANCEL)
+            self.flush()
+            self.drop(call)
         except Exception as e:  # a fault of the front's own: the call is still answered, never left open
             e.__traceback__ = None
             self.end(call, INTERNAL, f"the front could not pass the call on ({type(e).__name__})")
@@ -493,6 +519,7 @@ class Connection(asyncio.Protocol):
     async def respond(self, call: Call, payload: bytes) -> None:
         self.release(call)  # the request is answered: its bytes go back to the budget
         self.h2.send_headers(call.sid, [(b":status", b"200"), (b"content-type", GRPC_TYPE)])
+        call.answering = True
         head = b"\0" + len(payload).to_bytes(4, "big")
         if len(payload) < MAX_FRAME:  # one frame, and with the headers and trailers one write
             await self.send(call.sid, head + payload)
@@ -505,21 +532,27 @@ class Connection(asyncio.Protocol):
             self.drop(call)
 
     async def send(self, sid: int, data: bytes) -> None:
-        """`data` on stream `sid` as the client's flow-control windows and its reading allow; what the windows
-        allow at once is written by the caller's next flush."""
-        view, at = memoryview(data), 0
+        """`data` on stream `sid` as the client's flow-control windows and its reading allow: written frame by
+        frame when it is more than one (a small answer goes out with its trailers, in one write). TimeoutError
+        when the client let no byte of it go for KEEPALIVE_S."""
+        view, at, waited_since = memoryview(data), 0, None
         while at < len(view):
             if sid not in self.calls or self.transport is None:
                 raise ConnectionError("the call ended while its answer was sent")
             n = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size, len(view) - at)
             if n <= 0 or self.paused_since is not None:
                 self.flush()
+                waited_since = waited_since or self.loop.time()
+                left = waited_since + KEEPALIVE_S - self.loop.time()
                 waiter = self.loop.create_future()
                 self.waiters.append(waiter)
-                await waiter
+                await asyncio.wait_for(waiter, max(left, 0.0))  # TimeoutError (asyncio's, the builtin from 3.11)
                 continue
+            waited_since = None
             self.h2.send_data(sid, view[at:at + n])
             at += n
+            if len(view) > MAX_FRAME:
+                self.flush()
 
     def end(self, call: Call, code: int, text: str) -> None:
         """Answers `call` with a status and no message (trailers only); a client still sending is told to stop."""
@@ -528,26 +561,28 @@ class Connection(asyncio.Protocol):
         call.answered = True
         self.port.waiting.leave(call)
         self.release(call)
+        status = [(b"grpc-status", b"%d" % code), (b"grpc-message", grpc_message(text))]
         with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.send_headers(call.sid, [(b":status", b"200"), (b"content-type", GRPC_TYPE),
-                                            (b"grpc-status", b"%d" % code), (b"grpc-message", grpc_message(text))],
-                                 end_stream=True)
+            self.h2.send_headers(call.sid, status if call.answering else
+                                 [(b":status", b"200"), (b"content-type", GRPC_TYPE), *status], end_stream=True)
             if not call.ended:
                 self.h2.reset_stream(call.sid, h2.errors.ErrorCodes.NO_ERROR)
         self.flush()
         self.drop(call)
 
-    def reset(self, sid: int) -> None:
-        """The client cancelled the call."""
-        if (call := self.calls.get(sid)) is not None:
+    def reset(self, sid: int) -> bool:
+        """The client cancelled the call; True if it had not been answered."""
+        call = self.calls.get(sid)
+        if call is not None:
             if call.task is not None:
                 call.task.cancel()
             self.drop(call)
         self.wake()
+        return call is not None
 
     def release(self, call: Call) -> None:
         self.port.budget.give(call.taken)
-        call.taken, call.chunks = 0, []
+        call.taken, call.buf = 0, bytearray()
 
     def drop(self, call: Call) -> None:
         """Forgets `call`, its bytes released."""
@@ -578,12 +613,17 @@ class Connection(asyncio.Protocol):
         if not self.settled and now - self.opened > KEEPALIVE_S:
             self.close()
         elif self.paused_since is not None and now - self.paused_since > KEEPALIVE_S:
-            self.close()
+            self.close(linger_s=0.0)  # it reads nothing: what is queued for it would never leave
         elif not self.calls and now - self.active > 4 * KEEPALIVE_S:
             self.go_away()
             self.close()
 
-    def close(self) -> None:
+    def close(self, linger_s: float = LINGER_S) -> None:
+        """Reads nothing more; what is queued goes out for at most `linger_s`, then the connection is aborted (a
+        transport closes only once its queue is written: a client that reads nothing would keep it open)."""
+        self.closed = True
+        self.inbox = bytearray()  # a new one: the old may be read from right now
         if self.transport is not None:
-            self.transport.close()
-        self.inbox.clear()
+            transport = self.transport
+            transport.close()
+            self.loop.call_later(linger_s, transport.abort)
