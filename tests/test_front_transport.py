@@ -624,9 +624,7 @@ def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: py
     came for `body_idle_s`; one that keeps sending, slower than MIN_BODY_RATE, by BODY_GRACE_S + its size at that
     rate (DEADLINE_EXCEEDED, counted `body_timeout`). A client calling all along on its own connection is
     answered every time."""
-    from videoitg.serving import front_grpc
-
-    monkeypatch.setattr(front_grpc, "BODY_GRACE_S", 1.0)  # 64 KiB at 1 MiB/s: 1.06 s in all
+    monkeypatch.setattr(front, "BODY_GRACE_S", 1.0)  # 64 KiB at 1 MiB/s: 1.06 s in all
 
     async def run() -> tuple[list[tuple[str, str]], list[str], front.FrontCounters]:
         grpc = pytest.importorskip("grpc")

@@ -43,6 +43,7 @@ FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arri
 METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
+OVER_BUDGET = "the server holds too many request bodies now: retry shortly"  # a refusal of the held-bytes budget
 # The gRPC calls passed on (the rest, model control, shared memory, logging and trace, are answered UNIMPLEMENTED)
 GRPC_METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
                 "ModelStatistics", "ModelInfer")
@@ -534,6 +535,11 @@ class ByteBudget:
         self.held -= n
 
 
+def body_time_s(size: int) -> float:
+    """The longest a request body (or gRPC message) of `size` bytes may take to arrive."""
+    return BODY_GRACE_S + size / MIN_BODY_RATE
+
+
 def held_budget(cfg: FrontConfig) -> ByteBudget:
     """The request bytes both ports may hold at once (at least one request's)."""
     return ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
@@ -579,7 +585,7 @@ class BodyReader:
                  idle_s: float = BODY_IDLE_S):
         self.stream, self.limit, self.budget, self.idle_s = stream, limit, budget, idle_s
         self.loop = asyncio.get_running_loop()
-        self.deadline = self.loop.time() + BODY_GRACE_S + (declared if declared is not None else limit) / MIN_BODY_RATE
+        self.deadline = self.loop.time() + body_time_s(declared if declared is not None else limit)
         self.received = 0
         self.taken = 0
         self.refusal: Refusal | None = None
@@ -609,7 +615,7 @@ class BodyReader:
             if self.received + len(chunk) > self.limit:
                 self.refusal = Refusal(f"request body is over the server's limit of {self.limit} bytes", "too_large")
             elif not self.budget.take(len(chunk)):
-                self.refusal = Refusal("the server holds too many request bodies now: retry shortly", "overloaded")
+                self.refusal = Refusal(OVER_BUDGET, "overloaded")
             else:
                 self.received += len(chunk)
                 self.taken += len(chunk)

@@ -25,16 +25,17 @@ import h2.settings
 from hyperframe.frame import DataFrame, GoAwayFrame
 
 from videoitg.serving.front import (
-    BODY_GRACE_S,
     GRPC_METHODS,
     KEEPALIVE_S,
     MIN_BODY_RATE,
+    OVER_BUDGET,
     SERVICE,
     ByteBudget,
     FrontConfig,
     FrontCounters,
     Refusal,
     WaitingCalls,
+    body_time_s,
     bounded_text,
     grpc_infer_error,
     grpc_scan,
@@ -66,7 +67,7 @@ FLOOD_WINDOW_S = 10.0
 CALL_FRAMES = 3
 MAX_SETTINGS_FRAMES = 64
 SETTINGS_BYTES = 16 * 6  # six bytes a setting: HTTP/2 defines 7 of them
-LINGER_S = 1.0  # a connection closed for a fault is aborted this long after, its last frames sent or not
+ABORT_AFTER_S = 1.0  # a connection closed for a fault is aborted this long after, its last frames sent or not
 _DATA, _HEADERS, _SETTINGS, _CONTINUATION = 0x0, 0x1, 0x4, 0x9  # frame types
 _PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 _FRAME_HEADER = 9
@@ -74,6 +75,8 @@ GROWTH = 8  # a message's buffer is budgeted its bytes and 1/GROWTH more: a byte
 _TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC HTTP/2 protocol defines it
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 GRPC_TYPE = b"application/grpc"
+COMPRESSED = "compressed messages are not accepted: send grpc-encoding identity"
+ONE_MESSAGE = "a unary call carries exactly one request message"
 _PREFIX = len(b"\0\0\0\0\0")  # a message's compressed flag and length
 
 # h2 logs every frame it receives with repr(frame), built whatever the logger, and hyperframe's repr of a DATA frame
@@ -147,8 +150,9 @@ class Call:
     __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "buf", "taken", "size", "ended",
                  "answered", "answering", "task")
 
-    def __init__(self, conn: Connection, sid: int, method: str, deadline: float | None, now: float):
-        self.conn, self.sid, self.method, self.deadline = conn, sid, method, deadline
+    def __init__(self, conn: Connection, sid: int, method: str, now: float):
+        self.conn, self.sid, self.method = conn, sid, method
+        self.deadline: float | None = None  # from the call's grpc-timeout
         self.start = self.last = now
         self.buf = bytearray()  # the message as it arrives, its 5-byte prefix included
         self.taken = 0  # of the budget
@@ -223,7 +227,7 @@ class GrpcPort:
                 if now - call.last > idle_s:
                     self.refuse(call, DEADLINE_EXCEEDED, f"request message stalled (no byte for {idle_s:.0f} s)",
                                 "body_timeout")
-                elif now - call.start > BODY_GRACE_S + size / MIN_BODY_RATE:
+                elif now - call.start > body_time_s(size):
                     self.refuse(call, DEADLINE_EXCEEDED, f"request message slower than {MIN_BODY_RATE >> 20} MiB/s",
                                 "body_timeout")
             for conn in list(self.connections):
@@ -422,7 +426,7 @@ class Connection(asyncio.Protocol):
         path = headers.get(b":path", b"")
         service, _, method = path.decode("latin-1").lstrip("/").partition("/")
         deadline = grpc_timeout(headers.get(b"grpc-timeout"))
-        call = Call(self, sid, method, None, self.active)
+        call = Call(self, sid, method, self.active)
         self.calls[sid] = call
         if self.port.stopping:
             self.end(call, UNAVAILABLE, "the server is stopping")
@@ -432,8 +436,7 @@ class Connection(asyncio.Protocol):
             self.port.refuse(call, UNIMPLEMENTED, f"Method not found: {path[:160].decode('latin-1')} is not served",
                              "route")
         elif headers.get(b"grpc-encoding", b"identity") != b"identity":
-            self.port.refuse(call, UNIMPLEMENTED, "compressed messages are not accepted: send grpc-encoding "
-                             "identity", "encoding")
+            self.port.refuse(call, UNIMPLEMENTED, COMPRESSED, "encoding")
         elif isinstance(deadline, Refusal):
             self.port.refuse(call, INVALID_ARGUMENT, deadline, deadline.reason)
         else:
@@ -451,8 +454,7 @@ class Connection(asyncio.Protocol):
         port = self.port
         cost = len(data) + len(data) // GROWTH
         if not port.budget.take(cost):
-            port.refuse(call, RESOURCE_EXHAUSTED, "the server holds too many request bodies now: retry shortly",
-                        "overloaded")
+            port.refuse(call, RESOURCE_EXHAUSTED, OVER_BUDGET, "overloaded")
             return
         call.buf += data
         call.taken += cost
@@ -461,8 +463,7 @@ class Connection(asyncio.Protocol):
         if call.size is None and len(call.buf) >= _PREFIX:
             head = call.buf[:_PREFIX]
             if head[0] != 0:
-                port.refuse(call, UNIMPLEMENTED, "compressed messages are not accepted: send grpc-encoding "
-                            "identity", "encoding")
+                port.refuse(call, UNIMPLEMENTED, COMPRESSED, "encoding")
                 return
             call.size = int.from_bytes(head[1:], "big")
             if call.size > port.limit:
@@ -470,7 +471,7 @@ class Connection(asyncio.Protocol):
                             f"limit of {port.limit} bytes", "too_large")
                 return
         if call.size is not None and len(call.buf) > _PREFIX + call.size:
-            port.refuse(call, INVALID_ARGUMENT, "a unary call carries exactly one request message", "structure")
+            port.refuse(call, INVALID_ARGUMENT, ONE_MESSAGE, "structure")
 
     def stream_ended(self, sid: int) -> None:
         call = self.calls.get(sid)
@@ -480,7 +481,7 @@ class Connection(asyncio.Protocol):
         port = self.port
         port.waiting.leave(call)
         if call.size is None or len(call.buf) != _PREFIX + call.size:
-            port.refuse(call, INVALID_ARGUMENT, "a unary call carries exactly one request message", "structure")
+            port.refuse(call, INVALID_ARGUMENT, ONE_MESSAGE, "structure")
         elif port.busy >= port.cfg.max_connections:
             port.refuse(call, RESOURCE_EXHAUSTED, f"the server is answering its limit of {port.cfg.max_connections} "
                         "calls; try again", "overloaded")
@@ -618,7 +619,7 @@ class Connection(asyncio.Protocol):
             self.go_away()
             self.close()
 
-    def close(self, linger_s: float = LINGER_S) -> None:
+    def close(self, linger_s: float = ABORT_AFTER_S) -> None:
         """Reads nothing more; what is queued goes out for at most `linger_s`, then the connection is aborted (a
         transport closes only once its queue is written: a client that reads nothing would keep it open)."""
         self.closed = True
