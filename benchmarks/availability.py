@@ -48,7 +48,7 @@ from tests.support.h2client import H2Client, prefix  # noqa: E402
 from tests.support.video import random_clip  # noqa: E402
 from videoitg.defaults import sample_video  # noqa: E402
 from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.ports import free_port  # noqa: E402
+from videoitg.serving.ports import free_ports  # noqa: E402
 from videoitg.serving.procfs import rss_mib  # noqa: E402
 
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
@@ -427,7 +427,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/videoitg-availability"))
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     serve = subprocess.Popen([sys.executable, "-m", "videoitg", "serve", "--target", "cpu",
                               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
                               "--metrics-port", str(ports[2])],

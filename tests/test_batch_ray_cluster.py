@@ -46,7 +46,7 @@ from videoitg.batch.manifest import load_manifest
 from videoitg.defaults import default_checkpoint
 from videoitg.pipeline import Scorer
 from videoitg.sampling import SamplingParams
-from videoitg.serving.ports import free_port
+from videoitg.serving.ports import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -111,8 +111,7 @@ class Cluster:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="vray", dir="/tmp"))  # short: Ray's socket paths live under it
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = ""  # the head's, once it is started
         token = secrets.token_hex(32)
         base = {k: v for k, v in os.environ.items()
                 if k not in ("PYTHONPATH", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
@@ -127,19 +126,24 @@ class Cluster:
         self.driver_env = {**self.node_env, "PYTHONPATH": str(REPO), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         self.nodes: list[Node] = []
 
-    @staticmethod
-    def _ports() -> list[str]:
-        # Ray's defaults are fixed ports (8265, 10001, 52365, 10002-19999): another Ray on the machine would clash.
-        return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-                "--min-worker-port", "0", "--max-worker-port", "0",
-                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-                "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
+    # Ray's defaults are fixed ports (8265, 10001, 52365, 10002-19999): another Ray on the machine would clash. A
+    # node's ports are picked in one go, so no two of them can be the same.
+    NODE_PORTS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                  "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
+    HEAD_PORTS = ("--port", "--dashboard-port", "--ray-client-server-port")
 
-    def _start(self, name: str, args: list[str], env: dict[str, str], launcher: list[str]) -> Node:
+    def _start(self, name: str, args: list[str], env: dict[str, str], launcher: list[str],
+               port_options: tuple[str, ...] = ()) -> Node:
         temp = self.root / name
         temp.mkdir()
+        options = (*self.NODE_PORTS, *port_options)
+        ports = dict(zip(options, free_ports(len(options)), strict=True))
+        if "--port" in ports:
+            self.address = f"127.0.0.1:{ports['--port']}"
         cmd = [*launcher, "start", *args, "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp),
-               "--object-store-memory", str(80 * 1024 * 1024), "--block", *self._ports()]
+               "--object-store-memory", str(80 * 1024 * 1024), "--block",
+               "--min-worker-port", "0", "--max-worker-port", "0",
+               *(x for option, port in ports.items() for x in (option, str(port)))]
         node = Node(name, cmd, env, temp)
         self.nodes.append(node)
         node.wait_started()
@@ -147,11 +151,9 @@ class Cluster:
 
     def start_head(self) -> Node:
         ray_cli = [str(Path(sys.executable).parent / "ray")]
-        return self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0",
-                                    "--include-dashboard", "false", "--dashboard-host", "127.0.0.1",
-                                    "--dashboard-port", str(free_port()),
-                                    "--ray-client-server-port", str(free_port()), "--disable-usage-stats"],
-                           {**self.node_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, ray_cli)
+        return self._start("head", ["--head", "--num-cpus", "0", "--include-dashboard", "false",
+                                    "--dashboard-host", "127.0.0.1", "--disable-usage-stats"],
+                           {**self.node_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, ray_cli, self.HEAD_PORTS)
 
     def add_worker(self) -> Node:
         name = f"worker{sum(n.name.startswith('worker') for n in self.nodes) + 1}"

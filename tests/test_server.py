@@ -33,7 +33,7 @@ from videoitg.defaults import default_checkpoint
 from videoitg.serving import procfs, shm, supervise
 from videoitg.serving import server as server_mod
 from videoitg.serving.front_main import environment as front_environment
-from videoitg.serving.ports import free_port
+from videoitg.serving.ports import free_ports
 from videoitg.serving.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
@@ -374,7 +374,7 @@ def _server_child(pid: int) -> int:
 def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Path) -> None:
     """Catches: kill -9 of `videoitg serve` leaving tritonserver running as an orphan holding the ports, and the next
     `serve` on those ports printed "ready" because the orphan answered."""
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(p) for p in free_ports(3)]
     args = ["--model-repository", str(repo), "--http-port", ports[0], "--grpc-port", ports[1],
             "--metrics-port", ports[2]]
     proc = _serve(args)
@@ -407,7 +407,7 @@ def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Pat
 def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> None:
     """A tritonserver that dies (a request that crashed it, an OOM kill) is started again on the same ports instead
     of ending `videoitg serve`."""
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     proc = _serve(["--model-repository", str(repo), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
                    "--metrics-port", str(ports[2])])
     srv = TritonServer(repo, ServerOptions())  # for its client helpers only: never started
@@ -459,11 +459,12 @@ def test_busy_port_is_reported_before_anything_loads(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
+        others = free_ports(2)
         t0 = time.monotonic()
         # No --model-repository: the refusal must come before the repository is written or a checkpoint read.
         r = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--repo", str(tmp_path / "repo"),
-                            "--http-port", str(free_port()), "--grpc-port", str(port),
-                            "--metrics-port", str(free_port())], capture_output=True, text=True, cwd=ROOT,
+                            "--http-port", str(others[0]), "--grpc-port", str(port),
+                            "--metrics-port", str(others[1])], capture_output=True, text=True, cwd=ROOT,
                            timeout=120)
     assert r.returncode != 0
     assert f"port {port}" in r.stderr and f"pid {os.getpid()}" in r.stderr, r.stderr
@@ -533,9 +534,10 @@ def test_serve_refuses_a_bad_checkpoint_with_its_cause(tmp_path: Path) -> None:
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["intermediate_size"] += 8  # every MLP tensor's shape now disagrees with the weights
     (ckpt / "config.json").write_text(json.dumps(cfg))
+    ports = free_ports(3)
     r = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--checkpoint", str(ckpt),
-                        "--http-port", str(free_port()), "--grpc-port", str(free_port()),
-                        "--metrics-port", str(free_port())], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                        "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                        "--metrics-port", str(ports[2])], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode != 0
     assert "has shape" in r.stderr, r.stderr
     assert "starting tritonserver" not in r.stdout

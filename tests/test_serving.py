@@ -43,7 +43,7 @@ from videoitg.digest import video_digest
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.ports import free_port
+from videoitg.serving.ports import free_ports
 from videoitg.serving.repository import RepoSpec
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag
 from videoitg.text import encode_instruction
@@ -458,7 +458,7 @@ def test_serve_command_stops_cleanly_on_signal(sig, tmp_path) -> None:
     (tmp_path / "echo" / "config.pbtxt").write_text(
         'backend: "python"\nmax_batch_size: 0\ninput [{ name: "X" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
         'output [{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }]\n')
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(p) for p in free_ports(3)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoitg", "serve", "--model-repository", str(tmp_path), "--http-port", ports[0],
          "--grpc-port", ports[1], "--metrics-port", ports[2]],
@@ -498,7 +498,7 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
         (tmp_path / name / "config.pbtxt").write_text(
             'backend: "python"\nmax_batch_size: 0\ninput [{ name: "X" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
             'output [{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }]\n')
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(p) for p in free_ports(3)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoitg", "serve", "--model-repository", str(tmp_path), "--http-port", ports[0],
          "--grpc-port", ports[1], "--metrics-port", ports[2], "--echo-log"],
