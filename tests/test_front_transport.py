@@ -340,7 +340,7 @@ def test_an_abandoned_upload_is_released_at_once() -> None:
     lost = ConnectionResetError("Connection lost")  # the stream keeps and re-raises this very object
 
     async def run() -> tuple[front.BodyReader, int]:
-        reader = front.BodyReader(Upload(64, 1 << 20, lost), 128 << 20, 256 << 20, budget)
+        reader = front.BodyReader(Upload(64, 1 << 20, lost), 256 << 20, budget)
         await read_all(reader)
         held = tracemalloc.get_traced_memory()[0]
         reader.release()
@@ -354,23 +354,64 @@ def test_an_abandoned_upload_is_released_at_once() -> None:
 
 
 def test_a_bodys_bytes_are_taken_from_the_budget_until_released() -> None:
-    async def run(chunks: int, declared: int | None, budget: front.ByteBudget) -> front.BodyReader:
-        reader = front.BodyReader(Upload(chunks, 1 << 20, None), declared, 8 << 20, budget)
+    async def run(chunks: int, budget: front.ByteBudget) -> front.BodyReader:
+        reader = front.BodyReader(Upload(chunks, 1 << 20, None), 8 << 20, budget)
         await read_all(reader)
         return reader
 
     budget = front.ByteBudget(10 << 20)
-    whole = asyncio.run(run(4, 4 << 20, budget))
+    whole = asyncio.run(run(4, budget))
     assert whole.refusal is None and whole.received == 4 << 20 and budget.held == 4 << 20
     whole.release()
-    over = asyncio.run(run(9, None, budget))
+    over = asyncio.run(run(9, budget))
     assert over.refusal is not None and over.refusal.reason == "too_large" and budget.held == 8 << 20
     over.release()
     small = front.ByteBudget(2 << 20)
-    busy = asyncio.run(run(4, 4 << 20, small))
+    busy = asyncio.run(run(4, small))
     assert busy.refusal is not None and busy.refusal.reason == "overloaded"
     busy.release()
     assert budget.held == 0 and small.held == 0
+
+
+class Trickle:
+    """An aiohttp StreamReader fed `size` bytes every `every_s` seconds, for as long as it is read."""
+
+    def __init__(self, size: int, every_s: float):
+        self.size, self.every_s = size, every_s
+
+    def is_eof(self) -> bool:
+        return False
+
+    async def readany(self) -> bytes:
+        await asyncio.sleep(self.every_s)
+        return b"\0" * self.size
+
+
+def test_a_body_must_keep_pace_counting_only_the_time_spent_waiting_for_its_client(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte every 0.1 s (a trickle, however long the body it declared) is refused once its wait passes the grace
+    plus what its bytes earned; 64 KiB every 0.1 s (0.6 MiB/s against a 1 MiB/s floor) too, later. The front's own
+    pauses between reads (tritonserver taking the body slowly) are not the client's: 1.6 s of them, more than the
+    0.5 s grace and the 0.5 s 512 KiB earn, and the body is taken."""
+    monkeypatch.setattr(front, "BODY_GRACE_S", 0.5)
+
+    async def run(stream: Any, pause_s: float = 0.0) -> tuple[front.Refusal | None, int, float]:
+        reader = front.BodyReader(stream, 1 << 30, front.ByteBudget(1 << 30), idle_s=5.0)
+        t0 = time.monotonic()
+        while await reader.chunk():
+            await asyncio.sleep(pause_s)
+            if reader.received >= 4 << 20:
+                break
+        reader.release()
+        return reader.refusal, reader.received, time.monotonic() - t0
+
+    refusal, received, took = asyncio.run(run(Trickle(1, 0.1)))
+    assert refusal is not None and "slower than 1 MiB/s" in refusal and refusal.reason == "body_timeout"
+    assert 0.4 < took < 1.5 and received < 10, (took, received)
+    refusal, received, took = asyncio.run(run(Trickle(64 << 10, 0.1)))
+    assert refusal is not None and "slower than" in refusal and 1.0 < took < 5, (refusal, took)
+    refusal, received, took = asyncio.run(run(Upload(8, 64 << 10, None), pause_s=0.2))  # 512 KiB earn 0.5 s
+    assert refusal is None and received == 512 << 10 and took > 1.5, (refusal, received, took)
 
 
 def test_a_half_close_in_the_middle_of_a_body_releases_it_at_once() -> None:
@@ -393,7 +434,7 @@ def test_a_body_passed_on_while_it_arrives_goes_in_coalesced_pieces_and_stops_on
 
     async def run(end: BaseException | None) -> tuple[list[int], front.Refusal | None, int]:
         budget = front.ByteBudget(1 << 30)
-        reader = front.BodyReader(Upload(300, 1000, end), 300_000 + 10, 1 << 20, budget)
+        reader = front.BodyReader(Upload(300, 1000, end), 1 << 20, budget)
         sizes: list[int] = []
         try:
             async for piece in front.stream_body([b"0123456789"], reader):
@@ -621,18 +662,18 @@ def test_grpc_message_bytes_are_held_within_the_front_budget_and_released() -> N
 
 def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
     """A call that sends its headers and then nothing, or part of its message and then nothing, ends once no byte
-    came for `body_idle_s`; one that keeps sending, slower than MIN_BODY_RATE, by BODY_GRACE_S + its size at that
-    rate (DEADLINE_EXCEEDED, counted `body_timeout`). A client calling all along on its own connection is
-    answered every time."""
-    monkeypatch.setattr(front, "BODY_GRACE_S", 1.0)  # 64 KiB at 1 MiB/s: 1.06 s in all
+    came for `body_idle_s`; one that keeps sending a byte at a time, declaring a 64 MiB message, once it falls
+    behind MIN_BODY_RATE by more than BODY_GRACE_S (DEADLINE_EXCEEDED, counted `body_timeout`), not 64 s on. A
+    client calling all along on its own connection is answered every time."""
+    monkeypatch.setattr(front, "BODY_GRACE_S", 1.0)
 
     async def run() -> tuple[list[tuple[str, str]], list[str], front.FrontCounters]:
         grpc = pytest.importorskip("grpc")
-        async with grpc_front(body_idle_s=0.3) as (target, counters, _):
+        async with grpc_front(body_idle_s=0.3, max_request_bytes=64 << 20) as (target, counters, _):
             client = await H2Client().connect(target)
             silent, part, trickle = client.open(), client.open(), client.open()
             await client.send(part, prefix(100) + b"v" * 10)
-            await client.send(trickle, prefix(64 << 10))
+            await client.send(trickle, prefix(64 << 20))
             t0, answers = time.monotonic(), []
             async with grpc.aio.insecure_channel(target) as channel:
                 call = channel.unary_unary(LIVE)

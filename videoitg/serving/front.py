@@ -36,7 +36,7 @@ DEFAULT_MAX_TENSORS = 64  # inputs and outputs of a request when the launcher na
 MAX_ERROR_CHARS = 1024  # of tritonserver's error text passed on
 KEEPALIVE_S = 15.0  # to send a request's headers, and an idle keep-alive connection's life
 BODY_IDLE_S = 10.0  # the longest wait for the next byte of a body
-BODY_GRACE_S = 10.0  # a body of n bytes must have arrived within BODY_GRACE_S + n / MIN_BODY_RATE
+BODY_GRACE_S = 10.0  # a body must keep pace: n bytes in at most BODY_GRACE_S + n / MIN_BODY_RATE of waiting for them
 MIN_BODY_RATE = 1 << 20  # bytes per second
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
 FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arrives (but its last)
@@ -535,9 +535,12 @@ class ByteBudget:
         self.held -= n
 
 
-def body_time_s(size: int) -> float:
-    """The longest a request body (or gRPC message) of `size` bytes may take to arrive."""
-    return BODY_GRACE_S + size / MIN_BODY_RATE
+def body_time_left(waited_s: float, received: int) -> float:
+    """How much longer a request body (or gRPC message) may wait for its client's bytes, having waited `waited_s`
+    for the `received` so far: it must keep pace with MIN_BODY_RATE after a grace of BODY_GRACE_S, the allowance
+    growing with each byte that arrives. A trickle is refused within about BODY_GRACE_S, whatever length it
+    declared; a client at MIN_BODY_RATE or faster never is."""
+    return BODY_GRACE_S + received / MIN_BODY_RATE - waited_s
 
 
 def held_budget(cfg: FrontConfig) -> ByteBudget:
@@ -577,15 +580,15 @@ class WaitingCalls:
 class BodyReader:
     """A request body read chunk by chunk from an aiohttp StreamReader (`readany`) under the front's bounds: at most
     `limit` bytes; each chunk taken from `budget` before it is kept (given back by `release`, once the request is
-    answered); a byte at least every `idle_s`, and the whole body within BODY_GRACE_S + size / MIN_BODY_RATE.
-    `refusal` says why reading stopped early: over `limit` (413), over the budget (503), too slow (408), the client
-    gone ('abandoned'), a malformed chunked encoding."""
+    answered); a byte at least every `idle_s`, and the body's pace kept (`body_time_left`), counting only the time
+    spent waiting for the client: while the front does not read (tritonserver taking the body slower than it
+    arrives), the client is not blamed. `refusal` says why reading stopped early: over `limit` (413), over the
+    budget (503), too slow (408), the client gone ('abandoned'), a malformed chunked encoding."""
 
-    def __init__(self, stream: Any, declared: int | None, limit: int, budget: ByteBudget,
-                 idle_s: float = BODY_IDLE_S):
+    def __init__(self, stream: Any, limit: int, budget: ByteBudget, idle_s: float = BODY_IDLE_S):
         self.stream, self.limit, self.budget, self.idle_s = stream, limit, budget, idle_s
         self.loop = asyncio.get_running_loop()
-        self.deadline = self.loop.time() + body_time_s(declared if declared is not None else limit)
+        self.waited = 0.0  # seconds spent waiting for the client's bytes
         self.received = 0
         self.taken = 0
         self.refusal: Refusal | None = None
@@ -594,17 +597,24 @@ class BodyReader:
         """The next chunk, b"" at the end of the body, or None once refused (`refusal` says why)."""
         if self.refusal is not None:
             return None
-        wait = min(self.idle_s, self.deadline - self.loop.time())
-        if wait <= 0:
+        left = body_time_left(self.waited, self.received)
+        if left <= 0:
             self.refusal = Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout")
             return None
+        wait = min(self.idle_s, left)
         try:  # a body all in hand is taken without a wait (wait_for costs a task and a timer)
             if self.stream.is_eof():
                 chunk = self.stream.read_nowait()
             else:
-                chunk = await asyncio.wait_for(self.stream.readany(), wait)
+                t0 = self.loop.time()
+                try:
+                    chunk = await asyncio.wait_for(self.stream.readany(), wait)
+                finally:
+                    self.waited += self.loop.time() - t0
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
-            self.refusal = Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
+            self.refusal = (Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
+                            if wait == self.idle_s else
+                            Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout"))
         except ConnectionError as e:
             e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold the body
             self.refusal = Refusal("the client closed the connection before the body was sent", "abandoned")
@@ -769,7 +779,7 @@ def _http_handler(cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
             return refuse(n, _STATUS.get(n.reason, 400))
         if (err := await _continue(request)) is not None:
             return refuse(err, 417)
-        reader = BodyReader(request.content, declared, cfg.max_request_bytes, budget, cfg.body_idle_s)
+        reader = BodyReader(request.content, cfg.max_request_bytes, budget, cfg.body_idle_s)
         reading[request.protocol] = request.content
         try:
             return await infer(request, path, headers, reader, declared, n)

@@ -1,8 +1,8 @@
 """The front's gRPC port: gRPC over HTTP/2 (the `h2` protocol library), every request byte counted as it arrives.
 
 A request message's bytes are taken from the front's held-bytes budget, shared with the HTTP port, frame by frame
-before they are kept; a message must keep arriving (a byte at least every `body_idle_s`, all of it within
-BODY_GRACE_S + its size at MIN_BODY_RATE), as an HTTP body must. grpcio's server hands a handler a message only
+before they are kept; a message must keep arriving (a byte at least every `body_idle_s`, and at the pace
+`front.body_time_left` sets), as an HTTP body must. grpcio's server hands a handler a message only
 whole and holds what has arrived meanwhile with no bound the front could set, which is why this port speaks
 HTTP/2 itself. The policy is front.py's; tritonserver is reached through grpcio's client, one message each way as
 raw bytes (`grpc_upstream`).
@@ -35,7 +35,7 @@ from videoitg.serving.front import (
     FrontCounters,
     Refusal,
     WaitingCalls,
-    body_time_s,
+    body_time_left,
     bounded_text,
     grpc_infer_error,
     grpc_scan,
@@ -214,7 +214,8 @@ class GrpcPort:
         call.conn.end(call, code, text)
 
     async def _sweep(self) -> None:
-        """The time bounds: a message's next byte within `body_idle_s` and all of it by its deadline; a
+        """The time bounds: a message's next byte within `body_idle_s`, and its pace (`body_time_left`: the front
+        reads a message whole before passing it on, so all of its time is spent waiting for the client); a
         connection's handshake within KEEPALIVE_S; an idle connection, or one whose client reads nothing of what
         it is sent, closed after 4 x KEEPALIVE_S and KEEPALIVE_S."""
         loop = asyncio.get_running_loop()
@@ -223,11 +224,10 @@ class GrpcPort:
             await asyncio.sleep(SWEEP_S)
             now = loop.time()
             for call in list(self.waiting.calls):
-                size = self.limit if call.size is None else call.size
                 if now - call.last > idle_s:
                     self.refuse(call, DEADLINE_EXCEEDED, f"request message stalled (no byte for {idle_s:.0f} s)",
                                 "body_timeout")
-                elif now - call.start > body_time_s(size):
+                elif body_time_left(now - call.start, len(call.buf)) < 0:
                     self.refuse(call, DEADLINE_EXCEEDED, f"request message slower than {MIN_BODY_RATE >> 20} MiB/s",
                                 "body_timeout")
             for conn in list(self.connections):
