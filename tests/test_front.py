@@ -290,21 +290,24 @@ def test_grpc_counts_come_before_any_input_is_looked_at() -> None:
     nine = service_pb2.ModelInferRequest(model_name=TOP).SerializeToString() + b"\x2a\x00" * 9
     # The scan stops at the 9th input: what follows is never read, not even a field running past the message's end
     # (a whole parse calls that malformed).
-    assert "more inputs than the 8" in front.grpc_counts_error(nine + b"\x2a\xff\xff\xff\x0f", MODELS, max_inputs=8)
+    assert "more inputs than the 8" in front.grpc_message_error(nine + b"\x2a\xff\xff\xff\x0f", MODELS, max_inputs=8)
     raw = nine + b"\x2a\x00" * 3_000_000
     tracemalloc.start()
     try:
-        err = front.grpc_counts_error(raw, MODELS, max_inputs=8)
+        err = front.grpc_message_error(raw, MODELS, max_inputs=8)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert err is not None and "more inputs than the 8" in err
     assert peak < 1 << 20, f"{peak >> 10} KiB allocated scanning"
-    assert "is not served" in front.grpc_counts_error(
+    assert "is not served" in front.grpc_message_error(
         service_pb2.ModelInferRequest(model_name=DECODE).SerializeToString() + b"\x2a\x00", MODELS)
-    assert "malformed" in front.grpc_counts_error(b"\x2a\x05ab", MODELS)
-    assert "more than" in front.grpc_counts_error(b"\x18\x01" * 1_000_000, MODELS)  # any other field, repeated
-    assert "no inputs" in front.grpc_counts_error(service_pb2.ModelInferRequest(model_name=TOP).SerializeToString(),
+    assert "malformed" in front.grpc_message_error(b"\x2a\x05ab", MODELS)
+    named = service_pb2.ModelInferRequest(model_name=TOP).SerializeToString()
+    assert "malformed ModelInfer request" in front.grpc_message_error(named + b"\x2a\x02\xff\xff", MODELS)  # the scan
+    # passes an input whose bytes protobuf cannot read
+    assert "more than" in front.grpc_message_error(b"\x18\x01" * 1_000_000, MODELS)  # any other field, repeated
+    assert "no inputs" in front.grpc_message_error(service_pb2.ModelInferRequest(model_name=TOP).SerializeToString(),
                                                   MODELS)
     many = service_pb2.ModelInferRequest(model_name=TOP)
     for _ in range(20):
@@ -315,11 +318,11 @@ def test_grpc_counts_come_before_any_input_is_looked_at() -> None:
         extra.inputs.add(name=name, datatype="BYTES").shape.extend([1, 1])
     extra.raw_input_contents.extend([b"a", b"b", b"c"])
     assert "3 raw_input_contents for 2 inputs" in front.grpc_infer_error(extra, MODELS)
-    assert "3 raw_input_contents for 2 inputs" in front.grpc_counts_error(extra.SerializeToString(), MODELS)
+    assert "3 raw_input_contents for 2 inputs" in front.grpc_message_error(extra.SerializeToString(), MODELS)
     del extra.raw_input_contents[2]
     assert front.grpc_infer_error(extra, MODELS) is None
     extra.parameters["sequence_id"].int64_param = 5
-    assert front.grpc_counts_error(extra.SerializeToString(), MODELS) is None
+    assert front.grpc_message_error(extra.SerializeToString(), MODELS) is None
     err, head, n_raw = front.grpc_scan(extra.SerializeToString(), MODELS)  # the checks parse all but the raw bytes
     parsed = service_pb2.ModelInferRequest.FromString(head)
     assert err is None and n_raw == 2 and not parsed.raw_input_contents

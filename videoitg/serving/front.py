@@ -397,11 +397,21 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
             return value, i
 
 
-def grpc_counts_error(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
-                      max_outputs: int = DEFAULT_MAX_TENSORS) -> Refusal | None:
-    """Why a serialized ModelInferRequest is refused by its model name and its counts alone, or None
-    (`grpc_scan`)."""
-    return grpc_scan(raw, models, max_inputs, max_outputs)[0]
+def grpc_message_error(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
+                       max_outputs: int = DEFAULT_MAX_TENSORS) -> Refusal | None:
+    """Why a serialized ModelInferRequest is refused, or None: its model name and counts from its wire fields
+    first (`grpc_scan`), then every field but the raw contents parsed and checked (`grpc_infer_error`). The
+    video's bytes are never parsed or copied here."""
+    err, head, n_raw = grpc_scan(raw, models, max_inputs, max_outputs)
+    if err is not None:
+        return err
+    from tritonclient.grpc import service_pb2  # the serve extra: the launcher imports this module without it
+
+    try:
+        request = service_pb2.ModelInferRequest.FromString(head)
+    except Exception as e:  # protobuf's DecodeError
+        return Refusal(f"malformed ModelInfer request ({str(e)[:120]})", "structure")
+    return grpc_infer_error(request, models, max_inputs, max_outputs, n_raw)
 
 
 def grpc_scan(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,

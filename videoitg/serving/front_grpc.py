@@ -37,13 +37,14 @@ from videoitg.serving.front import (
     WaitingCalls,
     body_time_left,
     bounded_text,
-    grpc_infer_error,
-    grpc_scan,
+    grpc_message_error,
 )
 
 # gRPC status codes (grpc/doc/statuscodes.md)
 INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = (
     3, 4, 5, 8, 12, 13, 14)
+REFUSAL_CODES = {"route": NOT_FOUND, "header_size": RESOURCE_EXHAUSTED}  # a refused ModelInfer's, by reason;
+# INVALID_ARGUMENT for the rest
 STREAMS_PER_CONNECTION = 128  # SETTINGS_MAX_CONCURRENT_STREAMS
 STREAM_WINDOW = 1 << 20  # the initial window of a stream: what a client may send ahead of the front's reading
 CONNECTION_WINDOW = 4 << 20
@@ -105,7 +106,6 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
     """(pass_on, its grpcio channel): `pass_on(method, message, seconds left or None)` is tritonserver's answer, or
     the (status code, text) the client gets; a ModelInfer is checked by the policy first."""
     import grpc
-    from tritonclient.grpc import service_pb2
 
     # Triton's full error text comes back (its own code, not RESOURCE_EXHAUSTED for a long one); clients get a
     # bounded text.
@@ -115,20 +115,10 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
     calls = {m: channel.unary_unary(f"/{SERVICE}/{m}") for m in GRPC_METHODS}  # raw bytes both ways
 
     async def pass_on(method: str, raw: bytes, remaining: float | None) -> bytes | tuple[int, str]:
-        if method == "ModelInfer":
-            # The counts before anything is parsed; then all but the raw contents (the video's bytes are passed on
-            # as they came, never parsed or copied here).
-            err, head, n_raw = grpc_scan(raw, cfg.models, cfg.max_inputs, cfg.max_outputs)
-            if err is None:
-                try:
-                    req = service_pb2.ModelInferRequest.FromString(head)
-                except Exception as e:  # protobuf's DecodeError
-                    err = Refusal(f"malformed {method} request ({str(e)[:120]})", "structure")
-            if err is None:
-                err = grpc_infer_error(req, cfg.models, cfg.max_inputs, cfg.max_outputs, n_raw)
-            if err is not None:
-                counters.reject("grpc", err)
-                return {"route": NOT_FOUND, "header_size": RESOURCE_EXHAUSTED}.get(err.reason, INVALID_ARGUMENT), err
+        if method == "ModelInfer" and (err := grpc_message_error(raw, cfg.models, cfg.max_inputs,
+                                                                cfg.max_outputs)) is not None:
+            counters.reject("grpc", err)
+            return REFUSAL_CODES.get(err.reason, INVALID_ARGUMENT), err
         bound = cfg.infer_timeout_s if method == "ModelInfer" else cfg.pass_timeout_s
         try:
             return await calls[method](raw, timeout=bound if remaining is None else min(remaining, bound))
