@@ -409,7 +409,7 @@ def test_a_body_must_keep_pace_counting_only_the_time_spent_waiting_for_its_clie
     assert refusal is not None and "slower than 1 MiB/s" in refusal and refusal.reason == "body_timeout"
     assert 0.4 < took < 1.5 and received < 10, (took, received)
     refusal, received, took = asyncio.run(run(Trickle(64 << 10, 0.1)))
-    assert refusal is not None and "slower than" in refusal and 1.0 < took < 5, (refusal, took)
+    assert refusal is not None and "slower than" in refusal and 0.5 < took < 5, (refusal, took)
     refusal, received, took = asyncio.run(run(Upload(8, 64 << 10, None), pause_s=0.2))  # 512 KiB earn 0.5 s
     assert refusal is None and received == 512 << 10 and took > 1.5, (refusal, received, took)
 
