@@ -586,6 +586,68 @@ async def never() -> AsyncIterator[bytes]:
 LIVE = f"/{front.SERVICE}/ServerLive"
 
 
+async def raw_frames(reader: asyncio.StreamReader) -> AsyncIterator[Any]:
+    """The frames a peer sends, parsed one by one (hyperframe), with no HTTP/2 state of the reader's own."""
+    from hyperframe.frame import Frame
+
+    buf = b""
+    while True:
+        while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+            if not (data := await reader.read(1 << 16)):
+                return
+            buf += data
+        frame, n = Frame.parse_frame_header(memoryview(buf[:9]))
+        frame.parse_body(memoryview(buf[9:9 + n]))
+        buf = buf[9 + n:]
+        yield frame
+
+
+def test_a_stop_takes_the_calls_a_client_sent_before_it_read_the_goaway() -> None:
+    """At a stop, a client may have sent a call before it read the GOAWAY (a grpcio client then fails the call with
+    "Stream removed"). The first GOAWAY names the largest stream id and comes with a PING, so such a call is still
+    taken and answered; the client's answer to the PING brings the GOAWAY naming the last call taken."""
+    import h2.config
+    import h2.connection
+    from hpack import Decoder
+    from hyperframe.frame import GoAwayFrame, HeadersFrame, PingFrame
+
+    from videoitg.serving import front_grpc
+
+    async def run() -> tuple[list[int], list[tuple[int, dict[str, str]]], float]:
+        async with grpc_front() as (target, _, port):
+            host, p = target.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(p))
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            writer.write(client.data_to_send())
+            sid = client.get_next_available_stream_id()
+            client.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", LIVE),
+                                      ("content-type", "application/grpc"), ("te", "trailers")])
+            client.send_data(sid, prefix(0), end_stream=True)
+            call = client.data_to_send()  # made before the stop, written after its first GOAWAY is read
+            t0 = time.monotonic()
+            stop = asyncio.ensure_future(port.stop(5.0))
+            goaways: list[int] = []
+            headers: list[tuple[int, dict[str, str]]] = []
+            decoder = Decoder()
+            async for frame in raw_frames(reader):
+                if isinstance(frame, GoAwayFrame):
+                    goaways.append(frame.last_stream_id)
+                elif isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                    writer.write(call + PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]).serialize())
+                elif isinstance(frame, HeadersFrame):
+                    headers.append((frame.stream_id, {k.decode(): v.decode() for k, v in decoder.decode(frame.data,
+                                                                                                         raw=True)}))
+            await asyncio.wait_for(stop, 10)  # the frames end when the stop closes the connection
+            writer.close()
+            return goaways, headers, time.monotonic() - t0
+
+    goaways, headers, took = asyncio.run(run())
+    assert goaways == [2**31 - 1, 1], goaways
+    assert [sid for sid, _ in headers] == [1, 1] and headers[1][1].get("grpc-status") == "0", headers
+    assert took < front_grpc.DRAIN_S, took  # the PING's answer ended the wait for calls sent before the GOAWAY
+
+
 def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
     """An 8 MiB ModelInfer refused by tritonserver (here a stand-in that refuses every one), and one refused by the
     front's own checks: once each is answered, the front holds neither message. The abort's traceback held the

@@ -69,6 +69,11 @@ CALL_FRAMES = 3
 MAX_SETTINGS_FRAMES = 64
 SETTINGS_BYTES = 16 * 6  # six bytes a setting: HTTP/2 defines 7 of them
 ABORT_AFTER_S = 1.0  # a connection closed for a fault is aborted this long after, its last frames sent or not
+# At a stop: how long the calls a client sent before it read the first GOAWAY have to arrive, unless its answer to
+# the PING sent after that GOAWAY comes sooner.
+DRAIN_S = 1.0
+DRAIN_PING = b"draining"
+LAST_STREAM = 2**31 - 1
 _DATA, _HEADERS, _SETTINGS, _CONTINUATION = 0x0, 0x1, 0x4, 0x9  # frame types
 _PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 _FRAME_HEADER = 9
@@ -164,7 +169,6 @@ class GrpcPort:
         self.waiting = WaitingCalls(cfg.max_connections)
         self.busy = 0
         self.connections: set[Connection] = set()
-        self.stopping = False
         self.server: asyncio.Server | None = None
         self.sweeper: asyncio.Task | None = None
         self.pass_on, self.channel = grpc_upstream(cfg, counters)
@@ -182,14 +186,19 @@ class GrpcPort:
         return Connection(self)
 
     async def stop(self, grace: float) -> None:
-        """No new connection or call (GOAWAY); calls in flight get `grace` seconds, then every connection closes."""
-        self.stopping = True
+        """No new connection; on each one a graceful GOAWAY (`Connection.drain`), so the calls a client sent before
+        it read it are still taken; the calls in flight get `grace` seconds, then every connection closes."""
         if self.server is not None:
             self.server.close()
         for conn in list(self.connections):
-            conn.go_away()
+            conn.drain()
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
+        drained = min(end, loop.time() + DRAIN_S)
+        while any(not c.last_goaway for c in self.connections) and loop.time() < drained:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.go_away()
         while any(c.calls for c in self.connections) and loop.time() < end:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
@@ -252,6 +261,7 @@ class Connection(asyncio.Protocol):
         self.header_block = 0  # bytes of the header block being received (HEADERS, then CONTINUATION frames)
         self.settings_frames = 0
         self.closed = False
+        self.last_goaway = False  # the GOAWAY naming the last call taken is sent: a new call is refused
         self.idle_frames, self.window_start = 0, self.opened  # frames carrying nothing, in the current window
         port.connections.add(self)  # counted from its accept on: the cap holds for a burst of them
 
@@ -359,6 +369,8 @@ class Connection(asyncio.Protocol):
                 useful -= CALL_FRAMES - 1 if self.reset(ev.stream_id) else 0  # a call cancelled before its answer
             elif isinstance(ev, h2.events.WindowUpdated):
                 self.wake()
+            elif isinstance(ev, h2.events.PingAckReceived) and ev.ping_data == DRAIN_PING:
+                self.go_away()  # every call the client sent before it read the first GOAWAY has arrived
             elif isinstance(ev, h2.events.RemoteSettingsChanged):
                 useful += not self.settled  # the client's first SETTINGS, its part of the handshake
                 self.settled = True
@@ -418,7 +430,7 @@ class Connection(asyncio.Protocol):
         deadline = grpc_timeout(headers.get(b"grpc-timeout"))
         call = Call(self, sid, method, self.active)
         self.calls[sid] = call
-        if self.port.stopping:
+        if self.last_goaway:
             self.end(call, UNAVAILABLE, "the server is stopping")
         elif headers.get(b":method") != b"POST" or not headers.get(b"content-type", b"").startswith(GRPC_TYPE):
             self.port.refuse(call, UNIMPLEMENTED, "not a gRPC call (POST, content-type application/grpc)", "route")
@@ -594,9 +606,22 @@ class Connection(asyncio.Protocol):
             if not w.done():
                 w.set_result(None)
 
+    def drain(self) -> None:
+        """The start of a graceful close (RFC 9113, section 6.8): GOAWAY naming the largest stream id, so the client
+        opens no new call here while the calls it sent before reading it are still taken, then a PING: its answer
+        comes after all of those, and `go_away` follows it."""
+        self.flush()
+        if self.transport is not None:
+            self.transport.write(GoAwayFrame(0, last_stream_id=LAST_STREAM).serialize())
+            self.h2.ping(DRAIN_PING)
+            self.flush()
+
     def go_away(self) -> None:
-        """GOAWAY: the client opens no new call here; the calls open go on. Written as a frame of its own: h2's
-        `close_connection` would also refuse to send their answers."""
+        """GOAWAY naming the last call taken: a call after it is refused (UNAVAILABLE); the calls open go on. Written
+        as a frame of its own: h2's `close_connection` would also refuse to send their answers."""
+        if self.last_goaway:
+            return
+        self.last_goaway = True
         if self.transport is not None:
             self.transport.write(GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id).serialize())
 
