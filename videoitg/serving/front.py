@@ -553,6 +553,13 @@ def body_time_left(waited_s: float, received: int) -> float:
     return BODY_GRACE_S + received / MIN_BODY_RATE - waited_s
 
 
+def body_timeout(what: str, stalled_s: float | None = None) -> Refusal:
+    """The refusal of a body or message (`what`) that had no byte for `stalled_s`, or (None) fell behind its pace."""
+    why = (f"stalled (no byte for {stalled_s:.0f} s)" if stalled_s is not None
+           else f"slower than {MIN_BODY_RATE >> 20} MiB/s")
+    return Refusal(f"{what} {why}", "body_timeout")
+
+
 def held_budget(cfg: FrontConfig) -> ByteBudget:
     """The request bytes both ports may hold at once (at least one request's)."""
     return ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
@@ -609,7 +616,7 @@ class BodyReader:
             return None
         left = body_time_left(self.waited, self.received)
         if left <= 0:
-            self.refusal = Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout")
+            self.refusal = body_timeout("request body")
             return None
         wait = min(self.idle_s, left)
         try:  # a body all in hand is taken without a wait (wait_for costs a task and a timer)
@@ -622,9 +629,7 @@ class BodyReader:
                 finally:
                     self.waited += self.loop.time() - t0
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
-            self.refusal = (Refusal(f"request body stalled (no byte for {wait:.0f} s)", "body_timeout")
-                            if wait == self.idle_s else
-                            Refusal(f"request body slower than {MIN_BODY_RATE >> 20} MiB/s", "body_timeout"))
+            self.refusal = body_timeout("request body", wait if wait == self.idle_s else None)
         except ConnectionError as e:
             e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold the body
             self.refusal = Refusal("the client closed the connection before the body was sent", "abandoned")

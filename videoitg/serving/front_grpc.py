@@ -27,7 +27,6 @@ from hyperframe.frame import DataFrame, GoAwayFrame
 from videoitg.serving.front import (
     GRPC_METHODS,
     KEEPALIVE_S,
-    MIN_BODY_RATE,
     OVER_BUDGET,
     SERVICE,
     ByteBudget,
@@ -36,6 +35,7 @@ from videoitg.serving.front import (
     Refusal,
     WaitingCalls,
     body_time_left,
+    body_timeout,
     bounded_text,
     grpc_message_error,
 )
@@ -223,12 +223,10 @@ class GrpcPort:
             await asyncio.sleep(SWEEP_S)
             now = loop.time()
             for call in list(self.waiting.calls):
-                if now - call.last > idle_s:
-                    self.refuse(call, DEADLINE_EXCEEDED, f"request message stalled (no byte for {idle_s:.0f} s)",
-                                "body_timeout")
-                elif body_time_left(now - call.start, len(call.buf)) < 0:
-                    self.refuse(call, DEADLINE_EXCEEDED, f"request message slower than {MIN_BODY_RATE >> 20} MiB/s",
-                                "body_timeout")
+                stalled = now - call.last > idle_s
+                if stalled or body_time_left(now - call.start, len(call.buf)) < 0:
+                    err = body_timeout("request message", idle_s if stalled else None)
+                    self.refuse(call, DEADLINE_EXCEEDED, err, err.reason)
             for conn in list(self.connections):
                 conn.check(now)
 
