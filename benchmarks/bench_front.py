@@ -2,7 +2,8 @@
 ports, interleaved in one run (each rep in its own shuffled order of routes), on the CPU repository of the embedded
 tiny checkpoint.
 
-    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--relay] [--json out.json]
+    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--relay] [--baseline DIR]
+                                     [--json out.json]
 
 - `cached`: the sample video scored again (a feature-cache hit: the smallest full request), HTTP and gRPC.
 - `upload`: `--upload-mib` MiB of fresh random bytes as VIDEO (refused as not a video after the server hashed and
@@ -11,6 +12,9 @@ Reports p50 of each, the ratio front / direct, the front's own CPU time per requ
 around each request through the front), and the resident memory of each route's process after the warm-up and
 1 s after the last request. `--small-pages`: also a second front, started as the first but without the
 huge-page tunable (`front_main.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
+`--baseline DIR`: also the front of another checkout of this project (say `git worktree add DIR REV`), started as
+the first from DIR's code, to the same tritonserver: the route `baseline`, a change to the front measured against
+what it changes, interleaved in one run.
 `--relay`: also the route `relay`, a byte relay (relay.py) to tritonserver's ports: what one more process costs
 by itself, the floor under any front; and the route `grpcio` (gRPC only), grpcio's pass-through without the front's
 checks (grpc_relay.py): the floor under any front built on grpcio.
@@ -64,8 +68,8 @@ def request(client, mod, video: bytes, instruction: str) -> None:
 
 
 @contextlib.contextmanager
-def _route(name: str, command: list[str], env: dict[str, str], http_port: int | None,
-           grpc_port: int) -> Iterator[tuple[tuple[str | None, str], int]]:
+def _route(name: str, command: list[str], env: dict[str, str], http_port: int | None, grpc_port: int,
+           cwd: Path | None = None) -> Iterator[tuple[tuple[str | None, str], int]]:
     """((http url, grpc url), pid) of the route `name`'s process, started with `command`, once its HTTP port (or,
     for a gRPC-only route, `http_port` None, its gRPC port) answers."""
     import tritonclient.grpc as g
@@ -73,7 +77,7 @@ def _route(name: str, command: list[str], env: dict[str, str], http_port: int | 
 
     # A session of its own, as the launcher starts the front: Linux's autogroup scheduling would otherwise share
     # this process's CPU with the benchmark's client
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
     try:
         urls = (f"{LOOPBACK}:{http_port}" if http_port else None, f"{LOOPBACK}:{grpc_port}")
         deadline = time.monotonic() + 30
@@ -88,20 +92,26 @@ def _route(name: str, command: list[str], env: dict[str, str], http_port: int | 
 
 
 @contextlib.contextmanager
-def extra_routes(srv: TritonServer, small_pages: bool,
-                 relay: bool) -> Iterator[dict[str, tuple[tuple[str | None, str], int]]]:
+def extra_routes(srv: TritonServer, small_pages: bool, relay: bool,
+                 baseline: Path | None) -> Iterator[dict[str, tuple[tuple[str | None, str], int]]]:
     """The routes beside `front` and `direct`, each to `srv`'s tritonserver: `front-4k`, a second front without the
-    huge-page tunable; `relay`, a byte relay (relay.py), and `grpcio`, grpcio's pass-through without the front's
-    checks (grpc_relay.py, gRPC only). Route name -> ((http url or None, grpc url), pid)."""
+    huge-page tunable; `baseline`, the front of the checkout `baseline`; `relay`, a byte relay (relay.py), and
+    `grpcio`, grpcio's pass-through without the front's checks (grpc_relay.py, gRPC only). Route name -> ((http url
+    or None, grpc url), pid)."""
     with contextlib.ExitStack() as stack:
         routes = {}
-        if small_pages:
+        for name, wanted in (("front-4k", small_pages), ("baseline", baseline is not None)):
+            if not wanted:
+                continue
             command = srv.front_command()
             cfg = json.loads(command[-1])
             cfg["http_port"], cfg["grpc_port"], cfg["metrics_port"] = free_ports(3)
-            env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-            routes["front-4k"] = stack.enter_context(_route("front-4k", [*command[:-1], json.dumps(cfg)], env,
-                                                            cfg["http_port"], cfg["grpc_port"]))
+            if name == "front-4k":
+                env, cwd = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, None
+            else:  # `python -m` imports the package from its working directory first
+                env, cwd = {**front_environment(dict(os.environ)), "PYTHONPATH": str(baseline)}, baseline
+            routes[name] = stack.enter_context(_route(name, [*command[:-1], json.dumps(cfg)], env, cfg["http_port"],
+                                                      cfg["grpc_port"], cwd))
         if relay:
             http_port, grpc_port = free_ports(2)
             command = [sys.executable, str(Path(__file__).with_name("relay.py")), str(http_port),
@@ -127,6 +137,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--upload-mib", type=int, default=32)
     ap.add_argument("--small-pages", action="store_true", help="also a front without the huge-page tunable")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="also the front of this checkout of the project (e.g. a git worktree of another commit)")
     ap.add_argument("--relay", action="store_true",
                     help="also a byte relay (relay.py) and grpcio's pass-through (grpc_relay.py)")
     ap.add_argument("--json", type=Path, default=None)
@@ -140,8 +152,8 @@ def main() -> int:
     repo = build_repository(RepoSpec(target="cpu"), tmp / "repo")
     times: dict[str, list[float]] = {}
     front_cpu: dict[str, list[float]] = {}
-    with TritonServer(repo, log_path=tmp / "server.log") as srv, extra_routes(srv, args.small_pages,
-                                                                              args.relay) as extra:
+    with TritonServer(repo, log_path=tmp / "server.log") as srv, extra_routes(srv, args.small_pages, args.relay,
+                                                                              args.baseline) as extra:
         routes = {"front": (srv.http_url, srv.grpc_url), "direct": (srv.internal_http_url, srv.internal_grpc_url)}
         pids = {"front": srv.front_pid}
         for name, (urls, pid) in extra.items():

@@ -691,6 +691,39 @@ def test_a_refused_grpc_message_is_not_kept_after_its_answer() -> None:
 
 
 
+def test_a_message_split_anywhere_across_data_frames_is_passed_on_byte_for_byte() -> None:
+    """A ModelInfer whose prefix and message arrive in DATA frames of 1, 2 and 4 bytes and then larger ones reaches
+    tritonserver unchanged; one with a byte past its length, in the frame that completes it, is refused."""
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=TOP)
+    req.inputs.add(name="VIDEO", datatype="BYTES", shape=[1, 1])
+    req.raw_input_contents.append(hashlib.sha256(b"video").digest() * 4096)  # 128 KiB
+    raw = req.SerializeToString()
+    got: list[bytes] = []
+
+    async def infer(message: bytes, context: Any) -> bytes:
+        got.append(message)
+        return service_pb2.ModelInferResponse(model_name=TOP).SerializeToString()
+
+    async def run() -> tuple[tuple[str, str], tuple[str, str]]:
+        async with grpc_front({"ModelInfer": infer}, max_request_bytes=1 << 20) as (target, _, _):
+            client = await H2Client().connect(target)
+            answers = []
+            for extra in (b"", b"x"):
+                sid, whole = client.open(), prefix(len(raw)) + raw + extra
+                cuts = [0, 1, 3, 7, 50_000, len(whole)]
+                for a, b in zip(cuts, cuts[1:]):
+                    await client.send(sid, whole[a:b], end=b == len(whole))
+                answers.append(await client.status(sid))
+            await client.close()
+            return answers[0], answers[1]
+
+    whole, over = asyncio.run(run())
+    assert whole == ("0", "") and got == [raw], (whole, [len(g) for g in got])
+    assert over[0] == "3" and "exactly one request message" in over[1], over
+
+
 def test_grpc_message_bytes_are_held_within_the_front_budget_and_released() -> None:
     """Streams that declare large messages, send part and wait: each byte is taken from the front's budget (shared
     with HTTP) before it is kept, a stream whose bytes do not fit is refused (RESOURCE_EXHAUSTED, `overloaded`), and

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -77,7 +78,7 @@ LAST_STREAM = 2**31 - 1
 _DATA, _HEADERS, _SETTINGS, _CONTINUATION = 0x0, 0x1, 0x4, 0x9  # frame types
 _PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 _FRAME_HEADER = 9
-GROWTH = 8  # a message's buffer is budgeted its bytes and 1/GROWTH more: a bytearray over-allocates up to 1/8
+GROWTH = 8  # a message's buffer is budgeted its bytes and 1/GROWTH more: a BytesIO over-allocates up to 1/8
 _TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC HTTP/2 protocol defines it
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 GRPC_TYPE = b"application/grpc"
@@ -142,14 +143,18 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
 class Call:
     """One gRPC call: its request message as it arrives (the bytes taken from the budget, held until answered)."""
 
-    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "buf", "taken", "size", "ended",
-                 "answered", "answering", "task")
+    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "prefix", "body", "received", "taken", "size",
+                 "ended", "answered", "answering", "task")
 
     def __init__(self, conn: Connection, sid: int, method: str, now: float):
         self.conn, self.sid, self.method = conn, sid, method
         self.deadline: float | None = None  # from the call's grpc-timeout
         self.start = self.last = now
-        self.buf = bytearray()  # the message as it arrives, its 5-byte prefix included
+        self.prefix = b""  # the message's 5-byte prefix (compressed flag, length) as it arrives
+        # The message after its prefix, as it arrives: a BytesIO hands over its buffer as the bytes grpcio's client
+        # takes (getvalue), where a bytearray would be copied whole once more.
+        self.body = io.BytesIO()
+        self.received = 0  # bytes of the message, its prefix included
         self.taken = 0  # of the budget
         self.size: int | None = None  # the message's length, once its prefix arrived
         self.ended = False  # the client's side is done (END_STREAM)
@@ -224,7 +229,7 @@ class GrpcPort:
             now = loop.time()
             for call in list(self.waiting.calls):
                 stalled = now - call.last > idle_s
-                if stalled or body_time_left(now - call.start, len(call.buf)) < 0:
+                if stalled or body_time_left(now - call.start, call.received) < 0:
                     err = body_timeout("request message", idle_s if stalled else None)
                     self.refuse(call, DEADLINE_EXCEEDED, err, err.reason)
             for conn in list(self.connections):
@@ -456,22 +461,29 @@ class Connection(asyncio.Protocol):
         if not port.budget.take(cost):
             port.refuse(call, RESOURCE_EXHAUSTED, OVER_BUDGET, "overloaded")
             return
-        call.buf += data
         call.taken += cost
+        call.received += len(data)
         call.last = self.loop.time()
         port.waiting.progress(call)
-        if call.size is None and len(call.buf) >= _PREFIX:
-            head = call.buf[:_PREFIX]
-            if head[0] != 0:
+        rest = memoryview(data)
+        if call.size is None:
+            need = _PREFIX - len(call.prefix)
+            call.prefix += rest[:need]
+            rest = rest[need:]
+            if len(call.prefix) < _PREFIX:
+                return
+            if call.prefix[0] != 0:
                 port.refuse(call, UNIMPLEMENTED, COMPRESSED, "encoding")
                 return
-            call.size = int.from_bytes(head[1:], "big")
+            call.size = int.from_bytes(call.prefix[1:], "big")
             if call.size > port.limit:
                 port.refuse(call, RESOURCE_EXHAUSTED, f"request message of {call.size} bytes is over the server's "
                             f"limit of {port.limit} bytes", "too_large")
                 return
-        if call.size is not None and len(call.buf) > _PREFIX + call.size:
+        if call.received > _PREFIX + call.size:
             port.refuse(call, INVALID_ARGUMENT, ONE_MESSAGE, "structure")
+            return
+        call.body.write(rest)
 
     def stream_ended(self, sid: int) -> None:
         call = self.calls.get(sid)
@@ -480,15 +492,14 @@ class Connection(asyncio.Protocol):
         call.ended = True
         port = self.port
         port.waiting.leave(call)
-        if call.size is None or len(call.buf) != _PREFIX + call.size:
+        if call.size is None or call.received != _PREFIX + call.size:
             port.refuse(call, INVALID_ARGUMENT, ONE_MESSAGE, "structure")
         elif port.busy >= port.cfg.max_connections:
             port.refuse(call, RESOURCE_EXHAUSTED, f"the server is answering its limit of {port.cfg.max_connections} "
                         "calls; try again", "overloaded")
         else:
-            with memoryview(call.buf) as view:
-                message = bytes(view[_PREFIX:])  # grpcio's client takes bytes; still taken until answered
-            call.buf = bytearray()
+            message = call.body.getvalue()  # the BytesIO's own buffer, not a copy; still taken until answered
+            call.body = io.BytesIO()
             port.busy += 1
             call.task = asyncio.ensure_future(self.answer(call, message))
 
@@ -583,7 +594,7 @@ class Connection(asyncio.Protocol):
 
     def release(self, call: Call) -> None:
         self.port.budget.give(call.taken)
-        call.taken, call.buf = 0, bytearray()
+        call.taken, call.body = 0, io.BytesIO()
 
     def drop(self, call: Call) -> None:
         """Forgets `call`, its bytes released."""
