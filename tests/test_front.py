@@ -501,11 +501,18 @@ def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytes
             got[i] = e
         answered_at[i] = time.monotonic()
 
+    def in_model() -> float:
+        with urllib.request.urlopen(srv.metrics_url, timeout=10) as r:
+            return metric_value(r.read().decode(), "videoitg_requests_in_flight", model=TOP)
+
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(videos))]
     for t in threads:
         t.start()
     connected.wait(60)
-    time.sleep(0.05 * len(videos) + 0.3)  # the requests are at the front or in the model
+    deadline = time.monotonic() + 60
+    while (n := in_model()) < len(videos) and time.monotonic() < deadline:  # every request sent and taken
+        time.sleep(0.05)
+    assert n == len(videos), f"{n:.0f} of {len(videos)} requests reached the model within 60 s"
     t0 = time.monotonic()
     with pytest.raises(StopIteration):
         next(gen)  # stops the server, which must exit with 0

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import gzip
 import hashlib
+import itertools
 import json
 import time
 import tracemalloc
@@ -713,7 +714,7 @@ def test_a_message_split_anywhere_across_data_frames_is_passed_on_byte_for_byte(
             for extra in (b"", b"x"):
                 sid, whole = client.open(), prefix(len(raw)) + raw + extra
                 cuts = [0, 1, 3, 7, 50_000, len(whole)]
-                for a, b in zip(cuts, cuts[1:]):
+                for a, b in itertools.pairwise(cuts):
                     await client.send(sid, whole[a:b], end=b == len(whole))
                 answers.append(await client.status(sid))
             await client.close()
