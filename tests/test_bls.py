@@ -100,8 +100,11 @@ def test_cache_hit_is_answered_while_another_video_decodes(server: TritonServer,
     log: dict[str, object] = {}
     t_cold = threading.Thread(target=timed, args=(server, cold, "a red circle", log, "cold"))
     t_cold.start()
-    time.sleep(0.5)  # the cold request is in its decode (DELAY_S)
-    # The load signal: Triton's own pending count stays near zero, these gauges do not.
+    # The load signal: Triton's own pending count stays near zero, these gauges do not. The cold request is in its
+    # decode (DELAY_S) once they count it.
+    deadline = time.monotonic() + 30
+    while gauge(server, "videoitg_cold_videos_in_flight") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert gauge(server, "videoitg_cold_videos_in_flight") == 1
     assert gauge(server, "videoitg_requests_in_flight") == 1
     timed(server, warm, "a blue square", log, "hit")

@@ -484,8 +484,10 @@ def test_serve_command_stops_cleanly_on_signal(sig, tmp_path) -> None:
             proc.wait()
 
 
-SLOW = ECHO.replace("    def execute(self, requests):\n", "    def execute(self, requests):\n        import time\n\n"
-                                                                 "        time.sleep(30)\n")
+# It marks that it runs (a file `started` beside its model.py), then takes 30 s.
+SLOW = ECHO.replace("    def execute(self, requests):\n", "    def execute(self, requests):\n        import pathlib\n"
+                    "        import time\n\n        pathlib.Path(__file__).with_name('started').touch()\n"
+                    "        time.sleep(30)\n")
 
 
 def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
@@ -525,7 +527,10 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
 
         t = threading.Thread(target=call)
         t.start()
-        time.sleep(2.0)  # the request is in the slow model now
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "slow" / "1" / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the request is in the slow model
+        assert (tmp_path / "slow" / "1" / "started").exists(), "the request did not reach the slow model in 60 s"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=40)
