@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 skip_without_tritonserver()
 
 MODEL = '''
+import pathlib
 import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -55,6 +56,7 @@ class TritonPythonModel:
         out = []
         for r in requests:
             x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            pathlib.Path(__file__).with_name("started").touch()  # the request is in the model now
             time.sleep({sleep})
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x * 2)]))
         return out
@@ -332,7 +334,11 @@ def test_stop_with_a_long_request_in_flight_is_bounded_and_leaks_nothing(server:
 
     th = threading.Thread(target=request)
     th.start()
-    time.sleep(1.0)  # the slow model is executing (30 s)
+    started = server.repository / "slow" / "1" / "started"
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the request did not reach the slow model in 60 s"  # it runs 30 s from here
     t0 = time.monotonic()
     server.stop()
     took = time.monotonic() - t0
