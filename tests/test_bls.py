@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import metric_value, start
+from tests.support.server import metric_value, start, wait_until
 from tests.support.video import random_clip
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.protocol import DECODE, TOP
@@ -102,9 +102,7 @@ def test_cache_hit_is_answered_while_another_video_decodes(server: TritonServer,
     t_cold.start()
     # The load signal: Triton's own pending count stays near zero, these gauges do not. The cold request is in its
     # decode (DELAY_S) once they count it.
-    deadline = time.monotonic() + 30
-    while gauge(server, "videoitg_cold_videos_in_flight") < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: gauge(server, "videoitg_cold_videos_in_flight") >= 1, 30)
     assert gauge(server, "videoitg_cold_videos_in_flight") == 1
     assert gauge(server, "videoitg_requests_in_flight") == 1
     timed(server, warm, "a blue square", log, "hit")

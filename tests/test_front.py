@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_stop import moving_clip
-from tests.support.server import metric_value, served, skip_without_tritonserver
+from tests.support.server import metric_value, served, skip_without_tritonserver, wait_until
 from tests.support.video import repeat_clip
 from videoitg.defaults import sample_video
 from videoitg.serving import front, front_main
@@ -509,10 +509,9 @@ def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytes
     for t in threads:
         t.start()
     connected.wait(60)
-    deadline = time.monotonic() + 60
-    while (n := in_model()) < len(videos) and time.monotonic() < deadline:  # every request sent and taken
-        time.sleep(0.05)
-    assert n == len(videos), f"{n:.0f} of {len(videos)} requests reached the model within 60 s"
+    # every request sent and taken (there are no others)
+    assert wait_until(lambda: in_model() == len(videos), 60), \
+        f"{in_model():.0f} of {len(videos)} requests reached the model within 60 s"
     t0 = time.monotonic()
     with pytest.raises(StopIteration):
         next(gen)  # stops the server, which must exit with 0

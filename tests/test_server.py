@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.support.server import skip_without_tritonserver, stub_pids
+from tests.support.server import skip_without_tritonserver, stub_pids, wait_until
 from videoitg.defaults import default_checkpoint
 from videoitg.serving import procfs, shm, supervise
 from videoitg.serving import server as server_mod
@@ -335,10 +335,7 @@ def test_stop_with_a_long_request_in_flight_is_bounded_and_leaks_nothing(server:
     th = threading.Thread(target=request)
     th.start()
     started = server.repository / "slow" / "1" / "started"
-    deadline = time.monotonic() + 60
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert started.exists(), "the request did not reach the slow model in 60 s"  # it runs 30 s from here
+    assert wait_until(started.exists, 60), "the request did not reach the slow model in 60 s"  # it runs 30 s on
     t0 = time.monotonic()
     server.stop()
     took = time.monotonic() - t0

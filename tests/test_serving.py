@@ -34,6 +34,7 @@ from tests.support.server import (
     metric_value,
     served,
     skip_without_tritonserver,
+    wait_until,
 )
 from tests.support.video import random_clip
 from videoitg.cli import main
@@ -527,10 +528,8 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
 
         t = threading.Thread(target=call)
         t.start()
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "slow" / "1" / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)  # until the request is in the slow model
-        assert (tmp_path / "slow" / "1" / "started").exists(), "the request did not reach the slow model in 60 s"
+        started = tmp_path / "slow" / "1" / "started"
+        assert wait_until(started.exists, 60), "the request did not reach the slow model in 60 s"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=40)

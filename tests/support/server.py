@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,17 @@ from videoitg.serving import binaries, procfs
 from videoitg.serving.ports import ServerError
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
+    """Polls `done` until it holds or `timeout_s` has passed: whether it held. A test waits on a signal from the
+    server this way, not on a fixed pause a loaded machine may not honour."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every_s)
+    return True
 
 
 def skip_without_tritonserver() -> None:
