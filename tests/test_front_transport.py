@@ -726,20 +726,23 @@ def test_a_message_split_anywhere_across_data_frames_is_passed_on_byte_for_byte(
 
 
 def test_grpc_message_bytes_are_held_within_the_front_budget_and_released() -> None:
-    """Streams that declare large messages, send part and wait: each byte is taken from the front's budget (shared
-    with HTTP) before it is kept, a stream whose bytes do not fit is refused (RESOURCE_EXHAUSTED, `overloaded`), and
-    what was held goes back when the client goes. grpcio's own server held every partial message whole, with no
-    bound."""
+    """Streams that declare large messages, send part and wait: a message's buffer is taken from the front's budget
+    (shared with HTTP) before it grows, to at most twice what arrived; a stream whose buffer does not fit is refused
+    (RESOURCE_EXHAUSTED, `overloaded`), and what was held goes back when the client goes. grpcio's own server held
+    every partial message whole, with no bound."""
+    sent = 200_000
+
     async def run() -> tuple[list[int], list[tuple[str, str]], tuple[str, str], int, front.FrontCounters]:
         async with grpc_front(max_request_bytes=1 << 20, held_bytes=1 << 20) as (target, counters, port):
             client = await H2Client().connect(target)
-            sids, held = [client.open() for _ in range(3)], []
-            for sid in sids:
-                await client.send(sid, prefix(1000_000) + b"v" * 400_000)
+            held, sids = [0], []
+            while len(sids) < 8 and "grpc-status" not in client.trailers.get(sids[-1] if sids else 0, {}):
+                sids.append(client.open())
+                await client.send(sids[-1], prefix(1000_000) + b"v" * sent)
                 await asyncio.sleep(0.2)
                 held.append(port.budget.held)
-            answers = [await client.status(sid, 0.5) for sid in sids]
-            own = await H2Client().connect(target)  # an ordinary call still fits beside the two held
+            answers = [await client.status(sid, 0.2) for sid in sids]
+            own = await H2Client().connect(target)  # an ordinary call still fits beside those held
             live = own.open("ServerLive")
             await own.send(live, prefix(0), end=True)
             answered = await own.status(live)
@@ -749,11 +752,48 @@ def test_grpc_message_bytes_are_held_within_the_front_budget_and_released() -> N
             return held, answers, answered, port.budget.held, counters
 
     held, answers, answered, after, counters = asyncio.run(run())
-    assert max(held) <= 1 << 20 and held[0] > 400_000 and held[1] > 800_000, held
-    assert answers[:2] == [("open", "")] * 2 and answers[2][0] == "8" and "too many request bodies" in answers[2][1], \
-        answers
+    kept = len(answers) - 1  # every stream but the last is held
+    assert kept >= 2 and answers[:kept] == [("open", "")] * kept, answers
+    assert answers[-1][0] == "8" and "too many request bodies" in answers[-1][1], answers
+    assert all(sent <= b - a <= 2 * sent for a, b in itertools.pairwise(held[:kept + 1])), held
+    assert max(held) <= 1 << 20, held
     assert answered == ("0", ""), answered
     assert after == 0 and counters.rejected == {("grpc", "overloaded"): 1}, (after, counters.rejected)
+
+
+def test_a_whole_grpc_message_is_held_at_its_exact_size_until_answered() -> None:
+    """A message that arrived in several DATA frames is handed over as its buffer, which is then exactly the message:
+    its size is what stays taken from the budget while it is answered, and nothing once it is."""
+    body = hashlib.sha256(b"message").digest() * (450_000 // 32)  # 450 KB: 7 DATA frames of at most 64 KiB
+    arrived, answer = asyncio.Event(), asyncio.Event()
+    got: list[bytes] = []
+
+    async def slow(message: bytes, context: Any) -> bytes:
+        got.append(message)
+        arrived.set()
+        await answer.wait()
+        return b""
+
+    async def run() -> tuple[int, tuple[str, str], int]:
+        async with grpc_front({"ServerLive": slow}, max_request_bytes=1 << 20) as (target, _, port):
+            client = await H2Client().connect(target)
+            sid = client.open("ServerLive")
+            await client.send(sid, prefix(len(body)) + body, end=True)
+            await asyncio.wait_for(arrived.wait(), 10)
+            while_answered = port.budget.held
+            answer.set()
+            answered = await client.status(sid)
+            await client.close()
+            for _ in range(100):
+                if port.budget.held == 0:
+                    break
+                await asyncio.sleep(0.02)
+            return while_answered, answered, port.budget.held
+
+    while_answered, answered, after = asyncio.run(run())
+    assert while_answered == len(body), while_answered
+    assert answered == ("0", "") and got == [body], (answered, [len(g) for g in got])
+    assert after == 0, after
 
 
 def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,10 @@
 """The front's gRPC port: gRPC over HTTP/2 (the `h2` protocol library), every request byte counted as it arrives.
 
-A request message's bytes are taken from the front's held-bytes budget, shared with the HTTP port, frame by frame
-before they are kept; a message must keep arriving (a byte at least every `body_idle_s`, and at the pace
-`front.body_time_left` sets), as an HTTP body must. grpcio's server hands a handler a message only
-whole and holds what has arrived meanwhile with no bound the front could set, which is why this port speaks
-HTTP/2 itself. The policy is front.py's; tritonserver is reached through grpcio's client, one message each way as
+A request message's buffer is taken from the front's held-bytes budget, shared with the HTTP port, before it grows
+as its frames arrive (to at most twice what arrived); a message must keep arriving (a byte at least every
+`body_idle_s`, and at the pace `front.body_time_left` sets), as an HTTP body must. grpcio's server hands a handler
+a message only whole and holds what has arrived meanwhile with no bound the front could set, which is why this port
+speaks HTTP/2 itself. The policy is front.py's; tritonserver is reached through grpcio's client, one message each way as
 raw bytes (`grpc_upstream`).
 """
 
@@ -78,7 +78,6 @@ LAST_STREAM = 2**31 - 1
 _DATA, _HEADERS, _SETTINGS, _CONTINUATION = 0x0, 0x1, 0x4, 0x9  # frame types
 _PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 _FRAME_HEADER = 9
-GROWTH = 8  # a message's buffer is budgeted its bytes and 1/GROWTH more: a BytesIO over-allocates up to 1/8
 _TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC HTTP/2 protocol defines it
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 GRPC_TYPE = b"application/grpc"
@@ -143,8 +142,8 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
 class Call:
     """One gRPC call: its request message as it arrives (the bytes taken from the budget, held until answered)."""
 
-    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "prefix", "body", "received", "taken", "size",
-                 "ended", "answered", "answering", "task")
+    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "prefix", "body", "capacity", "received",
+                 "taken", "size", "ended", "answered", "answering", "task")
 
     def __init__(self, conn: Connection, sid: int, method: str, now: float):
         self.conn, self.sid, self.method = conn, sid, method
@@ -152,8 +151,10 @@ class Call:
         self.start = self.last = now
         self.prefix = b""  # the message's 5-byte prefix (compressed flag, length) as it arrives
         # The message after its prefix, as it arrives: a BytesIO hands over its buffer as the bytes grpcio's client
-        # takes (getvalue), where a bytearray would be copied whole once more.
+        # takes (getvalue), where a bytearray would be copied whole once more. Its buffer is grown by the front
+        # (`reserve`), not frame by frame: each growth is a reallocation.
         self.body = io.BytesIO()
+        self.capacity = 0  # of the buffer, taken from the budget
         self.received = 0  # bytes of the message, its prefix included
         self.taken = 0  # of the budget
         self.size: int | None = None  # the message's length, once its prefix arrived
@@ -457,11 +458,6 @@ class Connection(asyncio.Protocol):
         if call is None or call.answered or not data:
             return
         port = self.port
-        cost = len(data) + len(data) // GROWTH
-        if not port.budget.take(cost):
-            port.refuse(call, RESOURCE_EXHAUSTED, OVER_BUDGET, "overloaded")
-            return
-        call.taken += cost
         call.received += len(data)
         call.last = self.loop.time()
         port.waiting.progress(call)
@@ -483,7 +479,28 @@ class Connection(asyncio.Protocol):
         if call.received > _PREFIX + call.size:
             port.refuse(call, INVALID_ARGUMENT, ONE_MESSAGE, "structure")
             return
+        if len(rest) and not self.reserve(call, call.received - _PREFIX):
+            port.refuse(call, RESOURCE_EXHAUSTED, OVER_BUDGET, "overloaded")
+            return
         call.body.write(rest)
+
+    def reserve(self, call: Call, need: int) -> bool:
+        """Room for `need` bytes of `call`'s message in its buffer: grown to twice that, at most the message's length,
+        the growth taken from the budget first (False when it does not fit). A buffer is thus at most twice the
+        bytes that arrived, and exactly the message once it is whole, handed over as it is."""
+        if need <= call.capacity:
+            return True
+        assert call.size is not None
+        grown = min(call.size, 2 * need)
+        if not self.port.budget.take(grown - call.capacity):
+            return False
+        call.taken += grown - call.capacity
+        at = call.body.tell()
+        call.body.seek(grown - 1)  # a BytesIO grows to exactly the end of a write past its end
+        call.body.write(b"\0")
+        call.body.seek(at)
+        call.capacity = grown
+        return True
 
     def stream_ended(self, sid: int) -> None:
         call = self.calls.get(sid)
@@ -594,7 +611,7 @@ class Connection(asyncio.Protocol):
 
     def release(self, call: Call) -> None:
         self.port.budget.give(call.taken)
-        call.taken, call.body = 0, io.BytesIO()
+        call.taken, call.body, call.capacity = 0, io.BytesIO(), 0
 
     def drop(self, call: Call) -> None:
         """Forgets `call`, its bytes released."""
