@@ -142,8 +142,8 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
 class Call:
     """One gRPC call: its request message as it arrives (the bytes taken from the budget, held until answered)."""
 
-    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "prefix", "body", "capacity", "received",
-                 "taken", "size", "ended", "answered", "answering", "task")
+    __slots__ = ("conn", "sid", "method", "deadline", "start", "last", "prefix", "body", "received", "taken", "size",
+                 "ended", "answered", "answering", "task")
 
     def __init__(self, conn: Connection, sid: int, method: str, now: float):
         self.conn, self.sid, self.method = conn, sid, method
@@ -154,9 +154,8 @@ class Call:
         # takes (getvalue), where a bytearray would be copied whole once more. Its buffer is grown by the front
         # (`reserve`), not frame by frame: each growth is a reallocation.
         self.body = io.BytesIO()
-        self.capacity = 0  # of the buffer, taken from the budget
         self.received = 0  # bytes of the message, its prefix included
-        self.taken = 0  # of the budget
+        self.taken = 0  # of the budget: the length of its buffer
         self.size: int | None = None  # the message's length, once its prefix arrived
         self.ended = False  # the client's side is done (END_STREAM)
         self.answered = False
@@ -488,20 +487,19 @@ class Connection(asyncio.Protocol):
         """Room for `need` bytes of `call`'s message in its buffer: grown to twice that, at most the message's length,
         the growth taken from the budget first (False when it does not fit). A buffer is thus at most twice the
         bytes that arrived, and exactly the message once it is whole, handed over as it is."""
-        if need <= call.capacity:
+        if need <= call.taken:
             return True
         assert call.size is not None
         grown = min(call.size, 2 * need)
-        if not self.port.budget.take(grown - call.capacity):
+        if not self.port.budget.take(grown - call.taken):
             return False
-        call.taken += grown - call.capacity
         at = call.body.tell()
         # A write past a BytesIO's end grows it to that end, zero-filled. On a growth of less than an eighth it
         # reserves an eighth more address space, which is never written here, so never made resident.
         call.body.seek(grown - 1)
         call.body.write(b"\0")
         call.body.seek(at)
-        call.capacity = grown
+        call.taken = grown
         return True
 
     def stream_ended(self, sid: int) -> None:
@@ -613,7 +611,7 @@ class Connection(asyncio.Protocol):
 
     def release(self, call: Call) -> None:
         self.port.budget.give(call.taken)
-        call.taken, call.body, call.capacity = 0, io.BytesIO(), 0
+        call.taken, call.body = 0, io.BytesIO()
 
     def drop(self, call: Call) -> None:
         """Forgets `call`, its bytes released."""
