@@ -2,8 +2,8 @@
 ports, interleaved in one run (each rep in its own shuffled order of routes), on the CPU repository of the embedded
 tiny checkpoint.
 
-    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--relay] [--baseline DIR]
-                                     [--json out.json]
+    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--relay] [--haproxy]
+                                     [--baseline DIR] [--json out.json]
 
 - `cached`: the sample video scored again (a feature-cache hit: the smallest full request), HTTP and gRPC.
 - `upload`: `--upload-mib` MiB of fresh random bytes as VIDEO (refused as not a video after the server hashed and
@@ -18,6 +18,8 @@ what it changes, interleaved in one run.
 `--relay`: also the route `relay`, a byte relay (relay.py) to tritonserver's ports: what one more process costs
 by itself, the floor under any front; and the route `grpcio` (gRPC only), grpcio's pass-through without the front's
 checks (grpc_relay.py): the floor under any front built on grpcio.
+`--haproxy`: also the route `haproxy`, HAProxy (the `haproxy` on PATH) passing both ports on to tritonserver's
+unread, HTTP/1.1 and gRPC over HTTP/2 (`HAPROXY`): what a compiled proxy costs without the front's checks.
 """
 
 from __future__ import annotations
@@ -50,6 +52,25 @@ from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import TritonServer  # noqa: E402
 
 # What random bytes are refused as (a client's fault, 400): a decode error of the bytes themselves.
+# HAProxy's configuration for the route `haproxy`: every request passed on unread, no bound of its own in the way.
+HAPROXY = """global
+  maxconn 2000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 600s
+  timeout server 600s
+frontend http_in
+  bind {host}:{http_port}
+  default_backend triton_http
+backend triton_http
+  server triton {triton_http}
+frontend grpc_in
+  bind {host}:{grpc_port} proto h2
+  default_backend triton_grpc
+backend triton_grpc
+  server triton {triton_grpc} proto h2
+"""
 BYTES_REFUSED = ("NotAVideoError", "NoVideoStreamError", "NoFramesError", "UnsupportedCodecError",
                  "TruncatedVideoError")
 
@@ -92,12 +113,12 @@ def _route(name: str, command: list[str], env: dict[str, str], http_port: int | 
 
 
 @contextlib.contextmanager
-def extra_routes(srv: TritonServer, small_pages: bool, relay: bool,
+def extra_routes(srv: TritonServer, small_pages: bool, relay: bool, haproxy: Path | None,
                  baseline: Path | None) -> Iterator[dict[str, tuple[tuple[str | None, str], int]]]:
     """The routes beside `front` and `direct`, each to `srv`'s tritonserver: `front-4k`, a second front without the
     huge-page tunable; `baseline`, the front of the checkout `baseline`; `relay`, a byte relay (relay.py), and
-    `grpcio`, grpcio's pass-through without the front's checks (grpc_relay.py, gRPC only). Route name -> ((http url
-    or None, grpc url), pid)."""
+    `grpcio`, grpcio's pass-through without the front's checks (grpc_relay.py, gRPC only); `haproxy`, HAProxy with
+    its configuration written to `haproxy`. Route name -> ((http url or None, grpc url), pid)."""
     with contextlib.ExitStack() as stack:
         routes = {}
         for name, wanted in (("front-4k", small_pages), ("baseline", baseline is not None)):
@@ -122,6 +143,12 @@ def extra_routes(srv: TritonServer, small_pages: bool, relay: bool,
                        srv.internal_grpc_url]
             routes["grpcio"] = stack.enter_context(_route("grpcio", command, front_environment(dict(os.environ)),
                                                           None, grpc_port))
+        if haproxy is not None:
+            http_port, grpc_port = free_ports(2)
+            haproxy.write_text(HAPROXY.format(host=LOOPBACK, http_port=http_port, grpc_port=grpc_port,
+                                              triton_http=srv.internal_http_url, triton_grpc=srv.internal_grpc_url))
+            routes["haproxy"] = stack.enter_context(_route("haproxy", ["haproxy", "-db", "-f", str(haproxy)],
+                                                           dict(os.environ), http_port, grpc_port))
         yield routes
 
 
@@ -141,6 +168,8 @@ def main() -> int:
                     help="also the front of this checkout of the project (e.g. a git worktree of another commit)")
     ap.add_argument("--relay", action="store_true",
                     help="also a byte relay (relay.py) and grpcio's pass-through (grpc_relay.py)")
+    ap.add_argument("--haproxy", action="store_true",
+                    help="also HAProxy (on PATH) passing both ports on unread: a compiled proxy without the checks")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import tritonclient.grpc as g
@@ -152,8 +181,9 @@ def main() -> int:
     repo = build_repository(RepoSpec(target="cpu"), tmp / "repo")
     times: dict[str, list[float]] = {}
     front_cpu: dict[str, list[float]] = {}
+    haproxy = tmp / "haproxy.cfg" if args.haproxy else None
     with TritonServer(repo, log_path=tmp / "server.log") as srv, extra_routes(srv, args.small_pages, args.relay,
-                                                                              args.baseline) as extra:
+                                                                              haproxy, args.baseline) as extra:
         routes = {"front": (srv.http_url, srv.grpc_url), "direct": (srv.internal_http_url, srv.internal_grpc_url)}
         pids = {"front": srv.front_pid}
         for name, (urls, pid) in extra.items():
