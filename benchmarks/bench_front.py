@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,6 @@ from videoitg.serving.protocol import TOP  # noqa: E402
 from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
 from videoitg.serving.server import TritonServer  # noqa: E402
 
-# What random bytes are refused as (a client's fault, 400): a decode error of the bytes themselves.
 # HAProxy's configuration for the route `haproxy`: every request passed on unread, no bound of its own in the way.
 HAPROXY = """global
   maxconn 2000
@@ -71,6 +71,7 @@ frontend grpc_in
 backend triton_grpc
   server triton {triton_grpc} proto h2
 """
+# What random bytes are refused as (a client's fault, 400): a decode error of the bytes themselves.
 BYTES_REFUSED = ("NotAVideoError", "NoVideoStreamError", "NoFramesError", "UnsupportedCodecError",
                  "TruncatedVideoError")
 
@@ -172,6 +173,8 @@ def main() -> int:
                     help="also HAProxy (on PATH) passing both ports on unread: a compiled proxy without the checks")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.haproxy and shutil.which("haproxy") is None:
+        ap.error("--haproxy: no haproxy on PATH (Debian and Ubuntu: apt-get install haproxy)")
     import tritonclient.grpc as g
     import tritonclient.http as h
 
