@@ -22,6 +22,7 @@ pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installe
 from aiohttp import web
 
 from tests.support.h2client import H2Client, prefix
+from tests.support.server import settled
 from videoitg.serving import front
 from videoitg.serving.protocol import TOP
 
@@ -739,10 +740,8 @@ def test_grpc_message_bytes_are_held_within_the_front_budget_and_released() -> N
             while len(sids) < 8 and "grpc-status" not in client.trailers.get(sids[-1] if sids else 0, {}):
                 sids.append(client.open())
                 await client.send(sids[-1], prefix(1000_000) + b"v" * sent)
-                for _ in range(500):  # until its buffer has room for all it sent, or it is refused
-                    if port.budget.held - held[-1] >= sent or "grpc-status" in client.trailers.get(sids[-1], {}):
-                        break
-                    await asyncio.sleep(0.02)
+                await settled(lambda: port.budget.held - held[-1] >= sent  # room for all it sent, or refused
+                              or "grpc-status" in client.trailers.get(sids[-1], {}), 10)
                 held.append(port.budget.held)
             answers = [await client.status(sid, 0.2) for sid in sids]
             own = await H2Client().connect(target)  # an ordinary call still fits beside those held
@@ -787,10 +786,7 @@ def test_a_whole_grpc_message_is_held_at_its_exact_size_until_answered() -> None
             answer.set()
             answered = await client.status(sid)
             await client.close()
-            for _ in range(100):
-                if port.budget.held == 0:
-                    break
-                await asyncio.sleep(0.02)
+            await settled(lambda: port.budget.held == 0, 2)
             return while_answered, answered, port.budget.held
 
     while_answered, answered, after = asyncio.run(run())
@@ -945,10 +941,7 @@ def test_a_client_that_reads_none_of_its_answers_is_closed(monkeypatch: pytest.M
             sid = zero.open("ServerLive")
             await zero.send(sid, prefix(0), end=True)
             status = await zero.status(sid, 5)
-            for _ in range(100):
-                if len(port.connections) == 1:
-                    break
-                await asyncio.sleep(0.1)
+            await settled(lambda: len(port.connections) == 1, 10)
             writer.close()
             await zero.close()
             return len(port.connections), port.busy, port.budget.held, status, counters

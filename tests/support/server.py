@@ -3,6 +3,7 @@ repository (conftest's session-wide `cpu_server`, or a module's own), its metric
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -25,6 +26,16 @@ def wait_until(done: Callable[[], bool], timeout_s: float, every_s: float = 0.05
         if time.monotonic() >= deadline:
             return False
         time.sleep(every_s)
+    return True
+
+
+async def settled(done: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:
+    """`wait_until` inside an event loop: the loop goes on serving between polls."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(every_s)
     return True
 
 
