@@ -151,8 +151,8 @@ class Call:
         self.start = self.last = now
         self.prefix = b""  # the message's 5-byte prefix (compressed flag, length) as it arrives
         # The message after its prefix, as it arrives: a BytesIO hands over its buffer as the bytes grpcio's client
-        # takes (getvalue), where a bytearray would be copied whole once more. Its buffer is grown by the front
-        # (`reserve`), not frame by frame: each growth is a reallocation.
+        # takes (getvalue), where a bytearray would be copied whole once more. The front grows its buffer in
+        # doubling steps (`reserve`), not BytesIO an eighth at a frame: each growth is a reallocation.
         self.body = io.BytesIO()
         self.received = 0  # bytes of the message, its prefix included
         self.taken = 0  # of the budget: the length of its buffer
