@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.support.server import skip_without_tritonserver, stub_pids, wait_until
+from tests.support.server import read_until, skip_without_tritonserver, stub_pids, wait_until
 from videoitg.defaults import default_checkpoint
 from videoitg.serving import procfs, shm, supervise
 from videoitg.serving import server as server_mod
@@ -355,17 +355,6 @@ def _serve(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
-def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float = 120) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if line.startswith(prefix) or (not line and proc.poll() is not None):
-            break
-    return lines
-
-
 def _server_child(pid: int) -> int:
     for child in procfs.children(pid):
         with contextlib.suppress(OSError):
@@ -382,7 +371,7 @@ def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Pat
             "--metrics-port", ports[2]]
     proc = _serve(args)
     try:
-        lines = _wait_line(proc, "ready:")
+        lines = read_until(proc, "ready:")
         assert lines[-1].startswith("ready:"), "".join(lines)
         triton = _server_child(proc.pid)
         regions = shm_regions([triton])
@@ -395,7 +384,7 @@ def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Pat
         assert not [r for r in regions if (Path("/dev/shm") / r).exists()]
         again = _serve(args)
         try:
-            lines = _wait_line(again, "ready:")
+            lines = read_until(again, "ready:")
             assert lines[-1].startswith("ready:"), "".join(lines)
             again.send_signal(signal.SIGTERM)
             assert again.wait(60) == 0
@@ -416,11 +405,11 @@ def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> N
     srv = TritonServer(repo, ServerOptions())  # for its client helpers only: never started
     srv.http_port = ports[0]
     try:
-        lines = _wait_line(proc, "ready:")
+        lines = read_until(proc, "ready:")
         assert lines[-1].startswith("ready:"), "".join(lines)
         first = _server_child(proc.pid)
         os.kill(first, signal.SIGKILL)
-        lines = _wait_line(proc, "tritonserver ready again", timeout=120)
+        lines = read_until(proc, "tritonserver ready again")
         out = "".join(lines)
         assert "exited unexpectedly (killed by SIGKILL)" in out and "(restart 1)" in lines[-1], out
         assert _server_child(proc.pid) != first

@@ -32,6 +32,7 @@ from tritonclient.utils import InferenceServerException
 from tests.support.compare import SCORED, TOL, assert_moments_close, assert_records_close, assert_results_close
 from tests.support.server import (
     metric_value,
+    read_until,
     served,
     skip_without_tritonserver,
     wait_until,
@@ -465,13 +466,7 @@ def test_serve_command_stops_cleanly_on_signal(sig, tmp_path) -> None:
          "--grpc-port", ports[1], "--metrics-port", ports[2]],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
-        deadline = time.monotonic() + 120
-        lines = []
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("ready:") or (not line and proc.poll() is not None):
-                break
+        lines = read_until(proc, "ready:")
         assert any(x.startswith("ready:") for x in lines), "".join(lines)
         body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
         req = urllib.request.Request(f"http://127.0.0.1:{ports[0]}/v2/models/echo/infer", data=body)
@@ -508,11 +503,7 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
     outcome: list[object] = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("ready:") or (not line and proc.poll() is not None):
-                break
+        read_until(proc, "ready:")
         assert proc.poll() is None, "videoitg serve did not start"
         prefix = f"{SHM_PREFIX}{launcher_tag().split('.')[0]}.{proc.pid}_"
         assert any(Path("/dev/shm").glob(f"{prefix}*")), "the server's shared memory is not where expected"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,19 @@ async def settled(done: Callable[[], bool], timeout_s: float, every_s: float = 0
             return False
         await asyncio.sleep(every_s)
     return True
+
+
+def read_until(proc: subprocess.Popen, prefix: str, timeout_s: float = 120) -> list[str]:
+    """Lines of `proc`'s text output up to the first that starts with `prefix` (the last one returned), or up to its
+    end or `timeout_s` (checked between lines)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith(prefix) or (not line and proc.poll() is not None):
+            break
+    return lines
 
 
 def skip_without_tritonserver() -> None:
