@@ -18,10 +18,10 @@ input has 8 million shape dimensions (8 MiB); `containers`: a 1 MiB JSON header 
 128 ModelInfer streams each that send their headers and then wait, each opened again once ended; `grpc-held`: the
 gRPC sibling of `held-bodies` (8 connections, each a ModelInfer declaring 500 MiB, 160 MiB sent, then waiting:
 1.25 GiB, past the front's 1 GiB budget);
-`grpc-reset`: 5000 calls opened and reset in one write (a rapid reset), on a new connection once the front closes
-one; `grpc-ping`: 5000 PINGs in one write, the same way. For each phase
-the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`, `tritonserver_peak_rss_mib`,
-sampled every 0.2 s) is recorded too.
+`grpc-reset`: 5000 calls opened and reset in one write (a rapid reset; every other one with its whole message sent
+before its reset), on a new connection once the front closes one; `grpc-ping`: 5000 PINGs in one write, the
+same way. For each phase the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`,
+`tritonserver_peak_rss_mib`, sampled every 0.2 s) is recorded too.
 """
 
 from __future__ import annotations
@@ -271,8 +271,8 @@ def grpc_held(grpc_url: str, stop: threading.Event, conns: int = 8, declared: in
 
 
 def grpc_flood(grpc_url: str, stop: threading.Event, kind: str, frames: int = 5000) -> int:
-    """`frames` PINGs (`kind` "ping") or calls opened and reset ("reset") in one write; again on a new connection
-    once the front closes this one."""
+    """`frames` PINGs (`kind` "ping") or calls opened and reset ("reset", every other one with its whole message
+    sent first) in one write; again on a new connection once the front closes this one."""
     import asyncio
 
     sent = 0
@@ -289,7 +289,10 @@ def grpc_flood(grpc_url: str, stop: threading.Event, kind: str, frames: int = 50
                 if kind == "ping":
                     client.h2.ping(i.to_bytes(8, "big"))
                 else:
-                    client.h2.reset_stream(client.open("ServerLive"))
+                    sid = client.open("ServerLive")
+                    if i % 2:  # its whole message first: the front starts its answer, then cancels it unrun
+                        client.h2.send_data(sid, prefix(0), end_stream=True)
+                    client.h2.reset_stream(sid)
             client.flush()
             sent += 1
             with contextlib.suppress(asyncio.TimeoutError):

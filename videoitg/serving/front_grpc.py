@@ -212,6 +212,10 @@ class GrpcPort:
             self.sweeper.cancel()
         await self.channel.close()
 
+    def answered(self, task: asyncio.Task) -> None:
+        """A call's answering task is done (answered, failed or cancelled, run or not): one fewer being answered."""
+        self.busy -= 1
+
     def refuse(self, call: Call, code: int, text: str, reason: str | None) -> None:
         if reason is not None:
             self.counters.reject("grpc", Refusal(text, reason))
@@ -519,13 +523,15 @@ class Connection(asyncio.Protocol):
             call.body = io.BytesIO()
             port.busy += 1
             call.task = asyncio.ensure_future(self.answer(call, message))
+            # Counted down when the task is done, however: a task cancelled before its first step (the client
+            # reset the call, or went, in the bytes that completed it) never runs a line of `answer`.
+            call.task.add_done_callback(port.answered)
 
     async def answer(self, call: Call, message: bytes) -> None:
-        """Passes the message on and answers the call; `port.busy` was counted for it."""
-        port = self.port
+        """Passes the message on and answers the call."""
         try:
             remaining = None if call.deadline is None else call.deadline - self.loop.time()
-            result = await port.pass_on(call.method, message, remaining)
+            result = await self.port.pass_on(call.method, message, remaining)
             del message
             if isinstance(result, bytes):
                 await self.respond(call, result)
@@ -542,8 +548,6 @@ class Connection(asyncio.Protocol):
         except Exception as e:  # a fault of the front's own: the call is still answered, never left open
             e.__traceback__ = None
             self.end(call, INTERNAL, f"the front could not pass the call on ({type(e).__name__})")
-        finally:
-            port.busy -= 1
 
     async def respond(self, call: Call, payload: bytes) -> None:
         self.release(call)  # the request is answered: its bytes go back to the budget
