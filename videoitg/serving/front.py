@@ -12,7 +12,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from videoitg.jsonio import nesting_over
@@ -44,6 +44,7 @@ METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper need
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 SERVICE = "inference.GRPCInferenceService"
 OVER_BUDGET = "the server holds too many request bodies now: retry shortly"  # a refusal of the held-bytes budget
+ABANDONED = "the client closed the connection before the body was sent"
 # The gRPC calls passed on (the rest, model control, shared memory, logging and trace, are answered UNIMPLEMENTED)
 GRPC_METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
                 "ModelStatistics", "ModelInfer")
@@ -632,7 +633,7 @@ class BodyReader:
             self.refusal = body_timeout("request body", wait if wait == self.idle_s else None)
         except ConnectionError as e:
             e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold the body
-            self.refusal = Refusal("the client closed the connection before the body was sent", "abandoned")
+            self.refusal = Refusal(ABANDONED, "abandoned")
         except Exception as e:  # aiohttp's payload errors: a malformed chunked encoding
             e.__traceback__ = None
             self.refusal = Refusal(f"request body is malformed ({type(e).__name__})", "framing")
@@ -732,12 +733,9 @@ class _ServerLog(logging.LoggerAdapter):
         super().log(level, msg, *args, **kwargs)
 
 
-def _http_handler(cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget, busy: set[Any],
-                  reading: dict[Any, Any]):
+def _http_handler(cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget, conns: _Connections):
     """The HTTP port's request handler and the upstream it holds. It answers every request aiohttp parsed, whatever
-    its target (`http_route` is the only router). `busy`: the connections with a request being answered, `reading`:
-    the body (aiohttp's StreamReader) of each connection whose request body the front is reading or passing on
-    (`_Connection` reads both)."""
+    its target (`http_route` is the only router); `conns` is what it shares with the connections (`_Connection`)."""
     from aiohttp import web
 
     # Pooled keep-alive connections (upstream.py). A model load holds
@@ -768,11 +766,11 @@ def _http_handler(cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
         return _refused(counters, "http", err, status, close)
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        busy.add(request.protocol)
+        conns.busy.add(request.protocol)
         try:
             return await answer(request)
         finally:
-            busy.discard(request.protocol)
+            conns.busy.discard(request.protocol)
 
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
         route = http_route(request.method, request.path, cfg.models)
@@ -795,11 +793,13 @@ def _http_handler(cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
         if (err := await _continue(request)) is not None:
             return refuse(err, 417)
         reader = BodyReader(request.content, cfg.max_request_bytes, budget, cfg.body_idle_s)
-        reading[request.protocol] = request.content
+        conns.reading[request.protocol] = request.content
         try:
+            if request.protocol in conns.shut and not request.content.is_eof():  # shut before this handler ran
+                return refuse(Refusal(ABANDONED, "abandoned"), 400)
             return await infer(request, path, headers, reader, declared, n)
         finally:
-            reading.pop(request.protocol, None)
+            conns.reading.pop(request.protocol, None)
             reader.release()
 
     async def infer(request: web.BaseRequest, path: str, headers: dict[str, str], reader: BodyReader,
@@ -889,6 +889,18 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
+@dataclass
+class _Connections:
+    """What the HTTP ports' handlers and connections share, by each connection's aiohttp protocol: those with a
+    request being answered (`busy`), the body the front is reading or passing on (`reading`), and those whose client
+    shut its side while no body was being read (`shut`). aiohttp may have parsed a request whose handler has not run
+    yet: a body its handler starts on a `shut` connection is whole already, or abandoned."""
+
+    busy: set[Any] = field(default_factory=set)
+    reading: dict[Any, Any] = field(default_factory=dict)
+    shut: set[Any] = field(default_factory=set)
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: aiohttp's protocol, passed every event but the end of the client's sending. A client
     that sent its request and then shut its side (a half-close) still gets the answer: the connection stays open
@@ -897,8 +909,8 @@ class _Connection(asyncio.Protocol):
     connection closes at once and the partial body is released (a body counts as whole once aiohttp has all of its
     bytes, read by the front or not)."""
 
-    def __init__(self, inner: Any, busy: set[Any], reading: dict[Any, Any]):
-        self.inner, self.busy, self.reading = inner, busy, reading
+    def __init__(self, inner: Any, conns: _Connections):
+        self.inner, self.conns = inner, conns
         self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -909,19 +921,21 @@ class _Connection(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        body = self.reading.get(self.inner)
+        body = self.conns.reading.get(self.inner)
         if body is not None and not body.is_eof():
             return self.inner.eof_received()  # None: the transport closes
+        self.conns.shut.add(self.inner)
         self.inner.close()  # no further request; the one in hand is answered first
         asyncio.get_running_loop().call_later(LINGER_S, self._close_if_idle)
         return True
 
     def _close_if_idle(self) -> None:
-        if self.inner not in self.busy and self.transport is not None:
+        if self.inner not in self.conns.busy and self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.conns.shut.discard(self.inner)
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -932,7 +946,7 @@ class _Connection(asyncio.Protocol):
 
 
 async def _listen(runner: Any, host: str, port: int, cap: int, name: str, counters: FrontCounters,
-                  busy: set[Any], reading: dict[Any, Any]) -> asyncio.Server:
+                  conns: _Connections) -> asyncio.Server:
     """The runner's HTTP server on `host:port`, at most `cap` connections at once (refusals counted as `name`'s)."""
     server = runner.server
 
@@ -940,7 +954,7 @@ async def _listen(runner: Any, host: str, port: int, cap: int, name: str, counte
         if len(server.connections) >= cap:
             counters.reject(name, Refusal("", "connections"))
             return _Refused()
-        return _Connection(server(), busy, reading)
+        return _Connection(server(), conns)
 
     return await asyncio.get_running_loop().create_server(protocol, host or None, port, reuse_address=True)
 
@@ -950,11 +964,10 @@ async def start_http(cfg: FrontConfig, counters: FrontCounters,
     """The HTTP and metrics ports, listening: ((aiohttp runner, upstream) of each, their listeners)."""
     from aiohttp import web
 
-    busy: set[Any] = set()
-    reading: dict[Any, Any] = {}
+    conns = _Connections()
     runners, listeners = [], []
     for (handler, upstream), port, cap, name in (
-            (_http_handler(cfg, counters, budget, busy, reading), cfg.http_port, cfg.max_connections, "http"),
+            (_http_handler(cfg, counters, budget, conns), cfg.http_port, cfg.max_connections, "http"),
             (_metrics_handler(cfg, counters), cfg.metrics_port, METRICS_CONNECTIONS, "metrics")):
         # aiohttp's low-level server: no router or `100 Continue` of its own, every parsed request reaches `handler`.
         # auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses
@@ -964,7 +977,7 @@ async def start_http(cfg: FrontConfig, counters: FrontCounters,
                             auto_decompress=False)
         runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_s)
         await runner.setup()
-        listeners.append(await _listen(runner, cfg.host, port, cap, name, counters, busy, reading))
+        listeners.append(await _listen(runner, cfg.host, port, cap, name, counters, conns))
         runners.append((runner, upstream))
     return runners, listeners
 
