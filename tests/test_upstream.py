@@ -100,6 +100,71 @@ def test_each_framing_of_an_answer_and_whether_its_connection_is_kept(answer: by
     assert connections == (1 if reused else 2)
 
 
+def test_an_answer_split_anywhere_reads_as_it_does_whole() -> None:
+    """Seeded random answers (Content-Length or chunked with extensions and trailers, after interim 1xx answers)
+    arriving in random pieces, down to one byte: each reads as the same status, headers and body as when it
+    arrives in one piece, and its body is the one sent."""
+    import random
+
+    from videoitg.serving.upstream import _Connection
+
+    class Transport:
+        def __init__(self) -> None:
+            self.aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+        def is_closing(self) -> bool:
+            return self.aborted
+
+    def answer(rng: random.Random) -> tuple[bytes, bytes]:
+        body = rng.randbytes(rng.choice((0, 1, 7, 300, 5000)))
+        head = b"".join(b"HTTP/1.1 100 Continue\r\n\r\n" for _ in range(rng.choice((0, 0, 1, 2))))
+        head += b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n" % rng.choice((200, 400, 500))
+        if rng.random() < 0.5:
+            return head + b"Content-Length: %d\r\n\r\n" % len(body) + body, body
+        chunks, at = [], 0
+        while at < len(body):
+            n = rng.randint(1, max(1, len(body) // 3))
+            ext = rng.choice((b"", b";a=1", b" ;b"))
+            chunks.append(b"%x%s\r\n%s\r\n" % (n if at + n <= len(body) else len(body) - at, ext,
+                                                  body[at:at + n]))
+            at += n
+        trailer = rng.choice((b"", b"T: 1\r\n"))
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(chunks) + b"0\r\n" + trailer + b"\r\n", body
+
+    async def read(pieces: list[bytes]) -> tuple[int, dict[str, str], bytes] | str:
+        conn = _Connection()
+        conn.connection_made(Transport())  # type: ignore[arg-type]
+        future = conn.expect()
+        for piece in pieces:
+            conn.data_received(piece)
+        if not future.done():
+            return "not whole"
+        if future.exception() is not None:
+            return repr(future.exception())
+        a = future.result()
+        return a.status, a.headers, a.body
+
+    async def run() -> list[str]:
+        faults = []
+        for seed in range(300):
+            rng = random.Random(seed)
+            data, body = answer(rng)
+            cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.choice((1, 3, 20)))))
+            pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+            if rng.random() < 0.1:
+                pieces = [data[i:i + 1] for i in range(len(data))]
+            whole, split = await read([data]), await read(pieces)
+            if whole != split or isinstance(whole, str) or whole[2] != body:
+                faults.append(f"seed {seed}: whole {str(whole)[:120]}, split {str(split)[:120]}")
+        return faults
+
+    faults = asyncio.run(run())
+    assert not faults, faults[:5]
+
+
 def test_an_answer_that_ends_with_its_connection() -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
