@@ -13,9 +13,10 @@ from videoitg.serving.front import SERVICE
 
 class H2Client:
     """A raw HTTP/2 client of the front's gRPC port: what grpcio's client cannot send (a message in parts, then a
-    wait; a compressed flag; a length over the bound). `status(sid)` is the call's (grpc-status, grpc-message)."""
+    wait; a compressed flag; a length over the bound). `status(sid)` is the call's (grpc-status, grpc-message).
+    It reads its answers' bytes without giving the front back their flow-control window unless `acknowledge`."""
 
-    def __init__(self) -> None:
+    def __init__(self, acknowledge: bool = False) -> None:
         import h2.config
         import h2.connection
 
@@ -23,6 +24,7 @@ class H2Client:
         self.trailers: dict[int, dict[str, str]] = {}
         self.changed = asyncio.Event()
         self.goaway: int | None = None  # the error code of the front's GOAWAY
+        self.acknowledge = acknowledge
 
     async def connect(self, target: str) -> H2Client:
         host, port = target.rsplit(":", 1)
@@ -47,6 +49,8 @@ class H2Client:
             for ev in self.h2.receive_data(data):
                 if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
                     self.trailers.setdefault(ev.stream_id, {}).update(dict(ev.headers))
+                if isinstance(ev, h2.events.DataReceived) and self.acknowledge:
+                    self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 if isinstance(ev, h2.events.StreamReset):
                     self.trailers.setdefault(ev.stream_id, {}).setdefault("grpc-status", "reset")
                 if isinstance(ev, h2.events.ConnectionTerminated):
