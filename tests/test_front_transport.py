@@ -358,7 +358,8 @@ def test_an_abandoned_upload_is_released_at_once() -> None:
 def test_http_body_bytes_all_come_back_whatever_clients_send(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seeded random clients on three connections (health checks; inference bodies sent whole, in part, past their
     length, chunked, over the bound, pipelined, with `Expect: 100-continue`; connections closed, half-closed or
-    left waiting mid-body; garbage): the budget never holds more than its limit, holds nothing within 2 s of every
+    left waiting mid-body; garbage; tritonserver answering late, with errors, large answers or before reading the
+    body): the budget never holds more than its limit, holds nothing within 2 s of every
     client being gone (a body half-closed before its handler ran was held until the 10 s body timeout), and the
     front still answers."""
     import random
@@ -416,10 +417,23 @@ def test_http_body_bytes_all_come_back_whatever_clients_send(monkeypatch: pytest
             writer.transport.abort()
             conns[i] = await asyncio.open_connection("127.0.0.1", port)
 
+    async def varied(request: web.Request) -> web.StreamResponse:
+        """tritonserver as it may answer: at once, late, with an error, a large answer, or before reading the body."""
+        rng = random.Random(request.headers.get("Content-Length", "0"))
+        kind = rng.choice(("echo", "echo", "late", "error", "large", "early"))
+        if kind == "early":
+            return web.json_response({"error": "refused before the body was read"}, status=400)
+        if kind == "late":
+            await asyncio.sleep(0.02)
+        await request.read()
+        if kind == "error":
+            return web.json_response({"error": "e" * 5000}, status=500)
+        return web.Response(body=b"a" * (1 << 20) if kind == "large" else b"{}", content_type="application/json")
+
     async def run() -> tuple[list[str], int, int, bytes]:
         limit = 3 << 20
         faults: list[str] = []
-        async with running_front(max_request_bytes=2 << 20, held_bytes=limit) as (port, _, _):
+        async with running_front(varied, max_request_bytes=2 << 20, held_bytes=limit) as (port, _, _):
             budget = budgets[-1]
             for seed in range(16):
                 rng = random.Random(seed)
@@ -438,7 +452,7 @@ def test_http_body_bytes_all_come_back_whatever_clients_send(monkeypatch: pytest
     assert not faults, faults[:5]
     assert after == 0, after
     assert high > 1 << 20, high  # bodies were held at once: the seeds reach the budget's interesting states
-    assert status(answer) == 200, answer[:200]
+    assert status(answer) in (200, 400, 500), answer[:200]
 
 
 def test_a_bodys_bytes_are_taken_from_the_budget_until_released() -> None:
