@@ -29,6 +29,17 @@ from videoitg.serving.protocol import TOP
 T = TypeVar("T")
 BODY = json.dumps({"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1],
                                "data": ["when does the dog jump?"]}]}).encode()
+# The JSON header of a request whose video follows as binary data (Inference-Header-Content-Length)
+VIDEO_HEADER = json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1]}]}).encode()
+
+
+@pytest.fixture
+def budgets(monkeypatch: pytest.MonkeyPatch) -> list[front.ByteBudget]:
+    """The held-bytes budget of each front the test starts, in order."""
+    made: list[front.ByteBudget] = []
+    held_budget = front.held_budget
+    monkeypatch.setattr(front, "held_budget", lambda cfg: made.append(held_budget(cfg)) or made[-1])
+    return made
 
 
 async def upstream_echo(request: web.Request) -> web.Response:
@@ -355,7 +366,7 @@ def test_an_abandoned_upload_is_released_at_once() -> None:
     assert budget.held == 0
 
 
-def test_http_body_bytes_all_come_back_whatever_clients_send(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_body_bytes_all_come_back_whatever_clients_send(budgets: list[front.ByteBudget]) -> None:
     """Seeded random clients on three connections (health checks; inference bodies sent whole, in part, past their
     length, chunked, over the bound, pipelined, with `Expect: 100-continue`; connections closed, half-closed or
     left waiting mid-body; garbage; tritonserver answering late, with errors, large answers or before reading the
@@ -364,10 +375,6 @@ def test_http_body_bytes_all_come_back_whatever_clients_send(monkeypatch: pytest
     front still answers."""
     import random
 
-    budgets: list[front.ByteBudget] = []
-    monkeypatch.setattr(front, "held_budget", lambda cfg: budgets.append(front.ByteBudget(cfg.held_bytes))
-                        or budgets[-1])
-    header = json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1]}]}).encode()
 
     def request(rng: random.Random) -> bytes:
         kind = rng.choice(("health", "whole", "whole", "part", "part", "over", "chunked", "expect", "big", "junk"))
@@ -378,10 +385,10 @@ def test_http_body_bytes_all_come_back_whatever_clients_send(monkeypatch: pytest
         size = rng.choice((0, 1000, 300_000, 1_400_000))
         if kind == "big":
             size = 3 << 20  # over max_request_bytes: refused from its Content-Length
-        extra = [f"Inference-Header-Content-Length: {len(header)}"]
+        extra = [f"Inference-Header-Content-Length: {len(VIDEO_HEADER)}"]
         if kind == "expect":
             extra.append("Expect: 100-continue")
-        body = header + b"v" * size
+        body = VIDEO_HEADER + b"v" * size
         if kind == "chunked":
             head = (f"POST /v2/models/{TOP}/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                     f"{extra[0]}\r\n\r\n").encode()
@@ -530,22 +537,19 @@ def test_a_half_close_in_the_middle_of_a_body_releases_it_at_once() -> None:
     assert not answer.startswith(b"HTTP/1.1 2") and took < 5, (answer[:100], took)
 
 
-def test_a_half_close_before_the_bodys_handler_ran_is_an_abandon_too(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_half_close_before_the_bodys_handler_ran_is_an_abandon_too(budgets: list[front.ByteBudget]) -> None:
     """Part of a small body, then a half-close, in two writes one after the other: aiohttp has parsed the request but
     its handler has not run when the end of the client's sending is read. That body was held until the body timeout
     (10 s, counted `body_timeout`, the budget holding its bytes meanwhile); it is abandoned at once."""
-    budgets: list[front.ByteBudget] = []
-    monkeypatch.setattr(front, "held_budget", lambda cfg: budgets.append(front.ByteBudget(cfg.held_bytes))
-                        or budgets[-1])
-    header = json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1]}]}).encode()
-    body = header + b"v" * 1000
+    body = VIDEO_HEADER + b"v" * 1000
 
     async def run() -> tuple[list[bytes], int, dict]:
         async with running_front(body_idle_s=30) as (port, _, counters):
             answers = []
             for _ in range(2):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(infer_head(len(body), f"Inference-Header-Content-Length: {len(header)}") + body[:700])
+                head = infer_head(len(body), f"Inference-Header-Content-Length: {len(VIDEO_HEADER)}")
+                writer.write(head + body[:700])
                 await writer.drain()
                 writer.write_eof()
                 answers.append(await asyncio.wait_for(reader.read(), 10))
@@ -647,12 +651,11 @@ def test_a_client_stalling_in_the_middle_of_a_passed_on_body_is_its_own_fault() 
 
 def test_a_complete_large_body_then_a_half_close_is_answered() -> None:
     """A body passed on as it arrives: a client that sent all of it and then shut its side still gets the answer."""
-    header = json.dumps({"inputs": [{"name": "VIDEO", "datatype": "BYTES", "shape": [1, 1]}]}).encode()
-    body = header + b"v" * (2 << 20)
+    body = VIDEO_HEADER + b"v" * (2 << 20)
 
     async def run() -> bytes:
         async with running_front(max_request_bytes=8 << 20) as (port, _, _):
-            return await exchange(port, infer_head(len(body), f"Inference-Header-Content-Length: {len(header)}")
+            return await exchange(port, infer_head(len(body), f"Inference-Header-Content-Length: {len(VIDEO_HEADER)}")
                                   + body, eof=True)
 
     answer = asyncio.run(run())
