@@ -4,7 +4,7 @@ owners of different commands never edit the same file.
 
 Only the chosen subcommand's `add_arguments` runs (some pull in torch through their defaults), so
 `videoitg --help` and a mistyped command answer without importing torch; command modules keep their
-module-level imports light for the same reason (tests/test_api.py checks it).
+module-level imports light for the same reason (tests/core/test_api.py checks it).
 """
 
 from __future__ import annotations

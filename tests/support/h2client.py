@@ -1,5 +1,5 @@
 """A raw HTTP/2 client of the front's gRPC port (the `h2` library): what grpcio's client cannot send. Used by
-tests/test_front_transport.py and benchmarks/availability.py."""
+tests/serving/front/test_transport.py and benchmarks/availability.py."""
 
 from __future__ import annotations
 

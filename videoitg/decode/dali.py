@@ -29,7 +29,7 @@ CHUNK_BYTES = 4 * 1024**3
 WORK_BYTES_PER_PIXEL = 80  # DALI's buffers per decoded pixel (measured ~72 on CPU): the RGB, Y, U/V, float32 terms
 # The documented bound of DALI's frames against FFmpeg's (PyAV's) after the squash to 384, in 0..255 units:
 # (max, mean, p99.9) of |difference| by content, measured on the CPU decoder (benchmarks/RESULTS.md, "DALI pixels";
-# tests/test_decode_dali.py and the GPU check's nvdec part assert it).
+# tests/decode/test_dali.py and the GPU check's nvdec part assert it).
 PIXEL_BOUNDS: dict[str, tuple[float, float, float]] = {
     "edges": (120.0, 2.3, 48.0),  # sharp saturated colour edges on black, lossless: DALI's own clipping remains
     "camera": (10.0, 0.25, 4.0),  # camera-like gradients, a disc, sensor noise

@@ -1,0 +1,116 @@
+"""The GPU check's bare-image rehearsal: `benchmarks/gpu_check.py --device cpu --tiny --wheelhouse DIR` end to end in
+a fresh virtual environment that has only what a GPU node's PyTorch image has, plus the wheelhouse.
+
+The environment: `python -m venv --without-pip`, whose one extra site folder (a .pth line) holds symlinks to exactly
+torch, transformers, safetensors, onnx and onnxruntime and their declared dependencies from this machine's install
+(CPU builds), pip (every image has it), and numpy 2 installed from its wheel. Nothing of this project's own
+environment leaks in (no numpy 1.x, no PyAV, tritonclient, blake3, DALI, pytriton, and the project is not
+installed): the check installs the wheels `benchmarks/gpu_requirements.txt` lists from the wheelhouse and imports the
+checkout in place, as it does on a GPU node. What this proves: the requirements file names every wheel the check
+imports beyond the image, the check runs under numpy 2 with tritonserver's stub on numpy 1.x, and every section runs
+(served by the real tritonserver). What it cannot: anything CUDA-specific (no GPU here), and the node's Python 3.12
+wheels (this interpreter's are fetched from the same list).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from tests.support import ROOT
+
+IMAGE = ("torch", "transformers", "safetensors", "onnx", "onnxruntime", "pip")
+TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
+CACHE = Path(os.environ.get("VIDEOITG_HOME", Path.home() / ".cache" / "videoitg")) / f"gpu-check-wheels-{TAG}"
+pytestmark = pytest.mark.slow
+BARE_SECTIONS = ("env", "parity", "nvdec", "served", "engines", "latency", "training")
+
+
+def closure(names: tuple[str, ...]) -> dict[str, md.Distribution]:
+    """The distributions `names` need, following each one's declared requirements (markers evaluated here)."""
+    seen: dict[str, md.Distribution] = {}
+    todo = list(names)
+    while todo:
+        req = Requirement(todo.pop())
+        key = req.name.lower().replace("_", "-")
+        if key in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        try:
+            seen[key] = md.distribution(req.name)
+        except md.PackageNotFoundError:
+            continue  # an optional or platform-only requirement this install does not have
+        todo += seen[key].requires or []
+    return seen
+
+
+def download(args: list[str], dest: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d",
+                        str(dest), *args], capture_output=True, text=True, timeout=900)
+    if p.returncode != 0:
+        pytest.skip(f"the wheels could not be downloaded here: {(p.stderr or p.stdout).strip().splitlines()[-1]}")
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bare")
+    image = root / "image"
+    image.mkdir()
+    dists = closure(IMAGE)
+    assert "numpy" in dists and not {"av", "blake3", "tritonclient", "nvidia-dali-cuda130", "videoitg-serve"} & set(
+        dists)
+    for key, dist in dists.items():
+        if key == "numpy":
+            continue
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] not in ("..", "__pycache__")}:
+            src = Path(dist.locate_file(top))
+            if src.exists() and not (image / top).exists():
+                (image / top).symlink_to(src)
+    download(["numpy>=2,<3"], CACHE / "image")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--find-links",
+                    str(CACHE / "image"), "--target", str(image), "numpy>=2,<3"], check=True, timeout=300)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "image.pth").write_text(f"{image}\n")
+    return venv / "bin" / "python"
+
+
+def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
+    download(["-r", str(ROOT / "benchmarks" / "gpu_requirements.txt")], CACHE / "wheelhouse")
+    env = {"PATH": f"{bare_python.parent}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)),
+           "LANG": "C.UTF-8", "OMP_NUM_THREADS": "2"}
+    probe = subprocess.run([str(bare_python), "-c", "import numpy, importlib.util as u; print(numpy.__version__, "
+                            "[m for m in ('av', 'blake3', 'tritonclient', 'videoitg') if u.find_spec(m)])"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert probe.returncode == 0 and probe.stdout.startswith("2.") and probe.stdout.strip().endswith("[]"), probe
+    out = tmp_path / "out"
+    p = subprocess.run([str(bare_python), str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
+                        "--wheelhouse", str(CACHE / "wheelhouse"), "--workdir", str(tmp_path / "work"),
+                        "--only", ",".join(BARE_SECTIONS), "--out", str(out)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    report = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").exists() else {}
+    sections = report.get("sections", {})
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert {k: v["status"] for k, v in sections.items()} == {k: "pass" for k in BARE_SECTIONS}
+    assert sections["env"]["numpy"].startswith("2.")  # the check ran under the image's numpy 2
+    assert sections["served"]["cache_hit"] == [False, True] and sections["served"]["max_abs_logit_diff"] <= 1e-3
+    assert all(c["same_frame_numbers"] and c["decoder"] == "dali-cpu" for c in sections["nvdec"]["clips"].values())
+    assert sections["training"]["device"]["process_group"]["backend"] == "gloo"
+    # the engine path: ONNX graphs built, TensorRT and TensorRT-LLM named as absent, verify passes, and the served
+    # runtimes build.json names answer within 1e-3 of in-process torch
+    engines = sections["engines"]
+    assert engines["built"] == ["onnx"] and engines["runtimes"] == {"vision": "onnxruntime", "grounding": "onnxruntime"}
+    assert set(engines["not_built"]) == {"tensorrt/vision.plan", "tensorrt/llm.plan", "trtllm (PyTorch backend)"}
+    assert engines["verify"]["onnxruntime"] == "pass" and engines["verify"]["trtllm"].startswith("skipped")
+    assert engines["served_max_abs_logit_diff"] <= 1e-3
+    assert "tensorrt not on this node" in engines["summary"]
+    assert "tensorrt: 10.14.1.48 expected, not installed" in engines["compat_mismatches"]
+    assert "| served | pass |" in (out / "gpu_check.md").read_text()
+

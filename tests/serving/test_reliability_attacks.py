@@ -1,0 +1,81 @@
+"""Attacks on the served steps with the real tritonserver (CPU, the embedded tiny checkpoint): a client that calls
+an internal step directly must not stall the top-level model's own work.
+
+- the public ports serve no step (the front, tests/serving/front/test_front.py); behind them, a stream of direct
+  calls to the decode step is still bounded by the step's queue (the deployment's max_in_flight): the excess is
+  refused at once, and an ordinary request is answered once the bounded backlog has run.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+import tritonclient.grpc as grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.support.server import served, skip_without_tritonserver
+from tests.support.video import random_clip
+from videoitg.limits import Limits
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.protocol import DECODE
+from videoitg.serving.repository import RepoSpec
+
+pytestmark = pytest.mark.server
+MAX_IN_FLIGHT = 2
+
+skip_without_tritonserver()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from served(RepoSpec(target="cpu", limits=Limits().replace(max_in_flight=MAX_IN_FLIGHT)), tmp_path_factory)
+
+
+def test_a_stream_of_direct_decode_calls_is_bounded_by_the_steps_queue(server, tmp_path) -> None:
+    """Direct calls are refused on the public port; behind it they do not queue without bound (unbounded, a stream
+    of them made an unrelated cold request wait ~10 s, and cancelling the stream left the queued decodes to run)."""
+    video = random_clip(tmp_path / "a.mp4", seed=1)
+    t = grpc.InferInput("VIDEO", [1, 1], "BYTES")
+    t.set_data_from_numpy(np.array([[video]], dtype=object))
+    with grpc.InferenceServerClient(server.grpc_url) as public, pytest.raises(InferenceServerException,
+                                                                              match="is not served"):
+        public.infer(DECODE, [t])
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front
+    n = 6 * MAX_IN_FLIGHT
+    try:
+        c.start_stream(callback=lambda result, error: answers.put(error))
+        for _ in range(n):
+            t = grpc.InferInput("VIDEO", [1, 1], "BYTES")
+            t.set_data_from_numpy(np.array([[video]], dtype=object))
+            c.async_stream_infer(DECODE, [t])
+        refused, deadline = 0, time.monotonic() + 30
+        while refused < n - MAX_IN_FLIGHT - 1 and time.monotonic() < deadline:
+            try:
+                e = answers.get(timeout=1)
+            except queue.Empty:
+                continue
+            refused += e is not None and "Exceeds maximum queue size" in str(e)
+        assert refused >= n - MAX_IN_FLIGHT - 1, f"{refused} of {n} refused"  # one executes, the queue holds the rest
+    finally:
+        c.stop_stream(cancel_requests=True)
+        c.close()
+    # The backlog is bounded: once the at most MAX_IN_FLIGHT accepted decodes have run, an ordinary cold request is
+    # answered (while the queue is full the top level's own decode is refused too: UNAVAILABLE, retried here).
+    clip = random_clip(tmp_path / "b.mp4", seed=2)
+    with VideoITGClient(server.grpc_url, "grpc") as client:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                result = client.infer(clip, "a person walks")
+                break
+            except RemoteError as e:
+                assert "Exceeds maximum queue size" in str(e) and time.monotonic() < deadline, e
+                time.sleep(0.5)
+        assert len(result.result.logits) > 0
