@@ -1,5 +1,5 @@
-"""The released VideoITG / Eagle checkpoint layout (README, "Checkpoint format"): load, validate, save, and the
-checkpoint's content identity. Safetensors only, never pickle, nothing from a hub."""
+"""The released VideoITG / Eagle checkpoint layout (docs/checkpoints.md, "Checkpoint format"): load, validate, save,
+and the checkpoint's content identity. Safetensors only, never pickle, nothing from a hub."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Model configuration: one dataclass per tower plus the VideoITG glue, read from / written to the released
-`config.json` layout (flat HF `Qwen2Config` text fields + `mm_*` fields; see README "Checkpoint format").
+`config.json` layout (flat HF `Qwen2Config` text fields + `mm_*` fields; see docs/checkpoints.md, "Checkpoint format").
 
 Every size in the model code comes from here, so the tiny test configs and the 7B model run the same code.
 """

@@ -32,7 +32,7 @@ JPEG_QUALITY = 95
 
 
 class FramesTooLargeError(InputError):
-    """The frames asked for hold more bytes than allowed (a server's answer is bounded: docs/serving.md)."""
+    """The frames asked for hold more bytes than allowed (a server's answer is bounded: docs/repository.md)."""
 
 
 @dataclass(frozen=True)

@@ -178,9 +178,9 @@ class Limits:
 
 
 # A served upload is copied into the python backend's shared memory several times and, with the decode, costs about
-# 8x its size while it runs (RELIABILITY.md: 256 MiB -> +1.3 GB of process memory, +0.8 GB of /dev/shm); the
-# top-level model runs batches of 8. 64 MiB keeps a full batch near 4 GiB. Files decoded in-process have no such
-# copies and keep the decode library's 4 GiB bound.
+# 8x its size while it runs (benchmarks/RESULTS.md, "Server memory": 256 MiB -> +1.3 GB of process memory, +0.8 GB
+# of /dev/shm); the top-level model runs batches of 8. 64 MiB keeps a full batch near 4 GiB. Files decoded
+# in-process have no such copies and keep the decode library's 4 GiB bound.
 SERVED_MAX_VIDEO_BYTES = 64 << 20
 
 

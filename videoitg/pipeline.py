@@ -128,8 +128,8 @@ class Scorer:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, **kwargs: Any) -> Scorer:
-        """A checkpoint directory in the released VideoITG layout (README "Checkpoint format"); keyword arguments
-        as for `Scorer(...)`: device, dtype, sampling, decoder, vision_tower, limits."""
+        """A checkpoint directory in the released VideoITG layout (docs/checkpoints.md, "Checkpoint format"); keyword
+        arguments as for `Scorer(...)`: device, dtype, sampling, decoder, vision_tower, limits."""
         if not Path(checkpoint).is_dir():
             raise InputError(f"checkpoint directory {checkpoint} does not exist (checkpoints load from local "
                              "directories only, never from a hub)")

@@ -32,7 +32,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["bls", "ensemble"], default="bls",
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
                         "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
-                        "cache, cpu target only (docs/serving.md)")
+                        "cache, cpu target only (docs/repository.md)")
     p.add_argument("--decoder", choices=DECODERS, default="",
                    help="the decode step: dali (DALI's Python API inside the python decode step: NVDEC on the gpu "
                         "target, the default there, with PyAV for the streams NVDEC cannot number or decode; DALI's "

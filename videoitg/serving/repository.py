@@ -1,5 +1,5 @@
 """The Triton model-repository generator: each model's `config.pbtxt` and `model.py` shim, and the repository's
-summary, for a cpu or gpu deployment in the `bls` or `ensemble` shape (docs/serving.md, "The model repository").
+summary, for a cpu or gpu deployment in the `bls` or `ensemble` shape (docs/repository.md).
 The tensors come from `videoitg.serving.protocol`; the implementation lives in `python_backend/`."""
 
 from __future__ import annotations
