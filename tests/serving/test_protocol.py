@@ -3,6 +3,7 @@ and the gpu and ensemble repositories differ from the golden cpu one exactly as 
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from tests.support import ROOT
 from videoitg.cli import main
 from videoitg.serving import protocol
 from videoitg.serving.client import VideoITGClient
@@ -269,3 +271,49 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
     assert {k for k in by_model["summary"] if not k.startswith(f"summary.models.{SELECT}.")} == {
         "summary.mode", *(f"summary.models.{m}.{f}" for m in (TOP, DECODE) for f in ("inputs", "outputs")),
         f"summary.models.{TOP}.kind", f"summary.models.{TOP}.count"}
+
+
+# ---- names spelled once ----------------------------------------------------------------------------------------
+# The modules that speak the contract name tensors by the constants of `protocol`, and the models and the client read
+# parameters by the fields of `parameters`, so a renamed tensor or key fails at import, not at request time. (The
+# generator writes the parameters through the same classes: tests/serving/test_parameters.py.)
+BACKEND = sorted((ROOT / "python_backend").glob("*.py"))
+CLIENT = ROOT / "videoitg" / "serving" / "client.py"
+SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "serving/repository.py",
+                                                                  "serving/tensors.py"))]
+
+
+def _tensor_names() -> set[str]:
+    names = set()
+    for mode, decoder, streaming in (("bls", "python", True), ("bls", "dali", False), ("ensemble", "python", False)):
+        for sig in signatures(mode, decoder, streaming=streaming).values():
+            names |= {t.name for t in (*sig.inputs, *sig.outputs)}
+    return names
+
+
+def _parameter_keys() -> set[str]:
+    from videoitg.serving.parameters import (
+        DecodeParameters,
+        GroundingParameters,
+        SelectParameters,
+        TopParameters,
+        VisionParameters,
+    )
+
+    kinds = (TopParameters, DecodeParameters, VisionParameters, GroundingParameters, SelectParameters)
+    return set().union(*(kind().to_parameters() for kind in kinds))
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    return [(node.lineno, node.value) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_tensor_names_and_parameter_keys_are_spelled_in_one_place() -> None:
+    names, keys = _tensor_names(), _parameter_keys()
+    assert {"VIDEO", "INSTRUCTION", "PIXEL_VALUES", "FEATURES", "FRAME_PIXELS"} <= names
+    assert {"decoder", "media_roots", "MAX_VIDEO_BYTES", "moment_max", "num_frames"} <= keys
+    found = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path in SPEAKERS
+             for line, value in _string_constants(path)
+             if value in names or (value in keys and path in (*BACKEND, CLIENT))]
+    assert not found, "spelled outside protocol.py / parameters.py:\n" + "\n".join(found)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from videoitg.serving.parameters import (
     GroundingParameters,
     ModelParameters,
     SelectParameters,
+    StepParameters,
     TopParameters,
     VisionParameters,
 )
@@ -204,9 +205,9 @@ def repo_signatures(spec: RepoSpec, dims: ModelDims = OPEN_DIMS) -> dict[str, Si
 def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str, Any]]:
     """Model name -> config tree. `root`: where the repository is written (relative paths are under it)."""
     sig = repo_signatures(spec, model_dims(spec, root))
-    device = "cuda" if spec.gpu else "cpu"
-    weights = {"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower}
-    step = {**weights, "device": device, "dtype": spec.dtype, "limits": spec.limits}
+    shared = StepParameters(checkpoint=spec.checkpoint, vision_tower=spec.vision_tower,
+                            device="cuda" if spec.gpu else "cpu", dtype=spec.dtype, limits=spec.limits)
+    step = {f.name: getattr(shared, f.name) for f in fields(StepParameters)}
     # the documented moment rule (docs/moments.md)
     selection = SelectionOptions(spec.default_top_k, spec.ranking_rule)
     engines = spec.engines if not spec.engines or Path(spec.engines).is_absolute() or root is None \
