@@ -7,7 +7,7 @@ import gc
 import json
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from torch.utils.dlpack import from_dlpack, to_dlpack
 
 from videoitg.admission import OverloadedError
 from videoitg.errors import InputError
+from videoitg.serving.parameters import ModelParameters
 
 from .errors import (
     StepError,
@@ -25,14 +26,15 @@ from .errors import (
     rejection_reason,
     rejection_reason_of_message,
 )
-from .params import StepAssets, model_parameters
+from .params import model_parameters
 from .scheduling import NotCachedError
 
+P = TypeVar("P", bound=ModelParameters)
 
-def setup(args: dict[str, Any]) -> tuple[dict[str, str], StepAssets]:
-    """The model's parameters, and where its checkpoint, tower and engines are (relative to the repository)."""
-    params = model_parameters(json.loads(args["model_config"]))
-    return params, StepAssets.from_parameters(params, args.get("model_repository"))
+
+def setup(args: dict[str, Any], kind: type[P]) -> P:
+    """The model's parameters, read as `kind` (`videoitg.serving.parameters`)."""
+    return kind.from_parameters(model_parameters(json.loads(args["model_config"])))
 
 
 def finalized(*metrics: Any) -> None:

@@ -12,13 +12,12 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from videoitg.decode.dali import self_test
-from videoitg.limits import Limits
-from videoitg.paths import MediaRoots
+from videoitg.serving.parameters import DecodeParameters
 from videoitg.serving.protocol import DECODE
 
 from .common import RequestCounters, error, finalized, output_numpy, output_torch, request_inputs, respond_each, setup
 from .decoding import StepDecoder, decode_stream, decode_whole
-from .params import device_dtype, sampling_from
+from .params import StepAssets, device_dtype, repository_root
 from .references import decode_source
 
 
@@ -29,15 +28,16 @@ class TritonPythonModel:
     vision step encodes a video's first frames during its decode; else one answer with every frame."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        p, assets = setup(args)
+        p = setup(args, DecodeParameters)
+        assets = StepAssets.resolve(repository_root(args), p.checkpoint, p.vision_tower)
         self.image_size = assets.config().vision.image_size
-        self.sampling = sampling_from(p)
-        self.limits = Limits.from_mapping(p)
+        self.sampling = p.sampling
+        self.limits = p.limits
         self.limits.check_sampling(self.sampling)
-        self.media_roots = MediaRoots.from_parameter(p.get("media_roots"))
+        self.media_roots = p.media_roots
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
-        self.stream_frames = int(p.get("stream_frames", 64))
-        self.decoder = StepDecoder.of(p.get("decoder", "python"), device_dtype(p, args)[0])
+        self.stream_frames = p.stream_frames
+        self.decoder = StepDecoder.of(p.decoder, device_dtype(p.device, args=args)[0])
         torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
         if self.decoder.dali_device is not None:
             self_test(device=self.decoder.dali_device, device_id=self.decoder.device_id())  # one line on failure

@@ -12,12 +12,11 @@ import numpy as np
 import torch
 
 from videoitg.decode import decode_video, stream_video
-from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.moments import frames_duration
-from videoitg.outputs import duration_value
 from videoitg.sampling import SamplingParams
-from videoitg.serving.protocol import DECODERS
+from videoitg.serving.protocol import DURATION, FRAME_INDICES, NUM_FRAMES, PIXEL_VALUES, TIMESTAMPS, check_decoder
+from videoitg.serving.tensors import duration_value
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,8 @@ class StepDecoder:
         on that device: NVDEC for the streams whose frames it numbers as PyAV does, PyAV (then the same float32
         pixel values, moved to the GPU) for variable-rate or timestamp-less streams and codecs NVDEC lacks. On a CPU
         instance, DALI's CPU decoder (VP8, VP9 and MJPEG only)."""
-        if parameter in ("", "python"):
+        if check_decoder(parameter or "python") == "python":
             return cls("auto")
-        if parameter != "dali":
-            raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {parameter!r}")
         if device.startswith("cuda"):
             return cls("auto", device, "mixed", "float32")
         return cls("dali-cpu", None, "cpu", "float32")
@@ -61,7 +58,7 @@ def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams,
     max_video_bytes."""
     options = _decode_options(image_size, sampling, limits, isinstance(video, Path)) | {"output": decoder.output}
     frames = decode_video(video, **options, decoder=decoder.decoder, device=decoder.device)
-    return {"PIXEL_VALUES": frames.pixel_values[None], **_frame_numbers(frames)}
+    return {PIXEL_VALUES: frames.pixel_values[None], **_frame_numbers(frames)}
 
 
 def decode_stream(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits,
@@ -73,7 +70,7 @@ def decode_stream(video: bytes | Path, image_size: int, sampling: SamplingParams
     stream = stream_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)))
     total = np.asarray([[len(stream)]], dtype=np.int64)
     for chunk in stream.chunks(chunk_frames):
-        yield {"PIXEL_VALUES": chunk[None], "NUM_FRAMES": total}
+        yield {PIXEL_VALUES: chunk[None], NUM_FRAMES: total}
     yield _frame_numbers(stream.result())
 
 
@@ -86,7 +83,7 @@ def _decode_options(image_size: int, sampling: SamplingParams, limits: Limits, r
 
 def _frame_numbers(frames: Any) -> dict[str, np.ndarray]:
     """The sampled frames' numbers and times, and the video's DURATION (seconds from the container, 0 where it
-    did not say: `videoitg.outputs.duration_value`), which bounds the moments."""
-    return {"FRAME_INDICES": np.asarray([frames.frame_indices], dtype=np.int64),
-            "TIMESTAMPS": np.asarray([frames.timestamps], dtype=np.float64),
-            "DURATION": np.asarray([[duration_value(frames_duration(frames))]], dtype=np.float64)}
+    did not say: `videoitg.serving.tensors.duration_value`), which bounds the moments."""
+    return {FRAME_INDICES: np.asarray([frames.frame_indices], dtype=np.int64),
+            TIMESTAMPS: np.asarray([frames.timestamps], dtype=np.float64),
+            DURATION: np.asarray([[duration_value(frames_duration(frames))]], dtype=np.float64)}

@@ -10,7 +10,9 @@ import numpy as np
 from videoitg.errors import InputError
 from videoitg.export import FramesTooLargeError, top_k_images
 from videoitg.limits import Limits
-from videoitg.outputs import FRAME_FORMATS, GroundingResult, frame_outputs
+from videoitg.outputs import GroundingResult
+from videoitg.serving.protocol import FRAME_FORMATS, FRAMES, FRAMES_SIZE
+from videoitg.serving.tensors import frame_outputs
 
 from .request import one_value, option_text
 
@@ -27,7 +29,7 @@ def parse_frames(frames: np.ndarray | None, size: np.ndarray | None, video_sent:
     """The optional FRAMES ("jpeg" | "uint8") and FRAMES_SIZE (0: the video's own size, else 1..MAX_FRAMES_SIZE)
     inputs; None when FRAMES is absent. `video_sent`: the request holds the video's bytes (frames cannot be decoded
     from a VIDEO_DIGEST alone)."""
-    fmt, n = option_text(frames, "FRAMES", list(FRAME_FORMATS)), one_value(size, "FRAMES_SIZE")
+    fmt, n = option_text(frames, FRAMES, list(FRAME_FORMATS)), one_value(size, FRAMES_SIZE)
     if fmt is None:
         if n is not None:
             raise InputError("FRAMES_SIZE sizes the frames FRAMES asks for: send FRAMES too")

@@ -9,8 +9,8 @@ import triton_python_backend_utils as pb_utils
 
 from videoitg.engines.runtimes import load_device, max_sequence_length, open_grounding, outside_engine, use_device
 from videoitg.errors import InputError
-from videoitg.limits import Limits
-from videoitg.serving.protocol import GROUNDING
+from videoitg.serving.parameters import GroundingParameters
+from videoitg.serving.protocol import FEATURES, GROUNDING, INSTRUCTION, LOGITS
 from videoitg.text import encode_instruction, instruction_ids
 
 from .checks import check_features, one_video
@@ -24,7 +24,7 @@ from .common import (
     output_torch,
     setup,
 )
-from .params import device_dtype
+from .params import StepAssets, device_dtype, repository_root
 
 
 class TritonPythonModel:
@@ -34,11 +34,12 @@ class TritonPythonModel:
     `outside_engine`), and a plan shorter than what the limits admit is refused at load."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        p, assets = setup(args)
-        self.device, self.dtype = device_dtype(p, args)
+        p = setup(args, GroundingParameters)
+        assets = StepAssets.resolve(repository_root(args), p.checkpoint, p.vision_tower, p.engines)
+        self.device, self.dtype = device_dtype(p.device, p.dtype, args)
         use_device(self.device)
-        self.limits = Limits.from_mapping(p)
-        runtime = p.get("grounding_runtime", "torch")
+        self.limits = p.limits
+        runtime = p.grounding_runtime
         device = load_device(runtime, self.device)
         self.model, self.tokenizer = assets.load_part("grounding", device, self.dtype, runtime)
         self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
@@ -62,11 +63,11 @@ class TritonPythonModel:
         good: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         for i, request in enumerate(requests):
             try:
-                visual = one_video(input_torch(request, "FEATURES"), "FEATURES")  # [T, n, H]
+                visual = one_video(input_torch(request, FEATURES), FEATURES)  # [T, n, H]
                 check_features(visual, self.model.config, self.limits)
-                text = input_numpy(request, "INSTRUCTION")
+                text = input_numpy(request, INSTRUCTION)
                 if text is None or text.size != 1:
-                    raise InputError("INSTRUCTION must hold one string")
+                    raise InputError(f"{INSTRUCTION} must hold one string")
                 ids = instruction_ids(self.tokenizer, bytes(text.reshape(-1)[0]), self.model.config, self.limits,
                                       visual.shape[0])  # visual: [T, hw², H], T sampled frames
                 self.model.layout(visual, ids)  # the model's own length rule
@@ -76,7 +77,7 @@ class TritonPythonModel:
         for i, visual, ids in good:
             try:
                 logits = self.score([visual], [ids])[0]
-                responses[i] = pb_utils.InferenceResponse([output_torch("LOGITS", logits.float()[None])])
+                responses[i] = pb_utils.InferenceResponse([output_torch(LOGITS, logits.float()[None])])
             except Exception as e:
                 responses[i] = error(e, GROUNDING)
         return self.counters.count(responses)

@@ -1,5 +1,5 @@
-"""A step's model parameters and what they name: its checkpoint, tower and engines, sampling, device and dtype, and
-the identity the feature cache keys computed features by."""
+"""What a model's parameters (`videoitg.serving.parameters`) name: its checkpoint, tower and engines, its device
+and dtype, and the identity the feature cache keys computed features by."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from videoitg.config import VideoITGConfig
 from videoitg.defaults import default_checkpoint
 from videoitg.engines.runtimes import drop_engine_part, instance_device
 from videoitg.pipeline import parse_dtype
-from videoitg.sampling import SamplingParams
+from videoitg.serving.parameters import TopParameters
 
 
 def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
-    """The string parameters of a Triton model config (as given to `initialize(args)["model_config"]`)."""
+    """The string parameters of a Triton model config (as given to `initialize(args)["model_config"]`), to read
+    with a `videoitg.serving.parameters` class."""
     cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
     return {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
 
@@ -49,12 +50,13 @@ class StepAssets:
     engines: Path | None = None
 
     @classmethod
-    def from_parameters(cls, params: Mapping[str, str], model_dir: str | Path | None = None) -> StepAssets:
-        """`model_dir`: the model's own directory (`initialize(args)["model_repository"]`), one below the root."""
-        root = Path(model_dir).parent if model_dir else None
-        tower, engines = params.get("vision_tower", ""), params.get("engines", "")
-        return cls(resolve_checkpoint(params.get("checkpoint", "default"), root),
-                   _under(root, tower) if tower else None, _under(root, engines) if engines else None)
+    def resolve(cls, root: str | Path | None, checkpoint: str, vision_tower: str = "",
+                engines: str = "") -> StepAssets:
+        """The parameters' `checkpoint`, `vision_tower` and `engines`, relative ones under `root` (the repository's
+        root: `repository_root`)."""
+        root = Path(root) if root else None
+        return cls(resolve_checkpoint(checkpoint, root), _under(root, vision_tower) if vision_tower else None,
+                   _under(root, engines) if engines else None)
 
     def config(self) -> VideoITGConfig:
         return load_config(self.checkpoint, self.vision_tower)[0]
@@ -70,29 +72,26 @@ class StepAssets:
         return checkpoint_identity(self.checkpoint)
 
 
-def sampling_from(params: Mapping[str, str]) -> SamplingParams:
-    return SamplingParams(
-        num_frames=int(params.get("num_frames", 512)),
-        target_fps=float(params.get("target_fps", 1.0)),
-        rule=params.get("sampling_rule", "eval"),
-    )
+def repository_root(args: Mapping[str, Any]) -> Path | None:
+    """The repository's root, from a model's `initialize(args)`: one above its own directory."""
+    model_dir = args.get("model_repository")
+    return Path(model_dir).parent if model_dir else None
 
 
-def device_dtype(params: Mapping[str, str], args: Mapping[str, Any] | None = None) -> tuple[str, torch.dtype]:
-    """The device and dtype a step runs in. With `args` (a step instance's `initialize(args)`), the device is the
-    one Triton gave the instance (`videoitg.engines.runtimes.instance_device`), else the `device` parameter."""
-    device = params.get("device", "cpu")
+def device_dtype(device: str, dtype: str = "", args: Mapping[str, Any] | None = None) -> tuple[str, torch.dtype]:
+    """The device and dtype a step runs in, from its `device` and `dtype` parameters. With `args` (a step
+    instance's `initialize(args)`), the device is the one Triton gave the instance
+    (`videoitg.engines.runtimes.instance_device`)."""
     if args is not None:
         device = instance_device(args, device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"  # a GPU repository started on a CPU machine still answers (slowly) instead of failing
-    return device, parse_dtype(params.get("dtype") or None, device)
+    return device, parse_dtype(dtype or None, device)
 
 
-def feature_identity(assets: StepAssets, params: Mapping[str, str]) -> str:
+def feature_identity(assets: StepAssets, params: TopParameters) -> str:
     """What the cached features depend on besides the video: weights, dtype, device kind, vision runtime and the
     engines it runs from."""
-    device, dtype = device_dtype(params)
-    parts = [assets.identity(), str(dtype), device.split(":")[0], params.get("vision_runtime", "torch"),
-             str(assets.engines or "")]
+    device, dtype = device_dtype(params.device, params.dtype)
+    parts = [assets.identity(), str(dtype), device.split(":")[0], params.vision_runtime, str(assets.engines or "")]
     return "|".join(parts)

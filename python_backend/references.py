@@ -14,6 +14,7 @@ from videoitg.digest import video_file_digest
 from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.paths import MediaChangedError, MediaRoots, file_identity, shown
+from videoitg.serving.protocol import VIDEO, VIDEO_URI, VIDEO_VERSION
 
 from .request import Inputs, bytes_value
 
@@ -58,17 +59,17 @@ def decode_source(inputs: Inputs, roots: MediaRoots) -> Iterator[bytes | Path]:
     model checks it, since a client may call this step directly), held open for the block and decoded through a
     name of the opened file. VIDEO_VERSION, when given, is the `file_identity` the caller hashed: a file replaced
     or rewritten since is refused, so features are never cached under another content's digest."""
-    video, uri, version = inputs.get("VIDEO"), inputs.get("VIDEO_URI"), inputs.get("VIDEO_VERSION")
+    video, uri, version = inputs.get(VIDEO), inputs.get(VIDEO_URI), inputs.get(VIDEO_VERSION)
     if (video is None) == (uri is None):
         raise InputError("send VIDEO (the encoded video) or VIDEO_URI (a file under a media root)")
     if video is not None:
-        yield bytes_value(video, "VIDEO")
+        yield bytes_value(video, VIDEO)
         return
     identity = None
     if version is not None:
-        raw = bytes_value(version, "VIDEO_VERSION")
+        raw = bytes_value(version, VIDEO_VERSION)
         if len(raw) > MAX_VERSION_BYTES:  # a `file_identity` is a few numbers; never echoed
             raise InputError(f"VIDEO_VERSION is {len(raw)} bytes; at most {MAX_VERSION_BYTES}")
         identity = raw.decode("ascii", "replace")
-    with roots.pinned(bytes_value(uri, "VIDEO_URI"), identity, leave_open_on=(DecodeTimeoutError,)) as path:
+    with roots.pinned(bytes_value(uri, VIDEO_URI), identity, leave_open_on=(DecodeTimeoutError,)) as path:
         yield Path(path)

@@ -17,6 +17,7 @@ from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, SelectionOptions, check_ranking_rule
 from videoitg.paths import MediaRoots
+from videoitg.serving.protocol import INSTRUCTION, RANKING_RULE, TOP_K, VIDEO, VIDEO_DIGEST, VIDEO_URI
 
 Inputs = Mapping[str, np.ndarray]  # a request's inputs by name; an optional input is absent
 MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE, FRAMES)
@@ -84,7 +85,7 @@ def parse_request(inputs: Inputs, selection: SelectionOptions = DEFAULT_SELECTIO
     `read_reference` opens and hashes it): bytes are always hashed by the server itself. TOP_K and RANKING_RULE
     default to `selection`'s."""
     lim = limits or Limits()
-    v, d, u = (one_value(inputs.get(name), name) for name in ("VIDEO", "VIDEO_DIGEST", "VIDEO_URI"))
+    v, d, u = (one_value(inputs.get(name), name) for name in (VIDEO, VIDEO_DIGEST, VIDEO_URI))
     if sum(x is not None for x in (v, d, u)) > 1:
         raise InputError("send one of VIDEO, VIDEO_DIGEST or VIDEO_URI")
     if v is None and d is None and u is None:
@@ -99,7 +100,7 @@ def parse_request(inputs: Inputs, selection: SelectionOptions = DEFAULT_SELECTIO
                              "writes it: 'b3:' and 64 lower-case hex digits")
     else:
         video = _video_bytes(v, lim)
-    text = _instruction(inputs.get("INSTRUCTION"), lim)
+    text = _instruction(inputs.get(INSTRUCTION), lim)
     k, rule = parse_options(inputs, selection)
     return Request(video, text, k, rule, digest, reference)
 
@@ -117,7 +118,7 @@ def _video_bytes(value: Any, limits: Limits) -> bytes:
 
 
 def _instruction(instruction: np.ndarray | None, limits: Limits) -> str:
-    text = one_value(instruction, "INSTRUCTION")
+    text = one_value(instruction, INSTRUCTION)
     if text is None:
         raise InputError("INSTRUCTION is missing")
     try:
@@ -128,11 +129,11 @@ def _instruction(instruction: np.ndarray | None, limits: Limits) -> str:
 
 def parse_options(inputs: Inputs, selection: SelectionOptions) -> tuple[int, str]:
     """The optional selection inputs TOP_K and RANKING_RULE: (top_k, ranking rule), `selection`'s where absent."""
-    k = one_value(inputs.get("TOP_K"), "TOP_K")
+    k = one_value(inputs.get(TOP_K), TOP_K)
     k = selection.default_top_k if k is None else int(k)
     if k < 1:
         raise InputError(f"TOP_K must be >= 1, got {k}")
-    rule = option_text(inputs.get("RANKING_RULE"), "RANKING_RULE", RANKING_RULES)
+    rule = option_text(inputs.get(RANKING_RULE), RANKING_RULE, RANKING_RULES)
     try:
         rule = check_ranking_rule(selection.ranking_rule if rule is None else rule)
     except InputError as e:

@@ -7,9 +7,10 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from videoitg.limits import Limits
-from videoitg.outputs import GroundingResult, SelectionOptions, result_outputs
-from videoitg.serving.protocol import SELECT
+from videoitg.outputs import GroundingResult
+from videoitg.serving.parameters import SelectParameters
+from videoitg.serving.protocol import DURATION, FRAME_INDICES, LOGITS, SELECT, TIMESTAMPS
+from videoitg.serving.tensors import result_outputs
 
 from .checks import check_selection_inputs, duration_input, one_video
 from .common import RequestCounters, finalized, output_numpy, request_inputs, respond_each, setup
@@ -18,9 +19,8 @@ from .request import parse_options
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        p, _ = setup(args)
-        self.limits = Limits.from_mapping(p)
-        self.selection = SelectionOptions.from_parameters(p)
+        p = setup(args, SelectParameters)
+        self.limits, self.selection = p.limits, p.selection
         self.counters = RequestCounters(SELECT)
 
     def finalize(self) -> None:
@@ -29,10 +29,10 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any] | None:
         def handle(request: Any) -> Any:
             inputs = request_inputs(request)
-            logits, frames, times = (one_video(inputs.get(n), n) for n in ("LOGITS", "FRAME_INDICES", "TIMESTAMPS"))
+            logits, frames, times = (one_video(inputs.get(n), n) for n in (LOGITS, FRAME_INDICES, TIMESTAMPS))
             check_selection_inputs(logits, frames, times, self.limits)
             top_k, rule = parse_options(inputs, self.selection)
-            duration = duration_input(inputs.get("DURATION"))  # the decode step's: moments end by it
+            duration = duration_input(inputs.get(DURATION))  # the decode step's: moments end by it
             result = GroundingResult(logits.tolist(), frames.tolist(), times.tolist(), ranking_rule=rule,
                                      duration=duration)
             out = result_outputs(result, top_k, self.selection.moment_params)

@@ -20,7 +20,21 @@ from videoitg.limits import Limits
 from videoitg.moments import known_duration
 from videoitg.pipeline import VideoFeatures
 from videoitg.sampling import SamplingParams
-from videoitg.serving.protocol import DECODE, signatures
+from videoitg.serving.protocol import (
+    DECODE,
+    DURATION,
+    FEATURES,
+    FRAME_INDICES,
+    INSTRUCTION,
+    LOGITS,
+    NUM_FRAMES,
+    PIXEL_VALUES,
+    TIMESTAMPS,
+    VIDEO,
+    VIDEO_URI,
+    VIDEO_VERSION,
+    signatures,
+)
 
 from .common import bytes_tensor, response_tensor
 from .errors import StepError
@@ -39,7 +53,7 @@ def _numpy(response: Any, name: str) -> np.ndarray:
 
 def _duration(response: Any) -> float | None:
     """The decode step's DURATION (seconds, 0 where the container did not say): None when absent or unknown."""
-    tensor = pb_utils.get_output_tensor_by_name(response, "DURATION")
+    tensor = pb_utils.get_output_tensor_by_name(response, DURATION)
     return None if tensor is None else known_duration(float(tensor.as_numpy().reshape(-1)[0]))
 
 
@@ -47,9 +61,9 @@ def _video_inputs(video: bytes | FileVideo) -> list[Any]:
     """The decode step's video inputs (one video per request, with a batch axis of 1): VIDEO, or VIDEO_URI with the
     identity of the file the BLS model hashed (VIDEO_VERSION)."""
     if isinstance(video, FileVideo):
-        return [bytes_tensor("VIDEO_URI", [os.fsencode(video.path)], (1, 1)),
-                bytes_tensor("VIDEO_VERSION", [video.identity.encode()], (1, 1))]
-    return [bytes_tensor("VIDEO", [video], (1, 1))]
+        return [bytes_tensor(VIDEO_URI, [os.fsencode(video.path)], (1, 1)),
+                bytes_tensor(VIDEO_VERSION, [video.identity.encode()], (1, 1))]
+    return [bytes_tensor(VIDEO, [video], (1, 1))]
 
 
 @dataclass
@@ -61,7 +75,7 @@ class Steps:
     decode: str
     vision: str
     grounding: str
-    decode_backend: str  # "python" or "dali"
+    decoder: str  # "python" or "dali"
     streaming: bool
     sampling: SamplingParams
     limits: Limits
@@ -71,7 +85,7 @@ class Steps:
     def decode_outputs(self) -> list[str]:
         """What the decode step answers (`videoitg.serving.protocol`): the frames, their numbers and the duration;
         the video's NUM_FRAMES with each chunk when it streams."""
-        return [t.name for t in signatures("bls", self.decode_backend, streaming=self.streaming)[DECODE].outputs]
+        return [t.name for t in signatures("bls", self.decoder, streaming=self.streaming)[DECODE].outputs]
 
     async def call(self, model: str, inputs: list[Any], outputs: list[str]) -> Any:
         resp = await pb_utils.InferenceRequest(model_name=model, inputs=inputs,
@@ -86,10 +100,10 @@ class Steps:
         if self.streaming:
             return await self._visual_streamed(video)
         dec = await self.call(self.decode, _video_inputs(video), self.decode_outputs)
-        vis = await self.call(self.vision, [pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")], ["FEATURES"])
+        vis = await self.call(self.vision, [pb_utils.get_output_tensor_by_name(dec, PIXEL_VALUES)], [FEATURES])
         # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
-        return VideoFeatures(response_tensor(vis, "FEATURES")[0].clone(), _numpy(dec, "FRAME_INDICES").tolist(),
-                             _numpy(dec, "TIMESTAMPS").tolist(), _duration(dec))
+        return VideoFeatures(response_tensor(vis, FEATURES)[0].clone(), _numpy(dec, FRAME_INDICES).tolist(),
+                             _numpy(dec, TIMESTAMPS).tolist(), _duration(dec))
 
     async def _visual_streamed(self, video: bytes | FileVideo) -> VideoFeatures:
         """Each chunk goes to the vision step with the video's frame count (the projector's grid); the frame
@@ -106,18 +120,18 @@ class Steps:
             while (dec := await loop.run_in_executor(self.workers, next, answers, None)) is not None:
                 if dec.has_error():
                     raise StepError(dec.error().message())
-                pixels = pb_utils.get_output_tensor_by_name(dec, "PIXEL_VALUES")
+                pixels = pb_utils.get_output_tensor_by_name(dec, PIXEL_VALUES)
                 if pixels is not None:
-                    num_frames = pb_utils.get_output_tensor_by_name(dec, "NUM_FRAMES")
-                    chunks.append(loop.create_task(self.call(self.vision, [pixels, num_frames], ["FEATURES"])))
-                if pb_utils.get_output_tensor_by_name(dec, "FRAME_INDICES") is not None:  # the last answer
-                    indices, timestamps = _numpy(dec, "FRAME_INDICES"), _numpy(dec, "TIMESTAMPS")
+                    num_frames = pb_utils.get_output_tensor_by_name(dec, NUM_FRAMES)
+                    chunks.append(loop.create_task(self.call(self.vision, [pixels, num_frames], [FEATURES])))
+                if pb_utils.get_output_tensor_by_name(dec, FRAME_INDICES) is not None:  # the last answer
+                    indices, timestamps = _numpy(dec, FRAME_INDICES), _numpy(dec, TIMESTAMPS)
                     duration = _duration(dec)
             if indices is None or not chunks:
                 raise StepError(f"{self.decode}: internal error: the stream ended without "
                                 f"{'frames' if not chunks else 'frame numbers'}")
             # torch.cat copies out of the responses' shared memory: the cache may keep the features long.
-            visual = torch.cat([response_tensor(v, "FEATURES")[0] for v in await asyncio.gather(*chunks)])
+            visual = torch.cat([response_tensor(v, FEATURES)[0] for v in await asyncio.gather(*chunks)])
         finally:
             # On an error: finish reading the stream off the event loop, and collect the vision calls in flight.
             await loop.run_in_executor(self.workers, _drain, answers)
@@ -128,7 +142,7 @@ class Steps:
         return VideoFeatures(visual, indices.tolist(), timestamps.tolist(), duration)
 
     async def logits(self, f: VideoFeatures, instruction: str) -> list[float]:
-        inputs = [pb_utils.Tensor.from_dlpack("FEATURES", to_dlpack(f.visual[None].contiguous())),
-                  bytes_tensor("INSTRUCTION", [instruction], (1, 1))]
-        resp = await self.call(self.grounding, inputs, ["LOGITS"])
-        return response_tensor(resp, "LOGITS").reshape(-1).float().cpu().tolist()
+        inputs = [pb_utils.Tensor.from_dlpack(FEATURES, to_dlpack(f.visual[None].contiguous())),
+                  bytes_tensor(INSTRUCTION, [instruction], (1, 1))]
+        resp = await self.call(self.grounding, inputs, [LOGITS])
+        return response_tensor(resp, LOGITS).reshape(-1).float().cpu().tolist()

@@ -10,16 +10,16 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from videoitg.admission import InFlightGate
-from videoitg.limits import Limits
-from videoitg.outputs import GroundingResult, SelectionOptions, result_outputs
-from videoitg.paths import MediaRoots
-from videoitg.serving.protocol import DECODE, GROUNDING, TOP, VISION
+from videoitg.outputs import GroundingResult
+from videoitg.serving.parameters import TopParameters
+from videoitg.serving.protocol import FRAMES, FRAMES_SIZE, TOP
+from videoitg.serving.tensors import result_outputs
 
 from .cache import FailureMemory, FeatureCache, cache_key
 from .common import BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
 from .errors import remember_verdict
 from .frames import FrameRequest, parse_frames, served_frames
-from .params import feature_identity, sampling_from
+from .params import StepAssets, feature_identity, repository_root
 from .references import read_reference
 from .request import Request, parse_request
 from .scheduling import FeatureScheduler
@@ -34,23 +34,22 @@ class TritonPythonModel:
     its request's response sender."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        p, assets = setup(args)
+        p = setup(args, TopParameters)
+        assets = StepAssets.resolve(repository_root(args), p.checkpoint, p.vision_tower, p.engines)
         self.name = args.get("model_name", TOP)
-        self.limits = Limits.from_mapping(p)  # byte bounds here; the queue bound is Triton's (config.pbtxt)
-        self.sampling = sampling_from(p)
-        self.media_roots = MediaRoots.from_parameter(p.get("media_roots"))
+        self.limits = p.limits  # byte bounds here; the queue bound is Triton's (config.pbtxt)
+        self.sampling = p.sampling
+        self.media_roots = p.media_roots
         self.identity = feature_identity(assets, p)
         self.metrics = BlsMetrics(self.name)
-        self.scheduler = FeatureScheduler(FeatureCache(int(p.get("feature_cache_bytes", 1 << 30))), FailureMemory(),
+        self.scheduler = FeatureScheduler(FeatureCache(p.feature_cache_bytes), FailureMemory(),
                                           self.limits.max_in_flight, on_change=self._on_change)
         self.gate = InFlightGate(HITS_PER_COLD_SLOT * self.limits.max_in_flight)
         self.tasks: set[asyncio.Task] = set()  # one per request being served (kept: the loop holds weak refs)
-        self.selection = SelectionOptions.from_parameters(p)
-        backend = p.get("decode_backend", "python")
-        self.steps = Steps(p.get("decode_model", DECODE), p.get("vision_model", VISION),
-                           p.get("grounding_model", GROUNDING), backend,
-                           backend == "python" and int(p.get("stream_frames", 0)) > 0, self.sampling, self.limits,
-                           ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-cold"))
+        self.selection = p.selection
+        cold = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-cold")
+        self.steps = Steps(p.decode_model, p.vision_model, p.grounding_model, p.decoder, p.streaming, self.sampling,
+                           self.limits, cold)
         # Frames a request asks for (FRAMES) decode here, off the event loop and apart from the cold videos.
         self.frame_workers = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-frames")
         self.counters = RequestCounters(self.name)
@@ -67,7 +66,7 @@ class TritonPythonModel:
             try:
                 inputs = request_inputs(r)
                 req = parse_request(inputs, self.selection, self.limits, self.media_roots)
-                frames = parse_frames(inputs.get("FRAMES"), inputs.get("FRAMES_SIZE"), req.video is not None)
+                frames = parse_frames(inputs.get(FRAMES), inputs.get(FRAMES_SIZE), req.video is not None)
                 # A reference is hashed in its task, off the event loop (a long video takes seconds).
                 key = None if req.reference else cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.gate.admit()  # OverloadedError past the bound

@@ -9,9 +9,9 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from videoitg.engines.runtimes import load_device, open_vision, outside_engine, use_device
-from videoitg.limits import Limits
 from videoitg.preprocess import pixel_values
-from videoitg.serving.protocol import VISION
+from videoitg.serving.parameters import VisionParameters
+from videoitg.serving.protocol import FEATURES, NUM_FRAMES, PIXEL_VALUES, VISION
 
 from .checks import check_frames, frame_count, one_video
 from .common import (
@@ -24,7 +24,7 @@ from .common import (
     respond_each,
     setup,
 )
-from .params import device_dtype
+from .params import StepAssets, device_dtype, repository_root
 
 
 class TritonPythonModel:
@@ -33,10 +33,11 @@ class TritonPythonModel:
     weights never reach the GPU (`runtimes.load_device` / `outside_engine`)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        p, assets = setup(args)
-        self.device, self.dtype = device_dtype(p, args)
+        p = setup(args, VisionParameters)
+        assets = StepAssets.resolve(repository_root(args), p.checkpoint, p.vision_tower, p.engines)
+        self.device, self.dtype = device_dtype(p.device, p.dtype, args)
         use_device(self.device)
-        runtime = p.get("vision_runtime", "torch")
+        runtime = p.vision_runtime
         model, _ = assets.load_part("vision", load_device(runtime, self.device), self.dtype, runtime)
         outside_engine(model, "vision", runtime, self.device)
         self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=assets.identity())
@@ -44,7 +45,7 @@ class TritonPythonModel:
         self.runtime_metric = StepRuntimeMetric(VISION, self.runtime.runtime)
         # Warm-up: the first forward pays one-time kernel/allocator setup that should not land on a request.
         self.image_size = s = model.config.vision.image_size
-        self.limits = Limits.from_mapping(p)
+        self.limits = p.limits
         self.features(torch.zeros(2, 3, s, s, device=self.device, dtype=self.dtype))
 
     def finalize(self) -> None:
@@ -52,11 +53,11 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         def handle(request: Any) -> Any:
-            frames = one_video(input_torch(request, "PIXEL_VALUES"), "PIXEL_VALUES")  # [T, 3, S, S]
-            num_frames = frame_count(input_numpy(request, "NUM_FRAMES"))
+            frames = one_video(input_torch(request, PIXEL_VALUES), PIXEL_VALUES)  # [T, 3, S, S]
+            num_frames = frame_count(input_numpy(request, NUM_FRAMES))
             check_frames(frames, self.image_size, self.limits, num_frames)
             pv = pixel_values(frames.to(self.device), self.dtype)
-            return pb_utils.InferenceResponse([output_torch("FEATURES", self.features(pv, num_frames)[None])])
+            return pb_utils.InferenceResponse([output_torch(FEATURES, self.features(pv, num_frames)[None])])
 
         return self.counters.count(respond_each(requests, handle, VISION))
 

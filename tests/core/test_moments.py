@@ -7,7 +7,8 @@ import pytest
 
 from videoitg.errors import InputError
 from videoitg.moments import Moment, MomentParams, find_moments, frame_spans, temporal_iou
-from videoitg.outputs import GroundingResult, result_from_outputs, result_outputs
+from videoitg.outputs import GroundingResult
+from videoitg.serving.tensors import result_from_outputs, result_outputs
 
 TS = [float(i) for i in range(10)]  # 1 fps: frame i covers [i, i + 1)
 

@@ -27,10 +27,9 @@ def test_a_step_runs_on_its_instances_device(monkeypatch: pytest.MonkeyPatch) ->
     (what the top-level model keys its cache by). A GPU device on a machine without CUDA falls back to the CPU."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     gpu1 = {"model_instance_kind": "GPU", "model_instance_device_id": "1"}
-    assert device_dtype({"device": "cpu"}, gpu1) == ("cuda:1", torch.float16)
-    assert device_dtype({"device": "cuda", "dtype": "float32"}, {"model_instance_kind": "CPU"}) == \
-        ("cpu", torch.float32)
-    assert device_dtype({"device": "cuda"}, {"model_instance_kind": "MODEL"})[0] == "cuda"
-    assert device_dtype({"device": "cuda"}) == ("cuda", torch.float16)
+    assert device_dtype("cpu", args=gpu1) == ("cuda:1", torch.float16)
+    assert device_dtype("cuda", "float32", {"model_instance_kind": "CPU"}) == ("cpu", torch.float32)
+    assert device_dtype("cuda", args={"model_instance_kind": "MODEL"})[0] == "cuda"
+    assert device_dtype("cuda") == ("cuda", torch.float16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert device_dtype({"device": "cpu"}, gpu1)[0] == "cpu"
+    assert device_dtype("cpu", args=gpu1)[0] == "cpu"

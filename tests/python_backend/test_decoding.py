@@ -29,7 +29,7 @@ def test_step_decoder_follows_the_repository_parameter_and_the_instance_device()
     for parameter in ("python", ""):
         assert StepDecoder.of(parameter, gpu1) == StepDecoder("auto", None, None, "uint8")  # PyAV, no self-test
     assert StepDecoder.of("python", "cpu").dali_device is None and StepDecoder.of("python", "cpu").device_id() == 0
-    with pytest.raises(InputError, match="decoder must be one of python, dali"):
+    with pytest.raises(InputError, match="decoder must be 'dali' or 'python'"):
         StepDecoder.of("nvdec", "cpu")
 
 

@@ -17,8 +17,9 @@ from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
 from videoitg.export import FramesTooLargeError, resize_longer_side
 from videoitg.limits import Limits
-from videoitg.outputs import GroundingResult, frames_from_outputs
+from videoitg.outputs import GroundingResult
 from videoitg.python_backend.frames import MAX_FRAMES_SIZE, FrameRequest, parse_frames, served_frames
+from videoitg.serving.tensors import frames_from_outputs
 
 
 def _s(value: str | bytes) -> np.ndarray:

@@ -3,6 +3,7 @@ and the gpu and ensemble repositories differ from the golden cpu one exactly as 
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from tests.support import ROOT
 from videoitg.cli import main
 from videoitg.serving import protocol
 from videoitg.serving.client import VideoITGClient
@@ -28,7 +30,7 @@ from videoitg.serving.protocol import (
     TensorSpec,
     signatures,
 )
-from videoitg.serving.repository import RepoSpec, build_repository, render, repo_signatures
+from videoitg.serving.repository import RepoSpec, build_repository, model_dims, render, repo_signatures
 
 SHAPES = [{"target": "cpu"}, {"target": "gpu"}, {"target": "cpu", "mode": "ensemble"},
           {"target": "gpu", "decoder": "dali"}, {"target": "cpu", "stream_frames": 0}]
@@ -52,7 +54,7 @@ def _specs(tensors: tuple[TensorSpec, ...]) -> list[tuple[str, str, tuple[int, .
 def test_every_generated_model_declares_the_protocol_signature(kw: dict[str, Any]) -> None:
     spec = RepoSpec(**kw)
     files = render(spec)
-    sig = repo_signatures(spec)
+    sig = repo_signatures(spec, model_dims(spec))
     models = {k.split("/")[0] for k in files if k.endswith("config.pbtxt")}
     assert models == set(sig)
     summary = RepoSummary.from_json(files[SUMMARY_FILE])
@@ -62,6 +64,27 @@ def test_every_generated_model_declares_the_protocol_signature(kw: dict[str, Any
         assert _declared(cfg.output) == _specs(sig[model].outputs), model
         # what the front bounds a request's tensor counts by
         assert summary.signature_bound([model]) == (len(sig[model].inputs), len(sig[model].outputs))
+
+
+@pytest.mark.parametrize("kw", SHAPES)
+def test_every_dimension_the_checkpoint_fixes_is_declared(kw: dict[str, Any], scorer) -> None:
+    """Pixels are [T, 3, S, S] at the tower's image size, features [T, tokens per frame, H] at the language model's
+    width: tritonserver refuses another shape itself. What stays open is what varies per video: the frame count,
+    the tokens per frame (they follow it), the per-frame outputs, a frame image's size."""
+    files = render(RepoSpec(**kw))
+    s, h = scorer.config.vision.image_size, scorer.config.text.hidden_size
+    assert model_dims(RepoSpec(**kw)) == protocol.ModelDims(s, h)
+    seen = set()
+    for model in {k.split("/")[0] for k in files if k.endswith("config.pbtxt")}:
+        for t in [*_config(files, model).input, *_config(files, model).output]:
+            want = {"PIXEL_VALUES": [-1, 3, s, s], "FEATURES": [-1, -1, h]}.get(t.name)
+            if want is not None:
+                assert list(t.dims) == want, (model, t.name)
+                seen.add(t.name)
+            elif -1 in t.dims:
+                assert t.name in {"SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES",
+                                  "MOMENTS", "FRAME_JPEGS", "FRAME_PIXELS"}, (model, t.name, list(t.dims))
+    assert seen == {"PIXEL_VALUES", "FEATURES"}
 
 
 def test_the_client_sends_the_protocol_inputs() -> None:
@@ -200,7 +223,7 @@ def test_the_gpu_default_decodes_on_nvdec_and_differs_from_the_python_decoder_in
     python, default = render(RepoSpec(target="gpu", decoder="python")), render(RepoSpec(target="gpu"))
     assert set(python) == set(default)
     want: dict[str, tuple[Any, Any]] = {
-        "summary.decoder": ("python", "dali"), f"{TOP}.parameters.decode_backend.stringValue": ("python", "dali"),
+        "summary.decoder": ("python", "dali"), f"{TOP}.parameters.decoder.stringValue": ("python", "dali"),
         f"{DECODE}.parameters.decoder.stringValue": ("python", "dali"),
         # on the instance's GPU, answering once with float32 pixel values that stay there (no streamed chunks)
         f"{DECODE}.parameters.device.stringValue": ("cpu", "cuda"),
@@ -210,7 +233,7 @@ def test_the_gpu_default_decodes_on_nvdec_and_differs_from_the_python_decoder_in
         f"{VISION}.input[PIXEL_VALUES].dataType": ("TYPE_UINT8", "TYPE_FP32"),
         f"{DECODE}.modelTransactionPolicy.decoupled": (True, None),
         f"{TOP}.parameters.stream_frames.stringValue": ("64", "0"),
-        f"{DECODE}.parameters.stream_frames.stringValue": ("64", None),
+        f"{DECODE}.parameters.stream_frames.stringValue": ("64", "0"),
         f"summary.models.{DECODE}.outputs": (5, 4),
         **{f"{DECODE}.output[NUM_FRAMES].{k}": (v, None)
            for k, v in (("name", "NUM_FRAMES"), ("dataType", "TYPE_INT64"), ("dims", ["1"]))}}
@@ -226,13 +249,13 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
     for k, v in delta.items():
         by_model.setdefault(k.split(".")[0].split("/")[0], {})[k] = v
     assert set(by_model) == {TOP, DECODE, SELECT, "summary"}  # vision and grounding: identical
-    # The decode step answers once (no streaming), takes the bytes only and announces no media roots: removals only.
+    # The decode step answers once (no streaming: stream_frames 0) and takes the bytes only: else removals only.
+    stream = f"{DECODE}.parameters.stream_frames.stringValue"
+    assert by_model[DECODE].pop(stream) == ("64", "0")
     assert all(new is None for _, new in by_model[DECODE].values())
     removed = {k.removeprefix(f"{DECODE}.").split(".")[0] for k in by_model[DECODE]}
     assert removed == {"input[VIDEO]", "input[VIDEO_URI]", "input[VIDEO_VERSION]", "output[NUM_FRAMES]",
-                       "modelTransactionPolicy", "parameters"}
-    assert {k for k in by_model[DECODE] if k.startswith(f"{DECODE}.parameters.")} == {
-        f"{DECODE}.parameters.media_roots", f"{DECODE}.parameters.stream_frames.stringValue"}
+                       "modelTransactionPolicy"}
     assert by_model[DECODE][f"{DECODE}.input[VIDEO].optional"] == (True, None)
     # The top level is the ensemble: the cpu one's keys are gone but its name and batch, the ensemble's added.
     top = json_format.MessageToDict(_config(ens, TOP))
@@ -248,3 +271,49 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
     assert {k for k in by_model["summary"] if not k.startswith(f"summary.models.{SELECT}.")} == {
         "summary.mode", *(f"summary.models.{m}.{f}" for m in (TOP, DECODE) for f in ("inputs", "outputs")),
         f"summary.models.{TOP}.kind", f"summary.models.{TOP}.count"}
+
+
+# ---- names spelled once ----------------------------------------------------------------------------------------
+# The modules that speak the contract name tensors by the constants of `protocol`, and the models and the client read
+# parameters by the fields of `parameters`, so a renamed tensor or key fails at import, not at request time. (The
+# generator writes the parameters through the same classes: tests/serving/test_parameters.py.)
+BACKEND = sorted((ROOT / "python_backend").glob("*.py"))
+CLIENT = ROOT / "videoitg" / "serving" / "client.py"
+SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "serving/repository.py",
+                                                                  "serving/tensors.py"))]
+
+
+def _tensor_names() -> set[str]:
+    names = set()
+    for mode, decoder, streaming in (("bls", "python", True), ("bls", "dali", False), ("ensemble", "python", False)):
+        for sig in signatures(mode, decoder, streaming=streaming).values():
+            names |= {t.name for t in (*sig.inputs, *sig.outputs)}
+    return names
+
+
+def _parameter_keys() -> set[str]:
+    from videoitg.serving.parameters import (
+        DecodeParameters,
+        GroundingParameters,
+        SelectParameters,
+        TopParameters,
+        VisionParameters,
+    )
+
+    kinds = (TopParameters, DecodeParameters, VisionParameters, GroundingParameters, SelectParameters)
+    return set().union(*(kind().to_parameters() for kind in kinds))
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    return [(node.lineno, node.value) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_tensor_names_and_parameter_keys_are_spelled_in_one_place() -> None:
+    names, keys = _tensor_names(), _parameter_keys()
+    assert {"VIDEO", "INSTRUCTION", "PIXEL_VALUES", "FEATURES", "FRAME_PIXELS"} <= names
+    assert {"decoder", "media_roots", "MAX_VIDEO_BYTES", "moment_max", "num_frames"} <= keys
+    found = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path in SPEAKERS
+             for line, value in _string_constants(path)
+             if value in names or (value in keys and path in (*BACKEND, CLIENT))]
+    assert not found, "spelled outside protocol.py / parameters.py:\n" + "\n".join(found)

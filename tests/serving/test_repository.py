@@ -18,17 +18,19 @@ from tests.support import ROOT
 from tests.support.model import plain_writer_checkpoint, tiny_config
 from videoitg.cli import main
 from videoitg.defaults import default_checkpoint
-from videoitg.errors import InputError
+from videoitg.errors import CheckpointError, InputError
 from videoitg.limits import Limits
 from videoitg.model import VideoITG
-from videoitg.outputs import GroundingResult, result_from_outputs, result_outputs
+from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots
 from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
 from videoitg.python_backend.params import StepAssets, model_parameters
 from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
+from videoitg.serving.parameters import DecodeParameters, GroundingParameters, TopParameters, VisionParameters
 from videoitg.serving.protocol import DECODE
 from videoitg.serving.repository import RepoSpec, build_repository, model_specs, render, step_runtimes
+from videoitg.serving.tensors import result_from_outputs, result_outputs
 
 
 def _tree(d: Path) -> dict[str, str]:
@@ -125,7 +127,7 @@ def test_dali_decoder_is_the_python_decode_step_with_a_decoder_parameter() -> No
         assert [o.name for o in dec.output] == ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS", "DURATION"]
         assert to_type(dec.output[0].data_type) == "TYPE_FP32"
         assert to_type(parse(dali, "videoitg_vision").input[0].data_type) == "TYPE_FP32"
-        assert parse(dali, "videoitg").parameters["decode_backend"].string_value == "dali"
+        assert parse(dali, "videoitg").parameters["decoder"].string_value == "dali"
         assert parse(dali, "videoitg").parameters["stream_frames"].string_value == "0"
         pyd = parse(py, "videoitg_decode")
         assert pyd.parameters["decoder"].string_value == "python" and kind(pyd.instance_group[0].kind) == "KIND_CPU"
@@ -166,10 +168,13 @@ def test_stream_frames_zero_answers_once() -> None:
 
 
 def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
-    files = render(RepoSpec(checkpoint=str(tmp_path), sampling=SamplingParams(64, 2.0, "train")))
+    ckpt = shutil.copytree(default_checkpoint(), tmp_path / "ckpt")
+    files = render(RepoSpec(checkpoint=str(ckpt), sampling=SamplingParams(64, 2.0, "train")))
     top = files["videoitg/config.pbtxt"]
-    assert json.dumps(str(tmp_path)) in top and '"64"' in top and '"2"' in top and '"train"' in top
-    assert json.dumps(str(tmp_path)) in files["videoitg_grounding/config.pbtxt"]
+    assert json.dumps(str(ckpt)) in top and '"64"' in top and '"2"' in top and '"train"' in top
+    assert json.dumps(str(ckpt)) in files["videoitg_grounding/config.pbtxt"]
+    with pytest.raises(CheckpointError, match="no config.json"):  # the tensors' dimensions come from its config
+        render(RepoSpec(checkpoint=str(tmp_path / "empty")))
 
 
 def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: Path) -> None:
@@ -189,10 +194,12 @@ def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: 
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
-    for name in ("videoitg", "videoitg_decode", "videoitg_vision", "videoitg_grounding"):
+    kinds = {"videoitg": TopParameters, "videoitg_decode": DecodeParameters, "videoitg_vision": VisionParameters,
+             "videoitg_grounding": GroundingParameters}
+    for name, kind in kinds.items():
         cfg = text_format.Parse((moved / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-        params = model_parameters(json_format.MessageToDict(cfg, preserving_proto_field_name=True))
-        assets = StepAssets.from_parameters(params, moved / name)
+        p = kind.from_parameters(model_parameters(json_format.MessageToDict(cfg, preserving_proto_field_name=True)))
+        assets = StepAssets.resolve(moved, p.checkpoint, p.vision_tower, getattr(p, "engines", ""))
         assert assets.checkpoint == moved / "videoitg" / "checkpoint"
         assert assets.config().vision.image_size > 0  # the tower is found in the repository
     model, tok = assets.load_part("grounding", "cpu", torch.float32)

@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 from videoitg.errors import InputError
+from videoitg.serving.parameters import FEATURE_CACHE_BYTES
 from videoitg.serving.protocol import TOP
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
@@ -71,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"no ready model {args.model!r} at {args.server} ({args.protocol}): start `videoitg "
                              "serve` first")
         params = c.model_parameters()
-        if "feature_cache_bytes" not in params and c.accepts_digest():  # a BLS model that did not say
+        if FEATURE_CACHE_BYTES not in params and c.accepts_digest():  # a BLS model that did not say
             raise InputError(f"cannot read the feature-cache size of {args.model!r} at {args.server}: whether its "
                              "requests would be cold is unknown")
-        cache_bytes = int(params.get("feature_cache_bytes", "0") or 0)  # an ensemble has no cache (no parameter)
+        cache_bytes = int(params.get(FEATURE_CACHE_BYTES, "0") or 0)  # an ensemble has no cache (no parameter)
         copies = args.requests == "cold" and cache_bytes > 0
         if args.requests == "cached" and not cache_bytes:
             raise InputError(f"{args.server} serves {args.model!r} without a feature cache (an ensemble, or "

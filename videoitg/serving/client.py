@@ -15,9 +15,28 @@ from typing import Any
 import numpy as np
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import GroundingResult, check_ranking_rule, frames_from_outputs, result_from_outputs
+from videoitg.outputs import GroundingResult, check_ranking_rule
 from videoitg.paths import MediaRoots, local_video
-from videoitg.serving.protocol import FRAME_FORMATS, GROUNDING, RESULT_NAMES, TOP, signatures
+from videoitg.serving.parameters import CHECKPOINT, MEDIA_ROOTS
+from videoitg.serving.protocol import (
+    CACHE_HIT,
+    FRAME_FORMATS,
+    FRAMES,
+    FRAMES_SIZE,
+    GROUNDING,
+    INSTRUCTION,
+    MOMENTS,
+    RANKING_RULE,
+    RESULT_NAMES,
+    TOP,
+    TOP_K,
+    TOP_K_FRAMES,
+    VIDEO,
+    VIDEO_DIGEST,
+    VIDEO_URI,
+    signatures,
+)
+from videoitg.serving.tensors import frames_from_outputs, result_from_outputs
 
 REQUEST = signatures("bls")[TOP]  # every input a client may send (the ensemble takes a subset)
 
@@ -87,7 +106,7 @@ class ServedResult:
     @property
     def moments(self) -> list[tuple[float, float, float]]:
         """The server's moments `(start_s, end_s, score)`, best first, under the deployment's moment rule."""
-        return [tuple(float(x) for x in m) for m in self.outputs["MOMENTS"].reshape(-1, 3)]
+        return [tuple(float(x) for x in m) for m in self.outputs[MOMENTS].reshape(-1, 3)]
 
 
 def probe_protocol(url: str, timeout_s: float = 2.0) -> str | None:
@@ -171,16 +190,16 @@ class VideoITGClient:
         inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
         `ranking_rule` parameter, "released" unless configured; no frames unless FRAMES asks)."""
         if video is not None:
-            values: dict[str, Any] = {"VIDEO": video}
+            values: dict[str, Any] = {VIDEO: video}
         elif uri is not None:
-            values = {"VIDEO_URI": os.fsencode(uri)}
+            values = {VIDEO_URI: os.fsencode(uri)}
         else:
-            values = {"VIDEO_DIGEST": str(digest).encode()}
-        values["INSTRUCTION"] = instruction.encode("utf-8")
-        values["TOP_K"] = top_k
-        values["RANKING_RULE"] = None if ranking_rule is None else check_ranking_rule(ranking_rule).encode()
-        values["FRAMES"] = None if frames is None else frames.encode()
-        values["FRAMES_SIZE"] = frames_size
+            values = {VIDEO_DIGEST: str(digest).encode()}
+        values[INSTRUCTION] = instruction.encode("utf-8")
+        values[TOP_K] = top_k
+        values[RANKING_RULE] = None if ranking_rule is None else check_ranking_rule(ranking_rule).encode()
+        values[FRAMES] = None if frames is None else frames.encode()
+        values[FRAMES_SIZE] = frames_size
         ins = []
         for name, value in values.items():
             if value is None:
@@ -205,7 +224,7 @@ class VideoITGClient:
 
     def accepts_digest(self) -> bool:
         """Whether the served model takes VIDEO_DIGEST (the BLS repository does; the ensemble has no cache)."""
-        return self.accepts("VIDEO_DIGEST")
+        return self.accepts(VIDEO_DIGEST)
 
     def media_roots(self) -> MediaRoots:
         """The directories under which the served model takes a video by reference: its `media_roots` parameter
@@ -215,7 +234,7 @@ class VideoITGClient:
             if not params:  # unknown for now: send bytes, ask again next time
                 return MediaRoots()
             try:
-                self._media_roots = MediaRoots.from_parameter(params.get("media_roots"))
+                self._media_roots = MediaRoots.from_parameter(params.get(MEDIA_ROOTS))
             except (ValueError, TypeError):
                 self._media_roots = MediaRoots()
         return self._media_roots
@@ -242,8 +261,8 @@ class VideoITGClient:
         when the server does not say."""
         for name in (self.model, GROUNDING):
             params = self.model_parameters(name)
-            if "checkpoint" in params:
-                return params["checkpoint"]
+            if CHECKPOINT in params:
+                return params[CHECKPOINT]
         return None
 
     def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
@@ -292,7 +311,7 @@ class VideoITGClient:
         """Refused before sending: an unknown format (which names no output), a model that serves no frames."""
         if frames not in FRAME_FORMATS:
             raise InputError(f"frames must be one of {', '.join(FRAME_FORMATS)}, got {frames!r}")
-        if not self.accepts("FRAMES"):
+        if not self.accepts(FRAMES):
             raise InputError(f"{self.url}: model {self.model!r} does not serve frames (an ensemble deployment has no "
                              "video at selection time): serve the bls repository, or decode them locally "
                              "(videoitg.export.top_k_images)")
@@ -314,8 +333,8 @@ class VideoITGClient:
             raise remote_error(msg, status, digest_sent=not sent_video and not by_reference) from None
         arrays = {n: r.as_numpy(n) for n in names}
         result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
-        return ServedResult(result, arrays["TOP_K_FRAMES"].reshape(-1).tolist(),
-                            bool(arrays["CACHE_HIT"].reshape(-1)[0]), sent_video, arrays, frames_from_outputs(arrays),
+        return ServedResult(result, arrays[TOP_K_FRAMES].reshape(-1).tolist(),
+                            bool(arrays[CACHE_HIT].reshape(-1)[0]), sent_video, arrays, frames_from_outputs(arrays),
                             by_reference)
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,

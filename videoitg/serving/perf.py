@@ -26,7 +26,7 @@ from pathlib import Path
 
 from videoitg.errors import InputError
 from videoitg.serving import binaries
-from videoitg.serving.protocol import TOP
+from videoitg.serving.protocol import INSTRUCTION, TOP, VIDEO
 
 DEFAULT_INSTRUCTION = "When does the main event of the video happen?"
 COPY_TAG = b"videoitg-perf"  # payload of the appended element, with the copy's number
@@ -40,8 +40,8 @@ def input_data(videos: list[bytes], instructions: list[str]) -> dict:
     steps = []
     for i in range(n):
         v = videos[i % len(videos)]
-        steps.append({"VIDEO": {"b64": base64.b64encode(struct.pack("<I", len(v)) + v).decode()},
-                      "INSTRUCTION": [instructions[i % len(instructions)]]})
+        steps.append({VIDEO: {"b64": base64.b64encode(struct.pack("<I", len(v)) + v).decode()},
+                      INSTRUCTION: [instructions[i % len(instructions)]]})
     return {"data": steps}
 
 

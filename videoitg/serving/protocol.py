@@ -69,93 +69,146 @@ def _t(name: str, dtype: str, *dims: int, optional: bool = False, ragged: bool =
     return TensorSpec(name, dtype, tuple(dims), optional, ragged)
 
 
+# ---- tensor names: every model's inputs and outputs are named here, and only here -----------------------------
+# The public model's inputs.
+VIDEO = "VIDEO"
+VIDEO_DIGEST = "VIDEO_DIGEST"
+VIDEO_URI = "VIDEO_URI"
+INSTRUCTION = "INSTRUCTION"
+TOP_K = "TOP_K"
+RANKING_RULE = "RANKING_RULE"
+FRAMES = "FRAMES"
+FRAMES_SIZE = "FRAMES_SIZE"
+# Its outputs (the per-frame ones are also the steps' tensors: LOGITS, FRAME_INDICES, TIMESTAMPS, DURATION).
+SCORES = "SCORES"
+LOGITS = "LOGITS"
+FRAME_INDICES = "FRAME_INDICES"
+TIMESTAMPS = "TIMESTAMPS"
+RANKING = "RANKING"
+TOP_K_FRAMES = "TOP_K_FRAMES"
+CACHE_HIT = "CACHE_HIT"
+MOMENTS = "MOMENTS"
+APPLIED_RANKING_RULE = "APPLIED_RANKING_RULE"
+DURATION = "DURATION"
+FRAME_JPEGS = "FRAME_JPEGS"
+FRAME_PIXELS = "FRAME_PIXELS"
+# Between the steps.
+VIDEO_VERSION = "VIDEO_VERSION"
+PIXEL_VALUES = "PIXEL_VALUES"
+NUM_FRAMES = "NUM_FRAMES"
+FEATURES = "FEATURES"
+
 SELECTION_INPUTS = (
-    _t("TOP_K", "INT32", 1, optional=True),
-    _t("RANKING_RULE", "STRING", 1, optional=True),  # "released" | "exact" (videoitg.outputs)
+    _t(TOP_K, "INT32", 1, optional=True),
+    _t(RANKING_RULE, "STRING", 1, optional=True),  # "released" | "exact" (videoitg.outputs)
 )
 # With the feature cache (bls) the video comes as its bytes (VIDEO), as its digest alone (VIDEO_DIGEST,
 # `videoitg.digest.video_digest`: a cached video is scored without its bytes crossing the wire, an uncached one is
 # answered NOT_FOUND and the client sends VIDEO), or as VIDEO_URI, a file under one of the server's media roots.
 VIDEO_INPUTS = (
-    _t("VIDEO", "STRING", 1, optional=True),
-    _t("VIDEO_DIGEST", "STRING", 1, optional=True),
-    _t("VIDEO_URI", "STRING", 1, optional=True),
+    _t(VIDEO, "STRING", 1, optional=True),
+    _t(VIDEO_DIGEST, "STRING", 1, optional=True),
+    _t(VIDEO_URI, "STRING", 1, optional=True),
 )
-INSTRUCTION = _t("INSTRUCTION", "STRING", 1)
+INSTRUCTION_INPUT = _t(INSTRUCTION, "STRING", 1)
 # The top-K frames as images (bls only): FRAMES "jpeg" | "uint8", FRAMES_SIZE the longer side in pixels (0 or
 # absent: the video's own size).
-FRAME_INPUTS = (_t("FRAMES", "STRING", 1, optional=True), _t("FRAMES_SIZE", "INT32", 1, optional=True))
+FRAME_INPUTS = (_t(FRAMES, "STRING", 1, optional=True), _t(FRAMES_SIZE, "INT32", 1, optional=True))
 RESULT_OUTPUTS = (
     # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number and its
     # timestamp in seconds.
-    _t("SCORES", "FP32", -1),
-    _t("LOGITS", "FP32", -1),
-    _t("FRAME_INDICES", "INT64", -1),
-    _t("TIMESTAMPS", "FP64", -1),
+    _t(SCORES, "FP32", -1),
+    _t(LOGITS, "FP32", -1),
+    _t(FRAME_INDICES, "INT64", -1),
+    _t(TIMESTAMPS, "FP64", -1),
     # Ranking order under RANKING_RULE (default "released": the fp16 sigmoid, ties to the earlier frame): positions
     # into the per-frame outputs, best first.
-    _t("RANKING", "INT32", -1),
-    _t("TOP_K_FRAMES", "INT64", -1),  # the K best frame numbers, chronological
-    _t("CACHE_HIT", "BOOL", 1),  # always false in the ensemble (no cache)
-    _t("MOMENTS", "FP32", -1, 3),  # [start_s, end_s, score], best first (videoitg.moments)
+    _t(RANKING, "INT32", -1),
+    _t(TOP_K_FRAMES, "INT64", -1),  # the K best frame numbers, chronological
+    _t(CACHE_HIT, "BOOL", 1),  # always false in the ensemble (no cache)
+    _t(MOMENTS, "FP32", -1, 3),  # [start_s, end_s, score], best first (videoitg.moments)
     # The rule the ranking outputs follow (the request's, else the deployment's). No output shares an input's name:
     # in an ensemble that name would be the input tensor, and an absent optional input gives nothing.
-    _t("APPLIED_RANKING_RULE", "STRING", 1),
+    _t(APPLIED_RANKING_RULE, "STRING", 1),
     # The video's duration in seconds as its container states it (0: not stated); the moments end by it.
-    _t("DURATION", "FP64", 1),
+    _t(DURATION, "FP64", 1),
 )
 RESULT_NAMES = tuple(t.name for t in RESULT_OUTPUTS)
 # The frames asked for, chronological; only the asked format's output is in the answer.
-FRAME_OUTPUTS = (_t("FRAME_JPEGS", "STRING", -1), _t("FRAME_PIXELS", "UINT8", -1, -1, -1, 3))
-FRAME_FORMATS = {"jpeg": "FRAME_JPEGS", "uint8": "FRAME_PIXELS"}  # FRAMES -> the output that carries them
+FRAME_OUTPUTS = (_t(FRAME_JPEGS, "STRING", -1), _t(FRAME_PIXELS, "UINT8", -1, -1, -1, 3))
+FRAME_FORMATS = {"jpeg": FRAME_JPEGS, "uint8": FRAME_PIXELS}  # FRAMES -> the output that carries them
 
 
-def _pixels(decoder: str) -> str:
-    """[T, 3, S, S]: resized uint8 frames the vision step normalises (python), or DALI's float32 SigLIP pixel values
-    (left on the instance's GPU by NVDEC)."""
-    return "FP32" if decoder == "dali" else "UINT8"
-
-
-def signatures(mode: str = "bls", decoder: str = "python", features: str = "FP32",
-               streaming: bool = False) -> dict[str, Signature]:
-    """Model name -> its signature, for a repository of `mode` with `decoder`, the vision step's `features` type
-    (a Triton dtype) and, under bls, a decode step that `streaming` answers in chunks (decoupled)."""
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+def check_decoder(decoder: str) -> str:
+    """The decode step's decoder, one of DECODERS; InputError otherwise."""
     if decoder not in DECODERS:
         raise InputError(f"decoder must be 'dali' or 'python', got {decoder!r}")
+    return decoder
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The tensor dimensions a checkpoint fixes (`videoitg.config.VideoITGConfig`): the vision tower's square input
+    side and the width of the features it hands the language model. -1: not fixed (any length), for the signatures
+    a client reads, which hold no step tensor."""
+
+    image_size: int = -1
+    hidden_size: int = -1
+
+
+OPEN_DIMS = ModelDims()
+
+
+def _pixels(decoder: str, dims: ModelDims) -> TensorSpec:
+    """[T, 3, S, S]: resized uint8 frames the vision step normalises (python), or DALI's float32 SigLIP pixel values
+    (left on the instance's GPU by NVDEC)."""
+    s = dims.image_size
+    return _t(PIXEL_VALUES, "FP32" if decoder == "dali" else "UINT8", -1, 3, s, s)
+
+
+def signatures(mode: str = "bls", decoder: str = "python", features: str = "FP32", streaming: bool = False,
+               dims: ModelDims = OPEN_DIMS) -> dict[str, Signature]:
+    """Model name -> its signature, for a repository of `mode` with `decoder`, the vision step's `features` type
+    (a Triton dtype), under bls a decode step that `streaming` answers in chunks (decoupled), and the checkpoint's
+    `dims`: every dimension it fixes is declared, so that tritonserver itself refuses a tensor of another shape
+    (a shape whose byte size overflows included) before a step's stub sees it."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_decoder(decoder)
     decoded = (
-        _t("PIXEL_VALUES", _pixels(decoder), -1, 3, -1, -1),
-        _t("FRAME_INDICES", "INT64", -1),  # original frame numbers of the sampled frames
-        _t("TIMESTAMPS", "FP64", -1),
-        _t("DURATION", "FP64", 1),  # the container's duration in seconds (0: not stated), which bounds moments
+        _pixels(decoder, dims),
+        _t(FRAME_INDICES, "INT64", -1),  # original frame numbers of the sampled frames
+        _t(TIMESTAMPS, "FP64", -1),
+        _t(DURATION, "FP64", 1),  # the container's duration in seconds (0: not stated), which bounds moments
     )
     sig: dict[str, Signature] = {}
     if mode == "bls":
-        sig[TOP] = Signature((*VIDEO_INPUTS, INSTRUCTION, *SELECTION_INPUTS, *FRAME_INPUTS),
+        sig[TOP] = Signature((*VIDEO_INPUTS, INSTRUCTION_INPUT, *SELECTION_INPUTS, *FRAME_INPUTS),
                              (*RESULT_OUTPUTS, *FRAME_OUTPUTS))
         # The bytes or a file under a media root (checked here again: a client may call this step), with the identity
         # of the file the BLS model hashed. Streaming: chunks of PIXEL_VALUES with the video's NUM_FRAMES as they
         # decode, FRAME_INDICES, TIMESTAMPS and DURATION last.
         sig[DECODE] = Signature(
-            (_t("VIDEO", "STRING", 1, optional=True), _t("VIDEO_URI", "STRING", 1, optional=True),
-             _t("VIDEO_VERSION", "STRING", 1, optional=True)),
-            (*decoded, _t("NUM_FRAMES", "INT64", 1)) if streaming else decoded)
+            (_t(VIDEO, "STRING", 1, optional=True), _t(VIDEO_URI, "STRING", 1, optional=True),
+             _t(VIDEO_VERSION, "STRING", 1, optional=True)),
+            (*decoded, _t(NUM_FRAMES, "INT64", 1)) if streaming else decoded)
     else:
-        sig[TOP] = Signature((_t("VIDEO", "STRING", 1), INSTRUCTION, *SELECTION_INPUTS), RESULT_OUTPUTS)
-        sig[DECODE] = Signature((_t("VIDEO", "STRING", 1),), decoded)
+        sig[TOP] = Signature((_t(VIDEO, "STRING", 1), INSTRUCTION_INPUT, *SELECTION_INPUTS), RESULT_OUTPUTS)
+        sig[DECODE] = Signature((_t(VIDEO, "STRING", 1),), decoded)
+    # [T, tokens per frame, hidden]: the tokens per frame follow T (`VideoITGConfig.tokens_per_side`), the width is
+    # the checkpoint's.
     sig[VISION] = Signature(
         # NUM_FRAMES: the video's frame count when PIXEL_VALUES is one chunk of it (the streaming decode step's).
-        (_t("PIXEL_VALUES", _pixels(decoder), -1, 3, -1, -1), _t("NUM_FRAMES", "INT64", 1, optional=True)),
-        (_t("FEATURES", features, -1, -1, -1),))
+        (_pixels(decoder, dims), _t(NUM_FRAMES, "INT64", 1, optional=True)),
+        (_t(FEATURES, features, -1, -1, dims.hidden_size),))
     sig[GROUNDING] = Signature(
         # Ragged: one request per video, different frame counts; each is scored alone (batched == alone).
-        (_t("FEATURES", features, -1, -1, -1, ragged=True), INSTRUCTION),
-        (_t("LOGITS", "FP32", -1),))
+        (_t(FEATURES, features, -1, -1, dims.hidden_size, ragged=True), INSTRUCTION_INPUT),
+        (_t(LOGITS, "FP32", -1),))
     if mode == "ensemble":
         sig[SELECT] = Signature(
-            (_t("LOGITS", "FP32", -1), _t("FRAME_INDICES", "INT64", -1), _t("TIMESTAMPS", "FP64", -1),
-             _t("DURATION", "FP64", 1, optional=True),  # the decode step's: moments end by it
+            (_t(LOGITS, "FP32", -1), _t(FRAME_INDICES, "INT64", -1), _t(TIMESTAMPS, "FP64", -1),
+             _t(DURATION, "FP64", 1, optional=True),  # the decode step's: moments end by it
              *SELECTION_INPUTS),
             RESULT_OUTPUTS)
     return sig

@@ -7,36 +7,58 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.limits import Limits, served_defaults
 from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
+from videoitg.paths import MediaRoots
 from videoitg.sampling import SamplingParams
+from videoitg.serving.parameters import (
+    DEFAULT_CHECKPOINT,
+    DecodeParameters,
+    GroundingParameters,
+    ModelParameters,
+    SelectParameters,
+    StepParameters,
+    TopParameters,
+    VisionParameters,
+)
 from videoitg.serving.protocol import (
     DECODE,
-    DECODERS,
+    DURATION,
     FEATURE_TYPES,
+    FEATURES,
+    FRAME_INDICES,
     GENERATED,
     GROUNDING,
+    INSTRUCTION,
+    LOGITS,
     MODES,
+    OPEN_DIMS,
     OTHER_INPUTS_BYTES,
+    PIXEL_VALUES,
+    RANKING_RULE,
     SELECT,
     SUMMARY_FILE,
+    TIMESTAMPS,
     TOP,
+    TOP_K,
+    VIDEO,
     VISION,
+    ModelDims,
     ModelSummary,
     RepoSummary,
     Signature,
     TensorSpec,
+    check_decoder,
     signatures,
 )
 
 # NVDEC on a GPU (the frames stay on the device); PyAV on a CPU machine, where it is the faster decoder.
 DEFAULT_DECODERS = {"cpu": "python", "gpu": "dali"}
-DEFAULT_CHECKPOINT = "default"  # resolved with videoitg.defaults.default_checkpoint() inside the server
 
 
 @dataclass
@@ -79,9 +101,7 @@ class RepoSpec:
             raise InputError(f"target must be 'cpu' or 'gpu', got {self.target!r}")
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        self.decoder = self.decoder or DEFAULT_DECODERS[self.target]
-        if self.decoder not in DECODERS:
-            raise InputError(f"decoder must be 'dali' or 'python', got {self.decoder!r}")
+        self.decoder = check_decoder(self.decoder or DEFAULT_DECODERS[self.target])
         if self.mode == "ensemble" and self.gpu:
             raise InputError("the ensemble repository is generated for the cpu target only; use --mode bls for a "
                              "GPU deployment")
@@ -150,13 +170,8 @@ def _io(t: TensorSpec) -> dict[str, Any]:
     return cfg
 
 
-def _params(**kv: Any) -> dict[str, dict[str, str]]:
-    return {k: {"string_value": str(v)} for k, v in kv.items()}
-
-
-def _python_model(name: str, spec: RepoSpec, sig: Signature, *, max_batch: int = 0, count: int = 1,
-                  batching: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
-                  on_gpu: bool = False) -> dict[str, Any]:
+def _python_model(name: str, spec: RepoSpec, sig: Signature, params: ModelParameters, *, max_batch: int = 0,
+                  count: int = 1, batching: dict[str, Any] | None = None, on_gpu: bool = False) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": name, "backend": "python", "max_batch_size": max_batch}
     if batching is not None:
         cfg["dynamic_batching"] = batching
@@ -164,33 +179,37 @@ def _python_model(name: str, spec: RepoSpec, sig: Signature, *, max_batch: int =
     cfg["output"] = [_io(t) for t in sig.outputs]
     kind = "KIND_GPU" if (on_gpu and spec.gpu) else "KIND_CPU"
     cfg["instance_group"] = [{"kind": kind, "count": count}]
-    p = dict(params or {})
+    p = params.to_parameters()
     if spec.gpu:
         # Inputs arrive where the producer left them (GPU), so tensors pass between steps by DLPack, not host copies.
-        p["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
-    cfg["parameters"] = _params(**p)
+        p["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # python_backend's own parameter
+    cfg["parameters"] = {k: {"string_value": v} for k, v in p.items()}
     return cfg
 
 
-def repo_signatures(spec: RepoSpec) -> dict[str, Signature]:
-    """Each model's signature in the repository `spec` describes (`protocol.signatures`)."""
-    return signatures(spec.mode, spec.decoder, FEATURE_TYPES[spec.dtype], spec.streaming)
+def model_dims(spec: RepoSpec, root: Path | None = None) -> ModelDims:
+    """The dimensions the checkpoint fixes, read from its config where the steps will read it (`root`: the
+    repository's root, under which relative paths lie)."""
+    from videoitg.python_backend.params import StepAssets  # imports torch: where the steps' assets are resolved
+
+    config = StepAssets.resolve(root, spec.checkpoint, spec.vision_tower).config()
+    return ModelDims(image_size=config.vision.image_size, hidden_size=config.text.hidden_size)
+
+
+def repo_signatures(spec: RepoSpec, dims: ModelDims = OPEN_DIMS) -> dict[str, Signature]:
+    """Each model's signature in the repository `spec` describes (`protocol.signatures`), with the checkpoint's
+    `dims` (`model_dims`; the default leaves them open)."""
+    return signatures(spec.mode, spec.decoder, FEATURE_TYPES[spec.dtype], spec.streaming, dims)
 
 
 def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Model name -> config tree. `root`: where the repository is written (relative engine paths are under it)."""
-    s = spec.sampling
-    sig = repo_signatures(spec)
-    common = {
-        "checkpoint": spec.checkpoint,
-        "vision_tower": spec.vision_tower,
-        "device": "cuda" if spec.gpu else "cpu",
-        "dtype": spec.dtype,
-    }
-    sampling = {"num_frames": s.num_frames, "target_fps": f"{s.target_fps:g}", "sampling_rule": s.rule}
-    limits = spec.limits.to_parameters()
+    """Model name -> config tree. `root`: where the repository is written (relative paths are under it)."""
+    sig = repo_signatures(spec, model_dims(spec, root))
+    shared = StepParameters(checkpoint=spec.checkpoint, vision_tower=spec.vision_tower,
+                            device="cuda" if spec.gpu else "cpu", dtype=spec.dtype, limits=spec.limits)
+    step = {f.name: getattr(shared, f.name) for f in fields(StepParameters)}
     # the documented moment rule (docs/moments.md)
-    selection = SelectionOptions(spec.default_top_k, spec.ranking_rule).to_parameters()
+    selection = SelectionOptions(spec.default_top_k, spec.ranking_rule)
     engines = spec.engines if not spec.engines or Path(spec.engines).is_absolute() or root is None \
         else str(root / spec.engines)
     runtimes = step_runtimes(engines, spec.target)
@@ -198,37 +217,31 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
 
     if spec.mode == "bls":
         specs[TOP] = _python_model(
-            TOP, spec, sig[TOP], max_batch=spec.max_batch,
+            TOP, spec, sig[TOP], TopParameters(
+                **step, sampling=spec.sampling, selection=selection, vision_runtime=runtimes["vision"],
+                engines=spec.engines, feature_cache_bytes=spec.cache_bytes, decoder=spec.decoder,
+                stream_frames=spec.stream_frames if spec.streaming else 0, media_roots=MediaRoots(spec.media_roots)),
+            max_batch=spec.max_batch,
             # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: past
             # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
             batching={"max_queue_delay_microseconds": 0,
-                      "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}},
-            params={
-                **common, **sampling, **limits, **selection,
-                "vision_runtime": runtimes["vision"], "engines": spec.engines,
-                "feature_cache_bytes": spec.cache_bytes,
-                "decode_model": DECODE, "vision_model": VISION, "grounding_model": GROUNDING,
-                "decode_backend": spec.decoder, "stream_frames": spec.stream_frames if spec.streaming else 0,
-                "media_roots": _media_roots(spec),
-            },
-        )
+                      "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}})
     else:
         specs[TOP] = _ensemble(spec, sig[TOP])
-        specs[SELECT] = _python_model(SELECT, spec, sig[SELECT], max_batch=spec.max_batch,
-                                      params={**limits, **selection})
-    specs[DECODE] = _decode_spec(spec, sig[DECODE], {**sampling, **limits})
+        specs[SELECT] = _python_model(SELECT, spec, sig[SELECT], SelectParameters(spec.limits, selection),
+                                      max_batch=spec.max_batch)
+    specs[DECODE] = _decode_spec(spec, sig[DECODE])
     # Steps take one video per request with a batch axis of 1 ([1, T, ...]); no dynamic batching, so a request's
     # answer never waits for another request's decode or tower pass.
     specs[VISION] = _python_model(
-        VISION, spec, sig[VISION], on_gpu=True, max_batch=spec.max_batch, count=spec.vision_instances,
-        params={**common, **limits, "vision_runtime": runtimes["vision"], "engines": spec.engines},
-    )
+        VISION, spec, sig[VISION], VisionParameters(**step, vision_runtime=runtimes["vision"], engines=spec.engines),
+        on_gpu=True, max_batch=spec.max_batch, count=spec.vision_instances)
     specs[GROUNDING] = _python_model(
-        GROUNDING, spec, sig[GROUNDING], on_gpu=True, max_batch=spec.max_batch, count=spec.grounding_instances,
+        GROUNDING, spec, sig[GROUNDING],
+        GroundingParameters(**step, grounding_runtime=runtimes["grounding"], engines=spec.engines),
+        on_gpu=True, max_batch=spec.max_batch, count=spec.grounding_instances,
         # Never delay: requests that queued while a batch ran still go together (each is scored alone).
-        batching={"max_queue_delay_microseconds": 0},
-        params={**common, **limits, "grounding_runtime": runtimes["grounding"], "engines": spec.engines},
-    )
+        batching={"max_queue_delay_microseconds": 0})
     return specs
 
 
@@ -242,45 +255,35 @@ def _ensemble(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
         "name": TOP, "platform": "ensemble", "max_batch_size": spec.max_batch,
         "input": [_io(t) for t in sig.inputs], "output": [_io(t) for t in sig.outputs],
         "ensemble_scheduling": {"step": [
-            step(DECODE, {"VIDEO": "VIDEO"},
-                 {"PIXEL_VALUES": "frames", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps",
-                  "DURATION": "duration"}),
-            step(VISION, {"PIXEL_VALUES": "frames"}, {"FEATURES": "features"}),
-            step(GROUNDING, {"FEATURES": "features", "INSTRUCTION": "INSTRUCTION"}, {"LOGITS": "logits"}),
-            step(SELECT, {"LOGITS": "logits", "FRAME_INDICES": "frame_indices", "TIMESTAMPS": "timestamps",
-                          "DURATION": "duration", "TOP_K": "TOP_K", "RANKING_RULE": "RANKING_RULE"},
+            step(DECODE, {VIDEO: VIDEO},
+                 {PIXEL_VALUES: "frames", FRAME_INDICES: "frame_indices", TIMESTAMPS: "timestamps",
+                  DURATION: "duration"}),
+            step(VISION, {PIXEL_VALUES: "frames"}, {FEATURES: "features"}),
+            step(GROUNDING, {FEATURES: "features", INSTRUCTION: INSTRUCTION}, {LOGITS: "logits"}),
+            step(SELECT, {LOGITS: "logits", FRAME_INDICES: "frame_indices", TIMESTAMPS: "timestamps",
+                          DURATION: "duration", TOP_K: TOP_K, RANKING_RULE: RANKING_RULE},
                  {t.name: t.name for t in sig.outputs}),
         ]},
     }
 
 
-def _decode_spec(spec: RepoSpec, sig: Signature, params: dict[str, Any]) -> dict[str, Any]:
-    """`params`: sampling and limits, which the decode step applies."""
+def _decode_spec(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
     dali = spec.decoder == "dali"
     # Clients can call the step directly: a bounded queue (the top level sends at most max_in_flight videos at once)
     # refuses the rest at once ("Exceeds maximum queue size") instead of queueing decodes ahead of the top level's,
     # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
     batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
                 "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
-    # The dali decoder runs on a GPU instance (Triton names its GPU: `runtimes.instance_device`) on the gpu target.
-    params = {"checkpoint": spec.checkpoint, "vision_tower": spec.vision_tower, "decoder": spec.decoder,
-              "device": "cuda" if spec.gpu and dali else "cpu", **params}
-    model = {"count": spec.decode_instances, "max_batch": spec.max_batch, "batching": batching, "on_gpu": dali}
-    if spec.mode != "bls":
-        return _python_model(DECODE, spec, sig, **model, params=params)
-    params["media_roots"] = _media_roots(spec)
-    if not spec.streaming:
-        return _python_model(DECODE, spec, sig, **model, params=params)
-    # Decoupled: the step answers a video in chunks (`protocol.signatures`).
-    cfg = _python_model(DECODE, spec, sig, **model, params={**params, "stream_frames": spec.stream_frames})
-    cfg["model_transaction_policy"] = {"decoupled": True}
+    # The dali decoder runs on a GPU instance (Triton names its GPU: `runtimes.instance_device`) on the gpu target;
+    # the python decode step of the bls repository answers in chunks (decoupled: `protocol.signatures`).
+    params = DecodeParameters(
+        spec.checkpoint, spec.vision_tower, spec.decoder, "cuda" if spec.gpu and dali else "cpu", spec.sampling,
+        spec.limits, MediaRoots(spec.media_roots), spec.stream_frames if spec.streaming else 0)
+    cfg = _python_model(DECODE, spec, sig, params, count=spec.decode_instances, max_batch=spec.max_batch,
+                        batching=batching, on_gpu=dali)
+    if spec.streaming:
+        cfg["model_transaction_policy"] = {"decoupled": True}
     return cfg
-
-
-def _media_roots(spec: RepoSpec) -> str:
-    from videoitg.paths import MediaRoots
-
-    return MediaRoots(tuple(spec.media_roots)).to_parameter()
 
 
 # ---- pbtxt --------------------------------------------------------------------------------------------------
