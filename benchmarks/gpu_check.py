@@ -322,7 +322,7 @@ class Check:
     def engines(self) -> dict[str, Any]:
         from videoitg.defaults import default_checkpoint, sample_video
         from videoitg.engines.compat import mismatches
-        from videoitg.engines.libraries import library_version
+        from videoitg.libraries import library_version
         from videoitg.pipeline import Scorer
         from videoitg.serving.client import VideoITGClient
 

@@ -28,9 +28,9 @@ import torch
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, export_vision, graph_precision
 from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
-from videoitg.engines.libraries import import_trtllm, library_version
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, checkpoint_sha256
 from videoitg.errors import BackendUnavailable, EngineError
+from videoitg.libraries import import_trtllm, library_version
 from videoitg.limits import Limits
 
 TARGETS = ("onnx", "tensorrt", "trtllm")

@@ -20,10 +20,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from videoitg.engines.libraries import import_tensorrt
 from videoitg.engines.manifest import Profile
 from videoitg.engines.runtimes import max_sequence_length
 from videoitg.errors import EngineError
+from videoitg.libraries import import_tensorrt
 from videoitg.limits import Limits
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")

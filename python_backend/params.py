@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint, load_config
+from videoitg.checkpoint import checkpoint_identity, load_checkpoint, load_config, resolve_checkpoint
 from videoitg.config import VideoITGConfig
-from videoitg.defaults import default_checkpoint
 from videoitg.engines.runtimes import drop_engine_part, instance_device
 from videoitg.pipeline import parse_dtype
 from videoitg.sampling import SamplingParams
@@ -23,14 +22,6 @@ def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
     """The string parameters of a Triton model config (as given to `initialize(args)["model_config"]`)."""
     cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
     return {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
-
-
-def resolve_checkpoint(value: str, root: Path | None = None) -> Path:
-    """'default' (what the committed repositories say) -> the embedded tiny checkpoint; else a directory, relative
-    ones against `root` (the repository's root)."""
-    if value in ("", "default"):
-        return default_checkpoint()
-    return _under(root, value)
 
 
 def _under(root: Path | None, value: str) -> Path:

@@ -24,8 +24,9 @@ from tests.support.video import (
 from videoitg.decode import choice, dali, dali_available, decode_video
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import signal_of
-from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason, self_test, self_test_clip
+from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason
 from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
+from videoitg.decode.selftest import SELF_TEST_CLIP, SELF_TEST_CPU_CLIP, self_test, self_test_clip
 from videoitg.errors import VideoDecodeError
 from videoitg.sampling import SamplingParams
 
@@ -297,13 +298,13 @@ def test_self_test_passes_where_the_decoder_runs(clips: dict[str, Path]) -> None
 
 
 def test_the_shipped_cpu_self_test_clip_is_vp9() -> None:
-    with av.open(str(resources.files("videoitg").joinpath(dali.SELF_TEST_CPU_CLIP))) as c:
+    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CPU_CLIP))) as c:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.codec_context.pix_fmt) == ("vp9", "yuv420p")
 
 
 def test_the_shipped_self_test_clip_is_h264() -> None:
-    with av.open(str(resources.files("videoitg").joinpath(dali.SELF_TEST_CLIP))) as c:
+    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CLIP))) as c:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.codec_context.pix_fmt) == ("h264", "yuv420p")
 

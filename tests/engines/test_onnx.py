@@ -19,7 +19,6 @@ from videoitg.engine_build.build import BuildOptions, run_build
 from videoitg.engine_build.parity import compare
 from videoitg.engine_build.trt_builder import VisionProfileSpec, build_plan
 from videoitg.engine_build.verify import verify
-from videoitg.engines.libraries import probe_import
 from videoitg.engines.manifest import EngineManifest
 from videoitg.engines.runtimes import (
     EngineGrounding,
@@ -30,6 +29,7 @@ from videoitg.engines.runtimes import (
 )
 from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict, weight_keys
 from videoitg.errors import BackendUnavailable, EngineMismatchError
+from videoitg.libraries import probe_import
 from videoitg.limits import Limits
 from videoitg.model import VideoITG
 

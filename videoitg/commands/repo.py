@@ -133,13 +133,13 @@ def check_runtimes_for(spec: RepoSpec) -> None:
 
 def check_decoder_for(spec: RepoSpec) -> None:
     """The dali decoder on a gpu target decodes the package's H.264 clip on NVDEC and matches PyAV before a server
-    starts (`videoitg.decode.dali.self_test`); refused in one line naming `--decoder python` otherwise."""
+    starts (`videoitg.decode.selftest.self_test`); refused in one line naming `--decoder python` otherwise."""
     if spec.decoder != "dali" or spec.target != "gpu":
         return
     from videoitg.decode.errors import DecoderUnavailableError
 
     # In a child process: the launcher lives as long as the server and must hold no CUDA context or DALI pipeline.
-    code = "from videoitg.decode.dali import self_test; self_test(device='mixed')"
+    code = "from videoitg.decode.selftest import self_test; self_test(device='mixed')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]

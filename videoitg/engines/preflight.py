@@ -15,10 +15,10 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from videoitg.engines.libraries import probe_import
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, manifest_problems
 from videoitg.engines.runtimes import ENGINE_FILES  # (runtime, step) -> engine file; trtllm reads the checkpoint
 from videoitg.errors import EngineMismatchError
+from videoitg.libraries import probe_import
 
 # runtime -> the module it imports (torch: none beyond the image's own)
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "trtllm": "tensorrt_llm"}

@@ -8,7 +8,7 @@
 `model` is the core `VideoITG` (or `VideoITGAnchor`): the torch runtime runs it; an engine runtime takes from it
 only what stays outside the engine (the projector, whose resize depends on T; the token embeddings and the
 sequence layout of `videoitg.model.layout`). The serving steps, `verify` and the benchmarks call only this module;
-each library is imported lazily behind one function (`videoitg.engines.libraries`), so a machine without TensorRT
+each library is imported lazily behind one function (`videoitg.libraries`), so a machine without TensorRT
 still runs torch and ONNX Runtime. An engine file opens only after its manifest passed `check_manifest` (version
 lock, GPU, checkpoint).
 
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from videoitg.engines.libraries import import_onnxruntime, import_tensorrt
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
+from videoitg.libraries import import_onnxruntime, import_tensorrt
 from videoitg.limits import Limits
 from videoitg.token_budget import fixed_tokens
 

@@ -30,8 +30,8 @@ from torch import nn
 
 from videoitg.checkpoint import index_tensors, load_config, load_indexed
 from videoitg.config import VideoITGConfig
-from videoitg.engines.libraries import import_trtllm
 from videoitg.errors import BackendUnavailable
+from videoitg.libraries import import_trtllm
 from videoitg.model.layout import frame_mean_logits
 
 ARCHITECTURE = "VideoITGForFrameScoring"

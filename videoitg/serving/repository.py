@@ -46,7 +46,7 @@ class RepoSpec:
     # The decode step (python either way): "python" (PyAV on the CPU, uint8 frames to the vision step) or "dali"
     # (DALI's Python API inside the step, float32 pixel values: NVDEC on the gpu target, PyAV for the streams NVDEC
     # cannot number or decode; DALI's CPU decoder on the cpu target, VP8/VP9/MJPEG only). The step self-tests DALI
-    # at load (`videoitg.decode.dali.self_test`). "" = the target's default (`DEFAULT_DECODERS`).
+    # at load (`videoitg.decode.selftest.self_test`). "" = the target's default (`DEFAULT_DECODERS`).
     decoder: str = ""
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
@@ -392,8 +392,7 @@ def bundle_assets(spec: RepoSpec, out: Path) -> RepoSpec:
     them relative to the repository's root (`params.StepAssets` resolves them there)."""
     from dataclasses import replace
 
-    from videoitg.checkpoint import load_config
-    from videoitg.python_backend.params import resolve_checkpoint
+    from videoitg.checkpoint import load_config, resolve_checkpoint
 
     changes: dict[str, str] = {}
     if spec.checkpoint != DEFAULT_CHECKPOINT:
