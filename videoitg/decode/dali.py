@@ -208,21 +208,38 @@ def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int,
     encoded = np.frombuffer(data, dtype=np.uint8)
     if colour is not None and not colour.width:
         colour = dataclasses.replace(colour, width=w, height=h)
-    mt = colour_input(colour if colour is not None else YuvSignal(width=w, height=h))
-    out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
+    feeds = {"VIDEO": encoded, "COLOUR": colour_input(colour if colour is not None else YuvSignal(width=w, height=h))}
+    if dali_device == "cpu":
+        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32)
+        run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, None, deadline, f"decoding with {decoder}",
+                   f"{name}: DALI (cpu)")
+        return out
+    with torch.cuda.device(target):  # the instance's GPU is the current one while its frames are decoded
+        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
+        run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, torch.cuda.current_stream(target), deadline,
+                   f"decoding with {decoder}", f"{name}: DALI (mixed)")
+    return out
+
+
+def run_chunks(pipe, lock: threading.Lock, feeds: dict[str, np.ndarray], frame_numbers: list[int], per_chunk: int,
+               out: torch.Tensor, stream, deadline: Deadline, stage: str, what: str) -> None:
+    """Run `pipe` once per chunk of `per_chunk` frame numbers ("FRAMES", beside `feeds`) and copy each chunk's
+    frames into its rows of `out`, holding `lock` (one pipeline, one caller at a time). `stream` (NVDEC: the torch
+    stream of `out`'s GPU; None on the CPU): the copy runs on it and is waited for before the lock is let go, since
+    DALI may reuse its output buffer at the next run. `stage` names the decode for the deadline, `what` in
+    errors."""
     for start in range(0, len(frame_numbers), per_chunk):
-        deadline.check(f"decoding with {decoder}")
+        deadline.check(stage)
         chunk = np.asarray(frame_numbers[start:start + per_chunk], dtype=np.int32)
         with lock:
-            pipe.feed_input("VIDEO", [encoded])
+            for name, value in feeds.items():
+                pipe.feed_input(name, [value])
             pipe.feed_input("FRAMES", [chunk])
-            pipe.feed_input("COLOUR", [mt])
             try:
                 (result,) = pipe.run()
             except RuntimeError as e:  # DALI raises RuntimeError for every pipeline failure: not a codec verdict
-                raise VideoDecodeError(f"{name}: DALI ({dali_device}) failed: {failure_reason(e)}") from None
-            _copy_out(result, out[start:start + len(chunk)], dali_device)
-    return out
+                raise VideoDecodeError(f"{what} failed: {failure_reason(e)}") from None
+            _copy_out(result, out[start:start + len(chunk)], stream)
 
 
 # Lines of a DALI pipeline error that frame the reason rather than state it
@@ -239,13 +256,16 @@ def failure_reason(error: BaseException) -> str:
     return " ".join(kept)[:300] or type(error).__name__
 
 
-def _copy_out(result, dst: torch.Tensor, dali_device: str) -> None:  # result: a DALI TensorList
+def _copy_out(result, dst: torch.Tensor, stream) -> None:  # result: a DALI TensorList
+    """One chunk's frames into `dst`: from the host (stream None), or device to device on `stream`, finished
+    before this returns (DALI's `feed_ndarray` with a stream copies without blocking)."""
     shape = tuple(result.as_tensor().shape())[1:]
     if shape != tuple(dst.shape):
         raise VideoDecodeError(f"DALI returned frames of shape {shape}, expected {tuple(dst.shape)}")
-    if dali_device == "cpu":
+    if stream is None:
         dst.copy_(torch.from_numpy(np.asarray(result.as_tensor())[0]))
         return
     from nvidia.dali.plugin.pytorch import feed_ndarray  # optional dependency; device-to-device, no host trip
 
-    feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=torch.cuda.current_stream())
+    feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=stream)
+    stream.synchronize()
