@@ -47,6 +47,7 @@ class BuildOptions:
     targets: tuple[str, ...] = TARGETS
     workspace_gib: float = 8.0
     vision_tower: Path | None = None
+    trtllm_unfused_rope: bool = False  # the trtllm runtime's RoPE outside the fused attention kernel (build.json)
 
     def command(self) -> str:
         parts = [
@@ -64,7 +65,7 @@ class BuildOptions:
             str(self.vision_chunk),
             "--max-text-tokens",
             str(self.max_text_tokens),
-        ]
+        ] + (["--trtllm-unfused-rope"] if self.trtllm_unfused_rope else [])
         return shlex.join(parts)
 
 
@@ -194,6 +195,7 @@ def run_build(opts: BuildOptions) -> BuildReport:
                 "precision": opts.precision,
                 "command": opts.command(),
                 "runtimes": serving_runtimes(rep),
+                "trtllm": {"disable_fuse_rope": opts.trtllm_unfused_rope},  # read by runtimes.trtllm_options
                 "built": rep.built,
                 "skipped": rep.skipped,
                 "versions": {k: v for k, v in RuntimeEnv.current().versions.items() if v},

@@ -20,6 +20,7 @@ run, on the CPU, and moves it to the GPU).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -348,18 +349,33 @@ def trtllm_dtype(requested: torch.dtype) -> torch.dtype:
     return requested
 
 
+def trtllm_options(engines: str | Path | None) -> dict[str, Any]:
+    """How the trtllm runtime runs, as `videoitg build` recorded it in ENGINES/build.json ("trtllm"):
+    {"disable_fuse_rope": bool}; the defaults without an engines directory or a record."""
+    options: dict[str, Any] = {"disable_fuse_rope": False}
+    summary = Path(engines) / "build.json" if engines is not None else None
+    if summary is not None and summary.is_file():
+        options.update(json.loads(summary.read_text()).get("trtllm", {}))
+    return options
+
+
 class TrtllmGrounding(GroundingRuntime):
     runtime = "trtllm"
 
-    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype | None = None):
+    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype | None = None,
+                 disable_fuse_rope: bool = False):
         from videoitg.engines.trtllm import TrtllmTorchScorer
 
         super().__init__(model)
         dtype = trtllm_dtype(dtype or self.dtype)  # the model's dtype unless one is given
         # the model's GPU (else the current one: TrtllmTorchScorer's default, and its refusal without CUDA)
         placement = {"device": _cuda(self.device)} if torch.cuda.is_available() else {}
-        self.scorer = TrtllmTorchScorer(checkpoint, dtype, **placement)
+        # attention metadata sized for the longest sequence the served defaults admit (a longer one resizes it)
+        longest = max_sequence_length(model.config, Limits.max_sampled_frames, Limits.max_instruction_tokens)
+        self.scorer = TrtllmTorchScorer(checkpoint, dtype, **placement, max_num_tokens=longest,
+                                        disable_fuse_rope=disable_fuse_rope)
         self.precision = PRECISION[dtype]
+        self.disable_fuse_rope = disable_fuse_rope
 
     @torch.inference_mode()
     def score(self, visual, ids):
@@ -392,16 +408,20 @@ def open_vision(runtime: str, model, *, engines: str | Path | None = None, check
 
 def open_grounding(runtime: str, model, *, engines: str | Path | None = None, checkpoint: str | Path | None = None,
                    checkpoint_identity: str | None = None, env: RuntimeEnv | None = None,
-                   threads: int | None = None, dtype: torch.dtype | None = None) -> GroundingRuntime:
+                   threads: int | None = None, dtype: torch.dtype | None = None,
+                   disable_fuse_rope: bool | None = None) -> GroundingRuntime:
     """dtype: the trtllm runtime's precision (default: the model's); the other runtimes run the model or engine as
-    loaded or built."""
+    loaded or built. disable_fuse_rope: the trtllm runtime's RoPE outside the fused attention kernel (default: as
+    `videoitg build --trtllm-unfused-rope` recorded it in the engines' build.json, `trtllm_options`)."""
     _check_runtime(runtime, "grounding")
     if runtime == "torch":
         return TorchGrounding(model)
     if runtime == "trtllm":
         if checkpoint is None:
             raise EngineError("the trtllm runtime loads the checkpoint's weights itself: pass checkpoint=")
-        return TrtllmGrounding(model, checkpoint, dtype)
+        if disable_fuse_rope is None:
+            disable_fuse_rope = bool(trtllm_options(engines)["disable_fuse_rope"])
+        return TrtllmGrounding(model, checkpoint, dtype, disable_fuse_rope)
     device = model.model.embed_tokens.weight.device
     session, manifest = _engine(runtime, "grounding", engines, checkpoint_identity, env, threads, device)
     return EngineGrounding(model, runtime, session, manifest)
