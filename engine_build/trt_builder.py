@@ -75,6 +75,13 @@ class LLMProfileSpec:
         ]
 
 
+def write_plan(path: str | Path, serialized: Any) -> None:
+    """Write a serialized plan (TensorRT's IHostMemory, which exposes its bytes as a buffer) straight from its
+    memory: `bytes(serialized)` would hold a second copy of it (~15 GB for a 7B model's LLM plan) while writing."""
+    with Path(path).open("wb") as f:
+        f.write(serialized)  # any buffer: written from its own memory
+
+
 # ---- build ---------------------------------------------------------------------------------------
 def onnx_has_qdq(onnx_path: str | Path) -> bool:
     import onnx  # the optional `export` extra, needed only by a build
@@ -143,7 +150,7 @@ def build_plan(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT failed to build {onnx_path} (see the TensorRT log above)")
-    Path(plan_path).write_bytes(bytes(serialized))
+    write_plan(plan_path, serialized)
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(cache.serialize()))
     return {"tensorrt": trt.__version__}
