@@ -35,12 +35,14 @@ from videoitg.engines.runtimes import (
     outside_engine,
     profile_error,
     use_device,
+    visible_gpus,
 )
 from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_keys
 from videoitg.errors import EngineError
 from videoitg.limits import Limits
 from videoitg.model.grounding import VideoITG
 from videoitg.python_backend.params import StepAssets
+from videoitg.serving.server import ServerOptions, TritonServer
 
 
 # ---- item: multi-GPU placement --------------------------------------------------------------------------------
@@ -69,6 +71,21 @@ def test_the_instance_gpu_becomes_the_process_current_device(monkeypatch: pytest
 
 class Reached(Exception):
     pass
+
+
+def test_every_visible_gpu_gets_its_own_cuda_memory_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`--cuda-memory-pool-byte-size=0:N` sizes GPU 0 only; the others keep Triton's 64 MB default, and a 512-frame
+    hand-off between steps (906 MB of float32 frames) falls back to CUDA IPC there. One flag per visible GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert visible_gpus() == 4
+    server = TritonServer(tmp_path, ServerOptions(gpu=True, cuda_pool_bytes=1 << 30))
+    pools = [a for a in server.command(tmp_path / "backends") if a.startswith("--cuda-memory-pool-byte-size=")]
+    assert pools == [f"--cuda-memory-pool-byte-size={i}:{1 << 30}" for i in range(4)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == 0
+    cpu = TritonServer(tmp_path, ServerOptions(gpu=False)).command(tmp_path / "backends")
+    assert not any(a.startswith("--cuda-memory-pool-byte-size") for a in cpu)
 
 
 @pytest.mark.parametrize("runtime,loads_on", [("onnxruntime", "cpu"), ("trtllm", "cpu"), ("torch", "cuda:1")])

@@ -76,6 +76,14 @@ def use_device(device: str) -> None:
         torch.cuda.set_device(d)
 
 
+def visible_gpus() -> int:
+    """The GPUs CUDA shows this process, and so the tritonserver it starts (the same environment, the same
+    `CUDA_VISIBLE_DEVICES`): Triton makes a KIND_GPU instance on each, and each needs its own CUDA memory pool
+    (`--cuda-memory-pool-byte-size=N:BYTES` names one GPU; the others keep Triton's 64 MB default). Counting needs
+    no CUDA context."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def load_device(runtime: str, device: str) -> str:
     """Where a serving step loads its checkpoint part: on `device` for the torch runtime (it runs the whole part);
     on the CPU for an engine runtime, so the layers the engine runs never reach the GPU (`outside_engine`)."""
