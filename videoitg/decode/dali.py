@@ -202,7 +202,6 @@ def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int,
         if target.type != "cuda":
             target = torch.device("cuda", torch.cuda.current_device())
     device_id = target.index if target.index is not None else 0
-    pipe, lock = _pipeline(dali_device, image_size, device_id)
     w, h = size_wh
     per_chunk = max(1, CHUNK_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
     encoded = np.frombuffer(data, dtype=np.uint8)
@@ -210,11 +209,13 @@ def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int,
         colour = dataclasses.replace(colour, width=w, height=h)
     feeds = {"VIDEO": encoded, "COLOUR": colour_input(colour if colour is not None else YuvSignal(width=w, height=h))}
     if dali_device == "cpu":
+        pipe, lock = _pipeline(dali_device, image_size, device_id)
         out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32)
         run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, None, deadline, f"decoding with {decoder}",
                    f"{name}: DALI (cpu)")
         return out
     with torch.cuda.device(target):  # the instance's GPU is the current one while its frames are decoded
+        pipe, lock = _pipeline(dali_device, image_size, device_id)
         out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
         run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, torch.cuda.current_stream(target), deadline,
                    f"decoding with {decoder}", f"{name}: DALI (mixed)")
