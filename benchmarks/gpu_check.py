@@ -5,17 +5,27 @@
 
 --wheelhouse: a folder holding the wheels `benchmarks/gpu_requirements.txt` lists (what a PyTorch image lacks).
 They are installed under --workdir with pip --no-index (numpy 1.x apart, for the tritonserver python-backend stub
-only) and this checkout is imported in place. Sections, each written to the JSON as it finishes (one that fails
-records its error; the others still run):
-  env       GPU, driver, clocks, python/torch/CUDA/cuDNN/numpy versions, the SDPA kernel each attention call runs
+only), except what the environment already has: inside the serving image (deploy/Dockerfile) that is its own
+tritonclient 2.71 and tritonserver 2.71 (/opt/tritonserver; nvidia-pytriton's 2.51 is not installed there), which
+the check then uses; `env` says which it used. This checkout is imported in place. Sections, each written to the
+JSON as it finishes (one that fails records its error; the others still run):
+  env       GPU, driver, clocks, python/torch/CUDA/cuDNN/numpy versions, the SDPA kernel each attention call runs,
+            the tritonserver `videoitg serve` will run and the tritonclient imported (which, what version)
   parity    the core model on the device in fp32 (TF32 off), fp16 and bf16 against CPU fp32 with the same random
             weights and inputs, tiny and real size (SigLIP-so400m + Qwen2-7B, 16 frames at a 1,024-token visual
             budget so the CPU reference stays short): max |logit difference|, top-32 overlap
   nvdec     DALI `mixed` (NVDEC) against PyAV on the sample clips: frame numbers, pixel difference (on a CPU:
-            DALI's CPU decoder on VP9 clips, the codecs it has)
-  served    `videoitg serve` (the real tritonserver from nvidia-pytriton) on the gpu repository with each decoder
-            (NVDEC, the default, and python): served logits against in-process ones decoded the same way, frame
-            numbers against PyAV's; a second instruction is a cache hit that runs no decode or vision
+            DALI's CPU decoder on VP9 clips, the codecs it has); and each clip's 512 frames decoded again in runs of
+            at most 64 frames (several pipeline runs, each run's copy waited for before the next) against the
+            decode in one run
+  served    `videoitg serve` (the tritonserver it finds: the image's own /opt/tritonserver, else nvidia-pytriton's)
+            on the gpu repository with each decoder (NVDEC, the default, and python): served logits against
+            in-process ones decoded the same way, frame numbers against PyAV's; a second instruction is a cache hit
+            that runs no decode or vision; one CUDA memory pool flag per visible GPU on the server's command line
+  long      the grounding half at the real sequence length: 512 frames and a 30-token instruction (12,830 tokens),
+            a checkpoint of Qwen2-7B's and SigLIP-so400m's shapes with random weights and 4 decoder layers (tiny
+            shapes with --tiny), `videoitg verify` of trtllm (fused RoPE), trtllm-unfused-rope and torch fp16 against
+            torch fp32; each TensorRT-LLM variant judged against torch fp16's own difference
   engines   the engine path: `videoitg build` (ONNX graphs; TensorRT plans and the TensorRT-LLM grounding where the
             node has TensorRT / TensorRT-LLM, and which is missing where not), `videoitg verify` of every runtime
             built, then `videoitg serve --engines` (the runtimes build.json names, checked before tritonserver
@@ -33,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -45,7 +56,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "benchmarks" / "gpu_requirements.txt"
-SECTIONS = ("env", "parity", "nvdec", "served", "engines", "latency", "training")
+SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training")
+LONG_FRAMES, LONG_LAYERS = 512, 4  # the long section's frames (with verify's 30-token instruction) and LLM layers
+CHUNK_FRAMES = 64  # the nvdec section's second decode: frames per DALI run
 INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
 
 
@@ -53,18 +66,43 @@ def log(msg: str) -> None:
     print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def install(wheelhouse: Path, work: Path) -> tuple[list[str], str]:
-    """The requirements into work/site, numpy 1.x into work/stub, and work/pkg: this checkout laid out as the
-    installed package (pyproject's package-dir: engine_build, train, python_backend inside `videoitg`), by symlinks.
-    Returns the path entries for this process and its children, and the interpreter that serves: a venv whose .pth
-    puts numpy 1.x first, then this process's path. tritonserver's python-backend stubs take their packages from
-    the `python3` first on PATH (`videoitg serve` puts its own there), not from PYTHONPATH."""
+def environment_has(requirement: str, system_tritonserver: bool) -> str | None:
+    """What this environment already has for a line of gpu_requirements.txt (its version; "system" for
+    nvidia-pytriton where a tritonserver is installed): the image's own is used, not the wheelhouse's. numpy is the
+    stub's (below 2): the environment's counts only when it is below 2."""
+    import importlib.metadata as md
+
+    name = requirement.split("==")[0].strip()
+    if name == "nvidia-pytriton" and system_tritonserver:
+        return "system"
+    try:
+        have = md.version(name)
+    except md.PackageNotFoundError:
+        return None
+    return None if name == "numpy" and int(have.split(".")[0]) >= 2 else have
+
+
+def system_tritonserver() -> bool:
+    """A tritonserver installed in this image (on PATH or /opt/tritonserver), which `videoitg serve` prefers."""
+    on_path = shutil.which("tritonserver")
+    return bool(on_path) or Path("/opt/tritonserver/bin/tritonserver").is_file()
+
+
+def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str]]:
+    """The requirements this environment lacks into work/site, numpy 1.x into work/stub (unless the environment's
+    is), and work/pkg: this checkout laid out as the installed package (pyproject's package-dir: engine_build, train,
+    python_backend inside `videoitg`), by symlinks. Returns the path entries for this process and its children, the
+    interpreter that serves (a venv whose .pth puts numpy 1.x first, then this process's path: tritonserver's
+    python-backend stubs take their packages from the `python3` first on PATH, which `videoitg serve` puts its own
+    there, not from PYTHONPATH) and what the environment had ({requirement: its version}), which is not installed."""
     reqs = [r.split("#")[0].strip() for r in REQUIREMENTS.read_text().splitlines()]
-    reqs = [r for r in reqs if r]
+    system = system_tritonserver()
+    kept = {r: have for r in reqs if r and (have := environment_has(r, system)) is not None}
+    reqs = [r for r in reqs if r and r not in kept]
     parts = {"site": [r for r in reqs if not r.startswith("numpy")], "stub": [r for r in reqs if r.startswith("numpy")]}
     for folder, names in parts.items():
         target = work / folder
-        if not (target / ".installed").exists():
+        if names and not (target / ".installed").exists():
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                             "--find-links", str(wheelhouse), "--target", str(target), *names], check=True)
             (target / ".installed").touch()
@@ -83,7 +121,20 @@ def install(wheelhouse: Path, work: Path) -> tuple[list[str], str]:
     site = next((venv / "lib").glob("python3*/site-packages"))
     entries = [str(work / "stub"), *paths, *filter(None, sys.path)]
     (site / "videoitg_gpu_check.pth").write_text("\n".join(entries) + "\n")
-    return paths, str(venv / "bin" / "python")
+    return paths, str(venv / "bin" / "python"), kept
+
+
+def tritonserver_command(repository: Path) -> list[str]:
+    """The command line of the tritonserver serving `repository` (read from /proc while it runs)."""
+    want = f"--model-repository={repository.resolve()}"
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if want in args and Path(args[0]).name == "tritonserver":
+            return args
+    return []
 
 
 def nvidia_smi() -> dict[str, str]:
@@ -97,10 +148,10 @@ def nvidia_smi() -> dict[str, str]:
 
 
 class Check:
-    def __init__(self, args: argparse.Namespace, server_python: str) -> None:
+    def __init__(self, args: argparse.Namespace, server_python: str, kept: dict[str, str] | None = None) -> None:
         import torch
 
-        self.args, self.tiny, self.server_python = args, args.tiny, server_python
+        self.args, self.tiny, self.server_python, self.kept = args, args.tiny, server_python, kept or {}
         self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cuda = self.device.type == "cuda"
         self.out, self.work = Path(args.out), Path(args.workdir)
@@ -163,12 +214,32 @@ class Check:
                 call()
             kernels[name] = sorted({e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")})
         d["sdpa_kernels_fp16"] = kernels
+        d["triton"] = self.triton_in_use()
+        d["from_the_environment"] = self.kept
         d["ok"] = all(kernels.values())
         d["summary"] = (f"{d.get('gpu', 'cpu')}, driver {d.get('nvidia_smi', {}).get('driver_version', '-')}, "
                         f"torch {d['torch']}, CUDA {d['cuda']}, cuDNN {d['cudnn']}, numpy {d['numpy']}, SDPA "
                         + ", ".join(f"{k}: {'/'.join(v).replace('aten::_scaled_dot_product_', '')}"
-                                    for k, v in kernels.items()))
+                                    for k, v in kernels.items())
+                        + f"; tritonserver {d['triton']['server']} ({d['triton']['server_kind']}), tritonclient "
+                          f"{d['triton']['client']}")
         return d
+
+    def triton_in_use(self) -> dict[str, str]:
+        """The tritonserver `videoitg serve` runs here (which install, its version where it says: the image sets
+        TRITON_SERVER_VERSION; nvidia-pytriton's is read from the served log) and the tritonclient imported."""
+        import tritonclient
+
+        from videoitg.serving.binaries import find_tritonserver
+
+        found = find_tritonserver()
+        version = os.environ.get("TRITON_SERVER_VERSION", "") if found.kind != "pytriton" else ""
+        client = tritonclient.__file__ or ""
+        import importlib.metadata as md
+
+        return {"server": version or "(read from the served log)", "server_kind": found.kind,
+                "server_binary": str(found.binary), "client": md.version("tritonclient"),
+                "client_path": str(Path(client).parent)}
 
     def parity(self) -> dict[str, Any]:
         import torch
@@ -225,13 +296,32 @@ class Check:
             ref = decode_video(clip, params=params, decoder="pyav", time_budget_s=None)
             got = decode_video(clip, params=params, decoder=backend, device=str(self.device), time_budget_s=None)
             d = (got.pixel_values.float().cpu() - ref.pixel_values).abs() * 127.5  # 0..255 units
+            chunked = self.decode_in_runs(clip, params, backend, got.info.width * got.info.height)
+            c = (chunked.float().cpu() - got.pixel_values.float().cpu()).abs() * 127.5
             rows[clip.name] = {"frames": len(ref.frame_indices), "decoder": got.decoder,
                                "same_frame_numbers": got.frame_indices == ref.frame_indices,
-                               "max_abs_255": round(float(d.max()), 2), "mean_abs_255": round(float(d.mean()), 3)}
+                               "max_abs_255": round(float(d.max()), 2), "mean_abs_255": round(float(d.mean()), 3),
+                               "runs_of_frames": CHUNK_FRAMES, "runs_vs_one_max_abs_255": round(float(c.max()), 3)}
         summary = "; ".join(f"{k}: {r['frames']} frames, same numbers {r['same_frame_numbers']}, |d| max "
-                            f"{r['max_abs_255']} mean {r['mean_abs_255']} /255" for k, r in rows.items())
-        ok = bool(rows) and all(r["same_frame_numbers"] and r["decoder"] == backend for r in rows.values())
+                            f"{r['max_abs_255']} mean {r['mean_abs_255']} /255, in runs of {CHUNK_FRAMES} vs one "
+                            f"run max {r['runs_vs_one_max_abs_255']}" for k, r in rows.items())
+        # decoded in several runs, each run's frames equal the one-run decode's (the copy out of DALI finished
+        # before DALI ran again): within one 8-bit level
+        ok = bool(rows) and all(r["same_frame_numbers"] and r["decoder"] == backend and
+                                r["runs_vs_one_max_abs_255"] <= 1.0 for r in rows.values())
         return {"backend": backend, "clips": rows, "ok": ok, "summary": summary}
+
+    def decode_in_runs(self, clip: Path, params: Any, backend: str, pixels: int) -> Any:
+        """The clip's sampled frames decoded as `nvdec` decodes them, with DALI fed CHUNK_FRAMES frames a run."""
+        from videoitg.decode import dali, decode_video
+
+        saved = dali.CHUNK_BYTES
+        dali.CHUNK_BYTES = CHUNK_FRAMES * pixels * dali.WORK_BYTES_PER_PIXEL
+        try:
+            return decode_video(clip, params=params, decoder=backend, device=str(self.device),
+                                time_budget_s=None).pixel_values
+        finally:
+            dali.CHUNK_BYTES = saved
 
     def _serve(self, extra: list[str], name: str) -> tuple[subprocess.Popen, str]:
         """`videoitg serve` with `extra` flags, its repository and log under work/`name`; returns
@@ -284,7 +374,9 @@ class Check:
         worst = max(r["max_abs_logit_diff"] for r in rows.values())
         return {"target": target, "dtype": dtype, "decoders": rows, "max_abs_logit_diff": worst,
                 "cache_hit": rows["python"]["cache_hit"], "ok": all(r["ok"] for r in rows.values()),
-                "summary": f"{target} repository, {dtype}: " + "; ".join(
+                "summary": f"{target} repository, {dtype}, tritonserver "
+                           f"{rows[next(iter(rows))]['tritonserver_version']}, CUDA memory pools "
+                           f"{rows[next(iter(rows))]['cuda_memory_pools'] or 'none (cpu)'}: " + "; ".join(
                     f"{d}: served vs in-process max|d logit| {r['max_abs_logit_diff']:.1e}, frame numbers as PyAV's "
                     f"{r['same_frame_numbers_as_pyav']}, cache hit {r['cache_hit']}, decode/vision not run on the "
                     f"hit: {r['hit_skips_decode_and_vision']}" for d, r in rows.items())}
@@ -310,19 +402,101 @@ class Check:
                 before = runs()
                 second = client.infer(video, INSTRUCTIONS[1], top_k=8)
                 after = runs()
+            command = tritonserver_command(self.work / f"repository-{decoder}")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
         hits = [first.cache_hit, second.cache_hit]
         skipped = all(after[m] == before[m] for m in steps[:2]) and after[steps[2]] > before[steps[2]]
+        # one CUDA memory pool per GPU the server sees (a flag sizes one GPU's; the others would keep 64 MB)
+        pools = sorted(a.split("=", 1)[1] for a in command if a.startswith("--cuda-memory-pool-byte-size="))
+        gpus = self.visible_gpus() if target == "gpu" else 0
+        log = (self.work / f"repository-{decoder}.log")
+        version = re.search(r"server_version\s*\|\s*(\S+)", log.read_text(errors="replace")) if log.exists() else None
         return {"results": [first.result, second.result], "cache_hit": hits, "hit_skips_decode_and_vision": skipped,
                 "executions_before_second": before, "executions_after_second": after,
-                "ok": hits == [False, True] and skipped}
+                "tritonserver_version": version.group(1) if version else "not in the log",
+                "cuda_memory_pools": pools, "visible_gpus": gpus,
+                "ok": hits == [False, True] and skipped and [p.split(":")[0] for p in pools] == [
+                    str(i) for i in range(gpus)]}
+
+    def visible_gpus(self) -> int:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    def long(self) -> dict[str, Any]:
+        """The grounding half at the real sequence length (512 frames + verify's 30-token instruction): TensorRT-LLM
+        with fused and with unfused RoPE, and torch fp16, each against torch fp32 on the same inputs. No in-tree
+        TensorRT-LLM model runs full attention with fused RoPE and no KV cache at 12.8k tokens; each variant is
+        judged against torch fp16's own difference from fp32 (random weights: the top-32 target of a trained
+        checkpoint does not apply)."""
+        import torch
+
+        from videoitg.engine_build.verify import DEFAULT_INSTRUCTION_TOKENS, verify
+
+        ckpt, frames = self.long_checkpoint(), (8 if self.tiny else LONG_FRAMES)
+        backends = ["torch-fp16", "trtllm", "trtllm-unfused-rope"]
+        if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
+        results = {r.backend: r for r in verify(ckpt, None, [frames], backends=backends)}
+        rows: dict[str, Any] = {}
+        for name, r in results.items():
+            if r.parity is None:
+                rows[name] = {"status": r.status, "reason": r.reason[:300]}
+                continue
+            rows[name] = {"status": r.status, "max_abs_logit_diff": r.parity.max_abs_diff,
+                          "top32": r.parity.topk_overlap, "spearman": r.parity.spearman,
+                          "seconds": r.seconds_per_case}
+        reference = rows.get("torch-fp16", {}).get("max_abs_logit_diff")
+        judged = {}
+        for name in ("trtllm", "trtllm-unfused-rope"):
+            d = rows[name].get("max_abs_logit_diff")
+            if d is not None and reference is not None:
+                judged[name] = d <= 3 * reference + 1e-3  # TensorRT-LLM fp16 within 3x torch fp16's rounding
+                rows[name]["within_3x_torch_fp16"] = judged[name]
+        ran = [n for n in ("trtllm", "trtllm-unfused-rope") if "max_abs_logit_diff" in rows[n]]
+        length = frames * self.tokens_per_frame(ckpt, frames) + DEFAULT_INSTRUCTION_TOKENS
+        summary = (f"{frames} frames + {DEFAULT_INSTRUCTION_TOKENS}-token instruction = {length} tokens: " + "; ".join(
+            f"{n} max|d| {r['max_abs_logit_diff']:.2e} top32 {r['top32']:.2f}" if "max_abs_logit_diff" in r else
+            f"{n} {r['status']}: {r['reason'][:80]}" for n, r in rows.items()))
+        out = {"checkpoint": str(ckpt), "sequence_length": length, "backends": rows, "summary": summary,
+               "ok": reference is not None and all(judged.get(n, False) for n in ran)}
+        if not ran:
+            out["skipped"] = "TensorRT-LLM is not on this node: " + rows["trtllm"].get("reason", "")[:200]
+        return out
+
+    def tokens_per_frame(self, ckpt: Path, frames: int) -> int:
+        from videoitg.checkpoint import load_config
+
+        return load_config(ckpt)[0].tokens_per_side(frames) ** 2
+
+    def long_checkpoint(self) -> Path:
+        """A checkpoint of the released shapes (SigLIP-so400m, Qwen2-7B's attention: 28 heads, 4 KV heads, RoPE
+        theta 1e6) with LONG_LAYERS decoder layers and random weights, fp16, with the embedded checkpoint's
+        tokenizer; the embedded tiny checkpoint with --tiny."""
+        from videoitg.checkpoint import load_tokenizer, save_checkpoint
+        from videoitg.config import VideoITGConfig
+        from videoitg.defaults import default_checkpoint
+
+        if self.tiny:
+            return default_checkpoint()
+        out = self.work / "long-checkpoint"
+        if not (out / "config.json").exists():
+            import torch
+
+            from benchmarks.perf.build import build_ours
+
+            cfg = VideoITGConfig()
+            cfg.text.num_hidden_layers = LONG_LAYERS
+            model = build_ours(cfg, torch.device("cpu"), torch.float16)
+            save_checkpoint(model, out, tokenizer=load_tokenizer(default_checkpoint()), max_shard_bytes=4 << 30)
+        return out
 
     def engines(self) -> dict[str, Any]:
         from videoitg.defaults import default_checkpoint, sample_video
         from videoitg.engines.compat import mismatches
-        from videoitg.engines.libraries import library_version
+        from videoitg.libraries import library_version
         from videoitg.pipeline import Scorer
         from videoitg.serving.client import VideoITGClient
 
@@ -477,14 +651,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     server_python = sys.executable
+    kept: dict[str, str] = {}
     if args.wheelhouse:
-        paths, server_python = install(args.wheelhouse, args.workdir)
+        paths, server_python, kept = install(args.wheelhouse, args.workdir)
         sys.path[:0] = paths
         os.environ["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
     elif str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     os.environ.setdefault("VIDEOITG_HOME", str(args.workdir / "home"))
-    check = Check(args, server_python)
+    check = Check(args, server_python, kept)
     for name in (s.strip() for s in args.only.split(",") if s.strip()):
         check.run(name)
     print((check.out / "gpu_check.md").read_text())

@@ -28,9 +28,10 @@ import torch
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, export_vision, graph_precision
 from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
-from videoitg.engines.libraries import import_trtllm, library_version
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, checkpoint_sha256
+from videoitg.engines.preflight import RUNTIME_MODULES
 from videoitg.errors import BackendUnavailable, EngineError
+from videoitg.libraries import import_trtllm, library_version
 from videoitg.limits import Limits
 
 TARGETS = ("onnx", "tensorrt", "trtllm")
@@ -47,6 +48,7 @@ class BuildOptions:
     targets: tuple[str, ...] = TARGETS
     workspace_gib: float = 8.0
     vision_tower: Path | None = None
+    trtllm_unfused_rope: bool = False  # the trtllm runtime's RoPE outside the fused attention kernel (build.json)
 
     def command(self) -> str:
         parts = [
@@ -64,7 +66,7 @@ class BuildOptions:
             str(self.vision_chunk),
             "--max-text-tokens",
             str(self.max_text_tokens),
-        ]
+        ] + (["--trtllm-unfused-rope"] if self.trtllm_unfused_rope else [])
         return shlex.join(parts)
 
 
@@ -194,6 +196,7 @@ def run_build(opts: BuildOptions) -> BuildReport:
                 "precision": opts.precision,
                 "command": opts.command(),
                 "runtimes": serving_runtimes(rep),
+                "trtllm": {"disable_fuse_rope": opts.trtllm_unfused_rope},  # read by runtimes.trtllm_options
                 "built": rep.built,
                 "skipped": rep.skipped,
                 "versions": {k: v for k, v in RuntimeEnv.current().versions.items() if v},
@@ -210,7 +213,10 @@ KIND_RUNTIME = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "trtllm": "trtllm
 
 
 def serving_runtimes(rep: BuildReport) -> dict[str, str]:
-    """The runtime each step serves with: the fastest that was built (TensorRT, then TensorRT-LLM, then ONNX
-    Runtime), torch when nothing was."""
+    """The runtime each step serves with: the fastest that was built and whose library is installed where the build
+    ran (TensorRT, then TensorRT-LLM, then ONNX Runtime), torch when none was. Engines are built in the image that
+    serves them, and the GPU image has no onnxruntime (docs/deploy.md): its ONNX graphs are written, not served."""
     built = {(b["name"] if b["name"] != "llm" else "grounding", KIND_RUNTIME[b["kind"]]) for b in rep.built}
-    return {step: next((r for r in prefer if (step, r) in built), "torch") for step, prefer in PREFERENCE.items()}
+    here = {r for r in KIND_RUNTIME.values() if library_version(RUNTIME_MODULES[r])}
+    return {step: next((r for r in prefer if (step, r) in built and r in here), "torch")
+            for step, prefer in PREFERENCE.items()}

@@ -20,10 +20,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from videoitg.engines.libraries import import_tensorrt
 from videoitg.engines.manifest import Profile
 from videoitg.engines.runtimes import max_sequence_length
 from videoitg.errors import EngineError
+from videoitg.libraries import import_tensorrt
 from videoitg.limits import Limits
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
@@ -73,6 +73,13 @@ class LLMProfileSpec:
             Profile("segment_ids", [1, 2], [1, opt_len], [1, self.max_len]),
             Profile("frame_ids", [1], [min(self.opt_frames, self.max_frames)], [self.max_frames]),
         ]
+
+
+def write_plan(path: str | Path, serialized: Any) -> None:
+    """Write a serialized plan (TensorRT's IHostMemory, which exposes its bytes as a buffer) straight from its
+    memory: `bytes(serialized)` would hold a second copy of it (~15 GB for a 7B model's LLM plan) while writing."""
+    with Path(path).open("wb") as f:
+        f.write(serialized)  # any buffer: written from its own memory
 
 
 # ---- build ---------------------------------------------------------------------------------------
@@ -143,7 +150,7 @@ def build_plan(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT failed to build {onnx_path} (see the TensorRT log above)")
-    Path(plan_path).write_bytes(bytes(serialized))
+    write_plan(plan_path, serialized)
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(cache.serialize()))
     return {"tensorrt": trt.__version__}

@@ -9,6 +9,9 @@ precision (`engine_build.parity.TARGETS`). Backends that cannot run here are lis
 TensorRT-LLM has no fp32 path (`runtimes.trtllm_dtype`), so `trtllm` runs the grounding half in fp16 (the released
 GPU precision, what the server runs) and `trtllm-bf16` in bf16, each against the same fp32 reference and judged
 by its precision's target; the vision half is the fp32 torch reference's, so the difference is the LLM's alone.
+`trtllm-unfused-rope` is `trtllm` with RoPE applied by TensorRT-LLM's rotary-embedding module before the attention
+kernel instead of inside it (`disable_fuse_rope`). Every case's instruction is DEFAULT_INSTRUCTION_TOKENS long, so
+T = 512 is the sequence length a 512-frame request has (full attention over 12.8k tokens for VideoITG-8B).
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ from videoitg.errors import BackendUnavailable, EngineError
 from videoitg.text import encode_instruction
 
 DEFAULT_INSTRUCTION = "when is the red circle visible?"
-# verify backend -> the precision TensorRT-LLM runs the grounding half in (it has no fp32 path)
-TRTLLM_BACKENDS = {"trtllm": torch.float16, "trtllm-bf16": torch.bfloat16}
+# The instruction's length in tokens by default (the instruction's own tokens repeated or cut to it): a typical
+# instruction, so that T = 512 is the real sequence length the grounding half serves (512 frames' visual tokens +
+# 30 instruction tokens; 12,830 tokens for VideoITG-8B).
+DEFAULT_INSTRUCTION_TOKENS = 30
+# verify backend -> (the precision TensorRT-LLM runs the grounding half in: it has no fp32 path, RoPE outside the
+# fused attention kernel: `disable_fuse_rope`)
+TRTLLM_BACKENDS = {"trtllm": (torch.float16, False), "trtllm-bf16": (torch.bfloat16, False),
+                   "trtllm-unfused-rope": (torch.float16, True)}
 
 
 @dataclass
@@ -54,10 +63,20 @@ class Case:
     ref_feats: torch.Tensor  # [T, g², Cv]
 
 
-def make_cases(model, tokenizer, frames: list[int], instruction: str, seed: int) -> list[Case]:
+def instruction_of_length(ids: torch.Tensor, tokens: int | None) -> torch.Tensor:
+    """`ids` repeated or cut to `tokens` tokens (None: as they are)."""
+    if tokens is None:
+        return ids
+    if tokens < 1 or ids.numel() == 0:
+        raise EngineError(f"an instruction of {tokens} tokens cannot be made from {ids.numel()} tokens")
+    return ids.repeat(-(-tokens // ids.numel()))[:tokens]
+
+
+def make_cases(model, tokenizer, frames: list[int], instruction: str, seed: int,
+               instruction_tokens: int | None = DEFAULT_INSTRUCTION_TOKENS) -> list[Case]:
     s = model.config.vision.image_size
     g = torch.Generator().manual_seed(seed)
-    ids = encode_instruction(tokenizer, instruction)
+    ids = instruction_of_length(encode_instruction(tokenizer, instruction), instruction_tokens)
     cases = []
     with torch.inference_mode():
         for T in frames:
@@ -94,13 +113,15 @@ def verify(
     seed: int = 0,
     backends: list[str] | None = None,
     threads: int | None = None,
+    instruction_tokens: int | None = DEFAULT_INSTRUCTION_TOKENS,
 ) -> list[BackendResult]:
+    """instruction_tokens: the instruction's length in tokens in every case (None: as `instruction` encodes)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_checkpoint(checkpoint, device, torch.float32)
-    cases = make_cases(model, tok, frames, instruction, seed)
+    cases = make_cases(model, tok, frames, instruction, seed, instruction_tokens)
     ident = checkpoint_identity(checkpoint)
     # torch-bf16 is what the in-process server runs on a GPU; on CPU it is only checked on request.
-    default = ["onnxruntime", "tensorrt", "trtllm"]
+    default = ["onnxruntime", "tensorrt", "trtllm", "trtllm-unfused-rope"]
     wanted = backends or ((["torch-bf16"] if device == "cuda" else []) + default)
     results = []
     for name in wanted:
@@ -122,8 +143,9 @@ def _one(name, model, checkpoint, engines, ident, cases, threads) -> BackendResu
         kw: dict[str, Any] = {"engines": engines, "checkpoint_identity": ident, "threads": threads}
         return run_backend(model, cases, open_vision(name, model, **kw), open_grounding(name, model, **kw))
     if name in TRTLLM_BACKENDS:
+        dtype, unfused = TRTLLM_BACKENDS[name]
         r = run_backend(model, cases, open_vision("torch", model),
-                        open_grounding("trtllm", model, checkpoint=checkpoint, dtype=TRTLLM_BACKENDS[name]))
+                        open_grounding("trtllm", model, checkpoint=checkpoint, dtype=dtype, disable_fuse_rope=unfused))
         r.backend = name
         return r
     raise EngineError(f"unknown backend {name!r}")

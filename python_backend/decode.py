@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils
 
-from videoitg.decode.dali import self_test
+from videoitg.decode.selftest import self_test
 from videoitg.serving.parameters import DecodeParameters
 from videoitg.serving.protocol import DECODE
 

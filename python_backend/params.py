@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint, load_config
+from videoitg.checkpoint import checkpoint_identity, load_checkpoint, load_config, resolve_checkpoint, resolve_under
 from videoitg.config import VideoITGConfig
-from videoitg.defaults import default_checkpoint
 from videoitg.engines.runtimes import drop_engine_part, instance_device
 from videoitg.pipeline import parse_dtype
 from videoitg.serving.parameters import TopParameters
@@ -24,19 +23,6 @@ def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
     with a `videoitg.serving.parameters` class."""
     cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
     return {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
-
-
-def resolve_checkpoint(value: str, root: Path | None = None) -> Path:
-    """'default' (what the committed repositories say) -> the embedded tiny checkpoint; else a directory, relative
-    ones against `root` (the repository's root)."""
-    if value in ("", "default"):
-        return default_checkpoint()
-    return _under(root, value)
-
-
-def _under(root: Path | None, value: str) -> Path:
-    p = Path(value)
-    return p if p.is_absolute() or root is None else root / p
 
 
 @dataclass(frozen=True)
@@ -55,8 +41,8 @@ class StepAssets:
         """The parameters' `checkpoint`, `vision_tower` and `engines`, relative ones under `root` (the repository's
         root: `repository_root`)."""
         root = Path(root) if root else None
-        return cls(resolve_checkpoint(checkpoint, root), _under(root, vision_tower) if vision_tower else None,
-                   _under(root, engines) if engines else None)
+        return cls(resolve_checkpoint(checkpoint, root), resolve_under(vision_tower, root) if vision_tower else None,
+                   resolve_under(engines, root) if engines else None)
 
     def config(self) -> VideoITGConfig:
         return load_config(self.checkpoint, self.vision_tower)[0]

@@ -1,4 +1,26 @@
-"""The serving package's import graph: no circle, the client side apart from the launcher, /proc read in one module."""
+"""The package's import rule: no import circle, and every import points down a layer order (or stays in its layer).
+
+Every module of the `videoitg` namespace counts, with `videoitg.train`, `videoitg.python_backend` and
+`videoitg.engine_build` resolved to their folders (`train/`, `python_backend/`, `engine_build/`: pyproject's
+package-dir), and every import in a module counts: at the top, inside a function (lazy), under TYPE_CHECKING,
+relative ones resolved. The layers, lowest first (a module may import its own layer and the layers below it; the
+layers named together on one line share a rank and do not import each other):
+
+    core       errors, jsonio, blank, digest, paths, knobs, admission, config, sampling, moments, preprocess,
+               synthetic, defaults, libraries (versions and optional imports), outputs, serving.protocol (the wire
+               contract), batch.manifest and batch.grouping (rows and work units: plain data, no batch runtime)
+    model      model/, token_budget, checkpoint
+    decode     decode/, limits, text, annotations, evaluation, export, handoff
+    engines    engines/
+    pipeline   pipeline, lmms, plot  |  engine_build/  |  train/
+    server     python_backend/  |  serving/
+    clients    batch/, lmms_model
+    commands   commands/, cli, __main__
+
+i.e. model < decode < engines < pipeline < python_backend and serving < commands, with config, checkpoint,
+sampling and outputs low. No exception is listed: every import today obeys the rule. The serving package's own
+checks stay below (the client side apart from the launcher, /proc read in one module).
+"""
 
 from __future__ import annotations
 
@@ -8,26 +30,81 @@ from pathlib import Path
 
 from tests.support import ROOT
 
-PACKAGE = ROOT / "videoitg" / "serving"
-PREFIX = "videoitg.serving."
+# the `videoitg` namespace: package -> its folder (pyproject.toml's package-dir)
+FOLDERS = {"videoitg": ROOT / "videoitg", "videoitg.train": ROOT / "train",
+           "videoitg.python_backend": ROOT / "python_backend", "videoitg.engine_build": ROOT / "engine_build"}
+# (rank, layer, module patterns); "x*" is x and every module under it; an exact name wins over a pattern
+LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (0, "core", ("videoitg", "videoitg.errors", "videoitg.jsonio", "videoitg.blank", "videoitg.digest",
+                 "videoitg.paths", "videoitg.knobs", "videoitg.admission", "videoitg.config", "videoitg.sampling",
+                 "videoitg.moments", "videoitg.preprocess", "videoitg.synthetic", "videoitg.defaults",
+                 "videoitg.libraries", "videoitg.outputs", "videoitg.serving.protocol", "videoitg.batch.manifest",
+                 "videoitg.batch.grouping")),
+    (1, "model", ("videoitg.model*", "videoitg.token_budget", "videoitg.checkpoint")),
+    (2, "decode", ("videoitg.decode*", "videoitg.limits", "videoitg.text", "videoitg.annotations",
+                   "videoitg.evaluation", "videoitg.export", "videoitg.handoff")),
+    (3, "engines", ("videoitg.engines*",)),
+    (4, "pipeline", ("videoitg.pipeline", "videoitg.lmms", "videoitg.plot")),
+    (4, "engine_build", ("videoitg.engine_build*",)),
+    (4, "train", ("videoitg.train*",)),
+    (4, "contract", ("videoitg.serving.parameters", "videoitg.serving.tensors")),
+    (5, "python_backend", ("videoitg.python_backend*",)),
+    (5, "serving", ("videoitg.serving*",)),
+    (6, "clients", ("videoitg.batch*", "videoitg.lmms_model")),
+    (7, "commands", ("videoitg.commands*", "videoitg.cli", "videoitg.__main__")),
+)
+SERVING = "videoitg.serving."
 
 
-def serving_imports(source: str) -> set[str]:
-    """The `videoitg.serving` modules a module's source imports, anywhere in it (TYPE_CHECKING blocks included)."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            out |= {a.name[len(PREFIX):].split(".")[0] for a in node.names if a.name.startswith(PREFIX)}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PREFIX.rstrip("."):
-                out |= {a.name for a in node.names}
-            elif node.module.startswith(PREFIX):
-                out.add(node.module[len(PREFIX):].split(".")[0])
+# ---- the graph -------------------------------------------------------------------------------------------------
+def package_modules(folders: dict[str, Path] = FOLDERS) -> dict[str, Path]:
+    """Every module of the namespace -> its file (a package is its __init__.py)."""
+    nested = {name.rpartition(".")[2] for name in folders if name != "videoitg"}
+    out: dict[str, Path] = {}
+    for package, folder in folders.items():
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if package == "videoitg" and parts[0] in nested:  # a folder of that name inside videoitg/ is not ours
+                continue
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join([package, *parts])] = path
     return out
 
 
-def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    return {p.stem: serving_imports(p.read_text()) - {p.stem} for p in package.glob("*.py") if p.stem != "__init__"}
+def _owner(name: str, modules: dict[str, Path]) -> str | None:
+    """The module of the namespace that `name` (a module, or a name imported from one) lives in."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def module_imports(name: str, source: str, modules: dict[str, Path], is_package: bool = False) -> set[str]:
+    """The namespace's modules that `name`'s source imports, anywhere in it; `from p import m` of a submodule
+    counts as importing p.m."""
+    here = name if is_package else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out |= {_owner(a.name, modules) for a in node.names if a.name.split(".")[0] == "videoitg"}
+        elif isinstance(node, ast.ImportFrom):
+            base = here
+            for _ in range(max(node.level - 1, 0)):
+                base = base.rpartition(".")[0]
+            module = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+            if module.split(".")[0] != "videoitg":
+                continue
+            for a in node.names:
+                full = f"{module}.{a.name}"
+                out.add(full if full in modules else _owner(module, modules))
+    out.discard(None)
+    out.discard(name)
+    return out  # type: ignore[return-value]
+
+
+def import_graph(folders: dict[str, Path] = FOLDERS) -> dict[str, set[str]]:
+    modules = package_modules(folders)
+    return {m: module_imports(m, p.read_text(), modules, p.name == "__init__.py") for m, p in modules.items()}
 
 
 def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -63,27 +140,104 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_find_circle_finds_one_and_only_one() -> None:
+def layer_of(module: str) -> tuple[int, str] | None:
+    """(rank, layer) of a module: an exact name in LAYERS, else the longest pattern it falls under."""
+    best: tuple[int, int, str] | None = None  # (specificity, rank, layer)
+    for rank, name, patterns in LAYERS:
+        for p in patterns:
+            base = p.removesuffix("*")
+            if module == p:
+                specificity = 1 << 20
+            elif p.endswith("*") and (module == base or module.startswith(base + ".")):
+                specificity = len(base)
+            else:
+                continue
+            if best is None or specificity > best[0]:
+                best = (specificity, rank, name)
+    return None if best is None else (best[1], best[2])
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Each import that points up the layer order or across layers of one rank."""
+    out = []
+    for m in sorted(graph):
+        rank, layer = layer_of(m) or (0, "?")
+        for n in sorted(graph[m]):
+            n_rank, n_layer = layer_of(n) or (0, "?")
+            if n_layer != layer and n_rank >= rank:
+                out.append(f"{m} ({layer}) imports {n} ({n_layer})")
+    return out
+
+
+# ---- the rule ----------------------------------------------------------------------------------------------------
+def test_the_graph_sees_lazy_relative_and_submodule_imports() -> None:
     assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    modules = dict.fromkeys(["videoitg.serving.ports", "videoitg.serving.shm", "videoitg.serving.front",
+                             "videoitg.serving.x", "videoitg.decode", "videoitg.decode.dali",
+                             "videoitg.python_backend.common", "videoitg.python_backend.params"], Path())
     src = ("from videoitg.serving import ports, shm\nimport videoitg.serving.front\n"
+           "def f():\n    from videoitg.decode import dali, decode_video\n"
            "if X:\n    from videoitg.serving.x import y\n")
-    assert serving_imports(src) == {"ports", "shm", "front", "x"}
+    assert module_imports("videoitg.serving.server", src, modules) == {
+        "videoitg.serving.ports", "videoitg.serving.shm", "videoitg.serving.front", "videoitg.serving.x",
+        "videoitg.decode.dali", "videoitg.decode"}
+    assert module_imports("videoitg.python_backend.grounding", "from .common import x\nfrom . import params\n",
+                          modules) == {"videoitg.python_backend.common", "videoitg.python_backend.params"}
 
 
-def test_serving_modules_import_each_other_in_one_direction() -> None:
-    graph = import_graph()
-    assert {"server", "supervise", "procfs", "front", "client", "routing"} <= graph.keys()
-    assert find_circle(graph) is None, f"import circle: {' -> '.join(find_circle(graph) or [])}"
+def test_the_namespace_maps_each_folder() -> None:
+    modules = package_modules()
+    assert {"videoitg.train.data", "videoitg.python_backend.params", "videoitg.engine_build.build",
+            "videoitg.decode.dali", "videoitg.serving.server", "videoitg.cli"} <= modules.keys()
+    assert modules["videoitg.train.data"] == ROOT / "train" / "data.py"
+
+
+def test_no_import_circle_in_the_package() -> None:
+    circle = find_circle(import_graph())
+    assert circle is None, f"import circle: {' -> '.join(circle or [])}"
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(m for m in package_modules() if layer_of(m) is None)
+    assert not unplaced, f"place these in tests/test_imports.py LAYERS (and docs/architecture.md): {unplaced}"
+
+
+def test_imports_point_down_the_layer_order() -> None:
+    assert layer_violations(import_graph()) == []
+
+
+def test_the_layer_check_has_teeth() -> None:
+    graph = {"videoitg.decode.dali": {"videoitg.engines.runtimes"}, "videoitg.serving.repository":
+             {"videoitg.python_backend.params", "videoitg.serving.protocol"}, "videoitg.engines.runtimes": set(),
+             "videoitg.python_backend.params": {"videoitg.serving.protocol", "videoitg.pipeline"}}
+    assert layer_violations(graph) == [
+        "videoitg.decode.dali (decode) imports videoitg.engines.runtimes (engines)",
+        "videoitg.serving.repository (serving) imports videoitg.python_backend.params (python_backend)"]
+
+
+# ---- the serving package -------------------------------------------------------------------------------------------
+def serving_graph() -> dict[str, set[str]]:
+    """The serving modules' imports among themselves, by name under `videoitg.serving.`."""
+    short = {m[len(SERVING):]: {n[len(SERVING):] for n in deps if n.startswith(SERVING)}
+             for m, deps in import_graph().items() if m.startswith(SERVING)}
+    return {m.split(".")[0]: set() for m in short} | {m: d for m, d in short.items()}
 
 
 def test_client_and_routing_stay_apart_from_the_launcher() -> None:
-    graph = import_graph()
+    graph = serving_graph()
+    assert {"server", "supervise", "procfs", "client", "routing"} <= graph.keys()
     launcher = {"server", "supervise", "procfs", "ports", "shm", "binaries", "front"}
+
+    def touches(found: set[str]) -> set[str]:
+        return {m for m in found if m.split(".")[0] in launcher}
+
     for side in ("client", "routing"):
-        assert not reachable(graph, side) & launcher, f"{side} reaches {sorted(reachable(graph, side) & launcher)}"
+        assert not touches(reachable(graph, side)), f"{side} reaches {sorted(touches(reachable(graph, side)))}"
 
 
 def test_only_procfs_reads_proc() -> None:
-    readers = sorted(p.name for p in PACKAGE.glob("*.py") if re.search(r"""["']/proc\b""", p.read_text()))
+    serving = ROOT / "videoitg" / "serving"
+    readers = sorted(str(p.relative_to(serving)) for p in serving.rglob("*.py")
+                     if re.search(r"""["']/proc\b""", p.read_text()))
     assert readers == ["procfs.py"]

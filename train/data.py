@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from videoitg.annotations import GroundingRecord
+from videoitg.annotations import Rejected as BadRecord
+from videoitg.annotations import parse_records as parse_records  # the reader training uses, re-exported
 from videoitg.decode import decode_video
 from videoitg.errors import InputError, VideoITGError
 from videoitg.evaluation import positives_from_moments
-from videoitg.jsonio import load_file
 from videoitg.sampling import SamplingParams
 
 log = logging.getLogger("videoitg.train")
@@ -35,107 +36,11 @@ log = logging.getLogger("videoitg.train")
 TRAIN_SAMPLING = SamplingParams(num_frames=1024, target_fps=1.0, rule="train")
 
 
-@dataclass
-class GroundingRecord:
-    index: int  # position in its annotation file (for reports)
-    source: str  # annotation file
-    video: str
-    question: str
-    clip_num: list[int] | None = None
-    moments: list[list[float]] | None = None  # [[start_s, end_s], ...]
-    kind: str = "all"
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def where(self) -> str:
-        return f"{self.source}[{self.index}] (video {self.video!r})"
-
-
-@dataclass
-class BadRecord:
-    where: str
-    reason: str
-    record: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"where": self.where, "reason": self.reason, "record": self.record}
-
-
-def _question(rec: dict[str, Any]) -> str | None:
-    """The instruction as the released loader builds it (train_itg.py `__getitem__`, `preprocess_plain`): the
-    `question` with every "<image>\n" removed, nothing else (no strip); in the `conversations` form, the value of
-    the second turn (the first turn is replaced by the video). None when there is none; a "<image>" left in the
-    text (the released loader would place a second video there) is reported by `parse_records`."""
-    if "question" in rec:
-        q = rec["question"]
-        return q.replace("<image>\n", "") if isinstance(q, str) else None
-    turns = rec.get("conversations")
-    if isinstance(turns, list) and len(turns) == 2 and isinstance(turns[1], dict):
-        q = turns[1].get("value")
-        return q if isinstance(q, str) else None
-    return None
-
-
 def released_length(rec: dict[str, Any]) -> int:
     """The released `modality_lengths`: words of the raw `question`, else of every turn (length grouping)."""
     if isinstance(rec.get("question"), str):
         return len(rec["question"].split())
     return sum(len(str(t.get("value", "")).split()) for t in rec.get("conversations", []) if isinstance(t, dict))
-
-
-def parse_records(path: str | Path) -> tuple[list[GroundingRecord], list[BadRecord]]:
-    """Read one annotation file; structurally bad records go to the second list."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"annotation file {path} does not exist")
-    data = load_file(path)  # InputError "FILE:LINE: problem": not UTF-8, not JSON, nested too deeply
-    if not isinstance(data, list):
-        raise InputError(f"annotation file {path} must hold a JSON list of records, got {type(data).__name__}")
-    good: list[GroundingRecord] = []
-    bad: list[BadRecord] = []
-    for i, rec in enumerate(data):
-        where = f"{path}[{i}]"
-        if not isinstance(rec, dict):
-            bad.append(BadRecord(where, "record is not an object", {"value": rec}))
-            continue
-        video, q = rec.get("video"), _question(rec)
-        if not isinstance(video, str) or not video:
-            bad.append(BadRecord(where, "no 'video' path", rec))
-            continue
-        if not q or not q.strip():
-            bad.append(BadRecord(f"{where} (video {video!r})", "empty or missing question (a 'question', or "
-                                 "'conversations' with two turns)", rec))
-            continue
-        if "<image>" in q:
-            bad.append(BadRecord(f"{where} (video {video!r})", "the instruction holds an '<image>' placeholder "
-                                 "beyond the leading '<image>\\n'", rec))
-            continue
-        clips = rec.get("clip_num")
-        moments = rec.get("segments", rec.get("timestamps"))
-        if clips is None and moments is None:
-            bad.append(BadRecord(f"{where} (video {video!r})", "no 'clip_num' (nor 'segments') labels", rec))
-            continue
-        if clips is not None and (
-            not isinstance(clips, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in clips)
-        ):
-            bad.append(BadRecord(f"{where} (video {video!r})", f"clip_num must be a list of ints, got {clips!r}",
-                                 rec))
-            continue
-        if moments is not None and not _valid_moments(moments):
-            bad.append(BadRecord(f"{where} (video {video!r})", f"bad moments {moments!r}", rec))
-            continue
-        good.append(GroundingRecord(i, str(path), video, q, clips, moments, str(rec.get("type", "all")), rec))
-    return good, bad
-
-
-def _valid_moments(m: Any) -> bool:
-    if not isinstance(m, list):
-        return False
-    for s in m:
-        if not (isinstance(s, list | tuple) and len(s) == 2 and all(isinstance(x, int | float) for x in s)):
-            return False
-        if not (math.isfinite(s[0]) and math.isfinite(s[1]) and s[0] < s[1]):
-            return False
-    return True
 
 
 def labels_for(rec: GroundingRecord, timestamps: Sequence[float]) -> list[int]:

@@ -2,7 +2,7 @@
 
 - VideoITG-40K (`.json`, a list): `{video, question, clip_num}` (positions in the annotation's sampling: 1 fps,
   end-aligned, at most 1024 frames), optional `segments` ([[start_s, end_s], ...]) and `type`. Read by
-  `videoitg.train.data.parse_records`, the same reader training uses.
+  `parse_records`, the reader training uses too (`videoitg.train.data`).
 - QVHighlights (`.jsonl`, one query per line): `{qid, query, vid, duration, relevant_windows,
   relevant_clip_ids, saliency_scores}`; the video is `<vid>.<ext>` under the video root; `saliency_scores` holds
   one row of annotator scores (0-4) per relevant 2-second clip.
@@ -22,7 +22,7 @@ from typing import Any
 
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
-from videoitg.jsonio import JSONProblem, loads, text_lines
+from videoitg.jsonio import JSONProblem, load_file, loads, text_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 QVH_CLIP_S = 2.0  # QVHighlights annotates saliency per 2-second clip
@@ -59,6 +59,94 @@ class Rejected:
 
     def to_json(self) -> dict[str, Any]:
         return {"where": self.where, "reason": self.reason, "record": self.record}
+
+
+@dataclass
+class GroundingRecord:
+    """One record of a VideoITG-40K annotation file, as training and evaluation read it (`parse_records`)."""
+
+    index: int  # position in its annotation file (for reports)
+    source: str  # annotation file
+    video: str
+    question: str
+    clip_num: list[int] | None = None
+    moments: list[list[float]] | None = None  # [[start_s, end_s], ...]
+    kind: str = "all"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def where(self) -> str:
+        return f"{self.source}[{self.index}] (video {self.video!r})"
+
+
+def _question(rec: dict[str, Any]) -> str | None:
+    """The instruction as the released loader builds it (train_itg.py `__getitem__`, `preprocess_plain`): the
+    `question` with every "<image>\n" removed, nothing else (no strip); in the `conversations` form, the value of
+    the second turn (the first turn is replaced by the video). None when there is none; a "<image>" left in the
+    text (the released loader would place a second video there) is reported by `parse_records`."""
+    if "question" in rec:
+        q = rec["question"]
+        return q.replace("<image>\n", "") if isinstance(q, str) else None
+    turns = rec.get("conversations")
+    if isinstance(turns, list) and len(turns) == 2 and isinstance(turns[1], dict):
+        q = turns[1].get("value")
+        return q if isinstance(q, str) else None
+    return None
+
+
+def parse_records(path: str | Path) -> tuple[list[GroundingRecord], list[Rejected]]:
+    """Read one annotation file; structurally bad records go to the second list."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"annotation file {path} does not exist")
+    data = load_file(path)  # InputError "FILE:LINE: problem": not UTF-8, not JSON, nested too deeply
+    if not isinstance(data, list):
+        raise InputError(f"annotation file {path} must hold a JSON list of records, got {type(data).__name__}")
+    good: list[GroundingRecord] = []
+    bad: list[Rejected] = []
+    for i, rec in enumerate(data):
+        where = f"{path}[{i}]"
+        if not isinstance(rec, dict):
+            bad.append(Rejected(where, "record is not an object", {"value": rec}))
+            continue
+        video, q = rec.get("video"), _question(rec)
+        if not isinstance(video, str) or not video:
+            bad.append(Rejected(where, "no 'video' path", rec))
+            continue
+        if not q or not q.strip():
+            bad.append(Rejected(f"{where} (video {video!r})", "empty or missing question (a 'question', or "
+                                "'conversations' with two turns)", rec))
+            continue
+        if "<image>" in q:
+            bad.append(Rejected(f"{where} (video {video!r})", "the instruction holds an '<image>' placeholder "
+                                "beyond the leading '<image>\\n'", rec))
+            continue
+        clips = rec.get("clip_num")
+        moments = rec.get("segments", rec.get("timestamps"))
+        if clips is None and moments is None:
+            bad.append(Rejected(f"{where} (video {video!r})", "no 'clip_num' (nor 'segments') labels", rec))
+            continue
+        if clips is not None and (
+            not isinstance(clips, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in clips)
+        ):
+            bad.append(Rejected(f"{where} (video {video!r})", f"clip_num must be a list of ints, got {clips!r}",
+                                rec))
+            continue
+        if moments is not None and not _valid_moments(moments):
+            bad.append(Rejected(f"{where} (video {video!r})", f"bad moments {moments!r}", rec))
+            continue
+        good.append(GroundingRecord(i, str(path), video, q, clips, moments, str(rec.get("type", "all")), rec))
+    return good, bad
+
+
+def _valid_moments(m: Any) -> bool:
+    if not isinstance(m, list):
+        return False
+    for s in m:
+        if not (isinstance(s, list | tuple) and len(s) == 2 and all(isinstance(x, int | float) for x in s)):
+            return False
+        if not (math.isfinite(s[0]) and math.isfinite(s[1]) and s[0] < s[1]):
+            return False
+    return True
 
 
 def detect_format(path: Path) -> str:
@@ -116,12 +204,10 @@ def _windows(value: Any) -> list[tuple[float, float]] | None:
 
 
 def _read_videoitg(path: Path) -> tuple[list[EvalRecord], list[Rejected]]:
-    from videoitg.train.data import parse_records  # here: train.data imports evaluation, which imports this module
-
     good, bad = parse_records(path)
     recs = [EvalRecord(r.where(), r.video, r.question, [tuple(m) for m in r.moments] if r.moments else None,
                        r.clip_num, r.kind, r.index, None, None, r.raw) for r in good]
-    return recs, [Rejected(b.where, b.reason, b.record) for b in bad]
+    return recs, bad
 
 
 def _read_qvh(path: Path, root: Path | None) -> tuple[list[EvalRecord], list[Rejected]]:

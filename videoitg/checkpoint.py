@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from videoitg.config import VideoITGConfig, VisionConfig
-from videoitg.defaults import home
+from videoitg.defaults import default_checkpoint, home
 from videoitg.errors import CheckpointError, InputError
 from videoitg.jsonio import load_file
 from videoitg.model import VideoITG
@@ -125,6 +125,19 @@ def _resolve_tower_dir(ckpt: Path, name: str, override: str | Path | None) -> Pa
         if name and p.is_dir() and (p / "config.json").exists():
             return p
     return None
+
+
+def resolve_checkpoint(value: str, root: Path | None = None) -> Path:
+    """A checkpoint a repository's parameters name: 'default' (what the committed repositories say) -> the embedded
+    tiny checkpoint; else a directory, relative ones against `root` (the repository's root)."""
+    if value in ("", "default"):
+        return default_checkpoint()
+    return resolve_under(value, root)
+
+
+def resolve_under(value: str, root: Path | None = None) -> Path:
+    """A path a repository's parameters name: relative ones against `root` (the repository's root)."""
+    return Path(value) if root is None else root / value  # pathlib: root / an absolute path is that path
 
 
 def load_config(ckpt: str | Path, vision_tower: str | Path | None = None) -> tuple[VideoITGConfig, Path | None]:

@@ -30,7 +30,7 @@ IMAGE = ("torch", "transformers", "safetensors", "onnx", "onnxruntime", "pip")
 TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
 CACHE = Path(os.environ.get("VIDEOITG_HOME", Path.home() / ".cache" / "videoitg")) / f"gpu-check-wheels-{TAG}"
 pytestmark = pytest.mark.slow
-BARE_SECTIONS = ("env", "parity", "nvdec", "served", "engines", "latency", "training")
+BARE_SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training")
 
 
 def closure(names: tuple[str, ...]) -> dict[str, md.Distribution]:
@@ -98,8 +98,17 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     report = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").exists() else {}
     sections = report.get("sections", {})
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
-    assert {k: v["status"] for k, v in sections.items()} == {k: "pass" for k in BARE_SECTIONS}
+    # `long` compares TensorRT-LLM with torch: without TensorRT-LLM it says so and skips
+    assert {k: v["status"] for k, v in sections.items()} == {k: "skip" if k == "long" else "pass" for k in
+                                                             BARE_SECTIONS}
     assert sections["env"]["numpy"].startswith("2.")  # the check ran under the image's numpy 2
+    # a bare image has no Triton: the check installed and used nvidia-pytriton's server and tritonclient 2.51
+    assert sections["env"]["triton"]["server_kind"] == "pytriton" and sections["env"]["triton"]["client"] == "2.51.0"
+    assert sections["served"]["decoders"]["python"]["tritonserver_version"] == "2.51.0"
+    assert sections["served"]["decoders"]["python"]["cuda_memory_pools"] == []  # the cpu target: no GPU, no pool
+    assert all(c["runs_vs_one_max_abs_255"] <= 1.0 for c in sections["nvdec"]["clips"].values())
+    long = sections["long"]
+    assert "max_abs_logit_diff" in long["backends"]["torch-fp16"] and "TensorRT-LLM" in long["skipped"]
     assert sections["served"]["cache_hit"] == [False, True] and sections["served"]["max_abs_logit_diff"] <= 1e-3
     assert all(c["same_frame_numbers"] and c["decoder"] == "dali-cpu" for c in sections["nvdec"]["clips"].values())
     assert sections["training"]["device"]["process_group"]["backend"] == "gloo"
@@ -114,3 +123,20 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     assert "tensorrt: 10.14.1.48 expected, not installed" in engines["compat_mismatches"]
     assert "| served | pass |" in (out / "gpu_check.md").read_text()
 
+
+
+def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:
+    """Inside the serving image the check must run the image's tritonserver 2.71 and tritonclient 2.71, not the
+    wheelhouse's 2.51 shadowing them: a requirement the environment already has is not installed (numpy only when
+    the environment's is below 2, for the python-backend stub; nvidia-pytriton not where a tritonserver is)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    have = md.version("tritonclient")
+    assert gpu_check.environment_has(f"tritonclient=={have}9", system_tritonserver=False) == have
+    assert gpu_check.environment_has("nvidia-pytriton==0.7.0", system_tritonserver=True) == "system"
+    assert gpu_check.environment_has("a-distribution-nobody-installs==1.0", system_tritonserver=True) is None
+    numpy = md.version("numpy")
+    assert gpu_check.environment_has("numpy==1.26.4", False) == (numpy if numpy.startswith("1.") else None)

@@ -3,6 +3,7 @@ automatic choice, and the GPU variant's preconditions."""
 
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -24,8 +25,9 @@ from tests.support.video import (
 from videoitg.decode import choice, dali, dali_available, decode_video
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import signal_of
-from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason, self_test, self_test_clip
+from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason
 from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
+from videoitg.decode.selftest import SELF_TEST_CLIP, SELF_TEST_CPU_CLIP, self_test, self_test_clip
 from videoitg.errors import VideoDecodeError
 from videoitg.sampling import SamplingParams
 
@@ -265,6 +267,49 @@ def test_a_dali_pipeline_failure_is_a_decode_error_with_its_reason_on_one_line(c
         assert msg.startswith("bad: DALI (cpu) failed: ") and why in msg and "Critical error" not in msg, msg
 
 
+def test_each_nvdec_chunk_is_copied_out_before_the_pipeline_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVDEC's frames are copied device to device with DALI's `feed_ndarray`, which does not block when given a
+    stream; DALI may reuse its output buffer at the next run. So every chunk's copy must be waited for (the stream
+    synchronised) before the pipeline runs again, under the pipeline's lock. Recorded with stand-ins for the
+    pipeline, the stream and the copy (no GPU here): run, copy, wait, run, copy, wait."""
+    import nvidia.dali.plugin.pytorch as dali_torch  # here: the module is skipped where DALI is not installed
+
+    events: list[str] = []
+
+    class Frames:  # a TensorListGPU's surface: as_tensor().shape()
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def as_tensor(self) -> Frames:
+            return self
+
+        def shape(self) -> list[int]:
+            return [1, self.n, 3, 4, 4]
+
+    class Pipe:
+        def feed_input(self, name: str, value: list) -> None:
+            if name == "FRAMES":
+                self.n = len(value[0])
+
+        def run(self) -> tuple[Frames]:
+            events.append("run")
+            return (Frames(self.n),)
+
+    class Stream:
+        def synchronize(self) -> None:
+            events.append("wait")
+
+    def feed_ndarray(tensor, arr, cuda_stream=None):
+        events.append("copy" if cuda_stream is not None else "blocking copy")
+        return arr
+
+    monkeypatch.setattr(dali_torch, "feed_ndarray", feed_ndarray)
+    out = torch.zeros(5, 3, 4, 4)
+    dali.run_chunks(Pipe(), threading.Lock(), {}, [0, 1, 2, 3, 4], 3, out, Stream(), Deadline(None), "decoding",
+                    "clip: DALI (mixed)")
+    assert events == ["run", "copy", "wait", "run", "copy", "wait"], events
+
+
 def test_failure_reason_keeps_the_reason_and_drops_the_frame() -> None:
     framed = RuntimeError("Critical error in pipeline:\nError in CPU operator `nvidia.dali.fn.decoders.video`,\n"
                           "which was used in the pipeline definition with the following traceback:\n\n  File \"x.py\","
@@ -297,13 +342,13 @@ def test_self_test_passes_where_the_decoder_runs(clips: dict[str, Path]) -> None
 
 
 def test_the_shipped_cpu_self_test_clip_is_vp9() -> None:
-    with av.open(str(resources.files("videoitg").joinpath(dali.SELF_TEST_CPU_CLIP))) as c:
+    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CPU_CLIP))) as c:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.codec_context.pix_fmt) == ("vp9", "yuv420p")
 
 
 def test_the_shipped_self_test_clip_is_h264() -> None:
-    with av.open(str(resources.files("videoitg").joinpath(dali.SELF_TEST_CLIP))) as c:
+    with av.open(str(resources.files("videoitg").joinpath(SELF_TEST_CLIP))) as c:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.codec_context.pix_fmt) == ("h264", "yuv420p")
 

@@ -12,6 +12,7 @@ import fnmatch
 import inspect
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,11 @@ K8S_OLDEST = "1.29.0"
 CRDS = ("monitoring.coreos.com/",)  # no schema in kubernetes-validate: checked semantically below
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # `videoitg serve` defaults, Triton's conventional ports
 HEALTH_READY, HEALTH_LIVE = "/v2/health/ready", "/v2/health/live"
+JIT_CACHE = "/cache"  # where libraries compile and cache at run time, in the image and the pod
+# The variables that point a library's run-time cache somewhere: XDG's, FlashInfer's JIT workspace (TensorRT-LLM's
+# kernels compiled at warm-up), OpenAI Triton's, Inductor's, torch extensions', CUDA's PTX cache.
+CACHE_VARIABLES = ("XDG_CACHE_HOME", "FLASHINFER_WORKSPACE_BASE", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
+                   "TORCH_EXTENSIONS_DIR", "CUDA_CACHE_PATH")
 
 
 # ---- loading ---------------------------------------------------------------------------------------------------
@@ -92,6 +98,15 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
             word, _, rest = buf.strip().partition(" ")
             out.append((word.upper(), rest.strip()))
             buf = ""
+    return out
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The image's ENV, every instruction merged."""
+    out: dict[str, str] = {}
+    for word, rest in dockerfile_instructions():
+        if word == "ENV":
+            out.update(item.split("=", 1) for item in shlex.split(rest))
     return out
 
 
@@ -243,12 +258,39 @@ def test_non_root_read_only_and_restricted(base, container) -> None:
     vols = {v["name"]: v for v in pod["volumes"]}
     ckpt = serve_flag(container["args"], "--checkpoint")
     assert mounts[ckpt]["readOnly"] is True and vols[mounts[ckpt]["name"]]["persistentVolumeClaim"]["readOnly"]
-    # Writable only where the launcher and Triton write: /tmp (repository, log, caches) and /dev/shm.
-    assert "emptyDir" in vols[mounts["/tmp"]["name"]] and "emptyDir" in vols[mounts["/dev/shm"]["name"]]
-    assert {p for p, m in mounts.items() if not m.get("readOnly")} == {"/tmp", "/dev/shm"}
+    # Writable only where the launcher, Triton and the libraries write: /tmp (repository, log), /dev/shm and the
+    # JIT cache.
+    assert all("emptyDir" in vols[mounts[p]["name"]] for p in ("/tmp", "/dev/shm", JIT_CACHE))
+    assert {p for p, m in mounts.items() if not m.get("readOnly")} == {"/tmp", "/dev/shm", JIT_CACHE}
     # The image's default command serves the same path.
     cmd = next(rest for word, rest in dockerfile_instructions() if word == "CMD")
     assert f'"--checkpoint", "{ckpt}"' in cmd
+
+
+def test_nvdec_is_mounted_in_the_image_and_the_pod(container) -> None:
+    """The NVIDIA container runtime mounts the driver's NVDEC library (libnvcuvid) only when
+    NVIDIA_DRIVER_CAPABILITIES names `video`; CUDA needs `compute`, nvidia-smi and NVML `utility`. Without `video`
+    the decode step's start self-test fails and the pod never becomes ready."""
+    wanted = {"compute", "utility", "video"}
+    assert set(dockerfile_env()["NVIDIA_DRIVER_CAPABILITIES"].split(",")) == wanted
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env["NVIDIA_DRIVER_CAPABILITIES"].split(",")) == wanted
+
+
+def test_libraries_compile_and_cache_into_a_writable_volume_of_their_own(base, container) -> None:
+    """The root file system is read-only and the pod runs as uid 10001, and TensorRT-LLM JIT-compiles kernels at
+    warm-up: every cache variable points into the JIT cache, an emptyDir of its own (bounded, apart from /tmp), with
+    the same values in the image (which creates the folder for uid 10001) and the pod."""
+    image = dockerfile_env()
+    pod = {e["name"]: e["value"] for e in container["env"]}
+    for name in CACHE_VARIABLES:
+        assert image[name] == pod[name], name
+        assert image[name] == JIT_CACHE or image[name].startswith(JIT_CACHE + "/"), name
+    assert image["MPLCONFIGDIR"].startswith(JIT_CACHE + "/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == JIT_CACHE]
+    (volume,) = [v for v in base["Deployment"]["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["sizeLimit"] and not mount.get("readOnly")
+    assert re.search(rf"install -d -o 10001 -g 10001 -m 0750 {JIT_CACHE}\b", DOCKERFILE.read_text())
 
 
 def test_graceful_stop_fits_the_grace_period(base, container) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from videoitg.engines import compat
-from videoitg.engines.libraries import library_version
+from videoitg.libraries import library_version
 
 
 def test_the_matrix_names_each_library_with_its_source() -> None:

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from videoitg.engine_build.trt_builder import LLMProfileSpec, VisionProfileSpec
-from videoitg.engines.libraries import import_tensorrt
 from videoitg.engines.manifest import (
     EngineManifest,
     Profile,
@@ -18,6 +17,7 @@ from videoitg.engines.manifest import (
     manifest_problems,
 )
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
+from videoitg.libraries import import_tensorrt
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 

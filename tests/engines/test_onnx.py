@@ -19,7 +19,6 @@ from videoitg.engine_build.build import BuildOptions, run_build
 from videoitg.engine_build.parity import compare
 from videoitg.engine_build.trt_builder import VisionProfileSpec, build_plan
 from videoitg.engine_build.verify import verify
-from videoitg.engines.libraries import probe_import
 from videoitg.engines.manifest import EngineManifest
 from videoitg.engines.runtimes import (
     EngineGrounding,
@@ -30,6 +29,7 @@ from videoitg.engines.runtimes import (
 )
 from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict, weight_keys
 from videoitg.errors import BackendUnavailable, EngineMismatchError
+from videoitg.libraries import probe_import
 from videoitg.limits import Limits
 from videoitg.model import VideoITG
 
@@ -224,8 +224,9 @@ def test_verify_runs_trtllm_in_its_own_precision_against_the_fp32_reference(buil
     """TensorRT-LLM has no fp32 path: verify runs it in fp16 (`trtllm`) and bf16 (`trtllm-bf16`) against the fp32
     reference. Where the library is absent it is skipped for that reason, never for the reference's fp32."""
     ckpt = built[0]
-    results = {r.backend: r for r in verify(ckpt, None, [8], backends=["trtllm", "trtllm-bf16"])}
-    for name, prec in (("trtllm", "fp16"), ("trtllm-bf16", "bf16")):
+    results = {r.backend: r for r in verify(ckpt, None, [8], backends=["trtllm", "trtllm-bf16",
+                                                                      "trtllm-unfused-rope"])}
+    for name, prec in (("trtllm", "fp16"), ("trtllm-bf16", "bf16"), ("trtllm-unfused-rope", "fp16")):
         r = results[name]
         if r.status == "skipped":
             assert "TensorRT-LLM" in r.reason or "CUDA" in r.reason, r.reason

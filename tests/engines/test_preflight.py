@@ -15,6 +15,8 @@ import pytest
 from videoitg.cli import main
 from videoitg.commands.repo import check_decoder_for
 from videoitg.decode.errors import DecoderUnavailableError
+from videoitg.engine_build import build
+from videoitg.engine_build.build import BuildReport
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv
 from videoitg.engines.preflight import RuntimeCheckError, check_runtimes, runtime_problems
 
@@ -99,3 +101,24 @@ def test_the_dali_decoder_is_refused_before_start_where_it_cannot_run() -> None:
         check_decoder_for(SimpleNamespace(decoder="dali", target="gpu"))
     assert "\n" not in str(e.value) and str(e.value).endswith("serve with --decoder python")
     check_decoder_for(SimpleNamespace(decoder="python", target="gpu"))
+
+
+def test_onnx_graphs_are_refused_in_the_gpu_image_in_one_line_that_says_what_it_serves(tmp_path: Path) -> None:
+    """The image installs no onnxruntime (docs/deploy.md): an engines directory whose build.json names it is refused
+    before start, in one line that says what the image serves instead."""
+    eng = _engines(tmp_path, {"vision": "onnxruntime", "grounding": "trtllm"})
+    (problem,) = runtime_problems(eng, {"vision": "onnxruntime", "grounding": "trtllm"}, _env(), imports)
+    assert problem == ("vision: runtime onnxruntime needs onnxruntime, which is not installed here (the GPU image "
+                       "serves TensorRT plans, TensorRT-LLM and torch only, no ONNX graphs)")
+
+
+def test_a_build_serves_only_runtimes_whose_library_is_installed_where_it_ran(monkeypatch) -> None:
+    """Engines are built in the image that serves them: ONNX graphs built there (always written) are not named as a
+    serving runtime when onnxruntime is not installed; the next fastest built, or torch, is."""
+    rep = BuildReport(built=[{"name": "vision", "kind": "onnx"}, {"name": "llm", "kind": "onnx"},
+                             {"name": "grounding", "kind": "trtllm"}])
+    versions = {"onnxruntime": "1.32.0", "tensorrt_llm": "1.2.1"}
+    monkeypatch.setattr(build, "library_version", lambda module: versions.get(module))
+    assert build.serving_runtimes(rep) == {"vision": "onnxruntime", "grounding": "trtllm"}
+    versions.pop("onnxruntime")
+    assert build.serving_runtimes(rep) == {"vision": "torch", "grounding": "trtllm"}

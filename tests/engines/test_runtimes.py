@@ -5,9 +5,12 @@ GPU are not run here (docs/engines.md says what has not run)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +23,8 @@ from videoitg.cli import build_parser
 from videoitg.config import preset
 from videoitg.defaults import default_checkpoint
 from videoitg.engine_build.build import BuildOptions
-from videoitg.engine_build.trt_builder import LLMProfileSpec
+from videoitg.engine_build.trt_builder import LLMProfileSpec, write_plan
+from videoitg.engines import runtimes
 from videoitg.engines.runtimes import (
     DEFAULT_CHUNK,
     _TrtEngine,
@@ -31,12 +35,14 @@ from videoitg.engines.runtimes import (
     outside_engine,
     profile_error,
     use_device,
+    visible_gpus,
 )
 from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_keys
 from videoitg.errors import EngineError
 from videoitg.limits import Limits
 from videoitg.model.grounding import VideoITG
 from videoitg.python_backend.params import StepAssets
+from videoitg.serving.server import ServerOptions, TritonServer
 
 
 # ---- item: multi-GPU placement --------------------------------------------------------------------------------
@@ -65,6 +71,21 @@ def test_the_instance_gpu_becomes_the_process_current_device(monkeypatch: pytest
 
 class Reached(Exception):
     pass
+
+
+def test_every_visible_gpu_gets_its_own_cuda_memory_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`--cuda-memory-pool-byte-size=0:N` sizes GPU 0 only; the others keep Triton's 64 MB default, and a 512-frame
+    hand-off between steps (906 MB of float32 frames) falls back to CUDA IPC there. One flag per visible GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert visible_gpus() == 4
+    server = TritonServer(tmp_path, ServerOptions(gpu=True, cuda_pool_bytes=1 << 30))
+    pools = [a for a in server.command(tmp_path / "backends") if a.startswith("--cuda-memory-pool-byte-size=")]
+    assert pools == [f"--cuda-memory-pool-byte-size={i}:{1 << 30}" for i in range(4)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == 0
+    cpu = TritonServer(tmp_path, ServerOptions(gpu=False)).command(tmp_path / "backends")
+    assert not any(a.startswith("--cuda-memory-pool-byte-size") for a in cpu)
 
 
 @pytest.mark.parametrize("runtime,loads_on", [("onnxruntime", "cpu"), ("trtllm", "cpu"), ("torch", "cuda:1")])
@@ -221,3 +242,88 @@ def test_the_build_command_default_profile_takes_every_admitted_instruction() ->
     """`videoitg build` with no --max-text-tokens builds a grounding plan that the served limits fit."""
     args = build_parser(["build"]).parse_args(["build", "--out", "e"])
     assert args.max_text_tokens == BuildOptions("c", "e").max_text_tokens == Limits().max_instruction_tokens
+
+
+# ---- a plan is held once: written from TensorRT's buffer, deserialized from the mapped file -----------------------
+PLAN_BYTES = 48 << 20  # a stand-in plan; a 7B model's LLM plan is ~15 GB, which a second copy would double
+
+
+def _traced_peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_built_plan_is_written_without_a_second_copy(tmp_path: Path) -> None:
+    """`build_serialized_network` returns the plan in TensorRT's IHostMemory, a buffer; writing `bytes()` of it
+    would hold the plan twice. Written from the buffer, the write allocates (almost) nothing."""
+    serialized = bytearray(PLAN_BYTES)  # a buffer, as IHostMemory is
+    serialized[-1] = 7
+    peak = _traced_peak(lambda: write_plan(tmp_path / "llm.plan", serialized))
+    assert peak < PLAN_BYTES // 8, peak
+    data = (tmp_path / "llm.plan").read_bytes()
+    assert len(data) == PLAN_BYTES and data[-1] == 7
+
+
+def _fake_tensorrt(seen: dict) -> SimpleNamespace:
+    """TensorRT's surface `_TrtEngine` uses, as far as loading goes: the plan handed to `deserialize_cuda_engine`
+    is recorded (its size, its last byte) and the memory traced while it is read."""
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i: int) -> str:
+            return ("x", "y")[i]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return "in" if name == "x" else "out"
+
+        def get_tensor_profile_shape(self, name: str, profile: int):
+            return ((1, 3), (4, 3), (4, 3))
+
+        def create_execution_context(self) -> object:
+            return object()
+
+    class Runtime:
+        def __init__(self, logger) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, plan) -> Engine:
+            view = memoryview(plan)
+            seen.update(nbytes=view.nbytes, last=view[-1], peak=tracemalloc.get_traced_memory()[1])
+            view.release()
+            return Engine()
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    return SimpleNamespace(Logger=Logger, Runtime=Runtime, TensorIOMode=SimpleNamespace(INPUT="in"),
+                           float32=1, float16=2, bfloat16=3, int64=4, int32=5, bool=6, __version__="10.14.1.48")
+
+
+def test_a_plan_is_deserialized_from_the_mapped_file_without_a_private_copy(tmp_path: Path, monkeypatch) -> None:
+    """Loading read the whole plan into a bytes object before TensorRT deserialized it: ~15 GB more for the LLM
+    plan, every load, against the pod's 48 GiB. Deserialized from the mapped file, loading allocates (almost)
+    nothing in the process (TensorRT takes any buffer without copying it)."""
+    plan = tmp_path / "llm.plan"
+    plan.write_bytes(b"\0" * (PLAN_BYTES - 1) + b"\x05")
+    seen: dict = {}
+    monkeypatch.setattr(runtimes, "import_tensorrt", lambda: _fake_tensorrt(seen))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    engine = None
+
+    def load() -> None:
+        nonlocal engine
+        engine = _TrtEngine(plan, torch.device("cuda", 0))
+
+    peak = _traced_peak(load)
+    assert seen["nbytes"] == PLAN_BYTES and seen["last"] == 5
+    assert max(peak, seen["peak"]) < PLAN_BYTES // 8, (peak, seen)
+    assert engine.inputs == ["x"] and engine.outputs == ["y"] and engine.max_batch == 4

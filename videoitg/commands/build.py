@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instruction tokens the grounding plan's profile takes (default: what serving admits)")
     p.add_argument("--targets", default="onnx,tensorrt,trtllm", help="comma list of onnx, tensorrt, trtllm")
     p.add_argument("--workspace-gib", type=float, default=8.0, help="TensorRT builder workspace")
+    p.add_argument("--trtllm-unfused-rope", action="store_true",
+                   help="serve the trtllm grounding with RoPE outside the fused attention kernel (docs/engines.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         workspace_gib=args.workspace_gib,
         vision_tower=Path(args.vision_tower) if args.vision_tower else None,
+        trtllm_unfused_rope=args.trtllm_unfused_rope,
     )
     rep = run_build(opts)
     print(f"{len(rep.built)} built, {len(rep.skipped)} skipped; summary in {opts.out / 'build.json'}")

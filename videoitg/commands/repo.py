@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,20 +131,12 @@ def check_runtimes_for(spec: RepoSpec) -> None:
 
 def check_decoder_for(spec: RepoSpec) -> None:
     """The dali decoder on a gpu target decodes the package's H.264 clip on NVDEC and matches PyAV before a server
-    starts (`videoitg.decode.dali.self_test`); refused in one line naming `--decoder python` otherwise."""
+    starts (`videoitg.decode.selftest.self_test_in_child`); refused in one line naming `--decoder python` otherwise."""
     if spec.decoder != "dali" or spec.target != "gpu":
         return
-    from videoitg.decode.errors import DecoderUnavailableError
+    from videoitg.decode.selftest import self_test_in_child
 
-    # In a child process: the launcher lives as long as the server and must hold no CUDA context or DALI pipeline.
-    code = "from videoitg.decode.dali import self_test; self_test(device='mixed')"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
-        name, _, message = lines[-1].partition(": ")
-        if not name.endswith("DecoderUnavailableError"):
-            message = f"the dali decoder's start self-test failed: {lines[-1]}; serve with --decoder python"
-        raise DecoderUnavailableError(message)
+    self_test_in_child("mixed")  # in a child process, bounded in time
 
 
 def run(args: argparse.Namespace) -> int:

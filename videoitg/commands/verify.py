@@ -18,10 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--frames", default="8,40,64,512", help="comma list of frame counts T to check (tokens per frame change with T)"
     )
     p.add_argument("--instruction", default=None, help="instruction text (default: a fixed sample)")
+    p.add_argument("--instruction-tokens", type=int, default=None,
+                   help="the instruction's tokens repeated or cut to this many (default: 30, a typical instruction, "
+                        "so T = 512 is a 512-frame request's real sequence length; 0: as the text encodes)")
     p.add_argument(
         "--backends",
         default=None,
-        help="comma list among torch-bf16, torch-fp16, onnxruntime, tensorrt, trtllm, trtllm-bf16",
+        help="comma list among torch-bf16, torch-fp16, onnxruntime, tensorrt, trtllm, trtllm-bf16, "
+             "trtllm-unfused-rope",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
@@ -30,7 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from videoitg.defaults import default_checkpoint
-    from videoitg.engine_build.verify import DEFAULT_INSTRUCTION, format_table, verify, write_json
+    from videoitg.engine_build.verify import (
+        DEFAULT_INSTRUCTION,
+        DEFAULT_INSTRUCTION_TOKENS,
+        format_table,
+        verify,
+        write_json,
+    )
     from videoitg.errors import InputError
 
     try:
@@ -48,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         backends,
         args.threads,
+        DEFAULT_INSTRUCTION_TOKENS if args.instruction_tokens is None else args.instruction_tokens or None,
     )
     print(format_table(results, frames))
     if args.json:

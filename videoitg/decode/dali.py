@@ -6,22 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from importlib import resources
 
 import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
-from videoitg.decode.errors import DecoderUnavailableError, VideoDecodeError
-from videoitg.engines.libraries import library_version
-from videoitg.sampling import SamplingParams
+from videoitg.decode.errors import VideoDecodeError
 
 DALI_PIN = "2.4.0"  # nvidia-dali-cuda130 in the image (videoitg/assets/compat.json), the version the tests run
-SELF_TEST_CLIP = "assets/selftest/h264-128x96.mp4"  # 8 frames of H.264 4:2:0, 128x96, in the videoitg package
-# What a CPU decode step checks at start: DALI's CPU decoder has no H.264 (8 frames of VP9 4:2:0, 128x96)
-SELF_TEST_CPU_CLIP = "assets/selftest/vp9-128x96.webm"
-SELF_TEST_MEAN_BOUND = 8.0  # mean |DALI - PyAV| in 0..255 units the self-test accepts (measured bounds: PIXEL_BOUNDS)
 
 # DALI materialises every requested frame at full size with a few working buffers each, so the frame list is fed in
 # chunks of at most CHUNK_BYTES of that working set, one pipeline run each over the same bytes.
@@ -209,27 +202,45 @@ def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int,
         if target.type != "cuda":
             target = torch.device("cuda", torch.cuda.current_device())
     device_id = target.index if target.index is not None else 0
-    pipe, lock = _pipeline(dali_device, image_size, device_id)
     w, h = size_wh
     per_chunk = max(1, CHUNK_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
     encoded = np.frombuffer(data, dtype=np.uint8)
     if colour is not None and not colour.width:
         colour = dataclasses.replace(colour, width=w, height=h)
-    mt = colour_input(colour if colour is not None else YuvSignal(width=w, height=h))
-    out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
+    feeds = {"VIDEO": encoded, "COLOUR": colour_input(colour if colour is not None else YuvSignal(width=w, height=h))}
+    if dali_device == "cpu":
+        pipe, lock = _pipeline(dali_device, image_size, device_id)
+        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32)
+        run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, None, deadline, f"decoding with {decoder}",
+                   f"{name}: DALI (cpu)")
+        return out
+    with torch.cuda.device(target):  # the instance's GPU is the current one while its frames are decoded
+        pipe, lock = _pipeline(dali_device, image_size, device_id)
+        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
+        run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, torch.cuda.current_stream(target), deadline,
+                   f"decoding with {decoder}", f"{name}: DALI (mixed)")
+    return out
+
+
+def run_chunks(pipe, lock: threading.Lock, feeds: dict[str, np.ndarray], frame_numbers: list[int], per_chunk: int,
+               out: torch.Tensor, stream, deadline: Deadline, stage: str, what: str) -> None:
+    """Run `pipe` once per chunk of `per_chunk` frame numbers ("FRAMES", beside `feeds`) and copy each chunk's
+    frames into its rows of `out`, holding `lock` (one pipeline, one caller at a time). `stream` (NVDEC: the torch
+    stream of `out`'s GPU; None on the CPU): the copy runs on it and is waited for before the lock is let go, since
+    DALI may reuse its output buffer at the next run. `stage` names the decode for the deadline, `what` in
+    errors."""
     for start in range(0, len(frame_numbers), per_chunk):
-        deadline.check(f"decoding with {decoder}")
+        deadline.check(stage)
         chunk = np.asarray(frame_numbers[start:start + per_chunk], dtype=np.int32)
         with lock:
-            pipe.feed_input("VIDEO", [encoded])
+            for name, value in feeds.items():
+                pipe.feed_input(name, [value])
             pipe.feed_input("FRAMES", [chunk])
-            pipe.feed_input("COLOUR", [mt])
             try:
                 (result,) = pipe.run()
             except RuntimeError as e:  # DALI raises RuntimeError for every pipeline failure: not a codec verdict
-                raise VideoDecodeError(f"{name}: DALI ({dali_device}) failed: {failure_reason(e)}") from None
-            _copy_out(result, out[start:start + len(chunk)], dali_device)
-    return out
+                raise VideoDecodeError(f"{what} failed: {failure_reason(e)}") from None
+            _copy_out(result, out[start:start + len(chunk)], stream)
 
 
 # Lines of a DALI pipeline error that frame the reason rather than state it
@@ -246,53 +257,16 @@ def failure_reason(error: BaseException) -> str:
     return " ".join(kept)[:300] or type(error).__name__
 
 
-def _copy_out(result, dst: torch.Tensor, dali_device: str) -> None:  # result: a DALI TensorList
+def _copy_out(result, dst: torch.Tensor, stream) -> None:  # result: a DALI TensorList
+    """One chunk's frames into `dst`: from the host (stream None), or device to device on `stream`, finished
+    before this returns (DALI's `feed_ndarray` with a stream copies without blocking)."""
     shape = tuple(result.as_tensor().shape())[1:]
     if shape != tuple(dst.shape):
         raise VideoDecodeError(f"DALI returned frames of shape {shape}, expected {tuple(dst.shape)}")
-    if dali_device == "cpu":
+    if stream is None:
         dst.copy_(torch.from_numpy(np.asarray(result.as_tensor())[0]))
         return
     from nvidia.dali.plugin.pytorch import feed_ndarray  # optional dependency; device-to-device, no host trip
 
-    feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=torch.cuda.current_stream())
-
-
-def self_test_clip(device: str) -> bytes:
-    """The package's clip the self-test decodes on `device`: H.264 for NVDEC ("mixed"), VP9 for DALI's CPU
-    decoder ("cpu"), which has no H.264."""
-    return resources.files("videoitg").joinpath(SELF_TEST_CLIP if device == "mixed" else SELF_TEST_CPU_CLIP) \
-        .read_bytes()
-
-
-def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = None) -> None:
-    """Decode three frames of `clip` (default: the package's clip for `device`, `self_test_clip`) with DALI on
-    `device` ("mixed": NVDEC, "cpu") and compare them with PyAV's; raise DecoderUnavailableError in one line naming
-    `--decoder python` when DALI is missing, cannot decode the clip here, or decodes other pixels. What the dali
-    decode step runs at start, before it accepts requests (python_backend/decode.py)."""
-    from videoitg.decode.api import decode_video  # here: api imports this module
-
-    data = clip if clip is not None else self_test_clip(device)
-    what = "a given clip" if clip is not None else ("an H.264 clip" if device == "mixed" else "a VP9 clip")
-    decoder = "dali-gpu" if device == "mixed" else "dali-cpu"
-    params = SamplingParams(num_frames=3, target_fps=25.0)
-    try:
-        target = f"cuda:{device_id}" if device == "mixed" else None
-        got = decode_video(data, image_size=64, params=params, decoder=decoder, device=target, output="float32")
-        want = decode_video(data, image_size=64, params=params, decoder="pyav", output="float32")
-        diff = float((got.pixel_values.float().cpu() - want.pixel_values).abs().mean()) * 127.5
-        if got.frame_indices != want.frame_indices:
-            raise VideoDecodeError(f"frames {got.frame_indices} decoded, PyAV's are {want.frame_indices}")
-        if not diff <= SELF_TEST_MEAN_BOUND:
-            raise VideoDecodeError(f"pixels differ from PyAV's by {diff:.1f} on average (bound "
-                                   f"{SELF_TEST_MEAN_BOUND})")
-    except Exception as e:  # every failure is the one-line refusal
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise DecoderUnavailableError(
-            f"the dali decoder ({decoder}, DALI {_dali_version()}) failed its start self-test on {what}: "
-            f"{reason[:300]}; serve with --decoder python"
-        ) from None
-
-
-def _dali_version() -> str:
-    return library_version("nvidia.dali") or "not installed"
+    feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=stream)
+    stream.synchronize()

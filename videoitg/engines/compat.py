@@ -16,7 +16,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from videoitg.engines.libraries import library_version
+from videoitg.libraries import library_version
 
 # compat.json library -> the module whose installed distribution carries that version
 MODULES = {"tensorrt": "tensorrt", "tensorrt_llm": "tensorrt_llm", "torch": "torch", "dali": "nvidia.dali",

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from videoitg.engines.libraries import library_version
 from videoitg.errors import EngineError, EngineMismatchError
+from videoitg.libraries import library_version
 
 MANIFEST_SUFFIX = ".manifest.json"
 SCHEMA_VERSION = 1

@@ -15,13 +15,15 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from videoitg.engines.libraries import probe_import
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, manifest_problems
 from videoitg.engines.runtimes import ENGINE_FILES  # (runtime, step) -> engine file; trtllm reads the checkpoint
 from videoitg.errors import EngineMismatchError
+from videoitg.libraries import probe_import
 
 # runtime -> the module it imports (torch: none beyond the image's own)
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "trtllm": "tensorrt_llm"}
+# What a missing onnxruntime means in the GPU image (deploy/Dockerfile installs none: docs/deploy.md)
+IMAGE_RUNTIMES = " (the GPU image serves TensorRT plans, TensorRT-LLM and torch only, no ONNX graphs)"
 
 
 class RuntimeCheckError(EngineMismatchError):
@@ -44,7 +46,8 @@ def runtime_problems(engines: str | Path, runtimes: Mapping[str, str], env: Runt
             continue
         have = env.versions.get(module)
         if have is None:
-            problems.append(f"{step}: runtime {runtime} needs {module}, which is not installed here")
+            problems.append(f"{step}: runtime {runtime} needs {module}, which is not installed here"
+                            + (IMAGE_RUNTIMES if runtime == "onnxruntime" else ""))
             continue
         if module not in probed:
             probed[module] = probe(module)

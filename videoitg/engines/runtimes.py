@@ -8,7 +8,7 @@
 `model` is the core `VideoITG` (or `VideoITGAnchor`): the torch runtime runs it; an engine runtime takes from it
 only what stays outside the engine (the projector, whose resize depends on T; the token embeddings and the
 sequence layout of `videoitg.model.layout`). The serving steps, `verify` and the benchmarks call only this module;
-each library is imported lazily behind one function (`videoitg.engines.libraries`), so a machine without TensorRT
+each library is imported lazily behind one function (`videoitg.libraries`), so a machine without TensorRT
 still runs torch and ONNX Runtime. An engine file opens only after its manifest passed `check_manifest` (version
 lock, GPU, checkpoint).
 
@@ -20,7 +20,10 @@ run, on the CPU, and moves it to the GPU).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+import mmap
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from videoitg.engines.libraries import import_onnxruntime, import_tensorrt
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
+from videoitg.libraries import import_onnxruntime, import_tensorrt
 from videoitg.limits import Limits
 from videoitg.token_budget import fixed_tokens
 
@@ -71,6 +74,14 @@ def use_device(device: str) -> None:
     d = torch.device(device)
     if d.type == "cuda" and d.index is not None and torch.cuda.is_available():
         torch.cuda.set_device(d)
+
+
+def visible_gpus() -> int:
+    """The GPUs CUDA shows this process, and so the tritonserver it starts (the same environment, the same
+    `CUDA_VISIBLE_DEVICES`): Triton makes a KIND_GPU instance on each, and each needs its own CUDA memory pool
+    (`--cuda-memory-pool-byte-size=N:BYTES` names one GPU; the others keep Triton's 64 MB default). Counting needs
+    no CUDA context."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def load_device(runtime: str, device: str) -> str:
@@ -240,6 +251,15 @@ class _OrtSession:
         return torch.from_numpy(self.sess.run(None, arrays)[0]).float()
 
 
+@contextlib.contextmanager
+def mapped(path: Path) -> Iterator[mmap.mmap]:
+    """A plan file mapped read-only: TensorRT's `deserialize_cuda_engine` takes any buffer without copying it
+    (TensorRT 10.14 and 11.1 `pyCore.cpp`), so the plan is read from the page cache once, never held a second time
+    in this process's memory (a 7B model's LLM plan is ~15 GB; `read_bytes()` would add a private copy)."""
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        yield m
+
+
 class _TrtEngine:
     """A deserialized plan run through TensorRT 10's name-based tensor API on torch CUDA buffers, on one GPU
     (`device`: deserialized, bound and launched with it current)."""
@@ -250,8 +270,8 @@ class _TrtEngine:
             raise BackendUnavailable("TensorRT plans need a CUDA GPU; none is visible")
         self.device = _cuda(device)
         self.logger = trt.Logger(trt.Logger.WARNING)
-        with torch.cuda.device(self.device):
-            self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
+        with torch.cuda.device(self.device), mapped(path) as plan:
+            self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
             if self.engine is None:  # version / GPU mismatch that slipped past the manifest
                 raise EngineMismatchError(f"TensorRT {trt.__version__} could not deserialize {path}; rebuild it here")
             self.context = self.engine.create_execution_context()
@@ -348,18 +368,33 @@ def trtllm_dtype(requested: torch.dtype) -> torch.dtype:
     return requested
 
 
+def trtllm_options(engines: str | Path | None) -> dict[str, Any]:
+    """How the trtllm runtime runs, as `videoitg build` recorded it in ENGINES/build.json ("trtllm"):
+    {"disable_fuse_rope": bool}; the defaults without an engines directory or a record."""
+    options: dict[str, Any] = {"disable_fuse_rope": False}
+    summary = Path(engines) / "build.json" if engines is not None else None
+    if summary is not None and summary.is_file():
+        options.update(json.loads(summary.read_text()).get("trtllm", {}))
+    return options
+
+
 class TrtllmGrounding(GroundingRuntime):
     runtime = "trtllm"
 
-    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype | None = None):
+    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype | None = None,
+                 disable_fuse_rope: bool = False):
         from videoitg.engines.trtllm import TrtllmTorchScorer
 
         super().__init__(model)
         dtype = trtllm_dtype(dtype or self.dtype)  # the model's dtype unless one is given
         # the model's GPU (else the current one: TrtllmTorchScorer's default, and its refusal without CUDA)
         placement = {"device": _cuda(self.device)} if torch.cuda.is_available() else {}
-        self.scorer = TrtllmTorchScorer(checkpoint, dtype, **placement)
+        # attention metadata sized for the longest sequence the served defaults admit (a longer one resizes it)
+        longest = max_sequence_length(model.config, Limits.max_sampled_frames, Limits.max_instruction_tokens)
+        self.scorer = TrtllmTorchScorer(checkpoint, dtype, **placement, max_num_tokens=longest,
+                                        disable_fuse_rope=disable_fuse_rope)
         self.precision = PRECISION[dtype]
+        self.disable_fuse_rope = disable_fuse_rope
 
     @torch.inference_mode()
     def score(self, visual, ids):
@@ -392,16 +427,20 @@ def open_vision(runtime: str, model, *, engines: str | Path | None = None, check
 
 def open_grounding(runtime: str, model, *, engines: str | Path | None = None, checkpoint: str | Path | None = None,
                    checkpoint_identity: str | None = None, env: RuntimeEnv | None = None,
-                   threads: int | None = None, dtype: torch.dtype | None = None) -> GroundingRuntime:
+                   threads: int | None = None, dtype: torch.dtype | None = None,
+                   disable_fuse_rope: bool | None = None) -> GroundingRuntime:
     """dtype: the trtllm runtime's precision (default: the model's); the other runtimes run the model or engine as
-    loaded or built."""
+    loaded or built. disable_fuse_rope: the trtllm runtime's RoPE outside the fused attention kernel (default: as
+    `videoitg build --trtllm-unfused-rope` recorded it in the engines' build.json, `trtllm_options`)."""
     _check_runtime(runtime, "grounding")
     if runtime == "torch":
         return TorchGrounding(model)
     if runtime == "trtllm":
         if checkpoint is None:
             raise EngineError("the trtllm runtime loads the checkpoint's weights itself: pass checkpoint=")
-        return TrtllmGrounding(model, checkpoint, dtype)
+        if disable_fuse_rope is None:
+            disable_fuse_rope = bool(trtllm_options(engines)["disable_fuse_rope"])
+        return TrtllmGrounding(model, checkpoint, dtype, disable_fuse_rope)
     device = model.model.embed_tokens.weight.device
     session, manifest = _engine(runtime, "grounding", engines, checkpoint_identity, env, threads, device)
     return EngineGrounding(model, runtime, session, manifest)

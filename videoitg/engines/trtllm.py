@@ -30,8 +30,8 @@ from torch import nn
 
 from videoitg.checkpoint import index_tensors, load_config, load_indexed
 from videoitg.config import VideoITGConfig
-from videoitg.engines.libraries import import_trtllm
 from videoitg.errors import BackendUnavailable
+from videoitg.libraries import import_trtllm
 from videoitg.model.layout import frame_mean_logits
 
 ARCHITECTURE = "VideoITGForFrameScoring"
@@ -77,6 +77,19 @@ def qwen2_config_dict(cfg: VideoITGConfig, dtype: torch.dtype) -> dict[str, Any]
         "use_sliding_window": False,
         "num_labels": 1,
     }
+
+
+def hf_config(cfg: VideoITGConfig, dtype: torch.dtype, disable_fuse_rope: bool = False) -> transformers.Qwen2Config:
+    """The pretrained config TRT-LLM's modules are built from: `qwen2_config_dict`, the dtype as a torch.dtype
+    (which they take as their `dtype`), the attention (`videoitg_attention`: FULL or CAUSAL, read by
+    VideoITGForFrameScoring) and `disable_fuse_rope` (QwenAttention builds its attention with
+    `rope_fusion=not config.disable_fuse_rope`: True applies RoPE with the unfused rotary-embedding module before
+    the attention kernel instead of inside it)."""
+    hf_cfg = transformers.Qwen2Config(**qwen2_config_dict(cfg, dtype))
+    hf_cfg.torch_dtype = dtype
+    hf_cfg.videoitg_attention = cfg.attention
+    hf_cfg.disable_fuse_rope = disable_fuse_rope
+    return hf_cfg
 
 
 def hf_sources(module_name: str) -> list[str]:
@@ -216,10 +229,13 @@ class TrtllmTorchScorer:
     """Runs the grounding half on the TRT-LLM PyTorch backend, one request per call (one context, no KV cache)."""
 
     def __init__(self, checkpoint_dir: str | Path, dtype: torch.dtype = torch.float16, attn_backend: str = "TRTLLM",
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, max_num_tokens: int = 0, disable_fuse_rope: bool = False):
         """device: the GPU to build on and run, with its index (the runtime seam passes the model's, `runtimes._cuda`;
         default: the current CUDA device); it is made the current one, since TRT-LLM's attention backend allocates
-        on the current device."""
+        on the current device. max_num_tokens: the longest sequence the attention metadata is sized for at once (a
+        longer request resizes it once). disable_fuse_rope: RoPE by TRT-LLM's unfused rotary-embedding module
+        before the attention call instead of inside the fused attention kernel (QwenAttention reads
+        `disable_fuse_rope` from the model config): the fallback docs/engines.md names."""
         import_trtllm()
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT-LLM PyTorch backend needs a CUDA GPU")
@@ -230,10 +246,8 @@ class TrtllmTorchScorer:
 
         ckpt = Path(checkpoint_dir)
         self.cfg, _ = load_config(ckpt)
-        hf_cfg = transformers.Qwen2Config(**qwen2_config_dict(self.cfg, dtype))
-        hf_cfg.torch_dtype = dtype  # a torch.dtype, which TRT-LLM's modules take as their `dtype`
-        hf_cfg.videoitg_attention = self.cfg.attention
-        self.model_config = ModelConfig(pretrained_config=hf_cfg, attn_backend=attn_backend)
+        self.model_config = ModelConfig(pretrained_config=hf_config(self.cfg, dtype, disable_fuse_rope),
+                                        attn_backend=attn_backend)
         _, cls = model_classes()
         with torch.device(self.device):
             # Each TRT-LLM module is built in the config's dtype; no blanket `.to(dtype)`, which would also cast
@@ -243,17 +257,23 @@ class TrtllmTorchScorer:
         self.model.load_weights(load_indexed(index, weight_keys(list(index))))
         self.model.eval()
         self.metadata_cls = get_attention_backend(attn_backend).Metadata
+        self.max_num_tokens = max_num_tokens
+        self.attn_metadata = None  # built once (`_metadata`), refilled per request
 
     def _metadata(self, num_tokens: int):
-        md = self.metadata_cls(
-            seq_lens=torch.tensor([num_tokens], dtype=torch.int),
-            num_contexts=1,
-            max_num_requests=1,
-            max_num_tokens=num_tokens,
-            kv_cache_manager=None,
-            request_ids=[1],
-            prompt_lens=[num_tokens],
-        )
+        """The attention metadata for one context of `num_tokens` tokens, no KV cache. Built once per scorer and
+        refilled per request, as TensorRT-LLM's own encoders do: the attention workspace it holds grows once instead
+        of being allocated again (with a warning) for every request. Rebuilt only for a sequence longer than any
+        it was sized for."""
+        if self.attn_metadata is None or num_tokens > self.max_num_tokens:
+            self.max_num_tokens = max(num_tokens, self.max_num_tokens)
+            self.attn_metadata = self.metadata_cls(max_num_requests=1, max_num_tokens=self.max_num_tokens,
+                                                   kv_cache_manager=None)
+        md = self.attn_metadata
+        md.seq_lens = torch.tensor([num_tokens], dtype=torch.int)
+        md.num_contexts = 1
+        md.request_ids = [1]
+        md.prompt_lens = [num_tokens]
         md.max_seq_len = num_tokens
         md.prepare()
         return md

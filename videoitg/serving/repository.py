@@ -68,7 +68,7 @@ class RepoSpec:
     # The decode step (python either way): "python" (PyAV on the CPU, uint8 frames to the vision step) or "dali"
     # (DALI's Python API inside the step, float32 pixel values: NVDEC on the gpu target, PyAV for the streams NVDEC
     # cannot number or decode; DALI's CPU decoder on the cpu target, VP8/VP9/MJPEG only). The step self-tests DALI
-    # at load (`videoitg.decode.dali.self_test`). "" = the target's default (`DEFAULT_DECODERS`).
+    # at load (`videoitg.decode.selftest.self_test`). "" = the target's default (`DEFAULT_DECODERS`).
     decoder: str = ""
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
@@ -190,9 +190,10 @@ def _python_model(name: str, spec: RepoSpec, sig: Signature, params: ModelParame
 def model_dims(spec: RepoSpec, root: Path | None = None) -> ModelDims:
     """The dimensions the checkpoint fixes, read from its config where the steps will read it (`root`: the
     repository's root, under which relative paths lie)."""
-    from videoitg.python_backend.params import StepAssets  # imports torch: where the steps' assets are resolved
+    from videoitg.checkpoint import load_config, resolve_checkpoint, resolve_under  # imports torch
 
-    config = StepAssets.resolve(root, spec.checkpoint, spec.vision_tower).config()
+    tower = resolve_under(spec.vision_tower, root) if spec.vision_tower else None
+    config = load_config(resolve_checkpoint(spec.checkpoint, root), tower)[0]  # as the steps' StepAssets do
     return ModelDims(image_size=config.vision.image_size, hidden_size=config.text.hidden_size)
 
 
@@ -395,8 +396,7 @@ def bundle_assets(spec: RepoSpec, out: Path) -> RepoSpec:
     them relative to the repository's root (`params.StepAssets` resolves them there)."""
     from dataclasses import replace
 
-    from videoitg.checkpoint import load_config
-    from videoitg.python_backend.params import resolve_checkpoint
+    from videoitg.checkpoint import load_config, resolve_checkpoint
 
     changes: dict[str, str] = {}
     if spec.checkpoint != DEFAULT_CHECKPOINT:

@@ -272,8 +272,10 @@ class TritonServer:
         if o.stub_watchdog_s > 0 and not any(a.startswith("--model-control-mode") for a in o.extra_args):
             # Explicit control (every model loaded at start) so the watchdog may reload one model.
             args += ["--model-control-mode=explicit", "--load-model=*"]
-        if o.gpu:
-            args.append(f"--cuda-memory-pool-byte-size=0:{o.cuda_pool_bytes}")
+        if o.gpu:  # one pool per GPU (a flag sizes one; `visible_gpus`)
+            from videoitg.engines.runtimes import visible_gpus  # here: torch, which a CPU launcher never loads
+
+            args += [f"--cuda-memory-pool-byte-size={i}:{o.cuda_pool_bytes}" for i in range(max(1, visible_gpus()))]
         else:
             # No pinned host memory without a GPU: skips a failing allocation attempt on CPU machines.
             args.append("--pinned-memory-pool-byte-size=0")
