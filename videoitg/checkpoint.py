@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from videoitg.config import VideoITGConfig, VisionConfig
+from videoitg.config import VideoITGConfig, VisionConfig, preset
 from videoitg.defaults import home
 from videoitg.errors import CheckpointError, InputError
 from videoitg.jsonio import load_file
@@ -337,6 +337,19 @@ def save_checkpoint(
             if [d.pop(k) for k in ("is_local", "local_files_only") if k in d]:
                 tc.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
     return out
+
+
+def build_tiny_checkpoint(out: str | Path, seed: int = 0, cfg: VideoITGConfig | None = None) -> Path:
+    """A random checkpoint of the tiny preset (or of `cfg`) with the tiny tokenizer, written in the released layout
+    (embedded tower, seeded weights): what the tests and the benchmarks build small models from."""
+    from videoitg.train.tiny_tokenizer import build_tiny_tokenizer  # transformers: loaded only here
+
+    tokenizer = build_tiny_tokenizer()
+    cfg = cfg or preset("tiny", vocab_size=len(tokenizer))
+    torch.manual_seed(seed)
+    model = model_class(cfg)(cfg)
+    model.reset_head()
+    return save_checkpoint(model, out, tokenizer)
 
 
 IDENTITY_VERSION = b"videoitg checkpoint identity 2\0"
