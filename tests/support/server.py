@@ -125,8 +125,8 @@ class SharedServers:
 
     # At most this many servers run, unless more are held at once: before a start, servers no one holds stop, least
     # recently used first. Each one is tritonserver, the front and four python stubs holding torch and the tiny
-    # checkpoint (about 1.5 GB resident in all); two workers hold a few of them beside the modules' own servers on a
-    # machine that also runs other work. Two: the session server and the one the running module needs.
+    # checkpoint (1.3 GB resident in all, measured); the other worker runs modules with servers of their own at the
+    # same time, on a machine that also runs other work. Two: the session server and the one the running module needs.
     MAX_RUNNING = 2
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
