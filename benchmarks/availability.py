@@ -2,7 +2,7 @@
 tritonserver, the embedded tiny checkpoint, CPU): for each attack, `--seconds` of ordinary requests (alternately a
 cached video and a new one) while the attack repeats, and the share answered.
 
-    python benchmarks/availability.py [--seconds 30] [--out availability.json]
+    python -m benchmarks.availability [--seconds 30] [--out availability.json]
 
 Attacks, each sent to the public ports: `none` (baseline); `overflow`: a direct call to the grounding step whose
 shape's byte size overflows to 0 (crashes a bare tritonserver 2.51's python stub before any model code);
@@ -41,15 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.h2client import H2Client, prefix
+from videoitg.clips import random_clip
+from videoitg.defaults import sample_video
+from videoitg.serving.client import RemoteError, VideoITGClient
+from videoitg.serving.ports import free_ports
+from videoitg.serving.procfs import rss_mib
 
-from tests.support.h2client import H2Client, prefix  # noqa: E402
-from tests.support.video import random_clip  # noqa: E402
-from videoitg.defaults import sample_video  # noqa: E402
-from videoitg.serving.client import RemoteError, VideoITGClient  # noqa: E402
-from videoitg.serving.ports import free_ports  # noqa: E402
-from videoitg.serving.procfs import rss_mib  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
            "held-bodies", "abandoned", "idle-conns", "compressed", "grpc-fields", "containers", "malformed",

@@ -5,7 +5,7 @@ configuration on one local Ray (started once, reused), each into a fresh output 
 steady rate (rows after the first result / time after it: model loading and Ray start-up excluded) and
 the end-to-end rate, plus the cache hit rate. Prints a markdown table and writes JSON to --json.
 
-    python benchmarks/bench_batch.py --workers 1 2 --videos 12 --per-video 10
+    python -m benchmarks.bench_batch --workers 1 2 --videos 12 --per-video 10
 """
 
 from __future__ import annotations
@@ -20,15 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.video import write_rgb_clip  # noqa: E402
-from videoitg.batch.manifest import load_manifest  # noqa: E402
-from videoitg.batch.ray_env import RayOptions, init_ray, shutdown_ray  # noqa: E402
-from videoitg.batch.runner import BatchOptions, run_batch  # noqa: E402
-from videoitg.batch.scorers import ScorerSpec  # noqa: E402
-from videoitg.defaults import default_checkpoint  # noqa: E402
+from videoitg.batch.manifest import load_manifest
+from videoitg.batch.ray_env import RayOptions, init_ray, shutdown_ray
+from videoitg.batch.runner import BatchOptions, run_batch
+from videoitg.batch.scorers import ScorerSpec
+from videoitg.clips import write_rgb_clip
+from videoitg.defaults import default_checkpoint
 
 WORDS = ["red", "green", "blue", "circle", "square", "star", "left", "right", "up", "down"]
 

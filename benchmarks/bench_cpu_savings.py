@@ -1,7 +1,7 @@
 """What stopping SigLIP at the select layer and keeping no hidden states saves, measured on the CPU.
 
-    python benchmarks/bench_cpu_savings.py                 # "small" shapes, real depths (27 + 28 layers)
-    python benchmarks/bench_cpu_savings.py --tiny --no-rss # seconds (the tests)
+    python -m benchmarks.bench_cpu_savings                 # "small" shapes, real depths (27 + 28 layers)
+    python -m benchmarks.bench_cpu_savings --tiny --no-rss # seconds (the tests)
 
 Both sides hold the same weights: ours is the core `VideoITG` (`encode_frames`, `score_features`); the baseline is
 the original path rebuilt from HF `SiglipVisionModel` / `Qwen2Model` with `output_hidden_states=True`
@@ -33,9 +33,6 @@ from typing import Any
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.perf.build import build_baseline, build_ours
 from benchmarks.perf.flops import request_flops
 from benchmarks.perf.memory import request_memory
@@ -44,6 +41,7 @@ from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
 from videoitg.model.qwen2 import run_decoder
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]  # the rss child runs as `python -m benchmarks.bench_cpu_savings` from here
 
 
 def small_config(tiny: bool) -> tuple[VideoITGConfig, int, int]:
@@ -133,10 +131,11 @@ def child(which: str, tiny: bool) -> None:
 
 
 def measure_rss(which: str, tiny: bool) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", which, "--threads", str(torch.get_num_threads())]
+    cmd = [sys.executable, "-m", "benchmarks.bench_cpu_savings", "--child", which, "--threads",
+           str(torch.get_num_threads())]
     cmd += ["--tiny"] if tiny else []
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # no dynamic threshold: freed buffers leave RSS
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, env=env, cwd=ROOT)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

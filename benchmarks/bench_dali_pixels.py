@@ -10,8 +10,8 @@ pipeline's conversion before the resize: share of pixels equal to FFmpeg's, max,
 exact input), camera-like content (moving gradients, a disc, noise), and a real photograph under a camera move
 (matplotlib's sample portrait, with a flag), untagged, tagged BT.709, full range, 4:2:2, 4:4:4, an odd size.
 
-    python benchmarks/bench_dali_pixels.py                    # CPU: dali-cpu, VP9/VP8/MJPEG clips
-    python benchmarks/bench_dali_pixels.py --device cuda      # GPU: dali-gpu (NVDEC), adds H.264 clips
+    python -m benchmarks.bench_dali_pixels                    # CPU: dali-cpu, VP9/VP8/MJPEG clips
+    python -m benchmarks.bench_dali_pixels --device cuda      # GPU: dali-gpu (NVDEC), adds H.264 clips
 """
 
 from __future__ import annotations
@@ -26,15 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from tests.support.video import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip  # noqa: E402
-from videoitg.decode import dali, dali_available, decode_video  # noqa: E402
-from videoitg.decode.colour import signal_of, yuv_to_rgb  # noqa: E402
-from videoitg.preprocess import preprocess_frames  # noqa: E402
-from videoitg.sampling import SamplingParams  # noqa: E402
+from videoitg.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
+from videoitg.decode import dali, dali_available, decode_video
+from videoitg.decode.colour import signal_of, yuv_to_rgb
+from videoitg.preprocess import preprocess_frames
+from videoitg.sampling import SamplingParams
 
 W, H, FRAMES, SIZE = 640, 360, 6, 384
 PARAMS = SamplingParams(num_frames=FRAMES, target_fps=25)

@@ -8,29 +8,24 @@ libvpx realtime, same keyframe interval), then stream-copied end to end with shi
 1- and 10-minute clips. The long clips therefore decode exactly like real ones of that GOP structure and
 cost seconds to make rather than an hour of encoding on 2 cores.
 
-    python benchmarks/bench_decode.py                       # full matrix (slow on 2 cores)
-    python benchmarks/bench_decode.py --resolutions 360 720 --durations 60 600 --full-baseline
+    python -m benchmarks.bench_decode                       # full matrix (slow on 2 cores)
+    python -m benchmarks.bench_decode --resolutions 360 720 --durations 60 600 --full-baseline
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import av
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from tests.support.video import repeat_clip, write_natural_clip  # noqa: E402
-from videoitg.decode import dali_available, decode_video  # noqa: E402
-from videoitg.preprocess import preprocess_frames  # noqa: E402
-from videoitg.sampling import SamplingParams  # noqa: E402
+from videoitg.clips import repeat_clip, write_natural_clip
+from videoitg.decode import dali_available, decode_video
+from videoitg.preprocess import preprocess_frames
+from videoitg.sampling import SamplingParams
 
 SIZES = {360: (640, 360), 720: (1280, 720), 1080: (1920, 1080)}
 CODECS = {"h264": ("libx264", "mp4", {"preset": "veryfast"}), "vp9": ("libvpx-vp9", "webm", {})}

@@ -1,8 +1,8 @@
 """End to end: a request's whole path (bytes -> frames -> pixels -> scores), ours against the released one,
 side by side in one run (results in benchmarks/RESULTS.md, plot in docs/performance.md).
 
-    python benchmarks/bench_e2e.py [--parts pixels rss served] [--reps 1] [--json out.json] [--plot out.png]
-    python benchmarks/bench_e2e.py --tiny        # seconds-long version on small clips (the test suite runs it)
+    python -m benchmarks.bench_e2e [--parts pixels rss served] [--reps 1] [--json out.json] [--plot out.png]
+    python -m benchmarks.bench_e2e --tiny        # seconds-long version on small clips (the test suite runs it)
 
 The released path, with its own libraries: decord `VideoReader` + `get_avg_fps` + `len` + `get_batch` at the
 released sampling (eval rule, 512 frames at 1 fps), PIL images, the HF SigLIP image processor (PIL, as
@@ -35,16 +35,16 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server's processes (bench_serving.py says why)
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from tqdm import tqdm
 
-from videoitg.decode import decode_video  # noqa: E402
-from videoitg.preprocess import pixel_values  # noqa: E402
-from videoitg.sampling import SamplingParams, sample_frame_indices  # noqa: E402
+from videoitg.decode import decode_video
+from videoitg.preprocess import pixel_values
+from videoitg.sampling import SamplingParams, sample_frame_indices
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PARAMS = SamplingParams()  # released eval sampling: 512 frames at 1 fps
 Q1, Q2 = "When is the red circle visible?", "When does the blue square move?"
@@ -163,8 +163,9 @@ def rss_child(which: str, path: Path, image_size: int) -> dict:
 def part_rss(path: Path, image_size: int) -> dict:
     out = {}
     for which in ("ours", "released"):
-        r = subprocess.run([sys.executable, __file__, "--rss-child", which, "--rss-clip", str(path),
-                            "--image-size", str(image_size)], capture_output=True, text=True, timeout=3600)
+        r = subprocess.run([sys.executable, "-m", "benchmarks.bench_e2e", "--rss-child", which, "--rss-clip",
+                            str(path), "--image-size", str(image_size)], capture_output=True, text=True, timeout=3600,
+                           cwd=ROOT)
         if r.returncode != 0:
             out[which] = {"error": r.stderr[-1000:]}
             continue
@@ -191,9 +192,8 @@ def released_request(model, ids: torch.Tensor, path: Path, image_size: int, proc
 def wide_tower_checkpoint(out: Path) -> Path:
     """The tiny checkpoint's shape with a tower that costs about as much as decoding (224 px, 256 patches a frame,
     width 192): where overlapping decode with the tower can show on a CPU. Random weights."""
-    from tests.support.model import build_tiny_checkpoint
     from videoitg.config import VisionConfig, preset
-    from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+    from videoitg.train.tiny_tokenizer import build_tiny_checkpoint, build_tiny_tokenizer
 
     cfg = preset("tiny", vocab_size=len(build_tiny_tokenizer()))
     cfg.vision = VisionConfig(image_size=224, patch_size=14, hidden_size=192, intermediate_size=768,
@@ -203,8 +203,7 @@ def wide_tower_checkpoint(out: Path) -> Path:
 
 def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, decode_budget_s: float,
                 tower: str = "tiny") -> dict:
-    from bench_serving import NOCACHE, TOP_LEVELS, UNSTREAMED, build_bench_repository
-
+    from benchmarks.bench_serving import NOCACHE, TOP_LEVELS, UNSTREAMED, build_bench_repository
     from benchmarks.perf.build import build_baseline
     from videoitg.defaults import default_checkpoint
     from videoitg.limits import Limits
@@ -357,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(child))
         return child
     if args.tiny:
-        from tests.support.video import write_natural_clip
+        from videoitg.clips import write_natural_clip
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-tiny-"))
         small = {"tiny-a": write_natural_clip(tmp / "a.mp4", frames=40, width=96, height=64, gop=10),
@@ -366,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
         pix = served = small
         rss_clip, args.image_size = small["tiny-a"], 32
     else:
-        from e2e_clips import clip
+        from benchmarks.e2e_clips import clip
 
         pix = {n: clip(n) for n in args.clips}
         served = pix

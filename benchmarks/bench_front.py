@@ -2,7 +2,7 @@
 ports, interleaved in one run (each rep in its own shuffled order of routes), on the CPU repository of the embedded
 tiny checkpoint.
 
-    python benchmarks/bench_front.py [--reps 40] [--upload-mib 32] [--small-pages] [--relay] [--haproxy]
+    python -m benchmarks.bench_front [--reps 40] [--upload-mib 32] [--small-pages] [--relay] [--haproxy]
                                      [--baseline DIR] [--json out.json]
 
 - `cached`: the sample video scored again (a feature-cache hit: the smallest full request), HTTP and gRPC.
@@ -41,16 +41,13 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from videoitg.defaults import sample_video  # noqa: E402
-from videoitg.serving.front_main import environment as front_environment  # noqa: E402
-from videoitg.serving.ports import LOOPBACK, free_ports  # noqa: E402
-from videoitg.serving.procfs import cpu_s, rss_mib  # noqa: E402
-from videoitg.serving.protocol import TOP  # noqa: E402
-from videoitg.serving.repository import RepoSpec, build_repository  # noqa: E402
-from videoitg.serving.server import TritonServer  # noqa: E402
+from videoitg.defaults import sample_video
+from videoitg.serving.front_main import environment as front_environment
+from videoitg.serving.ports import LOOPBACK, free_ports
+from videoitg.serving.procfs import cpu_s, rss_mib
+from videoitg.serving.protocol import TOP
+from videoitg.serving.repository import RepoSpec, build_repository
+from videoitg.serving.server import TritonServer
 
 # HAProxy's configuration for the route `haproxy`: every request passed on unread, no bound of its own in the way.
 HAPROXY = """global

@@ -6,7 +6,7 @@ Models: the shipped tiny checkpoint (on the sample video) and random tiny models
 logits spread like a trained model's (std ~4, many confident frames). Runs on CPU (fp16 kernels there
 accumulate in fp32 like the GPU's; absolute numbers differ on a GPU, the comparison is what matters).
 
-    python benchmarks/bench_head_precision.py
+    python -m benchmarks.bench_head_precision
 """
 
 from __future__ import annotations
@@ -14,23 +14,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from tests.support.model import tiny_config  # noqa: E402
-from videoitg.checkpoint import load_checkpoint  # noqa: E402
-from videoitg.defaults import default_checkpoint, sample_video  # noqa: E402
-from videoitg.model import VideoITG  # noqa: E402
-from videoitg.outputs import rank_frames  # noqa: E402
-from videoitg.text import encode_instruction  # noqa: E402
+from videoitg.checkpoint import load_checkpoint
+from videoitg.config import preset
+from videoitg.defaults import default_checkpoint, sample_video
+from videoitg.model import VideoITG
+from videoitg.outputs import rank_frames
+from videoitg.text import encode_instruction
 
 
 def heads(model16: VideoITG, pixels: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -88,7 +83,7 @@ def main() -> int:
                         args.k))
     for seed in tqdm(range(args.seeds), desc="random tiny models"):
         torch.manual_seed(seed)
-        m = VideoITG(tiny_config()).eval()
+        m = VideoITG(preset("tiny", vocab_size=512)).eval()
         m.reset_head()
         with torch.no_grad():  # spread the logits like a trained head (std ~4) instead of xavier's ~0.1
             probe = m(torch.randn(8, 3, m.config.vision.image_size, m.config.vision.image_size),

@@ -1,6 +1,6 @@
 """Moment rule variants on held-out synthetic clips, scored once by the shipped tiny checkpoint.
 
-    python benchmarks/bench_moments.py [--videos 40] [--seed 777] [--json out.json]
+    python -m benchmarks.bench_moments [--videos 40] [--seed 777] [--json out.json]
 
 Generates a synthetic dataset with a seed the checkpoint was not trained on, scores every query once, then
 evaluates each moment-rule variant on the same scores: the single-run rule (grow the top frame while
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from videoitg.evaluation import best_iou, frame_spans, ranking
 from videoitg.moments import MomentParams, find_moments

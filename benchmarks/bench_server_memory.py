@@ -1,6 +1,6 @@
 """Memory of the real tritonserver (and its python stubs) before, during and after large and hostile requests.
 
-    python benchmarks/bench_server_memory.py upload:48 upload:256 gzip:1 [--max-video-bytes 64M] [--json out.json]
+    python -m benchmarks.bench_server_memory upload:48 upload:256 gzip:1 [--max-video-bytes 64M] [--json out.json]
 
 One server on the CPU repository of the embedded tiny checkpoint. Each step is `upload:MIB` (the sample video
 padded to MIB MiB with an MP4 `free` box: a valid video, sent over HTTP) or `gzip:GIB` (an HTTP infer request

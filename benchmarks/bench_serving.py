@@ -1,6 +1,6 @@
 """Served vs in-process latency, cache hit vs cold, and perf_analyzer throughput at concurrency 1..N.
 
-    python benchmarks/bench_serving.py [--clips 8] [--reps 3] [--concurrency 1:4] [--json out.json]
+    python -m benchmarks.bench_serving [--clips 8] [--reps 3] [--concurrency 1:4] [--json out.json]
 
 One tritonserver (CPU repository of the embedded tiny checkpoint) with three top-level models over the same
 steps: `videoitg` (BLS, feature cache on), `videoitg_nocache` (BLS, cache off: every request decodes and encodes)
@@ -28,15 +28,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 # Same OpenMP policy as the server's processes (videoitg.serving.binaries.server_env), set before torch loads:
 # on a loaded 2-core machine spin-waiting workers slow a tiny model's forward by an order of magnitude.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from videoitg.serving import binaries  # noqa: E402
-from videoitg.serving.protocol import DECODE, SELECT, SUMMARY_FILE, TOP, RepoSummary  # noqa: E402
-from videoitg.serving.repository import RepoSpec, build_repository, render  # noqa: E402
+from videoitg.serving import binaries
+from videoitg.serving.protocol import DECODE, SELECT, SUMMARY_FILE, TOP, RepoSummary
+from videoitg.serving.repository import RepoSpec, build_repository, render
 
 NOCACHE = "videoitg_nocache"
 UNSTREAMED = "videoitg_nocache_unstreamed"

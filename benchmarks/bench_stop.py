@@ -1,7 +1,7 @@
 """SIGINT to `videoitg serve --target cpu` (embedded default) with cold requests in flight and idle keep-alive
 connections: how long until it exits, and what each client got.
 
-    python benchmarks/bench_stop.py [--requests 8] [--grpc 4] [--idle 2] [--delay 0.3]
+    python -m benchmarks.bench_stop [--requests 8] [--grpc 4] [--idle 2] [--delay 0.3]
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from videoitg.clips import write_rgb_clip
+from videoitg.serving.client import VideoITGClient
+from videoitg.serving.ports import free_ports
 
-from tests.support.video import write_rgb_clip  # noqa: E402
-from videoitg.serving.client import VideoITGClient  # noqa: E402
-from videoitg.serving.ports import free_ports  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def moving_clip(path: Path, seed: int, frames: int = 900, w: int = 640, h: int = 360, gop: int | None = None) -> bytes:

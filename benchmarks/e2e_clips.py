@@ -1,24 +1,20 @@
 """The long H.264 clips of the end-to-end benchmark (the goals in docs/performance.md), made once and cached.
 
-Each clip is one encoded segment of camera-like content (`tests.support.video.write_natural_clip`) stream-copied end
+Each clip is one encoded segment of camera-like content (`videoitg.clips.write_natural_clip`) stream-copied end
 to end (`repeat_clip`): it decodes exactly like a real clip with that GOP structure and takes a minute to make
 instead of an hour of encoding on 2 cores.
 
-    python benchmarks/e2e_clips.py [--cache DIR] [NAME ...]     # make them (nice it: it is CPU-bound)
+    python -m benchmarks.e2e_clips [--cache DIR] [NAME ...]     # make them (nice it: it is CPU-bound)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.video import repeat_clip, write_natural_clip  # noqa: E402
+from videoitg.clips import repeat_clip, write_natural_clip
 
 CACHE = Path.home() / ".cache" / "videoitg" / "bench"
 

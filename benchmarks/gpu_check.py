@@ -1,7 +1,7 @@
 """The GPU check: is the GPU path right, and what does it cost? Writes gpu_check.json and gpu_check.md to --out.
 
-    python benchmarks/gpu_check.py --out DIR --wheelhouse WHEELS     # a GPU node without network
-    python benchmarks/gpu_check.py --out DIR --device cpu --tiny     # anywhere, tiny shapes (the test suite)
+    python -m benchmarks.gpu_check --out DIR --wheelhouse WHEELS     # a GPU node without network
+    python -m benchmarks.gpu_check --out DIR --device cpu --tiny     # anywhere, tiny shapes (the test suite)
 
 --wheelhouse: a folder holding the wheels `benchmarks/gpu_requirements.txt` lists (what a PyTorch image lacks).
 They are installed under --workdir with pip --no-index (numpy 1.x apart, for the tritonserver python-backend stub
@@ -649,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny shapes only (the CPU rehearsal in the test suite)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list from {','.join(SECTIONS)}")
     args = p.parse_args(argv)
+    args.out, args.workdir = args.out.resolve(), args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     server_python = sys.executable
     kept: dict[str, str] = {}
@@ -656,6 +657,10 @@ def main(argv: list[str] | None = None) -> int:
         paths, server_python, kept = install(args.wheelhouse, args.workdir)
         sys.path[:0] = paths
         os.environ["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
+        # Nothing runs in the checkout from here on (`python -m benchmarks.gpu_check` starts there): a process
+        # started in it (`python -m videoitg`, a served model's python stub) imports its `videoitg/` folder first,
+        # which lacks the folders the laid-out package maps into `videoitg` (python_backend, train, engine_build).
+        os.chdir(args.workdir)
     elif str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     os.environ.setdefault("VIDEOITG_HOME", str(args.workdir / "home"))

@@ -3,16 +3,13 @@ unread, by grpc.aio as the front uses it and with the front's memory settings (`
 launcher gives it `front_main.environment`), but none of the front's checks. It is what any front built on grpcio costs
 before its policy (`bench_front.py --relay`, the route `grpcio`).
 
-    python benchmarks/grpc_relay.py PORT HOST:PORT
+    python -m benchmarks.grpc_relay PORT HOST:PORT
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from videoitg.serving.front import GRPC_METHODS, SERVICE
 from videoitg.serving.front_main import return_freed_memory

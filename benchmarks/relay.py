@@ -1,7 +1,7 @@
 """A byte relay: each listening port passes its connections' bytes both ways to one upstream address, unread. It
 is what one more process on a request's path costs by itself, the floor under any front (`bench_front.py --relay`).
 
-    python benchmarks/relay.py PORT HOST:PORT [PORT HOST:PORT ...]
+    python -m benchmarks.relay PORT HOST:PORT [PORT HOST:PORT ...]
 """
 
 from __future__ import annotations

@@ -7,4 +7,6 @@ cd "$ROOT"
 ruff check .
 # Two workers: most tests wait on a server, a subprocess or Ray as much as they compute, so two take about two
 # thirds of one's time on the 2-core CI machine; more would start more tritonservers at once. `-n 0`: one process.
-python -m pytest -n 2 "$@"
+# loadgroup: the groups tests/conftest.py gives the tests on shared servers, and those of each module with servers of
+# its own, run in one worker each, so each of those servers starts once; the other tests are spread one by one.
+python -m pytest -n 2 --dist loadgroup "$@"

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.model import one_torch_thread
-from tests.support.server import served, skip_without_tritonserver
+from tests.support.server import CPU_SPEC, SharedServers, skip_without_tritonserver
 from videoitg.defaults import default_checkpoint
 from videoitg.pipeline import Scorer
-from videoitg.serving.repository import RepoSpec
 from videoitg.serving.server import TritonServer
 
 
@@ -25,12 +24,33 @@ def scorer():
 
 
 @pytest.fixture(scope="session")
-def cpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """One real tritonserver on the default CPU bls repository (embedded checkpoint, feature cache on) for every
-    module that only sends it ordinary requests. A user never stops or reconfigures it, reads its counters as
-    deltas, and sends videos no other user sends when it needs a cold cache."""
+def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
+    """Real tritonservers shared by the modules that only send them ordinary requests, one per repository spec and
+    server options (`SharedServers`): a module fixture holds one with `yield from shared_servers.hold(spec)`."""
     skip_without_tritonserver()
-    yield from served(RepoSpec(target="cpu"), tmp_path_factory)
+    servers = SharedServers(tmp_path_factory)
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(scope="session")
+def cpu_server(shared_servers: SharedServers) -> Iterator[TritonServer]:
+    """The session server: the CPU bls repository (embedded checkpoint, feature cache on) with two small limits and
+    5-frame decode chunks (`CPU_SPEC`), held for the whole session."""
+    yield from shared_servers.hold(CPU_SPEC)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which names each test's group from these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for `--dist loadgroup` (scripts/test.sh; a group runs in one worker): every test on a shared server
+    in one, so each shared server starts once in the suite, not once per worker that runs one of its tests; and the
+    tests of a module that starts servers of its own (marked `server`) in one per module, so a module-scoped server
+    starts once."""
+    for item in items:
+        if "shared_servers" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("shared-servers"))
+        elif item.get_closest_marker("server") is not None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ FOLDERS = {"videoitg": ROOT / "videoitg", "videoitg.train": ROOT / "train",
 # (rank, layer, module patterns); "x*" is x and every module under it; an exact name wins over a pattern
 LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (0, "core", ("videoitg", "videoitg.errors", "videoitg.jsonio", "videoitg.blank", "videoitg.digest",
-                 "videoitg.paths", "videoitg.knobs", "videoitg.admission", "videoitg.config", "videoitg.sampling",
+                 "videoitg.paths", "videoitg.clips", "videoitg.knobs", "videoitg.admission", "videoitg.config",
+                 "videoitg.sampling",
                  "videoitg.moments", "videoitg.preprocess", "videoitg.synthetic", "videoitg.defaults",
                  "videoitg.libraries", "videoitg.outputs", "videoitg.serving.protocol", "videoitg.batch.manifest",
                  "videoitg.batch.grouping")),

@@ -19,8 +19,8 @@ from tests.support import ROOT
 from videoitg.serving.front import SERVICE
 from videoitg.serving.ports import LOOPBACK, free_ports
 
-RELAY = ROOT / "benchmarks" / "relay.py"
-GRPC_RELAY = RELAY.with_name("grpc_relay.py")
+RELAY = [sys.executable, "-m", "benchmarks.relay"]  # run from ROOT, as the benchmarks run
+GRPC_RELAY = [sys.executable, "-m", "benchmarks.grpc_relay"]
 
 
 def _digest_server(listener: socket.socket) -> None:
@@ -53,7 +53,7 @@ def test_bytes_pass_unchanged_both_ways_and_a_half_close_reaches_the_server() ->
     listener = socket.create_server((LOOPBACK, 0))
     threading.Thread(target=_digest_server, args=(listener,), daemon=True).start()
     (port,) = free_ports(1)
-    relay = subprocess.Popen([sys.executable, str(RELAY), str(port), f"{LOOPBACK}:{listener.getsockname()[1]}"])
+    relay = subprocess.Popen([*RELAY, str(port), f"{LOOPBACK}:{listener.getsockname()[1]}"], cwd=ROOT)
     try:
         for size in (0, 11, 24 << 20):  # nothing, a small request, more than the relay queues before pausing
             payload = os.urandom(size)
@@ -89,7 +89,7 @@ def test_grpc_relay_passes_each_call_on_unread_and_its_refusal_back() -> None:
     up = server.add_insecure_port(f"{LOOPBACK}:0")
     server.start()
     (port,) = free_ports(1)
-    relay = subprocess.Popen([sys.executable, str(GRPC_RELAY), str(port), f"{LOOPBACK}:{up}"])
+    relay = subprocess.Popen([*GRPC_RELAY, str(port), f"{LOOPBACK}:{up}"], cwd=ROOT)
     try:
         with grpc.insecure_channel(f"{LOOPBACK}:{port}", options=[("grpc.max_send_message_length", -1)]) as ch:
             grpc.channel_ready_future(ch).result(timeout=30)

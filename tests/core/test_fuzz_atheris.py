@@ -2,9 +2,9 @@
 
 The fuzzer runs in its own process, so a native crash inside FFmpeg is caught as a crash (with the input saved by
 libFuzzer) instead of taking pytest down. In the suite: a short run (VIDEOITG_ATHERIS_SECONDS, default 6 s).
-By hand, a long run (figures in RELIABILITY.md):
+By hand, a long run from the repository root (figures in RELIABILITY.md):
 
-    /work/venv/bin/python tests/core/test_fuzz_atheris.py -max_total_time=600 -timeout=20 -rss_limit_mb=4096 CORPUS_DIR
+    python -m tests.core.test_fuzz_atheris -max_total_time=600 -timeout=20 -rss_limit_mb=4096 CORPUS_DIR
 
 First input byte picks the target: decode (rest = video bytes; 6 of 8 values), sampling parameters, or a path
 under an allowed root (instructions are left to hypothesis: building the tokenizer would double the start-up).
@@ -21,16 +21,14 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+from tests.support import ROOT
 
 
 def main(argv: list[str]) -> None:
     # atheris is optional (the test skips without it), and it instruments only what is imported inside
-    # `instrument_imports`; run as a script, `tests` is importable once ROOT is on sys.path
+    # `instrument_imports`, so nothing of videoitg is imported before it
     import atheris
 
-    sys.path[:0] = [str(ROOT)]
     with atheris.instrument_imports(include=["videoitg"]):
         from tests.support.fuzz import LIMITS, known_bug, known_request_bug
         from videoitg.decode import decode_video
@@ -68,8 +66,7 @@ def main(argv: list[str]) -> None:
 
 def write_corpus(d: Path) -> None:
     """Seed corpus: each valid clip behind the decode selector byte, plus an instruction and a path."""
-    sys.path[:0] = [str(ROOT)]
-    from tests.support.fuzz import SEEDS, seed_bytes  # run as a script: importable once ROOT is on sys.path
+    from tests.support.fuzz import SEEDS, seed_bytes  # not at the top: the fuzzer imports videoitg in `main` only
 
     d.mkdir(parents=True, exist_ok=True)
     for name in SEEDS:
@@ -86,10 +83,10 @@ def test_atheris_short_run(tmp_path: Path) -> None:
     # In the suite: a fixed seed and a bounded run count, so CI replays the same inputs every time (a new finding
     # must not turn CI red at random). Exploration is the long documented run (RELIABILITY.md), with its own seeds.
     seed = os.environ.get("VIDEOITG_ATHERIS_SEED", "1")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # `tests` importable from tmp_path
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__)), f"-max_total_time={seconds}", "-timeout=20", "-rss_limit_mb=3072",
-         f"-seed={seed}", "-runs=400", f"-artifact_prefix={tmp_path}/", str(corpus)],
+        [sys.executable, "-m", "tests.core.test_fuzz_atheris", f"-max_total_time={seconds}", "-timeout=20",
+         "-rss_limit_mb=3072", f"-seed={seed}", "-runs=400", f"-artifact_prefix={tmp_path}/", str(corpus)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=seconds + 120)
     log = proc.stderr[-4000:]
     assert proc.returncode == 0, f"atheris found a crash (inputs saved under {tmp_path}):\n{log}"

@@ -44,6 +44,8 @@ class TritonPythonModel(Decode):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
+    """The module's own server, not a shared one: its repository's decode step is a slow stand-in (DELAY_S), and its
+    tests read the top level's in-flight gauges as absolute values."""
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     shutil.copytree(repo / DECODE, repo / SLOW)
     cfg = repo / SLOW / "config.pbtxt"

@@ -59,6 +59,7 @@ small_clip = functools.partial(random_clip, size=48)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
+    """The module's own server, not a shared one: its tests overload it, kill a stub and then the server itself."""
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     log = tmp_path_factory.mktemp("log") / "tritonserver.log"
     opts = ServerOptions(exit_timeout_s=3)

@@ -95,6 +95,7 @@ needs_server = pytest.mark.skipif(not HAVE_SERVER, reason="no tritonserver (the 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
+    """Three servers of the module's own, not shared ones: routing needs three, and the last test kills one."""
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     logs = tmp_path_factory.mktemp("logs")
     srvs = [TritonServer(repo, ServerOptions(exit_timeout_s=5), log_path=logs / f"s{i}.log") for i in range(3)]
@@ -141,6 +142,7 @@ def dead_address_before(url: str, key: str) -> str:
 
 
 @needs_server
+@pytest.mark.server
 def test_score_cli_routes_by_video_and_skips_a_dead_server(servers, scorer, tmp_path, capsys):
     video = make_clip(tmp_path / "v.mp4", seed=11)
     key = routing.routing_key(video.read_bytes())
@@ -160,6 +162,7 @@ def test_score_cli_routes_by_video_and_skips_a_dead_server(servers, scorer, tmp_
 
 
 @needs_server
+@pytest.mark.server
 def test_hostile_rows_are_row_errors_at_once(servers, tmp_path):
     """A lone-surrogate instruction sent to the servers is the row's error at once, not a server outage (retries,
     then a stopped job with none of the good rows written). (A doc_id of 2**70 is refused when the manifest is
@@ -213,6 +216,7 @@ class Recorder(ServerPool):
 
 
 @needs_server
+@pytest.mark.server
 def test_batch_over_three_servers_routes_by_video_and_survives_a_server_killed_mid_job(
         servers, scorer, tmp_path, monkeypatch):
     """Last in the module: it kills a server. The batch driver runs in this process without Ray (as in

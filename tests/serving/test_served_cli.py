@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.compare import assert_moments_close
-from tests.support.server import served, skip_without_tritonserver
+from tests.support.server import skip_without_tritonserver
 from tests.support.video import WHOLE, ntsc_clip, random_clip, write_clip
 from videoitg.cli import main
 from videoitg.decode import decode_video, probe_video
@@ -115,8 +115,8 @@ def test_distinct_copies_have_other_bytes_and_the_same_frames(clips, tmp_path) -
 
 
 @pytest.fixture(scope="module")
-def no_cache_server(tmp_path_factory):
-    yield from served(RepoSpec(target="cpu", cache_bytes=0), tmp_path_factory)
+def no_cache_server(shared_servers):
+    yield from shared_servers.hold(RepoSpec(target="cpu", cache_bytes=0))
 
 
 def test_perf_on_a_deployment_without_the_cache(no_cache_server, clips, tmp_path, capsys) -> None:

@@ -15,7 +15,7 @@ pytest.importorskip("nvidia.dali", reason="DALI (nvidia-dali) is not installed")
 
 import tritonclient.grpc as grpc
 
-from tests.support.server import served, skip_without_tritonserver
+from tests.support.server import skip_without_tritonserver
 from tests.support.video import write_clip
 from videoitg.decode import decode_video, probe_video
 from videoitg.serving.client import RemoteError, VideoITGClient
@@ -34,8 +34,8 @@ LOGIT_TOL = 0.01
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    yield from served(RepoSpec(target="cpu", decoder="dali"), tmp_path_factory)
+def server(shared_servers):
+    yield from shared_servers.hold(RepoSpec(target="cpu", decoder="dali"))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 import tritonclient.grpc as grpc
 
 from tests.support.compare import SCORED, assert_records_close, assert_results_close
-from tests.support.server import served, skip_without_tritonserver
+from tests.support.server import skip_without_tritonserver
 from tests.support.video import random_clip
 from videoitg.batch.manifest import Row
 from videoitg.batch.scorers import ScorerSpec
@@ -43,10 +43,10 @@ def media(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(media, tmp_path_factory):
+def server(media, shared_servers):
     spec = RepoSpec(target="cpu", limits=served_defaults().replace(max_bytes=UPLOAD_LIMIT), stream_frames=5,
                     media_roots=(str(media.resolve()),))
-    yield from served(spec, tmp_path_factory)
+    yield from shared_servers.hold(spec)
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +190,10 @@ def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tm
 
 
 @pytest.fixture(scope="module")
-def unstreamed(media, tmp_path_factory):
+def unstreamed(media, shared_servers):
     spec = RepoSpec(target="cpu", limits=served_defaults().replace(max_bytes=UPLOAD_LIMIT), stream_frames=0,
                     media_roots=(str(media.resolve()),))
-    yield from served(spec, tmp_path_factory)
+    yield from shared_servers.hold(spec)
 
 
 def test_a_reference_through_the_unstreamed_decode_step(unstreamed, media, scorer) -> None:

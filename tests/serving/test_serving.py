@@ -1,9 +1,9 @@
 """The real tritonserver (CPU, python backend) serving the embedded tiny checkpoint on free loopback ports.
 
-One server for the whole module (starting it costs most of this file's time). Served outputs are compared with
-the in-process `Scorer` on the same video bytes and instruction. The server runs with two small limits
-(`LIMITS`: video bytes and instruction tokens) that every other test's inputs stay within, so the limit tests
-need no server of their own.
+The session server (conftest's `cpu_server`; starting a server costs more than most of this file's tests).
+Served outputs are compared with the in-process `Scorer` on the same video bytes and instruction. The server runs
+with two small limits (`LIMITS`: video bytes and instruction tokens) that every other input stays within, so the
+limit tests need no server of their own.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from tritonclient.utils import InferenceServerException
 from tests.support import ROOT
 from tests.support.compare import SCORED, TOL, assert_moments_close, assert_records_close, assert_results_close
 from tests.support.server import (
+    CPU_LIMITS,
+    CPU_STREAM_FRAMES,
     metric_value,
     read_until,
-    served,
     skip_without_tritonserver,
     wait_until,
 )
@@ -44,17 +45,13 @@ from videoitg.decode import decode_video
 from videoitg.defaults import sample_video
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.ports import free_ports
-from videoitg.serving.repository import RepoSpec
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag
 from videoitg.text import encode_instruction
 
 pytestmark = pytest.mark.server
-# Above every video (the sample is ~11 KB, make_clip's ~100 KB) and instruction (< 20 tokens) the other tests send.
-LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
-STREAM_FRAMES = 5
+LIMITS, STREAM_FRAMES = CPU_LIMITS, CPU_STREAM_FRAMES
 
 skip_without_tritonserver()
 
@@ -69,9 +66,8 @@ def sample():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    # The sample samples 24 frames: 5 a chunk makes the decode step stream 5 chunks, the last one short.
-    yield from served(RepoSpec(target="cpu", limits=LIMITS, stream_frames=STREAM_FRAMES), tmp_path_factory)
+def server(cpu_server):
+    return cpu_server
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.compare import assert_results_close
-from tests.support.server import metric_value, served, skip_without_tritonserver
+from tests.support.server import metric_value, skip_without_tritonserver
 from videoitg.cli import main as cli_main
 from videoitg.defaults import sample_video
 from videoitg.serving.client import VideoITGClient
@@ -36,8 +36,8 @@ def engines(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(engines, tmp_path_factory):
-    yield from served(RepoSpec(target="cpu", engines=str(engines)), tmp_path_factory)
+def server(engines, shared_servers):
+    yield from shared_servers.hold(RepoSpec(target="cpu", engines=str(engines)))
 
 
 def test_onnx_engines_answer_served_requests_like_in_process(server, scorer) -> None:

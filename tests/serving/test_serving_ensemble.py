@@ -12,7 +12,7 @@ import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.support.compare import assert_moments_close, assert_results_close
-from tests.support.server import served, skip_without_tritonserver
+from tests.support.server import skip_without_tritonserver
 from tests.support.video import random_clip
 from videoitg.errors import InputError
 from videoitg.serving.client import RemoteError, VideoITGClient
@@ -24,8 +24,8 @@ skip_without_tritonserver()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    yield from served(RepoSpec(target="cpu", mode="ensemble"), tmp_path_factory)
+def server(shared_servers):
+    yield from shared_servers.hold(RepoSpec(target="cpu", mode="ensemble"))
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -1,5 +1,6 @@
 """Tiny, deterministic test fixtures: the tiny config preset and a random tiny checkpoint in the released layout
-(embedded tower, tiny tokenizer). Nothing is downloaded."""
+(embedded tower, tiny tokenizer; `videoitg.train.tiny_tokenizer.build_tiny_checkpoint`, which the benchmarks use
+too). Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
-from videoitg.checkpoint import save_checkpoint
 from videoitg.config import VideoITGConfig, preset
-from videoitg.model import model_class
+from videoitg.train.tiny_tokenizer import build_tiny_checkpoint as build_tiny_checkpoint
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 
@@ -34,16 +34,6 @@ def one_torch_thread() -> Iterator[None]:
 
 def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
     return preset("tiny", vocab_size=vocab_size, **overrides)
-
-
-def build_tiny_checkpoint(out: str | Path, seed: int = 0, cfg: VideoITGConfig | None = None) -> Path:
-    """A random tiny checkpoint (embedded tower, tiny tokenizer) written in the released layout."""
-    tokenizer = build_tiny_tokenizer()
-    cfg = cfg or tiny_config(vocab_size=len(tokenizer))
-    torch.manual_seed(seed)
-    model = model_class(cfg)(cfg)
-    model.reset_head()
-    return save_checkpoint(model, out, tokenizer)
 
 
 def plain_writer_checkpoint(tmp_path: Path, tiny: Any, external_tower: bool) -> Path:

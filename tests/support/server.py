@@ -1,5 +1,6 @@
-"""Shared by the tests that start the real tritonserver: skip where none is installed, a started server on a fresh
-repository (conftest's session-wide `cpu_server`, or a module's own), its metrics and stubs, a reliability report."""
+"""Shared by the tests that start the real tritonserver: skip where none is installed, started servers shared by
+the tests of a worker (`SharedServers`, conftest's `shared_servers` and `cpu_server`) or a module's own (`served`),
+their metrics and stubs, a reliability report."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from videoitg.limits import Limits
 from videoitg.serving import binaries, procfs
 from videoitg.serving.ports import ServerError
 from videoitg.serving.repository import RepoSpec, build_repository
@@ -79,16 +82,101 @@ def start(srv: TritonServer, timeout_s: float = 240) -> TritonServer:
         return srv.restart(timeout_s=timeout_s)  # the failed launch stopped what it had started
 
 
-def served(spec: RepoSpec, tmp_path_factory: pytest.TempPathFactory,
-           options: ServerOptions | None = None) -> Iterator[TritonServer]:
-    """For a fixture (`yield from served(...)`): a started server on a new repository of `spec`, which must stop
-    cleanly (exit code 0) when the fixture ends."""
+def launch(spec: RepoSpec, tmp_path_factory: pytest.TempPathFactory,
+           options: ServerOptions | None = None) -> TritonServer:
+    """A started server on a new repository of `spec`."""
     repo = build_repository(spec, tmp_path_factory.mktemp("repo"))
     srv = TritonServer(repo, options or ServerOptions(), log_path=tmp_path_factory.mktemp("log") / "tritonserver.log")
-    start(srv)
-    yield srv
+    return start(srv)
+
+
+def stopped_cleanly(srv: TritonServer) -> str | None:
+    """Stop `srv`: None when tritonserver exited cleanly (exit code 0), else what went wrong, with its log's end."""
     code = srv.stop()
-    assert code == 0, f"tritonserver did not exit cleanly ({code}):\n{srv.log_tail()}"
+    return None if code == 0 else f"tritonserver did not exit cleanly ({code}):\n{srv.log_tail()}"
+
+
+def served(spec: RepoSpec, tmp_path_factory: pytest.TempPathFactory,
+           options: ServerOptions | None = None) -> Iterator[TritonServer]:
+    """For the fixture of a module that stops, restarts, reconfigures or breaks its server (`yield from
+    served(...)`): a started server on a new repository of `spec`, its own, which must stop cleanly when the fixture
+    ends. A module that only sends ordinary requests holds a shared one instead (`SharedServers.hold`)."""
+    srv = launch(spec, tmp_path_factory, options)
+    yield srv
+    failed = stopped_cleanly(srv)
+    assert failed is None, failed
+
+
+# The session server's repository (conftest's `cpu_server`): the CPU bls repository with two small limits that every
+# input its users send stays within (above the sample's ~11 KB, a random clip's ~100 KB and every instruction the
+# tests send), so tests/serving/test_serving.py checks both limits on it, and a decode step that streams 5 frames a
+# chunk, so the sample (24 sampled frames) streams in 5 chunks, the last one short.
+CPU_LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
+CPU_STREAM_FRAMES = 5
+CPU_SPEC = RepoSpec(target="cpu", limits=CPU_LIMITS, stream_frames=CPU_STREAM_FRAMES)
+
+
+class SharedServers:
+    """Started servers, one per (repository spec, server options), for the tests of one worker (conftest's
+    `shared_servers`): `hold` starts one the first time its key is asked for and hands the same running server to
+    every later holder; `close` stops them all at the end of the session.
+
+    A holder sends ordinary requests only: it never stops, restarts, reconfigures or breaks the server (a module
+    that does keeps its own, `served`), reads its counters as deltas, and sends videos no other holder sends where it
+    needs a cold cache. `pytest_collection_modifyitems` in tests/conftest.py runs every holder's tests in one
+    worker, so each of these servers starts once in the suite."""
+
+    # At most this many servers run, unless more are held at once: before a start, servers no one holds stop, least
+    # recently used first. Each one is tritonserver, the front and four python stubs holding torch and the tiny
+    # checkpoint (1.3 GB resident in all, measured); the other worker runs modules with servers of their own at the
+    # same time, on a machine that also runs other work. Two: the session server and the one the running module needs.
+    MAX_RUNNING = 2
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._servers: OrderedDict[str, TritonServer] = OrderedDict()  # least recently used first
+        self._holders: dict[str, int] = {}
+        self._failures: list[str] = []
+
+    def hold(self, spec: RepoSpec, **options) -> Iterator[TritonServer]:
+        """For a fixture (`yield from shared_servers.hold(spec, exit_timeout_s=...)`, options of `ServerOptions`):
+        the running server of this repository spec and these options, started on first use. A server that is no
+        longer running when its holder lets go fails that holder's teardown and is not handed out again."""
+        opts = ServerOptions(**options)
+        key = repr((spec, opts))  # every field of both (dataclasses): equal keys, equal repositories and servers
+        if key not in self._servers:
+            self._make_room()
+            self._servers[key] = launch(spec, self._tmp, opts)
+            self._holders[key] = 0
+        srv = self._servers[key]
+        self._servers.move_to_end(key)
+        self._holders[key] += 1
+        yield srv
+        self._holders[key] -= 1
+        if not srv.running:
+            del self._servers[key], self._holders[key]
+            srv.stop()
+            raise AssertionError(f"a shared server stopped while this module held it ({srv.exited}); a module that "
+                                 f"stops or breaks its server starts its own (`served`):\n{srv.log_tail()}")
+
+    def _make_room(self) -> None:
+        for key in [k for k in self._servers if not self._holders[k]]:
+            if len(self._servers) < self.MAX_RUNNING:
+                return
+            self._stop(key)
+
+    def _stop(self, key: str) -> None:
+        srv = self._servers.pop(key)
+        del self._holders[key]
+        failed = stopped_cleanly(srv)
+        if failed:
+            self._failures.append(f"{key}: {failed}")
+
+    def close(self) -> None:
+        """Stop every server; each must have exited cleanly (those stopped earlier too)."""
+        for key in list(self._servers):
+            self._stop(key)
+        assert not self._failures, "\n\n".join(self._failures)
 
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:
