@@ -16,6 +16,7 @@ import videoitg.checkpoint
 import videoitg.pipeline
 from tests.support.batch import local_stream
 from tests.support.compare import stable_ranking
+from tests.support.model import tiny_config
 from tests.support.train import small_dataset
 from videoitg import evaluation as ev
 from videoitg.annotations import read_annotations
@@ -109,14 +110,15 @@ def test_trtllm_grounding_follows_the_models_dtype(monkeypatch: pytest.MonkeyPat
     made: list[torch.dtype] = []
     fake = types.ModuleType("videoitg.engines.trtllm")
 
-    class FakeScorer:
-        def __init__(self, checkpoint, dtype):
+    class FakeScorer:  # TrtllmTorchScorer's signature; it records the precision it was asked for
+        def __init__(self, checkpoint, dtype, *, max_num_tokens: int, disable_fuse_rope: bool = False, **placement):
             made.append(dtype)
 
     fake.TrtllmTorchScorer = FakeScorer
     monkeypatch.setitem(sys.modules, "videoitg.engines.trtllm", fake)
 
     class Model:
+        config = tiny_config()  # what the runtime sizes its attention metadata from
         class model:  # the attribute path GroundingRuntime reads
             embed_tokens = torch.nn.Embedding(4, 2).to(torch.float16)
 
