@@ -246,3 +246,58 @@ def test_each_reason_is_answered_with_one_http_status_and_one_grpc_code() -> Non
     assert (Reason.STOPPING.http, Reason.STOPPING.grpc, Reason.STOPPING.label) == (503, policy.GrpcCode.UNAVAILABLE,
                                                                                     None)
     assert all(r.http in (400, 404, 408, 413, 417, 503) for r in Reason)
+
+
+def tensor(datatype: str, shape: list[int], data: object, name: str = "INSTRUCTION") -> bytes:
+    return json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]}).encode()
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (tensor("BYTES", [1, 1], [{"a": 1}]), "input 'INSTRUCTION': 'data' of datatype BYTES holds an object"),
+    (tensor("BYTES", [1, 1], [[5]]), "holds a number"),
+    (tensor("BYTES", [1, 2], [["a", None]]), "holds a null"),
+    (tensor("BOOL", [2], [True, 1], "B"), "input 'B': 'data' of datatype BOOL holds a number"),
+    (tensor("INT8", [1], [-129], "I"), "an integer of INT8 in [-128, 127]"),
+    (tensor("INT32", [1], [2**31], "I"), "INT32 in [-2147483648, 2147483647]"),
+    (tensor("UINT8", [1], [-1], "I"), "UINT8 in [0, 255]"),
+    (tensor("UINT64", [1], [2**64], "I"), "UINT64 in [0, 18446744073709551615]"),
+    (tensor("INT64", [1], [1.5], "I"), "holds a number that is not an integer"),
+    (tensor("INT64", [1], [True], "I"), "holds a boolean"),
+    (tensor("FP32", [1], [1e39], "F"), "a finite number of FP32"),
+    (b'{"inputs": [{"name": "F", "datatype": "FP64", "shape": [1], "data": [1e400]}]}', "a finite number of FP64"),
+    (tensor("FP32", [1], ["1"], "F"), "holds a string"),
+    (tensor("FP16", [1], [1.0], "F"), "FP16 data cannot be sent as JSON: send it as binary data"),
+    (tensor("STRING", [1], ["a"]), "datatype 'STRING' is not one of"),
+    (tensor("BYTES", [1, 2], ["a"]), "'data' has 1 element, its shape [1, 2] holds 2"),
+    (tensor("INT32", [2, 2], [[1, 2], [3]], "I"), "'data' has 3 elements, its shape [2, 2] holds 4"),
+])
+def test_each_data_element_fits_its_datatype(body: bytes, why: str) -> None:
+    """JSON `data` that tritonserver 2.51 reads as something else: an object in BYTES data was a 500 ("Unable to
+    parse JSON bytes array"), too few elements a 500 ("Shape does not match"), an integer out of its type's range
+    silently wrapped. Each is 400 naming the input."""
+    err = policy.http_infer_error(body, None)
+    assert err is not None and why in err and err.reason is Reason.DATA, err
+    assert len(err) < 300
+
+
+def test_data_that_fits_its_datatype_passes() -> None:
+    fits = [tensor("BYTES", [1, 1], [["when does the dog jump?"]]), tensor("BYTES", [1, 1], "one string"),
+            tensor("BOOL", [2], [True, False], "B"), tensor("INT8", [2], [-128, 127], "I"),
+            tensor("UINT64", [1], [2**64 - 1], "I"), tensor("INT64", [2, 1], [[-(2**63)], [2**63 - 1]], "I"),
+            tensor("FP32", [3], [1, -2.5, 3.4e38], "F"), tensor("FP64", [1], [1e308], "F"),
+            tensor("INT32", [0], [], "I")]
+    for body in fits:
+        assert policy.http_infer_error(body, None) is None, body
+
+
+def test_checking_data_is_bounded_by_the_header() -> None:
+    """The most elements a 1 MiB header holds (one digit each) are checked, the count against the shape first."""
+    n = (policy.MAX_HEADER_BYTES - 200) // 2
+
+    def compact(shape: list[int]) -> bytes:
+        return json.dumps({"inputs": [{"name": "I", "datatype": "INT64", "shape": shape, "data": [7] * n}]},
+                          separators=(",", ":")).encode()
+
+    assert len(compact([n])) <= policy.MAX_HEADER_BYTES and policy.http_infer_error(compact([n]), None) is None
+    err = policy.http_infer_error(compact([n + 1]), None)
+    assert err is not None and f"'data' has {n} elements, its shape [{n + 1}] holds {n + 1}" in err, err

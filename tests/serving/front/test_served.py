@@ -199,6 +199,8 @@ def test_ambiguous_and_malformed_requests_get_400_naming_the_problem(server: Tri
         (json.dumps({"inputs": [VALID]}).encode("utf-16"), "", b"not valid UTF-8"),
         (valid, "Inference-Header-Content-Length: \u00b2\r\n", b"ASCII digits"),
         (valid, "Content-Encoding: identity\r\nContent-Encoding: gzip\r\n", b"given 2 times"),
+        # tritonserver answered 500 "Unable to parse JSON bytes array"
+        (json.dumps({"inputs": [{**VALID, "data": [{"a": 1}]}]}).encode(), "", b"input 'INSTRUCTION': 'data'"),
     ]
     for body, extra, why in cases:
         request = (head + extra + f"Content-Length: {len(body)}\r\n\r\n").encode("utf-8") + body

@@ -23,7 +23,8 @@ reason labels the front's `videoitg_front_rejected` counter):
 - at most as many inputs and outputs as the public models' signatures declare (the repository summary), counted
   before any of them is looked at (gRPC, `grpc_policy.py`: and one `raw_input_contents` per input when any);
 - every input's shape has at most `MAX_ELEMENTS` elements (a shape whose byte size overflows passes Triton 2.51's
-  size check and aborts the python-backend stub before any model code runs).
+  size check and aborts the python-backend stub before any model code runs);
+- an input's JSON `data` has as many elements as its shape and each fits its datatype (`data_error`).
 A body reaches Triton whole, with a Content-Length: Triton 2.51 overflows its stack decoding a body sent in many
 small chunks (CVE-2025-23310 / CVE-2025-23311).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from enum import Enum, IntEnum
@@ -90,6 +92,7 @@ class Reason(Enum):
     STRUCTURE = ("structure", 400, GrpcCode.INVALID_ARGUMENT)
     PARAMETERS = ("parameters", 400, GrpcCode.INVALID_ARGUMENT)
     JSON = ("json", 400, GrpcCode.INVALID_ARGUMENT)
+    DATA = ("data", 400, GrpcCode.INVALID_ARGUMENT)  # JSON `data` that does not fit its input's datatype or shape
     FRAMING = ("framing", 400, GrpcCode.INVALID_ARGUMENT)
     EXPECT = ("framing", 417, GrpcCode.INVALID_ARGUMENT)  # an Expect header other than 100-continue
     ENCODING = ("encoding", 400, GrpcCode.UNIMPLEMENTED)
@@ -241,6 +244,8 @@ def infer_header_error(header: Any, max_inputs: int = DEFAULT_MAX_TENSORS,
             return err
         if "parameters" in inp and (err := parameters_error(f"input '{name}': ", "input", inp["parameters"])):
             return err
+        if "data" in inp and (err := data_error(name, inp["datatype"], inp["shape"], inp["data"])) is not None:
+            return err
     for i, out in enumerate(outputs):
         if not isinstance(out, dict) or not isinstance(out.get("name"), str):
             return Refusal("each of 'outputs' must be an object with a string 'name'", Reason.STRUCTURE)
@@ -248,6 +253,70 @@ def infer_header_error(header: Any, max_inputs: int = DEFAULT_MAX_TENSORS,
             return err
         if "parameters" in out and (err := parameters_error(f"outputs[{i}]: ", "output", out["parameters"])):
             return err
+    return None
+
+
+# What Triton reads from each element of an input's JSON `data`, by datatype (`ReadDataFromJson` in http_server.cc,
+# 2.51 and 2.71 alike): a string for BYTES (JSON strings only: Triton takes base64 for model files and CUDA
+# shared-memory handles, neither served), a boolean for BOOL, an integer for INTn and UINTn (Triton truncates one
+# out of its type's range), a number for FP32 and FP64 (one past FP32's range would be inf); FP16 and BF16 only as
+# binary data. An object in BYTES data was a 500 ("Unable to parse JSON bytes array"), and so were too few elements.
+_INT_RANGE = {**{f"INT{b}": (-(1 << (b - 1)), (1 << (b - 1)) - 1) for b in (8, 16, 32, 64)},
+              **{f"UINT{b}": (0, (1 << b) - 1) for b in (8, 16, 32, 64)}}
+_FP_MAX = {"FP32": 3.4028234663852886e38, "FP64": sys.float_info.max}
+_BINARY_ONLY = ("FP16", "BF16")
+DATATYPES = ("BOOL", *_INT_RANGE, *_FP_MAX, "BYTES", *_BINARY_ONLY)
+_KINDS = {str: "a string", bool: "a boolean", int: "a number", float: "a number", dict: "an object",
+          type(None): "a null"}
+
+
+def _elements(data: Any) -> list[Any]:
+    """The elements of a JSON `data` value: its lists expanded at any depth (in no particular order), a scalar
+    one element. Bounded by the JSON header's bounds (its size, its count of lists)."""
+    if type(data) is not list:
+        return [data]
+    elements: list[Any] = []
+    lists = [data]
+    while lists:
+        for x in lists.pop():
+            (lists if type(x) is list else elements).append(x)
+    return elements
+
+
+def data_error(name: str, datatype: str, shape: list[int], data: Any) -> Refusal | None:
+    """What is wrong with an input's JSON `data` (its shape already checked), or None: as many elements as its
+    shape holds, each of the kind its datatype takes (`DATATYPES`), integers in their type's range, numbers finite
+    in theirs. Work in C loops over the elements, bounded by the header's size."""
+    where = f"input '{name}': "
+    if datatype in _BINARY_ONLY:
+        return Refusal(f"{where}{datatype} data cannot be sent as JSON: send it as binary data", Reason.DATA)
+    if datatype not in DATATYPES:
+        return Refusal(f"{where}datatype {datatype[:16]!r} is not one of {', '.join(DATATYPES)}", Reason.DATA)
+    elements = _elements(data)
+    if len(elements) != (want := math.prod(shape)):
+        n = len(elements)
+        return Refusal(f"{where}'data' has {n} element{'s' * (n != 1)}, its shape {str(list(shape))[:80]} holds "
+                       f"{want}", Reason.DATA)
+    if datatype == "BYTES":
+        allowed, must = {str}, "a string"
+    elif datatype == "BOOL":
+        allowed, must = {bool}, "a boolean"
+    elif datatype in _INT_RANGE:
+        low, high = _INT_RANGE[datatype]
+        allowed, must = {int}, f"an integer of {datatype} in [{low}, {high}]"
+    else:
+        allowed, must = {int, float}, f"a finite number of {datatype} (at most {_FP_MAX[datatype]:.4g} in magnitude)"
+    if not set(map(type, elements)) <= allowed:
+        bad = next(x for x in elements if type(x) not in allowed)
+        kind = "a number that is not an integer" if allowed == {int} and type(bad) is float else _KINDS[type(bad)]
+        return Refusal(f"{where}'data' of datatype {datatype} holds {kind}: each element must be {must}",
+                       Reason.DATA)
+    if not elements:
+        return None
+    if datatype in _INT_RANGE and (min(elements) < low or max(elements) > high) or \
+            datatype in _FP_MAX and max(map(abs, elements)) > _FP_MAX[datatype]:
+        return Refusal(f"{where}'data' of datatype {datatype} holds a value out of its range: each element must be "
+                       f"{must}", Reason.DATA)
     return None
 
 
