@@ -398,8 +398,8 @@ def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: py
 
 def test_grpc_calls_refused_by_their_headers_or_message_prefix() -> None:
     """Refused before the message's bytes are kept: a length over the bound (at its prefix), a compressed message
-    or encoding, a method the front does not serve, a call that is not gRPC; a connection past the port's cap is
-    closed at once. Each counted by its reason."""
+    or encoding, a method the front does not serve, a call that is not gRPC; a connection past the port's cap, with
+    a call open on every other one, is closed at once. Each counted by its reason."""
     async def run() -> tuple[dict[str, tuple[str, str]], bytes, config.FrontCounters]:
         grpc = pytest.importorskip("grpc")
         async with grpc_front(max_request_bytes=1 << 20, max_connections=2) as (target, counters, _):
@@ -417,8 +417,13 @@ def test_grpc_calls_refused_by_their_headers_or_message_prefix() -> None:
             answers["model load"] = await client.status(admin)
             async with grpc.aio.insecure_channel(target) as channel:  # the second connection
                 answers["live"] = ("0", "") if await outcome(channel.unary_unary(LIVE)(b"")) == "OK" else ("?", "")
+                stall = channel.stream_unary(LIVE)(never())  # a call open on each connection: neither is idle
+                pending = client.open()
+                await client.send(pending, prefix(10))
+                await asyncio.sleep(0.3)
                 third_reader, _ = await asyncio.open_connection(*target.rsplit(":", 1))
                 third = await asyncio.wait_for(third_reader.read(), 5)
+                stall.cancel()
             await client.close()
             return answers, third, counters
 
@@ -458,3 +463,54 @@ def test_a_grpc_call_waiting_for_its_message_is_displaced_by_a_newer_one() -> No
     assert all("exactly one request message" in c for c in counts), counts
     # a cancel is a RST_STREAM, not counted; a call that ends its side with no message (or two) is
     assert counters.rejected == {("grpc", "stalled"): 1, ("grpc", "structure"): 2}, counters.rejected
+
+
+def test_at_the_cap_the_oldest_connection_without_a_call_is_told_goaway_for_a_new_one() -> None:
+    """With the gRPC port's cap reached, a new connection is taken by ending the connection with no open call idle
+    longest (GOAWAY, then closed); one whose call's message is still arriving is never the one ended."""
+
+    async def run() -> tuple[int | None, tuple[str, str], str, tuple[str, str], str]:
+        async with grpc_front(max_connections=2) as (target, counters, _):
+            idle = await H2Client().connect(target)
+            sid = idle.open("ServerLive")
+            await idle.send(sid, prefix(0), end=True)
+            assert await idle.status(sid) == ("0", "")
+            arriving = await H2Client().connect(target)
+            waiting = arriving.open("ServerLive")
+            await arriving.send(waiting, prefix(100) + b"v" * 10)
+            async with grpc.aio.insecure_channel(target) as channel:
+                answered = await outcome(channel.unary_unary(LIVE)(b""))
+            await asyncio.wait_for(idle.task, 5)  # the front closed it
+            await arriving.send(waiting, b"v" * 90, end=True)
+            finished = await arriving.status(waiting)
+            await idle.close()
+            await arriving.close()
+            return idle.goaway, await idle.status(sid), answered, finished, counters.text()
+
+    goaway, before, answered, finished, text = asyncio.run(run())
+    assert goaway == 0 and before == ("0", ""), (goaway, before)  # NO_ERROR: a graceful end
+    assert answered == "OK" and finished == ("0", ""), (answered, finished)
+    assert 'videoitg_front_idle_closed{protocol="grpc"} 1' in text, text
+
+
+def test_health_calls_are_answered_within_a_second_when_tritonserver_does_not_answer() -> None:
+    """ServerLive, ServerReady and ModelReady toward a tritonserver that answers nothing: UNAVAILABLE within 1 s
+    (metadata keeps its 10 s bound)."""
+
+    async def never(raw: bytes, context: Any) -> bytes:
+        await asyncio.sleep(60)
+        return b""
+
+    async def run() -> list[tuple[str, float]]:
+        methods = {m: never for m in ("ServerLive", "ServerReady", "ModelReady")}
+        async with grpc_front(methods, pass_timeout_s=10.0) as (target, _, _), \
+                grpc.aio.insecure_channel(target) as channel:
+            took = []
+            for method in methods:
+                t0 = time.monotonic()
+                got = await outcome(channel.unary_unary(f"/{SERVICE}/{method}")(b""), 10)
+                took.append((got.split(":")[0], round(time.monotonic() - t0, 2)))
+            return took
+
+    took = asyncio.run(run())
+    assert all(code == "UNAVAILABLE" and s < 1.0 for code, s in took), took

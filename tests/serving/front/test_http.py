@@ -16,7 +16,7 @@ pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installe
 
 from aiohttp import web
 
-from tests.support.front import BODY, VIDEO_HEADER, exchange, infer_head, running_front, status
+from tests.support.front import BODY, VIDEO_HEADER, exchange, infer_head, running_front, status, upstream_echo
 from tests.support.server import settled
 from videoitg.serving.front import bounds, config, http, policy
 from videoitg.serving.protocol import TOP
@@ -78,23 +78,26 @@ def test_a_stalled_tritonserver_gets_503_within_the_stated_bound() -> None:
 
 
 def test_connections_are_capped_and_silent_ones_time_out() -> None:
-    async def run() -> tuple[list[bytes], bytes, float, bytes]:
-        async with running_front(max_connections=4, keepalive_s=1.0) as (port, _, _):
+    """Four silent connections fill the cap: a fifth takes the place of the one silent longest, and the other three
+    (one of which sends half a header) are closed after keepalive_s."""
+    async def run() -> tuple[list[bytes], bytes, float, bytes, str]:
+        async with running_front(max_connections=4, keepalive_s=1.0) as (port, _, counters):
             idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
             await asyncio.sleep(0.1)
             over = await exchange(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
-            t0 = time.monotonic()  # the four never send a byte (one sends half a header): closed after keepalive_s
-            idle[0][1].write(b"GET /v2/health/re")
+            t0 = time.monotonic()  # the three never send a byte (one sends half a header): closed after keepalive_s
+            idle[1][1].write(b"GET /v2/health/re")
             closed = [await asyncio.wait_for(r.read(), 10) for r, _ in idle]
             took = time.monotonic() - t0
             for _, w in idle:
                 w.close()
             await asyncio.sleep(0.1)
             ok = await exchange(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return closed, over, took, ok
+            return closed, over, took, ok, counters.text()
 
-    closed, over, took, ok = asyncio.run(run())
-    assert over.startswith(b"HTTP/1.1 503"), over
+    closed, over, took, ok, text = asyncio.run(run())
+    assert over.startswith(b"HTTP/1.1 200"), over
+    assert 'videoitg_front_idle_closed{protocol="http"} 1' in text, text
     assert closed == [b""] * 4 and took < 4, (closed, took)
     assert ok.startswith(b"HTTP/1.1 200"), ok[:100]
 
@@ -106,7 +109,7 @@ def test_the_metrics_port_has_a_small_cap_of_its_own() -> None:
 
     async def run() -> tuple[bytes, bytes, str]:
         async with running_front(max_connections=4) as (port, metrics, counters):
-            idle = [await asyncio.open_connection("127.0.0.1", metrics) for _ in range(http.METRICS_CONNECTIONS)]
+            idle = [await asyncio.open_connection("127.0.0.1", metrics) for _ in range(config.METRICS_CONNECTIONS)]
             await asyncio.sleep(0.1)
             over = await exchange(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
             ok = await exchange(port, hello)
@@ -465,3 +468,85 @@ def test_an_extra_route_is_served_before_the_kserve_api_with_the_ports_own_answe
     assert status(wrong_method) == 404 and b"POST only" in wrong_method, wrong_method[:200]
     assert status(other) == 404 and b"is not served" in other, other[:200]
     assert 'videoitg_front_rejected{protocol="http",reason="route"} 2' in text, text
+
+
+def test_at_the_cap_the_oldest_idle_keepalive_connection_is_closed_for_a_new_one() -> None:
+    """Like nginx at its connection limit: with the cap reached, a new connection is taken by closing the idle
+    keep-alive connection idle longest; a connection with a request in flight or a body arriving is never the one
+    closed, and with none idle the new one is refused (503). Each closed one is counted."""
+    release = asyncio.Event()
+
+    async def gated(request: web.Request) -> web.Response:
+        if request.path.endswith("/infer"):
+            await release.wait()
+        return await upstream_echo(request)
+
+    health = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def open_idle(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(health)
+        assert status(await asyncio.wait_for(reader.readuntil(b"}"), 10)) == 200
+        return reader, writer
+
+    async def closed(reader: asyncio.StreamReader, within: float) -> bool:
+        """Whether the front closes the connection within `within` s (what is left of an answer read on the way)."""
+        try:
+            await asyncio.wait_for(reader.read(), within)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def run() -> tuple[list[object], str]:
+        async with running_front(gated, max_connections=4) as (port, _, counters):
+            in_flight = await asyncio.open_connection("127.0.0.1", port)
+            in_flight[1].write(infer_head(len(BODY)) + BODY)
+            arriving = await asyncio.open_connection("127.0.0.1", port)
+            head = infer_head(len(VIDEO_HEADER) + 1000, f"Inference-Header-Content-Length: {len(VIDEO_HEADER)}")
+            arriving[1].write(head + VIDEO_HEADER + b"v" * 10)
+            older = await open_idle(port)
+            await asyncio.sleep(0.05)
+            newer = await open_idle(port)
+            first = await open_idle(port)  # at the cap: the oldest idle one makes room
+            got: list[object] = [await closed(older[0], 5), await closed(newer[0], 0.3)]
+            second = await open_idle(port)
+            got.append(await closed(newer[0], 5))
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]  # requests in flight, each
+            for _, writer in held:  # taking an idle connection's place (first's, then second's)
+                writer.write(infer_head(len(BODY)) + BODY)
+            await asyncio.sleep(0.2)
+            got += [await closed(first[0], 5), await closed(second[0], 5)]
+            full = await exchange(port, health, timeout=5)  # 4 connections, none of them idle
+            got.append(status(full))
+            release.set()
+            arriving[1].write(b"v" * 990)
+            for reader, _ in (in_flight, arriving, *held):
+                got.append(status(await asyncio.wait_for(reader.readuntil(b"}"), 10)))
+            for _, writer in (in_flight, arriving, *held, older, newer, first, second):
+                writer.close()
+            return got, counters.text()
+
+    got, text = asyncio.run(run())
+    assert got == [True, False, True, True, True, 503, 200, 200, 200, 200], got
+    assert 'videoitg_front_idle_closed{protocol="http"} 4' in text, text
+
+
+def test_health_is_answered_within_a_second_when_tritonserver_does_not_answer() -> None:
+    """A stopped tritonserver (SIGSTOP) answers nothing: health and readiness are answered not ready (503) within
+    1 s, the bound of a Kubernetes probe, where metadata waits out its 10 s bound."""
+
+    async def never(request: web.Request) -> web.Response:
+        await asyncio.sleep(60)
+        return web.Response()
+
+    async def run() -> list[tuple[int, float]]:
+        async with running_front(never, pass_timeout_s=10.0) as (port, _, _):
+            took = []
+            for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{TOP}/ready"):
+                t0 = time.monotonic()
+                answer = await exchange(port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                took.append((status(answer), round(time.monotonic() - t0, 2)))
+            return took
+
+    took = asyncio.run(run())
+    assert all(code == 503 and s < 1.0 for code, s in took), took

@@ -4,6 +4,8 @@ server keeps serving, the metrics page, its counters, and a stop with requests i
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -99,6 +101,35 @@ def test_deep_nesting_and_many_chunks_are_answered_and_the_server_keeps_serving(
     assert answer.startswith(b"HTTP/1.1 413") and b"--max-video-bytes" in answer, answer
     assert serves(server)
     assert server.running and server.restarts == 0
+
+
+@pytest.mark.server
+def test_a_stopped_tritonserver_is_reported_not_live_and_not_ready_within_a_second(server: TritonServer) -> None:
+    """tritonserver stopped (SIGSTOP) answers nothing: the front answers health and readiness (HTTP and gRPC) not
+    live, not ready within 1 s, a Kubernetes probe's bound; once it runs again, so does every request."""
+    import grpc  # the serve extra
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    took: dict[str, tuple[object, float]] = {}
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{TOP}/ready"):
+            t0 = time.monotonic()
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://{server.http_url}{path}", timeout=10)
+            took[path] = (e.value.code, time.monotonic() - t0)
+        with grpc.insecure_channel(server.grpc_url) as ch:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
+            for name, call in (("ServerLive", lambda: stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10)),
+                               ("ServerReady", lambda: stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10))):
+                t0 = time.monotonic()
+                with pytest.raises(grpc.RpcError) as g:
+                    call()
+                took[name] = (g.value.code().name, time.monotonic() - t0)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert all(code in (503, "UNAVAILABLE") and s < 1.0 for code, s in took.values()), took
+    assert wait_until(server.is_ready, 30) and serves(server)
 
 
 @pytest.mark.server

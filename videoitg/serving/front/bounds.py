@@ -17,6 +17,11 @@ MIN_BODY_RATE = 1 << 20  # bytes per second
 FORWARD_BYTES = 64 << 10  # the smallest write of a body passed on while it arrives (but its last)
 OVER_BUDGET = "the server holds too many request bodies now: retry shortly"  # a refusal of the held-bytes budget
 ABANDONED = "the client closed the connection before the body was sent"
+STOPPING = "the server is stopping: send the request again"  # a body or message still arriving at a stop
+
+
+class Stopping(Exception):
+    """The server is stopping: set on a body's stream (`BodyReader.stop`), which ends its reading."""
 
 
 class ByteBudget:
@@ -88,7 +93,8 @@ class BodyReader:
     answered); a byte at least every `idle_s`, and the body's pace kept (`body_time_left`), counting only the time
     spent waiting for the client: while the front does not read (tritonserver taking the body slower than it
     arrives), the client is not blamed. `refusal` says why reading stopped early: over `limit` (413), over the
-    budget (503), too slow (408), the client gone ('abandoned'), a malformed chunked encoding."""
+    budget (503), too slow (408), the client gone ('abandoned'), a malformed chunked encoding, the server stopping
+    (503, `stop`)."""
 
     def __init__(self, stream: Any, limit: int, budget: ByteBudget, idle_s: float = BODY_IDLE_S):
         self.stream, self.limit, self.budget, self.idle_s = stream, limit, budget, idle_s
@@ -118,6 +124,8 @@ class BodyReader:
                     self.waited += self.loop.time() - t0
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
             self.refusal = body_timeout("request body", wait if wait == self.idle_s else None)
+        except Stopping:
+            self.refusal = Refusal(STOPPING, Reason.STOPPING)
         except ConnectionError as e:
             e.__traceback__ = None  # the request's stream keeps this exception: its traceback would hold the body
             self.refusal = Refusal(ABANDONED, Reason.ABANDONED)
@@ -139,6 +147,12 @@ class BodyReader:
     def release(self) -> None:
         self.budget.give(self.taken)
         self.taken = 0
+
+    def stop(self) -> None:
+        """The server is stopping: a body still arriving is refused at once (its next read, or the one waiting,
+        ends with `Stopping`); a body all in hand is not."""
+        if self.refusal is None and not self.stream.is_eof():
+            self.stream.set_exception(Stopping())
 
 
 async def stream_body(pending: list[bytes], reader: BodyReader) -> AsyncIterator[bytes]:

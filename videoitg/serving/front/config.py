@@ -10,6 +10,11 @@ from videoitg.serving.front.bounds import BODY_IDLE_S, ByteBudget
 from videoitg.serving.front.policy import DEFAULT_MAX_TENSORS, Refusal
 
 KEEPALIVE_S = 15.0  # to send a request's headers, and an idle keep-alive connection's life
+# Liveness and readiness toward tritonserver: a Kubernetes probe gives up after 1 s (its default timeoutSeconds),
+# so a tritonserver that does not answer (stopped, wedged) is reported not live or not ready within it.
+HEALTH_TIMEOUT_S = 0.75
+MAX_CONNECTIONS = 4096  # on the HTTP port and on the gRPC port, at most: lowered at start to fit the open-file limit
+METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 
 
 @dataclass(frozen=True)
@@ -27,10 +32,12 @@ class FrontConfig:
     max_inputs: int = DEFAULT_MAX_TENSORS  # the public models' signature (`RepoSummary.signature_bound`)
     max_outputs: int = DEFAULT_MAX_TENSORS
     held_bytes: int = 1 << 30  # request body bytes held at once, all connections together (at least one request)
-    # open client connections on the HTTP port (below the common 1024 open-file limit); gRPC calls waiting for their
-    # message, and gRPC calls being answered
-    max_connections: int = 768
-    pass_timeout_s: float = 10.0  # health, metadata, config, statistics, metrics toward tritonserver
+    # open client connections on each of the HTTP and gRPC ports (past it, the one idle longest is closed for a new
+    # one), gRPC calls waiting for their message, and gRPC calls being answered; the process lowers it to fit its
+    # open-file limit (`process.connection_cap`)
+    max_connections: int = MAX_CONNECTIONS
+    health_timeout_s: float = HEALTH_TIMEOUT_S  # liveness and readiness (server and model) toward tritonserver
+    pass_timeout_s: float = 10.0  # metadata, config, statistics, metrics toward tritonserver
     infer_timeout_s: float = 300.0  # an inference toward tritonserver
     keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
     body_idle_s: float = BODY_IDLE_S  # the longest wait for the next byte of a request body
@@ -44,11 +51,13 @@ def held_budget(cfg: FrontConfig) -> ByteBudget:
 class FrontCounters:
     """What the front answered itself, on the metrics page beside tritonserver's: `videoitg_front_rejected{protocol,
     reason}` (the client's fault: a Refusal's reason's label) and `videoitg_front_unavailable{protocol}`
-    (tritonserver did not answer within its bound, or could not be reached)."""
+    (tritonserver did not answer within its bound, or could not be reached), and `videoitg_front_idle_closed{protocol}`
+    (idle connections closed at the connection cap to take a new one)."""
 
     def __init__(self) -> None:
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.unavailable: Counter[str] = Counter()
+        self.idle_closed: Counter[str] = Counter()
 
     def reject(self, protocol: str, refusal: Refusal) -> None:
         if refusal.reason.label is not None:
@@ -62,4 +71,7 @@ class FrontCounters:
         lines += ["# HELP videoitg_front_unavailable requests answered unavailable: tritonserver did not answer",
                   "# TYPE videoitg_front_unavailable counter"]
         lines += [f'videoitg_front_unavailable{{protocol="{p}"}} {n}' for p, n in sorted(self.unavailable.items())]
+        lines += ["# HELP videoitg_front_idle_closed idle connections closed at the connection cap for a new one",
+                  "# TYPE videoitg_front_idle_closed counter"]
+        lines += [f'videoitg_front_idle_closed{{protocol="{p}"}} {n}' for p, n in sorted(self.idle_closed.items())]
         return "\n".join(lines) + "\n"

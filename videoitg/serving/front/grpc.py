@@ -17,11 +17,11 @@ from typing import Any
 
 import grpc
 
-from videoitg.serving.front.bounds import ByteBudget, WaitingCalls, body_time_left, body_timeout
+from videoitg.serving.front.bounds import STOPPING, ByteBudget, WaitingCalls, body_time_left, body_timeout
 from videoitg.serving.front.config import FrontConfig, FrontCounters
 from videoitg.serving.front.grpc_calls import Call, Connection
 from videoitg.serving.front.grpc_frames import cheap_data_frame_repr
-from videoitg.serving.front.grpc_policy import GRPC_METHODS, SERVICE, grpc_message_error
+from videoitg.serving.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_message_error
 from videoitg.serving.front.policy import Reason, Refusal, bounded_text
 
 SWEEP_S = 0.5  # how often the time bounds are checked
@@ -47,7 +47,8 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
                                                                 cfg.max_outputs)) is not None:
             counters.reject("grpc", err)
             return err.reason.grpc, err
-        bound = cfg.infer_timeout_s if method == "ModelInfer" else cfg.pass_timeout_s
+        bound = (cfg.infer_timeout_s if method == "ModelInfer" else
+                 cfg.health_timeout_s if method in HEALTH_METHODS else cfg.pass_timeout_s)
         try:
             return await calls[method](raw, timeout=bound if remaining is None else min(remaining, bound))
         except grpc.aio.AioRpcError as e:
@@ -63,8 +64,9 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
 
 
 class GrpcPort:
-    """The listening gRPC port: at most `max_connections` connections (past it, closed at once), at most as many
-    calls waiting for their message (a new call past it ends the one that has gone longest without a byte:
+    """The listening gRPC port: at most `max_connections` connections (past it, the one with no open call idle
+    longest is ended, GOAWAY and closed, to take a new one; with none idle the new one is closed at once), at most
+    as many calls waiting for their message (a new call past it ends the one that has gone longest without a byte:
     `stalled`) and as many answered at once (`overloaded`)."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget):
@@ -73,6 +75,7 @@ class GrpcPort:
         self.waiting = WaitingCalls(cfg.max_connections)
         self.busy = 0
         self.connections: set[Connection] = set()
+        self.idle: dict[Connection, None] = {}  # connections with no open call, the one idle longest first
         self.server: asyncio.Server | None = None
         self.sweeper: asyncio.Task | None = None
         self.pass_on, self.channel = grpc_upstream(cfg, counters)
@@ -86,15 +89,34 @@ class GrpcPort:
 
     def _protocol(self) -> asyncio.Protocol:
         if len(self.connections) >= self.cfg.max_connections:
-            self.counters.reject("grpc", Refusal("", Reason.CONNECTIONS))
-            return _Closed()
+            if not self._evict():
+                self.counters.reject("grpc", Refusal("", Reason.CONNECTIONS))
+                return _Closed()
+            self.counters.idle_closed["grpc"] += 1
         return Connection(self)
+
+    def _evict(self) -> bool:
+        """Ends the connection idle longest: no open call, no partial frame waiting to be read. GOAWAY naming the
+        last call it took, so its client knows none of its later calls was taken, then closed. False when none is
+        idle."""
+        while self.idle:
+            conn = next(iter(self.idle))
+            del self.idle[conn]
+            if conn.calls or conn.inbox or conn.closed or conn.transport is None:
+                continue
+            conn.go_away()
+            conn.close()
+            return True
+        return False
 
     async def stop(self, grace: float) -> None:
         """No new connection; on each one a graceful GOAWAY (`Connection.drain`), so the calls a client sent before
-        it read it are still taken; the calls in flight get `grace` seconds, then every connection closes."""
+        it read it are still taken; a call whose message is still arriving is refused at once (UNAVAILABLE: send it
+        again), and so is one whose message has not all arrived when the last GOAWAY goes out; the calls in flight
+        get `grace` seconds, then every connection closes."""
         if self.server is not None:
             self.server.close()
+        self._refuse_waiting()
         for conn in list(self.connections):
             conn.drain()
         loop = asyncio.get_running_loop()
@@ -104,6 +126,7 @@ class GrpcPort:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.go_away()
+        self._refuse_waiting()
         while any(c.calls for c in self.connections) and loop.time() < end:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
@@ -111,6 +134,10 @@ class GrpcPort:
         if self.sweeper is not None:
             self.sweeper.cancel()
         await self.channel.close()
+
+    def _refuse_waiting(self) -> None:
+        for call in list(self.waiting.calls):
+            self.refuse(call, Refusal(STOPPING, Reason.STOPPING))
 
     def answered(self, task: asyncio.Task) -> None:
         """A call's answering task is done (answered, failed or cancelled, run or not): one fewer being answered."""

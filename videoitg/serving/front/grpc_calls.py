@@ -15,7 +15,7 @@ import h2.errors
 import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 
-from videoitg.serving.front.bounds import OVER_BUDGET, ByteBudget, WaitingCalls
+from videoitg.serving.front.bounds import OVER_BUDGET, STOPPING, ByteBudget, WaitingCalls
 from videoitg.serving.front.config import KEEPALIVE_S, FrontConfig, FrontCounters
 from videoitg.serving.front.grpc_frames import MAX_FRAME, FrameConnection
 from videoitg.serving.front.grpc_policy import GRPC_METHODS, SERVICE, grpc_message, grpc_timeout
@@ -37,6 +37,7 @@ class Port(Protocol):
     budget: ByteBudget
     waiting: WaitingCalls
     connections: set[Connection]
+    idle: dict[Connection, None]  # connections with no open call, the one idle longest first
     busy: int
     limit: int
 
@@ -81,9 +82,11 @@ class Connection(FrameConnection):
         self.active = self.opened
         self.last_goaway = False  # the GOAWAY naming the last call taken is sent: a new call is refused
         port.connections.add(self)  # counted from its accept on: the cap holds for a burst of them
+        port.idle[self] = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.port.connections.discard(self)
+        self.port.idle.pop(self, None)
         for call in list(self.calls.values()):
             if call.task is not None:
                 call.task.cancel()
@@ -97,13 +100,14 @@ class Connection(FrameConnection):
     # ---- calls ----
     def open(self, sid: int, headers: dict[bytes, bytes]) -> None:
         self.active = self.loop.time()
+        self.port.idle.pop(self, None)
         path = headers.get(b":path", b"")
         service, _, method = path.decode("latin-1").lstrip("/").partition("/")
         deadline = grpc_timeout(headers.get(b"grpc-timeout"))
         call = Call(self, sid, method, self.active)
         self.calls[sid] = call
         if self.last_goaway:
-            self.port.refuse(call, Refusal("the server is stopping", Reason.STOPPING))
+            self.port.refuse(call, Refusal(STOPPING, Reason.STOPPING))
         elif headers.get(b":method") != b"POST" or not headers.get(b"content-type", b"").startswith(GRPC_TYPE):
             self.port.refuse(call, Refusal("not a gRPC call (POST, content-type application/grpc)", Reason.ROUTE))
         elif service != SERVICE or method not in GRPC_METHODS:
@@ -289,6 +293,8 @@ class Connection(FrameConnection):
         self.release(call)
         if self.calls.pop(call.sid, None) is not None:
             self.active = self.loop.time()
+            if not self.calls and self.transport is not None:
+                self.port.idle[self] = None  # idle from now on, the most recently
 
     # ---- the connection ----
     def drain(self) -> None:

@@ -28,6 +28,7 @@ SERVICE = "inference.GRPCInferenceService"
 # The gRPC calls passed on (the rest, model control, shared memory, logging and trace, are answered UNIMPLEMENTED)
 GRPC_METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
                 "ModelStatistics", "ModelInfer")
+HEALTH_METHODS = ("ServerLive", "ServerReady", "ModelReady")  # liveness and readiness checks
 _VERSION = re.compile(r"[0-9]{0,19}")  # gRPC's model_version: empty (the policy's choice) or a version number
 _TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC HTTP/2 protocol defines it
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}

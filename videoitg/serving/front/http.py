@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import HttpVersion11, web
 
-from videoitg.serving.front.bounds import ABANDONED, BodyReader, BodyRefused, ByteBudget, stream_body
-from videoitg.serving.front.config import FrontConfig, FrontCounters
+from videoitg.serving.front.bounds import ABANDONED, BodyReader, BodyRefused, ByteBudget, Stopping, stream_body
+from videoitg.serving.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters
 from videoitg.serving.front.connections import LINGER_S, Connections, ServerLog, listen
 from videoitg.serving.front.policy import (
     MAX_HEADER_BYTES,
@@ -21,13 +21,13 @@ from videoitg.serving.front.policy import (
     header_size_refusal,
     http_infer_error,
     http_route,
+    is_health,
     json_length,
 )
 from videoitg.serving.front.upstream import Upstream, UpstreamError
 from videoitg.serving.protocol import OTHER_INPUTS_BYTES
 
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
-METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
 # An extra route of the HTTP port: its handler, given the port (its bounds, budget, counters, `forward` and
 # `refuse`) and the request.
@@ -45,24 +45,39 @@ def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = 
 
 
 async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], cfg: FrontConfig, cap: int,
-                  port: int, name: str, counters: FrontCounters, conns: Connections,
+                  port: int, name: str, counters: FrontCounters, conns: Connections, evict: bool,
                   ) -> tuple[web.ServerRunner, asyncio.Server]:
     """aiohttp's low-level server running `handler` for every request it parsed (no router or `100 Continue` of its
-    own), listening on `port` with at most `cap` connections. auto_decompress off: a compressed body is never
-    inflated here, on any route (the inference route refuses one before reading it; a body on another route, never
-    read, is still drained after the answer)."""
-    server = web.Server(handler, access_log=None, logger=ServerLog(name, counters), keepalive_timeout=cfg.keepalive_s,
+    own), listening on `port` with at most `cap` connections (`evict`: past it, the one idle longest makes room).
+    auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses one
+    before reading it; a body on another route, never read, is still drained after the answer)."""
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        """`handler`'s answer, written before its connection counts as idle again."""
+        conns.started(request.protocol)
+        try:
+            response = await handler(request)
+            await response.prepare(request)
+            await response.write_eof()
+            if isinstance(request.content.exception(), Stopping):  # a body refused at a stop, still arriving:
+                request.protocol.force_close()  # closed once its refusal is written, none of the rest read
+            return response
+        finally:
+            conns.answered(request.protocol, request.content.is_eof())
+
+    server = web.Server(answer, access_log=None, logger=ServerLog(name, counters), keepalive_timeout=cfg.keepalive_s,
                         lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE, auto_decompress=False)
     runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_s)
     await runner.setup()
-    return runner, await listen(server, cfg.host, port, cap, name, counters, conns)
+    return runner, await listen(server, cfg.host, port, cap, name, counters, conns, evict)
 
 
 class HttpPort:
     """The public HTTP port: every request aiohttp parsed is answered here, whatever its target. Extra routes
     (`routes`: exact path -> `Route`) are served first; everything else is the KServe v2 API as `http_route` allows
     it (the only router), health and metadata passed on, inference checked and passed on, the rest refused. At most
-    `max_connections` connections (past it, answered 503 and closed)."""
+    `max_connections` connections: past it the one idle longest is closed to take a new one, or with none idle the
+    new one is answered 503 and closed."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
                  routes: Mapping[str, Route] | None = None):
@@ -73,6 +88,8 @@ class HttpPort:
         # own: a client that asked for none gets none.
         self.triton = Upstream(cfg.triton_http)
         self.conns = Connections()
+        self.readers: set[BodyReader] = set()  # the inference bodies being read
+        self.stopping = False
         self.runner: web.ServerRunner | None = None
         self.listener: asyncio.Server | None = None
 
@@ -84,12 +101,16 @@ class HttpPort:
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, self.cfg.max_connections,
-                                                   self.cfg.http_port, "http", self.counters, self.conns)
+                                                   self.cfg.http_port, "http", self.counters, self.conns, evict=True)
 
     async def stop(self) -> None:
-        """No new connection; idle keep-alive connections are closed at once, requests in flight get `shutdown_s`."""
+        """No new connection; idle keep-alive connections are closed at once, a body still arriving is refused at
+        once (503, `Connection: close`: send it again, to another server), requests in flight get `shutdown_s`."""
         if self.listener is not None:
             self.listener.close()
+        self.stopping = True
+        for reader in list(self.readers):
+            reader.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         self.triton.close()
@@ -126,12 +147,8 @@ class HttpPort:
         return self.refuse(Refusal(err, Reason.TOO_LARGE))
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        self.conns.busy.add(request.protocol)
-        try:
-            route = self.routes.get(request.path)
-            return await (route(self, request) if route is not None else self.answer(request))
-        finally:
-            self.conns.busy.discard(request.protocol)
+        route = self.routes.get(request.path)
+        return await (route(self, request) if route is not None else self.answer(request))
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse:
         """The KServe v2 API."""
@@ -143,7 +160,8 @@ class HttpPort:
         headers = {k: request.headers[k] for k in ("Content-Type", "Inference-Header-Content-Length", "Accept-Encoding")
                    if k in request.headers}
         if kind == "pass":
-            return await self.forward("GET", path, None, headers, cfg.pass_timeout_s)
+            return await self.forward("GET", path, None, headers,
+                                      cfg.health_timeout_s if is_health(path) else cfg.pass_timeout_s)
         # All before the body is read (and before `100 Continue`).
         if (err := framing_error(request.headers.items())) is not None:
             return self.refuse(err)
@@ -157,11 +175,15 @@ class HttpPort:
             return self.refuse(err)
         reader = BodyReader(request.content, cfg.max_request_bytes, self.budget, cfg.body_idle_s)
         self.conns.reading[request.protocol] = request.content
+        self.readers.add(reader)
         try:
             if request.protocol in self.conns.shut and not request.content.is_eof():  # shut before this handler ran
                 return self.refuse(Refusal(ABANDONED, Reason.ABANDONED))
+            if self.stopping:
+                reader.stop()
             return await self.infer(request, path, headers, reader, declared, n)
         finally:
+            self.readers.discard(reader)
             self.conns.reading.pop(request.protocol, None)
             reader.release()
 
@@ -227,7 +249,7 @@ class MetricsPort:
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, METRICS_CONNECTIONS, self.cfg.metrics_port,
-                                                   "metrics", self.counters, Connections())
+                                                   "metrics", self.counters, Connections(), evict=False)
 
     async def stop(self) -> None:
         if self.listener is not None:

@@ -6,16 +6,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 
-from videoitg.serving.front.config import FrontConfig, FrontCounters, held_budget
+from videoitg.serving.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters, held_budget
 from videoitg.serving.front.grpc import GrpcPort
 from videoitg.serving.front.http import HttpPort, MetricsPort
-from videoitg.serving.front.process import raise_open_file_limit, return_freed_memory, trim_after_release
+from videoitg.serving.front.process import (
+    connection_cap,
+    raise_open_file_limit,
+    return_freed_memory,
+    trim_after_release,
+)
 
 
-async def serve(cfg: FrontConfig) -> None:
+async def serve(cfg: FrontConfig, open_files: int) -> None:
+    """The ports until SIGINT or SIGTERM; `open_files`: the open-file limit in force, named in the ready line."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -27,8 +34,9 @@ async def serve(cfg: FrontConfig) -> None:
         await port.start()
     trimmer = asyncio.ensure_future(trim_after_release(budget))
     print(f"videoitg front: http {cfg.host}:{cfg.http_port} grpc {cfg.host}:{cfg.grpc_port} metrics "
-          f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}",
-          flush=True)
+          f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}; "
+          f"open files {open_files}; connections http {cfg.max_connections} grpc {cfg.max_connections} metrics "
+          f"{METRICS_CONNECTIONS}", flush=True)
     await stop.wait()
     trimmer.cancel()
     await asyncio.gather(grpc.stop(cfg.shutdown_s), http.stop(), metrics.stop())
@@ -38,6 +46,7 @@ def main(argv: list[str]) -> int:
     raw = json.loads(argv[0])
     cfg = FrontConfig(**{**raw, "models": tuple(raw["models"])})
     return_freed_memory()
-    raise_open_file_limit()
-    asyncio.run(serve(cfg))
+    open_files = raise_open_file_limit()
+    cfg = dataclasses.replace(cfg, max_connections=connection_cap(open_files, cfg.max_connections))
+    asyncio.run(serve(cfg, open_files))
     return 0

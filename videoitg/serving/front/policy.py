@@ -65,6 +65,7 @@ _DIGITS = re.compile(r"[0-9]{1,10}")  # plain ASCII: str.isdigit() also takes 'Â
 _MODEL_PATH = re.compile(rf"/v2/models/(?P<model>{_NAME})(?:/versions/(?P<version>[0-9]{{1,19}}))?"
                          r"(?P<action>/infer|/ready|/config|/stats)?")
 _SERVER_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready")
+_HEALTH_PATH = re.compile(rf"/v2/health/(?:live|ready)|/v2/models/{_NAME}(?:/versions/[0-9]{{1,19}})?/ready")
 INT64_MAX = (1 << 63) - 1
 
 
@@ -143,6 +144,11 @@ def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, st
         return Refusal(f"{method} {path} is not served ({want} only)", Reason.ROUTE)
     version = f"/versions/{m['version']}" if m["version"] else ""
     return ("infer" if action == "/infer" else "pass"), f"/v2/models/{m['model']}{version}{action}"
+
+
+def is_health(path: str) -> bool:
+    """Whether a path `http_route` passes on is a liveness or readiness check (of the server or a model)."""
+    return _HEALTH_PATH.fullmatch(path) is not None
 
 
 def shape_error(name: str, shape: Any) -> Refusal | None:

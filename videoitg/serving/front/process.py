@@ -8,10 +8,14 @@ import ctypes
 import resource
 
 from videoitg.serving.front.bounds import ByteBudget
+from videoitg.serving.front.config import METRICS_CONNECTIONS
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 TRIM_BYTES = 64 << 20  # request bytes released since the budget's high mark that make the heap worth trimming
 TRIM_EVERY_S = 1.0
+# Descriptors beside the client connections and theirs toward tritonserver: the listeners, the event loop's,
+# grpcio's channel and threads, the log, libraries' files.
+RESERVED_FILES = 128
 
 
 async def trim_after_release(budget: ByteBudget) -> None:
@@ -55,9 +59,8 @@ def return_freed_memory() -> bool:
 
 
 def raise_open_file_limit() -> int:
-    """The soft open-file limit raised to the hard one (at most 2^20): the connection caps of the HTTP, gRPC and
-    metrics ports and the pooled connections toward tritonserver together can pass the common soft limit of 1024.
-    Returns the limit now in force."""
+    """The soft open-file limit raised to the hard one (at most 2^20), so the connection caps can be set from the
+    hard limit rather than the common soft one of 1024 (`connection_cap`). Returns the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
     if soft != resource.RLIM_INFINITY and soft < want:
@@ -67,3 +70,11 @@ def raise_open_file_limit() -> int:
             return soft
         return want
     return soft
+
+
+def connection_cap(limit: int, wanted: int) -> int:
+    """The HTTP and gRPC ports' connection cap (at most `wanted`) that fits an open-file limit: an HTTP connection
+    may hold one toward tritonserver too (pooled, while its request is answered), gRPC calls share one channel, the
+    metrics port's connections each may hold one, and RESERVED_FILES stay free. Past the cap a new connection takes
+    the place of an idle one, so descriptors never run out (where accept() fails, asyncio stops accepting for 1 s)."""
+    return max(1, min(wanted, (limit - RESERVED_FILES - 2 * METRICS_CONNECTIONS) // 3))
