@@ -514,3 +514,30 @@ def test_health_calls_are_answered_within_a_second_when_tritonserver_does_not_an
 
     took = asyncio.run(run())
     assert all(code == "UNAVAILABLE" and s < 1.0 for code, s in took), took
+
+
+def test_the_inference_key_goes_with_every_modelinfer_passed_on_and_a_clients_never_does() -> None:
+    """The gRPC port adds the key to each ModelInfer it passes on, as metadata, and passes on no client's."""
+    from tritonclient.grpc import service_pb2
+
+    seen: list[dict[str, str]] = []
+
+    async def record(raw: bytes, context: Any) -> bytes:
+        seen.append(dict(context.invocation_metadata()))
+        return b""
+
+    request = service_pb2.ModelInferRequest(model_name=TOP)
+    request.inputs.add(name="VIDEO", datatype="BYTES", shape=[1, 1])
+    request.raw_input_contents.append(b"\x01\x00\x00\x00v")
+
+    async def run() -> list[str]:
+        async with grpc_front({"ModelInfer": record, "ServerLive": record}, infer_key="the-key") as (target, _, _), \
+                grpc.aio.insecure_channel(target) as channel:
+            mine = (("triton-grpc-protocol-videoitg-infer-key", "mine"),)
+            return [await outcome(channel.unary_unary(f"/{SERVICE}/ModelInfer")(request.SerializeToString(),
+                                                                                 metadata=mine)),
+                    await outcome(channel.unary_unary(LIVE)(b"", metadata=mine))]
+
+    assert asyncio.run(run()) == ["OK", "OK"]
+    assert seen[0].get("triton-grpc-protocol-videoitg-infer-key") == "the-key", seen
+    assert "triton-grpc-protocol-videoitg-infer-key" not in seen[1], seen

@@ -550,3 +550,23 @@ def test_health_is_answered_within_a_second_when_tritonserver_does_not_answer() 
 
     took = asyncio.run(run())
     assert all(code == 503 and s < 1.0 for code, s in took), took
+
+
+def test_the_inference_key_goes_with_every_inference_passed_on_and_a_clients_never_does() -> None:
+    """tritonserver takes an inference only with the key the front holds: the front adds it to each inference it
+    passes on (a whole body and one passed on as it arrives), to nothing else, and never passes on a client's."""
+
+    async def run() -> list[dict[str, str]]:
+        async with running_front(infer_key="the-key", max_request_bytes=8 << 20) as (port, _, _):
+            answers = [await exchange(port, infer_head(len(BODY), "Connection: close", "videoitg-infer-key: mine") +
+                                      BODY),
+                       await exchange(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                            b"videoitg-infer-key: mine\r\n\r\n")]
+            body = VIDEO_HEADER + b"v" * (2 << 20)  # passed on as it arrives
+            head = infer_head(len(body), f"Inference-Header-Content-Length: {len(VIDEO_HEADER)}", "Connection: close")
+            answers.append(await exchange(port, head + body))
+            return [json.loads(a.split(b"\r\n\r\n", 1)[1])["headers"] for a in answers]
+
+    infer, health, streamed = asyncio.run(run())
+    assert infer.get("videoitg-infer-key") == streamed.get("videoitg-infer-key") == "the-key", (infer, streamed)
+    assert "videoitg-infer-key" not in health, health

@@ -3,8 +3,10 @@ server keeps serving, the metrics page, its counters, and a stop with requests i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import socket
 import threading
@@ -14,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.bench_stop import moving_clip
@@ -21,6 +24,7 @@ from tests.support.server import metric_value, served, skip_without_tritonserver
 from tests.support.video import repeat_clip
 from videoitg.defaults import sample_video
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
+from videoitg.serving.front.config import INFER_KEY_HEADER
 from videoitg.serving.protocol import DECODE, GROUNDING, TOP, VISION, RepoSummary
 from videoitg.serving.repository import RepoSpec
 from videoitg.serving.server import ServerOptions, TritonServer, unload_s
@@ -130,6 +134,57 @@ def test_a_stopped_tritonserver_is_reported_not_live_and_not_ready_within_a_seco
         os.kill(server.pid, signal.SIGCONT)
     assert all(code in (503, "UNAVAILABLE") and s < 1.0 for code, s in took.values()), took
     assert wait_until(server.is_ready, 30) and serves(server)
+
+
+@pytest.mark.server
+def test_tritonserver_takes_an_inference_only_with_the_key_the_front_holds(server: TritonServer) -> None:
+    """No other local process can call a model on tritonserver's own ports: a step called there without the key
+    the front holds is refused (HTTP 403, gRPC UNAVAILABLE), and 40 decode requests streamed straight at the step
+    are all refused before any is queued, so an ordinary request through the front is answered meanwhile. The key
+    reaches the front in its environment, not on its command line, and is written to no log."""
+    import tritonclient.grpc as g  # the serve extra
+    from tritonclient.utils import InferenceServerException
+
+    for model in (DECODE, VISION):
+        req = urllib.request.Request(f"http://{server.internal_http_url}/v2/models/{model}/infer", data=header())
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 403 and b"restricted" in e.value.read(), model
+    video = g.InferInput("VIDEO", [1, 1], "BYTES")
+    video.set_data_from_numpy(np.array([[sample_video()[0].read_bytes()]], dtype=object))
+    with g.InferenceServerClient(server.internal_grpc_url) as c:
+        for model in (DECODE, VISION):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                c.infer(model, [video], client_timeout=30)
+        with pytest.raises(InferenceServerException) as e:  # with the key: the step's own answer (not its input)
+            c.infer(VISION, [video], headers=server.inference_headers("grpc"), client_timeout=60)
+        assert "restricted" not in str(e.value) and "VIDEO" in str(e.value), e.value
+    def decodes() -> float:  # requests the decode step took, answered or failed
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+            page = r.read().decode()
+        return sum(metric_value(page, m, model=DECODE) for m in ("nv_inference_request_success",
+                                                                  "nv_inference_request_failure"))
+
+    before = decodes()
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    c = g.InferenceServerClient(server.internal_grpc_url)
+    try:
+        c.start_stream(callback=lambda result, error: answers.put(error))
+        for _ in range(40):
+            with contextlib.suppress(InferenceServerException):  # the stream ended by its refusal
+                c.async_stream_infer(DECODE, [video])
+        refused = answers.get(timeout=30)
+    finally:
+        c.stop_stream(cancel_requests=True)
+        c.close()
+    assert refused is not None and "restricted" in str(refused), refused
+    time.sleep(1.0)
+    assert decodes() == before, "a decode request reached the step without the key"
+    assert serves(server)
+    key = server.inference_headers()[INFER_KEY_HEADER]
+    assert key.encode() not in Path(f"/proc/{server.front_pid}/cmdline").read_bytes()
+    assert key.encode() in Path(f"/proc/{server.front_pid}/environ").read_bytes()
+    assert key not in server.log_tail(10**7)
 
 
 @pytest.mark.server

@@ -13,6 +13,14 @@ KEEPALIVE_S = 15.0  # to send a request's headers, and an idle keep-alive connec
 # Liveness and readiness toward tritonserver: a Kubernetes probe gives up after 1 s (its default timeoutSeconds),
 # so a tritonserver that does not answer (stopped, wedged) is reported not live or not ready within it.
 HEALTH_TIMEOUT_S = 0.75
+# tritonserver takes an inference only with this header and the key the launcher generated
+# (`--http-restricted-api=inference:...`, `--grpc-restricted-protocol=inference:...`, Triton 2.51 and 2.71 alike,
+# which prefixes the gRPC one): the front holds it and adds it to the inferences it passes on, so no other local
+# process can call a model, a step or the public one, on tritonserver's own ports. It reaches the front in its
+# environment (INFER_KEY_ENV), never on its command line.
+INFER_KEY_HEADER = "videoitg-infer-key"
+GRPC_INFER_KEY_HEADER = "triton-grpc-protocol-" + INFER_KEY_HEADER
+INFER_KEY_ENV = "VIDEOITG_FRONT_INFER_KEY"
 MAX_CONNECTIONS = 4096  # on the HTTP port and on the gRPC port, at most: lowered at start to fit the open-file limit
 METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 
@@ -41,6 +49,7 @@ class FrontConfig:
     infer_timeout_s: float = 300.0  # an inference toward tritonserver
     keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
     body_idle_s: float = BODY_IDLE_S  # the longest wait for the next byte of a request body
+    infer_key: str = ""  # the value of INFER_KEY_HEADER on every inference passed on ("": none sent)
 
 
 def held_budget(cfg: FrontConfig) -> ByteBudget:

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from videoitg.serving.front.bounds import STOPPING, ByteBudget, WaitingCalls, body_time_left, body_timeout
-from videoitg.serving.front.config import FrontConfig, FrontCounters
+from videoitg.serving.front.config import GRPC_INFER_KEY_HEADER, FrontConfig, FrontCounters
 from videoitg.serving.front.grpc_calls import Call, Connection
 from videoitg.serving.front.grpc_frames import cheap_data_frame_repr
 from videoitg.serving.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_message_error
@@ -41,6 +41,7 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
                                                                    ("grpc.max_receive_message_length", -1),
                                                                    ("grpc.max_metadata_size", 1 << 20)])
     calls = {m: channel.unary_unary(f"/{SERVICE}/{m}") for m in GRPC_METHODS}  # raw bytes both ways
+    key = ((GRPC_INFER_KEY_HEADER, cfg.infer_key),) if cfg.infer_key else None
 
     async def pass_on(method: str, raw: bytes, remaining: float | None) -> bytes | tuple[int, str]:
         if method == "ModelInfer" and (err := grpc_message_error(raw, cfg.models, cfg.max_inputs,
@@ -50,7 +51,8 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
         bound = (cfg.infer_timeout_s if method == "ModelInfer" else
                  cfg.health_timeout_s if method in HEALTH_METHODS else cfg.pass_timeout_s)
         try:
-            return await calls[method](raw, timeout=bound if remaining is None else min(remaining, bound))
+            return await calls[method](raw, timeout=bound if remaining is None else min(remaining, bound),
+                                       metadata=key if method == "ModelInfer" else None)
         except grpc.aio.AioRpcError as e:
             e.__traceback__ = None  # it would hold the call's frames, and so the message
             code, details = e.code(), e.details() or ""

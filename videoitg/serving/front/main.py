@@ -8,9 +8,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 
-from videoitg.serving.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters, held_budget
+from videoitg.serving.front.config import (
+    INFER_KEY_ENV,
+    METRICS_CONNECTIONS,
+    FrontConfig,
+    FrontCounters,
+    held_budget,
+)
 from videoitg.serving.front.grpc import GrpcPort
 from videoitg.serving.front.http import HttpPort, MetricsPort
 from videoitg.serving.front.process import (
@@ -44,7 +51,8 @@ async def serve(cfg: FrontConfig, open_files: int) -> None:
 
 def main(argv: list[str]) -> int:
     raw = json.loads(argv[0])
-    cfg = FrontConfig(**{**raw, "models": tuple(raw["models"])})
+    key = os.environ.pop(INFER_KEY_ENV, raw.get("infer_key", ""))  # the environment's: never the command line's
+    cfg = FrontConfig(**{**raw, "models": tuple(raw["models"]), "infer_key": key})
     return_freed_memory()
     open_files = raise_open_file_limit()
     cfg = dataclasses.replace(cfg, max_connections=connection_cap(open_files, cfg.max_connections))
