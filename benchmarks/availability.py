@@ -20,10 +20,11 @@ gRPC sibling of `held-bodies` (8 connections, each a ModelInfer declaring 500 Mi
 1.25 GiB, past the front's 1 GiB budget);
 `grpc-reset`: 5000 calls opened and reset in one write (a rapid reset; every other one with its whole message sent
 before its reset), on a new connection once the front closes one; `grpc-ping`: 5000 PINGs in one write, the
-same way; `idle-crowd`: 1000 idle keep-alive HTTP connections (each sent a health check, then kept open, reopened
-once closed) and a flood of 2000 connections a round opened and reset at once; its ordinary requests alternate
-HTTP and gRPC (every other phase's are gRPC). For each phase the peak resident memory of the front and of
-tritonserver (`front_peak_rss_mib`, `tritonserver_peak_rss_mib`, sampled every 0.2 s) is recorded too.
+same way; `idle-crowd`: 1000 idle keep-alive HTTP connections (each sent a health check, then kept open,
+reopened once closed) and a flood of 2000 connections a round opened and reset at once; its ordinary requests
+alternate HTTP and gRPC, each on a new connection (every other phase's are gRPC, on one connection kept open). For
+each phase the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`,
+`tritonserver_peak_rss_mib`, sampled every 0.2 s) is recorded too.
 `--open-files N`: the server's open-file limit, soft and hard (the front sets its connection caps from it).
 """
 
@@ -59,7 +60,7 @@ from videoitg.serving.procfs import rss_mib  # noqa: E402
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
            "held-bodies", "abandoned", "idle-conns", "compressed", "grpc-fields", "containers", "malformed",
            "grpc-stalls", "grpc-held", "grpc-reset", "grpc-ping", "idle-crowd")
-HTTP_ORDINARY = ("idle-crowd",)  # phases whose ordinary requests alternate HTTP and gRPC
+HTTP_ORDINARY = ("idle-crowd",)  # phases whose ordinary requests alternate HTTP and gRPC, each on a new connection
 HEAD = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
@@ -450,22 +451,25 @@ def child_pid(serve_pid: int, front: bool) -> int | None:
     return None
 
 
-def ordinary(urls: list[tuple[str, str]], seconds: float, sample: bytes, work: Path, seed0: int) -> dict:
+def ordinary(urls: list[tuple[str, str]], seconds: float, sample: bytes, work: Path, seed0: int,
+             fresh: bool = False) -> dict:
     """`seconds` of ordinary requests, alternately a cached video and a new one, each on the next of `urls`
-    ((address, protocol)) in turn."""
+    ((address, protocol)) in turn; `fresh`: each on a connection of its own (its latency includes connecting),
+    else on one kept open for the phase."""
     ok = failed = 0
     lat: list[float] = []
     errors: dict[str, int] = {}
     end, i = time.monotonic() + seconds, 0
     with contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(VideoITGClient(url, protocol, timeout_s=30)) for url, protocol in urls]
+        kept = [] if fresh else [stack.enter_context(VideoITGClient(u, p, timeout_s=30)) for u, p in urls]
         while time.monotonic() < end:
             video = sample if i % 2 == 0 else random_clip(work / "c.mp4", seed=seed0 + i, seconds=2)
-            client = clients[i // 2 % len(clients)]
+            k = i // 2 % len(urls)
             i += 1
             t0 = time.monotonic()
             try:
-                client.infer(video, "a person walks")
+                with contextlib.nullcontext(kept[k]) if kept else VideoITGClient(*urls[k], timeout_s=30) as client:
+                    client.infer(video, "a person walks")
                 ok += 1
                 lat.append(time.monotonic() - t0)
             except (RemoteError, OSError) as e:
@@ -548,7 +552,7 @@ def main() -> int:
             sampler = threading.Thread(target=sample_rss, daemon=True)
             sampler.start()
             urls = [(http_url, "http"), (grpc_url, "grpc")] if attack in HTTP_ORDINARY else [(grpc_url, "grpc")]
-            r = ordinary(urls, args.seconds, sample, args.work, seed0=1000 * n)
+            r = ordinary(urls, args.seconds, sample, args.work, seed0=1000 * n, fresh=attack in HTTP_ORDINARY)
             stop.set()
             if t:
                 t.join(30)
