@@ -20,8 +20,12 @@ gRPC sibling of `held-bodies` (8 connections, each a ModelInfer declaring 500 Mi
 1.25 GiB, past the front's 1 GiB budget);
 `grpc-reset`: 5000 calls opened and reset in one write (a rapid reset; every other one with its whole message sent
 before its reset), on a new connection once the front closes one; `grpc-ping`: 5000 PINGs in one write, the
-same way. For each phase the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`,
+same way; `idle-crowd`: 1000 idle keep-alive HTTP connections (each sent a health check, then kept open,
+reopened once closed) and a flood of 2000 connections a round opened and reset at once; its ordinary requests
+alternate HTTP and gRPC, each on a new connection (every other phase's are gRPC, on one connection kept open). For
+each phase the peak resident memory of the front and of tritonserver (`front_peak_rss_mib`,
 `tritonserver_peak_rss_mib`, sampled every 0.2 s) is recorded too.
+`--open-files N`: the server's open-file limit, soft and hard (the front sets its connection caps from it).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import argparse
 import contextlib
 import gzip
 import json
+import resource
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -52,7 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 ATTACKS = ("none", "overflow", "decode-flood", "http-nesting", "http-chunks", "big-json", "grpc-inputs", "dup-keys",
            "held-bodies", "abandoned", "idle-conns", "compressed", "grpc-fields", "containers", "malformed",
-           "grpc-stalls", "grpc-held", "grpc-reset", "grpc-ping")
+           "grpc-stalls", "grpc-held", "grpc-reset", "grpc-ping", "idle-crowd")
+HTTP_ORDINARY = ("idle-crowd",)  # phases whose ordinary requests alternate HTTP and gRPC, each on a new connection
 HEAD = b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
@@ -379,6 +386,54 @@ def idle_conns(http_url: str, stop: threading.Event, count: int = 1100) -> int:
     return total
 
 
+def idle_crowd(http_url: str, stop: threading.Event, idle: int = 1000, flood: int = 2000) -> int:
+    """`idle` keep-alive connections, each having had a health check answered, kept open (reopened once the server
+    closes one), and each round `flood` connections opened and reset at once (SO_LINGER 0), until `stop`."""
+    host, port = http_url.rsplit(":", 1)
+    check = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+    reset = struct.pack("ii", 1, 0)
+    opened: list[socket.socket] = []
+    total = 0
+    while not stop.is_set():
+        alive = []
+        for s in opened:
+            try:
+                s.setblocking(False)
+                if s.recv(1 << 16) == b"":
+                    s.close()
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                s.close()
+                continue
+            alive.append(s)
+        opened = alive
+        while len(opened) < idle and not stop.is_set():
+            try:
+                s = socket.create_connection((host, int(port)), timeout=5)
+                s.sendall(check)
+                s.recv(1 << 16)
+                opened.append(s)
+                total += 1
+            except OSError:
+                break
+        for _ in range(flood):
+            if stop.is_set():
+                break
+            try:
+                s = socket.create_connection((host, int(port)), timeout=5)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, reset)
+                s.close()
+                total += 1
+            except OSError:
+                pass
+        stop.wait(0.5)
+    for s in opened:
+        s.close()
+    return total
+
+
 def child_pid(serve_pid: int, front: bool) -> int | None:
     """The front (a child running videoitg.serving.front) or tritonserver started by `videoitg serve`."""
     for proc in Path("/proc").iterdir():
@@ -395,18 +450,25 @@ def child_pid(serve_pid: int, front: bool) -> int | None:
     return None
 
 
-def ordinary(grpc_url: str, seconds: float, sample: bytes, work: Path, seed0: int) -> dict:
+def ordinary(urls: list[tuple[str, str]], seconds: float, sample: bytes, work: Path, seed0: int,
+             fresh: bool = False) -> dict:
+    """`seconds` of ordinary requests, alternately a cached video and a new one, each on the next of `urls`
+    ((address, protocol)) in turn; `fresh`: each on a connection of its own (its latency includes connecting),
+    else on one kept open for the phase."""
     ok = failed = 0
     lat: list[float] = []
     errors: dict[str, int] = {}
     end, i = time.monotonic() + seconds, 0
-    with VideoITGClient(grpc_url, "grpc", timeout_s=30) as client:
+    with contextlib.ExitStack() as stack:
+        kept = [] if fresh else [stack.enter_context(VideoITGClient(u, p, timeout_s=30)) for u, p in urls]
         while time.monotonic() < end:
             video = sample if i % 2 == 0 else random_clip(work / "c.mp4", seed=seed0 + i, seconds=2)
+            k = i // 2 % len(urls)
             i += 1
             t0 = time.monotonic()
             try:
-                client.infer(video, "a person walks")
+                with contextlib.nullcontext(kept[k]) if kept else VideoITGClient(*urls[k], timeout_s=30) as client:
+                    client.infer(video, "a person walks")
                 ok += 1
                 lat.append(time.monotonic() - t0)
             except (RemoteError, OSError) as e:
@@ -427,13 +489,17 @@ def main() -> int:
     ap.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=ATTACKS)
     ap.add_argument("--out", type=Path, default=Path("availability.json"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/videoitg-availability"))
+    ap.add_argument("--open-files", type=int, default=None, help="the server's open-file limit (soft and hard)")
     args = ap.parse_args()
+    files = args.open_files
     args.work.mkdir(parents=True, exist_ok=True)
     ports = free_ports(3)
     serve = subprocess.Popen([sys.executable, "-m", "videoitg", "serve", "--target", "cpu",
                               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-                              "--metrics-port", str(ports[2])],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+                              "--metrics-port", str(ports[2]), "--log", str(args.work / "server.log")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                             preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (files, files)))
+                             if files else None)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(serve.stdout.readline, "")), daemon=True)
     reader.start()
@@ -467,7 +533,8 @@ def main() -> int:
                         "grpc-stalls": (grpc_stalls, (grpc_url, stop)),
                         "grpc-held": (grpc_held, (grpc_url, stop)),
                         "grpc-reset": (grpc_flood, (grpc_url, stop, "reset")),
-                        "grpc-ping": (grpc_flood, (grpc_url, stop, "ping"))}.get(attack)
+                        "grpc-ping": (grpc_flood, (grpc_url, stop, "ping")),
+                        "idle-crowd": (idle_crowd, (http_url, stop))}.get(attack)
             t = None
             if attacker:
                 t = threading.Thread(target=lambda fn, a, out: out.append(fn(*a)), args=(*attacker, count), daemon=True)
@@ -483,13 +550,15 @@ def main() -> int:
 
             sampler = threading.Thread(target=sample_rss, daemon=True)
             sampler.start()
-            r = ordinary(grpc_url, args.seconds, sample, args.work, seed0=1000 * n)
+            urls = [(http_url, "http"), (grpc_url, "grpc")] if attack in HTTP_ORDINARY else [(grpc_url, "grpc")]
+            r = ordinary(urls, args.seconds, sample, args.work, seed0=1000 * n, fresh=attack in HTTP_ORDINARY)
             stop.set()
             if t:
                 t.join(30)
             sampling.set()
             sampler.join(5)
-            r = {"attack": attack, "attack_requests": count[0] if count else 0, **r,
+            r = {"attack": attack, "attack_requests": count[0] if count else 0,
+                 "ordinary_over": "+".join(p for _, p in urls), **r,
                  "front_peak_rss_mib": round(peak[0], 1), "tritonserver_peak_rss_mib": round(peak[1], 1)}
             print(json.dumps(r), flush=True)
             results.append(r)
@@ -504,8 +573,10 @@ def main() -> int:
         serve.send_signal(2)
         serve.wait(60)
     restarts = [x.strip() for x in lines if "restart" in x]
-    out = {"date": time.strftime("%Y-%m-%d"), "seconds": args.seconds, "results": results,
-           "supervisor": restarts}
+    log = (args.work / "server.log").read_text(errors="replace").splitlines()
+    ready = next((x.strip() for x in reversed(log) if x.startswith("videoitg front:")), "")
+    out = {"date": time.strftime("%Y-%m-%d"), "seconds": args.seconds, "open_files": files, "front": ready,
+           "results": results, "supervisor": restarts}
     args.out.write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}; supervisor lines: {len(restarts)}")
     return 0

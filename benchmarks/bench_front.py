@@ -11,10 +11,12 @@ tiny checkpoint.
 Reports p50 of each, the ratio front / direct, the front's own CPU time per request (its process's, read
 around each request through the front), and the resident memory of each route's process after the warm-up and
 1 s after the last request. `--small-pages`: also a second front, started as the first but without the
-huge-page tunable (`front_main.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
+huge-page tunable (`front.process.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
 `--baseline DIR`: also the front of another checkout of this project (say `git worktree add DIR REV`), started as
 the first from DIR's code, to the same tritonserver: the route `baseline`, a change to the front measured against
-what it changes, interleaved in one run.
+what it changes, interleaved in one run (DIR's front must pass on the inference key tritonserver takes).
+The routes that reach tritonserver's ports without a front (`direct`, `relay`, `grpcio`, `haproxy`) send its
+inference key themselves (`TritonServer.inference_headers`), passed through unread.
 `--relay`: also the route `relay`, a byte relay (relay.py) to tritonserver's ports: what one more process costs
 by itself, the floor under any front; and the route `grpcio` (gRPC only), grpcio's pass-through without the front's
 checks (grpc_relay.py): the floor under any front built on grpcio.
@@ -42,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from videoitg.defaults import sample_video
-from videoitg.serving.front_main import environment as front_environment
+from videoitg.serving.front.process import environment as front_environment
 from videoitg.serving.ports import LOOPBACK, free_ports
 from videoitg.serving.procfs import cpu_s, rss_mib
 from videoitg.serving.protocol import TOP
@@ -68,19 +70,20 @@ frontend grpc_in
 backend triton_grpc
   server triton {triton_grpc} proto h2
 """
+FRONTS = ("front", "front-4k", "baseline")  # the routes through a front; the others reach tritonserver directly
 # What random bytes are refused as (a client's fault, 400): a decode error of the bytes themselves.
 BYTES_REFUSED = ("NotAVideoError", "NoVideoStreamError", "NoFramesError", "UnsupportedCodecError",
                  "TruncatedVideoError")
 
 
-def request(client, mod, video: bytes, instruction: str) -> None:
+def request(client, mod, video: bytes, instruction: str, headers: dict[str, str] | None = None) -> None:
     ins = []
     for name, value in (("VIDEO", video), ("INSTRUCTION", instruction.encode())):
         t = mod.InferInput(name, [1, 1], "BYTES")
         t.set_data_from_numpy(np.array([[value]], dtype=object))
         ins.append(t)
     try:
-        client.infer(TOP, ins)
+        client.infer(TOP, ins, headers=headers)
     except Exception as e:  # the upload case is refused by design: random bytes are not a video, or now and then
         if not any(name in str(e) for name in BYTES_REFUSED):  # probe as a container that does not decode
             raise
@@ -126,9 +129,9 @@ def extra_routes(srv: TritonServer, small_pages: bool, relay: bool, haproxy: Pat
             cfg = json.loads(command[-1])
             cfg["http_port"], cfg["grpc_port"], cfg["metrics_port"] = free_ports(3)
             if name == "front-4k":
-                env, cwd = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, None
+                env, cwd = {k: v for k, v in srv.front_environment().items() if k != "GLIBC_TUNABLES"}, None
             else:  # `python -m` imports the package from its working directory first
-                env, cwd = {**front_environment(dict(os.environ)), "PYTHONPATH": str(baseline)}, baseline
+                env, cwd = {**srv.front_environment(), "PYTHONPATH": str(baseline)}, baseline
             routes[name] = stack.enter_context(_route(name, [*command[:-1], json.dumps(cfg)], env, cfg["http_port"],
                                                       cfg["grpc_port"], cwd))
         if relay:
@@ -193,8 +196,10 @@ def main() -> int:
             if hu is not None:
                 clients[("http", route)] = (h.InferenceServerClient(hu, network_timeout=600), h)
             clients[("grpc", route)] = (g.InferenceServerClient(gu), g)
-        for (_, _), (c, mod) in clients.items():
-            request(c, mod, sample, instruction)  # warm: the features are cached from here on
+        # The routes that reach tritonserver's own ports (not through a front) carry the inference key it takes
+        keyed = {(proto, route): srv.inference_headers(proto) for proto, route in clients if route not in FRONTS}
+        for key, (c, mod) in clients.items():
+            request(c, mod, sample, instruction, keyed.get(key))  # warm: the features are cached from here on
         rss = {route: [rss_mib(pid)] for route, pid in pids.items()}
         for i in range(args.reps):
             order = list(clients.items())
@@ -207,7 +212,7 @@ def main() -> int:
                         video = os.urandom(args.upload_mib << 20)
                     pid = pids.get(route)
                     c0, t0 = cpu_s(pid) if pid else 0.0, time.perf_counter()
-                    request(c, mod, video, instruction)
+                    request(c, mod, video, instruction, keyed.get((proto, route)))
                     times.setdefault(f"{case} {proto} {route}", []).append(time.perf_counter() - t0)
                     if pid:
                         front_cpu.setdefault(f"{case} {proto} {route}", []).append(cpu_s(pid) - c0)

@@ -1,7 +1,8 @@
-"""SIGINT to `videoitg serve --target cpu` (embedded default) with cold requests in flight and idle keep-alive
-connections: how long until it exits, and what each client got.
+"""SIGINT to `videoitg serve --target cpu` (embedded default) with cold requests in flight, idle keep-alive
+connections and clients that sent part of a body: how long until it exits (after the signal, and after the last
+answer), and what each client got.
 
-    python -m benchmarks.bench_stop [--requests 8] [--grpc 4] [--idle 2] [--delay 0.3]
+    python -m benchmarks.bench_stop [--requests 8] [--grpc 4] [--idle 2] [--partial 1] [--delay 0.3]
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=8, help="cold requests, each on its own video")
     ap.add_argument("--grpc", type=int, default=4, help="how many of them go over gRPC (the rest over HTTP)")
     ap.add_argument("--idle", type=int, default=2, help="idle keep-alive HTTP connections held open")
+    ap.add_argument("--partial", type=int, default=1,
+                    help="HTTP clients that sent part of an inference body and then wait")
     ap.add_argument("--delay", type=float, default=0.3, help="seconds from sending the requests to SIGINT")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stop-"))
@@ -72,6 +75,12 @@ def main() -> int:
         s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
         s.recv(4096)
         idle.append(s)
+    partial = []
+    for _ in range(args.partial):
+        s = socket.create_connection(("127.0.0.1", ports[0]), timeout=60)
+        s.sendall(b"POST /v2/models/videoitg/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100000\r\n\r\n{\"inputs\": [")
+        partial.append(s)
     results: dict[int, tuple[str, float, str]] = {}
     n_http = args.requests - args.grpc
 
@@ -95,10 +104,20 @@ def main() -> int:
     exited = time.monotonic() - t0
     for t in threads:
         t.join(60)
-    print(f"serve exited {exited:.1f} s after SIGINT (code {proc.returncode})")
+    last = max((at for _, at, _ in results.values()), default=t0)
+    print(f"serve exited {exited:.1f} s after SIGINT, {t0 + exited - last:.1f} s after the last answer "
+          f"(code {proc.returncode})")
     for i in sorted(results):
         kind, at, what = results[i]
         print(f"  request {i}: {kind} at {at - t0:+.1f} s: {what}")
+    for s in partial:
+        s.settimeout(5)
+        try:
+            got = s.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace") or "closed, no answer"
+        except OSError as e:
+            got = f"{type(e).__name__}"
+        print(f"  half-sent body: {got}")
+        s.close()
     print(rest.strip())
     return 0
 

@@ -1,7 +1,8 @@
 """grpcio's pass-through: each call of the KServe v2 inference service passed on to one upstream address whole and
-unread, by grpc.aio as the front uses it and with the front's memory settings (`front_main.return_freed_memory`; its
-launcher gives it `front_main.environment`), but none of the front's checks. It is what any front built on grpcio costs
-before its policy (`bench_front.py --relay`, the route `grpcio`).
+unread, by grpc.aio as the front uses it and with the front's memory settings (`front.process.return_freed_memory`;
+its launcher gives it `front.process.environment`), but none of the front's checks. It is what any front built on
+grpcio costs before its policy (`bench_front.py --relay`, the route `grpcio`); the inference key its client sends
+is passed on.
 
     python -m benchmarks.grpc_relay PORT HOST:PORT
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from videoitg.serving.front import GRPC_METHODS, SERVICE
-from videoitg.serving.front_main import return_freed_memory
+from videoitg.serving.front.config import GRPC_INFER_KEY_HEADER
+from videoitg.serving.front.grpc_policy import GRPC_METHODS, SERVICE
+from videoitg.serving.front.process import return_freed_memory
 
 
 async def main(port: int, upstream: str) -> None:
@@ -25,8 +27,9 @@ async def main(port: int, upstream: str) -> None:
         call = channel.unary_unary(f"/{SERVICE}/{method}")  # raw bytes both ways
 
         async def relay(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            key = [(k, v) for k, v in context.invocation_metadata() or () if k == GRPC_INFER_KEY_HEADER]
             try:
-                return await call(raw)
+                return await call(raw, metadata=key or None)  # the inference key its client sent, passed on
             except grpc.aio.AioRpcError as e:
                 await context.abort(e.code(), e.details() or "")
                 raise  # abort raises; never reached

@@ -47,10 +47,10 @@ def test_a_stream_of_direct_decode_calls_is_bounded_by_the_steps_queue(server, t
                                                                               match="is not served"):
         public.infer(DECODE, [t])
     answers: queue.SimpleQueue = queue.SimpleQueue()
-    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front
+    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front, with the key only the front holds
     n = 6 * MAX_IN_FLIGHT
     try:
-        c.start_stream(callback=lambda result, error: answers.put(error))
+        c.start_stream(callback=lambda result, error: answers.put(error), headers=server.inference_headers("grpc"))
         for _ in range(n):
             t = grpc.InferInput("VIDEO", [1, 1], "BYTES")
             t.set_data_from_numpy(np.array([[video]], dtype=object))

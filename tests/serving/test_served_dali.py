@@ -62,7 +62,7 @@ def test_decode_step_gives_dali_frames_equal_to_pyav_within_the_bound(server, vp
     try:
         video = grpc.InferInput("VIDEO", [1, 1], "BYTES")
         video.set_data_from_numpy(np.array([[vp9]], dtype=object))
-        got = c.infer("videoitg_decode", [video])
+        got = c.infer("videoitg_decode", [video], headers=server.inference_headers("grpc"))
     finally:
         c.close()
     pixels = got.as_numpy("PIXEL_VALUES")

@@ -121,7 +121,8 @@ def _decode_step(server, reference: str) -> list:
     answers: queue.SimpleQueue = queue.SimpleQueue()
     c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front: clients cannot reach it
     try:
-        c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result))
+        c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result),
+                       headers=server.inference_headers("grpc"))
         c.async_stream_infer("videoitg_decode", [t])
         return [answers.get(timeout=60)]
     finally:

@@ -192,7 +192,7 @@ def _raw_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str = "
         t.set_data_from_numpy(arr)
         ins.append(t)
     try:
-        return c.infer(model, ins)
+        return c.infer(model, ins, headers=None if model == "videoitg" else server.inference_headers("grpc"))
     finally:
         c.close()
 
@@ -209,7 +209,8 @@ def _stream_infer(server, inputs: dict[str, tuple[np.ndarray, str]], model: str)
     c = grpc.InferenceServerClient(server.internal_grpc_url)  # a step: behind the front
     got = []
     try:
-        c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result))
+        c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result),
+                       headers=server.inference_headers("grpc"))
         c.async_stream_infer(model, ins, enable_empty_final_response=True)
         while True:
             a = answers.get(timeout=60)

@@ -65,7 +65,7 @@ def test_select_step_called_directly_checks_its_inputs(server) -> None:
             t = grpc.InferInput(name, list(arr.shape), dtype)
             t.set_data_from_numpy(arr)
             ins.append(t)
-        return c.infer("videoitg_select", ins)
+        return c.infer("videoitg_select", ins, headers=server.inference_headers("grpc"))
 
     try:
         ok = call(np.array([[0.1, 2.0, -1.0]], np.float32), np.array([[0, 10, 20]]), np.array([[0.0, 1.0, 2.0]]))

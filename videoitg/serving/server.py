@@ -1,4 +1,4 @@
-"""Launch a real `tritonserver` behind the public front (`front.py`) on loopback ports of its own, wait until it is
+"""Launch a real `tritonserver` behind the public front (`front/`) on loopback ports of its own, wait until it is
 ready, and stop both in order; the restricted admin APIs open only with a key this object generates."""
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.serving import binaries
-from videoitg.serving.front import DEFAULT_MAX_TENSORS, FrontConfig
-from videoitg.serving.front_main import environment as front_environment
+from videoitg.serving.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_ENV, INFER_KEY_HEADER, FrontConfig
+from videoitg.serving.front.policy import DEFAULT_MAX_TENSORS
+from videoitg.serving.front.process import environment as front_environment
 from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_ports
 from videoitg.serving.procfs import group_alive, group_cpu_s
 from videoitg.serving.protocol import OTHER_INPUTS_BYTES, RepoSummary
@@ -37,7 +38,8 @@ from videoitg.serving.supervise import StubWatchdog
 # Restricted to requests that carry the launcher's key (Triton 2.51 `--http-restricted-api` /
 # `--grpc-restricted-protocol`). model-repository: loading a model whose files come in the request runs code in the
 # server; shared-memory: registering a region the server uses itself (a python stub's) crashed it; logging and
-# trace: a client could fill the disk or silence the log. Inference, health, metadata, config and statistics stay open.
+# trace: a client could fill the disk or silence the log. Inference takes a key of its own, which only the front (and
+# this object) holds (`front.config.INFER_KEY_HEADER`); health, metadata, config and statistics stay open.
 ADMIN_APIS = ("model-repository", "shared-memory", "logging", "trace")
 ADMIN_HEADER = "videoitg-admin-key"
 GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton prefixes restricted gRPC headers with this
@@ -191,6 +193,7 @@ class TritonServer:
         self.watchdog: StubWatchdog | None = None
         self.server_id = f"videoitg-{secrets.token_hex(8)}"  # `GET /v2` names it: proves the answering server is ours
         self._admin_key = secrets.token_urlsafe(32)
+        self._infer_key = secrets.token_urlsafe(32)
         self.shm_prefix = f"{SHM_PREFIX}{launcher_tag()}_{secrets.token_hex(4)}_"
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
@@ -248,9 +251,19 @@ class TritonServer:
         """Headers that unlock the restricted APIs: for the launcher itself (the watchdog) and its tests only."""
         return {(GRPC_ADMIN_HEADER if protocol == "grpc" else ADMIN_HEADER): self._admin_key}
 
+    def inference_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that let an inference reach tritonserver's own ports: for callers that go there on purpose
+        (tests of the steps, benchmarks of the front's cost); every other caller goes through the front."""
+        return {(GRPC_INFER_KEY_HEADER if protocol == "grpc" else INFER_KEY_HEADER): self._infer_key}
+
+    def front_environment(self) -> dict[str, str]:
+        """The front's process environment: this one's, with its memory settings and the inference key."""
+        return {**front_environment(dict(os.environ)), INFER_KEY_ENV: self._infer_key}
+
     def command(self, backend_dir: Path) -> list[str]:
         o = self.options
         restricted = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}={self._admin_key}"
+        inference = f"inference:{INFER_KEY_HEADER}={self._infer_key}"
         args = [
             str(self.install.binary),
             f"--id={self.server_id}",
@@ -268,6 +281,8 @@ class TritonServer:
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
+            f"--http-restricted-api={inference}",
+            f"--grpc-restricted-protocol={inference}",
         ]
         if o.stub_watchdog_s > 0 and not any(a.startswith("--model-control-mode") for a in o.extra_args):
             # Explicit control (every model loaded at start) so the watchdog may reload one model.
@@ -291,7 +306,7 @@ class TritonServer:
                           triton_grpc=f"{LOOPBACK}:{t[1]}", triton_metrics=f"{LOOPBACK}:{t[2]}", models=models,
                           max_request_bytes=max_bytes,
                           max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s))
-        return [sys.executable, "-m", "videoitg.serving.front_main", json.dumps(cfg.__dict__)]
+        return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 180.0, max_s: float | None = None) -> TritonServer:
@@ -381,7 +396,7 @@ class TritonServer:
 
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
         self._proc = popen(self.command(backend_dir), binaries.server_env(self.install))
-        self._front = popen(front, front_environment(dict(os.environ)))
+        self._front = popen(front, self.front_environment())
         try:
             self.wait_ready(timeout_s, max_s)
         except BaseException:

@@ -1,44 +1,21 @@
-"""The front's process: its HTTP, gRPC and metrics ports (front.py, front_grpc.py) sharing one held-bytes budget,
-until SIGINT or SIGTERM.
-
-    python -m videoitg.serving.front_main CONFIG_JSON    # started and stopped by `TritonServer` (server.py)
-"""
+"""The front's process settings: its environment (huge pages for large blocks), glibc's memory returned to the
+system, and its open-file limit."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import resource
-import signal
-import sys
 
-from videoitg.serving.front import ByteBudget, FrontConfig, FrontCounters, held_budget, start_http, stop_http
+from videoitg.serving.front.bounds import ByteBudget
+from videoitg.serving.front.config import METRICS_CONNECTIONS
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 TRIM_BYTES = 64 << 20  # request bytes released since the budget's high mark that make the heap worth trimming
 TRIM_EVERY_S = 1.0
-
-
-async def serve(cfg: FrontConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    from videoitg.serving.front_grpc import GrpcPort  # h2 and grpcio: the launcher imports this module without them
-
-    counters = FrontCounters()
-    budget = held_budget(cfg)
-    runners, listeners = await start_http(cfg, counters, budget)
-    grpc_server = GrpcPort(cfg, counters, budget)
-    await grpc_server.start()
-    trimmer = asyncio.ensure_future(trim_after_release(budget))
-    print(f"videoitg front: http {cfg.host}:{cfg.http_port} grpc {cfg.host}:{cfg.grpc_port} metrics "
-          f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}",
-          flush=True)
-    await stop.wait()
-    trimmer.cancel()
-    await asyncio.gather(grpc_server.stop(cfg.shutdown_s), stop_http(runners, listeners))
+# Descriptors beside the client connections and theirs toward tritonserver: the listeners, the event loop's,
+# grpcio's channel and threads, the log, libraries' files.
+RESERVED_FILES = 128
 
 
 async def trim_after_release(budget: ByteBudget) -> None:
@@ -82,9 +59,8 @@ def return_freed_memory() -> bool:
 
 
 def raise_open_file_limit() -> int:
-    """The soft open-file limit raised to the hard one (at most 2^20): the connection caps of the HTTP, gRPC and
-    metrics ports and the pooled connections toward tritonserver together can pass the common soft limit of 1024.
-    Returns the limit now in force."""
+    """The soft open-file limit raised to the hard one (at most 2^20), so the connection caps can be set from the
+    hard limit rather than the common soft one of 1024 (`connection_cap`). Returns the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
     if soft != resource.RLIM_INFINITY and soft < want:
@@ -96,14 +72,9 @@ def raise_open_file_limit() -> int:
     return soft
 
 
-def main(argv: list[str]) -> int:
-    raw = json.loads(argv[0])
-    cfg = FrontConfig(**{**raw, "models": tuple(raw["models"])})
-    return_freed_memory()
-    raise_open_file_limit()
-    asyncio.run(serve(cfg))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def connection_cap(limit: int, wanted: int) -> int:
+    """The HTTP and gRPC ports' connection cap (at most `wanted`) that fits an open-file limit: an HTTP connection
+    may hold one toward tritonserver too (pooled, while its request is answered), gRPC calls share one channel, the
+    metrics port's connections each may hold one, and RESERVED_FILES stay free. Past the cap a new connection takes
+    the place of an idle one, so descriptors never run out (where accept() fails, asyncio stops accepting for 1 s)."""
+    return max(1, min(wanted, (limit - RESERVED_FILES - 2 * METRICS_CONNECTIONS) // 3))
