@@ -11,10 +11,9 @@ from videoitg.errors import InputError
 from videoitg.export import FramesTooLargeError, top_k_images
 from videoitg.limits import Limits
 from videoitg.outputs import FRAME_FORMATS, GroundingResult, frame_outputs
+from videoitg.serving.protocol import MAX_FRAMES_SIZE
 
 from .request import one_value, option_text
-
-MAX_FRAMES_SIZE = 4096  # FRAMES_SIZE, the longer side in pixels: the decoder's default width and height bound
 
 
 @dataclass(frozen=True)
