@@ -90,7 +90,7 @@ class ChatUpstream:
                     raise
         except (asyncio.TimeoutError, TimeoutError):  # aiohttp's too (ServerTimeoutError is one)
             raise UpstreamTimeoutError(f"the video-LLM at {self.base_url} did not answer within "
-                                       f"{self.timeout_s:.0f} s") from None
+                                       f"{self.timeout_s:g} s") from None
         except aiohttp.ClientError as e:
             raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} cannot be reached or broke off "
                                            f"({type(e).__name__}: {str(e)[:200]})") from None
