@@ -135,7 +135,18 @@ class ChatUpstream:
         except aiohttp.ClientError as e:
             raise UpstreamUnavailableError(f"the video-LLM's stream broke off ({type(e).__name__})") from None
 
-    # ---- the two answers -------------------------------------------------------------------------------------
+    async def models(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The video-LLM's model list (`GET /models`), as it answers it."""
+        async with self.request("GET", "/models", None, headers) as resp:
+            return await self.read_json(resp)
+
+    async def first_model(self) -> str:
+        """The id of the first model the video-LLM lists: the `model` of a request that names none."""
+        data = (await self.models()).get("data")
+        if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "id" not in data[0]:
+            raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} lists no model: name one (--model)")
+        return str(data[0]["id"])
+
     async def complete(self, body: dict[str, Any], selection: Selection,
                        headers: dict[str, str] | None = None) -> dict[str, Any]:
         """The non-streamed answer to `body` (the forwarded request) with the `videoitg` field added."""
