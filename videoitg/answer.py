@@ -25,7 +25,6 @@ from videoitg.errors import InputError, VideoITGError
 from videoitg.handoff import frame_parts
 from videoitg.jsonio import nesting_over
 from videoitg.limits import Limits
-from videoitg.outputs import DEFAULT_TOP_K
 from videoitg.paths import MediaRoots, PathRefusedError, shown
 from videoitg.serving.protocol import MAX_FRAMES_SIZE
 
@@ -130,7 +129,7 @@ class ChatQuestion:
     part: int  # index of the video part in its content
     video_url: str
     question: str  # the message's text parts, joined by newlines: the grounding instruction
-    top_k: int
+    top_k: int | None  # None: the grounding server's default (DEFAULT_TOP_K unless its operator set another)
     frame_size: int | None  # the frames' longer side in pixels; None: the video's own size
 
 
@@ -153,19 +152,22 @@ def load_body(raw: bytes) -> Any:
     return value
 
 
-def _int_option(options: dict[str, Any], key: str, low: int, high: int, default: int) -> int:
-    value = options.get(key, default)
+def _int_option(options: dict[str, Any], key: str, low: int, high: int, default: int | None) -> int | None:
+    if key not in options:
+        return default
+    value = options[key]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         shown_value = json.dumps(value)[:32] if not isinstance(value, (dict, list)) else type(value).__name__
         raise OptionError(f"{EXTENSION}.{key} must be an integer from {low} to {high}, got {shown_value}")
     return value
 
 
-def parse_chat(body: Any, default_top_k: int = DEFAULT_TOP_K) -> ChatQuestion:
+def parse_chat(body: Any) -> ChatQuestion:
     """Check a chat-completions request (parsed JSON) and find its video: exactly one `video_url` part in the whole
     request, in the last user message, beside at least one text part (the question). The `videoitg` extension object
-    (`top_k`: 1..MAX_TOP_K, default `default_top_k`; `frame_size`: 0..MAX_FRAMES_SIZE pixels, 0 the video's own
-    size, default DEFAULT_FRAME_SIZE) is read and removed; every other field stays as it came."""
+    (`top_k`: 1..MAX_TOP_K, default the grounding server's, DEFAULT_TOP_K unless configured; `frame_size`:
+    0..MAX_FRAMES_SIZE pixels, 0 the video's own size, default DEFAULT_FRAME_SIZE) is read and removed; every other
+    field stays as it came."""
     if not isinstance(body, dict):
         raise ChatRequestError("request body must be a JSON object (an OpenAI chat-completions request)")
     messages = body.get("messages")
@@ -177,7 +179,7 @@ def parse_chat(body: Any, default_top_k: int = DEFAULT_TOP_K) -> ChatQuestion:
     unknown = sorted(set(options) - {"top_k", "frame_size"})
     if unknown:
         raise OptionError(f"'{EXTENSION}' has no field {unknown[0][:32]!r} (it takes top_k and frame_size)")
-    top_k = _int_option(options, "top_k", 1, MAX_TOP_K, default_top_k)
+    top_k = _int_option(options, "top_k", 1, MAX_TOP_K, None)
     size = _int_option(options, "frame_size", 0, MAX_FRAMES_SIZE, DEFAULT_FRAME_SIZE)
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if not users:

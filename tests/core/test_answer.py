@@ -34,7 +34,6 @@ from videoitg.answer import (
     with_selection,
 )
 from videoitg.handoff import frame_label, frame_parts
-from videoitg.outputs import DEFAULT_TOP_K
 from videoitg.paths import MediaRoots
 from videoitg.serving.protocol import MAX_FRAMES_SIZE
 
@@ -58,7 +57,7 @@ def test_a_request_names_its_video_question_and_defaults() -> None:
     q = parse_chat(body)
     assert (q.message, q.part, q.video_url) == (0, 1, VIDEO)
     assert q.question == "When does the dog jump?"
-    assert (q.top_k, q.frame_size) == (DEFAULT_TOP_K, DEFAULT_FRAME_SIZE)
+    assert (q.top_k, q.frame_size) == (None, DEFAULT_FRAME_SIZE)  # top_k: the grounding server's default
     assert q.body == body  # every field kept as it came
 
 
@@ -72,7 +71,6 @@ def test_text_parts_join_into_the_question_and_the_extension_is_read_and_removed
     assert q.question == "Look:\nwhat colour is it?"
     assert (q.top_k, q.frame_size) == (8, None)  # 0: the video's own size
     assert "videoitg" not in q.body and q.body["messages"] == body["messages"]
-    assert parse_chat(chat(text("q"), video()), default_top_k=5).top_k == 5
 
 
 @pytest.mark.parametrize(("body", "error", "match"), [
