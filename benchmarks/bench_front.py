@@ -11,7 +11,7 @@ tiny checkpoint.
 Reports p50 of each, the ratio front / direct, the front's own CPU time per request (its process's, read
 around each request through the front), and the resident memory of each route's process after the warm-up and
 1 s after the last request. `--small-pages`: also a second front, started as the first but without the
-huge-page tunable (`front_main.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
+huge-page tunable (`front.process.environment`), on ports of its own: the route `front-4k`, interleaved with the others.
 `--baseline DIR`: also the front of another checkout of this project (say `git worktree add DIR REV`), started as
 the first from DIR's code, to the same tritonserver: the route `baseline`, a change to the front measured against
 what it changes, interleaved in one run.
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from videoitg.defaults import sample_video  # noqa: E402
-from videoitg.serving.front_main import environment as front_environment  # noqa: E402
+from videoitg.serving.front.process import environment as front_environment  # noqa: E402
 from videoitg.serving.ports import LOOPBACK, free_ports  # noqa: E402
 from videoitg.serving.procfs import cpu_s, rss_mib  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402

@@ -1,7 +1,7 @@
 """grpcio's pass-through: each call of the KServe v2 inference service passed on to one upstream address whole and
-unread, by grpc.aio as the front uses it and with the front's memory settings (`front_main.return_freed_memory`; its
-launcher gives it `front_main.environment`), but none of the front's checks. It is what any front built on grpcio costs
-before its policy (`bench_front.py --relay`, the route `grpcio`).
+unread, by grpc.aio as the front uses it and with the front's memory settings (`front.process.return_freed_memory`;
+its launcher gives it `front.process.environment`), but none of the front's checks. It is what any front built on
+grpcio costs before its policy (`bench_front.py --relay`, the route `grpcio`).
 
     python benchmarks/grpc_relay.py PORT HOST:PORT
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoitg.serving.front import GRPC_METHODS, SERVICE
-from videoitg.serving.front_main import return_freed_memory
+from videoitg.serving.front.grpc_policy import GRPC_METHODS, SERVICE
+from videoitg.serving.front.process import return_freed_memory
 
 
 async def main(port: int, upstream: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support import ROOT
-from videoitg.serving.front import SERVICE
+from videoitg.serving.front.grpc_policy import SERVICE
 from videoitg.serving.ports import LOOPBACK, free_ports
 
 RELAY = ROOT / "benchmarks" / "relay.py"

@@ -366,7 +366,7 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     assert f'"{libs["dali"]["package"]}==${{DALI_VERSION}}"' in text
     assert f"ARG TRITONCLIENT_VERSION={libs['triton']['version']}" in text
     assert '"tritonclient[grpc,http]==${TRITONCLIENT_VERSION}"' in text and '"aiohttp>=3.9"' in text
-    assert '"h2>=4.1"' in text and "videoitg.serving.front_grpc" in text  # the front's gRPC port, imported at build
+    assert '"h2>=4.1"' in text and "videoitg.serving.front.main" in text  # the front's ports, imported at build
     assert "pip list --format=freeze" in text and "-c /opt/image-constraints.txt" in text
     assert "python3 -m videoitg.engines.compat" in text
     assert not re.search(r'"torch[=<>]', text) and not re.search(r'"numpy[=<>]', text)

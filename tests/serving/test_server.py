@@ -33,7 +33,7 @@ from tests.support.server import read_until, skip_without_tritonserver, stub_pid
 from videoitg.defaults import default_checkpoint
 from videoitg.serving import procfs, shm, supervise
 from videoitg.serving import server as server_mod
-from videoitg.serving.front_main import environment as front_environment
+from videoitg.serving.front.process import environment as front_environment
 from videoitg.serving.ports import free_ports
 from videoitg.serving.server import ServerOptions, TritonServer
 

@@ -8,7 +8,7 @@ import contextlib
 import time
 import urllib.parse
 
-from videoitg.serving.front import SERVICE
+from videoitg.serving.front.grpc_policy import SERVICE
 
 
 class H2Client:

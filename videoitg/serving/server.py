@@ -1,4 +1,4 @@
-"""Launch a real `tritonserver` behind the public front (`front.py`) on loopback ports of its own, wait until it is
+"""Launch a real `tritonserver` behind the public front (`front/`) on loopback ports of its own, wait until it is
 ready, and stop both in order; the restricted admin APIs open only with a key this object generates."""
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 from videoitg.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.serving import binaries
-from videoitg.serving.front import DEFAULT_MAX_TENSORS, FrontConfig
-from videoitg.serving.front_main import environment as front_environment
+from videoitg.serving.front.config import FrontConfig
+from videoitg.serving.front.policy import DEFAULT_MAX_TENSORS
+from videoitg.serving.front.process import environment as front_environment
 from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_ports
 from videoitg.serving.procfs import group_alive, group_cpu_s
 from videoitg.serving.protocol import OTHER_INPUTS_BYTES, RepoSummary
@@ -288,7 +289,7 @@ class TritonServer:
                           triton_grpc=f"{LOOPBACK}:{t[1]}", triton_metrics=f"{LOOPBACK}:{t[2]}", models=models,
                           max_request_bytes=max_bytes,
                           max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s))
-        return [sys.executable, "-m", "videoitg.serving.front_main", json.dumps(cfg.__dict__)]
+        return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 180.0, max_s: float | None = None) -> TritonServer:

@@ -1,4 +1,4 @@
-"""The front's client for tritonserver's HTTP endpoints (`videoitg/serving/upstream.py`), against a stand-in that
+"""The front's client for tritonserver's HTTP endpoints (`videoitg/serving/front/upstream.py`), against a stand-in that
 answers with scripted bytes: framing, pooled connections, what ends one, timeouts, bodies sent as they come."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from videoitg.serving.upstream import Upstream, UpstreamError
+from videoitg.serving.front.upstream import Upstream, UpstreamError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -106,7 +106,7 @@ def test_an_answer_split_anywhere_reads_as_it_does_whole() -> None:
     arrives in one piece, and its body is the one sent."""
     import random
 
-    from videoitg.serving.upstream import _Connection
+    from videoitg.serving.front.upstream import _Connection
 
     class Transport:
         def __init__(self) -> None:

@@ -1,44 +1,17 @@
-"""The front's process: its HTTP, gRPC and metrics ports (front.py, front_grpc.py) sharing one held-bytes budget,
-until SIGINT or SIGTERM.
-
-    python -m videoitg.serving.front_main CONFIG_JSON    # started and stopped by `TritonServer` (server.py)
-"""
+"""The front's process settings: its environment (huge pages for large blocks), glibc's memory returned to the
+system, and its open-file limit."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import resource
-import signal
-import sys
 
-from videoitg.serving.front import ByteBudget, FrontConfig, FrontCounters, held_budget, start_http, stop_http
+from videoitg.serving.front.bounds import ByteBudget
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 TRIM_BYTES = 64 << 20  # request bytes released since the budget's high mark that make the heap worth trimming
 TRIM_EVERY_S = 1.0
-
-
-async def serve(cfg: FrontConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    from videoitg.serving.front_grpc import GrpcPort  # h2 and grpcio: the launcher imports this module without them
-
-    counters = FrontCounters()
-    budget = held_budget(cfg)
-    runners, listeners = await start_http(cfg, counters, budget)
-    grpc_server = GrpcPort(cfg, counters, budget)
-    await grpc_server.start()
-    trimmer = asyncio.ensure_future(trim_after_release(budget))
-    print(f"videoitg front: http {cfg.host}:{cfg.http_port} grpc {cfg.host}:{cfg.grpc_port} metrics "
-          f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}",
-          flush=True)
-    await stop.wait()
-    trimmer.cancel()
-    await asyncio.gather(grpc_server.stop(cfg.shutdown_s), stop_http(runners, listeners))
 
 
 async def trim_after_release(budget: ByteBudget) -> None:
@@ -94,16 +67,3 @@ def raise_open_file_limit() -> int:
             return soft
         return want
     return soft
-
-
-def main(argv: list[str]) -> int:
-    raw = json.loads(argv[0])
-    cfg = FrontConfig(**{**raw, "models": tuple(raw["models"])})
-    return_freed_memory()
-    raise_open_file_limit()
-    asyncio.run(serve(cfg))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,65 @@
+"""The front's configuration (`FrontConfig`, written by the launcher as JSON) and what it counts (`FrontCounters`,
+on the metrics page beside tritonserver's). Imported by the launcher: nothing here needs the serve extra."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from videoitg.serving.front.bounds import BODY_IDLE_S, ByteBudget
+from videoitg.serving.front.policy import DEFAULT_MAX_TENSORS, Refusal
+
+KEEPALIVE_S = 15.0  # to send a request's headers, and an idle keep-alive connection's life
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    triton_http: str  # host:port of tritonserver's own endpoints
+    triton_grpc: str
+    triton_metrics: str
+    models: tuple[str, ...]  # the models a client may use
+    max_request_bytes: int
+    shutdown_s: float = 10.0  # in-flight requests get this long on SIGTERM
+    max_inputs: int = DEFAULT_MAX_TENSORS  # the public models' signature (`RepoSummary.signature_bound`)
+    max_outputs: int = DEFAULT_MAX_TENSORS
+    held_bytes: int = 1 << 30  # request body bytes held at once, all connections together (at least one request)
+    # open client connections on the HTTP port (below the common 1024 open-file limit); gRPC calls waiting for their
+    # message, and gRPC calls being answered
+    max_connections: int = 768
+    pass_timeout_s: float = 10.0  # health, metadata, config, statistics, metrics toward tritonserver
+    infer_timeout_s: float = 300.0  # an inference toward tritonserver
+    keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
+    body_idle_s: float = BODY_IDLE_S  # the longest wait for the next byte of a request body
+
+
+def held_budget(cfg: FrontConfig) -> ByteBudget:
+    """The request bytes both ports may hold at once (at least one request's)."""
+    return ByteBudget(max(cfg.held_bytes, cfg.max_request_bytes))
+
+
+class FrontCounters:
+    """What the front answered itself, on the metrics page beside tritonserver's: `videoitg_front_rejected{protocol,
+    reason}` (the client's fault: a Refusal's reason's label) and `videoitg_front_unavailable{protocol}`
+    (tritonserver did not answer within its bound, or could not be reached)."""
+
+    def __init__(self) -> None:
+        self.rejected: Counter[tuple[str, str]] = Counter()
+        self.unavailable: Counter[str] = Counter()
+
+    def reject(self, protocol: str, refusal: Refusal) -> None:
+        if refusal.reason.label is not None:
+            self.rejected[protocol, refusal.reason.label] += 1
+
+    def text(self) -> str:
+        lines = ["# HELP videoitg_front_rejected requests the front refused for the client's fault, by reason",
+                 "# TYPE videoitg_front_rejected counter"]
+        lines += [f'videoitg_front_rejected{{protocol="{p}",reason="{r}"}} {n}'
+                  for (p, r), n in sorted(self.rejected.items())]
+        lines += ["# HELP videoitg_front_unavailable requests answered unavailable: tritonserver did not answer",
+                  "# TYPE videoitg_front_unavailable counter"]
+        lines += [f'videoitg_front_unavailable{{protocol="{p}"}} {n}' for p, n in sorted(self.unavailable.items())]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,249 @@
+"""The front's HTTP ports, on aiohttp's low-level server: the public HTTP port (`HttpPort`: the KServe v2 API that
+`policy.http_route` allows, each inference body read once under the front's bounds and passed on to tritonserver)
+and the metrics port (`MetricsPort`: tritonserver's metrics page with the front's counters)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+from aiohttp import HttpVersion11, web
+
+from videoitg.serving.front.bounds import ABANDONED, BodyReader, BodyRefused, ByteBudget, stream_body
+from videoitg.serving.front.config import FrontConfig, FrontCounters
+from videoitg.serving.front.connections import LINGER_S, Connections, ServerLog, listen
+from videoitg.serving.front.policy import (
+    MAX_HEADER_BYTES,
+    Reason,
+    Refusal,
+    bounded_error_body,
+    framing_error,
+    header_size_refusal,
+    http_infer_error,
+    http_route,
+    json_length,
+)
+from videoitg.serving.front.upstream import Upstream, UpstreamError
+from videoitg.serving.protocol import OTHER_INPUTS_BYTES
+
+READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
+METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
+PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
+# An extra route of the HTTP port: its handler, given the port (its bounds, budget, counters, `forward` and
+# `refuse`) and the request.
+Route = Callable[["HttpPort", web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = True) -> web.Response:
+    """The answer to a refused request (its reason's HTTP status), counted as the client's fault."""
+    counters.reject(protocol, err)
+    status = err.reason.http
+    r = web.json_response({"error": err}, status=status, headers={"Retry-After": "1"} if status == 503 else None)
+    if close:
+        r.force_close()  # the answer says `Connection: close`, and the connection closes after it
+    return r
+
+
+async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], cfg: FrontConfig, cap: int,
+                  port: int, name: str, counters: FrontCounters, conns: Connections,
+                  ) -> tuple[web.ServerRunner, asyncio.Server]:
+    """aiohttp's low-level server running `handler` for every request it parsed (no router or `100 Continue` of its
+    own), listening on `port` with at most `cap` connections. auto_decompress off: a compressed body is never
+    inflated here, on any route (the inference route refuses one before reading it; a body on another route, never
+    read, is still drained after the answer)."""
+    server = web.Server(handler, access_log=None, logger=ServerLog(name, counters), keepalive_timeout=cfg.keepalive_s,
+                        lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE, auto_decompress=False)
+    runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_s)
+    await runner.setup()
+    return runner, await listen(server, cfg.host, port, cap, name, counters, conns)
+
+
+class HttpPort:
+    """The public HTTP port: every request aiohttp parsed is answered here, whatever its target. Extra routes
+    (`routes`: exact path -> `Route`) are served first; everything else is the KServe v2 API as `http_route` allows
+    it (the only router), health and metadata passed on, inference checked and passed on, the rest refused. At most
+    `max_connections` connections (past it, answered 503 and closed)."""
+
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
+                 routes: Mapping[str, Route] | None = None):
+        self.cfg, self.counters, self.budget = cfg, counters, budget
+        self.routes: dict[str, Route] = dict(routes or {})
+        # Pooled keep-alive connections (upstream.py). A model load holds the tritonserver thread its connection is
+        # served on, so the launcher reloads over gRPC (`TritonServer._admin`). No Accept-Encoding of the front's
+        # own: a client that asked for none gets none.
+        self.triton = Upstream(cfg.triton_http)
+        self.conns = Connections()
+        self.runner: web.ServerRunner | None = None
+        self.listener: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the configured one, or the one the OS picked for port 0)."""
+        assert self.listener is not None
+        return self.listener.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self.runner, self.listener = await _server(self.handle, self.cfg, self.cfg.max_connections,
+                                                   self.cfg.http_port, "http", self.counters, self.conns)
+
+    async def stop(self) -> None:
+        """No new connection; idle keep-alive connections are closed at once, requests in flight get `shutdown_s`."""
+        if self.listener is not None:
+            self.listener.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.triton.close()
+
+    async def forward(self, method: str, path: str, body: bytes | AsyncIterator[bytes] | None,
+                      headers: dict[str, str], timeout_s: float, reader: BodyReader | None = None) -> web.Response:
+        """tritonserver's answer; `reader`: the body being passed on, whose refusal (the client's fault) is
+        answered as such when it ends the request."""
+        try:
+            answer = await self.triton.request(method, path, headers, body, timeout_s)
+        except (UpstreamError, OSError, asyncio.TimeoutError, BodyRefused) as e:
+            e.__traceback__ = None  # it would hold the request's frames, and so its body
+            if reader is not None and reader.refusal is not None:
+                return self.refuse_body(reader.refusal)
+            self.counters.unavailable["http"] += 1
+            return web.json_response({"error": f"server unavailable ({type(e).__name__}: no answer within "
+                                               f"{timeout_s:.0f} s); try again"}, status=503)
+        passed = {k: answer.headers[k.lower()] for k in PASS_HEADERS if k.lower() in answer.headers}
+        data = answer.body
+        if answer.status >= 400 and "Content-Encoding" not in passed:
+            data = bounded_error_body(data)
+        return web.Response(status=answer.status, body=data, headers=passed)
+
+    def refuse(self, err: Refusal, close: bool = True) -> web.Response:
+        return refused(self.counters, "http", err, close)
+
+    def refuse_body(self, err: Refusal) -> web.Response:
+        return self.too_large(None) if err.reason is Reason.TOO_LARGE else self.refuse(err)
+
+    def too_large(self, n: int | None) -> web.Response:
+        size = f"of {n} bytes " if n is not None else ""
+        why = f"the served --max-video-bytes per video of a batch, plus {OTHER_INPUTS_BYTES >> 20} MiB"
+        err = f"request body {size}is over the server's limit of {self.cfg.max_request_bytes} bytes ({why})"
+        return self.refuse(Refusal(err, Reason.TOO_LARGE))
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.conns.busy.add(request.protocol)
+        try:
+            route = self.routes.get(request.path)
+            return await (route(self, request) if route is not None else self.answer(request))
+        finally:
+            self.conns.busy.discard(request.protocol)
+
+    async def answer(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The KServe v2 API."""
+        cfg = self.cfg
+        route = http_route(request.method, request.path, cfg.models)
+        if isinstance(route, Refusal):  # the body, if any, is not read: the connection closes
+            return self.refuse(route)
+        kind, path = route
+        headers = {k: request.headers[k] for k in ("Content-Type", "Inference-Header-Content-Length", "Accept-Encoding")
+                   if k in request.headers}
+        if kind == "pass":
+            return await self.forward("GET", path, None, headers, cfg.pass_timeout_s)
+        # All before the body is read (and before `100 Continue`).
+        if (err := framing_error(request.headers.items())) is not None:
+            return self.refuse(err)
+        declared = request.content_length
+        if declared is not None and declared > cfg.max_request_bytes:
+            return self.too_large(declared)
+        n = json_length(request.headers.get("Inference-Header-Content-Length"), declared)
+        if isinstance(n, Refusal):
+            return self.refuse(n)
+        if (err := await _continue(request)) is not None:
+            return self.refuse(err)
+        reader = BodyReader(request.content, cfg.max_request_bytes, self.budget, cfg.body_idle_s)
+        self.conns.reading[request.protocol] = request.content
+        try:
+            if request.protocol in self.conns.shut and not request.content.is_eof():  # shut before this handler ran
+                return self.refuse(Refusal(ABANDONED, Reason.ABANDONED))
+            return await self.infer(request, path, headers, reader, declared, n)
+        finally:
+            self.conns.reading.pop(request.protocol, None)
+            reader.release()
+
+    async def infer(self, request: web.BaseRequest, path: str, headers: dict[str, str], reader: BodyReader,
+                    declared: int | None, n: int | None) -> web.StreamResponse:
+        """Reads the body's JSON header (its first `n` bytes; None: the whole body), checks it, then passes the
+        body on: whole when it is all in hand or its length is not declared (a chunked request: tritonserver gets
+        a Content-Length), else the rest as it arrives (`stream_body`)."""
+        chunks, have = [], 0
+        while (n is None or have < n) and (chunk := await reader.chunk()):
+            chunks.append(chunk)
+            have += len(chunk)
+            if n is None and have > MAX_HEADER_BYTES:  # a chunked body, all of it JSON header
+                chunks.clear()
+                return self.refuse(header_size_refusal())
+        if reader.refusal is None and declared is None:
+            while chunk := await reader.chunk():
+                chunks.append(chunk)
+                have += len(chunk)
+        if reader.refusal is not None:
+            chunks.clear()
+            return self.refuse_body(reader.refusal)
+        whole = declared is None or have == declared
+        head = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        err = http_infer_error(head if whole else head[:n], request.headers.get("Inference-Header-Content-Length"),
+                               self.cfg.max_inputs, self.cfg.max_outputs)
+        if err is not None:
+            return self.refuse(err, close=not whole)
+        if whole:
+            return await self.forward("POST", path, head, headers, self.cfg.infer_timeout_s)
+        body, chunks, head = stream_body(chunks, reader), [], b""  # the stream alone holds what it has not passed on
+        return await self.forward("POST", path, body, {**headers, "Content-Length": str(declared)},
+                                  self.cfg.infer_timeout_s, reader)
+
+
+async def _continue(request: web.BaseRequest) -> Refusal | None:
+    """`100 Continue` for a request that asked (Expect: 100-continue), sent once the front accepts it (aiohttp's
+    low-level server sends none of its own)."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return Refusal(f"Expect {expect[:32]!r} is not supported", Reason.EXPECT)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+    return None
+
+
+class MetricsPort:
+    """The metrics port: GET and HEAD /metrics, tritonserver's page with the front's counters after it; anything
+    else 404. At most METRICS_CONNECTIONS connections."""
+
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters):
+        self.cfg, self.counters = cfg, counters
+        self.triton = Upstream(cfg.triton_metrics)
+        self.runner: web.ServerRunner | None = None
+        self.listener: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.listener is not None
+        return self.listener.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self.runner, self.listener = await _server(self.handle, self.cfg, METRICS_CONNECTIONS, self.cfg.metrics_port,
+                                                   "metrics", self.counters, Connections())
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.triton.close()
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        if request.method not in ("GET", "HEAD") or request.path != "/metrics":
+            return refused(self.counters, "metrics", Refusal(f"{request.method[:16]} {request.path[:80]} is not "
+                                                             "served: this port answers GET and HEAD /metrics",
+                                                             Reason.ROUTE))
+        try:
+            answer = await self.triton.request("GET", "/metrics", {}, None, self.cfg.pass_timeout_s)
+        except (UpstreamError, OSError, asyncio.TimeoutError) as e:
+            return web.Response(status=503, text=f"metrics unavailable ({type(e).__name__})\n{self.counters.text()}")
+        return web.Response(status=answer.status, body=answer.body + self.counters.text().encode(),
+                            content_type="text/plain")
