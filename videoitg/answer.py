@@ -234,22 +234,34 @@ def video_source(url: str, roots: MediaRoots) -> bytes | Path:
         raise VideoRefusedError(f"{e} ({type(e).__name__})") from None
 
 
-def read_video(path: Path, roots: MediaRoots, max_bytes: int) -> bytes:
-    """The bytes of a video `video_source` resolved under `roots`, opened with the media roots' checks (a regular
-    file, the one checked), at most `max_bytes` (VideoRefusedError otherwise)."""
+def open_video(path: Path, roots: MediaRoots, max_bytes: int) -> tuple[int, int]:
+    """(descriptor, size) of a video `video_source` resolved under `roots`, opened with the media roots' checks (a
+    regular file, the one checked), at most `max_bytes` (VideoRefusedError otherwise). The caller reads it with
+    `read_opened`, which closes it."""
     try:
         fd = roots.open(str(path))
     except PathRefusedError as e:
         raise VideoRefusedError(f"{e} ({type(e).__name__})") from None
+    size = os.fstat(fd).st_size
+    if size > max_bytes:
+        os.close(fd)
+        raise VideoRefusedError(f"video_url {shown(str(path))} is {size} bytes, over this server's bound of "
+                                f"{max_bytes} bytes for a video it reads for an answer")
+    return fd, size
+
+
+def read_opened(fd: int, size: int) -> bytes:
+    """The `size` bytes of a video `open_video` opened (VideoRefusedError if it grew meanwhile); closes it."""
     with os.fdopen(fd, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > max_bytes:
-            raise VideoRefusedError(f"video_url {shown(str(path))} is {size} bytes, over this server's bound of "
-                                    f"{max_bytes} bytes for a video it reads for an answer")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise VideoRefusedError(f"video_url {shown(str(path))} grew past {max_bytes} bytes while it was read")
+        data = f.read(size + 1)
+    if len(data) > size:
+        raise VideoRefusedError(f"video_url grew past {size} bytes while it was read")
     return data
+
+
+def read_video(path: Path, roots: MediaRoots, max_bytes: int) -> bytes:
+    """`open_video`, then `read_opened`: the bytes of a video under `roots`, at most `max_bytes`."""
+    return read_opened(*open_video(path, roots, max_bytes))
 
 
 # ---- the selection and what is forwarded --------------------------------------------------------------------------

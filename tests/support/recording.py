@@ -56,11 +56,11 @@ def parse_requests(data: bytes) -> list[Received]:
 
 class RecordingRelay:
     """A byte relay from a free loopback port to `upstream` (host:port), run on a thread of its own; `received()`
-    lists the requests its clients sent, in the order their connections opened."""
+    lists the requests its clients sent since the last `clear()`, in the order their connections opened."""
 
     def __init__(self, upstream: str):
         self.port = free_port()
-        self._connections: list[bytearray] = []
+        self._connections: list[Any] = []  # each client connection's relay side: what it sent, whether it closed
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(upstream,), daemon=True, name="recording-relay")
@@ -72,11 +72,32 @@ class RecordingRelay:
             def __init__(self) -> None:
                 super().__init__()
                 self.sent = bytearray()
-                connections.append(self.sent)
+                self.start = 0  # `clear` forgets what was sent before (a keep-alive connection carries on)
+                self.answered = 0  # bytes the server sent back
+                self.ended = False  # the client ended its sending (a shutdown of its side, or a close)
+                connections.append(self)
 
             def data_received(self, data: bytes) -> None:
                 self.sent += data
                 super().data_received(data)
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                write = transport.write
+
+                def counted(data: bytes) -> None:
+                    self.answered += len(data)
+                    write(data)
+
+                transport.write = counted  # what the server's side passes on to this client
+
+            def eof_received(self) -> bool:
+                self.ended = True
+                return super().eof_received()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                self.ended = True
+                super().connection_lost(exc)
 
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(_serve(self.port, upstream, Recorded))
@@ -98,12 +119,33 @@ class RecordingRelay:
         self._thread.join(10)
 
     def clear(self) -> None:
-        self._loop.call_soon_threadsafe(self._connections.clear)
+        """Forget what was received so far (between requests: the connections stay open)."""
+        asyncio.run_coroutine_threadsafe(_clear(self._connections), self._loop).result(10)
+
+    def _snapshot(self) -> list[tuple[bytes, bool, int]]:
+        return asyncio.run_coroutine_threadsafe(_copy(self._connections), self._loop).result(10)
 
     def received(self) -> list[Received]:
-        snapshot = asyncio.run_coroutine_threadsafe(_copy(self._connections), self._loop).result(10)
-        return [r for sent in snapshot for r in parse_requests(sent)]
+        return [r for sent, _, _ in self._snapshot() for r in parse_requests(sent)]
+
+    def saw(self, marker: bytes) -> bool:
+        """Whether a client sent `marker`."""
+        return any(marker in sent for sent, _, _ in self._snapshot())
+
+    def ended(self, marker: bytes) -> bool:
+        """Whether the client ended the connection whose bytes hold `marker` (False while none holds it)."""
+        return any(ended for sent, ended, _ in self._snapshot() if marker in sent)
+
+    def answered(self, marker: bytes) -> int:
+        """The bytes the server sent back on the connection whose bytes hold `marker` (0 while none holds it)."""
+        return sum(n for sent, _, n in self._snapshot() if marker in sent)
 
 
-async def _copy(connections: list[bytearray]) -> list[bytes]:
-    return [bytes(c) for c in connections]
+async def _copy(connections: list[Any]) -> list[tuple[bytes, bool, int]]:
+    return [(bytes(c.sent[c.start:]), c.ended, c.answered) for c in connections]
+
+
+async def _clear(connections: list[Any]) -> None:
+    connections[:] = [c for c in connections if c.transport is not None]
+    for c in connections:
+        c.start = len(c.sent)

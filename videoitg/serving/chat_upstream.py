@@ -67,8 +67,8 @@ class ChatUpstream:
     async def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
                       stream: bool = False) -> AsyncIterator[Any]:
         """The video-LLM's answer (an aiohttp ClientResponse with status < 400, its body unread) for the block; a
-        typed error otherwise. Leaving the block early (the caller cancelled, the client gone) closes the
-        connection, so the video-LLM stops."""
+        typed error otherwise (reading it: `read_json`, `chunks`). An exception leaving the block (the caller
+        cancelled, its client gone) closes the connection, so the video-LLM stops."""
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=None if stream else self.timeout_s, sock_connect=self.connect_s,
@@ -77,26 +77,37 @@ class ChatUpstream:
                 **{k: v for k, v in (headers or {}).items() if k in PASS_HEADERS}}
         url = self.base_url + path
         try:
-            async with self._client().request(method, url, data=body, headers=sent, timeout=timeout,
-                                              allow_redirects=False) as resp:
-                if resp.status >= 400:
-                    text = await self._error_text(resp)
-                    raise UpstreamRefusedError(f"the video-LLM at {self.base_url} answered {resp.status}: {text}",
-                                               resp.status)
-                try:
-                    yield resp
-                except BaseException:
-                    resp.close()  # not returned to the pool: the video-LLM sees the connection close
-                    raise
+            resp = await self._client().request(method, url, data=body, headers=sent, timeout=timeout,
+                                                allow_redirects=False)
         except (asyncio.TimeoutError, TimeoutError):  # aiohttp's too (ServerTimeoutError is one)
-            raise UpstreamTimeoutError(f"the video-LLM at {self.base_url} did not answer within "
-                                       f"{self.timeout_s:g} s") from None
+            raise self._timeout() from None
         except aiohttp.ClientError as e:
-            raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} cannot be reached or broke off "
+            raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} cannot be reached "
                                            f"({type(e).__name__}: {str(e)[:200]})") from None
+        try:
+            if resp.status >= 400:
+                text = await self._error_text(resp)
+                raise UpstreamRefusedError(f"the video-LLM at {self.base_url} answered {resp.status}: {text}",
+                                           resp.status)
+            yield resp
+        except BaseException:
+            resp.close()  # not returned to the pool: the video-LLM sees the connection close and stops
+            raise
+        finally:
+            resp.release()
+
+    def _timeout(self) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(f"the video-LLM at {self.base_url} did not answer within {self.timeout_s:g} s")
 
     async def _error_text(self, resp: Any) -> str:
-        raw = await resp.content.read(MAX_ERROR_CHARS * 4)
+        import aiohttp
+
+        try:
+            raw = await resp.content.read(MAX_ERROR_CHARS * 4)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise self._timeout() from None
+        except aiohttp.ClientError:
+            raw = b"(its error text broke off)"
         text = raw.decode("utf-8", "replace")
         try:  # the OpenAI shape {"error": {"message": ...}}, FastAPI's {"detail": ...}, or plain text
             obj = json.loads(text)
@@ -112,6 +123,8 @@ class ChatUpstream:
 
         try:
             raw = await resp.content.read(self.max_answer_bytes + 1)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise self._timeout() from None
         except aiohttp.ClientError as e:
             raise UpstreamUnavailableError(f"the video-LLM's answer broke off ({type(e).__name__})") from None
         if len(raw) > self.max_answer_bytes:
@@ -132,6 +145,8 @@ class ChatUpstream:
         try:
             async for chunk in resp.content.iter_any():
                 yield chunk
+        except (asyncio.TimeoutError, TimeoutError):
+            raise self._timeout() from None
         except aiohttp.ClientError as e:
             raise UpstreamUnavailableError(f"the video-LLM's stream broke off ({type(e).__name__})") from None
 

@@ -34,6 +34,11 @@ class FrontConfig:
     infer_timeout_s: float = 300.0  # an inference toward tritonserver
     keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
     body_idle_s: float = BODY_IDLE_S  # the longest wait for the next byte of a request body
+    # The answer endpoint (front/answer.py, docs/answer.md): the video-LLM's OpenAI-compatible base URL (None: off),
+    # the model name its requests are given (None: the client's), the bound on its answers.
+    answer_upstream: str | None = None
+    answer_model: str | None = None
+    answer_timeout_s: float = 300.0
 
 
 def held_budget(cfg: FrontConfig) -> ByteBudget:
@@ -49,6 +54,10 @@ class FrontCounters:
     def __init__(self) -> None:
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.unavailable: Counter[str] = Counter()
+        self.answers: Counter[tuple[str, int]] = Counter()  # the answer endpoint's errors: (code, status)
+
+    def answer_failed(self, code: str, status: int) -> None:
+        self.answers[code, status] += 1
 
     def reject(self, protocol: str, refusal: Refusal) -> None:
         if refusal.reason.label is not None:
@@ -62,4 +71,9 @@ class FrontCounters:
         lines += ["# HELP videoitg_front_unavailable requests answered unavailable: tritonserver did not answer",
                   "# TYPE videoitg_front_unavailable counter"]
         lines += [f'videoitg_front_unavailable{{protocol="{p}"}} {n}' for p, n in sorted(self.unavailable.items())]
+        lines += ["# HELP videoitg_front_answer_failed answer-endpoint requests answered with an error of their own "
+                  "(the request, the selection or the video-LLM), by code and status",
+                  "# TYPE videoitg_front_answer_failed counter"]
+        lines += [f'videoitg_front_answer_failed{{code="{c}",status="{s}"}} {n}'
+                  for (c, s), n in sorted(self.answers.items())]
         return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 
+from videoitg.serving.front.answer import answer_routes
 from videoitg.serving.front.config import FrontConfig, FrontCounters, held_budget
 from videoitg.serving.front.grpc import GrpcPort
 from videoitg.serving.front.http import HttpPort, MetricsPort
@@ -22,7 +23,8 @@ async def serve(cfg: FrontConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     counters = FrontCounters()
     budget = held_budget(cfg)
-    http, metrics, grpc = HttpPort(cfg, counters, budget), MetricsPort(cfg, counters), GrpcPort(cfg, counters, budget)
+    http = HttpPort(cfg, counters, budget, answer_routes(cfg))
+    metrics, grpc = MetricsPort(cfg, counters), GrpcPort(cfg, counters, budget)
     for port in (http, metrics, grpc):
         await port.start()
     trimmer = asyncio.ensure_future(trim_after_release(budget))
