@@ -22,10 +22,8 @@ from videoitg.answer import (
     PATHS,
     AnswerError,
     ChatQuestion,
-    ChatRequestError,
     Selection,
     SelectionError,
-    UpstreamUnavailableError,
     forwarded,
     load_body,
     open_video,
@@ -36,6 +34,7 @@ from videoitg.answer import (
     video_source,
     with_selection,
 )
+from videoitg.errors import InputError
 from videoitg.paths import MediaRoots
 from videoitg.serving.chat_upstream import ChatUpstream, selection_stream
 from videoitg.serving.client import http_request_body, http_served_result
@@ -118,7 +117,7 @@ class AnswerEndpoint:
             if reader.refusal is not None:
                 chunks.clear()
                 return self._refused(port, reader.refusal)
-            raw = b"".join(chunks)
+            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
             roots = await self.media_roots(port)
             q, source = await asyncio.to_thread(self._parse, raw, roots)
@@ -163,12 +162,12 @@ class AnswerEndpoint:
         finally:
             del body
         if answer.status != 200:
-            raise SelectionError(f"frame selection refused: {_triton_error(answer.body)}",
-                                 answer.status if answer.status < 500 else 503)
+            status = answer.status if answer.status < 500 or answer.status == 503 else 502
+            raise SelectionError(f"frame selection refused: {_triton_error(answer.body)}", status)
         try:
             served = await asyncio.to_thread(http_served_result, answer.body,
                                              answer.headers.get("inference-header-content-length"), q.question)
-        except ChatRequestError as e:
+        except InputError as e:  # bytes that are not an inference answer
             raise SelectionError(str(e), 502) from None
         return selection_of(served.result, served.top_k_frames, served.frames or [], served.moments,
                             time.perf_counter() - t0)
@@ -193,7 +192,8 @@ class AnswerEndpoint:
             try:
                 async for piece in selection_stream(up.chunks(resp), selection):
                     await out.write(piece)  # a client gone raises here: the upstream's connection closes
-            except UpstreamUnavailableError as e:  # the status is sent: the stream ends with an error event
+            except AnswerError as e:  # broke off or stalled: the status is sent, the stream ends with an error event
+                port.counters.answer_failed(e.code, e.status)
                 await out.write(b"data: " + json.dumps(e.body()).encode() + b"\n\n")
             await out.write_eof()
             return out
