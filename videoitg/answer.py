@@ -16,13 +16,14 @@ import copy
 import json
 import os
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError, VideoITGError
-from videoitg.handoff import frame_parts
+from videoitg.handoff import frame_parts, frame_parts_json
 from videoitg.jsonio import nesting_over
 from videoitg.limits import Limits
 from videoitg.paths import MediaRoots, PathRefusedError, shown
@@ -274,7 +275,9 @@ class Selection:
     scores: list[float]  # sigmoid relevance
     moments: list[list[float]]  # [start_s, end_s, score], best first
     jpegs: list[bytes]
-    select_s: float  # seconds the selection took (the grounding request, the frames' decode and encoding)
+    # seconds the selection took: reading the request's video (its base64, or the file), the grounding request, the
+    # frames' decode and encoding
+    select_s: float
 
     def field(self) -> dict[str, Any]:
         """The `videoitg` field added to an answer."""
@@ -312,6 +315,20 @@ def forwarded(q: ChatQuestion, selection: Selection, model: str | None = None) -
     if model is not None:
         body["model"] = model
     return body
+
+
+def forwarded_bytes(q: ChatQuestion, selection: Selection, model: str | None = None) -> bytes:
+    """`forwarded(...)` as the JSON bytes sent on: the frames' parts (`frame_parts_json`) spliced in where a
+    placeholder part stands, so the images never go through a JSON encoder."""
+    if not selection.frames:
+        return json.dumps(forwarded(q, selection, model)).encode()
+    placeholder = {"type": f"videoitg-frames-{secrets.token_hex(16)}"}  # no client text can be it
+    body = forwarded(q, Selection([], [], [], [], [], 0.0), model)
+    body["messages"][q.message]["content"].insert(q.part, placeholder)
+    head, mark, tail = json.dumps(body, separators=(",", ":")).encode().partition(
+        json.dumps(placeholder, separators=(",", ":")).encode())
+    assert mark, "the placeholder part is in the request"
+    return head + frame_parts_json(zip(selection.frames, selection.timestamps, selection.jpegs, strict=True)) + tail
 
 
 def with_selection(answer: dict[str, Any], selection: Selection) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from videoitg.answer import (
     event_data,
     first_event,
     forwarded,
+    forwarded_bytes,
     load_body,
     parse_chat,
     read_video,
@@ -184,6 +185,13 @@ def test_the_forwarded_request_replaces_the_video_part_and_keeps_everything_else
     assert content[1] == text(frame_label(10, 0.4)) == text("Frame 10 at 0.4 s:")
     assert content[2]["image_url"]["url"] == "data:image/jpeg;base64," + base64.b64encode(b"\x00" * 3).decode()
     assert forwarded(q, sel, model="served-name")["model"] == "served-name"
+    # The bytes sent on are the same request, the frames spliced in without a JSON pass over them.
+    assert json.loads(forwarded_bytes(q, sel)) == out
+    assert json.loads(forwarded_bytes(q, sel, "served-name")) == forwarded(q, sel, model="served-name")
+    assert json.loads(forwarded_bytes(q, Selection([], [], [], [], [], 0.0))) == forwarded(
+        q, Selection([], [], [], [], [], 0.0))
+    tricky = parse_chat(chat(text('"quotes" \\ \u2028 é'), video(), text("</end>")))
+    assert json.loads(forwarded_bytes(tricky, sel)) == forwarded(tricky, sel)
 
 
 def test_the_selection_field_and_the_first_event() -> None:

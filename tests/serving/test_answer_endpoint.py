@@ -87,11 +87,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, relay: RecordingRelay, medi
     yield from served(RepoSpec(target="cpu", media_roots=(str(media.resolve()),)), tmp_path_factory, options)
 
 
-def other_front(srv: TritonServer, upstream: str | None) -> Iterator[str]:
-    """One more front process on `srv`'s tritonserver, with another answer upstream (None: the endpoint off); yields
-    its HTTP address."""
+def other_front(srv: TritonServer, upstream: str | None, cfg: dict[str, Any] | None = None) -> Iterator[str]:
+    """One more front process on `srv`'s tritonserver (its configuration, or `cfg`), with another answer upstream
+    (None: the endpoint off); yields its HTTP address."""
     command = srv.front_command()
-    cfg = json.loads(command[-1])
+    cfg = cfg or json.loads(command[-1])
     ports = [free_port() for _ in range(3)]
     cfg.update(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], answer_upstream=upstream)
     proc = subprocess.Popen([*command[:-1], json.dumps(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -372,3 +372,45 @@ def test_a_client_that_leaves_before_a_plain_answer_cancels_it_too(server, clip:
     left = time.monotonic()
     assert wait_until(lambda: relay.ended(marker), 10), "the front waited the answer out"
     assert time.monotonic() - left < 5
+
+
+def test_the_command_through_a_server_sends_the_servers_frames(server, clip: Path, upstream: str, relay,
+                                                               picked) -> None:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rc = main(["answer", str(clip), "-q", ASK, "--upstream", upstream, "--top-k", str(K), "--frame-size",
+                   str(SIZE), "--max-tokens", "2", "--server", server.grpc_url, "--json"])
+    assert rc == 0
+    _, frames = picked
+    assert json.loads(out.getvalue())["videoitg"]["frames"] == [n for n, _, _ in frames]
+    (body,) = chat_completions(relay.received())
+    assert_frames_sent(body, frames, ASK)  # the server's JPEGs are the in-process export's, byte for byte
+
+
+@pytest.fixture(scope="module")
+def pinned_front(server: TritonServer, relay: RecordingRelay, vlm: ServedVLM) -> Iterator[str]:
+    """A front started with --answer-model: the video-LLM's own model name."""
+    command = server.front_command()
+    cfg = json.loads(command[-1])
+    cfg["answer_model"] = vlm.model
+    yield from other_front(server, f"http://127.0.0.1:{relay.port}/v1", cfg)
+
+
+def test_answer_model_replaces_the_clients_model(pinned_front: str, clip: Path, relay, vlm: ServedVLM) -> None:
+    relay.clear()
+    status, answer = post(pinned_front, json.dumps(ask(data_url(clip), model="whatever-the-client-says", max_tokens=1,
+                                                       videoitg={"top_k": 1, "frame_size": 32})).encode())
+    assert status == 200, answer
+    (body,) = chat_completions(relay.received())
+    assert body["model"] == vlm.model
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--answer-upstream", "ftp://127.0.0.1/v1"], "must be an http"),
+    (["--answer-model", "m"], "give --answer-upstream too"),
+    (["--answer-upstream", "http://127.0.0.1:1/v1", "--answer-timeout", "0"], "--answer-timeout must be > 0"),
+])
+def test_serve_refuses_answer_flags_that_do_not_go_together(flags: list[str], message: str, capsys) -> None:
+    ports = [str(free_port()) for _ in range(3)]
+    assert main(["serve", "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2], *flags]) == 2
+    assert message in capsys.readouterr().err

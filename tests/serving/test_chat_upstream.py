@@ -62,7 +62,8 @@ def test_a_plain_answer_gets_the_selection_and_the_request_is_sent_as_given() ->
         return web.json_response({"id": "c1", "choices": [{"message": {"content": "yes"}}]})
 
     body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 0}
-    out = run(handler, lambda up: up.complete(body, SEL, {"Authorization": "Bearer k", "X-Other": "no"}))
+    out = run(handler, lambda up: up.complete(json.dumps(body).encode(), SEL,
+                                              {"Authorization": "Bearer k", "X-Other": "no"}))
     assert seen == {"path": "/v1/chat/completions", "body": body, "auth": "Bearer k", "other": None}
     assert out == {"id": "c1", "choices": [{"message": {"content": "yes"}}], "videoitg": SEL.field()}
 
@@ -80,7 +81,7 @@ def test_a_refusal_keeps_its_status_and_text(status: int, payload: Any, message:
         return web.json_response(payload, status=status)
 
     with pytest.raises(UpstreamRefusedError, match=message) as e:
-        run(handler, lambda up: up.complete({"messages": []}, SEL))
+        run(handler, lambda up: up.complete(b'{"messages": []}', SEL))
     assert e.value.status == status
 
 
@@ -88,7 +89,7 @@ def test_an_upstream_that_is_down_is_502_and_one_too_slow_is_504() -> None:
     async def down() -> None:
         up = ChatUpstream(f"http://127.0.0.1:{free_port()}/v1")
         try:
-            await up.complete({}, SEL)
+            await up.complete(b"{}", SEL)
         finally:
             await up.close()
 
@@ -101,7 +102,7 @@ def test_an_upstream_that_is_down_is_502_and_one_too_slow_is_504() -> None:
         return web.json_response({})
 
     with pytest.raises(UpstreamTimeoutError, match="did not answer within 0.3 s") as e:
-        run(slow, lambda up: up.complete({}, SEL), timeout_s=0.3)
+        run(slow, lambda up: up.complete(b"{}", SEL), timeout_s=0.3)
     assert e.value.status == 504
 
 
@@ -110,7 +111,7 @@ def test_an_answer_that_is_not_a_json_object_or_breaks_off_is_502() -> None:
         return web.Response(text="<html>proxy</html>", content_type="text/html")
 
     with pytest.raises(UpstreamUnavailableError, match="without a JSON object"):
-        run(html, lambda up: up.complete({}, SEL))
+        run(html, lambda up: up.complete(b"{}", SEL))
 
     async def cut(request: web.Request) -> web.StreamResponse:
         r = web.StreamResponse(headers={"Content-Length": "1000", "Content-Type": "application/json"})
@@ -120,7 +121,7 @@ def test_an_answer_that_is_not_a_json_object_or_breaks_off_is_502() -> None:
         return r
 
     with pytest.raises(UpstreamUnavailableError):
-        run(cut, lambda up: up.complete({}, SEL))
+        run(cut, lambda up: up.complete(b"{}", SEL))
 
 
 def sse(*chunks: dict[str, Any] | str) -> list[bytes]:

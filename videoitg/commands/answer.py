@@ -101,13 +101,13 @@ def select_remote(args: argparse.Namespace, question: str, top_k: int | None, si
 
 async def ask(upstream_url: str, body: dict[str, Any], selection: Any, timeout_s: float,
               model_given: bool) -> dict[str, Any]:
-    from videoitg.answer import forwarded, parse_chat
+    from videoitg.answer import forwarded_bytes, parse_chat
     from videoitg.serving.chat_upstream import ChatUpstream
 
     up = ChatUpstream(upstream_url, timeout_s=timeout_s)
     try:
         model = None if model_given else await up.first_model()
-        return await up.complete(forwarded(parse_chat(body), selection, model), selection)
+        return await up.complete(forwarded_bytes(parse_chat(body), selection, model), selection)
     finally:
         await up.close()
 

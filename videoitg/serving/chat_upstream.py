@@ -162,10 +162,11 @@ class ChatUpstream:
             raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} lists no model: name one (--model)")
         return str(data[0]["id"])
 
-    async def complete(self, body: dict[str, Any], selection: Selection,
+    async def complete(self, body: bytes, selection: Selection,
                        headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """The non-streamed answer to `body` (the forwarded request) with the `videoitg` field added."""
-        async with self.request("POST", "/chat/completions", json.dumps(body).encode(), headers) as resp:
+        """The non-streamed answer to `body` (the forwarded request's JSON, `forwarded_bytes`) with the `videoitg`
+        field added."""
+        async with self.request("POST", "/chat/completions", body, headers) as resp:
             return with_selection(await self.read_json(resp), selection)
 
 

@@ -24,7 +24,7 @@ from videoitg.answer import (
     ChatQuestion,
     Selection,
     SelectionError,
-    forwarded,
+    forwarded_bytes,
     load_body,
     open_video,
     parse_chat,
@@ -120,6 +120,7 @@ class AnswerEndpoint:
             raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
             roots = await self.media_roots(port)
+            t0 = time.perf_counter()
             q, source = await asyncio.to_thread(self._parse, raw, roots)
             del raw
             if isinstance(source, Path):  # read here, its bytes held in the budget beside the body's
@@ -129,7 +130,7 @@ class AnswerEndpoint:
                     return self._refused(port, Refusal(OVER_BUDGET, Reason.OVERLOADED))
                 taken = size
                 source = await asyncio.to_thread(read_opened, fd, size)
-            selection = await self._until_gone(port, request, self._select(port, q, source))
+            selection = await self._until_gone(port, request, self._select(port, q, source, t0))
             del source
             return await self._answer(port, request, q, selection)
         except AnswerError as e:
@@ -147,10 +148,10 @@ class AnswerEndpoint:
         q = parse_chat(load_body(raw))
         return q, video_source(q.video_url, roots)
 
-    async def _select(self, port: HttpPort, q: ChatQuestion, video: bytes) -> Selection:
+    async def _select(self, port: HttpPort, q: ChatQuestion, video: bytes, t0: float) -> Selection:
         """The frames tritonserver's `videoitg` model picks for the question: one inference request, as any client
-        would send it, through the port's connection (its limits, cache, ranking rule and metrics apply)."""
-        t0 = time.perf_counter()
+        would send it, through the port's connection (its limits, cache, ranking rule and metrics apply). `t0`: when
+        the request's video began to be read (its `select_s` counts from there)."""
         body, headers = await asyncio.to_thread(http_request_body, video, q.question, q.top_k, "jpeg", q.frame_size)
         try:
             answer = await port.triton.request("POST", f"/v2/models/{TOP}/infer", headers, body,
@@ -174,7 +175,7 @@ class AnswerEndpoint:
 
     async def _answer(self, port: HttpPort, request: web.BaseRequest, q: ChatQuestion,
                       selection: Selection) -> web.StreamResponse:
-        body = await asyncio.to_thread(lambda: json.dumps(forwarded(q, selection, self.cfg.answer_model)).encode())
+        body = await asyncio.to_thread(forwarded_bytes, q, selection, self.cfg.answer_model)
         stream = q.body.get("stream") is True
         headers = _passed(request)
         up = self.upstream
