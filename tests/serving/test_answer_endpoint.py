@@ -347,7 +347,7 @@ def test_a_client_that_leaves_cancels_the_video_llms_request(server, clip: Path,
         while b"videoitg" not in got:
             got += sock.recv(65536)
         assert got.startswith(b"HTTP/1.1 200")
-    marker = b'"max_tokens": 8000'
+    marker = b'"max_tokens":8000'  # the forwarded request's compact JSON
     assert wait_until(lambda: relay.ended(marker), 5), "the front kept its connection to the video-LLM"
     sent = relay.answered(marker)
     time.sleep(2)
@@ -364,7 +364,7 @@ def test_a_client_that_leaves_before_a_plain_answer_cancels_it_too(server, clip:
     body = json.dumps(ask(data_url(clip), model=vlm.model, max_tokens=8001, temperature=0.0,
                           logit_bias={str(end): -100.0}, videoitg={"top_k": 1, "frame_size": 32})).encode()
     host, port = server.http_url.rsplit(":", 1)
-    marker = b'"max_tokens": 8001'
+    marker = b'"max_tokens":8001'
     with socket.create_connection((host, int(port)), timeout=60) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
