@@ -258,32 +258,33 @@ class MediaRoots:
         except (ValueError, OSError):
             return False
 
-    def resolve(self, reference: str | bytes) -> Path:
+    def resolve(self, reference: str | bytes, name: str = "VIDEO_URI") -> Path:
         """The real path of a reference (an absolute path or a file:/// URI) inside a root; a PathRefusedError
-        naming what is wrong otherwise. Nothing is opened: `open` and `pinned` check the file itself."""
+        naming what is wrong otherwise (`name`: what the request called the reference). Nothing is opened: `open` and
+        `pinned` check the file itself."""
         if not self.roots:
-            raise ReferencesOffError("videos by reference (VIDEO_URI) are off on this server: send the bytes "
-                                     "(VIDEO), or start it with --media-root DIR")
+            raise ReferencesOffError(f"videos by reference ({name}) are off on this server: send the bytes, or start "
+                                     "it with --media-root DIR")
         if isinstance(reference, bytes):
             if len(reference) > MAX_REFERENCE_BYTES:
-                raise InvalidReferenceError(f"VIDEO_URI is {len(reference)} bytes; at most {MAX_REFERENCE_BYTES}")
+                raise InvalidReferenceError(f"{name} is {len(reference)} bytes; at most {MAX_REFERENCE_BYTES}")
             reference = os.fsdecode(reference)  # a file name is bytes: any it holds are kept
         if len(os.fsencode(reference)) > MAX_REFERENCE_BYTES:
-            raise InvalidReferenceError(f"VIDEO_URI is over {MAX_REFERENCE_BYTES} bytes")
+            raise InvalidReferenceError(f"{name} is over {MAX_REFERENCE_BYTES} bytes")
         try:
             path = local_path(reference)
         except ValueError as e:
-            raise InvalidReferenceError(f"VIDEO_URI {shown(reference)}: {e}") from None
+            raise InvalidReferenceError(f"{name} {shown(reference)}: {e}") from None
         if not os.path.isabs(path):
-            raise InvalidReferenceError(f"VIDEO_URI {shown(reference)} is a relative path: name the video by its "
+            raise InvalidReferenceError(f"{name} {shown(reference)} is a relative path: name the video by its "
                                         "absolute path (or file:///...)")
         try:
             real, inside = confine(path, self.roots)
         except (ValueError, OSError) as e:
-            raise InvalidReferenceError(f"VIDEO_URI {shown(reference)} cannot be resolved ({type(e).__name__})"
+            raise InvalidReferenceError(f"{name} {shown(reference)} cannot be resolved ({type(e).__name__})"
                                         ) from None
         if not inside:
-            raise OutsideRootsError(f"VIDEO_URI {shown(reference)} lies outside the server's media roots "
+            raise OutsideRootsError(f"{name} {shown(reference)} lies outside the server's media roots "
                                     "(after '..' and symlinks)")
         return real
 
