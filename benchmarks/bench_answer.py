@@ -3,7 +3,7 @@
     python -m benchmarks.bench_answer [--reps 8] [--top-k 32] [--frame-size 448] [--max-tokens 16] [--json out.json]
 
 One `videoitg serve` (CPU repository of the embedded tiny checkpoint) with `--answer-upstream` pointing at a real
-OpenAI-compatible server: `transformers serve` with a tiny random LLaVA (tests/support/vlm.py; the same upstream as
+OpenAI-compatible server: `transformers serve` with a tiny random LLaVA (benchmarks/vlm.py; the same upstream as
 the tests). One synthetic camera-like clip (3 min, 640x360, 4 fps: 180 frames sampled at 1 fps).
 - (a) Interleaved per repetition, so machine load hits each alike: the endpoint (`POST /v1/chat/completions` on the
   server's HTTP port) with the video named by a `file://` URL under the server's media root | the same K frames sent
@@ -34,9 +34,9 @@ from typing import Any
 
 from openai import OpenAI
 
-from tests.support.video import write_natural_clip
-from tests.support.vlm import IMAGE_TOKENS, build_tiny_vlm, serve_vlm
+from benchmarks.vlm import IMAGE_TOKENS, build_tiny_vlm, serve_vlm
 from videoitg.answer import forwarded, forwarded_bytes, parse_chat, selection_of
+from videoitg.clips import write_natural_clip
 from videoitg.decode import decode_full_frames, probe_video
 from videoitg.export import jpeg_bytes, resize_longer_side
 from videoitg.handoff import frame_parts

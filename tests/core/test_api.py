@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.support.video import random_clip
 from videoitg import Client, Scorer
 from videoitg.cli import main
+from videoitg.clips import random_clip
 from videoitg.defaults import default_checkpoint, sample_video
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, doc_id_problems

@@ -1,5 +1,5 @@
 """Select, then answer, against a real video-LLM: a tiny random LLaVA behind `transformers serve`
-(tests/support/vlm.py), with a recording byte relay in front of it, so each test reads what the video-LLM received
+(benchmarks/vlm.py), with a recording byte relay in front of it, so each test reads what the video-LLM received
 without standing in for it. The frames it gets are the ones `videoitg score --top-k K` picks in-process, as JPEGs,
 chronological, each after its timestamp, then the question."""
 
@@ -28,10 +28,10 @@ pytest.importorskip("tritonclient.http", reason="the serve extra")
 
 import openai
 
+from benchmarks.vlm import IMAGE_TOKENS, ServedVLM, build_tiny_vlm, serve_vlm
 from tests.support.recording import Received, RecordingRelay
 from tests.support.server import metric_value, served, skip_without_tritonserver, wait_until
 from tests.support.video import write_clip
-from tests.support.vlm import IMAGE_TOKENS, ServedVLM, build_tiny_vlm, serve_vlm
 from videoitg.cli import main
 from videoitg.export import top_k_images
 from videoitg.handoff import frame_label
