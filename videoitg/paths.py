@@ -241,8 +241,17 @@ class MediaRoots:
 
     @classmethod
     def from_parameter(cls, value: str | None) -> MediaRoots:
-        """From the `media_roots` model parameter (`to_parameter`): a JSON list of directories, "" for none."""
-        return cls(tuple(json.loads(value))) if value else cls()
+        """From the `media_roots` model parameter (`to_parameter`): a JSON list of absolute directories, "" for none.
+        Anything else (a bare string, a relative path) is refused naming the parameter, never read as characters."""
+        if not value:
+            return cls()
+        try:
+            roots = json.loads(value)
+        except ValueError:
+            roots = None
+        if not isinstance(roots, list) or not all(isinstance(r, str) and os.path.isabs(r) for r in roots):
+            raise InputError(f"the media_roots parameter must be a JSON list of absolute directories, not {value!r}")
+        return cls(tuple(roots))
 
     def to_parameter(self) -> str:
         return json.dumps(list(self.roots)) if self.roots else ""
