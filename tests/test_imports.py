@@ -45,7 +45,7 @@ LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (2, "decode", ("videoitg.decode*", "videoitg.limits", "videoitg.text", "videoitg.annotations",
                    "videoitg.evaluation", "videoitg.export", "videoitg.handoff")),
     (3, "engines", ("videoitg.engines*",)),
-    (4, "pipeline", ("videoitg.pipeline", "videoitg.lmms", "videoitg.plot")),
+    (4, "pipeline", ("videoitg.pipeline", "videoitg.lmms", "videoitg.plot", "videoitg.answer")),
     (4, "engine_build", ("videoitg.engine_build*",)),
     (4, "train", ("videoitg.train*",)),
     (4, "contract", ("videoitg.serving.parameters", "videoitg.serving.tensors")),

@@ -88,13 +88,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, relay: RecordingRelay, medi
 
 
 def other_front(srv: TritonServer, upstream: str | None, cfg: dict[str, Any] | None = None) -> Iterator[str]:
-    """One more front process on `srv`'s tritonserver (its configuration, or `cfg`), with another answer upstream
-    (None: the endpoint off); yields its HTTP address."""
+    """One more front process on `srv`'s tritonserver (its configuration and environment, or `cfg`), with another
+    answer upstream (None: the endpoint off); yields its HTTP address."""
     command = srv.front_command()
     cfg = cfg or json.loads(command[-1])
     ports = [free_port() for _ in range(3)]
     cfg.update(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], answer_upstream=upstream)
-    proc = subprocess.Popen([*command[:-1], json.dumps(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*command[:-1], json.dumps(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=srv.front_environment())  # the inference key tritonserver asks of the front
     try:
         assert wait_until(lambda: _answers(f"http://127.0.0.1:{ports[0]}/v2/health/live"), 30)
         yield f"127.0.0.1:{ports[0]}"
