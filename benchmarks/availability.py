@@ -354,26 +354,31 @@ def abandoned(http_url: str, stop: threading.Event, sent_bytes: int = 64 << 20) 
     return n
 
 
+def still_open(opened: list[socket.socket]) -> list[socket.socket]:
+    """The connections the server has not closed (what each sent us read and dropped); the closed ones closed here."""
+    alive = []
+    for s in opened:
+        try:
+            s.setblocking(False)
+            if s.recv(1 << 16) == b"":
+                s.close()
+                continue
+        except BlockingIOError:
+            pass
+        except OSError:
+            s.close()
+            continue
+        alive.append(s)
+    return alive
+
+
 def idle_conns(http_url: str, stop: threading.Event, count: int = 1100) -> int:
     """`count` connections that never send a byte, kept open (reopened once closed) until `stop`."""
     host, port = http_url.rsplit(":", 1)
     opened: list[socket.socket] = []
     total = 0
     while not stop.is_set():
-        alive = []
-        for s in opened:
-            try:
-                s.setblocking(False)
-                if s.recv(1) == b"":
-                    s.close()
-                    continue
-            except BlockingIOError:
-                pass
-            except OSError:
-                s.close()
-                continue
-            alive.append(s)
-        opened = alive
+        opened = still_open(opened)
         while len(opened) < count and not stop.is_set():
             try:
                 opened.append(socket.create_connection((host, int(port)), timeout=5))
@@ -395,20 +400,7 @@ def idle_crowd(http_url: str, stop: threading.Event, idle: int = 1000, flood: in
     opened: list[socket.socket] = []
     total = 0
     while not stop.is_set():
-        alive = []
-        for s in opened:
-            try:
-                s.setblocking(False)
-                if s.recv(1 << 16) == b"":
-                    s.close()
-                    continue
-            except BlockingIOError:
-                pass
-            except OSError:
-                s.close()
-                continue
-            alive.append(s)
-        opened = alive
+        opened = still_open(opened)
         while len(opened) < idle and not stop.is_set():
             try:
                 s = socket.create_connection((host, int(port)), timeout=5)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support import ROOT
+from tests.support.source import dotted
 from videoitg.engine_build.trt_builder import network_flags
 
 API = json.loads((ROOT / "tests" / "data" / "tensorrt_api.json").read_text())["versions"]
@@ -24,18 +25,6 @@ SCOPES = [(ROOT / "engine_build" / "trt_builder.py", "build_plan"), (ROOT / "eng
           "network_flags"), (ROOT / "videoitg" / "engines" / "runtimes.py", "_TrtEngine")]
 # names that hold TensorRT objects in those scopes (methods called on them must be bound)
 TRT_OBJECTS = {"builder", "network", "parser", "config", "profile", "cache", "self.engine", "self.context"}
-
-
-def _dotted(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr}" if base else None
-    if isinstance(node, ast.Call):  # trt.Runtime(logger).deserialize_cuda_engine
-        base = _dotted(node.func)
-        return f"{base}()" if base else None
-    return None
 
 
 def tensorrt_uses() -> tuple[set[str], set[str]]:
@@ -47,12 +36,12 @@ def tensorrt_uses() -> tuple[set[str], set[str]]:
         for node in ast.walk(body):
             if not isinstance(node, ast.Attribute):
                 continue
-            full = _dotted(node)
+            full = dotted(node, calls=True)
             if full is None:
                 continue
             if full.startswith("trt.") and not full.startswith("trt.Runtime()"):
                 chains.add(full)
-            base = _dotted(node.value) or ""
+            base = dotted(node.value, calls=True) or ""
             if base in TRT_OBJECTS or base.startswith("trt.Runtime()") or base.endswith(".get_input()"):
                 members.add(node.attr)
     return chains, members

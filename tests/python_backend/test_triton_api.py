@@ -17,6 +17,7 @@ import json
 import pytest
 
 from tests.support import ROOT
+from tests.support.source import dotted
 from videoitg.decode.dali import DALI_PIN
 
 COMPAT = json.loads((ROOT / "videoitg" / "assets" / "compat.json").read_text())["libraries"]
@@ -28,15 +29,6 @@ DALI_FILES = [ROOT / "videoitg" / "decode" / "dali.py"]
 COMMON_KEYWORDS = {"device", "name"}
 
 
-def _dotted(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr}" if base else None
-    return None
-
-
 def pb_utils_uses() -> set[str]:
     """`X` or `X.Y` for every `<alias of triton_python_backend_utils>.X[.Y]` in the package and its python models."""
     uses: set[str] = set()
@@ -46,7 +38,7 @@ def pb_utils_uses() -> set[str]:
                    if a.name == PB_MODULE}
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
-                chain = _dotted(node)
+                chain = dotted(node)
                 if chain and chain.split(".")[0] in aliases:
                     uses.add(".".join(chain.split(".")[1:3]))
     return {u for u in uses if u}
@@ -59,7 +51,7 @@ def dali_calls() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
-            chain = _dotted(node.func) or ""
+            chain = dotted(node.func) or ""
             root, _, name = chain.partition(".")
             if root != "fn" or not name:
                 continue

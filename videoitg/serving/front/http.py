@@ -72,24 +72,12 @@ async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamRespo
     return runner, await listen(server, cfg.host, port, cap, name, counters, conns, evict)
 
 
-class HttpPort:
-    """The public HTTP port: every request aiohttp parsed is answered here, whatever its target. Extra routes
-    (`routes`: exact path -> `Route`) are served first; everything else is the KServe v2 API as `http_route` allows
-    it (the only router), health and metadata passed on, inference checked and passed on, the rest refused. At most
-    `max_connections` connections: past it the one idle longest is closed to take a new one, or with none idle the
-    new one is answered 503 and closed."""
+class _Port:
+    """What both aiohttp ports share: the listener, the port it got, and a connection pool toward tritonserver."""
 
-    def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
-                 routes: Mapping[str, Route] | None = None):
-        self.cfg, self.counters, self.budget = cfg, counters, budget
-        self.routes: dict[str, Route] = dict(routes or {})
-        # Pooled keep-alive connections (upstream.py). A model load holds the tritonserver thread its connection is
-        # served on, so the launcher reloads over gRPC (`TritonServer._admin`). No Accept-Encoding of the front's
-        # own: a client that asked for none gets none.
-        self.triton = Upstream(cfg.triton_http)
-        self.conns = Connections()
-        self.readers: set[BodyReader] = set()  # the inference bodies being read
-        self.stopping = False
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters, triton_url: str):
+        self.cfg, self.counters = cfg, counters
+        self.triton = Upstream(triton_url)
         self.runner: web.ServerRunner | None = None
         self.listener: asyncio.Server | None = None
 
@@ -99,6 +87,40 @@ class HttpPort:
         assert self.listener is not None
         return self.listener.sockets[0].getsockname()[1]
 
+    async def stop(self) -> None:
+        self.close_listener()
+        await self.cleanup()
+
+    def close_listener(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+
+    async def cleanup(self) -> None:
+        """Requests in flight get `shutdown_s`, then the connections and the pool are closed."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.triton.close()
+
+
+class HttpPort(_Port):
+    """The public HTTP port: every request aiohttp parsed is answered here, whatever its target. Extra routes
+    (`routes`: exact path -> `Route`) are served first; everything else is the KServe v2 API as `http_route` allows
+    it (the only router), health and metadata passed on, inference checked and passed on, the rest refused. At most
+    `max_connections` connections: past it the one idle longest is closed to take a new one, or with none idle the
+    new one is answered 503 and closed."""
+
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
+                 routes: Mapping[str, Route] | None = None):
+        # Pooled keep-alive connections (upstream.py). A model load holds the tritonserver thread its connection is
+        # served on, so the launcher reloads over gRPC (`TritonServer._admin`). No Accept-Encoding of the front's
+        # own: a client that asked for none gets none.
+        super().__init__(cfg, counters, cfg.triton_http)
+        self.budget = budget
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.conns = Connections()
+        self.readers: set[BodyReader] = set()  # the inference bodies being read
+        self.stopping = False
+
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, self.cfg.max_connections,
                                                    self.cfg.http_port, "http", self.counters, self.conns, evict=True)
@@ -106,14 +128,11 @@ class HttpPort:
     async def stop(self) -> None:
         """No new connection; idle keep-alive connections are closed at once, a body still arriving is refused at
         once (503, `Connection: close`: send it again, to another server), requests in flight get `shutdown_s`."""
-        if self.listener is not None:
-            self.listener.close()
+        self.close_listener()
         self.stopping = True
         for reader in list(self.readers):
             reader.stop()
-        if self.runner is not None:
-            await self.runner.cleanup()
-        self.triton.close()
+        await self.cleanup()
 
     async def forward(self, method: str, path: str, body: bytes | AsyncIterator[bytes] | None,
                       headers: dict[str, str], timeout_s: float, reader: BodyReader | None = None) -> web.Response:
@@ -233,31 +252,16 @@ async def _continue(request: web.BaseRequest) -> Refusal | None:
     return None
 
 
-class MetricsPort:
+class MetricsPort(_Port):
     """The metrics port: GET and HEAD /metrics, tritonserver's page with the front's counters after it; anything
     else 404. At most METRICS_CONNECTIONS connections."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters):
-        self.cfg, self.counters = cfg, counters
-        self.triton = Upstream(cfg.triton_metrics)
-        self.runner: web.ServerRunner | None = None
-        self.listener: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.listener is not None
-        return self.listener.sockets[0].getsockname()[1]
+        super().__init__(cfg, counters, cfg.triton_metrics)
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, METRICS_CONNECTIONS, self.cfg.metrics_port,
                                                    "metrics", self.counters, Connections(), evict=False)
-
-    async def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
-        self.triton.close()
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         if request.method not in ("GET", "HEAD") or request.path != "/metrics":
