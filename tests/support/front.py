@@ -39,17 +39,23 @@ async def upstream_echo(request: web.Request) -> web.Response:
     return web.json_response({"headers": dict(request.headers), "body_bytes": len(body)})
 
 
+async def http_stand_in(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> tuple[web.AppRunner, int]:
+    """A small aiohttp server on a free loopback port answering every path with `handler`, in tritonserver's HTTP
+    endpoint's place: (its runner, to clean up; its port)."""
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 @asynccontextmanager
 async def running_front(upstream: Callable[[web.Request], Awaitable[web.StreamResponse]] = upstream_echo,
                         **kw: Any) -> AsyncIterator[tuple[int, int, config.FrontCounters]]:
     """(front's HTTP port, its metrics port, its counters), its budget from `config.held_budget`."""
-    app = web.Application(client_max_size=1 << 30)
-    app.router.add_route("*", "/{tail:.*}", upstream)
-    up = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await up.setup()
-    site = web.TCPSite(up, "127.0.0.1", 0)
-    await site.start()
-    up_port = site._server.sockets[0].getsockname()[1]
+    up, up_port = await http_stand_in(upstream)
     routes = kw.pop("routes", None)
     cfg = config.FrontConfig(**{
         "host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "metrics_port": 0,

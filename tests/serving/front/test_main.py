@@ -28,7 +28,7 @@ from tritonclient.grpc import service_pb2  # noqa: E402
 
 from benchmarks.h2client import prefix  # noqa: E402
 from tests.support import ROOT  # noqa: E402
-from tests.support.front import BODY, exchange, infer_head, raw_frames, status  # noqa: E402
+from tests.support.front import BODY, exchange, http_stand_in, infer_head, raw_frames, status  # noqa: E402
 from videoitg.serving.front.grpc_policy import SERVICE  # noqa: E402
 from videoitg.serving.ports import free_ports  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402
@@ -135,13 +135,7 @@ async def stand_in(delay_s: float) -> AsyncIterator[tuple[str, str, list[float]]
         await asyncio.sleep(delay_s)
         return service_pb2.ModelInferResponse(model_name=TOP).SerializeToString()
 
-    app = web.Application(client_max_size=1 << 30)
-    app.router.add_route("*", "/{tail:.*}", http_infer)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    http_port = site._server.sockets[0].getsockname()[1]
+    runner, http_port = await http_stand_in(http_infer)
     (grpc_port,) = free_ports(1)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
