@@ -234,8 +234,9 @@ def _raw(value: np.ndarray | RawTensor) -> RawTensor:
 def direct_infer(server: TritonServer, model: str, inputs: Mapping[str, np.ndarray | RawTensor],
                  outputs: tuple[str, ...] = (), timeout_s: float = 120) -> dict[str, np.ndarray]:
     """One request straight to tritonserver's own HTTP port, past the front, with the inference key only the front
-    and the launcher hold: how a test reaches a step the front does not pass on. Inputs go as binary data (a `RawTensor` exactly as given); the answer's
-    outputs (`outputs`, else all) come back as arrays by name. DirectError when tritonserver answers an error."""
+    and the launcher hold: how a test reaches a step the front does not pass on. Inputs go as binary data (a
+    `RawTensor` exactly as given); the answer's outputs (`outputs`, else all) come back as arrays by name.
+    DirectError when tritonserver answers an error."""
     tensors = {name: _raw(v) for name, v in inputs.items()}
     header = json.dumps({
         "inputs": [{"name": n, "shape": list(t.shape), "datatype": t.datatype,
