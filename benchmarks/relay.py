@@ -64,13 +64,14 @@ class _Side(asyncio.Protocol):
                 side.peer.transport.write_eof()
 
 
-async def _serve(port: int, upstream: str) -> asyncio.Server:
+async def _serve(port: int, upstream: str, side: type[_Side] = _Side) -> asyncio.Server:
+    """Relay `port` to `upstream`; each client's socket is a `side` (a subclass may also keep what it receives)."""
     host, up_port = upstream.rsplit(":", 1)
     loop = asyncio.get_running_loop()
     connecting: set[asyncio.Task] = set()
 
     def accepted() -> _Side:
-        client = _Side()
+        client = side()
 
         async def connect() -> None:
             try:

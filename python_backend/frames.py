@@ -11,12 +11,10 @@ from videoitg.errors import InputError
 from videoitg.export import FramesTooLargeError, top_k_images
 from videoitg.limits import Limits
 from videoitg.outputs import GroundingResult
-from videoitg.serving.protocol import FRAME_FORMATS, FRAMES, FRAMES_SIZE
+from videoitg.serving.protocol import FRAME_FORMATS, FRAMES, FRAMES_SIZE, MAX_FRAMES_SIZE
 from videoitg.serving.tensors import frame_outputs
 
 from .request import one_value, option_text
-
-MAX_FRAMES_SIZE = 4096  # FRAMES_SIZE, the longer side in pixels: the decoder's default width and height bound
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from videoitg.errors import VideoITGError
 
 # name -> module under videoitg.commands
 COMMANDS = [
-    "score", "demo", "serve", "repo", "build", "verify", "train", "eval", "batch", "manifest", "perf", "synth",
+    "score", "answer", "demo", "serve", "repo", "build", "verify", "train", "eval", "batch", "manifest", "perf",
+    "synth",
 ]
 
 

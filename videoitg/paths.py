@@ -241,8 +241,17 @@ class MediaRoots:
 
     @classmethod
     def from_parameter(cls, value: str | None) -> MediaRoots:
-        """From the `media_roots` model parameter (`to_parameter`): a JSON list of directories, "" for none."""
-        return cls(tuple(json.loads(value))) if value else cls()
+        """From the `media_roots` model parameter (`to_parameter`): a JSON list of absolute directories, "" for none.
+        Anything else (a bare string, a relative path) is refused naming the parameter, never read as characters."""
+        if not value:
+            return cls()
+        try:
+            roots = json.loads(value)
+        except ValueError:
+            roots = None
+        if not isinstance(roots, list) or not all(isinstance(r, str) and os.path.isabs(r) for r in roots):
+            raise InputError(f"the media_roots parameter must be a JSON list of absolute directories, not {value!r}")
+        return cls(tuple(roots))
 
     def to_parameter(self) -> str:
         return json.dumps(list(self.roots)) if self.roots else ""
@@ -258,32 +267,33 @@ class MediaRoots:
         except (ValueError, OSError):
             return False
 
-    def resolve(self, reference: str | bytes) -> Path:
+    def resolve(self, reference: str | bytes, name: str = "VIDEO_URI") -> Path:
         """The real path of a reference (an absolute path or a file:/// URI) inside a root; a PathRefusedError
-        naming what is wrong otherwise. Nothing is opened: `open` and `pinned` check the file itself."""
+        naming what is wrong otherwise (`name`: what the request called the reference). Nothing is opened: `open` and
+        `pinned` check the file itself."""
         if not self.roots:
-            raise ReferencesOffError("videos by reference (VIDEO_URI) are off on this server: send the bytes "
-                                     "(VIDEO), or start it with --media-root DIR")
+            raise ReferencesOffError(f"videos by reference ({name}) are off on this server: send the bytes, or start "
+                                     "it with --media-root DIR")
         if isinstance(reference, bytes):
             if len(reference) > MAX_REFERENCE_BYTES:
-                raise InvalidReferenceError(f"VIDEO_URI is {len(reference)} bytes; at most {MAX_REFERENCE_BYTES}")
+                raise InvalidReferenceError(f"{name} is {len(reference)} bytes; at most {MAX_REFERENCE_BYTES}")
             reference = os.fsdecode(reference)  # a file name is bytes: any it holds are kept
         if len(os.fsencode(reference)) > MAX_REFERENCE_BYTES:
-            raise InvalidReferenceError(f"VIDEO_URI is over {MAX_REFERENCE_BYTES} bytes")
+            raise InvalidReferenceError(f"{name} is over {MAX_REFERENCE_BYTES} bytes")
         try:
             path = local_path(reference)
         except ValueError as e:
-            raise InvalidReferenceError(f"VIDEO_URI {shown(reference)}: {e}") from None
+            raise InvalidReferenceError(f"{name} {shown(reference)}: {e}") from None
         if not os.path.isabs(path):
-            raise InvalidReferenceError(f"VIDEO_URI {shown(reference)} is a relative path: name the video by its "
+            raise InvalidReferenceError(f"{name} {shown(reference)} is a relative path: name the video by its "
                                         "absolute path (or file:///...)")
         try:
             real, inside = confine(path, self.roots)
         except (ValueError, OSError) as e:
-            raise InvalidReferenceError(f"VIDEO_URI {shown(reference)} cannot be resolved ({type(e).__name__})"
+            raise InvalidReferenceError(f"{name} {shown(reference)} cannot be resolved ({type(e).__name__})"
                                         ) from None
         if not inside:
-            raise OutsideRootsError(f"VIDEO_URI {shown(reference)} lies outside the server's media roots "
+            raise OutsideRootsError(f"{name} {shown(reference)} lies outside the server's media roots "
                                     "(after '..' and symlinks)")
         return real
 

@@ -4,6 +4,7 @@ thumbnails of the top frames in the video's own aspect ratio."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,10 @@ MAX_THUMBS = 16  # two rows; past that, the best 16 of the top-K are drawn and t
 
 
 def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = DEFAULT_TOP_K,
-                  thumbnails: list[np.ndarray] | None = None,
+                  thumbnails: Sequence[np.ndarray] | Mapping[int, np.ndarray] | None = None,
                   truth_segments: list[tuple[float, float]] | None = None) -> Path:
-    """Write the timeline PNG; `truth_segments` (seconds), when known, are shaded green."""
+    """Write the timeline PNG; `truth_segments` (seconds), when known, are shaded green. `thumbnails`: images by
+    position (every sampled frame's, or a mapping holding at least the top-K's)."""
     import matplotlib  # here: pyplot loads when a figure is drawn, after the Agg backend is chosen (no display)
 
     matplotlib.use("Agg")
@@ -92,7 +94,8 @@ def thumbnail_positions(result: GroundingResult, top_k: int, limit: int = MAX_TH
     return sorted(result.ranking[:limit])
 
 
-def draw_timeline(result: GroundingResult, top_k: int = DEFAULT_TOP_K, thumbnails: list[np.ndarray] | None = None,
+def draw_timeline(result: GroundingResult, top_k: int = DEFAULT_TOP_K,
+                  thumbnails: Sequence[np.ndarray] | Mapping[int, np.ndarray] | None = None,
                   truth_segments: list[tuple[float, float]] | None = None):
     """The timeline as a matplotlib Figure (Agg): title (the video's name, the instruction), the per-frame scores with
     the top-K marked, the moments, thumbnails of the chosen frames. Every label lies inside the figure."""

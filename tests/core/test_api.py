@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.support.video import random_clip
 from videoitg import Client, Scorer
 from videoitg.cli import main
+from videoitg.clips import random_clip
 from videoitg.defaults import default_checkpoint, sample_video
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, doc_id_problems
@@ -37,7 +37,7 @@ def test_help_and_import_do_not_load_torch() -> None:
 
 
 @pytest.mark.parametrize("command", [["score"], ["serve"], ["repo"], ["repo", "build"], ["batch"], ["perf"],
-                                     ["eval"], ["demo"]])
+                                     ["eval"], ["demo"], ["answer"]])
 def test_command_help_does_not_load_torch(command: list[str]) -> None:
     """Each command's --help builds its parser (limits, sampling and deployment flags included) without torch,
     numpy or PyAV: it answers in a tenth of a second instead of the seconds torch takes to import."""

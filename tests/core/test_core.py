@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.support.model import build_tiny_checkpoint, plain_writer_checkpoint, tiny_config
+from tests.support.model import plain_writer_checkpoint, tiny_config
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
 from videoitg.config import VideoITGConfig
 from videoitg.engines.runtimes import open_vision
@@ -16,7 +16,7 @@ from videoitg.model import VideoITG
 from videoitg.outputs import GroundingResult, read_frame_indices_jsonl, write_results_jsonl
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices
 from videoitg.text import encode_instruction
-from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
+from videoitg.train.tiny_tokenizer import build_tiny_checkpoint, build_tiny_tokenizer
 
 # ---- config ------------------------------------------------------------------------------------------------------
 SPEC_HW = {8: 27, 16: 27, 22: 27, 23: 26, 32: 22, 64: 16, 100: 12, 128: 11, 200: 9, 256: 8, 300: 7, 400: 6, 512: 5}

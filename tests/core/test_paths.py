@@ -3,7 +3,18 @@ import os
 import pytest
 
 from videoitg.errors import InputError
-from videoitg.paths import resolve_under_roots
+from videoitg.paths import (
+    SHOWN_CHARS,
+    InvalidReferenceError,
+    MediaChangedError,
+    MediaNotFoundError,
+    MediaRoots,
+    NotARegularFileError,
+    OutsideRootsError,
+    ReferencesOffError,
+    file_identity,
+    resolve_under_roots,
+)
 
 
 def test_paths_stay_under_roots(tmp_path):
@@ -26,17 +37,6 @@ def test_paths_stay_under_roots(tmp_path):
 
 
 # ---- videos named by reference (VIDEO_URI) -------------------------------------------------------------------
-from videoitg.paths import (  # noqa: E402
-    SHOWN_CHARS,
-    InvalidReferenceError,
-    MediaChangedError,
-    MediaNotFoundError,
-    MediaRoots,
-    NotARegularFileError,
-    OutsideRootsError,
-    ReferencesOffError,
-    file_identity,
-)
 
 
 @pytest.fixture
@@ -139,3 +139,11 @@ def test_media_roots_round_trip_and_must_exist(media, tmp_path):
     assert MediaRoots.from_parameter(roots.to_parameter()) == roots
     with pytest.raises(InputError, match="not a directory"):
         MediaRoots.of([tmp_path / "nope"])
+
+
+@pytest.mark.parametrize("value", ['"/x"', '["x"]', "[1]", "/x", '{"a": "/x"}'])
+def test_media_roots_parameter_is_a_list_of_absolute_directories(value: str) -> None:
+    with pytest.raises(InputError, match="media_roots"):
+        MediaRoots.from_parameter(value)
+    assert MediaRoots.from_parameter('["/x", "/y"]').roots == ("/x", "/y")
+    assert not MediaRoots.from_parameter("")

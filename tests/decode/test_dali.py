@@ -14,14 +14,8 @@ import pytest
 import torch
 from av.video.reformatter import Colorspace, Interpolation
 
-from tests.support.video import (
-    colour_edges_frame,
-    natural_frame,
-    photo_frame,
-    read_number,
-    write_clip,
-    write_rgb_clip,
-)
+from tests.support.video import read_number, write_clip
+from videoitg.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
 from videoitg.decode import choice, dali, dali_available, decode_video
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import signal_of

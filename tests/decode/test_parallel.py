@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.model import build_tiny_checkpoint
 from tests.support.video import read_number, truncate, write_clip
 from videoitg.decode import FrameStream, TruncatedVideoError, decode_video, parallel, stream_video
 from videoitg.decode.budget import Deadline
@@ -20,6 +19,7 @@ from videoitg.errors import InputError
 from videoitg.pipeline import Scorer
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
+from videoitg.train.tiny_tokenizer import build_tiny_checkpoint
 
 S = 32
 MANY = SamplingParams(num_frames=40, target_fps=12.5)  # every other frame of a 25 fps clip

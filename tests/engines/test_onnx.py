@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from tests.support.model import build_tiny_checkpoint, tiny_config
+from tests.support.model import tiny_config
 from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.cli import main as cli_main
 from videoitg.engine_build.build import BuildOptions, run_build
@@ -32,6 +32,7 @@ from videoitg.errors import BackendUnavailable, EngineMismatchError
 from videoitg.libraries import probe_import
 from videoitg.limits import Limits
 from videoitg.model import VideoITG
+from videoitg.train.tiny_tokenizer import build_tiny_checkpoint
 
 TOL = 1e-4  # the fp32 ONNX target (docs/engines.md)
 # tiny config: grid 8, budget 1024 -> T=8: hw 8 (64 tokens/frame), T=40: hw 5 (25), T=64: hw 4 (16), T=120: hw 2

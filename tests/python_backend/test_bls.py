@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.server import metric_value, start, wait_until
-from tests.support.video import random_clip
+from videoitg.clips import random_clip
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.protocol import DECODE, TOP
 from videoitg.serving.repository import RepoSpec, build_repository

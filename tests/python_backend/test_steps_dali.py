@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.triton_stub import stand_in_pb_utils
-from tests.support.video import random_clip
+from videoitg.clips import random_clip
 from videoitg.limits import Limits
 from videoitg.python_backend.cache import FailureMemory, FeatureCache
 from videoitg.python_backend.scheduling import FeatureScheduler

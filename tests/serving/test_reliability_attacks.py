@@ -20,7 +20,7 @@ import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.support.server import served, skip_without_tritonserver
-from tests.support.video import random_clip
+from videoitg.clips import random_clip
 from videoitg.limits import Limits
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.protocol import DECODE

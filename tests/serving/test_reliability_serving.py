@@ -27,18 +27,12 @@ from tritonclient.utils import InferenceServerException
 from tests.support.batch import assert_rows_close, check_shards, comparable, local_stream, make_manifest, read_jsonl
 from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes
 from tests.support.server import report, skip_without_tritonserver, stub_pids
-from tests.support.video import (
-    random_clip,
-    truncate,
-    unknown_codec,
-    write_audio_only,
-    write_clip,
-    write_empty_stream,
-)
+from tests.support.video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream
 from videoitg.batch import runner, servers, store
 from videoitg.batch.manifest import load_manifest
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
+from videoitg.clips import random_clip
 from videoitg.defaults import sample_video
 from videoitg.limits import Limits
 from videoitg.serving.client import RemoteError, VideoITGClient

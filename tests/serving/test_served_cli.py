@@ -14,8 +14,9 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 from tests.support.compare import assert_moments_close
 from tests.support.server import skip_without_tritonserver
-from tests.support.video import WHOLE, ntsc_clip, random_clip, write_clip
+from tests.support.video import WHOLE, ntsc_clip, write_clip
 from videoitg.cli import main
+from videoitg.clips import random_clip
 from videoitg.decode import decode_video, probe_video
 from videoitg.digest import video_digest
 from videoitg.errors import InputError

@@ -39,8 +39,8 @@ from tests.support.server import (
     skip_without_tritonserver,
     wait_until,
 )
-from tests.support.video import random_clip
 from videoitg.cli import main
+from videoitg.clips import random_clip
 from videoitg.decode import decode_video
 from videoitg.defaults import sample_video
 from videoitg.digest import video_digest

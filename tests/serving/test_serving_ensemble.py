@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.support.compare import assert_moments_close, assert_results_close
 from tests.support.server import skip_without_tritonserver
-from tests.support.video import random_clip
+from videoitg.clips import random_clip
 from videoitg.errors import InputError
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.repository import RepoSpec

@@ -16,7 +16,6 @@ from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
 from videoitg.config import VideoITGConfig, preset
-from videoitg.train.tiny_tokenizer import build_tiny_checkpoint as build_tiny_checkpoint
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 

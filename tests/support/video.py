@@ -15,14 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from videoitg.clips import colour_edges_frame as colour_edges_frame
-from videoitg.clips import natural_frame as natural_frame
-from videoitg.clips import photo_frame as photo_frame
-from videoitg.clips import random_clip as random_clip
-from videoitg.clips import repeat_clip as repeat_clip
 from videoitg.clips import video_stream
-from videoitg.clips import write_natural_clip as write_natural_clip
-from videoitg.clips import write_rgb_clip as write_rgb_clip
 from videoitg.moments import MomentParams
 
 BITS = 8

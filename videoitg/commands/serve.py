@@ -20,6 +20,7 @@ from videoitg.commands.repo import (
     spec_from_args,
 )
 from videoitg.errors import CheckpointError, InputError
+from videoitg.serving.chat_upstream import check_base_url
 from videoitg.serving.ports import check_ports_free
 from videoitg.serving.protocol import RepoSummary
 from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec, build_repository
@@ -49,6 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="verbose server log")
     parser.add_argument("--echo-log", action="store_true",
                         help="also copy the server log to stdout as it grows (containers: `kubectl logs` shows it)")
+    parser.add_argument("--answer-upstream", metavar="URL",
+                        help="serve select-then-answer: POST /v1/chat/completions and GET /v1/models on the HTTP port, "
+                        "answered by the video-LLM at this OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1: "
+                        "vLLM, SGLang, trtllm-serve) from the frames picked for the question (docs/answer.md)")
+    parser.add_argument("--answer-model", metavar="NAME",
+                        help="with --answer-upstream: the model name forwarded requests get (default: the client's)")
+    parser.add_argument("--answer-timeout", type=float, default=300.0, metavar="S",
+                        help="with --answer-upstream: the video-LLM's answer bound in seconds, in a stream between two "
+                        "pieces (default 300)")
     add_deployment_arguments(parser)
     add_sampling_arguments(parser)
     add_limit_arguments(parser)  # ignored with --model-repository: that repository's parameters hold its limits
@@ -118,8 +128,15 @@ def check_checkpoint_for(spec: RepoSpec) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Before anything is built or loaded: ports another process holds, a checkpoint no step could load.
+    # Before anything is built or loaded: ports another process holds, a checkpoint no step could load, flags that
+    # go together.
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])
+    if args.answer_upstream is not None:
+        check_base_url(args.answer_upstream)
+    elif args.answer_model is not None:
+        raise InputError("--answer-model names the model of --answer-upstream: give --answer-upstream too")
+    if args.answer_timeout <= 0:
+        raise InputError(f"--answer-timeout must be > 0 seconds, got {args.answer_timeout}")
     target = resolve_target(args.target)
     check_gpu_present(target, args.model_repository)
     tmp = None
@@ -138,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
             repo = args.repo
         build_repository(spec, repo)
     opts = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                         metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose))
+                         metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose),
+                         answer_upstream=args.answer_upstream, answer_model=args.answer_model,
+                         answer_timeout_s=args.answer_timeout)
     server = TritonServer(repo, opts, log_path=args.log)
     print(f"starting tritonserver ({server.install.kind}: {server.install.binary}), {target} repository {repo}",
           flush=True)

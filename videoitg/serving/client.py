@@ -147,6 +147,75 @@ def _module(protocol: str):
     return m
 
 
+def request_inputs(m: Any, video: bytes | None, instruction: str, top_k: int | None = None,
+                   ranking_rule: str | None = None, digest: str | None = None, uri: str | None = None,
+                   frames: str | None = None, frames_size: int | None = None) -> list:
+    """The request's input tensors for tritonclient's module `m` (`tritonclient.http` or `.grpc`): VIDEO (the bytes),
+    or when `video` is None VIDEO_URI (`uri`, a path under a media root of the server) or VIDEO_DIGEST alone.
+    Optional inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
+    `ranking_rule` parameter, "released" unless configured; no frames unless FRAMES asks)."""
+    if video is not None:
+        values: dict[str, Any] = {VIDEO: video}
+    elif uri is not None:
+        values = {VIDEO_URI: os.fsencode(uri)}
+    else:
+        values = {VIDEO_DIGEST: str(digest).encode()}
+    values[INSTRUCTION] = instruction.encode("utf-8")
+    values[TOP_K] = top_k
+    values[RANKING_RULE] = None if ranking_rule is None else check_ranking_rule(ranking_rule).encode()
+    values[FRAMES] = None if frames is None else frames.encode()
+    values[FRAMES_SIZE] = frames_size
+    ins = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        spec = REQUEST.input(name)  # the name, dtype and shape the served model declares ([batch, 1])
+        arr = np.array([[value]], dtype=spec.numpy)
+        t = m.InferInput(name, list(arr.shape), spec.datatype)
+        t.set_data_from_numpy(arr)
+        ins.append(t)
+    return ins
+
+
+def served_result(arrays: dict[str, np.ndarray], instruction: str, name: str, sent_video: bool,
+                  by_reference: bool = False) -> ServedResult:
+    """The ServedResult of an answer's output tensors, under the ranking rule the server applied."""
+    result = result_from_outputs(arrays, instruction, name)
+    return ServedResult(result, arrays[TOP_K_FRAMES].reshape(-1).tolist(), bool(arrays[CACHE_HIT].reshape(-1)[0]),
+                        sent_video, arrays, frames_from_outputs(arrays), by_reference)
+
+
+# ---- the same request as raw KServe v2 HTTP bytes: for a caller with its own connection to tritonserver (the
+# front's answer endpoint), built and read by tritonclient's own functions
+def http_request_body(video: bytes, instruction: str, top_k: int | None = None, frames: str | None = None,
+                      frames_size: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of a KServe v2 HTTP inference request of the video's bytes, asking for the result outputs
+    and, with `frames`, the top-K frames: POST it to /v2/models/videoitg/infer."""
+    import tritonclient.http as m
+
+    names = [*RESULT_NAMES, *([FRAME_FORMATS[frames]] if frames is not None else [])]
+    outputs = [m.InferRequestedOutput(n, binary_data=True) for n in names]
+    body, json_size = m.InferenceServerClient.generate_request_body(
+        request_inputs(m, video, instruction, top_k, frames=frames, frames_size=frames_size), outputs)
+    headers = {"Content-Type": "application/octet-stream"}
+    if json_size is not None:
+        headers["Inference-Header-Content-Length"] = str(json_size)
+    return body, headers
+
+
+def http_served_result(body: bytes, header_length: str | None, instruction: str) -> ServedResult:
+    """The ServedResult of a KServe v2 HTTP answer (status 200) to `http_request_body`'s request; InputError when
+    its bytes are not such an answer."""
+    import tritonclient.http as m
+
+    try:
+        r = m.InferResult.from_response_body(body, header_length=None if header_length is None else int(header_length))
+        arrays = {o["name"]: r.as_numpy(o["name"]) for o in r.get_response()["outputs"]}
+        return served_result(arrays, instruction, "", True)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"malformed inference answer from the server ({type(e).__name__}: {str(e)[:120]})") from None
+
+
 # Videos from this size on are first named by their digest alone (`infer`): below it, sending the bytes costs less
 # than the extra round trip a first request pays.
 DIGEST_FIRST_BYTES = 1 << 20
@@ -185,31 +254,8 @@ class VideoITGClient:
     def inputs(self, video: bytes | None, instruction: str, top_k: int | None = None,
                ranking_rule: str | None = None, digest: str | None = None, uri: str | None = None,
                frames: str | None = None, frames_size: int | None = None) -> list:
-        """The request's input tensors: VIDEO (the bytes), or when `video` is None VIDEO_URI (`uri`, a path under a
-        media root of the server) or VIDEO_DIGEST alone. Optional
-        inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
-        `ranking_rule` parameter, "released" unless configured; no frames unless FRAMES asks)."""
-        if video is not None:
-            values: dict[str, Any] = {VIDEO: video}
-        elif uri is not None:
-            values = {VIDEO_URI: os.fsencode(uri)}
-        else:
-            values = {VIDEO_DIGEST: str(digest).encode()}
-        values[INSTRUCTION] = instruction.encode("utf-8")
-        values[TOP_K] = top_k
-        values[RANKING_RULE] = None if ranking_rule is None else check_ranking_rule(ranking_rule).encode()
-        values[FRAMES] = None if frames is None else frames.encode()
-        values[FRAMES_SIZE] = frames_size
-        ins = []
-        for name, value in values.items():
-            if value is None:
-                continue
-            spec = REQUEST.input(name)  # the name, dtype and shape the served model declares ([batch, 1])
-            arr = np.array([[value]], dtype=spec.numpy)
-            t = self._m.InferInput(name, list(arr.shape), spec.datatype)
-            t.set_data_from_numpy(arr)
-            ins.append(t)
-        return ins
+        """`request_inputs` with this client's protocol."""
+        return request_inputs(self._m, video, instruction, top_k, ranking_rule, digest, uri, frames, frames_size)
 
     def accepts(self, name: str) -> bool:
         """Whether the served model takes the input `name`; False while the server does not say."""
@@ -331,11 +377,7 @@ class VideoITGClient:
                 if hint:
                     raise remote_error(hint, status) from None  # same status: batch retries, then stops
             raise remote_error(msg, status, digest_sent=not sent_video and not by_reference) from None
-        arrays = {n: r.as_numpy(n) for n in names}
-        result = result_from_outputs(arrays, instruction, name)  # under the rule the server applied
-        return ServedResult(result, arrays[TOP_K_FRAMES].reshape(-1).tolist(),
-                            bool(arrays[CACHE_HIT].reshape(-1)[0]), sent_video, arrays, frames_from_outputs(arrays),
-                            by_reference)
+        return served_result({n: r.as_numpy(n) for n in names}, instruction, name, sent_video, by_reference)
 
     def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
               ranking_rule: str | None = None, frames: str | None = None, frames_size: int | None = None

@@ -114,6 +114,7 @@ INSTRUCTION_INPUT = _t(INSTRUCTION, "STRING", 1)
 # The top-K frames as images (bls only): FRAMES "jpeg" | "uint8", FRAMES_SIZE the longer side in pixels (0 or
 # absent: the video's own size).
 FRAME_INPUTS = (_t(FRAMES, "STRING", 1, optional=True), _t(FRAMES_SIZE, "INT32", 1, optional=True))
+MAX_FRAMES_SIZE = 4096  # FRAMES_SIZE, the longer side in pixels: the decoder's default width and height bound
 RESULT_OUTPUTS = (
     # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number and its
     # timestamp in seconds.

@@ -133,6 +133,11 @@ class ServerOptions:
     stub_watchdog_s: float = 1.0
     # The models the front lets clients use (None: `public_models` of the repository).
     models: tuple[str, ...] | None = None
+    # The answer endpoint on the front's HTTP port (docs/answer.md): the video-LLM's OpenAI-compatible base URL (None:
+    # off), the model name forwarded requests get (None: the client's), the bound on its answers.
+    answer_upstream: str | None = None
+    answer_model: str | None = None
+    answer_timeout_s: float = 300.0
 
 
 def _signal(proc: subprocess.Popen | None, sig: int) -> None:
@@ -305,7 +310,9 @@ class TritonServer:
                           metrics_port=self.metrics_port, triton_http=f"{LOOPBACK}:{t[0]}",
                           triton_grpc=f"{LOOPBACK}:{t[1]}", triton_metrics=f"{LOOPBACK}:{t[2]}", models=models,
                           max_request_bytes=max_bytes,
-                          max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s))
+                          max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s),
+                          answer_upstream=o.answer_upstream, answer_model=o.answer_model,
+                          answer_timeout_s=o.answer_timeout_s)
         return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import pytest
 
 grpc = pytest.importorskip("grpc", reason="the serve extra is not installed")
 
+from benchmarks.h2client import H2Client, prefix  # noqa: E402
 from tests.support.front import LIVE, grpc_front, never, outcome, raw_frames, without_gc  # noqa: E402
-from tests.support.h2client import H2Client, prefix  # noqa: E402
 from tests.support.server import settled  # noqa: E402
 from videoitg.serving.front import bounds, config  # noqa: E402
 from videoitg.serving.front import grpc as grpc_port  # noqa: E402

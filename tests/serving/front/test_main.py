@@ -26,9 +26,9 @@ from hpack import Decoder  # noqa: E402
 from hyperframe.frame import HeadersFrame  # noqa: E402
 from tritonclient.grpc import service_pb2  # noqa: E402
 
+from benchmarks.h2client import prefix  # noqa: E402
 from tests.support import ROOT  # noqa: E402
 from tests.support.front import BODY, exchange, infer_head, raw_frames, status  # noqa: E402
-from tests.support.h2client import prefix  # noqa: E402
 from videoitg.serving.front.grpc_policy import SERVICE  # noqa: E402
 from videoitg.serving.ports import free_ports  # noqa: E402
 from videoitg.serving.protocol import TOP  # noqa: E402

@@ -14,8 +14,8 @@ from tests.support import ROOT
 FRONT = ROOT / "videoitg" / "serving" / "front"
 PREFIX = "videoitg.serving.front."
 # Bottom to top: each module may import only those before it.
-ORDER = ("policy", "grpc_policy", "bounds", "config", "process", "upstream", "connections", "http", "grpc_frames",
-         "grpc_calls", "grpc", "main", "__main__")
+ORDER = ("policy", "grpc_policy", "bounds", "config", "process", "upstream", "connections", "http", "answer",
+         "grpc_frames", "grpc_calls", "grpc", "main", "__main__")
 
 
 def front_imports(path: str) -> set[str]:

@@ -21,7 +21,7 @@ import pytest
 
 from benchmarks.bench_stop import moving_clip
 from tests.support.server import metric_value, served, skip_without_tritonserver, wait_until
-from tests.support.video import repeat_clip
+from videoitg.clips import repeat_clip
 from videoitg.defaults import sample_video
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
 from videoitg.serving.front.config import INFER_KEY_HEADER

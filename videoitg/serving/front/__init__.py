@@ -5,6 +5,7 @@ Its modules, each importing only those listed before it: `policy` (what a client
 and its `Reason`, the bounds), `grpc_policy` (a ModelInfer's checks), `bounds` (the held-bytes budget, a body's
 pace, `BodyReader`), `config` (`FrontConfig`, `FrontCounters`), `process` (the process's memory and open-file
 settings), `upstream` (the HTTP client toward tritonserver), `connections` (the HTTP ports' connections), `http`
-(`HttpPort`, `MetricsPort`), `grpc_frames` and `grpc_calls` (HTTP/2 read frame by frame, the calls), `grpc`
-(`GrpcPort`), `main` (the process; `python -m videoitg.serving.front`).
+(`HttpPort`, `MetricsPort`), `answer` (the answer endpoint's routes on the HTTP port, docs/answer.md),
+`grpc_frames` and `grpc_calls` (HTTP/2 read frame by frame, the calls), `grpc` (`GrpcPort`), `main` (the process;
+`python -m videoitg.serving.front`).
 """

@@ -53,6 +53,15 @@ class FrontConfig:
     keepalive_s: float = KEEPALIVE_S  # to send a request's headers; an idle keep-alive connection's life
     body_idle_s: float = BODY_IDLE_S  # the longest wait for the next byte of a request body
     infer_key: str = ""  # the value of INFER_KEY_HEADER on every inference passed on ("": none sent)
+    # The answer endpoint (front/answer.py, docs/answer.md): the video-LLM's OpenAI-compatible base URL (None: off),
+    # the model name its requests are given (None: the client's), the bound on its answers.
+    answer_upstream: str | None = None
+    answer_model: str | None = None
+    answer_timeout_s: float = 300.0
+
+    def keyed(self, headers: dict[str, str]) -> dict[str, str]:
+        """`headers` of an inference passed on to tritonserver, with the key its inference API asks for (if set)."""
+        return {**headers, INFER_KEY_HEADER: self.infer_key} if self.infer_key else headers
 
 
 def held_budget(cfg: FrontConfig) -> ByteBudget:
@@ -70,6 +79,10 @@ class FrontCounters:
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.unavailable: Counter[str] = Counter()
         self.idle_closed: Counter[str] = Counter()
+        self.answers: Counter[tuple[str, int]] = Counter()  # the answer endpoint's errors: (code, status)
+
+    def answer_failed(self, code: str, status: int) -> None:
+        self.answers[code, status] += 1
 
     def reject(self, protocol: str, refusal: Refusal) -> None:
         if refusal.reason.label is not None:
@@ -86,4 +99,9 @@ class FrontCounters:
         lines += ["# HELP videoitg_front_idle_closed idle connections closed at the connection cap for a new one",
                   "# TYPE videoitg_front_idle_closed counter"]
         lines += [f'videoitg_front_idle_closed{{protocol="{p}"}} {n}' for p, n in sorted(self.idle_closed.items())]
+        lines += ["# HELP videoitg_front_answer_failed answer-endpoint requests answered with an error of their own "
+                  "(the request, the selection or the video-LLM), by code and status",
+                  "# TYPE videoitg_front_answer_failed counter"]
+        lines += [f'videoitg_front_answer_failed{{code="{c}",status="{s}"}} {n}'
+                  for (c, s), n in sorted(self.answers.items())]
         return "\n".join(lines) + "\n"

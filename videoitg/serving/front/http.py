@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from aiohttp import HttpVersion11, web
 
 from videoitg.serving.front.bounds import ABANDONED, BodyReader, BodyRefused, ByteBudget, Stopping, stream_body
-from videoitg.serving.front.config import INFER_KEY_HEADER, METRICS_CONNECTIONS, FrontConfig, FrontCounters
+from videoitg.serving.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters
 from videoitg.serving.front.connections import LINGER_S, Connections, ServerLog, listen
 from videoitg.serving.front.policy import (
     MAX_HEADER_BYTES,
@@ -212,8 +212,7 @@ class HttpPort:
                                self.cfg.max_inputs, self.cfg.max_outputs)
         if err is not None:
             return self.refuse(err, close=not whole)
-        if self.cfg.infer_key:
-            headers[INFER_KEY_HEADER] = self.cfg.infer_key
+        headers = self.cfg.keyed(headers)
         if whole:
             return await self.forward("POST", path, head, headers, self.cfg.infer_timeout_s)
         body, chunks, head = stream_body(chunks, reader), [], b""  # the stream alone holds what it has not passed on

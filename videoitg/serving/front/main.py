@@ -11,6 +11,7 @@ import json
 import os
 import signal
 
+from videoitg.serving.front.answer import answer_routes
 from videoitg.serving.front.config import (
     INFER_KEY_ENV,
     METRICS_CONNECTIONS,
@@ -36,7 +37,8 @@ async def serve(cfg: FrontConfig, open_files: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     counters = FrontCounters()
     budget = held_budget(cfg)
-    http, metrics, grpc = HttpPort(cfg, counters, budget), MetricsPort(cfg, counters), GrpcPort(cfg, counters, budget)
+    http = HttpPort(cfg, counters, budget, answer_routes(cfg))
+    metrics, grpc = MetricsPort(cfg, counters), GrpcPort(cfg, counters, budget)
     for port in (http, metrics, grpc):
         await port.start()
     trimmer = asyncio.ensure_future(trim_after_release(budget))

@@ -1,0 +1,219 @@
+"""The answer endpoint's policy without a server: which chat requests are taken and how each refusal reads, the video
+a `video_url` names, what the video-LLM is sent, and the selection in a plain and a streamed answer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from videoitg.answer import (
+    DEFAULT_FRAME_SIZE,
+    MAX_TOP_K,
+    ChatRequestError,
+    OptionError,
+    Selection,
+    UpstreamRefusedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    VideoPartError,
+    VideoRefusedError,
+    event_data,
+    first_event,
+    forwarded,
+    forwarded_bytes,
+    load_body,
+    parse_chat,
+    read_video,
+    selection_event,
+    split_event,
+    video_source,
+    with_selection,
+)
+from videoitg.handoff import frame_label, frame_parts
+from videoitg.paths import MediaRoots
+from videoitg.serving.protocol import MAX_FRAMES_SIZE
+
+VIDEO = "data:video/mp4;base64," + base64.b64encode(b"\x00\x00\x00\x18ftypmp42").decode()
+
+
+def chat(*content: Any, earlier: list[dict[str, Any]] | None = None, **fields: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [*(earlier or []), {"role": "user", "content": list(content)}], **fields}
+
+
+def video(url: str = VIDEO) -> dict[str, Any]:
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+def text(t: str) -> dict[str, Any]:
+    return {"type": "text", "text": t}
+
+
+def test_a_request_names_its_video_question_and_defaults() -> None:
+    body = chat(text("When does the dog jump?"), video(), temperature=0.2, max_tokens=9, stream=True)
+    q = parse_chat(body)
+    assert (q.message, q.part, q.video_url) == (0, 1, VIDEO)
+    assert q.question == "When does the dog jump?"
+    assert (q.top_k, q.frame_size) == (None, DEFAULT_FRAME_SIZE)  # top_k: the grounding server's default
+    assert q.body == body  # every field kept as it came
+
+
+def test_text_parts_join_into_the_question_and_the_extension_is_read_and_removed() -> None:
+    earlier = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "hello"}]
+    body = chat(text(" Look: "), video(), text("what colour is it?"), earlier=earlier,
+                videoitg={"top_k": 8, "frame_size": 0})
+    q = parse_chat(body)
+    assert (q.message, q.part) == (3, 1)
+    assert q.question == "Look:\nwhat colour is it?"
+    assert (q.top_k, q.frame_size) == (8, None)  # 0: the video's own size
+    assert "videoitg" not in q.body and q.body["messages"] == body["messages"]
+
+
+@pytest.mark.parametrize(("body", "error", "match"), [
+    ([], ChatRequestError, "must be a JSON object"),
+    ({"model": "m"}, ChatRequestError, "'messages' must be a non-empty list"),
+    ({"messages": ["hi"]}, ChatRequestError, "'messages' must be a non-empty list"),
+    (chat(text("q")), VideoPartError, "holds 0 video parts"),
+    (chat(text("q"), video(), video()), VideoPartError, "holds 2 video parts"),
+    (chat(text("q"), earlier=[{"role": "user", "content": [video()]}]), VideoPartError,
+     r"video part is in messages\[0\]: it must be in the last user message \(messages\[1\]\)"),
+    ({"messages": [{"role": "system", "content": [video()]}]}, VideoPartError, "no user message"),
+    (chat(video()), VideoPartError, "has no question"),
+    (chat(text("  "), video()), VideoPartError, "has no question"),
+    (chat(text("q"), {"type": "video_url", "video_url": "x"}), VideoPartError, "with a string 'url'"),
+    (chat({"type": "text", "text": 3}, video()), ChatRequestError, "string 'text'"),
+])
+def test_requests_without_one_video_and_a_question_are_refused(body: Any, error: type, match: str) -> None:
+    with pytest.raises(error, match=match) as e:
+        parse_chat(body)
+    assert e.value.status == 400
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"top_k": 0}, f"top_k must be an integer from 1 to {MAX_TOP_K}, got 0"),
+    ({"top_k": MAX_TOP_K + 1}, f"got {MAX_TOP_K + 1}"),
+    ({"top_k": "8"}, 'got "8"'),
+    ({"top_k": 8.0}, "got 8.0"),
+    ({"top_k": True}, "got true"),
+    ({"top_k": [1]}, "got list"),
+    ({"frame_size": -1}, f"frame_size must be an integer from 0 to {MAX_FRAMES_SIZE}"),
+    ({"frame_size": MAX_FRAMES_SIZE + 1}, "frame_size"),
+    ({"topk": 3}, "has no field 'topk'"),
+])
+def test_bad_extension_fields_are_refused_by_name(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(OptionError, match=match) as e:
+        parse_chat(chat(text("q"), video(), videoitg=options))
+    assert e.value.status == 400 and e.value.body()["error"]["code"] == "videoitg_option"
+    with pytest.raises(OptionError, match="must be an object"):
+        parse_chat(chat(text("q"), video(), videoitg=[8]))
+
+
+@pytest.mark.parametrize(("raw", "match"), [
+    (b"\xff{}", "not valid UTF-8"),
+    (b"{", "not valid JSON"),
+    (b'{"a": NaN}', "not valid JSON"),
+    (b"[" * 65 + b"]" * 65, "nests more than 64 levels"),
+])
+def test_bodies_that_are_not_json_are_refused(raw: bytes, match: str) -> None:
+    with pytest.raises(ChatRequestError, match=match):
+        load_body(raw)
+    assert load_body(b'{"a": [1]}') == {"a": [1]}
+
+
+def test_a_data_url_gives_its_bytes_and_other_urls_are_refused(tmp_path: Path) -> None:
+    assert video_source(VIDEO, MediaRoots()) == b"\x00\x00\x00\x18ftypmp42"
+    for url, match in [("data:video/mp4;base64,%%%", "base64 of the video/mp4 data URL is malformed"),
+                       ("data:video/mp4;base64,", "holds no bytes"),
+                       ("data:image/png;base64,AAAA", "data:video/<type>;base64"),
+                       ("https://example.com/v.mp4", "nothing is fetched from the network"),
+                       ("clip.mp4", "nothing is fetched")]:
+        with pytest.raises(VideoRefusedError, match=match) as e:
+            video_source(url, MediaRoots.of([tmp_path]))
+        assert e.value.body()["error"]["code"] == "video_refused"
+
+
+def test_a_file_url_is_read_only_under_the_media_roots(tmp_path: Path) -> None:
+    root, other = tmp_path / "media", tmp_path / "other"
+    root.mkdir()
+    other.mkdir()
+    (root / "a.mp4").write_bytes(b"video bytes")
+    (other / "b.mp4").write_bytes(b"secret")
+    os.symlink(other / "b.mp4", root / "link.mp4")
+    roots = MediaRoots.of([root])
+    path = video_source(f"file://{root}/a.mp4", roots)
+    assert path == (root / "a.mp4").resolve()
+    assert read_video(path, roots, 100) == b"video bytes"
+    with pytest.raises(VideoRefusedError, match="over this server's bound of 5 bytes"):
+        read_video(path, roots, 5)
+    for url, kind in [(f"file://{other}/b.mp4", "OutsideRootsError"), (f"file://{root}/link.mp4", "OutsideRootsError"),
+                      (f"file://{root}/../other/b.mp4", "OutsideRootsError"),
+                      ("file://host/x.mp4", "InvalidReferenceError")]:
+        with pytest.raises(VideoRefusedError, match=f"video_url .*{kind}"):
+            video_source(url, roots)
+    with pytest.raises(VideoRefusedError, match=r"off on this server.*ReferencesOffError"):
+        video_source(f"file://{root}/a.mp4", MediaRoots())
+    (root / "a.mp4").unlink()
+    with pytest.raises(VideoRefusedError, match="MediaNotFoundError"):
+        read_video(path, roots, 100)
+
+
+def selection(k: int = 2) -> Selection:
+    return Selection([10 * (i + 1) for i in range(k)], [0.4 * (i + 1) for i in range(k)], [0.5] * k,
+                     [[0.0, 1.0, 0.9]], [bytes([i]) * 3 for i in range(k)], 0.25)
+
+
+def test_the_forwarded_request_replaces_the_video_part_and_keeps_everything_else() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = chat(text("Look:"), video(), text("what happens?"), earlier=[{"role": "system", "content": "Be brief."}],
+                temperature=0.0, max_tokens=5, stream=True, tools=tools, videoitg={"top_k": 2})
+    before = json.dumps(body)
+    q = parse_chat(body)
+    sel = selection()
+    out = forwarded(q, sel)
+    assert json.dumps(body) == before  # the caller's request is not changed
+    assert {k: v for k, v in out.items() if k != "messages"} == {k: v for k, v in body.items()
+                                                                 if k not in ("messages", "videoitg")}
+    assert out["messages"][0] == body["messages"][0]
+    content = out["messages"][1]["content"]
+    assert content[0] == text("Look:") and content[-1] == text("what happens?")
+    assert content[1:-1] == frame_parts(zip(sel.frames, sel.timestamps, sel.jpegs, strict=True))
+    assert content[1] == text(frame_label(10, 0.4)) == text("Frame 10 at 0.4 s:")
+    assert content[2]["image_url"]["url"] == "data:image/jpeg;base64," + base64.b64encode(b"\x00" * 3).decode()
+    assert forwarded(q, sel, model="served-name")["model"] == "served-name"
+    # The bytes sent on are the same request, the frames spliced in without a JSON pass over them.
+    assert json.loads(forwarded_bytes(q, sel)) == out
+    assert json.loads(forwarded_bytes(q, sel, "served-name")) == forwarded(q, sel, model="served-name")
+    assert json.loads(forwarded_bytes(q, Selection([], [], [], [], [], 0.0))) == forwarded(
+        q, Selection([], [], [], [], [], 0.0))
+    tricky = parse_chat(chat(text('"quotes" \\ \u2028 é'), video(), text("</end>")))
+    assert json.loads(forwarded_bytes(tricky, sel)) == forwarded(tricky, sel)
+
+
+def test_the_selection_field_and_the_first_event() -> None:
+    sel = selection()
+    answer = {"id": "x", "choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": 7}}
+    out = with_selection(answer, sel)
+    assert "videoitg" not in answer and {k: v for k, v in out.items() if k != "videoitg"} == answer
+    assert out["videoitg"] == {"frames": [10, 20], "timestamps": [0.4, 0.8], "scores": [0.5, 0.5],
+                               "moments": [[0.0, 1.0, 0.9]], "select_s": 0.25}
+    event, rest = split_event(b'data: {"id": "x", "choices": []}\r\n\r\ndata: [DONE]\n\n')
+    assert rest == b"data: [DONE]\n\n"
+    first = first_event(event, sel)
+    assert json.loads(event_data(first)) == {"id": "x", "choices": [], "videoitg": sel.field()}
+    assert first_event(b"data: [DONE]\n\n", sel) is None and first_event(b": ping\n\n", sel) is None
+    assert split_event(b"data: {") is None
+    assert json.loads(event_data(selection_event(sel)))["videoitg"] == sel.field()
+    assert event_data(b"event: x\ndata: a\ndata:b\n\n") == b"a\nb"
+
+
+def test_upstream_errors_carry_their_status_in_the_openai_shape() -> None:
+    e = UpstreamRefusedError("the video-LLM answered 422: bad", 422)
+    assert e.status == 422
+    assert e.body() == {"error": {"message": "the video-LLM answered 422: bad", "type": "upstream_error",
+                                  "code": "upstream_refused"}}
+    assert UpstreamUnavailableError("x").status == 502 and UpstreamTimeoutError("x").status == 504
