@@ -8,7 +8,7 @@ Attacks, each sent to the public ports: `none` (baseline); `overflow`: a direct 
 shape's byte size overflows to 0 (crashes a bare tritonserver 2.51's python stub before any model code);
 `decode-flood`: 16 direct decode-step calls kept in flight; `http-nesting`: an HTTP inference body nested a million
 levels deep; `http-chunks`: an HTTP body in 1.5 million one-byte chunks (either kills a bare tritonserver 2.51).
-Hostile clients of the front (issue 36): `big-json`: a 23 MiB HTTP body of valid structure with millions of empty
+Hostile clients of the front: `big-json`: a 23 MiB HTTP body of valid structure with millions of empty
 lists in `data`; `grpc-inputs`: a 5.7 MiB ModelInfer with 3 million empty inputs; `dup-keys`: a JSON header with
 a key twice; `held-bodies`: 4 connections each declaring 500 MiB, sending 160 MiB, then waiting; `abandoned`: 64 MiB
 sent, then the connection closed, repeated; `idle-conns`: 1100 connections that never send a byte. Their siblings:

@@ -215,7 +215,7 @@ KIND_RUNTIME = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "trtllm": "trtllm
 def serving_runtimes(rep: BuildReport) -> dict[str, str]:
     """The runtime each step serves with: the fastest that was built and whose library is installed where the build
     ran (TensorRT, then TensorRT-LLM, then ONNX Runtime), torch when none was. Engines are built in the image that
-    serves them, and the GPU image has no onnxruntime (docs/deploy.md): its ONNX graphs are written, not served."""
+    serves them, and the GPU image has no onnxruntime (docs/deploy-gpu.md): its ONNX graphs are written, not served."""
     built = {(b["name"] if b["name"] != "llm" else "grounding", KIND_RUNTIME[b["kind"]]) for b in rep.built}
     here = {r for r in KIND_RUNTIME.values() if library_version(RUNTIME_MODULES[r])}
     return {step: next((r for r in prefer if (step, r) in built and r in here), "torch")

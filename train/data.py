@@ -194,7 +194,7 @@ def grouped_epoch_order(videos: Sequence[str], group: int, seed: int, epoch: int
     """A shuffled sample order in which runs of up to `group` consecutive samples share one video.
 
     Why: the trainer then runs the tower and projector once per video in a step, not once per sample (2.5x cheaper
-    steps on the synthetic task; on its own it did not change accuracy, RESULTS.md). Depends only on (videos,
+    steps on the synthetic task; on its own it did not change accuracy, docs/training.md). Depends only on (videos,
     group, seed, epoch), like `epoch_order`, so ranks and resumed runs agree.
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -29,7 +29,7 @@ from videoitg.train.vision_pretrain import load_tagged_frames, pretrain_tower
 # HW = 1 for the 20-30 sampled frames of these clips: one token per frame, the exact mean of the 2x2 grid
 # (bilinear at scale 2 without antialias averages neighbour pairs), so the instruction is a large share of the
 # ~40-token sequence. Fewer visual tokens per frame made the instruction easier to learn to use and the
-# steps cheaper; the larger configs tried are in benchmarks/RESULTS.md.
+# steps cheaper; the larger configs tried are in docs/training.md.
 MODEL = {
     "vision": {"image_size": 56, "patch_size": 28, "hidden_size": 48, "intermediate_size": 96,
                "num_hidden_layers": 3, "num_attention_heads": 4},

@@ -4,7 +4,7 @@ The released recipe starts from a pretrained SigLIP and keeps it frozen. A tiny 
 such tower, and training the tower end to end through the grounding loss plateaus: on the synthetic task every
 variant tried (steps, learning rates, inits, patch sizes, batch make-up) stopped at held-out semantic recall@#pos
 0.80-0.81, the level a scorer that only counts visible objects reaches (0.82), because the tower never learns to
-tell colours and kinds apart from the grounding gradient alone (benchmarks/RESULTS.md). With exact object labels
+tell colours and kinds apart from the grounding gradient alone (docs/training.md). With exact object labels
 in place of the tower the same LLM reaches 1.0 within 300 steps.
 
 So the synthetic benchmark follows the real pipeline's structure: first the tower learns to see, with SigLIP's

@@ -14,7 +14,7 @@ _THREADED_FROM = 1 << 22
 
 def video_digest(video: bytes | bytearray | memoryview) -> str:
     """BLAKE3-256 of the encoded video, hex: ~3.5 GB/s a core (4.4x sha256 with SHA-NI on 2 cores,
-    benchmarks/RESULTS.md), multithreaded for large inputs, and collision resistant."""
+    benchmarks/results/serving.md), multithreaded for large inputs, and collision resistant."""
     threads = blake3.AUTO if len(video) >= _THREADED_FROM else 1
     return "b3:" + blake3(video, max_threads=threads).hexdigest()
 

@@ -2,7 +2,7 @@
 local Ray, the path the suite's faster tests bypass.
 
 - The tritonserver and its stubs are SIGKILLed mid-job (`--server`). The job must not hang and no row may be
-  doubled. The rows it recorded as server errors come back with `--retry-errors` (see RELIABILITY.md, B1).
+  doubled. The rows it recorded as server errors come back with `--retry-errors` (see docs/reliability/defects.md, B1).
 - A real 256 KiB tmpfs fills while shards are written (root only). The run must fail, leave no torn shard, and
   after space is freed the rerun must complete every row exactly once.
 

@@ -45,8 +45,8 @@ def report():
 
 
 # ---- bugs found by these fuzzers in modules this suite does not own -------------------------------------------
-# Each is fixed and pinned by a regression test below; RELIABILITY.md (C1/C2) describes them. Should one come
-# back, the fuzzers report it as "known" instead of stopping on it.
+# Each is fixed and pinned by a regression test below; docs/reliability/defects.md (C1/C2) describes them. Should
+# one come back, the fuzzers report it as "known" instead of stopping on it.
 def outcome(kind: str, fn, *args, **kw):
     """Run one case: the value, or None after a typed error (or a known, pinned bug). Counts every case."""
     COUNTS[kind] += 1

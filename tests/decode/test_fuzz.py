@@ -61,7 +61,7 @@ def check_frames(out: SampledFrames, image_size: int) -> None:
     assert all(math.isfinite(t) for t in out.timestamps) and math.isfinite(out.fps) and out.fps > 0
 
 
-# Inputs that crash an unguarded decoder (RELIABILITY.md D1/D2): the regression tests below
+# Inputs that crash an unguarded decoder (docs/reliability/defects.md, D1/D2): the regression tests below
 # pin them. Should one come back, it is reported as "known" so the fuzzer keeps looking for new ones.
 def run_case(kind: str, data: bytes, decoder: str = "pyav") -> None:
     COUNTS[kind] += 1

@@ -198,7 +198,7 @@ def test_launcher_flags_container_ports_and_service_agree(base, container) -> No
     for name, flag in (("http", "--http-port"), ("grpc", "--grpc-port"), ("metrics", "--metrics-port")):
         assert int(serve_flag(args, flag)) == ports[name]
     assert serve_flag(args, "--target") == "gpu"
-    assert "--decoder" not in args  # the gpu target's default: NVDEC (docs/deploy.md, GPU decode step)
+    assert "--decoder" not in args  # the gpu target's default: NVDEC (docs/deploy-gpu.md, GPU decode step)
     # The entrypoint's flags and these args parse as `videoitg serve` arguments (a renamed flag fails here).
     ns = build_parser(["serve"]).parse_args(["serve", "--host", "0.0.0.0", *args])
     assert (ns.host, ns.echo_log, ns.target) == ("0.0.0.0", True, "gpu")

@@ -104,7 +104,7 @@ def test_the_dali_decoder_is_refused_before_start_where_it_cannot_run() -> None:
 
 
 def test_onnx_graphs_are_refused_in_the_gpu_image_in_one_line_that_says_what_it_serves(tmp_path: Path) -> None:
-    """The image installs no onnxruntime (docs/deploy.md): an engines directory whose build.json names it is refused
+    """The image installs no onnxruntime (docs/deploy-gpu.md): an engines directory whose build.json names it is refused
     before start, in one line that says what the image serves instead."""
     eng = _engines(tmp_path, {"vision": "onnxruntime", "grounding": "trtllm"})
     (problem,) = runtime_problems(eng, {"vision": "onnxruntime", "grounding": "trtllm"}, _env(), imports)

@@ -1,7 +1,7 @@
 """Attacks on the served steps with the real tritonserver (CPU, the embedded tiny checkpoint): a client that calls
 an internal step directly must not stall the top-level model's own work.
 
-- the public ports serve no step (the front, tests/serving/front/test_front.py); behind them, a stream of direct
+- the public ports serve no step (the front, tests/serving/front/test_served.py); behind them, a stream of direct
   calls to the decode step is still bounded by the step's queue (the deployment's max_in_flight): the excess is
   refused at once, and an ordinary request is answered once the bounded backlog has run.
 """

@@ -40,7 +40,7 @@ def test_pretraining_teaches_the_tower_which_objects_a_frame_shows(data: Path) -
     assert frames.pixels.shape[0] == frames.targets.shape[0] > 20 and frames.targets.shape[1] == 12
     before = {k: v.clone() for k, v in tower.state_dict().items()}
     stats = pretrain_tower(tower, frames, frames, steps=150, batch=32, lr=3e-3)
-    # It learns (the training frames themselves: this checks the loop, RESULTS.md has held-out figures) ...
+    # It learns (the training frames themselves: this checks the loop, docs/training.md has held-out figures) ...
     assert stats["train_auc"] > 0.9 and stats["held_out_auc"] == stats["train_auc"]
     assert any(not torch.equal(before[k], v) for k, v in tower.state_dict().items())
     # ... and hands the tower back frozen, as the grounding recipe expects it.

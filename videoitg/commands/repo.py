@@ -35,8 +35,8 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="the decode step: dali (DALI's Python API inside the python decode step: NVDEC on the gpu "
                         "target, the default there, with PyAV for the streams NVDEC cannot number or decode; DALI's "
                         "CPU decoder, VP8/VP9/MJPEG, on the cpu target) or python (PyAV on the CPU cores; the cpu "
-                        "target's default). dali is self-tested before the server starts: docs/deploy.md, GPU decode "
-                        "step")
+                        "target's default). dali is self-tested before the server starts: docs/deploy-gpu.md, GPU "
+                        "decode step")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,

@@ -1,6 +1,6 @@
 """YUV -> RGB as FFmpeg does it (the reference: PyAV's rgb24, and decord's, which the released pipeline decodes
 with), what DALI does instead, and the parameters with which the DALI pipeline undoes DALI's conversion and redoes
-FFmpeg's (docs/decoding.md, "Pixels", derives them)."""
+FFmpeg's (docs/decoding-colour.md derives them)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from videoitg.libraries import probe_import
 
 # runtime -> the module it imports (torch: none beyond the image's own)
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "trtllm": "tensorrt_llm"}
-# What a missing onnxruntime means in the GPU image (deploy/Dockerfile installs none: docs/deploy.md)
+# What a missing onnxruntime means in the GPU image (deploy/Dockerfile installs none: docs/deploy-gpu.md)
 IMAGE_RUNTIMES = " (the GPU image serves TensorRT plans, TensorRT-LLM and torch only, no ONNX graphs)"
 
 
@@ -83,5 +83,5 @@ def check_runtimes(engines: str | Path, runtimes: Mapping[str, str], env: Runtim
         raise RuntimeCheckError(
             "the engines in " + str(engines) + " cannot be served here: " + "; ".join(problems)
             + ". Build them in the image that serves them (`videoitg build --checkpoint DIR --out ENGINES`, "
-            "docs/deploy.md) or serve without --engines (torch)"
+            "docs/deploy-gpu.md) or serve without --engines (torch)"
         )

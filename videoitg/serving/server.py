@@ -180,7 +180,7 @@ STOP_GRACE_S = 5.0  # after the exit timeout, before SIGKILL
 PORT_TRIES = 3  # starts when another process takes a port of tritonserver's before it binds it
 # tritonserver's own exit timeout, the last part of `exit_timeout_s`: it answers what is still in flight, then
 # unloads the models; `benchmarks/bench_stop.py` saw it stop in 3.0-4.0 s on the 2-core CPU box (RESULTS.md,
-# "Stopping").
+# "Stop with requests in flight").
 UNLOAD_S = 8
 
 

@@ -116,7 +116,7 @@ def test_the_front_is_bounded_by_the_repository_summary(tmp_path: Path) -> None:
     assert got_bytes > OTHER_INPUTS_BYTES and n_in == n_out == policy.DEFAULT_MAX_TENSORS
 
 
-# ---- one reading of every request, bounded work (issue 36) --------------------------------------------------
+# ---- one reading of every request, bounded work -----------------------------------------------------------------
 VALID = {"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1]}
 
 

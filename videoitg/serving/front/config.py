@@ -23,7 +23,7 @@ GRPC_INFER_KEY_HEADER = "triton-grpc-protocol-" + INFER_KEY_HEADER
 INFER_KEY_ENV = "VIDEOITG_FRONT_INFER_KEY"
 # On the HTTP port and on the gRPC port, at most: lowered at start to fit the open-file limit. What a connection may
 # hold bounds the front's memory with it (aiohttp's 512 KiB of read buffer, about 400 KiB of HTTP/2 buffers: about
-# 700 MiB at 768 each; RELIABILITY.md, "Hostile clients of the front"); past it the connection idle longest makes room.
+# 700 MiB at 768 each; docs/front.md, "Bounded holding"); past it the connection idle longest makes room.
 MAX_CONNECTIONS = 768
 METRICS_CONNECTIONS = 32  # open connections on the metrics port (a scraper needs one or two)
 

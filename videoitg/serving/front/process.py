@@ -21,7 +21,7 @@ RESERVED_FILES = 128
 async def trim_after_release(budget: ByteBudget) -> None:
     """Heap pages back to the system once TRIM_BYTES of request bytes were released: a gRPC message arrives as
     many 64 KiB frames, below the mmap threshold, and glibc keeps the heap they leave fragmented until asked
-    (figures: RELIABILITY.md, "Hostile clients of the front")."""
+    (figures: docs/reliability/front.md)."""
     while True:
         await asyncio.sleep(TRIM_EVERY_S)
         if budget.high - budget.held >= TRIM_BYTES and trim_freed_memory():

@@ -2,7 +2,7 @@
 each answer read whole. A client for one peer the launcher started on loopback, built for the front's cost per
 request: a request is one write of its head and body (or of its pieces as they arrive), an answer one parse of the
 bytes received. aiohttp's client cost the front about 0.4 ms of CPU per cached request more than this
-(benchmarks/RESULTS.md, "The front")."""
+(benchmarks/archive/2026-11.md, "The front: earlier runs")."""
 
 from __future__ import annotations
 
