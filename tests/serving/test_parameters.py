@@ -74,7 +74,7 @@ def test_one_key_is_one_concept() -> None:
     ({"decoder": "dali", "stream_frames": "8"}, "only the python decoder streams"),
     ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
     ({"dtype": "int8"}, "dtype must be one of"),
-    ({"media_roots": "[not json"}, "media_roots must be a JSON list"),
+    ({"media_roots": "[not json"}, "media_roots parameter must be a JSON list"),
     ({"num_frames": "many"}, "bad sampling parameter"),
     ({"sampling_rule": "best"}, "sampling rule must be"),
     ({"MAX_IN_FLIGHT": "0"}, "invalid limit"),

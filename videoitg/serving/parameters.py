@@ -52,15 +52,8 @@ _GROUPS: dict[type, tuple[Any, Any]] = {
     SamplingParams: (sampling_parameters, sampling_from_parameters),
     Limits: (Limits.to_parameters, Limits.from_mapping),
     SelectionOptions: (SelectionOptions.to_parameters, SelectionOptions.from_parameters),
-    MediaRoots: (lambda m: {MEDIA_ROOTS: m.to_parameter()}, lambda v: _media_roots(v.get(MEDIA_ROOTS))),
+    MediaRoots: (lambda m: {MEDIA_ROOTS: m.to_parameter()}, lambda v: MediaRoots.from_parameter(v.get(MEDIA_ROOTS))),
 }
-
-
-def _media_roots(value: str | None) -> MediaRoots:
-    try:
-        return MediaRoots.from_parameter(value)
-    except (ValueError, TypeError) as e:
-        raise InputError(f"media_roots must be a JSON list of directories: {e}") from None
 
 
 def _default(f: Any) -> Any:
