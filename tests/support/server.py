@@ -25,6 +25,17 @@ from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is stopped (state T): a SIGSTOP takes effect thread by thread after kill()
+    returns, so a test that needs the process stopped waits for this."""
+    try:
+        states = [(task / "stat").read_text().rpartition(")")[2].split()[0]
+                  for task in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
 def wait_until(done: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
     """Polls `done` until it holds or `timeout_s` has passed: whether it held. A test waits on a signal from the
     server this way, not on a fixed pause a loaded machine may not honour."""

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_stop import moving_clip
-from tests.support.server import metric_value, served, skip_without_tritonserver, wait_until
+from tests.support.server import all_threads_stopped, metric_value, served, skip_without_tritonserver, wait_until
 from videoitg.clips import repeat_clip
 from videoitg.defaults import sample_video
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
@@ -117,6 +117,7 @@ def test_a_stopped_tritonserver_is_reported_not_live_and_not_ready_within_a_seco
     took: dict[str, tuple[object, float]] = {}
     os.kill(server.pid, signal.SIGSTOP)
     try:
+        assert wait_until(lambda: all_threads_stopped(server.pid), 10), "tritonserver did not stop"
         for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{TOP}/ready"):
             t0 = time.monotonic()
             with pytest.raises(urllib.error.HTTPError) as e:
