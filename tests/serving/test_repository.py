@@ -18,7 +18,7 @@ from tests.support import ROOT
 from tests.support.model import plain_writer_checkpoint, tiny_config
 from videoitg.cli import main
 from videoitg.defaults import default_checkpoint
-from videoitg.errors import CheckpointError, InputError
+from videoitg.errors import InputError
 from videoitg.limits import Limits
 from videoitg.model import VideoITG
 from videoitg.outputs import GroundingResult
@@ -173,8 +173,11 @@ def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
     top = files["videoitg/config.pbtxt"]
     assert json.dumps(str(ckpt)) in top and '"64"' in top and '"2"' in top and '"train"' in top
     assert json.dumps(str(ckpt)) in files["videoitg_grounding/config.pbtxt"]
-    with pytest.raises(CheckpointError, match="no config.json"):  # the tensors' dimensions come from its config
-        render(RepoSpec(checkpoint=str(tmp_path / "empty")))
+    # a checkpoint only the serving host has (`repo build --no-bundle`): named as given, its dimensions left open
+    elsewhere = render(RepoSpec(checkpoint=str(tmp_path / "elsewhere")))
+    assert json.dumps(str(tmp_path / "elsewhere")) in elsewhere["videoitg_grounding/config.pbtxt"]
+    assert "dims: [ -1, 3, -1, -1 ]" in elsewhere["videoitg_vision/config.pbtxt"]
+    assert "dims: [ -1, 3, 56, 56 ]" in files["videoitg_vision/config.pbtxt"]
 
 
 def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
-"""A step called straight on tritonserver's own port with a shape that cannot be right is refused by tritonserver
-itself, before the step's python stub sees it: every dimension the checkpoint fixes is declared in the generated
-config (`protocol.ModelDims`). The shapes sent here hold more elements than 2**64 bytes, with no data: their byte
-size wraps to 0, so Triton's byte-size check passes them, and a stub handed one dies building its array ("array is
-too big"), failing requests until it is reloaded."""
+"""A step called straight on tritonserver's own port (with the inference key only the front and the launcher hold)
+with a shape whose fixed dimensions cannot be right is refused by tritonserver itself, before the step's python stub
+sees it: every dimension the checkpoint fixes is declared in the generated config (`protocol.ModelDims`). The shapes
+sent here hold more than 2**64 bytes, with no data: their byte size wraps to 0, so Triton's byte-size check passes
+them, and a stub handed one dies building its array ("array is too big"), failing requests until it is reloaded.
+The selection step's LOGITS has no fixed dimension: its case is refused by rank. A shape that wraps through the
+dimensions left open (frames) is not refused here; without the key no process reaches a step at all
+(tests/serving/front/test_served.py), and the front bounds every input's elements."""
 
 from __future__ import annotations
 

@@ -171,8 +171,10 @@ def signatures(mode: str = "bls", decoder: str = "python", features: str = "FP32
                dims: ModelDims = OPEN_DIMS) -> dict[str, Signature]:
     """Model name -> its signature, for a repository of `mode` with `decoder`, the vision step's `features` type
     (a Triton dtype), under bls a decode step that `streaming` answers in chunks (decoupled), and the checkpoint's
-    `dims`: every dimension it fixes is declared, so that tritonserver itself refuses a tensor of another shape
-    (a shape whose byte size overflows included) before a step's stub sees it."""
+    `dims`: every dimension it fixes is declared, so that tritonserver itself refuses a tensor whose fixed
+    dimensions are not the checkpoint's before a step's stub sees it. A shape that overflows through the dimensions
+    left open (frames, tokens per frame) still passes Triton's checks: only the front and the launcher may send a
+    step anything (the inference key), and the front bounds every input's elements."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     check_decoder(decoder)

@@ -150,7 +150,7 @@ def step_runtimes(engines: str, target: str) -> dict[str, str]:
     summary = Path(engines) / "build.json"
     if not summary.is_file():
         raise InputError(f"{engines}: no build.json; build engines with `videoitg build --out {engines}`")
-    from videoitg.engines.runtimes import ENGINE_FILES  # imports torch: `repo build` without engines stays torch-free
+    from videoitg.engines.runtimes import ENGINE_FILES  # imports torch, as reading the checkpoint's dims does
 
     built = json.loads(summary.read_text())
     for step, runtime in built.get("runtimes", {}).items():
@@ -189,11 +189,15 @@ def _python_model(name: str, spec: RepoSpec, sig: Signature, params: ModelParame
 
 def model_dims(spec: RepoSpec, root: Path | None = None) -> ModelDims:
     """The dimensions the checkpoint fixes, read from its config where the steps will read it (`root`: the
-    repository's root, under which relative paths lie)."""
+    repository's root, under which relative paths lie). A checkpoint that is not on this machine (`repo build
+    --no-bundle` of a path only the serving host has) leaves them open, as the steps then check them themselves."""
     from videoitg.checkpoint import load_config, resolve_checkpoint, resolve_under  # imports torch
 
+    ckpt = resolve_checkpoint(spec.checkpoint, root)
+    if not (ckpt / "config.json").is_file():
+        return OPEN_DIMS
     tower = resolve_under(spec.vision_tower, root) if spec.vision_tower else None
-    config = load_config(resolve_checkpoint(spec.checkpoint, root), tower)[0]  # as the steps' StepAssets do
+    config = load_config(ckpt, tower)[0]  # as the steps' StepAssets do
     return ModelDims(image_size=config.vision.image_size, hidden_size=config.text.hidden_size)
 
 
