@@ -25,8 +25,8 @@ def scorer():
 
 @pytest.fixture(scope="session")
 def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
-    """Real tritonservers shared by the modules that only send them ordinary requests, one per repository spec and
-    server options (`SharedServers`): a module fixture holds one with `yield from shared_servers.hold(spec)`."""
+    """Real tritonservers shared by the modules that only send them ordinary requests, one per repository spec
+    (`SharedServers`): a module fixture holds one with `yield from shared_servers.hold(spec)`."""
     skip_without_tritonserver()
     servers = SharedServers(tmp_path_factory)
     yield servers

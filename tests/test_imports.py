@@ -7,18 +7,20 @@ relative ones resolved. The layers, lowest first (a module may import its own la
 layers named together on one line share a rank and do not import each other):
 
     core       errors, jsonio, blank, digest, paths, knobs, admission, config, sampling, moments, preprocess,
-               synthetic, defaults, libraries (versions and optional imports), outputs, serving.protocol (the wire
-               contract), batch.manifest and batch.grouping (rows and work units: plain data, no batch runtime)
+               synthetic, defaults, clips, libraries (versions and optional imports), outputs, serving.protocol
+               (the wire contract), batch.manifest and batch.grouping (rows and work units: plain data, no batch
+               runtime)
     model      model/, token_budget, checkpoint
     decode     decode/, limits, text, annotations, evaluation, export, handoff
     engines    engines/
-    pipeline   pipeline, lmms, plot  |  engine_build/  |  train/
+    pipeline   pipeline, lmms, plot, answer  |  engine_build/  |  train/  |  contract: serving.parameters,
+               serving.tensors (each model's typed parameters, a result as served tensors)
     server     python_backend/  |  serving/
     clients    batch/, lmms_model
     commands   commands/, cli, __main__
 
 i.e. model < decode < engines < pipeline < python_backend and serving < commands, with config, checkpoint,
-sampling and outputs low. No exception is listed: every import today obeys the rule. The serving package's own
+sampling and outputs low. No exception is listed. The serving package's own
 checks stay below (the client side apart from the launcher, /proc read in one module).
 """
 

@@ -1,6 +1,6 @@
 """`videoitg.python_backend.frames`: the checks of a request's FRAMES / FRAMES_SIZE, and the served frames (the top-K
 frames of a result, decoded as `score --export-frames` decodes them) in the served format, round-tripped through
-`videoitg.outputs`. No server."""
+`videoitg.serving.tensors`. No server."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ CPU_SPEC = RepoSpec(target="cpu", limits=CPU_LIMITS, stream_frames=CPU_STREAM_FR
 
 
 class SharedServers:
-    """Started servers, one per (repository spec, server options), for the tests of one worker (conftest's
+    """Started servers, one per repository spec, for the tests of one worker (conftest's
     `shared_servers`): `hold` starts one the first time its key is asked for and hands the same running server to
     every later holder; `close` stops them all at the end of the session.
 
@@ -149,23 +149,24 @@ class SharedServers:
         self._holders: dict[str, int] = {}
         self._failures: list[str] = []
 
-    def hold(self, spec: RepoSpec, **options) -> Iterator[TritonServer]:
-        """For a fixture (`yield from shared_servers.hold(spec, exit_timeout_s=...)`, options of `ServerOptions`):
-        the running server of this repository spec and these options, started on first use. A server that is no
-        longer running when its holder lets go fails that holder's teardown and is not handed out again."""
-        opts = ServerOptions(**options)
-        key = repr((spec, opts))  # every field of both (dataclasses): equal keys, equal repositories and servers
+    def hold(self, spec: RepoSpec) -> Iterator[TritonServer]:
+        """For a fixture (`yield from shared_servers.hold(spec)`): the running server of this repository spec,
+        started on first use. A server that is no longer running when a holder lets go fails that holder's teardown
+        and is not handed out again."""
+        key = repr(spec)  # every field (a dataclass): equal keys, equal repositories
         if key not in self._servers:
             self._make_room()
-            self._servers[key] = launch(spec, self._tmp, opts)
+            self._servers[key] = launch(spec, self._tmp, ServerOptions())
             self._holders[key] = 0
         srv = self._servers[key]
         self._servers.move_to_end(key)
         self._holders[key] += 1
         yield srv
-        self._holders[key] -= 1
+        if self._servers.get(key) is srv:
+            self._holders[key] -= 1
         if not srv.running:
-            del self._servers[key], self._holders[key]
+            if self._servers.get(key) is srv:  # the first holder to find it stopped drops it
+                del self._servers[key], self._holders[key]
             srv.stop()
             raise AssertionError(f"a shared server stopped while this module held it ({srv.exited}); a module that "
                                  f"stops or breaks its server starts its own (`served`):\n{srv.log_tail()}")

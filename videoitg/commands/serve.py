@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import signal
 import sys
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         check_base_url(args.answer_upstream)
     elif args.answer_model is not None:
         raise InputError("--answer-model names the model of --answer-upstream: give --answer-upstream too")
-    if args.answer_timeout <= 0:
+    if not math.isfinite(args.answer_timeout) or args.answer_timeout <= 0:
         raise InputError(f"--answer-timeout must be > 0 seconds, got {args.answer_timeout}")
     target = resolve_target(args.target)
     check_gpu_present(target, args.model_repository)
