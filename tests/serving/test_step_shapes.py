@@ -36,6 +36,8 @@ OVERFLOW = (1, 4194304, 3, 2097152, 2097152)
 
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
+    """The module's own server (ensemble: every step, the selection step too): a test that fails here breaks its
+    server, never a shared one."""
     yield from served(RepoSpec(target="cpu", mode="ensemble"), tmp_path_factory)
 
 
@@ -73,8 +75,8 @@ def _refused_and_still_serving(server, model: str, config) -> None:
 
 
 @pytest.mark.parametrize("model", [VISION, GROUNDING])
-def test_an_overflowing_shape_sent_to_a_step_is_refused_by_tritonserver(cpu_server, scorer, model: str) -> None:
-    _refused_and_still_serving(cpu_server, model, scorer.config)
+def test_an_overflowing_shape_sent_to_a_step_is_refused_by_tritonserver(ensemble, scorer, model: str) -> None:
+    _refused_and_still_serving(ensemble, model, scorer.config)
 
 
 def test_an_overflowing_shape_sent_to_the_ensembles_selection_step_is_refused(ensemble, scorer) -> None:

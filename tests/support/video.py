@@ -4,7 +4,7 @@ Every frame of `write_clip` carries its own frame number as 8 horizontal bands (
 the number is set), readable after any codec and any squash-resize, so a test can check that the decoder
 returned exactly the frames it claims. Malformed files (audio only, an empty stream, an unknown codec, a truncated
 file) test the decoder's errors. The clips the benchmarks make too (random, camera-like, colour edges, photographic,
-long stream copies) live in `videoitg.clips`; the tests import them from here with the rest.
+long stream copies) live in `videoitg.clips`, where the tests import them from.
 """
 
 from __future__ import annotations
