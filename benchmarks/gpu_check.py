@@ -386,6 +386,7 @@ class Check:
         was a cache hit, and whether it ran no decode or vision."""
         import tritonclient.grpc as grpcclient
 
+        from videoitg.engines.runtimes import visible_gpus
         from videoitg.serving.client import VideoITGClient
 
         proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", decoder], f"repository-{decoder}")
@@ -410,7 +411,7 @@ class Check:
         skipped = all(after[m] == before[m] for m in steps[:2]) and after[steps[2]] > before[steps[2]]
         # one CUDA memory pool per GPU the server sees (a flag sizes one GPU's; the others would keep 64 MB)
         pools = sorted(a.split("=", 1)[1] for a in command if a.startswith("--cuda-memory-pool-byte-size="))
-        gpus = self.visible_gpus() if target == "gpu" else 0
+        gpus = visible_gpus() if target == "gpu" else 0
         log = (self.work / f"repository-{decoder}.log")
         version = re.search(r"server_version\s*\|\s*(\S+)", log.read_text(errors="replace")) if log.exists() else None
         return {"results": [first.result, second.result], "cache_hit": hits, "hit_skips_decode_and_vision": skipped,
@@ -419,11 +420,6 @@ class Check:
                 "cuda_memory_pools": pools, "visible_gpus": gpus,
                 "ok": hits == [False, True] and skipped and [p.split(":")[0] for p in pools] == [
                     str(i) for i in range(gpus)]}
-
-    def visible_gpus(self) -> int:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
     def long(self) -> dict[str, Any]:
         """The grounding half at the real sequence length (512 frames + verify's 30-token instruction): TensorRT-LLM

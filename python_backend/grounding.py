@@ -44,10 +44,11 @@ class TritonPythonModel:
         self.model, self.tokenizer = assets.load_part("grounding", device, self.dtype, runtime)
         self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
         outside_engine(self.model, "grounding", runtime, self.device)
+        longest = max_sequence_length(self.model.config, self.limits.max_sampled_frames,
+                                      self.limits.max_instruction_tokens)
         self.runtime = open_grounding(runtime, self.model, engines=assets.engines, checkpoint=assets.checkpoint,
-                                      checkpoint_identity=assets.identity())
-        self.runtime.check_admits(max_sequence_length(self.model.config, self.limits.max_sampled_frames,
-                                                      self.limits.max_instruction_tokens))
+                                      checkpoint_identity=assets.identity(), max_num_tokens=longest)
+        self.runtime.check_admits(longest)
         self.counters = RequestCounters(GROUNDING)
         self.runtime_metric = StepRuntimeMetric(GROUNDING, self.runtime.runtime)
         # Warm-up (first-call setup off the request path): two frames of one token each, a short instruction.

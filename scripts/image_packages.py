@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from packaging.requirements import Requirement  # noqa: E402
 
-from tests.support.standins import canonical, write_wheel  # noqa: E402
+from tests.support.standins import canonical, with_args, write_wheel  # noqa: E402
 
 COMPAT = ROOT / "videoitg" / "assets" / "compat.json"
 OUT = ROOT / "tests" / "data" / "image_packages.json"
@@ -48,7 +48,7 @@ def resolve(requirements: list[str], builds: dict, constraints: list[str], work:
     (work / "constraints.txt").write_text("\n".join(constraints) + "\n")
     report = work / "report.json"
     cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed", "--quiet",
-           "--cert", "/etc/ssl/certs/ca-certificates.crt", "--report", str(report), "--target", str(work / "t"),
+           "--report", str(report), "--target", str(work / "t"),
            "--find-links", str(links), "-c", str(work / "constraints.txt"), *TARGET, *requirements]
     subprocess.run(cmd, check=True)
     out = {}
@@ -78,10 +78,8 @@ def moving(resolved: dict[str, dict], installed: dict[str, dict]) -> set[str]:
 def dockerfile_install() -> list[str]:
     """The requirements the Dockerfile's `pip install` names, the project's wheel replaced by its dependencies."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
     run = re.search(r"pip install --no-cache-dir -c \S+ (.*?)&&", text, re.S).group(1)
-    reqs = [a.strip('"') for a in run.split()]
-    reqs = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], r) for r in reqs if not r.startswith("/wheels/")]
+    reqs = with_args(text, [a.strip('"') for a in run.split() if not a.startswith("/wheels/")])
     import tomllib
 
     return reqs + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]

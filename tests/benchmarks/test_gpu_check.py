@@ -126,9 +126,9 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
 
 
 def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:
-    """Inside the serving image the check must run the image's tritonserver 2.71 and tritonclient 2.71, not the
-    wheelhouse's 2.51 shadowing them: a requirement the environment already has is not installed (numpy only when
-    the environment's is below 2, for the python-backend stub; nvidia-pytriton not where a tritonserver is)."""
+    """`environment_has`, which decides what `install` leaves out: a requirement the environment has is its
+    installed version (whatever the line pins), one it lacks is None, nvidia-pytriton is "system" where a
+    tritonserver is installed, and numpy counts only below 2 (the python-backend stub's)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import gpu_check

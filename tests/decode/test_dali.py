@@ -3,6 +3,7 @@ automatic choice, and the GPU variant's preconditions."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 from fractions import Fraction
 from importlib import resources
@@ -265,10 +266,13 @@ def test_each_nvdec_chunk_is_copied_out_before_the_pipeline_runs_again(monkeypat
     """NVDEC's frames are copied device to device with DALI's `feed_ndarray`, which does not block when given a
     stream; DALI may reuse its output buffer at the next run. So every chunk's copy must be waited for (the stream
     synchronised) before the pipeline runs again, under the pipeline's lock. Recorded with stand-ins for the
-    pipeline, the stream and the copy (no GPU here): run, copy, wait, run, copy, wait."""
+    pipeline, the stream and the copy (no GPU here): run, copy, wait, run, copy, wait, each wait with the lock
+    held."""
     import nvidia.dali.plugin.pytorch as dali_torch  # here: the module is skipped where DALI is not installed
 
     events: list[str] = []
+    lock = threading.Lock()
+    held_at_wait: list[bool] = []
 
     class Frames:  # a TensorListGPU's surface: as_tensor().shape()
         def __init__(self, n: int) -> None:
@@ -292,6 +296,7 @@ def test_each_nvdec_chunk_is_copied_out_before_the_pipeline_runs_again(monkeypat
     class Stream:
         def synchronize(self) -> None:
             events.append("wait")
+            held_at_wait.append(lock.locked())
 
     def feed_ndarray(tensor, arr, cuda_stream=None):
         events.append("copy" if cuda_stream is not None else "blocking copy")
@@ -299,9 +304,22 @@ def test_each_nvdec_chunk_is_copied_out_before_the_pipeline_runs_again(monkeypat
 
     monkeypatch.setattr(dali_torch, "feed_ndarray", feed_ndarray)
     out = torch.zeros(5, 3, 4, 4)
-    dali.run_chunks(Pipe(), threading.Lock(), {}, [0, 1, 2, 3, 4], 3, out, Stream(), Deadline(None), "decoding",
+    dali.run_chunks(Pipe(), lock, {}, [0, 1, 2, 3, 4], 3, out, Stream(), Deadline(None), "decoding",
                     "clip: DALI (mixed)")
     assert events == ["run", "copy", "wait", "run", "copy", "wait"], events
+    assert held_at_wait == [True, True] and not lock.locked()
+
+
+def test_the_pinned_dalis_feed_ndarray_takes_the_stream_the_copy_runs_on() -> None:
+    """The NVDEC copy calls DALI's real `feed_ndarray(tensor, arr, cuda_stream=...)` (the stand-in above mirrors
+    it): the pinned DALI's function takes a `cuda_stream` parameter."""
+    try:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+    except ImportError as e:  # DALI's torch plugin needs torch; the DALI wheel alone may lack it
+        pytest.skip(f"DALI's torch plugin cannot be imported: {e}")
+    params = inspect.signature(feed_ndarray).parameters
+    assert "cuda_stream" in params, params
+    assert params["cuda_stream"].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def test_failure_reason_keeps_the_reason_and_drops_the_frame() -> None:

@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tests.support import DATA, ROOT
-from tests.support.standins import canonical, write_installed, write_wheel
+from tests.support.standins import canonical, with_args, write_installed, write_wheel
 
 try:
     import tomllib
@@ -47,8 +47,9 @@ def _install_run() -> str:
     return " ".join(runs[0].split())
 
 
-def _args() -> dict[str, str]:
-    return dict(re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE.read_text(), re.M))
+def _arg(name: str) -> str:
+    """The default of the Dockerfile's `ARG name=...`."""
+    return with_args(DOCKERFILE.read_text(), [f"${{{name}}}"])[0]
 
 
 def _requires(name: str, version: str) -> list[str]:
@@ -84,8 +85,7 @@ def resolve(tmp: Path, constraints: str) -> tuple[subprocess.CompletedProcess, d
     (tmp / "constraints.txt").write_text(constraints)
     run = _install_run()
     install = run[run.index("python3 -m pip install "):].split(" && ")[0]
-    words = [w.strip('"') for w in install.split()[4:]]
-    words = [re.sub(r"\$\{(\w+)\}", lambda m: _args()[m.group(1)], w) for w in words]
+    words = with_args(DOCKERFILE.read_text(), [w.strip('"') for w in install.split()[4:]])
     words = [str(tmp / "constraints.txt") if w == "/opt/image-constraints.txt" else w for w in words]
     words = [str(wheel) if w.startswith("/wheels/") else w for w in words]
     assert words[0] == "--no-cache-dir" and "-c" in words
@@ -140,8 +140,8 @@ def test_the_dockerfile_install_resolves_against_the_image_and_breaks_nothing_it
     assert held == {canonical(n) for n in IMAGE["held"]}, constraints
     image = {canonical(n): v for n, v in IMAGE["packages"].items()}
     assert not {n for n in held if installs.get(n, image[n]) != image[n]}, installs
-    assert installs["nvidia-dali-cuda130"] == _args()["DALI_VERSION"]
-    assert installs["tritonclient"] == _args()["TRITONCLIENT_VERSION"] == COMPAT["libraries"]["triton"]["version"]
+    assert installs["nvidia-dali-cuda130"] == _arg("DALI_VERSION")
+    assert installs["tritonclient"] == _arg("TRITONCLIENT_VERSION") == COMPAT["libraries"]["triton"]["version"]
     final = image | installs
     moved = {n for n, v in installs.items() if n in image and image[n] != v}
     broken = []

@@ -38,7 +38,7 @@ from videoitg.engines.runtimes import (
     visible_gpus,
 )
 from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_keys
-from videoitg.errors import EngineError
+from videoitg.errors import EngineError, EngineMismatchError, InputError
 from videoitg.limits import Limits
 from videoitg.model.grounding import VideoITG
 from videoitg.python_backend.params import StepAssets
@@ -244,6 +244,15 @@ def test_the_build_command_default_profile_takes_every_admitted_instruction() ->
     assert args.max_text_tokens == BuildOptions("c", "e").max_text_tokens == Limits().max_instruction_tokens
 
 
+def test_the_verify_command_refuses_a_negative_instruction_length_by_its_flag() -> None:
+    """`videoitg verify --instruction-tokens -1` is the command's own InputError naming the flag, before any
+    checkpoint is loaded."""
+    argv = ["verify", "--frames", "8", "--instruction-tokens", "-1"]
+    args = build_parser(argv).parse_args(argv)
+    with pytest.raises(InputError, match="--instruction-tokens needs a count of 0 or more, got -1"):
+        args._run(args)
+
+
 # ---- a plan is held once: written from TensorRT's buffer, deserialized from the mapped file -----------------------
 PLAN_BYTES = 48 << 20  # a stand-in plan; a 7B model's LLM plan is ~15 GB, which a second copy would double
 
@@ -308,9 +317,9 @@ def _fake_tensorrt(seen: dict) -> SimpleNamespace:
 
 
 def test_a_plan_is_deserialized_from_the_mapped_file_without_a_private_copy(tmp_path: Path, monkeypatch) -> None:
-    """Loading read the whole plan into a bytes object before TensorRT deserialized it: ~15 GB more for the LLM
-    plan, every load, against the pod's 48 GiB. Deserialized from the mapped file, loading allocates (almost)
-    nothing in the process (TensorRT takes any buffer without copying it)."""
+    """A bytes copy of the plan handed to TensorRT would cost ~15 GB more for the LLM plan, every load, against the
+    pod's 48 GiB. Deserialized from the mapped file, loading allocates (almost) nothing in the process (TensorRT
+    takes any buffer without copying it)."""
     plan = tmp_path / "llm.plan"
     plan.write_bytes(b"\0" * (PLAN_BYTES - 1) + b"\x05")
     seen: dict = {}
@@ -327,3 +336,18 @@ def test_a_plan_is_deserialized_from_the_mapped_file_without_a_private_copy(tmp_
     assert seen["nbytes"] == PLAN_BYTES and seen["last"] == 5
     assert max(peak, seen["peak"]) < PLAN_BYTES // 8, (peak, seen)
     assert engine.inputs == ["x"] and engine.outputs == ["y"] and engine.max_batch == 4
+
+
+def test_an_empty_plan_is_refused_by_name_as_one_to_rebuild(tmp_path: Path, monkeypatch) -> None:
+    """A zero-length plan file (an interrupted copy or build) cannot be mapped: loading it is the typed
+    EngineMismatchError naming the file and what to do, before TensorRT is handed anything."""
+    plan = tmp_path / "llm.plan"
+    plan.write_bytes(b"")
+    seen: dict = {}
+    monkeypatch.setattr(runtimes, "import_tensorrt", lambda: _fake_tensorrt(seen))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    with pytest.raises(EngineMismatchError) as e:
+        _TrtEngine(plan, torch.device("cuda", 0))
+    assert str(plan) in str(e.value) and "empty" in str(e.value) and "rebuild it here" in str(e.value)
+    assert seen == {}  # never deserialized

@@ -1,6 +1,7 @@
 """Metadata-only stand-ins of Python distributions: a wheel (or an installed `.dist-info`) holding nothing but the
 distribution's name, version and declared requirements, so pip's own resolver can resolve an install set against
-them offline (`tests/deploy/test_image_install.py`, `scripts/image_packages.py`)."""
+them offline (`tests/deploy/test_image_install.py`, `scripts/image_packages.py`); and the Dockerfile's install
+arguments with its `ARG` defaults filled in, which both resolve."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import hashlib
 import re
 import zipfile
 from pathlib import Path
+
+
+def with_args(dockerfile_text: str, words: list[str]) -> list[str]:
+    """`words` of a Dockerfile with each `${NAME}` replaced by the default of its `ARG NAME=default` line (a name
+    without one is a KeyError)."""
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", dockerfile_text, re.M))
+    return [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], w) for w in words]
 
 
 def canonical(name: str) -> str:

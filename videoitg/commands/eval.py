@@ -128,11 +128,10 @@ def run(args: argparse.Namespace) -> int:
         scored, skipped = _score_with_model(args, records, root, sampling)
         source = str(args.checkpoint or "the embedded tiny checkpoint")
     from videoitg.annotations import Rejected
-    from videoitg.train.data import BadRecord, report_bad
+    from videoitg.train.data import report_bad
 
     bad += [Rejected(ev._where(r), why, getattr(r, "raw", None)) for r, why in skipped]
-    report_bad([BadRecord(b.where, b.reason, b.record) for b in bad],
-               args.out / "skipped_records.jsonl" if args.out else None)
+    report_bad(bad, args.out / "skipped_records.jsonl" if args.out else None)
     if not scored:
         raise InputError(f"no record could be evaluated ({len(bad)} skipped)")
     rows: list[dict] = []

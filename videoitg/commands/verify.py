@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--frames must be a comma list of integers, got {args.frames!r}") from e
     if not frames or min(frames) < 1:
         raise InputError(f"--frames needs positive frame counts, got {args.frames!r}")
+    if args.instruction_tokens is not None and args.instruction_tokens < 0:
+        raise InputError(f"--instruction-tokens needs a count of 0 or more, got {args.instruction_tokens}")
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
     results = verify(
         args.checkpoint or default_checkpoint(),

@@ -259,7 +259,8 @@ def failure_reason(error: BaseException) -> str:
 
 def _copy_out(result, dst: torch.Tensor, stream) -> None:  # result: a DALI TensorList
     """One chunk's frames into `dst`: from the host (stream None), or device to device on `stream`, finished
-    before this returns (DALI's `feed_ndarray` with a stream copies without blocking)."""
+    before this returns: DALI's `feed_ndarray` with a stream copies without blocking (DALI 2.4.0
+    `nvidia/dali/plugin/pytorch/torch_utils.py`: `non_blocking = cuda_stream is not None`)."""
     shape = tuple(result.as_tensor().shape())[1:]
     if shape != tuple(dst.shape):
         raise VideoDecodeError(f"DALI returned frames of shape {shape}, expected {tuple(dst.shape)}")

@@ -70,7 +70,7 @@ def self_test_in_child(device: str = "mixed", timeout_s: float = CHILD_TIMEOUT_S
     starts: the launcher lives as long as the server and holds no CUDA context or DALI pipeline, and a driver that
     hangs cannot hold the start (the child is killed after `timeout_s`). Raises DecoderUnavailableError in one line
     ending "serve with --decoder python" when the self-test fails or runs out of time."""
-    child = subprocess.Popen([sys.executable, "-c", _child_code(device)], stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", _child_code(device)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
         _, stderr = child.communicate(timeout=timeout_s)

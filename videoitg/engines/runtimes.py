@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import mmap
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -255,9 +256,13 @@ class _OrtSession:
 def mapped(path: Path) -> Iterator[mmap.mmap]:
     """A plan file mapped read-only: TensorRT's `deserialize_cuda_engine` takes any buffer without copying it
     (TensorRT 10.14 and 11.1 `pyCore.cpp`), so the plan is read from the page cache once, never held a second time
-    in this process's memory (a 7B model's LLM plan is ~15 GB; `read_bytes()` would add a private copy)."""
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        yield m
+    in this process's memory (a 7B model's LLM plan is ~15 GB; `read_bytes()` would add a private copy). An empty
+    file is refused as no plan (EngineMismatchError), since it cannot be mapped."""
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise EngineMismatchError(f"{path} is empty (0 bytes), not a TensorRT plan; rebuild it here")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            yield m
 
 
 class _TrtEngine:
@@ -382,19 +387,18 @@ class TrtllmGrounding(GroundingRuntime):
     runtime = "trtllm"
 
     def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype | None = None,
-                 disable_fuse_rope: bool = False):
+                 disable_fuse_rope: bool = False, max_num_tokens: int = 0):
+        """max_num_tokens: the longest sequence the attention metadata is sized for up front (the caller's
+        limits, `max_sequence_length`); 0 sizes it at the first request, and a longer one resizes it."""
         from videoitg.engines.trtllm import TrtllmTorchScorer
 
         super().__init__(model)
         dtype = trtllm_dtype(dtype or self.dtype)  # the model's dtype unless one is given
         # the model's GPU (else the current one: TrtllmTorchScorer's default, and its refusal without CUDA)
         placement = {"device": _cuda(self.device)} if torch.cuda.is_available() else {}
-        # attention metadata sized for the longest sequence the served defaults admit (a longer one resizes it)
-        longest = max_sequence_length(model.config, Limits.max_sampled_frames, Limits.max_instruction_tokens)
-        self.scorer = TrtllmTorchScorer(checkpoint, dtype, **placement, max_num_tokens=longest,
+        self.scorer = TrtllmTorchScorer(checkpoint, dtype, **placement, max_num_tokens=max_num_tokens,
                                         disable_fuse_rope=disable_fuse_rope)
         self.precision = PRECISION[dtype]
-        self.disable_fuse_rope = disable_fuse_rope
 
     @torch.inference_mode()
     def score(self, visual, ids):
@@ -428,10 +432,12 @@ def open_vision(runtime: str, model, *, engines: str | Path | None = None, check
 def open_grounding(runtime: str, model, *, engines: str | Path | None = None, checkpoint: str | Path | None = None,
                    checkpoint_identity: str | None = None, env: RuntimeEnv | None = None,
                    threads: int | None = None, dtype: torch.dtype | None = None,
-                   disable_fuse_rope: bool | None = None) -> GroundingRuntime:
+                   disable_fuse_rope: bool | None = None, max_num_tokens: int = 0) -> GroundingRuntime:
     """dtype: the trtllm runtime's precision (default: the model's); the other runtimes run the model or engine as
     loaded or built. disable_fuse_rope: the trtllm runtime's RoPE outside the fused attention kernel (default: as
-    `videoitg build --trtllm-unfused-rope` recorded it in the engines' build.json, `trtllm_options`)."""
+    `videoitg build --trtllm-unfused-rope` recorded it in the engines' build.json, `trtllm_options`).
+    max_num_tokens: the longest sequence the caller's limits admit (`max_sequence_length`), which the trtllm
+    runtime sizes its attention metadata for; 0: sized by the first request."""
     _check_runtime(runtime, "grounding")
     if runtime == "torch":
         return TorchGrounding(model)
@@ -440,7 +446,7 @@ def open_grounding(runtime: str, model, *, engines: str | Path | None = None, ch
             raise EngineError("the trtllm runtime loads the checkpoint's weights itself: pass checkpoint=")
         if disable_fuse_rope is None:
             disable_fuse_rope = bool(trtllm_options(engines)["disable_fuse_rope"])
-        return TrtllmGrounding(model, checkpoint, dtype, disable_fuse_rope)
+        return TrtllmGrounding(model, checkpoint, dtype, disable_fuse_rope, max_num_tokens)
     device = model.model.embed_tokens.weight.device
     session, manifest = _engine(runtime, "grounding", engines, checkpoint_identity, env, threads, device)
     return EngineGrounding(model, runtime, session, manifest)
