@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from benchmarks import gpu_check
 from tests.support import ROOT
 
 IMAGE = ("torch", "transformers", "safetensors", "onnx", "onnxruntime", "pip")
@@ -124,18 +125,13 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     assert "| served | pass |" in (out / "gpu_check.md").read_text()
 
 
-
 def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:
     """`environment_has`, which decides what `install` leaves out: a requirement the environment has is its
     installed version (whatever the line pins), one it lacks is None, nvidia-pytriton is "system" where a
     tritonserver is installed, and numpy counts only below 2 (the python-backend stub's)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     have = md.version("tritonclient")
-    assert gpu_check.environment_has(f"tritonclient=={have}9", system_tritonserver=False) == have
+    other = f"{have}9"  # a version the line pins that is not the installed one
+    assert gpu_check.environment_has(f"tritonclient=={other}", system_tritonserver=False) == have
     assert gpu_check.environment_has("nvidia-pytriton==0.7.0", system_tritonserver=True) == "system"
     assert gpu_check.environment_has("a-distribution-nobody-installs==1.0", system_tritonserver=True) is None
     numpy = md.version("numpy")
