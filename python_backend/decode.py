@@ -17,7 +17,7 @@ from videoitg.serving.protocol import DECODE
 
 from .common import RequestCounters, error, finalized, output_numpy, output_torch, request_inputs, respond_each, setup
 from .decoding import StepDecoder, decode_stream, decode_whole
-from .params import StepAssets, device_dtype, repository_root
+from .params import StepAssets, device_dtype
 from .references import decode_source
 
 
@@ -29,7 +29,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, DecodeParameters)
-        assets = StepAssets.resolve(repository_root(args), p.checkpoint, p.vision_tower)
+        assets = StepAssets.of_model(args, p)
         self.image_size = assets.config().vision.image_size
         self.sampling = p.sampling
         self.limits = p.limits

@@ -19,7 +19,7 @@ from .cache import FailureMemory, FeatureCache, cache_key
 from .common import BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
 from .errors import remember_verdict
 from .frames import FrameRequest, parse_frames, served_frames
-from .params import StepAssets, feature_identity, repository_root
+from .params import StepAssets, feature_identity
 from .references import read_reference
 from .request import Request, parse_request
 from .scheduling import FeatureScheduler
@@ -35,7 +35,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, TopParameters)
-        assets = StepAssets.resolve(repository_root(args), p.checkpoint, p.vision_tower, p.engines)
+        assets = StepAssets.of_model(args, p)
         self.name = args.get("model_name", TOP)
         self.limits = p.limits  # byte bounds here; the queue bound is Triton's (config.pbtxt)
         self.sampling = p.sampling

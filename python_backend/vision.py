@@ -24,7 +24,7 @@ from .common import (
     respond_each,
     setup,
 )
-from .params import StepAssets, device_dtype, repository_root
+from .params import StepAssets, device_dtype
 
 
 class TritonPythonModel:
@@ -34,7 +34,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, VisionParameters)
-        assets = StepAssets.resolve(repository_root(args), p.checkpoint, p.vision_tower, p.engines)
+        assets = StepAssets.of_model(args, p)
         self.device, self.dtype = device_dtype(p.device, p.dtype, args)
         use_device(self.device)
         runtime = p.vision_runtime
