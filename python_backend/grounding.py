@@ -35,7 +35,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, GroundingParameters)
-        assets = StepAssets.of_model(args, p)
+        assets = StepAssets.of_model(args, p, p.engines)
         self.device, self.dtype = device_dtype(p.device, p.dtype, args)
         use_device(self.device)
         self.limits = p.limits

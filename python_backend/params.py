@@ -45,10 +45,10 @@ class StepAssets:
                    resolve_under(engines, root) if engines else None)
 
     @classmethod
-    def of_model(cls, args: Mapping[str, Any], p: Any) -> StepAssets:
-        """What a model's parameters `p` name (a decode step names no engines), under the repository's root of the
-        model's `initialize(args)`."""
-        return cls.resolve(repository_root(args), p.checkpoint, p.vision_tower, getattr(p, "engines", ""))
+    def of_model(cls, args: Mapping[str, Any], p: Any, engines: str = "") -> StepAssets:
+        """What a model's parameters `p` name, and its `engines` folder (a decode step has none), under the
+        repository's root of the model's `initialize(args)`."""
+        return cls.resolve(repository_root(args), p.checkpoint, p.vision_tower, engines)
 
     def config(self) -> VideoITGConfig:
         return load_config(self.checkpoint, self.vision_tower)[0]

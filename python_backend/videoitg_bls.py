@@ -35,7 +35,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, TopParameters)
-        assets = StepAssets.of_model(args, p)
+        assets = StepAssets.of_model(args, p, p.engines)
         self.name = args.get("model_name", TOP)
         self.limits = p.limits  # byte bounds here; the queue bound is Triton's (config.pbtxt)
         self.sampling = p.sampling

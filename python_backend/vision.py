@@ -34,7 +34,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, VisionParameters)
-        assets = StepAssets.of_model(args, p)
+        assets = StepAssets.of_model(args, p, p.engines)
         self.device, self.dtype = device_dtype(p.device, p.dtype, args)
         use_device(self.device)
         runtime = p.vision_runtime
