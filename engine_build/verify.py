@@ -59,8 +59,8 @@ class Case:
     hw: int
     pixels: torch.Tensor
     ids: torch.Tensor
-    ref: torch.Tensor  # fp32 [T]
-    ref_feats: torch.Tensor  # [T, g², Cv]
+    ref: torch.Tensor  # fp32 [T], on the CPU (as pixels and ids: each runtime moves its inputs)
+    ref_feats: torch.Tensor  # [T, g², Cv], on the CPU
 
 
 def instruction_of_length(ids: torch.Tensor, tokens: int | None) -> torch.Tensor:
@@ -77,14 +77,14 @@ def make_cases(model, tokenizer, frames: list[int], instruction: str, seed: int,
     s = model.config.vision.image_size
     g = torch.Generator().manual_seed(seed)
     ids = instruction_of_length(encode_instruction(tokenizer, instruction), instruction_tokens)
-    cases = []
+    device, cases = model.out_proj.weight.device, []
     with torch.inference_mode():
         for T in frames:
             px = torch.rand(T, 3, s, s, generator=g) * 2 - 1  # SigLIP-normalised range
             hw = model.config.tokens_per_side(T)
-            feats = model.encode_frames(px)
-            ref = model.score_features([model.project(feats, hw)], [ids])[0].float()
-            cases.append(Case(T, hw, px, ids, ref, feats.float()))
+            feats = model.encode_frames(px.to(device))
+            ref = model.score_features([model.project(feats, hw)], [ids.to(device)])[0].float().cpu()
+            cases.append(Case(T, hw, px, ids, ref, feats.float().cpu()))
     return cases
 
 
