@@ -3,12 +3,13 @@
     python -m benchmarks.gpu_check --out DIR --wheelhouse WHEELS     # a GPU node without network
     python -m benchmarks.gpu_check --out DIR --device cpu --tiny     # anywhere, tiny shapes (the test suite)
 
---wheelhouse: a folder holding the wheels `benchmarks/gpu_requirements.txt` lists (what a PyTorch image lacks).
-They are installed under --workdir with pip --no-index (numpy 1.x apart, for the tritonserver python-backend stub
-only), except what the environment already has: inside the serving image (deploy/Dockerfile) that is its own
-tritonclient 2.71 and tritonserver 2.71 (/opt/tritonserver; nvidia-pytriton's 2.51 is not installed there), which
-the check then uses; `env` says which it used. This checkout is imported in place. Sections, each written to the
-JSON as it finishes (one that fails records its error; the others still run):
+--wheelhouse: a folder holding the wheels `benchmarks/gpu_requirements.txt` lists (what a PyTorch image lacks). They
+are installed under --workdir with pip --no-index (STUB apart: numpy 1.x and the scipy and scikit-learn that run on
+it, for the tritonserver python-backend stub only), except what the environment already has: inside the serving
+image (deploy/Dockerfile) that is its own tritonclient 2.71 and tritonserver 2.71 (/opt/tritonserver; nvidia-
+pytriton's 2.51 is not installed there), which the check then uses; `env` says which it used. This checkout is
+imported in place. Sections, each written to the JSON as it finishes (one that fails records its error; the others
+still run):
   env       GPU, driver, clocks, python/torch/CUDA/cuDNN/numpy versions, the SDPA kernel each attention call runs,
             the tritonserver `videoitg serve` will run and the tritonclient imported (which, what version)
   parity    the core model on the device in fp32 (TF32 off), fp16 and bf16 against CPU fp32 with the same random
@@ -66,10 +67,16 @@ def log(msg: str) -> None:
     print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+# Installed first on the python-backend stub's path, for Triton 2.51's stub (built against numpy 1.x: under numpy 2 it
+# hands the Python side a wrong buffer): numpy 1.x, and the numpy-1.x-capable builds of what transformers imports
+# when present (an image's own scipy may need numpy 2).
+STUB = ("numpy", "scipy", "scikit-learn")
+
+
 def environment_has(requirement: str, system_tritonserver: bool) -> str | None:
     """What this environment already has for a line of gpu_requirements.txt (its version; "system" for
-    nvidia-pytriton where a tritonserver is installed): the image's own is used, not the wheelhouse's. numpy is the
-    stub's (below 2): the environment's counts only when it is below 2."""
+    nvidia-pytriton where a tritonserver is installed): the image's own is used, not the wheelhouse's. The STUB
+    packages count only where the environment's numpy is below 2 (then the environment itself can host the stub)."""
     import importlib.metadata as md
 
     name = requirement.split("==")[0].strip()
@@ -79,7 +86,9 @@ def environment_has(requirement: str, system_tritonserver: bool) -> str | None:
         have = md.version(name)
     except md.PackageNotFoundError:
         return None
-    return None if name == "numpy" and int(have.split(".")[0]) >= 2 else have
+    if name in STUB and int(md.version("numpy").split(".")[0]) >= 2:
+        return None
+    return have
 
 
 def system_tritonserver() -> bool:
@@ -89,17 +98,19 @@ def system_tritonserver() -> bool:
 
 
 def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str]]:
-    """The requirements this environment lacks into work/site, numpy 1.x into work/stub (unless the environment's
-    is), and work/pkg: this checkout laid out as the installed package (pyproject's package-dir: engine_build, train,
-    python_backend inside `videoitg`), by symlinks. Returns the path entries for this process and its children, the
-    interpreter that serves (a venv whose .pth puts numpy 1.x first, then this process's path: tritonserver's
-    python-backend stubs take their packages from the `python3` first on PATH, which `videoitg serve` puts its own
-    there, not from PYTHONPATH) and what the environment had ({requirement: its version}), which is not installed."""
+    """The requirements this environment lacks into work/site, the STUB packages into work/stub (unless the
+    environment's numpy is 1.x), and work/pkg: this checkout laid out as the installed package (pyproject's
+    package-dir: engine_build, train, python_backend inside `videoitg`), by symlinks. Returns the path entries for
+    this process and its children, the interpreter that serves (a venv whose .pth puts work/stub first, then this
+    process's path: tritonserver's python-backend stubs take their packages from the `python3` first on PATH, which
+    `videoitg serve` puts its own there, not from PYTHONPATH) and what the environment had ({requirement: its
+    version}), which is not installed."""
     reqs = [r.split("#")[0].strip() for r in REQUIREMENTS.read_text().splitlines()]
     system = system_tritonserver()
     kept = {r: have for r in reqs if r and (have := environment_has(r, system)) is not None}
     reqs = [r for r in reqs if r and r not in kept]
-    parts = {"site": [r for r in reqs if not r.startswith("numpy")], "stub": [r for r in reqs if r.startswith("numpy")]}
+    stub = [r for r in reqs if r.split("==")[0] in STUB]
+    parts = {"site": [r for r in reqs if r not in stub], "stub": stub}
     for folder, names in parts.items():
         target = work / folder
         if names and not (target / ".installed").exists():

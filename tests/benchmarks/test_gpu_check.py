@@ -128,7 +128,8 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
 def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:
     """`environment_has`, which decides what `install` leaves out: a requirement the environment has is its
     installed version (whatever the line pins), one it lacks is None, nvidia-pytriton is "system" where a
-    tritonserver is installed, and numpy counts only below 2 (the python-backend stub's)."""
+    tritonserver is installed, and the stub's packages (numpy, and the scipy and scikit-learn transformers imports)
+    count only where the environment's numpy is below 2 (the python-backend stub's)."""
     have = md.version("tritonclient")
     other = f"{have}9"  # a version the line pins that is not the installed one
     assert gpu_check.environment_has(f"tritonclient=={other}", system_tritonserver=False) == have
@@ -136,3 +137,11 @@ def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:
     assert gpu_check.environment_has("a-distribution-nobody-installs==1.0", system_tritonserver=True) is None
     numpy = md.version("numpy")
     assert gpu_check.environment_has("numpy==1.26.4", False) == (numpy if numpy.startswith("1.") else None)
+    for line in ("scipy==1.15.3", "scikit-learn==1.7.2"):
+        try:
+            installed: str | None = md.version(line.split("==")[0])
+        except md.PackageNotFoundError:
+            installed = None
+        assert gpu_check.environment_has(line, False) == (installed if numpy.startswith("1.") else None)
+    listed = {r.split("#")[0].split("==")[0].strip() for r in gpu_check.REQUIREMENTS.read_text().splitlines()}
+    assert set(gpu_check.STUB) <= listed
