@@ -32,8 +32,9 @@ still run):
             built, then `videoitg serve --engines` (the runtimes build.json names, checked before tritonserver
             starts) against in-process torch; the node's versions against videoitg/assets/compat.json
   latency   T = 64, 256, 512: cold and cached, ours against the released-style baseline (HF modules, hidden states
-            kept, fp16, batch 1) interleaved; peak GPU memory; the split floor (GEMM FLOPs at the GEMM rate + each
-            tower's attention FLOPs at its attention rate, both rates measured in this run)
+            kept, fp16, batch 1) interleaved; each path's peak GPU memory (its weights + what its call allocates); the
+            split floor (GEMM FLOPs at the GEMM rate + each tower's attention FLOPs at its attention rate, both rates
+            measured in this run)
   training  a few `videoitg train` steps under torchrun (NCCL on CUDA, world size 1, bf16) against the same steps
             in fp32 on the CPU
 """
@@ -602,12 +603,14 @@ class Check:
                 row.update(floor_cold_s=floor(split), floor_cached_s=floor(cached_split),
                            top32_ours_vs_released=topk_overlap(calls["released_cold"]().float().cpu().numpy(),
                                                                calls["ours_cold"]().float().cpu().numpy()))
-                if self.cuda:
-                    for k in ("ours_cold", "released_cold"):
+                if self.cuda:  # each path's peak: its own weights + what its call allocates over what is resident
+                    for k, model in (("ours_cold", ours), ("released_cold", base)):
                         torch.cuda.synchronize(dev)
+                        resident = torch.cuda.memory_allocated(dev)  # both models and this T's inputs
                         torch.cuda.reset_peak_memory_stats(dev)
                         calls[k]()
-                        row[f"{k}_peak_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
+                        own = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+                        row[f"{k}_peak_gb"] = (torch.cuda.max_memory_allocated(dev) - resident + own) / 1e9
                 rows[T] = row
                 log(f"latency T={T}: {row}")
         summary = "; ".join(f"T={T}: ours {r['ours_cold']:.3g}/{r['ours_cached']:.3g} s (floor {r['floor_cold_s']:.3g}"
