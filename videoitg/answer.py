@@ -1,9 +1,9 @@
 """Select, then answer: an OpenAI chat-completions request whose last user message holds one video, answered by a
 video-LLM from the frames VideoITG picks for the question. The policy, pure and without a server (docs/answer.md):
-read and check the request (`parse_chat`), name its video (`video_source`), build what the video-LLM is sent
-(`forwarded`: the video part replaced by the chosen frames, everything else as it came), the `videoitg` field of the
-answer (`Selection.field`), the first event of a streamed answer (`with_selection`), and each error in the OpenAI
-shape (`AnswerError.body`).
+read and check the request (`load_body`, `parse_chat`), name its video (`video_source`), let go of it once read
+(`without_video`), build what the video-LLM is sent (`forwarded`: the video part replaced by the chosen frames,
+everything else as it came), the `videoitg` field of the answer (`Selection.field`), the first event of a streamed
+answer (`with_selection`), and each error in the OpenAI shape (`AnswerError.body`).
 
 The served endpoint (`videoitg serve --answer-upstream URL`) and the one-off command (`videoitg answer`) both call it.
 """
@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import copy
 import json
 import os
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError, VideoITGError
 from videoitg.handoff import frame_parts, frame_parts_json
-from videoitg.jsonio import nesting_over
+from videoitg.jsonio import MAX_JSON_DEPTH, nesting_over
 from videoitg.limits import Limits
 from videoitg.paths import MediaRoots, PathRefusedError, shown
 from videoitg.serving.protocol import MAX_FRAMES_SIZE
@@ -34,8 +35,19 @@ MAX_TOP_K = Limits.max_sampled_frames  # no video has more sampled frames than a
 # The chosen frames' longer side unless the request says (`frame_size`; 0: the video's own size). 448 px is a common
 # input size of the open video-LLMs; a frame at a video's own size costs a model like Qwen2.5-VL many more tokens.
 DEFAULT_FRAME_SIZE = 448
-MAX_JSON_DEPTH = 64  # a chat request nests a handful of levels; tools' JSON schemas a few more
+# Objects, lists and separators in a request, counted as its '{', '[' and ',' bytes before it is parsed (in its text
+# too; base64 has none of them): a message needs a few, a tool's JSON schema some tens to hundreds, and a text of
+# about 1 MB of prose (a comma every 15 characters or so) fits, more than a video-LLM's context holds. The costliest
+# body at the bound (32,768 empty objects) parses in about 15 ms into 4.4 MiB; 24 MiB of them would take 6 s and
+# 1.2 GiB.
+MAX_JSON_ITEMS = 65_536
+# Digits of an integer in a request (a seed or a token id has at most 20): Python converts one in time that grows
+# with the square of its digits, 65 us for 4,300 (its own bound), which MAX_JSON_ITEMS of them would make 4 s.
+MAX_INT_DIGITS = 100
+COUNT_BYTES = 1 << 20  # of a body counted at once
+B64_SLICE = 1 << 20  # base64 characters decoded at once (a multiple of 4)
 PATHS = ("/v1/chat/completions", "/v1/models")
+VIDEO_READ = {"type": f"{EXTENSION}-video-read"}  # the video part once its video is read (`without_video`)
 _DATA_URL = re.compile(r"data:(video/[A-Za-z0-9.+-]{1,64});base64,", re.ASCII)
 
 
@@ -138,12 +150,27 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def load_body(raw: bytes) -> Any:
-    """The request's JSON: UTF-8, no NaN or Infinity, nesting bounded; ChatRequestError naming what is wrong."""
+def _bounded_int(digits: str) -> int:
+    if len(digits) - digits.startswith("-") > MAX_INT_DIGITS:
+        raise ChatRequestError(f"request JSON holds an integer of more than {MAX_INT_DIGITS} digits")
+    return int(digits)
+
+
+def load_body(body: bytes | list[bytes]) -> Any:
+    """The request's JSON, from its bytes or the chunks it came in (a list, emptied as it is read): at most
+    MAX_JSON_ITEMS objects, lists and commas, UTF-8, no NaN or Infinity, integers of at most MAX_INT_DIGITS digits,
+    nesting bounded; ChatRequestError naming what is wrong. The chunks are counted and decoded one at a time, so
+    that in a worker thread the event loop runs between them; joining their text and the one JSON parse of it hold
+    the GIL throughout (about 25 and 45 ms for a 56 MiB body on the 2-core machine of docs/answer.md)."""
+    chunks = [body] if isinstance(body, bytes) else body
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except UnicodeDecodeError as e:
-        raise ChatRequestError(f"request body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        texts = _decoded(chunks)
+    finally:
+        chunks.clear()
+    text = texts[0] if len(texts) == 1 else "".join(texts)
+    texts.clear()
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
     except RecursionError:
         raise ChatRequestError(f"request JSON nests more than {MAX_JSON_DEPTH} levels") from None
     except ValueError as e:
@@ -151,6 +178,33 @@ def load_body(raw: bytes) -> Any:
     if nesting_over(value, MAX_JSON_DEPTH):
         raise ChatRequestError(f"request JSON nests more than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _decoded(chunks: list[bytes]) -> list[str]:
+    """The text of a body's chunks (each decoded, then dropped from the list), once its count of '{', '[' and ','
+    is known to be within MAX_JSON_ITEMS."""
+    items = 0
+    for chunk in chunks:
+        for at in range(0, len(chunk), COUNT_BYTES):
+            end = at + COUNT_BYTES
+            items += chunk.count(b"{", at, end) + chunk.count(b"[", at, end) + chunk.count(b",", at, end)
+        if items > MAX_JSON_ITEMS:
+            raise ChatRequestError(f"request JSON holds more than {MAX_JSON_ITEMS} objects, lists and commas (its "
+                                   "'{', '[' and ',' bytes, in its text too)")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    texts, before, pending = [], 0, 0
+    try:
+        for i, chunk in enumerate(chunks):
+            pending = len(decoder.getstate()[0])  # the bytes of a character the previous chunk began
+            texts.append(decoder.decode(chunk))
+            before += len(chunk)
+            chunks[i] = b""
+        pending = len(decoder.getstate()[0])
+        decoder.decode(b"", final=True)  # "" unless the body ends inside a character
+    except UnicodeDecodeError as e:
+        raise ChatRequestError(f"request body is not valid UTF-8 ({e.reason} at byte {before - pending + e.start})"
+                               ) from None
+    return texts
 
 
 def _int_option(options: dict[str, Any], key: str, low: int, high: int, default: int | None) -> int | None:
@@ -210,15 +264,36 @@ def parse_chat(body: Any) -> ChatQuestion:
     return ChatQuestion(rest, last, part, url, question, top_k, size or None)
 
 
+def without_video(q: ChatQuestion) -> ChatQuestion:
+    """`q` with no reference left to its video URL (a data URL is the whole video, in base64): its video part a
+    placeholder (`VIDEO_READ`) and `video_url` empty. What the video-LLM is sent (`forwarded`) is the same: the part
+    at `q.part` is replaced by the frames, whatever it holds. The caller's request is not modified."""
+    body = dict(q.body)
+    messages = list(body["messages"])
+    message = dict(messages[q.message])
+    content = list(message["content"])
+    content[q.part] = VIDEO_READ
+    message["content"] = content
+    messages[q.message] = message
+    body["messages"] = messages
+    return replace(q, body=body, video_url="")
+
+
 # ---- the video ---------------------------------------------------------------------------------------------------
-def video_source(url: str, roots: MediaRoots) -> bytes | Path:
+def names_a_file(url: str) -> bool:
+    """Whether a `video_url` names a file (`file:` or an absolute path): the one kind `video_source` needs the
+    server's media roots for."""
+    return url.startswith("file:") or url.startswith("/")
+
+
+def video_source(url: str, roots: MediaRoots | None) -> bytes | Path:
     """The video a `video_url` names: the bytes of a `data:video/...;base64,` URL, or the real path of a `file://`
-    URL (or absolute path) under one of `roots` (the server's media roots, the rules of VIDEO_URI). Nothing is
-    fetched: any other URL is refused (VideoRefusedError)."""
+    URL (or absolute path) under one of `roots` (the server's media roots, the rules of VIDEO_URI; needed only when
+    the URL `names_a_file`). Nothing is fetched: any other URL is refused (VideoRefusedError)."""
     m = _DATA_URL.match(url)
     if m is not None:
         try:
-            data = base64.b64decode(url[m.end():], validate=True)
+            data = _b64decode(url, m.end())
         except (binascii.Error, ValueError) as e:
             raise VideoRefusedError(f"video_url: the base64 of the {m.group(1)} data URL is malformed ({e})") from None
         if not data:
@@ -226,13 +301,27 @@ def video_source(url: str, roots: MediaRoots) -> bytes | Path:
         return data
     if url.startswith("data:"):
         raise VideoRefusedError(f"video_url {shown(url)}: a data URL must be data:video/<type>;base64,<bytes>")
-    if not (url.startswith("file:") or url.startswith("/")):
+    if not names_a_file(url):
         raise VideoRefusedError(f"video_url {shown(url)}: only data:video/...;base64 URLs and file:// paths under "
                                 "the server's media roots are read (nothing is fetched from the network)")
+    assert roots is not None, "a file URL is resolved under the server's media roots"
     try:
         return roots.resolve(url, "video_url")
     except PathRefusedError as e:
         raise VideoRefusedError(f"{e} ({type(e).__name__})") from None
+
+
+def _b64decode(text: str, start: int) -> bytes:
+    """The bytes of the base64 in `text` from `start` on, checked as `base64.b64decode(validate=True)` checks it
+    (padding at the end only), decoded B64_SLICE characters at a time: in a worker thread, the event loop runs
+    between the slices."""
+    pieces = []
+    for at in range(start, len(text), B64_SLICE):
+        piece = text[at:at + B64_SLICE]
+        if at + B64_SLICE < len(text) and piece.endswith("="):
+            raise binascii.Error("padding before the end of the data")
+        pieces.append(base64.b64decode(piece, validate=True))
+    return b"".join(pieces)
 
 
 def open_video(path: Path, roots: MediaRoots, max_bytes: int) -> tuple[int, int]:
@@ -258,11 +347,6 @@ def read_opened(fd: int, size: int) -> bytes:
     if len(data) > size:
         raise VideoRefusedError(f"video_url grew past {size} bytes while it was read")
     return data
-
-
-def read_video(path: Path, roots: MediaRoots, max_bytes: int) -> bytes:
-    """`open_video`, then `read_opened`: the bytes of a video under `roots`, at most `max_bytes`."""
-    return read_opened(*open_video(path, roots, max_bytes))
 
 
 # ---- the selection and what is forwarded --------------------------------------------------------------------------
@@ -300,9 +384,9 @@ def selection_of(result: Any, top_k_frames: Sequence[int], jpegs: Sequence[bytes
 
 
 def forwarded(q: ChatQuestion, selection: Selection, model: str | None = None) -> dict[str, Any]:
-    """The request the video-LLM gets: `q.body` with its video part replaced by the chosen frames (`frame_parts`:
-    a timestamp text part, then the JPEG, for each, chronologically), and `model` in place of the request's when
-    given. Nothing else changes; the caller's body is not modified."""
+    """The request the video-LLM gets: `q.body` with its video part (or `VIDEO_READ`) replaced by the chosen frames
+    (`frame_parts`: a timestamp text part, then the JPEG, for each, chronologically), and `model` in place of the
+    request's when given. Nothing else changes; the caller's body is not modified."""
     body = dict(q.body)
     messages = list(body["messages"])
     message = dict(messages[q.message])

@@ -11,9 +11,13 @@ from typing import Any
 
 import pytest
 
+from videoitg import answer
 from videoitg.answer import (
     DEFAULT_FRAME_SIZE,
+    MAX_INT_DIGITS,
+    MAX_JSON_ITEMS,
     MAX_TOP_K,
+    VIDEO_READ,
     ChatRequestError,
     OptionError,
     Selection,
@@ -27,12 +31,14 @@ from videoitg.answer import (
     forwarded,
     forwarded_bytes,
     load_body,
+    open_video,
     parse_chat,
-    read_video,
+    read_opened,
     selection_event,
     split_event,
     video_source,
     with_selection,
+    without_video,
 )
 from videoitg.handoff import frame_label, frame_parts
 from videoitg.paths import MediaRoots
@@ -125,6 +131,50 @@ def test_bodies_that_are_not_json_are_refused(raw: bytes, match: str) -> None:
     assert load_body(b'{"a": [1]}') == {"a": [1]}
 
 
+def test_a_body_is_bounded_in_elements_before_it_is_parsed_and_read_from_its_chunks() -> None:
+    at_bound = b"[" + b"0," * (MAX_JSON_ITEMS - 1) + b"0]"  # one '[' and MAX_JSON_ITEMS - 1 commas
+    assert len(load_body(at_bound)) == MAX_JSON_ITEMS
+    for over in (b"[" + b"{}," * MAX_JSON_ITEMS + b"{}]", json.dumps({"text": "," * (MAX_JSON_ITEMS + 1)}).encode()):
+        with pytest.raises(ChatRequestError, match=f"more than {MAX_JSON_ITEMS} objects, lists and commas"):
+            load_body(over)
+    body = json.dumps({"a": ["é" * 3, {"b": None}]}, ensure_ascii=False).encode()
+    chunks = [body[i:i + 3] for i in range(0, len(body), 3)]  # characters split across chunks
+    assert load_body(chunks) == load_body(body) == {"a": ["ééé", {"b": None}]} and chunks == []
+    # A byte that is not UTF-8 is named where it is in the body, whichever chunk it came in.
+    for raw in ([b'{"a": "\xc3', b'\xa9\xff"}'], b'{"a": "\xc3\xa9\xff"}'):
+        with pytest.raises(ChatRequestError, match="invalid start byte at byte 9"):
+            load_body(raw)
+    with pytest.raises(ChatRequestError, match="unexpected end of data at byte 1"):
+        load_body([b'"', b"\xc3"])
+    assert load_body(b"[" + b"9" * MAX_INT_DIGITS + b", -" + b"9" * MAX_INT_DIGITS + b"]")[1] == -(10 ** 100 - 1)
+    with pytest.raises(ChatRequestError, match=f"an integer of more than {MAX_INT_DIGITS} digits"):
+        load_body(b'{"seed": -' + b"9" * (MAX_INT_DIGITS + 1) + b"}")
+
+
+def test_a_data_url_is_decoded_in_slices_as_one_piece_would_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(answer, "B64_SLICE", 8)
+    data = os.urandom(100)
+    assert video_source("data:video/mp4;base64," + base64.b64encode(data).decode(), None) == data
+    for text in ("AAAAAA==AAAAAAAA", "AAAAAAAAAAA", "AAAA*AAA", "AAAAAAAAAAAé"):  # padding inside, a short end, ...
+        with pytest.raises(ValueError):
+            base64.b64decode(text, validate=True)
+        with pytest.raises(VideoRefusedError, match="base64 of the video/mp4 data URL is malformed"):
+            video_source("data:video/mp4;base64," + text, None)
+
+
+def test_without_video_keeps_no_reference_to_the_url_and_forwards_the_same() -> None:
+    body = chat(text("Look:"), video(), text("what happens?"), stream=True)
+    before = json.dumps(body)
+    q = parse_chat(body)
+    light = without_video(q)
+    assert json.dumps(body) == before and q.video_url == VIDEO
+    assert light.video_url == "" and VIDEO not in json.dumps(light.body)
+    assert light.body["messages"][0]["content"][1] == VIDEO_READ
+    sel = selection()
+    assert forwarded(light, sel) == forwarded(q, sel)
+    assert json.loads(forwarded_bytes(light, sel, "m2")) == forwarded(q, sel, "m2")
+
+
 def test_a_data_url_gives_its_bytes_and_other_urls_are_refused(tmp_path: Path) -> None:
     assert video_source(VIDEO, MediaRoots()) == b"\x00\x00\x00\x18ftypmp42"
     for url, match in [("data:video/mp4;base64,%%%", "base64 of the video/mp4 data URL is malformed"),
@@ -147,9 +197,9 @@ def test_a_file_url_is_read_only_under_the_media_roots(tmp_path: Path) -> None:
     roots = MediaRoots.of([root])
     path = video_source(f"file://{root}/a.mp4", roots)
     assert path == (root / "a.mp4").resolve()
-    assert read_video(path, roots, 100) == b"video bytes"
+    assert read_opened(*open_video(path, roots, 100)) == b"video bytes"
     with pytest.raises(VideoRefusedError, match="over this server's bound of 5 bytes"):
-        read_video(path, roots, 5)
+        open_video(path, roots, 5)
     for url, kind in [(f"file://{other}/b.mp4", "OutsideRootsError"), (f"file://{root}/link.mp4", "OutsideRootsError"),
                       (f"file://{root}/../other/b.mp4", "OutsideRootsError"),
                       ("file://host/x.mp4", "InvalidReferenceError")]:
@@ -159,7 +209,7 @@ def test_a_file_url_is_read_only_under_the_media_roots(tmp_path: Path) -> None:
         video_source(f"file://{root}/a.mp4", MediaRoots())
     (root / "a.mp4").unlink()
     with pytest.raises(VideoRefusedError, match="MediaNotFoundError"):
-        read_video(path, roots, 100)
+        open_video(path, roots, 100)
 
 
 def selection(k: int = 2) -> Selection:

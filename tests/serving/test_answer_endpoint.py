@@ -41,6 +41,7 @@ from videoitg.serving.repository import RepoSpec
 from videoitg.serving.server import ServerOptions, TritonServer
 
 skip_without_tritonserver()
+pytestmark = pytest.mark.server  # its own tritonserver and video-LLM: the module's tests run in one worker
 
 ASK = "When is the picture brightest?"
 K = 4
@@ -346,7 +347,9 @@ def test_a_client_that_leaves_cancels_the_video_llms_request(server, clip: Path,
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         got = b""
         while b"videoitg" not in got:
-            got += sock.recv(65536)
+            data = sock.recv(65536)
+            assert data, f"the front closed the connection before the selection came: {got[:300]!r}"
+            got += data
         assert got.startswith(b"HTTP/1.1 200")
     marker = b'"max_tokens":8000'  # the forwarded request's compact JSON
     assert wait_until(lambda: relay.ended(marker), 5), "the front kept its connection to the video-LLM"

@@ -124,6 +124,29 @@ def test_an_answer_that_is_not_a_json_object_or_breaks_off_is_502() -> None:
         run(cut, lambda up: up.complete(b"{}", SEL))
 
 
+def test_an_answer_that_arrives_in_pieces_is_read_whole() -> None:
+    """A plain answer (or an error text) is read to its end, not only what the first piece brought."""
+    answer = {"id": "c1", "choices": [{"message": {"content": "y" * 100_000}}]}
+
+    def in_pieces(status: int, payload: dict[str, Any]) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            body = json.dumps(payload).encode()
+            r = web.StreamResponse(status=status, headers={"Content-Type": "application/json",
+                                                           "Content-Length": str(len(body))})
+            await r.prepare(request)
+            for at in range(0, len(body), 300):
+                await r.write(body[at:at + 300])
+                await asyncio.sleep(0.01 if at < 3000 else 0)
+            return r
+
+        return handler
+
+    assert run(in_pieces(200, answer), lambda up: up.complete(b"{}", SEL)) == {**answer, "videoitg": SEL.field()}
+    with pytest.raises(UpstreamRefusedError, match=r"answered 400: bad image$"):
+        run(in_pieces(400, {"error": {"message": "bad image", "padding": "x" * 600}}),
+            lambda up: up.complete(b"{}", SEL))
+
+
 def sse(*chunks: dict[str, Any] | str) -> list[bytes]:
     return [f"data: {c if isinstance(c, str) else json.dumps(c)}\n\n".encode() for c in chunks]
 

@@ -17,6 +17,7 @@ from hyperframe.frame import Frame
 from tritonclient.grpc import service_pb2
 
 from videoitg.serving.front import bounds, config
+from videoitg.serving.front.answer import answer_routes
 from videoitg.serving.front.grpc import GrpcPort
 from videoitg.serving.front.grpc_policy import SERVICE
 from videoitg.serving.front.http import HttpPort, MetricsPort
@@ -54,7 +55,8 @@ async def http_stand_in(handler: Callable[[web.Request], Awaitable[web.StreamRes
 @asynccontextmanager
 async def running_front(upstream: Callable[[web.Request], Awaitable[web.StreamResponse]] = upstream_echo,
                         **kw: Any) -> AsyncIterator[tuple[int, int, config.FrontCounters]]:
-    """(front's HTTP port, its metrics port, its counters), its budget from `config.held_budget`."""
+    """(front's HTTP port, its metrics port, its counters), its budget from `config.held_budget`; its extra routes
+    `routes`, else the answer endpoint's when `answer_upstream` is given (as the front's process serves them)."""
     up, up_port = await http_stand_in(upstream)
     routes = kw.pop("routes", None)
     cfg = config.FrontConfig(**{
@@ -62,7 +64,8 @@ async def running_front(upstream: Callable[[web.Request], Awaitable[web.StreamRe
         "triton_http": f"127.0.0.1:{up_port}", "triton_grpc": "127.0.0.1:1", "triton_metrics": f"127.0.0.1:{up_port}",
         "models": (TOP,), "max_request_bytes": 4 << 20, "shutdown_s": 1.0, **kw})
     counters = config.FrontCounters()
-    http, metrics = HttpPort(cfg, counters, config.held_budget(cfg), routes), MetricsPort(cfg, counters)
+    extra = (routes, ()) if routes is not None else answer_routes(cfg)
+    http, metrics = HttpPort(cfg, counters, config.held_budget(cfg), *extra), MetricsPort(cfg, counters)
     await http.start()
     await metrics.start()
     try:

@@ -129,7 +129,7 @@ def plot(result: GroundingResult, selection: Any, out: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.answer import MAX_TOP_K, parse_chat
+    from videoitg.answer import parse_chat
     from videoitg.paths import local_video
     from videoitg.serving.chat_upstream import check_base_url
 
@@ -138,10 +138,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"video {args.video} does not exist or is not a file")
     args.video = str(video)
     check_base_url(args.upstream)
-    if args.top_k is not None and not 1 <= args.top_k <= MAX_TOP_K:
-        raise InputError(f"--top-k must be from 1 to {MAX_TOP_K}, got {args.top_k}")
     body = chat_body(video, args.question, args.model or "", args.top_k, args.frame_size, args.max_tokens)
-    q = parse_chat(body)  # the endpoint's checks: the question, top_k, frame_size
+    q = parse_chat(body)  # the endpoint's checks: the question, top_k (--top-k), frame_size (--frame-size)
     if args.server:
         result, selection = select_remote(args, q.question, args.top_k, q.frame_size)
     else:

@@ -1,7 +1,10 @@
 """The video-LLM behind the answer endpoint: any OpenAI-compatible API (vLLM, SGLang, trtllm-serve, `transformers
 serve`) at a base URL, reached with aiohttp. Each failure is one typed `videoitg.answer` error: refused (its status
 and text), unreachable or broken off (502), too slow (504). A request whose caller goes away is cancelled: its
-connection is closed, which is how these servers learn to stop generating."""
+connection is closed, which is how these servers learn to stop generating.
+
+aiohttp (the serve extra; about 0.1 s to import) is imported inside the methods that use it: `videoitg --help`
+imports this module (`videoitg serve`'s flags are checked by `check_base_url`) and answers without that extra."""
 
 from __future__ import annotations
 
@@ -23,11 +26,11 @@ from videoitg.answer import (
     with_selection,
 )
 from videoitg.errors import InputError
+from videoitg.serving.front.policy import MAX_ERROR_CHARS, bounded_text
 
 CONNECT_S = 5.0  # to open a connection to the video-LLM
 TIMEOUT_S = 300.0  # a whole answer; in a streamed one, the longest wait for its next bytes
 MAX_ANSWER_BYTES = 64 << 20  # a non-streamed answer, read whole
-MAX_ERROR_CHARS = 1024  # of the video-LLM's error text passed on
 MAX_FIRST_EVENT = 1 << 20  # bytes of a stream held to find its first event (the selection goes into it)
 PASS_HEADERS = ("Authorization",)  # of the client's request, sent on: the video-LLM's API key, if it has one
 
@@ -42,13 +45,12 @@ def check_base_url(url: str) -> str:
 
 class ChatUpstream:
     """An OpenAI-compatible API at `base_url` (e.g. http://127.0.0.1:8000/v1): its chat completions and model list.
-    `timeout_s` bounds a whole answer (a streamed one: the wait for each of its pieces); `connect_s` the
-    connection."""
+    `timeout_s` bounds a whole answer (a streamed one: the wait for each of its pieces); CONNECT_S the connection,
+    MAX_ANSWER_BYTES a non-streamed answer."""
 
-    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S, connect_s: float = CONNECT_S,
-                 max_answer_bytes: int = MAX_ANSWER_BYTES):
+    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S):
         self.base_url = check_base_url(base_url)
-        self.timeout_s, self.connect_s, self.max_answer_bytes = timeout_s, connect_s, max_answer_bytes
+        self.timeout_s = timeout_s
         self._session: Any = None
 
     def _client(self) -> Any:
@@ -71,7 +73,7 @@ class ChatUpstream:
         cancelled, its client gone) closes the connection, so the video-LLM stops."""
         import aiohttp
 
-        timeout = aiohttp.ClientTimeout(total=None if stream else self.timeout_s, sock_connect=self.connect_s,
+        timeout = aiohttp.ClientTimeout(total=None if stream else self.timeout_s, sock_connect=CONNECT_S,
                                         sock_read=self.timeout_s)
         sent = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json",
                 **{k: v for k, v in (headers or {}).items() if k in PASS_HEADERS}}
@@ -103,7 +105,7 @@ class ChatUpstream:
         import aiohttp
 
         try:
-            raw = await resp.content.read(MAX_ERROR_CHARS * 4)
+            raw = await _read_upto(resp, MAX_ERROR_CHARS * 4)
         except (asyncio.TimeoutError, TimeoutError):
             raise self._timeout() from None
         except aiohttp.ClientError:
@@ -115,20 +117,20 @@ class ChatUpstream:
             text = err.get("message", json.dumps(err)) if isinstance(err, dict) else str(err)
         except ValueError:
             pass
-        return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " [...]"
+        return bounded_text(text)
 
     async def read_json(self, resp: Any) -> dict[str, Any]:
-        """A non-streamed answer's JSON object, read whole (at most `max_answer_bytes`)."""
+        """A non-streamed answer's JSON object, read whole (at most MAX_ANSWER_BYTES)."""
         import aiohttp
 
         try:
-            raw = await resp.content.read(self.max_answer_bytes + 1)
+            raw = await _read_upto(resp, MAX_ANSWER_BYTES + 1)
         except (asyncio.TimeoutError, TimeoutError):
             raise self._timeout() from None
         except aiohttp.ClientError as e:
             raise UpstreamUnavailableError(f"the video-LLM's answer broke off ({type(e).__name__})") from None
-        if len(raw) > self.max_answer_bytes:
-            raise UpstreamUnavailableError(f"the video-LLM's answer is over {self.max_answer_bytes} bytes")
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise UpstreamUnavailableError(f"the video-LLM's answer is over {MAX_ANSWER_BYTES} bytes")
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -168,6 +170,15 @@ class ChatUpstream:
         field added."""
         async with self.request("POST", "/chat/completions", body, headers) as resp:
             return with_selection(await self.read_json(resp), selection)
+
+
+async def _read_upto(resp: Any, n: int) -> bytes:
+    """An answer's body up to its end or `n` bytes, whichever comes first, however many pieces it arrives in."""
+    pieces, have = [], 0
+    while have < n and (piece := await resp.content.read(n - have)):
+        pieces.append(piece)
+        have += len(piece)
+    return b"".join(pieces)
 
 
 async def selection_stream(chunks: AsyncIterator[bytes], selection: Selection) -> AsyncIterator[bytes]:

@@ -272,9 +272,9 @@ def tensor(datatype: str, shape: list[int], data: object, name: str = "INSTRUCTI
     (tensor("INT32", [2, 2], [[1, 2], [3]], "I"), "'data' has 3 elements, its shape [2, 2] holds 4"),
 ])
 def test_each_data_element_fits_its_datatype(body: bytes, why: str) -> None:
-    """JSON `data` that tritonserver 2.51 reads as something else: an object in BYTES data was a 500 ("Unable to
-    parse JSON bytes array"), too few elements a 500 ("Shape does not match"), an integer out of its type's range
-    silently wrapped. Each is 400 naming the input."""
+    """JSON `data` that tritonserver 2.51 reads as something else: it answers 500 to an object in BYTES data
+    ("Unable to parse JSON bytes array") and to too few elements ("Shape does not match"), and silently wraps an
+    integer out of its type's range. Each is 400 naming the input."""
     err = policy.http_infer_error(body, None)
     assert err is not None and why in err and err.reason is Reason.DATA, err
     assert len(err) < 300

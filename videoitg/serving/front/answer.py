@@ -3,12 +3,14 @@ takes an OpenAI chat request whose last user message holds a video, has tritonse
 frames for the question (one KServe v2 inference request over the port's own connection to it, asking for the
 top-K frames as JPEGs), and passes the request on to the video-LLM with the video replaced by those frames;
 `GET /v1/models` passes the video-LLM's model list on. The policy is `videoitg.answer`; here, its transport: the
-body read under the port's bounds and budget, the steps that touch bytes of a video off the event loop, the answer
-relayed as it arrives, a client that leaves cancelling it. docs/answer.md."""
+body read under the port's bounds and budget (`HttpPort.reading`) and given back once the frames are picked, the
+steps that touch bytes of a video in worker threads, the answer relayed as it arrives, a client that leaves
+cancelling it. docs/answer.md."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -26,6 +28,7 @@ from videoitg.answer import (
     SelectionError,
     forwarded_bytes,
     load_body,
+    names_a_file,
     open_video,
     parse_chat,
     read_opened,
@@ -33,27 +36,30 @@ from videoitg.answer import (
     selection_of,
     video_source,
     with_selection,
+    without_video,
 )
 from videoitg.errors import InputError
 from videoitg.paths import MediaRoots
-from videoitg.serving.chat_upstream import ChatUpstream, selection_stream
+from videoitg.serving.chat_upstream import PASS_HEADERS, ChatUpstream, selection_stream
 from videoitg.serving.client import http_request_body, http_served_result
-from videoitg.serving.front.bounds import ABANDONED, OVER_BUDGET, BodyReader
+from videoitg.serving.front.bounds import OVER_BUDGET
 from videoitg.serving.front.config import FrontConfig
-from videoitg.serving.front.http import HttpPort, Route, _continue
-from videoitg.serving.front.policy import Reason, Refusal, encoding_error
+from videoitg.serving.front.http import Closer, HttpPort, Route, _continue
+from videoitg.serving.front.policy import Reason, Refusal, bounded_error_body, encoding_error
 from videoitg.serving.front.upstream import UpstreamError
+from videoitg.serving.parameters import MEDIA_ROOTS
 from videoitg.serving.protocol import TOP
 
 GONE_POLL_S = 0.25  # how often a request waiting on the video-LLM looks whether its client is still there
 
 
-def answer_routes(cfg: FrontConfig) -> dict[str, Route]:
-    """The HTTP port's routes of the answer endpoint (none when `cfg.answer_upstream` is unset)."""
+def answer_routes(cfg: FrontConfig) -> tuple[dict[str, Route], list[Closer]]:
+    """The HTTP port's routes of the answer endpoint and what closes its connections to the video-LLM (`HttpPort`'s
+    `routes` and `closers`); none when `cfg.answer_upstream` is unset."""
     if not cfg.answer_upstream:
-        return {}
+        return {}, []
     endpoint = AnswerEndpoint(cfg)
-    return {PATHS[0]: endpoint.chat, PATHS[1]: endpoint.models}
+    return {PATHS[0]: endpoint.chat, PATHS[1]: endpoint.models}, [endpoint.upstream.close]
 
 
 class AnswerEndpoint:
@@ -67,17 +73,31 @@ class AnswerEndpoint:
         self.roots: MediaRoots | None = None
 
     async def media_roots(self, port: HttpPort) -> MediaRoots:
-        """The served model's media roots; none while tritonserver does not say (asked again next time)."""
+        """The served model's media roots, asked of tritonserver the first time a request names a file; a
+        SelectionError when it does not answer (503) or answers something else than a model config (502)."""
         if self.roots is not None:
             return self.roots
         try:
             answer = await port.triton.request("GET", f"/v2/models/{TOP}/config", {}, None, self.cfg.pass_timeout_s)
-            params = json.loads(answer.body).get("parameters") or {} if answer.status == 200 else None
-        except (UpstreamError, OSError, asyncio.TimeoutError, ValueError):
-            params = None
-        if params is None:
-            return MediaRoots()
-        self.roots = MediaRoots.from_parameter((params.get("media_roots") or {}).get("string_value"))
+        except (UpstreamError, OSError, asyncio.TimeoutError) as e:
+            port.counters.unavailable["http"] += 1
+            raise SelectionError(f"the grounding server did not answer ({type(e).__name__}); try again", 503) from None
+        if answer.status != 200:
+            raise SelectionError(f"the grounding server did not give its media roots (its model config answered "
+                                 f"{answer.status}: {_triton_error(answer.body)})", 502)
+        try:
+            config = json.loads(answer.body)
+        except ValueError:
+            config = None
+        params = _field(config, "parameters", {})  # a model without parameters, or without this one: no roots
+        value = _field(_field(params, MEDIA_ROOTS, {}), "string_value", "")
+        if not isinstance(value, str):
+            raise SelectionError(f"the grounding server's model config is malformed (no `parameters` object with a "
+                                 f"string `{MEDIA_ROOTS}`)", 502)
+        try:
+            self.roots = MediaRoots.from_parameter(value)
+        except InputError as e:
+            raise SelectionError(f"the grounding server's model config is malformed ({e})", 502) from None
         return self.roots
 
     # ---- the routes ----------------------------------------------------------------------------------------------
@@ -92,61 +112,68 @@ class AnswerEndpoint:
         return web.json_response(listed)
 
     async def chat(self, port: HttpPort, request: web.BaseRequest) -> web.StreamResponse:
+        """Read and check the request, have the frames picked, then ask the video-LLM. The body, the video and
+        their share of the held-bytes budget are given back once the frames are picked: while the video-LLM
+        answers, the request holds its question and the frames."""
         if request.method != "POST":
             return self._refused(port, Refusal(f"{request.method[:16]} {request.path} is not served (POST only)",
                                                Reason.ROUTE))
-        cfg = self.cfg
         if (err := encoding_error(request.headers.get("Content-Encoding", "").strip().lower() or None)) is not None:
             return self._refused(port, err)
         declared = request.content_length
-        if declared is not None and declared > cfg.max_request_bytes:
+        if declared is not None and declared > self.cfg.max_request_bytes:
             return self._refused(port, Refusal(f"request body of {declared} bytes is over the server's limit of "
-                                               f"{cfg.max_request_bytes} bytes", Reason.TOO_LARGE))
+                                               f"{self.cfg.max_request_bytes} bytes", Reason.TOO_LARGE))
         if (err := await _continue(request)) is not None:
             return self._refused(port, err)
-        reader = BodyReader(request.content, cfg.max_request_bytes, port.budget, cfg.body_idle_s)
-        port.conns.reading[request.protocol] = request.content
-        taken = 0  # bytes of a video read from a file, held in the budget beside the body
-        try:
-            if request.protocol in port.conns.shut and not request.content.is_eof():
-                return self._refused(port, Refusal(ABANDONED, Reason.ABANDONED))
-            chunks = []
+        async with port.reading(request) as reader:
+            chunks: list[bytes] = []
             while chunk := await reader.chunk():
                 chunks.append(chunk)
-            port.conns.reading.pop(request.protocol, None)
             if reader.refusal is not None:
                 chunks.clear()
                 return self._refused(port, reader.refusal)
-            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
-            roots = await self.media_roots(port)
-            t0 = time.perf_counter()
-            q, source = await asyncio.to_thread(self._parse, raw, roots)
-            del raw
-            if isinstance(source, Path):  # read here, its bytes held in the budget beside the body's
-                fd, size = await asyncio.to_thread(open_video, source, roots, cfg.max_request_bytes)
-                if not port.budget.take(size):
-                    os.close(fd)
-                    return self._refused(port, Refusal(OVER_BUDGET, Reason.OVERLOADED))
-                taken = size
-                source = await asyncio.to_thread(read_opened, fd, size)
-            selection = await self._until_gone(port, request, self._select(port, q, source, t0))
-            del source
-            return await self._answer(port, request, q, selection)
+            try:
+                picked = await self._pick(port, request, chunks)
+            except AnswerError as e:
+                return self._failed(port, e)
+            if isinstance(picked, Refusal):
+                return self._refused(port, picked)
+        try:
+            return await self._answer(port, request, *picked)
         except AnswerError as e:
             return self._failed(port, e)
-        finally:
-            port.conns.reading.pop(request.protocol, None)
-            reader.release()
-            port.budget.give(taken)
 
     # ---- the steps -----------------------------------------------------------------------------------------------
+    async def _pick(self, port: HttpPort, request: web.BaseRequest,
+                    chunks: list[bytes]) -> tuple[ChatQuestion, Selection] | Refusal:
+        """The checked request, without its video, and the frames picked for it; the Refusal of the budget when
+        there is no room for a video read from a file."""
+        t0 = time.perf_counter()  # `select_s` counts from here: the request's video begins to be read
+        q, source = await asyncio.to_thread(self._parse, chunks)
+        taken = 0  # bytes of a video read from a file, held in the budget beside the body's
+        try:
+            if isinstance(source, str):  # a file: read here, once the media roots are known
+                roots = await self.media_roots(port)
+                fd, size = await asyncio.to_thread(_open, source, roots, self.cfg.max_request_bytes)
+                if not port.budget.take(size):
+                    os.close(fd)
+                    return Refusal(OVER_BUDGET, Reason.OVERLOADED)
+                taken = size
+                source = await asyncio.to_thread(read_opened, fd, size)
+            return q, await self._until_gone(port, request, self._select(port, q, source, t0))
+        finally:
+            del source
+            port.budget.give(taken)
+
     @staticmethod
-    def _parse(raw: bytes, roots: MediaRoots) -> tuple[ChatQuestion, bytes | Path]:
-        """The checked request and its video (bytes of a data URL, or a path under the media roots): off the event
-        loop, as a body of tens of MiB takes a while to parse and decode."""
-        q = parse_chat(load_body(raw))
-        return q, video_source(q.video_url, roots)
+    def _parse(chunks: list[bytes]) -> tuple[ChatQuestion, bytes | str]:
+        """The checked request without its video (`without_video`), and its video: the bytes of a data URL, or the
+        URL of a file (read once the media roots are known). In a worker thread: a body of tens of MiB takes a while
+        to parse and decode (`load_body`, `video_source`)."""
+        q = parse_chat(load_body(chunks))
+        source = q.video_url if names_a_file(q.video_url) else video_source(q.video_url, None)
+        return without_video(q), source
 
     async def _select(self, port: HttpPort, q: ChatQuestion, video: bytes, t0: float) -> Selection:
         """The frames tritonserver's `videoitg` model picks for the question: one inference request, as any client
@@ -175,19 +202,18 @@ class AnswerEndpoint:
 
     async def _answer(self, port: HttpPort, request: web.BaseRequest, q: ChatQuestion,
                       selection: Selection) -> web.StreamResponse:
+        """The video-LLM's answer with the selection in it, plain or streamed as the request asks."""
         body = await asyncio.to_thread(forwarded_bytes, q, selection, self.cfg.answer_model)
-        stream = q.body.get("stream") is True
         headers = _passed(request)
         up = self.upstream
-        if not stream:
-            async def plain() -> dict[str, Any]:
-                async with up.request("POST", "/chat/completions", body, headers) as resp:
-                    return await up.read_json(resp)
-
-            return web.json_response(with_selection(await self._until_gone(port, request, plain()), selection))
-        async with up.request("POST", "/chat/completions", body, headers, stream=True) as resp:
+        if q.body.get("stream") is not True:
+            return web.json_response(await self._until_gone(port, request, up.complete(body, selection, headers)))
+        async with contextlib.AsyncExitStack() as opened:
+            resp = await self._until_gone(port, request, opened.enter_async_context(
+                up.request("POST", "/chat/completions", body, headers, stream=True)))
             if not resp.content_type.startswith("text/event-stream"):  # an upstream that answered in one piece
-                return web.json_response(with_selection(await up.read_json(resp), selection))
+                answer = await self._until_gone(port, request, up.read_json(resp))
+                return web.json_response(with_selection(answer, selection))
             out = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
             await out.prepare(request)
             try:
@@ -201,18 +227,21 @@ class AnswerEndpoint:
 
     async def _until_gone(self, port: HttpPort, request: web.BaseRequest, work: Awaitable[Any]) -> Any:
         """`work`'s result; cancelled as soon as the client's connection closes, or the client ends its side (then
-        nobody is answered). Unlike the KServe route, which still answers a client that half-closed after its
-        request, a shut side here counts as gone: chat clients never half-close, and a video-LLM's answer is
-        expensive to finish for nobody."""
+        nobody is answered), or this handler is cancelled. Unlike the KServe route, which still answers a client
+        that half-closed after its request, a shut side here counts as gone: chat clients never half-close, and a
+        video-LLM's answer is expensive to finish for nobody."""
         task = asyncio.ensure_future(work)
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=GONE_POLL_S)
-            if done:
-                return task.result()
-            if request.transport is None or request.transport.is_closing() or request.protocol in port.conns.shut:
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=GONE_POLL_S)
+                if done:
+                    return task.result()
+                if request.transport is None or request.transport.is_closing() or request.protocol in port.conns.shut:
+                    raise asyncio.CancelledError("the client closed the connection")
+        finally:
+            if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                raise asyncio.CancelledError("the client closed the connection")
 
     # ---- answers that are not the video-LLM's ---------------------------------------------------------------------
     def _refused(self, port: HttpPort, err: Refusal) -> web.Response:
@@ -230,13 +259,30 @@ class AnswerEndpoint:
         return web.json_response(err.body(), status=err.status)
 
 
+def _field(obj: Any, key: str, default: Any) -> Any:
+    """`obj[key]` of a JSON object (`default` where it is absent or null); None when `obj` is no object."""
+    if not isinstance(obj, dict):
+        return None
+    value = obj.get(key)
+    return default if value is None else value
+
+
+def _open(url: str, roots: MediaRoots, max_bytes: int) -> tuple[int, int]:
+    """(descriptor, size) of the file a `video_url` names under the media roots (`video_source`, `open_video`)."""
+    path = video_source(url, roots)
+    assert isinstance(path, Path)
+    return open_video(path, roots, max_bytes)
+
+
 def _passed(request: web.BaseRequest) -> dict[str, str]:
-    return {k: request.headers[k] for k in ("Authorization",) if k in request.headers}
+    """The client's headers the video-LLM is sent (`chat_upstream.PASS_HEADERS`), whatever their case."""
+    return {k: request.headers[k] for k in PASS_HEADERS if k in request.headers}
 
 
 def _triton_error(body: bytes) -> str:
+    """tritonserver's error text (its JSON `error`, else its body), cut as the KServe route cuts it."""
+    body = bounded_error_body(body)
     try:
-        text = json.loads(body)["error"]
+        return str(json.loads(body)["error"])
     except (ValueError, KeyError, TypeError):
-        text = body[:1024].decode("utf-8", "replace")
-    return str(text)[:1024]
+        return body.decode("utf-8", "replace")

@@ -15,9 +15,10 @@ KEEPALIVE_S = 15.0  # to send a request's headers, and an idle keep-alive connec
 HEALTH_TIMEOUT_S = 0.75
 # tritonserver takes an inference only with this header and the key the launcher generated
 # (`--http-restricted-api=inference:...`, `--grpc-restricted-protocol=inference:...`, Triton 2.51 and 2.71 alike,
-# which prefixes the gRPC one): the front holds it and adds it to the inferences it passes on, so no other local
-# process can call a model, a step or the public one, on tritonserver's own ports. It reaches the front in its
-# environment (INFER_KEY_ENV), never on its command line.
+# which prefixes the gRPC one): the front holds it and adds it to the inferences it passes on, so a local process
+# that does not know the key cannot call a model, a step or the public one, on tritonserver's own ports. The key
+# reaches the front in its environment (INFER_KEY_ENV), never on the front's command line; it is on tritonserver's,
+# which any local user can read in /proc/PID/cmdline unless /proc is mounted with hidepid.
 INFER_KEY_HEADER = "videoitg-infer-key"
 GRPC_INFER_KEY_HEADER = "triton-grpc-protocol-" + INFER_KEY_HEADER
 INFER_KEY_ENV = "VIDEOITG_FRONT_INFER_KEY"

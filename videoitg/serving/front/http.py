@@ -5,7 +5,8 @@ and the metrics port (`MetricsPort`: tritonserver's metrics page with the front'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import HttpVersion11, web
 
@@ -29,9 +30,10 @@ from videoitg.serving.protocol import OTHER_INPUTS_BYTES
 
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
 PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
-# An extra route of the HTTP port: its handler, given the port (its bounds, budget, counters, `forward` and
-# `refuse`) and the request.
+# An extra route of the HTTP port: its handler, given the port (its bounds, budget, counters, `reading`, `forward`
+# and `refuse`) and the request.
 Route = Callable[["HttpPort", web.BaseRequest], Awaitable[web.StreamResponse]]
+Closer = Callable[[], Awaitable[None]]  # what extra routes hold open (their own clients), closed at the port's end
 
 
 def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = True) -> web.Response:
@@ -104,21 +106,22 @@ class _Port:
 
 class HttpPort(_Port):
     """The public HTTP port: every request aiohttp parsed is answered here, whatever its target. Extra routes
-    (`routes`: exact path -> `Route`) are served first; everything else is the KServe v2 API as `http_route` allows
-    it (the only router), health and metadata passed on, inference checked and passed on, the rest refused. At most
-    `max_connections` connections: past it the one idle longest is closed to take a new one, or with none idle the
-    new one is answered 503 and closed."""
+    (`routes`: exact path -> `Route`; `closers`: what they hold open) are served first; everything else is the
+    KServe v2 API as `http_route` allows it (the only router), health and metadata passed on, inference checked and
+    passed on, the rest refused. At most `max_connections` connections: past it the one idle longest is closed to
+    take a new one, or with none idle the new one is answered 503 and closed."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
-                 routes: Mapping[str, Route] | None = None):
+                 routes: Mapping[str, Route] | None = None, closers: Sequence[Closer] = ()):
         # Pooled keep-alive connections (upstream.py). A model load holds the tritonserver thread its connection is
         # served on, so the launcher reloads over gRPC (`TritonServer._admin`). No Accept-Encoding of the front's
         # own: a client that asked for none gets none.
         super().__init__(cfg, counters, cfg.triton_http)
         self.budget = budget
         self.routes: dict[str, Route] = dict(routes or {})
+        self.closers = tuple(closers)
         self.conns = Connections()
-        self.readers: set[BodyReader] = set()  # the inference bodies being read
+        self.readers: set[BodyReader] = set()  # the request bodies being read (`reading`)
         self.stopping = False
 
     async def start(self) -> None:
@@ -133,6 +136,32 @@ class HttpPort(_Port):
         for reader in list(self.readers):
             reader.stop()
         await self.cleanup()
+
+    async def cleanup(self) -> None:
+        """The port's own clean-up, then what its extra routes hold open (`closers`)."""
+        await super().cleanup()
+        for close in self.closers:
+            await close()
+
+    @contextlib.asynccontextmanager
+    async def reading(self, request: web.BaseRequest) -> AsyncIterator[BodyReader]:
+        """A reader of `request`'s body under the port's bounds (`max_request_bytes`, the held-bytes budget,
+        `body_idle_s`) for the block, the one way a route reads a body: a stop refuses a body still arriving at once
+        (`stop`), a body whose client shut its side before the handler ran is refused as abandoned (`refusal` set
+        before any read), and the bytes it took go back to the budget when the block ends (or at `release`)."""
+        reader = BodyReader(request.content, self.cfg.max_request_bytes, self.budget, self.cfg.body_idle_s)
+        self.conns.reading[request.protocol] = request.content
+        self.readers.add(reader)
+        try:
+            if request.protocol in self.conns.shut and not request.content.is_eof():  # shut before this handler ran
+                reader.refusal = Refusal(ABANDONED, Reason.ABANDONED)
+            elif self.stopping:
+                reader.stop()
+            yield reader
+        finally:
+            self.readers.discard(reader)
+            self.conns.reading.pop(request.protocol, None)
+            reader.release()
 
     async def forward(self, method: str, path: str, body: bytes | AsyncIterator[bytes] | None,
                       headers: dict[str, str], timeout_s: float, reader: BodyReader | None = None) -> web.Response:
@@ -192,19 +221,8 @@ class HttpPort(_Port):
             return self.refuse(n)
         if (err := await _continue(request)) is not None:
             return self.refuse(err)
-        reader = BodyReader(request.content, cfg.max_request_bytes, self.budget, cfg.body_idle_s)
-        self.conns.reading[request.protocol] = request.content
-        self.readers.add(reader)
-        try:
-            if request.protocol in self.conns.shut and not request.content.is_eof():  # shut before this handler ran
-                return self.refuse(Refusal(ABANDONED, Reason.ABANDONED))
-            if self.stopping:
-                reader.stop()
+        async with self.reading(request) as reader:
             return await self.infer(request, path, headers, reader, declared, n)
-        finally:
-            self.readers.discard(reader)
-            self.conns.reading.pop(request.protocol, None)
-            reader.release()
 
     async def infer(self, request: web.BaseRequest, path: str, headers: dict[str, str], reader: BodyReader,
                     declared: int | None, n: int | None) -> web.StreamResponse:

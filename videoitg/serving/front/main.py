@@ -37,7 +37,7 @@ async def serve(cfg: FrontConfig, open_files: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     counters = FrontCounters()
     budget = held_budget(cfg)
-    http = HttpPort(cfg, counters, budget, answer_routes(cfg))
+    http = HttpPort(cfg, counters, budget, *answer_routes(cfg))
     metrics, grpc = MetricsPort(cfg, counters), GrpcPort(cfg, counters, budget)
     for port in (http, metrics, grpc):
         await port.start()
@@ -53,7 +53,7 @@ async def serve(cfg: FrontConfig, open_files: int) -> None:
 
 def main(argv: list[str]) -> int:
     raw = json.loads(argv[0])
-    key = os.environ.pop(INFER_KEY_ENV, raw.get("infer_key", ""))  # the environment's: never the command line's
+    key = os.environ.pop(INFER_KEY_ENV, "")  # the environment's: never the command line's
     cfg = FrontConfig(**{**raw, "models": tuple(raw["models"]), "infer_key": key})
     return_freed_memory()
     open_files = raise_open_file_limit()

@@ -266,7 +266,8 @@ def infer_header_error(header: Any, max_inputs: int = DEFAULT_MAX_TENSORS,
 # 2.51 and 2.71 alike): a string for BYTES (JSON strings only: Triton takes base64 for model files and CUDA
 # shared-memory handles, neither served), a boolean for BOOL, an integer for INTn and UINTn (Triton truncates one
 # out of its type's range), a number for FP32 and FP64 (one past FP32's range would be inf); FP16 and BF16 only as
-# binary data. An object in BYTES data was a 500 ("Unable to parse JSON bytes array"), and so were too few elements.
+# binary data. tritonserver 2.51 answers 500 to an object in BYTES data ("Unable to parse JSON bytes array") and to
+# too few elements.
 _INT_RANGE = {**{f"INT{b}": (-(1 << (b - 1)), (1 << (b - 1)) - 1) for b in (8, 16, 32, 64)},
               **{f"UINT{b}": (0, (1 << b) - 1) for b in (8, 16, 32, 64)}}
 _FP_MAX = {"FP32": 3.4028234663852886e38, "FP64": sys.float_info.max}
