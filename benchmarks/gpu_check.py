@@ -34,7 +34,7 @@ still run):
   latency   T = 64, 256, 512: cold and cached, ours against the released-style baseline (HF modules, hidden states
             kept, fp16, batch 1) interleaved; each path's peak GPU memory (its weights + what its call allocates); the
             split floor (GEMM FLOPs at the GEMM rate + each tower's attention FLOPs at its attention rate, both rates
-            measured in this run)
+            measured in this run); the kernels a cold request at the largest T spends most time in (torch profiler)
   training  a few `videoitg train` steps under torchrun (NCCL on CUDA, world size 1, bf16) against the same steps
             in fp32 on the CPU
 """
@@ -611,6 +611,8 @@ class Check:
                         calls[k]()
                         own = sum(t.numel() * t.element_size() for t in model.state_dict().values())
                         row[f"{k}_peak_gb"] = (torch.cuda.max_memory_allocated(dev) - resident + own) / 1e9
+                if T == max(frames):  # where a cold request's time goes: what to make faster first
+                    row["ours_cold_top_ops"] = self.top_ops(calls["ours_cold"])
                 rows[T] = row
                 log(f"latency T={T}: {row}")
         summary = "; ".join(f"T={T}: ours {r['ours_cold']:.3g}/{r['ours_cached']:.3g} s (floor {r['floor_cold_s']:.3g}"
@@ -620,6 +622,23 @@ class Check:
         return {"gemm_tflops": gemm / 1e12, "vision_attention_tflops": vis_rate / 1e12, "rows": rows,
                 "ok": all(r["top32_ours_vs_released"] >= 0.97 for r in rows.values()),
                 "summary": f"cold/cached; GEMM {gemm / 1e12:.3g} TFLOP/s; " + summary}
+
+    def top_ops(self, call: Callable[[], Any], n: int = 12) -> list[dict[str, Any]] | str:
+        """The `n` kernels (on a GPU; operators on a CPU) that take the most time in one `call`, by their own time,
+        from torch's profiler; a failure to profile is returned as its text (the timings stand without it)."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        try:
+            with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if self.cuda else [])]) as prof:
+                call()
+                if self.cuda:
+                    torch.cuda.synchronize(self.device)
+            key = "self_device_time_total" if self.cuda else "self_cpu_time_total"
+            top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:n]
+            return [{"name": e.key[:100], "ms": round(getattr(e, key) / 1e3, 3), "calls": e.count} for e in top]
+        except Exception as e:  # the profiler's API differs between torch versions
+            return f"{type(e).__name__}: {e}"[:500]
 
     def training(self) -> dict[str, Any]:
         ann = self.work / "data" / "annotations.json"

@@ -108,6 +108,8 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     assert sections["served"]["decoders"]["python"]["tritonserver_version"] == "2.51.0"
     assert sections["served"]["decoders"]["python"]["cuda_memory_pools"] == []  # the cpu target: no GPU, no pool
     assert all(c["runs_vs_one_max_abs_255"] <= 1.0 for c in sections["nvdec"]["clips"].values())
+    top = sections["latency"]["rows"]["8"]["ours_cold_top_ops"]  # the profiled cold call at the largest T
+    assert isinstance(top, list) and top and all(op["ms"] >= 0 and op["calls"] >= 1 for op in top), top
     long = sections["long"]
     assert "max_abs_logit_diff" in long["backends"]["torch-fp16"] and "TensorRT-LLM" in long["skipped"]
     assert sections["served"]["cache_hit"] == [False, True] and sections["served"]["max_abs_logit_diff"] <= 1e-3
