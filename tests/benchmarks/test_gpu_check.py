@@ -92,10 +92,11 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert probe.returncode == 0 and probe.stdout.startswith("2.") and probe.stdout.strip().endswith("[]"), probe
     out = tmp_path / "out"
-    p = subprocess.run([str(bare_python), str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
+    # as docs/performance.md runs it: a module, from the repository root
+    p = subprocess.run([str(bare_python), "-m", "benchmarks.gpu_check", "--device", "cpu", "--tiny",
                         "--wheelhouse", str(CACHE / "wheelhouse"), "--workdir", str(tmp_path / "work"),
                         "--only", ",".join(BARE_SECTIONS), "--out", str(out)],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     report = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").exists() else {}
     sections = report.get("sections", {})
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]

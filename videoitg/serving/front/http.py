@@ -272,14 +272,15 @@ async def _continue(request: web.BaseRequest) -> Refusal | None:
 
 class MetricsPort(_Port):
     """The metrics port: GET and HEAD /metrics, tritonserver's page with the front's counters after it; anything
-    else 404. At most METRICS_CONNECTIONS connections."""
+    else 404. At most METRICS_CONNECTIONS connections: past it, as on the HTTP port, the one idle longest makes
+    room (a crowd of silent connections cannot keep a scraper out)."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters):
         super().__init__(cfg, counters, cfg.triton_metrics)
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, METRICS_CONNECTIONS, self.cfg.metrics_port,
-                                                   "metrics", self.counters, Connections(), evict=False)
+                                                   "metrics", self.counters, Connections(), evict=True)
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         if request.method not in ("GET", "HEAD") or request.path != "/metrics":
