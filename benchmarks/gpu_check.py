@@ -504,6 +504,7 @@ class Check:
     def engines(self) -> dict[str, Any]:
         from videoitg.defaults import default_checkpoint, sample_video
         from videoitg.engines.compat import mismatches
+        from videoitg.engines.summary import read_summary
         from videoitg.libraries import library_version
         from videoitg.pipeline import Scorer
         from videoitg.serving.client import VideoITGClient
@@ -516,7 +517,7 @@ class Check:
                                capture_output=True, text=True, timeout=3600)
         if build.returncode != 0:
             return {"ok": False, "summary": "videoitg build failed", "error": (build.stdout + build.stderr)[-3000:]}
-        summary = json.loads((eng / "build.json").read_text())
+        summary = read_summary(eng) or {}
         have = {lib: library_version(lib) for lib in ("tensorrt", "tensorrt_llm", "onnxruntime")}
         built = sorted({b["kind"] for b in summary["built"]})
         not_built = {s["what"]: s["reason"][:300] for s in summary["skipped"]}

@@ -30,6 +30,7 @@ from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, e
 from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, checkpoint_sha256
 from videoitg.engines.preflight import RUNTIME_MODULES
+from videoitg.engines.summary import summary_path
 from videoitg.errors import BackendUnavailable, EngineError
 from videoitg.libraries import import_trtllm, library_version
 from videoitg.limits import Limits
@@ -188,8 +189,8 @@ def run_build(opts: BuildOptions) -> BuildReport:
         except BackendUnavailable as e:
             rep.skip("trtllm (PyTorch backend)", str(e))
 
-    (out / "build.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "build.json").write_text(
+    summary_path(out).parent.mkdir(parents=True, exist_ok=True)
+    summary_path(out).write_text(
         json.dumps(
             {
                 "checkpoint": ident,

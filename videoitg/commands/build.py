@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from videoitg.defaults import default_checkpoint
     from videoitg.engine_build.build import BuildOptions, run_build
+    from videoitg.engines.summary import summary_path
 
     opts = BuildOptions(
         checkpoint=Path(args.checkpoint) if args.checkpoint else default_checkpoint(),
@@ -52,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
         trtllm_unfused_rope=args.trtllm_unfused_rope,
     )
     rep = run_build(opts)
-    print(f"{len(rep.built)} built, {len(rep.skipped)} skipped; summary in {opts.out / 'build.json'}")
+    print(f"{len(rep.built)} built, {len(rep.skipped)} skipped; summary in {summary_path(opts.out)}")
     return 0

@@ -11,12 +11,12 @@ importing the library (`libraries.library_version`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, manifest_problems
 from videoitg.engines.runtimes import ENGINE_FILES  # (runtime, step) -> engine file; trtllm reads the checkpoint
+from videoitg.engines.summary import read_summary
 from videoitg.errors import EngineMismatchError
 from videoitg.libraries import probe_import
 
@@ -34,10 +34,7 @@ def runtime_problems(engines: str | Path, runtimes: Mapping[str, str], env: Runt
                      probe: Callable[[str], str | None] = probe_import) -> list[str]:
     """Why each step's runtime in `runtimes` ({"vision": "tensorrt", ...}) cannot run here; empty when all can."""
     root = Path(engines)
-    summary = root / "build.json"
-    built_versions: dict[str, str] = {}
-    if summary.is_file():
-        built_versions = json.loads(summary.read_text()).get("versions", {})
+    built_versions: dict[str, str] = (read_summary(root) or {}).get("versions", {})
     problems: list[str] = []
     probed: dict[str, str | None] = {}
     for step, runtime in sorted(runtimes.items()):

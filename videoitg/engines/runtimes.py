@@ -21,7 +21,6 @@ run, on the CPU, and moves it to the GPU).
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 import os
 from collections.abc import Iterator, Mapping
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
+from videoitg.engines.summary import read_summary, summary_path
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
 from videoitg.libraries import import_onnxruntime, import_tensorrt
 from videoitg.limits import Limits
@@ -320,7 +320,7 @@ def _engine(runtime: str, step: str, engines: str | Path | None, checkpoint_iden
                           "(`videoitg build --checkpoint DIR --out ENGINES`)")
     path = Path(engines) / ENGINE_FILES[(runtime, step)]
     if not path.is_file():
-        raise BackendUnavailable(f"{path} was not built (see {Path(engines) / 'build.json'})")
+        raise BackendUnavailable(f"{path} was not built (see {summary_path(engines)})")
     manifest = EngineManifest.read(path)
     check_manifest(manifest, env or RuntimeEnv.current(), checkpoint_identity=checkpoint_identity)
     return (_OrtSession(path, threads) if runtime == "onnxruntime" else _TrtEngine(path, device)), manifest
@@ -377,9 +377,8 @@ def trtllm_options(engines: str | Path | None) -> dict[str, Any]:
     """How the trtllm runtime runs, as `videoitg build` recorded it in ENGINES/build.json ("trtllm"):
     {"disable_fuse_rope": bool}; the defaults without an engines directory or a record."""
     options: dict[str, Any] = {"disable_fuse_rope": False}
-    summary = Path(engines) / "build.json" if engines is not None else None
-    if summary is not None and summary.is_file():
-        options.update(json.loads(summary.read_text()).get("trtllm", {}))
+    summary = read_summary(engines) if engines is not None else None
+    options.update((summary or {}).get("trtllm", {}))
     return options
 
 

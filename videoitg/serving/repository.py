@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from videoitg.engines.summary import BUILD_SUMMARY, read_summary
 from videoitg.errors import InputError
 from videoitg.limits import Limits, served_defaults
 from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
@@ -147,12 +148,11 @@ def step_runtimes(engines: str, target: str) -> dict[str, str]:
     runtimes = {"vision": "torch", "grounding": "torch"}
     if not engines:
         return runtimes
-    summary = Path(engines) / "build.json"
-    if not summary.is_file():
-        raise InputError(f"{engines}: no build.json; build engines with `videoitg build --out {engines}`")
+    built = read_summary(engines)
+    if built is None:
+        raise InputError(f"{engines}: no {BUILD_SUMMARY}; build engines with `videoitg build --out {engines}`")
     from videoitg.engines.runtimes import ENGINE_FILES  # imports torch, as reading the checkpoint's dims does
 
-    built = json.loads(summary.read_text())
     for step, runtime in built.get("runtimes", {}).items():
         if target == "cpu" and runtime in GPU_ONLY_RUNTIMES:
             runtime = "onnxruntime" if (Path(engines) / ENGINE_FILES[("onnxruntime", step)]).is_file() else "torch"
