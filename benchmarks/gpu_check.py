@@ -113,11 +113,14 @@ def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str
     stub = [r for r in reqs if r.split("==")[0] in STUB]
     parts = {"site": [r for r in reqs if r not in stub], "stub": stub}
     for folder, names in parts.items():
-        target = work / folder
-        if names and not (target / ".installed").exists():
+        target, wanted = work / folder, "\n".join(sorted(names))
+        marker = target / ".installed"  # what the folder holds: a workdir of another requirements list is redone
+        if names and not (marker.is_file() and marker.read_text() == wanted):
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                             "--find-links", str(wheelhouse), "--target", str(target), *names], check=True)
-            (target / ".installed").touch()
+            marker.write_text(wanted)
     pkg = work / "pkg" / "videoitg"
     shutil.rmtree(pkg.parent, ignore_errors=True)
     pkg.mkdir(parents=True)
@@ -636,7 +639,10 @@ class Check:
                 if self.cuda:
                     torch.cuda.synchronize(self.device)
             key = "self_device_time_total" if self.cuda else "self_cpu_time_total"
-            top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:n]
+            # on a GPU the kernels alone: an operator's own device time is its kernels' again
+            events = [e for e in prof.key_averages()
+                      if not self.cuda or e.device_type == torch.autograd.DeviceType.CUDA]
+            top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:n]
             return [{"name": e.key[:100], "ms": round(getattr(e, key) / 1e3, 3), "calls": e.count} for e in top]
         except Exception as e:  # the profiler's API differs between torch versions
             return f"{type(e).__name__}: {e}"[:500]

@@ -15,6 +15,7 @@ import binascii
 import codecs
 import copy
 import json
+import math
 import os
 import re
 import secrets
@@ -150,6 +151,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: not a literal NaN or Infinity, yet a float that is one
+        raise ChatRequestError(f"request JSON holds a number out of range ({text[:40]})")
+    return value
+
+
 def _bounded_int(digits: str) -> int:
     if len(digits) - digits.startswith("-") > MAX_INT_DIGITS:
         raise ChatRequestError(f"request JSON holds an integer of more than {MAX_INT_DIGITS} digits")
@@ -158,10 +166,11 @@ def _bounded_int(digits: str) -> int:
 
 def load_body(body: bytes | list[bytes]) -> Any:
     """The request's JSON, from its bytes or the chunks it came in (a list, emptied as it is read): at most
-    MAX_JSON_ITEMS objects, lists and commas, UTF-8, no NaN or Infinity, integers of at most MAX_INT_DIGITS digits,
-    nesting bounded; ChatRequestError naming what is wrong. The chunks are counted and decoded one at a time, so
-    that in a worker thread the event loop runs between them; joining their text and the one JSON parse of it hold
-    the GIL throughout (about 25 and 45 ms for a 56 MiB body on the 2-core machine of docs/answer.md)."""
+    MAX_JSON_ITEMS objects, lists and commas, UTF-8, no NaN or Infinity (nor a number that overflows to one),
+    integers of at most MAX_INT_DIGITS digits, nesting bounded; ChatRequestError naming what is wrong. The chunks
+    are counted and decoded one at a time, so that in a worker thread the event loop runs between them; joining
+    their text and the one JSON parse of it hold the GIL throughout (about 25 and 45 ms for a 56 MiB body on the
+    2-core machine of docs/answer.md)."""
     chunks = [body] if isinstance(body, bytes) else body
     try:
         texts = _decoded(chunks)
@@ -170,7 +179,7 @@ def load_body(body: bytes | list[bytes]) -> Any:
     text = texts[0] if len(texts) == 1 else "".join(texts)
     texts.clear()
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int)
     except RecursionError:
         raise ChatRequestError(f"request JSON nests more than {MAX_JSON_DEPTH} levels") from None
     except ValueError as e:
@@ -313,7 +322,8 @@ def video_source(url: str, roots: MediaRoots | None) -> bytes | Path:
 
 def _b64decode(text: str, start: int) -> bytes:
     """The bytes of the base64 in `text` from `start` on, checked as `base64.b64decode(validate=True)` checks it
-    (padding at the end only), decoded B64_SLICE characters at a time: in a worker thread, the event loop runs
+    (padding at the end only; stricter in one case no encoder writes: padding alone after whole groups that end a
+    slice is refused), decoded B64_SLICE characters at a time: in a worker thread, the event loop runs
     between the slices."""
     pieces = []
     for at in range(start, len(text), B64_SLICE):

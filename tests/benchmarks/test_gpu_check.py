@@ -148,3 +148,25 @@ def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:
         assert gpu_check.environment_has(line, False) == (installed if numpy.startswith("1.") else None)
     listed = {r.split("#")[0].split("==")[0].strip() for r in gpu_check.REQUIREMENTS.read_text().splitlines()}
     assert set(gpu_check.STUB) <= listed
+
+
+def test_a_workdir_installed_for_another_requirements_list_is_installed_again(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`install` keeps a folder only when it holds what the requirements ask for now: a stub folder an older list
+    filled with numpy alone is emptied and filled again (with scipy and scikit-learn too); one that matches is
+    left as it is. pip itself is not run here: its command lines are recorded."""
+    work = tmp_path / "work"
+    (work / "serve-venv" / "lib" / "python3" / "site-packages").mkdir(parents=True)  # the serving venv exists
+    (work / "stub").mkdir()
+    (work / "stub" / ".installed").touch()  # what an older list left: a marker naming nothing
+    (work / "stub" / "left-over").touch()
+    pip: list[list[str]] = []
+    monkeypatch.setattr(gpu_check, "environment_has", lambda requirement, system: None)  # a bare image
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda cmd, **kw: pip.append([str(c) for c in cmd]))
+    gpu_check.install(tmp_path / "wheels", work)
+    stub = [c for c in pip if c[c.index("--target") + 1] == str(work / "stub")]
+    assert len(stub) == 1 and {c.split("==")[0] for c in stub[0] if "==" in c} == set(gpu_check.STUB), stub
+    assert not (work / "stub" / "left-over").exists()
+    pip.clear()
+    gpu_check.install(tmp_path / "wheels", work)  # the same list again: nothing to install
+    assert pip == [], pip

@@ -274,3 +274,51 @@ def test_the_video_llms_connections_close_with_the_port(monkeypatch: pytest.Monk
     answer = asyncio.run(run())
     assert status(answer) == 200, answer[:200]
     assert len(closed) == 1 and closed[0]._session is not None and closed[0]._session.closed
+
+
+@pytest.mark.parametrize("stage", ["open", "read"])
+def test_a_handler_cancelled_while_its_file_is_opened_or_read_leaks_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    """A stop cancels a handler still running: the worker thread opening or reading its video runs on, and what it
+    opened is closed, what it holds stays in the budget until the read ends, then is given back."""
+    from videoitg.paths import MediaRoots
+    from videoitg.serving.front import answer as front_answer
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"video bytes")
+    slow = {"open": front_answer._open, "read": front_answer.read_opened}
+
+    def slowly(*args: Any) -> Any:
+        time.sleep(0.4)  # a slow filesystem
+        return slow[stage](*args)
+
+    monkeypatch.setattr(front_answer, "_open" if stage == "open" else "read_opened", slowly)
+    cfg = config.FrontConfig(host="127.0.0.1", http_port=0, grpc_port=0, metrics_port=0, triton_http="127.0.0.1:1",
+                             triton_grpc="127.0.0.1:1", triton_metrics="127.0.0.1:1", models=("videoitg",),
+                             max_request_bytes=1 << 20, answer_upstream="http://127.0.0.1:1/v1")
+    budget = bounds.ByteBudget(1 << 20)
+
+    def open_fds() -> list[str]:
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
+        return [n for n in names if n == str(video)]
+
+    async def run() -> tuple[int, int, list[str]]:
+        ep = front_answer.AnswerEndpoint(cfg)
+        ep.roots = MediaRoots.of([str(tmp_path)])
+        port: Any = type("Port", (), {"budget": budget})()
+        task = asyncio.ensure_future(ep._pick(port, None, [chat(f"file://{video}")]))  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        held_at_cancel = budget.held
+        await asyncio.sleep(0.6)  # the worker thread is done
+        return held_at_cancel, budget.held, open_fds()
+
+    held_at_cancel, held_after, fds = asyncio.run(run())
+    assert held_at_cancel == (len(b"video bytes") if stage == "read" else 0), held_at_cancel
+    assert held_after == 0 and fds == [], (held_after, fds)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +155,18 @@ class AnswerEndpoint:
         try:
             if isinstance(source, str):  # a file: read here, once the media roots are known
                 roots = await self.media_roots(port)
-                fd, size = await asyncio.to_thread(_open, source, roots, self.cfg.max_request_bytes)
+                fd, size = await _finished(asyncio.to_thread(_open, source, roots, self.cfg.max_request_bytes),
+                                           lambda opened: os.close(opened[0]))
                 if not port.budget.take(size):
                     os.close(fd)
                     return Refusal(OVER_BUDGET, Reason.OVERLOADED)
                 taken = size
-                source = await asyncio.to_thread(read_opened, fd, size)
+                try:
+                    source = await _finished(asyncio.to_thread(read_opened, fd, size),
+                                             lambda _: port.budget.give(size), always=True)
+                except asyncio.CancelledError:
+                    taken = 0  # given back when the read ends
+                    raise
             return q, await self._until_gone(port, request, self._select(port, q, source, t0))
         finally:
             del source
@@ -257,6 +263,22 @@ class AnswerEndpoint:
     def _failed(self, port: HttpPort, err: AnswerError) -> web.Response:
         port.counters.answer_failed(err.code, err.status)
         return web.json_response(err.body(), status=err.status)
+
+
+async def _finished(work: Awaitable[Any], after_cancel: Callable[[Any], None], always: bool = False) -> Any:
+    """`work`'s result. A worker thread cannot be stopped: when the caller is cancelled first, `work` runs on, and
+    `after_cancel` gets its result once it ends (what it opened is closed); with `always`, also when it failed (what
+    it holds is given back)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        def done(t: asyncio.Future) -> None:
+            ok = not t.cancelled() and t.exception() is None
+            if ok or always:
+                after_cancel(t.result() if ok else None)
+        task.add_done_callback(done)
+        raise
 
 
 def _field(obj: Any, key: str, default: Any) -> Any:
