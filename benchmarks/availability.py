@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -372,19 +372,29 @@ def still_open(opened: list[socket.socket]) -> list[socket.socket]:
     return alive
 
 
+def topped_up(opened: list[socket.socket], count: int, connect: Callable[[], socket.socket],
+              stop: threading.Event) -> tuple[list[socket.socket], int]:
+    """`opened` less the connections the server closed, topped up to `count` with `connect` (until it fails or
+    `stop`), and how many were opened."""
+    opened, added = still_open(opened), 0
+    while len(opened) < count and not stop.is_set():
+        try:
+            opened.append(connect())
+            added += 1
+        except OSError:
+            break
+    return opened, added
+
+
 def idle_conns(http_url: str, stop: threading.Event, count: int = 1100) -> int:
     """`count` connections that never send a byte, kept open (reopened once closed) until `stop`."""
     host, port = http_url.rsplit(":", 1)
     opened: list[socket.socket] = []
     total = 0
     while not stop.is_set():
-        opened = still_open(opened)
-        while len(opened) < count and not stop.is_set():
-            try:
-                opened.append(socket.create_connection((host, int(port)), timeout=5))
-                total += 1
-            except OSError:
-                break
+        opened, added = topped_up(opened, count, lambda: socket.create_connection((host, int(port)), timeout=5),
+                                  stop)
+        total += added
         stop.wait(1.0)
     for s in opened:
         s.close()
@@ -397,19 +407,17 @@ def idle_crowd(http_url: str, stop: threading.Event, idle: int = 1000, flood: in
     host, port = http_url.rsplit(":", 1)
     check = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
     reset = struct.pack("ii", 1, 0)
+    def checked() -> socket.socket:
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(check)
+        s.recv(1 << 16)
+        return s
+
     opened: list[socket.socket] = []
     total = 0
     while not stop.is_set():
-        opened = still_open(opened)
-        while len(opened) < idle and not stop.is_set():
-            try:
-                s = socket.create_connection((host, int(port)), timeout=5)
-                s.sendall(check)
-                s.recv(1 << 16)
-                opened.append(s)
-                total += 1
-            except OSError:
-                break
+        opened, added = topped_up(opened, idle, checked, stop)
+        total += added
         for _ in range(flood):
             if stop.is_set():
                 break

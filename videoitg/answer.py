@@ -61,6 +61,11 @@ class AnswerError(VideoITGError):
     type = "invalid_request_error"
     code = "invalid_request"
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:  # the class's own unless given (an answered one: SelectionError, UpstreamRefusedError)
+            self.status = status
+
     def body(self) -> dict[str, Any]:
         """The OpenAI error shape: {"error": {"message", "type", "code"}}."""
         return {"error": {"message": str(self), "type": self.type, "code": self.code}}
@@ -96,20 +101,12 @@ class SelectionError(AnswerError):
     type = "selection_error"
     code = "selection_failed"
 
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
 
 class UpstreamRefusedError(AnswerError):
     """The video-LLM answered with an error: its status, its text wrapped."""
 
     type = "upstream_error"
     code = "upstream_refused"
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
 
 
 class UpstreamUnavailableError(AnswerError):
