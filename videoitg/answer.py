@@ -166,8 +166,8 @@ def load_body(body: bytes | list[bytes]) -> Any:
     MAX_JSON_ITEMS objects, lists and commas, UTF-8, no NaN or Infinity (nor a number that overflows to one),
     integers of at most MAX_INT_DIGITS digits, nesting bounded; ChatRequestError naming what is wrong. The chunks
     are counted and decoded one at a time, so that in a worker thread the event loop runs between them; joining
-    their text and the one JSON parse of it hold the GIL throughout (about 25 and 45 ms for a 56 MiB body on the
-    2-core machine of docs/answer.md)."""
+    their text and the one JSON parse of it hold the GIL throughout (the loop waits about 45 ms for a 53 MiB body:
+    `python -m benchmarks.answer_parse`, docs/answer.md)."""
     chunks = [body] if isinstance(body, bytes) else body
     try:
         texts = _decoded(chunks)
