@@ -4,7 +4,6 @@ the GPU), per-request error responses (in the format of `errors`) and the models
 from __future__ import annotations
 
 import gc
-import json
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,7 +33,7 @@ P = TypeVar("P", bound=ModelParameters)
 
 def setup(args: dict[str, Any], kind: type[P]) -> P:
     """The model's parameters, read as `kind` (`videoitg.serving.parameters`)."""
-    return kind.from_parameters(model_parameters(json.loads(args["model_config"])))
+    return kind.from_parameters(model_parameters(args["model_config"]))
 
 
 def finalized(*metrics: Any) -> None:

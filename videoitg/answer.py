@@ -26,9 +26,9 @@ from typing import Any
 
 from videoitg.errors import InputError, VideoITGError
 from videoitg.handoff import frame_parts, frame_parts_json
-from videoitg.jsonio import MAX_JSON_DEPTH, nesting_over
+from videoitg.jsonio import MAX_JSON_DEPTH, nesting_over, no_constant
 from videoitg.limits import Limits
-from videoitg.paths import MediaRoots, PathRefusedError, shown
+from videoitg.paths import MediaRoots, PathRefusedError, open_resolved, shown
 from videoitg.serving.protocol import MAX_FRAMES_SIZE
 
 EXTENSION = "videoitg"  # the request's extension object, and the answer's added field
@@ -144,10 +144,6 @@ class ChatQuestion:
     frame_size: int | None  # the frames' longer side in pixels; None: the video's own size
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400: not a literal NaN or Infinity, yet a float that is one
@@ -176,7 +172,7 @@ def load_body(body: bytes | list[bytes]) -> Any:
     text = texts[0] if len(texts) == 1 else "".join(texts)
     texts.clear()
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int)
+        value = json.loads(text, parse_constant=no_constant, parse_float=_finite, parse_int=_bounded_int)
     except RecursionError:
         raise ChatRequestError(f"request JSON nests more than {MAX_JSON_DEPTH} levels") from None
     except ValueError as e:
@@ -274,15 +270,23 @@ def without_video(q: ChatQuestion) -> ChatQuestion:
     """`q` with no reference left to its video URL (a data URL is the whole video, in base64): its video part a
     placeholder (`VIDEO_READ`) and `video_url` empty. What the video-LLM is sent (`forwarded`) is the same: the part
     at `q.part` is replaced by the frames, whatever it holds. The caller's request is not modified."""
+    return replace(q, body=_with_parts(q, [VIDEO_READ]), video_url="")
+
+
+def _with_parts(q: ChatQuestion, parts: list[Any], model: str | None = None) -> dict[str, Any]:
+    """`q.body` with its video part replaced by `parts` (and `model` in place of the request's when given): a copy
+    down to the one content list it changes; the caller's body is not modified."""
     body = dict(q.body)
     messages = list(body["messages"])
     message = dict(messages[q.message])
     content = list(message["content"])
-    content[q.part] = VIDEO_READ
+    content[q.part:q.part + 1] = parts
     message["content"] = content
     messages[q.message] = message
     body["messages"] = messages
-    return replace(q, body=body, video_url="")
+    if model is not None:
+        body["model"] = model
+    return body
 
 
 # ---- the video ---------------------------------------------------------------------------------------------------
@@ -331,12 +335,12 @@ def _b64decode(text: str, start: int) -> bytes:
     return b"".join(pieces)
 
 
-def open_video(path: Path, roots: MediaRoots, max_bytes: int) -> tuple[int, int]:
-    """(descriptor, size) of a video `video_source` resolved under `roots`, opened with the media roots' checks (a
-    regular file, the one checked), at most `max_bytes` (VideoRefusedError otherwise). The caller reads it with
-    `read_opened`, which closes it."""
+def open_video(path: Path, max_bytes: int) -> tuple[int, int]:
+    """(descriptor, size) of a video `video_source` resolved under the media roots (its real path), opened with
+    their checks (a regular file, the one checked), at most `max_bytes` (VideoRefusedError otherwise). The caller
+    reads it with `read_opened`, which closes it."""
     try:
-        fd = roots.open(str(path))
+        fd = open_resolved(path, MediaRoots.label(str(path)))
     except PathRefusedError as e:
         raise VideoRefusedError(f"{e} ({type(e).__name__})") from None
     size = os.fstat(fd).st_size
@@ -394,18 +398,8 @@ def forwarded(q: ChatQuestion, selection: Selection, model: str | None = None) -
     """The request the video-LLM gets: `q.body` with its video part (or `VIDEO_READ`) replaced by the chosen frames
     (`frame_parts`: a timestamp text part, then the JPEG, for each, chronologically), and `model` in place of the
     request's when given. Nothing else changes; the caller's body is not modified."""
-    body = dict(q.body)
-    messages = list(body["messages"])
-    message = dict(messages[q.message])
-    content = list(message["content"])
-    content[q.part:q.part + 1] = frame_parts(zip(selection.frames, selection.timestamps, selection.jpegs,
-                                                 strict=True))
-    message["content"] = content
-    messages[q.message] = message
-    body["messages"] = messages
-    if model is not None:
-        body["model"] = model
-    return body
+    return _with_parts(q, frame_parts(zip(selection.frames, selection.timestamps, selection.jpegs, strict=True)),
+                       model)
 
 
 def forwarded_bytes(q: ChatQuestion, selection: Selection, model: str | None = None) -> bytes:
@@ -414,8 +408,7 @@ def forwarded_bytes(q: ChatQuestion, selection: Selection, model: str | None = N
     if not selection.frames:
         return json.dumps(forwarded(q, selection, model)).encode()
     placeholder = {"type": f"videoitg-frames-{secrets.token_hex(16)}"}  # no client text can be it
-    body = forwarded(q, Selection([], [], [], [], [], 0.0), model)
-    body["messages"][q.message]["content"].insert(q.part, placeholder)
+    body = _with_parts(q, [placeholder], model)
     head, mark, tail = json.dumps(body, separators=(",", ":")).encode().partition(
         json.dumps(placeholder, separators=(",", ":")).encode())
     assert mark, "the placeholder part is in the request"

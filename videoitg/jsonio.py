@@ -30,6 +30,11 @@ class JSONProblem(ValueError):
         self.line = line
 
 
+def no_constant(name: str) -> Any:
+    """`json.loads`'s `parse_constant` for JSON as written: NaN, Infinity and -Infinity are Python's, not JSON."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def nesting_over(value: Any, limit: int) -> bool:
     """Whether lists and objects in `value` nest deeper than `limit` (a scalar is depth 0). No recursion."""
     stack: list[tuple[Any, int]] = [(value, 0)]

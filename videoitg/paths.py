@@ -300,13 +300,14 @@ class MediaRoots:
     def open(self, reference: str | bytes, identity: str | None = None) -> int:
         """`resolve`, then `open_resolved`: the descriptor of the regular file the reference names (the caller
         closes it)."""
-        return open_resolved(self.resolve(reference), self._label(reference), identity)
+        return open_resolved(self.resolve(reference), self.label(reference), identity)
 
     def pinned(self, reference: str | bytes, identity: str | None = None,
                leave_open_on: tuple[type[BaseException], ...] = ()) -> contextlib.AbstractContextManager[str]:
         """`resolve`, then `pinned`: a name of the opened file for the decoder, held open for the block."""
-        return pinned(self.resolve(reference), leave_open_on, self._label(reference), identity)
+        return pinned(self.resolve(reference), leave_open_on, self.label(reference), identity)
 
     @staticmethod
-    def _label(reference: str | bytes) -> str:
+    def label(reference: str | bytes) -> str:
+        """How a refusal names a reference."""
         return f"VIDEO_URI {shown(os.fsdecode(reference))}"

@@ -198,9 +198,9 @@ def test_a_file_url_is_read_only_under_the_media_roots(tmp_path: Path) -> None:
     roots = MediaRoots.of([root])
     path = video_source(f"file://{root}/a.mp4", roots)
     assert path == (root / "a.mp4").resolve()
-    assert read_opened(*open_video(path, roots, 100)) == b"video bytes"
+    assert read_opened(*open_video(path, 100)) == b"video bytes"
     with pytest.raises(VideoRefusedError, match="over this server's bound of 5 bytes"):
-        open_video(path, roots, 5)
+        open_video(path, 5)
     for url, kind in [(f"file://{other}/b.mp4", "OutsideRootsError"), (f"file://{root}/link.mp4", "OutsideRootsError"),
                       (f"file://{root}/../other/b.mp4", "OutsideRootsError"),
                       ("file://host/x.mp4", "InvalidReferenceError")]:
@@ -210,7 +210,7 @@ def test_a_file_url_is_read_only_under_the_media_roots(tmp_path: Path) -> None:
         video_source(f"file://{root}/a.mp4", MediaRoots())
     (root / "a.mp4").unlink()
     with pytest.raises(VideoRefusedError, match="MediaNotFoundError"):
-        open_video(path, roots, 100)
+        open_video(path, 100)
 
 
 def selection(k: int = 2) -> Selection:

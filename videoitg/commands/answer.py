@@ -99,15 +99,14 @@ def select_remote(args: argparse.Namespace, question: str, top_k: int | None, si
                                        time.perf_counter() - t0)
 
 
-async def ask(upstream_url: str, body: dict[str, Any], selection: Any, timeout_s: float,
-              model_given: bool) -> dict[str, Any]:
-    from videoitg.answer import forwarded_bytes, parse_chat
+async def ask(upstream_url: str, q: Any, selection: Any, timeout_s: float, model_given: bool) -> dict[str, Any]:
+    from videoitg.answer import forwarded_bytes
     from videoitg.serving.chat_upstream import ChatUpstream
 
     up = ChatUpstream(upstream_url, timeout_s=timeout_s)
     try:
         model = None if model_given else await up.first_model()
-        return await up.complete(forwarded_bytes(parse_chat(body), selection, model), selection)
+        return await up.complete(forwarded_bytes(q, selection, model), selection)
     finally:
         await up.close()
 
@@ -144,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         result, selection = select_remote(args, q.question, args.top_k, q.frame_size)
     else:
         result, selection = select_here(args, q.question, args.top_k or DEFAULT_TOP_K, q.frame_size)
-    answer = asyncio.run(ask(args.upstream, body, selection, args.timeout, args.model is not None))
+    answer = asyncio.run(ask(args.upstream, q, selection, args.timeout, args.model is not None))
     if args.json:
         json.dump(answer, sys.stdout, indent=1)
         print()

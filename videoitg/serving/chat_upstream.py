@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,7 +66,7 @@ class ChatUpstream:
             await self._session.close()
 
     @contextlib.asynccontextmanager
-    async def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+    async def request(self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
                       stream: bool = False) -> AsyncIterator[Any]:
         """The video-LLM's answer (an aiohttp ClientResponse with status < 400, its body unread) for the block; a
         typed error otherwise (reading it: `read_json`, `chunks`). An exception leaving the block (the caller
@@ -76,7 +76,7 @@ class ChatUpstream:
         timeout = aiohttp.ClientTimeout(total=None if stream else self.timeout_s, sock_connect=CONNECT_S,
                                         sock_read=self.timeout_s)
         sent = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json",
-                **{k: v for k, v in (headers or {}).items() if k in PASS_HEADERS}}
+                **{k: headers[k] for k in PASS_HEADERS if headers and k in headers}}  # a client request's: any case
         url = self.base_url + path
         try:
             resp = await self._client().request(method, url, data=body, headers=sent, timeout=timeout,
@@ -152,7 +152,7 @@ class ChatUpstream:
         except aiohttp.ClientError as e:
             raise UpstreamUnavailableError(f"the video-LLM's stream broke off ({type(e).__name__})") from None
 
-    async def models(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    async def models(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The video-LLM's model list (`GET /models`), as it answers it."""
         async with self.request("GET", "/models", None, headers) as resp:
             return await self.read_json(resp)
@@ -165,7 +165,7 @@ class ChatUpstream:
         return str(data[0]["id"])
 
     async def complete(self, body: bytes, selection: Selection,
-                       headers: dict[str, str] | None = None) -> dict[str, Any]:
+                       headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The non-streamed answer to `body` (the forwarded request's JSON, `forwarded_bytes`) with the `videoitg`
         field added."""
         async with self.request("POST", "/chat/completions", body, headers) as resp:

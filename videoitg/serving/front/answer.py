@@ -40,11 +40,11 @@ from videoitg.answer import (
 )
 from videoitg.errors import InputError
 from videoitg.paths import MediaRoots
-from videoitg.serving.chat_upstream import PASS_HEADERS, ChatUpstream, selection_stream
+from videoitg.serving.chat_upstream import ChatUpstream, selection_stream
 from videoitg.serving.client import http_request_body, http_served_result
 from videoitg.serving.front.bounds import OVER_BUDGET
 from videoitg.serving.front.config import FrontConfig
-from videoitg.serving.front.http import Closer, HttpPort, Route, _continue
+from videoitg.serving.front.http import Closer, HttpPort, Route, _continue, refused
 from videoitg.serving.front.policy import Reason, Refusal, bounded_error_body, encoding_error
 from videoitg.serving.front.upstream import UpstreamError
 from videoitg.serving.parameters import MEDIA_ROOTS
@@ -106,7 +106,7 @@ class AnswerEndpoint:
             return self._refused(port, Refusal(f"{request.method[:16]} {request.path} is not served (GET only)",
                                                Reason.ROUTE))
         try:
-            listed = await self._until_gone(port, request, self.upstream.models(_passed(request)))
+            listed = await self._until_gone(port, request, self.upstream.models(request.headers))
         except AnswerError as e:
             return self._failed(port, e)
         return web.json_response(listed)
@@ -210,7 +210,7 @@ class AnswerEndpoint:
                       selection: Selection) -> web.StreamResponse:
         """The video-LLM's answer with the selection in it, plain or streamed as the request asks."""
         body = await asyncio.to_thread(forwarded_bytes, q, selection, self.cfg.answer_model)
-        headers = _passed(request)
+        headers = request.headers  # the video-LLM is sent PASS_HEADERS of them (chat_upstream)
         up = self.upstream
         if q.body.get("stream") is not True:
             return web.json_response(await self._until_gone(port, request, up.complete(body, selection, headers)))
@@ -253,12 +253,8 @@ class AnswerEndpoint:
     def _refused(self, port: HttpPort, err: Refusal) -> web.Response:
         """A refusal of the front's own (route, body bounds, budget), counted as the port counts it, in the OpenAI
         error shape."""
-        port.counters.reject("http", err)
-        status = err.reason.http
-        r = web.json_response(refusal_body(str(err), err.reason.label or err.reason.name.lower()), status=status,
-                              headers={"Retry-After": "1"} if status == 503 else None)
-        r.force_close()
-        return r
+        return refused(port.counters, "http", err, body=refusal_body(str(err), err.reason.label or
+                                                                      err.reason.name.lower()))
 
     def _failed(self, port: HttpPort, err: AnswerError) -> web.Response:
         port.counters.answer_failed(err.code, err.status)
@@ -293,12 +289,7 @@ def _open(url: str, roots: MediaRoots, max_bytes: int) -> tuple[int, int]:
     """(descriptor, size) of the file a `video_url` names under the media roots (`video_source`, `open_video`)."""
     path = video_source(url, roots)
     assert isinstance(path, Path)
-    return open_video(path, roots, max_bytes)
-
-
-def _passed(request: web.BaseRequest) -> dict[str, str]:
-    """The client's headers the video-LLM is sent (`chat_upstream.PASS_HEADERS`), whatever their case."""
-    return {k: request.headers[k] for k in PASS_HEADERS if k in request.headers}
+    return open_video(path, max_bytes)
 
 
 def _triton_error(body: bytes) -> str:

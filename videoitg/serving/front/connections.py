@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,18 +145,26 @@ class Connection(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+def admitted(open_now: int, cap: int, evict: Callable[[], bool], counters: FrontCounters, name: str) -> bool:
+    """Whether a port with `open_now` connections takes a new one: under `cap`, or once `evict` closed the one idle
+    longest to make room (counted as `name`'s `idle_closed`); else it is refused (counted `connections`)."""
+    if open_now < cap:
+        return True
+    if evict():
+        counters.idle_closed[name] += 1
+        return True
+    counters.reject(name, Refusal("", Reason.CONNECTIONS))
+    return False
+
+
 async def listen(server: Any, host: str, port: int, cap: int, name: str, counters: FrontCounters,
-                 conns: Connections, evict: bool) -> asyncio.Server:
+                 conns: Connections) -> asyncio.Server:
     """aiohttp's low-level `server` listening on `host:port`, at most `cap` connections at once: past it a new
-    one takes the place of the one idle longest (`evict`), else it is refused (refusals and closed idle ones counted
-    as `name`'s)."""
+    one takes the place of the one idle longest (`admitted`), else it is refused."""
 
     def protocol() -> asyncio.BaseProtocol:
-        if len(server.connections) >= cap:
-            if not (evict and conns.evict()):
-                counters.reject(name, Refusal("", Reason.CONNECTIONS))
-                return _Refused()
-            counters.idle_closed[name] += 1
+        if not admitted(len(server.connections), cap, conns.evict, counters, name):
+            return _Refused()
         return Connection(server(), conns)
 
     return await asyncio.get_running_loop().create_server(protocol, host or None, port, reuse_address=True)

@@ -19,6 +19,7 @@ import grpc
 
 from videoitg.serving.front.bounds import STOPPING, ByteBudget, WaitingCalls, body_time_left, body_timeout
 from videoitg.serving.front.config import GRPC_INFER_KEY_HEADER, FrontConfig, FrontCounters
+from videoitg.serving.front.connections import admitted
 from videoitg.serving.front.grpc_calls import Call, Connection
 from videoitg.serving.front.grpc_frames import cheap_data_frame_repr
 from videoitg.serving.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_message_error
@@ -90,11 +91,8 @@ class GrpcPort:
         self.sweeper = asyncio.ensure_future(self._sweep())
 
     def _protocol(self) -> asyncio.Protocol:
-        if len(self.connections) >= self.cfg.max_connections:
-            if not self._evict():
-                self.counters.reject("grpc", Refusal("", Reason.CONNECTIONS))
-                return _Closed()
-            self.counters.idle_closed["grpc"] += 1
+        if not admitted(len(self.connections), self.cfg.max_connections, self._evict, self.counters, "grpc"):
+            return _Closed()
         return Connection(self)
 
     def _evict(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import HttpVersion11, web
 
@@ -36,21 +37,24 @@ Route = Callable[["HttpPort", web.BaseRequest], Awaitable[web.StreamResponse]]
 Closer = Callable[[], Awaitable[None]]  # what extra routes hold open (their own clients), closed at the port's end
 
 
-def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = True) -> web.Response:
-    """The answer to a refused request (its reason's HTTP status), counted as the client's fault."""
+def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = True,
+            body: Any = None) -> web.Response:
+    """The answer to a refused request (its reason's HTTP status; `body`, else KServe's `{"error": ...}`), counted
+    as the client's fault."""
     counters.reject(protocol, err)
     status = err.reason.http
-    r = web.json_response({"error": err}, status=status, headers={"Retry-After": "1"} if status == 503 else None)
+    r = web.json_response({"error": err} if body is None else body, status=status,
+                          headers={"Retry-After": "1"} if status == 503 else None)
     if close:
         r.force_close()  # the answer says `Connection: close`, and the connection closes after it
     return r
 
 
 async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], cfg: FrontConfig, cap: int,
-                  port: int, name: str, counters: FrontCounters, conns: Connections, evict: bool,
+                  port: int, name: str, counters: FrontCounters, conns: Connections,
                   ) -> tuple[web.ServerRunner, asyncio.Server]:
     """aiohttp's low-level server running `handler` for every request it parsed (no router or `100 Continue` of its
-    own), listening on `port` with at most `cap` connections (`evict`: past it, the one idle longest makes room).
+    own), listening on `port` with at most `cap` connections (past it, the one idle longest makes room).
     auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses one
     before reading it; a body on another route, never read, is still drained after the answer)."""
 
@@ -71,7 +75,7 @@ async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamRespo
                         lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE, auto_decompress=False)
     runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_s)
     await runner.setup()
-    return runner, await listen(server, cfg.host, port, cap, name, counters, conns, evict)
+    return runner, await listen(server, cfg.host, port, cap, name, counters, conns)
 
 
 class _Port:
@@ -126,7 +130,7 @@ class HttpPort(_Port):
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, self.cfg.max_connections,
-                                                   self.cfg.http_port, "http", self.counters, self.conns, evict=True)
+                                                   self.cfg.http_port, "http", self.counters, self.conns)
 
     async def stop(self) -> None:
         """No new connection; idle keep-alive connections are closed at once, a body still arriving is refused at
@@ -280,7 +284,7 @@ class MetricsPort(_Port):
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, METRICS_CONNECTIONS, self.cfg.metrics_port,
-                                                   "metrics", self.counters, Connections(), evict=True)
+                                                   "metrics", self.counters, Connections())
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         if request.method not in ("GET", "HEAD") or request.path != "/metrics":

@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from enum import Enum, IntEnum
 from typing import Any
 
-from videoitg.jsonio import nesting_over
+from videoitg.jsonio import nesting_over, no_constant
 
 MAX_JSON_DEPTH = 16  # an inference request's JSON nests 4 levels (object, inputs, input, data), plus data's dims
 MAX_ELEMENTS = 1 << 40  # per input; far beyond any real request, far below an int64 byte-size overflow
@@ -385,10 +385,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_header(raw: bytes) -> Any:
     """The JSON header read as Triton reads it, or a Refusal: UTF-8 only (Python would also take UTF-16 and 32),
     no lone surrogate (escaped or not), no duplicate key, no NaN or Infinity, nesting and objects and lists
@@ -401,7 +397,7 @@ def parse_header(raw: bytes) -> Any:
     except UnicodeDecodeError as e:
         return Refusal(f"request body is not valid UTF-8 ({e.reason} at byte {e.start})", Reason.JSON)
     try:
-        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=no_constant)
     except RecursionError:
         return Refusal(f"request JSON nests more than {MAX_JSON_DEPTH} levels", Reason.JSON)
     except _Duplicate as e:
