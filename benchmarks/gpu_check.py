@@ -93,9 +93,10 @@ def environment_has(requirement: str, system_tritonserver: bool) -> str | None:
 
 
 def system_tritonserver() -> bool:
-    """A tritonserver installed in this image (on PATH or /opt/tritonserver), which `videoitg serve` prefers."""
-    on_path = shutil.which("tritonserver")
-    return bool(on_path) or Path("/opt/tritonserver/bin/tritonserver").is_file()
+    """A tritonserver installed in this image (on PATH or the container's root), which `videoitg serve` prefers."""
+    from videoitg.serving.binaries import CONTAINER_ROOT
+
+    return bool(shutil.which("tritonserver")) or (CONTAINER_ROOT / "bin" / "tritonserver").is_file()
 
 
 def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str]]:
@@ -310,9 +311,10 @@ class Check:
         for clip in clips:
             ref = decode_video(clip, params=params, decoder="pyav", time_budget_s=None)
             got = decode_video(clip, params=params, decoder=backend, device=str(self.device), time_budget_s=None)
-            d = (got.pixel_values.float().cpu() - ref.pixel_values).abs() * 127.5  # 0..255 units
+            got_cpu = got.pixel_values.float().cpu()
+            d = (got_cpu - ref.pixel_values).abs() * 127.5  # 0..255 units
             chunked = self.decode_in_runs(clip, params, backend, got.info.width * got.info.height)
-            c = (chunked.float().cpu() - got.pixel_values.float().cpu()).abs() * 127.5
+            c = (chunked.float().cpu() - got_cpu).abs() * 127.5
             rows[clip.name] = {"frames": len(ref.frame_indices), "decoder": got.decoder,
                                "same_frame_numbers": got.frame_indices == ref.frame_indices,
                                "max_abs_255": round(float(d.max()), 2), "mean_abs_255": round(float(d.mean()), 3),

@@ -53,18 +53,10 @@ def write_natural_clip(path: Path, *, codec: str = "libx264", frames: int = 50, 
                        options: dict[str, str] | None = None, distinct: int = 50) -> Path:
     """Like `write_clip` with `natural_frame` content; only `distinct` frames are rendered and then cycled,
     which keeps generating long clips cheap (the encoder still sees motion everywhere)."""
-    path = Path(path)
     cache = [natural_frame(i, width, height) for i in range(min(distinct, frames))]
-    with av.open(str(path), "w") as out:
-        vpx = {"row-mt": "1"} if codec.startswith("libvpx") else {}
-        s = video_stream(out, codec, fps, width, height, gop, {**vpx, **(options or {})})
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(cache[i % len(cache)], format="rgb24")
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
+    vpx = {"row-mt": "1"} if codec.startswith("libvpx") else {}
+    return write_rgb_clip(path, (cache[i % len(cache)] for i in range(frames)), codec=codec, fps=fps, gop=gop,
+                          options={**vpx, **(options or {})})
 
 
 def colour_edges_frame(i: int, width: int, height: int) -> np.ndarray:
@@ -92,7 +84,7 @@ def photo_frame(i: int, width: int, height: int) -> np.ndarray:
 
 
 def write_rgb_clip(path: Path, frames: Iterable[np.ndarray], *, codec: str = "libvpx-vp9", fps: int = 25,
-                   options: dict[str, str] | None = None, colorspace: int | None = None,
+                   gop: int | None = None, options: dict[str, str] | None = None, colorspace: int | None = None,
                    color_range: int | None = None, pix_fmt: str | None = None) -> Path:
     """Encode RGB frames (a list or a generator); `colorspace` / `color_range` tag the stream (FFmpeg's AVColorSpace
     / AVColorRange numbers, e.g. 1 = BT.709, 2 = full range), as cameras and phones tag theirs; `pix_fmt` other
@@ -101,7 +93,7 @@ def write_rgb_clip(path: Path, frames: Iterable[np.ndarray], *, codec: str = "li
     first, frames = peek(frames)
     h, w = first.shape[:2]
     with av.open(str(path), "w") as out:
-        s = video_stream(out, codec, fps, w, h, None, options)
+        s = video_stream(out, codec, fps, w, h, gop, options)
         if pix_fmt is not None:
             s.pix_fmt = pix_fmt
         if colorspace is not None:

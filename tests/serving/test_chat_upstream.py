@@ -15,6 +15,7 @@ pytest.importorskip("aiohttp")  # the serve extra
 
 from aiohttp import web
 
+from tests.support.front import http_stand_in
 from videoitg.answer import (
     Selection,
     UpstreamRefusedError,
@@ -31,12 +32,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.router.add_route("*", "/v1/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await http_stand_in(handler)
     return runner, f"http://127.0.0.1:{port}/v1"
 
 

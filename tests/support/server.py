@@ -229,18 +229,16 @@ class DirectError(Exception):
         self.status, self.message = status, message
 
 
-_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
-              np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
-              np.dtype(np.bool_): "BOOL"}
-
-
 def _raw(value: np.ndarray | RawTensor) -> RawTensor:
+    """A tensor as KServe v2 binary data, as tritonclient writes it."""
+    from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
+
     if isinstance(value, RawTensor):
         return value
-    if value.dtype == np.object_:  # BYTES: each element length-prefixed (KServe v2 binary extension)
-        data = b"".join(len(b).to_bytes(4, "little") + bytes(b) for b in value.reshape(-1))
-        return RawTensor(value.shape, "BYTES", data)
-    return RawTensor(value.shape, _DATATYPES[value.dtype], np.ascontiguousarray(value).tobytes())
+    datatype = np_to_triton_dtype(value.dtype)
+    data = (b"".join(serialize_byte_tensor(value).reshape(-1).tolist()) if datatype == "BYTES"
+            else np.ascontiguousarray(value).tobytes())
+    return RawTensor(value.shape, datatype, data)
 
 
 def direct_infer(server: TritonServer, model: str, inputs: Mapping[str, np.ndarray | RawTensor],
