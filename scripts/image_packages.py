@@ -16,7 +16,6 @@ tests/deploy/test_image_install.py turns into metadata-only stand-ins for pip's 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from packaging.requirements import Requirement  # noqa: E402
 
-from tests.support.standins import canonical, with_args, write_wheel  # noqa: E402
+from tests.support.standins import canonical, install_words, write_wheel  # noqa: E402
 
 COMPAT = ROOT / "videoitg" / "assets" / "compat.json"
 OUT = ROOT / "tests" / "data" / "image_packages.json"
@@ -77,9 +76,8 @@ def moving(resolved: dict[str, dict], installed: dict[str, dict]) -> set[str]:
 
 def dockerfile_install() -> list[str]:
     """The requirements the Dockerfile's `pip install` names, the project's wheel replaced by its dependencies."""
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    run = re.search(r"pip install --no-cache-dir -c \S+ (.*?)&&", text, re.S).group(1)
-    reqs = with_args(text, [a.strip('"') for a in run.split() if not a.startswith("/wheels/")])
+    words = install_words(DOCKERFILE.read_text())  # --no-cache-dir -c CONSTRAINTS then the requirements
+    reqs = [w for w in words[3:] if not w.startswith("/wheels/")]
     import tomllib
 
     return reqs + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]

@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tests.support import DATA, ROOT
-from tests.support.standins import canonical, with_args, write_installed, write_wheel
+from tests.support.standins import canonical, install_words, with_args, write_installed, write_wheel
 
 try:
     import tomllib
@@ -83,9 +83,7 @@ def resolve(tmp: Path, constraints: str) -> tuple[subprocess.CompletedProcess, d
         write_wheel(links, d["name"], d["version"], d["requires"])
     wheel = _project_wheel(tmp)
     (tmp / "constraints.txt").write_text(constraints)
-    run = _install_run()
-    install = run[run.index("python3 -m pip install "):].split(" && ")[0]
-    words = with_args(DOCKERFILE.read_text(), [w.strip('"') for w in install.split()[4:]])
+    words = install_words(DOCKERFILE.read_text())
     words = [str(tmp / "constraints.txt") if w == "/opt/image-constraints.txt" else w for w in words]
     words = [str(wheel) if w.startswith("/wheels/") else w for w in words]
     assert words[0] == "--no-cache-dir" and "-c" in words

@@ -19,6 +19,14 @@ def with_args(dockerfile_text: str, words: list[str]) -> list[str]:
     return [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], w) for w in words]
 
 
+def install_words(dockerfile_text: str) -> list[str]:
+    """The words of the Dockerfile's one `python3 -m pip install` after the command, up to its `&&`: continuation
+    lines joined, quotes stripped, each `${NAME}` replaced (`with_args`)."""
+    flat = " ".join(dockerfile_text.replace("\\\n", " ").split())
+    install = flat[flat.index("python3 -m pip install "):].split(" && ")[0]
+    return with_args(dockerfile_text, [w.strip('"') for w in install.split()[4:]])
+
+
 def canonical(name: str) -> str:
     """PEP 503's normalised project name."""
     return re.sub(r"[-_.]+", "-", name).lower()
