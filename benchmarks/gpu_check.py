@@ -93,10 +93,9 @@ def environment_has(requirement: str, system_tritonserver: bool) -> str | None:
 
 
 def system_tritonserver() -> bool:
-    """A tritonserver installed in this image (on PATH or the container's root), which `videoitg serve` prefers."""
-    from videoitg.serving.binaries import CONTAINER_ROOT
-
-    return bool(shutil.which("tritonserver")) or (CONTAINER_ROOT / "bin" / "tritonserver").is_file()
+    """A tritonserver installed in this image (on PATH or /opt/tritonserver: `binaries.CONTAINER_ROOT`, not imported:
+    `install` runs before `videoitg` can be, from the laid-out checkout), which `videoitg serve` prefers."""
+    return bool(shutil.which("tritonserver")) or Path("/opt/tritonserver/bin/tritonserver").is_file()
 
 
 def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str]]:
