@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from videoitg.answer import load_body, parse_chat, video_source
+from videoitg.answer.chat import load_body, parse_chat, video_source
 from videoitg.serving.client import http_request_body
 
 CHUNK = 256 << 10  # the front's read buffer (front/http.py READ_BUFSIZE)

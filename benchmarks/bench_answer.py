@@ -35,11 +35,11 @@ from typing import Any
 from openai import OpenAI
 
 from benchmarks.vlm import IMAGE_TOKENS, build_tiny_vlm, serve_vlm
-from videoitg.answer import forwarded, forwarded_bytes, parse_chat, selection_of
+from videoitg.answer.chat import forwarded, forwarded_bytes, parse_chat, selection_of
+from videoitg.answer.handoff import frame_parts
 from videoitg.clips import write_natural_clip
 from videoitg.decode import decode_full_frames, probe_video
-from videoitg.export import jpeg_bytes, resize_longer_side
-from videoitg.handoff import frame_parts
+from videoitg.decode.export import jpeg_bytes, resize_longer_side
 from videoitg.serving.client import VideoITGClient
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer

@@ -205,11 +205,11 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
                 tower: str = "tiny") -> dict:
     from benchmarks.bench_serving import NOCACHE, TOP_LEVELS, UNSTREAMED, build_bench_repository
     from benchmarks.perf.build import build_baseline
+    from videoitg.contract.protocol import TOP
     from videoitg.defaults import default_checkpoint
-    from videoitg.limits import Limits
-    from videoitg.pipeline import Scorer
+    from videoitg.pipeline.scorer import Scorer
+    from videoitg.request.limits import Limits
     from videoitg.serving.client import VideoITGClient
-    from videoitg.serving.protocol import TOP
     from videoitg.serving.repository import RepoSpec
     from videoitg.serving.server import ServerOptions, TritonServer
 

@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from videoitg.contract.protocol import TOP
 from videoitg.defaults import sample_video
 from videoitg.serving.front.process import environment as front_environment
 from videoitg.serving.ports import LOOPBACK, free_ports
 from videoitg.serving.procfs import cpu_s, rss_mib
-from videoitg.serving.protocol import TOP
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import TritonServer
 

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from videoitg.checkpoint import load_checkpoint
 from videoitg.config import preset
 from videoitg.defaults import default_checkpoint, sample_video
 from videoitg.model import VideoITG
+from videoitg.model.checkpoint import load_checkpoint
 from videoitg.outputs import rank_frames
-from videoitg.text import encode_instruction
+from videoitg.request.text import encode_instruction
 
 
 def heads(model16: VideoITG, pixels: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:

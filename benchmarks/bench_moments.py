@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from videoitg.evaluation import best_iou, frame_spans, ranking
-from videoitg.moments import MomentParams, find_moments
+from videoitg.eval.metrics import best_iou, ranking
+from videoitg.moments import MomentParams, find_moments, frame_spans
 
 
 def single_run_rule(scores, timestamps, duration, threshold=0.5):
@@ -64,7 +64,7 @@ def main() -> int:
     import torch
 
     from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
+    from videoitg.pipeline.scorer import Scorer
     from videoitg.synthetic import write_dataset
 
     torch.set_num_threads(1)

@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path
 
 from videoitg.defaults import sample_video
-from videoitg.limits import Limits, served_defaults
+from videoitg.request.limits import Limits, served_defaults
 from videoitg.serving.client import VideoITGClient
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import TritonServer

@@ -32,8 +32,8 @@ from tqdm import tqdm
 # on a loaded 2-core machine spin-waiting workers slow a tiny model's forward by an order of magnitude.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from videoitg.contract.protocol import DECODE, SELECT, SUMMARY_FILE, TOP, RepoSummary
 from videoitg.serving import binaries
-from videoitg.serving.protocol import DECODE, SELECT, SUMMARY_FILE, TOP, RepoSummary
 from videoitg.serving.repository import RepoSpec, build_repository, render
 
 NOCACHE = "videoitg_nocache"
@@ -95,7 +95,7 @@ def p50(xs: list[float]) -> float:
 
 def paired_latency(server, clips: list[bytes], reps: int) -> dict[str, float]:
     from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
+    from videoitg.pipeline.scorer import Scorer
     from videoitg.serving.client import VideoITGClient
 
     scorer = Scorer(default_checkpoint())

@@ -367,7 +367,7 @@ class Check:
         scoring that decodes the same way (NVDEC: `decode_video`'s automatic choice on the GPU, as the dali step),
         and the served frame numbers against PyAV's."""
         from videoitg.defaults import default_checkpoint, sample_video
-        from videoitg.pipeline import Scorer
+        from videoitg.pipeline.scorer import Scorer
 
         target, dtype = ("gpu", "float16") if self.cuda else ("cpu", "float32")
         video = sample_video()[0]
@@ -479,7 +479,7 @@ class Check:
         return out
 
     def tokens_per_frame(self, ckpt: Path, frames: int) -> int:
-        from videoitg.checkpoint import load_config
+        from videoitg.model.checkpoint import load_config
 
         return load_config(ckpt)[0].tokens_per_side(frames) ** 2
 
@@ -487,9 +487,9 @@ class Check:
         """A checkpoint of the released shapes (SigLIP-so400m, Qwen2-7B's attention: 28 heads, 4 KV heads, RoPE
         theta 1e6) with LONG_LAYERS decoder layers and random weights, fp16, with the embedded checkpoint's
         tokenizer; the embedded tiny checkpoint with --tiny."""
-        from videoitg.checkpoint import load_tokenizer, save_checkpoint
         from videoitg.config import VideoITGConfig
         from videoitg.defaults import default_checkpoint
+        from videoitg.model.checkpoint import load_tokenizer, save_checkpoint
 
         if self.tiny:
             return default_checkpoint()
@@ -510,7 +510,7 @@ class Check:
         from videoitg.engines.compat import mismatches
         from videoitg.engines.summary import read_summary
         from videoitg.libraries import library_version
-        from videoitg.pipeline import Scorer
+        from videoitg.pipeline.scorer import Scorer
         from videoitg.serving.client import VideoITGClient
 
         eng = self.work / "engines"

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, export_vision, graph_precision
 from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, checkpoint_sha256
@@ -33,7 +32,8 @@ from videoitg.engines.preflight import RUNTIME_MODULES
 from videoitg.engines.summary import summary_path
 from videoitg.errors import BackendUnavailable, EngineError
 from videoitg.libraries import import_trtllm, library_version
-from videoitg.limits import Limits
+from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.request.limits import Limits
 
 TARGETS = ("onnx", "tensorrt", "trtllm")
 

@@ -24,7 +24,7 @@ from videoitg.engines.manifest import Profile
 from videoitg.engines.runtimes import max_sequence_length
 from videoitg.errors import EngineError
 from videoitg.libraries import import_tensorrt
-from videoitg.limits import Limits
+from videoitg.request.limits import Limits
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 

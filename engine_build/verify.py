@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.engine_build.parity import TARGETS, Parity, compare, merge
 from videoitg.engines.runtimes import GroundingRuntime, VisionRuntime, open_grounding, open_vision
 from videoitg.errors import BackendUnavailable, EngineError
-from videoitg.text import encode_instruction
+from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.request.text import encode_instruction
 
 DEFAULT_INSTRUCTION = "when is the red circle visible?"
 # The instruction's length in tokens by default (the instruction's own tokens repeated or cut to it): a typical

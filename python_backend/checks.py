@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.moments import known_duration
+from videoitg.request.limits import Limits
 
 Batch = TypeVar("Batch", np.ndarray, torch.Tensor)
 

@@ -14,8 +14,8 @@ import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
 from videoitg.admission import OverloadedError
+from videoitg.contract.parameters import ModelParameters
 from videoitg.errors import InputError
-from videoitg.serving.parameters import ModelParameters
 
 from .errors import (
     StepError,
@@ -32,7 +32,7 @@ P = TypeVar("P", bound=ModelParameters)
 
 
 def setup(args: dict[str, Any], kind: type[P]) -> P:
-    """The model's parameters, read as `kind` (`videoitg.serving.parameters`)."""
+    """The model's parameters, read as `kind` (`videoitg.contract.parameters`)."""
     return kind.from_parameters(model_parameters(args["model_config"]))
 
 

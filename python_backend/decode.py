@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils
 
+from videoitg.contract.parameters import DecodeParameters
+from videoitg.contract.protocol import DECODE
 from videoitg.decode.selftest import self_test
-from videoitg.serving.parameters import DecodeParameters
-from videoitg.serving.protocol import DECODE
 
 from .common import RequestCounters, error, finalized, output_numpy, output_torch, request_inputs, respond_each, setup
 from .decoding import StepDecoder, decode_stream, decode_whole

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from videoitg.contract.protocol import DURATION, FRAME_INDICES, NUM_FRAMES, PIXEL_VALUES, TIMESTAMPS, check_decoder
+from videoitg.contract.tensors import duration_value
 from videoitg.decode import decode_video, stream_video
-from videoitg.limits import Limits
 from videoitg.moments import frames_duration
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
-from videoitg.serving.protocol import DURATION, FRAME_INDICES, NUM_FRAMES, PIXEL_VALUES, TIMESTAMPS, check_decoder
-from videoitg.serving.tensors import duration_value
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _decode_options(image_size: int, sampling: SamplingParams, limits: Limits, r
 
 def _frame_numbers(frames: Any) -> dict[str, np.ndarray]:
     """The sampled frames' numbers and times, and the video's DURATION (seconds from the container, 0 where it
-    did not say: `videoitg.serving.tensors.duration_value`), which bounds the moments."""
+    did not say: `videoitg.contract.tensors.duration_value`), which bounds the moments."""
     return {FRAME_INDICES: np.asarray([frames.frame_indices], dtype=np.int64),
             TIMESTAMPS: np.asarray([frames.timestamps], dtype=np.float64),
             DURATION: np.asarray([[duration_value(frames_duration(frames))]], dtype=np.float64)}

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from videoitg.contract.protocol import FRAME_FORMATS, FRAMES, FRAMES_SIZE, MAX_FRAMES_SIZE
+from videoitg.contract.tensors import frame_outputs
+from videoitg.decode.export import FramesTooLargeError, top_k_images
 from videoitg.errors import InputError
-from videoitg.export import FramesTooLargeError, top_k_images
-from videoitg.limits import Limits
 from videoitg.outputs import GroundingResult
-from videoitg.serving.protocol import FRAME_FORMATS, FRAMES, FRAMES_SIZE, MAX_FRAMES_SIZE
-from videoitg.serving.tensors import frame_outputs
+from videoitg.request.limits import Limits
 
 from .request import one_value, option_text
 

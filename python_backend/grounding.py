@@ -7,11 +7,11 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils
 
+from videoitg.contract.parameters import GroundingParameters
+from videoitg.contract.protocol import FEATURES, GROUNDING, INSTRUCTION, LOGITS
 from videoitg.engines.runtimes import load_device, max_sequence_length, open_grounding, outside_engine, use_device
 from videoitg.errors import InputError
-from videoitg.serving.parameters import GroundingParameters
-from videoitg.serving.protocol import FEATURES, GROUNDING, INSTRUCTION, LOGITS
-from videoitg.text import encode_instruction, instruction_ids
+from videoitg.request.text import encode_instruction, instruction_ids
 
 from .checks import check_features, one_video
 from .common import (

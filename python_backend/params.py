@@ -1,4 +1,4 @@
-"""What a model's parameters (`videoitg.serving.parameters`) name: its checkpoint, tower and engines, its device
+"""What a model's parameters (`videoitg.contract.parameters`) name: its checkpoint, tower and engines, its device
 and dtype, and the identity the feature cache keys computed features by."""
 
 from __future__ import annotations
@@ -11,16 +11,22 @@ from typing import Any
 
 import torch
 
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint, load_config, resolve_checkpoint, resolve_under
 from videoitg.config import VideoITGConfig
+from videoitg.contract.parameters import TopParameters
 from videoitg.engines.runtimes import drop_engine_part, instance_device
-from videoitg.pipeline import parse_dtype
-from videoitg.serving.parameters import TopParameters
+from videoitg.model.checkpoint import (
+    checkpoint_identity,
+    load_checkpoint,
+    load_config,
+    resolve_checkpoint,
+    resolve_under,
+)
+from videoitg.pipeline.scorer import parse_dtype
 
 
 def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
     """The string parameters of a Triton model config (as given to `initialize(args)["model_config"]`), to read
-    with a `videoitg.serving.parameters` class."""
+    with a `videoitg.contract.parameters` class."""
     cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
     return {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
 
@@ -54,7 +60,7 @@ class StepAssets:
         return load_config(self.checkpoint, self.vision_tower)[0]
 
     def load_part(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch") -> tuple[Any, Any]:
-        """Load only the half a step runs ('vision' or 'grounding'; `videoitg.checkpoint.drop_unused_half`), less
+        """Load only the half a step runs ('vision' or 'grounding'; `videoitg.model.checkpoint.drop_unused_half`), less
         what an engine of `runtime` runs (`runtimes.drop_engine_part`: never read from disk)."""
         return load_checkpoint(self.checkpoint, device, dtype, vision_tower=self.vision_tower,
                                with_tokenizer=part == "grounding", part=part,

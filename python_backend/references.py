@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from videoitg.contract.protocol import VIDEO, VIDEO_URI, VIDEO_VERSION
 from videoitg.decode.errors import DecodeTimeoutError, EmptyVideoError, VideoTooLargeError
 from videoitg.digest import video_file_digest
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.paths import MediaChangedError, MediaRoots, file_identity, shown
-from videoitg.serving.protocol import VIDEO, VIDEO_URI, VIDEO_VERSION
+from videoitg.request.limits import Limits
 
 from .request import Inputs, bytes_value
 

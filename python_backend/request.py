@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from videoitg.contract.protocol import INSTRUCTION, RANKING_RULE, TOP_K, VIDEO, VIDEO_DIGEST, VIDEO_URI
 from videoitg.decode.container import check_source
 from videoitg.decode.errors import VideoTooLargeError
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, SelectionOptions, check_ranking_rule
 from videoitg.paths import MediaRoots
-from videoitg.serving.protocol import INSTRUCTION, RANKING_RULE, TOP_K, VIDEO, VIDEO_DIGEST, VIDEO_URI
+from videoitg.request.limits import Limits
 
 Inputs = Mapping[str, np.ndarray]  # a request's inputs by name; an optional input is absent
 MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE, FRAMES)
@@ -80,10 +80,10 @@ def parse_request(inputs: Inputs, selection: SelectionOptions = DEFAULT_SELECTIO
     """Validate the top-level inputs (Triton itself already rejected wrong dtypes and missing required inputs).
     The byte bounds and the instruction's text are checked here, before the video is hashed or sent on; the token
     bound needs the tokenizer and the video's frame count, so the grounding step checks it
-    (`videoitg.text.instruction_ids`). The video comes as exactly one of VIDEO (its bytes), VIDEO_DIGEST (a digest
-    alone, for a video the server may have cached) or VIDEO_URI (a file under one of `media_roots`, resolved here;
-    `read_reference` opens and hashes it): bytes are always hashed by the server itself. TOP_K and RANKING_RULE
-    default to `selection`'s."""
+    (`videoitg.request.text.instruction_ids`). The video comes as exactly one of VIDEO (its bytes), VIDEO_DIGEST
+    (a digest alone, for a video the server may have cached) or VIDEO_URI (a file under one of `media_roots`,
+    resolved here; `read_reference` opens and hashes it): bytes are always hashed by the server itself. TOP_K and
+    RANKING_RULE default to `selection`'s."""
     lim = limits or Limits()
     v, d, u = (one_value(inputs.get(name), name) for name in (VIDEO, VIDEO_DIGEST, VIDEO_URI))
     if sum(x is not None for x in (v, d, u)) > 1:

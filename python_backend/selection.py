@@ -7,10 +7,10 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from videoitg.contract.parameters import SelectParameters
+from videoitg.contract.protocol import DURATION, FRAME_INDICES, LOGITS, SELECT, TIMESTAMPS
+from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
-from videoitg.serving.parameters import SelectParameters
-from videoitg.serving.protocol import DURATION, FRAME_INDICES, LOGITS, SELECT, TIMESTAMPS
-from videoitg.serving.tensors import result_outputs
 
 from .checks import check_selection_inputs, duration_input, one_video
 from .common import RequestCounters, finalized, output_numpy, request_inputs, respond_each, setup

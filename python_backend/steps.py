@@ -16,11 +16,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import to_dlpack
 
-from videoitg.limits import Limits
-from videoitg.moments import known_duration
-from videoitg.pipeline import VideoFeatures
-from videoitg.sampling import SamplingParams
-from videoitg.serving.protocol import (
+from videoitg.contract.protocol import (
     DECODE,
     DURATION,
     FEATURES,
@@ -35,6 +31,10 @@ from videoitg.serving.protocol import (
     VIDEO_VERSION,
     signatures,
 )
+from videoitg.moments import known_duration
+from videoitg.pipeline.scorer import VideoFeatures
+from videoitg.request.limits import Limits
+from videoitg.sampling import SamplingParams
 
 from .common import bytes_tensor, response_tensor
 from .errors import StepError
@@ -83,7 +83,7 @@ class Steps:
 
     @cached_property
     def decode_outputs(self) -> list[str]:
-        """What the decode step answers (`videoitg.serving.protocol`): the frames, their numbers and the duration;
+        """What the decode step answers (`videoitg.contract.protocol`): the frames, their numbers and the duration;
         the video's NUM_FRAMES with each chunk when it streams."""
         return [t.name for t in signatures("bls", self.decoder, streaming=self.streaming)[DECODE].outputs]
 

@@ -10,10 +10,10 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from videoitg.admission import InFlightGate
+from videoitg.contract.parameters import TopParameters
+from videoitg.contract.protocol import FRAMES, FRAMES_SIZE, TOP
+from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
-from videoitg.serving.parameters import TopParameters
-from videoitg.serving.protocol import FRAMES, FRAMES_SIZE, TOP
-from videoitg.serving.tensors import result_outputs
 
 from .cache import FailureMemory, FeatureCache, cache_key
 from .common import BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup

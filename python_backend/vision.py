@@ -8,10 +8,10 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils
 
+from videoitg.contract.parameters import VisionParameters
+from videoitg.contract.protocol import FEATURES, NUM_FRAMES, PIXEL_VALUES, VISION
 from videoitg.engines.runtimes import load_device, open_vision, outside_engine, use_device
 from videoitg.preprocess import pixel_values
-from videoitg.serving.parameters import VisionParameters
-from videoitg.serving.protocol import FEATURES, NUM_FRAMES, PIXEL_VALUES, VISION
 
 from .checks import check_frames, frame_count, one_video
 from .common import (

@@ -11,7 +11,7 @@ import pytest
 from tests.support.model import one_torch_thread
 from tests.support.server import CPU_SPEC, SharedServers, skip_without_tritonserver
 from videoitg.defaults import default_checkpoint
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
 from videoitg.serving.server import TritonServer
 
 

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from videoitg.annotations import GroundingRecord
-from videoitg.annotations import Rejected as BadRecord
-from videoitg.annotations import parse_records as parse_records  # the reader training uses, re-exported
 from videoitg.decode import decode_video
 from videoitg.errors import InputError, VideoITGError
-from videoitg.evaluation import positives_from_moments
+from videoitg.eval.annotations import GroundingRecord
+from videoitg.eval.annotations import Rejected as BadRecord
+from videoitg.eval.annotations import parse_records as parse_records  # the reader training uses, re-exported
+from videoitg.eval.metrics import positives_from_moments
 from videoitg.sampling import SamplingParams
 
 log = logging.getLogger("videoitg.train")

@@ -3,7 +3,7 @@ is a usable model), optimizer, scheduler, RNG states and the data position. Tens
 to JSON: nothing is pickled.
 
     RUN/checkpoints/step-000040/
-        config.json, model.safetensors, tokenizer files      (videoitg.checkpoint layout)
+        config.json, model.safetensors, tokenizer files      (videoitg.model.checkpoint layout)
         train_state/optimizer.safetensors                   (per-parameter state tensors)
         train_state/rng.safetensors                         (torch CPU / CUDA generator states)
         train_state/trainer_state.json                      (step, epoch, optimizer/scheduler structure, RNG)

@@ -10,8 +10,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from videoitg.checkpoint import save_checkpoint
 from videoitg.config import VideoITGConfig, preset
+from videoitg.model.checkpoint import save_checkpoint
 from videoitg.model.variant_b import model_class
 
 _CORPUS = [

@@ -24,12 +24,12 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 from tqdm import tqdm
 
-from videoitg.checkpoint import load_checkpoint, read_tensors, save_checkpoint
 from videoitg.config import preset
 from videoitg.errors import InputError
+from videoitg.model.checkpoint import load_checkpoint, read_tensors, save_checkpoint
 from videoitg.model.variant_b import model_class
+from videoitg.request.text import encode_instruction
 from videoitg.sampling import SamplingParams
-from videoitg.text import encode_instruction
 from videoitg.train import recipe
 from videoitg.train.data import (
     BadRecord,

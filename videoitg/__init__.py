@@ -17,7 +17,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Scorer": ("videoitg.pipeline", "Scorer"),
+    "Scorer": ("videoitg.pipeline.scorer", "Scorer"),
     "Client": ("videoitg.serving.client", "VideoITGClient"),
     "GroundingResult": ("videoitg.outputs", "GroundingResult"),
     "MomentParams": ("videoitg.moments", "MomentParams"),

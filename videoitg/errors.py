@@ -1,5 +1,12 @@
 """Typed errors. Each names what was wrong, so a server can answer one request with it and keep serving."""
 
+MAX_ERROR_CHARS = 1024  # of another server's error text passed on (tritonserver's, a video-LLM's)
+
+
+def bounded_text(text: str) -> str:
+    """`text` cut to MAX_ERROR_CHARS: another server's error can quote a client's bytes back at any length."""
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " [...]"
+
 
 class VideoITGError(Exception):
     """Base class of every error this package raises on purpose."""

@@ -1,5 +1,5 @@
 """How each limit is named outside Python (a `VIDEOITG_*` variable, a CLI flag, a Triton model parameter) and how
-its string value parses; `videoitg.limits.Limits` reads and writes them."""
+its string value parses; `videoitg.request.limits.Limits` reads and writes them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What a grounding request returns: in memory (`GroundingResult`) and as `results.jsonl` in the schema VideoITG's
-downstream consumers read as `frame_indices_jsonl`. Its served tensors: `videoitg.serving.tensors`."""
+downstream consumers read as `frame_indices_jsonl`. Its served tensors: `videoitg.contract.tensors`."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def build_ours(
     """Eval-mode core model without autograd state. Same seed, same weights (so a rebuild after an in-place FP8
     conversion is the same model)."""
     if checkpoint is not None:
-        from videoitg.checkpoint import load_checkpoint
+        from videoitg.model.checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(checkpoint, device, dtype, with_tokenizer=False)
     else:

@@ -19,9 +19,9 @@ from tests.support.batch import SAMPLING_ARGS, make_manifest
 from tests.support.compare import SCORED, assert_records_close
 from tests.support.model import one_torch_thread
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, ray_env, records, run_to_end, session_pids
-from videoitg.batch.manifest import load_manifest
 from videoitg.defaults import default_checkpoint
-from videoitg.pipeline import Scorer
+from videoitg.manifest import load_manifest
+from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
 
 pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")

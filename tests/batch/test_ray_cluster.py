@@ -42,9 +42,9 @@ pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not insta
 
 from tests.support.batch import SAMPLING_ARGS, make_manifest
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, records, session_pids
-from videoitg.batch.manifest import load_manifest
 from videoitg.defaults import default_checkpoint
-from videoitg.pipeline import Scorer
+from videoitg.manifest import load_manifest
+from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
 from videoitg.serving.ports import free_ports
 

@@ -11,15 +11,15 @@ import pytest
 from tests.support.batch import INSTRUCTIONS, local_stream, make_clip, make_manifest
 from tests.support.compare import assert_records_close
 from videoitg.batch import runner
-from videoitg.batch.grouping import make_units
 from videoitg.batch.inprocess import InProcessScorer
-from videoitg.batch.manifest import load_manifest
 from videoitg.batch.runner import BatchOptions, fingerprint, make_scorer, run_batch
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.store import OutputStore, atomic_write_lines
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError, VideoDecodeError
-from videoitg.pipeline import Scorer
+from videoitg.grouping import make_units
+from videoitg.manifest import load_manifest
+from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
 
 

@@ -13,9 +13,9 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 from tests.support.batch import INSTRUCTIONS, make_clip
 from tests.support.compare import SCORED, assert_records_close
-from videoitg.batch.manifest import Row
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.servers import TritonScorer
+from videoitg.manifest import Row
 
 pytestmark = pytest.mark.server
 

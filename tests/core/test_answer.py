@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from videoitg import answer
-from videoitg.answer import (
+from videoitg.answer import chat as answer
+from videoitg.answer.chat import (
     DEFAULT_FRAME_SIZE,
     MAX_INT_DIGITS,
     MAX_JSON_ITEMS,
@@ -40,9 +40,9 @@ from videoitg.answer import (
     with_selection,
     without_video,
 )
-from videoitg.handoff import frame_label, frame_parts
+from videoitg.answer.handoff import frame_label, frame_parts
+from videoitg.contract.protocol import MAX_FRAMES_SIZE
 from videoitg.paths import MediaRoots
-from videoitg.serving.protocol import MAX_FRAMES_SIZE
 
 VIDEO = "data:video/mp4;base64," + base64.b64encode(b"\x00\x00\x00\x18ftypmp42").decode()
 

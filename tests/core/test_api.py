@@ -77,7 +77,7 @@ def test_demo_checkpoint_notice_once_and_not_for_the_sample(home, tmp_path: Path
     clip = tmp_path / "other.mp4"
     random_clip(clip, seed=4)
     scorer = Scorer.default()
-    with caplog.at_level(logging.WARNING, logger="videoitg.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="videoitg.pipeline.scorer"):
         scorer.score(video, instruction)
         scorer.score(video.read_bytes(), instruction)  # the sample's bytes are the sample too
         assert not caplog.records

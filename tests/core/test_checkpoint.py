@@ -17,7 +17,9 @@ from safetensors import safe_open
 from videoitg.batch.runner import BatchOptions, fingerprint
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.store import OutputStore
-from videoitg.checkpoint import (
+from videoitg.defaults import default_checkpoint
+from videoitg.errors import CheckpointError, InputError
+from videoitg.model.checkpoint import (
     DIGEST_CACHE,
     cached_weight_hash,
     check_checkpoint,
@@ -25,9 +27,7 @@ from videoitg.checkpoint import (
     load_checkpoint,
     weight_files,
 )
-from videoitg.defaults import default_checkpoint
-from videoitg.errors import CheckpointError, InputError
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
 
 
 @pytest.fixture(autouse=True)

@@ -5,14 +5,14 @@ import os
 
 import pytest
 
-from videoitg.batch.manifest import load_manifest
 from videoitg.cli import main
 from videoitg.decode import DecodeLimits, VideoTooLargeError
 from videoitg.defaults import default_checkpoint, sample_video
 from videoitg.errors import InputError
-from videoitg.limits import Limits
+from videoitg.manifest import load_manifest
 from videoitg.outputs import GroundingResult
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
 

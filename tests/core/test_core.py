@@ -8,14 +8,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.support.model import plain_writer_checkpoint, tiny_config
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
 from videoitg.config import VideoITGConfig
 from videoitg.engines.runtimes import open_vision
 from videoitg.errors import CheckpointError, InputError
 from videoitg.model import VideoITG
+from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
 from videoitg.outputs import GroundingResult, read_frame_indices_jsonl, write_results_jsonl
+from videoitg.request.text import encode_instruction
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices
-from videoitg.text import encode_instruction
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint, build_tiny_tokenizer
 
 # ---- config ------------------------------------------------------------------------------------------------------

@@ -12,28 +12,28 @@ from pathlib import Path
 import pytest
 import torch
 
-import videoitg.checkpoint
-import videoitg.pipeline
+import videoitg.model.checkpoint
+import videoitg.pipeline.scorer
 from tests.support.batch import local_stream
 from tests.support.compare import stable_ranking
 from tests.support.model import tiny_config
 from tests.support.train import small_dataset
-from videoitg import evaluation as ev
-from videoitg.annotations import read_annotations
 from videoitg.batch import runner
 from videoitg.batch.inprocess import InProcessScorer
-from videoitg.batch.manifest import load_manifest
 from videoitg.batch.runner import BatchOptions, fingerprint, run_batch
 from videoitg.batch.scorers import ScorerSpec
-from videoitg.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.cli import main
 from videoitg.defaults import default_checkpoint
 from videoitg.engines import runtimes
 from videoitg.errors import EngineError, InputError
-from videoitg.limits import Limits
-from videoitg.lmms import model_options
+from videoitg.eval.annotations import read_annotations
+from videoitg.eval.scoring import score_records
+from videoitg.lmms.tasks import model_options
+from videoitg.manifest import load_manifest
+from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.outputs import released_scores
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
 
@@ -51,9 +51,9 @@ def gpu_less_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
         seen.append(dtype)
         raise Loaded
 
-    monkeypatch.setattr(videoitg.pipeline, "check_device", lambda d: str(d))
-    monkeypatch.setattr(videoitg.pipeline, "load_checkpoint", load)
-    monkeypatch.setattr(videoitg.checkpoint, "load_checkpoint", load)
+    monkeypatch.setattr(videoitg.pipeline.scorer, "check_device", lambda d: str(d))
+    monkeypatch.setattr(videoitg.pipeline.scorer, "load_checkpoint", load)
+    monkeypatch.setattr(videoitg.model.checkpoint, "load_checkpoint", load)
     return seen
 
 
@@ -196,7 +196,7 @@ def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> N
         # the order eval used is the Scorer's under that rule
         scorer = Scorer(saturated["ckpt"], sampling=sampling, ranking_rule=rule,
                         limits=Limits(max_sampled_frames=sampling.num_frames))  # as eval does
-        scored, _ = ev.score_records(scorer, records, data.parent / "videos")
+        scored, _ = score_records(scorer, records, data.parent / "videos")
         assert rankings[rule] == [list(s.order) for s in scored]
     assert rankings["exact"] != rankings["released"]
 

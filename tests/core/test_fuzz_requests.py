@@ -23,12 +23,12 @@ from tests.support.fuzz import known_request_bug
 from tests.support.model import tiny_config
 from videoitg.blank import is_blank
 from videoitg.errors import InputError, VideoITGError
-from videoitg.limits import InstructionTooLongError, Limits
+from videoitg.model.token_budget import visual_tokens
 from videoitg.outputs import GroundingResult, released_scores
 from videoitg.paths import resolve_under_roots
+from videoitg.request.limits import InstructionTooLongError, Limits
+from videoitg.request.text import instruction_ids
 from videoitg.sampling import SamplingParams, sample_frame_indices
-from videoitg.text import instruction_ids
-from videoitg.token_budget import visual_tokens
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 COUNTS: Counter[str] = Counter()

@@ -22,10 +22,10 @@ from openai import OpenAI
 from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from pydantic import TypeAdapter, ValidationError
 
+from videoitg.answer.handoff import chat_request
 from videoitg.decode import decode_full_frames
-from videoitg.handoff import chat_request
 from videoitg.outputs import GroundingResult
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 

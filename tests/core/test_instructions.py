@@ -1,7 +1,7 @@
 """Instructions that are empty once normalised are refused wherever an instruction is checked: only bidi marks or
 other characters that show nothing (`Limits.instruction_text`, the check the server's top-level model, `Scorer` and
-batch share), or only the pad token the model never sees (`videoitg.text.encode_instruction`, used by the grounding
-step, `Scorer`, batch, training and engine verification)."""
+batch share), or only the pad token the model never sees (`videoitg.request.text.encode_instruction`, used by the
+grounding step, `Scorer`, batch, training and engine verification)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import pytest
 from tests.support.batch import make_clip
 from tests.support.model import one_torch_thread
 from videoitg.batch.inprocess import InProcessScorer
-from videoitg.batch.manifest import Row, load_manifest
 from videoitg.batch.scorers import ScorerSpec, score_unit
 from videoitg.blank import is_blank
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
-from videoitg.limits import Limits
-from videoitg.pipeline import Scorer
+from videoitg.manifest import Row, load_manifest
+from videoitg.pipeline.scorer import Scorer
+from videoitg.request.limits import Limits
+from videoitg.request.text import encode_instruction
 from videoitg.sampling import SamplingParams
-from videoitg.text import encode_instruction
 
 # Only bidi marks, embeddings and isolates; the Arabic letter mark; a soft hyphen; tags; Hangul fillers; the
 # braille blank; variation selectors; invisible operators: none of it is text.

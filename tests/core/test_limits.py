@@ -1,4 +1,4 @@
-"""`videoitg.limits.Limits`: defaults, configuration (environment, flags, parameters), and every bound refused
+"""`videoitg.request.limits.Limits`: defaults, configuration (environment, flags, parameters), and every bound refused
 with its typed error: video bounds through the real decoder, instruction bounds through the real tokenizer and
 the model's own length check, the in-flight gate under real threads."""
 
@@ -21,12 +21,12 @@ from videoitg.decode import DecodeLimits, VideoTooLargeError, decode_video
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError, VideoITGError
 from videoitg.knobs import add_arguments
-from videoitg.limits import InstructionTooLongError, Limits
 from videoitg.model import VideoITG, VideoITGAnchor
-from videoitg.pipeline import Scorer, VideoFeatures
+from videoitg.model.token_budget import max_visual_tokens, visual_tokens
+from videoitg.pipeline.scorer import Scorer, VideoFeatures
+from videoitg.request.limits import InstructionTooLongError, Limits
+from videoitg.request.text import instruction_ids
 from videoitg.sampling import SamplingParams
-from videoitg.text import instruction_ids
-from videoitg.token_budget import max_visual_tokens, visual_tokens
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 

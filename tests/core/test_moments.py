@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.errors import InputError
 from videoitg.moments import Moment, MomentParams, find_moments, frame_spans, temporal_iou
 from videoitg.outputs import GroundingResult
-from videoitg.serving.tensors import result_from_outputs, result_outputs
 
 TS = [float(i) for i in range(10)]  # 1 fps: frame i covers [i, i + 1)
 

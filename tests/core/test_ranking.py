@@ -11,10 +11,10 @@ from tests.support.model import tiny_config
 from videoitg.batch.runner import BatchOptions, fingerprint
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.errors import InputError
-from videoitg.evaluation import RecordScores, record_metrics
+from videoitg.eval.summary import RecordScores, record_metrics
 from videoitg.model import VideoITG
 from videoitg.outputs import GroundingResult, rank_frames, released_scores
-from videoitg.pipeline import Scorer, VideoFeatures, default_dtype, parse_dtype
+from videoitg.pipeline.scorer import Scorer, VideoFeatures, default_dtype, parse_dtype
 from videoitg.serving.client import VideoITGClient
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 

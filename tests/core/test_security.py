@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import videoitg.checkpoint as checkpoint
+import videoitg.model.checkpoint as checkpoint
 import videoitg.model.variant_b as variant_b
-from videoitg.checkpoint import load_checkpoint
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import CheckpointError
+from videoitg.model.checkpoint import load_checkpoint
 
 
 class _Payload:

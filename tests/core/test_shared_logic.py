@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from videoitg.batch.grouping import group_by_video, make_units
-from videoitg.batch.manifest import Row
 from videoitg.errors import InputError
+from videoitg.grouping import group_by_video, make_units
+from videoitg.manifest import Row
 from videoitg.moments import MomentParams
 from videoitg.outputs import GroundingResult, SelectionOptions, released_scores, sigmoid
 

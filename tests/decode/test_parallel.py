@@ -16,7 +16,7 @@ from videoitg.decode.budget import Deadline
 from videoitg.decode.container import build_index, check_source, header_info, open_container, select_video_stream
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint

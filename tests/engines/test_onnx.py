@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tests.support.model import tiny_config
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.cli import main as cli_main
 from videoitg.engine_build.build import BuildOptions, run_build
 from videoitg.engine_build.parity import compare
@@ -30,8 +29,9 @@ from videoitg.engines.runtimes import (
 from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict, weight_keys
 from videoitg.errors import BackendUnavailable, EngineMismatchError
 from videoitg.libraries import probe_import
-from videoitg.limits import Limits
 from videoitg.model import VideoITG
+from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.request.limits import Limits
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint
 
 TOL = 1e-4  # the fp32 ONNX target (docs/engines.md)

@@ -18,7 +18,6 @@ import torch
 
 from tests.support.model import tiny_config
 from tests.support.triton_stub import stand_in_pb_utils
-from videoitg import checkpoint
 from videoitg.cli import build_parser
 from videoitg.config import preset
 from videoitg.defaults import default_checkpoint
@@ -39,9 +38,10 @@ from videoitg.engines.runtimes import (
 )
 from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_keys
 from videoitg.errors import EngineError, EngineMismatchError, InputError
-from videoitg.limits import Limits
+from videoitg.model import checkpoint
 from videoitg.model.grounding import VideoITG
 from videoitg.python_backend.params import StepAssets
+from videoitg.request.limits import Limits
 from videoitg.serving.server import ServerOptions, TritonServer
 
 

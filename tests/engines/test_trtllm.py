@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from videoitg.checkpoint import load_checkpoint
 from videoitg.config import VideoITGConfig
 from videoitg.defaults import default_checkpoint
 from videoitg.engine_build.build import BuildOptions, run_build
@@ -21,8 +20,9 @@ from videoitg.engine_build.verify import (
 )
 from videoitg.engines.runtimes import trtllm_options
 from videoitg.engines.trtllm import TrtllmTorchScorer, hf_config
+from videoitg.model.checkpoint import load_checkpoint
 from videoitg.model.layout import SequenceLayout
-from videoitg.text import encode_instruction
+from videoitg.request.text import encode_instruction
 
 
 class _Metadata:

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from tests.support.train import eval_setup
-from videoitg.batch.grouping import group_by_video
 from videoitg.cli import main
-from videoitg.evaluation import BATCH_INSTRUCTIONS
-from videoitg.limits import Limits
+from videoitg.eval.scoring import BATCH_INSTRUCTIONS
+from videoitg.grouping import group_by_video
 from videoitg.outputs import write_results_jsonl
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
+from videoitg.request.limits import Limits
 from videoitg.train.data import TRAIN_SAMPLING, parse_records
 
 

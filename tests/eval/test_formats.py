@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from tests.support.train import as_qvhighlights, eval_setup
-from videoitg.annotations import read_annotations
 from videoitg.cli import main
-from videoitg.limits import Limits
+from videoitg.eval.annotations import read_annotations
 from videoitg.outputs import write_results_jsonl
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 from videoitg.train.data import TRAIN_SAMPLING, parse_records
 

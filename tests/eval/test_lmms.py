@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (optional extra `lmms`: docs/lmms-eval.md)")
 
-from videoitg.batch.manifest import load_manifest
 from videoitg.cli import main
 from videoitg.clips import random_clip
-from videoitg.lmms import task_requests
+from videoitg.lmms.tasks import task_requests
+from videoitg.manifest import load_manifest
 
 POST = "\nAnswer with the option's letter from the given choices directly."
 DOCS = [

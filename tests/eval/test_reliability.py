@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from videoitg.annotations import MAX_ANNOTATORS, max_clips, read_annotations
 from videoitg.cli import main
 from videoitg.errors import InputError
-from videoitg.evaluation import read_predictions
+from videoitg.eval.annotations import MAX_ANNOTATORS, max_clips, read_annotations
+from videoitg.eval.results import read_predictions
 from videoitg.jsonio import MAX_JSON_DEPTH, load_file, loads, text_lines
 
 GOOD = {"qid": 1, "query": "a man walks in", "vid": "v", "duration": 10, "relevant_windows": [[0, 2]],

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from tests.support.train import as_qvhighlights, eval_setup
-from videoitg import evaluation as ev
 from videoitg.cli import main
+from videoitg.eval.metrics import clip_scores, interpolated_ap, moment_map
+from videoitg.eval.summary import RecordScores, submission_record
 from videoitg.moments import MomentParams
 
 
@@ -21,17 +22,17 @@ def test_a_clip_without_a_sampled_frame_takes_the_frame_covering_its_centre() ->
     # clip 0 [0, 2): mean of frames 0 and 1 = 0.4; clip 1 [2, 4): no frame, centre 3 s in frame 1's span -> 0.6;
     # clip 2 [4, 6): frame 2; clip 3 [6, 8): centre 7 s in frame 2's span; clip 4: centre 9 s past every span,
     # the last frame.
-    assert ev.clip_scores(scores, ts, 5) == pytest.approx([0.4, 0.6, 0.9, 0.9, 0.9])
+    assert clip_scores(scores, ts, 5) == pytest.approx([0.4, 0.6, 0.9, 0.9, 0.9])
     # A clip before the first frame takes the first frame.
-    assert ev.clip_scores([0.3, 0.7], [2.5, 4.5], 3) == pytest.approx([0.3, 0.3, 0.7])
+    assert clip_scores([0.3, 0.7], [2.5, 4.5], 3) == pytest.approx([0.3, 0.3, 0.7])
 
 
 def test_submission_record_by_hand() -> None:
     ts = [0.0, 4.0, 8.0]  # one frame every 4 s: clips 1, 3 and 5 hold none
-    r = ev.RecordScores([0.1, 0.9, 0.3], [1], ts, moments=[(4.0, 8.0)], duration=12.0,
+    r = RecordScores([0.1, 0.9, 0.3], [1], ts, moments=[(4.0, 8.0)], duration=12.0,
                         saliency=[[0, 0, 0], [0, 1, 0], [4, 4, 3], [2, 2, 2], [0, 0, 0], [0, 0, 0]],
                         info={"qid": 7, "query": "man walks in", "vid": "abc_60.0_210.0", "video": "x.mp4"})
-    sub = ev.submission_record(r, MomentParams(thresholds=(0.5,), min_gap_s=0.0))
+    sub = submission_record(r, MomentParams(thresholds=(0.5,), min_gap_s=0.0))
     assert list(sub) == ["qid", "query", "vid", "pred_relevant_windows", "pred_saliency_scores"]
     assert (sub["qid"], sub["query"], sub["vid"]) == (7, "man walks in", "abc_60.0_210.0")
     assert sub["pred_relevant_windows"] == [[4.0, 8.0, pytest.approx(0.9)]]
@@ -39,7 +40,7 @@ def test_submission_record_by_hand() -> None:
     assert sub["pred_saliency_scores"] == pytest.approx([0.1, 0.1, 0.9, 0.9, 0.3, 0.3])
     # Without a saliency table: whole 2-s clips of the duration (int(12.9 / 2) = 6).
     r.saliency, r.duration = None, 12.9
-    assert len(ev.submission_record(r)["pred_saliency_scores"]) == 6
+    assert len(submission_record(r)["pred_saliency_scores"]) == 6
 
 
 def test_eval_writes_the_official_submission_file(tmp_path: Path, capsys) -> None:
@@ -66,10 +67,10 @@ def test_eval_writes_the_official_submission_file(tmp_path: Path, capsys) -> Non
         clips = int(g["duration"] / 2)
         assert len(d["pred_saliency_scores"]) == clips
         # The file's numbers give back the evaluated metrics, by the definitions alone.
-        maps.append(ev.moment_map(windows, g["relevant_windows"])["MR-mAP"])
+        maps.append(moment_map(windows, g["relevant_windows"])["MR-mAP"])
         full = np.zeros((clips, 3))
         full[g["relevant_clip_ids"]] = g["saliency_scores"]
-        hl.append(np.mean([ev.interpolated_ap(full[:, a] >= 4, d["pred_saliency_scores"]) for a in range(3)]))
+        hl.append(np.mean([interpolated_ap(full[:, a] >= 4, d["pred_saliency_scores"]) for a in range(3)]))
     assert np.mean(maps) == pytest.approx(res["MR-mAP"], abs=1e-9)
     assert np.mean(hl) == pytest.approx(res["HL-mAP"], abs=1e-9)
     for key in ("MR-mAP", "MR-mAP@0.5", "MR-mAP@0.75"):

@@ -21,8 +21,8 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 from tests.support.server import metric_value, start, wait_until
 from videoitg.clips import random_clip
+from videoitg.contract.protocol import DECODE, TOP
 from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.protocol import DECODE, TOP
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer
 

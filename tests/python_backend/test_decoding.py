@@ -11,9 +11,9 @@ import torch
 from tests.support.video import write_clip
 from videoitg.engines.runtimes import instance_device
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.preprocess import pixel_values
 from videoitg.python_backend.decoding import StepDecoder, decode_whole
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
 

@@ -1,6 +1,6 @@
 """`videoitg.python_backend.frames`: the checks of a request's FRAMES / FRAMES_SIZE, and the served frames (the top-K
 frames of a result, decoded as `score --export-frames` decodes them) in the served format, round-tripped through
-`videoitg.serving.tensors`. No server."""
+`videoitg.contract.tensors`. No server."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from tests.support.video import read_number, write_clip
+from videoitg.contract.tensors import frames_from_outputs
 from videoitg.decode import decode_full_frames
+from videoitg.decode.export import FramesTooLargeError, resize_longer_side
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
-from videoitg.export import FramesTooLargeError, resize_longer_side
-from videoitg.limits import Limits
 from videoitg.outputs import GroundingResult
 from videoitg.python_backend.frames import MAX_FRAMES_SIZE, FrameRequest, parse_frames, served_frames
-from videoitg.serving.tensors import frames_from_outputs
+from videoitg.request.limits import Limits
 
 
 def _s(value: str | bytes) -> np.ndarray:

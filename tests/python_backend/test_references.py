@@ -13,11 +13,11 @@ from videoitg.clips import random_clip
 from videoitg.decode.errors import VideoTooLargeError
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.paths import MediaChangedError, MediaRoots, ReferencesOffError
 from videoitg.python_backend.decoding import decode_whole
 from videoitg.python_backend.references import decode_source, read_reference
 from videoitg.python_backend.request import parse_request
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
 TEXT = np.array([[b"when?"]], object)

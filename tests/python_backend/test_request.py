@@ -8,9 +8,9 @@ import pytest
 from videoitg.decode.errors import VideoTooLargeError
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
-from videoitg.limits import InstructionTooLongError, Limits
 from videoitg.outputs import SelectionOptions
 from videoitg.python_backend.request import MAX_OPTION_BYTES, parse_options, parse_request
+from videoitg.request.limits import InstructionTooLongError, Limits
 
 TEXT = np.array([[b"when?"]], object)
 EIGHT = SelectionOptions(8)

@@ -14,9 +14,9 @@ import pytest
 
 from tests.support.triton_stub import stand_in_pb_utils
 from videoitg.clips import random_clip
-from videoitg.limits import Limits
 from videoitg.python_backend.cache import FailureMemory, FeatureCache
 from videoitg.python_backend.scheduling import FeatureScheduler
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
 

@@ -32,9 +32,9 @@ from benchmarks.vlm import IMAGE_TOKENS, ServedVLM, build_tiny_vlm, serve_vlm
 from tests.support.recording import Received, RecordingRelay
 from tests.support.server import metric_value, served, skip_without_tritonserver, wait_until
 from tests.support.video import write_clip
+from videoitg.answer.handoff import frame_label
 from videoitg.cli import main
-from videoitg.export import top_k_images
-from videoitg.handoff import frame_label
+from videoitg.decode.export import top_k_images
 from videoitg.outputs import GroundingResult
 from videoitg.serving.ports import free_port
 from videoitg.serving.repository import RepoSpec

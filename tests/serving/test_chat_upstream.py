@@ -16,15 +16,15 @@ pytest.importorskip("aiohttp")  # the serve extra
 from aiohttp import web
 
 from tests.support.front import http_stand_in
-from videoitg.answer import (
+from videoitg.answer.chat import (
     Selection,
     UpstreamRefusedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     event_data,
 )
+from videoitg.answer.upstream import MAX_FIRST_EVENT, ChatUpstream, check_base_url, selection_stream
 from videoitg.errors import InputError
-from videoitg.serving.chat_upstream import MAX_FIRST_EVENT, ChatUpstream, check_base_url, selection_stream
 from videoitg.serving.ports import free_port
 
 SEL = Selection([3, 9], [0.1, 0.3], [0.7, 0.9], [], [b"a", b"b"], 0.05)

@@ -1,4 +1,4 @@
-"""The model parameters (`videoitg.serving.parameters`): each model's typed parameters round-trip through their
+"""The model parameters (`videoitg.contract.parameters`): each model's typed parameters round-trip through their
 string form, the generator writes exactly them, and a bad value is refused naming its key."""
 
 from __future__ import annotations
@@ -10,13 +10,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from videoitg.errors import InputError
-from videoitg.limits import Limits
-from videoitg.moments import MomentParams
-from videoitg.outputs import SelectionOptions
-from videoitg.paths import MediaRoots
-from videoitg.sampling import SamplingParams
-from videoitg.serving.parameters import (
+from videoitg.contract.parameters import (
     DecodeParameters,
     GroundingParameters,
     ModelParameters,
@@ -24,7 +18,13 @@ from videoitg.serving.parameters import (
     TopParameters,
     VisionParameters,
 )
-from videoitg.serving.protocol import DECODE, GROUNDING, SELECT, TOP, VISION
+from videoitg.contract.protocol import DECODE, GROUNDING, SELECT, TOP, VISION
+from videoitg.errors import InputError
+from videoitg.moments import MomentParams
+from videoitg.outputs import SelectionOptions
+from videoitg.paths import MediaRoots
+from videoitg.request.limits import Limits
+from videoitg.sampling import SamplingParams
 from videoitg.serving.repository import RepoSpec, render
 
 KINDS: dict[str, type[ModelParameters]] = {TOP: TopParameters, DECODE: DecodeParameters, VISION: VisionParameters,

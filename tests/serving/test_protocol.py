@@ -1,4 +1,4 @@
-"""The wire contract (`videoitg.serving.protocol`): the generator, the client and the repository summary follow it,
+"""The wire contract (`videoitg.contract.protocol`): the generator, the client and the repository summary follow it,
 and the gpu and ensemble repositories differ from the golden cpu one exactly as intended."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from tritonclient.grpc import model_config_pb2
 
 from tests.support import ROOT
 from videoitg.cli import main
-from videoitg.serving import protocol
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.protocol import (
+from videoitg.contract import protocol
+from videoitg.contract.protocol import (
     DECODE,
     GROUNDING,
     OTHER_INPUTS_BYTES,
@@ -30,6 +29,7 @@ from videoitg.serving.protocol import (
     TensorSpec,
     signatures,
 )
+from videoitg.serving.client import VideoITGClient
 from videoitg.serving.repository import RepoSpec, build_repository, model_dims, render, repo_signatures
 
 SHAPES = [{"target": "cpu"}, {"target": "gpu"}, {"target": "cpu", "mode": "ensemble"},
@@ -280,7 +280,7 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
 BACKEND = sorted((ROOT / "python_backend").glob("*.py"))
 CLIENT = ROOT / "videoitg" / "serving" / "client.py"
 SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "serving/repository.py",
-                                                                  "serving/tensors.py"))]
+                                                                  "contract/tensors.py"))]
 
 
 def _tensor_names() -> set[str]:
@@ -292,7 +292,7 @@ def _tensor_names() -> set[str]:
 
 
 def _parameter_keys() -> set[str]:
-    from videoitg.serving.parameters import (
+    from videoitg.contract.parameters import (
         DecodeParameters,
         GroundingParameters,
         SelectParameters,

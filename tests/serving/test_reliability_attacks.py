@@ -21,9 +21,9 @@ from tritonclient.utils import InferenceServerException
 
 from tests.support.server import served, skip_without_tritonserver
 from videoitg.clips import random_clip
-from videoitg.limits import Limits
+from videoitg.contract.protocol import DECODE
+from videoitg.request.limits import Limits
 from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.protocol import DECODE
 from videoitg.serving.repository import RepoSpec
 
 pytestmark = pytest.mark.server

@@ -29,14 +29,14 @@ from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes
 from tests.support.server import report, skip_without_tritonserver, stub_pids
 from tests.support.video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream
 from videoitg.batch import runner, servers, store
-from videoitg.batch.manifest import load_manifest
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.clips import random_clip
+from videoitg.contract.protocol import DECODE
 from videoitg.defaults import sample_video
-from videoitg.limits import Limits
+from videoitg.manifest import load_manifest
+from videoitg.request.limits import Limits
 from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.protocol import DECODE
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer
 

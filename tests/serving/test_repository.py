@@ -17,20 +17,20 @@ import torch
 from tests.support import ROOT
 from tests.support.model import plain_writer_checkpoint, tiny_config
 from videoitg.cli import main
+from videoitg.contract.parameters import DecodeParameters, GroundingParameters, TopParameters, VisionParameters
+from videoitg.contract.protocol import DECODE
+from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.model import VideoITG
 from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots
 from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
 from videoitg.python_backend.params import StepAssets, model_parameters
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
-from videoitg.serving.parameters import DecodeParameters, GroundingParameters, TopParameters, VisionParameters
-from videoitg.serving.protocol import DECODE
 from videoitg.serving.repository import RepoSpec, build_repository, model_specs, render, step_runtimes
-from videoitg.serving.tensors import result_from_outputs, result_outputs
 
 
 def _tree(d: Path) -> dict[str, str]:

@@ -23,11 +23,11 @@ from tests.support.compare import SCORED, assert_records_close
 from tests.support.server import metric_value
 from videoitg.batch import runner, store
 from videoitg.batch import servers as batch_servers  # `servers` is the fixture
-from videoitg.batch.manifest import Row, load_manifest
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.servers import TritonScorer
 from videoitg.cli import main
+from videoitg.manifest import Row, load_manifest
 from videoitg.serving import binaries, routing
 from videoitg.serving.client import (
     NotCachedError,

@@ -20,13 +20,13 @@ import tritonclient.grpc as grpc
 
 from tests.support.compare import SCORED, assert_records_close, assert_results_close
 from tests.support.server import skip_without_tritonserver
-from videoitg.batch.manifest import Row
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.servers import TritonScorer
 from videoitg.cli import main
 from videoitg.clips import random_clip
-from videoitg.limits import served_defaults
+from videoitg.manifest import Row
 from videoitg.paths import SHOWN_CHARS
+from videoitg.request.limits import served_defaults
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.repository import RepoSpec
 

@@ -45,10 +45,10 @@ from videoitg.decode import decode_video
 from videoitg.defaults import sample_video
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
+from videoitg.request.text import encode_instruction
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.ports import free_ports
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag
-from videoitg.text import encode_instruction
 
 pytestmark = pytest.mark.server
 LIMITS, STREAM_FRAMES = CPU_LIMITS, CPU_STREAM_FRAMES

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.support.server import DirectError, RawTensor, direct_infer, served, skip_without_tritonserver, stub_pids
-from videoitg.serving.protocol import (
+from videoitg.contract.protocol import (
     FEATURES,
     FRAME_INDICES,
     GROUNDING,

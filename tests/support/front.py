@@ -16,13 +16,13 @@ from aiohttp import web
 from hyperframe.frame import Frame
 from tritonclient.grpc import service_pb2
 
+from videoitg.contract.protocol import TOP
 from videoitg.serving.front import bounds, config
 from videoitg.serving.front.answer import answer_routes
 from videoitg.serving.front.grpc import GrpcPort
 from videoitg.serving.front.grpc_policy import SERVICE
 from videoitg.serving.front.http import HttpPort, MetricsPort
 from videoitg.serving.ports import free_ports
-from videoitg.serving.protocol import TOP
 
 T = TypeVar("T")
 BODY = json.dumps({"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1],

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videoitg.limits import Limits
+from videoitg.request.limits import Limits
 from videoitg.serving import binaries, procfs
 from videoitg.serving.ports import ServerError
 from videoitg.serving.repository import RepoSpec, build_repository

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from videoitg.checkpoint import save_checkpoint
+from videoitg.model.checkpoint import save_checkpoint
 from videoitg.synthetic import write_dataset
 from videoitg.train.trainer import TrainConfig, init_model
 

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from tests.support.train import small_config, small_dataset
 from videoitg.config import preset
 from videoitg.errors import InputError
-from videoitg.text import encode_instruction
+from videoitg.request.text import encode_instruction
 from videoitg.train.data import length_grouped_epoch_order, parse_records, released_length, sample_hw
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 from videoitg.train.trainer import TrainConfig, Trainer, use_released_pad

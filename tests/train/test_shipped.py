@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import videoitg
-from videoitg.checkpoint import load_checkpoint
-from videoitg.pipeline import Scorer
+from videoitg.model.checkpoint import load_checkpoint
+from videoitg.pipeline.scorer import Scorer
 from videoitg.synthetic import clip_num, instruction_labels, make_sample_video, render, sample_scene
 
 SHIPPED = Path(videoitg.__file__).parent / "assets" / "tiny-videoitg"  # `python -m videoitg.train.synthetic_run --ship`

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from tests.support.train import small_config, small_dataset
-from videoitg import evaluation as ev
-from videoitg.checkpoint import load_checkpoint, read_tensors
-from videoitg.limits import Limits
-from videoitg.pipeline import Scorer
+from videoitg.eval.scoring import score_records
+from videoitg.eval.summary import summarize
+from videoitg.model.checkpoint import load_checkpoint, read_tensors
+from videoitg.pipeline.scorer import Scorer
+from videoitg.request.limits import Limits
 from videoitg.train import recipe
 from videoitg.train.data import TRAIN_SAMPLING, grouped_epoch_order, parse_records
 from videoitg.train.trainer import Trainer, TrainModule, init_model, read_metrics
@@ -93,9 +94,9 @@ def test_overfits_a_handful_of_samples(data: Path, tmp_path: Path) -> None:
     scorer = Scorer(final, model=model, tokenizer=tok, sampling=TRAIN_SAMPLING,
                     limits=Limits(max_sampled_frames=TRAIN_SAMPLING.num_frames))
     records, _ = parse_records(data)
-    scored, bad = ev.score_records(scorer, records, data.parent / "videos")
+    scored, bad = score_records(scorer, records, data.parent / "videos")
     assert not bad
-    row = ev.summarize(scored).rows["all"]
+    row = summarize(scored).rows["all"]
     assert row["recall@#pos"] >= 0.8 and row["recall@#pos"] > row["uniform_recall@#pos"] + 0.2
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.support.train import SMALL_MODEL, small_config, small_dataset
-from videoitg.checkpoint import read_tensors
 from videoitg.errors import InputError
+from videoitg.model.checkpoint import read_tensors
 from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
 from videoitg.train.synthetic_run import main
 from videoitg.train.trainer import init_model

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from videoitg.batch.manifest import Row
 from videoitg.batch.scorers import Outcome, ScorerSpec, prepare_then_score
+from videoitg.manifest import Row
 from videoitg.outputs import DEFAULT_RANKING_RULE
-from videoitg.pipeline import Scorer, VideoFeatures
+from videoitg.pipeline.scorer import Scorer, VideoFeatures
 from videoitg.sampling import SamplingParams
 
 

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from videoitg.batch.grouping import make_units
-from videoitg.batch.manifest import Manifest, Rejected, Row
 from videoitg.batch.ray_env import RayOptions, init_ray
 from videoitg.batch.scorers import ScorerSpec, UnitScorer, score_unit
 from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json, jsonl_line
+from videoitg.grouping import make_units
+from videoitg.manifest import Manifest, Rejected, Row
 from videoitg.outputs import DEFAULT_RANKING_RULE
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def fingerprint(opts: BatchOptions) -> dict[str, Any]:
     if b.truncate:  # only when asked for: folders written without the option keep their fingerprint
         fp["truncate_instruction"] = True
     if b.kind == "inprocess" and b.checkpoint:
-        from videoitg.checkpoint import checkpoint_identity  # torch: in-process runs only
+        from videoitg.model.checkpoint import checkpoint_identity  # torch: in-process runs only
 
         fp["checkpoint"] = checkpoint_identity(b.checkpoint)  # contents, not path: moved weights still match
     elif b.kind == "triton":

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from videoitg.batch.manifest import Row
 from videoitg.decode.errors import DecodeTimeoutError
 from videoitg.errors import InputError, VideoITGError
-from videoitg.limits import Limits
+from videoitg.manifest import Row
 from videoitg.paths import pinned
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class ScorerSpec:
     kind: str = "inprocess"  # KINDS
     checkpoint: str | None = None
     device: str = "cpu"
-    # None / "auto": the one default (videoitg.pipeline.default_dtype: float16 on a GPU as released, float32 on
+    # None / "auto": the one default (videoitg.pipeline.scorer.default_dtype: float16 on a GPU as released, float32 on
     # CPU), resolved here so the output folder's fingerprint records what ran; with kind "triton": the server's
     dtype: str | None = None
     num_frames: int = 512
@@ -56,7 +56,7 @@ class ScorerSpec:
             if self.dtype in (None, "auto"):
                 object.__setattr__(self, "dtype", "server")
             return
-        from videoitg.pipeline import dtype_name  # torch: only an in-process spec needs it
+        from videoitg.pipeline.scorer import dtype_name  # torch: only an in-process spec needs it
 
         object.__setattr__(self, "dtype", dtype_name(self.dtype, self.device))
 

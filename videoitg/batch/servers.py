@@ -8,10 +8,10 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from videoitg.batch.grouping import group_by_video
-from videoitg.batch.manifest import Row
 from videoitg.batch.scorers import Outcome, ScorerSpec, error_record
 from videoitg.errors import InputError
+from videoitg.grouping import group_by_video
+from videoitg.manifest import Row
 from videoitg.paths import open_resolved
 from videoitg.serving.routing import ServerPool, ServerUnavailableError, routing_key
 

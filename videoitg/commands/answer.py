@@ -1,7 +1,7 @@
 """`videoitg answer VIDEO -q TEXT --upstream URL`: pick the frames for the question (in-process, or through a running
 server with `--server`), send them to a video-LLM's OpenAI-compatible API, print its answer and the frames it was
 given; `--plot` draws the timeline with those frames. The request is built and forwarded by the same policy as
-the served endpoint (`videoitg.answer`, docs/answer.md)."""
+the served endpoint (`videoitg.answer.chat`, docs/answer.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ HELP = ("ask a video-LLM about a video from the frames VideoITG picks for the qu
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from videoitg.answer import DEFAULT_FRAME_SIZE
+    from videoitg.answer.chat import DEFAULT_FRAME_SIZE
 
     p.add_argument("video", help="video file (a local path; URLs are not fetched)")
     p.add_argument("--question", "-q", required=True, help="the question: also the instruction frames are picked by")
@@ -71,10 +71,10 @@ def chat_body(video: Path, question: str, model: str, top_k: int | None, frame_s
 
 def select_here(args: argparse.Namespace, question: str, top_k: int, size: int | None) -> tuple[GroundingResult, Any]:
     """The frames picked in-process (the same Scorer and JPEG export as `videoitg score --export-frames`)."""
-    from videoitg.answer import selection_of
+    from videoitg.answer.chat import selection_of
+    from videoitg.decode.export import top_k_images
     from videoitg.defaults import default_checkpoint
-    from videoitg.export import top_k_images
-    from videoitg.pipeline import Scorer
+    from videoitg.pipeline.scorer import Scorer
 
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
                     vision_tower=args.vision_tower)
@@ -89,7 +89,7 @@ def select_here(args: argparse.Namespace, question: str, top_k: int, size: int |
 def select_remote(args: argparse.Namespace, question: str, top_k: int | None, size: int | None
                   ) -> tuple[GroundingResult, Any]:
     """The frames picked by a running server, decoded and encoded there (FRAMES=jpeg)."""
-    from videoitg.answer import selection_of
+    from videoitg.answer.chat import selection_of
     from videoitg.serving.client import VideoITGClient
 
     t0 = time.perf_counter()
@@ -100,8 +100,8 @@ def select_remote(args: argparse.Namespace, question: str, top_k: int | None, si
 
 
 async def ask(upstream_url: str, q: Any, selection: Any, timeout_s: float, model_given: bool) -> dict[str, Any]:
-    from videoitg.answer import forwarded_bytes
-    from videoitg.serving.chat_upstream import ChatUpstream
+    from videoitg.answer.chat import forwarded_bytes
+    from videoitg.answer.upstream import ChatUpstream
 
     up = ChatUpstream(upstream_url, timeout_s=timeout_s)
     try:
@@ -128,9 +128,9 @@ def plot(result: GroundingResult, selection: Any, out: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.answer import parse_chat
+    from videoitg.answer.chat import parse_chat
+    from videoitg.answer.upstream import check_base_url
     from videoitg.paths import local_video
-    from videoitg.serving.chat_upstream import check_base_url
 
     video = Path(str(local_video(args.video))).resolve()
     if not video.is_file():

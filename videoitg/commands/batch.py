@@ -58,12 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here, as in every command: `videoitg --help` answers without loading them
-    from videoitg.batch.manifest import load_manifest
     from videoitg.batch.ray_env import RayOptions, ray_logs_to
     from videoitg.batch.runner import BatchOptions, SignalStop, StopRequested, run_batch
     from videoitg.batch.scorers import ScorerSpec, check_sampling_options
     from videoitg.batch.servers import ServerUnavailableError
     from videoitg.defaults import default_checkpoint
+    from videoitg.manifest import load_manifest
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k} (the server refuses it the same way)")
     if args.gpus_per_worker > 0 and args.ray_address is None and not args.server:
-        from videoitg.pipeline import check_device  # torch: only for this check
+        from videoitg.pipeline.scorer import check_device  # torch: only for this check
 
         check_device("cuda")  # a local run asking for GPUs on a machine without one would wait for them forever
     manifest_path = Path(args.manifest)

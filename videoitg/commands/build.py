@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from videoitg.limits import Limits
+from videoitg.request.limits import Limits
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/cli.py).

@@ -57,16 +57,16 @@ def _score_served(args: argparse.Namespace, ckpt: Path, video: Path, instruction
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.checkpoint import load_config
     from videoitg.commands.score import print_result
     from videoitg.decode import decode_video
     from videoitg.defaults import default_checkpoint, sample_video, sample_video_meta
+    from videoitg.model.checkpoint import load_config
     from videoitg.plot import display_aspect, plot_timeline, thumbnails_from_pixels
     ckpt = default_checkpoint()
     video, instruction = sample_video()
     print(f"checkpoint: {ckpt}\nvideo: {video}\ninstruction: {instruction!r}")
     if args.in_process:
-        from videoitg.pipeline import Scorer
+        from videoitg.pipeline.scorer import Scorer
 
         scorer = Scorer(ckpt)
         frames = scorer.load_video(video)

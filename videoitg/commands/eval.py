@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.moments import MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
@@ -90,8 +90,9 @@ def _sampling(fmt: str, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg import evaluation as ev
-    from videoitg.annotations import detect_format, read_annotations
+    from videoitg.eval.annotations import detect_format, read_annotations
+    from videoitg.eval.results import records_from_results
+    from videoitg.eval.summary import format_table, query_where, summarize
 
     try:
         ks = tuple(int(k) for k in args.k.split(",") if k.strip())
@@ -119,24 +120,24 @@ def run(args: argparse.Namespace) -> int:
         unscored = max(len(records) - args.limit, 0)
         records = records[: args.limit]
     if args.results:
-        scored, skipped = ev.records_from_results(args.results, records, root, sampling)
+        scored, skipped = records_from_results(args.results, records, root, sampling)
         source = str(args.results)
     else:
-        from videoitg.pipeline import check_device
+        from videoitg.pipeline.scorer import check_device
 
         check_device(args.device)
         scored, skipped = _score_with_model(args, records, root, sampling)
         source = str(args.checkpoint or "the embedded tiny checkpoint")
-    from videoitg.annotations import Rejected
+    from videoitg.eval.annotations import Rejected
     from videoitg.train.data import report_bad
 
-    bad += [Rejected(ev._where(r), why, getattr(r, "raw", None)) for r, why in skipped]
+    bad += [Rejected(query_where(r), why, getattr(r, "raw", None)) for r, why in skipped]
     report_bad(bad, args.out / "skipped_records.jsonl" if args.out else None)
     if not scored:
         raise InputError(f"no record could be evaluated ({len(bad)} skipped)")
     rows: list[dict] = []
-    summary = ev.summarize(scored, ks, params, args.saliency_min, rows=rows)
-    table = ev.format_table(summary, ks)
+    summary = summarize(scored, ks, params, args.saliency_min, rows=rows)
+    table = format_table(summary, ks)
     print(f"{source}: {len(scored)} records evaluated, {len(bad)} skipped ({fmt} layout, sampling {sampling.key()})")
     print(table)
     if args.submission is not None:
@@ -156,12 +157,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_submission(path: Path, scored, params, missing: int) -> None:
-    from videoitg import evaluation as ev
+    from videoitg.eval.summary import submission_record
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         for r in scored:
-            f.write(json.dumps(ev.submission_record(r, params)) + "\n")
+            f.write(json.dumps(submission_record(r, params)) + "\n")
     print(f"wrote {len(scored)} predictions to {path} (QVHighlights submission format)")
     if missing:
         print(f"note: {missing} annotation line(s) were skipped or left out by --limit and have no prediction there; "
@@ -170,9 +171,9 @@ def _write_submission(path: Path, scored, params, missing: int) -> None:
 
 
 def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
-    from videoitg import evaluation as ev
-    from videoitg.checkpoint import load_checkpoint
-    from videoitg.pipeline import Scorer, parse_dtype
+    from videoitg.eval.scoring import score_records
+    from videoitg.model.checkpoint import load_checkpoint
+    from videoitg.pipeline.scorer import Scorer, parse_dtype
 
     ckpt = args.checkpoint
     if ckpt is None:
@@ -185,4 +186,4 @@ def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
     limits = Limits(max_sampled_frames=max(sampling.num_frames, Limits().max_sampled_frames))
     scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=sampling,
                     limits=limits, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction)
-    return ev.score_records(scorer, records, root, progress=not args.quiet)
+    return score_records(scorer, records, root, progress=not args.quiet)

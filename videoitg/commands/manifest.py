@@ -34,7 +34,7 @@ def _quiet_lmms_eval_logs() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.lmms import manifest_rows, task_requests, write_manifest
+    from videoitg.lmms.tasks import manifest_rows, task_requests, write_manifest
 
     _quiet_lmms_eval_logs()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -8,9 +8,9 @@ import os
 import shlex
 from pathlib import Path
 
+from videoitg.contract.parameters import FEATURE_CACHE_BYTES
+from videoitg.contract.protocol import TOP
 from videoitg.errors import InputError
-from videoitg.serving.parameters import FEATURE_CACHE_BYTES
-from videoitg.serving.protocol import TOP
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/cli.py).

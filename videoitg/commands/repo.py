@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from videoitg.contract.protocol import DECODERS
 from videoitg.sampling import SamplingParams
-from videoitg.serving.protocol import DECODERS
 
 if TYPE_CHECKING:
     from videoitg.serving.repository import RepoSpec
@@ -91,8 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace, target: str):
-    from videoitg.limits import Limits, served_defaults
     from videoitg.paths import MediaRoots
+    from videoitg.request.limits import Limits, served_defaults
     from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec
 
     return RepoSpec(

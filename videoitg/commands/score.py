@@ -167,7 +167,7 @@ def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames,
         png = plot_timeline(result, Path(args.plot), args.top_k, thumbs)
         print(f"plot: {png}")
     if args.export_frames:
-        from videoitg.export import INDEX, export_frames, write_frames
+        from videoitg.decode.export import INDEX, export_frames, write_frames
 
         entries = (export_frames(args.video, result, args.export_frames, args.top_k, args.export_size) if jpegs is None
                    else write_frames(args.video, result, args.export_frames, jpegs, args.export_size))
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k is None:
         args.top_k = DEFAULT_TOP_K
     from videoitg.defaults import default_checkpoint
-    from videoitg.pipeline import Scorer
+    from videoitg.pipeline.scorer import Scorer
 
     sampling = SamplingParams(args.num_frames, args.target_fps, args.sampling)
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from videoitg.answer.upstream import check_base_url
 from videoitg.commands.repo import (
     add_deployment_arguments,
     add_limit_arguments,
@@ -20,10 +21,9 @@ from videoitg.commands.repo import (
     check_runtimes_for,
     spec_from_args,
 )
+from videoitg.contract.protocol import RepoSummary
 from videoitg.errors import CheckpointError, InputError
-from videoitg.serving.chat_upstream import check_base_url
 from videoitg.serving.ports import check_ports_free
-from videoitg.serving.protocol import RepoSummary
 from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer
 from videoitg.serving.shm import is_stale, launcher_tag
@@ -117,8 +117,8 @@ def check_checkpoint_for(spec: RepoSpec) -> None:
     """The checks each step makes when it loads, made here in seconds, before a server starts: a bad checkpoint
     is its real cause on the terminal instead of Triton's "failed to load all models"."""
     # torch-heavy: imported when a checkpoint is checked, so that `--help` stays torch-free
-    from videoitg.checkpoint import check_checkpoint
     from videoitg.defaults import default_checkpoint
+    from videoitg.model.checkpoint import check_checkpoint
 
     ckpt = default_checkpoint() if spec.checkpoint == DEFAULT_CHECKPOINT else Path(spec.checkpoint)
     cfg = check_checkpoint(ckpt, spec.vision_tower or None)

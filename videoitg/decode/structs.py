@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # annotations only: `DecodeLimits` (what videoitg.limits needs) loads without torch or numpy
+if TYPE_CHECKING:  # annotations only: `DecodeLimits` (what videoitg.request.limits needs) loads without torch or numpy
     import torch
 
     from videoitg.decode.colour import YuvSignal

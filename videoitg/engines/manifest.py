@@ -131,7 +131,7 @@ def manifest_problems(
 ) -> list[str]:
     """Every reason `manifest`'s engine cannot run here, one line each; empty when it can.
 
-    `checkpoint_sha256` (full hash, slow on 16 GB) / `checkpoint_identity` (videoitg.checkpoint's fast id) /
+    `checkpoint_sha256` (full hash, slow on 16 GB) / `checkpoint_identity` (videoitg.model.checkpoint's fast id) /
     `precision`: what the caller expects (None = don't check).
     `strict_gpu_name`: TensorRT tunes tactics per GPU model, so a plan from another model of the same
     compute capability may load but is unsupported; refuse it unless the caller opts out.

@@ -35,8 +35,8 @@ from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
 from videoitg.engines.summary import read_summary, summary_path
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
 from videoitg.libraries import import_onnxruntime, import_tensorrt
-from videoitg.limits import Limits
-from videoitg.token_budget import fixed_tokens
+from videoitg.model.token_budget import fixed_tokens
+from videoitg.request.limits import Limits
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt", "trtllm")
 ENGINE_FILES = {  # (runtime, step) -> file inside an engines directory (written by `videoitg build`)
@@ -365,7 +365,7 @@ TRTLLM_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def trtllm_dtype(requested: torch.dtype) -> torch.dtype:
-    """The TensorRT-LLM grounding precision: the model's own (videoitg.pipeline.parse_dtype: float16 on a GPU, as
+    """The TensorRT-LLM grounding precision: the model's own (videoitg.pipeline.scorer.parse_dtype: float16 on a GPU, as
     released; bfloat16 when asked for). Its fused attention has no float32 path, so float32 is refused."""
     if requested not in TRTLLM_DTYPES:
         raise EngineError(f"the trtllm runtime runs float16 or bfloat16, the model was loaded as "

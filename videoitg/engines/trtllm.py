@@ -28,10 +28,10 @@ import torch
 import transformers
 from torch import nn
 
-from videoitg.checkpoint import index_tensors, load_config, load_indexed
 from videoitg.config import VideoITGConfig
 from videoitg.errors import BackendUnavailable
 from videoitg.libraries import import_trtllm
+from videoitg.model.checkpoint import index_tensors, load_config, load_indexed
 from videoitg.model.layout import frame_mean_logits
 
 ARCHITECTURE = "VideoITGForFrameScoring"

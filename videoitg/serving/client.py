@@ -14,11 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import GroundingResult, check_ranking_rule
-from videoitg.paths import MediaRoots, local_video
-from videoitg.serving.parameters import CHECKPOINT, MEDIA_ROOTS
-from videoitg.serving.protocol import (
+from videoitg.contract.parameters import CHECKPOINT, MEDIA_ROOTS
+from videoitg.contract.protocol import (
     CACHE_HIT,
     FRAME_FORMATS,
     FRAMES,
@@ -36,7 +33,10 @@ from videoitg.serving.protocol import (
     VIDEO_URI,
     signatures,
 )
-from videoitg.serving.tensors import frames_from_outputs, result_from_outputs
+from videoitg.contract.tensors import frames_from_outputs, result_from_outputs
+from videoitg.errors import InputError, VideoITGError
+from videoitg.outputs import GroundingResult, check_ranking_rule
+from videoitg.paths import MediaRoots, local_video
 
 REQUEST = signatures("bls")[TOP]  # every input a client may send (the ensemble takes a subset)
 
@@ -360,7 +360,7 @@ class VideoITGClient:
         if not self.accepts(FRAMES):
             raise InputError(f"{self.url}: model {self.model!r} does not serve frames (an ensemble deployment has no "
                              "video at selection time): serve the bls repository, or decode them locally "
-                             "(videoitg.export.top_k_images)")
+                             "(videoitg.decode.export.top_k_images)")
 
     def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool,
                frames: str | None = None, by_reference: bool = False) -> ServedResult:

@@ -24,9 +24,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from videoitg.contract.protocol import INSTRUCTION, TOP, VIDEO
 from videoitg.errors import InputError
 from videoitg.serving import binaries
-from videoitg.serving.protocol import INSTRUCTION, TOP, VIDEO
 
 DEFAULT_INSTRUCTION = "When does the main event of the video happen?"
 COPY_TAG = b"videoitg-perf"  # payload of the appended element, with the copy's number

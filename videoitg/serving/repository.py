@@ -1,6 +1,6 @@
 """The Triton model-repository generator: each model's `config.pbtxt` and `model.py` shim, and the repository's
 summary, for a cpu or gpu deployment in the `bls` or `ensemble` shape (docs/repository.md).
-The tensors come from `videoitg.serving.protocol`; the implementation lives in `python_backend/`."""
+The tensors come from `videoitg.contract.protocol`; the implementation lives in `python_backend/`."""
 
 from __future__ import annotations
 
@@ -11,13 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from videoitg.engines.summary import BUILD_SUMMARY, read_summary
-from videoitg.errors import InputError
-from videoitg.limits import Limits, served_defaults
-from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
-from videoitg.paths import MediaRoots
-from videoitg.sampling import SamplingParams
-from videoitg.serving.parameters import (
+from videoitg.contract.parameters import (
     DEFAULT_CHECKPOINT,
     DecodeParameters,
     GroundingParameters,
@@ -27,7 +21,7 @@ from videoitg.serving.parameters import (
     TopParameters,
     VisionParameters,
 )
-from videoitg.serving.protocol import (
+from videoitg.contract.protocol import (
     DECODE,
     DURATION,
     FEATURE_TYPES,
@@ -57,6 +51,12 @@ from videoitg.serving.protocol import (
     check_decoder,
     signatures,
 )
+from videoitg.engines.summary import BUILD_SUMMARY, read_summary
+from videoitg.errors import InputError
+from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
+from videoitg.paths import MediaRoots
+from videoitg.request.limits import Limits, served_defaults
+from videoitg.sampling import SamplingParams
 
 # NVDEC on a GPU (the frames stay on the device); PyAV on a CPU machine, where it is the faster decoder.
 DEFAULT_DECODERS = {"cpu": "python", "gpu": "dali"}
@@ -113,7 +113,7 @@ class RepoSpec:
         if isinstance(self.stream_frames, bool) or not isinstance(self.stream_frames, int) or self.stream_frames < 0:
             raise InputError(f"stream_frames must be an int >= 0, got {self.stream_frames!r}")
         if not isinstance(self.limits, Limits):
-            raise InputError(f"limits must be a videoitg.limits.Limits, got {type(self.limits).__name__}")
+            raise InputError(f"limits must be a videoitg.request.limits.Limits, got {type(self.limits).__name__}")
         self.limits.check_sampling(self.sampling)  # a repository whose every request would be refused
         check_ranking_rule(self.ranking_rule)
         if isinstance(self.media_roots, (str, os.PathLike)) or not all(
@@ -191,7 +191,7 @@ def model_dims(spec: RepoSpec, root: Path | None = None) -> ModelDims:
     """The dimensions the checkpoint fixes, read from its config where the steps will read it (`root`: the
     repository's root, under which relative paths lie). A checkpoint that is not on this machine (`repo build
     --no-bundle` of a path only the serving host has) leaves them open, as the steps then check them themselves."""
-    from videoitg.checkpoint import load_config, resolve_checkpoint, resolve_under  # imports torch
+    from videoitg.model.checkpoint import load_config, resolve_checkpoint, resolve_under  # imports torch
 
     ckpt = resolve_checkpoint(spec.checkpoint, root)
     if not (ckpt / "config.json").is_file():
@@ -400,7 +400,7 @@ def bundle_assets(spec: RepoSpec, out: Path) -> RepoSpec:
     them relative to the repository's root (`params.StepAssets` resolves them there)."""
     from dataclasses import replace
 
-    from videoitg.checkpoint import load_config, resolve_checkpoint
+    from videoitg.model.checkpoint import load_config, resolve_checkpoint
 
     changes: dict[str, str] = {}
     if spec.checkpoint != DEFAULT_CHECKPOINT:

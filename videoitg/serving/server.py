@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.limits import SERVED_MAX_VIDEO_BYTES
+from videoitg.contract.protocol import OTHER_INPUTS_BYTES, RepoSummary
+from videoitg.request.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.serving import binaries
 from videoitg.serving.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_ENV, INFER_KEY_HEADER, FrontConfig
 from videoitg.serving.front.policy import DEFAULT_MAX_TENSORS
 from videoitg.serving.front.process import environment as front_environment
 from videoitg.serving.ports import LOOPBACK, ServerError, check_ports_free, free_ports
 from videoitg.serving.procfs import group_alive, group_cpu_s
-from videoitg.serving.protocol import OTHER_INPUTS_BYTES, RepoSummary
 from videoitg.serving.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
 from videoitg.serving.supervise import StubWatchdog
 

@@ -28,11 +28,11 @@ from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
 
 from tests.support.front import exchange, http_stand_in, running_front, status, without_gc
 from tests.support.server import settled
+from videoitg.answer.upstream import ChatUpstream
+from videoitg.contract.parameters import MEDIA_ROOTS
+from videoitg.contract.tensors import frame_outputs, result_outputs
 from videoitg.outputs import GroundingResult
-from videoitg.serving.chat_upstream import ChatUpstream
 from videoitg.serving.front import bounds, config
-from videoitg.serving.parameters import MEDIA_ROOTS
-from videoitg.serving.tensors import frame_outputs, result_outputs
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JPEG = b"\xff\xd8\xff\xe0 a frame"

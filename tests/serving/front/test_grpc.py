@@ -18,10 +18,10 @@ grpc = pytest.importorskip("grpc", reason="the serve extra is not installed")
 from benchmarks.h2client import H2Client, prefix  # noqa: E402
 from tests.support.front import LIVE, grpc_front, never, outcome, raw_frames, without_gc  # noqa: E402
 from tests.support.server import settled  # noqa: E402
+from videoitg.contract.protocol import TOP  # noqa: E402
 from videoitg.serving.front import bounds, config  # noqa: E402
 from videoitg.serving.front import grpc as grpc_port  # noqa: E402
 from videoitg.serving.front.grpc_policy import SERVICE  # noqa: E402
-from videoitg.serving.protocol import TOP  # noqa: E402
 
 
 def test_a_stop_takes_the_calls_a_client_sent_before_it_read_the_goaway() -> None:

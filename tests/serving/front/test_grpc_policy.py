@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed")
 
+from videoitg.contract.protocol import DECODE, TOP
 from videoitg.serving.front.grpc_policy import grpc_infer_error, grpc_message_error, grpc_scan
 from videoitg.serving.front.policy import Reason
-from videoitg.serving.protocol import DECODE, TOP
 
 MODELS = (TOP,)
 OVERFLOW = [1, 2**27, 2**35, 1]  # 2^64 bytes of FP32: 0 in Triton 2.51's int64 size check

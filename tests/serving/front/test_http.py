@@ -18,8 +18,8 @@ from aiohttp import web
 
 from tests.support.front import BODY, VIDEO_HEADER, exchange, infer_head, running_front, status, upstream_echo
 from tests.support.server import settled
+from videoitg.contract.protocol import TOP
 from videoitg.serving.front import bounds, config, http, policy
-from videoitg.serving.protocol import TOP
 
 
 def test_no_accept_encoding_is_added_toward_tritonserver() -> None:

@@ -29,9 +29,9 @@ from tritonclient.grpc import service_pb2  # noqa: E402
 from benchmarks.h2client import prefix  # noqa: E402
 from tests.support import ROOT  # noqa: E402
 from tests.support.front import BODY, exchange, http_stand_in, infer_head, raw_frames, status  # noqa: E402
+from videoitg.contract.protocol import TOP  # noqa: E402
 from videoitg.serving.front.grpc_policy import SERVICE  # noqa: E402
 from videoitg.serving.ports import free_ports  # noqa: E402
-from videoitg.serving.protocol import TOP  # noqa: E402
 
 READY = re.compile(r"open files (\d+); connections http (\d+) grpc (\d+) metrics (\d+)")
 

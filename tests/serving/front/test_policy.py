@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from videoitg.contract.protocol import DECODE, GROUNDING, OTHER_INPUTS_BYTES, TOP, VISION, RepoSummary
 from videoitg.serving.front import config, policy
 from videoitg.serving.front.policy import Reason
-from videoitg.serving.protocol import DECODE, GROUNDING, OTHER_INPUTS_BYTES, TOP, VISION, RepoSummary
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import public_models, request_bounds
 

@@ -22,10 +22,10 @@ import pytest
 from benchmarks.bench_stop import moving_clip
 from tests.support.server import all_threads_stopped, metric_value, served, skip_without_tritonserver, wait_until
 from videoitg.clips import repeat_clip
+from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION, RepoSummary
 from videoitg.defaults import sample_video
 from videoitg.serving.client import RemoteError, ServedResult, VideoITGClient
 from videoitg.serving.front.config import INFER_KEY_HEADER
-from videoitg.serving.protocol import DECODE, GROUNDING, TOP, VISION, RepoSummary
 from videoitg.serving.repository import RepoSpec
 from videoitg.serving.server import ServerOptions, TritonServer, unload_s
 

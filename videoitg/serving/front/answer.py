@@ -2,7 +2,7 @@
 takes an OpenAI chat request whose last user message holds a video, has tritonserver's `videoitg` model pick the
 frames for the question (one KServe v2 inference request over the port's own connection to it, asking for the
 top-K frames as JPEGs), and passes the request on to the video-LLM with the video replaced by those frames;
-`GET /v1/models` passes the video-LLM's model list on. The policy is `videoitg.answer`; here, its transport: the
+`GET /v1/models` passes the video-LLM's model list on. The policy is `videoitg.answer.chat`; here, its transport: the
 body read under the port's bounds and budget (`HttpPort.reading`) and given back once the frames are picked, the
 steps that touch bytes of a video in worker threads, the answer relayed as it arrives, a client that leaves
 cancelling it. docs/answer.md."""
@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from videoitg.answer import (
+from videoitg.answer.chat import (
     PATHS,
     AnswerError,
     ChatQuestion,
@@ -38,17 +38,17 @@ from videoitg.answer import (
     with_selection,
     without_video,
 )
+from videoitg.answer.upstream import ChatUpstream, selection_stream
+from videoitg.contract.parameters import MEDIA_ROOTS
+from videoitg.contract.protocol import TOP
 from videoitg.errors import InputError
 from videoitg.paths import MediaRoots
-from videoitg.serving.chat_upstream import ChatUpstream, selection_stream
 from videoitg.serving.client import http_request_body, http_served_result
 from videoitg.serving.front.bounds import OVER_BUDGET
 from videoitg.serving.front.config import FrontConfig
 from videoitg.serving.front.http import Closer, HttpPort, Route, _continue, refused
 from videoitg.serving.front.policy import Reason, Refusal, bounded_error_body, encoding_error
 from videoitg.serving.front.upstream import UpstreamError
-from videoitg.serving.parameters import MEDIA_ROOTS
-from videoitg.serving.protocol import TOP
 
 GONE_POLL_S = 0.25  # how often a request waiting on the video-LLM looks whether its client is still there
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import grpc
 
+from videoitg.errors import bounded_text
 from videoitg.serving.front.bounds import STOPPING, ByteBudget, WaitingCalls, body_time_left, body_timeout
 from videoitg.serving.front.config import GRPC_INFER_KEY_HEADER, FrontConfig, FrontCounters
 from videoitg.serving.front.connections import admitted
 from videoitg.serving.front.grpc_calls import Call, Connection
 from videoitg.serving.front.grpc_frames import cheap_data_frame_repr
 from videoitg.serving.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_message_error
-from videoitg.serving.front.policy import Reason, Refusal, bounded_text
+from videoitg.serving.front.policy import Reason, Refusal
 
 SWEEP_S = 0.5  # how often the time bounds are checked
 # At a stop: how long the calls a client sent before it read the first GOAWAY have to arrive, unless its answer to

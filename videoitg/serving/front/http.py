@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import HttpVersion11, web
 
+from videoitg.contract.protocol import OTHER_INPUTS_BYTES
 from videoitg.serving.front.bounds import ABANDONED, BodyReader, BodyRefused, ByteBudget, Stopping, stream_body
 from videoitg.serving.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters
 from videoitg.serving.front.connections import LINGER_S, Connections, ServerLog, listen
@@ -27,7 +28,6 @@ from videoitg.serving.front.policy import (
     json_length,
 )
 from videoitg.serving.front.upstream import Upstream, UpstreamError
-from videoitg.serving.protocol import OTHER_INPUTS_BYTES
 
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
 PASS_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")

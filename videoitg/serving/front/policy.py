@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from enum import Enum, IntEnum
 from typing import Any
 
+from videoitg.errors import MAX_ERROR_CHARS, bounded_text
 from videoitg.jsonio import nesting_over, no_constant
 
 MAX_JSON_DEPTH = 16  # an inference request's JSON nests 4 levels (object, inputs, input, data), plus data's dims
@@ -54,7 +55,6 @@ MAX_DIMS = 8  # dimensions of one input's shape (the served inputs have 2: batch
 MAX_PARAMETERS = 16  # entries of one `parameters` object
 MAX_PARAMETER_CHARS = 4096  # a string parameter's length
 DEFAULT_MAX_TENSORS = 64  # inputs and outputs of a request when the launcher names no signature bound
-MAX_ERROR_CHARS = 1024  # of tritonserver's error text passed on
 # Headers that frame or encode a request: two of one are two readings of it (aiohttp and Triton pick differently).
 SINGLE_HEADERS = ("content-length", "transfer-encoding", "content-encoding", "content-type",
                   "inference-header-content-length", "expect")
@@ -444,8 +444,5 @@ def bounded_error_body(body: bytes) -> bytes:
         text = body[:MAX_ERROR_CHARS].decode("utf-8", "replace")
     return json.dumps({"error": bounded_text(str(text))}).encode()
 
-
-def bounded_text(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " [...]"
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
+from videoitg.eval.metrics import QVH_CLIP_S, clip_count
 from videoitg.jsonio import JSONProblem, load_file, loads, text_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
-QVH_CLIP_S = 2.0  # QVHighlights annotates saliency per 2-second clip
 
 
 @dataclass
@@ -248,12 +248,6 @@ def max_clips() -> int:
     """Most 2-second clips an evaluated video can have: the decoder's duration bound (4 h: 7,200 clips). A
     saliency table is sized by the clip ids and the duration an annotation states, so both are held to it."""
     return math.ceil(DecodeLimits().max_duration_s / QVH_CLIP_S)
-
-
-def clip_count(duration: float) -> int:
-    """2-second clips of a video of `duration` seconds, as the QVHighlights evaluation counts them (whole clips:
-    int(duration / 2)), at least one."""
-    return max(int(duration / QVH_CLIP_S), 1)
 
 
 MAX_ANNOTATORS = 32  # QVHighlights has 3 annotator scores per clip

@@ -9,9 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from videoitg.moments import DEFAULT_PARAMS, MomentParams
-from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
-from videoitg.serving.protocol import (
+from videoitg.contract.protocol import (
     APPLIED_RANKING_RULE,
     CACHE_HIT,
     DURATION,
@@ -26,6 +24,8 @@ from videoitg.serving.protocol import (
     TOP_K_FRAMES,
     TensorSpec,
 )
+from videoitg.moments import DEFAULT_PARAMS, MomentParams
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
 
 
 def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentParams = DEFAULT_PARAMS,

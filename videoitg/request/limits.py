@@ -16,8 +16,8 @@ from videoitg.config import VideoITGConfig
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
 from videoitg.knobs import ENV_PREFIX, KNOBS, flag_dest, parse_knob
+from videoitg.model.token_budget import fixed_tokens, max_fixed_tokens
 from videoitg.sampling import SamplingParams
-from videoitg.token_budget import fixed_tokens, max_fixed_tokens
 
 
 class InstructionTooLongError(InputError):
@@ -82,7 +82,8 @@ class Limits:
     def instruction_text(self, value: Any) -> str:
         """The instruction as it enters (a request, `Scorer`, a step): a string, or UTF-8 bytes, within
         `max_instruction_bytes` (checked before decoding, so a huge value costs nothing), with some visible text.
-        InputError / InstructionTooLongError otherwise; the token bounds need the tokenizer (`videoitg.text`)."""
+        InputError / InstructionTooLongError otherwise; the token bounds need the tokenizer
+        (`videoitg.request.text`)."""
         if isinstance(value, (bytes, bytearray, memoryview)):
             raw = bytes(value)
             self._check_bytes(len(raw))

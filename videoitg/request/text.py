@@ -10,7 +10,7 @@ import torch
 from videoitg.blank import EMPTY_INSTRUCTION, is_blank
 from videoitg.config import VideoITGConfig
 from videoitg.errors import InputError
-from videoitg.limits import Limits
+from videoitg.request.limits import Limits
 
 
 def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:

@@ -24,12 +24,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from videoitg.answer.handoff import frame_parts, frame_parts_json
+from videoitg.contract.protocol import MAX_FRAMES_SIZE
 from videoitg.errors import InputError, VideoITGError
-from videoitg.handoff import frame_parts, frame_parts_json
 from videoitg.jsonio import MAX_JSON_DEPTH, nesting_over, no_constant
-from videoitg.limits import Limits
 from videoitg.paths import MediaRoots, PathRefusedError, open_resolved, shown
-from videoitg.serving.protocol import MAX_FRAMES_SIZE
+from videoitg.request.limits import Limits
 
 EXTENSION = "videoitg"  # the request's extension object, and the answer's added field
 MAX_TOP_K = Limits.max_sampled_frames  # no video has more sampled frames than a server admits

@@ -1,5 +1,5 @@
 """The video-LLM behind the answer endpoint: any OpenAI-compatible API (vLLM, SGLang, trtllm-serve, `transformers
-serve`) at a base URL, reached with aiohttp. Each failure is one typed `videoitg.answer` error: refused (its status
+serve`) at a base URL, reached with aiohttp. Each failure is one typed `videoitg.answer.chat` error: refused (its status
 and text), unreachable or broken off (502), too slow (504). A request whose caller goes away is cancelled: its
 connection is closed, which is how these servers learn to stop generating.
 
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from videoitg.answer import (
+from videoitg.answer.chat import (
     Selection,
     UpstreamRefusedError,
     UpstreamTimeoutError,
@@ -25,8 +25,7 @@ from videoitg.answer import (
     split_event,
     with_selection,
 )
-from videoitg.errors import InputError
-from videoitg.serving.front.policy import MAX_ERROR_CHARS, bounded_text
+from videoitg.errors import MAX_ERROR_CHARS, InputError, bounded_text
 
 CONNECT_S = 5.0  # to open a connection to the video-LLM
 TIMEOUT_S = 300.0  # a whole answer; in a streamed one, the longest wait for its next bytes

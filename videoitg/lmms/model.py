@@ -1,5 +1,5 @@
 """`lmms-eval --model videoitg`: grounding as an lmms-eval model (registered by the `lmms_eval.models` entry
-point, see `videoitg.lmms`). Imported by lmms-eval only; it needs the `lmms` extra.
+point, see `videoitg.lmms.tasks`). Imported by lmms-eval only; it needs the `lmms` extra.
 
     lmms-eval --model videoitg --tasks videomme \\
         --model_args checkpoint=/ckpt/VideoITG-8B,output_dir=/out/itg          # in-process
@@ -10,7 +10,7 @@ the record to `output_dir/<task>/results.jsonl` (the upstream keys `index`, `log
 `video_path`, `doc_id`, then ours: timestamps, scores, moments, `task`, `split`): the file lmms-eval's answering
 models read as `frame_indices_jsonl`. A doc_id already in that file is not scored again (a rerun resumes). The
 text answer lmms-eval receives is empty: grounding selects frames, it does not answer the task. `ranking_rule=` and
-(in-process) `truncate=` choose the released or the exact behaviour (`videoitg.lmms.model_options`,
+(in-process) `truncate=` choose the released or the exact behaviour (`videoitg.lmms.tasks.model_options`,
 docs/lmms-eval.md).
 """
 
@@ -25,9 +25,9 @@ from tqdm import tqdm
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
 from videoitg.jsonio import loads, text_lines
-from videoitg.lmms import _request_fields, doc_videos, model_options
+from videoitg.lmms.tasks import _request_fields, doc_videos, model_options
 from videoitg.outputs import DEFAULT_RANKING_RULE, write_results_jsonl
-from videoitg.pipeline import Scorer
+from videoitg.pipeline.scorer import Scorer
 
 
 class VideoITGModel(lmms):

@@ -19,18 +19,18 @@ from typing import Any
 
 import torch
 
-from videoitg.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.decode import decode_video, stream_video
 from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
-from videoitg.limits import Limits
+from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.model.layout import SequenceLayout, fit_instruction
 from videoitg.moments import frames_duration
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.paths import local_video
 from videoitg.preprocess import pixel_values
+from videoitg.request.limits import Limits
+from videoitg.request.text import instruction_ids
 from videoitg.sampling import SamplingParams
-from videoitg.text import instruction_ids
 
 log = logging.getLogger(__name__)
 

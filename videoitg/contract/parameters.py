@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from videoitg.contract.protocol import DECODE, FEATURE_TYPES, GROUNDING, VISION, check_decoder
 from videoitg.errors import InputError
-from videoitg.limits import Limits
 from videoitg.outputs import SelectionOptions
 from videoitg.paths import MediaRoots
+from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
-from videoitg.serving.protocol import DECODE, FEATURE_TYPES, GROUNDING, VISION, check_decoder
 
 DEFAULT_CHECKPOINT = "default"  # the embedded tiny checkpoint (videoitg.defaults.default_checkpoint)
 DEVICES = ("cpu", "cuda")

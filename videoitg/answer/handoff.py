@@ -4,7 +4,7 @@ models. Built from the `openai` SDK's own request types (`pip install openai`; i
 extras), so the SDK checks its shape; docs/handoff.md is the recipe.
 
     from openai import OpenAI
-    from videoitg.handoff import chat_request
+    from videoitg.answer.handoff import chat_request
     request = chat_request("clip.mp4", result, model="Qwen/Qwen2.5-VL-7B-Instruct", k=32, size=448)
     answer = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="EMPTY").chat.completions.create(**request)
 """
@@ -34,7 +34,7 @@ def frame_parts_json(frames: Iterable[tuple[int, float, bytes]]) -> bytes:
     (chronological is what a video-LLM expects), as JSON: for each, a text part `frame_label(...)`, then the JPEG as
     an `image_url` part holding a `data:image/jpeg;base64,...` URL; the parts joined by commas, without brackets, to
     be spliced into a request's content list. The one place frames become chat content: `frame_parts`, the
-    `chat_request` helper and the served answer endpoint (`videoitg.answer`) all build theirs here. Bytes, built
+    `chat_request` helper and the served answer endpoint (`videoitg.answer.chat`) all build theirs here. Bytes, built
     without a JSON pass over the images (base64 is ASCII with nothing to escape): 32 frames at 448 px (1.9 MB) take
     a millisecond here, several through `json.dumps`."""
     return b",".join(b'{"type":"text","text":' + json.dumps(frame_label(n, t)).encode()
@@ -61,7 +61,7 @@ def chat_request(video: str | Path, result: GroundingResult, model: str, *, k: i
         raise InputError(f"the chat request is built with the openai SDK's types: pip install openai ({e})") from None
     # here, not at the top: the decoder (PyAV) is this helper's alone; the serving front builds its parts from
     # frames the server decoded (`frame_parts`) and never loads it
-    from videoitg.export import top_k_images
+    from videoitg.decode.export import top_k_images
 
     text = result.instruction if question is None else question
     if not text.strip():

@@ -1,7 +1,7 @@
 """The chosen frames handed on as images: the top-K frames of a result, decoded from the video at its own size (or
-a given one), as JPEG files with an index, or as JPEG bytes for a request to a video-LLM (`videoitg.handoff`).
+a given one), as JPEG files with an index, or as JPEG bytes for a request to a video-LLM (`videoitg.answer.handoff`).
 
-    from videoitg.export import export_frames
+    from videoitg.decode.export import export_frames
     index = export_frames("clip.mp4", result, "frames/", k=32)   # frames/0000120.jpg ..., frames/index.json
 
 The pixels come from the project's decoder (`videoitg.decode.decode_full_frames`: the same PyAV decode, seeks and

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
-from videoitg.batch.manifest import Row
+from videoitg.manifest import Row
 
 
 class _HasVideo(Protocol):

@@ -8,7 +8,7 @@ Two ways to do the same here, both from lmms-eval's own task objects (never re-i
 - `videoitg manifest --from-lmms-eval TASK --out manifest.jsonl` (`write_manifest`): the task's requests as a
   batch manifest (`video`, `instruction` = contexts, `doc_id`, `task`, `split`), for `videoitg batch`.
 - `lmms-eval --model videoitg --model_args checkpoint=DIR|server=HOST:PORT,output_dir=OUT --tasks TASK`
-  (`VideoITGModel` in `videoitg/lmms_model.py`, registered through the `lmms_eval.models` entry point): lmms-eval
+  (`VideoITGModel` in `videoitg/lmms/model.py`, registered through the `lmms_eval.models` entry point): lmms-eval
   drives the scoring and `OUT/results.jsonl` is written as the upstream writer does, plus our fields.
 
 lmms-eval is an optional extra (`pip install videoitg-serve[lmms]`): it pins `av<16` and pulls ~70 packages, so it
@@ -25,7 +25,7 @@ from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.outputs import check_ranking_rule
-from videoitg.pipeline import parse_dtype
+from videoitg.pipeline.scorer import parse_dtype
 from videoitg.sampling import SamplingParams
 
 MODEL_NAME = "videoitg"  # the --model name; tasks pick their prompt variant (lmms_eval_specific_kwargs) by it
@@ -57,7 +57,7 @@ class ModelOptions:
     """`--model videoitg` model_args, resolved as the in-process `Scorer` takes them (docs/lmms-eval.md)."""
 
     device: str
-    dtype: Any  # torch.dtype: videoitg.pipeline.parse_dtype (float16 on a GPU as released, float32 on CPU)
+    dtype: Any  # torch.dtype: videoitg.pipeline.scorer.parse_dtype (float16 on a GPU as released, float32 on CPU)
     sampling: Any  # videoitg.sampling.SamplingParams
     top_k: int | None
     ranking_rule: str | None  # None: the engine's default ("released"; a server's own)
@@ -176,9 +176,3 @@ def write_manifest(path: str | Path, rows: list[dict[str, Any]]) -> Path:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
-
-def entry_point():
-    """The `lmms_eval.models` entry point: lmms-eval (>= 0.7) registers `--model videoitg` from this."""
-    from lmms_eval.models.registry_v2 import ModelManifest
-
-    return ModelManifest(model_id=MODEL_NAME, simple_class_path="videoitg.lmms_model.VideoITGModel")
