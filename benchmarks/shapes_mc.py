@@ -91,7 +91,9 @@ def _still(colour: str, kind: str, slot: tuple[float, float], appear: float, van
 
 def make_doc(rng: np.random.Generator, video: Path, duration_s: int, lures: bool) -> dict[str, Any]:
     """One clip and its question: the moment at a random whole second; three other shapes (the wrong options when
-    `lures`) each on screen for 8-16 s outside it."""
+    `lures`) each on screen for 8-16 s outside it (less in a clip too short for that). At least 8 s long."""
+    if duration_s < MOMENT_S + 4:
+        raise ValueError(f"a clip of {duration_s} s has no room beside a {MOMENT_S} s moment")
     combos = [(c, k) for c in OPTION_COLOURS for k in OPTION_KINDS]
     picks = [combos[int(i)] for i in rng.choice(len(combos), size=7, replace=False)]
     answer, wrong = picks[0], picks[1:4]
@@ -100,9 +102,9 @@ def make_doc(rng: np.random.Generator, video: Path, duration_s: int, lures: bool
     objects = [_still(*TARGET, SLOTS[0], start, start + MOMENT_S), _still(*answer, SLOTS[1], start, start + MOMENT_S)]
     for slot, obj in zip(SLOTS[2:], shown, strict=True):
         free = [(0, start - 1), (start + MOMENT_S + 1, duration_s)]  # a second's gap on either side of the moment
-        free = [(a, b) for a, b in free if b - a >= 8]
+        free = [(a, b) for a, b in free if b - a >= 2]
         a, b = free[int(rng.integers(len(free)))]
-        length = int(rng.integers(8, min(16, b - a) + 1))
+        length = int(rng.integers(min(8, b - a), min(16, b - a) + 1))  # shorter only where a short clip has no room
         appear = int(rng.integers(a, b - length + 1))
         objects.append(_still(*obj, slot, appear, appear + length))
     scene = Scene(SIZE, SIZE, FPS, duration_s * FPS, objects)
@@ -161,20 +163,40 @@ def lmms_env(tmp: str | Path, **extra: str) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled", **extra}
 
 
-def lmms_eval_command(python: str | Path, tasks: str | Path, model_args: dict[str, Any], output_path: str | Path,
-                      task: str = TASK, limit: int | None = None) -> list[str]:
-    """`lmms-eval --model videoitg` on the local task under `tasks`, writing its results under `output_path`."""
-    args = ",".join(f"{k}={v}" for k, v in model_args.items())
-    cmd = [str(python), "-m", "lmms_eval", "--model", "videoitg", "--tasks", task, "--include_path", str(tasks),
-           "--model_args", args, "--batch_size", "1", "--output_path", str(output_path)]
-    return cmd + (["--limit", str(limit)] if limit else [])
+def lmms_eval_run(tasks: str | Path, model_args: dict[str, Any], output_path: str | Path, task: str = TASK,
+                  limit: int | None = None) -> dict[str, Any]:
+    """One `lmms-eval --model videoitg` evaluation of the local task(s) `task` (comma-separated) under `tasks`, as
+    lmms-eval's options (its command line's names), writing its results under `output_path`."""
+    run = {"model": "videoitg", "model_args": ",".join(f"{k}={v}" for k, v in model_args.items()), "tasks": task,
+           "include_path": str(tasks), "batch_size": "1", "output_path": str(output_path)}
+    return run | ({"limit": limit} if limit else {})
 
 
-def run_lmms_eval(cmd: list[str], env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess:
-    """Run it; a RuntimeError with the end of its output when it fails."""
+def command_line(run: dict[str, Any]) -> str:
+    """The `lmms-eval` command line of one evaluation."""
+    return "lmms-eval " + " ".join(f"--{k} {v}" for k, v in run.items())
+
+
+def run_lmms_eval(python: str | Path, runs: list[dict[str, Any]], workdir: str | Path, env: dict[str, str],
+                  timeout_s: float = 600, first: str = "") -> subprocess.CompletedProcess:
+    """The evaluations `runs`, in order, by one lmms-eval process (`lmms-eval --config FILE` of several: its imports,
+    about 13 s of CPU, are paid once); `first`: Python code that process runs before (then lmms-eval's command line
+    is called as a function, as `python -m lmms_eval` calls it). A RuntimeError with the end of its output when it
+    fails or an evaluation wrote no results (lmms-eval logs an evaluation's error and goes on to the next)."""
+    config = Path(workdir) / f"lmms-eval-{len(list(Path(workdir).glob('lmms-eval-*.json')))}.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(runs, indent=1))  # YAML: lmms-eval reads it with yaml.safe_load
+    if first:
+        code = (f"{first}\nimport sys\nfrom lmms_eval.__main__ import cli_evaluate\n"
+                f"sys.argv = ['lmms-eval', '--config', {str(config)!r}]\ncli_evaluate()\n")
+        cmd = [str(python), "-c", code]
+    else:
+        cmd = [str(python), "-m", "lmms_eval", "--config", str(config)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-    if r.returncode != 0:
-        raise RuntimeError(f"lmms-eval exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    missing = [run["output_path"] for run in runs if not list(Path(run["output_path"]).rglob("*_results.json"))]
+    if r.returncode != 0 or missing:
+        raise RuntimeError(f"lmms-eval exited {r.returncode}, no results under {missing}:\n{r.stdout[-3000:]}\n"
+                           f"{r.stderr[-3000:]}")
     return r
 
 

@@ -26,7 +26,8 @@ def _results(path: Path, model_args: str, values: dict[str, dict], docs: int = 1
 def _run(root: Path, name: str, args: str, acc: float, date: str = "2026-11-27T10-00-00.000001") -> Path:
     return _results(root / name / "shape-reader" / f"{date}_results.json",
                     f"output_dir=o/{name},answer_upstream=http://127.0.0.1:9/v1,answer_model=shape-reader,{args}",
-                    {"mc": {"alias": "mc", "accuracy,none": acc, "accuracy_stderr,none": "N/A"}})
+                    {"mc": {"alias": "mc", "accuracy,none": acc, "accuracy_stderr,none": "N/A",
+                            "accuracy_stderr_clt,none": 0.1}})
 
 
 def test_model_args() -> None:

@@ -92,8 +92,8 @@ def read_rows(path: Path) -> list[Row]:
         docs = int((samples.get(task) or {}).get("effective", 0))
         for name, value in metrics.items():
             metric, _, flt = name.partition(",")
-            if metric.endswith("_stderr") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue  # "alias", standard errors ("N/A" where not computed)
+            if "_stderr" in metric or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # "alias", standard errors ("accuracy_stderr,none": "N/A", "accuracy_stderr_clt,none": 0.0)
             if not math.isfinite(value):
                 continue
             label = metric if flt in ("", "none") else f"{metric} ({flt})"
