@@ -403,6 +403,7 @@ class Check:
         import tritonclient.grpc as grpcclient
 
         from videoitg.engines.runtimes import visible_gpus
+        from videoitg.request.options import RequestOptions
         from videoitg.serving.client import VideoITGClient
 
         proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", decoder], f"repository-{decoder}")
@@ -415,9 +416,9 @@ class Check:
                 return {m: sum(int(s.get("execution_count", 0)) for s in v) for m, v in got.items()}
 
             with VideoITGClient(url, protocol="grpc") as client:
-                first = client.infer(video, INSTRUCTIONS[0], top_k=8)
+                first = client.infer(video, INSTRUCTIONS[0], RequestOptions(top_k=8))
                 before = runs()
-                second = client.infer(video, INSTRUCTIONS[1], top_k=8)
+                second = client.infer(video, INSTRUCTIONS[1], RequestOptions(top_k=8))
                 after = runs()
             command = tritonserver_command(self.work / f"repository-{decoder}")
         finally:
@@ -511,6 +512,7 @@ class Check:
         from videoitg.engines.summary import read_summary
         from videoitg.libraries import library_version
         from videoitg.pipeline.scorer import Scorer
+        from videoitg.request.options import RequestOptions
         from videoitg.serving.client import VideoITGClient
 
         eng = self.work / "engines"
@@ -536,7 +538,7 @@ class Check:
                                 "engines-repository")
         try:
             with VideoITGClient(url, protocol="grpc") as client:
-                served = client.infer(video, INSTRUCTIONS[0], top_k=8)
+                served = client.infer(video, INSTRUCTIONS[0], RequestOptions(top_k=8))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)

@@ -29,6 +29,7 @@ from videoitg.contract.protocol import (
     TensorSpec,
     signatures,
 )
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import VideoITGClient
 from videoitg.serving.repository import RepoSpec, build_repository, model_dims, render, repo_signatures
 
@@ -92,7 +93,7 @@ def test_the_client_sends_the_protocol_inputs() -> None:
     client's requests cover all of them."""
     client = VideoITGClient("127.0.0.1:1", protocol="http")  # nothing is sent: only the tensors are built
     top = signatures("bls")[TOP]
-    sent = [client.inputs(b"v", "q", top_k=3, ranking_rule="exact", frames="jpeg", frames_size=0),
+    sent = [client.inputs(b"v", "q", RequestOptions(3, "exact", "jpeg", 0)),
             client.inputs(None, "q", uri="/m/v.mp4"), client.inputs(None, "q", digest="b3:00")]
     seen = set()
     for tensors in sent:

@@ -22,12 +22,13 @@ from videoitg.contract.protocol import DECODE
 from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
-from videoitg.model import VideoITG
+from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots
 from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
 from videoitg.python_backend.params import StepAssets, model_parameters
 from videoitg.request.limits import Limits
+from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
 from videoitg.serving.repository import RepoSpec, build_repository, model_specs, render, step_runtimes
@@ -290,7 +291,7 @@ def test_repo_build_flags_reach_the_repository(tmp_path: Path) -> None:
 
 def test_outputs_round_trip_to_grounding_result() -> None:
     r = GroundingResult([0.5, -1.0, 2.0, 0.5], [0, 30, 60, 90], [0.0, 1.0, 2.0, 3.0], "q", "v.mp4")
-    out = result_outputs(r, top_k=2)
+    out = result_outputs(r, RequestOptions(top_k=2))
     # Every per-frame output chronological; the ranking its own output (score-descending, ties by time).
     assert out["FRAME_INDICES"].tolist() == [0, 30, 60, 90] and out["TIMESTAMPS"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert out["LOGITS"].tolist() == [0.5, -1.0, 2.0, 0.5]

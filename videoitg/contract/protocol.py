@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
+from videoitg.request.options import FRAME_FORMATS as FORMATS
 
 TOP = "videoitg"  # the public model; the steps below are internal (the front does not pass them on)
 DECODE = "videoitg_decode"
@@ -114,7 +115,6 @@ INSTRUCTION_INPUT = _t(INSTRUCTION, "STRING", 1)
 # The top-K frames as images (bls only): FRAMES "jpeg" | "uint8", FRAMES_SIZE the longer side in pixels (0 or
 # absent: the video's own size).
 FRAME_INPUTS = (_t(FRAMES, "STRING", 1, optional=True), _t(FRAMES_SIZE, "INT32", 1, optional=True))
-MAX_FRAMES_SIZE = 4096  # FRAMES_SIZE, the longer side in pixels: the decoder's default width and height bound
 RESULT_OUTPUTS = (
     # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number and its
     # timestamp in seconds.
@@ -137,7 +137,9 @@ RESULT_OUTPUTS = (
 RESULT_NAMES = tuple(t.name for t in RESULT_OUTPUTS)
 # The frames asked for, chronological; only the asked format's output is in the answer.
 FRAME_OUTPUTS = (_t(FRAME_JPEGS, "STRING", -1), _t(FRAME_PIXELS, "UINT8", -1, -1, -1, 3))
-FRAME_FORMATS = {"jpeg": FRAME_JPEGS, "uint8": FRAME_PIXELS}  # FRAMES -> the output that carries them
+FRAME_FORMATS = dict(zip(FORMATS, (FRAME_JPEGS, FRAME_PIXELS), strict=True))  # FRAMES -> the output carrying them
+# A request's options (`videoitg.request.options.RequestOptions`) -> the optional input each travels in.
+OPTION_INPUTS = {"top_k": TOP_K, "ranking_rule": RANKING_RULE, "frames": FRAMES, "frame_size": FRAMES_SIZE}
 
 
 def check_decoder(decoder: str) -> str:
