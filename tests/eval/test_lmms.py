@@ -98,9 +98,10 @@ def _sent(relay: RecordingRelay) -> list[tuple[list[str], list[bytes], str]]:
 @pytest.fixture(scope="module")
 def runs(task, vlm: ServedVLM, relay: RecordingRelay, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One process of lmms-eval's environment (its imports are the cost): `task_requests` and `videoitg manifest
-    --from-lmms-eval` of the task and of an unknown one; then lmms-eval's command line with four evaluations in
-    order (each indexes lmms-eval's own tasks: seconds): grounding only; answering through the tiny VLM (behind the
-    recording relay) from VideoITG's frames, from uniform frames, and the uniform run again (a rerun)."""
+    --from-lmms-eval` of the task and of an unknown one, a misspelt model_arg; then lmms-eval's command line with
+    four evaluations in order (each indexes lmms-eval's own tasks: seconds): grounding only; answering through the
+    tiny VLM (behind the recording relay) from VideoITG's frames, from uniform frames, and the uniform run again (a
+    rerun)."""
     tmp = tmp_path_factory.mktemp("runs")
     got = tmp / "requests.json"
     first = f"""
@@ -111,7 +112,13 @@ from videoitg.lmms.tasks import task_requests
 reqs = [[r.doc_id, r.contexts, r.videos, r.split] for r in task_requests([{TASK!r}], {str(task["tasks"])!r})]
 codes = [main(["manifest", "--from-lmms-eval", name, "--include-path", {str(task["tasks"])!r},
                "--out", {str(tmp / "manifest.jsonl")!r}]) for name in ({TASK!r}, "no_such_task")]
-Path({str(got)!r}).write_text(json.dumps({{"requests": reqs, "codes": codes}}))
+from videoitg.lmms.model import VideoITGModel
+try:
+    VideoITGModel(selecton="uniform")  # misspelt
+    refused = ""
+except Exception as e:
+    refused = f"{{type(e).__name__}}: {{e}}"
+Path({str(got)!r}).write_text(json.dumps({{"requests": reqs, "codes": codes, "refused": refused}}))
 """
     upstream = f"http://127.0.0.1:{relay.port}/v1"
 
@@ -140,6 +147,11 @@ def test_task_requests_and_the_manifest_are_lmms_evals_own(task, runs) -> None:
     assert [(x["doc_id"], x["instruction"], Path(x["video"]).name) for x in rows] == _expected(task)
     m = load_manifest(out, [task["videos"]])  # a valid batch manifest: row ids are the doc_ids
     assert not m.rejected and [x.row_id for x in m.rows] == ["0", "1", "2"]
+
+
+def test_a_misspelt_model_arg_is_refused(runs) -> None:
+    """An unknown model_arg would otherwise run with the default of the one meant."""
+    assert runs["refused"] == "InputError: model_args: --model videoitg takes no selecton (docs/lmms-eval.md)"
 
 
 def test_lmms_eval_runs_videoitg_as_a_model(task, runs, tmp_path: Path) -> None:

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videoitg.answer.chat import DEFAULT_FRAME_SIZE, MAX_TOP_K, Selection, forwarded_bytes, parse_chat
+from videoitg.answer.chat import DEFAULT_FRAME_SIZE, Selection, forwarded_bytes, parse_chat
 from videoitg.answer.upstream import ChatUpstream, check_base_url
-from videoitg.contract.protocol import MAX_FRAMES_SIZE
 from videoitg.decode import plan_decode
 from videoitg.decode.export import frame_images
 from videoitg.errors import InputError
 from videoitg.eval.metrics import uniform_indices
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult, record_video_path
+from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
 
 SELECTIONS = ("videoitg", "uniform")
@@ -43,14 +43,12 @@ class AnswerOptions:
     frame_size: int | None  # the frames' longer side in pixels; None: the video's own size
 
 
-def _int_arg(name: str, value: Any, low: int, high: int) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"model_args: {name} must be an integer, got {value!r}") from None
-    if isinstance(value, bool) or str(n) != str(value).strip() or not low <= n <= high:
-        raise InputError(f"model_args: {name} must be an integer from {low} to {high}, got {value!r}")
-    return n
+def _number(value: Any) -> Any:
+    """A model_arg that should be an integer: lmms-eval hands "8" over as 8; a string of digits from a Python caller
+    is read the same way. Anything else goes to the option's check as it came."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
 
 
 def _given(value: Any) -> bool:
@@ -70,10 +68,13 @@ def answer_options(*, upstream: Any = None, model: Any = None, top_k: Any = None
     chosen = str(selection) if _given(selection) else "videoitg"
     if chosen not in SELECTIONS:
         raise InputError(f"model_args: selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-    k = _int_arg("top_k", top_k, 1, MAX_TOP_K) if _given(top_k) else DEFAULT_TOP_K
-    size = _int_arg("frame_size", frame_size, 0, MAX_FRAMES_SIZE) if _given(frame_size) else DEFAULT_FRAME_SIZE
-    return AnswerOptions(check_base_url(str(upstream)), str(model) if _given(model) else None, k, chosen,
-                         size or None)
+    # top_k and frame_size: bounded as every edge bounds them (`videoitg.request.options.OPTIONS`)
+    options = RequestOptions.labelled(
+        {"top_k": _number(top_k) if _given(top_k) else DEFAULT_TOP_K, "frames": "jpeg",
+         "frame_size": _number(frame_size) if _given(frame_size) else DEFAULT_FRAME_SIZE},
+        {"top_k": "model_args: top_k", "frame_size": "model_args: frame_size"})
+    return AnswerOptions(check_base_url(str(upstream)), str(model) if _given(model) else None, options.top_k, chosen,
+                         options.frame_size or None)
 
 
 def generation_fields(gen_kwargs: Any) -> dict[str, Any]:

@@ -47,6 +47,9 @@ from videoitg.outputs import DEFAULT_RANKING_RULE, write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.options import RequestOptions
 
+# what lmms-eval itself adds to the model_args (its --batch_size and --device; --max_batch_size)
+LMMS_CONFIG = frozenset({"batch_size", "max_batch_size"})
+
 
 class VideoITGModel(lmms):
     is_simple = True
@@ -56,8 +59,11 @@ class VideoITGModel(lmms):
                  dtype: str = "auto", num_frames: int | str = 512, target_fps: float | str = 1.0,
                  sampling_rule: str = "eval", ranking_rule: str | None = None, truncate: bool | str = False,
                  answer_upstream: str | None = None, answer_model: str | None = None, selection: str | None = None,
-                 frame_size: int | str | None = None, **kwargs: Any) -> None:
+                 frame_size: int | str | None = None, vision_tower: str | None = None, **kwargs: Any) -> None:
         super().__init__()
+        unknown = sorted(set(kwargs) - LMMS_CONFIG)
+        if unknown:  # a misspelt option would otherwise run with its default
+            raise InputError(f"model_args: --model videoitg takes no {', '.join(unknown)} (docs/lmms-eval.md)")
         if checkpoint and server:
             raise InputError("model_args: give checkpoint= (in-process) or server= (a running server), not both")
         opts = model_options(device=device, dtype=dtype, num_frames=num_frames, target_fps=target_fps,
@@ -80,7 +86,7 @@ class VideoITGModel(lmms):
         else:
             self.scorer = Scorer(checkpoint or default_checkpoint(), device=opts.device, dtype=opts.dtype,
                                  sampling=opts.sampling, ranking_rule=opts.ranking_rule or DEFAULT_RANKING_RULE,
-                                 truncate=opts.truncate)
+                                 truncate=opts.truncate, vision_tower=vision_tower)
 
     def _done(self, path: Path) -> dict[int, dict]:
         """The first record of each doc_id already in `path` (a rerun scores and answers none of them again)."""
