@@ -5,11 +5,12 @@ only in which frames are sent, scored by the task's own metric); it measures no 
 
     python -m benchmarks.bench_lmms_answer [--docs 60] [--ks 2,4,8] [--out artifacts/lmms_answer]
 
-Needs lmms-eval's environment (scripts/lmms_env.sh; $VIDEOITG_LMMS_PYTHON). For each K and selection it runs
+Needs lmms-eval's environment (scripts/lmms_env.sh; $VIDEOITG_LMMS_PYTHON). For each K and selection it runs one
+evaluation (all of them in one lmms-eval process, `--config`; it prints each one's command line):
 
     lmms-eval --model videoitg --tasks videoitg_shapes_mc,videoitg_shapes_mc_lure --include_path OUT/tasks \\
         --model_args output_dir=OUT/itg/SEL-K,answer_upstream=READER,answer_model=shape-reader,top_k=K,\\
-selection=SEL,frame_size=0 --output_path OUT/lmms/SEL-K
+selection=SEL,frame_size=0 --batch_size 1 --output_path OUT/lmms/SEL-K
 
 then `videoitg answer-table OUT/lmms --out OUT/answer-table`, and prints how often the frames sent held a frame of
 the moment.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections import Counter
@@ -28,8 +30,9 @@ from benchmarks.shape_reader import MODEL, serve_reader
 from benchmarks.shapes_mc import (
     LURE_TASK,
     TASK,
+    command_line,
     lmms_env,
-    lmms_eval_command,
+    lmms_eval_run,
     lmms_python,
     run_lmms_eval,
     write_set,
@@ -69,21 +72,24 @@ def main() -> None:
         write_task(out / "tasks", docs, docs.parent / "videos", task=task)
         sets[task] = docs
     env = lmms_env(out / "tmp")
-    walls = {}
+    names = [f"{sel}-{k}" for k in ks for sel in SELECTIONS]
     with serve_reader() as reader:
-        for k in ks:
-            for sel in SELECTIONS:
-                name = f"{sel}-{k}"
-                margs = {"output_dir": out / "itg" / name, "answer_upstream": reader.base_url, "answer_model": MODEL,
-                         "top_k": k, "selection": sel, "frame_size": 0}
-                cmd = lmms_eval_command(python, out / "tasks", margs, out / "lmms" / name, task=f"{TASK},{LURE_TASK}")
-                before = len(reader.asked)
-                t0 = time.perf_counter()
-                run_lmms_eval(cmd, env, timeout_s=1800)
-                walls[name] = time.perf_counter() - t0
-                images = Counter(a.images for a in reader.asked[before:])
-                assert set(images) == {k}, f"{name}: the reader was sent {dict(images)} images per request"
-                print(f"{name}: {sum(images.values())} questions, {k} images each, {walls[name]:.0f} s", flush=True)
+        runs = []
+        for name in names:
+            sel, k = name.split("-")
+            margs = {"output_dir": out / "itg" / name, "answer_upstream": reader.base_url, "answer_model": MODEL,
+                     "top_k": k, "selection": sel, "frame_size": 0}
+            runs.append(lmms_eval_run(out / "tasks", margs, out / "lmms" / name, task=f"{TASK},{LURE_TASK}"))
+            print(command_line(runs[-1]))
+        t0 = time.perf_counter()
+        run_lmms_eval(python, runs, out, env, timeout_s=3600)
+        wall = time.perf_counter() - t0
+    per_run = 2 * args.docs  # questions of the two sets, asked in the order of the runs
+    assert len(reader.asked) == per_run * len(names), f"the reader was asked {len(reader.asked)} questions"
+    for i, name in enumerate(names):
+        images = Counter(a.images for a in reader.asked[i * per_run:(i + 1) * per_run])
+        assert set(images) == {int(name.split("-")[1])}, f"{name}: the reader was sent {dict(images)} images a question"
+    print(f"\n{len(names)} evaluations, {len(reader.asked)} questions, each with K images: {wall:.0f} s")
     print()
     videoitg(["answer-table", str(out / "lmms"), "--out", str(out / "answer-table")])
     print("\nquestions whose frames held a frame of the moment:")
@@ -94,8 +100,7 @@ def main() -> None:
                 hit, n = moment_hits(out / "itg" / f"{sel}-{k}", task, docs)
                 cells.append(f"{sel} {hit}/{n}")
             print(f"  {task} K={k}: {', '.join(cells)}")
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {platform.python_version()}; "
-          f"lmms-eval runs {min(walls.values()):.0f}-{max(walls.values()):.0f} s each")
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
 
 
 if __name__ == "__main__":

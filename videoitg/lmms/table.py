@@ -148,7 +148,7 @@ def bar_chart(rows: list[Row], out: str | Path) -> Path:
     panels: dict[tuple[str, str, str], list[Row]] = {}
     for r in rows:
         panels.setdefault((r.task, r.metric, r.model), []).append(r)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3.2 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), squeeze=False)
     width = 0.8 / max(1, len(sels))
     for ax, ((task, metric, model), group) in zip(axes[:, 0], sorted(panels.items()), strict=True):
         ks = sorted({r.top_k for r in group})
@@ -162,7 +162,7 @@ def bar_chart(rows: list[Row], out: str | Path) -> Path:
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: {model} ({'/'.join(map(str, docs))} docs)", fontsize=10)
-        ax.legend(title="frames", fontsize=8)
+        ax.legend(title="frames", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not on, bars
         ax.margins(y=0.15)
     fig.tight_layout()
     out = Path(out)
