@@ -41,7 +41,9 @@ PYTHON = lmms_python()
 if PYTHON is None:
     pytest.skip("lmms-eval's environment is not made: bash scripts/test.sh makes it (scripts/lmms_env.sh, "
                 "docs/lmms-eval.md)", allow_module_level=True)
-pytestmark = pytest.mark.server  # a video-LLM server of the module's own: its tests run in one worker
+# a video-LLM server of the module's own: its tests run in one worker. The first test waits for `runs`: one lmms-eval
+# process of four evaluations, 1.5-4 min on 2 busy cores (imports and lmms-eval's task index are most of it)
+pytestmark = [pytest.mark.server, pytest.mark.timeout(900)]
 
 K = 3
 SIZE = 64  # the frames' longer side sent to the tiny VLM
