@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import (
     DEFAULT_RANKING_RULE,
@@ -46,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-frames", type=int, default=512, help="at most this many sampled frames")
     p.add_argument("--target-fps", type=float, default=1.0)
     p.add_argument("--sampling", choices=["eval", "train"], default="eval")
-    p.add_argument("--decoder", default="auto", help="auto | pyav | dali")
+    p.add_argument("--decoder", default="auto", choices=DECODERS,
+                   help="; ".join(f"{d.name}: {d.summary}" for d in DECODERS.values()) + " (default auto)")
     p.add_argument("--doc-id", default=None, help="the lmms-eval task's doc_id, stored with the record")
     p.add_argument("--output", help="append the result to this results.jsonl (lmms-eval's frame_indices_jsonl)")
     p.add_argument("--plot", help="write a score-timeline PNG here")

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from videoitg.decoders import DECODERS, decoder
 from videoitg.errors import InputError
 from videoitg.request.options import FRAME_FORMATS as FORMATS
 
@@ -20,7 +21,6 @@ GROUNDING = "videoitg_grounding"
 SELECT = "videoitg_select"  # the ensemble's selection step (the BLS model selects inline)
 MODELS = (TOP, DECODE, VISION, GROUNDING, SELECT)
 MODES = ("bls", "ensemble")
-DECODERS = ("python", "dali")
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,9 @@ FRAME_FORMATS = dict(zip(FORMATS, (FRAME_JPEGS, FRAME_PIXELS), strict=True))  # 
 OPTION_INPUTS = {"top_k": TOP_K, "ranking_rule": RANKING_RULE, "frames": FRAMES, "frame_size": FRAMES_SIZE}
 
 
-def check_decoder(decoder: str) -> str:
-    """The decode step's decoder, one of DECODERS; InputError otherwise."""
-    if decoder not in DECODERS:
-        raise InputError(f"decoder must be 'dali' or 'python', got {decoder!r}")
-    return decoder
+def check_decoder(name: str) -> str:
+    """The decode step's decoder, one a decode step runs (`videoitg.decoders.SERVED`); InputError otherwise."""
+    return decoder(name, served=True).name
 
 
 @dataclass(frozen=True)
@@ -163,13 +161,13 @@ OPEN_DIMS = ModelDims()
 
 
 def _pixels(decoder: str, dims: ModelDims) -> TensorSpec:
-    """[T, 3, S, S]: resized uint8 frames the vision step normalises (python), or DALI's float32 SigLIP pixel values
-    (left on the instance's GPU by NVDEC)."""
+    """[T, 3, S, S] of the decoder's `served_pixels`: resized uint8 frames the vision step normalises (pyav), or
+    DALI's float32 SigLIP pixel values (left on the instance's GPU by NVDEC)."""
     s = dims.image_size
-    return _t(PIXEL_VALUES, "FP32" if decoder == "dali" else "UINT8", -1, 3, s, s)
+    return _t(PIXEL_VALUES, str(DECODERS[decoder].served_pixels), -1, 3, s, s)
 
 
-def signatures(mode: str = "bls", decoder: str = "python", features: str = "FP32", streaming: bool = False,
+def signatures(mode: str = "bls", decoder: str = "pyav", features: str = "FP32", streaming: bool = False,
                dims: ModelDims = OPEN_DIMS) -> dict[str, Signature]:
     """Model name -> its signature, for a repository of `mode` with `decoder`, the vision step's `features` type
     (a Triton dtype), under bls a decode step that `streaming` answers in chunks (decoupled), and the checkpoint's
