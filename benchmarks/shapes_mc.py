@@ -1,6 +1,6 @@
 """A generated multiple-choice set whose answer is visible only inside a short moment of a long clip, as a local
 lmms-eval task, and the way to run `lmms-eval --model videoitg` in lmms-eval's own environment. What the
-select-then-answer benchmark (`benchmarks.bench_lmms_answer`) and tests/eval/test_lmms.py run.
+select-then-answer benchmark (`benchmarks.bench_lmms_answer`) and tests/lmms/test_model.py run.
 
 Each clip (128x128, `videoitg.synthetic`'s shapes) shows a red circle for MOMENT_S seconds only, together with one
 other shape, the answer; the question is "What shape appears together with the red circle?" with four lettered

@@ -2,7 +2,7 @@
 # Creates (or reuses) lmms-eval's own virtual environment: lmms-eval (pinned below) with this project installed
 # editable beside it, CPU-only. lmms-eval pins av<16 and pulls torchvision, which the main environment must not
 # have (docs/lmms-eval.md), so it lives apart. Sourced by scripts/test.sh after scripts/bootstrap.sh; exports
-# VIDEOITG_LMMS_PYTHON, the interpreter tests/eval/test_lmms.py runs lmms-eval with. VIDEOITG_LMMS_VENV overrides
+# VIDEOITG_LMMS_PYTHON, the interpreter tests/lmms/test_model.py runs lmms-eval with. VIDEOITG_LMMS_VENV overrides
 # where the venv lives (default: the main venv's path + "-lmms").
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

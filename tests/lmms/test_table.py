@@ -1,6 +1,6 @@
 """`videoitg answer-table` (`videoitg.lmms.table`): results files in lmms-eval 0.7's layout (the keys its
 evaluator writes: `config.model`, `config.model_args`, `results`, `n-samples`) read into one table per task, metric,
-video-LLM, K and documents, a column per selection; a bar chart. Real lmms-eval results: tests/eval/test_lmms.py."""
+video-LLM, K and documents, a column per selection; a bar chart. Real lmms-eval results: tests/lmms/test_model.py."""
 
 from __future__ import annotations
 

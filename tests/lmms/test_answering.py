@@ -1,7 +1,7 @@
 """Select, then answer, for lmms-eval's requests (`videoitg.lmms.answering`), without lmms-eval: the model_args'
 checks, the task's generation settings, which frames each selection sends, and what a real OpenAI-compatible
 server (the fixed-rule shape reader, `benchmarks.shape_reader`) receives and answers. Through real lmms-eval:
-tests/eval/test_lmms.py."""
+tests/lmms/test_model.py."""
 
 from __future__ import annotations
 
