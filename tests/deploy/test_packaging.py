@@ -1,8 +1,9 @@
 """What a user installs: the wheel `pip wheel .` builds, installed (not editable) into an environment that cannot see
 this checkout. It holds one name, `videoitg` (engine_build/, train/ and python_backend/ inside it), and every module
 of the source tree; every module imports from the installed copy; the checks the image's build step runs against
-the wheel pass against it; and `videoitg serve` from it answers a request through tritonserver, whose python-backend
-stubs run the installed copy, with the scores the checkout computes in-process.
+the wheel pass against it; and `videoitg serve` from it, on the real-shape tier's checkpoint and engines, answers a
+request through tritonserver, whose python-backend stubs run the installed copy, with the scores the checkout
+computes in-process.
 
 The environment: a venv without pip whose one `.pth` line adds the dev environment's site-packages (the
 dependencies) to its path. A `.pth` line adds a folder without running that folder's own `.pth` files, so the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,16 +26,20 @@ import pytest
 
 from tests.support import ROOT
 from tests.support.compare import assert_results_close
+from tests.support.model import one_torch_thread
 from tests.support.server import read_until, skip_without_tritonserver
 from tests.support.source import namespace_folders, package_modules
 from tests.support.video import write_clip
+from videoitg.pipeline.scorer import Scorer
 from videoitg.serving import procfs
 from videoitg.serving.client import VideoITGClient
 from videoitg.serving.ports import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-SERVED_TOL = 1e-5  # logits: the same torch model on the same frames, in another process (measured 0.0)
+# logits: the served ONNX graphs against in-process torch, fp32 (the graphs alone within 1e-6 of torch at these
+# shapes: tests/engines/test_onnx.py); the fp32 ONNX target of `videoitg verify`
+SERVED_TOL = 1e-4
 
 # Run inside the installed environment: import every module named in argv[1] (a JSON list), the in-server ones with a
 # bare stand-in for tritonserver's `triton_python_backend_utils` (they import it at the top; it exists only inside
@@ -189,34 +195,47 @@ def test_the_image_build_steps_checks_pass_against_the_installed_wheel(installed
         assert r.returncode == 0, (check, r.stdout[-2000:], r.stderr[-3000:])
 
 
-def test_videoitg_serve_from_the_installed_copy_answers_a_request(installed: Path, tmp_path: Path, scorer) -> None:
-    """`videoitg serve` of the installed console script (the embedded checkpoint inside the installed copy), from a
-    folder outside the checkout: tritonserver's python-backend stubs run the `python3` first on their PATH, the
-    installed environment's, in that folder, and that interpreter, in that environment, imports the model files from
-    the installed copy. The answer equals the checkout's in-process scores."""
+def test_videoitg_serve_from_the_installed_copy_answers_at_the_real_shapes(installed: Path, tmp_path: Path,
+                                                                           real_shape_checkpoint: Path,
+                                                                           real_shape_engines: Path) -> None:
+    """`videoitg serve` of the installed console script, from a folder outside the checkout, on the real-shape tier's
+    checkpoint (the released widths and heads, one Qwen2 layer: tests/support/model.py) and its ONNX engines: the
+    repository it generates declares the checkpoint's shapes (frames [T, 3, 384, 384], features [T, tokens, 3584]),
+    and one request of one sampled frame (729 tokens of width 3584 between the steps) equals the in-process torch
+    scores. tritonserver's python-backend stubs run the `python3` first on their PATH, the installed environment's,
+    in that folder, and that interpreter, in that environment, imports the model files from the installed copy."""
     skip_without_tritonserver()
-    clip = write_clip(tmp_path / "clip.mp4", frames=75, fps=25)  # 3 s: 3 sampled frames
+    clip = write_clip(tmp_path / "clip.mp4", frames=25, fps=25, width=160, height=120)  # 1 s: one sampled frame
     instruction = "when is the red circle visible?"
     work = tmp_path / "work"
     work.mkdir()
     env = outside(installed) | {"VIDEOITG_HOME": str(tmp_path / "home")}
     ports = [str(p) for p in free_ports(3)]
-    proc = subprocess.Popen([str(installed / "bin" / "videoitg"), "serve", "--http-port", ports[0], "--grpc-port",
-                             ports[1], "--metrics-port", ports[2]], cwd=work, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(installed / "bin" / "videoitg"), "serve", "--checkpoint", str(real_shape_checkpoint),
+                             "--engines", str(real_shape_engines), "--http-port", ports[0], "--grpc-port", ports[1],
+                             "--metrics-port", ports[2]], cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        lines = read_until(proc, "ready:", timeout_s=300)
+        lines = read_until(proc, "ready:", timeout_s=400)
         assert lines and lines[-1].startswith("ready:"), "".join(lines)
+        repo = Path(next(m[1] for x in lines if (m := re.search(r" repository (\S+)", x))))
+        assert "dims: [ -1, 3, 384, 384 ]" in (repo / "videoitg_vision" / "config.pbtxt").read_text()
+        assert "dims: [ -1, -1, 3584 ]" in (repo / "videoitg_grounding" / "config.pbtxt").read_text()
         with VideoITGClient(f"127.0.0.1:{ports[1]}") as client:
             got = client.score(clip, instruction)
-        assert_results_close(got, scorer.score(clip, instruction), tol=SERVED_TOL)
+        with one_torch_thread():
+            want = Scorer(real_shape_checkpoint).score(clip, instruction)
+        assert len(got.logits) == 1
+        assert_results_close(got, want, tol=SERVED_TOL)
         stubs = {pid for pids in _stubs(proc.pid).values() for pid in pids}
         assert len(stubs) >= 4, _stubs(proc.pid)  # the BLS model and its decode, vision and grounding steps
+        seen = {}  # each stub's environment and folder; the check below runs once for each distinct pair
         for pid in stubs:
-            stub_env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if kv)
-            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-            assert stub_env["PATH"].split(os.pathsep)[0] == str(installed / "bin"), stub_env["PATH"]
-            assert not under(cwd, ROOT) and "PYTHONPATH" not in stub_env
+            environ = Path(f"/proc/{pid}/environ").read_text()
+            seen[(environ, os.readlink(f"/proc/{pid}/cwd"))] = pid
+        for (environ, folder), pid in seen.items():
+            stub_env, cwd = dict(kv.split("=", 1) for kv in environ.split("\0") if kv), Path(folder)
+            assert not under(cwd, ROOT) and "PYTHONPATH" not in stub_env, pid
             python3 = shutil.which("python3", path=stub_env["PATH"])
             assert python3 == str(installed / "bin" / "python3"), python3
             r = subprocess.run([python3, "-c", "import json, sys, videoitg.python_backend.request as m; "
