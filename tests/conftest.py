@@ -44,8 +44,8 @@ def cpu_server(shared_servers: SharedServers) -> Iterator[TritonServer]:
 @pytest.fixture(scope="session")
 def real_shape_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real-shape tier's checkpoint: the released widths, heads and head dims, one Qwen2 layer, two SigLIP layers,
-    a 512-token vocabulary (`tests.support.model.real_shape_config`), random, bf16 on disk. Its tests run in one
-    worker (`pytest_collection_modifyitems`), so it is written once."""
+    the tiny tokenizer's 413 tokens (`tests.support.model.real_shape_config`), random, bf16 on disk. Its tests run in
+    one worker (`pytest_collection_modifyitems`), so it is written once."""
     return build_real_shape_checkpoint(tmp_path_factory.mktemp("real-shape") / "checkpoint")
 
 

@@ -41,9 +41,9 @@ def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
 # The real-shape tier: the released widths, heads and head dims with few layers. SigLIP-so400m/14 at 384 px (1152 wide,
 # 16 heads of 72, MLP 4304: google/siglip-so400m-patch14-384's config.json) and Qwen2-7B (3584 wide, 28 query and 4
 # key-value heads of 128, MLP 18944, RMSNorm eps 1e-6, RoPE theta 1e6: Qwen/Qwen2-7B's config.json), the released
-# token budget (16384 visual tokens) and length (20480): `preset("videoitg-7b")`, docs/videoitg-model.md §3 and §6.
-# Two SigLIP layers (select layer -2 runs the first), one Qwen2 layer (233M parameters), the tiny tokenizer's 512-token
-# vocabulary: 260M parameters, 0.52 GB on disk in bf16 as released.
+# token budget (16384 visual tokens) and length (20480): `preset("videoitg-7b")`. Two SigLIP layers (select layer -2
+# runs, and the checkpoint holds, the first), one Qwen2 layer (233M parameters), the tiny tokenizer's 413 tokens:
+# 268M parameters, 0.54 GB on disk in bf16 as released.
 REAL_SHAPE_VISION_LAYERS, REAL_SHAPE_TEXT_LAYERS = 2, 1
 
 
