@@ -11,8 +11,8 @@ from tests.support.model import plain_writer_checkpoint, tiny_config
 from videoitg.config import VideoITGConfig
 from videoitg.engines.runtimes import open_vision
 from videoitg.errors import CheckpointError, InputError
-from videoitg.model import VideoITG
 from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
+from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult, read_frame_indices_jsonl, write_results_jsonl
 from videoitg.request.text import encode_instruction
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices

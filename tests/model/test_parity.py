@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.support.model import hf_reference, reference_logits, tiny_config
-from videoitg.model import VideoITG
+from videoitg.model.grounding import VideoITG
 
 
 @pytest.mark.parametrize("T", [3, 8, 20])

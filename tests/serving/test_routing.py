@@ -30,6 +30,7 @@ from videoitg.cli import main
 from videoitg.manifest import Row, load_manifest
 from videoitg.serving import binaries, routing
 from videoitg.serving.client import (
+    NO_OPTIONS,
     NotCachedError,
     ReferenceUnusableError,
     RemoteError,
@@ -209,8 +210,8 @@ class Recorder(ServerPool):
 
         self.client_factory = factory
 
-    def infer(self, video, instruction, top_k=None, key=None, ranking_rule=None, path=None):
-        served, url = super().infer(video, instruction, top_k, key, ranking_rule, path)
+    def infer(self, video, instruction, options=NO_OPTIONS, key=None, path=None):
+        served, url = super().infer(video, instruction, options, key, path)
         Recorder.calls.append((key or "", url, served.cache_hit))
         return served, url
 

@@ -45,6 +45,7 @@ from videoitg.decode import decode_video
 from videoitg.defaults import sample_video
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
+from videoitg.request.options import RequestOptions
 from videoitg.request.text import encode_instruction
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.ports import free_ports
@@ -80,7 +81,7 @@ def clients(server):
 def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
     path, data, instruction = sample
     ref = scorer.score(data, instruction)
-    out = clients[protocol].infer(path, instruction, top_k=5)
+    out = clients[protocol].infer(path, instruction, RequestOptions(top_k=5))
     assert_results_close(out.result, ref)
     assert out.top_k_frames == out.result.top_k_frames(5)  # the served top-K is the served ranking's
     assert_records_close(out.result.to_record(7, str(path), top_k=5), ref.to_record(7, str(path), top_k=5))
@@ -97,11 +98,11 @@ def test_ranking_rule_and_moments_are_served_like_in_process(protocol, clients, 
     assert default.result.ranking_rule == "released"
     assert_results_close(default.result, ref)
     assert_moments_close(default.moments, ref)
-    exact = clients[protocol].infer(path, instruction, ranking_rule="exact")
+    exact = clients[protocol].infer(path, instruction, RequestOptions(ranking_rule="exact"))
     assert exact.result.ranking_rule == "exact"
     assert_results_close(exact.result, dataclasses.replace(ref, ranking_rule="exact"))
-    with pytest.raises(InputError, match="unknown ranking rule 'best'"):  # the client checks before sending
-        clients[protocol].infer(path, instruction, ranking_rule="best")
+    with pytest.raises(InputError, match='ranking_rule must be one of released, exact, got "best"'):  # before sending
+        clients[protocol].infer(path, instruction, RequestOptions(ranking_rule="best"))
 
 
 @pytest.mark.parametrize("text", ["\u200b\u200b", "\x00", " \ufeff\n"])

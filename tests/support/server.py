@@ -277,3 +277,18 @@ def report(name: str, data: dict) -> None:
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=1))
+
+
+def raw_inputs(m, named: Mapping[str, object]) -> list:
+    """Request inputs of tritonclient's module `m` holding these values as they are (name -> value, one each), typed
+    as the served model declares them: for sending what `RequestOptions` would refuse to build, to the server."""
+    from videoitg.serving.client import REQUEST
+
+    out = []
+    for name, value in named.items():
+        spec = REQUEST.input(name)
+        arr = np.array([[value]], dtype=spec.numpy)
+        t = m.InferInput(name, list(arr.shape), spec.datatype)
+        t.set_data_from_numpy(arr)
+        out.append(t)
+    return out
