@@ -40,7 +40,7 @@ def _tree(d: Path) -> dict[str, str]:
 
 
 # The golden repository triton_models/cpu == `videoitg repo build --target cpu`; how the gpu and the ensemble
-# repositories differ from it is held in tests/serving/test_protocol.py. SHAPES: (target, mode) of each repository
+# repositories differ from it is held in tests/contract/test_protocol.py. SHAPES: (target, mode) of each repository
 # shape.
 SHAPES = {"cpu": ("cpu", "bls"), "gpu": ("gpu", "bls"), "cpu_ensemble": ("cpu", "ensemble")}
 

@@ -221,7 +221,7 @@ class Recorder(ServerPool):
 def test_batch_over_three_servers_routes_by_video_and_survives_a_server_killed_mid_job(
         servers, scorer, tmp_path, monkeypatch):
     """Last in the module: it kills a server. The batch driver runs in this process without Ray (as in
-    tests/batch/test_reliability.py); every row goes through the batch Triton scorer and the pool."""
+    tests/batch/test_runner_faults.py); every row goes through the batch Triton scorer and the pool."""
     monkeypatch.setattr(batch_servers, "ServerPool", Recorder)
     monkeypatch.setattr(runner, "_stream", local_stream)
     urls = [s.grpc_url for s in servers]

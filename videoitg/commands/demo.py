@@ -1,7 +1,7 @@
 """`videoitg demo`: the main job on the embedded default (tiny checkpoint + generated sample video), through a
 real Triton server: generate the model repository, start tritonserver on free loopback ports, score the sample
 video over gRPC, print the top-K frames with timestamps, write results.jsonl and the score-timeline PNG, stop the
-server. `--in-process` skips the server (same numbers, see tests/serving/test_serving.py)."""
+server. `--in-process` skips the server (same numbers, see tests/serving/test_client.py)."""
 
 from __future__ import annotations
 

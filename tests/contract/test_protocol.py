@@ -277,7 +277,7 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
 # ---- names spelled once ----------------------------------------------------------------------------------------
 # The modules that speak the contract name tensors by the constants of `protocol`, and the models and the client read
 # parameters by the fields of `parameters`, so a renamed tensor or key fails at import, not at request time. (The
-# generator writes the parameters through the same classes: tests/serving/test_parameters.py.)
+# generator writes the parameters through the same classes: tests/contract/test_parameters.py.)
 BACKEND = sorted((ROOT / "python_backend").glob("*.py"))
 CLIENT = ROOT / "videoitg" / "serving" / "client.py"
 SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "serving/repository.py",
