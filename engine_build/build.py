@@ -6,6 +6,9 @@
     ENGINES/build.json                   what was built, what was skipped and why, and the runtime each step
                                          serves with (`runtimes`: the fastest built one; `videoitg serve --engines`)
 
+`--steps vision` builds the vision step's engines alone (the SigLIP graph and plan): the checkpoint's vision half is
+the only part read, and the LLM is neither loaded nor exported.
+
 The graphs are exported in `--precision` (auto: fp16 where CUDA is available, as released, fp32 elsewhere), which
 the TensorRT plans built from them keep (strongly typed; `trt_builder`); ONNX Runtime runs any of them (fp32 is
 what a CPU deployment wants). fp8 exports the fp16 graphs a quantizer starts from and refuses the plan while they
@@ -25,9 +28,16 @@ from typing import Any
 
 import torch
 
-from videoitg.engine_build.onnx_export import GRAPH_DTYPES, OPSET, export_llm, export_vision, graph_precision
+from videoitg.engine_build.onnx_export import (
+    GRAPH_DTYPES,
+    OPSET,
+    ExportResult,
+    export_llm,
+    export_vision,
+    graph_precision,
+)
 from videoitg.engine_build.trt_builder import PRECISIONS, LLMProfileSpec, VisionProfileSpec, build_plan
-from videoitg.engines.manifest import EngineManifest, RuntimeEnv, checkpoint_sha256
+from videoitg.engines.manifest import EngineManifest, Profile, RuntimeEnv, checkpoint_sha256
 from videoitg.engines.preflight import RUNTIME_MODULES
 from videoitg.engines.summary import summary_path
 from videoitg.errors import BackendUnavailable, EngineError
@@ -36,6 +46,8 @@ from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
 from videoitg.request.limits import Limits
 
 TARGETS = ("onnx", "tensorrt", "trtllm")
+STEPS = ("vision", "grounding")  # the serving steps engines are built for; trtllm serves grounding only
+GRAPH = {"vision": "vision", "grounding": "llm"}  # step -> its graph's and plan's name
 
 
 @dataclass
@@ -47,6 +59,7 @@ class BuildOptions:
     vision_chunk: int = 128  # frames per vision-plan call: its profile's max, the batch the runtime runs
     max_text_tokens: int = Limits.max_instruction_tokens  # instruction tokens the grounding plan takes (served: 1024)
     targets: tuple[str, ...] = TARGETS
+    steps: tuple[str, ...] = STEPS
     workspace_gib: float = 8.0
     vision_tower: Path | None = None
     trtllm_unfused_rope: bool = False  # the trtllm runtime's RoPE outside the fused attention kernel (build.json)
@@ -68,6 +81,8 @@ class BuildOptions:
             "--max-text-tokens",
             str(self.max_text_tokens),
         ] + (["--trtllm-unfused-rope"] if self.trtllm_unfused_rope else [])
+        if tuple(self.steps) != STEPS:
+            parts += ["--steps", ",".join(self.steps)]
         return shlex.join(parts)
 
 
@@ -107,13 +122,43 @@ def _versions(*names: str) -> dict[str, str]:
     return {n: v for n in names if (v := library_version(n))}
 
 
+@dataclass(frozen=True)
+class PlanInputs:
+    """What `build_plan` is given for one TensorRT plan: its graph, optimisation profiles, precision, workspace."""
+
+    name: str  # "vision" | "llm"
+    onnx: Path
+    profiles: list[Profile]
+    precision: str
+    workspace_gib: float
+
+
+def plan_inputs(opts: BuildOptions, config: Any, graphs: dict[str, ExportResult]) -> list[PlanInputs]:
+    """The plans a build asks TensorRT for, one per exported graph: the vision graph's frame batch (1..vision_chunk
+    frames at the tower's image size), the grounding graph's sequence and frame axes up to the longest sequence the
+    served limits admit (`LLMProfileSpec.for_model`), each in the build's precision."""
+    plans = []
+    for name, graph in graphs.items():
+        if name == "vision":
+            profiles = VisionProfileSpec(config.vision.image_size, opts.vision_chunk).profiles()
+        else:
+            spec = LLMProfileSpec.for_model(config, opts.max_frames, opts.max_text_tokens)
+            profiles = [p for p in spec.profiles() if p.input in graph.input_names]
+        plans.append(PlanInputs(name, graph.path, profiles, opts.precision, opts.workspace_gib))
+    return plans
+
+
 def run_build(opts: BuildOptions) -> BuildReport:
     bad = [t for t in opts.targets if t not in TARGETS]
     if bad:
         raise EngineError(f"unknown build target(s) {bad}; choose from {TARGETS}")
+    if not opts.steps or any(s not in STEPS for s in opts.steps):
+        raise EngineError(f"build steps {list(opts.steps)}: choose one or both of {STEPS}")
     opts = replace(opts, precision=resolve_precision(opts.precision))
+    steps = [s for s in STEPS if s in opts.steps]
     dtype = GRAPH_DTYPES.get(opts.precision, torch.float16)  # fp8: the fp16 graph a quantizer starts from
-    model, _ = load_checkpoint(opts.checkpoint, "cpu", dtype, opts.vision_tower, with_tokenizer=False)
+    part = steps[0] if len(steps) == 1 else "all"  # one step: only its half of the checkpoint is read
+    model, _ = load_checkpoint(opts.checkpoint, "cpu", dtype, opts.vision_tower, with_tokenizer=False, part=part)
     cfg = model.config
     ident = {
         "sha256": checkpoint_sha256(opts.checkpoint),
@@ -122,14 +167,14 @@ def run_build(opts: BuildOptions) -> BuildReport:
     }
     rep, out = BuildReport(), Path(opts.out)
     extra = {"rebuild_command": opts.command(), "variant": "C" if cfg.attention == "bidirectional" else "B"}
-    print(f"building engines for {opts.checkpoint} (Variant {extra['variant']}) into {out}")
+    print(f"building engines ({', '.join(steps)}) for {opts.checkpoint} (Variant {extra['variant']}) into {out}")
 
     onnx_dir = out / "onnx"
-    graphs: dict[str, Any] = {}
+    graphs: dict[str, tuple[ExportResult, EngineManifest]] = {}
     if "onnx" in opts.targets or "tensorrt" in opts.targets:
-        vr = export_vision(model, onnx_dir / "vision.onnx")
-        lr = export_llm(model, onnx_dir / "llm.onnx")
-        for name, r in (("vision", vr), ("llm", lr)):
+        exporters = {"vision": export_vision, "llm": export_llm}
+        for name in (GRAPH[s] for s in steps):
+            r = exporters[name](model, onnx_dir / f"{name}.onnx")
             m = EngineManifest(
                 name=name,
                 kind="onnx",
@@ -146,40 +191,32 @@ def run_build(opts: BuildOptions) -> BuildReport:
 
     if "tensorrt" in opts.targets:
         trt_dir = out / "tensorrt"
-        specs = {
-            "vision": VisionProfileSpec(cfg.vision.image_size, opts.vision_chunk).profiles(),
-            "llm": [
-                p
-                for p in LLMProfileSpec.for_model(cfg, opts.max_frames, opts.max_text_tokens).profiles()
-                if p.input in graphs["llm"][0].input_names
-            ],
-        }
-        for name in ("vision", "llm"):
-            plan = trt_dir / f"{name}.plan"
+        for p in plan_inputs(opts, cfg, {name: r for name, (r, _) in graphs.items()}):
+            plan = trt_dir / f"{p.name}.plan"
             t0 = time.perf_counter()
             try:
                 trt_dir.mkdir(parents=True, exist_ok=True)
-                versions = build_plan(graphs[name][0].path, plan, specs[name], opts.precision, opts.workspace_gib)
+                versions = build_plan(p.onnx, plan, p.profiles, p.precision, p.workspace_gib)
             except BackendUnavailable as e:
-                rep.skip(f"tensorrt/{name}.plan", str(e))
+                rep.skip(f"tensorrt/{p.name}.plan", str(e))
                 continue
             env = RuntimeEnv.current()
             m = EngineManifest(
-                name=name,
+                name=p.name,
                 kind="tensorrt",
                 file=plan.name,
                 precision=opts.precision,
                 checkpoint=ident,
                 versions=versions,
                 gpu={"name": env.gpu_name, "compute_capability": env.compute_capability},
-                profiles=specs[name],
-                io=graphs[name][1].io,
-                extra=graphs[name][1].extra,
+                profiles=p.profiles,
+                io=graphs[p.name][1].io,
+                extra=graphs[p.name][1].extra,
             )
             m.write(trt_dir)
             rep.add(m, trt_dir, time.perf_counter() - t0)
 
-    if "trtllm" in opts.targets:
+    if "trtllm" in opts.targets and "grounding" in steps:
         try:
             import_trtllm()
             print("  trtllm: the grounding half runs on the TensorRT-LLM PyTorch backend from the checkpoint")

@@ -46,20 +46,24 @@ logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not i
 
 
 def graph_precision(model: nn.Module) -> str:
-    """The precision a graph exported from `model` runs in: the dtype its weights were loaded in."""
-    dtype = model.out_proj.weight.dtype
+    """The precision a graph exported from `model` runs in: the dtype its weights were loaded in (read from the
+    projector, which a load of either half keeps)."""
+    dtype = model.model.mm_projector.out_projection[0].weight.dtype
     return next(name for name, d in GRAPH_DTYPES.items() if d == dtype)
 
 
-def _patch_embed(embeddings: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """`SiglipEmbeddings.forward` with its stride-p convolution written as the matrix product it is ([T, g², 3p²] x
-    [3p², D]): the ONNX Conv operator has no bfloat16 before opset 22, MatMul has."""
+def patch_embed(embeddings: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`SiglipEmbeddings.forward` with its stride-p convolution written as the matrix product it is ([T, gh·gw, 3p²]
+    x [3p², D]): the ONNX Conv operator has no bfloat16 before opset 22, MatMul has. Like the convolution (no
+    padding), it sees floor(S / p) patches per side and drops the last S mod p pixels of each (so400m/14 at 384 px:
+    27 patches, 6 pixels dropped)."""
     conv = embeddings.patch_embedding
     w = conv.weight  # [D, 3, p, p]
     p = w.shape[-1]
-    T, C, S, _ = pixel_values.shape
-    g = S // p
-    x = pixel_values.to(w.dtype).reshape(T, C, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(T, g * g, C * p * p)
+    T, C, H, W = pixel_values.shape
+    gh, gw = H // p, W // p
+    x = pixel_values[:, :, : gh * p, : gw * p].to(w.dtype)
+    x = x.reshape(T, C, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(T, gh * gw, C * p * p)
     return x @ w.reshape(w.shape[0], -1).t() + conv.bias + embeddings.position_embedding.weight
 
 
@@ -80,7 +84,7 @@ class VisionEncoder(nn.Module):
         # The tower's own modules, without VisionTower's python chunk loop (chunking is the runtime's job); each
         # encoder layer as `SiglipEncoderLayer.forward` computes it, its norms in fp32.
         vm = self.model.model.vision_tower.vision_tower.vision_model
-        x = _patch_embed(vm.embeddings, pixel_values)
+        x = patch_embed(vm.embeddings, pixel_values)
         for layer in vm.encoder.layers:
             x = x + layer.self_attn(_layer_norm_fp32(layer.layer_norm1, x))
             x = x + layer.mlp(_layer_norm_fp32(layer.layer_norm2, x))

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.model import one_torch_thread, tiny_config
+from tests.support.model import build_real_shape_checkpoint, one_torch_thread, tiny_config
 from tests.support.server import CPU_SPEC, SharedServers, skip_without_tritonserver
+from videoitg.cli import main as cli_main
 from videoitg.defaults import default_checkpoint, sample_video
 from videoitg.model.grounding import VideoITG
 from videoitg.pipeline.scorer import Scorer
@@ -74,17 +75,45 @@ def sample() -> tuple[Path, bytes, str]:
     return path, path.read_bytes(), instruction
 
 
+@pytest.fixture(scope="session")
+def real_shape_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real-shape tier's checkpoint: the released widths, heads and head dims, one Qwen2 layer, two SigLIP layers,
+    the tiny tokenizer's 413 tokens (`tests.support.model.real_shape_config`), random, bf16 on disk. Its tests run in
+    one worker (`pytest_collection_modifyitems`), so it is written once."""
+    return build_real_shape_checkpoint(tmp_path_factory.mktemp("real-shape") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def real_shape_engines(real_shape_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`videoitg build --precision fp32 --targets onnx,tensorrt` of the real-shape checkpoint: both ONNX graphs with
+    their manifests (the TensorRT plans are skipped with the reason where TensorRT is not importable)."""
+    out = tmp_path_factory.mktemp("real-shape-engines")
+    assert cli_main(["build", "--checkpoint", str(real_shape_checkpoint), "--out", str(out), "--precision", "fp32",
+                     "--targets", "onnx,tensorrt"]) == 0
+    return out
+
+
+def real_shape(item: pytest.Item) -> bool:
+    """Whether a test uses the real-shape tier's checkpoint or engines."""
+    return any(name.startswith("real_shape_") for name in item.fixturenames)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which names each test's group from these marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for `--dist loadgroup` (scripts/test.sh; a group runs in one worker): every test on a shared server
     in one, so each shared server starts once in the suite, not once per worker that runs one of its tests; and the
     tests of a module that starts servers of its own (marked `server`) in one per module, so a module-scoped server
-    starts once."""
+    starts once; and the real-shape tier's tests, with the `server` tests of their modules, in one, so its checkpoint
+    and engines are made once and a module's own fixtures are not made twice."""
+    real_shape_modules = {item.nodeid.split("::")[0] for item in items if real_shape(item)}
     for item in items:
-        if "shared_servers" in item.fixturenames:
+        module, server = item.nodeid.split("::")[0], item.get_closest_marker("server") is not None
+        if real_shape(item) or (server and module in real_shape_modules):
+            item.add_marker(pytest.mark.xdist_group("real-shape"))
+        elif "shared_servers" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("shared-servers"))
-        elif item.get_closest_marker("server") is not None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        elif server:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 @pytest.fixture

@@ -28,10 +28,10 @@ import re
 from pathlib import Path
 
 from tests.support import ROOT
+from tests.support.source import namespace_folders, package_modules
 
 # the `videoitg` namespace: package -> its folder (pyproject.toml's package-dir)
-FOLDERS = {"videoitg": ROOT / "videoitg", "videoitg.train": ROOT / "train",
-           "videoitg.python_backend": ROOT / "python_backend", "videoitg.engine_build": ROOT / "engine_build"}
+FOLDERS = namespace_folders()
 # (rank, layer, module patterns); "x*" is x and every module under it; an exact name wins over a pattern
 # folder -> (rank, layer); "" is the package's top level
 LAYERS: dict[str, tuple[int, str]] = {
@@ -48,21 +48,6 @@ SERVING = "videoitg.serving."
 
 
 # ---- the graph -------------------------------------------------------------------------------------------------
-def package_modules(folders: dict[str, Path] = FOLDERS) -> dict[str, Path]:
-    """Every module of the namespace -> its file (a package is its __init__.py)."""
-    nested = {name.rpartition(".")[2] for name in folders if name != "videoitg"}
-    out: dict[str, Path] = {}
-    for package, folder in folders.items():
-        for path in folder.rglob("*.py"):
-            parts = list(path.relative_to(folder).with_suffix("").parts)
-            if package == "videoitg" and parts[0] in nested:  # a folder of that name inside videoitg/ is not ours
-                continue
-            if parts[-1] == "__init__":
-                parts.pop()
-            out[".".join([package, *parts])] = path
-    return out
-
-
 def _owner(name: str, modules: dict[str, Path]) -> str | None:
     """The module of the namespace that `name` (a module, or a name imported from one) lives in."""
     while name and name not in modules:

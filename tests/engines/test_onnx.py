@@ -12,9 +12,11 @@ import onnx
 import pytest
 import torch
 
-from tests.support.model import tiny_config
+from tests.support.model import one_torch_thread, tiny_config
 from videoitg.cli import main as cli_main
+from videoitg.config import VisionConfig
 from videoitg.engine_build.build import BuildOptions, run_build
+from videoitg.engine_build.onnx_export import patch_embed
 from videoitg.engine_build.parity import compare
 from videoitg.engine_build.trt_builder import VisionProfileSpec, build_plan
 from videoitg.engine_build.verify import verify
@@ -27,10 +29,12 @@ from videoitg.engines.runtimes import (
     open_vision,
 )
 from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict, weight_keys
-from videoitg.errors import BackendUnavailable, EngineMismatchError
+from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
 from videoitg.libraries import probe_import
-from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.model import checkpoint as checkpoint_module
+from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint, load_indexed
 from videoitg.model.grounding import VideoITG
+from videoitg.model.vision import SiglipEmbeddings
 from videoitg.request.limits import Limits
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint
 
@@ -376,3 +380,118 @@ def test_bf16_graphs_check_and_run_where_onnxruntime_can(built, low_precision):
     with torch.no_grad():
         ref = model32.score_features([model32.visual_features(px)], [ids])[0]
     assert compare(ref.numpy(), grounding.score(vision.visual_features(px), ids).numpy()).meets("bf16")
+
+
+# ---- patch embedding at any image size ----------------------------------------------------------------------------
+@pytest.mark.parametrize("image_size", [384, 112, 116, 125])
+def test_patch_embedding_sees_the_patches_the_convolution_sees(image_size):
+    """The export's patch embedding (a matrix product) equals SigLIP's stride-14 convolution at any image size it
+    takes: 384 px gives 27 x 27 patches and drops the last 6 pixels of each side, as the convolution does (116 and
+    125: 4 and 13 pixels dropped; 112: none). The released widths (1152) at 384."""
+    vcfg = VisionConfig(image_size=image_size, **({} if image_size == 384 else {"hidden_size": 48}))
+    emb = SiglipEmbeddings(vcfg).eval()
+    assert vcfg.grid == image_size // 14 and emb.position_embedding.num_embeddings == vcfg.grid ** 2
+    px = torch.rand(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    with torch.no_grad():
+        got, ref = patch_embed(emb, px), emb(px)
+    assert got.shape == ref.shape == (2, vcfg.grid ** 2, vcfg.hidden_size)
+    assert float((got - ref).abs().max()) <= 1e-5  # fp32: the same products, summed in another order
+
+
+# ---- the real-shape tier --------------------------------------------------------------------------------------------
+# The released widths, heads and head dims (SigLIP-so400m/14 at 384 px: 1152 wide, 16 heads of 72; Qwen2-7B: 3584
+# wide, 28 query and 4 key-value heads of 128, MLP 18944) with one Qwen2 layer and one SigLIP layer run
+# (tests/support/model.py, `real_shape_config`), exported by `videoitg build --precision fp32` (conftest's
+# `real_shape_engines`) and run in ONNX Runtime against the torch model, fp32. Measured on the 2-core machine: SigLIP
+# features within 1.9e-6 of torch, projected features within 3.9e-7, logits within 7.2e-7. Bounds: 1e-4, the fp32
+# ONNX target of `videoitg verify`.
+REAL_FEATURES_TOL, REAL_LOGITS_TOL = 1e-4, 1e-4
+# Tokens per frame as the released budget gives them (HW = min(floor(sqrt(16384 / T)), 27)): T = 64, 256, 512
+BUDGETS = {64: 16, 256: 8, 512: 5}
+
+
+@pytest.fixture(scope="module")
+def real_model(real_shape_checkpoint):
+    """The real-shape checkpoint loaded in fp32 (model, tokenizer), two frames at 384 px and their SigLIP features."""
+    model, tok = load_checkpoint(real_shape_checkpoint)
+    px = torch.rand(2, 3, 384, 384, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    with torch.no_grad(), one_torch_thread():
+        return model, tok, px, model.encode_frames(px)
+
+
+def test_real_shape_graphs_take_the_released_shapes(real_shape_engines):
+    vin = _graph_inputs(real_shape_engines / "onnx" / "vision.onnx")["pixel_values"]
+    assert isinstance(vin[0], str) and vin[1:] == [3, 384, 384]
+    lin = _graph_inputs(real_shape_engines / "onnx" / "llm.onnx")
+    assert isinstance(lin["inputs_embeds"][1], str) and lin["inputs_embeds"][2] == 3584
+
+
+def test_real_shape_vision_graph_matches_torch_at_384_px(real_shape_checkpoint, real_shape_engines, real_model,
+                                                         one_thread):
+    """SigLIP at 384 px (27 x 27 patches, the last 6 pixels dropped; 16 heads of 72) through the exported graph equals
+    torch; the runtime's projection of it from the real 27 x 27 grid to the token budget of T = 64, 256 and 512
+    frames (16, 8 and 5 tokens per side) equals torch's."""
+    model, _, px, ref = real_model
+    vision = open_vision("onnxruntime", model, engines=real_shape_engines, threads=1,
+                         checkpoint_identity=checkpoint_identity(real_shape_checkpoint))
+    with torch.no_grad():
+        got = vision.encode(px)
+        assert got.shape == ref.shape == (2, 729, 1152)
+        diffs = [float((got - ref).abs().max())]
+        for t, hw in BUDGETS.items():
+            assert model.config.tokens_per_side(t) == hw
+            v = vision.visual_features(px[:1], num_frames=t)  # one frame of a T-frame video
+            assert v.shape == (1, hw * hw, 3584)
+            diffs.append(float((v - model.project(ref[:1], hw)).abs().max()))
+    assert max(diffs) <= REAL_FEATURES_TOL, diffs
+
+
+def test_real_shape_grounding_graph_matches_torch(real_shape_engines, real_model, one_thread):
+    """The grounding graph (3584 wide, GQA: 28 query and 4 key-value heads of 128, MLP 18944) equals torch on
+    sequences laid out as the released budget lays out T = 64, 256 and 512 frames (256, 64 and 25 tokens per frame;
+    one, two and two frames of them): the graph's sequence and frame axes are dynamic, so the per-frame pattern, not
+    the 12,800-16,384 tokens of a whole video, is what these sizes change in it."""
+    model, tok, _, feats = real_model
+    grounding = open_grounding("onnxruntime", model, engines=real_shape_engines, threads=1)
+    ids = torch.tensor(tok("when is the red circle visible?\n")["input_ids"])
+    diffs = {}
+    with torch.no_grad():
+        for (t, hw), frames in zip(BUDGETS.items(), (1, 2, 2), strict=True):
+            visual = model.project(feats[:frames], hw)
+            ref = model.score_features([visual], [ids])[0]
+            got = grounding.score(visual, ids)
+            assert got.shape == (frames,)
+            diffs[t] = float((got - ref).abs().max())
+    assert max(diffs.values()) <= REAL_LOGITS_TOL, diffs
+
+
+def test_a_vision_only_build_exports_and_reads_no_llm(built, tmp_path, monkeypatch):
+    """`videoitg build --steps vision`: the SigLIP graph (and, where TensorRT imports, its plan) without the LLM: no
+    decoder, embedding or head tensor is read from the checkpoint, no grounding graph or plan is written, the
+    grounding step serves with torch, and the rebuild command repeats the steps. `--steps grounding` reads no tower."""
+    ckpt = built[0]
+    read: list[str] = []
+
+    def spy(index, keys):  # the loader's one reader of tensors, called through: records what a build reads
+        read.extend(keys)
+        return load_indexed(index, keys)
+
+    monkeypatch.setattr(checkpoint_module, "load_indexed", spy)
+    out = tmp_path / "vision-only"
+    assert cli_main(["build", "--checkpoint", str(ckpt), "--out", str(out), "--precision", "fp32",
+                     "--steps", "vision"]) == 0
+    assert read and all(k.startswith(("model.vision_tower.", "model.mm_projector.")) for k in read), read
+    summary = json.loads((out / "build.json").read_text())
+    assert [b["path"] for b in summary["built"]] == ["onnx/vision.onnx"]
+    assert [s["what"] for s in summary["skipped"]] in ([], ["tensorrt/vision.plan"])  # skipped: no TensorRT here
+    assert summary["runtimes"] == {"vision": "onnxruntime", "grounding": "torch"}
+    assert not (out / "onnx" / "llm.onnx").exists()
+    assert summary["command"].endswith("--steps vision")
+    assert EngineManifest.read(out / "onnx" / "vision.onnx").rebuild_hint == summary["command"]
+    read.clear()  # and the other way round: the grounding graph without the tower
+    assert cli_main(["build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "grounding-only"), "--precision",
+                     "fp32", "--steps", "grounding", "--targets", "onnx"]) == 0
+    assert read and not any(k.startswith("model.vision_tower.") for k in read), read
+    assert sorted(p.name for p in (tmp_path / "grounding-only" / "onnx").glob("*.onnx")) == ["llm.onnx"]
+    with pytest.raises(EngineError, match="choose one or both of"):
+        run_build(BuildOptions(checkpoint=ckpt, out=tmp_path / "x", steps=("audio",)))

@@ -1,9 +1,11 @@
 """The TensorRT-LLM grounding runtime's parts that run without TensorRT-LLM: the attention metadata built once per
-scorer, the unfused-RoPE switch from the build to the model config, and verify's case at the real sequence
-length (its runs on the library itself: tests/engines/test_onnx.py, skipped where it is absent)."""
+scorer, the unfused-RoPE switch from the build to the model config, verify's case at the real sequence length, and
+the model config and weight grouping at the released shapes (its runs on the library itself:
+tests/engines/test_onnx.py, skipped where it is absent)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,9 +20,16 @@ from videoitg.engine_build.verify import (
     instruction_of_length,
     make_cases,
 )
-from videoitg.engines.runtimes import trtllm_options
-from videoitg.engines.trtllm import TrtllmTorchScorer, hf_config
-from videoitg.model.checkpoint import load_checkpoint
+from videoitg.engines.runtimes import max_sequence_length, trtllm_options
+from videoitg.engines.trtllm import (
+    EMBEDDING_ROWS,
+    TrtllmTorchScorer,
+    hf_config,
+    hf_sources,
+    qwen2_config_dict,
+    weight_keys,
+)
+from videoitg.model.checkpoint import index_tensors, load_checkpoint, load_config
 from videoitg.model.layout import SequenceLayout
 from videoitg.request.text import encode_instruction
 
@@ -106,3 +115,34 @@ def test_verify_cases_carry_a_thirty_token_instruction() -> None:
     assert case.ids.numel() == 30
     assert case.ids[:4].tolist() == encode_instruction(tok, DEFAULT_INSTRUCTION)[:4].tolist()
     assert SequenceLayout.for_video(VideoITGConfig(), 512, DEFAULT_INSTRUCTION_TOKENS).length == 12_830
+
+
+def test_the_trtllm_config_and_weights_take_the_real_shapes(real_shape_checkpoint) -> None:
+    """The TensorRT-LLM model's config, derived from the real-shape checkpoint, carries Qwen2-7B's shapes (3584 wide,
+    28 query and 4 key-value heads of 128, MLP 18944, RMSNorm eps 1e-6, RoPE theta 1e6, no scaling) with the
+    checkpoint's own layer count, its RoPE positions cover the longest sequence any deployment admits (Variant B's
+    17,859 tokens included), and it builds one embedding row whatever the vocabulary. Every tensor it loads is in
+    the checkpoint with the shape its fused modules take: qkv_proj (28 + 2 x 4) x 128 = 4608 rows, gate_up_proj
+    2 x 18944."""
+    cfg, _ = load_config(real_shape_checkpoint)
+    fields = qwen2_config_dict(cfg, torch.float16)  # what the pretrained config is built from
+    released = {"hidden_size": 3584, "intermediate_size": 18944, "num_attention_heads": 28, "num_key_value_heads": 4,
+                "rms_norm_eps": 1e-6, "rope_theta": 1e6, "rope_scaling": None, "hidden_act": "silu"}
+    assert {k: fields[k] for k in released} == released
+    assert fields["num_hidden_layers"] == cfg.text.num_hidden_layers == 1
+    assert fields["vocab_size"] == EMBEDDING_ROWS and cfg.text.vocab_size == 413  # the tiny tokenizer's
+    hf = hf_config(cfg, torch.float16)  # transformers' Qwen2Config of them (the attributes TensorRT-LLM reads)
+    assert (hf.hidden_size, hf.num_attention_heads, hf.num_key_value_heads) == (3584, 28, 4)
+    assert hf.hidden_size // hf.num_attention_heads == cfg.text.head_dim == 128 and hf.torch_dtype == torch.float16
+    causal = dataclasses.replace(cfg, attention="causal")
+    longest = max(max_sequence_length(c, 512, 1024) for c in (cfg, causal))
+    assert longest == 17859 and fields["max_position_embeddings"] >= longest
+    index = index_tensors(real_shape_checkpoint)  # names and shapes from the file headers, no weights read
+    shapes = {k: tuple(index[k][2]) for k in weight_keys(list(index))}
+    attn, mlp = "model.layers.0.self_attn", "model.layers.0.mlp"
+    qkv = [shapes[f"{src}.weight"] for src in hf_sources(f"{attn}.qkv_proj")]
+    assert qkv == [(3584, 3584), (512, 3584), (512, 3584)] and sum(r for r, _ in qkv) == (28 + 2 * 4) * 128
+    assert [shapes[f"{src}.bias"] for src in hf_sources(f"{attn}.qkv_proj")] == [(3584,), (512,), (512,)]
+    assert [shapes[f"{src}.weight"] for src in hf_sources(f"{mlp}.gate_up_proj")] == [(18944, 3584)] * 2
+    assert shapes[f"{mlp}.down_proj.weight"] == (3584, 18944) and shapes[f"{attn}.o_proj.weight"] == (3584, 3584)
+    assert shapes["out_proj.weight"] == (1, 3584) and not any(k.startswith("model.embed_tokens") for k in shapes)

@@ -5,6 +5,7 @@ too). Nothing is downloaded."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
 from videoitg.config import VideoITGConfig, preset
+from videoitg.model.checkpoint import save_checkpoint
+from videoitg.model.variant_b import model_class
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 
@@ -33,6 +36,34 @@ def one_torch_thread() -> Iterator[None]:
 
 def tiny_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
     return preset("tiny", vocab_size=vocab_size, **overrides)
+
+
+# The real-shape tier: the released widths, heads and head dims with few layers. SigLIP-so400m/14 at 384 px (1152 wide,
+# 16 heads of 72, MLP 4304: google/siglip-so400m-patch14-384's config.json) and Qwen2-7B (3584 wide, 28 query and 4
+# key-value heads of 128, MLP 18944, RMSNorm eps 1e-6, RoPE theta 1e6: Qwen/Qwen2-7B's config.json), the released
+# token budget (16384 visual tokens) and length (20480): `preset("videoitg-7b")`. Two SigLIP layers (select layer -2
+# runs, and the checkpoint holds, the first), one Qwen2 layer (233M parameters), the tiny tokenizer's 413 tokens:
+# 268M parameters, 0.54 GB on disk in bf16 as released.
+REAL_SHAPE_VISION_LAYERS, REAL_SHAPE_TEXT_LAYERS = 2, 1
+
+
+def real_shape_config(vocab_size: int = 512, **overrides: Any) -> VideoITGConfig:
+    """The released model's shapes with REAL_SHAPE_*_LAYERS layers and a `vocab_size`-token vocabulary."""
+    cfg = preset("videoitg-7b", vocab_size=vocab_size, **overrides)
+    cfg.vision = dataclasses.replace(cfg.vision, num_hidden_layers=REAL_SHAPE_VISION_LAYERS)
+    cfg.text = dataclasses.replace(cfg.text, num_hidden_layers=REAL_SHAPE_TEXT_LAYERS)
+    return dataclasses.replace(cfg)  # its checks again, on the new layer counts
+
+
+def build_real_shape_checkpoint(out: Path, seed: int = 0) -> Path:
+    """A random checkpoint of `real_shape_config` with the tiny tokenizer, in bf16 (the released checkpoint's
+    dtype) and the released layout (embedded tower)."""
+    tokenizer = build_tiny_tokenizer()
+    cfg = real_shape_config(len(tokenizer))
+    torch.manual_seed(seed)
+    model = model_class(cfg)(cfg)
+    model.reset_head()
+    return save_checkpoint(model.to(torch.bfloat16), out, tokenizer)
 
 
 def plain_writer_checkpoint(tmp_path: Path, tiny: Any, external_tower: bool) -> Path:

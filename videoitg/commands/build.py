@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-text-tokens", type=int, default=Limits.max_instruction_tokens,
                    help="instruction tokens the grounding plan's profile takes (default: what serving admits)")
     p.add_argument("--targets", default="onnx,tensorrt,trtllm", help="comma list of onnx, tensorrt, trtllm")
+    p.add_argument("--steps", default="vision,grounding",
+                   help="comma list of the serving steps to build engines for: vision (SigLIP), grounding (the LLM); "
+                        "`--steps vision` builds the SigLIP graph and plan without reading or exporting the LLM")
     p.add_argument("--workspace-gib", type=float, default=8.0, help="TensorRT builder workspace")
     p.add_argument("--trtllm-unfused-rope", action="store_true",
                    help="serve the trtllm grounding with RoPE outside the fused attention kernel (docs/engines.md)")
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         vision_chunk=args.vision_chunk,
         max_text_tokens=args.max_text_tokens,
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        steps=tuple(s.strip() for s in args.steps.split(",") if s.strip()),
         workspace_gib=args.workspace_gib,
         vision_tower=Path(args.vision_tower) if args.vision_tower else None,
         trtllm_unfused_rope=args.trtllm_unfused_rope,
