@@ -1,8 +1,8 @@
 """ONNX -> TensorRT plan, through the `tensorrt` Python API (Builder, OnnxParser, optimization profiles).
 
 Every call is checked against the Python bindings of TensorRT 10.14 (what TensorRT-LLM 1.2 pins) and 11.1 (what
-the package index offers); docs/engines.md lists them and tests/engines/test_tensorrt_api.py checks each name this
-module and the TensorRT runtime use against both versions' bindings. TensorRT cannot be installed on this
+the package index offers); docs/engines.md lists them and tests/engine_build/test_trt_builder_api.py checks each
+name this module and the TensorRT runtime use against both versions' bindings. TensorRT cannot be installed on this
 project's CPU machines, so a plan is built only where `import tensorrt` works; everything up to `build_plan` (the
 graphs in their precision, the profiles, the network flags, the manifest) is tested on CPU.
 

@@ -3,7 +3,7 @@
     python scripts/tensorrt_api.py TENSORRT_CHECKOUT v10.14 v11.1 > tests/data/tensorrt_api.json
 
 For each tag: the module's classes, enums and attributes, each enum's values, and every method or property name
-bound on any class (python/src/infer/*.cpp, python/src/parsers/pyOnnx.cpp). tests/engines/test_tensorrt_api.py
+bound on any class (python/src/infer/*.cpp, python/src/parsers/pyOnnx.cpp). tests/engine_build/test_trt_builder_api.py
 checks every TensorRT name the project calls against these lists, so a call that a pinned version lacks fails on a
 CPU machine instead of on the first GPU run.
 """

@@ -38,7 +38,7 @@ from videoitg.serving.ports import free_ports
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 # logits: the served ONNX graphs against in-process torch, fp32 (the graphs alone within 1e-6 of torch at these
-# shapes: tests/engines/test_onnx.py); the fp32 ONNX target of `videoitg verify`
+# shapes: tests/engine_build/test_onnx_export.py); the fp32 ONNX target of `videoitg verify`
 SERVED_TOL = 1e-4
 
 # Run inside the installed environment: import every module named in argv[1] (a JSON list), the in-server ones with a

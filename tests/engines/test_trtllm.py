@@ -1,7 +1,7 @@
 """The TensorRT-LLM grounding runtime's parts that run without TensorRT-LLM: the attention metadata built once per
 scorer, the unfused-RoPE switch from the build to the model config, verify's case at the real sequence length, and
 the model config and weight grouping at the released shapes (its runs on the library itself:
-tests/engines/test_onnx.py, skipped where it is absent)."""
+tests/engine_build/test_onnx_export.py, skipped where it is absent)."""
 
 from __future__ import annotations
 

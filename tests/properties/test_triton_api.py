@@ -6,7 +6,8 @@ versions videoitg/assets/compat.json pins, read from those versions' own sources
 - `tests/data/dali_api.json` (`scripts/dali_api.py`: DALI 2.4.0's operator schemas): each `fn.X(...)` the decode
   pipelines call, with every keyword they pass.
 
-TensorRT's calls are checked the same way in tests/engines/test_tensorrt_api.py against the compat file's TensorRT.
+TensorRT's calls are checked the same way in tests/engine_build/test_trt_builder_api.py against the compat file's
+TensorRT.
 """
 
 from __future__ import annotations
