@@ -66,7 +66,8 @@ class TritonPythonModel:
             try:
                 inputs = request_inputs(r)
                 req = parse_request(inputs, self.selection, self.limits, self.media_roots)
-                frames = parse_frames(inputs.get(FRAMES), inputs.get(FRAMES_SIZE), req.video is not None)
+                frames = parse_frames(inputs.get(FRAMES), inputs.get(FRAMES_SIZE),
+                                      req.video is not None or req.reference is not None)
                 # A reference is hashed in its task, off the event loop (a long video takes seconds).
                 key = None if req.reference else cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.gate.admit()  # OverloadedError past the bound
@@ -104,7 +105,7 @@ class TritonPythonModel:
         out = result_outputs(result, req.top_k, self.selection.moment_params, hit)
         if frames is not None:
             out |= await asyncio.get_running_loop().run_in_executor(
-                self.frame_workers, served_frames, req.video, result, req.top_k, frames, self.limits)
+                self.frame_workers, served_frames, video, result, req.top_k, frames, self.limits, self.media_roots)
         return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # batch axis
 
     def _send(self, sender: Any, response: Any, exc: BaseException | None) -> None:
