@@ -236,6 +236,13 @@ class AnswerEndpoint:
                       selection: Selection) -> web.StreamResponse:
         """The video-LLM's answer with the selection in it, plain or streamed as the request asks."""
         body = await asyncio.to_thread(forwarded_bytes, q, selection, self.cfg.answer_model)
+        # held while the video-LLM answers: the bytes sent, and the request they were built from (messages, frames)
+        with _Held(port.budget, 2 * len(body)):
+            return await self._answered_by(port, request, q, selection, body)
+
+    async def _answered_by(self, port: HttpPort, request: web.BaseRequest, q: ChatQuestion, selection: Selection,
+                           body: bytes) -> web.StreamResponse:
+        """The video-LLM's answer to `body` (the forwarded request)."""
         headers = request.headers  # the video-LLM is sent PASS_HEADERS of them (upstream.py)
         up = self.upstream
         if q.body.get("stream") is not True:
