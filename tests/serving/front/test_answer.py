@@ -298,7 +298,8 @@ def test_the_video_llms_connections_close_with_the_port(monkeypatch: pytest.Monk
 def test_a_handler_cancelled_while_its_worker_thread_runs_leaks_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
     """A stop cancels a handler still running: the worker thread checking its file or decoding its data URL runs
-    on; what it opened is closed, what it holds stays in the budget until it ends, then is given back."""
+    on; what it opened is closed, what it holds (the decoded video, the body it decodes) stays in the budget until
+    it ends, then is given back."""
     from videoitg.answer.chat import DataVideo
     from videoitg.paths import MediaRoots
     from videoitg.serving.front import answer as front_answer
@@ -334,7 +335,11 @@ def test_a_handler_cancelled_while_its_worker_thread_runs_leaks_nothing(
         ep.roots = MediaRoots.of([str(tmp_path)])
         port: Any = type("Port", (), {"budget": budget})()
         url = f"file://{video}" if stage == "check" else data_url(b"video bytes")
-        task = asyncio.ensure_future(ep._pick(port, None, [chat(url)], lambda: None))  # type: ignore[arg-type]
+        body = bytearray(chat(url))
+        assert budget.take(len(body))
+        held = front_answer._Held(budget, len(body))
+        held.taken = True
+        task = asyncio.ensure_future(ep._pick(port, None, [body], held))  # type: ignore[arg-type]
         await asyncio.sleep(0.2)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -343,7 +348,10 @@ def test_a_handler_cancelled_while_its_worker_thread_runs_leaks_nothing(
         return held_at_cancel, budget.held, open_fds()
 
     held_at_cancel, held_after, fds = asyncio.run(run())
-    assert held_at_cancel == (len(b"video bytes") if stage == "decode" else 0), held_at_cancel
+    # cancelled while decoding: the decoded video and the body (its data URL) stay held; while checking a file:
+    # nothing (the body's bytes went with its parse)
+    body = len(chat(data_url(b"video bytes")))
+    assert held_at_cancel == (len(b"video bytes") + body if stage == "decode" else 0), held_at_cancel
     assert held_after == 0 and fds == [], (held_after, fds)
 
 

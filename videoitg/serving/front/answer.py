@@ -48,7 +48,7 @@ from videoitg.contract.protocol import OTHER_INPUTS_BYTES, TOP
 from videoitg.errors import InputError
 from videoitg.paths import MediaRoots
 from videoitg.serving.client import http_request_body, http_served_result
-from videoitg.serving.front.bounds import OVER_BUDGET, ByteBudget
+from videoitg.serving.front.bounds import OVER_BUDGET, BodyReader, ByteBudget
 from videoitg.serving.front.config import FrontConfig
 from videoitg.serving.front.http import Closer, HttpPort, Route, _continue, refused
 from videoitg.serving.front.policy import Reason, Refusal, bounded_error_body, encoding_error
@@ -169,30 +169,32 @@ class AnswerEndpoint:
                 too_large = reader.refusal.reason is Reason.TOO_LARGE
                 return self._refused(port, Refusal(self._too_large(None), Reason.TOO_LARGE) if too_large else
                                      reader.refusal)
-            picked = await self._pick(port, request, chunks, reader.release)
+            picked = await self._pick(port, request, chunks, _Held.adopted(port.budget, reader))
         return await self._answer(port, request, *picked)
 
     # ---- the steps -----------------------------------------------------------------------------------------------
     async def _pick(self, port: HttpPort, request: web.BaseRequest, chunks: list[bytearray],
-                    release_body: Callable[[], None]) -> tuple[ChatQuestion, Selection]:
+                    body: _Held) -> tuple[ChatQuestion, Selection]:
         """The checked request, without its video, and the frames picked for it. Held in the budget beside the
-        body's bytes: the copies its parse makes (`load_json`), then a data URL's video once decoded (the body's
-        bytes given back as soon as its text is gone: `release_body`); a file is named to tritonserver by reference
-        and never read here. OverloadedError when the budget has no room."""
+        body's bytes (`body`, given back as soon as its text is gone): the copies its parse makes (`load_json`),
+        then a data URL's video once decoded; a file is named to tritonserver by reference and never read here.
+        OverloadedError when the budget has no room."""
         t0 = time.perf_counter()  # `select_s` counts from here: the request's video begins to be read
-        q, source = await _in_thread(None, self._parse, chunks, port.budget)
-        if isinstance(source, str):  # a file: checked here, read by tritonserver
-            roots = await self.media_roots(port)
-            path = await _in_thread(None, _checked, source, roots)
-            return q, await self._until_gone(port, request, self._select(port, q, path, t0))
-        with _Held(port.budget, source.size) as decoded:
-            video = await _in_thread(decoded, source.decode)
-            source = None  # the data URL, the body's text: the last of the body
-            release_body()
-            try:
-                return q, await self._until_gone(port, request, self._select(port, q, video, t0))
-            finally:
-                video = None
+        with body:
+            q, source = await _in_thread(self._parse, chunks, port.budget, held=(body,))
+            if isinstance(source, str):  # a file: checked here, read by tritonserver
+                body.release()
+                roots = await self.media_roots(port)
+                path = await _in_thread(_checked, source, roots)
+                return q, await self._until_gone(port, request, self._select(port, q, path, t0))
+            with _Held(port.budget, source.size) as decoded:
+                video = await _in_thread(source.decode, held=(body, decoded))
+                source = None  # the data URL, the body's text: the last of the body
+                body.release()
+                try:
+                    return q, await self._until_gone(port, request, self._select(port, q, video, t0))
+                finally:
+                    video = None
 
     def _parse(self, chunks: list[bytearray], budget: ByteBudget) -> tuple[ChatQuestion, DataVideo | str]:
         """The checked request without its video (`without_video`), and its video: a data URL, its size checked
@@ -329,19 +331,31 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 
 class _Held:
-    """`n` bytes taken from the budget for a block (OverloadedError when there is no room), given back at its end;
-    or, for a worker thread still running when its caller was cancelled (`detach`), once that thread ends."""
+    """`n` bytes taken from the budget for a block (OverloadedError when there is no room), given back at its end
+    or at `release`; or, for a worker thread still running when its caller was cancelled (`detach`), once that
+    thread ends."""
 
     def __init__(self, budget: ByteBudget, n: int):
-        self.budget, self.n = budget, n
+        self.budget, self.n, self.taken = budget, n, False
+
+    @classmethod
+    def adopted(cls, budget: ByteBudget, reader: BodyReader) -> _Held:
+        """The bytes a body's reader took, held from now on by the one returned (the reader's given back: none)."""
+        held = cls(budget, reader.taken)
+        held.taken, reader.taken = True, 0
+        return held
 
     def __enter__(self) -> _Held:
-        if not self.budget.take(self.n):
+        if not self.taken and not self.budget.take(self.n):
             self.n = 0
             raise OverloadedError(OVER_BUDGET)
+        self.taken = True
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
         self.budget.give(self.n)
         self.n = 0
 
@@ -350,20 +364,21 @@ class _Held:
         return lambda: self.budget.give(n)
 
 
-async def _in_thread(held: _Held | None, fn: Callable[..., Any], *args: Any) -> Any:
+async def _in_thread(fn: Callable[..., Any], *args: Any, held: Sequence[_Held] = ()) -> Any:
     """`fn(*args)` in a worker thread. A thread cannot be stopped: when the caller is cancelled first, `fn` runs on,
-    and `held` stays taken from the budget until it ends (its result, or its failure, is then nobody's)."""
+    and what `held` holds (what it works on) stays taken from the budget until it ends (its result, or its
+    failure, is then nobody's)."""
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        late = held.detach() if held is not None else None
+        late = [h.detach() for h in held]
 
         def ended(t: asyncio.Future) -> None:
             if not t.cancelled():
                 t.exception()  # retrieved: nobody waits for it
-            if late is not None:
-                late()
+            for give in late:
+                give()
         task.add_done_callback(ended)
         raise
 
