@@ -43,6 +43,7 @@ from videoitg.contract.protocol import OTHER_INPUTS_BYTES, TOP
 from videoitg.contract.tensors import frame_outputs, result_outputs
 from videoitg.outputs import GroundingResult
 from videoitg.request.limits import SERVED_MAX_VIDEO_BYTES
+from videoitg.request.options import RequestOptions
 from videoitg.serving.ports import free_ports
 
 MB = 1_000_000
@@ -52,7 +53,8 @@ RESULT = GroundingResult([0.5, 2.0, -1.0], [0, 25, 50], [0.0, 1.0, 2.0], duratio
 def inference_answer() -> tuple[bytes, int]:
     """A KServe v2 binary answer to the grounding request: the result and one JPEG frame."""
     outputs, data = [], []
-    for name, a in {**result_outputs(RESULT, 1), **frame_outputs([b"\xff\xd8 a frame"], "jpeg")}.items():
+    applied = RequestOptions(top_k=1, ranking_rule="released")
+    for name, a in {**result_outputs(RESULT, applied), **frame_outputs([b"\xff\xd8 a frame"], "jpeg")}.items():
         datatype = np_to_triton_dtype(a.dtype)
         raw = serialize_byte_tensor(a).item() if datatype == "BYTES" else np.ascontiguousarray(a).tobytes()
         outputs.append({"name": name, "datatype": datatype, "shape": [1, *a.shape],

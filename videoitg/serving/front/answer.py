@@ -211,9 +211,9 @@ class AnswerEndpoint:
         named by its path (VIDEO_URI), a data URL's bytes sent without a copy. `t0`: when the request's video began
         to be read (its `select_s` counts from there)."""
         if isinstance(video, Path):
-            pieces, headers = http_request_body(None, q.question, q.top_k, "jpeg", q.frame_size, uri=str(video))
+            pieces, headers = http_request_body(None, q.question, q.options, uri=str(video))
         else:
-            pieces, headers = http_request_body(video, q.question, q.top_k, "jpeg", q.frame_size)
+            pieces, headers = http_request_body(video, q.question, q.options)
         headers = {**self.cfg.keyed(headers), "Content-Length": str(sum(map(len, pieces)))}
         try:
             answer = await port.triton.request("POST", f"/v2/models/{TOP}/infer", headers, _sliced(pieces),
