@@ -2,12 +2,13 @@
 
     python -m benchmarks.answer_parse [--video-mb 42] [--reps 5]
 
-A chat request holding a video of `--video-mb` MB (random bytes) as a data URL, arriving in 256 KiB chunks, goes
-through the endpoint's three steps that touch its bytes, each in a worker thread as the endpoint runs it: the body
-read into JSON (`answer.load_body`), its video decoded (`answer.video_source`) and the grounding request's body built
-(`client.http_request_body`). Meanwhile a coroutine asks to wake every millisecond; the longest it waited past that
-is the loop's longest wait (each step's C code holds the GIL). Prints, for each step, the median over `--reps` of its
-wall time and of the loop's longest wait.
+A chat request holding a video of `--video-mb` MB (random bytes) as a data URL, arriving in 256 KiB chunks gathered
+in one buffer, goes through the endpoint's three steps that touch its bytes, each in a worker thread: the body read
+into JSON (`answer.load_body`), its video decoded (`answer.video_source(...).decode()`) and the grounding request's
+body built (`client.http_request_body`: the video one of its pieces, not copied; the endpoint builds it on the
+loop). Meanwhile a coroutine asks to wake every millisecond; the longest it waited past that is the loop's longest
+wait (each step's C code holds the GIL). Prints, for each step, the median over `--reps` of its wall time and of the
+loop's longest wait.
 """
 
 from __future__ import annotations
@@ -50,11 +51,15 @@ async def loop_wait(step: Callable[[], Any]) -> tuple[float, float, Any]:
 
 
 async def one(body: bytes) -> dict[str, tuple[float, float]]:
-    chunks = [body[i:i + CHUNK] for i in range(0, len(body), CHUNK)]
+    gathered = bytearray()  # as the endpoint gathers a body: its chunks copied into one buffer as they arrive
+    for i in range(0, len(body), CHUNK):
+        gathered += body[i:i + CHUNK]
+    chunks = [gathered]
+    del gathered
     out: dict[str, tuple[float, float]] = {}
     *out["load_body"], value = await loop_wait(lambda: load_body(chunks))
     q = parse_chat(value)
-    *out["video_source"], video = await loop_wait(lambda: video_source(q.video_url, None))
+    *out["video_source"], video = await loop_wait(lambda: video_source(q.video_url, None).decode())
     options = RequestOptions(32, None, "jpeg", 448)
     *out["http_request_body"], _ = await loop_wait(lambda: http_request_body(video, q.question, options))
     return out

@@ -123,7 +123,11 @@ def main() -> int:
             return direct.chat.completions.create(**fwd).model_dump()
 
         def via_direct_raw() -> dict[str, Any]:
-            raw.request("POST", "/v1/chat/completions", fwd_bytes, {"Content-Type": "application/json"})
+            try:
+                raw.request("POST", "/v1/chat/completions", fwd_bytes, {"Content-Type": "application/json"})
+            except (BrokenPipeError, ConnectionResetError):  # the server closed it while idle: open it again
+                raw.close()
+                raw.request("POST", "/v1/chat/completions", fwd_bytes, {"Content-Type": "application/json"})
             r = raw.getresponse()
             data = r.read()
             assert r.status == 200, data[:200]

@@ -54,6 +54,14 @@ def read_reference(roots: MediaRoots, reference: str, limits: Limits) -> FileVid
 
 
 @contextlib.contextmanager
+def pinned_reference(roots: MediaRoots, video: FileVideo) -> Iterator[Path]:
+    """The file `read_reference` hashed, opened again only if it is still that file (replaced or rewritten since:
+    MediaChangedError), held open for the block and named for the decoder."""
+    with roots.pinned(video.path, video.identity, leave_open_on=(DecodeTimeoutError,)) as path:
+        yield Path(path)
+
+
+@contextlib.contextmanager
 def decode_source(inputs: Inputs, roots: MediaRoots) -> Iterator[bytes | Path]:
     """The decode step's video: VIDEO (the bytes) or VIDEO_URI (a file under `roots`, checked here as the top-level
     model checks it, since a client may call this step directly), held open for the block and decoded through a

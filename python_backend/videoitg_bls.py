@@ -66,7 +66,7 @@ class TritonPythonModel:
             try:
                 inputs = request_inputs(r)
                 req = parse_request(inputs, self.selection, self.limits, self.media_roots)
-                check_frames(req.options, req.video is not None)
+                check_frames(req.options, req.video is not None or req.reference is not None)
                 # A reference is hashed in its task, off the event loop (a long video takes seconds).
                 key = None if req.reference else cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.gate.admit()  # OverloadedError past the bound
@@ -105,7 +105,7 @@ class TritonPythonModel:
         out = result_outputs(result, options, self.selection.moment_params, hit)
         if options.frames is not None:
             out |= await asyncio.get_running_loop().run_in_executor(
-                self.frame_workers, served_frames, req.video, result, options, self.limits)
+                self.frame_workers, served_frames, video, result, options, self.limits, self.media_roots)
         return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # batch axis
 
     def _send(self, sender: Any, response: Any, exc: BaseException | None) -> None:

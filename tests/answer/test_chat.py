@@ -1,11 +1,13 @@
-"""The answer endpoint's policy without a server: which chat requests are taken and how each refusal reads, the video
-a `video_url` names, what the video-LLM is sent, and the selection in a plain and a streamed answer."""
+"""The answer endpoint's policy without a server: which chat requests are taken and how each refusal reads, the one
+bounded JSON reading (a client's body, the video-LLM's bytes), the video a `video_url` names, what the video-LLM is
+sent, and the selection in a plain and a streamed answer, each event of a stream checked."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from videoitg.answer.chat import (
     MAX_JSON_ITEMS,
     VIDEO_READ,
     ChatRequestError,
+    EventRelay,
     OptionError,
     Selection,
     UpstreamRefusedError,
@@ -25,16 +28,16 @@ from videoitg.answer.chat import (
     UpstreamUnavailableError,
     VideoPartError,
     VideoRefusedError,
+    check_file,
     event_data,
-    first_event,
     forwarded,
     forwarded_bytes,
     load_body,
-    open_video,
+    load_json,
     parse_chat,
-    read_opened,
     selection_event,
-    split_event,
+    strict_json,
+    unencodable,
     video_source,
     with_selection,
     without_video,
@@ -154,13 +157,34 @@ def test_a_body_is_bounded_in_elements_before_it_is_parsed_and_read_from_its_chu
 
 def test_a_data_url_is_decoded_in_slices_as_one_piece_would_be(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(answer, "B64_SLICE", 8)
-    data = os.urandom(100)
-    assert video_source("data:video/mp4;base64," + base64.b64encode(data).decode(), None) == data
-    for text in ("AAAAAA==AAAAAAAA", "AAAAAAAAAAA", "AAAA*AAA", "AAAAAAAAAAAé"):  # padding inside, a short end, ...
+    for n in (99, 100, 101):  # each padding: none, "==", "="
+        data = os.urandom(n)
+        source = video_source("data:video/mp4;base64," + base64.b64encode(data).decode(), None)
+        assert source.size == n and source.decode() == data
+    for text in ("AAAAAA==AAAAAAAA", "AAAAAAAAAAA", "AAAA*AAA", "AAAAAAAAAAAé", "AAA====="):  # padding inside, ...
         with pytest.raises(ValueError):
             base64.b64decode(text, validate=True)
         with pytest.raises(VideoRefusedError, match="base64 of the video/mp4 data URL is malformed"):
-            video_source("data:video/mp4;base64," + text, None)
+            video_source("data:video/mp4;base64," + text, None).decode()
+
+
+def test_a_data_urls_size_is_checked_from_its_length_before_anything_is_decoded() -> None:
+    """A data URL over the bound is refused from its length alone (nothing decoded: its base64 is not even valid
+    here); one within it is decoded straight into one buffer of its size, never held twice."""
+    with pytest.raises(VideoRefusedError, match=r"video of 750 bytes, over this server's bound of 749 bytes .*file://"):
+        video_source("data:video/mp4;base64," + "*" * 1000, None, 749)
+    assert video_source("data:video/mp4;base64," + "*" * 1000, None, 750).size == 750
+    data = os.urandom(8 << 20)
+    source = video_source("data:video/mp4;base64," + base64.b64encode(data).decode(), None, len(data))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        decoded = source.decode()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert decoded == data
+    assert peak < len(data) + 3 * answer.B64_SLICE, peak  # the buffer, and a slice being decoded
 
 
 def test_without_video_keeps_no_reference_to_the_url_and_forwards_the_same() -> None:
@@ -177,7 +201,7 @@ def test_without_video_keeps_no_reference_to_the_url_and_forwards_the_same() -> 
 
 
 def test_a_data_url_gives_its_bytes_and_other_urls_are_refused(tmp_path: Path) -> None:
-    assert video_source(VIDEO, MediaRoots()) == b"\x00\x00\x00\x18ftypmp42"
+    assert video_source(VIDEO, MediaRoots()).decode() == b"\x00\x00\x00\x18ftypmp42"
     for url, match in [("data:video/mp4;base64,%%%", "base64 of the video/mp4 data URL is malformed"),
                        ("data:video/mp4;base64,", "holds no bytes"),
                        ("data:image/png;base64,AAAA", "data:video/<type>;base64"),
@@ -188,19 +212,18 @@ def test_a_data_url_gives_its_bytes_and_other_urls_are_refused(tmp_path: Path) -
         assert e.value.body()["error"]["code"] == "video_refused"
 
 
-def test_a_file_url_is_read_only_under_the_media_roots(tmp_path: Path) -> None:
+def test_a_file_url_is_named_only_under_the_media_roots_and_never_read(tmp_path: Path) -> None:
     root, other = tmp_path / "media", tmp_path / "other"
     root.mkdir()
     other.mkdir()
     (root / "a.mp4").write_bytes(b"video bytes")
     (other / "b.mp4").write_bytes(b"secret")
     os.symlink(other / "b.mp4", root / "link.mp4")
+    os.mkfifo(root / "fifo.mp4")
     roots = MediaRoots.of([root])
     path = video_source(f"file://{root}/a.mp4", roots)
     assert path == (root / "a.mp4").resolve()
-    assert read_opened(*open_video(path, 100)) == b"video bytes"
-    with pytest.raises(VideoRefusedError, match="over this server's bound of 5 bytes"):
-        open_video(path, 5)
+    check_file(path)  # opened with the roots' checks, then closed
     for url, kind in [(f"file://{other}/b.mp4", "OutsideRootsError"), (f"file://{root}/link.mp4", "OutsideRootsError"),
                       (f"file://{root}/../other/b.mp4", "OutsideRootsError"),
                       ("file://host/x.mp4", "InvalidReferenceError")]:
@@ -208,9 +231,11 @@ def test_a_file_url_is_read_only_under_the_media_roots(tmp_path: Path) -> None:
             video_source(url, roots)
     with pytest.raises(VideoRefusedError, match=r"off on this server.*ReferencesOffError"):
         video_source(f"file://{root}/a.mp4", MediaRoots())
+    with pytest.raises(VideoRefusedError, match="NotARegularFileError"):
+        check_file(video_source(f"file://{root}/fifo.mp4", roots))
     (root / "a.mp4").unlink()
     with pytest.raises(VideoRefusedError, match="MediaNotFoundError"):
-        open_video(path, 100)
+        check_file(path)
 
 
 def selection(k: int = 2) -> Selection:
@@ -245,21 +270,82 @@ def test_the_forwarded_request_replaces_the_video_part_and_keeps_everything_else
     assert json.loads(forwarded_bytes(tricky, sel)) == forwarded(tricky, sel)
 
 
-def test_the_selection_field_and_the_first_event() -> None:
+def test_the_selection_field() -> None:
     sel = selection()
     answer = {"id": "x", "choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": 7}}
     out = with_selection(answer, sel)
     assert "videoitg" not in answer and {k: v for k, v in out.items() if k != "videoitg"} == answer
     assert out["videoitg"] == {"frames": [10, 20], "timestamps": [0.4, 0.8], "scores": [0.5, 0.5],
                                "moments": [[0.0, 1.0, 0.9]], "select_s": 0.25}
-    event, rest = split_event(b'data: {"id": "x", "choices": []}\r\n\r\ndata: [DONE]\n\n')
-    assert rest == b"data: [DONE]\n\n"
-    first = first_event(event, sel)
-    assert json.loads(event_data(first)) == {"id": "x", "choices": [], "videoitg": sel.field()}
-    assert first_event(b"data: [DONE]\n\n", sel) is None and first_event(b": ping\n\n", sel) is None
-    assert split_event(b"data: {") is None
     assert json.loads(event_data(selection_event(sel)))["videoitg"] == sel.field()
     assert event_data(b"event: x\ndata: a\ndata:b\n\n") == b"a\nb"
+    with pytest.raises(ValueError):
+        strict_json({"score": float("nan")})  # what the endpoint answers is JSON
+
+
+def relayed(*chunks: bytes, max_event: int = 1 << 20) -> bytes:
+    relay = EventRelay(selection(), max_event)
+    return b"".join(relay.feed(c) for c in chunks) + relay.end()
+
+
+def test_a_stream_is_checked_event_by_event_with_the_selection_in_its_first() -> None:
+    sel = selection()
+    first, second = b'data: {"id": "x", "choices": []}\r\n\r\n', b'data: {"id": "x", "choices": [1]}\n\n'
+    stream = b": ping\n\n" + first + second + b"data: [DONE]\n\n"
+    for cut in (1, 7, 40, len(stream)):  # events split anywhere across the chunks they arrive in
+        out = relayed(*[stream[i:i + cut] for i in range(0, len(stream), cut)])
+        ping, got, rest = out.split(b"\n\n", 2)
+        assert ping == b": ping" and json.loads(event_data(got)) == {"id": "x", "choices": [], "videoitg": sel.field()}
+        assert rest == second + b"data: [DONE]\n\n"  # the rest as it came
+    out = relayed(b"data: [DONE]\n\n")  # no chunk before the end: the selection alone goes first
+    assert json.loads(event_data(out.split(b"\n\n")[0]))["videoitg"] == sel.field()
+    assert out.endswith(b"\n\ndata: [DONE]\n\n")
+    assert json.loads(event_data(relayed(b": only a comment\n\n").split(b"\n\n")[1]))["videoitg"] == sel.field()
+
+
+@pytest.mark.parametrize(("stream", "match"), [
+    (b"data: {not json}\n\n", "event of the video-LLM's stream is not valid JSON"),
+    (b"data: [1]\n\n", "holds no JSON object"),
+    (b'data: {"a": NaN}\n\n', "not valid JSON"),
+    (b'data: {"a": 1e400}\n\n', "number out of range"),
+    (b"data: " + b"[" * 100_000 + b"\n\n", "more than 65536 objects, lists and commas"),
+    (b"data: " + b"[" * 70 + b"]" * 70 + b"\n\n", "nests more than 64 levels"),
+    (b'data: {"id": "x"}\n\ndata: {"a": ' + b"[" * 70 + b"]" * 70 + b"}\n\n", "nests more than 64 levels"),
+    (b'data: {"id": "x"}\n\ndata: {"id": "y"', "broke off inside an event"),
+    (b"data: " + b"x" * 200, "an event of more than 100 bytes"),
+], ids=["not-json", "a-list", "nan", "overflow", "many-items", "deep", "deep-later", "cut", "long"])
+def test_a_stream_that_is_not_events_of_json_objects_breaks(stream: bytes, match: str) -> None:
+    """Each event read as a client's body is (`load_json`); whatever is not one breaks the stream, which the
+    endpoint ends with an error event."""
+    with pytest.raises(UpstreamUnavailableError, match=match):
+        relayed(stream, max_event=100 if b"x" * 200 in stream else 1 << 20)
+
+
+def test_the_video_llms_json_is_read_with_a_clients_bounds() -> None:
+    what = "the video-LLM's answer"
+    for raw, match in [(b"[" * 70 + b"]" * 70, "nests more than 64 levels"), (b"[" * 100_000, "more than 65536"),
+                       (b'{"a": NaN}', "not valid JSON"),
+                       (b'{"a": 1e400}', "number out of range"), (b"\xff", "not valid UTF-8"),
+                       (b"[" + b"0," * (MAX_JSON_ITEMS + 1) + b"0]", "more than 65536 objects")]:
+        with pytest.raises(UpstreamUnavailableError, match=f"{what} .*{match}") as e:
+            load_json(raw, what, UpstreamUnavailableError)
+        assert e.value.status == 502
+    assert load_json(b'{"a": [1.5]}', what, UpstreamUnavailableError) == {"a": [1.5]}
+
+
+def test_text_that_cannot_be_encoded_is_refused_naming_its_field() -> None:
+    """A lone surrogate is valid JSON and not Unicode text: the instruction could not be encoded for the grounding
+    server, nor the request for the video-LLM."""
+    body = chat(text("fine"), video(), text("when? \ud800"))
+    raw = json.dumps(body).encode()  # ASCII, the surrogate escaped
+    with pytest.raises(ChatRequestError, match=r"messages\[0\]\.content\[2\]\.text holds text that cannot be "
+                       r"encoded as UTF-8") as e:
+        load_body(raw)
+    assert e.value.status == 400
+    with pytest.raises(ChatRequestError, match=r"a key of metadata"):
+        load_body(json.dumps({**chat(text("q"), video()), "metadata": {"\udfff": 1}}).encode())
+    assert unencodable(json.loads('{"a": ["\\ud83d\\ude00"]}')) is None  # a pair is one character
+    assert load_body(json.dumps(chat(text("\U0001f600"), video())).encode())["messages"]
 
 
 def test_upstream_errors_carry_their_status_in_the_openai_shape() -> None:

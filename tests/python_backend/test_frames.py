@@ -18,7 +18,9 @@ from videoitg.decode.export import FramesTooLargeError, resize_longer_side
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult
+from videoitg.paths import MediaChangedError, MediaRoots
 from videoitg.python_backend.frames import check_frames, served_frames
+from videoitg.python_backend.references import read_reference
 from videoitg.python_backend.request import parse_options
 from videoitg.request.limits import Limits
 from videoitg.request.options import MAX_FRAME_SIZE, RequestOptions
@@ -60,8 +62,8 @@ def test_bad_frames_inputs_are_refused_naming_the_input(frames, size, match) -> 
     assert len(str(e.value)) < 200  # a long field is never echoed back
 
 
-def test_frames_need_the_video_bytes() -> None:
-    with pytest.raises(InputError, match="FRAMES: .*send VIDEO .*not VIDEO_DIGEST or VIDEO_URI alone"):
+def test_frames_need_the_video_bytes_or_its_file() -> None:
+    with pytest.raises(InputError, match="FRAMES: .*send VIDEO .*or VIDEO_URI .*not VIDEO_DIGEST alone"):
         check_frames(RequestOptions(frames="jpeg"), False)
 
 
@@ -91,6 +93,24 @@ def test_served_frames_are_the_decoders_top_k_frames(clip: bytes, size: int | No
     for data, ref in zip(jpegs, reference, strict=True):
         got = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         assert got.shape == ref.shape and np.abs(got.astype(int) - ref.astype(int)).mean() < 0.5
+
+
+def test_frames_of_a_video_by_reference_are_those_of_its_bytes_from_the_very_file_hashed(clip: bytes,
+                                                                                        tmp_path: Path) -> None:
+    """A video named by reference (VIDEO_URI) gives the frames its bytes give, under the bounds of a reference (the
+    upload bound does not apply), from the file the top level hashed: replaced since, it is refused."""
+    path = tmp_path / "v.mp4"
+    path.write_bytes(clip)
+    result, options = _result(list(range(0, 100, 10))), RequestOptions(3, None, "uint8", 16)  # 16 x 10 pixels
+    roots, limits = MediaRoots.of([tmp_path]), Limits().replace(max_bytes=3 * 16 * 10 * 3)  # under the clip's size
+    assert len(clip) > limits.decode.max_bytes
+    ref = read_reference(roots, str(path.resolve()), limits)
+    want = frames_from_outputs(served_frames(clip, result, options, Limits()))
+    got = frames_from_outputs(served_frames(ref, result, options, limits, roots))
+    assert len(got) == 3 and all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    path.write_bytes(clip[:-10] + b"0" * 10)  # rewritten after it was hashed
+    with pytest.raises(MediaChangedError):
+        served_frames(ref, result, options, limits, roots)
 
 
 def test_served_frames_are_bounded_by_max_video_bytes(clip: bytes) -> None:

@@ -233,6 +233,31 @@ def test_a_file_under_the_media_root_and_the_default_top_k(client, media: Path, 
     assert_frames_sent(body, [(result.frame_indices[p], result.timestamps[p], j) for p, j in images], ASK)
 
 
+@pytest.fixture(scope="module")
+def small_front(server: TritonServer, relay: RecordingRelay, clip: Path) -> Iterator[str]:
+    """A front whose request bound is half the clip's size: the clip cannot come in a request, only by file://."""
+    cfg = json.loads(server.front_command()[-1])
+    cfg["max_request_bytes"] = cfg["max_video_bytes"] = clip.stat().st_size // 2
+    yield from other_front(server, f"http://127.0.0.1:{relay.port}/v1", cfg)
+
+
+def test_a_file_over_the_request_bound_is_answered_by_reference(small_front: str, media: Path, relay, picked,
+                                                                clip: Path, vlm: ServedVLM) -> None:
+    """A long video, what `file://` is for: tritonserver reads it by reference (VIDEO_URI) and decodes the frames
+    from it, exactly the frames `videoitg score --top-k K` picks in-process; as a data URL it is refused."""
+    relay.clear()
+    request = ask(f"file://{media.resolve()}/c.mp4", model=vlm.model, max_tokens=1,
+                  videoitg={"top_k": K, "frame_size": SIZE})
+    status, answer = post(small_front, json.dumps(request).encode())
+    assert status == 200, answer
+    result, frames = picked
+    assert answer["videoitg"]["frames"] == [n for n, _, _ in frames] == result.top_k_frames(K)
+    (body,) = chat_completions(relay.received())
+    assert_frames_sent(body, frames, ASK)
+    status, answer = post(small_front, json.dumps(ask(data_url(clip), videoitg={"top_k": K})).encode())
+    assert status == 413 and answer["error"]["code"] == "too_large", answer
+
+
 def test_a_stream_passes_through_with_the_selection_first(client, clip: Path, relay, vlm: ServedVLM) -> None:
     request = ask(data_url(clip), model=vlm.model, max_tokens=6, temperature=0.0,
                   extra_body={"videoitg": {"top_k": 2, "frame_size": SIZE}})

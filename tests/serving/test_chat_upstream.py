@@ -1,10 +1,12 @@
 """The video-LLM client of the answer endpoint against stand-in upstreams on loopback (a real video-LLM is in
-tests/serving/test_answer_endpoint.py): each failure typed with its status, a streamed answer carries the selection
-in its first event, a caller that goes away closes the upstream's connection."""
+tests/serving/test_answer_endpoint.py): each failure typed with its status, its status mapped by one rule, its bytes
+read with a client's bounds, the base URL's credentials sent and never shown, a streamed answer carrying the
+selection in its first event, a caller that goes away closing the upstream's connection."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,13 +19,20 @@ from aiohttp import web
 
 from tests.support.front import http_stand_in
 from videoitg.answer.chat import (
+    PARSE_HOLD,
+    OverloadedError,
     Selection,
     UpstreamRefusedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     event_data,
 )
-from videoitg.answer.upstream import MAX_FIRST_EVENT, ChatUpstream, check_base_url, selection_stream
+from videoitg.answer.upstream import (
+    ChatUpstream,
+    answered_status,
+    check_base_url,
+    selection_stream,
+)
 from videoitg.errors import InputError
 from videoitg.serving.ports import free_port
 
@@ -36,10 +45,10 @@ async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/v1"
 
 
-def run(handler: Handler, test: Callable[[ChatUpstream], Awaitable[Any]], **kw: Any) -> Any:
+def run(handler: Handler, test: Callable[[ChatUpstream], Awaitable[Any]], userinfo: str = "", **kw: Any) -> Any:
     async def main() -> Any:
         runner, url = await _serve(handler)
-        up = ChatUpstream(url, **kw)
+        up = ChatUpstream(url.replace("http://", f"http://{userinfo}"), **kw)
         try:
             return await test(up)
         finally:
@@ -106,7 +115,7 @@ def test_an_answer_that_is_not_a_json_object_or_breaks_off_is_502() -> None:
     async def html(request: web.Request) -> web.Response:
         return web.Response(text="<html>proxy</html>", content_type="text/html")
 
-    with pytest.raises(UpstreamUnavailableError, match="without a JSON object"):
+    with pytest.raises(UpstreamUnavailableError, match="answer is not valid JSON"):
         run(html, lambda up: up.complete(b"{}", SEL))
 
     async def cut(request: web.Request) -> web.StreamResponse:
@@ -189,11 +198,9 @@ def test_a_stream_whose_first_event_holds_no_object_gets_an_event_of_its_own() -
     got = asyncio.run(_all(selection_stream(_chunks(b"data: [DONE]\n\n"), SEL)))
     first, rest = got.split(b"\n\n", 1)
     assert json.loads(event_data(first))["videoitg"] == SEL.field() and rest == b"data: [DONE]\n\n"
-    long = b"data: " + b"x" * (MAX_FIRST_EVENT + 10)
-    got = asyncio.run(_all(selection_stream(_chunks(long[:100], long[100:], b"\n\n"), SEL)))
-    first, rest = got.split(b"\n\n", 1)
-    assert json.loads(event_data(first))["videoitg"] == SEL.field() and rest == long + b"\n\n"
     assert asyncio.run(_all(selection_stream(_chunks(), SEL))).startswith(b"data: ")
+    with pytest.raises(UpstreamUnavailableError, match="an event of more than 100 bytes"):
+        asyncio.run(_all(selection_stream(_chunks(b"data: " + b"x" * 60, b"x" * 60), SEL, max_event=100)))
 
 
 def test_a_caller_that_goes_away_closes_the_upstream_connection() -> None:
@@ -232,3 +239,136 @@ def test_base_urls_are_checked() -> None:
     for bad in ("ftp://h/v1", "http:///v1", "127.0.0.1:8000", "http://h/v1?x=1"):
         with pytest.raises(InputError, match="must be an http"):
             check_base_url(bad)
+
+
+def test_the_status_rule() -> None:
+    """2xx an answer; 4xx and 5xx passed on as the video-LLM's refusal; anything else (a redirect, a status outside
+    100-599, a 1xx as the final answer) 502."""
+    assert [answered_status(s) for s in (200, 201, 299)] == [None] * 3
+    assert [answered_status(s) for s in (400, 401, 404, 422, 500, 503, 599)] == [400, 401, 404, 422, 500, 503, 599]
+    assert [answered_status(s) for s in (100, 101, 199, 300, 302, 307, 399, 600, 999, 0, 99)] == [502] * 11
+
+
+@pytest.mark.parametrize("status", [302, 600, 999])
+def test_a_redirect_or_a_status_outside_the_http_range_is_502(status: int) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, headers={"Location": "http://elsewhere/"}, text='{"id": "redirect"}')
+
+    with pytest.raises(UpstreamUnavailableError, match=f"answered status {status}, which is not an answer") as e:
+        run(handler, lambda up: up.complete(b"{}", SEL))
+    assert e.value.status == 502
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (b'{"error": {"message": null, "code": 7}}', 'answered 401: {"message": null, "code": 7}'),
+    (b'{"error": ' + b"[" * 100_000 + b"}", 'answered 401: {"error": [[[['),  # not JSON to read: its text, cut
+    (b'{"error": {"message": ' + b"[" * 70 + b"]" * 70 + b"}}", 'answered 401: {"error": {"message": [[['),
+    (b'{"detail": 3}', "answered 401: 3"),
+], ids=["null-message", "many-items", "deep", "number"])
+def test_an_error_body_of_any_shape_is_its_text(payload: bytes, message: str) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=401, body=payload, content_type="application/json")
+
+    with pytest.raises(UpstreamRefusedError) as e:
+        run(handler, lambda up: up.complete(b"{}", SEL))
+    assert e.value.status == 401 and message in str(e.value) and len(str(e.value)) < 1200, e.value
+
+
+@pytest.mark.parametrize(("payload", "match"), [
+    (b"[" * 100_000, "more than 65536 objects"),
+    (b'{"a": ' + b"[" * 70 + b"]" * 70 + b"}", "nests more than 64 levels"),
+    (b'{"choices": [], "x": NaN}', "not valid JSON"),
+    (b'{"choices": [], "x": 1e400}', "number out of range"),
+    (b'{"seed": ' + b"9" * 5000 + b"}", "integer of more than 100 digits"),
+    (b"[1]", "without a JSON object"),
+], ids=["many-items", "deep", "nan", "overflow", "digits", "a-list"])
+def test_an_answer_is_read_with_a_clients_bounds(payload: bytes, match: str) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=payload, content_type="application/json")
+
+    for call in (lambda up: up.complete(b"{}", SEL), lambda up: up.models()):
+        with pytest.raises(UpstreamUnavailableError, match=match) as e:
+            run(handler, call)
+        assert e.value.status == 502
+
+
+def test_an_answer_over_the_bound_or_the_budget_is_refused() -> None:
+    answer = json.dumps({"choices": [{"message": {"content": "y" * 5000}}]}).encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=answer, content_type="application/json")
+
+    with pytest.raises(UpstreamUnavailableError, match="answer is over 4000 bytes"):
+        run(handler, lambda up: up.complete(b"{}", SEL), max_bytes=4000)
+
+    class Budget:
+        def __init__(self, limit: int):
+            self.limit, self.held, self.high = limit, 0, 0
+
+        def take(self, n: int) -> bool:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            self.high = max(self.high, self.held)
+            return True
+
+        def give(self, n: int) -> None:
+            self.held -= n
+
+    roomy, tight = Budget(1 << 20), Budget(len(answer))
+    assert run(handler, lambda up: up.complete(b"{}", SEL, budget=roomy))["videoitg"] == SEL.field()
+    # held while read, then with the copies its parse makes, then given back
+    assert roomy.held == 0 and roomy.high == int(PARSE_HOLD * len(answer)), roomy.high
+    with pytest.raises(OverloadedError, match="holds too many bytes now to read the video-LLM.s answer") as e:
+        run(handler, lambda up: up.complete(b"{}", SEL, budget=tight))
+    assert e.value.status == 503 and tight.held == 0
+
+
+def test_credentials_in_the_base_url_are_sent_and_never_shown() -> None:
+    """`http://user:pass@host/v1`: basic authentication on every request, the client's own Authorization not sent
+    (the URL's credentials win: one rule); never in a message, even one where the video-LLM quotes them back."""
+    seen: list[str | None] = []
+    token = base64.b64encode(b"ops:s3cr%t pass").decode()
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.path.endswith("/models"):
+            return web.json_response({"data": [{"id": "m"}]})
+        return web.json_response({"error": {"message": f"bad key {request.headers.get('Authorization')} for "
+                                            "ops:s3cr%t pass (s3cr%t pass)"}}, status=401)
+
+    userinfo = "ops:s3cr%25t%20pass@"
+    assert run(handler, lambda up: up.models({"Authorization": "Bearer client-key"}), userinfo)["data"]
+    with pytest.raises(UpstreamRefusedError) as e:
+        run(handler, lambda up: up.complete(b"{}", SEL, {"authorization": "Bearer client-key"}), userinfo)
+    assert seen == [f"Basic {token}"] * 2
+    text = str(e.value)
+    assert e.value.status == 401 and "answered 401: bad key Basic *** for *** (***)" in text, text
+    assert "s3cr" not in text and token not in text and "ops:" not in text and "@" not in text, text
+    up = ChatUpstream(f"http://{userinfo}127.0.0.1:9/v1")
+    assert up.base_url == "http://127.0.0.1:9/v1"
+    with pytest.raises(UpstreamUnavailableError, match="cannot be reached") as e:
+        asyncio.run(_close_after(up, up.complete(b"{}", SEL)))
+    assert "s3cr" not in str(e.value) and "ops" not in str(e.value)
+    with pytest.raises(InputError) as bad:
+        check_base_url("ftp://ops:s3cret@h/v1")
+    assert "s3cret" not in str(bad.value)
+
+
+def test_without_credentials_in_the_url_the_clients_authorization_is_passed_on() -> None:
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"data": []})
+
+    run(handler, lambda up: up.models({"Authorization": "Bearer client-key"}))
+    run(handler, lambda up: up.models())
+    assert seen == ["Bearer client-key", None]
+
+
+async def _close_after(up: ChatUpstream, work: Awaitable[Any]) -> Any:
+    try:
+        return await work
+    finally:
+        await up.close()

@@ -1,9 +1,11 @@
 """Select, then answer: an OpenAI chat-completions request whose last user message holds one video, answered by a
 video-LLM from the frames VideoITG picks for the question. The policy, pure and without a server (docs/answer.md):
-read and check the request (`load_body`, `parse_chat`), name its video (`video_source`), let go of it once read
-(`without_video`), build what the video-LLM is sent (`forwarded`: the video part replaced by the chosen frames,
-everything else as it came), the `videoitg` field of the answer (`Selection.field`), the first event of a streamed
-answer (`with_selection`), and each error in the OpenAI shape (`AnswerError.body`).
+the one bounded reading of JSON from other hands (`load_json`: a client's body, everything the video-LLM sends),
+read and check the request (`load_body`, `parse_chat`), name its video (`video_source`: a data URL sized from its
+length before it is decoded, or a file), let go of it once read (`without_video`), build what the video-LLM is sent
+(`forwarded`: the video part replaced by the chosen frames, everything else as it came), the `videoitg` field of the
+answer (`Selection.field`), a streamed answer checked event by event with the selection in its first
+(`EventRelay`), and each error in the OpenAI shape (`AnswerError.body`).
 
 The served endpoint (`videoitg serve --answer-upstream URL`) and the one-off command (`videoitg answer`) both call it.
 """
@@ -22,7 +24,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from videoitg.answer.handoff import frame_parts, frame_parts_json
 from videoitg.errors import InputError, VideoITGError
@@ -47,8 +49,24 @@ MAX_INT_DIGITS = 100
 COUNT_BYTES = 1 << 20  # of a body counted at once
 B64_SLICE = 1 << 20  # base64 characters decoded at once (a multiple of 4)
 PATHS = ("/v1/chat/completions", "/v1/models")
+# Bytes in memory per byte of a JSON text while it is parsed (`load_json`): its bytes and its text, then the text
+# and the value, which takes up to a quarter more where its strings hold escapes (Python's writer over-allocates as
+# it unescapes): 2.0 for a data-URL body given in one buffer, 2.2 where its '/' are escaped (benchmarks/
+# answer_memory.py, RESULTS.md). Given in many small chunks, the chunks freed as their text is made leave holes in
+# the heap that stay resident until it is trimmed: the endpoint gathers a body in one buffer.
+PARSE_HOLD = 2.25
 VIDEO_READ = {"type": f"{EXTENSION}-video-read"}  # the video part once its video is read (`without_video`)
 _DATA_URL = re.compile(r"data:(video/[A-Za-z0-9.+-]{1,64});base64,", re.ASCII)
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+class Budget(Protocol):
+    """Where held bytes are counted (the front's `ByteBudget`, safe to use from worker threads): `take` says whether
+    there is room."""
+
+    def take(self, n: int) -> bool: ...
+
+    def give(self, n: int) -> None: ...
 
 
 # ---- errors: each one a status, an OpenAI error type and a code ------------------------------------------------
@@ -124,6 +142,21 @@ class UpstreamTimeoutError(AnswerError):
     code = "upstream_timeout"
 
 
+class OverloadedError(AnswerError):
+    """The server holds as many bytes as its budget allows now: retry shortly."""
+
+    status = 503
+    code = "overloaded"
+
+
+class InternalError(AnswerError):
+    """Something the endpoint did not foresee failed; the server's log has the details."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
 def refusal_body(message: str, code: str) -> dict[str, Any]:
     """The OpenAI error shape of a refusal the front makes itself (body over its bound, too slow, overloaded)."""
     return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
@@ -144,45 +177,125 @@ class ChatQuestion:
     options: RequestOptions
 
 
+class _Unbounded(ValueError):
+    """A JSON value past a bound of `load_json` (raised from its parse hooks)."""
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400: not a literal NaN or Infinity, yet a float that is one
-        raise ChatRequestError(f"request JSON holds a number out of range ({text[:40]})")
+        raise _Unbounded(f"holds a number out of range ({text[:40]})")
     return value
 
 
 def _bounded_int(digits: str) -> int:
     if len(digits) - digits.startswith("-") > MAX_INT_DIGITS:
-        raise ChatRequestError(f"request JSON holds an integer of more than {MAX_INT_DIGITS} digits")
+        raise _Unbounded(f"holds an integer of more than {MAX_INT_DIGITS} digits")
     return int(digits)
 
 
-def load_body(body: bytes | list[bytes]) -> Any:
-    """The request's JSON, from its bytes or the chunks it came in (a list, emptied as it is read): at most
-    MAX_JSON_ITEMS objects, lists and commas, UTF-8, no NaN or Infinity (nor a number that overflows to one),
-    integers of at most MAX_INT_DIGITS digits, nesting bounded; ChatRequestError naming what is wrong. The chunks
-    are counted and decoded one at a time, so that in a worker thread the event loop runs between them; joining
-    their text and the one JSON parse of it hold the GIL throughout (the loop waits about 45 ms for a 53 MiB body:
-    `python -m benchmarks.answer_parse`, docs/answer.md)."""
+def load_json(body: bytes | list[bytes] | list[bytearray], what: str, error: type[AnswerError],
+              budget: Budget | None = None) -> Any:
+    """JSON from other hands, the one bounded reading of a client's body and of everything the video-LLM sends
+    (its answer, error text, model list, each event of a stream): from its bytes or the chunks it came in (a list,
+    emptied as it is read), at most MAX_JSON_ITEMS objects, lists and commas, UTF-8, no NaN or Infinity (nor a
+    number that overflows to one), integers of at most MAX_INT_DIGITS digits, nesting at most MAX_JSON_DEPTH
+    levels; else `error` naming `what` and what is wrong. The chunks are counted and decoded one at a time, so that
+    in a worker thread the event loop runs between them; joining their text and the one JSON parse of it hold the
+    GIL throughout (the loop waits about 45 ms for a 53 MiB body: `python -m benchmarks.answer_parse`).
+    `budget` (the caller counts the bytes given, which go as their text is made): the parse's copies beyond them,
+    PARSE_HOLD times the text's size in memory less those bytes, are held in it while they exist (OverloadedError
+    when there is no room). A text is wider than its UTF-8 where it holds a character past U+00FF (2 or 4 bytes
+    each, for all of its characters)."""
     chunks = [body] if isinstance(body, bytes) else body
+    given = sum(map(len, chunks))
     try:
-        texts = _decoded(chunks)
+        texts = _decoded(chunks, what, error)
     finally:
         chunks.clear()
-    text = texts[0] if len(texts) == 1 else "".join(texts)
-    texts.clear()
+    extra = max(0, int(PARSE_HOLD * _text_bytes(texts)) - given) if budget is not None else 0
+    if budget is not None and not budget.take(extra):
+        raise OverloadedError(f"the server holds too many bytes now to read {what}: retry shortly")
     try:
-        value = json.loads(text, parse_constant=no_constant, parse_float=_finite, parse_int=_bounded_int)
-    except RecursionError:
-        raise ChatRequestError(f"request JSON nests more than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as e:
-        raise ChatRequestError(f"request body is not valid JSON ({str(e)[:120]})") from None
+        text = texts[0] if len(texts) == 1 else "".join(texts)
+        texts.clear()
+        try:
+            value = json.loads(text, parse_constant=no_constant, parse_float=_finite, parse_int=_bounded_int)
+        except RecursionError:
+            raise error(f"{what} nests more than {MAX_JSON_DEPTH} levels") from None
+        except _Unbounded as e:
+            raise error(f"{what} {e}") from None
+        except ValueError as e:
+            raise error(f"{what} is not valid JSON ({str(e)[:120]})") from None
+        finally:
+            text = ""
+    finally:
+        if budget is not None:
+            budget.give(extra)
     if nesting_over(value, MAX_JSON_DEPTH):
-        raise ChatRequestError(f"request JSON nests more than {MAX_JSON_DEPTH} levels")
+        raise error(f"{what} nests more than {MAX_JSON_DEPTH} levels")
     return value
 
 
-def _decoded(chunks: list[bytes]) -> list[str]:
+def _text_bytes(texts: list[str]) -> int:
+    """What the one text joined from `texts` takes in memory: 1, 2 or 4 bytes a character, by the widest (text past
+    U+00FF counted as 2 bytes a character, past U+FFFF as 4)."""
+    width = 1
+    for t in texts:
+        if not t.isascii():
+            width = max(width, 4 if _ASTRAL.search(t) else 2)
+    return width * sum(map(len, texts))
+
+
+def load_body(body: bytes | list[bytes] | list[bytearray], budget: Budget | None = None) -> Any:
+    """A client's request body read by `load_json` (ChatRequestError; the copies its parse makes held in
+    `budget`), text that cannot be encoded refused naming its field (a lone surrogate, `"\\ud800"`: valid JSON,
+    not Unicode text)."""
+    value = load_json(body, "request body", ChatRequestError, budget)
+    if (where := unencodable(value)) is not None:
+        raise ChatRequestError(f"request body: {where} holds text that cannot be encoded as UTF-8 (a lone "
+                               "surrogate, \\ud800-\\udfff unpaired)")
+    return value
+
+
+def unencodable(value: Any) -> str | None:
+    """Where in a parsed JSON value the first text that cannot be encoded as UTF-8 is (a string or a key, named
+    as `messages[1].content[0].text`); None when all of it can. No recursion; paths are built only once such text
+    is known to be there."""
+    if not _walk(value, False):
+        return None
+    return _walk(value, True) or "the body"
+
+
+def _walk(value: Any, named: bool) -> str | bool:
+    """Whether `value` holds text that cannot be encoded (`named`: where, as `unencodable` names it)."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        v, at = stack.pop()
+        if isinstance(v, str):
+            if _has_surrogate(v):
+                return at if named else True
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                if _has_surrogate(k):
+                    return f"a key of {at or 'the body'}" if named else True
+                stack.append((x, (f"{at}.{k[:40]}" if at else k[:40]) if named else ""))
+        elif isinstance(v, list):
+            stack.extend((x, f"{at}[{i}]" if named else "") for i, x in enumerate(v))
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():  # O(1): the string's own flag
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _decoded(chunks: list[bytes] | list[bytearray], what: str, error: type[AnswerError]) -> list[str]:
     """The text of a body's chunks (each decoded, then dropped from the list), once its count of '{', '[' and ','
     is known to be within MAX_JSON_ITEMS."""
     items = 0
@@ -191,21 +304,21 @@ def _decoded(chunks: list[bytes]) -> list[str]:
             end = at + COUNT_BYTES
             items += chunk.count(b"{", at, end) + chunk.count(b"[", at, end) + chunk.count(b",", at, end)
         if items > MAX_JSON_ITEMS:
-            raise ChatRequestError(f"request JSON holds more than {MAX_JSON_ITEMS} objects, lists and commas (its "
-                                   "'{', '[' and ',' bytes, in its text too)")
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    texts, before, pending = [], 0, 0
-    try:
-        for i, chunk in enumerate(chunks):
-            pending = len(decoder.getstate()[0])  # the bytes of a character the previous chunk began
-            texts.append(decoder.decode(chunk))
-            before += len(chunk)
-            chunks[i] = b""
-        pending = len(decoder.getstate()[0])
-        decoder.decode(b"", final=True)  # "" unless the body ends inside a character
-    except UnicodeDecodeError as e:
-        raise ChatRequestError(f"request body is not valid UTF-8 ({e.reason} at byte {before - pending + e.start})"
-                               ) from None
+            raise error(f"{what} holds more than {MAX_JSON_ITEMS} objects, lists and commas (its '{{', '[' and "
+                        "',' bytes, in its text too)")
+    texts: list[str] = []
+    before, pending = 0, b""  # the body's bytes before this chunk; the start of a character the last one cut
+    for i, chunk in enumerate(chunks):
+        data = pending + chunk if pending else chunk  # one buffer given whole is decoded in place, never copied
+        try:
+            text, used = codecs.utf_8_decode(data, "strict", i == len(chunks) - 1)
+        except UnicodeDecodeError as e:
+            raise error(f"{what} is not valid UTF-8 ({e.reason} at byte {before - len(pending) + e.start})") from None
+        texts.append(text)
+        pending = bytes(data[used:])
+        before += len(chunk)
+        chunks[i] = b""
+        del data, chunk
     return texts
 
 
@@ -276,25 +389,66 @@ def _with_parts(q: ChatQuestion, parts: list[Any], model: str | None = None) -> 
 
 
 # ---- the video ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataVideo:
+    """A video sent in the request as a `data:video/...;base64,` URL, not decoded yet: the URL, where its base64
+    begins, and `size`, the bytes it decodes to, known from its length before anything is decoded."""
+
+    url: str
+    start: int
+    size: int
+    media_type: str
+
+    def decode(self) -> bytearray:
+        """The video's bytes, decoded B64_SLICE characters at a time straight into one buffer of `size` bytes (in a
+        worker thread, the event loop runs between the slices), checked as `base64.b64decode(validate=True)` checks
+        (padding at the end only; stricter in one case no encoder writes: padding alone after whole groups that end
+        a slice is refused). VideoRefusedError when the base64 is malformed."""
+        out = bytearray(self.size)
+        at, text = 0, self.url
+        try:
+            for start in range(self.start, len(text), B64_SLICE):
+                end = start + B64_SLICE
+                if end < len(text) and text[end - 1] == "=":
+                    raise binascii.Error("padding before the end of the data")
+                piece = base64.b64decode(text[start:end], validate=True)
+                if at + len(piece) > self.size:
+                    raise binascii.Error("more bytes than its length says")
+                out[at:at + len(piece)] = piece
+                at += len(piece)
+            if at != self.size:
+                raise binascii.Error("fewer bytes than its length says")
+        except (binascii.Error, ValueError) as e:
+            raise VideoRefusedError(f"video_url: the base64 of the {self.media_type} data URL is malformed "
+                                    f"({e})") from None
+        return out
+
+
 def names_a_file(url: str) -> bool:
     """Whether a `video_url` names a file (`file:` or an absolute path): the one kind `video_source` needs the
     server's media roots for."""
     return url.startswith("file:") or url.startswith("/")
 
 
-def video_source(url: str, roots: MediaRoots | None) -> bytes | Path:
-    """The video a `video_url` names: the bytes of a `data:video/...;base64,` URL, or the real path of a `file://`
-    URL (or absolute path) under one of `roots` (the server's media roots, the rules of VIDEO_URI; needed only when
-    the URL `names_a_file`). Nothing is fetched: any other URL is refused (VideoRefusedError)."""
+def video_source(url: str, roots: MediaRoots | None, max_bytes: int | None = None) -> DataVideo | Path:
+    """The video a `video_url` names: a `data:video/...;base64,` URL (`DataVideo`, not decoded; over `max_bytes`
+    once decoded, refused from its length), or the real path of a `file://` URL (or absolute path) under one of
+    `roots` (the server's media roots, the rules of VIDEO_URI; needed only when the URL `names_a_file`), which is
+    not opened here (`check_file`). Nothing is fetched: any other URL is refused (VideoRefusedError)."""
     m = _DATA_URL.match(url)
     if m is not None:
-        try:
-            data = _b64decode(url, m.end())
-        except (binascii.Error, ValueError) as e:
-            raise VideoRefusedError(f"video_url: the base64 of the {m.group(1)} data URL is malformed ({e})") from None
-        if not data:
+        chars = len(url) - m.end()
+        if chars == 0:
             raise VideoRefusedError("video_url: the data URL holds no bytes")
-        return data
+        if chars % 4:
+            raise VideoRefusedError(f"video_url: the base64 of the {m.group(1)} data URL is malformed ({chars} "
+                                    "characters, not a multiple of 4)")
+        size = chars // 4 * 3 - (url.endswith("==") + url.endswith("="))
+        if max_bytes is not None and size > max_bytes:
+            raise VideoRefusedError(f"video_url: the {m.group(1)} data URL holds a video of {size} bytes, over this "
+                                    f"server's bound of {max_bytes} bytes for a video sent in the request: name a "
+                                    "long video by file:// under one of the server's --media-root directories")
+        return DataVideo(url, m.end(), size, m.group(1))
     if url.startswith("data:"):
         raise VideoRefusedError(f"video_url {shown(url)}: a data URL must be data:video/<type>;base64,<bytes>")
     if not names_a_file(url):
@@ -307,43 +461,14 @@ def video_source(url: str, roots: MediaRoots | None) -> bytes | Path:
         raise VideoRefusedError(f"{e} ({type(e).__name__})") from None
 
 
-def _b64decode(text: str, start: int) -> bytes:
-    """The bytes of the base64 in `text` from `start` on, checked as `base64.b64decode(validate=True)` checks it
-    (padding at the end only; stricter in one case no encoder writes: padding alone after whole groups that end a
-    slice is refused), decoded B64_SLICE characters at a time: in a worker thread, the event loop runs
-    between the slices."""
-    pieces = []
-    for at in range(start, len(text), B64_SLICE):
-        piece = text[at:at + B64_SLICE]
-        if at + B64_SLICE < len(text) and piece.endswith("="):
-            raise binascii.Error("padding before the end of the data")
-        pieces.append(base64.b64decode(piece, validate=True))
-    return b"".join(pieces)
-
-
-def open_video(path: Path, max_bytes: int) -> tuple[int, int]:
-    """(descriptor, size) of a video `video_source` resolved under the media roots (its real path), opened with
-    their checks (a regular file, the one checked), at most `max_bytes` (VideoRefusedError otherwise). The caller
-    reads it with `read_opened`, which closes it."""
+def check_file(path: Path) -> None:
+    """Refuse a video `video_source` resolved under the media roots (its real path) that cannot be opened with
+    their checks (missing, not a regular file, a symlink swapped in: VideoRefusedError naming the kind). Opened
+    and closed, nothing read: the grounding server reads the file by reference (VIDEO_URI) and checks it again."""
     try:
-        fd = open_resolved(path, MediaRoots.label(str(path)))
+        os.close(open_resolved(path, MediaRoots.label(str(path))))
     except PathRefusedError as e:
         raise VideoRefusedError(f"{e} ({type(e).__name__})") from None
-    size = os.fstat(fd).st_size
-    if size > max_bytes:
-        os.close(fd)
-        raise VideoRefusedError(f"video_url {shown(str(path))} is {size} bytes, over this server's bound of "
-                                f"{max_bytes} bytes for a video it reads for an answer")
-    return fd, size
-
-
-def read_opened(fd: int, size: int) -> bytes:
-    """The `size` bytes of a video `open_video` opened (VideoRefusedError if it grew meanwhile); closes it."""
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(size + 1)
-    if len(data) > size:
-        raise VideoRefusedError(f"video_url grew past {size} bytes while it was read")
-    return data
 
 
 # ---- the selection and what is forwarded --------------------------------------------------------------------------
@@ -409,14 +534,9 @@ def with_selection(answer: dict[str, Any], selection: Selection) -> dict[str, An
 
 
 # ---- server-sent events ------------------------------------------------------------------------------------------
+MAX_EVENT_BYTES = 1 << 20  # one event of a streamed answer (a chat chunk holds a token, or a piece of a tool call)
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-
-
-def split_event(buf: bytes) -> tuple[bytes, bytes] | None:
-    """(the first whole event of a server-sent-events stream with its blank line, the rest), or None while `buf`
-    holds no whole event."""
-    m = _EVENT_END.search(buf)
-    return None if m is None else (buf[:m.end()], buf[m.end():])
+DONE = b"[DONE]"  # the data of the event that ends an OpenAI stream
 
 
 def event_data(event: bytes) -> bytes | None:
@@ -427,23 +547,64 @@ def event_data(event: bytes) -> bytes | None:
     return b"\n".join(line[5:].removeprefix(b" ") for line in lines)
 
 
-def first_event(event: bytes, selection: Selection) -> bytes | None:
-    """The first data event of a streamed answer with the `videoitg` field added to its JSON object; None when the
-    event holds no JSON object (then an event of its own goes first: `selection_event`)."""
-    data = event_data(event)
-    if data is None:
-        return None
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(chunk, dict):
-        return None
-    return b"data: " + json.dumps(with_selection(chunk, selection), separators=(",", ":")).encode() + b"\n\n"
-
-
 def selection_event(selection: Selection) -> bytes:
     """An event holding only the selection: a chunk with no choices, what goes first when the upstream's first
-    event holds no JSON object."""
+    data event holds no chunk (`[DONE]`), or it sent none."""
     chunk = {"object": "chat.completion.chunk", "choices": [], EXTENSION: selection.field()}
-    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + strict_json(chunk) + b"\n\n"
+
+
+def strict_json(value: Any) -> bytes:
+    """`value` as compact JSON, no NaN or Infinity (ValueError instead): what the endpoint answers is JSON."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+class EventRelay:
+    """A streamed answer's bytes checked event by event as they arrive (`feed`, then `end`), each event passed on
+    as it came once it is whole: a data event holds `[DONE]` or a JSON object read by `load_json` (the bounds of
+    a client's body; at most `max_event` bytes), anything else breaks the stream (UpstreamUnavailableError), as
+    does a stream that ends inside an event. The first data event holding an object gets the `videoitg` field; an
+    event of the selection alone goes first where the first data event is `[DONE]` or none comes. Comments and
+    other fields (`retry`, `id`) pass as they came."""
+
+    def __init__(self, selection: Selection, max_event: int = MAX_EVENT_BYTES):
+        self.selection, self.max_event = selection, max_event
+        self.held = bytearray()  # the bytes of an event not whole yet
+        self.scanned = 0  # of `held`, searched for an event's end
+        self.first = True  # no data event yet
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What to send on for `chunk`: the events it completes (b"" while none)."""
+        held = self.held
+        held += chunk
+        out, at = [], 0
+        while (m := _EVENT_END.search(held, max(at, self.scanned - 3))) is not None:
+            out.append(self._event(bytes(held[at:m.end()])))
+            at = self.scanned = m.end()
+        del held[:at]
+        self.scanned = len(held)
+        if len(held) > self.max_event:
+            raise UpstreamUnavailableError(f"the video-LLM's stream sent an event of more than {self.max_event} "
+                                           "bytes")
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        """What to send on once the stream ended: the selection if no data event carried it."""
+        if self.held.strip():
+            raise UpstreamUnavailableError("the video-LLM's stream broke off inside an event")
+        return selection_event(self.selection) if self.first else b""
+
+    def _event(self, event: bytes) -> bytes:
+        data = event_data(event)
+        if data is None:
+            return event
+        if data == DONE:
+            first, self.first = self.first, False
+            return selection_event(self.selection) + event if first else event
+        chunk = load_json(data, "an event of the video-LLM's stream", UpstreamUnavailableError)
+        if not isinstance(chunk, dict):
+            raise UpstreamUnavailableError("an event of the video-LLM's stream holds no JSON object")
+        if not self.first:
+            return event
+        self.first = False
+        return b"data: " + strict_json(with_selection(chunk, self.selection)) + b"\n\n"

@@ -264,6 +264,12 @@ class RepoSummary:
         """The largest request body the front accepts for `model`."""
         return self.model(model).max_request_bytes
 
+    def video_bytes_bound(self, model: str) -> int:
+        """The largest video `model` takes as bytes (its max_video_bytes): its request bound less the other inputs'
+        share, per video of its largest batch."""
+        m = self.model(model)
+        return (m.max_request_bytes - OTHER_INPUTS_BYTES) // max(1, m.max_batch_size)
+
     def signature_bound(self, models: Iterable[str]) -> tuple[int, int]:
         """(inputs, outputs): the most that any of `models` declares."""
         ms = [self.model(m) for m in models]

@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,19 +189,31 @@ def output_names(options: RequestOptions) -> list[str]:
     return [*RESULT_NAMES, *([FRAME_FORMATS[options.frames]] if options.frames is not None else [])]
 
 
-def http_request_body(video: bytes, instruction: str, options: RequestOptions = NO_OPTIONS
-                      ) -> tuple[bytes, dict[str, str]]:
-    """(body, headers) of a KServe v2 HTTP inference request of the video's bytes, asking for the result outputs
-    and, with `options.frames`, the top-K frames: POST it to /v2/models/videoitg/infer."""
+def http_request_body(video: bytes | bytearray | None, instruction: str, options: RequestOptions = NO_OPTIONS,
+                      uri: str | None = None) -> tuple[list[bytes | bytearray], dict[str, str]]:
+    """(body, headers) of a KServe v2 HTTP inference request of a video, as its bytes or (`video` None) by reference
+    (`uri`: VIDEO_URI, its path under a media root of the server), asking for the result outputs and, with
+    `options.frames`, the top-K frames: POST it to /v2/models/videoitg/infer. The body is a list of pieces to send
+    one after the other (their lengths sum to its Content-Length): the video's bytes are one of them, never copied,
+    and go first among the binary data as tritonclient would put them (a BYTES element: its length as 4 bytes
+    little-endian, then its bytes); every other input is built by tritonclient's own functions."""
     import tritonclient.http as m
 
     outputs = [m.InferRequestedOutput(n, binary_data=True) for n in output_names(options)]
-    body, json_size = m.InferenceServerClient.generate_request_body(
-        request_inputs(m, video, instruction, options), outputs)
-    headers = {"Content-Type": "application/octet-stream"}
-    if json_size is not None:
-        headers["Inference-Header-Content-Length"] = str(json_size)
-    return body, headers
+    inputs = request_inputs(m, None if video is None else b"", instruction, options, uri=uri)
+    if video is not None:  # a stand-in, replaced below by the video itself
+        inputs = [t for t in inputs if t.name() != VIDEO]
+    body, json_size = m.InferenceServerClient.generate_request_body(inputs, outputs)
+    header, rest = body[:json_size or len(body)], body[json_size or len(body):]
+    pieces: list[bytes | bytearray] = [header, rest]
+    if video is not None:
+        request = json.loads(header)
+        spec = REQUEST.input(VIDEO)
+        request["inputs"].insert(0, {"name": VIDEO, "shape": [1, 1], "datatype": spec.datatype,
+                                     "parameters": {"binary_data_size": 4 + len(video)}})
+        header = json.dumps(request, separators=(",", ":")).encode()
+        pieces = [header, struct.pack("<I", len(video)), video, rest]
+    return pieces, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
 
 
 def http_served_result(body: bytes, header_length: str | None, instruction: str) -> ServedResult:

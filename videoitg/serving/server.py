@@ -176,6 +176,15 @@ def request_bounds(repository: Path, models: tuple[str, ...]) -> tuple[int, int,
     return max(summary.request_bytes_bound(m) for m in models), n_in, n_out
 
 
+def video_bound(repository: Path, models: tuple[str, ...]) -> int:
+    """The largest video any of `models` takes as bytes, from the repository summary; for a repository without one,
+    the served video bound."""
+    summary = RepoSummary.find(repository)
+    if summary is None:
+        return SERVED_MAX_VIDEO_BYTES
+    return max(summary.video_bytes_bound(m) for m in models)
+
+
 STOP_GRACE_S = 5.0  # after the exit timeout, before SIGKILL
 PORT_TRIES = 3  # starts when another process takes a port of tritonserver's before it binds it
 # tritonserver's own exit timeout, the last part of `exit_timeout_s`: it answers what is still in flight, then
@@ -312,7 +321,7 @@ class TritonServer:
                           max_request_bytes=max_bytes,
                           max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s),
                           answer_upstream=o.answer_upstream, answer_model=o.answer_model,
-                          answer_timeout_s=o.answer_timeout_s)
+                          answer_timeout_s=o.answer_timeout_s, max_video_bytes=video_bound(self.repository, models))
         return [sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------

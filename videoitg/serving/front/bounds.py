@@ -6,6 +6,7 @@ body read under those bounds (`BodyReader`, `stream_body`) and the gRPC calls wa
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,23 +25,32 @@ class Stopping(Exception):
     """The server is stopping: set on a body's stream (`BodyReader.stop`), which ends its reading."""
 
 
+class UnreadableBody(Exception):
+    """aiohttp's HTTP parser refused the bytes that follow a body being read (a malformed chunk): set on the body's
+    stream (`connections.Handler`), which ends its reading as malformed; the message is the parser's complaint."""
+
+
 class ByteBudget:
-    """Request body bytes held at once, all connections together: a chunk is taken before it is kept."""
+    """Request bytes held at once, all connections together, and the copies the answer endpoint makes of them: a
+    chunk is taken before it is kept. Safe to use from the worker threads that parse and decode."""
 
     def __init__(self, limit: int):
         self.limit, self.held = limit, 0
         # the most held since its owner last lowered it (`process.trim_after_release` trims the heap after a fall)
         self.high = 0
+        self._lock = threading.Lock()
 
     def take(self, n: int) -> bool:
-        if self.held + n > self.limit:
-            return False
-        self.held += n
-        self.high = max(self.high, self.held)
-        return True
+        with self._lock:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            self.high = max(self.high, self.held)
+            return True
 
     def give(self, n: int) -> None:
-        self.held -= n
+        with self._lock:
+            self.held -= n
 
 
 def body_time_left(waited_s: float, received: int) -> float:
@@ -131,7 +141,8 @@ class BodyReader:
             self.refusal = Refusal(ABANDONED, Reason.ABANDONED)
         except Exception as e:  # aiohttp's payload errors: a malformed chunked encoding
             e.__traceback__ = None
-            self.refusal = Refusal(f"request body is malformed ({type(e).__name__})", Reason.FRAMING)
+            detail = str(e) if isinstance(e, UnreadableBody) else type(e).__name__
+            self.refusal = Refusal(f"request body is malformed ({detail})", Reason.FRAMING)
         else:
             if self.received + len(chunk) > self.limit:
                 self.refusal = Refusal(f"request body is over the server's limit of {self.limit} bytes",

@@ -59,6 +59,9 @@ class FrontConfig:
     answer_upstream: str | None = None
     answer_model: str | None = None
     answer_timeout_s: float = 300.0
+    # The largest video the public model takes as bytes (its max_video_bytes): a data URL holding more is refused
+    # from its length (None: no bound but the request's).
+    max_video_bytes: int | None = None
 
     def keyed(self, headers: dict[str, str]) -> dict[str, str]:
         """`headers` of an inference passed on to tritonserver, with the key its inference API asks for (if set)."""

@@ -1,17 +1,23 @@
 """The HTTP ports' client connections, under aiohttp's low-level server: a listener with a cap on open connections
 (`listen`: past it the connection idle longest makes room), a half-close read as the end of the client's sending
-(`Connection`), and aiohttp's server log, which counts what its parser refused (`ServerLog`)."""
+(`Connection`), aiohttp's server log, which counts what its parser refused (`ServerLog`), and what that parser
+refuses answered as the port answers its own refusals (`HttpServer`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
+from videoitg.answer.chat import refusal_body
+from videoitg.serving.front.bounds import UnreadableBody
 from videoitg.serving.front.config import FrontCounters
 from videoitg.serving.front.policy import Reason, Refusal
 
@@ -20,9 +26,9 @@ LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, s
 
 class ServerLog(logging.LoggerAdapter):
     """aiohttp's server log for one port. A request aiohttp's own parser refused (bad framing, control bytes, a line
-    or header over its bound, TLS on the plain port: aiohttp answers 400 and closes) is the client's fault: counted
-    as `reason="syntax"`, not logged. Anything else goes to aiohttp's server log (the front's handlers raise no
-    HttpProcessingError: `BodyReader` turns a body's errors into refusals)."""
+    or header over its bound, TLS on the plain port: answered 400 by `Handler`, the connection closed) is the
+    client's fault: counted as `reason="syntax"`, not logged. Anything else goes to aiohttp's server log (the front's
+    handlers raise no HttpProcessingError: `BodyReader` turns a body's errors into refusals)."""
 
     def __init__(self, protocol: str, counters: FrontCounters):
         super().__init__(logging.getLogger("aiohttp.server"), {})
@@ -33,6 +39,77 @@ class ServerLog(logging.LoggerAdapter):
             self.counters.reject(self.protocol, Refusal("", Reason.SYNTAX))
             return
         super().log(level, msg, *args, **kwargs)
+
+
+HEAD_BYTES = 64  # of a request, kept to tell which route a request the parser refused was for (its request line)
+_COMPLAINT = re.compile(r"[A-Za-z0-9 ]{1,80}")  # the words a parser's message starts with, before any bytes it quotes
+
+
+class HttpServer(web.Server):
+    """aiohttp's low-level server whose connections (`Handler`) answer what its HTTP parser refuses as the port
+    answers its own refusals; `openai_paths`: the routes whose refusals take the OpenAI error shape."""
+
+    def __init__(self, handler: Any, conns: Connections, openai_paths: tuple[str, ...] = (), **kwargs: Any):
+        super().__init__(handler, **kwargs)
+        self.conns, self.openai_paths = conns, openai_paths
+
+    def __call__(self) -> RequestHandler:
+        inner = Handler(self, loop=self._loop, **self._kwargs)  # as web.Server makes its own (aiohttp 3.9-3.14)
+        inner.server = self
+        return inner
+
+
+class Handler(RequestHandler):
+    """aiohttp's protocol for one connection. A request its HTTP parser refuses (a malformed chunked body, a line or
+    header over its bound, control bytes) is answered as the port answers its own refusals: JSON, the OpenAI error
+    shape for a request to one of the server's `openai_paths` (told by its request line), KServe's `{"error": ...}`
+    otherwise, naming the parser's complaint without quoting the client's bytes; counted as `syntax` (`ServerLog`).
+    A body a handler is reading when the parser refuses what follows it ends at once as malformed."""
+
+    server: HttpServer
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        body = self.server.conns.reading.get(self)
+        if body is not None and not body.is_eof() and (exc := _refused_by_parser(self, True)) is not None:
+            # refused by its reader as malformed (bounds.BodyReader): one answer, one count, the connection closed
+            body.set_exception(UnreadableBody(complaint(exc)))
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        answer = super().handle_error(request, status, exc, message)  # logged (counted), the connection to close
+        if not isinstance(exc, HttpProcessingError):
+            return answer
+        text = f"the request is not HTTP/1.1 this server reads ({complaint(exc)})"
+        conn = self.server.conns.of.get(self)
+        line = conn.head.split(b" ", 2)[1:2] if conn is not None else []
+        path = line[0].split(b"?", 1)[0].decode("latin-1") if line else ""
+        body = refusal_body(text, Reason.SYNTAX.label or "syntax") if path in self.server.openai_paths else \
+            {"error": text}
+        reply = web.json_response(body, status=status)
+        reply.force_close()
+        return reply
+
+
+def complaint(exc: HttpProcessingError) -> str:
+    """What aiohttp's parser refused, in the words its message starts with, without the bytes it quotes."""
+    words = _COMPLAINT.match(exc.message or "")
+    return type(exc).__name__ + (f": {words.group().strip()}" if words else "")
+
+
+def _refused_by_parser(inner: Any, take: bool = False) -> HttpProcessingError | None:
+    """The error aiohttp's parser queued to be answered for a connection (what it refused in the bytes it was given
+    last), if any, taken off the queue with `take`: aiohttp 3.9-3.14 queue it among the connection's requests
+    (`_messages`) as an error entry."""
+    queued = getattr(inner, "_messages", None)
+    if not queued:
+        return None
+    exc = getattr(queued[-1][0], "exc", None)
+    if not isinstance(exc, HttpProcessingError):
+        return None
+    if take:
+        queued.pop()
+    return exc
 
 
 class _Refused(asyncio.Protocol):
@@ -71,8 +148,10 @@ class Connections:
         """A request is answered (its answer written): its connection is idle from now on, unless bytes of its
         body are still to come (it stays taken until its next request is answered)."""
         self.busy.discard(inner)
-        if body_whole and (conn := self.of.get(inner)) is not None and conn.transport is not None:
-            self.idle[conn] = None
+        if (conn := self.of.get(inner)) is not None:
+            conn.fresh = True
+            if body_whole and conn.transport is not None:
+                self.idle[conn] = None
 
     def evict(self) -> bool:
         """Closes the connection idle longest, as nginx does at its connection limit: no request being answered,
@@ -107,6 +186,8 @@ class Connection(asyncio.Protocol):
     def __init__(self, inner: Any, conns: Connections):
         self.inner, self.conns = inner, conns
         self.transport: asyncio.BaseTransport | None = None
+        self.head = b""  # the first HEAD_BYTES of the request being received (`Handler.handle_error`)
+        self.fresh = True  # the next byte starts a request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -116,6 +197,10 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.conns.idle.pop(self, None)  # a request arriving: idle again once it is answered
+        if self.fresh:
+            self.head, self.fresh = bytes(data[:HEAD_BYTES]), False
+        elif len(self.head) < HEAD_BYTES:
+            self.head += data[:HEAD_BYTES - len(self.head)]
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:

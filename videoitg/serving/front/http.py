@@ -12,9 +12,17 @@ from typing import Any
 from aiohttp import HttpVersion11, web
 
 from videoitg.contract.protocol import OTHER_INPUTS_BYTES
-from videoitg.serving.front.bounds import ABANDONED, BodyReader, BodyRefused, ByteBudget, Stopping, stream_body
+from videoitg.serving.front.bounds import (
+    ABANDONED,
+    BodyReader,
+    BodyRefused,
+    ByteBudget,
+    Stopping,
+    UnreadableBody,
+    stream_body,
+)
 from videoitg.serving.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters
-from videoitg.serving.front.connections import LINGER_S, Connections, ServerLog, listen
+from videoitg.serving.front.connections import LINGER_S, Connections, HttpServer, ServerLog, listen
 from videoitg.serving.front.policy import (
     MAX_HEADER_BYTES,
     Reason,
@@ -52,9 +60,10 @@ def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = 
 
 async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], cfg: FrontConfig, cap: int,
                   port: int, name: str, counters: FrontCounters, conns: Connections,
-                  ) -> tuple[web.ServerRunner, asyncio.Server]:
+                  openai_paths: tuple[str, ...] = ()) -> tuple[web.ServerRunner, asyncio.Server]:
     """aiohttp's low-level server running `handler` for every request it parsed (no router or `100 Continue` of its
-    own), listening on `port` with at most `cap` connections (past it, the one idle longest makes room).
+    own), listening on `port` with at most `cap` connections (past it, the one idle longest makes room); what its
+    parser refuses answered as JSON, the OpenAI error shape on `openai_paths` (`HttpServer`).
     auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses one
     before reading it; a body on another route, never read, is still drained after the answer)."""
 
@@ -65,14 +74,17 @@ async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamRespo
             response = await handler(request)
             await response.prepare(request)
             await response.write_eof()
-            if isinstance(request.content.exception(), Stopping):  # a body refused at a stop, still arriving:
-                request.protocol.force_close()  # closed once its refusal is written, none of the rest read
+            # a body refused at a stop, still arriving, or one the HTTP parser cannot read on: closed once its
+            # refusal is written, none of the rest read
+            if isinstance(request.content.exception(), (Stopping, UnreadableBody)):
+                request.protocol.force_close()
             return response
         finally:
             conns.answered(request.protocol, request.content.is_eof())
 
-    server = web.Server(answer, access_log=None, logger=ServerLog(name, counters), keepalive_timeout=cfg.keepalive_s,
-                        lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE, auto_decompress=False)
+    server = HttpServer(answer, conns, openai_paths, access_log=None, logger=ServerLog(name, counters),
+                        keepalive_timeout=cfg.keepalive_s, lingering_time=LINGER_S, read_bufsize=READ_BUFSIZE,
+                        auto_decompress=False)
     runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_s)
     await runner.setup()
     return runner, await listen(server, cfg.host, port, cap, name, counters, conns)
@@ -130,7 +142,8 @@ class HttpPort(_Port):
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, self.cfg.max_connections,
-                                                   self.cfg.http_port, "http", self.counters, self.conns)
+                                                   self.cfg.http_port, "http", self.counters, self.conns,
+                                                   tuple(self.routes))
 
     async def stop(self) -> None:
         """No new connection; idle keep-alive connections are closed at once, a body still arriving is refused at
@@ -148,12 +161,13 @@ class HttpPort(_Port):
             await close()
 
     @contextlib.asynccontextmanager
-    async def reading(self, request: web.BaseRequest) -> AsyncIterator[BodyReader]:
-        """A reader of `request`'s body under the port's bounds (`max_request_bytes`, the held-bytes budget,
-        `body_idle_s`) for the block, the one way a route reads a body: a stop refuses a body still arriving at once
-        (`stop`), a body whose client shut its side before the handler ran is refused as abandoned (`refusal` set
-        before any read), and the bytes it took go back to the budget when the block ends (or at `release`)."""
-        reader = BodyReader(request.content, self.cfg.max_request_bytes, self.budget, self.cfg.body_idle_s)
+    async def reading(self, request: web.BaseRequest, limit: int | None = None) -> AsyncIterator[BodyReader]:
+        """A reader of `request`'s body under the port's bounds (`max_request_bytes`, or the route's lower `limit`;
+        the held-bytes budget, `body_idle_s`) for the block, the one way a route reads a body: a stop refuses a body
+        still arriving at once (`stop`), a body whose client shut its side before the handler ran is refused as
+        abandoned (`refusal` set before any read), and the bytes it took go back to the budget when the block ends
+        (or at `release`)."""
+        reader = BodyReader(request.content, limit or self.cfg.max_request_bytes, self.budget, self.cfg.body_idle_s)
         self.conns.reading[request.protocol] = request.content
         self.readers.add(reader)
         try:
