@@ -5,7 +5,7 @@ nothing left referenced after a refusal; a body still arriving at a stop; the me
 for a file, each way it fails to give them typed; the video-LLM's credentials, misbehaving bytes and statuses; text
 that cannot be encoded; an unforeseen failure; a client that leaves while the video-LLM's answer opens or stalls;
 what aiohttp's HTTP parser refuses; the video-LLM's connections closed with the port. The endpoint against a real
-tritonserver and video-LLM: tests/serving/test_answer_endpoint.py."""
+tritonserver and video-LLM: tests/serving/front/test_answer_served.py."""
 
 from __future__ import annotations
 

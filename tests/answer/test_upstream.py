@@ -1,5 +1,5 @@
 """The video-LLM client of the answer endpoint against stand-in upstreams on loopback (a real video-LLM is in
-tests/serving/test_answer_endpoint.py): each failure typed with its status, its status mapped by one rule, its bytes
+tests/serving/front/test_answer_served.py): each failure typed with its status, its status mapped by one rule, its bytes
 read with a client's bounds, the base URL's credentials sent and never shown, a streamed answer carrying the
 selection in its first event, a caller that goes away closing the upstream's connection."""
 
