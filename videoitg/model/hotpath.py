@@ -28,12 +28,12 @@ from videoitg.model.fp8 import to_fp8
 
 @dataclass
 class HotPath:
-    """Each change of the hot path, on unless the GPU check turns it off to time the path without it."""
+    """Each change of the hot path, on unless the GPU check turns it off to time the path without it (compilation is
+    timed with `torch.compiler.set_stance("force_eager")` instead)."""
 
     fused_projections: bool = True  # one GEMM for q/k/v (and gate/up) instead of one per part
     gqa_without_copies: bool = True  # SDPA reads each K/V head for its query group (enable_gqa), no repeat
     gelu_epilogue: bool = True  # on a GPU, SigLIP's fc1 bias + GELU in the GEMM's epilogue (cuBLASLt)
-    compile: bool = True  # on a GPU, `prepare_inference` compiles the layers
 
 
 HOT_PATH = HotPath()
@@ -110,7 +110,7 @@ def prepare_inference(model: nn.Module, precision: str | None = None) -> nn.Modu
         to_fp8(model)
     elif precision is not None:
         raise ValueError(f"unknown precision {precision!r}; the towers run in the model's dtype (None) or fp8")
-    if HOT_PATH.compile and next(model.parameters()).is_cuda:
+    if next(model.parameters()).is_cuda:
         compile_layers(model)
     return model
 
