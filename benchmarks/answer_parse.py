@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from videoitg.answer.chat import load_body, parse_chat, video_source
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import http_request_body
 
 CHUNK = 256 << 10  # the front's read buffer (front/http.py READ_BUFSIZE)
@@ -54,7 +55,8 @@ async def one(body: bytes) -> dict[str, tuple[float, float]]:
     *out["load_body"], value = await loop_wait(lambda: load_body(chunks))
     q = parse_chat(value)
     *out["video_source"], video = await loop_wait(lambda: video_source(q.video_url, None))
-    *out["http_request_body"], _ = await loop_wait(lambda: http_request_body(video, q.question, 32, "jpeg", 448))
+    options = RequestOptions(32, None, "jpeg", 448)
+    *out["http_request_body"], _ = await loop_wait(lambda: http_request_body(video, q.question, options))
     return out
 
 

@@ -40,6 +40,7 @@ from videoitg.answer.handoff import frame_parts
 from videoitg.clips import write_natural_clip
 from videoitg.decode import decode_full_frames, probe_video
 from videoitg.decode.export import jpeg_bytes, resize_longer_side
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import VideoITGClient
 from videoitg.serving.repository import RepoSpec, build_repository
 from videoitg.serving.server import ServerOptions, TritonServer
@@ -109,7 +110,7 @@ def main() -> int:
             return via(body)
 
         def select() -> Any:
-            served = grounding.infer(video, QUESTION, top_k=k, frames="jpeg", frames_size=size)
+            served = grounding.infer(video, QUESTION, RequestOptions(top_k=k, frames="jpeg", frame_size=size))
             return selection_of(served.result, served.top_k_frames, served.frames, served.moments, 0.0)
 
         sel = select()

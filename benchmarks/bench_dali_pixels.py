@@ -78,8 +78,7 @@ def full_size_stats(a: np.ndarray, ref: np.ndarray) -> dict:
 
 def measure(path: Path, device: str) -> dict:
     ref = decode_video(path, image_size=SIZE, params=PARAMS, decoder="pyav")
-    decoder = "dali-gpu" if device == "cuda" else "dali-cpu"
-    got = decode_video(path, image_size=SIZE, params=PARAMS, decoder=decoder, device=device)
+    got = decode_video(path, image_size=SIZE, params=PARAMS, decoder="dali", device=device)
     with av.open(str(path)) as c:
         decoded = list(c.decode(video=0))
     signal = signal_of(decoded[0])

@@ -88,7 +88,7 @@ def main() -> int:
     ap.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
     ap.add_argument("--resolutions", nargs="+", type=int, default=[360, 720, 1080], choices=list(SIZES))
     ap.add_argument("--durations", nargs="+", type=int, default=[60, 600])
-    ap.add_argument("--decoders", nargs="+", default=["pyav", "dali-cpu"])
+    ap.add_argument("--decoders", nargs="+", default=["pyav", "dali"])
     ap.add_argument("--skip", nargs="*", default=[], help="cells to leave out, e.g. vp9:1080:600")
     ap.add_argument("--full-baseline", nargs="?", const="h264:720:600", default=None, metavar="CODEC:RES:SECONDS",
                     help="also time a full decode of this clip (default h264:720:600) for the sampled/full ratio")
@@ -108,7 +108,7 @@ def main() -> int:
         clip = long_clip(args.cache, codec, res, dur, args.gop)
         tqdm.write(f"clip {clip.name} ready in {time.perf_counter() - t0:.1f} s")
         for dec in args.decoders:
-            if dec.startswith("dali") and (not dali_available() or (dec == "dali-cpu" and codec == "h264")):
+            if dec == "dali" and (not dali_available() or codec == "h264"):
                 continue  # DALI's CPU decoder has no H.264
             row = {"codec": codec, "resolution": f"{res}p", "duration_s": dur, "gop": args.gop,
                    **bench_sampled(clip, dec, args.repeats)}

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from videoitg.config import preset
 from videoitg.defaults import default_checkpoint, sample_video
-from videoitg.model import VideoITG
 from videoitg.model.checkpoint import load_checkpoint
+from videoitg.model.grounding import VideoITG
 from videoitg.outputs import rank_frames
 from videoitg.request.text import encode_instruction
 

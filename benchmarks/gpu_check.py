@@ -20,7 +20,7 @@ still run):
             at most 64 frames (several pipeline runs, each run's copy waited for before the next) against the
             decode in one run
   served    `videoitg serve` (the tritonserver it finds: the image's own /opt/tritonserver, else nvidia-pytriton's)
-            on the gpu repository with each decoder (NVDEC, the default, and python): served logits against
+            on the gpu repository with each decoder (NVDEC, the default, and pyav): served logits against
             in-process ones decoded the same way, frame numbers against PyAV's; a second instruction is a cache hit
             that runs no decode or vision; one CUDA memory pool flag per visible GPU on the server's command line
   long      the grounding half at the real sequence length: 512 frames and a 30-token instruction (12,830 tokens),
@@ -314,15 +314,15 @@ class Check:
         from videoitg.defaults import sample_video
         from videoitg.sampling import SamplingParams
 
-        backend = "dali-gpu" if self.cuda else "dali-cpu"
+        backend = "dali-gpu" if self.cuda else "dali-cpu"  # what runs for decoder "dali" on this device
         clips = ([sample_video()[0]] if self.cuda else []) + self.clips()[:2]
         params, rows = SamplingParams(num_frames=512, target_fps=4.0), {}
         for clip in clips:
             ref = decode_video(clip, params=params, decoder="pyav", time_budget_s=None)
-            got = decode_video(clip, params=params, decoder=backend, device=str(self.device), time_budget_s=None)
+            got = decode_video(clip, params=params, decoder="dali", device=str(self.device), time_budget_s=None)
             got_cpu = got.pixel_values.float().cpu()
             d = (got_cpu - ref.pixel_values).abs() * 127.5  # 0..255 units
-            chunked = self.decode_in_runs(clip, params, backend, got.info.width * got.info.height)
+            chunked = self.decode_in_runs(clip, params, got.info.width * got.info.height)
             c = (chunked.float().cpu() - got_cpu).abs() * 127.5
             rows[clip.name] = {"frames": len(ref.frame_indices), "decoder": got.decoder,
                                "same_frame_numbers": got.frame_indices == ref.frame_indices,
@@ -337,14 +337,14 @@ class Check:
                                 r["runs_vs_one_max_abs_255"] <= 1.0 for r in rows.values())
         return {"backend": backend, "clips": rows, "ok": ok, "summary": summary}
 
-    def decode_in_runs(self, clip: Path, params: Any, backend: str, pixels: int) -> Any:
+    def decode_in_runs(self, clip: Path, params: Any, pixels: int) -> Any:
         """The clip's sampled frames decoded as `nvdec` decodes them, with DALI fed CHUNK_FRAMES frames a run."""
         from videoitg.decode import dali, decode_video
 
         saved = dali.CHUNK_BYTES
         dali.CHUNK_BYTES = CHUNK_FRAMES * pixels * dali.WORK_BYTES_PER_PIXEL
         try:
-            return decode_video(clip, params=params, decoder=backend, device=str(self.device),
+            return decode_video(clip, params=params, decoder="dali", device=str(self.device),
                                 time_budget_s=None).pixel_values
         finally:
             dali.CHUNK_BYTES = saved
@@ -373,7 +373,7 @@ class Check:
         return proc, f"127.0.0.1:{ports[1]}"
 
     def served(self) -> dict[str, Any]:
-        """Each decoder the target serves (gpu: NVDEC, its default, then python; cpu: python) against in-process
+        """Each decoder the target serves (gpu: NVDEC, its default, then pyav; cpu: pyav) against in-process
         scoring that decodes the same way (NVDEC: `decode_video`'s automatic choice on the GPU, as the dali step),
         and the served frame numbers against PyAV's."""
         from videoitg.defaults import default_checkpoint, sample_video
@@ -383,7 +383,7 @@ class Check:
         video = sample_video()[0]
         pyav = Scorer(default_checkpoint(), device=str(self.device), dtype=dtype, decoder="pyav")
         pyav_frames = pyav.score(video, INSTRUCTIONS[0]).frame_indices
-        decoders = {"dali": "auto", "python": "pyav"} if self.cuda else {"python": "pyav"}
+        decoders = {"dali": "auto", "pyav": "pyav"} if self.cuda else {"pyav": "pyav"}
         rows = {}
         for decoder, in_process in decoders.items():
             rows[decoder] = self._served_with(decoder, target, dtype, video)
@@ -399,7 +399,7 @@ class Check:
                                    and rows[decoder]["same_frame_numbers_as_pyav"])
         worst = max(r["max_abs_logit_diff"] for r in rows.values())
         return {"target": target, "dtype": dtype, "decoders": rows, "max_abs_logit_diff": worst,
-                "cache_hit": rows["python"]["cache_hit"], "ok": all(r["ok"] for r in rows.values()),
+                "cache_hit": rows["pyav"]["cache_hit"], "ok": all(r["ok"] for r in rows.values()),
                 "summary": f"{target} repository, {dtype}, tritonserver "
                            f"{rows[next(iter(rows))]['tritonserver_version']}, CUDA memory pools "
                            f"{rows[next(iter(rows))]['cuda_memory_pools'] or 'none (cpu)'}: " + "; ".join(
@@ -413,6 +413,7 @@ class Check:
         import tritonclient.grpc as grpcclient
 
         from videoitg.engines.runtimes import visible_gpus
+        from videoitg.request.options import RequestOptions
         from videoitg.serving.client import VideoITGClient
 
         proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", decoder], f"repository-{decoder}")
@@ -425,9 +426,9 @@ class Check:
                 return {m: sum(int(s.get("execution_count", 0)) for s in v) for m, v in got.items()}
 
             with VideoITGClient(url, protocol="grpc") as client:
-                first = client.infer(video, INSTRUCTIONS[0], top_k=8)
+                first = client.infer(video, INSTRUCTIONS[0], RequestOptions(top_k=8))
                 before = runs()
-                second = client.infer(video, INSTRUCTIONS[1], top_k=8)
+                second = client.infer(video, INSTRUCTIONS[1], RequestOptions(top_k=8))
                 after = runs()
             command = tritonserver_command(self.work / f"repository-{decoder}")
         finally:
@@ -526,6 +527,7 @@ class Check:
         from videoitg.engines.summary import read_summary
         from videoitg.libraries import library_version
         from videoitg.pipeline.scorer import Scorer
+        from videoitg.request.options import RequestOptions
         from videoitg.serving.client import VideoITGClient
 
         eng = self.work / "engines"
@@ -547,11 +549,11 @@ class Check:
                     for r in json.loads((self.work / "verify.json").read_text())} if verify.returncode in (0, 1) else {}
         video = sample_video()[0]
         # PyAV, as the in-process reference decodes: this section checks the runtimes, `served` the decoders
-        proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", "python", "--engines", str(eng)],
+        proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", "pyav", "--engines", str(eng)],
                                 "engines-repository")
         try:
             with VideoITGClient(url, protocol="grpc") as client:
-                served = client.infer(video, INSTRUCTIONS[0], top_k=8)
+                served = client.infer(video, INSTRUCTIONS[0], RequestOptions(top_k=8))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)

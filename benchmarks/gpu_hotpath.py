@@ -493,7 +493,7 @@ def served_e2e(check: Any) -> dict[str, Any]:
             gpu_s = stats.per_request(before, stats.read())
         wall = statistics.median(s for _, s in served)
         result = served[-1][0].result
-        out["served"] = {"wall_s": [round(s, 3) for _, s in served], "decoder": "dali" if cuda else "python",
+        out["served"] = {"wall_s": [round(s, 3) for _, s in served], "decoder": "dali" if cuda else "pyav",
                          "same_frame_numbers_as_decord": list(result.frame_indices) == list(frames),
                          "steps_s_per_request": gpu_s}
         out["released_over_served"] = released["wall_s"] / wall

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videoitg.model import VideoITG
+from videoitg.model.grounding import VideoITG
 from videoitg.model.layout import SequenceLayout, frame_mean_logits
 from videoitg.model.qwen2 import run_decoder
 

@@ -22,37 +22,37 @@ from videoitg.sampling import SamplingParams
 @dataclass(frozen=True)
 class StepDecoder:
     """How the decode step decodes: `decode_video`'s decoder, device and output, and DALI's device for the start
-    self-test (None: the python decoder, no self-test)."""
+    self-test (None: pyav, no self-test)."""
 
     decoder: str
     device: str | None = None
     dali_device: str | None = None  # "mixed" (NVDEC) or "cpu"
-    output: str = "uint8"  # the python decoder's resized frames; DALI's are float32 SigLIP pixel values
+    output: str = "uint8"  # pyav's resized frames; DALI's are float32 SigLIP pixel values
 
     @classmethod
     def of(cls, parameter: str, device: str) -> StepDecoder:
-        """`parameter`: the step's `decoder` ("python" or "dali"; "" is python); `device`: the instance's
+        """`parameter`: the step's `decoder` (`videoitg.decoders.SERVED`; "" is pyav); `device`: the instance's
         (`videoitg.engines.runtimes.instance_device`). On a GPU instance dali is `decode_video`'s automatic choice
         on that device: NVDEC for the streams whose frames it numbers as PyAV does, PyAV (then the same float32
         pixel values, moved to the GPU) for variable-rate or timestamp-less streams and codecs NVDEC lacks. On a CPU
         instance, DALI's CPU decoder (VP8, VP9 and MJPEG only)."""
-        if check_decoder(parameter or "python") == "python":
-            return cls("auto")
+        if check_decoder(parameter or "pyav") == "pyav":
+            return cls("pyav")
         if device.startswith("cuda"):
             return cls("auto", device, "mixed", "float32")
-        return cls("dali-cpu", None, "cpu", "float32")
+        return cls("dali", None, "cpu", "float32")
 
     def device_id(self) -> int:
         return (torch.device(self.device).index or 0) if self.device else 0
 
 
-PYTHON_DECODER = StepDecoder("auto")
+PYAV = StepDecoder("pyav")
 
 
 def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams, limits: Limits,
-                 decoder: StepDecoder = PYTHON_DECODER) -> dict[str, Any]:
+                 decoder: StepDecoder = PYAV) -> dict[str, Any]:
     """The decode step's one answer: {PIXEL_VALUES [1, T, 3, S, S], FRAME_INDICES [1, T], TIMESTAMPS [1, T],
-    DURATION [1, 1]}. PIXEL_VALUES are uint8 resized frames from the python decoder, float32 SigLIP pixel values
+    DURATION [1, 1]}. PIXEL_VALUES are uint8 resized frames from pyav, float32 SigLIP pixel values
     from DALI (on the instance's GPU for NVDEC).
     A path (a video by reference, `references.decode_source`) is bounded by max_reference_bytes instead of
     max_video_bytes."""

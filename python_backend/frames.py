@@ -3,57 +3,36 @@ served format. No Triton here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from videoitg.contract.protocol import FRAME_FORMATS, FRAMES, FRAMES_SIZE, MAX_FRAMES_SIZE
 from videoitg.contract.tensors import frame_outputs
 from videoitg.decode.export import FramesTooLargeError, top_k_images
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult
 from videoitg.request.limits import Limits
-
-from .request import one_value, option_text
-
-
-@dataclass(frozen=True)
-class FrameRequest:
-    format: str  # a key of FRAME_FORMATS: "jpeg" | "uint8"
-    size: int | None  # longer side in pixels; None: the video's own size
+from videoitg.request.options import RequestOptions
 
 
-def parse_frames(frames: np.ndarray | None, size: np.ndarray | None, video_sent: bool) -> FrameRequest | None:
-    """The optional FRAMES ("jpeg" | "uint8") and FRAMES_SIZE (0: the video's own size, else 1..MAX_FRAMES_SIZE)
-    inputs; None when FRAMES is absent. `video_sent`: the request holds the video's bytes (frames cannot be decoded
-    from a VIDEO_DIGEST alone)."""
-    fmt, n = option_text(frames, FRAMES, list(FRAME_FORMATS)), one_value(size, FRAMES_SIZE)
-    if fmt is None:
-        if n is not None:
-            raise InputError("FRAMES_SIZE sizes the frames FRAMES asks for: send FRAMES too")
-        return None
-    if fmt not in FRAME_FORMATS:
-        raise InputError(f"FRAMES must be one of {', '.join(FRAME_FORMATS)}, got {fmt!r}")
-    n = 0 if n is None else int(n)
-    if not 0 <= n <= MAX_FRAMES_SIZE:
-        raise InputError(f"FRAMES_SIZE must be 0 (the video's own size) or 1 to {MAX_FRAMES_SIZE} pixels (the "
-                         f"longer side), got {n}")
-    if not video_sent:
+def check_frames(options: RequestOptions, video_sent: bool) -> None:
+    """Frames (FRAMES) are decoded from the request's video: `video_sent`, the request holds its bytes (frames
+    cannot be decoded from a VIDEO_DIGEST alone)."""
+    if options.frames is not None and not video_sent:
         raise InputError("FRAMES: the frames are decoded from the request's video: send VIDEO (its bytes), not "
                          "VIDEO_DIGEST or VIDEO_URI alone")
-    return FrameRequest(fmt, n or None)
 
 
-def served_frames(video: bytes, result: GroundingResult, top_k: int, frames: FrameRequest,
-                  limits: Limits) -> dict[str, np.ndarray]:
-    """The outputs holding the result's top-K frames, chronological, decoded from `video` under the deployment's
-    decode limits. Their bytes are bounded by its max_video_bytes: an answer never holds more than the largest
-    upload it accepts (FramesTooLargeError, raised as soon as the frames decoded so far pass it)."""
+def served_frames(video: bytes, result: GroundingResult, options: RequestOptions, limits: Limits
+                  ) -> dict[str, np.ndarray]:
+    """The outputs holding the result's top-K frames in `options.frames`' format (at `options.frame_size`; 0 or
+    None: the video's own size), chronological, decoded from `video` under the deployment's decode limits. Their
+    bytes are bounded by its max_video_bytes: an answer never holds more than the largest upload it accepts
+    (FramesTooLargeError, raised as soon as the frames decoded so far pass it)."""
     bound = limits.decode.max_bytes
     try:
-        images = top_k_images(video, result, top_k, frames.size, jpeg=frames.format == "jpeg", max_bytes=bound,
-                              limits=limits.decode, time_budget_s=limits.decode_time_budget_s)
+        images = top_k_images(video, result, options.top_k, options.frame_size or None,
+                              jpeg=options.frames == "jpeg", max_bytes=bound, limits=limits.decode,
+                              time_budget_s=limits.decode_time_budget_s)
     except FramesTooLargeError as e:
         raise FramesTooLargeError(f"FRAMES: {e} (max_video_bytes, the bound of an answer's frames); ask for fewer "
                                   "(TOP_K), smaller (FRAMES_SIZE) or jpeg frames") from None
-    return frame_outputs([image for _, image in images], frames.format)
+    return frame_outputs([image for _, image in images], options.frames)

@@ -10,14 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from videoitg.contract.protocol import INSTRUCTION, RANKING_RULE, TOP_K, VIDEO, VIDEO_DIGEST, VIDEO_URI
+from videoitg.contract.protocol import INSTRUCTION, OPTION_INPUTS, VIDEO, VIDEO_DIGEST, VIDEO_URI
 from videoitg.decode.container import check_source
 from videoitg.decode.errors import VideoTooLargeError
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
-from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES, SelectionOptions, check_ranking_rule
+from videoitg.outputs import SelectionOptions
 from videoitg.paths import MediaRoots
 from videoitg.request.limits import Limits
+from videoitg.request.options import OPTIONS, RequestOptions
 
 Inputs = Mapping[str, np.ndarray]  # a request's inputs by name; an optional input is absent
 MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE, FRAMES)
@@ -32,8 +33,7 @@ _DIGEST = re.compile(r"b3:[0-9a-f]{64}")  # what `videoitg.digest.video_digest` 
 class Request:
     video: bytes | None  # None: named by `digest` or `reference`
     instruction: str
-    top_k: int
-    ranking_rule: str = DEFAULT_RANKING_RULE
+    options: RequestOptions  # with the deployment's defaults where the request names none
     digest: str | None = None  # sent instead of the bytes: the client's `videoitg.digest.video_digest` of the video
     reference: str | None = None  # VIDEO_URI: the real path of a file under a media root (`read_reference`)
 
@@ -66,7 +66,7 @@ def bytes_value(arr: np.ndarray, name: str) -> bytes:
 
 def option_text(arr: np.ndarray | None, name: str, choices: Sequence[str]) -> str | None:
     """A named option (RANKING_RULE, FRAMES) as text; None when absent. Its size is checked before any use, so an
-    error never echoes a long field back; which of `choices` it names is the caller's check."""
+    error never echoes a long field back; which of `choices` it names is `RequestOptions`' check."""
     value = one_value(arr, name)
     if value is None:
         return None
@@ -101,8 +101,7 @@ def parse_request(inputs: Inputs, selection: SelectionOptions = DEFAULT_SELECTIO
     else:
         video = _video_bytes(v, lim)
     text = _instruction(inputs.get(INSTRUCTION), lim)
-    k, rule = parse_options(inputs, selection)
-    return Request(video, text, k, rule, digest, reference)
+    return Request(video, text, parse_options(inputs).with_defaults(selection), digest, reference)
 
 
 def _video_bytes(value: Any, limits: Limits) -> bytes:
@@ -127,15 +126,15 @@ def _instruction(instruction: np.ndarray | None, limits: Limits) -> str:
         raise type(e)(f"INSTRUCTION: {e}") from None
 
 
-def parse_options(inputs: Inputs, selection: SelectionOptions) -> tuple[int, str]:
-    """The optional selection inputs TOP_K and RANKING_RULE: (top_k, ranking rule), `selection`'s where absent."""
-    k = one_value(inputs.get(TOP_K), TOP_K)
-    k = selection.default_top_k if k is None else int(k)
-    if k < 1:
-        raise InputError(f"TOP_K must be >= 1, got {k}")
-    rule = option_text(inputs.get(RANKING_RULE), RANKING_RULE, RANKING_RULES)
-    try:
-        rule = check_ranking_rule(selection.ranking_rule if rule is None else rule)
-    except InputError as e:
-        raise InputError(f"RANKING_RULE: {e}") from None
-    return k, rule
+def parse_options(inputs: Inputs) -> RequestOptions:
+    """The request's optional option inputs (`protocol.OPTION_INPUTS`: TOP_K, RANKING_RULE, FRAMES, FRAMES_SIZE),
+    each error naming its input; None where absent."""
+    values: dict[str, Any] = {}
+    for option, name in OPTION_INPUTS.items():
+        value = one_value(inputs.get(name), name)
+        if isinstance(value, (bytes, np.bytes_)):
+            value = option_text(inputs.get(name), name, OPTIONS[option].choices)
+        elif isinstance(value, np.integer):
+            value = int(value)
+        values[option] = value
+    return RequestOptions.labelled(values, OPTION_INPUTS)

@@ -31,11 +31,11 @@ class TritonPythonModel:
             inputs = request_inputs(request)
             logits, frames, times = (one_video(inputs.get(n), n) for n in (LOGITS, FRAME_INDICES, TIMESTAMPS))
             check_selection_inputs(logits, frames, times, self.limits)
-            top_k, rule = parse_options(inputs, self.selection)
+            options = parse_options(inputs).with_defaults(self.selection)
             duration = duration_input(inputs.get(DURATION))  # the decode step's: moments end by it
-            result = GroundingResult(logits.tolist(), frames.tolist(), times.tolist(), ranking_rule=rule,
-                                     duration=duration)
-            out = result_outputs(result, top_k, self.selection.moment_params)
+            result = GroundingResult(logits.tolist(), frames.tolist(), times.tolist(),
+                                     ranking_rule=options.ranking_rule, duration=duration)
+            out = result_outputs(result, options, self.selection.moment_params)
             return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # the batch axis
 
         return self.counters.count(respond_each(requests, handle, SELECT))

@@ -68,14 +68,14 @@ def _video_inputs(video: bytes | FileVideo) -> list[Any]:
 
 @dataclass
 class Steps:
-    """Streamed (python decoder, `stream_frames` > 0): each decoded chunk goes to the vision step as it arrives, so
+    """Streamed (pyav decoder, `stream_frames` > 0): each decoded chunk goes to the vision step as it arrives, so
     the tower encodes the first frames while the last decode. Whole (`stream_frames` 0, or the dali decoder): one
     decode answer, one vision call; on a GPU DALI's frames reach the vision step by DLPack without leaving it."""
 
     decode: str
     vision: str
     grounding: str
-    decoder: str  # "python" or "dali"
+    decoder: str  # the decode step's (`videoitg.decoders.SERVED`)
     streaming: bool
     sampling: SamplingParams
     limits: Limits

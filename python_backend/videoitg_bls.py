@@ -11,14 +11,14 @@ import triton_python_backend_utils as pb_utils
 
 from videoitg.admission import InFlightGate
 from videoitg.contract.parameters import TopParameters
-from videoitg.contract.protocol import FRAMES, FRAMES_SIZE, TOP
+from videoitg.contract.protocol import TOP
 from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
 
 from .cache import FailureMemory, FeatureCache, cache_key
 from .common import BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
 from .errors import remember_verdict
-from .frames import FrameRequest, parse_frames, served_frames
+from .frames import check_frames, served_frames
 from .params import StepAssets, feature_identity
 from .references import read_reference
 from .request import Request, parse_request
@@ -66,7 +66,7 @@ class TritonPythonModel:
             try:
                 inputs = request_inputs(r)
                 req = parse_request(inputs, self.selection, self.limits, self.media_roots)
-                frames = parse_frames(inputs.get(FRAMES), inputs.get(FRAMES_SIZE), req.video is not None)
+                check_frames(req.options, req.video is not None)
                 # A reference is hashed in its task, off the event loop (a long video takes seconds).
                 key = None if req.reference else cache_key(req.video_digest(), self.sampling.key(), self.identity)
                 self.gate.admit()  # OverloadedError past the bound
@@ -74,14 +74,14 @@ class TritonPythonModel:
                 self._send(sender, None, e)
                 continue
             self.metrics.requests.set(self.gate.in_flight)
-            task = loop.create_task(self._serve(req, key, sender, frames))
+            task = loop.create_task(self._serve(req, key, sender))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return None  # every response goes through its request's sender
 
-    async def _serve(self, req: Request, key: str | None, sender: Any, frames: FrameRequest | None = None) -> None:
+    async def _serve(self, req: Request, key: str | None, sender: Any) -> None:
         try:
-            response, exc = await self._answer(req, key, frames), None
+            response, exc = await self._answer(req, key), None
         except Exception as e:
             response, exc = None, e
         finally:  # before the answer goes out: a client that has it sees the load gauges without its request
@@ -89,7 +89,7 @@ class TritonPythonModel:
             self.metrics.requests.set(self.gate.in_flight)
         self._send(sender, response, exc)
 
-    async def _answer(self, req: Request, key: str | None, frames: FrameRequest | None = None) -> Any:
+    async def _answer(self, req: Request, key: str | None) -> Any:
         video = req.video
         if req.reference is not None:  # keyed by the content read now: a file replaced under its name is new
             video = await asyncio.get_running_loop().run_in_executor(
@@ -99,12 +99,13 @@ class TritonPythonModel:
         compute = None if video is None else (lambda: self.steps.visual(video))  # None: named by digest alone
         f, hit = await self.scheduler.features(key, compute, remember_verdict)
         logits = await self.steps.logits(f, req.instruction)
-        result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction, ranking_rule=req.ranking_rule,
-                                 duration=f.duration)
-        out = result_outputs(result, req.top_k, self.selection.moment_params, hit)
-        if frames is not None:
+        options = req.options
+        result = GroundingResult(logits, f.frame_indices, f.timestamps, req.instruction,
+                                 ranking_rule=options.ranking_rule, duration=f.duration)
+        out = result_outputs(result, options, self.selection.moment_params, hit)
+        if options.frames is not None:
             out |= await asyncio.get_running_loop().run_in_executor(
-                self.frame_workers, served_frames, req.video, result, req.top_k, frames, self.limits)
+                self.frame_workers, served_frames, req.video, result, options, self.limits)
         return pb_utils.InferenceResponse([output_numpy(k, v[None]) for k, v in out.items()])  # batch axis
 
     def _send(self, sender: Any, response: Any, exc: BaseException | None) -> None:

@@ -4,7 +4,7 @@ registry (its schemas), for the version the image pins (videoitg/assets/compat.j
     pip install nvidia-dali-cuda130==2.4.0 && python scripts/dali_api.py > tests/data/dali_api.json
 
 Each operator: its `fn` path (`decoders.video`), schema name, argument names, and the devices it runs on.
-tests/python_backend/test_triton_api.py checks every `fn.X(...)` the decode pipelines call, and each keyword they
+tests/properties/test_triton_api.py checks every `fn.X(...)` the decode pipelines call, and each keyword they
 pass, against it: a name or argument the pinned DALI lacks fails on a CPU machine, not when the GPU image first decodes.
 """
 

@@ -6,7 +6,7 @@ triton-inference-server/python_backend git checkout:
 For each branch: the module's names (the top-level functions, classes and constants of
 src/resources/triton_python_backend_utils.py, and what src/pb_stub.cc sets on or defines in that module) and every
 method, static property or enum value bound on a class (pb_stub.cc, and the methods of the .py file's classes).
-tests/python_backend/test_triton_api.py checks every `pb_utils.X` / `pb_utils.X.Y` the python-backend models use
+tests/properties/test_triton_api.py checks every `pb_utils.X` / `pb_utils.X.Y` the python-backend models use
 against these lists: r24.10 is the Triton 2.51 the test suite serves with, r26.07 the image's
 (videoitg/assets/compat.json).
 """

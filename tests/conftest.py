@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.support.model import one_torch_thread
+from tests.support.model import one_torch_thread, tiny_config
 from tests.support.server import CPU_SPEC, SharedServers, skip_without_tritonserver
-from videoitg.defaults import default_checkpoint
+from videoitg.defaults import default_checkpoint, sample_video
+from videoitg.model.grounding import VideoITG
 from videoitg.pipeline.scorer import Scorer
 from videoitg.serving.server import TritonServer
 
@@ -21,6 +23,16 @@ def scorer():
     answer is compared with."""
     # torch-heavy: imported when a test asks for the scorer, not by every collection
     return Scorer(default_checkpoint())
+
+
+@pytest.fixture(scope="module")
+def tiny() -> VideoITG:
+    """A tiny random VideoITG (vocabulary 300) in eval mode, its head re-initialised with a random bias."""
+    torch.manual_seed(0)
+    model = VideoITG(tiny_config(vocab_size=300)).eval()
+    model.reset_head()
+    torch.nn.init.normal_(model.out_proj.bias)
+    return model
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +50,28 @@ def cpu_server(shared_servers: SharedServers) -> Iterator[TritonServer]:
     """The session server: the CPU bls repository (embedded checkpoint, feature cache on) with two small limits and
     5-frame decode chunks (`CPU_SPEC`), held for the whole session."""
     yield from shared_servers.hold(CPU_SPEC)
+
+
+@pytest.fixture(scope="module")
+def server(cpu_server: TritonServer) -> TritonServer:
+    """The session's CPU server, for the modules whose tests only read from it."""
+    return cpu_server
+
+
+@pytest.fixture(scope="module")
+def clients(server: TritonServer) -> Iterator[dict]:
+    """A gRPC and an HTTP client of `server`, by protocol name."""
+    from videoitg.serving.client import VideoITGClient
+
+    with VideoITGClient(server.grpc_url, "grpc") as g, VideoITGClient(server.http_url, "http") as h:
+        yield {"grpc": g, "http": h}
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[Path, bytes, str]:
+    """The package's sample video: its path, its bytes and its instruction."""
+    path, instruction = sample_video()
+    return path, path.read_bytes(), instruction
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which names each test's group from these marks

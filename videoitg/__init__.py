@@ -22,6 +22,7 @@ _LAZY = {
     "GroundingResult": ("videoitg.outputs", "GroundingResult"),
     "MomentParams": ("videoitg.moments", "MomentParams"),
     "SamplingParams": ("videoitg.sampling", "SamplingParams"),
+    "RequestOptions": ("videoitg.request.options", "RequestOptions"),
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -16,7 +16,7 @@ import torch
 from benchmarks.perf.baseline import OriginalPath
 from benchmarks.perf.weights import init_random_
 from videoitg.config import VideoITGConfig
-from videoitg.model import VideoITG
+from videoitg.model.grounding import VideoITG
 
 
 @contextmanager

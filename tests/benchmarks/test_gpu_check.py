@@ -108,8 +108,8 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     assert sections["env"]["numpy"].startswith("2.")  # the check ran under the image's numpy 2
     # a bare image has no Triton: the check installed and used nvidia-pytriton's server and tritonclient 2.51
     assert sections["env"]["triton"]["server_kind"] == "pytriton" and sections["env"]["triton"]["client"] == "2.51.0"
-    assert sections["served"]["decoders"]["python"]["tritonserver_version"] == "2.51.0"
-    assert sections["served"]["decoders"]["python"]["cuda_memory_pools"] == []  # the cpu target: no GPU, no pool
+    assert sections["served"]["decoders"]["pyav"]["tritonserver_version"] == "2.51.0"
+    assert sections["served"]["decoders"]["pyav"]["cuda_memory_pools"] == []  # the cpu target: no GPU, no pool
     assert all(c["runs_vs_one_max_abs_255"] <= 1.0 for c in sections["nvdec"]["clips"].values())
     top = sections["latency"]["rows"]["8"]["ours_cold_top_ops"]  # the profiled cold call at the largest T
     assert isinstance(top, list) and top and all(op["ms"] >= 0 and op["calls"] >= 1 for op in top), top

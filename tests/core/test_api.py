@@ -115,7 +115,7 @@ def test_clear_cli_errors(home, capsys) -> None:
     video, instruction = sample_video()
     cases = [
         (["--device", "cuda"], "no CUDA support" if torch.version.cuda is None else "no CUDA device"),
-        (["--top-k", "0"], "--top-k must be >= 1"),
+        (["--top-k", "0"], "--top-k must be an integer from 1"),
     ]
     for extra, msg in cases:
         assert main(["score", str(video), "-i", instruction, *extra]) == 2

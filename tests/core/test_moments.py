@@ -9,6 +9,7 @@ from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.errors import InputError
 from videoitg.moments import Moment, MomentParams, find_moments, frame_spans, temporal_iou
 from videoitg.outputs import GroundingResult
+from videoitg.request.options import RequestOptions
 
 TS = [float(i) for i in range(10)]  # 1 fps: frame i covers [i, i + 1)
 
@@ -105,11 +106,11 @@ def test_end_of_video_moment_ends_by_the_duration_in_every_writer() -> None:
     rec = r.to_record(doc_id=0)
     assert rec["moments"][0][:2] == [132.132, 150.0] and rec["duration"] == 150.0
     assert all(0.0 <= m[0] <= m[1] <= 150.0 for m in rec["moments"])
-    out = result_outputs(r, top_k=4)
+    out = result_outputs(r, RequestOptions(top_k=4))
     assert float(out["DURATION"][0]) == 150.0
     assert float(out["MOMENTS"][:, 1].max()) <= 150.0
     back = result_from_outputs({k: v[None] for k, v in out.items()})  # as the client reads them (batch axis)
     assert back.duration == 150.0 and back.moments == r.moments
     # Unknown duration travels as 0 and reads back as None.
-    assert result_from_outputs(result_outputs(unbounded, 4)).duration is None
-    assert np.isclose(float(result_outputs(unbounded, 4)["MOMENTS"][0, 1]), 150.15, atol=1e-4)
+    assert result_from_outputs(result_outputs(unbounded, RequestOptions(top_k=4))).duration is None
+    assert np.isclose(float(result_outputs(unbounded, RequestOptions(top_k=4))["MOMENTS"][0, 1]), 150.15, atol=1e-4)

@@ -64,7 +64,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", ["vp9", "mjpeg", "vp8"])
 def test_dali_cpu_returns_the_same_frames_as_pyav(clips: dict[str, Path], name: str) -> None:
-    dali = decode_video(clips[name], image_size=32, params=FEW, decoder="dali-cpu")
+    dali = decode_video(clips[name], image_size=32, params=FEW, decoder="dali")
     ref = decode_video(clips[name], image_size=32, params=FEW, decoder="pyav")
     assert dali.decoder == "dali-cpu" and dali.frame_indices == ref.frame_indices
     assert [read_number(x) for x in dali.pixel_values.numpy()] == dali.frame_indices
@@ -149,7 +149,7 @@ BOUNDS = {"edges_vp9": PIXEL_BOUNDS["edges"], "natural_709": PIXEL_BOUNDS["camer
 @pytest.mark.parametrize("name", list(BOUNDS))
 def test_dali_cpu_pixels_are_ffmpegs_within_the_bound(clips: dict[str, Path], name: str) -> None:
     params = SamplingParams(num_frames=3, target_fps=25)
-    dali = decode_video(clips[name], image_size=384, params=params, decoder="dali-cpu")
+    dali = decode_video(clips[name], image_size=384, params=params, decoder="dali")
     ref = decode_video(clips[name], image_size=384, params=params, decoder="pyav")
     d = (dali.pixel_values - ref.pixel_values).abs().flatten() * 127.5
     max_, mean, p999 = BOUNDS[name]
@@ -161,7 +161,7 @@ def test_colour_input_follows_the_tagged_matrix(clips: dict[str, Path]) -> None:
     """Reading a BT.709 video as untagged (BT.601) is off by ~7/255 on average; the tag's parameters fix it."""
     params = SamplingParams(num_frames=3, target_fps=25)
     ref = decode_video(clips["natural_709"], image_size=64, params=params, decoder="pyav")
-    fixed = decode_video(clips["natural_709"], image_size=64, params=params, decoder="dali-cpu")
+    fixed = decode_video(clips["natural_709"], image_size=64, params=params, decoder="dali")
     unfixed = dali.decode("dali-cpu", clips["natural_709"].read_bytes(), ref.frame_indices, 64, (640, 360),
                           Deadline(None), "natural_709", colour=None)
     assert fixed.info.colour is not None and fixed.info.colour.name == "bt709/limited"
@@ -171,7 +171,7 @@ def test_colour_input_follows_the_tagged_matrix(clips: dict[str, Path]) -> None:
 
 
 def test_dali_turns_rotated_video_upright(clips: dict[str, Path]) -> None:
-    dali = decode_video(clips["rotated_vp9"], image_size=32, params=FEW, decoder="dali-cpu")
+    dali = decode_video(clips["rotated_vp9"], image_size=32, params=FEW, decoder="dali")
     ref = decode_video(clips["rotated_vp9"], image_size=32, params=FEW, decoder="pyav")
     assert dali.info.rotation == ref.info.rotation == 90
     assert (dali.pixel_values - ref.pixel_values).abs().mean().item() < 0.01  # upright like PyAV's
@@ -193,8 +193,8 @@ def test_auto_choice_is_reported(clips: dict[str, Path], monkeypatch: pytest.Mon
 
 
 def test_bytes_input_through_dali(clips: dict[str, Path]) -> None:
-    a = decode_video(clips["vp9"].read_bytes(), image_size=32, params=FEW, decoder="dali-cpu")
-    b = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
+    a = decode_video(clips["vp9"].read_bytes(), image_size=32, params=FEW, decoder="dali")
+    b = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali")
     assert torch.equal(a.pixel_values, b.pixel_values)
 
 
@@ -215,7 +215,7 @@ def test_dali_gpu_pixels_are_ffmpegs_within_the_bound(
     also rounds the interpolated chroma to uint8). `benchmarks/bench_dali_pixels.py --device cuda` and the GPU check
     (`benchmarks/gpu_check.py`, nvdec) measure the GPU decoder's pixels."""
     params = SamplingParams(num_frames=3, target_fps=25)
-    gpu = decode_video(clips[name], image_size=384, params=params, decoder="dali-gpu", device="cuda")
+    gpu = decode_video(clips[name], image_size=384, params=params, decoder="dali", device="cuda")
     ref = decode_video(clips[name], image_size=384, params=params, decoder="pyav")
     d = (gpu.pixel_values.cpu() - ref.pixel_values).abs().flatten() * 127.5
     max_, mean, p999 = BOUNDS[bound]
@@ -225,9 +225,9 @@ def test_dali_gpu_pixels_are_ffmpegs_within_the_bound(
 
 def test_chunked_runs_bound_memory_and_change_nothing(clips: dict[str, Path],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
+    whole = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali")
     monkeypatch.setattr(dali, "CHUNK_BYTES", 1)  # one frame per pipeline run
-    chunked = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
+    chunked = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali")
     assert torch.equal(whole.pixel_values, chunked.pixel_values)
 
 
@@ -240,14 +240,14 @@ def test_auto_falls_back_to_pyav_when_dali_fails(clips: dict[str, Path], monkeyp
     out = decode_video(clips["vp9"], image_size=32, params=FEW)
     assert out.decoder == "pyav" and [read_number(x) for x in out.pixel_values.numpy()] == out.frame_indices
     with pytest.raises(RuntimeError, match="simulated"):  # an explicit request is not second-guessed
-        decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali-cpu")
+        decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali")
 
 
 # ---- how DALI failures are told apart, the start self-test ------------------------------------------------------
 def test_a_codec_dalis_decoder_lacks_is_refused_by_the_codec_table_before_dali_runs(clips: dict[str, Path]) -> None:
     """The codec tables in `choice` decide UnsupportedCodecError; DALI's own failures are never read for it."""
     with pytest.raises(UnsupportedCodecError, match="DALI's CPU decoder cannot decode h264"):
-        decode_video(clips["h264"], image_size=8, params=FEW, decoder="dali-cpu")
+        decode_video(clips["h264"], image_size=8, params=FEW, decoder="dali")
 
 
 def test_a_dali_pipeline_failure_is_a_decode_error_with_its_reason_on_one_line(clips: dict[str, Path]) -> None:
@@ -344,7 +344,7 @@ def test_self_test_refuses_a_decoder_that_cannot_run_in_one_line() -> None:
         self_test(device="cpu", clip=self_test_clip("mixed"))
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.endswith("serve with --decoder python")
+    assert msg.endswith("serve with --decoder pyav")
     assert "h264" in msg and "dali-cpu" in msg
 
 

@@ -20,7 +20,7 @@ def test_a_self_test_that_hangs_is_killed_and_refuses_the_start_in_one_line(monk
         selftest.self_test_in_child("mixed", timeout_s=1.0)
     assert time.monotonic() - t0 < 30
     msg = str(e.value)
-    assert "\n" not in msg and "did not finish in 1 s" in msg and msg.endswith("serve with --decoder python"), msg
+    assert "\n" not in msg and "did not finish in 1 s" in msg and msg.endswith("serve with --decoder pyav"), msg
 
 
 def test_a_failing_child_is_refused_with_its_last_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,7 +28,7 @@ def test_a_failing_child_is_refused_with_its_last_line(monkeypatch: pytest.Monke
     with pytest.raises(DecoderUnavailableError) as e:
         selftest.self_test_in_child("mixed", timeout_s=60)
     msg = str(e.value)
-    assert "\n" not in msg and "libnvcuvid.so.1: not found" in msg and msg.endswith("serve with --decoder python")
+    assert "\n" not in msg and "libnvcuvid.so.1: not found" in msg and msg.endswith("serve with --decoder pyav")
 
 
 def test_the_child_runs_the_self_test_of_the_device_asked_for() -> None:

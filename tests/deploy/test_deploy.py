@@ -393,7 +393,7 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     text = DOCKERFILE.read_text()
     arg_image = next(rest for word, rest in ins if word == "ARG" and rest.startswith("TRITON_IMAGE="))
     # The release of the compatibility matrix (videoitg/assets/compat.json): the newest line with TensorRT and
-    # TensorRT-LLM, whose versions the code's calls are checked against (tests/python_backend/test_triton_api.py
+    # TensorRT-LLM, whose versions the code's calls are checked against (tests/properties/test_triton_api.py
     # and others).
     compat = json.loads((ROOT / "videoitg" / "assets" / "compat.json").read_text())
     assert arg_image == f"TRITON_IMAGE={compat['image']}"

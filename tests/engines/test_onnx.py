@@ -29,8 +29,8 @@ from videoitg.engines.runtimes import (
 from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_sources, qwen2_config_dict, weight_keys
 from videoitg.errors import BackendUnavailable, EngineMismatchError
 from videoitg.libraries import probe_import
-from videoitg.model import VideoITG
 from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.model.grounding import VideoITG
 from videoitg.request.limits import Limits
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint
 

@@ -99,8 +99,8 @@ def test_the_dali_decoder_is_refused_before_start_where_it_cannot_run() -> None:
 
     with pytest.raises(DecoderUnavailableError) as e:
         check_decoder_for(SimpleNamespace(decoder="dali", target="gpu"))
-    assert "\n" not in str(e.value) and str(e.value).endswith("serve with --decoder python")
-    check_decoder_for(SimpleNamespace(decoder="python", target="gpu"))
+    assert "\n" not in str(e.value) and str(e.value).endswith("serve with --decoder pyav")
+    check_decoder_for(SimpleNamespace(decoder="pyav", target="gpu"))
 
 
 def test_onnx_graphs_are_refused_in_the_gpu_image_in_one_line_that_says_what_it_serves(tmp_path: Path) -> None:

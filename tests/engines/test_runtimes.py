@@ -367,3 +367,17 @@ def test_an_empty_plan_is_refused_by_name_as_one_to_rebuild(tmp_path: Path, monk
         _TrtEngine(plan, torch.device("cuda", 0))
     assert str(plan) in str(e.value) and "empty" in str(e.value) and "rebuild it here" in str(e.value)
     assert seen == {}  # never deserialized
+
+
+def test_vision_runtime_features_of_chunks_are_the_whole_videos(tiny):
+    """The streaming decode step sends a video's frames in chunks with the video's frame count: every step after
+    the tower is per frame, so the chunks' features concatenated equal the whole video's (the projector's grid is
+    set by the video's count, not the chunk's)."""
+    S = tiny.config.vision.image_size
+    t, chunk = 24, 10
+    assert tiny.config.tokens_per_side(t) != tiny.config.tokens_per_side(chunk)  # the count changes the grid
+    pv = torch.rand(t, 3, S, S, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    vision = open_vision("torch", tiny)
+    whole = vision.visual_features(pv)
+    chunks = torch.cat([vision.visual_features(c, num_frames=t) for c in pv.split(chunk)])
+    assert chunks.shape == whole.shape and float((chunks - whole).abs().max()) <= 1e-5

@@ -12,8 +12,8 @@ from torch import nn
 from tests.support.model import one_torch_thread, tiny_config
 from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
 from videoitg.engine_build.parity import compare
-from videoitg.model import VideoITG
 from videoitg.model.fp8 import E4M3, E4M3_MAX, Float8Linear, quantize_rows, to_fp8
+from videoitg.model.grounding import VideoITG
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 
 from tests.support.model import one_torch_thread, tiny_config
-from videoitg.model import VideoITG
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
+from videoitg.model.grounding import VideoITG
 from videoitg.model.hotpath import HOT_PATH, compile_layers, fuse_parts, prepare_inference
 
 

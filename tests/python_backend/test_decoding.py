@@ -25,12 +25,13 @@ def test_step_decoder_follows_the_repository_parameter_and_the_instance_device()
     assert StepDecoder.of("dali", gpu1) == StepDecoder("auto", "cuda:1", "mixed", "float32")
     assert StepDecoder.of("dali", gpu1).device_id() == 1
     assert StepDecoder.of("dali", instance_device({"model_instance_kind": "CPU"}, "cuda")) == \
-        StepDecoder("dali-cpu", None, "cpu", "float32")
-    for parameter in ("python", ""):
-        assert StepDecoder.of(parameter, gpu1) == StepDecoder("auto", None, None, "uint8")  # PyAV, no self-test
-    assert StepDecoder.of("python", "cpu").dali_device is None and StepDecoder.of("python", "cpu").device_id() == 0
-    with pytest.raises(InputError, match="decoder must be 'dali' or 'python'"):
-        StepDecoder.of("nvdec", "cpu")
+        StepDecoder("dali", None, "cpu", "float32")
+    for parameter in ("pyav", ""):
+        assert StepDecoder.of(parameter, gpu1) == StepDecoder("pyav", None, None, "uint8")  # PyAV, no self-test
+    assert StepDecoder.of("pyav", "cpu").dali_device is None and StepDecoder.of("pyav", "cpu").device_id() == 0
+    for name in ("nvdec", "auto"):  # "auto" is an in-process choice, not a decode step's
+        with pytest.raises(InputError, match="decoder must be one of pyav, dali"):
+            StepDecoder.of(name, "cpu")
 
 
 def test_a_dali_step_answers_pyav_frames_as_the_pixel_values_its_vision_step_takes(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""`videoitg.python_backend.frames`: the checks of a request's FRAMES / FRAMES_SIZE, and the served frames (the top-K
-frames of a result, decoded as `score --export-frames` decodes them) in the served format, round-tripped through
-`videoitg.contract.tensors`. No server."""
+"""`videoitg.python_backend.frames`: the checks of a request's FRAMES / FRAMES_SIZE (read by
+`request.parse_options`), and the served frames (the top-K frames of a result, decoded as `score --export-frames`
+decodes them) in the served format, round-tripped through `videoitg.contract.tensors`. No server."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from videoitg.decode.export import FramesTooLargeError, resize_longer_side
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult
-from videoitg.python_backend.frames import MAX_FRAMES_SIZE, FrameRequest, parse_frames, served_frames
+from videoitg.python_backend.frames import check_frames, served_frames
+from videoitg.python_backend.request import parse_options
 from videoitg.request.limits import Limits
+from videoitg.request.options import MAX_FRAME_SIZE, RequestOptions
 
 
 def _s(value: str | bytes) -> np.ndarray:
@@ -31,35 +33,36 @@ def _i(value: int) -> np.ndarray:
 
 
 def test_frames_are_off_unless_asked() -> None:
-    assert parse_frames(None, None, True) is None
-    assert parse_frames(None, None, False) is None  # a digest-only request that does not ask is untouched
+    assert parse_options({}).frames is None
+    check_frames(parse_options({}), False)  # a digest-only request that does not ask is untouched
 
 
 def test_frames_formats_and_sizes() -> None:
-    assert parse_frames(_s("jpeg"), None, True) == FrameRequest("jpeg", None)
-    assert parse_frames(_s("uint8"), _i(0), True) == FrameRequest("uint8", None)  # 0: the video's own size
-    assert parse_frames(_s("uint8"), _i(448), True) == FrameRequest("uint8", 448)
-    assert parse_frames(_s("jpeg"), _i(MAX_FRAMES_SIZE), True) == FrameRequest("jpeg", MAX_FRAMES_SIZE)
+    assert parse_options({"FRAMES": _s("jpeg")}) == RequestOptions(frames="jpeg")
+    assert parse_options({"FRAMES": _s("uint8"), "FRAMES_SIZE": _i(0)}) == RequestOptions(frames="uint8", frame_size=0)
+    assert parse_options({"FRAMES": _s("uint8"), "FRAMES_SIZE": _i(448)}).frame_size == 448
+    assert parse_options({"FRAMES": _s("jpeg"), "FRAMES_SIZE": _i(MAX_FRAME_SIZE)}).frame_size == MAX_FRAME_SIZE
 
 
 @pytest.mark.parametrize(("frames", "size", "match"), [
-    (_s("png"), None, "FRAMES must be one of jpeg, uint8, got 'png'"),
+    (_s("png"), None, 'FRAMES must be one of jpeg, uint8, got "png"'),
     (_s(""), None, "FRAMES must be one of"),
     (_s(b"x" * (1 << 20)), None, "FRAMES is 1048576 bytes"),
-    (_s("jpeg"), _i(-1), "FRAMES_SIZE must be 0 .* got -1"),
-    (_s("jpeg"), _i(MAX_FRAMES_SIZE + 1), f"FRAMES_SIZE must be .* got {MAX_FRAMES_SIZE + 1}"),
+    (_s("jpeg"), _i(-1), "FRAMES_SIZE must be an integer from 0 .* got -1"),
+    (_s("jpeg"), _i(MAX_FRAME_SIZE + 1), f"FRAMES_SIZE must be .* got {MAX_FRAME_SIZE + 1}"),
     (None, _i(448), "FRAMES_SIZE sizes the frames FRAMES asks for"),
     (np.array([[b"jpeg", b"jpeg"]], object), None, "FRAMES must hold exactly one value"),
 ])
 def test_bad_frames_inputs_are_refused_naming_the_input(frames, size, match) -> None:
+    inputs = {k: v for k, v in (("FRAMES", frames), ("FRAMES_SIZE", size)) if v is not None}
     with pytest.raises(InputError, match=match) as e:
-        parse_frames(frames, size, True)
+        parse_options(inputs)
     assert len(str(e.value)) < 200  # a long field is never echoed back
 
 
 def test_frames_need_the_video_bytes() -> None:
     with pytest.raises(InputError, match="FRAMES: .*send VIDEO .*not VIDEO_DIGEST or VIDEO_URI alone"):
-        parse_frames(_s("jpeg"), None, False)
+        check_frames(RequestOptions(frames="jpeg"), False)
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +81,13 @@ def test_served_frames_are_the_decoders_top_k_frames(clip: bytes, size: int | No
     result = _result(list(range(0, 100, 10)))
     top = result.top_k_frames(4)
     reference = [resize_longer_side(im, size) for im in decode_full_frames(clip, top)]
-    pixels = frames_from_outputs(served_frames(clip, result, 4, FrameRequest("uint8", size), Limits()))
+    pixels = frames_from_outputs(served_frames(clip, result, RequestOptions(4, None, "uint8", size), Limits()))
     assert len(pixels) == 4
     for got, ref, n in zip(pixels, reference, top, strict=True):  # chronological, uint8 exactly
         assert got.dtype == np.uint8 and np.array_equal(got, ref)
         assert got.shape == ((96, 160, 3) if size is None else (48, 80, 3))
         assert read_number(got) == n
-    jpegs = frames_from_outputs(served_frames(clip, result, 4, FrameRequest("jpeg", size), Limits()))
+    jpegs = frames_from_outputs(served_frames(clip, result, RequestOptions(4, None, "jpeg", size), Limits()))
     for data, ref in zip(jpegs, reference, strict=True):
         got = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         assert got.shape == ref.shape and np.abs(got.astype(int) - ref.astype(int)).mean() < 0.5
@@ -93,11 +96,11 @@ def test_served_frames_are_the_decoders_top_k_frames(clip: bytes, size: int | No
 def test_served_frames_are_bounded_by_max_video_bytes(clip: bytes) -> None:
     result = _result(list(range(0, 100, 10)))
     limits = Limits(decode=DecodeLimits(max_bytes=2 * 96 * 160 * 3))  # two full frames, the clip fits
-    assert len(frames_from_outputs(served_frames(clip, result, 2, FrameRequest("uint8", None), limits))) == 2
+    assert len(frames_from_outputs(served_frames(clip, result, RequestOptions(2, None, "uint8"), limits))) == 2
     with pytest.raises(FramesTooLargeError, match=r"FRAMES: the top-3 frames hold more than 92160 bytes "
                        r"\(max_video_bytes.*TOP_K.*FRAMES_SIZE"):
-        served_frames(clip, result, 3, FrameRequest("uint8", None), limits)
-    assert len(frames_from_outputs(served_frames(clip, result, 3, FrameRequest("uint8", 80), limits))) == 3
+        served_frames(clip, result, RequestOptions(3, None, "uint8"), limits)
+    assert len(frames_from_outputs(served_frames(clip, result, RequestOptions(3, None, "uint8", 80), limits))) == 3
 
 
 def test_no_frames_in_an_answer_that_did_not_ask() -> None:

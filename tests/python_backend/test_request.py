@@ -11,6 +11,7 @@ from videoitg.errors import InputError
 from videoitg.outputs import SelectionOptions
 from videoitg.python_backend.request import MAX_OPTION_BYTES, parse_options, parse_request
 from videoitg.request.limits import InstructionTooLongError, Limits
+from videoitg.request.options import RequestOptions
 
 TEXT = np.array([[b"when?"]], object)
 EIGHT = SelectionOptions(8)
@@ -22,16 +23,16 @@ def one(value: object) -> np.ndarray:
 
 def test_inputs_are_read_by_name_and_absent_options_take_the_deployments() -> None:
     req = parse_request({"VIDEO": one(b"v"), "INSTRUCTION": one(b"hi")}, EIGHT)
-    assert (req.video, req.instruction, req.top_k, req.ranking_rule) == (b"v", "hi", 8, "released")
+    assert (req.video, req.instruction, req.options) == (b"v", "hi", RequestOptions(8, "released"))
     req = parse_request({"VIDEO": one(b"v"), "INSTRUCTION": one(b"hi"), "TOP_K": np.array([[3]], np.int32),
                          "RANKING_RULE": one(b"exact")}, SelectionOptions(8, "released"))
-    assert (req.top_k, req.ranking_rule) == (3, "exact")
+    assert (req.options.top_k, req.options.ranking_rule) == (3, "exact")
     assert parse_request({"VIDEO": one(b"v"), "INSTRUCTION": one(b"hi")},
-                         SelectionOptions(5, "exact")).ranking_rule == "exact"
+                         SelectionOptions(5, "exact")).options.ranking_rule == "exact"
     # The same option checks serve the selection step.
-    assert parse_options({}, SelectionOptions(5, "exact")) == (5, "exact")
-    with pytest.raises(InputError, match="TOP_K must be >= 1, got 0"):
-        parse_options({"TOP_K": np.array([[0]], np.int32)}, EIGHT)
+    assert parse_options({}).with_defaults(SelectionOptions(5, "exact")) == RequestOptions(5, "exact")
+    with pytest.raises(InputError, match="TOP_K must be an integer from 1 .* got 0"):
+        parse_options({"TOP_K": np.array([[0]], np.int32)})
 
 
 def test_parse_request_errors() -> None:
@@ -53,7 +54,7 @@ def test_parse_request_errors() -> None:
         parse_request({"VIDEO": one(b"vvvvv"), "INSTRUCTION": one(b"hi")}, EIGHT, lim)
     with pytest.raises(InstructionTooLongError, match="over the limit of 3 bytes"):
         parse_request({"VIDEO": one(b"v"), "INSTRUCTION": one(b"four")}, EIGHT, lim)
-    assert parse_request({"VIDEO": one(b"vvvv"), "INSTRUCTION": one(b"hi!")}, EIGHT, lim).top_k == 8
+    assert parse_request({"VIDEO": one(b"vvvv"), "INSTRUCTION": one(b"hi!")}, EIGHT, lim).options.top_k == 8
 
 
 def test_parse_request_video_digest() -> None:
@@ -84,12 +85,12 @@ def test_a_digest_is_matched_whole() -> None:
 
 def test_parse_request_ranking_rule_and_invisible_instruction() -> None:
     video, text = np.array([b"v"], dtype=object), np.array([b"when?"], dtype=object)
-    assert parse_request({"VIDEO": video, "INSTRUCTION": text}).ranking_rule == "released"
+    assert parse_request({"VIDEO": video, "INSTRUCTION": text}).options.ranking_rule == "released"
     assert parse_request({"VIDEO": video, "INSTRUCTION": text},
-                         SelectionOptions(8, "exact")).ranking_rule == "exact"
+                         SelectionOptions(8, "exact")).options.ranking_rule == "exact"
     rule = np.array([b"exact"], dtype=object)
-    assert parse_request({"VIDEO": video, "INSTRUCTION": text, "RANKING_RULE": rule}).ranking_rule == "exact"
-    with pytest.raises(InputError, match="RANKING_RULE: unknown ranking rule 'best'"):
+    assert parse_request({"VIDEO": video, "INSTRUCTION": text, "RANKING_RULE": rule}).options.ranking_rule == "exact"
+    with pytest.raises(InputError, match='RANKING_RULE must be one of released, exact, got "best"'):
         parse_request({"VIDEO": video, "INSTRUCTION": text, "RANKING_RULE": np.array([b"best"], dtype=object)})
     for junk in ("\u200b", "\x00\x00", "\ufeff \u2060"):
         with pytest.raises(InputError, match="INSTRUCTION: instruction is empty"):
@@ -103,7 +104,7 @@ def test_a_long_ranking_rule_is_refused_without_being_echoed() -> None:
     with pytest.raises(InputError) as e:  # within the byte bound but unknown: quoted, short
         parse_request({"VIDEO": one(b"vid"), "INSTRUCTION": TEXT, "RANKING_RULE": one(b"y" * MAX_OPTION_BYTES)},
                       EIGHT)
-    assert "unknown ranking rule" in str(e.value) and len(str(e.value)) < 200
+    assert "RANKING_RULE must be one of released, exact" in str(e.value) and len(str(e.value)) < 200
 
 
 def test_an_oversized_upload_names_the_flag_and_the_reference_path() -> None:

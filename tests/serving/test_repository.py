@@ -22,12 +22,13 @@ from videoitg.contract.protocol import DECODE
 from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
-from videoitg.model import VideoITG
+from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots
 from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
 from videoitg.python_backend.params import StepAssets, model_parameters
 from videoitg.request.limits import Limits
+from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
 from videoitg.serving import binaries
 from videoitg.serving.repository import RepoSpec, build_repository, model_specs, render, step_runtimes
@@ -39,7 +40,7 @@ def _tree(d: Path) -> dict[str, str]:
 
 
 # The golden repository triton_models/cpu == `videoitg repo build --target cpu`; how the gpu and the ensemble
-# repositories differ from it is held in tests/serving/test_protocol.py. SHAPES: (target, mode) of each repository
+# repositories differ from it is held in tests/contract/test_protocol.py. SHAPES: (target, mode) of each repository
 # shape.
 SHAPES = {"cpu": ("cpu", "bls"), "gpu": ("gpu", "bls"), "cpu_ensemble": ("cpu", "ensemble")}
 
@@ -80,7 +81,7 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
     # The python decode step streams its frames under the BLS model (decoupled); an ensemble step answers once.
     decode = configs["videoitg_decode/config.pbtxt"]
-    streams = mode == "bls" and target == "cpu"  # the python decoder (the cpu default) streams under the BLS model
+    streams = mode == "bls" and target == "cpu"  # the pyav decoder (the cpu default) streams under the BLS model
     assert decode.model_transaction_policy.decoupled == streams
     assert ("NUM_FRAMES" in {o.name for o in decode.output}) == streams
     if mode == "bls":
@@ -101,10 +102,10 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
             assert cfg.max_batch_size >= top.max_batch_size, rel
 
 
-def test_dali_decoder_is_the_python_decode_step_with_a_decoder_parameter() -> None:
+def test_dali_decoder_is_the_same_python_backend_decode_step_with_a_decoder_parameter() -> None:
     """`--decoder dali` writes the python decode model (its shim, no model.dali, no Triton DALI backend) with the
     parameter naming DALI, float32 pixel values to the vision step, answering once (not decoupled); on the gpu
-    target on a GPU instance (Triton names its GPU), on the cpu target on a CPU one. The python decoder hands uint8
+    target on a GPU instance (Triton names its GPU), on the cpu target on a CPU one. The pyav decoder hands uint8
     frames over."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
@@ -115,7 +116,7 @@ def test_dali_decoder_is_the_python_decode_step_with_a_decoder_parameter() -> No
     to_type = model_config_pb2.DataType.Name
     kind = model_config_pb2.ModelInstanceGroup.Kind.Name
     for target, want_kind, want_device in (("gpu", "KIND_GPU", "cuda"), ("cpu", "KIND_CPU", "cpu")):
-        dali, py = render(RepoSpec(target=target, decoder="dali")), render(RepoSpec(target=target, decoder="python"))
+        dali, py = render(RepoSpec(target=target, decoder="dali")), render(RepoSpec(target=target, decoder="pyav"))
         assert render(RepoSpec(target=target)) == (dali if target == "gpu" else py)  # each target's default
         assert not any(rel.endswith("model.dali") for rel in dali), target
         dec = parse(dali, "videoitg_decode")
@@ -130,12 +131,12 @@ def test_dali_decoder_is_the_python_decode_step_with_a_decoder_parameter() -> No
         assert parse(dali, "videoitg").parameters["decoder"].string_value == "dali"
         assert parse(dali, "videoitg").parameters["stream_frames"].string_value == "0"
         pyd = parse(py, "videoitg_decode")
-        assert pyd.parameters["decoder"].string_value == "python" and kind(pyd.instance_group[0].kind) == "KIND_CPU"
+        assert pyd.parameters["decoder"].string_value == "pyav" and kind(pyd.instance_group[0].kind) == "KIND_CPU"
         assert to_type(pyd.output[0].data_type) == "TYPE_UINT8"
         assert to_type(parse(py, "videoitg_vision").input[0].data_type) == "TYPE_UINT8"
     ens = parse(render(RepoSpec(mode="ensemble", decoder="dali")), "videoitg_decode")
     assert ens.parameters["decoder"].string_value == "dali" and to_type(ens.output[0].data_type) == "TYPE_FP32"
-    with pytest.raises(InputError, match="decoder must be 'dali' or 'python'"):
+    with pytest.raises(InputError, match="decoder must be one of pyav, dali"):
         RepoSpec(decoder="nvdec")
 
 
@@ -309,7 +310,7 @@ def test_precision_fp8_is_served_in_bfloat16_by_the_torch_runtimes(tmp_path: Pat
 
 def test_outputs_round_trip_to_grounding_result() -> None:
     r = GroundingResult([0.5, -1.0, 2.0, 0.5], [0, 30, 60, 90], [0.0, 1.0, 2.0, 3.0], "q", "v.mp4")
-    out = result_outputs(r, top_k=2)
+    out = result_outputs(r, RequestOptions(top_k=2))
     # Every per-frame output chronological; the ranking its own output (score-descending, ties by time).
     assert out["FRAME_INDICES"].tolist() == [0, 30, 60, 90] and out["TIMESTAMPS"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert out["LOGITS"].tolist() == [0.5, -1.0, 2.0, 0.5]
@@ -389,10 +390,10 @@ def test_step_instance_counts_are_flags(tmp_path: Path) -> None:
                              "videoitg_grounding": ("KIND_CPU", 4)}
     assert groups(render(RepoSpec())) == {m: ("KIND_CPU", 1) for m in
                                           ("videoitg_decode", "videoitg_vision", "videoitg_grounding")}
-    gpu = render(RepoSpec(target="gpu", decoder="python", decode_instances=2, vision_instances=1,
+    gpu = render(RepoSpec(target="gpu", decoder="pyav", decode_instances=2, vision_instances=1,
                           grounding_instances=2))
     assert groups(gpu) == {"videoitg_decode": ("KIND_CPU", 2), "videoitg_vision": ("KIND_GPU", 1),
-                           "videoitg_grounding": ("KIND_GPU", 2)}  # the python decoder decodes on the CPU
+                           "videoitg_grounding": ("KIND_GPU", 2)}  # the pyav decoder decodes on the CPU
     dali = render(RepoSpec(target="gpu", decoder="dali", decode_instances=2))
     assert groups(dali)["videoitg_decode"] == ("KIND_GPU", 2)
     with pytest.raises(InputError, match="grounding_instances must be an int >= 1"):

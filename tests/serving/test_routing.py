@@ -30,6 +30,7 @@ from videoitg.cli import main
 from videoitg.manifest import Row, load_manifest
 from videoitg.serving import binaries, routing
 from videoitg.serving.client import (
+    NO_OPTIONS,
     NotCachedError,
     ReferenceUnusableError,
     RemoteError,
@@ -209,8 +210,8 @@ class Recorder(ServerPool):
 
         self.client_factory = factory
 
-    def infer(self, video, instruction, top_k=None, key=None, ranking_rule=None, path=None):
-        served, url = super().infer(video, instruction, top_k, key, ranking_rule, path)
+    def infer(self, video, instruction, options=NO_OPTIONS, key=None, path=None):
+        served, url = super().infer(video, instruction, options, key, path)
         Recorder.calls.append((key or "", url, served.cache_hit))
         return served, url
 
@@ -220,7 +221,7 @@ class Recorder(ServerPool):
 def test_batch_over_three_servers_routes_by_video_and_survives_a_server_killed_mid_job(
         servers, scorer, tmp_path, monkeypatch):
     """Last in the module: it kills a server. The batch driver runs in this process without Ray (as in
-    tests/batch/test_reliability.py); every row goes through the batch Triton scorer and the pool."""
+    tests/batch/test_runner_faults.py); every row goes through the batch Triton scorer and the pool."""
     monkeypatch.setattr(batch_servers, "ServerPool", Recorder)
     monkeypatch.setattr(runner, "_stream", local_stream)
     urls = [s.grpc_url for s in servers]

@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import os
+import queue
 import subprocess
 import time
 from collections import OrderedDict
@@ -120,7 +121,7 @@ def served(spec: RepoSpec, tmp_path_factory: pytest.TempPathFactory,
 
 # The session server's repository (conftest's `cpu_server`): the CPU bls repository with two small limits that every
 # input its users send stays within (above the sample's ~11 KB, a random clip's ~100 KB and every instruction the
-# tests send), so tests/serving/test_serving.py checks both limits on it, and a decode step that streams 5 frames a
+# tests send), so tests/serving/test_client.py checks both limits on it, and a decode step that streams 5 frames a
 # chunk, so the sample (24 sampled frames) streams in 5 chunks, the last one short.
 CPU_LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
 CPU_STREAM_FRAMES = 5
@@ -277,3 +278,65 @@ def report(name: str, data: dict) -> None:
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=1))
+
+
+def raw_inputs(m, named: Mapping[str, object]) -> list:
+    """Request inputs of tritonclient's module `m` holding these values as they are (name -> value, one each), typed
+    as the served model declares them: for sending what `RequestOptions` would refuse to build, to the server."""
+    from videoitg.serving.client import REQUEST
+
+    out = []
+    for name, value in named.items():
+        spec = REQUEST.input(name)
+        arr = np.array([[value]], dtype=spec.numpy)
+        t = m.InferInput(name, list(arr.shape), spec.datatype)
+        t.set_data_from_numpy(arr)
+        out.append(t)
+    return out
+
+
+def grpc_infer(server: TritonServer, inputs: dict[str, tuple[np.ndarray, str]], model: str = "videoitg"):
+    """One gRPC request of raw tensors ((array, Triton datatype) by name): the public model through the front, a step
+    straight to tritonserver with the inference key. Raises tritonclient's InferenceServerException."""
+    import tritonclient.grpc as grpc
+
+    c = grpc.InferenceServerClient(server.grpc_url if model == "videoitg" else server.internal_grpc_url)
+    ins = []
+    for name, (arr, dtype) in inputs.items():
+        t = grpc.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr)
+        ins.append(t)
+    try:
+        return c.infer(model, ins, headers=None if model == "videoitg" else server.inference_headers("grpc"))
+    finally:
+        c.close()
+
+
+def grpc_stream_infer(server: TritonServer, inputs: dict[str, tuple[np.ndarray, str]], model: str) -> list:
+    """Every answer of a decoupled (streaming) model to one request, in order: results or exceptions."""
+    import tritonclient.grpc as grpc
+
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    ins = []
+    for name, (arr, dtype) in inputs.items():
+        t = grpc.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr)
+        ins.append(t)
+    c = grpc.InferenceServerClient(server.internal_grpc_url)  # a step: behind the front
+    got = []
+    try:
+        c.start_stream(callback=lambda result, error: answers.put(error if error is not None else result),
+                       headers=server.inference_headers("grpc"))
+        c.async_stream_infer(model, ins, enable_empty_final_response=True)
+        while True:
+            a = answers.get(timeout=60)
+            if not isinstance(a, Exception) and a.get_response().parameters["triton_final_response"].bool_param:
+                if a.get_response().outputs:
+                    got.append(a)
+                return got
+            got.append(a)
+            if isinstance(a, Exception):
+                return got
+    finally:
+        c.stop_stream()
+        c.close()

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.answer.handoff import frame_parts, frame_parts_json
-from videoitg.contract.protocol import MAX_FRAMES_SIZE
 from videoitg.errors import InputError, VideoITGError
 from videoitg.jsonio import MAX_JSON_DEPTH, nesting_over, no_constant
 from videoitg.paths import MediaRoots, PathRefusedError, open_resolved, shown
-from videoitg.request.limits import Limits
+from videoitg.request.options import RequestOptions
 
 EXTENSION = "videoitg"  # the request's extension object, and the answer's added field
-MAX_TOP_K = Limits.max_sampled_frames  # no video has more sampled frames than a server admits
+EXTENSION_OPTIONS = ("top_k", "frame_size")  # what it may set (`videoitg.request.options.OPTIONS`: their bounds)
 # The chosen frames' longer side unless the request says (`frame_size`; 0: the video's own size). 448 px is a common
 # input size of the open video-LLMs; a frame at a video's own size costs a model like Qwen2.5-VL many more tokens.
 DEFAULT_FRAME_SIZE = 448
@@ -140,8 +139,9 @@ class ChatQuestion:
     part: int  # index of the video part in its content
     video_url: str
     question: str  # the message's text parts, joined by newlines: the grounding instruction
-    top_k: int | None  # None: the grounding server's default (DEFAULT_TOP_K unless its operator set another)
-    frame_size: int | None  # the frames' longer side in pixels; None: the video's own size
+    # What to pick: JPEG frames; top_k None: the grounding server's default (DEFAULT_TOP_K unless its operator set
+    # another); frame_size their longer side in pixels, 0 the video's own size.
+    options: RequestOptions
 
 
 def _finite(text: str) -> float:
@@ -209,35 +209,21 @@ def _decoded(chunks: list[bytes]) -> list[str]:
     return texts
 
 
-def _int_option(options: dict[str, Any], key: str, low: int, high: int, default: int | None) -> int | None:
-    if key not in options:
-        return default
-    value = options[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        shown_value = json.dumps(value)[:32] if not isinstance(value, (dict, list)) else type(value).__name__
-        raise OptionError(f"{EXTENSION}.{key} must be an integer from {low} to {high}, got {shown_value}")
-    return value
-
-
 def parse_chat(body: Any) -> ChatQuestion:
     """Check a chat-completions request (parsed JSON) and find its video: exactly one `video_url` part in the whole
     request, in the last user message, beside at least one text part (the question). The `videoitg` extension object
-    (`top_k`: 1..MAX_TOP_K, default the grounding server's, DEFAULT_TOP_K unless configured; `frame_size`:
-    0..MAX_FRAMES_SIZE pixels, 0 the video's own size, default DEFAULT_FRAME_SIZE) is read and removed; every other
-    field stays as it came."""
+    (EXTENSION_OPTIONS, bounded as `videoitg.request.options.OPTIONS` declares; `top_k` default the grounding
+    server's, `frame_size` default DEFAULT_FRAME_SIZE) is read and removed; every other field stays as it came."""
     if not isinstance(body, dict):
         raise ChatRequestError("request body must be a JSON object (an OpenAI chat-completions request)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise ChatRequestError("'messages' must be a non-empty list of message objects")
-    options = body.get(EXTENSION, {})
-    if not isinstance(options, dict):
-        raise OptionError(f"'{EXTENSION}' must be an object ({{\"top_k\": K, \"frame_size\": PIXELS}})")
-    unknown = sorted(set(options) - {"top_k", "frame_size"})
-    if unknown:
-        raise OptionError(f"'{EXTENSION}' has no field {unknown[0][:32]!r} (it takes top_k and frame_size)")
-    top_k = _int_option(options, "top_k", 1, MAX_TOP_K, None)
-    size = _int_option(options, "frame_size", 0, MAX_FRAMES_SIZE, DEFAULT_FRAME_SIZE)
+    try:
+        options = RequestOptions.from_object(body.get(EXTENSION, {}), EXTENSION_OPTIONS, EXTENSION,
+                                             {"frames": "jpeg", "frame_size": DEFAULT_FRAME_SIZE})
+    except InputError as e:
+        raise OptionError(str(e)) from None
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if not users:
         raise VideoPartError("the request has no user message: the last one must hold the video and the question")
@@ -263,7 +249,7 @@ def parse_chat(body: Any) -> ChatQuestion:
     if not question:
         raise VideoPartError(f"messages[{last}] has no question: add a text part beside the video")
     rest = {k: v for k, v in body.items() if k != EXTENSION}
-    return ChatQuestion(rest, last, part, url, question, top_k, size or None)
+    return ChatQuestion(rest, last, part, url, question, options)
 
 
 def without_video(q: ChatQuestion) -> ChatQuestion:

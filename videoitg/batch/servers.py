@@ -13,6 +13,7 @@ from videoitg.errors import InputError
 from videoitg.grouping import group_by_video
 from videoitg.manifest import Row
 from videoitg.paths import open_resolved
+from videoitg.request.options import RequestOptions
 from videoitg.serving.routing import ServerPool, ServerUnavailableError, routing_key
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ class TritonScorer:
             log.warning("Triton servers not ready at start (tried again later): %s",
                         ", ".join(u for u in self.servers.servers if u not in ready))
         self.pool = ThreadPoolExecutor(max_workers=max(1, spec.max_in_flight))
+        self.options = RequestOptions(top_k=spec.top_k, ranking_rule=spec.ranking_rule)
 
     def _one(self, data: bytes, key: str, row: Row) -> Outcome:
         try:
-            served, _ = self.servers.infer(data, row.instruction, top_k=self.spec.top_k, key=key,
-                                           ranking_rule=self.spec.ranking_rule, path=row.video)
+            served, _ = self.servers.infer(data, row.instruction, self.options, key=key, path=row.video)
         except ServerUnavailableError:
             raise  # the servers' trouble: stop the job, the row stays unfinished for a rerun
         except Exception as e:  # the pool re-sends server failures; what is left is the row's own

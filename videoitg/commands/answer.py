@@ -16,6 +16,7 @@ from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
+from videoitg.request.options import RequestOptions
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/cli.py).
@@ -69,7 +70,7 @@ def chat_body(video: Path, question: str, model: str, top_k: int | None, frame_s
     return body
 
 
-def select_here(args: argparse.Namespace, question: str, top_k: int, size: int | None) -> tuple[GroundingResult, Any]:
+def select_here(args: argparse.Namespace, question: str, options: RequestOptions) -> tuple[GroundingResult, Any]:
     """The frames picked in-process (the same Scorer and JPEG export as `videoitg score --export-frames`)."""
     from videoitg.answer.chat import selection_of
     from videoitg.decode.export import top_k_images
@@ -80,21 +81,20 @@ def select_here(args: argparse.Namespace, question: str, top_k: int, size: int |
                     vision_tower=args.vision_tower)
     t0 = time.perf_counter()
     result = scorer.score(args.video, question)
-    images = top_k_images(args.video, result, top_k, size, jpeg=True)
+    images = top_k_images(args.video, result, options.top_k or DEFAULT_TOP_K, options.frame_size or None, jpeg=True)
     frames = [result.frame_indices[pos] for pos, _ in images]
     return result, selection_of(result, frames, [j for _, j in images], [tuple(m) for m in result.moments],
                                 time.perf_counter() - t0)
 
 
-def select_remote(args: argparse.Namespace, question: str, top_k: int | None, size: int | None
-                  ) -> tuple[GroundingResult, Any]:
+def select_remote(args: argparse.Namespace, question: str, options: RequestOptions) -> tuple[GroundingResult, Any]:
     """The frames picked by a running server, decoded and encoded there (FRAMES=jpeg)."""
     from videoitg.answer.chat import selection_of
     from videoitg.serving.client import VideoITGClient
 
     t0 = time.perf_counter()
     with VideoITGClient(args.server, args.protocol) as c:
-        served = c.infer(args.video, question, top_k=top_k, frames="jpeg", frames_size=size)
+        served = c.infer(args.video, question, options)
     return served.result, selection_of(served.result, served.top_k_frames, served.frames, served.moments,
                                        time.perf_counter() - t0)
 
@@ -140,9 +140,9 @@ def run(args: argparse.Namespace) -> int:
     body = chat_body(video, args.question, args.model or "", args.top_k, args.frame_size, args.max_tokens)
     q = parse_chat(body)  # the endpoint's checks: the question, top_k (--top-k), frame_size (--frame-size)
     if args.server:
-        result, selection = select_remote(args, q.question, args.top_k, q.frame_size)
+        result, selection = select_remote(args, q.question, q.options)
     else:
-        result, selection = select_here(args, q.question, args.top_k or DEFAULT_TOP_K, q.frame_size)
+        result, selection = select_here(args, q.question, q.options)
     answer = asyncio.run(ask(args.upstream, q, selection, args.timeout, args.model is not None))
     if args.json:
         json.dump(answer, sys.stdout, indent=1)

@@ -1,7 +1,7 @@
 """`videoitg demo`: the main job on the embedded default (tiny checkpoint + generated sample video), through a
 real Triton server: generate the model repository, start tritonserver on free loopback ports, score the sample
 video over gRPC, print the top-K frames with timestamps, write results.jsonl and the score-timeline PNG, stop the
-server. `--in-process` skips the server (same numbers, see tests/serving/test_serving.py)."""
+server. `--in-process` skips the server (same numbers, see tests/serving/test_client.py)."""
 
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _score_served(args: argparse.Namespace, ckpt: Path, video: Path, instruction: str):
+    from videoitg.request.options import RequestOptions
     from videoitg.serving.client import VideoITGClient
 
     if args.server:
         with VideoITGClient(args.server, args.protocol) as c:
-            return c.score(video, instruction, top_k=args.top_k)
+            return c.score(video, instruction, RequestOptions(top_k=args.top_k))
 
     from videoitg.serving.repository import RepoSpec, build_repository
     from videoitg.serving.server import TritonServer
@@ -50,7 +51,7 @@ def _score_served(args: argparse.Namespace, ckpt: Path, video: Path, instruction
             print(f"ready in {time.perf_counter() - t0:.1f} s: {args.protocol} {url}, metrics {server.metrics_url}")
             with VideoITGClient(url, args.protocol) as c:
                 t0 = time.perf_counter()
-                served = c.infer(video, instruction, top_k=args.top_k)
+                served = c.infer(video, instruction, RequestOptions(top_k=args.top_k))
                 print(f"served in {1e3 * (time.perf_counter() - t0):.0f} ms (cache hit: {served.cache_hit})")
         print("tritonserver stopped")
         return served.result

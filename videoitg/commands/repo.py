@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from videoitg.contract.protocol import DECODERS, PRECISIONS
+from videoitg.contract.protocol import PRECISIONS
+from videoitg.decoders import DECODERS, SERVED
 from videoitg.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -31,12 +32,10 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="bls: top-level BLS model with the feature cache (a new instruction on a cached video skips "
                         "decode and vision); ensemble: a Triton ensemble decode -> vision -> grounding -> select, no "
                         "cache, cpu target only (docs/repository.md)")
-    p.add_argument("--decoder", choices=DECODERS, default="",
-                   help="the decode step: dali (DALI's Python API inside the python decode step: NVDEC on the gpu "
-                        "target, the default there, with PyAV for the streams NVDEC cannot number or decode; DALI's "
-                        "CPU decoder, VP8/VP9/MJPEG, on the cpu target) or python (PyAV on the CPU cores; the cpu "
-                        "target's default). dali is self-tested before the server starts: docs/deploy-gpu.md, GPU "
-                        "decode step")
+    p.add_argument("--decoder", choices=SERVED, default="",
+                   help="the decode step's decoder: " + "; ".join(f"{n}: {DECODERS[n].summary}" for n in SERVED)
+                   + " (default: pyav on the cpu target, dali on the gpu target; dali is self-tested before the "
+                     "server starts: docs/deploy-gpu.md, GPU decode step)")
     p.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
                    help="the deployment's ranking rule when a request sends none (default: released)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
@@ -49,7 +48,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                         "docs/performance.md)")
     p.add_argument("--max-batch", type=int, default=8, help="requests Triton hands a model at once (default 8)")
     p.add_argument("--decode-instances", type=int, default=1,
-                   help="instances of the decode step (python: more only pay with spare CPU cores; dali: per GPU)")
+                   help="instances of the decode step (pyav: more only pay with spare CPU cores; dali: per GPU)")
     p.add_argument("--vision-instances", type=int, default=1,
                    help="instances of the vision step (SigLIP + projector; on a gpu target per GPU, each with its own "
                         "copy of the tower)")
@@ -59,7 +58,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="a directory under which a request may name its video by path (VIDEO_URI) instead of sending "
                         "its bytes; repeatable; none by default (references refused). Long videos: docs/limits.md")
     p.add_argument("--stream-frames", type=int, default=64,
-                   help="bls with the python decoder: the decode step streams a video's frames to the vision step "
+                   help="bls with the pyav decoder: the decode step streams a video's frames to the vision step "
                         "in chunks of this many, so the tower encodes while the rest decode (default 64; 0: one "
                         "answer with every frame)")
 
@@ -136,7 +135,7 @@ def check_runtimes_for(spec: RepoSpec) -> None:
 
 def check_decoder_for(spec: RepoSpec) -> None:
     """The dali decoder on a gpu target decodes the package's H.264 clip on NVDEC and matches PyAV before a server
-    starts (`videoitg.decode.selftest.self_test_in_child`); refused in one line naming `--decoder python` otherwise."""
+    starts (`videoitg.decode.selftest.self_test_in_child`); refused in one line naming `--decoder pyav` otherwise."""
     if spec.decoder != "dali" or spec.target != "gpu":
         return
     from videoitg.decode.selftest import self_test_in_child

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from videoitg.contract.protocol import PRECISIONS
+from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import (
     DEFAULT_RANKING_RULE,
@@ -50,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-frames", type=int, default=512, help="at most this many sampled frames")
     p.add_argument("--target-fps", type=float, default=1.0)
     p.add_argument("--sampling", choices=["eval", "train"], default="eval")
-    p.add_argument("--decoder", default="auto", help="auto | pyav | dali")
+    p.add_argument("--decoder", default="auto", choices=DECODERS,
+                   help="; ".join(f"{d.name}: {d.summary}" for d in DECODERS.values()) + " (default auto)")
     p.add_argument("--doc-id", default=None, help="the lmms-eval task's doc_id, stored with the record")
     p.add_argument("--output", help="append the result to this results.jsonl (lmms-eval's frame_indices_jsonl)")
     p.add_argument("--plot", help="write a score-timeline PNG here")
@@ -91,13 +93,13 @@ def _doc_id_value(doc_id: str | None) -> int | str | None:
 def check_args(args: argparse.Namespace) -> None:
     """What can be refused before any model loads or request is sent."""
     from videoitg.paths import local_video
+    from videoitg.request.options import RequestOptions
 
-    if args.top_k is not None and args.top_k < 1:
-        raise InputError(f"--top-k must be >= 1, got {args.top_k} (the server refuses it the same way)")
-    if args.export_size is not None and args.export_frames is None:
-        raise InputError("--export-size sizes the frames --export-frames DIR writes: give --export-frames too")
-    if args.export_size is not None and args.export_size < 1:
-        raise InputError(f"--export-size must be >= 1 pixel, got {args.export_size}")
+    args.options = RequestOptions.labelled(
+        {"top_k": args.top_k, "ranking_rule": args.ranking_rule, "frames": "jpeg" if args.export_frames else None,
+         "frame_size": args.export_size},
+        {"top_k": "--top-k", "ranking_rule": "--ranking-rule", "frames": "--export-frames DIR",
+         "frame_size": "--export-size"})
     args.video = str(local_video(args.video))
     if not Path(args.video).is_file():
         raise InputError(f"video {args.video} does not exist or is not a file")
@@ -110,9 +112,7 @@ def run_remote(args: argparse.Namespace) -> int:
     from videoitg.serving.routing import ServerPool
 
     with ServerPool(args.server, args.protocol, backoff_s=()) as pool:  # no waiting: each server is tried once
-        served, url = pool.infer(Path(args.video), args.instruction, top_k=args.top_k,
-                                 ranking_rule=args.ranking_rule, frames="jpeg" if args.export_frames else None,
-                                 frames_size=args.export_size)
+        served, url = pool.infer(Path(args.video), args.instruction, args.options)
     result = served.result
     if served.cache_hit:
         hit = "yes: the server had the video's features, decode and vision were skipped" + (
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     sampling = SamplingParams(args.num_frames, args.target_fps, args.sampling)
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
                     precision=args.precision, sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower,
-                    ranking_rule=args.ranking_rule or DEFAULT_RANKING_RULE, truncate=args.truncate_instruction)
+                    ranking_rule=args.options.ranking_rule or DEFAULT_RANKING_RULE, truncate=args.truncate_instruction)
     ids = scorer.encode(args.instruction)  # a bad instruction is refused before the decode
     frames = scorer.load_video(args.video)
     result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video, ids=[ids])[0]

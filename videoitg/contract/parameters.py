@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from videoitg.contract.protocol import DECODE, FEATURE_TYPES, GROUNDING, PRECISIONS, VISION, check_decoder
+from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import SelectionOptions
 from videoitg.paths import MediaRoots
@@ -150,7 +151,7 @@ class TopParameters(StepParameters):
     decode_model: str = DECODE
     vision_model: str = VISION
     grounding_model: str = GROUNDING
-    decoder: str = "python"  # the decode step's (`protocol.DECODERS`)
+    decoder: str = "pyav"  # the decode step's (`videoitg.decoders.SERVED`)
     stream_frames: int = 0  # the decode step streams chunks of this many frames; 0: it answers once
     media_roots: MediaRoots = field(default_factory=MediaRoots)
 
@@ -159,8 +160,8 @@ class TopParameters(StepParameters):
         check_decoder(self.decoder)
         self._check_count("feature_cache_bytes")
         self._check_count("stream_frames")
-        if self.stream_frames and self.decoder != "python":
-            raise InputError("model parameter stream_frames: only the python decoder streams; write 0")
+        if self.stream_frames and not DECODERS[self.decoder].streams:
+            raise InputError(f"model parameter stream_frames: the {self.decoder} decoder does not stream; write 0")
 
     @property
     def streaming(self) -> bool:
@@ -173,7 +174,7 @@ class DecodeParameters(ModelParameters):
 
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""
-    decoder: str = "python"
+    decoder: str = "pyav"
     device: str = "cpu"
     sampling: SamplingParams = field(default_factory=SamplingParams)
     limits: Limits = field(default_factory=Limits)

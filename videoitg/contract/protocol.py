@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from videoitg.decoders import DECODERS, decoder
 from videoitg.errors import InputError
+from videoitg.request.options import FRAME_FORMATS as FORMATS
 
 TOP = "videoitg"  # the public model; the steps below are internal (the front does not pass them on)
 DECODE = "videoitg_decode"
@@ -19,7 +21,6 @@ GROUNDING = "videoitg_grounding"
 SELECT = "videoitg_select"  # the ensemble's selection step (the BLS model selects inline)
 MODELS = (TOP, DECODE, VISION, GROUNDING, SELECT)
 MODES = ("bls", "ensemble")
-DECODERS = ("python", "dali")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,6 @@ INSTRUCTION_INPUT = _t(INSTRUCTION, "STRING", 1)
 # The top-K frames as images (bls only): FRAMES "jpeg" | "uint8", FRAMES_SIZE the longer side in pixels (0 or
 # absent: the video's own size).
 FRAME_INPUTS = (_t(FRAMES, "STRING", 1, optional=True), _t(FRAMES_SIZE, "INT32", 1, optional=True))
-MAX_FRAMES_SIZE = 4096  # FRAMES_SIZE, the longer side in pixels: the decoder's default width and height bound
 RESULT_OUTPUTS = (
     # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number and its
     # timestamp in seconds.
@@ -139,14 +139,14 @@ RESULT_OUTPUTS = (
 RESULT_NAMES = tuple(t.name for t in RESULT_OUTPUTS)
 # The frames asked for, chronological; only the asked format's output is in the answer.
 FRAME_OUTPUTS = (_t(FRAME_JPEGS, "STRING", -1), _t(FRAME_PIXELS, "UINT8", -1, -1, -1, 3))
-FRAME_FORMATS = {"jpeg": FRAME_JPEGS, "uint8": FRAME_PIXELS}  # FRAMES -> the output that carries them
+FRAME_FORMATS = dict(zip(FORMATS, (FRAME_JPEGS, FRAME_PIXELS), strict=True))  # FRAMES -> the output carrying them
+# A request's options (`videoitg.request.options.RequestOptions`) -> the optional input each travels in.
+OPTION_INPUTS = {"top_k": TOP_K, "ranking_rule": RANKING_RULE, "frames": FRAMES, "frame_size": FRAMES_SIZE}
 
 
-def check_decoder(decoder: str) -> str:
-    """The decode step's decoder, one of DECODERS; InputError otherwise."""
-    if decoder not in DECODERS:
-        raise InputError(f"decoder must be 'dali' or 'python', got {decoder!r}")
-    return decoder
+def check_decoder(name: str) -> str:
+    """The decode step's decoder, one a decode step runs (`videoitg.decoders.SERVED`); InputError otherwise."""
+    return decoder(name, served=True).name
 
 
 @dataclass(frozen=True)
@@ -163,13 +163,13 @@ OPEN_DIMS = ModelDims()
 
 
 def _pixels(decoder: str, dims: ModelDims) -> TensorSpec:
-    """[T, 3, S, S]: resized uint8 frames the vision step normalises (python), or DALI's float32 SigLIP pixel values
-    (left on the instance's GPU by NVDEC)."""
+    """[T, 3, S, S] of the decoder's `served_pixels`: resized uint8 frames the vision step normalises (pyav), or
+    DALI's float32 SigLIP pixel values (left on the instance's GPU by NVDEC)."""
     s = dims.image_size
-    return _t(PIXEL_VALUES, "FP32" if decoder == "dali" else "UINT8", -1, 3, s, s)
+    return _t(PIXEL_VALUES, str(DECODERS[decoder].served_pixels), -1, 3, s, s)
 
 
-def signatures(mode: str = "bls", decoder: str = "python", features: str = "FP32", streaming: bool = False,
+def signatures(mode: str = "bls", decoder: str = "pyav", features: str = "FP32", streaming: bool = False,
                dims: ModelDims = OPEN_DIMS) -> dict[str, Signature]:
     """Model name -> its signature, for a repository of `mode` with `decoder`, the vision step's `features` type
     (a Triton dtype), under bls a decode step that `streaming` answers in chunks (decoupled), and the checkpoint's

@@ -26,11 +26,13 @@ from videoitg.contract.protocol import (
 )
 from videoitg.moments import DEFAULT_PARAMS, MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
+from videoitg.request.options import RequestOptions
 
 
-def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentParams = DEFAULT_PARAMS,
+def result_outputs(result: GroundingResult, options: RequestOptions, moment_params: MomentParams = DEFAULT_PARAMS,
                    cache_hit: bool = False) -> dict[str, np.ndarray]:
-    """The served outputs of one request (without the batch axis), named and typed as `protocol.RESULT_OUTPUTS`.
+    """The served outputs of one request (without the batch axis), named and typed as `protocol.RESULT_OUTPUTS`;
+    `options` as the deployment applies them (`RequestOptions.with_defaults`).
     Every per-frame output is chronological; the ranking is its own output (positions into them, best first)."""
     moments = [tuple(m) for m in result.find_moments(moment_params)]
     values = {
@@ -39,7 +41,7 @@ def result_outputs(result: GroundingResult, top_k: int, moment_params: MomentPar
         FRAME_INDICES: result.frame_indices,
         TIMESTAMPS: result.timestamps,
         RANKING: result.ranking,
-        TOP_K_FRAMES: result.top_k_frames(top_k),
+        TOP_K_FRAMES: result.top_k_frames(options.top_k),
         CACHE_HIT: [cache_hit],
         MOMENTS: np.asarray(moments, dtype=np.float64).reshape(-1, 3),
         APPLIED_RANKING_RULE: [result.ranking_rule.encode()],

@@ -1,5 +1,5 @@
 """Video decoding: a file or encoded bytes in, only the sampled frames decoded, SigLIP-ready tensors out; every
-failure a `videoitg.errors.VideoDecodeError` subclass (docs/decoding.md). Decoders: "pyav", "dali-cpu", "dali-gpu".
+failure a `videoitg.errors.VideoDecodeError` subclass (docs/decoding.md). Decoders by name: `videoitg.decoders`.
 The decoders (torch, PyAV) load on first use of a name that needs them, so the CLI's `--help` starts without them.
 """
 
@@ -32,13 +32,13 @@ if TYPE_CHECKING:
         probe_video,
         stream_video,
     )
-    from videoitg.decode.choice import DECODERS, dali_available
+    from videoitg.decode.choice import dali_available
     from videoitg.decode.parallel import FrameStream
 
 # name -> submodule that defines it, imported on first access (PEP 562)
 _LAZY = {
     "decode_video": "api", "decode_full_frames": "api", "probe_video": "api", "plan_decode": "api",
-    "DecodePlan": "api", "stream_video": "api", "FrameStream": "parallel", "DECODERS": "choice",
+    "DecodePlan": "api", "stream_video": "api", "FrameStream": "parallel",
     "dali_available": "choice",
 }
 
@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "decode_video", "decode_full_frames", "probe_video", "plan_decode", "DecodePlan", "stream_video", "FrameStream",
-    "DECODERS", "dali_available", "DecodeLimits", "SampledFrames", "VideoInfo",
+    "dali_available", "DecodeLimits", "SampledFrames", "VideoInfo",
     "VideoDecodeError", "VideoNotFoundError", "EmptyVideoError", "NotAVideoError", "NoVideoStreamError",
     "NoFramesError", "UnsupportedCodecError", "TruncatedVideoError", "VideoTooLargeError",
     "DecodeTimeoutError", "DecoderUnavailableError",

@@ -67,10 +67,10 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                  frame_stream: FrameStream | None = None) -> SampledFrames:
     """Decode only the sampled frames of a video and preprocess them for SigLIP.
 
-    source: a path or the encoded bytes. decoder: "auto", "pyav", "dali-cpu", "dali-gpu" ("dali" picks the
-    GPU variant when CUDA is available). time_budget_s: wall-clock limit for the whole call (None: no limit).
-    device: where the tensor should end up. A CUDA device lets "auto" pick NVDEC ("dali-gpu", output stays on
-    the GPU); CPU decoders copy their result there. None: CPU, or the current CUDA device for "dali-gpu".
+    source: a path or the encoded bytes. decoder: "auto", "pyav" or "dali" (`videoitg.decoders`); the frames'
+    `SampledFrames.decoder` says what ran: "pyav", "dali-cpu" or "dali-gpu" (NVDEC). time_budget_s: wall-clock
+    limit for the whole call (None: no limit). device: where the tensor should end up. A CUDA device makes "dali"
+    NVDEC and lets "auto" pick it (output stays on the GPU); CPU decoders copy their result there. None: CPU.
     output: "float32" (SigLIP pixel values) or "uint8" (the resized RGB frames, a quarter of the bytes, to be
     normalised on the device by `videoitg.preprocess.pixel_values`; DALI decoders still return float32).
     workers: PyAV decoder threads over GOP ranges (None: the machine's cores; 1: one decoder). The frames

@@ -1,4 +1,5 @@
-"""Which decoder runs: the names a caller may ask for, the codecs each DALI decoder takes, and the automatic choice."""
+"""Which decoder runs for a video: the codecs each DALI decoder takes, and the automatic choice (the names a caller
+may ask for: `videoitg.decoders`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 
 from videoitg.decode.container import FrameIndex
 from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
+from videoitg.decoders import decoder
+from videoitg.errors import InputError
 
-DECODERS = ("auto", "pyav", "dali-cpu", "dali-gpu")
 # DALI's CPU video decoder handles only these (environment.md, checked again in tests).
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 # On CPU, "auto" prefers PyAV even for DALI's codecs: measured on 2 cores (benchmarks/RESULTS.md, Decoding),
@@ -21,14 +23,12 @@ AUTO_PREFERS_DALI_CPU = False
 DALI_GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "mpeg4"})
 
 
-def decoder_name(decoder: str) -> str:
-    """The decoder a request names ("dali": the GPU variant where CUDA is available); unknown names refused."""
-    if decoder == "dali":
-        return "dali-gpu" if torch.cuda.is_available() else "dali-cpu"
-    if decoder not in DECODERS:
-        raise DecoderUnavailableError(f"unknown decoder {decoder!r}; choose one of "
-                                      f"{', '.join(DECODERS)} or 'dali'")
-    return decoder
+def decoder_name(name: str) -> str:
+    """The decoder a caller names (`videoitg.decoders.DECODERS`); DecoderUnavailableError for another name."""
+    try:
+        return decoder(name).name
+    except InputError as e:
+        raise DecoderUnavailableError(str(e)) from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,20 +41,21 @@ def dali_available() -> bool:
 
 
 def choose_decoder(requested: str, codec: str, index: FrameIndex, want_cuda: bool = False) -> str:
-    """The decoder for this video. Explicit requests are honoured or refused with a typed error.
-    `want_cuda`: the caller asked for frames on a CUDA device, so auto may use NVDEC (output stays there)."""
+    """What decodes this video: "pyav", "dali-cpu" (DALI's CPU decoder) or "dali-gpu" (NVDEC). An explicit decoder
+    is honoured or refused with a typed error. `want_cuda`: the caller asked for frames on a CUDA device, where
+    "dali" is NVDEC and "auto" may use it (the output stays there)."""
     if requested == "pyav":
         return "pyav"
-    if requested == "dali-cpu":
+    if requested == "dali" and not want_cuda:
         _require_dali()
         if codec not in DALI_CPU_CODECS:
             raise UnsupportedCodecError(f"DALI's CPU decoder cannot decode {codec} (it supports "
                                         f"{', '.join(sorted(DALI_CPU_CODECS))}); use decoder='pyav'")
         return "dali-cpu"
-    if requested == "dali-gpu":
+    if requested == "dali":
         _require_dali()
         if not torch.cuda.is_available():
-            raise DecoderUnavailableError("decoder 'dali-gpu' needs a CUDA GPU; none is available")
+            raise DecoderUnavailableError("decoder 'dali' on a CUDA device needs a CUDA GPU; none is available")
         if codec not in DALI_GPU_CODECS:
             raise UnsupportedCodecError(f"DALI's GPU decoder cannot decode {codec}; use decoder='pyav'")
         return "dali-gpu"

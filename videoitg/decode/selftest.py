@@ -34,14 +34,14 @@ def self_test_clip(device: str) -> bytes:
 def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = None) -> None:
     """Decode three frames of `clip` (default: the package's clip for `device`, `self_test_clip`) with DALI on
     `device` ("mixed": NVDEC, "cpu") and compare them with PyAV's; raise DecoderUnavailableError in one line naming
-    `--decoder python` when DALI is missing, cannot decode the clip here, or decodes other pixels."""
+    `--decoder pyav` when DALI is missing, cannot decode the clip here, or decodes other pixels."""
     data = clip if clip is not None else self_test_clip(device)
     what = "a given clip" if clip is not None else ("an H.264 clip" if device == "mixed" else "a VP9 clip")
-    decoder = "dali-gpu" if device == "mixed" else "dali-cpu"
+    decoder = "dali-gpu" if device == "mixed" else "dali-cpu"  # what runs, for the message
     params = SamplingParams(num_frames=3, target_fps=25.0)
     try:
         target = f"cuda:{device_id}" if device == "mixed" else None
-        got = decode_video(data, image_size=64, params=params, decoder=decoder, device=target, output="float32")
+        got = decode_video(data, image_size=64, params=params, decoder="dali", device=target, output="float32")
         want = decode_video(data, image_size=64, params=params, decoder="pyav", output="float32")
         diff = float((got.pixel_values.float().cpu() - want.pixel_values).abs().mean()) * 127.5
         if got.frame_indices != want.frame_indices:
@@ -53,7 +53,7 @@ def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = No
         reason = " ".join(str(e).split()) or type(e).__name__
         raise DecoderUnavailableError(
             f"the dali decoder ({decoder}, DALI {_dali_version()}) failed its start self-test on {what}: "
-            f"{reason[:300]}; serve with --decoder python"
+            f"{reason[:300]}; serve with --decoder pyav"
         ) from None
 
 
@@ -69,7 +69,7 @@ def self_test_in_child(device: str = "mixed", timeout_s: float = CHILD_TIMEOUT_S
     """`self_test(device)` in a child process with this interpreter, what `videoitg serve` runs before a server
     starts: the launcher lives as long as the server and holds no CUDA context or DALI pipeline, and a driver that
     hangs cannot hold the start (the child is killed after `timeout_s`). Raises DecoderUnavailableError in one line
-    ending "serve with --decoder python" when the self-test fails or runs out of time."""
+    ending "serve with --decoder pyav" when the self-test fails or runs out of time."""
     child = subprocess.Popen([sys.executable, "-c", _child_code(device)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -80,10 +80,10 @@ def self_test_in_child(device: str = "mixed", timeout_s: float = CHILD_TIMEOUT_S
             child.communicate(timeout=5)
         raise DecoderUnavailableError(
             f"the dali decoder's start self-test ({device}) did not finish in {timeout_s:g} s (the GPU driver or "
-            "NVDEC does not answer); serve with --decoder python") from None
+            "NVDEC does not answer); serve with --decoder pyav") from None
     if child.returncode != 0:
         lines = stderr.strip().splitlines() or [f"exit code {child.returncode}"]
         name, _, message = lines[-1].partition(": ")
         if not name.endswith("DecoderUnavailableError"):
-            message = f"the dali decoder's start self-test failed: {lines[-1]}; serve with --decoder python"
+            message = f"the dali decoder's start self-test failed: {lines[-1]}; serve with --decoder pyav"
         raise DecoderUnavailableError(message)

@@ -28,6 +28,7 @@ from videoitg.jsonio import loads, text_lines
 from videoitg.lmms.tasks import _request_fields, doc_videos, model_options
 from videoitg.outputs import DEFAULT_RANKING_RULE, write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
+from videoitg.request.options import RequestOptions
 
 
 class VideoITGModel(lmms):
@@ -71,7 +72,7 @@ class VideoITGModel(lmms):
     def _score(self, video: str, instructions: list[str]) -> list:
         if self.scorer is not None:
             return self.scorer.score_many(video, instructions)  # one decode and vision pass for all of them
-        return [self.client.score(video, text, top_k=self.top_k, ranking_rule=self.ranking_rule)
+        return [self.client.score(video, text, RequestOptions(top_k=self.top_k, ranking_rule=self.ranking_rule))
                 for text in instructions]
 
     def generate_until(self, requests) -> list[str]:

@@ -22,7 +22,7 @@ from videoitg.config import VideoITGConfig, VisionConfig
 from videoitg.defaults import default_checkpoint, home
 from videoitg.errors import CheckpointError, InputError
 from videoitg.jsonio import load_file
-from videoitg.model import VideoITG
+from videoitg.model.grounding import VideoITG
 from videoitg.model.hotpath import fuse_parts
 from videoitg.model.variant_b import model_class
 

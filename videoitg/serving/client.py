@@ -19,14 +19,12 @@ from videoitg.contract.protocol import (
     CACHE_HIT,
     FRAME_FORMATS,
     FRAMES,
-    FRAMES_SIZE,
     GROUNDING,
     INSTRUCTION,
     MOMENTS,
-    RANKING_RULE,
+    OPTION_INPUTS,
     RESULT_NAMES,
     TOP,
-    TOP_K,
     TOP_K_FRAMES,
     VIDEO,
     VIDEO_DIGEST,
@@ -35,10 +33,12 @@ from videoitg.contract.protocol import (
 )
 from videoitg.contract.tensors import frames_from_outputs, result_from_outputs
 from videoitg.errors import InputError, VideoITGError
-from videoitg.outputs import GroundingResult, check_ranking_rule
+from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots, local_video
+from videoitg.request.options import RequestOptions
 
 REQUEST = signatures("bls")[TOP]  # every input a client may send (the ensemble takes a subset)
+NO_OPTIONS = RequestOptions()  # the server's defaults
 
 
 class RemoteError(VideoITGError):
@@ -147,13 +147,12 @@ def _module(protocol: str):
     return m
 
 
-def request_inputs(m: Any, video: bytes | None, instruction: str, top_k: int | None = None,
-                   ranking_rule: str | None = None, digest: str | None = None, uri: str | None = None,
-                   frames: str | None = None, frames_size: int | None = None) -> list:
+def request_inputs(m: Any, video: bytes | None, instruction: str, options: RequestOptions = NO_OPTIONS,
+                   digest: str | None = None, uri: str | None = None) -> list:
     """The request's input tensors for tritonclient's module `m` (`tritonclient.http` or `.grpc`): VIDEO (the bytes),
     or when `video` is None VIDEO_URI (`uri`, a path under a media root of the server) or VIDEO_DIGEST alone.
-    Optional inputs are sent only when given (the server then uses its own defaults: TOP_K, and RANKING_RULE = its
-    `ranking_rule` parameter, "released" unless configured; no frames unless FRAMES asks)."""
+    Only the options given are sent, each in its input (`protocol.OPTION_INPUTS`); the server applies its own
+    defaults for the rest (its top-K and `ranking_rule` parameter, "released" unless configured; no frames)."""
     if video is not None:
         values: dict[str, Any] = {VIDEO: video}
     elif uri is not None:
@@ -161,14 +160,10 @@ def request_inputs(m: Any, video: bytes | None, instruction: str, top_k: int | N
     else:
         values = {VIDEO_DIGEST: str(digest).encode()}
     values[INSTRUCTION] = instruction.encode("utf-8")
-    values[TOP_K] = top_k
-    values[RANKING_RULE] = None if ranking_rule is None else check_ranking_rule(ranking_rule).encode()
-    values[FRAMES] = None if frames is None else frames.encode()
-    values[FRAMES_SIZE] = frames_size
+    for option, value in options.given().items():
+        values[OPTION_INPUTS[option]] = value.encode() if isinstance(value, str) else value
     ins = []
     for name, value in values.items():
-        if value is None:
-            continue
         spec = REQUEST.input(name)  # the name, dtype and shape the served model declares ([batch, 1])
         arr = np.array([[value]], dtype=spec.numpy)
         t = m.InferInput(name, list(arr.shape), spec.datatype)
@@ -187,16 +182,20 @@ def served_result(arrays: dict[str, np.ndarray], instruction: str, name: str, se
 
 # ---- the same request as raw KServe v2 HTTP bytes: for a caller with its own connection to tritonserver (the
 # front's answer endpoint), built and read by tritonclient's own functions
-def http_request_body(video: bytes, instruction: str, top_k: int | None = None, frames: str | None = None,
-                      frames_size: int | None = None) -> tuple[bytes, dict[str, str]]:
+def output_names(options: RequestOptions) -> list[str]:
+    """The outputs to ask for: the result's, and the frames' output when `options` asks for frames."""
+    return [*RESULT_NAMES, *([FRAME_FORMATS[options.frames]] if options.frames is not None else [])]
+
+
+def http_request_body(video: bytes, instruction: str, options: RequestOptions = NO_OPTIONS
+                      ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of a KServe v2 HTTP inference request of the video's bytes, asking for the result outputs
-    and, with `frames`, the top-K frames: POST it to /v2/models/videoitg/infer."""
+    and, with `options.frames`, the top-K frames: POST it to /v2/models/videoitg/infer."""
     import tritonclient.http as m
 
-    names = [*RESULT_NAMES, *([FRAME_FORMATS[frames]] if frames is not None else [])]
-    outputs = [m.InferRequestedOutput(n, binary_data=True) for n in names]
+    outputs = [m.InferRequestedOutput(n, binary_data=True) for n in output_names(options)]
     body, json_size = m.InferenceServerClient.generate_request_body(
-        request_inputs(m, video, instruction, top_k, frames=frames, frames_size=frames_size), outputs)
+        request_inputs(m, video, instruction, options), outputs)
     headers = {"Content-Type": "application/octet-stream"}
     if json_size is not None:
         headers["Inference-Header-Content-Length"] = str(json_size)
@@ -251,11 +250,10 @@ class VideoITGClient:
         except Exception:
             return False
 
-    def inputs(self, video: bytes | None, instruction: str, top_k: int | None = None,
-               ranking_rule: str | None = None, digest: str | None = None, uri: str | None = None,
-               frames: str | None = None, frames_size: int | None = None) -> list:
+    def inputs(self, video: bytes | None, instruction: str, options: RequestOptions = NO_OPTIONS,
+               digest: str | None = None, uri: str | None = None) -> list:
         """`request_inputs` with this client's protocol."""
-        return request_inputs(self._m, video, instruction, top_k, ranking_rule, digest, uri, frames, frames_size)
+        return request_inputs(self._m, video, instruction, options, digest, uri)
 
     def accepts(self, name: str) -> bool:
         """Whether the served model takes the input `name`; False while the server does not say."""
@@ -311,27 +309,27 @@ class VideoITGClient:
                 return params[CHECKPOINT]
         return None
 
-    def infer(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None, digest: str | None = None, path: str | Path | None = None,
-              frames: str | None = None, frames_size: int | None = None) -> ServedResult:
-        """`ranking_rule`: "released" | "exact" (videoitg.outputs); None leaves it to the server (its default,
-        "released"; the result carries the rule the server applied). A file under a media root the model announces
+    def infer(self, video: str | Path | bytes, instruction: str, options: RequestOptions = NO_OPTIONS,
+              digest: str | None = None, path: str | Path | None = None) -> ServedResult:
+        """`options` the server's defaults where None (its top-K and ranking rule, "released" unless configured;
+        the result carries the rule the server applied). A file under a media root the model announces
         (`video` as a path, or `path`: the file the bytes `video` were read from) is named by its path and read by
         the server. Otherwise a video of `digest_first_bytes` or more is first named by its digest (`digest`, else
         computed here) where the model takes one: a server that has its features answers without the bytes
         crossing the wire; one that has not says NOT_FOUND and gets them.
-        `frames` ("jpeg" | "uint8"): the answer also holds the top-K frames (`ServedResult.frames`), decoded by
-        the server from the video, whose bytes are then always sent; `frames_size`: their longer side in pixels
-        (None or 0: the video's own size)."""
+        `options.frames` ("jpeg" | "uint8"): the answer also holds the top-K frames (`ServedResult.frames`), decoded
+        by the server from the video, whose bytes are then always sent; `options.frame_size`: their longer side in
+        pixels (None or 0: the video's own size)."""
+        frames = options.frames
         if frames is not None:
-            self._check_frames(frames)
+            self._check_frames()
         video = local_video(video)  # a URL is refused: nothing is fetched
         file = path if isinstance(video, bytes) else video
         uri = None if file is None or frames is not None else self.reference(file)  # frames: the bytes go
         if uri is not None:
             try:
-                return self._infer(self.inputs(None, instruction, top_k, ranking_rule, uri=uri), instruction,
-                                   "" if isinstance(video, bytes) else str(video), False, by_reference=True)
+                return self._infer(self.inputs(None, instruction, options, uri=uri), instruction,
+                                   "" if isinstance(video, bytes) else str(video), False, options, by_reference=True)
             except ReferenceUnusableError:
                 pass  # the bytes go instead
         if isinstance(video, bytes):
@@ -346,25 +344,22 @@ class VideoITGClient:
             from videoitg.digest import video_digest
 
             try:
-                return self._infer(self.inputs(None, instruction, top_k, ranking_rule,
-                                               digest or video_digest(data)), instruction, name, False)
+                return self._infer(self.inputs(None, instruction, options, digest or video_digest(data)),
+                                   instruction, name, False, options)
             except NotCachedError:
                 pass  # the bytes go instead
-        return self._infer(self.inputs(data, instruction, top_k, ranking_rule, frames=frames,
-                                       frames_size=frames_size), instruction, name, True, frames)
+        return self._infer(self.inputs(data, instruction, options), instruction, name, True, options)
 
-    def _check_frames(self, frames: str) -> None:
-        """Refused before sending: an unknown format (which names no output), a model that serves no frames."""
-        if frames not in FRAME_FORMATS:
-            raise InputError(f"frames must be one of {', '.join(FRAME_FORMATS)}, got {frames!r}")
+    def _check_frames(self) -> None:
+        """Refused before sending: a model that serves no frames."""
         if not self.accepts(FRAMES):
             raise InputError(f"{self.url}: model {self.model!r} does not serve frames (an ensemble deployment has no "
                              "video at selection time): serve the bls repository, or decode them locally "
                              "(videoitg.decode.export.top_k_images)")
 
     def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool,
-               frames: str | None = None, by_reference: bool = False) -> ServedResult:
-        names = [*RESULT_NAMES, *([FRAME_FORMATS[frames]] if frames is not None else [])]
+               options: RequestOptions = NO_OPTIONS, by_reference: bool = False) -> ServedResult:
+        names = output_names(options)
         outs = [self._m.InferRequestedOutput(n) for n in names]
         try:
             kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
@@ -379,10 +374,9 @@ class VideoITGClient:
             raise remote_error(msg, status, digest_sent=not sent_video and not by_reference) from None
         return served_result({n: r.as_numpy(n) for n in names}, instruction, name, sent_video, by_reference)
 
-    def score(self, video: str | Path | bytes, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None, frames: str | None = None, frames_size: int | None = None
+    def score(self, video: str | Path | bytes, instruction: str, options: RequestOptions = NO_OPTIONS
               ) -> GroundingResult | tuple[GroundingResult, list[np.ndarray]]:
-        """The result; with `frames` ("jpeg" | "uint8", see `infer`), (result, its top-K frames as RGB uint8
-        [H, W, 3] arrays, chronological)."""
-        served = self.infer(video, instruction, top_k, ranking_rule, frames=frames, frames_size=frames_size)
-        return served.result if frames is None else (served.result, served.images())
+        """The result; with `options.frames` ("jpeg" | "uint8", see `infer`), (result, its top-K frames as RGB
+        uint8 [H, W, 3] arrays, chronological)."""
+        served = self.infer(video, instruction, options)
+        return served.result if options.frames is None else (served.result, served.images())

@@ -52,6 +52,7 @@ from videoitg.contract.protocol import (
     check_decoder,
     signatures,
 )
+from videoitg.decoders import DECODERS
 from videoitg.engines.summary import BUILD_SUMMARY, read_summary
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
@@ -60,17 +61,18 @@ from videoitg.request.limits import Limits, served_defaults
 from videoitg.sampling import SamplingParams
 
 # NVDEC on a GPU (the frames stay on the device); PyAV on a CPU machine, where it is the faster decoder.
-DEFAULT_DECODERS = {"cpu": "python", "gpu": "dali"}
+DEFAULT_DECODERS = {"cpu": "pyav", "gpu": "dali"}
 
 
 @dataclass
 class RepoSpec:
     target: str = "cpu"  # "cpu" | "gpu"
     mode: str = "bls"  # "bls" | "ensemble" (cpu target only)
-    # The decode step (python either way): "python" (PyAV on the CPU, uint8 frames to the vision step) or "dali"
-    # (DALI's Python API inside the step, float32 pixel values: NVDEC on the gpu target, PyAV for the streams NVDEC
-    # cannot number or decode; DALI's CPU decoder on the cpu target, VP8/VP9/MJPEG only). The step self-tests DALI
-    # at load (`videoitg.decode.selftest.self_test`). "" = the target's default (`DEFAULT_DECODERS`).
+    # The decode step's decoder (`videoitg.decoders.SERVED`; a python-backend step either way): "pyav" (PyAV on the
+    # CPU, uint8 frames to the vision step) or "dali" (DALI's Python API inside the step, float32 pixel values:
+    # NVDEC on the gpu target, PyAV for the streams NVDEC cannot number or decode; DALI's CPU decoder on the cpu
+    # target, VP8/VP9/MJPEG only). The step self-tests DALI at load (`videoitg.decode.selftest.self_test`).
+    # "" = the target's default (`DEFAULT_DECODERS`).
     decoder: str = ""
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
@@ -96,7 +98,7 @@ class RepoSpec:
     limits: Limits = field(default_factory=served_defaults)
     # Directories under which a request may name its video (VIDEO_URI) instead of carrying its bytes: real paths
     # (`videoitg.paths.MediaRoots.of`), announced to clients as the top-level model's `media_roots` parameter.
-    # Empty (the default): every reference is refused. BLS with the python decoder only.
+    # Empty (the default): every reference is refused. BLS with the pyav decoder only.
     media_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -145,8 +147,8 @@ class RepoSpec:
 
     @property
     def streaming(self) -> bool:
-        """Whether the decode step streams (decoupled): the python decoder under the BLS model."""
-        return self.mode == "bls" and self.decoder == "python" and self.stream_frames > 0
+        """Whether the decode step streams (decoupled): a decoder that streams (pyav) under the BLS model."""
+        return self.mode == "bls" and DECODERS[self.decoder].streams and self.stream_frames > 0
 
 
 # ---- engines -----------------------------------------------------------------------------------------------

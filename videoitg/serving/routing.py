@@ -15,7 +15,9 @@ from typing import Any
 
 from videoitg.digest import video_digest, video_file_digest
 from videoitg.errors import InputError, VideoITGError
-from videoitg.serving.client import RemoteError, ServedResult, UnavailableError, VideoITGClient
+from videoitg.outputs import GroundingResult
+from videoitg.request.options import RequestOptions
+from videoitg.serving.client import NO_OPTIONS, RemoteError, ServedResult, UnavailableError, VideoITGClient
 
 # Seconds between rounds when every server is down: about a minute in all, then give up (a rerun resumes).
 BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -173,9 +175,8 @@ class ServerPool:
             time.sleep(0.5)
 
     # ---- requests ---------------------------------------------------------------------------------------------
-    def infer(self, video: bytes | str | Path, instruction: str, top_k: int | None = None,
-              key: str | None = None, ranking_rule: str | None = None, path: str | Path | None = None,
-              frames: str | None = None, frames_size: int | None = None) -> tuple[ServedResult, str]:
+    def infer(self, video: bytes | str | Path, instruction: str, options: RequestOptions = NO_OPTIONS,
+              key: str | None = None, path: str | Path | None = None) -> tuple[ServedResult, str]:
         """Send one request to the video's server, failing over as described above. Returns the result and the
         server that answered. Raises the server's `RemoteError` for the request's own errors. A file (`video` as
         a path, or `path`: where the bytes came from) goes by reference to a server that takes it from there."""
@@ -189,8 +190,7 @@ class ServerPool:
                 if not self.usable(url, force_probe):
                     continue
                 try:
-                    served = self._client(url).infer(video, instruction, top_k=top_k, ranking_rule=ranking_rule,
-                                                     digest=key, path=path, frames=frames, frames_size=frames_size)
+                    served = self._client(url).infer(video, instruction, options, digest=key, path=path)
                 except Exception as e:  # classified: the server's trouble or the request's
                     if not is_transient(e):
                         with self._lock:
@@ -212,9 +212,9 @@ class ServerPool:
             time.sleep(wait)
             force_probe = True  # after a wait, every down server is probed again
 
-    def score(self, video: bytes | str | Path, instruction: str, top_k: int | None = None,
-              ranking_rule: str | None = None):
-        return self.infer(video, instruction, top_k, ranking_rule=ranking_rule)[0].result
+    def score(self, video: bytes | str | Path, instruction: str, options: RequestOptions = NO_OPTIONS
+              ) -> GroundingResult:
+        return self.infer(video, instruction, options)[0].result
 
     def close(self) -> None:
         for url in list(self._local.__dict__.get("clients", {})):

@@ -32,6 +32,7 @@ from videoitg.answer.upstream import ChatUpstream
 from videoitg.contract.parameters import MEDIA_ROOTS
 from videoitg.contract.tensors import frame_outputs, result_outputs
 from videoitg.outputs import GroundingResult
+from videoitg.request.options import RequestOptions
 from videoitg.serving.front import bounds, config
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,7 +44,8 @@ ANSWER = {"id": "c1", "object": "chat.completion", "choices": [{"message": {"rol
 def inference_answer() -> tuple[bytes, int]:
     """A KServe v2 binary answer to the endpoint's grounding request (its top frame, as JPEG), and its JSON
     header's length."""
-    arrays = {**result_outputs(RESULT, 1), **frame_outputs([JPEG], "jpeg")}
+    applied = RequestOptions(top_k=1, ranking_rule="released")
+    arrays = {**result_outputs(RESULT, applied), **frame_outputs([JPEG], "jpeg")}
     outputs, data = [], []
     for name, a in arrays.items():
         datatype = np_to_triton_dtype(a.dtype)

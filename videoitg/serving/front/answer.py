@@ -185,7 +185,7 @@ class AnswerEndpoint:
         """The frames tritonserver's `videoitg` model picks for the question: one inference request, as any client
         would send it, through the port's connection (its limits, cache, ranking rule and metrics apply). `t0`: when
         the request's video began to be read (its `select_s` counts from there)."""
-        body, headers = await asyncio.to_thread(http_request_body, video, q.question, q.top_k, "jpeg", q.frame_size)
+        body, headers = await asyncio.to_thread(http_request_body, video, q.question, q.options)
         try:
             answer = await port.triton.request("POST", f"/v2/models/{TOP}/infer", self.cfg.keyed(headers), body,
                                                self.cfg.infer_timeout_s)

@@ -1,6 +1,6 @@
 """Security properties that are not about a request's video: weights never come from pickle, damaged
-checkpoints are refused with `CheckpointError`. (Allowed roots: tests/core/test_fuzz_requests.py; loopback binding:
-tests/serving/test_reliability_serving.py.)"""
+checkpoints are refused with `CheckpointError`. (Allowed roots: tests/properties/test_fuzz_requests.py; loopback
+binding: tests/properties/test_served_load.py.)"""
 
 from __future__ import annotations
 

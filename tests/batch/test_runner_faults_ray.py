@@ -6,7 +6,7 @@ local Ray, the path the suite's faster tests bypass.
 - A real 256 KiB tmpfs fills while shards are written (root only). The run must fail, leave no torn shard, and
   after space is freed the rerun must complete every row exactly once.
 
-    VIDEOITG_RELIABILITY_RAY=1 VIDEOITG_RELIABILITY_REPORT=DIR pytest tests/batch/test_reliability_ray.py -s
+    VIDEOITG_RELIABILITY_RAY=1 VIDEOITG_RELIABILITY_REPORT=DIR pytest tests/batch/test_runner_faults_ray.py -s
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ fuzzers found.
 The full disk is a real 256 KiB tmpfs when this process may mount one (root), else ENOSPC injected at the store's
 file writes. Ray is bypassed here: `runner._stream` is replaced by the same `ScoreActor` called in this process,
 because the fault under test is in the driver's writing, which is the same either way (the Ray path itself, with
-`kill -9` and resume, is tests/batch/test_ray.py). The server killed during a Triton-backed batch job is in
-tests/serving/test_reliability_serving.py, which owns the server.
+`kill -9` and resume, is tests/batch/test_runner_ray.py). The server killed during a Triton-backed batch job is in
+tests/properties/test_served_load.py, which owns the server.
 """
 
 from __future__ import annotations

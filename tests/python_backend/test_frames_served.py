@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.compare import TOL, key_tolerance, ranking_keys
+from tests.support.server import raw_inputs
 from tests.support.video import read_number, write_clip
 from videoitg.cli import main
 from videoitg.contract.protocol import RESULT_NAMES as OUTPUTS
@@ -22,6 +23,7 @@ from videoitg.decode import decode_full_frames
 from videoitg.decode.export import resize_longer_side
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import VideoITGClient
 
 ASK = "When is the picture brightest?"
@@ -41,7 +43,7 @@ def client(cpu_server):
 
 @pytest.mark.parametrize("size", [None, 80])
 def test_served_frames_are_the_decoders_frames(client, clip, size) -> None:
-    pixels = client.infer(clip, ASK, top_k=4, frames="uint8", frames_size=size)
+    pixels = client.infer(clip, ASK, RequestOptions(4, None, "uint8", size))
     top = pixels.top_k_frames
     assert len(top) == 4 and top == sorted(top)  # chronological, TOP_K_FRAMES' order
     reference = [resize_longer_side(im, size) for im in decode_full_frames(clip, top)]
@@ -50,15 +52,15 @@ def test_served_frames_are_the_decoders_frames(client, clip, size) -> None:
         assert got.dtype == np.uint8 and np.array_equal(got, ref)  # exactly
         assert got.shape == ((96, 160, 3) if size is None else (48, 80, 3))
         assert read_number(got) == n
-    result, images = client.score(clip, ASK, top_k=4, frames="jpeg", frames_size=size)
+    result, images = client.score(clip, ASK, RequestOptions(4, None, "jpeg", size))
     assert result.top_k_frames(4) == top
     for got, ref in zip(images, reference, strict=True):
         assert got.shape == ref.shape and np.abs(got.astype(int) - ref.astype(int)).mean() < 0.5
 
 
 def test_frames_are_absent_unless_asked_and_the_answer_is_unchanged(client, clip) -> None:
-    plain = client.infer(clip, ASK, top_k=4)
-    asked = client.infer(clip, ASK, top_k=4, frames="jpeg")
+    plain = client.infer(clip, ASK, RequestOptions(top_k=4))
+    asked = client.infer(clip, ASK, RequestOptions(top_k=4, frames="jpeg"))
     assert plain.frames is None and asked.frames is not None
     assert set(plain.outputs) == set(OUTPUTS)
     # Exactly: one server grounds the same cached features twice, each request alone.
@@ -67,7 +69,7 @@ def test_frames_are_absent_unless_asked_and_the_answer_is_unchanged(client, clip
             assert np.array_equal(plain.outputs[name], asked.outputs[name]), name
     # Asked for by name without FRAMES: nothing comes back under it.
     m = client._m
-    r = client._client.infer(client.model, client.inputs(clip.read_bytes(), ASK, top_k=4),
+    r = client._client.infer(client.model, client.inputs(clip.read_bytes(), ASK, RequestOptions(top_k=4)),
                              outputs=[m.InferRequestedOutput(n) for n in (*OUTPUTS, "FRAME_JPEGS", "FRAME_PIXELS")])
     assert r.as_numpy("FRAME_JPEGS") is None and r.as_numpy("FRAME_PIXELS") is None
     assert r.as_numpy("TOP_K_FRAMES").reshape(-1).tolist() == plain.top_k_frames
@@ -82,29 +84,30 @@ def _refused(client, inputs) -> str:
 
 
 @pytest.mark.parametrize(("frames", "size", "match"), [
-    ("png", None, "InputError: FRAMES must be one of jpeg, uint8, got 'png'"),
-    ("jpeg", 5000, "InputError: FRAMES_SIZE must be 0 .* got 5000"),
-    ("uint8", -3, "InputError: FRAMES_SIZE must be 0 .* got -3"),
+    ("png", None, 'InputError: FRAMES must be one of jpeg, uint8, got "png"'),
+    ("jpeg", 5000, "InputError: FRAMES_SIZE must be an integer from 0 .* got 5000"),
+    ("uint8", -3, "InputError: FRAMES_SIZE must be an integer from 0 .* got -3"),
 ])
 def test_bad_frames_values_are_refused_naming_the_input(client, clip, frames, size, match) -> None:
-    message = _refused(client, client.inputs(clip.read_bytes(), ASK, frames=frames, frames_size=size))
+    named = {"FRAMES": frames.encode(), **({"FRAMES_SIZE": size} if size is not None else {})}
+    message = _refused(client, client.inputs(clip.read_bytes(), ASK) + raw_inputs(client._m, named))
     assert re.search(match, message), message
 
 
 def test_a_digest_alone_cannot_get_frames(client, clip) -> None:
     data = clip.read_bytes()
     client.infer(data, ASK)  # the server now has the video's features
-    message = _refused(client, client.inputs(None, ASK, digest=video_digest(data), frames="jpeg"))
+    message = _refused(client, client.inputs(None, ASK, RequestOptions(frames="jpeg"), digest=video_digest(data)))
     assert "FRAMES: the frames are decoded from the request's video: send VIDEO" in message
     # The client sends the bytes whenever it asks for frames, however large the video.
     with VideoITGClient(client.url, digest_first_bytes=1) as c:
-        served_ = c.infer(data, ASK, frames="jpeg")
+        served_ = c.infer(data, ASK, RequestOptions(frames="jpeg"))
     assert served_.sent_video and served_.cache_hit and len(served_.frames) == len(served_.top_k_frames)
 
 
 def test_an_unknown_format_is_refused_before_sending(client, clip) -> None:
     with pytest.raises(InputError, match="frames must be one of jpeg, uint8"):
-        client.infer(clip, ASK, frames="png")
+        client.infer(clip, ASK, RequestOptions(frames="png"))
 
 
 @pytest.mark.parametrize("size", [None, 80])

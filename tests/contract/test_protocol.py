@@ -29,6 +29,7 @@ from videoitg.contract.protocol import (
     TensorSpec,
     signatures,
 )
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import VideoITGClient
 from videoitg.serving.repository import RepoSpec, build_repository, model_dims, render, repo_signatures
 
@@ -92,7 +93,7 @@ def test_the_client_sends_the_protocol_inputs() -> None:
     client's requests cover all of them."""
     client = VideoITGClient("127.0.0.1:1", protocol="http")  # nothing is sent: only the tensors are built
     top = signatures("bls")[TOP]
-    sent = [client.inputs(b"v", "q", top_k=3, ranking_rule="exact", frames="jpeg", frames_size=0),
+    sent = [client.inputs(b"v", "q", RequestOptions(3, "exact", "jpeg", 0)),
             client.inputs(None, "q", uri="/m/v.mp4"), client.inputs(None, "q", digest="b3:00")]
     seen = set()
     for tensors in sent:
@@ -132,14 +133,14 @@ def test_tensor_specs_give_the_wire_and_numpy_types() -> None:
 def test_the_summary_gives_the_bounds_and_the_placement(tmp_path: Path) -> None:
     assert main(["repo", "build", "--out", str(tmp_path / "cpu"), "--max-batch", "3", "--max-video-bytes", "1000"]) == 0
     s = RepoSummary.read(tmp_path / "cpu")
-    assert (s.target, s.mode, s.decoder, s.public) == ("cpu", "bls", "python", TOP)
+    assert (s.target, s.mode, s.decoder, s.public) == ("cpu", "bls", "pyav", TOP)
     assert set(s.models) == {TOP, DECODE, VISION, GROUNDING}
     assert s.request_bytes_bound(TOP) == 3 * 1000 + OTHER_INPUTS_BYTES
     assert s.signature_bound([TOP, DECODE]) == (8, 12)
     assert not s.gpu and s.models[VISION].kind == "KIND_CPU"
     with pytest.raises(RepositoryError, match="'nope' is not in this repository"):
         s.request_bytes_bound("nope")
-    gpu = RepoSummary.read(build_repository(RepoSpec(target="gpu", decoder="python"), tmp_path / "gpu"))
+    gpu = RepoSummary.read(build_repository(RepoSpec(target="gpu", decoder="pyav"), tmp_path / "gpu"))
     assert gpu.gpu and gpu.models[DECODE].kind == "KIND_CPU" and gpu.models[GROUNDING].kind == "KIND_GPU"
     ensemble = RepoSummary.read(build_repository(RepoSpec(mode="ensemble"), tmp_path / "ens"))
     assert ensemble.models[TOP].kind is None and SELECT in ensemble.models
@@ -203,12 +204,12 @@ CPU = render(RepoSpec(target="cpu"))
 
 
 def test_the_gpu_repository_differs_from_the_golden_one_in_placement_and_precision_only() -> None:
-    gpu = render(RepoSpec(target="gpu", decoder="python"))
+    gpu = render(RepoSpec(target="gpu", decoder="pyav"))
     assert set(gpu) == set(CPU)
     want: dict[str, tuple[Any, Any]] = {"summary.target": ("cpu", "gpu")}
     for model in (TOP, DECODE, VISION, GROUNDING):  # tensors pass between steps on the GPU (DLPack)
         want[f"{model}.parameters.FORCE_CPU_ONLY_INPUT_TENSORS.stringValue"] = (None, "no")
-    for model in (TOP, VISION, GROUNDING):  # the python decoder decodes on the CPU
+    for model in (TOP, VISION, GROUNDING):  # the pyav decoder decodes on the CPU
         want[f"{model}.parameters.device.stringValue"] = ("cpu", "cuda")
         want[f"{model}.parameters.dtype.stringValue"] = ("float32", "float16")
     for model in (VISION, GROUNDING):
@@ -219,12 +220,12 @@ def test_the_gpu_repository_differs_from_the_golden_one_in_placement_and_precisi
     assert _delta(_leaves(CPU), _leaves(gpu)) == want
 
 
-def test_the_gpu_default_decodes_on_nvdec_and_differs_from_the_python_decoder_in_the_decode_step_only() -> None:
-    python, default = render(RepoSpec(target="gpu", decoder="python")), render(RepoSpec(target="gpu"))
-    assert set(python) == set(default)
+def test_the_gpu_default_decodes_on_nvdec_and_differs_from_the_pyav_decoder_in_the_decode_step_only() -> None:
+    pyav, default = render(RepoSpec(target="gpu", decoder="pyav")), render(RepoSpec(target="gpu"))
+    assert set(pyav) == set(default)
     want: dict[str, tuple[Any, Any]] = {
-        "summary.decoder": ("python", "dali"), f"{TOP}.parameters.decoder.stringValue": ("python", "dali"),
-        f"{DECODE}.parameters.decoder.stringValue": ("python", "dali"),
+        "summary.decoder": ("pyav", "dali"), f"{TOP}.parameters.decoder.stringValue": ("pyav", "dali"),
+        f"{DECODE}.parameters.decoder.stringValue": ("pyav", "dali"),
         # on the instance's GPU, answering once with float32 pixel values that stay there (no streamed chunks)
         f"{DECODE}.parameters.device.stringValue": ("cpu", "cuda"),
         f"{DECODE}.instanceGroup[0].kind": ("KIND_CPU", "KIND_GPU"),
@@ -237,7 +238,7 @@ def test_the_gpu_default_decodes_on_nvdec_and_differs_from_the_python_decoder_in
         f"summary.models.{DECODE}.outputs": (5, 4),
         **{f"{DECODE}.output[NUM_FRAMES].{k}": (v, None)
            for k, v in (("name", "NUM_FRAMES"), ("dataType", "TYPE_INT64"), ("dims", ["1"]))}}
-    assert _delta(_leaves(python), _leaves(default)) == want
+    assert _delta(_leaves(pyav), _leaves(default)) == want
 
 
 def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_and_its_decode_step() -> None:
@@ -276,7 +277,7 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
 # ---- names spelled once ----------------------------------------------------------------------------------------
 # The modules that speak the contract name tensors by the constants of `protocol`, and the models and the client read
 # parameters by the fields of `parameters`, so a renamed tensor or key fails at import, not at request time. (The
-# generator writes the parameters through the same classes: tests/serving/test_parameters.py.)
+# generator writes the parameters through the same classes: tests/contract/test_parameters.py.)
 BACKEND = sorted((ROOT / "python_backend").glob("*.py"))
 CLIENT = ROOT / "videoitg" / "serving" / "client.py"
 SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "serving/repository.py",
@@ -285,7 +286,7 @@ SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "s
 
 def _tensor_names() -> set[str]:
     names = set()
-    for mode, decoder, streaming in (("bls", "python", True), ("bls", "dali", False), ("ensemble", "python", False)):
+    for mode, decoder, streaming in (("bls", "pyav", True), ("bls", "dali", False), ("ensemble", "pyav", False)):
         for sig in signatures(mode, decoder, streaming=streaming).values():
             names |= {t.name for t in (*sig.inputs, *sig.outputs)}
     return names

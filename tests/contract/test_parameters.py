@@ -35,7 +35,7 @@ SAMPLING = SamplingParams(64, 2.0, "train")
 ROOTS = MediaRoots(("/srv/videos", "/mnt/clips"))
 
 TOP_OTHER = TopParameters("/ckpt", "/tower", "cuda", "float16", "default", LIMITS, SAMPLING, SELECTION, "onnxruntime",
-                          "/engines", 123, "slow_decode", "v", "g", "python", 16, ROOTS)
+                          "/engines", 123, "slow_decode", "v", "g", "pyav", 16, ROOTS)
 OTHERS: dict[type[ModelParameters], list[ModelParameters]] = {  # together, every field away from its default
     TopParameters: [TOP_OTHER, replace(TOP_OTHER, decoder="dali", stream_frames=0, dtype="bfloat16", precision="fp8")],
     DecodeParameters: [DecodeParameters("/ckpt", "/tower", "dali", "cuda", SAMPLING, LIMITS, ROOTS, 0)],
@@ -71,8 +71,8 @@ def test_one_key_is_one_concept() -> None:
 @pytest.mark.parametrize("values, words", [
     ({"feature_cache_bytes": "lots"}, "feature_cache_bytes must be an integer"),
     ({"stream_frames": "-1"}, "stream_frames must be an int >= 0"),
-    ({"decoder": "nvdec"}, "decoder must be 'dali' or 'python'"),
-    ({"decoder": "dali", "stream_frames": "8"}, "only the python decoder streams"),
+    ({"decoder": "nvdec"}, "decoder must be one of pyav, dali"),
+    ({"decoder": "dali", "stream_frames": "8"}, "the dali decoder does not stream"),
     ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
     ({"dtype": "int8"}, "dtype must be one of"),
     ({"precision": "int4"}, "precision must be one of default, fp8"),
@@ -94,7 +94,7 @@ def _parameters(files: dict[str, str], model: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("kw", [{"target": "cpu"}, {"target": "gpu"}, {"target": "cpu", "mode": "ensemble"},
-                                {"target": "gpu", "decoder": "python", "stream_frames": 0}])
+                                {"target": "gpu", "decoder": "pyav", "stream_frames": 0}])
 def test_the_generator_writes_each_models_parameters_and_nothing_else(kw: dict[str, Any]) -> None:
     spec = RepoSpec(**kw, sampling=SAMPLING, limits=LIMITS, default_top_k=5, ranking_rule="exact",
                     cache_bytes=4096)

@@ -18,6 +18,7 @@ import tritonclient.grpc as grpc
 from tests.support.server import skip_without_tritonserver
 from tests.support.video import write_clip
 from videoitg.decode import decode_video, probe_video
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.repository import RepoSpec
 
@@ -47,7 +48,7 @@ def vp9(tmp_path_factory) -> bytes:
 
 def test_vp9_is_answered_like_the_pyav_decode(server, scorer, vp9: bytes) -> None:
     with VideoITGClient(server.grpc_url, "grpc", digest_first_bytes=0) as c:
-        out = c.infer(vp9, "when is the red circle visible?", top_k=3)
+        out = c.infer(vp9, "when is the red circle visible?", RequestOptions(top_k=3))
     want = scorer.score(vp9, "when is the red circle visible?")  # PyAV
     got = out.result
     assert got.frame_indices == want.frame_indices

@@ -27,6 +27,7 @@ from videoitg.clips import random_clip
 from videoitg.manifest import Row
 from videoitg.paths import SHOWN_CHARS
 from videoitg.request.limits import served_defaults
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.repository import RepoSpec
 
@@ -70,7 +71,7 @@ def test_a_reference_over_the_upload_limit_is_served_like_in_process(client, med
         client.infer(data, INSTRUCTION)
     assert "--max-video-bytes" in str(e.value) and "VIDEO_URI" in str(e.value)
     assert client.media_roots().roots == (str(media.resolve()),)  # announced by the model's parameters
-    out = client.infer(media / "big.mp4", INSTRUCTION, top_k=3)
+    out = client.infer(media / "big.mp4", INSTRUCTION, RequestOptions(top_k=3))
     assert out.by_reference and not out.sent_video and not out.cache_hit
     ref = scorer.score(data, INSTRUCTION)
     assert_results_close(out.result, ref)

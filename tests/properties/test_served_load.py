@@ -406,7 +406,7 @@ BATCH: dict[str, object] = {}
 
 def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Last in the module: it kills the module's server. The batch driver runs in this process without Ray
-    (see tests/batch/test_reliability.py for why); the rows go to the real server through the batch Triton scorer."""
+    (see tests/batch/test_runner_faults.py for why); the rows go to the real server through the batch Triton scorer."""
 
     manifest_path, good, bad = make_manifest(tmp_path / "media", videos=4, per_video=4)
     manifest = load_manifest(manifest_path)

@@ -12,7 +12,7 @@ from videoitg.batch.runner import BatchOptions, fingerprint
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.errors import InputError
 from videoitg.eval.summary import RecordScores, record_metrics
-from videoitg.model import VideoITG
+from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult, rank_frames, released_scores
 from videoitg.pipeline.scorer import Scorer, VideoFeatures, default_dtype, parse_dtype, parse_precision
 from videoitg.serving.client import VideoITGClient

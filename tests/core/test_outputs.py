@@ -1,20 +1,43 @@
-"""Logic that has one home in core videoitg/: the sigmoid, grouping rows by video, and the selection options a
-deployment reads from its model parameters."""
+"""`videoitg.outputs`: the one sigmoid, the ranking and top-K of a result and its results.jsonl record, the selection
+options a deployment reads from its parameters."""
 
 from __future__ import annotations
 
+import os
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
 from videoitg.errors import InputError
-from videoitg.grouping import group_by_video, make_units
-from videoitg.manifest import Row
 from videoitg.moments import MomentParams
-from videoitg.outputs import GroundingResult, SelectionOptions, released_scores, sigmoid
+from videoitg.outputs import (
+    GroundingResult,
+    SelectionOptions,
+    read_frame_indices_jsonl,
+    released_scores,
+    sigmoid,
+    write_results_jsonl,
+)
+
+
+# ---- outputs -----------------------------------------------------------------------------------------------------
+def test_ranking_topk_and_results_jsonl(tmp_path):
+    r = GroundingResult(logits=[0.0, 2.0, -1.0, 2.0, 1.0], frame_indices=[0, 30, 60, 90, 120],
+                        timestamps=[0.0, 1.0, 2.0, 3.0, 4.0], instruction="q?", video="v.mp4")
+    assert r.ranking == [1, 3, 4, 0, 2]  # tie between positions 1 and 3 goes to the earlier frame
+    assert r.top_k_frames(3) == [30, 90, 120]  # chronological
+    assert r.top_k_frames(99) == [0, 30, 60, 90, 120]
+    rec = r.to_record(doc_id=7, top_k=2)
+    assert list(rec)[:6] == ["index", "logits", "num_frames", "contexts", "video_path", "doc_id"]
+    assert rec["index"] == [30, 90, 120, 0, 60]
+    assert rec["logits"] == [0.88, 0.88, 0.73, 0.5, 0.27]
+    assert rec["contexts"] == "q?" and rec["top_k"] == [30, 90]
+    assert rec["video_path"] == os.path.realpath("v.mp4") and os.path.isabs(rec["video_path"])
+    out = tmp_path / "results.jsonl"
+    write_results_jsonl(out, [rec, {**rec, "index": [1]}, r.to_record(doc_id=8)])
+    assert read_frame_indices_jsonl(out) == {7: [30, 90, 120, 0, 60], 8: [30, 90, 120, 0, 60]}  # first line wins
 
 
 def test_one_sigmoid_for_scores_and_the_released_key() -> None:
@@ -32,20 +55,6 @@ def test_one_sigmoid_for_scores_and_the_released_key() -> None:
     with np.errstate(over="ignore"):  # the sigmoid in float64, as SCORES carries it (float32)
         served = (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
     assert np.array_equal(np.float32(r.scores), served)  # ... and equal the served SCORES in float32
-
-
-@dataclass
-class _Item:
-    video: str
-    n: int
-
-
-def test_group_by_video_keeps_first_appearance_and_row_order() -> None:
-    items = [_Item("b", 0), _Item("a", 1), _Item("b", 2), _Item("c", 3), _Item("a", 4)]
-    assert {v: [i.n for i in g] for v, g in group_by_video(items).items()} == {"b": [0, 2], "a": [1, 4], "c": [3]}
-    assert list(group_by_video(items)) == ["b", "a", "c"]
-    rows = [Row(str(i.n), i.n, i.video, "q") for i in items]
-    assert [[r.row_id for r in u] for u in make_units(rows, max_group_rows=1)] == [["0"], ["2"], ["1"], ["4"], ["3"]]
 
 
 def test_selection_options_are_read_once_from_the_parameters_written() -> None:

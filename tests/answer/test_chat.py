@@ -16,7 +16,6 @@ from videoitg.answer.chat import (
     DEFAULT_FRAME_SIZE,
     MAX_INT_DIGITS,
     MAX_JSON_ITEMS,
-    MAX_TOP_K,
     VIDEO_READ,
     ChatRequestError,
     OptionError,
@@ -41,8 +40,9 @@ from videoitg.answer.chat import (
     without_video,
 )
 from videoitg.answer.handoff import frame_label, frame_parts
-from videoitg.contract.protocol import MAX_FRAMES_SIZE
 from videoitg.paths import MediaRoots
+from videoitg.request.options import MAX_FRAME_SIZE as MAX_FRAMES_SIZE
+from videoitg.request.options import MAX_TOP_K, RequestOptions
 
 VIDEO = "data:video/mp4;base64," + base64.b64encode(b"\x00\x00\x00\x18ftypmp42").decode()
 
@@ -64,7 +64,7 @@ def test_a_request_names_its_video_question_and_defaults() -> None:
     q = parse_chat(body)
     assert (q.message, q.part, q.video_url) == (0, 1, VIDEO)
     assert q.question == "When does the dog jump?"
-    assert (q.top_k, q.frame_size) == (None, DEFAULT_FRAME_SIZE)  # top_k: the grounding server's default
+    assert q.options == RequestOptions(None, None, "jpeg", DEFAULT_FRAME_SIZE)  # top_k: the server's default
     assert q.body == body  # every field kept as it came
 
 
@@ -76,7 +76,7 @@ def test_text_parts_join_into_the_question_and_the_extension_is_read_and_removed
     q = parse_chat(body)
     assert (q.message, q.part) == (3, 1)
     assert q.question == "Look:\nwhat colour is it?"
-    assert (q.top_k, q.frame_size) == (8, None)  # 0: the video's own size
+    assert (q.options.top_k, q.options.frame_size) == (8, 0)  # 0: the video's own size
     assert "videoitg" not in q.body and q.body["messages"] == body["messages"]
 
 

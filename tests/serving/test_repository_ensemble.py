@@ -15,6 +15,7 @@ from tests.support.compare import assert_moments_close, assert_results_close
 from tests.support.server import skip_without_tritonserver
 from videoitg.clips import random_clip
 from videoitg.errors import InputError
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.repository import RepoSpec
 
@@ -35,7 +36,7 @@ def test_ensemble_answers_like_in_process(protocol, server, scorer, tmp_path) ->
     with VideoITGClient(url, protocol, digest_first_bytes=0) as c:
         assert not c.accepts_digest()  # no cache, no VIDEO_DIGEST: the client sends the bytes
         for rule in ("released", "exact"):
-            out = c.infer(data, "when is the red circle visible?", top_k=3, ranking_rule=rule)
+            out = c.infer(data, "when is the red circle visible?", RequestOptions(top_k=3, ranking_rule=rule))
             ref = scorer.score(data, "when is the red circle visible?")
             ref.ranking_rule = rule
             assert_results_close(out.result, ref)
@@ -85,5 +86,5 @@ def test_ensemble_serves_no_frames_and_the_client_says_so(server, tmp_path) -> N
     random_clip(video, seed=5)
     with VideoITGClient(server.grpc_url) as c:
         with pytest.raises(InputError, match="does not serve frames .*ensemble"):
-            c.infer(video, "when?", frames="jpeg")
+            c.infer(video, "when?", RequestOptions(frames="jpeg"))
         assert c.infer(video, "when?").frames is None  # not asked: answered as always

@@ -1,7 +1,7 @@
 """The batch Triton scorer against the real tritonserver (CPU, python backend, tiny checkpoint): a unit's rows
 come back equal to the in-process scores, the server's feature cache is hit for the unit's later rows, and a bad
-video fails only its own rows. The Ray plumbing around a scorer is covered by tests/batch/test_ray.py; this checks the
-client seam without paying for a second Ray start-up."""
+video fails only its own rows. The Ray plumbing around a scorer is covered by tests/batch/test_runner_ray.py; this
+checks the client seam without paying for a second Ray start-up."""
 
 from __future__ import annotations
 

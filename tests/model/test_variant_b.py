@@ -9,8 +9,8 @@ import torch
 
 from tests.support.model import tiny_config
 from tests.support.train import small_config, small_dataset
-from videoitg.model import VideoITG
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
+from videoitg.model.grounding import VideoITG
 from videoitg.model.variant_b import VideoITGAnchor
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 from videoitg.train.trainer import Trainer, read_metrics

@@ -4,7 +4,7 @@ The fuzzer runs in its own process, so a native crash inside FFmpeg is caught as
 libFuzzer) instead of taking pytest down. In the suite: a short run (VIDEOITG_ATHERIS_SECONDS, default 6 s).
 By hand, a long run from the repository root (figures in RELIABILITY.md):
 
-    python -m tests.core.test_fuzz_atheris -max_total_time=600 -timeout=20 -rss_limit_mb=4096 CORPUS_DIR
+    python -m tests.properties.test_fuzz_atheris -max_total_time=600 -timeout=20 -rss_limit_mb=4096 CORPUS_DIR
 
 First input byte picks the target: decode (rest = video bytes; 6 of 8 values), sampling parameters, or a path
 under an allowed root (instructions are left to hypothesis: building the tokenizer would double the start-up).
@@ -85,7 +85,7 @@ def test_atheris_short_run(tmp_path: Path) -> None:
     seed = os.environ.get("VIDEOITG_ATHERIS_SEED", "1")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # `tests` importable from tmp_path
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.core.test_fuzz_atheris", f"-max_total_time={seconds}", "-timeout=20",
+        [sys.executable, "-m", "tests.properties.test_fuzz_atheris", f"-max_total_time={seconds}", "-timeout=20",
          "-rss_limit_mb=3072", f"-seed={seed}", "-runs=400", f"-artifact_prefix={tmp_path}/", str(corpus)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=seconds + 120)
     log = proc.stderr[-4000:]

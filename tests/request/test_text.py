@@ -23,6 +23,7 @@ from videoitg.pipeline.scorer import Scorer
 from videoitg.request.limits import Limits
 from videoitg.request.text import encode_instruction
 from videoitg.sampling import SamplingParams
+from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 # Only bidi marks, embeddings and isolates; the Arabic letter mark; a soft hyphen; tags; Hangul fillers; the
 # braille blank; variation selectors; invisible operators: none of it is text.
@@ -82,3 +83,14 @@ def test_batch_refuses_them_per_row(scorer, tmp_path: Path) -> None:
     hand_made = Row("x", 1, str(video.resolve()), "\u2066\u2069")  # rows built without load_manifest
     (out,) = score_unit(backend, [hand_made])
     assert not out.ok and "instruction is empty" in out.record["reason"]
+
+
+# ---- text --------------------------------------------------------------------------------------------------------
+def test_instruction_encoding_plain_format():
+    tok = build_tiny_tokenizer()
+    ids = encode_instruction(tok, "when is the red circle visible?")
+    assert tok.decode(ids.tolist()) == "when is the red circle visible?\n"  # no BOS, no template, trailing \n
+    with pytest.raises(InputError, match="empty"):
+        encode_instruction(tok, "   ")
+    with pytest.raises(InputError, match="more than the limit"):
+        encode_instruction(tok, "red " * 50, max_tokens=10)

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from tests.support.model import plain_writer_checkpoint
 from videoitg.batch.runner import BatchOptions, fingerprint
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.store import OutputStore
@@ -25,9 +27,11 @@ from videoitg.model.checkpoint import (
     check_checkpoint,
     checkpoint_identity,
     load_checkpoint,
+    save_checkpoint,
     weight_files,
 )
 from videoitg.pipeline.scorer import Scorer
+from videoitg.train.tiny_tokenizer import build_tiny_checkpoint, build_tiny_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -181,3 +185,112 @@ def test_a_config_json_nested_too_deeply_is_a_checkpoint_error(tmp_path: Path) -
     (ckpt / "config.json").write_bytes(b'{"a": "\xff"}')
     with pytest.raises(CheckpointError, match="config.json:1: not valid UTF-8"):
         check_checkpoint(ckpt)
+
+
+# ---- checkpoint --------------------------------------------------------------------------------------------------
+def test_checkpoint_round_trip_single_and_sharded(tmp_path, tiny):
+    tok = build_tiny_tokenizer()
+    S = tiny.config.vision.image_size
+    pv, ids = torch.randn(4, 3, S, S), torch.tensor([3, 1, 4, 1, 5])
+    with torch.no_grad():
+        want = tiny(pv, ids)
+    for name, shard in (("single", None), ("sharded", 20_000)):
+        d = save_checkpoint(tiny, tmp_path / name, tok, max_shard_bytes=shard)
+        if shard:
+            assert (d / "model.safetensors.index.json").exists() and len(list(d.glob("model-*.safetensors"))) > 2
+        model, tok2 = load_checkpoint(d)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in tiny.state_dict().items())  # bit for bit
+        with torch.no_grad():  # the forward within float32 rounding (kernels may differ by CPU and alignment)
+            torch.testing.assert_close(model(pv, ids), want, rtol=1e-5, atol=1e-5)
+        assert tok2("when is the red circle visible?\n")["input_ids"] == tok("when is the red circle visible?\n")[
+            "input_ids"]
+        # Re-saving a loaded checkpoint gives the same tokenizer files (no loader-only keys written into them).
+        again = save_checkpoint(model, tmp_path / f"{name}-again", tok2)
+        for f in ("tokenizer_config.json", "tokenizer.json"):
+            assert (again / f).read_text() == (d / f).read_text(), f
+
+
+@pytest.mark.parametrize("external_tower", [False, True])
+def test_checkpoint_from_a_plain_safetensors_writer_loads(tmp_path, tiny, external_tower):
+    d = plain_writer_checkpoint(tmp_path, tiny, external_tower)
+    model, _ = load_checkpoint(d)
+    for k, v in tiny.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_mismatched_checkpoint_names_every_tensor(tmp_path, tiny):
+    d = plain_writer_checkpoint(tmp_path, tiny, external_tower=False)
+    sd = load_file(str(d / "model.safetensors"))
+    del sd["out_proj.weight"]
+    sd["model.norm.weight"] = torch.ones(7)
+    sd["model.extra_thing"] = torch.ones(2)
+    save_file(sd, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d)
+    msg = str(e.value)
+    assert "missing tensor out_proj.weight (expected shape (1, 64))" in msg
+    assert "tensor model.norm.weight has shape (7,), expected (64,)" in msg
+    assert "unexpected tensor model.extra_thing" in msg
+
+
+def test_corrupt_and_pickle_checkpoints_are_refused(tmp_path, tiny):
+    d = save_checkpoint(tiny, tmp_path / "c", build_tiny_tokenizer())
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[:100])
+    with pytest.raises(CheckpointError, match="unreadable safetensors"):
+        load_checkpoint(d)
+    (d / "model.safetensors").unlink()
+    torch.save({}, d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle weights are refused"):
+        load_checkpoint(d)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_missing_tower_is_a_clear_error_not_a_download(tmp_path, tiny):
+    d = plain_writer_checkpoint(tmp_path, tiny, external_tower=False)
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["vision_config"]
+    cfg["mm_vision_tower"] = "google/siglip-so400m-patch14-384"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="nothing is fetched from a hub"):
+        load_checkpoint(d)
+
+
+def test_checkpoint_identity_changes_with_weights(tmp_path):
+    a = build_tiny_checkpoint(tmp_path / "a", seed=0)
+    b = build_tiny_checkpoint(tmp_path / "b", seed=1)
+    c = build_tiny_checkpoint(tmp_path / "c", seed=0)
+    assert checkpoint_identity(a) == checkpoint_identity(c) != checkpoint_identity(b)
+
+
+def test_load_one_half_reads_only_its_tensors(tmp_path, tiny):
+    d = save_checkpoint(tiny, tmp_path / "c", build_tiny_tokenizer())
+    S = tiny.config.vision.image_size
+    pv, ids = torch.randn(5, 3, S, S), torch.tensor([3, 1, 4])
+    vision, _ = load_checkpoint(d, part="vision", with_tokenizer=False)
+    grounding, tok = load_checkpoint(d, part="grounding")
+    assert not any(k.startswith("model.layers.") for k in vision.state_dict())
+    assert not any(k.startswith("model.vision_tower.") for k in grounding.state_dict())
+    with torch.no_grad():
+        split = grounding.score_features([vision.visual_features(pv)], [ids])[0]
+        # two models, two code paths: equal within float32 rounding (kernels may differ by CPU and alignment)
+        torch.testing.assert_close(split, tiny(pv, ids), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown model part"):
+        load_checkpoint(d, part="llm")
+
+
+def test_eagle_base_checkpoint_starts_a_grounding_run(tmp_path, tiny):
+    """The released recipe starts from the Eagle video-LLM: it has an lm_head and no out_proj."""
+    d = save_checkpoint(tiny, tmp_path / "base", build_tiny_tokenizer())
+    sd = load_file(str(d / "model.safetensors"))
+    del sd["out_proj.weight"], sd["out_proj.bias"]
+    sd["lm_head.weight"] = torch.zeros(300, 64)
+    save_file(sd, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing tensor out_proj.weight"):
+        load_checkpoint(d)
+    torch.manual_seed(0)
+    model, _ = load_checkpoint(d, init_missing_head=True, attention="causal")
+    assert type(model).__name__ == "VideoITGAnchor" and model.config.attention == "causal"
+    assert torch.equal(model.out_proj.bias, torch.zeros(1)) and model.out_proj.weight.abs().sum() > 0
+    assert torch.equal(model.model.norm.weight, tiny.model.norm.weight)

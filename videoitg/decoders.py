@@ -1,0 +1,38 @@
+"""The decoders a caller may name, one vocabulary in-process (`decode_video(decoder=...)`, `Scorer`, `score
+--decoder`) and served (`serve --decoder`, the decode step's `decoder` parameter). The decoding itself lives in
+`videoitg/decode/` (`choice.choose_decoder` picks what runs; `videoitg.python_backend.decoding` runs a served one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from videoitg.errors import InputError
+
+
+@dataclass(frozen=True)
+class Decoder:
+    name: str
+    summary: str
+    # Served: the decode step's PIXEL_VALUES type ("UINT8": resized frames, normalised by the vision step; "FP32":
+    # SigLIP pixel values made where the frames were decoded) and whether the BLS model's decode step streams them.
+    # None: not a served decoder.
+    served_pixels: str | None = None
+    streams: bool = False
+
+
+DECODERS: dict[str, Decoder] = {d.name: d for d in (
+    Decoder("auto", "NVDEC where the frames go to a CUDA device and DALI numbers the stream's frames as PyAV does, "
+            "PyAV otherwise"),
+    Decoder("pyav", "PyAV (FFmpeg) on the CPU cores: every codec", "UINT8", streams=True),
+    Decoder("dali", "NVIDIA DALI: NVDEC on a CUDA device (served: PyAV for the streams NVDEC cannot number), its "
+            "CPU decoder otherwise (VP8, VP9, MJPEG)", "FP32"),
+)}
+SERVED = tuple(name for name, d in DECODERS.items() if d.served_pixels is not None)
+
+
+def decoder(name: str, served: bool = False) -> Decoder:
+    """The decoder `name` names (`served`: one a decode step runs); InputError listing the names otherwise."""
+    names = SERVED if served else tuple(DECODERS)
+    if name not in names:
+        raise InputError(f"decoder must be one of {', '.join(names)}, got {str(name)[:32]!r}")
+    return DECODERS[name]
