@@ -36,6 +36,7 @@ def test_floors_are_flops_over_the_rates_they_name() -> None:
     assert f["fp8_cold"] == (90 + 49) / 4 + (10 + 4 + 1) / 2 + 10 / 5 + 20 / 10
     assert gpu_hotpath.floors(split, 2.0, None, 5.0, 10.0)["fp8_cold"] is None  # no FP8 rate off a Hopper
     assert gpu_hotpath.datasheet("NVIDIA H100 80GB HBM3")["fp8"] == 1978.9 and gpu_hotpath.datasheet("cpu") is None
+    assert gpu_hotpath.datasheet("NVIDIA H100 PCIe")["fp16"] == 756.5
 
 
 def test_clock_samples_are_summarized_as_nvidia_smi_writes_them() -> None:

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from tests.support.model import one_torch_thread, tiny_config
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.model.grounding import VideoITG
-from videoitg.model.hotpath import HOT_PATH, compile_layers, fuse_parts, prepare_inference
+from videoitg.model.hotpath import HOT_PATH, FusedLinear, compile_layers, fuse_parts, hf_state_dict, prepare_inference
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +49,9 @@ def inputs(cfg, frames: int = 6, tokens: int = 9, seed: int = 1) -> tuple[torch.
 HF_PARTS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 
 
-def test_the_state_dict_has_hf_names_as_views_of_the_fused_weights() -> None:
+def test_the_checkpoint_names_are_hf_parts_as_views_of_the_fused_weights() -> None:
     model = tiny_model()
-    sd = model.state_dict()
+    sd = hf_state_dict(model)
     assert not [k for k in sd if ".qkv." in k or ".gate_up." in k]
     attn = model.model.layers[0].self_attn
     q, k, v = (sd[f"model.layers.0.self_attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj"))
@@ -64,6 +64,13 @@ def test_the_state_dict_has_hf_names_as_views_of_the_fused_weights() -> None:
     assert torch.equal(torch.cat([q, k, v]), attn.qkv.weight)
     n_vision = model.config.vision_layers_used
     assert sum(k.endswith(("q_proj.weight", "gate_proj.weight")) for k in sd) == n_vision + 2 * t.num_hidden_layers
+    # the module's own state dict keeps the fused names (what torch's distributed checkpointing resolves)
+    own = model.state_dict()
+    assert "model.layers.0.self_attn.qkv.weight" in own and not [k for k in own if ".q_proj." in k]
+    # and it loads HF's parts back into the fused weights
+    fresh = VideoITG(tiny_config())
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.model.layers[0].mlp.gate_up.weight, model.model.layers[0].mlp.gate_up.weight)
 
 
 def test_a_checkpoint_round_trip_keeps_hf_names_and_weights(tmp_path: Path) -> None:
@@ -79,8 +86,19 @@ def test_a_checkpoint_round_trip_keeps_hf_names_and_weights(tmp_path: Path) -> N
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
 
+def test_one_seed_initialises_the_fused_layers_as_the_separate_ones() -> None:
+    """`FusedLinear` draws each part as its own nn.Linear would, in order: a model built from one seed (training's
+    `--init tiny`) has the weights the unfused layers had."""
+    torch.manual_seed(0)
+    parts = [torch.nn.Linear(16, n) for n in (8, 4, 4)]
+    torch.manual_seed(0)
+    fused = FusedLinear(16, [8, 4, 4], bias=True)
+    assert torch.equal(torch.cat([p.weight for p in parts]), fused.weight)
+    assert torch.equal(torch.cat([p.bias for p in parts]), fused.bias)
+
+
 def test_fuse_parts_joins_each_group_in_place() -> None:
-    sd = {k: v.clone() for k, v in tiny_model().state_dict().items()}
+    sd = {k: v.clone() for k, v in hf_state_dict(tiny_model()).items()}
     fuse_parts(sd)
     assert not [k for k in sd if any(f".{p}." in k for p in HF_PARTS)]
     fresh = VideoITG(tiny_config())  # its own names: the fused ones

@@ -2,10 +2,11 @@
 `benchmarks/gpu_check.py` turns each of them off by to measure what it buys (docs/performance.md, "The hot path").
 
 Fused projections. SigLIP's and Qwen2's q/k/v and Qwen2's gate/up run as one GEMM each. The checkpoint keeps HF's
-names and shapes: a module that fuses them (`fuse_on_load`) shows the parts as views of the fused weight in its
-`state_dict()` (so `save_checkpoint`, the header check of `load_checkpoint` and every state-dict reader see HF
-names), and `load_state_dict()` concatenates the parts into the fused weight. `load_checkpoint` fuses them a module
-at a time (`fuse_parts`), so a load never holds the whole model twice.
+names and shapes: `hf_state_dict` gives a model's tensors under them (each fused weight as its parts, views of it,
+not copies: what `save_checkpoint` writes and `load_checkpoint` checks the file headers against), and a fused module
+loads HF's parts into its fused weight (`fuse_on_load`; `load_checkpoint` joins them a module at a time,
+`fuse_parts`, so a load never holds the whole model twice). The module's own `state_dict()` keeps its fused names,
+which torch's distributed checkpointing (FSDP training) resolves as attributes.
 
 Compilation. `compile_layers` compiles one SigLIP layer and one Qwen2 layer (torch.compile, inductor): every layer
 of a tower runs the one graph (its weights are the graph's inputs), so compile time does not grow with depth, and
@@ -17,6 +18,7 @@ What compile cannot fuse, SigLIP's bias + tanh-GELU into its fc1 GEMM, runs as c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +45,22 @@ HOT_PATH = HotPath()
 FUSED = (("qkv", ("q_proj", "k_proj", "v_proj")), ("gate_up", ("gate_proj", "up_proj")))
 
 
+class FusedLinear(nn.Linear):
+    """An nn.Linear whose output rows are several projections of `part_sizes` rows, each initialised as its own
+    nn.Linear would be, in their order: one seed gives the weights the separate layers had."""
+
+    def __init__(self, in_features: int, part_sizes: list[int], bias: bool):
+        self.part_sizes = list(part_sizes)
+        super().__init__(in_features, sum(part_sizes), bias=bias)
+
+    def reset_parameters(self) -> None:
+        biases = self.bias.split(self.part_sizes) if self.bias is not None else [None] * len(self.part_sizes)
+        for w, b in zip(self.weight.split(self.part_sizes), biases, strict=True):
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # nn.Linear's own init, on the part's rows
+            if b is not None:
+                nn.init.uniform_(b, -1 / math.sqrt(self.in_features), 1 / math.sqrt(self.in_features))
+
+
 def _join(state: dict, prefix: str, fused: str, parts: tuple[str, ...]) -> None:
     for kind in ("weight", "bias"):
         keys = [f"{prefix}{name}.{kind}" for name in parts]
@@ -51,18 +69,22 @@ def _join(state: dict, prefix: str, fused: str, parts: tuple[str, ...]) -> None:
 
 
 def fuse_on_load(module: nn.Module, fused: str, parts: tuple[str, ...]) -> None:
-    """Make `module.<fused>` (an nn.Linear whose output rows are `parts` in order, as wide as `module.part_sizes`
-    says) read and write the checkpoint as HF's separate `module.<part>` tensors."""
-
-    def split(mod: nn.Module, state: dict, prefix: str, _meta: object) -> None:
-        for kind in ("weight", "bias"):
-            key = f"{prefix}{fused}.{kind}"
-            if key in state:
-                for name, t in zip(parts, state.pop(key).split(mod.part_sizes), strict=True):
-                    state[f"{prefix}{name}.{kind}"] = t
-
-    module.register_state_dict_post_hook(split)
+    """Let `module.<fused>` (an nn.Linear whose output rows are `parts` in order, as wide as `module.part_sizes`
+    says) load HF's separate `module.<part>` tensors."""
     module.register_load_state_dict_pre_hook(lambda mod, state, prefix, *_: _join(state, prefix, fused, parts))
+
+
+def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model.state_dict()` under the checkpoint's (HF's) names: each fused weight split into its parts, as views."""
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        for fused, parts in FUSED:
+            for kind in ("weight", "bias"):
+                key = f"{name}.{fused}.{kind}"
+                if key in state:
+                    for part, t in zip(parts, state.pop(key).split(module.part_sizes), strict=True):
+                        state[f"{name}.{part}.{kind}"] = t
+    return state
 
 
 def fuse_parts(state: dict[str, torch.Tensor]) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoitg.config import TextConfig
-from videoitg.model.hotpath import HOT_PATH, fuse_on_load, project
+from videoitg.model.hotpath import HOT_PATH, FusedLinear, fuse_on_load, project
 
 
 class RMSNorm(nn.Module):
@@ -52,7 +52,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.part_sizes = [self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd]
-        self.qkv = nn.Linear(cfg.hidden_size, sum(self.part_sizes), bias=True)
+        self.qkv = FusedLinear(cfg.hidden_size, self.part_sizes, bias=True)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
         fuse_on_load(self, "qkv", ("q_proj", "k_proj", "v_proj"))
 
@@ -76,7 +76,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.part_sizes = [cfg.intermediate_size, cfg.intermediate_size]
-        self.gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.gate_up = FusedLinear(cfg.hidden_size, self.part_sizes, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         fuse_on_load(self, "gate_up", ("gate_proj", "up_proj"))
 

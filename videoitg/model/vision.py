@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoitg.config import VisionConfig
-from videoitg.model.hotpath import fuse_on_load, gelu_linear, project
+from videoitg.model.hotpath import FusedLinear, fuse_on_load, gelu_linear, project
 
 
 class SiglipEmbeddings(nn.Module):
@@ -38,7 +38,7 @@ class SiglipAttention(nn.Module):
         self.num_heads = cfg.num_attention_heads
         d = cfg.hidden_size
         self.part_sizes = [d, d, d]
-        self.qkv = nn.Linear(d, 3 * d)
+        self.qkv = FusedLinear(d, self.part_sizes, bias=True)
         self.out_proj = nn.Linear(d, d)
         fuse_on_load(self, "qkv", ("q_proj", "k_proj", "v_proj"))
 
