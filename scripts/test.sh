@@ -3,6 +3,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
+# lmms-eval's own environment (it needs av<16 and torchvision, which the main one must not have): tests/eval/test_lmms.py
+# runs lmms-eval there, through $VIDEOITG_LMMS_PYTHON
+source "$ROOT/scripts/lmms_env.sh"
 cd "$ROOT"
 ruff check .
 # Two workers: most tests wait on a server, a subprocess or Ray as much as they compute, so two take about two

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def pretrain_stage(base, data: Path, args: argparse.Namespace) -> tuple[Path, dict]:
+def pretrain_stage(base: Path, data: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     """A random tiny model whose tower has been pretrained on the training frames' object tags (the held-out
     frames only measure it), saved as the checkpoint the grounding recipe starts from."""
 

@@ -22,9 +22,10 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from videoitg.config import preset
+from videoitg.config import VideoITGConfig, preset
 from videoitg.errors import InputError
 from videoitg.model.checkpoint import load_checkpoint, read_tensors, save_checkpoint
 from videoitg.model.hotpath import fuse_parts
@@ -149,7 +150,7 @@ def use_released_pad(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def apply_overrides(mcfg, overrides: dict[str, Any]) -> None:
+def apply_overrides(mcfg: VideoITGConfig, overrides: dict[str, Any]) -> None:
     """Set config fields; `text` / `vision` take dicts of their own fields."""
     for k, v in overrides.items():
         if k in ("text", "vision") and isinstance(v, dict):
@@ -290,7 +291,8 @@ class Trainer:
             self._order = cached = (epoch, order)
         return cached[1]
 
-    def _inputs(self, epoch: int, items: list[tuple[int, Sample]], mcfg) -> tuple[list, list, list, list, int]:
+    def _inputs(self, epoch: int, items: list[tuple[int, Sample]], mcfg: VideoITGConfig
+                ) -> tuple[list, list, list, list, int]:
         feats, ids, hws, labels, frames = [], [], [], [], 0
         low = self.cfg.hw_min or mcfg.vision_min_num
         moved: dict[str, torch.Tensor] = {}
@@ -433,7 +435,7 @@ class Trainer:
         cpu_model.load_state_dict({k: v.detach().float().cpu() for k, v in msd.items()}, assign=True)
         save_checkpoint(cpu_model, d, self.tokenizer)
 
-    def save_step(self, step: int, opt, sched, epoch: int, total: int) -> Path:
+    def save_step(self, step: int, opt: torch.optim.Optimizer, sched: LRScheduler, epoch: int, total: int) -> Path:
         msd, osd = self._model_state(opt)
         d = step_dir(self.out, step)
         if self.dist.is_main:
@@ -462,7 +464,7 @@ class Trainer:
         fuse_parts(tensors)  # the checkpoint's q/k/v and gate/up into the model's fused weights
         model.load_state_dict({k: tensors[k].to(self.device) for k in model.state_dict()})
 
-    def _resume(self, d: Path, opt, sched) -> int:
+    def _resume(self, d: Path, opt: torch.optim.Optimizer, sched: LRScheduler) -> int:
         state, osd, rng = load_training_state(d)
         if self.sharded:
             set_optimizer_state_dict(self.module, opt, osd, options=StateDictOptions(full_state_dict=True))

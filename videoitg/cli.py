@@ -15,10 +15,10 @@ import sys
 
 from videoitg.errors import VideoITGError
 
-# name -> module under videoitg.commands
+# names; each one's module under videoitg.commands is the name with "_" for "-"
 COMMANDS = [
     "score", "answer", "demo", "serve", "repo", "build", "verify", "train", "eval", "batch", "manifest", "perf",
-    "synth",
+    "synth", "answer-table",
 ]
 
 
@@ -38,10 +38,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videoitg", description="VideoITG instructed temporal grounding")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
+        module = f"videoitg.commands.{name.replace('-', '_')}"
         try:
-            mod = importlib.import_module(f"videoitg.commands.{name}")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != f"videoitg.commands.{name}":
+            if e.name != module:
                 raise
             continue  # command not part of this build
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)

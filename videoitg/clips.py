@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -15,7 +16,7 @@ from matplotlib import cbook
 from PIL import Image
 
 
-def video_stream(out, codec: str, fps: int, width: int, height: int, gop: int | None,
+def video_stream(out: Any, codec: str, fps: int, width: int, height: int, gop: int | None,
                  options: dict[str, str] | None):
     """A video stream set up for fast, small test clips (ultrafast x264, realtime VP8/VP9)."""
     s = out.add_stream(codec, rate=fps)

@@ -3,6 +3,14 @@ thumbnails of the top frames in the video's own aspect ratio."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from videoitg.moments import Moment
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.backend_bases import RendererBase
+
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -193,7 +201,7 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _label_moments(mx, moments, digits: int, renderer) -> None:  # matplotlib objects
+def _label_moments(mx: Axes, moments: Sequence[Moment], digits: int, renderer: RendererBase) -> None:
     """Each moment's "#rank score" beside its bar: after its end, else before its start, else inside it; never past
     the strip's edges (a moment that ends at the video's end is labelled on its left)."""
     inside = mx.get_window_extent(renderer)

@@ -38,7 +38,7 @@ def test_help_and_import_do_not_load_torch() -> None:
 
 
 @pytest.mark.parametrize("command", [["score"], ["serve"], ["repo"], ["repo", "build"], ["batch"], ["perf"],
-                                     ["eval"], ["demo"], ["answer"]])
+                                     ["eval"], ["demo"], ["answer"], ["answer-table"]])
 def test_command_help_does_not_load_torch(command: list[str]) -> None:
     """Each command's --help builds its parser (limits, sampling and deployment flags included) without torch,
     numpy or PyAV: it answers in a tenth of a second instead of the seconds torch takes to import."""

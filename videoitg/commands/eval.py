@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from videoitg.moments import MomentParams
+from videoitg.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from videoitg.eval.summary import RecordScores
+
 import argparse
 import json
 from pathlib import Path
 
 from videoitg.errors import InputError
-from videoitg.moments import MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
 from videoitg.request.limits import Limits
-from videoitg.sampling import SamplingParams
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/cli.py).
@@ -156,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_submission(path: Path, scored, params, missing: int) -> None:
+def _write_submission(path: Path, scored: list[RecordScores], params: MomentParams, missing: int) -> None:
     from videoitg.eval.summary import submission_record
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +177,8 @@ def _write_submission(path: Path, scored, params, missing: int) -> None:
               "match_number=False")
 
 
-def _score_with_model(args: argparse.Namespace, records, root: Path, sampling):
+def _score_with_model(args: argparse.Namespace, records: Sequence[Any], root: Path, sampling: SamplingParams
+                      ) -> tuple[list[RecordScores], list[tuple[object, str]]]:
     from videoitg.eval.scoring import score_records
     from videoitg.model.checkpoint import load_checkpoint
     from videoitg.pipeline.scorer import Scorer, parse_dtype

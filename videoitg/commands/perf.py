@@ -3,6 +3,11 @@ requests (the default) or cache hits (`--requests cached`), and it says which.""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from videoitg.serving.perf import CacheCounts
+
 import argparse
 import os
 import shlex
@@ -149,7 +154,7 @@ def _label(requests: str, cache_bytes: int, copies: bool, n: int) -> str:
             "decodes and runs the vision tower")
 
 
-def _cache_line(during, requests: str, metrics: str, cache_bytes: int) -> str:  # during: perf.CacheCounts
+def _cache_line(during: CacheCounts, requests: str, metrics: str, cache_bytes: int) -> str:
     if not cache_bytes:
         return "feature cache: none on this deployment"
     if during is None:

@@ -4,6 +4,12 @@ the top-K frames as images."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from videoitg.decode.structs import SampledFrames
+
 import argparse
 import sys
 from pathlib import Path
@@ -150,7 +156,7 @@ def served_demo(checkpoint: str) -> bool:
     return checkpoint == DEFAULT_CHECKPOINT or is_demo_checkpoint(checkpoint)
 
 
-def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames,
+def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames: Callable[[], SampledFrames],
            moments: list[tuple[float, float, float]] | None = None, jpegs: list[tuple[int, bytes]] | None = None
            ) -> int:
     """Print the top-K, append the results.jsonl record, draw the timeline, export the frames: the same for both

@@ -210,8 +210,8 @@ def plan_decode(source: Source, *, params: SamplingParams = DEFAULT_SAMPLING, li
     return run_with_budget(work, time_budget_s)
 
 
-def _checked_sampling(container, src, params: SamplingParams, limits: DecodeLimits, deadline: Deadline,
-                      name: str) -> tuple:
+def _checked_sampling(container: av.container.InputContainer, src: OpenedSource, params: SamplingParams,
+                      limits: DecodeLimits, deadline: Deadline, name: str) -> tuple:
     """(stream, header, packet index, sampled frame numbers) once the header limits, truncation and decode work
     are checked; sets the deadline's pixel bound for the decoder's own count."""
     stream, head, index = _checked_index(container, limits, deadline, name)
@@ -221,7 +221,8 @@ def _checked_sampling(container, src, params: SamplingParams, limits: DecodeLimi
     return stream, head, index, frame_numbers
 
 
-def _checked_index(container, limits: DecodeLimits, deadline: Deadline, name: str) -> tuple:
+def _checked_index(container: av.container.InputContainer, limits: DecodeLimits, deadline: Deadline,
+                   name: str) -> tuple:
     """(stream, header, packet index) once the header limits and truncation are checked."""
     stream = select_video_stream(container, name)
     head = header_info(container, stream)
@@ -280,7 +281,7 @@ def decode_full_frames(source: Source, frame_numbers: Sequence[int], *,
     return run_with_budget(work, time_budget_s)
 
 
-def stream_video(source: Source, **kwargs) -> FrameStream:
+def stream_video(source: Source, **kwargs: Any) -> FrameStream:
     """Start `decode_video(source, **kwargs)` in a background thread and return its `FrameStream` at once:
     `stream.chunks(n)` yields the leading frames as they are decoded, `stream.result()` the `SampledFrames`
     (or raises the decode's error). Lets a consumer run the vision tower on frames ..k while k+1.. decode."""

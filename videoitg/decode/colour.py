@@ -4,6 +4,11 @@ FFmpeg's (docs/decoding-colour.md derives them)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import av
+
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -41,7 +46,7 @@ class YuvSignal:
         return f"{MATRIX_NAMES.get(self.matrix, 'bt601')}/{'full' if self.full_range else 'limited'}"
 
 
-def signal_of(frame) -> YuvSignal:  # frame: av.VideoFrame
+def signal_of(frame: av.VideoFrame) -> YuvSignal:
     """What FFmpeg reads from a decoded frame's tags when converting it to RGB."""
     fmt = frame.format.name
     full = fmt.startswith("yuvj") or int(frame.color_range) == 2  # AVCOL_RANGE_JPEG

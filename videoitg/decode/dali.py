@@ -4,6 +4,13 @@ YUV -> RGB, the squash and SigLIP's normalisation in the graph; the served dali 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # DALI is an optional extra: its types only name what the functions take
+    from nvidia.dali.data_node import DataNode
+    from nvidia.dali.pipeline import Pipeline
+    from nvidia.dali.tensors import TensorList
+
 import dataclasses
 import threading
 
@@ -33,7 +40,7 @@ _locks: dict[tuple[str, int, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def ffmpeg_rgb(video, colour):  # (DataNode uint8 FHWC, DataNode float32 [3, 3]) -> DataNode uint8 FHWC
+def ffmpeg_rgb(video: DataNode, colour: DataNode) -> DataNode:  # uint8 FHWC, float32 [3, 3] -> uint8 FHWC
     """FFmpeg's RGB24 from DALI's decoded RGB (videoitg/decode/colour.py), for the video read as `colour`
     (`dali_colour_params`).
 
@@ -91,7 +98,7 @@ def _mask(shape: tuple[int, int], row: int, col: int, value: float = 1.0) -> np.
     return m
 
 
-def _product_matrix(colour):  # -> DataNode [5, 3] on the CPU
+def _product_matrix(colour: DataNode) -> DataNode:  # [5, 3] on the CPU
     import nvidia.dali.types as types
 
     rows = [types.Constant(_mask((5, 3), k, col, 1.0 / 8192)) * colour[i, j] for k, (col, (i, j)) in
@@ -99,14 +106,15 @@ def _product_matrix(colour):  # -> DataNode [5, 3] on the CPU
     return rows[0] + rows[1] + rows[2] + rows[3] + rows[4]
 
 
-def _product_offsets(colour):  # -> DataNode [5]: each product's -y0 or -128 times its coefficient, / 8192
+def _product_offsets(colour: DataNode) -> DataNode:  # [5]: each product's -y0 or -128 times its coefficient, / 8192
     import nvidia.dali.fn as fn
 
     first = -16.0 * (1.0 - colour[0, 0]) * colour[1, 0]
     return fn.stack(first, *(-128.0 * colour[i, j] for _, (i, j) in _PRODUCTS[1:])) * (1.0 / 8192)
 
 
-def _tagged_matrix(colour, y_scale, c_scale):  # -> DataNode [3, 3]: DALI's RGB -> the tagged matrix's RGB
+def _tagged_matrix(colour: DataNode, y_scale: DataNode, c_scale: DataNode) -> DataNode:  # [3, 3]
+    # DALI's RGB -> the tagged matrix's RGB
     import nvidia.dali.types as types
 
     # FFmpeg's matrix (coefficients / 8192) @ diag(y_scale, c_scale, c_scale) @ DALI's inverse, term by term
@@ -222,8 +230,9 @@ def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int,
     return out
 
 
-def run_chunks(pipe, lock: threading.Lock, feeds: dict[str, np.ndarray], frame_numbers: list[int], per_chunk: int,
-               out: torch.Tensor, stream, deadline: Deadline, stage: str, what: str) -> None:
+def run_chunks(pipe: Pipeline, lock: threading.Lock, feeds: dict[str, np.ndarray], frame_numbers: list[int],
+               per_chunk: int, out: torch.Tensor, stream: torch.cuda.Stream | None, deadline: Deadline, stage: str,
+               what: str) -> None:
     """Run `pipe` once per chunk of `per_chunk` frame numbers ("FRAMES", beside `feeds`) and copy each chunk's
     frames into its rows of `out`, holding `lock` (one pipeline, one caller at a time). `stream` (NVDEC: the torch
     stream of `out`'s GPU; None on the CPU): the copy runs on it and is waited for before the lock is let go, since
@@ -257,7 +266,7 @@ def failure_reason(error: BaseException) -> str:
     return " ".join(kept)[:300] or type(error).__name__
 
 
-def _copy_out(result, dst: torch.Tensor, stream) -> None:  # result: a DALI TensorList
+def _copy_out(result: TensorList, dst: torch.Tensor, stream: torch.cuda.Stream | None) -> None:
     """One chunk's frames into `dst`: from the host (stream None), or device to device on `stream`, finished
     before this returns: DALI's `feed_ndarray` with a stream copies without blocking (DALI 2.4.0
     `nvidia/dali/plugin/pytorch/torch_utils.py`: `non_blocking = cuda_stream is not None`)."""

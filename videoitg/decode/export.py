@@ -72,12 +72,28 @@ def top_k_images(video: str | Path | bytes, result: GroundingResult, k: int, siz
                  time_budget_s: float | None = 60) -> list[tuple[int, np.ndarray | bytes]]:
     """(position, image) of the result's top-K frames in chronological order, decoded at the video's size or
     with the longer side `size`: what `export_frames` writes and a server answers. Positions index the result's
-    per-frame lists. `jpeg`: each image as JPEG file bytes (`jpeg_bytes`, encoded as it is decoded), else RGB
-    uint8 [H, W, 3]. `max_bytes`: FramesTooLargeError as soon as the images so far hold more bytes. `limits` and
-    `time_budget_s` bound the decode (`decode_full_frames`)."""
+    per-frame lists. `jpeg`, `max_bytes`, `limits` and `time_budget_s` as for `frame_images`."""
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
     positions = result.top_k_positions(k)
+    images = _images(video, [result.frame_indices[i] for i in positions], size, jpeg, max_bytes, limits,
+                     time_budget_s, f"top-{len(positions)}")
+    return list(zip(positions, images, strict=True))
+
+
+def frame_images(video: str | Path | bytes, frame_numbers: list[int], size: int | None = None, *,
+                 jpeg: bool = False, max_bytes: int | None = None, limits: DecodeLimits | None = None,
+                 time_budget_s: float | None = 60) -> list[np.ndarray | bytes]:
+    """The frames `frame_numbers` (original numbers, in the order given), decoded at the video's size or with the
+    longer side `size`: the one path from frame numbers to the images a video-LLM is sent, whichever rule chose
+    them. `jpeg`: each image as JPEG file bytes (`jpeg_bytes`, encoded as it is decoded), else RGB uint8
+    [H, W, 3]. `max_bytes`: FramesTooLargeError as soon as the images so far hold more bytes. `limits` and
+    `time_budget_s` bound the decode (`decode_full_frames`)."""
+    return _images(video, frame_numbers, size, jpeg, max_bytes, limits, time_budget_s, str(len(frame_numbers)))
+
+
+def _images(video: str | Path | bytes, frame_numbers: list[int], size: int | None, jpeg: bool, max_bytes: int | None,
+            limits: DecodeLimits | None, time_budget_s: float | None, which: str) -> list[np.ndarray | bytes]:
     held = 0
 
     def transform(image: np.ndarray) -> np.ndarray | bytes:
@@ -86,12 +102,10 @@ def top_k_images(video: str | Path | bytes, result: GroundingResult, k: int, siz
         out = jpeg_bytes(out) if jpeg else out
         held += len(out) if jpeg else out.nbytes
         if max_bytes is not None and held > max_bytes:
-            raise FramesTooLargeError(f"the top-{len(positions)} frames hold more than {max_bytes} bytes")
+            raise FramesTooLargeError(f"the {which} frames hold more than {max_bytes} bytes")
         return out
 
-    images = decode_full_frames(video, [result.frame_indices[i] for i in positions], transform=transform,
-                                limits=limits, time_budget_s=time_budget_s)
-    return list(zip(positions, images, strict=True))
+    return decode_full_frames(video, frame_numbers, transform=transform, limits=limits, time_budget_s=time_budget_s)
 
 
 def export_frames(video: str | Path, result: GroundingResult, out_dir: str | Path, k: int,

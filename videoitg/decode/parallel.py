@@ -19,6 +19,8 @@ from videoitg.decode.pyav import apply_rotation, decode_sampled
 from videoitg.decode.structs import DecodeLimits
 
 if TYPE_CHECKING:
+    import av
+
     from videoitg.decode.structs import SampledFrames
 
 PIECES_PER_WORKER = 4  # more pieces than workers: a worker that finishes early takes the next piece
@@ -71,7 +73,8 @@ def plan_pieces(index: FrameIndex, frame_numbers: list[int], pieces: int) -> lis
     return out
 
 
-def decode_frames(src: OpenedSource, container, stream, index: FrameIndex, frame_numbers: list[int],
+def decode_frames(src: OpenedSource, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                  index: FrameIndex, frame_numbers: list[int],
                   out: torch.Tensor, limits: DecodeLimits, deadline: Deadline, name: str, workers: int,
                   on_frame: Callable[[int, int], None] | None = None) -> int:
     """Decode `frame_numbers` into `out` with up to `workers` threads. Returns the display rotation.

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from videoitg.decode import probe_video
+from videoitg.decode.structs import VideoInfo
 from videoitg.errors import InputError, VideoITGError
 from videoitg.eval.summary import RecordScores, query_info, query_positives
 from videoitg.jsonio import JSONProblem, loads, text_lines
 from videoitg.moments import known_duration
-from videoitg.sampling import sample_frame_indices
+from videoitg.sampling import SamplingParams, sample_frame_indices
 
 
 def _prediction_key(video: str, query: str) -> tuple[str, str]:
@@ -70,7 +72,7 @@ def _stated_duration(value: object) -> float | None:
     return known_duration(value) if isinstance(value, (int, float)) else None
 
 
-def read_predictions(results_path) -> dict[tuple[str, str], Prediction]:
+def read_predictions(results_path: str | Path) -> dict[tuple[str, str], Prediction]:
     """(video file stem, instruction) -> the first prediction for it in a results.jsonl. InputError "FILE:LINE:
     problem" for a line that is not UTF-8, not JSON (a truncated write) or not a usable record: scores from a
     damaged file are not evaluated."""
@@ -91,7 +93,8 @@ def read_predictions(results_path) -> dict[tuple[str, str], Prediction]:
     return preds
 
 
-def records_from_results(results_path, records: Sequence, video_root=None, sampling=None, probe=None
+def records_from_results(results_path: str | Path, records: Sequence[Any], video_root: str | Path | None = None,
+                         sampling: SamplingParams | None = None, probe: Callable[[Path], VideoInfo] | None = None
                          ) -> tuple[list[RecordScores], list[tuple[object, str]]]:
     """Evaluate precomputed predictions (results.jsonl from `videoitg score` / `batch` / serving, or the upstream
     writer's `index` + `logits` records): match each annotation record by (video file stem, instruction).
@@ -106,7 +109,7 @@ def records_from_results(results_path, records: Sequence, video_root=None, sampl
     preds = read_predictions(results_path)
     infos: dict[str, object] = {}
 
-    def video_info(p: dict, r):
+    def video_info(p: dict, r: Any) -> tuple[VideoInfo | None, str | None]:
         """(VideoInfo, None) or (None, why not) for the prediction's video (its path, else under video_root)."""
         cands = [Path(str(p["video_path"]))] if p.get("video_path") else []
         if video_root is not None:

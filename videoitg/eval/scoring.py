@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
@@ -11,13 +12,22 @@ from videoitg.errors import VideoITGError
 from videoitg.eval.summary import RecordScores, query_info, query_positives
 from videoitg.grouping import group_by_video
 
+
+class FeatureScorer(Protocol):
+    """What scoring annotated data needs of a scorer (`videoitg.pipeline.scorer.Scorer` has both)."""
+
+    def stream_features(self, source: Path) -> Any: ...
+
+    def score_visual(self, items: list[tuple[Any, str]], video: str = "") -> list[Any]: ...
+
+
 BATCH_INSTRUCTIONS = 16  # a video's queries scored in one padded forward
 
 
 def score_records(
-    scorer,
-    records: Sequence,
-    video_root,
+    scorer: FeatureScorer,
+    records: Sequence[Any],
+    video_root: str | Path,
     batch_instructions: int = BATCH_INSTRUCTIONS,
     progress: bool = False,
 ) -> tuple[list[RecordScores], list[tuple[object, str]]]:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -196,12 +197,12 @@ def _cell(v: float | None, width: int = 13) -> str:
 
 
 # ---- an annotation record's identity and positives ----------------------------------------------------------
-def query_where(r) -> str:
+def query_where(r: Any) -> str:
     w = getattr(r, "where", "")
     return w() if callable(w) else str(w)
 
 
-def query_info(r) -> dict:
+def query_info(r: Any) -> dict:
     """What identifies a query in per_record.jsonl and the submission file: `vid` is the annotation's own video id
     (QVHighlights' `vid`), else the video file's stem."""
     raw = getattr(r, "raw", None)
@@ -209,7 +210,7 @@ def query_info(r) -> dict:
     return {"where": query_where(r), "video": r.video, "vid": vid, "query": r.question, "qid": getattr(r, "qid", None)}
 
 
-def query_positives(r, timestamps: Sequence[float]) -> list[int]:
+def query_positives(r: Any, timestamps: Sequence[float]) -> list[int]:
     if r.clip_num is not None:
         return sorted(set(int(c) for c in r.clip_num))
     return positives_from_moments(r.moments or [], timestamps)

@@ -21,6 +21,7 @@ import torch
 
 from videoitg.contract.protocol import PRECISIONS
 from videoitg.decode import decode_video, stream_video
+from videoitg.decode.structs import SampledFrames
 from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
 from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
@@ -176,7 +177,7 @@ class Scorer:
         return decode_video(self._source(source), **self._decode_args())
 
     @torch.inference_mode()
-    def video_features(self, frames) -> VideoFeatures:
+    def video_features(self, frames: SampledFrames) -> VideoFeatures:
         pv = pixel_values(frames.pixel_values.to(self.device, non_blocking=True), self.dtype)
         visual = self.model.visual_features(pv, chunk_frames=self.chunk_frames)
         return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), frames_duration(frames))

@@ -3,6 +3,11 @@ template, no timestamps (as released). The string is tokenized whole because "\\
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 from typing import Any
 
 import torch
@@ -13,7 +18,7 @@ from videoitg.errors import InputError
 from videoitg.request.limits import Limits
 
 
-def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
+def encode_instruction(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int | None = None) -> torch.Tensor:
     if not isinstance(text, str):
         raise InputError(f"instruction must be a string, got {type(text).__name__}")
     if is_blank(text):
@@ -34,8 +39,8 @@ def encode_instruction(tokenizer, text: str, max_tokens: int | None = None) -> t
     return torch.tensor(ids, dtype=torch.long)
 
 
-def instruction_ids(tokenizer, value: Any, config: VideoITGConfig, limits: Limits, num_frames: int | None = None,
-                    check_tokens: bool = True) -> torch.Tensor:
+def instruction_ids(tokenizer: PreTrainedTokenizerBase, value: Any, config: VideoITGConfig, limits: Limits,
+                    num_frames: int | None = None, check_tokens: bool = True) -> torch.Tensor:
     """Token ids of an instruction as it enters (str or UTF-8 bytes): the text checked once
     (`Limits.instruction_text`), tokenised, then held to the token bounds for a video of `num_frames` sampled frames
     (None: the worst case, before the video is decoded). `check_tokens=False` leaves the token bounds to a caller

@@ -241,7 +241,7 @@ class VideoITGClient:
     def __enter__(self) -> VideoITGClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def is_ready(self) -> bool:

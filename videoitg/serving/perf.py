@@ -23,6 +23,7 @@ import subprocess
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from videoitg.contract.protocol import INSTRUCTION, TOP, VIDEO
 from videoitg.errors import InputError
@@ -160,7 +161,7 @@ def read_videos(videos: list[Path]) -> list[bytes]:
 
 
 def run(url: str, protocol: str, videos: list[bytes], instructions: list[str], work: Path, concurrency: str = "1:4",
-        **kw) -> tuple[subprocess.CompletedProcess, list[PerfRow]]:
+        **kw: Any) -> tuple[subprocess.CompletedProcess, list[PerfRow]]:
     """Write the input data and run perf_analyzer; returns its process result and the CSV rows (empty on failure).
     perf_analyzer's own output is streamed to this process's stdout/stderr."""
     work.mkdir(parents=True, exist_ok=True)

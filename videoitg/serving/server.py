@@ -571,5 +571,5 @@ class TritonServer:
     def __enter__(self) -> TritonServer:
         return self.start() if self._proc is None else self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
