@@ -30,6 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +117,8 @@ class ExportResult:
     dynamic: dict[str, dict[int, str]]
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_shapes) -> float:
+def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+            dynamic_shapes: Any) -> float:
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings():

@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,7 +28,11 @@ from videoitg.engine_build.parity import TARGETS, Parity, compare, merge
 from videoitg.engines.runtimes import GroundingRuntime, VisionRuntime, open_grounding, open_vision
 from videoitg.errors import BackendUnavailable, EngineError
 from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.model.grounding import VideoITG
 from videoitg.request.text import encode_instruction
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_INSTRUCTION = "when is the red circle visible?"
 # The instruction's length in tokens by default (the instruction's own tokens repeated or cut to it): a typical
@@ -72,7 +76,7 @@ def instruction_of_length(ids: torch.Tensor, tokens: int | None) -> torch.Tensor
     return ids.repeat(-(-tokens // ids.numel()))[:tokens]
 
 
-def make_cases(model, tokenizer, frames: list[int], instruction: str, seed: int,
+def make_cases(model: VideoITG, tokenizer: PreTrainedTokenizerBase, frames: list[int], instruction: str, seed: int,
                instruction_tokens: int | None = DEFAULT_INSTRUCTION_TOKENS) -> list[Case]:
     s = model.config.vision.image_size
     g = torch.Generator().manual_seed(seed)
@@ -88,7 +92,8 @@ def make_cases(model, tokenizer, frames: list[int], instruction: str, seed: int,
     return cases
 
 
-def run_backend(model, cases: list[Case], vision: VisionRuntime, grounding: GroundingRuntime) -> BackendResult:
+def run_backend(model: VideoITG, cases: list[Case], vision: VisionRuntime, grounding: GroundingRuntime
+                ) -> BackendResult:
     name = vision.runtime if vision.runtime == grounding.runtime else f"{vision.runtime}+{grounding.runtime}"
     res = BackendResult(backend=name, precision=grounding.precision)
     vdiff, t0 = 0.0, time.perf_counter()
@@ -132,7 +137,8 @@ def verify(
     return results
 
 
-def _one(name, model, checkpoint, engines, ident, cases, threads) -> BackendResult:
+def _one(name: str, model: VideoITG, checkpoint: str | Path, engines: str | Path | None, ident: str,
+         cases: list[Case], threads: int | None) -> BackendResult:
     if name in ("torch-bf16", "torch-fp16"):
         dtype = torch.bfloat16 if name == "torch-bf16" else torch.float16
         low, _ = load_checkpoint(checkpoint, model.out_proj.weight.device, dtype, with_tokenizer=False)

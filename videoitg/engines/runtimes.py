@@ -35,6 +35,7 @@ from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
 from videoitg.engines.summary import read_summary, summary_path
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
 from videoitg.libraries import import_onnxruntime, import_tensorrt
+from videoitg.model.grounding import VideoITG
 from videoitg.model.hotpath import prepare_inference
 from videoitg.model.token_budget import fixed_tokens
 from videoitg.request.limits import Limits
@@ -161,7 +162,7 @@ class VisionRuntime:
     runtime = "?"
     precision = "fp32"
 
-    def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK):
+    def __init__(self, model: VideoITG, chunk_frames: int = DEFAULT_CHUNK):
         self.model, self.chunk_frames = model, chunk_frames
         w = model.model.mm_projector.out_projection[0].weight  # a vision-only load keeps just the visual half
         self.device, self.dtype = w.device, w.dtype
@@ -184,7 +185,7 @@ class GroundingRuntime:
     precision = "fp32"
     max_length: int | None = None  # the longest sequence the engine takes (a TensorRT plan's profile); None: any
 
-    def __init__(self, model):
+    def __init__(self, model: VideoITG):
         self.model = model
         w = model.model.embed_tokens.weight
         self.device, self.dtype = w.device, w.dtype
@@ -209,12 +210,12 @@ class TorchVision(VisionRuntime):
 
     runtime = "torch"
 
-    def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK, precision: str | None = None):
+    def __init__(self, model: VideoITG, chunk_frames: int = DEFAULT_CHUNK, precision: str | None = None):
         super().__init__(model, chunk_frames)
         prepare_inference(model, precision)
         self.precision = precision or PRECISION[self.dtype]
 
-    def encode(self, pixel_values):
+    def encode(self, pixel_values: torch.Tensor):
         return self.model.encode_frames(pixel_values.to(self.device, self.dtype), self.chunk_frames)
 
 
@@ -223,13 +224,13 @@ class TorchGrounding(GroundingRuntime):
 
     runtime = "torch"
 
-    def __init__(self, model, precision: str | None = None):
+    def __init__(self, model: VideoITG, precision: str | None = None):
         super().__init__(model)
         prepare_inference(model, precision)
         self.precision = precision or PRECISION[self.dtype]
 
     @torch.inference_mode()
-    def score(self, visual, ids):
+    def score(self, visual: torch.Tensor, ids: torch.Tensor):
         v = visual.to(self.device, self.dtype)
         return self.model.score_features([v], [ids.to(self.device)])[0].float().cpu()
 
@@ -335,11 +336,12 @@ def _engine(runtime: str, step: str, engines: str | Path | None, checkpoint_iden
 
 
 class EngineVision(VisionRuntime):
-    def __init__(self, model, runtime: str, session, manifest: EngineManifest, chunk_frames: int | None = None):
+    def __init__(self, model: VideoITG, runtime: str, session: Any, manifest: EngineManifest,
+                 chunk_frames: int | None = None):
         super().__init__(model, engine_chunk(session.max_batch, chunk_frames))
         self.runtime, self.session, self.precision = runtime, session, manifest.precision
 
-    def encode(self, pixel_values):
+    def encode(self, pixel_values: torch.Tensor):
         return torch.cat([self.session(pixel_values=c) for c in pixel_values.split(self.chunk_frames)])
 
 
@@ -347,7 +349,7 @@ class EngineGrounding(GroundingRuntime):
     """The engine runs the decoder stack, final norm and head pooled per frame (`LLMEncoder`); the embeddings and
     the layout (anchors included for Variant B) are built here by the core model."""
 
-    def __init__(self, model, runtime: str, session, manifest: EngineManifest):
+    def __init__(self, model: VideoITG, runtime: str, session: Any, manifest: EngineManifest):
         super().__init__(model)
         self.runtime, self.session, self.precision = runtime, session, manifest.precision
         profiles = getattr(session, "profiles", None) or {}
@@ -360,7 +362,7 @@ class EngineGrounding(GroundingRuntime):
                                       f"Variant {ours}: rebuild it")
 
     @torch.inference_mode()
-    def score(self, visual, ids):
+    def score(self, visual: torch.Tensor, ids: torch.Tensor):
         ids = ids.to(self.device)
         layout = self.model.layout(visual, ids)
         embeds = self.model.sequence(visual.to(self.device, self.dtype), ids)  # [L, H]
@@ -393,7 +395,7 @@ def trtllm_options(engines: str | Path | None) -> dict[str, Any]:
 class TrtllmGrounding(GroundingRuntime):
     runtime = "trtllm"
 
-    def __init__(self, model, checkpoint: str | Path, dtype: torch.dtype | None = None,
+    def __init__(self, model: VideoITG, checkpoint: str | Path, dtype: torch.dtype | None = None,
                  disable_fuse_rope: bool = False, max_num_tokens: int = 0):
         """max_num_tokens: the longest sequence the attention metadata is sized for up front (the caller's
         limits, `max_sequence_length`); 0 sizes it at the first request, and a longer one resizes it."""
@@ -408,7 +410,7 @@ class TrtllmGrounding(GroundingRuntime):
         self.precision = PRECISION[dtype]
 
     @torch.inference_mode()
-    def score(self, visual, ids):
+    def score(self, visual: torch.Tensor, ids: torch.Tensor):
         ids = ids.to(self.device)
         layout = self.model.layout(visual, ids)
         embeds = self.model.sequence(visual.to(self.device, self.dtype), ids)
@@ -429,8 +431,8 @@ def _check_runtime(runtime: str, step: str) -> None:
         raise EngineError(f"unknown {step} runtime {runtime!r}; choose one of {', '.join(allowed)}")
 
 
-def open_vision(runtime: str, model, *, engines: str | Path | None = None, checkpoint_identity: str | None = None,
-                env: RuntimeEnv | None = None, chunk_frames: int | None = None,
+def open_vision(runtime: str, model: VideoITG, *, engines: str | Path | None = None,
+                checkpoint_identity: str | None = None, env: RuntimeEnv | None = None, chunk_frames: int | None = None,
                 threads: int | None = None, precision: str | None = None) -> VisionRuntime:
     """chunk_frames: frames per call; default DEFAULT_CHUNK for torch, the engine's profile max for an engine
     (`engine_chunk`). precision: "fp8" for the torch runtime's FP8 linear layers (a bf16 model)."""
@@ -443,8 +445,9 @@ def open_vision(runtime: str, model, *, engines: str | Path | None = None, check
     return EngineVision(model, runtime, session, manifest, chunk_frames)
 
 
-def open_grounding(runtime: str, model, *, engines: str | Path | None = None, checkpoint: str | Path | None = None,
-                   checkpoint_identity: str | None = None, env: RuntimeEnv | None = None,
+def open_grounding(runtime: str, model: VideoITG, *, engines: str | Path | None = None,
+                   checkpoint: str | Path | None = None, checkpoint_identity: str | None = None,
+                   env: RuntimeEnv | None = None,
                    threads: int | None = None, dtype: torch.dtype | None = None,
                    disable_fuse_rope: bool | None = None, max_num_tokens: int = 0,
                    precision: str | None = None) -> GroundingRuntime:

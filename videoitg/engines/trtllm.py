@@ -21,6 +21,7 @@ TensorRT-LLM are tested only where it is installed (docs/engines.md says which h
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ class FrameScoreHead(nn.Module):
         self.register_buffer("weight", torch.zeros(hidden_size, dtype=torch.float32))
         self.register_buffer("bias", torch.zeros((), dtype=torch.float32))
 
-    def _apply(self, fn, recurse: bool = True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True):
         super()._apply(fn, recurse)
         self.weight, self.bias = self.weight.float(), self.bias.float()  # device moves apply, dtype casts do not
         return self
@@ -148,7 +149,8 @@ def model_classes() -> tuple[type, type]:
 
         mask = PredefinedAttentionMask.FULL
 
-        def forward(self, position_ids, hidden_states, attn_metadata, residual=None, **kwargs):
+        def forward(self, position_ids: torch.Tensor, hidden_states: torch.Tensor, attn_metadata: Any,
+                residual: torch.Tensor | None = None, **kwargs: Any):
             if residual is None:
                 residual = hidden_states
                 hidden_states = self.input_layernorm(hidden_states)
@@ -168,7 +170,7 @@ def model_classes() -> tuple[type, type]:
         """QwenModel (full attention) + the fp32 frame score head; no hidden state or vocabulary logits ever leave
         the model."""
 
-        def __init__(self, model_config):
+        def __init__(self, model_config: Any):  # TensorRT-LLM's ModelConfig
             super().__init__()
             self.model_config = model_config
             self.model = QwenModel(model_config)
@@ -185,13 +187,13 @@ def model_classes() -> tuple[type, type]:
 
         def forward(
             self,
-            attn_metadata,
-            input_ids=None,
-            position_ids=None,
-            inputs_embeds=None,
-            segment_ids=None,
-            frame_ids=None,
-            **kwargs,
+            attn_metadata: Any,
+            input_ids: torch.Tensor | None = None,
+            position_ids: torch.Tensor | None = None,
+            inputs_embeds: torch.Tensor | None = None,
+            segment_ids: torch.Tensor | None = None,
+            frame_ids: torch.Tensor | None = None,
+            **kwargs: Any,
         ):
             h = self.model(
                 attn_metadata=attn_metadata,

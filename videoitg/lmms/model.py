@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
@@ -107,7 +108,7 @@ class VideoITGModel(lmms):
         return [self.client.score(video, text, RequestOptions(top_k=self.top_k, ranking_rule=self.ranking_rule))
                 for text in instructions]
 
-    def generate_until(self, requests) -> list[str]:
+    def generate_until(self, requests: list[Instance]) -> list[str]:
         # Group by (task, video): a video's questions share one decode and one vision pass.
         groups: dict[tuple[str, str], list[tuple[str, int, str, Any, int]]] = {}
         for n, req in enumerate(requests):
@@ -183,8 +184,8 @@ class VideoITGModel(lmms):
                              f"({run_settings(field)}): give each run its own output_dir")
         return field["text"]
 
-    def generate_until_multi_round(self, requests) -> list[str]:
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         return self.generate_until(requests)
 
-    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise NotImplementedError("videoitg scores frames; it has no likelihood of an answer")

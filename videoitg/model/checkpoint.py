@@ -66,7 +66,7 @@ def _index_files(index_path: Path) -> list[str]:
     return sorted(names)
 
 
-def read_tensors(d: Path, rename=lambda k: k) -> dict[str, torch.Tensor]:
+def read_tensors(d: Path, rename: Callable[[str], str] = lambda k: k) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for f in weight_files(d):
         try:
@@ -78,7 +78,7 @@ def read_tensors(d: Path, rename=lambda k: k) -> dict[str, torch.Tensor]:
     return out
 
 
-def index_tensors(d: Path, rename=lambda k: k) -> dict[str, tuple[Path, str, torch.Size]]:
+def index_tensors(d: Path, rename: Callable[[str], str] = lambda k: k) -> dict[str, tuple[Path, str, torch.Size]]:
     """name -> (file, name in file, shape), read from the safetensors headers only (no tensor data)."""
     out: dict[str, tuple[Path, str, torch.Size]] = {}
     for f in weight_files(d):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from videoitg.config import VideoITGConfig
 from videoitg.errors import InputError
 
 TEXT_SEGMENT = -1  # positions that feed no frame's logit (instruction tokens; Variant B's visual tokens)
@@ -43,7 +44,7 @@ class SequenceLayout:
     anchors: bool = False  # Variant B
 
     @classmethod
-    def for_video(cls, config, num_frames: int, num_text: int = 0) -> SequenceLayout:
+    def for_video(cls, config: VideoITGConfig, num_frames: int, num_text: int = 0) -> SequenceLayout:
         """The model's own layout for T sampled frames: HW² tokens per frame by the inference rule, anchors when
         the checkpoint is Variant B (`config.attention == "causal"`)."""
         return cls(num_frames, config.tokens_per_side(num_frames) ** 2, num_text, config.attention == "causal")

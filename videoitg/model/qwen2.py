@@ -56,7 +56,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
         fuse_on_load(self, "qkv", ("q_proj", "k_proj", "v_proj"))
 
-    def forward(self, x, cos, sin, attn_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
+                causal: bool) -> torch.Tensor:
         B, L, _ = x.shape
         q, k, v = (t.view(B, L, -1, self.hd).transpose(1, 2) for t in project(self.qkv, x, self.part_sizes))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -93,7 +94,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, attn_mask, causal: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
+                causal: bool) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, causal)
         return x + self.mlp(self.post_attention_layernorm(x))
 

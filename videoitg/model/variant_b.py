@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from videoitg.config import VideoITGConfig
 from videoitg.model.grounding import VideoITG
 
 
@@ -21,7 +22,7 @@ class VideoITGAnchor(VideoITG):
 
     anchors = True
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: VideoITGConfig):
         if cfg.attention != "causal":
             raise ValueError("Variant B needs config.attention = 'causal'")
         super().__init__(cfg)
@@ -37,6 +38,6 @@ class VideoITGAnchor(VideoITG):
         return out
 
 
-def model_class(cfg) -> type[VideoITG]:
+def model_class(cfg: VideoITGConfig) -> type[VideoITG]:
     """The module class for a config: Variant B when attention is causal, else the released Variant C."""
     return VideoITGAnchor if cfg.attention == "causal" else VideoITG
