@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from videoitg.decode import decode_video
+from videoitg.model.hotpath import hf_state_dict
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
 
@@ -178,15 +179,16 @@ def part_rss(path: Path, image_size: int) -> dict:
 
 # ---- served: whole requests through tritonserver -------------------------------------------------------------------
 def released_request(model, ids: torch.Tensor, path: Path, image_size: int, processor) -> dict:
-    """The released whole request: decord + processor, then the HF model at batch 1, then the ranking."""
+    """The released whole request: decord + processor, then the HF model at batch 1 on its device, then the ranking
+    (read back to the host, as the released code does)."""
     t0 = time.perf_counter()
     pv, idx, st = released_pixels(path, image_size, processor)
     t1 = time.perf_counter()
     with torch.inference_mode():
-        logits = model(pv.to(model.dtype), ids)
-    torch.sort(torch.sigmoid(logits.half()), descending=True, stable=True)
+        logits = model(pv.to(model.out_proj.weight.device, model.dtype), ids)
+    torch.sort(torch.sigmoid(logits.half()), descending=True, stable=True).indices.tolist()
     t2 = time.perf_counter()
-    return {"wall_s": t2 - t0, "model_s": t2 - t1, **st, "logits": logits.float()}
+    return {"wall_s": t2 - t0, "model_s": t2 - t1, **st, "logits": logits.float().cpu(), "frame_indices": idx}
 
 
 def wide_tower_checkpoint(out: Path) -> Path:
@@ -218,7 +220,7 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
         ckpt = default_checkpoint() if tower == "tiny" else wide_tower_checkpoint(Path(tmp) / "wide")
         scorer = Scorer(ckpt)
         cfg, size = scorer.config, scorer.config.vision.image_size
-        base = build_baseline(cfg, torch.device("cpu"), torch.float32, scorer.model.state_dict())
+        base = build_baseline(cfg, torch.device("cpu"), torch.float32, hf_state_dict(scorer.model))
         processor = siglip_processor(size)
         ids = scorer.encode(Q1)
         out: dict = {"commit": _commit(), "image_size": size, "tower": tower}

@@ -47,9 +47,9 @@ CLIPS: dict[str, ClipSpec] = {
 }
 
 
-def clip(name: str, cache: Path = CACHE) -> Path:
-    """The cached clip, made on first use."""
-    spec = CLIPS[name]
+def clip(name: str, cache: Path = CACHE, spec: ClipSpec | None = None) -> Path:
+    """The cached clip `name` (one of CLIPS, or `spec` under that name), made on first use."""
+    spec = spec or CLIPS[name]
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"{name}.mp4"
     if path.exists():

@@ -37,6 +37,11 @@ still run):
             measured in this run); the kernels a cold request at the largest T spends most time in (torch profiler)
   training  a few `videoitg train` steps under torchrun (NCCL on CUDA, world size 1, bf16) against the same steps
             in fp32 on the CPU
+  hotpath, served_e2e
+            the hot path profiled and measured change by change against the current path and the released-style
+            path, FP8 included; the whole served request on the 10-minute 720p clip and 8 concurrent cold requests
+            (benchmarks/gpu_hotpath.py says what each measures). One call of both with env fits in 10 minutes of an
+            H100 or H200 with the wheels staged: `--only env,hotpath,served_e2e`
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "benchmarks" / "gpu_requirements.txt"
-SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training")
+SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e")
 LONG_FRAMES, LONG_LAYERS = 512, 4  # the long section's frames (with verify's 30-token instruction) and LLM layers
 CHUNK_FRAMES = 64  # the nvdec section's second decode: frames per DALI run
 INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
@@ -261,6 +266,7 @@ class Check:
 
         from benchmarks.perf.build import build_ours
         from videoitg.engine_build.parity import compare
+        from videoitg.model.fp8 import to_fp8
         from videoitg.preprocess import pixel_values
 
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
@@ -274,8 +280,11 @@ class Check:
             ids = torch.randint(0, cfg.text.vocab_size, (L,), generator=g)
             row: dict[str, Any] = {}
             with torch.inference_mode():
-                for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16),
+                                    ("fp8", torch.bfloat16)):
                     model = build_ours(cfg, self.device, dtype)  # one seed: the same weights, rounded to dtype
+                    if name == "fp8":
+                        to_fp8(model)  # the towers' linear layers in float8 (emulated on a CPU)
                     row[name] = model(pixel_values(frames.to(self.device), dtype), ids.to(self.device)).float().cpu()
                     if name == "fp32":
                         ref = model.to("cpu")(pixel_values(frames), ids).float()  # the CPU fp32 reference
@@ -286,7 +295,8 @@ class Check:
         ok = all(r["fp32"]["max_abs_diff"] <= 1e-3 and all(x["finite"] for x in r.values()) for r in rows.values())
         summary = "; ".join(f"{size} " + ", ".join(f"{k} max|d| {v['max_abs_diff']:.1e} top32 {v['topk_overlap']:.2f}"
                                                    for k, v in r.items()) for size, r in rows.items())
-        return {**rows, "ok": ok, "summary": summary + " (random weights: only fp32 is judged, <= 1e-3)"}
+        note = " (random weights: only fp32 is judged, <= 1e-3; fp8: the towers' linear layers in float8, rest bf16)"
+        return {**rows, "ok": ok, "summary": summary + note}
 
     def clips(self) -> list[Path]:
         """Synthetic clips (H.264 on a GPU; VP9 on a CPU, which DALI's CPU decoder reads): training data too."""
@@ -389,7 +399,7 @@ class Check:
                                    and rows[decoder]["same_frame_numbers_as_pyav"])
         worst = max(r["max_abs_logit_diff"] for r in rows.values())
         return {"target": target, "dtype": dtype, "decoders": rows, "max_abs_logit_diff": worst,
-                "cache_hit": rows["python"]["cache_hit"], "ok": all(r["ok"] for r in rows.values()),
+                "cache_hit": rows["pyav"]["cache_hit"], "ok": all(r["ok"] for r in rows.values()),
                 "summary": f"{target} repository, {dtype}, tritonserver "
                            f"{rows[next(iter(rows))]['tritonserver_version']}, CUDA memory pools "
                            f"{rows[next(iter(rows))]['cuda_memory_pools'] or 'none (cpu)'}: " + "; ".join(
@@ -485,25 +495,30 @@ class Check:
         return load_config(ckpt)[0].tokens_per_side(frames) ** 2
 
     def long_checkpoint(self) -> Path:
-        """A checkpoint of the released shapes (SigLIP-so400m, Qwen2-7B's attention: 28 heads, 4 KV heads, RoPE
-        theta 1e6) with LONG_LAYERS decoder layers and random weights, fp16, with the embedded checkpoint's
-        tokenizer; the embedded tiny checkpoint with --tiny."""
+        return self.random_checkpoint("long-checkpoint", LONG_LAYERS)
+
+    def random_checkpoint(self, name: str, layers: int | None) -> Path:
+        """A checkpoint of the released shapes (SigLIP-so400m, Qwen2-7B: 28 heads, 4 KV heads, RoPE theta 1e6) with
+        `layers` decoder layers (None: all 28) and random weights drawn on the device, fp16, with the embedded
+        checkpoint's tokenizer, written once under the work directory; the embedded tiny checkpoint with --tiny."""
         from videoitg.config import VideoITGConfig
         from videoitg.defaults import default_checkpoint
         from videoitg.model.checkpoint import load_tokenizer, save_checkpoint
 
         if self.tiny:
             return default_checkpoint()
-        out = self.work / "long-checkpoint"
+        out = self.work / name
         if not (out / "config.json").exists():
             import torch
 
             from benchmarks.perf.build import build_ours
 
             cfg = VideoITGConfig()
-            cfg.text.num_hidden_layers = LONG_LAYERS
-            model = build_ours(cfg, torch.device("cpu"), torch.float16)
+            cfg.text.num_hidden_layers = layers or cfg.text.num_hidden_layers
+            model = build_ours(cfg, self.device, torch.float16)
             save_checkpoint(model, out, tokenizer=load_tokenizer(default_checkpoint()), max_shard_bytes=4 << 30)
+            del model
+            torch.cuda.empty_cache() if self.cuda else None
         return out
 
     def engines(self) -> dict[str, Any]:
@@ -565,12 +580,13 @@ class Check:
         from benchmarks.perf.flops import flop_split, sequence_length
         from benchmarks.perf.timing import matmul_rate, median, time_calls
         from videoitg.engine_build.parity import topk_overlap
+        from videoitg.model.hotpath import hf_state_dict, prepare_inference
         from videoitg.preprocess import pixel_values
 
         cfg, dev, dtype = self.config("tiny" if self.tiny else "real"), self.device, torch.float16
         frames, instr, rounds = ([4, 8], 10, 1) if self.tiny else ([64, 256, 512], 150, 3)
-        ours = build_ours(cfg, dev, dtype)
-        base = build_baseline(cfg, dev, dtype, ours.state_dict())
+        ours = prepare_inference(build_ours(cfg, dev, dtype))  # what ships: on a GPU, the layers compiled
+        base = build_baseline(cfg, dev, dtype, hf_state_dict(ours))
         n = 256 if self.tiny else 8192
         gemm = matmul_rate(dev, dtype, n, iters=3 if self.tiny else 100, warmup=1 if self.tiny else 20)
         v, t = cfg.vision, cfg.text
@@ -649,6 +665,16 @@ class Check:
             return [{"name": e.key[:100], "ms": round(getattr(e, key) / 1e3, 3), "calls": e.count} for e in top]
         except Exception as e:  # the profiler's API differs between torch versions
             return f"{type(e).__name__}: {e}"[:500]
+
+    def hotpath(self) -> dict[str, Any]:
+        from benchmarks.gpu_hotpath import hotpath
+
+        return hotpath(self)
+
+    def served_e2e(self) -> dict[str, Any]:
+        from benchmarks.gpu_hotpath import served_e2e
+
+        return served_e2e(self)
 
     def training(self) -> dict[str, Any]:
         ann = self.work / "data" / "annotations.json"

@@ -24,7 +24,7 @@ from .common import (
     output_torch,
     setup,
 )
-from .params import StepAssets, device_dtype
+from .params import StepAssets, device_dtype, step_precision
 
 
 class TritonPythonModel:
@@ -36,7 +36,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, GroundingParameters)
         assets = StepAssets.of_model(args, p, p.engines)
-        self.device, self.dtype = device_dtype(p.device, p.dtype, args)
+        self.device, self.dtype = device_dtype(p.device, p.dtype, args, p.precision)
         use_device(self.device)
         self.limits = p.limits
         runtime = p.grounding_runtime
@@ -47,7 +47,8 @@ class TritonPythonModel:
         longest = max_sequence_length(self.model.config, self.limits.max_sampled_frames,
                                       self.limits.max_instruction_tokens)
         self.runtime = open_grounding(runtime, self.model, engines=assets.engines, checkpoint=assets.checkpoint,
-                                      checkpoint_identity=assets.identity(), max_num_tokens=longest)
+                                      checkpoint_identity=assets.identity(), max_num_tokens=longest,
+                                      precision=step_precision(p.precision))
         self.runtime.check_admits(longest)
         self.counters = RequestCounters(GROUNDING)
         self.runtime_metric = StepRuntimeMetric(GROUNDING, self.runtime.runtime)

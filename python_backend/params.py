@@ -21,7 +21,7 @@ from videoitg.model.checkpoint import (
     resolve_checkpoint,
     resolve_under,
 )
-from videoitg.pipeline.scorer import parse_dtype
+from videoitg.pipeline.scorer import parse_precision
 
 
 def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
@@ -76,20 +76,27 @@ def repository_root(args: Mapping[str, Any]) -> Path | None:
     return Path(model_dir).parent if model_dir else None
 
 
-def device_dtype(device: str, dtype: str = "", args: Mapping[str, Any] | None = None) -> tuple[str, torch.dtype]:
-    """The device and dtype a step runs in, from its `device` and `dtype` parameters. With `args` (a step
-    instance's `initialize(args)`), the device is the one Triton gave the instance
-    (`videoitg.engines.runtimes.instance_device`)."""
+def device_dtype(device: str, dtype: str = "", args: Mapping[str, Any] | None = None,
+                 precision: str = "default") -> tuple[str, torch.dtype]:
+    """The device and dtype a step runs in, from its `device`, `dtype` and `precision` parameters (fp8: bfloat16,
+    `parse_precision`). With `args` (a step instance's `initialize(args)`), the device is the one Triton gave the
+    instance (`videoitg.engines.runtimes.instance_device`)."""
     if args is not None:
         device = instance_device(args, device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"  # a GPU repository started on a CPU machine still answers (slowly) instead of failing
-    return device, parse_dtype(dtype or None, device)
+    return device, parse_precision(precision, dtype or None, device)[0]
+
+
+def step_precision(precision: str) -> str | None:
+    """A step's `precision` parameter as the runtimes take it: None for the default (every layer in the dtype)."""
+    return None if precision == "default" else precision
 
 
 def feature_identity(assets: StepAssets, params: TopParameters) -> str:
-    """What the cached features depend on besides the video: weights, dtype, device kind, vision runtime and the
-    engines it runs from."""
-    device, dtype = device_dtype(params.device, params.dtype)
-    parts = [assets.identity(), str(dtype), device.split(":")[0], params.vision_runtime, str(assets.engines or "")]
+    """What the cached features depend on besides the video: weights, dtype, precision, device kind, vision runtime
+    and the engines it runs from."""
+    device, dtype = device_dtype(params.device, params.dtype, precision=params.precision)
+    parts = [assets.identity(), str(dtype), params.precision, device.split(":")[0], params.vision_runtime,
+             str(assets.engines or "")]
     return "|".join(parts)

@@ -24,7 +24,7 @@ from .common import (
     respond_each,
     setup,
 )
-from .params import StepAssets, device_dtype
+from .params import StepAssets, device_dtype, step_precision
 
 
 class TritonPythonModel:
@@ -35,12 +35,13 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, VisionParameters)
         assets = StepAssets.of_model(args, p, p.engines)
-        self.device, self.dtype = device_dtype(p.device, p.dtype, args)
+        self.device, self.dtype = device_dtype(p.device, p.dtype, args, p.precision)
         use_device(self.device)
         runtime = p.vision_runtime
         model, _ = assets.load_part("vision", load_device(runtime, self.device), self.dtype, runtime)
         outside_engine(model, "vision", runtime, self.device)
-        self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=assets.identity())
+        self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=assets.identity(),
+                                   precision=step_precision(p.precision))
         self.counters = RequestCounters(VISION)
         self.runtime_metric = StepRuntimeMetric(VISION, self.runtime.runtime)
         # Warm-up: the first forward pays one-time kernel/allocator setup that should not land on a request.

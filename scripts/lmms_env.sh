@@ -11,22 +11,13 @@ LMMS_EVAL="lmms-eval==0.7.3"
 # 'filelock._api'" as an evaluation starts)
 LMMS_PINS=("filelock<4")
 LMMS_VENV="${VIDEOITG_LMMS_VENV:-${VIDEOITG_VENV:-$ROOT/.venv}-lmms}"
-PY="${PYTHON:-python3}"
-if [ ! -x "$LMMS_VENV/bin/python" ]; then
-  echo "[lmms-env] creating lmms-eval's virtual environment in $LMMS_VENV"
-  "$PY" -m venv "$LMMS_VENV"
-fi
-LMMS_STAMP="$LMMS_VENV/.videoitg-install-stamp"
-LMMS_WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1) $ROOT"
-if [ "$(cat "$LMMS_STAMP" 2>/dev/null)" != "$LMMS_WANT" ]; then
-  echo "[lmms-env] installing $LMMS_EVAL and this project (first run takes a few minutes)"
-  # torch first, pinned by constraints.txt (the CPU build), as scripts/bootstrap.sh does
-  "$LMMS_VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" torch 2> >(grep -v '^WARNING: Location' >&2)
-  "$LMMS_VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" "$LMMS_EVAL" "${LMMS_PINS[@]}" -e "$ROOT[lmms]" \
-    2> >(grep -v '^WARNING: Location' >&2)
+source "$ROOT/scripts/venv.sh"
+if install_due "$LMMS_VENV" lmms-env "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "${BASH_SOURCE[0]}"; then
+  pip_in "$LMMS_VENV" install -c "$ROOT/constraints.txt" torch
+  pip_in "$LMMS_VENV" install -c "$ROOT/constraints.txt" "$LMMS_EVAL" "${LMMS_PINS[@]}" -e "$ROOT[lmms]"
   # lmms-eval requires torchvision; the wheel pip finds is a CUDA build that cannot load beside CPU torch
   # ("operator torchvision::nms does not exist" when transformers imports it). Nothing here uses it.
-  "$LMMS_VENV/bin/python" -m pip uninstall -q -y torchvision 2> >(grep -v '^WARNING: Location' >&2)
-  echo "$LMMS_WANT" > "$LMMS_STAMP"
+  pip_in "$LMMS_VENV" uninstall -y torchvision
+  installed "$LMMS_VENV"
 fi
 export VIDEOITG_LMMS_PYTHON="$LMMS_VENV/bin/python"

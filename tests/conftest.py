@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.vlm import ServedVLM, build_tiny_vlm, serve_vlm
 from tests.support.model import build_real_shape_checkpoint, one_torch_thread, tiny_config
+from tests.support.recording import RecordingRelay
 from tests.support.server import CPU_SPEC, SharedServers, skip_without_tritonserver
 from videoitg.cli import main as cli_main
 from videoitg.defaults import default_checkpoint, sample_video
@@ -128,3 +130,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh VIDEOITG_HOME (generated checkpoints and sample videos go there)."""
     monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedVLM]:
+    """A real OpenAI-compatible video-LLM server: `transformers serve` of the tiny VLM (benchmarks/vlm.py)."""
+    pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (the dev extra)")
+    d = tmp_path_factory.mktemp("vlm")
+    with serve_vlm(build_tiny_vlm(d / "model"), d / "serve.log") as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def relay(vlm: ServedVLM) -> Iterator[RecordingRelay]:
+    """A byte relay in front of `vlm` that records every request it passes on."""
+    with RecordingRelay(f"127.0.0.1:{vlm.port}") as r:
+        yield r

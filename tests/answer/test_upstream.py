@@ -34,6 +34,7 @@ from videoitg.answer.upstream import (
     selection_stream,
 )
 from videoitg.errors import InputError
+from videoitg.serving.front.bounds import ByteBudget
 from videoitg.serving.ports import free_port
 
 SEL = Selection([3, 9], [0.1, 0.3], [0.7, 0.9], [], [b"a", b"b"], 0.05)
@@ -301,21 +302,7 @@ def test_an_answer_over_the_bound_or_the_budget_is_refused() -> None:
     with pytest.raises(UpstreamUnavailableError, match="answer is over 4000 bytes"):
         run(handler, lambda up: up.complete(b"{}", SEL), max_bytes=4000)
 
-    class Budget:
-        def __init__(self, limit: int):
-            self.limit, self.held, self.high = limit, 0, 0
-
-        def take(self, n: int) -> bool:
-            if self.held + n > self.limit:
-                return False
-            self.held += n
-            self.high = max(self.high, self.held)
-            return True
-
-        def give(self, n: int) -> None:
-            self.held -= n
-
-    roomy, tight = Budget(1 << 20), Budget(len(answer))
+    roomy, tight = ByteBudget(1 << 20), ByteBudget(len(answer))
     assert run(handler, lambda up: up.complete(b"{}", SEL, budget=roomy))["videoitg"] == SEL.field()
     # held while read, then with the copies its parse makes, then given back
     assert roomy.held == 0 and roomy.high == int(PARSE_HOLD * len(answer)), roomy.high

@@ -31,7 +31,7 @@ IMAGE = ("torch", "transformers", "safetensors", "onnx", "onnxruntime", "pip")
 TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
 CACHE = Path(os.environ.get("VIDEOITG_HOME", Path.home() / ".cache" / "videoitg")) / f"gpu-check-wheels-{TAG}"
 pytestmark = pytest.mark.slow
-BARE_SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training")
+BARE_SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e")
 
 
 def closure(names: tuple[str, ...]) -> dict[str, md.Distribution]:
@@ -83,6 +83,8 @@ def bare_python(tmp_path_factory) -> Path:
     return venv / "bin" / "python"
 
 
+# Every section in one process, two real tritonservers among them (`served`, `served_e2e`): minutes on 2 shared cores.
+@pytest.mark.timeout(1500)
 def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     download(["-r", str(ROOT / "benchmarks" / "gpu_requirements.txt")], CACHE / "wheelhouse")
     env = {"PATH": f"{bare_python.parent}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)),
@@ -96,7 +98,7 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     p = subprocess.run([str(bare_python), "-m", "benchmarks.gpu_check", "--device", "cpu", "--tiny",
                         "--wheelhouse", str(CACHE / "wheelhouse"), "--workdir", str(tmp_path / "work"),
                         "--only", ",".join(BARE_SECTIONS), "--out", str(out)],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=1400)
     report = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").exists() else {}
     sections = report.get("sections", {})
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
@@ -126,6 +128,24 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     assert "tensorrt not on this node" in engines["summary"]
     assert "tensorrt: 10.14.1.48 expected, not installed" in engines["compat_mismatches"]
     assert "| served | pass |" in (out / "gpu_check.md").read_text()
+    # the hot-path sections, every line run at tiny shapes: each variant timed in every round, each tower profiled,
+    # FP8 against fp32, and the served whole request against the released-style one (decord from the wheelhouse)
+    hot = sections["hotpath"]
+    assert set(hot["latency_s"]["all"]) == {f"{v}_cold" for v in gpu_check_variants()} | {
+        "released_cold", "hot_cached", "current_cached", "released_cached"}
+    assert all(len(x) == hot["rounds"] for x in hot["latency_s"]["all"].values())
+    assert all(hot["profile"][p][t]["kernels"] > 0 for p in ("current", "hot") for t in ("vision", "grounding"))
+    assert hot["compile"]["graphs"] >= 2 and "fp8" in sections["parity"]["tiny"]
+    assert 0 <= hot["fp8_vs_fp32"]["max_abs_logit_diff"] < hot["fp8_vs_fp32"]["logit_range"]
+    e2e = sections["served_e2e"]
+    assert e2e["served"]["same_frame_numbers_as_decord"] and e2e["throughput"]["errors"] == 0
+    assert e2e["released_s"]["decode"] > 0 and e2e["throughput"]["requests"] == 8
+
+
+def gpu_check_variants() -> list[str]:
+    from benchmarks.gpu_hotpath import VARIANTS
+
+    return list(VARIANTS)
 
 
 def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:

@@ -34,13 +34,14 @@ SELECTION = SelectionOptions(5, "exact", MomentParams(thresholds=(0.4, 0.6), min
 SAMPLING = SamplingParams(64, 2.0, "train")
 ROOTS = MediaRoots(("/srv/videos", "/mnt/clips"))
 
-TOP_OTHER = TopParameters("/ckpt", "/tower", "cuda", "float16", LIMITS, SAMPLING, SELECTION, "onnxruntime",
+TOP_OTHER = TopParameters("/ckpt", "/tower", "cuda", "float16", "default", LIMITS, SAMPLING, SELECTION, "onnxruntime",
                           "/engines", 123, "slow_decode", "v", "g", "pyav", 16, ROOTS)
 OTHERS: dict[type[ModelParameters], list[ModelParameters]] = {  # together, every field away from its default
-    TopParameters: [TOP_OTHER, replace(TOP_OTHER, decoder="dali", stream_frames=0)],
+    TopParameters: [TOP_OTHER, replace(TOP_OTHER, decoder="dali", stream_frames=0, dtype="bfloat16", precision="fp8")],
     DecodeParameters: [DecodeParameters("/ckpt", "/tower", "dali", "cuda", SAMPLING, LIMITS, ROOTS, 0)],
-    VisionParameters: [VisionParameters("/ckpt", "/tower", "cuda", "bfloat16", LIMITS, "tensorrt", "/engines")],
-    GroundingParameters: [GroundingParameters("/ckpt", "/tower", "cuda", "float16", LIMITS, "trtllm", "/engines")],
+    VisionParameters: [VisionParameters("/ckpt", "/tower", "cuda", "bfloat16", "fp8", LIMITS, "tensorrt", "/engines")],
+    GroundingParameters: [GroundingParameters("/ckpt", "/tower", "cuda", "bfloat16", "fp8", LIMITS, "trtllm",
+                                              "/engines")],
     SelectParameters: [SelectParameters(LIMITS, SELECTION)],
 }
 
@@ -74,6 +75,8 @@ def test_one_key_is_one_concept() -> None:
     ({"decoder": "dali", "stream_frames": "8"}, "the dali decoder does not stream"),
     ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
     ({"dtype": "int8"}, "dtype must be one of"),
+    ({"precision": "int4"}, "precision must be one of default, fp8"),
+    ({"precision": "fp8", "dtype": "float16"}, "fp8 runs the rest of the model in bfloat16"),
     ({"media_roots": "[not json"}, "media_roots parameter must be a JSON list"),
     ({"num_frames": "many"}, "bad sampling parameter"),
     ({"sampling_rule": "best"}, "sampling rule must be"),

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,6 +71,27 @@ def test_scorer_api(home, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="URLs are not fetched"):
         b.score("https://example.com/v.mp4", "q")
     assert b.load_video(f"file://{clip}").frame_indices == many[0].frame_indices  # a file:// URI is a path
+
+
+def test_scorer_in_fp8_runs_the_towers_linear_layers_in_float8(home) -> None:
+    """`Scorer(precision="fp8")` (emulated on a CPU, videoitg/model/fp8.py) against the fp32 scorer on the sample clip
+    (24 frames, the embedded checkpoint): Spearman >= 0.97 and max |logit difference| <= 0.05 of the logits' range
+    (measured 0.995 and 0.02); fp8 with a dtype other than bfloat16 is refused."""
+    from videoitg.engine_build.parity import compare
+    from videoitg.model.fp8 import Float8Linear
+
+    path, question = sample_video()
+    fp8 = Scorer.default(precision="fp8")
+    assert fp8.dtype is torch.bfloat16 and fp8.precision == "fp8"
+    assert any(isinstance(m, Float8Linear) for m in fp8.model.modules())
+    want, got = Scorer.default().score(path, question), fp8.score(path, question)
+    assert got.frame_indices == want.frame_indices
+    p = compare(np.array(want.logits), np.array(got.logits))
+    assert p.spearman >= 0.97 and p.max_abs_diff <= 0.05 * np.ptp(want.logits), p
+    with pytest.raises(InputError, match="bfloat16, not float16"):
+        Scorer.default(precision="fp8", dtype="float16")
+    with pytest.raises(InputError, match="unknown precision"):
+        Scorer.default(precision="int4")
 
 
 def test_demo_checkpoint_notice_once_and_not_for_the_sample(home, tmp_path: Path, caplog) -> None:

@@ -14,7 +14,8 @@ from videoitg.errors import InputError
 from videoitg.eval.summary import RecordScores, record_metrics
 from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult, rank_frames, released_scores
-from videoitg.pipeline.scorer import Scorer, VideoFeatures, default_dtype, parse_dtype
+from videoitg.pipeline.scorer import Scorer, VideoFeatures, default_dtype, parse_dtype, parse_precision
+from videoitg.request.options import RequestOptions
 from videoitg.serving.client import VideoITGClient
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
@@ -122,6 +123,10 @@ def test_one_dtype_default_everywhere() -> None:
     assert default_dtype("cpu") is torch.float32
     assert parse_dtype("auto", "cuda") is torch.float16 and parse_dtype(None, "cpu") is torch.float32
     assert parse_dtype("bf16", "cuda") is torch.bfloat16  # an option
+    # the default precision keeps the dtype's default; fp8 runs everything that is not FP8 in bfloat16
+    assert parse_precision("default", "auto", "cuda") == (torch.float16, None)
+    assert parse_precision(None, None, "cpu") == (torch.float32, None)
+    assert parse_precision("fp8", "auto", "cuda") == parse_precision("fp8", "bf16", "cpu") == (torch.bfloat16, "fp8")
 
 
 def test_batch_fingerprint_and_client_carry_the_rule(tmp_path) -> None:
@@ -135,9 +140,9 @@ def test_batch_fingerprint_and_client_carry_the_rule(tmp_path) -> None:
     c = VideoITGClient("127.0.0.1:1", protocol="grpc")  # no connection is made to build inputs
     try:
         assert [t.name() for t in c.inputs(b"x", "q")] == ["VIDEO", "INSTRUCTION"]
-        sent = c.inputs(b"x", "q", ranking_rule="exact")
+        sent = c.inputs(b"x", "q", RequestOptions(ranking_rule="exact"))
         assert sent[-1].name() == "RANKING_RULE" and sent[-1].datatype() == "BYTES"
         with pytest.raises(InputError):
-            c.inputs(b"x", "q", ranking_rule="best")
+            c.inputs(b"x", "q", RequestOptions(ranking_rule="best"))
     finally:
         c.close()

@@ -31,6 +31,7 @@ from videoitg.engines.runtimes import (
     instance_device,
     load_device,
     max_sequence_length,
+    open_grounding,
     open_vision,
     outside_engine,
     profile_error,
@@ -175,6 +176,20 @@ def test_the_trtllm_model_loads_no_token_embeddings() -> None:
 
 
 # ---- item: the vision plan's chunk ----------------------------------------------------------------------------
+def test_the_torch_runtimes_run_fp8_and_the_engines_refuse_it() -> None:
+    """precision fp8 turns the torch runtime's towers into FP8 linear layers (a bf16 model); an engine runs the
+    precision it was built with, so asking it for fp8 is an error before any engine file is looked for."""
+    from videoitg.model.fp8 import Float8Linear
+
+    model = VideoITG(tiny_config()).to(torch.bfloat16).eval()
+    vision, grounding = open_vision("torch", model, precision="fp8"), open_grounding("torch", model, precision="fp8")
+    assert vision.precision == grounding.precision == "fp8"
+    assert all(isinstance(layer.self_attn.qkv, Float8Linear) for layer in model.transformer_layers())
+    for opener in (open_vision, open_grounding):
+        with pytest.raises(EngineError, match="runs the precision it was built with"):
+            opener("onnxruntime", model, engines="/nowhere", precision="fp8")
+
+
 def test_vision_engines_run_at_their_profile_max() -> None:
     assert engine_chunk(128) == 128  # a plan built with --vision-chunk 128 runs 128 frames a call
     assert engine_chunk(128, 32) == 32 and engine_chunk(8, 32) == 8  # a smaller request; never past the profile

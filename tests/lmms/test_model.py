@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from benchmarks.shapes_mc import (
     write_set,
     write_task,
 )
-from benchmarks.vlm import ServedVLM, build_tiny_vlm, serve_vlm
+from benchmarks.vlm import ServedVLM
 from tests.support.recording import RecordingRelay
 from videoitg.cli import main
 from videoitg.decode import plan_decode
@@ -68,20 +67,6 @@ def _expected(task: dict[str, Any]) -> list[tuple[int, str, str]]:
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedVLM]:
-    pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (the dev extra)")
-    d = tmp_path_factory.mktemp("vlm")
-    with serve_vlm(build_tiny_vlm(d / "model"), d / "serve.log") as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def relay(vlm: ServedVLM) -> Iterator[RecordingRelay]:
-    with RecordingRelay(f"127.0.0.1:{vlm.port}") as r:
-        yield r
 
 
 def _sent(relay: RecordingRelay) -> list[tuple[list[str], list[bytes], str]]:

@@ -31,5 +31,6 @@ def test_a_step_runs_on_its_instances_device(monkeypatch: pytest.MonkeyPatch) ->
     assert device_dtype("cuda", "float32", {"model_instance_kind": "CPU"}) == ("cpu", torch.float32)
     assert device_dtype("cuda", args={"model_instance_kind": "MODEL"})[0] == "cuda"
     assert device_dtype("cuda") == ("cuda", torch.float16)
+    assert device_dtype("cuda", precision="fp8") == ("cuda", torch.bfloat16)  # FP8's 16-bit parts
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_dtype("cpu", args=gpu1)[0] == "cpu"

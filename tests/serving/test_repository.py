@@ -289,6 +289,25 @@ def test_repo_build_flags_reach_the_repository(tmp_path: Path) -> None:
     assert not (tmp_path / "ref" / "videoitg" / "checkpoint").exists()
 
 
+def test_precision_fp8_is_served_in_bfloat16_by_the_torch_runtimes(tmp_path: Path) -> None:
+    """--precision fp8 reaches the steps' parameters with the bfloat16 it runs the rest in; engines (their own
+    precision) and another dtype are refused by name."""
+    spec = RepoSpec(target="gpu", precision="fp8")
+    assert spec.dtype == "bfloat16"
+    files = render(spec)
+    for model in ("videoitg", "videoitg_vision", "videoitg_grounding"):
+        assert 'key: "precision"\n  value { string_value: "fp8" }' in files[f"{model}/config.pbtxt"]
+    assert "TYPE_BF16" in files["videoitg_vision/config.pbtxt"]
+    with pytest.raises(InputError, match="bfloat16, not float16"):
+        RepoSpec(target="gpu", precision="fp8", dtype="float16")
+    with pytest.raises(InputError, match="serve without --engines"):
+        RepoSpec(target="gpu", precision="fp8", engines=str(tmp_path))
+    with pytest.raises(InputError, match="precision must be one of default, fp8"):
+        RepoSpec(precision="int8")
+    assert main(["repo", "build", "--precision", "fp8", "--no-bundle", "--out", str(tmp_path / "repo")]) == 0
+    assert '"fp8"' in (tmp_path / "repo" / "videoitg_grounding" / "config.pbtxt").read_text()
+
+
 def test_outputs_round_trip_to_grounding_result() -> None:
     r = GroundingResult([0.5, -1.0, 2.0, 0.5], [0, 30, 60, 90], [0.0, 1.0, 2.0, 3.0], "q", "v.mp4")
     out = result_outputs(r, RequestOptions(top_k=2))

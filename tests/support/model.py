@@ -18,6 +18,7 @@ from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisi
 
 from videoitg.config import VideoITGConfig, preset
 from videoitg.model.checkpoint import save_checkpoint
+from videoitg.model.hotpath import hf_state_dict
 from videoitg.model.variant_b import model_class
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
@@ -70,7 +71,7 @@ def plain_writer_checkpoint(tmp_path: Path, tiny: Any, external_tower: bool) -> 
     """A checkpoint written by other code: only safetensors + json, in the documented layout."""
     d = tmp_path / "plain"
     d.mkdir()
-    sd = {k: v.clone() for k, v in tiny.state_dict().items()}
+    sd = {k: v.clone() for k, v in hf_state_dict(tiny).items()}
     cfg = tiny.config.to_json_dict(embed_vision_config=not external_tower)
     if external_tower:
         tower = tmp_path / "siglip"
@@ -109,16 +110,16 @@ def hf_reference(model: Any):
         max_position_embeddings=t.max_position_embeddings, attn_implementation="eager",
     )).eval()
     # Random HF weights become the truth; copy them into our model (the unused last layer stays HF-only).
-    ours = {k.removeprefix("model.vision_tower.vision_tower."): k for k in model.state_dict()
+    sd = hf_state_dict(model)  # the checkpoint's (HF's) names
+    ours = {k.removeprefix("model.vision_tower.vision_tower."): k for k in sd
             if k.startswith("model.vision_tower.")}
-    sd = model.state_dict()
     for k, val in sig.state_dict().items():
         k = k if k.startswith("vision_model.") else "vision_model." + k  # transformers 5 drops the prefix
         if k in ours:
             sd[ours[k]] = val.clone()
     for k, val in qwen.state_dict().items():
         sd["model." + k] = val.clone()
-    model.load_state_dict(sd)
+    model.load_state_dict(sd)  # the fused modules join HF's q/k/v and gate/up
     return sig, qwen
 
 

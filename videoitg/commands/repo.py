@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from videoitg.contract.protocol import PRECISIONS
 from videoitg.decoders import DECODERS, SERVED
 from videoitg.sampling import SamplingParams
 
@@ -41,6 +42,10 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"top-K frames when a request sends no TOP_K (default {DEFAULT_TOP_K}, as `score`)")
     p.add_argument("--dtype", default="auto",
                    help="auto (float16 on a GPU as released, float32 on CPU) | float32 | float16 | bfloat16")
+    p.add_argument("--precision", choices=PRECISIONS, default="default",
+                   help="default (every layer in --dtype) | fp8 (the towers' linear layers in float8 e4m3, attention, "
+                        "norms and head in bfloat16; the torch runtimes on a GPU with FP8 tensor cores: "
+                        "docs/performance.md)")
     p.add_argument("--max-batch", type=int, default=8, help="requests Triton hands a model at once (default 8)")
     p.add_argument("--decode-instances", type=int, default=1,
                    help="instances of the decode step (pyav: more only pay with spare CPU cores; dali: per GPU)")
@@ -100,6 +105,7 @@ def spec_from_args(args: argparse.Namespace, target: str):
         ranking_rule=args.ranking_rule,
         default_top_k=args.top_k,
         dtype="" if args.dtype == "auto" else args.dtype,
+        precision=args.precision,
         max_batch=args.max_batch,
         decode_instances=args.decode_instances,
         vision_instances=args.vision_instances,

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from videoitg.contract.protocol import PRECISIONS
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import (
@@ -44,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (float16 on a GPU as released, float32 on CPU) | float32 | "
                    "bfloat16 | float16")
+    p.add_argument("--precision", choices=PRECISIONS, default="default",
+                   help="default (every layer in --dtype) | fp8 (the towers' linear layers in float8 e4m3, the rest "
+                   "in bfloat16; a GPU with FP8 tensor cores, or emulated on a CPU: docs/performance.md)")
     p.add_argument("--truncate-instruction", action="store_true",
                    help="cut an instruction over the model's length budget as the released model does (default: "
                    "refuse it; in-process only)")
@@ -194,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     sampling = SamplingParams(args.num_frames, args.target_fps, args.sampling)
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
-                    sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower,
+                    precision=args.precision, sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower,
                     ranking_rule=args.options.ranking_rule or DEFAULT_RANKING_RULE, truncate=args.truncate_instruction)
     ids = scorer.encode(args.instruction)  # a bad instruction is refused before the decode
     frames = scorer.load_video(args.video)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from videoitg.contract.protocol import DECODE, FEATURE_TYPES, GROUNDING, VISION, check_decoder
+from videoitg.contract.protocol import DECODE, FEATURE_TYPES, GROUNDING, PRECISIONS, VISION, check_decoder
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import SelectionOptions
@@ -105,6 +105,11 @@ def _check_device(device: str) -> None:
         raise InputError(f"model parameter device must be 'cpu' or 'cuda', got {device[:64]!r}")
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"model parameter precision must be one of {', '.join(PRECISIONS)}, got {precision[:64]!r}")
+
+
 def _check_dtype(dtype: str) -> None:
     if dtype and dtype not in FEATURE_TYPES:
         raise InputError(f"model parameter dtype must be one of {', '.join(FEATURE_TYPES)} (or empty: the device's "
@@ -115,17 +120,22 @@ def _check_dtype(dtype: str) -> None:
 class StepParameters(ModelParameters):
     """What the steps that load the checkpoint share: where its weights are (`checkpoint`: "default" or a directory;
     relative paths are under the repository's root), where they run (`device`, `dtype`: "" is the device's
-    default) and the deployment's limits."""
+    default; `precision`: "fp8" runs the towers' linear layers in float8) and the deployment's limits."""
 
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
     device: str = "cpu"
     dtype: str = ""
+    precision: str = "default"
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         _check_device(self.device)
         _check_dtype(self.dtype)
+        _check_precision(self.precision)
+        if self.precision == "fp8" and self.dtype not in ("", "bfloat16"):
+            raise InputError(f"model parameter precision fp8 runs the rest of the model in bfloat16, but dtype is "
+                             f"{self.dtype[:64]!r}")
 
 
 @dataclass(frozen=True)

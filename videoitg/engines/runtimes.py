@@ -35,6 +35,7 @@ from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
 from videoitg.engines.summary import read_summary, summary_path
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
 from videoitg.libraries import import_onnxruntime, import_tensorrt
+from videoitg.model.hotpath import prepare_inference
 from videoitg.model.token_budget import fixed_tokens
 from videoitg.request.limits import Limits
 
@@ -203,22 +204,29 @@ class GroundingRuntime:
 
 # ---- torch -------------------------------------------------------------------------------------------------
 class TorchVision(VisionRuntime):
+    """The core model on its device, prepared for inference (`prepare_inference`: FP8 linear layers when
+    `precision` is "fp8"; on a GPU, the layers compiled)."""
+
     runtime = "torch"
 
-    def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK):
+    def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK, precision: str | None = None):
         super().__init__(model, chunk_frames)
-        self.precision = PRECISION[self.dtype]
+        prepare_inference(model, precision)
+        self.precision = precision or PRECISION[self.dtype]
 
     def encode(self, pixel_values):
         return self.model.encode_frames(pixel_values.to(self.device, self.dtype), self.chunk_frames)
 
 
 class TorchGrounding(GroundingRuntime):
+    """As TorchVision, for the grounding half."""
+
     runtime = "torch"
 
-    def __init__(self, model):
+    def __init__(self, model, precision: str | None = None):
         super().__init__(model)
-        self.precision = PRECISION[self.dtype]
+        prepare_inference(model, precision)
+        self.precision = precision or PRECISION[self.dtype]
 
     @torch.inference_mode()
     def score(self, visual, ids):
@@ -408,6 +416,12 @@ class TrtllmGrounding(GroundingRuntime):
 
 
 # ---- opening -------------------------------------------------------------------------------------------------
+def _check_precision(runtime: str, precision: str | None) -> None:
+    if precision is not None and runtime != "torch":
+        raise EngineError(f"precision {precision} is the torch runtime's; a {runtime} engine runs the precision it "
+                          "was built with (`videoitg build --precision`)")
+
+
 def _check_runtime(runtime: str, step: str) -> None:
     allowed = [r for r in RUNTIMES if r == "torch" or (r, step) in ENGINE_FILES or (r == "trtllm" and
                                                                                     step == "grounding")]
@@ -417,12 +431,13 @@ def _check_runtime(runtime: str, step: str) -> None:
 
 def open_vision(runtime: str, model, *, engines: str | Path | None = None, checkpoint_identity: str | None = None,
                 env: RuntimeEnv | None = None, chunk_frames: int | None = None,
-                threads: int | None = None) -> VisionRuntime:
+                threads: int | None = None, precision: str | None = None) -> VisionRuntime:
     """chunk_frames: frames per call; default DEFAULT_CHUNK for torch, the engine's profile max for an engine
-    (`engine_chunk`)."""
+    (`engine_chunk`). precision: "fp8" for the torch runtime's FP8 linear layers (a bf16 model)."""
     _check_runtime(runtime, "vision")
+    _check_precision(runtime, precision)
     if runtime == "torch":
-        return TorchVision(model, chunk_frames or DEFAULT_CHUNK)
+        return TorchVision(model, chunk_frames or DEFAULT_CHUNK, precision)
     device = model.model.mm_projector.out_projection[0].weight.device
     session, manifest = _engine(runtime, "vision", engines, checkpoint_identity, env, threads, device)
     return EngineVision(model, runtime, session, manifest, chunk_frames)
@@ -431,15 +446,17 @@ def open_vision(runtime: str, model, *, engines: str | Path | None = None, check
 def open_grounding(runtime: str, model, *, engines: str | Path | None = None, checkpoint: str | Path | None = None,
                    checkpoint_identity: str | None = None, env: RuntimeEnv | None = None,
                    threads: int | None = None, dtype: torch.dtype | None = None,
-                   disable_fuse_rope: bool | None = None, max_num_tokens: int = 0) -> GroundingRuntime:
+                   disable_fuse_rope: bool | None = None, max_num_tokens: int = 0,
+                   precision: str | None = None) -> GroundingRuntime:
     """dtype: the trtllm runtime's precision (default: the model's); the other runtimes run the model or engine as
     loaded or built. disable_fuse_rope: the trtllm runtime's RoPE outside the fused attention kernel (default: as
     `videoitg build --trtllm-unfused-rope` recorded it in the engines' build.json, `trtllm_options`).
     max_num_tokens: the longest sequence the caller's limits admit (`max_sequence_length`), which the trtllm
-    runtime sizes its attention metadata for; 0: sized by the first request."""
+    runtime sizes its attention metadata for; 0: sized by the first request. precision: as for `open_vision`."""
     _check_runtime(runtime, "grounding")
+    _check_precision(runtime, precision)
     if runtime == "torch":
-        return TorchGrounding(model)
+        return TorchGrounding(model, precision)
     if runtime == "trtllm":
         if checkpoint is None:
             raise EngineError("the trtllm runtime loads the checkpoint's weights itself: pass checkpoint=")

@@ -52,6 +52,13 @@ class VideoITG(nn.Module):
         nn.init.xavier_uniform_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
 
+    def transformer_layers(self) -> list[nn.Module]:
+        """The SigLIP encoder layers and the Qwen2 decoder layers this model holds (a serving step holds one half):
+        what `videoitg.model.hotpath` compiles and `videoitg.model.fp8` converts."""
+        tower = self.model.vision_tower
+        vision = list(tower.vision_tower.vision_model.encoder.layers) if tower is not None else []
+        return vision + list(self.model.layers)
+
     @property
     def causal(self) -> bool:
         return self.config.attention == "causal"

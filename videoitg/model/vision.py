@@ -1,7 +1,8 @@
 """SigLIP vision tower, truncated at `mm_vision_select_layer`.
 
-Module and parameter names follow HF `SiglipVisionModel` (`vision_model.embeddings.*`,
-`vision_model.encoder.layers.{i}.*`) so released weights load without renaming. Only the layers the
+Checkpoint names follow HF `SiglipVisionModel` (`vision_model.embeddings.*`, `vision_model.encoder.layers.{i}.*`)
+so released weights load without renaming (the fused q/k/v is read and written as HF's q_proj / k_proj / v_proj:
+`videoitg.model.hotpath`). Only the layers the
 grounding model reads are built: with select layer -2 of 27, layers 0..25. The last layer, `post_layernorm`
 and the pooling head are never computed (HF computes them and keeps every hidden state; ~18 GB at 384 frames).
 """
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoitg.config import VisionConfig
+from videoitg.model.hotpath import FusedLinear, fuse_on_load, gelu_linear, project
 
 
 class SiglipEmbeddings(nn.Module):
@@ -29,16 +31,21 @@ class SiglipEmbeddings(nn.Module):
 
 
 class SiglipAttention(nn.Module):
+    """q, k and v in one GEMM (`qkv`, read and written as HF's q_proj / k_proj / v_proj: `hotpath.fuse_on_load`)."""
+
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         d = cfg.hidden_size
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+        self.part_sizes = [d, d, d]
+        self.qkv = FusedLinear(d, self.part_sizes, bias=True)
+        self.out_proj = nn.Linear(d, d)
+        fuse_on_load(self, "qkv", ("q_proj", "k_proj", "v_proj"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
-        qkv = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
-        q, k, v = (t.view(B, N, self.num_heads, -1).transpose(1, 2) for t in qkv)
+        # views of the one [B, N, 3D] output: SDPA reads them in place (cuDNN's packed-QKV layout)
+        q, k, v = (t.view(B, N, self.num_heads, -1).transpose(1, 2) for t in project(self.qkv, x, self.part_sizes))
         y = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, hd]; no mask: every patch sees every patch
         return self.out_proj(y.transpose(1, 2).reshape(B, N, D))
 
@@ -50,7 +57,7 @@ class SiglipMLP(nn.Module):
         self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(gelu_linear(self.fc1, x))
 
 
 class SiglipEncoderLayer(nn.Module):

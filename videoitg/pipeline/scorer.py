@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
+from videoitg.contract.protocol import PRECISIONS
 from videoitg.decode import decode_video, stream_video
 from videoitg.decode.structs import SampledFrames
 from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
 from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.model.hotpath import prepare_inference
 from videoitg.model.layout import SequenceLayout, fit_instruction
 from videoitg.moments import frames_duration
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
@@ -55,6 +57,21 @@ def parse_dtype(name: str | torch.dtype | None, device: str) -> torch.dtype:
     if name not in DTYPES:
         raise InputError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
     return DTYPES[name]
+
+
+def parse_precision(precision: str | None, dtype: str | torch.dtype | None, device: str
+                    ) -> tuple[torch.dtype, str | None]:
+    """(the model's dtype, what `prepare_inference` takes) for an entry point's dtype and precision: "default"
+    (or None) keeps every layer in `parse_dtype`'s dtype; "fp8" runs the towers' linear layers in float8 and the
+    rest in bfloat16, so it takes dtype auto or bfloat16 and refuses another."""
+    if precision in (None, "", "default"):
+        return parse_dtype(dtype, device), None
+    if precision != "fp8":
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if dtype not in (None, "auto") and parse_dtype(dtype, device) != torch.bfloat16:
+        raise InputError(f"precision fp8 runs attention, the norms and the head in bfloat16, not {dtype}: leave the "
+                         "dtype out (or give bfloat16)")
+    return torch.bfloat16, "fp8"
 
 
 def dtype_name(name: str | torch.dtype | None, device: str) -> str:
@@ -97,6 +114,7 @@ class Scorer:
         tokenizer: Any = None,
         device: str = "cpu",
         dtype: str | torch.dtype | None = None,
+        precision: str | None = None,
         sampling: SamplingParams | None = None,
         decoder: str = "auto",
         chunk_frames: int = 64,
@@ -106,7 +124,7 @@ class Scorer:
         truncate: bool = False,
     ):
         self.device = check_device(device)
-        self.dtype = parse_dtype(dtype, device)
+        self.dtype, self.precision = parse_precision(precision, dtype, device)
         self.ranking_rule = check_ranking_rule(ranking_rule)  # how results rank frames (videoitg.outputs)
         # An instruction over the length budget: refused (default), or cut to fit as the released model does.
         self.truncate = truncate
@@ -114,7 +132,8 @@ class Scorer:
             if checkpoint is None:
                 raise InputError("Scorer needs a checkpoint directory or a model + tokenizer")
             model, tokenizer = load_checkpoint(checkpoint, device, self.dtype, vision_tower)
-        self.model, self.tokenizer = model.eval(), tokenizer
+        # FP8 linear layers when asked; on a GPU, the layers compiled (they compile on the first request)
+        self.model, self.tokenizer = prepare_inference(model.eval(), self.precision), tokenizer
         self.identity = (checkpoint_identity(checkpoint, vision_tower) if checkpoint is not None
                          else f"model-{id(model):x}")
         self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames

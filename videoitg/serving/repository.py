@@ -35,6 +35,7 @@ from videoitg.contract.protocol import (
     OPEN_DIMS,
     OTHER_INPUTS_BYTES,
     PIXEL_VALUES,
+    PRECISIONS,
     RANKING_RULE,
     SELECT,
     SUMMARY_FILE,
@@ -91,6 +92,7 @@ class RepoSpec:
     # many (decode overlaps the tower); 0: it answers once with every frame. The ensemble never streams.
     stream_frames: int = 64
     dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
+    precision: str = "default"  # or "fp8": the towers' linear layers in float8, the rest in bfloat16 (torch runtime)
     # Built-in served defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
     # committed examples); `videoitg repo build` / `serve` pass Limits.from_args (flags > environment > defaults).
     limits: Limits = field(default_factory=served_defaults)
@@ -124,6 +126,16 @@ class RepoSpec:
         self.media_roots = tuple(self.media_roots)
         if self.media_roots and self.mode != "bls":
             raise InputError("--media-root (videos by reference) needs the bls repository")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "fp8":
+            if self.engines:
+                raise InputError("--precision fp8 runs the torch runtime's FP8 layers; engines carry their own "
+                                 "precision (`videoitg build --precision`): serve without --engines")
+            if self.dtype not in ("", "bfloat16"):
+                raise InputError(f"--precision fp8 runs attention, the norms and the head in bfloat16, not "
+                                 f"{self.dtype}: leave --dtype out (or give bfloat16)")
+            self.dtype = "bfloat16"
         if not self.dtype:
             self.dtype = "float32" if self.target == "cpu" else "float16"
         if self.dtype not in FEATURE_TYPES:
@@ -213,7 +225,8 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
     """Model name -> config tree. `root`: where the repository is written (relative paths are under it)."""
     sig = repo_signatures(spec, model_dims(spec, root))
     shared = StepParameters(checkpoint=spec.checkpoint, vision_tower=spec.vision_tower,
-                            device="cuda" if spec.gpu else "cpu", dtype=spec.dtype, limits=spec.limits)
+                            device="cuda" if spec.gpu else "cpu", dtype=spec.dtype, precision=spec.precision,
+                            limits=spec.limits)
     step = {f.name: getattr(shared, f.name) for f in fields(StepParameters)}
     # the documented moment rule (docs/moments.md)
     selection = SelectionOptions(spec.default_top_k, spec.ranking_rule)

@@ -28,7 +28,7 @@ pytest.importorskip("tritonclient.http", reason="the serve extra")
 
 import openai
 
-from benchmarks.vlm import IMAGE_TOKENS, ServedVLM, build_tiny_vlm, serve_vlm
+from benchmarks.vlm import IMAGE_TOKENS, ServedVLM
 from tests.support.recording import Received, RecordingRelay
 from tests.support.server import metric_value, served, skip_without_tritonserver, wait_until
 from tests.support.video import write_clip
@@ -51,19 +51,6 @@ SIZE = 96  # the frames' longer side
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:  # 250 frames at 25 fps: 10 sampled frames at 1 fps
     return write_clip(tmp_path_factory.mktemp("clip") / "c.mp4", frames=250, gop=10, width=160, height=96)
-
-
-@pytest.fixture(scope="module")
-def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedVLM]:
-    d = tmp_path_factory.mktemp("vlm")
-    with serve_vlm(build_tiny_vlm(d / "model"), d / "serve.log") as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def relay(vlm: ServedVLM) -> Iterator[RecordingRelay]:
-    with RecordingRelay(f"127.0.0.1:{vlm.port}") as r:
-        yield r
 
 
 @pytest.fixture

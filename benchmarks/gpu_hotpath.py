@@ -1,0 +1,569 @@
+"""The GPU check's hot-path sections (`benchmarks/gpu_check.py --only env,hotpath,served_e2e`): profile first, then
+measure. Real sizes on a GPU (SigLIP-so400m + Qwen2-7B, random weights, T = 512, a 150-token instruction); tiny
+shapes and few rounds with --tiny (the CPU rehearsal in the test suite, which runs every line of both sections).
+
+hotpath     rates measured here first: fp16, bf16 and FP8 (`torch._scaled_mm`, row-wise scales) matmul at 8192^3,
+            SDPA in each tower at its real shape; SM and memory clocks sampled through the section (nvidia-smi).
+            Profile: the kernels of each tower (vision, projector, grounding) on the current path and the hot path,
+            their device time and the share of wall time they keep the GPU busy. Then measure, interleaved round by
+            round (>= 5 rounds, medians), cold (frames on the device) and cached (visual features cached):
+            `current` (every `HOT_PATH` switch off, eager: the path before the hot-path changes), `current` plus
+            each change alone (fused projections, GQA without copies, the GELU epilogue), `eager` (those three),
+            `hot` (those three, compiled: the default) and `released` (HF modules, benchmarks/perf/baseline.py).
+            Compile time of the layers. Each path's peak GPU memory, read while it is alone on the device (its
+            weights, inputs and activations). FP8 (`--precision fp8`): cold latency interleaved with `released`,
+            its own peak, and its logits against fp32 at real width (max |difference|, top-32 overlap; T = 128 at a
+            1,024-token visual budget, so the fp32 reference stays short). Each ratio names its floor: the torch
+            kernels' rates measured in this run, or the card's datasheet rate.
+served_e2e  `videoitg serve --target gpu` (NVDEC) with a checkpoint of the released shapes (random weights), the
+            10-minute 720p H.264 clip of benchmarks/e2e_clips.py, the whole request through the client, against the
+            released-style request (decord on the CPU, the HF SigLIP processor, HF SigLIP + Qwen2 on the GPU: the
+            end-to-end benchmark's `released_request`), same run; then 8 concurrent cold requests (feature cache off)
+            against 1 / (GPU time of one request: the vision and grounding steps' compute time, Triton's statistics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from videoitg.contract.protocol import DECODE, GROUNDING, VISION
+
+ROUNDS, TINY_ROUNDS = 5, 2
+SWITCHES = ("fused_projections", "gqa_without_copies", "gelu_epilogue")
+# name -> (HOT_PATH switches on, compiled). `current` is the path before the hot-path changes; each change is timed
+# alone on top of it; `hot` is what ships (compile timed as `hot` against `eager`).
+VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "current": ((), False), "fused_projections": (("fused_projections",), False),
+    "gqa_without_copies": (("gqa_without_copies",), False), "gelu_epilogue": (("gelu_epilogue",), False),
+    "eager": (SWITCHES, False), "hot": (SWITCHES, True)}
+# Dense (no sparsity) tensor-core rates, TFLOP/s (NVIDIA's H100 / H200 datasheets), the more specific name first.
+DATASHEET_TFLOPS = {"H100 PCIe": {"fp16": 756.5, "bf16": 756.5, "fp8": 1513.0},
+                    "H100": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},  # SXM
+                    "H200": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9}}
+CLOCK_FIELDS = ("clocks.sm", "clocks.mem", "power.draw", "utilization.gpu", "temperature.gpu")
+CONCURRENT = 8
+
+
+# ---- measuring tools -------------------------------------------------------------------------------------------
+class ClockSampler:
+    """nvidia-smi's clocks, power, utilization and temperature every `ms` while the block runs (the card as found:
+    nothing is set)."""
+
+    def __init__(self, device: Any, ms: int = 250) -> None:
+        self.device, self.ms, self.proc, self.lines = device, ms, None, []
+
+    def __enter__(self) -> ClockSampler:
+        import torch
+
+        if self.device.type != "cuda":
+            return self
+        uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
+        target = ["-i", f"GPU-{uuid}"] if uuid else []
+        try:
+            self.proc = subprocess.Popen(["nvidia-smi", *target, f"--query-gpu={','.join(CLOCK_FIELDS)}",
+                                          "--format=csv,noheader,nounits", "-lms", str(self.ms)],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            self.proc = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            out, _ = self.proc.communicate(timeout=30)
+            self.lines = [x for x in out.splitlines() if x.strip()]
+
+    def summary(self) -> dict[str, Any]:
+        if self.device.type != "cuda":
+            return {"unavailable": "no GPU"}
+        if self.proc is None or not self.lines:
+            return {"unavailable": "nvidia-smi did not answer"}
+        cols: dict[str, list[float]] = {f: [] for f in CLOCK_FIELDS}
+        for line in self.lines:
+            for f, v in zip(CLOCK_FIELDS, line.split(","), strict=False):
+                with contextlib.suppress(ValueError):
+                    cols[f].append(float(v))
+        return {"samples": len(self.lines), "every_ms": self.ms,
+                **{f: {"min": min(v), "median": statistics.median(v), "max": max(v)} for f, v in cols.items() if v}}
+
+
+@contextlib.contextmanager
+def variant(name: str) -> Iterator[None]:
+    """The model code as the variant `name` runs it: its HOT_PATH switches, compiled or eager."""
+    import torch
+
+    from videoitg.model.hotpath import HOT_PATH
+
+    on, compiled = VARIANTS[name] if name in VARIANTS else (SWITCHES, True)
+    saved = dataclasses.replace(HOT_PATH)
+    for s in SWITCHES:
+        setattr(HOT_PATH, s, s in on)
+    try:
+        with torch.compiler.set_stance("default" if compiled else "force_eager"):
+            yield
+    finally:
+        for s in SWITCHES:
+            setattr(HOT_PATH, s, getattr(saved, s))
+
+
+def kernel_profile(call: Callable[[], Any], cuda: bool, n: int = 15) -> dict[str, Any]:
+    """The kernels of one `call` (torch profiler): the `n` with most device time, how many there are, and their
+    total device time (one stream: the time the GPU is busy). On a CPU, operators and their CPU time instead."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if not cuda or e.device_type == torch.autograd.DeviceType.CUDA]
+    events = [e for e in events if getattr(e, key) > 0]
+    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:n]
+    return {"kernel_s": sum(getattr(e, key) for e in events) / 1e6, "kernels": sum(e.count for e in events),
+            "top": [{"name": e.key[:120], "ms": round(getattr(e, key) / 1e3, 3), "calls": e.count} for e in top]}
+
+
+def own_peak_gb(call: Callable[[], Any], device: Any) -> float | None:
+    """Peak GPU memory of `call` with what is resident now (its path's weights and inputs, nothing else), read."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    call()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 1e9
+
+
+def fp8_matmul_rate(device: Any, n: int, iters: int, warmup: int) -> float | None:
+    """FLOP/s of `torch._scaled_mm` (e4m3 x e4m3, row-wise scales, bf16 out: what `Float8Linear` runs) at n^3;
+    None off a GPU with FP8 tensor cores."""
+    import torch
+
+    from benchmarks.perf.timing import median, time_calls
+
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        return None
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=g).to(torch.float8_e4m3fn)
+    b = torch.randn(n, n, device=device, generator=g).to(torch.float8_e4m3fn).t()  # column-major
+    sa, sb = torch.ones(n, 1, device=device), torch.ones(1, n, device=device)
+    secs = median(time_calls(lambda: torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16,
+                                                      use_fast_accum=True), device, warmup=warmup, iters=iters))
+    return 2 * n**3 / secs
+
+
+def sdpa_rate(device: Any, dtype: Any, b: int, heads: int, kv_heads: int, length: int, hd: int, iters: int) -> float:
+    """FLOP/s of the model's SDPA call at one tower's shape (no mask; GQA as the model runs it)."""
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks.perf.timing import median, time_calls
+
+    q = torch.randn(b, heads, length, hd, device=device, dtype=dtype)
+    kv = torch.randn(b, kv_heads, length, hd, device=device, dtype=dtype)
+    call = (lambda: F.scaled_dot_product_attention(q, kv, kv, enable_gqa=kv_heads != heads))
+    return 4 * b * heads * length * length * hd / median(time_calls(call, device, warmup=1, iters=iters))
+
+
+def tower_flops(cfg: Any, frames: int, instruction: int) -> dict[str, dict[str, int]]:
+    """One request's FLOPs by tower and unit: GEMMs (every linear layer and the patch embedding) and attention;
+    `fp8_gemm`: the GEMMs FP8 runs (the towers' linear layers)."""
+    from benchmarks.perf.flops import request_flops, siglip_layer_flops, siglip_patch_embed_flops
+
+    f = request_flops(cfg, frames, instruction)
+    lin, att = siglip_layer_flops(cfg.vision)
+    layers = cfg.vision_layers_used
+    return {"vision": {"gemm": f.vision - frames * layers * att, "attention": frames * layers * att,
+                       "fp8_gemm": frames * layers * lin, "other_gemm": frames * siglip_patch_embed_flops(cfg.vision)},
+            "projector": {"gemm": f.projector, "attention": 0, "fp8_gemm": 0, "other_gemm": f.projector},
+            "grounding": {"gemm": f.llm_linear + f.head, "attention": f.llm_attention, "fp8_gemm": f.llm_linear,
+                          "other_gemm": f.head}}
+
+
+def floors(flops: dict[str, dict[str, int]], gemm: float, fp8: float | None, vis_att: float,
+           llm_att: float) -> dict[str, float | None]:
+    """Seconds at the given rates: each tower in 16-bit, the cold and cached request, and the cold request in FP8
+    (its towers' linear layers at the FP8 rate, the other GEMMs at `gemm`)."""
+    tower = {"vision": flops["vision"]["gemm"] / gemm + flops["vision"]["attention"] / vis_att,
+             "projector": flops["projector"]["gemm"] / gemm,
+             "grounding": flops["grounding"]["gemm"] / gemm + flops["grounding"]["attention"] / llm_att}
+    fp8_cold = None
+    if fp8:
+        fp8_cold = sum(flops[t]["fp8_gemm"] / fp8 + flops[t]["other_gemm"] / gemm for t in flops) + \
+            flops["vision"]["attention"] / vis_att + flops["grounding"]["attention"] / llm_att
+    return {**tower, "cold": sum(tower.values()), "cached": tower["grounding"], "fp8_cold": fp8_cold}
+
+
+def datasheet(gpu: str) -> dict[str, float] | None:
+    return next((r for name, r in DATASHEET_TFLOPS.items() if name in gpu), None)
+
+
+# ---- hotpath ---------------------------------------------------------------------------------------------------
+def hotpath(check: Any) -> dict[str, Any]:
+    import torch
+
+    from benchmarks.perf.build import build_baseline, build_ours
+    from benchmarks.perf.flops import sequence_length
+    from benchmarks.perf.timing import matmul_rate
+    from videoitg.model.fp8 import to_fp8
+    from videoitg.model.hotpath import compile_layers, hf_state_dict
+    from videoitg.preprocess import pixel_values
+
+    tiny, dev, cuda = check.tiny, check.device, check.cuda
+    cfg = check.config("tiny" if tiny else "real")
+    T, instr, rounds = (4, 6, TINY_ROUNDS) if tiny else (512, 150, ROUNDS)
+    backend = "inductor" if cuda else "eager"  # the rehearsal traces every compiled call; inductor needs the GPU
+    v, t = cfg.vision, cfg.text
+    out: dict[str, Any] = {"frames": T, "instruction_tokens": instr, "rounds": rounds, "compile_backend": backend}
+    dtype = torch.float16 if cuda else torch.float32  # the released precision; the CPU has no fast fp16
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, t.vocab_size, (instr,), generator=g).to(dev)
+    px = pixel_values(torch.randint(0, 256, (T, 3, v.image_size, v.image_size), dtype=torch.uint8,
+                                    generator=g).to(dev), dtype)
+    sampler = ClockSampler(dev)
+    with sampler, torch.inference_mode():
+        # rates, measured first
+        n, it, warm = (256, 3, 1) if tiny else (8192, 50, 10)
+        rates = {"fp16": matmul_rate(dev, torch.float16, n, iters=it, warmup=warm),
+                 "bf16": matmul_rate(dev, torch.bfloat16, n, iters=it, warmup=warm),
+                 "fp8": fp8_matmul_rate(dev, n, it, warm),
+                 "vision_attention_fp16": sdpa_rate(dev, torch.float16, min(64, T), v.num_attention_heads,
+                                                    v.num_attention_heads, v.tokens_per_frame,
+                                                    v.hidden_size // v.num_attention_heads, 3 if tiny else 10),
+                 "llm_attention_fp16": sdpa_rate(dev, torch.float16, 1, t.num_attention_heads, t.num_key_value_heads,
+                                                 sequence_length(cfg, T, instr), t.head_dim, 3 if tiny else 10)}
+        out["rates_tflops"] = {k: (r / 1e12 if r else None) for k, r in rates.items()}
+        flops = tower_flops(cfg, T, instr)
+        measured = floors(flops, rates["fp16"], rates["fp8"], rates["vision_attention_fp16"],
+                          rates["llm_attention_fp16"])
+        sheet = datasheet(torch.cuda.get_device_name(dev) if cuda else "")
+        out["floors_s"] = {"torch_kernels_measured_here": measured,
+                           "datasheet": floors(flops, *(sheet[k] * 1e12 for k in ("fp16", "fp8", "fp16", "fp16")))
+                           if sheet else None}
+
+        ours = build_ours(cfg, dev, dtype)
+        compile_layers(ours, backend)
+        out.update(alone(ours, px, ids, dev))  # compile time, own peak memory of `hot` and `current`
+        base = build_baseline(cfg, dev, dtype, hf_state_dict(ours))
+        out.update(against_released(ours, base, px, ids, dev, rounds, measured))  # profile, then the rounds
+        ours = None
+        empty(cuda, compiled=True)
+        out["own_peak_gb"]["released"] = own_peak_gb(lambda: base(px, ids), dev)
+
+        fp8 = to_fp8(build_ours(cfg, dev, torch.bfloat16))
+        compile_layers(fp8, backend)
+        out.update(fp8_against_released(fp8, base, px, ids, dev, rounds))
+        base = None
+        empty(cuda)
+        with variant("hot"):
+            out["own_peak_gb"]["fp8"] = own_peak_gb(lambda: fp8(px.to(torch.bfloat16), ids), dev)
+        out["fp8_vs_fp32"] = fp8_parity(check, fp8)
+    out["clocks"] = sampler.summary()
+    return summarize(out, cuda)
+
+
+def alone(ours: Any, px: Any, ids: Any, dev: Any) -> dict[str, Any]:
+    """With only our model on the device: the compiled path's first call (compile time) and each path's peak."""
+    import torch
+
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    with variant("hot"):
+        _, first = timed(lambda: ours(px, ids), sync)
+        _, second = timed(lambda: ours(px, ids), sync)
+    peaks = {}
+    for name in ("hot", "current"):
+        with variant(name):
+            peaks[name] = own_peak_gb(lambda: ours(px, ids), dev)
+    return {"compile": {"first_call_s": first, "second_call_s": second, "compile_s": first - second,
+                        "graphs": compiled_graphs()}, "own_peak_gb": peaks}
+
+
+def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int,
+                     floor: dict[str, Any]) -> dict[str, Any]:
+    """Profile each tower on the current and the hot path; then every variant and the released-style path, cold and
+    cached, interleaved."""
+    from benchmarks.perf.timing import median, time_calls
+    from videoitg.engine_build.parity import topk_overlap
+
+    cuda = dev.type == "cuda"
+    hw = ours.config.tokens_per_side(px.shape[0])
+    vis, bvis = ours.visual_features(px), base.project(base.encode_frames(px))
+    feats = ours.encode_frames(px)
+    towers = {"vision": lambda: ours.encode_frames(px), "projector": lambda: ours.project(feats, hw),
+              "grounding": lambda: ours.score_features([vis], [ids])}
+    profile: dict[str, Any] = {}
+    for name in ("current", "hot"):
+        with variant(name):
+            rows = {}
+            for tower, call in towers.items():
+                wall = median(time_calls(call, dev, warmup=1, iters=3))
+                prof = kernel_profile(call, cuda)
+                rows[tower] = {"wall_s": wall, "busy_share": prof["kernel_s"] / wall, **prof,
+                               "floor_s": floor[tower], "over_floor": wall / floor[tower]}
+            profile[name] = rows
+    calls: dict[str, Callable[[], Any]] = {f"{k}_cold": (lambda: ours(px, ids)) for k in VARIANTS}
+    calls.update(released_cold=lambda: base(px, ids), hot_cached=lambda: ours.score_features([vis], [ids]),
+                 current_cached=lambda: ours.score_features([vis], [ids]),
+                 released_cached=lambda: base.score_visual(bvis, ids))
+    secs = interleave(calls, rounds, dev)
+    med = {k: median(x) for k, x in secs.items()}
+    with variant("hot"):
+        top32 = topk_overlap(base(px, ids).float().cpu().numpy(), ours(px, ids).float().cpu().numpy())
+    ab = {k: med[f"{k}_cold"] / med["current_cold"] for k in VARIANTS if k != "current"}
+    ab["compile (hot vs eager)"] = med["hot_cold"] / med["eager_cold"]
+    return {"profile": profile, "latency_s": {"median": med, "all": secs}, "top32_hot_vs_released": top32,
+            "ab_vs_current": ab}
+
+
+def fp8_against_released(fp8: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
+    """FP8's first call (its compile), then FP8 and the released-style path cold, interleaved."""
+    import torch
+
+    from benchmarks.perf.timing import median
+    from videoitg.engine_build.parity import topk_overlap
+
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    px8 = px.to(torch.bfloat16)
+    with variant("hot"):
+        _, first = timed(lambda: fp8(px8, ids), sync)
+        secs = interleave({"fp8_cold": lambda: fp8(px8, ids), "released_cold": lambda: base(px, ids)}, rounds, dev)
+        top32 = topk_overlap(base(px, ids).float().cpu().numpy(), fp8(px8, ids).float().cpu().numpy())
+    return {"fp8_latency_s": {"median": {k: median(x) for k, x in secs.items()}, "all": secs},
+            "fp8_first_call_s": first, "top32_fp8_vs_released": top32}
+
+
+def fp8_parity(check: Any, fp8: Any) -> dict[str, Any]:
+    """FP8 logits against fp32 (TF32 off) on the same weights (one seed) and frames: T = 128 at a 1,024-token visual
+    budget (8 frames with --tiny)."""
+    import torch
+
+    from benchmarks.perf.build import build_ours
+    from videoitg.engine_build.parity import compare
+    from videoitg.preprocess import pixel_values
+
+    dev, cfg = check.device, dataclasses.replace(fp8.config, vision_token_num=1024)
+    T = 8 if check.tiny else 128
+    fp8.config = cfg  # the reduced budget for this comparison (the model's config is read per call)
+    ref = build_ours(cfg, dev, torch.float32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    s = cfg.vision.image_size
+    g = torch.Generator().manual_seed(3)
+    # each frame its own colour under the noise, as a video's frames differ (i.i.d. noise frames pool to nearly
+    # one feature, and their logits to near-ties that any rounding reorders)
+    base, noise = torch.randint(0, 256, (T, 3, 1, 1), generator=g), torch.randint(-40, 41, (T, 3, s, s), generator=g)
+    frames = (base + noise).clamp(0, 255).to(torch.uint8).to(dev)
+    ids = torch.randint(0, cfg.text.vocab_size, (32,), generator=g).to(dev)
+    with torch.inference_mode(), variant("hot"):
+        want = ref(pixel_values(frames, torch.float32), ids).float().cpu().numpy()
+        got = fp8(pixel_values(frames, torch.bfloat16), ids).float().cpu().numpy()
+    p = compare(want, got)
+    return {"frames": T, "visual_tokens": T * cfg.tokens_per_side(T) ** 2, "max_abs_logit_diff": p.max_abs_diff,
+            "top32": p.topk_overlap, "spearman": p.spearman, "logit_range": float(want.max() - want.min())}
+
+
+def summarize(out: dict[str, Any], cuda: bool) -> dict[str, Any]:
+    """The goals' figures (docs/performance.md), each ratio with its floor named, and the section's verdict."""
+    med, med8 = out["latency_s"]["median"], out["fp8_latency_s"]["median"]
+    floor, sheet = out["floors_s"]["torch_kernels_measured_here"], out["floors_s"]["datasheet"]
+    vision = out["profile"]["hot"]["vision"]
+    figures = {
+        "ours_cold_over_released_cold_fp16": med["hot_cold"] / med["released_cold"],
+        "vision_over_floor_torch_kernels": vision["over_floor"], "vision_busy_share": vision["busy_share"],
+        "vision_over_floor_datasheet": vision["wall_s"] / sheet["vision"] if sheet else None,
+        "cached_s_fp16": med["hot_cached"],
+        "fp8_cold_over_released_cold": med8["fp8_cold"] / med8["released_cold"],
+        "fp8_top32_vs_fp32": out["fp8_vs_fp32"]["top32"],
+        "fp8_max_abs_logit_diff_vs_fp32": out["fp8_vs_fp32"]["max_abs_logit_diff"],
+        "hot_own_peak_gb": out["own_peak_gb"]["hot"],
+        "hot_cold_over_floor_torch_kernels": med["hot_cold"] / floor["cold"],
+        "fp8_cold_over_fp8_floor_torch_kernels": med8["fp8_cold"] / floor["fp8_cold"] if floor["fp8_cold"] else None}
+    out["figures"] = figures
+    out["ok"] = out["top32_hot_vs_released"] >= 0.97 and all(
+        v is None or v == v for v in figures.values())  # agreeing paths; no NaN
+    pct = {k: f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in figures.items()}
+    ab = ", ".join(f"{k} {v:.3f}x" for k, v in out["ab_vs_current"].items())
+    out["summary"] = (f"T={out['frames']}: hot/released cold {pct['ours_cold_over_released_cold_fp16']}, cached "
+                      f"{pct['cached_s_fp16']} s, vision {pct['vision_over_floor_torch_kernels']}x its floor "
+                      f"(torch kernels' rates), busy {pct['vision_busy_share']}; A/B vs current: {ab}; FP8/released "
+                      f"{pct['fp8_cold_over_released_cold']}, FP8 vs fp32 top-32 {pct['fp8_top32_vs_fp32']} max|d| "
+                      f"{pct['fp8_max_abs_logit_diff_vs_fp32']}; own peak hot {pct['hot_own_peak_gb']} GB; compile "
+                      f"{out['compile']['compile_s']:.1f} s" + ("" if cuda else " (CPU rehearsal, eager backend)"))
+    return out
+
+
+def timed(call: Callable[[], Any], sync: Callable[[], None]) -> tuple[Any, float]:
+    sync()
+    t0 = time.perf_counter()
+    res = call()
+    sync()
+    return res, time.perf_counter() - t0
+
+
+def interleave(calls: dict[str, Callable[[], Any]], rounds: int, device: Any) -> dict[str, list[float]]:
+    """Seconds of each call, round by round, the order rotated each round; each call under its variant (the part
+    of its name before `_cold` / `_cached`; any other name runs as it is)."""
+    from benchmarks.perf.timing import time_calls
+
+    names = list(calls)
+    secs: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            with variant(k.rsplit("_", 1)[0]):
+                secs[k] += time_calls(calls[k], device, warmup=1 if r == 0 else 0, iters=1)
+    return secs
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process (one per layer type, plus one per guard a new input breaks)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def empty(cuda: bool, compiled: bool = False) -> None:
+    """Free what was dropped: the compiled code too when a compiled model was (its guards may hold its weights)."""
+    import gc
+
+    import torch
+
+    if compiled:
+        torch._dynamo.reset()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+# ---- served_e2e ------------------------------------------------------------------------------------------------
+def served_e2e(check: Any) -> dict[str, Any]:
+    import torch
+
+    from benchmarks.bench_e2e import released_request, siglip_processor
+    from benchmarks.perf.build import build_baseline
+    from videoitg.model.checkpoint import load_checkpoint, load_tokenizer
+    from videoitg.model.hotpath import hf_state_dict
+    from videoitg.request.text import encode_instruction
+    from videoitg.serving.client import VideoITGClient
+
+    ckpt = check.random_checkpoint("e2e-checkpoint", None)
+    clip = e2e_clip(check)
+    dev, cuda = check.device, check.cuda
+    dtype = torch.float16 if cuda else torch.float32
+    out: dict[str, Any] = {"clip": clip.name, "clip_mb": round(clip.stat().st_size / 1e6, 1), "checkpoint": str(ckpt)}
+    q = "When is the red circle visible?"
+    # the released-style request first (its model alone on the GPU), then the server
+    model, _ = load_checkpoint(ckpt, "cpu", dtype, with_tokenizer=False)
+    base = build_baseline(model.config, dev, dtype, hf_state_dict(model))
+    size = model.config.vision.image_size
+    ids = encode_instruction(load_tokenizer(ckpt), q)
+    del model
+    processor = siglip_processor(size)
+    with torch.inference_mode():  # first-call setup (kernels, handles) off the timed request
+        base(torch.zeros(2, 3, size, size, device=dev, dtype=dtype), ids.to(dev))
+    released = released_request(base, ids.to(dev), clip, size, processor)
+    frames = released.pop("frame_indices")
+    out["released_s"] = {k: round(v, 3) for k, v in released.items() if k != "logits"}
+    base = None
+    empty(cuda)
+    target = "gpu" if cuda else "cpu"
+    flags = ["--target", target, "--checkpoint", str(ckpt), "--cache-bytes", "0"]
+    if cuda:
+        flags += ["--decode-instances", "4"]  # NVDEC decodes of concurrent requests overlap
+    proc, url = check._serve(flags, "e2e-repository")
+    try:
+        stats = StepStats(url)
+        with VideoITGClient(url, protocol="grpc") as client:
+            data = clip.read_bytes()
+            client.infer(data, q)  # warm-up: first-request setup in the steps
+            before = stats.read()
+            served = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                served.append((client.infer(data, q), time.perf_counter() - t0))
+            gpu_s = stats.per_request(before, stats.read())
+        wall = statistics.median(s for _, s in served)
+        result = served[-1][0].result
+        out["served"] = {"wall_s": [round(s, 3) for _, s in served], "decoder": "dali" if cuda else "pyav",
+                         "same_frame_numbers_as_decord": list(result.frame_indices) == list(frames),
+                         "steps_s_per_request": gpu_s}
+        out["released_over_served"] = released["wall_s"] / wall
+        gpu_time = gpu_s[VISION] + gpu_s[GROUNDING]
+        out["throughput"] = concurrent(url, data, q, gpu_time)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    ok = out["throughput"]["errors"] == 0 and out["served"]["same_frame_numbers_as_decord"]
+    out.update(ok=ok, summary=f"{clip.name} ({out['clip_mb']} MB), whole request: served {wall:.2f} s, released-style "
+                              f"{released['wall_s']:.2f} s ({out['released_over_served']:.1f}x); {CONCURRENT} "
+                              f"concurrent cold: {out['throughput']['requests_per_s']:.3g} req/s = "
+                              f"{out['throughput']['of_gpu_floor']:.2f} of 1/(GPU time {gpu_time:.3g} s: the vision "
+                              f"and grounding steps' compute per request)")
+    return out
+
+
+def e2e_clip(check: Any) -> Path:
+    """The end-to-end benchmark's 10-minute 720p clip (a 40-second 320x240 one with --tiny), made once in the
+    check's work directory."""
+    from benchmarks.e2e_clips import ClipSpec, clip
+
+    if not check.tiny:
+        return clip("720p10-ultrafast", check.work / "clips")
+    return clip("tiny-240p10", check.work / "clips", ClipSpec(320, 240, 10, 100, 100, 40, {"preset": "ultrafast"}))
+
+
+class StepStats:
+    """Compute time per execution of the served steps, from Triton's inference statistics."""
+
+    STEPS = (DECODE, VISION, GROUNDING)
+
+    def __init__(self, url: str) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.client = grpcclient.InferenceServerClient(url)
+
+    def read(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for m in self.STEPS:
+            st = self.client.get_inference_statistics(model_name=m, as_json=True)["model_stats"]
+            infer = [s.get("inference_stats", {}).get("compute_infer", {}) for s in st]
+            out[m] = (sum(int(x.get("count", 0)) for x in infer), sum(int(x.get("ns", 0)) for x in infer))
+        return out
+
+    def per_request(self, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, float]:
+        """Seconds of compute each step spent per request between two readings (2 requests)."""
+        return {m: (after[m][1] - before[m][1]) / 1e9 / 2 for m in self.STEPS}
+
+
+def concurrent(url: str, data: bytes, q: str, gpu_time: float) -> dict[str, Any]:
+    """CONCURRENT cold requests at once (one client each), against 1 / gpu_time."""
+    from videoitg.serving.client import VideoITGClient
+
+    errors: list[str] = []
+
+    def one() -> None:
+        try:
+            with VideoITGClient(url, protocol="grpc") as c:
+                c.infer(data, q)
+        except Exception as e:  # counted and reported: a failed request is not a throughput
+            errors.append(f"{type(e).__name__}: {e}"[:300])
+
+    threads = [threading.Thread(target=one) for _ in range(CONCURRENT)]
+    t0 = time.perf_counter()
+    [th.start() for th in threads]
+    [th.join() for th in threads]
+    wall = time.perf_counter() - t0
+    rate = (CONCURRENT - len(errors)) / wall
+    return {"requests": CONCURRENT, "wall_s": wall, "requests_per_s": rate, "gpu_floor_requests_per_s": 1 / gpu_time,
+            "of_gpu_floor": rate * gpu_time, "errors": len(errors), "error_texts": errors[:3]}

@@ -1,0 +1,58 @@
+"""The arithmetic and the switches of the GPU check's hot-path sections (benchmarks/gpu_hotpath.py), without a GPU:
+the floors each ratio names, the per-tower FLOP split, the clock samples as nvidia-smi writes them, and the variants'
+switches. (Every line of both sections runs in the bare-image rehearsal, tests/benchmarks/test_gpu_check.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from benchmarks import gpu_hotpath
+from benchmarks.perf.flops import request_flops
+from videoitg.config import VideoITGConfig
+from videoitg.model.hotpath import HOT_PATH
+
+
+def test_the_tower_split_adds_up_to_the_request() -> None:
+    cfg = VideoITGConfig()
+    split = gpu_hotpath.tower_flops(cfg, 512, 150)
+    total = request_flops(cfg, 512, 150).total
+    assert sum(t["gemm"] + t["attention"] for t in split.values()) == total
+    for t in split.values():  # what FP8 runs and what stays 16-bit are the GEMMs
+        assert t["fp8_gemm"] + t["other_gemm"] == t["gemm"]
+    assert split["grounding"]["fp8_gemm"] > 0.99 * split["grounding"]["gemm"]  # all but the 1-logit head
+
+
+def test_floors_are_flops_over_the_rates_they_name() -> None:
+    split = {"vision": {"gemm": 100, "attention": 10, "fp8_gemm": 90, "other_gemm": 10},
+             "projector": {"gemm": 4, "attention": 0, "fp8_gemm": 0, "other_gemm": 4},
+             "grounding": {"gemm": 50, "attention": 20, "fp8_gemm": 49, "other_gemm": 1}}
+    f = gpu_hotpath.floors(split, gemm=2.0, fp8=4.0, vis_att=5.0, llm_att=10.0)
+    assert f["vision"] == 100 / 2 + 10 / 5 and f["projector"] == 2 and f["grounding"] == 50 / 2 + 20 / 10
+    assert f["cold"] == f["vision"] + f["projector"] + f["grounding"] and f["cached"] == f["grounding"]
+    assert f["fp8_cold"] == (90 + 49) / 4 + (10 + 4 + 1) / 2 + 10 / 5 + 20 / 10
+    assert gpu_hotpath.floors(split, 2.0, None, 5.0, 10.0)["fp8_cold"] is None  # no FP8 rate off a Hopper
+    assert gpu_hotpath.datasheet("NVIDIA H100 80GB HBM3")["fp8"] == 1978.9 and gpu_hotpath.datasheet("cpu") is None
+    assert gpu_hotpath.datasheet("NVIDIA H100 PCIe")["fp16"] == 756.5
+
+
+def test_clock_samples_are_summarized_as_nvidia_smi_writes_them() -> None:
+    sampler = gpu_hotpath.ClockSampler(torch.device("cuda"))  # nothing is started: the lines are given
+    sampler.proc = SimpleNamespace()
+    sampler.lines = ["1980, 2619, 650.12, 100, 61", "1755, 2619, 699.80, 100, 64", "1830, 2619, [N/A], 97, 63"]
+    got = sampler.summary()
+    assert got["samples"] == 3 and got["clocks.sm"] == {"min": 1755.0, "median": 1830.0, "max": 1980.0}
+    assert got["power.draw"]["max"] == 699.8 and got["temperature.gpu"]["min"] == 61.0
+    assert gpu_hotpath.ClockSampler(torch.device("cpu")).summary() == {"unavailable": "no GPU"}
+
+
+@pytest.mark.parametrize("name", list(gpu_hotpath.VARIANTS))
+def test_each_variant_sets_its_switches_and_restores_them(name: str) -> None:
+    before = dataclasses.replace(HOT_PATH)
+    on, _ = gpu_hotpath.VARIANTS[name]
+    with gpu_hotpath.variant(name):
+        assert {s for s in gpu_hotpath.SWITCHES if getattr(HOT_PATH, s)} == set(on)
+    assert HOT_PATH == before

@@ -1,0 +1,170 @@
+"""The hot path (videoitg/model/hotpath.py): fused projections under HF's checkpoint names, GQA without copied K/V
+heads, the per-layer compilation, and each GPU-check switch computing the same function as the path it replaces."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from tests.support.model import one_torch_thread, tiny_config
+from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
+from videoitg.model.grounding import VideoITG
+from videoitg.model.hotpath import HOT_PATH, FusedLinear, compile_layers, fuse_parts, hf_state_dict, prepare_inference
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture
+def hot_path() -> Iterator[None]:
+    """Restores the switches a test turns off."""
+    saved = dataclasses.replace(HOT_PATH)
+    yield
+    for f in dataclasses.fields(HOT_PATH):
+        setattr(HOT_PATH, f.name, getattr(saved, f.name))
+
+
+def tiny_model(seed: int = 0) -> VideoITG:
+    torch.manual_seed(seed)
+    model = VideoITG(tiny_config()).eval()
+    for p in model.parameters():  # biases and norms away from 0 / 1, so a swapped or dropped part would show
+        torch.nn.init.normal_(p, std=0.1 if p.dim() == 1 else 0.05)
+    return model
+
+
+def inputs(cfg, frames: int = 6, tokens: int = 9, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.vision.image_size
+    return torch.randn(frames, 3, s, s, generator=g), torch.randint(0, cfg.text.vocab_size, (tokens,), generator=g)
+
+
+HF_PARTS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+
+
+def test_the_checkpoint_names_are_hf_parts_as_views_of_the_fused_weights() -> None:
+    model = tiny_model()
+    sd = hf_state_dict(model)
+    assert not [k for k in sd if ".qkv." in k or ".gate_up." in k]
+    attn = model.model.layers[0].self_attn
+    q, k, v = (sd[f"model.layers.0.self_attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj"))
+    t = model.config.text
+    assert q.shape == (t.num_attention_heads * t.head_dim, t.hidden_size)
+    assert k.shape == v.shape == (t.num_key_value_heads * t.head_dim, t.hidden_size)
+    # not stored twice: each HF part is a view of the one fused weight
+    for part in (q, k, v):
+        assert part.untyped_storage().data_ptr() == attn.qkv.weight.untyped_storage().data_ptr()
+    assert torch.equal(torch.cat([q, k, v]), attn.qkv.weight)
+    n_vision = model.config.vision_layers_used
+    assert sum(k.endswith(("q_proj.weight", "gate_proj.weight")) for k in sd) == n_vision + 2 * t.num_hidden_layers
+    # the module's own state dict keeps the fused names (what torch's distributed checkpointing resolves)
+    own = model.state_dict()
+    assert "model.layers.0.self_attn.qkv.weight" in own and not [k for k in own if ".q_proj." in k]
+    # and it loads HF's parts back into the fused weights
+    fresh = VideoITG(tiny_config())
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.model.layers[0].mlp.gate_up.weight, model.model.layers[0].mlp.gate_up.weight)
+
+
+def test_a_checkpoint_round_trip_keeps_hf_names_and_weights(tmp_path: Path) -> None:
+    model = tiny_model()
+    save_checkpoint(model, tmp_path / "ckpt")
+    with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), framework="pt") as f:
+        names = set(f.keys())
+    assert all(any(f".{p}.weight" in k for k in names) for p in HF_PARTS)
+    assert not [k for k in names if ".qkv." in k or ".gate_up." in k]
+    loaded, _ = load_checkpoint(tmp_path / "ckpt", with_tokenizer=False)
+    assert loaded.model.layers[1].mlp.gate_up.weight.shape == model.model.layers[1].mlp.gate_up.weight.shape
+    want, got = model.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_one_seed_initialises_the_fused_layers_as_the_separate_ones() -> None:
+    """`FusedLinear` draws each part as its own nn.Linear would, in order: a model built from one seed (training's
+    `--init tiny`) has the weights the unfused layers had."""
+    torch.manual_seed(0)
+    parts = [torch.nn.Linear(16, n) for n in (8, 4, 4)]
+    torch.manual_seed(0)
+    fused = FusedLinear(16, [8, 4, 4], bias=True)
+    assert torch.equal(torch.cat([p.weight for p in parts]), fused.weight)
+    assert torch.equal(torch.cat([p.bias for p in parts]), fused.bias)
+
+
+def test_fuse_parts_joins_each_group_in_place() -> None:
+    sd = {k: v.clone() for k, v in hf_state_dict(tiny_model()).items()}
+    fuse_parts(sd)
+    assert not [k for k in sd if any(f".{p}." in k for p in HF_PARTS)]
+    fresh = VideoITG(tiny_config())  # its own names: the fused ones
+    assert set(sd) == {k for k, _ in fresh.named_parameters()} | {k for k, _ in fresh.named_buffers()}
+
+
+def test_each_switch_computes_the_same_function(hot_path: None) -> None:
+    """The path the GPU check times without a change equals the path with it (fp32, within summation order)."""
+    model = tiny_model()
+    assert model.config.text.num_key_value_heads < model.config.text.num_attention_heads  # GQA is exercised
+    px, ids = inputs(model.config)
+    with torch.inference_mode():
+        hot = model(px, ids)
+        for switch in ("fused_projections", "gqa_without_copies", "gelu_epilogue"):
+            setattr(HOT_PATH, switch, False)
+            assert torch.allclose(model(px, ids), hot, rtol=0, atol=1e-5), switch
+
+
+def test_gqa_with_padding_and_causal_masks_equals_copied_heads(hot_path: None) -> None:
+    """enable_gqa with the padded batch's mask (Variant C) and causally (Variant B's attention) equals K/V heads
+    copied per query group."""
+    from videoitg.model.qwen2 import Attention, attention_mask, rope_cos_sin
+
+    t = tiny_config().text
+    torch.manual_seed(0)
+    attn = Attention(t).eval()
+    x = torch.randn(2, 11, t.hidden_size)
+    cos, sin = rope_cos_sin(torch.arange(11), t.head_dim, t.rope_theta, x.dtype)
+    valid = torch.ones(2, 11, dtype=torch.bool)
+    valid[1, 7:] = False
+    for causal in (False, True):
+        mask = attention_mask(valid, causal)
+        with torch.inference_mode():
+            HOT_PATH.gqa_without_copies = True
+            a = attn(x, cos, sin, mask, causal)
+            HOT_PATH.gqa_without_copies = False
+            b = attn(x, cos, sin, mask, causal)
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_one_graph_per_layer_type_serves_every_layer_and_every_shape() -> None:
+    """Regional compilation: the SigLIP layers share one graph and the Qwen2 layers another, for a new frame count and
+    instruction length too (dynamic shapes), with no graph break; the compiled model equals the eager one. Traced by
+    dynamo with the eager backend (inductor's code generation takes minutes on 2 CPU cores; on a GPU the GPU check
+    compiles with it)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_model()
+    first, second = inputs(model.config, 6, 9), inputs(model.config, 5, 7, seed=2)
+    with torch.inference_mode():
+        eager = [model(*first), model(*second)]
+        compile_layers(model, backend="eager")
+        compiled = [model(*first), model(*second)]
+    cfg = model.config
+    assert len(model.transformer_layers()) == cfg.vision_layers_used + cfg.text.num_hidden_layers > 2
+    assert counters["stats"]["unique_graphs"] == 2 and not counters["graph_break"]
+    for a, b in zip(eager, compiled, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_prepare_inference_compiles_only_on_a_gpu_and_refuses_an_unknown_precision() -> None:
+    model = tiny_model()
+    prepare_inference(model)  # a CPU model: unchanged, not compiled
+    assert all(getattr(layer, "_compiled_call_impl", None) is None for layer in model.transformer_layers())
+    with pytest.raises(ValueError, match="unknown precision"):
+        prepare_inference(model, "int4")
