@@ -239,6 +239,16 @@ def test_media_roots_tritonserver_gives_wrong_are_a_typed_502(tmp_path: Path, co
     assert code == 502 and body["error"]["code"] == "selection_failed" and message in body["error"]["message"], body
 
 
+async def until_closed(r: web.Request, closed: asyncio.Event, most_s: float) -> None:
+    """A stand-in video-LLM's handler holding its request open until the front closes the connection (then `closed`
+    is set), at most `most_s`."""
+    for _ in range(int(most_s / 0.02)):
+        if r.transport is None or r.transport.is_closing():
+            closed.set()
+            return
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("stage", ["headers", "body"])
 def test_a_client_that_leaves_while_the_answer_opens_closes_the_video_llms_request(stage: str) -> None:
     """A streamed request whose video-LLM has not sent its answer's headers yet, or answered in one piece whose
@@ -256,11 +266,7 @@ def test_a_client_that_leaves_while_the_answer_opens_closes_the_video_llms_reque
                 await response.prepare(r)
                 await response.write(b'{"id": ')
             seen.set()
-            for _ in range(500):
-                if r.transport is None or r.transport.is_closing():
-                    closed.set()
-                    break
-                await asyncio.sleep(0.02)
+            await until_closed(r, closed, 10.0)
             return response
 
         async with endpoint(Triton().handle, llm) as (port, _):
@@ -614,11 +620,7 @@ def test_a_client_that_leaves_a_stalled_stream_closes_the_video_llms_connection_
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(r)
             await response.write(b'data: {"id": "c1", "choices": []}\n\n')
-            for _ in range(1500):  # stalled: nothing more for 30 s
-                if r.transport is None or r.transport.is_closing():
-                    closed.set()
-                    break
-                await asyncio.sleep(0.02)
+            await until_closed(r, closed, 30.0)  # stalled: nothing more for 30 s
             return response
 
         async with endpoint(Triton().handle, llm) as (port, _):
