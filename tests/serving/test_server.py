@@ -47,6 +47,9 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+with pathlib.Path(__file__).with_name("imported").open("a") as f:  # once per process that loads this model's code
+    f.write("x")
+
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -225,6 +228,13 @@ def test_client_cannot_register_the_stubs_shared_memory(server: TritonServer) ->
     finally:
         c.close()
     assert server.running and ready(server)
+
+
+def test_each_models_code_is_loaded_once_at_a_start(server: TritonServer, repo: Path) -> None:
+    """One stub per model instance: none started only to ask the model to complete its config
+    (`--disable-auto-complete-config`; the python backend's default starts two per model, importing torch twice)."""
+    assert {m.name: (m / "1" / "imported").read_text() for m in repo.iterdir()} == {
+        "echo": "x", "other": "x", "slow": "x"}
 
 
 def test_key_is_not_written_to_the_log(server: TritonServer) -> None:

@@ -289,6 +289,9 @@ class TritonServer:
             "--allow-metrics=true",
             f"--allow-gpu-metrics={'true' if o.gpu else 'false'}",
             "--strict-readiness=true",
+            # Every config.pbtxt is written whole (`repository.py`): without this, the python backend starts each
+            # model's stub once more only to ask it to complete its config, importing torch twice per model
+            "--disable-auto-complete-config",
             f"--exit-timeout-secs={unload_s(o)}",
             f"--log-verbose={o.log_verbose}",
             f"--backend-config=python,shm-default-byte-size={o.shm_default_bytes}",
