@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,20 +75,40 @@ def write_model(repo: Path, name: str, sleep: float = 0.0, init: str = "pass") -
     (repo / name / "config.pbtxt").write_text(CONFIG)
 
 
-@pytest.fixture()
-def repo(tmp_path: Path) -> Path:
-    r = tmp_path / "repo"
+def write_repo(r: Path) -> Path:
     write_model(r, "echo")
     write_model(r, "other")
     write_model(r, "slow", sleep=30.0)
     return r
 
 
-@pytest.fixture()
-def server(repo: Path, tmp_path: Path):
-    srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "server.log").start(120)
+def started(repo: Path, log_dir: Path) -> Iterator[TritonServer]:
+    srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=log_dir / "server.log").start(120)
     yield srv
     srv.stop()
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    return write_repo(tmp_path / "repo")
+
+
+@pytest.fixture()
+def server(repo: Path, tmp_path: Path) -> Iterator[TritonServer]:
+    """A server of its own, for a test that stops, kills or waits on it."""
+    yield from started(repo, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_repo(tmp_path_factory.mktemp("shared") / "repo")
+
+
+@pytest.fixture(scope="module")
+def shared(shared_repo: Path) -> Iterator[TritonServer]:
+    """One server for the tests that only send it requests and read its processes (the last two reload `echo` with
+    the launcher's key: they come last in this file)."""
+    yield from started(shared_repo, shared_repo.parent)
 
 
 def http(srv: TritonServer, method: str, path: str, body: bytes | None = None,
@@ -149,7 +170,56 @@ class TritonPythonModel:
 '''
 
 
-def test_http_admin_apis_refused_without_the_key(server: TritonServer, tmp_path: Path) -> None:
+def test_each_models_code_is_loaded_once_at_a_start(shared: TritonServer, shared_repo: Path) -> None:
+    """One stub per model instance: none started only to ask the model to complete its config
+    (`--disable-auto-complete-config`; the python backend's default starts two per model, importing torch twice)."""
+    assert {m.name: (m / "1" / "imported").read_text() for m in shared_repo.iterdir()} == {
+        "echo": "x", "other": "x", "slow": "x"}
+
+
+def test_key_is_not_written_to_the_log(shared: TritonServer) -> None:
+    infer(shared)
+    key = shared.admin_headers()[server_mod.ADMIN_HEADER]
+    assert key not in shared.log_tail(10**7)
+
+
+def test_the_front_runs_with_huge_pages_for_its_large_blocks(shared: TritonServer) -> None:
+    environ = Path(f"/proc/{shared.front_pid}/environ").read_bytes().split(b"\0")
+    want = front_environment(dict(os.environ))["GLIBC_TUNABLES"]
+    assert "glibc.malloc.hugetlb=" in want and f"GLIBC_TUNABLES={want}".encode() in environ
+
+
+
+def test_the_front_may_open_as_many_files_as_the_hard_limit_allows(shared: TritonServer) -> None:
+    """Its connection caps (HTTP, metrics), gRPC's connections and its pool toward tritonserver together can pass the
+    common soft limit of 1024."""
+    rows = Path(f"/proc/{shared.front_pid}/limits").read_text().splitlines()
+    soft, hard = next(r for r in rows if r.startswith("Max open files")).split()[3:5]
+    assert soft == hard or int(soft) == 1 << 20, (soft, hard)
+
+
+def test_client_cannot_register_the_stubs_shared_memory(shared: TritonServer) -> None:
+    """Registering the echo stub's own region and inferring into it crashed tritonserver (signal 11)."""
+
+    regions = shm_regions([shared.pid, *stub_pids(shared).values()])
+    assert regions, "the python backend maps its regions from /dev/shm"
+    region = sorted(regions)[0]
+    code, text = http(shared, "POST", "/v2/systemsharedmemory/region/stub/register",
+                      json.dumps({"key": f"/{region}", "offset": 0, "byte_size": 4096}).encode())
+    assert code == 404, text
+    c = grpc.InferenceServerClient(shared.grpc_url)
+    try:
+        with pytest.raises(Exception, match="Method not found"):
+            c.register_system_shared_memory("stub", f"/{region}", 4096)
+        x = grpc.InferInput("X", [2], "FP32")
+        x.set_data_from_numpy(np.array([1.5, 2], np.float32))
+        assert c.infer("echo", [x]).as_numpy("Y").tolist() == [3.0, 4.0]
+    finally:
+        c.close()
+    assert shared.running and ready(shared)
+
+
+def test_http_admin_apis_refused_without_the_key(shared: TritonServer, tmp_path: Path) -> None:
     """The public port does not serve them at all, with or without the key; tritonserver's own port, which only the
     launcher knows, refuses them without it."""
     marker = tmp_path / "code-ran"
@@ -170,23 +240,23 @@ def test_http_admin_apis_refused_without_the_key(server: TritonServer, tmp_path:
         "trace": ("POST", "/v2/trace/setting", json.dumps({"trace_level": ["TIMESTAMPS"]}).encode()),
     }
     for what, (method, path, body) in refused.items():
-        code, text = http(server, method, path, body, server.admin_headers())
+        code, text = http(shared, method, path, body, shared.admin_headers())
         assert code == 404 and b"is not served" in text, (what, code, text)
-        code, text = http(server, method, path, body, internal=True)
+        code, text = http(shared, method, path, body, internal=True)
         assert code == 403 and b"restricted" in text, (what, code, text)
     assert not marker.exists()
-    assert ready(server) and infer(server) == [3.0, 4.0]  # nothing was unloaded
+    assert ready(shared) and infer(shared) == [3.0, 4.0]  # nothing was unloaded
     # Open: inference, health, metadata, config, statistics.
     for path in ("/v2", "/v2/models/echo", "/v2/models/echo/config", "/v2/models/echo/stats"):
-        assert http(server, "GET", path)[0] == 200, path
+        assert http(shared, "GET", path)[0] == 200, path
     # The launcher's own key unlocks them behind the front (the stub watchdog reloads models with it).
-    assert http(server, "POST", "/v2/repository/models/echo/load", b"", server.admin_headers(), internal=True)[0] == 200
+    assert http(shared, "POST", "/v2/repository/models/echo/load", b"", shared.admin_headers(), internal=True)[0] == 200
 
 
-def test_grpc_admin_apis_refused_without_the_key(server: TritonServer) -> None:
+def test_grpc_admin_apis_refused_without_the_key(shared: TritonServer) -> None:
 
-    public, internal = grpc.InferenceServerClient(server.grpc_url), grpc.InferenceServerClient(server.internal_grpc_url)
-    key = server.admin_headers("grpc")
+    public, internal = grpc.InferenceServerClient(shared.grpc_url), grpc.InferenceServerClient(shared.internal_grpc_url)
+    key = shared.admin_headers("grpc")
     try:
         for c, headers, refusal in ((internal, None, "restricted"), (public, None, "Method not found"),
                                     (public, key, "Method not found")):  # the public port: key or not
@@ -207,55 +277,6 @@ def test_grpc_admin_apis_refused_without_the_key(server: TritonServer) -> None:
     finally:
         public.close()
         internal.close()
-
-
-def test_client_cannot_register_the_stubs_shared_memory(server: TritonServer) -> None:
-    """Registering the echo stub's own region and inferring into it crashed tritonserver (signal 11)."""
-
-    regions = shm_regions([server.pid, *stub_pids(server).values()])
-    assert regions, "the python backend maps its regions from /dev/shm"
-    region = sorted(regions)[0]
-    code, text = http(server, "POST", "/v2/systemsharedmemory/region/stub/register",
-                      json.dumps({"key": f"/{region}", "offset": 0, "byte_size": 4096}).encode())
-    assert code == 404, text
-    c = grpc.InferenceServerClient(server.grpc_url)
-    try:
-        with pytest.raises(Exception, match="Method not found"):
-            c.register_system_shared_memory("stub", f"/{region}", 4096)
-        x = grpc.InferInput("X", [2], "FP32")
-        x.set_data_from_numpy(np.array([1.5, 2], np.float32))
-        assert c.infer("echo", [x]).as_numpy("Y").tolist() == [3.0, 4.0]
-    finally:
-        c.close()
-    assert server.running and ready(server)
-
-
-def test_each_models_code_is_loaded_once_at_a_start(server: TritonServer, repo: Path) -> None:
-    """One stub per model instance: none started only to ask the model to complete its config
-    (`--disable-auto-complete-config`; the python backend's default starts two per model, importing torch twice)."""
-    assert {m.name: (m / "1" / "imported").read_text() for m in repo.iterdir()} == {
-        "echo": "x", "other": "x", "slow": "x"}
-
-
-def test_key_is_not_written_to_the_log(server: TritonServer) -> None:
-    infer(server)
-    key = server.admin_headers()[server_mod.ADMIN_HEADER]
-    assert key not in server.log_tail(10**7)
-
-
-def test_the_front_runs_with_huge_pages_for_its_large_blocks(server: TritonServer) -> None:
-    environ = Path(f"/proc/{server.front_pid}/environ").read_bytes().split(b"\0")
-    want = front_environment(dict(os.environ))["GLIBC_TUNABLES"]
-    assert "glibc.malloc.hugetlb=" in want and f"GLIBC_TUNABLES={want}".encode() in environ
-
-
-
-def test_the_front_may_open_as_many_files_as_the_hard_limit_allows(server: TritonServer) -> None:
-    """Its connection caps (HTTP, metrics), gRPC's connections and its pool toward tritonserver together can pass the
-    common soft limit of 1024."""
-    rows = Path(f"/proc/{server.front_pid}/limits").read_text().splitlines()
-    soft, hard = next(r for r in rows if r.startswith("Max open files")).split()[3:5]
-    assert soft == hard or int(soft) == 1 << 20, (soft, hard)
 
 
 # ---- readiness and the stub watchdog ----------------------------------------------------------------------------
