@@ -200,7 +200,7 @@ def test_metrics_page_is_passed_on(server: TritonServer) -> None:
 
 def slow_clip(folder: Path, i: int, seed: int) -> bytes:
     """A clip whose cold request takes seconds of decoding: 4 GOPs of 900 frames, each decoded from its keyframe to
-    its last sampled frame (on a clip of the encoder's short GOPs, most of 8 cold requests could be answered before
+    its last sampled frame (on a clip of the encoder's short GOPs, most of the cold requests could be answered before
     the stop)."""
     moving_clip(folder / f"s{i}.mp4", seed, gop=900)
     return repeat_clip(folder / f"s{i}.mp4", folder / f"v{i}.mp4", reps=4).read_bytes()
@@ -209,11 +209,11 @@ def slow_clip(folder: Path, i: int, seed: int) -> bytes:
 @pytest.mark.server
 def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytest.TempPathFactory,
                                                          tmp_path: Path) -> None:
-    """A stop with 8 cold requests in flight (4 HTTP, 4 gRPC) and 2 idle keep-alive connections: every request gets
+    """A stop with 4 cold requests in flight (2 HTTP, 2 gRPC) and 2 idle keep-alive connections: every request gets
     its answer, the idle connections are closed, and the server is down a model unload after the last one
     (tritonserver signalled with the front refuses the next step of a gRPC request in flight: "Server not ready")."""
     skip_without_tritonserver()
-    videos = [slow_clip(tmp_path, i, seed) for i, seed in enumerate(range(100, 108))]
+    videos = [slow_clip(tmp_path, i, seed) for i, seed in enumerate(range(100, 104))]
     gen = served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=30))
     srv = next(gen)
     host, port = srv.http_url.rsplit(":", 1)
