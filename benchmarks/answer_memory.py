@@ -45,6 +45,7 @@ from videoitg.outputs import GroundingResult
 from videoitg.request.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.request.options import RequestOptions
 from videoitg.serving.ports import free_ports
+from videoitg.serving.procfs import memory
 
 MB = 1_000_000
 RESULT = GroundingResult([0.5, 2.0, -1.0], [0, 25, 50], [0.0, 1.0, 2.0], duration=3.0)
@@ -94,16 +95,6 @@ class StandIns:
         self.runners.append(runner)
 
 
-def status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) * 1024
-    return out
-
-
 def post(port: int, body: bytes) -> int:
     """POST /v1/chat/completions from a plain socket (the bytes sent from where they lie); the answer's status."""
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -130,14 +121,14 @@ async def measure(pid: int, bodies: list[bytes], port: int, settle_s: float) -> 
     """The front's peak and at-rest memory over `bodies` sent at once, and their answers' statuses."""
     await asyncio.sleep(settle_s)  # the heap trimmed after the last case (process.trim_after_release)
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = status(pid)["VmRSS"]
+    before = memory(pid)["VmRSS"]
     t0 = time.perf_counter()
     codes = await asyncio.gather(*(asyncio.to_thread(post, port, b) for b in bodies))
     wall = time.perf_counter() - t0
-    peak = status(pid)["VmHWM"]
+    peak = memory(pid)["VmHWM"]
     await asyncio.sleep(settle_s)
     return {"statuses": list(codes), "peak_mib": (peak - before) / 2**20,
-            "at_rest_mib": (status(pid)["VmRSS"] - before) / 2**20, "wall_s": wall}
+            "at_rest_mib": (memory(pid)["VmRSS"] - before) / 2**20, "wall_s": wall}
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -161,7 +152,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                              stdout=subprocess.PIPE, text=True)
     try:
         assert front.stdout is not None and "videoitg front:" in front.stdout.readline()
-        results["front_rss_mib"] = status(front.pid)["VmRSS"] / 2**20
+        results["front_rss_mib"] = memory(front.pid)["VmRSS"] / 2**20
         file_body = chat(long.resolve().as_uri())
         results["file"] = await measure(front.pid, [file_body, file_body], http, args.settle_s)
         data = chat("data:video/mp4;base64," + base64.b64encode(os.urandom(args.data_mb * MB)).decode())

@@ -40,6 +40,7 @@ from benchmarks.perf.timing import median
 from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
 from videoitg.model.hotpath import hf_state_dict
 from videoitg.model.qwen2 import run_decoder
+from videoitg.serving.procfs import memory
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]  # the rss child runs as `python -m benchmarks.bench_cpu_savings` from here
@@ -105,14 +106,6 @@ class Sides:
         raise ValueError(which)
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def child(which: str, tiny: bool) -> None:
     """Runs in a fresh process: peak-RSS growth of one forward of one side, as JSON on stdout.
 
@@ -125,9 +118,9 @@ def child(which: str, tiny: bool) -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so reuse of them does not hide growth
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    before = _status_kb("VmRSS")
+    before = memory()["VmRSS"]
     out = sides.call(which)
-    growth = (_status_kb("VmHWM") - before) * 1024
+    growth = memory()["VmHWM"] - before
     print(json.dumps({"which": which, "rss_growth": growth, "kept_bytes": tensor_bytes(out)}))
 
 

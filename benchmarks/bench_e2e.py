@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from videoitg.decode import decode_video
 from videoitg.model.hotpath import hf_state_dict
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
+from videoitg.serving.procfs import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,10 +152,10 @@ def part_pixels(clips: dict[str, Path], reps: int, image_size: int) -> dict:
 def rss_child(which: str, path: Path, image_size: int) -> dict:
     import transformers  # noqa: F401 - both children import the same libraries before the baseline reading
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = memory()["VmHWM"] / 2**20  # this process's own peak (`ru_maxrss` would start at its parent's)
     fn = released_pixels if which == "released" else our_pixels
     (pv, idx, st), wall, cpu = timed(fn, path, image_size)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = memory()["VmHWM"] / 2**20
     return {"path": which, "frames": len(idx), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "rss_after_imports_mb": round(before), "peak_rss_mb": round(peak),
             **{k: round(v, 2) for k, v in st.items()}}

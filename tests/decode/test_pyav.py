@@ -19,6 +19,7 @@ from tests.support.video import read_number, write_clip
 from videoitg.decode import DecodeTimeoutError, decode_video, probe_video, pyav
 from videoitg.preprocess import preprocess_frames
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices
+from videoitg.serving.procfs import memory
 
 try:
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as SiglipProcessor
@@ -191,10 +192,7 @@ def _peak_rss_reset() -> bool:
 
 
 def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    return memory()["VmHWM"] / 2**20
 
 
 def test_memory_stays_bounded_by_the_output(tmp_path: Path) -> None:

@@ -55,17 +55,26 @@ def cpu_s(pid: int) -> float:
     return ns / 1e9
 
 
+def memory(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident memory now (`VmRSS`) and at its peak (`VmHWM`), in bytes. The peak is this program's
+    own: unlike `getrusage`'s `ru_maxrss`, which a program started from a large process begins at that process's
+    peak (Linux carries it across `exec`), and unlike it, reset by writing 5 to /proc/PID/clear_refs."""
+    out = {}
+    for line in (PROC / str(pid) / "status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
 def rss_mib(pid: int | None) -> float:
     """Resident memory of process `pid` in MiB (0 when there is none)."""
     if pid is None:
         return 0.0
     try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        return memory(pid).get("VmRSS", 0) / 2**20
     except OSError:
-        pass
-    return 0.0
+        return 0.0
 
 
 def children(pid: int) -> list[int]:
