@@ -58,7 +58,7 @@ def cpu_s(pid: int) -> float:
 def memory(pid: int | str = "self") -> dict[str, int]:
     """A process's resident memory now (`VmRSS`) and at its peak (`VmHWM`), in bytes. The peak is this program's
     own: unlike `getrusage`'s `ru_maxrss`, which a program started from a large process begins at that process's
-    peak (Linux carries it across `exec`), and unlike it, reset by writing 5 to /proc/PID/clear_refs."""
+    peak (Linux carries it across `exec`), and one that writing 5 to /proc/PID/clear_refs resets."""
     out = {}
     for line in (PROC / str(pid) / "status").read_text().splitlines():
         key, _, value = line.partition(":")
