@@ -17,7 +17,7 @@ from videoitg.config import VideoITGConfig
 from videoitg.model.layout import SequenceLayout, build_inputs
 from videoitg.model.projector import SeqMLPProjector
 from videoitg.model.qwen2 import DecoderLayer, RMSNorm, run_decoder
-from videoitg.model.vision import VisionTower
+from videoitg.model.vision import VisionTower, embedding
 
 
 class GroundingLM(nn.Module):
@@ -26,7 +26,7 @@ class GroundingLM(nn.Module):
     def __init__(self, cfg: VideoITGConfig):
         super().__init__()
         t = cfg.text
-        self.embed_tokens = nn.Embedding(t.vocab_size, t.hidden_size)
+        self.embed_tokens = embedding(t.vocab_size, t.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(t) for _ in range(t.num_hidden_layers))
         self.norm = RMSNorm(t.hidden_size, t.rms_norm_eps)
         self.mm_projector = SeqMLPProjector(cfg.mm_hidden_size, t.hidden_size)

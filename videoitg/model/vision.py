@@ -17,11 +17,22 @@ from videoitg.config import VisionConfig
 from videoitg.model.hotpath import FusedLinear, fuse_on_load, gelu_linear, project
 
 
+def embedding(num: int, dim: int) -> nn.Embedding:
+    """`nn.Embedding(num, dim)` with its N(0, 1) init, which is skipped on the meta device, where a checkpoint load
+    builds the model before it reads the weights: torch runs `normal_` on meta through its Python reference ops, and
+    their first use imports sympy and 800 other modules (2-3 s of CPU in every process that loads a checkpoint, each
+    served step's included)."""
+    weight = torch.empty(num, dim)
+    if not weight.is_meta:
+        nn.init.normal_(weight)
+    return nn.Embedding(num, dim, _weight=weight)
+
+
 class SiglipEmbeddings(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.patch_embedding = nn.Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, stride=cfg.patch_size)
-        self.position_embedding = nn.Embedding(cfg.tokens_per_frame, cfg.hidden_size)
+        self.position_embedding = embedding(cfg.tokens_per_frame, cfg.hidden_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # [T, 3, S, S] -> [T, D, g, g] -> [T, g*g, D], patches row-major
