@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from tests.support import ROOT
 from tests.support.model import plain_writer_checkpoint
 from videoitg.batch.runner import BatchOptions, fingerprint
 from videoitg.batch.scorers import ScorerSpec
@@ -30,6 +33,7 @@ from videoitg.model.checkpoint import (
     save_checkpoint,
     weight_files,
 )
+from videoitg.model.vision import embedding
 from videoitg.pipeline.scorer import Scorer
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint, build_tiny_tokenizer
 
@@ -294,3 +298,25 @@ def test_eagle_base_checkpoint_starts_a_grounding_run(tmp_path, tiny):
     assert type(model).__name__ == "VideoITGAnchor" and model.config.attention == "causal"
     assert torch.equal(model.out_proj.bias, torch.zeros(1)) and model.out_proj.weight.abs().sum() > 0
     assert torch.equal(model.model.norm.weight, tiny.model.norm.weight)
+
+
+def test_a_load_builds_the_model_without_importing_sympy() -> None:
+    """`load_checkpoint` builds the model on the meta device with no random init (`vision.embedding`): torch's
+    `normal_` on meta would import sympy and 800 other modules, seconds of CPU in every served step's start. Run in
+    a fresh interpreter: this one has imported everything already."""
+    code = ("import sys, torch; from videoitg.defaults import default_checkpoint; "
+            "from videoitg.model.checkpoint import load_checkpoint; load_checkpoint(default_checkpoint()); "
+            "print('sympy' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr[-2000:]
+
+
+def test_the_embeddings_random_init_is_torchs() -> None:
+    """Off the meta device `embedding` draws N(0, 1) as `nn.Embedding` does, from the same generator state."""
+    torch.manual_seed(5)
+    want = torch.nn.Embedding(7, 3).weight
+    torch.manual_seed(5)
+    got = embedding(7, 3).weight
+    assert torch.equal(got, want) and got.requires_grad
+    with torch.device("meta"):
+        assert embedding(7, 3).weight.is_meta
