@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support.server import DirectError, RawTensor, direct_infer, served, skip_without_tritonserver, stub_pids
+from tests.support.server import DirectError, RawTensor, direct_infer, skip_without_tritonserver, stub_pids
 from videoitg.contract.protocol import (
     FEATURES,
     FRAME_INDICES,
@@ -35,10 +35,11 @@ OVERFLOW = (1, 4194304, 3, 2097152, 2097152)
 
 
 @pytest.fixture(scope="module")
-def ensemble(tmp_path_factory):
-    """The module's own server (ensemble: every step, the selection step too): a test that fails here breaks its
-    server, never a shared one."""
-    yield from served(RepoSpec(target="cpu", mode="ensemble"), tmp_path_factory)
+def ensemble(shared_servers):
+    """The shared ensemble server (every step, the selection step too; tests/serving/test_repository_ensemble.py
+    holds it as well): each test here checks that the step's stub answered a good request next, unrestarted, so a
+    passing test leaves the server as it found it."""
+    yield from shared_servers.hold(RepoSpec(target="cpu", mode="ensemble"))
 
 
 def _good(model: str, config) -> dict[str, np.ndarray]:
