@@ -282,15 +282,31 @@ def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) 
 
 # ---- overload: the top-level queue bound (Limits.max_in_flight) ------------------------------------------------
 def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sample, tmp_path: Path) -> None:
-    """Far more simultaneous requests than the top-level model admits (`HITS_PER_COLD_SLOT * max_in_flight`
-    requests, 32 by default, behind Triton's queue of `max_in_flight`): each is answered correctly or refused at once
-    with UNAVAILABLE, never with another error, and the server stays ready. A cold 120-frame video: its decode runs
-    while the rest arrive, and each hit's grounding takes long enough that the requests overlap even when a busy
-    machine staggers the clients' threads."""
-    n = 6 * Limits().max_in_flight
+    """Far more simultaneous requests than the top-level model admits (`6 * max_in_flight` requests, 48 by default,
+    behind Triton's queue of `max_in_flight`): each is answered correctly or refused at once with UNAVAILABLE, never
+    with another error, and the server stays ready. A cold 120-frame video: its decode runs while the rest arrive, and
+    each hit's grounding takes long enough that the requests overlap. A machine busy enough to stagger the clients'
+    threads past the decode may answer every one: then the burst is not an overload, and it is sent again with a new
+    cold video and twice the clients (at most three bursts)."""
     data, instruction = sample
-    video = small_clip(tmp_path / "overload.mp4", seed=999, seconds=120, fps=1)
-    ref = np.asarray(scorer.score(video, instruction).logits)
+    for burst, n in enumerate((6 * Limits().max_in_flight, 12 * Limits().max_in_flight, 24 * Limits().max_in_flight)):
+        video = small_clip(tmp_path / f"overload{burst}.mp4", seed=999 + burst, seconds=120, fps=1)
+        ok, refused = _overload_burst(server, scorer.score(video, instruction).logits, video, instruction, n)
+        assert ok and max(ok) <= TOL, ok
+        assert server.is_ready()
+        if refused:
+            break
+    report("overload", {"requests": n, "bursts": burst + 1, "answered": len(ok), "refused": len(refused),
+                        "refusal_max_ms": round(1000 * max(refused), 1) if refused else None})
+    assert refused, f"none of {n} simultaneous requests was refused: the queue is not bounded"
+    with VideoITGClient(server.grpc_url, "grpc") as c:
+        assert c.score(data, instruction).logits  # served again
+
+
+def _overload_burst(server, logits: list[float], video: bytes, instruction: str, n: int) -> tuple[list, list]:
+    """`n` clients send the same request at once (connected first, released by a barrier): the answered requests'
+    max |logit - `logits`| and the refused requests' times to the refusal. Any other error fails the test."""
+    ref = np.asarray(logits)
     clients = [grpc.InferenceServerClient(server.grpc_url) for _ in range(n)]
     start = threading.Barrier(n)
 
@@ -313,20 +329,13 @@ def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sa
     finally:
         for c in clients:
             c.close()
-    ok = [d for kind, d, _ in got if kind == "ok"]
+
     def refusal(kind: str) -> bool:  # the top-level model's bound, or Triton's queue bound in front of it
         return kind.startswith("StatusCode.UNAVAILABLE") and ("server busy" in kind or "queue size" in kind)
 
-    refused = [t for kind, _, t in got if refusal(kind)]
     other = [kind for kind, _, _ in got if kind != "ok" and not refusal(kind)]
-    report("overload", {"requests": n, "answered": len(ok), "refused": len(refused),
-                        "refusal_max_ms": round(1000 * max(refused), 1) if refused else None})
     assert not other, other[:3]
-    assert ok and max(ok) <= TOL, ok
-    assert refused, f"none of {n} simultaneous requests was refused: the queue is not bounded"
-    assert server.is_ready()
-    with VideoITGClient(server.grpc_url, "grpc") as c:
-        assert c.score(data, instruction).logits  # served again
+    return [d for kind, d, _ in got if kind == "ok"], [t for kind, _, t in got if refusal(kind)]
 
 
 # ---- fault: a python-backend stub killed mid-request ------------------------------------------------------------
