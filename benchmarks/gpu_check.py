@@ -79,6 +79,12 @@ def log(msg: str) -> None:
 STUB = ("numpy", "scipy", "scikit-learn")
 
 
+def requirements() -> list[str]:
+    """The requirement lines of `REQUIREMENTS`, without comments and blank lines."""
+    lines = (line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def environment_has(requirement: str, system_tritonserver: bool) -> str | None:
     """What this environment already has for a line of gpu_requirements.txt (its version; "system" for
     nvidia-pytriton where a tritonserver is installed): the image's own is used, not the wheelhouse's. The STUB
@@ -111,10 +117,10 @@ def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str
     process's path: tritonserver's python-backend stubs take their packages from the `python3` first on PATH, which
     `videoitg serve` puts its own there, not from PYTHONPATH) and what the environment had ({requirement: its
     version}), which is not installed."""
-    reqs = [r.split("#")[0].strip() for r in REQUIREMENTS.read_text().splitlines()]
+    reqs = requirements()
     system = system_tritonserver()
-    kept = {r: have for r in reqs if r and (have := environment_has(r, system)) is not None}
-    reqs = [r for r in reqs if r and r not in kept]
+    kept = {r: have for r in reqs if (have := environment_has(r, system)) is not None}
+    reqs = [r for r in reqs if r not in kept]
     stub = [r for r in reqs if r.split("==")[0] in STUB]
     parts = {"site": [r for r in reqs if r not in stub], "stub": stub}
     for folder, names in parts.items():

@@ -74,10 +74,6 @@ def cached(req: Requirement, dest: Path) -> bool:
     return False
 
 
-def requirement_lines(path: Path) -> list[str]:
-    return [line.split("#")[0].strip() for line in path.read_text().splitlines() if line.split("#")[0].strip()]
-
-
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bare")
@@ -106,7 +102,7 @@ def bare_python(tmp_path_factory) -> Path:
 # Every section in one process, two real tritonservers among them (`served`, `served_e2e`): minutes on 2 shared cores.
 @pytest.mark.timeout(1500)
 def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
-    download(requirement_lines(ROOT / "benchmarks" / "gpu_requirements.txt"), CACHE / "wheelhouse")
+    download(gpu_check.requirements(), CACHE / "wheelhouse")
     env = {"PATH": f"{bare_python.parent}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)),
            "LANG": "C.UTF-8", "OMP_NUM_THREADS": "2"}
     probe = subprocess.run([str(bare_python), "-c", "import numpy, importlib.util as u; print(numpy.__version__, "
@@ -186,7 +182,7 @@ def test_the_check_uses_what_the_image_has_and_installs_the_rest() -> None:
         except md.PackageNotFoundError:
             installed = None
         assert gpu_check.environment_has(line, False) == (installed if numpy.startswith("1.") else None)
-    listed = {r.split("#")[0].split("==")[0].strip() for r in gpu_check.REQUIREMENTS.read_text().splitlines()}
+    listed = {r.split("==")[0] for r in gpu_check.requirements()}
     assert set(gpu_check.STUB) <= listed
 
 

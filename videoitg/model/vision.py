@@ -20,8 +20,8 @@ from videoitg.model.hotpath import FusedLinear, fuse_on_load, gelu_linear, proje
 def embedding(num: int, dim: int) -> nn.Embedding:
     """`nn.Embedding(num, dim)` with its N(0, 1) init, which is skipped on the meta device, where a checkpoint load
     builds the model before it reads the weights: torch runs `normal_` on meta through its Python reference ops, and
-    their first use imports sympy and 800 other modules (2-3 s of CPU in every process that loads a checkpoint, each
-    served step's included)."""
+    their first use imports sympy and 800 other modules (seconds of CPU in every process that loads a checkpoint,
+    each served step's included)."""
     weight = torch.empty(num, dim)
     if not weight.is_meta:
         nn.init.normal_(weight)
