@@ -8,7 +8,8 @@ are installed under --workdir with pip --no-index (STUB apart: numpy 1.x and the
 it, for the tritonserver python-backend stub only), except what the environment already has: inside the serving
 image (deploy/Dockerfile) that is its own tritonclient 2.71 and tritonserver 2.71 (/opt/tritonserver; nvidia-
 pytriton's 2.51 is not installed there), which the check then uses; `env` says which it used. This checkout is
-imported in place. Sections, each written to the JSON as it finishes (one that fails records its error; the others
+imported in place (laid out as the installed package where it is not installed). Sections, each written to the
+JSON as it finishes, the long ones stage by stage too (one that fails records its error and what it had; the others
 still run):
   env       GPU, driver, clocks, python/torch/CUDA/cuDNN/numpy versions, the SDPA kernel each attention call runs,
             the tritonserver `videoitg serve` will run and the tritonclient imported (which, what version)
@@ -57,6 +58,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,30 @@ def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                             "--find-links", str(wheelhouse), "--target", str(target), *names], check=True)
             marker.write_text(wanted)
+    paths = [lay_out(work), str(work / "site"), str(ROOT)]
+    venv = work / "serve-venv"
+    if not venv.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    entries = [str(work / "stub"), *paths, *filter(None, sys.path)]
+    (site / "videoitg_gpu_check.pth").write_text("\n".join(entries) + "\n")
+    return paths, str(venv / "bin" / "python"), kept
+
+
+def installed() -> bool:
+    """Whether this environment has the package installed (else the checkout is laid out as it)."""
+    import importlib.metadata as md
+
+    try:
+        md.distribution("videoitg-serve")
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def lay_out(work: Path) -> str:
+    """This checkout laid out as the installed package, by symlinks, in work/pkg (returned): pyproject's package-dir
+    maps engine_build, train and python_backend inside `videoitg`."""
     pkg = work / "pkg" / "videoitg"
     shutil.rmtree(pkg.parent, ignore_errors=True)
     pkg.mkdir(parents=True)
@@ -140,14 +166,7 @@ def install(wheelhouse: Path, work: Path) -> tuple[list[str], str, dict[str, str
             (pkg / entry.name).symlink_to(entry)
     for sub in ("engine_build", "train", "python_backend"):
         (pkg / sub).symlink_to(ROOT / sub)
-    paths = [str(pkg.parent), str(work / "site"), str(ROOT)]
-    venv = work / "serve-venv"
-    if not venv.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    entries = [str(work / "stub"), *paths, *filter(None, sys.path)]
-    (site / "videoitg_gpu_check.pth").write_text("\n".join(entries) + "\n")
-    return paths, str(venv / "bin" / "python"), kept
+    return str(pkg.parent)
 
 
 def tritonserver_command(repository: Path) -> list[str]:
@@ -187,20 +206,35 @@ class Check:
 
     def run(self, name: str) -> None:
         log(f"{name} ...")
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
+        self._running, self._partial = name, {}
         try:
             detail = getattr(self, name)()
             status = "skip" if "skipped" in detail else "pass" if detail.pop("ok") else "FAIL"
         except Exception as e:  # one broken section must not cost the others their run
-            detail, status = {"error": f"{type(e).__name__}: {e}"[:3000]}, "ERROR"
+            detail = {**self._partial, "error": f"{type(e).__name__}: {e}"[:3000],
+                      "traceback": traceback.format_exc()[-4000:]}
+            status = "ERROR"
         self.report["sections"][name] = {"status": status, "s": round(time.perf_counter() - t0, 1), **detail}
+        self.write()
+        log(f"{name}: {status} in {self.report['sections'][name]['s']} s")
+
+    def progress(self, detail: dict[str, Any], stage: str) -> None:
+        """A long section's results so far, written at once (they stay in the record if a later stage fails or the
+        run is stopped); `stage`: what ran last."""
+        self._partial = detail
+        self.report["sections"][self._running] = {"status": f"running (done: {stage})",
+                                                  "s": round(time.perf_counter() - self._t0, 1), **detail}
+        self.write()
+        log(f"{self._running}: {stage} done")
+
+    def write(self) -> None:
         (self.out / "gpu_check.json").write_text(json.dumps(self.report, indent=1, default=str) + "\n")
         rows = [f"| {n} | {r['status']} | {r['s']} | {r.get('summary') or r.get('skipped') or r.get('error', '')} |"
                 for n, r in self.report["sections"].items()]
         head = f"# GPU check on {self.report['sections'].get('env', {}).get('gpu', self.device)}"
         (self.out / "gpu_check.md").write_text("\n".join([head, "", "| section | status | s | result |",
                                                           "|---|---|---|---|", *rows]) + "\n")
-        log(f"{name}: {status} in {self.report['sections'][name]['s']} s")
 
     def config(self, size: str):
         from videoitg.config import VideoITGConfig, preset
@@ -216,6 +250,7 @@ class Check:
 
         from videoitg.model.qwen2 import DecoderLayer, rope_cos_sin
         from videoitg.model.vision import SiglipEncoderLayer
+        from videoitg.serving.binaries import ServingSetupError
 
         d: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                              "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
@@ -240,7 +275,10 @@ class Check:
                 call()
             kernels[name] = sorted({e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")})
         d["sdpa_kernels_fp16"] = kernels
-        d["triton"] = self.triton_in_use()
+        try:
+            d["triton"] = self.triton_in_use()
+        except (ImportError, ServingSetupError) as e:  # a node without the wheelhouse: the hotpath needs neither
+            d["triton"] = {"server": "none", "server_kind": "-", "client": f"none ({type(e).__name__}: {e})"[:200]}
         d["from_the_environment"] = self.kept
         d["ok"] = all(kernels.values())
         d["summary"] = (f"{d.get('gpu', 'cpu')}, driver {d.get('nvidia_smi', {}).get('driver_version', '-')}, "
@@ -724,8 +762,12 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     server_python = sys.executable
     kept: dict[str, str] = {}
+    paths: list[str] = []
     if args.wheelhouse:
         paths, server_python, kept = install(args.wheelhouse, args.workdir)
+    elif not installed():  # no wheelhouse: the sections that need only a PyTorch image's packages (hotpath)
+        paths = [lay_out(args.workdir), str(ROOT)]
+    if paths:
         sys.path[:0] = paths
         os.environ["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
         # Nothing runs in the checkout from here on (`python -m benchmarks.gpu_check` starts there): a process

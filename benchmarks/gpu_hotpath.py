@@ -253,12 +253,17 @@ def hotpath(check: Any) -> dict[str, Any]:
         out["floors_s"] = {"torch_kernels_measured_here": measured,
                            "datasheet": floors(flops, *(sheet[k] * 1e12 for k in ("fp16", "fp8", "fp16", "fp16")))
                            if sheet else None}
+        check.progress(out, "rates")
 
         ours = build_ours(cfg, dev, dtype)
         compile_layers(ours, backend)
         out.update(alone(ours, px, ids, dev))  # compile time, own peak memory of `hot` and `current`
+        check.progress(out, "compile, own peaks")
+        out["profile"] = profile_towers(ours, px, ids, dev, measured)
+        check.progress(out, "profile")
         base = build_baseline(cfg, dev, dtype, hf_state_dict(ours))
-        out.update(against_released(ours, base, px, ids, dev, rounds, measured))  # profile, then the rounds
+        out.update(against_released(ours, base, px, ids, dev, rounds))
+        check.progress(out, "interleaved rounds")
         ours = None
         empty(cuda, compiled=True)
         out["own_peak_gb"]["released"] = own_peak_gb(lambda: base(px, ids), dev)
@@ -266,6 +271,7 @@ def hotpath(check: Any) -> dict[str, Any]:
         fp8 = to_fp8(build_ours(cfg, dev, torch.bfloat16))
         compile_layers(fp8, backend)
         out.update(fp8_against_released(fp8, base, px, ids, dev, rounds))
+        check.progress(out, "fp8 rounds")
         base = None
         empty(cuda)
         with variant("hot"):
@@ -291,17 +297,12 @@ def alone(ours: Any, px: Any, ids: Any, dev: Any) -> dict[str, Any]:
                         "graphs": compiled_graphs()}, "own_peak_gb": peaks}
 
 
-def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int,
-                     floor: dict[str, Any]) -> dict[str, Any]:
-    """Profile each tower on the current and the hot path; then every variant and the released-style path, cold and
-    cached, interleaved."""
+def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]) -> dict[str, Any]:
+    """Each tower on the current and the hot path: wall time, its kernels (profiler), their busy share, its floor."""
     from benchmarks.perf.timing import median, time_calls
-    from videoitg.engine_build.parity import topk_overlap
 
-    cuda = dev.type == "cuda"
     hw = ours.config.tokens_per_side(px.shape[0])
-    vis, bvis = ours.visual_features(px), base.project(base.encode_frames(px))
-    feats = ours.encode_frames(px)
+    vis, feats = ours.visual_features(px), ours.encode_frames(px)
     towers = {"vision": lambda: ours.encode_frames(px), "projector": lambda: ours.project(feats, hw),
               "grounding": lambda: ours.score_features([vis], [ids])}
     profile: dict[str, Any] = {}
@@ -310,10 +311,19 @@ def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: 
             rows = {}
             for tower, call in towers.items():
                 wall = median(time_calls(call, dev, warmup=1, iters=3))
-                prof = kernel_profile(call, cuda)
+                prof = kernel_profile(call, dev.type == "cuda")
                 rows[tower] = {"wall_s": wall, "busy_share": prof["kernel_s"] / wall, **prof,
                                "floor_s": floor[tower], "over_floor": wall / floor[tower]}
             profile[name] = rows
+    return profile
+
+
+def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
+    """Every variant and the released-style path, cold and cached, interleaved."""
+    from benchmarks.perf.timing import median
+    from videoitg.engine_build.parity import topk_overlap
+
+    vis, bvis = ours.visual_features(px), base.project(base.encode_frames(px))
     calls: dict[str, Callable[[], Any]] = {f"{k}_cold": (lambda: ours(px, ids)) for k in VARIANTS}
     calls.update(released_cold=lambda: base(px, ids), hot_cached=lambda: ours.score_features([vis], [ids]),
                  current_cached=lambda: ours.score_features([vis], [ids]),
@@ -324,8 +334,7 @@ def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: 
         top32 = topk_overlap(base(px, ids).float().cpu().numpy(), ours(px, ids).float().cpu().numpy())
     ab = {k: med[f"{k}_cold"] / med["current_cold"] for k in VARIANTS if k != "current"}
     ab["compile (hot vs eager)"] = med["hot_cold"] / med["eager_cold"]
-    return {"profile": profile, "latency_s": {"median": med, "all": secs}, "top32_hot_vs_released": top32,
-            "ab_vs_current": ab}
+    return {"latency_s": {"median": med, "all": secs}, "top32_hot_vs_released": top32, "ab_vs_current": ab}
 
 
 def fp8_against_released(fp8: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
@@ -475,6 +484,7 @@ def served_e2e(check: Any) -> dict[str, Any]:
     released = released_request(base, ids.to(dev), clip, size, processor)
     frames = released.pop("frame_indices")
     out["released_s"] = {k: round(v, 3) for k, v in released.items() if k != "logits"}
+    check.progress(out, "released-style request")
     base = None
     empty(cuda)
     target = "gpu" if cuda else "cpu"
@@ -499,6 +509,7 @@ def served_e2e(check: Any) -> dict[str, Any]:
                          "same_frame_numbers_as_decord": list(result.frame_indices) == list(frames),
                          "steps_s_per_request": gpu_s}
         out["released_over_served"] = released["wall_s"] / wall
+        check.progress(out, "served request")
         gpu_time = gpu_s[VISION] + gpu_s[GROUNDING]
         out["throughput"] = concurrent(url, data, q, gpu_time)
     finally:
