@@ -43,6 +43,9 @@ still run):
             path, FP8 included; the whole served request on the 10-minute 720p clip and 8 concurrent cold requests
             (benchmarks/gpu_hotpath.py says what each measures). One call of both with env fits in 10 minutes of an
             H100 or H200 with the wheels staged: `--only env,hotpath,served_e2e`
+  fp8_breakdown
+            FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights) with
+            FP8 in the vision tower only, in the LLM only and in both, beside fp16 and bf16 without FP8
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "benchmarks" / "gpu_requirements.txt"
-SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e")
+SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e",
+            "fp8_breakdown")
 LONG_FRAMES, LONG_LAYERS = 512, 4  # the long section's frames (with verify's 30-token instruction) and LLM layers
 CHUNK_FRAMES = 64  # the nvdec section's second decode: frames per DALI run
 INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
@@ -719,6 +723,11 @@ class Check:
         from benchmarks.gpu_hotpath import served_e2e
 
         return served_e2e(self)
+
+    def fp8_breakdown(self) -> dict[str, Any]:
+        from benchmarks.gpu_hotpath import fp8_breakdown
+
+        return fp8_breakdown(self)
 
     def training(self) -> dict[str, Any]:
         ann = self.work / "data" / "annotations.json"

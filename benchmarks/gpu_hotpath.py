@@ -354,33 +354,93 @@ def fp8_against_released(fp8: Any, base: Any, px: Any, ids: Any, dev: Any, round
             "fp8_first_call_s": first, "top32_fp8_vs_released": top32}
 
 
+def parity_inputs(check: Any, cfg: Any) -> tuple[Any, Any]:
+    """The FP8 comparisons' frames (T = 128; 8 with --tiny) and 32-token instruction, on the device."""
+    import torch
+
+    T, s = 8 if check.tiny else 128, cfg.vision.image_size
+    g = torch.Generator().manual_seed(3)
+    # each frame its own colour under the noise, as a video's frames differ (i.i.d. noise frames pool to nearly
+    # one feature, and their logits to near-ties that any rounding reorders)
+    base, noise = torch.randint(0, 256, (T, 3, 1, 1), generator=g), torch.randint(-40, 41, (T, 3, s, s), generator=g)
+    frames = (base + noise).clamp(0, 255).to(torch.uint8).to(check.device)
+    return frames, torch.randint(0, cfg.text.vocab_size, (32,), generator=g).to(check.device)
+
+
+def fp32_logits(check: Any, cfg: Any, frames: Any, ids: Any) -> Any:
+    """The fp32 reference's logits (TF32 off, from here on), its model freed after."""
+    import torch
+
+    from benchmarks.perf.build import build_ours
+    from videoitg.preprocess import pixel_values
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    ref = build_ours(cfg, check.device, torch.float32)
+    with torch.inference_mode(), variant("eager"):
+        want = ref(pixel_values(frames, torch.float32), ids).float().cpu().numpy()
+    del ref
+    empty(check.cuda)
+    return want
+
+
+def against_fp32(want: Any, got: Any) -> dict[str, Any]:
+    from videoitg.engine_build.parity import compare
+
+    p = compare(want, got)
+    return {"max_abs_logit_diff": p.max_abs_diff, "top32": p.topk_overlap, "spearman": p.spearman}
+
+
 def fp8_parity(check: Any, fp8: Any) -> dict[str, Any]:
     """FP8 logits against fp32 (TF32 off) on the same weights (one seed) and frames: T = 128 at a 1,024-token visual
     budget (8 frames with --tiny)."""
     import torch
 
-    from benchmarks.perf.build import build_ours
-    from videoitg.engine_build.parity import compare
     from videoitg.preprocess import pixel_values
 
-    dev, cfg = check.device, dataclasses.replace(fp8.config, vision_token_num=1024)
-    T = 8 if check.tiny else 128
+    cfg = dataclasses.replace(fp8.config, vision_token_num=1024)
     fp8.config = cfg  # the reduced budget for this comparison (the model's config is read per call)
-    ref = build_ours(cfg, dev, torch.float32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    s = cfg.vision.image_size
-    g = torch.Generator().manual_seed(3)
-    # each frame its own colour under the noise, as a video's frames differ (i.i.d. noise frames pool to nearly
-    # one feature, and their logits to near-ties that any rounding reorders)
-    base, noise = torch.randint(0, 256, (T, 3, 1, 1), generator=g), torch.randint(-40, 41, (T, 3, s, s), generator=g)
-    frames = (base + noise).clamp(0, 255).to(torch.uint8).to(dev)
-    ids = torch.randint(0, cfg.text.vocab_size, (32,), generator=g).to(dev)
+    frames, ids = parity_inputs(check, cfg)
+    want = fp32_logits(check, cfg, frames, ids)
     with torch.inference_mode(), variant("hot"):
-        want = ref(pixel_values(frames, torch.float32), ids).float().cpu().numpy()
         got = fp8(pixel_values(frames, torch.bfloat16), ids).float().cpu().numpy()
-    p = compare(want, got)
-    return {"frames": T, "visual_tokens": T * cfg.tokens_per_side(T) ** 2, "max_abs_logit_diff": p.max_abs_diff,
-            "top32": p.topk_overlap, "spearman": p.spearman, "logit_range": float(want.max() - want.min())}
+    T = frames.shape[0]
+    return {"frames": T, "visual_tokens": T * cfg.tokens_per_side(T) ** 2, **against_fp32(want, got),
+            "logit_range": float(want.max() - want.min())}
+
+
+def fp8_breakdown(check: Any) -> dict[str, Any]:
+    """Where FP8's difference from fp32 comes from, in `fp8_parity`'s setup (weights, frames, instruction): fp16 and
+    bf16 without FP8, FP8 in the vision tower's layers only, in the LLM's only, and in both, each against fp32 (eager:
+    compiling fuses kernels, it changes no precision)."""
+    import torch
+
+    from benchmarks.perf.build import build_ours
+    from videoitg.model.fp8 import to_fp8
+    from videoitg.model.vision import SiglipEncoderLayer
+    from videoitg.preprocess import pixel_values
+
+    cfg = dataclasses.replace(check.config("tiny" if check.tiny else "real"), vision_token_num=1024)
+    frames, ids = parity_inputs(check, cfg)
+    want = fp32_logits(check, cfg, frames, ids)
+    out: dict[str, Any] = {"frames": frames.shape[0], "logit_range": float(want.max() - want.min()),
+                           "logit_std": float(want.std())}
+    # name -> (dtype, FP8 in: None none, "vision", "llm", "both")
+    runs = {"fp16": (torch.float16, None), "bf16": (torch.bfloat16, None), "fp8_vision": (torch.bfloat16, "vision"),
+            "fp8_llm": (torch.bfloat16, "llm"), "fp8": (torch.bfloat16, "both")}
+    for name, (dtype, where) in runs.items():
+        model = build_ours(cfg, check.device, dtype)
+        if where is not None:
+            to_fp8(model, [x for x in model.transformer_layers()
+                           if where == "both" or isinstance(x, SiglipEncoderLayer) == (where == "vision")])
+        with torch.inference_mode(), variant("eager"):
+            out[name] = against_fp32(want, model(pixel_values(frames, dtype), ids).float().cpu().numpy())
+        del model
+        empty(check.cuda)
+        check.progress(out, name)
+    out["ok"] = all(out[k]["max_abs_logit_diff"] == out[k]["max_abs_logit_diff"] for k in runs)  # no NaN
+    out["summary"] = f"T={out['frames']}, fp32 logits' range {out['logit_range']:.3g}: " + ", ".join(
+        f"{k} top-32 {out[k]['top32']:.3g} max|d| {out[k]['max_abs_logit_diff']:.3g}" for k in runs)
+    return out
 
 
 def summarize(out: dict[str, Any], cuda: bool) -> dict[str, Any]:

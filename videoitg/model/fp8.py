@@ -71,14 +71,15 @@ def check_fp8_device(device: torch.device) -> None:
                          f"Ada, Hopper); {name} has {torch.cuda.get_device_capability(device)}")
 
 
-def to_fp8(model: nn.Module) -> nn.Module:
-    """Every nn.Linear inside the model's SigLIP and Qwen2 layers as a Float8Linear, in place; the model must be
-    in bf16 (what stays 16-bit runs in it). The 16-bit weights are dropped as each layer is converted."""
+def to_fp8(model: nn.Module, layers: list[nn.Module] | None = None) -> nn.Module:
+    """Every nn.Linear inside the model's SigLIP and Qwen2 layers (or inside `layers`, some of them: the GPU check
+    converts one tower at a time to see where FP8's difference comes from) as a Float8Linear, in place; the model
+    must be in bf16 (what stays 16-bit runs in it). The 16-bit weights are dropped as each layer is converted."""
     w = next(model.parameters())
     if w.dtype != torch.bfloat16:
         raise ValueError(f"FP8 runs its 16-bit parts in bfloat16; the model was loaded as {w.dtype}")
     check_fp8_device(w.device)
-    for layer in model.transformer_layers():
+    for layer in model.transformer_layers() if layers is None else layers:
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear):
