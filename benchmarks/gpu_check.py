@@ -46,6 +46,9 @@ still run):
   fp8_breakdown
             FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights) with
             FP8 in the vision tower only, in the LLM only and in both, beside fp16 and bf16 without FP8
+  decode_long
+            one request's decode on served_e2e's 10-minute 720p clip and a 60-second clip with B-frames: DALI (NVDEC)
+            fed each chunk's piece of the video, against DALI fed the whole video each chunk, and PyAV; pixels compared
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "benchmarks" / "gpu_requirements.txt"
 SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e",
-            "fp8_breakdown")
+            "fp8_breakdown", "decode_long")
 LONG_FRAMES, LONG_LAYERS = 512, 4  # the long section's frames (with verify's 30-token instruction) and LLM layers
 CHUNK_FRAMES = 64  # the nvdec section's second decode: frames per DALI run
 INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
@@ -728,6 +731,11 @@ class Check:
         from benchmarks.gpu_hotpath import fp8_breakdown
 
         return fp8_breakdown(self)
+
+    def decode_long(self) -> dict[str, Any]:
+        from benchmarks.gpu_hotpath import decode_long
+
+        return decode_long(self)
 
     def training(self) -> dict[str, Any]:
         ann = self.work / "data" / "annotations.json"

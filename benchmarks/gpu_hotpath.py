@@ -584,6 +584,76 @@ def served_e2e(check: Any) -> dict[str, Any]:
     return out
 
 
+def decode_long(check: Any) -> dict[str, Any]:
+    """One request's decode, each decoder alone: DALI with each chunk fed its piece of the video (the default,
+    `videoitg.decode.pieces`) against DALI fed the whole video for every chunk, and PyAV (the CPU; its threads over
+    GOP ranges), on served_e2e's 10-minute 720p clip (512 frames) and on a 60-second 720p clip with B-frames (x264
+    veryfast); the two DALI runs' pixels compared (bit-equal: the same packets decoded from the same keyframes).
+    With --tiny: DALI's CPU decoder on an 8-second 320x240 VP9 clip."""
+    import torch
+
+    from videoitg.clips import repeat_clip, write_natural_clip
+
+    cuda, work = check.cuda, check.work / "clips"
+    work.mkdir(parents=True, exist_ok=True)
+    size = check.config("tiny" if check.tiny else "real").vision.image_size
+    codec, (w, h), seconds = ("libx264", (1280, 720), 60) if cuda else ("libvpx-vp9", (320, 240), 8)
+    segment = write_natural_clip(work / f"segment{w}.{'mp4' if cuda else 'webm'}", codec=codec, frames=50, width=w,
+                                 height=h, gop=50, options={"preset": "veryfast"} if cuda else None)
+    clips = {"bframes" if cuda else "vp9": repeat_clip(segment, work / f"repeated{w}{segment.suffix}", seconds // 2)}
+    if cuda:
+        clips["10min_720p"] = e2e_clip(check)
+    decoder = "dali-gpu" if cuda else "dali-cpu"
+    sync = (lambda: torch.cuda.synchronize(check.device)) if cuda else (lambda: None)
+    out: dict[str, Any] = {"decoder": decoder}
+    for name, clip in clips.items():
+        out[name] = decode_row(check, name, clip.read_bytes(), decoder, size, sync)
+        check.progress(out, name)
+    rows = {k: v for k, v in out.items() if k != "decoder"}
+    out["summary"] = "; ".join(f"{k}: {v['frames']} of {v['total_frames']} frames, DALI pieces {v['dali_pieces_s']:.2f}"
+                               f" s, whole {v['dali_whole_s']:.2f} s, PyAV {v['pyav_s']:.2f} s, bit-equal "
+                               f"{v['bit_equal']}" for k, v in rows.items())
+    out["ok"] = all(r["bit_equal"] for r in rows.values())
+    return out
+
+
+def decode_row(check: Any, name: str, data: bytes, decoder: str, size: int, sync: Callable[[], None]) -> dict:
+    """decode_long's figures for one clip."""
+    import io
+
+    import av
+    import torch
+
+    from videoitg.decode import dali, decode_video, plan_decode
+    from videoitg.decode.budget import Deadline
+    from videoitg.decode.container import build_index, header_info, select_video_stream
+    from videoitg.decode.structs import DecodeLimits
+
+    plan = plan_decode(data, time_budget_s=None)
+    with av.open(io.BytesIO(data)) as c:
+        s = select_video_stream(c, name)
+        index = build_index(c, s, header_info(c, s)["fps"], DecodeLimits(), Deadline(None), name)
+    device = check.device if check.cuda else None
+
+    def run(idx: Any, frames: list[int] = plan.frame_indices) -> tuple[Any, float]:
+        sync()
+        t0 = time.perf_counter()
+        px = dali.decode(decoder, data, frames, size, (plan.colour.width, plan.colour.height), Deadline(None), name,
+                         device, plan.colour, idx)
+        sync()
+        return px, time.perf_counter() - t0
+
+    run(index, plan.frame_indices[:1])  # the pipeline's build and the decoder's start, off the timings
+    pieces, pieces_s = run(index)
+    whole, whole_s = run(None)
+    t0 = time.perf_counter()
+    decode_video(data, image_size=size, decoder="pyav", time_budget_s=None)
+    return {"frames": len(plan.frame_indices), "total_frames": index.total, "mb": round(len(data) / 1e6, 1),
+            "dali_pieces_s": pieces_s, "dali_whole_s": whole_s, "pyav_s": time.perf_counter() - t0,
+            "bit_equal": bool(torch.equal(pieces, whole)),
+            "max_abs_diff": float((pieces.float() - whole.float()).abs().max())}
+
+
 def e2e_clip(check: Any) -> Path:
     """The end-to-end benchmark's 10-minute 720p clip (a 40-second 320x240 one with --tiny), made once in the
     check's work directory."""

@@ -34,7 +34,8 @@ TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
 CACHE = Path(os.environ.get("VIDEOITG_HOME", Path.home() / ".cache" / "videoitg")) / f"gpu-check-wheels-{TAG}"
 pytestmark = pytest.mark.slow
 INSTALLABLE = frozenset(sys_tags())
-BARE_SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e")
+BARE_SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e",
+                 "fp8_breakdown", "decode_long")
 
 
 def closure(names: tuple[str, ...]) -> dict[str, md.Distribution]:
@@ -156,6 +157,10 @@ def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     e2e = sections["served_e2e"]
     assert e2e["served"]["same_frame_numbers_as_decord"] and e2e["throughput"]["errors"] == 0
     assert e2e["released_s"]["decode"] > 0 and e2e["throughput"]["requests"] == 8
+    breakdown = sections["fp8_breakdown"]
+    assert all(0 <= breakdown[k]["max_abs_logit_diff"] < breakdown["logit_range"] for k in
+               ("fp16", "bf16", "fp8_vision", "fp8_llm", "fp8"))
+    assert sections["decode_long"]["vp9"]["bit_equal"] and sections["decode_long"]["decoder"] == "dali-cpu"
 
 
 def gpu_check_variants() -> list[str]:

@@ -17,7 +17,7 @@ from av.video.reformatter import Colorspace, Interpolation
 
 from tests.support.video import read_number, write_clip
 from videoitg.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
-from videoitg.decode import choice, dali, dali_available, decode_video
+from videoitg.decode import choice, dali, dali_available, decode_video, pieces
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import signal_of
 from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason
@@ -223,12 +223,23 @@ def test_dali_gpu_pixels_are_ffmpegs_within_the_bound(
     assert torch.quantile(d[::7], 0.999).item() <= p999
 
 
-def test_chunked_runs_bound_memory_and_change_nothing(clips: dict[str, Path],
+@pytest.mark.parametrize("name", ["vp9", "vp8", "mjpeg"])
+def test_chunked_runs_bound_memory_and_change_nothing(clips: dict[str, Path], name: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali")
-    monkeypatch.setattr(dali, "CHUNK_BYTES", 1)  # one frame per pipeline run
-    chunked = decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali")
+    """One frame per pipeline run, each run over its piece of the video (from the frame's keyframe): the frames of
+    one run over the whole video, bit for bit."""
+    whole = decode_video(clips[name], image_size=32, params=FEW, decoder="dali")
+    monkeypatch.setattr(dali, "CHUNK_BYTES", 1)
+    starts: list[int] = []
+
+    def recorded(*args: object) -> dali.Piece:
+        starts.append((cut := pieces.piece(*args)).first)
+        return cut
+
+    monkeypatch.setattr(dali, "piece", recorded)
+    chunked = decode_video(clips[name], image_size=32, params=FEW, decoder="dali")
     assert torch.equal(whole.pixel_values, chunked.pixel_values)
+    assert len(starts) == len(chunked.frame_indices) and max(starts) > 0  # later runs decode only their piece
 
 
 def test_auto_falls_back_to_pyav_when_dali_fails(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -304,8 +315,8 @@ def test_each_nvdec_chunk_is_copied_out_before_the_pipeline_runs_again(monkeypat
 
     monkeypatch.setattr(dali_torch, "feed_ndarray", feed_ndarray)
     out = torch.zeros(5, 3, 4, 4)
-    dali.run_chunks(Pipe(), lock, {}, [0, 1, 2, 3, 4], 3, out, Stream(), Deadline(None), "decoding",
-                    "clip: DALI (mixed)")
+    dali.run_chunks(Pipe(), lock, {}, lambda chunk: dali.Piece(b"video", 0), [0, 1, 2, 3, 4], 3, out, Stream(),
+                    Deadline(None), "decoding", "clip: DALI (mixed)")
     assert events == ["run", "copy", "wait", "run", "copy", "wait"], events
     assert held_at_wait == [True, True] and not lock.locked()
 

@@ -109,7 +109,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                 try:
                     rotation, colour = first_frame_facts(container, stream)
                     pixels = dali.decode(chosen, src.read_all(limits), frame_numbers, image_size,
-                                         (head["width"], head["height"]), deadline, name, device, colour)
+                                         (head["width"], head["height"]), deadline, name, device, colour, index)
                 except (DecodeTimeoutError, VideoTooLargeError):
                     raise
                 except Exception as e:  # auto only: the file passed PyAV's checks, so PyAV can still do it

@@ -13,18 +13,22 @@ if TYPE_CHECKING:  # DALI is an optional extra: its types only name what the fun
 
 import dataclasses
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
+from videoitg.decode.container import FrameIndex
 from videoitg.decode.errors import VideoDecodeError
+from videoitg.decode.pieces import Piece, piece
 
 DALI_PIN = "2.4.0"  # nvidia-dali-cuda130 in the image (videoitg/assets/compat.json), the version the tests run
 
 # DALI materialises every requested frame at full size with a few working buffers each, so the frame list is fed in
-# chunks of at most CHUNK_BYTES of that working set, one pipeline run each over the same bytes.
+# chunks of at most CHUNK_BYTES of that working set, one pipeline run each over the piece of the video that decodes
+# the chunk (`videoitg.decode.pieces`: DALI decodes from the first packet it is given).
 CHUNK_BYTES = 4 * 1024**3
 WORK_BYTES_PER_PIXEL = 80  # DALI's buffers per decoded pixel (measured ~72 on CPU): the RGB, Y, U/V, float32 terms
 # The documented bound of DALI's frames against FFmpeg's (PyAV's) after the squash to 384, in 0..255 units:
@@ -200,9 +204,11 @@ def colour_input(signal: YuvSignal | None) -> np.ndarray:
 
 
 def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int, size_wh: tuple[int, int],
-           deadline: Deadline, name: str, device: object = None, colour: YuvSignal | None = None) -> torch.Tensor:
+           deadline: Deadline, name: str, device: object = None, colour: YuvSignal | None = None,
+           index: FrameIndex | None = None) -> torch.Tensor:
     """Run the pipeline over `data` for `frame_numbers`; [T,3,S,S] float32 (on the GPU for "dali-gpu").
-    `colour`: how FFmpeg reads the video's YUV (`videoitg.decode.colour.signal_of` its first frame)."""
+    `colour`: how FFmpeg reads the video's YUV (`videoitg.decode.colour.signal_of` its first frame). `index`: the
+    video's frame index, to cut each chunk's piece from (None: every chunk decodes from the video's start)."""
     dali_device = "mixed" if decoder == "dali-gpu" else "cpu"
     target = torch.device("cpu")  # CPU results: the caller copies them to its device afterwards
     if dali_device == "mixed":
@@ -212,39 +218,44 @@ def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int,
     device_id = target.index if target.index is not None else 0
     w, h = size_wh
     per_chunk = max(1, CHUNK_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
-    encoded = np.frombuffer(data, dtype=np.uint8)
     if colour is not None and not colour.width:
         colour = dataclasses.replace(colour, width=w, height=h)
-    feeds = {"VIDEO": encoded, "COLOUR": colour_input(colour if colour is not None else YuvSignal(width=w, height=h))}
+    feeds = {"COLOUR": colour_input(colour if colour is not None else YuvSignal(width=w, height=h))}
+
+    def pieces(chunk: list[int]) -> Piece:
+        return piece(data, index, min(chunk), max(chunk)) if index is not None else Piece(data, 0)
+
     if dali_device == "cpu":
         pipe, lock = _pipeline(dali_device, image_size, device_id)
         out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32)
-        run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, None, deadline, f"decoding with {decoder}",
-                   f"{name}: DALI (cpu)")
+        run_chunks(pipe, lock, feeds, pieces, frame_numbers, per_chunk, out, None, deadline,
+                   f"decoding with {decoder}", f"{name}: DALI (cpu)")
         return out
     with torch.cuda.device(target):  # the instance's GPU is the current one while its frames are decoded
         pipe, lock = _pipeline(dali_device, image_size, device_id)
         out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
-        run_chunks(pipe, lock, feeds, frame_numbers, per_chunk, out, torch.cuda.current_stream(target), deadline,
-                   f"decoding with {decoder}", f"{name}: DALI (mixed)")
+        run_chunks(pipe, lock, feeds, pieces, frame_numbers, per_chunk, out, torch.cuda.current_stream(target),
+                   deadline, f"decoding with {decoder}", f"{name}: DALI (mixed)")
     return out
 
 
-def run_chunks(pipe: Pipeline, lock: threading.Lock, feeds: dict[str, np.ndarray], frame_numbers: list[int],
-               per_chunk: int, out: torch.Tensor, stream: torch.cuda.Stream | None, deadline: Deadline, stage: str,
-               what: str) -> None:
-    """Run `pipe` once per chunk of `per_chunk` frame numbers ("FRAMES", beside `feeds`) and copy each chunk's
-    frames into its rows of `out`, holding `lock` (one pipeline, one caller at a time). `stream` (NVDEC: the torch
-    stream of `out`'s GPU; None on the CPU): the copy runs on it and is waited for before the lock is let go, since
-    DALI may reuse its output buffer at the next run. `stage` names the decode for the deadline, `what` in
-    errors."""
+def run_chunks(pipe: Pipeline, lock: threading.Lock, feeds: dict[str, np.ndarray],
+               pieces: Callable[[list[int]], Piece], frame_numbers: list[int], per_chunk: int, out: torch.Tensor,
+               stream: torch.cuda.Stream | None, deadline: Deadline, stage: str, what: str) -> None:
+    """Run `pipe` once per chunk of `per_chunk` frame numbers, over the chunk's piece of the video ("VIDEO" and
+    "FRAMES" from `pieces`, beside `feeds`), and copy each chunk's frames into its rows of `out`, holding `lock` (one
+    pipeline, one caller at a time). `stream` (NVDEC: the torch stream of `out`'s GPU; None on the CPU): the copy
+    runs on it and is waited for before the lock is let go, since DALI may reuse its output buffer at the next run.
+    `stage` names the decode for the deadline, `what` in errors."""
     for start in range(0, len(frame_numbers), per_chunk):
         deadline.check(stage)
-        chunk = np.asarray(frame_numbers[start:start + per_chunk], dtype=np.int32)
+        chunk = frame_numbers[start:start + per_chunk]
+        cut = pieces(chunk)
         with lock:
             for name, value in feeds.items():
                 pipe.feed_input(name, [value])
-            pipe.feed_input("FRAMES", [chunk])
+            pipe.feed_input("VIDEO", [np.frombuffer(cut.data, dtype=np.uint8)])
+            pipe.feed_input("FRAMES", [np.asarray(chunk, dtype=np.int32) - cut.first])
             try:
                 (result,) = pipe.run()
             except RuntimeError as e:  # DALI raises RuntimeError for every pipeline failure: not a codec verdict
