@@ -38,7 +38,6 @@ from benchmarks.perf.flops import request_flops
 from benchmarks.perf.memory import request_memory
 from benchmarks.perf.timing import median
 from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
-from videoitg.model.hotpath import hf_state_dict
 from videoitg.model.qwen2 import run_decoder
 from videoitg.serving.procfs import memory
 
@@ -78,7 +77,7 @@ class Sides:
     def __init__(self, tiny: bool, seed: int = 0) -> None:
         self.cfg, self.frames, self.instr = small_config(tiny)
         self.ours = build_ours(self.cfg, CPU, torch.float32, seed=seed)
-        self.base = build_baseline(self.cfg, CPU, torch.float32, hf_state_dict(self.ours))
+        self.base = build_baseline(self.cfg, CPU, torch.float32, self.ours.state_dict())
         g = torch.Generator().manual_seed(seed)
         s = self.cfg.vision.image_size
         self.pixels = torch.rand(self.frames, 3, s, s, generator=g) * 2 - 1

@@ -40,7 +40,6 @@ import torch
 from tqdm import tqdm
 
 from videoitg.decode import decode_video
-from videoitg.model.hotpath import hf_state_dict
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
 from videoitg.serving.procfs import memory
@@ -220,7 +219,7 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
         ckpt = default_checkpoint() if tower == "tiny" else wide_tower_checkpoint(Path(tmp) / "wide")
         scorer = Scorer(ckpt)
         cfg, size = scorer.config, scorer.config.vision.image_size
-        base = build_baseline(cfg, torch.device("cpu"), torch.float32, hf_state_dict(scorer.model))
+        base = build_baseline(cfg, torch.device("cpu"), torch.float32, scorer.model.state_dict())
         processor = siglip_processor(size)
         ids = scorer.encode(Q1)
         out: dict = {"commit": _commit(), "image_size": size, "tower": tower}

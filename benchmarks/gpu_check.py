@@ -631,13 +631,13 @@ class Check:
         from benchmarks.perf.flops import flop_split, sequence_length
         from benchmarks.perf.timing import matmul_rate, median, time_calls
         from videoitg.engine_build.parity import topk_overlap
-        from videoitg.model.hotpath import hf_state_dict, prepare_inference
+        from videoitg.model.hotpath import prepare_inference
         from videoitg.preprocess import pixel_values
 
         cfg, dev, dtype = self.config("tiny" if self.tiny else "real"), self.device, torch.float16
         frames, instr, rounds = ([4, 8], 10, 1) if self.tiny else ([64, 256, 512], 150, 3)
         ours = prepare_inference(build_ours(cfg, dev, dtype))  # what ships: on a GPU, the layers compiled
-        base = build_baseline(cfg, dev, dtype, hf_state_dict(ours))
+        base = build_baseline(cfg, dev, dtype, ours.state_dict())
         n = 256 if self.tiny else 8192
         gemm = matmul_rate(dev, dtype, n, iters=3 if self.tiny else 100, warmup=1 if self.tiny else 20)
         v, t = cfg.vision, cfg.text

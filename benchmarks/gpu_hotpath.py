@@ -8,7 +8,7 @@ hotpath     rates measured here first: fp16, bf16 and FP8 (`torch._scaled_mm`, r
             their device time and the share of wall time they keep the GPU busy. Then measure, interleaved round by
             round (>= 5 rounds, medians), cold (frames on the device) and cached (visual features cached):
             `current` (every `HOT_PATH` switch off, eager: the path before the hot-path changes), `current` plus
-            each change alone (fused projections, GQA without copies, the GELU epilogue), `eager` (those three),
+            each change alone (GQA without copies, the GELU epilogue), `eager` (both),
             `hot` (those three, compiled: the default) and `released` (HF modules, benchmarks/perf/baseline.py).
             Compile time of the layers. Each path's peak GPU memory, read while it is alone on the device (its
             weights, inputs and activations). FP8 (`--precision fp8`): cold latency interleaved with `released`,
@@ -38,13 +38,12 @@ from typing import Any
 from videoitg.contract.protocol import DECODE, GROUNDING, VISION
 
 ROUNDS, TINY_ROUNDS = 5, 2
-SWITCHES = ("fused_projections", "gqa_without_copies", "gelu_epilogue")
+SWITCHES = ("gqa_without_copies", "gelu_epilogue")
 # name -> (HOT_PATH switches on, compiled). `current` is the path before the hot-path changes; each change is timed
 # alone on top of it; `hot` is what ships (compile timed as `hot` against `eager`).
 VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "current": ((), False), "fused_projections": (("fused_projections",), False),
-    "gqa_without_copies": (("gqa_without_copies",), False), "gelu_epilogue": (("gelu_epilogue",), False),
-    "eager": (SWITCHES, False), "hot": (SWITCHES, True)}
+    "current": ((), False), "gqa_without_copies": (("gqa_without_copies",), False),
+    "gelu_epilogue": (("gelu_epilogue",), False), "eager": (SWITCHES, False), "hot": (SWITCHES, True)}
 # Dense (no sparsity) tensor-core rates, TFLOP/s (NVIDIA's H100 / H200 datasheets), the more specific name first.
 DATASHEET_TFLOPS = {"H100 PCIe": {"fp16": 756.5, "bf16": 756.5, "fp8": 1513.0},
                     "H100": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},  # SXM
@@ -219,7 +218,7 @@ def hotpath(check: Any) -> dict[str, Any]:
     from benchmarks.perf.flops import sequence_length
     from benchmarks.perf.timing import matmul_rate
     from videoitg.model.fp8 import to_fp8
-    from videoitg.model.hotpath import compile_layers, hf_state_dict
+    from videoitg.model.hotpath import compile_layers
     from videoitg.preprocess import pixel_values
 
     tiny, dev, cuda = check.tiny, check.device, check.cuda
@@ -261,7 +260,7 @@ def hotpath(check: Any) -> dict[str, Any]:
         check.progress(out, "compile, own peaks")
         out["profile"] = profile_towers(ours, px, ids, dev, measured)
         check.progress(out, "profile")
-        base = build_baseline(cfg, dev, dtype, hf_state_dict(ours))
+        base = build_baseline(cfg, dev, dtype, ours.state_dict())
         out.update(against_released(ours, base, px, ids, dev, rounds))
         check.progress(out, "interleaved rounds")
         ours = None
@@ -522,7 +521,6 @@ def served_e2e(check: Any) -> dict[str, Any]:
     from benchmarks.bench_e2e import released_request, siglip_processor
     from benchmarks.perf.build import build_baseline
     from videoitg.model.checkpoint import load_checkpoint, load_tokenizer
-    from videoitg.model.hotpath import hf_state_dict
     from videoitg.request.text import encode_instruction
     from videoitg.serving.client import VideoITGClient
 
@@ -534,7 +532,7 @@ def served_e2e(check: Any) -> dict[str, Any]:
     q = "When is the red circle visible?"
     # the released-style request first (its model alone on the GPU), then the server
     model, _ = load_checkpoint(ckpt, "cpu", dtype, with_tokenizer=False)
-    base = build_baseline(model.config, dev, dtype, hf_state_dict(model))
+    base = build_baseline(model.config, dev, dtype, model.state_dict())
     size = model.config.vision.image_size
     ids = encode_instruction(load_tokenizer(ckpt), q)
     del model

@@ -28,7 +28,6 @@ from tqdm import tqdm
 from videoitg.config import VideoITGConfig, preset
 from videoitg.errors import InputError
 from videoitg.model.checkpoint import load_checkpoint, read_tensors, save_checkpoint
-from videoitg.model.hotpath import fuse_parts
 from videoitg.model.variant_b import model_class
 from videoitg.request.text import encode_instruction
 from videoitg.sampling import SamplingParams
@@ -461,7 +460,6 @@ class Trainer:
 
     def _load_weights(self, model: nn.Module, d: Path) -> None:
         tensors = read_tensors(d)
-        fuse_parts(tensors)  # the checkpoint's q/k/v and gate/up into the model's fused weights
         model.load_state_dict({k: tensors[k].to(self.device) for k in model.state_dict()})
 
     def _resume(self, d: Path, opt: torch.optim.Optimizer, sched: LRScheduler) -> int:

@@ -34,7 +34,6 @@ from videoitg.libraries import probe_import
 from videoitg.model import checkpoint as checkpoint_module
 from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint, load_indexed
 from videoitg.model.grounding import VideoITG
-from videoitg.model.hotpath import hf_state_dict
 from videoitg.model.vision import SiglipEmbeddings
 from videoitg.request.limits import Limits
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint
@@ -213,7 +212,7 @@ def test_trtllm_pytorch_model_pieces(built):
     assert hf_sources("model.layers.0.mlp.gate_up_proj") == gate_up
     assert hf_sources("model.norm") == ["model.norm"]
     # every HF tensor the PyTorch-backend model loads exists in the checkpoint under that name
-    sd = hf_state_dict(model)
+    sd = model.state_dict()
     for name in ("model.layers.1.self_attn.o_proj", "model.layers.1.input_layernorm", "model.norm"):
         assert all(f"{src}.weight" in sd for src in hf_sources(name))
     loaded = weight_keys(list(sd))  # decoder layers, final norm, head; no token embeddings (inputs_embeds are fed)

@@ -184,7 +184,7 @@ def test_the_torch_runtimes_run_fp8_and_the_engines_refuse_it() -> None:
     model = VideoITG(tiny_config()).to(torch.bfloat16).eval()
     vision, grounding = open_vision("torch", model, precision="fp8"), open_grounding("torch", model, precision="fp8")
     assert vision.precision == grounding.precision == "fp8"
-    assert all(isinstance(layer.self_attn.qkv, Float8Linear) for layer in model.transformer_layers())
+    assert all(isinstance(layer.self_attn.q_proj, Float8Linear) for layer in model.transformer_layers())
     for opener in (open_vision, open_grounding):
         with pytest.raises(EngineError, match="runs the precision it was built with"):
             opener("onnxruntime", model, engines="/nowhere", precision="fp8")

@@ -68,8 +68,9 @@ def test_to_fp8_converts_the_towers_linear_layers_only() -> None:
     to_fp8(model)
     inside = [m for layer in model.transformer_layers() for m in layer.modules()]
     assert not [m for m in inside if isinstance(m, nn.Linear)]
-    assert sum(isinstance(m, Float8Linear) for m in inside) == 4 * (model.config.vision_layers_used +
-                                                                     model.config.text.num_hidden_layers)
+    # SigLIP: q, k, v, out, fc1, fc2; Qwen2: q, k, v, o, gate, up, down
+    assert sum(isinstance(m, Float8Linear) for m in inside) == (6 * model.config.vision_layers_used +
+                                                                7 * model.config.text.num_hidden_layers)
     assert isinstance(model.model.mm_projector.out_projection[0], nn.Linear) and isinstance(model.out_proj, nn.Linear)
     with pytest.raises(ValueError, match="bfloat16"):
         to_fp8(VideoITG(tiny_config()))  # fp32: what stays 16-bit would not be bf16

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from tests.support.model import one_torch_thread, tiny_config
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.model.grounding import VideoITG
-from videoitg.model.hotpath import HOT_PATH, FusedLinear, compile_layers, fuse_parts, hf_state_dict, prepare_inference
+from videoitg.model.hotpath import HOT_PATH, compile_layers, prepare_inference
 
 
 @pytest.fixture(autouse=True)
@@ -49,30 +49,6 @@ def inputs(cfg, frames: int = 6, tokens: int = 9, seed: int = 1) -> tuple[torch.
 HF_PARTS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 
 
-def test_the_checkpoint_names_are_hf_parts_as_views_of_the_fused_weights() -> None:
-    model = tiny_model()
-    sd = hf_state_dict(model)
-    assert not [k for k in sd if ".qkv." in k or ".gate_up." in k]
-    attn = model.model.layers[0].self_attn
-    q, k, v = (sd[f"model.layers.0.self_attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj"))
-    t = model.config.text
-    assert q.shape == (t.num_attention_heads * t.head_dim, t.hidden_size)
-    assert k.shape == v.shape == (t.num_key_value_heads * t.head_dim, t.hidden_size)
-    # not stored twice: each HF part is a view of the one fused weight
-    for part in (q, k, v):
-        assert part.untyped_storage().data_ptr() == attn.qkv.weight.untyped_storage().data_ptr()
-    assert torch.equal(torch.cat([q, k, v]), attn.qkv.weight)
-    n_vision = model.config.vision_layers_used
-    assert sum(k.endswith(("q_proj.weight", "gate_proj.weight")) for k in sd) == n_vision + 2 * t.num_hidden_layers
-    # the module's own state dict keeps the fused names (what torch's distributed checkpointing resolves)
-    own = model.state_dict()
-    assert "model.layers.0.self_attn.qkv.weight" in own and not [k for k in own if ".q_proj." in k]
-    # and it loads HF's parts back into the fused weights
-    fresh = VideoITG(tiny_config())
-    fresh.load_state_dict(sd)
-    assert torch.equal(fresh.model.layers[0].mlp.gate_up.weight, model.model.layers[0].mlp.gate_up.weight)
-
-
 def test_a_checkpoint_round_trip_keeps_hf_names_and_weights(tmp_path: Path) -> None:
     model = tiny_model()
     save_checkpoint(model, tmp_path / "ckpt")
@@ -81,28 +57,8 @@ def test_a_checkpoint_round_trip_keeps_hf_names_and_weights(tmp_path: Path) -> N
     assert all(any(f".{p}.weight" in k for k in names) for p in HF_PARTS)
     assert not [k for k in names if ".qkv." in k or ".gate_up." in k]
     loaded, _ = load_checkpoint(tmp_path / "ckpt", with_tokenizer=False)
-    assert loaded.model.layers[1].mlp.gate_up.weight.shape == model.model.layers[1].mlp.gate_up.weight.shape
     want, got = model.state_dict(), loaded.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
-
-
-def test_one_seed_initialises_the_fused_layers_as_the_separate_ones() -> None:
-    """`FusedLinear` draws each part as its own nn.Linear would, in order: a model built from one seed (training's
-    `--init tiny`) has the weights the unfused layers had."""
-    torch.manual_seed(0)
-    parts = [torch.nn.Linear(16, n) for n in (8, 4, 4)]
-    torch.manual_seed(0)
-    fused = FusedLinear(16, [8, 4, 4], bias=True)
-    assert torch.equal(torch.cat([p.weight for p in parts]), fused.weight)
-    assert torch.equal(torch.cat([p.bias for p in parts]), fused.bias)
-
-
-def test_fuse_parts_joins_each_group_in_place() -> None:
-    sd = {k: v.clone() for k, v in hf_state_dict(tiny_model()).items()}
-    fuse_parts(sd)
-    assert not [k for k in sd if any(f".{p}." in k for p in HF_PARTS)]
-    fresh = VideoITG(tiny_config())  # its own names: the fused ones
-    assert set(sd) == {k for k, _ in fresh.named_parameters()} | {k for k, _ in fresh.named_buffers()}
 
 
 def test_each_switch_computes_the_same_function(hot_path: None) -> None:
@@ -112,7 +68,7 @@ def test_each_switch_computes_the_same_function(hot_path: None) -> None:
     px, ids = inputs(model.config)
     with torch.inference_mode():
         hot = model(px, ids)
-        for switch in ("fused_projections", "gqa_without_copies", "gelu_epilogue"):
+        for switch in ("gqa_without_copies", "gelu_epilogue"):
             setattr(HOT_PATH, switch, False)
             assert torch.allclose(model(px, ids), hot, rtol=0, atol=1e-5), switch
 

@@ -18,7 +18,6 @@ from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisi
 
 from videoitg.config import VideoITGConfig, preset
 from videoitg.model.checkpoint import save_checkpoint
-from videoitg.model.hotpath import hf_state_dict
 from videoitg.model.variant_b import model_class
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
@@ -71,7 +70,7 @@ def plain_writer_checkpoint(tmp_path: Path, tiny: Any, external_tower: bool) -> 
     """A checkpoint written by other code: only safetensors + json, in the documented layout."""
     d = tmp_path / "plain"
     d.mkdir()
-    sd = {k: v.clone() for k, v in hf_state_dict(tiny).items()}
+    sd = {k: v.clone() for k, v in tiny.state_dict().items()}
     cfg = tiny.config.to_json_dict(embed_vision_config=not external_tower)
     if external_tower:
         tower = tmp_path / "siglip"
@@ -110,7 +109,7 @@ def hf_reference(model: Any):
         max_position_embeddings=t.max_position_embeddings, attn_implementation="eager",
     )).eval()
     # Random HF weights become the truth; copy them into our model (the unused last layer stays HF-only).
-    sd = hf_state_dict(model)  # the checkpoint's (HF's) names
+    sd = model.state_dict()
     ours = {k.removeprefix("model.vision_tower.vision_tower."): k for k in sd
             if k.startswith("model.vision_tower.")}
     for k, val in sig.state_dict().items():

@@ -14,7 +14,6 @@ from tests.support.train import small_config, small_dataset
 from videoitg.eval.scoring import score_records
 from videoitg.eval.summary import summarize
 from videoitg.model.checkpoint import load_checkpoint, read_tensors
-from videoitg.model.hotpath import hf_state_dict
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.limits import Limits
 from videoitg.train import recipe
@@ -62,7 +61,7 @@ def test_schedule_and_groups() -> None:
 def test_one_step_changes_exactly_the_trainable_parameters(data: Path, tmp_path: Path) -> None:
     # No warmup: HF's schedule gives the first step lr 0, which would change nothing.
     cfg = small_config(data, tmp_path / "run", max_steps=1, global_batch=2, warmup_ratio=0.0)
-    before = {k: v.clone() for k, v in hf_state_dict(init_model(cfg)[0]).items()}  # the checkpoint's names
+    before = {k: v.clone() for k, v in init_model(cfg)[0].state_dict().items()}
     final = Trainer(cfg).run()
     after = read_tensors(final)
     assert set(after) == set(before)

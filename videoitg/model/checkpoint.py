@@ -23,7 +23,6 @@ from videoitg.defaults import default_checkpoint, home
 from videoitg.errors import CheckpointError, InputError
 from videoitg.jsonio import load_file
 from videoitg.model.grounding import VideoITG
-from videoitg.model.hotpath import fuse_parts, hf_state_dict
 from videoitg.model.variant_b import model_class
 
 TOWER = "model.vision_tower.vision_tower."
@@ -237,7 +236,7 @@ def _plan(ckpt: Path, vision_tower: str | Path | None, with_tokenizer: bool, att
         index.update(index_tensors(tower_dir, tower_key))
     with torch.device("meta"):  # no random init of weights we are about to overwrite (7B: minutes, 30 GB)
         model = model_class(cfg)(cfg)
-    expected = {k: v.shape for k, v in hf_state_dict(model).items()}
+    expected = {k: v.shape for k, v in model.state_dict().items()}
     new_head = init_missing_head and "out_proj.weight" not in index and "out_proj.bias" not in index
     if new_head:
         expected = {k: v for k, v in expected.items() if not k.startswith("out_proj.")}
@@ -276,12 +275,11 @@ def load_checkpoint(
     drop_unused_half(model, part)
     if drop is not None:
         drop(model)
-    tensors = load_indexed(index, [k for k in hf_state_dict(model) if k in index])
+    tensors = load_indexed(index, [k for k in model.state_dict() if k in index])
     if new_head and model.out_proj is not None:
         w = torch.empty(1, cfg.text.hidden_size)
         nn.init.xavier_uniform_(w)
         tensors.update({"out_proj.weight": w, "out_proj.bias": torch.zeros(1)})
-    fuse_parts(tensors)  # HF's q/k/v and gate/up into the fused weights, each part freed once joined
     model.load_state_dict(tensors, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     return model, tokenizer
@@ -320,9 +318,8 @@ def save_checkpoint(
     """Write `model` in the released layout (sharded with an index when `max_shard_bytes` is given)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # the fused projections' HF parts are views of one weight: each is copied out (safetensors refuses shared memory)
-    sd = {k: v.detach().cpu().clone() if v.untyped_storage().nbytes() != v.nbytes else v.detach().contiguous().cpu()
-          for k, v in hf_state_dict(model).items() if embed_vision_tower or not k.startswith(TOWER)}
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+          if embed_vision_tower or not k.startswith(TOWER)}
     model.config.save(out / "config.json", embed_vision_config=embed_vision_tower)
     if max_shard_bytes is None:
         save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})

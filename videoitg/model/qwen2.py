@@ -2,8 +2,7 @@
 
 Variant C (the released model) runs every layer with full bidirectional attention: the visual tokens, which come
 first, see the instruction that follows them. Variant B runs it causally. Checkpoint names follow HF `Qwen2Model`
-so released weights load without renaming (the fused q/k/v and gate/up are read and written as HF's parts:
-`videoitg.model.hotpath`). Attention is PyTorch SDPA (flash / cuDNN / memory-efficient kernels
+so released weights load without renaming. Attention is PyTorch SDPA (flash / cuDNN / memory-efficient kernels
 on GPU, nothing to install; `benchmarks/gpu_check.py` records which one each call runs).
 """
 
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoitg.config import TextConfig
-from videoitg.model.hotpath import HOT_PATH, FusedLinear, fuse_on_load, project
+from videoitg.model.hotpath import HOT_PATH
 
 
 class RMSNorm(nn.Module):
@@ -45,21 +44,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """q, k and v in one GEMM (`qkv`, read and written as HF's q_proj / k_proj / v_proj: `hotpath.fuse_on_load`);
-    each KV head serves its group of query heads inside SDPA (`enable_gqa`), never copied per query head."""
+    """Each KV head serves its group of query heads inside SDPA (`enable_gqa`), never copied per query head."""
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.part_sizes = [self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd]
-        self.qkv = FusedLinear(cfg.hidden_size, self.part_sizes, bias=True)
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.hd, bias=True)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=True)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=True)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
-        fuse_on_load(self, "qkv", ("q_proj", "k_proj", "v_proj"))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
                 causal: bool) -> torch.Tensor:
         B, L, _ = x.shape
-        q, k, v = (t.view(B, L, -1, self.hd).transpose(1, 2) for t in project(self.qkv, x, self.part_sizes))
+        q, k, v = (p(x).view(B, L, -1, self.hd).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         gqa = self.n_kv != self.n_heads
         if gqa and not HOT_PATH.gqa_without_copies:  # the GPU check's A/B: each KV head copied per query head
@@ -72,18 +70,14 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """gate and up in one GEMM (`gate_up`, read and written as HF's gate_proj / up_proj)."""
-
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.part_sizes = [cfg.intermediate_size, cfg.intermediate_size]
-        self.gate_up = FusedLinear(cfg.hidden_size, self.part_sizes, bias=False)
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        fuse_on_load(self, "gate_up", ("gate_proj", "up_proj"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = project(self.gate_up, x, self.part_sizes)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):

@@ -1,10 +1,9 @@
 """SigLIP vision tower, truncated at `mm_vision_select_layer`.
 
 Checkpoint names follow HF `SiglipVisionModel` (`vision_model.embeddings.*`, `vision_model.encoder.layers.{i}.*`)
-so released weights load without renaming (the fused q/k/v is read and written as HF's q_proj / k_proj / v_proj:
-`videoitg.model.hotpath`). Only the layers the
-grounding model reads are built: with select layer -2 of 27, layers 0..25. The last layer, `post_layernorm`
-and the pooling head are never computed (HF computes them and keeps every hidden state; ~18 GB at 384 frames).
+so released weights load without renaming. Only the layers the grounding model reads are built: with select layer
+-2 of 27, layers 0..25. The last layer, `post_layernorm` and the pooling head are never computed (HF computes them
+and keeps every hidden state; ~18 GB at 384 frames).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoitg.config import VisionConfig
-from videoitg.model.hotpath import FusedLinear, fuse_on_load, gelu_linear, project
+from videoitg.model.hotpath import gelu_linear
 
 
 def embedding(num: int, dim: int) -> nn.Embedding:
@@ -42,21 +41,16 @@ class SiglipEmbeddings(nn.Module):
 
 
 class SiglipAttention(nn.Module):
-    """q, k and v in one GEMM (`qkv`, read and written as HF's q_proj / k_proj / v_proj: `hotpath.fuse_on_load`)."""
-
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         d = cfg.hidden_size
-        self.part_sizes = [d, d, d]
-        self.qkv = FusedLinear(d, self.part_sizes, bias=True)
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
-        fuse_on_load(self, "qkv", ("q_proj", "k_proj", "v_proj"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
-        # views of the one [B, N, 3D] output: SDPA reads them in place (cuDNN's packed-QKV layout)
-        q, k, v = (t.view(B, N, self.num_heads, -1).transpose(1, 2) for t in project(self.qkv, x, self.part_sizes))
+        q, k, v = (p(x).view(B, N, self.num_heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
         y = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, hd]; no mask: every patch sees every patch
         return self.out_proj(y.transpose(1, 2).reshape(B, N, D))
 
