@@ -1,5 +1,5 @@
-"""The hot path (videoitg/model/hotpath.py): fused projections under HF's checkpoint names, GQA without copied K/V
-heads, the per-layer compilation, and each GPU-check switch computing the same function as the path it replaces."""
+"""The hot path (videoitg/model/hotpath.py): HF's checkpoint names round trip, GQA without copied K/V heads, the
+per-layer compilation, and each GPU-check switch computing the same function as the path it replaces."""
 
 from __future__ import annotations
 

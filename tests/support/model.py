@@ -118,7 +118,7 @@ def hf_reference(model: Any):
             sd[ours[k]] = val.clone()
     for k, val in qwen.state_dict().items():
         sd["model." + k] = val.clone()
-    model.load_state_dict(sd)  # the fused modules join HF's q/k/v and gate/up
+    model.load_state_dict(sd)
     return sig, qwen
 
 
