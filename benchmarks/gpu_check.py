@@ -48,7 +48,8 @@ still run):
             FP8 in the vision tower only, in the LLM only and in both, beside fp16 and bf16 without FP8
   decode_long
             one request's decode on served_e2e's 10-minute 720p clip and a 60-second clip with B-frames: DALI (NVDEC)
-            fed each chunk's piece of the video, against DALI fed the whole video each chunk, and PyAV; pixels compared
+            fed each chunk's piece of the video, against DALI fed the whole video each chunk, a request's chunks on 4
+            pipelines at once (a candidate: more of the card's NVDEC engines), and PyAV; pixels compared
 """
 
 from __future__ import annotations
