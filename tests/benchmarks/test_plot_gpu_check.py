@@ -1,0 +1,22 @@
+"""The GPU check's picture, drawn from the committed H100 record: one PNG of the figures the record holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from benchmarks.plot_gpu_check import plot, sections
+
+RECORD = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gpu-check-h100-2026-11-26.json"
+
+
+def test_the_record_draws_one_picture_of_its_hot_path_and_served_runs(tmp_path: Path) -> None:
+    record = json.loads(RECORD.read_text())
+    runs = sections(record)
+    assert [what for what, s in runs if "served_e2e" in s] == [
+        "DALI fed the whole video for every chunk", "DALI fed each chunk's piece of the video"]
+    out = plot(record, tmp_path / "gpu.png")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 800 and im.size[1] > 500
