@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server's processes
 import torch
 from tqdm import tqdm
 
+from benchmarks.figures import legend_once, save
 from videoitg.decode import decode_video
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
@@ -325,14 +326,8 @@ def plot(result: dict, out: Path) -> Path:
         ax.set_title(f"{name}: bytes -> SigLIP pixels, 512 frames at 384 px "
                      f"(ours / released = {r['ratio_ours_over_released']:.2f})", fontsize=9)
         ax.set_xlabel("seconds (wall, median)", fontsize=8)
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles, strict=True))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper right", ncol=4)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        legend_once(ax, fontsize=7, loc="upper right", ncol=4)
+    return save(fig, out)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -14,6 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.figures import legend_once, save
+
 COLD = {"current": "current (every change off, eager)", "gqa_without_copies": "+ GQA without copies",
         "gelu_epilogue": "+ GELU epilogue", "eager": "both, eager", "hot": "hot: compiled (default)",
         "released": "released-style (HF)"}
@@ -74,15 +76,9 @@ def plot(record: dict[str, Any], out: Path) -> Path:
     b.set_title(f"served whole request, {served[-1][1]['clip']} (512 of 6000 frames), each pair one run",
                 fontsize=9)
     b.set_xlabel("seconds", fontsize=8)
-    handles, labels = b.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    b.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right", ncol=4)
+    legend_once(b, fontsize=7, loc="lower right", ncol=4)
     fig.suptitle(record.get("card", "GPU check"), fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def main(argv: list[str] | None = None) -> Path:
