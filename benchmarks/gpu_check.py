@@ -42,7 +42,8 @@ still run):
             the hot path profiled and measured change by change against the current path and the released-style
             path, FP8 included; the whole served request on the 10-minute 720p clip and 8 concurrent cold requests
             (benchmarks/gpu_hotpath.py says what each measures). On an H100: env 10 s, hotpath 173 s, served_e2e
-            151 s, decode_long 55 s, fp8_breakdown 20 s, the wheelhouse's install about 25 s
+            151 s, decode_long 55 s, fp8_breakdown 20 s, the wheelhouse's unpack and install about 15 s (each
+            call's wall time less its sections')
   fp8_breakdown
             FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights) with
             FP8 in the vision tower only, in the LLM only and in both, beside fp16 and bf16 without FP8
