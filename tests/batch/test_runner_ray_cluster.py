@@ -127,10 +127,12 @@ class Cluster:
         self.nodes: list[Node] = []
 
     # Ray's defaults are fixed ports (8265, 10001, 52365, 10002-19999): another Ray on the machine would clash. A
-    # node's ports are picked in one go, so no two of them can be the same.
+    # node's ports are picked in one go, so no two of them can be the same; every node reserves a dashboard and a
+    # client-server port (10001 and 8265 unless given), so those are picked too, or a random pick could equal them.
     NODE_PORTS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                  "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
-    HEAD_PORTS = ("--port", "--dashboard-port", "--ray-client-server-port")
+                  "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
+                  "--dashboard-port", "--ray-client-server-port")
+    HEAD_PORTS = ("--port",)
 
     def _start(self, name: str, args: list[str], env: dict[str, str], launcher: list[str],
                port_options: tuple[str, ...] = ()) -> Node:
