@@ -8,8 +8,9 @@ source "$ROOT/scripts/bootstrap.sh"
 source "$ROOT/scripts/lmms_env.sh"
 cd "$ROOT"
 ruff check .
-# Two workers: most tests wait on a server, a subprocess or Ray as much as they compute, so two take about two
-# thirds of one's time on the 2-core CI machine; more would start more tritonservers at once. `-n 0`: one process.
+# Three workers on the 2-core CI machine: many tests wait on a server, a subprocess or Ray, and a third worker fills
+# those waits (pytest 624 s against 696 s with two, measured side by side: benchmarks/RESULTS.md#the-test-suite);
+# each worker may run a module's own tritonservers, about 1.3 GB resident each. `-n 0`: one process.
 # loadgroup: the groups tests/conftest.py gives the tests on shared servers, and those of each module with servers of
 # its own, run in one worker each, so each of those servers starts once; the other tests are spread one by one.
-python -m pytest -n 2 --dist loadgroup "$@"
+python -m pytest -n 3 --dist loadgroup "$@"

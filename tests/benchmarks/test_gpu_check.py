@@ -105,7 +105,7 @@ def bare_python(tmp_path_factory) -> Path:
 def test_bare_image_rehearsal(bare_python: Path, tmp_path: Path) -> None:
     download(gpu_check.requirements(), CACHE / "wheelhouse")
     env = {"PATH": f"{bare_python.parent}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)),
-           "LANG": "C.UTF-8", "OMP_NUM_THREADS": "2"}
+           "LANG": "C.UTF-8", "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
     probe = subprocess.run([str(bare_python), "-c", "import numpy, importlib.util as u; print(numpy.__version__, "
                             "[m for m in ('av', 'blake3', 'tritonclient', 'videoitg') if u.find_spec(m)])"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
