@@ -8,6 +8,9 @@ source "$ROOT/scripts/bootstrap.sh"
 source "$ROOT/scripts/lmms_env.sh"
 cd "$ROOT"
 ruff check .
+# Bytecode caches on, whatever the shell says: the suite starts about 200 Python processes (the servers' python
+# stubs, command-line runs, Ray workers), each of which would otherwise compile the project's modules again.
+unset PYTHONDONTWRITEBYTECODE
 # Three workers on the 2-core CI machine: many tests wait on a server, a subprocess or Ray, and a third worker fills
 # those waits (pytest 624 s against 696 s with two, measured side by side: benchmarks/RESULTS.md#the-test-suite);
 # each worker may run a module's own tritonservers, about 1.3 GB resident each. `-n 0`: one process.

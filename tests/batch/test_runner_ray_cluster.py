@@ -51,7 +51,9 @@ from videoitg.serving.ports import free_ports
 pytestmark = pytest.mark.slow
 
 TOP_K = 3
-VIDEOS, PER_VIDEO = 4, 4
+# 48 good rows, one per shard: enough that a node killed after the second finished row is killed mid-job (16 could
+# all finish in the moment between seeing the second row and the kill)
+VIDEOS, PER_VIDEO = 4, 12
 # `ray start` on a worker node, with one change: keep 127.0.0.1 as the node and GCS address instead of replacing it
 # by the machine's external address (Ray does that so that other machines can reach the node; here none must).
 WORKER_NODE = ("import sys; import ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
