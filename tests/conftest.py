@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 
 # Set before torch loads its OpenMP runtime; every process the tests start inherits it. Many torch processes share
-# the cores here (two test workers, each server's four python stubs, Ray workers, CLI subprocesses), and an OpenMP
-# thread that spins while it waits for work takes a core another process needs: the suite used about 15% less CPU
-# time and ran 10% faster with passive waits on a 2-core machine (benchmarks/RESULTS.md#the-test-suite).
+# the cores here (the test workers, Ray workers, command-line subprocesses, beside the servers' stubs, which wait
+# passively already: videoitg.serving.binaries.server_env), and an OpenMP thread that spins while it waits for work
+# takes a core another process needs: the suite used 14-17% less CPU time with passive waits on a 2-core machine
+# (benchmarks/RESULTS.md#the-test-suite).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from collections.abc import Iterator
