@@ -99,11 +99,17 @@ def test_instruction_is_token_ids_or_typed_error(text: str | bytes, frames: int 
 @given(text=st.text(st.characters(codec="utf-8", exclude_categories=[]), min_size=1, max_size=120))
 def test_short_valid_instructions_are_never_refused(text: str) -> None:
     # Byte-level BPE gives at most one token per UTF-8 byte (+1 for the "\n" the format appends), so any text
-    # within the token limit in bytes must be admitted whatever its characters.
+    # within the token limit in bytes must be admitted whatever its characters, except one that is nothing but the
+    # pad token's text (and blanks): the pad token never reaches the model (as in the released code), so nothing
+    # would, and that is refused, naming the pad token.
     TOK, CFG = tok_cfg()
     raw = text.encode("utf-8")
     COUNTS["instruction-admit"] += 1
     if is_blank(text) or len(raw) + 1 > LIMITS.instruction_token_limit(CFG):
+        return
+    if is_blank(text.replace(TOK.decode([TOK.pad_token_id]), "")):
+        with pytest.raises(InputError, match="pad token"):
+            instruction_ids(TOK, text, CFG, LIMITS)
         return
     ids = instruction_ids(TOK, text, CFG, LIMITS)
     assert len(ids) <= len(raw) + 1
