@@ -113,17 +113,19 @@ def real_shape(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for `--dist loadgroup` (scripts/test.sh; a group runs in one worker): every test on a shared server
     in one, so each shared server starts once in the suite, not once per worker that runs one of its tests; and the
-    tests of a module that starts servers of its own (marked `server`) in one per module, so a module-scoped server
-    starts once; and the real-shape tier's tests, with the `server` tests of their modules, in one, so its checkpoint
-    and engines are made once and a module's own fixtures are not made twice."""
+    tests of a module that starts servers of its own (marked `server`) or makes costly module fixtures (`one_worker`)
+    in one per module, so each of those is made once; and the real-shape tier's tests, with the `server` and
+    `one_worker` tests of their modules, in one, so its checkpoint and engines are made once and a module's own
+    fixtures are not made twice."""
     real_shape_modules = {item.nodeid.split("::")[0] for item in items if real_shape(item)}
     for item in items:
-        module, server = item.nodeid.split("::")[0], item.get_closest_marker("server") is not None
-        if real_shape(item) or (server and module in real_shape_modules):
+        module = item.nodeid.split("::")[0]
+        one_worker = any(item.get_closest_marker(m) is not None for m in ("server", "one_worker"))
+        if real_shape(item) or (one_worker and module in real_shape_modules):
             item.add_marker(pytest.mark.xdist_group("real-shape"))
         elif "shared_servers" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("shared-servers"))
-        elif server:
+        elif one_worker:
             item.add_marker(pytest.mark.xdist_group(module))
 
 
