@@ -12,7 +12,7 @@ ruff check .
 # stubs, command-line runs, Ray workers), each of which would otherwise compile the project's modules again.
 unset PYTHONDONTWRITEBYTECODE
 # Three workers on the 2-core CI machine: many tests wait on a server, a subprocess or Ray, and a third worker fills
-# those waits (pytest 624 s against 696 s with two, measured side by side: benchmarks/RESULTS.md#the-test-suite);
+# those waits (pytest 624 s against 696 s with two, one run after the other: benchmarks/RESULTS.md#the-test-suite);
 # each worker may run a module's own tritonservers, about 1.3 GB resident each. `-n 0`: one process.
 # loadgroup: the groups tests/conftest.py gives the tests on shared servers, and those of each module with servers of
 # its own, run in one worker each, so each of those servers starts once; the other tests are spread one by one.

@@ -120,8 +120,12 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
             yield tmp_path / "work"
             return
         for entry in kept.iterdir():
-            if entry.name not in ("site", "stub", "serve-venv"):
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if entry.name in ("site", "stub", "serve-venv"):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         yield kept
 
 
