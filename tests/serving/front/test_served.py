@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_stop import moving_clip
-from tests.support.server import all_threads_stopped, metric_value, served, skip_without_tritonserver, wait_until
+from tests.support.server import (
+    all_threads_stopped,
+    launch,
+    metric_value,
+    skip_without_tritonserver,
+    stopped_cleanly,
+    wait_until,
+)
 from videoitg.clips import repeat_clip
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION, RepoSummary
 from videoitg.defaults import sample_video
@@ -41,8 +48,14 @@ def header(**kw: object) -> bytes:
 # ---- served ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The module's own server. The last test stops it with requests in flight (the exit timeout leaves them time)
+    and checks how it exited; a server that test did not stop stops here and must exit cleanly."""
     skip_without_tritonserver()
-    yield from served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=10))
+    srv = launch(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=30))
+    yield srv
+    if srv.running or srv.exited:  # not stopped by the last test
+        failed = stopped_cleanly(srv)
+        assert failed is None, failed
 
 
 def serves(server: TritonServer) -> bool:
@@ -198,80 +211,6 @@ def test_metrics_page_is_passed_on(server: TritonServer) -> None:
     assert e.value.code == 404
 
 
-def slow_clip(folder: Path, i: int, seed: int) -> bytes:
-    """A clip whose cold request takes seconds of decoding: 4 GOPs of 900 frames, each decoded from its keyframe to
-    its last sampled frame (on a clip of the encoder's short GOPs, most of the cold requests could be answered before
-    the stop)."""
-    moving_clip(folder / f"s{i}.mp4", seed, gop=900)
-    return repeat_clip(folder / f"s{i}.mp4", folder / f"v{i}.mp4", reps=4).read_bytes()
-
-
-@pytest.mark.server
-def test_stop_answers_every_request_in_flight_then_exits(tmp_path_factory: pytest.TempPathFactory,
-                                                         tmp_path: Path) -> None:
-    """A stop with 4 cold requests in flight (2 HTTP, 2 gRPC) and 2 idle keep-alive connections: every request gets
-    its answer, the idle connections are closed, and the server is down a model unload after the last one
-    (tritonserver signalled with the front refuses the next step of a gRPC request in flight: "Server not ready")."""
-    skip_without_tritonserver()
-    videos = [slow_clip(tmp_path, i, seed) for i, seed in enumerate(range(100, 104))]
-    gen = served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=30))
-    srv = next(gen)
-    host, port = srv.http_url.rsplit(":", 1)
-    idle = []
-    for _ in range(2):
-        s = socket.create_connection((host, int(port)), timeout=10)
-        s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert s.recv(4096).startswith(b"HTTP/1.1 200")
-        idle.append(s)
-    got: dict[int, object] = {}
-    answered_at: dict[int, float] = {}
-    connected = threading.Barrier(len(videos) + 1)
-
-    def call(i: int) -> None:
-        url, protocol = (srv.http_url, "http") if i < len(videos) // 2 else (srv.grpc_url, "grpc")
-        try:
-            # One call with the bytes (not a digest first, then the bytes: a stop between the two calls refuses
-            # the second), on a connection made before any request is sent (on a busy machine one made late met a
-            # listener already closed by the stop).
-            with VideoITGClient(url, protocol, timeout_s=120, digest_first_bytes=1 << 62) as c:
-                assert c.is_ready()
-                connected.wait(60)
-                time.sleep(0.05 * i)  # gRPC last: queued behind the HTTP requests, they are in flight longest
-                got[i] = c.infer(videos[i], f"when does box {i} move?")
-        except Exception as e:  # what a client got is the finding
-            got[i] = e
-        answered_at[i] = time.monotonic()
-
-    def in_model() -> float:
-        with urllib.request.urlopen(srv.metrics_url, timeout=10) as r:
-            return metric_value(r.read().decode(), "videoitg_requests_in_flight", model=TOP)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(videos))]
-    for t in threads:
-        t.start()
-    connected.wait(60)
-    # every request sent and taken (there are no others): in the model, or answered already (`got` read first: one
-    # answered between the two reads is missed by both, never counted twice)
-    assert wait_until(lambda: len(got) + in_model() >= len(videos), 60), \
-        f"{in_model():.0f} of {len(videos)} requests in the model after 60 s; answered: {got}"
-    t0 = time.monotonic()
-    with pytest.raises(StopIteration):
-        next(gen)  # stops the server, which must exit with 0
-    took = time.monotonic() - t0
-    for t in threads:
-        t.join(60)
-    for s in idle:
-        s.settimeout(1)
-        assert s.recv(4096) == b"", "an idle keep-alive connection outlived the stop"
-        s.close()
-    failed = {i: f"{type(r).__name__}: {r}" for i, r in got.items() if not isinstance(r, ServedResult)}
-    assert len(got) == len(videos) and not failed, failed
-    after = sorted(round(answered_at[i] - t0, 1) for i in answered_at if answered_at[i] > t0)
-    assert len(after) >= 2, f"too few requests were in flight at the stop (answered after it: {after})"
-    # the front answers the last one, then tritonserver unloads its models
-    assert took < after[-1] + unload_s(srv.options) < srv.options.exit_timeout_s, (took, after)
-
-
 @pytest.mark.server
 def test_ambiguous_and_malformed_requests_get_400_naming_the_problem(server: TritonServer) -> None:
     """Each of these reached tritonserver, which answered 500 (or OK, ignoring the extra raw content)."""
@@ -340,3 +279,75 @@ def test_the_clients_faults_are_counted_rejected_not_failure(server: TritonServe
             time.monotonic() < deadline:
         time.sleep(0.1)
     assert got == (0, 1, 2, 1), got
+
+
+def slow_clip(folder: Path, i: int, seed: int) -> bytes:
+    """A clip whose cold request takes seconds of decoding: 4 GOPs of 900 frames, each decoded from its keyframe to
+    its last sampled frame (on a clip of the encoder's short GOPs, most of the cold requests could be answered before
+    the stop)."""
+    moving_clip(folder / f"s{i}.mp4", seed, gop=900)
+    return repeat_clip(folder / f"s{i}.mp4", folder / f"v{i}.mp4", reps=4).read_bytes()
+
+
+@pytest.mark.server
+def test_stop_answers_every_request_in_flight_then_exits(server: TritonServer, tmp_path: Path) -> None:
+    """A stop with 4 cold requests in flight (2 HTTP, 2 gRPC) and 2 idle keep-alive connections: every request gets
+    its answer, the idle connections are closed, and the server is down a model unload after the last one
+    (tritonserver signalled with the front refuses the next step of a gRPC request in flight: "Server not ready").
+    It stops the module's server: the last test of the file."""
+    videos = [slow_clip(tmp_path, i, seed) for i, seed in enumerate(range(100, 104))]
+    srv = server
+    host, port = srv.http_url.rsplit(":", 1)
+    idle = []
+    for _ in range(2):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        idle.append(s)
+    got: dict[int, object] = {}
+    answered_at: dict[int, float] = {}
+    connected = threading.Barrier(len(videos) + 1)
+
+    def call(i: int) -> None:
+        url, protocol = (srv.http_url, "http") if i < len(videos) // 2 else (srv.grpc_url, "grpc")
+        try:
+            # One call with the bytes (not a digest first, then the bytes: a stop between the two calls refuses
+            # the second), on a connection made before any request is sent (on a busy machine one made late met a
+            # listener already closed by the stop).
+            with VideoITGClient(url, protocol, timeout_s=120, digest_first_bytes=1 << 62) as c:
+                assert c.is_ready()
+                connected.wait(60)
+                time.sleep(0.05 * i)  # gRPC last: queued behind the HTTP requests, they are in flight longest
+                got[i] = c.infer(videos[i], f"when does box {i} move?")
+        except Exception as e:  # what a client got is the finding
+            got[i] = e
+        answered_at[i] = time.monotonic()
+
+    def in_model() -> float:
+        with urllib.request.urlopen(srv.metrics_url, timeout=10) as r:
+            return metric_value(r.read().decode(), "videoitg_requests_in_flight", model=TOP)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(videos))]
+    for t in threads:
+        t.start()
+    connected.wait(60)
+    # every request sent and taken (there are no others): in the model, or answered already (`got` read first: one
+    # answered between the two reads is missed by both, never counted twice)
+    assert wait_until(lambda: len(got) + in_model() >= len(videos), 60), \
+        f"{in_model():.0f} of {len(videos)} requests in the model after 60 s; answered: {got}"
+    t0 = time.monotonic()
+    failed_stop = stopped_cleanly(srv)  # the server must exit with 0
+    took = time.monotonic() - t0
+    assert failed_stop is None, failed_stop
+    for t in threads:
+        t.join(60)
+    for s in idle:
+        s.settimeout(1)
+        assert s.recv(4096) == b"", "an idle keep-alive connection outlived the stop"
+        s.close()
+    failed = {i: f"{type(r).__name__}: {r}" for i, r in got.items() if not isinstance(r, ServedResult)}
+    assert len(got) == len(videos) and not failed, failed
+    after = sorted(round(answered_at[i] - t0, 1) for i in answered_at if answered_at[i] > t0)
+    assert len(after) >= 2, f"too few requests were in flight at the stop (answered after it: {after})"
+    # the front answers the last one, then tritonserver unloads its models
+    assert took < after[-1] + unload_s(srv.options) < srv.options.exit_timeout_s, (took, after)

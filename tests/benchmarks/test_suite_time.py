@@ -1,0 +1,32 @@
+"""The suite-timing benchmark, run on a real pytest run of one small module (the whole suite is the benchmark's own
+job, not a test's): pytest's summary read back, the process tree's CPU time and the speed reference recorded."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import suite_time
+
+MODULE = "tests/test_support_compare.py"
+
+
+def test_a_reading_of_a_real_pytest_run(tmp_path: Path) -> None:
+    out = tmp_path / "reading.json"
+    command = f"{sys.executable} -m pytest -p no:cacheprovider -p no:xdist --noconftest -q {MODULE}"
+    reading = suite_time.main(["--command", command, "--json", str(out), "--log", str(tmp_path / "log.txt")])
+    assert reading == json.loads(out.read_text())
+    assert reading["returncode"] == 0 and set(reading["counts"]) == {"passed"} and reading["counts"]["passed"] >= 1
+    assert 0 < reading["pytest_s"] <= reading["wall_s"]
+    assert reading["cpu_s"] > 0 and reading["cores_busy"] > 0  # the child interpreter's own CPU time at least
+    assert all(s > 0 for s in reading["reference_s"].values())
+    assert reading["machine"]["cores"] >= 1 and (tmp_path / "log.txt").read_text().count(" passed in ") == 1
+
+
+def test_the_summary_line_with_and_without_rules() -> None:
+    got = suite_time.pytest_summary("x\n===== 1283 passed, 9 skipped in 771.43s (0:12:51) =====\n")
+    assert got == {"pytest_s": 771.43, "counts": {"passed": 1283, "skipped": 9}}
+    assert suite_time.pytest_summary("1 failed, 2 passed in 3.00s") == {"pytest_s": 3.0,
+                                                                       "counts": {"failed": 1, "passed": 2}}
+    assert suite_time.pytest_summary("no summary here") == {}
