@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.figures import legend_once, save
+from benchmarks.suite_time import commit
 from videoitg.decode import decode_video
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
@@ -223,7 +224,7 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
         base = build_baseline(cfg, torch.device("cpu"), torch.float32, scorer.model.state_dict())
         processor = siglip_processor(size)
         ids = scorer.encode(Q1)
-        out: dict = {"commit": _commit(), "image_size": size, "tower": tower}
+        out: dict = {"commit": commit(), "image_size": size, "tower": tower}
         spec = RepoSpec(target="cpu", checkpoint=str(ckpt) if tower != "tiny" else "default",
                         limits=Limits(decode_time_budget_s=decode_budget_s))
         repo = build_bench_repository(Path(tmp) / "repo", spec)
@@ -291,11 +292,6 @@ def throughput(server, model: str, clips: dict[str, Path], n: int) -> dict:
     best = {c: max(v) for c, v in res.items()}
     return {"requests_per_s": {str(c): [round(x, 3) for x in v] for c, v in res.items()},
             "ratio_concurrency_2_over_1": round(best[2] / best[1], 3), "requests_per_client": n}
-
-
-def _commit() -> str:
-    r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return r.stdout.strip() or "unknown"
 
 
 # ---- picture -----------------------------------------------------------------------------------------------------
@@ -367,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
         served = pix
         rss_clip = clip("1080p30-60min")
     result: dict = {"device": f"{os.cpu_count()} CPU cores", "load_avg_before": os.getloadavg(),
-                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": _commit()}
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit()}
     if "pixels" in args.parts:
         result["pixels"] = part_pixels(pix, args.reps, args.image_size)
     if "rss" in args.parts:

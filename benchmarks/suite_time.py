@@ -87,6 +87,7 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> str:
+    """The checkout's short commit id, for a record of what ran."""
     r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return r.stdout.strip() or "unknown"
 
@@ -98,11 +99,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--command", default="bash scripts/test.sh", help="what to time (default: the README's)")
     ap.add_argument("pytest_args", nargs="*", help="after --: passed on to the command")
     a = ap.parse_args(argv)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     before = reference()
     run = measure([*a.command.split(), *a.pytest_args], a.log)
     after = reference()
-    reading = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit(),
-               "machine": machine(), "reference_s": {"before": before, "after": after}, **run}
+    reading = {"started": started, "commit": commit(), "machine": machine(),
+               "reference_s": {"before": before, "after": after}, **run}
     print(json.dumps({k: reading[k] for k in ("wall_s", "pytest_s", "cpu_s", "cores_busy", "reference_s")
                       if k in reading}))
     if a.json:
