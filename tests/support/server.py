@@ -113,11 +113,13 @@ def served(spec: RepoSpec, tmp_path_factory: pytest.TempPathFactory,
            options: ServerOptions | None = None) -> Iterator[TritonServer]:
     """For the fixture of a module that stops, restarts, reconfigures or breaks its server (`yield from
     served(...)`): a started server on a new repository of `spec`, its own, which must stop cleanly when the fixture
-    ends. A module that only sends ordinary requests holds a shared one instead (`SharedServers.hold`)."""
+    ends, unless a test stopped it already (that test checks how: `stopped_cleanly`). A module that only sends
+    ordinary requests holds a shared one instead (`SharedServers.hold`)."""
     srv = launch(spec, tmp_path_factory, options)
     yield srv
-    failed = stopped_cleanly(srv)
-    assert failed is None, failed
+    if srv.running or srv.exited:  # still up, or exited on its own: not stopped by a test
+        failed = stopped_cleanly(srv)
+        assert failed is None, failed
 
 
 # The session server's repository (conftest's `cpu_server`): the CPU bls repository with two small limits that every

@@ -22,8 +22,8 @@ import pytest
 from benchmarks.bench_stop import moving_clip
 from tests.support.server import (
     all_threads_stopped,
-    launch,
     metric_value,
+    served,
     skip_without_tritonserver,
     stopped_cleanly,
     wait_until,
@@ -49,13 +49,9 @@ def header(**kw: object) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """The module's own server. The last test stops it with requests in flight (the exit timeout leaves them time)
-    and checks how it exited; a server that test did not stop stops here and must exit cleanly."""
+    and checks how it exited."""
     skip_without_tritonserver()
-    srv = launch(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=30))
-    yield srv
-    if srv.running or srv.exited:  # not stopped by the last test
-        failed = stopped_cleanly(srv)
-        assert failed is None, failed
+    yield from served(RepoSpec(target="cpu"), tmp_path_factory, ServerOptions(exit_timeout_s=30))
 
 
 def serves(server: TritonServer) -> bool:
