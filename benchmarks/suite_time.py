@@ -5,11 +5,12 @@ days (or machines) can be compared.
     python -m benchmarks.suite_time --json out.json -- -n 4  # arguments after -- go to pytest
 
 A reading: the command's wall time, pytest's own time and counts (its last summary line), the CPU seconds of the
-whole process tree (user + system of every process waited for), and how many cores that kept busy on average; and,
-just before and just after, the reference: the CPU time of a fixed single-threaded loop (10 million Python
-additions, this interpreter). On a shared host the reference moves with the neighbours (0.9-1.8 s on the project's
-2-core machine within one day: benchmarks/RESULTS.md#the-test-suite); a suite reading is comparable with another only
-where the two references agree.
+whole process tree (user + system of every process waited for), and how many cores that kept busy on average; a
+census of every process started during the run, sampled from /proc (it also counts what no one waited for, such as
+Ray's daemons), by kind; and, just before and just after, the reference: the CPU time of a fixed single-threaded
+loop (10 million Python additions, this interpreter). On a shared host the reference moves with the neighbours
+(0.39 s before and 0.66 s after one run on a 2-core machine: benchmarks/RESULTS.md#the-test-suite); a suite reading
+is comparable with another only where the two references agree.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,13 +59,82 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+class Census:
+    """Every process started while it runs, sampled from /proc every `every_s`: its CPU time when last seen, by kind.
+    A process that lives less than one interval may be missed."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.every_s = every_s
+        self.since = self._uptime_ticks()
+        self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start tick) -> (kind, CPU s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _uptime_ticks() -> int:
+        return int(float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+    @staticmethod
+    def kind(comm: str, cmdline: str) -> str:
+        if comm.startswith("triton_python"):
+            return "tritonserver python stubs"
+        if comm == "tritonserver":
+            return "tritonserver"
+        if "/ray/" in cmdline or comm in ("raylet", "gcs_server"):
+            return "ray"
+        if "exec(eval(sys.stdin" in cmdline:  # execnet's bootstrap: a pytest-xdist worker
+            return "test workers"
+        return "other"
+
+    def sample(self) -> None:
+        hz = os.sysconf("SC_CLK_TCK")
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()  # from the state on
+                start = int(fields[19])
+                if start < self.since:
+                    continue
+                key = (int(d.name), start)
+                kind = self.seen[key][0] if key in self.seen else self.kind(
+                    stat[stat.index("(") + 1:stat.rindex(")")],
+                    (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            self.seen[key] = (kind, (int(fields[11]) + int(fields[12])) / hz)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def __enter__(self) -> Census:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        by_kind: dict[str, float] = {}
+        for kind, cpu in self.seen.values():
+            by_kind[kind] = by_kind.get(kind, 0.0) + cpu
+        total = sum(by_kind.values())
+        return {"processes": len(self.seen), "cpu_s": round(total, 1),
+                "cores_busy": round(total / wall_s, 2) if wall_s > 0 else None,
+                "cpu_s_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])}}
+
+
 def measure(command: list[str], log: Path | None = None) -> dict[str, Any]:
     """Run `command` from the repository root, its output shown and kept: wall, CPU of its process tree, pytest's
-    summary. The CPU figure counts every process the tree waited for (a daemon that outlives its parent is not)."""
+    summary. Its CPU figure counts every process the tree waited for (a daemon that outlives its parent is not; the
+    census counts it)."""
     cpu0, t0 = children_cpu(), time.perf_counter()
     lines: list[str] = []
-    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:
+    with Census() as census, subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                              text=True, bufsize=1) as proc:
         for line in proc.stdout:
             sys.stdout.write(line)
             lines.append(line)
@@ -73,7 +144,8 @@ def measure(command: list[str], log: Path | None = None) -> dict[str, Any]:
     if log is not None:
         log.write_text("".join(lines))
     return {"command": " ".join(command), "returncode": code, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "cores_busy": round(cpu / wall, 2) if wall > 0 else None, **pytest_summary("".join(lines))}
+            "cores_busy": round(cpu / wall, 2) if wall > 0 else None, "census": census.summary(wall),
+            **pytest_summary("".join(lines))}
 
 
 def machine() -> dict[str, Any]:
@@ -105,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     after = reference()
     reading = {"started": started, "commit": commit(), "machine": machine(),
                "reference_s": {"before": before, "after": after}, **run}
-    print(json.dumps({k: reading[k] for k in ("wall_s", "pytest_s", "cpu_s", "cores_busy", "reference_s")
+    print(json.dumps({k: reading[k] for k in ("wall_s", "pytest_s", "cpu_s", "cores_busy", "census", "reference_s")
                       if k in reading}))
     if a.json:
         a.json.write_text(json.dumps(reading, indent=1) + "\n")

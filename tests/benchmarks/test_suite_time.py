@@ -1,5 +1,6 @@
 """The suite-timing benchmark, run on a real pytest run of one small module (the whole suite is the benchmark's own
-job, not a test's): pytest's summary read back, the process tree's CPU time and the speed reference recorded."""
+job, not a test's): pytest's summary read back, the process tree's CPU time, the census of the processes it started
+and the speed reference recorded."""
 
 from __future__ import annotations
 
@@ -22,6 +23,20 @@ def test_a_reading_of_a_real_pytest_run(tmp_path: Path) -> None:
     assert reading["cpu_s"] > 0 and reading["cores_busy"] > 0  # the child interpreter's own CPU time at least
     assert all(s > 0 for s in reading["reference_s"].values())
     assert reading["machine"]["cores"] >= 1 and (tmp_path / "log.txt").read_text().count(" passed in ") == 1
+    census = reading["census"]  # the child interpreter, started during the run, is in it
+    assert census["processes"] >= 1 and census["cpu_s"] > 0 and census["cpu_s_by_kind"].get("other", 0) > 0
+    assert abs(sum(census["cpu_s_by_kind"].values()) - census["cpu_s"]) <= 0.05 * (len(census["cpu_s_by_kind"]) + 1)
+
+
+def test_the_census_kinds() -> None:
+    kind = suite_time.Census.kind
+    assert kind("triton_python_b", "/x/triton_python_backend_stub /repo/videoitg_decode/1/model.py") == \
+        "tritonserver python stubs"
+    assert kind("tritonserver", "/x/bin/tritonserver --model-repository=/r") == "tritonserver"
+    assert kind("raylet", "/x/ray/core/src/ray/raylet/raylet") == "ray"
+    assert kind("python", "/v/bin/python /v/lib/site-packages/ray/_private/workers/default_worker.py") == "ray"
+    assert kind("python", "/v/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))") == "test workers"
+    assert kind("python", "/v/bin/python -m videoitg batch m.jsonl") == "other"
 
 
 def test_the_summary_line_with_and_without_rules() -> None:
