@@ -350,26 +350,28 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         from videoitg.clips import write_natural_clip
 
-        tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-tiny-"))
-        small = {"tiny-a": write_natural_clip(tmp / "a.mp4", frames=40, width=96, height=64, gop=10),
-                 "tiny-b": write_natural_clip(tmp / "b.mp4", frames=30, width=80, height=48, gop=8,
-                                              options={"preset": "medium"})}
-        pix = served = small
-        rss_clip, args.image_size = small["tiny-a"], 32
-    else:
-        from benchmarks.e2e_clips import clip
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-tiny-") as d:
+            tmp = Path(d)
+            small = {"tiny-a": write_natural_clip(tmp / "a.mp4", frames=40, width=96, height=64, gop=10),
+                     "tiny-b": write_natural_clip(tmp / "b.mp4", frames=30, width=80, height=48, gop=8,
+                                                  options={"preset": "medium"})}
+            args.image_size = 32
+            return run(args, small, small["tiny-a"])
+    from benchmarks.e2e_clips import clip
 
-        pix = {n: clip(n) for n in args.clips}
-        served = pix
-        rss_clip = clip("1080p30-60min")
+    return run(args, {n: clip(n) for n in args.clips}, clip("1080p30-60min"))
+
+
+def run(args: argparse.Namespace, clips: dict[str, Path], rss_clip: Path) -> dict:
+    """The parts `args.parts` on `clips` (the RSS part on `rss_clip`), written and drawn where `args` says."""
     result: dict = {"device": f"{os.cpu_count()} CPU cores", "load_avg_before": os.getloadavg(),
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit()}
     if "pixels" in args.parts:
-        result["pixels"] = part_pixels(pix, args.reps, args.image_size)
+        result["pixels"] = part_pixels(clips, args.reps, args.image_size)
     if "rss" in args.parts:
         result["rss"] = part_rss(rss_clip, args.image_size)
     if "served" in args.parts:
-        result["served"] = part_served(served, args.reps, args.concurrency_requests,
+        result["served"] = part_served(clips, args.reps, args.concurrency_requests,
                                        decode_budget_s=60 if args.tiny else 1800, tower=args.tower)
     result["load_avg_after"] = os.getloadavg()
     text = json.dumps(result, indent=1, default=float)

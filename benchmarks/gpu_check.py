@@ -543,7 +543,7 @@ class Check:
         return out
 
     def tokens_per_frame(self, ckpt: Path, frames: int) -> int:
-        from videoitg.model.checkpoint import load_config
+        from videoitg.model.files import load_config
 
         return load_config(ckpt)[0].tokens_per_side(frames) ** 2
 

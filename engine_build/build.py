@@ -42,7 +42,8 @@ from videoitg.engines.preflight import RUNTIME_MODULES
 from videoitg.engines.summary import summary_path
 from videoitg.errors import BackendUnavailable, EngineError
 from videoitg.libraries import import_trtllm, library_version
-from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.model.checkpoint import load_checkpoint
+from videoitg.model.files import checkpoint_identity
 from videoitg.request.limits import Limits
 
 TARGETS = ("onnx", "tensorrt", "trtllm")

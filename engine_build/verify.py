@@ -27,7 +27,8 @@ import torch
 from videoitg.engine_build.parity import TARGETS, Parity, compare, merge
 from videoitg.engines.runtimes import GroundingRuntime, VisionRuntime, open_grounding, open_vision
 from videoitg.errors import BackendUnavailable, EngineError
-from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.model.checkpoint import load_checkpoint
+from videoitg.model.files import checkpoint_identity
 from videoitg.model.grounding import VideoITG
 from videoitg.request.text import encode_instruction
 

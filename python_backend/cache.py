@@ -9,8 +9,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 
 def cache_key(video_digest_hex: str, sampling_key: str, model_identity: str) -> str:
     """The video's digest (`videoitg.digest.video_digest`, BLAKE3 of every byte: the cache is shared by all clients,
@@ -20,9 +18,8 @@ def cache_key(video_digest_hex: str, sampling_key: str, model_identity: str) -> 
 
 
 def nbytes(value: Any) -> int:
-    """Bytes held by a cached value: tensors and arrays count, containers are summed, scalars are free."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+    """Bytes held by a cached value: tensors and arrays count (torch's and numpy's `nbytes`), containers are summed,
+    scalars are free."""
     if hasattr(value, "nbytes"):
         return int(value.nbytes)
     if isinstance(value, dict):

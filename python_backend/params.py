@@ -1,5 +1,6 @@
 """What a model's parameters (`videoitg.contract.parameters`) name: its checkpoint, tower and engines, its device
-and dtype, and the identity the feature cache keys computed features by."""
+and dtype, and the identity the feature cache keys computed features by. Without torch until a step loads its
+model: the top-level model on a CPU never imports it."""
 
 from __future__ import annotations
 
@@ -7,21 +8,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videoitg.config import VideoITGConfig
 from videoitg.contract.parameters import TopParameters
-from videoitg.engines.runtimes import drop_engine_part, instance_device
-from videoitg.model.checkpoint import (
-    checkpoint_identity,
-    load_checkpoint,
-    load_config,
-    resolve_checkpoint,
-    resolve_under,
-)
-from videoitg.pipeline.scorer import parse_precision
+from videoitg.model.files import checkpoint_identity, load_config, resolve_checkpoint, resolve_under
+from videoitg.precision import resolve_precision
+
+if TYPE_CHECKING:
+    import torch
 
 
 def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
@@ -62,6 +57,9 @@ class StepAssets:
     def load_part(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch") -> tuple[Any, Any]:
         """Load only the half a step runs ('vision' or 'grounding'; `videoitg.model.checkpoint.drop_unused_half`), less
         what an engine of `runtime` runs (`runtimes.drop_engine_part`: never read from disk)."""
+        from videoitg.engines.runtimes import drop_engine_part
+        from videoitg.model.checkpoint import load_checkpoint
+
         return load_checkpoint(self.checkpoint, device, dtype, vision_tower=self.vision_tower,
                                with_tokenizer=part == "grounding", part=part,
                                drop=lambda model: drop_engine_part(model, part, runtime))
@@ -76,15 +74,28 @@ def repository_root(args: Mapping[str, Any]) -> Path | None:
     return Path(model_dir).parent if model_dir else None
 
 
+def step_device(device: str, args: Mapping[str, Any] | None = None) -> str:
+    """The device a step runs on, from its `device` parameter. With `args` (a step instance's `initialize(args)`),
+    the one Triton gave the instance (`videoitg.engines.runtimes.instance_device`)."""
+    if args is not None:
+        from videoitg.engines.runtimes import instance_device
+
+        device = instance_device(args, device)
+    if device.startswith("cuda"):
+        import torch  # a GPU deployment's steps run torch
+
+        if not torch.cuda.is_available():
+            device = "cpu"  # a GPU repository started on a CPU machine still answers (slowly) instead of failing
+    return device
+
+
 def device_dtype(device: str, dtype: str = "", args: Mapping[str, Any] | None = None,
                  precision: str = "default") -> tuple[str, torch.dtype]:
-    """The device and dtype a step runs in, from its `device`, `dtype` and `precision` parameters (fp8: bfloat16,
-    `parse_precision`). With `args` (a step instance's `initialize(args)`), the device is the one Triton gave the
-    instance (`videoitg.engines.runtimes.instance_device`)."""
-    if args is not None:
-        device = instance_device(args, device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        device = "cpu"  # a GPU repository started on a CPU machine still answers (slowly) instead of failing
+    """The device a step runs on (`step_device`) and the dtype, from its `dtype` and `precision` parameters (fp8:
+    bfloat16, `videoitg.pipeline.scorer.parse_precision`)."""
+    from videoitg.pipeline.scorer import parse_precision
+
+    device = step_device(device, args)
     return device, parse_precision(precision, dtype or None, device)[0]
 
 
@@ -93,10 +104,23 @@ def step_precision(precision: str) -> str | None:
     return None if precision == "default" else precision
 
 
+def feature_dtype(params: TopParameters) -> tuple[str, str]:
+    """The device kind ("cpu", "cuda") and dtype name the steps compute the features in, as the top-level model
+    sees them (`step_device`, `videoitg.precision.resolve_precision`)."""
+    device = step_device(params.device)
+    return device.split(":")[0], resolve_precision(params.precision, params.dtype or None, device)[0]
+
+
+def host_features(params: TopParameters) -> bool:
+    """Whether the vision step's FEATURES reach the top-level model in host memory in a type numpy has: on a CPU,
+    in anything but bfloat16."""
+    kind, dtype = feature_dtype(params)
+    return kind == "cpu" and dtype != "bfloat16"
+
+
 def feature_identity(assets: StepAssets, params: TopParameters) -> str:
     """What the cached features depend on besides the video: weights, dtype, precision, device kind, vision runtime
     and the engines it runs from."""
-    device, dtype = device_dtype(params.device, params.dtype, precision=params.precision)
-    parts = [assets.identity(), str(dtype), params.precision, device.split(":")[0], params.vision_runtime,
-             str(assets.engines or "")]
+    kind, dtype = feature_dtype(params)
+    parts = [assets.identity(), dtype, params.precision, kind, params.vision_runtime, str(assets.engines or "")]
     return "|".join(parts)

@@ -1,5 +1,6 @@
 """How the top-level model calls its steps over BLS: a video's features from the decode and vision steps, streamed
-or whole, and logits from the grounding step."""
+or whole, and logits from the grounding step. Features in host memory in a type numpy has are kept as numpy arrays
+(no torch in the top-level model on a CPU); on a GPU, or in bfloat16, as torch tensors."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
-from torch.utils.dlpack import to_dlpack
 
 from videoitg.contract.protocol import (
     DECODE,
@@ -32,11 +31,11 @@ from videoitg.contract.protocol import (
     signatures,
 )
 from videoitg.moments import known_duration
-from videoitg.pipeline.scorer import VideoFeatures
+from videoitg.pipeline.features import VideoFeatures
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
-from .common import bytes_tensor, response_tensor
+from .common import bytes_tensor, output_tensor, response_tensor
 from .errors import StepError
 from .references import FileVideo
 
@@ -55,6 +54,16 @@ def _duration(response: Any) -> float | None:
     """The decode step's DURATION (seconds, 0 where the container did not say): None when absent or unknown."""
     tensor = pb_utils.get_output_tensor_by_name(response, DURATION)
     return None if tensor is None else known_duration(float(tensor.as_numpy().reshape(-1)[0]))
+
+
+def _owned(parts: list[Any]) -> Any:
+    """One video's features from its chunks' (`parts`), copied out of the responses' shared memory: the cache may
+    keep them long."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)
 
 
 def _video_inputs(video: bytes | FileVideo) -> list[Any]:
@@ -80,6 +89,7 @@ class Steps:
     sampling: SamplingParams
     limits: Limits
     workers: ThreadPoolExecutor  # blocking work of a cold video (stream reads, the DALI plan): one thread each
+    host_features: bool = False  # the vision step's FEATURES can be read as numpy (`params.host_features`)
 
     @cached_property
     def decode_outputs(self) -> list[str]:
@@ -101,9 +111,8 @@ class Steps:
             return await self._visual_streamed(video)
         dec = await self.call(self.decode, _video_inputs(video), self.decode_outputs)
         vis = await self.call(self.vision, [pb_utils.get_output_tensor_by_name(dec, PIXEL_VALUES)], [FEATURES])
-        # Clone: the response tensor lives in the python backend's shared-memory pool, the cache may keep it long.
-        return VideoFeatures(response_tensor(vis, FEATURES)[0].clone(), _numpy(dec, FRAME_INDICES).tolist(),
-                             _numpy(dec, TIMESTAMPS).tolist(), _duration(dec))
+        return VideoFeatures(_owned([response_tensor(vis, FEATURES, self.host_features)[0]]),
+                             _numpy(dec, FRAME_INDICES).tolist(), _numpy(dec, TIMESTAMPS).tolist(), _duration(dec))
 
     async def _visual_streamed(self, video: bytes | FileVideo) -> VideoFeatures:
         """Each chunk goes to the vision step with the video's frame count (the projector's grid); the frame
@@ -130,8 +139,8 @@ class Steps:
             if indices is None or not chunks:
                 raise StepError(f"{self.decode}: internal error: the stream ended without "
                                 f"{'frames' if not chunks else 'frame numbers'}")
-            # torch.cat copies out of the responses' shared memory: the cache may keep the features long.
-            visual = torch.cat([response_tensor(v, FEATURES)[0] for v in await asyncio.gather(*chunks)])
+            visual = _owned([response_tensor(v, FEATURES, self.host_features)[0]
+                             for v in await asyncio.gather(*chunks)])
         finally:
             # On an error: finish reading the stream off the event loop, and collect the vision calls in flight.
             await loop.run_in_executor(self.workers, _drain, answers)
@@ -142,7 +151,7 @@ class Steps:
         return VideoFeatures(visual, indices.tolist(), timestamps.tolist(), duration)
 
     async def logits(self, f: VideoFeatures, instruction: str) -> list[float]:
-        inputs = [pb_utils.Tensor.from_dlpack(FEATURES, to_dlpack(f.visual[None].contiguous())),
-                  bytes_tensor(INSTRUCTION, [instruction], (1, 1))]
+        inputs = [output_tensor(FEATURES, f.visual[None]), bytes_tensor(INSTRUCTION, [instruction], (1, 1))]
         resp = await self.call(self.grounding, inputs, [LOGITS])
-        return response_tensor(resp, LOGITS).reshape(-1).float().cpu().tolist()
+        logits = response_tensor(resp, LOGITS, host=True)  # FP32: numpy where it is in host memory
+        return (logits if isinstance(logits, np.ndarray) else logits.float().cpu().numpy()).reshape(-1).tolist()

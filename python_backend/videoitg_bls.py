@@ -19,7 +19,7 @@ from .cache import FailureMemory, FeatureCache, cache_key
 from .common import BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
 from .errors import remember_verdict
 from .frames import check_frames, served_frames
-from .params import StepAssets, feature_identity
+from .params import StepAssets, feature_identity, host_features
 from .references import read_reference
 from .request import Request, parse_request
 from .scheduling import FeatureScheduler
@@ -49,7 +49,7 @@ class TritonPythonModel:
         self.selection = p.selection
         cold = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-cold")
         self.steps = Steps(p.decode_model, p.vision_model, p.grounding_model, p.decoder, p.streaming, self.sampling,
-                           self.limits, cold)
+                           self.limits, cold, host_features(p))
         # Frames a request asks for (FRAMES) decode here, off the event loop and apart from the cold videos.
         self.frame_workers = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-frames")
         self.counters = RequestCounters(self.name)

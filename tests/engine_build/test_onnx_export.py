@@ -32,7 +32,8 @@ from videoitg.engines.trtllm import FrameScoreHead, TrtllmTorchScorer, hf_source
 from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
 from videoitg.libraries import probe_import
 from videoitg.model import checkpoint as checkpoint_module
-from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint, load_indexed
+from videoitg.model.checkpoint import load_checkpoint, load_indexed
+from videoitg.model.files import checkpoint_identity
 from videoitg.model.grounding import VideoITG
 from videoitg.model.vision import SiglipEmbeddings
 from videoitg.request.limits import Limits

@@ -15,7 +15,7 @@ from videoitg.engine_build.onnx_export import ExportResult
 from videoitg.engine_build.trt_builder import LLMProfileSpec
 from videoitg.engines.manifest import EngineManifest, Profile
 from videoitg.engines.runtimes import max_sequence_length
-from videoitg.model.checkpoint import load_config
+from videoitg.model.files import load_config
 from videoitg.model.token_budget import visual_tokens
 
 

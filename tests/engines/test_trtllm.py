@@ -29,7 +29,8 @@ from videoitg.engines.trtllm import (
     qwen2_config_dict,
     weight_keys,
 )
-from videoitg.model.checkpoint import index_tensors, load_checkpoint, load_config
+from videoitg.model.checkpoint import index_tensors, load_checkpoint
+from videoitg.model.files import load_config
 from videoitg.model.layout import SequenceLayout
 from videoitg.request.text import encode_instruction
 

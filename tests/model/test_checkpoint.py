@@ -24,15 +24,8 @@ from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.store import OutputStore
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import CheckpointError, InputError
-from videoitg.model.checkpoint import (
-    DIGEST_CACHE,
-    cached_weight_hash,
-    check_checkpoint,
-    checkpoint_identity,
-    load_checkpoint,
-    save_checkpoint,
-    weight_files,
-)
+from videoitg.model.checkpoint import check_checkpoint, load_checkpoint, save_checkpoint
+from videoitg.model.files import DIGEST_CACHE, cached_weight_hash, checkpoint_identity, weight_files
 from videoitg.model.vision import embedding
 from videoitg.pipeline.scorer import Scorer
 from videoitg.train.tiny_tokenizer import build_tiny_checkpoint, build_tiny_tokenizer

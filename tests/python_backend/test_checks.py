@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from videoitg.contract.parameters import TopParameters
 from videoitg.errors import InputError
 from videoitg.python_backend.checks import one_video
-from videoitg.python_backend.params import device_dtype
+from videoitg.python_backend.params import device_dtype, feature_dtype, host_features
 
 
 def test_a_step_input_holds_one_video_on_a_batch_axis_of_one() -> None:
@@ -34,3 +35,18 @@ def test_a_step_runs_on_its_instances_device(monkeypatch: pytest.MonkeyPatch) ->
     assert device_dtype("cuda", precision="fp8") == ("cuda", torch.bfloat16)  # FP8's 16-bit parts
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_dtype("cpu", args=gpu1)[0] == "cpu"
+
+
+def test_the_top_level_model_keeps_host_features_where_numpy_has_their_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The features reach the top-level model as numpy arrays where the steps compute them on a CPU in float32 or
+    float16, as torch tensors in bfloat16 (fp8's 16-bit parts too) or on a GPU; the cache keys them by the dtype the
+    steps compute in (the rule of `videoitg.precision`)."""
+    assert feature_dtype(TopParameters()) == ("cpu", "float32") and host_features(TopParameters())
+    assert host_features(TopParameters(dtype="float16"))
+    assert not host_features(TopParameters(dtype="bfloat16"))
+    assert feature_dtype(TopParameters(precision="fp8")) == ("cpu", "bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    assert feature_dtype(TopParameters(device="cuda:1")) == ("cuda", "float16")  # the released fp16
+    assert not host_features(TopParameters(device="cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert feature_dtype(TopParameters(device="cuda")) == ("cpu", "float32")  # a GPU repository on a CPU machine

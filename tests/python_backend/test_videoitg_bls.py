@@ -1,6 +1,6 @@
 """How the top-level model schedules requests, on the real tritonserver: a cache hit is answered while another
-request's video is still decoding, concurrent requests on one video share one decode, and a video that failed for
-its own sake is refused again without another decode.
+request's video is still decoding, concurrent requests on one video share one decode, a video that failed for its
+own sake is refused again without another decode, and on a CPU the model does all this without torch.
 
 The repository is the generated CPU one, except that the top-level model's `decode_model` parameter names a decode
 step that takes DELAY_S longer per call (the real decode step, subclassed): it makes "a decode is in flight" last long
@@ -13,12 +13,13 @@ import re
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.support.server import metric_value, start, wait_until
+from tests.support.server import metric_value, start, stub_pids, wait_until
 from videoitg.clips import random_clip
 from videoitg.contract.protocol import DECODE, TOP
 from videoitg.serving.client import RemoteError, VideoITGClient
@@ -143,3 +144,18 @@ def test_a_video_that_failed_is_refused_again_without_another_decode(server: Tri
     assert all("INVALID_ARGUMENT" in str(e.status) for e in errors), [e.status for e in errors]
     assert str(errors[1]) == str(errors[0]) == str(errors[2])
     assert decode_calls(server)["rejected"] - before["rejected"] == 2  # not a video: the client's fault
+
+
+def test_on_a_cpu_the_top_level_model_never_loads_torch(server: TritonServer, clips: list[bytes]) -> None:
+    """float32 features in host memory stay numpy arrays in the top-level model (its cache, a streamed video's
+    chunks, the grounding step's input): after a cold request and a cache hit its stub has mapped no libtorch, while
+    the vision step's has. (bfloat16 features, and a GPU's, are torch tensors there:
+    tests/python_backend/test_steps_served_precision.py. A request for frames loads the decoder, and torch with it.)"""
+    log: dict[str, object] = {}
+    for name in ("cold", "hit"):
+        timed(server, clips[3], "a red circle", log, name)
+    assert not isinstance(log["cold"], Exception) and not isinstance(log["hit"], Exception), log
+    assert (log["cold"].cache_hit, log["hit"].cache_hit) == (False, True)
+    assert log["hit"].result.logits == log["cold"].result.logits
+    maps = {m: Path(f"/proc/{pid}/maps").read_text() for m, pid in stub_pids(server).items()}
+    assert "libtorch" not in maps[TOP] and "libtorch" in maps["videoitg_vision"]

@@ -91,7 +91,7 @@ def fingerprint(opts: BatchOptions) -> dict[str, Any]:
     if b.truncate:  # only when asked for: folders written without the option keep their fingerprint
         fp["truncate_instruction"] = True
     if b.kind == "inprocess" and b.checkpoint:
-        from videoitg.model.checkpoint import checkpoint_identity  # torch: in-process runs only
+        from videoitg.model.files import checkpoint_identity
 
         fp["checkpoint"] = checkpoint_identity(b.checkpoint)  # contents, not path: moved weights still match
     elif b.kind == "triton":

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from videoitg.commands.score import print_result
     from videoitg.decode import decode_video
     from videoitg.defaults import default_checkpoint, sample_video, sample_video_meta
-    from videoitg.model.checkpoint import load_config
+    from videoitg.model.files import load_config
     from videoitg.plot import display_aspect, plot_timeline, thumbnails_from_pixels
     ckpt = default_checkpoint()
     video, instruction = sample_video()

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from videoitg.contract.protocol import PRECISIONS
 from videoitg.decoders import DECODERS, SERVED
+from videoitg.precision import PRECISIONS
 from videoitg.sampling import SamplingParams
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from videoitg.contract.protocol import PRECISIONS
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import (
@@ -25,6 +24,7 @@ from videoitg.outputs import (
     doc_id_problems,
     write_results_jsonl,
 )
+from videoitg.precision import PRECISIONS
 from videoitg.sampling import SamplingParams
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`

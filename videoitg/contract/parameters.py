@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from videoitg.contract.protocol import DECODE, FEATURE_TYPES, GROUNDING, PRECISIONS, VISION, check_decoder
+from videoitg.contract.protocol import DECODE, FEATURE_TYPES, GROUNDING, VISION, check_decoder
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import SelectionOptions
 from videoitg.paths import MediaRoots
+from videoitg.precision import PRECISIONS
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 

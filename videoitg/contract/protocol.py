@@ -45,8 +45,6 @@ class TensorSpec:
 _NUMPY = {"STRING": "object", "BOOL": "bool", "UINT8": "uint8", "INT32": "int32", "INT64": "int64",
           "FP16": "float16", "FP32": "float32", "FP64": "float64"}  # BF16 (between steps only) has no numpy type
 FEATURE_TYPES = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}  # the steps' torch dtype -> Triton's
-# The towers' linear layers: in the model's dtype, or in float8 with the rest in bfloat16 (videoitg.model.fp8).
-PRECISIONS = ("default", "fp8")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from videoitg.decode import decode_full_frames
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, record_video_path
 
@@ -94,6 +93,8 @@ def frame_images(video: str | Path | bytes, frame_numbers: list[int], size: int 
 
 def _images(video: str | Path | bytes, frame_numbers: list[int], size: int | None, jpeg: bool, max_bytes: int | None,
             limits: DecodeLimits | None, time_budget_s: float | None, which: str) -> list[np.ndarray | bytes]:
+    from videoitg.decode import decode_full_frames  # the decoder (and torch) load with the first frames asked for
+
     held = 0
 
     def transform(image: np.ndarray) -> np.ndarray | bytes:

@@ -32,7 +32,8 @@ from torch import nn
 from videoitg.config import VideoITGConfig
 from videoitg.errors import BackendUnavailable
 from videoitg.libraries import import_trtllm
-from videoitg.model.checkpoint import index_tensors, load_config, load_indexed
+from videoitg.model.checkpoint import index_tensors, load_indexed
+from videoitg.model.files import load_config
 from videoitg.model.layout import frame_mean_logits
 
 ARCHITECTURE = "VideoITGForFrameScoring"

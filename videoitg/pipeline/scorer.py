@@ -13,23 +13,24 @@ per video (cacheable: they do not depend on the instruction), then `score_visual
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from videoitg.contract.protocol import PRECISIONS
 from videoitg.decode import decode_video, stream_video
 from videoitg.decode.structs import SampledFrames
 from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint, is_sample_video
 from videoitg.errors import InputError
-from videoitg.model.checkpoint import checkpoint_identity, load_checkpoint
+from videoitg.model.checkpoint import load_checkpoint
+from videoitg.model.files import checkpoint_identity
 from videoitg.model.hotpath import prepare_inference
 from videoitg.model.layout import SequenceLayout, fit_instruction
 from videoitg.moments import frames_duration
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
 from videoitg.paths import local_video
+from videoitg.pipeline.features import VideoFeatures
+from videoitg.precision import default_dtype_name, resolve_dtype, resolve_precision
 from videoitg.preprocess import pixel_values
 from videoitg.request.limits import Limits
 from videoitg.request.text import instruction_ids
@@ -37,46 +38,31 @@ from videoitg.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+def _dtype_option(dtype: str | torch.dtype | None) -> str | None:
+    return str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else dtype
 
 
 def default_dtype(device: str) -> torch.dtype:
-    """fp16 on a GPU (what the released inference runs: its loader casts the model and the frames to fp16), fp32
-    on CPU. bf16 is an option (`dtype="bfloat16"`); the per-frame mean and the head always run in fp32
-    (docs/fidelity.md)."""
-    return torch.float16 if str(device).startswith("cuda") else torch.float32
+    """`videoitg.precision.default_dtype_name` as torch's dtype: fp16 on a GPU (as released), fp32 on CPU."""
+    return getattr(torch, default_dtype_name(device))
 
 
 def parse_dtype(name: str | torch.dtype | None, device: str) -> torch.dtype:
-    """The one place every entry point (score, eval, batch, Scorer, the server's steps) resolves its dtype."""
-    if isinstance(name, torch.dtype):
-        return name
-    if name is None or name == "auto":
-        return default_dtype(device)
-    if name not in DTYPES:
-        raise InputError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
-    return DTYPES[name]
+    """torch's dtype for every entry point's dtype option (`videoitg.precision.resolve_dtype`)."""
+    return getattr(torch, resolve_dtype(_dtype_option(name), device))
 
 
 def parse_precision(precision: str | None, dtype: str | torch.dtype | None, device: str
                     ) -> tuple[torch.dtype, str | None]:
-    """(the model's dtype, what `prepare_inference` takes) for an entry point's dtype and precision: "default"
-    (or None) keeps every layer in `parse_dtype`'s dtype; "fp8" runs the towers' linear layers in float8 and the
-    rest in bfloat16, so it takes dtype auto or bfloat16 and refuses another."""
-    if precision in (None, "", "default"):
-        return parse_dtype(dtype, device), None
-    if precision != "fp8":
-        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if dtype not in (None, "auto") and parse_dtype(dtype, device) != torch.bfloat16:
-        raise InputError(f"precision fp8 runs attention, the norms and the head in bfloat16, not {dtype}: leave the "
-                         "dtype out (or give bfloat16)")
-    return torch.bfloat16, "fp8"
+    """(the model's dtype, what `prepare_inference` takes): `videoitg.precision.resolve_precision` with torch's
+    dtype."""
+    name, prec = resolve_precision(precision, _dtype_option(dtype), device)
+    return getattr(torch, name), prec
 
 
 def dtype_name(name: str | torch.dtype | None, device: str) -> str:
     """`parse_dtype` as the name a config records ("float16", "bfloat16", "float32")."""
-    return str(parse_dtype(name, device)).removeprefix("torch.")
+    return resolve_dtype(_dtype_option(name), device)
 
 
 def check_device(device: str) -> str:
@@ -93,16 +79,6 @@ def check_device(device: str) -> str:
     if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
         raise InputError(f"device {dev!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
-
-
-@dataclass
-class VideoFeatures:
-    """The instruction-independent half of a request."""
-
-    visual: torch.Tensor  # [T, hw², H]
-    frame_indices: list[int]
-    timestamps: list[float]
-    duration: float | None = None  # seconds, from the container (None where it was not read)
 
 
 class Scorer:

@@ -35,7 +35,6 @@ from videoitg.contract.protocol import (
     OPEN_DIMS,
     OTHER_INPUTS_BYTES,
     PIXEL_VALUES,
-    PRECISIONS,
     RANKING_RULE,
     SELECT,
     SUMMARY_FILE,
@@ -57,6 +56,7 @@ from videoitg.engines.summary import BUILD_SUMMARY, read_summary
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, SelectionOptions, check_ranking_rule
 from videoitg.paths import MediaRoots
+from videoitg.precision import PRECISIONS
 from videoitg.request.limits import Limits, served_defaults
 from videoitg.sampling import SamplingParams
 
@@ -205,7 +205,7 @@ def model_dims(spec: RepoSpec, root: Path | None = None) -> ModelDims:
     """The dimensions the checkpoint fixes, read from its config where the steps will read it (`root`: the
     repository's root, under which relative paths lie). A checkpoint that is not on this machine (`repo build
     --no-bundle` of a path only the serving host has) leaves them open, as the steps then check them themselves."""
-    from videoitg.model.checkpoint import load_config, resolve_checkpoint, resolve_under  # imports torch
+    from videoitg.model.files import load_config, resolve_checkpoint, resolve_under  # numpy, av: not for --help
 
     ckpt = resolve_checkpoint(spec.checkpoint, root)
     if not (ckpt / "config.json").is_file():
@@ -415,7 +415,7 @@ def bundle_assets(spec: RepoSpec, out: Path) -> RepoSpec:
     them relative to the repository's root (`params.StepAssets` resolves them there)."""
     from dataclasses import replace
 
-    from videoitg.model.checkpoint import load_config, resolve_checkpoint
+    from videoitg.model.files import load_config, resolve_checkpoint
 
     changes: dict[str, str] = {}
     if spec.checkpoint != DEFAULT_CHECKPOINT:

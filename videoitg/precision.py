@@ -1,0 +1,42 @@
+"""The dtype and precision a model runs in, resolved by name, without torch: the one rule every entry point (score,
+eval, batch, Scorer, the server's steps and its top-level model) follows. `videoitg.pipeline.scorer.parse_dtype`
+and `parse_precision` give torch's dtype for the name."""
+
+from __future__ import annotations
+
+from videoitg.errors import InputError
+
+# The towers' linear layers: in the model's dtype, or in float8 with the rest in bfloat16 (videoitg.model.fp8).
+PRECISIONS = ("default", "fp8")
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16"}
+
+
+def default_dtype_name(device: str) -> str:
+    """fp16 on a GPU (what the released inference runs: its loader casts the model and the frames to fp16), fp32
+    on CPU. bf16 is an option (`dtype="bfloat16"`); the per-frame mean and the head always run in fp32
+    (docs/fidelity.md)."""
+    return "float16" if str(device).startswith("cuda") else "float32"
+
+
+def resolve_dtype(name: str | None, device: str) -> str:
+    """"float32", "float16" or "bfloat16" for a dtype option (None or "auto": `default_dtype_name`)."""
+    if name is None or name == "auto":
+        return default_dtype_name(device)
+    if name not in DTYPE_NAMES:
+        raise InputError(f"unknown dtype {name!r}; choose one of {sorted(DTYPE_NAMES)}")
+    return DTYPE_NAMES[name]
+
+
+def resolve_precision(precision: str | None, dtype: str | None, device: str) -> tuple[str, str | None]:
+    """(the model's dtype name, what `prepare_inference` takes) for an entry point's dtype and precision: "default"
+    (or None) keeps every layer in `resolve_dtype`'s dtype; "fp8" runs the towers' linear layers in float8 and the
+    rest in bfloat16, so it takes dtype auto or bfloat16 and refuses another."""
+    if precision in (None, "", "default"):
+        return resolve_dtype(dtype, device), None
+    if precision != "fp8":
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if dtype not in (None, "auto") and resolve_dtype(dtype, device) != "bfloat16":
+        raise InputError(f"precision fp8 runs attention, the norms and the head in bfloat16, not {dtype}: leave the "
+                         "dtype out (or give bfloat16)")
+    return "bfloat16", "fp8"
