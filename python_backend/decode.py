@@ -1,5 +1,6 @@
 """`videoitg_decode`: a video (VIDEO bytes, or VIDEO_URI under a media root) -> its sampled frames, resized, in
-one answer or streamed in chunks (`decoding`)."""
+one answer or streamed in chunks (`decoding`). PyAV's frames are numpy arrays: this step loads torch only with
+DALI."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 import triton_python_backend_utils as pb_utils
 
 from videoitg.contract.parameters import DecodeParameters
 from videoitg.contract.protocol import DECODE
-from videoitg.decode.selftest import self_test
 
-from .common import RequestCounters, error, finalized, output_numpy, output_torch, request_inputs, respond_each, setup
+from .common import RequestCounters, error, finalized, output_tensor, request_inputs, respond_each, setup
 from .decoding import StepDecoder, decode_stream, decode_whole
-from .params import StepAssets, device_dtype
+from .params import StepAssets, step_device
 from .references import decode_source
 
 
@@ -37,9 +36,13 @@ class TritonPythonModel:
         self.media_roots = p.media_roots
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.stream_frames = p.stream_frames
-        self.decoder = StepDecoder.of(p.decoder, device_dtype(p.device, args=args)[0])
-        torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
+        self.decoder = StepDecoder.of(p.decoder, step_device(p.device, args))
         if self.decoder.dali_device is not None:
+            import torch
+
+            from videoitg.decode.selftest import self_test
+
+            torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
             self_test(device=self.decoder.dali_device, device_id=self.decoder.device_id())  # one line on failure
         self.counters = RequestCounters(DECODE)
 
@@ -78,5 +81,4 @@ class TritonPythonModel:
 
     @staticmethod
     def _response(outputs: dict[str, Any]) -> Any:
-        return pb_utils.InferenceResponse([output_torch(k, v) if isinstance(v, torch.Tensor) else output_numpy(k, v)
-                                           for k, v in outputs.items()])
+        return pb_utils.InferenceResponse([output_tensor(k, v) for k, v in outputs.items()])

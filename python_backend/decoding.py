@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from videoitg.contract.protocol import DURATION, FRAME_INDICES, NUM_FRAMES, PIXEL_VALUES, TIMESTAMPS, check_decoder
 from videoitg.contract.tensors import duration_value
@@ -32,7 +31,7 @@ class StepDecoder:
     @classmethod
     def of(cls, parameter: str, device: str) -> StepDecoder:
         """`parameter`: the step's `decoder` (`videoitg.decoders.SERVED`; "" is pyav); `device`: the instance's
-        (`videoitg.engines.runtimes.instance_device`). On a GPU instance dali is `decode_video`'s automatic choice
+        (`params.instance_device`). On a GPU instance dali is `decode_video`'s automatic choice
         on that device: NVDEC for the streams whose frames it numbers as PyAV does, PyAV (then the same float32
         pixel values, moved to the GPU) for variable-rate or timestamp-less streams and codecs NVDEC lacks. On a CPU
         instance, DALI's CPU decoder (VP8, VP9 and MJPEG only)."""
@@ -43,7 +42,8 @@ class StepDecoder:
         return cls("dali", None, "cpu", "float32")
 
     def device_id(self) -> int:
-        return (torch.device(self.device).index or 0) if self.device else 0
+        """The GPU of `device` ("cuda:N"; "cuda" is GPU 0)."""
+        return int(self.device.partition(":")[2] or 0) if self.device else 0
 
 
 PYAV = StepDecoder("pyav")
@@ -57,7 +57,8 @@ def decode_whole(video: bytes | Path, image_size: int, sampling: SamplingParams,
     A path (a video by reference, `references.decode_source`) is bounded by max_reference_bytes instead of
     max_video_bytes."""
     options = _decode_options(image_size, sampling, limits, isinstance(video, Path)) | {"output": decoder.output}
-    frames = decode_video(video, **options, decoder=decoder.decoder, device=decoder.device)
+    frames = decode_video(video, **options, decoder=decoder.decoder, device=decoder.device,
+                          numpy=decoder.dali_device is None)  # DALI's frames are torch tensors (NVDEC: on the GPU)
     return {PIXEL_VALUES: frames.pixel_values[None], **_frame_numbers(frames)}
 
 
@@ -67,7 +68,7 @@ def decode_stream(video: bytes | Path, image_size: int, sampling: SamplingParams
     per `chunk_frames` decoded frames as soon as they are decoded (so the vision step encodes them while the rest
     decode), then {FRAME_INDICES [1, T], TIMESTAMPS [1, T], DURATION [1, 1]} once the decode is over. The chunks are
     `decode_whole`'s frames, in order; the decode's error, if any, is raised where it happens."""
-    stream = stream_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)))
+    stream = stream_video(video, **_decode_options(image_size, sampling, limits, isinstance(video, Path)), numpy=True)
     total = np.asarray([[len(stream)]], dtype=np.int64)
     for chunk in stream.chunks(chunk_frames):
         yield {PIXEL_VALUES: chunk[None], NUM_FRAMES: total}

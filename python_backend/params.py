@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from videoitg.config import VideoITGConfig
 from videoitg.contract.parameters import TopParameters
+from videoitg.errors import EngineError
 from videoitg.model.files import checkpoint_identity, load_config, resolve_checkpoint, resolve_under
 from videoitg.precision import resolve_precision
 
@@ -74,12 +75,27 @@ def repository_root(args: Mapping[str, Any]) -> Path | None:
     return Path(model_dir).parent if model_dir else None
 
 
+def instance_device(args: Mapping[str, Any], configured: str = "cpu") -> str:
+    """The device of the Triton model instance `args` (python_backend's `initialize(args)`) describes:
+    "cuda:N" for a KIND_GPU instance (`model_instance_kind` "GPU", `model_instance_device_id` "N": Triton makes one
+    instance per GPU and tells each which), "cpu" for KIND_CPU, else `configured` (KIND_MODEL, or no Triton).
+    Names and values as python_backend r24.10-r25.07 `src/stub_launcher.cc` passes them (the kind is
+    `TRITONSERVER_InstanceGroupKindString`: "AUTO", "CPU", "GPU" or "MODEL")."""
+    kind = str(args.get("model_instance_kind", "")).upper()
+    if kind == "GPU":
+        raw = str(args.get("model_instance_device_id", "0")).strip()
+        if not raw.isdigit():
+            raise EngineError(f"model_instance_device_id must be a GPU index, got {raw!r}")
+        return f"cuda:{int(raw)}"
+    if kind == "CPU":
+        return "cpu"
+    return configured
+
+
 def step_device(device: str, args: Mapping[str, Any] | None = None) -> str:
     """The device a step runs on, from its `device` parameter. With `args` (a step instance's `initialize(args)`),
-    the one Triton gave the instance (`videoitg.engines.runtimes.instance_device`)."""
+    the one Triton gave the instance (`instance_device`)."""
     if args is not None:
-        from videoitg.engines.runtimes import instance_device
-
         device = instance_device(args, device)
     if device.startswith("cuda"):
         import torch  # a GPU deployment's steps run torch

@@ -1,6 +1,7 @@
 """How the top-level model schedules requests, on the real tritonserver: a cache hit is answered while another
 request's video is still decoding, concurrent requests on one video share one decode, a video that failed for its
-own sake is refused again without another decode, and on a CPU the model does all this without torch.
+own sake is refused again without another decode, and on a CPU the model and its decode step do all this without
+torch.
 
 The repository is the generated CPU one, except that the top-level model's `decode_model` parameter names a decode
 step that takes DELAY_S longer per call (the real decode step, subclassed): it makes "a decode is in flight" last long
@@ -146,11 +147,12 @@ def test_a_video_that_failed_is_refused_again_without_another_decode(server: Tri
     assert decode_calls(server)["rejected"] - before["rejected"] == 2  # not a video: the client's fault
 
 
-def test_on_a_cpu_the_top_level_model_never_loads_torch(server: TritonServer, clips: list[bytes]) -> None:
-    """float32 features in host memory stay numpy arrays in the top-level model (its cache, a streamed video's
-    chunks, the grounding step's input): after a cold request and a cache hit its stub has mapped no libtorch, while
-    the vision step's has. (bfloat16 features, and a GPU's, are torch tensors there:
-    tests/python_backend/test_steps_served_precision.py. A request for frames loads the decoder, and torch with it.)"""
+def test_on_a_cpu_the_top_level_model_and_the_decode_step_never_load_torch(server: TritonServer,
+                                                                          clips: list[bytes]) -> None:
+    """PyAV's frames are numpy arrays in the decode step, and float32 features in host memory stay numpy arrays in
+    the top-level model (its cache, a streamed video's chunks, the grounding step's input): after a cold request and
+    a cache hit neither stub has mapped libtorch, while the vision step's has. (DALI's frames, bfloat16 features and
+    a GPU's are torch tensors: tests/python_backend/test_steps_served_precision.py.)"""
     log: dict[str, object] = {}
     for name in ("cold", "hit"):
         timed(server, clips[3], "a red circle", log, name)
@@ -158,4 +160,4 @@ def test_on_a_cpu_the_top_level_model_never_loads_torch(server: TritonServer, cl
     assert (log["cold"].cache_hit, log["hit"].cache_hit) == (False, True)
     assert log["hit"].result.logits == log["cold"].result.logits
     maps = {m: Path(f"/proc/{pid}/maps").read_text() for m, pid in stub_pids(server).items()}
-    assert "libtorch" not in maps[TOP] and "libtorch" in maps["videoitg_vision"]
+    assert "libtorch" not in maps[TOP] and "libtorch" not in maps[SLOW] and "libtorch" in maps["videoitg_vision"]

@@ -7,13 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
-import torch
 
-from videoitg.decode import dali
 from videoitg.decode.budget import Deadline, run_with_budget
 from videoitg.decode.choice import choose_decoder, decoder_name
 from videoitg.decode.colour import YuvSignal
@@ -45,10 +43,13 @@ from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
 from videoitg.errors import InputError, VideoDecodeError
 from videoitg.sampling import SamplingParams, sample_frame_indices
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLING = SamplingParams()  # eval rule, 512 frames at 1 fps (frozen, safe to share)
-OUTPUTS = {"float32": torch.float32, "uint8": torch.uint8}
+OUTPUTS = {"float32": np.float32, "uint8": np.uint8}
 
 
 def _truncated_instead(src: OpenedSource, name: str, e: VideoDecodeError) -> None:
@@ -64,7 +65,7 @@ def _truncated_instead(src: OpenedSource, name: str, e: VideoDecodeError) -> Non
 def decode_video(source: Source, *, image_size: int = 384, params: SamplingParams = DEFAULT_SAMPLING,
                  decoder: str = "auto", time_budget_s: float | None = 60, limits: DecodeLimits | None = None,
                  device: str | torch.device | None = None, output: str = "float32", workers: int | None = None,
-                 frame_stream: FrameStream | None = None) -> SampledFrames:
+                 frame_stream: FrameStream | None = None, numpy: bool = False) -> SampledFrames:
     """Decode only the sampled frames of a video and preprocess them for SigLIP.
 
     source: a path or the encoded bytes. decoder: "auto", "pyav" or "dali" (`videoitg.decoders`); the frames'
@@ -75,7 +76,8 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
     normalised on the device by `videoitg.preprocess.pixel_values`; DALI decoders still return float32).
     workers: PyAV decoder threads over GOP ranges (None: the machine's cores; 1: one decoder). The frames
     are the same whatever the number. frame_stream: a `FrameStream` told about each finished leading frame.
-    Raises a `VideoDecodeError` subclass naming what was wrong with the input.
+    numpy: PyAV's frames as a numpy array, without loading torch (the served decode step); DALI's are torch tensors
+    either way. Raises a `VideoDecodeError` subclass naming what was wrong with the input.
     """
     if not isinstance(image_size, int) or image_size < 1:
         raise InputError(f"image_size must be a positive int, got {image_size!r}")
@@ -101,12 +103,14 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
         deadline.check("opening the container")
         with open_container(src) as container:
             stream, head, index, frame_numbers = _checked_sampling(container, src, params, limits, deadline, name)
-            want_cuda = device is not None and torch.device(device).type == "cuda"
+            want_cuda = device is not None and str(device).startswith("cuda")
             chosen = choose_decoder(requested, head["codec"], index, want_cuda)
             deadline.check(f"decoding with {chosen}")
             pixels, colour = None, None
             if chosen != "pyav":
                 try:
+                    from videoitg.decode import dali  # torch and DALI: only where DALI decodes
+
                     rotation, colour = first_frame_facts(container, stream)
                     pixels = dali.decode(chosen, src.read_all(limits), frame_numbers, image_size,
                                          (head["width"], head["height"]), deadline, name, device, colour, index)
@@ -120,7 +124,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                     container.seek(0, backward=True, any_frame=False)
                     stream.codec_context.flush_buffers()
             if pixels is None:
-                pixels = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=OUTPUTS[output])
+                pixels = np.empty((len(frame_numbers), 3, image_size, image_size), dtype=OUTPUTS[output])
                 if frame_stream is not None:
                     frame_stream.begin(pixels)
                 advance = frame_stream.advance if frame_stream is not None else None
@@ -133,8 +137,12 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                     rotation = decode_frames(src, container, stream, index, frame_numbers, pixels, limits,
                                              deadline, name, workers, advance)
         pixels = apply_rotation(pixels, rotation)
-        if device is not None and pixels.device != torch.device(device):
-            pixels = pixels.to(device)
+        if not numpy:
+            import torch
+
+            pixels = torch.as_tensor(pixels)  # PyAV's array, not copied; DALI's tensor as it is
+            if device is not None and pixels.device != torch.device(device):
+                pixels = pixels.to(device)
         return SampledFrames(
             pixel_values=pixels, frame_indices=frame_numbers,
             timestamps=[index.seconds(i) for i in frame_numbers], fps=index.fps, total_frames=index.total,
@@ -252,8 +260,7 @@ def decode_full_frames(source: Source, frame_numbers: Sequence[int], *,
             image = frame.to_ndarray(format="rgb24")
             if rotation_of[0] is None:  # the first decoded frame's, for every frame (as decode_video turns them)
                 rotation_of[0] = frame_rotation(frame)
-            upright = apply_rotation(torch.from_numpy(image).permute(2, 0, 1), rotation_of[0])
-            image = np.ascontiguousarray(upright.permute(1, 2, 0).numpy())
+            image = np.ascontiguousarray(apply_rotation(image.transpose(2, 0, 1), rotation_of[0]).transpose(1, 2, 0))
             for j in range(first, end):
                 kept[wanted[j]] = transform(image) if transform is not None else image
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import importlib
 
-import torch
-
 from videoitg.decode.container import FrameIndex
 from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
 from videoitg.decoders import decoder
@@ -54,7 +52,7 @@ def choose_decoder(requested: str, codec: str, index: FrameIndex, want_cuda: boo
         return "dali-cpu"
     if requested == "dali":
         _require_dali()
-        if not torch.cuda.is_available():
+        if not _cuda():
             raise DecoderUnavailableError("decoder 'dali' on a CUDA device needs a CUDA GPU; none is available")
         if codec not in DALI_GPU_CODECS:
             raise UnsupportedCodecError(f"DALI's GPU decoder cannot decode {codec}; use decoder='pyav'")
@@ -63,11 +61,17 @@ def choose_decoder(requested: str, codec: str, index: FrameIndex, want_cuda: boo
     # whose numbering only the packet index gets right, stay on PyAV.
     regular = not index.vfr and not index.ordinal
     if regular and dali_available():
-        if want_cuda and torch.cuda.is_available() and codec in DALI_GPU_CODECS:
+        if want_cuda and _cuda() and codec in DALI_GPU_CODECS:
             return "dali-gpu"
         if AUTO_PREFERS_DALI_CPU and codec in DALI_CPU_CODECS:
             return "dali-cpu"
     return "pyav"
+
+
+def _cuda() -> bool:
+    import torch  # only where frames on a CUDA device were asked for
+
+    return torch.cuda.is_available()
 
 
 def _require_dali() -> None:

@@ -9,9 +9,9 @@ import queue
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import FrameIndex, OpenedSource, open_container, select_video_stream
@@ -75,7 +75,7 @@ def plan_pieces(index: FrameIndex, frame_numbers: list[int], pieces: int) -> lis
 
 def decode_frames(src: OpenedSource, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                   index: FrameIndex, frame_numbers: list[int],
-                  out: torch.Tensor, limits: DecodeLimits, deadline: Deadline, name: str, workers: int,
+                  out: np.ndarray, limits: DecodeLimits, deadline: Deadline, name: str, workers: int,
                   on_frame: Callable[[int, int], None] | None = None) -> int:
     """Decode `frame_numbers` into `out` with up to `workers` threads. Returns the display rotation.
 
@@ -146,13 +146,14 @@ def decode_frames(src: OpenedSource, container: av.container.InputContainer, str
 
 class FrameStream:
     """The frames of one request as they are decoded: `chunks()` yields finished leading frames (uint8 or float,
-    turned upright) while the rest decode; `result()` is the `SampledFrames` once the decode is over.
+    turned upright: numpy arrays, or DALI's torch tensors) while the rest decode; `result()` is the `SampledFrames`
+    once the decode is over.
 
     Filled by `videoitg.decode.stream_video` (a background thread); read by one consumer."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._out: torch.Tensor | None = None
+        self._out: np.ndarray | None = None
         self._done = 0
         self._rotation = 0
         self._result: SampledFrames | None = None
@@ -161,7 +162,7 @@ class FrameStream:
         self._cancelled = False
 
     # ---- producer side ----
-    def begin(self, out: torch.Tensor) -> None:
+    def begin(self, out: np.ndarray) -> None:
         with self._cond:
             self._out = out
             self._cond.notify_all()
@@ -189,7 +190,7 @@ class FrameStream:
             self._raise()
             return len(self._result) if self._out is None else int(self._out.shape[0])
 
-    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+    def chunks(self, size: int) -> Iterator[Any]:
         """Consecutive [<=size, 3, S, S] slices in order, each as soon as it is decoded. Leaving the loop early
         (an error in the consumer) cancels the rest of the decode."""
         t = len(self)

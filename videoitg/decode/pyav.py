@@ -1,14 +1,15 @@
 """The PyAV decoder (FFmpeg, every codec, CPU): only the GOPs that hold sampled frames are decoded, and each
-sampled frame is converted, squashed and normalised into a preallocated output, so memory stays one tensor."""
+sampled frame is converted, squashed and normalised into a preallocated output, so memory stays one array (numpy:
+the decode itself needs no torch)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import av
 import av.error
 import numpy as np
-import torch
 
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import FrameIndex, check_frame_size
@@ -72,8 +73,8 @@ class _Frames:
 def decode_sampled(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                    index: FrameIndex, frame_numbers: list[int], image_size: int, limits: DecodeLimits,
                    deadline: Deadline, name: str, threads: int = 0, skip_nonref: bool = True,
-                   out: torch.Tensor | None = None,
-                   on_frame: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, int]:
+                   out: np.ndarray | None = None,
+                   on_frame: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
     """Decode `frame_numbers` (sorted, indices into `index.pts`). Returns ([T,3,S,S], rotation).
 
     out: where the frames go ([T,3,S,S] float32: SigLIP pixel values; uint8: the resized RGB frames, to be
@@ -81,16 +82,14 @@ def decode_sampled(container: av.container.InputContainer, stream: av.video.stre
     on_frame(done, rotation): called whenever the first `done` frames of `out` are final (a consumer may start
     on them while the rest decode)."""
     if out is None:
-        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32)
-    if tuple(out.shape) != (len(frame_numbers), 3, image_size, image_size) or out.dtype not in (torch.float32,
-                                                                                                 torch.uint8):
+        out = np.empty((len(frame_numbers), 3, image_size, image_size), dtype=np.float32)
+    if out.shape != (len(frame_numbers), 3, image_size, image_size) or out.dtype not in (np.float32, np.uint8):
         raise ValueError(f"out must be [{len(frame_numbers)}, 3, {image_size}, {image_size}] float32 or uint8, "
                          f"got {list(out.shape)} {out.dtype}")
-    out_np = out.numpy()  # shared memory: frames are written in place, one at a time
-    write = normalize_into if out.dtype == torch.float32 else _chw_into
+    write = normalize_into if out.dtype == np.float32 else _chw_into  # frames are written in place, one at a time
 
     def put(first: int, end: int, frame: av.VideoFrame) -> None:
-        write(out_np[first], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
+        write(out[first], resize_frame(frame.to_ndarray(format="rgb24"), image_size))
         for j in range(first + 1, end):  # duplicate timestamps map to one frame
             out[j] = out[first]
 
@@ -214,10 +213,15 @@ def frame_rotation(frame: av.VideoFrame) -> int:
     return int(round(float(deg) / 90.0)) * 90 % 360 if deg else 0
 
 
-def apply_rotation(pixel_values: torch.Tensor, rotation: int) -> torch.Tensor:
-    """Turn frames upright. Squashing to S x S commutes with quarter turns, so rotating after the resize gives
-    the frames a player would show, then squashed, at a fraction of the cost."""
+def apply_rotation(pixel_values: Any, rotation: int) -> Any:
+    """Turn frames [..., H, W] upright (a numpy array, or DALI's torch tensor). Squashing to S x S commutes with
+    quarter turns, so rotating after the resize gives the frames a player would show, then squashed, at a fraction
+    of the cost."""
     k = (rotation // 90) % 4
-    return pixel_values if k == 0 else torch.rot90(pixel_values, k, dims=(-2, -1)).contiguous()
+    if k == 0:
+        return pixel_values
+    if isinstance(pixel_values, np.ndarray):
+        return np.ascontiguousarray(np.rot90(pixel_values, k, axes=(-2, -1)))
+    return pixel_values.rot90(k, dims=(-2, -1)).contiguous()
 
 

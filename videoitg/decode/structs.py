@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: `DecodeLimits` (what videoitg.request.limits needs) loads without torch or numpy
+    import numpy as np
     import torch
 
     from videoitg.decode.colour import YuvSignal
@@ -63,8 +64,9 @@ class SampledFrames:
     """Frames ready for the SigLIP vision tower, plus where they came from in the original video."""
 
     # [T, 3, S, S]: float32 x / 127.5 - 1 (SigLIP so400m rule), or with output="uint8" the resized RGB frames
-    # (normalised where the model runs: videoitg.preprocess.pixel_values)
-    pixel_values: torch.Tensor
+    # (normalised where the model runs: videoitg.preprocess.pixel_values); a torch tensor, or with
+    # `decode_video(numpy=True)` PyAV's numpy array
+    pixel_values: torch.Tensor | np.ndarray
     frame_indices: list[int]  # original frame numbers (videoitg.sampling.sample_frame_indices)
     timestamps: list[float]  # presentation time of each frame, seconds from the first frame
     fps: float  # the average frame rate the indices were sampled with

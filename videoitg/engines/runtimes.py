@@ -12,8 +12,9 @@ each library is imported lazily behind one function (`videoitg.libraries`), so a
 still runs torch and ONNX Runtime. An engine file opens only after its manifest passed `check_manifest` (version
 lock, GPU, checkpoint).
 
-Placement: a Triton python-backend instance runs where Triton put it (`instance_device` reads `initialize(args)`,
-`use_device` makes that GPU the process's current one), and an engine runtime runs on the device of the model parts
+Placement: a Triton python-backend instance runs where Triton put it
+(`videoitg.python_backend.params.instance_device` reads `initialize(args)`, `use_device` makes that GPU the
+process's current one), and an engine runtime runs on the device of the model parts
 it keeps (`load_device` / `outside_engine`: the step reads of its checkpoint part only what the engine does not
 run, on the CPU, and moves it to the GPU).
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +53,6 @@ DEFAULT_CHUNK = 64  # frames per SigLIP call when nothing else bounds it (the to
 
 
 # ---- placement -----------------------------------------------------------------------------------------------
-def instance_device(args: Mapping[str, Any], configured: str = "cpu") -> str:
-    """The device of the Triton model instance `args` (python_backend's `initialize(args)`) describes:
-    "cuda:N" for a KIND_GPU instance (`model_instance_kind` "GPU", `model_instance_device_id` "N": Triton makes one
-    instance per GPU and tells each which), "cpu" for KIND_CPU, else `configured` (KIND_MODEL, or no Triton).
-    Names and values as python_backend r24.10-r25.07 `src/stub_launcher.cc` passes them (the kind is
-    `TRITONSERVER_InstanceGroupKindString`: "AUTO", "CPU", "GPU" or "MODEL")."""
-    kind = str(args.get("model_instance_kind", "")).upper()
-    if kind == "GPU":
-        raw = str(args.get("model_instance_device_id", "0")).strip()
-        if not raw.isdigit():
-            raise EngineError(f"model_instance_device_id must be a GPU index, got {raw!r}")
-        return f"cuda:{int(raw)}"
-    if kind == "CPU":
-        return "cpu"
-    return configured
-
-
 def use_device(device: str) -> None:
     """Make `device` ("cuda:N") the current CUDA device of this process (each python-backend instance is its own
     process), so what allocates on "the" GPU (TensorRT's deserialization and execution context, TensorRT-LLM's

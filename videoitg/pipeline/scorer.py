@@ -164,9 +164,9 @@ class Scorer:
         `chunk_frames` chunk as soon as it is decoded while the next ones decode. Same chunks, same numbers."""
         stream = stream_video(self._source(source), **self._decode_args())
         t = len(stream)  # known once the video is indexed, before any frame is decoded
-        feats = [self.model.encode_frames(pixel_values(c.to(self.device, non_blocking=True), self.dtype),
-                                          self.chunk_frames)
-                 for c in stream.chunks(self.chunk_frames)]
+        feats = [self.model.encode_frames(pixel_values(torch.as_tensor(c).to(self.device, non_blocking=True),
+                                                       self.dtype), self.chunk_frames)
+                 for c in stream.chunks(self.chunk_frames)]  # numpy chunks while PyAV decodes, not copied here
         frames = stream.result()
         visual = self.model.project(torch.cat(feats), self.config.tokens_per_side(t))
         return VideoFeatures(visual, list(frames.frame_indices), list(frames.timestamps), frames_duration(frames))

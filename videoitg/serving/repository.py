@@ -294,8 +294,8 @@ def _decode_spec(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
     # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
     batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
                 "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
-    # The dali decoder runs on a GPU instance (Triton names its GPU: `runtimes.instance_device`) on the gpu target;
-    # the python decode step of the bls repository answers in chunks (decoupled: `protocol.signatures`).
+    # The dali decoder runs on a GPU instance (Triton names its GPU: `python_backend.params.instance_device`) on the
+    # gpu target; the python decode step of the bls repository answers in chunks (decoupled: `protocol.signatures`).
     params = DecodeParameters(
         spec.checkpoint, spec.vision_tower, spec.decoder, "cuda" if spec.gpu and dali else "cpu", spec.sampling,
         spec.limits, MediaRoots(spec.media_roots), spec.stream_frames if spec.streaming else 0)
