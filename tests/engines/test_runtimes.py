@@ -28,7 +28,6 @@ from videoitg.engines.runtimes import (
     DEFAULT_CHUNK,
     _TrtEngine,
     engine_chunk,
-    instance_device,
     load_device,
     max_sequence_length,
     open_grounding,
@@ -48,18 +47,6 @@ from videoitg.serving.server import ServerOptions, TritonServer
 
 
 # ---- item: multi-GPU placement --------------------------------------------------------------------------------
-def test_a_gpu_instance_runs_on_the_gpu_triton_gave_it() -> None:
-    """python_backend passes `model_instance_kind` ("GPU"/"CPU"/"MODEL") and `model_instance_device_id` (a string)
-    to `initialize(args)`; KIND_GPU makes one instance per GPU, so each must use its own."""
-    assert instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "1"}, "cuda") == "cuda:1"
-    assert instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "0"}, "cuda") == "cuda:0"
-    assert instance_device({"model_instance_kind": "CPU", "model_instance_device_id": "0"}, "cuda") == "cpu"
-    assert instance_device({"model_instance_kind": "MODEL", "model_instance_device_id": "0"}, "cuda") == "cuda"
-    assert instance_device({}, "cpu") == "cpu"  # no Triton: what the parameters say
-    with pytest.raises(EngineError, match="GPU index"):
-        instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "x"})
-
-
 def test_the_instance_gpu_becomes_the_process_current_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """TensorRT and TensorRT-LLM allocate on the current CUDA device: each instance (its own process) makes its
     GPU the current one; a CPU instance, or "cuda" without an index, changes nothing."""

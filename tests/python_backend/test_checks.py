@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from videoitg.contract.parameters import TopParameters
-from videoitg.errors import InputError
+from videoitg.errors import EngineError, InputError
 from videoitg.python_backend.checks import one_video
-from videoitg.python_backend.params import device_dtype, feature_dtype, host_features
+from videoitg.python_backend.params import device_dtype, feature_dtype, host_features, instance_device
 
 
 def test_a_step_input_holds_one_video_on_a_batch_axis_of_one() -> None:
@@ -21,6 +21,18 @@ def test_a_step_input_holds_one_video_on_a_batch_axis_of_one() -> None:
         one_video(torch.zeros(2, 3, 4, 5), "FEATURES")
     with pytest.raises(InputError, match="TIMESTAMPS is missing"):
         one_video(None, "TIMESTAMPS")
+
+
+def test_a_gpu_instance_runs_on_the_gpu_triton_gave_it() -> None:
+    """python_backend passes `model_instance_kind` ("GPU"/"CPU"/"MODEL") and `model_instance_device_id` (a string)
+    to `initialize(args)`; KIND_GPU makes one instance per GPU, so each must use its own."""
+    assert instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "1"}, "cuda") == "cuda:1"
+    assert instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "0"}, "cuda") == "cuda:0"
+    assert instance_device({"model_instance_kind": "CPU", "model_instance_device_id": "0"}, "cuda") == "cpu"
+    assert instance_device({"model_instance_kind": "MODEL", "model_instance_device_id": "0"}, "cuda") == "cuda"
+    assert instance_device({}, "cpu") == "cpu"  # no Triton: what the parameters say
+    with pytest.raises(EngineError, match="GPU index"):
+        instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "x"})
 
 
 def test_a_step_runs_on_its_instances_device(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ from videoitg.sampling import SamplingParams
 
 def test_step_decoder_follows_the_repository_parameter_and_the_instance_device() -> None:
     """The decode step's `decoder` parameter and the device Triton gave its instance
-    (`videoitg.engines.runtimes.instance_device`) -> decode_video's decoder and device, and DALI's self-test device."""
+    (`params.instance_device`) -> decode_video's decoder and device, and DALI's self-test device."""
     gpu1 = instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "1"}, "cpu")
     # NVDEC through decode_video's own choice on the instance's GPU, PyAV where NVDEC would misnumber the frames
     assert StepDecoder.of("dali", gpu1) == StepDecoder("auto", "cuda:1", "mixed", "float32")
