@@ -59,14 +59,17 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+OTHERS = 12  # the largest commands of the "other" kind a reading lists
+
+
 class Census:
-    """Every process started while it runs, sampled from /proc every `every_s`: its CPU time when last seen, by kind.
-    A process that lives less than one interval may be missed."""
+    """Every process started while it runs, sampled from /proc every `every_s`: its CPU time when last seen, by kind,
+    and the "other" kind by what it ran (`command`). A process that lives less than one interval may be missed."""
 
     def __init__(self, every_s: float = 0.25) -> None:
         self.every_s = every_s
         self.since = self._uptime_ticks()
-        self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start tick) -> (kind, CPU s)
+        self.seen: dict[tuple[int, int], tuple[str, str, float]] = {}  # (pid, start tick) -> (kind, command, CPU s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -80,11 +83,29 @@ class Census:
             return "tritonserver python stubs"
         if comm == "tritonserver":
             return "tritonserver"
-        if "/ray/" in cmdline or comm in ("raylet", "gcs_server"):
+        # Ray's workers and actors: started as `python --node-ip-address=...`, renamed `ray::<what>` once up
+        if comm.startswith("ray::") or "/ray/" in cmdline or "--node-ip-address" in cmdline or comm in (
+                "raylet", "gcs_server"):
             return "ray"
         if "exec(eval(sys.stdin" in cmdline:  # execnet's bootstrap: a pytest-xdist worker
             return "test workers"
         return "other"
+
+    @staticmethod
+    def command(comm: str, cmdline: str) -> str:
+        """What a process ran, in a few words: `-m MODULE [SUBCOMMAND]` or a script's name (and its subcommand) for
+        Python, else the program's name."""
+        argv = cmdline.split()
+        if not argv or not Path(argv[0]).name.startswith("python"):
+            return comm
+        args = argv[1:]
+        while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
+            args = args[1:]
+        if args[:1] == ["-c"] or not args:
+            return "python -c" if args else "python"
+        head = ["-m", args[1]] if args[0] == "-m" and len(args) > 1 else [Path(args[0]).name]
+        rest = args[len(head):len(head) + 1]
+        return " ".join(head + [a for a in rest if a.isidentifier()])
 
     def sample(self) -> None:
         hz = os.sysconf("SC_CLK_TCK")
@@ -98,12 +119,15 @@ class Census:
                 if start < self.since:
                     continue
                 key = (int(d.name), start)
-                kind = self.seen[key][0] if key in self.seen else self.kind(
-                    stat[stat.index("(") + 1:stat.rindex(")")],
-                    (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                if key in self.seen:
+                    kind, command = self.seen[key][:2]
+                else:
+                    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+                    cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    kind, command = self.kind(comm, cmdline), self.command(comm, cmdline)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
-            self.seen[key] = (kind, (int(fields[11]) + int(fields[12])) / hz)
+            self.seen[key] = (kind, command, (int(fields[11]) + int(fields[12])) / hz)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -119,12 +143,16 @@ class Census:
 
     def summary(self, wall_s: float) -> dict[str, Any]:
         by_kind: dict[str, float] = {}
-        for kind, cpu in self.seen.values():
+        other: dict[str, float] = {}
+        for kind, command, cpu in self.seen.values():
             by_kind[kind] = by_kind.get(kind, 0.0) + cpu
+            if kind == "other":
+                other[command] = other.get(command, 0.0) + cpu
         total = sum(by_kind.values())
         return {"processes": len(self.seen), "cpu_s": round(total, 1),
                 "cores_busy": round(total / wall_s, 2) if wall_s > 0 else None,
-                "cpu_s_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])}}
+                "cpu_s_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+                "other_by_command": {k: round(v, 1) for k, v in sorted(other.items(), key=lambda kv: -kv[1])[:OTHERS]}}
 
 
 def measure(command: list[str], log: Path | None = None) -> dict[str, Any]:

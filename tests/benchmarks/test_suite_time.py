@@ -26,6 +26,7 @@ def test_a_reading_of_a_real_pytest_run(tmp_path: Path) -> None:
     census = reading["census"]  # the child interpreter, started during the run, is in it
     assert census["processes"] >= 1 and census["cpu_s"] > 0 and census["cpu_s_by_kind"].get("other", 0) > 0
     assert abs(sum(census["cpu_s_by_kind"].values()) - census["cpu_s"]) <= 0.05 * (len(census["cpu_s_by_kind"]) + 1)
+    assert census["other_by_command"].get("-m pytest", 0) > 0  # what the "other" kind ran
 
 
 def test_the_census_kinds() -> None:
@@ -36,7 +37,19 @@ def test_the_census_kinds() -> None:
     assert kind("raylet", "/x/ray/core/src/ray/raylet/raylet") == "ray"
     assert kind("python", "/v/bin/python /v/lib/site-packages/ray/_private/workers/default_worker.py") == "ray"
     assert kind("python", "/v/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))") == "test workers"
+    assert kind("ray::MapWorker(", "ray::MapWorker(ScoreActor)") == "ray"  # an actor, renamed
+    assert kind("python", "/v/bin/python --node-ip-address=127.0.0.1 --node-manager-port=1 --object-store-name=x") == \
+        "ray"  # a worker before its rename
     assert kind("python", "/v/bin/python -m videoitg batch m.jsonl") == "other"
+
+
+def test_the_census_commands() -> None:
+    command = suite_time.Census.command
+    assert command("python", "/v/bin/python -m videoitg batch m.jsonl --out o") == "-m videoitg batch"
+    assert command("python", "/v/bin/python -u -m videoitg.serving.front {\"host\": 1}") == "-m videoitg.serving.front"
+    assert command("python", "/v/bin/python /v/bin/transformers serve /tmp/m --port 1") == "transformers serve"
+    assert command("python3.11", "/l/bin/python3.11 -c import json") == "python -c"
+    assert command("bash", "bash -c exec x") == "bash"
 
 
 def test_the_summary_line_with_and_without_rules() -> None:
