@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
@@ -158,6 +159,6 @@ def test_on_a_cpu_the_top_level_model_and_the_decode_step_never_load_torch(serve
         timed(server, clips[3], "a red circle", log, name)
     assert not isinstance(log["cold"], Exception) and not isinstance(log["hit"], Exception), log
     assert (log["cold"].cache_hit, log["hit"].cache_hit) == (False, True)
-    assert log["hit"].result.logits == log["cold"].result.logits
+    np.testing.assert_allclose(log["hit"].result.logits, log["cold"].result.logits, rtol=0, atol=1e-6)  # same features
     maps = {m: Path(f"/proc/{pid}/maps").read_text() for m, pid in stub_pids(server).items()}
     assert "libtorch" not in maps[TOP] and "libtorch" not in maps[SLOW] and "libtorch" in maps["videoitg_vision"]

@@ -76,8 +76,9 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
     normalised on the device by `videoitg.preprocess.pixel_values`; DALI decoders still return float32).
     workers: PyAV decoder threads over GOP ranges (None: the machine's cores; 1: one decoder). The frames
     are the same whatever the number. frame_stream: a `FrameStream` told about each finished leading frame.
-    numpy: PyAV's frames as a numpy array, without loading torch (the served decode step); DALI's are torch tensors
-    either way. Raises a `VideoDecodeError` subclass naming what was wrong with the input.
+    numpy: PyAV's frames as a numpy array in host memory (`device` is not applied), without loading torch (the
+    served decode step); DALI's are torch tensors either way. Raises a `VideoDecodeError` subclass naming what was
+    wrong with the input.
     """
     if not isinstance(image_size, int) or image_size < 1:
         raise InputError(f"image_size must be a positive int, got {image_size!r}")
