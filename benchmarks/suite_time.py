@@ -60,16 +60,20 @@ def children_cpu() -> float:
 
 
 OTHERS = 12  # the largest commands of the "other" kind a reading lists
+MODULES = 20  # the test modules whose processes cost the most CPU, listed in a reading
 
 
 class Census:
     """Every process started while it runs, sampled from /proc every `every_s`: its CPU time when last seen, by kind,
-    and the "other" kind by what it ran (`command`). A process that lives less than one interval may be missed."""
+    the "other" kind by what it ran (`command`), and by the test module that started it (`module`: the
+    `PYTEST_CURRENT_TEST` a process inherited; a test worker's own CPU has none). A process that lives less than one
+    interval may be missed."""
 
     def __init__(self, every_s: float = 0.25) -> None:
         self.every_s = every_s
         self.since = self._uptime_ticks()
-        self.seen: dict[tuple[int, int], tuple[str, str, float]] = {}  # (pid, start tick) -> (kind, command, CPU s)
+        # (pid, start tick) -> (kind, command, test module, CPU s)
+        self.seen: dict[tuple[int, int], tuple[str, str, str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -107,6 +111,15 @@ class Census:
         rest = args[len(head):len(head) + 1]
         return " ".join(head + [a for a in rest if a.isidentifier()])
 
+    @staticmethod
+    def module(environ: bytes) -> str:
+        """The test module a process was started under, from its environment (pytest's `PYTEST_CURRENT_TEST`,
+        "tests/x/test_y.py::test_z (call)", which every subprocess of a test inherits); "" when none."""
+        for entry in environ.split(b"\0"):
+            if entry.startswith(b"PYTEST_CURRENT_TEST="):
+                return entry[len(b"PYTEST_CURRENT_TEST="):].decode(errors="replace").split("::", 1)[0]
+        return ""
+
     def sample(self) -> None:
         hz = os.sysconf("SC_CLK_TCK")
         for d in Path("/proc").iterdir():
@@ -120,14 +133,15 @@ class Census:
                     continue
                 key = (int(d.name), start)
                 if key in self.seen:
-                    kind, command = self.seen[key][:2]
+                    kind, command, module = self.seen[key][:3]
                 else:
                     comm = stat[stat.index("(") + 1:stat.rindex(")")]
                     cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                     kind, command = self.kind(comm, cmdline), self.command(comm, cmdline)
+                    module = self.module((d / "environ").read_bytes())
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
-            self.seen[key] = (kind, command, (int(fields[11]) + int(fields[12])) / hz)
+            self.seen[key] = (kind, command, module, (int(fields[11]) + int(fields[12])) / hz)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -144,15 +158,20 @@ class Census:
     def summary(self, wall_s: float) -> dict[str, Any]:
         by_kind: dict[str, float] = {}
         other: dict[str, float] = {}
-        for kind, command, cpu in self.seen.values():
+        by_module: dict[str, float] = {}
+        for kind, command, module, cpu in self.seen.values():
             by_kind[kind] = by_kind.get(kind, 0.0) + cpu
             if kind == "other":
                 other[command] = other.get(command, 0.0) + cpu
+            if module:
+                by_module[module] = by_module.get(module, 0.0) + cpu
         total = sum(by_kind.values())
         return {"processes": len(self.seen), "cpu_s": round(total, 1),
                 "cores_busy": round(total / wall_s, 2) if wall_s > 0 else None,
                 "cpu_s_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-                "other_by_command": {k: round(v, 1) for k, v in sorted(other.items(), key=lambda kv: -kv[1])[:OTHERS]}}
+                "other_by_command": {k: round(v, 1) for k, v in sorted(other.items(), key=lambda kv: -kv[1])[:OTHERS]},
+                "subprocesses_by_module": {k: round(v, 1) for k, v in
+                                           sorted(by_module.items(), key=lambda kv: -kv[1])[:MODULES]}}
 
 
 def measure(command: list[str], log: Path | None = None) -> dict[str, Any]:

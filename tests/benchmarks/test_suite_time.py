@@ -52,6 +52,13 @@ def test_the_census_commands() -> None:
     assert command("bash", "bash -c exec x") == "bash"
 
 
+def test_the_census_names_the_test_module_a_process_was_started_under() -> None:
+    module = suite_time.Census.module
+    env = b"PATH=/bin\0PYTEST_CURRENT_TEST=tests/batch/test_runner_ray.py::test_kill[2] (call)\0HOME=/root\0"
+    assert module(env) == "tests/batch/test_runner_ray.py"
+    assert module(b"PATH=/bin\0HOME=/root\0") == ""
+
+
 def test_the_summary_line_with_and_without_rules() -> None:
     got = suite_time.pytest_summary("x\n===== 1283 passed, 9 skipped in 771.43s (0:12:51) =====\n")
     assert got == {"pytest_s": 771.43, "counts": {"passed": 1283, "skipped": 9}}
