@@ -104,6 +104,9 @@ def test_stream_hands_over_the_frames_in_order(clips: dict[str, Path]) -> None:
     assert all(isinstance(c, np.ndarray) for c in chunks)  # PyAV's frames: no torch in a streamed decode
     assert np.array_equal(np.concatenate(chunks), whole.pixel_values.numpy())  # turned upright, like the whole
     assert torch.equal(stream.result().pixel_values, whole.pixel_values)
+    again = list(stream.chunks(7))  # read once the decode is over: the same numpy frames, not the result's tensor
+    assert all(isinstance(c, np.ndarray) for c in again)
+    assert np.array_equal(np.concatenate(again), np.concatenate(chunks))
 
 
 def test_stream_chunks_arrive_before_the_decode_ends() -> None:

@@ -201,10 +201,10 @@ class FrameStream:
                 with self._cond:
                     self._cond.wait_for(lambda b=b: self._done >= b or self._over)
                     self._raise()
-                    if self._result is not None:  # over (e.g. DALI, which hands over all frames at the end)
-                        chunk = self._result.pixel_values[a:b]
-                    else:
+                    if self._out is not None:  # PyAV's buffer, decoding or over: its frames, turned upright
                         chunk = apply_rotation(self._out[a:b], self._rotation)
+                    else:  # over: DALI hands over all frames at the end
+                        chunk = self._result.pixel_values[a:b]
                 yield chunk
             finished = True
         finally:
