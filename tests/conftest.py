@@ -14,32 +14,38 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 
-from benchmarks.vlm import ServedVLM, build_tiny_vlm, serve_vlm
-from tests.support.model import build_real_shape_checkpoint, one_torch_thread, tiny_config
-from tests.support.recording import RecordingRelay
-from tests.support.server import CPU_SPEC, SharedServers, skip_without_tritonserver
-from videoitg.cli import main as cli_main
-from videoitg.defaults import default_checkpoint, sample_video
-from videoitg.model.grounding import VideoITG
-from videoitg.pipeline.scorer import Scorer
-from videoitg.serving.server import TritonServer
+# torch, transformers and the model are imported by the fixtures that use them, not here: pytest-xdist's controller
+# loads this file too, runs no test, and starts the workers only after it (about 7 s of imports on a 2-core machine).
+if TYPE_CHECKING:
+    from benchmarks.vlm import ServedVLM
+    from tests.support.recording import RecordingRelay
+    from tests.support.server import SharedServers
+    from videoitg.model.grounding import VideoITG
+    from videoitg.serving.server import TritonServer
 
 
 @pytest.fixture(scope="session")
 def scorer():
     """The in-process scorer on the embedded default checkpoint, with the servers' default sampling: what a served
     answer is compared with."""
-    # torch-heavy: imported when a test asks for the scorer, not by every collection
+    from videoitg.defaults import default_checkpoint
+    from videoitg.pipeline.scorer import Scorer
+
     return Scorer(default_checkpoint())
 
 
 @pytest.fixture(scope="module")
 def tiny() -> VideoITG:
     """A tiny random VideoITG (vocabulary 300) in eval mode, its head re-initialised with a random bias."""
+    import torch
+
+    from tests.support.model import tiny_config
+    from videoitg.model.grounding import VideoITG
+
     torch.manual_seed(0)
     model = VideoITG(tiny_config(vocab_size=300)).eval()
     model.reset_head()
@@ -51,6 +57,8 @@ def tiny() -> VideoITG:
 def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
     """Real tritonservers shared by the modules that only send them ordinary requests, one per repository spec
     (`SharedServers`): a module fixture holds one with `yield from shared_servers.hold(spec)`."""
+    from tests.support.server import SharedServers, skip_without_tritonserver
+
     skip_without_tritonserver()
     servers = SharedServers(tmp_path_factory)
     yield servers
@@ -61,6 +69,8 @@ def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedS
 def cpu_server(shared_servers: SharedServers) -> Iterator[TritonServer]:
     """The session server: the CPU bls repository (embedded checkpoint, feature cache on) with two small limits and
     5-frame decode chunks (`CPU_SPEC`), held for the whole session."""
+    from tests.support.server import CPU_SPEC
+
     yield from shared_servers.hold(CPU_SPEC)
 
 
@@ -82,6 +92,8 @@ def clients(server: TritonServer) -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def sample() -> tuple[Path, bytes, str]:
     """The package's sample video: its path, its bytes and its instruction."""
+    from videoitg.defaults import sample_video
+
     path, instruction = sample_video()
     return path, path.read_bytes(), instruction
 
@@ -91,6 +103,8 @@ def real_shape_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real-shape tier's checkpoint: the released widths, heads and head dims, one Qwen2 layer, two SigLIP layers,
     the tiny tokenizer's 413 tokens (`tests.support.model.real_shape_config`), random, bf16 on disk. Its tests run in
     one worker (`pytest_collection_modifyitems`), so it is written once."""
+    from tests.support.model import build_real_shape_checkpoint
+
     return build_real_shape_checkpoint(tmp_path_factory.mktemp("real-shape") / "checkpoint")
 
 
@@ -98,6 +112,8 @@ def real_shape_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_shape_engines(real_shape_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`videoitg build --precision fp32 --targets onnx,tensorrt` of the real-shape checkpoint: both ONNX graphs with
     their manifests (the TensorRT plans are skipped with the reason where TensorRT is not importable)."""
+    from videoitg.cli import main as cli_main
+
     out = tmp_path_factory.mktemp("real-shape-engines")
     assert cli_main(["build", "--checkpoint", str(real_shape_checkpoint), "--out", str(out), "--precision", "fp32",
                      "--targets", "onnx,tensorrt"]) == 0
@@ -116,13 +132,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tests of a module that starts servers of its own (marked `server`) or makes costly module fixtures (`one_worker`)
     in one per module, so each of those is made once; and the real-shape tier's tests, with the `server` and
     `one_worker` tests of their modules, in one, so its checkpoint and engines are made once and a module's own
-    fixtures are not made twice."""
+    fixtures are not made twice; and the modules on the video-LLM server (`vlm`, one `transformers serve` for the
+    session) in one."""
     real_shape_modules = {item.nodeid.split("::")[0] for item in items if real_shape(item)}
+    vlm_modules = {item.nodeid.split("::")[0] for item in items if "vlm" in item.fixturenames}
     for item in items:
         module = item.nodeid.split("::")[0]
         one_worker = any(item.get_closest_marker(m) is not None for m in ("server", "one_worker"))
         if real_shape(item) or (one_worker and module in real_shape_modules):
             item.add_marker(pytest.mark.xdist_group("real-shape"))
+        elif module in vlm_modules:
+            item.add_marker(pytest.mark.xdist_group("video-llm"))
         elif "shared_servers" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("shared-servers"))
         elif one_worker:
@@ -132,6 +152,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """One torch thread for the test (`one_torch_thread`)."""
+    from tests.support.model import one_torch_thread
+
     with one_torch_thread():
         yield
 
@@ -143,10 +165,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedVLM]:
-    """A real OpenAI-compatible video-LLM server: `transformers serve` of the tiny VLM (benchmarks/vlm.py)."""
+    """A real OpenAI-compatible video-LLM server: `transformers serve` of the tiny VLM (benchmarks/vlm.py), one for
+    the session: its tests run in one worker (`pytest_collection_modifyitems`)."""
     pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (the dev extra)")
+    from benchmarks.vlm import build_tiny_vlm, serve_vlm
+
     d = tmp_path_factory.mktemp("vlm")
     with serve_vlm(build_tiny_vlm(d / "model"), d / "serve.log") as served:
         yield served
@@ -155,5 +180,7 @@ def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedVLM]:
 @pytest.fixture(scope="module")
 def relay(vlm: ServedVLM) -> Iterator[RecordingRelay]:
     """A byte relay in front of `vlm` that records every request it passes on."""
+    from tests.support.recording import RecordingRelay
+
     with RecordingRelay(f"127.0.0.1:{vlm.port}") as r:
         yield r
