@@ -177,22 +177,37 @@ def command_line(run: dict[str, Any]) -> str:
     return "lmms-eval " + " ".join(f"--{k} {v}" for k, v in run.items())
 
 
+# lmms-eval indexes its own ~340 task folders for each evaluation of a `--config` list (about 7 CPU s each on 2
+# cores); the process running several indexes them once and hands each evaluation its own copy. Every other folder
+# (the local task's) is read each time, as lmms-eval reads it.
+INDEX_ONCE = """
+import copy, os
+import lmms_eval.tasks as _tasks
+_own = os.path.dirname(os.path.abspath(_tasks.__file__)) + "/"
+_read, _seen = _tasks.TaskManager._get_task_and_group, {}
+def _index(self, task_dir):
+    if task_dir != _own:
+        return _read(self, task_dir)
+    if task_dir not in _seen:
+        _seen[task_dir] = _read(self, task_dir)
+    return copy.deepcopy(_seen[task_dir])
+_tasks.TaskManager._get_task_and_group = _index
+"""
+
+
 def run_lmms_eval(python: str | Path, runs: list[dict[str, Any]], workdir: str | Path, env: dict[str, str],
                   timeout_s: float = 600, first: str = "") -> subprocess.CompletedProcess:
     """The evaluations `runs`, in order, by one lmms-eval process (`lmms-eval --config FILE` of several: its imports,
-    about 13 s of CPU, are paid once); `first`: Python code that process runs before (then lmms-eval's command line
-    is called as a function, as `python -m lmms_eval` calls it). A RuntimeError with the end of its output when it
-    fails or an evaluation wrote no results (lmms-eval logs an evaluation's error and goes on to the next)."""
+    about 13 s of CPU, and the index of its own tasks (`INDEX_ONCE`) are paid once); `first`: Python code that process
+    runs before. lmms-eval's command line is called as a function, as `python -m lmms_eval` calls it. A RuntimeError
+    with the end of its output when it fails or an evaluation wrote no results (lmms-eval logs an evaluation's error
+    and goes on to the next)."""
     config = Path(workdir) / f"lmms-eval-{len(list(Path(workdir).glob('lmms-eval-*.json')))}.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps(runs, indent=1))  # YAML: lmms-eval reads it with yaml.safe_load
-    if first:
-        code = (f"{first}\nimport sys\nfrom lmms_eval.__main__ import cli_evaluate\n"
-                f"sys.argv = ['lmms-eval', '--config', {str(config)!r}]\ncli_evaluate()\n")
-        cmd = [str(python), "-c", code]
-    else:
-        cmd = [str(python), "-m", "lmms_eval", "--config", str(config)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    code = (f"{INDEX_ONCE}\n{first}\nimport sys\nfrom lmms_eval.__main__ import cli_evaluate\n"
+            f"sys.argv = ['lmms-eval', '--config', {str(config)!r}]\ncli_evaluate()\n")
+    r = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, timeout=timeout_s)
     missing = [run["output_path"] for run in runs if not list(Path(run["output_path"]).rglob("*_results.json"))]
     if r.returncode != 0 or missing:
         raise RuntimeError(f"lmms-eval exited {r.returncode}, no results under {missing}:\n{r.stdout[-3000:]}\n"
