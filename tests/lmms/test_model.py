@@ -41,7 +41,7 @@ if PYTHON is None:
     pytest.skip("lmms-eval's environment is not made: bash scripts/test.sh makes it (scripts/lmms_env.sh, "
                 "docs/lmms-eval.md)", allow_module_level=True)
 # a video-LLM server of the module's own: its tests run in one worker. The first test waits for `runs`: one lmms-eval
-# process of four evaluations, 1.5-4 min on 2 busy cores (imports and lmms-eval's task index are most of it)
+# process of four evaluations, about 20 CPU s (imports most of it; lmms-eval's own task index built once)
 pytestmark = [pytest.mark.server, pytest.mark.timeout(900)]
 
 K = 3
@@ -86,9 +86,9 @@ def _sent(relay: RecordingRelay) -> list[tuple[list[str], list[bytes], str]]:
 def runs(task, vlm: ServedVLM, relay: RecordingRelay, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One process of lmms-eval's environment (its imports are the cost): `task_requests` and `videoitg manifest
     --from-lmms-eval` of the task and of an unknown one, a misspelt model_arg; then lmms-eval's command line with
-    four evaluations in order (each indexes lmms-eval's own tasks: seconds): grounding only; answering through the
-    tiny VLM (behind the recording relay) from VideoITG's frames, from uniform frames, and the uniform run again (a
-    rerun)."""
+    four evaluations in order (`run_lmms_eval`: lmms-eval's own tasks indexed once): grounding only; answering
+    through the tiny VLM (behind the recording relay) from VideoITG's frames, from uniform frames, and the uniform run
+    again (a rerun)."""
     tmp = tmp_path_factory.mktemp("runs")
     got = tmp / "requests.json"
     first = f"""
