@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.support.batch import assert_rows_close, check_shards, comparable, local_stream, make_manifest, read_jsonl
 from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes
-from tests.support.server import report, skip_without_tritonserver, stub_pids
+from tests.support.server import report, skip_without_tritonserver, start, stub_pids
 from tests.support.video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream
 from videoitg.batch import runner, servers, store
 from videoitg.batch.runner import BatchOptions, run_batch
@@ -57,8 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     repo = build_repository(RepoSpec(target="cpu"), tmp_path_factory.mktemp("repo"))
     log = tmp_path_factory.mktemp("log") / "tritonserver.log"
     opts = ServerOptions(exit_timeout_s=3)
-    srv = TritonServer(repo, opts, log_path=log)
-    srv.start(timeout_s=300)
+    srv = start(TritonServer(repo, opts, log_path=log), timeout_s=300)
     yield srv
     srv.stop()
 
@@ -308,14 +307,14 @@ def _overload_burst(server, logits: list[float], video: bytes, instruction: str,
     max |logit - `logits`| and the refused requests' times to the refusal. Any other error fails the test."""
     ref = np.asarray(logits)
     clients = [grpc.InferenceServerClient(server.grpc_url) for _ in range(n)]
-    start = threading.Barrier(n)
+    released = threading.Barrier(n)
 
     def call(i: int):
         ins = [grpc.InferInput("VIDEO", [1, 1], "BYTES"), grpc.InferInput("INSTRUCTION", [1, 1], "BYTES")]
         ins[0].set_data_from_numpy(np.array([[video]], dtype=object))
         ins[1].set_data_from_numpy(np.array([[instruction.encode()]], dtype=object))
         assert clients[i].is_server_ready()  # connected before the barrier: no handshake inside the burst
-        start.wait()
+        released.wait()
         t0 = time.monotonic()
         try:
             out = clients[i].infer("videoitg", ins, client_timeout=120).as_numpy("LOGITS").reshape(-1)
