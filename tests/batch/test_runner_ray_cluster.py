@@ -4,12 +4,12 @@ object store), the tiny embedded checkpoint and short clips. The nodes' Python f
 import and the driver runs outside the checkout, so the workers can only run the code `--ship-code` sends them (a
 run without it fails on the decoy).
 
-- A worker node's raylet is SIGKILLed mid-job. The head has no CPUs, so nothing can run until a node returns: the
-  driver waits (Ray restarts the pool's actor once a node has room), a SIGTERM stops it with every received row
-  saved, and after a replacement node joins, the plain rerun of the same command completes: every good row exactly
-  once, equal to in-process scores, the bad rows only in errors.jsonl.
-- A worker node dies mid-job and a replacement joins while the driver waits: the same run finishes on its own
-  (actor restart + retry of the unit that was in flight), every row exactly once.
+- One job, two runs of the same command. The first: its worker node's raylet is SIGKILLed mid-job. The head has no
+  CPUs, so nothing can run until a node returns: the driver waits (Ray restarts the pool's actor once a node has
+  room), and a SIGTERM stops it with every received row saved. The plain rerun, after a replacement node joined
+  (as an autoscaler or a Kubernetes pod would bring one): that node dies mid-job too, another replacement joins
+  while the driver waits, and the same run finishes on its own (actor restart + retry of the unit that was in
+  flight): every good row exactly once, equal to in-process scores, the bad rows only in errors.jsonl.
 
 Every listening socket of the cluster and the driver is on 127.0.0.1. Ray's CLI maps a loopback address to the
 machine's external one, so the head runs with `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` (which Ray refuses for a
@@ -244,13 +244,13 @@ def _result_shards(out: Path) -> int:
     return len(list((out / "shards").glob("*.results.jsonl"))) if (out / "shards").is_dir() else 0
 
 
-def _kill_mid_job(cluster: Cluster, node: Node, driver: Driver, out: Path) -> list[str]:
-    """Wait for two finished rows, checking that everything listens on loopback only and that the pool's actor runs
-    on `node`; then SIGKILL the node's raylet. Returns the non-loopback listeners seen."""
+def _kill_mid_job(cluster: Cluster, node: Node, driver: Driver, out: Path, shards: int) -> list[str]:
+    """Wait until the output holds `shards` result shards, checking that everything listens on loopback only and
+    that the pool's actor runs on `node`; then SIGKILL the node's raylet. Returns the non-loopback listeners seen."""
     exposed: list[str] = []
     on_node = False
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and driver.proc.poll() is None and _result_shards(out) < 2:
+    while time.monotonic() < deadline and driver.proc.poll() is None and _result_shards(out) < shards:
         exposed += non_loopback_listeners(cluster.all_pids() + session_pids(driver.proc.pid))
         on_node = on_node or bool(node.find("ray::MapWorker"))
         time.sleep(0.05)
@@ -282,13 +282,13 @@ def _assert_exactly_once(out: Path, media: dict, summary: dict) -> None:
             json.loads(line)
 
 
-def test_worker_node_killed_mid_job_then_plain_rerun_exactly_once(cluster: Cluster, media: dict,
-                                                                   tmp_path: Path) -> None:
-    node = cluster.add_worker()
+def test_worker_nodes_killed_mid_job_stop_then_resume_on_replacements_exactly_once(cluster: Cluster, media: dict,
+                                                                                    tmp_path: Path) -> None:
     out = tmp_path / "out"
+    node = cluster.add_worker()
     driver = Driver(cluster, media, out, "run1")
     try:
-        exposed = _kill_mid_job(cluster, node, driver, out)
+        exposed = _kill_mid_job(cluster, node, driver, out, shards=2)
         # No node has a CPU now: the driver neither fails nor finishes, it waits for room for its actor.
         time.sleep(3)
         assert driver.proc.poll() is None, "the driver ended while the cluster had no worker node: " + driver.err_tail()
@@ -303,24 +303,13 @@ def test_worker_node_killed_mid_job_then_plain_rerun_exactly_once(cluster: Clust
     assert 2 <= len(first) < len(media["reference"]), "the kill did not land mid-job"
     assert not (out / "results.jsonl").exists()
 
-    cluster.add_worker()  # the node comes back (a replacement, as an autoscaler or a Kubernetes pod would)
-    rc, stdout, stderr = Driver(cluster, media, out, "run2").finish()
-    assert rc == 0, stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["rows_already_done"] >= len(first)
-    # Every row of the manifest: the good ones and the two that fail (a corrupt video, an over-long instruction).
-    assert summary["rows_ok"] + summary["rows_failed"] + summary["rows_already_done"] == len(media["reference"]) + 2
-    _assert_exactly_once(out, media, summary)
-
-
-def test_worker_node_dies_and_a_replacement_finishes_the_same_run(cluster: Cluster, media: dict,
-                                                                  tmp_path: Path) -> None:
+    # The plain rerun on a replacement node, which dies mid-job in its turn; another replacement joins while the
+    # driver waits, and the run finishes on its own.
     node = cluster.add_worker()
-    out = tmp_path / "out"
-    driver = Driver(cluster, media, out, "run")
+    driver = Driver(cluster, media, out, "run2")
     try:
-        exposed = _kill_mid_job(cluster, node, driver, out)
-        done_before = _result_shards(out)
+        exposed = _kill_mid_job(cluster, node, driver, out, shards=_result_shards(out) + 2)
+        done_before = len(records(sorted((out / "shards").glob("*.results.jsonl"))))
         cluster.add_worker()
         rc, stdout, stderr = driver.finish()
     finally:
@@ -328,6 +317,9 @@ def test_worker_node_dies_and_a_replacement_finishes_the_same_run(cluster: Clust
     assert exposed == [], f"listening on non-loopback addresses: {exposed}"
     assert rc == 0, stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rows_ok"] == len(media["reference"]) > done_before
+    assert summary["rows_already_done"] >= len(first)
+    # Every row of the manifest: the good ones and the two that fail (a corrupt video, an over-long instruction).
+    assert summary["rows_ok"] + summary["rows_failed"] + summary["rows_already_done"] == len(media["reference"]) + 2
+    assert done_before < len(media["reference"]), "the second kill did not land mid-job"
     assert summary["workers_used"] == 2  # the actor on the dead node, then its restart on the replacement
     _assert_exactly_once(out, media, summary)
