@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
 from videoitg.config import VideoITGConfig, preset
 from videoitg.model.checkpoint import save_checkpoint
@@ -93,6 +92,9 @@ def plain_writer_checkpoint(tmp_path: Path, tiny: Any, external_tower: bool) -> 
 
 # ---- a reference from transformers' own SiglipVisionModel and Qwen2Model ----------------------------------------
 def hf_reference(model: Any):
+    # transformers' model classes load in seconds: here, not when a test module imports this one
+    from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
+
     cfg = model.config
     v = cfg.vision
     sig = SiglipVisionModel(SiglipVisionConfig(
