@@ -249,11 +249,14 @@ def _kill_mid_job(cluster: Cluster, node: Node, driver: Driver, out: Path, shard
     that the pool's actor runs on `node`; then SIGKILL the node's raylet. Returns the non-loopback listeners seen."""
     exposed: list[str] = []
     on_node = False
-    deadline = time.monotonic() + 180
+    deadline, scan = time.monotonic() + 180, 0.0
     while time.monotonic() < deadline and driver.proc.poll() is None and _result_shards(out) < shards:
-        exposed += non_loopback_listeners(cluster.all_pids() + session_pids(driver.proc.pid))
-        on_node = on_node or bool(node.find("ray::MapWorker"))
+        if time.monotonic() >= scan:  # scans of /proc cost tens of ms on a busy machine: twice a second
+            exposed += non_loopback_listeners(cluster.all_pids() + session_pids(driver.proc.pid))
+            on_node = on_node or bool(node.find("ray::MapWorker"))
+            scan = time.monotonic() + 0.5
         time.sleep(0.05)
+    on_node = on_node or bool(node.find("ray::MapWorker"))
     assert driver.proc.poll() is None, "the run ended before the node could be killed: " + driver.err_tail()
     assert on_node, "the pool's actor did not run on the worker node"
     raylet = node.find("raylet")
