@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from benchmarks.vlm import ServedVLM
     from tests.support.recording import RecordingRelay
     from tests.support.server import SharedServers
+    from videoitg.engine_build.build import BuildReport
     from videoitg.model.grounding import VideoITG
     from videoitg.serving.server import TritonServer
 
@@ -120,9 +121,25 @@ def real_shape_engines(real_shape_checkpoint: Path, tmp_path_factory: pytest.Tem
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, BuildReport]:
+    """(checkpoint, engines, build report): a tiny checkpoint with a non-trivial head bias (seed 3) and `run_build` of
+    it in fp32, both ONNX graphs with their manifests (the TensorRT parts skipped with the reason where TensorRT is
+    not importable). Its tests run in the real-shape tier's worker (`pytest_collection_modifyitems`), so it is built
+    once."""
+    from videoitg.engine_build.build import BuildOptions, run_build
+    from videoitg.train.tiny_tokenizer import build_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny-engines")
+    checkpoint = build_tiny_checkpoint(root / "checkpoint", seed=3)
+    return checkpoint, root / "engines", run_build(BuildOptions(checkpoint=checkpoint, out=root / "engines",
+                                                                precision="fp32"))
+
+
 def real_shape(item: pytest.Item) -> bool:
-    """Whether a test uses the real-shape tier's checkpoint or engines."""
-    return any(name.startswith("real_shape_") for name in item.fixturenames)
+    """Whether a test uses an export the session makes once: the real-shape tier's checkpoint or engines, or the tiny
+    engines."""
+    return any(name.startswith("real_shape_") or name == "tiny_engines" for name in item.fixturenames)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which names each test's group from these marks
@@ -130,10 +147,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for `--dist loadgroup` (scripts/test.sh; a group runs in one worker): every test on a shared server
     in one, so each shared server starts once in the suite, not once per worker that runs one of its tests; and the
     tests of a module that starts servers of its own (marked `server`) or makes costly module fixtures (`one_worker`)
-    in one per module, so each of those is made once; and the real-shape tier's tests, with the `server` and
-    `one_worker` tests of their modules, in one, so its checkpoint and engines are made once and a module's own
-    fixtures are not made twice; and the modules on the video-LLM server (`vlm`, one `transformers serve` for the
-    session) in one."""
+    in one per module, so each of those is made once; and the real-shape tier's tests and those on the tiny engines,
+    with the `server` and `one_worker` tests of their modules, in one, so those checkpoints and engines are made once
+    and a module's own fixtures are not made twice; and the modules on the video-LLM server (`vlm`, one
+    `transformers serve` for the session) in one."""
     real_shape_modules = {item.nodeid.split("::")[0] for item in items if real_shape(item)}
     vlm_modules = {item.nodeid.split("::")[0] for item in items if "vlm" in item.fixturenames}
     for item in items:

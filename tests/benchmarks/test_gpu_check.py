@@ -176,7 +176,7 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
     assert engines["built"] == ["onnx"] and engines["runtimes"] == {"vision": "onnxruntime", "grounding": "onnxruntime"}
     assert set(engines["not_built"]) == {"tensorrt/vision.plan", "tensorrt/llm.plan", "trtllm (PyTorch backend)"}
     assert engines["verify"]["onnxruntime"] == "pass" and engines["verify"]["trtllm"].startswith("skipped")
-    assert engines["served_max_abs_logit_diff"] <= 1e-3
+    assert engines["served_max_abs_logit_diff"] <= 1e-4  # the shipped checkpoint's fp32 graphs: verify's fp32 target
     assert "tensorrt not on this node" in engines["summary"]
     assert "tensorrt: 10.14.1.48 expected, not installed" in engines["compat_mismatches"]
     assert "| served | pass |" in (out / "gpu_check.md").read_text()

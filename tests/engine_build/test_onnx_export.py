@@ -47,13 +47,12 @@ FRAMES = (8, 40, 64, 120)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """A tiny checkpoint with a non-trivial head bias, built once by `run_build` (ONNX; TRT parts skip here)."""
-    root = tmp_path_factory.mktemp("eng")
-    ckpt = build_tiny_checkpoint(root / "ckpt", seed=3)
+def built(tiny_engines):
+    """The session's tiny engines (conftest's `tiny_engines`: `run_build` of a tiny checkpoint with a non-trivial head
+    bias; ONNX, the TRT parts skip here) with the checkpoint loaded."""
+    ckpt, engines, rep = tiny_engines
     model, tok = load_checkpoint(ckpt)
-    rep = run_build(BuildOptions(checkpoint=ckpt, out=root / "engines", precision="fp32"))
-    return ckpt, root / "engines", model, tok, rep
+    return ckpt, engines, model, tok, rep
 
 
 def _graph_inputs(path) -> dict[str, list]:
