@@ -13,7 +13,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
@@ -102,6 +101,9 @@ def full_state_dicts(module: nn.Module, opt: torch.optim.Optimizer | None, shard
     """Full (unsharded, CPU) model and optimizer state dicts, for the checkpoint writer on rank 0."""
     if not sharded:
         return module.state_dict(), (opt.state_dict() if opt is not None else None)
+    # imported here: a second of start-up for every run, and only a sharded (FSDP) one uses it
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if opt is None:
         return get_model_state_dict(module, options=opts), None

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
@@ -465,6 +464,8 @@ class Trainer:
     def _resume(self, d: Path, opt: torch.optim.Optimizer, sched: LRScheduler) -> int:
         state, osd, rng = load_training_state(d)
         if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
             set_optimizer_state_dict(self.module, opt, osd, options=StateDictOptions(full_state_dict=True))
         else:
             opt.load_state_dict(osd)
