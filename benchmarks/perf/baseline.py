@@ -13,12 +13,16 @@ so the baseline and our path compute the same function and their scores can be c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
 from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
+
+if TYPE_CHECKING:  # transformers' model classes take seconds to import: imported where a baseline is built
+    from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig
 
 ORIGINAL_CHUNK = 384  # frames per SigLIP call in clip_encoder.py
 VISION_PREFIX = "model.vision_tower.vision_tower."
@@ -26,6 +30,8 @@ PROJECTOR_PREFIX = "model.mm_projector."
 
 
 def hf_siglip_config(v: VisionConfig) -> SiglipVisionConfig:
+    from transformers import SiglipVisionConfig
+
     d = v.to_hf_dict()
     d.pop("model_type", None)
     cfg = SiglipVisionConfig(**d)
@@ -34,6 +40,8 @@ def hf_siglip_config(v: VisionConfig) -> SiglipVisionConfig:
 
 
 def hf_qwen2_config(t: TextConfig) -> Qwen2Config:
+    from transformers import Qwen2Config
+
     cfg = Qwen2Config(
         vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
         num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
@@ -48,6 +56,8 @@ class OriginalPath(nn.Module):
     """Baseline: the released inference path (see the module docstring). Batch 1, like the original eval."""
 
     def __init__(self, cfg: VideoITGConfig, chunk: int = ORIGINAL_CHUNK) -> None:
+        from transformers import Qwen2Model, SiglipVisionModel
+
         super().__init__()
         self.cfg, self.chunk = cfg, chunk
         self.vision = SiglipVisionModel(hf_siglip_config(cfg.vision))

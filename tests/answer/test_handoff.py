@@ -14,18 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support import require
 from tests.support.video import read_number, write_clip
-
-pytest.importorskip("openai")  # the dev extra installs it
-
-from openai import OpenAI
-from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
-from pydantic import TypeAdapter, ValidationError
-
 from videoitg.answer.handoff import chat_request
 from videoitg.decode import decode_full_frames
 from videoitg.outputs import GroundingResult
 from videoitg.pipeline.scorer import Scorer
+
+require(("openai",), "the openai SDK (the dev extra) is not installed")  # imported by the tests that use it
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
@@ -34,6 +30,9 @@ def sdk_accepts(request: dict) -> bool:
     """Whether the openai SDK's CompletionCreateParamsNonStreaming takes `request` whole: pydantic validates it
     against the TypedDicts (a missing key, a wrong type or literal raises) and drops keys they do not name, so the
     validated copy equals the request only when every key is one of the SDK's."""
+    from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
+    from pydantic import TypeAdapter
+
     def materialize(x):  # Iterable fields validate lazily: iterate them
         if isinstance(x, dict):
             return {k: materialize(v) for k, v in x.items()}
@@ -92,6 +91,8 @@ def test_size_and_question(clip: Path, result: GroundingResult) -> None:
 
 
 def test_a_request_the_sdk_would_not_take_is_told_apart() -> None:
+    from pydantic import ValidationError
+
     assert sdk_accepts({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}]})
     with pytest.raises(ValidationError):  # a misspelled required key
         sdk_accepts({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "txt": "q"}]}]})
@@ -127,6 +128,8 @@ def test_the_sdk_sends_it_to_an_openai_compatible_endpoint(clip: Path, result: G
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         request = chat_request(clip, result, MODEL, k=3)
+        from openai import OpenAI
+
         client = OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="EMPTY", max_retries=0)
         answer = client.chat.completions.create(**request)
     finally:

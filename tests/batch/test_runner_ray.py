@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import require
 from tests.support.batch import SAMPLING_ARGS, make_manifest
 from tests.support.compare import SCORED, assert_records_close
 from tests.support.model import one_torch_thread
@@ -28,7 +29,8 @@ from videoitg.manifest import load_manifest
 from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
 
-pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
+require(("ray", "pyarrow", "pandas"), "ray[data] (the batch extra) is not installed")  # Ray runs in subprocesses
+
 
 TOP_K = 3
 VIDEOS, PER_VIDEO = 8, 5

@@ -36,17 +36,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.compare import SCORED, assert_records_close
-
-pytest.importorskip("ray.data", reason="ray[data] (the batch extra) is not installed")
-
+from tests.support import require
 from tests.support.batch import SAMPLING_ARGS, make_manifest
+from tests.support.compare import SCORED, assert_records_close
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, records, session_pids
 from videoitg.defaults import default_checkpoint
 from videoitg.manifest import load_manifest
 from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
 from videoitg.serving.ports import free_ports
+
+require(("ray", "pyarrow", "pandas"), "ray[data] (the batch extra) is not installed")  # Ray runs in subprocesses
 
 pytestmark = pytest.mark.slow
 

@@ -21,11 +21,6 @@ from videoitg.preprocess import preprocess_frames
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices
 from videoitg.serving.procfs import memory
 
-try:
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as SiglipProcessor
-except ImportError:  # transformers < 5 names the PIL processor SiglipImageProcessor
-    from transformers import SiglipImageProcessor as SiglipProcessor
-
 S = 32  # small output size keeps the suite fast; the 384 rule is checked in the SigLIP parity test
 FEW = SamplingParams(num_frames=8, target_fps=5)
 
@@ -143,6 +138,11 @@ def test_probe_reads_the_header_and_falls_back_to_counting(clips: dict[str, Path
 
 def test_preprocessing_matches_transformers_siglip_processor(clips: dict[str, Path]) -> None:
     # siglip-so400m-patch14-384 preprocessor_config.json values, built locally (no hub access).
+    try:  # imported here: seconds of transformers for every worker's collection otherwise
+        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as SiglipProcessor
+    except ImportError:  # transformers < 5 names the PIL processor SiglipImageProcessor
+        from transformers import SiglipImageProcessor as SiglipProcessor
+
     proc = SiglipProcessor(do_resize=True, size={"height": 384, "width": 384}, resample=3, do_rescale=True,
                            rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     params = SamplingParams(num_frames=3, target_fps=1)

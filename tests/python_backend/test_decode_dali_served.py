@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import require
+
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
-pytest.importorskip("nvidia.dali", reason="DALI (nvidia-dali) is not installed")
 
 import tritonclient.grpc as grpc
 
@@ -21,6 +22,8 @@ from videoitg.decode import decode_video, probe_video
 from videoitg.request.options import RequestOptions
 from videoitg.serving.client import RemoteError, VideoITGClient
 from videoitg.serving.repository import RepoSpec
+
+require(("nvidia.dali",), "DALI (nvidia-dali) is not installed")
 
 pytestmark = pytest.mark.server
 

@@ -18,15 +18,15 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (the dev extra)")
+from tests.support import require
+
 pytest.importorskip("aiohttp", reason="the serve extra")
 pytest.importorskip("tritonclient.http", reason="the serve extra")
 
-import openai
 
 from benchmarks.vlm import IMAGE_TOKENS, ServedVLM
 from tests.support.recording import Received, RecordingRelay
@@ -39,6 +39,11 @@ from videoitg.outputs import GroundingResult
 from videoitg.serving.ports import free_port
 from videoitg.serving.repository import RepoSpec
 from videoitg.serving.server import ServerOptions, TritonServer
+
+require(("fastapi",), "transformers serve needs transformers[serving] (the dev extra)")
+
+if TYPE_CHECKING:
+    import openai
 
 skip_without_tritonserver()
 pytestmark = pytest.mark.server  # its own tritonserver and video-LLM: the module's tests run in one worker
@@ -116,6 +121,8 @@ def plain_front(server: TritonServer) -> Iterator[str]:
 
 @pytest.fixture
 def client(server: TritonServer) -> openai.OpenAI:
+    import openai  # seconds: imported by the tests that use it, not by every worker's collection
+
     return openai.OpenAI(base_url=f"http://{server.http_url}/v1", api_key="-", max_retries=0, timeout=120)
 
 
@@ -307,6 +314,8 @@ def test_each_bad_request_is_refused_with_its_cause_and_never_reaches_the_video_
 
 def test_an_upstream_refusal_keeps_its_status_and_text(client, clip: Path) -> None:
     """`transformers serve` is pinned to its model: another name is refused by the video-LLM itself."""
+    import openai
+
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(**ask(data_url(clip), model="another-model", max_tokens=1),
                                        extra_body={"videoitg": {"top_k": 1, "frame_size": 32}})
