@@ -14,6 +14,7 @@ from videoitg.decode.errors import DecodeTimeoutError
 from videoitg.errors import InputError, VideoITGError
 from videoitg.manifest import Row
 from videoitg.paths import pinned
+from videoitg.precision import resolve_dtype
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
@@ -56,9 +57,7 @@ class ScorerSpec:
             if self.dtype in (None, "auto"):
                 object.__setattr__(self, "dtype", "server")
             return
-        from videoitg.pipeline.scorer import dtype_name  # torch: only an in-process spec needs it
-
-        object.__setattr__(self, "dtype", dtype_name(self.dtype, self.device))
+        object.__setattr__(self, "dtype", resolve_dtype(self.dtype, self.device))  # no torch: the driver has none
 
 
 def check_sampling_options(num_frames: Any, target_fps: Any, rule: Any, in_process: bool) -> None:
