@@ -106,6 +106,8 @@ def test_a_request_the_sdk_would_not_take_is_told_apart() -> None:
 def test_the_sdk_sends_it_to_an_openai_compatible_endpoint(clip: Path, result: GroundingResult) -> None:
     """The real SDK client posts the request to a local endpoint speaking the chat-completions protocol (what
     vLLM, SGLang and trtllm-serve answer on /v1/chat/completions): the body it sends is the request."""
+    from openai import OpenAI
+
     received: list[dict] = []
 
     class Endpoint(BaseHTTPRequestHandler):
@@ -128,8 +130,6 @@ def test_the_sdk_sends_it_to_an_openai_compatible_endpoint(clip: Path, result: G
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         request = chat_request(clip, result, MODEL, k=3)
-        from openai import OpenAI
-
         client = OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="EMPTY", max_retries=0)
         answer = client.chat.completions.create(**request)
     finally:
