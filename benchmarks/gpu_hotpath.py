@@ -7,14 +7,16 @@ hotpath     rates measured here first: fp16, bf16 and FP8 (`torch._scaled_mm`, r
             Profile: the kernels of each tower (vision, projector, grounding) on the current path and the hot path,
             their device time and the share of wall time they keep the GPU busy. Then measure, interleaved round by
             round (>= 5 rounds, medians), cold (frames on the device) and cached (visual features cached):
-            `current` (every `HOT_PATH` switch off, eager: the path before the hot-path changes), `current` plus
-            each change alone (GQA without copies, the GELU epilogue), `eager` (both),
-            `hot` (those three, compiled: the default) and `released` (HF modules, benchmarks/perf/baseline.py).
-            Compile time of the layers. Each path's peak GPU memory, read while it is alone on the device (its
-            weights, inputs and activations). FP8 (`--precision fp8`): cold latency interleaved with `released`,
-            its own peak, and its logits against fp32 at real width (max |difference|, top-32 overlap; T = 128 at a
-            1,024-token visual budget, so the fp32 reference stays short). Each ratio names its floor: the torch
-            kernels' rates measured in this run, or the card's datasheet rate.
+            `current` (every `HOT_PATH` switch off, SigLIP's MLP at the checkpoint's width, eager: the path
+            before the hot-path changes), `current` plus each change alone (GQA without copies, the GELU epilogue,
+            the MLP padded to whole GEMM tiles), `eager` (all three), `hot` (those, compiled: the default),
+            `hot_unpadded` (`hot` with the MLP unpadded) and `released` (HF modules, benchmarks/perf/baseline.py).
+            Compile time of the layers. A candidate for the norms: `hot` compiled again with inductor's
+            multi-kernel, interleaved with `hot` (`multi_kernel`). Each path's peak GPU memory, read while it is
+            alone on the device (its weights, inputs and activations). FP8 (`--precision fp8`): cold latency
+            interleaved with `released`, its own peak, and its logits against fp32 at real width (max |difference|,
+            top-32 overlap; T = 128 at a 1,024-token visual budget, so the fp32 reference stays short). Each ratio
+            names its floor: the torch kernels' rates measured in this run, or the card's datasheet rate.
 served_e2e  `videoitg serve --target gpu` (NVDEC) with a checkpoint of the released shapes (random weights), the
             10-minute 720p H.264 clip of benchmarks/e2e_clips.py, the whole request through the client, against the
             released-style request (decord on the CPU, the HF SigLIP processor, HF SigLIP + Qwen2 on the GPU: the
@@ -31,6 +33,7 @@ import statistics
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,12 +41,15 @@ from typing import Any
 from videoitg.contract.protocol import DECODE, GROUNDING, VISION
 
 ROUNDS, TINY_ROUNDS = 5, 2
-SWITCHES = ("gqa_without_copies", "gelu_epilogue")
-# name -> (HOT_PATH switches on, compiled). `current` is the path before the hot-path changes; each change is timed
-# alone on top of it; `hot` is what ships (compile timed as `hot` against `eager`).
+SWITCHES = ("gqa_without_copies", "gelu_epilogue")  # HOT_PATH's
+LAYOUTS = ("padded_mlp",)  # weight layouts `prepare_inference` converts to on a GPU, re-laid by `variant`
+CHANGES = SWITCHES + LAYOUTS
+# name -> (changes on, compiled). `current` is the path before the hot-path changes; each change is timed alone on top
+# of it; `hot` is what ships (compile timed as `hot` against `eager`); `hot_unpadded` is `hot` with SigLIP's MLP at
+# the checkpoint's width (the padding's own A/B on the compiled path, where its GEMM runs the GELU epilogue).
 VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "current": ((), False), "gqa_without_copies": (("gqa_without_copies",), False),
-    "gelu_epilogue": (("gelu_epilogue",), False), "eager": (SWITCHES, False), "hot": (SWITCHES, True)}
+    "current": ((), False), **{c: ((c,), False) for c in CHANGES}, "eager": (CHANGES, False),
+    "hot": (CHANGES, True), "hot_unpadded": (SWITCHES, True)}
 # Dense (no sparsity) tensor-core rates, TFLOP/s (NVIDIA's H100 / H200 datasheets), the more specific name first.
 DATASHEET_TFLOPS = {"H100 PCIe": {"fp16": 756.5, "bf16": 756.5, "fp8": 1513.0},
                     "H100": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},  # SXM
@@ -96,23 +102,40 @@ class ClockSampler:
                 **{f: {"min": min(v), "median": statistics.median(v), "max": max(v)} for f, v in cols.items() if v}}
 
 
+LAID_OUT: weakref.WeakSet = weakref.WeakSet()  # the models `variant` re-lays (`laid_out`)
+
+
+def laid_out(model: Any) -> Any:
+    """`model`, from here on laid out by each variant as it runs it (SigLIP's MLP padded or not)."""
+    LAID_OUT.add(model)
+    return model
+
+
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
-    """The model code as the variant `name` runs it: its HOT_PATH switches, compiled or eager."""
+    """The model code as the variant `name` runs it: its HOT_PATH switches, its weight layout (on the models
+    `laid_out` registered, outside the timed calls), compiled or eager; all as they were after."""
     import torch
 
-    from videoitg.model.hotpath import HOT_PATH
+    from videoitg.model.hotpath import HOT_PATH, MLP_MULTIPLE, pad_mlps
+    from videoitg.model.vision import SiglipMLP
 
-    on, compiled = VARIANTS[name] if name in VARIANTS else (SWITCHES, True)
+    on, compiled = VARIANTS[name] if name in VARIANTS else (CHANGES, True)
     saved = dataclasses.replace(HOT_PATH)
+    models = list(LAID_OUT)
+    padded = [any(m.fc1.out_features != m.width for m in x.modules() if isinstance(m, SiglipMLP)) for x in models]
     for s in SWITCHES:
         setattr(HOT_PATH, s, s in on)
+    for x in models:
+        pad_mlps(x, MLP_MULTIPLE if "padded_mlp" in on else 1)
     try:
         with torch.compiler.set_stance("default" if compiled else "force_eager"):
             yield
     finally:
         for s in SWITCHES:
             setattr(HOT_PATH, s, getattr(saved, s))
+        for x, was in zip(models, padded, strict=True):
+            pad_mlps(x, MLP_MULTIPLE if was else 1)
 
 
 def kernel_profile(call: Callable[[], Any], cuda: bool, n: int = 15) -> dict[str, Any]:
@@ -147,9 +170,9 @@ def own_peak_gb(call: Callable[[], Any], device: Any) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 1e9
 
 
-def fp8_matmul_rate(device: Any, n: int, iters: int, warmup: int) -> float | None:
-    """FLOP/s of `torch._scaled_mm` (e4m3 x e4m3, row-wise scales, bf16 out: what `Float8Linear` runs) at n^3;
-    None off a GPU with FP8 tensor cores."""
+def fp8_matmul_rate(device: Any, n: int, iters: int, warmup: int, fast_accum: bool = True) -> float | None:
+    """FLOP/s of `torch._scaled_mm` (e4m3 x e4m3, row-wise scales, bf16 out: what `Float8Linear` runs) at n^3,
+    with Hopper's fast accumulation or without; None off a GPU with FP8 tensor cores."""
     import torch
 
     from benchmarks.perf.timing import median, time_calls
@@ -161,7 +184,8 @@ def fp8_matmul_rate(device: Any, n: int, iters: int, warmup: int) -> float | Non
     b = torch.randn(n, n, device=device, generator=g).to(torch.float8_e4m3fn).t()  # column-major
     sa, sb = torch.ones(n, 1, device=device), torch.ones(1, n, device=device)
     secs = median(time_calls(lambda: torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16,
-                                                      use_fast_accum=True), device, warmup=warmup, iters=iters))
+                                                      use_fast_accum=fast_accum), device, warmup=warmup,
+                                   iters=iters))
     return 2 * n**3 / secs
 
 
@@ -240,6 +264,7 @@ def hotpath(check: Any) -> dict[str, Any]:
         rates = {"fp16": matmul_rate(dev, torch.float16, n, iters=it, warmup=warm),
                  "bf16": matmul_rate(dev, torch.bfloat16, n, iters=it, warmup=warm),
                  "fp8": fp8_matmul_rate(dev, n, it, warm),
+                 "fp8_exact_accum": fp8_matmul_rate(dev, n, it, warm, fast_accum=False),
                  "vision_attention_fp16": sdpa_rate(dev, torch.float16, min(64, T), v.num_attention_heads,
                                                     v.num_attention_heads, v.tokens_per_frame,
                                                     v.hidden_size // v.num_attention_heads, 3 if tiny else 10),
@@ -255,7 +280,7 @@ def hotpath(check: Any) -> dict[str, Any]:
                            if sheet else None}
         check.progress(out, "rates")
 
-        ours = build_ours(cfg, dev, dtype)
+        ours = laid_out(build_ours(cfg, dev, dtype))
         compile_layers(ours, backend)
         out.update(alone(ours, px, ids, dev))  # compile time, own peak memory of `hot` and `current`
         check.progress(out, "compile, own peaks")
@@ -264,6 +289,8 @@ def hotpath(check: Any) -> dict[str, Any]:
         base = build_baseline(cfg, dev, dtype, ours.state_dict())
         out.update(against_released(ours, base, px, ids, dev, rounds))
         check.progress(out, "interleaved rounds")
+        out["multi_kernel"] = multi_kernel(ours, px, ids, dev, rounds, backend)
+        check.progress(out, "multi-kernel rounds")
         ours = None
         empty(cuda, compiled=True)
         out["own_peak_gb"]["released"] = own_peak_gb(lambda: base(px, ids), dev)
@@ -334,7 +361,46 @@ def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: 
         top32 = topk_overlap(base(px, ids).float().cpu().numpy(), ours(px, ids).float().cpu().numpy())
     ab = {k: med[f"{k}_cold"] / med["current_cold"] for k in VARIANTS if k != "current"}
     ab["compile (hot vs eager)"] = med["hot_cold"] / med["eager_cold"]
+    ab["padded MLP (hot vs hot_unpadded)"] = med["hot_cold"] / med["hot_unpadded_cold"]
     return {"latency_s": {"median": med, "all": secs}, "top32_hot_vs_released": top32, "ab_vs_current": ab}
+
+
+def multi_kernel(ours: Any, px: Any, ids: Any, dev: Any, rounds: int, backend: str) -> dict[str, Any]:
+    """A candidate for the norms, not in the hot path: the layers compiled again with inductor's multi-kernel
+    (`triton.multi_kernel`: each reduction generated both as a one-pass (persistent) kernel, which inductor's
+    heuristic keeps for rows of at most 1,024 (SigLIP's are 1,152 wide, Qwen2's 3,584), and as a looped one, the
+    faster chosen at the first call), interleaved with `hot` cold; its compile time and the vision tower's
+    kernels under it."""
+    from benchmarks.perf.timing import median, time_calls
+    from videoitg.model.hotpath import compile_layers
+
+    layers = ours.transformer_layers()
+    default = [layer._compiled_call_impl for layer in layers]
+    compile_layers(ours, backend, {"triton.multi_kernel": 1} if backend == "inductor" else None)
+    candidate = [layer._compiled_call_impl for layer in layers]
+
+    def under(impls: list[Any], call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            for layer, impl in zip(layers, impls, strict=True):
+                layer._compiled_call_impl = impl
+            return call()
+        return run
+
+    try:
+        with variant("hot"):
+            first = time_calls(under(candidate, lambda: ours(px, ids)), dev, warmup=0, iters=1)[0]
+            secs = interleave({"hot_cold": under(default, lambda: ours(px, ids)),
+                               "multi_kernel_cold": under(candidate, lambda: ours(px, ids))}, rounds, dev)
+            vision = under(candidate, lambda: ours.encode_frames(px))
+            kernels = kernel_profile(vision, dev.type == "cuda")
+            wall = median(time_calls(vision, dev, warmup=0, iters=3))
+    finally:
+        for layer, impl in zip(layers, default, strict=True):
+            layer._compiled_call_impl = impl
+    med = {k: median(x) for k, x in secs.items()}
+    return {"first_call_s": first, "latency_s": {"median": med, "all": secs},
+            "multi_kernel_over_hot": med["multi_kernel_cold"] / med["hot_cold"],
+            "vision": {"wall_s": wall, **kernels}}
 
 
 def fp8_against_released(fp8: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
@@ -410,12 +476,12 @@ def fp8_parity(check: Any, fp8: Any) -> dict[str, Any]:
 
 def fp8_breakdown(check: Any) -> dict[str, Any]:
     """Where FP8's difference from fp32 comes from, in `fp8_parity`'s setup (weights, frames, instruction): fp16 and
-    bf16 without FP8, FP8 in the vision tower's layers only, in the LLM's only, and in both, each against fp32 (eager:
-    compiling fuses kernels, it changes no precision)."""
+    bf16 without FP8, FP8 in the vision tower's layers only, in the LLM's only, and in both, and in both without
+    Hopper's fast accumulation, each against fp32 (eager: compiling fuses kernels, it changes no precision)."""
     import torch
 
     from benchmarks.perf.build import build_ours
-    from videoitg.model.fp8 import to_fp8
+    from videoitg.model.fp8 import Float8Linear, to_fp8
     from videoitg.model.vision import SiglipEncoderLayer
     from videoitg.preprocess import pixel_values
 
@@ -426,14 +492,19 @@ def fp8_breakdown(check: Any) -> dict[str, Any]:
                            "logit_std": float(want.std())}
     # name -> (dtype, FP8 in: None none, "vision", "llm", "both")
     runs = {"fp16": (torch.float16, None), "bf16": (torch.bfloat16, None), "fp8_vision": (torch.bfloat16, "vision"),
-            "fp8_llm": (torch.bfloat16, "llm"), "fp8": (torch.bfloat16, "both")}
+            "fp8_llm": (torch.bfloat16, "llm"), "fp8": (torch.bfloat16, "both"),
+            "fp8_exact_accum": (torch.bfloat16, "both")}
     for name, (dtype, where) in runs.items():
         model = build_ours(cfg, check.device, dtype)
         if where is not None:
             to_fp8(model, [x for x in model.transformer_layers()
                            if where == "both" or isinstance(x, SiglipEncoderLayer) == (where == "vision")])
-        with torch.inference_mode(), variant("eager"):
-            out[name] = against_fp32(want, model(pixel_values(frames, dtype), ids).float().cpu().numpy())
+        Float8Linear.fast_accum = name != "fp8_exact_accum"
+        try:
+            with torch.inference_mode(), variant("eager"):
+                out[name] = against_fp32(want, model(pixel_values(frames, dtype), ids).float().cpu().numpy())
+        finally:
+            Float8Linear.fast_accum = True
         del model
         empty(check.cuda)
         check.progress(out, name)
@@ -466,7 +537,8 @@ def summarize(out: dict[str, Any], cuda: bool) -> dict[str, Any]:
     ab = ", ".join(f"{k} {v:.3f}x" for k, v in out["ab_vs_current"].items())
     out["summary"] = (f"T={out['frames']}: hot/released cold {pct['ours_cold_over_released_cold_fp16']}, cached "
                       f"{pct['cached_s_fp16']} s, vision {pct['vision_over_floor_torch_kernels']}x its floor "
-                      f"(torch kernels' rates), busy {pct['vision_busy_share']}; A/B vs current: {ab}; FP8/released "
+                      f"(torch kernels' rates), busy {pct['vision_busy_share']}; A/B vs current: {ab}; multi-kernel "
+                      f"vs hot {out['multi_kernel']['multi_kernel_over_hot']:.3f}x; FP8/released "
                       f"{pct['fp8_cold_over_released_cold']}, FP8 vs fp32 top-32 {pct['fp8_top32_vs_fp32']} max|d| "
                       f"{pct['fp8_max_abs_logit_diff_vs_fp32']}; own peak hot {pct['hot_own_peak_gb']} GB; compile "
                       f"{out['compile']['compile_s']:.1f} s" + ("" if cuda else " (CPU rehearsal, eager backend)"))

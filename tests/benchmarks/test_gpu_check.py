@@ -206,12 +206,15 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
     assert all(hot["profile"][p][t]["kernels"] > 0 for p in ("current", "hot") for t in ("vision", "grounding"))
     assert hot["compile"]["graphs"] >= 2 and "fp8" in sections["parity"]["tiny"]
     assert 0 <= hot["fp8_vs_fp32"]["max_abs_logit_diff"] < hot["fp8_vs_fp32"]["logit_range"]
+    mk = hot["multi_kernel"]  # the norms' candidate, interleaved with `hot`, its vision kernels profiled
+    assert set(mk["latency_s"]["all"]) == {"hot_cold", "multi_kernel_cold"} and mk["vision"]["kernels"] > 0
+    assert "padded MLP (hot vs hot_unpadded)" in hot["ab_vs_current"]
     e2e = sections["served_e2e"]
     assert e2e["served"]["same_frame_numbers_as_decord"] and e2e["throughput"]["errors"] == 0
     assert e2e["released_s"]["decode"] > 0 and e2e["throughput"]["requests"] == 8
     breakdown = sections["fp8_breakdown"]
     assert all(0 <= breakdown[k]["max_abs_logit_diff"] < breakdown["logit_range"] for k in
-               ("fp16", "bf16", "fp8_vision", "fp8_llm", "fp8"))
+               ("fp16", "bf16", "fp8_vision", "fp8_llm", "fp8", "fp8_exact_accum"))
     assert sections["decode_long"]["vp9"]["bit_equal"] and sections["decode_long"]["decoder"] == "dali-cpu"
 
 

@@ -12,8 +12,11 @@ import torch
 
 from benchmarks import gpu_hotpath
 from benchmarks.perf.flops import request_flops
+from tests.support.model import tiny_config
 from videoitg.config import VideoITGConfig
-from videoitg.model.hotpath import HOT_PATH
+from videoitg.model.grounding import VideoITG
+from videoitg.model.hotpath import HOT_PATH, MLP_MULTIPLE
+from videoitg.model.vision import SiglipMLP
 
 
 def test_the_tower_split_adds_up_to_the_request() -> None:
@@ -50,9 +53,16 @@ def test_clock_samples_are_summarized_as_nvidia_smi_writes_them() -> None:
 
 
 @pytest.mark.parametrize("name", list(gpu_hotpath.VARIANTS))
-def test_each_variant_sets_its_switches_and_restores_them(name: str) -> None:
+def test_each_variant_sets_its_switches_and_layout_and_restores_them(name: str) -> None:
+    model = gpu_hotpath.laid_out(VideoITG(tiny_config()))
+    mlps = [m for m in model.modules() if isinstance(m, SiglipMLP)]
     before = dataclasses.replace(HOT_PATH)
     on, _ = gpu_hotpath.VARIANTS[name]
     with gpu_hotpath.variant(name):
-        assert {s for s in gpu_hotpath.SWITCHES if getattr(HOT_PATH, s)} == set(on)
-    assert HOT_PATH == before
+        assert {s for s in gpu_hotpath.SWITCHES if getattr(HOT_PATH, s)} == set(on) - set(gpu_hotpath.LAYOUTS)
+        widths = {m.fc1.out_features for m in mlps}
+        multiple = MLP_MULTIPLE if "padded_mlp" in on else 1
+        assert widths == {-(-m.width // multiple) * multiple for m in mlps} and mlps[0].width % MLP_MULTIPLE
+    assert HOT_PATH == before and all(m.fc1.out_features == m.width for m in mlps)
+    del model
+    assert not gpu_hotpath.LAID_OUT  # a dropped model is no longer re-laid

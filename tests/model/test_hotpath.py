@@ -14,7 +14,8 @@ from safetensors import safe_open
 from tests.support.model import one_torch_thread, tiny_config
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.model.grounding import VideoITG
-from videoitg.model.hotpath import HOT_PATH, compile_layers, prepare_inference
+from videoitg.model.hotpath import HOT_PATH, compile_layers, pad_mlps, prepare_inference
+from videoitg.model.vision import SiglipMLP
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +74,32 @@ def test_each_switch_computes_the_same_function(hot_path: None) -> None:
             assert torch.allclose(model(px, ids), hot, rtol=0, atol=1e-5), switch
 
 
+def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint() -> None:
+    """SigLIP's MLP widened with zeros (what a GPU runs) gives the same logits; widened back, every weight is the
+    checkpoint's again, bit for bit, and a checkpoint saved from it has the checkpoint's shapes."""
+    model = tiny_model()
+    mlps = [m for m in model.modules() if isinstance(m, SiglipMLP)]
+    width = model.config.vision.intermediate_size
+    assert mlps and width % 80  # the multiple below pads
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [id(p) for p in model.parameters()]
+    px, ids = inputs(model.config)
+    with torch.inference_mode():
+        want = model(px, ids)
+        pad_mlps(model, 80)
+        got = model(px, ids)
+    padded = -(-width // 80) * 80
+    for m in mlps:
+        assert m.fc1.weight.shape[0] == m.fc1.bias.shape[0] == m.fc2.weight.shape[1] == padded > width
+        assert not m.fc1.weight[width:].any() and not m.fc1.bias[width:].any() and not m.fc2.weight[:, width:].any()
+    assert torch.allclose(got, want, rtol=0, atol=1e-6)
+    assert [id(p) for p in model.parameters()] == params  # the same Parameters: a compiled graph's inputs
+    pad_mlps(model, 1)
+    after = model.state_dict()
+    assert all(after[k].shape == v.shape and torch.equal(after[k], v) for k, v in before.items())
+    assert all(m.fc2.weight.is_contiguous() and m.fc1.out_features == m.fc2.in_features == width for m in mlps)
+
+
 def test_gqa_with_padding_and_causal_masks_equals_copied_heads(hot_path: None) -> None:
     """enable_gqa with the padded batch's mask (Variant C) and causally (Variant B's attention) equals K/V heads
     copied per query group."""
@@ -120,7 +147,9 @@ def test_one_graph_per_layer_type_serves_every_layer_and_every_shape() -> None:
 
 def test_prepare_inference_compiles_only_on_a_gpu_and_refuses_an_unknown_precision() -> None:
     model = tiny_model()
-    prepare_inference(model)  # a CPU model: unchanged, not compiled
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    prepare_inference(model)  # a CPU model: unchanged (the MLPs unpadded), not compiled
     assert all(getattr(layer, "_compiled_call_impl", None) is None for layer in model.transformer_layers())
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     with pytest.raises(ValueError, match="unknown precision"):
         prepare_inference(model, "int4")

@@ -31,7 +31,12 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Float8Linear(nn.Module):
-    """y = x W^T + b with W in e4m3 (per-output-channel scales) and x quantized per row at each call; bf16 out."""
+    """y = x W^T + b with W in e4m3 (per-output-channel scales) and x quantized per row at each call; bf16 out.
+
+    `fast_accum`: on a GPU, Hopper's fast FP8 accumulation (the sums kept in the tensor cores' own accumulator, not
+    promoted to fp32 along K); the GPU check measures its rate and its logits with it off."""
+
+    fast_accum = True
 
     def __init__(self, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -53,7 +58,7 @@ class Float8Linear(nn.Module):
         q, scale = quantize_rows(x.reshape(-1, self.in_features))
         if q.is_cuda:
             y = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, bias=self.bias,
-                                 out_dtype=torch.bfloat16, use_fast_accum=True)
+                                 out_dtype=torch.bfloat16, use_fast_accum=self.fast_accum)
         else:  # the same operands, summed in fp32 here
             y = (q.float() @ self.weight.float().t()) * scale * self.weight_scale
             y = (y if self.bias is None else y + self.bias.float()).to(torch.bfloat16)

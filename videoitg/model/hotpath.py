@@ -9,6 +9,10 @@ shapes are dynamic, so a new frame count or sequence length does not compile aga
 norms, the residual adds, RoPE and SwiGLU fuse into a few kernels; the GEMMs and attention stay cuBLAS and SDPA.
 What compile cannot fuse, SigLIP's bias + tanh-GELU into its fc1 GEMM, runs as cuBLASLt's GELU epilogue on a GPU
 (`gelu_linear`).
+
+SigLIP's MLP width. On a GPU its 4,304 columns are widened with zeros to 4,352 (`pad_mlps`, at load): fc1's output
+columns and fc2's reduction then fill whole GEMM tiles (4,304 is no multiple of 64, 128 or 256). The function is the
+same; the arithmetic grows by 1.1 %.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class HotPath:
 
 
 HOT_PATH = HotPath()
+MLP_MULTIPLE = 256  # SigLIP's MLP width on a GPU: 4,304 -> 4,352
 
 
 def gelu_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -45,23 +50,36 @@ def gelu_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- compilation ---------------------------------------------------------------------------------------------
-def compile_layers(model: nn.Module, backend: str = "inductor") -> None:
+def compile_layers(model: nn.Module, backend: str = "inductor", options: dict | None = None) -> None:
     """torch.compile every layer in place (regional compilation: one graph per layer type, compiled on the first
     call, dynamic shapes). `backend`: inductor; the CPU rehearsals of the tests and the GPU check trace with a
-    backend that generates no code."""
+    backend that generates no code. `options`: inductor's (the GPU check times a candidate's)."""
     for layer in model.transformer_layers():
-        layer.compile(backend=backend, dynamic=True)
+        layer.compile(backend=backend, dynamic=True, options=options)
+
+
+def pad_mlps(model: nn.Module, multiple: int = MLP_MULTIPLE) -> None:
+    """Every SigLIP MLP of the model widened in place with zeros to a multiple of `multiple` (1: the checkpoint's
+    width again; `SiglipMLP.pad`)."""
+    from videoitg.model.vision import SiglipMLP  # vision imports this module
+
+    for m in model.modules():
+        if isinstance(m, SiglipMLP):
+            m.pad(multiple)
 
 
 def prepare_inference(model: nn.Module, precision: str | None = None) -> nn.Module:
     """The inference hot path, in place, for a loaded eval model: the towers' linear layers in FP8 when `precision`
-    is "fp8" (`videoitg.model.fp8`); on a GPU, each layer compiled. Every entry point that runs the torch model
-    (the Scorer, the torch runtime of the serving steps) calls it once after loading."""
+    is "fp8" (`videoitg.model.fp8`); on a GPU, SigLIP's MLPs widened to whole GEMM tiles (16-bit layers) and each
+    layer compiled. Every entry point that runs the torch model (the Scorer, the torch runtime of the serving
+    steps) calls it once after loading."""
     if precision == "fp8":
         to_fp8(model)
     elif precision is not None:
         raise ValueError(f"unknown precision {precision!r}; the towers run in the model's dtype (None) or fp8")
     if next(model.parameters()).is_cuda:
+        if precision is None:
+            pad_mlps(model)
         compile_layers(model)
     return model
 

@@ -58,11 +58,26 @@ class SiglipAttention(nn.Module):
 class SiglipMLP(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.width = cfg.intermediate_size  # the checkpoint's; `pad` may widen fc1 and fc2 with zeros
+        self.fc1 = nn.Linear(cfg.hidden_size, self.width)
+        self.fc2 = nn.Linear(self.width, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(gelu_linear(self.fc1, x))
+
+    def pad(self, multiple: int) -> None:
+        """fc1's outputs and fc2's inputs widened in place with zeros to a multiple of `multiple` (1: back to the
+        checkpoint's width). The function is unchanged: a zero row of fc1 with a zero bias gives GELU(0) = 0, which
+        meets a zero column of fc2. The parameters keep their identity (their `.data` is replaced)."""
+        width = -(-self.width // multiple) * multiple
+        if width == self.fc1.out_features:
+            return
+        extra = width - self.width
+        w1, b1 = self.fc1.weight.data[: self.width], self.fc1.bias.data[: self.width]
+        w2 = self.fc2.weight.data[:, : self.width]
+        self.fc1.weight.data, self.fc1.bias.data = F.pad(w1, (0, 0, 0, extra)), F.pad(b1, (0, extra))
+        self.fc2.weight.data = F.pad(w2, (0, extra))
+        self.fc1.out_features = self.fc2.in_features = width
 
 
 class SiglipEncoderLayer(nn.Module):
