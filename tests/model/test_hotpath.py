@@ -74,9 +74,10 @@ def test_each_switch_computes_the_same_function(hot_path: None) -> None:
             assert torch.allclose(model(px, ids), hot, rtol=0, atol=1e-5), switch
 
 
-def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint() -> None:
-    """SigLIP's MLP widened with zeros (what a GPU runs) gives the same logits; widened back, every weight is the
-    checkpoint's again, bit for bit, and a checkpoint saved from it has the checkpoint's shapes."""
+def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint(tmp_path: Path) -> None:
+    """SigLIP's MLP widened with zeros (what a GPU runs) gives the same logits, and shows the checkpoint's weights
+    outside: its state_dict (what the GPU check's released-style model loads, what a checkpoint saves) and what it
+    loads are the checkpoint's shapes; unpadded again, every weight is the checkpoint's, bit for bit."""
     model = tiny_model()
     mlps = [m for m in model.modules() if isinstance(m, SiglipMLP)]
     width = model.config.vision.intermediate_size
@@ -94,6 +95,17 @@ def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint(
         assert not m.fc1.weight[width:].any() and not m.fc1.bias[width:].any() and not m.fc2.weight[:, width:].any()
     assert torch.allclose(got, want, rtol=0, atol=1e-6)
     assert [id(p) for p in model.parameters()] == params  # the same Parameters: a compiled graph's inputs
+    shown = model.state_dict()
+    assert all(shown[k].shape == v.shape and torch.equal(shown[k], v) for k, v in before.items())
+    save_checkpoint(model, tmp_path / "ckpt")
+    other = tiny_model(seed=5)
+    pad_mlps(other, 80)
+    other.load_state_dict(before)  # a padded model takes the checkpoint's shapes, and stays padded
+    assert all(m.fc1.weight.shape[0] == padded for m in other.modules() if isinstance(m, SiglipMLP))
+    with torch.inference_mode():
+        assert torch.allclose(other(px, ids), want, rtol=0, atol=1e-6)
+    assert torch.allclose(load_checkpoint(tmp_path / "ckpt", with_tokenizer=False)[0](px, ids), want, rtol=0,
+                          atol=1e-6)
     pad_mlps(model, 1)
     after = model.state_dict()
     assert all(after[k].shape == v.shape and torch.equal(after[k], v) for k, v in before.items())

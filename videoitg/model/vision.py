@@ -61,6 +61,9 @@ class SiglipMLP(nn.Module):
         self.width = cfg.intermediate_size  # the checkpoint's; `pad` may widen fc1 and fc2 with zeros
         self.fc1 = nn.Linear(cfg.hidden_size, self.width)
         self.fc2 = nn.Linear(self.width, cfg.hidden_size)
+        # padded or not, state_dict gives and load_state_dict takes the checkpoint's shapes
+        self.register_state_dict_post_hook(SiglipMLP._unpadded_state)
+        self.register_load_state_dict_pre_hook(SiglipMLP._padded_load)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(gelu_linear(self.fc1, x))
@@ -78,6 +81,19 @@ class SiglipMLP(nn.Module):
         self.fc1.weight.data, self.fc1.bias.data = F.pad(w1, (0, 0, 0, extra)), F.pad(b1, (0, extra))
         self.fc2.weight.data = F.pad(w2, (0, extra))
         self.fc1.out_features = self.fc2.in_features = width
+
+    def _unpadded_state(self, state: dict, prefix: str, *_: object) -> None:
+        n = self.width
+        for key, cut in (("fc1.weight", slice(n)), ("fc1.bias", slice(n)), ("fc2.weight", (slice(None), slice(n)))):
+            if prefix + key in state:
+                state[prefix + key] = state[prefix + key][cut]
+
+    def _padded_load(self, state: dict, prefix: str, *_: object) -> None:
+        extra = self.fc1.out_features - self.width
+        if extra:
+            for key, pad in (("fc1.weight", (0, 0, 0, extra)), ("fc1.bias", (0, extra)), ("fc2.weight", (0, extra))):
+                if prefix + key in state:
+                    state[prefix + key] = F.pad(state[prefix + key], pad)
 
 
 class SiglipEncoderLayer(nn.Module):
