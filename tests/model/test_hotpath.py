@@ -14,7 +14,7 @@ from safetensors import safe_open
 from tests.support.model import one_torch_thread, tiny_config
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.model.grounding import VideoITG
-from videoitg.model.hotpath import HOT_PATH, compile_layers, pad_mlps, prepare_inference
+from videoitg.model.hotpath import HOT_PATH, compile_layers, prepare_inference
 from videoitg.model.vision import SiglipMLP
 
 
@@ -87,7 +87,7 @@ def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint(
     px, ids = inputs(model.config)
     with torch.inference_mode():
         want = model(px, ids)
-        pad_mlps(model, 80)
+        model.pad_mlps(80)
         got = model(px, ids)
     padded = -(-width // 80) * 80
     for m in mlps:
@@ -99,14 +99,14 @@ def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint(
     assert all(shown[k].shape == v.shape and torch.equal(shown[k], v) for k, v in before.items())
     save_checkpoint(model, tmp_path / "ckpt")
     other = tiny_model(seed=5)
-    pad_mlps(other, 80)
+    other.pad_mlps(80)
     other.load_state_dict(before)  # a padded model takes the checkpoint's shapes, and stays padded
     assert all(m.fc1.weight.shape[0] == padded for m in other.modules() if isinstance(m, SiglipMLP))
     with torch.inference_mode():
         assert torch.allclose(other(px, ids), want, rtol=0, atol=1e-6)
     assert torch.allclose(load_checkpoint(tmp_path / "ckpt", with_tokenizer=False)[0](px, ids), want, rtol=0,
                           atol=1e-6)
-    pad_mlps(model, 1)
+    model.pad_mlps(1)
     after = model.state_dict()
     assert all(after[k].shape == v.shape and torch.equal(after[k], v) for k, v in before.items())
     assert all(m.fc2.weight.is_contiguous() and m.fc1.out_features == m.fc2.in_features == width for m in mlps)

@@ -17,7 +17,7 @@ from videoitg.config import VideoITGConfig
 from videoitg.model.layout import SequenceLayout, build_inputs
 from videoitg.model.projector import SeqMLPProjector
 from videoitg.model.qwen2 import DecoderLayer, RMSNorm, run_decoder
-from videoitg.model.vision import VisionTower, embedding
+from videoitg.model.vision import SiglipEncoderLayer, VisionTower, embedding
 
 
 class GroundingLM(nn.Module):
@@ -58,6 +58,13 @@ class VideoITG(nn.Module):
         tower = self.model.vision_tower
         vision = list(tower.vision_tower.vision_model.encoder.layers) if tower is not None else []
         return vision + list(self.model.layers)
+
+    def pad_mlps(self, multiple: int) -> None:
+        """SigLIP's MLPs widened in place with zeros to a multiple of `multiple` (1: the checkpoint's width again):
+        `SiglipMLP.pad`, what `videoitg.model.hotpath` does on a GPU."""
+        for layer in self.transformer_layers():
+            if isinstance(layer, SiglipEncoderLayer):
+                layer.mlp.pad(multiple)
 
     @property
     def causal(self) -> bool:

@@ -10,9 +10,9 @@ norms, the residual adds, RoPE and SwiGLU fuse into a few kernels; the GEMMs and
 What compile cannot fuse, SigLIP's bias + tanh-GELU into its fc1 GEMM, runs as cuBLASLt's GELU epilogue on a GPU
 (`gelu_linear`).
 
-SigLIP's MLP width. On a GPU its 4,304 columns are widened with zeros to 4,352 (`pad_mlps`, at load): fc1's output
-columns and fc2's reduction then fill whole GEMM tiles (4,304 is no multiple of 64, 128 or 256). The function is the
-same; the arithmetic grows by 1.1 %.
+SigLIP's MLP width. On a GPU its 4,304 columns are widened with zeros to 4,352 at load (`VideoITG.pad_mlps`): fc1's
+output columns and fc2's reduction then fill whole GEMM tiles (4,304 is no multiple of 64, 128 or 256). The function
+is the same; the arithmetic grows by 1.1 %.
 """
 
 from __future__ import annotations
@@ -58,16 +58,6 @@ def compile_layers(model: nn.Module, backend: str = "inductor", options: dict | 
         layer.compile(backend=backend, dynamic=True, options=options)
 
 
-def pad_mlps(model: nn.Module, multiple: int = MLP_MULTIPLE) -> None:
-    """Every SigLIP MLP of the model widened in place with zeros to a multiple of `multiple` (1: the checkpoint's
-    width again; `SiglipMLP.pad`)."""
-    from videoitg.model.vision import SiglipMLP  # vision imports this module
-
-    for m in model.modules():
-        if isinstance(m, SiglipMLP):
-            m.pad(multiple)
-
-
 def prepare_inference(model: nn.Module, precision: str | None = None) -> nn.Module:
     """The inference hot path, in place, for a loaded eval model: the towers' linear layers in FP8 when `precision`
     is "fp8" (`videoitg.model.fp8`); on a GPU, SigLIP's MLPs widened to whole GEMM tiles (16-bit layers) and each
@@ -79,7 +69,7 @@ def prepare_inference(model: nn.Module, precision: str | None = None) -> nn.Modu
         raise ValueError(f"unknown precision {precision!r}; the towers run in the model's dtype (None) or fp8")
     if next(model.parameters()).is_cuda:
         if precision is None:
-            pad_mlps(model)
+            model.pad_mlps(MLP_MULTIPLE)
         compile_layers(model)
     return model
 
