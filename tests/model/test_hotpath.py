@@ -83,6 +83,10 @@ def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint(
     width = model.config.vision.intermediate_size
     assert mlps and width % 80  # the multiple below pads
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    kept = model.state_dict(keep_vars=True)  # unpadded, the hooks leave the state as torch gives it
+    assert all(kept[f"{name}.{p}"] is getattr(getattr(m, p.split(".")[0]), p.split(".")[1])
+               for name, m in model.named_modules() if isinstance(m, SiglipMLP)
+               for p in ("fc1.weight", "fc1.bias", "fc2.weight"))
     params = [id(p) for p in model.parameters()]
     px, ids = inputs(model.config)
     with torch.inference_mode():

@@ -84,6 +84,8 @@ class SiglipMLP(nn.Module):
 
     def _unpadded_state(self, state: dict, prefix: str, *_: object) -> None:
         n = self.width
+        if self.fc1.out_features == n:  # not padded (training's sharded parameters included): untouched
+            return
         for key, cut in (("fc1.weight", slice(n)), ("fc1.bias", slice(n)), ("fc2.weight", (slice(None), slice(n)))):
             if prefix + key in state:
                 state[prefix + key] = state[prefix + key][cut]
