@@ -671,7 +671,7 @@ def served_e2e(check: Any) -> dict[str, Any]:
 def decode_long(check: Any) -> dict[str, Any]:
     """One request's decode, each decoder alone: DALI with each chunk fed its piece of the video (the default,
     `videoitg.decode.pieces`) against DALI fed the whole video for every chunk, the chunks on PARALLEL_PIPELINES
-    pipelines at once (`parallel_pieces`, a candidate), and PyAV (the CPU; its threads over GOP ranges), on
+    pipelines at once (`dali.decode`'s `pipelines`, a candidate), and PyAV (the CPU; its threads over GOP ranges), on
     served_e2e's 10-minute 720p clip (512 frames) and on a 60-second 720p clip with B-frames (x264 veryfast); the
     DALI runs' pixels compared (bit-equal: the same packets decoded from the same keyframes).
     With --tiny: DALI's CPU decoder on an 8-second 320x240 VP9 clip."""
@@ -721,18 +721,19 @@ def decode_row(check: Any, name: str, data: bytes, decoder: str, size: int, sync
         index = build_index(c, s, header_info(c, s)["fps"], DecodeLimits(), Deadline(None), name)
     device = check.device if check.cuda else None
 
-    def run(idx: Any, frames: list[int] = plan.frame_indices) -> tuple[Any, float]:
+    def run(idx: Any, frames: list[int] = plan.frame_indices, pipelines: int = 1) -> tuple[Any, float]:
         sync()
         t0 = time.perf_counter()
         px = dali.decode(decoder, data, frames, size, (plan.colour.width, plan.colour.height), Deadline(None), name,
-                         device, plan.colour, idx)
+                         device, plan.colour, idx, pipelines)
         sync()
         return px, time.perf_counter() - t0
 
     run(index, plan.frame_indices[:1])  # the pipeline's build and the decoder's start, off the timings
     pieces, pieces_s = run(index)
     whole, whole_s = run(None)
-    parallel, parallel_s = parallel_pieces(check, data, index, plan, decoder, size, sync)
+    run(index, pipelines=PARALLEL_PIPELINES)  # the other pipelines' builds, off the timing
+    parallel, parallel_s = run(index, pipelines=PARALLEL_PIPELINES)
     t0 = time.perf_counter()
     decode_video(data, image_size=size, decoder="pyav", time_budget_s=None)
     return {"frames": len(plan.frame_indices), "total_frames": index.total, "mb": round(len(data) / 1e6, 1),
@@ -740,50 +741,6 @@ def decode_row(check: Any, name: str, data: bytes, decoder: str, size: int, sync
             "parallel_pipelines": PARALLEL_PIPELINES, "pyav_s": time.perf_counter() - t0,
             "bit_equal": bool(torch.equal(pieces, whole)) and bool(torch.equal(pieces, parallel)),
             "max_abs_diff": float((pieces.float() - whole.float()).abs().max())}
-
-
-def parallel_pieces(check: Any, data: bytes, index: Any, plan: Any, decoder: str, size: int,
-                    sync: Callable[[], None]) -> tuple[Any, float]:
-    """A candidate not in the decoder: one request's chunks decoded at once, each on one of PARALLEL_PIPELINES
-    pipelines (threads; on a GPU each its own stream), each fed its piece: whether a request's NVDEC decode gains
-    from the card's other decode engines. The frames and the seconds."""
-    import queue
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
-
-    from videoitg.decode import dali
-    from videoitg.decode.budget import Deadline
-
-    mixed = decoder == "dali-gpu"
-    frames, (w, h) = plan.frame_indices, (plan.colour.width, plan.colour.height)
-    per_chunk = max(1, dali.CHUNK_BYTES // (w * h * dali.WORK_BYTES_PER_PIXEL))
-    pipes: queue.Queue = queue.Queue()
-    for _ in range(PARALLEL_PIPELINES):
-        p = dali.video_pipeline("mixed" if mixed else "cpu", size, device_id=0 if mixed else None)
-        p.build()
-        pipes.put((p, threading.Lock(), torch.cuda.Stream(check.device) if mixed else None))
-    out = torch.empty(len(frames), 3, size, size, device=check.device if mixed else "cpu")
-    feeds = {"COLOUR": dali.colour_input(plan.colour)}
-
-    def cut(chunk: list[int]) -> Any:
-        return dali.piece(data, index, min(chunk), max(chunk))
-
-    def one(start: int) -> None:
-        pipe, lock, stream = pipes.get()
-        try:
-            dali.run_chunks(pipe, lock, feeds, cut, frames[start:start + per_chunk], per_chunk,
-                            out[start:start + per_chunk], stream, Deadline(None), "decoding", "parallel pieces")
-        finally:
-            pipes.put((pipe, lock, stream))
-
-    sync()
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(PARALLEL_PIPELINES) as pool:
-        list(pool.map(one, range(0, len(frames), per_chunk)))
-    sync()
-    return out, time.perf_counter() - t0
 
 
 def e2e_clip(check: Any) -> Path:

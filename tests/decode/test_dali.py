@@ -17,7 +17,7 @@ from av.video.reformatter import Colorspace, Interpolation
 
 from tests.support.video import read_number, write_clip
 from videoitg.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
-from videoitg.decode import choice, dali, dali_available, decode_video, pieces
+from videoitg.decode import choice, dali, dali_available, decode_video, pieces, plan_decode
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import signal_of
 from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason
@@ -240,6 +240,37 @@ def test_chunked_runs_bound_memory_and_change_nothing(clips: dict[str, Path], na
     chunked = decode_video(clips[name], image_size=32, params=FEW, decoder="dali")
     assert torch.equal(whole.pixel_values, chunked.pixel_values)
     assert len(starts) == len(chunked.frame_indices) and max(starts) > 0  # later runs decode only their piece
+
+
+def test_chunks_on_several_pipelines_at_once_are_the_one_pipelines_frames(clips: dict[str, Path],
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pipelines`: the chunks decoded on that many of the process's pipelines at once (the GPU check's candidate for
+    a card's other NVDEC engines) give one pipeline's frames, bit for bit; a chunk's failure is the call's error and
+    stops the other pipelines at their next chunk."""
+    data = clips["vp9"].read_bytes()
+    plan = plan_decode(data, params=FEW, time_budget_s=None)
+    frames, wh = plan.frame_indices, (plan.colour.width, plan.colour.height)
+    monkeypatch.setattr(dali, "CHUNK_BYTES", 1)  # a chunk per frame
+
+    def decode(pipelines: int) -> torch.Tensor:
+        return dali.decode("dali-cpu", data, frames, 32, wh, Deadline(None), "clip", None, plan.colour, None,
+                           pipelines)
+
+    one = decode(1)
+    assert len(frames) > 3 and torch.equal(decode(3), one)
+    assert {k[3] for k in dali._pipes if k[:2] == ("cpu", 32)} >= {0, 1, 2}  # three pipelines ran
+    run_chunks, ran = dali.run_chunks, []
+
+    def failing(*args: object) -> None:
+        ran.append(args[4])
+        if len(ran) == 2:
+            raise VideoDecodeError("chunk failed")
+        run_chunks(*args)
+
+    monkeypatch.setattr(dali, "run_chunks", failing)
+    with pytest.raises(VideoDecodeError, match="chunk failed"):
+        decode(2)
+    assert len(ran) < len(frames)  # the other pipeline stopped early
 
 
 def test_auto_falls_back_to_pyav_when_dali_fails(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

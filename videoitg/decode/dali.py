@@ -11,9 +11,11 @@ if TYPE_CHECKING:  # DALI is an optional extra: its types only name what the fun
     from nvidia.dali.pipeline import Pipeline
     from nvidia.dali.tensors import TensorList
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -39,8 +41,8 @@ PIXEL_BOUNDS: dict[str, tuple[float, float, float]] = {
     "camera": (10.0, 0.25, 4.0),  # camera-like gradients, a disc, sensor noise
     "photo": (16.0, 0.3, 5.0),  # a real photograph under a camera move
 }
-_pipes: dict[tuple[str, int, int], object] = {}  # (device, image size, device id) -> built pipeline
-_locks: dict[tuple[str, int, int], threading.Lock] = {}
+_pipes: dict[tuple[str, int, int, int], object] = {}  # (device, image size, device id, slot) -> built pipeline
+_locks: dict[tuple[str, int, int, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
@@ -185,8 +187,8 @@ def full_size_rgb(data: bytes, frame_numbers: list[int], colour: YuvSignal | Non
     return np.asarray(raw.as_tensor())[0], np.asarray(rgb.as_tensor())[0]
 
 
-def _pipeline(device: str, image_size: int, device_id: int) -> tuple[object, threading.Lock]:
-    key = (device, image_size, device_id)
+def _pipeline(device: str, image_size: int, device_id: int, slot: int = 0) -> tuple[object, threading.Lock]:
+    key = (device, image_size, device_id, slot)
     with _registry_lock:
         if key not in _pipes:
             p = video_pipeline(device=device, image_size=image_size,
@@ -205,10 +207,13 @@ def colour_input(signal: YuvSignal | None) -> np.ndarray:
 
 def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int, size_wh: tuple[int, int],
            deadline: Deadline, name: str, device: object = None, colour: YuvSignal | None = None,
-           index: FrameIndex | None = None) -> torch.Tensor:
+           index: FrameIndex | None = None, pipelines: int = 1) -> torch.Tensor:
     """Run the pipeline over `data` for `frame_numbers`; [T,3,S,S] float32 (on the GPU for "dali-gpu").
     `colour`: how FFmpeg reads the video's YUV (`videoitg.decode.colour.signal_of` its first frame). `index`: the
-    video's frame index, to cut each chunk's piece from (None: every chunk decodes from the video's start)."""
+    video's frame index, to cut each chunk's piece from (None: every chunk decodes from the video's start).
+    `pipelines`: how many pipelines of this process decode the chunks at once (threads; on a GPU each its own
+    stream, each pipeline its own NVDEC session, each up to CHUNK_BYTES of working set). The GPU check's
+    `decode_long` measures whether NVDEC gains from a card's other decode engines; everything else runs one."""
     dali_device = "mixed" if decoder == "dali-gpu" else "cpu"
     target = torch.device("cpu")  # CPU results: the caller copies them to its device afterwards
     if dali_device == "mixed":
@@ -225,17 +230,36 @@ def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int,
     def pieces(chunk: list[int]) -> Piece:
         return piece(data, index, min(chunk), max(chunk)) if index is not None else Piece(data, 0)
 
-    if dali_device == "cpu":
-        pipe, lock = _pipeline(dali_device, image_size, device_id)
-        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32)
-        run_chunks(pipe, lock, feeds, pieces, frame_numbers, per_chunk, out, None, deadline,
-                   f"decoding with {decoder}", f"{name}: DALI (cpu)")
-        return out
-    with torch.cuda.device(target):  # the instance's GPU is the current one while its frames are decoded
-        pipe, lock = _pipeline(dali_device, image_size, device_id)
-        out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
-        run_chunks(pipe, lock, feeds, pieces, frame_numbers, per_chunk, out, torch.cuda.current_stream(target),
-                   deadline, f"decoding with {decoder}", f"{name}: DALI (mixed)")
+    starts = list(range(0, len(frame_numbers), per_chunk))
+    slots = max(1, min(pipelines, len(starts)))
+    out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
+
+    failed = threading.Event()  # a slot's failure stops the others at their next chunk
+
+    def run(slot: int) -> None:  # the chunks slot, slot + slots, ... on the slot's pipeline
+        with torch.cuda.device(target) if dali_device == "mixed" else contextlib.nullcontext():
+            # the instance's GPU is the current one while its frames are decoded (per thread)
+            pipe, lock = _pipeline(dali_device, image_size, device_id, slot)
+            stream = None
+            if dali_device == "mixed":
+                stream = torch.cuda.current_stream(target) if slots == 1 else torch.cuda.Stream(target)
+            for start in starts[slot::slots]:
+                if failed.is_set():
+                    return
+                end = start + per_chunk
+                try:
+                    run_chunks(pipe, lock, feeds, pieces, frame_numbers[start:end], per_chunk, out[start:end],
+                               stream, deadline, f"decoding with {decoder}", f"{name}: DALI ({dali_device})")
+                except BaseException:
+                    failed.set()
+                    raise
+
+    if slots == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(slots) as pool:
+            for done in [pool.submit(run, k) for k in range(slots)]:
+                done.result()  # a failure raised once every slot has stopped
     return out
 
 
