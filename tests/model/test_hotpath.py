@@ -163,9 +163,9 @@ def test_one_graph_per_layer_type_serves_every_layer_and_every_shape() -> None:
 
 def test_prepare_inference_compiles_only_on_a_gpu_and_refuses_an_unknown_precision() -> None:
     model = tiny_model()
-    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    shapes = {k: v.shape for k, v in model.named_parameters()}
     prepare_inference(model)  # a CPU model: unchanged (the MLPs unpadded), not compiled
     assert all(getattr(layer, "_compiled_call_impl", None) is None for layer in model.transformer_layers())
-    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    assert {k: v.shape for k, v in model.named_parameters()} == shapes
     with pytest.raises(ValueError, match="unknown precision"):
         prepare_inference(model, "int4")
