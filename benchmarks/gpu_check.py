@@ -42,9 +42,9 @@ still run):
             the hot path profiled and measured change by change against the current path and the released-style
             path, FP8 included; the whole served request on the 10-minute 720p clip and 8 concurrent cold requests
             (benchmarks/gpu_hotpath.py says what each measures). On an H100: env 10 s, hotpath 173 s (before its
-            padded-MLP variants and multi-kernel candidate, estimated at about 60 s more: a recompile, a second
-            compile, 15 rounds), served_e2e 151 s, decode_long 55 s, fp8_breakdown 20 s, the wheelhouse's unpack
-            and install about 15 s (each call's wall time less its sections')
+            padded-MLP variants, multi-kernel candidate and FP8 profile, estimated at about 80 s more: a recompile,
+            a second compile, 30 more timed calls), served_e2e 151 s, decode_long 55 s, fp8_breakdown 20 s, the
+            wheelhouse's unpack and install about 15 s (each call's wall time less its sections')
   fp8_breakdown
             FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights) with
             FP8 in the vision tower only, in the LLM only and in both, and in both without Hopper's fast
