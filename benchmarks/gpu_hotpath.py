@@ -124,7 +124,7 @@ def variant(name: str) -> Iterator[None]:
     on, compiled = VARIANTS[name] if name in VARIANTS else (CHANGES, True)
     saved = dataclasses.replace(HOT_PATH)
     models = list(LAID_OUT)
-    padded = [any(m.fc1.out_features != m.width for m in x.modules() if isinstance(m, SiglipMLP)) for x in models]
+    padded = [any(m.padded for m in x.modules() if isinstance(m, SiglipMLP)) for x in models]
     for s in SWITCHES:
         setattr(HOT_PATH, s, s in on)
     for x in models:

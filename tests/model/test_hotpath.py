@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.support.model import one_torch_thread, tiny_config
+from tests.support.model import one_torch_thread, real_shape_config, tiny_config
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.model.grounding import VideoITG
-from videoitg.model.hotpath import HOT_PATH, compile_layers, prepare_inference
+from videoitg.model.hotpath import HOT_PATH, MLP_MULTIPLE, compile_layers, prepare_inference
 from videoitg.model.vision import SiglipMLP
 
 
@@ -114,6 +114,21 @@ def test_the_padded_mlp_computes_the_same_function_and_unpads_to_the_checkpoint(
     after = model.state_dict()
     assert all(after[k].shape == v.shape and torch.equal(after[k], v) for k, v in before.items())
     assert all(m.fc2.weight.is_contiguous() and m.fc1.out_features == m.fc2.in_features == width for m in mlps)
+
+
+def test_the_released_mlp_pads_to_whole_tiles_and_computes_the_same_function() -> None:
+    """At SigLIP-so400m's shapes (1,152 wide, MLP 4,304) a GPU's padding gives 4,352 columns (a multiple of 256) and
+    the same outputs (fp32: only the summation order of fc2's longer reduction differs)."""
+    torch.manual_seed(0)
+    mlp = SiglipMLP(real_shape_config().vision).eval()
+    assert mlp.width == 4304
+    x = torch.randn(2, 50, 1152)
+    with torch.inference_mode():
+        want = mlp(x)
+        mlp.pad(MLP_MULTIPLE)
+        got = mlp(x)
+    assert mlp.fc1.out_features == mlp.fc2.in_features == 4352
+    assert torch.allclose(got, want, rtol=0, atol=1e-5)
 
 
 def test_gqa_with_padding_and_causal_masks_equals_copied_heads(hot_path: None) -> None:

@@ -68,6 +68,10 @@ class SiglipMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(gelu_linear(self.fc1, x))
 
+    @property
+    def padded(self) -> bool:
+        return self.fc1.out_features != self.width
+
     def pad(self, multiple: int) -> None:
         """fc1's outputs and fc2's inputs widened in place with zeros to a multiple of `multiple` (1: back to the
         checkpoint's width). The function is unchanged: a zero row of fc1 with a zero bias gives GELU(0) = 0, which
@@ -83,9 +87,9 @@ class SiglipMLP(nn.Module):
         self.fc1.out_features = self.fc2.in_features = width
 
     def _unpadded_state(self, state: dict, prefix: str, *_: object) -> None:
-        n = self.width
-        if self.fc1.out_features == n:  # not padded (training's sharded parameters included): untouched
+        if not self.padded:  # training's sharded parameters included: untouched
             return
+        n = self.width
         for key, cut in (("fc1.weight", slice(n)), ("fc1.bias", slice(n)), ("fc2.weight", (slice(None), slice(n)))):
             if prefix + key in state:
                 state[prefix + key] = state[prefix + key][cut]
