@@ -3,7 +3,7 @@
     python -m benchmarks.answer_memory [--file-mb 500] [--data-mb 60] [--refused-mb 380] [--budget-mb 1024]
                                        [--video-bound-mib 64]
 
-A real front process (`python -m videoitg.serving.front`, as `videoitg serve` starts it) with the answer endpoint on,
+A real front process (`python -m videoitg.front`, as `videoitg serve` starts it) with the answer endpoint on,
 in front of stand-ins for tritonserver (its model config names the media root; every inference is read and
 answered with one frame, or refused) and for the video-LLM (answers at once): what is measured is the front alone.
 Each case's peak is the front's peak resident memory (VmHWM, reset before the case through /proc/PID/clear_refs)
@@ -41,11 +41,11 @@ from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
 from videoitg.contract.parameters import MEDIA_ROOTS
 from videoitg.contract.protocol import OTHER_INPUTS_BYTES, TOP
 from videoitg.contract.tensors import frame_outputs, result_outputs
+from videoitg.launch.ports import free_ports
+from videoitg.launch.procfs import memory
 from videoitg.outputs import GroundingResult
 from videoitg.request.limits import SERVED_MAX_VIDEO_BYTES
 from videoitg.request.options import RequestOptions
-from videoitg.serving.ports import free_ports
-from videoitg.serving.procfs import memory
 
 MB = 1_000_000
 RESULT = GroundingResult([0.5, 2.0, -1.0], [0, 25, 50], [0.0, 1.0, 2.0], duration=3.0)
@@ -148,7 +148,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
            "models": [TOP], "max_request_bytes": 8 * bound + OTHER_INPUTS_BYTES, "held_bytes": budget,  # as served
            "answer_upstream": f"http://127.0.0.1:{llm}/v1", "max_video_bytes": bound}
     results: dict[str, Any] = {"budget_mib": args.budget_mb}
-    front = subprocess.Popen([sys.executable, "-m", "videoitg.serving.front", json.dumps(cfg)],
+    front = subprocess.Popen([sys.executable, "-m", "videoitg.front", json.dumps(cfg)],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert front.stdout is not None and "videoitg front:" in front.stdout.readline()

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from videoitg.answer.chat import load_body, parse_chat, video_source
+from videoitg.client.kserve import http_request_body
 from videoitg.request.options import RequestOptions
-from videoitg.serving.client import http_request_body
 
 CHUNK = 256 << 10  # the front's read buffer (front/http.py READ_BUFSIZE)
 

@@ -47,12 +47,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.clips import random_clip
 from benchmarks.h2client import H2Client, prefix
-from videoitg.clips import random_clip
-from videoitg.defaults import sample_video
-from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.ports import free_ports
-from videoitg.serving.procfs import rss_mib
+from videoitg.client.kserve import RemoteError, VideoITGClient
+from videoitg.launch.ports import free_ports
+from videoitg.launch.procfs import rss_mib
+from videoitg.synthetic.sample import sample_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -435,7 +435,7 @@ def idle_crowd(http_url: str, stop: threading.Event, idle: int = 1000, flood: in
 
 
 def child_pid(serve_pid: int, front: bool) -> int | None:
-    """The front (a child running videoitg.serving.front) or tritonserver started by `videoitg serve`."""
+    """The front (a child running videoitg.front) or tritonserver started by `videoitg serve`."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -444,7 +444,7 @@ def child_pid(serve_pid: int, front: bool) -> int | None:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        mine = b"videoitg.serving.front" in cmd if front else cmd.split(b"\0")[0].endswith(b"tritonserver")
+        mine = b"videoitg.front" in cmd if front else cmd.split(b"\0")[0].endswith(b"tritonserver")
         if mine and ppid == serve_pid:
             return int(proc.name)
     return None

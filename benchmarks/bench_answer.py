@@ -34,16 +34,16 @@ from typing import Any
 
 from openai import OpenAI
 
+from benchmarks.clips import write_natural_clip
 from benchmarks.vlm import IMAGE_TOKENS, build_tiny_vlm, serve_vlm
 from videoitg.answer.chat import forwarded, forwarded_bytes, parse_chat, selection_of
 from videoitg.answer.handoff import frame_parts
-from videoitg.clips import write_natural_clip
+from videoitg.client.kserve import VideoITGClient
 from videoitg.decode import decode_full_frames, probe_video
 from videoitg.decode.export import jpeg_bytes, resize_longer_side
+from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.repository.generator import RepoSpec, build_repository
 from videoitg.request.options import RequestOptions
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.repository import RepoSpec, build_repository
-from videoitg.serving.server import ServerOptions, TritonServer
 
 QUESTION = "What happens in the video? A. B. C. D."
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.clips import write_rgb_clip
 from videoitg.batch.ray_env import RayOptions, init_ray, shutdown_ray
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
-from videoitg.clips import write_rgb_clip
 from videoitg.defaults import default_checkpoint
-from videoitg.manifest import load_manifest
+from videoitg.manifest.rows import load_manifest
 
 WORDS = ["red", "green", "blue", "circle", "square", "star", "left", "right", "up", "down"]
 

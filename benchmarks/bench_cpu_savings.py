@@ -38,8 +38,8 @@ from benchmarks.perf.flops import request_flops
 from benchmarks.perf.memory import request_memory
 from benchmarks.perf.timing import median
 from videoitg.config import TextConfig, VideoITGConfig, VisionConfig
+from videoitg.launch.procfs import memory
 from videoitg.model.qwen2 import run_decoder
-from videoitg.serving.procfs import memory
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]  # the rss child runs as `python -m benchmarks.bench_cpu_savings` from here

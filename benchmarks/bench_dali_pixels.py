@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from videoitg.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
+from benchmarks.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
 from videoitg.decode import dali, dali_available, decode_video
 from videoitg.decode.colour import signal_of, yuv_to_rgb
 from videoitg.preprocess import preprocess_frames

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
-from videoitg.clips import repeat_clip, write_natural_clip
+from benchmarks.clips import repeat_clip, write_natural_clip
 from videoitg.decode import dali_available, decode_video
 from videoitg.preprocess import preprocess_frames
 from videoitg.sampling import SamplingParams

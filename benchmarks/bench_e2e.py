@@ -42,9 +42,9 @@ from tqdm import tqdm
 from benchmarks.figures import legend_once, save
 from benchmarks.suite_time import commit
 from videoitg.decode import decode_video
+from videoitg.launch.procfs import memory
 from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams, sample_frame_indices
-from videoitg.serving.procfs import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,13 +208,13 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
                 tower: str = "tiny") -> dict:
     from benchmarks.bench_serving import NOCACHE, TOP_LEVELS, UNSTREAMED, build_bench_repository
     from benchmarks.perf.build import build_baseline
+    from videoitg.client.kserve import VideoITGClient
     from videoitg.contract.protocol import TOP
     from videoitg.defaults import default_checkpoint
+    from videoitg.launch.server import ServerOptions, TritonServer
     from videoitg.pipeline.scorer import Scorer
+    from videoitg.repository.generator import RepoSpec
     from videoitg.request.limits import Limits
-    from videoitg.serving.client import VideoITGClient
-    from videoitg.serving.repository import RepoSpec
-    from videoitg.serving.server import ServerOptions, TritonServer
 
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -274,7 +274,7 @@ def part_served(clips: dict[str, Path], reps: int, concurrency_requests: int, de
 
 def throughput(server, model: str, clips: dict[str, Path], n: int) -> dict:
     """Requests per second with 1 and 2 clients, each sending `n` requests (cache off: every one decodes)."""
-    from videoitg.serving.client import VideoITGClient
+    from videoitg.client.kserve import VideoITGClient
 
     data = [p.read_bytes() for p in clips.values()]
     res = {}
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(child))
         return child
     if args.tiny:
-        from videoitg.clips import write_natural_clip
+        from benchmarks.clips import write_natural_clip
 
         with tempfile.TemporaryDirectory(prefix="bench-e2e-tiny-") as d:
             tmp = Path(d)

@@ -44,12 +44,12 @@ from typing import Any
 import numpy as np
 
 from videoitg.contract.protocol import TOP
-from videoitg.defaults import sample_video
-from videoitg.serving.front.process import environment as front_environment
-from videoitg.serving.ports import LOOPBACK, free_ports
-from videoitg.serving.procfs import cpu_s, rss_mib
-from videoitg.serving.repository import RepoSpec, build_repository
-from videoitg.serving.server import TritonServer
+from videoitg.front.process import environment as front_environment
+from videoitg.launch.ports import LOOPBACK, free_ports
+from videoitg.launch.procfs import cpu_s, rss_mib
+from videoitg.launch.server import TritonServer
+from videoitg.repository.generator import RepoSpec, build_repository
+from videoitg.synthetic.sample import sample_video
 
 # HAProxy's configuration for the route `haproxy`: every request passed on unread, no bound of its own in the way.
 HAPROXY = """global

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from videoitg.config import preset
-from videoitg.defaults import default_checkpoint, sample_video
+from videoitg.defaults import default_checkpoint
 from videoitg.model.checkpoint import load_checkpoint
 from videoitg.model.grounding import VideoITG
 from videoitg.outputs import rank_frames
 from videoitg.request.text import encode_instruction
+from videoitg.synthetic.sample import sample_video
 
 
 def heads(model16: VideoITG, pixels: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:

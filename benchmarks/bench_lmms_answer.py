@@ -38,7 +38,7 @@ from benchmarks.shapes_mc import (
     write_set,
     write_task,
 )
-from videoitg.cli import main as videoitg
+from videoitg.commands.cli import main as videoitg
 from videoitg.lmms.answering import SELECTIONS
 
 

@@ -65,7 +65,7 @@ def main() -> int:
 
     from videoitg.defaults import default_checkpoint
     from videoitg.pipeline.scorer import Scorer
-    from videoitg.synthetic import write_dataset
+    from videoitg.synthetic.task import write_dataset
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-moments-") as tmp:

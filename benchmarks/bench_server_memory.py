@@ -21,11 +21,11 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from videoitg.defaults import sample_video
+from videoitg.client.kserve import VideoITGClient
+from videoitg.launch.server import TritonServer
+from videoitg.repository.generator import RepoSpec, build_repository
 from videoitg.request.limits import Limits, served_defaults
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.repository import RepoSpec, build_repository
-from videoitg.serving.server import TritonServer
+from videoitg.synthetic.sample import sample_video
 
 
 def processes(srv: TritonServer) -> list[int]:

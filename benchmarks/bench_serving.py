@@ -28,13 +28,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-# Same OpenMP policy as the server's processes (videoitg.serving.binaries.server_env), set before torch loads:
+# Same OpenMP policy as the server's processes (videoitg.launch.binaries.server_env), set before torch loads:
 # on a loaded 2-core machine spin-waiting workers slow a tiny model's forward by an order of magnitude.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from videoitg.contract.protocol import DECODE, SELECT, SUMMARY_FILE, TOP, RepoSummary
-from videoitg.serving import binaries
-from videoitg.serving.repository import RepoSpec, build_repository, render
+from videoitg.launch import binaries
+from videoitg.repository.generator import RepoSpec, build_repository, render
 
 NOCACHE = "videoitg_nocache"
 UNSTREAMED = "videoitg_nocache_unstreamed"
@@ -80,7 +80,7 @@ def build_bench_repository(out: Path, spec: RepoSpec | None = None) -> Path:
 
 
 def make_clips(folder: Path, n: int) -> list[bytes]:
-    from videoitg.synthetic import make_video
+    from videoitg.synthetic.task import make_video
 
     clips = []
     for seed in range(n):
@@ -94,9 +94,9 @@ def p50(xs: list[float]) -> float:
 
 
 def paired_latency(server, clips: list[bytes], reps: int) -> dict[str, float]:
+    from videoitg.client.kserve import VideoITGClient
     from videoitg.defaults import default_checkpoint
     from videoitg.pipeline.scorer import Scorer
-    from videoitg.serving.client import VideoITGClient
 
     scorer = Scorer(default_checkpoint())
     q1, q2 = "When is the red circle visible?", "When does the blue square move?"
@@ -139,7 +139,7 @@ def paired_latency(server, clips: list[bytes], reps: int) -> dict[str, float]:
 
 
 def perf_analyzer(server, model: str, clips: list[bytes], concurrency: str, work: Path) -> list[dict]:
-    from videoitg.serving import perf
+    from videoitg.launch import perf
 
     (work / "input.json").write_text(json.dumps(perf.input_data(
         clips, [f"When is the red circle visible? ({i})" for i in range(len(clips))])))
@@ -172,7 +172,7 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1:4")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    from videoitg.serving.server import ServerOptions, TritonServer
+    from videoitg.launch.server import ServerOptions, TritonServer
 
     result: dict = {"load_avg_before": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:

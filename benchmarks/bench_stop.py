@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from videoitg.clips import write_rgb_clip
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.ports import free_ports
+from benchmarks.clips import write_rgb_clip
+from videoitg.client.kserve import VideoITGClient
+from videoitg.launch.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 

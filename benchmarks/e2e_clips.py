@@ -1,6 +1,6 @@
 """The long H.264 clips of the end-to-end benchmark (the goals in docs/performance.md), made once and cached.
 
-Each clip is one encoded segment of camera-like content (`videoitg.clips.write_natural_clip`) stream-copied end
+Each clip is one encoded segment of camera-like content (`benchmarks.clips.write_natural_clip`) stream-copied end
 to end (`repeat_clip`): it decodes exactly like a real clip with that GOP structure and takes a minute to make
 instead of an hour of encoding on 2 cores.
 
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from videoitg.clips import repeat_clip, write_natural_clip
+from benchmarks.clips import repeat_clip, write_natural_clip
 
 CACHE = Path.home() / ".cache" / "videoitg" / "bench"
 

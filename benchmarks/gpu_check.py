@@ -259,9 +259,9 @@ class Check:
         import transformers
         from torch.profiler import ProfilerActivity, profile
 
+        from videoitg.launch.binaries import ServingSetupError
         from videoitg.model.qwen2 import DecoderLayer, rope_cos_sin
         from videoitg.model.vision import SiglipEncoderLayer
-        from videoitg.serving.binaries import ServingSetupError
 
         d: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                              "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
@@ -305,7 +305,7 @@ class Check:
         TRITON_SERVER_VERSION; nvidia-pytriton's is read from the served log) and the tritonclient imported."""
         import tritonclient
 
-        from videoitg.serving.binaries import find_tritonserver
+        from videoitg.launch.binaries import find_tritonserver
 
         found = find_tritonserver()
         version = os.environ.get("TRITON_SERVER_VERSION", "") if found.kind != "pytriton" else ""
@@ -366,8 +366,8 @@ class Check:
 
     def nvdec(self) -> dict[str, Any]:
         from videoitg.decode import decode_video
-        from videoitg.defaults import sample_video
         from videoitg.sampling import SamplingParams
+        from videoitg.synthetic.sample import sample_video
 
         backend = "dali-gpu" if self.cuda else "dali-cpu"  # what runs for decoder "dali" on this device
         clips = ([sample_video()[0]] if self.cuda else []) + self.clips()[:2]
@@ -407,7 +407,7 @@ class Check:
     def _serve(self, extra: list[str], name: str) -> tuple[subprocess.Popen, str]:
         """`videoitg serve` with `extra` flags, its repository and log under work/`name`; returns
         once it says ready (the process, its gRPC address), or raises with its output."""
-        from videoitg.serving.ports import free_ports
+        from videoitg.launch.ports import free_ports
 
         ports = free_ports(3)
         cmd = [self.server_python, "-m", "videoitg", "serve", *extra,
@@ -431,8 +431,9 @@ class Check:
         """Each decoder the target serves (gpu: NVDEC, its default, then pyav; cpu: pyav) against in-process
         scoring that decodes the same way (NVDEC: `decode_video`'s automatic choice on the GPU, as the dali step),
         and the served frame numbers against PyAV's."""
-        from videoitg.defaults import default_checkpoint, sample_video
+        from videoitg.defaults import default_checkpoint
         from videoitg.pipeline.scorer import Scorer
+        from videoitg.synthetic.sample import sample_video
 
         target, dtype = ("gpu", "float16") if self.cuda else ("cpu", "float32")
         video = sample_video()[0]
@@ -467,9 +468,9 @@ class Check:
         was a cache hit, and whether it ran no decode or vision."""
         import tritonclient.grpc as grpcclient
 
+        from videoitg.client.kserve import VideoITGClient
         from videoitg.engines.runtimes import visible_gpus
         from videoitg.request.options import RequestOptions
-        from videoitg.serving.client import VideoITGClient
 
         proc, url = self._serve(["--target", target, "--dtype", dtype, "--decoder", decoder], f"repository-{decoder}")
         steps = ("videoitg_decode", "videoitg_vision", "videoitg_grounding")
@@ -577,13 +578,14 @@ class Check:
         return out
 
     def engines(self) -> dict[str, Any]:
-        from videoitg.defaults import default_checkpoint, sample_video
+        from videoitg.client.kserve import VideoITGClient
+        from videoitg.defaults import default_checkpoint
         from videoitg.engines.compat import mismatches
         from videoitg.engines.summary import read_summary
         from videoitg.libraries import library_version
         from videoitg.pipeline.scorer import Scorer
         from videoitg.request.options import RequestOptions
-        from videoitg.serving.client import VideoITGClient
+        from videoitg.synthetic.sample import sample_video
 
         eng = self.work / "engines"
         shutil.rmtree(eng, ignore_errors=True)

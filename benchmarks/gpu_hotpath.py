@@ -606,9 +606,9 @@ def served_e2e(check: Any) -> dict[str, Any]:
 
     from benchmarks.bench_e2e import released_request, siglip_processor
     from benchmarks.perf.build import build_baseline
+    from videoitg.client.kserve import VideoITGClient
     from videoitg.model.checkpoint import load_checkpoint, load_tokenizer
     from videoitg.request.text import encode_instruction
-    from videoitg.serving.client import VideoITGClient
 
     ckpt = check.random_checkpoint("e2e-checkpoint", None)
     clip = e2e_clip(check)
@@ -677,7 +677,7 @@ def decode_long(check: Any) -> dict[str, Any]:
     With --tiny: DALI's CPU decoder on an 8-second 320x240 VP9 clip."""
     import torch
 
-    from videoitg.clips import repeat_clip, write_natural_clip
+    from benchmarks.clips import repeat_clip, write_natural_clip
 
     cuda, work = check.cuda, check.work / "clips"
     work.mkdir(parents=True, exist_ok=True)
@@ -778,7 +778,7 @@ class StepStats:
 
 def concurrent(url: str, data: bytes, q: str, gpu_time: float) -> dict[str, Any]:
     """CONCURRENT cold requests at once (one client each), against 1 / gpu_time."""
-    from videoitg.serving.client import VideoITGClient
+    from videoitg.client.kserve import VideoITGClient
 
     errors: list[str] = []
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from videoitg.serving.front.config import GRPC_INFER_KEY_HEADER
-from videoitg.serving.front.grpc_policy import GRPC_METHODS, SERVICE
-from videoitg.serving.front.process import return_freed_memory
+from videoitg.front.config import GRPC_INFER_KEY_HEADER
+from videoitg.front.grpc_policy import GRPC_METHODS, SERVICE
+from videoitg.front.process import return_freed_memory
 
 
 async def main(port: int, upstream: str) -> None:

@@ -1,5 +1,5 @@
 """A raw HTTP/2 client of the front's gRPC port (the `h2` library): what grpcio's client cannot send. Used by
-benchmarks/availability.py and the front's transport tests (tests/serving/front/)."""
+benchmarks/availability.py and the front's transport tests (tests/front/)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import contextlib
 import time
 import urllib.parse
 
-from videoitg.serving.front.grpc_policy import SERVICE
+from videoitg.front.grpc_policy import SERVICE
 
 
 class H2Client:

@@ -3,7 +3,7 @@
 the images in the request alone, so its accuracy depends only on which frames it is sent. Not a video-LLM: the
 mechanism's yardstick (docs/lmms-eval.md).
 
-The rule: in each image, every palette colour's pixels (`videoitg.synthetic.COLOURS`) form one shape, named by how
+The rule: in each image, every palette colour's pixels (`videoitg.synthetic.task.COLOURS`) form one shape, named by how
 much of its bounding box it fills (square, circle, triangle). The question names a target ("together with the red
 circle") and lettered options ("B. blue triangle"); the answer is the option seen most often in images that also
 show the target (ties: the earlier letter), and the first option when no image shows the target.
@@ -29,8 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 from PIL import Image
 
-from videoitg.serving.ports import free_port
-from videoitg.synthetic import COLOURS
+from videoitg.launch.ports import free_port
+from videoitg.synthetic.task import COLOURS
 
 MODEL = "shape-reader"
 TOLERANCE = 40  # per channel, around a palette colour (JPEG edges and chroma stay within it)

@@ -2,7 +2,7 @@
 lmms-eval task, and the way to run `lmms-eval --model videoitg` in lmms-eval's own environment. What the
 select-then-answer benchmark (`benchmarks.bench_lmms_answer`) and tests/lmms/test_model.py run.
 
-Each clip (128x128, `videoitg.synthetic`'s shapes) shows a red circle for MOMENT_S seconds only, together with one
+Each clip (128x128, `videoitg.synthetic.task`'s shapes) shows a red circle for MOMENT_S seconds only, together with one
 other shape, the answer; the question is "What shape appears together with the red circle?" with four lettered
 options. Three other shapes are each on screen for a longer stretch elsewhere in the clip, never with the red
 circle: in TASK they are not among the options; in LURE_TASK they are the three wrong options (lures), so the
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from videoitg.synthetic import Scene, Segment, ShapeObject, encode_video, render
+from videoitg.synthetic.task import Scene, Segment, ShapeObject, encode_video, render
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 TASK = "videoitg_shapes_mc"

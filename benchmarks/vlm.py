@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from videoitg.serving.ports import free_port
+from videoitg.launch.ports import free_port
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 IMAGE = "<image>"

@@ -7,7 +7,7 @@ import os
 
 # Set before torch loads its OpenMP runtime; every process the tests start inherits it. Many torch processes share
 # the cores here (the test workers, Ray workers, command-line subprocesses, beside the servers' stubs, which wait
-# passively already: videoitg.serving.binaries.server_env), and an OpenMP thread that spins while it waits for work
+# passively already: videoitg.launch.binaries.server_env), and an OpenMP thread that spins while it waits for work
 # takes a core another process needs: the suite used 14-17% less CPU time with passive waits on a 2-core machine
 # (benchmarks/RESULTS.md#the-test-suite).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from tests.support.recording import RecordingRelay
     from tests.support.server import SharedServers
     from videoitg.engine_build.build import BuildReport
+    from videoitg.launch.server import TritonServer
     from videoitg.model.grounding import VideoITG
-    from videoitg.serving.server import TritonServer
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +84,7 @@ def server(cpu_server: TritonServer) -> TritonServer:
 @pytest.fixture(scope="module")
 def clients(server: TritonServer) -> Iterator[dict]:
     """A gRPC and an HTTP client of `server`, by protocol name."""
-    from videoitg.serving.client import VideoITGClient
+    from videoitg.client.kserve import VideoITGClient
 
     with VideoITGClient(server.grpc_url, "grpc") as g, VideoITGClient(server.http_url, "http") as h:
         yield {"grpc": g, "http": h}
@@ -93,7 +93,7 @@ def clients(server: TritonServer) -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def sample() -> tuple[Path, bytes, str]:
     """The package's sample video: its path, its bytes and its instruction."""
-    from videoitg.defaults import sample_video
+    from videoitg.synthetic.sample import sample_video
 
     path, instruction = sample_video()
     return path, path.read_bytes(), instruction
@@ -113,7 +113,7 @@ def real_shape_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_shape_engines(real_shape_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`videoitg build --precision fp32 --targets onnx,tensorrt` of the real-shape checkpoint: both ONNX graphs with
     their manifests (the TensorRT plans are skipped with the reason where TensorRT is not importable)."""
-    from videoitg.cli import main as cli_main
+    from videoitg.commands.cli import main as cli_main
 
     out = tmp_path_factory.mktemp("real-shape-engines")
     assert cli_main(["build", "--checkpoint", str(real_shape_checkpoint), "--out", str(out), "--precision", "fp32",

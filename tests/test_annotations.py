@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from tests.test_imports import package_modules
+from tests.support.source import package_modules
 
 
 def unannotated(source: str) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from videoitg.model.checkpoint import save_checkpoint
-from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES, write_dataset
+from videoitg.synthetic.task import FRAME_OBJECTS, OBJECT_NAMES, write_dataset
 from videoitg.train.trainer import TrainConfig, Trainer, init_model
 from videoitg.train.vision_pretrain import load_tagged_frames, pretrain_tower
 

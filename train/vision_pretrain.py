@@ -44,7 +44,7 @@ def load_tagged_frames(
     video_root: Path, frame_objects: Path, names: Sequence[str], image_size: int, progress: bool = False
 ) -> TaggedFrames:
     """Decode the training-rule frames of every video listed in `frame_objects` (a JSON map video -> per-frame
-    lists of visible names, as `videoitg.synthetic.write_dataset` writes) with their multi-hot targets."""
+    lists of visible names, as `videoitg.synthetic.task.write_dataset` writes) with their multi-hot targets."""
     tags: dict[str, list[list[str]]] = json.loads(Path(frame_objects).read_text())
     index = {n: i for i, n in enumerate(names)}
     pixels, targets = [], []

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Scorer": ("videoitg.pipeline.scorer", "Scorer"),
-    "Client": ("videoitg.serving.client", "VideoITGClient"),
+    "Client": ("videoitg.client.kserve", "VideoITGClient"),
     "GroundingResult": ("videoitg.outputs", "GroundingResult"),
     "MomentParams": ("videoitg.moments", "MomentParams"),
     "SamplingParams": ("videoitg.sampling", "SamplingParams"),

@@ -1,5 +1,5 @@
 import sys
 
-from videoitg.cli import main
+from videoitg.commands.cli import main
 
 sys.exit(main())

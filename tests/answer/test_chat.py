@@ -14,35 +14,31 @@ from typing import Any
 import pytest
 
 from videoitg.answer import chat as answer
+from videoitg.answer.bounded_json import MAX_INT_DIGITS, MAX_JSON_ITEMS, load_json, unencodable
 from videoitg.answer.chat import (
     DEFAULT_FRAME_SIZE,
-    MAX_INT_DIGITS,
-    MAX_JSON_ITEMS,
     VIDEO_READ,
-    ChatRequestError,
-    EventRelay,
-    OptionError,
     Selection,
+    check_file,
+    forwarded,
+    forwarded_bytes,
+    load_body,
+    parse_chat,
+    video_source,
+    with_selection,
+    without_video,
+)
+from videoitg.answer.errors import (
+    ChatRequestError,
+    OptionError,
     UpstreamRefusedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     VideoPartError,
     VideoRefusedError,
-    check_file,
-    event_data,
-    forwarded,
-    forwarded_bytes,
-    load_body,
-    load_json,
-    parse_chat,
-    selection_event,
-    strict_json,
-    unencodable,
-    video_source,
-    with_selection,
-    without_video,
 )
 from videoitg.answer.handoff import frame_label, frame_parts
+from videoitg.answer.relay import EventRelay, event_data, selection_event, strict_json
 from videoitg.paths import MediaRoots
 from videoitg.request.options import MAX_FRAME_SIZE as MAX_FRAMES_SIZE
 from videoitg.request.options import MAX_TOP_K, RequestOptions

@@ -17,8 +17,8 @@ from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.store import OutputStore, atomic_write_lines
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError, VideoDecodeError
-from videoitg.grouping import make_units
-from videoitg.manifest import load_manifest
+from videoitg.manifest.grouping import make_units
+from videoitg.manifest.rows import load_manifest
 from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
 

@@ -37,7 +37,7 @@ from videoitg.batch import runner, store
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.defaults import default_checkpoint
-from videoitg.manifest import load_manifest
+from videoitg.manifest.rows import load_manifest
 
 TOP_K = 3
 NUM_FRAMES, TARGET_FPS = int(SAMPLING_ARGS[1]), float(SAMPLING_ARGS[3])

@@ -25,8 +25,8 @@ import pytest
 from tests.support import ROOT
 from tests.support.batch import SAMPLING_ARGS, make_manifest
 from tests.support.server import report, stub_pids
-from videoitg.serving.repository import RepoSpec, build_repository
-from videoitg.serving.server import ServerOptions, TritonServer
+from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.repository.generator import RepoSpec, build_repository
 
 pytestmark = pytest.mark.skipif(os.environ.get("VIDEOITG_RELIABILITY_RAY") != "1",
                                 reason="opt-in long run: set VIDEOITG_RELIABILITY_RAY=1")

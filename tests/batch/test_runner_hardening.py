@@ -19,11 +19,11 @@ from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import Outcome, ScorerSpec, prepare_then_score, score_unit
 from videoitg.batch.servers import read_checked
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
 from videoitg.jsonio import MAX_JSON_DEPTH
-from videoitg.manifest import Row, load_manifest
+from videoitg.manifest.rows import Row, load_manifest
 from videoitg.paths import open_resolved, pinned
 
 

@@ -25,7 +25,7 @@ from tests.support.compare import SCORED, assert_records_close
 from tests.support.model import one_torch_thread
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, ray_env, records, run_to_end, session_pids
 from videoitg.defaults import default_checkpoint
-from videoitg.manifest import load_manifest
+from videoitg.manifest.rows import load_manifest
 from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
 

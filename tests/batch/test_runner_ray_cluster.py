@@ -41,10 +41,10 @@ from tests.support.batch import SAMPLING_ARGS, make_manifest
 from tests.support.compare import SCORED, assert_records_close
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, records, session_pids
 from videoitg.defaults import default_checkpoint
-from videoitg.manifest import load_manifest
+from videoitg.launch.ports import free_ports
+from videoitg.manifest.rows import load_manifest
 from videoitg.pipeline.scorer import Scorer
 from videoitg.sampling import SamplingParams
-from videoitg.serving.ports import free_ports
 
 require(("ray", "pyarrow", "pandas"), "ray[data] (the batch extra) is not installed")  # Ray runs in subprocesses
 

@@ -15,7 +15,7 @@ from tests.support.batch import INSTRUCTIONS, make_clip
 from tests.support.compare import SCORED, assert_records_close
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.servers import TritonScorer
-from videoitg.manifest import Row
+from videoitg.manifest.rows import Row
 
 pytestmark = pytest.mark.server
 

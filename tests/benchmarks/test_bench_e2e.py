@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("decord", reason="decord (the released decoder, dev extra) is not installed")
 
 from benchmarks import bench_e2e
-from videoitg.serving import binaries
+from videoitg.launch import binaries
 
 
 def test_e2e_bench_tiny_pixels_and_rss(tmp_path) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.support import ROOT
-from videoitg.serving.front.grpc_policy import SERVICE
-from videoitg.serving.ports import LOOPBACK, free_ports
+from videoitg.front.grpc_policy import SERVICE
+from videoitg.launch.ports import LOOPBACK, free_ports
 
 RELAY = [sys.executable, "-m", "benchmarks.relay"]  # run from ROOT, as the benchmarks run
 GRPC_RELAY = [sys.executable, "-m", "benchmarks.grpc_relay"]

@@ -46,7 +46,7 @@ def test_the_census_kinds() -> None:
 def test_the_census_commands() -> None:
     command = suite_time.Census.command
     assert command("python", "/v/bin/python -m videoitg batch m.jsonl --out o") == "-m videoitg batch"
-    assert command("python", "/v/bin/python -u -m videoitg.serving.front {\"host\": 1}") == "-m videoitg.serving.front"
+    assert command("python", "/v/bin/python -u -m videoitg.front {\"host\": 1}") == "-m videoitg.front"
     assert command("python", "/v/bin/python /v/bin/transformers serve /tmp/m --port 1") == "transformers serve"
     assert command("python3.11", "/l/bin/python3.11 -c import json") == "python -c"
     assert command("bash", "bash -c exec x") == "bash"

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.support.train import eval_setup
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.eval.scoring import BATCH_INSTRUCTIONS
-from videoitg.grouping import group_by_video
+from videoitg.manifest.grouping import group_by_video
 from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.limits import Limits

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.support.train import as_qvhighlights, eval_setup
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.eval.annotations import read_annotations
 from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline.scorer import Scorer

@@ -12,7 +12,7 @@ from tests.support.compare import SCORED, assert_records_close
 from tests.support.server import (
     skip_without_tritonserver,
 )
-from videoitg.cli import main
+from videoitg.commands.cli import main
 
 pytestmark = pytest.mark.server
 

@@ -12,18 +12,18 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from benchmarks.clips import random_clip
 from tests.support.compare import assert_moments_close
 from tests.support.server import skip_without_tritonserver
 from tests.support.video import WHOLE, ntsc_clip, write_clip
-from videoitg.cli import main
-from videoitg.clips import random_clip
+from videoitg.client.kserve import VideoITGClient
+from videoitg.commands.cli import main
 from videoitg.decode import decode_video, probe_video
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
+from videoitg.launch import perf
 from videoitg.outputs import DEFAULT_TOP_K
-from videoitg.serving import perf
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.repository import RepoSpec
+from videoitg.repository.generator import RepoSpec
 
 skip_without_tritonserver()
 
@@ -126,7 +126,7 @@ def test_perf_on_a_deployment_without_the_cache(no_cache_server, clips, tmp_path
     assert "without a feature cache" in capsys.readouterr().err
     # Cold requests (a decode and the vision tower each) on a busy 2-core machine: perf_analyzer needs three windows
     # in a row within the stability bound, and with only three one slow window failed the run; more windows to try,
-    # as tests/serving/test_perf.py gives it (a stable run still ends after three)
+    # as tests/launch/test_perf.py gives it (a stable run still ends after three)
     assert main(["perf", str(clips[0]), "--server", url, "--metrics", metrics, "--concurrency", "1",
                  "--measurement-interval", "800", "--stability", "100", "--max-trials", "40",
                  "--out", str(tmp_path / "p")]) == 0

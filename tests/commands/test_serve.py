@@ -21,8 +21,8 @@ from tests.support.server import (
     skip_without_tritonserver,
     wait_until,
 )
-from videoitg.serving.ports import free_ports
-from videoitg.serving.shm import SHM_PREFIX, launcher_tag
+from videoitg.launch.ports import free_ports
+from videoitg.launch.shm import SHM_PREFIX, launcher_tag
 
 pytestmark = pytest.mark.server
 

@@ -23,9 +23,9 @@ from videoitg.errors import InputError
 from videoitg.moments import MomentParams
 from videoitg.outputs import SelectionOptions
 from videoitg.paths import MediaRoots
+from videoitg.repository.generator import RepoSpec, render
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
-from videoitg.serving.repository import RepoSpec, render
 
 KINDS: dict[str, type[ModelParameters]] = {TOP: TopParameters, DECODE: DecodeParameters, VISION: VisionParameters,
                                            GROUNDING: GroundingParameters, SELECT: SelectParameters}

@@ -14,7 +14,8 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from tests.support import ROOT
-from videoitg.cli import main
+from videoitg.client.kserve import VideoITGClient
+from videoitg.commands.cli import main
 from videoitg.contract import protocol
 from videoitg.contract.protocol import (
     DECODE,
@@ -29,9 +30,8 @@ from videoitg.contract.protocol import (
     TensorSpec,
     signatures,
 )
+from videoitg.repository.generator import RepoSpec, build_repository, model_dims, render, repo_signatures
 from videoitg.request.options import RequestOptions
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.repository import RepoSpec, build_repository, model_dims, render, repo_signatures
 
 SHAPES = [{"target": "cpu"}, {"target": "gpu"}, {"target": "cpu", "mode": "ensemble"},
           {"target": "gpu", "decoder": "dali"}, {"target": "cpu", "stream_frames": 0}]
@@ -279,8 +279,8 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
 # parameters by the fields of `parameters`, so a renamed tensor or key fails at import, not at request time. (The
 # generator writes the parameters through the same classes: tests/contract/test_parameters.py.)
 BACKEND = sorted((ROOT / "python_backend").glob("*.py"))
-CLIENT = ROOT / "videoitg" / "serving" / "client.py"
-SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "serving/repository.py",
+CLIENT = ROOT / "videoitg" / "client" / "kserve.py"
+SPEAKERS = [*BACKEND, CLIENT, *(ROOT / "videoitg" / p for p in ("outputs.py", "repository/generator.py",
                                                                   "contract/tensors.py"))]
 
 

@@ -14,20 +14,21 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.clips import random_clip
 from videoitg import Client, Scorer
-from videoitg.cli import main
-from videoitg.clips import random_clip
-from videoitg.defaults import default_checkpoint, sample_video
+from videoitg.client.kserve import VideoITGClient
+from videoitg.commands.cli import main
+from videoitg.commands.plot import _score_limits, display_aspect, plot_timeline, thumbnails_from_pixels
+from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, doc_id_problems
-from videoitg.plot import _score_limits, display_aspect, plot_timeline, thumbnails_from_pixels
-from videoitg.serving.client import VideoITGClient
+from videoitg.synthetic.sample import sample_video
 
 
 def test_help_and_import_do_not_load_torch() -> None:
     code = ("import sys, videoitg\n"
             "assert 'torch' not in sys.modules\n"
-            "from videoitg.cli import main\n"
+            "from videoitg.commands.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'numpy', 'av', 'transformers', 'tritonclient', 'ray') if m in sys.modules]\n"
             "print(heavy)\n")
@@ -43,7 +44,7 @@ def test_command_help_does_not_load_torch(command: list[str]) -> None:
     """Each command's --help builds its parser (limits, sampling and deployment flags included) without torch,
     numpy or PyAV: it answers in a tenth of a second instead of the seconds torch takes to import."""
     code = ("import sys\n"
-            "from videoitg.cli import main\n"
+            "from videoitg.commands.cli import main\n"
             f"try:\n    main({command + ['--help']!r})\nexcept SystemExit:\n    pass\n"
             "print([m for m in ('torch', 'numpy', 'av', 'tritonclient', 'ray') if m in sys.modules])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

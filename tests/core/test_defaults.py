@@ -7,7 +7,7 @@ from pathlib import Path
 import videoitg
 from videoitg.model.checkpoint import load_checkpoint
 from videoitg.pipeline.scorer import Scorer
-from videoitg.synthetic import clip_num, instruction_labels, make_sample_video, render, sample_scene
+from videoitg.synthetic.task import clip_num, instruction_labels, make_sample_video, render, sample_scene
 
 SHIPPED = Path(videoitg.__file__).parent / "assets" / "tiny-videoitg"  # `python -m videoitg.train.synthetic_run --ship`
 

@@ -10,13 +10,13 @@ import torch
 from tests.support.model import tiny_config
 from videoitg.batch.runner import BatchOptions, fingerprint
 from videoitg.batch.scorers import ScorerSpec
+from videoitg.client.kserve import VideoITGClient
 from videoitg.errors import InputError
 from videoitg.eval.summary import RecordScores, record_metrics
 from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult, rank_frames, released_scores
 from videoitg.pipeline.scorer import Scorer, VideoFeatures, default_dtype, parse_dtype, parse_precision
 from videoitg.request.options import RequestOptions
-from videoitg.serving.client import VideoITGClient
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 

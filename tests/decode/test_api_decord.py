@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.clips import write_natural_clip
 from tests.support.video import read_number, write_clip
-from videoitg.clips import write_natural_clip
 from videoitg.decode import decode_video, probe_video
 from videoitg.preprocess import resize_frame
 from videoitg.sampling import SamplingParams, sample_frame_indices

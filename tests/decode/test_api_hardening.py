@@ -1,4 +1,4 @@
-"""Decoder defects found by hostile and careless inputs (RELIABILITY.md, "Hardening"):
+"""Decoder defects found by hostile and careless inputs (docs/reliability.md, "Hardening"):
 
 - decode work is bounded by what must be decoded, not only by wall time: a 140 KB file holding one 4K keyframe and
   3,000 skip frames (`tests/data/skip_frames_4k.mp4`) took the whole 60 s budget;

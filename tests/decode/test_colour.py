@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from av.video.reformatter import Colorspace, Interpolation
 
-from videoitg.clips import colour_edges_frame, natural_frame, write_rgb_clip
+from benchmarks.clips import colour_edges_frame, natural_frame, write_rgb_clip
 from videoitg.decode.colour import (
     YuvSignal,
     chroma_inverse_taps,

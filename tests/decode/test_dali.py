@@ -15,8 +15,8 @@ import pytest
 import torch
 from av.video.reformatter import Colorspace, Interpolation
 
+from benchmarks.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
 from tests.support.video import read_number, write_clip
-from videoitg.clips import colour_edges_frame, natural_frame, photo_frame, write_rgb_clip
 from videoitg.decode import choice, dali, dali_available, decode_video, pieces, plan_decode
 from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import signal_of

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.support.video import read_number, write_clip
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.decode import decode_full_frames, decode_video
 from videoitg.errors import InputError
 from videoitg.preprocess import resize_frame

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from videoitg.clips import natural_frame, write_natural_clip
+from benchmarks.clips import natural_frame, write_natural_clip
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import FrameIndex, build_index, select_video_stream
 from videoitg.decode.pieces import piece

@@ -17,9 +17,9 @@ import torch
 
 from tests.support.video import read_number, write_clip
 from videoitg.decode import DecodeTimeoutError, decode_video, probe_video, pyav
+from videoitg.launch.procfs import memory
 from videoitg.preprocess import preprocess_frames
 from videoitg.sampling import SamplingParams, frame_timestamps, sample_frame_indices
-from videoitg.serving.procfs import memory
 
 S = 32  # small output size keeps the suite fast; the 384 rule is checked in the SigLIP parity test
 FEW = SamplingParams(num_frames=8, target_fps=5)

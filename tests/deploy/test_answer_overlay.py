@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_deploy import CRDS, DEPLOY, K8S_OLDEST, _kustomize, load_kustomization, serve_flag
-from videoitg.cli import build_parser
+from videoitg.commands.cli import build_parser
 from videoitg.outputs import DEFAULT_TOP_K
 
 OVERLAY = DEPLOY / "overlays" / "answer-vllm"

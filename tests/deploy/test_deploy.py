@@ -25,9 +25,9 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from tests.support import ROOT
-from videoitg.cli import build_parser
-from videoitg.serving.repository import RepoSpec
-from videoitg.serving.server import STOP_GRACE_S, ServerOptions
+from videoitg.commands.cli import build_parser
+from videoitg.launch.server import STOP_GRACE_S, ServerOptions
+from videoitg.repository.generator import RepoSpec
 
 try:
     import tomllib
@@ -217,7 +217,7 @@ def test_probes_use_tritons_health_endpoints_on_the_http_port(container) -> None
         get = container[probe]["httpGet"]
         assert (get["path"], get["port"]) == (path, "http"), probe
     # The paths are the ones Triton answers: our launcher waits on the first, Triton's client asks the second.
-    assert f"{HEALTH_READY}\"" in (ROOT / "videoitg" / "serving" / "server.py").read_text()
+    assert f"{HEALTH_READY}\"" in (ROOT / "videoitg" / "launch" / "server.py").read_text()
     http = pytest.importorskip("tritonclient.http", reason="tritonclient (serve extra) is not installed")
     assert HEALTH_LIVE.lstrip("/") in inspect.getsource(http.InferenceServerClient.is_server_live)
     assert HEALTH_READY.lstrip("/") in inspect.getsource(http.InferenceServerClient.is_server_ready)
@@ -408,7 +408,7 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     assert f'"{libs["dali"]["package"]}==${{DALI_VERSION}}"' in text
     assert f"ARG TRITONCLIENT_VERSION={libs['triton']['version']}" in text
     assert '"tritonclient[grpc,http]==${TRITONCLIENT_VERSION}"' in text and '"aiohttp>=3.9"' in text
-    assert '"h2>=4.1"' in text and "videoitg.serving.front.main" in text  # the front's ports, imported at build
+    assert '"h2>=4.1"' in text and "videoitg.front.main" in text  # the front's ports, imported at build
     assert "pip list --format=freeze" in text and "-c /opt/image-constraints.txt" in text
     assert "python3 -m videoitg.engines.compat" in text
     assert not re.search(r'"torch[=<>]', text) and not re.search(r'"numpy[=<>]', text)
@@ -471,7 +471,7 @@ def test_the_wheel_builds_from_the_docker_context_alone(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = out.glob("videoitg_serve-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("videoitg/python_backend/videoitg_bls.py", "videoitg/serving/server.py",
+    for needed in ("videoitg/python_backend/videoitg_bls.py", "videoitg/launch/server.py",
                    "videoitg/engine_build/build.py", "videoitg/train/trainer.py",
                    "videoitg/assets/tiny-videoitg/model.safetensors"):
         assert needed in names, needed

@@ -30,10 +30,10 @@ from tests.support.model import one_torch_thread
 from tests.support.server import read_until, skip_without_tritonserver
 from tests.support.source import namespace_folders, package_modules
 from tests.support.video import write_clip
+from videoitg.client.kserve import VideoITGClient
+from videoitg.launch import procfs
+from videoitg.launch.ports import free_ports
 from videoitg.pipeline.scorer import Scorer
-from videoitg.serving import procfs
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.ports import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -184,7 +184,7 @@ def test_the_image_build_steps_checks_pass_against_the_installed_wheel(installed
     and says how this machine differs (it is not the image): it ran, from the installed copy, and named only
     versions."""
     checks = build_step_checks(DOCKERFILE.read_text())
-    assert any("videoitg.serving.front.main" in c for c in checks) and any(c.startswith("videoitg ") for c in checks)
+    assert any("videoitg.front.main" in c for c in checks) and any(c.startswith("videoitg ") for c in checks)
     for check in checks:
         r = subprocess.run(["bash", "-o", "pipefail", "-c", check], cwd=tmp_path, env=outside(installed),
                            capture_output=True, text=True, timeout=300)

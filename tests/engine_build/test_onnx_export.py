@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.support.model import one_torch_thread, tiny_config
-from videoitg.cli import main as cli_main
+from videoitg.commands.cli import main as cli_main
 from videoitg.config import VisionConfig
 from videoitg.engine_build.build import BuildOptions, run_build
 from videoitg.engine_build.onnx_export import patch_embed

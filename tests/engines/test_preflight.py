@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.commands.repo import check_decoder_for
 from videoitg.decode.errors import DecoderUnavailableError
 from videoitg.engine_build import build

@@ -18,7 +18,7 @@ import torch
 
 from tests.support.model import tiny_config
 from tests.support.triton_stub import stand_in_pb_utils
-from videoitg.cli import build_parser
+from videoitg.commands.cli import build_parser
 from videoitg.config import preset
 from videoitg.defaults import default_checkpoint
 from videoitg.engine_build.build import BuildOptions
@@ -39,11 +39,11 @@ from videoitg.engines.runtimes import (
 )
 from videoitg.engines.trtllm import EMBEDDING_ROWS, qwen2_config_dict, weight_keys
 from videoitg.errors import EngineError, EngineMismatchError, InputError
+from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.model import checkpoint
 from videoitg.model.grounding import VideoITG
 from videoitg.python_backend.params import StepAssets
 from videoitg.request.limits import Limits
-from videoitg.serving.server import ServerOptions, TritonServer
 
 
 # ---- item: multi-GPU placement --------------------------------------------------------------------------------

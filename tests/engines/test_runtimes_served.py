@@ -18,10 +18,10 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 from tests.support.compare import assert_results_close
 from tests.support.server import metric_value, skip_without_tritonserver
-from videoitg.defaults import sample_video
+from videoitg.client.kserve import VideoITGClient
 from videoitg.pipeline.scorer import Scorer
-from videoitg.serving.client import VideoITGClient
-from videoitg.serving.repository import RepoSpec
+from videoitg.repository.generator import RepoSpec
+from videoitg.synthetic.sample import sample_video
 
 pytestmark = pytest.mark.server
 TOL = 1e-4  # logits

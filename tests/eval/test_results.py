@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.errors import InputError
 from videoitg.eval.annotations import MAX_ANNOTATORS, max_clips, read_annotations
 from videoitg.eval.results import read_predictions

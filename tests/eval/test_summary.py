@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support.train import as_qvhighlights, eval_setup
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.eval.metrics import clip_scores, interpolated_ap, moment_map
 from videoitg.eval.summary import RecordScores, submission_record
 from videoitg.moments import MomentParams

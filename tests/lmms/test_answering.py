@@ -16,10 +16,12 @@ pytest.importorskip("aiohttp", reason="the video-LLM client (the serve or lmms e
 
 from benchmarks.shape_reader import MODEL, ShapeReader, serve_reader
 from benchmarks.shapes_mc import contexts, write_set
-from videoitg.answer.chat import DEFAULT_FRAME_SIZE, Selection, UpstreamUnavailableError
+from videoitg.answer.chat import DEFAULT_FRAME_SIZE, Selection
+from videoitg.answer.errors import UpstreamUnavailableError
 from videoitg.decode.export import frame_images
 from videoitg.errors import InputError
 from videoitg.eval.metrics import uniform_indices
+from videoitg.launch.ports import free_port
 from videoitg.lmms.answering import (
     Answerer,
     AnswerOptions,
@@ -35,7 +37,6 @@ from videoitg.lmms.answering import (
 )
 from videoitg.outputs import DEFAULT_TOP_K
 from videoitg.sampling import SamplingParams
-from videoitg.serving.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,11 @@ from benchmarks.shapes_mc import (
 )
 from benchmarks.vlm import ServedVLM
 from tests.support.recording import RecordingRelay
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.decode import plan_decode
 from videoitg.decode.export import frame_images
 from videoitg.eval.metrics import uniform_indices
-from videoitg.manifest import load_manifest
+from videoitg.manifest.rows import load_manifest
 from videoitg.sampling import SamplingParams
 
 PYTHON = lmms_python()
@@ -94,7 +94,7 @@ def runs(task, vlm: ServedVLM, relay: RecordingRelay, tmp_path_factory: pytest.T
     first = f"""
 import json
 from pathlib import Path
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.lmms.tasks import task_requests
 reqs = [[r.doc_id, r.contexts, r.videos, r.split] for r in task_requests([{TASK!r}], {str(task["tasks"])!r})]
 codes = [main(["manifest", "--from-lmms-eval", name, "--include-path", {str(task["tasks"])!r},

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.errors import InputError
 from videoitg.lmms.table import collect, markdown, model_args, read_rows
 

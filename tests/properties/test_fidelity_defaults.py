@@ -22,14 +22,14 @@ from videoitg.batch import runner
 from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.runner import BatchOptions, fingerprint, run_batch
 from videoitg.batch.scorers import ScorerSpec
-from videoitg.cli import main
+from videoitg.commands.cli import main
 from videoitg.defaults import default_checkpoint
 from videoitg.engines import runtimes
 from videoitg.errors import EngineError, InputError
 from videoitg.eval.annotations import read_annotations
 from videoitg.eval.scoring import score_records
 from videoitg.lmms.tasks import model_options
-from videoitg.manifest import load_manifest
+from videoitg.manifest.rows import load_manifest
 from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.outputs import released_scores
 from videoitg.pipeline.scorer import Scorer

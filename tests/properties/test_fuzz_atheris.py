@@ -2,7 +2,7 @@
 
 The fuzzer runs in its own process, so a native crash inside FFmpeg is caught as a crash (with the input saved by
 libFuzzer) instead of taking pytest down. In the suite: a short run (VIDEOITG_ATHERIS_SECONDS, default 6 s).
-By hand, a long run from the repository root (figures in RELIABILITY.md):
+By hand, a long run from the repository root (figures in docs/reliability.md):
 
     python -m tests.properties.test_fuzz_atheris -max_total_time=600 -timeout=20 -rss_limit_mb=4096 CORPUS_DIR
 
@@ -82,7 +82,7 @@ def test_atheris_short_run(tmp_path: Path) -> None:
     write_corpus(corpus)
     seconds = int(os.environ.get("VIDEOITG_ATHERIS_SECONDS", "6"))
     # In the suite: a fixed seed and a bounded run count, so CI replays the same inputs every time (a new finding
-    # must not turn CI red at random). Exploration is the long documented run (RELIABILITY.md), with its own seeds.
+    # must not turn CI red at random). Exploration is the long documented run (docs/reliability.md), with its own seeds.
     seed = os.environ.get("VIDEOITG_ATHERIS_SEED", "1")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # `tests` importable from tmp_path
     # libFuzzer reads its RSS from `getrusage`, whose peak a program started from this worker begins at the

@@ -3,7 +3,7 @@ TOP_K, sampling parameters, and paths checked against allowed roots. Property ev
 valid value or raises a typed `videoitg.errors` error; nothing else escapes.
 
 Case counts: VIDEOITG_FUZZ_EXAMPLES scales every test (default: a CI-sized run); with VIDEOITG_FUZZ_REPORT=DIR
-each module writes its counts to DIR/<module>.json (RELIABILITY.md records a long run).
+each module writes its counts to DIR/<module>.json (docs/reliability.md records a long run).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Attacks on the served steps with the real tritonserver (CPU, the embedded tiny checkpoint): a client that calls
 an internal step directly must not stall the top-level model's own work.
 
-- the public ports serve no step (the front, tests/serving/front/test_served.py); behind them, a stream of direct
+- the public ports serve no step (the front, tests/front/test_served.py); behind them, a stream of direct
   calls to the decode step is still bounded by the step's queue (the deployment's max_in_flight): the excess is
   refused at once, and an ordinary request is answered once the bounded backlog has run.
 """
@@ -19,12 +19,12 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
+from benchmarks.clips import random_clip
 from tests.support.server import served, skip_without_tritonserver
-from videoitg.clips import random_clip
+from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.contract.protocol import DECODE
+from videoitg.repository.generator import RepoSpec
 from videoitg.request.limits import Limits
-from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.repository import RepoSpec
 
 pytestmark = pytest.mark.server
 MAX_IN_FLIGHT = 2

@@ -24,6 +24,7 @@ import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
+from benchmarks.clips import random_clip
 from tests.support.batch import assert_rows_close, check_shards, comparable, local_stream, make_manifest, read_jsonl
 from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes
 from tests.support.server import report, skip_without_tritonserver, start, stub_pids
@@ -31,14 +32,13 @@ from tests.support.video import truncate, unknown_codec, write_audio_only, write
 from videoitg.batch import runner, servers, store
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
-from videoitg.clips import random_clip
+from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.contract.protocol import DECODE
-from videoitg.defaults import sample_video
-from videoitg.manifest import load_manifest
+from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.manifest.rows import load_manifest
+from videoitg.repository.generator import RepoSpec, build_repository
 from videoitg.request.limits import Limits
-from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.repository import RepoSpec, build_repository
-from videoitg.serving.server import ServerOptions, TritonServer
+from videoitg.synthetic.sample import sample_video
 
 pytestmark = pytest.mark.server
 TOL = 1e-5
@@ -390,7 +390,7 @@ def test_decode_stub_killed_mid_request(server, sample, tmp_path: Path) -> None:
             except RemoteError:
                 time.sleep(1)
         FAULT.update(healed=healed, unready=unready, cached_video_served=bool(c.score(data, instruction).logits))
-        # The recovery the serving layer can drive (see RELIABILITY.md): reload the model whose stub died.
+        # The recovery the serving layer can drive (see docs/reliability.md): reload the model whose stub died.
         admin = http.InferenceServerClient(server.internal_http_url)
         t0 = time.monotonic()
         admin.load_model(DECODE, headers=server.admin_headers())  # the model-repository API needs the key
@@ -476,7 +476,7 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
         s2 = run_batch(manifest, opts(out))
         plain = {r["row_id"] for r in read_jsonl(out / store.RESULTS)}
         BATCH.update(plain_rerun_ok=len(plain), plain_rerun_missing=len(set(want) - plain))
-        s3 = run_batch(manifest, opts(out, retry_errors=True))  # what a retry recovers (RELIABILITY.md)
+        s3 = run_batch(manifest, opts(out, retry_errors=True))  # what a retry recovers (docs/reliability.md)
     finally:
         again.stop()
     results = read_jsonl(out / store.RESULTS)

@@ -55,7 +55,8 @@ def test_step_models_called_directly_check_their_inputs(server, scorer, sample) 
         "hidden": np.zeros((1, t, feats.visual.shape[1], h + 1), np.float32),
         "nan": np.full((1, t, feats.visual.shape[1], h), np.nan, np.float32),
     }
-    # The width is the checkpoint's: tritonserver refuses another itself (tests/serving/test_step_shapes.py).
+    # The width is the checkpoint's: tritonserver refuses another itself
+    # (tests/repository/test_generator_step_shapes.py).
     messages = {"tokens": "FEATURES of", "hidden": "unexpected shape for input 'FEATURES'", "nan": "NaN or infinite"}
 
     def call(job):

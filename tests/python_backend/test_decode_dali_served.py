@@ -18,10 +18,10 @@ import tritonclient.grpc as grpc
 
 from tests.support.server import skip_without_tritonserver
 from tests.support.video import write_clip
+from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.decode import decode_video, probe_video
+from videoitg.repository.generator import RepoSpec
 from videoitg.request.options import RequestOptions
-from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.repository import RepoSpec
 
 require(("nvidia.dali",), "DALI (nvidia-dali) is not installed")
 

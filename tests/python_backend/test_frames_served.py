@@ -17,14 +17,14 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 from tests.support.compare import TOL, key_tolerance, ranking_keys
 from tests.support.server import raw_inputs
 from tests.support.video import read_number, write_clip
-from videoitg.cli import main
+from videoitg.client.kserve import VideoITGClient
+from videoitg.commands.cli import main
 from videoitg.contract.protocol import RESULT_NAMES as OUTPUTS
 from videoitg.decode import decode_full_frames
 from videoitg.decode.export import resize_longer_side
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
 from videoitg.request.options import RequestOptions
-from videoitg.serving.client import VideoITGClient
 
 ASK = "When is the picture brightest?"
 INVALID = ("StatusCode.INVALID_ARGUMENT", "400")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videoitg.clips import random_clip
+from benchmarks.clips import random_clip
 from videoitg.decode.errors import VideoTooLargeError
 from videoitg.digest import video_digest
 from videoitg.errors import InputError

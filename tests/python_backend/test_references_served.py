@@ -18,18 +18,18 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 import tritonclient.grpc as grpc
 
+from benchmarks.clips import random_clip
 from tests.support.compare import SCORED, assert_records_close, assert_results_close
 from tests.support.server import skip_without_tritonserver
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.servers import TritonScorer
-from videoitg.cli import main
-from videoitg.clips import random_clip
-from videoitg.manifest import Row
+from videoitg.client.kserve import RemoteError, VideoITGClient
+from videoitg.commands.cli import main
+from videoitg.manifest.rows import Row
 from videoitg.paths import SHOWN_CHARS
+from videoitg.repository.generator import RepoSpec
 from videoitg.request.limits import served_defaults
 from videoitg.request.options import RequestOptions
-from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.repository import RepoSpec
 
 pytestmark = pytest.mark.server
 skip_without_tritonserver()

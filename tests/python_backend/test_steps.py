@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.clips import random_clip
 from tests.support.triton_stub import stand_in_pb_utils
-from videoitg.clips import random_clip
 from videoitg.python_backend.cache import FailureMemory, FeatureCache
 from videoitg.python_backend.scheduling import FeatureScheduler
 from videoitg.request.limits import Limits

@@ -12,9 +12,10 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from tests.support.server import CPU_SPEC, skip_without_tritonserver
-from videoitg.defaults import default_checkpoint, sample_video
+from videoitg.client.kserve import VideoITGClient
+from videoitg.defaults import default_checkpoint
 from videoitg.pipeline.scorer import Scorer
-from videoitg.serving.client import VideoITGClient
+from videoitg.synthetic.sample import sample_video
 
 pytestmark = pytest.mark.server
 skip_without_tritonserver()

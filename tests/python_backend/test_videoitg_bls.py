@@ -21,12 +21,12 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+from benchmarks.clips import random_clip
 from tests.support.server import metric_value, start, stub_pids, wait_until
-from videoitg.clips import random_clip
+from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.contract.protocol import DECODE, TOP
-from videoitg.serving.client import RemoteError, VideoITGClient
-from videoitg.serving.repository import RepoSpec, build_repository
-from videoitg.serving.server import ServerOptions, TritonServer
+from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.repository.generator import RepoSpec, build_repository
 
 pytestmark = pytest.mark.server
 DELAY_S = 3.0

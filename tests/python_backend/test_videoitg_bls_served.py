@@ -23,8 +23,8 @@ from tests.support.server import (
     metric_value,
     skip_without_tritonserver,
 )
+from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.request.text import encode_instruction
-from videoitg.serving.client import RemoteError, VideoITGClient
 
 pytestmark = pytest.mark.server
 LIMITS = CPU_LIMITS

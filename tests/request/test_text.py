@@ -18,7 +18,7 @@ from videoitg.batch.scorers import ScorerSpec, score_unit
 from videoitg.blank import is_blank
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
-from videoitg.manifest import Row, load_manifest
+from videoitg.manifest.rows import Row, load_manifest
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.limits import Limits
 from videoitg.request.text import encode_instruction

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.clips import write_rgb_clip
 from tests.support.compare import assert_records_close
 from videoitg.batch import runner, store
-from videoitg.clips import write_rgb_clip
 
 INSTRUCTIONS = [
     "when is the red circle visible?", "when does the square move left?", "which frames matter for this video?",

@@ -1,4 +1,4 @@
-"""Helpers of the front's tests (tests/serving/front/): a front's ports in this process in front of a stand-in for
+"""Helpers of the front's tests (tests/front/): a front's ports in this process in front of a stand-in for
 tritonserver (`running_front` for HTTP, `grpc_front` for gRPC), raw exchanges with them, and fake body streams."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from hyperframe.frame import Frame
 from tritonclient.grpc import service_pb2
 
 from videoitg.contract.protocol import TOP
-from videoitg.serving.front import bounds, config
-from videoitg.serving.front.answer import answer_routes
-from videoitg.serving.front.grpc import GrpcPort
-from videoitg.serving.front.grpc_policy import SERVICE
-from videoitg.serving.front.http import HttpPort, MetricsPort
-from videoitg.serving.ports import free_ports
+from videoitg.front import bounds, config
+from videoitg.front.answer import answer_routes
+from videoitg.front.grpc import GrpcPort
+from videoitg.front.grpc_policy import SERVICE
+from videoitg.front.http import HttpPort, MetricsPort
+from videoitg.launch.ports import free_ports
 
 T = TypeVar("T")
 BODY = json.dumps({"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1],

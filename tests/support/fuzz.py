@@ -27,7 +27,7 @@ def fuzz(ci_examples: int, *also_suppress: HealthCheck) -> settings:
 
 
 def write_report(name: str, counts: Counter[str]) -> None:
-    """Outcome counts -> $VIDEOITG_FUZZ_REPORT/<name>.json (the figures in RELIABILITY.md)."""
+    """Outcome counts -> $VIDEOITG_FUZZ_REPORT/<name>.json (the figures in docs/reliability.md)."""
     out = os.environ.get("VIDEOITG_FUZZ_REPORT")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.relay import _serve, _Side
-from videoitg.serving.ports import free_port
+from videoitg.launch.ports import free_port
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from videoitg.launch import binaries, procfs
+from videoitg.launch.ports import ServerError
+from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.repository.generator import RepoSpec, build_repository
 from videoitg.request.limits import Limits
-from videoitg.serving import binaries, procfs
-from videoitg.serving.ports import ServerError
-from videoitg.serving.repository import RepoSpec, build_repository
-from videoitg.serving.server import ServerOptions, TritonServer
 
 
 def all_threads_stopped(pid: int) -> bool:
@@ -124,7 +124,7 @@ def served(spec: RepoSpec, tmp_path_factory: pytest.TempPathFactory,
 
 # The session server's repository (conftest's `cpu_server`): the CPU bls repository with two small limits that every
 # input its users send stays within (above the sample's ~11 KB, a random clip's ~100 KB and every instruction the
-# tests send), so tests/serving/test_client.py checks both limits on it, and a decode step that streams 5 frames a
+# tests send), so tests/client/test_kserve.py checks both limits on it, and a decode step that streams 5 frames a
 # chunk, so the sample (24 sampled frames) streams in 5 chunks, the last one short.
 CPU_LIMITS = Limits().replace(max_bytes=1 << 20, max_instruction_tokens=32)
 CPU_STREAM_FRAMES = 5
@@ -287,7 +287,7 @@ def report(name: str, data: dict) -> None:
 def raw_inputs(m, named: Mapping[str, object]) -> list:
     """Request inputs of tritonclient's module `m` holding these values as they are (name -> value, one each), typed
     as the served model declares them: for sending what `RequestOptions` would refuse to build, to the server."""
-    from videoitg.serving.client import REQUEST
+    from videoitg.client.kserve import REQUEST
 
     out = []
     for name, value in named.items():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.model.checkpoint import save_checkpoint
-from videoitg.synthetic import write_dataset
+from videoitg.synthetic.task import write_dataset
 from videoitg.train.trainer import TrainConfig, init_model
 
 # 28x28 frames in 14-px patches (a 2x2 grid), a 1-layer-used tower and a 2-layer 32-wide LLM: a training step

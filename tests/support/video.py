@@ -4,7 +4,7 @@ Every frame of `write_clip` carries its own frame number as 8 horizontal bands (
 the number is set), readable after any codec and any squash-resize, so a test can check that the decoder
 returned exactly the frames it claims. Malformed files (audio only, an empty stream, an unknown codec, a truncated
 file) test the decoder's errors. The clips the benchmarks make too (random, camera-like, colour edges, photographic,
-long stream copies) live in `videoitg.clips`, where the tests import them from.
+long stream copies) live in `benchmarks.clips`, where the tests import them from.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from videoitg.clips import video_stream
+from benchmarks.clips import video_stream
 from videoitg.moments import MomentParams
 
 BITS = 8

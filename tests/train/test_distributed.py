@@ -15,8 +15,8 @@ import torch
 from tests.support import ROOT
 from tests.support.model import one_torch_thread
 from tests.support.train import SMALL_MODEL, small_config, small_dataset
+from videoitg.launch.ports import free_port
 from videoitg.model.checkpoint import read_tensors
-from videoitg.serving.ports import free_port
 from videoitg.train.trainer import Trainer, read_metrics
 
 STEPS, LR = 4, 3e-3

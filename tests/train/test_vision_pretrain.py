@@ -11,7 +11,7 @@ import torch
 from tests.support.train import SMALL_MODEL, small_config, small_dataset
 from videoitg.errors import InputError
 from videoitg.model.checkpoint import read_tensors
-from videoitg.synthetic import FRAME_OBJECTS, OBJECT_NAMES
+from videoitg.synthetic.task import FRAME_OBJECTS, OBJECT_NAMES
 from videoitg.train.synthetic_run import main
 from videoitg.train.trainer import init_model
 from videoitg.train.vision_pretrain import load_tagged_frames, mean_auc, pretrain_tower

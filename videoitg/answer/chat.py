@@ -1,6 +1,5 @@
 """Select, then answer: an OpenAI chat-completions request whose last user message holds one video, answered by a
 video-LLM from the frames VideoITG picks for the question. The policy, pure and without a server (docs/answer.md):
-the one bounded reading of JSON from other hands (`load_json`: a client's body, everything the video-LLM sends),
 read and check the request (`load_body`, `parse_chat`), name its video (`video_source`: a data URL sized from its
 length before it is decoded, or a file), let go of it once read (`without_video`), build what the video-LLM is sent
 (`forwarded`: the video part replaced by the chosen frames, everything else as it came), the `videoitg` field of the
@@ -14,21 +13,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import copy
 import json
-import math
 import os
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from videoitg.answer.bounded_json import Budget, load_json, unencodable
+from videoitg.answer.errors import ChatRequestError, OptionError, SelectionError, VideoPartError, VideoRefusedError
 from videoitg.answer.handoff import frame_parts, frame_parts_json
-from videoitg.errors import InputError, VideoITGError
-from videoitg.jsonio import MAX_JSON_DEPTH, nesting_over, no_constant
+from videoitg.errors import InputError
 from videoitg.paths import MediaRoots, PathRefusedError, open_resolved, shown
 from videoitg.request.options import RequestOptions
 
@@ -37,129 +35,12 @@ EXTENSION_OPTIONS = ("top_k", "frame_size")  # what it may set (`videoitg.reques
 # The chosen frames' longer side unless the request says (`frame_size`; 0: the video's own size). 448 px is a common
 # input size of the open video-LLMs; a frame at a video's own size costs a model like Qwen2.5-VL many more tokens.
 DEFAULT_FRAME_SIZE = 448
-# Objects, lists and separators in a request, counted as its '{', '[' and ',' bytes before it is parsed (in its text
-# too; base64 has none of them): a message needs a few, a tool's JSON schema some tens to hundreds, and a text of
-# about 1 MB of prose (a comma every 15 characters or so) fits, more than a video-LLM's context holds. The costliest
-# body at the bound (32,768 empty objects) parses in about 15 ms into 4.4 MiB; 24 MiB of them would take 6 s and
-# 1.2 GiB.
-MAX_JSON_ITEMS = 65_536
-# Digits of an integer in a request (a seed or a token id has at most 20): Python converts one in time that grows
-# with the square of its digits, 65 us for 4,300 (its own bound), which MAX_JSON_ITEMS of them would make 4 s.
-MAX_INT_DIGITS = 100
-COUNT_BYTES = 1 << 20  # of a body counted at once
 B64_SLICE = 1 << 20  # base64 characters decoded at once (a multiple of 4)
 PATHS = ("/v1/chat/completions", "/v1/models")
-# Bytes in memory per byte of a JSON text while it is parsed (`load_json`): its bytes and its text, then the text
-# and the value, which takes up to a quarter more where its strings hold escapes (Python's writer over-allocates as
-# it unescapes): 2.0 for a data-URL body given in one buffer, 2.2 where its '/' are escaped (benchmarks/
-# answer_memory.py, RESULTS.md). Given in many small chunks, the chunks freed as their text is made leave holes in
-# the heap that stay resident until it is trimmed: the endpoint gathers a body in one buffer.
-PARSE_HOLD = 2.25
 VIDEO_READ = {"type": f"{EXTENSION}-video-read"}  # the video part once its video is read (`without_video`)
 _DATA_URL = re.compile(r"data:(video/[A-Za-z0-9.+-]{1,64});base64,", re.ASCII)
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
-class Budget(Protocol):
-    """Where held bytes are counted (the front's `ByteBudget`, safe to use from worker threads): `take` says whether
-    there is room."""
-
-    def take(self, n: int) -> bool: ...
-
-    def give(self, n: int) -> None: ...
-
-
-# ---- errors: each one a status, an OpenAI error type and a code ------------------------------------------------
-class AnswerError(VideoITGError):
-    """A request the endpoint cannot answer; `status` is the HTTP status, `type` and `code` the OpenAI error
-    object's fields (`body`)."""
-
-    status = 400
-    type = "invalid_request_error"
-    code = "invalid_request"
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        if status is not None:  # the class's own unless given (an answered one: SelectionError, UpstreamRefusedError)
-            self.status = status
-
-    def body(self) -> dict[str, Any]:
-        """The OpenAI error shape: {"error": {"message", "type", "code"}}."""
-        return {"error": {"message": str(self), "type": self.type, "code": self.code}}
-
-
-class ChatRequestError(AnswerError, InputError):
-    """The body is not a chat-completions request this endpoint answers (not JSON, no messages, ...)."""
-
-
-class VideoPartError(ChatRequestError):
-    """The request does not hold exactly one video part, in its last user message, with a question beside it."""
-
-    code = "video_part"
-
-
-class VideoRefusedError(ChatRequestError):
-    """The video part names no video the server may read: another URL scheme, malformed base64, a path outside the
-    media roots (the subclass of `PathRefusedError` is named in the message)."""
-
-    code = "video_refused"
-
-
-class OptionError(ChatRequestError):
-    """A field of the `videoitg` extension object is out of range or of the wrong type."""
-
-    code = "videoitg_option"
-
-
-class SelectionError(AnswerError):
-    """The grounding model refused or failed the video (an undecodable video, an instruction over its bound: the
-    server's own message), with the status the server answered."""
-
-    type = "selection_error"
-    code = "selection_failed"
-
-
-class UpstreamRefusedError(AnswerError):
-    """The video-LLM answered with an error: its status, its text wrapped."""
-
-    type = "upstream_error"
-    code = "upstream_refused"
-
-
-class UpstreamUnavailableError(AnswerError):
-    """The video-LLM could not be reached, or its answer broke off or was not what the protocol says."""
-
-    status = 502
-    type = "upstream_error"
-    code = "upstream_unavailable"
-
-
-class UpstreamTimeoutError(AnswerError):
-    """The video-LLM did not answer within the bound."""
-
-    status = 504
-    type = "upstream_error"
-    code = "upstream_timeout"
-
-
-class OverloadedError(AnswerError):
-    """The server holds as many bytes as its budget allows now: retry shortly."""
-
-    status = 503
-    code = "overloaded"
-
-
-class InternalError(AnswerError):
-    """Something the endpoint did not foresee failed; the server's log has the details."""
-
-    status = 500
-    type = "server_error"
-    code = "internal_error"
-
-
-def refusal_body(message: str, code: str) -> dict[str, Any]:
-    """The OpenAI error shape of a refusal the front makes itself (body over its bound, too slow, overloaded)."""
-    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
 
 
 # ---- the request -------------------------------------------------------------------------------------------------
@@ -177,76 +58,6 @@ class ChatQuestion:
     options: RequestOptions
 
 
-class _Unbounded(ValueError):
-    """A JSON value past a bound of `load_json` (raised from its parse hooks)."""
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: not a literal NaN or Infinity, yet a float that is one
-        raise _Unbounded(f"holds a number out of range ({text[:40]})")
-    return value
-
-
-def _bounded_int(digits: str) -> int:
-    if len(digits) - digits.startswith("-") > MAX_INT_DIGITS:
-        raise _Unbounded(f"holds an integer of more than {MAX_INT_DIGITS} digits")
-    return int(digits)
-
-
-def load_json(body: bytes | list[bytes] | list[bytearray], what: str, error: type[AnswerError],
-              budget: Budget | None = None) -> Any:
-    """JSON from other hands, the one bounded reading of a client's body and of everything the video-LLM sends
-    (its answer, error text, model list, each event of a stream): from its bytes or the chunks it came in (a list,
-    emptied as it is read), at most MAX_JSON_ITEMS objects, lists and commas, UTF-8, no NaN or Infinity (nor a
-    number that overflows to one), integers of at most MAX_INT_DIGITS digits, nesting at most MAX_JSON_DEPTH
-    levels; else `error` naming `what` and what is wrong. The chunks are counted and decoded one at a time, so that
-    in a worker thread the event loop runs between them; joining their text and the one JSON parse of it hold the
-    GIL throughout (the loop waits about 45 ms for a 53 MiB body: `python -m benchmarks.answer_parse`).
-    `budget` (the caller counts the bytes given, which go as their text is made): the parse's copies beyond them,
-    PARSE_HOLD times the text's size in memory less those bytes, are held in it while they exist (OverloadedError
-    when there is no room). A text is wider than its UTF-8 where it holds a character past U+00FF (2 or 4 bytes
-    each, for all of its characters)."""
-    chunks = [body] if isinstance(body, bytes) else body
-    given = sum(map(len, chunks))
-    try:
-        texts = _decoded(chunks, what, error)
-    finally:
-        chunks.clear()
-    extra = max(0, int(PARSE_HOLD * _text_bytes(texts)) - given) if budget is not None else 0
-    if budget is not None and not budget.take(extra):
-        raise OverloadedError(f"the server holds too many bytes now to read {what}: retry shortly")
-    try:
-        text = texts[0] if len(texts) == 1 else "".join(texts)
-        texts.clear()
-        try:
-            value = json.loads(text, parse_constant=no_constant, parse_float=_finite, parse_int=_bounded_int)
-        except RecursionError:
-            raise error(f"{what} nests more than {MAX_JSON_DEPTH} levels") from None
-        except _Unbounded as e:
-            raise error(f"{what} {e}") from None
-        except ValueError as e:
-            raise error(f"{what} is not valid JSON ({str(e)[:120]})") from None
-        finally:
-            text = ""
-    finally:
-        if budget is not None:
-            budget.give(extra)
-    if nesting_over(value, MAX_JSON_DEPTH):
-        raise error(f"{what} nests more than {MAX_JSON_DEPTH} levels")
-    return value
-
-
-def _text_bytes(texts: list[str]) -> int:
-    """What the one text joined from `texts` takes in memory: 1, 2 or 4 bytes a character, by the widest (text past
-    U+00FF counted as 2 bytes a character, past U+FFFF as 4)."""
-    width = 1
-    for t in texts:
-        if not t.isascii():
-            width = max(width, 4 if _ASTRAL.search(t) else 2)
-    return width * sum(map(len, texts))
-
-
 def load_body(body: bytes | list[bytes] | list[bytearray], budget: Budget | None = None) -> Any:
     """A client's request body read by `load_json` (ChatRequestError; the copies its parse makes held in
     `budget`), text that cannot be encoded refused naming its field (a lone surrogate, `"\\ud800"`: valid JSON,
@@ -256,70 +67,6 @@ def load_body(body: bytes | list[bytes] | list[bytearray], budget: Budget | None
         raise ChatRequestError(f"request body: {where} holds text that cannot be encoded as UTF-8 (a lone "
                                "surrogate, \\ud800-\\udfff unpaired)")
     return value
-
-
-def unencodable(value: Any) -> str | None:
-    """Where in a parsed JSON value the first text that cannot be encoded as UTF-8 is (a string or a key, named
-    as `messages[1].content[0].text`); None when all of it can. No recursion; paths are built only once such text
-    is known to be there."""
-    if not _walk(value, False):
-        return None
-    return _walk(value, True) or "the body"
-
-
-def _walk(value: Any, named: bool) -> str | bool:
-    """Whether `value` holds text that cannot be encoded (`named`: where, as `unencodable` names it)."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        v, at = stack.pop()
-        if isinstance(v, str):
-            if _has_surrogate(v):
-                return at if named else True
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                if _has_surrogate(k):
-                    return f"a key of {at or 'the body'}" if named else True
-                stack.append((x, (f"{at}.{k[:40]}" if at else k[:40]) if named else ""))
-        elif isinstance(v, list):
-            stack.extend((x, f"{at}[{i}]" if named else "") for i, x in enumerate(v))
-    return False
-
-
-def _has_surrogate(text: str) -> bool:
-    if text.isascii():  # O(1): the string's own flag
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _decoded(chunks: list[bytes] | list[bytearray], what: str, error: type[AnswerError]) -> list[str]:
-    """The text of a body's chunks (each decoded, then dropped from the list), once its count of '{', '[' and ','
-    is known to be within MAX_JSON_ITEMS."""
-    items = 0
-    for chunk in chunks:
-        for at in range(0, len(chunk), COUNT_BYTES):
-            end = at + COUNT_BYTES
-            items += chunk.count(b"{", at, end) + chunk.count(b"[", at, end) + chunk.count(b",", at, end)
-        if items > MAX_JSON_ITEMS:
-            raise error(f"{what} holds more than {MAX_JSON_ITEMS} objects, lists and commas (its '{{', '[' and "
-                        "',' bytes, in its text too)")
-    texts: list[str] = []
-    before, pending = 0, b""  # the body's bytes before this chunk; the start of a character the last one cut
-    for i, chunk in enumerate(chunks):
-        data = pending + chunk if pending else chunk  # one buffer given whole is decoded in place, never copied
-        try:
-            text, used = codecs.utf_8_decode(data, "strict", i == len(chunks) - 1)
-        except UnicodeDecodeError as e:
-            raise error(f"{what} is not valid UTF-8 ({e.reason} at byte {before - len(pending) + e.start})") from None
-        texts.append(text)
-        pending = bytes(data[used:])
-        before += len(chunk)
-        chunks[i] = b""
-        del data, chunk
-    return texts
 
 
 def parse_chat(body: Any) -> ChatQuestion:
@@ -531,80 +278,3 @@ def with_selection(answer: dict[str, Any], selection: Selection) -> dict[str, An
     out = copy.copy(answer)
     out[EXTENSION] = selection.field()
     return out
-
-
-# ---- server-sent events ------------------------------------------------------------------------------------------
-MAX_EVENT_BYTES = 1 << 20  # one event of a streamed answer (a chat chunk holds a token, or a piece of a tool call)
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-DONE = b"[DONE]"  # the data of the event that ends an OpenAI stream
-
-
-def event_data(event: bytes) -> bytes | None:
-    """The `data` of one event (its data lines joined by newlines), None when it has none (a comment, a retry)."""
-    lines = [line for line in re.split(rb"\r\n|\n|\r", event) if line.startswith(b"data:")]
-    if not lines:
-        return None
-    return b"\n".join(line[5:].removeprefix(b" ") for line in lines)
-
-
-def selection_event(selection: Selection) -> bytes:
-    """An event holding only the selection: a chunk with no choices, what goes first when the upstream's first
-    data event holds no chunk (`[DONE]`), or it sent none."""
-    chunk = {"object": "chat.completion.chunk", "choices": [], EXTENSION: selection.field()}
-    return b"data: " + strict_json(chunk) + b"\n\n"
-
-
-def strict_json(value: Any) -> bytes:
-    """`value` as compact JSON, no NaN or Infinity (ValueError instead): what the endpoint answers is JSON."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-
-
-class EventRelay:
-    """A streamed answer's bytes checked event by event as they arrive (`feed`, then `end`), each event passed on
-    as it came once it is whole: a data event holds `[DONE]` or a JSON object read by `load_json` (the bounds of
-    a client's body; at most `max_event` bytes), anything else breaks the stream (UpstreamUnavailableError), as
-    does a stream that ends inside an event. The first data event holding an object gets the `videoitg` field; an
-    event of the selection alone goes first where the first data event is `[DONE]` or none comes. Comments and
-    other fields (`retry`, `id`) pass as they came."""
-
-    def __init__(self, selection: Selection, max_event: int = MAX_EVENT_BYTES):
-        self.selection, self.max_event = selection, max_event
-        self.held = bytearray()  # the bytes of an event not whole yet
-        self.scanned = 0  # of `held`, searched for an event's end
-        self.first = True  # no data event yet
-
-    def feed(self, chunk: bytes) -> bytes:
-        """What to send on for `chunk`: the events it completes (b"" while none)."""
-        held = self.held
-        held += chunk
-        out, at = [], 0
-        while (m := _EVENT_END.search(held, max(at, self.scanned - 3))) is not None:
-            out.append(self._event(bytes(held[at:m.end()])))
-            at = self.scanned = m.end()
-        del held[:at]
-        self.scanned = len(held)
-        if len(held) > self.max_event:
-            raise UpstreamUnavailableError(f"the video-LLM's stream sent an event of more than {self.max_event} "
-                                           "bytes")
-        return b"".join(out)
-
-    def end(self) -> bytes:
-        """What to send on once the stream ended: the selection if no data event carried it."""
-        if self.held.strip():
-            raise UpstreamUnavailableError("the video-LLM's stream broke off inside an event")
-        return selection_event(self.selection) if self.first else b""
-
-    def _event(self, event: bytes) -> bytes:
-        data = event_data(event)
-        if data is None:
-            return event
-        if data == DONE:
-            first, self.first = self.first, False
-            return selection_event(self.selection) + event if first else event
-        chunk = load_json(data, "an event of the video-LLM's stream", UpstreamUnavailableError)
-        if not isinstance(chunk, dict):
-            raise UpstreamUnavailableError("an event of the video-LLM's stream holds no JSON object")
-        if not self.first:
-            return event
-        self.first = False
-        return b"data: " + strict_json(with_selection(chunk, self.selection)) + b"\n\n"

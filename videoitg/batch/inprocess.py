@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from videoitg.batch.scorers import Outcome, ScorerSpec, prepare_then_score
-from videoitg.manifest import Row
+from videoitg.manifest.rows import Row
 from videoitg.outputs import DEFAULT_RANKING_RULE
 from videoitg.pipeline.scorer import Scorer, VideoFeatures
 from videoitg.sampling import SamplingParams

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import videoitg
-
-REPO_ROOT = Path(videoitg.__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[1]  # the `videoitg` folder (this file is videoitg/batch/ray_env.py)
+REPO_ROOT = PACKAGE.parent
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def init_ray(opts: RayOptions) -> None:
         )
     else:
         if opts.ship_code:
-            runtime_env["py_modules"] = [str(Path(videoitg.__file__).resolve().parent)]
+            runtime_env["py_modules"] = [str(PACKAGE)]
         ray.init(address=opts.address, runtime_env=runtime_env or None, logging_level=logging.WARNING)
     _configure_ray_data(opts.wait_for_workers_s)
 

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from videoitg.batch.ray_env import RayOptions, init_ray
 from videoitg.batch.scorers import ScorerSpec, UnitScorer, score_unit
 from videoitg.batch.store import SUMMARY, OutputStore, atomic_write_json, jsonl_line
-from videoitg.grouping import make_units
-from videoitg.manifest import Manifest, Rejected, Row
+from videoitg.manifest.grouping import make_units
+from videoitg.manifest.rows import Manifest, Rejected, Row
 from videoitg.outputs import DEFAULT_RANKING_RULE
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from videoitg.decode.errors import DecodeTimeoutError
 from videoitg.errors import InputError, VideoITGError
-from videoitg.manifest import Row
+from videoitg.manifest.rows import Row
 from videoitg.paths import pinned
 from videoitg.precision import resolve_dtype
 from videoitg.request.limits import Limits

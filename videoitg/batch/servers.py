@@ -1,5 +1,5 @@
 """The batch scorer against running VideoITG servers: every row of a video goes to the server that ranks first for
-its digest (`videoitg.serving.routing.ServerPool`), the first alone (it fills the feature cache), the rest together;
+its digest (`videoitg.client.routing.ServerPool`), the first alone (it fills the feature cache), the rest together;
 when no server answers for about a minute (`TRANSIENT_BACKOFF_S`) the job stops and the rows stay for the rerun."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from videoitg.batch.scorers import Outcome, ScorerSpec, error_record
+from videoitg.client.routing import ServerPool, ServerUnavailableError, routing_key
 from videoitg.errors import InputError
-from videoitg.grouping import group_by_video
-from videoitg.manifest import Row
+from videoitg.manifest.grouping import group_by_video
+from videoitg.manifest.rows import Row
 from videoitg.paths import open_resolved
 from videoitg.request.options import RequestOptions
-from videoitg.serving.routing import ServerPool, ServerUnavailableError, routing_key
 
 log = logging.getLogger(__name__)
 __all__ = ["TritonScorer", "ServerUnavailableError"]

@@ -19,7 +19,7 @@ from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
 from videoitg.request.options import RequestOptions
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = ("ask a video-LLM about a video from the frames VideoITG picks for the question (in-process or through a "
         "running server), print its answer and the frames it was given")
@@ -90,7 +90,7 @@ def select_here(args: argparse.Namespace, question: str, options: RequestOptions
 def select_remote(args: argparse.Namespace, question: str, options: RequestOptions) -> tuple[GroundingResult, Any]:
     """The frames picked by a running server, decoded and encoded there (FRAMES=jpeg)."""
     from videoitg.answer.chat import selection_of
-    from videoitg.serving.client import VideoITGClient
+    from videoitg.client.kserve import VideoITGClient
 
     t0 = time.perf_counter()
     with VideoITGClient(args.server, args.protocol) as c:
@@ -101,7 +101,7 @@ def select_remote(args: argparse.Namespace, question: str, options: RequestOptio
 
 async def ask(upstream_url: str, q: Any, selection: Any, timeout_s: float, model_given: bool) -> dict[str, Any]:
     from videoitg.answer.chat import forwarded_bytes
-    from videoitg.answer.upstream import ChatUpstream
+    from videoitg.answer.videollm import ChatUpstream
 
     up = ChatUpstream(upstream_url, timeout_s=timeout_s)
     try:
@@ -116,7 +116,7 @@ def plot(result: GroundingResult, selection: Any, out: str) -> Path:
     import numpy as np
     from PIL import Image
 
-    from videoitg.plot import plot_timeline
+    from videoitg.commands.plot import plot_timeline
 
     pos = {n: i for i, n in enumerate(result.frame_indices)}
     thumbs = {}
@@ -129,7 +129,7 @@ def plot(result: GroundingResult, selection: Any, out: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from videoitg.answer.chat import parse_chat
-    from videoitg.answer.upstream import check_base_url
+    from videoitg.answer.videollm import check_base_url
     from videoitg.paths import local_video
 
     video = Path(str(local_video(args.video))).resolve()

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from videoitg.batch.scorers import ScorerSpec, check_sampling_options
     from videoitg.batch.servers import ServerUnavailableError
     from videoitg.defaults import default_checkpoint
-    from videoitg.manifest import load_manifest
+    from videoitg.manifest.rows import load_manifest
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")

@@ -9,7 +9,7 @@ from pathlib import Path
 from videoitg.request.limits import Limits
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = "build ONNX / TensorRT / TensorRT-LLM engines (with manifests) from a checkpoint"
 

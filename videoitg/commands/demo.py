@@ -1,7 +1,7 @@
 """`videoitg demo`: the main job on the embedded default (tiny checkpoint + generated sample video), through a
 real Triton server: generate the model repository, start tritonserver on free loopback ports, score the sample
 video over gRPC, print the top-K frames with timestamps, write results.jsonl and the score-timeline PNG, stop the
-server. `--in-process` skips the server (same numbers, see tests/serving/test_client.py)."""
+server. `--in-process` skips the server (same numbers, see tests/client/test_kserve.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from videoitg.outputs import write_results_jsonl
 from videoitg.sampling import SamplingParams
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = ("score the built-in sample video with the embedded tiny checkpoint through a real Triton server; "
         "print top-K, write results.jsonl and a timeline PNG")
@@ -31,15 +31,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _score_served(args: argparse.Namespace, ckpt: Path, video: Path, instruction: str):
+    from videoitg.client.kserve import VideoITGClient
     from videoitg.request.options import RequestOptions
-    from videoitg.serving.client import VideoITGClient
 
     if args.server:
         with VideoITGClient(args.server, args.protocol) as c:
             return c.score(video, instruction, RequestOptions(top_k=args.top_k))
 
-    from videoitg.serving.repository import RepoSpec, build_repository
-    from videoitg.serving.server import TritonServer
+    from videoitg.launch.server import TritonServer
+    from videoitg.repository.generator import RepoSpec, build_repository
 
     with tempfile.TemporaryDirectory(prefix="videoitg-demo-") as tmp:
         repo = build_repository(RepoSpec(target="cpu", checkpoint=str(ckpt)), Path(tmp) / "repo")
@@ -58,11 +58,12 @@ def _score_served(args: argparse.Namespace, ckpt: Path, video: Path, instruction
 
 
 def run(args: argparse.Namespace) -> int:
+    from videoitg.commands.plot import display_aspect, plot_timeline, thumbnails_from_pixels
     from videoitg.commands.score import print_result
     from videoitg.decode import decode_video
-    from videoitg.defaults import default_checkpoint, sample_video, sample_video_meta
+    from videoitg.defaults import default_checkpoint
     from videoitg.model.files import load_config
-    from videoitg.plot import display_aspect, plot_timeline, thumbnails_from_pixels
+    from videoitg.synthetic.sample import sample_video, sample_video_meta
     ckpt = default_checkpoint()
     video, instruction = sample_video()
     print(f"checkpoint: {ckpt}\nvideo: {video}\ninstruction: {instruction!r}")

@@ -20,7 +20,7 @@ from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
 from videoitg.request.limits import Limits
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = ("evaluate grounding on annotated videos (VideoITG-40K, QVHighlights, Charades-STA): frame recall/AP, "
         "moment retrieval R1/R5/mIoU and MR-mAP, highlight mAP/HIT@1; QVHighlights' submission file")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = ("write a batch manifest with an lmms-eval task's doc_ids and full prompts (contexts), for videoitg batch "
         "(needs the lmms extra)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from videoitg.serving.perf import CacheCounts
+    from videoitg.launch.perf import CacheCounts
 
 import argparse
 import os
@@ -18,7 +18,7 @@ from videoitg.contract.protocol import TOP
 from videoitg.errors import InputError
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = ("measure a running server with perf_analyzer (throughput, p50/p95/p99 latency) using real videos as input: "
         "cold requests by default, cache hits with --requests cached")
@@ -55,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.serving import perf
-    from videoitg.serving.client import VideoITGClient, protocol_mismatch
+    from videoitg.client.kserve import VideoITGClient, protocol_mismatch
+    from videoitg.launch import perf
 
     run_id = os.urandom(8)  # in every copy this run makes: none is one the server saw before
 

@@ -11,7 +11,7 @@ from videoitg.precision import PRECISIONS
 from videoitg.sampling import SamplingParams
 
 if TYPE_CHECKING:
-    from videoitg.serving.repository import RepoSpec
+    from videoitg.repository.generator import RepoSpec
 
 HELP = "write the Triton model repository (config.pbtxt files) for a checkpoint"
 
@@ -25,7 +25,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
-    """The repository's shape and serving defaults (`videoitg.serving.repository.RepoSpec`)."""
+    """The repository's shape and serving defaults (`videoitg.repository.generator.RepoSpec`)."""
     from videoitg.outputs import DEFAULT_RANKING_RULE, DEFAULT_TOP_K, RANKING_RULES
 
     p.add_argument("--mode", choices=["bls", "ensemble"], default="bls",
@@ -95,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, target: str):
     from videoitg.paths import MediaRoots
+    from videoitg.repository.generator import DEFAULT_CHECKPOINT, RepoSpec
     from videoitg.request.limits import Limits, served_defaults
-    from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec
 
     return RepoSpec(
         target=target,
@@ -128,7 +128,7 @@ def check_runtimes_for(spec: RepoSpec) -> None:
     if not spec.engines:
         return
     from videoitg.engines.preflight import check_runtimes
-    from videoitg.serving.repository import step_runtimes
+    from videoitg.repository.generator import step_runtimes
 
     check_runtimes(spec.engines, step_runtimes(spec.engines, spec.target))
 
@@ -144,7 +144,7 @@ def check_decoder_for(spec: RepoSpec) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.serving.repository import DEFAULT_CHECKPOINT, build_repository, step_runtimes
+    from videoitg.repository.generator import DEFAULT_CHECKPOINT, build_repository, step_runtimes
 
     spec = spec_from_args(args, args.target)
     if not args.skip_runtime_check:

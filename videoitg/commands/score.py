@@ -28,7 +28,7 @@ from videoitg.precision import PRECISIONS
 from videoitg.sampling import SamplingParams
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = ("score one video for an instruction, in-process or through a running server (--server), and print the "
         "top-K frames and moments")
@@ -113,9 +113,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_remote(args: argparse.Namespace) -> int:
     """Score through a running server; the record and plot are built exactly as in-process."""
-    from videoitg.defaults import is_sample_video, served_demo_notice
-    from videoitg.serving.client import VideoITGClient
-    from videoitg.serving.routing import ServerPool
+    from videoitg.client.kserve import VideoITGClient
+    from videoitg.client.routing import ServerPool
+    from videoitg.defaults import served_demo_notice
+    from videoitg.synthetic.sample import is_sample_video
 
     with ServerPool(args.server, args.protocol, backoff_s=()) as pool:  # no waiting: each server is tried once
         served, url = pool.infer(Path(args.video), args.instruction, args.options)
@@ -151,7 +152,7 @@ def run_remote(args: argparse.Namespace) -> int:
 def served_demo(checkpoint: str) -> bool:
     """Whether a server's `checkpoint` parameter names the embedded tiny checkpoint."""
     from videoitg.defaults import is_demo_checkpoint
-    from videoitg.serving.repository import DEFAULT_CHECKPOINT
+    from videoitg.repository.generator import DEFAULT_CHECKPOINT
 
     return checkpoint == DEFAULT_CHECKPOINT or is_demo_checkpoint(checkpoint)
 
@@ -170,7 +171,7 @@ def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames: 
         write_results_jsonl(args.output, [rec])
         print(f"appended to {args.output}")
     if args.plot:
-        from videoitg.plot import display_aspect, plot_timeline, thumbnails_from_pixels
+        from videoitg.commands.plot import display_aspect, plot_timeline, thumbnails_from_pixels
 
         frames = thumbnail_frames()
         thumbs = thumbnails_from_pixels(frames.pixel_values, display_aspect(frames.info))

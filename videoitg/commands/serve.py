@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from videoitg.answer.upstream import check_base_url
+from videoitg.answer.videollm import check_base_url
 from videoitg.commands.repo import (
     add_deployment_arguments,
     add_limit_arguments,
@@ -23,11 +23,11 @@ from videoitg.commands.repo import (
 )
 from videoitg.contract.protocol import RepoSummary
 from videoitg.errors import CheckpointError, InputError
-from videoitg.serving.ports import check_ports_free
-from videoitg.serving.repository import DEFAULT_CHECKPOINT, RepoSpec, build_repository
-from videoitg.serving.server import ServerOptions, TritonServer
-from videoitg.serving.shm import is_stale, launcher_tag
-from videoitg.serving.supervise import supervise
+from videoitg.launch.ports import check_ports_free
+from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.launch.shm import is_stale, launcher_tag
+from videoitg.launch.supervise import supervise
+from videoitg.repository.generator import DEFAULT_CHECKPOINT, RepoSpec, build_repository
 
 HELP = "serve a checkpoint with Triton Inference Server (HTTP, gRPC, metrics), bound to 127.0.0.1 by default"
 

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = "generate synthetic shape videos with grounding instructions and exact labels"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from videoitg.synthetic import CODECS, INSTRUCTION_KINDS  # numpy + PyAV: only when this command runs
+    from videoitg.synthetic.task import CODECS, INSTRUCTION_KINDS  # numpy + PyAV: only when this command runs
 
     parser.add_argument("out", type=Path, help="output folder (dataset) or file (with --sample)")
     parser.add_argument("--videos", type=int, default=100, help="number of videos (default 100)")
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoitg.synthetic import make_sample_video, write_dataset
+    from videoitg.synthetic.task import make_sample_video, write_dataset
 
     if args.sample:
         info = make_sample_video(args.out)

@@ -12,7 +12,7 @@ from pathlib import Path
 from videoitg.errors import InputError
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = "train a VideoITG grounding checkpoint (resumable; torchrun for several processes)"
 

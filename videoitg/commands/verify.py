@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
-# answers without them (videoitg/cli.py).
+# answers without them (videoitg/commands/cli.py).
 
 HELP = "compare every available backend (torch, onnxruntime, tensorrt, trtllm) with the PyTorch reference"
 

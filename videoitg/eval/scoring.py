@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from videoitg.errors import VideoITGError
 from videoitg.eval.summary import RecordScores, query_info, query_positives
-from videoitg.grouping import group_by_video
+from videoitg.manifest.grouping import group_by_video
 
 
 class FeatureScorer(Protocol):

@@ -7,7 +7,7 @@ The two selections differ only in which frames are sent: `videoitg` sends a grou
 `uniform` K evenly spaced frames (`videoitg.eval.metrics.uniform_indices`) of the same sampled frames
 (`videoitg.decode.plan_decode`, the sampling scoring decodes). Both are decoded by `frame_images`, and the request is
 built and sent by the answer endpoint's own code (`videoitg.answer.chat.parse_chat` + `forwarded_bytes`, whose frames
-come from `videoitg.answer.handoff`; `videoitg.answer.upstream.ChatUpstream`): a video-LLM receives from this path
+come from `videoitg.answer.handoff`; `videoitg.answer.videollm.ChatUpstream`): a video-LLM receives from this path
 exactly what `videoitg serve --answer-upstream` would forward for the same frames.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.answer.chat import DEFAULT_FRAME_SIZE, Selection, forwarded_bytes, parse_chat
-from videoitg.answer.upstream import ChatUpstream, check_base_url
+from videoitg.answer.videollm import ChatUpstream, check_base_url
 from videoitg.decode import plan_decode
 from videoitg.decode.export import frame_images
 from videoitg.errors import InputError

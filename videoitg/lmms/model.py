@@ -81,7 +81,7 @@ class VideoITGModel(lmms):
         if answering is not None and answering.selection == "uniform":
             return  # uniform frames need no grounding model
         if server:
-            from videoitg.serving.client import VideoITGClient  # tritonclient: the optional `serve` extra
+            from videoitg.client.kserve import VideoITGClient  # tritonclient: the optional `serve` extra
 
             self.client = VideoITGClient(server, protocol)
         else:

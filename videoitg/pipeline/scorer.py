@@ -20,7 +20,7 @@ import torch
 
 from videoitg.decode import decode_video, stream_video
 from videoitg.decode.structs import SampledFrames
-from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint, is_sample_video
+from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint
 from videoitg.errors import InputError
 from videoitg.model.checkpoint import load_checkpoint
 from videoitg.model.files import checkpoint_identity
@@ -35,6 +35,7 @@ from videoitg.preprocess import pixel_values
 from videoitg.request.limits import Limits
 from videoitg.request.text import instruction_ids
 from videoitg.sampling import SamplingParams
+from videoitg.synthetic.sample import is_sample_video
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,62 @@
+"""The front's process: its HTTP, gRPC and metrics ports sharing one held-bytes budget, until SIGINT or SIGTERM.
+
+    python -m videoitg.front CONFIG_JSON    # started and stopped by `TritonServer` (server.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+
+from videoitg.front.answer import answer_routes
+from videoitg.front.config import (
+    INFER_KEY_ENV,
+    METRICS_CONNECTIONS,
+    FrontConfig,
+    FrontCounters,
+    held_budget,
+)
+from videoitg.front.grpc import GrpcPort
+from videoitg.front.http import HttpPort, MetricsPort
+from videoitg.front.process import (
+    connection_cap,
+    raise_open_file_limit,
+    return_freed_memory,
+    trim_after_release,
+)
+
+
+async def serve(cfg: FrontConfig, open_files: int) -> None:
+    """The ports until SIGINT or SIGTERM; `open_files`: the open-file limit in force, named in the ready line."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    counters = FrontCounters()
+    budget = held_budget(cfg)
+    http = HttpPort(cfg, counters, budget, *answer_routes(cfg))
+    metrics, grpc = MetricsPort(cfg, counters), GrpcPort(cfg, counters, budget)
+    for port in (http, metrics, grpc):
+        await port.start()
+    trimmer = asyncio.ensure_future(trim_after_release(budget))
+    print(f"videoitg front: http {cfg.host}:{cfg.http_port} grpc {cfg.host}:{cfg.grpc_port} metrics "
+          f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}; "
+          f"open files {open_files}; connections http {cfg.max_connections} grpc {cfg.max_connections} metrics "
+          f"{METRICS_CONNECTIONS}", flush=True)
+    await stop.wait()
+    trimmer.cancel()
+    await asyncio.gather(grpc.stop(cfg.shutdown_s), http.stop(), metrics.stop())
+
+
+def main(argv: list[str]) -> int:
+    raw = json.loads(argv[0])
+    key = os.environ.pop(INFER_KEY_ENV, "")  # the environment's: never the command line's
+    cfg = FrontConfig(**{**raw, "models": tuple(raw["models"]), "infer_key": key})
+    return_freed_memory()
+    open_files = raise_open_file_limit()
+    cfg = dataclasses.replace(cfg, max_connections=connection_cap(open_files, cfg.max_connections))
+    asyncio.run(serve(cfg, open_files))
+    return 0

@@ -1,7 +1,0 @@
-"""`python -m videoitg.serving.front CONFIG_JSON`: the front's process (`main.py`)."""
-
-import sys
-
-from videoitg.serving.front.main import main
-
-sys.exit(main(sys.argv[1:]))
