@@ -27,6 +27,7 @@ No exception is listed. The launcher's own check stays below (/proc read in one 
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -141,3 +142,16 @@ def test_only_procfs_reads_proc() -> None:
                      for p in (ROOT / "videoitg" / folder).rglob("*.py")
                      if re.search(r"""["']/proc\b""", p.read_text()))
     assert readers == ["launch/procfs.py"]
+
+
+# ---- the tests ----------------------------------------------------------------------------------------------------
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/support/; a test module never imports another test module."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                      if n.startswith("tests.") and n.rpartition(".")[2].startswith("test_")]
+    assert not found, found

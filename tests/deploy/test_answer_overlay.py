@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.test_deploy import CRDS, DEPLOY, K8S_OLDEST, _kustomize, load_kustomization, serve_flag
+from tests.support.deploy import CRDS, DEPLOY, K8S_OLDEST, kustomize, load_kustomization, serve_flag
 from videoitg.commands.cli import build_parser
 from videoitg.outputs import DEFAULT_TOP_K
 
@@ -27,7 +27,7 @@ NEEDS_KUBECTL = pytest.mark.skipif(shutil.which("kubectl") is None,
 def rendered() -> dict[tuple[str, str], dict[str, Any]]:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl (Kustomize built in) is not on PATH: the patches are not applied")
-    return {(d["kind"], d["metadata"]["name"]): d for d in _kustomize(OVERLAY)}
+    return {(d["kind"], d["metadata"]["name"]): d for d in kustomize(OVERLAY)}
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from tests.support import ROOT
+from tests.support.deploy import CRDS, DEPLOY, K8S_OLDEST, kustomize, load_kustomization, serve_flag
 from videoitg.commands.cli import build_parser
 from videoitg.launch.server import STOP_GRACE_S, ServerOptions
 from videoitg.repository.generator import RepoSpec
@@ -34,14 +35,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
-DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAY = DEPLOY / "overlays" / "example"
 DOCKERFILE = DEPLOY / "Dockerfile"
 ADAPTER_VALUES = DEPLOY / "monitoring" / "prometheus-adapter-values.yaml"
-# The oldest Kubernetes the manifests are written for, and the newest schemas kubernetes-validate ships.
-K8S_OLDEST = "1.29.0"
-CRDS = ("monitoring.coreos.com/",)  # no schema in kubernetes-validate: checked semantically below
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # `videoitg serve` defaults, Triton's conventional ports
 HEALTH_READY, HEALTH_LIVE = "/v2/health/ready", "/v2/health/live"
 JIT_CACHE = "/cache"  # where libraries compile and cache at run time, in the image and the pod
@@ -52,20 +49,6 @@ CACHE_VARIABLES = ("XDG_CACHE_HOME", "FLASHINFER_WORKSPACE_BASE", "TRITON_CACHE_
 
 
 # ---- loading ---------------------------------------------------------------------------------------------------
-def load_kustomization(root: Path) -> list[dict[str, Any]]:
-    """Every document of the resources `root/kustomization.yaml` lists (directories: their own kustomization),
-    read with PyYAML as written, without Kustomize's transformations."""
-    kust = yaml.safe_load((root / "kustomization.yaml").read_text())
-    docs: list[dict[str, Any]] = []
-    for res in kust.get("resources", []):
-        path = (root / res).resolve()
-        if path.is_dir():
-            docs += load_kustomization(path)
-        else:
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
-
-
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for d in docs:
@@ -110,11 +93,6 @@ def dockerfile_env() -> dict[str, str]:
     return out
 
 
-def serve_flag(args: list[str], flag: str) -> str:
-    assert flag in args, f"{flag} missing from the container args {args}"
-    return args[args.index(flag) + 1]
-
-
 # ---- the kustomization ------------------------------------------------------------------------------------------
 def test_kustomization_lists_every_manifest_and_nothing_else() -> None:
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
@@ -125,16 +103,10 @@ def test_kustomization_lists_every_manifest_and_nothing_else() -> None:
                      "NetworkPolicy", "PodDisruptionBudget"}
 
 
-def _kustomize(root: Path) -> list[dict[str, Any]]:
-    r = subprocess.run(["kubectl", "kustomize", str(root)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return [d for d in yaml.safe_load_all(r.stdout) if d]
-
-
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (Kustomize built in) is not on PATH")
 def test_kustomize_renders_base_and_example_overlay() -> None:
     direct = {(d["kind"], d["metadata"]["name"]) for d in load_kustomization(K8S)}
-    rendered = _kustomize(K8S)
+    rendered = kustomize(K8S)
     assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == direct
     assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "videoitg" for d in rendered)
     (dep,) = [d for d in rendered if d["kind"] == "Deployment"]
@@ -142,7 +114,7 @@ def test_kustomize_renders_base_and_example_overlay() -> None:
     # The selector is not rewritten by the common labels: a later label change cannot orphan running pods.
     assert dep["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "videoitg-serve"}
 
-    overlay = _kustomize(OVERLAY)
+    overlay = kustomize(OVERLAY)
     kinds = {d["kind"] for d in overlay}
     assert {"Namespace", "PersistentVolumeClaim"} <= kinds and direct <= {(d["kind"], d["metadata"]["name"])
                                                                           for d in overlay}
