@@ -41,10 +41,11 @@ still run):
   hotpath, served_e2e
             the hot path profiled and measured change by change against the current path and the released-style
             path, FP8 included; the whole served request on the 10-minute 720p clip and 8 concurrent cold requests
-            (benchmarks/gpu_hotpath.py says what each measures). On an H100: env 10 s, hotpath 173 s (before its
-            padded-MLP variants, multi-kernel candidate and FP8 profile, estimated at about 80 s more: a recompile,
-            a second compile, 30 more timed calls), served_e2e 151 s, decode_long 55 s, fp8_breakdown 20 s, the
-            wheelhouse's unpack and install about 15 s (each call's wall time less its sections')
+            (benchmarks/gpu_hotpath.py and benchmarks/gpu_decode.py say what each measures). On an H100: env 10 s,
+            hotpath 173 s (before its padded-MLP variants, multi-kernel candidate and FP8 profile, estimated at about
+            80 s more: a recompile, a second compile, 30 more timed calls), served_e2e 151 s, decode_long 55 s,
+            fp8_breakdown 20 s, the wheelhouse's unpack and install about 15 s (each call's wall time less its
+            sections')
   fp8_breakdown
             FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights) with
             FP8 in the vision tower only, in the LLM only and in both, and in both without Hopper's fast
@@ -729,7 +730,7 @@ class Check:
         return hotpath(self)
 
     def served_e2e(self) -> dict[str, Any]:
-        from benchmarks.gpu_hotpath import served_e2e
+        from benchmarks.gpu_decode import served_e2e
 
         return served_e2e(self)
 
@@ -739,7 +740,7 @@ class Check:
         return fp8_breakdown(self)
 
     def decode_long(self) -> dict[str, Any]:
-        from benchmarks.gpu_hotpath import decode_long
+        from benchmarks.gpu_decode import decode_long
 
         return decode_long(self)
 
