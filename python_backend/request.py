@@ -21,7 +21,7 @@ from videoitg.request.limits import Limits
 from videoitg.request.options import OPTIONS, RequestOptions
 
 Inputs = Mapping[str, np.ndarray]  # a request's inputs by name; an optional input is absent
-MAX_OPTION_BYTES = 64  # a named option (RANKING_RULE, FRAMES)
+MAX_OPTION_BYTES = 64  # a text option (RANKING_RULE, FRAMES)
 NO_MEDIA_ROOTS = MediaRoots()  # the default: videos by reference are refused
 DEFAULT_SELECTION = SelectionOptions()
 RAISE_VIDEO_BYTES = ("raise it with --max-video-bytes when the repository is built (env VIDEOITG_MAX_VIDEO_BYTES), "
@@ -65,7 +65,7 @@ def bytes_value(arr: np.ndarray, name: str) -> bytes:
 
 
 def option_text(arr: np.ndarray | None, name: str, choices: Sequence[str]) -> str | None:
-    """A named option (RANKING_RULE, FRAMES) as text; None when absent. Its size is checked before any use, so an
+    """A text option (RANKING_RULE, FRAMES) as text; None when absent. Its size is checked before any use, so an
     error never echoes a long field back; which of `choices` it names is `RequestOptions`' check."""
     value = one_value(arr, name)
     if value is None:
@@ -127,14 +127,14 @@ def _instruction(instruction: np.ndarray | None, limits: Limits) -> str:
 
 
 def parse_options(inputs: Inputs) -> RequestOptions:
-    """The request's optional option inputs (`protocol.OPTION_INPUTS`: TOP_K, RANKING_RULE, FRAMES, FRAMES_SIZE),
-    each error naming its input; None where absent."""
+    """The request's optional option inputs (one per option row: `protocol.OPTION_INPUTS`), each error naming its
+    input; None where absent. A text option's size is checked before anything else reads it."""
     values: dict[str, Any] = {}
     for option, name in OPTION_INPUTS.items():
         value = one_value(inputs.get(name), name)
         if isinstance(value, (bytes, np.bytes_)):
             value = option_text(inputs.get(name), name, OPTIONS[option].choices)
-        elif isinstance(value, np.integer):
-            value = int(value)
+        elif isinstance(value, (np.integer, np.floating)):
+            value = value.item()
         values[option] = value
     return RequestOptions.labelled(values, OPTION_INPUTS)

@@ -28,7 +28,7 @@ def test_a_score_on_a_rounding_step_differs_in_the_record_but_agrees_within_tole
     edge = logit(0.0015395)  # rounds to 0.00154 or 0.001539 on either side
     a = result([edge + 2e-7, 1.0, -3.0, 2.0, 0.5])
     b = dataclasses.replace(a, logits=[edge - 2e-7, *a.logits[1:]])
-    ra, rb = a.to_record(7, "v.mp4", top_k=3), b.to_record(7, "v.mp4", top_k=3)
+    ra, rb = a.to_record(7, "v.mp4", picked=a.top_k_positions(3)), b.to_record(7, "v.mp4", picked=b.top_k_positions(3))
     assert ra["scores"][0] != rb["scores"][0]  # what exact equality would have failed on
     assert_results_close(a, b)
     assert_records_close(ra, rb)
@@ -41,11 +41,12 @@ def test_frames_within_tolerance_may_swap_others_may_not(rule: str) -> None:
     # exact: the near-tie orders them the other way; released: fp16 keys tie them, the earlier frame first in both
     assert (a.ranking == b.ranking) == (rule == "released")
     assert_results_close(a, b)
-    assert_records_close(a.to_record(top_k=2), b.to_record(top_k=2), fields=SCORED)
-    wrong = a.to_record(top_k=2)
+    assert_records_close(a.to_record(picked=a.top_k_positions(2)), b.to_record(picked=b.top_k_positions(2)),
+                         fields=SCORED)
+    wrong = a.to_record(picked=a.top_k_positions(2))
     wrong["index"], wrong["logits"] = wrong["index"][::-1], wrong["logits"][::-1]  # worst first
     with pytest.raises(AssertionError, match="rank 0"):
-        assert_records_close(wrong, a.to_record(top_k=2), fields=SCORED)
+        assert_records_close(wrong, a.to_record(picked=a.top_k_positions(2)), fields=SCORED)
 
 
 def test_logits_over_tolerance_fail() -> None:

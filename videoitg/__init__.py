@@ -5,6 +5,7 @@
     with Client("127.0.0.1:8001") as c:                                       # a running `videoitg serve`
         result = c.score("clip.mp4", "When does the dog jump?")
     result.moments, result.top_k_frames(8), result.to_record(doc_id=0)
+    select(result, RequestOptions(top_k=8))                                    # the frames a request's options pick
 
 Names are imported on first use, so `import videoitg` (and `videoitg --help`) stay light.
 """
@@ -23,6 +24,7 @@ _LAZY = {
     "MomentParams": ("videoitg.moments", "MomentParams"),
     "SamplingParams": ("videoitg.sampling", "SamplingParams"),
     "RequestOptions": ("videoitg.request.options", "RequestOptions"),
+    "select": ("videoitg.request.options", "select"),
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -143,13 +143,14 @@ class GroundingResult:
         """The moments under `params`, inside [0, duration] when the duration is known."""
         return find_moments(self.scores, self.timestamps, params, self.duration)
 
-    def to_record(self, doc_id: Any = None, video_path: str | None = None, top_k: int | None = None,
+    def to_record(self, doc_id: Any = None, video_path: str | None = None, picked: Sequence[int] | None = None,
                   moment_params: MomentParams = DEFAULT_PARAMS, **extra: Any) -> dict[str, Any]:
         """One results.jsonl object: the downstream keys first (`index` in ranking order, `logits` = sigmoid
         scores in that order rounded to 2 decimals, as the released wrapper writes them: the fp16 scores under
         the released rule), then our own fields (`scores` is the per-frame saliency; `moments` =
         [[start_s, end_s, score], ...], best first, inside [0, duration]; `duration` in seconds, or null where the
-        container did not say)."""
+        container did not say; `top_k`, with `picked`: the picked frames' numbers, chronological, from positions
+        such as `videoitg.request.options.select` gives)."""
         order = self.ranking
         scores = self.scores
         ranked = released_scores(self.logits).tolist() if self.ranking_rule == "released" else scores
@@ -167,8 +168,8 @@ class GroundingResult:
             "moments": [m.round() for m in find_moments(scores, self.timestamps, moment_params, self.duration)],
             "duration": None if self.duration is None else round(self.duration, 3),
         }
-        if top_k is not None:
-            rec["top_k"] = self.top_k_frames(top_k)
+        if picked is not None:
+            rec["top_k"] = [self.frame_indices[i] for i in picked]
         rec.update(extra)
         return rec
 

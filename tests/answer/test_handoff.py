@@ -20,6 +20,7 @@ from videoitg.answer.handoff import chat_request
 from videoitg.decode import decode_full_frames
 from videoitg.outputs import GroundingResult
 from videoitg.pipeline.scorer import Scorer
+from videoitg.request.options import RequestOptions
 
 require(("openai",), "the openai SDK (the dev extra) is not installed")  # imported by the tests that use it
 
@@ -63,7 +64,7 @@ def _image(url: str) -> np.ndarray:
 
 
 def test_the_request_has_the_sdk_shape_and_the_top_k_frames(clip: Path, result: GroundingResult) -> None:
-    request = chat_request(clip, result, MODEL, k=4)
+    request = chat_request(clip, result, MODEL, options=RequestOptions(top_k=4))
     assert sdk_accepts(request)
     assert request["model"] == MODEL
     (message,) = request["messages"]
@@ -83,7 +84,8 @@ def test_the_request_has_the_sdk_shape_and_the_top_k_frames(clip: Path, result: 
 
 
 def test_size_and_question(clip: Path, result: GroundingResult) -> None:
-    request = chat_request(clip, result, MODEL, k=2, size=80, question="What changes?")
+    request = chat_request(clip, result, MODEL, options=RequestOptions(top_k=2, frames="jpeg", frame_size=80),
+                           question="What changes?")
     assert sdk_accepts(request)
     parts = request["messages"][0]["content"]
     assert parts[-1]["text"] == "What changes?"
@@ -129,7 +131,7 @@ def test_the_sdk_sends_it_to_an_openai_compatible_endpoint(clip: Path, result: G
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        request = chat_request(clip, result, MODEL, k=3)
+        request = chat_request(clip, result, MODEL, options=RequestOptions(top_k=3))
         client = OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="EMPTY", max_retries=0)
         answer = client.chat.completions.create(**request)
     finally:

@@ -20,6 +20,7 @@ from videoitg.errors import InputError, VideoDecodeError
 from videoitg.manifest.grouping import make_units
 from videoitg.manifest.rows import load_manifest
 from videoitg.pipeline.scorer import Scorer
+from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
 
 
@@ -173,7 +174,8 @@ def test_the_fingerprint_names_each_scorer_kind(tmp_path):
     sampling, against servers the endpoints stand in for both."""
     inproc = fingerprint(BatchOptions(str(tmp_path), ScorerSpec(checkpoint=str(default_checkpoint()))))
     assert inproc["scorer"] == "inprocess" and len(inproc["checkpoint"]) == 16 and inproc["num_frames"] == 512
-    served = fingerprint(BatchOptions(str(tmp_path), ScorerSpec(kind="triton", servers=("b:1", "a:1"), top_k=3)))
+    served = fingerprint(BatchOptions(str(tmp_path), ScorerSpec(kind="triton", servers=("b:1", "a:1"),
+                                                                options=RequestOptions(top_k=3))))
     assert served == {"scorer": "triton", "servers": ["a:1", "b:1"], "top_k": 3, "ranking_rule": "server default"}
 
 
@@ -182,7 +184,8 @@ def test_the_fingerprint_names_each_scorer_kind(tmp_path):
 def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
     path, _, _ = make_manifest(tmp_path, videos=2, per_video=3)
     rows = load_manifest(path).rows
-    spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
+    spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0,
+                      options=RequestOptions(top_k=3))
     scorer = InProcessScorer(spec)
     good = [r for r in rows if r.video.endswith("v0.mp4")]
     long_row = next(r for r in rows if r.row_id == "901")
@@ -193,7 +196,8 @@ def test_score_unit_reuses_visual_features_and_isolates_failures(tmp_path):
     assert out[1].record["stage"] == "score" and "tokens" in out[1].record["reason"]
     ref = Scorer(default_checkpoint(), sampling=SamplingParams(num_frames=8, target_fps=4.0))
     for o, r in zip([out[0], *out[2:]], good, strict=True):
-        want = ref.score(r.video, r.instruction).to_record(doc_id=r.doc_id, video_path=r.video, top_k=3)
+        res = ref.score(r.video, r.instruction)
+        want = res.to_record(doc_id=r.doc_id, video_path=r.video, picked=res.top_k_positions(3))
         assert o.record["row_id"] == r.row_id
         assert_records_close({k: o.record[k] for k in want}, want)  # another batch shape: within tolerance
     corrupt = next(r for r in rows if r.row_id == "900")
@@ -260,7 +264,8 @@ def test_in_process_run_writes_good_rows_and_each_bad_rows_error(tmp_path, monke
     """Hostile rows (a lone surrogate, a doc_id of 2**70, a line that is not UTF-8) become error records; the good
     rows are scored and every shard is written whole (no temp shard left)."""
     monkeypatch.setattr(runner, "_stream", local_stream)
-    spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0, top_k=3)
+    spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0,
+                      options=RequestOptions(top_k=3))
     out = tmp_path / "out"
     s = run_batch(load_manifest(_hostile_manifest(tmp_path)), BatchOptions(str(out), spec, progress=False))
     assert s["merged"] == {"results": 2, "errors": 4, "duplicates_dropped": 0, "missing": 0}

@@ -38,6 +38,7 @@ from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
 from videoitg.defaults import default_checkpoint
 from videoitg.manifest.rows import load_manifest
+from videoitg.request.options import RequestOptions
 
 TOP_K = 3
 NUM_FRAMES, TARGET_FPS = int(SAMPLING_ARGS[1]), float(SAMPLING_ARGS[3])
@@ -50,7 +51,7 @@ def options(out: Path, scorer: ScorerSpec, **kw) -> BatchOptions:
 
 def inprocess_spec() -> ScorerSpec:
     return ScorerSpec(kind="inprocess", checkpoint=str(default_checkpoint()), num_frames=NUM_FRAMES,
-                       target_fps=TARGET_FPS, top_k=TOP_K, dtype="float32")
+                       target_fps=TARGET_FPS, options=RequestOptions(top_k=TOP_K), dtype="float32")
 
 
 @pytest.fixture(scope="module")

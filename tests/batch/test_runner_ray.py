@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import require
-from tests.support.batch import SAMPLING_ARGS, make_manifest
+from tests.support.batch import SAMPLING_ARGS, make_manifest, reference_record
 from tests.support.compare import SCORED, assert_records_close
 from tests.support.model import one_torch_thread
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, ray_env, records, run_to_end, session_pids
@@ -49,8 +49,7 @@ def reference(media):
     scorer = Scorer(media["checkpoint"], sampling=SamplingParams(num_frames=8, target_fps=4.0))
     rows = [r for r in load_manifest(media["manifest"]).rows if r.row_id not in media["bad"]]
     with one_torch_thread():
-        return {r.row_id: scorer.score(r.video, r.instruction).to_record(doc_id=r.doc_id, video_path=r.video,
-                                                                           top_k=TOP_K) for r in rows}
+        return {r.row_id: reference_record(scorer.score(r.video, r.instruction), r, TOP_K) for r in rows}
 
 
 def _cmd(media, out: Path, *extra: str, workers: int = 2, progress: bool = False) -> list[str]:

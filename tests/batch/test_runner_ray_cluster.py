@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import require
-from tests.support.batch import SAMPLING_ARGS, make_manifest
+from tests.support.batch import SAMPLING_ARGS, make_manifest, reference_record
 from tests.support.compare import SCORED, assert_records_close
 from tests.support.ray import REPO, kill_session, non_loopback_listeners, records, session_pids
 from videoitg.defaults import default_checkpoint
@@ -201,8 +201,7 @@ def media(tmp_path_factory) -> dict:
     checkpoint = str(default_checkpoint())
     scorer = Scorer(checkpoint, sampling=SamplingParams(num_frames=8, target_fps=4.0))
     rows = [r for r in load_manifest(manifest).rows if r.row_id not in bad]
-    reference = {r.row_id: scorer.score(r.video, r.instruction).to_record(doc_id=r.doc_id, video_path=r.video,
-                                                                          top_k=TOP_K) for r in rows}
+    reference = {r.row_id: reference_record(scorer.score(r.video, r.instruction), r, TOP_K) for r in rows}
     return {"manifest": manifest, "bad": bad, "checkpoint": checkpoint, "reference": reference}
 
 

@@ -41,7 +41,8 @@ def test_served_equals_in_process(protocol, clients, scorer, sample) -> None:
     out = clients[protocol].infer(path, instruction, RequestOptions(top_k=5))
     assert_results_close(out.result, ref)
     assert out.top_k_frames == out.result.top_k_frames(5)  # the served top-K is the served ranking's
-    assert_records_close(out.result.to_record(7, str(path), top_k=5), ref.to_record(7, str(path), top_k=5))
+    assert_records_close(out.result.to_record(7, str(path), picked=out.result.top_k_positions(5)),
+                         ref.to_record(7, str(path), picked=ref.top_k_positions(5)))
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -152,7 +152,8 @@ def test_score_cli_routes_by_video_and_skips_a_dead_server(servers, scorer, tmp_
     assert main(["score", str(video), "-i", INSTRUCTIONS[0], "--top-k", "3", "--output", str(tmp_path / "r.jsonl"),
                  *[a for u in urls for a in ("--server", u)]]) == 0
     assert f"server: {rank(urls, key)[0]} (grpc)" in capsys.readouterr().out
-    want = scorer.score(video, INSTRUCTIONS[0]).to_record(None, str(video), top_k=3)
+    ref = scorer.score(video, INSTRUCTIONS[0])
+    want = ref.to_record(None, str(video), picked=ref.top_k_positions(3))
     same_result(json.loads((tmp_path / "r.jsonl").read_text()), want)
 
     first = rank(urls, key)[0]  # the server that scored the video for the CLI

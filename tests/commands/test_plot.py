@@ -62,7 +62,7 @@ def _thumbs(n: int, w: int = 64, h: int = 36) -> list[np.ndarray]:
 def test_every_label_is_inside_the_picture(thumb_shape) -> None:
     r = _five_minutes_best_at_the_end()
     assert r.moments[0].end == 300.0  # the best moment ends where the video does
-    fig = draw_timeline(r, 16, _thumbs(300, thumb_shape[1], thumb_shape[0]))
+    fig = draw_timeline(r, r.top_k_positions(16), _thumbs(300, thumb_shape[1], thumb_shape[0]))
     try:
         assert _texts_outside(fig) == []
         labels = [t.get_text() for t in fig.axes[1].texts]
@@ -77,7 +77,7 @@ def test_every_label_is_inside_the_picture(thumb_shape) -> None:
 def test_a_moment_over_the_whole_video_is_labelled_inside_the_picture() -> None:
     r = _result([0.5] * 60)  # flat: one moment, the whole video
     assert len(r.moments) == 1 and r.moments[0].start == 0.0
-    fig = draw_timeline(r, 8, _thumbs(60))
+    fig = draw_timeline(r, r.top_k_positions(8), _thumbs(60))
     try:
         assert _texts_outside(fig) == []
     finally:
@@ -87,7 +87,7 @@ def test_a_moment_over_the_whole_video_is_labelled_inside_the_picture() -> None:
 def test_thumbnails_follow_top_k_and_say_when_some_are_left_out() -> None:
     r = _five_minutes_best_at_the_end()
     for k, drawn in ((3, 3), (16, 16), (32, 16)):
-        fig = draw_timeline(r, k, _thumbs(300))
+        fig = draw_timeline(r, r.top_k_positions(k), _thumbs(300))
         try:
             images = [a for a in fig.axes if a.images]
             assert len(images) == drawn
@@ -99,7 +99,7 @@ def test_thumbnails_follow_top_k_and_say_when_some_are_left_out() -> None:
                 assert caption[0] == f"the top-{k} frames, chronological"
         finally:
             plt.close(fig)
-    best16 = thumbnail_positions(r, 32)
+    best16 = thumbnail_positions(r, r.top_k_positions(32))
     assert best16 == sorted(r.ranking[:16]) and set(best16) <= set(r.top_k_positions(32))
 
 
@@ -110,6 +110,7 @@ def test_score_decimals_tell_close_scores_apart() -> None:
 
 
 def test_plot_writes_a_png(tmp_path) -> None:
-    png = plot_timeline(_five_minutes_best_at_the_end(), tmp_path / "t.png", 16, _thumbs(300))
+    r = _five_minutes_best_at_the_end()
+    png = plot_timeline(r, tmp_path / "t.png", r.top_k_positions(16), _thumbs(300))
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] == 1210 and im.size[1] > 600

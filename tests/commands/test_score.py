@@ -28,6 +28,7 @@ def test_score_command_through_the_server(server, scorer, sample, tmp_path, caps
                  "--top-k", "5", "--doc-id", "3", "--output", str(out), "--plot", str(png)]) == 0
     assert "top-5 in chronological order" in capsys.readouterr().out
     rec = json.loads(out.read_text())
-    want = scorer.score(data, instruction).to_record("3", str(path), top_k=5)
+    ref = scorer.score(data, instruction)
+    want = ref.to_record("3", str(path), picked=ref.top_k_positions(5))
     assert_records_close(rec, want, fields=SCORED)
     assert png.read_bytes()[:4] == b"\x89PNG"

@@ -103,7 +103,7 @@ def test_the_client_sends_the_protocol_inputs() -> None:
             seen.add(t.name())
     assert seen == {t.name for t in top.inputs}
     ensemble = {t.name for t in signatures("ensemble")[TOP].inputs}
-    assert {t.name() for t in sent[0]} - {"FRAMES", "FRAMES_SIZE"} <= ensemble
+    assert {t.name() for t in sent[0]} - {"FRAMES", "FRAME_SIZE"} <= ensemble
 
 
 def test_an_input_added_to_the_protocol_reaches_the_generator_and_the_summary(monkeypatch: pytest.MonkeyPatch) -> None:

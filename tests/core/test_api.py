@@ -155,5 +155,6 @@ def test_timeline_keeps_aspect_and_zooms_a_narrow_band(tmp_path: Path) -> None:
     assert _score_limits([0.01, 0.99]) == ((-0.02, 1.02), False)
     logits = [2.9, 3.0, 3.5, 4.5, 4.4, 3.1, 2.95, 3.0]  # sigmoid 0.948..0.989
     r = GroundingResult(logits, list(range(8)), [float(i) for i in range(8)], "q", "v")
-    png = plot_timeline(r, tmp_path / "t.png", 3, thumbnails_from_pixels(torch.zeros(8, 3, 36, 36), 16 / 9))
+    png = plot_timeline(r, tmp_path / "t.png", r.top_k_positions(3),
+                        thumbnails_from_pixels(torch.zeros(8, 3, 36, 36), 16 / 9))
     assert png.read_bytes()[:4] == b"\x89PNG"

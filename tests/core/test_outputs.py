@@ -29,7 +29,7 @@ def test_ranking_topk_and_results_jsonl(tmp_path):
     assert r.ranking == [1, 3, 4, 0, 2]  # tie between positions 1 and 3 goes to the earlier frame
     assert r.top_k_frames(3) == [30, 90, 120]  # chronological
     assert r.top_k_frames(99) == [0, 30, 60, 90, 120]
-    rec = r.to_record(doc_id=7, top_k=2)
+    rec = r.to_record(doc_id=7, picked=r.top_k_positions(2))
     assert list(rec)[:6] == ["index", "logits", "num_frames", "contexts", "video_path", "doc_id"]
     assert rec["index"] == [30, 90, 120, 0, 60]
     assert rec["logits"] == [0.88, 0.88, 0.73, 0.5, 0.27]

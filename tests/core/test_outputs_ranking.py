@@ -16,7 +16,7 @@ from videoitg.eval.summary import RecordScores, record_metrics
 from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult, rank_frames, released_scores
 from videoitg.pipeline.scorer import Scorer, VideoFeatures, default_dtype, parse_dtype, parse_precision
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import RequestOptions, select
 from videoitg.train.tiny_tokenizer import build_tiny_tokenizer
 
 
@@ -76,7 +76,7 @@ def test_saturating_head_many_confident_frames() -> None:
         model.out_proj.weight.mul_(3.0 / raw.std().item())
         model.out_proj.bias.add_(9.5 - (raw * 3.0 / raw.std()).median().item())
     released = scorer.score_visual([(feats, "where is the dog?")])[0]
-    exact = Scorer(model=model, tokenizer=tok, ranking_rule="exact").score_visual([(feats, "where is the dog?")])[0]
+    exact = scorer.score_visual([(feats, "where is the dog?")], options=RequestOptions(ranking_rule="exact"))[0]
     logits = torch.tensor(released.logits)
     assert released.logits == exact.logits
     assert (released_scores(released.logits) == 1.0).sum() >= 16  # saturated: many ties at 1.0
@@ -85,7 +85,7 @@ def test_saturating_head_many_confident_frames() -> None:
     assert released.ranking == want
     assert exact.ranking == torch.sort(logits, descending=True, stable=True).indices.tolist()
     assert set(released.top_k_positions(8)) != set(exact.top_k_positions(8))
-    rec = released.to_record(doc_id=1, top_k=8)
+    rec = released.to_record(doc_id=1, picked=select(released, RequestOptions(top_k=8)))
     assert rec["ranking_rule"] == "released" and rec["top_k"] == released.top_k_frames(8)
     assert rec["index"] == [feats.frame_indices[i] for i in want]
     assert rec["logits"] == [round(float(v), 2) for v in logits.half().sigmoid()[want]]
@@ -107,7 +107,8 @@ def test_unknown_rule_is_a_clear_error() -> None:
     with pytest.raises(InputError, match="ranking rule 'fp16'"):
         result([0.0], "fp16")
     with pytest.raises(InputError, match="ranking rule"):
-        Scorer(model=VideoITG(tiny_config()), tokenizer=build_tiny_tokenizer(), ranking_rule="nope")
+        Scorer(model=VideoITG(tiny_config()), tokenizer=build_tiny_tokenizer()).score(
+            "clip.mp4", "where?", RequestOptions(ranking_rule="nope"))
 
 
 def test_eval_metrics_follow_the_records_order() -> None:
@@ -132,7 +133,8 @@ def test_one_dtype_default_everywhere() -> None:
 def test_batch_fingerprint_and_client_carry_the_rule(tmp_path) -> None:
     fp = fingerprint(BatchOptions(str(tmp_path), ScorerSpec()))
     assert fp["ranking_rule"] == "released"
-    assert fingerprint(BatchOptions(str(tmp_path), ScorerSpec(ranking_rule="exact")))["ranking_rule"] == "exact"
+    exact = ScorerSpec(options=RequestOptions(ranking_rule="exact"))
+    assert fingerprint(BatchOptions(str(tmp_path), exact))["ranking_rule"] == "exact"
     assert fingerprint(BatchOptions(str(tmp_path), ScorerSpec(kind="triton", servers=("h:1",))))[
         "ranking_rule"] == "server default"
 

@@ -87,7 +87,7 @@ def test_score_exports_the_top_k_frames(home, clips, size) -> None:
     out, results = home / "frames", home / "r.jsonl"
     argv = ["score", str(video), "-i", "When is the picture brightest?", "--top-k", "4", "--output", str(results),
             "--export-frames", str(out)]
-    assert main(argv + (["--export-size", str(size)] if size else [])) == 0
+    assert main(argv + (["--frame-size", str(size)] if size else [])) == 0
     record = json.loads(results.read_text())
     index = json.loads((out / "index.json").read_text())
     frames = index["frames"]
@@ -113,6 +113,6 @@ def test_score_exports_the_top_k_frames(home, clips, size) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted([f["file"] for f in frames] + ["index.json"])
 
 
-def test_export_size_needs_export_frames(home, clips, capsys) -> None:
-    assert main(["score", str(clips["vp9"]), "-i", "q", "--export-size", "64"]) == 2
+def test_frame_size_needs_export_frames(home, clips, capsys) -> None:
+    assert main(["score", str(clips["vp9"]), "-i", "q", "--frame-size", "64"]) == 2
     assert "--export-frames" in capsys.readouterr().err

@@ -34,7 +34,7 @@ from tests.support.server import metric_value, served, skip_without_tritonserver
 from tests.support.video import write_clip
 from videoitg.answer.handoff import frame_label
 from videoitg.commands.cli import main
-from videoitg.decode.export import top_k_images
+from videoitg.decode.export import picked_images
 from videoitg.launch.ports import free_port
 from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.outputs import GroundingResult
@@ -130,7 +130,7 @@ def client(server: TritonServer) -> openai.OpenAI:
 def picked(scorer, clip: Path) -> tuple[GroundingResult, list[tuple[int, float, bytes]]]:
     """`videoitg score --top-k K` in-process: the result, and the top-K frames (number, timestamp, JPEG at SIZE)."""
     result = scorer.score(clip, ASK)
-    images = top_k_images(clip, result, K, SIZE, jpeg=True)
+    images = picked_images(clip, result, result.top_k_positions(K), SIZE, jpeg=True)
     return result, [(result.frame_indices[p], result.timestamps[p], jpeg) for p, jpeg in images]
 
 
@@ -222,7 +222,8 @@ def test_a_file_under_the_media_root_and_the_default_top_k(client, media: Path, 
     answer = client.chat.completions.create(**ask(f"file://{media.resolve()}/c.mp4", model=vlm.model, max_tokens=1))
     result = scorer.score(clip, ASK)
     (body,) = chat_completions(relay.received())
-    images = top_k_images(clip, result, 32, 448, jpeg=True)  # the server's default top-K, the default frame size
+    # the server's default top-K, the default frame size
+    images = picked_images(clip, result, result.top_k_positions(32), 448, jpeg=True)
     assert answer.model_extra["videoitg"]["frames"] == result.top_k_frames(32)
     assert_frames_sent(body, [(result.frame_indices[p], result.timestamps[p], j) for p, j in images], ASK)
 

@@ -36,6 +36,7 @@ from videoitg.lmms.answering import (
     uniform_record,
 )
 from videoitg.outputs import DEFAULT_TOP_K
+from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
 
 
@@ -58,7 +59,8 @@ def test_answer_options_are_checked() -> None:
     with pytest.raises(InputError, match="selection need answer_upstream"):
         answer_options(selection="uniform")
     opts = answer_options(upstream="http://127.0.0.1:9/v1/", top_k="8")
-    assert opts == AnswerOptions("http://127.0.0.1:9/v1", None, 8, "videoitg", DEFAULT_FRAME_SIZE)
+    assert opts == AnswerOptions("http://127.0.0.1:9/v1", None, "videoitg",
+                                 RequestOptions(top_k=8, frames="jpeg", frame_size=DEFAULT_FRAME_SIZE))
     assert answer_options(upstream="http://h:1/v1").top_k == DEFAULT_TOP_K
     assert answer_options(upstream="http://h:1/v1", frame_size=0, selection="uniform",
                           model="m").frame_size is None  # the video's own size
@@ -84,11 +86,14 @@ def test_selections_pick_positions(scorer, mc) -> None:
     video, doc = mc[0]
     result = scorer.score(video, contexts(doc))
     t = len(result.frame_indices)
-    assert chosen_positions("videoitg", 4, t, result) == result.top_k_positions(4)
-    assert chosen_positions("uniform", 4, t) == uniform_indices(t, 4) == [2, 7, 12, 17]
-    assert chosen_positions("uniform", 64, t) == list(range(t))  # no more frames than the video has
+    four, uniform = (answer_options(upstream="http://h:1/v1", top_k=k, selection=s)
+                     for k, s in ((4, "videoitg"), (4, "uniform")))
+    assert chosen_positions(four, t, result) == result.top_k_positions(4)
+    assert chosen_positions(uniform, t) == uniform_indices(t, 4) == [2, 7, 12, 17]
+    assert chosen_positions(answer_options(upstream="http://h:1/v1", top_k=64, selection="uniform"), t) == list(
+        range(t))  # no more frames than the video has
     with pytest.raises(InputError, match="needs a grounding result"):
-        chosen_positions("videoitg", 4, t)
+        chosen_positions(four, t)
 
 
 def test_uniform_chooses_from_the_frames_scoring_decodes(scorer, mc, reader: ShapeReader) -> None:

@@ -34,6 +34,7 @@ from videoitg.model.checkpoint import load_checkpoint, save_checkpoint
 from videoitg.outputs import released_scores
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.limits import Limits
+from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
 
 
@@ -89,14 +90,16 @@ def test_batch_spec_resolves_the_one_default() -> None:
 
 def test_lmms_model_args_resolve_to_fp16_for_cuda() -> None:
     opts = model_options(device="cuda")
-    assert opts.dtype is torch.float16 and opts.ranking_rule is None and opts.truncate is False
+    assert opts.dtype is torch.float16 and RequestOptions.from_text({}, "model_args:").ranking_rule is None
+    assert opts.truncate is False
     assert model_options(device="cpu").dtype is torch.float32
     assert model_options(device="cuda", dtype="bfloat16").dtype is torch.bfloat16
-    opts = model_options(device="cuda", ranking_rule="exact", truncate="true", num_frames="64", top_k="8")
-    assert (opts.ranking_rule, opts.truncate, opts.sampling.num_frames, opts.top_k) == ("exact", True, 64, 8)
+    opts = model_options(device="cuda", truncate="true", num_frames="64")
+    named = RequestOptions.from_text({"ranking_rule": "exact", "top_k": "8"}, "model_args:")
+    assert (named.ranking_rule, opts.truncate, opts.sampling.num_frames, named.top_k) == ("exact", True, 64, 8)
     assert model_options(truncate=False).truncate is False and model_options(truncate="0").truncate is False
     with pytest.raises(InputError, match="ranking rule"):
-        model_options(ranking_rule="best")
+        RequestOptions.from_text({"ranking_rule": "best"}, "model_args:")
     with pytest.raises(InputError, match="in-process"):
         model_options(truncate=True, server="127.0.0.1:8001")
     with pytest.raises(InputError, match="true or false"):
@@ -152,7 +155,8 @@ def saturated(tmp_path_factory: pytest.TempPathFactory) -> dict:
         model.out_proj.weight.mul_(scale)
         model.out_proj.bias.mul_(scale).add_(9.5 - (raw * scale).median().item())
     ckpt = save_checkpoint(model, root / "ckpt", tok)
-    results = {rule: Scorer(ckpt, sampling=sampling, ranking_rule=rule).score(video, instruction)
+    scorer = Scorer(ckpt, sampling=sampling)
+    results = {rule: scorer.score(video, instruction, RequestOptions(ranking_rule=rule))
                for rule in ("released", "exact")}
     assert (released_scores(results["exact"].logits) == 1.0).sum() >= 4  # ties under the released key
     assert results["released"].ranking != results["exact"].ranking
@@ -194,9 +198,9 @@ def test_eval_records_and_follows_the_rule(saturated: dict, tmp_path: Path) -> N
         rows = [json.loads(x) for x in (tmp_path / rule / "per_record.jsonl").read_text().splitlines()]
         rankings[rule] = [r["ranking"] for r in rows]
         # the order eval used is the Scorer's under that rule
-        scorer = Scorer(saturated["ckpt"], sampling=sampling, ranking_rule=rule,
+        scorer = Scorer(saturated["ckpt"], sampling=sampling,
                         limits=Limits(max_sampled_frames=sampling.num_frames))  # as eval does
-        scored, _ = score_records(scorer, records, data.parent / "videos")
+        scored, _ = score_records(scorer, records, data.parent / "videos", options=RequestOptions(ranking_rule=rule))
         assert rankings[rule] == [list(s.order) for s in scored]
     assert rankings["exact"] != rankings["released"]
 
@@ -209,8 +213,8 @@ def test_batch_records_and_follows_the_rule(saturated: dict, tmp_path: Path, mon
                                     "doc_id": 7}) + "\n")
     for rule in ("exact", "released"):
         out = tmp_path / rule
-        spec = ScorerSpec(checkpoint=str(saturated["ckpt"]), num_frames=32, target_fps=2.0, top_k=4,
-                           ranking_rule=rule)
+        spec = ScorerSpec(checkpoint=str(saturated["ckpt"]), num_frames=32, target_fps=2.0,
+                           options=RequestOptions(top_k=4, ranking_rule=rule))
         run_batch(load_manifest(manifest, [str(tmp_path), str(saturated["video"].parent)]),
                   BatchOptions(str(out), spec, progress=False))
         (rec,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]

@@ -38,6 +38,7 @@ from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.manifest.rows import load_manifest
 from videoitg.repository.generator import RepoSpec, build_repository
 from videoitg.request.limits import Limits
+from videoitg.request.options import RequestOptions
 from videoitg.synthetic.sample import sample_video
 
 pytestmark = pytest.mark.server
@@ -418,7 +419,8 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
 
     manifest_path, good, bad = make_manifest(tmp_path / "media", videos=4, per_video=4)
     manifest = load_manifest(manifest_path)
-    spec = ScorerSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3,
+    spec = ScorerSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1,
+                      options=RequestOptions(top_k=3),
                       protocol="grpc")
 
     def opts(out: Path, **kw) -> BatchOptions:

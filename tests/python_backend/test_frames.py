@@ -1,4 +1,4 @@
-"""`videoitg.python_backend.frames`: the checks of a request's FRAMES / FRAMES_SIZE (read by
+"""`videoitg.python_backend.frames`: the checks of a request's FRAMES / FRAME_SIZE (read by
 `request.parse_options`), and the served frames (the top-K frames of a result, decoded as `score --export-frames`
 decodes them) in the served format, round-tripped through `videoitg.contract.tensors`. No server."""
 
@@ -41,22 +41,22 @@ def test_frames_are_off_unless_asked() -> None:
 
 def test_frames_formats_and_sizes() -> None:
     assert parse_options({"FRAMES": _s("jpeg")}) == RequestOptions(frames="jpeg")
-    assert parse_options({"FRAMES": _s("uint8"), "FRAMES_SIZE": _i(0)}) == RequestOptions(frames="uint8", frame_size=0)
-    assert parse_options({"FRAMES": _s("uint8"), "FRAMES_SIZE": _i(448)}).frame_size == 448
-    assert parse_options({"FRAMES": _s("jpeg"), "FRAMES_SIZE": _i(MAX_FRAME_SIZE)}).frame_size == MAX_FRAME_SIZE
+    assert parse_options({"FRAMES": _s("uint8"), "FRAME_SIZE": _i(0)}) == RequestOptions(frames="uint8", frame_size=0)
+    assert parse_options({"FRAMES": _s("uint8"), "FRAME_SIZE": _i(448)}).frame_size == 448
+    assert parse_options({"FRAMES": _s("jpeg"), "FRAME_SIZE": _i(MAX_FRAME_SIZE)}).frame_size == MAX_FRAME_SIZE
 
 
 @pytest.mark.parametrize(("frames", "size", "match"), [
     (_s("png"), None, 'FRAMES must be one of jpeg, uint8, got "png"'),
     (_s(""), None, "FRAMES must be one of"),
     (_s(b"x" * (1 << 20)), None, "FRAMES is 1048576 bytes"),
-    (_s("jpeg"), _i(-1), "FRAMES_SIZE must be an integer from 0 .* got -1"),
-    (_s("jpeg"), _i(MAX_FRAME_SIZE + 1), f"FRAMES_SIZE must be .* got {MAX_FRAME_SIZE + 1}"),
-    (None, _i(448), "FRAMES_SIZE sizes the frames FRAMES asks for"),
+    (_s("jpeg"), _i(-1), "FRAME_SIZE must be an integer from 0 .* got -1"),
+    (_s("jpeg"), _i(MAX_FRAME_SIZE + 1), f"FRAME_SIZE must be .* got {MAX_FRAME_SIZE + 1}"),
+    (None, _i(448), "FRAME_SIZE sizes the frames FRAMES asks for"),
     (np.array([[b"jpeg", b"jpeg"]], object), None, "FRAMES must hold exactly one value"),
 ])
 def test_bad_frames_inputs_are_refused_naming_the_input(frames, size, match) -> None:
-    inputs = {k: v for k, v in (("FRAMES", frames), ("FRAMES_SIZE", size)) if v is not None}
+    inputs = {k: v for k, v in (("FRAMES", frames), ("FRAME_SIZE", size)) if v is not None}
     with pytest.raises(InputError, match=match) as e:
         parse_options(inputs)
     assert len(str(e.value)) < 200  # a long field is never echoed back
@@ -118,7 +118,7 @@ def test_served_frames_are_bounded_by_max_video_bytes(clip: bytes) -> None:
     limits = Limits(decode=DecodeLimits(max_bytes=2 * 96 * 160 * 3))  # two full frames, the clip fits
     assert len(frames_from_outputs(served_frames(clip, result, RequestOptions(2, None, "uint8"), limits))) == 2
     with pytest.raises(FramesTooLargeError, match=r"FRAMES: the top-3 frames hold more than 92160 bytes "
-                       r"\(max_video_bytes.*TOP_K.*FRAMES_SIZE"):
+                       r"\(max_video_bytes.*TOP_K.*FRAME_SIZE"):
         served_frames(clip, result, RequestOptions(3, None, "uint8"), limits)
     assert len(frames_from_outputs(served_frames(clip, result, RequestOptions(3, None, "uint8", 80), limits))) == 3
 

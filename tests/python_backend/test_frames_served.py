@@ -1,4 +1,4 @@
-"""The top-K frames from a real tritonserver (FRAMES, FRAMES_SIZE): the decoder's frames at those numbers (uint8
+"""The top-K frames from a real tritonserver (FRAMES, FRAME_SIZE): the decoder's frames at those numbers (uint8
 exactly, JPEG close), at the video's size and at a requested one; absent and the answer unchanged when not asked;
 bad values and digest-only requests refused naming the input; `score --server --export-frames` writes what the
 in-process path writes."""
@@ -85,11 +85,11 @@ def _refused(client, inputs) -> str:
 
 @pytest.mark.parametrize(("frames", "size", "match"), [
     ("png", None, 'InputError: FRAMES must be one of jpeg, uint8, got "png"'),
-    ("jpeg", 5000, "InputError: FRAMES_SIZE must be an integer from 0 .* got 5000"),
-    ("uint8", -3, "InputError: FRAMES_SIZE must be an integer from 0 .* got -3"),
+    ("jpeg", 5000, "InputError: FRAME_SIZE must be an integer from 0 .* got 5000"),
+    ("uint8", -3, "InputError: FRAME_SIZE must be an integer from 0 .* got -3"),
 ])
 def test_bad_frames_values_are_refused_naming_the_input(client, clip, frames, size, match) -> None:
-    named = {"FRAMES": frames.encode(), **({"FRAMES_SIZE": size} if size is not None else {})}
+    named = {"FRAMES": frames.encode(), **({"FRAME_SIZE": size} if size is not None else {})}
     message = _refused(client, client.inputs(clip.read_bytes(), ASK) + raw_inputs(client._m, named))
     assert re.search(match, message), message
 
@@ -112,7 +112,7 @@ def test_an_unknown_format_is_refused_before_sending(client, clip) -> None:
 
 @pytest.mark.parametrize("size", [None, 80])
 def test_score_server_export_frames_writes_what_in_process_writes(cpu_server, scorer, clip, tmp_path, size) -> None:
-    extra = ["--export-size", str(size)] if size else []
+    extra = ["--frame-size", str(size)] if size else []
     argv = ["score", str(clip), "-i", ASK, "--top-k", "4"] + extra
     assert main(argv + ["--export-frames", str(tmp_path / "local")]) == 0
     assert main(argv + ["--export-frames", str(tmp_path / "served"), "--server", cpu_server.grpc_url]) == 0

@@ -181,13 +181,15 @@ def test_score_and_batch_over_the_server_name_the_file(server, media, scorer, tm
     assert "named by its path" in capsys.readouterr().out
     ref = scorer.score(data, INSTRUCTION)
     record = json.loads((tmp_path / "r.jsonl").read_text())
-    assert_records_close(record, ref.to_record(top_k=3), fields=SCORED)
+    assert_records_close(record, ref.to_record(picked=ref.top_k_positions(3)), fields=SCORED)
     video = str((media / "cli.mp4").resolve())
     rows = [Row("r0", 1, video, INSTRUCTION, doc_id=0)]
-    (out,) = TritonScorer(ScorerSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1, top_k=3)
+    (out,) = TritonScorer(ScorerSpec(kind="triton", servers=(server.grpc_url,), max_in_flight=1,
+                                     options=RequestOptions(top_k=3))
                            ).score_unit(rows)
     assert out.ok, out.record
-    want = scorer.score(Path(video), INSTRUCTION).to_record(doc_id=0, video_path=video, top_k=3)
+    ref = scorer.score(Path(video), INSTRUCTION)
+    want = ref.to_record(doc_id=0, video_path=video, picked=ref.top_k_positions(3))
     assert_records_close(out.record, want, fields=SCORED)
 
 

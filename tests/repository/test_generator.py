@@ -70,7 +70,7 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     if mode == "bls":  # the video as bytes, a cached digest alone, or a file under a media root; frames if asked
         assert [(i.name, i.optional) for i in top.input] == [
             ("VIDEO", True), ("VIDEO_DIGEST", True), ("VIDEO_URI", True), ("INSTRUCTION", False), ("TOP_K", True),
-            ("RANKING_RULE", True), ("FRAMES", True), ("FRAMES_SIZE", True)]
+            ("RANKING_RULE", True), ("FRAMES", True), ("FRAME_SIZE", True)]
     else:
         assert [(i.name, i.optional) for i in top.input] == [
             ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
@@ -318,7 +318,7 @@ def test_outputs_round_trip_to_grounding_result() -> None:
     assert out["TOP_K_FRAMES"].tolist() == [0, 60]  # chronological
     assert out["CACHE_HIT"].tolist() == [False] and out["APPLIED_RANKING_RULE"].tolist() == [b"released"]
     back = result_from_outputs(out, "q", "v.mp4")
-    assert back.to_record(1, top_k=2) == r.to_record(1, top_k=2)
+    assert back.to_record(1, picked=back.top_k_positions(2)) == r.to_record(1, picked=r.top_k_positions(2))
 
 
 def test_server_env_puts_only_a_private_libpython_first(monkeypatch: pytest.MonkeyPatch) -> None:

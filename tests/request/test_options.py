@@ -34,10 +34,10 @@ def test_each_bound_is_checked_where_the_options_are_built(values: dict, match: 
 
 
 def test_an_edge_names_the_option_its_own_way() -> None:
-    labels = {"top_k": "TOP_K", "frames": "FRAMES", "frame_size": "FRAMES_SIZE"}
+    labels = {"top_k": "TOP_K", "frames": "FRAMES", "frame_size": "FRAME_SIZE"}
     with pytest.raises(InputError, match="TOP_K must be an integer from 1"):
         RequestOptions.labelled({"top_k": 0}, labels)
-    with pytest.raises(InputError, match="FRAMES_SIZE sizes the frames FRAMES asks for: send FRAMES too"):
+    with pytest.raises(InputError, match="FRAME_SIZE sizes the frames FRAMES asks for: send FRAMES too"):
         RequestOptions.labelled({"frame_size": 10}, labels)
     assert RequestOptions.labelled({"top_k": 4, "frames": None}, labels) == RequestOptions(top_k=4)
 

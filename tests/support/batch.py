@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks.clips import write_rgb_clip
 from tests.support.compare import assert_records_close
 from videoitg.batch import runner, store
+from videoitg.manifest.rows import Row
+from videoitg.outputs import GroundingResult
 
 INSTRUCTIONS = [
     "when is the red circle visible?", "when does the square move left?", "which frames matter for this video?",
@@ -105,3 +108,8 @@ def assert_rows_close(results: list[dict], want: dict[str, dict]) -> None:
     assert sorted(r["row_id"] for r in results) == sorted(want), "a row was lost or doubled"
     for r in results:
         assert_records_close(comparable(r), want[r["row_id"]])
+
+
+def reference_record(result: GroundingResult, row: Row, top_k: int) -> dict[str, Any]:
+    """The record a batch run writes for `row` scored as `result`, its top-K frames picked."""
+    return result.to_record(doc_id=row.doc_id, video_path=row.video, picked=result.top_k_positions(top_k))

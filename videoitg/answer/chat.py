@@ -28,10 +28,9 @@ from videoitg.answer.errors import ChatRequestError, OptionError, SelectionError
 from videoitg.answer.handoff import frame_parts, frame_parts_json
 from videoitg.errors import InputError
 from videoitg.paths import MediaRoots, PathRefusedError, open_resolved, shown
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import CHAT, RequestOptions
 
 EXTENSION = "videoitg"  # the request's extension object, and the answer's added field
-EXTENSION_OPTIONS = ("top_k", "frame_size")  # what it may set (`videoitg.request.options.OPTIONS`: their bounds)
 # The chosen frames' longer side unless the request says (`frame_size`; 0: the video's own size). 448 px is a common
 # input size of the open video-LLMs; a frame at a video's own size costs a model like Qwen2.5-VL many more tokens.
 DEFAULT_FRAME_SIZE = 448
@@ -72,15 +71,16 @@ def load_body(body: bytes | list[bytes] | list[bytearray], budget: Budget | None
 def parse_chat(body: Any) -> ChatQuestion:
     """Check a chat-completions request (parsed JSON) and find its video: exactly one `video_url` part in the whole
     request, in the last user message, beside at least one text part (the question). The `videoitg` extension object
-    (EXTENSION_OPTIONS, bounded as `videoitg.request.options.OPTIONS` declares; `top_k` default the grounding
-    server's, `frame_size` default DEFAULT_FRAME_SIZE) is read and removed; every other field stays as it came."""
+    (the options whose rows allow it there, `videoitg.request.options.CHAT`, bounded as they declare; `top_k`
+    default the grounding server's, `frame_size` default DEFAULT_FRAME_SIZE) is read and removed; every other field
+    stays as it came."""
     if not isinstance(body, dict):
         raise ChatRequestError("request body must be a JSON object (an OpenAI chat-completions request)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise ChatRequestError("'messages' must be a non-empty list of message objects")
     try:
-        options = RequestOptions.from_object(body.get(EXTENSION, {}), EXTENSION_OPTIONS, EXTENSION,
+        options = RequestOptions.from_object(body.get(EXTENSION, {}), CHAT, EXTENSION,
                                              {"frames": "jpeg", "frame_size": DEFAULT_FRAME_SIZE})
     except InputError as e:
         raise OptionError(str(e)) from None

@@ -1,11 +1,12 @@
-"""A result handed to a video-LLM: the top-K frames as images and the instruction as text, in one OpenAI-compatible
+"""A result handed to a video-LLM: the picked frames as images and the instruction as text, in one OpenAI-compatible
 chat request (`POST /v1/chat/completions`), which vLLM, SGLang and trtllm-serve accept for their vision-language
 models. Built from the `openai` SDK's own request types (`pip install openai`; in this project's `dev` and `llm`
 extras), so the SDK checks its shape; docs/handoff.md is the recipe.
 
     from openai import OpenAI
     from videoitg.answer.handoff import chat_request
-    request = chat_request("clip.mp4", result, model="Qwen/Qwen2.5-VL-7B-Instruct", k=32, size=448)
+    request = chat_request("clip.mp4", result, model="Qwen/Qwen2.5-VL-7B-Instruct",
+                           options=RequestOptions(top_k=32, frames="jpeg", frame_size=448))
     answer = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="EMPTY").chat.completions.create(**request)
 """
 
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videoitg.errors import InputError
-from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
+from videoitg.outputs import GroundingResult
+from videoitg.request.options import NO_OPTIONS, RequestOptions, select
 
 if TYPE_CHECKING:
     from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
@@ -48,12 +50,13 @@ def frame_parts(frames: Iterable[tuple[int, float, bytes]]) -> list[dict[str, An
     return json.loads(b"[" + frame_parts_json(frames) + b"]")
 
 
-def chat_request(video: str | Path, result: GroundingResult, model: str, *, k: int = DEFAULT_TOP_K,
-                 size: int | None = None, question: str | None = None) -> CompletionCreateParamsNonStreaming:
+def chat_request(video: str | Path, result: GroundingResult, model: str, *, options: RequestOptions = NO_OPTIONS,
+                 question: str | None = None) -> CompletionCreateParamsNonStreaming:
     """The keyword arguments of `OpenAI().chat.completions.create(**request)` (and the JSON body of the HTTP
-    request): one user message holding, for each of the result's top-K frames in chronological order, a text part
-    "Frame N at T s:" and the frame as a JPEG data URL (decoded from `video` at its own size, or with the longer
-    side `size`), then the question (default: the result's instruction). `model`: the name the endpoint serves."""
+    request): one user message holding, for each frame `options` pick from the result (`select`) in chronological
+    order, a text part "Frame N at T s:" and the frame as a JPEG data URL (decoded from `video` at its own size, or
+    with the longer side `options.frame_size`), then the question (default: the result's instruction). `model`: the
+    name the endpoint serves."""
     try:
         from openai.types.chat import ChatCompletionContentPartTextParam, ChatCompletionUserMessageParam
         from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
@@ -61,12 +64,12 @@ def chat_request(video: str | Path, result: GroundingResult, model: str, *, k: i
         raise InputError(f"the chat request is built with the openai SDK's types: pip install openai ({e})") from None
     # here, not at the top: the decoder (PyAV) is this helper's alone; the serving front builds its parts from
     # frames the server decoded (`frame_parts`) and never loads it
-    from videoitg.decode.export import top_k_images
+    from videoitg.decode.export import picked_images
 
     text = result.instruction if question is None else question
     if not text.strip():
         raise InputError("the question is empty (the result carries no instruction: pass question=...)")
-    images = top_k_images(video, result, k, size, jpeg=True)
+    images = picked_images(video, result, select(result, options), options.frame_size or None, jpeg=True)
     parts: list[Any] = frame_parts((result.frame_indices[pos], result.timestamps[pos], jpeg) for pos, jpeg in images)
     parts.append(ChatCompletionContentPartTextParam(type="text", text=text))
     message = ChatCompletionUserMessageParam(role="user", content=parts)

@@ -87,7 +87,7 @@ def fingerprint(opts: BatchOptions) -> dict[str, Any]:
     """What must match for results from two sessions to belong in one output file."""
     b = opts.scorer
     fp: dict[str, Any] = {"scorer": b.kind, "num_frames": b.num_frames, "target_fps": b.target_fps,
-                          "rule": b.rule, "top_k": b.top_k, "dtype": b.dtype, "ranking_rule": _ranking_rule(b)}
+                          "rule": b.rule, "dtype": b.dtype, **_selection(b)}
     if b.truncate:  # only when asked for: folders written without the option keep their fingerprint
         fp["truncate_instruction"] = True
     if b.kind == "inprocess" and b.checkpoint:
@@ -96,15 +96,16 @@ def fingerprint(opts: BatchOptions) -> dict[str, Any]:
         fp["checkpoint"] = checkpoint_identity(b.checkpoint)  # contents, not path: moved weights still match
     elif b.kind == "triton":
         # Sampling and weights are the servers' configuration; the endpoints stand in for them.
-        fp = {"scorer": b.kind, "servers": sorted(b.servers), "top_k": b.top_k, "ranking_rule": _ranking_rule(b)}
+        fp = {"scorer": b.kind, "servers": sorted(b.servers), **_selection(b)}
     return fp
 
 
-def _ranking_rule(b: ScorerSpec) -> str:
-    """The rule the records are ranked by: the one asked for, else the engine's default (a server's own)."""
-    if b.ranking_rule is not None:
-        return b.ranking_rule
-    return "server default" if b.kind == "triton" else DEFAULT_RANKING_RULE
+def _selection(b: ScorerSpec) -> dict[str, Any]:
+    """The run's selection options in its fingerprint: top_k (None: not named), the rule the records are ranked by
+    (the one asked for, else the engine's default: a server's own), and any other option it names."""
+    given = b.options.given()
+    rule = given.pop("ranking_rule", None) or ("server default" if b.kind == "triton" else DEFAULT_RANKING_RULE)
+    return {"top_k": given.pop("top_k", None), "ranking_rule": rule, **given}
 
 
 def _rejected_record(r: Rejected) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from videoitg.decode.errors import DecodeTimeoutError
@@ -16,6 +16,7 @@ from videoitg.manifest.rows import Row
 from videoitg.paths import pinned
 from videoitg.precision import resolve_dtype
 from videoitg.request.limits import Limits
+from videoitg.request.options import NO_OPTIONS, SELECTION, RequestOptions
 from videoitg.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ class ScorerSpec:
     num_frames: int = 512
     target_fps: float = 1.0
     rule: str = "eval"
-    top_k: int | None = None
-    ranking_rule: str | None = None  # videoitg.outputs.RANKING_RULES; None: "released" (a server's own default)
+    # the run's request options (--top-k, --ranking-rule, ...); a manifest row may name its own in columns of their
+    # names (`row_options`). Unnamed: the engine's defaults (a server's own).
+    options: RequestOptions = NO_OPTIONS
     truncate: bool = False  # in-process: cut an over-long instruction as the released model does (else refused)
     servers: tuple[str, ...] = ()
     max_in_flight: int = 4  # concurrent requests per Triton client actor
@@ -126,6 +128,15 @@ def _prepare_pinned(prepare: Callable[[str], Any], video: str) -> Any:
             except Exception:  # an error type with another constructor keeps its own words
                 raise e from None
             raise renamed from None
+
+
+def row_options(options: RequestOptions, row: Row) -> RequestOptions:
+    """The options a row is scored with: the run's, and those the row names in columns of their own (`top_k`,
+    `ranking_rule`, ...: `videoitg.request.options.SELECTION`; a CSV's text read as the option's kind)."""
+    named = {k: v for k, v in row.extra.items() if k in SELECTION}
+    if not named:
+        return options
+    return replace(options, **RequestOptions.from_text(named, f"manifest line {row.line}:").given())
 
 
 def prepare_then_score(prepare: Callable[[str], Any], score: Callable[[Any, Row], dict[str, Any]],

@@ -8,13 +8,13 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from videoitg.batch.scorers import Outcome, ScorerSpec, error_record
+from videoitg.batch.scorers import Outcome, ScorerSpec, error_record, row_options
 from videoitg.client.routing import ServerPool, ServerUnavailableError, routing_key
 from videoitg.errors import InputError
 from videoitg.manifest.grouping import group_by_video
 from videoitg.manifest.rows import Row
 from videoitg.paths import open_resolved
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import records_picks
 
 log = logging.getLogger(__name__)
 __all__ = ["TritonScorer", "ServerUnavailableError"]
@@ -45,17 +45,20 @@ class TritonScorer:
             log.warning("Triton servers not ready at start (tried again later): %s",
                         ", ".join(u for u in self.servers.servers if u not in ready))
         self.pool = ThreadPoolExecutor(max_workers=max(1, spec.max_in_flight))
-        self.options = RequestOptions(top_k=spec.top_k, ranking_rule=spec.ranking_rule)
 
     def _one(self, data: bytes, key: str, row: Row) -> Outcome:
         try:
-            served, _ = self.servers.infer(data, row.instruction, self.options, key=key, path=row.video)
+            options = row_options(self.spec.options, row)
+            served, _ = self.servers.infer(data, row.instruction, options, key=key, path=row.video)
         except ServerUnavailableError:
             raise  # the servers' trouble: stop the job, the row stays unfinished for a rerun
         except Exception as e:  # the pool re-sends server failures; what is left is the row's own
             return Outcome(row.row_id, False, error_record(row, "server", e))
-        rec = served.result.to_record(doc_id=row.doc_id, video_path=row.video, top_k=self.spec.top_k,
-                                      row_id=row.row_id, **({"extra": row.extra} if row.extra else {}))
+        result = served.result
+        position = {n: i for i, n in enumerate(result.frame_indices)}
+        picked = [position[n] for n in served.top_k_frames] if records_picks(options) else None
+        rec = result.to_record(doc_id=row.doc_id, video_path=row.video, picked=picked, row_id=row.row_id,
+                               **({"extra": row.extra} if row.extra else {}))
         return Outcome(row.row_id, True, rec, cache_hit=served.cache_hit)
 
     def score_unit(self, rows: list[Row]) -> list[Outcome]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import CHAT, RequestOptions, add_flags, select
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/commands/cli.py).
@@ -34,10 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="base URL of the video-LLM's OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1 (vLLM, "
                    "SGLang, trtllm-serve, transformers serve)")
     p.add_argument("--model", help="the model name the upstream serves (default: the first it lists)")
-    p.add_argument("--top-k", type=int, default=None,
-                   help=f"frames to send (default {DEFAULT_TOP_K}; with --server: the server's default)")
-    p.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, metavar="PIXELS",
-                   help=f"the frames' longer side (default {DEFAULT_FRAME_SIZE}; 0: the video's own size)")
+    add_flags(p, CHAT, {"top_k": f"{DEFAULT_TOP_K}; with --server: the server's default",
+                        "frame_size": f"{DEFAULT_FRAME_SIZE}, as the answer endpoint's"})
     p.add_argument("--max-tokens", type=int, default=None, help="max_tokens of the request (default: the upstream's)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S",
                    help="the upstream's answer bound in seconds (default 300)")
@@ -53,12 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "field) as JSON instead of the summary")
 
 
-def chat_body(video: Path, question: str, model: str, top_k: int | None, frame_size: int,
-              max_tokens: int | None) -> dict[str, Any]:
-    """The request a client of the served endpoint sends for this video and question."""
-    options: dict[str, Any] = {"frame_size": frame_size}
-    if top_k is not None:
-        options["top_k"] = top_k
+def chat_body(video: Path, question: str, model: str, options: dict[str, Any], max_tokens: int | None
+              ) -> dict[str, Any]:
+    """The request a client of the served endpoint sends for this video and question, `options` its `videoitg`
+    object (the options given: the endpoint's defaults for the rest)."""
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video.as_uri()}},
@@ -73,15 +69,15 @@ def chat_body(video: Path, question: str, model: str, top_k: int | None, frame_s
 def select_here(args: argparse.Namespace, question: str, options: RequestOptions) -> tuple[GroundingResult, Any]:
     """The frames picked in-process (the same Scorer and JPEG export as `videoitg score --export-frames`)."""
     from videoitg.answer.chat import selection_of
-    from videoitg.decode.export import top_k_images
+    from videoitg.decode.export import picked_images
     from videoitg.defaults import default_checkpoint
     from videoitg.pipeline.scorer import Scorer
 
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
                     vision_tower=args.vision_tower)
     t0 = time.perf_counter()
-    result = scorer.score(args.video, question)
-    images = top_k_images(args.video, result, options.top_k or DEFAULT_TOP_K, options.frame_size or None, jpeg=True)
+    result = scorer.score(args.video, question, options)
+    images = picked_images(args.video, result, select(result, options), options.frame_size or None, jpeg=True)
     frames = [result.frame_indices[pos] for pos, _ in images]
     return result, selection_of(result, frames, [j for _, j in images], [tuple(m) for m in result.moments],
                                 time.perf_counter() - t0)
@@ -124,7 +120,7 @@ def plot(result: GroundingResult, selection: Any, out: str) -> Path:
         with Image.open(io.BytesIO(jpeg)) as im:
             im.thumbnail((240, 240))
             thumbs[pos[n]] = np.asarray(im.convert("RGB"))
-    return plot_timeline(result, Path(out), len(selection.frames), thumbs)
+    return plot_timeline(result, Path(out), [pos[n] for n in selection.frames], thumbs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"video {args.video} does not exist or is not a file")
     args.video = str(video)
     check_base_url(args.upstream)
-    body = chat_body(video, args.question, args.model or "", args.top_k, args.frame_size, args.max_tokens)
-    q = parse_chat(body)  # the endpoint's checks: the question, top_k (--top-k), frame_size (--frame-size)
+    given = {name: value for name in CHAT if (value := getattr(args, name)) is not None}
+    body = chat_body(video, args.question, args.model or "", given, args.max_tokens)
+    q = parse_chat(body)  # the endpoint's checks: the question and the options (--top-k, --frame-size, ...)
     if args.server:
         result, selection = select_remote(args, q.question, q.options)
     else:

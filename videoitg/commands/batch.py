@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from videoitg.errors import InputError
-from videoitg.outputs import RANKING_RULES
+from videoitg.request.options import SELECTION, add_flags, from_args
 
 HELP = "score a manifest of (video, instruction) rows on Ray Data; resumable, every row exactly once"
 
@@ -29,16 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests per Triton client actor")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="Triton protocol for --server")
     p.add_argument("--dtype", default=None, help="model dtype (default: float16 on GPU as released, float32 on CPU)")
-    p.add_argument("--ranking-rule", choices=RANKING_RULES, default=None,
-                   help="released (default: as the released code ranks) | exact (by the fp32 logit); with --server "
-                   "the default is the servers'")
+    add_flags(p, SELECTION, {"top_k": "not named: records hold the ranking, not the picked frames; a row may "
+                             "name its own options in columns of their names (top_k, ...)",
+                             "ranking_rule": "released, as the released code ranks; with --server the servers'"})
     p.add_argument("--truncate-instruction", action="store_true",
                    help="in-process: cut an instruction over the model's length budget as the released model does "
                    "(default: the row fails with the reason; a server always refuses it)")
     p.add_argument("--num-frames", type=int, default=512, help="frames sampled per video")
     p.add_argument("--target-fps", type=float, default=1.0, help="candidate frame rate before subsampling")
     p.add_argument("--sampling-rule", choices=("eval", "train"), default="eval")
-    p.add_argument("--top-k", type=int, default=None, help="also store the top-K frames (chronological)")
     p.add_argument("--no-group", action="store_true",
                    help="do not group rows by video (each row decodes and encodes its video again)")
     p.add_argument("--max-group-rows", type=int, default=64, help="split a video's rows into units of this size")
@@ -76,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--cpus-per-worker", args.cpus_per_worker), ("--flush-seconds", args.flush_seconds)):
         if not 0 < value < float("inf"):
             raise InputError(f"{flag} must be a positive number, got {value}")
-    if args.top_k is not None and args.top_k < 1:
-        raise InputError(f"--top-k must be >= 1, got {args.top_k} (the server refuses it the same way)")
+    options = from_args(args, SELECTION)
     if args.gpus_per_worker > 0 and args.ray_address is None and not args.server:
         from videoitg.pipeline.scorer import check_device  # torch: only for this check
 
@@ -91,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
                              "instruction")
         spec = ScorerSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
                           num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                          top_k=args.top_k, dtype=args.dtype or "server", ranking_rule=args.ranking_rule,
-                          protocol=args.protocol)
+                          options=options, dtype=args.dtype or "server", protocol=args.protocol)
     else:
         checkpoint = args.checkpoint
         if checkpoint is None:
@@ -103,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         spec = ScorerSpec(kind="inprocess", checkpoint=str(Path(checkpoint).resolve()), device=device,
                           dtype=args.dtype,  # None: the one default for the device (ScorerSpec)
                           num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                          top_k=args.top_k, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction,
+                          options=options, truncate=args.truncate_instruction,
                           torch_threads=max(1, int(args.cpus_per_worker)))
     opts = BatchOptions(
         out_dir=args.out, scorer=spec,

@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 
 from videoitg.errors import InputError
-from videoitg.outputs import DEFAULT_RANKING_RULE, RANKING_RULES
+from videoitg.outputs import DEFAULT_RANKING_RULE
 from videoitg.request.limits import Limits
+from videoitg.request.options import add_flags, from_args
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/commands/cli.py).
@@ -53,9 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncate-instruction", action="store_true",
                         help="cut an instruction over the model's length budget as the released model does "
                         "(default: the record is skipped with the reason)")
-    parser.add_argument("--ranking-rule", choices=RANKING_RULES, default=DEFAULT_RANKING_RULE,
-                        help="how frames are ranked for recall/precision/AP: released (default, as the released "
-                        "code ranks) | exact (by the fp32 logit); with --results, the file's own order is used")
+    add_flags(parser, ["ranking_rule"], {"ranking_rule": "released, as the released code ranks; the ranking "
+                                         "recall, precision and AP read; with --results, the file's own order"})
     parser.add_argument("--num-frames", type=int, default=None,
                         help="max sampled frames (default: 1024 for VideoITG-40K, the annotation's sampling; 512 "
                              "otherwise, as served)")
@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         result = {"source": source, "data": [str(a) for a in args.data], "format": fmt, "ks": list(ks),
                   "sampling": sampling.key(), "moment_params": params.to_parameters(),
                   "saliency_min": args.saliency_min, "skipped": len(bad),
-                  "ranking_rule": "results file order" if args.results else args.ranking_rule, **summary.to_dict()}
+                  "ranking_rule": "results file order" if args.results else args.ranking_rule or DEFAULT_RANKING_RULE,
+                  **summary.to_dict()}
         (args.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "table.txt").write_text(table + "\n")
         with (args.out / "per_record.jsonl").open("w") as f:
@@ -193,5 +194,5 @@ def _score_with_model(args: argparse.Namespace, records: Sequence[Any], root: Pa
     # Annotations index the training sampling (up to 1024 frames), above a serving request's 512-frame cap.
     limits = Limits(max_sampled_frames=max(sampling.num_frames, Limits().max_sampled_frames))
     scorer = Scorer(ckpt, model=model, tokenizer=tok, device=args.device, dtype=dtype, sampling=sampling,
-                    limits=limits, ranking_rule=args.ranking_rule, truncate=args.truncate_instruction)
-    return score_records(scorer, records, root, progress=not args.quiet)
+                    limits=limits, truncate=args.truncate_instruction)
+    return score_records(scorer, records, root, progress=not args.quiet, options=from_args(args, ["ranking_rule"]))

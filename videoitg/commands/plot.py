@@ -1,5 +1,5 @@
-"""The picture of a result: relevance (saliency) over time, the moments and the chosen top-K frames marked, and
-thumbnails of the top frames in the video's own aspect ratio."""
+"""The picture of a result: relevance (saliency) over time, the moments and the picked frames marked, and thumbnails
+of the picked frames in the video's own aspect ratio."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
+from videoitg.outputs import GroundingResult
 
 # Below this spread the y axis follows the data instead of spanning [0, 1], so a curve that lives in a narrow band
 # (e.g. every score within 0.95-0.99) still shows its shape.
@@ -73,20 +73,21 @@ MARGIN_IN = 0.15  # kept free at the figure's edges
 TITLE_IN, LEGEND_IN, SCORES_IN, GAP_IN, MOMENTS_IN, XLABEL_IN = 0.62, 0.28, 2.0, 0.25, 0.6, 0.5
 CAPTION_IN, THUMB_TITLE_IN = 0.3, 0.22
 THUMBS_PER_ROW = 8
-MAX_THUMBS = 16  # two rows; past that, the best 16 of the top-K are drawn and the caption says so
+MAX_THUMBS = 16  # two rows; past that, the best 16 of the picked frames are drawn and the caption says so
 
 
-def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = DEFAULT_TOP_K,
+def plot_timeline(result: GroundingResult, out: str | Path, picked: Sequence[int],
                   thumbnails: Sequence[np.ndarray] | Mapping[int, np.ndarray] | None = None,
                   truth_segments: list[tuple[float, float]] | None = None) -> Path:
-    """Write the timeline PNG; `truth_segments` (seconds), when known, are shaded green. `thumbnails`: images by
-    position (every sampled frame's, or a mapping holding at least the top-K's)."""
+    """Write the timeline PNG; `picked`: positions of the picked frames (`videoitg.request.options.select`);
+    `truth_segments` (seconds), when known, are shaded green. `thumbnails`: images by position (every sampled
+    frame's, or a mapping holding at least the picked ones)."""
     import matplotlib  # here: pyplot loads when a figure is drawn, after the Agg backend is chosen (no display)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = draw_timeline(result, top_k, thumbnails, truth_segments)
+    fig = draw_timeline(result, picked, thumbnails, truth_segments)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -94,23 +95,24 @@ def plot_timeline(result: GroundingResult, out: str | Path, top_k: int = DEFAULT
     return out
 
 
-def thumbnail_positions(result: GroundingResult, top_k: int, limit: int = MAX_THUMBS) -> list[int]:
-    """The top-K positions that get a thumbnail: all of them up to `limit`, else the `limit` best; chronological."""
-    chosen = result.top_k_positions(top_k)
-    if len(chosen) <= limit:
-        return chosen
-    return sorted(result.ranking[:limit])
+def thumbnail_positions(result: GroundingResult, picked: Sequence[int], limit: int = MAX_THUMBS) -> list[int]:
+    """The picked positions that get a thumbnail: all of them up to `limit`, else the `limit` best; chronological."""
+    if len(picked) <= limit:
+        return sorted(picked)
+    chosen = set(picked)
+    return sorted([p for p in result.ranking if p in chosen][:limit])
 
 
-def draw_timeline(result: GroundingResult, top_k: int = DEFAULT_TOP_K,
+def draw_timeline(result: GroundingResult, picked: Sequence[int],
                   thumbnails: Sequence[np.ndarray] | Mapping[int, np.ndarray] | None = None,
                   truth_segments: list[tuple[float, float]] | None = None):
     """The timeline as a matplotlib Figure (Agg): title (the video's name, the instruction), the per-frame scores with
-    the top-K marked, the moments, thumbnails of the chosen frames. Every label lies inside the figure."""
+    the picked frames (positions) marked, the moments, thumbnails of the picked frames. Every label lies inside the
+    figure."""
     import matplotlib.pyplot as plt
 
-    chosen = result.top_k_positions(top_k)
-    thumbs = thumbnail_positions(result, top_k) if thumbnails is not None else []
+    chosen = sorted(picked)
+    thumbs = thumbnail_positions(result, chosen) if thumbnails is not None else []
     rows = math.ceil(len(thumbs) / THUMBS_PER_ROW)
     # A row as tall as a thumbnail of the picture's aspect at its width, plus its title line.
     cell_in = WIDTH_IN * 0.9 / THUMBS_PER_ROW * 0.95

@@ -1,6 +1,6 @@
 """`videoitg score VIDEO --instruction TEXT`: score one video, in-process or through a running server (`--server`),
-print the top-K frames and moments; optionally append the results.jsonl record, draw the timeline PNG and export
-the top-K frames as images."""
+print the picked frames and moments; optionally append the results.jsonl record, draw the timeline PNG and export
+the picked frames as images."""
 
 from __future__ import annotations
 
@@ -16,22 +16,20 @@ from pathlib import Path
 
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
-from videoitg.outputs import (
-    DEFAULT_RANKING_RULE,
-    DEFAULT_TOP_K,
-    RANKING_RULES,
-    GroundingResult,
-    doc_id_problems,
-    write_results_jsonl,
-)
+from videoitg.outputs import GroundingResult, doc_id_problems, write_results_jsonl
 from videoitg.precision import PRECISIONS
+from videoitg.request.options import add_flags, from_args, select
 from videoitg.sampling import SamplingParams
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/commands/cli.py).
 
 HELP = ("score one video for an instruction, in-process or through a running server (--server), and print the "
-        "top-K frames and moments")
+        "picked frames and moments")
+OPTIONS = ("top_k", "ranking_rule", "frame_size")  # the request's options as flags (videoitg.request.options)
+SERVER_DEFAULT = {"top_k": "the deployment's: 32, or with --server the server's --top-k",
+                  "ranking_rule": "released, or with --server the server's --ranking-rule",
+                  "frame_size": "with --export-frames, the video's own size"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,9 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instruction", "-i", required=True)
     p.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
     p.add_argument("--vision-tower", help="local SigLIP directory, if the checkpoint does not embed one")
-    p.add_argument("--top-k", type=int, default=None,
-                   help=f"frames to pick (default {DEFAULT_TOP_K}, the released selector's Top-32; with --server: "
-                   f"the server's --top-k, {DEFAULT_TOP_K} unless it was configured otherwise)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (float16 on a GPU as released, float32 on CPU) | float32 | "
                    "bfloat16 | float16")
@@ -51,9 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truncate-instruction", action="store_true",
                    help="cut an instruction over the model's length budget as the released model does (default: "
                    "refuse it; in-process only)")
-    p.add_argument("--ranking-rule", choices=RANKING_RULES, default=None,
-                   help="released (default: fp16 sigmoid, ties to the earlier frame, as the released code ranks) | "
-                   "exact (by the fp32 logit); with --server the default is the server's")
     p.add_argument("--num-frames", type=int, default=512, help="at most this many sampled frames")
     p.add_argument("--target-fps", type=float, default=1.0)
     p.add_argument("--sampling", choices=["eval", "train"], default="eval")
@@ -63,12 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="append the result to this results.jsonl (lmms-eval's frame_indices_jsonl)")
     p.add_argument("--plot", help="write a score-timeline PNG here")
     p.add_argument("--export-frames", metavar="DIR",
-                   help="write the top-K frames to DIR as JPEG images (decoded from the video at its own size; with "
-                   "--server, by the server) with index.json: frame number, timestamp, score, rank, in chronological "
-                   "order")
-    p.add_argument("--export-size", type=int, metavar="PIXELS",
-                   help="with --export-frames: scale each frame so its longer side is PIXELS (default: the video's "
-                   "own size)")
+                   help="write the picked frames to DIR as JPEG images (decoded from the video at its own size, or "
+                   "--frame-size; with --server, by the server) with index.json: frame number, timestamp, score, "
+                   "rank, in chronological order")
+    add_flags(p, OPTIONS, SERVER_DEFAULT)
     p.add_argument("--server", action="append", metavar="HOST:PORT",
                    help="a running `videoitg serve`: score there instead of in-process (checkpoint, device, dtype "
                    "and sampling are then the server's); repeat for several: the video's server by its digest, "
@@ -76,12 +66,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="with --server (default grpc)")
 
 
-def print_result(result: GroundingResult, k: int, moments: list[tuple[float, float, float]] | None = None) -> None:
-    """`moments`: the server's, when it answered them; else the result's own (the same rule)."""
-    print(f"{len(result.logits)} sampled frames; top-{min(k, len(result.logits))} in chronological order:")
+def print_result(result: GroundingResult, picked: list[int],
+                 moments: list[tuple[float, float, float]] | None = None) -> None:
+    """`picked`: positions of the picked frames, chronological; `moments`: the server's, when it answered them; else
+    the result's own (the same rule)."""
+    print(f"{len(result.logits)} sampled frames; top-{len(picked)} in chronological order:")
     print(f"  {'frame':>7} {'time (s)':>9} {'score':>7}")
     scores = result.scores
-    for i in result.top_k_positions(k):
+    for i in picked:
         print(f"  {result.frame_indices[i]:>7} {result.timestamps[i]:>9.2f} {scores[i]:>7.3f}")
     print(f"moments (best first; rule: docs/moments.md):\n  {'start (s)':>9} {'end (s)':>9} {'score':>7}")
     for start, end, score in (moments if moments is not None else [tuple(m) for m in result.moments]):
@@ -99,13 +91,9 @@ def _doc_id_value(doc_id: str | None) -> int | str | None:
 def check_args(args: argparse.Namespace) -> None:
     """What can be refused before any model loads or request is sent."""
     from videoitg.paths import local_video
-    from videoitg.request.options import RequestOptions
 
-    args.options = RequestOptions.labelled(
-        {"top_k": args.top_k, "ranking_rule": args.ranking_rule, "frames": "jpeg" if args.export_frames else None,
-         "frame_size": args.export_size},
-        {"top_k": "--top-k", "ranking_rule": "--ranking-rule", "frames": "--export-frames DIR",
-         "frame_size": "--export-size"})
+    args.options = from_args(args, OPTIONS, {"frames": "--export-frames DIR"},
+                             frames="jpeg" if args.export_frames else None)
     args.video = str(local_video(args.video))
     if not Path(args.video).is_file():
         raise InputError(f"video {args.video} does not exist or is not a file")
@@ -132,8 +120,8 @@ def run_remote(args: argparse.Namespace) -> int:
         checkpoint = c.served_checkpoint()
     if checkpoint is not None and served_demo(checkpoint) and not is_sample_video(args.video):
         print(served_demo_notice(url), file=sys.stderr)
-    if args.top_k is None:  # the server's default applied: report what it picked
-        args.top_k = len(served.top_k_frames)
+    position = {n: i for i, n in enumerate(result.frame_indices)}
+    picked = [position[n] for n in served.top_k_frames]  # what the server picked, under its defaults
 
     def thumbnail_frames():
         from videoitg.decode import decode_video
@@ -143,10 +131,9 @@ def run_remote(args: argparse.Namespace) -> int:
                             params=SamplingParams(args.num_frames, args.target_fps, args.sampling))
 
     jpegs = None
-    if served.frames is not None:  # the server's top-K frames, decoded from the video there: paired by frame number
-        position = {n: i for i, n in enumerate(result.frame_indices)}
-        jpegs = [(position[n], f) for n, f in zip(served.top_k_frames, served.frames, strict=True)]
-    return report(args, result, thumbnail_frames, [tuple(m) for m in served.moments], jpegs)
+    if served.frames is not None:  # the server's picked frames, decoded from the video there: paired by frame number
+        jpegs = list(zip(picked, served.frames, strict=True))
+    return report(args, result, picked, thumbnail_frames, [tuple(m) for m in served.moments], jpegs)
 
 
 def served_demo(checkpoint: str) -> bool:
@@ -157,15 +144,15 @@ def served_demo(checkpoint: str) -> bool:
     return checkpoint == DEFAULT_CHECKPOINT or is_demo_checkpoint(checkpoint)
 
 
-def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames: Callable[[], SampledFrames],
-           moments: list[tuple[float, float, float]] | None = None, jpegs: list[tuple[int, bytes]] | None = None
-           ) -> int:
-    """Print the top-K, append the results.jsonl record, draw the timeline, export the frames: the same for both
-    paths. `moments`: the server's, when it answered them; `jpegs`: the top-K frames the server answered
-    (position, JPEG), written instead of decoding them here."""
-    print_result(result, args.top_k, moments)
+def report(args: argparse.Namespace, result: GroundingResult, picked: list[int],
+           thumbnail_frames: Callable[[], SampledFrames], moments: list[tuple[float, float, float]] | None = None,
+           jpegs: list[tuple[int, bytes]] | None = None) -> int:
+    """Print the picked frames (`picked`: positions, chronological), append the results.jsonl record, draw the
+    timeline, export the frames: the same for both paths. `moments`: the server's, when it answered them; `jpegs`:
+    the picked frames the server answered (position, JPEG), written instead of decoding them here."""
+    print_result(result, picked, moments)
     if args.output:
-        rec = result.to_record(_doc_id_value(args.doc_id), args.video, top_k=args.top_k)
+        rec = result.to_record(_doc_id_value(args.doc_id), args.video, picked=picked)
         for problem in doc_id_problems([rec], args.output):
             print(f"videoitg score: warning: {problem}", file=sys.stderr)
         write_results_jsonl(args.output, [rec])
@@ -175,15 +162,16 @@ def report(args: argparse.Namespace, result: GroundingResult, thumbnail_frames: 
 
         frames = thumbnail_frames()
         thumbs = thumbnails_from_pixels(frames.pixel_values, display_aspect(frames.info))
-        png = plot_timeline(result, Path(args.plot), args.top_k, thumbs)
+        png = plot_timeline(result, Path(args.plot), picked, thumbs)
         print(f"plot: {png}")
     if args.export_frames:
         from videoitg.decode.export import INDEX, export_frames, write_frames
 
-        entries = (export_frames(args.video, result, args.export_frames, args.top_k, args.export_size) if jpegs is None
-                   else write_frames(args.video, result, args.export_frames, jpegs, args.export_size))
-        size = "the video's size" if args.export_size is None else f"longer side {args.export_size} px"
-        print(f"exported {len(entries)} frames ({size}) to {args.export_frames}/, listed in "
+        size = args.options.frame_size or None
+        entries = (export_frames(args.video, result, args.export_frames, picked, size) if jpegs is None
+                   else write_frames(args.video, result, args.export_frames, jpegs, size))
+        size_text = "the video's size" if size is None else f"longer side {size} px"
+        print(f"exported {len(entries)} frames ({size_text}) to {args.export_frames}/, listed in "
               f"{Path(args.export_frames) / INDEX}")
     return 0
 
@@ -192,17 +180,16 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     if args.server:
         return run_remote(args)
-    if args.top_k is None:
-        args.top_k = DEFAULT_TOP_K
     from videoitg.defaults import default_checkpoint
     from videoitg.pipeline.scorer import Scorer
 
     sampling = SamplingParams(args.num_frames, args.target_fps, args.sampling)
     scorer = Scorer(args.checkpoint or default_checkpoint(), device=args.device, dtype=args.dtype,
                     precision=args.precision, sampling=sampling, decoder=args.decoder, vision_tower=args.vision_tower,
-                    ranking_rule=args.options.ranking_rule or DEFAULT_RANKING_RULE, truncate=args.truncate_instruction)
+                    truncate=args.truncate_instruction)
     ids = scorer.encode(args.instruction)  # a bad instruction is refused before the decode
     frames = scorer.load_video(args.video)
-    result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video, ids=[ids])[0]
+    result = scorer.score_visual([(scorer.video_features(frames), args.instruction)], video=args.video, ids=[ids],
+                                 options=args.options)[0]
     print(f"decoder: {frames.decoder}")
-    return report(args, result, lambda: frames)
+    return report(args, result, select(result, args.options), lambda: frames)

@@ -13,6 +13,7 @@ from typing import Any
 from videoitg.decoders import DECODERS, decoder
 from videoitg.errors import InputError
 from videoitg.request.options import FRAME_FORMATS as FORMATS
+from videoitg.request.options import OPTIONS
 
 TOP = "videoitg"  # the public model; the steps below are internal (the front does not pass them on)
 DECODE = "videoitg_decode"
@@ -76,10 +77,10 @@ VIDEO = "VIDEO"
 VIDEO_DIGEST = "VIDEO_DIGEST"
 VIDEO_URI = "VIDEO_URI"
 INSTRUCTION = "INSTRUCTION"
-TOP_K = "TOP_K"
-RANKING_RULE = "RANKING_RULE"
-FRAMES = "FRAMES"
-FRAMES_SIZE = "FRAMES_SIZE"
+# A request's options travel each in its own optional input, named and typed by its row
+# (`videoitg.request.options.OPTIONS`: TOP_K, RANKING_RULE, FRAMES, ...).
+OPTION_INPUTS = {name: o.wire for name, o in OPTIONS.items()}  # option -> the input it travels in
+FRAMES = OPTIONS["frames"].wire
 # Its outputs (the per-frame ones are also the steps' tensors: LOGITS, FRAME_INDICES, TIMESTAMPS, DURATION).
 SCORES = "SCORES"
 LOGITS = "LOGITS"
@@ -99,10 +100,10 @@ PIXEL_VALUES = "PIXEL_VALUES"
 NUM_FRAMES = "NUM_FRAMES"
 FEATURES = "FEATURES"
 
-SELECTION_INPUTS = (
-    _t(TOP_K, "INT32", 1, optional=True),
-    _t(RANKING_RULE, "STRING", 1, optional=True),  # "released" | "exact" (videoitg.outputs)
-)
+# The selection's options (both shapes of repository: the ensemble's selection step takes them too) and the frames'
+# (the BLS model only: FRAMES "jpeg" | "uint8", FRAME_SIZE the longer side in pixels, 0 or absent: the video's own).
+SELECTION_INPUTS = tuple(_t(o.wire, o.wire_type, 1, optional=True) for o in OPTIONS.values() if not o.frames)
+FRAME_INPUTS = tuple(_t(o.wire, o.wire_type, 1, optional=True) for o in OPTIONS.values() if o.frames)
 # With the feature cache (bls) the video comes as its bytes (VIDEO), as its digest alone (VIDEO_DIGEST,
 # `videoitg.digest.video_digest`: a cached video is scored without its bytes crossing the wire, an uncached one is
 # answered NOT_FOUND and the client sends VIDEO), or as VIDEO_URI, a file under one of the server's media roots.
@@ -112,9 +113,6 @@ VIDEO_INPUTS = (
     _t(VIDEO_URI, "STRING", 1, optional=True),
 )
 INSTRUCTION_INPUT = _t(INSTRUCTION, "STRING", 1)
-# The top-K frames as images (bls only): FRAMES "jpeg" | "uint8", FRAMES_SIZE the longer side in pixels (0 or
-# absent: the video's own size).
-FRAME_INPUTS = (_t(FRAMES, "STRING", 1, optional=True), _t(FRAMES_SIZE, "INT32", 1, optional=True))
 RESULT_OUTPUTS = (
     # Chronological, one per sampled frame: sigmoid score, the head's raw logit, the original frame number and its
     # timestamp in seconds.
@@ -125,7 +123,7 @@ RESULT_OUTPUTS = (
     # Ranking order under RANKING_RULE (default "released": the fp16 sigmoid, ties to the earlier frame): positions
     # into the per-frame outputs, best first.
     _t(RANKING, "INT32", -1),
-    _t(TOP_K_FRAMES, "INT64", -1),  # the K best frame numbers, chronological
+    _t(TOP_K_FRAMES, "INT64", -1),  # the frames the options pick (`videoitg.request.options.select`), chronological
     _t(CACHE_HIT, "BOOL", 1),  # always false in the ensemble (no cache)
     _t(MOMENTS, "FP32", -1, 3),  # [start_s, end_s, score], best first (videoitg.moments)
     # The rule the ranking outputs follow (the request's, else the deployment's). No output shares an input's name:
@@ -138,8 +136,6 @@ RESULT_NAMES = tuple(t.name for t in RESULT_OUTPUTS)
 # The frames asked for, chronological; only the asked format's output is in the answer.
 FRAME_OUTPUTS = (_t(FRAME_JPEGS, "STRING", -1), _t(FRAME_PIXELS, "UINT8", -1, -1, -1, 3))
 FRAME_FORMATS = dict(zip(FORMATS, (FRAME_JPEGS, FRAME_PIXELS), strict=True))  # FRAMES -> the output carrying them
-# A request's options (`videoitg.request.options.RequestOptions`) -> the optional input each travels in.
-OPTION_INPUTS = {"top_k": TOP_K, "ranking_rule": RANKING_RULE, "frames": FRAMES, "frame_size": FRAMES_SIZE}
 
 
 def check_decoder(name: str) -> str:

@@ -26,7 +26,7 @@ from videoitg.contract.protocol import (
 )
 from videoitg.moments import DEFAULT_PARAMS, MomentParams
 from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import RequestOptions, select
 
 
 def result_outputs(result: GroundingResult, options: RequestOptions, moment_params: MomentParams = DEFAULT_PARAMS,
@@ -41,7 +41,7 @@ def result_outputs(result: GroundingResult, options: RequestOptions, moment_para
         FRAME_INDICES: result.frame_indices,
         TIMESTAMPS: result.timestamps,
         RANKING: result.ranking,
-        TOP_K_FRAMES: result.top_k_frames(options.top_k),
+        TOP_K_FRAMES: [result.frame_indices[i] for i in select(result, options)],
         CACHE_HIT: [cache_hit],
         MOMENTS: np.asarray(moments, dtype=np.float64).reshape(-1, 3),
         APPLIED_RANKING_RULE: [result.ranking_rule.encode()],
@@ -70,7 +70,7 @@ def result_from_outputs(outputs: Mapping[str, np.ndarray], instruction: str = ""
                            instruction, video, rule, None if duration is None else float(duration.reshape(-1)[0]))
 
 
-# The top-K frames as images, when a request asks (FRAMES): one output per format (`protocol.FRAME_FORMATS`),
+# The picked frames as images, when a request asks (FRAMES): one output per format (`protocol.FRAME_FORMATS`),
 # chronological (TOP_K_FRAMES' order, as `export_frames` lists them). jpeg: [K] JPEG files; uint8: [K, H, W, 3] RGB.
 def frame_outputs(images: Sequence[bytes] | Sequence[np.ndarray], fmt: str) -> dict[str, np.ndarray]:
     """The served frames of one request (without the batch axis): JPEG file bytes, or [H, W, 3] uint8 images of

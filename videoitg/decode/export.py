@@ -1,8 +1,10 @@
-"""The chosen frames handed on as images: the top-K frames of a result, decoded from the video at its own size (or
-a given one), as JPEG files with an index, or as JPEG bytes for a request to a video-LLM (`videoitg.answer.handoff`).
+"""The chosen frames handed on as images: the frames a request picks from a result, decoded from the video at its own
+size (or a given one), as JPEG files with an index, or as JPEG bytes for a request to a video-LLM
+(`videoitg.answer.handoff`).
 
     from videoitg.decode.export import export_frames
-    index = export_frames("clip.mp4", result, "frames/", k=32)   # frames/0000120.jpg ..., frames/index.json
+    from videoitg.request.options import RequestOptions, select
+    index = export_frames("clip.mp4", result, "frames/", select(result, RequestOptions(top_k=32)))
 
 The pixels come from the project's decoder (`videoitg.decode.decode_full_frames`: the same PyAV decode, seeks and
 checks as scoring, without the squash to the tower's square input), so an exported frame is the frame the number
@@ -66,15 +68,16 @@ def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.getvalue()
 
 
-def top_k_images(video: str | Path | bytes, result: GroundingResult, k: int, size: int | None = None, *,
-                 jpeg: bool = False, max_bytes: int | None = None, limits: DecodeLimits | None = None,
-                 time_budget_s: float | None = 60) -> list[tuple[int, np.ndarray | bytes]]:
-    """(position, image) of the result's top-K frames in chronological order, decoded at the video's size or
-    with the longer side `size`: what `export_frames` writes and a server answers. Positions index the result's
-    per-frame lists. `jpeg`, `max_bytes`, `limits` and `time_budget_s` as for `frame_images`."""
-    if k < 1:
-        raise InputError(f"k must be >= 1, got {k}")
-    positions = result.top_k_positions(k)
+def picked_images(video: str | Path | bytes, result: GroundingResult, positions: list[int],
+                  size: int | None = None, *, jpeg: bool = False, max_bytes: int | None = None,
+                  limits: DecodeLimits | None = None, time_budget_s: float | None = 60
+                  ) -> list[tuple[int, np.ndarray | bytes]]:
+    """(position, image) of the picked frames (`positions` into the result's per-frame lists, chronological: what
+    `videoitg.request.options.select` gives), decoded at the video's size or with the longer side `size`: what
+    `export_frames` writes and a server answers. `jpeg`, `max_bytes`, `limits` and `time_budget_s` as for
+    `frame_images`."""
+    if not positions:
+        raise InputError("no frames picked")
     images = _images(video, [result.frame_indices[i] for i in positions], size, jpeg, max_bytes, limits,
                      time_budget_s, f"top-{len(positions)}")
     return list(zip(positions, images, strict=True))
@@ -109,19 +112,20 @@ def _images(video: str | Path | bytes, frame_numbers: list[int], size: int | Non
     return decode_full_frames(video, frame_numbers, transform=transform, limits=limits, time_budget_s=time_budget_s)
 
 
-def export_frames(video: str | Path, result: GroundingResult, out_dir: str | Path, k: int,
+def export_frames(video: str | Path, result: GroundingResult, out_dir: str | Path, positions: list[int],
                   size: int | None = None) -> list[ExportedFrame]:
-    """Write the top-K frames of `result` (for `video`) to `out_dir` as `<frame number, 7 digits>.jpg`, and
+    """Write the picked frames of `result` (`positions`, chronological) to `out_dir` as `<frame number, 7
+    digits>.jpg`, and
     `index.json` listing them in chronological order (frame number, timestamp, score, rank, file, size) with the
     video, instruction and ranking rule. `size`: the longer side in pixels (default: the video's own size).
     Returns the index entries."""
-    return write_frames(video, result, out_dir, top_k_images(video, result, k, size, jpeg=True), size)
+    return write_frames(video, result, out_dir, picked_images(video, result, positions, size, jpeg=True), size)
 
 
 def write_frames(video: str | Path, result: GroundingResult, out_dir: str | Path, jpegs: list[tuple[int, bytes]],
                  size: int | None = None) -> list[ExportedFrame]:
     """`export_frames`' files from frames already encoded: (position, JPEG bytes) in chronological order, from
-    `top_k_images(..., jpeg=True)` or a server's FRAME_JPEGS."""
+    `picked_images(..., jpeg=True)` or a server's FRAME_JPEGS."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ranks = {p: r + 1 for r, p in enumerate(result.ranking)}

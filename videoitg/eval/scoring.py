@@ -18,7 +18,7 @@ class FeatureScorer(Protocol):
 
     def stream_features(self, source: Path) -> Any: ...
 
-    def score_visual(self, items: list[tuple[Any, str]], video: str = "") -> list[Any]: ...
+    def score_visual(self, items: list[tuple[Any, str]], video: str = "", **options: Any) -> list[Any]: ...
 
 
 BATCH_INSTRUCTIONS = 16  # a video's queries scored in one padded forward
@@ -30,10 +30,12 @@ def score_records(
     video_root: str | Path,
     batch_instructions: int = BATCH_INSTRUCTIONS,
     progress: bool = False,
+    options: Any = None,
 ) -> tuple[list[RecordScores], list[tuple[object, str]]]:
     """Score annotation records (`videoitg.eval.annotations.EvalRecord` or `train.data.GroundingRecord`) with a
     `videoitg.pipeline.scorer.Scorer` (its sampling, decoder and limits). Each video is decoded and encoded once
     (`Scorer.stream_features`, as batch scoring does); its queries are scored in padded batches.
+    `options`: the `videoitg.request.options.RequestOptions` the results are ranked under (None: the default rule).
     Returns the scored records and the ones that could not be used (with the reason)."""
 
     by_video = group_by_video(records)
@@ -61,7 +63,8 @@ def score_records(
         for i in range(0, len(usable), batch_instructions):
             chunk = usable[i : i + batch_instructions]
             try:
-                results = scorer.score_visual([(feats, r.question) for r, _ in chunk], video=video)
+                results = scorer.score_visual([(feats, r.question) for r, _ in chunk], video=video,
+                                              **({} if options is None else {"options": options}))
             except VideoITGError as e:
                 bad += [(r, str(e)) for r, _ in chunk]
                 continue

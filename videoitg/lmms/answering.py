@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from videoitg.decode.export import frame_images
 from videoitg.errors import InputError
 from videoitg.eval.metrics import uniform_indices
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult, record_video_path
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import RequestOptions, select
 from videoitg.sampling import SamplingParams
 
 SELECTIONS = ("videoitg", "uniform")
@@ -38,43 +38,42 @@ class AnswerOptions:
 
     upstream: str  # the video-LLM's base URL
     model: str | None  # the model name sent; None: the first the upstream lists
-    top_k: int  # frames sent per document
     selection: str  # one of SELECTIONS
-    frame_size: int | None  # the frames' longer side in pixels; None: the video's own size
+    # the frames sent per document: top_k (the `videoitg` selection's cap and the `uniform` count) and any other
+    # selection option, as JPEGs with the longer side frame_size (0: the video's own size)
+    options: RequestOptions
 
+    @property
+    def top_k(self) -> int:
+        return DEFAULT_TOP_K if self.options.top_k is None else self.options.top_k
 
-def _number(value: Any) -> Any:
-    """A model_arg that should be an integer: lmms-eval hands "8" over as 8; a string of digits from a Python caller
-    is read the same way. Anything else goes to the option's check as it came."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
+    @property
+    def frame_size(self) -> int | None:
+        return self.options.frame_size or None
 
 
 def _given(value: Any) -> bool:
     return value not in (None, "", "None")
 
 
-def answer_options(*, upstream: Any = None, model: Any = None, top_k: Any = None, selection: Any = None,
-                   frame_size: Any = None) -> AnswerOptions | None:
-    """model_args as lmms-eval hands them over (strings, or numbers it converted), checked; None without
-    `answer_upstream` (grounding only: then `answer_model`, `selection` and `frame_size` are errors)."""
+def answer_options(*, upstream: Any = None, model: Any = None, selection: Any = None, **named: Any
+                   ) -> AnswerOptions | None:
+    """model_args as lmms-eval hands them over (strings, or numbers it converted), checked; `named`: the request
+    options among them by name (top_k, frame_size, ...: `RequestOptions.from_text`). None without `answer_upstream`
+    (grounding only: then `answer_model`, `selection` and `frame_size` are errors)."""
     if not _given(upstream):
-        given = [n for n, v in (("answer_model", model), ("selection", selection), ("frame_size", frame_size))
-                 if _given(v)]
+        given = [n for n, v in (("answer_model", model), ("selection", selection),
+                                ("frame_size", named.get("frame_size"))) if _given(v)]
         if given:
             raise InputError(f"model_args: {', '.join(given)} need answer_upstream=URL (the video-LLM that answers)")
         return None
     chosen = str(selection) if _given(selection) else "videoitg"
     if chosen not in SELECTIONS:
         raise InputError(f"model_args: selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-    # top_k and frame_size: bounded as every edge bounds them (`videoitg.request.options.OPTIONS`)
-    options = RequestOptions.labelled(
-        {"top_k": _number(top_k) if _given(top_k) else DEFAULT_TOP_K, "frames": "jpeg",
-         "frame_size": _number(frame_size) if _given(frame_size) else DEFAULT_FRAME_SIZE},
-        {"top_k": "model_args: top_k", "frame_size": "model_args: frame_size"})
-    return AnswerOptions(check_base_url(str(upstream)), str(model) if _given(model) else None, options.top_k, chosen,
-                         options.frame_size or None)
+    options = RequestOptions.from_text({**named, "frames": "jpeg"}, "model_args:")
+    sent = replace(options, top_k=DEFAULT_TOP_K if options.top_k is None else options.top_k,
+                   frame_size=DEFAULT_FRAME_SIZE if options.frame_size is None else options.frame_size)
+    return AnswerOptions(check_base_url(str(upstream)), str(model) if _given(model) else None, chosen, sent)
 
 
 def generation_fields(gen_kwargs: Any) -> dict[str, Any]:
@@ -92,14 +91,15 @@ def generation_fields(gen_kwargs: Any) -> dict[str, Any]:
     return out
 
 
-def chosen_positions(selection: str, k: int, num_frames: int, result: GroundingResult | None = None) -> list[int]:
-    """Positions (into the sampled frames), chronological, of the K frames `selection` sends: the result's top K
-    (`videoitg`), or K evenly spaced ones (`uniform`); all frames when the video has no more than K."""
-    if selection == "videoitg":
+def chosen_positions(answer: AnswerOptions, num_frames: int, result: GroundingResult | None = None) -> list[int]:
+    """Positions (into the sampled frames), chronological, of the frames `answer.selection` sends: those its
+    options pick from the result (`videoitg`: `select`), or `top_k` evenly spaced ones (`uniform`); all frames when
+    the video has no more than that."""
+    if answer.selection == "videoitg":
         if result is None:
             raise InputError("selection=videoitg needs a grounding result")
-        return result.top_k_positions(k)
-    return uniform_indices(num_frames, k)
+        return select(result, answer.options)
+    return uniform_indices(num_frames, answer.top_k)
 
 
 @dataclass(frozen=True)
@@ -172,25 +172,32 @@ def answer_text(answer: dict[str, Any], upstream: str) -> str:
     return content
 
 
+def answer_settings(options: AnswerOptions, model: str) -> dict[str, Any]:
+    """How a run chose and sent frames: the selection, the request options (top_k, frame_size and any other it
+    named) and the video-LLM; a rerun into the same output_dir reuses a record only if its settings are these."""
+    given = {k: v for k, v in options.options.given().items() if k != "frames"}
+    return {"selection": options.selection, **given, "frame_size": options.options.frame_size or 0, "model": model}
+
+
 def answer_field(options: AnswerOptions, model: str, selection: Selection, text: str) -> dict[str, Any]:
-    """The `answer` object of a results.jsonl record: how the frames were chosen, what was sent, what came back."""
-    return {"selection": options.selection, "top_k": options.top_k, "frame_size": options.frame_size or 0,
-            "model": model, "frames": selection.frames, "timestamps": [round(t, 3) for t in selection.timestamps],
-            "text": text}
+    """The `answer` object of a results.jsonl record: how the frames were chosen, what was sent (`frames`: their
+    numbers, so the frames used per document are counted from it), what came back."""
+    return {**answer_settings(options, model), "frames": selection.frames,
+            "timestamps": [round(t, 3) for t in selection.timestamps], "text": text}
 
 
 def same_run(field: Any, options: AnswerOptions, model: str) -> bool:
     """Whether a record's `answer` object was written by a run with these settings (a rerun reuses its text)."""
-    return isinstance(field, dict) and isinstance(field.get("text"), str) and (
-        field.get("selection"), field.get("top_k"), field.get("frame_size"), field.get("model")
-    ) == (options.selection, options.top_k, options.frame_size or 0, model)
+    settings = answer_settings(options, model)
+    return (isinstance(field, dict) and isinstance(field.get("text"), str)
+            and {k: v for k, v in field.items() if k not in ("frames", "timestamps", "text")} == settings)
 
 
 def run_settings(field: Any) -> str:
     """A record's `answer` settings as words, for the error of a rerun into another run's output_dir."""
     if not isinstance(field, dict):
         return "grounding only, no answer"
-    return ", ".join(f"{k}={field.get(k)}" for k in ("selection", "top_k", "frame_size", "model"))
+    return ", ".join(f"{k}={v}" for k, v in field.items() if k not in ("frames", "timestamps", "text"))
 
 
 def uniform_record(doc_id: int, video: str | Path, contexts: str, sampled: Sampled, **extra: Any) -> dict[str, Any]:

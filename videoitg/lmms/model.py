@@ -9,14 +9,16 @@ For every `generate_until` request it scores the document's video against the re
 the record to `output_dir/<task>/results.jsonl` (the upstream keys `index`, `logits`, `num_frames`, `contexts`,
 `video_path`, `doc_id`, then ours: timestamps, scores, moments, `task`, `split`): the file lmms-eval's answering
 models read as `frame_indices_jsonl`. A doc_id already in that file is not scored again (a rerun resumes).
+Every request option is a model_arg of its own name (`top_k=`, `ranking_rule=`, ...: `videoitg.request.options`);
 `ranking_rule=` and (in-process) `truncate=` choose the released or the exact behaviour
 (`videoitg.lmms.tasks.model_options`, docs/lmms-eval.md).
 
 Without `answer_upstream=` the text lmms-eval receives is empty: grounding selects frames, it does not answer. With
 it, each document's frames go with the task's prompt to that video-LLM and its text comes back, so the task's metric
-scores it (`videoitg.lmms.answering`): `selection=videoitg` (default) sends the top-K frames, `selection=uniform` K
-evenly spaced ones of the same sampled frames (no grounding model is loaded); each record gets an `answer` object,
-and a rerun hands back the answers of the doc_ids already there.
+scores it (`videoitg.lmms.answering`): `selection=videoitg` (default) sends the frames the options pick (the top-K,
+or fewer with an adaptive option), `selection=uniform` K evenly spaced ones of the same sampled frames (no grounding
+model is loaded); each record gets an `answer` object, and a rerun hands back the answers of the doc_ids already
+there.
 
     lmms-eval --model videoitg --tasks videomme \\
         --model_args checkpoint=/ckpt/VideoITG-8B,output_dir=/out/itg32,answer_upstream=http://127.0.0.1:8000/v1,top_k=32
@@ -44,9 +46,9 @@ from videoitg.lmms.answering import (
     uniform_record,
 )
 from videoitg.lmms.tasks import _request_fields, doc_videos, model_options
-from videoitg.outputs import DEFAULT_RANKING_RULE, write_results_jsonl
+from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import OPTIONS, RequestOptions, recorded
 
 # what lmms-eval itself adds to the model_args (its --batch_size and --device; --max_batch_size)
 LMMS_CONFIG = frozenset({"batch_size", "max_batch_size"})
@@ -56,24 +58,25 @@ class VideoITGModel(lmms):
     is_simple = True
 
     def __init__(self, checkpoint: str | None = None, server: str | None = None, protocol: str = "grpc",
-                 output_dir: str = "videoitg_results", top_k: int | str | None = None, device: str = "cpu",
-                 dtype: str = "auto", num_frames: int | str = 512, target_fps: float | str = 1.0,
-                 sampling_rule: str = "eval", ranking_rule: str | None = None, truncate: bool | str = False,
-                 answer_upstream: str | None = None, answer_model: str | None = None, selection: str | None = None,
-                 frame_size: int | str | None = None, vision_tower: str | None = None, **kwargs: Any) -> None:
+                 output_dir: str = "videoitg_results", device: str = "cpu", dtype: str = "auto",
+                 num_frames: int | str = 512, target_fps: float | str = 1.0, sampling_rule: str = "eval",
+                 truncate: bool | str = False, answer_upstream: str | None = None, answer_model: str | None = None,
+                 selection: str | None = None, vision_tower: str | None = None, **kwargs: Any) -> None:
+        """model_args; besides these, every request option (`videoitg.request.options.OPTIONS`: top_k,
+        ranking_rule, frame_size, ...) by its name, but `frames`, which this model sets itself."""
         super().__init__()
+        named = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIONS and k != "frames"}
         unknown = sorted(set(kwargs) - LMMS_CONFIG)
         if unknown:  # a misspelt option would otherwise run with its default
             raise InputError(f"model_args: --model videoitg takes no {', '.join(unknown)} (docs/lmms-eval.md)")
         if checkpoint and server:
             raise InputError("model_args: give checkpoint= (in-process) or server= (a running server), not both")
+        request = RequestOptions.from_text({k: v for k, v in named.items() if k != "frame_size"}, "model_args:")
         opts = model_options(device=device, dtype=dtype, num_frames=num_frames, target_fps=target_fps,
-                             sampling_rule=sampling_rule, top_k=top_k, ranking_rule=ranking_rule, truncate=truncate,
-                             server=server)
-        answering = answer_options(upstream=answer_upstream, model=answer_model, top_k=top_k, selection=selection,
-                                   frame_size=frame_size)
+                             sampling_rule=sampling_rule, truncate=truncate, server=server)
+        answering = answer_options(upstream=answer_upstream, model=answer_model, selection=selection, **named)
         self.out = Path(output_dir)
-        self.top_k, self.ranking_rule = opts.top_k, opts.ranking_rule
+        self.request = request  # the grounding records' options (their `top_k` field: the frames picked)
         self.server, self.protocol = server, protocol
         self.client = self.scorer = None
         # the video-LLM first: an upstream that cannot be reached fails the run before a model loads
@@ -86,8 +89,7 @@ class VideoITGModel(lmms):
             self.client = VideoITGClient(server, protocol)
         else:
             self.scorer = Scorer(checkpoint or default_checkpoint(), device=opts.device, dtype=opts.dtype,
-                                 sampling=opts.sampling, ranking_rule=opts.ranking_rule or DEFAULT_RANKING_RULE,
-                                 truncate=opts.truncate, vision_tower=vision_tower)
+                                 sampling=opts.sampling, truncate=opts.truncate, vision_tower=vision_tower)
 
     def _done(self, path: Path) -> dict[int, dict]:
         """The first record of each doc_id already in `path` (a rerun scores and answers none of them again)."""
@@ -104,9 +106,9 @@ class VideoITGModel(lmms):
 
     def _score(self, video: str, instructions: list[str]) -> list:
         if self.scorer is not None:
-            return self.scorer.score_many(video, instructions)  # one decode and vision pass for all of them
-        return [self.client.score(video, text, RequestOptions(top_k=self.top_k, ranking_rule=self.ranking_rule))
-                for text in instructions]
+            # one decode and vision pass for all of them
+            return self.scorer.score_many(video, instructions, options=self.request)
+        return [self.client.score(video, text, self.request) for text in instructions]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         # Group by (task, video): a video's questions share one decode and one vision pass.
@@ -141,7 +143,7 @@ class VideoITGModel(lmms):
                         bar.update(1)
                     continue
                 results = self._score(video, [it[0] for it in todo])
-                records = [res.to_record(doc_id, video, top_k=self.top_k, task=task, split=split)
+                records = [res.to_record(doc_id, video, picked=recorded(res, self.request), task=task, split=split)
                            for res, (_, doc_id, split, _, _) in zip(results, todo, strict=True)]
                 write_results_jsonl(path, records)  # appended per video: an interrupted run keeps what it scored
                 done[task].update((rec["doc_id"], rec) for rec in records)
@@ -164,12 +166,12 @@ class VideoITGModel(lmms):
             ctx, doc_id, split, gen_kwargs, _ = it
             if opts.selection == "videoitg":
                 res = results[i]
-                pos = chosen_positions(opts.selection, opts.top_k, len(res.frame_indices), res)
+                pos = chosen_positions(opts, len(res.frame_indices), res)
                 frames, times, scores = ([res.frame_indices[p] for p in pos], [res.timestamps[p] for p in pos],
                                          [res.scores[p] for p in pos])
-                rec = res.to_record(doc_id, video, top_k=opts.top_k, task=task, split=split)
+                rec = res.to_record(doc_id, video, picked=pos, task=task, split=split)
             else:
-                pos = chosen_positions(opts.selection, opts.top_k, len(sampled.frames))
+                pos = chosen_positions(opts, len(sampled.frames))
                 frames, times, scores = [sampled.frames[p] for p in pos], [sampled.timestamps[p] for p in pos], None
                 rec = uniform_record(doc_id, video, ctx, sampled, task=task, split=split)
             text, sent = answerer.ask(video, ctx, gen_kwargs, frames, times, scores)

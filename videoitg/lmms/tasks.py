@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
-from videoitg.outputs import check_ranking_rule
 from videoitg.pipeline.scorer import parse_dtype
 from videoitg.sampling import SamplingParams
 
@@ -59,26 +58,20 @@ class ModelOptions:
     device: str
     dtype: Any  # torch.dtype: videoitg.pipeline.scorer.parse_dtype (float16 on a GPU as released, float32 on CPU)
     sampling: Any  # videoitg.sampling.SamplingParams
-    top_k: int | None
-    ranking_rule: str | None  # None: the engine's default ("released"; a server's own)
     truncate: bool
 
 
 def model_options(*, device: str = "cpu", dtype: str = "auto", num_frames: int | str = 512,
-                  target_fps: float | str = 1.0, sampling_rule: str = "eval", top_k: int | str | None = None,
-                  ranking_rule: str | None = None, truncate: bool | str = False,
+                  target_fps: float | str = 1.0, sampling_rule: str = "eval", truncate: bool | str = False,
                   server: str | None = None) -> ModelOptions:
     """model_args arrive as strings (or as lmms-eval converted them): check and resolve them, without loading a
     model. `truncate` is an in-process option: a server always refuses an over-long instruction."""
-    rule = None if ranking_rule in (None, "", "None") else check_ranking_rule(str(ranking_rule))
     cut = _flag(truncate)
     if cut and server:
         raise InputError("model_args: truncate= is an in-process option (checkpoint=); a server always refuses an "
                          "over-long instruction")
     return ModelOptions(device=str(device), dtype=parse_dtype(str(dtype), str(device)),
-                        sampling=SamplingParams(int(num_frames), float(target_fps), sampling_rule),
-                        top_k=int(top_k) if top_k not in (None, "", "None") else None, ranking_rule=rule,
-                        truncate=cut)
+                        sampling=SamplingParams(int(num_frames), float(target_fps), sampling_rule), truncate=cut)
 
 
 def _require_lmms_eval():

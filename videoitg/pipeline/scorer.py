@@ -27,12 +27,13 @@ from videoitg.model.files import checkpoint_identity
 from videoitg.model.hotpath import prepare_inference
 from videoitg.model.layout import SequenceLayout, fit_instruction
 from videoitg.moments import frames_duration
-from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult, check_ranking_rule
+from videoitg.outputs import DEFAULT_RANKING_RULE, GroundingResult
 from videoitg.paths import local_video
 from videoitg.pipeline.features import VideoFeatures
 from videoitg.precision import default_dtype_name, resolve_dtype, resolve_precision
 from videoitg.preprocess import pixel_values
 from videoitg.request.limits import Limits
+from videoitg.request.options import NO_OPTIONS, RequestOptions
 from videoitg.request.text import instruction_ids
 from videoitg.sampling import SamplingParams
 from videoitg.synthetic.sample import is_sample_video
@@ -97,12 +98,10 @@ class Scorer:
         chunk_frames: int = 64,
         vision_tower: str | Path | None = None,
         limits: Limits | None = None,
-        ranking_rule: str = DEFAULT_RANKING_RULE,
         truncate: bool = False,
     ):
         self.device = check_device(device)
         self.dtype, self.precision = parse_precision(precision, dtype, device)
-        self.ranking_rule = check_ranking_rule(ranking_rule)  # how results rank frames (videoitg.outputs)
         # An instruction over the length budget: refused (default), or cut to fit as the released model does.
         self.truncate = truncate
         if model is None:
@@ -180,9 +179,11 @@ class Scorer:
 
     @torch.inference_mode()
     def score_visual(self, items: list[tuple[VideoFeatures, str]], video: str = "",
-                     ids: list[torch.Tensor] | None = None) -> list[GroundingResult]:
+                     ids: list[torch.Tensor] | None = None, options: RequestOptions = NO_OPTIONS
+                     ) -> list[GroundingResult]:
         """Score a batch of (features, instruction) pairs in one padded forward. `ids`: the instructions' token ids
-        when the caller already has them from `encode`."""
+        when the caller already has them from `encode`; `options.ranking_rule`: how the results rank frames
+        (default released, `videoitg.outputs`)."""
         if ids is None:
             ids = [self.encode(text) for _, text in items]
         if self.truncate:
@@ -190,15 +191,18 @@ class Scorer:
             ids = [fit_instruction(i, SequenceLayout.for_video(self.config, len(f.frame_indices)), limit, True)
                    for i, (f, _) in zip(ids, items, strict=True)]
         logits = self.model.score_features([f.visual for f, _ in items], ids)
-        return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video, self.ranking_rule,
-                                f.duration)
+        rule = options.ranking_rule or DEFAULT_RANKING_RULE
+        return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video, rule, f.duration)
                 for lg, (f, text) in zip(logits, items, strict=True)]
 
-    def score(self, video: str | Path | bytes, instruction: str) -> GroundingResult:
-        return self.score_many(video, [instruction])[0]
+    def score(self, video: str | Path | bytes, instruction: str, options: RequestOptions = NO_OPTIONS
+              ) -> GroundingResult:
+        """The result of one instruction, ranked under `options.ranking_rule`; the frames `options` pick:
+        `videoitg.request.options.select(result, options)`."""
+        return self.score_many(video, [instruction], options=options)[0]
 
-    def score_many(self, video: str | Path | bytes, instructions: list[str], batch_size: int = 8
-                   ) -> list[GroundingResult]:
+    def score_many(self, video: str | Path | bytes, instructions: list[str], batch_size: int = 8,
+                   options: RequestOptions = NO_OPTIONS) -> list[GroundingResult]:
         """Several instructions on one video: one decode and one vision pass, then the instructions in padded
         batches of `batch_size`. Every instruction is checked before the video is decoded."""
         if isinstance(instructions, str):
@@ -211,5 +215,6 @@ class Scorer:
         out: list[GroundingResult] = []
         bs = max(1, batch_size)
         for i in range(0, len(instructions), bs):
-            out += self.score_visual([(feats, t) for t in instructions[i:i + bs]], video=name, ids=ids[i:i + bs])
+            out += self.score_visual([(feats, t) for t in instructions[i:i + bs]], video=name, ids=ids[i:i + bs],
+                                     options=options)
         return out
