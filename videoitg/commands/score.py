@@ -18,7 +18,7 @@ from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, doc_id_problems, write_results_jsonl
 from videoitg.precision import PRECISIONS
-from videoitg.request.options import add_flags, from_args, select
+from videoitg.request.options import SELECTION, add_flags, from_args, select
 from videoitg.sampling import SamplingParams
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
@@ -26,7 +26,7 @@ from videoitg.sampling import SamplingParams
 
 HELP = ("score one video for an instruction, in-process or through a running server (--server), and print the "
         "picked frames and moments")
-OPTIONS = ("top_k", "ranking_rule", "frame_size")  # the request's options as flags (videoitg.request.options)
+OPTIONS = (*SELECTION, "frame_size")  # the request's options as flags (videoitg.request.options)
 SERVER_DEFAULT = {"top_k": "the deployment's: 32, or with --server the server's --top-k",
                   "ranking_rule": "released, or with --server the server's --ranking-rule",
                   "frame_size": "with --export-frames, the video's own size"}
