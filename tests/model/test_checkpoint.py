@@ -24,6 +24,7 @@ from videoitg.batch.scorers import ScorerSpec
 from videoitg.batch.store import OutputStore
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import CheckpointError, InputError
+from videoitg.model import files
 from videoitg.model.checkpoint import check_checkpoint, load_checkpoint, save_checkpoint
 from videoitg.model.files import DIGEST_CACHE, cached_weight_hash, checkpoint_identity, weight_files
 from videoitg.model.vision import embedding
@@ -99,9 +100,10 @@ def test_the_digest_cache_is_used_and_never_hides_a_rewrite(tmp_path: Path) -> N
     f.write_bytes(b"a" * 4096)
     real = cached_weight_hash(f)
     cache = tmp_path / "home" / DIGEST_CACHE
-    entries = json.loads(cache.read_text())
-    assert list(entries.values()) == [real]
-    cache.write_text(json.dumps({k: "0" * 64 for k in entries}))  # a planted entry: read back, not recomputed
+    entries = json.loads(cache.read_text())["entries"]
+    assert [v.split()[0] for v in entries.values()] == [real]
+    (key,) = entries
+    files._write_digest_cache(key, "0" * 64)  # a planted entry that verifies: read back, not recomputed
     assert cached_weight_hash(f) == "0" * 64
     st = f.stat()
     with f.open("r+b") as fh:
