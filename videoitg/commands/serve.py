@@ -23,6 +23,7 @@ from videoitg.commands.repo import (
 )
 from videoitg.contract.protocol import RepoSummary
 from videoitg.errors import CheckpointError, InputError
+from videoitg.front.config import page_on
 from videoitg.launch.ports import check_ports_free
 from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.launch.shm import is_stale, launcher_tag
@@ -60,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-timeout", type=float, default=300.0, metavar="S",
                         help="with --answer-upstream: the video-LLM's answer bound in seconds, in a stream between two "
                         "pieces (default 300)")
+    parser.add_argument("--page", action=argparse.BooleanOptionalAction, default=None,
+                        help="serve the page at / of the HTTP port, where a person scores a video and sees the frames "
+                        "picked (docs/page.md); default: on when --host is a loopback address, off otherwise")
     add_deployment_arguments(parser)
     add_sampling_arguments(parser)
     add_limit_arguments(parser)  # ignored with --model-repository: that repository's parameters hold its limits
@@ -158,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     opts = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                          metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose),
                          answer_upstream=args.answer_upstream, answer_model=args.answer_model,
-                         answer_timeout_s=args.answer_timeout)
+                         answer_timeout_s=args.answer_timeout, page=args.page)
     server = TritonServer(repo, opts, log_path=args.log)
     print(f"starting tritonserver ({server.install.kind}: {server.install.binary}), {target} repository {repo}",
           flush=True)
@@ -178,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             echo.start()
         print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}\n"
               f"log: {server.log_path}\n"
-              f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}", flush=True)
+              f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}"
+              + (f"\npage: http://{server.http_url}/" if page_on(args.host, args.page) else ""), flush=True)
 
         def say(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)

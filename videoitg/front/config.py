@@ -3,6 +3,7 @@ on the metrics page beside tritonserver's). Imported by the launcher: nothing he
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 
@@ -62,10 +63,30 @@ class FrontConfig:
     # The largest video the public model takes as bytes (its max_video_bytes): a data URL holding more is refused
     # from its length (None: no bound but the request's).
     max_video_bytes: int | None = None
+    # The page at / of the HTTP port (webpage.py, docs/page.md): on, off, or None: on where `host` is a loopback
+    # address (`page_on`).
+    page: bool | None = None
+
+    @property
+    def serves_page(self) -> bool:
+        return page_on(self.host, self.page)
 
     def keyed(self, headers: dict[str, str]) -> dict[str, str]:
         """`headers` of an inference passed on to tritonserver, with the key its inference API asks for (if set)."""
         return {**headers, INFER_KEY_HEADER: self.infer_key} if self.infer_key else headers
+
+
+def page_on(host: str, page: bool | None) -> bool:
+    """Whether the front serves its page: as `page` says, else where it binds a loopback address only (a page
+    on a public address is the operator's choice, `--page`)."""
+    if page is not None:
+        return page
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost, or "" (every address)
+        return False
 
 
 def held_budget(cfg: FrontConfig) -> ByteBudget:

@@ -122,19 +122,22 @@ class _Port:
 
 class HttpPort(_Port):
     """The public HTTP port: every request aiohttp parsed is answered here, whatever its target. Extra routes
-    (`routes`: exact path -> `Route`; `closers`: what they hold open) are served first; everything else is the
-    KServe v2 API as `http_route` allows it (the only router), health and metadata passed on, inference checked and
-    passed on, the rest refused. At most `max_connections` connections: past it the one idle longest is closed to
-    take a new one, or with none idle the new one is answered 503 and closed."""
+    (`routes`: exact path -> `Route`, the OpenAI error shape's; `closers`: what they hold open; `pages`: the page's
+    files, webpage.py) are served first; everything else is the KServe v2 API as `http_route` allows it (the only
+    router), health and metadata passed on, inference checked and passed on, the rest refused. At most
+    `max_connections` connections: past it the one idle longest is closed to take a new one, or with none idle the
+    new one is answered 503 and closed."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
-                 routes: Mapping[str, Route] | None = None, closers: Sequence[Closer] = ()):
+                 routes: Mapping[str, Route] | None = None, closers: Sequence[Closer] = (),
+                 pages: Mapping[str, Route] | None = None):
         # Pooled keep-alive connections (tritonserver.py). A model load holds the tritonserver thread its connection is
         # served on, so the launcher reloads over gRPC (`TritonServer._admin`). No Accept-Encoding of the front's
         # own: a client that asked for none gets none.
         super().__init__(cfg, counters, cfg.triton_http)
         self.budget = budget
         self.routes: dict[str, Route] = dict(routes or {})
+        self.pages: dict[str, Route] = dict(pages or {})  # refused in KServe's error shape, as the API's routes
         self.closers = tuple(closers)
         self.conns = Connections()
         self.readers: set[BodyReader] = set()  # the request bodies being read (`reading`)
@@ -213,7 +216,7 @@ class HttpPort(_Port):
         return self.refuse(Refusal(err, Reason.TOO_LARGE))
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        route = self.routes.get(request.path)
+        route = self.routes.get(request.path) or self.pages.get(request.path)
         return await (route(self, request) if route is not None else self.answer(request))
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse:

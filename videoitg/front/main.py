@@ -12,6 +12,7 @@ import os
 import signal
 
 from videoitg.front.answer import answer_routes
+from videoitg.front.bounds import ByteBudget
 from videoitg.front.config import (
     INFER_KEY_ENV,
     METRICS_CONNECTIONS,
@@ -27,6 +28,14 @@ from videoitg.front.process import (
     return_freed_memory,
     trim_after_release,
 )
+from videoitg.front.webpage import page_routes
+
+
+def http_port(cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget) -> HttpPort:
+    """The public HTTP port with the routes `cfg` turns on: the answer endpoint's (--answer-upstream) and the
+    page's (`FrontConfig.serves_page`)."""
+    routes, closers = answer_routes(cfg)
+    return HttpPort(cfg, counters, budget, routes, closers, page_routes(cfg))
 
 
 async def serve(cfg: FrontConfig, open_files: int) -> None:
@@ -37,7 +46,7 @@ async def serve(cfg: FrontConfig, open_files: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     counters = FrontCounters()
     budget = held_budget(cfg)
-    http = HttpPort(cfg, counters, budget, *answer_routes(cfg))
+    http = http_port(cfg, counters, budget)
     metrics, grpc = MetricsPort(cfg, counters), GrpcPort(cfg, counters, budget)
     for port in (http, metrics, grpc):
         await port.start()
@@ -45,7 +54,7 @@ async def serve(cfg: FrontConfig, open_files: int) -> None:
     print(f"videoitg front: http {cfg.host}:{cfg.http_port} grpc {cfg.host}:{cfg.grpc_port} metrics "
           f"{cfg.host}:{cfg.metrics_port} -> tritonserver {cfg.triton_http}; models {', '.join(cfg.models)}; "
           f"open files {open_files}; connections http {cfg.max_connections} grpc {cfg.max_connections} metrics "
-          f"{METRICS_CONNECTIONS}", flush=True)
+          f"{METRICS_CONNECTIONS}; page {'on' if http.pages else 'off'}", flush=True)
     await stop.wait()
     trimmer.cancel()
     await asyncio.gather(grpc.stop(cfg.shutdown_s), http.stop(), metrics.stop())

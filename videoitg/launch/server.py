@@ -138,6 +138,8 @@ class ServerOptions:
     answer_upstream: str | None = None
     answer_model: str | None = None
     answer_timeout_s: float = 300.0
+    # The page at / of the HTTP port (docs/page.md): on, off, or None: on where `host` is a loopback address.
+    page: bool | None = None
 
 
 def _signal(proc: subprocess.Popen | None, sig: int) -> None:
@@ -324,7 +326,8 @@ class TritonServer:
                           max_request_bytes=max_bytes,
                           max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s),
                           answer_upstream=o.answer_upstream, answer_model=o.answer_model,
-                          answer_timeout_s=o.answer_timeout_s, max_video_bytes=video_bound(self.repository, models))
+                          answer_timeout_s=o.answer_timeout_s, max_video_bytes=video_bound(self.repository, models),
+                          page=o.page)
         return [sys.executable, "-m", "videoitg.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
