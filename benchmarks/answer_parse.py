@@ -60,7 +60,7 @@ async def one(body: bytes) -> dict[str, tuple[float, float]]:
     *out["load_body"], value = await loop_wait(lambda: load_body(chunks))
     q = parse_chat(value)
     *out["video_source"], video = await loop_wait(lambda: video_source(q.video_url, None).decode())
-    options = RequestOptions(32, None, "jpeg", 448)
+    options = RequestOptions(top_k=32, frames="jpeg", frame_size=448)
     *out["http_request_body"], _ = await loop_wait(lambda: http_request_body(video, q.question, options))
     return out
 

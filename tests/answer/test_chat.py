@@ -63,7 +63,7 @@ def test_a_request_names_its_video_question_and_defaults() -> None:
     q = parse_chat(body)
     assert (q.message, q.part, q.video_url) == (0, 1, VIDEO)
     assert q.question == "When does the dog jump?"
-    assert q.options == RequestOptions(None, None, "jpeg", DEFAULT_FRAME_SIZE)  # top_k: the server's default
+    assert q.options == RequestOptions(frames="jpeg", frame_size=DEFAULT_FRAME_SIZE)  # top_k: the server's default
     assert q.body == body  # every field kept as it came
 
 
@@ -99,6 +99,12 @@ def test_requests_without_one_video_and_a_question_are_refused(body: Any, error:
     assert e.value.status == 400
 
 
+def test_the_extension_takes_the_adaptive_selection() -> None:
+    q = parse_chat(chat(text("q"), video(), videoitg={"top_k": 16, "min_score": 0.5, "coverage": 0.9}))
+    assert q.options == RequestOptions(top_k=16, min_score=0.5, coverage=0.9, frames="jpeg",
+                                       frame_size=DEFAULT_FRAME_SIZE)
+
+
 @pytest.mark.parametrize(("options", "match"), [
     ({"top_k": 0}, f"top_k must be an integer from 1 to {MAX_TOP_K}, got 0"),
     ({"top_k": MAX_TOP_K + 1}, f"got {MAX_TOP_K + 1}"),
@@ -109,6 +115,9 @@ def test_requests_without_one_video_and_a_question_are_refused(body: Any, error:
     ({"frame_size": -1}, f"frame_size must be an integer from 0 to {MAX_FRAMES_SIZE}"),
     ({"frame_size": MAX_FRAMES_SIZE + 1}, "frame_size"),
     ({"topk": 3}, "has no field 'topk'"),
+    ({"min_score": 1.5}, "videoitg.min_score must be a number from 0 to 1, got 1.5"),
+    ({"coverage": "all"}, 'videoitg.coverage must be a number from 0 to 1, got "all"'),
+    ({"ranking_rule": "exact"}, "has no field 'ranking_rule'"),
 ])
 def test_bad_extension_fields_are_refused_by_name(options: dict[str, Any], match: str) -> None:
     with pytest.raises(OptionError, match=match) as e:

@@ -20,7 +20,7 @@ from videoitg.errors import InputError, VideoDecodeError
 from videoitg.manifest.grouping import make_units
 from videoitg.manifest.rows import load_manifest
 from videoitg.pipeline.scorer import Scorer
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import RequestOptions, select
 from videoitg.sampling import SamplingParams
 
 
@@ -271,3 +271,34 @@ def test_in_process_run_writes_good_rows_and_each_bad_rows_error(tmp_path, monke
     assert s["merged"] == {"results": 2, "errors": 4, "duplicates_dropped": 0, "missing": 0}
     assert [json.loads(x)["doc_id"] for x in (out / "results.jsonl").read_text().splitlines()] == [1, 6]
     assert not list(out.rglob(".*.tmp-*"))
+
+
+# ---- request options in a manifest -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_row_names_its_own_options_and_the_run_its_defaults(tmp_path, fmt):
+    """A manifest column named as an option (`coverage`, `min_score`, `top_k`, ...) is that row's option over the
+    run's (`--top-k`, ...); a CSV's text is read as the option's kind; a bad value fails its row alone, naming it."""
+    make_clip(tmp_path / "v.mp4", 0)
+    rows = [{"video": "v.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 1},
+            {"video": "v.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 2, "coverage": 0.2},
+            {"video": "v.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 3, "min_score": 0.5, "top_k": 2},
+            {"video": "v.mp4", "instruction": INSTRUCTIONS[0], "doc_id": 4, "coverage": 7}]
+    path = tmp_path / f"m.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text("video,instruction,doc_id,coverage,min_score,top_k\n" + "".join(
+            f'{r["video"]},"{r["instruction"]}",{r["doc_id"]},{r.get("coverage", "")},{r.get("min_score", "")},'
+            f'{r.get("top_k", "")}\n' for r in rows))
+    spec = ScorerSpec(checkpoint=str(default_checkpoint()), num_frames=8, target_fps=4.0,
+                      options=RequestOptions(top_k=4))
+    out = InProcessScorer(spec).score_unit(load_manifest(path).rows)
+    assert [o.ok for o in out] == [True, True, True, False]
+    assert "coverage must be a number from 0 to 1, got 7" in out[3].record["reason"]
+    assert out[3].record["reason"].startswith("manifest line 4:") if fmt == "jsonl" else True
+    ref = Scorer(default_checkpoint(), sampling=SamplingParams(num_frames=8, target_fps=4.0)).score(
+        str(tmp_path / "v.mp4"), INSTRUCTIONS[0])
+    for o, options in zip(out[:3], (RequestOptions(top_k=4), RequestOptions(top_k=4, coverage=0.2),
+                                    RequestOptions(top_k=2, min_score=0.5)), strict=True):
+        assert o.record["top_k"] == [ref.frame_indices[i] for i in select(ref, options)], options

@@ -24,7 +24,7 @@ from tests.support.server import (
 from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import RequestOptions, select
 
 pytestmark = pytest.mark.server
 
@@ -61,6 +61,36 @@ def test_ranking_rule_and_moments_are_served_like_in_process(protocol, clients, 
     assert_results_close(exact.result, dataclasses.replace(ref, ranking_rule="exact"))
     with pytest.raises(InputError, match='ranking_rule must be one of released, exact, got "best"'):  # before sending
         clients[protocol].infer(path, instruction, RequestOptions(ranking_rule="best"))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_adaptive_selection_is_served_as_in_process(protocol, clients, scorer, sample) -> None:
+    """MIN_SCORE and COVERAGE travel as KServe inputs; the server picks with `select`, the client's own `select` on
+    the served logits gives the same frames (the same function over the same numbers), and in-process picks them
+    too."""
+    path, data, instruction = sample
+    ref = scorer.score(data, instruction)
+    # The sample's scores: eight frames over 0.98, the rest under 0.005 (each best frame 1/8 of the mass): no
+    # option below sits near a score or a share, so in-process and served pick alike
+    for options in (RequestOptions(min_score=0.5), RequestOptions(coverage=0.2, top_k=12),
+                    RequestOptions(coverage=0.45, min_score=0.5, ranking_rule="exact")):
+        out = clients[protocol].infer(path, instruction, options)
+        picked = select(out.result, options)
+        assert out.top_k_frames == [out.result.frame_indices[i] for i in picked]
+        assert picked == select(ref, options)
+        assert 1 <= len(picked) < len(ref.frame_indices)
+    assert [len(select(ref, RequestOptions(**o))) for o in ({"min_score": 0.5}, {"coverage": 0.2})] == [8, 2]
+
+
+def test_a_bad_adaptive_option_is_refused_naming_the_input(server, sample) -> None:
+    _, data, instruction = sample
+    one = np.array([[data]], dtype=object)
+    text = np.array([[instruction.encode()]], dtype=object)
+    for name, value, match in (("MIN_SCORE", 2.0, "MIN_SCORE must be a number from 0 to 1, got 2.0"),
+                               ("COVERAGE", float("nan"), "COVERAGE must be a number from 0 to 1, got NaN")):
+        with pytest.raises(InferenceServerException, match=match):
+            grpc_infer(server, {"VIDEO": (one, "BYTES"), "INSTRUCTION": (text, "BYTES"),
+                                name: (np.array([[value]], np.float64), "FP64")})
 
 
 def test_cache_hit_is_identical(clients, scorer, tmp_path) -> None:

@@ -19,7 +19,7 @@ from videoitg.request.options import RequestOptions
 
 def test_a_videos_request_body_is_tritonclients_with_the_video_as_one_piece_not_copied() -> None:
     video, question = bytearray(os.urandom(1 << 20)), "when does the dog jump? 犬"
-    options = RequestOptions(8, None, "jpeg", 448)
+    options = RequestOptions(top_k=8, frames="jpeg", frame_size=448)
     pieces, headers = http_request_body(video, question, options)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in output_names(options)]
     want, json_size = httpclient.InferenceServerClient.generate_request_body(

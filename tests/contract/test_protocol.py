@@ -93,7 +93,8 @@ def test_the_client_sends_the_protocol_inputs() -> None:
     client's requests cover all of them."""
     client = VideoITGClient("127.0.0.1:1", protocol="http")  # nothing is sent: only the tensors are built
     top = signatures("bls")[TOP]
-    sent = [client.inputs(b"v", "q", RequestOptions(3, "exact", "jpeg", 0)),
+    every = RequestOptions(top_k=3, ranking_rule="exact", min_score=0.5, coverage=0.9, frames="jpeg", frame_size=0)
+    sent = [client.inputs(b"v", "q", every),
             client.inputs(None, "q", uri="/m/v.mp4"), client.inputs(None, "q", digest="b3:00")]
     seen = set()
     for tensors in sent:
@@ -136,7 +137,7 @@ def test_the_summary_gives_the_bounds_and_the_placement(tmp_path: Path) -> None:
     assert (s.target, s.mode, s.decoder, s.public) == ("cpu", "bls", "pyav", TOP)
     assert set(s.models) == {TOP, DECODE, VISION, GROUNDING}
     assert s.request_bytes_bound(TOP) == 3 * 1000 + OTHER_INPUTS_BYTES
-    assert s.signature_bound([TOP, DECODE]) == (8, 12)
+    assert s.signature_bound([TOP, DECODE]) == (10, 12)
     assert not s.gpu and s.models[VISION].kind == "KIND_CPU"
     with pytest.raises(RepositoryError, match="'nope' is not in this repository"):
         s.request_bytes_bound("nope")

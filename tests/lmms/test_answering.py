@@ -36,7 +36,7 @@ from videoitg.lmms.answering import (
     uniform_record,
 )
 from videoitg.outputs import DEFAULT_TOP_K
-from videoitg.request.options import RequestOptions
+from videoitg.request.options import RequestOptions, select
 from videoitg.sampling import SamplingParams
 
 
@@ -170,3 +170,22 @@ def test_records_say_what_was_sent_and_a_rerun_knows_its_own(mc) -> None:
     rec = uniform_record(3, video, "ctx", Sampled([0, 4], [0.0, 1.0]), task="t", split="test")
     assert rec == {"contexts": "ctx", "video_path": str(video.resolve()), "doc_id": 3, "frame_indices": [0, 4],
                    "timestamps": [0.0, 1.0], "task": "t", "split": "test"}
+
+
+def test_an_adaptive_selection_is_sent_and_recorded(scorer, mc) -> None:
+    """`min_score=` / `coverage=` model_args pick what is sent (`select`), at most top_k; the record's settings name
+    them, so a rerun with other ones is another run."""
+    video, doc = mc[0]
+    result = scorer.score(video, contexts(doc))
+    opts = answer_options(upstream="http://h:1/v1", top_k="8", coverage="0.5", min_score="0.25")
+    assert (opts.options.coverage, opts.options.min_score, opts.top_k) == (0.5, 0.25, 8)
+    t = len(result.frame_indices)
+    assert chosen_positions(opts, t, result) == select(result, opts.options)
+    assert 1 <= len(chosen_positions(opts, t, result)) <= 8
+    sent = Selection([0], [0.0], [], [], [b""], 0.0)
+    field = answer_field(opts, "m", sent, "A")
+    assert (field["coverage"], field["min_score"], field["top_k"]) == (0.5, 0.25, 8)
+    assert same_run(field, opts, "m")
+    assert not same_run(field, answer_options(upstream="http://h:1/v1", top_k=8, coverage=0.6, min_score=0.25), "m")
+    with pytest.raises(InputError, match="model_args: coverage must be a number from 0 to 1"):
+        answer_options(upstream="http://h:1/v1", coverage="most")

@@ -83,13 +83,15 @@ def test_served_frames_are_the_decoders_top_k_frames(clip: bytes, size: int | No
     result = _result(list(range(0, 100, 10)))
     top = result.top_k_frames(4)
     reference = [resize_longer_side(im, size) for im in decode_full_frames(clip, top)]
-    pixels = frames_from_outputs(served_frames(clip, result, RequestOptions(4, None, "uint8", size), Limits()))
+    options = RequestOptions(top_k=4, frames="uint8", frame_size=size)
+    pixels = frames_from_outputs(served_frames(clip, result, options, Limits()))
     assert len(pixels) == 4
     for got, ref, n in zip(pixels, reference, top, strict=True):  # chronological, uint8 exactly
         assert got.dtype == np.uint8 and np.array_equal(got, ref)
         assert got.shape == ((96, 160, 3) if size is None else (48, 80, 3))
         assert read_number(got) == n
-    jpegs = frames_from_outputs(served_frames(clip, result, RequestOptions(4, None, "jpeg", size), Limits()))
+    options = RequestOptions(top_k=4, frames="jpeg", frame_size=size)
+    jpegs = frames_from_outputs(served_frames(clip, result, options, Limits()))
     for data, ref in zip(jpegs, reference, strict=True):
         got = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         assert got.shape == ref.shape and np.abs(got.astype(int) - ref.astype(int)).mean() < 0.5
@@ -101,7 +103,8 @@ def test_frames_of_a_video_by_reference_are_those_of_its_bytes_from_the_very_fil
     upload bound does not apply), from the file the top level hashed: replaced since, it is refused."""
     path = tmp_path / "v.mp4"
     path.write_bytes(clip)
-    result, options = _result(list(range(0, 100, 10))), RequestOptions(3, None, "uint8", 16)  # 16 x 10 pixels
+    # 16 x 10 pixels
+    result, options = _result(list(range(0, 100, 10))), RequestOptions(top_k=3, frames="uint8", frame_size=16)
     roots, limits = MediaRoots.of([tmp_path]), Limits().replace(max_bytes=3 * 16 * 10 * 3)  # under the clip's size
     assert len(clip) > limits.decode.max_bytes
     ref = read_reference(roots, str(path.resolve()), limits)
@@ -116,11 +119,12 @@ def test_frames_of_a_video_by_reference_are_those_of_its_bytes_from_the_very_fil
 def test_served_frames_are_bounded_by_max_video_bytes(clip: bytes) -> None:
     result = _result(list(range(0, 100, 10)))
     limits = Limits(decode=DecodeLimits(max_bytes=2 * 96 * 160 * 3))  # two full frames, the clip fits
-    assert len(frames_from_outputs(served_frames(clip, result, RequestOptions(2, None, "uint8"), limits))) == 2
+    assert len(frames_from_outputs(served_frames(clip, result, RequestOptions(top_k=2, frames="uint8"), limits))) == 2
     with pytest.raises(FramesTooLargeError, match=r"FRAMES: the top-3 frames hold more than 92160 bytes "
                        r"\(max_video_bytes.*TOP_K.*FRAME_SIZE"):
-        served_frames(clip, result, RequestOptions(3, None, "uint8"), limits)
-    assert len(frames_from_outputs(served_frames(clip, result, RequestOptions(3, None, "uint8", 80), limits))) == 3
+        served_frames(clip, result, RequestOptions(top_k=3, frames="uint8"), limits)
+    smaller = RequestOptions(top_k=3, frames="uint8", frame_size=80)
+    assert len(frames_from_outputs(served_frames(clip, result, smaller, limits))) == 3
 
 
 def test_no_frames_in_an_answer_that_did_not_ask() -> None:

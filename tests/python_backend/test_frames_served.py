@@ -43,7 +43,7 @@ def client(cpu_server):
 
 @pytest.mark.parametrize("size", [None, 80])
 def test_served_frames_are_the_decoders_frames(client, clip, size) -> None:
-    pixels = client.infer(clip, ASK, RequestOptions(4, None, "uint8", size))
+    pixels = client.infer(clip, ASK, RequestOptions(top_k=4, frames="uint8", frame_size=size))
     top = pixels.top_k_frames
     assert len(top) == 4 and top == sorted(top)  # chronological, TOP_K_FRAMES' order
     reference = [resize_longer_side(im, size) for im in decode_full_frames(clip, top)]
@@ -52,7 +52,7 @@ def test_served_frames_are_the_decoders_frames(client, clip, size) -> None:
         assert got.dtype == np.uint8 and np.array_equal(got, ref)  # exactly
         assert got.shape == ((96, 160, 3) if size is None else (48, 80, 3))
         assert read_number(got) == n
-    result, images = client.score(clip, ASK, RequestOptions(4, None, "jpeg", size))
+    result, images = client.score(clip, ASK, RequestOptions(top_k=4, frames="jpeg", frame_size=size))
     assert result.top_k_frames(4) == top
     for got, ref in zip(images, reference, strict=True):
         assert got.shape == ref.shape and np.abs(got.astype(int) - ref.astype(int)).mean() < 0.5

@@ -23,14 +23,15 @@ def one(value: object) -> np.ndarray:
 
 def test_inputs_are_read_by_name_and_absent_options_take_the_deployments() -> None:
     req = parse_request({"VIDEO": one(b"v"), "INSTRUCTION": one(b"hi")}, EIGHT)
-    assert (req.video, req.instruction, req.options) == (b"v", "hi", RequestOptions(8, "released"))
+    assert (req.video, req.instruction, req.options) == (b"v", "hi", RequestOptions(top_k=8, ranking_rule="released"))
     req = parse_request({"VIDEO": one(b"v"), "INSTRUCTION": one(b"hi"), "TOP_K": np.array([[3]], np.int32),
                          "RANKING_RULE": one(b"exact")}, SelectionOptions(8, "released"))
     assert (req.options.top_k, req.options.ranking_rule) == (3, "exact")
     assert parse_request({"VIDEO": one(b"v"), "INSTRUCTION": one(b"hi")},
                          SelectionOptions(5, "exact")).options.ranking_rule == "exact"
     # The same option checks serve the selection step.
-    assert parse_options({}).with_defaults(SelectionOptions(5, "exact")) == RequestOptions(5, "exact")
+    assert parse_options({}).with_defaults(SelectionOptions(5, "exact")) == RequestOptions(top_k=5,
+                                                                                          ranking_rule="exact")
     with pytest.raises(InputError, match="TOP_K must be an integer from 1 .* got 0"):
         parse_options({"TOP_K": np.array([[0]], np.int32)})
 

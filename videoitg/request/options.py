@@ -93,19 +93,25 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            chat=True),
     Option("ranking_rule", str, "the ranking rule: how frames are ranked", "the deployment's, released unless it says",
            choices=RANKING_RULES),
+    Option("min_score", float, "of the top_k frames, only those whose score reaches it (the best one always)", "off",
+           0, 1, chat=True),
+    Option("coverage", float, "of the top_k frames, the fewest best whose share of all frames' summed scores reaches "
+           "it", "off", 0, 1, chat=True),
     Option("frames", str, "the picked frames as images too", "none", choices=FRAME_FORMATS, frames=True),
     Option("frame_size", int, "the frames' longer side in pixels, 0 the video's own size", "the video's own size",
            0, MAX_FRAME_SIZE, frames=True, chat=True),
 )}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # by name: a new option never moves another
 class RequestOptions:
     """The options of one request, each checked against its row; None: not named (the deployment's default applies:
     its top-K and ranking rule; no frames; frames at the video's own size)."""
 
     top_k: int | None = None
     ranking_rule: str | None = None
+    min_score: float | None = None
+    coverage: float | None = None
     frames: str | None = None
     frame_size: int | None = None
 
@@ -186,9 +192,22 @@ CHAT = tuple(name for name, o in OPTIONS.items() if o.chat)  # what a chat reque
 def select(result: GroundingResult, options: RequestOptions = NO_OPTIONS) -> list[int]:
     """The frames `options` pick from `result`, as positions into its per-frame lists, chronological: its `top_k`
     best under the result's ranking rule (DEFAULT_TOP_K when the request names none and no deployment applied its
-    own)."""
+    own); with `coverage`, only the fewest of those, best first, whose scores sum to that share of every frame's
+    score; with `min_score`, only those whose score reaches it. At least one frame: the best."""
+    import numpy as np  # here, not at the top: `videoitg --help` must not import numpy
+
     k = DEFAULT_TOP_K if options.top_k is None else options.top_k
-    return result.top_k_positions(k)
+    ranked = result.ranking[:k]
+    if options.coverage is None and options.min_score is None:
+        return sorted(ranked)
+    scores = np.asarray(result.scores, dtype=np.float64)
+    if options.coverage is not None:
+        mass = np.cumsum(scores[ranked])
+        reached = np.flatnonzero(mass >= options.coverage * scores.sum())
+        ranked = ranked[:int(reached[0]) + 1 if reached.size else len(ranked)]
+    if options.min_score is not None:
+        ranked = [p for p in ranked if scores[p] >= options.min_score] or ranked[:1]
+    return sorted(ranked)
 
 
 def records_picks(options: RequestOptions) -> bool:
