@@ -87,3 +87,29 @@ def test_the_command_prints_and_writes_markdown_and_a_chart(tmp_path: Path, caps
     with Image.open(tmp_path / "table" / "t.png") as im:
         assert im.format == "PNG" and im.width > 300 and im.height > 200
     assert main(["answer-table", str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_adaptive_selection_is_a_column_of_its_own_with_the_frames_it_used(tmp_path: Path) -> None:
+    """A run with `coverage=` (or `min_score=`) is its own selection beside the fixed-K ones; each cell shows the
+    frames sent per document, read from the run's records in its output_dir."""
+    def run(name: str, args: str, acc: float, sent: list[int]) -> None:
+        out = tmp_path / "out" / name
+        (out / "mc").mkdir(parents=True)
+        (out / "mc" / "results.jsonl").write_text("".join(
+            json.dumps({"doc_id": i, "answer": {"frames": list(range(n)), "text": "A"}}) + "\n"
+            for i, n in enumerate(sent)) + '{"doc_id": 9, "answer": {"fra')  # a torn last line is skipped
+        _results(tmp_path / "runs" / name / "r_results.json",
+                 f"output_dir={out},answer_upstream=http://h:1/v1,answer_model=m,{args}",
+                 {"mc": {"accuracy,none": acc}}, docs=len(sent))
+    run("fixed", "top_k=8", 0.75, [8, 8, 8, 8])
+    run("adaptive", "top_k=8,coverage=0.90", 0.75, [2, 3, 8, 3])
+    run("uniform", "top_k=8,selection=uniform", 0.5, [8, 8, 8, 8])
+    rows = collect([tmp_path / "runs"])
+    assert {r.selection: r.frames for r in rows} == {"videoitg": 8.0, "videoitg coverage=0.9": 4.0, "uniform": 8.0}
+    assert markdown(rows) == (
+        "| task | metric | video-LLM | K | docs | videoitg | videoitg coverage=0.9 | uniform |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| mc | accuracy | m | 8 | 4 | 0.75 (8 frames) | 0.75 (4 frames) | 0.5 (8 frames) |\n")
+    with pytest.raises(InputError, match="coverage must be a number from 0 to 1"):
+        _results(tmp_path / "bad" / "r_results.json", "answer_upstream=http://h:1/v1,coverage=2", {"mc": {}})
+        collect([tmp_path / "bad"])

@@ -1,7 +1,9 @@
 """The downstream table of select-then-answer runs (`videoitg answer-table RUN...`): lmms-eval's results files of
 `--model videoitg` runs with `answer_upstream=` read into rows (task, metric, video-LLM, K, documents, selection,
-value), shown as one markdown table with a column per selection and as a bar chart. Reads lmms-eval's JSON only:
-needs no lmms-eval (docs/lmms-eval.md)."""
+value, frames used), shown as one markdown table with a column per selection and as a bar chart. A selection is
+`videoitg` or `uniform`, with the run's other selection options (an adaptive `min_score=` or `coverage=`) in its name;
+the frames used per document come from the run's own records (`output_dir`), so a fixed K and an adaptive selection
+compare on the same questions. Reads lmms-eval's JSON and the records only: needs no lmms-eval (docs/lmms-eval.md)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.errors import InputError
+from videoitg.jsonio import loads, text_lines
 from videoitg.lmms.answering import SELECTIONS
 from videoitg.lmms.tasks import MODEL_NAME
 from videoitg.outputs import DEFAULT_TOP_K
+from videoitg.request.options import SELECTION, RequestOptions
 
 RESULTS_GLOB = "*_results.json"  # lmms-eval's --output_path: <model name>/<date>_results.json
 
@@ -29,9 +33,10 @@ class Row:
     model: str  # the video-LLM: answer_model, or the upstream it was the first model of
     top_k: int
     docs: int  # documents scored (lmms-eval's n-samples, effective)
-    selection: str
+    selection: str  # "videoitg" or "uniform", then the run's other selection options ("videoitg coverage=0.9")
     value: float
     source: Path  # the results file
+    frames: float | None = None  # frames sent per document, on average (None: the run's records were not found)
 
     @property
     def key(self) -> tuple[str, str, str, int, int]:
@@ -85,8 +90,11 @@ def read_rows(path: Path) -> list[Row]:
     selection = args.get("selection") or "videoitg"
     if selection not in SELECTIONS:
         raise InputError(f"{path}: selection={selection!r} is not one of {', '.join(SELECTIONS)}")
+    options = RequestOptions.from_text({k: v for k, v in args.items() if k in SELECTION}, f"{path}: model_args")
+    adaptive = {k: v for k, v in options.given().items() if k != "top_k"}
+    label = " ".join([selection, *(f"{k}={v}" for k, v in adaptive.items())])
     model = args.get("answer_model") or f"first model at {upstream}"
-    top_k = int(args.get("top_k") or DEFAULT_TOP_K)
+    top_k = options.top_k or DEFAULT_TOP_K
     rows = []
     for task, metrics in results.items():
         docs = int((samples.get(task) or {}).get("effective", 0))
@@ -96,9 +104,27 @@ def read_rows(path: Path) -> list[Row]:
                 continue  # "alias", standard errors ("accuracy_stderr,none": "N/A", "accuracy_stderr_clt,none": 0.0)
             if not math.isfinite(value):
                 continue
-            label = metric if flt in ("", "none") else f"{metric} ({flt})"
-            rows.append(Row(task, label, model, top_k, docs, selection, float(value), Path(path)))
+            name = metric if flt in ("", "none") else f"{metric} ({flt})"
+            rows.append(Row(task, name, model, top_k, docs, label, float(value), Path(path),
+                            frames_used(args.get("output_dir"), task)))
     return rows
+
+
+def frames_used(output_dir: str | None, task: str) -> float | None:
+    """The frames sent per document, on average, by the run that wrote `output_dir/<task>/results.jsonl` (each
+    record's `answer.frames`); None where that file is not found from here or holds no answer."""
+    path = Path(output_dir or "videoitg_results") / task / "results.jsonl"
+    if not path.is_file():
+        return None
+    counts = []
+    for _, line, problem in text_lines(path):
+        try:
+            frames = loads(line)["answer"]["frames"] if problem is None else None
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(frames, list):
+            counts.append(len(frames))
+    return sum(counts) / len(counts) if counts else None
 
 
 def collect(runs: Iterable[str | Path]) -> list[Row]:
@@ -114,20 +140,24 @@ def collect(runs: Iterable[str | Path]) -> list[Row]:
 
 
 def _selections(rows: list[Row]) -> list[str]:
+    """The selections present: `videoitg` ones first, then `uniform` ones, each kind by name."""
     present = {r.selection for r in rows}
-    return [s for s in SELECTIONS if s in present]
+    return sorted(present, key=lambda s: (SELECTIONS.index(s.split(" ")[0]), s))
 
 
-def _value(v: float | None) -> str:
-    return "" if v is None else f"{v:.4g}"
+def _value(row: Row | None) -> str:
+    """A cell: the metric, and the frames used per document where the run's records say."""
+    if row is None:
+        return ""
+    return f"{row.value:.4g}" + ("" if row.frames is None else f" ({row.frames:.3g} frames)")
 
 
 def markdown(rows: list[Row]) -> str:
     """One line per task, metric, video-LLM, K and number of documents; a column per selection."""
     sels = _selections(rows)
-    table: dict[tuple, dict[str, float]] = {}
+    table: dict[tuple, dict[str, Row]] = {}
     for r in rows:
-        table.setdefault(r.key, {})[r.selection] = r.value
+        table.setdefault(r.key, {})[r.selection] = r
     head = ["task", "metric", "video-LLM", "K", "docs", *sels]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in sorted(table, key=lambda k: (k[0], k[1], k[2], k[3], k[4])):
