@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from videoitg.errors import InputError
 
-# The towers' linear layers: in the model's dtype, or in float8 with the rest in bfloat16 (videoitg.model.fp8).
-PRECISIONS = ("default", "fp8")
+# "default": every layer in the model's dtype. "fp8": the language model's linear layers in float8 (all decoder layers
+# but the first and the last), the rest in bfloat16 (videoitg.model.fp8). "vision-bf16": the vision tower in bfloat16,
+# the rest in the model's dtype (the GPU check measures it against fp16 and fp32; not a default).
+PRECISIONS = ("default", "fp8", "vision-bf16")
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16"}
 
@@ -30,10 +32,14 @@ def resolve_dtype(name: str | None, device: str) -> str:
 
 def resolve_precision(precision: str | None, dtype: str | None, device: str) -> tuple[str, str | None]:
     """(the model's dtype name, what `prepare_inference` takes) for an entry point's dtype and precision: "default"
-    (or None) keeps every layer in `resolve_dtype`'s dtype; "fp8" runs the towers' linear layers in float8 and the
-    rest in bfloat16, so it takes dtype auto or bfloat16 and refuses another."""
+    (or None) keeps every layer in `resolve_dtype`'s dtype; "vision-bf16" too, but the vision tower in bfloat16;
+    "fp8" runs the language model's linear layers in float8 (e4m3, one scale per token and one per output channel;
+    its first and last decoder layers stay 16-bit) and everything else (the vision tower, the projector, attention,
+    the norms, the head) in bfloat16, so it takes dtype auto or bfloat16 and refuses another."""
     if precision in (None, "", "default"):
         return resolve_dtype(dtype, device), None
+    if precision == "vision-bf16":
+        return resolve_dtype(dtype, device), precision
     if precision != "fp8":
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if dtype not in (None, "auto") and resolve_dtype(dtype, device) != "bfloat16":

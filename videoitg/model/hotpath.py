@@ -59,17 +59,18 @@ def compile_layers(model: nn.Module, backend: str = "inductor", options: dict | 
 
 
 def prepare_inference(model: nn.Module, precision: str | None = None) -> nn.Module:
-    """The inference hot path, in place, for a loaded eval model: the towers' linear layers in FP8 when `precision`
-    is "fp8" (`videoitg.model.fp8`); on a GPU, SigLIP's MLPs widened to whole GEMM tiles (16-bit layers) and each
-    layer compiled. Every entry point that runs the torch model (the Scorer, the torch runtime of the serving
-    steps) calls it once after loading."""
+    """The inference hot path, in place, for a loaded eval model: the language model's linear layers in FP8 when
+    `precision` is "fp8" (`videoitg.model.fp8`), the vision tower in bfloat16 when it is "vision-bf16"; on a GPU,
+    SigLIP's MLPs widened to whole GEMM tiles and each layer compiled. Every entry point that runs the torch model
+    (the Scorer, the torch runtime of the serving steps) calls it once after loading."""
     if precision == "fp8":
         to_fp8(model)
+    elif precision == "vision-bf16":
+        if model.model.vision_tower is not None:
+            model.model.vision_tower.to(torch.bfloat16)
     elif precision is not None:
-        raise ValueError(f"unknown precision {precision!r}; the towers run in the model's dtype (None) or fp8")
+        raise ValueError(f"unknown precision {precision!r}; the model runs in its dtype (None), fp8 or vision-bf16")
     if next(model.parameters()).is_cuda:
-        if precision is None:
-            model.pad_mlps(MLP_MULTIPLE)
+        model.pad_mlps(MLP_MULTIPLE)
         compile_layers(model)
     return model
-

@@ -44,7 +44,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Each KV head serves its group of query heads inside SDPA (`enable_gqa`), never copied per query head."""
+    """Each KV head serves its group of query heads inside SDPA (`enable_gqa`), never copied per query head.
+    In FP8 (`videoitg.model.fp8`) q, k and v are one layer, `qkv`: one quantization of x, one GEMM."""
+
+    FP8_FUSED = {"qkv": ("q_proj", "k_proj", "v_proj")}
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
@@ -53,11 +56,13 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=True)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=True)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
+        self.qkv: nn.Module | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
                 causal: bool) -> torch.Tensor:
         B, L, _ = x.shape
-        q, k, v = (p(x).view(B, L, -1, self.hd).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        qkv = (self.q_proj(x), self.k_proj(x), self.v_proj(x)) if self.qkv is None else self.qkv.split(self.qkv(x))
+        q, k, v = (p.view(B, L, -1, self.hd).transpose(1, 2) for p in qkv)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         gqa = self.n_kv != self.n_heads
         if gqa and not HOT_PATH.gqa_without_copies:  # the GPU check's A/B: each KV head copied per query head
@@ -70,14 +75,23 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """SwiGLU. In FP8 gate and up are one layer, `gate_up`: one quantization of x, one GEMM."""
+
+    FP8_FUSED = {"gate_up": ("gate_proj", "up_proj")}
+
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up is None:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        else:
+            gate, up = self.gate_up.split(self.gate_up(x))
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
