@@ -16,6 +16,10 @@ class ServerError(VideoITGError):
     """tritonserver did not start, died, or did not become ready."""
 
 
+class StartCancelled(ServerError):
+    """A stop was asked for (SIGINT, SIGTERM) while tritonserver was starting: the start was given up."""
+
+
 PORT_FLOOR = 10000  # free ports are picked from here up to the kernel's ephemeral range
 
 

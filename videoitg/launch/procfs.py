@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -82,20 +83,44 @@ def children(pid: int) -> list[int]:
     return [child for child, f in _stats() if len(f) > 1 and f[1] == str(pid)]
 
 
-def stub_pids(pid: int | None) -> dict[str, set[int]]:
-    """Live python-backend stubs of the server `pid` per model (its own children only)."""
-    out: dict[str, set[int]] = {}
+@dataclass(frozen=True)
+class Stub:
+    """A python-backend stub as /proc shows it: its state letter (proc(5): R running, S sleeping, T stopped, ...) and
+    the CPU seconds it has used (user + system, in clock ticks of 10 ms)."""
+
+    state: str
+    cpu_s: float
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it takes no request until it is continued."""
+        return self.state in ("T", "t")
+
+
+def stubs(pid: int | None) -> dict[str, dict[int, Stub]]:
+    """Live python-backend stubs of the server `pid` per model (its own children only), by process id. Zombies do
+    not count: a stub that died and was not yet reaped is gone."""
+    out: dict[str, dict[int, Stub]] = {}
     if pid is None:
         return out
-    for child in children(pid):
+    for child, f in _stats():
+        if len(f) < 13 or f[1] != str(pid) or f[0] in ("Z", "X"):
+            continue
         try:
             cmd = argv(child)
         except OSError:
             continue
         if cmd and cmd[0].endswith(b"triton_python_backend_stub") and len(cmd) > 1:
             model = Path(cmd[1].decode(errors="replace")).parent.parent.name  # <model>/<ver>/model.py
-            out.setdefault(model, set()).add(child)
+            # utime, stime: fields 14 and 15 of proc(5)
+            cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            out.setdefault(model, {})[child] = Stub(f[0], cpu)
     return out
+
+
+def stub_pids(pid: int | None) -> dict[str, set[int]]:
+    """Live python-backend stubs of the server `pid` per model (its own children only)."""
+    return {model: set(found) for model, found in stubs(pid).items()}
 
 
 def port_holder(port: int) -> str:

@@ -29,7 +29,7 @@ from videoitg.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_ENV, INFER_KE
 from videoitg.front.policy import DEFAULT_MAX_TENSORS
 from videoitg.front.process import environment as front_environment
 from videoitg.launch import binaries
-from videoitg.launch.ports import LOOPBACK, ServerError, check_ports_free, free_ports
+from videoitg.launch.ports import LOOPBACK, ServerError, StartCancelled, check_ports_free, free_ports
 from videoitg.launch.procfs import group_alive, group_cpu_s
 from videoitg.launch.shm import SHM_PREFIX, launcher_tag, remove_stale_shared_memory
 from videoitg.launch.supervise import StubWatchdog
@@ -188,6 +188,8 @@ def video_bound(repository: Path, models: tuple[str, ...]) -> int:
 
 
 STOP_GRACE_S = 5.0  # after the exit timeout, before SIGKILL
+WATCH_TIMEOUT_S = 2.0  # a readiness, metrics or index request to a server that should answer in milliseconds
+_PENDING = re.compile(r'^nv_inference_pending_request_count\{[^}]*model="([^"]+)"[^}]*\} (\S+)$', re.M)
 PORT_TRIES = 3  # starts when another process takes a port of tritonserver's before it binds it
 # tritonserver's own exit timeout, the last part of `exit_timeout_s`: it answers what is still in flight, then
 # unloads the models; `benchmarks/bench_stop.py` saw it stop in 3.0-4.0 s on the 2-core CPU box (RESULTS.md,
@@ -331,9 +333,11 @@ class TritonServer:
         return [sys.executable, "-m", "videoitg.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
-    def start(self, timeout_s: float = 180.0, max_s: float | None = None) -> TritonServer:
+    def start(self, timeout_s: float = 180.0, max_s: float | None = None,
+              cancelled: Callable[[], bool] | None = None) -> TritonServer:
         """Launch and wait until ready. `timeout_s`: how long the start may stall (no log growth, no CPU time in
-        tritonserver's processes) before it is given up; `max_s`: a bound on the whole wait (None: none)."""
+        tritonserver's processes) before it is given up; `max_s`: a bound on the whole wait (None: none);
+        `cancelled`: polled while it waits, True gives the start up (StartCancelled; a SIGINT of `videoitg serve`)."""
         if self._proc is not None:
             raise ServerError("server already started")
         if not self.repository.is_dir():
@@ -344,9 +348,10 @@ class TritonServer:
         self.http_port = o.http_port or next(picked)
         self.grpc_port = o.grpc_port or next(picked)
         self.metrics_port = o.metrics_port or next(picked)
-        return self._launch(timeout_s, max_s)
+        return self._launch(timeout_s, max_s, cancelled)
 
-    def restart(self, timeout_s: float = 180.0, max_s: float | None = None) -> TritonServer:
+    def restart(self, timeout_s: float = 180.0, max_s: float | None = None,
+                cancelled: Callable[[], bool] | None = None) -> TritonServer:
         """Start again on the same ports after the server exited (or stop it first): what a client knew still
         works. Counted in `restarts` and noted in the server log."""
         self.stop()
@@ -354,15 +359,23 @@ class TritonServer:
         self._open_log()
         self.note(f"restarting tritonserver on the same ports (restart {self.restarts})", who="supervisor")
         check_ports_free(self.options.host, [self.http_port, self.grpc_port, self.metrics_port])
-        return self._launch(timeout_s, max_s)
+        return self._launch(timeout_s, max_s, cancelled)
 
     def _open_log(self) -> None:
-        if self._log_path is None:
-            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
-            os.close(fd)
-            self._log_path = Path(name)
-        if self._log_file is None:
-            self._log_file = open(self._log_path, "ab")  # closed in stop()
+        """The server log, opened for appending, unbuffered: a write that fails (a full disk) leaves nothing behind
+        to fail again. A log that cannot be opened is said on stderr and tritonserver's output discarded: the
+        server runs without its log rather than not at all."""
+        if self._log_file is not None:
+            return
+        try:
+            if self._log_path is None:
+                fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+                os.close(fd)
+                self._log_path = Path(name)
+            self._log_file = open(self._log_path, "ab", buffering=0)  # closed in stop()
+        except OSError as e:
+            print(f"videoitg launcher: cannot open the server log {self._log_path or 'in ' + tempfile.gettempdir()}"
+                  f" ({e.strerror or e}); tritonserver's output is discarded", file=sys.stderr, flush=True)
 
     def _internal_ports(self) -> tuple[int, int, int]:
         """tritonserver's three loopback ports: free now, and none of the public ones, which the front binds while
@@ -373,42 +386,40 @@ class TritonServer:
             if public.isdisjoint(ports):
                 return ports[0], ports[1], ports[2]
 
-    def _launch(self, timeout_s: float, max_s: float | None = None) -> TritonServer:
+    def _launch(self, timeout_s: float, max_s: float | None = None,
+                cancelled: Callable[[], bool] | None = None) -> TritonServer:
         """Start tritonserver and the front. A port of tritonserver's own that another process took between its
         pick and tritonserver's bind is picked again, up to `PORT_TRIES` times."""
         for _ in range(PORT_TRIES - 1):
             start = self._log_bytes()
             try:
-                return self._launch_once(timeout_s, max_s)
+                return self._launch_once(timeout_s, max_s, cancelled)
             except ServerError:
                 lost = self._lost_port(start)
                 if lost is None:
                     raise
             self._open_log()
             self.note(f"port {lost} was taken before tritonserver could bind it; starting on other ports")
-        return self._launch_once(timeout_s, max_s)
+        return self._launch_once(timeout_s, max_s, cancelled)
 
     def _lost_port(self, since: int) -> int | None:
         """One of tritonserver's own ports it found in use, from the log written since byte `since`."""
-        if self._log_path is None:
-            return None
-        with self._log_path.open("rb") as f:
-            f.seek(since)
-            log = f.read().decode(errors="replace")
+        log = self._log_since(since)
         for m in re.finditer(r"Socket '[^']*:(\d+)' already in use", log):
             if int(m.group(1)) in self._triton_ports:
                 return int(m.group(1))
         return None
 
-    def _launch_once(self, timeout_s: float, max_s: float | None) -> TritonServer:
+    def _launch_once(self, timeout_s: float, max_s: float | None,
+                     cancelled: Callable[[], bool] | None = None) -> TritonServer:
         o = self.options
         remove_stale_shared_memory()
-        backend_dir = binaries.prepare_backend_dir(self.install)
         self._open_log()
+        backend_dir = binaries.prepare_backend_dir(self.install, notice=lambda msg: self.note(msg, who="launcher"))
         self._triton_ports = self._internal_ports()
         # Own sessions: a Ctrl-C in the terminal reaches only us, and we shut the server down in order.
         parent = os.getpid()
-        log = self._log_file
+        log = self._log_file if self._log_file is not None else subprocess.DEVNULL
 
         def popen(cmd: list[str], env: dict[str, str] | None) -> subprocess.Popen:
             return in_launcher_thread(lambda: subprocess.Popen(
@@ -420,7 +431,7 @@ class TritonServer:
         self._proc = popen(self.command(backend_dir), binaries.server_env(self.install))
         self._front = popen(front, self.front_environment())
         try:
-            self.wait_ready(timeout_s, max_s)
+            self.wait_ready(timeout_s, max_s, cancelled)
         except BaseException:
             self.stop()
             raise
@@ -448,18 +459,61 @@ class TritonServer:
         self._admin(model, "unload")
         self._admin(model, "load")
 
-    def note(self, msg: str, who: str = "watchdog") -> None:
-        if self._log_file is not None:
-            self._log_file.write(f"videoitg {who}: {msg}\n".encode())
-            self._log_file.flush()
+    def load(self, model: str) -> None:
+        """Load a model that is not loaded (unloaded, or a load that failed)."""
+        self._admin(model, "load")
 
-    def wait_ready(self, timeout_s: float, max_s: float | None = None) -> None:
+    def _internal_get(self, url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}),
+                                    timeout=WATCH_TIMEOUT_S) as r:
+            return r.read()
+
+    def waiting(self) -> dict[str, int]:
+        """Requests waiting in each model's queue, not yet executing (tritonserver's
+        `nv_inference_pending_request_count`, summed over versions); {} when its metrics do not answer."""
+        try:
+            text = self._internal_get(self._internal_metrics_url).decode(errors="replace")
+        except (OSError, ValueError):
+            return {}
+        out: dict[str, int] = {}
+        for m in _PENDING.finditer(text):
+            out[m.group(1)] = out.get(m.group(1), 0) + int(float(m.group(2)))
+        return out
+
+    def model_states(self) -> dict[str, str]:
+        """Every model of the repository and its state (READY, LOADING, UNLOADING, UNAVAILABLE; '' for one never
+        loaded), from tritonserver's repository index (with the launcher's key); {} when it does not answer."""
+        try:
+            index = json.loads(self._internal_get(f"http://{self.internal_http_url}/v2/repository/index", b"{}",
+                                                  self.admin_headers()))
+        except (OSError, ValueError):
+            return {}
+        return {m["name"]: m.get("state", "") for m in index if isinstance(m, dict) and "name" in m}
+
+    def note(self, msg: str, who: str = "watchdog") -> None:
+        """A line in the server log. Supervision never depends on it: a line the log cannot take (a full disk, a
+        file-size limit) goes to stderr instead."""
+        line = f"videoitg {who}: {msg}\n"
+        if self._log_file is None:
+            return
+        try:
+            self._log_file.write(line.encode())
+        except (OSError, ValueError) as e:  # ValueError: closed under us by a stop
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"{line.rstrip()} (the server log {self._log_path} did not take it: "
+                                 f"{getattr(e, 'strerror', None) or e})\n")
+                sys.stderr.flush()
+
+    def wait_ready(self, timeout_s: float, max_s: float | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> None:
         """Wait while tritonserver is alive and progressing (`StartProgress`: its log grows or its processes use
         CPU) until it is ready through the front and its own metrics port answers; give up after `timeout_s` without
-        progress or `max_s` in all."""
+        progress or `max_s` in all, or with StartCancelled as soon as `cancelled()` says so."""
         progress = StartProgress(stall_s=timeout_s, max_s=max_s)
         url = f"http://{self.http_url}/v2/health/ready"
         while True:
+            if cancelled is not None and cancelled():
+                raise StartCancelled("a stop was asked for while tritonserver was starting")
             for name, proc in (("tritonserver", self._proc), ("the front", self._front)):
                 if proc is None or proc.poll() is not None:
                     code = None if proc is None else proc.returncode
@@ -490,7 +544,7 @@ class TritonServer:
     @staticmethod
     def _ready(url: str) -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=WATCH_TIMEOUT_S) as r:
                 return r.status == 200
         except (urllib.error.URLError, ConnectionError, OSError):
             return False
@@ -574,10 +628,23 @@ class TritonServer:
         return "Exit timeout expired" in tail[tail.rfind("Signal (2) received"):]
 
     def log_tail(self, n_chars: int = 4000) -> str:
-        if self._log_path is None or not self._log_path.exists():
+        """The log's last `n_chars` bytes as text ('' where it cannot be read)."""
+        try:
+            size = self._log_path.stat().st_size if self._log_path is not None else 0
+        except OSError:
             return ""
-        data = self._log_path.read_bytes()[-n_chars:]
-        return data.decode(errors="replace")
+        return self._log_since(max(0, size - n_chars))
+
+    def _log_since(self, offset: int) -> str:
+        """The log from byte `offset` on, read only where it is a regular file ('' where it cannot be read)."""
+        try:
+            if self._log_path is None or not self._log_path.is_file():
+                return ""
+            with self._log_path.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as r:

@@ -1,22 +1,34 @@
 """What keeps a launched server serving: `supervise` starts a tritonserver that exited on its own again, and the
-stub watchdog reloads a model whose python-backend stub died (Triton 2.51 leaves it dead while the model still
-reports ready, failing every request it gets)."""
+stub watchdog judges every python-backend model by whether it can answer: a model whose stub died, is stopped or
+takes no request (Triton 2.51 leaves such a model "ready" while it fails or holds every request it gets), or that is
+no longer loaded, is reloaded, a stopped or wedged stub killed first. Nothing here depends on a log write: a note
+that cannot be written goes to stderr (`TritonServer.note`)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from videoitg.launch.ports import ServerError
-from videoitg.launch.procfs import stub_pids
+from videoitg.errors import VideoITGError
+from videoitg.launch.ports import StartCancelled
+from videoitg.launch.procfs import Stub, stub_pids, stubs
 
 RELOAD_TRIES = 5  # per model, with exponential backoff (1, 2, 4, 8 s between tries); then the model stays unloaded
+STOPPED_LOOKS = 2  # a stub seen stopped at this many looks in a row is killed (a second or more at the default)
+# Requests waiting in a model's queue while its stubs use no CPU time for this long: the model takes no request (a
+# decode step blocked for ever in a send to a requester that died, an event loop that hangs). A model at work uses
+# CPU time; an idle one has nothing waiting.
+WEDGE_S = 5.0
+# Model states of tritonserver's repository index that are not a fault: loaded, or a load or unload in progress.
+SETTLED = frozenset({"READY", "LOADING", "UNLOADING"})
 
 
 class Launched(Protocol):
@@ -38,20 +50,60 @@ class Launched(Protocol):
 
     def reload(self, model: str) -> None: ...
 
-    def restart(self, timeout_s: float = 180.0, max_s: float | None = None) -> object: ...
+    def load(self, model: str) -> None: ...
+
+    def waiting(self) -> dict[str, int]: ...
+
+    def model_states(self) -> dict[str, str]: ...
+
+    def restart(self, timeout_s: float = 180.0, max_s: float | None = None,
+                cancelled: Callable[[], bool] | None = None) -> object: ...
 
     def note(self, msg: str, who: str = "watchdog") -> None: ...
 
 
-class StubWatchdog:
-    """Every `interval_s`, a model one of whose stubs is gone is unloaded (readiness says false) and loaded again,
-    with bounded retries and exponential backoff."""
+@dataclass
+class Verdict:
+    """Why a model is repaired, and the stubs to kill first (a stopped or wedged one would hold its requests)."""
 
-    def __init__(self, server: Launched, interval_s: float):
-        self.server, self.interval_s = server, interval_s
-        self.restarts = 0  # models reloaded
-        self.given_up: set[str] = set()  # models that could not be reloaded within RELOAD_TRIES
+    cause: str
+    kill: set[int] = field(default_factory=set)
+    unloaded: bool = False  # not loaded: loaded again, nothing to unload first
+
+
+@dataclass
+class _Quiet:
+    """A model's stubs' CPU time, and since when it has not moved while requests waited for the model."""
+
+    cpu_s: float
+    since: float
+
+
+class StubWatchdog:
+    """Every `interval_s`, each python-backend model is judged by whether it can answer, and repaired when it cannot:
+    - a stub that died: the model is reloaded;
+    - a stub stopped (SIGSTOP, a tracer) at `STOPPED_LOOKS` looks in a row: the stub is killed, the model reloaded;
+    - requests waiting for the model while its stubs used no CPU time for `wedge_s`: its stubs are killed, the model
+      reloaded;
+    - a model of the repository not loaded (unloaded, or a load that failed): it is loaded.
+    The reload unloads the model first, so readiness says false until it answers again. A repair that fails is tried
+    again after 1, 2, 4, 8 s; after `RELOAD_TRIES` the model stays unloaded and the server not ready."""
+
+    def __init__(self, server: Launched, interval_s: float, wedge_s: float = WEDGE_S):
+        self.server, self.interval_s, self.wedge_s = server, interval_s, wedge_s
+        self.restarts = 0  # models repaired
+        self.repaired: list[tuple[str, str]] = []  # (model, cause) of each repair, in order
+        self.given_up: set[str] = set()  # models that could not be repaired within RELOAD_TRIES
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._tries: Counter[str] = Counter()
+        self._next_try: dict[str, float] = {}
+        self._stopped: Counter[int] = Counter()  # stub pid -> looks in a row it was seen stopped
+        self._quiet: dict[str, _Quiet] = {}
+        # Requests that waited for a model when it was repaired: tritonserver 2.51 keeps those queued behind a wedged
+        # instance in the replaced model for ever (counted in its pending gauge, never run), so they are not the new
+        # instance's to take.
+        self._stranded: Counter[str] = Counter()
         # The stubs are known before the thread starts: a stub that dies the moment the server is ready is missed.
         self._thread = threading.Thread(target=self._watch, args=(stub_pids(server.pid),),
                                         name="triton-stub-watchdog", daemon=True)
@@ -63,53 +115,107 @@ class StubWatchdog:
             self._thread.join(timeout=5)
 
     def _watch(self, expected: dict[str, set[int]]) -> None:
-        tries: Counter[str] = Counter()
-        next_try: dict[str, float] = {}
         while not self._stop.wait(self.interval_s):
             if not self.server.running:
                 return
             try:
-                expected = self._heal(expected, tries, next_try)
+                expected = self._heal(expected)
             except Exception as e:  # never die silently: the server would lose its only repair path
                 self.server.note(f"watchdog error: {type(e).__name__}: {e}")
 
-    def _heal(self, expected: dict[str, set[int]], tries: Counter[str],
-              next_try: dict[str, float]) -> dict[str, set[int]]:
-        """Reload each model one of whose known stubs is gone; returns the updated expectation.
+    def verdicts(self, expected: dict[str, set[int]], found: dict[str, dict[int, Stub]], waiting: dict[str, int],
+                 states: dict[str, str], now: float) -> dict[str, Verdict]:
+        """The models that cannot answer, and why, from one look: `expected`, the stubs each model had; `found`, its
+        stubs now; `waiting`, requests in each model's queue; `states`, the repository index's model states."""
+        out: dict[str, Verdict] = {}
+        stopped_now = {pid for live in found.values() for pid, stub in live.items() if stub.stopped}
+        for pid in list(self._stopped):
+            if pid not in stopped_now:
+                del self._stopped[pid]
+        for pid in stopped_now:
+            self._stopped[pid] += 1
+        for model, pids in expected.items():
+            if model in self.given_up:
+                continue
+            self._stranded[model] = min(self._stranded[model], waiting.get(model, 0))  # those that left
+            queued = waiting.get(model, 0) - self._stranded[model]
+            live = found.get(model, {})
+            stopped = {pid for pid in live if self._stopped[pid] >= STOPPED_LOOKS}
+            cpu = sum(stub.cpu_s for stub in live.values())
+            quiet = self._quiet.get(model)
+            if pids - live.keys():
+                out[model] = Verdict("its python-backend stub died")
+            elif stopped:
+                out[model] = Verdict(f"its python-backend stub is stopped (pid {', '.join(map(str, sorted(stopped)))}"
+                                     "; SIGSTOP or a tracer)", stopped)
+            elif queued <= 0:
+                self._quiet.pop(model, None)  # nothing waits: nothing to judge
+            elif quiet is None or quiet.cpu_s != cpu:
+                self._quiet[model] = _Quiet(cpu, now)  # a spell starts: requests wait, no CPU time used since
+            elif now - quiet.since >= self.wedge_s:
+                out[model] = Verdict(f"{queued} request(s) waited {now - quiet.since:.0f} s for it while its stub "
+                                     "used no CPU time (wedged)", set(live))
+        for model, state in states.items():
+            if state not in SETTLED and model not in out and model not in self.given_up:
+                out[model] = Verdict(f"it is not loaded (state {state or 'never loaded'})", unloaded=True)
+        return out
 
-        By process id, not by count: Triton 2.51 may start a replacement stub for a dead one on the next request
-        (the count is whole again) while the model keeps failing requests for many seconds. Only the launcher
-        holds the key of the model-control API, so a stub that is replaced without a reload of ours has died."""
-        now = stub_pids(self.server.pid)
-        for model in [m for m, pids in expected.items() if pids - now.get(m, set()) and m not in self.given_up]:
-            if time.monotonic() < next_try.get(model, 0.0):
-                continue
-            tries[model] += 1
-            self.server.note(f"python-backend stub of '{model}' died; reloading the model (try {tries[model]})")
-            try:
-                self.server.reload(model)
-            except (OSError, ServerError) as e:
-                detail = e
-                if tries[model] >= RELOAD_TRIES:
-                    self.given_up.add(model)
-                    self.server.note(f"reloading '{model}' failed {tries[model]} times ({detail}); giving up: "
-                                     "it stays unloaded and the server not ready")
-                else:
-                    next_try[model] = time.monotonic() + 2.0 ** (tries[model] - 1)
-                    self.server.note(f"reloading '{model}' failed ({detail}); next try in "
-                                     f"{2 ** (tries[model] - 1)} s")
-                continue
-            self.restarts += 1
-            tries.pop(model, None)
-            next_try.pop(model, None)
-            expected[model] = stub_pids(self.server.pid).get(model, set())
+    def _heal(self, expected: dict[str, set[int]]) -> dict[str, set[int]]:
+        """Repair each model that cannot answer; returns the updated expectation.
+
+        Stubs are known by process id, not by count: Triton 2.51 may start a replacement stub for a dead one on the
+        next request (the count is whole again) while the model keeps failing requests for many seconds. Only the
+        launcher holds the key of the model-control API, so a stub that is replaced without a reload of ours has
+        died."""
+        now = time.monotonic()
+        found, waiting = stubs(self.server.pid), self.server.waiting()
+        due = [(model, verdict) for model, verdict in
+               self.verdicts(expected, found, waiting, self.server.model_states(), now).items()
+               if now >= self._next_try.get(model, 0.0)]
+        for model, _ in due:
+            self._stranded[model] = waiting.get(model, 0)
+        # Models repaired at once (every stub killed together: the server is back in the time of the slowest load).
+        with ThreadPoolExecutor(max(1, len(due)), thread_name_prefix="triton-stub-repair") as pool:
+            repaired = list(pool.map(lambda d: self._repair(*d), due))
+        for (model, _), ok in zip(due, repaired, strict=True):
+            if ok:  # repaired: follow its new stubs
+                expected[model] = stub_pids(self.server.pid).get(model, set())
+                self._quiet.pop(model, None)
         # Healthy models: follow their current stubs (a model loaded later, more instances); a model waiting for
         # its next try keeps its old expectation, so it is still seen as broken.
-        now = stub_pids(self.server.pid)
-        for model, pids in now.items():
+        for model, pids in stub_pids(self.server.pid).items():
             if model not in expected or not (expected[model] - pids):
                 expected[model] = pids
         return expected
+
+    def _repair(self, model: str, verdict: Verdict) -> bool:
+        """Kill what the verdict names, then reload (or load) the model; whether it answers again. Runs beside the
+        repairs of other models: what it counts is counted under the lock."""
+        tries = self._tries[model] = self._tries[model] + 1
+        what = "loading it" if verdict.unloaded else "killing its stub, reloading the model" if verdict.kill else \
+            "reloading the model"
+        self.server.note(f"'{model}' cannot answer: {verdict.cause}; {what} (try {tries})")
+        for pid in verdict.kill:  # the server's own children (procfs.stubs): a stopped process dies of SIGKILL too
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            (self.server.load if verdict.unloaded else self.server.reload)(model)
+        except (OSError, VideoITGError) as e:
+            if tries >= RELOAD_TRIES:
+                self.given_up.add(model)
+                self._next_try.pop(model, None)
+                self.server.note(f"repairing '{model}' failed {tries} times ({e}); giving up: it stays unloaded and "
+                                 "the server not ready")
+            else:
+                self._next_try[model] = time.monotonic() + 2.0 ** (tries - 1)
+                self.server.note(f"repairing '{model}' failed ({e}); next try in {2 ** (tries - 1)} s")
+            return False
+        with self._lock:
+            self.restarts += 1
+            self.repaired.append((model, verdict.cause))
+        self._tries.pop(model, None)
+        self._next_try.pop(model, None)
+        return True
 
 
 @dataclass
@@ -147,8 +253,9 @@ def supervise(server: Launched, stop_requested: Callable[[], bool], say: Callabl
               policy: RestartPolicy | None = None, poll_s: float = 0.2, start_timeout_s: float = 180.0) -> bool:
     """Keep a started `server` serving until `stop_requested()`: a server that exits on its own is started again on
     the same ports (`RestartPolicy`), each time said through `say`, written to the server log and counted in
-    `server.restarts`. Returns True when a stop was requested (the caller stops the server), False when the
-    policy gave up (the server is down)."""
+    `server.restarts`. A start that fails for any reason of the machine's (a full disk, a file it cannot write) is a
+    failed start, not the end of the supervision; a stop requested while a start waits ends that wait. Returns True
+    when a stop was requested (the caller stops the server), False when the policy gave up (the server is down)."""
     policy = policy or RestartPolicy()
     while not stop_requested():
         if server.running:
@@ -165,10 +272,12 @@ def supervise(server: Launched, stop_requested: Callable[[], bool], say: Callabl
                 time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
             t0 = time.monotonic()
             try:
-                server.restart(start_timeout_s)
-            except ServerError as e:
+                server.restart(start_timeout_s, cancelled=stop_requested)
+            except StartCancelled:
+                return True
+            except (VideoITGError, OSError) as e:
                 delay = policy.after_failed_start()
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                first = (str(e).splitlines() or [""])[0] or type(e).__name__
                 if delay is None:
                     say(f"restart {server.restarts} failed ({first}); giving up after {policy.failed_starts} "
                         "failed starts in a row")
