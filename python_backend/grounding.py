@@ -9,10 +9,19 @@ import triton_python_backend_utils as pb_utils
 
 from videoitg.contract.parameters import GroundingParameters
 from videoitg.contract.protocol import FEATURES, GROUNDING, INSTRUCTION, LOGITS
-from videoitg.engines.runtimes import load_device, max_sequence_length, open_grounding, outside_engine, use_device
+from videoitg.engines.runtimes import (
+    load_device,
+    max_sequence_length,
+    open_grounding,
+    outside_engine,
+    prove_grounding,
+    require_finite,
+    use_device,
+)
 from videoitg.errors import InputError
-from videoitg.request.text import encode_instruction, instruction_ids
+from videoitg.request.text import instruction_ids
 
+from .cache import DamageMetric
 from .checks import check_features, one_video
 from .common import (
     RequestCounters,
@@ -41,24 +50,27 @@ class TritonPythonModel:
         self.limits = p.limits
         runtime = p.grounding_runtime
         device = load_device(runtime, self.device)
-        self.model, self.tokenizer = assets.load_part("grounding", device, self.dtype, runtime)
+        self.model, self.tokenizer, identity = assets.load_served("grounding", device, self.dtype, runtime)
         self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
         outside_engine(self.model, "grounding", runtime, self.device)
         longest = max_sequence_length(self.model.config, self.limits.max_sampled_frames,
                                       self.limits.max_instruction_tokens)
         self.runtime = open_grounding(runtime, self.model, engines=assets.engines, checkpoint=assets.checkpoint,
-                                      checkpoint_identity=assets.identity(), max_num_tokens=longest,
+                                      checkpoint_identity=identity, max_num_tokens=longest,
                                       precision=step_precision(p.precision))
         self.runtime.check_admits(longest)
+        # The language model proves itself (finite logits, else the load is refused naming the checkpoint); this
+        # first forward also takes the first call's setup off the request path.
+        prove_grounding(lambda v, i: self.score([v], [i])[0], self.model.config, self.tokenizer, self.device,
+                        self.dtype, assets.checkpoint, self.runtime.runtime)
+        self.served = (f"the language model's logits ({self.runtime.runtime} runtime, "
+                       f"{str(self.dtype).removeprefix('torch.')} on {self.device})")
         self.counters = RequestCounters(GROUNDING)
         self.runtime_metric = StepRuntimeMetric(GROUNDING, self.runtime.runtime)
-        # Warm-up (first-call setup off the request path): two frames of one token each, a short instruction.
-        h = self.model.config.text.hidden_size
-        self.score([torch.zeros(2, 1, h, device=self.device, dtype=self.dtype)],
-                   [encode_instruction(self.tokenizer, "warm up")])
+        self.damage = DamageMetric(GROUNDING)
 
     def finalize(self) -> None:
-        finalized(self.counters, self.runtime_metric)
+        finalized(self.counters, self.runtime_metric, self.damage)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         responses: list = [None] * len(requests)
@@ -78,7 +90,7 @@ class TritonPythonModel:
                 responses[i] = error(e, GROUNDING)
         for i, visual, ids in good:
             try:
-                logits = self.score([visual], [ids])[0]
+                logits = require_finite(self.score([visual], [ids])[0], self.served)  # NaN: the server's fault
                 responses[i] = pb_utils.InferenceResponse([output_torch(LOGITS, logits.float()[None])])
             except Exception as e:
                 responses[i] = error(e, GROUNDING)

@@ -58,15 +58,21 @@ class StepAssets:
     def load_part(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch") -> tuple[Any, Any]:
         """Load only the half a step runs ('vision' or 'grounding'; `videoitg.model.checkpoint.drop_unused_half`), less
         what an engine of `runtime` runs (`runtimes.drop_engine_part`: never read from disk)."""
-        from videoitg.engines.runtimes import drop_engine_part
-        from videoitg.model.checkpoint import load_checkpoint
+        return self.load_served(part, device, dtype, runtime)[:2]
 
-        return load_checkpoint(self.checkpoint, device, dtype, vision_tower=self.vision_tower,
-                               with_tokenizer=part == "grounding", part=part,
-                               drop=lambda model: drop_engine_part(model, part, runtime))
+    def load_served(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch") -> tuple[Any, Any, str]:
+        """`load_part`, and the identity of the very bytes loaded (`videoitg.model.checkpoint.load_identified`):
+        what a step's engine manifest is checked against, whatever is on disk later."""
+        from videoitg.engines.runtimes import drop_engine_part
+        from videoitg.model.checkpoint import load_identified
+
+        return load_identified(self.checkpoint, device, dtype, self.vision_tower, with_tokenizer=part == "grounding",
+                               part=part, drop=lambda model: drop_engine_part(model, part, runtime))
 
     def identity(self) -> str:
-        return checkpoint_identity(self.checkpoint)
+        """The checkpoint's identity as its files are now (the top-level model, which loads no weights, takes it once
+        at its start), its external tower the one the steps load."""
+        return checkpoint_identity(self.checkpoint, self.vision_tower)
 
 
 def repository_root(args: Mapping[str, Any]) -> Path | None:

@@ -10,9 +10,17 @@ import triton_python_backend_utils as pb_utils
 
 from videoitg.contract.parameters import VisionParameters
 from videoitg.contract.protocol import FEATURES, NUM_FRAMES, PIXEL_VALUES, VISION
-from videoitg.engines.runtimes import load_device, open_vision, outside_engine, use_device
+from videoitg.engines.runtimes import (
+    load_device,
+    open_vision,
+    outside_engine,
+    prove_vision,
+    require_finite,
+    use_device,
+)
 from videoitg.preprocess import pixel_values
 
+from .cache import DamageMetric
 from .checks import check_frames, frame_count, one_video
 from .common import (
     RequestCounters,
@@ -38,19 +46,23 @@ class TritonPythonModel:
         self.device, self.dtype = device_dtype(p.device, p.dtype, args, p.precision)
         use_device(self.device)
         runtime = p.vision_runtime
-        model, _ = assets.load_part("vision", load_device(runtime, self.device), self.dtype, runtime)
+        model, _, identity = assets.load_served("vision", load_device(runtime, self.device), self.dtype, runtime)
         outside_engine(model, "vision", runtime, self.device)
-        self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=assets.identity(),
+        self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=identity,
                                    precision=step_precision(p.precision))
+        self.image_size = model.config.vision.image_size
+        self.limits = p.limits
+        # The tower proves itself (finite features, else the load is refused naming the checkpoint); this first
+        # forward also pays the one-time kernel/allocator setup that should not land on a request.
+        prove_vision(self.features, model.config, self.device, self.dtype, assets.checkpoint, self.runtime.runtime)
+        self.served = (f"the vision tower's features ({self.runtime.runtime} runtime, "
+                       f"{str(self.dtype).removeprefix('torch.')} on {self.device})")
         self.counters = RequestCounters(VISION)
         self.runtime_metric = StepRuntimeMetric(VISION, self.runtime.runtime)
-        # Warm-up: the first forward pays one-time kernel/allocator setup that should not land on a request.
-        self.image_size = s = model.config.vision.image_size
-        self.limits = p.limits
-        self.features(torch.zeros(2, 3, s, s, device=self.device, dtype=self.dtype))
+        self.damage = DamageMetric(VISION)
 
     def finalize(self) -> None:
-        finalized(self.counters, self.runtime_metric)
+        finalized(self.counters, self.runtime_metric, self.damage)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         def handle(request: Any) -> Any:
@@ -58,7 +70,8 @@ class TritonPythonModel:
             num_frames = frame_count(input_numpy(request, NUM_FRAMES))
             check_frames(frames, self.image_size, self.limits, num_frames)
             pv = pixel_values(frames.to(self.device), self.dtype)
-            return pb_utils.InferenceResponse([output_torch(FEATURES, self.features(pv, num_frames)[None])])
+            features = require_finite(self.features(pv, num_frames), self.served)  # NaN: the server's fault
+            return pb_utils.InferenceResponse([output_torch(FEATURES, features[None])])
 
         return self.counters.count(respond_each(requests, handle, VISION))
 

@@ -34,3 +34,8 @@ class EngineMismatchError(EngineError):
 
 class BackendUnavailable(EngineError):
     """A runtime library (onnxruntime, TensorRT, TensorRT-LLM) or a GPU is not present on this machine."""
+
+
+class NonFiniteError(VideoITGError):
+    """The model gave NaN or infinite values: a fault of the checkpoint being served or of its numerics, never of
+    the request (a server answers it as its own failure, 500-class)."""

@@ -90,11 +90,11 @@ def test_the_grounding_step_loads_on_its_instance_gpu_and_engine_runtimes_load_o
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     monkeypatch.setattr(step, "use_device", used.append)
 
-    def load_part(self: Any, part: str, device: str, dtype: torch.dtype, runtime: str) -> None:
+    def load_served(self: Any, part: str, device: str, dtype: torch.dtype, runtime: str) -> None:
         asked.append((device, runtime))
         raise Reached(part)
 
-    monkeypatch.setattr("videoitg.python_backend.params.StepAssets.load_part", load_part)
+    monkeypatch.setattr("videoitg.python_backend.params.StepAssets.load_served", load_served)
     params = {"device": "cuda", "grounding_runtime": runtime, "checkpoint": str(tmp_path)}
     args = {"model_config": json.dumps({"parameters": {k: {"string_value": v} for k, v in params.items()}}),
             "model_instance_kind": "GPU", "model_instance_device_id": "1", "model_repository": str(tmp_path / "m")}

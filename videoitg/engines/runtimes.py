@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,13 @@ from torch import nn
 
 from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
 from videoitg.engines.summary import read_summary, summary_path
-from videoitg.errors import BackendUnavailable, EngineError, EngineMismatchError
+from videoitg.errors import BackendUnavailable, CheckpointError, EngineError, EngineMismatchError, NonFiniteError
 from videoitg.libraries import import_onnxruntime, import_tensorrt
 from videoitg.model.grounding import VideoITG
 from videoitg.model.hotpath import prepare_inference
 from videoitg.model.token_budget import fixed_tokens
 from videoitg.request.limits import Limits
+from videoitg.request.text import encode_instruction
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt", "trtllm")
 ENGINE_FILES = {  # (runtime, step) -> file inside an engines directory (written by `videoitg build`)
@@ -137,6 +138,58 @@ def profile_error(name: str, shape: tuple[int, ...], profile: tuple[tuple[int, .
     return (f"TensorRT plan input {name!r} of shape {tuple(shape)} is outside its optimization profile 0 "
             f"(min {lo}, opt {opt}, max {hi}); rebuild the plan with a profile that covers it "
             "(`videoitg build --max-frames N --max-text-tokens N`)")
+
+
+# ---- what is served is finite --------------------------------------------------------------------------------
+PROBE_FRAMES = 2  # the test input each tower proves itself on at a load: two frames, two one-token frames
+PROBE_INSTRUCTION = "warm up"
+
+
+def _finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    """`x` when every value is finite; else NonFiniteError naming `what`: NaN or infinity out of a model that loaded
+    and proved itself is a fault of the checkpoint or its numerics (the server's), never of the request."""
+    if not _finite(x):
+        raise NonFiniteError(f"{what} hold NaN or infinite values: a fault of the served checkpoint or its "
+                             "numerics, not of the request")
+    return x
+
+
+def _refuse(part: str, checkpoint: str | Path, runtime: str, x: torch.Tensor) -> None:
+    raise CheckpointError(
+        f"{checkpoint}: {part} gives NaN or infinite values on a test input ({runtime} runtime, "
+        f"{str(x.dtype).removeprefix('torch.')} on {x.device.type}): its weights are damaged, or overflow this dtype; "
+        "not served")
+
+
+@torch.inference_mode()
+def prove_vision(features: Callable[[torch.Tensor], torch.Tensor], config: Any, device: str | torch.device,
+                 dtype: torch.dtype, checkpoint: str | Path, runtime: str = "torch") -> torch.Tensor:
+    """A loaded vision half proves itself: `features` (pixel values [T, 3, S, S] -> features) of PROBE_FRAMES
+    mid-grey frames must all be finite, else CheckpointError naming `checkpoint`. Also the first call's warm-up.
+    Returns the features."""
+    s = config.vision.image_size
+    out = features(torch.zeros(PROBE_FRAMES, 3, s, s, device=device, dtype=dtype))
+    if not _finite(out):
+        _refuse("the vision tower", checkpoint, runtime, out)
+    return out
+
+
+@torch.inference_mode()
+def prove_grounding(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], config: Any, tokenizer: Any,
+                    device: str | torch.device, dtype: torch.dtype, checkpoint: str | Path,
+                    runtime: str = "torch") -> torch.Tensor:
+    """A loaded grounding half proves itself: `score` (features [T, n, H], instruction ids -> per-frame logits) of
+    PROBE_FRAMES one-token frames of zeros and PROBE_INSTRUCTION must all be finite, else CheckpointError naming
+    `checkpoint`. Also the first call's warm-up. Returns the logits."""
+    visual = torch.zeros(PROBE_FRAMES, 1, config.text.hidden_size, device=device, dtype=dtype)
+    out = score(visual, encode_instruction(tokenizer, PROBE_INSTRUCTION))
+    if not _finite(out):
+        _refuse("the language model", checkpoint, runtime, out)
+    return out
 
 
 # ---- the interface -------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from torch import nn
 
 from videoitg.config import VideoITGConfig
 from videoitg.errors import CheckpointError
-from videoitg.model.files import INDEX, load_config, weight_files
+from videoitg.model.files import INDEX, checkpoint_identity, checkpoint_state, load_config, readable, weight_files
 from videoitg.model.grounding import VideoITG
 from videoitg.model.variant_b import model_class
 
@@ -26,6 +26,16 @@ TOWER = "model.vision_tower.vision_tower."
 
 
 # ---- reading tensors ---------------------------------------------------------------------------------------------
+def unreadable(f: Path, e: Exception) -> CheckpointError:
+    """The error for a weight file safetensors could not read: the system's reason where the file cannot even be
+    opened (safetensors words a permission refusal as "No such file or directory"), else safetensors' own."""
+    try:
+        f.open("rb").close()
+    except OSError as o:
+        return CheckpointError(f"{f}: cannot be read ({o.strerror or o})")
+    return CheckpointError(f"{f}: unreadable safetensors file ({e})")
+
+
 def read_tensors(d: Path, rename: Callable[[str], str] = lambda k: k) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for f in weight_files(d):
@@ -34,7 +44,7 @@ def read_tensors(d: Path, rename: Callable[[str], str] = lambda k: k) -> dict[st
                 for k in sf.keys():
                     out[rename(k)] = sf.get_tensor(k)
         except Exception as e:  # safetensors raises plain errors for a truncated or corrupt header
-            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from e
+            raise unreadable(f, e) from e
     return out
 
 
@@ -47,7 +57,7 @@ def index_tensors(d: Path, rename: Callable[[str], str] = lambda k: k) -> dict[s
                 for k in sf.keys():
                     out[rename(k)] = (f, k, torch.Size(sf.get_slice(k).get_shape()))
         except Exception as e:  # safetensors raises plain errors for a truncated or corrupt header
-            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from e
+            raise unreadable(f, e) from e
     return out
 
 
@@ -63,7 +73,7 @@ def load_indexed(index: dict[str, tuple[Path, str, torch.Size]], keys: list[str]
                 for k in ks:
                     out[k] = sf.get_tensor(index[k][1])
         except Exception as e:  # a header that parses but data cut short fails here
-            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from e
+            raise unreadable(f, e) from e
     return out
 
 
@@ -124,6 +134,12 @@ def _plan(ckpt: Path, vision_tower: str | Path | None, with_tokenizer: bool, att
           init_missing_head: bool) -> tuple[VideoITGConfig, Any, dict, VideoITG, bool]:
     """Everything a load checks before reading a weight: config (sizes range-checked), tokenizer, and every
     tensor's name and shape from the file headers against a model built on the meta device (no memory)."""
+    with readable(ckpt):
+        return _planned(ckpt, vision_tower, with_tokenizer, attention, init_missing_head)
+
+
+def _planned(ckpt: Path, vision_tower: str | Path | None, with_tokenizer: bool, attention: str | None,
+             init_missing_head: bool) -> tuple[VideoITGConfig, Any, dict, VideoITG, bool]:
     cfg, tower_dir = load_config(ckpt, vision_tower)
     tokenizer = load_tokenizer(ckpt) if with_tokenizer else None  # a broken tokenizer fails before any weights load
     if attention is not None:
@@ -144,9 +160,53 @@ def _plan(ckpt: Path, vision_tower: str | Path | None, with_tokenizer: bool, att
 
 
 def check_checkpoint(ckpt: str | Path, vision_tower: str | Path | None = None) -> VideoITGConfig:
-    """Refuse a checkpoint that `load_checkpoint` would refuse, reading only its config, tokenizer and file
-    headers (seconds for a 7B checkpoint): `videoitg serve` runs it before starting a server."""
-    return _plan(Path(ckpt), vision_tower, True, None, False)[0]
+    """Refuse a checkpoint that a served start would refuse, before any model is built: what `load_checkpoint`
+    refuses (config, tokenizer, every tensor's name and shape from the file headers), and a weight holding NaN or
+    infinite values (`check_values`: every weight the model uses is read, where it lies, once). `videoitg serve`
+    runs it before starting a server."""
+    ckpt = Path(ckpt)
+    cfg, _, index, model, _ = _plan(ckpt, vision_tower, True, None, False)
+    check_values(index, [k for k in model.state_dict() if k in index], str(ckpt))
+    return cfg
+
+
+SCAN_CHUNK = 1 << 24  # elements checked at a time: a 16 MB mask at most, whatever the tensor's size
+SHOWN_PROBLEMS = 12  # tensors a refusal names (a checkpoint NaN throughout has hundreds)
+
+
+def nonfinite_count(t: torch.Tensor) -> int:
+    """How many of a floating-point tensor's values are NaN or infinite (0 for other dtypes), a chunk at a time."""
+    if not t.is_floating_point():
+        return 0
+    n = 0
+    for chunk in t.reshape(-1).split(SCAN_CHUNK):
+        if chunk.element_size() == 1:  # float8: isfinite has no kernel for every float8 type
+            chunk = chunk.to(torch.float16)
+        finite = torch.isfinite(chunk)
+        if not bool(finite.all()):
+            n += int(finite.numel() - finite.sum())
+    return n
+
+
+def check_values(index: dict[str, tuple[Path, str, torch.Size]], keys: list[str], where: str) -> None:
+    """CheckpointError naming each of `keys` whose values are not all finite (NaN or infinite: a damaged or badly
+    converted checkpoint), read through the files' mappings a chunk at a time: nothing is copied or kept."""
+    by_file: dict[Path, list[str]] = {}
+    for k in keys:
+        by_file.setdefault(index[k][0], []).append(k)
+    problems = []
+    for f, ks in by_file.items():
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for k in ks:
+                    if bad := nonfinite_count(sf.get_tensor(index[k][1])):
+                        problems.append(f"tensor {k} ({f.name}) holds {bad} NaN or infinite value(s)")
+        except Exception as e:  # safetensors raises plain errors for a truncated or corrupt file
+            raise unreadable(f, e) from e
+    if problems:
+        more = [f"... and {len(problems) - SHOWN_PROBLEMS} more"] if len(problems) > SHOWN_PROBLEMS else []
+        raise CheckpointError(f"{where}: {len(problems)} tensor(s) with NaN or infinite values (damaged weights; "
+                              "not served):\n  " + "\n  ".join(problems[:SHOWN_PROBLEMS] + more))
 
 
 def load_checkpoint(
@@ -167,13 +227,16 @@ def load_checkpoint(
     a C checkpoint). `init_missing_head`: a checkpoint without `out_proj` (the Eagle base model a grounding run
     starts from) gets the released init, xavier-uniform weight and zero bias, from torch's current RNG. `drop`
     removes more modules before any weight is read (what a serving step's engine runs: `runtimes.drop_engine_part`);
-    the checkpoint must still hold them."""
+    the checkpoint must still hold them. The weights are this process's own (`owned`): a checkpoint file written
+    after the load changes nothing loaded."""
     cfg, tokenizer, index, model, new_head = _plan(Path(ckpt), vision_tower, with_tokenizer, attention,
                                                    init_missing_head)
     drop_unused_half(model, part)
     if drop is not None:
         drop(model)
     tensors = load_indexed(index, [k for k in model.state_dict() if k in index])
+    for k in list(tensors):  # one at a time: each mapped view is dropped as its copy is made
+        tensors[k] = owned(tensors[k], device, dtype)
     if new_head and model.out_proj is not None:
         w = torch.empty(1, cfg.text.hidden_size)
         nn.init.xavier_uniform_(w)
@@ -181,6 +244,31 @@ def load_checkpoint(
     model.load_state_dict(tensors, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     return model, tokenizer
+
+
+def owned(t: torch.Tensor, device: str | torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor read from a weight file as this process's own, on `device`, a floating-point one in `dtype`: one
+    copy, made where it is kept. safetensors hands out views of the file's mapped pages, which a write to the file
+    (`cp` over it) would change under a running model, and a cut would turn into a crash on the next read."""
+    return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype, copy=True)
+
+
+def load_identified(ckpt: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                    vision_tower: str | Path | None = None, **kwargs: Any) -> tuple[VideoITG, Any, str]:
+    """`load_checkpoint` (same arguments), and the `checkpoint_identity` of exactly the bytes it loaded: every file
+    the identity covers is the same file, unwritten, from before the load until its identity was taken
+    (`checkpoint_state`); a checkpoint written meanwhile (a copy still arriving) is refused, to be loaded again once
+    it is whole. What the feature cache and engine manifests key by is then the weights served, not the files on
+    disk later."""
+    before = checkpoint_state(ckpt, vision_tower)
+    model, tokenizer = load_checkpoint(ckpt, device, dtype, vision_tower, **kwargs)
+    identity = checkpoint_identity(ckpt, vision_tower)
+    after = checkpoint_state(ckpt, vision_tower)
+    if after != before:
+        changed = sorted(set(before) ^ set(after) | {f for f in before if after.get(f) != before[f]})
+        raise CheckpointError(f"{ckpt}: written while it was loaded ({', '.join(changed)}): load it again once the "
+                              "files are complete")
+    return model, tokenizer, identity
 
 
 def load_tokenizer(ckpt: str | Path):

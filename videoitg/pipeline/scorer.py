@@ -21,8 +21,9 @@ import torch
 from videoitg.decode import decode_video, stream_video
 from videoitg.decode.structs import SampledFrames
 from videoitg.defaults import DEMO_NOTICE, default_checkpoint, is_demo_checkpoint
+from videoitg.engines.runtimes import prove_grounding, prove_vision, require_finite
 from videoitg.errors import InputError
-from videoitg.model.checkpoint import load_checkpoint
+from videoitg.model.checkpoint import load_identified
 from videoitg.model.files import checkpoint_identity
 from videoitg.model.hotpath import prepare_inference
 from videoitg.model.layout import SequenceLayout, fit_instruction
@@ -104,14 +105,19 @@ class Scorer:
         self.dtype, self.precision = parse_precision(precision, dtype, device)
         # An instruction over the length budget: refused (default), or cut to fit as the released model does.
         self.truncate = truncate
+        identity = None  # of the weights loaded here (`load_identified`)
         if model is None:
             if checkpoint is None:
                 raise InputError("Scorer needs a checkpoint directory or a model + tokenizer")
-            model, tokenizer = load_checkpoint(checkpoint, device, self.dtype, vision_tower)
+            model, tokenizer, identity = load_identified(checkpoint, device, self.dtype, vision_tower)
+            # A loaded checkpoint proves itself (finite out of each tower, else refused), as loaded
+            prove_vision(model.visual_features, model.config, self.device, self.dtype, checkpoint)
+            prove_grounding(lambda v, i: model.score_features([v], [i])[0], model.config, tokenizer, self.device,
+                            self.dtype, checkpoint)
         # FP8 linear layers when asked; on a GPU, the layers compiled (they compile on the first request)
         self.model, self.tokenizer = prepare_inference(model.eval(), self.precision), tokenizer
-        self.identity = (checkpoint_identity(checkpoint, vision_tower) if checkpoint is not None
-                         else f"model-{id(model):x}")
+        self.identity = identity or (checkpoint_identity(checkpoint, vision_tower) if checkpoint is not None
+                                     else f"model-{id(model):x}")
         self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames
         self.limits = limits or Limits.from_env()  # VIDEOITG_MAX_* overrides; defaults in docs/limits.md
         self.limits.check_sampling(self.sampling)
@@ -190,7 +196,8 @@ class Scorer:
             limit = self.config.tokenizer_model_max_length
             ids = [fit_instruction(i, SequenceLayout.for_video(self.config, len(f.frame_indices)), limit, True)
                    for i, (f, _) in zip(ids, items, strict=True)]
-        logits = self.model.score_features([f.visual for f, _ in items], ids)
+        logits = [require_finite(lg, f"the model's logits ({str(self.dtype).removeprefix('torch.')} on {self.device})")
+                  for lg in self.model.score_features([f.visual for f, _ in items], ids)]  # NonFiniteError
         rule = options.ranking_rule or DEFAULT_RANKING_RULE
         return [GroundingResult(lg.cpu().tolist(), f.frame_indices, f.timestamps, text, video, rule, f.duration)
                 for lg, (f, text) in zip(logits, items, strict=True)]
