@@ -12,6 +12,8 @@ _FORMAT = re.compile(r"(\w+): (\w+): ")
 # Errors that say more about the server's load (or a file changed while it was read) than about the video:
 # answered, never remembered.
 TRANSIENT = frozenset({"DecodeTimeoutError", "OverloadedError", "MediaChangedError"})
+# Decode errors about a path, not about the bytes a digest names: never a verdict on the content.
+ABOUT_THE_PATH = frozenset({"VideoNotFoundError"})
 
 
 class StepError(VideoITGError):
@@ -58,10 +60,31 @@ def client_fault(exc: BaseException) -> bool:
     return isinstance(exc, InputError)
 
 
+@cache
+def verdict_names() -> frozenset[str]:
+    """Class names of the errors that are verdicts on a video's content: its bytes do not decode, or break a bound
+    (every VideoDecodeError but the transient ones and those about a path). A refused path, a file that changed or
+    could not be read, the server's own faults: none is about the bytes the video's digest names."""
+    from videoitg.errors import VideoDecodeError
+
+    try:
+        import videoitg.decode  # noqa: F401 - the decoder's error classes
+    except ImportError:
+        pass
+    names, todo = set(), [VideoDecodeError]
+    while todo:
+        c = todo.pop()
+        names.add(c.__name__)
+        todo.extend(c.__subclasses__())
+    return frozenset(names - TRANSIENT - ABOUT_THE_PATH)
+
+
 def remember_verdict(exc: BaseException) -> bool:
-    """May the failure memory answer this error again for the same video? Only a verdict about the video."""
+    """May the failure memory answer this error again for the same video (its cache key: the digest of the bytes
+    decoded)? Only a verdict on the video's content (`verdict_names`); the decode step refuses a video by reference
+    whose file changed while it was decoded (`references.decode_source`), so its verdict is on the bytes hashed."""
     name = error_class(str(exc)) if isinstance(exc, StepError) else type(exc).__name__
-    return client_fault(exc) and name not in TRANSIENT
+    return name in verdict_names()
 
 
 def rejection_reason(exc: BaseException) -> str | None:

@@ -3,6 +3,7 @@ and opened by the decode step only while it is still the file hashed."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import numpy as np
 import pytest
 
 from benchmarks.clips import random_clip
-from videoitg.decode.errors import VideoTooLargeError
+from videoitg.decode.errors import NotAVideoError, TruncatedVideoError, VideoTooLargeError
 from videoitg.digest import video_digest
 from videoitg.errors import InputError
 from videoitg.paths import MediaChangedError, MediaRoots, ReferencesOffError
+from videoitg.python_backend import references
 from videoitg.python_backend.decoding import decode_whole
-from videoitg.python_backend.references import decode_source, read_reference
+from videoitg.python_backend.errors import client_fault, remember_verdict
+from videoitg.python_backend.references import FileVideo, MediaReadError, decode_source, read_reference
 from videoitg.python_backend.request import parse_request
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
@@ -70,3 +73,78 @@ def test_the_decode_step_takes_one_video_as_bytes_or_by_reference(tmp_path: Path
     with pytest.raises(InputError, match="VIDEO must hold bytes"):
         with decode_source({"VIDEO": np.array([[1]], np.int64)}, MediaRoots()):
             pass
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """`data` written over the file's bytes (same inode), as `cp` onto it would."""
+    with path.open("r+b") as f:
+        f.write(data)
+        f.truncate()
+
+
+def test_a_file_written_while_it_was_decoded_is_refused_never_judged(tmp_path: Path) -> None:
+    """A video whose file changed while it was decoded: the decoder's failure on the new bytes was remembered for
+    60 s as the verdict on the content hashed before, so the file put back whole was refused meanwhile."""
+    clip = tmp_path / "clip.mp4"
+    data = random_clip(clip, seed=3, seconds=2)
+    roots, limits, sampling = MediaRoots.of([tmp_path]), Limits(), SamplingParams(num_frames=4)
+    ref = read_reference(roots, str(clip), limits)
+    by_reference = {"VIDEO_URI": one(ref.path.encode()), "VIDEO_VERSION": one(ref.identity.encode())}
+    with pytest.raises(MediaChangedError, match="was written while it was decoded") as e:
+        with decode_source(by_reference, roots) as video:
+            _rewrite_in_place(clip, b"\x00" * len(data))  # the decode meets other bytes than those hashed
+            decode_whole(video, 32, sampling, limits)
+    assert not remember_verdict(e.value) and isinstance(e.value.__cause__, InputError)  # the decoder's, set aside
+
+    def pinned(ref: FileVideo) -> dict[str, np.ndarray]:
+        return {"VIDEO_URI": one(ref.path.encode()), "VIDEO_VERSION": one(ref.identity.encode())}
+
+    _rewrite_in_place(clip, data)  # the whole file back: the same content, a new file identity
+    again = read_reference(roots, str(clip), limits)
+    assert again.digest == ref.digest
+    with pytest.raises(MediaChangedError, match="was written while it was decoded"):
+        with decode_source(pinned(again), roots) as video:  # decoded whole, then written: not to be cached
+            decode_whole(video, 32, sampling, limits)
+            _rewrite_in_place(clip, b"\x00" * len(data))
+    _rewrite_in_place(clip, data)
+    with decode_source(pinned(read_reference(roots, str(clip), limits)), roots) as video:
+        by_file = decode_whole(video, 32, sampling, limits)["PIXEL_VALUES"]
+    assert np.array_equal(by_file, decode_whole(data, 32, sampling, limits)["PIXEL_VALUES"])  # one decoder, one video
+    _rewrite_in_place(clip, b"\x00" * len(data))  # a file that is not a video, unchanged while decoded: a verdict
+    with pytest.raises(NotAVideoError) as verdict:
+        with decode_source(pinned(read_reference(roots, str(clip), limits)), roots) as video:
+            decode_whole(video, 32, sampling, limits)
+    assert remember_verdict(verdict.value)
+
+
+class _FailingReads:
+    """A file whose reads fail as a failing disk's do (EIO), injected where the decode step reads it again."""
+
+    def __enter__(self) -> _FailingReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def readinto(self, buf: bytearray) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def test_a_file_that_cannot_be_read_to_its_end_is_the_servers_error(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """FFmpeg takes a read that fails (EIO) for the end of a cut video: the decode step's TruncatedVideoError was
+    remembered for the content as the client's fault. The step reads the file again: one that cannot be read to its
+    end is the server's MediaReadError, never remembered."""
+    clip = tmp_path / "clip.mp4"
+    random_clip(clip, seed=4, seconds=2)
+    roots = MediaRoots.of([tmp_path])
+    ref = read_reference(roots, str(clip), Limits())
+    by_reference = {"VIDEO_URI": one(ref.path.encode()), "VIDEO_VERSION": one(ref.identity.encode())}
+    monkeypatch.setattr(references, "open", lambda *a, **k: _FailingReads(), raising=False)
+    with pytest.raises(MediaReadError, match="could not be read \\(Input/output error\\)") as e:
+        with decode_source(by_reference, roots):
+            raise TruncatedVideoError("the decoder's reading of the failed read")
+    assert not remember_verdict(e.value) and not client_fault(e.value)
+    with pytest.raises(VideoTooLargeError):  # a verdict on the size alone: nothing read again
+        with decode_source(by_reference, roots):
+            raise VideoTooLargeError("over the bound")
