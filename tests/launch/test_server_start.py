@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from videoitg.launch import server as server_mod
-from videoitg.launch.ports import ServerError
+from videoitg.launch.ports import ServerError, StartCancelled
 from videoitg.launch.procfs import cpu_s, group_cpu_s
 from videoitg.launch.server import StartProgress, TritonServer
 
@@ -143,3 +143,16 @@ def test_tritonservers_own_ports_are_never_the_public_ones(tmp_path: Path, monke
     offers = iter([[40003, 50001, 50002], [50003, 50004, 50005]])
     monkeypatch.setattr(server_mod, "free_ports", lambda n, host="127.0.0.1": next(offers))
     assert srv._internal_ports() == (50003, 50004, 50005)
+
+
+def test_a_stop_asked_for_while_starting_ends_the_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches: SIGINT to `videoitg serve` ignored until the start's stall bound (180 s) was over."""
+    srv = _stand_in(tmp_path, monkeypatch, ready_after_s=60.0)
+    asked = time.monotonic() + 0.5
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(StartCancelled, match="a stop was asked for while tritonserver was starting"):
+            srv.wait_ready(180.0, cancelled=lambda: time.monotonic() >= asked)
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        _end(srv)

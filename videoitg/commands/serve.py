@@ -24,7 +24,7 @@ from videoitg.commands.repo import (
 from videoitg.contract.protocol import RepoSummary
 from videoitg.errors import CheckpointError, InputError
 from videoitg.front.config import page_on
-from videoitg.launch.ports import check_ports_free
+from videoitg.launch.ports import StartCancelled, check_ports_free
 from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.launch.shm import is_stale, launcher_tag
 from videoitg.launch.supervise import supervise
@@ -176,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     echo_stop, echo = threading.Event(), None
     try:
-        server.start()
+        try:
+            server.start(cancelled=lambda: bool(stopping))  # a SIGINT or SIGTERM ends the wait for the start
+        except StartCancelled:
+            print(f"{stopping[0]} while tritonserver was starting: start given up, stopped", flush=True)
+            return 0
         if args.echo_log:
             echo = threading.Thread(target=echo_file, args=(server.log_path, echo_stop), daemon=True)
             echo.start()

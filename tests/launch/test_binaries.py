@@ -1,0 +1,77 @@
+"""The python backend's copy in the server's home (`binaries.prepare_backend_dir`): made once, checked at every start
+against the wheel's files, a damaged copy replaced and said, one that cannot be made refused naming it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from videoitg.launch import binaries
+
+pytestmark = pytest.mark.skipif(binaries._pytriton_root() is None, reason="the nvidia-pytriton wheel is not installed")
+
+
+def _install() -> binaries.TritonInstall:
+    install = binaries.find_tritonserver()
+    if not install.from_wheel:
+        pytest.skip("a system tritonserver's backends are used as they are, not copied")
+    return install
+
+
+def _sources(install: binaries.TritonInstall) -> dict[str, Path]:
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = install.backends_src.parent / "python_backend_stubs" / ver / "triton_python_backend_stub"
+    return binaries.backend_files(install.backends_src / "python", stub)
+
+
+@pytest.mark.parametrize("damage", ["truncated stub", "flipped byte", "missing library"])
+def test_a_damaged_copy_is_replaced_and_said(damage: str, tmp_path: Path) -> None:
+    """Catches: a torn copy (the stub cut short by a full disk) trusted at every start, `serve` then waiting its
+    180 s start bound without a word."""
+    install = _install()
+    said: list[str] = []
+    dest = binaries.prepare_backend_dir(install, tmp_path, notice=said.append)
+    assert said == [] and binaries.copy_damage(dest / "python", _sources(install)) is None
+    stub, lib = dest / "python" / "triton_python_backend_stub", dest / "python" / "libtriton_python.so"
+    if damage == "truncated stub":
+        stub.write_bytes(stub.read_bytes()[:4096])
+    elif damage == "flipped byte":
+        data = bytearray(lib.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        lib.write_bytes(bytes(data))
+    else:
+        lib.unlink()
+    assert binaries.copy_damage(dest / "python", _sources(install)) is not None
+    t0 = time.monotonic()
+    again = binaries.prepare_backend_dir(install, tmp_path, notice=said.append)
+    assert again == dest and binaries.copy_damage(dest / "python", _sources(install)) is None
+    assert os.access(stub, os.X_OK)
+    assert len(said) == 1 and str(dest) in said[0] and "damaged" in said[0], said
+    assert {"truncated stub": "triton_python_backend_stub has 4096 bytes", "flipped byte": "libtriton_python.so "
+            "differs", "missing library": "libtriton_python.so is missing"}[damage] in said[0], said
+    assert [p.name for p in tmp_path.iterdir()] == [dest.name]  # the damaged copy is gone, no leftovers
+    print(f"{damage}: found and replaced in {time.monotonic() - t0:.2f} s")
+
+
+def test_a_whole_copy_is_checked_in_milliseconds_and_kept(tmp_path: Path) -> None:
+    install = _install()
+    dest = binaries.prepare_backend_dir(install, tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in (dest / "python").iterdir()}
+    t0 = time.monotonic()
+    assert binaries.prepare_backend_dir(install, tmp_path, notice=pytest.fail) == dest
+    assert time.monotonic() - t0 < 1.0
+    assert {p: p.stat().st_mtime_ns for p in (dest / "python").iterdir()} == before
+
+
+def test_a_copy_that_cannot_be_made_is_refused_naming_it(tmp_path: Path) -> None:
+    """A home where the copy cannot be written (a file in the way here; a full disk is the same OSError): one error
+    naming the copy, not a traceback from shutil."""
+    install = _install()
+    blocker = tmp_path / "triton_backends"
+    blocker.write_text("a file where the copies' directory should be")
+    with pytest.raises(binaries.ServingSetupError, match="cannot prepare the python backend copy .*triton_backends"):
+        binaries.prepare_backend_dir(install, blocker)
