@@ -7,6 +7,15 @@ source "$ROOT/scripts/bootstrap.sh"
 # runs lmms-eval there, through $VIDEOITG_LMMS_PYTHON
 source "$ROOT/scripts/lmms_env.sh"
 cd "$ROOT"
+# The server page's browser tests (tests/front/test_page_browser.py) drive Debian's chromium through its chromedriver:
+# installed here where they are missing and this script may (root, apt-get), quietly; where that fails the tests skip
+# saying why (in CI, .ci/run, they fail).
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null; then
+  browser=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+  { "${browser[@]}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && "${browser[@]}" >/dev/null 2>&1; }; } \
+    || echo "scripts/test.sh: could not install chromium and chromium-driver (apt-get); the page's browser tests skip" >&2
+fi
 ruff check .
 # Bytecode caches on, whatever the shell says: the suite starts about 200 Python processes (the servers' python
 # stubs, command-line runs, Ray workers), each of which would otherwise compile the project's modules again.
