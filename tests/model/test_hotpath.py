@@ -184,3 +184,20 @@ def test_prepare_inference_compiles_only_on_a_gpu_and_refuses_an_unknown_precisi
     assert {k: v.shape for k, v in model.named_parameters()} == shapes
     with pytest.raises(ValueError, match="unknown precision"):
         prepare_inference(model, "int4")
+
+
+def test_vision_bf16_puts_only_the_tower_in_bfloat16() -> None:
+    """precision "vision-bf16": the vision tower in bfloat16, the rest in the model's dtype (what
+    `videoitg.precision.resolve_precision` gives); the model runs, its features in the projector's dtype."""
+    from videoitg.precision import resolve_precision
+
+    assert resolve_precision("vision-bf16", None, "cuda:0") == ("float16", "vision-bf16")
+    assert resolve_precision("vision-bf16", None, "cpu") == ("float32", "vision-bf16")
+    assert resolve_precision("fp8", None, "cuda") == ("bfloat16", "fp8")
+    model = prepare_inference(tiny_model(), "vision-bf16")
+    tower = {p.dtype for p in model.model.vision_tower.parameters()}
+    rest = {p.dtype for n, p in model.named_parameters() if ".vision_tower." not in f".{n}"}
+    assert tower == {torch.bfloat16} and rest == {torch.float32}
+    px, ids = inputs(model.config)
+    with torch.inference_mode():
+        assert model.visual_features(px).dtype == torch.float32 and torch.isfinite(model(px, ids)).all()

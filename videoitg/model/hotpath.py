@@ -33,6 +33,8 @@ class HotPath:
 
     gqa_without_copies: bool = True  # SDPA reads each K/V head for its query group (enable_gqa), no repeat
     gelu_epilogue: bool = True  # on a GPU, SigLIP's fc1 bias + GELU in the GEMM's epilogue (cuBLASLt)
+    one_pass_norms: bool = False  # on a GPU, SigLIP's norms and residual adds as one-pass Triton kernels (norms.py):
+    # a candidate, off until the GPU check's interleaved rounds show it helps
 
 
 HOT_PATH = HotPath()
@@ -50,11 +52,17 @@ def gelu_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- compilation ---------------------------------------------------------------------------------------------
-def compile_layers(model: nn.Module, backend: str = "inductor", options: dict | None = None) -> None:
+def compile_layers(model: nn.Module, backend: str = "inductor", options: dict | None = None,
+                   layers: list[nn.Module] | None = None) -> None:
     """torch.compile every layer in place (regional compilation: one graph per layer type, compiled on the first
-    call, dynamic shapes). `backend`: inductor; the CPU rehearsals of the tests and the GPU check trace with a
-    backend that generates no code. `options`: inductor's (the GPU check times a candidate's)."""
-    for layer in model.transformer_layers():
+    call, dynamic shapes), or `layers` only (the GPU check's twin of a tower). `backend`: inductor; the CPU
+    rehearsals of the tests and the GPU check trace with a backend that generates no code. `options`: inductor's
+    (the GPU check times a candidate's). A GPU model's Triton kernels are loaded first (`norms.load_kernels`)."""
+    from videoitg.model.norms import load_kernels
+
+    if next(model.parameters()).is_cuda:
+        load_kernels()
+    for layer in model.transformer_layers() if layers is None else layers:
         layer.compile(backend=backend, dynamic=True, options=options)
 
 

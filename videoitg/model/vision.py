@@ -14,6 +14,7 @@ from torch import nn
 
 from videoitg.config import VisionConfig
 from videoitg.model.hotpath import gelu_linear
+from videoitg.model.norms import add_layer_norm
 
 
 def embedding(num: int, dim: int) -> nn.Embedding:
@@ -111,8 +112,11 @@ class SiglipEncoderLayer(nn.Module):
         self.mlp = SiglipMLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x))
-        return x + self.mlp(self.layer_norm2(x))
+        # x = x + attn(ln1(x)); x + mlp(ln2(x)): the first residual add and ln2 in one pass where
+        # `HOT_PATH.one_pass_norms` is on (videoitg.model.norms)
+        x, y = add_layer_norm(x, None, self.layer_norm1)
+        x, y = add_layer_norm(x, self.self_attn(y), self.layer_norm2)
+        return x + self.mlp(y)
 
 
 class SiglipEncoder(nn.Module):
