@@ -4,17 +4,20 @@ downstream consumers read as `frame_indices_jsonl`. Its served tensors: `videoit
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from videoitg.errors import InputError
+from videoitg.errors import InputError, VideoITGError
 from videoitg.moments import DEFAULT_PARAMS, Moment, MomentParams, find_moments, known_duration
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger(__name__)
 
 # How frames are ranked (docs/fidelity.md, "Ranking"):
 #   released: as the released evaluation wrapper ranks them. Its head runs in fp16, so each logit is an fp16
@@ -183,20 +186,41 @@ def record_video_path(video: str | os.PathLike) -> str:
     return os.path.realpath(s) if s else ""
 
 
-def write_results_jsonl(path: str | Path, records: list[dict[str, Any]], append: bool = True) -> None:
-    with Path(path).open("a" if append else "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+def write_results_jsonl(path: str | Path, records: list[dict[str, Any]], append: bool = True) -> int:
+    """Write `records` as JSON lines: appended after the file's last whole line (a torn tail is set aside in
+    `<path>.torn`, `videoitg.writes.append_lines`), or (`append=False`) as the whole file. A record holding NaN or
+    an infinity is not JSON: nothing is written (VideoITGError). Returns the bytes of a torn tail set aside."""
+    from videoitg.writes import append_lines, write_whole
+
+    try:
+        lines = [json.dumps(r, allow_nan=False) for r in records]
+    except ValueError as e:
+        raise VideoITGError(f"a record for {path} holds a number that is not finite ({e}): nothing written") from None
+    if append:
+        return append_lines(path, lines)
+    write_whole(path, "".join(line + "\n" for line in lines))
+    return 0
 
 
 def read_frame_indices_jsonl(path: str | Path) -> dict[Any, list[int]]:
-    """Read results.jsonl the way the downstream consumers do: first line per doc_id wins, `index` only."""
+    """Read results.jsonl the way the downstream consumers do: first line per doc_id wins, `index` only. A line that
+    is not a JSON object (torn by a crash) is skipped and reported in the log."""
+    from videoitg.jsonio import JSONProblem, loads, text_lines
+
     out: dict[Any, list[int]] = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if "doc_id" in r and isinstance(r.get("index"), list) and r["doc_id"] not in out:
-                out[r["doc_id"]] = r["index"]
+    skipped = 0
+    for _, line, problem in text_lines(path):
+        try:
+            r = loads(line) if problem is None else None
+        except JSONProblem:
+            r = None
+        if not isinstance(r, dict):
+            skipped += bool(line.strip())
+            continue
+        if "doc_id" in r and isinstance(r.get("index"), list) and r["doc_id"] not in out:
+            out[r["doc_id"]] = r["index"]
+    if skipped:
+        log.warning("%s: %d line(s) that are not JSON records skipped (a torn write?)", path, skipped)
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.batch import INSTRUCTIONS, local_stream, make_clip, make_manifest
 from tests.support.compare import assert_records_close
-from videoitg.batch import runner
+from videoitg.batch import runner, store
 from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.runner import BatchOptions, fingerprint, make_scorer, run_batch
 from videoitg.batch.scorers import ScorerSpec
@@ -22,6 +22,7 @@ from videoitg.manifest.rows import load_manifest
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.options import RequestOptions, select
 from videoitg.sampling import SamplingParams
+from videoitg.writes import OutputError
 
 
 # ---- manifest ----------------------------------------------------------------------------------------------------
@@ -302,3 +303,24 @@ def test_a_row_names_its_own_options_and_the_run_its_defaults(tmp_path, fmt):
     for o, options in zip(out[:3], (RequestOptions(top_k=4), RequestOptions(top_k=4, coverage=0.2),
                                     RequestOptions(top_k=2, min_score=0.5)), strict=True):
         assert o.record["top_k"] == [ref.frame_indices[i] for i in select(ref, options)], options
+
+
+def test_the_output_directory_is_written_without_following_planted_links(tmp_path):
+    """A rerun finds links planted in its --out: the lock is never opened through one (nor truncated), the
+    merged results never written through one; a results.jsonl that is a directory is an error naming it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "system-file"
+    target.write_text("keep me\n")
+    (out / ".lock").symlink_to(target)
+    with pytest.raises(OutputError, match=r"\.lock is a symbolic link"):
+        store.OutputStore(out, {"scorer": "x"})
+    assert target.read_text() == "keep me\n"
+    (out / ".lock").unlink()
+    s = store.OutputStore(out, {"scorer": "x"})
+    try:
+        (out / store.RESULTS).mkdir()
+        with pytest.raises(OutputError, match=r"results.jsonl is a directory"):
+            s.merge([], [])
+    finally:
+        s.close()

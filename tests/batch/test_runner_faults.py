@@ -11,7 +11,6 @@ tests/properties/test_served_load.py, which owns the server.
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import errno
 import json
@@ -33,6 +32,7 @@ from tests.support.batch import (
     make_manifest,
     read_jsonl,
 )
+from videoitg import writes
 from videoitg.batch import runner, store
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
@@ -76,7 +76,7 @@ def clean_run(media, tmp_path_factory: pytest.TempPathFactory):
 
 
 class FullDisk:
-    """A real small tmpfs (root), else a quota on the bytes the store module writes (injected ENOSPC)."""
+    """A real small tmpfs (root), else a quota on the bytes the product writes (`videoitg.writes`, injected ENOSPC)."""
 
     def __init__(self, base: Path, monkeypatch: pytest.MonkeyPatch, size: int = 256 * 1024) -> None:
         self.dir = base / f"disk-{uuid.uuid4().hex[:8]}"
@@ -84,7 +84,7 @@ class FullDisk:
         self.kind = "tmpfs" if self._mount(size) else "injected"
         self.quota: list[int] = [size]
         if self.kind == "injected":
-            monkeypatch.setattr(store, "open", self._open, raising=False)  # the module's own `open` only
+            monkeypatch.setattr(writes, "_write_all", self._write_all)
 
     def _mount(self, size: int) -> bool:
         if os.geteuid() != 0 or not shutil.which("mount"):
@@ -107,21 +107,11 @@ class FullDisk:
         else:
             self.quota[0] = 1 << 40
 
-    def _open(self, file, mode="r", *a, **kw):
-        f = builtins.open(file, mode, *a, **kw)
-        if "w" not in mode and "a" not in mode:
-            return f
-        quota, real_write = self.quota, f.write
-
-        def write(s):
-            n = len(s.encode() if isinstance(s, str) else s)
-            if n > quota[0]:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
-            quota[0] -= n
-            return real_write(s)
-
-        f.write = write
-        return f
+    def _write_all(self, fd: int, data: bytes) -> None:
+        if len(data) > self.quota[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.quota[0] -= len(data)
+        os.write(fd, data)
 
     def close(self) -> None:
         if self.kind == "tmpfs":

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from videoitg.writes import open_output
+
 PACKAGE = Path(__file__).resolve().parents[1]  # the `videoitg` folder (this file is videoitg/batch/ray_env.py)
 REPO_ROOT = PACKAGE.parent
 
@@ -98,8 +100,9 @@ def ray_logs_to(path: Path) -> Iterator[None]:
     sys.stderr.flush()
     terminal = os.dup(2)
     old = sys.stderr
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
+    log = open_output(path, append=True)  # never through a link planted in the output directory
+    with os.fdopen(log, "ab"):
+        os.dup2(log, 2)
         sys.stderr = open(terminal, "w", buffering=1, encoding=old.encoding or "utf-8",
                                            errors="backslashreplace", closefd=False)
         try:

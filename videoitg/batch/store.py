@@ -16,25 +16,13 @@ from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.jsonio import JSONProblem, loads
+from videoitg.writes import open_output, write_whole
 
 SHARD_DIR = "shards"
 RESULTS = "results.jsonl"
 ERRORS = "errors.jsonl"
 RUN_INFO = "run.json"
 SUMMARY = "summary.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def jsonl_line(obj: Any) -> str:
@@ -50,23 +38,17 @@ def jsonl_line(obj: Any) -> str:
 
 
 def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
-    """Write `lines` (each without newline) to `path` via temp file + fsync + rename. Returns the count.
-    On any error the temp file is removed and `path` is untouched."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write `lines` (each without newline) to `path` whole (`videoitg.writes.write_whole`: temp file, fsync,
+    rename; `path` untouched on any error, which names it). Returns the count."""
     n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-                f.write("\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+
+    def counted() -> Iterator[str]:
+        nonlocal n
+        for line in lines:
+            n += 1
+            yield line + "\n"
+
+    write_whole(path, counted())
     return n
 
 
@@ -131,15 +113,17 @@ class OutputStore:
     def _lock(self) -> None:
         """One driver per output directory: two would both score the rows neither has finished. The kernel
         drops the lock when the holder dies, even by kill -9, so a crashed run never blocks its rerun."""
-        self._lock_file = open(self.dir / ".lock", "w")  # held for the store's lifetime
+        self._lock_fd = open_output(self.dir / ".lock")  # held for the store's lifetime; never truncated or followed
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock_file.close()
+            os.close(self._lock_fd)
             raise InputError(f"another batch run is writing to {self.dir}") from None
 
     def close(self) -> None:
-        self._lock_file.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _check_fingerprint(self, fingerprint: dict[str, Any], force: bool) -> None:
         """Mixing results of different checkpoints or sampling settings in one file would be silent garbage."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from videoitg.errors import InputError
 from videoitg.request.options import SELECTION, add_flags, from_args
+from videoitg.writes import OutputError
 
 HELP = "score a manifest of (video, instruction) rows on Ray Data; resumable, every row exactly once"
 
@@ -125,9 +126,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"batch: stopped by {signal.Signals(signum).name}; every finished row is saved in {args.out}; "
               "rerun the same command to resume", file=sys.stderr)
         return 128 + signum
-    except OSError as e:  # a full disk, a lost output mount: written shards are whole (temp file + rename)
+    except OutputError as e:  # a full disk, a path of the wrong kind: written shards are whole (temp file + rename)
+        print(f"batch: {e}; the rows finished before are saved in {args.out}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a lost output mount
         print(f"batch: cannot write to {args.out}: {e.strerror or e}; finished rows are saved, "
-              "free space and rerun the same command", file=sys.stderr)
+              "rerun the same command once it is back", file=sys.stderr)
         return 1
     except ServerUnavailableError as e:
         print(f"batch: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ import importlib
 import sys
 
 from videoitg.errors import VideoITGError
+from videoitg.writes import output_error
 
 # name -> its module
 COMMANDS = {
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except VideoITGError as e:
         print(f"videoitg {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine's, not the program's: a full disk, a missing permission, a lost mount
+        where = e.filename if e.filename is not None else "a file"
+        print(f"videoitg {args.command}: error: {output_error(e, where)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -155,7 +155,10 @@ def report(args: argparse.Namespace, result: GroundingResult, picked: list[int],
         rec = result.to_record(_doc_id_value(args.doc_id), args.video, picked=picked)
         for problem in doc_id_problems([rec], args.output):
             print(f"videoitg score: warning: {problem}", file=sys.stderr)
-        write_results_jsonl(args.output, [rec])
+        torn = write_results_jsonl(args.output, [rec])
+        if torn:
+            print(f"videoitg score: warning: {args.output} ended in a torn line ({torn} bytes, from an interrupted "
+                  f"write): set aside in {args.output}.torn", file=sys.stderr)
         print(f"appended to {args.output}")
     if args.plot:
         from videoitg.commands.plot import display_aspect, plot_timeline, thumbnails_from_pixels

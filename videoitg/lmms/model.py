@@ -26,6 +26,7 @@ there.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.options import OPTIONS, RequestOptions, recorded
 
+log = logging.getLogger(__name__)
 # what lmms-eval itself adds to the model_args (its --batch_size and --device; --max_batch_size)
 LMMS_CONFIG = frozenset({"batch_size", "max_batch_size"})
 
@@ -110,6 +112,14 @@ class VideoITGModel(lmms):
             return self.scorer.score_many(video, instructions, options=self.request)
         return [self.client.score(video, text, self.request) for text in instructions]
 
+    @staticmethod
+    def _write(path: Path, records: list[dict]) -> None:
+        """Records appended after the file's last whole line; a torn one (an interrupted run's) is set aside."""
+        torn = write_results_jsonl(path, records)
+        if torn:
+            log.warning("%s ended in a torn line (%d bytes, from an interrupted write): set aside in %s.torn",
+                        path, torn, path)
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
         # Group by (task, video): a video's questions share one decode and one vision pass.
         groups: dict[tuple[str, str], list[tuple[str, int, str, Any, int]]] = {}
@@ -137,7 +147,7 @@ class VideoITGModel(lmms):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if self.answerer is not None:
                     for it, rec, text in self._answer(task, video, todo):
-                        write_results_jsonl(path, [rec])  # one at a time: a failed answer keeps those before it
+                        self._write(path, [rec])  # one at a time: a failed answer keeps those before it
                         done[task][it[1]] = rec
                         texts[it[4]] = text
                         bar.update(1)
@@ -145,7 +155,7 @@ class VideoITGModel(lmms):
                 results = self._score(video, [it[0] for it in todo])
                 records = [res.to_record(doc_id, video, picked=recorded(res, self.request), task=task, split=split)
                            for res, (_, doc_id, split, _, _) in zip(results, todo, strict=True)]
-                write_results_jsonl(path, records)  # appended per video: an interrupted run keeps what it scored
+                self._write(path, records)  # appended per video: an interrupted run keeps what it scored
                 done[task].update((rec["doc_id"], rec) for rec in records)
                 bar.update(len(todo))
         finally:

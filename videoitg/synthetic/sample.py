@@ -8,6 +8,7 @@ from pathlib import Path
 
 from videoitg.defaults import home
 from videoitg.synthetic.task import make_sample_video
+from videoitg.writes import write_whole
 
 
 def is_sample_video(source: str | Path | bytes) -> bool:
@@ -29,16 +30,25 @@ def sample_video_meta() -> dict:
     return json.loads((home() / "sample" / "sample.json").read_text())
 
 
+def _meta(path: Path) -> dict | None:
+    """The sample's description if `path` holds a whole one naming a clip that exists; None otherwise (absent,
+    empty or torn by a full disk: the sample is made again)."""
+    try:
+        meta = json.loads(path.read_text())
+        return meta if Path(meta["video"]).is_file() and isinstance(meta["instruction"], str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def sample_video() -> tuple[Path, str]:
-    """(path of the sample clip, an instruction whose answer is visible in it)."""
+    """(path of the sample clip, an instruction whose answer is visible in it), the clip made on first use; its
+    description (`sample.json`) is written whole once the clip is, so a run stopped midway makes it again."""
     out = home() / "sample"
     out.mkdir(exist_ok=True)
     meta_path = out / "sample.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if Path(meta["video"]).exists():
-            return Path(meta["video"]), meta["instruction"]
-    meta = make_sample_video(out / "sample.mp4")
-    meta = {"video": str(out / "sample.mp4"), **{k: v for k, v in meta.items() if k != "video"}}
-    meta_path.write_text(json.dumps(meta, indent=2))
+    meta = _meta(meta_path)
+    if meta is None:
+        made = make_sample_video(out / "sample.mp4")
+        meta = {"video": str(out / "sample.mp4"), **{k: v for k, v in made.items() if k != "video"}}
+        write_whole(meta_path, json.dumps(meta, indent=2))
     return Path(meta["video"]), meta["instruction"]
