@@ -33,7 +33,9 @@
     curveX: null, // time -> x on the curve
   };
 
-  // An answer the API refused or failed: its own message, and the HTTP status (0: no answer at all).
+  // An answer the API refused or failed: its own message, and the HTTP status (0: no answer at all; BROKE_OFF: a
+  // streamed answer that ended with an error event).
+  const BROKE_OFF = -1;
   class ApiError extends Error {
     constructor(message, status) {
       super(message);
@@ -103,10 +105,9 @@
     const chosen = [];
     for (const o of OPTIONS) {
       const input = byId(`option-${o.option}`);
-      if (input.closest(".option").hidden || input.value === "") {
-        if (input.validity && input.validity.badInput) throw new Error(`${o.option}: type a number`);
-        continue;
-      }
+      if (input.closest(".option").hidden) continue; // the served model does not take it
+      if (input.validity.badInput) throw new Error(`${o.option}: type a number, or nothing for the server's default.`);
+      if (input.value === "") continue;
       chosen.push({ o, value: o.choices.length > 0 ? input.value : Number(input.value) });
     }
     return chosen;
@@ -412,7 +413,8 @@
   function failed(error, t0) {
     const took = ((performance.now() - t0) / 1000).toFixed(2);
     if (error instanceof ApiError) {
-      const how = error.status > 0 ? `Refused (HTTP ${error.status})` : "No answer";
+      const how = error.status > 0 ? `Refused (HTTP ${error.status})`
+        : error.status === BROKE_OFF ? "The answer broke off" : "No answer";
       end("error", `${how} after ${took} s; the server's message:`);
       showError(error.message);
     } else {
@@ -550,7 +552,7 @@
       await readEvents(response, (event) => {
         if (event.error) {
           const message = typeof event.error.message === "string" ? event.error.message : JSON.stringify(event.error);
-          throw new ApiError(message, response.status);
+          throw new ApiError(message, BROKE_OFF);
         }
         if (event[extension]) showGiven(event[extension], video);
         const choice = Array.isArray(event.choices) ? event.choices[0] : null;
