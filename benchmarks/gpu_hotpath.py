@@ -1,28 +1,47 @@
-"""The GPU check's hot-path sections (`benchmarks/gpu_check.py --only env,hotpath`): profile first, then
-measure. Real sizes on a GPU (SigLIP-so400m + Qwen2-7B, random weights, T = 512, a 150-token instruction); tiny
-shapes and few rounds with --tiny (the CPU rehearsal in the test suite, which runs every line of both sections).
+"""The GPU check's hot-path sections (`benchmarks/gpu_check.py --only env,hotpath,fp8_breakdown`): profile first,
+then measure; record figures and name what each would decide (`decides`), deciding nothing. Real sizes on a GPU
+(SigLIP-so400m + Qwen2-7B, random weights, T = 512, a 150-token instruction); tiny shapes (and four decoder
+layers, so FP8 converts two) and few rounds with --tiny: the CPU rehearsal in the test suite runs every line.
 
-hotpath     rates measured here first: fp16, bf16 and FP8 (`torch._scaled_mm`, row-wise scales) matmul at 8192^3,
-            SDPA in each tower at its real shape; SM and memory clocks sampled through the section (nvidia-smi).
-            Profile: the kernels of each tower (vision, projector, grounding) on the current path and the hot path,
-            their device time and the share of wall time they keep the GPU busy. Then measure, interleaved round by
-            round (>= 5 rounds, medians), cold (frames on the device) and cached (visual features cached):
-            `current` (every `HOT_PATH` switch off, SigLIP's MLP at the checkpoint's width, eager: the path
-            before the hot-path changes), `current` plus each change alone (GQA without copies, the GELU epilogue,
-            the MLP padded to whole GEMM tiles), `eager` (all three), `hot` (those, compiled: the default),
-            `hot_unpadded` (`hot` with the MLP unpadded) and `released` (HF modules, benchmarks/perf/baseline.py).
-            Compile time of the layers. A candidate for the norms: `hot` compiled again with inductor's
-            multi-kernel, interleaved with `hot`, cold and cached (`multi_kernel`). Each path's peak GPU memory,
-            read while it is alone on the device (its weights, inputs and activations). FP8 (`--precision fp8`):
-            cold latency interleaved with `released`, its kernels (`fp8_profile`: where its time goes against its
-            floor), its own peak, and its logits against fp32 at real width (max |difference|,
-            top-32 overlap; T = 128 at a 1,024-token visual budget, so the fp32 reference stays short). Each ratio
-            names its floor: the torch kernels' rates measured in this run, or the card's datasheet rate.
+hotpath     rates measured here first: fp16, bf16 and FP8 matmul at 8192^3 (FP8 through `videoitg.model.fp8.
+            scaled_mm`: row-wise scales with and without Hopper's fast accumulation, and 1x128/128x128 block
+            scales), SDPA in each tower at its real shape, and each FP8 scheme's layer (`Float8Linear`: the
+            activation's quantization and the GEMM) at the language model's four shapes for this request's tokens
+            against the bf16 layer (`fp8_gemms`); SM and memory clocks sampled through the section (nvidia-smi).
+            Profile: the kernels of each tower (vision, projector, grounding) on the hot path, and the vision tower
+            under each candidate, their device time and the share of wall time they keep the GPU busy. Then
+            measure, interleaved round by round (>= 5 rounds, medians), cold (frames on the device) and cached
+            (visual features cached): `current` (every `HOT_PATH` switch off, SigLIP's MLP at the checkpoint's
+            width, eager: the path before the hot-path changes), `hot` (the default: compiled), `hot_unpadded`
+            (`hot` with the MLP unpadded), the candidates on top of `hot`: `one_pass_norms` (SigLIP's norms and
+            residual adds as one-pass Triton kernels) and `vision_bf16` (the tower in bf16, the rest fp16), and
+            `released` (HF modules, benchmarks/perf/baseline.py); each candidate's logits against `hot`'s and the
+            released path's. Compile time of the layers. The norms' other candidate: `hot` compiled again with
+            inductor's multi-kernel, interleaved with `hot`, cold and cached (`multi_kernel`). Each path's peak GPU
+            memory, read while it is alone on the device. FP8 (`--precision fp8`: the language model's middle
+            decoder layers): cold and cached latency interleaved with `released`, its kernels (`fp8_profile`), its
+            own peak, and its logits against fp32 at real width (T = 128 at a 1,024-token visual budget, so the
+            fp32 reference stays short). Each ratio names its floor: the torch kernels' rates measured in this
+            run, or the card's datasheet rate.
+fp8_breakdown
+            in `hotpath`'s fp32 comparison (weights, frames, instruction; eager): fp16, bf16 and the vision tower
+            in bf16 (the rest fp16) without FP8; FP8 as the mode runs it (row-wise scales, fast accumulation), without
+            fast accumulation, with block scales, in every decoder layer, and in both towers (the H100's earlier
+            mode); then the per-layer sensitivity sweep, each decoder layer alone in FP8, row-wise and block; each
+            against fp32: max |difference|, top-32 overlap, Spearman, error/spread (std of the difference / std of
+            the fp32 logits).
+
+What each figure would decide (`decides` in each section's record): a candidate goes on the default GPU path only
+where every round of it ran under `hot`'s fastest and its logits keep the ranking; the bf16 tower becomes the GPU
+default only where its top-32 against the released path and against fp32 is >= 0.99 (and the docs say so); the FP8
+scheme, fast accumulation and the decoder layers kept 16-bit (`videoitg.model.fp8.KEEP_16BIT`) follow the breakdown
+and the sweep, the FP8 layers' times at the model's shapes, and FP8's cold and cached times.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import signal
 import statistics
@@ -33,20 +52,33 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 ROUNDS, TINY_ROUNDS = 5, 2
-SWITCHES = ("gqa_without_copies", "gelu_epilogue")  # HOT_PATH's
-LAYOUTS = ("padded_mlp",)  # weight layouts `prepare_inference` converts to on a GPU, re-laid by `variant`
-CHANGES = SWITCHES + LAYOUTS
-# name -> (changes on, compiled). `current` is the path before the hot-path changes; each change is timed alone on top
-# of it; `hot` is what ships (compile timed as `hot` against `eager`); `hot_unpadded` is `hot` with SigLIP's MLP at
-# the checkpoint's width (the padding's own A/B on the compiled path, where its GEMM runs the GELU epilogue).
+SWITCHES = ("gqa_without_copies", "gelu_epilogue", "one_pass_norms")  # HOT_PATH's
+LAYOUTS = ("padded_mlp", "vision_bf16")  # weight layouts `variant` re-lays (outside the timed calls)
+SHIPPED = ("gqa_without_copies", "gelu_epilogue", "padded_mlp")  # what the hot path runs on a GPU
+# name -> (changes on, compiled). `current` is the path before the hot-path changes; `hot` is what ships;
+# `hot_unpadded` is `hot` with SigLIP's MLP at the checkpoint's width (the padding's A/B on the compiled path);
+# the candidates are `hot` plus one change each.
 VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "current": ((), False), **{c: ((c,), False) for c in CHANGES}, "eager": (CHANGES, False),
-    "hot": (CHANGES, True), "hot_unpadded": (SWITCHES, True)}
+    "current": ((), False), "hot": (SHIPPED, True), "hot_unpadded": (SHIPPED[:2], True),
+    "one_pass_norms": ((*SHIPPED, "one_pass_norms"), True), "vision_bf16": ((*SHIPPED, "vision_bf16"), True)}
+CANDIDATES = ("one_pass_norms", "vision_bf16")
 # Dense (no sparsity) tensor-core rates, TFLOP/s (NVIDIA's H100 / H200 datasheets), the more specific name first.
 DATASHEET_TFLOPS = {"H100 PCIe": {"fp16": 756.5, "bf16": 756.5, "fp8": 1513.0},
                     "H100": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},  # SXM
                     "H200": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9}}
 CLOCK_FIELDS = ("clocks.sm", "clocks.mem", "power.draw", "utilization.gpu", "temperature.gpu")
+DECIDES = {
+    "hotpath.candidates.one_pass_norms": "HOT_PATH.one_pass_norms on by default where every round ran under hot's "
+                                         "fastest and top-32 vs hot is 1.0; else norms.py is removed",
+    "hotpath.candidates.vision_bf16": "with fp8_breakdown.vision_bf16.top32 >= 0.99 and top-32 vs released >= 0.99: "
+                                      "the tower in bf16 by default on a GPU (docs say so); else an option only",
+    "hotpath.ab.padded MLP (hot vs hot_unpadded)": "SigLIP's MLP padded on a GPU where < 1; else pad_mlps removed",
+    "hotpath.multi_kernel.multi_kernel_over_hot": "inductor's multi-kernel in compile_layers where < 1; else removed",
+    "hotpath.fp8_gemms, fp8_breakdown.fp8_block": "FP8's default scheme (rowwise or block)",
+    "hotpath.rates_tflops.fp8_exact_accum, fp8_breakdown.fp8_exact_accum": "Float8Linear.fast_accum kept or off",
+    "fp8_breakdown.sweep_*": "which decoder layers stay 16-bit (fp8.KEEP_16BIT, fp8_layers)",
+    "hotpath.figures.fp8_*": "FP8's goals: cold / released <= 0.62, cached <= 0.32 s, top-32 >= 0.93, "
+                             "error/spread <= 0.15"}
 
 
 # ---- measuring tools -------------------------------------------------------------------------------------------
@@ -92,13 +124,20 @@ class ClockSampler:
                 **{f: {"min": min(v), "median": statistics.median(v), "max": max(v)} for f, v in cols.items() if v}}
 
 
-LAID_OUT: weakref.WeakSet = weakref.WeakSet()  # the models `variant` re-lays (`laid_out`)
+LAID_OUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its vision tower and a bf16 twin
 
 
 def laid_out(model: Any) -> Any:
-    """`model`, from here on laid out by each variant as it runs it (SigLIP's MLP padded or not)."""
-    LAID_OUT.add(model)
+    """`model`, from here on laid out by each variant as it runs it: SigLIP's MLP padded or not, its vision tower
+    or the tower's bf16 twin (made here, before anything is compiled: `twin`)."""
+    tower = model.model.vision_tower
+    LAID_OUT[model] = (tower, copy.deepcopy(tower).bfloat16())
     return model
+
+
+def twin(model: Any) -> Any:
+    """The bf16 twin of a `laid_out` model's vision tower."""
+    return LAID_OUT[model][1]
 
 
 @contextlib.contextmanager
@@ -110,13 +149,15 @@ def variant(name: str) -> Iterator[None]:
     from videoitg.model.hotpath import HOT_PATH, MLP_MULTIPLE
     from videoitg.model.vision import SiglipMLP
 
-    on, compiled = VARIANTS[name] if name in VARIANTS else (CHANGES, True)
+    on, compiled = VARIANTS[name] if name in VARIANTS else (SHIPPED, True)
     saved = dataclasses.replace(HOT_PATH)
-    models = list(LAID_OUT)
-    padded = [any(m.padded for m in x.modules() if isinstance(m, SiglipMLP)) for x in models]
+    models = list(LAID_OUT.items())
+    before = [(x.model.vision_tower, any(m.padded for m in x.modules() if isinstance(m, SiglipMLP)))
+              for x, _ in models]
     for s in SWITCHES:
         setattr(HOT_PATH, s, s in on)
-    for x in models:
+    for x, (tower, bf16) in models:
+        x.model.vision_tower = bf16 if "vision_bf16" in on else tower
         x.pad_mlps(MLP_MULTIPLE if "padded_mlp" in on else 1)
     try:
         with torch.compiler.set_stance("default" if compiled else "force_eager"):
@@ -124,7 +165,8 @@ def variant(name: str) -> Iterator[None]:
     finally:
         for s in SWITCHES:
             setattr(HOT_PATH, s, getattr(saved, s))
-        for x, was in zip(models, padded, strict=True):
+        for (x, _), (tower, was) in zip(models, before, strict=True):
+            x.model.vision_tower = tower
             x.pad_mlps(MLP_MULTIPLE if was else 1)
 
 
@@ -158,25 +200,6 @@ def own_peak_gb(call: Callable[[], Any], device: Any) -> float | None:
     call()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) / 1e9
-
-
-def fp8_matmul_rate(device: Any, n: int, iters: int, warmup: int, fast_accum: bool = True) -> float | None:
-    """FLOP/s of `torch._scaled_mm` (e4m3 x e4m3, row-wise scales, bf16 out: what `Float8Linear` runs) at n^3,
-    with Hopper's fast accumulation or without; None off a GPU with FP8 tensor cores."""
-    import torch
-
-    from benchmarks.perf.timing import median, time_calls
-
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        return None
-    g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, generator=g).to(torch.float8_e4m3fn)
-    b = torch.randn(n, n, device=device, generator=g).to(torch.float8_e4m3fn).t()  # column-major
-    sa, sb = torch.ones(n, 1, device=device), torch.ones(1, n, device=device)
-    secs = median(time_calls(lambda: torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16,
-                                                      use_fast_accum=fast_accum), device, warmup=warmup,
-                                   iters=iters))
-    return 2 * n**3 / secs
 
 
 def sdpa_rate(device: Any, dtype: Any, b: int, heads: int, kv_heads: int, length: int, hd: int, iters: int) -> float:
@@ -226,6 +249,17 @@ def datasheet(gpu: str) -> dict[str, float] | None:
 
 
 # ---- hotpath ---------------------------------------------------------------------------------------------------
+def check_config(check: Any, size: str | None = None) -> Any:
+    """The section's model shapes: the released ones, or the tiny ones with four decoder layers (FP8 converts the
+    middle two)."""
+    from videoitg.config import TextConfig
+
+    cfg = check.config(size or ("tiny" if check.tiny else "real"))
+    if check.tiny:
+        cfg.text = TextConfig(**{**vars(cfg.text), "num_hidden_layers": 4})
+    return cfg
+
+
 def hotpath(check: Any) -> dict[str, Any]:
     import torch
 
@@ -233,15 +267,17 @@ def hotpath(check: Any) -> dict[str, Any]:
     from benchmarks.perf.flops import sequence_length
     from benchmarks.perf.timing import matmul_rate
     from videoitg.model.fp8 import to_fp8
-    from videoitg.model.hotpath import compile_layers
+    from videoitg.model.hotpath import MLP_MULTIPLE, compile_layers
     from videoitg.preprocess import pixel_values
 
     tiny, dev, cuda = check.tiny, check.device, check.cuda
-    cfg = check.config("tiny" if tiny else "real")
+    cfg = check_config(check)
     T, instr, rounds = (4, 6, TINY_ROUNDS) if tiny else (512, 150, ROUNDS)
     backend = "inductor" if cuda else "eager"  # the rehearsal traces every compiled call; inductor needs the GPU
+    recompiles(64)  # every variant's graphs kept (each layer type compiles once per dtype, layout and switch)
     v, t = cfg.vision, cfg.text
-    out: dict[str, Any] = {"frames": T, "instruction_tokens": instr, "rounds": rounds, "compile_backend": backend}
+    out: dict[str, Any] = {"frames": T, "instruction_tokens": instr, "rounds": rounds, "compile_backend": backend,
+                           "decides": DECIDES}
     dtype = torch.float16 if cuda else torch.float32  # the released precision; the CPU has no fast fp16
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, t.vocab_size, (instr,), generator=g).to(dev)
@@ -255,12 +291,14 @@ def hotpath(check: Any) -> dict[str, Any]:
                  "bf16": matmul_rate(dev, torch.bfloat16, n, iters=it, warmup=warm),
                  "fp8": fp8_matmul_rate(dev, n, it, warm),
                  "fp8_exact_accum": fp8_matmul_rate(dev, n, it, warm, fast_accum=False),
+                 "fp8_block": fp8_matmul_rate(dev, n, it, warm, scheme="block"),
                  "vision_attention_fp16": sdpa_rate(dev, torch.float16, min(64, T), v.num_attention_heads,
                                                     v.num_attention_heads, v.tokens_per_frame,
                                                     v.hidden_size // v.num_attention_heads, 3 if tiny else 10),
                  "llm_attention_fp16": sdpa_rate(dev, torch.float16, 1, t.num_attention_heads, t.num_key_value_heads,
                                                  sequence_length(cfg, T, instr), t.head_dim, 3 if tiny else 10)}
         out["rates_tflops"] = {k: (r / 1e12 if r else None) for k, r in rates.items()}
+        out["fp8_gemms"] = fp8_gemms(cfg, sequence_length(cfg, T, instr), dev, 3 if tiny else 20)
         flops = tower_flops(cfg, T, instr)
         measured = floors(flops, rates["fp16"], rates["fp8"], rates["vision_attention_fp16"],
                           rates["llm_attention_fp16"])
@@ -272,6 +310,7 @@ def hotpath(check: Any) -> dict[str, Any]:
 
         ours = laid_out(build_ours(cfg, dev, dtype))
         compile_layers(ours, backend)
+        compile_layers(ours, backend, layers=list(twin(ours).vision_tower.vision_model.encoder.layers))
         out.update(alone(ours, px, ids, dev))  # compile time, own peak memory of `hot` and `current`
         check.progress(out, "compile, own peaks")
         out["profile"] = profile_towers(ours, px, ids, dev, measured)
@@ -288,7 +327,9 @@ def hotpath(check: Any) -> dict[str, Any]:
         empty(cuda, compiled=True)
         out["own_peak_gb"]["released"] = own_peak_gb(lambda: base(px, ids), dev)
 
-        fp8 = to_fp8(build_ours(cfg, dev, torch.bfloat16))
+        fp8 = to_fp8(build_ours(cfg, dev, torch.bfloat16))  # as `prepare_inference` prepares it on a GPU
+        if cuda:
+            fp8.pad_mlps(MLP_MULTIPLE)
         compile_layers(fp8, backend)
         out.update(fp8_against_released(fp8, base, px, ids, dev, rounds))
         check.progress(out, "fp8 rounds")
@@ -301,8 +342,79 @@ def hotpath(check: Any) -> dict[str, Any]:
     return summarize(out, cuda)
 
 
+def recompiles(limit: int) -> None:
+    """Let dynamo keep `limit` graphs per layer type (each variant's dtype, layout and switches is one)."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(limit, getattr(torch._dynamo.config, name)))
+
+
+def fp8_matmul_rate(device: Any, n: int, iters: int, warmup: int, fast_accum: bool = True,
+                    scheme: str = "rowwise") -> float | None:
+    """FLOP/s of FP8's GEMM at n^3 (`videoitg.model.fp8.scaled_mm`, bf16 out: what `Float8Linear` runs) with
+    `scheme`'s scales, with Hopper's fast accumulation or without (row-wise); None off a GPU that has it (FP8:
+    compute capability 8.9+; block scales: Hopper)."""
+    import torch
+
+    from benchmarks.perf.timing import median, time_calls
+    from videoitg.model.fp8 import BLOCK, quantize, scaled_mm
+
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9) or (
+            scheme == "block" and torch.cuda.get_device_capability(device)[0] != 9):
+        return None
+    g = torch.Generator(device=device).manual_seed(0)
+    a, w = (torch.randn(n, n, device=device, generator=g) for _ in range(2))
+    if scheme == "rowwise":
+        (qa, sa), (qw, sw) = quantize(a, 1, n), quantize(w, 1, n)
+        sw = sw.t().contiguous()
+    else:
+        (qa, sa), (qw, sw) = quantize(a, 1, BLOCK), quantize(w, BLOCK, BLOCK)
+    secs = median(time_calls(lambda: scaled_mm(qa, sa, qw, sw, None, scheme, fast_accum), device, warmup=warmup,
+                             iters=iters))
+    return 2 * n**3 / secs
+
+
+def fp8_gemms(cfg: Any, tokens: int, device: Any, iters: int) -> dict[str, Any]:
+    """Each of the language model's four linear shapes for `tokens` tokens (q/k/v and gate/up fused, as FP8 runs
+    them): seconds of the bf16 layer and of `Float8Linear` (the input's quantization and the GEMM) per scheme,
+    fast accumulation on and off for row-wise; medians. Off a GPU with FP8, the CPU emulation's times."""
+    import torch
+    from torch import nn
+
+    from benchmarks.perf.timing import median, time_calls
+    from videoitg.model.fp8 import Float8Linear
+
+    t = cfg.text
+    h, kv, inter = t.hidden_size, t.num_key_value_heads * t.head_dim, t.intermediate_size
+    shapes = {"qkv": (h, h + 2 * kv), "o": (h, h), "gate_up": (h, 2 * inter), "down": (inter, h)}
+    g = torch.Generator(device=device).manual_seed(4)
+    out: dict[str, Any] = {"tokens": tokens}
+    for name, (k, n) in shapes.items():
+        lin = nn.Linear(k, n, bias=name == "qkv", device=device, dtype=torch.bfloat16)
+        with torch.no_grad():
+            lin.weight.normal_(0, 0.02, generator=g)
+        x = torch.randn(tokens, k, device=device, generator=g).to(torch.bfloat16)
+        row = {"bf16_s": median(time_calls(lambda lin=lin, x=x: lin(x), device, warmup=2, iters=iters))}
+        for scheme, fast in (("rowwise", True), ("rowwise", False), ("block", False)):
+            key = f"{scheme}{'' if fast or scheme == 'block' else '_exact_accum'}_s"
+            try:
+                f8 = Float8Linear.from_linears([lin], scheme)
+                Float8Linear.fast_accum = fast
+                row[key] = median(time_calls(lambda f8=f8, x=x: f8(x), device, warmup=2, iters=iters))
+            except Exception as e:  # a scheme this torch or card lacks: recorded, the others still timed
+                row[key] = f"{type(e).__name__}: {e}"[:300]
+            finally:
+                Float8Linear.fast_accum = True
+        out[name] = row
+        del lin, x
+    return out
+
+
 def alone(ours: Any, px: Any, ids: Any, dev: Any) -> dict[str, Any]:
-    """With only our model on the device: the compiled path's first call (compile time) and each path's peak."""
+    """With only our model on the device (the bf16 twin of its tower moved off while the peaks are read): the
+    compiled path's first call (compile time) and each path's peak."""
     import torch
 
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
@@ -310,15 +422,20 @@ def alone(ours: Any, px: Any, ids: Any, dev: Any) -> dict[str, Any]:
         _, first = timed(lambda: ours(px, ids), sync)
         _, second = timed(lambda: ours(px, ids), sync)
     peaks = {}
-    for name in ("hot", "current"):
-        with variant(name):
-            peaks[name] = own_peak_gb(lambda: ours(px, ids), dev)
+    twin(ours).to("cpu")
+    try:
+        for name in ("hot", "current"):
+            with variant(name):
+                peaks[name] = own_peak_gb(lambda: ours(px, ids), dev)
+    finally:
+        twin(ours).to(dev)
     return {"compile": {"first_call_s": first, "second_call_s": second, "compile_s": first - second,
                         "graphs": compiled_graphs()}, "own_peak_gb": peaks}
 
 
 def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]) -> dict[str, Any]:
-    """Each tower on the current and the hot path: wall time, its kernels (profiler), their busy share, its floor."""
+    """Each tower on the hot path, and the vision tower under each candidate: wall time, its kernels (profiler),
+    their busy share, its floor."""
     from benchmarks.perf.timing import median, time_calls
 
     hw = ours.config.tokens_per_side(px.shape[0])
@@ -326,10 +443,12 @@ def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]
     towers = {"vision": lambda: ours.encode_frames(px), "projector": lambda: ours.project(feats, hw),
               "grounding": lambda: ours.score_features([vis], [ids])}
     profile: dict[str, Any] = {}
-    for name in ("current", "hot"):
+    for name in ("hot", *CANDIDATES):
         with variant(name):
             rows = {}
             for tower, call in towers.items():
+                if name != "hot" and tower != "vision":
+                    continue
                 wall = median(time_calls(call, dev, warmup=1, iters=3))
                 prof = kernel_profile(call, dev.type == "cuda")
                 rows[tower] = {"wall_s": wall, "busy_share": prof["kernel_s"] / wall, **prof,
@@ -339,9 +458,10 @@ def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]
 
 
 def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
-    """Every variant and the released-style path, cold and cached, interleaved."""
+    """Every variant and the released-style path, cold and cached, interleaved; the candidates' logits against
+    `hot`'s and the released path's."""
     from benchmarks.perf.timing import median
-    from videoitg.engine_build.parity import topk_overlap
+    from videoitg.engine_build.parity import compare
 
     vis, bvis = ours.visual_features(px), base.project(base.encode_frames(px))
     calls: dict[str, Callable[[], Any]] = {f"{k}_cold": (lambda: ours(px, ids)) for k in VARIANTS}
@@ -350,12 +470,23 @@ def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: 
                  released_cached=lambda: base.score_visual(bvis, ids))
     secs = interleave(calls, rounds, dev)
     med = {k: median(x) for k, x in secs.items()}
-    with variant("hot"):
-        top32 = topk_overlap(base(px, ids).float().cpu().numpy(), ours(px, ids).float().cpu().numpy())
+    released = base(px, ids).float().cpu().numpy()
+    logits = {}
+    for name in ("hot", *CANDIDATES):
+        with variant(name):
+            logits[name] = ours(px, ids).float().cpu().numpy()
     ab = {k: med[f"{k}_cold"] / med["current_cold"] for k in VARIANTS if k != "current"}
-    ab["compile (hot vs eager)"] = med["hot_cold"] / med["eager_cold"]
     ab["padded MLP (hot vs hot_unpadded)"] = med["hot_cold"] / med["hot_unpadded_cold"]
-    return {"latency_s": {"median": med, "all": secs}, "top32_hot_vs_released": top32, "ab_vs_current": ab}
+    candidates = {}
+    for name in CANDIDATES:
+        vs_hot, vs_released = compare(logits["hot"], logits[name]), compare(released, logits[name])
+        candidates[name] = {"over_hot": med[f"{name}_cold"] / med["hot_cold"],
+                            "every_round_under_hots_fastest": max(secs[f"{name}_cold"]) < min(secs["hot_cold"]),
+                            "top32_vs_hot": vs_hot.topk_overlap, "max_abs_logit_diff_vs_hot": vs_hot.max_abs_diff,
+                            "top32_vs_released": vs_released.topk_overlap}
+    return {"latency_s": {"median": med, "all": secs},
+            "top32_hot_vs_released": compare(released, logits["hot"]).topk_overlap, "ab_vs_current": ab,
+            "candidates": candidates}
 
 
 def multi_kernel(ours: Any, px: Any, ids: Any, dev: Any, rounds: int, backend: str) -> dict[str, Any]:
@@ -404,7 +535,7 @@ def multi_kernel(ours: Any, px: Any, ids: Any, dev: Any, rounds: int, backend: s
 
 
 def fp8_against_released(fp8: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
-    """FP8's first call (its compile), then FP8 and the released-style path cold, interleaved."""
+    """FP8's first call (its compile), then FP8 and the released-style path, cold and cached, interleaved."""
     import torch
 
     from benchmarks.perf.timing import median
@@ -414,7 +545,10 @@ def fp8_against_released(fp8: Any, base: Any, px: Any, ids: Any, dev: Any, round
     px8 = px.to(torch.bfloat16)
     with variant("hot"):
         _, first = timed(lambda: fp8(px8, ids), sync)
-        secs = interleave({"fp8_cold": lambda: fp8(px8, ids), "released_cold": lambda: base(px, ids)}, rounds, dev)
+        vis8, bvis = fp8.visual_features(px8), base.project(base.encode_frames(px))
+        secs = interleave({"fp8_cold": lambda: fp8(px8, ids), "released_cold": lambda: base(px, ids),
+                           "fp8_cached": lambda: fp8.score_features([vis8], [ids]),
+                           "released_cached": lambda: base.score_visual(bvis, ids)}, rounds, dev)
         top32 = topk_overlap(base(px, ids).float().cpu().numpy(), fp8(px8, ids).float().cpu().numpy())
         kernels = kernel_profile(lambda: fp8(px8, ids), dev.type == "cuda")  # where FP8's time goes
     med = {k: median(x) for k, x in secs.items()}
@@ -452,10 +586,14 @@ def fp32_logits(check: Any, cfg: Any, frames: Any, ids: Any) -> Any:
 
 
 def against_fp32(want: Any, got: Any) -> dict[str, Any]:
+    import torch
+
     from videoitg.engine_build.parity import compare
+    from videoitg.model.fp8 import error_over_spread
 
     p = compare(want, got)
-    return {"max_abs_logit_diff": p.max_abs_diff, "top32": p.topk_overlap, "spearman": p.spearman}
+    return {"max_abs_logit_diff": p.max_abs_diff, "top32": p.topk_overlap, "spearman": p.spearman,
+            "error_over_spread": error_over_spread(torch.as_tensor(want), torch.as_tensor(got))}
 
 
 def fp8_parity(check: Any, fp8: Any) -> dict[str, Any]:
@@ -476,43 +614,86 @@ def fp8_parity(check: Any, fp8: Any) -> dict[str, Any]:
             "logit_range": float(want.max() - want.min())}
 
 
+@contextlib.contextmanager
+def in_fp8(layers: Any, scheme: str = "rowwise") -> Iterator[None]:
+    """`layers` (pairs of a ModuleList and an index) replaced by FP8 copies for the block, the 16-bit layers back
+    after (one bf16 model serves every FP8 variant)."""
+    from videoitg.model.fp8 import convert_layer
+
+    saved = [(mods, i, mods[i]) for mods, i in layers]
+    try:
+        for mods, i, layer in saved:
+            mods[i] = convert_layer(copy.deepcopy(layer), scheme)
+        yield
+    finally:
+        for mods, i, layer in saved:
+            mods[i] = layer
+
+
 def fp8_breakdown(check: Any) -> dict[str, Any]:
-    """Where FP8's difference from fp32 comes from, in `fp8_parity`'s setup (weights, frames, instruction): fp16 and
-    bf16 without FP8, FP8 in the vision tower's layers only, in the LLM's only, and in both, and in both without
-    Hopper's fast accumulation, each against fp32 (eager: compiling fuses kernels, it changes no precision)."""
+    """Where FP8's difference from fp32 comes from, in `fp8_parity`'s setup (weights, frames, instruction), eager
+    (compiling fuses kernels, it changes no precision): fp16, bf16 and the vision tower in bf16 without FP8; FP8 as
+    the mode runs it, without fast accumulation, with block scales, in every decoder layer and in both towers; the
+    per-layer sensitivity sweep (row-wise and block); each against fp32."""
     import torch
 
     from benchmarks.perf.build import build_ours
-    from videoitg.model.fp8 import Float8Linear, to_fp8
-    from videoitg.model.vision import SiglipEncoderLayer
+    from videoitg.model.fp8 import Float8Linear, fp8_layers, layer_sensitivity
     from videoitg.preprocess import pixel_values
 
-    cfg = dataclasses.replace(check.config("tiny" if check.tiny else "real"), vision_token_num=1024)
+    cfg = dataclasses.replace(check_config(check), vision_token_num=1024)
     frames, ids = parity_inputs(check, cfg)
     want = fp32_logits(check, cfg, frames, ids)
     out: dict[str, Any] = {"frames": frames.shape[0], "logit_range": float(want.max() - want.min()),
-                           "logit_std": float(want.std())}
-    # name -> (dtype, FP8 in: None none, "vision", "llm", "both")
-    runs = {"fp16": (torch.float16, None), "bf16": (torch.bfloat16, None), "fp8_vision": (torch.bfloat16, "vision"),
-            "fp8_llm": (torch.bfloat16, "llm"), "fp8": (torch.bfloat16, "both"),
-            "fp8_exact_accum": (torch.bfloat16, "both")}
-    for name, (dtype, where) in runs.items():
-        model = build_ours(cfg, check.device, dtype)
-        if where is not None:
-            to_fp8(model, [x for x in model.transformer_layers()
-                           if where == "both" or isinstance(x, SiglipEncoderLayer) == (where == "vision")])
-        Float8Linear.fast_accum = name != "fp8_exact_accum"
+                           "logit_std": float(want.std()), "decides": DECIDES}
+
+    def logits(model: Any, dtype: Any) -> Any:
+        with torch.inference_mode(), variant("eager"):
+            return model(pixel_values(frames, dtype), ids).float().cpu().numpy()
+
+    model = build_ours(cfg, check.device, torch.float16)
+    out["fp16"] = against_fp32(want, logits(model, torch.float16))
+    model.model.vision_tower.to(torch.bfloat16)  # what precision vision-bf16 does to a loaded fp16 model
+    out["vision_bf16"] = against_fp32(want, logits(model, torch.float16))
+    del model
+    empty(check.cuda)
+    model = build_ours(cfg, check.device, torch.bfloat16)
+    out["bf16"] = against_fp32(want, logits(model, torch.bfloat16))
+    check.progress(out, "16-bit")
+    lm = model.model.layers
+    vision = model.model.vision_tower.vision_tower.vision_model.encoder.layers
+    mode = [(lm, i) for i, layer in enumerate(lm) if any(layer is x for x in fp8_layers(model))]
+    every = [(lm, i) for i in range(len(lm))]
+    runs = {"fp8": (mode, "rowwise", True), "fp8_exact_accum": (mode, "rowwise", False),
+            "fp8_block": (mode, "block", False), "fp8_every_layer": (every, "rowwise", True),
+            "fp8_towers": (every + [(vision, i) for i in range(len(vision))], "rowwise", True)}
+    for name, (layers, scheme, fast) in runs.items():
+        Float8Linear.fast_accum = fast
         try:
-            with torch.inference_mode(), variant("eager"):
-                out[name] = against_fp32(want, model(pixel_values(frames, dtype), ids).float().cpu().numpy())
+            with in_fp8(layers, scheme):
+                out[name] = against_fp32(want, logits(model, torch.bfloat16))
+        except Exception as e:  # a scheme this torch or card lacks: recorded, the others still measured
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
         finally:
             Float8Linear.fast_accum = True
-        del model
-        empty(check.cuda)
         check.progress(out, name)
-    out["ok"] = all(out[k]["max_abs_logit_diff"] == out[k]["max_abs_logit_diff"] for k in runs)  # no NaN
+    wanted = torch.as_tensor(want)
+    for scheme in ("rowwise", "block"):
+        try:
+            out[f"sweep_{scheme}"] = layer_sensitivity(
+                model, lambda m=model: torch.as_tensor(logits(m, torch.bfloat16)), wanted, scheme)
+        except Exception as e:
+            out[f"sweep_{scheme}"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+        check.progress(out, f"sweep {scheme}")
+    del model
+    empty(check.cuda)
+    rows = ("fp16", "bf16", "vision_bf16", *runs)
+    out["ok"] = all(out[k]["max_abs_logit_diff"] == out[k]["max_abs_logit_diff"] for k in rows
+                    if "error" not in out[k])  # no NaN
     out["summary"] = f"T={out['frames']}, fp32 logits' range {out['logit_range']:.3g}: " + ", ".join(
-        f"{k} top-32 {out[k]['top32']:.3g} max|d| {out[k]['max_abs_logit_diff']:.3g}" for k in runs)
+        f"{k} top-32 {out[k]['top32']:.3g} err/spread {out[k]['error_over_spread']:.3g}" if "error" not in out[k]
+        else f"{k} failed" for k in rows) + "; sweep (rowwise) " + (
+        ", ".join(f"{x:.3g}" for x in out["sweep_rowwise"]) if isinstance(out["sweep_rowwise"], list) else "failed")
     return out
 
 
@@ -527,23 +708,29 @@ def summarize(out: dict[str, Any], cuda: bool) -> dict[str, Any]:
         "vision_over_floor_datasheet": vision["wall_s"] / sheet["vision"] if sheet else None,
         "cached_s_fp16": med["hot_cached"],
         "fp8_cold_over_released_cold": med8["fp8_cold"] / med8["released_cold"],
+        "fp8_cached_s": med8["fp8_cached"],
         "fp8_top32_vs_fp32": out["fp8_vs_fp32"]["top32"],
+        "fp8_error_over_spread_vs_fp32": out["fp8_vs_fp32"]["error_over_spread"],
         "fp8_max_abs_logit_diff_vs_fp32": out["fp8_vs_fp32"]["max_abs_logit_diff"],
         "hot_own_peak_gb": out["own_peak_gb"]["hot"],
         "hot_cold_over_floor_torch_kernels": med["hot_cold"] / floor["cold"],
-        "fp8_cold_over_fp8_floor_torch_kernels": med8["fp8_cold"] / floor["fp8_cold"] if floor["fp8_cold"] else None}
+        "fp8_cold_over_fp8_floor_torch_kernels": med8["fp8_cold"] / floor["fp8_cold"] if floor["fp8_cold"] else None,
+        **{f"{k}_over_hot": c["over_hot"] for k, c in out["candidates"].items()}}
     out["figures"] = figures
     out["ok"] = out["top32_hot_vs_released"] >= 0.97 and all(
         v is None or v == v for v in figures.values())  # agreeing paths; no NaN
     pct = {k: f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in figures.items()}
     ab = ", ".join(f"{k} {v:.3f}x" for k, v in out["ab_vs_current"].items())
+    cands = ", ".join(f"{k} {c['over_hot']:.3f}x (top-32 vs released {c['top32_vs_released']:.2f})"
+                      for k, c in out["candidates"].items())
     out["summary"] = (f"T={out['frames']}: hot/released cold {pct['ours_cold_over_released_cold_fp16']}, cached "
                       f"{pct['cached_s_fp16']} s, vision {pct['vision_over_floor_torch_kernels']}x its floor "
-                      f"(torch kernels' rates), busy {pct['vision_busy_share']}; A/B vs current: {ab}; multi-kernel "
-                      f"vs hot {out['multi_kernel'].get('multi_kernel_over_hot', 'failed')}; FP8/released "
-                      f"{pct['fp8_cold_over_released_cold']}, FP8 vs fp32 top-32 {pct['fp8_top32_vs_fp32']} max|d| "
-                      f"{pct['fp8_max_abs_logit_diff_vs_fp32']}; own peak hot {pct['hot_own_peak_gb']} GB; compile "
-                      f"{out['compile']['compile_s']:.1f} s" + ("" if cuda else " (CPU rehearsal, eager backend)"))
+                      f"(torch kernels' rates), busy {pct['vision_busy_share']}; A/B vs current: {ab}; candidates vs "
+                      f"hot: {cands}; multi-kernel vs hot {out['multi_kernel'].get('multi_kernel_over_hot', 'failed')}"
+                      f"; FP8/released {pct['fp8_cold_over_released_cold']}, cached {pct['fp8_cached_s']} s, FP8 vs "
+                      f"fp32 top-32 {pct['fp8_top32_vs_fp32']} err/spread {pct['fp8_error_over_spread_vs_fp32']}; "
+                      f"own peak hot {pct['hot_own_peak_gb']} GB; compile {out['compile']['compile_s']:.1f} s"
+                      + ("" if cuda else " (CPU rehearsal, eager backend)"))
     return out
 
 

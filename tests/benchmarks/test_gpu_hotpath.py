@@ -55,14 +55,39 @@ def test_clock_samples_are_summarized_as_nvidia_smi_writes_them() -> None:
 @pytest.mark.parametrize("name", list(gpu_hotpath.VARIANTS))
 def test_each_variant_sets_its_switches_and_layout_and_restores_them(name: str) -> None:
     model = gpu_hotpath.laid_out(VideoITG(tiny_config()))
-    mlps = [m for m in model.modules() if isinstance(m, SiglipMLP)]
+    tower, twin = model.model.vision_tower, gpu_hotpath.twin(model)
+    assert {p.dtype for p in twin.parameters()} == {torch.bfloat16} and twin is not tower
     before = dataclasses.replace(HOT_PATH)
     on, _ = gpu_hotpath.VARIANTS[name]
     with gpu_hotpath.variant(name):
         assert {s for s in gpu_hotpath.SWITCHES if getattr(HOT_PATH, s)} == set(on) - set(gpu_hotpath.LAYOUTS)
+        assert model.model.vision_tower is (twin if "vision_bf16" in on else tower)
+        mlps = [m for m in model.modules() if isinstance(m, SiglipMLP)]
         widths = {m.fc1.out_features for m in mlps}
         multiple = MLP_MULTIPLE if "padded_mlp" in on else 1
         assert widths == {-(-m.width // multiple) * multiple for m in mlps} and mlps[0].width % MLP_MULTIPLE
-    assert HOT_PATH == before and all(m.fc1.out_features == m.width for m in mlps)
-    del model
+    assert HOT_PATH == before and model.model.vision_tower is tower
+    assert all(m.fc1.out_features == m.width for m in model.modules() if isinstance(m, SiglipMLP))
+    del model, tower, twin, mlps
     assert not gpu_hotpath.LAID_OUT  # a dropped model is no longer re-laid
+
+
+def test_the_shipped_path_and_the_candidates() -> None:
+    """`hot` runs what the hot path ships on a GPU and nothing more; each candidate is `hot` plus one change."""
+    assert gpu_hotpath.VARIANTS["hot"] == (gpu_hotpath.SHIPPED, True)
+    assert dataclasses.asdict(HOT_PATH) == {s: s in gpu_hotpath.SHIPPED for s in gpu_hotpath.SWITCHES}
+    for c in gpu_hotpath.CANDIDATES:
+        on, compiled = gpu_hotpath.VARIANTS[c]
+        assert compiled and set(on) - set(gpu_hotpath.SHIPPED) == {c}
+
+
+def test_in_fp8_swaps_converted_copies_in_and_the_16bit_layers_back() -> None:
+    from videoitg.model.fp8 import Float8Linear
+
+    model = VideoITG(tiny_config()).to(torch.bfloat16).eval()
+    layers = model.model.layers
+    originals = list(layers)
+    with gpu_hotpath.in_fp8([(layers, 1)], "block"):
+        assert layers[1] is not originals[1] and isinstance(layers[1].mlp.gate_up, Float8Linear)
+        assert layers[1].mlp.gate_up.scheme == "block" and layers[0] is originals[0]
+    assert list(layers) == originals and not [m for m in model.modules() if isinstance(m, Float8Linear)]
