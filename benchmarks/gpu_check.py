@@ -39,17 +39,18 @@ still run):
   training  a few `videoitg train` steps under torchrun (NCCL on CUDA, world size 1, bf16) against the same steps
             in fp32 on the CPU
   hotpath, served_e2e
-            the hot path profiled and measured change by change against the current path and the released-style
-            path, FP8 included; the whole served request on the 10-minute 720p clip and 8 concurrent cold requests
+            the hot path profiled and measured against the current path and the released-style path, its
+            candidates (one-pass norms, the vision tower in bf16) interleaved with it, FP8 cold and cached; the
+            whole served request on the 10-minute 720p clip and 8 concurrent cold requests
             (benchmarks/gpu_hotpath.py and benchmarks/gpu_decode.py say what each measures). On an H100: env 10 s,
-            hotpath 173 s (before its padded-MLP variants, multi-kernel candidate and FP8 profile, estimated at about
-            80 s more: a recompile, a second compile, 30 more timed calls), served_e2e 151 s, decode_long 55 s,
-            fp8_breakdown 20 s, the wheelhouse's unpack and install about 15 s (each call's wall time less its
-            sections')
+            served_e2e 151 s, decode_long 55 s, the wheelhouse's unpack and install about 15 s (each call's wall time
+            less its sections'); hotpath 173 s measured before its candidates, estimated now at about 235 s and
+            fp8_breakdown at about 55 s: `--only env,hotpath,fp8_breakdown` about 5 minutes (not run on a GPU)
   fp8_breakdown
-            FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights) with
-            FP8 in the vision tower only, in the LLM only and in both, and in both without Hopper's fast
-            accumulation, beside fp16 and bf16 without FP8
+            FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights):
+            fp16, bf16 and the vision tower in bf16 without FP8; FP8 as `--precision fp8` runs it, without fast
+            accumulation, with block scales, in every decoder layer and in both towers; each decoder layer alone in
+            FP8 (the sensitivity sweep); each with its error/spread
   decode_long
             one request's decode on served_e2e's 10-minute 720p clip and a 60-second clip with B-frames: DALI (NVDEC)
             fed each chunk's piece of the video, against DALI fed the whole video each chunk, a request's chunks on 4

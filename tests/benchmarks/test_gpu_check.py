@@ -203,9 +203,18 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
     assert set(hot["latency_s"]["all"]) == {f"{v}_cold" for v in gpu_check_variants()} | {
         "released_cold", "hot_cached", "current_cached", "released_cached"}
     assert all(len(x) == hot["rounds"] for x in hot["latency_s"]["all"].values())
-    assert all(hot["profile"][p][t]["kernels"] > 0 for p in ("current", "hot") for t in ("vision", "grounding"))
+    assert all(hot["profile"]["hot"][t]["kernels"] > 0 for t in ("vision", "grounding"))
+    assert all(hot["profile"][c]["vision"]["kernels"] > 0 for c in ("one_pass_norms", "vision_bf16"))
     assert hot["compile"]["graphs"] >= 2 and "fp8" in sections["parity"]["tiny"]
     assert 0 <= hot["fp8_vs_fp32"]["max_abs_logit_diff"] < hot["fp8_vs_fp32"]["logit_range"]
+    assert 0 <= hot["fp8_vs_fp32"]["error_over_spread"] < 1
+    # the candidates against `hot` and the released path; FP8 cold and cached; each FP8 layer's time per scheme
+    assert set(hot["candidates"]) == {"one_pass_norms", "vision_bf16"}
+    assert all(c["top32_vs_hot"] == 1.0 and c["over_hot"] > 0 for c in hot["candidates"].values())
+    assert set(hot["fp8_latency_s"]["all"]) == {"fp8_cold", "released_cold", "fp8_cached", "released_cached"}
+    assert all(isinstance(hot["fp8_gemms"][g][k], float) for g in ("qkv", "o", "gate_up", "down")
+               for k in ("bf16_s", "rowwise_s", "rowwise_exact_accum_s", "block_s"))
+    assert hot["decides"] and hot["figures"]["fp8_cached_s"] > 0
     mk = hot["multi_kernel"]  # the norms' candidate, interleaved with `hot`, its towers' kernels profiled
     assert set(mk["latency_s"]["all"]) == {"hot_cold", "multi_kernel_cold", "hot_cached", "multi_kernel_cached"}
     assert all(mk["profile"][t]["kernels"] > 0 for t in ("vision", "grounding"))
@@ -216,7 +225,10 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
     assert e2e["released_s"]["decode"] > 0 and e2e["throughput"]["requests"] == 8
     breakdown = sections["fp8_breakdown"]
     assert all(0 <= breakdown[k]["max_abs_logit_diff"] < breakdown["logit_range"] for k in
-               ("fp16", "bf16", "fp8_vision", "fp8_llm", "fp8", "fp8_exact_accum"))
+               ("fp16", "bf16", "vision_bf16", "fp8", "fp8_exact_accum", "fp8_block", "fp8_every_layer", "fp8_towers"))
+    assert all(0 <= breakdown[k]["error_over_spread"] < 1 for k in ("fp8", "fp8_block", "fp8_every_layer"))
+    # the sweep: one error/spread per decoder layer (the tiny check's four), each scheme
+    assert all(len(breakdown[f"sweep_{s}"]) == 4 and min(breakdown[f"sweep_{s}"]) > 0 for s in ("rowwise", "block"))
     assert sections["decode_long"]["vp9"]["bit_equal"] and sections["decode_long"]["decoder"] == "dali-cpu"
 
 
