@@ -4,7 +4,7 @@ automatic choice, and the GPU variant's preconditions."""
 from __future__ import annotations
 
 import inspect
-import threading
+import io
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -19,15 +19,39 @@ from benchmarks.clips import colour_edges_frame, natural_frame, photo_frame, wri
 from tests.support.video import read_number, write_clip
 from videoitg.decode import choice, dali, dali_available, decode_video, pieces, plan_decode
 from videoitg.decode.budget import Deadline
-from videoitg.decode.colour import signal_of
+from videoitg.decode.colour import YuvSignal, signal_of
+from videoitg.decode.container import FrameIndex, build_index, select_video_stream
 from videoitg.decode.dali import PIXEL_BOUNDS, failure_reason
 from videoitg.decode.errors import DecoderUnavailableError, UnsupportedCodecError
+from videoitg.decode.pool import DecodePool, Video
 from videoitg.decode.selftest import SELF_TEST_CLIP, SELF_TEST_CPU_CLIP, self_test, self_test_clip
+from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import VideoDecodeError
+from videoitg.preprocess import pixel_values
 from videoitg.sampling import SamplingParams
 
 pytestmark = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed (extra 'dali')")
 FEW = SamplingParams(num_frames=8, target_fps=5)
+
+
+def index_of(data: bytes) -> FrameIndex:
+    with av.open(io.BytesIO(data)) as c:
+        s = select_video_stream(c, "clip")
+        return build_index(c, s, float(s.average_rate or 25), DecodeLimits(), Deadline(None), "clip")
+
+
+def pool_decode(data: bytes, frames: list[int], size: int, colour: YuvSignal, sessions: list,
+                index: FrameIndex | None = None, name: str = "clip") -> np.ndarray:
+    """The frames `frames` of `data` decoded by a pool of `sessions` (a request of its own), uint8 [T, 3, S, S]."""
+    index = index or index_of(data)
+    video = Video(data, index, frames, size, (colour.width, colour.height), colour, Deadline(None), name)
+    pool = DecodePool(sessions)
+    try:
+        out = np.zeros((len(frames), 3, size, size), np.uint8)
+        pool.decode(video, out)
+        return out
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +186,11 @@ def test_colour_input_follows_the_tagged_matrix(clips: dict[str, Path]) -> None:
     params = SamplingParams(num_frames=3, target_fps=25)
     ref = decode_video(clips["natural_709"], image_size=64, params=params, decoder="pyav")
     fixed = decode_video(clips["natural_709"], image_size=64, params=params, decoder="dali")
-    unfixed = dali.decode("dali-cpu", clips["natural_709"].read_bytes(), ref.frame_indices, 64, (640, 360),
-                          Deadline(None), "natural_709", colour=None)
+    unfixed = pool_decode(clips["natural_709"].read_bytes(), ref.frame_indices, 64, YuvSignal(width=640, height=360),
+                          [dali.DaliSession("cpu")])
     assert fixed.info.colour is not None and fixed.info.colour.name == "bt709/limited"
     err_fixed = (fixed.pixel_values - ref.pixel_values).abs().mean().item() * 127.5
-    err_unfixed = (unfixed - ref.pixel_values).abs().mean().item() * 127.5
+    err_unfixed = (pixel_values(torch.from_numpy(unfixed)) - ref.pixel_values).abs().mean().item() * 127.5
     assert err_unfixed > 4.0 and err_fixed < 0.3, (err_fixed, err_unfixed)
 
 
@@ -224,64 +248,67 @@ def test_dali_gpu_pixels_are_ffmpegs_within_the_bound(
 
 
 @pytest.mark.parametrize("name", ["vp9", "vp8", "mjpeg"])
-def test_chunked_runs_bound_memory_and_change_nothing(clips: dict[str, Path], name: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """One frame per pipeline run, each run over its piece of the video (from the frame's keyframe): the frames of
-    one run over the whole video, bit for bit."""
-    whole = decode_video(clips[name], image_size=32, params=FEW, decoder="dali")
-    monkeypatch.setattr(dali, "CHUNK_BYTES", 1)
+def test_pieces_of_one_frame_bound_memory_and_change_nothing(clips: dict[str, Path], name: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sampled frame per pipeline run (RUN_BYTES down to nothing), each run over its piece of the video (from
+    the frame's keyframe): the frames of the runs over bigger pieces, bit for bit."""
+    whole = decode_video(clips[name], image_size=32, params=FEW, decoder="dali", output="uint8")
+    monkeypatch.setattr(dali, "RUN_BYTES", 1)
     starts: list[int] = []
 
-    def recorded(*args: object) -> dali.Piece:
-        starts.append((cut := pieces.piece(*args)).first)
-        return cut
+    def recorded(data: bytes, index: object, plan: pieces.PiecePlan, numbers: list[int]) -> pieces.Piece:
+        starts.append(plan.spans[0].start)
+        return pieces.cut(data, index, plan, numbers)
 
-    monkeypatch.setattr(dali, "piece", recorded)
-    chunked = decode_video(clips[name], image_size=32, params=FEW, decoder="dali")
-    assert torch.equal(whole.pixel_values, chunked.pixel_values)
-    assert len(starts) == len(chunked.frame_indices) and max(starts) > 0  # later runs decode only their piece
+    monkeypatch.setattr(dali, "cut", recorded)
+    data = clips[name].read_bytes()
+    index, plan = index_of(data), plan_decode(data, params=FEW, time_budget_s=None)
+    one_each = pool_decode(data, plan.frame_indices, 32, plan.colour, [dali.DaliSession("cpu")], index)
+    assert np.array_equal(one_each, whole.pixel_values.numpy())
+    assert len(starts) == len(plan.frame_indices) and max(starts) > 0  # later runs decode only their piece
 
 
-def test_chunks_on_several_pipelines_at_once_are_the_one_pipelines_frames(clips: dict[str, Path],
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """`pipelines`: the chunks decoded on that many of the process's pipelines at once (the GPU check's candidate for
-    a card's other NVDEC engines) give one pipeline's frames, bit for bit; a chunk's failure is the call's error and
-    stops the other pipelines at their next chunk."""
+def test_pieces_on_several_pipelines_at_once_are_one_pipelines_frames(clips: dict[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's pieces on three pipelines at once, or on one pipeline fed three pieces a run (a batch), give one
+    pipeline's frames, bit for bit; a piece's failure is the request's error, naming the piece, and no further piece
+    of it starts."""
     data = clips["vp9"].read_bytes()
-    plan = plan_decode(data, params=FEW, time_budget_s=None)
-    frames, wh = plan.frame_indices, (plan.colour.width, plan.colour.height)
-    monkeypatch.setattr(dali, "CHUNK_BYTES", 1)  # a chunk per frame
+    index, plan = index_of(data), plan_decode(data, params=FEW, time_budget_s=None)
+    monkeypatch.setattr(dali, "RUN_BYTES", 1)  # a piece per frame
 
-    def decode(pipelines: int) -> torch.Tensor:
-        return dali.decode("dali-cpu", data, frames, 32, wh, Deadline(None), "clip", None, plan.colour, None,
-                           pipelines)
+    def decode(sessions: list) -> np.ndarray:
+        return pool_decode(data, plan.frame_indices, 32, plan.colour, sessions, index)
 
-    one = decode(1)
-    assert len(frames) > 3 and torch.equal(decode(3), one)
-    assert {k[3] for k in dali._pipes if k[:2] == ("cpu", 32)} >= {0, 1, 2}  # three pipelines ran
-    run_chunks, ran = dali.run_chunks, []
+    one = decode([dali.DaliSession("cpu")])
+    assert len(plan.frame_indices) > 3
+    assert np.array_equal(decode([dali.DaliSession("cpu", number=k) for k in range(3)]), one)
+    assert np.array_equal(decode([dali.DaliSession("cpu", batch=3)]), one)
+    ran: list[int] = []
+    real = dali.DaliSession.run
 
-    def failing(*args: object) -> None:
-        ran.append(args[4])
+    def failing(self: dali.DaliSession, work: list) -> None:
+        ran.append(work[0].plan.number)
         if len(ran) == 2:
-            raise VideoDecodeError("chunk failed")
-        run_chunks(*args)
+            raise VideoDecodeError("clip: piece failed")
+        real(self, work)
 
-    monkeypatch.setattr(dali, "run_chunks", failing)
-    with pytest.raises(VideoDecodeError, match="chunk failed"):
-        decode(2)
-    assert len(ran) < len(frames)  # the other pipeline stopped early
+    monkeypatch.setattr(dali.DaliSession, "run", failing)
+    with pytest.raises(VideoDecodeError, match=r"clip: piece \d+ of \d+ \(sampled frames \d+-\d+, decoded from frame "
+                                                r"\d+\) on dali-cpu:\d: piece failed"):
+        decode([dali.DaliSession("cpu", number=k) for k in range(2)])
+    assert len(ran) < len(plan.frame_indices)  # the other pipeline stopped early
 
 
 def test_auto_falls_back_to_pyav_when_dali_fails(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object, **kw: object) -> torch.Tensor:
+    def broken(self: dali.DaliSession, work: list) -> None:
         raise RuntimeError("simulated DALI failure")
 
-    monkeypatch.setattr(dali, "decode", broken)
+    monkeypatch.setattr(dali.DaliSession, "run", broken)
     monkeypatch.setattr(choice, "AUTO_PREFERS_DALI_CPU", True)
     out = decode_video(clips["vp9"], image_size=32, params=FEW)
     assert out.decoder == "pyav" and [read_number(x) for x in out.pixel_values.numpy()] == out.frame_indices
-    with pytest.raises(RuntimeError, match="simulated"):  # an explicit request is not second-guessed
+    with pytest.raises(VideoDecodeError, match="simulated"):  # an explicit request is not second-guessed
         decode_video(clips["vp9"], image_size=32, params=FEW, decoder="dali")
 
 
@@ -294,67 +321,24 @@ def test_a_codec_dalis_decoder_lacks_is_refused_by_the_codec_table_before_dali_r
 
 def test_a_dali_pipeline_failure_is_a_decode_error_with_its_reason_on_one_line(clips: dict[str, Path]) -> None:
     """Past the codec tables every DALI failure is a VideoDecodeError (not UnsupportedCodecError), and the message
-    keeps DALI's reason without its frame and traceback."""
-    for data, why in ((clips["h264"].read_bytes(), "Failed to create video decoder"),
-                      (b"\0" * 4096, "Failed to create video decoder")):
+    names the piece and keeps DALI's reason without its frame and traceback."""
+    unnumbered = FrameIndex(pts=[0, 1], key_pts=[0], time_base=Fraction(1, 25), fps=25.0, vfr=False, ordinal=True)
+    for data in (clips["h264"].read_bytes(), b"\0" * 4096):
         with pytest.raises(VideoDecodeError) as e:
-            dali.decode("dali-cpu", data, [0, 1], 16, (160, 120), Deadline(None), "bad")
+            pool_decode(data, [0, 1], 16, YuvSignal(width=160, height=120), [dali.DaliSession("cpu")], unnumbered,
+                        name="bad")
         msg = str(e.value)
         assert type(e.value) is VideoDecodeError and "\n" not in msg, msg
-        assert msg.startswith("bad: DALI (cpu) failed: ") and why in msg and "Critical error" not in msg, msg
-
-
-def test_each_nvdec_chunk_is_copied_out_before_the_pipeline_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NVDEC's frames are copied device to device with DALI's `feed_ndarray`, which does not block when given a
-    stream; DALI may reuse its output buffer at the next run. So every chunk's copy must be waited for (the stream
-    synchronised) before the pipeline runs again, under the pipeline's lock. Recorded with stand-ins for the
-    pipeline, the stream and the copy (no GPU here): run, copy, wait, run, copy, wait, each wait with the lock
-    held."""
-    import nvidia.dali.plugin.pytorch as dali_torch  # here: the module is skipped where DALI is not installed
-
-    events: list[str] = []
-    lock = threading.Lock()
-    held_at_wait: list[bool] = []
-
-    class Frames:  # a TensorListGPU's surface: as_tensor().shape()
-        def __init__(self, n: int) -> None:
-            self.n = n
-
-        def as_tensor(self) -> Frames:
-            return self
-
-        def shape(self) -> list[int]:
-            return [1, self.n, 3, 4, 4]
-
-    class Pipe:
-        def feed_input(self, name: str, value: list) -> None:
-            if name == "FRAMES":
-                self.n = len(value[0])
-
-        def run(self) -> tuple[Frames]:
-            events.append("run")
-            return (Frames(self.n),)
-
-    class Stream:
-        def synchronize(self) -> None:
-            events.append("wait")
-            held_at_wait.append(lock.locked())
-
-    def feed_ndarray(tensor, arr, cuda_stream=None):
-        events.append("copy" if cuda_stream is not None else "blocking copy")
-        return arr
-
-    monkeypatch.setattr(dali_torch, "feed_ndarray", feed_ndarray)
-    out = torch.zeros(5, 3, 4, 4)
-    dali.run_chunks(Pipe(), lock, {}, lambda chunk: dali.Piece(b"video", 0), [0, 1, 2, 3, 4], 3, out, Stream(),
-                    Deadline(None), "decoding", "clip: DALI (mixed)")
-    assert events == ["run", "copy", "wait", "run", "copy", "wait"], events
-    assert held_at_wait == [True, True] and not lock.locked()
+        assert msg.startswith("bad: piece 1 of 1 (sampled frames 0-1, decoded from frame 0) on dali-cpu:0: DALI "
+                              "(cpu) failed: ") and "Failed to create video decoder" in msg, msg
+        assert "Critical error" not in msg, msg
 
 
 def test_the_pinned_dalis_feed_ndarray_takes_the_stream_the_copy_runs_on() -> None:
-    """The NVDEC copy calls DALI's real `feed_ndarray(tensor, arr, cuda_stream=...)` (the stand-in above mirrors
-    it): the pinned DALI's function takes a `cuda_stream` parameter."""
+    """The NVDEC copy (`DaliSession`) calls DALI's real `feed_ndarray(tensor, arr, cuda_stream=...)`, which does not
+    block when given a stream (DALI 2.4.0 `nvidia/dali/plugin/pytorch/torch_utils.py`: `non_blocking = cuda_stream
+    is not None`; `Job.put` waits for the stream before the session runs again): the pinned DALI's function takes a
+    `cuda_stream` parameter."""
     try:
         from nvidia.dali.plugin.pytorch import feed_ndarray
     except ImportError as e:  # DALI's torch plugin needs torch; the DALI wheel alone may lack it

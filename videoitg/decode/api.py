@@ -16,6 +16,7 @@ from videoitg.decode.budget import Deadline, run_with_budget
 from videoitg.decode.choice import choose_decoder, decoder_name
 from videoitg.decode.colour import YuvSignal
 from videoitg.decode.container import (
+    FrameIndex,
     OpenedSource,
     Source,
     box_truncation,
@@ -68,17 +69,19 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                  frame_stream: FrameStream | None = None, numpy: bool = False) -> SampledFrames:
     """Decode only the sampled frames of a video and preprocess them for SigLIP.
 
-    source: a path or the encoded bytes. decoder: "auto", "pyav" or "dali" (`videoitg.decoders`); the frames'
-    `SampledFrames.decoder` says what ran: "pyav", "dali-cpu" or "dali-gpu" (NVDEC). time_budget_s: wall-clock
-    limit for the whole call (None: no limit). device: where the tensor should end up. A CUDA device makes "dali"
-    NVDEC and lets "auto" pick it (output stays on the GPU); CPU decoders copy their result there. None: CPU.
+    source: a path or the encoded bytes. decoder: "auto", "pyav", "dali" or "pynvvideocodec" (`videoitg.decoders`);
+    the frames' `SampledFrames.decoder` says what ran: "pyav", "dali-cpu", "dali-gpu" (NVDEC) or "nvc-gpu" (NVDEC
+    through PyNvVideoCodec). time_budget_s: wall-clock limit for the whole call (None: no limit). device: where the
+    tensor should end up. A CUDA device makes "dali" NVDEC and lets "auto" pick it (output stays on the GPU); CPU
+    decoders copy their result there. None: CPU. DALI and PyNvVideoCodec decode through the process's decode pool
+    (`videoitg.decode.pool`: the request's pieces on every session at once, shared with concurrent requests).
     output: "float32" (SigLIP pixel values) or "uint8" (the resized RGB frames, a quarter of the bytes, to be
-    normalised on the device by `videoitg.preprocess.pixel_values`; DALI decoders still return float32).
+    normalised on the device by `videoitg.preprocess.pixel_values`).
     workers: PyAV decoder threads over GOP ranges (None: the machine's cores; 1: one decoder). The frames
-    are the same whatever the number. frame_stream: a `FrameStream` told about each finished leading frame.
-    numpy: PyAV's frames as a numpy array in host memory (`device` is not applied), without loading torch (the
-    served decode step); DALI's are torch tensors either way. Raises a `VideoDecodeError` subclass naming what was
-    wrong with the input.
+    are the same whatever the number. frame_stream: a `FrameStream` told about each finished leading frame (a pool's
+    decode streams its uint8 frames). numpy: frames in host memory as a numpy array (`device` is not applied),
+    without loading torch for PyAV (the served decode step); a GPU's are torch tensors either way. Raises a
+    `VideoDecodeError` subclass naming what was wrong with the input.
     """
     if not isinstance(image_size, int) or image_size < 1:
         raise InputError(f"image_size must be a positive int, got {image_size!r}")
@@ -107,14 +110,13 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
             want_cuda = device is not None and str(device).startswith("cuda")
             chosen = choose_decoder(requested, head["codec"], index, want_cuda)
             deadline.check(f"decoding with {chosen}")
-            pixels, colour = None, None
+            pixels, colour, job = None, None, None
             if chosen != "pyav":
                 try:
-                    from videoitg.decode import dali  # torch and DALI: only where DALI decodes
-
                     rotation, colour = first_frame_facts(container, stream)
-                    pixels = dali.decode(chosen, src.read_all(limits), frame_numbers, image_size,
-                                         (head["width"], head["height"]), deadline, name, device, colour, index)
+                    pixels, job = _pool_decode(chosen, src.read_all(limits), index, frame_numbers, image_size,
+                                               (head["width"], head["height"]), colour, deadline, name, limits,
+                                               device, output, frame_stream, rotation)
                 except (DecodeTimeoutError, VideoTooLargeError):
                     raise
                 except Exception as e:  # auto only: the file passed PyAV's checks, so PyAV can still do it
@@ -138,18 +140,63 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                     rotation = decode_frames(src, container, stream, index, frame_numbers, pixels, limits,
                                              deadline, name, workers, advance)
         pixels = apply_rotation(pixels, rotation)
-        if not numpy:
+        if job is not None and output == "float32":  # a pool's frames are uint8: SigLIP's values where they are
             import torch
 
-            pixels = torch.as_tensor(pixels)  # PyAV's array, not copied; DALI's tensor as it is
+            from videoitg.preprocess import pixel_values
+
+            pixels = pixel_values(torch.as_tensor(pixels))
+        if not numpy or not isinstance(pixels, np.ndarray):
+            import torch
+
+            pixels = torch.as_tensor(pixels)  # PyAV's array, not copied; a device's tensor as it is
             if device is not None and pixels.device != torch.device(device):
                 pixels = pixels.to(device)
         return SampledFrames(
             pixel_values=pixels, frame_indices=frame_numbers,
             timestamps=[index.seconds(i) for i in frame_numbers], fps=index.fps, total_frames=index.total,
-            decoder=chosen, info=info_from(head, index, rotation, colour), decode_s=time.perf_counter() - t0)
+            decoder=chosen, info=info_from(head, index, rotation, colour), decode_s=time.perf_counter() - t0,
+            pieces=dict(job.by_session) if job is not None else {},
+            decoded_frames=job.decoded_frames if job is not None else 0)
 
     return run_with_budget(work, time_budget_s)
+
+
+def _pool_decode(chosen: str, data: bytes, index: FrameIndex, frame_numbers: list[int], image_size: int,
+                 size_wh: tuple[int, int], colour: YuvSignal | None, deadline: Deadline, name: str,
+                 limits: DecodeLimits, device: str | torch.device | None, output: str,
+                 frame_stream: FrameStream | None, rotation: int) -> tuple[Any, Any]:
+    """The sampled frames ([T, 3, S, S] uint8, as stored: not yet turned upright) decoded by the process's decode
+    pool for `chosen` (`pool.shared_pool`), and the pool's finished job. A uint8 request streams: `frame_stream`
+    hears of each finished leading run of frames."""
+    from videoitg.decode.pool import Video, shared_pool  # torch (and DALI or PyNvVideoCodec): only where they run
+
+    target = None
+    if chosen != "dali-cpu":
+        import torch
+
+        target = torch.device(device) if device is not None else torch.device("cuda")
+        if target.type != "cuda":
+            target = torch.device("cuda")
+        if target.index is None:
+            target = torch.device("cuda", torch.cuda.current_device())
+    w, h = size_wh
+    signal = colour or YuvSignal(width=w, height=h)
+    video = Video(data, index, frame_numbers, image_size, size_wh, signal, deadline, name, limits)
+    pool = shared_pool(chosen, str(target) if target is not None else None)
+    shape = (len(frame_numbers), 3, image_size, image_size)
+    if target is None:
+        out: Any = np.empty(shape, np.uint8)
+    else:
+        import torch
+
+        out = torch.empty(shape, dtype=torch.uint8, device=target)
+    progress = None
+    if frame_stream is not None and output == "uint8":
+        frame_stream.begin(out)
+        progress = lambda done: frame_stream.advance(done, rotation)
+    job = pool.decode(video, out, progress)
+    return out, job
 
 
 def probe_video(source: Source, *, count_frames: bool | None = None, limits: DecodeLimits | None = None,

@@ -30,6 +30,16 @@ def decoder_name(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def nvc_available() -> bool:
+    """Whether PyNvVideoCodec imports here (its import loads the NVIDIA driver's video libraries)."""
+    try:
+        importlib.import_module("PyNvVideoCodec")  # an optional dependency (the GPU image): imported only when asked
+    except Exception:  # not installed, or no driver to load
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
 def dali_available() -> bool:
     try:
         importlib.import_module("nvidia.dali")  # an optional dependency (extra 'dali'): imported only when asked
@@ -41,9 +51,22 @@ def dali_available() -> bool:
 def choose_decoder(requested: str, codec: str, index: FrameIndex, want_cuda: bool = False) -> str:
     """What decodes this video: "pyav", "dali-cpu" (DALI's CPU decoder) or "dali-gpu" (NVDEC). An explicit decoder
     is honoured or refused with a typed error. `want_cuda`: the caller asked for frames on a CUDA device, where
-    "dali" is NVDEC and "auto" may use it (the output stays there)."""
+    "dali" is NVDEC and "auto" may use it (the output stays there). "pynvvideocodec" ("nvc-gpu") is NVDEC only."""
     if requested == "pyav":
         return "pyav"
+    if requested == "pynvvideocodec":
+        from videoitg.decode.nvc import NVC_CODECS  # torch: only where PyNvVideoCodec was asked for
+
+        if not want_cuda or not _cuda():
+            raise DecoderUnavailableError("decoder 'pynvvideocodec' decodes on NVDEC only: ask for frames on a CUDA "
+                                          "device (of a machine with one)")
+        if not nvc_available():
+            raise DecoderUnavailableError("PyNvVideoCodec is not installed or cannot load here "
+                                          "(pip install pynvvideocodec; it needs the NVIDIA driver)")
+        if codec not in NVC_CODECS:
+            raise UnsupportedCodecError(f"PyNvVideoCodec's decoder here takes {', '.join(sorted(NVC_CODECS))}, not "
+                                        f"{codec}; use decoder='pyav'")
+        return "nvc-gpu"
     if requested == "dali" and not want_cuda:
         _require_dali()
         if codec not in DALI_CPU_CODECS:

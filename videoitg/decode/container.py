@@ -168,6 +168,9 @@ class FrameIndex:
     fps: float
     vfr: bool
     ordinal: bool = False  # packets had no timestamps: "pts" are stream-order numbers, decode sequentially
+    # keyframes after which a packet (in decode order) shows earlier: an open GOP's leading frames reference the GOP
+    # before, so a decoder cannot start there and give every frame after it
+    open_keys: frozenset[int] = frozenset()
 
     @property
     def total(self) -> int:
@@ -179,6 +182,17 @@ class FrameIndex:
     def keyframe_at_or_before(self, pts: int) -> int | None:
         j = bisect_right(self.key_pts, pts) - 1
         return self.key_pts[j] if j >= 0 else None
+
+    def start_at_or_before(self, position: int) -> int:
+        """The position (presentation order) of the last frame at or before `position` where a decoder can start
+        and decode every frame from there on: a keyframe that is not an open GOP's (0, the stream's start, where
+        there is none)."""
+        if self.ordinal:
+            return 0
+        j = bisect_right(self.key_pts, self.pts[position]) - 1
+        while j >= 0 and self.key_pts[j] in self.open_keys:
+            j -= 1
+        return bisect_left(self.pts, self.key_pts[j]) if j >= 0 else 0
 
 
 def _from_first(end_s: float, start_s: float) -> float:
@@ -237,6 +251,7 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
     """Demux (no decode) the video stream once: pts of every frame, keyframes, true frame count and rate."""
     pts: list[int] = []
     keys: list[int] = []
+    open_keys: set[int] = set()
     seq = 0
     ordinal = False
     try:
@@ -254,6 +269,8 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
             pts.append(t)
             if packet.is_keyframe:
                 keys.append(t)
+            elif not ordinal:
+                _mark_open(keys, open_keys, t)
             if len(pts) > limits.max_frames:
                 raise VideoTooLargeError(f"{name}: more than {limits.max_frames} frames (frame limit)")
     except (av.error.FFmpegError, IndexError) as e:  # InvalidData, EOF, EIO, EAGAIN...: the readable part ends here
@@ -291,7 +308,18 @@ def build_index(container: av.container.InputContainer, stream: av.video.stream.
     if duration > limits.max_duration_s:
         raise VideoTooLargeError(f"{name}: duration {duration:.0f} s is over the "
                                  f"{limits.max_duration_s:.0f} s limit")
-    return FrameIndex(pts=pts, key_pts=keys, time_base=tb, fps=fps, vfr=vfr, ordinal=ordinal)
+    return FrameIndex(pts=pts, key_pts=keys, time_base=tb, fps=fps, vfr=vfr, ordinal=ordinal,
+                      open_keys=frozenset() if ordinal else frozenset(open_keys))
+
+
+def _mark_open(keys: list[int], open_keys: set[int], t: int) -> None:
+    """A packet showing at `t` after the keyframes `keys` (decode order): each of the latest keyframes shown after
+    it is an open GOP's (keyframes come in ascending order: the walk back stops at one shown earlier, or at one
+    already marked, so a stream costs one pass however long)."""
+    for k in reversed(keys):
+        if k <= t or k in open_keys:
+            return
+        open_keys.add(k)
 
 
 def box_truncation(src: OpenedSource) -> str | None:

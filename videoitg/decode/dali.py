@@ -1,6 +1,7 @@
 """The DALI decoder: one pipeline for DALI's CPU decoder (VP8/VP9/MJPEG) and NVDEC ("mixed"), with FFmpeg's
-YUV -> RGB, the squash and SigLIP's normalisation in the graph; the served dali decode step runs it (docs/decoding.md).
-"""
+YUV -> RGB and the squash in the graph, uint8 frames out; `DaliSession` runs it as one session of a decode pool
+(`videoitg.decode.pool`: a request's pieces on several pipelines at once, or on one pipeline fed a batch of pieces)
+(docs/decoding.md)."""
 
 from __future__ import annotations
 
@@ -9,29 +10,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # DALI is an optional extra: its types only name what the functions take
     from nvidia.dali.data_node import DataNode
     from nvidia.dali.pipeline import Pipeline
-    from nvidia.dali.tensors import TensorList
 
 import contextlib
-import dataclasses
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from videoitg.decode.budget import Deadline
 from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
-from videoitg.decode.container import FrameIndex
 from videoitg.decode.errors import VideoDecodeError
-from videoitg.decode.pieces import Piece, piece
+from videoitg.decode.pieces import cut
+from videoitg.decode.pool import Session, Video, Work
 
 DALI_PIN = "2.4.0"  # nvidia-dali-cuda130 in the image (videoitg/assets/compat.json), the version the tests run
 
-# DALI materialises every requested frame at full size with a few working buffers each, so the frame list is fed in
-# chunks of at most CHUNK_BYTES of that working set, one pipeline run each over the piece of the video that decodes
-# the chunk (`videoitg.decode.pieces`: DALI decodes from the first packet it is given).
-CHUNK_BYTES = 4 * 1024**3
+# DALI materialises every frame a run asks for at full size with a few working buffers each, so a piece fed to one
+# pipeline run holds at most RUN_BYTES of that working set (a pool of N NVDEC pipelines: up to N x RUN_BYTES).
+RUN_BYTES = 2 * 1024**3
 WORK_BYTES_PER_PIXEL = 80  # DALI's buffers per decoded pixel (measured ~72 on CPU): the RGB, Y, U/V, float32 terms
 # The documented bound of DALI's frames against FFmpeg's (PyAV's) after the squash to 384, in 0..255 units:
 # (max, mean, p99.9) of |difference| by content, measured on the CPU decoder (benchmarks/RESULTS.md, "DALI pixels";
@@ -41,9 +35,6 @@ PIXEL_BOUNDS: dict[str, tuple[float, float, float]] = {
     "camera": (10.0, 0.25, 4.0),  # camera-like gradients, a disc, sensor noise
     "photo": (16.0, 0.3, 5.0),  # a real photograph under a camera move
 }
-_pipes: dict[tuple[str, int, int, int], object] = {}  # (device, image size, device id, slot) -> built pipeline
-_locks: dict[tuple[str, int, int, int], threading.Lock] = {}
-_registry_lock = threading.Lock()
 
 
 def ffmpeg_rgb(video: DataNode, colour: DataNode) -> DataNode:  # uint8 FHWC, float32 [3, 3] -> uint8 FHWC
@@ -136,9 +127,11 @@ def _tagged_matrix(colour: DataNode, y_scale: DataNode, c_scale: DataNode) -> Da
 
 def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int = 1, num_threads: int = 2,
                    device_id: int | None = None):  # -> nvidia.dali.Pipeline
-    """Decode the given frame numbers of each encoded video, convert to FFmpeg's RGB (`ffmpeg_rgb`, the "COLOUR"
-    input), squash to S x S (cubic, antialiased), normalise to x / 127.5 - 1, layout FCHW.
-    device: "cpu" or "mixed" (NVDEC + GPU conversion/resize/normalise)."""
+    """Decode the given frame numbers of each encoded video (a batch: one piece a sample), convert to FFmpeg's RGB
+    (`ffmpeg_rgb`, the "COLOUR" input), squash to S x S (cubic, antialiased) in uint8, layout FCHW uint8 (the
+    frames PyAV's decoder gives, within `PIXEL_BOUNDS`; normalised where the model runs).
+    device: "cpu" or "mixed" (NVDEC + GPU conversion/resize); on "mixed" the batch's samples decode at once on
+    `num_threads` NVDEC sessions."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -155,9 +148,8 @@ def video_pipeline(device: str = "cpu", image_size: int = 384, batch_size: int =
         colour = fn.external_source(name="COLOUR", dtype=types.FLOAT, ndim=2, device="cpu")  # [3, 3]
         video = fn.decoders.video(encoded, frames=frames, pad_mode="edge", device=device)  # F,H,W,C uint8
         video = fn.resize(ffmpeg_rgb(video, colour), size=[image_size, image_size], mode="stretch",
-                          interp_type=types.INTERP_CUBIC, antialias=True)
-        return fn.crop_mirror_normalize(video, dtype=types.FLOAT, output_layout="FCHW",
-                                        mean=[127.5] * 3, std=[127.5] * 3)
+                          interp_type=types.INTERP_CUBIC, antialias=True)  # uint8 in, uint8 out (rounded)
+        return fn.transpose(video, perm=[0, 3, 1, 2], output_layout="FCHW")
 
     return pipe()
 
@@ -187,104 +179,90 @@ def full_size_rgb(data: bytes, frame_numbers: list[int], colour: YuvSignal | Non
     return np.asarray(raw.as_tensor())[0], np.asarray(rgb.as_tensor())[0]
 
 
-def _pipeline(device: str, image_size: int, device_id: int, slot: int = 0) -> tuple[object, threading.Lock]:
-    key = (device, image_size, device_id, slot)
-    with _registry_lock:
-        if key not in _pipes:
-            p = video_pipeline(device=device, image_size=image_size,
-                               device_id=device_id if device == "mixed" else None)
+def max_frames(size_wh: tuple[int, int]) -> int:
+    """Sampled frames of a width x height video one pipeline run may hold (RUN_BYTES of working set)."""
+    w, h = size_wh
+    return max(1, RUN_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
+
+
+class DaliSession(Session):
+    """One DALI pipeline of a decode pool, built in its thread on first use (one per frame size). `device`: "cpu"
+    (DALI's CPU decoder) or "mixed" (NVDEC on GPU `device_id`, the frames copied out on the session's own CUDA
+    stream). `batch` > 1: the pipeline is fed that many pieces at once, which DALI's mixed decoder decodes on as many
+    NVDEC sessions (its own threads) while one pool thread feeds them."""
+
+    def __init__(self, device: str = "mixed", device_id: int = 0, number: int = 0, batch: int = 1) -> None:
+        if device not in ("cpu", "mixed"):
+            raise ValueError(f"device must be 'cpu' or 'mixed', got {device!r}")
+        self.dali_device, self.device_id, self.batch = device, device_id, batch
+        self.name = f"dali-{'gpu' if device == 'mixed' else 'cpu'}:{number}" + (f"x{batch}" if batch > 1 else "")
+        self.device = torch.device("cuda", device_id) if device == "mixed" else None
+        self._pipes: dict[int, Pipeline] = {}
+        self._stream: torch.cuda.Stream | None = None
+
+    def max_frames(self, video: Video) -> int:
+        return max_frames(video.size_wh)
+
+    def _pipeline(self, image_size: int) -> Pipeline:
+        if image_size not in self._pipes:
+            p = video_pipeline(device=self.dali_device, image_size=image_size, batch_size=self.batch,
+                               num_threads=max(2, self.batch),
+                               device_id=self.device_id if self.dali_device == "mixed" else None)
             p.build()
-            _pipes[key] = p
-            _locks[key] = threading.Lock()
-        return _pipes[key], _locks[key]
+            self._pipes[image_size] = p
+        return self._pipes[image_size]
+
+    def run(self, work: list[Work]) -> None:
+        with torch.cuda.device(self.device) if self.device is not None else contextlib.nullcontext():
+            if self.device is not None and self._stream is None:
+                self._stream = torch.cuda.Stream(self.device)
+            pipe = self._pipeline(work[0].job.video.image_size)
+            pieces = [cut(w.job.video.data, w.job.video.index, w.plan, w.job.video.frame_numbers) for w in work]
+            wanted = [np.unique(np.asarray(p.frames, np.int32)) for p in pieces]  # DALI decodes each frame once
+            pipe.feed_input("VIDEO", [np.frombuffer(p.data, dtype=np.uint8) for p in pieces])
+            pipe.feed_input("FRAMES", wanted)
+            pipe.feed_input("COLOUR", [colour_input(_sized(w.job.video)) for w in work])
+            try:
+                (result,) = pipe.run()
+            except RuntimeError as e:  # DALI raises RuntimeError for every pipeline failure: not a codec verdict
+                self._pipes.pop(work[0].job.video.image_size, None)  # a failed pipeline is no longer valid
+                raise VideoDecodeError(f"DALI ({self.dali_device}) failed: {failure_reason(e)}") from None
+            for k, (w, p, frames) in enumerate(zip(work, pieces, wanted, strict=True)):
+                rows = np.searchsorted(frames, np.asarray(p.frames, np.int32))  # each sampled frame's row
+                w.job.put(w.plan, self._rows(result[k], len(frames), w.job.video.image_size, rows), self._stream)
+
+    def _rows(self, frames: object, n: int, size: int, rows: np.ndarray) -> torch.Tensor | np.ndarray:
+        """One sample's frames ([n, 3, S, S] uint8) in the piece's order: on the host (the CPU decoder), or copied
+        device to device on the session's stream (DALI may reuse its output at the next run: `Job.put` waits for the
+        copy before this session runs again)."""
+        shape = tuple(frames.shape())
+        if shape != (n, 3, size, size):
+            raise VideoDecodeError(f"DALI returned frames of shape {shape}, expected {(n, 3, size, size)}")
+        if self.device is None:
+            return np.asarray(frames)[rows]
+        from nvidia.dali.plugin.pytorch import feed_ndarray  # optional dependency; device to device, no host trip
+
+        out = torch.empty((n, 3, size, size), dtype=torch.uint8, device=self.device)
+        feed_ndarray(frames, out, cuda_stream=self._stream)
+        with torch.cuda.stream(self._stream):
+            return out[torch.from_numpy(rows).to(self.device, non_blocking=True)]
+
+    def close(self) -> None:
+        self._pipes.clear()
+
+
+def _sized(video: Video) -> YuvSignal:
+    """The video's colour signal with its frame size (DALI's chroma steps need it)."""
+    import dataclasses
+
+    w, h = video.size_wh
+    return video.colour if video.colour.width else dataclasses.replace(video.colour, width=w, height=h)
 
 
 def colour_input(signal: YuvSignal | None) -> np.ndarray:
     """The pipeline's "COLOUR" input for a video whose first frame FFmpeg reads as `signal`
     (`videoitg.decode.colour.dali_colour_params`; None: an untagged limited-range 4:2:0 video)."""
     return dali_colour_params(signal)
-
-
-def decode(decoder: str, data: bytes, frame_numbers: list[int], image_size: int, size_wh: tuple[int, int],
-           deadline: Deadline, name: str, device: object = None, colour: YuvSignal | None = None,
-           index: FrameIndex | None = None, pipelines: int = 1) -> torch.Tensor:
-    """Run the pipeline over `data` for `frame_numbers`; [T,3,S,S] float32 (on the GPU for "dali-gpu").
-    `colour`: how FFmpeg reads the video's YUV (`videoitg.decode.colour.signal_of` its first frame). `index`: the
-    video's frame index, to cut each chunk's piece from (None: every chunk decodes from the video's start).
-    `pipelines`: how many pipelines of this process decode the chunks at once (threads; on a GPU each its own
-    stream, each pipeline its own NVDEC session, each up to CHUNK_BYTES of working set). The GPU check's
-    `decode_long` measures whether NVDEC gains from a card's other decode engines; everything else runs one."""
-    dali_device = "mixed" if decoder == "dali-gpu" else "cpu"
-    target = torch.device("cpu")  # CPU results: the caller copies them to its device afterwards
-    if dali_device == "mixed":
-        target = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
-        if target.type != "cuda":
-            target = torch.device("cuda", torch.cuda.current_device())
-    device_id = target.index if target.index is not None else 0
-    w, h = size_wh
-    per_chunk = max(1, CHUNK_BYTES // max(1, w * h * WORK_BYTES_PER_PIXEL))
-    if colour is not None and not colour.width:
-        colour = dataclasses.replace(colour, width=w, height=h)
-    feeds = {"COLOUR": colour_input(colour if colour is not None else YuvSignal(width=w, height=h))}
-
-    def pieces(chunk: list[int]) -> Piece:
-        return piece(data, index, min(chunk), max(chunk)) if index is not None else Piece(data, 0)
-
-    starts = list(range(0, len(frame_numbers), per_chunk))
-    slots = max(1, min(pipelines, len(starts)))
-    out = torch.empty(len(frame_numbers), 3, image_size, image_size, dtype=torch.float32, device=target)
-
-    failed = threading.Event()  # a slot's failure stops the others at their next chunk
-
-    def run(slot: int) -> None:  # the chunks slot, slot + slots, ... on the slot's pipeline
-        with torch.cuda.device(target) if dali_device == "mixed" else contextlib.nullcontext():
-            # the instance's GPU is the current one while its frames are decoded (per thread)
-            pipe, lock = _pipeline(dali_device, image_size, device_id, slot)
-            stream = None
-            if dali_device == "mixed":
-                stream = torch.cuda.current_stream(target) if slots == 1 else torch.cuda.Stream(target)
-            for start in starts[slot::slots]:
-                if failed.is_set():
-                    return
-                end = start + per_chunk
-                try:
-                    run_chunks(pipe, lock, feeds, pieces, frame_numbers[start:end], per_chunk, out[start:end],
-                               stream, deadline, f"decoding with {decoder}", f"{name}: DALI ({dali_device})")
-                except BaseException:
-                    failed.set()
-                    raise
-
-    if slots == 1:
-        run(0)
-    else:
-        with ThreadPoolExecutor(slots) as pool:
-            for done in [pool.submit(run, k) for k in range(slots)]:
-                done.result()  # a failure raised once every slot has stopped
-    return out
-
-
-def run_chunks(pipe: Pipeline, lock: threading.Lock, feeds: dict[str, np.ndarray],
-               pieces: Callable[[list[int]], Piece], frame_numbers: list[int], per_chunk: int, out: torch.Tensor,
-               stream: torch.cuda.Stream | None, deadline: Deadline, stage: str, what: str) -> None:
-    """Run `pipe` once per chunk of `per_chunk` frame numbers, over the chunk's piece of the video ("VIDEO" and
-    "FRAMES" from `pieces`, beside `feeds`), and copy each chunk's frames into its rows of `out`, holding `lock` (one
-    pipeline, one caller at a time). `stream` (NVDEC: the torch stream of `out`'s GPU; None on the CPU): the copy
-    runs on it and is waited for before the lock is let go, since DALI may reuse its output buffer at the next run.
-    `stage` names the decode for the deadline, `what` in errors."""
-    for start in range(0, len(frame_numbers), per_chunk):
-        deadline.check(stage)
-        chunk = frame_numbers[start:start + per_chunk]
-        cut = pieces(chunk)
-        with lock:
-            for name, value in feeds.items():
-                pipe.feed_input(name, [value])
-            pipe.feed_input("VIDEO", [np.frombuffer(cut.data, dtype=np.uint8)])
-            pipe.feed_input("FRAMES", [np.asarray(chunk, dtype=np.int32) - cut.first])
-            try:
-                (result,) = pipe.run()
-            except RuntimeError as e:  # DALI raises RuntimeError for every pipeline failure: not a codec verdict
-                raise VideoDecodeError(f"{what} failed: {failure_reason(e)}") from None
-            _copy_out(result, out[start:start + len(chunk)], stream)
 
 
 # Lines of a DALI pipeline error that frame the reason rather than state it
@@ -301,17 +279,3 @@ def failure_reason(error: BaseException) -> str:
     return " ".join(kept)[:300] or type(error).__name__
 
 
-def _copy_out(result: TensorList, dst: torch.Tensor, stream: torch.cuda.Stream | None) -> None:
-    """One chunk's frames into `dst`: from the host (stream None), or device to device on `stream`, finished
-    before this returns: DALI's `feed_ndarray` with a stream copies without blocking (DALI 2.4.0
-    `nvidia/dali/plugin/pytorch/torch_utils.py`: `non_blocking = cuda_stream is not None`)."""
-    shape = tuple(result.as_tensor().shape())[1:]
-    if shape != tuple(dst.shape):
-        raise VideoDecodeError(f"DALI returned frames of shape {shape}, expected {tuple(dst.shape)}")
-    if stream is None:
-        dst.copy_(torch.from_numpy(np.asarray(result.as_tensor())[0]))
-        return
-    from nvidia.dali.plugin.pytorch import feed_ndarray  # optional dependency; device-to-device, no host trip
-
-    feed_ndarray(result.as_tensor(), dst.unsqueeze(0), cuda_stream=stream)
-    stream.synchronize()

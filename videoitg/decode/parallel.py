@@ -146,8 +146,8 @@ def decode_frames(src: OpenedSource, container: av.container.InputContainer, str
 
 class FrameStream:
     """The frames of one request as they are decoded: `chunks()` yields finished leading frames (uint8 or float,
-    turned upright: numpy arrays, or DALI's torch tensors) while the rest decode; `result()` is the `SampledFrames`
-    once the decode is over.
+    turned upright: numpy arrays, or a decode pool's tensors on its device) while the rest decode; `result()` is the
+    `SampledFrames` once the decode is over.
 
     Filled by `videoitg.decode.stream_video` (a background thread); read by one consumer."""
 
@@ -162,9 +162,11 @@ class FrameStream:
         self._cancelled = False
 
     # ---- producer side ----
-    def begin(self, out: np.ndarray) -> None:
+    def begin(self, out: Any) -> None:
+        """The buffer the frames are decoded into (a numpy array, or a device's tensor); a decode started again
+        (another decoder after a failure) begins a new one, from its first frame."""
         with self._cond:
-            self._out = out
+            self._out, self._done = out, 0
             self._cond.notify_all()
 
     def advance(self, done: int, rotation: int) -> None:
@@ -203,7 +205,7 @@ class FrameStream:
                     self._raise()
                     if self._out is not None:  # PyAV's buffer, decoding or over: its frames, turned upright
                         chunk = apply_rotation(self._out[a:b], self._rotation)
-                    else:  # over: DALI hands over all frames at the end
+                    else:  # over, and nothing streamed (a float32 decode of a pool): the result's frames
                         chunk = self._result.pixel_values[a:b]
                 yield chunk
             finished = True

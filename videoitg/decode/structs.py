@@ -71,9 +71,13 @@ class SampledFrames:
     timestamps: list[float]  # presentation time of each frame, seconds from the first frame
     fps: float  # the average frame rate the indices were sampled with
     total_frames: int
-    decoder: str  # backend that ran: "pyav", "dali-cpu" or "dali-gpu"
+    decoder: str  # backend that ran: "pyav", "dali-cpu", "dali-gpu" or "nvc-gpu" (PyNvVideoCodec)
     info: VideoInfo | None = field(default=None, repr=False)
     decode_s: float = 0.0  # wall seconds spent in the whole call
+    # a decode pool's decode (`videoitg.decode.pool`): pieces each session decoded ("dali-gpu:3", "pyav:0": an
+    # overflow thread), and the frames the pieces ran through
+    pieces: dict[str, int] = field(default_factory=dict, repr=False)
+    decoded_frames: int = 0
 
     def __len__(self) -> int:
         return len(self.frame_indices)
