@@ -26,7 +26,7 @@ from videoitg.errors import CheckpointError, NonFiniteError
 from videoitg.launch.ports import free_ports
 from videoitg.model import checkpoint as checkpoint_module
 from videoitg.model import files
-from videoitg.model.checkpoint import check_checkpoint, load_identified
+from videoitg.model.checkpoint import SCAN_CHUNK, all_finite, check_checkpoint, load_identified, nonfinite_count
 from videoitg.model.files import DIGEST_CACHE, checkpoint_identity, digest_cache_damage
 from videoitg.pipeline.scorer import Scorer
 
@@ -123,6 +123,18 @@ def test_score_works_with_a_damaged_digest_cache(tmp_path: Path, _home: Path, sa
 
 
 # ---- NaN and infinity --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float8_e4m3fn,
+                                   torch.float8_e5m2])
+def test_non_finite_values_are_found_and_counted_in_every_weight_dtype(dtype: torch.dtype) -> None:
+    t = torch.linspace(-3, 3, 3 * SCAN_CHUNK // 2).to(dtype)
+    assert all_finite(t) and nonfinite_count(t) == 0 and all_finite(t[:0])
+    bad = [float("nan"), float("inf"), -float("inf")] if dtype != torch.float8_e4m3fn else [float("nan")] * 3
+    for i, v in zip((0, SCAN_CHUNK + 5, len(t) - 1), bad, strict=True):  # in both chunks, at the edges
+        t[i] = v
+    assert not all_finite(t) and nonfinite_count(t) == 3
+    assert nonfinite_count(torch.arange(5)) == 0  # integers hold no NaN
+
+
 def _nan_in_vision(t: dict[str, torch.Tensor]) -> None:
     t[PATCH].view(-1)[5] = float("nan")
 
@@ -219,7 +231,7 @@ UNREADABLE = """
 import json, sys
 from videoitg.commands.cli import main
 from videoitg.errors import CheckpointError
-from videoitg.model.checkpoint import check_checkpoint, load_identified
+from videoitg.model.checkpoint import SCAN_CHUNK, all_finite, check_checkpoint, load_identified, nonfinite_count
 from videoitg.model.files import checkpoint_identity
 ckpt, video = sys.argv[1:3]
 out = {}

@@ -36,6 +36,7 @@ from videoitg.engines.manifest import EngineManifest, RuntimeEnv, check_manifest
 from videoitg.engines.summary import read_summary, summary_path
 from videoitg.errors import BackendUnavailable, CheckpointError, EngineError, EngineMismatchError, NonFiniteError
 from videoitg.libraries import import_onnxruntime, import_tensorrt
+from videoitg.model.checkpoint import all_finite
 from videoitg.model.grounding import VideoITG
 from videoitg.model.hotpath import prepare_inference
 from videoitg.model.token_budget import fixed_tokens
@@ -145,14 +146,10 @@ PROBE_FRAMES = 2  # the test input each tower proves itself on at a load: two fr
 PROBE_INSTRUCTION = "warm up"
 
 
-def _finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
-
-
 def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:
     """`x` when every value is finite; else NonFiniteError naming `what`: NaN or infinity out of a model that loaded
     and proved itself is a fault of the checkpoint or its numerics (the server's), never of the request."""
-    if not _finite(x):
+    if not all_finite(x):
         raise NonFiniteError(f"{what} hold NaN or infinite values: a fault of the served checkpoint or its "
                              "numerics, not of the request")
     return x
@@ -173,7 +170,7 @@ def prove_vision(features: Callable[[torch.Tensor], torch.Tensor], config: Any, 
     Returns the features."""
     s = config.vision.image_size
     out = features(torch.zeros(PROBE_FRAMES, 3, s, s, device=device, dtype=dtype))
-    if not _finite(out):
+    if not all_finite(out):
         _refuse("the vision tower", checkpoint, runtime, out)
     return out
 
@@ -187,7 +184,7 @@ def prove_grounding(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     `checkpoint`. Also the first call's warm-up. Returns the logits."""
     visual = torch.zeros(PROBE_FRAMES, 1, config.text.hidden_size, device=device, dtype=dtype)
     out = score(visual, encode_instruction(tokenizer, PROBE_INSTRUCTION))
-    if not _finite(out):
+    if not all_finite(out):
         _refuse("the language model", checkpoint, runtime, out)
     return out
 

@@ -170,8 +170,20 @@ def check_checkpoint(ckpt: str | Path, vision_tower: str | Path | None = None) -
     return cfg
 
 
-SCAN_CHUNK = 1 << 24  # elements checked at a time: a 16 MB mask at most, whatever the tensor's size
+SCAN_CHUNK = 1 << 24  # elements counted at a time: a 16 MB mask at most, whatever the tensor's size
 SHOWN_PROBLEMS = 12  # tensors a refusal names (a checkpoint NaN throughout has hundreds)
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether no value of a floating-point tensor is NaN or infinite: its minimum and maximum, which NaN
+    propagates to (`torch.aminmax`), are finite. One reduction, no mask: 0.25-0.45 s a GiB on 2 CPU cores, where
+    `isfinite(t).all()` took 4.8-6.2 s."""
+    if t.numel() == 0:
+        return True
+    if t.element_size() == 1:  # float8: no min/max kernel for every float8 type
+        t = t.to(torch.float16)
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def nonfinite_count(t: torch.Tensor) -> int:
@@ -180,10 +192,8 @@ def nonfinite_count(t: torch.Tensor) -> int:
         return 0
     n = 0
     for chunk in t.reshape(-1).split(SCAN_CHUNK):
-        if chunk.element_size() == 1:  # float8: isfinite has no kernel for every float8 type
-            chunk = chunk.to(torch.float16)
-        finite = torch.isfinite(chunk)
-        if not bool(finite.all()):
+        if not all_finite(chunk):
+            finite = torch.isfinite(chunk.to(torch.float16) if chunk.element_size() == 1 else chunk)
             n += int(finite.numel() - finite.sum())
     return n
 
