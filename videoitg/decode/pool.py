@@ -106,6 +106,7 @@ class Job:
         self.reported = 0  # leading pieces reported to `progress`
         self.error: BaseException | None = None
         self.by_session: dict[str, int] = collections.Counter()
+        self.decoded_by: dict[int, str] = {}  # piece number -> the session that decoded it
         self.decoded_frames = 0
         self._report = threading.Lock()
 
@@ -250,6 +251,7 @@ class DecodePool:
                         else:
                             w.job.done[w.plan.number] = True
                             w.job.by_session[session.name] += 1
+                            w.job.decoded_by[w.plan.number] = session.name
                             w.job.decoded_frames += w.plan.decoded(w.job.video.frame_numbers)
                     self._cond.notify_all()
                 if error is None:
