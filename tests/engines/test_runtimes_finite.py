@@ -68,6 +68,10 @@ def test_a_tower_with_non_finite_weights_does_not_prove_itself(tmp_path: Path, t
         prove_grounding(lambda v, i: model.score_features([v], [i])[0], cfg, tok, "cpu", torch.float32, ckpt)
     good, _ = load_checkpoint(default_checkpoint())
     assert prove_vision(good.visual_features, cfg, "cpu", torch.float32, ckpt).isfinite().all()
+    # the refusal names what the tower ran in, not what its output was handed back as (an engine's fp32 logits)
+    with pytest.raises(CheckpointError, match="\\(onnxruntime runtime, float16 on cpu\\)"):
+        prove_grounding(lambda v, i: torch.full((2,), float("nan")), cfg, tok, "cpu", torch.float16, ckpt,
+                        "onnxruntime")
 
 
 # ---- the served steps, without a server ------------------------------------------------------------------------

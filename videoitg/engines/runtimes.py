@@ -155,11 +155,11 @@ def require_finite(x: torch.Tensor, what: str) -> torch.Tensor:
     return x
 
 
-def _refuse(part: str, checkpoint: str | Path, runtime: str, x: torch.Tensor) -> None:
+def _refuse(part: str, checkpoint: str | Path, runtime: str, dtype: torch.dtype, device: str | torch.device) -> None:
     raise CheckpointError(
         f"{checkpoint}: {part} gives NaN or infinite values on a test input ({runtime} runtime, "
-        f"{str(x.dtype).removeprefix('torch.')} on {x.device.type}): its weights are damaged, or overflow this dtype; "
-        "not served")
+        f"{str(dtype).removeprefix('torch.')} on {torch.device(device).type}): its weights are damaged, or overflow "
+        "this dtype; not served")
 
 
 @torch.inference_mode()
@@ -171,7 +171,7 @@ def prove_vision(features: Callable[[torch.Tensor], torch.Tensor], config: Any, 
     s = config.vision.image_size
     out = features(torch.zeros(PROBE_FRAMES, 3, s, s, device=device, dtype=dtype))
     if not all_finite(out):
-        _refuse("the vision tower", checkpoint, runtime, out)
+        _refuse("the vision tower", checkpoint, runtime, dtype, device)
     return out
 
 
@@ -185,7 +185,7 @@ def prove_grounding(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     visual = torch.zeros(PROBE_FRAMES, 1, config.text.hidden_size, device=device, dtype=dtype)
     out = score(visual, encode_instruction(tokenizer, PROBE_INSTRUCTION))
     if not all_finite(out):
-        _refuse("the language model", checkpoint, runtime, out)
+        _refuse("the language model", checkpoint, runtime, dtype, device)
     return out
 
 
