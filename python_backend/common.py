@@ -5,8 +5,11 @@ tensor needs it (on a GPU, or in bfloat16), so the top-level model on a CPU runs
 from __future__ import annotations
 
 import gc
+import json
+import os
 import traceback
 from collections.abc import Callable
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -32,6 +35,87 @@ if TYPE_CHECKING:
 
 P = TypeVar("P", bound=ModelParameters)
 
+# The longest a request waits for its steps before it is answered with StepTimeoutError naming the step that did not
+# answer: just under the front's bound on an inference (300 s, `videoitg.front.config.FrontConfig.infer_timeout_s`),
+# so a client hears which step hung instead of the front's "no answer". A step whose stub dies, is stopped or takes
+# no request is ended much sooner by the launcher's watchdog (`videoitg.launch.supervise`; its call then fails with
+# StepUnavailableError). Triton 2.51's own BLS `timeout` bounds only the time a request waits in a dynamic batcher's
+# queue (where the step's queue policy allows the override), never a step that has taken the request.
+STEP_WAIT_S = 290.0
+# A BLS request's parameter naming the process that sent it ("<pid>:<start time>", `requester_token`): a decoupled
+# step checks before each answer that its requester still lives (`Requester`).
+REQUESTER = "videoitg_requester"
+
+
+class StepUnavailableError(StepError):
+    """A step could not answer: its process died (or was killed, stopped or wedged, then killed by the watchdog) or
+    it was not loaded. The service's fault, and a passing one: UNAVAILABLE (retry)."""
+
+
+class StepTimeoutError(StepError):
+    """A step did not answer within the request's deadline (`STEP_WAIT_S`). UNAVAILABLE (retry)."""
+
+
+def step_error(model: str, message: str) -> StepError:
+    """The error a step's failed answer is raised as in the model that called it: the step's own error as it wrote
+    it (`errors.error_message`: it names the step), or, for a message Triton wrote instead (a stub that died:
+    "Stub process 'videoitg_decode_0_0' is not healthy."; a model being reloaded), StepUnavailableError naming the
+    step."""
+    if message.startswith(f"{model}: "):
+        return StepError(message)
+    return StepUnavailableError(f"{model}: {StepUnavailableError.__name__}: {message}")
+
+
+def step_timeout(model: str, waited_s: float) -> StepTimeoutError:
+    return StepTimeoutError(f"{model}: {StepTimeoutError.__name__}: no answer from the step within {waited_s:.0f} s "
+                            "of the request's arrival")
+
+
+def _proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (proc(5) field 3 on: state, ppid, ...), None when the
+    process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].decode().split()
+    except (OSError, IndexError):
+        return None
+
+
+@cache
+def requester_token() -> str:
+    """This process as a requester: its pid and start time (proc(5) field 22), so a pid used again by another
+    process is not taken for it."""
+    fields = _proc_stat("self")
+    return f"{os.getpid()}:{fields[19] if fields else ''}"
+
+
+class Requester:
+    """Whether the requester of a decoupled request can still take its answers. A step that streams to a BLS
+    requester whose stub died must stop: Triton 2.51 does not cancel the request (`is_cancelled` stays False), and a
+    send to it blocks the step for ever (the caller's backend waits for the dead stub to take the answer). The
+    requester's process is named in the request's `REQUESTER` parameter; a request without it (a client's own) is
+    checked for cancellation only."""
+
+    def __init__(self, request: Any, sender: Any) -> None:
+        self.sender = sender
+        try:
+            token = str(json.loads(request.parameters() or "{}").get(REQUESTER, ""))
+        except (ValueError, AttributeError):
+            token = ""
+        pid, _, started = token.partition(":")
+        self.pid, self.started = (int(pid), started) if pid.isdigit() else (None, "")
+
+    def gone(self) -> str | None:
+        """Why no answer may be sent now (None: send it): the requester's process is gone (an answer would block),
+        or the request was cancelled."""
+        if self.pid is not None:
+            fields = _proc_stat(self.pid)
+            if fields is None or fields[0] in ("Z", "X") or fields[19] != self.started:
+                return f"its requester (process {self.pid}) is gone"
+        if self.sender.is_cancelled():
+            return "it was cancelled"
+        return None
+
 
 def setup(args: dict[str, Any], kind: type[P]) -> P:
     """The model's parameters, read as `kind` (`videoitg.contract.parameters`)."""
@@ -47,14 +131,28 @@ def finalized(*metrics: Any) -> None:
     gc.freeze()
 
 
+def abandoned(requester: Requester, sender: Any, model: str) -> bool:
+    """Whether a decoupled request's work ends here, unanswered: its requester is gone (nothing is sent: a send
+    would block for ever), or it was cancelled (its final answer says so)."""
+    why = requester.gone()
+    if why is None:
+        return False
+    pb_utils.Logger.log_warn(f"{model}: a request ended unanswered: {why}")
+    if requester.pid is None or why == "it was cancelled":
+        response = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{model}: the request was cancelled",
+                                                                         pb_utils.TritonError.CANCELLED))
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    return True
+
+
 def error_code(exc: BaseException) -> Any:
     """The status a failed request gets: INVALID_ARG for the client's input (also when a step named it), NOT_FOUND
     for a video named by a digest this server has not cached (the client then sends the bytes), UNAVAILABLE when
-    the server is busy (retry later, or elsewhere), INTERNAL for anything else."""
+    the server is busy or a step could not answer (retry later, or elsewhere), INTERNAL for anything else."""
     e = pb_utils.TritonError
     if isinstance(exc, NotCachedError):
         return e.NOT_FOUND
-    if isinstance(exc, OverloadedError):
+    if isinstance(exc, (OverloadedError, StepUnavailableError, StepTimeoutError)):
         return e.UNAVAILABLE
     return e.INVALID_ARG if client_fault(exc) else e.INTERNAL
 

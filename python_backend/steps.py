@@ -1,16 +1,20 @@
 """How the top-level model calls its steps over BLS: a video's features from the decode and vision steps, streamed
 or whole, and logits from the grounding step. Features in host memory in a type numpy has are kept as numpy arrays
-(no torch in the top-level model on a CPU); on a GPU, or in bfloat16, as torch tensors."""
+(no torch in the top-level model on a CPU); on a GPU, or in bfloat16, as torch tensors. Every wait for a step is
+bounded by the deadline of the request being served (`DEADLINE`), and a step that cannot answer is an error naming
+it (`common.step_error`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -35,9 +39,37 @@ from videoitg.pipeline.features import VideoFeatures
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
-from .common import bytes_tensor, output_tensor, response_tensor
+from .common import (
+    REQUESTER,
+    STEP_WAIT_S,
+    StepTimeoutError,
+    bytes_tensor,
+    output_tensor,
+    requester_token,
+    response_tensor,
+    step_error,
+    step_timeout,
+)
 from .errors import StepError
 from .references import FileVideo
+
+T = TypeVar("T")
+# The event-loop time by which the request being served must be answered (None: unbounded), set by the top-level
+# model in each request's task; the tasks it starts (a shared computation, the vision calls of a streamed decode)
+# inherit it.
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("videoitg_deadline", default=None)
+
+
+async def bounded(model: str, waiting: Awaitable[T]) -> T:
+    """`waiting` (an answer of step `model`), within the request's deadline: StepTimeoutError naming the step
+    past it."""
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return await waiting
+    try:
+        return await asyncio.wait_for(waiting, max(0.0, deadline - asyncio.get_running_loop().time()))
+    except asyncio.TimeoutError:
+        raise step_timeout(model, STEP_WAIT_S) from None
 
 
 def _drain(answers: Iterator[Any]) -> None:
@@ -98,10 +130,10 @@ class Steps:
         return [t.name for t in signatures("bls", self.decoder, streaming=self.streaming)[DECODE].outputs]
 
     async def call(self, model: str, inputs: list[Any], outputs: list[str]) -> Any:
-        resp = await pb_utils.InferenceRequest(model_name=model, inputs=inputs,
-                                               requested_output_names=outputs).async_exec()
+        resp = await bounded(model, pb_utils.InferenceRequest(model_name=model, inputs=inputs,
+                                                              requested_output_names=outputs).async_exec())
         if resp.has_error():
-            raise StepError(resp.error().message())
+            raise step_error(model, resp.error().message())
         return resp
 
     async def visual(self, video: bytes | FileVideo) -> VideoFeatures:
@@ -116,19 +148,28 @@ class Steps:
 
     async def _visual_streamed(self, video: bytes | FileVideo) -> VideoFeatures:
         """Each chunk goes to the vision step with the video's frame count (the projector's grid); the frame
-        numbers come last."""
+        numbers come last. The request names this process (`REQUESTER`): a decode step whose requester died stops
+        instead of blocking on its next answer."""
         loop = asyncio.get_running_loop()
-        answers = await pb_utils.InferenceRequest(
+        answers = await bounded(self.decode, pb_utils.InferenceRequest(
             model_name=self.decode, inputs=_video_inputs(video),
-            requested_output_names=self.decode_outputs,
-        ).async_exec(decoupled=True)
+            requested_output_names=self.decode_outputs, parameters={REQUESTER: requester_token()},
+        ).async_exec(decoupled=True))
         chunks: list[asyncio.Task] = []
         indices = timestamps = None
         duration: float | None = None
+        hung = False  # a read of the stream outlived the deadline: its worker stays blocked until the step ends
         try:
-            while (dec := await loop.run_in_executor(self.workers, next, answers, None)) is not None:
+            while True:
+                try:
+                    dec = await bounded(self.decode, loop.run_in_executor(self.workers, next, answers, None))
+                except StepTimeoutError:
+                    hung = True
+                    raise
+                if dec is None:
+                    break
                 if dec.has_error():
-                    raise StepError(dec.error().message())
+                    raise step_error(self.decode, dec.error().message())
                 pixels = pb_utils.get_output_tensor_by_name(dec, PIXEL_VALUES)
                 if pixels is not None:
                     num_frames = pb_utils.get_output_tensor_by_name(dec, NUM_FRAMES)
@@ -142,8 +183,11 @@ class Steps:
             visual = _owned([response_tensor(v, FEATURES, self.host_features)[0]
                              for v in await asyncio.gather(*chunks)])
         finally:
-            # On an error: finish reading the stream off the event loop, and collect the vision calls in flight.
-            await loop.run_in_executor(self.workers, _drain, answers)
+            # On an error: finish reading the stream off the event loop (not one that hangs), and collect the vision
+            # calls in flight (each bounded by the deadline).
+            if not hung:
+                with contextlib.suppress(StepTimeoutError):  # the error in hand is the one to answer
+                    await bounded(self.decode, loop.run_in_executor(self.workers, _drain, answers))
             await asyncio.gather(*chunks, return_exceptions=True)
         if visual.shape[0] != len(indices):
             raise StepError(f"{self.vision}: internal error: {visual.shape[0]} frames of features for "

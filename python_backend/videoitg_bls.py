@@ -16,14 +16,14 @@ from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
 
 from .cache import FailureMemory, FeatureCache, cache_key
-from .common import BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
+from .common import STEP_WAIT_S, BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
 from .errors import remember_verdict
 from .frames import check_frames, served_frames
 from .params import StepAssets, feature_identity, host_features
 from .references import read_reference
 from .request import Request, parse_request
 from .scheduling import FeatureScheduler
-from .steps import Steps
+from .steps import DEADLINE, Steps
 
 HITS_PER_COLD_SLOT = 4  # requests served at once per cold slot: hits are neither queued nor refused behind decodes
 
@@ -80,6 +80,8 @@ class TritonPythonModel:
         return None  # every response goes through its request's sender
 
     async def _serve(self, req: Request, key: str | None, sender: Any) -> None:
+        # Every wait for a step ends by this request's deadline, with an error naming the step (`steps.bounded`).
+        DEADLINE.set(asyncio.get_running_loop().time() + STEP_WAIT_S)
         try:
             response, exc = await self._answer(req, key), None
         except Exception as e:

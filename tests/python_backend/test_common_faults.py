@@ -1,0 +1,121 @@
+"""What a step that cannot answer becomes in the model that called it (`common.step_error`: an error naming the step,
+UNAVAILABLE), and how a decoupled step knows its requester can no longer take answers (`common.Requester`,
+`common.abandoned`), against a stand-in for Triton's API."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.triton_stub import stand_in_pb_utils
+
+
+class TritonError:
+    INVALID_ARG, INTERNAL, NOT_FOUND, UNAVAILABLE, CANCELLED = range(5)
+
+    def __init__(self, message: str, code: int = INTERNAL):
+        self.message, self.code = message, code
+
+
+class Sender:
+    def __init__(self, cancelled: bool = False) -> None:
+        self.cancelled, self.sent = cancelled, []
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    def send(self, response: Any = None, flags: int = 0) -> None:
+        self.sent.append((response, flags))
+
+
+def request(parameters: dict[str, str]) -> types.SimpleNamespace:
+    return types.SimpleNamespace(parameters=lambda: json.dumps(parameters))
+
+
+@pytest.fixture()
+def common(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    logged: list[str] = []
+    stand_in_pb_utils(monkeypatch, TritonError=TritonError, InferenceResponse=lambda error=None: error,
+                      TRITONSERVER_RESPONSE_COMPLETE_FINAL=1,
+                      Logger=types.SimpleNamespace(log_warn=logged.append, log_error=logged.append))
+    # imported once the stand-in is installed: common binds pb_utils when imported
+    module = importlib.import_module("videoitg.python_backend.common")
+    module.logged = logged
+    yield module
+    sys.modules.pop("videoitg.python_backend.common", None)  # bound to the stand-in: not for later tests
+
+
+def test_a_step_that_could_not_answer_is_named_and_unavailable(common: types.ModuleType) -> None:
+    """Catches: "Stub process 'videoitg_decode_0_0' is not healthy." passed on as an internal error naming no step."""
+    dead = common.step_error("videoitg_decode", "Stub process 'videoitg_decode_0_0' is not healthy.")
+    assert isinstance(dead, common.StepUnavailableError)
+    assert str(dead) == ("videoitg_decode: StepUnavailableError: Stub process 'videoitg_decode_0_0' is not "
+                         "healthy.")
+    assert common.error_code(dead) == TritonError.UNAVAILABLE
+    own = common.step_error("videoitg_vision", "videoitg_vision: internal error: RuntimeError: x")
+    assert type(own) is common.StepError and str(own) == "videoitg_vision: internal error: RuntimeError: x"
+    assert common.error_code(own) == TritonError.INTERNAL
+    late = common.step_timeout("videoitg_grounding", common.STEP_WAIT_S)
+    assert str(late).startswith("videoitg_grounding: StepTimeoutError: no answer from the step within 290 s")
+    assert common.error_code(late) == TritonError.UNAVAILABLE
+    answered = common.error(dead, "videoitg")
+    assert answered.code == TritonError.UNAVAILABLE and answered.message == str(dead)
+
+
+def test_the_step_deadline_comes_before_the_fronts(common: types.ModuleType) -> None:
+    """A client hears which step did not answer before the front's own bound on an inference answers for it."""
+    from videoitg.front.config import FrontConfig
+
+    front = {f.name: f.default for f in dataclasses.fields(FrontConfig)}["infer_timeout_s"]
+    assert 0 < common.STEP_WAIT_S < front
+
+
+def test_a_requester_is_known_by_its_process_and_start_time(common: types.ModuleType) -> None:
+    me = common.Requester(request({common.REQUESTER: common.requester_token()}), Sender())
+    assert me.pid == os.getpid() and me.gone() is None
+    reused = common.Requester(request({common.REQUESTER: f"{os.getpid()}:1"}), Sender())  # the pid, another process
+    assert reused.gone() == f"its requester (process {os.getpid()}) is gone"
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    assert common.Requester(request({common.REQUESTER: f"{ended.pid}:1"}), Sender()).gone() is not None
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, not reaped yet: a zombie is gone too
+    token = f"{zombie.pid}:{open(f'/proc/{zombie.pid}/stat').read().rsplit(')', 1)[1].split()[19]}"
+    try:
+        while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            pass
+        assert common.Requester(request({common.REQUESTER: token}), Sender()).gone() is not None
+    finally:
+        zombie.wait()
+    client = common.Requester(request({}), Sender())  # a client's own request: no requester to watch
+    assert client.pid is None and client.gone() is None
+    assert common.Requester(request({}), Sender(cancelled=True)).gone() == "it was cancelled"
+
+
+def test_work_for_a_requester_that_is_gone_ends_unanswered(common: types.ModuleType) -> None:
+    """Catches: a decode step blocked for ever in a send to the top-level model's dead stub (Triton 2.51 does not
+    cancel the request), every later cold request refused as overloaded."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    gone = Sender()
+    assert common.abandoned(common.Requester(request({common.REQUESTER: f"{ended.pid}:1"}), gone), gone,
+                            "videoitg_decode")
+    assert gone.sent == []  # nothing sent: a send to it would block
+    assert common.logged == [f"videoitg_decode: a request ended unanswered: its requester (process {ended.pid}) is "
+                             "gone"]
+    cancelled = Sender(cancelled=True)
+    assert common.abandoned(common.Requester(request({}), cancelled), cancelled, "videoitg_decode")
+    [(response, flags)] = cancelled.sent  # a cancelled request's final answer says so
+    assert flags == 1 and response.code == TritonError.CANCELLED and "cancelled" in response.message
+    live = Sender()
+    assert not common.abandoned(common.Requester(request({common.REQUESTER: common.requester_token()}), live), live,
+                                "videoitg_decode")
+    assert live.sent == []
