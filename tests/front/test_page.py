@@ -74,7 +74,8 @@ def test_the_page_offers_every_selection_option_from_its_row_and_sets_the_frames
     for field in offered + fixed:
         row, spec = OPTIONS[field["option"]], served.input(OPTION_INPUTS[field["option"]])
         assert (field["name"], field["datatype"], field["shape"]) == (spec.name, spec.datatype, [1, 1])
-        assert (field["meaning"], field["choices"]) == (row.meaning, list(row.choices))
+        assert (field["meaning"], field["default"], field["choices"]) == (row.meaning, row.default, list(row.choices))
+        assert field["chat"] is row.chat
         assert (field["low"], field["high"]) == ((None, None) if row.choices else (row.low, row.high))
     # what the page sets is a request the options accept: the top-K frames as thumbnail JPEGs
     values = {f["option"]: f["value"] for f in fixed}

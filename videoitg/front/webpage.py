@@ -72,13 +72,14 @@ def _input(spec: TensorSpec) -> dict[str, Any]:
 def page_options() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the options a person sets on the page, one field each: every selection option; those the page sets itself,
     each with its value, `PAGE_SETS`). The one reading of the option rows (`videoitg.request.options.OPTIONS`) and
-    the inputs they travel in, so an option added there is on the page with no change to the page. `chat`: the chat
-    request's `videoitg` object takes it too (the answer button sends it there)."""
+    the inputs they travel in, so an option added there is on the page with no change to the page. `default`: what
+    applies when it is left empty; `chat`: the chat request's `videoitg` object takes it too (the answer button
+    sends it there)."""
     offered, fixed = [], []
     for name, o in OPTIONS.items():
         field = {"option": name, **_input(_SIGNATURE.input(OPTION_INPUTS[name])), "kind": _KINDS[o.kind],
-                 "meaning": o.meaning, "low": None if o.choices else o.low, "high": None if o.choices else o.high,
-                 "choices": list(o.choices), "chat": bool(getattr(o, "chat", False))}
+                 "meaning": o.meaning, "default": o.default, "low": None if o.choices else o.low,
+                 "high": None if o.choices else o.high, "choices": list(o.choices), "chat": o.chat}
         if name in PAGE_SETS:
             fixed.append({**field, "value": PAGE_SETS[name]})
         else:

@@ -95,7 +95,7 @@
         });
       }
       const range = o.choices.length > 0 ? o.choices.join(", ") : `${o.low} to ${o.high}`;
-      row.append(input, make("span", { class: "hint" }, `${o.meaning} (${range})`));
+      row.append(input, make("span", { class: "hint" }, `${o.meaning} (${range}; empty: ${o.default})`));
       ui.options.append(row);
     }
   }
