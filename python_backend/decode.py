@@ -1,11 +1,12 @@
 """`videoitg_decode`: a video (VIDEO bytes, or VIDEO_URI under a media root) -> its sampled frames, resized, in
 one answer or streamed in chunks (`decoding`). PyAV's frames are numpy arrays: this step loads torch only with
-DALI."""
+DALI or PyNvVideoCodec."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,13 @@ from .references import decode_source
 
 
 class TritonPythonModel:
-    """Decodes with the repository's decoder (`decoding.StepDecoder`): PyAV, or DALI in this process (NVDEC on a
-    KIND_GPU instance), whose self-test at load fails the server's start in one line when it cannot run here.
-    Decoupled (the BLS repository): one answer per `stream_frames` decoded frames, the frame numbers last, so the
-    vision step encodes a video's first frames during its decode; else one answer with every frame."""
+    """Decodes with the repository's decoder (`decoding.StepDecoder`): PyAV, or DALI or PyNvVideoCodec in this
+    process (NVDEC on a KIND_GPU instance, through the process's decode pool), whose self-test at load fails the
+    server's start in one line when it cannot run here. Decoupled (the BLS repository): one answer per
+    `stream_frames` decoded frames, the frame numbers last, so the vision step encodes a video's first frames during
+    its decode; else one answer with every frame. A pooled (NVDEC) step streams up to max_in_flight videos at once,
+    each from its own thread, their pieces sharing the card's NVDEC sessions; PyAV one video at a time (each decode
+    uses every core)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         p = setup(args, DecodeParameters)
@@ -37,22 +41,29 @@ class TritonPythonModel:
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.stream_frames = p.stream_frames
         self.decoder = StepDecoder.of(p.decoder, step_device(p.device, args))
-        if self.decoder.dali_device is not None:
+        if self.decoder.self_test is not None:
             import torch
 
             from videoitg.decode.selftest import self_test
 
             torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
-            self_test(device=self.decoder.dali_device, device_id=self.decoder.device_id())  # one line on failure
+            self_test(device=self.decoder.self_test, device_id=self.decoder.device_id())  # one line on failure
+        self.videos = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-decode-request") \
+            if self.streaming and self.decoder.pooled else None
         self.counters = RequestCounters(DECODE)
 
     def finalize(self) -> None:
+        if self.videos is not None:
+            self.videos.shutdown(wait=False, cancel_futures=True)
         finalized(self.counters)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         if self.streaming:
-            for request in requests:  # one video at a time per instance, as unstreamed
-                self._stream(request)
+            for request in requests:
+                if self.videos is not None:  # concurrent videos share the decode pool; each answers on its own
+                    self.videos.submit(self._stream, request)
+                else:  # one video at a time per instance, as unstreamed
+                    self._stream(request)
             return None
         return self.counters.count(respond_each(requests, self._decode, DECODE))
 
@@ -66,7 +77,8 @@ class TritonPythonModel:
         try:
             pending = None  # each answer is sent once the next exists, so the last one carries the final flag
             with self._video(request) as video:
-                for out in decode_stream(video, self.image_size, self.sampling, self.limits, self.stream_frames):
+                for out in decode_stream(video, self.image_size, self.sampling, self.limits, self.stream_frames,
+                                         self.decoder):
                     if pending is not None:
                         sender.send(pending)
                     pending = self._response(out)

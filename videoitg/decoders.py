@@ -21,11 +21,14 @@ class Decoder:
 
 
 DECODERS: dict[str, Decoder] = {d.name: d for d in (
-    Decoder("auto", "NVDEC where the frames go to a CUDA device and DALI numbers the stream's frames as PyAV does, "
-            "PyAV otherwise"),
+    Decoder("auto", "NVDEC (DALI) where the frames go to a CUDA device and DALI numbers the stream's frames as PyAV "
+            "does, PyAV otherwise"),
     Decoder("pyav", "PyAV (FFmpeg) on the CPU cores: every codec", "UINT8", streams=True),
-    Decoder("dali", "NVIDIA DALI: NVDEC on a CUDA device (served: PyAV for the streams NVDEC cannot number), its "
-            "CPU decoder otherwise (VP8, VP9, MJPEG)", "FP32"),
+    Decoder("dali", "NVIDIA DALI: NVDEC on a CUDA device, a request's pieces on every decode engine of the card and "
+            "PyAV threads on the spare cores when all are busy (served: PyAV for the streams NVDEC cannot number), "
+            "its CPU decoder otherwise (VP8, VP9, MJPEG)", "UINT8", streams=True),
+    Decoder("pynvvideocodec", "NVIDIA PyNvVideoCodec: NVDEC on a CUDA device only (H.264, HEVC, AV1, VP8, VP9 in 8-bit "
+            "4:2:0), a request's pieces on every decode engine, PyAV's pixels", "UINT8", streams=True),
 )}
 SERVED = tuple(name for name, d in DECODERS.items() if d.served_pixels is not None)
 

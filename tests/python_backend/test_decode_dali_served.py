@@ -1,7 +1,8 @@
 """The `--decoder dali` repository on the real tritonserver (CPU): the python decode step runs DALI's CPU decoder
-through its Python API (the same step decodes on NVDEC on a GPU instance; not run on a GPU: none was available).
-A VP9 video is answered with the frames, timestamps and scores of the PyAV-decoded video within a stated
-tolerance; a codec DALI's CPU decoder lacks is refused with the decoder's typed error."""
+through its Python API and the decode pool, streaming uint8 chunks to the vision step (the same step decodes on NVDEC
+on a GPU instance; not run on a GPU: none was available). A VP9 video is answered with the frames, timestamps and
+scores of the PyAV-decoded video within a stated tolerance; a codec DALI's CPU decoder lacks is refused with the
+decoder's typed error."""
 
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ from tests.support import require
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-import tritonclient.grpc as grpc
-
-from tests.support.server import skip_without_tritonserver
+from tests.support.server import grpc_stream_infer, skip_without_tritonserver
 from tests.support.video import write_clip
 from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.decode import decode_video, probe_video
@@ -29,8 +28,8 @@ pytestmark = pytest.mark.server
 
 skip_without_tritonserver()
 
-# DALI's CPU frames against PyAV's, mean |difference| over the SigLIP pixel values in 0..255 units: the "camera"
-# mean bound of `dali.PIXEL_BOUNDS` (tests/decode/test_dali.py holds the per-content bounds).
+# DALI's CPU frames against PyAV's, mean |difference| of the uint8 frames in 0..255 units: the "camera" mean bound
+# of `dali.PIXEL_BOUNDS` (tests/decode/test_dali.py holds the per-content bounds).
 PIXEL_MEAN_BOUND = 0.25
 # Logits of the DALI-decoded video against the PyAV-decoded one on the embedded checkpoint (measured on this clip,
 # in process, 2026-11-23, CPU: 6.4e-4 at most over a 1.8 logit range; pixels 0.0004 mean, 1.0 max apart).
@@ -39,13 +38,13 @@ LOGIT_TOL = 0.01
 
 @pytest.fixture(scope="module")
 def server(shared_servers):
-    yield from shared_servers.hold(RepoSpec(target="cpu", decoder="dali"))
+    yield from shared_servers.hold(RepoSpec(target="cpu", decoder="dali", stream_frames=3))
 
 
 @pytest.fixture(scope="module")
 def vp9(tmp_path_factory) -> bytes:
-    path = write_clip(tmp_path_factory.mktemp("clip") / "clip.webm", codec="libvpx-vp9", frames=40, width=96,
-                      height=64, gop=12)
+    path = write_clip(tmp_path_factory.mktemp("clip") / "clip.webm", codec="libvpx-vp9", frames=200, width=96,
+                      height=64, gop=12)  # 8 s: 8 frames at the served 1 fps, three chunks of 3
     return Path(path).read_bytes()
 
 
@@ -60,22 +59,21 @@ def test_vp9_is_answered_like_the_pyav_decode(server, scorer, vp9: bytes) -> Non
     assert diff <= LOGIT_TOL, f"logits differ from PyAV's by {diff} (tolerance {LOGIT_TOL})"
 
 
-def test_decode_step_gives_dali_frames_equal_to_pyav_within_the_bound(server, vp9: bytes) -> None:
-
-    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front: clients cannot reach it
-    try:
-        video = grpc.InferInput("VIDEO", [1, 1], "BYTES")
-        video.set_data_from_numpy(np.array([[vp9]], dtype=object))
-        got = c.infer("videoitg_decode", [video], headers=server.inference_headers("grpc"))
-    finally:
-        c.close()
-    pixels = got.as_numpy("PIXEL_VALUES")
-    want = decode_video(vp9, image_size=pixels.shape[-1], decoder="pyav", output="float32")
-    assert pixels.dtype == np.float32 and pixels.shape[1:] == tuple(want.pixel_values.shape)
-    assert got.as_numpy("FRAME_INDICES")[0].tolist() == want.frame_indices
-    assert np.allclose(got.as_numpy("TIMESTAMPS")[0], want.timestamps, atol=1e-9)
-    assert float(got.as_numpy("DURATION").reshape(-1)[0]) == pytest.approx(probe_video(vp9).duration_s, abs=1e-6)
-    mean = float(np.abs(pixels[0] - want.pixel_values.numpy()).mean()) * 127.5
+def test_decode_step_streams_dali_frames_equal_to_pyav_within_the_bound(server, vp9: bytes) -> None:
+    """The bls repository's dali decode step streams (decoupled): uint8 chunks of `stream_frames` with the video's
+    frame count, then the frame numbers, times and duration; the chunks are PyAV's frames within DALI's bound."""
+    answers = grpc_stream_infer(server, {"VIDEO": (np.array([[vp9]], dtype=object), "BYTES")}, "videoitg_decode")
+    assert not any(isinstance(a, Exception) for a in answers), answers
+    chunks, last = answers[:-1], answers[-1]
+    pixels = np.concatenate([c.as_numpy("PIXEL_VALUES")[0] for c in chunks])
+    want = decode_video(vp9, image_size=pixels.shape[-1], decoder="pyav", output="uint8")
+    assert len(chunks) > 1 and all(c.as_numpy("PIXEL_VALUES").dtype == np.uint8 for c in chunks)
+    assert all(int(c.as_numpy("NUM_FRAMES")[0, 0]) == len(want) for c in chunks)
+    assert pixels.shape == tuple(want.pixel_values.shape)
+    assert last.as_numpy("FRAME_INDICES")[0].tolist() == want.frame_indices
+    assert np.allclose(last.as_numpy("TIMESTAMPS")[0], want.timestamps, atol=1e-9)
+    assert float(last.as_numpy("DURATION").reshape(-1)[0]) == pytest.approx(probe_video(vp9).duration_s, abs=1e-6)
+    mean = float(np.abs(pixels.astype(float) - want.pixel_values.numpy()).mean())
     assert mean <= PIXEL_MEAN_BOUND, f"DALI's frames differ from PyAV's by {mean:.3f} on average"
 
 

@@ -1,4 +1,5 @@
-"""`videoitg.python_backend.decoding`: which decoder the decode step runs, from its parameter and its instance."""
+"""`videoitg.python_backend.decoding`: which decoder the decode step runs, from its parameter and its instance, and
+its answers (uint8 frames whichever decoder runs; streamed in order)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.support.video import write_clip
+from videoitg.decode import DecoderUnavailableError
+from videoitg.decode.choice import dali_available
 from videoitg.errors import InputError
-from videoitg.preprocess import pixel_values
-from videoitg.python_backend.decoding import StepDecoder, decode_whole
+from videoitg.python_backend.decoding import StepDecoder, decode_stream, decode_whole
 from videoitg.python_backend.params import instance_device
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
@@ -19,33 +20,48 @@ from videoitg.sampling import SamplingParams
 
 def test_step_decoder_follows_the_repository_parameter_and_the_instance_device() -> None:
     """The decode step's `decoder` parameter and the device Triton gave its instance
-    (`params.instance_device`) -> decode_video's decoder and device, and DALI's self-test device."""
+    (`params.instance_device`) -> decode_video's decoder and device, and what the start self-test runs."""
     gpu1 = instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "1"}, "cpu")
     # NVDEC through decode_video's own choice on the instance's GPU, PyAV where NVDEC would misnumber the frames
-    assert StepDecoder.of("dali", gpu1) == StepDecoder("auto", "cuda:1", "mixed", "float32")
-    assert StepDecoder.of("dali", gpu1).device_id() == 1
-    assert StepDecoder.of("dali", instance_device({"model_instance_kind": "CPU"}, "cuda")) == \
-        StepDecoder("dali", None, "cpu", "float32")
+    assert StepDecoder.of("dali", gpu1) == StepDecoder("auto", "cuda:1", "mixed")
+    assert StepDecoder.of("dali", gpu1).device_id() == 1 and StepDecoder.of("dali", gpu1).pooled
+    cpu = instance_device({"model_instance_kind": "CPU"}, "cuda")
+    assert StepDecoder.of("dali", cpu) == StepDecoder("dali", None, "cpu") and not StepDecoder.of("dali", cpu).pooled
+    assert StepDecoder.of("pynvvideocodec", gpu1) == StepDecoder("pynvvideocodec", "cuda:1", "nvc")
+    with pytest.raises(DecoderUnavailableError, match="NVDEC only.*--decoder pyav"):
+        StepDecoder.of("pynvvideocodec", cpu)
     for parameter in ("pyav", ""):
-        assert StepDecoder.of(parameter, gpu1) == StepDecoder("pyav", None, None, "uint8")  # PyAV, no self-test
-    assert StepDecoder.of("pyav", "cpu").dali_device is None and StepDecoder.of("pyav", "cpu").device_id() == 0
+        assert StepDecoder.of(parameter, gpu1) == StepDecoder("pyav", None, None)  # PyAV, no self-test
+    assert StepDecoder.of("pyav", "cpu").self_test is None and StepDecoder.of("pyav", "cpu").device_id() == 0
     for name in ("nvdec", "auto"):  # "auto" is an in-process choice, not a decode step's
-        with pytest.raises(InputError, match="decoder must be one of pyav, dali"):
+        with pytest.raises(InputError, match="decoder must be one of pyav, dali, pynvvideocodec"):
             StepDecoder.of(name, "cpu")
 
 
-def test_a_dali_step_answers_pyav_frames_as_the_pixel_values_its_vision_step_takes(tmp_path: Path) -> None:
-    """A dali decode step's vision step takes float32 SigLIP pixel values. Where the step decodes with PyAV (a stream
-    NVDEC cannot number, or a CPU device), the answer is those pixel values too: the python step's uint8 frames
-    normalised (`preprocess.pixel_values`), with the same frame numbers and times."""
+def test_a_dali_step_on_a_gpu_answers_pyavs_uint8_frames_where_pyav_decodes(tmp_path: Path) -> None:
+    """The GPU's dali step on a stream it hands to PyAV (here: a machine without a GPU, where the automatic choice is
+    PyAV) answers what the python step answers: the same uint8 frames, numbers and times."""
     clip = write_clip(tmp_path / "v.mp4", frames=24)
     sampling, limits = SamplingParams(8, 2.0), Limits()
-    # the GPU's dali step (NVDEC, the instance's GPU), on a machine without one: PyAV decodes
-    dali_like = decode_whole(clip.read_bytes(), 32, sampling, limits, StepDecoder("auto", None, "mixed", "float32"))
+    dali_like = decode_whole(clip.read_bytes(), 32, sampling, limits, StepDecoder("auto", None, "mixed"))
     python = decode_whole(clip.read_bytes(), 32, sampling, limits)
-    assert dali_like["PIXEL_VALUES"].dtype == torch.float32
     assert isinstance(python["PIXEL_VALUES"], np.ndarray) and python["PIXEL_VALUES"].dtype == np.uint8  # no torch
-    torch.testing.assert_close(dali_like["PIXEL_VALUES"], pixel_values(torch.from_numpy(python["PIXEL_VALUES"])),
-                               rtol=0, atol=1e-6)
-    for name in ("FRAME_INDICES", "TIMESTAMPS", "DURATION"):
+    for name in ("PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS", "DURATION"):
         np.testing.assert_array_equal(dali_like[name], python[name])  # the same decode's numbers, not a computation
+
+
+@pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed (extra 'dali')")
+def test_a_dali_cpu_step_streams_its_frames_in_order(tmp_path: Path) -> None:
+    """The streaming decode step with DALI's CPU decoder (the decode pool): chunks of `chunk_frames` uint8 frames
+    with the video's frame count, the frame numbers last; the chunks are the unstreamed answer's frames."""
+    clip = write_clip(tmp_path / "v.webm", codec="libvpx-vp9", frames=60, gop=6).read_bytes()
+    sampling, limits, step = SamplingParams(20, 10.0), Limits(), StepDecoder("dali", None, "cpu")
+    answers = list(decode_stream(clip, 32, sampling, limits, 6, step))
+    chunks, last = answers[:-1], answers[-1]
+    whole = decode_whole(clip, 32, sampling, limits, step)
+    t = whole["PIXEL_VALUES"].shape[1]
+    assert [c["PIXEL_VALUES"].shape[1] for c in chunks] == [6] * (t // 6) + ([t % 6] if t % 6 else [])
+    assert all(int(c["NUM_FRAMES"][0, 0]) == t and c["PIXEL_VALUES"].dtype == np.uint8 for c in chunks)
+    assert np.array_equal(np.concatenate([np.asarray(c["PIXEL_VALUES"][0]) for c in chunks]),
+                          np.asarray(whole["PIXEL_VALUES"][0]))
+    np.testing.assert_array_equal(last["FRAME_INDICES"], whole["FRAME_INDICES"])

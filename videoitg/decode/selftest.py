@@ -1,6 +1,7 @@
-"""The DALI decoder's start self-test: a few frames of a clip shipped in the package decoded with DALI and compared
-with PyAV's, before a dali decode step accepts requests (python_backend/decode.py) and, on a GPU, before
-`videoitg serve` starts a server (`videoitg/commands/repo.py`)."""
+"""The NVDEC decoders' start self-test: a few frames of a clip shipped in the package decoded with DALI (or
+PyNvVideoCodec) and compared with PyAV's, before a decode step of that decoder accepts requests
+(python_backend/decode.py) and, for dali on a GPU, before `videoitg serve` starts a server
+(`videoitg/commands/repo.py`)."""
 
 from __future__ import annotations
 
@@ -27,21 +28,27 @@ CHILD_TIMEOUT_S = 120.0
 def self_test_clip(device: str) -> bytes:
     """The package's clip the self-test decodes on `device`: H.264 for NVDEC ("mixed"), VP9 for DALI's CPU
     decoder ("cpu"), which has no H.264."""
-    return resources.files("videoitg").joinpath(SELF_TEST_CLIP if device == "mixed" else SELF_TEST_CPU_CLIP) \
+    return resources.files("videoitg").joinpath(SELF_TEST_CPU_CLIP if device == "cpu" else SELF_TEST_CLIP) \
         .read_bytes()
 
 
+# device -> (the served decoder, what runs, its library's module and name)
+SELF_TESTED = {"mixed": ("dali", "dali-gpu", "nvidia.dali", "DALI"), "cpu": ("dali", "dali-cpu", "nvidia.dali", "DALI"),
+               "nvc": ("pynvvideocodec", "nvc-gpu", "PyNvVideoCodec", "PyNvVideoCodec")}
+
+
 def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = None) -> None:
-    """Decode three frames of `clip` (default: the package's clip for `device`, `self_test_clip`) with DALI on
-    `device` ("mixed": NVDEC, "cpu") and compare them with PyAV's; raise DecoderUnavailableError in one line naming
-    `--decoder pyav` when DALI is missing, cannot decode the clip here, or decodes other pixels."""
+    """Decode three frames of `clip` (default: the package's clip for `device`, `self_test_clip`) on `device`
+    ("mixed": DALI on NVDEC, "cpu": DALI's CPU decoder, "nvc": PyNvVideoCodec on NVDEC) and compare them with PyAV's;
+    raise DecoderUnavailableError in one line naming `--decoder pyav` when the decoder is missing, cannot decode the
+    clip here, or decodes other pixels."""
+    decoder, runs, module, library = SELF_TESTED[device]
     data = clip if clip is not None else self_test_clip(device)
-    what = "a given clip" if clip is not None else ("an H.264 clip" if device == "mixed" else "a VP9 clip")
-    decoder = "dali-gpu" if device == "mixed" else "dali-cpu"  # what runs, for the message
+    what = "a given clip" if clip is not None else ("a VP9 clip" if device == "cpu" else "an H.264 clip")
     params = SamplingParams(num_frames=3, target_fps=25.0)
     try:
-        target = f"cuda:{device_id}" if device == "mixed" else None
-        got = decode_video(data, image_size=64, params=params, decoder="dali", device=target, output="float32")
+        target = None if device == "cpu" else f"cuda:{device_id}"
+        got = decode_video(data, image_size=64, params=params, decoder=decoder, device=target, output="float32")
         want = decode_video(data, image_size=64, params=params, decoder="pyav", output="float32")
         diff = float((got.pixel_values.float().cpu() - want.pixel_values).abs().mean()) * 127.5
         if got.frame_indices != want.frame_indices:
@@ -51,14 +58,11 @@ def self_test(device: str = "mixed", device_id: int = 0, clip: bytes | None = No
                                    f"{SELF_TEST_MEAN_BOUND})")
     except Exception as e:  # every failure is the one-line refusal
         reason = " ".join(str(e).split()) or type(e).__name__
+        version = library_version(module) or "not installed"
         raise DecoderUnavailableError(
-            f"the dali decoder ({decoder}, DALI {_dali_version()}) failed its start self-test on {what}: "
+            f"the {decoder} decoder ({runs}, {library} {version}) failed its start self-test on {what}: "
             f"{reason[:300]}; serve with --decoder pyav"
         ) from None
-
-
-def _dali_version() -> str:
-    return library_version("nvidia.dali") or "not installed"
 
 
 def _child_code(device: str) -> str:
