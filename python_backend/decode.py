@@ -15,7 +15,17 @@ import triton_python_backend_utils as pb_utils
 from videoitg.contract.parameters import DecodeParameters
 from videoitg.contract.protocol import DECODE
 
-from .common import RequestCounters, error, finalized, output_tensor, request_inputs, respond_each, setup
+from .common import (
+    RequestCounters,
+    Requester,
+    abandoned,
+    error,
+    finalized,
+    output_tensor,
+    request_inputs,
+    respond_each,
+    setup,
+)
 from .decoding import StepDecoder, decode_stream, decode_whole
 from .params import StepAssets, step_device
 from .references import decode_source
@@ -73,6 +83,7 @@ class TritonPythonModel:
 
     def _stream(self, request: Any) -> None:
         sender = request.get_response_sender()
+        requester = Requester(request, sender)  # before each answer: may it still be sent?
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
             pending = None  # each answer is sent once the next exists, so the last one carries the final flag
@@ -80,11 +91,15 @@ class TritonPythonModel:
                 for out in decode_stream(video, self.image_size, self.sampling, self.limits, self.stream_frames,
                                          self.decoder):
                     if pending is not None:
+                        if abandoned(requester, sender, DECODE):
+                            return  # the decode ends here
                         sender.send(pending)
                     pending = self._response(out)
             response = pending
         except Exception as e:
             response = error(e, DECODE)
+        if abandoned(requester, sender, DECODE):
+            return
         self.counters.count([response])
         sender.send(response, flags=final)
 
