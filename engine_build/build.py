@@ -163,7 +163,7 @@ def run_build(opts: BuildOptions) -> BuildReport:
     cfg = model.config
     ident = {
         "sha256": checkpoint_sha256(opts.checkpoint),
-        "identity": checkpoint_identity(opts.checkpoint),
+        "identity": checkpoint_identity(opts.checkpoint, opts.vision_tower),  # as the steps name it
         "path": str(Path(opts.checkpoint).resolve()),
     }
     rep, out = BuildReport(), Path(opts.out)
