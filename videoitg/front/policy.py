@@ -6,7 +6,8 @@ tritonserver listens on loopback ports that only the launcher knows. The front l
 metrics ports and passes on what the public API allows: health, server metadata, every model's metadata, readiness,
 config and statistics (read-only; the metrics page names every model anyway), inference of the public models, and
 the metrics page. Everything else, inference of an internal step and the model-repository, shared-memory, logging and
-trace APIs, is answered by the front (HTTP 404, gRPC UNIMPLEMENTED or NOT_FOUND) and never reaches Triton.
+trace APIs, is answered by the front (HTTP 404, gRPC UNIMPLEMENTED or NOT_FOUND) and never reaches Triton. With the
+page on (webpage.py, docs/page.md), GET and HEAD of `/` and its two files are the front's own answers too.
 
 Each inference request has one reading, checked before it is passed on (a refusal's text names the problem, its
 reason labels the front's `videoitg_front_rejected` counter):
