@@ -291,7 +291,8 @@ def hotpath(check: Any) -> dict[str, Any]:
                  "bf16": matmul_rate(dev, torch.bfloat16, n, iters=it, warmup=warm),
                  "fp8": fp8_matmul_rate(dev, n, it, warm),
                  "fp8_exact_accum": fp8_matmul_rate(dev, n, it, warm, fast_accum=False),
-                 "fp8_block": fp8_matmul_rate(dev, n, it, warm, scheme="block"),
+                 "fp8_block": attempt(out, "fp8_block_rate", lambda: fp8_matmul_rate(dev, n, it, warm,
+                                                                                     scheme="block")),
                  "vision_attention_fp16": sdpa_rate(dev, torch.float16, min(64, T), v.num_attention_heads,
                                                     v.num_attention_heads, v.tokens_per_frame,
                                                     v.hidden_size // v.num_attention_heads, 3 if tiny else 10),
@@ -313,10 +314,12 @@ def hotpath(check: Any) -> dict[str, Any]:
         compile_layers(ours, backend, layers=list(twin(ours).vision_tower.vision_model.encoder.layers))
         out.update(alone(ours, px, ids, dev))  # compile time, own peak memory of `hot` and `current`
         check.progress(out, "compile, own peaks")
-        out["profile"] = profile_towers(ours, px, ids, dev, measured)
+        # a candidate that fails its first call (a compile error, say) is recorded and left out of what follows
+        cands = [c for c in CANDIDATES if attempt(out, c, lambda c=c: probe(c, ours, px, ids)) is not None]
+        out["profile"] = profile_towers(ours, px, ids, dev, measured, cands)
         check.progress(out, "profile")
         base = build_baseline(cfg, dev, dtype, ours.state_dict())
-        out.update(against_released(ours, base, px, ids, dev, rounds))
+        out.update(against_released(ours, base, px, ids, dev, rounds, cands))
         check.progress(out, "interleaved rounds")
         try:  # a candidate: its failure (a compile error, say) is recorded and the section goes on
             out["multi_kernel"] = multi_kernel(ours, px, ids, dev, rounds, backend)
@@ -340,6 +343,22 @@ def hotpath(check: Any) -> dict[str, Any]:
         out["fp8_vs_fp32"] = fp8_parity(check, fp8)
     out["clocks"] = sampler.summary()
     return summarize(out, cuda)
+
+
+def attempt(out: dict[str, Any], name: str, call: Callable[[], Any]) -> Any:
+    """`call()`, or None with its error recorded under out["errors"][name] (what this torch or card lacks)."""
+    try:
+        return call()
+    except Exception as e:
+        out.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:2000]
+        return None
+
+
+def probe(name: str, model: Any, px: Any, ids: Any) -> bool:
+    """A candidate's first call (its compile), untimed."""
+    with variant(name):
+        model(px, ids)
+    return True
 
 
 def recompiles(limit: int) -> None:
@@ -433,7 +452,8 @@ def alone(ours: Any, px: Any, ids: Any, dev: Any) -> dict[str, Any]:
                         "graphs": compiled_graphs()}, "own_peak_gb": peaks}
 
 
-def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]) -> dict[str, Any]:
+def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any],
+                   candidates: list[str]) -> dict[str, Any]:
     """Each tower on the hot path, and the vision tower under each candidate: wall time, its kernels (profiler),
     their busy share, its floor."""
     from benchmarks.perf.timing import median, time_calls
@@ -443,7 +463,7 @@ def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]
     towers = {"vision": lambda: ours.encode_frames(px), "projector": lambda: ours.project(feats, hw),
               "grounding": lambda: ours.score_features([vis], [ids])}
     profile: dict[str, Any] = {}
-    for name in ("hot", *CANDIDATES):
+    for name in ("hot", *candidates):
         with variant(name):
             rows = {}
             for tower, call in towers.items():
@@ -457,14 +477,16 @@ def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]
     return profile
 
 
-def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
-    """Every variant and the released-style path, cold and cached, interleaved; the candidates' logits against
-    `hot`'s and the released path's."""
+def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int,
+                     candidates: list[str]) -> dict[str, Any]:
+    """Every variant (of the candidates, those given) and the released-style path, cold and cached, interleaved; the
+    candidates' logits against `hot`'s and the released path's."""
     from benchmarks.perf.timing import median
     from videoitg.engine_build.parity import compare
 
     vis, bvis = ours.visual_features(px), base.project(base.encode_frames(px))
-    calls: dict[str, Callable[[], Any]] = {f"{k}_cold": (lambda: ours(px, ids)) for k in VARIANTS}
+    calls: dict[str, Callable[[], Any]] = {f"{k}_cold": (lambda: ours(px, ids)) for k in VARIANTS
+                                           if k not in CANDIDATES or k in candidates}
     calls.update(released_cold=lambda: base(px, ids), hot_cached=lambda: ours.score_features([vis], [ids]),
                  current_cached=lambda: ours.score_features([vis], [ids]),
                  released_cached=lambda: base.score_visual(bvis, ids))
@@ -472,21 +494,21 @@ def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: 
     med = {k: median(x) for k, x in secs.items()}
     released = base(px, ids).float().cpu().numpy()
     logits = {}
-    for name in ("hot", *CANDIDATES):
+    for name in ("hot", *candidates):
         with variant(name):
             logits[name] = ours(px, ids).float().cpu().numpy()
-    ab = {k: med[f"{k}_cold"] / med["current_cold"] for k in VARIANTS if k != "current"}
+    ab = {k: med[f"{k}_cold"] / med["current_cold"] for k in VARIANTS if f"{k}_cold" in med and k != "current"}
     ab["padded MLP (hot vs hot_unpadded)"] = med["hot_cold"] / med["hot_unpadded_cold"]
-    candidates = {}
-    for name in CANDIDATES:
+    rows = {}
+    for name in candidates:
         vs_hot, vs_released = compare(logits["hot"], logits[name]), compare(released, logits[name])
-        candidates[name] = {"over_hot": med[f"{name}_cold"] / med["hot_cold"],
-                            "every_round_under_hots_fastest": max(secs[f"{name}_cold"]) < min(secs["hot_cold"]),
-                            "top32_vs_hot": vs_hot.topk_overlap, "max_abs_logit_diff_vs_hot": vs_hot.max_abs_diff,
-                            "top32_vs_released": vs_released.topk_overlap}
+        rows[name] = {"over_hot": med[f"{name}_cold"] / med["hot_cold"],
+                      "every_round_under_hots_fastest": max(secs[f"{name}_cold"]) < min(secs["hot_cold"]),
+                      "top32_vs_hot": vs_hot.topk_overlap, "max_abs_logit_diff_vs_hot": vs_hot.max_abs_diff,
+                      "top32_vs_released": vs_released.topk_overlap}
     return {"latency_s": {"median": med, "all": secs},
             "top32_hot_vs_released": compare(released, logits["hot"]).topk_overlap, "ab_vs_current": ab,
-            "candidates": candidates}
+            "candidates": rows}
 
 
 def multi_kernel(ours: Any, px: Any, ids: Any, dev: Any, rounds: int, backend: str) -> dict[str, Any]:

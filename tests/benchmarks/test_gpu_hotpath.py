@@ -91,3 +91,12 @@ def test_in_fp8_swaps_converted_copies_in_and_the_16bit_layers_back() -> None:
         assert layers[1] is not originals[1] and isinstance(layers[1].mlp.gate_up, Float8Linear)
         assert layers[1].mlp.gate_up.scheme == "block" and layers[0] is originals[0]
     assert list(layers) == originals and not [m for m in model.modules() if isinstance(m, Float8Linear)]
+
+
+def test_a_failing_candidate_or_scheme_is_recorded_not_fatal() -> None:
+    """`attempt`: what this torch or card lacks (a compile error, a scale layout) is recorded under `errors` and the
+    section goes on without it."""
+    out: dict = {}
+    assert gpu_hotpath.attempt(out, "ok", lambda: 3) == 3 and "errors" not in out
+    assert gpu_hotpath.attempt(out, "one_pass_norms", lambda: 1 / 0) is None
+    assert out["errors"]["one_pass_norms"].startswith("ZeroDivisionError")
