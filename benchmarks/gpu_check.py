@@ -17,9 +17,9 @@ still run):
             weights and inputs, tiny and real size (SigLIP-so400m + Qwen2-7B, 16 frames at a 1,024-token visual
             budget so the CPU reference stays short): max |logit difference|, top-32 overlap
   nvdec     DALI `mixed` (NVDEC) against PyAV on the sample clips: frame numbers, pixel difference (on a CPU:
-            DALI's CPU decoder on VP9 clips, the codecs it has); and each clip's 512 frames decoded again in runs of
-            at most 64 frames (several pipeline runs, each run's copy waited for before the next) against the
-            decode in one run
+            DALI's CPU decoder on VP9 clips, the codecs it has); and each clip's 512 frames decoded again in pieces of
+            at most 64 frames (several pipeline runs on the decode pool's sessions, each run's copy waited for before
+            the next) against the decode in bigger pieces
   served    `videoitg serve` (the tritonserver it finds: the image's own /opt/tritonserver, else nvidia-pytriton's)
             on the gpu repository with each decoder (NVDEC, the default, and pyav): served logits against
             in-process ones decoded the same way, frame numbers against PyAV's; a second instruction is a cache hit
@@ -52,9 +52,12 @@ still run):
             accumulation, with block scales, in every decoder layer and in both towers; each decoder layer alone in
             FP8 (the sensitivity sweep); each with its error/spread
   decode_long
-            one request's decode on served_e2e's 10-minute 720p clip and a 60-second clip with B-frames: DALI (NVDEC)
-            fed each chunk's piece of the video, against DALI fed the whole video each chunk, a request's chunks on 4
-            pipelines at once (a candidate: more of the card's NVDEC engines), and PyAV; pixels compared
+            one request's decode of the 10-minute 720p clip and a 10-minute 1080p30 clip with B-frames and 2-s GOPs,
+            each decoder alone on a decode pool: DALI on as many pipelines as the card has NVDEC engines, DALI on
+            one pipeline fed that many pieces a run, PyNvVideoCodec, PyAV on every core, DALI with PyAV overflow
+            threads; NVDEC utilisation sampled (NVML), frames run through, pixels against PyAV's. served_e2e also
+            serves the 1080p clip, times one request's model work on the device, and sends bursts of 8 and 16 cold
+            requests (benchmarks/gpu_decode.py: estimated at about 90 s and 210 s on an H100)
 """
 
 from __future__ import annotations
@@ -395,16 +398,17 @@ class Check:
         return {"backend": backend, "clips": rows, "ok": ok, "summary": summary}
 
     def decode_in_runs(self, clip: Path, params: Any, pixels: int) -> Any:
-        """The clip's sampled frames decoded as `nvdec` decodes them, with DALI fed CHUNK_FRAMES frames a run."""
+        """The clip's sampled frames decoded as `nvdec` decodes them, with DALI fed pieces of at most CHUNK_FRAMES
+        frames a run (the pool plans each request's pieces by RUN_BYTES when it arrives)."""
         from videoitg.decode import dali, decode_video
 
-        saved = dali.CHUNK_BYTES
-        dali.CHUNK_BYTES = CHUNK_FRAMES * pixels * dali.WORK_BYTES_PER_PIXEL
+        saved = dali.RUN_BYTES
+        dali.RUN_BYTES = CHUNK_FRAMES * pixels * dali.WORK_BYTES_PER_PIXEL
         try:
             return decode_video(clip, params=params, decoder="dali", device=str(self.device),
                                 time_budget_s=None).pixel_values
         finally:
-            dali.CHUNK_BYTES = saved
+            dali.RUN_BYTES = saved
 
     def _serve(self, extra: list[str], name: str) -> tuple[subprocess.Popen, str]:
         """`videoitg serve` with `extra` flags, its repository and log under work/`name`; returns

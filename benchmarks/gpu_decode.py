@@ -1,16 +1,34 @@
 """The GPU check's decode sections (`benchmarks/gpu_check.py --only served_e2e,decode_long`). Real sizes on a GPU;
-tiny shapes and few rounds with --tiny (the CPU rehearsal in the test suite, which runs every line of both sections).
+tiny shapes with --tiny (the CPU rehearsal in the test suite, which runs every line of both sections: DALI's CPU
+decoder on VP9 clips in place of NVDEC, PyNvVideoCodec and NVML skipped with their reasons).
 
-served_e2e  `videoitg serve --target gpu` (NVDEC) with a checkpoint of the released shapes (random weights), the
-            10-minute 720p H.264 clip of benchmarks/e2e_clips.py, the whole request through the client, against the
-            released-style request (decord on the CPU, the HF SigLIP processor, HF SigLIP + Qwen2 on the GPU: the
-            end-to-end benchmark's `released_request`), same run; then 8 concurrent cold requests (feature cache off)
-            against 1 / (GPU time of one request: the vision and grounding steps' compute time, Triton's statistics).
-decode_long one request's decode, each decoder alone (`decode_long`'s docstring).
+decode_long  one request's decode of each long clip, each decoder alone on a decode pool of its own
+             (`videoitg.decode.pool`), timed after a warm-up that builds its sessions: DALI on N pipelines (N: the
+             card's NVDEC engines, `pool.nvdec_sessions`), DALI on one pipeline fed N pieces a run, PyNvVideoCodec on N
+             sessions, PyAV on every core (`decode_video`), and DALI's N pipelines with PyAV overflow threads on the
+             spare cores (the mix). Clips: the 10-minute 720p H.264 clip (no B-frames, 25-s GOPs) and a 10-minute
+             1080p30 one with B-frames and 2-s GOPs (x264 medium; benchmarks/e2e_clips.py). Each run: wall time,
+             NVDEC and SM utilisation sampled through it (NVML, every 50 ms), the frames its pieces ran through
+             against the fewest any decoder starting at keyframes needs, pieces by session; its pixels against PyAV's
+             (max and mean |difference|, bit-equal or not).
+served_e2e   `videoitg serve --target gpu` (its default decoder: DALI on the decode pool, streamed into the vision
+             step) with a checkpoint of the released shapes (random weights): each clip's whole request through the
+             client; the released-style request on the 720p clip (decord on the CPU, the HF SigLIP processor, HF SigLIP
+             + Qwen2 on the GPU: the end-to-end benchmark's `released_request`), same run; the device time of one
+             request's vision and grounding work (the in-process model, prepared as the served torch runtime is: CUDA
+             events around it and the sum of its kernels from the profiler), beside the steps' compute time from
+             Triton's statistics; then 8 and 16 concurrent cold requests of the 720p clip (feature cache off): every
+             one answered, p50 and p99 latency, requests/s against 1 / device time, NVML's utilisation through each.
+
+Estimated on an H100 from the 2026-11-26 record (decode_long 55 s and served_e2e 151 s then, one clip each):
+decode_long about 90 s (two clips, five decoders, each with its warm-up), served_e2e about 210 s (the 1080p clip's
+requests, the 16-request burst and the in-process device timing with its compile added): about 5 minutes in all.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import signal
 import statistics
 import threading
@@ -22,11 +40,271 @@ from typing import Any
 from benchmarks.gpu_hotpath import empty
 from videoitg.contract.protocol import DECODE, GROUNDING, VISION
 
-CONCURRENT = 8
-PARALLEL_PIPELINES = 4  # decode_long's candidate: a request's chunks on this many DALI pipelines at once
+BURSTS = (8, 16)  # concurrent cold requests
+SAMPLE_S = 0.05  # NVML utilisation sampling period
+QUESTION = "When is the red circle visible?"
 
 
-# ---- served_e2e ------------------------------------------------------------------------------------------------
+# ---- measuring tools -------------------------------------------------------------------------------------------
+class Utilisation:
+    """NVML's decoder and GPU utilisation (%) of the check's device, sampled every SAMPLE_S while in use (`with`);
+    `summary()` gives mean and max of each, or why there is none (no NVML here)."""
+
+    def __init__(self, cuda: bool, device_index: int = 0) -> None:
+        self.cuda, self.device_index = cuda, device_index
+        self.samples: list[tuple[int, int]] = []
+        self.why = "" if cuda else "no GPU"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Utilisation:
+        if not self.cuda:
+            return self
+        try:
+            import pynvml
+
+            from videoitg.decode.pool import _nvml_handle
+
+            pynvml.nvmlInit()
+            handle = _nvml_handle(pynvml, self.device_index)
+        except Exception as e:  # nvidia-ml-py missing, or no NVML
+            self.why = f"{type(e).__name__}: {e}"[:200]
+            return self
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                try:
+                    dec = pynvml.nvmlDeviceGetDecoderUtilization(handle)[0]
+                    gpu = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+                    self.samples.append((int(dec), int(gpu)))
+                except Exception as e:  # a query this driver lacks: the figure is absent, the run goes on
+                    self.why = f"{type(e).__name__}: {e}"[:200]
+                    return
+                self._stop.wait(SAMPLE_S)
+
+        self._thread = threading.Thread(target=sample, name="nvml-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            import pynvml
+
+            pynvml.nvmlShutdown()
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"unavailable": self.why or "no samples"}
+        dec, gpu = zip(*self.samples, strict=True)
+        return {"samples": len(self.samples), "decoder_pct_mean": round(statistics.mean(dec), 1),
+                "decoder_pct_max": max(dec), "gpu_pct_mean": round(statistics.mean(gpu), 1), "gpu_pct_max": max(gpu)}
+
+
+def device_time(call: Callable[[], Any], cuda: bool) -> tuple[Any, dict[str, float]]:
+    """`call`'s result and its time on the device: CUDA events around it (`events_s`, idle gaps between kernels
+    included) and the sum of its CUDA kernels' own time from the profiler (`kernels_s`, the GPU kept busy); on a CPU
+    the wall time and the CPU operators' own time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        if cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
+        res = call()
+        if cuda:
+            end.record()
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    if cuda:
+        kernels = sum(e.self_device_time_total for e in prof.key_averages()
+                      if e.device_type == torch.autograd.DeviceType.CUDA)
+        return res, {"events_s": start.elapsed_time(end) / 1e3, "kernels_s": kernels / 1e6, "wall_s": wall}
+    cpu_ops = sum(e.self_cpu_time_total for e in prof.key_averages())
+    return res, {"events_s": wall, "kernels_s": cpu_ops / 1e6, "wall_s": wall}
+
+
+# ---- clips -------------------------------------------------------------------------------------------------------
+def e2e_clip(check: Any) -> Path:
+    """The end-to-end benchmark's 10-minute 720p clip (with --tiny: 40 seconds of 320x240 VP9, which DALI's CPU
+    decoder reads), made once in the check's work directory."""
+    from benchmarks.e2e_clips import clip
+
+    if not check.tiny:
+        return clip("720p10-ultrafast", check.work / "clips")
+    return tiny_clip(check, "tiny-240p10.webm", 320, 240, 10, 100, 40)
+
+
+def long_clips(check: Any) -> dict[str, Path]:
+    """The two long clips: 10-minute 720p (no B-frames, 25-s GOPs) and 10-minute 1080p30 with B-frames and 2-s GOPs;
+    with --tiny, 40-second VP9 clips of 320x240 at 10 fps (10-s GOPs) and 160x96 at 30 fps (2-s GOPs)."""
+    from benchmarks.e2e_clips import clip
+
+    if not check.tiny:
+        return {"10min_720p": e2e_clip(check), "10min_1080p30": clip("1080p30-bframes", check.work / "clips")}
+    return {"tiny_240p10": e2e_clip(check), "tiny_30fps_2s_gops": tiny_clip(check, "tiny-96p30.webm", 160, 96, 30,
+                                                                            60, 40)}
+
+
+def tiny_clip(check: Any, name: str, width: int, height: int, fps: int, gop: int, seconds: int) -> Path:
+    from benchmarks.clips import repeat_clip, write_natural_clip
+
+    work = check.work / "clips"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / name
+    if not path.exists():
+        seg = write_natural_clip(work / f"seg-{name}", codec="libvpx-vp9", frames=gop, width=width, height=height,
+                                 fps=fps, gop=gop)
+        repeat_clip(seg, path, seconds * fps // gop)
+    return path
+
+
+# ---- decode_long -------------------------------------------------------------------------------------------------
+def decode_long(check: Any) -> dict[str, Any]:
+    """One request's decode of each long clip by each decoder (module docstring)."""
+    from videoitg.decode.pool import nvdec_sessions
+
+    index = (check.device.index or 0) if check.cuda else 0
+    n, source = nvdec_sessions(index) if check.cuda else (2, "two DALI CPU pipelines (no GPU)")
+    out: dict[str, Any] = {"nvdec_sessions": n, "sessions_from": source,
+                           "nvdec": "dali-gpu" if check.cuda else "dali-cpu"}
+    for name, clip in long_clips(check).items():
+        def report(row: dict[str, Any], stage: str, name: str = name) -> None:
+            out[name] = row
+            check.progress(out, f"{name} {stage}")
+
+        decode_clip(check, name, clip, n, report)
+    rows = {k: v for k, v in out.items() if isinstance(v, dict)}
+    out["summary"] = "; ".join(
+        f"{k} ({v['frames']} of {v['total_frames']} frames, {v['mb']} MB): " + ", ".join(
+            f"{r} {x['wall_s']:.2f} s" + (f" dec {x['utilisation'].get('decoder_pct_mean', '-')}%"
+                                           if "utilisation" in x else "")
+            if "wall_s" in x else f"{r} skipped" for r, x in v["runs"].items()) for k, v in rows.items())
+    out["ok"] = all(r["ok"] for r in rows.values())
+    return out
+
+
+def decode_clip(check: Any, name: str, clip: Path, sessions: int,
+                report: Callable[[dict[str, Any], str], None]) -> dict[str, Any]:
+    """decode_long's figures for one clip, reported run by run."""
+    import av
+    import numpy as np
+
+    from videoitg.decode import decode_video, plan_decode
+    from videoitg.decode.budget import Deadline
+    from videoitg.decode.container import build_index, header_info, select_video_stream
+    from videoitg.decode.parallel import machine_workers
+    from videoitg.decode.pieces import minimum_decode
+    from videoitg.decode.pool import DecodePool, Video
+    from videoitg.decode.structs import DecodeLimits
+
+    data = clip.read_bytes()
+    size = check.config("tiny" if check.tiny else "real").vision.image_size
+    plan = plan_decode(data, time_budget_s=None)
+    with av.open(io.BytesIO(data)) as c:
+        s = select_video_stream(c, name)
+        index = build_index(c, s, header_info(c, s)["fps"], DecodeLimits(), Deadline(None), name)
+    frames = plan.frame_indices
+    wh = (plan.colour.width, plan.colour.height)
+    row: dict[str, Any] = {"frames": len(frames), "total_frames": index.total, "mb": round(len(data) / 1e6, 1),
+                           "size": f"{wh[0]}x{wh[1]}", "minimum_decode": minimum_decode(index, frames), "runs": {}}
+    cores = machine_workers()
+    with Utilisation(check.cuda, check.device.index or 0) as u:
+        t0 = time.perf_counter()
+        ref = decode_video(data, image_size=size, decoder="pyav", output="uint8", time_budget_s=None, workers=cores,
+                           numpy=True)
+        row["runs"]["pyav_all_cores"] = {"wall_s": time.perf_counter() - t0, "cores": cores}
+    row["runs"]["pyav_all_cores"]["utilisation"] = u.summary()
+    want = np.asarray(ref.pixel_values)
+
+    def video() -> Video:
+        return Video(data, index, frames, size, wh, plan.colour, Deadline(None), name)
+
+    for run, make in decoder_runs(check, sessions).items():
+        try:
+            pool = DecodePool(make())
+        except Exception as e:  # PyNvVideoCodec or DALI missing or broken here: named, the others still run
+            row["runs"][run] = {"skipped": f"{type(e).__name__}: {e}"[:300]}
+            continue
+        try:
+            row["runs"][run] = pool_run(check, pool, video, want)
+        except Exception as e:  # a decoder failing on this card: recorded, the others still run
+            row["runs"][run] = {"error": f"{type(e).__name__}: {e}"[:600]}
+        finally:
+            pool.close()
+            empty(check.cuda)
+        report(row, run)
+    ran = [r for r in row["runs"].values() if "max_abs_255" in r]
+    # every decoder that ran gave the sampled frames, each within 2/255 of PyAV's on average (NVDEC's measured
+    # pixels on the H200: mean 0.71-0.76; PyNvVideoCodec's conversion is PyAV's own)
+    row["ok"] = bool(ran) and all(r["mean_abs_255"] <= 2.0 for r in ran) and not any(
+        "error" in r for r in row["runs"].values())
+    report(row, "done")
+    return row
+
+
+def decoder_runs(check: Any, n: int) -> dict[str, Callable[[], list]]:
+    """decode_long's decoders: each a factory of its pool's sessions (raising where it cannot run here)."""
+    from videoitg.decode.dali import DaliSession
+    from videoitg.decode.pool import PyAVSession, cpu_overflow_sessions
+
+    idx = (check.device.index or 0) if check.cuda else 0
+    dev = "mixed" if check.cuda else "cpu"
+
+    def nvc() -> list:
+        from videoitg.decode.choice import nvc_available
+
+        if not check.cuda:
+            raise RuntimeError("PyNvVideoCodec decodes on NVDEC only: no GPU here")
+        if not nvc_available():
+            raise RuntimeError("PyNvVideoCodec cannot be imported here")
+        from videoitg.decode.nvc import NvcSession
+
+        return [NvcSession(idx, k) for k in range(n)]
+
+    return {
+        "dali_pipelines": lambda: [DaliSession(dev, idx, k) for k in range(n)],
+        "dali_batch": lambda: [DaliSession(dev, idx, batch=n)],
+        "pynvvideocodec": nvc,
+        # the spare cores' PyAV threads (one at least, so that a machine of few cores runs the mix too)
+        "dali_and_pyav_overflow": lambda: [DaliSession(dev, idx, k) for k in range(n)] + (
+            cpu_overflow_sessions() or [PyAVSession(0, overflow=True)]),
+    }
+
+
+def pool_run(check: Any, pool: Any, video: Callable[[], Any], want: Any) -> dict[str, Any]:
+    """One decoder's run: a warm-up (its sessions build their decoders) on as many pieces as it has sessions, then
+    the request timed with NVML sampling; its frames against PyAV's."""
+    import numpy as np
+    import torch
+
+    v = video()
+    shape = (len(v.frame_numbers), 3, v.image_size, v.image_size)
+    out = torch.empty(shape, dtype=torch.uint8, device=check.device) if check.cuda else np.empty(shape, np.uint8)
+    warm = pool.plan(v)[:sum(s.batch for s in pool.sessions)]
+    pool.decode(v, out, pieces=warm)
+    with Utilisation(check.cuda, check.device.index or 0) as u:
+        t0 = time.perf_counter()
+        job = pool.decode(video(), out)
+        if check.cuda:
+            torch.cuda.synchronize(check.device)
+        wall = time.perf_counter() - t0
+    got = out.cpu().numpy() if check.cuda else out
+    d = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    kinds: dict[str, int] = {}
+    for session, pieces in job.by_session.items():
+        kinds[session.split(":")[0]] = kinds.get(session.split(":")[0], 0) + pieces
+    return {"wall_s": wall, "sessions": len(pool.sessions), "pieces": len(job.pieces), "pieces_by_kind": kinds,
+            "decoded_frames": job.decoded_frames, "utilisation": u.summary(),
+            "bit_equal": bool((d == 0).all()), "max_abs_255": int(d.max()), "mean_abs_255": round(float(d.mean()), 3)}
+
+
+# ---- served_e2e --------------------------------------------------------------------------------------------------
 def served_e2e(check: Any) -> dict[str, Any]:
     import torch
 
@@ -37,16 +315,17 @@ def served_e2e(check: Any) -> dict[str, Any]:
     from videoitg.request.text import encode_instruction
 
     ckpt = check.random_checkpoint("e2e-checkpoint", None)
-    clip = e2e_clip(check)
+    clips = long_clips(check)
+    first, clip = next(iter(clips.items()))
     dev, cuda = check.device, check.cuda
     dtype = torch.float16 if cuda else torch.float32
-    out: dict[str, Any] = {"clip": clip.name, "clip_mb": round(clip.stat().st_size / 1e6, 1), "checkpoint": str(ckpt)}
-    q = "When is the red circle visible?"
-    # the released-style request first (its model alone on the GPU), then the server
+    out: dict[str, Any] = {"clips": {k: round(p.stat().st_size / 1e6, 1) for k, p in clips.items()},
+                           "checkpoint": str(ckpt)}
+    # the released-style request first (its model alone on the GPU), then our model's device time, then the server
     model, _ = load_checkpoint(ckpt, "cpu", dtype, with_tokenizer=False)
     base = build_baseline(model.config, dev, dtype, model.state_dict())
     size = model.config.vision.image_size
-    ids = encode_instruction(load_tokenizer(ckpt), q)
+    ids = encode_instruction(load_tokenizer(ckpt), QUESTION)
     del model
     processor = siglip_processor(size)
     with torch.inference_mode():  # first-call setup (kernels, handles) off the timed request
@@ -57,126 +336,82 @@ def served_e2e(check: Any) -> dict[str, Any]:
     check.progress(out, "released-style request")
     base = None
     empty(cuda)
+    out["device_time_s"] = model_device_time(check, ckpt, clip)
+    check.progress(out, "device time of one request's vision and grounding")
     target = "gpu" if cuda else "cpu"
     flags = ["--target", target, "--checkpoint", str(ckpt), "--cache-bytes", "0"]
-    if cuda:
-        flags += ["--decode-instances", "4"]  # NVDEC decodes of concurrent requests overlap
+    if not cuda:
+        flags += ["--decoder", "dali"]  # DALI's CPU decoder on the VP9 clips: the decode pool, streamed
     proc, url = check._serve(flags, "e2e-repository")
     try:
         stats = StepStats(url)
+        out["served"] = {}
         with VideoITGClient(url, protocol="grpc") as client:
-            data = clip.read_bytes()
-            client.infer(data, q)  # warm-up: first-request setup in the steps
-            before = stats.read()
-            served = []
-            for _ in range(2):
-                t0 = time.perf_counter()
-                served.append((client.infer(data, q), time.perf_counter() - t0))
-            gpu_s = stats.per_request(before, stats.read())
-        wall = statistics.median(s for _, s in served)
-        result = served[-1][0].result
-        out["served"] = {"wall_s": [round(s, 3) for _, s in served], "decoder": "dali" if cuda else "pyav",
-                         "same_frame_numbers_as_decord": list(result.frame_indices) == list(frames),
-                         "steps_s_per_request": gpu_s}
+            for k, (name, path) in enumerate(clips.items()):
+                data = path.read_bytes()
+                client.infer(data, QUESTION)  # warm-up: first-request setup in the steps
+                before = stats.read()
+                timed = []
+                for _ in range(2 if k == 0 else 1):
+                    t0 = time.perf_counter()
+                    timed.append((client.infer(data, QUESTION), time.perf_counter() - t0))
+                result = timed[-1][0].result
+                row = {"wall_s": [round(s, 3) for _, s in timed], "frames": len(result.frame_indices),
+                       "steps_s_per_request": stats.per_request(before, stats.read(), len(timed))}
+                if k == 0:
+                    row["same_frame_numbers_as_decord"] = list(result.frame_indices) == list(frames)
+                out["served"][name] = row
+                check.progress(out, f"served request, {name}")
+        wall = statistics.median(s for s in out["served"][first]["wall_s"])
         out["released_over_served"] = released["wall_s"] / wall
-        check.progress(out, "served request")
-        gpu_time = gpu_s[VISION] + gpu_s[GROUNDING]
-        out["throughput"] = concurrent(url, data, q, gpu_time)
+        steps = out["served"][first]["steps_s_per_request"]
+        gpu = {"device_kernels": out["device_time_s"]["kernels_s"], "device_events": out["device_time_s"]["events_s"],
+               "triton_compute": steps[VISION] + steps[GROUNDING]}
+        data = clip.read_bytes()
+        out["bursts"] = {}
+        for n in BURSTS:
+            out["bursts"][str(n)] = burst(url, data, n, gpu, check)
+            check.progress(out, f"{n} concurrent cold requests")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-    ok = out["throughput"]["errors"] == 0 and out["served"]["same_frame_numbers_as_decord"]
-    out.update(ok=ok, summary=f"{clip.name} ({out['clip_mb']} MB), whole request: served {wall:.2f} s, released-style "
-                              f"{released['wall_s']:.2f} s ({out['released_over_served']:.1f}x); {CONCURRENT} "
-                              f"concurrent cold: {out['throughput']['requests_per_s']:.3g} req/s = "
-                              f"{out['throughput']['of_gpu_floor']:.2f} of 1/(GPU time {gpu_time:.3g} s: the vision "
-                              f"and grounding steps' compute per request)")
+    bursts = out["bursts"]
+    ok = all(b["answered"] == b["requests"] for b in bursts.values()) and \
+        out["served"][first]["same_frame_numbers_as_decord"]
+    b8 = bursts[str(BURSTS[0])]
+    out.update(ok=ok, summary=(
+        "whole request: " + ", ".join(f"{k} {statistics.median(v['wall_s']):.2f} s" for k, v in out["served"].items())
+        + f"; released-style {released['wall_s']:.2f} s ({out['released_over_served']:.1f}x on {first}); device time "
+        f"of vision + grounding {gpu['device_kernels']:.3g} s (kernels; events {gpu['device_events']:.3g} s, Triton "
+        f"compute {gpu['triton_compute']:.3g} s); " + "; ".join(
+            f"{n} concurrent cold: {b['answered']}/{b['requests']} answered, {b['requests_per_s']:.3g} req/s = "
+            f"{b['of_gpu_floor']['device_kernels']:.2f} of 1/device time, p50 {b['latency_s']['p50']:.2f} s, p99 "
+            f"{b['latency_s']['p99']:.2f} s" for n, b in bursts.items())
+        + f" (8: decoder utilisation {b8['utilisation'].get('decoder_pct_mean', '-')}%)"))
     return out
 
 
-def decode_long(check: Any) -> dict[str, Any]:
-    """One request's decode, each decoder alone: DALI with each chunk fed its piece of the video (the default,
-    `videoitg.decode.pieces`) against DALI fed the whole video for every chunk, the chunks on PARALLEL_PIPELINES
-    pipelines at once (`dali.decode`'s `pipelines`, a candidate), and PyAV (the CPU; its threads over GOP ranges), on
-    served_e2e's 10-minute 720p clip (512 frames) and on a 60-second 720p clip with B-frames (x264 veryfast); the
-    DALI runs' pixels compared (bit-equal: the same packets decoded from the same keyframes).
-    With --tiny: DALI's CPU decoder on an 8-second 320x240 VP9 clip."""
-    import torch
+def model_device_time(check: Any, ckpt: Path, clip: Path) -> dict[str, float]:
+    """The device time of one request's vision and grounding work on `clip`'s sampled frames: the model loaded and
+    prepared as the served torch runtime prepares it (`Scorer`: `prepare_inference`, compiled layers on a GPU), a
+    warm-up call (compiling), then one call under `device_time`."""
+    from videoitg.decode import decode_video
+    from videoitg.pipeline.scorer import Scorer
 
-    from benchmarks.clips import repeat_clip, write_natural_clip
+    dtype = "float16" if check.cuda else "float32"
+    held = {"scorer": Scorer(ckpt, device=str(check.device), dtype=dtype, decoder="pyav")}
+    frames = decode_video(clip, image_size=held["scorer"].config.vision.image_size, decoder="pyav", output="uint8",
+                          time_budget_s=None)
 
-    cuda, work = check.cuda, check.work / "clips"
-    work.mkdir(parents=True, exist_ok=True)
-    size = check.config("tiny" if check.tiny else "real").vision.image_size
-    codec, (w, h), seconds = ("libx264", (1280, 720), 60) if cuda else ("libvpx-vp9", (320, 240), 8)
-    segment = write_natural_clip(work / f"segment{w}.{'mp4' if cuda else 'webm'}", codec=codec, frames=50, width=w,
-                                 height=h, gop=50, options={"preset": "veryfast"} if cuda else None)
-    clips = {"bframes" if cuda else "vp9": repeat_clip(segment, work / f"repeated{w}{segment.suffix}", seconds // 2)}
-    if cuda:
-        clips["10min_720p"] = e2e_clip(check)
-    decoder = "dali-gpu" if cuda else "dali-cpu"
-    sync = (lambda: torch.cuda.synchronize(check.device)) if cuda else (lambda: None)
-    out: dict[str, Any] = {"decoder": decoder}
-    for name, clip in clips.items():
-        out[name] = decode_row(check, name, clip.read_bytes(), decoder, size, sync)
-        check.progress(out, name)
-    rows = {k: v for k, v in out.items() if k != "decoder"}
-    out["summary"] = "; ".join(f"{k}: {v['frames']} of {v['total_frames']} frames, DALI pieces {v['dali_pieces_s']:.2f}"
-                               f" s, whole {v['dali_whole_s']:.2f} s, {PARALLEL_PIPELINES} pipelines at once "
-                               f"{v['dali_parallel_pieces_s']:.2f} s, PyAV {v['pyav_s']:.2f} s, bit-equal "
-                               f"{v['bit_equal']}" for k, v in rows.items())
-    out["ok"] = all(r["bit_equal"] for r in rows.values())
-    return out
+    def one() -> Any:
+        scorer = held["scorer"]
+        return scorer.score_visual([(scorer.video_features(frames), QUESTION)])
 
-
-def decode_row(check: Any, name: str, data: bytes, decoder: str, size: int, sync: Callable[[], None]) -> dict:
-    """decode_long's figures for one clip."""
-    import io
-
-    import av
-    import torch
-
-    from videoitg.decode import dali, decode_video, plan_decode
-    from videoitg.decode.budget import Deadline
-    from videoitg.decode.container import build_index, header_info, select_video_stream
-    from videoitg.decode.structs import DecodeLimits
-
-    plan = plan_decode(data, time_budget_s=None)
-    with av.open(io.BytesIO(data)) as c:
-        s = select_video_stream(c, name)
-        index = build_index(c, s, header_info(c, s)["fps"], DecodeLimits(), Deadline(None), name)
-    device = check.device if check.cuda else None
-
-    def run(idx: Any, frames: list[int] = plan.frame_indices, pipelines: int = 1) -> tuple[Any, float]:
-        sync()
-        t0 = time.perf_counter()
-        px = dali.decode(decoder, data, frames, size, (plan.colour.width, plan.colour.height), Deadline(None), name,
-                         device, plan.colour, idx, pipelines)
-        sync()
-        return px, time.perf_counter() - t0
-
-    run(index, plan.frame_indices[:1])  # the pipeline's build and the decoder's start, off the timings
-    pieces, pieces_s = run(index)
-    whole, whole_s = run(None)
-    run(index, pipelines=PARALLEL_PIPELINES)  # the other pipelines' builds, off the timing
-    parallel, parallel_s = run(index, pipelines=PARALLEL_PIPELINES)
-    t0 = time.perf_counter()
-    decode_video(data, image_size=size, decoder="pyav", time_budget_s=None)
-    return {"frames": len(plan.frame_indices), "total_frames": index.total, "mb": round(len(data) / 1e6, 1),
-            "dali_pieces_s": pieces_s, "dali_whole_s": whole_s, "dali_parallel_pieces_s": parallel_s,
-            "parallel_pipelines": PARALLEL_PIPELINES, "pyav_s": time.perf_counter() - t0,
-            "bit_equal": bool(torch.equal(pieces, whole)) and bool(torch.equal(pieces, parallel)),
-            "max_abs_diff": float((pieces.float() - whole.float()).abs().max())}
-
-
-def e2e_clip(check: Any) -> Path:
-    """The end-to-end benchmark's 10-minute 720p clip (a 40-second 320x240 one with --tiny), made once in the
-    check's work directory."""
-    from benchmarks.e2e_clips import ClipSpec, clip
-
-    if not check.tiny:
-        return clip("720p10-ultrafast", check.work / "clips")
-    return clip("tiny-240p10", check.work / "clips", ClipSpec(320, 240, 10, 100, 100, 40, {"preset": "ultrafast"}))
+    one()  # compile and first-call setup off the timing
+    _, t = device_time(one, check.cuda)
+    held.clear()  # the model leaves the device before the server loads its own
+    empty(check.cuda, compiled=True)
+    return {k: round(v, 4) for k, v in t.items()}
 
 
 class StepStats:
@@ -197,29 +432,44 @@ class StepStats:
             out[m] = (sum(int(x.get("count", 0)) for x in infer), sum(int(x.get("ns", 0)) for x in infer))
         return out
 
-    def per_request(self, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, float]:
-        """Seconds of compute each step spent per request between two readings (2 requests)."""
-        return {m: (after[m][1] - before[m][1]) / 1e9 / 2 for m in self.STEPS}
+    def per_request(self, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
+                    requests: int) -> dict[str, float]:
+        """Seconds of compute each step spent per request between two readings (`requests` requests)."""
+        return {m: (after[m][1] - before[m][1]) / 1e9 / requests for m in self.STEPS}
 
 
-def concurrent(url: str, data: bytes, q: str, gpu_time: float) -> dict[str, Any]:
-    """CONCURRENT cold requests at once (one client each), against 1 / gpu_time."""
+def burst(url: str, data: bytes, n: int, gpu_time: dict[str, float], check: Any) -> dict[str, Any]:
+    """`n` cold requests at once (one client each): every answer, the latencies, the rate against 1 / each GPU time
+    (device kernels, device events, Triton's compute time), NVML's utilisation through the burst."""
     from videoitg.client.kserve import VideoITGClient
 
     errors: list[str] = []
+    latency: list[float] = []
+    lock = threading.Lock()
 
     def one() -> None:
+        t0 = time.perf_counter()
         try:
             with VideoITGClient(url, protocol="grpc") as c:
-                c.infer(data, q)
+                c.infer(data, QUESTION)
+            with lock:
+                latency.append(time.perf_counter() - t0)
         except Exception as e:  # counted and reported: a failed request is not a throughput
-            errors.append(f"{type(e).__name__}: {e}"[:300])
+            with lock:
+                errors.append(f"{type(e).__name__}: {e}"[:300])
 
-    threads = [threading.Thread(target=one) for _ in range(CONCURRENT)]
-    t0 = time.perf_counter()
-    [th.start() for th in threads]
-    [th.join() for th in threads]
-    wall = time.perf_counter() - t0
-    rate = (CONCURRENT - len(errors)) / wall
-    return {"requests": CONCURRENT, "wall_s": wall, "requests_per_s": rate, "gpu_floor_requests_per_s": 1 / gpu_time,
-            "of_gpu_floor": rate * gpu_time, "errors": len(errors), "error_texts": errors[:3]}
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    with Utilisation(check.cuda, check.device.index or 0) as u:
+        t0 = time.perf_counter()
+        [th.start() for th in threads]
+        [th.join() for th in threads]
+        wall = time.perf_counter() - t0
+    rate = len(latency) / wall
+    lat = sorted(latency) or [math.nan]
+    # p99 by nearest rank: with 8 or 16 requests, the slowest
+    return {"requests": n, "answered": len(latency), "errors": len(errors), "error_texts": errors[:3],
+            "wall_s": wall, "requests_per_s": rate,
+            "latency_s": {"p50": lat[max(0, math.ceil(0.5 * len(lat)) - 1)],
+                          "p99": lat[max(0, math.ceil(0.99 * len(lat)) - 1)], "max": lat[-1]},
+            "gpu_floor_requests_per_s": {k: 1 / v for k, v in gpu_time.items() if v > 0},
+            "of_gpu_floor": {k: rate * v for k, v in gpu_time.items()}, "utilisation": u.summary()}

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PIECES_PER_SESSION = 3  # a request is cut into about this many pieces per session: the sessions even out
+PIECES_PER_SESSION = 3  # a request is cut into about this many pieces per session (per piece a batched session
+# takes at once): the sessions even out
 # NVDEC sessions where NVML does not say how many decode engines the card has: two, the fewest of
 # NVIDIA's data-centre cards that decode video (T4, A10), so a card with more is under-used, never oversubscribed.
 DEFAULT_NVDEC_SESSIONS = 2
@@ -159,7 +160,7 @@ class DecodePool:
     def plan(self, video: Video) -> list[PiecePlan]:
         """The request's pieces for this pool (`pieces.plan_pieces`)."""
         return plan_pieces(video.index, video.frame_numbers, self.max_frames(video),
-                           PIECES_PER_SESSION * len(self.sessions))
+                           PIECES_PER_SESSION * sum(s.batch for s in self.sessions))
 
     def decode(self, video: Video, out: Any, progress: Callable[[int], None] | None = None,
                pieces: list[PiecePlan] | None = None) -> Job:
