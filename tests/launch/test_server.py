@@ -3,7 +3,6 @@ model and a slow one): restricted admin APIs, the stub watchdog, bounded stops, 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -30,57 +29,18 @@ import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.support import ROOT
+from tests.support.launch import serve, server_child, write_model, write_repo
 from tests.support.server import read_until, skip_without_tritonserver, stub_pids, wait_until
 from videoitg.defaults import default_checkpoint
 from videoitg.front.process import environment as front_environment
-from videoitg.launch import procfs, shm, supervise
 from videoitg.launch import server as server_mod
+from videoitg.launch import shm, supervise
 from videoitg.launch.ports import free_ports
 from videoitg.launch.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 
 skip_without_tritonserver()
-
-MODEL = '''
-import pathlib
-import time
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-with pathlib.Path(__file__).with_name("imported").open("a") as f:  # once per process that loads this model's code
-    f.write("x")
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        {init}
-
-    def execute(self, requests):
-        out = []
-        for r in requests:
-            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
-            pathlib.Path(__file__).with_name("started").touch()  # the request is in the model now
-            time.sleep({sleep})
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x * 2)]))
-        return out
-'''
-CONFIG = ('backend: "python"\nmax_batch_size: 0\ninput [{ name: "X" data_type: TYPE_FP32 dims: [ -1 ] }]\n'
-          'output [{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }]\n')
-
-
-def write_model(repo: Path, name: str, sleep: float = 0.0, init: str = "pass") -> None:
-    (repo / name / "1").mkdir(parents=True, exist_ok=True)
-    (repo / name / "1" / "model.py").write_text(MODEL.format(sleep=sleep, init=init))
-    (repo / name / "config.pbtxt").write_text(CONFIG)
-
-
-def write_repo(r: Path) -> Path:
-    write_model(r, "echo")
-    write_model(r, "other")
-    write_model(r, "slow", sleep=30.0)
-    return r
-
 
 def started(repo: Path, log_dir: Path) -> Iterator[TritonServer]:
     srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=log_dir / "server.log").start(120)
@@ -381,30 +341,17 @@ def test_stop_with_a_long_request_in_flight_is_bounded_and_leaks_nothing(server:
 
 
 # ---- the launcher's life ----------------------------------------------------------------------------------------
-def _serve(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "videoitg", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-
-
-def _server_child(pid: int) -> int:
-    for child in procfs.children(pid):
-        with contextlib.suppress(OSError):
-            if procfs.argv(child)[0].endswith(b"tritonserver"):
-                return child
-    raise AssertionError("no tritonserver child")
-
-
 def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Path) -> None:
     """Catches: kill -9 of `videoitg serve` leaving tritonserver running as an orphan holding the ports, and the next
     `serve` on those ports printed "ready" because the orphan answered."""
     ports = [str(p) for p in free_ports(3)]
     args = ["--model-repository", str(repo), "--http-port", ports[0], "--grpc-port", ports[1],
             "--metrics-port", ports[2]]
-    proc = _serve(args)
+    proc = serve(args)
     try:
         lines = read_until(proc, "ready:")
         assert lines[-1].startswith("ready:"), "".join(lines)
-        triton = _server_child(proc.pid)
+        triton = server_child(proc.pid)
         regions = shm_regions([triton])
         proc.kill()  # SIGKILL: the launcher gets no chance to clean up
         proc.wait()
@@ -413,7 +360,7 @@ def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Pat
             time.sleep(0.2)
         assert not alive(triton), "tritonserver outlived its launcher"
         assert not [r for r in regions if (Path("/dev/shm") / r).exists()]
-        again = _serve(args)
+        again = serve(args)
         try:
             lines = read_until(again, "ready:")
             assert lines[-1].startswith("ready:"), "".join(lines)
@@ -431,19 +378,19 @@ def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> N
     """A tritonserver that dies (a request that crashed it, an OOM kill) is started again on the same ports instead
     of ending `videoitg serve`."""
     ports = free_ports(3)
-    proc = _serve(["--model-repository", str(repo), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+    proc = serve(["--model-repository", str(repo), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
                    "--metrics-port", str(ports[2])])
     srv = TritonServer(repo, ServerOptions())  # for its client helpers only: never started
     srv.http_port = ports[0]
     try:
         lines = read_until(proc, "ready:")
         assert lines[-1].startswith("ready:"), "".join(lines)
-        first = _server_child(proc.pid)
+        first = server_child(proc.pid)
         os.kill(first, signal.SIGKILL)
         lines = read_until(proc, "tritonserver ready again")
         out = "".join(lines)
         assert "exited unexpectedly (killed by SIGKILL)" in out and "(restart 1)" in lines[-1], out
-        assert _server_child(proc.pid) != first
+        assert server_child(proc.pid) != first
         assert ready(srv) and infer(srv) == [3.0, 4.0]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0

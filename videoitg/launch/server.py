@@ -421,15 +421,19 @@ class TritonServer:
         parent = os.getpid()
         log = self._log_file if self._log_file is not None else subprocess.DEVNULL
 
-        def popen(cmd: list[str], env: dict[str, str] | None) -> subprocess.Popen:
+        def popen(cmd: list[str], env: dict[str, str] | None, out: Any) -> subprocess.Popen:
             return in_launcher_thread(lambda: subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 preexec_fn=lambda: _die_with_parent(parent),
             ))
 
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
-        self._proc = popen(self.command(backend_dir), binaries.server_env(self.install))
-        self._front = popen(front, self.front_environment())
+        self._proc = popen(self.command(backend_dir), binaries.server_env(self.install), log)
+        # The front's output reaches the log through this process: a print of the front's to a full disk would
+        # end it (tritonserver's own writes fail quietly), so a write the log cannot take is dropped here instead.
+        self._front = popen(front, self.front_environment(), subprocess.PIPE)
+        threading.Thread(target=self._relay, args=(self._front.stdout,), name="videoitg-front-output",
+                         daemon=True).start()
         try:
             self.wait_ready(timeout_s, max_s, cancelled)
         except BaseException:
@@ -489,6 +493,20 @@ class TritonServer:
         except (OSError, ValueError):
             return {}
         return {m["name"]: m.get("state", "") for m in index if isinstance(m, dict) and "name" in m}
+
+    def _relay(self, pipe: Any) -> None:
+        """Copy the front's output into the log until the front ends; what the log cannot take is dropped."""
+        fd = pipe.fileno()
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                log = self._log_file
+                if log is not None:
+                    with contextlib.suppress(OSError, ValueError):  # ValueError: closed by a stop
+                        log.write(chunk)
+        except OSError:
+            pass
+        finally:
+            pipe.close()
 
     def note(self, msg: str, who: str = "watchdog") -> None:
         """A line in the server log. Supervision never depends on it: a line the log cannot take (a full disk, a

@@ -1,0 +1,157 @@
+"""The launcher under faults a deployment meets, with the real tritonserver on a small python-backend repository: a
+model unloaded, the log's disk full (a real tmpfs, root only), tritonserver killed with its log's disk full, SIGINT
+while a start waits. Servers of their own: each test breaks or kills its server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+
+import tritonclient.grpc as grpc
+
+from tests.support.launch import fill, full_disk, serve, server_child, write_model, write_repo
+from tests.support.server import read_until, skip_without_tritonserver, stub_pids, wait_until
+from videoitg.launch.ports import free_ports
+from videoitg.launch.server import ServerOptions, TritonServer
+
+pytestmark = pytest.mark.server
+
+skip_without_tritonserver()
+
+
+def ready(srv: TritonServer) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{srv.http_url}/v2/health/ready", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def infer(srv: TritonServer, model: str = "echo") -> list[float]:
+    body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
+    with urllib.request.urlopen(urllib.request.Request(f"http://{srv.http_url}/v2/models/{model}/infer", data=body),
+                                timeout=60) as r:
+        return json.loads(r.read())["outputs"][0]["data"]
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    return write_repo(tmp_path / "repo")
+
+
+@pytest.fixture()
+def server(repo: Path, tmp_path: Path) -> Iterator[TritonServer]:
+    srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "server.log").start(120)
+    yield srv
+    srv.stop()
+
+
+def test_a_model_that_is_unloaded_is_loaded_again(server: TritonServer) -> None:
+    """Catches: a model no longer loaded stayed so (its requests refused) until someone loaded it by hand; tritonserver
+    2.51 itself says ready once the unload is over (strict readiness leaves unloaded models out)."""
+    c = grpc.InferenceServerClient(server.internal_grpc_url)
+    try:
+        c.unload_model("other", headers=server.admin_headers("grpc"))
+    finally:
+        c.close()
+    t0 = time.monotonic()
+    assert wait_until(lambda: server.watchdog.restarts >= 1 and server.model_states().get("other") == "READY"
+                      and ready(server), 30), server.log_tail()
+    assert infer(server, "other") == [3.0, 4.0]
+    assert [m for m, _ in server.watchdog.repaired] == ["other"]
+    print(f"unloaded model loaded again after {time.monotonic() - t0:.1f} s")
+
+
+def test_the_watchdog_repairs_with_its_log_on_a_full_disk(repo: Path, tmp_path: Path,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    """Catches: the watchdog's note to a full log disk raised, its thread died, and a dead stub was never reloaded
+    (health 200, every request 500)."""
+    with full_disk(tmp_path) as disk:
+        srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=disk / "server.log").start(120)
+        try:
+            fill(disk, disk / "server.log")
+            before = stub_pids(srv)["echo"]
+            os.kill(before, signal.SIGKILL)
+            assert wait_until(lambda: srv.watchdog.restarts >= 1 and ready(srv), 30), srv.watchdog.repaired
+            assert infer(srv) == [3.0, 4.0] and stub_pids(srv)["echo"] != before
+            assert srv.watchdog.repaired == [("echo", "its python-backend stub died")]
+        finally:
+            srv.stop()
+    err = capfd.readouterr().err
+    assert "'echo' cannot answer: its python-backend stub died" in err and "No space left on device" in err, err
+
+
+def test_serve_restarts_tritonserver_with_its_log_on_a_full_disk(repo: Path, tmp_path: Path) -> None:
+    """Catches: `videoitg serve` exiting with a traceback (its note of the restart to the full log raised) when
+    tritonserver died, instead of starting it again."""
+    ports = free_ports(3)
+    with full_disk(tmp_path) as disk:
+        proc = serve(["--model-repository", str(repo), "--log", str(disk / "server.log"), "--http-port",
+                      str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])])
+        try:
+            lines = read_until(proc, "ready:")
+            assert lines[-1].startswith("ready:"), "".join(lines)
+            fill(disk, disk / "server.log")
+            os.kill(server_child(proc.pid), signal.SIGKILL)
+            lines = read_until(proc, "tritonserver ready again")
+            out = "".join(lines)
+            assert lines[-1].startswith("tritonserver ready again"), out
+            assert "Traceback" not in out and "No space left on device" in out, out
+            srv = TritonServer(repo, ServerOptions())  # for its client helpers only: never started
+            srv.http_port = ports[0]
+            assert infer(srv) == [3.0, 4.0]
+            proc.send_signal(signal.SIGINT)
+            rest = proc.communicate(timeout=60)[0]
+            assert proc.returncode == 0 and "Traceback" not in rest, rest
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_sigint_while_serve_waits_for_the_start_is_honoured(tmp_path: Path) -> None:
+    """Catches: SIGINT ignored while `serve` waited for a start (a model that loads for minutes, or a damaged
+    backend), up to the start's 180 s stall bound."""
+    repo = tmp_path / "repo"
+    write_model(repo, "echo")
+    write_model(repo, "loading", init="time.sleep(600)")  # a load that takes minutes and logs nothing
+    ports = free_ports(3)
+    proc = serve(["--model-repository", str(repo), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                  "--metrics-port", str(ports[2])])
+    try:
+        lines = read_until(proc, "starting tritonserver")
+        assert lines[-1].startswith("starting tritonserver"), "".join(lines)
+        assert wait_until(lambda: (repo / "loading" / "1" / "imported").exists(), 60)  # the load is under way
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "SIGINT while tritonserver was starting" in out, out
+    assert "Traceback" not in out and "ready:" not in out, out
+    assert took < 30, f"SIGINT honoured only after {took:.1f} s"
+    print(f"SIGINT during the start: serve exited {took:.1f} s later")
+
+
+def test_a_log_that_cannot_be_read_back_gives_an_empty_tail(tmp_path: Path) -> None:
+    """The start's error messages quote the log's tail: a log that is a device or gone quotes nothing (reading
+    /dev/full for a tail never ended)."""
+    srv = TritonServer(tmp_path, log_path="/dev/full")
+    assert srv.log_tail() == ""
+    srv = TritonServer(tmp_path, log_path=tmp_path / "gone.log")
+    assert srv.log_tail() == ""
+    (tmp_path / "big.log").write_bytes(b"x" * (1 << 20) + b"the end")
+    srv = TritonServer(tmp_path, log_path=tmp_path / "big.log")
+    assert srv.log_tail(7) == "the end" and len(srv.log_tail()) == 4000
