@@ -223,8 +223,8 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
     # the decode sections: two clips served (DALI's CPU decoder on the decode pool, streamed), the device time of a
     # request's model work, bursts of 8 and 16 cold requests all answered; each decoder's run on each long clip
     e2e = sections["served_e2e"]
-    first = next(iter(e2e["served"]))
-    assert len(e2e["served"]) == 2 and e2e["served"][first]["same_frame_numbers_as_decord"]
+    assert len(e2e["served_clips"]) == 2 and e2e["served"] == e2e["served_clips"][e2e["clip"]]
+    assert e2e["served"]["same_frame_numbers_as_decord"]
     assert e2e["released_s"]["decode"] > 0 and e2e["device_time_s"]["events_s"] > 0
     assert {n: (b["requests"], b["answered"], b["errors"]) for n, b in e2e["bursts"].items()} == {
         "8": (8, 8, 0), "16": (16, 16, 0)}
