@@ -78,8 +78,15 @@ def test_a_stub_stopped_at_consecutive_looks_is_killed(watchdog: StubWatchdog) -
 
 def test_a_stub_continued_between_looks_starts_its_count_again(watchdog: StubWatchdog) -> None:
     expected = {"a": {10}}
-    for look, state in enumerate(["T", "S", "T", "S", "t"]):  # never stopped at two looks in a row
+    for look, state in enumerate(["T", "S", "T", "R", "T", "S"]):  # never stopped at two looks in a row
         assert watchdog.verdicts(expected, {"a": {10: Stub(state, 1.0)}}, {}, {}, now=float(look)) == {}
+
+
+def test_a_tracers_stop_is_left_alone(watchdog: StubWatchdog) -> None:
+    """A debugger or a sampling profiler stops the stub it reads (state t): the operator's own doing."""
+    expected = {"a": {10}}
+    assert all(watchdog.verdicts(expected, {"a": {10: Stub("t", 1.0)}}, {}, {}, now=float(t)) == {}
+               for t in range(5))
 
 
 def test_requests_waiting_while_the_stubs_use_no_cpu_mean_wedged(watchdog: StubWatchdog) -> None:

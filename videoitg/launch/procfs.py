@@ -93,8 +93,9 @@ class Stub:
 
     @property
     def stopped(self) -> bool:
-        """Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it takes no request until it is continued."""
-        return self.state in ("T", "t")
+        """Stopped by a signal (SIGSTOP, SIGTSTP): it takes no request until it is continued. A stop of a tracer's
+        (state t: a debugger, a sampling profiler) is the operator's own, not a fault."""
+        return self.state == "T"
 
 
 def stubs(pid: int | None) -> dict[str, dict[int, Stub]]:

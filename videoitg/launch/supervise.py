@@ -82,7 +82,8 @@ class _Quiet:
 class StubWatchdog:
     """Every `interval_s`, each python-backend model is judged by whether it can answer, and repaired when it cannot:
     - a stub that died: the model is reloaded;
-    - a stub stopped (SIGSTOP, a tracer) at `STOPPED_LOOKS` looks in a row: the stub is killed, the model reloaded;
+    - a stub stopped (SIGSTOP, SIGTSTP; not a tracer's stop) at `STOPPED_LOOKS` looks in a row: the stub is
+      killed, the model reloaded;
     - requests waiting for the model while its stubs used no CPU time for `wedge_s`: its stubs are killed, the model
       reloaded;
     - a model of the repository not loaded (unloaded, or a load that failed): it is loaded.
@@ -147,7 +148,7 @@ class StubWatchdog:
                 out[model] = Verdict("its python-backend stub died")
             elif stopped:
                 out[model] = Verdict(f"its python-backend stub is stopped (pid {', '.join(map(str, sorted(stopped)))}"
-                                     "; SIGSTOP or a tracer)", stopped)
+                                     "; SIGSTOP)", stopped)
             elif queued <= 0:
                 self._quiet.pop(model, None)  # nothing waits: nothing to judge
             elif quiet is None or quiet.cpu_s != cpu:
