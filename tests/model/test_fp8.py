@@ -293,7 +293,7 @@ def test_fp8_keeps_the_trained_checkpoints_ranking_on_the_synthetic_evaluation_s
     logits). Top-8 and moments are not asked to be fp32's in every instruction: the released fp16 already changes
     some at such near-ties. Measured here (2 cores, fp32's recall@8 0.514, R1@0.5 0.491): top-8 changed in 8 (fp16),
     18 (bf16), 32 (fp8), 27 (block scales), 40 (every layer) of 320; moments in 8, 19, 23, 28, 48; recall and R1
-    within 0.004; worst error/spread 0.019, 0.058, 0.106, 0.088, 0.202; the widest trade 0.053 of the spread."""
+    within 0.004; worst error/spread 0.020, 0.058, 0.106, 0.088, 0.202; the widest trade 0.053 of the spread."""
     from videoitg.defaults import default_checkpoint
     from videoitg.eval.metrics import best_iou, recall_at_k
     from videoitg.model.checkpoint import load_checkpoint, load_tokenizer
