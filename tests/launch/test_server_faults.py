@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +157,30 @@ def test_a_log_that_cannot_be_read_back_gives_an_empty_tail(tmp_path: Path) -> N
     (tmp_path / "big.log").write_bytes(b"x" * (1 << 20) + b"the end")
     srv = TritonServer(tmp_path, log_path=tmp_path / "big.log")
     assert srv.log_tail(7) == "the end" and len(srv.log_tail()) == 4000
+
+
+def test_a_reset_of_tritonserver_is_worded_as_what_happened(server: TritonServer) -> None:
+    """Catches: tritonserver killed under a request, and the front's answer, 0.2 s later, saying "no answer within
+    300 s"."""
+    box: dict[str, object] = {}
+
+    def request() -> None:
+        body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
+        t0 = time.monotonic()
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"http://{server.http_url}/v2/models/slow/infer",
+                                                          data=body), timeout=120)
+        except urllib.error.HTTPError as e:
+            box["status"], box["body"] = e.code, e.read().decode()
+        box["took"] = time.monotonic() - t0
+
+    th = threading.Thread(target=request)
+    th.start()
+    assert wait_until((server.repository / "slow" / "1" / "started").exists, 60)  # in the model: 30 s to go
+    t0 = time.monotonic()
+    os.kill(server.pid, signal.SIGKILL)
+    th.join(60)
+    assert box.get("status") == 503, box
+    said = str(box["body"])  # "tritonserver closed the connection before its answer was whole", or "... lost"
+    assert "UpstreamError: " in said and "tritonserver" in said and "no answer within" not in said, box
+    assert time.monotonic() - t0 < 5

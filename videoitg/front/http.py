@@ -195,8 +195,9 @@ class HttpPort(_Port):
             if reader is not None and reader.refusal is not None:
                 return self.refuse_body(reader.refusal)
             self.counters.unavailable["http"] += 1
-            return web.json_response({"error": f"server unavailable ({type(e).__name__}: no answer within "
-                                               f"{timeout_s:.0f} s); try again"}, status=503)
+            why = f"no answer within {timeout_s:.0f} s" if isinstance(e, asyncio.TimeoutError) else str(e)  # a reset
+            return web.json_response({"error": f"server unavailable ({type(e).__name__}: {why}); try again"},
+                                     status=503)
         passed = {k: answer.headers[k.lower()] for k in PASS_HEADERS if k.lower() in answer.headers}
         data = answer.body
         if answer.status >= 400 and "Content-Encoding" not in passed:
