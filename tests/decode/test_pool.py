@@ -23,7 +23,7 @@ from videoitg.decode.budget import Deadline
 from videoitg.decode.choice import dali_available, nvc_available
 from videoitg.decode.colour import signal_of
 from videoitg.decode.container import build_index, select_video_stream
-from videoitg.decode.errors import DecodeTimeoutError
+from videoitg.decode.errors import DecoderUnavailableError, DecodeTimeoutError
 from videoitg.decode.pieces import plan_pieces
 from videoitg.decode.pool import (
     DEFAULT_NVDEC_SESSIONS,
@@ -274,6 +274,12 @@ def test_without_nvml_the_sessions_are_the_cards_datasheet_engines_or_the_defaul
 def test_a_pool_needs_a_primary_session() -> None:
     with pytest.raises(ValueError, match="at least one session"):
         DecodePool([PyAVSession(0, overflow=True)])
+
+
+def test_pynvvideocodec_is_refused_where_it_cannot_decode(clips: dict[str, Path]) -> None:
+    """NVDEC only: asked for frames on the CPU (or without a GPU) it is a typed refusal naming the way out."""
+    with pytest.raises(DecoderUnavailableError, match="NVDEC only"):
+        decode_video(clips["bframes"], image_size=S, params=MANY, decoder="pynvvideocodec")
 
 
 @pytest.mark.skipif(not nvc_available(), reason="PyNvVideoCodec cannot be imported here (not installed, or no "

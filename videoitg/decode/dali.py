@@ -19,7 +19,7 @@ import torch
 from videoitg.decode.colour import DALI_RGB_TO_YUV, YuvSignal, chroma_inverse_taps, dali_colour_params
 from videoitg.decode.errors import VideoDecodeError
 from videoitg.decode.pieces import cut
-from videoitg.decode.pool import Session, Video, Work
+from videoitg.decode.sessions import Session, Video, Work
 
 DALI_PIN = "2.4.0"  # nvidia-dali-cuda130 in the image (videoitg/assets/compat.json), the version the tests run
 

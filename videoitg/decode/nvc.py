@@ -23,7 +23,7 @@ import torch
 from videoitg.decode.errors import VideoDecodeError
 from videoitg.decode.nv12 import check_signal, nv12_to_frames
 from videoitg.decode.pieces import cut
-from videoitg.decode.pool import Session, Video, Work
+from videoitg.decode.sessions import Session, Video, Work
 
 NVC_PIN = "2.2.4"  # pynvvideocodec in the GPU image (deploy/requirements-gpu.txt), the API this module was written for
 NVC_CODECS = frozenset({"h264", "hevc", "av1", "vp8", "vp9"})  # 8-bit 4:2:0 of these decode to NV12 on NVDEC
