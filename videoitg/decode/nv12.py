@@ -114,16 +114,23 @@ def _resample(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
     in_size = x.shape[dim]
     if in_size == out_size:
         return x
-    xmins, kk = pil_coefficients(in_size, out_size)
     shape = [1] * x.dim()
     shape[dim] = out_size
     acc = torch.full([*x.shape[:dim % x.dim()], out_size, *x.shape[dim % x.dim() + 1:]], 1 << (PRECISION_BITS - 1),
                      dtype=torch.int32, device=x.device)
-    for k in range(kk.shape[1]):
-        idx = torch.from_numpy(np.minimum(xmins + k, in_size - 1)).to(x.device)
-        coeff = torch.from_numpy(kk[:, k].astype(np.int32)).to(x.device).view(shape)
-        acc += x.index_select(dim, idx).to(torch.int32) * coeff
+    for idx, coeff in _taps(in_size, out_size, x.device):
+        acc += x.index_select(dim, idx).to(torch.int32) * coeff.view(shape)
     return torch.div(acc, 1 << PRECISION_BITS, rounding_mode="floor").clamp_(0, 255).to(torch.uint8)
+
+
+@lru_cache(maxsize=64)
+def _taps(in_size: int, out_size: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`pil_coefficients` as one (input index, int32 coefficient) pair of tensors per tap, on `device` (made once)."""
+    import torch
+
+    xmins, kk = pil_coefficients(in_size, out_size)
+    return [(torch.from_numpy(np.minimum(xmins + k, in_size - 1)).to(device),
+             torch.from_numpy(kk[:, k].astype(np.int32)).to(device)) for k in range(kk.shape[1])]
 
 
 def resize_like_pil(rgb: torch.Tensor, size: int) -> torch.Tensor:

@@ -175,7 +175,8 @@ class DecodePool:
         """Under the lock: the request's first error; none of its other pieces starts."""
         if job.error is None:
             job.error = error
-            job.video.deadline.cancel() if isinstance(error, DecodeTimeoutError) else None
+            if isinstance(error, DecodeTimeoutError):
+                job.video.deadline.cancel()  # the request's other work stops at its next check too
         job.pending.clear()
         if job in self._jobs:
             self._jobs.remove(job)
