@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoitg.model.fp8 import to_fp8
+from videoitg.model.norms import load_kernels
 
 
 @dataclass
@@ -58,8 +59,6 @@ def compile_layers(model: nn.Module, backend: str = "inductor", options: dict | 
     call, dynamic shapes), or `layers` only (the GPU check's twin of a tower). `backend`: inductor; the CPU
     rehearsals of the tests and the GPU check trace with a backend that generates no code. `options`: inductor's
     (the GPU check times a candidate's). A GPU model's Triton kernels are loaded first (`norms.load_kernels`)."""
-    from videoitg.model.norms import load_kernels
-
     if next(model.parameters()).is_cuda:
         load_kernels()
     for layer in model.transformer_layers() if layers is None else layers:

@@ -6,10 +6,10 @@ once and writes the new stream and its normalized copy once: an OpenAI Triton ke
 in registers (the next power of two of its width, masked). The sum is rounded to the stream's dtype before it is
 normalized, as the unfused path normalizes the stored stream; mean and variance are fp32 sums over the row.
 
-It runs where `HOT_PATH.one_pass_norms` is on, the tensors are on a GPU and the kernel was loaded
-(`load_kernels`, which `compile_layers` calls for a GPU model before compiling: a user-defined Triton kernel inside
-a compiled layer is traced by torch.compile as one call); everywhere else the same function runs as torch ops. The
-switch is off by default: the GPU check times it against the hot path.
+It runs where the caller asks for it (SigLIP's layer passes `HOT_PATH.one_pass_norms`), the tensors are on a GPU and
+the kernel was loaded (`load_kernels`, which `compile_layers` calls for a GPU model before compiling: a user-defined
+Triton kernel inside a compiled layer is traced by torch.compile as one call); everywhere else the same function runs
+as torch ops. The switch is off by default: the GPU check times it against the hot path.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from videoitg.model.hotpath import HOT_PATH
 
 KERNEL = None  # the Triton kernel, once `load_kernels` found Triton
 
@@ -72,11 +70,11 @@ def triton_add_layer_norm(x: torch.Tensor, delta: torch.Tensor | None, norm: nn.
     return h.view(x.shape), y.view(x.shape)
 
 
-def add_layer_norm(x: torch.Tensor, delta: torch.Tensor | None, norm: nn.LayerNorm) -> tuple[torch.Tensor,
-                                                                                              torch.Tensor]:
+def add_layer_norm(x: torch.Tensor, delta: torch.Tensor | None, norm: nn.LayerNorm,
+                   one_pass: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, LayerNorm(h)) with h = x + delta (x itself when delta is None): the residual stream and what the next
-    sublayer reads."""
-    if HOT_PATH.one_pass_norms and x.is_cuda and KERNEL is not None:
+    sublayer reads; by the Triton kernel when `one_pass` and it can run."""
+    if one_pass and x.is_cuda and KERNEL is not None:
         return triton_add_layer_norm(x.contiguous(), None if delta is None else delta.contiguous(), norm)
     h = x if delta is None else x + delta
     return h, F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)

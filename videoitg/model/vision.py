@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoitg.config import VisionConfig
-from videoitg.model.hotpath import gelu_linear
+from videoitg.model.hotpath import HOT_PATH, gelu_linear
 from videoitg.model.norms import add_layer_norm
 
 
@@ -114,8 +114,9 @@ class SiglipEncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x = x + attn(ln1(x)); x + mlp(ln2(x)): the first residual add and ln2 in one pass where
         # `HOT_PATH.one_pass_norms` is on (videoitg.model.norms)
-        x, y = add_layer_norm(x, None, self.layer_norm1)
-        x, y = add_layer_norm(x, self.self_attn(y), self.layer_norm2)
+        one_pass = HOT_PATH.one_pass_norms
+        x, y = add_layer_norm(x, None, self.layer_norm1, one_pass)
+        x, y = add_layer_norm(x, self.self_attn(y), self.layer_norm2, one_pass)
         return x + self.mlp(y)
 
 
