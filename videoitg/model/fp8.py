@@ -16,7 +16,9 @@ Scales (`SCHEMES`), each block's largest magnitude mapped to 448 (e4m3's largest
   on a GPU `torch._scaled_mm` with block-wise scales (Hopper and cuBLASLt 12.9+: scale_a [M, K/128] with strides
   (1, M), so M is padded to a multiple of 4; scale_b the [N/128, K/128] block scales transposed), the sums promoted
   to fp32 per 128-wide block of K (no fast accumulation), the bias added to the bf16 product after it.
-(Both read in torch's aten/src/ATen/native/cuda/ScaledBlas.cpp: `_scaled_mm_out_cuda`'s scale checks.)
+(Both read in torch's aten/src/ATen/native/cuda/ScaledBlas.cpp on its main branch, `_scaled_mm_out_cuda`'s scale
+checks; block scales came with torch 2.9, and the GPU nodes' torch 2.11 is not read line by line: the GPU check
+records an error where a scheme does not run.)
 
 On a CPU, `scaled_mm` emulates the GPU's product: the same quantized operands and scales (one torch function
 quantizes on both devices, so the operands are bit-equal), dequantized and summed in fp32, rounded to bf16 where
