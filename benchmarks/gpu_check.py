@@ -344,7 +344,9 @@ class Check:
                                     ("fp8", torch.bfloat16)):
                     model = build_ours(cfg, self.device, dtype)  # one seed: the same weights, rounded to dtype
                     if name == "fp8":
-                        to_fp8(model)  # the towers' linear layers in float8 (emulated on a CPU)
+                        # the language model's middle decoder layers in float8 (emulated on a CPU); the tiny preset
+                        # has two decoder layers, both of them here
+                        to_fp8(model, list(model.model.layers) if size == "tiny" else None)
                     row[name] = model(pixel_values(frames.to(self.device), dtype), ids.to(self.device)).float().cpu()
                     if name == "fp32":
                         ref = model.to("cpu")(pixel_values(frames), ids).float()  # the CPU fp32 reference

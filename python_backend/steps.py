@@ -109,9 +109,9 @@ def _video_inputs(video: bytes | FileVideo) -> list[Any]:
 
 @dataclass
 class Steps:
-    """Streamed (pyav decoder, `stream_frames` > 0): each decoded chunk goes to the vision step as it arrives, so
-    the tower encodes the first frames while the last decode. Whole (`stream_frames` 0, or the dali decoder): one
-    decode answer, one vision call; on a GPU DALI's frames reach the vision step by DLPack without leaving it."""
+    """Streamed (`stream_frames` > 0, every served decoder): each decoded chunk goes to the vision step as it
+    arrives, so the tower encodes the first frames while the last decode; on a GPU DALI's chunks reach the vision
+    step by DLPack without leaving it. Whole (`stream_frames` 0): one decode answer, one vision call."""
 
     decode: str
     vision: str

@@ -10,6 +10,9 @@ from videoitg.errors import InputError
 # but the first and the last), the rest in bfloat16 (videoitg.model.fp8). "vision-bf16": the vision tower in bfloat16,
 # the rest in the model's dtype (the GPU check measures it against fp16 and fp32; not a default).
 PRECISIONS = ("default", "fp8", "vision-bf16")
+PRECISION_HELP = ("default (every layer in --dtype) | fp8 (the language model's linear layers in float8 e4m3 but its "
+                  "first and last decoder layers', the rest in bfloat16; a GPU with FP8 tensor cores, or emulated on "
+                  "a CPU) | vision-bf16 (the vision tower in bfloat16, the rest in --dtype); docs/performance.md")
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16"}
 

@@ -48,14 +48,13 @@ def _kind(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
-def open_output(path: str | os.PathLike, append: bool = False, truncate: bool = False) -> int:
-    """A descriptor of `path` for writing, created if absent (mode 0644), never through a symbolic link
-    (O_NOFOLLOW) and only if it is a regular file (a FIFO or a device is refused before anything is written, and
-    the open does not block on a FIFO). `append`: writes go to its end; `truncate`: emptied once opened and
-    checked; an appended file is opened for reading too (its last line is checked). The caller closes it.
-    OutputError otherwise."""
-    flags = ((os.O_RDWR if append else os.O_WRONLY) | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-             | (os.O_APPEND if append else 0))
+def open_output(path: str | os.PathLike, append: bool = False) -> int:
+    """A descriptor of `path` for writing, created if absent (mode 0644), never truncated, never through a symbolic
+    link (O_NOFOLLOW) and only if it is a regular file (a FIFO or a device is refused before anything is written,
+    and the open does not block on a FIFO). `append`: writes go to its end, and it is opened for reading too (its
+    last line is checked). The caller closes it. OutputError otherwise."""
+    flags = ((os.O_RDWR | os.O_APPEND if append else os.O_WRONLY) | os.O_CREAT | os.O_NONBLOCK
+             | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as e:
@@ -68,8 +67,6 @@ def open_output(path: str | os.PathLike, append: bool = False, truncate: bool = 
             raise OutputError(f"{os.fspath(path)} is {_kind(st.st_mode)}, not a regular file: nothing is written "
                               "into it")
         os.set_blocking(fd, True)
-        if truncate:
-            os.ftruncate(fd, 0)
     except OSError as e:
         os.close(fd)
         raise output_error(e, path) from None

@@ -72,7 +72,6 @@ def test_one_key_is_one_concept() -> None:
     ({"feature_cache_bytes": "lots"}, "feature_cache_bytes must be an integer"),
     ({"stream_frames": "-1"}, "stream_frames must be an int >= 0"),
     ({"decoder": "nvdec"}, "decoder must be one of pyav, dali"),
-    ({"decoder": "dali", "stream_frames": "8"}, "the dali decoder does not stream"),
     ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
     ({"dtype": "int8"}, "dtype must be one of"),
     ({"precision": "int4"}, "precision must be one of default, fp8"),

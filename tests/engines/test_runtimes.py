@@ -6,6 +6,7 @@ GPU are not run here (docs/engines.md says what has not run)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import tracemalloc
@@ -164,14 +165,18 @@ def test_the_trtllm_model_loads_no_token_embeddings() -> None:
 
 # ---- item: the vision plan's chunk ----------------------------------------------------------------------------
 def test_the_torch_runtimes_run_fp8_and_the_engines_refuse_it() -> None:
-    """precision fp8 turns the torch runtime's towers into FP8 linear layers (a bf16 model); an engine runs the
-    precision it was built with, so asking it for fp8 is an error before any engine file is looked for."""
-    from videoitg.model.fp8 import Float8Linear
+    """precision fp8 turns the torch runtime's language model's middle decoder layers into FP8 linear layers (a bf16
+    model; the first and last stay 16-bit); an engine runs the precision it was built with, so asking it for fp8 is
+    an error before any engine file is looked for."""
+    from videoitg.model.fp8 import Float8Linear, fp8_layers
 
-    model = VideoITG(tiny_config()).to(torch.bfloat16).eval()
+    cfg = tiny_config()
+    cfg.text = dataclasses.replace(cfg.text, num_hidden_layers=4)
+    model = VideoITG(cfg).to(torch.bfloat16).eval()
     vision, grounding = open_vision("torch", model, precision="fp8"), open_grounding("torch", model, precision="fp8")
     assert vision.precision == grounding.precision == "fp8"
-    assert all(isinstance(layer.self_attn.q_proj, Float8Linear) for layer in model.transformer_layers())
+    assert len(fp8_layers(model)) == 2 and all(isinstance(layer.self_attn.qkv, Float8Linear)
+                                               for layer in fp8_layers(model))
     for opener in (open_vision, open_grounding):
         with pytest.raises(EngineError, match="runs the precision it was built with"):
             opener("onnxruntime", model, engines="/nowhere", precision="fp8")

@@ -70,10 +70,11 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     if mode == "bls":  # the video as bytes, a cached digest alone, or a file under a media root; frames if asked
         assert [(i.name, i.optional) for i in top.input] == [
             ("VIDEO", True), ("VIDEO_DIGEST", True), ("VIDEO_URI", True), ("INSTRUCTION", False), ("TOP_K", True),
-            ("RANKING_RULE", True), ("FRAMES", True), ("FRAME_SIZE", True)]
+            ("RANKING_RULE", True), ("MIN_SCORE", True), ("COVERAGE", True), ("FRAMES", True), ("FRAME_SIZE", True)]
     else:
         assert [(i.name, i.optional) for i in top.input] == [
-            ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True)]
+            ("VIDEO", False), ("INSTRUCTION", False), ("TOP_K", True), ("RANKING_RULE", True), ("MIN_SCORE", True),
+            ("COVERAGE", True)]
     outputs = [o.name for o in top.output]
     assert outputs == ["SCORES", "LOGITS", "FRAME_INDICES", "TIMESTAMPS", "RANKING", "TOP_K_FRAMES", "CACHE_HIT",
                        "MOMENTS", "APPLIED_RANKING_RULE", "DURATION"] + (
@@ -81,7 +82,7 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     assert not set(outputs) & {i.name for i in top.input}  # an ensemble would answer an input for such an output
     # The python decode step streams its frames under the BLS model (decoupled); an ensemble step answers once.
     decode = configs["videoitg_decode/config.pbtxt"]
-    streams = mode == "bls" and target == "cpu"  # the pyav decoder (the cpu default) streams under the BLS model
+    streams = mode == "bls"  # every served decoder (pyav on cpu, dali on gpu) streams under the BLS model
     assert decode.model_transaction_policy.decoupled == streams
     assert ("NUM_FRAMES" in {o.name for o in decode.output}) == streams
     if mode == "bls":
@@ -104,9 +105,8 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
 
 def test_dali_decoder_is_the_same_python_backend_decode_step_with_a_decoder_parameter() -> None:
     """`--decoder dali` writes the python decode model (its shim, no model.dali, no Triton DALI backend) with the
-    parameter naming DALI, float32 pixel values to the vision step, answering once (not decoupled); on the gpu
-    target on a GPU instance (Triton names its GPU), on the cpu target on a CPU one. The pyav decoder hands uint8
-    frames over."""
+    parameter naming DALI, uint8 frames to the vision step, streamed in chunks (decoupled) as the pyav decoder's are;
+    on the gpu target on a GPU instance (Triton names its GPU), on the cpu target on a CPU one."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
@@ -124,18 +124,18 @@ def test_dali_decoder_is_the_same_python_backend_decode_step_with_a_decoder_para
         assert dec.parameters["decoder"].string_value == "dali"
         assert dec.parameters["device"].string_value == want_device
         assert kind(dec.instance_group[0].kind) == want_kind
-        assert not dec.model_transaction_policy.decoupled  # one answer: DALI decodes the sampled frames at once
-        assert [o.name for o in dec.output] == ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS", "DURATION"]
-        assert to_type(dec.output[0].data_type) == "TYPE_FP32"
-        assert to_type(parse(dali, "videoitg_vision").input[0].data_type) == "TYPE_FP32"
+        assert dec.model_transaction_policy.decoupled  # chunks as they decode, the vision step on each
+        assert [o.name for o in dec.output] == ["PIXEL_VALUES", "FRAME_INDICES", "TIMESTAMPS", "DURATION", "NUM_FRAMES"]
+        assert to_type(dec.output[0].data_type) == "TYPE_UINT8"
+        assert to_type(parse(dali, "videoitg_vision").input[0].data_type) == "TYPE_UINT8"
         assert parse(dali, "videoitg").parameters["decoder"].string_value == "dali"
-        assert parse(dali, "videoitg").parameters["stream_frames"].string_value == "0"
+        assert parse(dali, "videoitg").parameters["stream_frames"].string_value == "64"
         pyd = parse(py, "videoitg_decode")
         assert pyd.parameters["decoder"].string_value == "pyav" and kind(pyd.instance_group[0].kind) == "KIND_CPU"
         assert to_type(pyd.output[0].data_type) == "TYPE_UINT8"
         assert to_type(parse(py, "videoitg_vision").input[0].data_type) == "TYPE_UINT8"
     ens = parse(render(RepoSpec(mode="ensemble", decoder="dali")), "videoitg_decode")
-    assert ens.parameters["decoder"].string_value == "dali" and to_type(ens.output[0].data_type) == "TYPE_FP32"
+    assert ens.parameters["decoder"].string_value == "dali" and to_type(ens.output[0].data_type) == "TYPE_UINT8"
     with pytest.raises(InputError, match="decoder must be one of pyav, dali"):
         RepoSpec(decoder="nvdec")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from videoitg.decoders import DECODERS, SERVED
-from videoitg.precision import PRECISIONS
+from videoitg.precision import PRECISION_HELP, PRECISIONS
 from videoitg.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -42,10 +42,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"top-K frames when a request sends no TOP_K (default {DEFAULT_TOP_K}, as `score`)")
     p.add_argument("--dtype", default="auto",
                    help="auto (float16 on a GPU as released, float32 on CPU) | float32 | float16 | bfloat16")
-    p.add_argument("--precision", choices=PRECISIONS, default="default",
-                   help="default (every layer in --dtype) | fp8 (the towers' linear layers in float8 e4m3, attention, "
-                        "norms and head in bfloat16; the torch runtimes on a GPU with FP8 tensor cores: "
-                        "docs/performance.md)")
+    p.add_argument("--precision", choices=PRECISIONS, default="default", help=PRECISION_HELP)
     p.add_argument("--max-batch", type=int, default=8, help="requests Triton hands a model at once (default 8)")
     p.add_argument("--decode-instances", type=int, default=1,
                    help="instances of the decode step (pyav: more only pay with spare CPU cores; dali: per GPU)")
@@ -58,7 +55,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="a directory under which a request may name its video by path (VIDEO_URI) instead of sending "
                         "its bytes; repeatable; none by default (references refused). Long videos: docs/limits.md")
     p.add_argument("--stream-frames", type=int, default=64,
-                   help="bls with the pyav decoder: the decode step streams a video's frames to the vision step "
+                   help="bls: the decode step streams a video's frames to the vision step "
                         "in chunks of this many, so the tower encodes while the rest decode (default 64; 0: one "
                         "answer with every frame)")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult, doc_id_problems, write_results_jsonl
-from videoitg.precision import PRECISIONS
+from videoitg.precision import PRECISION_HELP, PRECISIONS
 from videoitg.request.options import SELECTION, add_flags, from_args, select
 from videoitg.sampling import SamplingParams
 
@@ -40,9 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (float16 on a GPU as released, float32 on CPU) | float32 | "
                    "bfloat16 | float16")
-    p.add_argument("--precision", choices=PRECISIONS, default="default",
-                   help="default (every layer in --dtype) | fp8 (the towers' linear layers in float8 e4m3, the rest "
-                   "in bfloat16; a GPU with FP8 tensor cores, or emulated on a CPU: docs/performance.md)")
+    p.add_argument("--precision", choices=PRECISIONS, default="default", help=PRECISION_HELP)
     p.add_argument("--truncate-instruction", action="store_true",
                    help="cut an instruction over the model's length budget as the released model does (default: "
                    "refuse it; in-process only)")

@@ -121,7 +121,7 @@ def _check_dtype(dtype: str) -> None:
 class StepParameters(ModelParameters):
     """What the steps that load the checkpoint share: where its weights are (`checkpoint`: "default" or a directory;
     relative paths are under the repository's root), where they run (`device`, `dtype`: "" is the device's
-    default; `precision`: "fp8" runs the towers' linear layers in float8) and the deployment's limits."""
+    default; `precision`: `videoitg.precision.PRECISIONS`) and the deployment's limits."""
 
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower

@@ -67,8 +67,8 @@ DEFAULT_DECODERS = {"cpu": "pyav", "gpu": "dali"}
 class RepoSpec:
     target: str = "cpu"  # "cpu" | "gpu"
     mode: str = "bls"  # "bls" | "ensemble" (cpu target only)
-    # The decode step's decoder (`videoitg.decoders.SERVED`; a python-backend step either way): "pyav" (PyAV on the
-    # CPU, uint8 frames to the vision step) or "dali" (DALI's Python API inside the step, float32 pixel values:
+    # The decode step's decoder (`videoitg.decoders.SERVED`; a python-backend step either way, uint8 frames streamed
+    # to the vision step): "pyav" (PyAV on the CPU) or "dali" (DALI's Python API inside the step:
     # NVDEC on the gpu target, PyAV for the streams NVDEC cannot number or decode; DALI's CPU decoder on the cpu
     # target, VP8/VP9/MJPEG only). The step self-tests DALI at load (`videoitg.decode.selftest.self_test`).
     # "" = the target's default (`DEFAULT_DECODERS`).
@@ -91,7 +91,7 @@ class RepoSpec:
     # many (decode overlaps the tower); 0: it answers once with every frame. The ensemble never streams.
     stream_frames: int = 64
     dtype: str = ""  # "" = float32 on cpu, float16 on gpu (what the released model runs in)
-    precision: str = "default"  # or "fp8": the towers' linear layers in float8, the rest in bfloat16 (torch runtime)
+    precision: str = "default"  # videoitg.precision.PRECISIONS (the torch runtime)
     # Built-in served defaults, not the environment, so a repository generated from a RepoSpec is reproducible (the
     # committed examples); `videoitg repo build` / `serve` pass Limits.from_args (flags > environment > defaults).
     limits: Limits = field(default_factory=served_defaults)
@@ -127,10 +127,10 @@ class RepoSpec:
             raise InputError("--media-root (videos by reference) needs the bls repository")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision != "default" and self.engines:
+            raise InputError(f"--precision {self.precision} runs the torch runtime's layers so; engines carry their "
+                             "own precision (`videoitg build --precision`): serve without --engines")
         if self.precision == "fp8":
-            if self.engines:
-                raise InputError("--precision fp8 runs the torch runtime's FP8 layers; engines carry their own "
-                                 "precision (`videoitg build --precision`): serve without --engines")
             if self.dtype not in ("", "bfloat16"):
                 raise InputError(f"--precision fp8 runs attention, the norms and the head in bfloat16, not "
                                  f"{self.dtype}: leave --dtype out (or give bfloat16)")
@@ -146,7 +146,7 @@ class RepoSpec:
 
     @property
     def streaming(self) -> bool:
-        """Whether the decode step streams (decoupled): a decoder that streams (pyav) under the BLS model."""
+        """Whether the decode step streams (decoupled): a decoder that streams under the BLS model."""
         return self.mode == "bls" and DECODERS[self.decoder].streams and self.stream_frames > 0
 
 
