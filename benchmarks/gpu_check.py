@@ -357,7 +357,8 @@ class Check:
         ok = all(r["fp32"]["max_abs_diff"] <= 1e-3 and all(x["finite"] for x in r.values()) for r in rows.values())
         summary = "; ".join(f"{size} " + ", ".join(f"{k} max|d| {v['max_abs_diff']:.1e} top32 {v['topk_overlap']:.2f}"
                                                    for k, v in r.items()) for size, r in rows.items())
-        note = " (random weights: only fp32 is judged, <= 1e-3; fp8: the towers' linear layers in float8, rest bf16)"
+        note = (" (random weights: only fp32 is judged, <= 1e-3; fp8: the language model's middle decoder layers in "
+                "float8, rest bf16)")
         return {**rows, "ok": ok, "summary": summary + note}
 
     def clips(self) -> list[Path]:

@@ -217,7 +217,7 @@ def sdpa_rate(device: Any, dtype: Any, b: int, heads: int, kv_heads: int, length
 
 def tower_flops(cfg: Any, frames: int, instruction: int) -> dict[str, dict[str, int]]:
     """One request's FLOPs by tower and unit: GEMMs (every linear layer and the patch embedding) and attention;
-    `fp8_gemm`: the GEMMs FP8 runs (the towers' linear layers)."""
+    `fp8_gemm`: the GEMMs FP8 runs (the language model's middle decoder layers' linear layers)."""
     from benchmarks.perf.flops import request_flops, siglip_layer_flops, siglip_patch_embed_flops
 
     f = request_flops(cfg, frames, instruction)
@@ -233,7 +233,7 @@ def tower_flops(cfg: Any, frames: int, instruction: int) -> dict[str, dict[str, 
 def floors(flops: dict[str, dict[str, int]], gemm: float, fp8: float | None, vis_att: float,
            llm_att: float) -> dict[str, float | None]:
     """Seconds at the given rates: each tower in 16-bit, the cold and cached request, and the cold request in FP8
-    (its towers' linear layers at the FP8 rate, the other GEMMs at `gemm`)."""
+    (its FP8 linear layers at the FP8 rate, the other GEMMs at `gemm`)."""
     tower = {"vision": flops["vision"]["gemm"] / gemm + flops["vision"]["attention"] / vis_att,
              "projector": flops["projector"]["gemm"] / gemm,
              "grounding": flops["grounding"]["gemm"] / gemm + flops["grounding"]["attention"] / llm_att}

@@ -1,6 +1,6 @@
 """`videoitg serve --precision fp8` on the real tritonserver (CPU: the FP8 layers emulated, videoitg/model/fp8.py):
-the steps run the towers' linear layers in float8 and the rest in bfloat16, and a served answer equals the in-process
-`Scorer(precision="fp8")` on the same video."""
+the steps run the language model's middle decoder layers' linear layers in float8 and the rest in bfloat16, and a
+served answer equals the in-process `Scorer(precision="fp8")` on the same video."""
 
 from __future__ import annotations
 
