@@ -50,7 +50,8 @@ class TritonPythonModel:
         self.limits = p.limits
         runtime = p.grounding_runtime
         device = load_device(runtime, self.device)
-        self.model, self.tokenizer, identity = assets.load_served("grounding", device, self.dtype, runtime)
+        self.model, self.tokenizer, identity = assets.load_served(
+            "grounding", device, self.dtype, runtime, p.checkpoint_identity)  # other weights: refused
         self.limits.check_model(self.model.config)  # refuse to load if some admitted video leaves no room
         outside_engine(self.model, "grounding", runtime, self.device)
         longest = max_sequence_length(self.model.config, self.limits.max_sampled_frames,

@@ -60,19 +60,24 @@ class StepAssets:
         what an engine of `runtime` runs (`runtimes.drop_engine_part`: never read from disk)."""
         return self.load_served(part, device, dtype, runtime)[:2]
 
-    def load_served(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch") -> tuple[Any, Any, str]:
+    def load_served(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch",
+                    pinned: str = "") -> tuple[Any, Any, str]:
         """`load_part`, and the identity of the very bytes loaded (`videoitg.model.checkpoint.load_identified`):
-        what a step's engine manifest is checked against, whatever is on disk later."""
+        what a step's engine manifest is checked against, whatever is on disk later. `pinned`: the identity the
+        repository was built for (the step's `checkpoint_identity` parameter); files of another are refused, naming
+        the checkpoint, before any weight is read, so a reload never serves other weights."""
         from videoitg.engines.runtimes import drop_engine_part
         from videoitg.model.checkpoint import load_identified
 
-        return load_identified(self.checkpoint, device, dtype, self.vision_tower, with_tokenizer=part == "grounding",
-                               part=part, drop=lambda model: drop_engine_part(model, part, runtime))
+        return load_identified(self.checkpoint, device, dtype, self.vision_tower, pinned=pinned,
+                               with_tokenizer=part == "grounding", part=part,
+                               drop=lambda model: drop_engine_part(model, part, runtime))
 
-    def identity(self) -> str:
-        """The checkpoint's identity as its files are now (the top-level model, which loads no weights, takes it once
-        at its start), its external tower the one the steps load."""
-        return checkpoint_identity(self.checkpoint, self.vision_tower)
+    def identity(self, pinned: str = "") -> str:
+        """The identity of the checkpoint the steps serve: `pinned` (the repository's `checkpoint_identity`), which
+        the steps load and nothing else; without one, as its files are now (the top-level model, which loads no
+        weights, then takes it once at its start), its external tower the one the steps load."""
+        return pinned or checkpoint_identity(self.checkpoint, self.vision_tower)
 
 
 def repository_root(args: Mapping[str, Any]) -> Path | None:
@@ -141,8 +146,10 @@ def host_features(params: TopParameters) -> bool:
 
 
 def feature_identity(assets: StepAssets, params: TopParameters) -> str:
-    """What the cached features depend on besides the video: weights, dtype, precision, device kind, vision runtime
-    and the engines it runs from."""
+    """What the cached features depend on besides the video: weights (the repository's pinned identity, which the
+    vision step loads and nothing else), dtype, precision, device kind, vision runtime and the engines it runs
+    from."""
     kind, dtype = feature_dtype(params)
-    parts = [assets.identity(), dtype, params.precision, kind, params.vision_runtime, str(assets.engines or "")]
+    parts = [assets.identity(params.checkpoint_identity), dtype, params.precision, kind, params.vision_runtime,
+             str(assets.engines or "")]
     return "|".join(parts)

@@ -46,7 +46,8 @@ class TritonPythonModel:
         self.device, self.dtype = device_dtype(p.device, p.dtype, args, p.precision)
         use_device(self.device)
         runtime = p.vision_runtime
-        model, _, identity = assets.load_served("vision", load_device(runtime, self.device), self.dtype, runtime)
+        model, _, identity = assets.load_served("vision", load_device(runtime, self.device), self.dtype, runtime,
+                                                 p.checkpoint_identity)  # other weights: refused
         outside_engine(model, "vision", runtime, self.device)
         self.runtime = open_vision(runtime, model, engines=assets.engines, checkpoint_identity=identity,
                                    precision=step_precision(p.precision))

@@ -34,13 +34,15 @@ SELECTION = SelectionOptions(5, "exact", MomentParams(thresholds=(0.4, 0.6), min
 SAMPLING = SamplingParams(64, 2.0, "train")
 ROOTS = MediaRoots(("/srv/videos", "/mnt/clips"))
 
-TOP_OTHER = TopParameters("/ckpt", "/tower", "cuda", "float16", "default", LIMITS, SAMPLING, SELECTION, "onnxruntime",
-                          "/engines", 123, "slow_decode", "v", "g", "pyav", 16, ROOTS)
+IDENTITY = "0123456789abcdef"
+TOP_OTHER = TopParameters("/ckpt", "/tower", "cuda", "float16", "default", LIMITS, IDENTITY, SAMPLING, SELECTION,
+                          "onnxruntime", "/engines", 123, "slow_decode", "v", "g", "pyav", 16, ROOTS)
 OTHERS: dict[type[ModelParameters], list[ModelParameters]] = {  # together, every field away from its default
     TopParameters: [TOP_OTHER, replace(TOP_OTHER, decoder="dali", stream_frames=0, dtype="bfloat16", precision="fp8")],
     DecodeParameters: [DecodeParameters("/ckpt", "/tower", "dali", "cuda", SAMPLING, LIMITS, ROOTS, 0)],
-    VisionParameters: [VisionParameters("/ckpt", "/tower", "cuda", "bfloat16", "fp8", LIMITS, "tensorrt", "/engines")],
-    GroundingParameters: [GroundingParameters("/ckpt", "/tower", "cuda", "bfloat16", "fp8", LIMITS, "trtllm",
+    VisionParameters: [VisionParameters("/ckpt", "/tower", "cuda", "bfloat16", "fp8", LIMITS, IDENTITY, "tensorrt",
+                                        "/engines")],
+    GroundingParameters: [GroundingParameters("/ckpt", "/tower", "cuda", "bfloat16", "fp8", LIMITS, IDENTITY, "trtllm",
                                               "/engines")],
     SelectParameters: [SelectParameters(LIMITS, SELECTION)],
 }
@@ -81,6 +83,8 @@ def test_one_key_is_one_concept() -> None:
     ({"sampling_rule": "best"}, "sampling rule must be"),
     ({"MAX_IN_FLIGHT": "0"}, "invalid limit"),
     ({"default_top_k": "0"}, "default_top_k"),
+    ({"checkpoint_identity": "0123456789ABCDEF"}, "checkpoint_identity must be 16 lowercase hex characters"),
+    ({"checkpoint_identity": "0123456789abcdef0"}, "checkpoint_identity must be 16 lowercase hex characters"),
 ])
 def test_a_bad_parameter_is_refused_naming_it(values: dict[str, str], words: str) -> None:
     with pytest.raises(InputError, match=words):

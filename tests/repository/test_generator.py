@@ -23,6 +23,7 @@ from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
 from videoitg.launch import binaries
+from videoitg.model.files import checkpoint_identity
 from videoitg.model.grounding import VideoITG
 from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots
@@ -179,6 +180,38 @@ def test_repository_follows_checkpoint_and_sampling(tmp_path: Path) -> None:
     assert json.dumps(str(tmp_path / "elsewhere")) in elsewhere["videoitg_grounding/config.pbtxt"]
     assert "dims: [ -1, 3, -1, -1 ]" in elsewhere["videoitg_vision/config.pbtxt"]
     assert "dims: [ -1, 3, 56, 56 ]" in files["videoitg_vision/config.pbtxt"]
+
+
+def test_the_repository_pins_the_checkpoint_it_is_written_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model that loads or caches by the checkpoint (the top-level model, vision, grounding) carries its
+    identity as the repository was written; one written where the checkpoint is not pins nothing; a bundled copy
+    pins the copy's (the same bytes)."""
+    monkeypatch.setenv("VIDEOITG_HOME", str(tmp_path / "home"))
+    ckpt = shutil.copytree(default_checkpoint(), tmp_path / "ckpt")
+    identity = checkpoint_identity(ckpt)
+
+    def pins(files: dict[str, str] | Path) -> dict[str, str]:
+        kinds = {"videoitg": TopParameters, "videoitg_vision": VisionParameters,
+                 "videoitg_grounding": GroundingParameters}
+        config = (lambda m: (files / m / "config.pbtxt").read_text()) if isinstance(files, Path) else \
+            (lambda m: files[f"{m}/config.pbtxt"])
+        return {m: k.from_parameters(_string_parameters(config(m))).checkpoint_identity for m, k in kinds.items()}
+
+    files = render(RepoSpec(checkpoint=str(ckpt)))
+    assert pins(files) == dict.fromkeys(pins(files), identity)
+    assert "checkpoint_identity" not in files["videoitg_decode/config.pbtxt"]  # it reads the config alone
+    assert set(pins(render(RepoSpec(checkpoint=str(tmp_path / "elsewhere")))).values()) == {""}
+    repo = build_repository(RepoSpec(checkpoint=str(ckpt)), tmp_path / "repo", bundle=True)
+    assert pins(repo) == pins(files)
+    golden = pins(ROOT / "triton_models" / "cpu")  # the embedded checkpoint's: its bytes, the same on every machine
+    assert set(golden.values()) == {checkpoint_identity(default_checkpoint())}
+
+
+def _string_parameters(config: str) -> dict[str, str]:
+    """A config.pbtxt's string parameters, as a model reads them."""
+    import re
+
+    return dict(re.findall(r'parameters \{\n  key: "([^"]+)"\n  value \{ string_value: "([^"]*)" \}', config))
 
 
 def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: Path) -> None:

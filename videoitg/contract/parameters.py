@@ -25,6 +25,7 @@ DEVICES = ("cpu", "cuda")
 CHECKPOINT = "checkpoint"
 MEDIA_ROOTS = "media_roots"
 FEATURE_CACHE_BYTES = "feature_cache_bytes"
+IDENTITY_CHARS = 16  # a checkpoint identity's length (`videoitg.model.files.checkpoint_identity`)
 
 P = TypeVar("P", bound="ModelParameters")
 
@@ -117,11 +118,18 @@ def _check_dtype(dtype: str) -> None:
                          f"default), got {dtype[:64]!r}")
 
 
+def _check_identity(identity: str) -> None:
+    if identity and (len(identity) != IDENTITY_CHARS or identity.strip("0123456789abcdef")):
+        raise InputError(f"model parameter checkpoint_identity must be {IDENTITY_CHARS} lowercase hex characters "
+                         f"(videoitg.model.files.checkpoint_identity) or empty, got {identity[:64]!r}")
+
+
 @dataclass(frozen=True)
 class StepParameters(ModelParameters):
     """What the steps that load the checkpoint share: where its weights are (`checkpoint`: "default" or a directory;
-    relative paths are under the repository's root), where they run (`device`, `dtype`: "" is the device's
-    default; `precision`: `videoitg.precision.PRECISIONS`) and the deployment's limits."""
+    relative paths are under the repository's root) and which they must be (`checkpoint_identity`), where they run
+    (`device`, `dtype`: "" is the device's default; `precision`: `videoitg.precision.PRECISIONS`) and the
+    deployment's limits."""
 
     checkpoint: str = DEFAULT_CHECKPOINT
     vision_tower: str = ""  # a SigLIP directory, over the checkpoint's mm_vision_tower
@@ -129,11 +137,16 @@ class StepParameters(ModelParameters):
     dtype: str = ""
     precision: str = "default"
     limits: Limits = field(default_factory=Limits)
+    # The checkpoint's identity (`videoitg.model.files.checkpoint_identity`) where the repository was written: a step
+    # refuses to load weights of another identity, and the top-level model keys its feature cache by it. "": not
+    # pinned (the checkpoint was not where the repository was written): each model takes it from the files it reads.
+    checkpoint_identity: str = ""
 
     def __post_init__(self) -> None:
         _check_device(self.device)
         _check_dtype(self.dtype)
         _check_precision(self.precision)
+        _check_identity(self.checkpoint_identity)
         if self.precision == "fp8" and self.dtype not in ("", "bfloat16"):
             raise InputError(f"model parameter precision fp8 runs the rest of the model in bfloat16, but dtype is "
                              f"{self.dtype[:64]!r}")

@@ -264,21 +264,35 @@ def owned(t: torch.Tensor, device: str | torch.device, dtype: torch.dtype) -> to
 
 
 def load_identified(ckpt: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                    vision_tower: str | Path | None = None, **kwargs: Any) -> tuple[VideoITG, Any, str]:
+                    vision_tower: str | Path | None = None, pinned: str = "",
+                    **kwargs: Any) -> tuple[VideoITG, Any, str]:
     """`load_checkpoint` (same arguments), and the `checkpoint_identity` of exactly the bytes it loaded: every file
-    the identity covers is the same file, unwritten, from before the load until its identity was taken
+    the identity covers is the same file, unwritten, from before the identity was taken until the load is over
     (`checkpoint_state`); a checkpoint written meanwhile (a copy still arriving) is refused, to be loaded again once
     it is whole. What the feature cache and engine manifests key by is then the weights served, not the files on
-    disk later."""
+    disk later. `pinned`: the identity the weights must have (a served repository's `checkpoint_identity`); a
+    checkpoint whose files have another is refused before any weight is read (`check_pinned`)."""
     before = checkpoint_state(ckpt, vision_tower)
-    model, tokenizer = load_checkpoint(ckpt, device, dtype, vision_tower, **kwargs)
     identity = checkpoint_identity(ckpt, vision_tower)
+    check_pinned(ckpt, identity, pinned)
+    model, tokenizer = load_checkpoint(ckpt, device, dtype, vision_tower, **kwargs)
     after = checkpoint_state(ckpt, vision_tower)
     if after != before:
         changed = sorted(set(before) ^ set(after) | {f for f in before if after.get(f) != before[f]})
         raise CheckpointError(f"{ckpt}: written while it was loaded ({', '.join(changed)}): load it again once the "
                               "files are complete")
     return model, tokenizer, identity
+
+
+def check_pinned(ckpt: str | Path, identity: str, pinned: str) -> None:
+    """A served step loads only the weights its repository was built for: CheckpointError naming the checkpoint when
+    its files' `identity` is not the `pinned` one ("": nothing pinned, anything goes). Replaced files are served
+    by a restart, which writes the repository anew, never by a step's reload."""
+    if pinned and identity != pinned:
+        raise CheckpointError(f"{ckpt}: changed on disk since this server's repository was built (its identity is "
+                              f"now {identity}, the repository's is {pinned}): restart the server to serve it "
+                              "(`videoitg serve` writes its repository anew at each start; build a repository of "
+                              "`videoitg repo build` again)")
 
 
 def load_tokenizer(ckpt: str | Path):

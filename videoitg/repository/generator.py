@@ -200,18 +200,40 @@ def _python_model(name: str, spec: RepoSpec, sig: Signature, params: ModelParame
     return cfg
 
 
-def model_dims(spec: RepoSpec, root: Path | None = None) -> ModelDims:
-    """The dimensions the checkpoint fixes, read from its config where the steps will read it (`root`: the
-    repository's root, under which relative paths lie). A checkpoint that is not on this machine (`repo build
-    --no-bundle` of a path only the serving host has) leaves them open, as the steps then check them themselves."""
-    from videoitg.model.files import load_config, resolve_checkpoint, resolve_under  # numpy, av: not for --help
+def _local_checkpoint(spec: RepoSpec, root: Path | None) -> tuple[Path, Path | None] | None:
+    """(the checkpoint, the external tower the spec names) where the steps will find them (`root`: the repository's
+    root, under which relative paths lie); None when the checkpoint is not on this machine (`repo build --no-bundle`
+    of a path only the serving host has)."""
+    from videoitg.model.files import resolve_checkpoint, resolve_under  # numpy, av: not for --help
 
     ckpt = resolve_checkpoint(spec.checkpoint, root)
     if not (ckpt / "config.json").is_file():
+        return None
+    return ckpt, resolve_under(spec.vision_tower, root) if spec.vision_tower else None
+
+
+def model_dims(spec: RepoSpec, root: Path | None = None) -> ModelDims:
+    """The dimensions the checkpoint fixes, read from its config where the steps will read it. A checkpoint that is
+    not on this machine leaves them open, as the steps then check them themselves."""
+    from videoitg.model.files import load_config
+
+    local = _local_checkpoint(spec, root)
+    if local is None:
         return OPEN_DIMS
-    tower = resolve_under(spec.vision_tower, root) if spec.vision_tower else None
-    config = load_config(ckpt, tower)[0]  # as the steps' StepAssets do
+    config = load_config(*local)[0]  # as the steps' StepAssets do
     return ModelDims(image_size=config.vision.image_size, hidden_size=config.text.hidden_size)
+
+
+def pinned_identity(spec: RepoSpec, root: Path | None = None) -> str:
+    """The identity of the checkpoint the repository is written for (`videoitg.model.files.checkpoint_identity`:
+    its config and every weight byte, its external tower's too), taken where the steps will read it: pinned in the
+    parameters of every model that loads or caches by it, so a step reloaded later loads those weights or none, and
+    the feature cache keys by them. "" for a checkpoint that is not on this machine: its models take the identity
+    from the files when they load."""
+    from videoitg.model.files import checkpoint_identity
+
+    local = _local_checkpoint(spec, root)
+    return "" if local is None else checkpoint_identity(*local)
 
 
 def repo_signatures(spec: RepoSpec, dims: ModelDims = OPEN_DIMS) -> dict[str, Signature]:
@@ -225,7 +247,7 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
     sig = repo_signatures(spec, model_dims(spec, root))
     shared = StepParameters(checkpoint=spec.checkpoint, vision_tower=spec.vision_tower,
                             device="cuda" if spec.gpu else "cpu", dtype=spec.dtype, precision=spec.precision,
-                            limits=spec.limits)
+                            limits=spec.limits, checkpoint_identity=pinned_identity(spec, root))
     step = {f.name: getattr(shared, f.name) for f in fields(StepParameters)}
     # the documented moment rule (docs/moments.md)
     selection = SelectionOptions(spec.default_top_k, spec.ranking_rule)
