@@ -15,7 +15,7 @@ from videoitg.contract.protocol import TOP
 from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
 
-from .cache import FailureMemory, FeatureCache, cache_key
+from .cache import DamageMetric, FailureMemory, FeatureCache, cache_key
 from .common import STEP_WAIT_S, BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
 from .errors import remember_verdict
 from .frames import check_frames, served_frames
@@ -40,7 +40,8 @@ class TritonPythonModel:
         self.limits = p.limits  # byte bounds here; the queue bound is Triton's (config.pbtxt)
         self.sampling = p.sampling
         self.media_roots = p.media_roots
-        self.identity = feature_identity(assets, p)
+        self.identity = feature_identity(assets, p)  # the repository's pinned identity, else the files' now
+        self.damage = DamageMetric(self.name)  # digest-cache damage found while the identity was taken from files
         self.metrics = BlsMetrics(self.name)
         self.scheduler = FeatureScheduler(FeatureCache(p.feature_cache_bytes), FailureMemory(),
                                           self.limits.max_in_flight, on_change=self._on_change)
@@ -57,7 +58,7 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self.steps.workers.shutdown(wait=False, cancel_futures=True)
         self.frame_workers.shutdown(wait=False, cancel_futures=True)
-        finalized(self.counters, self.metrics)
+        finalized(self.counters, self.metrics, self.damage)
 
     async def execute(self, requests: list[Any]) -> None:
         loop = asyncio.get_running_loop()
