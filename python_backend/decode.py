@@ -41,6 +41,7 @@ class TritonPythonModel:
     uses every core)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
+        self.name = args.get("model_name", DECODE)  # as Triton knows it: its errors name it so (`common.step_error`)
         p = setup(args, DecodeParameters)
         assets = StepAssets.of_model(args, p)
         self.image_size = assets.config().vision.image_size
@@ -75,7 +76,7 @@ class TritonPythonModel:
                 else:  # one video at a time per instance, as unstreamed
                     self._stream(request)
             return None
-        return self.counters.count(respond_each(requests, self._decode, DECODE))
+        return self.counters.count(respond_each(requests, self._decode, self.name))
 
     def _decode(self, request: Any) -> Any:
         with self._video(request) as video:
@@ -91,14 +92,14 @@ class TritonPythonModel:
                 for out in decode_stream(video, self.image_size, self.sampling, self.limits, self.stream_frames,
                                          self.decoder):
                     if pending is not None:
-                        if abandoned(requester, sender, DECODE):
+                        if abandoned(requester, sender, self.name):
                             return  # the decode ends here
                         sender.send(pending)
                     pending = self._response(out)
             response = pending
         except Exception as e:
-            response = error(e, DECODE)
-        if abandoned(requester, sender, DECODE):
+            response = error(e, self.name)
+        if abandoned(requester, sender, self.name):
             return
         self.counters.count([response])
         sender.send(response, flags=final)

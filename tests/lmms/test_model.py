@@ -189,11 +189,13 @@ def test_a_video_llm_answers_from_k_frames_of_either_selection(task, scorer, run
 
 
 def test_answer_table_of_the_two_runs(task, runs, vlm: ServedVLM, tmp_path: Path) -> None:
-    """`videoitg answer-table` on lmms-eval's own results files: one line, a column per selection."""
+    """`videoitg answer-table` on lmms-eval's own results files: one line, a column per selection, each cell with the
+    frames sent per document (K: every clip has more sampled frames), read from the runs' records."""
     out = tmp_path / "table"
     lmms = runs["tmp"] / "lmms"
     assert main(["answer-table", str(lmms / "videoitg"), str(lmms / "uniform"), "--out", str(out)]) == 0
     itg, uni = (runs["metric"][s]["accuracy,none"] for s in ("videoitg", "uniform"))
     assert out.with_suffix(".md").read_text().splitlines()[2:] == [
-        f"| {TASK} | accuracy | {vlm.model} | {K} | {len(task['docs'])} | {itg:.4g} | {uni:.4g} |"]
+        f"| {TASK} | accuracy | {vlm.model} | {K} | {len(task['docs'])} | {itg:.4g} ({K} frames) "
+        f"| {uni:.4g} ({K} frames) |"]
     assert out.with_suffix(".png").stat().st_size > 0

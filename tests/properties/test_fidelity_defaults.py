@@ -44,7 +44,8 @@ class Loaded(Exception):
 
 @pytest.fixture()
 def gpu_less_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
-    """`--device cuda` accepted on this CUDA-less machine; the checkpoint loader records the dtype and stops."""
+    """`--device cuda` accepted on this CUDA-less machine; the checkpoint loader (`load_identified` calls it)
+    records the dtype and stops."""
     seen: list[torch.dtype] = []
 
     def load(ckpt, device="cpu", dtype=torch.float32, *args, **kw):
@@ -53,7 +54,6 @@ def gpu_less_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
         raise Loaded
 
     monkeypatch.setattr(videoitg.pipeline.scorer, "check_device", lambda d: str(d))
-    monkeypatch.setattr(videoitg.pipeline.scorer, "load_checkpoint", load)
     monkeypatch.setattr(videoitg.model.checkpoint, "load_checkpoint", load)
     return seen
 

@@ -64,8 +64,7 @@ def test_the_readers_find_the_calls_they_check() -> None:
     assert {"Tensor", "InferenceResponse", "InferenceRequest", "get_input_tensor_by_name", "TritonError",
             "Tensor.from_dlpack", "MetricFamily", "TRITONSERVER_RESPONSE_COMPLETE_FINAL"} <= pb_utils_uses()
     calls = dali_calls()
-    assert {"decoders.video", "tensor_resize", "filter", "resize", "crop_mirror_normalize", "external_source",
-            "coord_transform"} <= set(calls)
+    assert {"decoders.video", "tensor_resize", "filter", "resize", "external_source", "coord_transform"} <= set(calls)
     assert {"frames", "pad_mode"} <= calls["decoders.video"]
 
 
