@@ -37,20 +37,25 @@ def error_class(message: str) -> str | None:
     return m.group(2) if m else None
 
 
-@cache
-def input_error_names() -> frozenset[str]:
-    """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
+def _class_names(base: type) -> set[str]:
+    """The names of `base` and every class below it, the decoder's and the path refusals' imported first."""
     try:
         import videoitg.decode
     except ImportError:
         pass
     import videoitg.paths  # noqa: F401 - and the refusals of a video by reference
-    names, todo = set(), [InputError]
+    names, todo = set(), [base]
     while todo:
         c = todo.pop()
         names.add(c.__name__)
         todo.extend(c.__subclasses__())
-    return frozenset(names)
+    return names
+
+
+@cache
+def input_error_names() -> frozenset[str]:
+    """Class names of every InputError subclass (decode's included): a step error naming one is the client's."""
+    return frozenset(_class_names(InputError))
 
 
 def client_fault(exc: BaseException) -> bool:
@@ -67,16 +72,7 @@ def verdict_names() -> frozenset[str]:
     could not be read, the server's own faults: none is about the bytes the video's digest names."""
     from videoitg.errors import VideoDecodeError
 
-    try:
-        import videoitg.decode  # noqa: F401 - the decoder's error classes
-    except ImportError:
-        pass
-    names, todo = set(), [VideoDecodeError]
-    while todo:
-        c = todo.pop()
-        names.add(c.__name__)
-        todo.extend(c.__subclasses__())
-    return frozenset(names - TRANSIENT - ABOUT_THE_PATH)
+    return frozenset(_class_names(VideoDecodeError) - TRANSIENT - ABOUT_THE_PATH)
 
 
 def remember_verdict(exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.support import ROOT
+from tests.support.checkpoint_files import scale_weights_in_place
 from videoitg.commands.cli import main as cli_main
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import CheckpointError, NonFiniteError
@@ -52,19 +53,6 @@ def _with_tensors(tmp_path: Path, change: Callable[[dict[str, torch.Tensor]], No
     change(tensors)
     save_file(tensors, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
     return ckpt
-
-
-def _scale_weights_in_place(path: Path, scale: float = 1.5) -> None:
-    """Every float32 weight scaled, written into the same file (same inode, same size), as `cp` over it leaves it."""
-    data = bytearray(path.read_bytes())
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    for name, info in header.items():
-        if name != "__metadata__":
-            a, b = (8 + n + o for o in info["data_offsets"])
-            data[a:b] = (np.frombuffer(bytes(data[a:b]), np.float32) * np.float32(scale)).tobytes()
-    with path.open("r+b") as f:
-        f.write(data)
 
 
 # ---- the digest cache ----------------------------------------------------------------------------------------
@@ -199,7 +187,7 @@ def test_the_weights_loaded_are_the_processs_own_and_the_identity_theirs(tmp_pat
     scorer = Scorer(ckpt)
     held = {k: v.clone() for k, v in scorer.model.state_dict().items()}
     first, identity = scorer.score(path, instruction), scorer.identity
-    _scale_weights_in_place(ckpt / "model.safetensors")
+    scale_weights_in_place(ckpt / "model.safetensors")
     assert all(torch.equal(v, held[k]) for k, v in scorer.model.state_dict().items())
     again = scorer.score(path, instruction)
     assert np.abs(np.asarray(again.logits) - np.asarray(first.logits)).max() <= TOL
@@ -216,7 +204,7 @@ def test_a_checkpoint_written_while_it_loads_is_refused(tmp_path: Path, monkeypa
 
     def load_then_written(*args: object, **kwargs: object) -> object:
         loaded = real(*args, **kwargs)
-        _scale_weights_in_place(ckpt / "model.safetensors")  # a copy arriving over the file meanwhile
+        scale_weights_in_place(ckpt / "model.safetensors")  # a copy arriving over the file meanwhile
         return loaded
 
     monkeypatch.setattr(checkpoint_module, "load_checkpoint", load_then_written)

@@ -423,6 +423,16 @@
     }
   }
 
+  // The video and the options a person chose, or null once what is wrong with them is said (nothing is sent).
+  function askedFor() {
+    try {
+      return { video: chosenVideo(), chosen: chosenOptions() };
+    } catch (e) {
+      refuseHere(e);
+      return null;
+    }
+  }
+
   function refuseHere(error) {
     document.body.dataset.state = "error";
     ui.status.textContent = "Nothing was sent.";
@@ -433,15 +443,9 @@
   async function score(event) {
     event.preventDefault();
     if (document.body.dataset.state === "busy") return;
-    let video;
-    let chosen;
-    try {
-      video = chosenVideo();
-      chosen = chosenOptions();
-    } catch (e) {
-      refuseHere(e);
-      return;
-    }
+    const asked = askedFor();
+    if (asked === null) return;
+    const { video, chosen } = asked;
     const instruction = ui.instruction.value;
     const { body, headerLength } = inferRequest(video, instruction, chosen);
     begin(`Scoring (the request holds ${bytesText(body.size)})`);
@@ -516,15 +520,9 @@
 
   async function ask() {
     if (document.body.dataset.state === "busy" || SETUP.answer === null) return;
-    let video;
-    let chosen;
-    try {
-      video = chosenVideo();
-      chosen = chosenOptions();
-    } catch (e) {
-      refuseHere(e);
-      return;
-    }
+    const asked = askedFor();
+    if (asked === null) return;
+    const { video, chosen } = asked;
     const question = ui.instruction.value;
     const extension = SETUP.answer.extension;
     begin("Asking the video-LLM: the server picks the frames, then the video-LLM answers");
