@@ -14,8 +14,8 @@ from tests.support import ROOT
 FRONT = ROOT / "videoitg" / "front"
 PREFIX = "videoitg.front."
 # Bottom to top: each module may import only those before it.
-ORDER = ("policy", "grpc_policy", "bounds", "config", "process", "tritonserver", "connections", "http", "answer",
-         "grpc_frames", "grpc_calls", "grpc", "webpage", "main", "__main__")
+ORDER = ("policy", "grpc_policy", "bounds", "config", "process", "tritonserver", "lost", "connections", "http",
+         "answer", "grpc_frames", "grpc_calls", "grpc", "webpage", "main", "__main__")
 
 
 def front_imports(path: str) -> set[str]:

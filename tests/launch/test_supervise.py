@@ -25,17 +25,27 @@ class StandIn:
         self.exited = ""
         self.exit_code = None
         self.notes: list[str] = []
-        self.reloaded: list[str] = []
-        self.loaded: list[str] = []
+        self.asked: list[tuple[str, str]] = []  # (what, model), in order
         self.fail_reloads = fail_reloads
 
-    def reload(self, model: str) -> None:
-        self.reloaded.append(model)
+    @property
+    def reloaded(self) -> list[str]:
+        return [m for what, m in self.asked if what == "unload"]
+
+    @property
+    def loaded(self) -> list[str]:
+        return [m for what, m in self.asked if what == "load"]
+
+    def unload(self, model: str) -> None:
+        self.asked.append(("unload", model))
         if len(self.reloaded) <= self.fail_reloads:
-            raise ServerError(f"load of '{model}' failed")
+            raise ServerError(f"unload of '{model}' failed")
 
     def load(self, model: str) -> None:
-        self.loaded.append(model)
+        self.asked.append(("load", model))
+
+    def requests_lost(self, model: str) -> None:
+        self.asked.append(("lost", model))
 
     def waiting(self) -> dict[str, int]:
         return {}
@@ -144,6 +154,22 @@ def test_repairs_kill_first_then_reload_with_backoff_and_bounded_tries(monkeypat
     assert server.reloaded == ["a"] * 3 and w.restarts == 0
     assert w._repair("b", supervise.Verdict("not loaded", unloaded=True))
     assert server.loaded == ["b"] and w.repaired == [("b", "not loaded")] and w.restarts == 1
+
+
+def test_the_requests_a_repaired_model_held_are_said_lost_once_it_is_unloaded() -> None:
+    """Catches: a request held by the public model's stub when it died was never answered (tritonserver 2.51 drops
+    it, even after the reload), so its client waited for the front's 300 s bound. Every repair that unloads a model
+    (its stub dead, stopped or wedged: killed) says so between the unload and the load, even when the unload
+    fails; loading a model that was not loaded loses nothing."""
+    server = StandIn(fail_reloads=1)
+    w = StubWatchdog(server, interval_s=3600.0)
+    w.stop()
+    assert not w._repair("a", supervise.Verdict("its python-backend stub died"))  # the unload fails: lost all the same
+    assert w._repair("a", supervise.Verdict("its python-backend stub died"))
+    assert w._repair("b", supervise.Verdict("wedged", {2 ** 22 + 1}))  # no such process: the kill is a no-op
+    assert w._repair("c", supervise.Verdict("not loaded", unloaded=True))
+    assert server.asked == [("unload", "a"), ("lost", "a"), ("unload", "a"), ("lost", "a"), ("load", "a"),
+                            ("unload", "b"), ("lost", "b"), ("load", "b"), ("load", "c")]
 
 
 def test_supervision_goes_on_through_a_failed_start_of_any_kind_and_ends_a_start_on_a_stop(

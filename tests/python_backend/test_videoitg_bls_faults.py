@@ -1,11 +1,14 @@
 """The served BLS repository when its processes die or stop (a stub killed by its PID, a step stopped with SIGSTOP):
-the decode step notices a requester that is gone, a request in flight ends naming the step that could not answer,
-readiness tells the truth and the watchdog repairs. The module's own server: its tests kill and stop its stubs."""
+the decode step notices a requester that is gone, a request in flight ends naming what could not answer (the front
+answers those the top-level model's process took with it), readiness tells the truth and the watchdog repairs; a
+step reloaded after its checkpoint was replaced on disk refuses the new weights. The module's own server: its tests
+kill and stop its stubs and change its checkpoint."""
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import threading
 import time
@@ -18,12 +21,18 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
 from benchmarks.clips import random_clip
-from tests.support.server import launch, skip_without_tritonserver, wait_until
-from videoitg.client.kserve import RemoteError, VideoITGClient
+from tests.support.checkpoint_files import scale_weights_in_place
+from tests.support.compare import assert_results_close
+from tests.support.server import launch, metric_value, skip_without_tritonserver, wait_until
+from videoitg.client.kserve import RemoteError, UnavailableError, VideoITGClient
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
-from videoitg.launch import procfs
+from videoitg.defaults import default_checkpoint
+from videoitg.front.lost import LOST
+from videoitg.launch import procfs, supervise
 from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.pipeline.scorer import Scorer
 from videoitg.repository.generator import RepoSpec
+from videoitg.request.options import RequestOptions
 
 pytestmark = pytest.mark.server
 
@@ -33,10 +42,17 @@ small_clip = functools.partial(random_clip, size=48)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's checkpoint: a copy of the embedded one, which a test replaces on disk."""
+    return Path(shutil.copytree(default_checkpoint(), tmp_path_factory.mktemp("served") / "ckpt"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Iterator[TritonServer]:
     """Its own server (16-frame decode chunks). Not required to stop cleanly: a request held by a stub that was
     killed is lost inside tritonserver 2.51, whose stop then reaches its exit timeout."""
-    srv = launch(RepoSpec(target="cpu", stream_frames=16), tmp_path_factory, ServerOptions(exit_timeout_s=3))
+    srv = launch(RepoSpec(target="cpu", stream_frames=16, checkpoint=str(checkpoint)), tmp_path_factory,
+                 ServerOptions(exit_timeout_s=3))
     yield srv
     srv.stop()
 
@@ -56,6 +72,14 @@ def ready(server: TritonServer) -> bool:
 
 def repaired(server: TritonServer, model: str) -> list[str]:
     return [cause for m, cause in server.watchdog.repaired if m == model]
+
+
+def in_flight(server: TritonServer) -> float:
+    """Requests the top-level model is serving (its load gauge)."""
+    try:
+        return metric_value(server.metrics(), "videoitg_requests_in_flight")
+    except OSError:
+        return -1.0
 
 
 def test_the_top_level_killed_mid_stream_frees_the_decode_step(server: TritonServer, sample: tuple,
@@ -97,6 +121,59 @@ def test_the_top_level_killed_mid_stream_frees_the_decode_step(server: TritonSer
     assert repaired(server, TOP) == ["its python-backend stub died"]
     print(f"top-level stub killed mid-stream: the decode stopped {noticed:.1f} s later; cold requests after it "
           f"took {took} s")
+
+
+def test_requests_the_top_level_model_held_when_it_died_are_answered_at_once(server: TritonServer, sample: tuple,
+                                                                            tmp_path: Path) -> None:
+    """Catches: requests held by the top-level model's stub when it died were never answered (tritonserver 2.51
+    drops them, even once the watchdog has reloaded the model): their clients waited for the front's 300 s bound.
+    The front answers them, HTTP and gRPC alike, 503 / UNAVAILABLE naming what happened, counted; the next
+    requests are served. Held here in the top-level model's own work (the frames a request asks for, decoded in its
+    process), so no step streams to the stub that dies."""
+    _, _, instruction = sample
+    clip = random_clip(tmp_path / "frames.mp4", seed=5, seconds=300, fps=2, size=256)  # ~300 sampled frames
+    frames = RequestOptions(top_k=300, frames="jpeg", frame_size=64)  # each one decoded again: about a second
+    with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
+        c.score(clip, instruction)  # cached: a request now spends its time decoding its frames in the top-level model
+        t1 = time.monotonic()
+        c.score(clip, instruction, frames)
+        alone = time.monotonic() - t1
+    top, before = stub(server, TOP), server.metrics()
+    ended: dict[str, tuple[float, BaseException | None]] = {}
+
+    def request(protocol: str) -> None:
+        url = server.grpc_url if protocol == "grpc" else server.http_url
+        with VideoITGClient(url, protocol, timeout_s=60) as client:
+            try:
+                client.score(clip, instruction, frames)
+                ended[protocol] = (time.monotonic(), None)
+            except Exception as e:
+                ended[protocol] = (time.monotonic(), e)
+
+    threads = [threading.Thread(target=request, args=(protocol,)) for protocol in ("grpc", "http")]
+    for th in threads:
+        th.start()
+    assert wait_until(lambda: in_flight(server) == 2, 30), in_flight(server)  # both held by the top-level model
+    os.kill(top, signal.SIGKILL)
+    t0 = time.monotonic()
+    for th in threads:
+        th.join(60)
+    answered = {protocol: round(t - t0, 2) for protocol, (t, _) in ended.items()}
+    for protocol, status in (("grpc", "StatusCode.UNAVAILABLE"), ("http", "503")):
+        error = ended[protocol][1]
+        assert isinstance(error, UnavailableError) and error.status == status, (protocol, error)
+        assert str(error).endswith(LOST.format(model=TOP)), error
+        assert answered[protocol] < 10, f"{protocol}: answered {answered[protocol]} s after the kill"
+    after = server.metrics()
+    for protocol in ("grpc", "http"):
+        assert (metric_value(after, "videoitg_front_unavailable", protocol=protocol)
+                - metric_value(before, "videoitg_front_unavailable", protocol=protocol)) == 1, protocol
+    assert wait_until(lambda: ready(server), 30), server.log_tail()
+    for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):  # served again, as usual
+        with VideoITGClient(url, protocol, timeout_s=60) as c:
+            assert c.score(clip, instruction).logits
+    print(f"top-level stub killed with 2 requests in it (one alone took {alone:.1f} s): answered {answered} s "
+          "after the kill")
 
 
 def test_a_stopped_step_is_not_ready_and_its_request_ends_naming_it(server: TritonServer, sample: tuple) -> None:
@@ -160,3 +237,45 @@ def test_every_stub_killed_at_once_is_back_within_seconds(server: TritonServer, 
     assert all(not (after[m] & before[m]) for m in before)  # every model runs a new stub
     assert back < 30, f"ready again only after {back:.1f} s"
     print(f"every stub killed: not ready after {unready:.1f} s, ready again after {back:.1f} s")
+
+
+def test_a_step_reloaded_after_its_checkpoint_changed_refuses_the_new_weights(
+        server: TritonServer, checkpoint: Path, sample: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches: after new weights were written over the served checkpoint, a step reloaded by the watchdog loaded
+    them while the top-level model's feature cache still keyed features by the old identity, so a cache hit paired
+    old features with the new model. The repository pins the identity: each reload is refused naming the checkpoint,
+    cached features are only ever scored by the weights that made them, and the files put back are served again."""
+    monkeypatch.setattr(supervise, "RELOAD_TRIES", 8)  # the test puts the files back before the watchdog gives up
+    path, _, instruction = sample
+    scorer = Scorer(checkpoint)  # the weights the server loaded
+    weights = checkpoint / "model.safetensors"
+    original = weights.read_bytes()
+    with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
+        c.score(path, instruction)  # its features cached
+        scale_weights_in_place(weights)
+        refused = "changed on disk since this server's repository was built"
+        for step in (VISION, GROUNDING):
+            os.kill(stub(server, step), signal.SIGKILL)
+            assert wait_until(lambda s=step: f"repairing '{s}' failed" in server.log_tail(1 << 20), 60), \
+                server.log_tail()
+            assert refused in server.log_tail(1 << 20) and str(checkpoint) in server.log_tail(1 << 20)
+            assert not ready(server)
+            if step == VISION:  # the grounding step still serves the weights that made the cached features
+                cached = c.infer(path, instruction)
+                assert cached.cache_hit
+                assert_results_close(cached.result, scorer.score(path, instruction))
+                with pytest.raises(RemoteError, match=VISION):  # a cold video: no vision step to compute it
+                    c.score(small_clip(tmp_path / "cold.mp4", seed=21), instruction)
+        with pytest.raises(RemoteError, match=GROUNDING):  # old features are never scored by the new weights
+            c.score(path, instruction)
+        with weights.open("r+b") as f:  # the files as the repository was built for them
+            f.write(original)
+        assert wait_until(lambda: ready(server), 120), server.log_tail()
+        again = c.infer(path, instruction)
+    assert again.cache_hit
+    assert_results_close(again.result, scorer.score(path, instruction))
+    assert {VISION, GROUNDING} <= {m for m, _ in server.watchdog.repaired}
+    said = next(line for line in server.log_tail(1 << 20).splitlines() if refused in line)
+    print(f"checkpoint replaced, vision and grounding killed: each reload refused ({said[:400]}); cold requests "
+          f"refused, the cached one scored by the old weights, then refused with the grounding step down; put back, "
+          f"served again")

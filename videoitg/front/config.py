@@ -66,6 +66,9 @@ class FrontConfig:
     # The page at / of the HTTP port (webpage.py, docs/page.md): on, off, or None: on where `host` is a loopback
     # address (`page_on`).
     page: bool | None = None
+    # Read the launcher's notices on stdin (lost.py: a model's instance unloaded with requests in it); only the
+    # launcher, which holds the other end of that pipe, sets it.
+    launcher_notices: bool = False
 
     @property
     def serves_page(self) -> bool:
@@ -97,8 +100,9 @@ def held_budget(cfg: FrontConfig) -> ByteBudget:
 class FrontCounters:
     """What the front answered itself, on the metrics page beside tritonserver's: `videoitg_front_rejected{protocol,
     reason}` (the client's fault: a Refusal's reason's label) and `videoitg_front_unavailable{protocol}`
-    (tritonserver did not answer within its bound, or could not be reached), and `videoitg_front_idle_closed{protocol}`
-    (idle connections closed at the connection cap to take a new one)."""
+    (tritonserver did not answer within its bound, or could not be reached, or the model's process died with the
+    request in it), and `videoitg_front_idle_closed{protocol}` (idle connections closed at the connection cap to take
+    a new one)."""
 
     def __init__(self) -> None:
         self.rejected: Counter[tuple[str, str]] = Counter()
@@ -118,7 +122,8 @@ class FrontCounters:
                  "# TYPE videoitg_front_rejected counter"]
         lines += [f'videoitg_front_rejected{{protocol="{p}",reason="{r}"}} {n}'
                   for (p, r), n in sorted(self.rejected.items())]
-        lines += ["# HELP videoitg_front_unavailable requests answered unavailable: tritonserver did not answer",
+        lines += ["# HELP videoitg_front_unavailable requests answered unavailable: tritonserver did not answer, or "
+                  "the model's process died while they were in flight",
                   "# TYPE videoitg_front_unavailable counter"]
         lines += [f'videoitg_front_unavailable{{protocol="{p}"}} {n}' for p, n in sorted(self.unavailable.items())]
         lines += ["# HELP videoitg_front_idle_closed idle connections closed at the connection cap for a new one",

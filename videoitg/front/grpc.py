@@ -24,6 +24,7 @@ from videoitg.front.connections import admitted
 from videoitg.front.grpc_calls import Call, Connection
 from videoitg.front.grpc_frames import cheap_data_frame_repr
 from videoitg.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_message_error
+from videoitg.front.lost import InFlight, ModelLost, grpc_model
 from videoitg.front.policy import Reason, Refusal
 
 SWEEP_S = 0.5  # how often the time bounds are checked
@@ -34,9 +35,10 @@ DRAIN_S = 1.0
 PassOn = Callable[[str, bytes, "float | None"], Awaitable["bytes | tuple[int, str]"]]
 
 
-def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, Any]:
+def grpc_upstream(cfg: FrontConfig, counters: FrontCounters, in_flight: InFlight) -> tuple[PassOn, Any]:
     """(pass_on, its grpcio channel): `pass_on(method, message, seconds left or None)` is tritonserver's answer, or
-    the (status code, text) the client gets; a ModelInfer is checked by the policy first."""
+    the (status code, text) the client gets; a ModelInfer is checked by the policy first, then held until answered
+    (`in_flight`: one its model's process took with it is answered UNAVAILABLE, `lost.py`)."""
     # Triton's full error text comes back (its own code, not RESOURCE_EXHAUSTED for a long one); clients get a
     # bounded text.
     channel = grpc.aio.insecure_channel(cfg.triton_grpc, options=[("grpc.max_send_message_length", -1),
@@ -52,9 +54,16 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters) -> tuple[PassOn, An
             return err.reason.grpc, err
         bound = (cfg.infer_timeout_s if method == "ModelInfer" else
                  cfg.health_timeout_s if method in HEALTH_METHODS else cfg.pass_timeout_s)
+        timeout = bound if remaining is None else min(remaining, bound)
         try:
-            return await calls[method](raw, timeout=bound if remaining is None else min(remaining, bound),
-                                       metadata=key if method == "ModelInfer" else None)
+            if method != "ModelInfer":
+                return await calls[method](raw, timeout=timeout)
+            held = in_flight.hold(grpc_model(raw))
+            held.sent()  # unary: the message goes whole
+            return await held.race(calls[method](raw, timeout=timeout, metadata=key))
+        except ModelLost as e:  # the model's process died with it: send it again
+            counters.unavailable["grpc"] += 1
+            return grpc.StatusCode.UNAVAILABLE.value[0], str(e)
         except grpc.aio.AioRpcError as e:
             e.__traceback__ = None  # it would hold the call's frames, and so the message
             code, details = e.code(), e.details() or ""
@@ -73,7 +82,8 @@ class GrpcPort:
     as many calls waiting for their message (a new call past it ends the one that has gone longest without a byte:
     `stalled`) and as many answered at once (`overloaded`)."""
 
-    def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget):
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
+                 in_flight: InFlight | None = None):
         self.cfg, self.counters, self.budget = cfg, counters, budget
         self.limit = min(cfg.max_request_bytes, 2**31 - 1)  # a gRPC message's length is 32 bits
         self.waiting = WaitingCalls(cfg.max_connections)
@@ -82,7 +92,8 @@ class GrpcPort:
         self.idle: dict[Connection, None] = {}  # connections with no open call, the one idle longest first
         self.server: asyncio.Server | None = None
         self.sweeper: asyncio.Task | None = None
-        self.pass_on, self.channel = grpc_upstream(cfg, counters)
+        self.in_flight = in_flight or InFlight()  # its ModelInfer calls until answered (lost.py)
+        self.pass_on, self.channel = grpc_upstream(cfg, counters, self.in_flight)
 
     async def start(self) -> None:
         cheap_data_frame_repr()

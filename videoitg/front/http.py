@@ -23,6 +23,7 @@ from videoitg.front.bounds import (
 )
 from videoitg.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters
 from videoitg.front.connections import LINGER_S, Connections, HttpServer, ServerLog, listen
+from videoitg.front.lost import InFlight, ModelLost, WatchedUpstream
 from videoitg.front.policy import (
     MAX_HEADER_BYTES,
     Reason,
@@ -130,11 +131,13 @@ class HttpPort(_Port):
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
                  routes: Mapping[str, Route] | None = None, closers: Sequence[Closer] = (),
-                 pages: Mapping[str, Route] | None = None):
+                 pages: Mapping[str, Route] | None = None, in_flight: InFlight | None = None):
         # Pooled keep-alive connections (tritonserver.py). A model load holds the tritonserver thread its connection is
         # served on, so the launcher reloads over gRPC (`TritonServer._admin`). No Accept-Encoding of the front's
-        # own: a client that asked for none gets none.
+        # own: a client that asked for none gets none. Each inference is held (`in_flight`, shared with the gRPC
+        # port) until answered: one a model's process took with it is answered here (`lost.py`).
         super().__init__(cfg, counters, cfg.triton_http)
+        self.triton = WatchedUpstream(cfg.triton_http, in_flight or InFlight())
         self.budget = budget
         self.routes: dict[str, Route] = dict(routes or {})
         self.pages: dict[str, Route] = dict(pages or {})  # refused in KServe's error shape, as the API's routes
@@ -195,6 +198,8 @@ class HttpPort(_Port):
             if reader is not None and reader.refusal is not None:
                 return self.refuse_body(reader.refusal)
             self.counters.unavailable["http"] += 1
+            if isinstance(e, ModelLost):  # the model's process died with it: send it again
+                return web.json_response({"error": str(e)}, status=503, headers={"Retry-After": "1"})
             why = f"no answer within {timeout_s:.0f} s" if isinstance(e, asyncio.TimeoutError) else str(e)  # a reset
             return web.json_response({"error": f"server unavailable ({type(e).__name__}: {why}); try again"},
                                      status=503)

@@ -26,6 +26,7 @@ from typing import Any
 
 from videoitg.contract.protocol import OTHER_INPUTS_BYTES, RepoSummary
 from videoitg.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_ENV, INFER_KEY_HEADER, FrontConfig
+from videoitg.front.lost import notice
 from videoitg.front.policy import DEFAULT_MAX_TENSORS
 from videoitg.front.process import environment as front_environment
 from videoitg.launch import binaries
@@ -216,6 +217,8 @@ class TritonServer:
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
         self._front: subprocess.Popen | None = None
+        self._public: tuple[str, ...] = ()  # the models the front lets clients call
+        self._notices = threading.Lock()  # the front's stdin: a notice written, or the pipe closed
         self.restarts = 0  # times `restart` started the server again
         self._log_file = None
         self.http_port = self.grpc_port = self.metrics_port = 0
@@ -320,7 +323,7 @@ class TritonServer:
     def front_command(self) -> list[str]:
         o = self.options
         t = self._triton_ports
-        models = o.models or public_models(self.repository)
+        models = self._public = o.models or public_models(self.repository)
         max_bytes, max_inputs, max_outputs = request_bounds(self.repository, models)
         cfg = FrontConfig(host=o.host, http_port=self.http_port, grpc_port=self.grpc_port,
                           metrics_port=self.metrics_port, triton_http=f"{LOOPBACK}:{t[0]}",
@@ -329,7 +332,7 @@ class TritonServer:
                           max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s),
                           answer_upstream=o.answer_upstream, answer_model=o.answer_model,
                           answer_timeout_s=o.answer_timeout_s, max_video_bytes=video_bound(self.repository, models),
-                          page=o.page)
+                          page=o.page, launcher_notices=True)
         return [sys.executable, "-m", "videoitg.front", json.dumps(cfg.__dict__)]
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
@@ -421,9 +424,9 @@ class TritonServer:
         parent = os.getpid()
         log = self._log_file if self._log_file is not None else subprocess.DEVNULL
 
-        def popen(cmd: list[str], env: dict[str, str] | None, out: Any) -> subprocess.Popen:
+        def popen(cmd: list[str], env: dict[str, str] | None, out: Any, stdin: Any = None) -> subprocess.Popen:
             return in_launcher_thread(lambda: subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                cmd, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 preexec_fn=lambda: _die_with_parent(parent),
             ))
 
@@ -431,7 +434,10 @@ class TritonServer:
         self._proc = popen(self.command(backend_dir), binaries.server_env(self.install), log)
         # The front's output reaches the log through this process: a print of the front's to a full disk would
         # end it (tritonserver's own writes fail quietly), so a write the log cannot take is dropped here instead.
-        self._front = popen(front, self.front_environment(), subprocess.PIPE)
+        # Its stdin is a pipe for the launcher's notices (`requests_lost`), never blocking a writer.
+        self._front = popen(front, self.front_environment(), subprocess.PIPE, subprocess.PIPE)
+        assert self._front.stdin is not None
+        os.set_blocking(self._front.stdin.fileno(), False)
         threading.Thread(target=self._relay, args=(self._front.stdout,), name="videoitg-front-output",
                          daemon=True).start()
         try:
@@ -460,12 +466,33 @@ class TritonServer:
     def reload(self, model: str) -> None:
         """Unload, then load: during the reload the model, and with strict readiness the server, report not ready
         (a plain load of a loaded model would keep the broken instance "ready" until its replacement is up)."""
+        self.unload(model)
+        self.load(model)
+
+    def unload(self, model: str) -> None:
         self._admin(model, "unload")
-        self._admin(model, "load")
 
     def load(self, model: str) -> None:
         """Load a model that is not loaded (unloaded, or a load that failed)."""
         self._admin(model, "load")
+
+    def requests_lost(self, model: str) -> None:
+        """`model`'s instance was unloaded for a repair, its stub dead or killed: tritonserver 2.51 never answers the
+        requests that instance held. For a model clients call, the front is told (a line on its stdin:
+        `front.lost`), and answers each of those still in flight 503 / UNAVAILABLE; a step has no client there. A
+        notice the front cannot take now (gone, or reading nothing) is said in the log, never waited for."""
+        if model not in self._public:
+            return
+        with self._notices:
+            front = self._front
+            try:
+                if front is None or front.stdin is None or front.poll() is not None:
+                    raise ProcessLookupError("the front is not running")
+                os.write(front.stdin.fileno(), notice(model))
+            except (OSError, ValueError) as e:  # ValueError: its pipe closed by a stop
+                self.note(f"the front was not told that '{model}' lost its requests in flight ({e})")
+                return
+        self.note(f"the front answers the requests of '{model}' that were in flight: its process died with them")
 
     def _internal_get(self, url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
         with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}),
@@ -608,6 +635,9 @@ class TritonServer:
         if front is not None and not _wait(front, deadline):
             front.kill()
             front.wait()
+        if front is not None and front.stdin is not None:
+            with self._notices:
+                front.stdin.close()
         code = None
         if proc is not None:
             if not _wait(proc, deadline):

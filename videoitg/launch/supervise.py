@@ -48,9 +48,11 @@ class Launched(Protocol):
     @property
     def exit_code(self) -> int | None: ...
 
-    def reload(self, model: str) -> None: ...
+    def unload(self, model: str) -> None: ...
 
     def load(self, model: str) -> None: ...
+
+    def requests_lost(self, model: str) -> None: ...
 
     def waiting(self) -> dict[str, int]: ...
 
@@ -87,8 +89,10 @@ class StubWatchdog:
     - requests waiting for the model while its stubs used no CPU time for `wedge_s`: its stubs are killed, the model
       reloaded;
     - a model of the repository not loaded (unloaded, or a load that failed): it is loaded.
-    The reload unloads the model first, so readiness says false until it answers again. A repair that fails is tried
-    again after 1, 2, 4, 8 s; after `RELOAD_TRIES` the model stays unloaded and the server not ready."""
+    The reload unloads the model first, so readiness says false until it answers again; once it is unloaded the
+    server is told that the requests the model held are lost (`Launched.requests_lost`: for the public model, the
+    front answers them). A repair that fails is tried again after 1, 2, 4, 8 s; after `RELOAD_TRIES` the model stays
+    unloaded and the server not ready."""
 
     def __init__(self, server: Launched, interval_s: float, wedge_s: float = WEDGE_S):
         self.server, self.interval_s, self.wedge_s = server, interval_s, wedge_s
@@ -200,7 +204,14 @@ class StubWatchdog:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         try:
-            (self.server.load if verdict.unloaded else self.server.reload)(model)
+            if not verdict.unloaded:
+                # Unloaded first, so readiness says false until it answers again (a plain load of a loaded model
+                # would keep the broken instance "ready" until its replacement is up).
+                try:
+                    self.server.unload(model)
+                finally:  # its stub is dead or killed: what it held is never answered by tritonserver 2.51
+                    self.server.requests_lost(model)
+            self.server.load(model)
         except (OSError, VideoITGError) as e:
             if tries >= RELOAD_TRIES:
                 self.given_up.add(model)

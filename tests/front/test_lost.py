@@ -1,0 +1,191 @@
+"""`videoitg.front.lost`: the public inferences a model's instance held when it was unloaded for a repair (its stub
+died, or was killed) are answered by the front at the launcher's notice, 503 / UNAVAILABLE naming what happened,
+counted; other models' requests, requests whose body is still arriving and later ones are passed on as usual (no
+tritonserver: stand-ins in its place; the served case: tests/python_backend/test_videoitg_bls_faults.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+grpc = pytest.importorskip("grpc", reason="the serve extra is not installed")
+
+from aiohttp import web  # noqa: E402
+from tritonclient.grpc import service_pb2  # noqa: E402
+
+from tests.support.front import grpc_front, http_stand_in, outcome  # noqa: E402
+from tests.support.server import settled  # noqa: E402
+from videoitg.contract.protocol import TOP  # noqa: E402
+from videoitg.front import config  # noqa: E402
+from videoitg.front.grpc_policy import SERVICE  # noqa: E402
+from videoitg.front.http import HttpPort  # noqa: E402
+from videoitg.front.lost import LOST, InFlight, ModelLost, WatchedUpstream, grpc_model, notice  # noqa: E402
+
+SAID = LOST.format(model=TOP)
+BODY = b'{"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1], "data": ["when?"]}]}'
+
+
+class Held:
+    """A stand-in for tritonserver's HTTP endpoint that holds every inference until `release` (as a model's stub
+    does while it works), answering everything else at once."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path.endswith("/infer"):
+            await request.read()
+            self.arrived += 1
+            await self.release.wait()
+        return web.json_response({"model_name": request.path.split("/")[3] if "/models/" in request.path else ""})
+
+
+async def post(port: int, path: str = f"/v2/models/{TOP}/infer") -> tuple[int, dict[str, Any], dict[str, str]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}"
+                  "\r\n\r\n").encode() + BODY)
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        return int(lines[0].split()[1]), json.loads(await reader.readexactly(int(headers["Content-Length"]))), headers
+    finally:
+        writer.close()
+
+
+def test_http_requests_a_model_lost_are_answered_at_once_and_the_rest_pass_on() -> None:
+    """Catches: a request held by the public model's stub when it died waited for the front's 300 s bound."""
+
+    async def run() -> None:
+        upstream = Held()
+        runner, up_port = await http_stand_in(upstream.handle)
+        cfg = config.FrontConfig(host="127.0.0.1", http_port=0, grpc_port=0, metrics_port=0,
+                                 triton_http=f"127.0.0.1:{up_port}", triton_grpc="", triton_metrics="",
+                                 models=(TOP, "other"), max_request_bytes=1 << 20)
+        counters, in_flight = config.FrontCounters(), InFlight()
+        port = HttpPort(cfg, counters, config.held_budget(cfg), in_flight=in_flight)
+        await port.start()
+        try:
+            mine = [asyncio.ensure_future(post(port.port)) for _ in range(2)]
+            other = asyncio.ensure_future(post(port.port, "/v2/models/other/infer"))
+            assert await settled(lambda: upstream.arrived == 3, 10)
+            assert in_flight.lost(TOP) == 2
+            for status, body, headers in await asyncio.wait_for(asyncio.gather(*mine), 5):
+                assert (status, body, headers.get("Retry-After")) == (503, {"error": SAID}, "1")
+            assert counters.unavailable["http"] == 2 and not other.done()  # another model's request: still held
+            later = asyncio.ensure_future(post(port.port))  # after the notice: passed on as usual
+            assert await settled(lambda: upstream.arrived == 4, 10)
+            upstream.release.set()
+            assert (await asyncio.wait_for(later, 5))[:2] == (200, {"model_name": TOP})
+            assert (await asyncio.wait_for(other, 5))[:2] == (200, {"model_name": "other"})
+            assert in_flight.lost(TOP) == 0 and counters.unavailable["http"] == 2  # nothing left held
+        finally:
+            await port.stop()
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+def test_a_body_still_arriving_is_held_only_once_it_is_whole_at_tritonserver() -> None:
+    """A request whose body had not all been passed on when the model's instance went reaches the next instance:
+    it is not answered as lost."""
+
+    async def run() -> None:
+        upstream = Held()
+        runner, up_port = await http_stand_in(upstream.handle)
+        in_flight, more = InFlight(), asyncio.Event()
+        watched = WatchedUpstream(f"127.0.0.1:{up_port}", in_flight)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield BODY[:10]
+            await more.wait()
+            yield BODY[10:]
+
+        try:
+            call = asyncio.ensure_future(watched.request(
+                "POST", f"/v2/models/{TOP}/infer", {"Content-Length": str(len(BODY))}, body(), 10))
+            await asyncio.sleep(0.2)
+            assert in_flight.lost(TOP) == 0 and not call.done()
+            more.set()
+            assert await settled(lambda: upstream.arrived == 1, 10)
+            assert in_flight.lost(TOP) == 1
+            with pytest.raises(ModelLost, match=SAID):
+                await asyncio.wait_for(call, 5)
+            health = await watched.request("GET", "/v2/health/ready", {}, None, 5)  # never held
+            assert health.status == 200
+        finally:
+            watched.close()
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+def _infer_request(model: str) -> bytes:
+    req = service_pb2.ModelInferRequest(model_name=model, id="a-request-id")
+    req.inputs.add(name="VIDEO", datatype="BYTES", shape=[1, 1])
+    req.raw_input_contents.append(b"\x01\x00\x00\x00v")
+    return req.SerializeToString()
+
+
+def test_grpc_calls_a_model_lost_end_unavailable_naming_it() -> None:
+    async def run() -> tuple[list[str], int, int, str]:
+        gate, arrived = asyncio.Event(), []
+
+        async def infer(raw: bytes, context: Any) -> bytes:
+            arrived.append(raw)
+            await gate.wait()
+            return service_pb2.ModelInferResponse(model_name=TOP).SerializeToString()
+
+        async with grpc_front({"ModelInfer": infer}) as (target, counters, port), \
+                grpc.aio.insecure_channel(target) as channel:
+            call = channel.unary_unary(f"/{SERVICE}/ModelInfer")
+            held = [asyncio.ensure_future(outcome(call(_infer_request(TOP)))) for _ in range(2)]
+            assert await settled(lambda: len(arrived) == 2, 10)
+            n = port.in_flight.lost(TOP)
+            ended = await asyncio.wait_for(asyncio.gather(*held), 5)
+            later = asyncio.ensure_future(outcome(call(_infer_request(TOP))))  # after the notice: as usual
+            assert await settled(lambda: len(arrived) == 3, 10)
+            gate.set()
+            return ended, n, counters.unavailable["grpc"], await later
+
+    ended, n, counted, later = asyncio.run(run())
+    assert ended == [f"UNAVAILABLE: {SAID}"] * 2 and n == counted == 2 and later == "OK"
+
+
+def test_the_launchers_notices_end_what_they_name_and_nothing_else_does() -> None:
+    async def run() -> list[bool]:
+        in_flight = InFlight()
+        loop = asyncio.get_running_loop()
+        futures = {m: loop.create_future() for m in (TOP, "other")}
+        for m, f in futures.items():
+            in_flight.models[m] = {f}
+        r, w = os.pipe()
+        with open(r, "rb", buffering=0) as pipe:
+            reader = asyncio.ensure_future(in_flight.read_notices(pipe))
+            os.write(w, b"x" * 5000 + b"\n" + b"lost" + b"\n" + notice("nobody") + b"lost " + TOP.encode())
+            await asyncio.sleep(0.2)
+            before = futures[TOP].done()  # a line not yet whole is no notice
+            os.write(w, b"\n")
+            assert await settled(futures[TOP].done, 5)
+            os.close(w)
+            await asyncio.wait_for(reader, 5)  # its end: the launcher closed the pipe
+        return [before, futures[TOP].done(), futures["other"].done()]
+
+    assert asyncio.run(run()) == [False, True, False]
+
+
+def test_the_model_of_a_grpc_request_is_read_from_its_wire_fields() -> None:
+    assert grpc_model(_infer_request(TOP)) == TOP
+    req = service_pb2.ModelInferRequest(model_name="other", model_version="3")
+    req.parameters["priority"].int64_param = 2
+    # fields in any order: model_name last
+    moved = service_pb2.ModelInferRequest(model_version="3").SerializeToString() + \
+        service_pb2.ModelInferRequest(model_name="other").SerializeToString()
+    assert grpc_model(req.SerializeToString()) == "other" == grpc_model(moved)
+    assert grpc_model(b"") == ""
