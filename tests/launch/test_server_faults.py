@@ -1,6 +1,7 @@
 """The launcher under faults a deployment meets, with the real tritonserver on a small python-backend repository: a
-model unloaded, the log's disk full (a real tmpfs, root only), tritonserver killed with its log's disk full, SIGINT
-while a start waits. Servers of their own: each test breaks or kills its server."""
+model unloaded, a model's stub killed with requests in it, the log's disk full (a real tmpfs, root only),
+tritonserver killed with its log's disk full, SIGINT while a start waits. Servers of their own: each test breaks or
+kills its server."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 import tritonclient.grpc as grpc
 
-from tests.support.launch import fill, full_disk, serve, server_child, write_model, write_repo
+from tests.support.launch import CONFIG, fill, full_disk, serve, server_child, write_model, write_repo
 from tests.support.server import read_until, skip_without_tritonserver, stub_pids, wait_until
+from videoitg.front.lost import LOST
 from videoitg.launch.ports import free_ports
 from videoitg.launch.server import ServerOptions, TritonServer
 
@@ -71,6 +73,75 @@ def test_a_model_that_is_unloaded_is_loaded_again(server: TritonServer) -> None:
     assert infer(server, "other") == [3.0, 4.0]
     assert [m for m, _ in server.watchdog.repaired] == ["other"]
     print(f"unloaded model loaded again after {time.monotonic() - t0:.1f} s")
+
+
+# A model that answers each request from a task of its own, as many seconds later as its file `hold` says (read at
+# each request), as the top-level `videoitg` model does
+# (an async `execute` that returns at once, each answer through the request's response sender): tritonserver 2.51
+# never answers what such a model held when its stub died.
+HOLDING = """
+import asyncio
+import pathlib
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.tasks = set()
+
+    async def execute(self, requests):
+        for r in requests:
+            task = asyncio.get_running_loop().create_task(self.answer(r.get_response_sender(), r))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            pathlib.Path(__file__).with_name("started").touch()
+        return None
+
+    async def answer(self, sender, request):
+        x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+        await asyncio.sleep(float(pathlib.Path(__file__).with_name("hold").read_text()))
+        sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x * 2)]),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+"""
+
+
+def test_requests_a_models_process_took_with_it_are_answered_and_no_other_models(tmp_path: Path) -> None:
+    """A repository an operator wrote, every model public: the stub of `held` killed with a request in it. The front
+    answers that request once the watchdog has unloaded the model (503 naming it), and only that one: a request of
+    `slow_answer`, in flight at the same time, is answered by its model as usual; `held` serves again."""
+    repo = tmp_path / "repo"
+    for name, hold in (("held", 60), ("slow_answer", 4)):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "1" / "model.py").write_text(HOLDING)
+        (repo / name / "1" / "hold").write_text(str(hold))
+        (repo / name / "config.pbtxt").write_text(CONFIG)
+    srv = TritonServer(repo, ServerOptions(exit_timeout_s=3), log_path=tmp_path / "server.log").start(120)
+    try:
+        got: dict[str, tuple[float, int, str]] = {}
+
+        def request(model: str) -> None:
+            try:
+                got[model] = (time.monotonic(), 200, json.dumps(infer(srv, model)))
+            except urllib.error.HTTPError as e:
+                got[model] = (time.monotonic(), e.code, json.loads(e.read())["error"])
+
+        threads = [threading.Thread(target=request, args=(m,)) for m in ("held", "slow_answer")]
+        for th in threads:
+            th.start()
+        assert wait_until(lambda: all((repo / m / "1" / "started").exists() for m in ("held", "slow_answer")), 30)
+        os.kill(stub_pids(srv)["held"], signal.SIGKILL)
+        t0 = time.monotonic()
+        for th in threads:
+            th.join(60)
+        t, status, said = got["held"]
+        assert (status, said) == (503, LOST.format(model="held")) and t - t0 < 5, (t - t0, status, said)
+        assert got["slow_answer"][1:] == (200, "[3.0, 4.0]")
+        assert "the front answers the requests of 'held' that were in flight" in srv.log_tail()
+        (repo / "held" / "1" / "hold").write_text("0")  # its next requests are answered at once
+        assert wait_until(lambda: ready(srv), 30)
+        assert infer(srv, "held") == [3.0, 4.0]
+    finally:
+        srv.stop()  # not cleanly: the request the dead stub held is still counted inside tritonserver 2.51
 
 
 def test_the_watchdog_repairs_with_its_log_on_a_full_disk(repo: Path, tmp_path: Path,
