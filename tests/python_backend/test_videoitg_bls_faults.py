@@ -123,47 +123,72 @@ def test_the_top_level_killed_mid_stream_frees_the_decode_step(server: TritonSer
           f"took {took} s")
 
 
-def test_requests_the_top_level_model_held_when_it_died_are_answered_at_once(server: TritonServer, sample: tuple,
-                                                                            tmp_path: Path) -> None:
-    """Catches: requests held by the top-level model's stub when it died were never answered (tritonserver 2.51
-    drops them, even once the watchdog has reloaded the model): their clients waited for the front's 300 s bound.
-    The front answers them, HTTP and gRPC alike, 503 / UNAVAILABLE naming what happened, counted; the next
-    requests are served. Held here in the top-level model's own work (the frames a request asks for, decoded in its
-    process), so no step streams to the stub that dies."""
-    _, _, instruction = sample
-    clip = random_clip(tmp_path / "frames.mp4", seed=5, seconds=300, fps=2, size=256)  # ~300 sampled frames
-    frames = RequestOptions(top_k=300, frames="jpeg", frame_size=64)  # each one decoded again: about a second
+@pytest.fixture(scope="module")
+def held_clip(server: TritonServer, sample: tuple, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clip whose features the server holds: a request for its frames (`FRAMES`) then spends its time decoding
+    them in the top-level model's own process (about a second here), so no step streams to that process while it
+    holds the request."""
+    clip = random_clip(tmp_path_factory.mktemp("held") / "frames.mp4", seed=5, seconds=300, fps=2, size=256)
     with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
-        c.score(clip, instruction)  # cached: a request now spends its time decoding its frames in the top-level model
-        t1 = time.monotonic()
-        c.score(clip, instruction, frames)
-        alone = time.monotonic() - t1
-    top, before = stub(server, TOP), server.metrics()
+        c.score(clip, sample[2])
+    return clip
+
+
+HELD = RequestOptions(top_k=300, frames="jpeg", frame_size=64)  # every sampled frame decoded again
+
+
+def held_requests(server: TritonServer, clip: Path, instruction: str, protocols: tuple[str, ...]
+                  ) -> tuple[list[threading.Thread], dict[str, tuple[float, BaseException | None]]]:
+    """One request of `clip`'s frames per protocol, each in a thread of its own, started once the top-level model
+    holds them all: (the threads, when each ended and how)."""
     ended: dict[str, tuple[float, BaseException | None]] = {}
+    busy = in_flight(server)
 
     def request(protocol: str) -> None:
         url = server.grpc_url if protocol == "grpc" else server.http_url
         with VideoITGClient(url, protocol, timeout_s=60) as client:
             try:
-                client.score(clip, instruction, frames)
+                client.score(clip, instruction, HELD)
                 ended[protocol] = (time.monotonic(), None)
             except Exception as e:
                 ended[protocol] = (time.monotonic(), e)
 
-    threads = [threading.Thread(target=request, args=(protocol,)) for protocol in ("grpc", "http")]
+    threads = [threading.Thread(target=request, args=(protocol,)) for protocol in protocols]
     for th in threads:
         th.start()
-    assert wait_until(lambda: in_flight(server) == 2, 30), in_flight(server)  # both held by the top-level model
+    assert wait_until(lambda: in_flight(server) == busy + len(protocols), 30), in_flight(server)
+    return threads, ended
+
+
+def lost_as_said(ended: dict[str, tuple[float, BaseException | None]], t0: float) -> dict[str, float]:
+    """Seconds from `t0` to each request's end, each checked to be the front's answer to a request the top-level
+    model's process took with it."""
+    statuses = {"grpc": "StatusCode.UNAVAILABLE", "http": "503"}
+    for protocol, (_, error) in ended.items():
+        assert isinstance(error, UnavailableError) and error.status == statuses[protocol], (protocol, error)
+        assert str(error).endswith(LOST.format(model=TOP)), error
+    return {protocol: round(t - t0, 2) for protocol, (t, _) in ended.items()}
+
+
+def test_requests_the_top_level_model_held_when_it_died_are_answered_at_once(server: TritonServer, sample: tuple,
+                                                                            held_clip: Path) -> None:
+    """Catches: requests held by the top-level model's stub when it died were never answered (tritonserver 2.51
+    drops them, even once the watchdog has reloaded the model): their clients waited for the front's 300 s bound.
+    The front answers them, HTTP and gRPC alike, 503 / UNAVAILABLE naming what happened, counted; the next
+    requests are served."""
+    instruction = sample[2]
+    with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
+        t1 = time.monotonic()
+        c.score(held_clip, instruction, HELD)
+        alone = time.monotonic() - t1
+    top, before = stub(server, TOP), server.metrics()
+    threads, ended = held_requests(server, held_clip, instruction, ("grpc", "http"))
     os.kill(top, signal.SIGKILL)
     t0 = time.monotonic()
     for th in threads:
         th.join(60)
-    answered = {protocol: round(t - t0, 2) for protocol, (t, _) in ended.items()}
-    for protocol, status in (("grpc", "StatusCode.UNAVAILABLE"), ("http", "503")):
-        error = ended[protocol][1]
-        assert isinstance(error, UnavailableError) and error.status == status, (protocol, error)
-        assert str(error).endswith(LOST.format(model=TOP)), error
-        assert answered[protocol] < 10, f"{protocol}: answered {answered[protocol]} s after the kill"
+    answered = lost_as_said(ended, t0)
+    assert set(answered) == {"grpc", "http"} and max(answered.values()) < 10, answered
     after = server.metrics()
     for protocol in ("grpc", "http"):
         assert (metric_value(after, "videoitg_front_unavailable", protocol=protocol)
@@ -171,7 +196,7 @@ def test_requests_the_top_level_model_held_when_it_died_are_answered_at_once(ser
     assert wait_until(lambda: ready(server), 30), server.log_tail()
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):  # served again, as usual
         with VideoITGClient(url, protocol, timeout_s=60) as c:
-            assert c.score(clip, instruction).logits
+            assert c.score(held_clip, instruction).logits
     print(f"top-level stub killed with 2 requests in it (one alone took {alone:.1f} s): answered {answered} s "
           "after the kill")
 
@@ -217,18 +242,24 @@ def test_a_stopped_step_is_not_ready_and_its_request_ends_naming_it(server: Trit
           f"after {back:.1f} s")
 
 
-def test_every_stub_killed_at_once_is_back_within_seconds(server: TritonServer, sample: tuple) -> None:
+def test_every_stub_killed_at_once_is_back_within_seconds(server: TritonServer, sample: tuple,
+                                                           held_clip: Path) -> None:
     """Every python stub SIGKILLed together (an OOM kill of the pod's biggest processes, one after another): the
-    watchdog reloads the four models at once; the server is ready and serves again within seconds."""
+    watchdog reloads the four models at once; the server is ready and serves again within seconds, and the request
+    in flight is answered at once (it waited for the front's 300 s bound)."""
     path, _, instruction = sample
     before = procfs.stub_pids(server.pid)
     assert {TOP, DECODE, VISION, GROUNDING} <= set(before)
+    threads, ended = held_requests(server, held_clip, instruction, ("grpc",))
     t0 = time.monotonic()
     for pids in before.values():
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not ready(server), 5), "still ready after every stub was killed"
     unready = time.monotonic() - t0
+    threads[0].join(60)
+    answered = lost_as_said(ended, t0)["grpc"]
+    assert answered < 10, f"the request in flight was answered {answered} s after the kill"
     assert wait_until(lambda: ready(server), 60), server.log_tail()
     back = time.monotonic() - t0
     with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
@@ -236,7 +267,8 @@ def test_every_stub_killed_at_once_is_back_within_seconds(server: TritonServer, 
     after = procfs.stub_pids(server.pid)
     assert all(not (after[m] & before[m]) for m in before)  # every model runs a new stub
     assert back < 30, f"ready again only after {back:.1f} s"
-    print(f"every stub killed: not ready after {unready:.1f} s, ready again after {back:.1f} s")
+    print(f"every stub killed: not ready after {unready:.1f} s, the request in flight answered after {answered} s, "
+          f"ready again after {back:.1f} s")
 
 
 def test_a_step_reloaded_after_its_checkpoint_changed_refuses_the_new_weights(
