@@ -1,4 +1,6 @@
-"""The front's process: its HTTP, gRPC and metrics ports sharing one held-bytes budget, until SIGINT or SIGTERM.
+"""The front's process: its HTTP, gRPC and metrics ports sharing one held-bytes budget and one record of the
+inferences in flight (answered at the launcher's notice on stdin when their model's process died: `lost.py`), until
+SIGINT or SIGTERM.
 
     python -m videoitg.front CONFIG_JSON    # started and stopped by `TritonServer` (server.py)
 """
