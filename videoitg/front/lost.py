@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from videoitg.front.tritonserver import Upstream, UpstreamError
+from videoitg.front.tritonserver import Answer, Upstream, UpstreamError
 
 T = TypeVar("T")
 LOST = "{model}: the model's process died while this request was in flight; try again"
@@ -127,7 +127,7 @@ class WatchedUpstream(Upstream):
         self.in_flight = in_flight
 
     async def request(self, method: str, path: str, headers: dict[str, str],
-                      body: bytes | AsyncIterator[bytes] | None, timeout_s: float) -> Any:
+                      body: bytes | AsyncIterator[bytes] | None, timeout_s: float) -> Answer:
         m = _INFER_PATH.fullmatch(path) if method == "POST" else None
         if m is None:
             return await super().request(method, path, headers, body, timeout_s)
