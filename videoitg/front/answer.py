@@ -46,6 +46,7 @@ from videoitg.errors import InputError
 from videoitg.front.bounds import OVER_BUDGET, BodyReader, ByteBudget
 from videoitg.front.config import FrontConfig
 from videoitg.front.http import Closer, HttpPort, Route, _continue, refused
+from videoitg.front.lost import ModelLost
 from videoitg.front.policy import Reason, Refusal, bounded_error_body, encoding_error
 from videoitg.front.tritonserver import UpstreamError
 from videoitg.paths import MediaRoots
@@ -216,6 +217,8 @@ class AnswerEndpoint:
                                                self.cfg.infer_timeout_s)
         except (UpstreamError, OSError, asyncio.TimeoutError) as e:
             port.counters.unavailable["http"] += 1
+            if isinstance(e, ModelLost):  # the model's process died with it: its own words, send it again
+                raise SelectionError(str(e), 503) from None
             raise SelectionError(f"the grounding server did not answer ({type(e).__name__}); try again", 503) from None
         finally:
             del pieces, video
