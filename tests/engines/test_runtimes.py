@@ -91,7 +91,7 @@ def test_the_grounding_step_loads_on_its_instance_gpu_and_engine_runtimes_load_o
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     monkeypatch.setattr(step, "use_device", used.append)
 
-    def load_served(self: Any, part: str, device: str, dtype: torch.dtype, runtime: str) -> None:
+    def load_served(self: Any, part: str, device: str, dtype: torch.dtype, runtime: str, pinned: str = "") -> None:
         asked.append((device, runtime))
         raise Reached(part)
 
