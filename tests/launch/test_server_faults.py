@@ -22,7 +22,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 import tritonclient.grpc as grpc
 
 from tests.support.launch import CONFIG, fill, full_disk, serve, server_child, write_model, write_repo
-from tests.support.server import read_until, skip_without_tritonserver, stub_pids, wait_until
+from tests.support.server import read_until, ready, skip_without_tritonserver, stub_pids, wait_until
 from videoitg.front.lost import LOST
 from videoitg.launch.ports import free_ports
 from videoitg.launch.server import ServerOptions, TritonServer
@@ -31,13 +31,6 @@ pytestmark = pytest.mark.server
 
 skip_without_tritonserver()
 
-
-def ready(srv: TritonServer) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{srv.http_url}/v2/health/ready", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def infer(srv: TritonServer, model: str = "echo") -> list[float]:

@@ -12,7 +12,6 @@ import shutil
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 from benchmarks.clips import random_clip
 from tests.support.checkpoint_files import scale_weights_in_place
 from tests.support.compare import assert_results_close
-from tests.support.server import launch, metric_value, skip_without_tritonserver, wait_until
+from tests.support.server import launch, metric_value, ready, skip_without_tritonserver, wait_until
 from videoitg.client.kserve import RemoteError, UnavailableError, VideoITGClient
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
 from videoitg.defaults import default_checkpoint
@@ -61,13 +60,6 @@ def stub(server: TritonServer, model: str) -> int | None:
     """The pid of `model`'s stub (None while it has none: a reload)."""
     return min(procfs.stub_pids(server.pid).get(model, {0})) or None
 
-
-def ready(server: TritonServer) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def repaired(server: TritonServer, model: str) -> list[str]:

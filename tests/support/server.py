@@ -38,6 +38,17 @@ def all_threads_stopped(pid: int) -> bool:
     return bool(states) and all(s in ("T", "t") for s in states)
 
 
+def ready(server: TritonServer) -> bool:
+    """The server's public readiness (`/v2/health/ready` through the front) is 200."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def wait_until(done: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
     """Polls `done` until it holds or `timeout_s` has passed: whether it held. A test waits on a signal from the
     server this way, not on a fixed pause a loaded machine may not honour."""
