@@ -12,7 +12,7 @@ hotpath     rates measured here first: fp16, bf16 and FP8 matmul at 8192^3 (FP8 
             under each candidate, their device time and the share of wall time they keep the GPU busy. Then
             measure, interleaved round by round (>= 5 rounds, medians), cold (frames on the device) and cached
             (visual features cached): `current` (every `HOT_PATH` switch off, SigLIP's MLP at the checkpoint's
-            width, eager: the path before the hot-path changes), `hot` (the default: compiled), `hot_unpadded`
+            width, eager: the hot path's changes all off), `hot` (the default: compiled), `hot_unpadded`
             (`hot` with the MLP unpadded), the candidates on top of `hot`: `one_pass_norms` (SigLIP's norms and
             residual adds as one-pass Triton kernels) and `vision_bf16` (the tower in bf16, the rest fp16), and
             `released` (HF modules, benchmarks/perf/baseline.py); each candidate's logits against `hot`'s and the
@@ -55,7 +55,7 @@ ROUNDS, TINY_ROUNDS = 5, 2
 SWITCHES = ("gqa_without_copies", "gelu_epilogue", "one_pass_norms")  # HOT_PATH's
 LAYOUTS = ("padded_mlp", "vision_bf16")  # weight layouts `variant` re-lays (outside the timed calls)
 SHIPPED = ("gqa_without_copies", "gelu_epilogue", "padded_mlp")  # what the hot path runs on a GPU
-# name -> (changes on, compiled). `current` is the path before the hot-path changes; `hot` is what ships;
+# name -> (changes on, compiled). `current` has every change off; `hot` is what ships;
 # `hot_unpadded` is `hot` with SigLIP's MLP at the checkpoint's width (the padding's A/B on the compiled path);
 # the candidates are `hot` plus one change each.
 VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -69,7 +69,7 @@ DATASHEET_TFLOPS = {"H100 PCIe": {"fp16": 756.5, "bf16": 756.5, "fp8": 1513.0},
 CLOCK_FIELDS = ("clocks.sm", "clocks.mem", "power.draw", "utilization.gpu", "temperature.gpu")
 DECIDES = {
     "hotpath.candidates.one_pass_norms": "HOT_PATH.one_pass_norms on by default where every round ran under hot's "
-                                         "fastest and top-32 vs hot is 1.0; else norms.py is removed",
+                                         "fastest and top-32 vs hot is 1.0; else the kernel goes",
     "hotpath.candidates.vision_bf16": "with fp8_breakdown.vision_bf16.top32 >= 0.99 and top-32 vs released >= 0.99: "
                                       "the tower in bf16 by default on a GPU (docs say so); else an option only",
     "hotpath.ab.padded MLP (hot vs hot_unpadded)": "SigLIP's MLP padded on a GPU where < 1; else pad_mlps removed",

@@ -179,7 +179,7 @@ def test_nan_from_the_vision_step_is_the_servers_failure(tmp_path: Path, pb: typ
 
 
 def test_nan_from_the_grounding_step_is_the_servers_failure(tmp_path: Path, pb: types.ModuleType) -> None:
-    """NaN logits were served: 200, every score NaN and a ranking of NaNs."""
+    """Catches: NaN logits served as an answer (200, every score NaN, a ranking of NaNs)."""
     ckpt = _with_tensors(tmp_path, lambda t: t[EMBED][RARE].fill_(float("nan")))  # one token's embedding
     grounding = _step("grounding", ckpt)
     assert RARE not in encode_instruction(grounding.tokenizer, "warm up").tolist()

@@ -136,8 +136,8 @@ def _inf_in_llm(t: dict[str, torch.Tensor]) -> None:
 def test_a_checkpoint_with_non_finite_weights_is_refused_at_start_naming_it(
         tmp_path: Path, sample: tuple[Path, bytes, str], capsys: pytest.CaptureFixture[str],
         change: Callable[[dict[str, torch.Tensor]], None], tower: str, tensor: str) -> None:
-    """NaN weights were served: every score NaN (the language model), or every request refused as the client's fault
-    (the vision tower); `videoitg score` wrote NaN into results.jsonl and exited 0."""
+    """Catches: NaN weights served (every score NaN from the language model, every request refused as the client's
+    fault from the vision tower), and NaN written into results.jsonl with exit 0."""
     ckpt = _with_tensors(tmp_path, change)
     with pytest.raises(CheckpointError, match=f"^{ckpt}: {tower} gives NaN or infinite values on a test input"):
         Scorer(ckpt)
@@ -247,7 +247,8 @@ def _without_dac_override() -> list[str]:
 @pytest.mark.parametrize("what", ["directory", "weights"])
 def test_an_unreadable_checkpoint_is_a_refusal_naming_it(tmp_path: Path, sample: tuple[Path, bytes, str],
                                                          what: str) -> None:
-    """A checkpoint directory that cannot be read was a PermissionError traceback."""
+    """Catches: a checkpoint directory that cannot be read ending in a PermissionError traceback, not a refusal
+    naming it."""
     ckpt = _copy(tmp_path)
     locked = ckpt if what == "directory" else ckpt / "model.safetensors"
     locked.chmod(0)

@@ -142,15 +142,24 @@ def test_block_product_sums_each_block_at_its_scales_and_adds_the_bias_after_rou
 
 @pytest.mark.parametrize("scheme", ["rowwise", "block"])
 def test_fused_projections_equal_separate_ones(scheme: str) -> None:
-    """q/k/v (and gate/up) in one FP8 layer: the input quantized once, one GEMM; each part's output equals its own
-    FP8 layer's bit for bit (row-wise: per-token and per-channel scales do not depend on the neighbours; block: the
-    parts' rows are whole 128-row blocks, as at the released widths)."""
+    """q/k/v (and gate/up) in one FP8 layer: the input quantized once, one GEMM; each part's quantized weight and
+    scales equal its own FP8 layer's bit for bit (row-wise: per-channel scales do not depend on the neighbours;
+    block: the parts' rows are whole 128-row blocks, as at the released widths), and its output within one bf16 step
+    of that layer's (two GEMMs of other widths may sum in another order)."""
     parts = [layer_pair(n, 256, True, s)[0] for n, s in ((256, 4), (128, 5), (128, 6))]
     _, x = layer_pair(8, 256, False, 7)
     fused = Float8Linear.from_linears(parts, scheme)
     got = fused.split(fused(x))
+    rows = 0
     for part, y in zip(parts, got, strict=True):
-        assert torch.equal(y, Float8Linear.from_linears([part], scheme)(x))
+        alone = Float8Linear.from_linears([part], scheme)
+        n = alone.weight.shape[0]
+        assert torch.equal(fused.weight[rows:rows + n], alone.weight)
+        scales = (fused.weight_scale[:, rows:rows + n] if scheme == "rowwise"  # [1, N]
+                  else fused.weight_scale[rows // 128:(rows + n) // 128])  # [N/128, K/128]
+        assert torch.equal(scales, alone.weight_scale)
+        torch.testing.assert_close(y, alone(x), rtol=2**-8, atol=0)
+        rows += n
 
 
 def test_to_fp8_converts_the_language_models_middle_layers_only() -> None:

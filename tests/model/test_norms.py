@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.support import ROOT
-from tests.support.model import one_torch_thread, real_shape_config, tiny_config
+from tests.support.model import one_torch_thread, tiny_config
 from videoitg.model.norms import add_layer_norm
 from videoitg.model.vision import SiglipEncoderLayer
 
@@ -85,9 +85,3 @@ def test_the_triton_kernel_equals_the_reference_under_the_interpreter() -> None:
         assert r["h_equal"] and r["shape"] == [2, 7, 1152], (key, r)
         assert r["y_max_abs"] <= (1e-5 if key.startswith("float32") else 4e-3), (key, r)
         assert r["y_dtype"] == ("torch.float32" if key.startswith("float32") else "torch.float16")
-
-
-def test_siglip_width_needs_the_masked_block() -> None:
-    """1,152 is no power of two: the kernel's row block is 2,048 with the last 896 lanes masked."""
-    n = real_shape_config().vision.hidden_size
-    assert n == 1152 and 1 << (n - 1).bit_length() == 2048

@@ -144,7 +144,7 @@ def test_damage_the_top_level_model_finds_shows_on_the_metrics_page(deployment: 
 
 def test_nan_scores_are_the_servers_failure_never_an_answer(deployment: Deployment,
                                                             sample: tuple[Path, bytes, str]) -> None:
-    """NaN weights in the language model were served: 200, every score NaN and a ranking of NaNs."""
+    """Catches: NaN weights in the language model served as an answer (200, every score NaN, a ranking of NaNs)."""
     path = sample[0]
     with pytest.raises(NonFiniteError):
         deployment.scorer.score(path, NAN_INSTRUCTION)

@@ -52,8 +52,8 @@ def test_a_verdict_on_the_videos_bytes_is_remembered(exc: Exception) -> None:
 
 @pytest.mark.parametrize("exc", NOT_VERDICTS, ids=lambda e: type(e).__name__)
 def test_nothing_but_a_verdict_on_the_bytes_is_remembered(exc: Exception) -> None:
-    """A decode step that found the referenced file gone (or replaced by a directory) was remembered for 60 s as
-    the verdict on the content the top-level model had hashed: the file put back was refused meanwhile."""
+    """Catches: a referenced file found gone (or replaced by a directory) remembered as the verdict on the content
+    the top-level model had hashed, so that the file put back is refused meanwhile."""
     assert not remember_verdict(exc) and not remember_verdict(_step(exc))
 
 

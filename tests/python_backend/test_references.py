@@ -83,8 +83,8 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
 
 
 def test_a_file_written_while_it_was_decoded_is_refused_never_judged(tmp_path: Path) -> None:
-    """A video whose file changed while it was decoded: the decoder's failure on the new bytes was remembered for
-    60 s as the verdict on the content hashed before, so the file put back whole was refused meanwhile."""
+    """Catches: a video whose file changed while it was decoded, the decoder's failure on the new bytes remembered
+    as the verdict on the content hashed before, so that the file put back whole is refused meanwhile."""
     clip = tmp_path / "clip.mp4"
     data = random_clip(clip, seed=3, seconds=2)
     roots, limits, sampling = MediaRoots.of([tmp_path]), Limits(), SamplingParams(num_frames=4)

@@ -54,7 +54,7 @@ class VideoITG(nn.Module):
 
     def transformer_layers(self) -> list[nn.Module]:
         """The SigLIP encoder layers and the Qwen2 decoder layers this model holds (a serving step holds one half):
-        what `videoitg.model.hotpath` compiles and `videoitg.model.fp8` converts."""
+        what `videoitg.model.hotpath` compiles (`videoitg.model.fp8` converts the decoder layers `fp8_layers` names)."""
         tower = self.model.vision_tower
         vision = list(tower.vision_tower.vision_model.encoder.layers) if tower is not None else []
         return vision + list(self.model.layers)

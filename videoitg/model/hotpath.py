@@ -1,7 +1,7 @@
 """The hot path's building blocks: the GELU epilogue, per-layer compilation, and the switches `benchmarks/gpu_check.py`
-turns each change off by to measure what it buys (docs/performance.md, "The hot path"). A change stays only while it
-helps at 512 frames on a GPU: the projections stay one GEMM each (HF's modules), since one GEMM for q/k/v and one for
-gate/up measured 1.000x of them on an H100 (benchmarks/RESULTS.md).
+flips to measure what each change buys (docs/performance.md, "The hot path"). In 16 bits the projections are one GEMM
+each (HF's modules): one GEMM for q/k/v and one for gate/up measured 1.000x of them on an H100 (benchmarks/RESULTS.md);
+FP8 fuses them, to quantize each input once (`videoitg.model.fp8`).
 
 Compilation. `compile_layers` compiles one SigLIP layer and one Qwen2 layer (torch.compile, inductor): every layer
 of a tower runs the one graph (its weights are the graph's inputs), so compile time does not grow with depth, and
@@ -29,13 +29,13 @@ from videoitg.model.norms import load_kernels
 
 @dataclass
 class HotPath:
-    """Each change of the hot path, on unless the GPU check turns it off to time the path without it (compilation is
-    timed with `torch.compiler.set_stance("force_eager")` instead)."""
+    """Each change of the hot path and whether it runs: the GPU check flips each to time the path with and without it
+    (compilation is timed with `torch.compiler.set_stance("force_eager")` instead)."""
 
     gqa_without_copies: bool = True  # SDPA reads each K/V head for its query group (enable_gqa), no repeat
     gelu_epilogue: bool = True  # on a GPU, SigLIP's fc1 bias + GELU in the GEMM's epilogue (cuBLASLt)
-    one_pass_norms: bool = False  # on a GPU, SigLIP's norms and residual adds as one-pass Triton kernels (norms.py):
-    # a candidate, off until the GPU check's interleaved rounds show it helps
+    one_pass_norms: bool = False  # on a GPU, SigLIP's norms and residual adds as one-pass Triton kernels (norms.py);
+    # off: no GPU run has timed it
 
 
 HOT_PATH = HotPath()
