@@ -93,8 +93,8 @@ class Requester:
     """Whether the requester of a decoupled request can still take its answers. A step that streams to a BLS
     requester whose stub died must stop: Triton 2.51 does not cancel the request (`is_cancelled` stays False), and a
     send to it blocks the step for ever (the caller's backend waits for the dead stub to take the answer). The
-    requester's process is named in the request's `REQUESTER` parameter; a request without it (a client's own) is
-    checked for cancellation only."""
+    requester's process is named in the request's `REQUESTER` parameter (its start time too, where its /proc could be
+    read); a request without it (a client's own) is checked for cancellation only."""
 
     def __init__(self, request: Any, sender: Any) -> None:
         self.sender = sender
@@ -110,7 +110,7 @@ class Requester:
         or the request was cancelled."""
         if self.pid is not None:
             fields = _proc_stat(self.pid)
-            if fields is None or fields[0] in ("Z", "X") or fields[19] != self.started:
+            if fields is None or fields[0] in ("Z", "X") or (self.started and fields[19] != self.started):
                 return f"its requester (process {self.pid}) is gone"
         if self.sender.is_cancelled():
             return "it was cancelled"

@@ -22,9 +22,9 @@ from tests.support.front import grpc_front, http_stand_in, outcome  # noqa: E402
 from tests.support.server import settled  # noqa: E402
 from videoitg.contract.protocol import TOP  # noqa: E402
 from videoitg.front import config  # noqa: E402
-from videoitg.front.grpc_policy import SERVICE  # noqa: E402
+from videoitg.front.grpc_policy import SERVICE, grpc_checked  # noqa: E402
 from videoitg.front.http import HttpPort  # noqa: E402
-from videoitg.front.lost import LOST, InFlight, ModelLost, WatchedUpstream, grpc_model, notice  # noqa: E402
+from videoitg.front.lost import LOST, InFlight, ModelLost, WatchedUpstream, notice  # noqa: E402
 
 SAID = LOST.format(model=TOP)
 BODY = b'{"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1], "data": ["when?"]}]}'
@@ -180,12 +180,15 @@ def test_the_launchers_notices_end_what_they_name_and_nothing_else_does() -> Non
     assert asyncio.run(run()) == [False, True, False]
 
 
-def test_the_model_of_a_grpc_request_is_read_from_its_wire_fields() -> None:
-    assert grpc_model(_infer_request(TOP)) == TOP
+def test_the_model_of_a_grpc_request_is_the_one_its_checks_read() -> None:
+    """What a gRPC inference is held under: the model name the policy checked (`grpc_checked`), wherever the field
+    lies in the message."""
+    assert grpc_checked(_infer_request(TOP), (TOP, "other")) == (None, TOP)
     req = service_pb2.ModelInferRequest(model_name="other", model_version="3")
+    req.inputs.add(name="X", datatype="BYTES", shape=[1, 1])
     req.parameters["priority"].int64_param = 2
+    assert grpc_checked(req.SerializeToString(), (TOP, "other")) == (None, "other")
     # fields in any order: model_name last
-    moved = service_pb2.ModelInferRequest(model_version="3").SerializeToString() + \
-        service_pb2.ModelInferRequest(model_name="other").SerializeToString()
-    assert grpc_model(req.SerializeToString()) == "other" == grpc_model(moved)
-    assert grpc_model(b"") == ""
+    moved = req.SerializeToString().replace(b"\n\x05other", b"") + b"\n\x05other"
+    assert grpc_checked(moved, (TOP, "other")) == (None, "other")
+    assert grpc_checked(b"", (TOP,))[1] == ""

@@ -23,8 +23,8 @@ from videoitg.front.config import GRPC_INFER_KEY_HEADER, FrontConfig, FrontCount
 from videoitg.front.connections import admitted
 from videoitg.front.grpc_calls import Call, Connection
 from videoitg.front.grpc_frames import cheap_data_frame_repr
-from videoitg.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_message_error
-from videoitg.front.lost import InFlight, ModelLost, grpc_model
+from videoitg.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_checked
+from videoitg.front.lost import InFlight, ModelLost
 from videoitg.front.policy import Reason, Refusal
 
 SWEEP_S = 0.5  # how often the time bounds are checked
@@ -48,17 +48,19 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters, in_flight: InFlight
     key = ((GRPC_INFER_KEY_HEADER, cfg.infer_key),) if cfg.infer_key else None
 
     async def pass_on(method: str, raw: bytes, remaining: float | None) -> bytes | tuple[int, str]:
-        if method == "ModelInfer" and (err := grpc_message_error(raw, cfg.models, cfg.max_inputs,
-                                                                cfg.max_outputs)) is not None:
-            counters.reject("grpc", err)
-            return err.reason.grpc, err
+        model = ""
+        if method == "ModelInfer":
+            err, model = grpc_checked(raw, cfg.models, cfg.max_inputs, cfg.max_outputs)
+            if err is not None:
+                counters.reject("grpc", err)
+                return err.reason.grpc, err
         bound = (cfg.infer_timeout_s if method == "ModelInfer" else
                  cfg.health_timeout_s if method in HEALTH_METHODS else cfg.pass_timeout_s)
         timeout = bound if remaining is None else min(remaining, bound)
         try:
             if method != "ModelInfer":
                 return await calls[method](raw, timeout=timeout)
-            held = in_flight.hold(grpc_model(raw))
+            held = in_flight.hold(model)
             held.sent()  # unary: the message goes whole
             return await held.race(calls[method](raw, timeout=timeout, metadata=key))
         except ModelLost as e:  # the model's process died with it: send it again

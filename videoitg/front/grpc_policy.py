@@ -82,17 +82,23 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 def grpc_message_error(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
                        max_outputs: int = DEFAULT_MAX_TENSORS) -> Refusal | None:
-    """Why a serialized ModelInferRequest is refused, or None: its model name and counts from its wire fields
-    first (`grpc_scan`), then every field but the raw contents parsed and checked (`grpc_infer_error`). The
-    video's bytes are never parsed or copied here."""
+    """Why a serialized ModelInferRequest is refused, or None (`grpc_checked`)."""
+    return grpc_checked(raw, models, max_inputs, max_outputs)[0]
+
+
+def grpc_checked(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
+                 max_outputs: int = DEFAULT_MAX_TENSORS) -> tuple[Refusal | None, str]:
+    """(why a serialized ModelInferRequest is refused or None, the model it names): its model name and counts from
+    its wire fields first (`grpc_scan`), then every field but the raw contents parsed and checked
+    (`grpc_infer_error`). The video's bytes are never parsed or copied here."""
     err, head, n_raw = grpc_scan(raw, models, max_inputs, max_outputs)
     if err is not None:
-        return err
+        return err, ""
     try:
         request = service_pb2.ModelInferRequest.FromString(head)
     except Exception as e:  # protobuf's DecodeError
-        return Refusal(f"malformed ModelInfer request ({str(e)[:120]})", Reason.STRUCTURE)
-    return grpc_infer_error(request, models, max_inputs, max_outputs, n_raw)
+        return Refusal(f"malformed ModelInfer request ({str(e)[:120]})", Reason.STRUCTURE), ""
+    return grpc_infer_error(request, models, max_inputs, max_outputs, n_raw), request.model_name
 
 
 def grpc_scan(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,

@@ -137,36 +137,3 @@ class WatchedUpstream(Upstream):
         else:
             body = held.pieces(body)
         return await held.race(super().request(method, path, headers, body, timeout_s))
-
-
-def grpc_model(raw: bytes) -> str:
-    """The `model_name` (field 1) of a serialized ModelInferRequest that the policy let through: its top-level wire
-    fields read until it, each other field's bytes skipped."""
-    i, n = 0, len(raw)
-    while i < n:
-        key, i = _varint(raw, i)
-        field, wire = key >> 3, key & 7
-        if wire == 2:
-            size, i = _varint(raw, i)
-            if field == 1:
-                return bytes(raw[i:i + size]).decode("utf-8", "replace")
-            i += size
-        elif wire == 0:
-            i = _varint(raw, i)[1]
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
-            break
-    return ""
-
-
-def _varint(raw: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while i < len(raw):
-        b = raw[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-    return value, i

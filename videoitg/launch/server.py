@@ -463,12 +463,6 @@ class TritonServer:
             except InferenceServerException as e:
                 raise ServerError(f"{action} of '{model}' failed: {e.message()}") from None
 
-    def reload(self, model: str) -> None:
-        """Unload, then load: during the reload the model, and with strict readiness the server, report not ready
-        (a plain load of a loaded model would keep the broken instance "ready" until its replacement is up)."""
-        self.unload(model)
-        self.load(model)
-
     def unload(self, model: str) -> None:
         self._admin(model, "unload")
 
