@@ -51,5 +51,5 @@ def _frames(video: bytes | Path, result: GroundingResult, options: RequestOption
                               time_budget_s=limits.decode_time_budget_s)
     except FramesTooLargeError as e:
         raise FramesTooLargeError(f"FRAMES: {e} (max_video_bytes, the bound of an answer's frames); ask for fewer "
-                                  "(TOP_K), smaller (FRAME_SIZE) or jpeg frames") from None
+                                  "(TOP_K, MIN_SCORE, COVERAGE), smaller (FRAME_SIZE) or jpeg frames") from None
     return frame_outputs([image for _, image in images], options.frames)

@@ -6,6 +6,7 @@ missing permission or a path of the wrong kind is one `OutputError` naming the p
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -149,10 +150,12 @@ def append_lines(path: str | os.PathLike, lines: Iterable[str]) -> int:
     """Append `lines` (each without its newline) to `path` as whole lines. The file's last line is checked first:
     a torn one (bytes after its last newline, left by a crash or a full disk) is moved to `<path>.torn` and cut
     off, so nothing is appended to it; a write that fails midway is cut back, so the file ends with a whole line
-    again. Returns the bytes of a torn tail set aside (0: none). OutputError naming `path` on any failure."""
+    again. Writers of one file take turns (an exclusive lock for the whole step). Returns the bytes of a torn tail
+    set aside (0: none). OutputError naming `path` on any failure."""
     body = "".join(line + "\n" for line in lines).encode("utf-8")
     fd = open_output(path, append=True)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # two writers of one file: the check, the cut and the append are one step
         size = os.fstat(fd).st_size
         torn = 0
         if size and os.pread(fd, 1, size - 1) != b"\n":

@@ -35,6 +35,7 @@ def test_absent_options_take_the_deployments_defaults() -> None:
 @pytest.mark.parametrize(("values", "match"), [
     ({"top_k": 0}, "top_k must be an integer from 1 to"),
     ({"top_k": MAX_TOP_K + 1}, f"got {MAX_TOP_K + 1}"),
+    ({"top_k": 10**400}, "top_k must be an integer from 1 to"),  # past a float's range: refused, not an overflow
     ({"top_k": True}, "got true"),
     ({"top_k": 2.0}, "got 2.0"),
     ({"ranking_rule": "best"}, 'ranking_rule must be one of released, exact, got "best"'),

@@ -133,3 +133,15 @@ def assert_records_close(got: dict[str, Any], want: dict[str, Any], tol: float =
         assert got["top_k"] == sorted(got["index"][: len(want["top_k"])])
     same = set(got) - set(_RECORD_FLOATS) - {"index", "logits", "moments", "top_k"}
     assert {k: got[k] for k in same} == {k: want[k] for k in same}
+
+
+def assert_picks_close(got: Sequence[int], want: Sequence[int], logits: Sequence[float], rule: str,
+                       tol: float = TOL) -> None:
+    """Frames two computations of one result picked (`videoitg.request.options.select`, numbers or positions):
+    as many, and the same ones where no frame's place in the ranking can change within `tol` (`stable_ranking` of
+    `logits`, the reference's); else they may differ by frames whose keys lie within it (the rankings themselves are
+    held by `assert_results_close`). The options' own cuts (min_score, coverage) are the caller's to keep away from
+    the scores."""
+    assert len(got) == len(want), (list(got), list(want))
+    if stable_ranking(logits, rule, tol):
+        assert list(got) == list(want), (list(got), list(want))

@@ -136,7 +136,7 @@ def row_options(options: RequestOptions, row: Row) -> RequestOptions:
     named = {k: v for k, v in row.extra.items() if k in SELECTION}
     if not named:
         return options
-    return replace(options, **RequestOptions.from_text(named, f"manifest line {row.line}:").given())
+    return replace(options, **RequestOptions.from_text(named, f"manifest row {row.line}:").given())
 
 
 def prepare_then_score(prepare: Callable[[str], Any], score: Callable[[Any, Row], dict[str, Any]],

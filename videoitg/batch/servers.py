@@ -55,8 +55,7 @@ class TritonScorer:
         except Exception as e:  # the pool re-sends server failures; what is left is the row's own
             return Outcome(row.row_id, False, error_record(row, "server", e))
         result = served.result
-        position = {n: i for i, n in enumerate(result.frame_indices)}
-        picked = [position[n] for n in served.top_k_frames] if records_picks(options) else None
+        picked = served.picked() if records_picks(options) else None
         rec = result.to_record(doc_id=row.doc_id, video_path=row.video, picked=picked, row_id=row.row_id,
                                **({"extra": row.extra} if row.extra else {}))
         return Outcome(row.row_id, True, rec, cache_hit=served.cache_hit)

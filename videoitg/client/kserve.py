@@ -96,6 +96,11 @@ class ServedResult:
     frames: list[bytes] | list[np.ndarray] | None = None
     by_reference: bool = False  # the video was named by its path under a media root of the server
 
+    def picked(self) -> list[int]:
+        """The picked frames (`top_k_frames`) as positions into the result's per-frame lists, chronological."""
+        position = {n: i for i, n in enumerate(self.result.frame_indices)}
+        return [position[n] for n in self.top_k_frames]
+
     def images(self) -> list[np.ndarray]:
         """The frames asked for as RGB uint8 [H, W, 3] arrays (JPEGs decoded), chronological."""
         if self.frames is None:
@@ -369,7 +374,7 @@ class VideoITGClient:
         if not self.accepts(FRAMES):
             raise InputError(f"{self.url}: model {self.model!r} does not serve frames (an ensemble deployment has no "
                              "video at selection time): serve the bls repository, or decode them locally "
-                             "(videoitg.decode.export.top_k_images)")
+                             "(videoitg.decode.export.picked_images)")
 
     def _infer(self, inputs: list, instruction: str, name: str, sent_video: bool,
                options: RequestOptions = NO_OPTIONS, by_reference: bool = False) -> ServedResult:

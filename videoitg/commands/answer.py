@@ -16,7 +16,7 @@ from typing import Any
 
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
-from videoitg.request.options import CHAT, RequestOptions, add_flags, select
+from videoitg.request.options import CHAT, RequestOptions, add_flags, from_args, select
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/commands/cli.py).
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"video {args.video} does not exist or is not a file")
     args.video = str(video)
     check_base_url(args.upstream)
-    given = {name: value for name in CHAT if (value := getattr(args, name)) is not None}
+    given = from_args(args, CHAT).given()  # each bound checked here, naming its flag
     body = chat_body(video, args.question, args.model or "", given, args.max_tokens)
     q = parse_chat(body)  # the endpoint's checks: the question and the options (--top-k, --frame-size, ...)
     if args.server:

@@ -19,12 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from videoitg.lmms.table import bar_chart, collect, markdown
+    from videoitg.writes import write_whole
 
     rows = collect(args.runs)
     text = markdown(rows)
     print(text, end="")
     md = Path(args.out + ".md")
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text)
+    write_whole(md, text)
     print(f"wrote {md} and {bar_chart(rows, args.out + '.png')}")
     return 0

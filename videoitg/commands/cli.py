@@ -11,11 +11,12 @@ module-level imports light for the same reason (tests/core/test_api.py checks it
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from videoitg.errors import VideoITGError
-from videoitg.writes import output_error
+from videoitg.writes import FULL, output_error
 
 # name -> its module
 COMMANDS = {
@@ -65,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"videoitg {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the machine's, not the program's: a full disk, a missing permission, a lost mount
-        where = e.filename if e.filename is not None else "a file"
-        print(f"videoitg {args.command}: error: {output_error(e, where)}", file=sys.stderr)
+        if e.errno in (*FULL, errno.ELOOP) and e.filename:
+            said = str(output_error(e, e.filename))
+        else:
+            said = f"{e.filename}: {e.strerror or e}" if e.filename is not None else str(e.strerror or e)
+        print(f"videoitg {args.command}: error: {said}", file=sys.stderr)
         return 1
 
 

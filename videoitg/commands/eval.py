@@ -19,6 +19,7 @@ from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_RANKING_RULE
 from videoitg.request.limits import Limits
 from videoitg.request.options import add_flags, from_args
+from videoitg.writes import write_whole
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/commands/cli.py).
@@ -156,11 +157,9 @@ def run(args: argparse.Namespace) -> int:
                   "saliency_min": args.saliency_min, "skipped": len(bad),
                   "ranking_rule": "results file order" if args.results else args.ranking_rule or DEFAULT_RANKING_RULE,
                   **summary.to_dict()}
-        (args.out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "table.txt").write_text(table + "\n")
-        with (args.out / "per_record.jsonl").open("w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        write_whole(args.out / "eval.json", json.dumps(result, indent=2) + "\n")
+        write_whole(args.out / "table.txt", table + "\n")
+        write_whole(args.out / "per_record.jsonl", (json.dumps(r) + "\n" for r in rows))
     return 0
 
 
@@ -168,9 +167,7 @@ def _write_submission(path: Path, scored: list[RecordScores], params: MomentPara
     from videoitg.eval.summary import submission_record
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for r in scored:
-            f.write(json.dumps(submission_record(r, params)) + "\n")
+    write_whole(path, (json.dumps(submission_record(r, params)) + "\n" for r in scored))
     print(f"wrote {len(scored)} predictions to {path} (QVHighlights submission format)")
     if missing:
         print(f"note: {missing} annotation line(s) were skipped or left out by --limit and have no prediction there; "

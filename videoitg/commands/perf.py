@@ -16,6 +16,7 @@ from pathlib import Path
 from videoitg.contract.parameters import FEATURE_CACHE_BYTES
 from videoitg.contract.protocol import TOP
 from videoitg.errors import InputError
+from videoitg.writes import write_whole
 
 # Imports that need torch, the pipeline or an optional extra sit inside the functions that use them: `videoitg --help`
 # answers without them (videoitg/commands/cli.py).
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             rows += got
             lines = (args.out / "perf.csv").read_text().splitlines(keepends=True)
             csv_lines += lines if not csv_lines else lines[1:]
-        (args.out / "perf.csv").write_text("".join(csv_lines))  # every level's row (perf_analyzer's own figures)
+        write_whole(args.out / "perf.csv", "".join(csv_lines))  # every level's row (perf_analyzer's own figures)
     else:
         proc, rows = perf.run(args.server, args.protocol, videos, instructions, args.out, args.concurrency,
                               model=args.model, measurement_interval_ms=args.measurement_interval,

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.backend_bases import RendererBase
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from videoitg.outputs import GroundingResult
+from videoitg.writes import write_whole
 
 # Below this spread the y axis follows the data instead of spanning [0, 1], so a curve that lives in a narrow band
 # (e.g. every score within 0.95-0.99) still shows its shape.
@@ -90,8 +92,10 @@ def plot_timeline(result: GroundingResult, out: str | Path, picked: Sequence[int
     fig = draw_timeline(result, picked, thumbnails, truth_segments)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    write_whole(out, png.getvalue())
     return out
 
 

@@ -118,8 +118,7 @@ def run_remote(args: argparse.Namespace) -> int:
         checkpoint = c.served_checkpoint()
     if checkpoint is not None and served_demo(checkpoint) and not is_sample_video(args.video):
         print(served_demo_notice(url), file=sys.stderr)
-    position = {n: i for i, n in enumerate(result.frame_indices)}
-    picked = [position[n] for n in served.top_k_frames]  # what the server picked, under its defaults
+    picked = served.picked()  # what the server picked, under its defaults
 
     def thumbnail_frames():
         from videoitg.decode import decode_video

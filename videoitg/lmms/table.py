@@ -7,6 +7,7 @@ compare on the same questions. Reads lmms-eval's JSON and the records only: need
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from videoitg.lmms.answering import SELECTIONS
 from videoitg.lmms.tasks import MODEL_NAME
 from videoitg.outputs import DEFAULT_TOP_K
 from videoitg.request.options import SELECTION, RequestOptions
+from videoitg.writes import write_whole
 
 RESULTS_GLOB = "*_results.json"  # lmms-eval's --output_path: <model name>/<date>_results.json
 
@@ -197,6 +199,8 @@ def bar_chart(rows: list[Row], out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    write_whole(out, png.getvalue())
     return out

@@ -26,6 +26,7 @@ from typing import Any
 from videoitg.errors import InputError
 from videoitg.pipeline.scorer import parse_dtype
 from videoitg.sampling import SamplingParams
+from videoitg.writes import write_whole
 
 MODEL_NAME = "videoitg"  # the --model name; tasks pick their prompt variant (lmms_eval_specific_kwargs) by it
 
@@ -164,8 +165,6 @@ def manifest_rows(requests: list[LmmsRequest]) -> tuple[list[dict[str, Any]], li
 def write_manifest(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_whole(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
 

@@ -110,12 +110,14 @@ class Scorer:
             if checkpoint is None:
                 raise InputError("Scorer needs a checkpoint directory or a model + tokenizer")
             model, tokenizer, identity = load_identified(checkpoint, device, self.dtype, vision_tower)
-            # A loaded checkpoint proves itself (finite out of each tower, else refused), as loaded
-            prove_vision(model.visual_features, model.config, self.device, self.dtype, checkpoint)
-            prove_grounding(lambda v, i: model.score_features([v], [i])[0], model.config, tokenizer, self.device,
-                            self.dtype, checkpoint)
-        # FP8 linear layers when asked; on a GPU, the layers compiled (they compile on the first request)
+        # FP8 linear layers when asked; on a GPU, the layers compiled (they compile on the first call)
         self.model, self.tokenizer = prepare_inference(model.eval(), self.precision), tokenizer
+        if checkpoint is not None and identity is not None:
+            # A loaded checkpoint proves itself as it serves (finite out of each tower, else refused)
+            m = self.model
+            prove_vision(m.visual_features, m.config, self.device, self.dtype, checkpoint)
+            prove_grounding(lambda v, i: m.score_features([v], [i])[0], m.config, tokenizer, self.device,
+                            self.dtype, checkpoint)
         self.identity = identity or (checkpoint_identity(checkpoint, vision_tower) if checkpoint is not None
                                      else f"model-{id(model):x}")
         self.sampling, self.decoder, self.chunk_frames = sampling or SamplingParams(), decoder, chunk_frames

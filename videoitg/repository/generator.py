@@ -58,6 +58,7 @@ from videoitg.paths import MediaRoots
 from videoitg.precision import PRECISIONS
 from videoitg.request.limits import Limits, served_defaults
 from videoitg.sampling import SamplingParams
+from videoitg.writes import write_whole
 
 # NVDEC on a GPU (the frames stay on the device); PyAV on a CPU machine, where it is the faster decoder.
 DEFAULT_DECODERS = {"cpu": "pyav", "gpu": "dali"}
@@ -421,7 +422,7 @@ def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, bundle
     for rel, text in render(spec, out).items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        write_whole(p, text)
     return out
 
 

@@ -66,8 +66,8 @@ class Option:
                                  f"({self.meaning})")
             return value
         number = (int,) if self.kind is int else (int, float)
-        if (isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value)
-                or not self.low <= value <= self.high):
+        if (isinstance(value, bool) or not isinstance(value, number)
+                or (isinstance(value, float) and not math.isfinite(value)) or not self.low <= value <= self.high):
             what = "an integer" if self.kind is int else "a number"
             raise InputError(f"{label} must be {what} from {_bound(self.low)} to {_bound(self.high)}, got "
                              f"{_shown(value)} ({self.meaning})")
