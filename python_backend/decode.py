@@ -12,6 +12,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from videoitg.admission import InFlightGate, OverloadedError
 from videoitg.contract.parameters import DecodeParameters
 from videoitg.contract.protocol import DECODE
 
@@ -61,6 +62,9 @@ class TritonPythonModel:
             self_test(device=self.decoder.self_test, device_id=self.decoder.device_id())  # one line on failure
         self.videos = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-decode-request") \
             if self.streaming and self.decoder.pooled else None
+        # Triton's queue bound (max_in_flight) holds only while `execute` runs; the pooled step returns at once, so
+        # its own gate refuses a video past max_in_flight at once (OverloadedError), never queued with its bytes
+        self.gate = InFlightGate(self.limits.max_in_flight)
         self.counters = RequestCounters(DECODE)
 
     def finalize(self) -> None:
@@ -72,11 +76,26 @@ class TritonPythonModel:
         if self.streaming:
             for request in requests:
                 if self.videos is not None:  # concurrent videos share the decode pool; each answers on its own
-                    self.videos.submit(self._stream, request)
+                    try:
+                        self.gate.admit()
+                    except OverloadedError as e:
+                        sender = request.get_response_sender()
+                        self.counters.count([response := error(e, self.name)])
+                        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                        continue
+                    self.videos.submit(self._admitted, request)
                 else:  # one video at a time per instance, as unstreamed
                     self._stream(request)
             return None
         return self.counters.count(respond_each(requests, self._decode, self.name))
+
+    def _admitted(self, request: Any) -> None:
+        try:
+            self._stream(request)
+        except Exception as e:  # _stream answers every request itself; this is what it could not
+            pb_utils.Logger.log_error(f"{self.name}: a streamed decode failed without an answer: {e!r}")
+        finally:
+            self.gate.release()
 
     def _decode(self, request: Any) -> Any:
         with self._video(request) as video:

@@ -18,6 +18,9 @@ class Decoder:
     # None: not a served decoder.
     served_pixels: str | None = None
     streams: bool = False
+    # Where its decode step runs on the gpu target: "gpu" (a GPU instance, NVDEC) or "cpu"; "gpu only": it has no CPU
+    # decoder, so a cpu repository cannot serve it.
+    placement: str = "cpu"
 
 
 DECODERS: dict[str, Decoder] = {d.name: d for d in (
@@ -26,9 +29,10 @@ DECODERS: dict[str, Decoder] = {d.name: d for d in (
     Decoder("pyav", "PyAV (FFmpeg) on the CPU cores: every codec", "UINT8", streams=True),
     Decoder("dali", "NVIDIA DALI: NVDEC on a CUDA device, a request's pieces on every decode engine of the card and "
             "PyAV threads on the spare cores when all are busy (served: PyAV for the streams NVDEC cannot number), "
-            "its CPU decoder otherwise (VP8, VP9, MJPEG)", "UINT8", streams=True),
+            "its CPU decoder otherwise (VP8, VP9, MJPEG)", "UINT8", streams=True, placement="gpu"),
     Decoder("pynvvideocodec", "NVIDIA PyNvVideoCodec: NVDEC on a CUDA device only (H.264, HEVC, AV1, VP8, VP9 in 8-bit "
-            "4:2:0), a request's pieces on every decode engine, PyAV's pixels", "UINT8", streams=True),
+            "4:2:0), a request's pieces on every decode engine, PyAV's pixels", "UINT8", streams=True,
+            placement="gpu only"),
 )}
 SERVED = tuple(name for name, d in DECODERS.items() if d.served_pixels is not None)
 

@@ -5,6 +5,7 @@ tests/python_backend/test_request.py)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -468,3 +469,23 @@ def test_media_roots_are_announced_and_refused_where_references_cannot_be_served
     for bad in ({"mode": "ensemble"}, {"media_roots": str(tmp_path)}, {"media_roots": ("relative",)}):
         with pytest.raises(InputError):
             RepoSpec(**{"media_roots": (str(tmp_path),), **bad})
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "dali", "pynvvideocodec"])
+def test_every_served_decoder_is_placed_where_it_decodes(decoder: str) -> None:
+    """On the gpu target an NVDEC decoder's step is a GPU instance on its device, PyAV's a CPU one; a decoder with no
+    CPU decoder is refused for the cpu target when the repository is made, not when it loads."""
+    from videoitg.decoders import DECODERS
+
+    gpu = _decode_params(render(RepoSpec(target="gpu", decoder=decoder)))
+    assert gpu["device"] == ("cpu" if DECODERS[decoder].placement == "cpu" else "cuda")
+    if DECODERS[decoder].placement == "gpu only":
+        with pytest.raises(InputError, match="NVDEC only: use it with --target gpu"):
+            RepoSpec(target="cpu", decoder=decoder)
+    else:
+        assert _decode_params(render(RepoSpec(target="cpu", decoder=decoder)))["device"] == "cpu"
+
+
+def _decode_params(files: dict[str, str]) -> dict[str, str]:
+    text = files["videoitg_decode/config.pbtxt"]
+    return dict(re.findall(r'key: "(\w+)"\s*value \{\s*string_value: "([^"]*)"', text))

@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"video {args.video} does not exist or is not a file")
     args.video = str(video)
     check_base_url(args.upstream)
-    given = from_args(args, CHAT).given()  # each bound checked here, naming its flag
+    # Each bound checked here, naming its flag; the frames are always JPEG (what the endpoint sends upstream).
+    given = {n: v for n, v in from_args(args, CHAT, frames="jpeg").given().items() if n in CHAT}
     body = chat_body(video, args.question, args.model or "", given, args.max_tokens)
     q = parse_chat(body)  # the endpoint's checks: the question and the options (--top-k, --frame-size, ...)
     if args.server:

@@ -38,7 +38,7 @@ from videoitg.decode.errors import (
     TruncatedVideoError,
     VideoTooLargeError,
 )
-from videoitg.decode.parallel import FrameStream, decode_frames, machine_workers
+from videoitg.decode.parallel import FrameStream, StreamCancelledError, decode_frames, machine_workers
 from videoitg.decode.pyav import apply_rotation, decode_each, frame_rotation
 from videoitg.decode.structs import DecodeLimits, SampledFrames, VideoInfo
 from videoitg.errors import InputError, VideoDecodeError
@@ -117,7 +117,7 @@ def decode_video(source: Source, *, image_size: int = 384, params: SamplingParam
                     pixels, job = _pool_decode(chosen, src.read_all(limits), index, frame_numbers, image_size,
                                                (head["width"], head["height"]), colour, deadline, name, limits,
                                                device, output, frame_stream, rotation)
-                except (DecodeTimeoutError, VideoTooLargeError):
+                except (DecodeTimeoutError, VideoTooLargeError, StreamCancelledError):  # not the decoder's fault
                     raise
                 except Exception as e:  # auto only: the file passed PyAV's checks, so PyAV can still do it
                     if requested != "auto":

@@ -242,9 +242,9 @@ class DaliSession(Session):
             return np.asarray(frames)[rows]
         from nvidia.dali.plugin.pytorch import feed_ndarray  # optional dependency; device to device, no host trip
 
-        out = torch.empty((n, 3, size, size), dtype=torch.uint8, device=self.device)
-        feed_ndarray(frames, out, cuda_stream=self._stream)
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.stream(self._stream):  # made, filled, read and freed on the session's stream
+            out = torch.empty((n, 3, size, size), dtype=torch.uint8, device=self.device)
+            feed_ndarray(frames, out, cuda_stream=self._stream)
             return out[torch.from_numpy(rows).to(self.device, non_blocking=True)]
 
     def close(self) -> None:

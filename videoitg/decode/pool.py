@@ -145,6 +145,8 @@ class DecodePool:
                         self._cond.wait()
                     if not session.overflow:
                         self._idle_primary -= 1
+                        if not self._idle_primary:
+                            self._cond.notify_all()  # every NVDEC session busy: the overflow threads may take pieces
                 error: BaseException | None = None
                 try:
                     for w in work:

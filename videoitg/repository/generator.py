@@ -107,6 +107,8 @@ class RepoSpec:
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         self.decoder = check_decoder(self.decoder or DEFAULT_DECODERS[self.target])
+        if DECODERS[self.decoder].placement == "gpu only" and not self.gpu:
+            raise InputError(f"the {self.decoder} decoder decodes on NVDEC only: use it with --target gpu")
         if self.mode == "ensemble" and self.gpu:
             raise InputError("the ensemble repository is generated for the cpu target only; use --mode bls for a "
                              "GPU deployment")
@@ -310,19 +312,19 @@ def _ensemble(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
 
 
 def _decode_spec(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
-    dali = spec.decoder == "dali"
+    on_gpu = spec.gpu and DECODERS[spec.decoder].placement != "cpu"  # NVDEC on the step's GPU
     # Clients can call the step directly: a bounded queue (the top level sends at most max_in_flight videos at once)
     # refuses the rest at once ("Exceeds maximum queue size") instead of queueing decodes ahead of the top level's,
     # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
     batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
                 "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
-    # The dali decoder runs on a GPU instance (Triton names its GPU: `python_backend.params.instance_device`) on the
+    # An NVDEC decoder runs on a GPU instance (Triton names its GPU: `python_backend.params.instance_device`) on the
     # gpu target; the python decode step of the bls repository answers in chunks (decoupled: `protocol.signatures`).
     params = DecodeParameters(
-        spec.checkpoint, spec.vision_tower, spec.decoder, "cuda" if spec.gpu and dali else "cpu", spec.sampling,
+        spec.checkpoint, spec.vision_tower, spec.decoder, "cuda" if on_gpu else "cpu", spec.sampling,
         spec.limits, MediaRoots(spec.media_roots), spec.stream_frames if spec.streaming else 0)
     cfg = _python_model(DECODE, spec, sig, params, count=spec.decode_instances, max_batch=spec.max_batch,
-                        batching=batching, on_gpu=dali)
+                        batching=batching, on_gpu=on_gpu)
     if spec.streaming:
         cfg["model_transaction_policy"] = {"decoupled": True}
     return cfg
