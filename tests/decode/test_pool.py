@@ -265,8 +265,20 @@ def test_decode_video_streams_a_pool_decode(clips: dict[str, Path]) -> None:
     assert result.decoder == "dali-cpu" and sum(result.pieces.values()) >= 1 and result.decoded_frames > 0
 
 
-def test_without_nvml_the_sessions_are_the_cards_datasheet_engines_or_the_default() -> None:
-    assert nvdec_sessions(0) == (DEFAULT_NVDEC_SESSIONS, "default")  # no GPU, no NVML here
+def test_without_nvml_the_sessions_are_the_cards_datasheet_engines_or_the_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import torch
+
+    def no_cuda(index: int) -> str:
+        raise RuntimeError("no CUDA")
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` fails, as where nvidia-ml-py is absent
+    monkeypatch.setattr(torch.cuda, "get_device_name", no_cuda)
+    assert nvdec_sessions(0) == (DEFAULT_NVDEC_SESSIONS, "default")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "NVIDIA L40S")
+    assert nvdec_sessions(0) == (3, "datasheet (NVIDIA L40S)")
     assert [engines_by_name(n) for n in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A100-SXM4-80GB",
                                          "NVIDIA L40S", "NVIDIA L4", "NVIDIA RTX A6000")] == [7, 7, 5, 3, 4, None]
 

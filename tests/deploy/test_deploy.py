@@ -27,6 +27,7 @@ from packaging.specifiers import SpecifierSet
 from tests.support import ROOT
 from tests.support.deploy import CRDS, DEPLOY, K8S_OLDEST, kustomize, load_kustomization, serve_flag
 from videoitg.commands.cli import build_parser
+from videoitg.decode.nvc import NVC_PIN
 from videoitg.launch.server import STOP_GRACE_S, ServerOptions
 from videoitg.repository.generator import RepoSpec
 
@@ -378,6 +379,7 @@ def test_dockerfile_builds_what_the_package_and_the_server_need() -> None:
     libs = compat["libraries"]
     assert f"ARG DALI_VERSION={libs['dali']['version']}" in text
     assert f'"{libs["dali"]["package"]}==${{DALI_VERSION}}"' in text
+    assert f"ARG PYNVVIDEOCODEC_VERSION={NVC_PIN}" in text and '"pynvvideocodec==${PYNVVIDEOCODEC_VERSION}"' in text
     assert f"ARG TRITONCLIENT_VERSION={libs['triton']['version']}" in text
     assert '"tritonclient[grpc,http]==${TRITONCLIENT_VERSION}"' in text and '"aiohttp>=3.9"' in text
     assert '"h2>=4.1"' in text and "videoitg.front.main" in text  # the front's ports, imported at build

@@ -1,6 +1,6 @@
 """The `--decoder dali` repository on the real tritonserver (CPU): the python decode step runs DALI's CPU decoder
 through its Python API and the decode pool, streaming uint8 chunks to the vision step (the same step decodes on NVDEC
-on a GPU instance; not run on a GPU: none was available). A VP9 video is answered with the frames, timestamps and
+on a GPU instance; not run on a GPU). A VP9 video is answered with the frames, timestamps and
 scores of the PyAV-decoded video within a stated tolerance; a codec DALI's CPU decoder lacks is refused with the
 decoder's typed error."""
 

@@ -88,7 +88,7 @@ def test_configs_parse_as_triton_model_config(name: str) -> None:
     assert decode.model_transaction_policy.decoupled == streams
     assert ("NUM_FRAMES" in {o.name for o in decode.output}) == streams
     if mode == "bls":
-        assert top.parameters["stream_frames"].string_value == ("64" if streams else "0")
+        assert top.parameters["stream_frames"].string_value == "64"
     if mode == "ensemble":
         assert top.platform == "ensemble"
         steps = top.ensemble_scheduling.step

@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from videoitg.outputs import write_results_jsonl
+from videoitg.outputs import DEFAULT_TOP_K, write_results_jsonl
 from videoitg.request.options import SELECTION, RequestOptions, add_flags, from_args, select
 from videoitg.sampling import SamplingParams
 
@@ -20,13 +20,13 @@ from videoitg.sampling import SamplingParams
 
 HELP = ("score the built-in sample video with the embedded tiny checkpoint through a real Triton server; "
         "print the picked frames, write results.jsonl and a timeline PNG")
-# The sample clip has only 24 sampled frames: the default of 32 (`score`'s, the server's) would pick all of them.
+# The sample clip has only 24 sampled frames: the default top_k (`score`'s, the server's) would pick all of them.
 DEMO_TOP_K = 8
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, SELECTION, {"top_k": f"{DEMO_TOP_K}: the sample clip has only 24 sampled frames, and `score`'s "
-                             "and the server's default of 32 would pick all of them"})
+                             f"and the server's default of {DEFAULT_TOP_K} would pick all of them"})
     p.add_argument("--out", default="artifacts/demo", help="folder for results.jsonl and timeline.png")
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     p.add_argument("--server", default=None, help="use this running server (HOST:PORT) instead of starting one")

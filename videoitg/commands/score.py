@@ -16,7 +16,7 @@ from pathlib import Path
 
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
-from videoitg.outputs import GroundingResult, doc_id_problems, write_results_jsonl
+from videoitg.outputs import DEFAULT_TOP_K, GroundingResult, doc_id_problems, write_results_jsonl
 from videoitg.precision import PRECISION_HELP, PRECISIONS
 from videoitg.request.options import SELECTION, add_flags, from_args, select
 from videoitg.sampling import SamplingParams
@@ -27,7 +27,7 @@ from videoitg.sampling import SamplingParams
 HELP = ("score one video for an instruction, in-process or through a running server (--server), and print the "
         "picked frames and moments")
 OPTIONS = (*SELECTION, "frame_size")  # the request's options as flags (videoitg.request.options)
-SERVER_DEFAULT = {"top_k": "the deployment's: 32, or with --server the server's --top-k",
+SERVER_DEFAULT = {"top_k": f"the deployment's: {DEFAULT_TOP_K}, or with --server the server's --top-k",
                   "ranking_rule": "released, or with --server the server's --ranking-rule",
                   "frame_size": "with --export-frames, the video's own size"}
 

@@ -11,7 +11,7 @@ frames, display order, the decoder's default latency; `Decode(PacketData())`, an
 hands over the frames the decoder still holds), `decoder.WaitOnCUStream(stream)` (the decoder's post-processing
 finished before that stream reads), a decoded frame's `__dlpack__` (NV12 on the device: the Y plane, then U and V
 interleaved; the decoder reuses its surfaces, so each wanted frame is copied out before the next `Decode`). Not run
-on a GPU here (none was lent): the GPU check (`benchmarks/gpu_decode.py`) times it and compares its frames with
+on a GPU: the GPU check (`benchmarks/gpu_decode.py`) times it and compares its frames with
 PyAV's; its tests skip where PyNvVideoCodec cannot be imported (it needs a driver).
 """
 
@@ -25,7 +25,7 @@ from videoitg.decode.nv12 import check_signal, nv12_to_frames
 from videoitg.decode.pieces import cut
 from videoitg.decode.sessions import Session, Video, Work
 
-NVC_PIN = "2.2.4"  # pynvvideocodec in the GPU image (deploy/requirements-gpu.txt), the API this module was written for
+NVC_PIN = "2.2.4"  # pynvvideocodec in the image (deploy/Dockerfile), the API this module was written for
 NVC_CODECS = frozenset({"h264", "hevc", "av1", "vp8", "vp9"})  # 8-bit 4:2:0 of these decode to NV12 on NVDEC
 CONVERT_FRAMES = 16  # NV12 frames converted together (each a copy of the decoder's surface until then)
 

@@ -38,6 +38,10 @@ class Span:
     first: int
     end: int
 
+    def decoded(self, frame_numbers: list[int]) -> int:
+        """Frames a decoder runs through for this span: from its start to its last sampled frame."""
+        return frame_numbers[self.end - 1] - self.start + 1
+
 
 @dataclass(frozen=True)
 class PiecePlan:
@@ -55,8 +59,8 @@ class PiecePlan:
         return self.spans[-1].end
 
     def decoded(self, frame_numbers: list[int]) -> int:
-        """Frames the piece runs through: from each span's start to its last sampled frame."""
-        return sum(frame_numbers[s.end - 1] - s.start + 1 for s in self.spans)
+        """Frames the piece runs through: its spans'."""
+        return sum(s.decoded(frame_numbers) for s in self.spans)
 
     def describe(self, frame_numbers: list[int], pieces: int) -> str:
         """What a failure names: "piece 3 of 9 (sampled frames 120-180 of the video, decoded from frame 100)"."""
@@ -95,11 +99,7 @@ def plan_pieces(index: FrameIndex, frame_numbers: list[int], max_frames: int, pi
     spans: list[Span] = []
     for s in plan_spans(index, frame_numbers):  # a span over the bound: parts that each decode from its start
         spans += [Span(s.start, a, min(a + max_frames, s.end)) for a in range(s.first, s.end, max_frames)]
-
-    def cost(s: Span) -> int:
-        return frame_numbers[s.end - 1] - s.start + 1
-
-    target = sum(cost(s) for s in spans) / max(1, pieces)
+    target = sum(s.decoded(frame_numbers) for s in spans) / max(1, pieces)
     out: list[list[Span]] = [[]]
     done = 0  # decode cost of the spans placed so far
     for s in spans:
@@ -108,14 +108,14 @@ def plan_pieces(index: FrameIndex, frame_numbers: list[int], max_frames: int, pi
         if current and (frames + s.end - s.first > max_frames or (done >= target * len(out) and len(out) < pieces)):
             out.append([])
         out[-1].append(s)
-        done += cost(s)
+        done += s.decoded(frame_numbers)
     return [PiecePlan(k, tuple(p)) for k, p in enumerate(out)]
 
 
 def minimum_decode(index: FrameIndex, frame_numbers: list[int]) -> int:
     """Frames any decoder that starts only where it can must run through for these sampled frames: each span from
     its start to its last sampled frame."""
-    return sum(frame_numbers[s.end - 1] - s.start + 1 for s in plan_spans(index, frame_numbers))
+    return sum(s.decoded(frame_numbers) for s in plan_spans(index, frame_numbers))
 
 
 def cut(data: bytes, index: FrameIndex, plan: PiecePlan, frame_numbers: list[int]) -> Piece:

@@ -225,10 +225,9 @@ class PyAVSession(Session):
     sampled frames as `decode_video` does (the same frames, bit for bit). As an overflow session, its frames are
     PyAV's where the primary decoder's would have been within that decoder's bound."""
 
-    def __init__(self, number: int, overflow: bool = False, threads: int = 1) -> None:
+    def __init__(self, number: int, overflow: bool = False) -> None:
         self.name = f"pyav:{number}"
         self.overflow = overflow
-        self.threads = threads
 
     def run(self, work: list[Work]) -> None:
         import av
@@ -242,7 +241,7 @@ class PyAVSession(Session):
             rows = np.empty((len(numbers), 3, v.image_size, v.image_size), np.uint8)
             with av.open(io.BytesIO(v.data), metadata_errors="ignore") as c:
                 decode_sampled(c, select_video_stream(c, v.name), v.index, numbers, v.image_size, v.limits,
-                               v.deadline, v.name, threads=self.threads, out=rows)
+                               v.deadline, v.name, threads=1, out=rows)
             w.job.put(w.plan, rows)
 
 

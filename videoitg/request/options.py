@@ -174,8 +174,6 @@ def _from_text(option: Option, value: Any) -> Any:
         return value  # the option's check names what is wrong with it
 
 
-
-
 def _check_together(values: Any, labels: Mapping[str, str]) -> None:
     """What one option asks of another: a frame size sizes the frames a request asks for."""
     get = values.get if isinstance(values, dict) else lambda n: getattr(values, n)
