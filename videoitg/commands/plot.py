@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.backend_bases import RendererBase
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from PIL import Image
 
 from videoitg.outputs import GroundingResult
-from videoitg.writes import write_whole
+from videoitg.writes import write_png
 
 # Below this spread the y axis follows the data instead of spanning [0, 1], so a curve that lives in a narrow band
 # (e.g. every score within 0.95-0.99) still shows its shape.
@@ -87,16 +86,7 @@ def plot_timeline(result: GroundingResult, out: str | Path, picked: Sequence[int
     import matplotlib  # here: pyplot loads when a figure is drawn, after the Agg backend is chosen (no display)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = draw_timeline(result, picked, thumbnails, truth_segments)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    plt.close(fig)
-    write_whole(out, png.getvalue())
-    return out
+    return write_png(draw_timeline(result, picked, thumbnails, truth_segments), out)
 
 
 def thumbnail_positions(result: GroundingResult, picked: Sequence[int], limit: int = MAX_THUMBS) -> list[int]:

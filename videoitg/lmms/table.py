@@ -7,7 +7,6 @@ compare on the same questions. Reads lmms-eval's JSON and the records only: need
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from videoitg.lmms.answering import SELECTIONS
 from videoitg.lmms.tasks import MODEL_NAME
 from videoitg.outputs import DEFAULT_TOP_K
 from videoitg.request.options import SELECTION, RequestOptions
-from videoitg.writes import write_whole
+from videoitg.writes import write_png
 
 RESULTS_GLOB = "*_results.json"  # lmms-eval's --output_path: <model name>/<date>_results.json
 
@@ -197,10 +196,4 @@ def bar_chart(rows: list[Row], out: str | Path) -> Path:
         ax.legend(title="frames", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not on, bars
         ax.margins(y=0.15)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    plt.close(fig)
-    write_whole(out, png.getvalue())
-    return out
+    return write_png(fig, out)
