@@ -49,7 +49,7 @@ from videoitg.lmms.answering import (
 from videoitg.lmms.tasks import _request_fields, doc_videos, model_options
 from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
-from videoitg.request.options import OPTIONS, RequestOptions, recorded
+from videoitg.request.options import OPTIONS, RequestOptions, recorded, records_picks
 
 log = logging.getLogger(__name__)
 # what lmms-eval itself adds to the model_args (its --batch_size and --device; --max_batch_size)
@@ -106,11 +106,15 @@ class VideoITGModel(lmms):
                     continue
         return done
 
-    def _score(self, video: str, instructions: list[str]) -> list:
+    def _score(self, video: str, instructions: list[str]) -> list[tuple[Any, list[int] | None]]:
+        """Each instruction's result and the picks its record stores (`recorded`): through a server, the server's
+        own (its deployment's top_k where the run names none)."""
         if self.scorer is not None:
             # one decode and vision pass for all of them
-            return self.scorer.score_many(video, instructions, options=self.request)
-        return [self.client.score(video, text, self.request) for text in instructions]
+            results = self.scorer.score_many(video, instructions, options=self.request)
+            return [(res, recorded(res, self.request)) for res in results]
+        served = [self.client.infer(video, text, self.request) for text in instructions]
+        return [(s.result, s.picked() if records_picks(self.request) else None) for s in served]
 
     @staticmethod
     def _write(path: Path, records: list[dict]) -> None:
@@ -153,8 +157,8 @@ class VideoITGModel(lmms):
                         bar.update(1)
                     continue
                 results = self._score(video, [it[0] for it in todo])
-                records = [res.to_record(doc_id, video, picked=recorded(res, self.request), task=task, split=split)
-                           for res, (_, doc_id, split, _, _) in zip(results, todo, strict=True)]
+                records = [res.to_record(doc_id, video, picked=picked, task=task, split=split)
+                           for (res, picked), (_, doc_id, split, _, _) in zip(results, todo, strict=True)]
                 self._write(path, records)  # appended per video: an interrupted run keeps what it scored
                 done[task].update((rec["doc_id"], rec) for rec in records)
                 bar.update(len(todo))
@@ -175,7 +179,7 @@ class VideoITGModel(lmms):
         for i, it in enumerate(todo):
             ctx, doc_id, split, gen_kwargs, _ = it
             if opts.selection == "videoitg":
-                res = results[i]
+                res = results[i][0]
                 pos = chosen_positions(opts, len(res.frame_indices), res)
                 frames, times, scores = ([res.frame_indices[p] for p in pos], [res.timestamps[p] for p in pos],
                                          [res.scores[p] for p in pos])
