@@ -77,7 +77,7 @@ def open_output(path: str | os.PathLike, append: bool = False) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -104,8 +104,16 @@ def write_whole(path: str | os.PathLike, data: bytes | str | Iterable[str]) -> N
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
                      | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
+            buffered = bytearray()  # an iterable's many short texts gathered up to a MiB a write
             for chunk in chunks:
-                _write_all(fd, chunk)
+                if len(buffered) + len(chunk) > 1 << 20:
+                    _write_all(fd, buffered)
+                    buffered.clear()
+                if len(chunk) > 1 << 20:
+                    _write_all(fd, chunk)
+                else:
+                    buffered += chunk
+            _write_all(fd, buffered)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -48,6 +48,23 @@ def test_write_whole_replaces_the_file_or_leaves_it(tmp_path: Path, monkeypatch:
     assert path.read_text() == "0\n1\n2\n" and [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temp left
 
 
+def test_write_whole_gathers_short_texts_and_writes_long_ones_as_they_come(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+    real = writes._write_all
+
+    def write_all(fd: int, data: bytes | bytearray) -> None:
+        sizes.append(len(data))
+        real(fd, data)
+
+    monkeypatch.setattr(writes, "_write_all", write_all)
+    lines = [f"{i}\n" for i in range(300_000)]
+    big = "x" * (3 << 20)
+    write_whole(tmp_path / "a", [*lines, big, "end\n"])
+    assert (tmp_path / "a").read_text() == "".join(lines) + big + "end\n"
+    assert len(sizes) < 8 and max(sizes) == len(big)  # not a write per line
+
+
 def test_write_whole_replaces_a_link_and_never_writes_through_it(tmp_path: Path) -> None:
     target = tmp_path / "system-file"
     target.write_text("keep me\n")
