@@ -10,11 +10,16 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed")
 
 from videoitg.contract.protocol import DECODE, TOP
-from videoitg.front.grpc_policy import grpc_infer_error, grpc_message_error, grpc_scan
+from videoitg.front.grpc_policy import grpc_checked, grpc_infer_error, grpc_scan
 from videoitg.front.policy import Reason
 
 MODELS = (TOP,)
 OVERFLOW = [1, 2**27, 2**35, 1]  # 2^64 bytes of FP32: 0 in Triton 2.51's int64 size check
+
+
+def _refusal(raw: bytes, models: tuple[str, ...], **limits: int):
+    """Why the front refuses a serialized ModelInferRequest, or None."""
+    return grpc_checked(raw, models, **limits)[0]
 
 
 def test_grpc_infer_refusals() -> None:
@@ -59,24 +64,24 @@ def test_grpc_counts_come_before_any_input_is_looked_at() -> None:
     nine = service_pb2.ModelInferRequest(model_name=TOP).SerializeToString() + b"\x2a\x00" * 9
     # The scan stops at the 9th input: what follows is never read, not even a field running past the message's end
     # (a whole parse calls that malformed).
-    assert "more inputs than the 8" in grpc_message_error(nine + b"\x2a\xff\xff\xff\x0f", MODELS, max_inputs=8)
+    assert "more inputs than the 8" in _refusal(nine + b"\x2a\xff\xff\xff\x0f", MODELS, max_inputs=8)
     raw = nine + b"\x2a\x00" * 3_000_000
     tracemalloc.start()
     try:
-        err = grpc_message_error(raw, MODELS, max_inputs=8)
+        err = _refusal(raw, MODELS, max_inputs=8)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert err is not None and "more inputs than the 8" in err
     assert peak < 1 << 20, f"{peak >> 10} KiB allocated scanning"
-    assert "is not served" in grpc_message_error(
+    assert "is not served" in _refusal(
         service_pb2.ModelInferRequest(model_name=DECODE).SerializeToString() + b"\x2a\x00", MODELS)
-    assert "malformed" in grpc_message_error(b"\x2a\x05ab", MODELS)
+    assert "malformed" in _refusal(b"\x2a\x05ab", MODELS)
     named = service_pb2.ModelInferRequest(model_name=TOP).SerializeToString()
-    assert "malformed ModelInfer request" in grpc_message_error(named + b"\x2a\x02\xff\xff", MODELS)  # the scan
+    assert "malformed ModelInfer request" in _refusal(named + b"\x2a\x02\xff\xff", MODELS)  # the scan
     # passes an input whose bytes protobuf cannot read
-    assert "more than" in grpc_message_error(b"\x18\x01" * 1_000_000, MODELS)  # any other field, repeated
-    assert "no inputs" in grpc_message_error(service_pb2.ModelInferRequest(model_name=TOP).SerializeToString(),
+    assert "more than" in _refusal(b"\x18\x01" * 1_000_000, MODELS)  # any other field, repeated
+    assert "no inputs" in _refusal(service_pb2.ModelInferRequest(model_name=TOP).SerializeToString(),
                                              MODELS)
     many = service_pb2.ModelInferRequest(model_name=TOP)
     for _ in range(20):
@@ -87,11 +92,11 @@ def test_grpc_counts_come_before_any_input_is_looked_at() -> None:
         extra.inputs.add(name=name, datatype="BYTES").shape.extend([1, 1])
     extra.raw_input_contents.extend([b"a", b"b", b"c"])
     assert "3 raw_input_contents for 2 inputs" in grpc_infer_error(extra, MODELS)
-    assert "3 raw_input_contents for 2 inputs" in grpc_message_error(extra.SerializeToString(), MODELS)
+    assert "3 raw_input_contents for 2 inputs" in _refusal(extra.SerializeToString(), MODELS)
     del extra.raw_input_contents[2]
     assert grpc_infer_error(extra, MODELS) is None
     extra.parameters["sequence_id"].int64_param = 5
-    assert grpc_message_error(extra.SerializeToString(), MODELS) is None
+    assert _refusal(extra.SerializeToString(), MODELS) is None
     err, head, n_raw = grpc_scan(extra.SerializeToString(), MODELS)  # the checks parse all but the raw bytes
     parsed = service_pb2.ModelInferRequest.FromString(head)
     assert err is None and n_raw == 2 and not parsed.raw_input_contents

@@ -80,12 +80,6 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
             return value, i
 
 
-def grpc_message_error(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
-                       max_outputs: int = DEFAULT_MAX_TENSORS) -> Refusal | None:
-    """Why a serialized ModelInferRequest is refused, or None (`grpc_checked`)."""
-    return grpc_checked(raw, models, max_inputs, max_outputs)[0]
-
-
 def grpc_checked(raw: bytes, models: tuple[str, ...], max_inputs: int = DEFAULT_MAX_TENSORS,
                  max_outputs: int = DEFAULT_MAX_TENSORS) -> tuple[Refusal | None, str]:
     """(why a serialized ModelInferRequest is refused or None, the model it names): its model name and counts from

@@ -114,7 +114,7 @@ def prepare_backend_dir(install: TritonInstall, dest_root: Path | None = None,
                                            "with a fresh copy of the wheel's")
         if not dest.exists():
             _copy_backend(src, stub, dest)
-        damage = copy_damage(dest / "python", sources)
+            damage = copy_damage(dest / "python", sources)  # the new copy checked once; a whole one was above
     except OSError as e:
         raise ServingSetupError(f"cannot prepare the python backend copy {dest}: {e.strerror or e}"
                                 + (f" ({e.filename})" if e.filename else "")) from e

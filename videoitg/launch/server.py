@@ -397,6 +397,8 @@ class TritonServer:
             start = self._log_bytes()
             try:
                 return self._launch_once(timeout_s, max_s, cancelled)
+            except StartCancelled:
+                raise
             except ServerError:
                 lost = self._lost_port(start)
                 if lost is None:
@@ -533,9 +535,9 @@ class TritonServer:
         """A line in the server log. Supervision never depends on it: a line the log cannot take (a full disk, a
         file-size limit) goes to stderr instead."""
         line = f"videoitg {who}: {msg}\n"
-        if self._log_file is None:
-            return
         try:
+            if self._log_file is None:
+                raise OSError("it could not be opened")
             self._log_file.write(line.encode())
         except (OSError, ValueError) as e:  # ValueError: closed under us by a stop
             with contextlib.suppress(OSError, ValueError):

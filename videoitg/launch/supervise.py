@@ -179,16 +179,18 @@ class StubWatchdog:
                if now >= self._next_try.get(model, 0.0)]
         for model, _ in due:
             self._stranded[model] = waiting.get(model, 0)
-        # Models repaired at once (every stub killed together: the server is back in the time of the slowest load).
-        with ThreadPoolExecutor(max(1, len(due)), thread_name_prefix="triton-stub-repair") as pool:
-            repaired = list(pool.map(lambda d: self._repair(*d), due))
+        repaired: list[bool] = []
+        if due:  # models repaired at once (every stub killed together: back in the time of the slowest load)
+            with ThreadPoolExecutor(len(due), thread_name_prefix="triton-stub-repair") as pool:
+                repaired = list(pool.map(lambda d: self._repair(*d), due))
+        current = stub_pids(self.server.pid)
         for (model, _), ok in zip(due, repaired, strict=True):
             if ok:  # repaired: follow its new stubs
-                expected[model] = stub_pids(self.server.pid).get(model, set())
+                expected[model] = current.get(model, set())
                 self._quiet.pop(model, None)
         # Healthy models: follow their current stubs (a model loaded later, more instances); a model waiting for
         # its next try keeps its old expectation, so it is still seen as broken.
-        for model, pids in stub_pids(self.server.pid).items():
+        for model, pids in current.items():
             if model not in expected or not (expected[model] - pids):
                 expected[model] = pids
         return expected

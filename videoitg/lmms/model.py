@@ -46,7 +46,7 @@ from videoitg.lmms.answering import (
     same_run,
     uniform_record,
 )
-from videoitg.lmms.tasks import _request_fields, doc_videos, model_options
+from videoitg.lmms.tasks import OUTPUT_DIR, _request_fields, doc_videos, model_options
 from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.options import OPTIONS, RequestOptions, recorded, records_picks
@@ -60,7 +60,7 @@ class VideoITGModel(lmms):
     is_simple = True
 
     def __init__(self, checkpoint: str | None = None, server: str | None = None, protocol: str = "grpc",
-                 output_dir: str = "videoitg_results", device: str = "cpu", dtype: str = "auto",
+                 output_dir: str = OUTPUT_DIR, device: str = "cpu", dtype: str = "auto",
                  num_frames: int | str = 512, target_fps: float | str = 1.0, sampling_rule: str = "eval",
                  truncate: bool | str = False, answer_upstream: str | None = None, answer_model: str | None = None,
                  selection: str | None = None, vision_tower: str | None = None, **kwargs: Any) -> None:

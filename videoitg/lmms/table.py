@@ -17,7 +17,7 @@ from typing import Any
 from videoitg.errors import InputError
 from videoitg.jsonio import loads, text_lines
 from videoitg.lmms.answering import SELECTIONS
-from videoitg.lmms.tasks import MODEL_NAME
+from videoitg.lmms.tasks import MODEL_NAME, OUTPUT_DIR
 from videoitg.outputs import DEFAULT_TOP_K
 from videoitg.request.options import SELECTION, RequestOptions
 from videoitg.writes import write_png
@@ -99,6 +99,7 @@ def read_rows(path: Path) -> list[Row]:
     rows = []
     for task, metrics in results.items():
         docs = int((samples.get(task) or {}).get("effective", 0))
+        used = frames_used(args.get("output_dir"), task)
         for name, value in metrics.items():
             metric, _, flt = name.partition(",")
             if "_stderr" in metric or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -106,15 +107,14 @@ def read_rows(path: Path) -> list[Row]:
             if not math.isfinite(value):
                 continue
             name = metric if flt in ("", "none") else f"{metric} ({flt})"
-            rows.append(Row(task, name, model, top_k, docs, label, float(value), Path(path),
-                            frames_used(args.get("output_dir"), task)))
+            rows.append(Row(task, name, model, top_k, docs, label, float(value), Path(path), used))
     return rows
 
 
 def frames_used(output_dir: str | None, task: str) -> float | None:
     """The frames sent per document, on average, by the run that wrote `output_dir/<task>/results.jsonl` (each
     record's `answer.frames`); None where that file is not found from here or holds no answer."""
-    path = Path(output_dir or "videoitg_results") / task / "results.jsonl"
+    path = Path(output_dir or OUTPUT_DIR) / task / "results.jsonl"
     if not path.is_file():
         return None
     counts = []

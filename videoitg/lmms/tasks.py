@@ -29,6 +29,7 @@ from videoitg.sampling import SamplingParams
 from videoitg.writes import write_whole
 
 MODEL_NAME = "videoitg"  # the --model name; tasks pick their prompt variant (lmms_eval_specific_kwargs) by it
+OUTPUT_DIR = "videoitg_results"  # model_args output_dir unless a run names one
 
 
 @dataclass(frozen=True)

@@ -533,7 +533,8 @@
     ui.answerFrames.replaceChildren();
     ui.answerTiming.textContent = "";
     try {
-      const url = video.file ? await dataUrl(video.file) : `file://${video.path}`;
+      // a path as a file URL, its %, # and ? escaped: the endpoint unquotes it back to the same path
+      const url = video.file ? await dataUrl(video.file) : `file://${encodeURI(video.path).replace(/[?#]/g, encodeURIComponent)}`;
       const body = {
         model: ui.model.value.trim(), stream: true,
         messages: [{ role: "user", content: [{ type: "video_url", video_url: { url } }, { type: "text", text: question }] }],
