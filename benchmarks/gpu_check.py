@@ -44,8 +44,9 @@ still run):
             whole served request on the 10-minute 720p clip and 8 concurrent cold requests
             (benchmarks/gpu_hotpath.py and benchmarks/gpu_decode.py say what each measures). On an H100: env 10 s,
             served_e2e 151 s, decode_long 55 s, the wheelhouse's unpack and install about 15 s (each call's wall time
-            less its sections'); hotpath 173 s measured before its candidates, estimated now at about 235 s and
-            fp8_breakdown at about 55 s: `--only env,hotpath,fp8_breakdown` about 5 minutes (not run on a GPU)
+            less its sections'); hotpath 173 s measured with fewer variants, about 235 s with the present ones
+            (estimated), and fp8_breakdown about 55 s: `--only env,hotpath,fp8_breakdown` about 5 minutes (not run
+            on a GPU)
   fp8_breakdown
             FP8's logits against fp32 (the hotpath's FP8 comparison: T = 128, 1,024 visual tokens, random weights):
             fp16, bf16 and the vision tower in bf16 without FP8; FP8 as `--precision fp8` runs it, without fast

@@ -20,11 +20,11 @@ served_e2e   `videoitg serve --target gpu` (its default decoder: DALI on the dec
              Triton's statistics; then 8 and 16 concurrent cold requests of the 720p clip (feature cache off): every
              one answered, p50 and p99 latency, requests/s against 1 / device time, NVML's utilisation through each.
 
-Estimated on an H100 from the 2026-11-26 record (decode_long 55 s and served_e2e 151 s then, one clip each):
+Estimated on an H100 from the 2026-11-26 record (decode_long 55 s and served_e2e 151 s with one clip each):
 decode_long about 90 s (making the 1080p clip about 20 s, PyAV's reference decodes about 12 s, four pooled decoders
 on two clips with their warm-ups), served_e2e about 210 s (the in-process device timing with its compile about 40 s,
 the 1080p clip's requests, the 16-request burst): about 5 minutes in all; about 6.5 if NVDEC decodes no faster than
-in that run (a 720p request 8 s, a 1080p one about 25 s).
+in that record (a 720p request 8 s, a 1080p one about 25 s).
 """
 
 from __future__ import annotations

@@ -26,10 +26,9 @@ hotpath     rates measured here first: fp16, bf16 and FP8 matmul at 8192^3 (FP8 
 fp8_breakdown
             in `hotpath`'s fp32 comparison (weights, frames, instruction; eager): fp16, bf16 and the vision tower
             in bf16 (the rest fp16) without FP8; FP8 as the mode runs it (row-wise scales, fast accumulation), without
-            fast accumulation, with block scales, in every decoder layer, and in both towers (the H100's earlier
-            mode); then the per-layer sensitivity sweep, each decoder layer alone in FP8, row-wise and block; each
-            against fp32: max |difference|, top-32 overlap, Spearman, error/spread (std of the difference / std of
-            the fp32 logits).
+            fast accumulation, with block scales, in every decoder layer, and in both towers; then the per-layer
+            sensitivity sweep, each decoder layer alone in FP8, row-wise and block; each against fp32: max
+            |difference|, top-32 overlap, Spearman, error/spread (std of the difference / std of the fp32 logits).
 
 What each figure would decide (`decides` in each section's record): a candidate goes on the default GPU path only
 where every round of it ran under `hot`'s fastest and its logits keep the ranking; the bf16 tower becomes the GPU

@@ -64,18 +64,18 @@ class TritonPythonModel:
             if self.streaming and self.decoder.pooled else None
         # Triton's queue bound (max_in_flight) holds only while `execute` runs; the pooled step returns at once, so
         # its own gate refuses a video past max_in_flight at once (OverloadedError), never queued with its bytes
-        self.gate = InFlightGate(self.limits.max_in_flight)
+        self.gate = InFlightGate(self.limits.max_in_flight) if self.videos is not None else None
         self.counters = RequestCounters(DECODE)
 
     def finalize(self) -> None:
-        if self.videos is not None:
-            self.videos.shutdown(wait=False, cancel_futures=True)
+        if self.videos is not None:  # each admitted video decodes to its end (its deadline bounds it) and answers
+            self.videos.shutdown(wait=True)
         finalized(self.counters)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         if self.streaming:
             for request in requests:
-                if self.videos is not None:  # concurrent videos share the decode pool; each answers on its own
+                if self.videos is not None and self.gate is not None:  # videos share the decode pool; each answers
                     try:
                         self.gate.admit()
                     except OverloadedError as e:

@@ -68,6 +68,9 @@ def open_output(path: str | os.PathLike, append: bool = False) -> int:
             raise OutputError(f"{os.fspath(path)} is {_kind(st.st_mode)}, not a regular file: nothing is written "
                               "into it")
         os.set_blocking(fd, True)
+    except OutputError:
+        os.close(fd)
+        raise
     except OSError as e:
         os.close(fd)
         raise output_error(e, path) from None
@@ -199,6 +202,8 @@ def append_lines(path: str | os.PathLike, lines: Iterable[str]) -> int:
             os.ftruncate(fd, size)  # no torn line of ours stays behind
             raise
         return torn
+    except OutputError:  # already names its file (`<path>.torn`)
+        raise
     except OSError as e:
         raise output_error(e, path) from None
     finally:

@@ -181,7 +181,9 @@ def test_concurrent_requests_take_turns(clips: dict[str, Path]) -> None:
 
         ta = threading.Thread(target=one, args=(a,))
         ta.start()
-        while not log:
+        started = time.monotonic()
+        while not log:  # a's first piece has started
+            assert time.monotonic() - started < 60, "no piece of a started"
             time.sleep(0.005)
         tb = threading.Thread(target=one, args=(b,))
         tb.start()
@@ -210,7 +212,11 @@ def test_a_streamed_request_hands_over_its_frames_in_order_in_one_buffer(clips: 
         done = threading.Event()
 
         def decode() -> None:
-            pool.decode(video, out, progress=lambda n: stream.advance(n, 0))
+            try:
+                pool.decode(video, out, progress=lambda n: stream.advance(n, 0))
+            except BaseException as e:  # the reader below hears of it, not waits for ever
+                stream.finish(None, e)
+                raise
             done.set()
 
         threading.Thread(target=decode).start()

@@ -126,8 +126,8 @@ def test_requests_a_models_process_took_with_it_are_answered_and_no_other_models
         t0 = time.monotonic()
         for th in threads:
             th.join(60)
-        t, status, said = got["held"]
-        assert (status, said) == (503, LOST.format(model="held")) and t - t0 < 5, (t - t0, status, said)
+        t, status, said = got["held"]  # answered, not held to its model's 60 s
+        assert (status, said) == (503, LOST.format(model="held")) and t - t0 < 30, (t - t0, status, said)
         assert got["slow_answer"][1:] == (200, "[3.0, 4.0]")
         assert "the front answers the requests of 'held' that were in flight" in srv.log_tail()
         (repo / "held" / "1" / "hold").write_text("0")  # its next requests are answered at once
@@ -247,4 +247,4 @@ def test_a_reset_of_tritonserver_is_worded_as_what_happened(server: TritonServer
     assert box.get("status") == 503, box
     said = str(box["body"])  # "tritonserver closed the connection before its answer was whole", or "... lost"
     assert "UpstreamError: " in said and "tritonserver" in said and "no answer within" not in said, box
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 15  # not the slow model's 30 s

@@ -153,6 +153,6 @@ def test_a_stop_asked_for_while_starting_ends_the_wait(tmp_path: Path, monkeypat
     try:
         with pytest.raises(StartCancelled, match="a stop was asked for while tritonserver was starting"):
             srv.wait_ready(180.0, cancelled=lambda: time.monotonic() >= asked)
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 30  # not the start's 60 s (a hang guard, not a speed)
     finally:
         _end(srv)

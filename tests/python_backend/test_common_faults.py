@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -90,8 +91,10 @@ def test_a_requester_is_known_by_its_process_and_start_time(common: types.Module
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, not reaped yet: a zombie is gone too
     token = f"{zombie.pid}:{open(f'/proc/{zombie.pid}/stat').read().rsplit(')', 1)[1].split()[19]}"
     try:
+        exited = time.monotonic() + 30
         while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
-            pass
+            assert time.monotonic() < exited, "the child did not exit"
+            time.sleep(0.005)
         assert common.Requester(request({common.REQUESTER: token}), Sender()).gone() is not None
     finally:
         zombie.wait()

@@ -38,9 +38,32 @@ def test_step_decoder_follows_the_repository_parameter_and_the_instance_device()
             StepDecoder.of(name, "cpu")
 
 
-def test_a_dali_step_on_a_gpu_answers_pyavs_uint8_frames_where_pyav_decodes(tmp_path: Path) -> None:
-    """The GPU's dali step on a stream it hands to PyAV (here: a machine without a GPU, where the automatic choice is
-    PyAV) answers what the python step answers: the same uint8 frames, numbers and times."""
+def test_a_gpu_dali_step_decodes_regular_streams_on_nvdec_and_hands_the_others_to_pyav(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the dali step of a GPU instance ("auto" with frames on the device) runs, as on a machine with a GPU and
+    DALI: NVDEC for a constant-rate stream with timestamps in a codec NVDEC decodes; PyAV for a variable-rate or
+    timestamp-less stream (only the packet index numbers its frames right) and for a codec NVDEC lacks."""
+    from types import SimpleNamespace
+
+    from videoitg.decode import choice
+
+    monkeypatch.setattr(choice, "dali_available", lambda: True)
+    monkeypatch.setattr(choice, "_cuda", lambda: True)
+
+    def index(vfr: bool = False, ordinal: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(vfr=vfr, ordinal=ordinal)  # what the choice reads of a FrameIndex
+
+    nvdec_codec = sorted(choice.DALI_GPU_CODECS)[0]
+    assert choice.choose_decoder("auto", nvdec_codec, index(), want_cuda=True) == "dali-gpu"
+    assert choice.choose_decoder("auto", nvdec_codec, index(vfr=True), want_cuda=True) == "pyav"
+    assert choice.choose_decoder("auto", nvdec_codec, index(ordinal=True), want_cuda=True) == "pyav"
+    assert choice.choose_decoder("auto", "prores", index(), want_cuda=True) == "pyav"
+    assert choice.choose_decoder("auto", nvdec_codec, index(), want_cuda=False) != "dali-gpu"
+
+
+def test_a_dali_step_without_a_gpu_answers_pyavs_uint8_frames(tmp_path: Path) -> None:
+    """The dali step made for a GPU instance, run where no GPU is (`device` None: no frames on a CUDA device, so the
+    automatic choice is PyAV) answers what the python step answers: the same uint8 frames, numbers and times."""
     clip = write_clip(tmp_path / "v.mp4", frames=24)
     sampling, limits = SamplingParams(8, 2.0), Limits()
     dali_like = decode_whole(clip.read_bytes(), 32, sampling, limits, StepDecoder("auto", None, "mixed"))

@@ -82,10 +82,9 @@ class NvcSession(Session):
                                     usedevicememory=True)
         shown = 0  # the piece's frames out of the decoder so far (display order: frame `shown` is next)
         with torch.cuda.stream(self._stream):
-            for packet in demuxer:
-                v.deadline.check("decoding with PyNvVideoCodec")
-                frames = decoder.Decode(packet)
-                if frames:
+            def take(frames: list) -> None:
+                nonlocal shown
+                if frames:  # the decoder's post-processing of these surfaces done before this stream reads them
                     decoder.WaitOnCUStream(self._stream.cuda_stream)
                 for frame in frames:
                     if shown in row:
@@ -93,13 +92,14 @@ class NvcSession(Session):
                         if len(batch) == CONVERT_FRAMES:
                             convert()
                     shown += 1
+
+            for packet in demuxer:
+                v.deadline.check("decoding with PyNvVideoCodec")
+                take(decoder.Decode(packet))
                 if shown > wanted[-1]:
                     break  # every sampled frame of the piece is out: the rest need not decode
             if shown <= wanted[-1]:  # the frames the decoder still holds: an empty packet is the end of the stream
-                for frame in decoder.Decode(nvc.PacketData()):
-                    if shown in row:
-                        batch.append((row[shown], torch.from_dlpack(frame).clone()))
-                    shown += 1
+                take(decoder.Decode(nvc.PacketData()))
             if batch:
                 convert()
         if shown <= wanted[-1]:

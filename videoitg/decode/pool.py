@@ -60,10 +60,6 @@ class DecodePool:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-    @property
-    def primary(self) -> list[Session]:
-        return [s for s in self.sessions if not s.overflow]
-
     def max_frames(self, video: Video) -> int:
         return min(s.max_frames(video) for s in self.sessions)
 

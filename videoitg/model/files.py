@@ -19,6 +19,7 @@ from videoitg.config import VideoITGConfig, VisionConfig
 from videoitg.defaults import default_checkpoint, home
 from videoitg.errors import CheckpointError, InputError
 from videoitg.jsonio import load_file
+from videoitg.writes import write_whole
 
 INDEX = "model.safetensors.index.json"
 log = logging.getLogger(__name__)
@@ -285,19 +286,14 @@ def _read_digest_cache() -> tuple[dict[str, str], int]:
 
 
 def _write_digest_cache(key: str, digest: str) -> None:
-    """Add one entry to the entries that verify (the oldest go past DIGEST_CACHE_ENTRIES); temp file + rename, so
-    concurrent writers never leave a torn file (the last one wins; a lost entry is only hashed again)."""
+    """Add one entry to the entries that verify (the oldest go past DIGEST_CACHE_ENTRIES), written whole
+    (`write_whole`), so concurrent writers never leave a torn file (the last one wins; a lost entry is only hashed
+    again)."""
     try:
-        path = _digest_cache_path()
         cache, _ = _read_digest_cache()
         cache.pop(key, None)
         cache[key] = digest
         keep = {k: f"{v} {_entry_check(k, v)}" for k, v in list(cache.items())[-DIGEST_CACHE_ENTRIES:]}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        try:
-            tmp.write_text(json.dumps({"format": DIGEST_CACHE_FORMAT, "entries": keep}), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    except OSError:
+        write_whole(_digest_cache_path(), json.dumps({"format": DIGEST_CACHE_FORMAT, "entries": keep}))
+    except OSError:  # OutputError is one: the entry is only hashed again
         pass

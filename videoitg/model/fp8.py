@@ -17,7 +17,7 @@ Scales (`SCHEMES`), each block's largest magnitude mapped to 448 (e4m3's largest
   (1, M), so M is padded to a multiple of 4; scale_b the [N/128, K/128] block scales transposed), the sums promoted
   to fp32 per 128-wide block of K (no fast accumulation), the bias added to the bf16 product after it.
 (Both read in torch's aten/src/ATen/native/cuda/ScaledBlas.cpp on its main branch, `_scaled_mm_out_cuda`'s scale
-checks; block scales came with torch 2.9, and the GPU nodes' torch 2.11 is not read line by line: the GPU check
+checks; block scales need torch 2.9 or later; the image's torch 2.11 was not read line by line: the GPU check
 records an error where a scheme does not run.)
 
 On a CPU, `scaled_mm` emulates the GPU's product: the same quantized operands and scales (one torch function

@@ -35,7 +35,7 @@ class HotPath:
     gqa_without_copies: bool = True  # SDPA reads each K/V head for its query group (enable_gqa), no repeat
     gelu_epilogue: bool = True  # on a GPU, SigLIP's fc1 bias + GELU in the GEMM's epilogue (cuBLASLt)
     one_pass_norms: bool = False  # on a GPU, SigLIP's norms and residual adds as one-pass Triton kernels (norms.py);
-    # off: no GPU run has timed it
+    # off until a GPU run shows it faster
 
 
 HOT_PATH = HotPath()
