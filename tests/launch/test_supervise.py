@@ -12,6 +12,7 @@ import pytest
 from videoitg.launch import supervise
 from videoitg.launch.ports import ServerError, StartCancelled
 from videoitg.launch.procfs import Stub
+from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.launch.supervise import STOPPED_LOOKS, StubWatchdog
 
 
@@ -132,6 +133,11 @@ def test_a_model_that_is_not_loaded_is_loaded(watchdog: StubWatchdog) -> None:
     v = watchdog.verdicts({}, {}, {}, states, now=0.0)
     assert sorted(v) == ["a", "e"] and all(x.unloaded and not x.kill for x in v.values())
     assert "state UNAVAILABLE" in v["a"].cause and "never loaded" in v["e"].cause
+    # an operator's own control mode (--model-control-mode among the extra arguments): what it left unloaded stays so
+    theirs = StubWatchdog(watchdog.server, interval_s=3600.0, loads_unloaded=False)
+    assert theirs.verdicts({}, {}, {}, states, now=0.0) == {}
+    assert TritonServer("repo", ServerOptions())._loads_every_model
+    assert not TritonServer("repo", ServerOptions(extra_args=("--model-control-mode=poll",)))._loads_every_model
 
 
 def test_repairs_kill_first_then_reload_with_backoff_and_bounded_tries(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -224,6 +224,12 @@ class TritonServer:
         self.http_port = self.grpc_port = self.metrics_port = 0
         self._triton_ports = (0, 0, 0)  # tritonserver's own http, grpc, metrics ports, on loopback
 
+    @property
+    def _loads_every_model(self) -> bool:
+        """Whether the launcher chooses the model control (explicit, every model loaded at start): the operator's
+        extra arguments name none."""
+        return not any(a.startswith("--model-control-mode") for a in self.options.extra_args)
+
     # ---- addresses ------------------------------------------------------------------------------------------
     @property
     def http_url(self) -> str:
@@ -308,7 +314,7 @@ class TritonServer:
             f"--http-restricted-api={inference}",
             f"--grpc-restricted-protocol={inference}",
         ]
-        if o.stub_watchdog_s > 0 and not any(a.startswith("--model-control-mode") for a in o.extra_args):
+        if o.stub_watchdog_s > 0 and self._loads_every_model:
             # Explicit control (every model loaded at start) so the watchdog may reload one model.
             args += ["--model-control-mode=explicit", "--load-model=*"]
         if o.gpu:  # one pool per GPU (a flag sizes one; `visible_gpus`)
@@ -448,7 +454,7 @@ class TritonServer:
             self.stop()
             raise
         if o.stub_watchdog_s > 0:
-            self.watchdog = StubWatchdog(self, o.stub_watchdog_s)
+            self.watchdog = StubWatchdog(self, o.stub_watchdog_s, loads_unloaded=self._loads_every_model)
         return self
 
     def _admin(self, model: str, action: str) -> None:

@@ -94,8 +94,11 @@ class StubWatchdog:
     front answers them). A repair that fails is tried again after 1, 2, 4, 8 s; after `RELOAD_TRIES` the model stays
     unloaded and the server not ready."""
 
-    def __init__(self, server: Launched, interval_s: float, wedge_s: float = WEDGE_S):
+    def __init__(self, server: Launched, interval_s: float, wedge_s: float = WEDGE_S, loads_unloaded: bool = True):
         self.server, self.interval_s, self.wedge_s = server, interval_s, wedge_s
+        # Whether a model found unloaded is loaded: only where the launcher loads every model (explicit control,
+        # --load-model=*), not where an operator chose another control mode or which models load
+        self.loads_unloaded = loads_unloaded
         self.restarts = 0  # models repaired
         self.repaired: list[tuple[str, str]] = []  # (model, cause) of each repair, in order
         self.given_up: set[str] = set()  # models that could not be repaired within RELOAD_TRIES
@@ -160,7 +163,7 @@ class StubWatchdog:
             elif now - quiet.since >= self.wedge_s:
                 out[model] = Verdict(f"{queued} request(s) waited {now - quiet.since:.0f} s for it while its stub "
                                      "used no CPU time (wedged)", set(live))
-        for model, state in states.items():
+        for model, state in states.items() if self.loads_unloaded else ():
             if state not in SETTLED and model not in out and model not in self.given_up:
                 out[model] = Verdict(f"it is not loaded (state {state or 'never loaded'})", unloaded=True)
         return out
