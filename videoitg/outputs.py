@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videoitg.errors import InputError, VideoITGError
+from videoitg.jsonio import JSONProblem, loads, text_lines
 from videoitg.moments import DEFAULT_PARAMS, Moment, MomentParams, find_moments, known_duration
+from videoitg.writes import append_lines, write_whole
 
 if TYPE_CHECKING:
     import numpy as np
@@ -137,6 +139,11 @@ class GroundingResult:
     def top_k_frames(self, k: int) -> list[int]:
         return [self.frame_indices[i] for i in self.top_k_positions(k)]
 
+    def positions(self, frames: Sequence[int]) -> list[int]:
+        """The positions in the per-frame lists of sampled frame numbers `frames` (KeyError: one was not sampled)."""
+        position = {n: i for i, n in enumerate(self.frame_indices)}
+        return [position[n] for n in frames]
+
     @property
     def moments(self) -> list[Moment]:
         """Moments `(start_s, end_s, score)`, best first, by the default rule (`videoitg.moments`)."""
@@ -190,8 +197,6 @@ def write_results_jsonl(path: str | Path, records: list[dict[str, Any]], append:
     """Write `records` as JSON lines: appended after the file's last whole line (a torn tail is set aside in
     `<path>.torn`, `videoitg.writes.append_lines`), or (`append=False`) as the whole file. A record holding NaN or
     an infinity is not JSON: nothing is written (VideoITGError). Returns the bytes of a torn tail set aside."""
-    from videoitg.writes import append_lines, write_whole
-
     try:
         lines = [json.dumps(r, allow_nan=False) for r in records]
     except ValueError as e:
@@ -205,8 +210,6 @@ def write_results_jsonl(path: str | Path, records: list[dict[str, Any]], append:
 def read_frame_indices_jsonl(path: str | Path) -> dict[Any, list[int]]:
     """Read results.jsonl the way the downstream consumers do: first line per doc_id wins, `index` only. A line that
     is not a JSON object (torn by a crash) is skipped and reported in the log."""
-    from videoitg.jsonio import JSONProblem, loads, text_lines
-
     out: dict[Any, list[int]] = {}
     skipped = 0
     for _, line, problem in text_lines(path):
@@ -215,7 +218,7 @@ def read_frame_indices_jsonl(path: str | Path) -> dict[Any, list[int]]:
         except JSONProblem:
             r = None
         if not isinstance(r, dict):
-            skipped += bool(line.strip())
+            skipped += 1
             continue
         if "doc_id" in r and isinstance(r.get("index"), list) and r["doc_id"] not in out:
             out[r["doc_id"]] = r["index"]
@@ -231,8 +234,6 @@ def doc_id_problems(records: list[dict[str, Any]], path: str | Path | None = Non
     per kind of problem (empty: none)."""
     seen: set[int] = set()
     if path is not None and Path(path).is_file():
-        from videoitg.jsonio import JSONProblem, loads, text_lines
-
         for _, line, problem in text_lines(path):
             try:
                 r = loads(line) if problem is None else None

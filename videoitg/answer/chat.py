@@ -243,12 +243,11 @@ def selection_of(result: Any, top_k_frames: Sequence[int], jpegs: Sequence[bytes
                  select_s: float) -> Selection:
     """A Selection from a grounding result (`GroundingResult`), its top-K frame numbers (chronological), their
     JPEGs in that order and the moments."""
-    pos = {n: i for i, n in enumerate(result.frame_indices)}
-    scores = result.scores
     if len(jpegs) != len(top_k_frames):
         raise SelectionError(f"the server answered {len(jpegs)} frames for {len(top_k_frames)} chosen", 502)
-    return Selection([int(n) for n in top_k_frames], [result.timestamps[pos[n]] for n in top_k_frames],
-                     [scores[pos[n]] for n in top_k_frames], [[float(x) for x in m] for m in moments], list(jpegs),
+    pos = result.positions(top_k_frames)
+    return Selection([int(n) for n in top_k_frames], [result.timestamps[p] for p in pos],
+                     [result.scores[p] for p in pos], [[float(x) for x in m] for m in moments], list(jpegs),
                      select_s)
 
 

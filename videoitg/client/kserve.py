@@ -98,8 +98,7 @@ class ServedResult:
 
     def picked(self) -> list[int]:
         """The picked frames (`top_k_frames`) as positions into the result's per-frame lists, chronological."""
-        position = {n: i for i, n in enumerate(self.result.frame_indices)}
-        return [position[n] for n in self.top_k_frames]
+        return self.result.positions(self.top_k_frames)
 
     def images(self) -> list[np.ndarray]:
         """The frames asked for as RGB uint8 [H, W, 3] arrays (JPEGs decoded), chronological."""

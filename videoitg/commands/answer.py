@@ -114,13 +114,13 @@ def plot(result: GroundingResult, selection: Any, out: str) -> Path:
 
     from videoitg.commands.plot import plot_timeline
 
-    pos = {n: i for i, n in enumerate(result.frame_indices)}
+    picked = result.positions(selection.frames)
     thumbs = {}
-    for n, jpeg in zip(selection.frames, selection.jpegs, strict=True):
+    for p, jpeg in zip(picked, selection.jpegs, strict=True):
         with Image.open(io.BytesIO(jpeg)) as im:
             im.thumbnail((240, 240))
-            thumbs[pos[n]] = np.asarray(im.convert("RGB"))
-    return plot_timeline(result, Path(out), [pos[n] for n in selection.frames], thumbs)
+            thumbs[p] = np.asarray(im.convert("RGB"))
+    return plot_timeline(result, Path(out), picked, thumbs)
 
 
 def run(args: argparse.Namespace) -> int:
