@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from videoitg.contract.protocol import DECODE, FEATURE_TYPES, GROUNDING, VISION, check_decoder
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
+from videoitg.model.files import IDENTITY_CHARS
 from videoitg.outputs import SelectionOptions
 from videoitg.paths import MediaRoots
 from videoitg.precision import PRECISIONS
@@ -25,7 +26,6 @@ DEVICES = ("cpu", "cuda")
 CHECKPOINT = "checkpoint"
 MEDIA_ROOTS = "media_roots"
 FEATURE_CACHE_BYTES = "feature_cache_bytes"
-IDENTITY_CHARS = 16  # a checkpoint identity's length (`videoitg.model.files.checkpoint_identity`)
 
 P = TypeVar("P", bound="ModelParameters")
 

@@ -34,12 +34,16 @@ def group_alive(pgid: int) -> bool:
     return any(len(f) > 2 and f[2] == str(pgid) and f[0] not in ("Z", "X") for _, f in _stats())
 
 
+def _stat_cpu_s(fields: list[str]) -> float:
+    """CPU seconds (user + system) of a /proc/PID/stat's fields after its name: utime, stime (fields 14 and 15 of
+    proc(5))."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system) used so far by the live processes of group `pgid` (tritonserver and its python
     stubs): a stub reading and hashing a 16 GB checkpoint logs nothing for minutes but burns CPU."""
-    # utime, stime: fields 14 and 15 of proc(5)
-    ticks = sum(int(f[11]) + int(f[12]) for _, f in _stats() if len(f) > 12 and f[2] == str(pgid))
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(_stat_cpu_s(f) for _, f in _stats() if len(f) > 12 and f[2] == str(pgid))
 
 
 def cpu_s(pid: int) -> float:
@@ -113,9 +117,7 @@ def stubs(pid: int | None) -> dict[str, dict[int, Stub]]:
             continue
         if cmd and cmd[0].endswith(b"triton_python_backend_stub") and len(cmd) > 1:
             model = Path(cmd[1].decode(errors="replace")).parent.parent.name  # <model>/<ver>/model.py
-            # utime, stime: fields 14 and 15 of proc(5)
-            cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-            out.setdefault(model, {})[child] = Stub(f[0], cpu)
+            out.setdefault(model, {})[child] = Stub(f[0], _stat_cpu_s(f))
     return out
 
 

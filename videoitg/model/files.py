@@ -135,6 +135,7 @@ def _config_from_dict(ckpt: Path, d: dict, vision_tower: str | Path | None) -> t
 
 
 IDENTITY_VERSION = b"videoitg checkpoint identity 2\0"
+IDENTITY_CHARS = 16  # a checkpoint identity's length in hex characters
 DIGEST_CACHE = "file-digests.json"  # under videoitg.defaults.home()
 DIGEST_CACHE_FORMAT = "videoitg file digests 2"
 DIGEST_CACHE_ENTRIES = 4096
@@ -157,7 +158,7 @@ def checkpoint_identity(ckpt: str | Path, vision_tower: str | Path | None = None
                 n = f.stat().st_size
                 h.update(f.name.encode("utf-8", "surrogateescape") + b"\0" + n.to_bytes(8, "little"))
                 h.update(bytes.fromhex(cached_weight_hash(f)))
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:IDENTITY_CHARS]
 
 
 def _identity_dirs(ckpt: Path, vision_tower: str | Path | None) -> list[tuple[str, Path]]:
