@@ -248,14 +248,12 @@ def datasheet(gpu: str) -> dict[str, float] | None:
 
 
 # ---- hotpath ---------------------------------------------------------------------------------------------------
-def check_config(check: Any, size: str | None = None) -> Any:
+def check_config(check: Any) -> Any:
     """The section's model shapes: the released ones, or the tiny ones with four decoder layers (FP8 converts the
     middle two)."""
-    from videoitg.config import TextConfig
-
-    cfg = check.config(size or ("tiny" if check.tiny else "real"))
+    cfg = check.config("tiny" if check.tiny else "real")
     if check.tiny:
-        cfg.text = TextConfig(**{**vars(cfg.text), "num_hidden_layers": 4})
+        cfg.text = dataclasses.replace(cfg.text, num_hidden_layers=4)
     return cfg
 
 
@@ -683,7 +681,8 @@ def fp8_breakdown(check: Any) -> dict[str, Any]:
     check.progress(out, "16-bit")
     lm = model.model.layers
     vision = model.model.vision_tower.vision_tower.vision_model.encoder.layers
-    mode = [(lm, i) for i, layer in enumerate(lm) if any(layer is x for x in fp8_layers(model))]
+    converted = {id(x) for x in fp8_layers(model)}  # the layers the FP8 mode converts
+    mode = [(lm, i) for i, layer in enumerate(lm) if id(layer) in converted]
     every = [(lm, i) for i in range(len(lm))]
     runs = {"fp8": (mode, "rowwise", True), "fp8_exact_accum": (mode, "rowwise", False),
             "fp8_block": (mode, "block", False), "fp8_every_layer": (every, "rowwise", True),
