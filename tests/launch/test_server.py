@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.support import ROOT
 from tests.support.launch import serve, server_child, write_model, write_repo
-from tests.support.server import read_until, skip_without_tritonserver, stub_pids, wait_until
+from tests.support.server import read_until, sampled, skip_without_tritonserver, stub_pids, wait_until
 from videoitg.defaults import default_checkpoint
 from videoitg.front.process import environment as front_environment
 from videoitg.launch import server as server_mod
@@ -246,20 +246,10 @@ def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(ser
     Readiness is sampled by its own thread: a request to the dead stub can stay in flight through the whole reload,
     so a single thread that alternates probes and requests may never see the unready window."""
     before = stub_pids(server)["echo"]
-    samples: list[tuple[float, bool]] = []
-    done = threading.Event()
-
-    def probe() -> None:
-        while not done.is_set():
-            samples.append((time.monotonic(), ready(server)))
-            time.sleep(0.02)
-
-    prober = threading.Thread(target=probe, daemon=True)
     t0 = time.monotonic()
     os.kill(before, signal.SIGKILL)
-    prober.start()
     failed: list[float] = []  # start times of requests that failed
-    try:
+    with sampled(lambda: ready(server), 0.02) as samples:
         while time.monotonic() - t0 < 60:
             start = time.monotonic()
             try:
@@ -269,9 +259,6 @@ def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(ser
             except urllib.error.HTTPError:
                 failed.append(start)
             time.sleep(0.05)
-    finally:
-        done.set()
-        prober.join()
     unready = [t for t, r in samples if not r]
     assert unready, f"readiness never turned false after the stub died:\n{server.log_tail()}"
     unready_after = unready[0] - t0

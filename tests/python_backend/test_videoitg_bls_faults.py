@@ -22,7 +22,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 from benchmarks.clips import random_clip
 from tests.support.checkpoint_files import scale_weights_in_place
 from tests.support.compare import assert_results_close
-from tests.support.server import launch, metric_value, ready, skip_without_tritonserver, wait_until
+from tests.support.server import launch, metric_value, ready, sampled, skip_without_tritonserver, wait_until
 from videoitg.client.kserve import RemoteError, UnavailableError, VideoITGClient
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
 from videoitg.defaults import default_checkpoint
@@ -206,28 +206,17 @@ def test_a_stopped_step_is_not_ready_and_its_request_ends_naming_it(server: Trit
     with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
         c.score(path, instruction)  # cached: the next request goes straight to the grounding step
         before = stub(server, GROUNDING)
-        samples: list[tuple[float, bool]] = []
-        done = threading.Event()
-
-        def probe() -> None:
-            while not done.is_set():
-                samples.append((time.monotonic(), ready(server)))
-                time.sleep(0.05)
-
-        prober = threading.Thread(target=probe)
         os.kill(before, signal.SIGSTOP)
         t0 = time.monotonic()
-        prober.start()
         try:
-            with pytest.raises(RemoteError) as e:
-                c.score(path, instruction)
-            ended = time.monotonic() - t0
-            assert wait_until(lambda: stub(server, GROUNDING) not in (None, before) and ready(server), 60), \
-                server.log_tail()
-            back = time.monotonic() - t0
+            with sampled(lambda: ready(server), 0.05) as samples:
+                with pytest.raises(RemoteError) as e:
+                    c.score(path, instruction)
+                ended = time.monotonic() - t0
+                assert wait_until(lambda: stub(server, GROUNDING) not in (None, before) and ready(server), 60), \
+                    server.log_tail()
+                back = time.monotonic() - t0
         finally:
-            done.set()
-            prober.join()
             if procfs.stubs(server.pid).get(GROUNDING, {}).get(before):
                 os.kill(before, signal.SIGKILL)
         assert "videoitg_grounding: StepUnavailableError" in str(e.value), e.value

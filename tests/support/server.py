@@ -5,11 +5,13 @@ their metrics and stubs, a reliability report."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
 import queue
 import subprocess
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +49,27 @@ def ready(server: TritonServer) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def sampled(probe: Callable[[], bool], every_s: float) -> Iterator[list[tuple[float, bool]]]:
+    """(time, `probe()`) every `every_s` from a thread of its own while the block runs: a readiness the block's own
+    requests, which may stay in flight through a whole reload, would never see change."""
+    samples: list[tuple[float, bool]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.is_set():
+            samples.append((time.monotonic(), probe()))
+            time.sleep(every_s)
+
+    prober = threading.Thread(target=run, daemon=True)
+    prober.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        prober.join()
 
 
 def wait_until(done: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
