@@ -7,6 +7,7 @@ run only on a GPU: `benchmarks/gpu_decode.py` times and checks them there."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -94,8 +95,7 @@ class Recorded(PyAVSession):
 @pytest.mark.parametrize("sessions", [1, 3])
 def test_a_requests_pieces_on_several_sessions_are_the_serial_decoders_frames(clips: dict[str, Path], name: str,
                                                                                sessions: int) -> None:
-    pool = DecodePool([PyAVSession(k) for k in range(sessions)])
-    try:
+    with contextlib.closing(DecodePool([PyAVSession(k) for k in range(sessions)])) as pool:
         video = video_of(clips[name])
         out, job = run(pool, video)
         assert len(job.pieces) >= 3 and sum(job.by_session.values()) == len(job.pieces)
@@ -104,8 +104,6 @@ def test_a_requests_pieces_on_several_sessions_are_the_serial_decoders_frames(cl
             assert [read_number(f.transpose(1, 2, 0)) for f in out] == video.frame_numbers
         if sessions > 1:
             assert len(job.by_session) > 1  # the sessions shared the pieces
-    finally:
-        pool.close()
 
 
 @pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed (extra 'dali')")
@@ -115,8 +113,8 @@ def test_a_pool_of_mixed_decoders_gives_every_frame_each_within_its_decoders_bou
     decoder's, DALI's within its camera-content bound of them."""
     from videoitg.decode.dali import PIXEL_BOUNDS, DaliSession
 
-    pool = DecodePool([DaliSession("cpu"), PyAVSession(0, overflow=True), PyAVSession(1, overflow=True)])
-    try:
+    sessions = [DaliSession("cpu"), PyAVSession(0, overflow=True), PyAVSession(1, overflow=True)]
+    with contextlib.closing(DecodePool(sessions)) as pool:
         path = clips["natural_vp9"]
         video = video_of(path)
         out, job = run(pool, video)
@@ -131,19 +129,14 @@ def test_a_pool_of_mixed_decoders_gives_every_frame_each_within_its_decoders_bou
             else:
                 d = np.abs(got - ref)
                 assert d.max() <= max_ and d.mean() <= mean, (plan.number, d.max(), d.mean())
-    finally:
-        pool.close()
 
 
 def test_an_overflow_session_waits_while_a_primary_one_is_idle(clips: dict[str, Path]) -> None:
     log: list = []
-    pool = DecodePool([Recorded(0, log), Recorded(1, log, overflow=True)])
-    try:
+    with contextlib.closing(DecodePool([Recorded(0, log), Recorded(1, log, overflow=True)])) as pool:
         video = video_of(clips["vp9"], SamplingParams(num_frames=4, target_fps=1.0))
         _, job = run(pool, video, pieces=pool.plan(video)[:1])  # one piece: the primary session is free for it
         assert set(job.by_session) == {"pyav:0"}
-    finally:
-        pool.close()
 
 
 def test_a_failing_piece_stops_the_request_and_its_error_names_the_piece(clips: dict[str, Path],
@@ -153,8 +146,7 @@ def test_a_failing_piece_stops_the_request_and_its_error_names_the_piece(clips: 
     bad = truncate(clips["faststart"], tmp_path / "cut.mp4", 0.6)  # its header first: it opens, frames are missing
     whole = video_of(clips["faststart"])
     log: list = []
-    pool = DecodePool([Recorded(k, log, delay_s=0.05) for k in range(2)])
-    try:
+    with contextlib.closing(DecodePool([Recorded(k, log, delay_s=0.05) for k in range(2)])) as pool:
         video = Video(bad.read_bytes(), whole.index, whole.frame_numbers, S, whole.size_wh, whole.colour,
                       Deadline(None), "cut.mp4")
         pieces = pool.plan(video)
@@ -163,16 +155,13 @@ def test_a_failing_piece_stops_the_request_and_its_error_names_the_piece(clips: 
             run(pool, video, pieces=pieces)
         time.sleep(0.3)
         assert len(log) < len(pieces)  # the request's other pieces stopped
-    finally:
-        pool.close()
 
 
 def test_concurrent_requests_take_turns(clips: dict[str, Path]) -> None:
     """Round-robin by request: a request arriving while another's pieces decode has its first piece started next,
     not after all of the first request's pieces, and both finish (every frame the serial decoder's)."""
     log: list = []
-    pool = DecodePool([Recorded(0, log, delay_s=0.02)])
-    try:
+    with contextlib.closing(DecodePool([Recorded(0, log, delay_s=0.02)])) as pool:
         a, b = video_of(clips["vp9"], name="a"), video_of(clips["bframes"], name="b")
         results: dict[str, np.ndarray] = {}
 
@@ -195,16 +184,13 @@ def test_concurrent_requests_take_turns(clips: dict[str, Path]) -> None:
         assert "a" in order[first_b + 1:first_b + 3]  # and then a again: turns, not b's whole request
         assert np.array_equal(results["a"], serial(clips["vp9"])) and np.array_equal(results["b"],
                                                                                     serial(clips["bframes"]))
-    finally:
-        pool.close()
 
 
 def test_a_streamed_request_hands_over_its_frames_in_order_in_one_buffer(clips: dict[str, Path]) -> None:
     """Progress from the pool reaches a `FrameStream`: leading chunks are read while later pieces decode (a slow
     session), in order, each a view of the one output buffer (memory does not grow with the consumer's lag)."""
     log: list = []
-    pool = DecodePool([Recorded(0, log, delay_s=0.05), Recorded(1, log, delay_s=0.05)])
-    try:
+    with contextlib.closing(DecodePool([Recorded(0, log, delay_s=0.05), Recorded(1, log, delay_s=0.05)])) as pool:
         video = video_of(clips["vp9"])
         stream = FrameStream()
         out = np.zeros((len(video.frame_numbers), 3, S, S), np.uint8)
@@ -228,14 +214,11 @@ def test_a_streamed_request_hands_over_its_frames_in_order_in_one_buffer(clips: 
             assert np.shares_memory(chunk, out)
         assert early and done.wait(30)
         assert np.array_equal(np.concatenate(chunks), serial(clips["vp9"]))
-    finally:
-        pool.close()
 
 
 def test_a_consumer_that_stops_cancels_the_rest_of_the_request(clips: dict[str, Path]) -> None:
     log: list = []
-    pool = DecodePool([Recorded(0, log, delay_s=0.05)])
-    try:
+    with contextlib.closing(DecodePool([Recorded(0, log, delay_s=0.05)])) as pool:
         video = video_of(clips["vp9"])
         stream = FrameStream()
         out = np.zeros((len(video.frame_numbers), 3, S, S), np.uint8)
@@ -244,18 +227,13 @@ def test_a_consumer_that_stops_cancels_the_rest_of_the_request(clips: dict[str, 
         with pytest.raises(Exception, match="stopped reading"):
             pool.decode(video, out, progress=lambda n: stream.advance(n, 0))
         assert len(log) < len(pool.plan(video))
-    finally:
-        pool.close()
 
 
 def test_a_request_past_its_time_budget_fails_with_the_timeout(clips: dict[str, Path]) -> None:
     log: list = []
-    pool = DecodePool([Recorded(0, log, delay_s=0.4)])
-    try:
+    with contextlib.closing(DecodePool([Recorded(0, log, delay_s=0.4)])) as pool:
         with pytest.raises(DecodeTimeoutError, match="time budget"):
             run(pool, video_of(clips["vp9"], budget_s=0.5))
-    finally:
-        pool.close()
 
 
 @pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed (extra 'dali')")
