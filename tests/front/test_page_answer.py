@@ -22,7 +22,7 @@ from tests.support import require
 
 pytest.importorskip("aiohttp", reason="the serve extra")
 
-from tests.support.browser import CSS, ID, chromium, require_browser
+from tests.support.browser import CSS, ID, chromium, open_page, page_state, require_browser, shown
 from tests.support.recording import RecordingRelay
 from tests.support.server import served, skip_without_tritonserver, wait_until
 from videoitg.launch.server import ServerOptions, TritonServer
@@ -62,20 +62,10 @@ def browser() -> Iterator[WebDriver]:
         yield driver
 
 
-def shown(browser: WebDriver, script: str) -> Any:
-    return browser.execute_script(script)
-
-
-def open_page(browser: WebDriver, server: TritonServer) -> None:
-    browser.get(f"http://{server.http_url}/")
-    assert wait_until(lambda: browser.find_element(ID, "roots").text != "", 20)
-
-
 def wait_done(browser: WebDriver) -> tuple[str, str, str]:
     """(state, status line, error text) once the request ended."""
     assert wait_until(lambda: shown(browser, "return document.body.dataset.state") != "busy", 120)
-    return tuple(shown(browser, "return [document.body.dataset.state, document.getElementById('status').textContent,"
-                                "document.getElementById('error').textContent]"))
+    return page_state(browser)
 
 
 def chat_requests(relay: RecordingRelay) -> list[dict[str, Any]]:
@@ -101,8 +91,8 @@ def test_the_answer_streams_beside_the_frames_the_video_llm_was_given(browser: W
     max_tokens.send_keys(str(MAX_TOKENS))
     during = shown(browser, "document.getElementById('ask-llm').click(); return document.body.dataset.state")
     assert during == "busy"
-    page_state, line, error = wait_done(browser)
-    assert page_state == "done" and line.startswith("Answered in"), (line, error)
+    shows, line, error = wait_done(browser)
+    assert shows == "done" and line.startswith("Answered in"), (line, error)
 
     (body,) = chat_requests(relay)  # what the video-LLM received: a stream, K frames, each after its label
     assert body["stream"] is True and body["max_tokens"] == MAX_TOKENS and "videoitg" not in body
@@ -136,8 +126,8 @@ def test_a_refused_answer_shows_the_apis_message(browser: WebDriver, server: Tri
     browser.find_element(ID, "instruction").send_keys("q")
     relay.clear()
     browser.find_element(ID, "ask-llm").click()
-    page_state, line, error = wait_done(browser)
-    assert page_state == "error" and line.startswith(f"Refused (HTTP {status})") and error == message, (line, error)
+    shows, line, error = wait_done(browser)
+    assert shows == "error" and line.startswith(f"Refused (HTTP {status})") and error == message, (line, error)
     assert chat_requests(relay) == []  # it never reached the video-LLM
 
 
@@ -148,8 +138,8 @@ def test_a_video_named_on_the_server_is_scored_by_reference(browser: WebDriver, 
     browser.find_element(ID, "video-path").send_keys(str(media / "sample.mp4"))
     browser.find_element(ID, "instruction").send_keys(sample[2])
     browser.find_element(ID, "score").click()
-    page_state, line, error = wait_done(browser)
-    assert page_state == "done", (line, error)
+    shows, line, error = wait_done(browser)
+    assert shows == "done", (line, error)
     assert len(browser.find_elements(CSS, "#curve circle.point")) == 24
     assert "cannot be played here" in browser.find_element(ID, "player-note").text  # said plainly
     assert "by reference" in browser.find_element(ID, "timing").text

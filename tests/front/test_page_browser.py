@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("aiohttp", reason="the serve extra")
 pytest.importorskip("tritonclient.http", reason="the serve extra")
 
-from tests.support.browser import CSS, ID, chromium, require_browser
+from tests.support.browser import CSS, ID, chromium, open_page, page_state, require_browser, shown
 from tests.support.server import wait_until
 from videoitg.client.kserve import VideoITGClient, http_request_body
 from videoitg.contract.protocol import FRAME_INDICES, MOMENTS, SCORES, TIMESTAMPS, TOP, TOP_K_FRAMES
@@ -45,12 +45,6 @@ def browser() -> Iterator[WebDriver]:
         yield driver
 
 
-def open_page(browser: WebDriver, server: TritonServer) -> None:
-    """The page, once it has read what the server offers (its model's inputs, its media roots)."""
-    browser.get(f"http://{server.http_url}/")
-    assert wait_until(lambda d=browser: d.find_element(ID, "roots").text != "", 20)
-
-
 def press_score(browser: WebDriver, video: Path, instruction: str, top_k: int | None = None) -> list[str]:
     """Choose `video`, type `instruction` (and `top_k`), press Score and wait for the answer: the page's state and
     status line just after the press."""
@@ -63,15 +57,6 @@ def press_score(browser: WebDriver, video: Path, instruction: str, top_k: int | 
                                     " document.getElementById('status').textContent]")
     assert wait_until(lambda d=browser: d.execute_script("return document.body.dataset.state") != "busy", 90)
     return during
-
-
-def shown(browser: WebDriver, script: str) -> Any:
-    return browser.execute_script(script)
-
-
-def state(browser: WebDriver) -> tuple[str, str, str]:
-    return tuple(shown(browser, "return [document.body.dataset.state, document.getElementById('status').textContent,"
-                                "document.getElementById('error').textContent]"))
 
 
 def api_error(server: TritonServer, video: bytes, instruction: str) -> tuple[int, str]:
@@ -93,7 +78,7 @@ def test_the_page_shows_the_apis_numbers_for_a_scored_video(browser: WebDriver, 
     open_page(browser, server)
     during = press_score(browser, path, instruction, top_k=K)
     assert during[0] == "busy" and during[1].startswith("Scoring"), during  # the page says it runs
-    assert state(browser)[0] == "done", state(browser)
+    assert page_state(browser)[0] == "done", page_state(browser)
     with VideoITGClient(server.http_url, "http") as client:
         api = client.infer(path, instruction, RequestOptions(top_k=K, frames="jpeg", frame_size=THUMBNAIL_SIZE))
     scores, times = api.outputs[SCORES].reshape(-1), api.outputs[TIMESTAMPS].reshape(-1)
@@ -155,7 +140,7 @@ def test_a_click_on_a_moment_or_a_frame_moves_the_player_there(browser: WebDrive
     path, _, instruction = sample
     open_page(browser, server)
     press_score(browser, path, instruction, top_k=K)
-    assert state(browser)[0] == "done", state(browser)
+    assert page_state(browser)[0] == "done", page_state(browser)
     assert wait_until(lambda d=browser: shown(d, "return document.getElementById('player').readyState >= 1"), 10)
     assert abs(shown(browser, "return document.getElementById('player').duration") - 24.0) < 0.1  # the local file
 
@@ -177,7 +162,7 @@ def test_a_hostile_instruction_is_shown_as_text(browser: WebDriver, server: Trit
                                                 sample: tuple[Path, bytes, str]) -> None:
     open_page(browser, server)
     press_score(browser, sample[0], HOSTILE)
-    assert state(browser)[0] == "done", state(browser)
+    assert page_state(browser)[0] == "done", page_state(browser)
     assert browser.find_element(ID, "asked").get_attribute("textContent") == HOSTILE
     assert shown(browser, "return document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert shown(browser, "return typeof window.__pwned") == "undefined"
@@ -193,7 +178,7 @@ def test_a_refused_request_shows_the_apis_own_message(browser: WebDriver, server
         status, message = api_error(server, file.read_bytes(), instruction)
         open_page(browser, server)
         press_score(browser, file, instruction)
-        page_state, line, error = state(browser)
-        assert page_state == "error" and line.startswith(f"Refused (HTTP {status})"), (line, error)
+        shows, line, error = page_state(browser)
+        assert shows == "error" and line.startswith(f"Refused (HTTP {status})"), (line, error)
         assert error == message and message, (error, message)
         assert browser.find_element(ID, "result").get_attribute("hidden") is not None  # nothing to show

@@ -12,12 +12,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
+
+    from videoitg.launch.server import TritonServer
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's `chromium`
 CHROMEDRIVER = Path("/usr/bin/chromedriver")  # Debian's `chromium-driver`
@@ -67,3 +69,22 @@ def chromium(width: int = 1280, height: int = 1600) -> Iterator[WebDriver]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(driver: WebDriver, server: TritonServer) -> None:
+    """The server's page, once it has read what the server offers (its model's inputs, its media roots)."""
+    from tests.support.server import wait_until
+
+    driver.get(f"http://{server.http_url}/")
+    assert wait_until(lambda: driver.find_element(ID, "roots").text != "", 20)
+
+
+def shown(driver: WebDriver, script: str) -> Any:
+    """What `script` returns in the page."""
+    return driver.execute_script(script)
+
+
+def page_state(driver: WebDriver) -> tuple[str, str, str]:
+    """The page's state (busy, done, error), its status line and its error text."""
+    return tuple(shown(driver, "return [document.body.dataset.state, document.getElementById('status').textContent,"
+                               "document.getElementById('error').textContent]"))
