@@ -273,7 +273,10 @@ class RequestCounters:
         self.rejected[reason].increment(n)
 
     def record(self, exc: BaseException | None) -> None:
-        """One answered request: None on success, else the error it was answered with."""
+        """One answered request: None on success, else the error it was answered with. Once closed (the model
+        unloading, a request still answered by a thread of its own), nothing is counted."""
+        if not self.metrics:
+            return
         if exc is not None and not isinstance(exc, NotCachedError) and (reason := rejection_reason(exc)):
             self.reject(reason)
             return
@@ -281,6 +284,8 @@ class RequestCounters:
         self.metrics[outcome].increment(1)
 
     def count(self, responses: list[Any]) -> list[Any]:
+        if not self.metrics:  # closed: see `record`
+            return responses
         ok = 0
         for r in responses:
             if not r.has_error():

@@ -68,8 +68,8 @@ class TritonPythonModel:
         self.counters = RequestCounters(DECODE)
 
     def finalize(self) -> None:
-        if self.videos is not None:  # each admitted video decodes to its end (its deadline bounds it) and answers
-            self.videos.shutdown(wait=True)
+        if self.videos is not None:  # admitted videos go on and answer, uncounted (a send may block: never waited on)
+            self.videos.shutdown(wait=False)
         finalized(self.counters)
 
     def execute(self, requests: list[Any]) -> list[Any] | None:

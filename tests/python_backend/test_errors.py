@@ -197,6 +197,12 @@ def test_answered_errors_and_request_counters(monkeypatch: pytest.MonkeyPatch) -
     assert n(outcome="success") == 2 and n(outcome="failure") == 2
     assert n(outcome="rejected", reason="NotAVideoError") == 2 and n(outcome="rejected", reason="InputError") == 1
     c.close()
+    # closed (the model unloading): a request a thread still answers is answered, not counted, and raises nothing
+    before = dict(log)
+    responses = [Response(None), Response(error_message(RuntimeError("x"), "videoitg_decode"))]
+    assert c.count(responses) is responses
+    c.record(RuntimeError("late"))
+    assert log == before
     sys.modules.pop("videoitg.python_backend.common", None)  # bound to the stand-in: not for later tests
 
 
