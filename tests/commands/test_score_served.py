@@ -89,9 +89,11 @@ def test_perf_measures_cold_requests_by_default(cpu_server, clips, tmp_path, cap
 
 def test_perf_measures_cache_hits_when_asked_and_says_so(cpu_server, clips, tmp_path, capsys) -> None:
     out = tmp_path / "cached"
+    # Cache hits on a busy 2-core machine still vary beyond the stability bound now and then: windows to spare, as
+    # below (a stable run still ends after three)
     assert main(["perf", *map(str, clips), "--server", cpu_server.grpc_url, "--metrics", cpu_server.metrics_url,
                  "--requests", "cached", "--concurrency", "1", "--measurement-interval", "800", "--stability", "100",
-                 "--max-trials", "3", "--out", str(out)]) == 0
+                 "--max-trials", "40", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "CACHED requests: each video was sent once first" in text
     m = re.search(r"feature cache during the measurement: (\d+) hits, (\d+) misses", text)
