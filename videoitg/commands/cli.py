@@ -16,7 +16,7 @@ import importlib
 import sys
 
 from videoitg.errors import VideoITGError
-from videoitg.writes import FULL, output_error
+from videoitg.writes import FULL, OutputError, output_error
 
 # name -> its module
 COMMANDS = {
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return int(args._run(args) or 0)
+    except OutputError as e:  # an output that cannot be written (a full disk, a link): 1, as batch's and the OSErrors'
+        print(f"videoitg {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except VideoITGError as e:
         print(f"videoitg {args.command}: error: {e}", file=sys.stderr)
         return 2
