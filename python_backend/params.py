@@ -55,14 +55,11 @@ class StepAssets:
     def config(self) -> VideoITGConfig:
         return load_config(self.checkpoint, self.vision_tower)[0]
 
-    def load_part(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch") -> tuple[Any, Any]:
-        """Load only the half a step runs ('vision' or 'grounding'; `videoitg.model.checkpoint.drop_unused_half`), less
-        what an engine of `runtime` runs (`runtimes.drop_engine_part`: never read from disk)."""
-        return self.load_served(part, device, dtype, runtime)[:2]
-
     def load_served(self, part: str, device: str, dtype: torch.dtype, runtime: str = "torch",
                     pinned: str = "") -> tuple[Any, Any, str]:
-        """`load_part`, and the identity of the very bytes loaded (`videoitg.model.checkpoint.load_identified`):
+        """Load only the half a step runs ('vision' or 'grounding'; `videoitg.model.checkpoint.drop_unused_half`), less
+        what an engine of `runtime` runs (`runtimes.drop_engine_part`: never read from disk), with the identity of
+        the very bytes loaded (`videoitg.model.checkpoint.load_identified`):
         what a step's engine manifest is checked against, whatever is on disk later. `pinned`: the identity the
         repository was built for (the step's `checkpoint_identity` parameter); files of another are refused, naming
         the checkpoint, before any weight is read, so a reload never serves other weights."""

@@ -210,7 +210,9 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
     assert 0 <= hot["fp8_vs_fp32"]["error_over_spread"] < 1
     # the candidates against `hot` and the released path; FP8 cold and cached; each FP8 layer's time per scheme
     assert set(hot["candidates"]) == {"one_pass_norms", "vision_bf16"}
-    assert all(c["top32_vs_hot"] == 1.0 and c["over_hot"] > 0 for c in hot["candidates"].values())
+    # (at the tiny check's 4 frames every top-32 overlap is 1 by construction: the logits say whether it ran right)
+    assert all(0 <= c["max_abs_logit_diff_vs_hot"] < hot["fp8_vs_fp32"]["logit_range"] and c["over_hot"] > 0
+               for c in hot["candidates"].values())
     assert set(hot["fp8_latency_s"]["all"]) == {"fp8_cold", "released_cold", "fp8_cached", "released_cached"}
     assert all(isinstance(hot["fp8_gemms"][g][k], float) for g in ("qkv", "o", "gate_up", "down")
                for k in ("bf16_s", "rowwise_s", "rowwise_exact_accum_s", "block_s"))

@@ -137,7 +137,7 @@ def test_an_engine_steps_part_is_read_without_what_the_engine_runs(monkeypatch) 
 
     def keys(part: str, runtime: str) -> tuple[list[str], Any]:
         read.clear()
-        model, _ = assets.load_part(part, "cpu", torch.float32, runtime)
+        model, _ = assets.load_served(part, "cpu", torch.float32, runtime)[:2]
         return list(read), model
 
     ground, model = keys("grounding", "onnxruntime")

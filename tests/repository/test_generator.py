@@ -240,7 +240,7 @@ def test_bundled_repository_holds_its_files_and_names_them_relatively(tmp_path: 
         assets = StepAssets.resolve(moved, p.checkpoint, p.vision_tower, getattr(p, "engines", ""))
         assert assets.checkpoint == moved / "videoitg" / "checkpoint"
         assert assets.config().vision.image_size > 0  # the tower is found in the repository
-    model, tok = assets.load_part("grounding", "cpu", torch.float32)
+    model, tok = assets.load_served("grounding", "cpu", torch.float32)[:2]
     assert tok is not None and assets.engines == moved / "videoitg" / "engines"
 
 
