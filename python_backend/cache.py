@@ -1,6 +1,5 @@
 """The visual-feature cache (the instruction-independent half of a request, byte-bounded, least recently used
-first out), the memory of videos that failed for their own sake, and the count of damaged entries the on-disk digest
-cache (`videoitg.model.files`) showed this process."""
+first out) and the memory of videos that failed for their own sake."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
-
-from videoitg.model.files import digest_cache_damage
 
 
 def cache_key(video_digest_hex: str, sampling_key: str, model_identity: str) -> str:
@@ -135,24 +132,3 @@ class FailureMemory:
 
     def __len__(self) -> int:
         return len(self._data)
-
-
-class DamageMetric:
-    """`videoitg_cache_entries_damaged{model, cache="file_digests"}` on Triton's /metrics: entries of the checkpoint
-    digest cache ($VIDEOITG_HOME/file-digests.json) this model's process found damaged while it loaded (each
-    ignored, its file hashed again and the entry rewritten: `videoitg.model.files.cached_weight_hash`). Made once
-    the model's checkpoint identity is taken. The family must outlive its metric, so both are kept here."""
-
-    def __init__(self, model: str) -> None:
-        import triton_python_backend_utils as pb_utils  # in a stub only: this module's other parts need no Triton
-
-        fam = pb_utils.MetricFamily
-        self.family = fam("videoitg_cache_entries_damaged",
-                          "damaged cache entries found, ignored and rewritten", fam.COUNTER)
-        self.metric = self.family.Metric({"model": model, "cache": "file_digests"})
-        self.metric.increment(digest_cache_damage())
-
-    def close(self) -> None:
-        """The metric before its family: the stub crashes at exit if a family dies first."""
-        del self.metric
-        del self.family

@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 from videoitg.admission import OverloadedError
 from videoitg.contract.parameters import ModelParameters
 from videoitg.errors import InputError
+from videoitg.model.files import digest_cache_damage
 
 from .errors import (
     StepError,
@@ -328,16 +329,35 @@ class BlsMetrics:
         del self.families
 
 
-class StepRuntimeMetric:
-    """`videoitg_step_runtime{model=..., runtime=...} 1` on Triton's /metrics: which runtime answers a step."""
+class OneMetric:
+    """One labelled metric of a family of its own on Triton's /metrics (`kind`: "COUNTER" or "GAUGE"), the family
+    kept so it outlives the metric."""
 
-    def __init__(self, model: str, runtime: str) -> None:
+    def __init__(self, name: str, description: str, kind: str, labels: dict[str, str]) -> None:
         fam = pb_utils.MetricFamily
-        self.family = fam("videoitg_step_runtime", "the runtime a step runs on (1 for the one in use)", fam.GAUGE)
-        self.metric = self.family.Metric({"model": model, "runtime": runtime})
-        self.metric.set(1)
+        self.family = fam(name, description, getattr(fam, kind))
+        self.metric = self.family.Metric(labels)
 
     def close(self) -> None:
-        """Metrics before their family: the stub crashes at exit if a family dies first."""
+        """The metric before its family: the stub crashes at exit if a family dies first."""
         del self.metric
         del self.family
+
+
+def step_runtime_metric(model: str, runtime: str) -> OneMetric:
+    """`videoitg_step_runtime{model=..., runtime=...} 1`: which runtime answers a step."""
+    m = OneMetric("videoitg_step_runtime", "the runtime a step runs on (1 for the one in use)", "GAUGE",
+                  {"model": model, "runtime": runtime})
+    m.metric.set(1)
+    return m
+
+
+def damage_metric(model: str) -> OneMetric:
+    """`videoitg_cache_entries_damaged{model, cache="file_digests"}`: entries of the checkpoint digest cache
+    ($VIDEOITG_HOME/file-digests.json) this model's process found damaged while it loaded (each ignored, its file
+    hashed again and the entry rewritten: `videoitg.model.files.cached_weight_hash`). Made once the model's
+    checkpoint identity is taken."""
+    m = OneMetric("videoitg_cache_entries_damaged", "damaged cache entries found, ignored and rewritten", "COUNTER",
+                  {"model": model, "cache": "file_digests"})
+    m.metric.increment(digest_cache_damage())
+    return m

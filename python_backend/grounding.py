@@ -21,17 +21,17 @@ from videoitg.engines.runtimes import (
 from videoitg.errors import InputError
 from videoitg.request.text import instruction_ids
 
-from .cache import DamageMetric
 from .checks import check_features, one_video
 from .common import (
     RequestCounters,
-    StepRuntimeMetric,
+    damage_metric,
     error,
     finalized,
     input_numpy,
     input_torch,
     output_torch,
     setup,
+    step_runtime_metric,
 )
 from .params import StepAssets, device_dtype, step_precision
 
@@ -67,8 +67,8 @@ class TritonPythonModel:
         self.served = (f"the language model's logits ({self.runtime.runtime} runtime, "
                        f"{str(self.dtype).removeprefix('torch.')} on {self.device})")
         self.counters = RequestCounters(GROUNDING)
-        self.runtime_metric = StepRuntimeMetric(GROUNDING, self.runtime.runtime)
-        self.damage = DamageMetric(GROUNDING)
+        self.runtime_metric = step_runtime_metric(GROUNDING, self.runtime.runtime)
+        self.damage = damage_metric(GROUNDING)
 
     def finalize(self) -> None:
         finalized(self.counters, self.runtime_metric, self.damage)

@@ -15,8 +15,18 @@ from videoitg.contract.protocol import TOP
 from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
 
-from .cache import DamageMetric, FailureMemory, FeatureCache, cache_key
-from .common import STEP_WAIT_S, BlsMetrics, RequestCounters, error, finalized, output_numpy, request_inputs, setup
+from .cache import FailureMemory, FeatureCache, cache_key
+from .common import (
+    STEP_WAIT_S,
+    BlsMetrics,
+    RequestCounters,
+    damage_metric,
+    error,
+    finalized,
+    output_numpy,
+    request_inputs,
+    setup,
+)
 from .errors import remember_verdict
 from .frames import check_frames, served_frames
 from .params import StepAssets, feature_identity, host_features
@@ -41,7 +51,7 @@ class TritonPythonModel:
         self.sampling = p.sampling
         self.media_roots = p.media_roots
         self.identity = feature_identity(assets, p)  # the repository's pinned identity, else the files' now
-        self.damage = DamageMetric(self.name)  # digest-cache damage found while the identity was taken from files
+        self.damage = damage_metric(self.name)  # digest-cache damage found while the identity was taken from files
         self.metrics = BlsMetrics(self.name)
         self.scheduler = FeatureScheduler(FeatureCache(p.feature_cache_bytes), FailureMemory(),
                                           self.limits.max_in_flight, on_change=self._on_change)

@@ -20,17 +20,17 @@ from videoitg.engines.runtimes import (
 )
 from videoitg.preprocess import pixel_values
 
-from .cache import DamageMetric
 from .checks import check_frames, frame_count, one_video
 from .common import (
     RequestCounters,
-    StepRuntimeMetric,
+    damage_metric,
     finalized,
     input_numpy,
     input_torch,
     output_torch,
     respond_each,
     setup,
+    step_runtime_metric,
 )
 from .params import StepAssets, device_dtype, step_precision
 
@@ -59,8 +59,8 @@ class TritonPythonModel:
         self.served = (f"the vision tower's features ({self.runtime.runtime} runtime, "
                        f"{str(self.dtype).removeprefix('torch.')} on {self.device})")
         self.counters = RequestCounters(VISION)
-        self.runtime_metric = StepRuntimeMetric(VISION, self.runtime.runtime)
-        self.damage = DamageMetric(VISION)
+        self.runtime_metric = step_runtime_metric(VISION, self.runtime.runtime)
+        self.damage = damage_metric(VISION)
 
     def finalize(self) -> None:
         finalized(self.counters, self.runtime_metric, self.damage)

@@ -119,9 +119,9 @@ def test_the_damage_metric_shows_the_damaged_digest_cache_entries(tmp_path: Path
             return Metric(labels)
 
     stand_in_pb_utils(monkeypatch, MetricFamily=MetricFamily)
-    from videoitg.python_backend.cache import DamageMetric
+    from videoitg.python_backend.common import damage_metric
 
-    metric = DamageMetric("videoitg_vision")
+    metric = damage_metric("videoitg_vision")
     assert log == {(("cache", "file_digests"), ("model", "videoitg_vision")): found}
     metric.close()
     assert not hasattr(metric, "family")
