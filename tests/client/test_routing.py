@@ -176,7 +176,7 @@ def test_hostile_rows_are_row_errors_at_once(servers, tmp_path):
     scorer = TritonScorer(ScorerSpec(kind="triton", servers=tuple(s.grpc_url for s in servers), max_in_flight=2))
     t0 = time.monotonic()
     out = scorer.score_unit(rows)
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 30  # at once: retried as an outage, the unit took ~60 s before it stopped
     assert [o.ok for o in out] == [True, False, True]
     assert "surrogates not allowed" in out[1].record["reason"]
     assert all(not st.down for st in scorer.servers.state.values())  # no server was blamed

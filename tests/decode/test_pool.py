@@ -80,13 +80,17 @@ def run(pool: DecodePool, video: Video, **kw: object) -> tuple[np.ndarray, objec
 class Recorded(PyAVSession):
     """A PyAV session that records which request's piece it took, and when (a real decode)."""
 
-    def __init__(self, number: int, log: list, delay_s: float = 0.0, overflow: bool = False) -> None:
+    def __init__(self, number: int, log: list, delay_s: float = 0.0, overflow: bool = False,
+                 holds: dict[tuple[str, int], threading.Event] | None = None) -> None:
         super().__init__(number, overflow=overflow)
-        self.log, self.delay_s = log, delay_s
+        self.log, self.delay_s, self.holds = log, delay_s, holds or {}
 
     def run(self, work: list[Work]) -> None:
         for w in work:
             self.log.append((w.job.video.name, w.plan.number, time.monotonic()))
+        for w in work:  # (video, piece) held until the test lets it go: an order no machine's load can change
+            if (go := self.holds.get((w.job.video.name, w.plan.number))) is not None:
+                assert go.wait(60), f"the test never let piece {w.plan.number} of {w.job.video.name} go"
         time.sleep(self.delay_s)
         super().run(work)
 
@@ -161,7 +165,8 @@ def test_concurrent_requests_take_turns(clips: dict[str, Path]) -> None:
     """Round-robin by request: a request arriving while another's pieces decode has its first piece started next,
     not after all of the first request's pieces, and both finish (every frame the serial decoder's)."""
     log: list = []
-    with contextlib.closing(DecodePool([Recorded(0, log, delay_s=0.02)])) as pool:
+    b_queued = threading.Event()  # a's first piece is held until b waits in the pool: no race with a busy machine
+    with contextlib.closing(DecodePool([Recorded(0, log, delay_s=0.02, holds={("a", 0): b_queued})])) as pool:
         a, b = video_of(clips["vp9"], name="a"), video_of(clips["bframes"], name="b")
         results: dict[str, np.ndarray] = {}
 
@@ -176,6 +181,12 @@ def test_concurrent_requests_take_turns(clips: dict[str, Path]) -> None:
             time.sleep(0.005)
         tb = threading.Thread(target=one, args=(b,))
         tb.start()
+        while not b_queued.is_set():
+            assert time.monotonic() - started < 60, "b never reached the pool"
+            with pool._cond:
+                if any(j.video.name == "b" for j in pool._jobs):
+                    b_queued.set()
+            time.sleep(0.005)
         ta.join(60)
         tb.join(60)
         order = [n for n, _, _ in log]
@@ -190,8 +201,11 @@ def test_a_streamed_request_hands_over_its_frames_in_order_in_one_buffer(clips: 
     """Progress from the pool reaches a `FrameStream`: leading chunks are read while later pieces decode (a slow
     session), in order, each a view of the one output buffer (memory does not grow with the consumer's lag)."""
     log: list = []
-    with contextlib.closing(DecodePool([Recorded(0, log, delay_s=0.05), Recorded(1, log, delay_s=0.05)])) as pool:
+    first_read = threading.Event()  # the last piece decodes only once the first chunk was read
+    holds: dict[tuple[str, int], threading.Event] = {}
+    with contextlib.closing(DecodePool([Recorded(k, log, delay_s=0.05, holds=holds) for k in range(2)])) as pool:
         video = video_of(clips["vp9"])
+        holds[(video.name, pool.plan(video)[-1].number)] = first_read
         stream = FrameStream()
         out = np.zeros((len(video.frame_numbers), 3, S, S), np.uint8)
         stream.begin(out)
@@ -211,6 +225,7 @@ def test_a_streamed_request_hands_over_its_frames_in_order_in_one_buffer(clips: 
             chunks.append(chunk)
             if early is None:
                 early = not done.is_set()  # the first chunk came before the decode ended
+                first_read.set()
             assert np.shares_memory(chunk, out)
         assert early and done.wait(30)
         assert np.array_equal(np.concatenate(chunks), serial(clips["vp9"]))

@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import socket
+import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -202,7 +203,7 @@ def test_the_media_roots_are_asked_for_a_file_only_and_kept_once_given(tmp_path:
 
     async def run() -> tuple[list[tuple[int, Any]], list[list[str]], dict[str, int]]:
         answers, asked = [], []
-        async with endpoint(triton.handle, pass_timeout_s=0.5) as (port, counters):
+        async with endpoint(triton.handle, pass_timeout_s=2.0) as (port, counters):  # the stand-in's silence: 5 s
             for request in (chat(data_url(b"video bytes")), file_url, file_url, file_url):
                 answers.append(answered(await exchange(port, post_head(len(request)) + request)))
                 asked.append(list(triton.paths))
@@ -316,8 +317,11 @@ def test_a_handler_cancelled_while_its_worker_thread_runs_leaks_nothing(
     video.write_bytes(b"video bytes")
     slow = {"check": front_answer._checked, "decode": DataVideo.decode}
 
-    def slowly(*args: Any) -> Any:
-        time.sleep(0.4)  # a slow filesystem, a long video
+    started, proceed = threading.Event(), threading.Event()
+
+    def slowly(*args: Any) -> Any:  # a slow filesystem, a long video: it runs on until the test lets it go
+        started.set()
+        assert proceed.wait(30)
         return slow[stage](*args)
 
     if stage == "check":
@@ -348,11 +352,12 @@ def test_a_handler_cancelled_while_its_worker_thread_runs_leaks_nothing(
         held = front_answer._Held(budget, len(body))
         held.taken = True
         task = asyncio.ensure_future(ep._pick(port, None, [body], held))  # type: ignore[arg-type]
-        await asyncio.sleep(0.2)
+        assert await settled(started.is_set, 30), "the worker thread never started"
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         held_at_cancel = budget.held
-        await asyncio.sleep(0.6)  # the worker thread is done
+        proceed.set()  # the worker thread ends: what it held is given back, what it opened closed
+        await settled(lambda: budget.held == 0 and not open_fds(), 30)
         return held_at_cancel, budget.held, open_fds()
 
     held_at_cancel, held_after, fds = asyncio.run(run())

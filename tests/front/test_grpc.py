@@ -17,14 +17,14 @@ grpc = pytest.importorskip("grpc", reason="the serve extra is not installed")
 
 from benchmarks.h2client import H2Client, prefix  # noqa: E402
 from tests.support.front import LIVE, grpc_front, never, outcome, raw_frames, without_gc  # noqa: E402
-from tests.support.server import settled  # noqa: E402
+from tests.support.server import quickest_async, settled  # noqa: E402
 from videoitg.contract.protocol import TOP  # noqa: E402
 from videoitg.front import bounds, config  # noqa: E402
 from videoitg.front import grpc as grpc_port  # noqa: E402
 from videoitg.front.grpc_policy import SERVICE  # noqa: E402
 
 
-def test_a_stop_takes_the_calls_a_client_sent_before_it_read_the_goaway() -> None:
+def test_a_stop_takes_the_calls_a_client_sent_before_it_read_the_goaway(monkeypatch: pytest.MonkeyPatch) -> None:
     """At a stop, a client may have sent a call before it read the GOAWAY (a grpcio client then fails the call with
     "Stream removed"). The first GOAWAY names the largest stream id and comes with a PING, so such a call is still
     taken and answered; the client's answer to the PING brings the GOAWAY naming the last call taken."""
@@ -32,6 +32,8 @@ def test_a_stop_takes_the_calls_a_client_sent_before_it_read_the_goaway() -> Non
     import h2.connection
     from hpack import Decoder
     from hyperframe.frame import GoAwayFrame, HeadersFrame, PingFrame
+
+    monkeypatch.setattr(grpc_port, "DRAIN_S", 10.0)  # far beyond the exchange, however busy the machine
 
     async def run() -> tuple[list[int], list[tuple[int, dict[str, str]]], float]:
         async with grpc_front() as (target, _, port):
@@ -65,7 +67,7 @@ def test_a_stop_takes_the_calls_a_client_sent_before_it_read_the_goaway() -> Non
     goaways, headers, took = asyncio.run(run())
     assert goaways == [2**31 - 1, 1], goaways
     assert [sid for sid, _ in headers] == [1, 1] and headers[1][1].get("grpc-status") == "0", headers
-    assert took < grpc_port.DRAIN_S, took  # the PING's answer ended the wait for calls sent before the GOAWAY
+    assert took < grpc_port.DRAIN_S / 2, took  # the PING's answer ended the wait for calls sent before the GOAWAY
 
 
 def test_a_stop_answers_or_refuses_every_call_whatever_is_in_flight() -> None:
@@ -368,11 +370,13 @@ def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: py
     came for `body_idle_s`; one that keeps sending a byte at a time, declaring a 64 MiB message, once it falls
     behind MIN_BODY_RATE by more than BODY_GRACE_S (DEADLINE_EXCEEDED, counted `body_timeout`), not 64 s on. A
     client calling all along on its own connection is answered every time."""
-    monkeypatch.setattr(bounds, "BODY_GRACE_S", 1.0)
+    # The trickle sends a byte every ~50 ms: a pause of a busy machine under the idle bound (0.6 s, under the grace
+    # so the silent calls end as stalled) does not end it as stalled instead
+    monkeypatch.setattr(bounds, "BODY_GRACE_S", 1.5)
 
     async def run() -> tuple[list[tuple[str, str]], list[str], config.FrontCounters]:
         grpc = pytest.importorskip("grpc")
-        async with grpc_front(body_idle_s=0.3, max_request_bytes=64 << 20) as (target, counters, _):
+        async with grpc_front(body_idle_s=0.6, max_request_bytes=64 << 20) as (target, counters, _):
             client = await H2Client().connect(target)
             silent, part, trickle = client.open(), client.open(), client.open()
             await client.send(part, prefix(100) + b"v" * 10)
@@ -380,7 +384,7 @@ def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: py
             t0, answers = time.monotonic(), []
             async with grpc.aio.insecure_channel(target) as channel:
                 call = channel.unary_unary(LIVE)
-                while time.monotonic() - t0 < 2.5:
+                while time.monotonic() - t0 < 3.0:
                     answers.append(await outcome(call(b"")))
                     if "grpc-status" not in client.trailers.get(trickle, {}):
                         await client.send(trickle, b"v")
@@ -392,7 +396,7 @@ def test_a_grpc_message_that_stops_arriving_or_trickles_is_ended(monkeypatch: py
     ended, answers, counters = asyncio.run(run())
     assert [e[0] for e in ended] == ["4"] * 3, ended
     assert "stalled" in ended[0][1] and "stalled" in ended[1][1] and "slower than" in ended[2][1], ended
-    assert len(answers) > 10 and set(answers) == {"OK"}, answers
+    assert len(answers) > 5 and set(answers) == {"OK"}, answers
     assert counters.rejected == {("grpc", "body_timeout"): 3}, counters.rejected
 
 
@@ -402,7 +406,7 @@ def test_grpc_calls_refused_by_their_headers_or_message_prefix() -> None:
     a call open on every other one, is closed at once. Each counted by its reason."""
     async def run() -> tuple[dict[str, tuple[str, str]], bytes, config.FrontCounters]:
         grpc = pytest.importorskip("grpc")
-        async with grpc_front(max_request_bytes=1 << 20, max_connections=2) as (target, counters, _):
+        async with grpc_front(max_request_bytes=1 << 20, max_connections=2) as (target, counters, port):
             client = await H2Client().connect(target)
             answers = {}
             big = client.open()
@@ -420,7 +424,7 @@ def test_grpc_calls_refused_by_their_headers_or_message_prefix() -> None:
                 stall = channel.stream_unary(LIVE)(never())  # a call open on each connection: neither is idle
                 pending = client.open()
                 await client.send(pending, prefix(10))
-                await asyncio.sleep(0.3)
+                assert await settled(lambda: len(port.waiting.calls) == 2, 10), port.waiting.calls  # both open
                 third_reader, _ = await asyncio.open_connection(*target.rsplit(":", 1))
                 third = await asyncio.wait_for(third_reader.read(), 5)
                 stall.cancel()
@@ -443,9 +447,10 @@ def test_a_grpc_call_waiting_for_its_message_is_displaced_by_a_newer_one() -> No
     grpc = pytest.importorskip("grpc")
 
     async def run() -> tuple[str, list[str], list[str], config.FrontCounters]:
-        async with grpc_front(max_connections=4) as (target, counters, _), grpc.aio.insecure_channel(target) as channel:
+        async with grpc_front(max_connections=4) as (target, counters, port), \
+                grpc.aio.insecure_channel(target) as channel:
             stalls = [channel.stream_unary(LIVE)(never()) for _ in range(4)]
-            await asyncio.sleep(0.3)
+            assert await settled(lambda: len(port.waiting.calls) == 4, 10), port.waiting.calls  # every place taken
             answered = await outcome(channel.unary_unary(LIVE)(b""))
             ended = [await outcome(stall, 0.5) for stall in stalls]
 
@@ -505,11 +510,12 @@ def test_health_calls_are_answered_within_a_second_when_tritonserver_does_not_an
         methods = {m: never for m in ("ServerLive", "ServerReady", "ModelReady")}
         async with grpc_front(methods, pass_timeout_s=10.0) as (target, _, _), \
                 grpc.aio.insecure_channel(target) as channel:
+            await channel.channel_ready()  # the bound is the call's, not the connection's
             took = []
             for method in methods:
-                t0 = time.monotonic()
-                got = await outcome(channel.unary_unary(f"/{SERVICE}/{method}")(b""), 10)
-                took.append((got.split(":")[0], round(time.monotonic() - t0, 2)))
+                got, s = await quickest_async(
+                    lambda method=method: outcome(channel.unary_unary(f"/{SERVICE}/{method}")(b""), 10), 1.0)
+                took.append((got.split(":")[0], round(s, 2)))
             return took
 
     took = asyncio.run(run())

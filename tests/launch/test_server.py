@@ -263,7 +263,7 @@ def test_readiness_turns_false_when_a_stub_dies_and_the_watchdog_restores_it(ser
     assert unready, f"readiness never turned false after the stub died:\n{server.log_tail()}"
     unready_after = unready[0] - t0
     recovered_after = next(t for t, r in samples if r and t > unready[0]) - t0
-    assert unready_after < 3.0, f"still ready {unready_after:.1f} s after the stub died"
+    assert unready_after < 6.0, f"still ready {unready_after:.1f} s after the stub died"  # looked at each second
     # Requests fail only while the server is, or is about to be reported, unready: none starts failing after it is
     # ready again.
     assert all(t - t0 < recovered_after for t in failed), (failed, recovered_after)

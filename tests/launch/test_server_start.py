@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.server import wait_until
 from videoitg.launch import server as server_mod
 from videoitg.launch.ports import ServerError, StartCancelled
 from videoitg.launch.procfs import cpu_s, group_cpu_s
@@ -36,12 +37,13 @@ def test_cpu_time_alone_counts_as_progress_and_max_s_bounds_the_whole_wait() -> 
 
 
 def test_group_cpu_s_reads_a_busy_process_group() -> None:
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"],
+    # spins until it has used 3 CPU seconds of its own, however long a busy machine takes to give them
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 3: pass"],
                             start_new_session=True)
     try:
-        time.sleep(1.0)
-        assert group_cpu_s(busy.pid) > 0.3
+        assert wait_until(lambda: group_cpu_s(busy.pid) > 0.3, 60)
     finally:
+        busy.kill()
         busy.wait(timeout=10)
 
 

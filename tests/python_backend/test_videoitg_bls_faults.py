@@ -221,9 +221,9 @@ def test_a_stopped_step_is_not_ready_and_its_request_ends_naming_it(server: Trit
                 os.kill(before, signal.SIGKILL)
         assert "videoitg_grounding: StepUnavailableError" in str(e.value), e.value
         assert "UNAVAILABLE" in str(e.value.status), e.value.status
-        assert ended < 10, f"the request on the stopped step ended after {ended:.1f} s"
+        assert ended < 20, f"the request on the stopped step ended after {ended:.1f} s"  # 1.0 s measured; it hung
         unready = [t - t0 for t, r in samples if not r]
-        assert unready and unready[0] < 4, f"still ready {unready[:1]} s after the stop"
+        assert unready and unready[0] < 8, f"still ready {unready[:1]} s after the stop"  # 1.1 s measured; 12 s+ broken
         assert c.score(path, instruction).logits  # served again
     assert any("stopped" in cause for cause in repaired(server, GROUNDING)), server.watchdog.repaired
     print(f"grounding stopped: its request ended in {ended:.1f} s, not ready after {unready[0]:.1f} s, served again "
@@ -243,7 +243,7 @@ def test_every_stub_killed_at_once_is_back_within_seconds(server: TritonServer, 
     for pids in before.values():
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not ready(server), 5), "still ready after every stub was killed"
+    assert wait_until(lambda: not ready(server), 15), "still ready after every stub was killed"  # 0.8-1.0 s measured
     unready = time.monotonic() - t0
     threads[0].join(60)
     answered = lost_as_said(ended, t0)["grpc"]
@@ -254,7 +254,7 @@ def test_every_stub_killed_at_once_is_back_within_seconds(server: TritonServer, 
         assert c.score(path, instruction).logits
     after = procfs.stub_pids(server.pid)
     assert all(not (after[m] & before[m]) for m in before)  # every model runs a new stub
-    assert back < 30, f"ready again only after {back:.1f} s"
+    assert back < 60, f"ready again only after {back:.1f} s"  # 5-16 s measured (four reloads on 2 shared cores)
     print(f"every stub killed: not ready after {unready:.1f} s, the request in flight answered after {answered} s, "
           f"ready again after {back:.1f} s")
 
