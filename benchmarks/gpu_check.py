@@ -86,6 +86,13 @@ SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "t
 LONG_FRAMES, LONG_LAYERS = 512, 4  # the long section's frames (with verify's 30-token instruction) and LLM layers
 CHUNK_FRAMES = 64  # the nvdec section's second decode: frames per DALI run
 INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
+# Seconds each section is expected to take at the released shapes on an H100 or H200 (the 2026-11-26 records, and
+# estimates where a section grew since: docs/performance.md): with --budget-s, a section is started only where this
+# much is left. The tiny rehearsal's are the CPU's.
+ESTIMATE_S = {"env": 15, "parity": 60, "nvdec": 10, "served": 80, "long": 45, "engines": 55, "latency": 65,
+              "training": 35, "hotpath": 240, "served_e2e": 150, "fp8_breakdown": 60, "decode_long": 90}
+TINY_ESTIMATE_S = {"env": 5, "parity": 5, "nvdec": 10, "served": 30, "long": 20, "engines": 30, "latency": 5,
+                   "training": 10, "hotpath": 30, "served_e2e": 40, "fp8_breakdown": 10, "decode_long": 30}
 
 
 def log(msg: str) -> None:
@@ -209,11 +216,28 @@ def nvidia_smi() -> dict[str, str]:
     return dict(zip(fields, (v.strip() for v in line.split(",")), strict=False))
 
 
+class Budget:
+    """The check's time budget: seconds from its start (None: no budget). `affords(s)`: whether s seconds of work can
+    still start and finish inside it."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock, self.start = seconds, clock, clock()
+
+    def remaining(self) -> float | None:
+        return None if self.seconds is None else self.seconds - (self.clock() - self.start)
+
+    def affords(self, seconds: float) -> bool:
+        left = self.remaining()
+        return left is None or left >= seconds
+
+
 class Check:
-    def __init__(self, args: argparse.Namespace, server_python: str, kept: dict[str, str] | None = None) -> None:
+    def __init__(self, args: argparse.Namespace, server_python: str, kept: dict[str, str] | None = None,
+                 budget: Budget | None = None) -> None:
         import torch
 
         self.args, self.tiny, self.server_python, self.kept = args, args.tiny, server_python, kept or {}
+        self.budget = budget or Budget(getattr(args, "budget_s", None))
         self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cuda = self.device.type == "cuda"
         self.out, self.work = Path(args.out), Path(args.workdir)
@@ -221,7 +245,25 @@ class Check:
         self.report: dict[str, Any] = {"device": str(self.device), "tiny": self.tiny, "sections": {}}
         self._clips: list[Path] | None = None
 
+    def remaining(self) -> float | None:
+        """Seconds left of the check's budget (None: no budget)."""
+        return self.budget.remaining()
+
+    def affords(self, seconds: float) -> bool:
+        """Whether work expected to take `seconds` can start and still end inside the check's budget."""
+        return self.budget.affords(seconds)
+
+    def estimate(self, name: str) -> float:
+        return (TINY_ESTIMATE_S if self.tiny else ESTIMATE_S)[name]
+
     def run(self, name: str) -> None:
+        if not self.affords(self.estimate(name)):
+            self.report["sections"][name] = {"status": "skip", "s": 0.0, "skipped": (
+                f"not started: {self.remaining():.0f} s of the {self.budget.seconds:.0f} s budget left, the section "
+                f"takes about {self.estimate(name):.0f} s")}
+            self.write()
+            log(f"{name}: not started (budget)")
+            return
         log(f"{name} ...")
         t0 = self._t0 = time.perf_counter()
         self._running, self._partial = name, {}
@@ -789,8 +831,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/videoitg-gpu-check"))
     p.add_argument("--device", default=None, help="default: cuda when available")
     p.add_argument("--tiny", action="store_true", help="tiny shapes only (the CPU rehearsal in the test suite)")
-    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list from {','.join(SECTIONS)}")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma list from {','.join(SECTIONS)}, run in that order")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="seconds the check may take from its start: a section (a decoder, a burst) is started only "
+                        "where its expected time is left; what ran is written")
     args = p.parse_args(argv)
+    budget = Budget(args.budget_s)  # counted from here: the wheelhouse's install is part of the check's time
     args.out, args.workdir = args.out.resolve(), args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     server_python = sys.executable
@@ -810,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     elif str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     os.environ.setdefault("VIDEOITG_HOME", str(args.workdir / "home"))
-    check = Check(args, server_python, kept)
+    check = Check(args, server_python, kept, budget)
     for name in (s.strip() for s in args.only.split(",") if s.strip()):
         check.run(name)
     print((check.out / "gpu_check.md").read_text())

@@ -43,6 +43,9 @@ from benchmarks.gpu_hotpath import empty
 from videoitg.contract.protocol import DECODE, GROUNDING, VISION
 
 BURSTS = (8, 16)  # concurrent cold requests
+# served_e2e's parts after the first clip's request and the first burst, each started only where the check's budget
+# leaves its time (seconds; the H100's 2026-11-26 timings with room: a 1080p request about 25 s, twice)
+AFTER_FIRST_S = {False: {"clip": 60, "burst": 30}, True: {"clip": 20, "burst": 20}}
 SAMPLE_S = 0.05  # NVML utilisation sampling period
 QUESTION = "When is the red circle visible?"
 
@@ -166,122 +169,213 @@ def tiny_clip(check: Any, name: str, width: int, height: int, fps: int, gop: int
     return path
 
 
+def budget_note(check: Any) -> str:
+    return f"not started: {check.remaining():.0f} s of the check's {check.args.budget_s:.0f} s budget left"
+
+
 # ---- decode_long -------------------------------------------------------------------------------------------------
 def decode_long(check: Any) -> dict[str, Any]:
-    """One request's decode of each long clip by each decoder (module docstring)."""
+    """One request's decode of each long clip by each decoder (module docstring). PyAV's reference decode of each
+    clip runs here; each decoder runs in a child process of its own over every clip (`decoder_child`), so a decoder
+    that crashes its process (native code: NVDEC through DALI or PyNvVideoCodec) costs its own rows only."""
     from videoitg.decode.pool import nvdec_sessions
 
     index = (check.device.index or 0) if check.cuda else 0
     n, source = nvdec_sessions(index) if check.cuda else (2, "two DALI CPU pipelines (no GPU)")
     out: dict[str, Any] = {"nvdec_sessions": n, "sessions_from": source,
                            "nvdec": "dali-gpu" if check.cuda else "dali-cpu"}
-    for name, clip in long_clips(check).items():
-        def report(row: dict[str, Any], stage: str, name: str = name) -> None:
-            out[name] = row
-            check.progress(out, f"{name} {stage}")
-
-        decode_clip(check, name, clip, n, report)
+    clips = long_clips(check)
+    refs = check.work / "decode-long"
+    refs.mkdir(parents=True, exist_ok=True)
+    for name, clip in clips.items():
+        out[name] = reference_decode(check, clip, refs / f"{name}.npy")
+        check.progress(out, f"{name} PyAV")
+    for run in DECODER_RUNS:
+        if not check.affords(CHILD_ESTIMATE_S[check.tiny] * len(clips)):
+            for name in clips:
+                out[name]["runs"][run] = {"skipped": budget_note(check)}
+            continue
+        for name, row in in_child(check, run, clips, n, refs).items():
+            out[name]["runs"][run] = row
+        check.progress(out, run)
     rows = {k: v for k, v in out.items() if isinstance(v, dict)}
+    for row in rows.values():
+        ran = [r for r in row["runs"].values() if "max_abs_255" in r]
+        # every decoder that ran gave the sampled frames: DALI's each within 2/255 of PyAV's on average (NVDEC's
+        # measured pixels on the H200: mean 0.71-0.76); PyNvVideoCodec's PyAV's bit for bit (VP9's decoded samples
+        # are fixed by the standard and its conversion is FFmpeg's own, videoitg/decode/nv12.py)
+        nvc = row["runs"].get("pynvvideocodec", {})
+        row["ok"] = bool(ran) and all(r["mean_abs_255"] <= 2.0 for r in ran) and nvc.get("bit_equal", True) and \
+            not any("error" in r for r in row["runs"].values())
     out["summary"] = "; ".join(
         f"{k} ({v['frames']} of {v['total_frames']} frames, {v['mb']} MB): " + ", ".join(
             f"{r} {x['wall_s']:.2f} s" + (f" dec {x['utilisation'].get('decoder_pct_mean', '-')}%"
                                            if "utilisation" in x else "")
-            if "wall_s" in x else f"{r} skipped" for r, x in v["runs"].items()) for k, v in rows.items())
+            if "wall_s" in x else f"{r} {'failed' if 'error' in x else 'skipped'}" for r, x in v["runs"].items())
+        for k, v in rows.items())
     out["ok"] = all(r["ok"] for r in rows.values())
     return out
 
 
-def decode_clip(check: Any, name: str, clip: Path, sessions: int,
-                report: Callable[[dict[str, Any], str], None]) -> dict[str, Any]:
-    """decode_long's figures for one clip, reported run by run."""
-    import av
+# a decoder's child process: seconds it is given per clip (its imports, sessions, warm-up and decode; killed after)
+CHILD_ESTIMATE_S = {False: 40, True: 40}  # {tiny: estimate}: what the budget reserves per clip
+CHILD_LIMIT_S = {False: 180, True: 300}  # a clip's decode that has not answered by then is stopped
+
+
+def reference_decode(check: Any, clip: Path, ref: Path) -> dict[str, Any]:
+    """A clip's row: its sampling, the fewest frames a decoder must run through, and PyAV's decode on every core
+    (timed: the `pyav_all_cores` run), whose frames are written to `ref` for the decoders' children to compare."""
     import numpy as np
 
-    from videoitg.decode import decode_video, plan_decode
-    from videoitg.decode.budget import Deadline
-    from videoitg.decode.container import build_index, header_info, select_video_stream
+    from videoitg.decode import decode_video
     from videoitg.decode.parallel import machine_workers
     from videoitg.decode.pieces import minimum_decode
-    from videoitg.decode.pool import DecodePool, Video
-    from videoitg.decode.structs import DecodeLimits
 
     data = clip.read_bytes()
+    plan, index = clip_plan(data, clip.name)
+    wh = (plan.colour.width, plan.colour.height)
+    row: dict[str, Any] = {"frames": len(plan.frame_indices), "total_frames": index.total,
+                           "mb": round(len(data) / 1e6, 1), "size": f"{wh[0]}x{wh[1]}",
+                           "minimum_decode": minimum_decode(index, plan.frame_indices), "runs": {}}
+    cores = machine_workers()
     size = check.config("tiny" if check.tiny else "real").vision.image_size
+    with Utilisation(check.cuda, check.device.index or 0) as u:
+        t0 = time.perf_counter()
+        got = decode_video(data, image_size=size, decoder="pyav", output="uint8", time_budget_s=None, workers=cores,
+                           numpy=True)
+        row["runs"]["pyav_all_cores"] = {"wall_s": time.perf_counter() - t0, "cores": cores}
+    row["runs"]["pyav_all_cores"]["utilisation"] = u.summary()
+    np.save(ref, np.asarray(got.pixel_values))
+    return row
+
+
+def clip_plan(data: bytes, name: str) -> tuple[Any, Any]:
+    """A clip's decode plan (the sampled frames, its colour) and its frame index, as a request's decode makes them."""
+    import av
+
+    from videoitg.decode import plan_decode
+    from videoitg.decode.budget import Deadline
+    from videoitg.decode.container import build_index, header_info, select_video_stream
+    from videoitg.decode.structs import DecodeLimits
+
     plan = plan_decode(data, time_budget_s=None)
     with av.open(io.BytesIO(data)) as c:
         s = select_video_stream(c, name)
         index = build_index(c, s, header_info(c, s)["fps"], DecodeLimits(), Deadline(None), name)
-    frames = plan.frame_indices
-    wh = (plan.colour.width, plan.colour.height)
-    row: dict[str, Any] = {"frames": len(frames), "total_frames": index.total, "mb": round(len(data) / 1e6, 1),
-                           "size": f"{wh[0]}x{wh[1]}", "minimum_decode": minimum_decode(index, frames), "runs": {}}
-    cores = machine_workers()
-    with Utilisation(check.cuda, check.device.index or 0) as u:
-        t0 = time.perf_counter()
-        ref = decode_video(data, image_size=size, decoder="pyav", output="uint8", time_budget_s=None, workers=cores,
-                           numpy=True)
-        row["runs"]["pyav_all_cores"] = {"wall_s": time.perf_counter() - t0, "cores": cores}
-    row["runs"]["pyav_all_cores"]["utilisation"] = u.summary()
-    want = np.asarray(ref.pixel_values)
+    return plan, index
 
-    def video() -> Video:
-        return Video(data, index, frames, size, wh, plan.colour, Deadline(None), name)
 
-    for run, make in decoder_runs(check, sessions).items():
+def in_child(check: Any, run: str, clips: dict[str, Path], sessions: int, refs: Path,
+             target: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Decoder `run` over every clip in a child process of its own (spawned: CUDA is live here) running `target`
+    (`decoder_child`); each clip's row as the child wrote it, or why there is none (the child crashed, or did not
+    answer within its limit)."""
+    import json
+    import multiprocessing
+
+    result = refs / f"{run}.jsonl"
+    result.unlink(missing_ok=True)
+    spec = {"run": run, "clips": {k: str(p) for k, p in clips.items()}, "sessions": sessions, "refs": str(refs),
+            "result": str(result), "cuda": check.cuda, "device_index": (check.device.index or 0) if check.cuda else 0,
+            "tiny": check.tiny}
+    limit = CHILD_LIMIT_S[check.tiny] * len(clips)
+    remaining = check.remaining()
+    if remaining is not None:
+        limit = max(1.0, min(limit, remaining))
+    child = multiprocessing.get_context("spawn").Process(target=target or decoder_child, args=(spec,),
+                                                         name=f"decode-{run}")
+    child.start()
+    child.join(limit)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        why = f"no answer within {limit:.0f} s: stopped"
+    else:
+        why = f"its process ended with {child.exitcode}" + (
+            f" (signal {signal.Signals(-child.exitcode).name})" if child.exitcode < 0 else "")
+    rows = {}
+    if result.exists():
+        for line in result.read_text().splitlines():
+            got = json.loads(line)
+            rows[got["clip"]] = got["row"]
+    return {k: rows.get(k, {"error": f"{run} on {k}: {why}"}) for k in clips}
+
+
+def decoder_child(spec: dict[str, Any]) -> None:
+    """A decoder's run over every clip (the child process `in_child` starts): each clip's row appended to the
+    result file as it finishes."""
+    import json
+
+    import numpy as np
+
+    from videoitg.decode.budget import Deadline
+    from videoitg.decode.pool import DecodePool, Video
+
+    cuda, idx, n = spec["cuda"], spec["device_index"], spec["sessions"]
+    size = preset_image_size(spec["tiny"])
+    for name, path in spec["clips"].items():
+        data = Path(path).read_bytes()
+        plan, index = clip_plan(data, name)
+        wh = (plan.colour.width, plan.colour.height)
+
+        def video(data: bytes = data, plan: Any = plan, index: Any = index, wh: tuple[int, int] = wh,
+                  name: str = name) -> Video:
+            return Video(data, index, plan.frame_indices, size, wh, plan.colour, Deadline(None), name)
+
         try:
-            pool = DecodePool(make())
-        except Exception as e:  # PyNvVideoCodec or DALI missing or broken here: named, the others still run
-            row["runs"][run] = {"skipped": f"{type(e).__name__}: {e}"[:300]}
-            continue
-        try:
-            row["runs"][run] = pool_run(check, pool, video, want)
-        except Exception as e:  # a decoder failing on this card: recorded, the others still run
-            row["runs"][run] = {"error": f"{type(e).__name__}: {e}"[:600]}
-        finally:
-            pool.close()
-            empty(check.cuda)
-        report(row, run)
-    ran = [r for r in row["runs"].values() if "max_abs_255" in r]
-    # every decoder that ran gave the sampled frames: DALI's each within 2/255 of PyAV's on average (NVDEC's measured
-    # pixels on the H200: mean 0.71-0.76); PyNvVideoCodec's PyAV's bit for bit (VP9's decoded samples are fixed by
-    # the standard and its conversion is FFmpeg's own, videoitg/decode/nv12.py)
-    nvc = row["runs"].get("pynvvideocodec", {})
-    row["ok"] = bool(ran) and all(r["mean_abs_255"] <= 2.0 for r in ran) and nvc.get("bit_equal", True) and not any(
-        "error" in r for r in row["runs"].values())
-    report(row, "done")
-    return row
+            pool = DecodePool(decoder_sessions(spec["run"], cuda, idx, n))
+        except Exception as e:  # PyNvVideoCodec or DALI missing or broken here: named
+            row: dict[str, Any] = {"skipped": f"{type(e).__name__}: {e}"[:300]}
+        else:
+            try:
+                row = pool_run(cuda, idx, pool, video, np.load(Path(spec["refs"]) / f"{name}.npy"))
+            except Exception as e:  # a decoder failing on this card: recorded
+                row = {"error": f"{type(e).__name__}: {e}"[:600]}
+            finally:
+                pool.close()
+        with open(spec["result"], "a") as f:
+            f.write(json.dumps({"clip": name, "row": row}) + "\n")
 
 
-def decoder_runs(check: Any, n: int) -> dict[str, Callable[[], list]]:
-    """decode_long's decoders: each a factory of its pool's sessions (raising where it cannot run here)."""
+def preset_image_size(tiny: bool) -> int:
+    from videoitg.config import VideoITGConfig, preset
+
+    return (preset("tiny") if tiny else VideoITGConfig()).vision.image_size
+
+
+DECODER_RUNS = ("dali_pipelines", "dali_batch", "pynvvideocodec", "dali_and_pyav_overflow")
+
+
+def decoder_sessions(run: str, cuda: bool, idx: int, n: int) -> list:
+    """The sessions of decode_long's decoder `run` (one of DECODER_RUNS), raising where it cannot run here: DALI on
+    n pipelines, DALI on one pipeline fed n pieces a run, PyNvVideoCodec on n sessions, DALI's n pipelines with
+    PyAV overflow threads on the spare cores."""
     from videoitg.decode.dali import DaliSession
     from videoitg.decode.pool import PyAVSession, cpu_overflow_sessions
 
-    idx = (check.device.index or 0) if check.cuda else 0
-    dev = "mixed" if check.cuda else "cpu"
-
-    def nvc() -> list:
+    dev = "mixed" if cuda else "cpu"
+    if run == "dali_pipelines":
+        return [DaliSession(dev, idx, k) for k in range(n)]
+    if run == "dali_batch":
+        return [DaliSession(dev, idx, batch=n)]
+    if run == "pynvvideocodec":
         from videoitg.decode.choice import nvc_available
 
-        if not check.cuda:
+        if not cuda:
             raise RuntimeError("PyNvVideoCodec decodes on NVDEC only: no GPU here")
         if not nvc_available():
             raise RuntimeError("PyNvVideoCodec cannot be imported here")
         from videoitg.decode.nvc import NvcSession
 
         return [NvcSession(idx, k) for k in range(n)]
-
-    return {
-        "dali_pipelines": lambda: [DaliSession(dev, idx, k) for k in range(n)],
-        "dali_batch": lambda: [DaliSession(dev, idx, batch=n)],
-        "pynvvideocodec": nvc,
+    if run == "dali_and_pyav_overflow":
         # the spare cores' PyAV threads (one at least, so that a machine of few cores runs the mix too)
-        "dali_and_pyav_overflow": lambda: [DaliSession(dev, idx, k) for k in range(n)] + (
-            cpu_overflow_sessions() or [PyAVSession(0, overflow=True)]),
-    }
+        return [DaliSession(dev, idx, k) for k in range(n)] + (
+            cpu_overflow_sessions() or [PyAVSession(0, overflow=True)])
+    raise ValueError(f"unknown decoder run {run!r}; one of {', '.join(DECODER_RUNS)}")
 
 
-def pool_run(check: Any, pool: Any, video: Callable[[], Any], want: Any) -> dict[str, Any]:
+def pool_run(cuda: bool, idx: int, pool: Any, video: Callable[[], Any], want: Any) -> dict[str, Any]:
     """One decoder's run: a warm-up (its sessions build their decoders) on as many pieces as it has sessions, then
     the request timed with NVML sampling; its frames against PyAV's."""
     import numpy as np
@@ -289,16 +383,16 @@ def pool_run(check: Any, pool: Any, video: Callable[[], Any], want: Any) -> dict
 
     v = video()
     shape = (len(v.frame_numbers), 3, v.image_size, v.image_size)
-    out = torch.empty(shape, dtype=torch.uint8, device=check.device) if check.cuda else np.empty(shape, np.uint8)
+    out = torch.empty(shape, dtype=torch.uint8, device=f"cuda:{idx}") if cuda else np.empty(shape, np.uint8)
     warm = pool.plan(v)[:sum(s.batch for s in pool.sessions)]
     pool.decode(v, out, pieces=warm)
-    with Utilisation(check.cuda, check.device.index or 0) as u:
+    with Utilisation(cuda, idx) as u:
         t0 = time.perf_counter()
         job = pool.decode(video(), out)
-        if check.cuda:
-            torch.cuda.synchronize(check.device)
+        if cuda:
+            torch.cuda.synchronize(idx)
         wall = time.perf_counter() - t0
-    got = out.cpu().numpy() if check.cuda else out
+    got = out.cpu().numpy() if cuda else out
     d = np.abs(got.astype(np.int16) - want.astype(np.int16))
     kinds: dict[str, int] = {}
     for session, pieces in job.by_session.items():
@@ -352,6 +446,9 @@ def served_e2e(check: Any) -> dict[str, Any]:
         out["served_clips"] = {}
         with VideoITGClient(url, protocol="grpc") as client:
             for k, (name, path) in enumerate(clips.items()):
+                if k and not check.affords(AFTER_FIRST_S[check.tiny]["clip"]):
+                    out["served_clips"][name] = {"skipped": budget_note(check)}
+                    continue
                 data = path.read_bytes()
                 client.infer(data, QUESTION)  # warm-up: first-request setup in the steps
                 before = stats.read()
@@ -375,17 +472,20 @@ def served_e2e(check: Any) -> dict[str, Any]:
         data = clip.read_bytes()
         out["bursts"] = {}
         for n in BURSTS:
+            if n != BURSTS[0] and not check.affords(AFTER_FIRST_S[check.tiny]["burst"] * n / BURSTS[0]):
+                out["bursts"][str(n)] = {"skipped": budget_note(check)}
+                continue
             out["bursts"][str(n)] = burst(url, data, n, gpu, check)
             check.progress(out, f"{n} concurrent cold requests")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-    bursts = out["bursts"]
+    bursts = {n: b for n, b in out["bursts"].items() if "skipped" not in b}
     ok = all(b["answered"] == b["requests"] for b in bursts.values()) and out["served"]["same_frame_numbers_as_decord"]
     b8 = bursts[str(BURSTS[0])]
     out.update(ok=ok, summary=(
-        "whole request: " + ", ".join(f"{k} {statistics.median(v['wall_s']):.2f} s"
-                                      for k, v in out["served_clips"].items())
+        "whole request: " + ", ".join(f"{k} {statistics.median(v['wall_s']):.2f} s" if "wall_s" in v
+                                      else f"{k} not run (budget)" for k, v in out["served_clips"].items())
         + f"; released-style {released['wall_s']:.2f} s ({out['released_over_served']:.1f}x on {first}); device time "
         f"of vision + grounding {gpu['device_kernels']:.3g} s (kernels; events {gpu['device_events']:.3g} s, Triton "
         f"compute {gpu['triton_compute']:.3g} s); " + "; ".join(

@@ -22,11 +22,44 @@ from videoitg.model.vision import SiglipMLP
 def test_the_tower_split_adds_up_to_the_request() -> None:
     cfg = VideoITGConfig()
     split = gpu_hotpath.tower_flops(cfg, 512, 150)
-    total = request_flops(cfg, 512, 150).total
-    assert sum(t["gemm"] + t["attention"] for t in split.values()) == total
+    f = request_flops(cfg, 512, 150)
+    assert sum(t["gemm"] + t["attention"] for t in split.values()) == f.total
     for t in split.values():  # what FP8 runs and what stays 16-bit are the GEMMs
         assert t["fp8_gemm"] + t["other_gemm"] == t["gemm"]
-    assert split["grounding"]["fp8_gemm"] > 0.99 * split["grounding"]["gemm"]  # all but the 1-logit head
+    # `--precision fp8` keeps the vision tower 16-bit, and 2 of Qwen2-7B's 28 decoder layers
+    assert split["vision"]["fp8_gemm"] == 0 and split["grounding"]["fp8_gemm"] * 28 == f.llm_linear * 26
+
+
+def test_the_fp8_split_counts_the_gemms_the_fp8_model_runs() -> None:
+    """The FLOPs of every FP8 GEMM a tiny model in `--precision fp8` runs on one request (counted from the
+    Float8Linear calls' shapes), against `tower_flops`' fp8_gemm; the model's other linear layers against the rest."""
+    from videoitg.model.fp8 import Float8Linear, to_fp8
+
+    cfg = tiny_config()
+    cfg.text = dataclasses.replace(cfg.text, num_hidden_layers=4)
+    model = to_fp8(VideoITG(cfg).to(torch.bfloat16).eval())
+    counted = {"fp8": 0, "16-bit": 0}
+
+    def count(kind: str):
+        def hook(module: torch.nn.Module, args: tuple, _out: object) -> None:
+            x = args[0]
+            counted[kind] += 2 * x.numel() * module.out_features
+        return hook
+
+    for m in model.modules():
+        if isinstance(m, Float8Linear):
+            m.register_forward_hook(count("fp8"))
+        elif isinstance(m, torch.nn.Linear) and m not in list(model.model.vision_tower.modules()) and \
+                m not in list(model.model.mm_projector.modules()):
+            m.register_forward_hook(count("16-bit"))
+    T, L = 4, 6
+    frames = torch.rand(T, 3, cfg.vision.image_size, cfg.vision.image_size, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        model(frames, torch.randint(0, cfg.text.vocab_size, (L,)))
+    split = gpu_hotpath.tower_flops(cfg, T, L)["grounding"]
+    assert counted["fp8"] == split["fp8_gemm"] > 0
+    # the 16-bit decoder layers' linear layers, and the 1-logit head (fp32 on pooled frames: not an nn.Linear)
+    assert counted["16-bit"] + request_flops(cfg, T, L).head == split["other_gemm"] > counted["16-bit"] > 0
 
 
 def test_floors_are_flops_over_the_rates_they_name() -> None:
@@ -100,3 +133,15 @@ def test_a_failing_candidate_or_scheme_is_recorded_not_fatal() -> None:
     assert gpu_hotpath.attempt(out, "ok", lambda: 3) == 3 and "errors" not in out
     assert gpu_hotpath.attempt(out, "one_pass_norms", lambda: 1 / 0) is None
     assert out["errors"]["one_pass_norms"].startswith("ZeroDivisionError")
+
+
+def test_a_peak_is_read_with_the_frames_already_in_the_models_dtype() -> None:
+    """Every path's own peak holds one copy of the frames, made before the reading: frames in another dtype (which
+    the call would copy, inside the reading) are refused; in the model's own, the reading runs (None off a GPU)."""
+    model = VideoITG(tiny_config()).to(torch.bfloat16)
+    s = model.config.vision.image_size
+    ids = torch.tensor([1, 2, 3])
+    with pytest.raises(ValueError, match="copied inside the call"):
+        gpu_hotpath.own_peak_gb(model, torch.zeros(2, 3, s, s, dtype=torch.float16), ids, torch.device("cpu"))
+    assert gpu_hotpath.own_peak_gb(model, torch.zeros(2, 3, s, s, dtype=torch.bfloat16), ids,
+                                   torch.device("cpu")) is None

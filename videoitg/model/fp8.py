@@ -151,10 +151,15 @@ def check_fp8_device(device: torch.device) -> None:
                          f"Ada, Hopper); {name} has {torch.cuda.get_device_capability(device)}")
 
 
+def fp8_layer_indices(num_layers: int) -> range:
+    """Which of `num_layers` decoder layers `--precision fp8` converts: all but KEEP_16BIT at each end."""
+    return range(KEEP_16BIT, max(KEEP_16BIT, num_layers - KEEP_16BIT))
+
+
 def fp8_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers `--precision fp8` converts: the language model's decoder layers but KEEP_16BIT at each end."""
+    """The layers `--precision fp8` converts (`fp8_layer_indices`)."""
     layers = list(model.model.layers)
-    return layers[KEEP_16BIT:len(layers) - KEEP_16BIT]
+    return [layers[i] for i in fp8_layer_indices(len(layers))]
 
 
 def convert_layer(layer: nn.Module, scheme: str = "rowwise") -> nn.Module:
