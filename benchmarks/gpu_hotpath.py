@@ -12,13 +12,12 @@ hotpath     rates measured here first: fp16, bf16 and FP8 matmul at 8192^3 (FP8 
             under each candidate, their device time and the share of wall time they keep the GPU busy. Then
             measure, interleaved round by round (>= 5 rounds, medians), cold (frames on the device) and cached
             (visual features cached): `current` (every `HOT_PATH` switch off, SigLIP's MLP at the checkpoint's
-            width, eager: the hot path's changes all off), `hot` (the default: compiled), `hot_unpadded`
-            (`hot` with the MLP unpadded), the candidates on top of `hot`: `one_pass_norms` (SigLIP's norms and
-            residual adds as one-pass Triton kernels) and `vision_bf16` (the tower in bf16, the rest fp16), and
-            `released` (HF modules, benchmarks/perf/baseline.py); each candidate's logits against `hot`'s and the
-            released path's. Compile time of the layers. The norms' other candidate: `hot` compiled again with
-            inductor's multi-kernel, interleaved with `hot`, cold and cached (`multi_kernel`). Each path's peak GPU
-            memory, read while it is alone on the device. FP8 (`--precision fp8`: the language model's middle
+            width, eager: the hot path's changes all off), `hot` (the default: compiled), `hot_unpadded` (`hot`
+            with the MLP unpadded), `hot_two_pass` (`hot` with the norms as inductor generates them), the candidate
+            on top of `hot`: `vision_bf16` (the tower in bf16, the rest fp16), and `released` (HF modules,
+            benchmarks/perf/baseline.py); the candidate's and the A/B variants' logits against `hot`'s and the
+            released path's. Compile time of the layers. Each path's peak GPU memory, read while it is alone on the
+            device. FP8 (`--precision fp8`: the language model's middle
             decoder layers): cold and cached latency interleaved with `released`, its kernels (`fp8_profile`), its
             own peak, and its logits against fp32 at real width (T = 128 at a 1,024-token visual budget, so the
             fp32 reference stays short). Each ratio names its floor: the torch kernels' rates measured in this
@@ -51,29 +50,32 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 ROUNDS, TINY_ROUNDS = 5, 2
-MULTI_KERNEL_S, FP8_PART_S = 50, 60  # the multi-kernel rounds and the FP8 half on an H100 (estimated), for the budget
+FP8_PART_S = 60  # the FP8 half of the section on an H100 or H200 (estimated), for the budget
 SWITCHES = ("gqa_without_copies", "gelu_epilogue", "one_pass_norms")  # HOT_PATH's
 LAYOUTS = ("padded_mlp", "vision_bf16")  # weight layouts `variant` re-lays (outside the timed calls)
-SHIPPED = ("gqa_without_copies", "gelu_epilogue", "padded_mlp")  # what the hot path runs on a GPU
-# name -> (changes on, compiled). `current` has every change off; `hot` is what ships;
-# `hot_unpadded` is `hot` with SigLIP's MLP at the checkpoint's width (the padding's A/B on the compiled path);
-# the candidates are `hot` plus one change each.
+SHIPPED = ("gqa_without_copies", "gelu_epilogue", "padded_mlp", "one_pass_norms")  # what the hot path runs on a GPU
+# name -> (changes on, compiled). `current` has every change off; `hot` is what ships; `hot_unpadded` and
+# `hot_two_pass` are `hot` without one of its changes (SigLIP's MLP at the checkpoint's width; the norms as
+# inductor's kernels): each one's A/B on the compiled path. The candidates are `hot` plus one change each.
 VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "current": ((), False), "hot": (SHIPPED, True), "hot_unpadded": (SHIPPED[:2], True),
-    "one_pass_norms": ((*SHIPPED, "one_pass_norms"), True), "vision_bf16": ((*SHIPPED, "vision_bf16"), True)}
-CANDIDATES = ("one_pass_norms", "vision_bf16")
+    "current": ((), False), "hot": (SHIPPED, True),
+    "hot_unpadded": (tuple(c for c in SHIPPED if c != "padded_mlp"), True),
+    "hot_two_pass": (tuple(c for c in SHIPPED if c != "one_pass_norms"), True),
+    "vision_bf16": ((*SHIPPED, "vision_bf16"), True)}
+CANDIDATES = ("vision_bf16",)
+AB = {"hot_unpadded": "padded MLP", "hot_two_pass": "one-pass norms"}  # `hot` without one change: what it measures
 # Dense (no sparsity) tensor-core rates, TFLOP/s (NVIDIA's H100 / H200 datasheets), the more specific name first.
 DATASHEET_TFLOPS = {"H100 PCIe": {"fp16": 756.5, "bf16": 756.5, "fp8": 1513.0},
                     "H100": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},  # SXM
                     "H200": {"fp16": 989.4, "bf16": 989.4, "fp8": 1978.9}}
 CLOCK_FIELDS = ("clocks.sm", "clocks.mem", "power.draw", "utilization.gpu", "temperature.gpu")
 DECIDES = {
-    "hotpath.candidates.one_pass_norms": "HOT_PATH.one_pass_norms on by default where every round ran under hot's "
-                                         "fastest and top-32 vs hot is 1.0; else the kernel goes",
     "hotpath.candidates.vision_bf16": "with fp8_breakdown.vision_bf16.top32 >= 0.99 and top-32 vs released >= 0.99: "
                                       "the tower in bf16 by default on a GPU (docs say so); else an option only",
     "hotpath.ab.padded MLP (hot vs hot_unpadded)": "SigLIP's MLP padded on a GPU where < 1; else pad_mlps removed",
-    "hotpath.multi_kernel.multi_kernel_over_hot": "inductor's multi-kernel in compile_layers where < 1; else removed",
+    "hotpath.ab.one-pass norms (hot vs hot_two_pass)": "the one-pass norms on by default on a GPU where < 1 and "
+                                                       "hot's top-32 vs released is no lower than hot_two_pass's; else "
+                                                       "the kernel goes",
     "hotpath.fp8_gemms, fp8_breakdown.fp8_block": "FP8's default scheme (rowwise or block)",
     "hotpath.rates_tflops.fp8_exact_accum, fp8_breakdown.fp8_exact_accum": "Float8Linear.fast_accum kept or off",
     "fp8_breakdown.sweep_*": "which decoder layers stay 16-bit (fp8.KEEP_16BIT, fp8_layers)",
@@ -327,14 +329,6 @@ def hotpath(check: Any) -> dict[str, Any]:
         base = build_baseline(cfg, dev, dtype, ours.state_dict())
         out.update(against_released(ours, base, px, ids, dev, rounds, cands))
         check.progress(out, "interleaved rounds")
-        if not check.affords(MULTI_KERNEL_S + FP8_PART_S):  # the FP8 half first: it decides more
-            out["multi_kernel"] = {"skipped": f"not started: {check.remaining():.0f} s of the budget left"}
-        else:
-            try:  # a candidate: its failure (a compile error, say) is recorded and the section goes on
-                out["multi_kernel"] = multi_kernel(ours, px, ids, dev, rounds, backend)
-            except Exception as e:
-                out["multi_kernel"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-        check.progress(out, "multi-kernel rounds")
         ours = None
         empty(cuda, compiled=True)
         out["own_peak_gb"]["released"] = own_peak_gb(base, px, ids, dev)
@@ -490,7 +484,8 @@ def profile_towers(ours: Any, px: Any, ids: Any, dev: Any, floor: dict[str, Any]
 def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: int,
                      candidates: list[str]) -> dict[str, Any]:
     """Every variant (of the candidates, those given) and the released-style path, cold and cached, interleaved; the
-    candidates' logits against `hot`'s and the released path's."""
+    candidates' logits against `hot`'s and the released path's, and each A/B variant's top-32 against the released
+    path's."""
     from benchmarks.perf.timing import median
     from videoitg.engine_build.parity import compare
 
@@ -504,11 +499,12 @@ def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: 
     med = {k: median(x) for k, x in secs.items()}
     released = base(px, ids).float().cpu().numpy()
     logits = {}
-    for name in ("hot", *candidates):
+    for name in ("hot", *AB, *candidates):
         with variant(name):
             logits[name] = ours(px, ids).float().cpu().numpy()
     ab = {k: med[f"{k}_cold"] / med["current_cold"] for k in VARIANTS if f"{k}_cold" in med and k != "current"}
-    ab["padded MLP (hot vs hot_unpadded)"] = med["hot_cold"] / med["hot_unpadded_cold"]
+    for without, what in AB.items():
+        ab[f"{what} (hot vs {without})"] = med["hot_cold"] / med[f"{without}_cold"]
     rows = {}
     for name in candidates:
         vs_hot, vs_released = compare(logits["hot"], logits[name]), compare(released, logits[name])
@@ -518,52 +514,8 @@ def against_released(ours: Any, base: Any, px: Any, ids: Any, dev: Any, rounds: 
                       "top32_vs_released": vs_released.topk_overlap}
     return {"latency_s": {"median": med, "all": secs},
             "top32_hot_vs_released": compare(released, logits["hot"]).topk_overlap, "ab_vs_current": ab,
+            "top32_vs_released": {k: compare(released, logits[k]).topk_overlap for k in ("hot", *AB)},
             "candidates": rows}
-
-
-def multi_kernel(ours: Any, px: Any, ids: Any, dev: Any, rounds: int, backend: str) -> dict[str, Any]:
-    """A candidate for the norms, not in the hot path: the layers compiled again with inductor's multi-kernel
-    (`triton.multi_kernel`: each reduction generated both as a one-pass (persistent) kernel, which inductor's
-    heuristic keeps for rows of at most 1,024 (SigLIP's are 1,152 wide, Qwen2's 3,584), and as a looped one, the
-    faster chosen at the first call), interleaved with `hot`, cold and cached (Qwen2's RMSNorm is such a
-    reduction too); its compile time and each tower's kernels under it."""
-    from benchmarks.perf.timing import median, time_calls
-    from videoitg.model.hotpath import compile_layers
-
-    layers = ours.transformer_layers()
-    default = [layer._compiled_call_impl for layer in layers]
-    compile_layers(ours, backend, {"triton.multi_kernel": 1} if backend == "inductor" else None)
-    candidate = [layer._compiled_call_impl for layer in layers]
-
-    def under(impls: list[Any], call: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            for layer, impl in zip(layers, impls, strict=True):
-                layer._compiled_call_impl = impl
-            return call()
-        return run
-
-    vis = ours.visual_features(px)
-    towers = {"vision": lambda: ours.encode_frames(px), "grounding": lambda: ours.score_features([vis], [ids])}
-    try:
-        with variant("hot"):
-            first = time_calls(under(candidate, lambda: ours(px, ids)), dev, warmup=0, iters=1)[0]
-            secs = interleave({"hot_cold": under(default, lambda: ours(px, ids)),
-                               "multi_kernel_cold": under(candidate, lambda: ours(px, ids)),
-                               "hot_cached": under(default, towers["grounding"]),
-                               "multi_kernel_cached": under(candidate, towers["grounding"])}, rounds, dev)
-            profile = {}
-            for tower, call in towers.items():
-                wall = median(time_calls(under(candidate, call), dev, warmup=1, iters=3))
-                profile[tower] = {"wall_s": wall, **kernel_profile(under(candidate, call), dev.type == "cuda")}
-    finally:
-        for layer, impl in zip(layers, default, strict=True):
-            layer._compiled_call_impl = impl
-    med = {k: median(x) for k, x in secs.items()}
-    return {"first_call_s": first, "latency_s": {"median": med, "all": secs},
-            "multi_kernel_over_hot": med["multi_kernel_cold"] / med["hot_cold"],
-            "multi_kernel_over_hot_cached": med["multi_kernel_cached"] / med["hot_cached"],
-            "graphs": compiled_graphs(),  # dynamo's: 2 more than before, unless it fell back to eager
-            "profile": profile}
 
 
 def fp8_against_released(fp8: Any, base: Any, px: Any, px8: Any, ids: Any, dev: Any, rounds: int) -> dict[str, Any]:
@@ -759,9 +711,9 @@ def summarize(out: dict[str, Any], cuda: bool) -> dict[str, Any]:
     out["summary"] = (f"T={out['frames']}: hot/released cold {pct['ours_cold_over_released_cold_fp16']}, cached "
                       f"{pct['cached_s_fp16']} s, vision {pct['vision_over_floor_torch_kernels']}x its floor "
                       f"(torch kernels' rates), busy {pct['vision_busy_share']}; A/B vs current: {ab}; candidates vs "
-                      f"hot: {cands}; multi-kernel vs hot {out['multi_kernel'].get('multi_kernel_over_hot', 'failed')}"
-                      f"; FP8/released {pct['fp8_cold_over_released_cold']}, cached {pct['fp8_cached_s']} s, FP8 vs "
-                      f"fp32 top-32 {pct['fp8_top32_vs_fp32']} err/spread {pct['fp8_error_over_spread_vs_fp32']}; "
+                      f"hot: {cands}; FP8/released {pct['fp8_cold_over_released_cold']}, cached "
+                      f"{pct['fp8_cached_s']} s, FP8 vs fp32 top-32 {pct['fp8_top32_vs_fp32']} err/spread "
+                      f"{pct['fp8_error_over_spread_vs_fp32']}; "
                       f"own peak hot {pct['hot_own_peak_gb']} GB; compile {out['compile']['compile_s']:.1f} s"
                       + ("" if cuda else " (CPU rehearsal, eager backend)"))
     return out

