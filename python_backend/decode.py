@@ -1,5 +1,5 @@
 """`videoitg_decode`: a video (VIDEO bytes, or VIDEO_URI under a media root) -> its sampled frames, resized, in
-one answer or streamed in chunks (`decoding`). PyAV's frames are numpy arrays: this step loads torch only with
+one answer or streamed in chunks (`step_decoder`). PyAV's frames are numpy arrays: this step loads torch only with
 DALI or PyNvVideoCodec."""
 
 from __future__ import annotations
@@ -16,24 +16,17 @@ from videoitg.admission import InFlightGate, OverloadedError
 from videoitg.contract.parameters import DecodeParameters
 from videoitg.contract.protocol import DECODE
 
-from .common import (
-    RequestCounters,
-    Requester,
-    abandoned,
-    error,
-    finalized,
-    output_tensor,
-    request_inputs,
-    respond_each,
-    setup,
-)
-from .decoding import StepDecoder, decode_stream, decode_whole
-from .params import StepAssets, step_device
+from .metrics import RequestCounters, finalized
+from .params import StepAssets, setup, step_device
 from .references import decode_source
+from .requester import Requester, abandoned
+from .responses import error, respond_each
+from .step_decoder import StepDecoder, decode_stream, decode_whole
+from .tensors import output_tensor, request_inputs
 
 
 class TritonPythonModel:
-    """Decodes with the repository's decoder (`decoding.StepDecoder`): PyAV, or DALI or PyNvVideoCodec in this
+    """Decodes with the repository's decoder (`step_decoder.StepDecoder`): PyAV, or DALI or PyNvVideoCodec in this
     process (NVDEC on a KIND_GPU instance, through the process's decode pool), whose self-test at load fails the
     server's start in one line when it cannot run here. Decoupled (the BLS repository): one answer per
     `stream_frames` decoded frames, the frame numbers last, so the vision step encodes a video's first frames during
@@ -42,7 +35,7 @@ class TritonPythonModel:
     uses every core)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        self.name = args.get("model_name", DECODE)  # as Triton knows it: its errors name it so (`common.step_error`)
+        self.name = args.get("model_name", DECODE)  # as Triton knows it: its errors name it so (`errors.step_error`)
         p = setup(args, DecodeParameters)
         assets = StepAssets.of_model(args, p)
         self.image_size = assets.config().vision.image_size

@@ -1,5 +1,7 @@
 """The one error format of the python-backend models (`<model>: <ErrorClass>: <message>`), written and read here,
-and what an error means: the client's fault or the service's, remembered for its video or not."""
+what an error means (the client's fault or the service's, remembered for its video or not), and a step that did not
+answer: unavailable, or not within the request's deadline (`STEP_WAIT_S`). Without Triton's API: the answers that
+carry these errors are `responses`'."""
 
 from __future__ import annotations
 
@@ -16,8 +18,41 @@ TRANSIENT = frozenset({"DecodeTimeoutError", "OverloadedError", "MediaChangedErr
 ABOUT_THE_PATH = frozenset({"VideoNotFoundError"})
 
 
+# The longest a request waits for its steps before it is answered with StepTimeoutError naming the step that did not
+# answer: just under the front's bound on an inference (300 s, `videoitg.front.config.FrontConfig.infer_timeout_s`),
+# so a client hears which step hung instead of the front's "no answer". A step whose stub dies, is stopped or takes
+# no request is ended much sooner by the launcher's watchdog (`videoitg.launch.supervise`; its call then fails with
+# StepUnavailableError). Triton 2.51's own BLS `timeout` bounds only the time a request waits in a dynamic batcher's
+# queue (where the step's queue policy allows the override), never a step that has taken the request.
+STEP_WAIT_S = 290.0
+
+
 class StepError(VideoITGError):
     """A step model answered with an error; its message already names the step and the cause."""
+
+
+class StepUnavailableError(StepError):
+    """A step could not answer: its process died (or was killed, stopped or wedged, then killed by the watchdog) or
+    it was not loaded. The service's fault, and a passing one: UNAVAILABLE (retry)."""
+
+
+class StepTimeoutError(StepError):
+    """A step did not answer within the request's deadline (`STEP_WAIT_S`). UNAVAILABLE (retry)."""
+
+
+def step_error(model: str, message: str) -> StepError:
+    """The error a step's failed answer is raised as in the model that called it: the step's own error as it wrote
+    it (`error_message`: it names the step), or, for a message Triton wrote instead (a stub that died:
+    "Stub process 'videoitg_decode_0_0' is not healthy."; a model being reloaded), StepUnavailableError naming the
+    step."""
+    if message.startswith(f"{model}: "):
+        return StepError(message)
+    return StepUnavailableError(f"{model}: {StepUnavailableError.__name__}: {message}")
+
+
+def step_timeout(model: str, waited_s: float) -> StepTimeoutError:
+    return StepTimeoutError(f"{model}: {StepTimeoutError.__name__}: no answer from the step within {waited_s:.0f} s "
+                            "of the request's arrival")
 
 
 def error_message(exc: BaseException, model: str) -> str:

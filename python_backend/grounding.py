@@ -22,18 +22,10 @@ from videoitg.errors import InputError
 from videoitg.request.text import instruction_ids
 
 from .checks import check_features, one_video
-from .common import (
-    RequestCounters,
-    damage_metric,
-    error,
-    finalized,
-    input_numpy,
-    input_torch,
-    output_torch,
-    setup,
-    step_runtime_metric,
-)
-from .params import StepAssets, device_dtype, step_precision
+from .metrics import RequestCounters, damage_metric, finalized, step_runtime_metric
+from .params import StepAssets, device_dtype, setup, step_precision
+from .responses import error
+from .tensors import input_numpy, input_torch, output_torch
 
 
 class TritonPythonModel:

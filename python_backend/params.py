@@ -1,6 +1,6 @@
-"""What a model's parameters (`videoitg.contract.parameters`) name: its checkpoint, tower and engines, its device
-and dtype, and the identity the feature cache keys computed features by. Without torch until a step loads its
-model: the top-level model on a CPU never imports it."""
+"""What a model's parameters (`videoitg.contract.parameters`) name, read once at its start (`setup`): its
+checkpoint, tower and engines, its device and dtype, and the identity the feature cache keys computed features by.
+Without torch until a step loads its model: the top-level model on a CPU never imports it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from videoitg.config import VideoITGConfig
-from videoitg.contract.parameters import TopParameters
+from videoitg.contract.parameters import ModelParameters, TopParameters
 from videoitg.errors import EngineError
 from videoitg.model.files import checkpoint_identity, load_config, resolve_checkpoint, resolve_under
 from videoitg.precision import resolve_precision
@@ -19,12 +19,19 @@ from videoitg.precision import resolve_precision
 if TYPE_CHECKING:
     import torch
 
+P = TypeVar("P", bound=ModelParameters)
+
 
 def model_parameters(model_config: str | dict[str, Any]) -> dict[str, str]:
     """The string parameters of a Triton model config (as given to `initialize(args)["model_config"]`), to read
     with a `videoitg.contract.parameters` class."""
     cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
     return {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+
+
+def setup(args: dict[str, Any], kind: type[P]) -> P:
+    """The model's parameters, read as `kind` (`videoitg.contract.parameters`)."""
+    return kind.from_parameters(model_parameters(args["model_config"]))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,11 @@ from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
 
 from .checks import check_selection_inputs, duration_input, one_video
-from .common import RequestCounters, finalized, output_numpy, request_inputs, respond_each, setup
+from .metrics import RequestCounters, finalized
+from .params import setup
 from .request import parse_options
+from .responses import respond_each
+from .tensors import output_numpy, request_inputs
 
 
 class TritonPythonModel:

@@ -2,7 +2,7 @@
 or whole, and logits from the grounding step. Features in host memory in a type numpy has are kept as numpy arrays
 (no torch in the top-level model on a CPU); on a GPU, or in bfloat16, as torch tensors. Every wait for a step is
 bounded by the deadline of the request being served (`DEADLINE`), and a step that cannot answer is an error naming
-it (`common.step_error`)."""
+it (`errors.step_error`)."""
 
 from __future__ import annotations
 
@@ -39,19 +39,10 @@ from videoitg.pipeline.features import VideoFeatures
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
-from .common import (
-    REQUESTER,
-    STEP_WAIT_S,
-    StepTimeoutError,
-    bytes_tensor,
-    output_tensor,
-    requester_token,
-    response_tensor,
-    step_error,
-    step_timeout,
-)
-from .errors import StepError
+from .errors import STEP_WAIT_S, StepError, StepTimeoutError, step_error, step_timeout
 from .references import FileVideo
+from .requester import REQUESTER, requester_token
+from .tensors import bytes_tensor, output_tensor, response_tensor
 
 T = TypeVar("T")
 # The event-loop time by which the request being served must be answered (None: unbounded), set by the top-level

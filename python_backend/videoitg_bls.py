@@ -16,24 +16,16 @@ from videoitg.contract.tensors import result_outputs
 from videoitg.outputs import GroundingResult
 
 from .cache import FailureMemory, FeatureCache, cache_key
-from .common import (
-    STEP_WAIT_S,
-    BlsMetrics,
-    RequestCounters,
-    damage_metric,
-    error,
-    finalized,
-    output_numpy,
-    request_inputs,
-    setup,
-)
-from .errors import remember_verdict
+from .errors import STEP_WAIT_S, remember_verdict
 from .frames import check_frames, served_frames
-from .params import StepAssets, feature_identity, host_features
+from .metrics import BlsMetrics, RequestCounters, damage_metric, finalized
+from .params import StepAssets, feature_identity, host_features, setup
 from .references import read_reference
 from .request import Request, parse_request
+from .responses import error
 from .scheduling import FeatureScheduler
 from .steps import DEADLINE, Steps
+from .tensors import output_numpy, request_inputs
 
 HITS_PER_COLD_SLOT = 4  # requests served at once per cold slot: hits are neither queued nor refused behind decodes
 

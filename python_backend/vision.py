@@ -21,18 +21,10 @@ from videoitg.engines.runtimes import (
 from videoitg.preprocess import pixel_values
 
 from .checks import check_frames, frame_count, one_video
-from .common import (
-    RequestCounters,
-    damage_metric,
-    finalized,
-    input_numpy,
-    input_torch,
-    output_torch,
-    respond_each,
-    setup,
-    step_runtime_metric,
-)
-from .params import StepAssets, device_dtype, step_precision
+from .metrics import RequestCounters, damage_metric, finalized, step_runtime_metric
+from .params import StepAssets, device_dtype, setup, step_precision
+from .responses import respond_each
+from .tensors import input_numpy, input_torch, output_torch
 
 
 class TritonPythonModel:

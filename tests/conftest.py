@@ -21,7 +21,7 @@ import pytest
 # torch, transformers and the model are imported by the fixtures that use them, not here: pytest-xdist's controller
 # loads this file too, runs no test, and starts the workers only after it (about 7 s of imports on a 2-core machine).
 if TYPE_CHECKING:
-    from benchmarks.vlm import ServedVLM
+    from benchmarks.answer.vlm import ServedVLM
     from tests.support.recording import RecordingRelay
     from tests.support.server import SharedServers
     from videoitg.engine_build.build import BuildReport
@@ -184,10 +184,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedVLM]:
-    """A real OpenAI-compatible video-LLM server: `transformers serve` of the tiny VLM (benchmarks/vlm.py), one for
-    the session: its tests run in one worker (`pytest_collection_modifyitems`)."""
+    """A real OpenAI-compatible video-LLM server: `transformers serve` of the tiny VLM (benchmarks/answer/vlm.py), one
+    for the session: its tests run in one worker (`pytest_collection_modifyitems`)."""
     pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (the dev extra)")
-    from benchmarks.vlm import build_tiny_vlm, serve_vlm
+    from benchmarks.answer.vlm import build_tiny_vlm, serve_vlm
 
     d = tmp_path_factory.mktemp("vlm")
     with serve_vlm(build_tiny_vlm(d / "model"), d / "serve.log") as served:

@@ -18,7 +18,7 @@ share a rank and do not import each other):
                client/ (talks to a server)
     front      front/ (the public ports)
     launch     launch/ (starts tritonserver, the front, perf_analyzer)
-    clients    batch/  |  lmms/
+    clients    batch/  |  lmms/  |  perf/ (measures a running server: perf_analyzer's levels, each step's share)
     commands   commands/ (the command line, its picture)
     entry      the package's two doors: `videoitg/__init__.py` (its lazy names) and `videoitg/__main__.py`
 
@@ -45,7 +45,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "python_backend": (5, "python_backend"), "repository": (5, "repository"), "client": (5, "client"),
     "front": (6, "front"),
     "launch": (7, "launch"),
-    "batch": (8, "batch"), "lmms": (8, "lmms"),
+    "batch": (8, "batch"), "lmms": (8, "lmms"), "perf": (8, "perf"),
     "commands": (9, "commands"),
 }
 ENTRY = {"videoitg": (10, "entry"), "videoitg.__main__": (10, "entry")}  # the package's doors
@@ -80,15 +80,15 @@ def test_the_graph_sees_lazy_relative_and_submodule_imports() -> None:
     assert find_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
     modules = dict.fromkeys(["videoitg.launch.ports", "videoitg.launch.shm", "videoitg.front",
                              "videoitg.launch.x", "videoitg.decode", "videoitg.decode.dali",
-                             "videoitg.python_backend.common", "videoitg.python_backend.params"], Path())
+                             "videoitg.python_backend.responses", "videoitg.python_backend.params"], Path())
     src = ("from videoitg.launch import ports, shm\nimport videoitg.front\n"
            "def f():\n    from videoitg.decode import dali, decode_video\n"
            "if X:\n    from videoitg.launch.x import y\n")
     assert module_imports("videoitg.launch.server", src, modules) == {
         "videoitg.launch.ports", "videoitg.launch.shm", "videoitg.front", "videoitg.launch.x",
         "videoitg.decode.dali", "videoitg.decode"}
-    assert module_imports("videoitg.python_backend.grounding", "from .common import x\nfrom . import params\n",
-                          modules) == {"videoitg.python_backend.common", "videoitg.python_backend.params"}
+    assert module_imports("videoitg.python_backend.grounding", "from .responses import x\nfrom . import params\n",
+                          modules) == {"videoitg.python_backend.responses", "videoitg.python_backend.params"}
     lazy = ('_LAZY = {"Scorer": ("videoitg.decode.dali", "X")}\n'
             'importlib.import_module("videoitg.launch.shm")\nHELP = "see videoitg.front"\n')
     assert module_imports("videoitg", lazy, modules, is_package=True) == {"videoitg.decode.dali", "videoitg.launch.shm"}

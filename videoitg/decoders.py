@@ -1,6 +1,7 @@
 """The decoders a caller may name, one vocabulary in-process (`decode_video(decoder=...)`, `Scorer`, `score
 --decoder`) and served (`serve --decoder`, the decode step's `decoder` parameter). The decoding itself lives in
-`videoitg/decode/` (`choice.choose_decoder` picks what runs; `videoitg.python_backend.decoding` runs a served one)."""
+`videoitg/decode/` (`choice.choose_decoder` picks what runs; `videoitg.python_backend.step_decoder` runs a served
+one)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ class Moment(NamedTuple):
 @dataclass(frozen=True)
 class MomentParams:
     """The moment rule's parameters (module docstring). The defaults were chosen on held-out synthetic clips
-    (`benchmarks/bench_moments.py`, results in benchmarks/RESULTS.md)."""
+    (`benchmarks/model/bench_moments.py`, results in benchmarks/RESULTS.md)."""
 
     thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)  # relative levels in [0, 1) of the video's score range
     min_gap_s: float = 1.0  # runs at most this far apart are one moment

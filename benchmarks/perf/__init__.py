@@ -7,5 +7,6 @@
 - `build`: both models built straight onto the device (random weights or a checkpoint).
 - `timing`, `weights`: CUDA-event timing and the matmul rate, random init.
 
-Used by `benchmarks/gpu_check.py` (the GPU check) and `benchmarks/bench_cpu_savings.py`; see docs/performance.md.
+Used by `benchmarks/gpu/gpu_check.py` (the GPU check) and `benchmarks/model/bench_cpu_savings.py`; see
+docs/performance.md.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import bench_cpu_savings
+from benchmarks.model import bench_cpu_savings
 
 
 def test_cpu_savings_tiny() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("decord", reason="decord (the released decoder, dev extra) is not installed")
 
-from benchmarks import bench_e2e
+from benchmarks.decode import bench_e2e
 from videoitg.launch import binaries
 
 

@@ -1,11 +1,11 @@
-"""The GPU check's bare-image rehearsal: `benchmarks/gpu_check.py --device cpu --tiny --wheelhouse DIR` end to end in
-a fresh virtual environment that has only what a GPU node's PyTorch image has, plus the wheelhouse.
+"""The GPU check's bare-image rehearsal: `benchmarks/gpu/gpu_check.py --device cpu --tiny --wheelhouse DIR` end to end
+in a fresh virtual environment that has only what a GPU node's PyTorch image has, plus the wheelhouse.
 
 The environment: `python -m venv --without-pip`, whose one extra site folder (a .pth line) holds symlinks to exactly
 torch, transformers, safetensors, onnx and onnxruntime and their declared dependencies from this machine's install
 (CPU builds), pip (every image has it), and numpy 2 installed from its wheel. Nothing of this project's own
 environment leaks in (no numpy 1.x, no PyAV, tritonclient, blake3, DALI, pytriton, and the project is not
-installed): the check installs the wheels `benchmarks/gpu_requirements.txt` lists from the wheelhouse (into a work
+installed): the check installs the wheels `benchmarks/gpu/gpu_requirements.txt` lists from the wheelhouse (into a work
 folder kept between runs, as a GPU node keeps its own: installed again when the list changes) and imports the
 checkout in place, as it does on a GPU node. What this proves: the requirements file names every wheel the check
 imports beyond the image, the check runs under numpy 2 with tritonserver's stub on numpy 1.x, and every section runs
@@ -32,7 +32,7 @@ from packaging.requirements import Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from benchmarks import gpu_check
+from benchmarks.gpu import gpu_check
 from tests.support import ROOT
 
 IMAGE = ("torch", "transformers", "safetensors", "onnx", "onnxruntime", "pip")
@@ -149,9 +149,9 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 
 
 def parts(requirements: list[str]) -> Path:
-    """The wheelhouse's wheels of `requirements` packed as `benchmarks.wheel_parts` packs them for a GPU node (xz
+    """The wheelhouse's wheels of `requirements` packed as `benchmarks.gpu.wheel_parts` packs them for a GPU node (xz
     preset 0 here: the same format, quicker), kept in CACHE while the wheel set is the same."""
-    from benchmarks import wheel_parts
+    from benchmarks.gpu import wheel_parts
 
     wheels = sorted(w for r in requirements for w in (CACHE / "wheelhouse").glob("*.whl")
                     if matches(Requirement(r), w))
@@ -170,8 +170,8 @@ def parts(requirements: list[str]) -> Path:
 def docs_commands() -> dict[str, list[str]]:
     """The GPU node's two command lines as docs/performance.md gives them: the wheels' unpack and the check."""
     lines = [x.strip() for x in (ROOT / "docs" / "performance.md").read_text().splitlines()]
-    starts = {"wheel_parts": "python -m benchmarks.wheel_parts unpack ",
-              "gpu_check": "python -m benchmarks.gpu_check --out OUT --wheelhouse WHEELHOUSE "}
+    starts = {"wheel_parts": "python -m benchmarks.gpu.wheel_parts unpack ",
+              "gpu_check": "python -m benchmarks.gpu.gpu_check --out OUT --wheelhouse WHEELHOUSE "}
     return {k: next(x.split() for x in lines if x.startswith(start)) for k, start in starts.items()}
 
 
@@ -202,7 +202,7 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
     first = [names.get(x, x) for x in docs["gpu_check"][1:]]
     only = first[first.index("--only") + 1].split(",")
     assert set(only) >= {"decode_long", "served_e2e", "hotpath"} and "--budget-s" in first
-    rest = ["-m", "benchmarks.gpu_check", "--out", str(tmp_path / "out-rest"), "--wheelhouse", str(wheelhouse),
+    rest = ["-m", "benchmarks.gpu.gpu_check", "--out", str(tmp_path / "out-rest"), "--wheelhouse", str(wheelhouse),
             "--only", ",".join(s for s in BARE_SECTIONS if s not in only)]
     sections: dict = {}
     for command in (first, rest):
@@ -273,6 +273,12 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
         "8": (8, 8, 0), "16": (16, 16, 0)}
     # each burst request a cold video of its own: as many vision calls as n single cold requests make (n requests of
     # one video would share one)
+    # `videoitg perf`'s report of the served clip, as `videoitg perf` writes it: each cold level split by step
+    assert set(e2e["perf"]["levels"]) == {"1", "2"}
+    assert all(lv["infer_per_s"] > 0 and set(lv["steps_ms"]) == {"decode", "vision", "grounding"}
+               for lv in e2e["perf"]["levels"].values())
+    perf_out = Path(e2e["perf"]["out"])
+    assert {p.name for p in perf_out.iterdir()} == {"perf.json", "perf.csv", "perf.png"}  # its input kept elsewhere
     calls = e2e["served"]["vision_calls_per_request"]
     assert calls >= 1 and all(b["vision_executions"] == b["requests"] * calls for b in e2e["bursts"].values())
     assert all(b["latency_s"]["p99"] >= b["latency_s"]["p50"] > 0 for b in e2e["bursts"].values())
@@ -293,7 +299,7 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
 
 
 def gpu_check_variants() -> list[str]:
-    from benchmarks.gpu_hotpath import VARIANTS
+    from benchmarks.gpu.gpu_hotpath import VARIANTS
 
     return list(VARIANTS)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from benchmarks import gpu_check, gpu_decode
+from benchmarks.gpu import gpu_check, gpu_decode
 
 
 def write_then_crash(spec: dict[str, Any]) -> None:

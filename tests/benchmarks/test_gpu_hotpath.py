@@ -1,4 +1,4 @@
-"""The arithmetic and the switches of the GPU check's hot-path sections (benchmarks/gpu_hotpath.py), without a GPU:
+"""The arithmetic and the switches of the GPU check's hot-path sections (benchmarks/gpu/gpu_hotpath.py), without a GPU:
 the floors each ratio names, the per-tower FLOP split, the clock samples as nvidia-smi writes them, and the variants'
 switches. (Every line of both sections runs in the bare-image rehearsal, tests/benchmarks/test_gpu_check.py.)"""
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from benchmarks import gpu_hotpath
+from benchmarks.gpu import gpu_hotpath
 from benchmarks.perf.flops import request_flops
 from tests.support.model import tiny_config
 from videoitg.config import VideoITGConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmarks.plot_gpu_check import plot, sections
+from benchmarks.gpu.plot_gpu_check import plot, sections
 
 RECORD = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gpu-check-h100-2026-11-26.json"
 

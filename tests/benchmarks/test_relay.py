@@ -1,5 +1,5 @@
-"""benchmarks/relay.py, the byte relay that `bench_front.py --relay` measures as the floor under any front: what it
-passes on arrives unchanged, both ways, and a half-close reaches the other side; and grpc_relay.py, grpcio's
+"""benchmarks/serving/relay.py, the byte relay that `bench_front.py --relay` measures as the floor under any front: what
+it passes on arrives unchanged, both ways, and a half-close reaches the other side; and grpc_relay.py, grpcio's
 pass-through, the floor under a front built on grpcio."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from tests.support import ROOT
 from videoitg.front.grpc_policy import SERVICE
 from videoitg.launch.ports import LOOPBACK, free_ports
 
-RELAY = [sys.executable, "-m", "benchmarks.relay"]  # run from ROOT, as the benchmarks run
-GRPC_RELAY = [sys.executable, "-m", "benchmarks.grpc_relay"]
+RELAY = [sys.executable, "-m", "benchmarks.serving.relay"]  # run from ROOT, as the benchmarks run
+GRPC_RELAY = [sys.executable, "-m", "benchmarks.serving.grpc_relay"]
 
 
 def _digest_server(listener: socket.socket) -> None:
@@ -71,8 +71,8 @@ def test_bytes_pass_unchanged_both_ways_and_a_half_close_reaches_the_server() ->
 
 
 def test_grpc_relay_passes_each_call_on_unread_and_its_refusal_back() -> None:
-    """benchmarks/grpc_relay.py, the `grpcio` route: a message reaches the server byte for byte, the answer comes
-    back, and a refusal keeps its code and text."""
+    """benchmarks/serving/grpc_relay.py, the `grpcio` route: a message reaches the server byte for byte, the answer
+    comes back, and a refusal keeps its code and text."""
     grpc = pytest.importorskip("grpc", reason="the serve extra (grpcio) is not installed")
     from concurrent import futures
 

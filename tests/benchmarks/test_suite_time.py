@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import suite_time
+from benchmarks.suite import suite_time
 
 MODULE = "tests/test_support_compare.py"
 

@@ -1,4 +1,4 @@
-"""Wheels carried in parts (benchmarks/wheel_parts.py): each part unpacks what is complete so far, the restored
+"""Wheels carried in parts (benchmarks/gpu/wheel_parts.py): each part unpacks what is complete so far, the restored
 wheels hold the same files as the originals and install, and a damaged chunk is refused."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import wheel_parts
+from benchmarks.gpu import wheel_parts
 
 
 def make_wheel(folder: Path, name: str, size: int, seed: int) -> Path:

@@ -236,8 +236,8 @@ def test_dali_gpu_matches_pyav(clips: dict[str, Path]) -> None:  # pragma: no co
 def test_dali_gpu_pixels_are_ffmpegs_within_the_bound(
         clips: dict[str, Path], name: str, bound: str) -> None:  # pragma: no cover - no GPU in CI
     """The CPU bound on the GPU decoder (NVDEC's NV12, the same centre-sited bilinear chroma in DALI's kernel, which
-    also rounds the interpolated chroma to uint8). `benchmarks/bench_dali_pixels.py --device cuda` and the GPU check
-    (`benchmarks/gpu_check.py`, nvdec) measure the GPU decoder's pixels."""
+    also rounds the interpolated chroma to uint8). `benchmarks/decode/bench_dali_pixels.py --device cuda` and the GPU
+    check (`benchmarks/gpu/gpu_check.py`, nvdec) measure the GPU decoder's pixels."""
     params = SamplingParams(num_frames=3, target_fps=25)
     gpu = decode_video(clips[name], image_size=384, params=params, decoder="dali", device="cuda")
     ref = decode_video(clips[name], image_size=384, params=params, decoder="pyav")

@@ -3,7 +3,7 @@ pieces on several sessions give the serial decoder's frames; a pool of mixed dec
 threads taking pieces while it is busy) gives every frame of the right number, PyAV's pieces bit for bit and DALI's
 within its bound; a failing piece stops the request and its error names the piece; concurrent requests take turns;
 a streamed request hands its frames over in order, in one buffer. The NVDEC sessions (DALI `mixed`, PyNvVideoCodec)
-run only on a GPU: `benchmarks/gpu_decode.py` times and checks them there."""
+run only on a GPU: `benchmarks/gpu/gpu_decode.py` times and checks them there."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from tests.support import ROOT
 from tests.support.deploy import CRDS, DEPLOY, K8S_OLDEST, kustomize, load_kustomization, serve_flag
 from videoitg.commands.cli import build_parser
 from videoitg.decode.nvc import NVC_PIN
-from videoitg.launch.server import STOP_GRACE_S, ServerOptions
+from videoitg.launch.options import STOP_GRACE_S, ServerOptions
 from videoitg.repository.generator import RepoSpec
 
 try:
@@ -286,7 +286,7 @@ def test_servicemonitor_scrapes_the_metrics_port(base) -> None:
 
 def _exported_gauges() -> set[str]:
     """Gauges the top-level python model registers with Triton's metrics API (shown on the metrics port)."""
-    src = (ROOT / "python_backend" / "common.py").read_text()  # BlsMetrics: the top-level model's families
+    src = (ROOT / "python_backend" / "metrics.py").read_text()  # BlsMetrics: the top-level model's families
     return set(re.findall(r'fam\("([a-z_]+)", "[^"]*", fam\.GAUGE\)', src))
 
 

@@ -121,7 +121,7 @@ def test_wheel_holds_only_the_videoitg_namespace(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"videoitg"}
-    for needed in ("videoitg/engine_build/build.py", "videoitg/train/trainer.py", "videoitg/python_backend/common.py",
+    for needed in ("videoitg/engine_build/build.py", "videoitg/train/trainer.py", "videoitg/python_backend/metrics.py",
                    "videoitg/assets/tiny-videoitg/model.safetensors", "videoitg/engines/runtimes.py",
                    "videoitg/front/page/index.html", "videoitg/front/page/page.js", "videoitg/front/page/page.css"):
         assert needed in names

@@ -139,7 +139,7 @@ def pb(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
                    get_input_tensor_by_name=lambda request, name: request.get(name))
     yield stand_in_pb_utils(monkeypatch, **members)
     for name in [n for n in sys.modules if n.startswith("videoitg.python_backend.")]:
-        if name.rsplit(".", 1)[1] in ("common", "vision", "grounding"):
+        if name.rsplit(".", 1)[1] in ("metrics", "responses", "tensors", "vision", "grounding"):
             sys.modules.pop(name)  # bound to the stand-in: not for later tests
 
 

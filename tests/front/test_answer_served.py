@@ -1,5 +1,5 @@
 """Select, then answer, against a real video-LLM: a tiny random LLaVA behind `transformers serve`
-(benchmarks/vlm.py), with a recording byte relay in front of it, so each test reads what the video-LLM received
+(benchmarks/answer/vlm.py), with a recording byte relay in front of it, so each test reads what the video-LLM received
 without standing in for it. The frames it gets are the ones `videoitg score --top-k K` picks in-process, as JPEGs,
 chronological, each after its timestamp, then the question."""
 
@@ -28,7 +28,7 @@ pytest.importorskip("aiohttp", reason="the serve extra")
 pytest.importorskip("tritonclient.http", reason="the serve extra")
 
 
-from benchmarks.vlm import IMAGE_TOKENS, ServedVLM
+from benchmarks.answer.vlm import IMAGE_TOKENS, ServedVLM
 from tests.support.recording import Received, RecordingRelay
 from tests.support.server import metric_value, served, skip_without_tritonserver, wait_until
 from tests.support.video import write_clip

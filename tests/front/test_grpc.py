@@ -15,7 +15,7 @@ import pytest
 
 grpc = pytest.importorskip("grpc", reason="the serve extra is not installed")
 
-from benchmarks.h2client import H2Client, prefix  # noqa: E402
+from benchmarks.serving.h2client import H2Client, prefix  # noqa: E402
 from tests.support.front import LIVE, grpc_front, never, outcome, raw_frames, without_gc  # noqa: E402
 from tests.support.server import quickest_async, settled  # noqa: E402
 from videoitg.contract.protocol import TOP  # noqa: E402

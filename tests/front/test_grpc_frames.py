@@ -11,7 +11,7 @@ import pytest
 
 grpc = pytest.importorskip("grpc", reason="the serve extra is not installed")
 
-from benchmarks.h2client import H2Client, prefix  # noqa: E402
+from benchmarks.serving.h2client import H2Client, prefix  # noqa: E402
 from tests.support.front import LIVE, grpc_front, outcome  # noqa: E402
 from tests.support.server import settled  # noqa: E402
 from videoitg.front import config, grpc_calls, grpc_frames  # noqa: E402

@@ -26,7 +26,7 @@ from hpack import Decoder  # noqa: E402
 from hyperframe.frame import HeadersFrame  # noqa: E402
 from tritonclient.grpc import service_pb2  # noqa: E402
 
-from benchmarks.h2client import prefix  # noqa: E402
+from benchmarks.serving.h2client import prefix  # noqa: E402
 from tests.support import ROOT  # noqa: E402
 from tests.support.front import BODY, exchange, http_stand_in, infer_head, raw_frames, status  # noqa: E402
 from videoitg.contract.protocol import TOP  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 from videoitg.contract.protocol import DECODE, GROUNDING, OTHER_INPUTS_BYTES, TOP, VISION, RepoSummary
 from videoitg.front import config, policy
 from videoitg.front.policy import Reason
-from videoitg.launch.server import public_models, request_bounds
+from videoitg.launch.front_process import public_models, request_bounds
 from videoitg.repository.generator import RepoSpec, build_repository
 
 MODELS = (TOP,)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.bench_stop import moving_clip
 from benchmarks.clips import repeat_clip
+from benchmarks.serving.bench_stop import moving_clip
 from tests.support.server import (
     all_threads_stopped,
     metric_value,
@@ -33,7 +33,8 @@ from tests.support.server import (
 from videoitg.client.kserve import RemoteError, ServedResult, VideoITGClient
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION, RepoSummary
 from videoitg.front.config import INFER_KEY_HEADER
-from videoitg.launch.server import ServerOptions, TritonServer, unload_s
+from videoitg.launch.options import unload_s
+from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.repository.generator import RepoSpec
 from videoitg.synthetic.sample import sample_video
 

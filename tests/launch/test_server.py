@@ -35,6 +35,7 @@ from videoitg.defaults import default_checkpoint
 from videoitg.front.process import environment as front_environment
 from videoitg.launch import server as server_mod
 from videoitg.launch import shm, supervise
+from videoitg.launch.options import STOP_GRACE_S
 from videoitg.launch.ports import free_ports
 from videoitg.launch.server import ServerOptions, TritonServer
 
@@ -320,7 +321,7 @@ def test_stop_with_a_long_request_in_flight_is_bounded_and_leaks_nothing(server:
     th.join(30)
     assert not th.is_alive(), "the in-flight request hung"
     assert "error" in box or "answer" in box
-    bound = server.options.exit_timeout_s + server_mod.STOP_GRACE_S + 2
+    bound = server.options.exit_timeout_s + STOP_GRACE_S + 2
     assert took < bound, f"stop took {took:.1f} s (bound {bound} s)"
     assert not [p for p in pids if alive(p)], "a server or stub process outlived stop()"
     left = [r for r in regions if (Path("/dev/shm") / r).exists()]

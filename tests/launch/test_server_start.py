@@ -87,7 +87,7 @@ def _stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after_s: fl
     repo = tmp_path / "repo"
     repo.mkdir()
     srv = TritonServer(repo, log_path=tmp_path / "server.log")
-    srv._log_path.write_bytes(b"")
+    srv.log_path.write_bytes(b"")
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     srv._proc = subprocess.Popen(sleeper, start_new_session=True)
     srv._front = subprocess.Popen(sleeper, start_new_session=True)
@@ -109,7 +109,7 @@ def test_a_slow_load_that_keeps_logging_becomes_ready(tmp_path: Path, monkeypatc
     stop = threading.Event()
 
     def log() -> None:
-        with srv._log_path.open("ab") as f:
+        with srv.log_path.open("ab") as f:
             while not stop.wait(0.25):
                 f.write(b"I loading model shard\n")
                 f.flush()

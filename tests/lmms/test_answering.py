@@ -1,6 +1,6 @@
 """Select, then answer, for lmms-eval's requests (`videoitg.lmms.answering`), without lmms-eval: the model_args'
 checks, the task's generation settings, which frames each selection sends, and what a real OpenAI-compatible
-server (the fixed-rule shape reader, `benchmarks.shape_reader`) receives and answers. Through real lmms-eval:
+server (the fixed-rule shape reader, `benchmarks.answer.shape_reader`) receives and answers. Through real lmms-eval:
 tests/lmms/test_model.py."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the video-LLM client (the serve or lmms extra)")
 
-from benchmarks.shape_reader import MODEL, ShapeReader, serve_reader
-from benchmarks.shapes_mc import contexts, write_set
+from benchmarks.answer.shape_reader import MODEL, ShapeReader, serve_reader
+from benchmarks.answer.shapes_mc import contexts, write_set
 from videoitg.answer.chat import DEFAULT_FRAME_SIZE, Selection
 from videoitg.answer.errors import UpstreamUnavailableError
 from videoitg.decode.export import frame_images

@@ -1,7 +1,7 @@
 """lmms-eval: the real package (0.7.x) in its own environment (scripts/lmms_env.sh, which scripts/test.sh makes), on
 a small local task of generated multiple-choice questions, no hub. A task's doc_ids and full prompts reach grounding
 exactly, through `videoitg manifest --from-lmms-eval` and `lmms-eval --model videoitg`; with `answer_upstream=`, a
-real OpenAI-compatible server (`transformers serve` with the tiny VLM, benchmarks/vlm.py) answers each document
+real OpenAI-compatible server (`transformers serve` with the tiny VLM, benchmarks/answer/vlm.py) answers each document
 from exactly K frames, VideoITG's or uniform ones, and lmms-eval's metric scores its text.
 
 lmms-eval runs in a subprocess of that environment's interpreter ($VIDEOITG_LMMS_PYTHON); where neither it nor the
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.shapes_mc import (
+from benchmarks.answer.shapes_mc import (
     TASK,
     contexts,
     lmms_env,
@@ -27,7 +27,7 @@ from benchmarks.shapes_mc import (
     write_set,
     write_task,
 )
-from benchmarks.vlm import ServedVLM
+from benchmarks.answer.vlm import ServedVLM
 from tests.support.recording import RecordingRelay
 from videoitg.commands.cli import main
 from videoitg.decode import plan_decode

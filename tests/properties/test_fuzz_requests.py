@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tests.support import fuzz as fuzz_support
 from tests.support.fuzz import known_request_bug
 from tests.support.model import tiny_config
-from videoitg.blank import is_blank
+from videoitg.blank_text import is_blank
 from videoitg.errors import InputError, VideoITGError
 from videoitg.model.token_budget import visual_tokens
 from videoitg.outputs import GroundingResult, released_scores

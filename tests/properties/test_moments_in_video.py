@@ -12,7 +12,7 @@ from tests.support.video import WHOLE, ntsc_clip
 from videoitg.decode import probe_video
 from videoitg.errors import InputError
 from videoitg.python_backend.checks import duration_input
-from videoitg.python_backend.decoding import decode_stream, decode_whole
+from videoitg.python_backend.step_decoder import decode_stream, decode_whole
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 

@@ -119,7 +119,7 @@ def test_the_damage_metric_shows_the_damaged_digest_cache_entries(tmp_path: Path
             return Metric(labels)
 
     stand_in_pb_utils(monkeypatch, MetricFamily=MetricFamily)
-    from videoitg.python_backend.common import damage_metric
+    from videoitg.python_backend.metrics import damage_metric
 
     metric = damage_metric("videoitg_vision")
     assert log == {(("cache", "file_digests"), ("model", "videoitg_vision")): found}

@@ -101,7 +101,7 @@ def test_an_answered_failure_holds_no_reference_to_the_request() -> None:
         except Exception as e:
             exc = e
         if release:
-            drop_traceback(exc)  # what `common.error` does once the response is built
+            drop_traceback(exc)  # what `responses.error` does once the response is built
         return type(exc).__name__
 
     def held_after(key: str, release: bool) -> bool:
@@ -143,7 +143,7 @@ class _Metric:
 
 
 def test_answered_errors_and_request_counters(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`common.RequestCounters` against a stand-in for Triton's metric API (its MetricFamily / Metric calls)."""
+    """`metrics.RequestCounters` against a stand-in for Triton's metric API (its MetricFamily / Metric calls)."""
     log: dict[tuple, float] = {}
     class MetricFamily:
         COUNTER, GAUGE = "counter", "gauge"
@@ -172,8 +172,9 @@ def test_answered_errors_and_request_counters(monkeypatch: pytest.MonkeyPatch) -
 
     stand_in_pb_utils(monkeypatch, MetricFamily=MetricFamily, TritonError=TritonError,
                       InferenceResponse=lambda error: error)
-    # imported once the stand-in is installed: common binds pb_utils when imported
-    from videoitg.python_backend.common import RequestCounters, error
+    # imported once the stand-in is installed: metrics and responses bind pb_utils when imported
+    from videoitg.python_backend.metrics import RequestCounters
+    from videoitg.python_backend.responses import error
 
     try:
         raise NotAVideoError("not a video")
@@ -203,14 +204,15 @@ def test_answered_errors_and_request_counters(monkeypatch: pytest.MonkeyPatch) -
     assert c.count(responses) is responses
     c.record(RuntimeError("late"))
     assert log == before
-    sys.modules.pop("videoitg.python_backend.common", None)  # bound to the stand-in: not for later tests
+    for name in ("metrics", "responses"):
+        sys.modules.pop(f"videoitg.python_backend.{name}", None)  # bound to the stand-in: not for later tests
 
 
 def test_a_finalized_model_closes_its_metrics_and_leaves_its_heap_to_the_exit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`common.finalized`, a model's last step: its metrics closed, and what is alive frozen out of garbage collection,
+    """`metrics.finalized`, a model's last step: its metrics closed, and what is alive frozen out of garbage collection,
     so the stub's exit (what unloading waits for) does not walk the heap."""
     stand_in_pb_utils(monkeypatch)
-    from videoitg.python_backend.common import finalized
+    from videoitg.python_backend.metrics import finalized
 
     closed = []
     metric = types.SimpleNamespace(close=lambda: closed.append(1))
@@ -223,4 +225,4 @@ def test_a_finalized_model_closes_its_metrics_and_leaves_its_heap_to_the_exit(mo
         assert not any(o is alive_before for o in gc.get_objects()) and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
-        sys.modules.pop("videoitg.python_backend.common", None)
+        sys.modules.pop("videoitg.python_backend.metrics", None)

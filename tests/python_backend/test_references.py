@@ -16,10 +16,10 @@ from videoitg.digest import video_digest
 from videoitg.errors import InputError
 from videoitg.paths import MediaChangedError, MediaRoots, ReferencesOffError
 from videoitg.python_backend import references
-from videoitg.python_backend.decoding import decode_whole
 from videoitg.python_backend.errors import client_fault, remember_verdict
 from videoitg.python_backend.references import FileVideo, MediaReadError, decode_source, read_reference
 from videoitg.python_backend.request import parse_request
+from videoitg.python_backend.step_decoder import decode_whole
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 

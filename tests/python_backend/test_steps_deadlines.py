@@ -128,9 +128,10 @@ def test_a_stream_that_stops_ends_by_the_deadline_and_names_its_requester(steps:
     assert type(err).__name__ == "StepTimeoutError" and str(err).startswith("videoitg_decode: StepTimeoutError")
     assert took < 30  # ended by its deadline, not left waiting
     [decode] = steps.sent
-    common = sys.modules["videoitg.python_backend.common"]
-    assert decode["model"] == "videoitg_decode" and decode["parameters"] == {common.REQUESTER: common.requester_token()}
-    pid, _, started = decode["parameters"][common.REQUESTER].partition(":")
+    requester = sys.modules["videoitg.python_backend.requester"]
+    assert decode["model"] == "videoitg_decode" and decode["parameters"] == {
+        requester.REQUESTER: requester.requester_token()}
+    pid, _, started = decode["parameters"][requester.REQUESTER].partition(":")
     assert int(pid) > 0 and started.isdigit()
 
 

@@ -20,11 +20,11 @@ from videoitg.config import VideoITGConfig
 from videoitg.decode import DecodeLimits, VideoTooLargeError, decode_video
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError, VideoITGError
-from videoitg.knobs import add_arguments
 from videoitg.model.grounding import VideoITG
 from videoitg.model.token_budget import max_visual_tokens, visual_tokens
 from videoitg.model.variant_b import VideoITGAnchor
 from videoitg.pipeline.scorer import Scorer, VideoFeatures
+from videoitg.request.limit_names import add_arguments
 from videoitg.request.limits import InstructionTooLongError, Limits
 from videoitg.request.text import instruction_ids
 from videoitg.sampling import SamplingParams

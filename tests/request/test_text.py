@@ -15,7 +15,7 @@ from tests.support.batch import make_clip
 from tests.support.model import one_torch_thread
 from videoitg.batch.inprocess import InProcessScorer
 from videoitg.batch.scorers import ScorerSpec, score_unit
-from videoitg.blank import is_blank
+from videoitg.blank_text import is_blank
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
 from videoitg.manifest.rows import Row, load_manifest

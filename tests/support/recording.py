@@ -1,4 +1,4 @@
-"""A recording byte relay: benchmarks/relay.py's relay in front of a real server, keeping every byte its clients
+"""A recording byte relay: benchmarks/serving/relay.py's relay in front of a real server, keeping every byte its clients
 send. What a test reads to see what a server received, without standing in for the server."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.relay import _serve, _Side
+from benchmarks.serving.relay import _serve, _Side
 from videoitg.launch.ports import free_port
 
 

@@ -66,7 +66,7 @@ def load_json(body: bytes | list[bytes] | list[bytearray], what: str, error: typ
     number that overflows to one), integers of at most MAX_INT_DIGITS digits, nesting at most MAX_JSON_DEPTH
     levels; else `error` naming `what` and what is wrong. The chunks are counted and decoded one at a time, so that
     in a worker thread the event loop runs between them; joining their text and the one JSON parse of it hold the
-    GIL throughout (the loop waits about 45 ms for a 53 MiB body: `python -m benchmarks.answer_parse`).
+    GIL throughout (the loop waits about 45 ms for a 53 MiB body: `python -m benchmarks.answer.answer_parse`).
     `budget` (the caller counts the bytes given, which go as their text is made): the parse's copies beyond them,
     PARSE_HOLD times the text's size in memory less those bytes, are held in it while they exist (OverloadedError
     when there is no room). A text is wider than its UTF-8 where it holds a character past U+00FF (2 or 4 bytes

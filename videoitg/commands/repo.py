@@ -63,7 +63,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     """`--max-video-bytes`, `--max-instruction-tokens`, `--max-in-flight`, ...: written into the repository's model
     parameters (docs/limits.md; default: $VIDEOITG_<NAME>, else the built-in value)."""
-    from videoitg.knobs import add_arguments as add_limits
+    from videoitg.request.limit_names import add_arguments as add_limits
 
     add_limits(p)
 

@@ -11,7 +11,7 @@ frames, display order, the decoder's default latency; `Decode(PacketData())`, an
 hands over the frames the decoder still holds), `decoder.WaitOnCUStream(stream)` (the decoder's post-processing
 finished before that stream reads), a decoded frame's `__dlpack__` (NV12 on the device: the Y plane, then U and V
 interleaved; the decoder reuses its surfaces, so each wanted frame is copied out before the next `Decode`). Not run
-on a GPU: the GPU check (`benchmarks/gpu_decode.py`) times it and compares its frames with
+on a GPU: the GPU check (`benchmarks/gpu/gpu_decode.py`) times it and compares its frames with
 PyAV's; its tests skip where PyNvVideoCodec cannot be imported (it needs a driver).
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from videoitg.launch.procfs import pid_namespace
@@ -41,3 +42,11 @@ def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> None:
         if is_stale(f.name[len(SHM_PREFIX):].split("_", 1)[0]):
             with contextlib.suppress(OSError):
                 f.unlink()
+
+
+def remove_own_shared_memory(prefix: str, note: Callable[[str], None], shm_dir: Path = Path("/dev/shm")) -> None:
+    """Remove the regions a stopped server (or its stubs) left behind, named with its `prefix`, each `note`d."""
+    for f in shm_dir.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            f.unlink()
+            note(f"removed leftover shared memory {f.name}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoitg.blank import is_blank
+from videoitg.blank_text import is_blank
 from videoitg.errors import InputError
 from videoitg.jsonio import JSONProblem, loads
 from videoitg.paths import open_resolved, resolve_under_roots

@@ -177,7 +177,8 @@ SHOWN_PROBLEMS = 12  # tensors a refusal names (a checkpoint NaN throughout has 
 def all_finite(t: torch.Tensor) -> bool:
     """Whether no value of a floating-point tensor is NaN or infinite: its minimum and maximum, which NaN
     propagates to (`torch.aminmax`), are finite. One reduction, no mask: a file scanned at 0.07-0.08 s a GiB of
-    bfloat16 on 2 CPU cores, where an `isfinite` mask took 1.4 s (`python -m benchmarks.bench_checkpoint_scan`)."""
+    bfloat16 on 2 CPU cores, where an `isfinite` mask took 1.4 s
+    (`python -m benchmarks.model.bench_checkpoint_scan`)."""
     if t.numel() == 0:
         return True
     if t.element_size() == 1:  # float8: no min/max kernel for every float8 type

@@ -1,7 +1,7 @@
-"""The hot path's building blocks: the GELU epilogue, per-layer compilation, and the switches `benchmarks/gpu_check.py`
-flips to measure what each change buys (docs/performance.md, "The hot path"). In 16 bits the projections are one GEMM
-each (HF's modules): one GEMM for q/k/v and one for gate/up measured 1.000x of them on an H100 (benchmarks/RESULTS.md);
-FP8 fuses them, to quantize each input once (`videoitg.model.fp8`).
+"""The hot path's building blocks: the GELU epilogue, per-layer compilation, and the switches
+`benchmarks/gpu/gpu_check.py` flips to measure what each change buys (docs/performance.md, "The hot path"). In 16 bits
+the projections are one GEMM each (HF's modules): one GEMM for q/k/v and one for gate/up measured 1.000x of them on an
+H100 (benchmarks/RESULTS.md); FP8 fuses them, to quantize each input once (`videoitg.model.fp8`).
 
 Compilation. `compile_layers` compiles one SigLIP layer and one Qwen2 layer (torch.compile, inductor): every layer
 of a tower runs the one graph (its weights are the graph's inputs), so compile time does not grow with depth, and

@@ -3,7 +3,7 @@
 Variant C (the released model) runs every layer with full bidirectional attention: the visual tokens, which come
 first, see the instruction that follows them. Variant B runs it causally. Checkpoint names follow HF `Qwen2Model`
 so released weights load without renaming. Attention is PyTorch SDPA (flash / cuDNN / memory-efficient kernels
-on GPU, nothing to install; `benchmarks/gpu_check.py` records which one each call runs).
+on GPU, nothing to install; `benchmarks/gpu/gpu_check.py` records which one each call runs).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The bounds of one deployment, in one frozen `Limits` (each refused with a typed error that names the bound),
-and how they are configured: defaults, `VIDEOITG_*` variables, flags, Triton parameters (`videoitg.knobs`)."""
+and how they are configured: defaults, `VIDEOITG_*` variables, flags, Triton parameters
+(`videoitg.request.limit_names`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videoitg.admission import InFlightGate
-from videoitg.blank import EMPTY_INSTRUCTION, is_blank
+from videoitg.blank_text import EMPTY_INSTRUCTION, is_blank
 from videoitg.config import VideoITGConfig
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
-from videoitg.knobs import ENV_PREFIX, KNOBS, flag_dest, parse_knob
 from videoitg.model.token_budget import fixed_tokens, max_fixed_tokens
+from videoitg.request.limit_names import ENV_PREFIX, KNOBS, flag_dest, parse_knob
 from videoitg.sampling import SamplingParams
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from videoitg.blank import EMPTY_INSTRUCTION, is_blank
+from videoitg.blank_text import EMPTY_INSTRUCTION, is_blank
 from videoitg.config import VideoITGConfig
 from videoitg.errors import InputError
 from videoitg.request.limits import Limits

@@ -1,0 +1,1 @@
+"""The test suite's time beside a reading of the machine's speed (`suite_time`)."""

@@ -1,0 +1,61 @@
+"""Whether a started tritonserver is ready: its readiness route (through the front) and its own metrics port answer,
+it is the one started (`--id`), and how long its start may go on while it progresses (`StartProgress`)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+WATCH_TIMEOUT_S = 2.0  # a readiness, metrics or index request to a server that should answer in milliseconds
+
+
+@dataclass
+class StartProgress:
+    """When a starting server counts as stalled: no growth of its log and no CPU time used by its processes for
+    `stall_s` seconds (a 7B checkpoint takes minutes to load, a hung load shows neither), or `max_s` in all (None:
+    no bound while it progresses)."""
+
+    stall_s: float
+    max_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    last_change: float = field(default=0.0)
+    _seen: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.last_change = self.started
+
+    def observe(self, log_bytes: int, cpu_s: float, now: float) -> None:
+        seen = (log_bytes, round(cpu_s, 2))
+        if self._seen is not None and seen != self._seen:
+            self.last_change = now
+        self._seen = seen
+
+    def expired(self, now: float) -> str | None:
+        """Why the wait ends (None: keep waiting)."""
+        if self.max_s is not None and now - self.started >= self.max_s:
+            return f"not ready after {self.max_s:.0f} s"
+        if now - self.last_change >= self.stall_s:
+            return f"not ready, and neither its log nor its CPU time moved for {self.stall_s:.0f} s"
+        return None
+
+
+def ready(url: str) -> bool:
+    """Whether `url` (a readiness route, or a metrics port) answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=WATCH_TIMEOUT_S) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
+def answered_by(http_url: str, server_id: str) -> bool:
+    """Whether the server answering on `http_url` is `server_id` (`GET /v2` names it): another server on the port
+    (an orphan of an earlier run) must not pass for it."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2", timeout=2) as r:
+            return json.loads(r.read()).get("name") == server_id
+    except (OSError, ValueError):
+        return False
