@@ -74,3 +74,23 @@ def test_a_copy_that_cannot_be_made_is_refused_naming_it(tmp_path: Path) -> None
     blocker.write_text("a file where the copies' directory should be")
     with pytest.raises(binaries.ServingSetupError, match="cannot prepare the python backend copy .*triton_backends"):
         binaries.prepare_backend_dir(install, blocker)
+
+
+def test_perf_analyzer_is_found_where_pip_install_target_puts_it(tmp_path, monkeypatch) -> None:
+    """`pip install --target DIR tritonclient==2.51.0` puts the package in DIR and its perf_analyzer in DIR/bin (the
+    GPU check installs its wheels so): found there, with no interpreter or PATH that has one."""
+    import importlib
+    import sys
+
+    target = tmp_path / "site"
+    (target / "tritonclient").mkdir(parents=True)
+    (target / "tritonclient" / "__init__.py").write_text("")
+    (target / "bin").mkdir()
+    (target / "bin" / "perf_analyzer").write_text("#!/bin/sh\n")
+    monkeypatch.delenv("VIDEOITG_PERF_ANALYZER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.syspath_prepend(str(target))
+    monkeypatch.delitem(sys.modules, "tritonclient", raising=False)
+    importlib.invalidate_caches()
+    assert binaries.find_perf_analyzer() == target / "bin" / "perf_analyzer"

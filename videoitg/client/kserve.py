@@ -306,16 +306,35 @@ class VideoITGClient:
         no media root the served model announces."""
         return os.path.realpath(path) if self.media_roots().contains(path) else None
 
-    def model_parameters(self, model: str | None = None) -> dict[str, str]:
-        """The `parameters` of a served model's config (name -> string value); {} when the server does not say."""
+    def model_config(self, model: str | None = None) -> dict[str, Any]:
+        """A served model's config as JSON (KServe's model configuration extension); {} when the server does not
+        say."""
         try:
             if self.protocol == "grpc":
-                cfg = self._client.get_model_config(model or self.model, as_json=True).get("config", {})
-            else:
-                cfg = self._client.get_model_config(model or self.model)
-        except Exception:  # the parameters are informative: a server that does not answer has none
+                return self._client.get_model_config(model or self.model, as_json=True).get("config", {})
+            return self._client.get_model_config(model or self.model)
+        except Exception:  # the config is informative: a server that does not answer has none
             return {}
+
+    def model_parameters(self, model: str | None = None) -> dict[str, str]:
+        """The `parameters` of a served model's config (name -> string value); {} when the server does not say."""
+        cfg = self.model_config(model)
         return {k: v.get("string_value", "") for k, v in (cfg.get("parameters") or {}).items()}
+
+    def statistics(self, model: str) -> dict[str, Any]:
+        """A served model's inference statistics (KServe's statistics extension: its first version's
+        `model_stats` entry as JSON, counts and nanoseconds since the server started)."""
+        kw: dict[str, Any] = {"as_json": True} if self.protocol == "grpc" else {}
+        stats = self._client.get_inference_statistics(model_name=model, **kw).get("model_stats") or [{}]
+        return stats[0]
+
+    def server_version(self) -> str | None:
+        """The server's version (its metadata), None when it does not answer."""
+        try:
+            kw: dict[str, Any] = {"as_json": True} if self.protocol == "grpc" else {}
+            return self._client.get_server_metadata(**kw).get("version")
+        except Exception:
+            return None
 
     def served_checkpoint(self) -> str | None:
         """The checkpoint the deployment serves: its `checkpoint` model parameter, on the top-level model (BLS) or

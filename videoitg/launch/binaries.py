@@ -212,9 +212,17 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
 
 
 def find_perf_analyzer() -> Path:
+    """`$VIDEOITG_PERF_ANALYZER`, else the binary the tritonclient wheel installs: beside the interpreter (a venv),
+    in the `bin` folder beside the folder holding the tritonclient package (`pip install --target DIR` puts it in
+    DIR/bin), or on PATH."""
+    import importlib.util
+
     env = os.environ.get("VIDEOITG_PERF_ANALYZER")
     cands = [Path(env)] if env else []
     cands += [Path(sys.executable).parent / "perf_analyzer"]
+    spec = importlib.util.find_spec("tritonclient")
+    if spec is not None and spec.submodule_search_locations:
+        cands += [Path(p).parent / "bin" / "perf_analyzer" for p in spec.submodule_search_locations]
     which = shutil.which("perf_analyzer")
     if which:
         cands.append(Path(which))

@@ -21,7 +21,7 @@ import re
 import struct
 import subprocess
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +172,3 @@ def run(url: str, protocol: str, videos: list[bytes], instructions: list[str], w
     proc = subprocess.run(cmd, env=binaries.perf_analyzer_env())
     rows = read_csv(csv_path) if proc.returncode == 0 and csv_path.exists() else []
     return proc, rows
-
-
-def write_report(path: Path, requests: str, label: str, rows: list[PerfRow], cache: CacheCounts | None) -> None:
-    """`perf.json`: what was measured (cold or cached requests, in words), the rows, the server's cache counts."""
-    path.write_text(json.dumps({"requests": requests, "label": label, "rows": [asdict(r) for r in rows],
-                                "cache_during_measurement": asdict(cache) if cache is not None else None},
-                               indent=1) + "\n")
