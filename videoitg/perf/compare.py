@@ -105,6 +105,8 @@ def picture(reports: list[dict[str, Any]], names: list[str], path: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from videoitg.perf.plot import against_concurrency
+
     fig, (rate, p99) = plt.subplots(1, 2, figsize=(11, 4.4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, report) in enumerate(zip(names, reports, strict=True)):
@@ -118,11 +120,7 @@ def picture(reports: list[dict[str, Any]], names: list[str], path: Path) -> Path
             p99.plot(conc, [r["p99_ms"] for r in rows], dash, marker="^", color=colours[i % len(colours)],
                      label=label)
     for ax, ylabel, title in ((rate, "requests / s", "throughput"), (p99, "ms", "p99 latency")):
-        ax.set_xlabel("concurrency")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
+        against_concurrency(ax, ylabel, title)
     rate.legend(fontsize=7, loc="upper center", bbox_to_anchor=(1.1, -0.15), ncol=1)
     fig.tight_layout()
     return write_png(fig, path)

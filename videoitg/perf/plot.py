@@ -35,19 +35,24 @@ def plot(report: dict[str, Any], out: Path) -> Path:
         for key, marker, what in PERCENTILES:
             latency.plot(conc, [r[key] for r in s["rows"]], dash, marker=marker, color=colour, label=f"{name} {what}")
     for ax, ylabel, title in ((rate, "requests / s", "throughput"), (latency, "ms", "latency")):
-        ax.set_xlabel("concurrency")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
+        against_concurrency(ax, ylabel, title)
         ax.legend(fontsize=7)
-        ax.xaxis.get_major_locator().set_params(integer=True)
     for ax, (name, s) in zip(grid[1], series.items(), strict=False):
         split_bars(ax, name, s["rows"], report.get("device_time_s"),
                    report.get("measured", {}).get("decode_outside_compute", False))
     fig.suptitle(subtitle(report), fontsize=8)
     fig.tight_layout()
     return write_png(fig, out)
+
+
+def against_concurrency(ax: Any, ylabel: str, title: str) -> None:
+    """An axes of a figure against concurrency: whole levels, from 0 up, a light grid."""
+    ax.set_xlabel("concurrency")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def split_bars(ax: Any, name: str, rows: list[dict[str, Any]], device: dict[str, float] | None,
