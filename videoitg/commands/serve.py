@@ -147,6 +147,9 @@ def check_checkpoint_for(spec: RepoSpec) -> None:
 def run(args: argparse.Namespace) -> int:
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load, flags that
     # go together.
+    access = ServerOptions(api_key_file=args.api_key_file, tls_cert_file=args.tls_cert_file,
+                           tls_key_file=args.tls_key_file, answer_api_key_file=args.answer_api_key_file)
+    check_access(access)  # a key or certificate file that cannot be used is named
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     if args.answer_upstream is not None:
         check_base_url(args.answer_upstream)
@@ -157,9 +160,6 @@ def run(args: argparse.Namespace) -> int:
     if args.answer_api_key_file is not None and args.answer_upstream is None:
         raise InputError("--answer-api-key-file is the key of --answer-upstream's video-LLM: give --answer-upstream "
                          "too")
-    access = ServerOptions(api_key_file=args.api_key_file, tls_cert_file=args.tls_cert_file,
-                           tls_key_file=args.tls_key_file, answer_api_key_file=args.answer_api_key_file)
-    check_access(access)  # before anything is built: a file that cannot be used is named
     if args.answer_upstream is not None:
         ChatUpstream(args.answer_upstream, key_file=args.answer_api_key_file)  # its key given once
     target = resolve_target(args.target)
