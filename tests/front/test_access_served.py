@@ -271,6 +271,39 @@ def test_perf_analyzer_through_videoitg_perf_with_the_key_and_tls(server: Triton
         assert KEY not in (out / "perf.json").read_text()
 
 
+def test_the_batch_scorer_and_its_check_before_ray(server: TritonServer, ca: CertFiles, keys: Path,
+                                                   sample: tuple[Path, bytes, str]) -> None:
+    """`videoitg batch --server` checks the key before Ray starts (exit 2, the client's words); each worker's scorer
+    reads the key file it is named (the spec holds the path, never the key: the run's summary records the spec)."""
+    from videoitg.batch.scorers import ScorerSpec
+    from videoitg.batch.servers import TritonScorer
+    from videoitg.manifest.rows import Row
+
+    manifest = keys.parent / "manifest.jsonl"
+    manifest.write_text(json.dumps({"video": str(sample[0]), "instruction": ASK}) + "\n")
+    rc, _, err = run_cli("batch", str(manifest), "--out", str(keys.parent / "out"), "--server", server.grpc_url,
+                         "--ca-file", str(ca.ca), "--allow-root", str(sample[0].parent))
+    assert rc == 2 and "the server wants an API key" in err, err
+    spec = ScorerSpec(kind="triton", servers=(server.grpc_url,), api_key_file=str(keys), ca_file=str(ca.ca))
+    assert KEY not in repr(spec) and KEY not in json.dumps(spec.__dict__, default=str)
+    out = TritonScorer(spec).score_unit([Row("r0", 1, str(sample[0]), ASK, doc_id=0)])
+    assert [o.ok for o in out] == [True], out[0].record
+
+
+def test_the_answer_command_through_the_server(server: TritonServer, ca: CertFiles, keys: Path, relay: RecordingRelay,
+                                               sample: tuple[Path, bytes, str], tmp_path: Path) -> None:
+    """`videoitg answer --server` picks the frames through the keyed server and sends the video-LLM its own key."""
+    upstream_key = tmp_path / "upstream"
+    upstream_key.write_text(UPSTREAM_KEY + "\n")
+    relay.clear()
+    rc, out, err = run_cli("answer", str(sample[0]), "-q", ASK, "--upstream", f"http://127.0.0.1:{relay.port}/v1",
+                           "--server", server.grpc_url, "--api-key-file", str(keys), "--ca-file", str(ca.ca),
+                           "--upstream-api-key-file", str(upstream_key), "--top-k", "2", "--max-tokens", "2", "--json")
+    assert rc == 0 and len(json.loads(out)["videoitg"]["frames"]) == 2, err
+    received = relay.received()
+    assert received and all(r.headers["authorization"] == f"Bearer {UPSTREAM_KEY}" for r in received)
+
+
 def curl(ca: CertFiles, *args: str) -> tuple[str, str]:
     r = subprocess.run(["curl", "-sS", "-D", "-", "--cacert", str(ca.ca), *args], capture_output=True, text=True,
                        timeout=60)
