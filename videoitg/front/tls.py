@@ -38,8 +38,7 @@ class Handshake(asyncio.Protocol):
         try:
             tls = await loop.start_tls(transport, self.inner, self.ctx, server_side=True,
                                        ssl_handshake_timeout=self.timeout_s)
-        except (OSError, asyncio.TimeoutError, ConnectionError, EOFError, RuntimeError):
-            # a client that is not TLS, does not trust the certificate, went, or took too long
+        except Exception:  # a client that is not TLS, does not trust the certificate, went, or took too long
             transport.abort()
             self._failed()
             return
