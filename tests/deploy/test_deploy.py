@@ -28,6 +28,7 @@ from tests.support import ROOT
 from tests.support.deploy import CRDS, DEPLOY, K8S_OLDEST, kustomize, load_kustomization, serve_flag
 from videoitg.commands.cli import build_parser
 from videoitg.decode.nvc import NVC_PIN
+from videoitg.front.policy import is_health, key_exempt_http
 from videoitg.launch.options import STOP_GRACE_S, ServerOptions
 from videoitg.repository.generator import RepoSpec
 
@@ -271,6 +272,31 @@ def test_graceful_stop_fits_the_grace_period(base, container) -> None:
     assert pre_stop[0] == "sleep"
     needed = float(pre_stop[1]) + ServerOptions().exit_timeout_s + STOP_GRACE_S
     assert base["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > needed
+
+
+def test_keys_and_the_certificate_come_from_secrets_and_the_probes_need_neither(base, container) -> None:
+    """`--api-key-file` and the TLS files point into read-only Secret volumes mounted whole (a Secret's update reaches
+    the files the front reads again: a subPath mount would not be updated); the probes ask health (open without a
+    key) over HTTPS with no header; Prometheus scrapes over TLS."""
+    pod = base["Deployment"]["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    secrets = {}
+    for flag in ("--api-key-file", "--tls-cert-file", "--tls-key-file"):
+        path = Path(serve_flag(container["args"], flag))
+        mount = mounts[str(path.parent)]
+        assert mount["readOnly"] is True and "subPath" not in mount, flag
+        secrets[flag] = (vols[mount["name"]]["secret"]["secretName"], path.name)
+    assert secrets == {"--api-key-file": ("videoitg-api-keys", "keys"), "--tls-cert-file": ("videoitg-tls", "tls.crt"),
+                       "--tls-key-file": ("videoitg-tls", "tls.key")}  # kubernetes.io/tls keys
+    secret_vols = [vols[m["name"]]["secret"] for m in mounts.values() if "secret" in vols[m["name"]]]
+    assert len(secret_vols) == 2 and all(v["defaultMode"] == 0o440 for v in secret_vols)  # the pod's group reads
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["scheme"] == "HTTPS" and "httpHeaders" not in get, probe
+        assert is_health(get["path"]) and key_exempt_http("GET", get["path"], ()), probe
+    (ep,) = base["ServiceMonitor"]["spec"]["endpoints"]
+    assert ep["scheme"] == "https" and ep["tlsConfig"]["ca"]["secret"] == {"name": "videoitg-tls", "key": "ca.crt"}
 
 
 # ---- monitoring and scaling ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from tests.support import ROOT
 FRONT = ROOT / "videoitg" / "front"
 PREFIX = "videoitg.front."
 # Bottom to top: each module may import only those before it.
-ORDER = ("policy", "grpc_policy", "bounds", "config", "process", "tritonserver", "lost", "connections", "http",
+ORDER = ("policy", "grpc_policy", "bounds", "config", "process", "tritonserver", "lost", "tls", "connections", "http",
          "answer", "grpc_frames", "grpc_calls", "grpc", "webpage", "main", "__main__")
 
 

@@ -245,7 +245,7 @@ def test_each_reason_is_answered_with_one_http_status_and_one_grpc_code() -> Non
     assert (Reason.TOO_LARGE.http, Reason.TOO_LARGE.grpc) == (413, policy.GrpcCode.RESOURCE_EXHAUSTED)
     assert (Reason.STOPPING.http, Reason.STOPPING.grpc, Reason.STOPPING.label) == (503, policy.GrpcCode.UNAVAILABLE,
                                                                                     None)
-    assert all(r.http in (400, 404, 408, 413, 417, 503) for r in Reason)
+    assert all(r.http in (400, 401, 404, 408, 413, 417, 503) for r in Reason)
 
 
 def tensor(datatype: str, shape: list[int], data: object, name: str = "INSTRUCTION") -> bytes:

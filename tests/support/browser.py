@@ -52,15 +52,16 @@ def require_browser() -> None:
 
 
 @contextmanager
-def chromium(width: int = 1280, height: int = 1600) -> Iterator[WebDriver]:
-    """A headless Chromium with a new empty profile (removed after), its console kept (`get_log("browser")`)."""
+def chromium(width: int = 1280, height: int = 1600, flags: tuple[str, ...] = ()) -> Iterator[WebDriver]:
+    """A headless Chromium with a new empty profile (removed after), its console kept (`get_log("browser")`);
+    `flags`: more of its command-line flags."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="videoitg-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}"):
+    for flag in (*FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}", *flags):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))

@@ -56,16 +56,19 @@ async def http_stand_in(handler: Callable[[web.Request], Awaitable[web.StreamRes
 async def running_front(upstream: Callable[[web.Request], Awaitable[web.StreamResponse]] = upstream_echo,
                         **kw: Any) -> AsyncIterator[tuple[int, int, config.FrontCounters]]:
     """(front's HTTP port, its metrics port, its counters), its budget from `config.held_budget`; its extra routes
-    `routes`, else the answer endpoint's when `answer_upstream` is given (as the front's process serves them)."""
+    `routes`, else the answer endpoint's when `answer_upstream` is given (as the front's process serves them);
+    `keys` (a KeyStore) and `certs` (tls.Certificates): who may use it."""
     up, up_port = await http_stand_in(upstream)
     routes = kw.pop("routes", None)
+    keys, certs, pages = kw.pop("keys", None), kw.pop("certs", None), kw.pop("pages", None)
     cfg = config.FrontConfig(**{
         "host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "metrics_port": 0,
         "triton_http": f"127.0.0.1:{up_port}", "triton_grpc": "127.0.0.1:1", "triton_metrics": f"127.0.0.1:{up_port}",
         "models": (TOP,), "max_request_bytes": 4 << 20, "shutdown_s": 1.0, **kw})
     counters = config.FrontCounters()
-    extra = (routes, ()) if routes is not None else answer_routes(cfg)
-    http, metrics = HttpPort(cfg, counters, config.held_budget(cfg), *extra), MetricsPort(cfg, counters)
+    extra = (routes, ()) if routes is not None else answer_routes(cfg, keys is None)
+    http = HttpPort(cfg, counters, config.held_budget(cfg), *extra, pages=pages, keys=keys, certs=certs)
+    metrics = MetricsPort(cfg, counters, certs)
     await http.start()
     await metrics.start()
     try:
@@ -140,7 +143,7 @@ def without_gc(main: Coroutine[Any, Any, T]) -> T:
 async def grpc_front(methods: dict[str, Callable[..., Awaitable[bytes]]] | None = None,
                      **kw: Any) -> AsyncIterator[tuple[str, config.FrontCounters, GrpcPort]]:
     """(the front's gRPC address, its counters, its GrpcPort), in front of a stand-in for tritonserver whose
-    `methods` (raw bytes both ways; by default ServerLive, answered live) answer."""
+    `methods` (raw bytes both ways; by default ServerLive, answered live) answer; `keys`, `certs`: who may use it."""
 
     async def live(raw: bytes, context: Any) -> bytes:
         return service_pb2.ServerLiveResponse(live=True).SerializeToString()
@@ -150,11 +153,12 @@ async def grpc_front(methods: dict[str, Callable[..., Awaitable[bytes]]] | None 
     upstream.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
         name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in (methods or {"ServerLive": live}).items()}),))
     upstream.add_insecure_port(f"127.0.0.1:{up_port}")
+    keys, certs = kw.pop("keys", None), kw.pop("certs", None)
     cfg = config.FrontConfig(**{"host": "127.0.0.1", "http_port": 0, "grpc_port": port, "metrics_port": 0,
                                 "triton_http": "", "triton_grpc": f"127.0.0.1:{up_port}", "triton_metrics": "",
                                 "models": (TOP,), "max_request_bytes": 64 << 10, **kw})
     counters = config.FrontCounters()
-    server = GrpcPort(cfg, counters, config.held_budget(cfg))
+    server = GrpcPort(cfg, counters, config.held_budget(cfg), keys=keys, certs=certs)
     await upstream.start()
     await server.start()
     try:

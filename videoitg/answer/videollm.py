@@ -23,12 +23,13 @@ from videoitg.answer.bounded_json import Budget, load_json
 from videoitg.answer.chat import Selection, with_selection
 from videoitg.answer.errors import OverloadedError, UpstreamRefusedError, UpstreamTimeoutError, UpstreamUnavailableError
 from videoitg.answer.relay import MAX_EVENT_BYTES, EventRelay
+from videoitg.contract.access import SecretFile
 from videoitg.errors import MAX_ERROR_CHARS, InputError, bounded_text
 
 CONNECT_S = 5.0  # to open a connection to the video-LLM
 TIMEOUT_S = 300.0  # a whole answer; in a streamed one, the longest wait for its next bytes
 MAX_ANSWER_BYTES = 64 << 20  # a non-streamed answer, read whole (the endpoint: its bound on a client's body)
-PASS_HEADERS = ("Authorization",)  # of the client's request, sent on: the video-LLM's API key, if it has one
+PASS_HEADERS = ("Authorization",)  # of the client's request, sent on (unless told not to): the video-LLM's API key
 
 
 def _without_credentials(url: str) -> str:
@@ -58,11 +59,14 @@ def answered_status(status: int) -> int | None:
 class ChatUpstream:
     """An OpenAI-compatible API at `base_url` (e.g. http://127.0.0.1:8000/v1): its chat completions and model list.
     `timeout_s` bounds a whole answer (a streamed one: the wait for each of its pieces); CONNECT_S the connection;
-    `max_bytes` a non-streamed answer (an event of a stream: MAX_EVENT_BYTES). A user and password in `base_url`
-    are sent as `Authorization: Basic ...`, and then a caller's own Authorization header is not: the operator's
-    credentials win; without them, the caller's Authorization is passed on."""
+    `max_bytes` a non-streamed answer (an event of a stream: MAX_EVENT_BYTES). The video-LLM's key: `key_file`'s
+    (`Authorization: Bearer ...`, the file read again when it changes), or a user and password in `base_url`
+    (`Authorization: Basic ...`), and then a caller's own Authorization header is not sent: the operator's
+    credentials win; without them, the caller's Authorization is passed on, unless `callers_key_passes` is off (the
+    server has keys of its own: a caller's key is the server's, never the video-LLM's)."""
 
-    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_ANSWER_BYTES):
+    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_ANSWER_BYTES,
+                 key_file: str | None = None, callers_key_passes: bool = True):
         url = check_base_url(base_url)
         u = urlsplit(url)
         self.base_url = _without_credentials(url)  # the address messages name
@@ -75,6 +79,11 @@ class ChatUpstream:
             self._auth = f"Basic {token}"
             self._secrets = tuple(s for s in sorted({f"{user}:{password}", token, password, u.password or ""},
                                                     key=len, reverse=True) if s)
+        if key_file is not None and self._auth is not None:
+            raise InputError(f"the video-LLM's key is given twice (--answer-api-key-file and credentials in "
+                             f"{self.base_url}'s URL): give one")
+        self._key = None if key_file is None else SecretFile(key_file, "--answer-api-key-file")
+        self.callers_key_passes = callers_key_passes
         self._session: Any = None
 
     def _client(self) -> Any:
@@ -96,11 +105,15 @@ class ChatUpstream:
         return text
 
     def headers(self, given: Mapping[str, str] | None, stream: bool) -> dict[str, str]:
-        """The headers a request is sent with: the base URL's credentials, else the caller's PASS_HEADERS."""
+        """The headers a request is sent with: the operator's key or the base URL's credentials, else the caller's
+        PASS_HEADERS where they pass."""
+        passed = given if given and self.callers_key_passes else {}
         sent = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json",
-                **{k: given[k] for k in PASS_HEADERS if given and k in given}}  # a client request's: any case
+                **{k: passed[k] for k in PASS_HEADERS if k in passed}}  # a client request's: any case
         if self._auth is not None:
             sent["Authorization"] = self._auth
+        if self._key is not None:
+            sent["Authorization"] = f"Bearer {self._key.value()}"
         return sent
 
     @contextlib.asynccontextmanager

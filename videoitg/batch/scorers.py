@@ -47,6 +47,11 @@ class ScorerSpec:
     max_in_flight: int = 4  # concurrent requests per Triton client actor
     torch_threads: int = 1
     protocol: str = "grpc"  # Triton: "grpc" | "http"
+    # Triton: the servers' key (a file each worker reads: never the key itself, which the run's summary would hold;
+    # None: $VIDEOITG_API_KEY) and TLS (a CA file, or the system's CAs)
+    api_key_file: str | None = None
+    ca_file: str | None = None
+    tls: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

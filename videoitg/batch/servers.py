@@ -9,7 +9,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from videoitg.batch.scorers import Outcome, ScorerSpec, error_record, row_options
+from videoitg.client.kserve import KeyRefusedError
 from videoitg.client.routing import ServerPool, ServerUnavailableError, routing_key
+from videoitg.contract.access import ClientAccess
 from videoitg.errors import InputError
 from videoitg.manifest.grouping import group_by_video
 from videoitg.manifest.rows import Row
@@ -37,8 +39,8 @@ class TritonScorer:
         if not spec.servers:
             raise InputError("scoring against Triton servers needs at least one --server HOST:PORT")
         self.spec = spec
-        self.servers = ServerPool(spec.servers, protocol=spec.protocol,
-                                  backoff_s=TRANSIENT_BACKOFF_S)
+        access = ClientAccess.of(api_key_file=spec.api_key_file, ca_file=spec.ca_file, tls=spec.tls)
+        self.servers = ServerPool(spec.servers, protocol=spec.protocol, backoff_s=TRANSIENT_BACKOFF_S, access=access)
         # Fail at actor start, not on every row, when no server is up; one that is down now is probed later.
         ready = self.servers.wait_ready(READY_TIMEOUT_S)
         if len(ready) < len(self.servers.servers):
@@ -50,8 +52,8 @@ class TritonScorer:
         try:
             options = row_options(self.spec.options, row)
             served, _ = self.servers.infer(data, row.instruction, options, key=key, path=row.video)
-        except ServerUnavailableError:
-            raise  # the servers' trouble: stop the job, the row stays unfinished for a rerun
+        except (ServerUnavailableError, KeyRefusedError):
+            raise  # the servers' trouble, or a key they refuse: stop the job, the row stays unfinished for a rerun
         except Exception as e:  # the pool re-sends server failures; what is left is the row's own
             return Outcome(row.row_id, False, error_record(row, "server", e))
         result = served.result

@@ -1,6 +1,6 @@
 """Client of the served model (tritonclient, HTTP or gRPC): gives back the same `GroundingResult` as the in-process
 `Scorer`, sending a video by path (under a media root the model announces), by digest (cached) or as its bytes
-(docs/serving.md)."""
+(docs/serving.md); with the server's API key and over TLS where it asks for them (`ClientAccess`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from videoitg.contract.access import CLIENT_KEY_ENV, GRPC_AUTHORIZATION, SCHEME, ClientAccess
 from videoitg.contract.parameters import CHECKPOINT, MEDIA_ROOTS
 from videoitg.contract.protocol import (
     CACHE_HIT,
@@ -63,6 +65,24 @@ class ReferenceUnusableError(RemoteError):
 
 class UnavailableError(RemoteError):
     """The server is away (unreachable, restarting, a step whose stub is not healthy): not the request's fault."""
+
+
+class KeyRefusedError(RemoteError):
+    """The server wants an API key and none was sent, or the one sent is not one of its keys (HTTP 401, gRPC
+    UNAUTHENTICATED): no request of this client's will pass."""
+
+
+UNAUTHENTICATED = ("StatusCode.UNAUTHENTICATED", "401")
+
+
+def key_refused(url: str, sent: bool, status: str | None) -> KeyRefusedError:
+    """What a client says when the server refused its key: that it wants one, or that the one sent is not one of
+    its keys, and where a key is given."""
+    where = f"--api-key-file FILE, or ${CLIENT_KEY_ENV}; in Python api_key="
+    if sent:
+        return KeyRefusedError(f"{url}: the server refused the API key sent, which is not one of its keys (rotated "
+                               f"out?): give a current one: {where}", status)
+    return KeyRefusedError(f"{url}: the server wants an API key: give one: {where}", status)
 
 
 NOT_FOUND = ("StatusCode.NOT_FOUND", "404")
@@ -115,12 +135,19 @@ class ServedResult:
         return [tuple(float(x) for x in m) for m in self.outputs[MOMENTS].reshape(-1, 3)]
 
 
-def probe_protocol(url: str, timeout_s: float = 2.0) -> str | None:
+def probe_protocol(url: str, timeout_s: float = 2.0, tls: bool = False) -> str | None:
     """What answers at HOST:PORT: "http" (an HTTP/1.1 reply, Triton's HTTP port), "grpc" (HTTP/2 frames, its gRPC
-    port), or None (nothing listening, or neither)."""
+    port), or None (nothing listening, or neither); `tls`: asked over TLS (its certificate not checked: only the
+    protocol is looked at, nothing is sent but a readiness request)."""
     host, _, port = url.split("://", 1)[-1].rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s) as sock:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s) as raw:
+            sock = raw
+            if tls:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                ctx.set_alpn_protocols(["h2", "http/1.1"])
+                sock = ctx.wrap_socket(raw, server_hostname=host.strip("[]") or None)
             sock.settimeout(timeout_s)
             sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: videoitg\r\nConnection: close\r\n\r\n")
             head = sock.recv(16)
@@ -133,9 +160,14 @@ def probe_protocol(url: str, timeout_s: float = 2.0) -> str | None:
     return None
 
 
-def protocol_mismatch(url: str, protocol: str) -> str | None:
-    """A hint when `url` speaks the other protocol than `protocol` (e.g. the HTTP port given with gRPC), else None."""
-    other = probe_protocol(url)
+def protocol_mismatch(url: str, protocol: str, tls: bool = False) -> str | None:
+    """A hint when `url` speaks the other protocol than `protocol` (e.g. the HTTP port given with gRPC), or TLS
+    where the client does not (`tls`), or the other way round; else None."""
+    other = probe_protocol(url, tls=tls)
+    if other is None and probe_protocol(url, tls=not tls) is not None:
+        return (f"{url} does not speak TLS: connect without --ca-file / --tls" if tls else
+                f"{url} speaks TLS: give --ca-file CA (the CA that signed its certificate; Python: ca_file=), or "
+                "--tls where the system trusts it")
     if other is None or other == protocol:
         return None
     port = "HTTP port" if other == "http" else "gRPC port"
@@ -238,9 +270,29 @@ def http_served_result(body: bytes, header_length: str | None, instruction: str)
 DIGEST_FIRST_BYTES = 1 << 20
 
 
+class _KeyHeader:
+    """tritonclient's plugin that adds the API key to every request: a header on HTTP, metadata on gRPC."""
+
+    def __init__(self, key: str):
+        self._value = f"{SCHEME} {key}"
+
+    def __call__(self, request: Any) -> None:
+        request.headers[GRPC_AUTHORIZATION] = self._value
+
+    def __repr__(self) -> str:
+        return "_KeyHeader(...)"
+
+
 class VideoITGClient:
+    """A running server's client. Who it is to the server: `api_key` (else `api_key_file`'s first key, else
+    $VIDEOITG_API_KEY's), and TLS with `ca_file` (the CA that signed the server's certificate) or `tls` (the
+    system's CAs); or all of it as `access`."""
+
     def __init__(self, url: str, protocol: str = "grpc", model: str = TOP, timeout_s: float = 600.0,
-                 digest_first_bytes: int = DIGEST_FIRST_BYTES):
+                 digest_first_bytes: int = DIGEST_FIRST_BYTES, *, api_key: str | None = None,
+                 api_key_file: str | os.PathLike[str] | None = None, ca_file: str | os.PathLike[str] | None = None,
+                 tls: bool = False, access: ClientAccess | None = None):
+        self.access = access or ClientAccess.of(api_key, api_key_file, ca_file, tls)
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         self.digest_first_bytes = digest_first_bytes
         self._input_names: set[str] | None = None  # the served model's inputs (asked once)
@@ -251,7 +303,18 @@ class VideoITGClient:
         kw: dict[str, Any] = {}
         if protocol == "http":
             kw = {"connection_timeout": timeout_s, "network_timeout": timeout_s}
+            if self.access.tls:
+                import functools
+
+                import gevent.ssl
+
+                kw.update(ssl=True, ssl_context_factory=functools.partial(gevent.ssl.create_default_context,
+                                                                          cafile=self.access.ca_file))
+        elif self.access.tls:
+            kw = {"ssl": True, "root_certificates": self.access.ca_file}
         self._client = self._m.InferenceServerClient(url, **kw)
+        if self.access.key:
+            self._client.register_plugin(_KeyHeader(self.access.key))
 
     def close(self) -> None:
         self._client.close()
@@ -273,13 +336,21 @@ class VideoITGClient:
         """`request_inputs` with this client's protocol."""
         return request_inputs(self._m, video, instruction, options, digest, uri)
 
+    def _key_error(self, e: Exception) -> KeyRefusedError | None:
+        """The KeyRefusedError of a server's answer that refused this client's key (None: another answer)."""
+        status = e.status() if hasattr(e, "status") and callable(e.status) else None
+        return key_refused(self.url, self.access.key is not None, status) if status in UNAUTHENTICATED else None
+
     def accepts(self, name: str) -> bool:
-        """Whether the served model takes the input `name`; False while the server does not say."""
+        """Whether the served model takes the input `name`; False while the server does not say. KeyRefusedError
+        when it wants a key this client does not have."""
         if self._input_names is None:
             try:
                 md = self._client.get_model_metadata(self.model, **({"as_json": True} if self.protocol == "grpc"
                                                                      else {}))
-            except Exception:  # unknown for now: ask again next time
+            except Exception as e:  # unknown for now: ask again next time
+                if (refused := self._key_error(e)) is not None:
+                    raise refused from None
                 return False
             self._input_names = {i.get("name") for i in md.get("inputs", [])}
         return name in self._input_names
@@ -308,12 +379,14 @@ class VideoITGClient:
 
     def model_config(self, model: str | None = None) -> dict[str, Any]:
         """A served model's config as JSON (KServe's model configuration extension); {} when the server does not
-        say."""
+        say. KeyRefusedError when it wants a key this client does not have."""
         try:
             if self.protocol == "grpc":
                 return self._client.get_model_config(model or self.model, as_json=True).get("config", {})
             return self._client.get_model_config(model or self.model)
-        except Exception:  # the config is informative: a server that does not answer has none
+        except Exception as e:  # the config is informative: a server that does not answer has none
+            if (refused := self._key_error(e)) is not None:
+                raise refused from None
             return {}
 
     def model_parameters(self, model: str | None = None) -> dict[str, str]:
@@ -325,7 +398,12 @@ class VideoITGClient:
         """A served model's inference statistics (KServe's statistics extension: its first version's
         `model_stats` entry as JSON, counts and nanoseconds since the server started)."""
         kw: dict[str, Any] = {"as_json": True} if self.protocol == "grpc" else {}
-        stats = self._client.get_inference_statistics(model_name=model, **kw).get("model_stats") or [{}]
+        try:
+            stats = self._client.get_inference_statistics(model_name=model, **kw).get("model_stats") or [{}]
+        except Exception as e:
+            if (refused := self._key_error(e)) is not None:
+                raise refused from None
+            raise
         return stats[0]
 
     def server_version(self) -> str | None:
@@ -333,7 +411,9 @@ class VideoITGClient:
         try:
             kw: dict[str, Any] = {"as_json": True} if self.protocol == "grpc" else {}
             return self._client.get_server_metadata(**kw).get("version")
-        except Exception:
+        except Exception as e:
+            if (refused := self._key_error(e)) is not None:
+                raise refused from None
             return None
 
     def served_checkpoint(self) -> str | None:
@@ -404,8 +484,10 @@ class VideoITGClient:
         except Exception as e:  # InferenceServerException: keep the server's own message
             status = e.status() if hasattr(e, "status") else None
             msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+            if (refused := self._key_error(e)) is not None:
+                raise refused from None
             if status in (None, "StatusCode.UNAVAILABLE"):  # could not talk to it at all: the other protocol?
-                hint = protocol_mismatch(self.url, self.protocol)
+                hint = protocol_mismatch(self.url, self.protocol, self.access.tls)
                 if hint:
                     raise remote_error(hint, status) from None  # same status: batch retries, then stops
             raise remote_error(msg, status, digest_sent=not sent_video and not by_reference) from None

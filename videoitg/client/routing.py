@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from videoitg.client.kserve import NO_OPTIONS, RemoteError, ServedResult, UnavailableError, VideoITGClient
+from videoitg.contract.access import ClientAccess
 from videoitg.digest import video_digest, video_file_digest
 from videoitg.errors import InputError, VideoITGError
 from videoitg.outputs import GroundingResult
@@ -92,7 +93,9 @@ class ServerPool:
     probed again (`is_ready`) at most every `probe_after_s` and rejoins when ready. A request that the server
     refused or failed for its own reasons (INVALID_ARGUMENT, INTERNAL) is that request's error and is not re-sent.
     With no server left the pool waits along `backoff_s`, probing, and then raises `ServerUnavailableError`. A
-    request is answered once: one that is re-sent was not answered where it went first.
+    request is answered once: one that is re-sent was not answered where it went first. `access`: the key and TLS
+    of every server (None: each client's default, $VIDEOITG_API_KEY); a refused key is the request's error
+    (`KeyRefusedError`), never a failover.
 
         pool = ServerPool(["10.0.0.1:8001", "10.0.0.2:8001"])
         served, url = pool.infer(Path("clip.mp4").read_bytes(), "When does the dog jump?")
@@ -104,6 +107,7 @@ class ServerPool:
     probe_after_s: float = 2.0
     backoff_s: tuple[float, ...] = BACKOFF_S
     client_factory: Callable[..., Any] = VideoITGClient
+    access: ClientAccess | None = None
     state: dict[str, ServerState] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,8 +123,12 @@ class ServerPool:
     def _client(self, url: str) -> Any:
         clients = self._local.__dict__.setdefault("clients", {})
         if url not in clients:
-            clients[url] = self.client_factory(url, protocol=self.protocol, timeout_s=self.timeout_s)
+            clients[url] = self.client_factory(url, protocol=self.protocol, timeout_s=self.timeout_s, **self._access)
         return clients[url]
+
+    @property
+    def _access(self) -> dict[str, Any]:
+        return {} if self.access is None else {"access": self.access}
 
     def _drop_client(self, url: str) -> None:
         c = self._local.__dict__.get("clients", {}).pop(url, None)
@@ -132,7 +140,7 @@ class ServerPool:
 
     def _probe(self, url: str) -> bool:
         """Readiness through a fresh client (an old gRPC channel may sit in reconnect backoff)."""
-        with self.client_factory(url, protocol=self.protocol, timeout_s=self.timeout_s) as c:
+        with self.client_factory(url, protocol=self.protocol, timeout_s=self.timeout_s, **self._access) as c:
             return bool(c.is_ready())
 
     def mark_down(self, url: str, reason: str = "") -> None:

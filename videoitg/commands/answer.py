@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from videoitg.contract.access import access_from_args, add_client_flags
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult
 from videoitg.request.options import CHAT, RequestOptions, add_flags, from_args, select
@@ -42,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="HOST:PORT",
                    help="a running `videoitg serve`: pick the frames there (its checkpoint, sampling and decoder)")
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="with --server (default grpc)")
+    add_client_flags(p, "the --server")
+    p.add_argument("--upstream-api-key-file", metavar="PATH",
+                   help="the video-LLM's own API key: the first line of this file, sent as `Authorization: Bearer`")
     p.add_argument("--checkpoint", help="in-process: checkpoint directory (default: the embedded tiny checkpoint)")
     p.add_argument("--vision-tower", help="in-process: local SigLIP directory, if the checkpoint embeds none")
     p.add_argument("--device", default="cpu", help="in-process: cpu | cuda | cuda:N")
@@ -89,17 +93,18 @@ def select_remote(args: argparse.Namespace, question: str, options: RequestOptio
     from videoitg.client.kserve import VideoITGClient
 
     t0 = time.perf_counter()
-    with VideoITGClient(args.server, args.protocol) as c:
+    with VideoITGClient(args.server, args.protocol, access=args.access) as c:
         served = c.infer(args.video, question, options)
     return served.result, selection_of(served.result, served.top_k_frames, served.frames, served.moments,
                                        time.perf_counter() - t0)
 
 
-async def ask(upstream_url: str, q: Any, selection: Any, timeout_s: float, model_given: bool) -> dict[str, Any]:
+async def ask(upstream_url: str, q: Any, selection: Any, timeout_s: float, model_given: bool,
+              key_file: str | None = None) -> dict[str, Any]:
     from videoitg.answer.chat import forwarded_bytes
     from videoitg.answer.videollm import ChatUpstream
 
-    up = ChatUpstream(upstream_url, timeout_s=timeout_s)
+    up = ChatUpstream(upstream_url, timeout_s=timeout_s, key_file=key_file)
     try:
         model = None if model_given else await up.first_model()
         return await up.complete(forwarded_bytes(q, selection, model), selection)
@@ -133,6 +138,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"video {args.video} does not exist or is not a file")
     args.video = str(video)
     check_base_url(args.upstream)
+    if not args.server and (args.api_key_file or args.ca_file or args.tls):
+        raise InputError("--api-key-file, --ca-file and --tls are the grounding server's: give --server too "
+                         "(the video-LLM's key: --upstream-api-key-file)")
+    args.access = access_from_args(args) if args.server else None
+    if args.upstream_api_key_file is not None:
+        from videoitg.answer.videollm import ChatUpstream
+
+        ChatUpstream(args.upstream, key_file=args.upstream_api_key_file)  # read now: a file that fails is named
     # Each bound checked here, naming its flag; the frames are always JPEG (what the endpoint sends upstream).
     given = {n: v for n, v in from_args(args, CHAT, frames="jpeg").given().items() if n in CHAT}
     body = chat_body(video, args.question, args.model or "", given, args.max_tokens)
@@ -141,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         result, selection = select_remote(args, q.question, q.options)
     else:
         result, selection = select_here(args, q.question, q.options)
-    answer = asyncio.run(ask(args.upstream, q, selection, args.timeout, args.model is not None))
+    answer = asyncio.run(ask(args.upstream, q, selection, args.timeout, args.model is not None,
+                             args.upstream_api_key_file))
     if args.json:
         json.dump(answer, sys.stdout, indent=1)
         print()

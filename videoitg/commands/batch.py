@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from videoitg.contract.access import access_from_args, add_client_flags
 from videoitg.errors import InputError
 from videoitg.request.options import SELECTION, add_flags, from_args
 from videoitg.writes import OutputError
@@ -29,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPU slots per actor (torch threads)")
     p.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests per Triton client actor")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="Triton protocol for --server")
+    add_client_flags(p, "the --server endpoints")
     p.add_argument("--dtype", default=None, help="model dtype (default: float16 on GPU as released, float32 on CPU)")
     add_flags(p, SELECTION, {"top_k": "not named: records hold the ranking, not the picked frames; a row may "
                              "name its own options in columns of their names (top_k, ...)",
@@ -84,13 +86,17 @@ def run(args: argparse.Namespace) -> int:
     manifest_path = Path(args.manifest)
     manifest = load_manifest(manifest_path, args.allow_root)
     on_gpu = args.gpus_per_worker > 0
+    if not args.server and (args.api_key_file or args.ca_file or args.tls):
+        raise InputError("--api-key-file, --ca-file and --tls are the servers': give --server too")
     if args.server:
+        check_servers_take_key(args)
         if args.truncate_instruction:
             raise InputError("--truncate-instruction is an in-process option: a server always refuses an over-long "
                              "instruction")
         spec = ScorerSpec(kind="triton", servers=tuple(args.server), max_in_flight=args.max_in_flight,
                           num_frames=args.num_frames, target_fps=args.target_fps, rule=args.sampling_rule,
-                          options=options, dtype=args.dtype or "server", protocol=args.protocol)
+                          options=options, dtype=args.dtype or "server", protocol=args.protocol,
+                          api_key_file=_absolute(args.api_key_file), ca_file=_absolute(args.ca_file), tls=args.tls)
     else:
         checkpoint = args.checkpoint
         if checkpoint is None:
@@ -138,6 +144,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     _print_summary(summary)
     return 0 if summary["merged"]["missing"] == 0 else 1
+
+
+def _absolute(path: str | None) -> str | None:
+    """A file each worker opens, named from the root (a worker's working directory may be another)."""
+    return None if path is None else str(Path(path).absolute())
+
+
+def check_servers_take_key(args: argparse.Namespace) -> None:
+    """Before Ray starts: the key and CA files readable, and no server that answers refuses the key (KeyRefusedError,
+    saying so); a server that does not answer now is the workers' to wait for."""
+    from videoitg.client.kserve import VideoITGClient
+
+    access = access_from_args(args)
+    for url in args.server:
+        with VideoITGClient(url, args.protocol, access=access) as c:
+            c.model_config()  # raises KeyRefusedError; anything else (down, not there yet) is left to the workers
 
 
 def _steady(s: dict) -> str:

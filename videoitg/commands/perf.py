@@ -8,6 +8,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from videoitg.contract.access import access_from_args, add_client_flags
 from videoitg.contract.protocol import TOP
 from videoitg.errors import InputError
 
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for input.json, perf.csv, perf.json (the figures, each level's split by step, what "
                         "was measured) and perf.png (default artifacts/perf; artifacts/perf-compare to compare)")
     p.add_argument("--perf-args", default="", help="more perf_analyzer arguments, passed through (one quoted string)")
+    add_client_flags(p)  # perf_analyzer is given the key as -H: for its run, a local user's `ps` can read it
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 model=args.model, levels=perf.concurrency_levels(args.concurrency), cold_requests=args.cold_requests,
                 metrics=args.metrics, measurement_interval_ms=args.measurement_interval,
                 stability_pct=args.stability, max_trials=args.max_trials, extra=shlex.split(args.perf_args),
-                out=args.out or Path("artifacts/perf"))
+                out=args.out or Path("artifacts/perf"), access=access_from_args(args))
     try:
         measure(plan)
     except PerfAnalyzerFailed:

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from videoitg.contract.access import access_from_args, add_client_flags
 from videoitg.decoders import DECODERS
 from videoitg.errors import InputError
 from videoitg.outputs import DEFAULT_TOP_K, GroundingResult, doc_id_problems, write_results_jsonl
@@ -62,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "and sampling are then the server's); repeat for several: the video's server by its digest, "
                    "the next one if it is down")
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="with --server (default grpc)")
+    add_client_flags(p, "the --server")
 
 
 def print_result(result: GroundingResult, picked: list[int],
@@ -95,6 +97,9 @@ def check_args(args: argparse.Namespace) -> None:
     args.video = str(local_video(args.video))
     if not Path(args.video).is_file():
         raise InputError(f"video {args.video} does not exist or is not a file")
+    if not args.server and (args.api_key_file or args.ca_file or args.tls):
+        raise InputError("--api-key-file, --ca-file and --tls are a server's: give --server too")
+    args.access = access_from_args(args) if args.server else None
 
 
 def run_remote(args: argparse.Namespace) -> int:
@@ -104,7 +109,7 @@ def run_remote(args: argparse.Namespace) -> int:
     from videoitg.defaults import served_demo_notice
     from videoitg.synthetic.sample import is_sample_video
 
-    with ServerPool(args.server, args.protocol, backoff_s=()) as pool:  # no waiting: each server is tried once
+    with ServerPool(args.server, args.protocol, backoff_s=(), access=args.access) as pool:  # each server tried once
         served, url = pool.infer(Path(args.video), args.instruction, args.options)
     result = served.result
     if served.cache_hit:
@@ -114,7 +119,7 @@ def run_remote(args: argparse.Namespace) -> int:
         hit = "no: the server decoded the video and ran the vision tower"
     sent = "; the video was named by its path (the server read it under its media root)" if served.by_reference else ""
     print(f"server: {url} ({args.protocol}); cache hit: {hit}{sent}")
-    with VideoITGClient(url, args.protocol) as c:
+    with VideoITGClient(url, args.protocol, access=args.access) as c:
         checkpoint = c.served_checkpoint()
     if checkpoint is not None and served_demo(checkpoint) and not is_sample_video(args.video):
         print(served_demo_notice(url), file=sys.stderr)

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from videoitg.answer.videollm import check_base_url
+from videoitg.answer.videollm import ChatUpstream, check_base_url
 from videoitg.commands.repo import (
     add_deployment_arguments,
     add_limit_arguments,
@@ -23,7 +23,8 @@ from videoitg.commands.repo import (
 )
 from videoitg.contract.protocol import RepoSummary
 from videoitg.errors import CheckpointError, InputError
-from videoitg.front.config import page_on
+from videoitg.front.config import is_loopback, page_on
+from videoitg.launch.options import check_access, own_key
 from videoitg.launch.ports import StartCancelled, check_ports_free
 from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.launch.shm import is_stale, launcher_tag
@@ -61,6 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-timeout", type=float, default=300.0, metavar="S",
                         help="with --answer-upstream: the video-LLM's answer bound in seconds, in a stream between two "
                         "pieces (default 300)")
+    parser.add_argument("--api-key-file", metavar="PATH",
+                        help="clients need one of the keys in this file (one a line; read again when it changes or on "
+                        "SIGHUP): HTTP `Authorization: Bearer KEY`, gRPC `authorization` metadata; health stays open. "
+                        "Else the keys in $VIDEOITG_API_KEYS; neither: no key wanted (docs/front.md)")
+    parser.add_argument("--tls-cert-file", metavar="PATH",
+                        help="serve HTTP, gRPC and metrics over TLS with this PEM certificate (chain); with "
+                        "--tls-key-file")
+    parser.add_argument("--tls-key-file", metavar="PATH", help="the certificate's PEM private key (unencrypted)")
+    parser.add_argument("--answer-api-key-file", metavar="PATH",
+                        help="with --answer-upstream: the video-LLM's own key (its first line), sent as "
+                        "`Authorization: Bearer`; a caller's key is never passed on while --api-key-file is set")
     parser.add_argument("--page", action=argparse.BooleanOptionalAction, default=None,
                         help="serve the page at / of the HTTP port, where a person scores a video and sees the frames "
                         "picked (docs/page.md); default: on when --host is a loopback address, off otherwise")
@@ -135,6 +147,9 @@ def check_checkpoint_for(spec: RepoSpec) -> None:
 def run(args: argparse.Namespace) -> int:
     # Before anything is built or loaded: ports another process holds, a checkpoint no step could load, flags that
     # go together.
+    access = ServerOptions(api_key_file=args.api_key_file, tls_cert_file=args.tls_cert_file,
+                           tls_key_file=args.tls_key_file, answer_api_key_file=args.answer_api_key_file)
+    check_access(access)  # a key or certificate file that cannot be used is named
     check_ports_free(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     if args.answer_upstream is not None:
         check_base_url(args.answer_upstream)
@@ -142,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--answer-model names the model of --answer-upstream: give --answer-upstream too")
     if not math.isfinite(args.answer_timeout) or args.answer_timeout <= 0:
         raise InputError(f"--answer-timeout must be > 0 seconds, got {args.answer_timeout}")
+    if args.answer_api_key_file is not None and args.answer_upstream is None:
+        raise InputError("--answer-api-key-file is the key of --answer-upstream's video-LLM: give --answer-upstream "
+                         "too")
+    if args.answer_upstream is not None:
+        ChatUpstream(args.answer_upstream, key_file=args.answer_api_key_file)  # its key given once
     target = resolve_target(args.target)
     check_gpu_present(target, args.model_repository)
     tmp = None
@@ -162,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     opts = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                          metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose),
                          answer_upstream=args.answer_upstream, answer_model=args.answer_model,
-                         answer_timeout_s=args.answer_timeout, page=args.page)
+                         answer_timeout_s=args.answer_timeout, page=args.page, api_key_file=args.api_key_file,
+                         tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
+                         answer_api_key_file=args.answer_api_key_file)
     server = TritonServer(repo, opts, log_path=args.log)
     print(f"starting tritonserver ({server.install.kind}: {server.install.binary}), {target} repository {repo}",
           flush=True)
@@ -174,6 +196,12 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    keyed = args.api_key_file is not None or own_key(opts) is not None
+    if keyed or args.tls_cert_file is not None:  # SIGHUP: the front reads its keys and certificate again
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: server.reload_access())
+    elif not is_loopback(args.host):
+        print(f"videoitg serve: --host {args.host} without --api-key-file: anyone who reaches these ports may use "
+              "them (docs/front.md, \"Keys and TLS\")", file=sys.stderr, flush=True)
     echo_stop, echo = threading.Event(), None
     try:
         try:
@@ -184,10 +212,13 @@ def run(args: argparse.Namespace) -> int:
         if args.echo_log:
             echo = threading.Thread(target=echo_file, args=(server.log_path, echo_stop), daemon=True)
             echo.start()
-        print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}\n"
+        tls = " (TLS)" if args.tls_cert_file else ""
+        flags = (" --api-key-file KEYFILE" if keyed else "") + (" --ca-file CA" if args.tls_cert_file else "")
+        print(f"ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}{tls}\n"
               f"log: {server.log_path}\n"
-              f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}"
-              + (f"\npage: http://{server.http_url}/" if page_on(args.host, args.page) else ""), flush=True)
+              f"try: videoitg score VIDEO --instruction TEXT --server {server.grpc_url}{flags}"
+              + (f"\npage: {server.scheme}://{server.http_url}/" if page_on(args.host, args.page) else ""),
+              flush=True)
 
         def say(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)

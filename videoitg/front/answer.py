@@ -56,12 +56,13 @@ SEND_SLICE = 1 << 20  # bytes of a video written to tritonserver at once (what t
 log = logging.getLogger("videoitg.front")
 
 
-def answer_routes(cfg: FrontConfig) -> tuple[dict[str, Route], list[Closer]]:
+def answer_routes(cfg: FrontConfig, callers_key_passes: bool = True) -> tuple[dict[str, Route], list[Closer]]:
     """The HTTP port's routes of the answer endpoint and what closes its connections to the video-LLM (`HttpPort`'s
-    `routes` and `closers`); none when `cfg.answer_upstream` is unset."""
+    `routes` and `closers`); none when `cfg.answer_upstream` is unset. `callers_key_passes` off (the server has API
+    keys): a caller's Authorization is never sent to the video-LLM."""
     if not cfg.answer_upstream:
         return {}, []
-    endpoint = AnswerEndpoint(cfg)
+    endpoint = AnswerEndpoint(cfg, callers_key_passes)
     return {PATHS[0]: endpoint.chat, PATHS[1]: endpoint.models}, [endpoint.upstream.close]
 
 
@@ -69,7 +70,7 @@ class AnswerEndpoint:
     """The two routes, the video-LLM they call, and the media roots of the served model (read once from its
     `media_roots` parameter, as a client reads them: the directories the operator allowed with --media-root)."""
 
-    def __init__(self, cfg: FrontConfig):
+    def __init__(self, cfg: FrontConfig, callers_key_passes: bool = True):
         assert cfg.answer_upstream is not None
         self.cfg = cfg
         # The largest video a data URL may hold: the served model's upload bound (tritonserver refuses more); and
@@ -77,7 +78,8 @@ class AnswerEndpoint:
         self.video_bytes = cfg.max_video_bytes or cfg.max_request_bytes
         self.max_body = min(cfg.max_request_bytes, -(-self.video_bytes * 4 // 3) + OTHER_INPUTS_BYTES)
         # The video-LLM's answers are bounded as a client's body is.
-        self.upstream = ChatUpstream(cfg.answer_upstream, timeout_s=cfg.answer_timeout_s, max_bytes=self.max_body)
+        self.upstream = ChatUpstream(cfg.answer_upstream, timeout_s=cfg.answer_timeout_s, max_bytes=self.max_body,
+                                     key_file=cfg.answer_api_key_file, callers_key_passes=callers_key_passes)
         self.roots: MediaRoots | None = None
 
     async def media_roots(self, port: HttpPort) -> MediaRoots:

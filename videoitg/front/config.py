@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from videoitg.front.bounds import BODY_IDLE_S, ByteBudget
-from videoitg.front.policy import DEFAULT_MAX_TENSORS, Refusal
+from videoitg.front.policy import DEFAULT_MAX_TENSORS, KeyOutcome, Refusal
 
 KEEPALIVE_S = 15.0  # to send a request's headers, and an idle keep-alive connection's life
 # Liveness and readiness toward tritonserver: a Kubernetes probe gives up after 1 s (its default timeoutSeconds),
@@ -69,6 +69,13 @@ class FrontConfig:
     # Read the launcher's notices on stdin (lost.py: a model's instance unloaded with requests in it); only the
     # launcher, which holds the other end of that pipe, sets it.
     launcher_notices: bool = False
+    # Who may use the ports (contract/access.py): the clients' API keys (a file, re-read when it changes or on
+    # SIGHUP; else $VIDEOITG_API_KEYS; neither: no key wanted), the certificate and key of TLS on all three ports
+    # (None: plain TCP), and the file holding the video-LLM's key (the answer endpoint sends it as its own).
+    api_key_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    answer_api_key_file: str | None = None
 
     @property
     def serves_page(self) -> bool:
@@ -82,8 +89,11 @@ class FrontConfig:
 def page_on(host: str, page: bool | None) -> bool:
     """Whether the front serves its page: as `page` says, else where it binds a loopback address only (a page
     on a public address is the operator's choice, `--page`)."""
-    if page is not None:
-        return page
+    return page if page is not None else is_loopback(host)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (or localhost): only this machine reaches it."""
     if host == "localhost":
         return True
     try:
@@ -101,14 +111,19 @@ class FrontCounters:
     """What the front answered itself, on the metrics page beside tritonserver's: `videoitg_front_rejected{protocol,
     reason}` (the client's fault: a Refusal's reason's label) and `videoitg_front_unavailable{protocol}`
     (tritonserver did not answer within its bound, or could not be reached, or the model's process died with the
-    request in it), and `videoitg_front_idle_closed{protocol}` (idle connections closed at the connection cap to take
-    a new one)."""
+    request in it), `videoitg_front_idle_closed{protocol}` (idle connections closed at the connection cap to take
+    a new one), and with API keys `videoitg_front_api_key{protocol,outcome}` (each request's key checked: accepted,
+    missing, wrong; never the key)."""
 
     def __init__(self) -> None:
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.unavailable: Counter[str] = Counter()
         self.idle_closed: Counter[str] = Counter()
         self.answers: Counter[tuple[str, int]] = Counter()  # the answer endpoint's errors: (code, status)
+        self.keys: Counter[tuple[str, str]] = Counter()  # (protocol, KeyOutcome's value)
+
+    def key_checked(self, protocol: str, outcome: KeyOutcome) -> None:
+        self.keys[protocol, outcome.value] += 1
 
     def answer_failed(self, code: str, status: int) -> None:
         self.answers[code, status] += 1
@@ -134,4 +149,9 @@ class FrontCounters:
                   "# TYPE videoitg_front_answer_failed counter"]
         lines += [f'videoitg_front_answer_failed{{code="{c}",status="{s}"}} {n}'
                   for (c, s), n in sorted(self.answers.items())]
+        if self.keys:
+            lines += ["# HELP videoitg_front_api_key requests whose API key was checked, by outcome",
+                      "# TYPE videoitg_front_api_key counter"]
+            lines += [f'videoitg_front_api_key{{protocol="{p}",outcome="{o}"}} {n}'
+                      for (p, o), n in sorted(self.keys.items())]
         return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,9 @@ from aiohttp.web_protocol import RequestHandler
 
 from videoitg.answer.errors import refusal_body
 from videoitg.front.bounds import UnreadableBody
-from videoitg.front.config import FrontCounters
+from videoitg.front.config import KEEPALIVE_S, FrontCounters
 from videoitg.front.policy import Reason, Refusal
+from videoitg.front.tls import Handshake
 
 LINGER_S = 2.0  # a refused body still arriving is read and dropped this long, so the refusal reaches the client
 
@@ -112,6 +114,13 @@ def _refused_by_parser(inner: Any, take: bool = False) -> HttpProcessingError | 
     return exc
 
 
+class _Closed(asyncio.Protocol):
+    """A TLS connection past the cap: closed at once (a plain-text answer would not be read)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 class _Refused(asyncio.Protocol):
     """A connection past the cap: answered 503 and closed at once, so it holds no file descriptor."""
 
@@ -137,6 +146,10 @@ class Connections:
     shut: set[Any] = field(default_factory=set)
     idle: dict[Connection, None] = field(default_factory=dict)
     of: dict[Any, Connection] = field(default_factory=dict)  # each aiohttp protocol's connection
+    handshaking: int = 0  # TLS connections accepted whose handshake has not ended (aiohttp does not count them yet)
+
+    def handshake_ended(self, ok: bool) -> None:
+        self.handshaking -= 1
 
     def started(self, inner: Any) -> None:
         """A request's handler starts: its connection is not idle."""
@@ -210,7 +223,9 @@ class Connection(asyncio.Protocol):
         self.conns.shut.add(self.inner)
         self.inner.close()  # no further request; the one in hand is answered first
         asyncio.get_running_loop().call_later(LINGER_S, self._close_if_idle)
-        return True
+        # TLS has no half-close: its close_notify closes the connection whatever is answered (asyncio's TLS)
+        tls = self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+        return None if tls else True
 
     def _close_if_idle(self) -> None:
         if self.inner not in self.conns.busy and self.transport is not None:
@@ -243,13 +258,18 @@ def admitted(open_now: int, cap: int, evict: Callable[[], bool], counters: Front
 
 
 async def listen(server: Any, host: str, port: int, cap: int, name: str, counters: FrontCounters,
-                 conns: Connections) -> asyncio.Server:
-    """aiohttp's low-level `server` listening on `host:port`, at most `cap` connections at once: past it a new
-    one takes the place of the one idle longest (`admitted`), else it is refused."""
+                 conns: Connections, tls: Callable[[], ssl.SSLContext] | None = None) -> asyncio.Server:
+    """aiohttp's low-level `server` listening on `host:port`, at most `cap` connections at once (TLS handshakes
+    under way counted): past it a new one takes the place of the one idle longest (`admitted`), else it is refused.
+    `tls`: each new connection's TLS context (None: plain TCP), its handshake within KEEPALIVE_S."""
 
     def protocol() -> asyncio.BaseProtocol:
-        if not admitted(len(server.connections), cap, conns.evict, counters, name):
-            return _Refused()
-        return Connection(server(), conns)
+        if not admitted(len(server.connections) + conns.handshaking, cap, conns.evict, counters, name):
+            return _Refused() if tls is None else _Closed()
+        conn = Connection(server(), conns)
+        if tls is None:
+            return conn
+        conns.handshaking += 1
+        return Handshake(conn, tls(), KEEPALIVE_S, conns.handshake_ended)
 
     return await asyncio.get_running_loop().create_server(protocol, host or None, port, reuse_address=True)

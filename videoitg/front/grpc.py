@@ -17,15 +17,17 @@ from typing import Any
 
 import grpc
 
+from videoitg.contract.access import KeyStore
 from videoitg.errors import bounded_text
 from videoitg.front.bounds import STOPPING, ByteBudget, WaitingCalls, body_time_left, body_timeout
-from videoitg.front.config import GRPC_INFER_KEY_HEADER, FrontConfig, FrontCounters
+from videoitg.front.config import GRPC_INFER_KEY_HEADER, KEEPALIVE_S, FrontConfig, FrontCounters
 from videoitg.front.connections import admitted
 from videoitg.front.grpc_calls import Call, Connection
 from videoitg.front.grpc_frames import cheap_data_frame_repr
 from videoitg.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_checked
 from videoitg.front.lost import InFlight, ModelLost
 from videoitg.front.policy import Reason, Refusal
+from videoitg.front.tls import Certificates, Handshake
 
 SWEEP_S = 0.5  # how often the time bounds are checked
 # At a stop: how long the calls a client sent before it read the first GOAWAY have to arrive, unless its answer to
@@ -82,11 +84,15 @@ class GrpcPort:
     """The listening gRPC port: at most `max_connections` connections (past it, the one with no open call idle
     longest is ended, GOAWAY and closed, to take a new one; with none idle the new one is closed at once), at most
     as many calls waiting for their message (a new call past it ends the one that has gone longest without a byte:
-    `stalled`) and as many answered at once (`overloaded`)."""
+    `stalled`) and as many answered at once (`overloaded`). With `keys`, a call without one of them is ended
+    UNAUTHENTICATED as it opens (`grpc_calls.Connection.open`), but liveness and readiness; with `certs`, TLS (ALPN
+    h2), a connection counted from its accept, its handshake within KEEPALIVE_S."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
-                 in_flight: InFlight | None = None):
+                 in_flight: InFlight | None = None, keys: KeyStore | None = None,
+                 certs: Certificates | None = None):
         self.cfg, self.counters, self.budget = cfg, counters, budget
+        self.keys, self.certs = keys, certs
         self.limit = min(cfg.max_request_bytes, 2**31 - 1)  # a gRPC message's length is 32 bits
         self.waiting = WaitingCalls(cfg.max_connections)
         self.busy = 0
@@ -107,7 +113,10 @@ class GrpcPort:
     def _protocol(self) -> asyncio.Protocol:
         if not admitted(len(self.connections), self.cfg.max_connections, self._evict, self.counters, "grpc"):
             return _Closed()
-        return Connection(self)
+        conn = Connection(self)
+        if self.certs is None:
+            return conn
+        return Handshake(conn, self.certs.context("grpc"), KEEPALIVE_S, lambda ok: ok or conn.never_made())
 
     def _evict(self) -> bool:
         """Ends the connection idle longest: no open call, no partial frame waiting to be read. GOAWAY naming the

@@ -15,11 +15,12 @@ import h2.errors
 import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 
+from videoitg.contract.access import GRPC_AUTHORIZATION, KeyStore
 from videoitg.front.bounds import OVER_BUDGET, STOPPING, ByteBudget, WaitingCalls
 from videoitg.front.config import KEEPALIVE_S, FrontConfig, FrontCounters
 from videoitg.front.grpc_frames import MAX_FRAME, FrameConnection
-from videoitg.front.grpc_policy import GRPC_METHODS, SERVICE, grpc_message, grpc_timeout
-from videoitg.front.policy import GrpcCode, Reason, Refusal
+from videoitg.front.grpc_policy import GRPC_METHODS, SERVICE, grpc_message, grpc_timeout, key_exempt_grpc
+from videoitg.front.policy import KEY_REFUSAL, GrpcCode, KeyOutcome, Reason, Refusal, key_outcome
 
 DRAIN_PING = b"draining"
 LAST_STREAM = 2**31 - 1
@@ -40,6 +41,7 @@ class Port(Protocol):
     idle: dict[Connection, None]  # connections with no open call, the one idle longest first
     busy: int
     limit: int
+    keys: KeyStore | None
 
     def refuse(self, call: Call, err: Refusal) -> None: ...
 
@@ -84,6 +86,12 @@ class Connection(FrameConnection):
         port.connections.add(self)  # counted from its accept on: the cap holds for a burst of them
         port.idle[self] = None
 
+    def never_made(self) -> None:
+        """Its TLS handshake failed: the port forgets it (counted since its accept)."""
+        self.closed = True
+        self.port.connections.discard(self)
+        self.port.idle.pop(self, None)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.port.connections.discard(self)
         self.port.idle.pop(self, None)
@@ -108,6 +116,8 @@ class Connection(FrameConnection):
         self.calls[sid] = call
         if self.last_goaway:
             self.port.refuse(call, Refusal(STOPPING, Reason.STOPPING))
+        elif self.port.keys is not None and not self.key_accepted(service, method, headers):
+            self.port.refuse(call, KEY_REFUSAL)
         elif headers.get(b":method") != b"POST" or not headers.get(b"content-type", b"").startswith(GRPC_TYPE):
             self.port.refuse(call, Refusal("not a gRPC call (POST, content-type application/grpc)", Reason.ROUTE))
         elif service != SERVICE or method not in GRPC_METHODS:
@@ -123,6 +133,16 @@ class Connection(FrameConnection):
                 self.port.refuse(displaced, Refusal("the request message had not arrived when a newer call needed "
                                                     f"its place (at most {self.port.waiting.limit} calls wait for "
                                                     "theirs)", Reason.STALLED))
+
+    def key_accepted(self, service: str, method: str, headers: dict[bytes, bytes]) -> bool:
+        """Whether a call may go on as far as keys go (`policy.key_outcome`, as on HTTP), counted by outcome."""
+        assert self.port.keys is not None
+        if key_exempt_grpc(service, method):
+            return True
+        given = headers.get(GRPC_AUTHORIZATION.encode())
+        outcome = key_outcome([] if given is None else [given.decode("latin-1")], self.port.keys)
+        self.port.counters.key_checked("grpc", outcome)
+        return outcome is KeyOutcome.ACCEPTED
 
     def data(self, sid: int, data: bytes, flow_controlled: int) -> None:
         self.h2.acknowledge_received_data(flow_controlled, sid)  # taken or dropped below, never left unread

@@ -29,6 +29,11 @@ SERVICE = "inference.GRPCInferenceService"
 GRPC_METHODS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig",
                 "ModelStatistics", "ModelInfer")
 HEALTH_METHODS = ("ServerLive", "ServerReady", "ModelReady")  # liveness and readiness checks
+
+
+def key_exempt_grpc(service: str, method: str) -> bool:
+    """Whether a gRPC call needs no key (`policy.key_exempt_http`'s rule): liveness and readiness."""
+    return service == SERVICE and method in HEALTH_METHODS
 _VERSION = re.compile(r"[0-9]{0,19}")  # gRPC's model_version: empty (the policy's choice) or a version number
 _TIMEOUT = re.compile(rb"([0-9]{1,8})([HMSmun])")  # grpc-timeout, as the gRPC HTTP/2 protocol defines it
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import HttpVersion11, web
 
+from videoitg.answer.errors import refusal_body
+from videoitg.contract.access import AUTHORIZATION, SCHEME, KeyStore
 from videoitg.contract.protocol import OTHER_INPUTS_BYTES
 from videoitg.front.bounds import (
     ABANDONED,
@@ -25,7 +28,9 @@ from videoitg.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounter
 from videoitg.front.connections import LINGER_S, Connections, HttpServer, ServerLog, listen
 from videoitg.front.lost import InFlight, ModelLost, WatchedUpstream
 from videoitg.front.policy import (
+    KEY_REFUSAL,
     MAX_HEADER_BYTES,
+    KeyOutcome,
     Reason,
     Refusal,
     bounded_error_body,
@@ -35,7 +40,10 @@ from videoitg.front.policy import (
     http_route,
     is_health,
     json_length,
+    key_exempt_http,
+    key_outcome,
 )
+from videoitg.front.tls import Certificates
 from videoitg.front.tritonserver import Upstream, UpstreamError
 
 READ_BUFSIZE = 256 << 10  # aiohttp's read buffer per connection (its high-water mark is twice this)
@@ -52,8 +60,8 @@ def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = 
     as the client's fault."""
     counters.reject(protocol, err)
     status = err.reason.http
-    r = web.json_response({"error": err} if body is None else body, status=status,
-                          headers={"Retry-After": "1"} if status == 503 else None)
+    headers = {"Retry-After": "1"} if status == 503 else {"WWW-Authenticate": SCHEME} if status == 401 else None
+    r = web.json_response({"error": err} if body is None else body, status=status, headers=headers)
     if close:
         r.force_close()  # the answer says `Connection: close`, and the connection closes after it
     return r
@@ -61,10 +69,12 @@ def refused(counters: FrontCounters, protocol: str, err: Refusal, close: bool = 
 
 async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], cfg: FrontConfig, cap: int,
                   port: int, name: str, counters: FrontCounters, conns: Connections,
-                  openai_paths: tuple[str, ...] = ()) -> tuple[web.ServerRunner, asyncio.Server]:
+                  openai_paths: tuple[str, ...] = (), certs: Certificates | None = None
+                  ) -> tuple[web.ServerRunner, asyncio.Server]:
     """aiohttp's low-level server running `handler` for every request it parsed (no router or `100 Continue` of its
     own), listening on `port` with at most `cap` connections (past it, the one idle longest makes room); what its
-    parser refuses answered as JSON, the OpenAI error shape on `openai_paths` (`HttpServer`).
+    parser refuses answered as JSON, the OpenAI error shape on `openai_paths` (`HttpServer`); over TLS with
+    `certs`.
     auto_decompress off: a compressed body is never inflated here, on any route (the inference route refuses one
     before reading it; a body on another route, never read, is still drained after the answer)."""
 
@@ -88,14 +98,15 @@ async def _server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamRespo
                         auto_decompress=False)
     runner = web.ServerRunner(server, shutdown_timeout=cfg.shutdown_s)
     await runner.setup()
-    return runner, await listen(server, cfg.host, port, cap, name, counters, conns)
+    tls = None if certs is None else functools.partial(certs.context, name)
+    return runner, await listen(server, cfg.host, port, cap, name, counters, conns, tls)
 
 
 class _Port:
     """What both aiohttp ports share: the listener, the port it got, and a connection pool toward tritonserver."""
 
-    def __init__(self, cfg: FrontConfig, counters: FrontCounters, triton_url: str):
-        self.cfg, self.counters = cfg, counters
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters, triton_url: str, certs: Certificates | None = None):
+        self.cfg, self.counters, self.certs = cfg, counters, certs
         self.triton = Upstream(triton_url)
         self.runner: web.ServerRunner | None = None
         self.listener: asyncio.Server | None = None
@@ -127,18 +138,20 @@ class HttpPort(_Port):
     files, webpage.py) are served first; everything else is the KServe v2 API as `http_route` allows it (the only
     router), health and metadata passed on, inference checked and passed on, the rest refused. At most
     `max_connections` connections: past it the one idle longest is closed to take a new one, or with none idle the
-    new one is answered 503 and closed."""
+    new one is answered 503 and closed. With `keys`, a request without one of them is answered 401 before anything
+    else is looked at (`policy.key_outcome`), but health and the page's files; with `certs`, TLS."""
 
     def __init__(self, cfg: FrontConfig, counters: FrontCounters, budget: ByteBudget,
                  routes: Mapping[str, Route] | None = None, closers: Sequence[Closer] = (),
-                 pages: Mapping[str, Route] | None = None, in_flight: InFlight | None = None):
+                 pages: Mapping[str, Route] | None = None, in_flight: InFlight | None = None,
+                 keys: KeyStore | None = None, certs: Certificates | None = None):
         # Pooled keep-alive connections (tritonserver.py). A model load holds the tritonserver thread its connection is
         # served on, so the launcher reloads over gRPC (`TritonServer._admin`). No Accept-Encoding of the front's
         # own: a client that asked for none gets none. Each inference is held (`in_flight`, shared with the gRPC
         # port) until answered: one a model's process took with it is answered here (`lost.py`).
-        super().__init__(cfg, counters, cfg.triton_http)
+        super().__init__(cfg, counters, cfg.triton_http, certs)
         self.triton = WatchedUpstream(cfg.triton_http, in_flight or InFlight())
-        self.budget = budget
+        self.budget, self.keys = budget, keys
         self.routes: dict[str, Route] = dict(routes or {})
         self.pages: dict[str, Route] = dict(pages or {})  # refused in KServe's error shape, as the API's routes
         self.closers = tuple(closers)
@@ -149,7 +162,7 @@ class HttpPort(_Port):
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, self.cfg.max_connections,
                                                    self.cfg.http_port, "http", self.counters, self.conns,
-                                                   tuple(self.routes))
+                                                   tuple(self.routes), self.certs)
 
     async def stop(self) -> None:
         """No new connection; idle keep-alive connections are closed at once, a body still arriving is refused at
@@ -222,8 +235,24 @@ class HttpPort(_Port):
         return self.refuse(Refusal(err, Reason.TOO_LARGE))
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.keys is not None and (refusal := self.key_refusal(request)) is not None:
+            return refusal
         route = self.routes.get(request.path) or self.pages.get(request.path)
         return await (route(self, request) if route is not None else self.answer(request))
+
+    def key_refusal(self, request: web.BaseRequest) -> web.Response | None:
+        """The 401 of a request that needs a key and has none of the server's (the same answer for a missing and a
+        wrong one, in the route's error shape: OpenAI's on the answer endpoint), counted by outcome; None: it may
+        go on. Its body, if any, is not read: the connection closes."""
+        assert self.keys is not None
+        if key_exempt_http(request.method, request.path, self.pages):
+            return None
+        outcome = key_outcome(request.headers.getall(AUTHORIZATION, []), self.keys)
+        self.counters.key_checked("http", outcome)
+        if outcome is KeyOutcome.ACCEPTED:
+            return None
+        body = refusal_body(KEY_REFUSAL, "api_key") if request.path in self.routes else None
+        return refused(self.counters, "http", KEY_REFUSAL, body=body)
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse:
         """The KServe v2 API."""
@@ -302,12 +331,12 @@ class MetricsPort(_Port):
     else 404. At most METRICS_CONNECTIONS connections: past it, as on the HTTP port, the one idle longest makes
     room (a crowd of silent connections cannot keep a scraper out)."""
 
-    def __init__(self, cfg: FrontConfig, counters: FrontCounters):
-        super().__init__(cfg, counters, cfg.triton_metrics)
+    def __init__(self, cfg: FrontConfig, counters: FrontCounters, certs: Certificates | None = None):
+        super().__init__(cfg, counters, cfg.triton_metrics, certs)
 
     async def start(self) -> None:
         self.runner, self.listener = await _server(self.handle, self.cfg, METRICS_CONNECTIONS, self.cfg.metrics_port,
-                                                   "metrics", self.counters, Connections())
+                                                   "metrics", self.counters, Connections(), certs=self.certs)
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         if request.method not in ("GET", "HEAD") or request.path != "/metrics":

@@ -28,6 +28,10 @@ reason labels the front's `videoitg_front_rejected` counter):
 - an input's JSON `data` has as many elements as its shape and each fits its datatype (`data_error`).
 A body reaches Triton whole, with a Content-Length: Triton 2.51 overflows its stack decoding a body sent in many
 small chunks (CVE-2025-23310 / CVE-2025-23311).
+
+With API keys (`--api-key-file`), every request but health and the page's own files needs one (`key_exempt_http`,
+`key_exempt_grpc`); `key_outcome` is the one check of both protocols, and a missing and a wrong key get the same
+refusal (`KEY_REFUSAL`: HTTP 401, gRPC UNAUTHENTICATED) by the same path.
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Sequence
 from enum import Enum, IntEnum
 from typing import Any
 
+from videoitg.contract.access import KeyStore, bearer
 from videoitg.errors import MAX_ERROR_CHARS, bounded_text
 from videoitg.jsonio import nesting_over, no_constant
 
@@ -82,6 +87,7 @@ class GrpcCode(IntEnum):
     UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
 
 
 class Reason(Enum):
@@ -109,6 +115,7 @@ class Reason(Enum):
     FLOOD = ("flood", 400, GrpcCode.RESOURCE_EXHAUSTED)
     READ_TIMEOUT = ("read_timeout", 408, GrpcCode.CANCELLED)
     STOPPING = (None, 503, GrpcCode.UNAVAILABLE)  # the server is stopping: retry elsewhere
+    API_KEY = ("api_key", 401, GrpcCode.UNAUTHENTICATED)  # no key, or not one of the server's: the same answer
 
     def __init__(self, label: str | None, http: int, grpc: GrpcCode):
         self.label, self.http, self.grpc = label, http, grpc
@@ -123,6 +130,36 @@ class Refusal(str):
         r = super().__new__(cls, text)
         r.reason = reason
         return r
+
+
+class KeyOutcome(Enum):
+    """What a request's key was: the `outcome` label of `videoitg_front_api_key`."""
+
+    ACCEPTED = "accepted"
+    MISSING = "missing"
+    WRONG = "wrong"
+
+
+# The one answer to a missing and to a wrong key, word for word.
+KEY_REFUSAL = Refusal("this server wants an API key: send the header Authorization: Bearer <key> (gRPC: authorization "
+                      "metadata)", Reason.API_KEY)
+
+
+def key_outcome(authorization: Sequence[str], keys: KeyStore) -> KeyOutcome:
+    """A request's `Authorization` values (each one given; gRPC: its `authorization` metadata) against the server's
+    keys. The presented key, or "" when there is none, is compared with every key either way (`KeyStore.accepts`),
+    so a missing and a wrong key take the same time; a value given twice is not accepted (one reading)."""
+    key = bearer(authorization[0]) if len(authorization) == 1 else None
+    accepted = keys.accepts(key or "")
+    if accepted and key is not None:
+        return KeyOutcome.ACCEPTED
+    return KeyOutcome.MISSING if not authorization else KeyOutcome.WRONG
+
+
+def key_exempt_http(method: str, path: str, pages: Container[str]) -> bool:
+    """Whether an HTTP request needs no key: liveness and readiness (the server's and a model's, `is_health`: a
+    probe holds no secret) and the page's own files (the page's calls carry the key its user types)."""
+    return (method == "GET" and is_health(path)) or (method in ("GET", "HEAD") and path in pages)
 
 
 def http_route(method: str, path: str, models: tuple[str, ...]) -> tuple[str, str] | Refusal:

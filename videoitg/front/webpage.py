@@ -87,10 +87,11 @@ def page_options() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return offered, fixed
 
 
-def page_setup(cfg: FrontConfig, fixed: list[dict[str, Any]]) -> dict[str, Any]:
+def page_setup(cfg: FrontConfig, fixed: list[dict[str, Any]], keys: bool = False) -> dict[str, Any]:
     """What the page's script reads besides the options: the public model's paths (relative to the page), its
     inputs and the outputs it shows by role, the options the page sets (`fixed`), the parameter naming the media
-    roots, and the answer endpoint's paths when it is on (None: off)."""
+    roots, the answer endpoint's paths when it is on (None: off), and whether the API wants a key (`keys`: the page
+    asks for one and sends it)."""
     frames = FRAME_FORMATS[PAGE_SETS["frames"]]
     return {
         "model": TOP, "infer": f"v2/models/{TOP}/infer", "metadata": f"v2/models/{TOP}",
@@ -103,6 +104,7 @@ def page_setup(cfg: FrontConfig, fixed: list[dict[str, Any]]) -> dict[str, Any]:
                     "applied_rule": APPLIED_RANKING_RULE, "frames": frames},
         "answer": {"chat": PATHS[0].lstrip("/"), "models": PATHS[1].lstrip("/"), "extension": EXTENSION}
         if cfg.answer_upstream else None,
+        "keys": keys,
     }
 
 
@@ -127,13 +129,13 @@ def page_file(name: str) -> bytes:
 class Page:
     """The page's files as this front serves them (path -> body, Content-Type): the index rendered once."""
 
-    def __init__(self, cfg: FrontConfig):
+    def __init__(self, cfg: FrontConfig, keys: bool = False):
         offered, fixed = page_options()
         self.files: dict[str, tuple[bytes, str]] = {}
         for path, (name, content_type) in FILES.items():
             body = page_file(name)
             if name == "index.html":
-                body = render_index(body.decode(), offered, page_setup(cfg, fixed)).encode()
+                body = render_index(body.decode(), offered, page_setup(cfg, fixed, keys)).encode()
             self.files[path] = body, content_type
 
     async def serve(self, port: HttpPort, request: web.BaseRequest) -> web.StreamResponse:
@@ -145,9 +147,10 @@ class Page:
         return web.Response(body=body, headers={**HEADERS, "Content-Type": content_type})
 
 
-def page_routes(cfg: FrontConfig) -> dict[str, Route]:
-    """The HTTP port's routes of the page (`HttpPort`'s `pages`): none when the front serves no page."""
+def page_routes(cfg: FrontConfig, keys: bool = False) -> dict[str, Route]:
+    """The HTTP port's routes of the page (`HttpPort`'s `pages`): none when the front serves no page. `keys`: the
+    API wants a key (the page's files do not)."""
     if not cfg.serves_page:
         return {}
-    page = Page(cfg)
+    page = Page(cfg, keys)
     return dict.fromkeys(page.files, page.serve)

@@ -65,8 +65,16 @@ def front_command(repository: Path, options: ServerOptions, public: tuple[int, i
                       max_inputs=max_inputs, max_outputs=max_outputs, shutdown_s=float(o.exit_timeout_s),
                       answer_upstream=o.answer_upstream, answer_model=o.answer_model,
                       answer_timeout_s=o.answer_timeout_s, max_video_bytes=video_bound(repository, models),
-                      page=o.page, launcher_notices=True)
+                      page=o.page, launcher_notices=True, api_key_file=_absolute(o.api_key_file),
+                      tls_cert_file=_absolute(o.tls_cert_file), tls_key_file=_absolute(o.tls_key_file),
+                      answer_api_key_file=_absolute(o.answer_api_key_file))
     return [sys.executable, "-m", "videoitg.front", json.dumps(cfg.__dict__)], models
+
+
+def _absolute(path: str | None) -> str | None:
+    """A file the front reads again later, named as it was (links unresolved: a Kubernetes Secret's file is a link
+    swapped at each update), from the root."""
+    return None if path is None else os.path.abspath(path)
 
 
 def start_front(command: list[str], env: dict[str, str], log: ServerLog) -> subprocess.Popen:

@@ -4,9 +4,11 @@ it is the one started (`--id`), and how long its start may go on while it progre
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 WATCH_TIMEOUT_S = 2.0  # a readiness, metrics or index request to a server that should answer in milliseconds
@@ -42,20 +44,23 @@ class StartProgress:
         return None
 
 
-def ready(url: str) -> bool:
-    """Whether `url` (a readiness route, or a metrics port) answers 200."""
+def ready(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether `url` (a readiness route, or a metrics port) answers 200; `context`: an https URL's."""
     try:
-        with urllib.request.urlopen(url, timeout=WATCH_TIMEOUT_S) as r:
+        with urllib.request.urlopen(url, timeout=WATCH_TIMEOUT_S, context=context) as r:
             return r.status == 200
     except (urllib.error.URLError, ConnectionError, OSError):
         return False
 
 
-def answered_by(http_url: str, server_id: str) -> bool:
+def answered_by(http_url: str, server_id: str, headers: Mapping[str, str] | None = None,
+                context: ssl.SSLContext | None = None) -> bool:
     """Whether the server answering on `http_url` is `server_id` (`GET /v2` names it): another server on the port
-    (an orphan of an earlier run) must not pass for it."""
+    (an orphan of an earlier run) must not pass for it. `headers`: an API key; `context`: TLS."""
+    scheme = "http" if context is None else "https"
     try:
-        with urllib.request.urlopen(f"http://{http_url}/v2", timeout=2) as r:
+        request = urllib.request.Request(f"{scheme}://{http_url}/v2", headers=dict(headers or {}))
+        with urllib.request.urlopen(request, timeout=2, context=context) as r:
             return json.loads(r.read()).get("name") == server_id
     except (OSError, ValueError):
         return False

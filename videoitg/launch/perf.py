@@ -18,6 +18,7 @@ import base64
 import csv
 import json
 import re
+import ssl
 import struct
 import subprocess
 import urllib.request
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videoitg.contract.access import GRPC_AUTHORIZATION, SCHEME, ClientAccess
 from videoitg.contract.protocol import INSTRUCTION, TOP, VIDEO
 from videoitg.errors import InputError
 from videoitg.launch import binaries
@@ -104,14 +106,15 @@ class CacheCounts:
         return CacheCounts(self.hits - other.hits, self.misses - other.misses)
 
 
-def cache_counts(metrics_url: str, timeout_s: float = 5.0) -> CacheCounts | None:
+def cache_counts(metrics_url: str, timeout_s: float = 5.0, context: ssl.SSLContext | None = None
+                 ) -> CacheCounts | None:
     """The counters summed over the server's models; None when the endpoint does not answer or has none (an
-    ensemble has no cache)."""
-    url = metrics_url if "://" in metrics_url else f"http://{metrics_url}"
+    ensemble has no cache). `context`: TLS (an address without a scheme is then https)."""
+    url = metrics_url if "://" in metrics_url else f"{'http' if context is None else 'https'}://{metrics_url}"
     if not url.rstrip("/").endswith("/metrics"):
         url = url.rstrip("/") + "/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as r:
             text = r.read().decode("utf-8", "replace")
     except (OSError, ValueError):
         return None
@@ -123,17 +126,35 @@ def cache_counts(metrics_url: str, timeout_s: float = 5.0) -> CacheCounts | None
     return CacheCounts(found["hits"], found["misses"]) if len(found) == 2 else None
 
 
+def access_args(protocol: str, access: ClientAccess) -> tuple[str, list[str]]:
+    """(the URL's scheme prefix, perf_analyzer's flags) for a server's key and TLS: the key as `-H` (sent on HTTP
+    and, despite its help text, as gRPC metadata: perf_analyzer 2.51 checked against a front with keys), TLS as its
+    `--ssl-grpc-*` flags or an https URL with `--ssl-https-ca-certificates-file`. perf_analyzer takes a header on
+    its command line only: for its run, a local user's `ps` can read the key."""
+    flags = ["-H", f"{GRPC_AUTHORIZATION}:{SCHEME} {access.key}"] if access.key else []
+    if not access.tls:
+        return "", flags
+    if protocol == "grpc":
+        flags += ["--ssl-grpc-use-ssl", "true"]
+        flags += ["--ssl-grpc-root-certifications-file", access.ca_file] if access.ca_file else []
+        return "", flags
+    flags += ["--ssl-https-ca-certificates-file", access.ca_file] if access.ca_file else []
+    return "https://", flags
+
+
 def command(url: str, protocol: str, input_json: Path, csv_path: Path, concurrency: str, model: str = TOP,
             measurement_interval_ms: int = 4000, stability_pct: int = 50, max_trials: int = 10,
-            request_count: int | None = None, extra: list[str] | None = None) -> list[str]:
+            request_count: int | None = None, extra: list[str] | None = None,
+            access: ClientAccess | None = None) -> list[str]:
     """The perf_analyzer command line. `request_count`: send exactly that many requests per level instead of
-    measuring windows until they are stable."""
+    measuring windows until they are stable; `access`: the server's key and TLS (`access_args`)."""
     windows = (["--request-count", str(request_count)] if request_count else
                ["--measurement-interval", str(measurement_interval_ms), "--stability-percentage", str(stability_pct),
                 "--max-trials", str(max_trials)])
-    return [str(binaries.find_perf_analyzer()), "-m", model, "-u", url.split("://", 1)[-1], "-i", protocol,
+    prefix, flags = access_args(protocol, access or ClientAccess())
+    return [str(binaries.find_perf_analyzer()), "-m", model, "-u", prefix + url.split("://", 1)[-1], "-i", protocol,
             "--input-data", str(input_json), "--concurrency-range", concurrency, *windows, "-f", str(csv_path),
-            *(extra or [])]
+            *flags, *(extra or [])]
 
 
 STAGES = ("Client Send", "Network+Server Send/Recv", "Server Queue", "Server Compute Input", "Server Compute Infer",

@@ -6,20 +6,23 @@ stopping both), `server_log`, `health` (readiness), `model_control` (the watchdo
 from __future__ import annotations
 
 import secrets
+import signal
+import ssl
 import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from videoitg.contract.access import SERVER_KEYS_ENV, ClientAccess, own_certificate_context
 from videoitg.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_HEADER
 from videoitg.launch import binaries, health
 from videoitg.launch.front_process import Notices, front_command, front_environment, start_front
 from videoitg.launch.health import StartProgress
 from videoitg.launch.model_control import load_or_unload, model_states, waiting
-from videoitg.launch.options import ServerOptions
+from videoitg.launch.options import ServerOptions, check_access, own_key
 from videoitg.launch.ports import LOOPBACK, ServerError, StartCancelled, check_ports_free, free_ports
-from videoitg.launch.processes import start_child, stop_in_order
+from videoitg.launch.processes import signal_child, start_child, stop_in_order
 from videoitg.launch.procfs import group_cpu_s
 from videoitg.launch.server_log import ServerLog
 from videoitg.launch.shm import SHM_PREFIX, launcher_tag, remove_own_shared_memory, remove_stale_shared_memory
@@ -65,7 +68,22 @@ class TritonServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self._client_host}:{self.metrics_port}/metrics"
+        return f"{self.scheme}://{self._client_host}:{self.metrics_port}/metrics"
+
+    @property
+    def scheme(self) -> str:
+        """"https" where the public ports serve TLS (`--tls-cert-file`), else "http"."""
+        return "https" if self.options.tls_cert_file else "http"
+
+    @property
+    def _own_tls(self) -> ssl.SSLContext | None:
+        """How the launcher reaches its own front over TLS: trusting exactly the server's certificate."""
+        return own_certificate_context(self.options.tls_cert_file) if self.options.tls_cert_file else None
+
+    def client_access(self) -> ClientAccess:
+        """What a client of this server sends and trusts: a key it takes now, its certificate as the CA (for the
+        launcher's own checks and tests; a client is given these by the operator)."""
+        return ClientAccess(own_key(self.options), self.options.tls_cert_file is not None, self.options.tls_cert_file)
 
     @property
     def internal_http_url(self) -> str:
@@ -132,6 +150,7 @@ class TritonServer:
         if not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist")
         o = self.options
+        check_access(o)  # a key or certificate file that cannot be used refuses the start, naming it
         check_ports_free(o.host, [o.http_port, o.grpc_port, o.metrics_port])
         picked = iter(free_ports(3, self._client_host))  # held together: three distinct ports
         self.http_port = o.http_port or next(picked)
@@ -186,7 +205,9 @@ class TritonServer:
         self._triton_ports = self._internal_ports()
         log = self._log.file if self._log.file is not None else subprocess.DEVNULL
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
-        self._proc = start_child(self.command(backend_dir), binaries.server_env(self.install), log)
+        env = binaries.server_env(self.install)
+        env.pop(SERVER_KEYS_ENV, None)  # the clients' keys are the front's alone
+        self._proc = start_child(self.command(backend_dir), env, log)
         self._front = start_front(front, self.front_environment(), self._log)  # its output into the log
         try:
             self.wait_ready(timeout_s, max_s, cancelled)
@@ -232,7 +253,7 @@ class TritonServer:
         CPU) until it is ready through the front and its own metrics port answers; give up after `timeout_s` without
         progress or `max_s` in all, or with StartCancelled as soon as `cancelled()` says so."""
         progress = StartProgress(stall_s=timeout_s, max_s=max_s)
-        url = f"http://{self.http_url}/v2/health/ready"
+        url = f"{self.scheme}://{self.http_url}/v2/health/ready"
         while True:
             if cancelled is not None and cancelled():
                 raise StartCancelled("a stop was asked for while tritonserver was starting")
@@ -240,7 +261,7 @@ class TritonServer:
                 if proc is None or proc.poll() is not None:
                     code = None if proc is None else proc.returncode
                     raise ServerError(f"{name} exited with code {code} while starting:\n{self.log_tail()}")
-            if self._ready(url) and self._answered_by_us() and self._ready(self._internal_metrics_url):
+            if health.ready(url, self._own_tls) and self._answered_by_us() and self._ready(self._internal_metrics_url):
                 return
             now = time.monotonic()
             progress.observe(self._log.size(), group_cpu_s(self._proc.pid), now)
@@ -251,14 +272,18 @@ class TritonServer:
 
     def _answered_by_us(self) -> bool:
         """Another server on our port (an orphan of an earlier run) must not pass for ours."""
-        return health.answered_by(self.http_url, self.server_id)
+        return health.answered_by(self.http_url, self.server_id, self.client_access().http_headers(), self._own_tls)
 
     @staticmethod
     def _ready(url: str) -> bool:
         return health.ready(url)
 
     def is_ready(self) -> bool:
-        return self.running and self._ready(f"http://{self.http_url}/v2/health/ready")
+        return self.running and health.ready(f"{self.scheme}://{self.http_url}/v2/health/ready", self._own_tls)
+
+    def reload_access(self) -> None:
+        """The front reads its key file and certificate again now (SIGHUP; it also does when they change)."""
+        signal_child(self._front, signal.SIGHUP)
 
     @property
     def running(self) -> bool:
@@ -310,7 +335,7 @@ class TritonServer:
         return self._log.tail(n_chars)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
+        with urllib.request.urlopen(self.metrics_url, timeout=5, context=self._own_tls) as r:
             return r.read().decode()
 
     def __enter__(self) -> TritonServer:

@@ -4,6 +4,7 @@ point, see `videoitg.lmms.tasks`). Imported by lmms-eval only; it needs the `lmm
     lmms-eval --model videoitg --tasks videomme \\
         --model_args checkpoint=/ckpt/VideoITG-8B,output_dir=/out/itg          # in-process
         --model_args server=127.0.0.1:8001,protocol=grpc,output_dir=/out/itg  # through `videoitg serve`
+        --model_args server=HOST:8001,api_key_file=/run/keys/videoitg,ca_file=/run/ca.pem,output_dir=/out/itg
 
 For every `generate_until` request it scores the document's video against the request's `contexts` and appends
 the record to `output_dir/<task>/results.jsonl` (the upstream keys `index`, `logits`, `num_frames`, `contexts`,
@@ -11,7 +12,8 @@ the record to `output_dir/<task>/results.jsonl` (the upstream keys `index`, `log
 models read as `frame_indices_jsonl`. A doc_id already in that file is not scored again (a rerun resumes).
 Every request option is a model_arg of its own name (`top_k=`, `ranking_rule=`, ...: `videoitg.request.options`);
 `ranking_rule=` and (in-process) `truncate=` choose the released or the exact behaviour
-(`videoitg.lmms.tasks.model_options`, docs/lmms-eval.md).
+(`videoitg.lmms.tasks.model_options`, docs/lmms-eval.md). A server that wants a key or speaks TLS: `api_key_file=`
+(else $VIDEOITG_API_KEY), `ca_file=` or `tls=true`.
 
 Without `answer_upstream=` the text lmms-eval receives is empty: grounding selects frames, it does not answer. With
 it, each document's frames go with the task's prompt to that video-LLM and its text comes back, so the task's metric
@@ -46,7 +48,7 @@ from videoitg.lmms.answering import (
     same_run,
     uniform_record,
 )
-from videoitg.lmms.tasks import OUTPUT_DIR, _request_fields, doc_videos, model_options
+from videoitg.lmms.tasks import OUTPUT_DIR, _flag, _request_fields, doc_videos, model_options
 from videoitg.outputs import write_results_jsonl
 from videoitg.pipeline.scorer import Scorer
 from videoitg.request.options import OPTIONS, RequestOptions, recorded, records_picks
@@ -63,7 +65,8 @@ class VideoITGModel(lmms):
                  output_dir: str = OUTPUT_DIR, device: str = "cpu", dtype: str = "auto",
                  num_frames: int | str = 512, target_fps: float | str = 1.0, sampling_rule: str = "eval",
                  truncate: bool | str = False, answer_upstream: str | None = None, answer_model: str | None = None,
-                 selection: str | None = None, vision_tower: str | None = None, **kwargs: Any) -> None:
+                 selection: str | None = None, vision_tower: str | None = None, api_key_file: str | None = None,
+                 ca_file: str | None = None, tls: bool | str = False, **kwargs: Any) -> None:
         """model_args; besides these, every request option (`videoitg.request.options.OPTIONS`: top_k,
         ranking_rule, frame_size, ...) by its name, but `frames`, which this model sets itself."""
         super().__init__()
@@ -73,6 +76,8 @@ class VideoITGModel(lmms):
             raise InputError(f"model_args: --model videoitg takes no {', '.join(unknown)} (docs/lmms-eval.md)")
         if checkpoint and server:
             raise InputError("model_args: give checkpoint= (in-process) or server= (a running server), not both")
+        if not server and (api_key_file or ca_file or _flag(tls)):
+            raise InputError("model_args: api_key_file=, ca_file= and tls= are a server's: give server= too")
         request = RequestOptions.from_text({k: v for k, v in named.items() if k != "frame_size"}, "model_args:")
         opts = model_options(device=device, dtype=dtype, num_frames=num_frames, target_fps=target_fps,
                              sampling_rule=sampling_rule, truncate=truncate, server=server)
@@ -88,7 +93,7 @@ class VideoITGModel(lmms):
         if server:
             from videoitg.client.kserve import VideoITGClient  # tritonclient: the optional `serve` extra
 
-            self.client = VideoITGClient(server, protocol)
+            self.client = VideoITGClient(server, protocol, api_key_file=api_key_file, ca_file=ca_file, tls=_flag(tls))
         else:
             self.scorer = Scorer(checkpoint or default_checkpoint(), device=opts.device, dtype=opts.dtype,
                                  sampling=opts.sampling, truncate=opts.truncate, vision_tower=vision_tower)

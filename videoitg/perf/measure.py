@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videoitg.contract.access import ClientAccess
 from videoitg.contract.parameters import FEATURE_CACHE_BYTES
 from videoitg.contract.protocol import DECODE
 from videoitg.errors import InputError
@@ -46,6 +47,7 @@ class Plan:
     extra: list[str] = field(default_factory=list)
     out: Path = Path("artifacts/perf")
     work: Path | None = None  # perf_analyzer's input.json and each level's CSV (default: `out`)
+    access: ClientAccess = field(default_factory=ClientAccess)  # the server's key and TLS (its metrics port's TLS too)
 
 
 class PerfAnalyzerFailed(Exception):
@@ -68,14 +70,14 @@ def measure(plan: Plan, device_time_s: dict[str, float] | None = None) -> dict[s
             raise InputError(f"video {v} does not exist")
     if "cold" in plan.series and plan.cold_requests < max(plan.levels):
         raise InputError(f"--cold-requests {plan.cold_requests} is below the highest concurrency {max(plan.levels)}")
-    hint = protocol_mismatch(plan.server, plan.protocol)
+    hint = protocol_mismatch(plan.server, plan.protocol, plan.access.tls)
     if hint:
         raise InputError(hint)
     videos = perf.read_videos(plan.videos)
     metrics = plan.metrics or f"{plan.server.split('://', 1)[-1].rpartition(':')[0]}:8002"
     report: dict[str, Any] = {"series": {}}
     csv_lines: list[str] = []
-    with VideoITGClient(plan.server, plan.protocol, model=plan.model) as c:
+    with VideoITGClient(plan.server, plan.protocol, model=plan.model, access=plan.access) as c:
         if not c.is_ready():
             raise InputError(f"no ready model {plan.model!r} at {plan.server} ({plan.protocol}): start `videoitg "
                              "serve` first")
@@ -131,7 +133,8 @@ def _series(plan: Plan, c: Any, series: str, videos: list[bytes], cache_bytes: i
     print(f"measuring: {label}", flush=True)
     models = (plan.model, *stats.STEPS)
     work = plan.work or plan.out  # input.json and each level's CSV (gathered into perf.csv at the end)
-    before_cache = perf.cache_counts(metrics)
+    tls = plan.access.ssl_context()
+    before_cache = perf.cache_counts(metrics, context=tls)
     rows, csv_lines = [], []
     for n, level in enumerate(plan.levels):
         if copies:  # each level its own copies: none was sent before
@@ -145,7 +148,7 @@ def _series(plan: Plan, c: Any, series: str, videos: list[bytes], cache_bytes: i
                   "max_trials": plan.max_trials}
         before = stats.read(c, models)
         proc, got = perf.run(plan.server, plan.protocol, data, plan.instructions, work, f"{level}:{level}",
-                             model=plan.model, extra=plan.extra, **kw)
+                             model=plan.model, extra=plan.extra, access=plan.access, **kw)
         after = stats.read(c, models)
         if proc.returncode != 0:
             print(f"perf_analyzer exited with {proc.returncode} (its output is above); input data: "
@@ -157,7 +160,7 @@ def _series(plan: Plan, c: Any, series: str, videos: list[bytes], cache_bytes: i
             rows.append({**asdict(r), "split": stats.split(before, after, r.mean_ms, plan.model)})
         lines = (work / "perf.csv").read_text().splitlines(keepends=True)
         csv_lines += lines if not csv_lines else lines[1:]
-    after_cache = perf.cache_counts(metrics)
+    after_cache = perf.cache_counts(metrics, context=tls)
     during = after_cache - before_cache if before_cache is not None and after_cache is not None else None
     print(f"\n{label}")
     print(f"{'concurrency':>11} {'infer/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}")

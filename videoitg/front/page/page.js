@@ -20,6 +20,7 @@
     result: byId("result"), asked: byId("asked"), curve: byId("curve"), moments: byId("moments"),
     timing: byId("timing"), thumbs: byId("thumbs"), answer: byId("answer"), answerAsked: byId("answer-asked"),
     answerText: byId("answer-text"), answerFrames: byId("answer-frames"), answerTiming: byId("answer-timing"),
+    keyBox: byId("key-box"), apiKey: byId("api-key"),
   };
 
   const state = {
@@ -183,6 +184,14 @@
       parts.push(length, video.file);
     }
     return { body: new Blob(parts), headerLength: head.length };
+  }
+
+  // The API key the person typed (a server with keys: SETUP.keys), kept for this tab only (sessionStorage), sent on
+  // every request of the API; the page's own files need none.
+  const KEY_ITEM = "videoitg-api-key";
+  function authorized(headers = {}) {
+    const key = ui.apiKey.value.trim();
+    return key === "" ? headers : { ...headers, Authorization: `Bearer ${key}` };
   }
 
   async function send(url, init) {
@@ -453,7 +462,9 @@
     try {
       const response = await send(SETUP.infer, {
         method: "POST", body,
-        headers: { "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": String(headerLength) },
+        headers: authorized({
+          "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": String(headerLength),
+        }),
       });
       if (!response.ok) throw await failure(response);
       const buffer = await response.arrayBuffer();
@@ -544,7 +555,7 @@
       if (Object.keys(options).length > 0) body[extension] = options;
       if (ui.maxTokens.value !== "") body.max_tokens = Number(ui.maxTokens.value);
       const response = await send(SETUP.answer.chat, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+        method: "POST", headers: authorized({ "Content-Type": "application/json" }), body: JSON.stringify(body),
       });
       if (!response.ok) throw await failure(response);
       let first = null;
@@ -571,7 +582,7 @@
 
   // ---- what this server offers: the model's inputs and outputs, its media roots, the video-LLM's models -------
   async function getJson(path) {
-    const response = await fetch(path);
+    const response = await fetch(path, { headers: authorized() });
     if (!response.ok) throw await failure(response);
     return response.json();
   }
@@ -614,6 +625,14 @@
   }
 
   // ---- wiring ---------------------------------------------------------------------------------------------------------
+  if (SETUP.keys) {
+    ui.keyBox.hidden = false;
+    ui.apiKey.value = sessionStorage.getItem(KEY_ITEM) || "";
+    ui.apiKey.addEventListener("change", () => {
+      sessionStorage.setItem(KEY_ITEM, ui.apiKey.value.trim());
+      readServer();
+    });
+  }
   renderOptions();
   ui.form.addEventListener("submit", score);
   ui.askLlm.addEventListener("click", ask);
