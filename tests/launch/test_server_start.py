@@ -92,7 +92,7 @@ def _stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_after_s: fl
     srv._proc = subprocess.Popen(sleeper, start_new_session=True)
     srv._front = subprocess.Popen(sleeper, start_new_session=True)
     ready_at = time.monotonic() + ready_after_s
-    monkeypatch.setattr(TritonServer, "_ready", staticmethod(lambda url: time.monotonic() >= ready_at))
+    monkeypatch.setattr(TritonServer, "_ready", staticmethod(lambda url, context=None: time.monotonic() >= ready_at))
     monkeypatch.setattr(TritonServer, "_answered_by_us", lambda self: True)
     return srv
 

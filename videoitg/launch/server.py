@@ -261,7 +261,7 @@ class TritonServer:
                 if proc is None or proc.poll() is not None:
                     code = None if proc is None else proc.returncode
                     raise ServerError(f"{name} exited with code {code} while starting:\n{self.log_tail()}")
-            if health.ready(url, self._own_tls) and self._answered_by_us() and self._ready(self._internal_metrics_url):
+            if self._ready(url, self._own_tls) and self._answered_by_us() and self._ready(self._internal_metrics_url):
                 return
             now = time.monotonic()
             progress.observe(self._log.size(), group_cpu_s(self._proc.pid), now)
@@ -275,8 +275,8 @@ class TritonServer:
         return health.answered_by(self.http_url, self.server_id, self.client_access().http_headers(), self._own_tls)
 
     @staticmethod
-    def _ready(url: str) -> bool:
-        return health.ready(url)
+    def _ready(url: str, context: ssl.SSLContext | None = None) -> bool:
+        return health.ready(url, context)
 
     def is_ready(self) -> bool:
         return self.running and health.ready(f"{self.scheme}://{self.http_url}/v2/health/ready", self._own_tls)
