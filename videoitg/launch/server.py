@@ -21,8 +21,15 @@ from videoitg.launch.options import ServerOptions
 from videoitg.launch.ports import LOOPBACK, ServerError, StartCancelled, check_ports_free, free_ports
 from videoitg.launch.processes import start_child, stop_in_order
 from videoitg.launch.procfs import group_cpu_s
+from videoitg.launch.refusals import Context, LogRefusals, explain, explain_load
 from videoitg.launch.server_log import ServerLog
-from videoitg.launch.shm import SHM_PREFIX, launcher_tag, remove_own_shared_memory, remove_stale_shared_memory
+from videoitg.launch.shm import (
+    SHM_PREFIX,
+    launcher_tag,
+    need_text,
+    remove_own_shared_memory,
+    remove_stale_shared_memory,
+)
 from videoitg.launch.supervise import StubWatchdog
 from videoitg.launch.triton_command import ADMIN_HEADER, GRPC_ADMIN_HEADER, loads_every_model, tritonserver_command
 
@@ -45,6 +52,7 @@ class TritonServer:
         self._front: subprocess.Popen | None = None
         self._public: tuple[str, ...] = ()  # the models the front lets clients call
         self._notices = Notices()  # the front's stdin: a notice written, or the pipe closed
+        self._log_start = 0  # where the log of the current start begins
         self.restarts = 0  # times `restart` started the server again
         self.http_port = self.grpc_port = self.metrics_port = 0
         self._triton_ports = (0, 0, 0)  # tritonserver's own http, grpc, metrics ports, on loopback
@@ -182,6 +190,7 @@ class TritonServer:
         o = self.options
         remove_stale_shared_memory()
         self._log.open()
+        self._log_start = self._log.size()
         backend_dir = binaries.prepare_backend_dir(self.install, notice=lambda msg: self.note(msg, who="launcher"))
         self._triton_ports = self._internal_ports()
         log = self._log.file if self._log.file is not None else subprocess.DEVNULL
@@ -202,8 +211,12 @@ class TritonServer:
         load_or_unload(self.internal_grpc_url, model, "unload", self.admin_headers("grpc"))
 
     def load(self, model: str) -> None:
-        """Load a model that is not loaded (unloaded, or a load that failed)."""
-        load_or_unload(self.internal_grpc_url, model, "load", self.admin_headers("grpc"))
+        """Load a model that is not loaded (unloaded, or a load that failed); a refused load is a ServerError saying
+        its cause and what to do (`refusals.explain_load`)."""
+        try:
+            load_or_unload(self.internal_grpc_url, model, "load", self.admin_headers("grpc"))
+        except ServerError as e:
+            raise ServerError(explain_load(str(e), model, self._refusal_context())) from None
 
     def requests_lost(self, model: str) -> None:
         """`model`'s instance was unloaded for a repair, its stub dead or killed: tritonserver 2.51 never answers the
@@ -233,21 +246,36 @@ class TritonServer:
         progress or `max_s` in all, or with StartCancelled as soon as `cancelled()` says so."""
         progress = StartProgress(stall_s=timeout_s, max_s=max_s)
         url = f"http://{self.http_url}/v2/health/ready"
+        refusals = LogRefusals(self.repository, self._log_start)
         while True:
             if cancelled is not None and cancelled():
                 raise StartCancelled("a stop was asked for while tritonserver was starting")
+            refusals.update(self._log.read_from(refusals.offset))
             for name, proc in (("tritonserver", self._proc), ("the front", self._front)):
                 if proc is None or proc.poll() is not None:
                     code = None if proc is None else proc.returncode
-                    raise ServerError(f"{name} exited with code {code} while starting:\n{self.log_tail()}")
+                    raise ServerError(self._not_started(f"{name} exited with code {code} while starting", refusals))
             if self._ready(url) and self._answered_by_us() and self._ready(self._internal_metrics_url):
                 return
+            if refusals.fatal is not None:  # tritonserver would wait for that model for ever
+                raise ServerError(self._not_started("tritonserver waits for a model that cannot start", refusals))
             now = time.monotonic()
             progress.observe(self._log.size(), group_cpu_s(self._proc.pid), now)
             why = progress.expired(now)
             if why is not None:
-                raise ServerError(f"tritonserver {why}:\n{self.log_tail()}")
+                raise ServerError(self._not_started(f"tritonserver {why}", refusals))
             time.sleep(0.2)
+
+    def _refusal_context(self) -> Context:
+        return Context(self.repository, lambda: need_text(self.repository, self.options.shm_default_bytes))
+
+    def _not_started(self, what: str, refusals: LogRefusals) -> str:
+        """Why the start failed, in one line where the log names a refusal (`refusals.explain`): the model, the
+        cause and what to do; else the log's last lines."""
+        refusals.update(self._log.read_from(refusals.offset))  # the last lines of a process that just exited
+        if refusals.found:
+            return f"{what}: {explain(refusals.found, self._refusal_context(), self.log_path)}"
+        return f"{what}:\n{self.log_tail()}"
 
     def _answered_by_us(self) -> bool:
         """Another server on our port (an orphan of an earlier run) must not pass for ours."""

@@ -86,14 +86,18 @@ class ServerLog:
 
     def since(self, offset: int) -> str:
         """The log from byte `offset` on, read only where it is a regular file ('' where it cannot be read)."""
+        return self.read_from(offset).decode(errors="replace")
+
+    def read_from(self, offset: int) -> bytes:
+        """The log's bytes from `offset` on (b'' where it is not a regular file or cannot be read)."""
         try:
             if self.path is None or not self.path.is_file():
-                return ""
+                return b""
             with self.path.open("rb") as f:
                 f.seek(offset)
-                return f.read().decode(errors="replace")
+                return f.read()
         except OSError:
-            return ""
+            return b""
 
     def lost_port(self, since: int, ports: tuple[int, ...]) -> int | None:
         """One of `ports` (tritonserver's own) it found in use, from the log written since byte `since`."""
