@@ -15,6 +15,7 @@ from pathlib import Path
 from videoitg.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_HEADER
 from videoitg.launch import binaries, health
 from videoitg.launch.front_process import Notices, front_command, front_environment, start_front
+from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.health import StartProgress
 from videoitg.launch.model_control import load_or_unload, model_states, waiting
 from videoitg.launch.options import ServerOptions
@@ -38,8 +39,11 @@ PORT_TRIES = 3  # starts when another process takes a port of tritonserver's bef
 
 class TritonServer:
     def __init__(self, model_repository: str | Path, options: ServerOptions | None = None,
-                 log_path: str | Path | None = None):
+                 log_path: str | Path | None = None, generated: GeneratedRepository | None = None):
+        """`generated`: the repository's files as the launcher wrote them, written again where they are damaged
+        before every start and reload (`restore_generated`); None for a repository it did not write."""
         self.repository = Path(model_repository).resolve()
+        self.generated = generated
         self.options = options or ServerOptions()
         self.install = binaries.find_tritonserver()
         self.watchdog: StubWatchdog | None = None
@@ -137,7 +141,7 @@ class TritonServer:
         `cancelled`: polled while it waits, True gives the start up (StartCancelled; a SIGINT of `videoitg serve`)."""
         if self._proc is not None:
             raise ServerError("server already started")
-        if not self.repository.is_dir():
+        if self.generated is None and not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist")
         o = self.options
         check_ports_free(o.host, [o.http_port, o.grpc_port, o.metrics_port])
@@ -191,7 +195,7 @@ class TritonServer:
         remove_stale_shared_memory()
         self._log.open()
         self._log_start = self._log.size()
-        backend_dir = binaries.prepare_backend_dir(self.install, notice=lambda msg: self.note(msg, who="launcher"))
+        backend_dir = self.restore_generated("before starting tritonserver")
         self._triton_ports = self._internal_ports()
         log = self._log.file if self._log.file is not None else subprocess.DEVNULL
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
@@ -210,9 +214,25 @@ class TritonServer:
     def unload(self, model: str) -> None:
         load_or_unload(self.internal_grpc_url, model, "unload", self.admin_headers("grpc"))
 
+    def restore_generated(self, before: str) -> Path:
+        """What the launcher generated, checked and written again where it is damaged, said in the log and on
+        stderr (`before`: what comes next): the repository (`generated`) and the python backend's copy. Returns the
+        backend directory; ServerError where what is damaged cannot be written again."""
+        if self.generated is not None:
+            try:
+                done = self.generated.restore()
+            except OSError as e:
+                raise ServerError(f"the model repository {self.repository} is damaged and cannot be written again "
+                                  f"({e.filename or self.repository}: {e.strerror or e}); make its filesystem "
+                                  "writable, or give --repo DIR on one") from None
+            if done:
+                self._log.say(f"{done} ({before})")
+        return binaries.prepare_backend_dir(self.install, notice=lambda msg: self._log.say(f"{msg} ({before})"))
+
     def load(self, model: str) -> None:
-        """Load a model that is not loaded (unloaded, or a load that failed); a refused load is a ServerError saying
-        its cause and what to do (`refusals.explain_load`)."""
+        """Load a model that is not loaded (unloaded, or a load that failed), what the launcher generated restored
+        first; a refused load is a ServerError saying its cause and what to do (`refusals.explain_load`)."""
+        self.restore_generated(f"before loading '{model}'")
         try:
             load_or_unload(self.internal_grpc_url, model, "load", self.admin_headers("grpc"))
         except ServerError as e:
