@@ -89,8 +89,9 @@ def page_options() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 def page_setup(cfg: FrontConfig, fixed: list[dict[str, Any]]) -> dict[str, Any]:
     """What the page's script reads besides the options: the public model's paths (relative to the page), the
-    readiness route (the page waits for a server that starts), its inputs and the outputs it shows by role, the options the page sets (`fixed`), the parameter naming the media
-    roots, and the answer endpoint's paths when it is on (None: off)."""
+    readiness route (the page waits for a server that starts), its inputs and the outputs it shows by role, the
+    options the page sets (`fixed`), the parameter naming the media roots, and the answer endpoint's paths when it
+    is on (None: off)."""
     frames = FRAME_FORMATS[PAGE_SETS["frames"]]
     return {
         "model": TOP, "infer": f"v2/models/{TOP}/infer", "metadata": f"v2/models/{TOP}",
