@@ -182,3 +182,66 @@ def test_a_refused_request_shows_the_apis_own_message(browser: WebDriver, server
         assert shows == "error" and line.startswith(f"Refused (HTTP {status})"), (line, error)
         assert error == message and message, (error, message)
         assert browser.find_element(ID, "result").get_attribute("hidden") is not None  # nothing to show
+
+
+def test_one_picked_frame_reads_1_frame(browser: WebDriver, server: TritonServer,
+                                        sample: tuple[Path, bytes, str]) -> None:
+    """Catches: "1 frames"."""
+    path, _, instruction = sample
+    open_page(browser, server)
+    press_score(browser, path, instruction, top_k=1)
+    shows, line, _ = page_state(browser)
+    assert shows == "done" and line.endswith("24 sampled frames, 1 picked."), line
+    rows = shown(browser, "return [...document.querySelectorAll('#timing dt')].map(dt => [dt.textContent, "
+                          "dt.nextElementSibling.textContent])")
+    assert ["picked", "1 frame"] in rows, rows
+
+
+def test_a_page_opened_while_the_server_starts_says_so_and_updates_itself_when_it_is_ready(
+        browser: WebDriver, tmp_path: Path) -> None:
+    """Catches: opened before tritonserver was ready, the page said the media roots could not be read (connection
+    refused) and kept saying it once the server was ready. Here the model's load waits for a file the test writes
+    while the page is open."""
+    import threading
+
+    from tests.support.browser import NOT_READY
+    from tests.support.launch import write_model
+    from videoitg.launch.server import ServerOptions, TritonServer
+
+    gate = tmp_path / "gate"
+    write_model(tmp_path / "repo", TOP, init=f"[time.sleep(0.1) for _ in iter(lambda: pathlib.Path({str(gate)!r})"
+                                                ".exists(), True)]")
+    srv = TritonServer(tmp_path / "repo", ServerOptions(exit_timeout_s=3, stub_watchdog_s=0),
+                       log_path=tmp_path / "s.log")
+    starting = threading.Thread(target=srv.start, args=(120,))
+    starting.start()
+    try:
+        assert wait_until(lambda: srv.front_pid is not None and srv.http_port > 0, 60)
+
+        def roots() -> str:
+            try:
+                return browser.find_element(ID, "roots").text
+            except Exception:  # the page not loaded yet
+                return ""
+
+        assert wait_until(lambda: _opened(browser, srv), 60)
+        assert wait_until(lambda: roots().startswith(NOT_READY), 20), roots()
+        assert shown(browser, "return document.body.dataset.server") == "starting"
+        gate.touch()
+        starting.join(120)
+        assert not starting.is_alive() and srv.running
+        assert wait_until(lambda: roots().startswith("This server reads no video by reference"), 20), roots()
+        assert shown(browser, "return document.body.dataset.server") == "ready"
+    finally:
+        gate.touch()
+        starting.join(120)
+        srv.stop()
+
+
+def _opened(browser: WebDriver, srv: TritonServer) -> bool:
+    """The page of `srv`'s front, loaded (the front answers before tritonserver does)."""
+    try:
+        browser.get(f"http://{srv.http_url}/")
+        return browser.find_element(ID, "roots") is not None
+    except Exception:
+        return False

@@ -72,12 +72,20 @@ def chromium(width: int = 1280, height: int = 1600, flags: tuple[str, ...] = ())
         shutil.rmtree(profile, ignore_errors=True)
 
 
+NOT_READY = "The server is not ready yet"  # the page's words while tritonserver starts
+
+
 def open_page(driver: WebDriver, server: TritonServer) -> None:
     """The server's page, once it has read what the server offers (its model's inputs, its media roots)."""
     from tests.support.server import wait_until
 
     driver.get(f"http://{server.http_url}/")
-    assert wait_until(lambda: driver.find_element(ID, "roots").text != "", 20)
+    def read() -> bool:
+        roots = driver.find_element(ID, "roots").text
+        return shown(driver, "return document.body.dataset.server") == "ready" and roots not in ("", NOT_READY) \
+            and not roots.startswith(NOT_READY)
+
+    assert wait_until(read, 20)
 
 
 def shown(driver: WebDriver, script: str) -> Any:

@@ -1,5 +1,6 @@
 """Shared by the launcher's tests (tests/launch/): small python-backend repositories (an echo model, a slow one), a
-`videoitg serve` subprocess and its tritonserver child, and a real full disk (a small tmpfs, root only)."""
+`videoitg serve` subprocess and its tritonserver child, a real full disk and a real read-only one (a small tmpfs,
+root only)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,15 @@ def fill(disk: Path, *grown: Path) -> None:
         with contextlib.suppress(OSError), open(path, "ab", buffering=0) as f:
             while True:
                 f.write(b"\n")
+
+
+@contextlib.contextmanager
+def read_only_disk(base: Path, made: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A real read-only filesystem under `base` (a tmpfs remounted read-only; skips where this process may not mount
+    one: root only), holding the empty directories `made`. Unmounted at the end."""
+    with full_disk(base) as disk:
+        for name in made:
+            (disk / name).mkdir(parents=True)
+        if subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True).returncode:
+            pytest.skip("the tmpfs could not be made read-only")
+        yield disk

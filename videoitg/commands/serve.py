@@ -24,12 +24,13 @@ from videoitg.commands.repo import (
 from videoitg.contract.protocol import RepoSummary
 from videoitg.errors import CheckpointError, InputError
 from videoitg.front.config import is_loopback, page_on
+from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.options import check_access, own_key
 from videoitg.launch.ports import StartCancelled, check_ports_free
 from videoitg.launch.server import ServerOptions, TritonServer
 from videoitg.launch.shm import is_stale, launcher_tag
 from videoitg.launch.supervise import supervise
-from videoitg.repository.generator import DEFAULT_CHECKPOINT, RepoSpec, build_repository
+from videoitg.repository.generator import DEFAULT_CHECKPOINT, RepoSpec, generate
 
 HELP = "serve a checkpoint with Triton Inference Server (HTTP, gRPC, metrics), bound to 127.0.0.1 by default"
 
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         ChatUpstream(args.answer_upstream, key_file=args.answer_api_key_file)  # its key given once
     target = resolve_target(args.target)
     check_gpu_present(target, args.model_repository)
-    tmp = None
+    tmp, generated = None, None
     if args.model_repository is not None:
         repo = args.model_repository
     else:
@@ -178,14 +179,14 @@ def run(args: argparse.Namespace) -> int:
             repo = tmp
         else:
             repo = args.repo
-        build_repository(spec, repo)
+        generated = GeneratedRepository(repo.resolve(), generate(spec, repo))  # written again if it is damaged
     opts = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                          metrics_port=args.metrics_port, gpu=target == "gpu", log_verbose=int(args.verbose),
                          answer_upstream=args.answer_upstream, answer_model=args.answer_model,
                          answer_timeout_s=args.answer_timeout, page=args.page, api_key_file=args.api_key_file,
                          tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
                          answer_api_key_file=args.answer_api_key_file)
-    server = TritonServer(repo, opts, log_path=args.log)
+    server = TritonServer(repo, opts, log_path=args.log, generated=generated)
     print(f"starting tritonserver ({server.install.kind}: {server.install.binary}), {target} repository {repo}",
           flush=True)
     stopping: list[str] = []

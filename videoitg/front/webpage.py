@@ -88,14 +88,15 @@ def page_options() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def page_setup(cfg: FrontConfig, fixed: list[dict[str, Any]], keys: bool = False) -> dict[str, Any]:
-    """What the page's script reads besides the options: the public model's paths (relative to the page), its
-    inputs and the outputs it shows by role, the options the page sets (`fixed`), the parameter naming the media
-    roots, the answer endpoint's paths when it is on (None: off), and whether the API wants a key (`keys`: the page
-    asks for one and sends it)."""
+    """What the page's script reads besides the options: the public model's paths (relative to the page), the
+    readiness route (the page waits for a server that starts), its inputs and the outputs it shows by role, the
+    options the page sets (`fixed`), the parameter naming the media roots, the answer endpoint's paths when it is
+    on (None: off), and whether the API wants a key (`keys`: the page asks for one and sends it)."""
     frames = FRAME_FORMATS[PAGE_SETS["frames"]]
     return {
         "model": TOP, "infer": f"v2/models/{TOP}/infer", "metadata": f"v2/models/{TOP}",
-        "config": f"v2/models/{TOP}/config", "media_roots": MEDIA_ROOTS, "thumbnail_size": THUMBNAIL_SIZE,
+        "config": f"v2/models/{TOP}/config", "ready": "v2/health/ready", "media_roots": MEDIA_ROOTS,
+        "thumbnail_size": THUMBNAIL_SIZE,
         "inputs": {"video": _input(_SIGNATURE.input(VIDEO)), "video_uri": _input(_SIGNATURE.input(VIDEO_URI)),
                    "instruction": _input(_SIGNATURE.input(INSTRUCTION))},
         "fixed": fixed,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from videoitg.defaults import HOME_ENV, files_home, writable_home
 from videoitg.errors import VideoITGError
 
 CONTAINER_ROOT = Path("/opt/tritonserver")
@@ -40,9 +41,9 @@ class TritonInstall:
         return self.kind == "pytriton"
 
 
-def cache_dir() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return root / "videoitg"
+def cache_dir(what: str) -> Path:
+    """Where the python backend's copy and the tools' library links go: the home (`defaults.writable_home`)."""
+    return writable_home(what)
 
 
 def _pytriton_root() -> Path | None:
@@ -104,7 +105,7 @@ def prepare_backend_dir(install: TritonInstall, dest_root: Path | None = None,
         raise ServingSetupError(f"the nvidia-pytriton wheel has no python backend stub for Python {ver}")
     src = install.backends_src / "python"
     tag = hashlib.sha256(f"{src.resolve()}|{stub.stat().st_size}|{ver}".encode()).hexdigest()[:12]
-    dest = (dest_root or cache_dir() / "triton_backends") / f"{ver}-{tag}"
+    dest = (dest_root or cache_dir("the python backend's copy") / "triton_backends") / f"{ver}-{tag}"
     sources = backend_files(src, stub)
     try:
         damage = copy_damage(dest / "python", sources) if dest.exists() else None
@@ -203,6 +204,9 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
     if libdir and str(Path(libdir)) not in SYSTEM_LIB_DIRS:
         libdirs.append(libdir)
     env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), *libdirs)
+    home = files_home()  # the stubs use the home this process settled on (said once, here)
+    if home is not None:
+        env[HOME_ENV] = str(home)
     # The stub runs `python3` from PATH: the venv's interpreter must come first or model.py cannot import numpy.
     env["PATH"] = _prepend(env.get("PATH"), Path(sys.executable).parent)
     # Several stub processes run torch side by side; OpenMP workers that spin-wait after each parallel region
@@ -241,7 +245,8 @@ def tool_lib_dir() -> Path | None:
     libs = pytriton_libs_dir()
     if libs is None:
         return None
-    dest = cache_dir() / "triton_tool_libs" / hashlib.sha256(str(libs.resolve()).encode()).hexdigest()[:16]
+    dest = cache_dir("perf_analyzer's library links") / "triton_tool_libs" / hashlib.sha256(
+        str(libs.resolve()).encode()).hexdigest()[:16]
     dest.mkdir(parents=True, exist_ok=True)
     for f in libs.iterdir():
         if not f.name.startswith(PERF_ANALYZER_LIBS):

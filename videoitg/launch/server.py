@@ -18,14 +18,22 @@ from videoitg.contract.access import SERVER_KEYS_ENV, ClientAccess, own_certific
 from videoitg.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_HEADER
 from videoitg.launch import binaries, health
 from videoitg.launch.front_process import Notices, front_command, front_environment, start_front
+from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.health import StartProgress
 from videoitg.launch.model_control import load_or_unload, model_states, waiting
 from videoitg.launch.options import ServerOptions, check_access, own_key
 from videoitg.launch.ports import LOOPBACK, ServerError, StartCancelled, check_ports_free, free_ports
 from videoitg.launch.processes import signal_child, start_child, stop_in_order
 from videoitg.launch.procfs import group_cpu_s
+from videoitg.launch.refusals import Context, LogRefusals, explain, explain_load
 from videoitg.launch.server_log import ServerLog
-from videoitg.launch.shm import SHM_PREFIX, launcher_tag, remove_own_shared_memory, remove_stale_shared_memory
+from videoitg.launch.shm import (
+    SHM_PREFIX,
+    launcher_tag,
+    need_text,
+    remove_own_shared_memory,
+    remove_stale_shared_memory,
+)
 from videoitg.launch.supervise import StubWatchdog
 from videoitg.launch.triton_command import ADMIN_HEADER, GRPC_ADMIN_HEADER, loads_every_model, tritonserver_command
 
@@ -34,8 +42,11 @@ PORT_TRIES = 3  # starts when another process takes a port of tritonserver's bef
 
 class TritonServer:
     def __init__(self, model_repository: str | Path, options: ServerOptions | None = None,
-                 log_path: str | Path | None = None):
+                 log_path: str | Path | None = None, generated: GeneratedRepository | None = None):
+        """`generated`: the repository's files as the launcher wrote them, written again where they are damaged
+        before every start and reload (`restore_generated`); None for a repository it did not write."""
         self.repository = Path(model_repository).resolve()
+        self.generated = generated
         self.options = options or ServerOptions()
         self.install = binaries.find_tritonserver()
         self.watchdog: StubWatchdog | None = None
@@ -48,6 +59,7 @@ class TritonServer:
         self._front: subprocess.Popen | None = None
         self._public: tuple[str, ...] = ()  # the models the front lets clients call
         self._notices = Notices()  # the front's stdin: a notice written, or the pipe closed
+        self._log_start = 0  # where the log of the current start begins
         self.restarts = 0  # times `restart` started the server again
         self.http_port = self.grpc_port = self.metrics_port = 0
         self._triton_ports = (0, 0, 0)  # tritonserver's own http, grpc, metrics ports, on loopback
@@ -147,7 +159,7 @@ class TritonServer:
         `cancelled`: polled while it waits, True gives the start up (StartCancelled; a SIGINT of `videoitg serve`)."""
         if self._proc is not None:
             raise ServerError("server already started")
-        if not self.repository.is_dir():
+        if self.generated is None and not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist")
         o = self.options
         check_access(o)  # a key or certificate file that cannot be used refuses the start, naming it
@@ -201,7 +213,8 @@ class TritonServer:
         o = self.options
         remove_stale_shared_memory()
         self._log.open()
-        backend_dir = binaries.prepare_backend_dir(self.install, notice=lambda msg: self.note(msg, who="launcher"))
+        self._log_start = self._log.size()
+        backend_dir = self.restore_generated("before starting tritonserver")
         self._triton_ports = self._internal_ports()
         log = self._log.file if self._log.file is not None else subprocess.DEVNULL
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
@@ -222,9 +235,29 @@ class TritonServer:
     def unload(self, model: str) -> None:
         load_or_unload(self.internal_grpc_url, model, "unload", self.admin_headers("grpc"))
 
+    def restore_generated(self, before: str) -> Path:
+        """What the launcher generated, checked and written again where it is damaged, said in the log and on
+        stderr (`before`: what comes next): the repository (`generated`) and the python backend's copy. Returns the
+        backend directory; ServerError where what is damaged cannot be written again."""
+        if self.generated is not None:
+            try:
+                done = self.generated.restore()
+            except OSError as e:
+                raise ServerError(f"the model repository {self.repository} is damaged and cannot be written again "
+                                  f"({e.filename or self.repository}: {e.strerror or e}); make its filesystem "
+                                  "writable, or give --repo DIR on one") from None
+            if done:
+                self._log.say(f"{done} ({before})")
+        return binaries.prepare_backend_dir(self.install, notice=lambda msg: self._log.say(f"{msg} ({before})"))
+
     def load(self, model: str) -> None:
-        """Load a model that is not loaded (unloaded, or a load that failed)."""
-        load_or_unload(self.internal_grpc_url, model, "load", self.admin_headers("grpc"))
+        """Load a model that is not loaded (unloaded, or a load that failed), what the launcher generated restored
+        first; a refused load is a ServerError saying its cause and what to do (`refusals.explain_load`)."""
+        self.restore_generated(f"before loading '{model}'")
+        try:
+            load_or_unload(self.internal_grpc_url, model, "load", self.admin_headers("grpc"))
+        except ServerError as e:
+            raise ServerError(explain_load(str(e), model, self._refusal_context())) from None
 
     def requests_lost(self, model: str) -> None:
         """`model`'s instance was unloaded for a repair, its stub dead or killed: tritonserver 2.51 never answers the
@@ -254,21 +287,36 @@ class TritonServer:
         progress or `max_s` in all, or with StartCancelled as soon as `cancelled()` says so."""
         progress = StartProgress(stall_s=timeout_s, max_s=max_s)
         url = f"{self.scheme}://{self.http_url}/v2/health/ready"
+        refusals = LogRefusals(self.repository, self._log_start)
         while True:
             if cancelled is not None and cancelled():
                 raise StartCancelled("a stop was asked for while tritonserver was starting")
+            refusals.update(self._log.read_from(refusals.offset))
             for name, proc in (("tritonserver", self._proc), ("the front", self._front)):
                 if proc is None or proc.poll() is not None:
                     code = None if proc is None else proc.returncode
-                    raise ServerError(f"{name} exited with code {code} while starting:\n{self.log_tail()}")
+                    raise ServerError(self._not_started(f"{name} exited with code {code} while starting", refusals))
             if self._ready(url, self._own_tls) and self._answered_by_us() and self._ready(self._internal_metrics_url):
                 return
+            if refusals.fatal is not None:  # tritonserver would wait for that model for ever
+                raise ServerError(self._not_started("tritonserver waits for a model that cannot start", refusals))
             now = time.monotonic()
             progress.observe(self._log.size(), group_cpu_s(self._proc.pid), now)
             why = progress.expired(now)
             if why is not None:
-                raise ServerError(f"tritonserver {why}:\n{self.log_tail()}")
+                raise ServerError(self._not_started(f"tritonserver {why}", refusals))
             time.sleep(0.2)
+
+    def _refusal_context(self) -> Context:
+        return Context(self.repository, lambda: need_text(self.repository, self.options.shm_default_bytes))
+
+    def _not_started(self, what: str, refusals: LogRefusals) -> str:
+        """Why the start failed, in one line where the log names a refusal (`refusals.explain`): the model, the
+        cause and what to do; else the log's last lines."""
+        refusals.update(self._log.read_from(refusals.offset))  # the last lines of a process that just exited
+        if refusals.found:
+            return f"{what}: {explain(refusals.found, self._refusal_context(), self.log_path)}"
+        return f"{what}:\n{self.log_tail()}"
 
     def _answered_by_us(self) -> bool:
         """Another server on our port (an orphan of an earlier run) must not pass for ours."""

@@ -19,22 +19,46 @@ class ServerLog:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else None
         self.file: IO[bytes] | None = None
+        self._opened: tuple[int, int] | None = None  # (device, inode) of the file last opened at `path`
 
     def open(self) -> None:
         """Open for appending, unbuffered: a write that fails (a full disk) leaves nothing behind to fail again. A
         log that cannot be opened is said on stderr and tritonserver's output discarded: the server runs without its
         log rather than not at all."""
         if self.file is not None:
-            return
+            if self._still_there():
+                return
+            self.close()  # removed under the server (a temporary-file cleaner): a new one at the same path
         try:
             if self.path is None:
                 fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
                 os.close(fd)
                 self.path = Path(name)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "ab", buffering=0)  # closed by `close`
+            st = os.fstat(self.file.fileno())
         except OSError as e:
             print(f"videoitg launcher: cannot open the server log {self.path or 'in ' + tempfile.gettempdir()}"
                   f" ({e.strerror or e}); tritonserver's output is discarded", file=sys.stderr, flush=True)
+            return
+        was, self._opened = self._opened, (st.st_dev, st.st_ino)
+        if was is not None and was != self._opened:  # removed under the server (a temporary-file cleaner)
+            self.say(f"the server log {self.path} was removed; a new one is written there", who="launcher")
+
+    def _still_there(self) -> bool:
+        """Whether the open file is still the one at `path`."""
+        try:
+            st = os.stat(self.path) if self.path is not None else None
+        except OSError:
+            return False
+        return st is not None and (st.st_dev, st.st_ino) == self._opened
+
+    def say(self, msg: str, who: str = "launcher") -> None:
+        """`note`, and the same line on stderr: what the operator must see without the log."""
+        self.note(msg, who)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"videoitg {who}: {msg}\n")
+            sys.stderr.flush()
 
     def close(self) -> None:
         if self.file is not None:
@@ -86,14 +110,18 @@ class ServerLog:
 
     def since(self, offset: int) -> str:
         """The log from byte `offset` on, read only where it is a regular file ('' where it cannot be read)."""
+        return self.read_from(offset).decode(errors="replace")
+
+    def read_from(self, offset: int) -> bytes:
+        """The log's bytes from `offset` on (b'' where it is not a regular file or cannot be read)."""
         try:
             if self.path is None or not self.path.is_file():
-                return ""
+                return b""
             with self.path.open("rb") as f:
                 f.seek(offset)
-                return f.read().decode(errors="replace")
+                return f.read()
         except OSError:
-            return ""
+            return b""
 
     def lost_port(self, since: int, ports: tuple[int, ...]) -> int | None:
         """One of `ports` (tritonserver's own) it found in use, from the log written since byte `since`."""

@@ -50,3 +50,28 @@ def remove_own_shared_memory(prefix: str, note: Callable[[str], None], shm_dir: 
         with contextlib.suppress(OSError):
             f.unlink()
             note(f"removed leftover shared memory {f.name}")
+
+
+def need_text(repository: Path, region_bytes: int, shm_dir: Path = Path("/dev/shm")) -> str:
+    """What /dev/shm holds and what the models of `repository` need there, with what to do: one region of
+    `region_bytes` per python-backend instance to load, and about 3x the largest video more while serving
+    (docs/deploy.md, Shared memory)."""
+    from videoitg.contract.protocol import RepoSummary  # here: a launcher that never needs it never imports it
+
+    summary = RepoSummary.find(repository)
+    if summary is not None:
+        instances = sum(m.count for m in summary.models.values() if m.kind)
+        video = summary.video_bytes_bound(summary.public)
+    else:  # a repository an operator wrote: one instance per model, the served video bound
+        from videoitg.request.limits import SERVED_MAX_VIDEO_BYTES
+
+        instances, video = len(list(repository.glob("*/config.pbtxt"))), SERVED_MAX_VIDEO_BYTES
+    try:
+        st = os.statvfs(shm_dir)
+        has = f"{shm_dir} holds {st.f_blocks * st.f_frsize >> 20} MiB ({st.f_bavail * st.f_frsize >> 20} MiB free)"
+    except OSError as e:
+        has = f"{shm_dir} cannot be read ({e.strerror})"
+    need = instances * region_bytes + 3 * video
+    return (f"{has}; these models need {instances} x {region_bytes >> 20} MiB to load and about 3 x "
+            f"{video >> 20} MiB more while serving: give it at least {-(-need >> 20)} MiB (docker run --shm-size, "
+            "a memory-backed emptyDir's sizeLimit: docs/deploy.md, Shared memory)")

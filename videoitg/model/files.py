@@ -16,7 +16,7 @@ from pathlib import Path
 import blake3
 
 from videoitg.config import VideoITGConfig, VisionConfig
-from videoitg.defaults import default_checkpoint, home
+from videoitg.defaults import default_checkpoint, files_home
 from videoitg.errors import CheckpointError, InputError
 from videoitg.jsonio import load_file
 from videoitg.writes import write_whole
@@ -136,7 +136,7 @@ def _config_from_dict(ckpt: Path, d: dict, vision_tower: str | Path | None) -> t
 
 IDENTITY_VERSION = b"videoitg checkpoint identity 2\0"
 IDENTITY_CHARS = 16  # a checkpoint identity's length in hex characters
-DIGEST_CACHE = "file-digests.json"  # under videoitg.defaults.home()
+DIGEST_CACHE = "file-digests.json"  # under videoitg.defaults.files_home()
 DIGEST_CACHE_FORMAT = "videoitg file digests 2"
 DIGEST_CACHE_ENTRIES = 4096
 HASH_CHUNK = 1 << 24  # bytes read at a time while a weight file is hashed
@@ -220,8 +220,10 @@ def _digest_key(path: Path) -> str:
     return f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
 
 
-def _digest_cache_path() -> Path:
-    return home() / DIGEST_CACHE
+def _digest_cache_path() -> Path | None:
+    """None where nothing can be written (`files_home`): the cache is off, every file hashed."""
+    where = files_home()
+    return None if where is None else where / DIGEST_CACHE
 
 
 def _entry_check(key: str, digest: str) -> str:
@@ -266,6 +268,8 @@ def _count_damage(state: str, n: int, path: Path) -> None:
 def _read_digest_cache() -> tuple[dict[str, str], int]:
     """(the entries that verify, how many did not). A missing or unreadable cache is empty, not damaged."""
     path = _digest_cache_path()
+    if path is None:
+        return {}, 0
     try:
         state = _digest_key(path)
         raw = path.read_bytes()
@@ -295,6 +299,9 @@ def _write_digest_cache(key: str, digest: str) -> None:
         cache.pop(key, None)
         cache[key] = digest
         keep = {k: f"{v} {_entry_check(k, v)}" for k, v in list(cache.items())[-DIGEST_CACHE_ENTRIES:]}
-        write_whole(_digest_cache_path(), json.dumps({"format": DIGEST_CACHE_FORMAT, "entries": keep}))
+        path = _digest_cache_path()
+        if path is None:
+            return
+        write_whole(path, json.dumps({"format": DIGEST_CACHE_FORMAT, "entries": keep}))
     except OSError:  # OutputError is one: the entry is only hashed again
         pass

@@ -415,17 +415,31 @@ def summarize(spec: RepoSpec, configs: dict[str, dict[str, Any]]) -> RepoSummary
 def build_repository(spec: RepoSpec, out: str | Path, clean: bool = True, bundle: bool = False) -> Path:
     """Write the repository. `bundle`: copy the checkpoint, its external SigLIP tower and the engines into it
     (`bundle_assets`), so it depends on no host path."""
+    generate(spec, out, clean, bundle)
+    return Path(out)
+
+
+def generate(spec: RepoSpec, out: str | Path, clean: bool = True, bundle: bool = False) -> dict[str, str]:
+    """`build_repository`, returning what it wrote (relative path -> content: `render`'s), so that a launcher can
+    check it and write it again (`write_files`) without rendering again."""
     out = Path(out)
     if clean and out.exists():
         for name in MODULES:
             shutil.rmtree(out / name, ignore_errors=True)
     if bundle:
         spec = bundle_assets(spec, out)
-    for rel, text in render(spec, out).items():
-        p = out / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_whole(p, text)
-    return out
+    files = render(spec, out)
+    write_files(out, files)
+    return files
+
+
+def write_files(out: Path, files: dict[str, str], only: set[str] | None = None) -> None:
+    """Write `files` (relative path -> content) under `out`, each whole (`only`: these of them)."""
+    for rel, text in files.items():
+        if only is None or rel in only:
+            p = out / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            write_whole(p, text)
 
 
 # Bundled files live in the top-level model's directory: Triton ignores its non-numeric subdirectories, and a

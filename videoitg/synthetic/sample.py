@@ -1,20 +1,21 @@
-"""The sample video the main job scores: a synthetic clip generated once under $VIDEOITG_HOME/sample with its
-instruction and ground truth (`sample.json`)."""
+"""The sample video the main job scores: a synthetic clip generated once under the home's `sample/`
+(`videoitg.defaults.writable_home`) with its instruction and ground truth (`sample.json`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from videoitg.defaults import home
+from videoitg.defaults import files_home, writable_home
 from videoitg.synthetic.task import make_sample_video
 from videoitg.writes import write_whole
 
 
 def is_sample_video(source: str | Path | bytes) -> bool:
     """Whether `source` is the generated demo clip (by path, or by content for bytes), without generating it."""
-    sample = home() / "sample" / "sample.mp4"
-    if not sample.is_file():
+    where = files_home()
+    sample = where / "sample" / "sample.mp4" if where is not None else None
+    if sample is None or not sample.is_file():
         return False
     if isinstance(source, (bytes, bytearray, memoryview)):
         return len(source) == sample.stat().st_size and bytes(source) == sample.read_bytes()
@@ -27,7 +28,7 @@ def is_sample_video(source: str | Path | bytes) -> bool:
 def sample_video_meta() -> dict:
     """The sample clip's description: `video` path, `instruction`, `segments` (ground truth, seconds), ..."""
     sample_video()
-    return json.loads((home() / "sample" / "sample.json").read_text())
+    return json.loads((writable_home("the sample video") / "sample" / "sample.json").read_text())
 
 
 def _meta(path: Path) -> dict | None:
@@ -43,7 +44,7 @@ def _meta(path: Path) -> dict | None:
 def sample_video() -> tuple[Path, str]:
     """(path of the sample clip, an instruction whose answer is visible in it), the clip made on first use; its
     description (`sample.json`) is written whole once the clip is, so a run stopped midway makes it again."""
-    out = home() / "sample"
+    out = writable_home("the sample video") / "sample"
     out.mkdir(exist_ok=True)
     meta_path = out / "sample.json"
     meta = _meta(meta_path)

@@ -32,7 +32,10 @@
     frameImages: new Map(), // frame number -> its blob: URL, for the shown result's video
     ticker: null,
     curveX: null, // time -> x on the curve
+    serverRead: false, // what the server offers (its options, its media roots) was read
+    reading: false,
   };
+  const NOT_READY_RETRY_MS = 1000;
 
   // An answer the API refused or failed: its own message, and the HTTP status (0: no answer at all; BROKE_OFF: a
   // streamed answer that ended with an error event).
@@ -66,6 +69,7 @@
 
   const num = (x) => (typeof x === "number" ? x : Number.NaN);
   const seconds = (t) => `${num(t).toFixed(2)} s`;
+  const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`; // 1 frame, 2 frames
   const score3 = (s) => num(s).toFixed(3);
 
   function bytesText(n) {
@@ -342,7 +346,7 @@
         + "(the video by reference)"],
       ["received", bytesText(timing.received)],
       ["sampled frames", String(r.scores.length)],
-      ["picked", `${r.picked.length} frames`],
+      ["picked", counted(r.picked.length, "frame")],
       ["video length", r.duration > 0 ? seconds(r.duration) : "not stated by its container"],
       ["ranking rule", r.rule],
       ["feature cache", r.cacheHit ? "hit: the video's features were reused"
@@ -471,7 +475,9 @@
       const took = (performance.now() - t0) / 1000;
       const r = resultOf(readOutputs(buffer, response.headers.get("Inference-Header-Content-Length")));
       show(r, video, instruction, { took, sent: body.size, received: buffer.byteLength });
-      end("done", `Scored in ${took.toFixed(2)} s: ${r.scores.length} sampled frames, ${r.picked.length} picked.`);
+      end("done", `Scored in ${took.toFixed(2)} s: ${counted(r.scores.length, "sampled frame")}, `
+        + `${r.picked.length} picked.`);
+      if (!state.serverRead) readServer(); // it answered: what it offers can be read now
     } catch (e) {
       failed(e, t0);
     }
@@ -525,7 +531,7 @@
       ui.answerFrames.append(button);
     });
     if (typeof info.select_s === "number") {
-      ui.answerTiming.textContent = `${frames.length} frames picked in ${info.select_s.toFixed(2)} s`;
+      ui.answerTiming.textContent = `${counted(frames.length, "frame")} picked in ${info.select_s.toFixed(2)} s`;
     }
   }
 
@@ -587,7 +593,36 @@
     return response.json();
   }
 
+  // Whether tritonserver serves behind the front: not while it starts (the page can be opened before), nor while a
+  // model is repaired.
+  async function isReady() {
+    try {
+      return (await fetch(SETUP.ready)).ok;
+    } catch (_) {
+      return false;
+    }
+  }
+
   async function readServer() {
+    if (state.reading) return;
+    state.reading = true;
+    try {
+      await readOffers();
+    } finally {
+      state.reading = false;
+    }
+  }
+
+  // What the server offers, once it is ready; until then the page says it is not and looks again every second.
+  async function readOffers() {
+    if (!(await isReady())) {
+      document.body.dataset.server = "starting";
+      ui.roots.textContent = "The server is not ready yet (starting, or repairing a model); this page updates "
+        + "itself when it is.";
+      setTimeout(readServer, NOT_READY_RETRY_MS);
+      return;
+    }
+    document.body.dataset.server = "ready";
     try {
       const meta = await getJson(SETUP.metadata);
       if (Array.isArray(meta.inputs) && Array.isArray(meta.outputs)) {
@@ -601,6 +636,7 @@
       const config = await getJson(SETUP.config);
       const parameter = config.parameters && config.parameters[SETUP.media_roots];
       const roots = parameter && parameter.string_value ? JSON.parse(parameter.string_value) : [];
+      state.serverRead = true;
       if (Array.isArray(roots) && roots.length > 0) {
         ui.roots.textContent = `The server reads videos under ${roots.join(", ")}.`;
       } else {
