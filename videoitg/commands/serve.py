@@ -170,11 +170,11 @@ def run(args: argparse.Namespace) -> int:
     stopping: list[str] = []
 
     def _stop(signum: int, _frame: object) -> None:
-        """SIGINT / SIGTERM: only noted; the main loop stops the server in order."""
+        """SIGINT / SIGTERM / SIGHUP (a terminal closed): only noted; the main loop stops the server in order."""
         stopping.append(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     echo_stop, echo = threading.Event(), None
     try:
         try:

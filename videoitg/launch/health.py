@@ -51,6 +51,18 @@ def ready(url: str) -> bool:
         return False
 
 
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether anything answers `url` with HTTP at all within `timeout_s` (an error status is an answer): a process
+    that is alive, though perhaps not ready."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
 def answered_by(http_url: str, server_id: str) -> bool:
     """Whether the server answering on `http_url` is `server_id` (`GET /v2` names it): another server on the port
     (an orphan of an earlier run) must not pass for it."""
