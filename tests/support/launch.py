@@ -76,13 +76,14 @@ def server_child(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def full_disk(base: Path, size: int = 1 << 20) -> Iterator[Path]:
-    """A real tmpfs of `size` bytes under `base` (skips where this process may not mount one: root only); `fill`
-    it to make it full. Unmounted at the end."""
+def full_disk(base: Path, size: int = 1 << 20, options: str = "") -> Iterator[Path]:
+    """A real tmpfs of `size` bytes under `base` (skips where this process may not mount one: root only), with the
+    mount `options` given (`noexec`, ...); `fill` it to make it full. Unmounted at the end."""
     disk = base / f"disk-{uuid.uuid4().hex[:8]}"
     disk.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount") or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
+            ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *filter(None, [options])]), "tmpfs", str(disk)],
+            capture_output=True).returncode:
         pytest.skip("a real full disk needs a tmpfs, which only root may mount")
     try:
         yield disk
