@@ -19,8 +19,7 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
-from tests.launch.test_server_faults import infer
-from tests.support.launch import serve, server_child, write_repo
+from tests.support.launch import infer, serve, server_child, write_repo
 from tests.support.server import skip_without_tritonserver, wait_until
 from videoitg.launch import procfs
 from videoitg.launch.ports import free_ports

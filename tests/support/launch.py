@@ -5,18 +5,24 @@ root only)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import ROOT
 from videoitg.launch import procfs
+
+if TYPE_CHECKING:
+    from videoitg.launch.server import TritonServer
 
 MODEL = '''
 import pathlib
@@ -58,6 +64,14 @@ def write_repo(r: Path) -> Path:
     write_model(r, "other")
     write_model(r, "slow", sleep=30.0)
     return r
+
+
+def infer(srv: TritonServer, model: str = "echo") -> list[float]:
+    """`model` of a small repository asked for X = [1.5, 2] through the public HTTP port: Y = [3.0, 4.0]."""
+    body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
+    with urllib.request.urlopen(urllib.request.Request(f"http://{srv.http_url}/v2/models/{model}/infer", data=body),
+                                timeout=60) as r:
+        return json.loads(r.read())["outputs"][0]["data"]
 
 
 def serve(args: list[str]) -> subprocess.Popen:
