@@ -354,3 +354,90 @@ async def _close_after(up: ChatUpstream, work: Awaitable[Any]) -> Any:
         return await work
     finally:
         await up.close()
+
+
+# ---- an upstream that cannot be reached: its cause and what to do ------------------------------------------------
+def _models(url: str) -> UpstreamUnavailableError:
+    async def ask() -> None:
+        up = ChatUpstream(url, timeout_s=10)
+        try:
+            await up.models()
+        finally:
+            await up.close()
+
+    with pytest.raises(UpstreamUnavailableError) as e:
+        asyncio.run(ask())
+    assert e.value.status == 502
+    return e.value
+
+
+def test_a_video_llm_name_that_does_not_resolve_is_said_with_what_to_check() -> None:
+    """Catches: "cannot be reached (ClientConnectorDNSError: ...)", nothing said of what to do."""
+    said = str(_models("http://videollm.no-such-name.invalid:8000/v1"))
+    assert "its host name videollm.no-such-name.invalid does not resolve here: check the host of --answer-upstream" \
+        in said, said
+    said = str(_models(f"http://127.0.0.1:{free_port()}/v1"))
+    assert "nothing answers at 127.0.0.1:" in said and "start the video-LLM there" in said, said
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(certificate, key) for `localhost`, signed by itself (openssl's command line; skipped without it)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl command to make a certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"), "-out",
+                    str(d / "cert.pem"), "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+def _https(cert: tuple[str, str], host: str, env: dict[str, str] | None = None) -> str:
+    """What `ChatUpstream.models()` gives against an https stand-in with `cert`, asked in a process of its own
+    (aiohttp reads SSL_CERT_FILE, in `env`, once, when it is imported)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    script = f"""
+import asyncio, ssl
+from aiohttp import web
+from videoitg.answer.videollm import ChatUpstream
+async def main():
+    app = web.Application()
+    app.router.add_get("/v1/models", lambda r: web.json_response({{"data": [{{"id": "m"}}]}}))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain({cert[0]!r}, {cert[1]!r})
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    up = ChatUpstream(f"https://{host}:{{site._server.sockets[0].getsockname()[1]}}/v1", timeout_s=10)
+    try:
+        print(await up.models())
+    except Exception as e:
+        print(e)
+    await up.close()
+    await runner.cleanup()
+asyncio.run(main())
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**os.environ, **(env or {})})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_a_video_llm_certificate_not_accepted_is_said_with_the_fix_which_works(self_signed: tuple[str, str]) -> None:
+    """Catches: "cannot be reached (ClientConnectorCertificateError: ...)", nothing said of what to do; the fix it
+    names (SSL_CERT_FILE) then reaches it."""
+    said = _https(self_signed, "localhost")
+    assert "its TLS certificate is not accepted (self-signed certificate): give `videoitg serve` the CA that signed " \
+        "it (SSL_CERT_FILE=ca.pem)" in said, said
+    assert _https(self_signed, "localhost", {"SSL_CERT_FILE": self_signed[0]}) == "{'data': [{'id': 'm'}]}"
+    said = _https(self_signed, "127.0.0.1", {"SSL_CERT_FILE": self_signed[0]})  # trusted, but not for that name
+    assert "certificate is not valid for '127.0.0.1'" in said and "name the host its certificate is for" in said, said

@@ -439,3 +439,10 @@ def test_a_plain_client_is_told_the_port_speaks_tls(server: TritonServer) -> Non
     with VideoITGClient(server.http_url, "http", api_key=KEY) as c:
         with pytest.raises(Exception, match="speaks TLS: give --ca-file"):
             c.infer(b"\x00" * 64, ASK)
+
+
+def test_supervision_sees_the_front_over_tls_answering(server: TritonServer) -> None:
+    """Catches: supervision looked at the front's ports over plain HTTP, which a TLS port never answers, and took a
+    healthy front for a hung one (killed and started again every 15 s)."""
+    looks = server.looks()
+    assert looks["front"].answered and looks["tritonserver"].answered, looks

@@ -94,3 +94,25 @@ def test_perf_analyzer_is_found_where_pip_install_target_puts_it(tmp_path, monke
     monkeypatch.delitem(sys.modules, "tritonclient", raising=False)
     importlib.invalidate_caches()
     assert binaries.find_perf_analyzer() == target / "bin" / "perf_analyzer"
+
+
+def test_a_home_mounted_noexec_is_one_line_naming_it_and_the_fix(tmp_path: Path) -> None:
+    """Catches: with the home on a filesystem mounted noexec (a hardened /tmp, where an unwritable home's files go),
+    every model failed to load "unable to load shared library ... failed to map segment", worded as a missing
+    backend library; `serve` now says the home and what to do before tritonserver starts."""
+    import subprocess
+
+    from tests.support import ROOT
+    from tests.support.launch import full_disk, write_model
+
+    _install()
+    write_model(tmp_path / "repo", "echo")
+    with full_disk(tmp_path, 64 << 20, "noexec") as disk:
+        env = {**os.environ, "VIDEOITG_HOME": str(disk / "home")}
+        r = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--model-repository", str(tmp_path / "repo"),
+                            "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"], capture_output=True,
+                           text=True, cwd=ROOT, env=env, timeout=180)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "mounted noexec" in err[0] and "set VIDEOITG_HOME to a directory on a filesystem that " \
+        "allows programs to run" in err[0], r.stderr

@@ -21,7 +21,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 
 import tritonclient.grpc as grpc
 
-from tests.support.launch import CONFIG, fill, full_disk, serve, server_child, write_model, write_repo
+from tests.support.launch import CONFIG, fill, full_disk, infer, serve, server_child, write_model, write_repo
 from tests.support.server import read_until, ready, skip_without_tritonserver, stub_pids, wait_until
 from videoitg.front.lost import LOST
 from videoitg.launch.ports import free_ports
@@ -31,13 +31,6 @@ pytestmark = pytest.mark.server
 
 skip_without_tritonserver()
 
-
-
-def infer(srv: TritonServer, model: str = "echo") -> list[float]:
-    body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
-    with urllib.request.urlopen(urllib.request.Request(f"http://{srv.http_url}/v2/models/{model}/infer", data=body),
-                                timeout=60) as r:
-        return json.loads(r.read())["outputs"][0]["data"]
 
 
 @pytest.fixture()

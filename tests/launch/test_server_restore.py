@@ -22,7 +22,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) 
 import tritonclient.grpc as grpc
 
 from tests.support import ROOT
-from tests.support.launch import read_only_disk, server_child, write_repo
+from tests.support.launch import infer, read_only_disk, server_child, write_repo
 from tests.support.server import read_until, ready, skip_without_tritonserver, stub_pids, wait_until
 from videoitg.launch import binaries
 from videoitg.launch.generated import GeneratedRepository
@@ -72,12 +72,6 @@ def server(tmp_path: Path) -> Iterator[TritonServer]:
                        generated=as_written(repo)).start(120)
     yield srv
     srv.stop()
-
-
-def infer(srv: TritonServer, model: str = "echo") -> list[float]:
-    from tests.launch.test_server_faults import infer as infer_echo
-
-    return infer_echo(srv, model)
 
 
 @pytest.mark.parametrize("removed", ["the repository", "its config", "its model.py"])

@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.server import wait_until
 from videoitg.launch import supervise
 from videoitg.launch.ports import ServerError, StartCancelled
 from videoitg.launch.procfs import Stub
 from videoitg.launch.server import ServerOptions, TritonServer
-from videoitg.launch.supervise import STOPPED_LOOKS, StubWatchdog
+from videoitg.launch.supervise import STOPPED_LOOKS, Liveness, Look, ProcessWatch, StubWatchdog
 
 
 class StandIn:
@@ -28,6 +29,7 @@ class StandIn:
         self.notes: list[str] = []
         self.asked: list[tuple[str, str]] = []  # (what, model), in order
         self.fail_reloads = fail_reloads
+        self.seen: dict[str, Look] = {}  # what `looks` answers
 
     @property
     def reloaded(self) -> list[str]:
@@ -60,6 +62,12 @@ class StandIn:
 
     def note(self, msg: str, who: str = "watchdog") -> None:
         self.notes.append(msg)
+
+    def looks(self) -> dict[str, Look]:
+        return dict(self.seen)
+
+    def kill(self, name: str) -> None:
+        self.asked.append(("kill", name))
 
 
 @pytest.fixture()
@@ -196,3 +204,31 @@ def test_supervision_goes_on_through_a_failed_start_of_any_kind_and_ends_a_start
     monkeypatch.setattr(supervise.time, "sleep", lambda s: None)
     assert supervise.supervise(server, lambda: False, said.append) is True
     assert "No space left on device" in said[1] and "next try in 1 s" in said[1], said
+
+
+# ---- tritonserver and the front: stopped, hung ------------------------------------------------------------------
+def test_a_process_stopped_at_consecutive_looks_or_silent_for_hung_s_cannot_answer() -> None:
+    live = Liveness(hung_s=15.0)
+    well, silent = Look("S", True), Look("S", False)
+    assert live.judge({"front": Look("T", False), "tritonserver": well}, 0.0) == {}
+    assert live.judge({"front": Look("T", False), "tritonserver": well}, 1.0) == {"front": "it is stopped (SIGSTOP)"}
+    assert live.judge({"front": well, "tritonserver": silent}, 2.0) == {}  # continued: its count starts again
+    assert live.judge({"front": Look("T", False), "tritonserver": silent}, 16.0) == {
+        "tritonserver": "its ports answered nothing for 15 s (hung)"}
+    assert live.judge({"front": well, "tritonserver": well}, 17.0) == {}  # an answer: well again
+    assert live.judge({"tritonserver": silent}, 31.0) == {}  # 14 s after its last answer
+    traced = Liveness(hung_s=15.0)
+    assert [traced.judge({"front": Look("t", False)}, float(t)) for t in range(0, 60, 10)] == [{}] * 6  # a debugger's
+
+
+def test_the_process_watch_kills_what_cannot_answer_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervise, "LOOK_S", 0.01)
+    server, said = StandIn(), []
+    server.seen = {"front": Look("T", False), "tritonserver": Look("S", True)}
+    watch = ProcessWatch(server, said.append).start()
+    try:
+        assert wait_until(lambda: ("kill", "front") in server.asked, 10)
+    finally:
+        watch.stop()
+    assert said[0] == "front cannot answer: it is stopped (SIGSTOP); killing it to start it again"
+    assert ("kill", "tritonserver") not in server.asked

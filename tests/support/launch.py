@@ -5,18 +5,24 @@ root only)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import ROOT
 from videoitg.launch import procfs
+
+if TYPE_CHECKING:
+    from videoitg.launch.server import TritonServer
 
 MODEL = '''
 import pathlib
@@ -60,6 +66,14 @@ def write_repo(r: Path) -> Path:
     return r
 
 
+def infer(srv: TritonServer, model: str = "echo") -> list[float]:
+    """`model` of a small repository asked for X = [1.5, 2] through the public HTTP port: Y = [3.0, 4.0]."""
+    body = b'{"inputs":[{"name":"X","shape":[2],"datatype":"FP32","data":[1.5,2]}]}'
+    with urllib.request.urlopen(urllib.request.Request(f"http://{srv.http_url}/v2/models/{model}/infer", data=body),
+                                timeout=60) as r:
+        return json.loads(r.read())["outputs"][0]["data"]
+
+
 def serve(args: list[str]) -> subprocess.Popen:
     """`videoitg serve ARGS`, its stdout and stderr together as text."""
     return subprocess.Popen([sys.executable, "-m", "videoitg", "serve", *args], stdout=subprocess.PIPE,
@@ -76,13 +90,14 @@ def server_child(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def full_disk(base: Path, size: int = 1 << 20) -> Iterator[Path]:
-    """A real tmpfs of `size` bytes under `base` (skips where this process may not mount one: root only); `fill`
-    it to make it full. Unmounted at the end."""
+def full_disk(base: Path, size: int = 1 << 20, options: str = "") -> Iterator[Path]:
+    """A real tmpfs of `size` bytes under `base` (skips where this process may not mount one: root only), with the
+    mount `options` given (`noexec`, ...); `fill` it to make it full. Unmounted at the end."""
     disk = base / f"disk-{uuid.uuid4().hex[:8]}"
     disk.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount") or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
+            ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *filter(None, [options])]), "tmpfs", str(disk)],
+            capture_output=True).returncode:
         pytest.skip("a real full disk needs a tmpfs, which only root may mount")
     try:
         yield disk

@@ -47,6 +47,26 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def unreachable(e: Exception) -> str:
+    """Why a connection to the video-LLM failed, and what to do: a name that does not resolve, a certificate not
+    accepted, a TLS handshake that failed, nothing listening."""
+    import aiohttp
+
+    if isinstance(e, aiohttp.ClientConnectorDNSError):
+        return (f"its host name {e.host} does not resolve here: check the host of --answer-upstream and this "
+                "machine's DNS (in a cluster: the Service's name and namespace)")
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        why = getattr(e.certificate_error, "verify_message", "") or type(e.certificate_error).__name__
+        return (f"its TLS certificate is not accepted ({why}): give `videoitg serve` the CA that signed it "
+                "(SSL_CERT_FILE=ca.pem), or name the host its certificate is for in --answer-upstream")
+    if isinstance(e, aiohttp.ClientSSLError):
+        return "the TLS handshake failed: check that it serves https on that port, or use http:// for it"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return (f"nothing answers at {e.host}:{e.port} ({e.strerror or e.os_error}): start the video-LLM there, "
+                "or correct --answer-upstream")
+    return "check that it runs and that --answer-upstream names it"
+
+
 def answered_status(status: int) -> int | None:
     """The one rule for the video-LLM's HTTP status: None for an answer (2xx); its own status for a refusal (4xx,
     5xx), passed on to the client; 502 for anything else (a 1xx as a final answer, a redirect, which is never
@@ -133,7 +153,7 @@ class ChatUpstream:
         except (asyncio.TimeoutError, TimeoutError):  # aiohttp's too (ServerTimeoutError is one)
             raise self._timeout() from None
         except aiohttp.ClientError as e:
-            raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} cannot be reached "
+            raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} cannot be reached: {unreachable(e)} "
                                            f"({type(e).__name__}: {self.redacted(str(e)[:200])})") from None
         try:
             status = answered_status(resp.status)

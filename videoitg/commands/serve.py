@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     stopping: list[str] = []
 
     def _stop(signum: int, _frame: object) -> None:
-        """SIGINT / SIGTERM: only noted; the main loop stops the server in order."""
+        """SIGINT / SIGTERM / SIGHUP (a terminal closed): only noted; the main loop stops the server in order."""
         stopping.append(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, _stop)
@@ -200,9 +200,11 @@ def run(args: argparse.Namespace) -> int:
     keyed = args.api_key_file is not None or own_key(opts) is not None
     if keyed or args.tls_cert_file is not None:  # SIGHUP: the front reads its keys and certificate again
         signal.signal(signal.SIGHUP, lambda _signum, _frame: server.reload_access())
-    elif not is_loopback(args.host):
-        print(f"videoitg serve: --host {args.host} without --api-key-file: anyone who reaches these ports may use "
-              "them (docs/front.md, \"Keys and TLS\")", file=sys.stderr, flush=True)
+    else:  # SIGHUP (a terminal closed): stopped in order
+        signal.signal(signal.SIGHUP, _stop)
+        if not is_loopback(args.host):
+            print(f"videoitg serve: --host {args.host} without --api-key-file: anyone who reaches these ports may use "
+                  "them (docs/front.md, \"Keys and TLS\")", file=sys.stderr, flush=True)
     echo_stop, echo = threading.Event(), None
     try:
         try:

@@ -106,6 +106,7 @@ def prepare_backend_dir(install: TritonInstall, dest_root: Path | None = None,
     src = install.backends_src / "python"
     tag = hashlib.sha256(f"{src.resolve()}|{stub.stat().st_size}|{ver}".encode()).hexdigest()[:12]
     dest = (dest_root or cache_dir("the python backend's copy") / "triton_backends") / f"{ver}-{tag}"
+    _check_exec(dest)
     sources = backend_files(src, stub)
     try:
         damage = copy_damage(dest / "python", sources) if dest.exists() else None
@@ -122,6 +123,23 @@ def prepare_backend_dir(install: TritonInstall, dest_root: Path | None = None,
     if damage is not None:  # replaced under us by something that is not a copy of the wheel's
         raise ServingSetupError(f"the python backend copy {dest} is damaged ({damage}); remove it")
     return dest
+
+
+def _check_exec(dest: Path) -> None:
+    """The copy's stub is a program tritonserver runs and its library one it maps: a filesystem mounted noexec (a
+    hardened /tmp, where an unwritable home's files go) refuses both, which tritonserver reports as a backend library
+    it cannot load. Said here, naming the home and the fix."""
+    where = dest
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        noexec = bool(os.statvfs(where).f_flag & os.ST_NOEXEC)
+    except OSError:
+        return
+    if noexec:
+        raise ServingSetupError(f"the python backend's copy {dest} would be on a filesystem mounted noexec ({where}), "
+                                f"where tritonserver cannot run its stub: set {HOME_ENV} to a directory on a "
+                                "filesystem that allows programs to run (in a container, a volume or emptyDir there)")
 
 
 def backend_files(src: Path, stub: Path) -> dict[str, Path]:

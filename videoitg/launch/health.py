@@ -53,6 +53,18 @@ def ready(url: str, context: ssl.SSLContext | None = None) -> bool:
         return False
 
 
+def answers(url: str, context: ssl.SSLContext | None = None, timeout_s: float = 1.0) -> bool:
+    """Whether anything answers `url` with HTTP at all within `timeout_s` (an error status is an answer): a process
+    that is alive, though perhaps not ready. `context`: an https URL's."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
 def answered_by(http_url: str, server_id: str, headers: Mapping[str, str] | None = None,
                 context: ssl.SSLContext | None = None) -> bool:
     """Whether the server answering on `http_url` is `server_id` (`GET /v2` names it): another server on the port

@@ -16,6 +16,10 @@ class ServerError(VideoITGError):
     """tritonserver did not start, died, or did not become ready."""
 
 
+class PortBusyError(ServerError):
+    """A public port another process listens on (`check_ports_free`)."""
+
+
 class StartCancelled(ServerError):
     """A stop was asked for (SIGINT, SIGTERM) while tritonserver was starting: the start was given up."""
 
@@ -60,6 +64,6 @@ def check_ports_free(host: str, ports: list[int]) -> None:
                 s.bind((host, port))
             except OSError as e:
                 holder = port_holder(port)
-                raise ServerError(f"port {port} on {host} is not free ({e.strerror})"
+                raise PortBusyError(f"port {port} on {host} is not free ({e.strerror})"
                                   + (f": held by {holder}" if holder else "")
                                   + "; stop that process or choose other ports") from e

@@ -82,6 +82,15 @@ def rss_mib(pid: int | None) -> float:
         return 0.0
 
 
+def state(pid: int) -> str:
+    """The state letter of process `pid` (proc(5): R running, S sleeping, T stopped by a signal, t stopped by a
+    tracer, Z zombie, ...); '' when it is gone."""
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def children(pid: int) -> list[int]:
     """The live children of `pid`."""
     return [child for child, f in _stats() if len(f) > 1 and f[1] == str(pid)]

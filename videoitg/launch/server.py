@@ -5,6 +5,8 @@ stopping both), `server_log`, `health` (readiness), `model_control` (the watchdo
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import signal
 import ssl
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from videoitg.contract.access import SERVER_KEYS_ENV, ClientAccess, own_certificate_context
 from videoitg.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_HEADER
-from videoitg.launch import binaries, health
+from videoitg.launch import binaries, health, procfs
 from videoitg.launch.front_process import Notices, front_command, front_environment, start_front
 from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.health import StartProgress
@@ -34,7 +36,7 @@ from videoitg.launch.shm import (
     remove_own_shared_memory,
     remove_stale_shared_memory,
 )
-from videoitg.launch.supervise import StubWatchdog
+from videoitg.launch.supervise import Look, StubWatchdog
 from videoitg.launch.triton_command import ADMIN_HEADER, GRPC_ADMIN_HEADER, loads_every_model, tritonserver_command
 
 PORT_TRIES = 3  # starts when another process takes a port of tritonserver's before it binds it
@@ -173,13 +175,37 @@ class TritonServer:
     def restart(self, timeout_s: float = 180.0, max_s: float | None = None,
                 cancelled: Callable[[], bool] | None = None) -> TritonServer:
         """Start again on the same ports after the server exited (or stop it first): what a client knew still
-        works. Counted in `restarts` and noted in the server log."""
+        works. A front that exited alone is started again alone: tritonserver keeps its models loaded. Counted in
+        `restarts` and noted in the server log; PortBusyError (uncounted) while another process holds a public
+        port."""
+        if self.exited == "front" and self._proc is not None and self._proc.poll() is None:
+            return self._restart_front(timeout_s, max_s, cancelled)
         self.stop()
+        check_ports_free(self.options.host, [self.http_port, self.grpc_port, self.metrics_port])
         self.restarts += 1
         self._log.open()
         self.note(f"restarting tritonserver on the same ports (restart {self.restarts})", who="supervisor")
-        check_ports_free(self.options.host, [self.http_port, self.grpc_port, self.metrics_port])
         return self._launch(timeout_s, max_s, cancelled)
+
+    def _restart_front(self, timeout_s: float, max_s: float | None,
+                       cancelled: Callable[[], bool] | None) -> TritonServer:
+        """The front started again on its ports before the running tritonserver; a front that does not become ready
+        stops the whole server (the next restart starts both)."""
+        if self._front is not None:
+            self._front.wait()
+            self._notices.close(self._front)
+        check_ports_free(self.options.host, [self.http_port, self.grpc_port, self.metrics_port])
+        self.restarts += 1
+        self.note(f"restarting the front on the same ports (restart {self.restarts}); tritonserver keeps running",
+                  who="supervisor")
+        self._log_start = self._log.size()
+        self._front = start_front(self.front_command(), self.front_environment(), self._log)
+        try:
+            self.wait_ready(timeout_s, max_s, cancelled)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def _internal_ports(self) -> tuple[int, int, int]:
         """tritonserver's three loopback ports: free now, and none of the public ones, which the front binds while
@@ -278,6 +304,31 @@ class TritonServer:
     def note(self, msg: str, who: str = "watchdog") -> None:
         """A line in the server log; one the log cannot take goes to stderr (`ServerLog.note`)."""
         self._log.note(msg, who)
+
+    # ---- the processes, for supervision (`supervise.ProcessWatch`) ------------------------------------------
+    def looks(self) -> dict[str, Look]:
+        """A look at tritonserver and the front (those running): their state and whether their own ports (HTTP,
+        else metrics) answer at all."""
+        out = {}
+        for name, proc, context, urls in (
+                ("tritonserver", self._proc, None, (f"http://{self.internal_http_url}/v2/health/live",
+                                                    self._internal_metrics_url)),
+                ("front", self._front, self._own_tls, (f"{self.scheme}://{self.http_url}/v2/health/live",
+                                                       self.metrics_url))):
+            if proc is not None and proc.poll() is None:
+                out[name] = Look(procfs.state(proc.pid), any(health.answers(url, context) for url in urls))
+        return out
+
+    def kill(self, name: str) -> None:
+        """SIGKILL tritonserver (its process group: its stubs too) or the front; supervision starts it again."""
+        proc = self._proc if name == "tritonserver" else self._front
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if name == "tritonserver":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
 
     # ---- readiness ------------------------------------------------------------------------------------------
     def wait_ready(self, timeout_s: float, max_s: float | None = None,

@@ -1,8 +1,10 @@
-"""What keeps a launched server serving: `supervise` starts a tritonserver that exited on its own again, and the
-stub watchdog judges every python-backend model by whether it can answer: a model whose stub died, is stopped or
-takes no request (Triton 2.51 leaves such a model "ready" while it fails or holds every request it gets), or that is
-no longer loaded, is reloaded, a stopped or wedged stub killed first. Nothing here depends on a log write: a note
-that cannot be written goes to stderr (`TritonServer.note`)."""
+"""What keeps a launched server serving: `supervise` starts a tritonserver or a front that exited on its own again
+(a front alone, tritonserver keeping its models), kills one that is stopped or hung so that it is started again
+(`ProcessWatch`), and waits out a public port another process took; the stub watchdog judges every python-backend
+model by whether it can answer: a model whose stub died, is stopped or takes no request (Triton 2.51 leaves such a
+model "ready" while it fails or holds every request it gets), or that is no longer loaded, is reloaded, a stopped or
+wedged stub killed first. Nothing here depends on a log write: a note that cannot be written goes to stderr
+(`TritonServer.note`)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from videoitg.errors import VideoITGError
-from videoitg.launch.ports import StartCancelled
+from videoitg.launch.ports import PortBusyError, StartCancelled
 from videoitg.launch.procfs import Stub, stub_pids, stubs
 
 RELOAD_TRIES = 5  # per model, with exponential backoff (1, 2, 4, 8 s between tries); then the model stays unloaded
@@ -29,6 +31,23 @@ STOPPED_LOOKS = 2  # a stub seen stopped at this many looks in a row is killed (
 WEDGE_S = 5.0
 # Model states of tritonserver's repository index that are not a fault: loaded, or a load or unload in progress.
 SETTLED = frozenset({"READY", "LOADING", "UNLOADING"})
+
+
+# A process of the server (tritonserver, the front) whose own ports answer nothing for this long, though it runs, is
+# hung: killed and started again. Its ports answer in milliseconds when it is well, under load too (its metrics port
+# is served apart from its inference).
+HUNG_S = 15.0
+LOOK_S = 1.0  # between two looks at the server's processes
+PORT_RETRY_S = 2.0  # between two tries of a restart whose public port another process holds
+PORT_SAY_S = 60.0  # a port still held is said again after this long
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look at a process of the server: its state letter (`procfs.state`) and whether its own ports answered."""
+
+    state: str
+    answered: bool
 
 
 class Launched(Protocol):
@@ -62,6 +81,10 @@ class Launched(Protocol):
                 cancelled: Callable[[], bool] | None = None) -> object: ...
 
     def note(self, msg: str, who: str = "watchdog") -> None: ...
+
+    def looks(self) -> dict[str, Look]: ...
+
+    def kill(self, name: str) -> None: ...
 
 
 @dataclass
@@ -235,6 +258,71 @@ class StubWatchdog:
         return True
 
 
+class Liveness:
+    """Whether tritonserver and the front can still answer, judged on looks (`judge`): a process stopped by a signal
+    at STOPPED_LOOKS looks in a row, or whose own ports answered nothing for `hung_s` while it runs, cannot (a
+    tracer's stop is the operator's own: left alone)."""
+
+    def __init__(self, hung_s: float = HUNG_S) -> None:
+        self.hung_s = hung_s
+        self._stopped: Counter[str] = Counter()
+        self._answered: dict[str, float] = {}
+
+    def judge(self, looks: dict[str, Look], now: float) -> dict[str, str]:
+        """The processes that cannot answer, and why."""
+        out: dict[str, str] = {}
+        for name, look in looks.items():
+            self._stopped[name] = self._stopped[name] + 1 if look.state == "T" else 0
+            if look.answered or look.state in ("T", "t"):
+                self._answered[name] = now  # a stopped one is judged by its stop
+            quiet = now - self._answered.setdefault(name, now)
+            if self._stopped[name] >= STOPPED_LOOKS:
+                out[name] = "it is stopped (SIGSTOP)"
+            elif quiet >= self.hung_s:
+                out[name] = f"its ports answered nothing for {quiet:.0f} s (hung)"
+        return out
+
+    def reset(self) -> None:
+        self._stopped.clear()
+        self._answered.clear()
+
+
+class ProcessWatch:
+    """A thread that looks at the server's processes every `LOOK_S` while `watching` and kills one that cannot answer
+    (`Liveness`), said through `say`: `supervise` then starts it again."""
+
+    def __init__(self, server: Launched, say: Callable[[str], None], hung_s: float = HUNG_S) -> None:
+        self.server, self.say, self.liveness = server, say, Liveness(hung_s)
+        self.watching = threading.Event()  # cleared while a restart runs: a starting server answers nothing yet
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="videoitg-process-watch", daemon=True)
+
+    def start(self) -> ProcessWatch:
+        self.watching.set()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(LOOK_S):
+            if not self.watching.is_set():
+                self.liveness.reset()
+                continue
+            try:
+                looks = self.server.looks() if self.server.running else {}
+                for name, cause in self.liveness.judge(looks, time.monotonic()).items():
+                    if self.watching.is_set() and not self._stop.is_set():
+                        self.say(f"{name} cannot answer: {cause}; killing it to start it again")
+                        self.server.kill(name)
+                        self.liveness.reset()
+            except Exception as e:  # never die silently: a hung process would stay so
+                self.server.note(f"process watch error: {type(e).__name__}: {e}", who="supervisor")
+
+
 @dataclass
 class RestartPolicy:
     """When `supervise` starts a server that exited on its own again. A server that had been ready is started again
@@ -267,41 +355,69 @@ def describe_exit(code: int | None) -> str:
 
 
 def supervise(server: Launched, stop_requested: Callable[[], bool], say: Callable[[str], None],
-              policy: RestartPolicy | None = None, poll_s: float = 0.2, start_timeout_s: float = 180.0) -> bool:
-    """Keep a started `server` serving until `stop_requested()`: a server that exits on its own is started again on
-    the same ports (`RestartPolicy`), each time said through `say`, written to the server log and counted in
-    `server.restarts`. A start that fails for any reason of the machine's (a full disk, a file it cannot write) is a
-    failed start, not the end of the supervision; a stop requested while a start waits ends that wait. Returns True
-    when a stop was requested (the caller stops the server), False when the policy gave up (the server is down)."""
+              policy: RestartPolicy | None = None, poll_s: float = 0.2, start_timeout_s: float = 180.0,
+              hung_s: float = HUNG_S) -> bool:
+    """Keep a started `server` serving until `stop_requested()`: a process of it that exits on its own, or that
+    `ProcessWatch` killed (stopped, or hung for `hung_s`), is started again on the same ports (`RestartPolicy`; a
+    front alone, tritonserver keeping its models), each time said through `say`, written to the server log and
+    counted in `server.restarts`. A start that fails for any reason of the machine's (a full disk, a file it cannot
+    write) is a failed start, not the end of the supervision; one whose public port another process holds is tried
+    again every PORT_RETRY_S until the port is free, uncounted (nothing else can serve here); a stop requested while a
+    start waits ends that wait. Returns True when a stop was requested (the caller stops the server), False when the
+    policy gave up (the server is down)."""
     policy = policy or RestartPolicy()
-    while not stop_requested():
-        if server.running:
-            time.sleep(poll_s)
-            continue
-        say(f"{server.exited or 'the server'} exited unexpectedly ({describe_exit(server.exit_code)}); restarting "
-            f"it on the same ports (restart {server.restarts + 1})")
-        delay: float | None = 0.0
-        while True:
-            deadline = time.monotonic() + (delay or 0.0)
-            while time.monotonic() < deadline:
-                if stop_requested():
-                    return True
-                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
-            t0 = time.monotonic()
-            try:
-                server.restart(start_timeout_s, cancelled=stop_requested)
-            except StartCancelled:
-                return True
-            except (VideoITGError, OSError) as e:
-                delay = policy.after_failed_start()
-                first = (str(e).splitlines() or [""])[0] or type(e).__name__
-                if delay is None:
-                    say(f"restart {server.restarts} failed ({first}); giving up after {policy.failed_starts} "
-                        "failed starts in a row")
-                    return False
-                say(f"restart {server.restarts} failed ({first}); next try in {delay:.0f} s")
+    watch = ProcessWatch(server, say, hung_s).start()
+    try:
+        while not stop_requested():
+            if server.running:
+                time.sleep(poll_s)
                 continue
-            policy.after_ready()
-            say(f"tritonserver ready again after {time.monotonic() - t0:.1f} s (restart {server.restarts})")
-            break
-    return True
+            watch.watching.clear()
+            outcome = _start_again(server, stop_requested, say, policy, poll_s, start_timeout_s)
+            if outcome != "ready":
+                return outcome == "stop"
+            watch.watching.set()
+        return True
+    finally:
+        watch.stop()
+
+
+def _start_again(server: Launched, stop_requested: Callable[[], bool], say: Callable[[str], None],
+                 policy: RestartPolicy, poll_s: float, start_timeout_s: float) -> str:
+    """One exit of `server` answered (`supervise`): "ready" (it serves again), "stop" (a stop was requested
+    meanwhile) or "gave up" (the policy did)."""
+    what = server.exited or "the server"
+    say(f"{what} exited unexpectedly ({describe_exit(server.exit_code)}); restarting it on the same ports (restart "
+        f"{server.restarts + 1})")
+    delay: float | None = 0.0
+    busy_said = -PORT_SAY_S
+    while True:
+        deadline = time.monotonic() + (delay or 0.0)
+        while time.monotonic() < deadline:
+            if stop_requested():
+                return "stop"
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        t0 = time.monotonic()
+        try:
+            server.restart(start_timeout_s, cancelled=stop_requested)
+        except StartCancelled:
+            return "stop"
+        except PortBusyError as e:
+            delay = PORT_RETRY_S
+            if t0 - busy_said >= PORT_SAY_S:
+                busy_said = t0
+                say(f"restart {server.restarts + 1} waits: {e}; trying again every {PORT_RETRY_S:.0f} s")
+            continue
+        except (VideoITGError, OSError) as e:
+            delay = policy.after_failed_start()
+            first = (str(e).splitlines() or [""])[0] or type(e).__name__
+            if delay is None:
+                say(f"restart {server.restarts} failed ({first}); giving up after {policy.failed_starts} "
+                    "failed starts in a row")
+                return "gave up"
+            say(f"restart {server.restarts} failed ({first}); next try in {delay:.0f} s")
+            continue
+        policy.after_ready()
+        who = "the front" if what == "front" else "tritonserver"
+        say(f"{who} ready again after {time.monotonic() - t0:.1f} s (restart {server.restarts})")
+        return "ready"

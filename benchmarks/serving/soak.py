@@ -1,0 +1,430 @@
+"""A soak of `videoitg serve` (the CPU repository of the embedded checkpoint, its answer endpoint before a real
+`transformers serve` video-LLM) on loopback: mixed traffic (cached and cold requests over HTTP and gRPC, the page's
+calls, the answer endpoint) at --load of the capacity measured first, one python stub SIGKILLed every
+--kill-every-s (the models in turn), a `videoitg batch` run through the server; every answer compared with the
+in-process scorer's, every process's memory sampled. Judged by `benchmarks.serving.soak_judge`; written to
+OUT/soak.json (the command, machine and date with every figure) and OUT/soak.png.
+
+    python -m benchmarks.serving.soak [--minutes 30] [--kill-every-s 300] [--load 0.8] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.clips import random_clip
+from benchmarks.serving.soak_judge import Attempt, judge
+from videoitg.launch import procfs
+from videoitg.launch.perf import distinct_copy
+from videoitg.launch.ports import free_ports
+from videoitg.perf.record import machine
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ("videoitg", "videoitg_decode", "videoitg_vision", "videoitg_grounding")  # the python stubs killed in turn
+# The mix, in order: each kind's share of the requests sent.
+MIX = ("cached http", "cached grpc", "cold http", "cached grpc", "page", "cached http", "cold grpc", "answer",
+       "cached http", "cached grpc")
+INSTRUCTION = "When is the red circle visible?"
+TOP_K = 4
+ATOL = 1e-4  # served logits against the in-process scorer's (the tests hold 1e-5)
+RETRY_S = 1.0  # a client's pause before it tries an UNAVAILABLE request again
+GIVE_UP_S = 120.0  # a request not answered right within this long is lost
+SAMPLE_S = 10.0  # between two memory samples
+
+
+class Soak:
+    """The server, its video-LLM and what the traffic sends and expects."""
+
+    def __init__(self, work: Path, vlm: Any | None) -> None:
+        from videoitg.defaults import default_checkpoint
+        from videoitg.pipeline.scorer import Scorer
+        from videoitg.synthetic.sample import sample_video
+
+        self.work, self.vlm = work, vlm
+        sample, _ = sample_video()
+        self.clips = [sample.read_bytes()] + [random_clip(work / f"r{i}.mp4", 1000 + i) for i in range(2)]
+        for i, data in enumerate(self.clips):
+            (work / f"c{i}.mp4").write_bytes(data)
+        scorer = Scorer(default_checkpoint())
+        self.reference = [np.asarray(scorer.score(str(work / f"c{i}.mp4"), INSTRUCTION).logits, np.float64)
+                          for i in range(len(self.clips))]
+        self.run_tag = os.urandom(8)
+        self.copies = 0
+        self.lock = threading.Lock()
+        self.ports = free_ports(3)
+        self.proc: subprocess.Popen | None = None
+        self.local = threading.local()
+
+    # ---- the server -------------------------------------------------------------------------------------------
+    def start(self, log: Path) -> None:
+        cmd = [sys.executable, "-m", "videoitg", "serve", "--target", "cpu", "--log", str(log), "--http-port",
+               str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2])]
+        if self.vlm is not None:
+            cmd += ["--answer-upstream", self.vlm.base_url]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.said: list[str] = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("videoitg serve exited before it was ready:\n" + "".join(self.said))
+            self.said.append(line)
+            if line.startswith("ready:"):
+                break
+        threading.Thread(target=lambda: self.said.extend(self.proc.stdout), daemon=True).start()
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(120)
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.ports[0]}"
+
+    def processes(self) -> dict[str, int]:
+        """Every process of the deployment by role: the launcher, the front, tritonserver, each model's stub, the
+        video-LLM."""
+        assert self.proc is not None
+        out = {"launcher": self.proc.pid}
+        triton = next((c for c in procfs.children(self.proc.pid)
+                       if procfs.argv(c)[0].endswith(b"tritonserver")), None)
+        front = next((c for c in procfs.children(self.proc.pid) if c != triton), None)
+        if front is not None:
+            out["front"] = front
+        if triton is not None:
+            out["tritonserver"] = triton
+            for model, pids in procfs.stub_pids(triton).items():
+                out[f"stub {model}"] = min(pids)
+        if self.vlm is not None:
+            out["video-LLM"] = self.vlm.process.pid
+        return out
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    # ---- one request of each kind: "ok", "wrong" or "error" with the text --------------------------------------
+    def client(self, protocol: str) -> Any:
+        from videoitg.client.kserve import VideoITGClient
+
+        key = f"c_{protocol}"
+        if getattr(self.local, key, None) is None:
+            url = self.http if protocol == "http" else f"127.0.0.1:{self.ports[1]}"
+            setattr(self.local, key, VideoITGClient(url, protocol, timeout_s=GIVE_UP_S))
+        return getattr(self.local, key)
+
+    def video(self, n: int, cold: bool) -> tuple[bytes, int]:
+        i = n % len(self.clips)
+        if not cold:
+            return self.clips[i], i
+        with self.lock:
+            self.copies += 1
+            number = self.copies
+        return distinct_copy(self.clips[i], self.run_tag, number), i
+
+    def scored(self, kind: str, n: int) -> tuple[str, str]:
+        from videoitg.request.options import RequestOptions
+
+        protocol = "grpc" if kind.endswith("grpc") else "http"
+        data, i = self.video(n, kind.startswith("cold"))
+        options = RequestOptions(top_k=TOP_K, frames="jpeg", frame_size=160) if kind == "page" else RequestOptions()
+        served = self.client(protocol).infer(data, INSTRUCTION, options)
+        if np.max(np.abs(np.asarray(served.result.logits, np.float64) - self.reference[i])) > ATOL:
+            return "wrong", f"logits differ from the in-process scorer's (clip {i})"
+        if kind == "page" and len(served.images()) != TOP_K:
+            return "wrong", f"{len(served.images())} frames, not {TOP_K}"
+        return "ok", ""
+
+    def page(self, n: int) -> tuple[str, str]:
+        """The page's own calls (its files, the model's metadata, config and readiness), then its score."""
+        for path in ("/", "/page.js", "/page.css", "/v2/models/videoitg", "/v2/models/videoitg/config",
+                     "/v2/health/ready"):
+            with urllib.request.urlopen(f"http://{self.http}{path}", timeout=GIVE_UP_S) as r:
+                r.read()
+        return self.scored("page", n)
+
+    def answer(self, n: int) -> tuple[str, str]:
+        from videoitg.request.options import RequestOptions, select
+
+        i = n % len(self.clips)
+        url = "data:video/mp4;base64," + base64.b64encode(self.clips[i]).decode()
+        body = json.dumps({"model": self.vlm.model, "max_tokens": 4, "videoitg": {"top_k": TOP_K},
+                           "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                                     {"type": "text", "text": INSTRUCTION}]}]})
+        req = urllib.request.Request(f"http://{self.http}/v1/chat/completions", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=GIVE_UP_S) as r:
+            got = json.loads(r.read())
+        expected = self.expected_frames(i, select, RequestOptions(top_k=TOP_K))
+        if got.get("videoitg", {}).get("frames") != expected or not got.get("choices"):
+            return "wrong", f"frames {got.get('videoitg', {}).get('frames')}, expected {expected}"
+        return "ok", ""
+
+    def expected_frames(self, i: int, select: Callable[..., list[int]], options: Any) -> list[int]:
+        if not hasattr(self, "_expected"):
+            self._expected: dict[int, list[int]] = {}
+        if i not in self._expected:
+            served = self.client("http").infer(self.clips[i], INSTRUCTION, options)
+            self._expected[i] = [served.result.frame_indices[p] for p in select(served.result, options)]
+        return self._expected[i]
+
+    def one(self, kind: str, n: int) -> tuple[str, str]:
+        from videoitg.client.kserve import RemoteError
+
+        try:
+            if kind == "page":
+                return self.page(n)
+            if kind == "answer":
+                return self.answer(n)
+            return self.scored(kind, n)
+        except RemoteError as e:
+            return "error", str(e)
+        except urllib.error.HTTPError as e:
+            return "error", f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
+        except Exception as e:  # a connection refused or reset: said as it is (the judge wants a step named)
+            return "error", f"{type(e).__name__}: {e}"
+
+
+class Run:
+    """The attempts of the traffic and what they saw; each request retried until it is answered right (or lost)."""
+
+    def __init__(self, soak: Soak, t0: float) -> None:
+        self.soak, self.t0 = soak, t0
+        self.attempts: list[Attempt] = []
+        self.lost = 0
+        self.lock = threading.Lock()
+
+    def request(self, kind: str, n: int, arrived: float) -> None:
+        sent, give_up = arrived, arrived + GIVE_UP_S
+        while True:
+            outcome, text = self.soak.one(kind, n)
+            done = time.monotonic()
+            with self.lock:
+                self.attempts.append(Attempt(kind, sent - self.t0, done - self.t0, outcome, text[:400]))
+            if outcome != "error":
+                return
+            if done >= give_up:
+                with self.lock:
+                    self.lost += 1
+                return
+            time.sleep(RETRY_S)
+            sent = time.monotonic()
+
+
+def capacity(soak: Soak, seconds: float, workers: int) -> float:
+    """Requests a second of the mix the server answers with `workers` clients sending one after another."""
+    done = [0]
+    end = time.monotonic() + seconds
+
+    def client(w: int) -> None:
+        n = w
+        while time.monotonic() < end:
+            soak.one(MIX[n % len(MIX)], n)
+            done[0] += 1
+            n += workers
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(client, range(workers)))
+    return done[0] / seconds
+
+
+def traffic(soak: Soak, run: Run, rate: float, duration_s: float, stop: threading.Event) -> int:
+    """Requests of the mix arriving at `rate` a second, each answered on a thread of its own, for `duration_s`."""
+    n = 0
+    with ThreadPoolExecutor(64, thread_name_prefix="soak-request") as pool:
+        while not stop.is_set():
+            arrive = run.t0 + n / rate
+            if arrive - run.t0 >= duration_s:
+                break
+            time.sleep(max(0.0, arrive - time.monotonic()))
+            pool.submit(run.request, MIX[n % len(MIX)], n, arrive)
+            n += 1
+    return n
+
+
+def kills(soak: Soak, run: Run, every_s: float, duration_s: float, stop: threading.Event,
+          kills_out: list[dict[str, Any]]) -> None:
+    """A python stub SIGKILLed every `every_s` (the models in turn), and how long until the server was ready again."""
+    k = 0
+    while not stop.wait(max(0.0, run.t0 + (k + 1) * every_s - time.monotonic())):
+        if (k + 1) * every_s >= duration_s:
+            return
+        model = MODELS[k % len(MODELS)]
+        pid = soak.processes().get(f"stub {model}")
+        k += 1
+        if pid is None:
+            continue
+        t = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        t_down = t + 5.0
+        while time.monotonic() < t_down and soak.ready():  # the watchdog's look: about a second
+            time.sleep(0.05)
+        while not soak.ready() and not stop.is_set():
+            time.sleep(0.1)
+        kills_out.append({"model": model, "pid": pid, "at_s": t - run.t0, "ready_s": time.monotonic() - run.t0})
+
+
+def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, float]]]) -> None:
+    while not stop.wait(SAMPLE_S):
+        for role, pid in soak.processes().items():
+            rss = procfs.rss_mib(pid)
+            if rss > 0:
+                out.setdefault(role, []).append((time.monotonic() - run.t0, rss * 2**20))
+        shm = sum(p.stat().st_size for p in Path("/dev/shm").glob("videoitg_*") if p.is_file())
+        out.setdefault("/dev/shm (videoitg)", []).append((time.monotonic() - run.t0, float(shm)))
+
+
+def batch(soak: Soak, run: Run, at_s: float, stop: threading.Event, out: dict[str, Any]) -> None:
+    """`videoitg batch` of 24 rows (the clips, 8 rows each) through the server's gRPC port: every row once, each
+    scored as in-process."""
+    if stop.wait(max(0.0, run.t0 + at_s - time.monotonic())):
+        return
+    manifest = soak.work / "manifest.jsonl"
+    rows = [{"id": f"row{r}", "doc_id": r, "video": str(soak.work / f"c{r % len(soak.clips)}.mp4"),
+             "instruction": INSTRUCTION} for r in range(24)]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "videoitg", "batch", str(manifest), "--out", str(soak.work / "batch"),
+                        "--server", f"127.0.0.1:{soak.ports[1]}", "--workers", "1"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=1800)
+    records = [json.loads(line) for line in (soak.work / "batch" / "results.jsonl").read_text().splitlines()] \
+        if (soak.work / "batch" / "results.jsonl").exists() else []
+    ids = sorted(rec["doc_id"] for rec in records)
+    n = len(soak.clips)
+    right = sum(np.max(np.abs(np.asarray(rec["scores"]) - 1 / (1 + np.exp(-soak.reference[rec["doc_id"] % n]))))
+                <= 1e-5 for rec in records)
+    out.update(rows=len(rows), written=len(records), once=ids == list(range(len(rows))), right=right,
+               exit=p.returncode, at_s=t - run.t0, took_s=time.monotonic() - t, tail=p.stderr[-500:])
+
+
+def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict[str, list[tuple[float, float]]],
+            out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.figures import save
+
+    fig, (lat, rss) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
+    for kind in sorted({a.kind for a in attempts}):
+        ok = [a for a in attempts if a.kind == kind and a.outcome == "ok"]
+        lat.scatter([a.sent / 60 for a in ok], [a.latency for a in ok], s=3, label=kind)
+    err = [a for a in attempts if a.outcome != "ok"]
+    lat.scatter([a.done / 60 for a in err], [max(a.latency, 1e-3) for a in err], s=14, marker="x", color="red",
+                label="error (retried)")
+    for ax in (lat, rss):
+        for k in kills_done:
+            ax.axvspan(k["at_s"] / 60, k["ready_s"] / 60, color="grey", alpha=0.3)
+    lat.set_yscale("log")
+    lat.set_ylabel("latency (s)")
+    lat.set_title("requests, and the stub kills (grey: from the kill to ready again)")
+    lat.legend(fontsize=7, ncol=4, markerscale=3)
+    for role, samples in sorted(mem.items()):
+        rss.plot([t / 60 for t, _ in samples], [v / 2**20 for _, v in samples], label=role)
+    rss.set_yscale("log")
+    rss.set_ylabel("resident memory (MiB)")
+    rss.set_xlabel("minutes")
+    rss.legend(fontsize=7, ncol=3)
+    return save(fig, out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30.0, help="the soak's traffic, after the capacity is measured")
+    ap.add_argument("--kill-every-s", type=float, default=300.0, help="seconds between two stub kills")
+    ap.add_argument("--load", type=float, default=0.8, help="share of the measured capacity sent")
+    ap.add_argument("--capacity-s", type=float, default=60.0, help="seconds of the capacity measurement")
+    ap.add_argument("--capacity-clients", type=int, default=4, help="clients of the capacity measurement")
+    ap.add_argument("--batch-at", type=float, default=0.4, help="when the batch run starts, as a share of the soak")
+    ap.add_argument("--no-answer", action="store_true", help="no video-LLM (and no answer endpoint traffic)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak")
+    args = ap.parse_args()
+    global MIX
+    if args.no_answer:
+        MIX = tuple(k for k in MIX if k != "answer")
+    work = Path(tempfile.mkdtemp(prefix="videoitg-soak-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    from contextlib import ExitStack
+
+    from benchmarks.answer.vlm import build_tiny_vlm, serve_vlm
+
+    with ExitStack() as stack:
+        vlm = None if args.no_answer else stack.enter_context(serve_vlm(build_tiny_vlm(work / "vlm"),
+                                                                        work / "vlm.log"))
+        soak = Soak(work, vlm)
+        soak.start(work / "server.log")
+        stack.callback(soak.stop)
+        for n in range(len(MIX)):  # warm: every kind once, the answer's expected frames read
+            print("warm-up", MIX[n], soak.one(MIX[n], n), flush=True)
+        cap = capacity(soak, args.capacity_s, args.capacity_clients)
+        rate = args.load * cap
+        duration = args.minutes * 60
+        print(f"capacity {cap:.2f} requests/s of the mix; sending {rate:.2f}/s for {args.minutes:g} min", flush=True)
+        run = Run(soak, time.monotonic())
+        stop = threading.Event()
+        kills_done: list[dict[str, Any]] = []
+        mem: dict[str, list[tuple[float, float]]] = {}
+        batch_out: dict[str, Any] = {}
+        helpers = [threading.Thread(target=kills, args=(soak, run, args.kill_every_s, duration, stop, kills_done)),
+                   threading.Thread(target=memory, args=(soak, run, stop, mem)),
+                   threading.Thread(target=batch, args=(soak, run, args.batch_at * duration, stop, batch_out))]
+        for h in helpers:
+            h.start()
+        sent = traffic(soak, run, rate, duration, stop)
+        stop.set()
+        for h in helpers:
+            h.join()
+        windows = [(k["at_s"], k["ready_s"]) for k in kills_done]
+        verdict = judge(run.attempts, run.lost, windows, mem, duration)
+        verdict.goals["batch: every row once, scored right"] = bool(batch_out) and batch_out.get("exit") == 0 and \
+            batch_out.get("once", False) and batch_out.get("right") == batch_out.get("rows")
+        code = soak.stop()
+        soak.proc = None  # stopped: the stack's callback has nothing left to do
+    kinds = sorted({a.kind for a in run.attempts})
+    per_kind = {k: {"requests": sum(a.kind == k and a.outcome == "ok" for a in run.attempts),
+                    "p50_s": float(np.median([a.latency for a in run.attempts if a.kind == k and a.outcome == "ok"])),
+                    "p99_s": float(np.percentile([a.latency for a in run.attempts
+                                                  if a.kind == k and a.outcome == "ok"], 99))} for k in kinds}
+    record = {"command": " ".join(["python -m benchmarks.serving.soak", *sys.argv[1:]]),
+              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+              "machine": {**machine(), "load_average_at_end": os.getloadavg()},
+              "capacity_per_s": cap, "rate_per_s": rate, "sent": sent, "minutes": args.minutes,
+              "goals": verdict.goals, "met": verdict.met and code == 0, "figures": verdict.figures,
+              "per_kind": per_kind, "kills": kills_done, "batch": batch_out, "serve_exit": code,
+              "errors": [asdict(a) for a in run.attempts if a.outcome != "ok"][:50],
+              "memory": {k: v for k, v in mem.items()}, "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
+    (args.out / "soak.json").write_text(json.dumps(record, indent=1, default=float))
+    picture(run.attempts, kills_done, mem, args.out / "soak.png")
+    print(json.dumps({k: record[k] for k in ("capacity_per_s", "rate_per_s", "sent", "goals", "met")}, indent=1))
+    print(json.dumps({k: v for k, v in verdict.figures.items() if k not in ("errors_outside", "errors_unnamed")},
+                     indent=1, default=float))
+    print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.png'}")
+    return 0 if record["met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""How a soak (`benchmarks.serving.soak`) is judged, on its records alone: no request lost or answered wrong, errors
+only while a killed stub is repaired and each naming the step, the memory of every process flat over the last
+20 minutes, the p99 of the last 10 minutes within 1.2x of the first. Kept apart from the run so the suite checks the
+rules on numbers (tests/benchmarks/test_soak.py)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+MEMORY_GROWTH = 0.05  # at most, over the last MEMORY_SPAN_S
+MEMORY_SPAN_S = 20 * 60.0
+MEMORY_SAMPLE_S = 120.0  # each end of that span: the median of this long
+P99_RATIO = 1.2  # last P99_SPAN_S against the first
+P99_SPAN_S = 10 * 60.0
+REPAIR_GRACE_S = 5.0  # after readiness is back: requests sent before it may still be answered with the error
+# What an error of a repair names: the step that could not answer, or the model whose process died with it.
+STEP_NAMED = re.compile(r"\bvideoitg(_decode|_vision|_grounding|_select)?\b")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one request: when it was sent and answered (seconds from the soak's start), its kind, and how it
+    went: 'ok', 'wrong' (answered, not what the in-process scorer gives) or 'error' (with the server's text)."""
+
+    kind: str
+    sent: float
+    done: float
+    outcome: str
+    text: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.done - self.sent
+
+
+@dataclass
+class Verdict:
+    """Each goal: met or not, with the figures read against it."""
+
+    goals: dict[str, bool] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool:
+        return all(self.goals.values())
+
+
+def during_repair(a: Attempt, windows: Iterable[tuple[float, float]], grace_s: float = REPAIR_GRACE_S) -> bool:
+    """Whether attempt `a` was in flight during a repair window (from a kill to readiness back, plus `grace_s`)."""
+    return any(a.sent <= end + grace_s and a.done >= start for start, end in windows)
+
+
+def by_text(errors: Sequence[Attempt]) -> dict[str, int]:
+    """How many errors said each text (request ids and numbers left out), most frequent first."""
+    texts = Counter(re.sub(r"\d+", "N", re.sub(r"\[request id: [^]]*\] ", "", a.text))[:160] for a in errors)
+    return dict(texts.most_common())
+
+
+def p99(values: Sequence[float]) -> float:
+    return float(np.percentile(values, 99)) if len(values) else float("nan")
+
+
+def memory_growth(samples: Sequence[tuple[float, float]], end: float, span_s: float = MEMORY_SPAN_S,
+                  sample_s: float = MEMORY_SAMPLE_S) -> float | None:
+    """Growth of one process's memory over the last `span_s` before `end`: the median of its samples (time, bytes)
+    in the last `sample_s` against the median of those in the `sample_s` from `end - span_s`. None where either end
+    has none (a soak shorter than the span)."""
+    first = [v for t, v in samples if end - span_s <= t < end - span_s + sample_s]
+    last = [v for t, v in samples if end - sample_s <= t <= end]
+    if not first or not last:
+        return None
+    return float(np.median(last)) / float(np.median(first)) - 1.0
+
+
+def judge(attempts: Sequence[Attempt], lost: int, windows: Sequence[tuple[float, float]],
+          memory: dict[str, Sequence[tuple[float, float]]], duration_s: float) -> Verdict:
+    """The soak's verdict: `attempts` every try made, `lost` the requests never answered right (a retry included),
+    `windows` the repairs (start, end), `memory` each process's samples (time, bytes) over `duration_s`."""
+    v = Verdict()
+    wrong = [a for a in attempts if a.outcome == "wrong"]
+    errors = [a for a in attempts if a.outcome == "error"]
+    outside = [a for a in errors if not during_repair(a, windows)]
+    unnamed = [a for a in errors if not STEP_NAMED.search(a.text)]
+    v.goals["nothing lost"] = lost == 0
+    v.goals["nothing answered wrong"] = not wrong
+    v.goals["errors only during repairs"] = not outside
+    v.goals["each error names the step"] = not unnamed
+    v.figures.update(requests=sum(a.outcome == "ok" for a in attempts), errors=len(errors), wrong=len(wrong),
+                     lost=lost, errors_outside=[asdict(a) for a in outside[:5]],
+                     errors_unnamed=[asdict(a) for a in unnamed[:5]], errors_by_text=by_text(errors))
+    growth = {name: memory_growth(s, duration_s) for name, s in memory.items()}
+    measured = {k: g for k, g in growth.items() if g is not None}
+    v.goals["memory flat"] = bool(measured) and all(g <= MEMORY_GROWTH for g in measured.values())
+    v.figures["memory_growth"] = growth
+    ok = [a for a in attempts if a.outcome == "ok"]
+    first = p99([a.latency for a in ok if a.sent < P99_SPAN_S])
+    last = p99([a.latency for a in ok if a.sent >= duration_s - P99_SPAN_S])
+    v.goals["p99 steady"] = bool(np.isfinite(first) and np.isfinite(last) and last <= P99_RATIO * first)
+    v.figures.update(p99_first_s=first, p99_last_s=last, p99_ratio=last / first if first else float("nan"))
+    return v

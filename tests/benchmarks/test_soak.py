@@ -1,0 +1,55 @@
+"""The soak's judgement (`benchmarks/serving/soak_judge.py`) on numbers: each goal met and each missed, so a soak's
+verdict can be trusted without running one here (the soak takes 30 minutes; its record: benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+from benchmarks.serving.soak_judge import Attempt, by_text, during_repair, judge, memory_growth
+
+WINDOWS = [(300.0, 302.0), (600.0, 601.5)]
+
+
+def ok(kind: str, sent: float, latency: float = 0.1) -> Attempt:
+    return Attempt(kind, sent, sent + latency, "ok")
+
+
+def flat(level: float = 100.0, end: float = 1800.0) -> list[tuple[float, float]]:
+    return [(t, level) for t in range(0, int(end) + 1, 10)]
+
+
+def steady(end: float = 1800.0) -> list[Attempt]:
+    return [ok("cached http", float(t), 0.1 + (t % 100) / 1000) for t in range(0, int(end))]
+
+
+def test_a_clean_soak_meets_every_goal() -> None:
+    errors = [Attempt("cold grpc", 301.0, 301.2, "error", "videoitg_decode: StepUnavailableError: stub died"),
+              Attempt("cached http", 299.5, 303.0, "error", "videoitg: the model's process died ...; try again")]
+    v = judge(steady() + errors, 0, WINDOWS, {"front": flat(), "tritonserver": flat(2e9)}, 1800.0)
+    assert v.met, v.goals
+    assert v.figures["errors"] == 2 and abs(v.figures["p99_ratio"] - 1.0) < 0.01
+
+
+def test_each_goal_can_be_missed() -> None:
+    base = steady()
+    assert not judge(base, 1, WINDOWS, {"f": flat()}, 1800.0).goals["nothing lost"]
+    assert not judge(base + [Attempt("page", 5, 6, "wrong")], 0, WINDOWS, {"f": flat()}, 1800.0).goals[
+        "nothing answered wrong"]
+    late = Attempt("cold http", 700.0, 700.5, "error", "videoitg_vision: StepUnavailableError")
+    assert not judge(base + [late], 0, WINDOWS, {"f": flat()}, 1800.0).goals["errors only during repairs"]
+    unnamed = Attempt("cached grpc", 300.5, 300.6, "error", "[request id: <id_unknown>] Exceeds maximum queue size")
+    v = judge(base + [unnamed], 0, WINDOWS, {"f": flat()}, 1800.0)
+    assert not v.goals["each error names the step"] and v.goals["errors only during repairs"]
+    growing = [(t, 100.0 * (1 + t / 1800 * 0.2)) for t, _ in flat()]  # +20 % over the soak: ~13 % over 20 min
+    assert not judge(base, 0, WINDOWS, {"f": flat(), "g": growing}, 1800.0).goals["memory flat"]
+    slower = [ok("cached http", float(t), 0.1 if t < 1200 else 0.3) for t in range(1800)]
+    assert not judge(slower, 0, WINDOWS, {"f": flat()}, 1800.0).goals["p99 steady"]
+
+
+def test_the_rules_read_the_right_spans() -> None:
+    assert during_repair(Attempt("x", 290.0, 300.5, "error"), WINDOWS)  # in flight when the stub was killed
+    assert during_repair(Attempt("x", 306.5, 306.6, "error"), WINDOWS)  # sent within the grace after it
+    assert not during_repair(Attempt("x", 308.0, 308.1, "error"), WINDOWS)
+    # growth over the last 20 minutes only: a warm-up in the first 10 does not count
+    warm = [(t, 50.0 if t < 300 else 100.0) for t, _ in flat()]
+    assert memory_growth(warm, 1800.0) == 0.0 and memory_growth(flat(end=600), 600.0) is None
+    assert by_text([Attempt("x", 1, 2, "error", "[request id: 7] Exceeds maximum queue size")] * 2) == {
+        "Exceeds maximum queue size": 2}
