@@ -24,7 +24,7 @@ from videoitg.contract.protocol import TOP  # noqa: E402
 from videoitg.front import config  # noqa: E402
 from videoitg.front.grpc_policy import SERVICE, grpc_checked  # noqa: E402
 from videoitg.front.http import HttpPort  # noqa: E402
-from videoitg.front.lost import LOST, InFlight, ModelLost, WatchedUpstream, notice  # noqa: E402
+from videoitg.front.lost import AWAY, FULL, LOST, InFlight, ModelLost, WatchedUpstream, notice, while_away  # noqa: E402
 
 SAID = LOST.format(model=TOP)
 BODY = b'{"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1], "data": ["when?"]}]}'
@@ -192,3 +192,46 @@ def test_the_model_of_a_grpc_request_is_the_one_its_checks_read() -> None:
     moved = req.SerializeToString().replace(b"\n\x05other", b"") + b"\n\x05other"
     assert grpc_checked(moved, (TOP, "other")) == (None, "other")
     assert grpc_checked(b"", (TOP,))[1] == ""
+
+
+def test_tritonservers_words_for_a_model_that_cannot_take_a_request_now() -> None:
+    """Catches: a request past the model's bounded queue got tritonserver's "[request id: <id_unknown>] Exceeds
+    maximum queue size", naming nothing, and one sent while the model was loaded again a 404 "unknown model"."""
+    assert while_away(TOP, "[request id: <id_unknown>] Exceeds maximum queue size") == FULL.format(model=TOP)
+    assert while_away(TOP, f"Request for unknown model: '{TOP}' has no available versions") == AWAY.format(model=TOP)
+    assert while_away(TOP, "videoitg_decode: StepUnavailableError: ...") is None
+    assert while_away(TOP, "Request for unknown model: 'x' is not found") is None
+
+
+def test_a_full_queue_is_unavailable_naming_the_model_on_both_protocols() -> None:
+    """The front's answer where tritonserver refused a request past the model's queue bound (its own words, as it
+    sends them: HTTP 503, gRPC UNAVAILABLE)."""
+    full = FULL.format(model=TOP)
+
+    async def http_full(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"error": "[request id: <id_unknown>] Exceeds maximum queue size"}, status=503)
+
+    async def grpc_full(raw: bytes, context: Any) -> bytes:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "[request id: <id_unknown>] Exceeds maximum queue size")
+        return b""
+
+    async def run() -> tuple[tuple[int, dict[str, Any], str | None], str]:
+        runner, up_port = await http_stand_in(http_full)
+        cfg = config.FrontConfig(host="127.0.0.1", http_port=0, grpc_port=0, metrics_port=0,
+                                 triton_http=f"127.0.0.1:{up_port}", triton_grpc="", triton_metrics="",
+                                 models=(TOP,), max_request_bytes=1 << 20)
+        port = HttpPort(cfg, config.FrontCounters(), config.held_budget(cfg))
+        await port.start()
+        try:
+            status, body, headers = await post(port.port)
+        finally:
+            await port.stop()
+            await runner.cleanup()
+        async with grpc_front({"ModelInfer": grpc_full}) as (target, _counters, _port), \
+                grpc.aio.insecure_channel(target) as channel:
+            ended = await outcome(channel.unary_unary(f"/{SERVICE}/ModelInfer")(_infer_request(TOP)))
+        return (status, body, headers.get("Retry-After")), ended
+
+    http_said, grpc_said = asyncio.run(run())
+    assert http_said == (503, {"error": full}, "1") and grpc_said == f"UNAVAILABLE: {full}"

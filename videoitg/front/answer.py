@@ -46,7 +46,7 @@ from videoitg.errors import InputError
 from videoitg.front.bounds import OVER_BUDGET, BodyReader, ByteBudget
 from videoitg.front.config import FrontConfig
 from videoitg.front.http import Closer, HttpPort, Route, _continue, refused
-from videoitg.front.lost import ModelLost
+from videoitg.front.lost import ModelLost, while_away
 from videoitg.front.policy import Reason, Refusal, bounded_error_body, encoding_error
 from videoitg.front.tritonserver import UpstreamError
 from videoitg.paths import MediaRoots
@@ -226,7 +226,10 @@ class AnswerEndpoint:
             del pieces, video
         if answer.status != 200:
             status = answer.status if answer.status < 500 or answer.status == 503 else 502
-            raise SelectionError(f"frame selection refused: {_triton_error(answer.body)}", status)
+            text = _triton_error(answer.body)
+            if away := while_away(TOP, text):
+                status, text = 503, away
+            raise SelectionError(f"frame selection refused: {text}", status)
         try:
             served = await asyncio.to_thread(http_served_result, answer.body,
                                              answer.headers.get("inference-header-content-length"), q.question)

@@ -25,7 +25,7 @@ from videoitg.front.connections import admitted
 from videoitg.front.grpc_calls import Call, Connection
 from videoitg.front.grpc_frames import cheap_data_frame_repr
 from videoitg.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_checked
-from videoitg.front.lost import InFlight, ModelLost
+from videoitg.front.lost import InFlight, ModelLost, while_away
 from videoitg.front.policy import Reason, Refusal
 from videoitg.front.tls import Certificates, Handshake
 
@@ -73,6 +73,8 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters, in_flight: InFlight
             code, details = e.code(), e.details() or ""
         if code == grpc.StatusCode.DEADLINE_EXCEEDED and (remaining is None or remaining > bound):
             code, details = grpc.StatusCode.UNAVAILABLE, f"no answer from the server within {bound:.0f} s"
+        if model and (away := while_away(model, details)):
+            code, details = grpc.StatusCode.UNAVAILABLE, away
         if code == grpc.StatusCode.UNAVAILABLE:
             counters.unavailable["grpc"] += 1
         return code.value[0], bounded_text(details)

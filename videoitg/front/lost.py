@@ -19,6 +19,12 @@ from videoitg.front.tritonserver import Answer, Upstream, UpstreamError
 
 T = TypeVar("T")
 LOST = "{model}: the model's process died while this request was in flight; try again"
+# tritonserver's words for a served model that cannot take a request at this moment, in the server's own: it is
+# unloaded while the launcher loads it again after a fault ("unknown model ... has no available versions": 404 /
+# NOT_FOUND, which a client takes as final), or its bounded queue is full (a request id and nothing else).
+_AWAY = re.compile(r"unknown model: '[^']*' has no available versions|Exceeds maximum queue size")
+AWAY = "{model}: not loaded at this moment (being loaded again after a fault); try again"
+FULL = "{model}: OverloadedError: server busy: its queue of waiting requests is full; retry later"
 NOTICE = b"lost "
 MAX_NOTICE = 1024  # bytes of one notice line; a model name is at most 256 characters
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?/infer")
@@ -30,6 +36,15 @@ class ModelLost(UpstreamError):
     def __init__(self, model: str) -> None:
         super().__init__(LOST.format(model=model))
         self.model = model
+
+
+def while_away(model: str, text: str) -> str | None:
+    """The words for a client (an UNAVAILABLE answer: 503, try again) where tritonserver's error `text` says that
+    `model`, one the front serves, cannot take a request at this moment; None where it says something else."""
+    m = _AWAY.search(text)
+    if m is None:
+        return None
+    return (FULL if m.group(0).startswith("Exceeds") else AWAY).format(model=model)
 
 
 def notice(model: str) -> bytes:
