@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks.clips import random_clip
 from benchmarks.serving.soak_judge import Attempt, judge
+from videoitg.client.routing import BACKOFF_S
 from videoitg.launch import procfs
 from videoitg.launch.perf import distinct_copy
 from videoitg.launch.ports import free_ports
@@ -46,8 +47,8 @@ MIX = ("cached http", "cached grpc", "cold http", "cached grpc", "page", "cached
 INSTRUCTION = "When is the red circle visible?"
 TOP_K = 4
 ATOL = 1e-4  # served logits against the in-process scorer's (the tests hold 1e-5)
-RETRY_S = 1.0  # a client's pause before it tries an UNAVAILABLE request again
 GIVE_UP_S = 120.0  # a request not answered right within this long is lost
+CACHE_BYTES = 32 << 20  # the feature cache's bound: reached within minutes, so its memory is flat after
 SAMPLE_S = 10.0  # between two memory samples
 
 
@@ -77,7 +78,8 @@ class Soak:
     # ---- the server -------------------------------------------------------------------------------------------
     def start(self, log: Path) -> None:
         cmd = [sys.executable, "-m", "videoitg", "serve", "--target", "cpu", "--log", str(log), "--http-port",
-               str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2])]
+               str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
+               "--cache-bytes", str(CACHE_BYTES)]
         if self.vlm is not None:
             cmd += ["--answer-upstream", self.vlm.base_url]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
@@ -223,6 +225,7 @@ class Run:
 
     def request(self, kind: str, n: int, arrived: float) -> None:
         sent, give_up = arrived, arrived + GIVE_UP_S
+        waits = iter(BACKOFF_S)  # the project's own clients' waits between tries (`client.routing`)
         while True:
             outcome, text = self.soak.one(kind, n)
             done = time.monotonic()
@@ -234,7 +237,7 @@ class Run:
                 with self.lock:
                     self.lost += 1
                 return
-            time.sleep(RETRY_S)
+            time.sleep(min(next(waits, BACKOFF_S[-1]), max(give_up - done, 0.0)))
             sent = time.monotonic()
 
 

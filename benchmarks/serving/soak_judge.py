@@ -92,7 +92,7 @@ def judge(attempts: Sequence[Attempt], lost: int, windows: Sequence[tuple[float,
     v.goals["errors only during repairs"] = not outside
     v.goals["each error names the step"] = not unnamed
     v.figures.update(requests=sum(a.outcome == "ok" for a in attempts), errors=len(errors), wrong=len(wrong),
-                     lost=lost, errors_outside=[asdict(a) for a in outside[:5]],
+                     lost=lost, errors_outside_n=len(outside), errors_outside=[asdict(a) for a in outside[:5]],
                      errors_unnamed=[asdict(a) for a in unnamed[:5]], errors_by_text=by_text(errors))
     growth = {name: memory_growth(s, duration_s) for name, s in memory.items()}
     measured = {k: g for k, g in growth.items() if g is not None}

@@ -38,6 +38,7 @@ from videoitg.launch import shm, supervise
 from videoitg.launch.options import STOP_GRACE_S
 from videoitg.launch.ports import free_ports
 from videoitg.launch.server import ServerOptions, TritonServer
+from videoitg.launch.triton_command import ADMIN_HEADER
 
 pytestmark = pytest.mark.server
 
@@ -140,7 +141,7 @@ def test_each_models_code_is_loaded_once_at_a_start(shared: TritonServer, shared
 
 def test_key_is_not_written_to_the_log(shared: TritonServer) -> None:
     infer(shared)
-    key = shared.admin_headers()[server_mod.ADMIN_HEADER]
+    key = shared.admin_headers()[ADMIN_HEADER]
     assert key not in shared.log_tail(10**7)
 
 

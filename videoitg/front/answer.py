@@ -46,7 +46,7 @@ from videoitg.errors import InputError
 from videoitg.front.bounds import OVER_BUDGET, BodyReader, ByteBudget
 from videoitg.front.config import FrontConfig
 from videoitg.front.http import Closer, HttpPort, Route, _continue, refused
-from videoitg.front.lost import ModelLost, while_away
+from videoitg.front.lost import ModelLost, error_text, while_away
 from videoitg.front.policy import Reason, Refusal, bounded_error_body, encoding_error
 from videoitg.front.tritonserver import UpstreamError
 from videoitg.paths import MediaRoots
@@ -429,8 +429,4 @@ def _checked(url: str, roots: MediaRoots) -> Path:
 
 def _triton_error(body: bytes) -> str:
     """tritonserver's error text (its JSON `error`, else its body), cut as the KServe route cuts it."""
-    body = bounded_error_body(body)
-    try:
-        return str(json.loads(body)["error"])
-    except (ValueError, KeyError, TypeError):
-        return body.decode("utf-8", "replace")
+    return error_text(bounded_error_body(body))

@@ -26,7 +26,7 @@ from videoitg.front.bounds import (
 )
 from videoitg.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters
 from videoitg.front.connections import LINGER_S, Connections, HttpServer, ServerLog, listen
-from videoitg.front.lost import InFlight, ModelLost, WatchedUpstream, while_away
+from videoitg.front.lost import InFlight, ModelLost, WatchedUpstream, error_text, while_away
 from videoitg.front.policy import (
     KEY_REFUSAL,
     MAX_HEADER_BYTES,
@@ -221,7 +221,7 @@ class HttpPort(_Port):
         if answer.status >= 400 and "Content-Encoding" not in passed:
             data = bounded_error_body(data)
             model = path.split("/")[3] if path.startswith("/v2/models/") else ""
-            if model in self.cfg.models and (away := while_away(model, data.decode("utf-8", "replace"))):
+            if model in self.cfg.models and (away := while_away(model, error_text(data))):
                 self.counters.unavailable["http"] += 1
                 return web.json_response({"error": away}, status=503, headers={"Retry-After": "1"})
         return web.Response(status=answer.status, body=data, headers=passed)

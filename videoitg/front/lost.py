@@ -11,6 +11,7 @@ nothing that arrives, at any moment of the front's life, can end the front."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -22,7 +23,9 @@ LOST = "{model}: the model's process died while this request was in flight; try 
 # tritonserver's words for a served model that cannot take a request at this moment, in the server's own: it is
 # unloaded while the launcher loads it again after a fault ("unknown model ... has no available versions": 404 /
 # NOT_FOUND, which a client takes as final), or its bounded queue is full (a request id and nothing else).
-_AWAY = re.compile(r"unknown model: '[^']*' has no available versions|Exceeds maximum queue size")
+# Only tritonserver's own words about the model asked for: a step's refusal the model passes on names the step.
+_AWAY = re.compile(r"(?:\[request id: [^\]]*\] )?(?:Request for unknown model: '(?P<model>[^']*)' has no available "
+                   r"versions|(?P<full>Exceeds maximum queue size))")
 AWAY = "{model}: not loaded at this moment (being loaded again after a fault); try again"
 FULL = "{model}: OverloadedError: server busy: its queue of waiting requests is full; retry later"
 NOTICE = b"lost "
@@ -41,10 +44,18 @@ class ModelLost(UpstreamError):
 def while_away(model: str, text: str) -> str | None:
     """The words for a client (an UNAVAILABLE answer: 503, try again) where tritonserver's error `text` says that
     `model`, one the front serves, cannot take a request at this moment; None where it says something else."""
-    m = _AWAY.search(text)
-    if m is None:
+    m = _AWAY.fullmatch(text.strip())
+    if m is None or (m["full"] is None and m["model"] != model):
         return None
-    return (FULL if m.group(0).startswith("Exceeds") else AWAY).format(model=model)
+    return (FULL if m["full"] else AWAY).format(model=model)
+
+
+def error_text(body: bytes) -> str:
+    """tritonserver's error text in an HTTP error `body` (its JSON `error`), else the body as text."""
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")
 
 
 def notice(model: str) -> bytes:

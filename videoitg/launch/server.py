@@ -1,12 +1,11 @@
 """Launch a real `tritonserver` behind the public front (`front/`) on loopback ports of its own, wait until it is
 ready, and stop both in order; the restricted admin APIs open only with a key this object generates. Its parts:
-`options`, `triton_command` (tritonserver's command line), `front_process` (the front's), `processes` (starting and
-stopping both), `server_log`, `health` (readiness), `model_control` (the watchdog's reads and reloads)."""
+`addresses` (ports, URLs, the launcher's keys), `repairs` (what supervision asks of it), `options`, `triton_command`
+(tritonserver's command line), `front_process` (the front's), `processes` (starting and stopping both), `server_log`,
+`health` (readiness), `model_control` (the watchdog's reads and reloads)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import signal
 import ssl
@@ -16,45 +15,43 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from videoitg.contract.access import SERVER_KEYS_ENV, ClientAccess, own_certificate_context
-from videoitg.front.config import GRPC_INFER_KEY_HEADER, INFER_KEY_HEADER
-from videoitg.launch import binaries, health, procfs
-from videoitg.launch.front_process import Notices, front_command, front_environment, start_front
+from videoitg.contract.access import SERVER_KEYS_ENV
+from videoitg.launch import binaries, health
+from videoitg.launch.front_process import Notices, front_command, start_front
 from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.health import StartProgress
-from videoitg.launch.model_control import load_or_unload, model_states, waiting
-from videoitg.launch.options import ServerOptions, check_access, own_key
-from videoitg.launch.ports import LOOPBACK, ServerError, StartCancelled, check_ports_free, free_ports
+from videoitg.launch.options import ServerOptions, check_access
+from videoitg.launch.ports import ServerError, StartCancelled, check_ports_free, free_ports
 from videoitg.launch.processes import signal_child, start_child, stop_in_order
 from videoitg.launch.procfs import group_cpu_s
-from videoitg.launch.refusals import Context, LogRefusals, explain, explain_load
+from videoitg.launch.refusals import LogRefusals, explain
+from videoitg.launch.repairs import Repairs
 from videoitg.launch.server_log import ServerLog
 from videoitg.launch.shm import (
     SHM_PREFIX,
     launcher_tag,
-    need_text,
     remove_own_shared_memory,
     remove_stale_shared_memory,
 )
-from videoitg.launch.supervise import Look, StubWatchdog
-from videoitg.launch.triton_command import ADMIN_HEADER, GRPC_ADMIN_HEADER, loads_every_model, tritonserver_command
+from videoitg.launch.supervise import StubWatchdog
+from videoitg.launch.triton_command import loads_every_model, tritonserver_command
 
 PORT_TRIES = 3  # starts when another process takes a port of tritonserver's before it binds it
 
 
-class TritonServer:
+class TritonServer(Repairs):
+    """A tritonserver and its front, launched, watched and stopped; its addresses (`Addresses`) and what supervision
+    asks of it (`Repairs`) are its bases."""
+
     def __init__(self, model_repository: str | Path, options: ServerOptions | None = None,
                  log_path: str | Path | None = None, generated: GeneratedRepository | None = None):
         """`generated`: the repository's files as the launcher wrote them, written again where they are damaged
         before every start and reload (`restore_generated`); None for a repository it did not write."""
+        super().__init__(options or ServerOptions())
         self.repository = Path(model_repository).resolve()
         self.generated = generated
-        self.options = options or ServerOptions()
         self.install = binaries.find_tritonserver()
         self.watchdog: StubWatchdog | None = None
-        self.server_id = f"videoitg-{secrets.token_hex(8)}"  # `GET /v2` names it: proves the answering server is ours
-        self._admin_key = secrets.token_urlsafe(32)
-        self._infer_key = secrets.token_urlsafe(32)
         self.shm_prefix = f"{SHM_PREFIX}{launcher_tag()}_{secrets.token_hex(4)}_"
         self._log = ServerLog(log_path)
         self._proc: subprocess.Popen | None = None
@@ -63,60 +60,11 @@ class TritonServer:
         self._notices = Notices()  # the front's stdin: a notice written, or the pipe closed
         self._log_start = 0  # where the log of the current start begins
         self.restarts = 0  # times `restart` started the server again
-        self.http_port = self.grpc_port = self.metrics_port = 0
-        self._triton_ports = (0, 0, 0)  # tritonserver's own http, grpc, metrics ports, on loopback
 
     @property
     def _loads_every_model(self) -> bool:
         """Whether the launcher chooses the model control (explicit, every model loaded at start)."""
         return loads_every_model(self.options)
-
-    # ---- addresses ------------------------------------------------------------------------------------------
-    @property
-    def http_url(self) -> str:
-        return f"{self._client_host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self._client_host}:{self.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"{self.scheme}://{self._client_host}:{self.metrics_port}/metrics"
-
-    @property
-    def scheme(self) -> str:
-        """"https" where the public ports serve TLS (`--tls-cert-file`), else "http"."""
-        return "https" if self.options.tls_cert_file else "http"
-
-    @property
-    def _own_tls(self) -> ssl.SSLContext | None:
-        """How the launcher reaches its own front over TLS: trusting exactly the server's certificate."""
-        return own_certificate_context(self.options.tls_cert_file) if self.options.tls_cert_file else None
-
-    def client_access(self) -> ClientAccess:
-        """What a client of this server sends and trusts: a key it takes now, its certificate as the CA (for the
-        launcher's own checks and tests; a client is given these by the operator)."""
-        return ClientAccess(own_key(self.options), self.options.tls_cert_file is not None, self.options.tls_cert_file)
-
-    @property
-    def internal_http_url(self) -> str:
-        """tritonserver's own HTTP endpoint, behind the front: every model and (with `admin_headers`) the admin
-        APIs. For the launcher and its tests only."""
-        return f"{LOOPBACK}:{self._triton_ports[0]}"
-
-    @property
-    def internal_grpc_url(self) -> str:
-        return f"{LOOPBACK}:{self._triton_ports[1]}"
-
-    @property
-    def _internal_metrics_url(self) -> str:
-        """tritonserver starts its metrics service last: once it answers, tritonserver started all it serves."""
-        return f"http://{LOOPBACK}:{self._triton_ports[2]}/metrics"
-
-    @property
-    def _client_host(self) -> str:
-        return LOOPBACK if self.options.host in ("0.0.0.0", "") else self.options.host
 
     @property
     def log_path(self) -> Path | None:
@@ -129,19 +77,6 @@ class TritonServer:
     @property
     def front_pid(self) -> int | None:
         return self._front.pid if self._front else None
-
-    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
-        """Headers that unlock the restricted APIs: for the launcher itself (the watchdog) and its tests only."""
-        return {(GRPC_ADMIN_HEADER if protocol == "grpc" else ADMIN_HEADER): self._admin_key}
-
-    def inference_headers(self, protocol: str = "http") -> dict[str, str]:
-        """Headers that let an inference reach tritonserver's own ports: for callers that go there on purpose
-        (tests of the steps, benchmarks of the front's cost); every other caller goes through the front."""
-        return {(GRPC_INFER_KEY_HEADER if protocol == "grpc" else INFER_KEY_HEADER): self._infer_key}
-
-    def front_environment(self) -> dict[str, str]:
-        """The front's process environment: this one's, with its memory settings and the inference key."""
-        return front_environment(self._infer_key)
 
     def command(self, backend_dir: Path) -> list[str]:
         return tritonserver_command(self.install.binary, self.repository, backend_dir, self._triton_ports,
@@ -257,79 +192,6 @@ class TritonServer:
             self.watchdog = StubWatchdog(self, o.stub_watchdog_s, loads_unloaded=self._loads_every_model)
         return self
 
-    # ---- the models, for the watchdog (`model_control`) -----------------------------------------------------
-    def unload(self, model: str) -> None:
-        load_or_unload(self.internal_grpc_url, model, "unload", self.admin_headers("grpc"))
-
-    def restore_generated(self, before: str) -> Path:
-        """What the launcher generated, checked and written again where it is damaged, said in the log and on
-        stderr (`before`: what comes next): the repository (`generated`) and the python backend's copy. Returns the
-        backend directory; ServerError where what is damaged cannot be written again."""
-        if self.generated is not None:
-            try:
-                done = self.generated.restore()
-            except OSError as e:
-                raise ServerError(f"the model repository {self.repository} is damaged and cannot be written again "
-                                  f"({e.filename or self.repository}: {e.strerror or e}); make its filesystem "
-                                  "writable, or give --repo DIR on one") from None
-            if done:
-                self._log.say(f"{done} ({before})")
-        return binaries.prepare_backend_dir(self.install, notice=lambda msg: self._log.say(f"{msg} ({before})"))
-
-    def load(self, model: str) -> None:
-        """Load a model that is not loaded (unloaded, or a load that failed), what the launcher generated restored
-        first; a refused load is a ServerError saying its cause and what to do (`refusals.explain_load`)."""
-        self.restore_generated(f"before loading '{model}'")
-        try:
-            load_or_unload(self.internal_grpc_url, model, "load", self.admin_headers("grpc"))
-        except ServerError as e:
-            raise ServerError(explain_load(str(e), model, self._refusal_context())) from None
-
-    def requests_lost(self, model: str) -> None:
-        """`model`'s instance was unloaded for a repair, its stub dead or killed: tritonserver 2.51 never answers the
-        requests that instance held. For a model clients call, the front is told (a line on its stdin:
-        `front.lost`), and answers each of those still in flight 503 / UNAVAILABLE; a step has no client there. A
-        notice the front cannot take now (gone, or reading nothing) is said in the log, never waited for."""
-        if model in self._public:
-            self._notices.requests_lost(self._front, model, self.note)
-
-    def waiting(self) -> dict[str, int]:
-        """Requests waiting in each model's queue, not yet executing; {} when the metrics do not answer."""
-        return waiting(self._internal_metrics_url)
-
-    def model_states(self) -> dict[str, str]:
-        """Every model of the repository and its state; {} when the repository index does not answer."""
-        return model_states(self.internal_http_url, self.admin_headers())
-
-    def note(self, msg: str, who: str = "watchdog") -> None:
-        """A line in the server log; one the log cannot take goes to stderr (`ServerLog.note`)."""
-        self._log.note(msg, who)
-
-    # ---- the processes, for supervision (`supervise.ProcessWatch`) ------------------------------------------
-    def looks(self) -> dict[str, Look]:
-        """A look at tritonserver and the front (those running): their state and whether their own ports (HTTP,
-        else metrics) answer at all."""
-        out = {}
-        for name, proc, context, urls in (
-                ("tritonserver", self._proc, None, (f"http://{self.internal_http_url}/v2/health/live",
-                                                    self._internal_metrics_url)),
-                ("front", self._front, self._own_tls, (f"{self.scheme}://{self.http_url}/v2/health/live",
-                                                       self.metrics_url))):
-            if proc is not None and proc.poll() is None:
-                out[name] = Look(procfs.state(proc.pid), any(health.answers(url, context) for url in urls))
-        return out
-
-    def kill(self, name: str) -> None:
-        """SIGKILL tritonserver (its process group: its stubs too) or the front; supervision starts it again."""
-        proc = self._proc if name == "tritonserver" else self._front
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if name == "tritonserver":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-
     # ---- readiness ------------------------------------------------------------------------------------------
     def wait_ready(self, timeout_s: float, max_s: float | None = None,
                    cancelled: Callable[[], bool] | None = None) -> None:
@@ -357,9 +219,6 @@ class TritonServer:
             if why is not None:
                 raise ServerError(self._not_started(f"tritonserver {why}", refusals))
             time.sleep(0.2)
-
-    def _refusal_context(self) -> Context:
-        return Context(self.repository, lambda: need_text(self.repository, self.options.shm_default_bytes))
 
     def _not_started(self, what: str, refusals: LogRefusals) -> str:
         """Why the start failed, in one line where the log names a refusal (`refusals.explain`): the model, the

@@ -1,0 +1,110 @@
+"""What the stub watchdog and supervision ask of a launched server (`supervise.Launched`), as `Repairs`, a base of
+`server.TritonServer`: a model unloaded and loaded again (what the launcher generated written again first), the
+front told of the requests a model's process took with it, queues and model states read, and a look at, or a kill of,
+tritonserver and the front. It reads the launched server's processes, log and repository, which `TritonServer`
+sets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from videoitg.launch import binaries, health, procfs
+from videoitg.launch.addresses import Addresses
+from videoitg.launch.front_process import Notices
+from videoitg.launch.generated import GeneratedRepository
+from videoitg.launch.model_control import load_or_unload, model_states, waiting
+from videoitg.launch.ports import ServerError
+from videoitg.launch.refusals import Context, explain_load
+from videoitg.launch.server_log import ServerLog
+from videoitg.launch.shm import need_text
+from videoitg.launch.supervise import Look
+
+
+class Repairs(Addresses):
+    repository: Path
+    generated: GeneratedRepository | None
+    install: binaries.TritonInstall
+    _log: ServerLog
+    _notices: Notices
+    _public: tuple[str, ...]
+    _proc: subprocess.Popen | None
+    _front: subprocess.Popen | None
+
+    def _refusal_context(self) -> Context:
+        """What explains a refused start or load: the repository and the shared memory its models need."""
+        return Context(self.repository, lambda: need_text(self.repository, self.options.shm_default_bytes))
+
+    def unload(self, model: str) -> None:
+        load_or_unload(self.internal_grpc_url, model, "unload", self.admin_headers("grpc"))
+
+    def restore_generated(self, before: str) -> Path:
+        """What the launcher generated, checked and written again where it is damaged, said in the log and on
+        stderr (`before`: what comes next): the repository (`generated`) and the python backend's copy. Returns the
+        backend directory; ServerError where what is damaged cannot be written again."""
+        if self.generated is not None:
+            try:
+                done = self.generated.restore()
+            except OSError as e:
+                raise ServerError(f"the model repository {self.repository} is damaged and cannot be written again "
+                                  f"({e.filename or self.repository}: {e.strerror or e}); make its filesystem "
+                                  "writable, or give --repo DIR on one") from None
+            if done:
+                self._log.say(f"{done} ({before})")
+        return binaries.prepare_backend_dir(self.install, notice=lambda msg: self._log.say(f"{msg} ({before})"))
+
+    def load(self, model: str) -> None:
+        """Load a model that is not loaded (unloaded, or a load that failed), what the launcher generated restored
+        first; a refused load is a ServerError saying its cause and what to do (`refusals.explain_load`)."""
+        self.restore_generated(f"before loading '{model}'")
+        try:
+            load_or_unload(self.internal_grpc_url, model, "load", self.admin_headers("grpc"))
+        except ServerError as e:
+            raise ServerError(explain_load(str(e), model, self._refusal_context())) from None
+
+    def requests_lost(self, model: str) -> None:
+        """`model`'s instance was unloaded for a repair, its stub dead or killed: tritonserver 2.51 never answers the
+        requests that instance held. For a model clients call, the front is told (a line on its stdin:
+        `front.lost`), and answers each of those still in flight 503 / UNAVAILABLE; a step has no client there. A
+        notice the front cannot take now (gone, or reading nothing) is said in the log, never waited for."""
+        if model in self._public:
+            self._notices.requests_lost(self._front, model, self.note)
+
+    def waiting(self) -> dict[str, int]:
+        """Requests waiting in each model's queue, not yet executing; {} when the metrics do not answer."""
+        return waiting(self._internal_metrics_url)
+
+    def model_states(self) -> dict[str, str]:
+        """Every model of the repository and its state; {} when the repository index does not answer."""
+        return model_states(self.internal_http_url, self.admin_headers())
+
+    def note(self, msg: str, who: str = "watchdog") -> None:
+        """A line in the server log; one the log cannot take goes to stderr (`ServerLog.note`)."""
+        self._log.note(msg, who)
+
+    def looks(self) -> dict[str, Look]:
+        """A look at tritonserver and the front (those running): their state and whether their own ports (HTTP,
+        else metrics) answer at all."""
+        out = {}
+        for name, proc, context, urls in (
+                ("tritonserver", self._proc, None, (f"http://{self.internal_http_url}/v2/health/live",
+                                                    self._internal_metrics_url)),
+                ("front", self._front, self._own_tls, (f"{self.scheme}://{self.http_url}/v2/health/live",
+                                                       self.metrics_url))):
+            if proc is not None and proc.poll() is None:
+                out[name] = Look(procfs.state(proc.pid), any(health.answers(url, context) for url in urls))
+        return out
+
+    def kill(self, name: str) -> None:
+        """SIGKILL tritonserver (its process group: its stubs too) or the front; supervision starts it again."""
+        proc = self._proc if name == "tritonserver" else self._front
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if name == "tritonserver":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
