@@ -48,7 +48,7 @@ INSTRUCTION = "When is the red circle visible?"
 TOP_K = 4
 ATOL = 1e-4  # served logits against the in-process scorer's (the tests hold 1e-5)
 GIVE_UP_S = 120.0  # a request not answered right within this long is lost
-CACHE_BYTES = 32 << 20  # the feature cache's bound: reached within minutes, so its memory is flat after
+CACHE_BYTES = 32 << 20  # the feature cache's bound, small so that it is meant to be full before the memory span
 SAMPLE_S = 10.0  # between two memory samples
 
 

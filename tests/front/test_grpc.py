@@ -547,3 +547,46 @@ def test_the_inference_key_goes_with_every_modelinfer_passed_on_and_a_clients_ne
     assert asyncio.run(run()) == ["OK", "OK"]
     assert seen[0].get("triton-grpc-protocol-videoitg-infer-key") == "the-key", seen
     assert "triton-grpc-protocol-videoitg-infer-key" not in seen[1], seen
+
+
+def test_answer_frames_stay_within_http2s_initial_frame_size_whatever_the_client_advertises() -> None:
+    """Catches: a 21 KiB answer went out as one DATA frame to a client that had advertised larger frames, and
+    grpc-core, which checks a frame against the settings it has seen acknowledged, refused it ("Frame size 21347 is
+    larger than max frame size 16384"): every DATA frame the front sends is at most 16,384 bytes."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+    from hyperframe.frame import DataFrame, HeadersFrame
+
+    answer = bytes(range(256)) * 160  # 40 KiB
+
+    async def large(message: bytes, context: Any) -> bytes:
+        return answer
+
+    async def run() -> list[int]:
+        async with grpc_front({"ServerLive": large}) as (target, _, _port):
+            host, p = target.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(p))
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            codes = h2.settings.SettingCodes
+            client.local_settings = h2.settings.Settings(client=True, initial_values={
+                codes.MAX_FRAME_SIZE: 1 << 20, codes.INITIAL_WINDOW_SIZE: 1 << 20})
+            client.initiate_connection()
+            sid = client.get_next_available_stream_id()
+            client.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", LIVE),
+                                      ("content-type", "application/grpc"), ("te", "trailers")])
+            client.send_data(sid, prefix(0), end_stream=True)
+            writer.write(client.data_to_send())
+            sizes, got = [], b""
+            async for frame in raw_frames(reader):
+                if isinstance(frame, DataFrame) and frame.stream_id == sid:
+                    sizes.append(len(frame.data))
+                    got += frame.data
+                elif isinstance(frame, HeadersFrame) and "END_STREAM" in frame.flags:
+                    break
+            writer.close()
+            assert got[5:] == answer
+            return sizes
+
+    sizes = asyncio.run(run())
+    assert sizes and max(sizes) <= 16384, sizes

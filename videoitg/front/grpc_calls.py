@@ -18,7 +18,7 @@ from hyperframe.frame import GoAwayFrame
 from videoitg.contract.access import GRPC_AUTHORIZATION, KeyStore
 from videoitg.front.bounds import OVER_BUDGET, STOPPING, ByteBudget, WaitingCalls
 from videoitg.front.config import KEEPALIVE_S, FrontConfig, FrontCounters
-from videoitg.front.grpc_frames import MAX_FRAME, FrameConnection
+from videoitg.front.grpc_frames import MAX_FRAME, OUT_FRAME, FrameConnection
 from videoitg.front.grpc_policy import GRPC_METHODS, SERVICE, grpc_message, grpc_timeout, key_exempt_grpc
 from videoitg.front.policy import KEY_REFUSAL, GrpcCode, KeyOutcome, Reason, Refusal, key_outcome
 
@@ -243,7 +243,7 @@ class Connection(FrameConnection):
         self.h2.send_headers(call.sid, [(b":status", b"200"), (b"content-type", GRPC_TYPE)])
         call.answering = True
         head = b"\0" + len(payload).to_bytes(4, "big")
-        if len(payload) < MAX_FRAME:  # one frame, and with the headers and trailers one write
+        if len(payload) < MAX_FRAME:  # with the headers and trailers one write
             await self.send(call.sid, head + payload)
         else:
             await self.send(call.sid, head)
@@ -261,7 +261,7 @@ class Connection(FrameConnection):
         while at < len(view):
             if sid not in self.calls or self.transport is None:
                 raise ConnectionError("the call ended while its answer was sent")
-            n = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size, len(view) - at)
+            n = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size, OUT_FRAME, len(view) - at)
             if n <= 0 or self.paused_since is not None:
                 self.flush()
                 waited_since = waited_since or self.loop.time()
