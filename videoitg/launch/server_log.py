@@ -25,10 +25,12 @@ class ServerLog:
         """Open for appending, unbuffered: a write that fails (a full disk) leaves nothing behind to fail again. A
         log that cannot be opened is said on stderr and tritonserver's output discarded: the server runs without its
         log rather than not at all."""
-        if self.file is not None:
-            if self._still_there():
-                return
-            self.close()  # removed under the server (a temporary-file cleaner): a new one at the same path
+        if self.file is not None and self._still_there():
+            return
+        # Removed under the server (a temporary-file cleaner), told before a new one is made at the same path: the
+        # new file may be given the removed one's inode number.
+        removed = self._opened is not None and not self._still_there()
+        self.close()
         try:
             if self.path is None:
                 fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
@@ -41,8 +43,8 @@ class ServerLog:
             print(f"videoitg launcher: cannot open the server log {self.path or 'in ' + tempfile.gettempdir()}"
                   f" ({e.strerror or e}); tritonserver's output is discarded", file=sys.stderr, flush=True)
             return
-        was, self._opened = self._opened, (st.st_dev, st.st_ino)
-        if was is not None and was != self._opened:  # removed under the server (a temporary-file cleaner)
+        self._opened = (st.st_dev, st.st_ino)
+        if removed:
             self.say(f"the server log {self.path} was removed; a new one is written there", who="launcher")
 
     def _still_there(self) -> bool:
