@@ -68,10 +68,12 @@ def test_each_level_is_split_by_step_over_exactly_its_requests(runs) -> None:
 
 def test_a_step_made_slower_by_its_input_shows_as_that_step_growing(runs) -> None:
     small, large, long = (runs[k][1] for k in ("small", "large", "long"))
-    # 340x the pixels, the same sampled frames: the decode grows, the vision tower does not (at 80x the pixels the
+    # 340x the pixels, the same sampled frames: the decode grows, far more than the vision tower (at 80x the pixels the
     # decode grew 4x on an idle machine and 1.8x on a busy one: the small clip's decode is mostly fixed costs)
-    assert compute_ms(large, "decode") > 2 * compute_ms(small, "decode")
-    assert compute_ms(large, "vision") < 1.5 * compute_ms(small, "vision")
+    # (the vision step's own few ms grow too where the larger decode runs beside it on the same cores: 1.5x seen)
+    decode = compute_ms(large, "decode") / compute_ms(small, "decode")
+    vision = compute_ms(large, "vision") / compute_ms(small, "vision")
+    assert decode > 2 and decode > 2 * vision, (decode, vision)
     # 20x the sampled frames: the vision tower grows (about 50x measured)
     assert compute_ms(long, "vision") > 5 * compute_ms(small, "vision")
 
