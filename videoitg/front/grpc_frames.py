@@ -25,9 +25,8 @@ STREAM_WINDOW = 1 << 20  # the initial window of a stream: what a client may sen
 CONNECTION_WINDOW = 4 << 20
 MAX_FRAME = 64 << 10  # SETTINGS_MAX_FRAME_SIZE: fewer, larger DATA frames than HTTP/2's default 16 KiB
 # The largest DATA frame sent: HTTP/2's initial SETTINGS_MAX_FRAME_SIZE, which every peer takes from the start. A
-# larger one a client advertised may not be in force at its end yet: grpc-core checks a frame against the
-# settings it has seen acknowledged, and refused a 21 KiB answer frame ("Frame size ... is larger than max
-# frame size 16384").
+# larger size a client advertised may not be in force at its end yet (grpc-core checks a frame against the
+# settings it has seen acknowledged, and refuses a larger one: "Frame size ... is larger than max frame size").
 OUT_FRAME = 16 << 10
 MAX_METADATA = 8 << 10  # SETTINGS_MAX_HEADER_LIST_SIZE, and what the decoder takes (grpcio's own default)
 # A connection's frames go to h2 at most FRAMES_PER_TURN per turn of the event loop, the rest on the next turn with
