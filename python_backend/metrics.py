@@ -81,22 +81,24 @@ class BlsMetrics:
             fam("videoitg_feature_cache_hits", "visual-feature cache hits", fam.COUNTER),
             fam("videoitg_feature_cache_misses", "visual-feature cache misses", fam.COUNTER),
             fam("videoitg_feature_cache_bytes", "bytes held by the visual-feature cache", fam.GAUGE),
+            fam("videoitg_feature_cache_entries", "videos held by the visual-feature cache", fam.GAUGE),
             # The load signal (autoscaling): requests this model is serving. Triton's own pending count stays near
             # zero because execute hands each request to a task at once.
             fam("videoitg_requests_in_flight", "requests being served (cold or cache hit)", fam.GAUGE),
             fam("videoitg_cold_videos_in_flight", "videos being decoded and encoded", fam.GAUGE),
         ]
-        self.hits, self.misses, self.bytes, self.requests, self.cold = (
+        self.hits, self.misses, self.bytes, self.entries, self.requests, self.cold = (
             f.Metric({"model": model}) for f in self.families)
 
-    def update(self, hit: bool | None, cold: int, cache_bytes: int) -> None:
+    def update(self, hit: bool | None, cold: int, cache_bytes: int, cache_entries: int) -> None:
         if hit is not None:
             (self.hits if hit else self.misses).increment(1)
         self.cold.set(cold)
         self.bytes.set(cache_bytes)
+        self.entries.set(cache_entries)
 
     def close(self) -> None:
-        del self.hits, self.misses, self.bytes, self.requests, self.cold
+        del self.hits, self.misses, self.bytes, self.entries, self.requests, self.cold
         del self.families
 
 

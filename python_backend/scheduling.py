@@ -6,10 +6,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from videoitg.admission import InFlightGate
+from videoitg.admission import InFlightGate, OverloadedError
 from videoitg.errors import VideoITGError
 
 from .cache import FailureMemory, FeatureCache
+
+# How long a new video waits for one of the `max_cold` slots before it is refused: a burst's extra videos (a repair's
+# backlog, a client's batch) start as the decodes ahead of them end instead of being refused while a slot is about
+# to free; sustained overload is still refused. Bounded in memory by the top-level model's own gate.
+COLD_WAIT_S = 5.0
 
 
 class NotCachedError(VideoITGError):
@@ -22,15 +27,18 @@ class FeatureScheduler:
     - a video that failed for its own sake (`remember(error)`: a verdict about the video, never about the server's
       load) is refused again with the same error for a while, not decoded again on every retry;
     - concurrent requests on one video share one computation;
-    - at most `max_cold` videos are computed at once; past it a miss gets OverloadedError at once (UNAVAILABLE)
-      instead of queueing while its client times out;
+    - at most `max_cold` videos are computed at once; past it a new video waits up to `cold_wait_s` for a slot,
+      first come first served, then gets OverloadedError (UNAVAILABLE) instead of queueing while its client times
+      out;
     - a request that names its video by digest alone (`compute` None) is a hit, joins the computation under way, or
       gets NotCachedError (the client then sends the bytes)."""
 
     def __init__(self, cache: FeatureCache, failures: FailureMemory, max_cold: int,
-                 on_change: Callable[[bool | None], None] | None = None) -> None:
+                 on_change: Callable[[bool | None], None] | None = None, cold_wait_s: float = COLD_WAIT_S) -> None:
         self.cache, self.failures = cache, failures
         self.cold = InFlightGate(max_cold)  # videos being computed
+        self.cold_wait_s = cold_wait_s
+        self._slot_freed = asyncio.Condition()
         self.pending: dict[str, asyncio.Task] = {}  # cache key -> its computation, shared by its requests
         self.hits = self.misses = 0
         # Metrics: called with True for a hit, False for a miss, None when the cold count or the cache size moves.
@@ -54,14 +62,32 @@ class FeatureScheduler:
             raise failed
         if task is None:  # the first request on this video computes it; the others await the same task
             assert compute is not None
-            self.cold.admit()  # OverloadedError past max_cold
-            self._on_change(None)
             task = self.pending[key] = asyncio.get_running_loop().create_task(
                 self._compute(key, compute, remember))
         return await asyncio.shield(task), False  # a cancelled waiter does not cancel the others' computation
 
+    async def _cold_slot(self) -> None:
+        """One of the `max_cold` slots: at once, or the first freed within `cold_wait_s` (waiters in turn);
+        OverloadedError past it."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.cold_wait_s
+        async with self._slot_freed:
+            while not self.cold.try_admit():
+                if loop.time() >= end:
+                    self.cold.admit()  # OverloadedError, counted as refused
+                try:
+                    await asyncio.wait_for(self._slot_freed.wait(), end - loop.time())
+                except TimeoutError:
+                    pass
+        self._on_change(None)
+
     async def _compute(self, key: str, compute: Callable[[], Awaitable[Any]],
                        remember: Callable[[BaseException], bool]) -> Any:
+        try:
+            await self._cold_slot()
+        except OverloadedError:
+            del self.pending[key]
+            raise
         try:
             f = await compute()
         except Exception as e:
@@ -71,6 +97,8 @@ class FeatureScheduler:
         finally:
             del self.pending[key]
             self.cold.release()
+            async with self._slot_freed:
+                self._slot_freed.notify()
             self._on_change(None)
         self.cache.put(key, f)
         self._on_change(None)

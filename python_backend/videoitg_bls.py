@@ -119,5 +119,6 @@ class TritonPythonModel:
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _on_change(self, hit: bool | None) -> None:
-        self.metrics.update(hit, self.scheduler.cold.in_flight, self.scheduler.cache.stats.bytes)
+        stats = self.scheduler.cache.stats
+        self.metrics.update(hit, self.scheduler.cold.in_flight, stats.bytes, stats.entries)
 

@@ -25,6 +25,14 @@ class InFlightGate:
         self.in_flight = 0
         self.refused = 0
 
+    def try_admit(self) -> bool:
+        """A slot if one is free now (True), else False, not counted as refused."""
+        if not self._sem.acquire(blocking=False):
+            return False
+        with self._lock:
+            self.in_flight += 1
+        return True
+
     def admit(self) -> None:
         if not self._sem.acquire(blocking=False):
             with self._lock:

@@ -15,6 +15,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +121,17 @@ class Soak:
         if self.vlm is not None:
             out["video-LLM"] = self.vlm.process.pid
         return out
+
+    def cache_gauges(self) -> tuple[float, float] | None:
+        """The feature cache's bytes and entries, from the metrics port (None while it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[2]}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        found = dict(re.findall(r'^videoitg_feature_cache_(bytes|entries)\{[^}]*model="videoitg"[^}]*\} (\S+)$',
+                                text, re.M))
+        return (float(found["bytes"]), float(found["entries"])) if len(found) == 2 else None
 
     def ready(self) -> bool:
         try:
@@ -294,14 +306,21 @@ def kills(soak: Soak, run: Run, every_s: float, duration_s: float, stop: threadi
         kills_out.append({"model": model, "pid": pid, "at_s": t - run.t0, "ready_s": time.monotonic() - run.t0})
 
 
-def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, float]]]) -> None:
+def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, float]]],
+           cache: list[tuple[float, float, float]]) -> None:
+    """Every process's resident memory and /dev/shm into `out`; the feature cache's bytes and entries (the
+    server's own gauges) into `cache`."""
     while not stop.wait(SAMPLE_S):
+        t = time.monotonic() - run.t0
         for role, pid in soak.processes().items():
             rss = procfs.rss_mib(pid)
             if rss > 0:
-                out.setdefault(role, []).append((time.monotonic() - run.t0, rss * 2**20))
+                out.setdefault(role, []).append((t, rss * 2**20))
         shm = sum(p.stat().st_size for p in Path("/dev/shm").glob("videoitg_*") if p.is_file())
-        out.setdefault("/dev/shm (videoitg)", []).append((time.monotonic() - run.t0, float(shm)))
+        out.setdefault("/dev/shm (videoitg)", []).append((t, float(shm)))
+        gauges = soak.cache_gauges()
+        if gauges is not None:
+            cache.append((t, *gauges))
 
 
 def batch(soak: Soak, run: Run, at_s: float, stop: threading.Event, out: dict[str, Any]) -> None:
@@ -327,8 +346,19 @@ def batch(soak: Soak, run: Run, at_s: float, stop: threading.Event, out: dict[st
                exit=p.returncode, at_s=t - run.t0, took_s=time.monotonic() - t, tail=p.stderr[-500:])
 
 
+def errors_per_10s(attempts: list[Attempt]) -> dict[int, dict[str, int]]:
+    """Errors by the 10 s they were answered in (seconds from the start) and their text (numbers left out)."""
+    out: dict[int, dict[str, int]] = {}
+    for a in attempts:
+        if a.outcome == "error":
+            bucket = out.setdefault(int(a.done // 10 * 10), {})
+            text = re.sub(r"\d+", "N", a.text)[:90]
+            bucket[text] = bucket.get(text, 0) + 1
+    return out
+
+
 def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict[str, list[tuple[float, float]]],
-            out: Path) -> Path:
+            cache: list[tuple[float, float, float]], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,6 +382,8 @@ def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict
     lat.legend(fontsize=7, ncol=4, markerscale=3)
     for role, samples in sorted(mem.items()):
         rss.plot([t / 60 for t, _ in samples], [v / 2**20 for _, v in samples], label=role)
+    if cache:
+        rss.plot([t / 60 for t, _, _ in cache], [b / 2**20 for _, b, _ in cache], "k--", label="feature cache (bytes)")
     rss.set_yscale("log")
     rss.set_ylabel("resident memory (MiB)")
     rss.set_xlabel("minutes")
@@ -395,9 +427,10 @@ def main() -> int:
         stop = threading.Event()
         kills_done: list[dict[str, Any]] = []
         mem: dict[str, list[tuple[float, float]]] = {}
+        cache: list[tuple[float, float, float]] = []
         batch_out: dict[str, Any] = {}
         helpers = [threading.Thread(target=kills, args=(soak, run, args.kill_every_s, duration, stop, kills_done)),
-                   threading.Thread(target=memory, args=(soak, run, stop, mem)),
+                   threading.Thread(target=memory, args=(soak, run, stop, mem, cache)),
                    threading.Thread(target=batch, args=(soak, run, args.batch_at * duration, stop, batch_out))]
         for h in helpers:
             h.start()
@@ -424,9 +457,12 @@ def main() -> int:
               "goals": verdict.goals, "met": verdict.met and code == 0, "figures": verdict.figures,
               "per_kind": per_kind, "kills": kills_done, "batch": batch_out, "serve_exit": code,
               "errors": [asdict(a) for a in run.attempts if a.outcome != "ok"][:50],
-              "memory": {k: v for k, v in mem.items()}, "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
+              "memory": {k: v for k, v in mem.items()},
+              "feature_cache": {"columns": ["s", "bytes", "entries"], "samples": cache},
+              "errors_per_10s": errors_per_10s(run.attempts),
+              "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
     (args.out / "soak.json").write_text(json.dumps(record, indent=1, default=float))
-    picture(run.attempts, kills_done, mem, args.out / "soak.png")
+    picture(run.attempts, kills_done, mem, cache, args.out / "soak.png")
     print(json.dumps({k: record[k] for k in ("capacity_per_s", "rate_per_s", "sent", "goals", "met")}, indent=1))
     print(json.dumps({k: v for k, v in verdict.figures.items() if k not in ("errors_outside", "errors_unnamed")},
                      indent=1, default=float))

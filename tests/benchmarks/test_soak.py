@@ -53,3 +53,14 @@ def test_the_rules_read_the_right_spans() -> None:
     assert memory_growth(warm, 1800.0) == 0.0 and memory_growth(flat(end=600), 600.0) is None
     assert by_text([Attempt("x", 1, 2, "error", "[request id: 7] Exceeds maximum queue size")] * 2) == {
         "Exceeds maximum queue size": 2}
+
+
+def test_the_record_counts_errors_by_their_10_seconds_and_text() -> None:
+    from benchmarks.serving.soak import errors_per_10s
+
+    attempts = [Attempt("cold http", 301.0, 301.5, "error", "videoitg: server busy: 8 requests (max_in_flight=8)"),
+                Attempt("cold grpc", 305.0, 309.9, "error", "videoitg: server busy: 8 requests (max_in_flight=8)"),
+                Attempt("cold grpc", 305.0, 310.0, "error", "videoitg_grounding: StepUnavailableError"),
+                ok("cached http", 305.0)]
+    assert errors_per_10s(attempts) == {300: {"videoitg: server busy: N requests (max_in_flight=N)": 2},
+                                        310: {"videoitg_grounding: StepUnavailableError": 1}}

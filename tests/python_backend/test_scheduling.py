@@ -72,8 +72,8 @@ def test_failure_memory_is_bounded_oldest_first() -> None:
 
 
 # ---- FeatureScheduler: the top-level model's policy, without a server ----------------------------------------
-def _scheduler(max_cold: int = 2) -> FeatureScheduler:
-    return FeatureScheduler(FeatureCache(1 << 20), FailureMemory(), max_cold)
+def _scheduler(max_cold: int = 2, cold_wait_s: float = 0.2) -> FeatureScheduler:
+    return FeatureScheduler(FeatureCache(1 << 20), FailureMemory(), max_cold, cold_wait_s=cold_wait_s)
 
 
 def _never_client_fault(e: BaseException) -> bool:
@@ -121,13 +121,49 @@ def test_scheduler_answers_a_hit_while_another_video_computes_and_bounds_cold_wo
         cold = asyncio.create_task(s.features("a", slow, _never_client_fault))
         await asyncio.sleep(0)  # "a" is now computing and holds the one cold slot
         hit = await asyncio.wait_for(s.features("cached", slow, _never_client_fault), timeout=1)
+        t = asyncio.get_running_loop().time()
         with pytest.raises(OverloadedError):
-            await s.features("b", slow, _never_client_fault)  # a second cold video: refused at once
+            await s.features("b", slow, _never_client_fault)  # a second cold video: refused once its wait ends
+        waited = asyncio.get_running_loop().time() - t
         slow.release()
-        return hit, await cold
+        return hit, await cold, waited
 
-    hit, cold = asyncio.run(run())
-    assert hit[1] is True and cold[1] is False and s.cold.in_flight == 0
+    hit, cold, waited = asyncio.run(run())
+    assert hit[1] is True and cold[1] is False and s.cold.in_flight == 0 and not s.pending
+    assert 0.2 <= waited < 2.0  # the scheduler's cold_wait_s, not the caller's own timeout
+    assert s.cold.refused == 1
+
+
+def test_scheduler_starts_a_waiting_video_when_a_slot_frees_in_arrival_order() -> None:
+    """Past max_cold a new video waits for a slot (a burst, a repair's backlog) and starts as the one ahead of it
+    ends, first come first served; none is refused while slots free within the wait."""
+    s, started = _scheduler(max_cold=1, cold_wait_s=30.0), []
+
+    def video(name: str, gate: asyncio.Event):
+        async def compute():
+            started.append(name)
+            await gate.wait()
+            return torch.full((1,), float(len(name)))
+        return compute
+
+    async def run():
+        gates = {n: asyncio.Event() for n in ("a", "bb", "ccc")}
+        tasks = {}
+        for n in gates:
+            tasks[n] = asyncio.create_task(s.features(n, video(n, gates[n]), _never_client_fault))
+            await asyncio.sleep(0.01)
+        assert started == ["a"] and s.cold.in_flight == 1  # the others wait for the one slot, not refused
+        gates["a"].set()
+        await tasks["a"]
+        await asyncio.sleep(0.01)
+        assert started == ["a", "bb"]
+        gates["bb"].set()
+        gates["ccc"].set()
+        return [await tasks[n] for n in gates]
+
+    got = asyncio.run(run())
+    assert started == ["a", "bb", "ccc"] and [float(f[0]) for f, _ in got] == [1.0, 2.0, 3.0]
+    assert s.cold.refused == 0 and s.cold.in_flight == 0 and not s.pending
 
 
 def test_scheduler_remembers_the_clients_failures_only() -> None:

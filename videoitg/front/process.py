@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import resource
 
+from videoitg.decode.heap import trim_freed_memory
 from videoitg.front.bounds import ByteBudget
 from videoitg.front.config import METRICS_CONNECTIONS
 
@@ -26,15 +27,6 @@ async def trim_after_release(budget: ByteBudget) -> None:
         await asyncio.sleep(TRIM_EVERY_S)
         if budget.high - budget.held >= TRIM_BYTES and trim_freed_memory():
             budget.high = budget.held
-
-
-def trim_freed_memory() -> bool:
-    """glibc's malloc_trim(0): free pages anywhere in the heap returned to the system. False without glibc."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 def environment(base: dict[str, str]) -> dict[str, str]:

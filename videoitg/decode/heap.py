@@ -1,0 +1,30 @@
+"""glibc's freed heap memory handed back to the system (`trim_freed_memory`). A decode allocates its buffers in
+the arenas of the threads it runs on (its worker, PyAV's and FFmpeg's); glibc keeps what they free, fragmented, so a
+process decoding video after video grows though it holds nothing more: the served decode step climbed 75 to 95 MiB
+in 30 minutes, and 4,000 decodes of the sample clip in one process 72 to 156 MiB, which `malloc_trim(0)` gave back
+at once (78 MiB). Each decode therefore ends with a trim (0.6 ms measured beside a 49 ms decode here)."""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (musl has no malloc_trim)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def trim_freed_memory() -> bool:
+    """glibc's malloc_trim(0): free pages anywhere in the heap, in every arena, returned to the system. False
+    without glibc."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
