@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 from videoitg.admission import InFlightGate, OverloadedError
 from videoitg.contract.parameters import DecodeParameters
 from videoitg.contract.protocol import DECODE
+from videoitg.decode.heap import trim_freed_memory
 
 from .metrics import RequestCounters, finalized
 from .params import StepAssets, setup, step_device
@@ -80,7 +81,10 @@ class TritonPythonModel:
                 else:  # one video at a time per instance, as unstreamed
                     self._stream(request)
             return None
-        return self.counters.count(respond_each(requests, self._decode, self.name))
+        try:
+            return self.counters.count(respond_each(requests, self._decode, self.name))
+        finally:
+            trim_freed_memory()
 
     def _admitted(self, request: Any) -> None:
         try:
@@ -115,6 +119,7 @@ class TritonPythonModel:
             return
         self.counters.count([response])
         sender.send(response, flags=final)
+        trim_freed_memory()  # once answered: what the decode freed goes back to the system (`heap`)
 
     def _video(self, request: Any) -> contextlib.AbstractContextManager[bytes | Path]:
         return decode_source(request_inputs(request), self.media_roots)

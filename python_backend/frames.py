@@ -9,6 +9,7 @@ import numpy as np
 
 from videoitg.contract.tensors import frame_outputs
 from videoitg.decode.export import FramesTooLargeError, picked_images
+from videoitg.decode.heap import trim_freed_memory
 from videoitg.decode.structs import DecodeLimits
 from videoitg.errors import InputError
 from videoitg.outputs import GroundingResult
@@ -36,10 +37,13 @@ def served_frames(video: bytes | FileVideo, result: GroundingResult, options: Re
     `read_reference` hashed, under the bounds of a reference: `pinned_reference`). Their bytes are bounded by its
     max_video_bytes: an answer never holds more than the largest upload it accepts (FramesTooLargeError, raised as
     soon as the frames decoded so far pass it)."""
-    if isinstance(video, FileVideo):
-        with pinned_reference(roots, video) as path:
-            return _frames(path, result, options, limits, limits.reference_decode())
-    return _frames(video, result, options, limits, limits.decode)
+    try:
+        if isinstance(video, FileVideo):
+            with pinned_reference(roots, video) as path:
+                return _frames(path, result, options, limits, limits.reference_decode())
+        return _frames(video, result, options, limits, limits.decode)
+    finally:
+        trim_freed_memory()  # what the decode freed goes back to the system (`videoitg.decode.heap`)
 
 
 def _frames(video: bytes | Path, result: GroundingResult, options: RequestOptions, limits: Limits,

@@ -127,5 +127,21 @@ def test_served_frames_are_bounded_by_max_video_bytes(clip: bytes) -> None:
     assert len(frames_from_outputs(served_frames(clip, result, smaller, limits))) == 3
 
 
+def test_the_served_frames_end_with_a_trim_answered_or_refused(monkeypatch, clip: bytes) -> None:
+    """What their decode freed goes back to the system (`videoitg.decode.heap`): the top-level model, which decodes
+    them, otherwise grew about 8 MiB a minute in the soak."""
+    from videoitg.python_backend import frames
+
+    trims: list[int] = []
+    monkeypatch.setattr(frames, "trim_freed_memory", lambda: trims.append(1) or True)
+    result = _result(list(range(0, 100, 10)))
+    served_frames(clip, result, RequestOptions(top_k=2, frames="jpeg"), Limits())
+    assert trims == [1]
+    with pytest.raises(FramesTooLargeError):
+        served_frames(clip, result, RequestOptions(top_k=3, frames="uint8"),
+                      Limits(decode=DecodeLimits(max_bytes=2 * 96 * 160 * 3)))
+    assert trims == [1, 1]
+
+
 def test_no_frames_in_an_answer_that_did_not_ask() -> None:
     assert frames_from_outputs({"SCORES": np.zeros(3, np.float32)}) is None

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from videoitg.decode.errors import DecodeTimeoutError, VideoTooLargeError
-from videoitg.decode.heap import trim_freed_memory
 
 T = TypeVar("T")
 
@@ -47,17 +46,9 @@ class Deadline:
 
 
 def run_with_budget(fn: Callable[[Deadline], T], budget_s: float | None) -> T:
-    """Run `fn(deadline)`: its result, its error, or `DecodeTimeoutError` once the budget is spent. What the decode
-    freed goes back to the system as it returns (`heap.trim_freed_memory`)."""
+    """Run `fn(deadline)`: its result, its error, or `DecodeTimeoutError` once the budget is spent."""
     if budget_s is not None and not budget_s > 0:
         raise ValueError(f"time_budget_s must be > 0 or None, got {budget_s}")
-    try:
-        return _run(fn, budget_s)
-    finally:
-        trim_freed_memory()
-
-
-def _run(fn: Callable[[Deadline], T], budget_s: float | None) -> T:
     deadline = Deadline(budget_s)
     if budget_s is None:
         return fn(deadline)

@@ -2,7 +2,9 @@
 the arenas of the threads it runs on (its worker, PyAV's and FFmpeg's); glibc keeps what they free, fragmented, so a
 process decoding video after video grows though it holds nothing more: the served decode step climbed 75 to 95 MiB
 in 30 minutes, and 4,000 decodes of the sample clip in one process 72 to 156 MiB, which `malloc_trim(0)` gave back
-at once (78 MiB). Each decode therefore ends with a trim (0.6 ms measured beside a 49 ms decode here)."""
+at once (78 MiB). The served steps trim once a request that decoded is answered (the decode step, the top-level
+model's frames): 0.6 ms beside a 49 ms decode here. Not inside a streamed decode: there it moved the step's time
+into its sends, where a requester that dies leaves the send blocked (Triton 2.51)."""
 
 from __future__ import annotations
 
