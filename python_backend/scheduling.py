@@ -74,7 +74,8 @@ class FeatureScheduler:
         async with self._slot_freed:
             while not self.cold.try_admit():
                 if loop.time() >= end:
-                    self.cold.admit()  # OverloadedError, counted as refused
+                    self.cold.admit()  # OverloadedError, counted as refused (a slot free just now is taken)
+                    break
                 try:
                     await asyncio.wait_for(self._slot_freed.wait(), end - loop.time())
                 except TimeoutError:
