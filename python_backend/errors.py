@@ -55,6 +55,11 @@ def step_timeout(model: str, waited_s: float) -> StepTimeoutError:
                             "of the request's arrival")
 
 
+def step_repaired(model: str) -> StepUnavailableError:
+    return StepUnavailableError(f"{model}: {StepUnavailableError.__name__}: the step was repaired (its process ended "
+                                "and the model was loaded again) while this request waited for it; try again")
+
+
 def error_message(exc: BaseException, model: str) -> str:
     """The message a step's error response carries. Our typed errors name their class; anything else is internal
     (its class still named, after `internal error`)."""

@@ -34,12 +34,21 @@ from videoitg.contract.protocol import (
     VIDEO_VERSION,
     signatures,
 )
+from videoitg.contract.repairs import RepairsSeen
 from videoitg.moments import known_duration
 from videoitg.pipeline.features import VideoFeatures
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
-from .errors import STEP_WAIT_S, StepError, StepTimeoutError, step_error, step_timeout
+from .errors import (
+    STEP_WAIT_S,
+    StepError,
+    StepTimeoutError,
+    StepUnavailableError,
+    step_error,
+    step_repaired,
+    step_timeout,
+)
 from .references import FileVideo
 from .requester import REQUESTER, requester_token
 from .tensors import bytes_tensor, output_tensor, response_tensor
@@ -49,18 +58,31 @@ T = TypeVar("T")
 # model in each request's task; the tasks it starts (a shared computation, the vision calls of a streamed decode)
 # inherit it.
 DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("videoitg_deadline", default=None)
+# What the launcher says of the steps' repairs (`contract.repairs`), looked at this often while a step is awaited.
+REPAIRS = RepairsSeen.from_environment()
+REPAIR_LOOK_S = 0.5
 
 
 async def bounded(model: str, waiting: Awaitable[T]) -> T:
     """`waiting` (an answer of step `model`), within the request's deadline: StepTimeoutError naming the step
-    past it."""
-    deadline = DEADLINE.get()
-    if deadline is None:
-        return await waiting
+    past it; StepUnavailableError naming it once the launcher says the step was repaired after `waiting` was sent
+    (`contract.repairs`: tritonserver 2.51 never answers it then). Looked at every `REPAIR_LOOK_S` while it waits."""
+    loop = asyncio.get_running_loop()
+    sent, deadline = loop.time(), DEADLINE.get()
+    answer = asyncio.ensure_future(waiting)
     try:
-        return await asyncio.wait_for(waiting, max(0.0, deadline - asyncio.get_running_loop().time()))
-    except asyncio.TimeoutError:
-        raise step_timeout(model, STEP_WAIT_S) from None
+        while True:
+            left = REPAIR_LOOK_S if deadline is None else min(REPAIR_LOOK_S, deadline - loop.time())
+            if left <= 0:
+                raise step_timeout(model, STEP_WAIT_S)
+            done, _ = await asyncio.wait((answer,), timeout=left)
+            if done:
+                return answer.result()
+            unloaded = REPAIRS.unloaded_at(model)
+            if unloaded is not None and unloaded > sent:
+                raise step_repaired(model)
+    finally:
+        answer.cancel()  # a no-op once it is done
 
 
 def _drain(answers: Iterator[Any]) -> None:
@@ -154,7 +176,7 @@ class Steps:
             while True:
                 try:
                     dec = await bounded(self.decode, loop.run_in_executor(self.workers, next, answers, None))
-                except StepTimeoutError:
+                except (StepTimeoutError, StepUnavailableError):  # past the deadline, or the step repaired
                     hung = True
                     raise
                 if dec is None:

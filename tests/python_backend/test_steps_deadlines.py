@@ -13,11 +13,13 @@ import time
 import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.triton_stub import stand_in_pb_utils
+from videoitg.contract.repairs import RepairsSeen, RepairsWritten
 from videoitg.request.limits import Limits
 from videoitg.sampling import SamplingParams
 
@@ -142,3 +144,41 @@ def test_without_a_deadline_a_wait_is_not_bounded(steps: types.ModuleType) -> No
 
     assert asyncio.run(run()) == "answer"
     assert json.dumps(steps.DEADLINE.get()) == "null"
+
+
+def _repaired_later(tmp_path: Path, model: str, after_s: float) -> threading.Thread:
+    """The launcher's word that `model` was repaired, written `after_s` from now (`contract.repairs`)."""
+    written = RepairsWritten(tmp_path / "steps")
+    th = threading.Timer(after_s, written.repaired, args=(model,))
+    th.start()
+    return th
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_step_repaired_while_a_request_waits_for_it_ends_the_request_naming_it(
+        steps: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streaming: bool) -> None:
+    """Catches: a request sent to a step whose instance the watchdog then unloaded (a stub stopped or wedged, killed)
+    waited until its 290 s deadline, holding its cold slot: tritonserver 2.51 never answers it. Once the launcher
+    says the step was repaired, the request ends naming the step, UNAVAILABLE (try again)."""
+    model = "videoitg_decode" if streaming else "videoitg_grounding"
+    monkeypatch.setattr(steps, "REPAIRS", RepairsSeen(str(tmp_path / "steps" / "repairs")))
+    s = _steps(steps, streaming)
+    work = (lambda: s.visual(b"video bytes")) if streaming else (lambda: s.call(model, [], ["LOGITS"]))
+    _repaired_later(tmp_path, model, 0.3)
+    err, took = _within(steps, 30.0, work)
+    assert type(err).__name__ == "StepUnavailableError", err
+    assert str(err).startswith(f"{model}: StepUnavailableError: the step was repaired"), err
+    assert 0.3 < took < 5, took  # within a look (0.5 s) of the word, not at the deadline
+
+
+def test_a_repair_before_the_request_was_sent_or_of_another_step_does_not_end_it(
+        steps: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a request sent before the repair is one tritonserver will not answer."""
+    written = RepairsWritten(tmp_path / "steps")
+    written.repaired("videoitg_grounding")  # before the request
+    monkeypatch.setattr(steps, "REPAIRS", RepairsSeen(str(written.path)))
+    s = _steps(steps, streaming=False)
+    _repaired_later(tmp_path, "videoitg_vision", 0.2)  # another step, while it waits
+    err, took = _within(steps, 1.5, lambda: s.call("videoitg_grounding", [], ["LOGITS"]))
+    assert type(err).__name__ == "StepTimeoutError", err  # waited for its deadline, as before
+    assert took > 1.4

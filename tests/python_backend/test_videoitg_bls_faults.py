@@ -100,24 +100,27 @@ def test_the_top_level_killed_mid_stream_frees_the_decode_step(server: TritonSer
     t0 = time.monotonic()
     said = f"videoitg_decode: a request ended unanswered: its requester (process {top}) is gone"
     # The decode step notices before its next send; a requester that dies during a send leaves that send blocked
-    # (Triton 2.51), and the watchdog repairs the decode step as wedged once a request waits for it
-    # (docs/reliability.md, "Open"): then a cold request is sent to wait for it, and must be answered.
-    waited = "none"
+    # (Triton 2.51), and the watchdog repairs the decode step as wedged once a request waits for it: then a cold
+    # request is sent to wait for it, and must be answered (served, or UNAVAILABLE naming the step) once it is
+    # repaired, not left to its client's deadline.
+    waited, answered = "none", True
     if not wait_until(lambda: said in server.log_tail(1 << 20), 10):
         def wait_for_the_step() -> None:
-            nonlocal waited
+            nonlocal waited, answered
             t = time.monotonic()
             try:
                 with VideoITGClient(server.grpc_url, "grpc", timeout_s=60) as c:
                     c.score(small_clip(tmp_path / "waiter.mp4", seed=10), instruction)
                 waited = f"answered in {time.monotonic() - t:.1f} s"
-            except Exception as e:  # what the request that found the step blocked got: said below, not judged
+            except Exception as e:
                 waited = f"{type(e).__name__} after {time.monotonic() - t:.1f} s: {str(e)[:120]}"
+                answered = isinstance(e, UnavailableError) and "videoitg_decode: StepUnavailableError" in str(e)
 
         waiter = threading.Thread(target=wait_for_the_step)
         waiter.start()
         assert wait_until(lambda: bool(repaired(server, DECODE)), 45), server.log_tail()
         waiter.join(70)
+        assert answered and waited != "none", waited
     noticed = time.monotonic() - t0
     assert wait_until(lambda: bool(repaired(server, TOP)), 30), server.log_tail()
     th.join(30)
@@ -243,6 +246,40 @@ def test_a_stopped_step_is_not_ready_and_its_request_ends_naming_it(server: Trit
     assert any("stopped" in cause for cause in repaired(server, GROUNDING)), server.watchdog.repaired
     print(f"grounding stopped: its request ended in {ended:.1f} s, not ready after {unready[0]:.1f} s, served again "
           f"after {back:.1f} s")
+
+
+def test_a_request_the_decode_step_held_when_its_stub_died_is_answered(server: TritonServer, sample: tuple,
+                                                                        tmp_path: Path) -> None:
+    """Catches: a request the streamed decode step had taken (its `execute` returned, the video decoding in the
+    step's pool) was never answered once the stub died: tritonserver 2.51 does not answer a decoupled instance's
+    requests when its stub dies, nor once the model is loaded again, so its client waited for its own deadline. The
+    top-level model hears of the repair (`contract.repairs`) and answers it UNAVAILABLE naming the step."""
+    long_clip = small_clip(tmp_path / "long.mp4", seed=8, seconds=300, fps=2)  # ~300 sampled frames, ~19 chunks
+    decode = stub(server, DECODE)
+    idle = procfs.stubs(server.pid)[DECODE][decode].cpu_s
+    ended: list[tuple[float, BaseException | None]] = []
+
+    def request() -> None:
+        with VideoITGClient(server.grpc_url, "grpc", timeout_s=40) as c:
+            try:
+                c.score(long_clip, sample[2])
+                ended.append((time.monotonic(), None))
+            except Exception as e:
+                ended.append((time.monotonic(), e))
+
+    th = threading.Thread(target=request)
+    th.start()
+    assert wait_until(lambda: procfs.stubs(server.pid)[DECODE][decode].cpu_s > idle + 0.05, 30)
+    os.kill(decode, signal.SIGKILL)
+    t0 = time.monotonic()
+    th.join(45)
+    assert ended, "no answer within 45 s"
+    took, error = round(ended[0][0] - t0, 1), ended[0][1]
+    assert isinstance(error, RemoteError) and "UNAVAILABLE" in str(error.status), error
+    assert "videoitg_decode: StepUnavailableError" in str(error), error
+    assert took < 20, took  # a look after the repair, not its client's 40 s
+    assert wait_until(lambda: bool(repaired(server, DECODE)) and ready(server), 60), server.log_tail()
+    print(f"decode stub killed mid-decode: its request answered after {took} s ({str(error)[:110]})")
 
 
 def test_every_stub_killed_at_once_is_back_within_seconds(server: TritonServer, sample: tuple,

@@ -12,6 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from videoitg.contract.repairs import REPAIRS_ENV, RepairsWritten
 from videoitg.launch import binaries, health, procfs
 from videoitg.launch.addresses import Addresses
 from videoitg.launch.front_process import Notices
@@ -33,6 +34,7 @@ class Repairs(Addresses):
     _public: tuple[str, ...]
     _proc: subprocess.Popen | None
     _front: subprocess.Popen | None
+    _steps_repaired: RepairsWritten | None
 
     def _refusal_context(self) -> Context:
         """What explains a refused start or load: the repository and the shared memory its models need."""
@@ -68,10 +70,36 @@ class Repairs(Addresses):
     def requests_lost(self, model: str) -> None:
         """`model`'s instance was unloaded for a repair, its stub dead or killed: tritonserver 2.51 never answers the
         requests that instance held. For a model clients call, the front is told (a line on its stdin:
-        `front.lost`), and answers each of those still in flight 503 / UNAVAILABLE; a step has no client there. A
-        notice the front cannot take now (gone, or reading nothing) is said in the log, never waited for."""
+        `front.lost`), and answers each of those still in flight 503 / UNAVAILABLE; for a step, the top-level model,
+        which sent them (`contract.repairs`). A notice that cannot be given now is said in the log, never waited
+        for."""
         if model in self._public:
             self._notices.requests_lost(self._front, model, self.note)
+        elif self._steps_repaired is not None:
+            try:
+                self._steps_repaired.repaired(model)
+            except OSError as e:
+                self.note(f"the top-level model was not told that '{model}' was repaired ({e}): the requests it "
+                          "sent that step before wait for their deadline")
+
+    def steps_repaired_environment(self, env: dict[str, str]) -> None:
+        """Where the top-level model hears of a step's repair (`contract.repairs`), set in tritonserver's `env`: a
+        private directory of the launcher's, made at each start (and removed at each stop). Without one (no
+        temporary directory can be made) it is said once, and a request a repaired step held waits for its
+        deadline."""
+        try:
+            self._steps_repaired = RepairsWritten.create()
+        except OSError as e:
+            self._steps_repaired = None
+            self.note(f"no temporary directory for the steps' repairs ({e}): a request a repaired step held waits "
+                      "for its deadline")
+            return
+        env[REPAIRS_ENV] = str(self._steps_repaired.path)
+
+    def forget_steps_repaired(self) -> None:
+        if self._steps_repaired is not None:
+            self._steps_repaired.remove()
+            self._steps_repaired = None
 
     def waiting(self) -> dict[str, int]:
         """Requests waiting in each model's queue, not yet executing; {} when the metrics do not answer."""

@@ -58,6 +58,7 @@ class TritonServer(Repairs):
         self._front: subprocess.Popen | None = None
         self._public: tuple[str, ...] = ()  # the models the front lets clients call
         self._notices = Notices()  # the front's stdin: a notice written, or the pipe closed
+        self._steps_repaired = None  # the top-level model's word of a step's repair, while the server runs
         self._log_start = 0  # where the log of the current start begins
         self.restarts = 0  # times `restart` started the server again
 
@@ -181,6 +182,7 @@ class TritonServer(Repairs):
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
         env = binaries.server_env(self.install)
         env.pop(SERVER_KEYS_ENV, None)  # the clients' keys are the front's alone
+        self.steps_repaired_environment(env)
         self._proc = start_child(self.command(backend_dir), env, log)
         self._front = start_front(front, self.front_environment(), self._log)  # its output into the log
         try:
@@ -274,6 +276,7 @@ class TritonServer(Repairs):
         if self.watchdog is not None:
             self.watchdog.stop()
         remove_own_shared_memory(self.shm_prefix, self.note)
+        self.forget_steps_repaired()
         self._log.close()
         return code
 
