@@ -306,7 +306,7 @@ def kills(soak: Soak, run: Run, every_s: float, duration_s: float, stop: threadi
         kills_out.append({"model": model, "pid": pid, "at_s": t - run.t0, "ready_s": time.monotonic() - run.t0})
 
 
-def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, float]]],
+def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, ...]]],
            cache: list[tuple[float, float, float]]) -> None:
     """Every process's resident memory and /dev/shm into `out`; the feature cache's bytes and entries (the
     server's own gauges) into `cache`."""
@@ -315,7 +315,7 @@ def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tupl
         for role, pid in soak.processes().items():
             rss = procfs.rss_mib(pid)
             if rss > 0:
-                out.setdefault(role, []).append((t, rss * 2**20))
+                out.setdefault(role, []).append((t, rss * 2**20, pid))
         shm = sum(p.stat().st_size for p in Path("/dev/shm").glob("videoitg_*") if p.is_file())
         out.setdefault("/dev/shm (videoitg)", []).append((t, float(shm)))
         gauges = soak.cache_gauges()
@@ -357,7 +357,7 @@ def errors_per_10s(attempts: list[Attempt]) -> dict[int, dict[str, int]]:
     return out
 
 
-def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict[str, list[tuple[float, float]]],
+def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict[str, list[tuple[float, ...]]],
             cache: list[tuple[float, float, float]], out: Path) -> Path:
     import matplotlib
 
@@ -381,7 +381,7 @@ def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict
     lat.set_title("requests, and the stub kills (grey: from the kill to ready again)")
     lat.legend(fontsize=7, ncol=4, markerscale=3)
     for role, samples in sorted(mem.items()):
-        rss.plot([t / 60 for t, _ in samples], [v / 2**20 for _, v in samples], label=role)
+        rss.plot([s[0] / 60 for s in samples], [s[1] / 2**20 for s in samples], label=role)
     if cache:
         rss.plot([t / 60 for t, _, _ in cache], [b / 2**20 for _, b, _ in cache], "k--", label="feature cache (bytes)")
     rss.set_yscale("log")
@@ -426,7 +426,7 @@ def main() -> int:
         run = Run(soak, time.monotonic())
         stop = threading.Event()
         kills_done: list[dict[str, Any]] = []
-        mem: dict[str, list[tuple[float, float]]] = {}
+        mem: dict[str, list[tuple[float, ...]]] = {}
         cache: list[tuple[float, float, float]] = []
         batch_out: dict[str, Any] = {}
         helpers = [threading.Thread(target=kills, args=(soak, run, args.kill_every_s, duration, stop, kills_done)),

@@ -55,6 +55,21 @@ def test_the_rules_read_the_right_spans() -> None:
         "Exceeds maximum queue size": 2}
 
 
+def test_a_process_started_again_is_judged_life_by_life() -> None:
+    """Catches: a stub killed late in the soak began again small, so its role read as flat (or shrinking) over the
+    last 20 minutes though the process before it grew: each life is read apart, its own growth scaled to the span."""
+    grew = [(t, 100.0 * (1 + max(0, t - 600) / 900 * 0.10), 1) for t in range(0, 1500, 10)]  # +10 % in 15 min
+    fresh = [(t, 60.0, 2) for t in range(1500, 1801, 10)]  # started again at 25 min: 5 minutes of life, not read
+    assert memory_growth([s[:2] for s in grew + fresh], 1800.0) < 0  # read as one process: it shrank
+    growth = memory_growth(grew + fresh, 1800.0)
+    assert growth is not None and 0.10 < growth < 0.16, growth  # about 13 % over 20 minutes
+    assert not judge(steady(), 0, WINDOWS, {"stub": grew + fresh}, 1800.0).goals["memory flat"]
+    # a life started during the span is read after its warm-up (its cache filling), and a steady one is flat
+    warming = [(t, 50.0, 1) for t in range(0, 900, 10)] + [(t, 50.0 + min(t - 900, 300) / 10, 2)
+                                                           for t in range(900, 1801, 10)]
+    assert memory_growth(warming, 1800.0) == 0.0
+
+
 def test_the_record_counts_errors_by_their_10_seconds_and_text() -> None:
     from benchmarks.serving.soak import errors_per_10s
 
