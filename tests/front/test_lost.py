@@ -204,6 +204,9 @@ def test_tritonservers_words_for_a_model_that_cannot_take_a_request_now() -> Non
     assert while_away(TOP, "videoitg_decode: StepUnavailableError: Exceeds maximum queue size") is None
     assert while_away(TOP, "Request for unknown model: 'videoitg_decode' has no available versions") is None
     assert while_away(TOP, "Request for unknown model: 'x' is not found") is None
+    # its stub died under the request, in tritonserver's words (the instance's name): lost, try again
+    assert while_away(TOP, f"Stub process '{TOP}_0_0' is not healthy.") == LOST.format(model=TOP)
+    assert while_away(TOP, "Stub process 'videoitg_decode_0_0' is not healthy.") is None
 
 
 def test_a_full_queue_is_unavailable_naming_the_model_on_both_protocols() -> None:

@@ -22,10 +22,12 @@ T = TypeVar("T")
 LOST = "{model}: the model's process died while this request was in flight; try again"
 # tritonserver's words for a served model that cannot take a request at this moment, in the server's own: it is
 # unloaded while the launcher loads it again after a fault ("unknown model ... has no available versions": 404 /
-# NOT_FOUND, which a client takes as final), or its bounded queue is full (a request id and nothing else).
+# NOT_FOUND, which a client takes as final), its bounded queue is full (a request id and nothing else), or its stub
+# died under the request ("Stub process 'videoitg_0_0' is not healthy.": the instance's name, not the model's).
 # Only tritonserver's own words about the model asked for: a step's refusal the model passes on names the step.
 _AWAY = re.compile(r"(?:\[request id: [^\]]*\] )?(?:Request for unknown model: '(?P<model>[^']*)' has no available "
-                   r"versions|(?P<full>Exceeds maximum queue size))")
+                   r"versions|(?P<full>Exceeds maximum queue size)|Stub process '(?P<dead>[^']*)_\d+_\d+' is not "
+                   r"healthy\.)")
 AWAY = "{model}: not loaded at this moment (being loaded again after a fault); try again"
 FULL = "{model}: OverloadedError: server busy: its queue of waiting requests is full; retry later"
 NOTICE = b"lost "
@@ -45,9 +47,9 @@ def while_away(model: str, text: str) -> str | None:
     """The words for a client (an UNAVAILABLE answer: 503, try again) where tritonserver's error `text` says that
     `model`, one the front serves, cannot take a request at this moment; None where it says something else."""
     m = _AWAY.fullmatch(text.strip())
-    if m is None or (m["full"] is None and m["model"] != model):
+    if m is None or (m["full"] is None and model not in (m["model"], m["dead"])):
         return None
-    return (FULL if m["full"] else AWAY).format(model=model)
+    return (FULL if m["full"] else LOST if m["dead"] else AWAY).format(model=model)
 
 
 def error_text(body: bytes) -> str:
