@@ -24,6 +24,7 @@ import tritonclient.grpc as grpc
 from tests.support import ROOT
 from tests.support.launch import infer, read_only_disk, server_child, write_repo
 from tests.support.server import read_until, ready, skip_without_tritonserver, stub_pids, wait_until
+from videoitg.defaults import HOME_ENV
 from videoitg.launch import binaries
 from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.ports import ServerError, free_ports
@@ -74,6 +75,14 @@ def server(tmp_path: Path) -> Iterator[TritonServer]:
     srv.stop()
 
 
+@pytest.fixture()
+def own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home of the test's own: the backend copy a test removes is then no other server's (the suite's servers
+    share the user's home, and one reloading a model while its copy is gone fails to import the backend)."""
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 @pytest.mark.parametrize("removed", ["the repository", "its config", "its model.py"])
 def test_a_stub_death_after_a_cleaner_removed_the_repository_is_repaired(
         removed: str, server: TritonServer, capfd: pytest.CaptureFixture[str]) -> None:
@@ -107,11 +116,12 @@ def infer_ok(srv: TritonServer, model: str) -> bool:
         return False
 
 
-def test_a_backend_copy_a_cleaner_removed_is_made_again_before_the_reload(server: TritonServer) -> None:
+def test_a_backend_copy_a_cleaner_removed_is_made_again_before_the_reload(own_home: Path, server: TritonServer) -> None:
     """The copy lives in the home, which may be a directory of the temporary directory (a read-only home)."""
     if not server.install.from_wheel:
         pytest.skip("a system tritonserver's own backends are used where they are")
     copy = binaries.prepare_backend_dir(server.install)
+    assert copy.is_relative_to(own_home), copy
     shutil.rmtree(copy)
     os.kill(stub_pids(server)["echo"], signal.SIGKILL)
     assert wait_until(lambda: server.watchdog.restarts >= 1 and ready(server), 60), server.log_tail()
