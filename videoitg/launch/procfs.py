@@ -147,11 +147,18 @@ def port_holder(port: int) -> str:
     for proc in PROC.iterdir():
         if not proc.name.isdigit():
             continue
-        with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
-                if os.readlink(fd) in inodes:
-                    cmd = argv(int(proc.name))
-                    return f"pid {proc.name} ({' '.join(a.decode(errors='replace') for a in cmd[:2])})"
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:  # closed since it was listed: the process's other descriptors are still read
+                continue
+            if link in inodes:
+                cmd = argv(int(proc.name))
+                return f"pid {proc.name} ({' '.join(a.decode(errors='replace') for a in cmd[:2])})"
     return ""
 
 
