@@ -92,8 +92,8 @@ def test_serve_command_sigterm_with_a_request_in_flight(tmp_path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     outcome: list[object] = []
     try:
-        read_until(proc, "ready:")
-        assert proc.poll() is None, "videoitg serve did not start"
+        lines = read_until(proc, "ready:")
+        assert proc.poll() is None, "videoitg serve did not start:\n" + "".join(lines)
         prefix = f"{SHM_PREFIX}{launcher_tag().split('.')[0]}.{proc.pid}_"
         assert any(Path("/dev/shm").glob(f"{prefix}*")), "the server's shared memory is not where expected"
 

@@ -454,6 +454,35 @@ def test_a_port_taken_before_tritonserver_binds_it_is_picked_again(repo: Path, t
             assert f"port {port} was taken before tritonserver could bind it" in srv.log_tail(100_000)
 
 
+# The words tritonserver 2.51 printed as it aborted, and its abort, from a model's initialize: every time, or only the
+# first time (a marker beside its model.py).
+ABORT = ("import os, sys; m = pathlib.Path(__file__).with_name('aborted'); {once}(m.touch(), "
+         "print('terminate called after throwing an instance of \\'boost::interprocess::lock_exception\\'', "
+         "file=sys.stderr, flush=True), os.abort())")
+
+
+@pytest.mark.parametrize("every_time", [False, True])
+def test_a_start_the_upstream_abort_ended_is_tried_once_more(every_time: bool, tmp_path: Path) -> None:
+    """Catches: tritonserver 2.51's python backend now and then aborts with boost::interprocess::lock_exception while
+    it loads models (an upstream bug); `videoitg serve` then exited 2 at its start. The start is tried once more, and
+    only once."""
+    write_model(tmp_path / "repo", "echo", init=ABORT.format(once="" if every_time else "m.exists() or "))
+    srv = TritonServer(tmp_path / "repo", ServerOptions(stub_watchdog_s=0), log_path=tmp_path / "s.log")
+    try:
+        if every_time:
+            with pytest.raises(server_mod.ServerError):
+                srv.start(120)
+        else:
+            srv.start(120)
+            assert infer(srv) == [3.0, 4.0]
+        log = srv.log_tail(1_000_000)
+        assert log.count("lock_exception'") == (2 if every_time else 1), log
+        assert log.count("aborted while loading models (boost::interprocess::lock_exception); starting it once "
+                         "more") == 1, log
+    finally:
+        srv.stop()
+
+
 def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
     """The readiness wait also asks `GET /v2` for the server's name: an orphan tritonserver (or any HTTP server)
     answering 200 on our port must not pass for the one we started with its own `--id`."""

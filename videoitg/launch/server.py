@@ -37,6 +37,9 @@ from videoitg.launch.supervise import StubWatchdog
 from videoitg.launch.triton_command import loads_every_model, tritonserver_command
 
 PORT_TRIES = 3  # starts when another process takes a port of tritonserver's before it binds it
+# tritonserver 2.51's python backend now and then aborts with this while it loads models, an open upstream bug
+# (triton-inference-server/server#8882): such a start is tried once more.
+UPSTREAM_ABORT = "boost::interprocess::lock_exception"
 
 
 class TritonServer(Repairs):
@@ -154,9 +157,11 @@ class TritonServer(Repairs):
 
     def _launch(self, timeout_s: float, max_s: float | None = None,
                 cancelled: Callable[[], bool] | None = None) -> TritonServer:
-        """Start tritonserver and the front. A port of tritonserver's own that another process took between its
-        pick and tritonserver's bind is picked again, up to `PORT_TRIES` times."""
-        for _ in range(PORT_TRIES - 1):
+        """Start tritonserver and the front. A start that failed for a reason of the moment is tried again: a port of
+        tritonserver's own that another process took between its pick and tritonserver's bind (other ports, up to
+        `PORT_TRIES` starts), and tritonserver aborting with `UPSTREAM_ABORT` while it loads models (once)."""
+        lost_ports, aborted = 0, False
+        while True:
             start = self._log.size()
             try:
                 return self._launch_once(timeout_s, max_s, cancelled)
@@ -164,11 +169,16 @@ class TritonServer(Repairs):
                 raise
             except ServerError:
                 lost = self._log.lost_port(start, self._triton_ports)
-                if lost is None:
+                if lost is not None and lost_ports < PORT_TRIES - 1:
+                    lost_ports += 1
+                    why = f"port {lost} was taken before tritonserver could bind it; starting on other ports"
+                elif not aborted and UPSTREAM_ABORT in self._log.since(start):
+                    aborted = True
+                    why = f"tritonserver aborted while loading models ({UPSTREAM_ABORT}); starting it once more"
+                else:
                     raise
             self._log.open()
-            self.note(f"port {lost} was taken before tritonserver could bind it; starting on other ports")
-        return self._launch_once(timeout_s, max_s, cancelled)
+            self.note(why)
 
     def _launch_once(self, timeout_s: float, max_s: float | None,
                      cancelled: Callable[[], bool] | None = None) -> TritonServer:
