@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import heapq
+import itertools
 import json
 import os
 import re
@@ -34,7 +36,7 @@ import numpy as np
 
 from benchmarks.clips import random_clip
 from benchmarks.serving.soak_judge import Attempt, judge
-from videoitg.client.routing import BACKOFF_S
+from videoitg.client.routing import BACKOFF_S, retry_wait
 from videoitg.launch import procfs
 from videoitg.launch.perf import distinct_copy
 from videoitg.launch.ports import free_ports
@@ -51,6 +53,7 @@ ATOL = 1e-4  # served logits against the in-process scorer's (the tests hold 1e-
 GIVE_UP_S = 120.0  # a request not answered right within this long is lost
 CACHE_BYTES = 32 << 20  # the feature cache's bound, small so that it is meant to be full before the memory span
 SAMPLE_S = 10.0  # between two memory samples
+SENDERS = 64  # threads sending requests (a request waiting to be tried again holds none)
 
 
 class Soak:
@@ -227,30 +230,61 @@ class Soak:
 
 
 class Run:
-    """The attempts of the traffic and what they saw; each request retried until it is answered right (or lost)."""
+    """The attempts of the traffic and what they saw; each request tried again until it is answered right (or lost),
+    after the project's own clients' waits (`client.routing`: `BACKOFF_S` spread by `retry_wait`). A request waiting
+    to be tried again holds no sender: it is handed to one when its wait ends, so the arrivals stay on time however
+    many requests wait (the users of a server are not a pool of senders)."""
 
     def __init__(self, soak: Soak, t0: float) -> None:
         self.soak, self.t0 = soak, t0
         self.attempts: list[Attempt] = []
         self.lost = 0
         self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="soak-request")
+        self._due: list[tuple[float, int, tuple[Any, ...]]] = []  # the tries to come: (when, order, arguments)
+        self._order = itertools.count()
+        self._open = 0  # requests neither answered nor lost yet
+        self._changed = threading.Condition()
+        threading.Thread(target=self._hand_on, daemon=True, name="soak-retries").start()
 
-    def request(self, kind: str, n: int, arrived: float) -> None:
-        sent, give_up = arrived, arrived + GIVE_UP_S
-        waits = iter(BACKOFF_S)  # the project's own clients' waits between tries (`client.routing`)
-        while True:
-            outcome, text = self.soak.one(kind, n)
-            done = time.monotonic()
-            with self.lock:
-                self.attempts.append(Attempt(kind, sent - self.t0, done - self.t0, outcome, text[:400]))
-            if outcome != "error":
-                return
-            if done >= give_up:
-                with self.lock:
-                    self.lost += 1
-                return
-            time.sleep(min(next(waits, BACKOFF_S[-1]), max(give_up - done, 0.0)))
-            sent = time.monotonic()
+    def send(self, kind: str, n: int, arrived: float) -> None:
+        with self._changed:
+            self._open += 1
+        self.pool.submit(self.request, kind, n, arrived, arrived, 0)
+
+    def request(self, kind: str, n: int, arrived: float, sent: float, tries: int) -> None:
+        """One try, sent at `sent` (the first at its arrival: a wait for a sender counts in its latency)."""
+        outcome, text = self.soak.one(kind, n)
+        done = time.monotonic()
+        give_up = arrived + GIVE_UP_S
+        with self.lock:
+            self.attempts.append(Attempt(kind, sent - self.t0, done - self.t0, outcome, text[:400]))
+            if outcome == "error" and done >= give_up:
+                self.lost += 1
+        with self._changed:
+            if outcome == "error" and done < give_up:
+                due = done + min(retry_wait(BACKOFF_S[min(tries, len(BACKOFF_S) - 1)]), give_up - done)
+                heapq.heappush(self._due, (due, next(self._order), (kind, n, arrived, due, tries + 1)))
+            else:
+                self._open -= 1
+            self._changed.notify_all()
+
+    def _hand_on(self) -> None:
+        """Each try whose wait is over, to a sender."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                if self._due and self._due[0][0] <= now:
+                    self.pool.submit(self.request, *heapq.heappop(self._due)[2])
+                else:
+                    self._changed.wait(self._due[0][0] - now if self._due else None)
+
+    def finish(self) -> None:
+        """Wait until every request sent is answered or lost."""
+        with self._changed:
+            while self._open:
+                self._changed.wait()
+        self.pool.shutdown()
 
 
 def capacity(soak: Soak, seconds: float, workers: int) -> float:
@@ -271,16 +305,16 @@ def capacity(soak: Soak, seconds: float, workers: int) -> float:
 
 
 def traffic(soak: Soak, run: Run, rate: float, duration_s: float, stop: threading.Event) -> int:
-    """Requests of the mix arriving at `rate` a second, each answered on a thread of its own, for `duration_s`."""
+    """Requests of the mix arriving at `rate` a second for `duration_s`; returns once each is answered or lost."""
     n = 0
-    with ThreadPoolExecutor(64, thread_name_prefix="soak-request") as pool:
-        while not stop.is_set():
-            arrive = run.t0 + n / rate
-            if arrive - run.t0 >= duration_s:
-                break
-            time.sleep(max(0.0, arrive - time.monotonic()))
-            pool.submit(run.request, MIX[n % len(MIX)], n, arrive)
-            n += 1
+    while not stop.is_set():
+        arrive = run.t0 + n / rate
+        if arrive - run.t0 >= duration_s:
+            break
+        time.sleep(max(0.0, arrive - time.monotonic()))
+        run.send(MIX[n % len(MIX)], n, arrive)
+        n += 1
+    run.finish()
     return n
 
 

@@ -79,3 +79,45 @@ def test_the_record_counts_errors_by_their_10_seconds_and_text() -> None:
                 ok("cached http", 305.0)]
     assert errors_per_10s(attempts) == {300: {"videoitg: server busy: N requests (max_in_flight=N)": 2},
                                         310: {"videoitg_grounding: StepUnavailableError": 1}}
+
+
+class Refusing:
+    """Stands in for the server side of `soak.Soak`: refuses each request's first try, answers the second; notes
+    when each try came."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.came: dict[int, list[float]] = {}
+        self.lock = threading.Lock()
+
+    def one(self, kind: str, n: int) -> tuple[str, str]:
+        import time
+
+        with self.lock:
+            self.came.setdefault(n, []).append(time.monotonic())
+            first = len(self.came[n]) == 1
+        time.sleep(0.01)
+        return ("error", "videoitg: OverloadedError: server busy") if first else ("ok", "")
+
+
+def test_the_traffic_keeps_its_arrivals_while_many_requests_wait_to_be_tried_again() -> None:
+    """Catches: a request waiting out its retry held one of the soak's 64 senders, so once 64 waited the arrivals
+    queued behind them and their waits counted as the server's latency (the soak's p99 of 55.8 s); and the retries of
+    requests refused together came back together."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from benchmarks.serving import soak
+
+    server = Refusing()
+    run = soak.Run(server, time.monotonic())  # type: ignore[arg-type]
+    n = soak.traffic(server, run, rate=400.0, duration_s=1.0, stop=threading.Event())
+    assert n == 400 and run.lost == 0 and {len(c) for c in server.came.values()} == {2}
+    first = [a for a in run.attempts if a.outcome == "error"]
+    assert len(first) == 400 and max(a.latency for a in first) < 0.5  # sent on arrival, not once a sender was free
+    gaps = np.array([c[1] - c[0] for c in server.came.values()])
+    assert 0.5 <= gaps.min() and gaps.max() < 1.6  # BACKOFF_S[0] = 1 s, spread over [0.5, 1.5)
+    assert gaps.std() > 0.15  # spread, not all at once

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
@@ -272,3 +273,12 @@ def test_batch_over_three_servers_routes_by_video_and_survives_a_server_killed_m
         assert url in (rank(urls, key)[0], rank(survivors, key)[0])  # its own server, or the next when that died
     moved = {key for key, url, _ in calls if url != victim.grpc_url and rank(urls, key)[0] == victim.grpc_url}
     assert moved, "no video failed over to another server"
+
+
+def test_retry_waits_are_spread_around_their_base() -> None:
+    """Clients refused together come back apart: each wait is its base on average, spread over [0.5, 1.5) times it."""
+    from videoitg.client.routing import retry_wait
+
+    waits = np.array([retry_wait(2.0) for _ in range(4000)])
+    assert 1.0 <= waits.min() and waits.max() < 3.0
+    assert abs(waits.mean() - 2.0) < 0.05 and waits.std() > 0.5

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +21,16 @@ from videoitg.errors import InputError, VideoITGError
 from videoitg.outputs import GroundingResult
 from videoitg.request.options import RequestOptions
 
-# Seconds between rounds when every server is down: about a minute in all, then give up (a rerun resumes).
+# Seconds between rounds when every server is down: about a minute in all, then give up (a rerun resumes). Each
+# wait is spread by `retry_wait`.
 BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+def retry_wait(base_s: float) -> float:
+    """A wait of `base_s` on average, spread over [0.5, 1.5) times it: clients refused together come back apart. A
+    wave of retries that all return at once is refused again as a whole by a server that is back, and it keeps it
+    refusing."""
+    return base_s * random.uniform(0.5, 1.5)
 
 
 class ServerUnavailableError(VideoITGError):
@@ -217,7 +226,7 @@ class ServerPool:
                 raise ServerUnavailableError(
                     f"no server answered ({', '.join(self.servers)}) after {len(self.backoff_s)} retries"
                     + (f": {last}" if last else ""))
-            time.sleep(wait)
+            time.sleep(retry_wait(wait))
             force_probe = True  # after a wait, every down server is probed again
 
     def score(self, video: bytes | str | Path, instruction: str, options: RequestOptions = NO_OPTIONS
