@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from videoitg.admission import InFlightGate, OverloadedError
+from videoitg.admission import OverloadedError, WaitingGate
 from videoitg.errors import VideoITGError
 
 from .cache import FailureMemory, FeatureCache
@@ -36,9 +36,8 @@ class FeatureScheduler:
     def __init__(self, cache: FeatureCache, failures: FailureMemory, max_cold: int,
                  on_change: Callable[[bool | None], None] | None = None, cold_wait_s: float = COLD_WAIT_S) -> None:
         self.cache, self.failures = cache, failures
-        self.cold = InFlightGate(max_cold)  # videos being computed
+        self.cold = WaitingGate(max_cold)  # videos being computed
         self.cold_wait_s = cold_wait_s
-        self._slot_freed = asyncio.Condition()
         self.pending: dict[str, asyncio.Task] = {}  # cache key -> its computation, shared by its requests
         self.hits = self.misses = 0
         # Metrics: called with True for a hit, False for a miss, None when the cold count or the cache size moves.
@@ -66,29 +65,14 @@ class FeatureScheduler:
                 self._compute(key, compute, remember))
         return await asyncio.shield(task), False  # a cancelled waiter does not cancel the others' computation
 
-    async def _cold_slot(self) -> None:
-        """One of the `max_cold` slots: at once, or the first freed within `cold_wait_s` (waiters in turn);
-        OverloadedError past it."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + self.cold_wait_s
-        async with self._slot_freed:
-            while not self.cold.try_admit():
-                if loop.time() >= end:
-                    self.cold.admit()  # OverloadedError, counted as refused (a slot free just now is taken)
-                    break
-                try:
-                    await asyncio.wait_for(self._slot_freed.wait(), end - loop.time())
-                except TimeoutError:
-                    pass
-        self._on_change(None)
-
     async def _compute(self, key: str, compute: Callable[[], Awaitable[Any]],
                        remember: Callable[[BaseException], bool]) -> Any:
-        try:
-            await self._cold_slot()
+        try:  # one of the `max_cold` slots: at once, or the first freed within `cold_wait_s`
+            await self.cold.enter(self.cold_wait_s)
         except OverloadedError:
             del self.pending[key]
             raise
+        self._on_change(None)
         try:
             f = await compute()
         except Exception as e:
@@ -97,9 +81,7 @@ class FeatureScheduler:
             raise
         finally:
             del self.pending[key]
-            self.cold.release()
-            async with self._slot_freed:
-                self._slot_freed.notify()
+            await self.cold.leave()
             self._on_change(None)
         self.cache.put(key, f)
         self._on_change(None)

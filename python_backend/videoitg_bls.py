@@ -9,7 +9,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from videoitg.admission import InFlightGate
+from videoitg.admission import OverloadedError, WaitingGate
 from videoitg.contract.parameters import TopParameters
 from videoitg.contract.protocol import TOP
 from videoitg.contract.tensors import result_outputs
@@ -23,11 +23,16 @@ from .params import StepAssets, feature_identity, host_features, setup
 from .references import read_reference
 from .request import Request, parse_request
 from .responses import error
-from .scheduling import FeatureScheduler
+from .scheduling import COLD_WAIT_S, FeatureScheduler
 from .steps import DEADLINE, Steps
 from .tensors import output_numpy, request_inputs
 
-HITS_PER_COLD_SLOT = 4  # requests served at once per cold slot: hits are neither queued nor refused behind decodes
+# Past `Limits.requests_at_once` a request waits in a line, first come first served, up to ADMIT_WAIT_S (as a new
+# video waits for a cold slot): a repair's few seconds of arrivals are answered late, not refused into retries that
+# come back with the next arrivals. The line holds at most WAITING_PER_SLOT requests a slot, and the video bytes of
+# max_in_flight of the largest; past either, a request is refused at once.
+WAITING_PER_SLOT = 8
+ADMIT_WAIT_S = COLD_WAIT_S
 
 
 class TritonPythonModel:
@@ -47,7 +52,9 @@ class TritonPythonModel:
         self.metrics = BlsMetrics(self.name)
         self.scheduler = FeatureScheduler(FeatureCache(p.feature_cache_bytes), FailureMemory(),
                                           self.limits.max_in_flight, on_change=self._on_change)
-        self.gate = InFlightGate(HITS_PER_COLD_SLOT * self.limits.max_in_flight)
+        slots = self.limits.requests_at_once
+        self.gate = WaitingGate(slots, max_waiting=WAITING_PER_SLOT * slots,
+                                max_waiting_bytes=self.limits.max_in_flight * self.limits.decode.max_bytes)
         self.tasks: set[asyncio.Task] = set()  # one per request being served (kept: the loop holds weak refs)
         self.selection = p.selection
         cold = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-cold")
@@ -72,17 +79,21 @@ class TritonPythonModel:
                 check_frames(req.options, req.video is not None or req.reference is not None)
                 # A reference is hashed in its task, off the event loop (a long video takes seconds).
                 key = None if req.reference else cache_key(req.video_digest(), self.sampling.key(), self.identity)
-                self.gate.admit()  # OverloadedError past the bound
             except Exception as e:
                 self._send(sender, None, e)
                 continue
-            self.metrics.requests.set(self.gate.in_flight)
             task = loop.create_task(self._serve(req, key, sender))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return None  # every response goes through its request's sender
 
     async def _serve(self, req: Request, key: str | None, sender: Any) -> None:
+        try:  # a slot, at once or within ADMIT_WAIT_S in a bounded line; OverloadedError past it
+            await self.gate.enter(ADMIT_WAIT_S, len(req.video) if req.video is not None else 0)
+        except OverloadedError as e:
+            self._send(sender, None, e)
+            return
+        self.metrics.requests.set(self.gate.in_flight)
         # Every wait for a step ends by this request's deadline, with an error naming the step (`steps.bounded`).
         DEADLINE.set(asyncio.get_running_loop().time() + STEP_WAIT_S)
         try:
@@ -90,7 +101,7 @@ class TritonPythonModel:
         except Exception as e:
             response, exc = None, e
         finally:  # before the answer goes out: a client that has it sees the load gauges without its request
-            self.gate.release()
+            await self.gate.leave()
             self.metrics.requests.set(self.gate.in_flight)
         self._send(sender, response, exc)
 

@@ -280,16 +280,30 @@ def test_bad_inputs_do_not_fail_batch_mates(server, scorer, sample, bad_videos) 
     assert server.is_ready()
 
 
-# ---- overload: the top-level queue bound (Limits.max_in_flight) ------------------------------------------------
-def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sample, tmp_path: Path) -> None:
-    """Far more simultaneous requests than the top-level model admits (`6 * max_in_flight` requests, 48 by default,
-    behind Triton's queue of `max_in_flight`): each is answered correctly or refused at once with UNAVAILABLE, never
-    with another error, and the server stays ready. A cold 120-frame video: its decode runs while the rest arrive, and
-    each hit's grounding takes long enough that the requests overlap. A machine busy enough to stagger the clients'
-    threads past the decode may answer every one: then the burst is not an overload, and it is sent again with a new
-    cold video and twice the clients (at most three bursts)."""
+# ---- overload: the top-level line's bounds (Limits.max_in_flight) -----------------------------------------------
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server of max_in_flight 1: 4 requests at once, a line of 32 and Triton's queue of 4 in front, so that a
+    burst of clients goes past them."""
+    repo = build_repository(RepoSpec(target="cpu", limits=Limits().replace(max_in_flight=1)),
+                            tmp_path_factory.mktemp("repo"))
+    srv = start(TritonServer(repo, ServerOptions(exit_timeout_s=3),
+                             log_path=tmp_path_factory.mktemp("log") / "tritonserver.log"), timeout_s=300)
+    yield srv
+    srv.stop()
+
+
+def test_overload_past_the_line_is_refused_and_server_keeps_serving(small_server, scorer, sample,
+                                                                      tmp_path: Path) -> None:
+    """Far more simultaneous requests than the top-level model works on, its line and Triton's queue hold (48 against
+    40): each is answered correctly or refused with UNAVAILABLE "server busy" (at once past the line, after its wait
+    in it), never with another error, and the server stays ready. A cold 120-frame video: its decode runs while the
+    rest arrive, and each hit's grounding takes long enough that the requests overlap. A machine busy enough to
+    stagger the clients' threads past the decode may answer every one: then the burst is not an overload, and it is
+    sent again with a new cold video and twice the clients (at most three bursts)."""
     data, instruction = sample
-    for burst, n in enumerate((6 * Limits().max_in_flight, 12 * Limits().max_in_flight, 24 * Limits().max_in_flight)):
+    server = small_server
+    for burst, n in enumerate((48, 96, 192)):
         video = small_clip(tmp_path / f"overload{burst}.mp4", seed=999 + burst, seconds=120, fps=1)
         ok, refused = _overload_burst(server, scorer.score(video, instruction).logits, video, instruction, n)
         assert ok and max(ok) <= TOL, ok
@@ -298,7 +312,7 @@ def test_overload_is_refused_at_once_and_server_keeps_serving(server, scorer, sa
             break
     report("overload", {"requests": n, "bursts": burst + 1, "answered": len(ok), "refused": len(refused),
                         "refusal_max_ms": round(1000 * max(refused), 1) if refused else None})
-    assert refused, f"none of {n} simultaneous requests was refused: the queue is not bounded"
+    assert refused, f"none of {n} simultaneous requests was refused: the line is not bounded"
     with VideoITGClient(server.grpc_url, "grpc") as c:
         assert c.score(data, instruction).logits  # served again
 

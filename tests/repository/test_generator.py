@@ -288,7 +288,7 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert Limits.from_mapping(params) == lim, model
     top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
-    assert top.dynamic_batching.default_queue_policy.max_queue_size == 3
+    assert top.dynamic_batching.default_queue_policy.max_queue_size == lim.requests_at_once == 12
     assert Limits.from_mapping(model_parameters({"parameters": {}})) == Limits()  # hand-written config: defaults
     with pytest.raises(InputError, match="sampled frames"):
         RepoSpec(sampling=SamplingParams(64), limits=Limits(max_sampled_frames=32))
@@ -297,7 +297,7 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
 def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
     assert main(["repo", "build", "--out", str(tmp_path), "--max-video-bytes", "1M", "--max-in-flight", "2"]) == 0
     top = (tmp_path / "videoitg" / "config.pbtxt").read_text()
-    assert "max_queue_size: 2" in top and '"1048576"' in top
+    assert "max_queue_size: 8" in top and '"1048576"' in top
     serve = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--help"], capture_output=True, text=True,
                            cwd=ROOT, timeout=120)
     assert "--max-instruction-tokens" in serve.stdout and "--max-in-flight" in serve.stdout

@@ -266,10 +266,11 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 engines=spec.engines, feature_cache_bytes=spec.cache_bytes, decoder=spec.decoder,
                 stream_frames=spec.stream_frames if spec.streaming else 0, media_roots=MediaRoots(spec.media_roots)),
             max_batch=spec.max_batch,
-            # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: past
-            # max_in_flight waiting requests Triton refuses the next one at once ("Exceeds maximum queue size").
+            # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: while
+            # the model takes requests slower than they come, past as many waiting as it works on at once Triton
+            # refuses the next one at once ("Exceeds maximum queue size").
             batching={"max_queue_delay_microseconds": 0,
-                      "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}})
+                      "default_queue_policy": {"max_queue_size": spec.limits.requests_at_once}})
     else:
         specs[TOP] = _ensemble(spec, sig[TOP])
         specs[SELECT] = _python_model(SELECT, spec, sig[SELECT], SelectParameters(spec.limits, selection),

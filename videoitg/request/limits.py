@@ -20,6 +20,8 @@ from videoitg.model.token_budget import fixed_tokens, max_fixed_tokens
 from videoitg.request.limit_names import ENV_PREFIX, KNOBS, flag_dest, parse_knob
 from videoitg.sampling import SamplingParams
 
+HITS_PER_COLD_SLOT = 4  # `Limits.requests_at_once`
+
 
 class InstructionTooLongError(InputError):
     """The instruction is over a byte or token limit, or does not fit the model's length after the video."""
@@ -129,6 +131,12 @@ class Limits:
     def reference_decode(self) -> DecodeLimits:
         """The decode bounds of a video named by reference: max_reference_bytes instead of max_video_bytes."""
         return dataclasses.replace(self.decode, max_bytes=self.max_reference_bytes)
+
+    @property
+    def requests_at_once(self) -> int:
+        """Requests the served top-level model works on at once: HITS_PER_COLD_SLOT per cold slot, so that cache
+        hits are neither queued nor refused behind decodes. Triton's queue in front of it holds as many."""
+        return HITS_PER_COLD_SLOT * self.max_in_flight
 
     def gate(self) -> InFlightGate:
         """A fresh admission gate of `max_in_flight` slots (keep one per server process)."""
