@@ -86,8 +86,9 @@ class BlsMetrics:
             # zero because execute hands each request to a task at once.
             fam("videoitg_requests_in_flight", "requests being served (cold or cache hit)", fam.GAUGE),
             fam("videoitg_cold_videos_in_flight", "videos being decoded and encoded", fam.GAUGE),
+            fam("videoitg_requests_waiting", "requests waiting in the line for a slot (up to 5 s)", fam.GAUGE),
         ]
-        self.hits, self.misses, self.bytes, self.entries, self.requests, self.cold = (
+        self.hits, self.misses, self.bytes, self.entries, self.requests, self.cold, self.waiting = (
             f.Metric({"model": model}) for f in self.families)
 
     def update(self, hit: bool | None, cold: int, cache_bytes: int, cache_entries: int) -> None:
@@ -98,7 +99,7 @@ class BlsMetrics:
         self.entries.set(cache_entries)
 
     def close(self) -> None:
-        del self.hits, self.misses, self.bytes, self.entries, self.requests, self.cold
+        del self.hits, self.misses, self.bytes, self.entries, self.requests, self.cold, self.waiting
         del self.families
 
 

@@ -54,7 +54,8 @@ class TritonPythonModel:
                                           self.limits.max_in_flight, on_change=self._on_change)
         slots = self.limits.requests_at_once
         self.gate = WaitingGate(slots, max_waiting=WAITING_PER_SLOT * slots,
-                                max_waiting_bytes=self.limits.max_in_flight * self.limits.decode.max_bytes)
+                                max_waiting_bytes=self.limits.max_in_flight * self.limits.decode.max_bytes,
+                                on_wait=self.metrics.waiting.set)
         self.tasks: set[asyncio.Task] = set()  # one per request being served (kept: the loop holds weak refs)
         self.selection = p.selection
         cold = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-cold")

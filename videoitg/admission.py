@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from videoitg.errors import VideoITGError
 
@@ -61,13 +62,15 @@ class WaitingGate(InFlightGate):
     """An `InFlightGate` of one asyncio loop whose requests may wait for a slot: `await gate.enter(wait_s, nbytes)`
     takes a free slot, or the first one freed within `wait_s` (waiters in turn), else OverloadedError; at once where
     `max_waiting` requests, or `max_waiting_bytes` of their inputs, wait already (None: no bound). `await
-    gate.leave()` frees the slot and wakes a waiter. A short outage of what the requests need (a repair) then ends
-    with its requests answered late: refused, they would come back as retries beside the new arrivals and keep a
-    server at its edge refusing."""
+    gate.leave()` frees the slot and wakes a waiter; `on_wait(n)` is told how many wait whenever that changes. A
+    short outage of what the requests need (a repair) then ends with its requests answered late: refused, they
+    would come back as retries beside the new arrivals and keep a server at its edge refusing."""
 
-    def __init__(self, capacity: int, max_waiting: int | None = None, max_waiting_bytes: int | None = None) -> None:
+    def __init__(self, capacity: int, max_waiting: int | None = None, max_waiting_bytes: int | None = None,
+                 on_wait: Callable[[int], None] | None = None) -> None:
         super().__init__(capacity)
         self.max_waiting, self.max_waiting_bytes = max_waiting, max_waiting_bytes
+        self._on_wait = on_wait or (lambda n: None)
         self.waiting = self.waiting_bytes = 0
         self._freed: asyncio.Condition | None = None  # made in the loop, at the first wait
 
@@ -85,6 +88,7 @@ class WaitingGate(InFlightGate):
         self._freed = self._freed or asyncio.Condition()
         self.waiting += 1
         self.waiting_bytes += nbytes
+        self._on_wait(self.waiting)
         try:
             async with self._freed:
                 while not self.try_admit():
@@ -98,6 +102,7 @@ class WaitingGate(InFlightGate):
         finally:
             self.waiting -= 1
             self.waiting_bytes -= nbytes
+            self._on_wait(self.waiting)
 
     async def leave(self) -> None:
         self.release()

@@ -13,7 +13,8 @@ from videoitg.admission import OverloadedError, WaitingGate
 
 def test_waiters_take_freed_slots_in_turn() -> None:
     async def run() -> list[int]:
-        gate, order = WaitingGate(1, max_waiting=3), []
+        told: list[int] = []
+        gate, order = WaitingGate(1, max_waiting=3, on_wait=told.append), []
         await gate.enter(1.0)
 
         async def wait(i: int) -> None:
@@ -28,6 +29,7 @@ def test_waiters_take_freed_slots_in_turn() -> None:
         await gate.leave()
         await asyncio.gather(*waiters)
         assert gate.waiting == 0 and gate.in_flight == 0 and gate.refused == 0
+        assert told == [1, 2, 3, 2, 1, 0]  # the line's gauge
         return order
 
     assert asyncio.run(run()) == [0, 1, 2]

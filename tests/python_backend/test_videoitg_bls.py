@@ -115,6 +115,7 @@ def test_cache_hit_is_answered_while_another_video_decodes(server: TritonServer,
     assert log["hit"].cache_hit and not log["cold"].cache_hit
     assert log["hit_done"] < log["cold_done"]
     assert gauge(server, "videoitg_requests_in_flight") == gauge(server, "videoitg_cold_videos_in_flight") == 0
+    assert gauge(server, "videoitg_requests_waiting") == 0  # the line's gauge is there, and empty
 
 
 def test_concurrent_requests_on_one_video_share_one_decode(server: TritonServer, clips: list[bytes]) -> None:
