@@ -38,12 +38,15 @@ class InFlightGate:
 
     def admit(self) -> None:
         if not self._sem.acquire(blocking=False):
-            with self._lock:
-                self.refused += 1
-            raise OverloadedError(f"server busy: {self.capacity} requests already in flight "
-                                  f"(max_in_flight={self.capacity}); retry later")
+            raise self._refusal(f"{self.capacity} requests already in flight")
         with self._lock:
             self.in_flight += 1
+
+    def _refusal(self, why: str) -> OverloadedError:
+        """The error for a request refused now, counted."""
+        with self._lock:
+            self.refused += 1
+        return OverloadedError(f"server busy: {why} (max_in_flight={self.capacity}); retry later")
 
     def release(self) -> None:
         self._sem.release()  # ValueError when no slot is taken
@@ -79,10 +82,7 @@ class WaitingGate(InFlightGate):
             return
         if (self.max_waiting is not None and self.waiting >= self.max_waiting) or (
                 self.max_waiting_bytes is not None and self.waiting_bytes + nbytes > self.max_waiting_bytes):
-            with self._lock:
-                self.refused += 1
-            raise OverloadedError(f"server busy: {self.capacity} requests in flight and {self.waiting} waiting "
-                                  f"(max_in_flight={self.capacity}); retry later")
+            raise self._refusal(f"{self.capacity} requests in flight and {self.waiting} waiting")
         loop = asyncio.get_running_loop()
         end = loop.time() + wait_s
         self._freed = self._freed or asyncio.Condition()
@@ -106,6 +106,6 @@ class WaitingGate(InFlightGate):
 
     async def leave(self) -> None:
         self.release()
-        if self._freed is not None:
+        if self._freed is not None and self.waiting:  # no lock taken while nobody waits
             async with self._freed:
                 self._freed.notify()
