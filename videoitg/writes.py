@@ -86,11 +86,12 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_whole(path: str | os.PathLike, data: bytes | str | Iterable[str]) -> None:
+def write_whole(path: str | os.PathLike, data: bytes | str | Iterable[str], mode: int = 0o644) -> None:
     """`path` holding `data` (text as UTF-8; an iterable of texts is written as it is read), or left as it was:
     written to a temporary file beside it (`.<name>.tmp-<random>-<pid>`), synced and renamed over it (a symbolic link
     at `path` is replaced, never followed). A `path` of another kind (a directory, a FIFO) is refused. OutputError
-    naming `path` on any failure; the temporary file never stays."""
+    naming `path` on any failure; the temporary file never stays. `mode`: the new file's permissions (less the
+    umask)."""
     path = Path(path)
     chunks = [data.encode() if isinstance(data, str) else data] if isinstance(data, (str, bytes)) else (
         c.encode("utf-8") for c in data)
@@ -105,7 +106,7 @@ def write_whole(path: str | os.PathLike, data: bytes | str | Iterable[str]) -> N
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-                     | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                     | getattr(os, "O_NOFOLLOW", 0), mode)
         try:
             buffered = bytearray()  # an iterable's many short texts gathered up to a MiB a write
             for chunk in chunks:

@@ -29,9 +29,10 @@ from tests.support.batch import assert_rows_close, check_shards, comparable, loc
 from tests.support.fuzz import FFMPEG_ERRORS, mutate, seed_bytes
 from tests.support.server import report, skip_without_tritonserver, start, stub_pids
 from tests.support.video import truncate, unknown_codec, write_audio_only, write_clip, write_empty_stream
-from videoitg.batch import runner, servers, store
+from videoitg.batch import runner, store
 from videoitg.batch.runner import BatchOptions, run_batch
 from videoitg.batch.scorers import ScorerSpec
+from videoitg.client import routing
 from videoitg.client.kserve import RemoteError, VideoITGClient
 from videoitg.contract.protocol import DECODE
 from videoitg.launch.server import ServerOptions, TritonServer
@@ -450,7 +451,7 @@ def test_server_killed_during_batch_job(server, tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(runner, "_stream", slow_stream)
 
-    monkeypatch.setattr(servers, "TRANSIENT_BACKOFF_S", (0.2, 0.5))  # give up on the dead server quickly
+    monkeypatch.setattr(routing, "BACKOFF_S", (0.2, 0.5))  # give up on the dead server quickly
     clean = tmp_path / "clean"
     run_batch(manifest, opts(clean))  # the same job without a fault: what the resumed job must equal
     want = {r["row_id"]: comparable(r) for r in read_jsonl(clean / store.RESULTS)}

@@ -1,6 +1,6 @@
 """The batch scorer against running VideoITG servers: every row of a video goes to the server that ranks first for
 its digest (`videoitg.client.routing.ServerPool`), the first alone (it fills the feature cache), the rest together;
-when no server answers for about a minute (`TRANSIENT_BACKOFF_S`) the job stops and the rows stay for the rerun."""
+when no server answers for about a minute (`client.routing.BACKOFF_S`) the job stops and the rows stay for the rerun."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from videoitg.batch.scorers import Outcome, ScorerSpec, error_record, row_options
+from videoitg.client import routing
 from videoitg.client.kserve import KeyRefusedError
 from videoitg.client.routing import ServerPool, ServerUnavailableError, routing_key
 from videoitg.contract.access import ClientAccess
@@ -21,9 +22,6 @@ from videoitg.request.options import records_picks
 log = logging.getLogger(__name__)
 __all__ = ["TritonScorer", "ServerUnavailableError"]
 
-# Seconds between rounds of retries while no server answers: about a minute in all, then the job stops instead of
-# recording good rows as failed.
-TRANSIENT_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 READY_TIMEOUT_S = 30.0
 
 
@@ -40,7 +38,8 @@ class TritonScorer:
             raise InputError("scoring against Triton servers needs at least one --server HOST:PORT")
         self.spec = spec
         access = ClientAccess.of(api_key_file=spec.api_key_file, ca_file=spec.ca_file, tls=spec.tls)
-        self.servers = ServerPool(spec.servers, protocol=spec.protocol, backoff_s=TRANSIENT_BACKOFF_S, access=access)
+        self.servers = ServerPool(spec.servers, protocol=spec.protocol, backoff_s=routing.BACKOFF_S,
+                                  access=access)  # about a minute in all, then the job stops: the rows stay
         # Fail at actor start, not on every row, when no server is up; one that is down now is probed later.
         ready = self.servers.wait_ready(READY_TIMEOUT_S)
         if len(ready) < len(self.servers.servers):

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from videoitg.writes import write_whole
+
 REPAIRS_ENV = "VIDEOITG_STEP_REPAIRS"
 _FILE = "repairs"
 
@@ -41,11 +43,7 @@ class RepairsWritten:
         directory made again where a temporary-file cleaner removed it; OSError where it cannot be written."""
         self.unloaded[model] = time.monotonic() if at is None else at
         self.directory.mkdir(mode=0o700, exist_ok=True)
-        tmp = self.directory / f".{_FILE}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{m} {t!r}\n" for m, t in self.unloaded.items())
-        os.replace(tmp, self.path)
+        write_whole(self.path, [f"{m} {t!r}\n" for m, t in self.unloaded.items()], mode=0o600)
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
