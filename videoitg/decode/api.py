@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import av
 import numpy as np
 
+from videoitg.decode import threads as kept
 from videoitg.decode.budget import Deadline, run_with_budget
 from videoitg.decode.choice import choose_decoder, decoder_name
 from videoitg.decode.colour import YuvSignal
@@ -348,5 +348,5 @@ def stream_video(source: Source, **kwargs: Any) -> FrameStream:
         except BaseException as e:  # handed to the consumer
             stream.finish(None, e)
 
-    threading.Thread(target=run, name="videoitg-stream", daemon=True).start()
+    kept.start(run, "videoitg-stream")
     return stream

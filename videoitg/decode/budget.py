@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from videoitg.decode import threads as kept
 from videoitg.decode.errors import DecodeTimeoutError, VideoTooLargeError
 
 T = TypeVar("T")
@@ -60,10 +61,7 @@ def run_with_budget(fn: Callable[[Deadline], T], budget_s: float | None) -> T:
         except BaseException as e:  # handed to the caller's thread below
             box["error"] = e
 
-    worker = threading.Thread(target=work, name="videoitg-decode", daemon=True)
-    worker.start()
-    worker.join(budget_s)
-    if worker.is_alive():
+    if not kept.start(work, "videoitg-decode").wait(budget_s):
         # The worker may be blocked inside FFmpeg; it stops at its next check (or when the read returns).
         deadline.cancel()
         raise DecodeTimeoutError(f"video decode exceeded its time budget of {budget_s:g} s "

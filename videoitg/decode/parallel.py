@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from videoitg.decode import threads as kept
 from videoitg.decode.budget import Deadline
 from videoitg.decode.container import FrameIndex, OpenedSource, open_container, select_video_stream
 from videoitg.decode.pyav import apply_rotation, decode_sampled
@@ -132,13 +133,10 @@ def decode_frames(src: OpenedSource, container: av.container.InputContainer, str
             if opened is not None:
                 opened.close()
 
-    pool = [threading.Thread(target=run, args=(None,), name=f"videoitg-decode-{w}", daemon=True)
-            for w in range(1, workers)]
-    for t in pool:
-        t.start()
+    helpers = [kept.start(lambda: run(None), f"videoitg-decode-{w}") for w in range(1, workers)]
     run((container, stream))
-    for t in pool:
-        t.join()
+    for t in helpers:
+        t.wait()
     if errors:
         raise errors[min(errors)]  # the earliest piece's error: what the serial decoder would have met first
     return rotations[0]
