@@ -320,10 +320,12 @@ def traffic(soak: Soak, run: Run, rate: float, duration_s: float, stop: threadin
 
 def kills(soak: Soak, run: Run, every_s: float, duration_s: float, stop: threading.Event,
           kills_out: list[dict[str, Any]]) -> None:
-    """A python stub SIGKILLed every `every_s` (the models in turn), and how long until the server was ready again."""
+    """A python stub SIGKILLed every `every_s` (the models in turn), the first half a period in, and how long until
+    the server was ready again. Half a period in: every span of twice `every_s` holds two repairs, so the first and
+    the last 10 minutes the p99 goal compares hold as many (at 300 s: 2:30, 7:30, ... 27:30)."""
     k = 0
-    while not stop.wait(max(0.0, run.t0 + (k + 1) * every_s - time.monotonic())):
-        if (k + 1) * every_s >= duration_s:
+    while not stop.wait(max(0.0, run.t0 + (k + 0.5) * every_s - time.monotonic())):
+        if (k + 0.5) * every_s >= duration_s:
             return
         model = MODELS[k % len(MODELS)]
         pid = soak.processes().get(f"stub {model}")
@@ -432,7 +434,8 @@ def main() -> int:
     ap.add_argument("--load", type=float, default=0.8, help="share of the measured capacity sent")
     ap.add_argument("--capacity-s", type=float, default=60.0, help="seconds of the capacity measurement")
     ap.add_argument("--capacity-clients", type=int, default=4, help="clients of the capacity measurement")
-    ap.add_argument("--batch-at", type=float, default=0.4, help="when the batch run starts, as a share of the soak")
+    ap.add_argument("--batch-at", type=float, default=1 / 3,
+                    help="when the batch run starts, as a share of the soak (10:00 of 30 min: between two kills)")
     ap.add_argument("--no-answer", action="store_true", help="no video-LLM (and no answer endpoint traffic)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak")
     args = ap.parse_args()
