@@ -1,7 +1,7 @@
 """The launcher under faults a deployment meets, with the real tritonserver on a small python-backend repository: a
 model unloaded, a model's stub killed with requests in it, the log's disk full (a real tmpfs, root only),
-tritonserver killed with its log's disk full, SIGINT while a start waits. Servers of their own: each test breaks or
-kills its server."""
+tritonserver killed with its log's disk full, a crash its log reports, SIGINT while a start waits. Servers of their
+own: each test breaks or kills its server."""
 
 from __future__ import annotations
 
@@ -175,6 +175,32 @@ def test_serve_restarts_tritonserver_with_its_log_on_a_full_disk(repo: Path, tmp
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_serve_kills_and_restarts_a_tritonserver_whose_log_says_it_crashed(repo: Path, tmp_path: Path) -> None:
+    """Catches: a tritonserver whose crash handler hangs (its stack trace in a damaged heap) left answering nothing
+    for the 15 s the hang check waits. The crash is the line its handler of SIGSEGV and SIGABRT prints first,
+    written here into its log as it would be."""
+    ports, log = free_ports(3), tmp_path / "server.log"
+    proc = serve(["--model-repository", str(repo), "--log", str(log), "--http-port", str(ports[0]), "--grpc-port",
+                  str(ports[1]), "--metrics-port", str(ports[2])])
+    try:
+        lines = read_until(proc, "ready:")
+        assert lines[-1].startswith("ready:"), "".join(lines)
+        crashed = time.monotonic()
+        with log.open("a") as f:
+            f.write("Signal (11) received.\n")
+        lines = read_until(proc, "tritonserver ready again")
+        out = "".join(lines)
+        assert lines[-1].startswith("tritonserver ready again"), out
+        assert "tritonserver cannot answer: it crashed (signal 11, said in its log)" in out, out
+        assert time.monotonic() - crashed < 60
+        srv = TritonServer(repo, ServerOptions())  # for its client helpers only: never started
+        srv.http_port = ports[0]
+        assert infer(srv) == [3.0, 4.0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
 
 
 def test_sigint_while_serve_waits_for_the_start_is_honoured(tmp_path: Path) -> None:

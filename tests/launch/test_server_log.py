@@ -41,3 +41,15 @@ def test_a_removed_log_is_made_again_and_said_even_where_its_inode_number_comes_
     log.open()
     assert path.is_file() and f"the server log {path} {SAID}" in capsys.readouterr().err
     assert f"{SAID}" in path.read_text()
+
+
+def test_a_crash_is_read_from_tritonservers_own_words_and_a_graceful_stop_is_not(tmp_path: Path) -> None:
+    log = ServerLog(tmp_path / "server.log")
+    log.path.write_text('I1128 model_lifecycle.cc:839] "successfully loaded \'videoitg\'"\nSignal (2) received.\n'
+                        "Signal (15) received.\n")  # SIGINT, SIGTERM: graceful stops
+    assert log.fatal_signal(0) is None
+    start = log.size()
+    with log.path.open("a") as f:
+        f.write("Signal (11) received.\n 0# 0x00007F3A in /opt/tritonserver/bin/tritonserver\n")
+    assert log.fatal_signal(start) == 11 and log.fatal_signal(log.size()) is None
+    assert ServerLog(None).fatal_signal(0) is None  # no log: nothing read

@@ -221,6 +221,13 @@ def test_a_process_stopped_at_consecutive_looks_or_silent_for_hung_s_cannot_answ
     assert [traced.judge({"front": Look("t", False)}, float(t)) for t in range(0, 60, 10)] == [{}] * 6  # a debugger's
 
 
+def test_a_crash_its_log_reported_means_it_cannot_answer_at_once() -> None:
+    live = Liveness(hung_s=15.0)
+    assert live.judge({"tritonserver": Look("S", True, 11)}, 0.0) == {
+        "tritonserver": "it crashed (signal 11, said in its log) and has not exited"}
+    assert live.judge({"tritonserver": Look("S", True)}, 1.0) == {}  # the next look reads only what came after
+
+
 def test_the_process_watch_kills_what_cannot_answer_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervise, "LOOK_S", 0.01)
     server, said = StandIn(), []

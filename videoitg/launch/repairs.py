@@ -35,6 +35,8 @@ class Repairs(Addresses):
     _proc: subprocess.Popen | None
     _front: subprocess.Popen | None
     _steps_repaired: RepairsWritten | None
+    _log_start: int  # where the log of the current start begins
+    _looked_to: int  # how far `looks` read the log for a crash
 
     def _refusal_context(self) -> Context:
         """What explains a refused start or load: the repository and the shared memory its models need."""
@@ -123,8 +125,15 @@ class Repairs(Addresses):
                 ("front", self._front, self._own_tls, (f"{self.scheme}://{self.http_url}/v2/health/live",
                                                        self.metrics_url))):
             if proc is not None and proc.poll() is None:
-                out[name] = Look(procfs.state(proc.pid), any(health.answers(url, context) for url in urls))
+                out[name] = Look(procfs.state(proc.pid), any(health.answers(url, context) for url in urls),
+                                 self._crashed() if name == "tritonserver" else None)
         return out
+
+    def _crashed(self) -> int | None:
+        """The fatal signal tritonserver's log reported since the last look at it, else None."""
+        size = self._log.size()
+        start, self._looked_to = max(self._looked_to, self._log_start), size
+        return self._log.fatal_signal(start) if size > start else None
 
     def kill(self, name: str) -> None:
         """SIGKILL tritonserver (its process group: its stubs too) or the front; supervision starts it again."""

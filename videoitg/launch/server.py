@@ -62,7 +62,7 @@ class TritonServer(Repairs):
         self._public: tuple[str, ...] = ()  # the models the front lets clients call
         self._notices = Notices()  # the front's stdin: a notice written, or the pipe closed
         self._steps_repaired = None  # the top-level model's word of a step's repair, while the server runs
-        self._log_start = 0  # where the log of the current start begins
+        self._log_start = self._looked_to = 0
         self.restarts = 0  # times `restart` started the server again
 
     @property

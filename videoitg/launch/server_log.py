@@ -1,6 +1,6 @@
 """The server log: tritonserver's output, the front's (copied in here, so a write the log cannot take is dropped
 rather than ending the front), and the launcher's own notes; and what the launcher reads back from it (its tail, a
-port tritonserver found taken, an exit timeout reached)."""
+port tritonserver found taken, an exit timeout reached, a crash)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any
+
+FATAL_SIGNAL = re.compile(r"^Signal \((6|11)\) received\.$", re.M)  # tritonserver's own crash handler's first line
 
 
 class ServerLog:
@@ -131,6 +133,13 @@ class ServerLog:
             if int(m.group(1)) in ports:
                 return int(m.group(1))
         return None
+
+    def fatal_signal(self, since: int) -> int | None:
+        """The fatal signal tritonserver's handler reported in the log written since byte `since` (SIGSEGV, SIGABRT:
+        "Signal (11) received.", then a stack trace and death by that signal), else None. SIGINT and SIGTERM, its
+        graceful stops, print the same words with their own numbers."""
+        m = FATAL_SIGNAL.search(self.since(since))
+        return int(m.group(1)) if m else None
 
     def exit_timeout_expired(self) -> bool:
         """Whether the last stop reached tritonserver's exit timeout with work still running (connections or

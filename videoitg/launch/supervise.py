@@ -44,10 +44,12 @@ PORT_SAY_S = 60.0  # a port still held is said again after this long
 
 @dataclass(frozen=True)
 class Look:
-    """One look at a process of the server: its state letter (`procfs.state`) and whether its own ports answered."""
+    """One look at a process of the server: its state letter (`procfs.state`), whether its own ports answered, and
+    the fatal signal its log reported since the last look (tritonserver's, `ServerLog.fatal_signal`)."""
 
     state: str
     answered: bool
+    fatal: int | None = None
 
 
 class Launched(Protocol):
@@ -259,9 +261,10 @@ class StubWatchdog:
 
 
 class Liveness:
-    """Whether tritonserver and the front can still answer, judged on looks (`judge`): a process stopped by a signal
-    at STOPPED_LOOKS looks in a row, or whose own ports answered nothing for `hung_s` while it runs, cannot (a
-    tracer's stop is the operator's own: left alone)."""
+    """Whether tritonserver and the front can still answer, judged on looks (`judge`): a process whose log reported a
+    crash, stopped by a signal at STOPPED_LOOKS looks in a row, or whose own ports answered nothing for `hung_s`
+    while it runs, cannot (a tracer's stop is the operator's own: left alone). A crashed tritonserver is killed at
+    once: its handler of the signal prints a stack trace before it dies, and in a damaged heap that can hang."""
 
     def __init__(self, hung_s: float = HUNG_S) -> None:
         self.hung_s = hung_s
@@ -276,7 +279,9 @@ class Liveness:
             if look.answered or look.state in ("T", "t"):
                 self._answered[name] = now  # a stopped one is judged by its stop
             quiet = now - self._answered.setdefault(name, now)
-            if self._stopped[name] >= STOPPED_LOOKS:
+            if look.fatal is not None:
+                out[name] = f"it crashed (signal {look.fatal}, said in its log) and has not exited"
+            elif self._stopped[name] >= STOPPED_LOOKS:
                 out[name] = "it is stopped (SIGSTOP)"
             elif quiet >= self.hung_s:
                 out[name] = f"its ports answered nothing for {quiet:.0f} s (hung)"
