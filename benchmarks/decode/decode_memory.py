@@ -53,7 +53,7 @@ def _started_per_task() -> None:
             try:
                 fn()
             finally:
-                task._done.set()
+                task.finish()
 
         threading.Thread(target=run, name=name, daemon=True).start()
         return task

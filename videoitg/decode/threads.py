@@ -1,7 +1,7 @@
 """The decode's threads, kept for the next decode: each decode runs its budget, its stream and its GOP pieces on
 threads taken from here rather than started anew. A thread started and ended per decode leaves glibc's
-per-thread heaps (arenas) fragmented a little more each time: a decoding process grew about 10 KiB a decode
-that way (`benchmarks/decode/decode_memory.py`), and stays flat on kept threads.
+per-thread heaps (arenas) fragmented a little more each time: a process decoding one video at a time without the
+heap trim grew 19.9 KiB a decode that way, and 1.6 KiB on kept threads (`benchmarks/decode/decode_memory.py`).
 
 A task never waits for a thread: one is started when none is idle, so a decode stalled in FFmpeg past its budget
 holds its thread and nothing else. A thread idle for `IDLE_S` ends."""
@@ -35,6 +35,10 @@ class Task:
     def is_alive(self) -> bool:
         return not self._done.is_set()
 
+    def finish(self) -> None:
+        """Said by the thread that ran it, once it has returned."""
+        self._done.set()
+
 
 class _Worker(threading.Thread):
     def __init__(self) -> None:
@@ -60,7 +64,7 @@ class _Worker(threading.Thread):
                 self.name = "videoitg-decode-idle"
                 with _lock:  # idle before done: a caller's next task finds this thread
                     _idle.append(self)
-                task._done.set()
+                task.finish()
 
 
 def start(fn: Callable[[], None], name: str) -> Task:
