@@ -58,6 +58,10 @@ still run):
             threads; NVDEC utilisation sampled (NVML), frames run through, pixels against PyAV's. served_e2e also
             serves the 1080p clip, times one request's model work on the device, and sends bursts of 8 and 16 cold
             requests (benchmarks/gpu/gpu_decode.py: estimated at about 90 s and 210 s on an H100)
+  burst_stacks
+            where 8 concurrent cold requests spend their time, process by process: every served process's threads'
+            CPU seconds (/proc) and, where py-spy is on PATH, their Python stacks sampled through the burst
+            (stacks.txt); `--decode-instances 1,2,4` bursts at each count (on an H200 about 100 s a count)
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = Path(__file__).with_name("gpu_requirements.txt")
 SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e",
-            "fp8_breakdown", "decode_long")
+            "fp8_breakdown", "decode_long", "burst_stacks")
 LONG_FRAMES, LONG_LAYERS = 512, 4  # the long section's frames (with verify's 30-token instruction) and LLM layers
 CHUNK_FRAMES = 64  # the nvdec section's second decode: frames per DALI run
 INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square move?")
@@ -89,9 +93,11 @@ INSTRUCTIONS = ("When is the red circle visible?", "When does the blue square mo
 # estimates where a section grew since: docs/performance.md): with --budget-s, a section is started only where this
 # much is left. The tiny rehearsal's are the CPU's.
 ESTIMATE_S = {"env": 15, "parity": 60, "nvdec": 10, "served": 80, "long": 45, "engines": 55, "latency": 65,
-              "training": 35, "hotpath": 240, "served_e2e": 150, "fp8_breakdown": 60, "decode_long": 90}
+              "training": 35, "hotpath": 240, "served_e2e": 150, "fp8_breakdown": 60, "decode_long": 90,
+              "burst_stacks": 90}
 TINY_ESTIMATE_S = {"env": 5, "parity": 5, "nvdec": 10, "served": 30, "long": 20, "engines": 30, "latency": 5,
-                   "training": 10, "hotpath": 30, "served_e2e": 40, "fp8_breakdown": 10, "decode_long": 30}
+                   "training": 10, "hotpath": 30, "served_e2e": 40, "fp8_breakdown": 10, "decode_long": 30,
+                   "burst_stacks": 40}
 
 
 def log(msg: str) -> None:
@@ -789,6 +795,11 @@ class Check:
 
         return fp8_breakdown(self)
 
+    def burst_stacks(self) -> dict[str, Any]:
+        from benchmarks.gpu.gpu_decode import burst_stacks
+
+        return burst_stacks(self)
+
     def decode_long(self) -> dict[str, Any]:
         from benchmarks.gpu.gpu_decode import decode_long
 
@@ -835,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None,
                    help="seconds the check may take from its start: a section (a decoder, a burst) is started only "
                         "where its expected time is left; what ran is written")
+    p.add_argument("--decode-instances", default="1",
+                   help="burst_stacks: the served decode step's instance counts, a comma list (one burst each)")
     args = p.parse_args(argv)
     budget = Budget(args.budget_s)  # counted from here: the wheelhouse's install is part of the check's time
     args.out, args.workdir = args.out.resolve(), args.workdir.resolve()

@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import shutil
 import signal
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -655,3 +658,122 @@ def burst(url: str, videos: list[bytes], gpu_time: dict[str, float], check: Any)
                           "p99": lat[max(0, math.ceil(0.99 * len(lat)) - 1)], "max": lat[-1]},
             "gpu_floor_requests_per_s": {k: 1 / v for k, v in gpu_time.items() if v > 0},
             "of_gpu_floor": {k: rate * v for k, v in gpu_time.items()}, "utilisation": u.summary()}
+
+
+# ---- burst_stacks ------------------------------------------------------------------------------------------------
+STACK_RATE = 20  # py-spy samples a second, each process
+
+
+def served_processes(root: int) -> dict[int, str]:
+    """{pid: name} of `videoitg serve` (pid `root`) and every process under it: tritonserver, each step's
+    python-backend stub (named by its model), the front."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            args = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        model = next((a for a in args if a.endswith("model.py")), None)
+        name = Path(args[0]).name + " " + (Path(model).parent.parent.name if model else " ".join(args[1:4])[:80])
+        out[pid] = name
+    return out
+
+
+def thread_cpu(pids: dict[int, str]) -> dict[tuple[int, int], tuple[str, float]]:
+    """{(pid, tid): (thread name, CPU seconds so far)} of every thread of `pids`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                comm = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[(pid, int(task.name))] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def burst_stacks(check: Any) -> dict[str, Any]:
+    """Where a burst of cold requests spends its time, process by process, at each of the check's
+    --decode-instances counts (a comma list): `videoitg serve --target gpu` with that many decode instances (the
+    released shapes, random weights: served_e2e's checkpoint) answers one warm-up request, then 8 distinct copies of
+    the 720p clip at once; each served thread's CPU seconds are read from /proc before and after (each process's
+    busiest threads in the record), and at the first count, where py-spy is on PATH, every served process's Python
+    threads are sampled through the burst (`py-spy record --idle --threads`: collapsed stacks, the out folder's
+    stacks.txt)."""
+    ckpt = check.random_checkpoint("e2e-checkpoint", None)
+    clip = e2e_clip(check)
+    copies = distinct_copies(clip, BURSTS[0], check.work / "burst-copies")
+    spy = shutil.which("py-spy")
+    counts = [int(c) for c in str(getattr(check.args, "decode_instances", "1")).split(",")]
+    out: dict[str, Any] = {"requests": BURSTS[0], "py_spy": spy or "not on PATH: CPU seconds by thread only",
+                           "decode_instances": {}}
+    for k, count in enumerate(counts):
+        if k and not check.affords(AFTER_FIRST_S[check.tiny]["burst"] * 2):
+            out["decode_instances"][str(count)] = {"skipped": budget_note(check)}
+            continue
+        out["decode_instances"][str(count)] = one_burst_stacks(check, ckpt, clip, copies, count,
+                                                                spy if k == 0 else None)
+        check.progress(out, f"{count} decode instance(s)")
+    runs = {c: r for c, r in out["decode_instances"].items() if "skipped" not in r}
+    out.update(ok=all(r["burst"]["answered"] == r["burst"]["requests"] for r in runs.values()), summary="; ".join(
+        f"{c} decode instance(s): {BURSTS[0]} concurrent cold in {r['burst']['wall_s']:.2f} s "
+        f"({r['burst']['requests_per_s']:.3g} req/s), p50 {r['burst']['latency_s']['p50']:.2f} s, CPU s by process: "
+        + ", ".join(f"{p} {t}" for p, t in sorted(r["cpu_s_by_process"].items(), key=lambda x: -x[1])[:3])
+        for c, r in runs.items()))
+    return out
+
+
+def one_burst_stacks(check: Any, ckpt: Path, clip: Path, copies: list[Path], instances: int,
+                     spy: str | None) -> dict[str, Any]:
+    """burst_stacks at one decode-instance count (`spy`: py-spy's path, or None)."""
+    from videoitg.client.kserve import VideoITGClient
+
+    out: dict[str, Any] = {}
+    flags = serve_flags(check.cuda, ckpt, [clip, *copies]) + ["--decode-instances", str(instances)]
+    proc, url = check._serve(flags, f"stacks-repository-{instances}")
+    try:
+        with VideoITGClient(url, protocol="grpc") as client:
+            client.infer(clip.read_bytes(), QUESTION)  # first-request setup off the burst
+        pids = served_processes(proc.pid)
+        out["processes"] = {str(p): name for p, name in pids.items() if "compile_worker" not in name}
+        videos = [c.read_bytes() for c in copies]
+        spies = [subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--rate", str(STACK_RATE), "--idle", "--threads", "--nonblocking",
+             "--format", "raw", "--output", str(check.work / f"stacks-{pid}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for pid in pids] if spy else []
+        if spies:
+            time.sleep(2)  # py-spy attached
+        before = thread_cpu(pids)
+        out["burst"] = burst(url, videos, {}, check)
+        after = thread_cpu(pids)
+        for s in spies:
+            s.send_signal(signal.SIGINT)
+        errors = [s.communicate(timeout=60)[1][-300:] for s in spies]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    busy: dict[str, list[tuple[float, str]]] = {}
+    for key, (comm, cpu) in after.items():
+        spent = cpu - before.get(key, (comm, 0.0))[1]
+        if spent >= 0.05:
+            busy.setdefault(pids[key[0]], []).append((round(spent, 2), f"{key[1]} {comm}"))
+    out["cpu_s_by_thread"] = {p: sorted(rows, reverse=True)[:12] for p, rows in busy.items()}
+    out["cpu_s_by_process"] = {p: round(sum(t for t, _ in rows), 2) for p, rows in busy.items()}
+    if spies:
+        with open(check.out / "stacks.txt", "w") as f:
+            for pid, err in zip(pids, errors, strict=True):
+                if "compile_worker" not in pids[pid]:
+                    path = check.work / f"stacks-{pid}.txt"
+                    f.write(f"### {pid} {pids[pid]}\n" + (path.read_text() if path.exists() else f"(none: {err})\n"))
+    return out

@@ -41,7 +41,7 @@ CACHE = Path(os.environ.get("VIDEOITG_HOME", Path.home() / ".cache" / "videoitg"
 pytestmark = pytest.mark.slow
 INSTALLABLE = frozenset(sys_tags())
 BARE_SECTIONS = ("env", "parity", "nvdec", "served", "long", "engines", "latency", "training", "hotpath", "served_e2e",
-                 "fp8_breakdown", "decode_long")
+                 "fp8_breakdown", "decode_long", "burst_stacks")
 
 
 def closure(names: tuple[str, ...]) -> dict[str, md.Distribution]:
@@ -296,6 +296,11 @@ def rehearse(bare_python: Path, tmp_path: Path, work: Path) -> None:
         assert set(runs) == {"dali_pipelines", "dali_batch", "dali_and_pyav_overflow"}
         assert all(r["mean_abs_255"] <= 2.0 and r["decoded_frames"] == dl[clip]["minimum_decode"] for r in
                    runs.values()), runs  # every sampled frame decoded once: the fewest frames run through
+    # where a burst's time goes: every request answered, each served process's CPU seconds, py-spy named as absent
+    stacks = sections["burst_stacks"]
+    assert list(stacks["decode_instances"]) == ["1"] and "not on PATH" in stacks["py_spy"]
+    one = stacks["decode_instances"]["1"]
+    assert one["burst"]["answered"] == 8 and any("videoitg_decode" in p for p in one["cpu_s_by_process"])
 
 
 def gpu_check_variants() -> list[str]:
