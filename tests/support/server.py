@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import queue
+import select
 import subprocess
 import threading
 import time
@@ -121,16 +122,25 @@ async def settled(done: Callable[[], bool], timeout_s: float, every_s: float = 0
 
 
 def read_until(proc: subprocess.Popen, prefix: str, timeout_s: float = 120) -> list[str]:
-    """Lines of `proc`'s text output up to the first that starts with `prefix` (the last one returned), or up to its
-    end or `timeout_s` (checked between lines)."""
+    """Lines of `proc`'s output up to the first that starts with `prefix` (the last one returned), or up to its end
+    ("" last, as readline gives) or `timeout_s`, silent or not (a line cut by the timeout last, as far as it came).
+    Read a byte at a time from the pipe itself: nothing past that line is taken from a later read
+    (`proc.communicate()`)."""
     lines: list[str] = []
+    fd, line = proc.stdout.fileno(), bytearray()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if line.startswith(prefix) or (not line and proc.poll() is not None):
-            break
-    return lines
+    while (left := deadline - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+        byte = os.read(fd, 1)
+        if not byte:  # the end of its output
+            lines += [line.decode(errors="replace")] if line else []
+            return [*lines, ""]
+        line += byte
+        if byte == b"\n":
+            lines.append(line.decode(errors="replace"))
+            line.clear()
+            if lines[-1].startswith(prefix):
+                return lines
+    return lines + ([line.decode(errors="replace")] if line else [])
 
 
 def skip_without_tritonserver() -> None:
