@@ -16,9 +16,10 @@ from videoitg.admission import InFlightGate, OverloadedError
 from videoitg.contract.parameters import DecodeParameters
 from videoitg.contract.protocol import DECODE
 from videoitg.decode.heap import trim_freed_memory
+from videoitg.decode.pool import share_cores
 
 from .metrics import RequestCounters, finalized
-from .params import StepAssets, setup, step_device
+from .params import StepAssets, instance_processes, setup, step_device
 from .references import decode_source
 from .requester import Requester, abandoned
 from .responses import error, respond_each
@@ -47,6 +48,9 @@ class TritonPythonModel:
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.stream_frames = p.stream_frames
         self.decoder = StepDecoder.of(p.decoder, step_device(p.device, args))
+        # each instance is a process with its own decode pool: its PyAV overflow threads take its share of the cores
+        # (Triton lists a KIND_GPU group's GPUs in the config it passes)
+        share_cores(instance_processes(args["model_config"], gpus=1))
         if self.decoder.self_test is not None:
             import torch
 

@@ -107,6 +107,17 @@ def instance_device(args: Mapping[str, Any], configured: str = "cpu") -> str:
     return configured
 
 
+def instance_processes(model_config: str | Mapping[str, Any], gpus: int) -> int:
+    """The processes Triton starts for a python model (one per instance): each instance group's `count`, times its
+    GPUs for KIND_GPU (those it lists, else all `gpus` visible ones)."""
+    cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
+    total = 0
+    for group in cfg.get("instance_group") or [{"count": 1}]:
+        per = len(group.get("gpus") or []) or gpus if group.get("kind") == "KIND_GPU" else 1
+        total += int(group.get("count", 1)) * per
+    return total
+
+
 def step_device(device: str, args: Mapping[str, Any] | None = None) -> str:
     """The device a step runs on, from its `device` parameter. With `args` (a step instance's `initialize(args)`),
     the one Triton gave the instance (`instance_device`)."""

@@ -20,6 +20,7 @@ import pytest
 from benchmarks.clips import natural_frame, write_rgb_clip
 from tests.support.video import read_number, truncate, write_clip
 from videoitg.decode import FrameStream, TruncatedVideoError, decode_video, stream_video
+from videoitg.decode import pool as pool_module
 from videoitg.decode.budget import Deadline
 from videoitg.decode.choice import dali_available, nvc_available
 from videoitg.decode.colour import signal_of
@@ -28,12 +29,15 @@ from videoitg.decode.errors import DecoderUnavailableError, DecodeTimeoutError
 from videoitg.decode.pieces import plan_pieces
 from videoitg.decode.pool import (
     DEFAULT_NVDEC_SESSIONS,
+    RESERVED_CORES,
     DecodePool,
     PyAVSession,
     Video,
     Work,
+    cpu_overflow_sessions,
     engines_by_name,
     nvdec_sessions,
+    share_cores,
 )
 from videoitg.decode.structs import DecodeLimits
 from videoitg.sampling import SamplingParams, sample_frame_indices
@@ -300,3 +304,14 @@ def test_pynvvideocodec_gives_pyavs_frames(clips: dict[str, Path]) -> None:  # p
     got = decode_video(path, image_size=S, params=MANY, decoder="pynvvideocodec", device="cuda", output="uint8")
     assert got.decoder == "nvc-gpu"
     assert np.array_equal(got.pixel_values.cpu().numpy(), serial(path))
+
+
+def test_overflow_threads_are_this_processes_share_of_the_spare_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches: every decode instance (a process each) starting one PyAV overflow thread per spare core, so four
+    instances ran four threads per core."""
+    assert len(cpu_overflow_sessions(cores=16, share=1)) == 16 - RESERVED_CORES
+    assert len(cpu_overflow_sessions(cores=16, share=4)) == (16 - RESERVED_CORES) // 4
+    assert cpu_overflow_sessions(cores=16, share=20) == [] and cpu_overflow_sessions(cores=2, share=1) == []
+    monkeypatch.setattr(pool_module, "_CORE_SHARE", 1)  # `share_cores` sets the process's share for its pool
+    share_cores(2)
+    assert len(cpu_overflow_sessions(cores=16)) == 7 and all(s.overflow for s in cpu_overflow_sessions(cores=16))

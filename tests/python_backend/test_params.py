@@ -3,6 +3,7 @@ the top-level model keys its feature cache by that pin (no server: the loads are
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from videoitg.defaults import default_checkpoint
 from videoitg.errors import CheckpointError
 from videoitg.model import checkpoint as checkpoint_module
 from videoitg.model.files import checkpoint_identity
-from videoitg.python_backend.params import StepAssets, feature_identity
+from videoitg.python_backend.params import StepAssets, feature_identity, instance_processes
 
 
 @pytest.fixture()
@@ -55,3 +56,13 @@ def test_the_feature_cache_keys_by_the_pinned_identity(checkpoint: Path) -> None
     assert now != pinned
     assert feature_identity(assets, TopParameters(checkpoint_identity=pinned)).split("|")[0] == pinned
     assert feature_identity(assets, TopParameters()).split("|")[0] == now  # not pinned: the files at its start
+
+
+def test_the_processes_triton_starts_for_a_models_instances() -> None:
+    """Each instance is a process; a KIND_GPU group has `count` on each GPU it lists (or on each visible GPU)."""
+    gpu = {"instance_group": [{"kind": "KIND_GPU", "count": 4, "gpus": [0, 1]}]}
+    assert instance_processes(gpu, gpus=1) == 8
+    assert instance_processes(json.dumps(gpu), gpus=1) == 8  # as `initialize(args)["model_config"]` gives it
+    assert instance_processes({"instance_group": [{"kind": "KIND_GPU", "count": 2}]}, gpus=3) == 6
+    assert instance_processes({"instance_group": [{"kind": "KIND_CPU", "count": 3}]}, gpus=8) == 3
+    assert instance_processes({}, gpus=2) == 1

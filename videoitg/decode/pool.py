@@ -44,6 +44,7 @@ DEFAULT_NVDEC_SESSIONS = 2
 # CPU cores left to the rest of the process (the vision and grounding steps' launches, the NVDEC sessions' feeding)
 # when PyAV overflow threads are sized to the machine.
 RESERVED_CORES = 2
+_CORE_SHARE = 1  # decode processes on the machine that divide its spare cores (`share_cores`)
 
 
 class DecodePool:
@@ -241,12 +242,21 @@ class PyAVSession(Session):
             w.job.put(w.plan, rows)
 
 
-def cpu_overflow_sessions(cores: int | None = None) -> list[Session]:
-    """PyAV overflow sessions for the CPU cores this process may use, less RESERVED_CORES."""
+def share_cores(processes: int) -> None:
+    """This process is one of `processes` decode processes on the machine (a decode step's instances, each a process
+    with a pool of its own): its pool's PyAV overflow threads take its share of the spare cores, not all of them.
+    Called before the pool is made (the decode step's `initialize`)."""
+    global _CORE_SHARE
+    _CORE_SHARE = max(1, processes)
+
+
+def cpu_overflow_sessions(cores: int | None = None, share: int | None = None) -> list[Session]:
+    """PyAV overflow sessions for the CPU cores this process may use, less RESERVED_CORES, divided among the
+    `share` decode processes of the machine (default: `share_cores`'s)."""
     from videoitg.decode.parallel import machine_workers
 
-    n = max(0, (cores if cores is not None else machine_workers()) - RESERVED_CORES)
-    return [PyAVSession(k, overflow=True) for k in range(n)]
+    spare = max(0, (cores if cores is not None else machine_workers()) - RESERVED_CORES)
+    return [PyAVSession(k, overflow=True) for k in range(spare // (share or _CORE_SHARE))]
 
 
 # ---- how many NVDEC sessions, and the process's pools -------------------------------------------------------------
