@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.clips import random_clip
-from benchmarks.serving.soak_judge import Attempt, judge
+from benchmarks.serving.soak_judge import P99_SPAN_S, Attempt, cpu_shares, judge
 from videoitg.client.routing import BACKOFF_S, retry_wait
 from videoitg.launch import procfs
 from videoitg.launch.perf import distinct_copy
@@ -342,12 +342,21 @@ def kills(soak: Soak, run: Run, every_s: float, duration_s: float, stop: threadi
         kills_out.append({"model": model, "pid": pid, "at_s": t - run.t0, "ready_s": time.monotonic() - run.t0})
 
 
+def cpu_jiffies() -> tuple[float, float, float]:
+    """The machine's CPU time so far (/proc/stat's first line): busy (not idle or iowait), stolen, total."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq, steal, sum(fields)
+
+
 def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, ...]]],
-           cache: list[tuple[float, float, float]]) -> None:
+           cache: list[tuple[float, float, float]], cpu: list[tuple[float, ...]]) -> None:
     """Every process's resident memory and /dev/shm into `out`; the feature cache's bytes and entries (the
-    server's own gauges) into `cache`."""
+    server's own gauges) into `cache`; the machine's CPU time (`cpu_jiffies`) into `cpu`."""
+    cpu.append((0.0, *cpu_jiffies()))
     while not stop.wait(SAMPLE_S):
         t = time.monotonic() - run.t0
+        cpu.append((t, *cpu_jiffies()))
         for role, pid in soak.processes().items():
             rss = procfs.rss_mib(pid)
             if rss > 0:
@@ -465,9 +474,10 @@ def main() -> int:
         kills_done: list[dict[str, Any]] = []
         mem: dict[str, list[tuple[float, ...]]] = {}
         cache: list[tuple[float, float, float]] = []
+        cpu: list[tuple[float, ...]] = []
         batch_out: dict[str, Any] = {}
         helpers = [threading.Thread(target=kills, args=(soak, run, args.kill_every_s, duration, stop, kills_done)),
-                   threading.Thread(target=memory, args=(soak, run, stop, mem, cache)),
+                   threading.Thread(target=memory, args=(soak, run, stop, mem, cache, cpu)),
                    threading.Thread(target=batch, args=(soak, run, args.batch_at * duration, stop, batch_out))]
         for h in helpers:
             h.start()
@@ -496,6 +506,9 @@ def main() -> int:
               "errors": [asdict(a) for a in run.attempts if a.outcome != "ok"][:50],
               "memory": {k: v for k, v in mem.items()},
               "feature_cache": {"columns": ["s", "bytes", "entries"], "samples": cache},
+              "machine_cpu": {"first_10_min": cpu_shares(cpu, 0, P99_SPAN_S),
+                              "last_10_min": cpu_shares(cpu, duration - P99_SPAN_S, duration),
+                              "columns": ["s", "busy", "steal", "total"], "samples": cpu},
               "errors_per_10s": errors_per_10s(run.attempts),
               "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
     (args.out / "soak.json").write_text(json.dumps(record, indent=1, default=float))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ WARM_S = 5 * 60.0  # a process started during the soak (a stub killed) warms up 
 P99_RATIO = 1.2  # last P99_SPAN_S against the first
 P99_SPAN_S = 10 * 60.0
 REPAIR_GRACE_S = 5.0  # after readiness is back: requests sent before it may still be answered with the error
+QUIET_AFTER_REPAIR_S = 30.0  # p99_windows: after readiness is back, the retries and backlog of a repair drain
 # What an error of a repair names: the step that could not answer, or the model whose process died with it.
 STEP_NAMED = re.compile(r"\bvideoitg(_decode|_vision|_grounding|_select)?\b")
 
@@ -128,5 +129,31 @@ def judge(attempts: Sequence[Attempt], lost: int, windows: Sequence[tuple[float,
     first = p99([a.latency for a in ok if a.sent < P99_SPAN_S])
     last = p99([a.latency for a in ok if a.sent >= duration_s - P99_SPAN_S])
     v.goals["p99 steady"] = bool(np.isfinite(first) and np.isfinite(last) and last <= P99_RATIO * first)
-    v.figures.update(p99_first_s=first, p99_last_s=last, p99_ratio=last / first if first else float("nan"))
+    v.figures.update(p99_first_s=first, p99_last_s=last, p99_ratio=last / first if first else float("nan"),
+                     p99_windows=p99_windows(ok, windows, duration_s))
     return v
+
+
+def p99_windows(ok: Sequence[Attempt], windows: Sequence[tuple[float, float]], duration_s: float,
+                grace_s: float = QUIET_AFTER_REPAIR_S) -> dict[str, dict[str, list[float]]]:
+    """Where the p99 goal's two windows differ (figures, not a goal): each window's p99 [first, last] by kind, and
+    over the requests in flight at no repair (from a kill to `grace_s` after readiness back)."""
+    def both(keep: Callable[[Attempt], bool]) -> list[float]:
+        return [p99([a.latency for a in ok if keep(a) and a.sent < P99_SPAN_S]),
+                p99([a.latency for a in ok if keep(a) and a.sent >= duration_s - P99_SPAN_S])]
+
+    kinds = sorted({a.kind for a in ok})
+    return {"by_kind": {k: both(lambda a, k=k: a.kind == k) for k in kinds},
+            "outside_repairs": {"all": both(lambda a: not during_repair(a, windows, grace_s))}}
+
+
+def cpu_shares(samples: Sequence[Sequence[float]], start: float, end: float) -> dict[str, float]:
+    """The machine's CPU between `start` and `end` from cumulative /proc/stat samples (time, busy, steal, total
+    jiffies): the share busy (this soak's processes and anything else on the machine) and the share stolen by the
+    host for other guests. A p99 that moves while these move is the machine's, not the server's."""
+    inside = [x for x in samples if start <= x[0] <= end]
+    if len(inside) < 2 or inside[-1][3] <= inside[0][3]:
+        return {}
+    total = inside[-1][3] - inside[0][3]
+    return {"busy": (inside[-1][1] - inside[0][1]) / total, "steal": (inside[-1][2] - inside[0][2]) / total}
+

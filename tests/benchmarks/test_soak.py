@@ -3,7 +3,17 @@ verdict can be trusted without running one here (the soak takes 30 minutes; its 
 
 from __future__ import annotations
 
-from benchmarks.serving.soak_judge import Attempt, by_text, during_repair, judge, memory_growth
+import pytest
+
+from benchmarks.serving.soak_judge import (
+    Attempt,
+    by_text,
+    cpu_shares,
+    during_repair,
+    judge,
+    memory_growth,
+    p99_windows,
+)
 
 WINDOWS = [(300.0, 302.0), (600.0, 601.5)]
 
@@ -121,3 +131,25 @@ def test_the_traffic_keeps_its_arrivals_while_many_requests_wait_to_be_tried_aga
     gaps = np.array([c[1] - c[0] for c in server.came.values()])
     assert 0.5 <= gaps.min() and gaps.max() < 1.6  # BACKOFF_S[0] = 1 s, spread over [0.5, 1.5)
     assert gaps.std() > 0.15  # spread, not all at once
+
+
+def test_the_p99_windows_are_read_apart_by_kind_and_away_from_repairs() -> None:
+    """Where the two windows of the p99 goal differ: a kind slower late shows in its own row, and slow requests
+    during a repair (and its 30 s after) are left out of the row away from repairs."""
+    attempts = [ok("page", float(t), 0.1 if t < 1200 else 0.3) for t in range(1800)]
+    attempts += [ok("cold http", float(t), 0.05) for t in range(1800)]
+    attempts += [ok("cold http", 1500.0 + t / 10, 5.0) for t in range(100)]  # a repair's backlog
+    w = p99_windows(attempts, [(1495.0, 1500.0)], 1800.0)
+    assert w["by_kind"]["page"] == pytest.approx([0.1, 0.3]) and w["by_kind"]["cold http"][0] == pytest.approx(0.05)
+    assert w["by_kind"]["cold http"][1] == pytest.approx(5.0)  # the backlog in the last window
+    first, last = w["outside_repairs"]["all"]
+    assert first <= 0.1 + 1e-9 and last <= 0.3 + 1e-9  # without it: each window's slowest steady kind
+
+
+def test_the_machines_cpu_is_read_per_window() -> None:
+    """/proc/stat's cumulative jiffies: the busy and stolen shares between two times."""
+    samples = [(float(t), 50.0 * t, 10.0 * t if t >= 600 else 0.0, 200.0 * t) for t in range(0, 1801, 10)]
+    assert cpu_shares(samples, 0, 590) == {"busy": 0.25, "steal": 0.0}
+    assert cpu_shares(samples, 1200, 1800) == pytest.approx({"busy": 0.25, "steal": 0.05})
+    assert cpu_shares(samples, 5, 9) == {}
+
