@@ -665,8 +665,9 @@ STACK_RATE = 20  # py-spy samples a second, each process
 
 
 def served_processes(root: int) -> dict[int, str]:
-    """{pid: name} of `videoitg serve` (pid `root`) and every process under it: tritonserver, each step's
-    python-backend stub (named by its model), the front."""
+    """{pid: "pid name"} of `videoitg serve` (pid `root`) and every process under it but torch's compile workers:
+    tritonserver, each step's python-backend stub (named by its model: instances of one step apart by pid), the
+    front."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -684,49 +685,62 @@ def served_processes(root: int) -> dict[int, str]:
             continue
         model = next((a for a in args if a.endswith("model.py")), None)
         name = Path(args[0]).name + " " + (Path(model).parent.parent.name if model else " ".join(args[1:4])[:80])
-        out[pid] = name
+        if "compile_worker" not in name:
+            out[pid] = f"{pid} {name}"
     return out
 
 
-def thread_cpu(pids: dict[int, str]) -> dict[tuple[int, int], tuple[str, float]]:
-    """{(pid, tid): (thread name, CPU seconds so far)} of every thread of `pids`."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
+def cpu_seconds(path: Path) -> float:
+    """User + system CPU seconds of a /proc stat file (a process's: its threads', ended ones too; or a thread's)."""
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread(pids: dict[int, str]) -> tuple[dict[int, float], dict[tuple[int, int], tuple[str, float]]]:
+    """CPU seconds so far of each process of `pids`, and of each of their threads ({(pid, tid): (name, s)})."""
+    procs, threads = {}, {}
     for pid in pids:
+        try:
+            procs[pid] = cpu_seconds(Path(f"/proc/{pid}/stat"))
+        except OSError:
+            continue
         for task in Path(f"/proc/{pid}/task").glob("*"):
             try:
-                comm = (task / "comm").read_text().strip()
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                threads[(pid, int(task.name))] = ((task / "comm").read_text().strip(), cpu_seconds(task / "stat"))
             except OSError:
                 continue
-            out[(pid, int(task.name))] = (comm, (int(fields[11]) + int(fields[12])) / tick)
-    return out
+    return procs, threads
 
 
 def burst_stacks(check: Any) -> dict[str, Any]:
     """Where a burst of cold requests spends its time, process by process, at each of the check's
-    --decode-instances counts (a comma list): `videoitg serve --target gpu` with that many decode instances (the
-    released shapes, random weights: served_e2e's checkpoint) answers one warm-up request, then 8 distinct copies of
-    the 720p clip at once; each served thread's CPU seconds are read from /proc before and after (each process's
-    busiest threads in the record), and at the first count, where py-spy is on PATH, every served process's Python
-    threads are sampled through the burst (`py-spy record --idle --threads`: collapsed stacks, the out folder's
-    stacks.txt)."""
+    --decode-instances counts: `videoitg serve --target gpu` with that many decode instances (the released shapes,
+    random weights: served_e2e's checkpoint) answers one warm-up request, then 8 distinct copies of the 720p clip at
+    once; each served process's CPU seconds through the burst (its ended threads too) and its busiest threads' are
+    read from /proc, and at the first count, where py-spy is on PATH, every served process's Python threads are
+    sampled from 2 s before the burst to its end (`py-spy record --idle --threads`: collapsed stacks, the out
+    folder's stacks.txt)."""
     ckpt = check.random_checkpoint("e2e-checkpoint", None)
     clip = e2e_clip(check)
     copies = distinct_copies(clip, BURSTS[0], check.work / "burst-copies")
     spy = shutil.which("py-spy")
-    counts = [int(c) for c in str(getattr(check.args, "decode_instances", "1")).split(",")]
+    counts = getattr(check.args, "decode_instances", [1])
     out: dict[str, Any] = {"requests": BURSTS[0], "py_spy": spy or "not on PATH: CPU seconds by thread only",
                            "decode_instances": {}}
     for k, count in enumerate(counts):
-        if k and not check.affords(AFTER_FIRST_S[check.tiny]["burst"] * 2):
+        if k and not check.affords(check.estimate("burst_stacks")):  # each count serves, warms up and bursts
             out["decode_instances"][str(count)] = {"skipped": budget_note(check)}
             continue
-        out["decode_instances"][str(count)] = one_burst_stacks(check, ckpt, clip, copies, count,
-                                                                spy if k == 0 else None)
+        try:  # a count that fails is its own row: the next still runs
+            row = one_burst_stacks(check, ckpt, clip, copies, count, spy if k == 0 else None)
+        except Exception as e:
+            row = {"error": f"{type(e).__name__}: {e}"[:600]}
+        out["decode_instances"][str(count)] = row
         check.progress(out, f"{count} decode instance(s)")
-    runs = {c: r for c, r in out["decode_instances"].items() if "skipped" not in r}
-    out.update(ok=all(r["burst"]["answered"] == r["burst"]["requests"] for r in runs.values()), summary="; ".join(
+    runs = {c: r for c, r in out["decode_instances"].items() if "burst" in r}
+    ok = all(r["burst"]["answered"] == r["burst"]["requests"] and r["vision_executions"] >= r["burst"]["requests"]
+             for r in runs.values()) and not any("error" in r for r in out["decode_instances"].values())
+    out.update(ok=ok and bool(runs), summary="; ".join(
         f"{c} decode instance(s): {BURSTS[0]} concurrent cold in {r['burst']['wall_s']:.2f} s "
         f"({r['burst']['requests_per_s']:.3g} req/s), p50 {r['burst']['latency_s']['p50']:.2f} s, CPU s by process: "
         + ", ".join(f"{p} {t}" for p, t in sorted(r["cpu_s_by_process"].items(), key=lambda x: -x[1])[:3])
@@ -742,38 +756,51 @@ def one_burst_stacks(check: Any, ckpt: Path, clip: Path, copies: list[Path], ins
     out: dict[str, Any] = {}
     flags = serve_flags(check.cuda, ckpt, [clip, *copies]) + ["--decode-instances", str(instances)]
     proc, url = check._serve(flags, f"stacks-repository-{instances}")
+    spies: list[subprocess.Popen] = []
+    stacks = check.work / f"stacks-{instances}"
+    shutil.rmtree(stacks, ignore_errors=True)  # no file of an earlier run read as this one's
+    stacks.mkdir(parents=True)
     try:
         with VideoITGClient(url, protocol="grpc") as client:
             client.infer(clip.read_bytes(), QUESTION)  # first-request setup off the burst
         pids = served_processes(proc.pid)
-        out["processes"] = {str(p): name for p, name in pids.items() if "compile_worker" not in name}
+        out["processes"] = list(pids.values())
         videos = [c.read_bytes() for c in copies]
-        spies = [subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--rate", str(STACK_RATE), "--idle", "--threads", "--nonblocking",
-             "--format", "raw", "--output", str(check.work / f"stacks-{pid}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for pid in pids] if spy else []
-        if spies:
+        if spy:
+            spies = [subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", str(STACK_RATE), "--idle", "--threads", "--nonblocking",
+                 "--format", "raw", "--output", str(stacks / f"{pid}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for pid in pids]
             time.sleep(2)  # py-spy attached
-        before = thread_cpu(pids)
+        stats = StepStats(url)
+        steps_before, (procs_before, before) = stats.read(), cpu_by_thread(pids)
         out["burst"] = burst(url, videos, {}, check)
-        after = thread_cpu(pids)
+        (procs_after, after), steps_after = cpu_by_thread(pids), stats.read()
+        out["vision_executions"] = steps_after[VISION][0] - steps_before[VISION][0]
         for s in spies:
             s.send_signal(signal.SIGINT)
-        errors = [s.communicate(timeout=60)[1][-300:] for s in spies]
+        errors = {pid: s.communicate(timeout=60)[1][-300:] for pid, s in zip(pids, spies, strict=False)}
     finally:
+        for s in spies:  # none left behind, whatever ended the burst
+            if s.poll() is None:
+                s.kill()
+                s.wait()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    out["cpu_s_by_process"] = {pids[p]: round(t - procs_before.get(p, 0.0), 2) for p, t in procs_after.items()}
     busy: dict[str, list[tuple[float, str]]] = {}
     for key, (comm, cpu) in after.items():
         spent = cpu - before.get(key, (comm, 0.0))[1]
         if spent >= 0.05:
             busy.setdefault(pids[key[0]], []).append((round(spent, 2), f"{key[1]} {comm}"))
     out["cpu_s_by_thread"] = {p: sorted(rows, reverse=True)[:12] for p, rows in busy.items()}
-    out["cpu_s_by_process"] = {p: round(sum(t for t, _ in rows), 2) for p, rows in busy.items()}
     if spies:
         with open(check.out / "stacks.txt", "w") as f:
-            for pid, err in zip(pids, errors, strict=True):
-                if "compile_worker" not in pids[pid]:
-                    path = check.work / f"stacks-{pid}.txt"
-                    f.write(f"### {pid} {pids[pid]}\n" + (path.read_text() if path.exists() else f"(none: {err})\n"))
+            for pid, err in errors.items():
+                path = stacks / f"{pid}.txt"
+                f.write(f"### {pids[pid]}\n" + (path.read_text() if path.exists() else f"(no stacks: {err})\n"))
     return out
