@@ -113,7 +113,7 @@ def instance_processes(model_config: str | Mapping[str, Any], gpus: int) -> int:
     cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
     total = 0
     for group in cfg.get("instance_group") or [{"count": 1}]:
-        per = len(group.get("gpus") or []) or gpus if group.get("kind") == "KIND_GPU" else 1
+        per = (len(group.get("gpus") or []) or gpus) if group.get("kind") == "KIND_GPU" else 1
         total += int(group.get("count", 1)) * per
     return total
 

@@ -252,11 +252,11 @@ def share_cores(processes: int) -> None:
 
 def cpu_overflow_sessions(cores: int | None = None, share: int | None = None) -> list[Session]:
     """PyAV overflow sessions for the CPU cores this process may use, less RESERVED_CORES, divided among the
-    `share` decode processes of the machine (default: `share_cores`'s)."""
+    `share` decode processes of the machine (default: `share_cores`'s), rounded up: no spare core left idle."""
     from videoitg.decode.parallel import machine_workers
 
     spare = max(0, (cores if cores is not None else machine_workers()) - RESERVED_CORES)
-    return [PyAVSession(k, overflow=True) for k in range(spare // (share or _CORE_SHARE))]
+    return [PyAVSession(k, overflow=True) for k in range(-(-spare // (share or _CORE_SHARE)))]  # rounded up
 
 
 # ---- how many NVDEC sessions, and the process's pools -------------------------------------------------------------
