@@ -10,7 +10,7 @@ import http.client
 import json
 import os
 import queue
-import select
+import selectors
 import subprocess
 import threading
 import time
@@ -122,25 +122,26 @@ async def settled(done: Callable[[], bool], timeout_s: float, every_s: float = 0
 
 
 def read_until(proc: subprocess.Popen, prefix: str, timeout_s: float = 120) -> list[str]:
-    """Lines of `proc`'s output up to the first that starts with `prefix` (the last one returned), or up to its end
-    ("" last, as readline gives) or `timeout_s`, silent or not (a line cut by the timeout last, as far as it came).
-    Read a byte at a time from the pipe itself: nothing past that line is taken from a later read
-    (`proc.communicate()`)."""
+    """Whole lines of `proc`'s output up to the first that starts with `prefix` (the last one returned), or up to
+    its end ("" last, as readline gives) or `timeout_s`, silent or not (a line the timeout cut is not returned: it
+    could look like the one waited for). Read a byte at a time from the pipe itself: nothing past that line is taken
+    from a later read (`proc.communicate()`)."""
     lines: list[str] = []
-    fd, line = proc.stdout.fileno(), bytearray()
+    line = bytearray()
     deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
-        byte = os.read(fd, 1)
-        if not byte:  # the end of its output
-            lines += [line.decode(errors="replace")] if line else []
-            return [*lines, ""]
-        line += byte
-        if byte == b"\n":
-            lines.append(line.decode(errors="replace"))
-            line.clear()
-            if lines[-1].startswith(prefix):
-                return lines
-    return lines + ([line.decode(errors="replace")] if line else [])
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout.fileno(), selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0 and sel.select(left):
+            byte = os.read(proc.stdout.fileno(), 1)
+            if not byte:  # the end of its output
+                return [*lines, *([line.decode(errors="replace")] if line else []), ""]
+            line += byte
+            if byte == b"\n":
+                lines.append(line.decode(errors="replace").replace("\r\n", "\n"))
+                line.clear()
+                if lines[-1].startswith(prefix):
+                    break
+    return lines
 
 
 def skip_without_tritonserver() -> None:
