@@ -156,4 +156,3 @@ def cpu_shares(samples: Sequence[Sequence[float]], start: float, end: float) -> 
         return {}
     total = inside[-1][3] - inside[0][3]
     return {"busy": (inside[-1][1] - inside[0][1]) / total, "steal": (inside[-1][2] - inside[0][2]) / total}
-

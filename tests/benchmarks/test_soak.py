@@ -152,4 +152,3 @@ def test_the_machines_cpu_is_read_per_window() -> None:
     assert cpu_shares(samples, 0, 590) == {"busy": 0.25, "steal": 0.0}
     assert cpu_shares(samples, 1200, 1800) == pytest.approx({"busy": 0.25, "steal": 0.05})
     assert cpu_shares(samples, 5, 9) == {}
-
