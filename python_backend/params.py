@@ -109,7 +109,9 @@ def instance_device(args: Mapping[str, Any], configured: str = "cpu") -> str:
 
 def instance_processes(model_config: str | Mapping[str, Any], gpus: int) -> int:
     """The processes Triton starts for a python model (one per instance): each instance group's `count`, times its
-    GPUs for KIND_GPU (those it lists, else all `gpus` visible ones)."""
+    GPUs for KIND_GPU (those it lists, else all `gpus` visible ones). `model_config`: the normalized config as
+    `initialize(args)["model_config"]` gives it (python_backend r24.10-r25.07: protobuf JSON, kinds by name, a
+    KIND_GPU group's `gpus` filled with the visible GPUs)."""
     cfg = json.loads(model_config) if isinstance(model_config, str) else model_config
     total = 0
     for group in cfg.get("instance_group") or [{"count": 1}]:

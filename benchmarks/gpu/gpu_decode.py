@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import shutil
 import signal
 import statistics
@@ -668,19 +667,14 @@ def served_processes(root: int) -> dict[int, str]:
     """{pid: "pid name"} of `videoitg serve` (pid `root`) and every process under it but torch's compile workers:
     tritonserver, each step's python-backend stub (named by its model: instances of one step apart by pid), the
     front."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    from videoitg.launch import procfs
+
     out, todo = {}, [root]
     while todo:
         pid = todo.pop()
-        todo += children.get(pid, [])
+        todo += procfs.children(pid)
         try:
-            args = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            args = [a.decode(errors="replace") for a in procfs.argv(pid)]
         except OSError:
             continue
         model = next((a for a in args if a.endswith("model.py")), None)
@@ -690,23 +684,19 @@ def served_processes(root: int) -> dict[int, str]:
     return out
 
 
-def cpu_seconds(path: Path) -> float:
-    """User + system CPU seconds of a /proc stat file (a process's: its threads', ended ones too; or a thread's)."""
-    fields = path.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_by_thread(pids: dict[int, str]) -> tuple[dict[int, float], dict[tuple[int, int], tuple[str, float]]]:
     """CPU seconds so far of each process of `pids`, and of each of their threads ({(pid, tid): (name, s)})."""
+    from videoitg.launch.procfs import stat_file_cpu_s
+
     procs, threads = {}, {}
     for pid in pids:
         try:
-            procs[pid] = cpu_seconds(Path(f"/proc/{pid}/stat"))
+            procs[pid] = stat_file_cpu_s(Path(f"/proc/{pid}/stat"))
         except OSError:
             continue
         for task in Path(f"/proc/{pid}/task").glob("*"):
             try:
-                threads[(pid, int(task.name))] = ((task / "comm").read_text().strip(), cpu_seconds(task / "stat"))
+                threads[(pid, int(task.name))] = ((task / "comm").read_text().strip(), stat_file_cpu_s(task / "stat"))
             except OSError:
                 continue
     return procs, threads

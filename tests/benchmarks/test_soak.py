@@ -149,6 +149,6 @@ def test_the_p99_windows_are_read_apart_by_kind_and_away_from_repairs() -> None:
 def test_the_machines_cpu_is_read_per_window() -> None:
     """/proc/stat's cumulative jiffies: the busy and stolen shares between two times."""
     samples = [(float(t), 50.0 * t, 10.0 * t if t >= 600 else 0.0, 200.0 * t) for t in range(0, 1801, 10)]
-    assert cpu_shares(samples, 0, 590) == {"busy": 0.25, "steal": 0.0}
+    assert cpu_shares(samples, 0, 590) == pytest.approx({"busy": 0.25, "steal": 0.0})
     assert cpu_shares(samples, 1200, 1800) == pytest.approx({"busy": 0.25, "steal": 0.05})
     assert cpu_shares(samples, 5, 9) == {}

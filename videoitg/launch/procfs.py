@@ -40,6 +40,12 @@ def _stat_cpu_s(fields: list[str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stat_file_cpu_s(stat: Path) -> float:
+    """CPU seconds (user + system) of a /proc stat file: /proc/PID/stat (every thread of the process, ended ones
+    too) or /proc/PID/task/TID/stat (one thread's)."""
+    return _stat_cpu_s(stat.read_text().rsplit(")", 1)[1].split())
+
+
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system) used so far by the live processes of group `pgid` (tritonserver and its python
     stubs): a stub reading and hashing a 16 GB checkpoint logs nothing for minutes but burns CPU."""
