@@ -254,7 +254,9 @@ def test_a_request_the_decode_step_held_when_its_stub_died_is_answered(server: T
     step's pool) was never answered once the stub died: tritonserver 2.51 does not answer a decoupled instance's
     requests when its stub dies, nor once the model is loaded again, so its client waited for its own deadline. The
     top-level model hears of the repair (`contract.repairs`) and answers it UNAVAILABLE naming the step."""
-    long_clip = small_clip(tmp_path / "long.mp4", seed=8, seconds=300, fps=2)  # ~300 sampled frames, ~19 chunks
+    # 1,200 frames to decode for 512 sampled ones (~32 chunks): still decoding when the poll below sees it start, on
+    # a loaded machine too
+    long_clip = small_clip(tmp_path / "long.mp4", seed=8, seconds=600, fps=2)
     decode = stub(server, DECODE)
     idle = procfs.stubs(server.pid)[DECODE][decode].cpu_s
     ended: list[tuple[float, BaseException | None]] = []
