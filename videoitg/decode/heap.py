@@ -1,11 +1,11 @@
-"""glibc's freed heap memory handed back to the system (`trim_freed_memory`). A decode allocates its buffers in
-the arenas of the threads it runs on (its worker, PyAV's and FFmpeg's); glibc keeps what they free, fragmented, so a
-process decoding video after video holds more than it uses. `python -m benchmarks.decode.decode_memory` (4,000
-decodes of the sample clip, 4 at a time): 74 to 81 MiB with a trim after each, 97 to 103 MiB without; the trim takes
-1.7 ms beside a 107 ms decode (2 cores, 2026-11-28). Both arms still grow about 1.8 KiB a decode (not found). The
-served steps trim once a request that decoded is answered (the decode step, the top-level model's frames). Not inside
-a streamed decode: there it moved the step's time into its sends, where a requester that dies leaves the send
-blocked (Triton 2.51)."""
+"""glibc's freed heap memory handed back to the system (`trim_freed_memory`), and what is still allocated
+(`in_use_bytes`). A decode allocates its buffers in the arenas of the threads it runs on (its worker, PyAV's and
+FFmpeg's); glibc keeps what they free, fragmented, so a process decoding video after video holds more than it uses.
+`python -m benchmarks.decode.decode_memory` (4,000 decodes of the sample clip, 4 at a time): 74 to 81 MiB with a
+trim after each, 97 to 103 MiB without; the trim takes 1.7 ms beside a 107 ms decode (2 cores, 2026-11-28). The
+served steps trim once a request that decoded is answered (the decode step, the top-level model's frames). Not
+inside a streamed decode: there it moved the step's time into its sends, where a requester that dies leaves the
+send blocked (Triton 2.51)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,20 @@ def trim_freed_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def in_use_bytes() -> int | None:
+    """Bytes glibc's malloc has handed out and not had back, in every arena and mmap'd (mallinfo2: `uordblks` +
+    `hblkhd`): what a leak grows, where resident memory also grows with fragmentation. None without glibc 2.33."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import av
 import av.error
 
-from videoitg.decode.container import FrameIndex, select_video_stream
+from videoitg.decode.container import FrameIndex, demux, select_video_stream
 
 
 @dataclass(frozen=True)
@@ -155,23 +155,24 @@ def _copy_span(src: av.container.InputContainer, stream: av.video.stream.VideoSt
         src.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the very start
     else:
         src.seek(key, stream=stream, backward=True, any_frame=False)
-    for packet in src.demux(stream):
-        if packet.size == 0 or packet.is_discard:  # as `build_index` counts frames
-            continue
-        t = packet.pts if packet.pts is not None else packet.dts
-        if t is None:
-            return False
-        if start > 0 and not found:
-            if t != key or not packet.is_keyframe:
-                if t > key:  # the seek went past the keyframe
-                    return False
-                continue  # before the keyframe: the seek landed on an earlier one
-        if t < key:  # shown before the start: an open GOP's leading frame the index did not show
-            return False
-        packet.stream = copy
-        dst.mux(packet)
-        copied.append(t)
-        found += t <= last_pts
-        if found == wanted:
-            return True
+    with demux(src, stream) as packets:
+        for packet in packets:
+            if packet.size == 0 or packet.is_discard:  # as `build_index` counts frames
+                continue
+            t = packet.pts if packet.pts is not None else packet.dts
+            if t is None:
+                return False
+            if start > 0 and not found:
+                if t != key or not packet.is_keyframe:
+                    if t > key:  # the seek went past the keyframe
+                        return False
+                    continue  # before the keyframe: the seek landed on an earlier one
+            if t < key:  # shown before the start: an open GOP's leading frame the index did not show
+                return False
+            packet.stream = copy
+            dst.mux(packet)
+            copied.append(t)
+            found += t <= last_pts
+            if found == wanted:
+                return True
     return False  # the stream ended before every frame was copied: the index and the bytes differ

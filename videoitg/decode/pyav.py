@@ -12,7 +12,7 @@ import av.error
 import numpy as np
 
 from videoitg.decode.budget import Deadline
-from videoitg.decode.container import FrameIndex, check_frame_size
+from videoitg.decode.container import FrameIndex, check_frame_size, demux
 from videoitg.decode.errors import TruncatedVideoError, UnsupportedCodecError
 from videoitg.decode.structs import DecodeLimits
 from videoitg.preprocess import MEAN, STD, resize_frame
@@ -48,20 +48,21 @@ class _Frames:
     def _iter(self) -> Iterator[av.VideoFrame]:
         cc = self.stream.codec_context
         try:
-            for packet in self.container.demux(self.stream):
-                self.deadline.check("decoding")
-                if self.skip_nonref:
-                    # A frame nothing references and nobody sampled need not be decoded at all (B-frames of
-                    # typical H.264/HEVC encodes): FFmpeg drops it before any pixel work.
-                    cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in self.wanted else "NONREF"
-                try:
-                    for frame in cc.decode(packet if packet.size else None):
-                        self.deadline.spend(frame.width * frame.height)
-                        yield frame
-                except av.error.DecoderNotFoundError:
-                    raise
-                except av.error.FFmpegError:  # InvalidData, EPERM, EINVAL...: a damaged packet
-                    self.decode_errors += 1  # a damaged packet: its frame is reported missing if sampled
+            with demux(self.container, self.stream) as packets:
+                for packet in packets:
+                    self.deadline.check("decoding")
+                    if self.skip_nonref:
+                        # A frame nothing references and nobody sampled need not be decoded at all (B-frames of
+                        # typical H.264/HEVC encodes): FFmpeg drops it before any pixel work.
+                        cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in self.wanted else "NONREF"
+                    try:
+                        for frame in cc.decode(packet if packet.size else None):
+                            self.deadline.spend(frame.width * frame.height)
+                            yield frame
+                    except av.error.DecoderNotFoundError:
+                        raise
+                    except av.error.FFmpegError:  # InvalidData, EPERM, EINVAL...: a damaged packet
+                        self.decode_errors += 1  # a damaged packet: its frame is reported missing if sampled
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodecError(f"{self.name}: no decoder for codec {cc.name} "
                                         f"({e.strerror})") from None
