@@ -7,9 +7,9 @@ each of a decode's tasks.
 Each arm is a process of its own that decodes the sample clip `--decodes` times, each time a distinct copy (as
 distinct videos reach the decode step), streamed in chunks the way the served decode step answers, 4 videos at a
 time on a pool of threads (the served step decodes each video on a worker of its pool) or one at a time (a process
-scoring videos one after another). Its resident memory is read every 100 decodes after `WARMUP` decodes; the trim's
-time is read beside the decode's. Writes OUT/decode_memory.json (the command, machine and date with every figure)
-and OUT/decode_memory.png.
+scoring videos one after another). Its resident memory and what malloc still holds (`heap.in_use_bytes`) are read
+every 100 decodes after `WARMUP` decodes; the trim's time is read beside the decode's. Writes OUT/decode_memory.json
+(the command, machine and date with every figure) and OUT/decode_memory.png.
 """
 
 from __future__ import annotations
@@ -62,13 +62,14 @@ def _started_per_task() -> None:
 
 
 def arm(decodes: int, workers: int, trim: bool, kept: bool) -> dict:
-    """One process's figures: [decodes done, RSS MiB] every EVERY decodes, the median decode and trim (ms)."""
+    """One process's figures: [decodes done, RSS MiB, MiB malloc holds] every EVERY decodes, the median decode
+    and trim (ms)."""
     import os
 
     if not kept:
         _started_per_task()
     from python_backend.step_decoder import decode_stream
-    from videoitg.decode.heap import trim_freed_memory
+    from videoitg.decode.heap import in_use_bytes, trim_freed_memory
     from videoitg.launch import procfs
     from videoitg.launch.perf import distinct_copy
     from videoitg.request.limits import Limits
@@ -90,13 +91,16 @@ def arm(decodes: int, workers: int, trim: bool, kept: bool) -> dict:
             trim_ms.append((time.perf_counter() - t1) * 1e3)
         decode_ms.append((t1 - t0) * 1e3)
 
-    rss: list[tuple[int, float]] = []
+    def in_use_mib() -> float:
+        return (in_use_bytes() or 0) / 2**20
+
+    rss: list[tuple[int, float, float]] = []
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, range(WARMUP)))
-        rss.append((0, procfs.rss_mib(os.getpid())))
+        rss.append((0, procfs.rss_mib(os.getpid()), in_use_mib()))
         for start in range(0, decodes, EVERY):
             list(pool.map(one, range(WARMUP + start, WARMUP + start + EVERY)))
-            rss.append((start + EVERY, procfs.rss_mib(os.getpid())))
+            rss.append((start + EVERY, procfs.rss_mib(os.getpid()), in_use_mib()))
             print(f"  {workers}, {'trim' if trim else 'no trim'}, {'kept' if kept else 'started'}: "
                   f"{start + EVERY}/{decodes} decodes, RSS {rss[-1][1]:.1f} MiB", file=sys.stderr, flush=True)
     return {"rss_mib": rss, "decode_ms_median": round(statistics.median(decode_ms[WARMUP:]), 2),
@@ -116,7 +120,7 @@ def picture(arms: dict[str, dict], out: Path) -> Path:
     for name, figures in arms.items():
         at_once, _, rest = name.partition(" at a time, ")
         ax = axes[0 if at_once == "4" else 1]
-        n, mib = zip(*figures["rss_mib"], strict=True)
+        n, mib, _ = zip(*figures["rss_mib"], strict=True)
         colour = {(True, True): "C0", (False, True): "C1", (True, False): "C2", (False, False): "C3"}[
             (not rest.startswith("no trim"), "kept" in rest)]  # one colour an arm's kind, in both panels
         ax.plot(n, mib, marker=".", color=colour, label=f"{rest} (decode {figures['decode_ms_median']:.0f} ms)")
@@ -151,7 +155,10 @@ def main() -> int:
         first, last = figures["rss_mib"][0][1], figures["rss_mib"][-1][1]
         figures["growth_pct"] = round(100 * (last - first) / first, 1)
         figures["kib_per_decode"] = round((last - first) * 1024 / a.decodes, 2)
+        held = figures["rss_mib"][-1][2] - figures["rss_mib"][0][2]
+        figures["allocated_kib_per_decode"] = round(held * 1024 / a.decodes, 2)  # malloc's, not freed: a leak
         print(f"{name}: {first:.1f} -> {last:.1f} MiB over {a.decodes} decodes ({figures['growth_pct']:+.1f} %); "
+              f"still allocated {figures['allocated_kib_per_decode']} KiB a decode; "
               f"decode {figures['decode_ms_median']} ms, trim {figures['trim_ms_median']} ms")
     record = {"command": "python -m benchmarks.decode.decode_memory " + " ".join(sys.argv[1:]),
               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": machine(),
