@@ -1,7 +1,6 @@
 """The decode's threads, kept for the next decode: each decode runs its budget, its stream and its GOP pieces on
-threads taken from here rather than started anew. A thread started and ended per decode leaves glibc's
-per-thread heaps (arenas) fragmented a little more each time: a process decoding one video at a time without the
-heap trim grew 19.9 KiB a decode that way, and 1.6 KiB on kept threads (`benchmarks/decode/decode_memory.py`).
+threads taken from here rather than started anew. Four videos at a time with the heap trim, a decode took 113 ms
+against 120 ms with a thread started per task; memory is alike either way (`benchmarks/decode/decode_memory.py`).
 
 A task never waits for a thread: one is started when none is idle, so a decode stalled in FFmpeg past its budget
 holds its thread and nothing else. A thread idle for `IDLE_S` ends."""
