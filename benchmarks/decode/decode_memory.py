@@ -91,10 +91,11 @@ def arm(decodes: int, workers: int, trim: bool, kept: bool) -> dict:
             trim_ms.append((time.perf_counter() - t1) * 1e3)
         decode_ms.append((t1 - t0) * 1e3)
 
-    def in_use_mib() -> float:
-        return (in_use_bytes() or 0) / 2**20
+    def in_use_mib() -> float | None:
+        held = in_use_bytes()
+        return None if held is None else held / 2**20
 
-    rss: list[tuple[int, float, float]] = []
+    rss: list[tuple[int, float, float | None]] = []
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, range(WARMUP)))
         rss.append((0, procfs.rss_mib(os.getpid()), in_use_mib()))
@@ -155,8 +156,9 @@ def main() -> int:
         first, last = figures["rss_mib"][0][1], figures["rss_mib"][-1][1]
         figures["growth_pct"] = round(100 * (last - first) / first, 1)
         figures["kib_per_decode"] = round((last - first) * 1024 / a.decodes, 2)
-        held = figures["rss_mib"][-1][2] - figures["rss_mib"][0][2]
-        figures["allocated_kib_per_decode"] = round(held * 1024 / a.decodes, 2)  # malloc's, not freed: a leak
+        held_first, held_last = figures["rss_mib"][0][2], figures["rss_mib"][-1][2]
+        figures["allocated_kib_per_decode"] = (  # malloc's, not freed: a leak; None without glibc's mallinfo2
+            None if held_first is None else round((held_last - held_first) * 1024 / a.decodes, 2))
         print(f"{name}: {first:.1f} -> {last:.1f} MiB over {a.decodes} decodes ({figures['growth_pct']:+.1f} %); "
               f"still allocated {figures['allocated_kib_per_decode']} KiB a decode; "
               f"decode {figures['decode_ms_median']} ms, trim {figures['trim_ms_median']} ms")

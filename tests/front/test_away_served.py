@@ -45,12 +45,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
         # loaded again ("Signal (11) received.", then malloc_consolidate's abort, in its own process, while the old
         # instance unloads or while the server stops): seen in 2 of 4 full suites, never with this module alone.
         # `serve` starts such a server again (tests/launch/test_server_faults.py). This module checks the front's
-        # answers while the model is away, so that crash is reported here, and any other unclean stop fails.
-        signal = ServerLog(srv.log_path).fatal_signal(0)
+        # answers while the model is away, so an unclean stop is reported here where the log shows that crash after
+        # the test unloaded the model, and fails otherwise.
+        code = srv.stop()
+        unloaded = UNLOADED_AT.get("log")
+        signal = None if code == 0 or unloaded is None else ServerLog(srv.log_path).fatal_signal(unloaded)
         if signal is not None:
-            code = srv.stop()
-            warnings.warn(f"tritonserver 2.51 reported signal {signal} after the model was loaded again; its stop "
-                          f"ended with {code}:\n{srv.log_tail(1500)}", stacklevel=1)
+            warnings.warn(f"tritonserver 2.51 reported signal {signal} after the model was unloaded and loaded again; "
+                          f"its stop ended with {code}:\n{srv.log_tail(1500)}", stacklevel=1)
+        else:
+            assert code == 0, f"tritonserver did not exit cleanly ({code}):\n{srv.log_tail()}"
+
+
+UNLOADED_AT: dict[str, int] = {}  # the log's size when the test unloaded the model
 
 
 def http(server: TritonServer, path: str, body: bytes | None = None) -> tuple[int, str, str | None]:
@@ -91,6 +98,7 @@ def test_an_unloaded_model_is_unavailable_for_now_on_every_route(server: TritonS
     for unknown model: 'videoitg' has no available versions" (metadata, HTTP inference, the answer endpoint) and
     gRPC's NOT_FOUND: a client or a load balancer takes those as final."""
     video = sample[1]
+    UNLOADED_AT["log"] = ServerLog(server.log_path).size()
     load_or_unload(server.internal_grpc_url, TOP, "unload", server.admin_headers("grpc"))
     try:
         away = AWAY.format(model=TOP)

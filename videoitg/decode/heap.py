@@ -1,8 +1,8 @@
 """glibc's freed heap memory handed back to the system (`trim_freed_memory`), and what is still allocated
 (`in_use_bytes`). A decode allocates its buffers in the arenas of the threads it runs on (its worker, PyAV's and
 FFmpeg's); glibc keeps what they free, fragmented, so a process decoding video after video holds more than it uses.
-`python -m benchmarks.decode.decode_memory` (4,000 decodes of the sample clip, 4 at a time): 74 to 81 MiB with a
-trim after each, 97 to 103 MiB without; the trim takes 1.7 ms beside a 107 ms decode (2 cores, 2026-11-28). The
+`python -m benchmarks.decode.decode_memory` (3,000 decodes of the sample clip, 4 at a time): 78.4 to 80.7 MiB with
+a trim after each, 86.3 to 96.7 MiB without; the trim takes 1.8 ms beside a 113 ms decode (2 cores, 2026-11-29). The
 served steps trim once a request that decoded is answered (the decode step, the top-level model's frames). Not
 inside a streamed decode: there it moved the step's time into its sends, where a requester that dies leaves the
 send blocked (Triton 2.51)."""
