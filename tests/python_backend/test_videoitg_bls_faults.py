@@ -80,7 +80,7 @@ def test_the_top_level_killed_mid_stream_frees_the_decode_step(server: TritonSer
     blocked for ever in its next send (Triton 2.51 neither cancels the request nor fails the send), so every later
     cold request hung, and once 8 were stuck every new one was refused as overloaded, with health 200 throughout."""
     _, _, instruction = sample
-    long_clip = small_clip(tmp_path / "long.mp4", seed=7, seconds=300, fps=2)  # ~300 sampled frames, ~19 chunks
+    long_clip = small_clip(tmp_path / "long.mp4", seed=7, seconds=600, fps=2)  # 512 sampled frames, 32 chunks
     top, decode = stub(server, TOP), stub(server, DECODE)
     idle = procfs.stubs(server.pid)[DECODE][decode].cpu_s
     lost: dict[str, object] = {}
