@@ -95,7 +95,25 @@ class Soak:
             self.said.append(line)
             if line.startswith("ready:"):
                 break
-        threading.Thread(target=lambda: self.said.extend(self.proc.stdout), daemon=True).start()
+        self.said_at: list[tuple[float, str]] = []
+        threading.Thread(target=self._hear, daemon=True).start()
+
+    def _hear(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.said.append(line)
+            self.said_at.append((time.monotonic(), line))
+
+    def restarts(self, t0: float) -> list[dict[str, Any]]:
+        """tritonserver's restarts by supervision (`held.HELD_MAX` replaced instances kept, a crash): from the line
+        that says it goes to the one that says it is ready again, in seconds after `t0`."""
+        out: list[dict[str, Any]] = []
+        for t, line in list(self.said_at):
+            if "tritonserver keeps" in line or ("tritonserver" in line and "killing it to start it again" in line):
+                out.append({"model": "tritonserver", "why": line.strip(), "at_s": t - t0, "ready_s": None})
+            elif "tritonserver ready again" in line and out and out[-1]["ready_s"] is None:
+                out[-1]["ready_s"] = t - t0
+        return [r for r in out if r["ready_s"] is not None]
 
     def stop(self) -> int:
         if self.proc is None:
@@ -423,7 +441,7 @@ def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict
             ax.axvspan(k["at_s"] / 60, k["ready_s"] / 60, color="grey", alpha=0.3)
     lat.set_yscale("log")
     lat.set_ylabel("latency (s)")
-    lat.set_title("requests, and the stub kills (grey: from the kill to ready again)")
+    lat.set_title("requests, the stub kills and tritonserver's restarts (grey: until ready again)")
     lat.legend(fontsize=7, ncol=4, markerscale=3)
     for role, samples in sorted(mem.items()):
         rss.plot([s[0] / 60 for s in samples], [s[1] / 2**20 for s in samples], label=role)
@@ -485,7 +503,8 @@ def main() -> int:
         stop.set()
         for h in helpers:
             h.join()
-        windows = [(k["at_s"], k["ready_s"]) for k in kills_done]
+        restarts = soak.restarts(run.t0)
+        windows = [(k["at_s"], k["ready_s"]) for k in kills_done + restarts]
         verdict = judge(run.attempts, run.lost, windows, mem, duration)
         verdict.goals["batch: every row once, scored right"] = bool(
             batch_out and batch_out.get("exit") == 0 and batch_out.get("once", False)
@@ -502,7 +521,7 @@ def main() -> int:
               "machine": {**machine(), "load_average_at_end": os.getloadavg()},
               "capacity_per_s": cap, "rate_per_s": rate, "sent": sent, "minutes": args.minutes,
               "goals": verdict.goals, "met": verdict.met and code == 0, "figures": verdict.figures,
-              "per_kind": per_kind, "kills": kills_done, "batch": batch_out, "serve_exit": code,
+              "per_kind": per_kind, "kills": kills_done, "restarts": restarts, "batch": batch_out, "serve_exit": code,
               "errors": [asdict(a) for a in run.attempts if a.outcome != "ok"][:50],
               "memory": {k: v for k, v in mem.items()},
               "feature_cache": {"columns": ["s", "bytes", "entries"], "samples": cache},
@@ -512,7 +531,7 @@ def main() -> int:
               "errors_per_10s": errors_per_10s(run.attempts),
               "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
     (args.out / "soak.json").write_text(json.dumps(record, indent=1, default=float))
-    picture(run.attempts, kills_done, mem, cache, args.out / "soak.png")
+    picture(run.attempts, kills_done + restarts, mem, cache, args.out / "soak.png")
     print(json.dumps({k: record[k] for k in ("capacity_per_s", "rate_per_s", "sent", "goals", "met")}, indent=1))
     print(json.dumps({k: v for k, v in verdict.figures.items() if k not in ("errors_outside", "errors_unnamed")},
                      indent=1, default=float))

@@ -22,8 +22,9 @@ P99_RATIO = 1.2  # last P99_SPAN_S against the first
 P99_SPAN_S = 10 * 60.0
 REPAIR_GRACE_S = 5.0  # after readiness is back: requests sent before it may still be answered with the error
 QUIET_AFTER_REPAIR_S = 30.0  # p99_windows: after readiness is back, the retries and backlog of a repair drain
-# What an error of a repair names: the step that could not answer, or the model whose process died with it.
-STEP_NAMED = re.compile(r"\bvideoitg(_decode|_vision|_grounding|_select)?\b")
+# What an error of a repair names: the step that could not answer, the model whose process died with it, or
+# tritonserver itself while supervision starts it again (the front answers for it).
+STEP_NAMED = re.compile(r"\bvideoitg(_decode|_vision|_grounding|_select)?\b|\btritonserver\b")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,17 @@ from videoitg.contract.protocol import TOP  # noqa: E402
 from videoitg.front import config  # noqa: E402
 from videoitg.front.grpc_policy import SERVICE, grpc_checked  # noqa: E402
 from videoitg.front.http import HttpPort  # noqa: E402
-from videoitg.front.lost import AWAY, FULL, LOST, InFlight, ModelLost, WatchedUpstream, notice, while_away  # noqa: E402
+from videoitg.front.lost import (  # noqa: E402
+    AWAY,
+    FULL,
+    LOST,
+    InFlight,
+    ModelLost,
+    WatchedUpstream,
+    notice,
+    unreachable,
+    while_away,
+)
 
 SAID = LOST.format(model=TOP)
 BODY = b'{"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1], "data": ["when?"]}]}'
@@ -241,3 +251,13 @@ def test_a_full_queue_is_unavailable_naming_the_model_on_both_protocols() -> Non
 
     http_said, grpc_said = asyncio.run(run())
     assert http_said == (503, {"error": full}, "1") and grpc_said == f"UNAVAILABLE: {full}"
+
+
+def test_grpcs_words_for_a_tritonserver_out_of_reach_become_the_fronts_and_nothing_else_does() -> None:
+    for details in ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: Failed to connect to "
+                    "remote host: Connection refused", "Socket closed", "recvmsg:Connection reset by peer"):
+        said = unreachable(details)
+        assert said is not None and said.startswith("server unavailable: tritonserver did not answer (")
+        assert details in said and said.endswith("); try again")
+    for details in ("Exceeds maximum queue size", "videoitg_decode: StepUnavailableError: busy", ""):
+        assert unreachable(details) is None

@@ -33,8 +33,8 @@ from tests.support.launch import serve, server_child, write_model, write_repo
 from tests.support.server import read_until, sampled, skip_without_tritonserver, stub_pids, wait_until
 from videoitg.defaults import default_checkpoint
 from videoitg.front.process import environment as front_environment
+from videoitg.launch import procfs, shm, supervise
 from videoitg.launch import server as server_mod
-from videoitg.launch import shm, supervise
 from videoitg.launch.options import STOP_GRACE_S
 from videoitg.launch.ports import free_ports
 from videoitg.launch.server import ServerOptions, TritonServer
@@ -365,7 +365,8 @@ def test_killed_launcher_takes_its_server_down_and_the_ports_come_back(repo: Pat
 
 def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> None:
     """A tritonserver that dies (a request that crashed it, an OOM kill) is started again on the same ports instead
-    of ending `videoitg serve`."""
+    of ending `videoitg serve`, behind the same front: its port stays open and answers 503 naming tritonserver until
+    it is back."""
     ports = free_ports(3)
     proc = serve(["--model-repository", str(repo), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
                    "--metrics-port", str(ports[2])])
@@ -375,11 +376,16 @@ def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> N
         lines = read_until(proc, "ready:")
         assert lines[-1].startswith("ready:"), "".join(lines)
         first = server_child(proc.pid)
+        front = next(c for c in procfs.children(proc.pid) if c != first)
         os.kill(first, signal.SIGKILL)
+        with pytest.raises(urllib.error.HTTPError) as refused:  # tritonserver loads its models again for seconds
+            infer(srv)
+        assert refused.value.code == 503
+        assert "server unavailable: tritonserver did not answer" in json.loads(refused.value.read())["error"]
         lines = read_until(proc, "tritonserver ready again")
         out = "".join(lines)
         assert "exited unexpectedly (killed by SIGKILL)" in out and "(restart 1)" in lines[-1], out
-        assert server_child(proc.pid) != first
+        assert server_child(proc.pid) != first and front in procfs.children(proc.pid)
         assert ready(srv) and infer(srv) == [3.0, 4.0]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0

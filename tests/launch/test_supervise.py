@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.server import wait_until
 from videoitg.launch import supervise
+from videoitg.launch.held import HELD_MAX
 from videoitg.launch.ports import ServerError, StartCancelled
 from videoitg.launch.procfs import Stub
 from videoitg.launch.server import ServerOptions, TritonServer
@@ -211,10 +212,11 @@ def test_a_process_stopped_at_consecutive_looks_or_silent_for_hung_s_cannot_answ
     live = Liveness(hung_s=15.0)
     well, silent = Look("S", True), Look("S", False)
     assert live.judge({"front": Look("T", False), "tritonserver": well}, 0.0) == {}
-    assert live.judge({"front": Look("T", False), "tritonserver": well}, 1.0) == {"front": "it is stopped (SIGSTOP)"}
+    assert live.judge({"front": Look("T", False), "tritonserver": well}, 1.0) == {
+        "front": "cannot answer: it is stopped (SIGSTOP)"}
     assert live.judge({"front": well, "tritonserver": silent}, 2.0) == {}  # continued: its count starts again
     assert live.judge({"front": Look("T", False), "tritonserver": silent}, 16.0) == {
-        "tritonserver": "its ports answered nothing for 15 s (hung)"}
+        "tritonserver": "cannot answer: its ports answered nothing for 15 s (hung)"}
     assert live.judge({"front": well, "tritonserver": well}, 17.0) == {}  # an answer: well again
     assert live.judge({"tritonserver": silent}, 31.0) == {}  # 14 s after its last answer
     traced = Liveness(hung_s=15.0)
@@ -224,8 +226,15 @@ def test_a_process_stopped_at_consecutive_looks_or_silent_for_hung_s_cannot_answ
 def test_a_crash_its_log_reported_means_it_cannot_answer_at_once() -> None:
     live = Liveness(hung_s=15.0)
     assert live.judge({"tritonserver": Look("S", True, 11)}, 0.0) == {
-        "tritonserver": "it crashed (signal 11, said in its log) and has not exited"}
+        "tritonserver": "cannot answer: it crashed (signal 11, said in its log) and has not exited"}
     assert live.judge({"tritonserver": Look("S", True)}, 1.0) == {}  # the next look reads only what came after
+
+
+def test_a_tritonserver_keeping_held_max_replaced_instances_is_restarted() -> None:
+    live = Liveness(hung_s=15.0)
+    assert live.judge({"tritonserver": Look("S", True, held=HELD_MAX - 1)}, 0.0) == {}
+    assert live.judge({"tritonserver": Look("S", True, held=HELD_MAX)}, 1.0) == {"tritonserver": (
+        f"keeps {HELD_MAX} replaced model instances whose stubs died with requests in them (only its exit frees them)")}
 
 
 def test_the_process_watch_kills_what_cannot_answer_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

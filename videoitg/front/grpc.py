@@ -25,7 +25,7 @@ from videoitg.front.connections import admitted
 from videoitg.front.grpc_calls import Call, Connection
 from videoitg.front.grpc_frames import cheap_data_frame_repr
 from videoitg.front.grpc_policy import GRPC_METHODS, HEALTH_METHODS, SERVICE, grpc_checked
-from videoitg.front.lost import InFlight, ModelLost, while_away
+from videoitg.front.lost import InFlight, ModelLost, unreachable, while_away
 from videoitg.front.policy import Reason, Refusal
 from videoitg.front.tls import Certificates, Handshake
 
@@ -33,6 +33,7 @@ SWEEP_S = 0.5  # how often the time bounds are checked
 # At a stop: how long the calls a client sent before it read the first GOAWAY have to arrive, unless its answer to
 # the PING sent after that GOAWAY comes sooner.
 DRAIN_S = 1.0
+RECONNECT_MS = 500  # between two tries of the channel to tritonserver to connect
 
 PassOn = Callable[[str, bytes, "float | None"], Awaitable["bytes | tuple[int, str]"]]
 
@@ -43,9 +44,14 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters, in_flight: InFlight
     (`in_flight`: one its model's process took with it is answered UNAVAILABLE, `lost.py`)."""
     # Triton's full error text comes back (its own code, not RESOURCE_EXHAUSTED for a long one); clients get a
     # bounded text.
+    # A tritonserver started again (same port) is reached within RECONNECT_MS, not after grpcio's backoff of up to
+    # 120 s.
     channel = grpc.aio.insecure_channel(cfg.triton_grpc, options=[("grpc.max_send_message_length", -1),
                                                                    ("grpc.max_receive_message_length", -1),
-                                                                   ("grpc.max_metadata_size", 1 << 20)])
+                                                                   ("grpc.max_metadata_size", 1 << 20),
+                                                                   ("grpc.initial_reconnect_backoff_ms", RECONNECT_MS),
+                                                                   ("grpc.min_reconnect_backoff_ms", RECONNECT_MS),
+                                                                   ("grpc.max_reconnect_backoff_ms", RECONNECT_MS)])
     calls = {m: channel.unary_unary(f"/{SERVICE}/{m}") for m in GRPC_METHODS}  # raw bytes both ways
     key = ((GRPC_INFER_KEY_HEADER, cfg.infer_key),) if cfg.infer_key else None
 
@@ -75,6 +81,8 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters, in_flight: InFlight
             code, details = grpc.StatusCode.UNAVAILABLE, f"no answer from the server within {bound:.0f} s"
         if model and (away := while_away(model, details)):
             code, details = grpc.StatusCode.UNAVAILABLE, away
+        elif code == grpc.StatusCode.UNAVAILABLE and (gone := unreachable(details)):
+            details = gone
         if code == grpc.StatusCode.UNAVAILABLE:
             counters.unavailable["grpc"] += 1
         return code.value[0], bounded_text(details)

@@ -26,7 +26,7 @@ from videoitg.front.bounds import (
 )
 from videoitg.front.config import METRICS_CONNECTIONS, FrontConfig, FrontCounters
 from videoitg.front.connections import LINGER_S, Connections, HttpServer, ServerLog, listen
-from videoitg.front.lost import InFlight, ModelLost, WatchedUpstream, error_text, while_away
+from videoitg.front.lost import UNREACHABLE, InFlight, ModelLost, WatchedUpstream, error_text, while_away
 from videoitg.front.policy import (
     KEY_REFUSAL,
     MAX_HEADER_BYTES,
@@ -214,8 +214,7 @@ class HttpPort(_Port):
             if isinstance(e, ModelLost):  # the model's process died with it: send it again
                 return web.json_response({"error": str(e)}, status=503, headers={"Retry-After": "1"})
             why = f"no answer within {timeout_s:.0f} s" if isinstance(e, asyncio.TimeoutError) else str(e)  # a reset
-            return web.json_response({"error": f"server unavailable ({type(e).__name__}: {why}); try again"},
-                                     status=503)
+            return web.json_response({"error": UNREACHABLE.format(why=f"{type(e).__name__}: {why}")}, status=503)
         passed = {k: answer.headers[k.lower()] for k in PASS_HEADERS if k.lower() in answer.headers}
         data = answer.body
         if answer.status >= 400 and "Content-Encoding" not in passed:

@@ -30,6 +30,11 @@ _AWAY = re.compile(r"(?:\[request id: [^\]]*\] )?(?:Request for unknown model: '
                    r"healthy\.)")
 AWAY = "{model}: not loaded at this moment (being loaded again after a fault); try again"
 FULL = "{model}: OverloadedError: server busy: its queue of waiting requests is full; retry later"
+# tritonserver itself out of reach (it is being started again after a crash or a restart of supervision's): the
+# HTTP client's error, or grpcio's words for a channel that cannot connect or lost its connection.
+UNREACHABLE = "server unavailable: tritonserver did not answer ({why}); try again"
+_NO_CONNECTION = re.compile(r"failed to connect to all addresses|Socket closed|Connection reset|Broken pipe|"
+                            r"Connection refused")
 NOTICE = b"lost "
 MAX_NOTICE = 1024  # bytes of one notice line; a model name is at most 256 characters
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?/infer")
@@ -50,6 +55,11 @@ def while_away(model: str, text: str) -> str | None:
     if m is None or (m["full"] is None and model not in (m["model"], m["dead"])):
         return None
     return (FULL if m["full"] else LOST if m["dead"] else AWAY).format(model=model)
+
+
+def unreachable(details: str) -> str | None:
+    """The words for a client where grpcio's `details` say tritonserver could not be reached; None otherwise."""
+    return UNREACHABLE.format(why=details) if _NO_CONNECTION.search(details) else None
 
 
 def error_text(body: bytes) -> str:

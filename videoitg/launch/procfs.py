@@ -105,10 +105,12 @@ def children(pid: int) -> list[int]:
 @dataclass(frozen=True)
 class Stub:
     """A python-backend stub as /proc shows it: its state letter (proc(5): R running, S sleeping, T stopped, ...) and
-    the CPU seconds it has used (user + system, in clock ticks of 10 ms)."""
+    the CPU seconds it has used (user + system, in clock ticks of 10 ms), and the name of its shared-memory region in
+    /dev/shm (its command line's third word)."""
 
     state: str
     cpu_s: float
+    region: str = ""
 
     @property
     def stopped(self) -> bool:
@@ -132,7 +134,8 @@ def stubs(pid: int | None) -> dict[str, dict[int, Stub]]:
             continue
         if cmd and cmd[0].endswith(b"triton_python_backend_stub") and len(cmd) > 1:
             model = Path(cmd[1].decode(errors="replace")).parent.parent.name  # <model>/<ver>/model.py
-            out.setdefault(model, {})[child] = Stub(f[0], _stat_cpu_s(f))
+            region = cmd[2].decode(errors="replace") if len(cmd) > 2 else ""
+            out.setdefault(model, {})[child] = Stub(f[0], _stat_cpu_s(f), region)
     return out
 
 

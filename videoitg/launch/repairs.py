@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from videoitg.contract.repairs import REPAIRS_ENV, RepairsWritten
@@ -17,6 +18,7 @@ from videoitg.launch import binaries, health, procfs
 from videoitg.launch.addresses import Addresses
 from videoitg.launch.front_process import Notices
 from videoitg.launch.generated import GeneratedRepository
+from videoitg.launch.held import HeldInstances
 from videoitg.launch.model_control import load_or_unload, model_states, waiting
 from videoitg.launch.ports import ServerError
 from videoitg.launch.refusals import Context, explain_load
@@ -37,6 +39,7 @@ class Repairs(Addresses):
     _steps_repaired: RepairsWritten | None
     _log_start: int  # where the log of the current start begins
     _looked_to: int  # how far `looks` read the log for a crash
+    _held: HeldInstances  # the replaced model instances the current tritonserver keeps
 
     def _refusal_context(self) -> Context:
         """What explains a refused start or load: the repository and the shared memory its models need."""
@@ -125,9 +128,16 @@ class Repairs(Addresses):
                 ("front", self._front, self._own_tls, (f"{self.scheme}://{self.http_url}/v2/health/live",
                                                        self.metrics_url))):
             if proc is not None and proc.poll() is None:
+                triton = name == "tritonserver"
                 out[name] = Look(procfs.state(proc.pid), any(health.answers(url, context) for url in urls),
-                                 self._crashed() if name == "tritonserver" else None)
+                                 self._crashed() if triton else None, self._kept(proc.pid) if triton else 0)
         return out
+
+    def _kept(self, pid: int) -> int:
+        """The replaced model instances tritonserver `pid` keeps (`held`), each newly seen one said in the log."""
+        for held in self._held.look(procfs.stubs(pid), time.monotonic()):
+            self.note(self._held.said(held))
+        return len(self._held.held)
 
     def _crashed(self) -> int | None:
         """The fatal signal tritonserver's log reported since the last look at it, else None."""

@@ -20,6 +20,7 @@ from videoitg.launch import binaries, health
 from videoitg.launch.front_process import Notices, front_command, start_front
 from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.health import StartProgress
+from videoitg.launch.held import HeldInstances
 from videoitg.launch.options import ServerOptions, check_access
 from videoitg.launch.ports import ServerError, StartCancelled, check_ports_free, free_ports
 from videoitg.launch.processes import signal_child, start_child, stop_in_order
@@ -63,6 +64,7 @@ class TritonServer(Repairs):
         self._notices = Notices()  # the front's stdin: a notice written, or the pipe closed
         self._steps_repaired = None  # the top-level model's word of a step's repair, while the server runs
         self._log_start = self._looked_to = 0
+        self._held = HeldInstances(self.shm_prefix)
         self.restarts = 0  # times `restart` started the server again
 
     @property
@@ -119,6 +121,8 @@ class TritonServer(Repairs):
         port."""
         if self.exited == "front" and self._proc is not None and self._proc.poll() is None:
             return self._restart_front(timeout_s, max_s, cancelled)
+        if self.exited == "tritonserver" and self._front is not None and self._front.poll() is None:
+            return self._restart_tritonserver(timeout_s, max_s, cancelled)
         self.stop()
         check_ports_free(self.options.host, [self.http_port, self.grpc_port, self.metrics_port])
         self.restarts += 1
@@ -145,6 +149,26 @@ class TritonServer(Repairs):
             self.stop()
             raise
         return self
+
+    def _restart_tritonserver(self, timeout_s: float, max_s: float | None,
+                              cancelled: Callable[[], bool] | None) -> TritonServer:
+        """tritonserver started again on its own ports behind the running front, which keeps its clients'
+        connections and answers them 503 / UNAVAILABLE meanwhile; what the old one left in /dev/shm (the instances
+        it kept, `held`) is removed first. One that does not become ready stops the whole server (the next restart
+        starts both, on other ports of tritonserver's own)."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        proc, self._proc = self._proc, None
+        stop_in_order(None, proc, self.options, self._notices.close, self.note)  # its process group: the stubs too
+        remove_own_shared_memory(self.shm_prefix, self.note)
+        self.forget_steps_repaired()
+        self.restarts += 1
+        self._log.open()
+        self._log_start = self._log.size()
+        self.note(f"restarting tritonserver on its ports (restart {self.restarts}); the front keeps running",
+                  who="supervisor")
+        self._start_tritonserver(self.restore_generated("before starting tritonserver"))
+        return self._until_ready(timeout_s, max_s, cancelled)
 
     def _internal_ports(self) -> tuple[int, int, int]:
         """tritonserver's three loopback ports: free now, and none of the public ones, which the front binds while
@@ -182,19 +206,28 @@ class TritonServer(Repairs):
 
     def _launch_once(self, timeout_s: float, max_s: float | None,
                      cancelled: Callable[[], bool] | None = None) -> TritonServer:
-        o = self.options
         remove_stale_shared_memory()
         self._log.open()
         self._log_start = self._log.size()
         backend_dir = self.restore_generated("before starting tritonserver")
         self._triton_ports = self._internal_ports()
-        log = self._log.file if self._log.file is not None else subprocess.DEVNULL
         front = self.front_command()  # a repository the front cannot read fails here, before anything starts
+        self._start_tritonserver(backend_dir)
+        self._front = start_front(front, self.front_environment(), self._log)  # its output into the log
+        return self._until_ready(timeout_s, max_s, cancelled)
+
+    def _start_tritonserver(self, backend_dir: Path) -> None:
+        log = self._log.file if self._log.file is not None else subprocess.DEVNULL
         env = binaries.server_env(self.install)
         env.pop(SERVER_KEYS_ENV, None)  # the clients' keys are the front's alone
         self.steps_repaired_environment(env)
         self._proc = start_child(self.command(backend_dir), env, log)
-        self._front = start_front(front, self.front_environment(), self._log)  # its output into the log
+        self._held = HeldInstances(self.shm_prefix)
+
+    def _until_ready(self, timeout_s: float, max_s: float | None,
+                     cancelled: Callable[[], bool] | None) -> TritonServer:
+        """Wait until ready (the whole server stopped where it does not become so), then watch its stubs."""
+        o = self.options
         try:
             self.wait_ready(timeout_s, max_s, cancelled)
         except BaseException:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from videoitg.errors import VideoITGError
+from videoitg.launch.held import HELD_MAX
 from videoitg.launch.ports import PortBusyError, StartCancelled
 from videoitg.launch.procfs import Stub, stub_pids, stubs
 
@@ -44,12 +45,14 @@ PORT_SAY_S = 60.0  # a port still held is said again after this long
 
 @dataclass(frozen=True)
 class Look:
-    """One look at a process of the server: its state letter (`procfs.state`), whether its own ports answered, and
-    the fatal signal its log reported since the last look (tritonserver's, `ServerLog.fatal_signal`)."""
+    """One look at a process of the server: its state letter (`procfs.state`), whether its own ports answered, the
+    fatal signal its log reported since the last look (tritonserver's, `ServerLog.fatal_signal`), and the replaced
+    model instances it keeps (tritonserver's, `held.HeldInstances`)."""
 
     state: str
     answered: bool
     fatal: int | None = None
+    held: int = 0
 
 
 class Launched(Protocol):
@@ -264,7 +267,9 @@ class Liveness:
     """Whether tritonserver and the front can still answer, judged on looks (`judge`): a process whose log reported a
     crash, stopped by a signal at STOPPED_LOOKS looks in a row, or whose own ports answered nothing for `hung_s`
     while it runs, cannot (a tracer's stop is the operator's own: left alone). A crashed tritonserver is killed at
-    once: its handler of the signal prints a stack trace before it dies, and in a damaged heap that can hang."""
+    once: its handler of the signal prints a stack trace before it dies, and in a damaged heap that can hang. A
+    tritonserver that keeps `HELD_MAX` replaced model instances is restarted too: only its exit frees them
+    (`held`)."""
 
     def __init__(self, hung_s: float = HUNG_S) -> None:
         self.hung_s = hung_s
@@ -272,7 +277,7 @@ class Liveness:
         self._answered: dict[str, float] = {}
 
     def judge(self, looks: dict[str, Look], now: float) -> dict[str, str]:
-        """The processes that cannot answer, and why."""
+        """The processes to kill and start again, and why ("cannot answer: ...", "keeps ...")."""
         out: dict[str, str] = {}
         for name, look in looks.items():
             self._stopped[name] = self._stopped[name] + 1 if look.state == "T" else 0
@@ -280,11 +285,14 @@ class Liveness:
                 self._answered[name] = now  # a stopped one is judged by its stop
             quiet = now - self._answered.setdefault(name, now)
             if look.fatal is not None:
-                out[name] = f"it crashed (signal {look.fatal}, said in its log) and has not exited"
+                out[name] = f"cannot answer: it crashed (signal {look.fatal}, said in its log) and has not exited"
             elif self._stopped[name] >= STOPPED_LOOKS:
-                out[name] = "it is stopped (SIGSTOP)"
+                out[name] = "cannot answer: it is stopped (SIGSTOP)"
             elif quiet >= self.hung_s:
-                out[name] = f"its ports answered nothing for {quiet:.0f} s (hung)"
+                out[name] = f"cannot answer: its ports answered nothing for {quiet:.0f} s (hung)"
+            elif look.held >= HELD_MAX:
+                out[name] = (f"keeps {look.held} replaced model instances whose stubs died with requests in them "
+                             "(only its exit frees them)")
         return out
 
     def reset(self) -> None:
@@ -321,7 +329,7 @@ class ProcessWatch:
                 looks = self.server.looks() if self.server.running else {}
                 for name, cause in self.liveness.judge(looks, time.monotonic()).items():
                     if self.watching.is_set() and not self._stop.is_set():
-                        self.say(f"{name} cannot answer: {cause}; killing it to start it again")
+                        self.say(f"{name} {cause}; killing it to start it again")
                         self.server.kill(name)
                         self.liveness.reset()
             except Exception as e:  # never die silently: a hung process would stay so
