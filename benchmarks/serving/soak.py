@@ -109,7 +109,9 @@ class Soak:
         that says it goes to the one that says it is ready again, in seconds after `t0`."""
         out: list[dict[str, Any]] = []
         for t, line in list(self.said_at):
-            if "tritonserver keeps" in line or ("tritonserver" in line and "killing it to start it again" in line):
+            going = "tritonserver keeps" in line or "killing it to start it again" in line or (
+                "tritonserver exited unexpectedly" in line)
+            if going and "tritonserver" in line and not (out and out[-1]["ready_s"] is None):
                 out.append({"model": "tritonserver", "why": line.strip(), "at_s": t - t0, "ready_s": None})
             elif "tritonserver ready again" in line and out and out[-1]["ready_s"] is None:
                 out[-1]["ready_s"] = t - t0
@@ -505,7 +507,8 @@ def main() -> int:
             h.join()
         restarts = soak.restarts(run.t0)
         windows = [(k["at_s"], k["ready_s"]) for k in kills_done + restarts]
-        verdict = judge(run.attempts, run.lost, windows, mem, duration)
+        verdict = judge(run.attempts, run.lost, windows, mem, duration,
+                        [(r["at_s"], r["ready_s"]) for r in restarts])
         verdict.goals["batch: every row once, scored right"] = bool(
             batch_out and batch_out.get("exit") == 0 and batch_out.get("once", False)
             and batch_out.get("right") == batch_out.get("rows"))

@@ -215,7 +215,8 @@ def test_the_media_roots_are_asked_for_a_file_only_and_kept_once_given(tmp_path:
     assert asked == [[infer_path], [config_path], [config_path, infer_path], [infer_path]], asked
     assert [code for code, _ in answers] == [200, 503, 200, 200], answers
     err = answers[1][1]["error"]
-    assert err["code"] == "selection_failed" and "the grounding server did not answer" in err["message"], err
+    assert err["code"] == "selection_failed", err
+    assert "the grounding server (tritonserver) did not answer" in err["message"], err
     assert answers[3][1]["videoitg"]["frames"] == [25] and unavailable == {"http": 1}, (answers[3], unavailable)
 
 

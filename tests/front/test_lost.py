@@ -259,5 +259,6 @@ def test_grpcs_words_for_a_tritonserver_out_of_reach_become_the_fronts_and_nothi
         said = unreachable(details)
         assert said is not None and said.startswith("server unavailable: tritonserver did not answer (")
         assert details in said and said.endswith("); try again")
-    for details in ("Exceeds maximum queue size", "videoitg_decode: StepUnavailableError: busy", ""):
+    for details in ("Exceeds maximum queue size", "videoitg_decode: StepUnavailableError: busy", "",
+                    "videoitg_decode: StepUnavailableError: Connection reset by its reader"):
         assert unreachable(details) is None

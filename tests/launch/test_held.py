@@ -4,6 +4,7 @@ one freed later is no longer counted; another server's regions are not looked at
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from videoitg.launch.held import HELD_AFTER_S, Held, HeldInstances
@@ -14,12 +15,16 @@ PREFIX = "videoitg_1.2_abcd_"
 
 def region(shm: Path, name: str, size: int = 16 << 20) -> str:
     (shm / f"{PREFIX}{name}").write_bytes(b"")
-    (shm / f"{PREFIX}{name}").open("r+b").truncate(size)
+    os.truncate(shm / f"{PREFIX}{name}", size)
     return f"{PREFIX}{name}"
 
 
 def stubs(**named: str) -> dict[str, dict[int, Stub]]:
     return {model: {100 + i: Stub("S", 1.0, name)} for i, (model, name) in enumerate(named.items())}
+
+
+def one_model(model: str, *named: tuple[int, str]) -> dict[str, dict[int, Stub]]:
+    return {model: {pid: Stub("S", 1.0, name) for pid, name in named}}
 
 
 def test_a_region_no_live_stub_names_for_held_after_s_is_kept_with_its_model(tmp_path: Path) -> None:
@@ -32,7 +37,7 @@ def test_a_region_no_live_stub_names_for_held_after_s_is_kept_with_its_model(tmp
     assert held.look(stubs(videoitg_decode=new, videoitg_vision=vision), 1.0 + HELD_AFTER_S - 0.5) == []
     kept = held.look(stubs(videoitg_decode=new, videoitg_vision=vision), 1.0 + HELD_AFTER_S)
     assert kept == [Held(decode, "videoitg_decode", 16 << 20)] and list(held.held) == [decode]
-    assert "'videoitg_decode', whose stub died with requests in it" in held.said(kept[0])
+    assert "a replaced instance of 'videoitg_decode', a stub of which died with requests in it" in held.said(kept[0])
     assert "16 MiB of /dev/shm" in held.said(kept[0]) and "1 kept" in held.said(kept[0])
     assert held.look(stubs(videoitg_decode=new, videoitg_vision=vision), 500.0) == []  # said once
     (tmp_path / decode).unlink()  # freed after all (tritonserver unloaded it late)
@@ -49,7 +54,7 @@ def test_a_region_freed_or_named_again_in_time_is_not_kept(tmp_path: Path) -> No
     assert held.look(stubs(videoitg=new), 2.0) == []
     late = region(tmp_path, "c")  # made before its stub runs (a load under way)
     assert held.look(stubs(videoitg=new), 3.0) == []
-    assert held.look(stubs(videoitg=new, videoitg_vision=late), 2.0 + HELD_AFTER_S) == []
+    assert held.look(stubs(videoitg=new, videoitg_vision=late), 4.0) == []  # named from here on
     assert held.look(stubs(videoitg=new, videoitg_vision=late), 10 * HELD_AFTER_S) == [] and held.held == {}
 
 
@@ -60,3 +65,19 @@ def test_only_this_servers_regions_are_looked_at_and_an_unnamed_one_is_kept_with
     held.look({}, 0.0)
     assert held.look({}, HELD_AFTER_S) == [Held(mine, "", 1 << 20)]
     assert "instance of a model," in held.said(held.held[mine])
+
+
+def test_the_other_instances_of_a_replaced_version_are_kept_though_their_stubs_run(tmp_path: Path) -> None:
+    """A step of two instances, one stub killed: the version the repair replaced keeps the other one's stub running
+    (its region named, by a stub of a version that is no longer current)."""
+    a, b, c, d = (region(tmp_path, n) for n in "abcd")
+    held = HeldInstances(PREFIX, tmp_path)
+    held.look(one_model("videoitg_vision", (10, a), (11, b)), 0.0)
+    held.replaced({10, 11})  # stub 10 died; the watchdog reloaded the model: 20 and 21 are the new version's
+    after = one_model("videoitg_vision", (11, b), (20, c), (21, d))
+    assert held.look(after, 1.0) == []
+    kept = held.look(after, 1.0 + HELD_AFTER_S)
+    assert sorted(k.region for k in kept) == [a, b] and {k.model for k in kept} == {"videoitg_vision"}
+    (tmp_path / b).unlink()  # the replaced version let go after all: its stub ended, its region freed
+    held.look(one_model("videoitg_vision", (20, c), (21, d)), 2 * HELD_AFTER_S)
+    assert list(held.held) == [a]

@@ -167,7 +167,7 @@ def test_an_instance_kept_after_its_stub_died_with_a_request_in_it_is_said_and_a
         watch.start()  # its process watch looks every second
         assert wait_until(lambda: srv.restarts >= 1 and ready(srv), 90), (said, srv.log_tail())
         log = srv.log_tail(10**7)
-        assert "tritonserver keeps the replaced instance of 'held', whose stub died with requests in it" in log, log
+        assert "tritonserver keeps a replaced instance of 'held', a stub of which died with requests in it" in log, log
         assert ("tritonserver keeps 1 replaced model instances whose stubs died with requests in them (only its exit "
                 "frees them); killing it to start it again") in said, said
         assert not (Path("/dev/shm") / region).exists()
@@ -314,5 +314,6 @@ def test_a_reset_of_tritonserver_is_worded_as_what_happened(server: TritonServer
     th.join(60)
     assert box.get("status") == 503, box
     said = str(box["body"])  # "tritonserver closed the connection before its answer was whole", or "... lost"
-    assert "UpstreamError: " in said and "tritonserver" in said and "no answer within" not in said, box
+    assert "UpstreamError: " in said and ("tritonserver closed" in said or "to tritonserver lost" in said), box
+    assert "no answer within" not in said, box
     assert time.monotonic() - t0 < 15  # not the slow model's 30 s

@@ -51,6 +51,9 @@ class StandIn:
     def requests_lost(self, model: str) -> None:
         self.asked.append(("lost", model))
 
+    def replaced(self, pids: set[int]) -> None:
+        self.asked.append(("replaced", ",".join(map(str, sorted(pids)))))
+
     def waiting(self) -> dict[str, int]:
         return {}
 
@@ -185,6 +188,31 @@ def test_the_requests_a_repaired_model_held_are_said_lost_once_it_is_unloaded() 
     assert w._repair("c", supervise.Verdict("not loaded", unloaded=True))
     assert server.asked == [("unload", "a"), ("lost", "a"), ("unload", "a"), ("lost", "a"), ("load", "a"),
                             ("unload", "b"), ("lost", "b"), ("load", "b"), ("load", "c")]
+
+
+def test_a_repaired_model_follows_its_new_stubs_and_the_replaced_versions_are_said(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model of two instances loses one stub: after the reload its new stubs are followed, and the one of the
+    replaced version still running (it exits when that version unloads, or is kept: `held`) is not: its end is not
+    another death to repair. The server hears which stubs the repair replaced."""
+    server = StandIn()
+    w = StubWatchdog(server, interval_s=3600.0)
+    w.stop()
+    # each look: the stubs found (with their state), then the stubs after the repairs of that look
+    looks = iter([({"a": {11: IDLE}}, {"a": {11, 20, 21}}),  # stub 10 died; 11 of the replaced version still runs
+                  ({"a": {20: IDLE, 21: IDLE}}, {"a": {20, 21}})])  # the replaced version unloaded: 11 ended
+    now: list[dict[str, set[int]]] = []
+
+    def found(pid: int | None) -> dict[str, dict[int, Stub]]:
+        stubs, after = next(looks)
+        now[:] = [after]
+        return stubs
+
+    monkeypatch.setattr(supervise, "stubs", found)
+    monkeypatch.setattr(supervise, "stub_pids", lambda pid: now[0])
+    assert w._heal({"a": {10, 11}}) == {"a": {20, 21}}
+    assert server.loaded == ["a"] and ("replaced", "10,11") in server.asked
+    assert w._heal({"a": {20, 21}}) == {"a": {20, 21}} and server.loaded == ["a"]  # no second repair
 
 
 def test_supervision_goes_on_through_a_failed_start_of_any_kind_and_ends_a_start_on_a_stop(

@@ -91,7 +91,8 @@ class AnswerEndpoint:
             answer = await port.triton.request("GET", f"/v2/models/{TOP}/config", {}, None, self.cfg.pass_timeout_s)
         except (UpstreamError, OSError, asyncio.TimeoutError) as e:
             port.counters.unavailable["http"] += 1
-            raise SelectionError(f"the grounding server did not answer ({type(e).__name__}); try again", 503) from None
+            raise SelectionError(f"the grounding server (tritonserver) did not answer ({type(e).__name__}); try again",
+                                 503) from None
         if answer.status != 200:
             raise SelectionError(f"the grounding server did not give its media roots (its model config answered "
                                  f"{answer.status}: {_triton_error(answer.body)})", 502)
@@ -221,7 +222,8 @@ class AnswerEndpoint:
             port.counters.unavailable["http"] += 1
             if isinstance(e, ModelLost):  # the model's process died with it: its own words, send it again
                 raise SelectionError(str(e), 503) from None
-            raise SelectionError(f"the grounding server did not answer ({type(e).__name__}); try again", 503) from None
+            raise SelectionError(f"the grounding server (tritonserver) did not answer ({type(e).__name__}); try again",
+                                 503) from None
         finally:
             del pieces, video
         if answer.status != 200:

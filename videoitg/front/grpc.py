@@ -33,7 +33,7 @@ SWEEP_S = 0.5  # how often the time bounds are checked
 # At a stop: how long the calls a client sent before it read the first GOAWAY have to arrive, unless its answer to
 # the PING sent after that GOAWAY comes sooner.
 DRAIN_S = 1.0
-RECONNECT_MS = 500  # between two tries of the channel to tritonserver to connect
+RECONNECT_MS = 500  # between two tries of the channel to tritonserver to connect again
 
 PassOn = Callable[[str, bytes, "float | None"], Awaitable["bytes | tuple[int, str]"]]
 
@@ -44,13 +44,12 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters, in_flight: InFlight
     (`in_flight`: one its model's process took with it is answered UNAVAILABLE, `lost.py`)."""
     # Triton's full error text comes back (its own code, not RESOURCE_EXHAUSTED for a long one); clients get a
     # bounded text.
-    # A tritonserver started again (same port) is reached within RECONNECT_MS, not after grpcio's backoff of up to
-    # 120 s.
+    # A tritonserver started again (same port) is reached within about RECONNECT_MS (grpcio's jitter: +-20 %), not
+    # after its backoff of up to 120 s.
     channel = grpc.aio.insecure_channel(cfg.triton_grpc, options=[("grpc.max_send_message_length", -1),
                                                                    ("grpc.max_receive_message_length", -1),
                                                                    ("grpc.max_metadata_size", 1 << 20),
                                                                    ("grpc.initial_reconnect_backoff_ms", RECONNECT_MS),
-                                                                   ("grpc.min_reconnect_backoff_ms", RECONNECT_MS),
                                                                    ("grpc.max_reconnect_backoff_ms", RECONNECT_MS)])
     calls = {m: channel.unary_unary(f"/{SERVICE}/{m}") for m in GRPC_METHODS}  # raw bytes both ways
     key = ((GRPC_INFER_KEY_HEADER, cfg.infer_key),) if cfg.infer_key else None

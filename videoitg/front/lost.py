@@ -31,10 +31,11 @@ _AWAY = re.compile(r"(?:\[request id: [^\]]*\] )?(?:Request for unknown model: '
 AWAY = "{model}: not loaded at this moment (being loaded again after a fault); try again"
 FULL = "{model}: OverloadedError: server busy: its queue of waiting requests is full; retry later"
 # tritonserver itself out of reach (it is being started again after a crash or a restart of supervision's): the
-# HTTP client's error, or grpcio's words for a channel that cannot connect or lost its connection.
+# HTTP client's error, or grpcio's own words (never a model's, which start with its name) for a channel that cannot
+# connect or lost its connection.
 UNREACHABLE = "server unavailable: tritonserver did not answer ({why}); try again"
-_NO_CONNECTION = re.compile(r"failed to connect to all addresses|Socket closed|Connection reset|Broken pipe|"
-                            r"Connection refused")
+_NO_CONNECTION = re.compile(r"failed to connect to all addresses|Socket closed|Stream removed|Connection reset|"
+                            r"Broken pipe|Connection refused|recvmsg:|GOAWAY received|Endpoint closing")
 NOTICE = b"lost "
 MAX_NOTICE = 1024  # bytes of one notice line; a model name is at most 256 characters
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?/infer")
@@ -59,7 +60,7 @@ def while_away(model: str, text: str) -> str | None:
 
 def unreachable(details: str) -> str | None:
     """The words for a client where grpcio's `details` say tritonserver could not be reached; None otherwise."""
-    return UNREACHABLE.format(why=details) if _NO_CONNECTION.search(details) else None
+    return UNREACHABLE.format(why=details) if _NO_CONNECTION.match(details) else None
 
 
 def error_text(body: bytes) -> str:

@@ -1,13 +1,14 @@
-"""Model instances tritonserver keeps after their stub died with requests in it, seen and bounded.
+"""Model instances tritonserver keeps after a stub died with requests in it, seen and bounded.
 
-Triton's python backend makes a response factory for each request it sends a stub; each holds the model, and only a
-reply from the stub deletes it. A stub that dies with requests in it never replies, so when the watchdog reloads the
-model the replaced version is never unloaded: its region in /dev/shm (`--shm-default-byte-size`, 16 MiB here), its
-threads (about 34) and its memory stay until tritonserver exits (python_backend r24.10 to r26.07, src/python_be.cc;
-figures: docs/reliability.md). Such a region is the sign: one of this server's that no live stub names, for
-`HELD_AFTER_S` (an instance unloaded after a repair frees its region within a second). Supervision restarts
-tritonserver once `HELD_MAX` are kept (`supervise.Liveness`), so that stubs dying again and again cannot fill /dev/shm
-or the process table."""
+Triton's python backend makes a response factory for each request it sends a stub; each holds the model version,
+and only a reply from the stub deletes it. A stub that dies with requests in it never replies, so when the watchdog
+reloads the model the replaced version is never unloaded: each of its instances keeps its region in /dev/shm
+(`--shm-default-byte-size`, 16 MiB here), its threads (about 34) and memory, and the stubs of its other instances
+keep running, until tritonserver exits (python_backend r24.10 to r26.07, src/python_be.cc; figures:
+docs/reliability.md). The sign is a region of this server's that no stub of a current version names (the dead stub's,
+or one of a replaced version's stubs still running: `replaced`) for `HELD_AFTER_S`; a version unloaded after a
+repair frees its regions within seconds. Supervision restarts tritonserver once `HELD_MAX` are kept
+(`supervise.Liveness`), so that stubs dying again and again cannot fill /dev/shm or the process table."""
 
 from __future__ import annotations
 
@@ -39,10 +40,17 @@ class HeldInstances:
         self.held: dict[str, Held] = {}
         self._model: dict[str, str] = {}  # region -> the model whose live stub named it
         self._unnamed_since: dict[str, float] = {}
+        self._replaced: set[int] = set()  # stubs of versions a repair replaced, while they run
+
+    def replaced(self, pids: set[int]) -> None:
+        """The stubs a model had before a repair reloaded it: from now on they serve a replaced version."""
+        self._replaced |= pids
 
     def look(self, found: Mapping[str, Mapping[int, Stub]], now: float) -> list[Held]:
         """One look (`found`: the live stubs per model, `procfs.stubs`); returns the instances newly seen kept."""
-        live = {stub.region for stubs in found.values() for stub in stubs.values()}
+        running = {pid for stubs in found.values() for pid in stubs}
+        self._replaced &= running
+        live = {stub.region for stubs in found.values() for pid, stub in stubs.items() if pid not in self._replaced}
         self._model.update({stub.region: model for model, stubs in found.items() for stub in stubs.values()})
         regions: dict[str, int] = {}
         for f in self.shm_dir.glob(f"{self.prefix}*"):
@@ -66,6 +74,6 @@ class HeldInstances:
     def said(self, held: Held) -> str:
         """The log's line for an instance newly seen kept."""
         whose = f"'{held.model}'" if held.model else "a model"
-        return (f"tritonserver keeps the replaced instance of {whose}, whose stub died with requests in it (Triton's "
-                f"python backend never frees it: {held.size >> 20} MiB of /dev/shm, its threads and memory); "
-                f"{len(self.held)} kept, tritonserver is restarted at {HELD_MAX}")
+        return (f"tritonserver keeps a replaced instance of {whose}, a stub of which died with requests in it "
+                f"(Triton's python backend never frees it: {held.size >> 20} MiB of /dev/shm, its threads and "
+                f"memory); {len(self.held)} kept, tritonserver is restarted at {HELD_MAX}")

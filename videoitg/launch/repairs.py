@@ -24,7 +24,7 @@ from videoitg.launch.ports import ServerError
 from videoitg.launch.refusals import Context, explain_load
 from videoitg.launch.server_log import ServerLog
 from videoitg.launch.shm import need_text
-from videoitg.launch.supervise import Look
+from videoitg.launch.supervise import Look, StubWatchdog
 
 
 class Repairs(Addresses):
@@ -40,6 +40,7 @@ class Repairs(Addresses):
     _log_start: int  # where the log of the current start begins
     _looked_to: int  # how far `looks` read the log for a crash
     _held: HeldInstances  # the replaced model instances the current tritonserver keeps
+    watchdog: StubWatchdog | None
 
     def _refusal_context(self) -> Context:
         """What explains a refused start or load: the repository and the shared memory its models need."""
@@ -119,8 +120,8 @@ class Repairs(Addresses):
         self._log.note(msg, who)
 
     def looks(self) -> dict[str, Look]:
-        """A look at tritonserver and the front (those running): their state and whether their own ports (HTTP,
-        else metrics) answer at all."""
+        """A look at tritonserver and the front (those running): their state, whether their own ports (HTTP, else
+        metrics) answer at all, and the replaced model instances tritonserver keeps."""
         out = {}
         for name, proc, context, urls in (
                 ("tritonserver", self._proc, None, (f"http://{self.internal_http_url}/v2/health/live",
@@ -133,10 +134,20 @@ class Repairs(Addresses):
                                  self._crashed() if triton else None, self._kept(proc.pid) if triton else 0)
         return out
 
+    def replaced(self, pids: set[int]) -> None:
+        """The stubs a model had before the watchdog reloaded it (`held.HeldInstances.replaced`)."""
+        self._held.replaced(pids)
+
     def _kept(self, pid: int) -> int:
-        """The replaced model instances tritonserver `pid` keeps (`held`), each newly seen one said in the log."""
-        for held in self._held.look(procfs.stubs(pid), time.monotonic()):
-            self.note(self._held.said(held))
+        """The replaced model instances tritonserver `pid` keeps (`held`), each newly seen one said in the log; 0
+        without a watchdog (nothing is repaired, so nothing is replaced)."""
+        if self.watchdog is None:
+            return 0
+        try:
+            for held in self._held.look(procfs.stubs(pid), time.monotonic()):
+                self.note(self._held.said(held))
+        except OSError as e:  # /dev/shm unreadable: the rest of the look still counts
+            self.note(f"kept instances not looked at: {e}")
         return len(self._held.held)
 
     def _crashed(self) -> int | None:

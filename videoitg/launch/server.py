@@ -116,7 +116,8 @@ class TritonServer(Repairs):
     def restart(self, timeout_s: float = 180.0, max_s: float | None = None,
                 cancelled: Callable[[], bool] | None = None) -> TritonServer:
         """Start again on the same ports after the server exited (or stop it first): what a client knew still
-        works. A front that exited alone is started again alone: tritonserver keeps its models loaded. Counted in
+        works. A front that exited alone is started again alone: tritonserver keeps its models loaded; a tritonserver
+        that exited alone is started again alone: the front keeps its ports and clients' connections. Counted in
         `restarts` and noted in the server log; PortBusyError (uncounted) while another process holds a public
         port."""
         if self.exited == "front" and self._proc is not None and self._proc.poll() is None:

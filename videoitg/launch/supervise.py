@@ -1,7 +1,8 @@
 """What keeps a launched server serving: `supervise` starts a tritonserver or a front that exited on its own again
-(a front alone, tritonserver keeping its models), kills one that is stopped or hung so that it is started again
-(`ProcessWatch`), and waits out a public port another process took; the stub watchdog judges every python-backend
-model by whether it can answer: a model whose stub died, is stopped or takes no request (Triton 2.51 leaves such a
+(each alone where the other runs: a front keeping its ports, tritonserver its models), kills one that is stopped or
+hung, or a tritonserver keeping `HELD_MAX` replaced model instances, so that it is started again (`ProcessWatch`),
+and waits out a public port another process took; the stub watchdog judges every python-backend model by whether it
+can answer: a model whose stub died, is stopped or takes no request (Triton 2.51 leaves such a
 model "ready" while it fails or holds every request it gets), or that is no longer loaded, is reloaded, a stopped or
 wedged stub killed first. Nothing here depends on a log write: a note that cannot be written goes to stderr
 (`TritonServer.note`)."""
@@ -78,6 +79,8 @@ class Launched(Protocol):
 
     def requests_lost(self, model: str) -> None: ...
 
+    def replaced(self, pids: set[int]) -> None: ...
+
     def waiting(self) -> dict[str, int]: ...
 
     def model_states(self) -> dict[str, str]: ...
@@ -140,6 +143,7 @@ class StubWatchdog:
         # instance in the replaced model for ever (counted in its pending gauge, never run), so they are not the new
         # instance's to take.
         self._stranded: Counter[str] = Counter()
+        self._replaced: set[int] = set()  # stubs of versions a repair replaced, while they run: not followed
         # The stubs are known before the thread starts: a stub that dies the moment the server is ready is missed.
         self._thread = threading.Thread(target=self._watch, args=(stub_pids(server.pid),),
                                         name="triton-stub-watchdog", daemon=True)
@@ -214,11 +218,16 @@ class StubWatchdog:
         if due:  # models repaired at once (every stub killed together: back in the time of the slowest load)
             with ThreadPoolExecutor(len(due), thread_name_prefix="triton-stub-repair") as pool:
                 repaired = list(pool.map(lambda d: self._repair(*d), due))
+        done = [model for (model, _), ok in zip(due, repaired, strict=True) if ok]
+        for model in done:  # the stubs of the version it replaced: still exiting, or kept (`held`)
+            self._replaced |= expected.get(model, set())
+            self.server.replaced(expected.get(model, set()))
+            self._quiet.pop(model, None)
         current = stub_pids(self.server.pid)
-        for (model, _), ok in zip(due, repaired, strict=True):
-            if ok:  # repaired: follow its new stubs
-                expected[model] = current.get(model, set())
-                self._quiet.pop(model, None)
+        self._replaced &= {pid for pids in current.values() for pid in pids}
+        current = {model: pids - self._replaced for model, pids in current.items()}
+        for model in done:  # repaired: follow its new stubs
+            expected[model] = current.get(model, set())
         # Healthy models: follow their current stubs (a model loaded later, more instances); a model waiting for
         # its next try keeps its old expectation, so it is still seen as broken.
         for model, pids in current.items():
@@ -301,8 +310,8 @@ class Liveness:
 
 
 class ProcessWatch:
-    """A thread that looks at the server's processes every `LOOK_S` while `watching` and kills one that cannot answer
-    (`Liveness`), said through `say`: `supervise` then starts it again."""
+    """A thread that looks at the server's processes every `LOOK_S` while `watching` and kills one that cannot answer,
+    or must be restarted (`Liveness`), said through `say`: `supervise` then starts it again."""
 
     def __init__(self, server: Launched, say: Callable[[str], None], hung_s: float = HUNG_S) -> None:
         self.server, self.say, self.liveness = server, say, Liveness(hung_s)
@@ -371,8 +380,8 @@ def supervise(server: Launched, stop_requested: Callable[[], bool], say: Callabl
               policy: RestartPolicy | None = None, poll_s: float = 0.2, start_timeout_s: float = 180.0,
               hung_s: float = HUNG_S) -> bool:
     """Keep a started `server` serving until `stop_requested()`: a process of it that exits on its own, or that
-    `ProcessWatch` killed (stopped, or hung for `hung_s`), is started again on the same ports (`RestartPolicy`; a
-    front alone, tritonserver keeping its models), each time said through `say`, written to the server log and
+    `ProcessWatch` killed (stopped, hung for `hung_s`, keeping replaced instances), is started again on the same ports
+    (`RestartPolicy`; each alone where the other runs), each time said through `say`, written to the server log and
     counted in `server.restarts`. A start that fails for any reason of the machine's (a full disk, a file it cannot
     write) is a failed start, not the end of the supervision; one whose public port another process holds is tried
     again every PORT_RETRY_S until the port is free, uncounted (nothing else can serve here); a stop requested while a
