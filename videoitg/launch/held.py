@@ -4,11 +4,12 @@ Triton's python backend makes a response factory for each request it sends a stu
 and only a reply from the stub deletes it. A stub that dies with requests in it never replies, so when the watchdog
 reloads the model the replaced version is never unloaded: each of its instances keeps its region in /dev/shm
 (`--shm-default-byte-size`, 16 MiB here), its threads (about 34) and memory, and the stubs of its other instances
-keep running, until tritonserver exits (python_backend r24.10 to r26.07, src/python_be.cc; figures:
-docs/reliability.md). The sign is a region of this server's that no stub of a current version names (the dead stub's,
-or one of a replaced version's stubs still running: `replaced`) for `HELD_AFTER_S`; a version unloaded after a
-repair frees its regions within seconds. Supervision restarts tritonserver once `HELD_MAX` are kept
-(`supervise.Liveness`), so that stubs dying again and again cannot fill /dev/shm or the process table."""
+keep running (read in the source; not run with several instances), until tritonserver exits (python_backend r24.10
+to r26.07, src/python_be.cc; figures: docs/reliability.md). The sign is a region of this server's that no stub of
+a current version names (the dead stub's, or one of a replaced version's stubs still running: `replaced`) for
+`HELD_AFTER_S`; a version unloaded after a repair frees its regions within seconds. Supervision restarts
+tritonserver once `HELD_MAX` are kept (`supervise.Liveness`), so that stubs dying again and again cannot fill
+/dev/shm or the process table."""
 
 from __future__ import annotations
 
