@@ -21,6 +21,11 @@ from videoitg.front.config import FrontCounters
 from videoitg.front.policy import Reason, Refusal
 
 STREAMS_PER_CONNECTION = 128  # SETTINGS_MAX_CONCURRENT_STREAMS
+# How many of a connection's closed streams h2 remembers the end of (h2's own bound: 65,536, about 8 MiB on a
+# connection that made that many calls, so the front grew with every long-lived client): enough to answer a frame
+# still on its way for a stream just reset (with RST_STREAM, not by ending the connection), 8 times as many calls
+# as may be open at once.
+CLOSED_STREAMS = 8 * STREAMS_PER_CONNECTION
 STREAM_WINDOW = 1 << 20  # the initial window of a stream: what a client may send ahead of the front's reading
 CONNECTION_WINDOW = 4 << 20
 MAX_FRAME = 64 << 10  # SETTINGS_MAX_FRAME_SIZE: fewer, larger DATA frames than HTTP/2's default 16 KiB
@@ -65,6 +70,12 @@ def _data_body_repr(self: DataFrame) -> str:
     return f"data=<{len(self.data)} bytes>"
 
 
+class H2Connection(h2.connection.H2Connection):
+    """h2's connection, remembering the ends of its last CLOSED_STREAMS closed streams."""
+
+    MAX_CLOSED_STREAMS = CLOSED_STREAMS
+
+
 class FrameConnection(asyncio.Protocol):
     """One client connection: HTTP/2 frames in, each bounded before h2 reads it; the calls' events go to the
     subclass."""
@@ -72,7 +83,7 @@ class FrameConnection(asyncio.Protocol):
     def __init__(self, counters: FrontCounters):
         self.counters = counters
         # The front's own headers go out unchecked (they are constants and numbers); a client's are checked.
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.h2 = H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False))
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
