@@ -15,6 +15,7 @@ import pytest
 
 grpc = pytest.importorskip("grpc", reason="the serve extra is not installed")
 
+import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 from tritonclient.grpc import service_pb2  # noqa: E402
 
@@ -22,12 +23,15 @@ from tests.support.front import grpc_front, http_stand_in, outcome  # noqa: E402
 from tests.support.server import settled  # noqa: E402
 from videoitg.contract.protocol import TOP  # noqa: E402
 from videoitg.front import config  # noqa: E402
+from videoitg.front.grpc import GrpcPort  # noqa: E402
 from videoitg.front.grpc_policy import SERVICE, grpc_checked  # noqa: E402
 from videoitg.front.http import HttpPort  # noqa: E402
 from videoitg.front.lost import (  # noqa: E402
     AWAY,
     FULL,
     LOST,
+    RESTARTED,
+    RESTARTING,
     InFlight,
     ModelLost,
     WatchedUpstream,
@@ -35,6 +39,7 @@ from videoitg.front.lost import (  # noqa: E402
     unreachable,
     while_away,
 )
+from videoitg.launch.ports import free_ports  # noqa: E402
 
 SAID = LOST.format(model=TOP)
 BODY = b'{"inputs": [{"name": "INSTRUCTION", "datatype": "BYTES", "shape": [1, 1], "data": ["when?"]}]}'
@@ -262,3 +267,58 @@ def test_grpcs_words_for_a_tritonserver_out_of_reach_become_the_fronts_and_nothi
     for details in ("Exceeds maximum queue size", "videoitg_decode: StepUnavailableError: busy", "",
                     "videoitg_decode: StepUnavailableError: Connection reset by its reader"):
         assert unreachable(details) is None
+
+
+def test_liveness_is_the_fronts_own_while_the_launcher_starts_tritonserver_again() -> None:
+    """Catches: while supervision started tritonserver again behind the running front (a minute on a GPU, its
+    engines loading), the front answered liveness 503 / UNAVAILABLE "tritonserver did not answer", so a liveness
+    probe (deploy/k8s: 6 failures 10 s apart) restarted the pod in the middle of the repair. Between the launcher's
+    two notices liveness is the front's own, on both protocols; readiness stays tritonserver's throughout."""
+    http_up, grpc_up = free_ports(2)  # nothing listens there: tritonserver is down
+
+    async def look(http: HttpPort, channel: Any) -> tuple[int, int, str]:
+        async with aiohttp.ClientSession() as session:
+            got = []
+            for path in ("/v2/health/live", "/v2/health/ready"):
+                async with session.get(f"http://127.0.0.1:{http.port}{path}") as r:
+                    got.append(r.status)
+        try:
+            raw = await channel.unary_unary(f"/{SERVICE}/ServerLive")(
+                service_pb2.ServerLiveRequest().SerializeToString(), timeout=5)
+            live = f"live={service_pb2.ServerLiveResponse.FromString(raw).live}"
+        except grpc.aio.AioRpcError as e:
+            live = e.code().name
+        return got[0], got[1], live
+
+    async def run() -> list[tuple[int, int, str]]:
+        in_flight = InFlight()
+        cfg = config.FrontConfig(host="127.0.0.1", http_port=0, grpc_port=free_ports(1)[0], metrics_port=0,
+                                 triton_http=f"127.0.0.1:{http_up}", triton_grpc=f"127.0.0.1:{grpc_up}",
+                                 triton_metrics="", models=(TOP,), max_request_bytes=1 << 20)
+        counters, budget = config.FrontCounters(), config.held_budget(cfg)
+        http, grpc_port = HttpPort(cfg, counters, budget, in_flight=in_flight), GrpcPort(cfg, counters, budget,
+                                                                                         in_flight)
+        await http.start()
+        await grpc_port.start()
+        r, w = os.pipe()
+        looks = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{cfg.grpc_port}") as channel:
+                with open(r, "rb", buffering=0) as pipe:
+                    reader = asyncio.ensure_future(in_flight.read_notices(pipe))
+                    looks.append(await look(http, channel))
+                    os.write(w, RESTARTING)
+                    assert await settled(lambda: in_flight.restarting, 5)
+                    looks.append(await look(http, channel))
+                    os.write(w, RESTARTED)
+                    assert await settled(lambda: not in_flight.restarting, 5)
+                    looks.append(await look(http, channel))
+                    os.close(w)
+                    await asyncio.wait_for(reader, 5)
+        finally:
+            await grpc_port.stop(0)
+            await http.stop()
+        return looks
+
+    down = (503, 503, "UNAVAILABLE")
+    assert asyncio.run(run()) == [down, (200, 503, "live=True"), down]

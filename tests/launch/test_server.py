@@ -382,11 +382,17 @@ def test_serve_restarts_a_killed_tritonserver_on_the_same_ports(repo: Path) -> N
             infer(srv)
         assert refused.value.code == 503
         assert "server unavailable: tritonserver did not answer" in json.loads(refused.value.read())["error"]
+        log = Path(read_until(proc, "log: ")[-1][5:].strip())
         lines = read_until(proc, "tritonserver ready again")
         out = "".join(lines)
         assert "exited unexpectedly (killed by SIGKILL)" in out and "(restart 1)" in lines[-1], out
         assert server_child(proc.pid) != first and front in procfs.children(proc.pid)
         assert ready(srv) and infer(srv) == [3.0, 4.0]
+        # the front answered liveness itself from the launcher's first notice to its second (tests/front/test_lost.py)
+        said = ("videoitg front: tritonserver is being started again", "videoitg front: tritonserver is ready")
+        assert wait_until(lambda: said[1] in log.read_text(), 10), log.read_text()[-3000:]
+        text = log.read_text()
+        assert said[0] in text and text.index(said[0]) < text.index(said[1]), text[-3000:]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:

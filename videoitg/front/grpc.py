@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from tritonclient.grpc import service_pb2
 
 from videoitg.contract.access import KeyStore
 from videoitg.errors import bounded_text
@@ -34,6 +35,7 @@ SWEEP_S = 0.5  # how often the time bounds are checked
 # the PING sent after that GOAWAY comes sooner.
 DRAIN_S = 1.0
 RECONNECT_MS = 500  # between two tries of the channel to tritonserver to connect again
+LIVE = service_pb2.ServerLiveResponse(live=True).SerializeToString()
 
 PassOn = Callable[[str, bytes, "float | None"], Awaitable["bytes | tuple[int, str]"]]
 
@@ -65,6 +67,8 @@ def grpc_upstream(cfg: FrontConfig, counters: FrontCounters, in_flight: InFlight
                  cfg.health_timeout_s if method in HEALTH_METHODS else cfg.pass_timeout_s)
         timeout = bound if remaining is None else min(remaining, bound)
         try:
+            if method == "ServerLive" and in_flight.restarting:  # the launcher is starting tritonserver again
+                return LIVE
             if method != "ModelInfer":
                 return await calls[method](raw, timeout=timeout)
             held = in_flight.hold(model)

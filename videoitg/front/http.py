@@ -29,6 +29,7 @@ from videoitg.front.connections import LINGER_S, Connections, HttpServer, Server
 from videoitg.front.lost import UNREACHABLE, InFlight, ModelLost, WatchedUpstream, error_text, while_away
 from videoitg.front.policy import (
     KEY_REFUSAL,
+    LIVE_PATH,
     MAX_HEADER_BYTES,
     KeyOutcome,
     Reason,
@@ -267,6 +268,8 @@ class HttpPort(_Port):
         headers = {k: request.headers[k] for k in ("Content-Type", "Inference-Header-Content-Length", "Accept-Encoding")
                    if k in request.headers}
         if kind == "pass":
+            if path == LIVE_PATH and self.triton.in_flight.restarting:  # the launcher is starting it again
+                return web.Response(status=200)
             return await self.forward("GET", path, None, headers,
                                       cfg.health_timeout_s if is_health(path) else cfg.pass_timeout_s)
         # All before the body is read (and before `100 Continue`).

@@ -37,6 +37,8 @@ UNREACHABLE = "server unavailable: tritonserver did not answer ({why}); try agai
 _NO_CONNECTION = re.compile(r"failed to connect to all addresses|Socket closed|Stream removed|Connection reset|"
                             r"Broken pipe|Connection refused|recvmsg:|GOAWAY received|Endpoint closing")
 NOTICE = b"lost "
+# The launcher's notices around a restart of tritonserver behind the running front (`InFlight.restarting`).
+RESTARTING, RESTARTED = b"tritonserver restarting\n", b"tritonserver ready\n"
 MAX_NOTICE = 1024  # bytes of one notice line; a model name is at most 256 characters
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?/infer")
 
@@ -118,10 +120,13 @@ def _retrieved(task: asyncio.Future[Any]) -> None:
 
 
 class InFlight:
-    """The public inferences in flight, by model (`Held`), and `lost`: those of a model whose instance went."""
+    """The public inferences in flight, by model (`Held`), and `lost`: those of a model whose instance went; and
+    `restarting`: whether the launcher is starting tritonserver again (the front then answers liveness itself:
+    the launcher supervises that start, bounded, and stops the front too where it fails)."""
 
     def __init__(self) -> None:
         self.models: dict[str, set[asyncio.Future[None]]] = {}
+        self.restarting = False
 
     def hold(self, model: str) -> Held:
         return Held(self, model)
@@ -136,7 +141,8 @@ class InFlight:
 
     async def read_notices(self, pipe: Any) -> None:
         """The launcher's notices on `pipe` (the front's stdin), until it closes: each `lost MODEL` line ends that
-        model's held requests, said on stdout (the server log). Anything else is ignored."""
+        model's held requests, `RESTARTING` and `RESTARTED` set `restarting`, each said on stdout (the server log).
+        Anything else is ignored."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=MAX_NOTICE)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
@@ -153,6 +159,11 @@ class InFlight:
                     n = self.lost(model)
                     print(f"videoitg front: '{model}' was unloaded for a repair; {n} of its requests in flight "
                           "answered 503 / UNAVAILABLE (its process died with them)", flush=True)
+                elif line in (RESTARTING, RESTARTED) and self.restarting != (line == RESTARTING):
+                    self.restarting = line == RESTARTING
+                    print("videoitg front: " + ("tritonserver is being started again: liveness answered here "
+                                                "until it is ready" if self.restarting else
+                                                "tritonserver is ready: liveness is its own again"), flush=True)
         finally:
             transport.close()
 

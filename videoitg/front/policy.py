@@ -70,7 +70,8 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's escape of a UTF-1
 _DIGITS = re.compile(r"[0-9]{1,10}")  # plain ASCII: str.isdigit() also takes '²' and other scripts' digits
 _MODEL_PATH = re.compile(rf"/v2/models/(?P<model>{_NAME})(?:/versions/(?P<version>[0-9]{{1,19}}))?"
                          r"(?P<action>/infer|/ready|/config|/stats)?")
-_SERVER_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready")
+LIVE_PATH = "/v2/health/live"
+_SERVER_PATHS = ("/v2", LIVE_PATH, "/v2/health/ready")
 _HEALTH_PATH = re.compile(rf"/v2/health/(?:live|ready)|/v2/models/{_NAME}(?:/versions/[0-9]{{1,19}})?/ready")
 INT64_MAX = (1 << 63) - 1
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from videoitg.contract.protocol import OTHER_INPUTS_BYTES, RepoSummary
 from videoitg.front.config import INFER_KEY_ENV, FrontConfig
-from videoitg.front.lost import notice
+from videoitg.front.lost import RESTARTED, RESTARTING, notice
 from videoitg.front.policy import DEFAULT_MAX_TENSORS
 from videoitg.front.process import environment
 from videoitg.launch.options import ServerOptions
@@ -104,15 +104,29 @@ class Notices:
         """Tell the `front` that `model`'s requests in flight were lost with its process (it answers each of them
         503 / UNAVAILABLE). A notice the front cannot take now (gone, or reading nothing) is said by `note`, never
         waited for."""
+        if (e := self._write(front, notice(model))) is not None:
+            note(f"the front was not told that '{model}' lost its requests in flight ({e})")
+            return
+        note(f"the front answers the requests of '{model}' that were in flight: its process died with them")
+
+    def tritonserver_restarting(self, front: subprocess.Popen | None, restarting: bool,
+                                note: Callable[[str], None]) -> None:
+        """Tell the `front` that tritonserver is being started again under supervision (`restarting`), or that it
+        is ready again: meanwhile the front answers liveness itself (`lost.InFlight.restarting`)."""
+        if (e := self._write(front, RESTARTING if restarting else RESTARTED)) is not None:
+            note(f"the front was not told that tritonserver {'is starting again' if restarting else 'is ready'} "
+                 f"({e})")
+
+    def _write(self, front: subprocess.Popen | None, line: bytes) -> OSError | ValueError | None:
+        """`line` written to the front's stdin, never waited for: None, or why it could not be."""
         with self._lock:
             try:
                 if front is None or front.stdin is None or front.poll() is not None:
                     raise ProcessLookupError("the front is not running")
-                os.write(front.stdin.fileno(), notice(model))
+                os.write(front.stdin.fileno(), line)
             except (OSError, ValueError) as e:  # ValueError: its pipe closed by a stop
-                note(f"the front was not told that '{model}' lost its requests in flight ({e})")
-                return
-        note(f"the front answers the requests of '{model}' that were in flight: its process died with them")
+                return e
+        return None
 
     def close(self, front: subprocess.Popen) -> None:
         if front.stdin is not None:

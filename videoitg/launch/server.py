@@ -154,11 +154,13 @@ class TritonServer(Repairs):
     def _restart_tritonserver(self, timeout_s: float, max_s: float | None,
                               cancelled: Callable[[], bool] | None) -> TritonServer:
         """tritonserver started again on its own ports behind the running front, which keeps its clients'
-        connections and answers them 503 / UNAVAILABLE meanwhile; what the old one left in /dev/shm (the instances
-        it kept, `held`) is removed first. One that does not become ready stops the whole server (the next restart
-        starts both, on other ports of tritonserver's own)."""
+        connections and answers them 503 / UNAVAILABLE meanwhile, and liveness itself (a liveness probe would end
+        a restart that takes a minute, as a GPU's engines load, by restarting the pod); what the old one left in
+        /dev/shm (the instances it kept, `held`) is removed first. One that does not become ready stops the whole
+        server (the next restart starts both, on other ports of tritonserver's own)."""
         if self.watchdog is not None:
             self.watchdog.stop()
+        self._notices.tritonserver_restarting(self._front, True, self.note)
         proc, self._proc = self._proc, None
         stop_in_order(None, proc, self.options, self._notices.close, self.note)  # its process group: the stubs too
         remove_own_shared_memory(self.shm_prefix, self.note)
@@ -169,7 +171,9 @@ class TritonServer(Repairs):
         self.note(f"restarting tritonserver on its ports (restart {self.restarts}); the front keeps running",
                   who="supervisor")
         self._start_tritonserver(self.restore_generated("before starting tritonserver"))
-        return self._until_ready(timeout_s, max_s, cancelled)
+        self._until_ready(timeout_s, max_s, cancelled)
+        self._notices.tritonserver_restarting(self._front, False, self.note)
+        return self
 
     def _internal_ports(self) -> tuple[int, int, int]:
         """tritonserver's three loopback ports: free now, and none of the public ones, which the front binds while
