@@ -7,8 +7,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from tests.support.launch import write_repo
+from videoitg.launch import procfs
 from videoitg.launch.held import HELD_AFTER_S, Held, HeldInstances
 from videoitg.launch.procfs import Stub
+from videoitg.launch.server import ServerOptions, TritonServer
 
 PREFIX = "videoitg_1.2_abcd_"
 
@@ -81,3 +86,22 @@ def test_the_other_instances_of_a_replaced_version_are_kept_though_their_stubs_r
     (tmp_path / b).unlink()  # the replaced version let go after all: its stub ended, its region freed
     held.look(one_model("videoitg_vision", (20, c), (21, d)), 2 * HELD_AFTER_S)
     assert list(held.held) == [a]
+
+
+def test_a_look_that_cannot_be_made_is_said_once_for_each_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """Catches: a /dev/shm that could not be read wrote its line in the server log at every look, once a second."""
+    srv = TritonServer(write_repo(tmp_path / "repo"), ServerOptions(), log_path=tmp_path / "s.log")
+    said: list[str] = []
+    monkeypatch.setattr(srv, "note", said.append)
+    monkeypatch.setattr(srv, "watchdog", object())  # kept instances are looked for only with a watchdog
+    monkeypatch.setattr(procfs, "stubs", lambda pid: {})
+    causes = iter([PermissionError(13, "Permission denied")] * 3 + [OSError(5, "Input/output error")] * 2)
+
+    def look(found: object, now: float) -> list[Held]:
+        raise next(causes)
+
+    monkeypatch.setattr(srv._held, "look", look)
+    assert [srv._kept(os.getpid()) for _ in range(5)] == [0] * 5
+    assert said == ["kept instances not looked at: [Errno 13] Permission denied",
+                    "kept instances not looked at: [Errno 5] Input/output error"], said

@@ -42,6 +42,7 @@ class HeldInstances:
         self._model: dict[str, str] = {}  # region -> the model whose live stub named it
         self._unnamed_since: dict[str, float] = {}
         self._replaced: set[int] = set()  # stubs of versions a repair replaced, while they run
+        self.unreadable: str | None = None  # why the last look that failed did (said once, not at every look)
 
     def replaced(self, pids: set[int]) -> None:
         """The stubs a model had before a repair reloaded it: from now on they serve a replaced version."""

@@ -146,8 +146,10 @@ class Repairs(Addresses):
         try:
             for held in self._held.look(procfs.stubs(pid), time.monotonic()):
                 self.note(self._held.said(held))
-        except OSError as e:  # /dev/shm unreadable: the rest of the look still counts
-            self.note(f"kept instances not looked at: {e}")
+        except OSError as e:  # /dev/shm unreadable: the rest of the look still counts; each cause said once
+            if self._held.unreadable != str(e):
+                self._held.unreadable = str(e)
+                self.note(f"kept instances not looked at: {e}")
         return len(self._held.held)
 
     def _crashed(self) -> int | None:

@@ -159,10 +159,12 @@ class TritonServer(Repairs):
         /dev/shm (the instances it kept, `held`) is removed first. One that does not become ready stops the whole
         server (the next restart starts both, on other ports of tritonserver's own)."""
         if self.watchdog is not None:
-            self.watchdog.stop()
+            self.watchdog.stop(wait=False)  # no reload while it stops; a reload under way fails with it
         self._notices.tritonserver_restarting(self._front, True, self.note)
         proc, self._proc = self._proc, None
         stop_in_order(None, proc, self.options, self._notices.close, self.note)  # its process group: the stubs too
+        if self.watchdog is not None:
+            self.watchdog.stop()  # ended before the new tritonserver takes the same ports
         remove_own_shared_memory(self.shm_prefix, self.note)
         self.forget_steps_repaired()
         self.restarts += 1
