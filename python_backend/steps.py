@@ -61,6 +61,8 @@ DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("videoit
 # What the launcher says of the steps' repairs (`contract.repairs`), looked at this often while a step is awaited.
 REPAIRS = RepairsSeen.from_environment()
 REPAIR_LOOK_S = 0.5
+# A stream that ended short waits this long for the word of its step's repair (the watchdog looks every second).
+REPAIR_WORD_S = 3.0
 
 
 async def bounded(model: str, waiting: Awaitable[T]) -> T:
@@ -83,6 +85,23 @@ async def bounded(model: str, waiting: Awaitable[T]) -> T:
                 raise step_repaired(model)
     finally:
         answer.cancel()  # a no-op once it is done
+
+
+async def ended_short(model: str, sent: float, missing: str) -> StepError:
+    """The error for step `model`'s stream, sent at `sent`, that ended without its `missing`: a stub that dies
+    under a stream may end it with no answer and no error. Once the launcher says the step was repaired after
+    `sent` (waited for up to `REPAIR_WORD_S`, within the deadline), StepUnavailableError naming it (try again);
+    otherwise an internal error."""
+    loop = asyncio.get_running_loop()
+    deadline = DEADLINE.get()
+    until = loop.time() + REPAIR_WORD_S if deadline is None else min(deadline, loop.time() + REPAIR_WORD_S)
+    while True:
+        unloaded = REPAIRS.unloaded_at(model)
+        if unloaded is not None and unloaded > sent:
+            return step_repaired(model)
+        if loop.time() >= until:
+            return StepError(f"{model}: internal error: the stream ended without {missing}")
+        await asyncio.sleep(0.1)
 
 
 def _drain(answers: Iterator[Any]) -> None:
@@ -164,6 +183,7 @@ class Steps:
         numbers come last. The request names this process (`REQUESTER`): a decode step whose requester died stops
         instead of blocking on its next answer."""
         loop = asyncio.get_running_loop()
+        sent = loop.time()
         answers = await bounded(self.decode, pb_utils.InferenceRequest(
             model_name=self.decode, inputs=_video_inputs(video),
             requested_output_names=self.decode_outputs, parameters={REQUESTER: requester_token()},
@@ -191,8 +211,7 @@ class Steps:
                     indices, timestamps = _numpy(dec, FRAME_INDICES), _numpy(dec, TIMESTAMPS)
                     duration = _duration(dec)
             if indices is None or not chunks:
-                raise StepError(f"{self.decode}: internal error: the stream ended without "
-                                f"{'frames' if not chunks else 'frame numbers'}")
+                raise await ended_short(self.decode, sent, "frames" if not chunks else "frame numbers")
             visual = _owned([response_tensor(v, FEATURES, self.host_features)[0]
                              for v in await asyncio.gather(*chunks)])
         finally:

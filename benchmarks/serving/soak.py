@@ -3,7 +3,8 @@
 calls, the answer endpoint) at --load of the capacity measured first (and measured again after), one python stub
 SIGKILLed every --kill-every-s (the models in turn), a `videoitg batch` run through the server; every answer
 compared with the in-process scorer's, every process's memory sampled. Judged by `benchmarks.serving.soak_judge`;
-written to OUT/soak.json (the command, machine and date with every figure) and OUT/soak.png.
+written to OUT/soak.json (the command, machine and date with every figure), OUT/attempts.csv.gz (every try: its
+kind, when it was sent and answered, how it went) and OUT/soak.png.
 
     python -m benchmarks.serving.soak [--minutes 30] [--kill-every-s 300] [--load 0.8] [--out DIR]
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import datetime
+import gzip
 import heapq
 import itertools
 import json
@@ -539,12 +542,16 @@ def main() -> int:
               "errors_per_10s": errors_per_10s(run.attempts),
               "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
     (args.out / "soak.json").write_text(json.dumps(record, indent=1, default=float))
+    with gzip.open(args.out / "attempts.csv.gz", "wt", newline="") as f:  # every try, for a look at a repair's
+        w = csv.writer(f)
+        w.writerow(["kind", "sent_s", "done_s", "outcome"])
+        w.writerows((a.kind, f"{a.sent:.4f}", f"{a.done:.4f}", a.outcome) for a in run.attempts)
     picture(run.attempts, kills_done + restarts, mem, cache, args.out / "soak.png")
     print(json.dumps({k: record[k] for k in ("capacity_per_s", "capacity_after_per_s", "rate_per_s", "sent", "goals",
                                              "met")}, indent=1))
     print(json.dumps({k: v for k, v in verdict.figures.items() if k not in ("errors_outside", "errors_unnamed")},
                      indent=1, default=float))
-    print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.png'}")
+    print(f"wrote {args.out / 'soak.json'}, {args.out / 'attempts.csv.gz'} and {args.out / 'soak.png'}")
     return 0 if record["met"] else 1
 
 

@@ -76,7 +76,7 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
                       TritonError=types.SimpleNamespace(INVALID_ARG=0, INTERNAL=1, NOT_FOUND=2, UNAVAILABLE=3))
     sys.modules.pop("videoitg.python_backend.steps", None)
     module = importlib.import_module("videoitg.python_backend.steps")
-    module.sent = sent
+    module.sent, module.release = sent, release
     yield module
     release.set()  # the threads that waited on a step end
     sys.modules.pop("videoitg.python_backend.steps", None)
@@ -182,3 +182,27 @@ def test_a_repair_before_the_request_was_sent_or_of_another_step_does_not_end_it
     err, took = _within(steps, 1.5, lambda: s.call("videoitg_grounding", [], ["LOGITS"]))
     assert type(err).__name__ == "StepTimeoutError", err  # waited for its deadline, as before
     assert took > 1.4
+
+
+@pytest.mark.parametrize("repaired", [True, False])
+def test_a_stream_that_ended_without_frames_is_a_repair_once_the_launcher_says_so(
+        steps: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repaired: bool) -> None:
+    """Catches: a decode stub killed under a stream (a soak's repair) could end the stream with no answer and no
+    error, and the request was answered "internal error" (a client does not retry it). The launcher's word of the
+    step's repair, which comes after the stream ended, makes it UNAVAILABLE naming the step; without that word it
+    stays an internal error."""
+    monkeypatch.setattr(steps, "REPAIRS", RepairsSeen(str(tmp_path / "steps" / "repairs")))
+    monkeypatch.setattr(steps, "REPAIR_WORD_S", 1.0)
+    steps.release.set()  # the stream ends at once, empty
+    s = _steps(steps, streaming=True)
+    if repaired:
+        _repaired_later(tmp_path, "videoitg_decode", 0.3)
+    err, took = _within(steps, 30.0, lambda: s.visual(b"video bytes"))
+    if repaired:
+        assert type(err).__name__ == "StepUnavailableError", err
+        assert str(err).startswith("videoitg_decode: StepUnavailableError: the step was repaired"), err
+        assert 0.3 < took < 1.0, took  # at the word, not after the whole wait
+    else:
+        assert type(err).__name__ == "StepError", err
+        assert str(err) == "videoitg_decode: internal error: the stream ended without frames", err
+        assert 1.0 <= took < 10, took
