@@ -1,6 +1,7 @@
 """The python-backend models' metrics on Triton's /metrics: each model's requests by outcome (`RequestCounters`),
 the top-level model's cache and load (`BlsMetrics`), one-metric families (`OneMetric`: a step's runtime, damaged
-cache entries), and a model's end (`finalized`: its metrics closed before the stub exits)."""
+cache entries), the streamed decode step's own time (`DecodeTimes`), and a model's end (`finalized`: its metrics
+closed before the stub exits)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,26 @@ class OneMetric:
         """The metric before its family: the stub crashes at exit if a family dies first."""
         del self.metric
         del self.family
+
+
+class DecodeTimes:
+    """`videoitg_decode_wait_us` and `videoitg_decode_work_us` {model}: microseconds the streamed decode step's
+    videos waited for a thread of their own, and took there (to their last answer), summed. Its `execute` returns at
+    once, so tritonserver's statistics of the step hold only the hand-off (`videoitg.perf.stats.split`)."""
+
+    def __init__(self, model: str) -> None:
+        self.wait = OneMetric("videoitg_decode_wait_us", "microseconds streamed decodes waited for a thread",
+                              "COUNTER", {"model": model})
+        self.work = OneMetric("videoitg_decode_work_us", "microseconds streamed decodes took on their thread",
+                              "COUNTER", {"model": model})
+
+    def add(self, wait_s: float, work_s: float) -> None:
+        self.wait.metric.increment(wait_s * 1e6)
+        self.work.metric.increment(work_s * 1e6)
+
+    def close(self) -> None:
+        self.wait.close()
+        self.work.close()
 
 
 def step_runtime_metric(model: str, runtime: str) -> OneMetric:

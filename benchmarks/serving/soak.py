@@ -83,10 +83,12 @@ class Soak:
         self.local = threading.local()
 
     # ---- the server -------------------------------------------------------------------------------------------
-    def start(self, log: Path) -> None:
-        cmd = [sys.executable, "-m", "videoitg", "serve", "--target", "cpu", "--log", str(log), "--http-port",
-               str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
-               "--cache-bytes", str(CACHE_BYTES)]
+    def start(self, log: Path, repository: Path | None = None) -> None:
+        """`videoitg serve` of the CPU repository it generates, or of `repository` (its cache bound its own)."""
+        where = ["--model-repository", str(repository)] if repository else ["--target", "cpu", "--cache-bytes",
+                                                                              str(CACHE_BYTES)]
+        cmd = [sys.executable, "-m", "videoitg", "serve", *where, "--log", str(log), "--http-port",
+               str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2])]
         if self.vlm is not None:
             cmd += ["--answer-upstream", self.vlm.base_url]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)

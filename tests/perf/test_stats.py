@@ -3,6 +3,8 @@ request, the rest of the latency, and a streamed decode's overlap."""
 
 from __future__ import annotations
 
+import pytest
+
 from videoitg.perf import stats
 
 
@@ -40,8 +42,22 @@ def test_a_model_the_server_lacks_is_left_out() -> None:
                                                                                            "videoitg_vision"}
 
 
-def test_a_pooled_decode_answers_outside_its_compute_time() -> None:
-    gpu = {"model_transaction_policy": {"decoupled": True}, "instance_group": [{"kind": "KIND_GPU", "count": 1}]}
-    assert stats.decode_outside_compute(gpu)
-    assert not stats.decode_outside_compute({**gpu, "instance_group": [{"kind": "KIND_CPU"}]})
-    assert not stats.decode_outside_compute({"instance_group": [{"kind": "KIND_GPU"}]})
+def test_a_streamed_decode_answers_outside_its_compute_time() -> None:
+    streamed = {"model_transaction_policy": {"decoupled": True}, "instance_group": [{"kind": "KIND_GPU", "count": 1}]}
+    assert stats.decode_outside_compute(streamed)
+    assert stats.decode_outside_compute({**streamed, "instance_group": [{"kind": "KIND_CPU"}]})
+    assert not stats.decode_outside_compute({"instance_group": [{"kind": "KIND_GPU"}]})  # whole: inside execute
+
+
+def test_a_streamed_decodes_own_wait_and_work_are_its_queue_and_compute() -> None:
+    """Its `execute` returns at once: tritonserver holds the hand-off only, the step's counters the rest."""
+    before = {m: stats.Reading.of(entry(10, 0, (0, 0, 0))) for m in ("videoitg", *stats.STEPS)}
+    after = {"videoitg": stats.Reading.of(entry(14, 0, (0, 4_000_000, 0))),
+             "videoitg_decode": stats.Reading.of(entry(14, 400_000, (0, 1_600_000, 0))),  # 0.1 + 0.4 ms each
+             "videoitg_vision": stats.Reading.of(entry(14, 0, (0, 40_000_000, 0))),
+             "videoitg_grounding": stats.Reading.of(entry(14, 0, (0, 20_000_000, 0)))}
+    s = stats.split(before, after, mean_latency_ms=60.0, decode_own_us=(8_000.0, 60_000.0))  # 2 + 15 ms each
+    assert s["steps"]["videoitg_decode"] == pytest.approx({"calls_per_request": 1.0, "queue_ms": 2.1,
+                                                           "compute_ms": 15.4})
+    assert s["decode_own"] and not stats.split(before, after, 60.0)["decode_own"]
+    assert stats.split(before, after, 60.0)["steps"]["videoitg_decode"]["compute_ms"] == pytest.approx(0.4)

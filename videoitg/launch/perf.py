@@ -106,10 +106,10 @@ class CacheCounts:
         return CacheCounts(self.hits - other.hits, self.misses - other.misses)
 
 
-def cache_counts(metrics_url: str, timeout_s: float = 5.0, context: ssl.SSLContext | None = None
-                 ) -> CacheCounts | None:
-    """The counters summed over the server's models; None when the endpoint does not answer or has none (an
-    ensemble has no cache). `context`: TLS (an address without a scheme is then https)."""
+def metric_sums(metrics_url: str, names: tuple[str, ...], timeout_s: float = 5.0,
+                context: ssl.SSLContext | None = None) -> dict[str, float] | None:
+    """Each of `names` summed over its labels on the server's metrics endpoint; None when the endpoint does not
+    answer or lacks one of them. `context`: TLS (an address without a scheme is then https)."""
     url = metrics_url if "://" in metrics_url else f"{'http' if context is None else 'https'}://{metrics_url}"
     if not url.rstrip("/").endswith("/metrics"):
         url = url.rstrip("/") + "/metrics"
@@ -119,11 +119,19 @@ def cache_counts(metrics_url: str, timeout_s: float = 5.0, context: ssl.SSLConte
     except (OSError, ValueError):
         return None
     found: dict[str, float] = {}
-    for name in ("hits", "misses"):
-        values = re.findall(rf"^videoitg_feature_cache_{name}(?:{{[^}}]*}})?\s+(\S+)$", text, re.M)
+    for name in names:
+        values = re.findall(rf"^{name}(?:{{[^}}]*}})?\s+(\S+)$", text, re.M)
         if values:
             found[name] = sum(float(v) for v in values)
-    return CacheCounts(found["hits"], found["misses"]) if len(found) == 2 else None
+    return found if len(found) == len(names) else None
+
+
+def cache_counts(metrics_url: str, timeout_s: float = 5.0, context: ssl.SSLContext | None = None
+                 ) -> CacheCounts | None:
+    """The counters summed over the server's models; None when there are none (an ensemble has no cache)."""
+    found = metric_sums(metrics_url, ("videoitg_feature_cache_hits", "videoitg_feature_cache_misses"), timeout_s,
+                        context)
+    return None if found is None else CacheCounts(*found.values())
 
 
 def access_args(protocol: str, access: ClientAccess) -> tuple[str, list[str]]:

@@ -91,7 +91,7 @@ def measure(plan: Plan, device_time_s: dict[str, float] | None = None) -> dict[s
                              "--cache-bytes 0): every request is cold; measure with --requests cold")
         shares = c.accepts_digest()  # a BLS model computes a video once for its concurrent requests, cache or not
         report["measured"] = record.measured(c, plan.server, plan.protocol, plan.model, plan.videos)
-        report["measured"]["decode_outside_compute"] = stats.decode_outside_compute(c.model_config(DECODE))
+        outside = stats.decode_outside_compute(c.model_config(DECODE))
         if device_time_s:
             report["device_time_s"] = device_time_s
         run_id = os.urandom(8)  # in every copy this run makes: none is one the server saw before
@@ -99,6 +99,9 @@ def measure(plan: Plan, device_time_s: dict[str, float] | None = None) -> dict[s
             report["series"][series], lines = _series(plan, c, series, videos, cache_bytes, shares, metrics, run_id)
             csv_lines += [f"Series,{lines[0]}"] if not csv_lines else []
             csv_lines += [f"{series},{line}" for line in lines[1:]]
+        # the split's decode is the hand-off only where the step's own times could not be read
+        report["measured"]["decode_outside_compute"] = outside and not all(
+            r["split"]["decode_own"] for s in report["series"].values() for r in s["rows"])
     plan.out.mkdir(parents=True, exist_ok=True)
     write_whole(plan.out / "perf.csv", "".join(csv_lines))
     write_whole(plan.out / "perf.json", json.dumps(report, indent=1) + "\n")
@@ -146,10 +149,12 @@ def _series(plan: Plan, c: Any, series: str, videos: list[bytes], cache_bytes: i
             data = videos
             kw = {"measurement_interval_ms": plan.measurement_interval_ms, "stability_pct": plan.stability_pct,
                   "max_trials": plan.max_trials}
-        before = stats.read(c, models)
+        before, own_before = stats.read(c, models), perf.metric_sums(metrics, stats.DECODE_TIMES, context=tls)
         proc, got = perf.run(plan.server, plan.protocol, data, plan.instructions, work, f"{level}:{level}",
                              model=plan.model, extra=plan.extra, access=plan.access, **kw)
-        after = stats.read(c, models)
+        after, own_after = stats.read(c, models), perf.metric_sums(metrics, stats.DECODE_TIMES, context=tls)
+        own = None if own_before is None or own_after is None else tuple(
+            own_after[k] - own_before[k] for k in stats.DECODE_TIMES)
         if proc.returncode != 0:
             print(f"perf_analyzer exited with {proc.returncode} (its output is above); input data: "
                   f"{work}/input.json")
@@ -157,7 +162,7 @@ def _series(plan: Plan, c: Any, series: str, videos: list[bytes], cache_bytes: i
         for r in got:
             if copies:  # a fixed number of requests: the rate from their latencies (PerfRow.closed_loop_rate)
                 r.infer_per_s = r.closed_loop_rate()
-            rows.append({**asdict(r), "split": stats.split(before, after, r.mean_ms, plan.model)})
+            rows.append({**asdict(r), "split": stats.split(before, after, r.mean_ms, plan.model, own)})
         lines = (work / "perf.csv").read_text().splitlines(keepends=True)
         csv_lines += lines if not csv_lines else lines[1:]
     after_cache = perf.cache_counts(metrics, context=tls)

@@ -1,0 +1,156 @@
+"""Cold requests sent one at a time and two at once to `videoitg serve` (the CPU repository of the embedded
+checkpoint), then the soak's mix (`benchmarks.serving.soak`, no answer endpoint) at a fixed rate: the repository as
+generated against the same repository with Triton's dynamic batcher in front of the top-level model and the decode
+step (the blocks `videoitg repo build` wrote before). Each request's latency, and each model's time in
+tritonserver's queue per request (its metrics, differenced).
+
+    python -m benchmarks.serving.bench_together [--pairs 40] [--rate 45] [--seconds 40]
+        [--out benchmarks/results/serving/together.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.serving import soak as mix
+from benchmarks.serving.soak import ROOT, Soak
+from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
+from videoitg.perf.record import machine
+
+MODELS = (TOP, DECODE, VISION, GROUNDING)
+# What the batcher arm adds back at the top of each model's config (after `max_batch_size`).
+BATCHER = {TOP: "dynamic_batching {\n  max_queue_delay_microseconds: 0\n  default_queue_policy {\n"
+                "    max_queue_size: 32\n  }\n}\n",
+           DECODE: "dynamic_batching {\n  max_queue_delay_microseconds: 0\n  preferred_batch_size: [ 1 ]\n"
+                   "  default_queue_policy {\n    max_queue_size: 8\n  }\n}\n"}
+
+
+def with_batcher(repo: Path, out: Path) -> Path:
+    """A copy of `repo` with `BATCHER`'s blocks in the top-level model's and the decode step's configs."""
+    shutil.copytree(repo, out)
+    for model, block in BATCHER.items():
+        cfg = out / model / "config.pbtxt"
+        text = cfg.read_text()
+        assert "dynamic_batching" not in text, f"{model} has a dynamic batcher already"
+        at = text.index("\n", text.index("max_batch_size:")) + 1
+        cfg.write_text(text[:at] + block + text[at:])
+    return out
+
+
+def queue_ms(soak: Soak) -> dict[str, tuple[float, float]]:
+    """Each model's requests answered and milliseconds queued so far (tritonserver's metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{soak.ports[2]}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for m in MODELS:
+        def value(name: str, m: str = m) -> float:
+            found = re.search(rf'^nv_inference_{name}\{{model="{m}",version="1"\}} (\S+)$', text, re.M)
+            return float(found.group(1)) if found else 0.0
+        out[m] = (value("request_success"), value("queue_duration_us") / 1e3)
+    return out
+
+
+def figures_of(latencies: list[float], before: dict[str, tuple[float, float]],
+               after: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    return {"requests": len(latencies), "p50_s": float(np.median(latencies)),
+            "p90_s": float(np.percentile(latencies, 90)), "p99_s": float(np.percentile(latencies, 99)),
+            "max_s": float(np.max(latencies)), "over_0.3_s": int(sum(x > 0.3 for x in latencies)),
+            "queue_ms_per_request": {m: (after[m][1] - before[m][1]) / max(1.0, after[m][0] - before[m][0])
+                                     for m in MODELS}}
+
+
+def arm(soak: Soak, pairs: int, rate: float, seconds: float) -> dict[str, Any]:
+    """`pairs` cold requests one at a time, then `pairs` times two at once, then the soak's mix at `rate` a second
+    for `seconds`: latencies and queue time per request."""
+    def one(n: int, protocol: str) -> float:
+        t = time.monotonic()
+        out, text = soak.one(f"cold {protocol}", n)
+        if out != "ok":
+            raise RuntimeError(f"cold {protocol}: {out} {text}")
+        return time.monotonic() - t
+
+    def both(n: int) -> list[float]:
+        start, got = threading.Barrier(2), []
+
+        def send(k: int, protocol: str) -> None:
+            start.wait()
+            got.append(one(2 * n + k, protocol))
+
+        threads = [threading.Thread(target=send, args=(k, p)) for k, p in enumerate(("grpc", "http"))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return got
+
+    for n in range(4):  # warm
+        one(n, "grpc")
+    figures: dict[str, Any] = {}
+    for label, together in (("one at a time", False), ("two at once", True)):
+        before, latencies = queue_ms(soak), []
+        for n in range(pairs):
+            if together:
+                latencies += both(n)
+            else:
+                latencies.append(one(n, "grpc"))
+            time.sleep(0.05)
+        figures[label] = figures_of(latencies, before, queue_ms(soak))
+    before, run = queue_ms(soak), mix.Run(soak, time.monotonic())
+    mix.traffic(soak, run, rate, seconds, threading.Event())
+    if any(a.outcome != "ok" for a in run.attempts):
+        raise RuntimeError(f"the mix: {[a.text for a in run.attempts if a.outcome != 'ok'][:3]}")
+    figures[f"the mix at {rate:g}/s"] = figures_of([a.latency for a in run.attempts], before, queue_ms(soak))
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=40)
+    ap.add_argument("--rate", type=float, default=45.0, help="requests a second of the mix (about half this "
+                    "machine's capacity)")
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving" / "together.json")
+    args = ap.parse_args()
+    mix.MIX = tuple(k for k in mix.MIX if k != "answer")
+    work = Path(tempfile.mkdtemp(prefix="videoitg-together-"))
+    generated = work / "generated"
+    subprocess.run([sys.executable, "-m", "videoitg", "repo", "build", "--target", "cpu", "--out", str(generated)],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    arms = {"as generated": generated, "with the dynamic batcher": with_batcher(generated, work / "batcher")}
+    record: dict[str, Any] = {"command": " ".join(["python -m benchmarks.serving.bench_together", *sys.argv[1:]]),
+                              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                              "machine": machine(), "arms": {}}
+    soak = Soak(work, None)
+    for name, repo in arms.items():
+        soak.start(work / f"{name.replace(' ', '-')}.log", repo)
+        try:
+            record["arms"][name] = arm(soak, args.pairs, args.rate, args.seconds)
+        finally:
+            soak.stop()
+            soak.proc = None
+        for label, f in record["arms"][name].items():
+            print(f"{name:26s} {label:16s} p50 {f['p50_s']:.3f} s  p99 {f['p99_s']:.3f} s  max {f['max_s']:.3f} s  "
+                  f"over 0.3 s: {f['over_0.3_s']:2d}  queue ms/request "
+                  + " ".join(f"{m}={v:.1f}" for m, v in f["queue_ms_per_request"].items()), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
