@@ -33,9 +33,9 @@ class TritonPythonModel:
     process (NVDEC on a KIND_GPU instance, through the process's decode pool), whose self-test at load fails the
     server's start in one line when it cannot run here. Decoupled (the BLS repository): one answer per
     `stream_frames` decoded frames, the frame numbers last, so the vision step encodes a video's first frames during
-    its decode; else one answer with every frame. Streamed, each video is decoded and answered from a thread of
-    its own: a pooled (NVDEC) step up to max_in_flight videos at once, their pieces sharing the card's NVDEC sessions;
-    PyAV one video at a time (each decode uses every core)."""
+    its decode; else one answer with every frame. A pooled (NVDEC) step streams up to max_in_flight videos at once,
+    each from its own thread, their pieces sharing the card's NVDEC sessions; PyAV one video at a time (each decode
+    uses every core)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         self.name = args.get("model_name", DECODE)  # as Triton knows it: its errors name it so (`errors.step_error`)
@@ -59,16 +59,13 @@ class TritonPythonModel:
 
             torch.set_num_threads(1)  # decode instances run side by side; the vision/grounding steps need the cores
             self_test(device=self.decoder.self_test, device_id=self.decoder.device_id())  # one line on failure
-        # Streamed, `execute` hands each video to a thread and returns at once: Triton's dynamic batcher in front of
-        # a busy instance can leave a request waiting up to 0.5 s (tritonserver 2.51), so the step has none, and its
-        # own gate bounds it, refusing a video past max_in_flight at once (OverloadedError), never queued with its
-        # bytes. Pooled (NVDEC), up to max_in_flight videos decode at once; PyAV one at a time, the others waiting.
-        workers = self.limits.max_in_flight if self.decoder.pooled else 1
-        self.videos = ThreadPoolExecutor(workers, thread_name_prefix="videoitg-decode-request") \
-            if self.streaming else None
-        self.gate = InFlightGate(self.limits.max_in_flight) if self.streaming else None
+        self.videos = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-decode-request") \
+            if self.streaming and self.decoder.pooled else None
+        # Triton's queue bound (max_in_flight) holds only while `execute` runs; the pooled step returns at once, so
+        # its own gate refuses a video past max_in_flight at once (OverloadedError), never queued with its bytes
+        self.gate = InFlightGate(self.limits.max_in_flight) if self.videos is not None else None
         self.counters = RequestCounters(DECODE)
-        self.times = DecodeTimes(self.name) if self.streaming else None
+        self.times = DecodeTimes(self.name) if self.videos is not None else None  # outside tritonserver's statistics
 
     def finalize(self) -> None:
         if self.videos is not None:  # admitted videos go on and answer, uncounted (a send may block: never waited on)
@@ -77,15 +74,18 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         if self.streaming:
-            for request in requests:  # each video answers from its thread
-                try:
-                    self.gate.admit()
-                except OverloadedError as e:
-                    sender = request.get_response_sender()
-                    self.counters.count([response := error(e, self.name)])
-                    sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                    continue
-                self.videos.submit(self._admitted, request, time.monotonic())
+            for request in requests:
+                if self.videos is not None and self.gate is not None:  # videos share the decode pool; each answers
+                    try:
+                        self.gate.admit()
+                    except OverloadedError as e:
+                        sender = request.get_response_sender()
+                        self.counters.count([response := error(e, self.name)])
+                        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                        continue
+                    self.videos.submit(self._admitted, request, time.monotonic())
+                else:  # one video at a time per instance, as unstreamed
+                    self._stream(request)
             return None
         try:
             return self.counters.count(respond_each(requests, self._decode, self.name))
@@ -95,10 +95,7 @@ class TritonPythonModel:
     def _admitted(self, request: Any, handed: float) -> None:
         start = time.monotonic()
         try:
-            sender = request.get_response_sender()
-            requester = Requester(request, sender)  # before each answer: may it still be sent?
-            if not abandoned(requester, sender, self.name):  # checked first too: it may have waited for its thread
-                self._stream(request, sender, requester)
+            self._stream(request)
         except Exception as e:  # _stream answers every request itself; this is what it could not
             pb_utils.Logger.log_error(f"{self.name}: a streamed decode failed without an answer: {e!r}")
         finally:
@@ -109,7 +106,9 @@ class TritonPythonModel:
         with self._video(request) as video:
             return self._response(decode_whole(video, self.image_size, self.sampling, self.limits, self.decoder))
 
-    def _stream(self, request: Any, sender: Any, requester: Requester) -> None:
+    def _stream(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        requester = Requester(request, sender)  # before each answer: may it still be sent?
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
             pending = None  # each answer is sent once the next exists, so the last one carries the final flag

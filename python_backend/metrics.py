@@ -1,6 +1,6 @@
 """The python-backend models' metrics on Triton's /metrics: each model's requests by outcome (`RequestCounters`),
 the top-level model's cache and load (`BlsMetrics`), one-metric families (`OneMetric`: a step's runtime, damaged
-cache entries), the streamed decode step's own time (`DecodeTimes`), and a model's end (`finalized`: its metrics
+cache entries), the pooled decode step's own time (`DecodeTimes`), and a model's end (`finalized`: its metrics
 closed before the stub exits)."""
 
 from __future__ import annotations
@@ -120,9 +120,9 @@ class OneMetric:
 
 
 class DecodeTimes:
-    """`videoitg_decode_wait_us` and `videoitg_decode_work_us` {model}: microseconds the streamed decode step's
-    videos waited for a thread of their own, and took there (to their last answer), summed. Its `execute` returns at
-    once, so tritonserver's statistics of the step hold only the hand-off (`videoitg.perf.stats.split`)."""
+    """`videoitg_decode_wait_us` and `videoitg_decode_work_us` {model}: microseconds the pooled (NVDEC) decode
+    step's videos waited for a thread of their own, and took there (to their last answer), summed. Its `execute`
+    returns at once, so tritonserver's statistics of the step hold only the hand-off (`videoitg.perf.stats.split`)."""
 
     def __init__(self, model: str) -> None:
         self.wait = OneMetric("videoitg_decode_wait_us", "microseconds streamed decodes waited for a thread",

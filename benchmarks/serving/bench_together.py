@@ -1,8 +1,8 @@
 """Cold requests sent one at a time and two at once to `videoitg serve` (the CPU repository of the embedded
 checkpoint), then the soak's mix (`benchmarks.serving.soak`, no answer endpoint) at a fixed rate: the repository as
-generated against the same repository with Triton's dynamic batcher in front of the top-level model and the decode
-step (the blocks `videoitg repo build` wrote before). Each request's latency, and each model's time in
-tritonserver's queue per request (its metrics, differenced).
+generated against the same repository without Triton's dynamic batcher in front of the top-level model and the
+decode step. Each request's latency, and each model's time in tritonserver's queue per request (its metrics,
+differenced).
 
     python -m benchmarks.serving.bench_together [--pairs 40] [--rate 45] [--seconds 40]
         [--out benchmarks/results/serving/together.json]
@@ -32,22 +32,23 @@ from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
 from videoitg.perf.record import machine
 
 MODELS = (TOP, DECODE, VISION, GROUNDING)
-# What the batcher arm adds back at the top of each model's config (after `max_batch_size`).
-BATCHER = {TOP: "dynamic_batching {\n  max_queue_delay_microseconds: 0\n  default_queue_policy {\n"
-                "    max_queue_size: 32\n  }\n}\n",
-           DECODE: "dynamic_batching {\n  max_queue_delay_microseconds: 0\n  preferred_batch_size: [ 1 ]\n"
-                   "  default_queue_policy {\n    max_queue_size: 8\n  }\n}\n"}
+UNBATCHED = (TOP, DECODE)  # the models the second arm serves without their dynamic batcher
 
 
-def with_batcher(repo: Path, out: Path) -> Path:
-    """A copy of `repo` with `BATCHER`'s blocks in the top-level model's and the decode step's configs."""
+def without_batcher(repo: Path, out: Path) -> Path:
+    """A copy of `repo` without the `dynamic_batching` block of the `UNBATCHED` models' configs."""
     shutil.copytree(repo, out)
-    for model, block in BATCHER.items():
+    for model in UNBATCHED:
         cfg = out / model / "config.pbtxt"
         text = cfg.read_text()
-        assert "dynamic_batching" not in text, f"{model} has a dynamic batcher already"
-        at = text.index("\n", text.index("max_batch_size:")) + 1
-        cfg.write_text(text[:at] + block + text[at:])
+        start = text.index("dynamic_batching {")
+        depth, at = 0, text.index("{", start)
+        while True:  # past the block's closing brace
+            depth += {"{": 1, "}": -1}.get(text[at], 0)
+            at += 1
+            if depth == 0:
+                break
+        cfg.write_text(text[:start] + text[at:].lstrip("\n"))
     return out
 
 
@@ -130,7 +131,7 @@ def main() -> int:
     generated = work / "generated"
     subprocess.run([sys.executable, "-m", "videoitg", "repo", "build", "--target", "cpu", "--out", str(generated)],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    arms = {"as generated": generated, "with the dynamic batcher": with_batcher(generated, work / "batcher")}
+    arms = {"as generated": generated, "without the dynamic batcher": without_batcher(generated, work / "unbatched")}
     record: dict[str, Any] = {"command": " ".join(["python -m benchmarks.serving.bench_together", *sys.argv[1:]]),
                               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                               "machine": machine(), "arms": {}}

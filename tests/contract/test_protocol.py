@@ -243,14 +243,9 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
     for k, v in delta.items():
         by_model.setdefault(k.split(".")[0].split("/")[0], {})[k] = v
     assert set(by_model) == {TOP, DECODE, SELECT, "summary"}  # vision and grounding: identical
-    # The decode step answers once (no streaming: stream_frames 0) and takes the bytes only, inside `execute`, so
-    # behind Triton's bounded queue (a dynamic batcher of one video an execution): else removals only.
+    # The decode step answers once (no streaming: stream_frames 0) and takes the bytes only: else removals only.
     stream = f"{DECODE}.parameters.stream_frames.stringValue"
     assert by_model[DECODE].pop(stream) == ("64", "0")
-    batcher = {k: by_model[DECODE].pop(k) for k in list(by_model[DECODE]) if ".dynamicBatching." in k}
-    assert {k.split(".dynamicBatching.")[1]: new for k, (old, new) in batcher.items()} == {
-        "preferredBatchSize": [1], "defaultQueuePolicy.maxQueueSize": 8} and all(o is None for o, _ in
-                                                                                   batcher.values())
     assert all(new is None for _, new in by_model[DECODE].values())
     removed = {k.removeprefix(f"{DECODE}.").split(".")[0] for k in by_model[DECODE]}
     assert removed == {"input[VIDEO]", "input[VIDEO_URI]", "input[VIDEO_VERSION]", "output[NUM_FRAMES]",

@@ -42,14 +42,14 @@ def test_a_model_the_server_lacks_is_left_out() -> None:
                                                                                            "videoitg_vision"}
 
 
-def test_a_streamed_decode_answers_outside_its_compute_time() -> None:
-    streamed = {"model_transaction_policy": {"decoupled": True}, "instance_group": [{"kind": "KIND_GPU", "count": 1}]}
-    assert stats.decode_outside_compute(streamed)
-    assert stats.decode_outside_compute({**streamed, "instance_group": [{"kind": "KIND_CPU"}]})
-    assert not stats.decode_outside_compute({"instance_group": [{"kind": "KIND_GPU"}]})  # whole: inside execute
+def test_a_pooled_decode_answers_outside_its_compute_time() -> None:
+    gpu = {"model_transaction_policy": {"decoupled": True}, "instance_group": [{"kind": "KIND_GPU", "count": 1}]}
+    assert stats.decode_outside_compute(gpu)
+    assert not stats.decode_outside_compute({**gpu, "instance_group": [{"kind": "KIND_CPU"}]})
+    assert not stats.decode_outside_compute({"instance_group": [{"kind": "KIND_GPU"}]})
 
 
-def test_a_streamed_decodes_own_wait_and_work_are_its_queue_and_compute() -> None:
+def test_a_pooled_decodes_own_wait_and_work_are_its_queue_and_compute() -> None:
     """Its `execute` returns at once: tritonserver holds the hand-off only, the step's counters the rest."""
     before = {m: stats.Reading.of(entry(10, 0, (0, 0, 0))) for m in ("videoitg", *stats.STEPS)}
     after = {"videoitg": stats.Reading.of(entry(14, 0, (0, 4_000_000, 0))),

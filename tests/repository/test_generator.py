@@ -19,7 +19,7 @@ from tests.support import ROOT
 from tests.support.model import plain_writer_checkpoint, tiny_config
 from videoitg.commands.cli import main
 from videoitg.contract.parameters import DecodeParameters, GroundingParameters, TopParameters, VisionParameters
-from videoitg.contract.protocol import DECODE, TOP
+from videoitg.contract.protocol import DECODE
 from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
@@ -288,7 +288,7 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert Limits.from_mapping(params) == lim, model
     top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
-    assert not top.HasField("dynamic_batching")  # its own gate bounds it (`videoitg_bls`), no batcher to wait behind
+    assert top.dynamic_batching.default_queue_policy.max_queue_size == lim.requests_at_once == 12
     assert Limits.from_mapping(model_parameters({"parameters": {}})) == Limits()  # hand-written config: defaults
     with pytest.raises(InputError, match="sampled frames"):
         RepoSpec(sampling=SamplingParams(64), limits=Limits(max_sampled_frames=32))
@@ -297,7 +297,7 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
 def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
     assert main(["repo", "build", "--out", str(tmp_path), "--max-video-bytes", "1M", "--max-in-flight", "2"]) == 0
     top = (tmp_path / "videoitg" / "config.pbtxt").read_text()
-    assert 'key: "MAX_IN_FLIGHT"\n  value { string_value: "2" }' in top and '"1048576"' in top
+    assert "max_queue_size: 8" in top and '"1048576"' in top
     serve = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--help"], capture_output=True, text=True,
                            cwd=ROOT, timeout=120)
     assert "--max-instruction-tokens" in serve.stdout and "--max-in-flight" in serve.stdout
@@ -450,24 +450,13 @@ def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(by_repositor
     assert rc == 2 and len(err.splitlines()) == 1 and "no CUDA GPU" in err, err
 
 
-@pytest.mark.parametrize("kw", [{"target": "cpu", "mode": "ensemble"}, {"target": "cpu", "stream_frames": 0}])
-def test_a_whole_decode_steps_queue_is_bounded_by_max_in_flight(kw) -> None:
-    """The decode step answering in one piece holds in Triton's queue at most what the top level itself sends."""
+@pytest.mark.parametrize("kw", [{"target": "cpu"}, {"target": "cpu", "mode": "ensemble"}, {"target": "gpu"},
+                                {"target": "cpu", "stream_frames": 0}])
+def test_decode_step_queue_is_bounded_by_max_in_flight(kw) -> None:
+    """Clients can call the decode step directly: its queue holds at most what the top level itself sends."""
     cfg = model_specs(RepoSpec(**kw, limits=Limits().replace(max_in_flight=3)))[DECODE]
     assert cfg["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
     assert cfg["dynamic_batching"]["preferred_batch_size"] == [1]  # one video per execution, as before
-
-
-@pytest.mark.parametrize("kw", [{"target": "cpu"}, {"target": "gpu"}])
-def test_the_streamed_decode_step_and_the_top_level_have_no_dynamic_batcher(kw) -> None:
-    """Catches: Triton's dynamic batcher in front of a busy instance left a request waiting up to 0.5 s (two cold
-    requests sent together: one answered 0.5 s late; benchmarks/RESULTS.md#concurrent-requests-cpu). Both models return
-    from `execute` at once and bound their requests themselves (the streamed decode step: max_in_flight videos,
-    `tests/properties/test_served_attacks.py`)."""
-    specs = model_specs(RepoSpec(**kw, limits=Limits().replace(max_in_flight=3)))
-    assert specs[DECODE]["model_transaction_policy"] == {"decoupled": True}
-    for model in (TOP, DECODE):
-        assert "dynamic_batching" not in specs[model], model
 
 
 def test_media_roots_are_announced_and_refused_where_references_cannot_be_served(tmp_path: Path) -> None:

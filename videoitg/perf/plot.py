@@ -89,7 +89,7 @@ def split_bars(ax: Any, name: str, rows: list[dict[str, Any]], device: dict[str,
     ax.set_xticks(range(len(rows)), labels)
     ax.set_xlabel("concurrency")
     ax.set_ylabel("ms per request (queue hatched)")
-    note = " (decode: hand-off only, its own threads)" if decode_outside else ""
+    note = " (decode: hand-off only, NVDEC pool)" if decode_outside else ""
     ax.set_title(f"{name}: where the time goes{note}", fontsize=10)
     ax.legend(fontsize=7)
 

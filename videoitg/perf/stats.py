@@ -8,8 +8,8 @@ the front and the network. A decode step that streams its frames while the visio
 step) overlaps the vision step: the steps' sum may then exceed the latency, by at most the overlap (`overlap_ms`),
 and `other` is 0.
 
-A streamed decode answers from its own threads after its `execute` returned: tritonserver's statistics of such a
-step hold only the hand-off. The step counts its videos' wait for a thread and their decode itself
+A pooled NVDEC decode answers from its own threads after its `execute` returned: tritonserver's statistics of such
+a step hold only the hand-off. The step counts its videos' wait for a thread and their decode itself
 (`DECODE_TIMES` on the metrics port), and the split adds them to its queue and compute; where they cannot be
 read, the decode is in `other` and the split says so (`decode_outside_compute`).
 """
@@ -23,7 +23,7 @@ from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
 
 STEPS = (DECODE, VISION, GROUNDING)  # the BLS repository's steps, in a request's order
 COMPUTE = ("compute_input", "compute_infer", "compute_output")
-DECODE_TIMES = ("videoitg_decode_wait_us", "videoitg_decode_work_us")  # the streamed decode step's own, summed
+DECODE_TIMES = ("videoitg_decode_wait_us", "videoitg_decode_work_us")  # the pooled decode step's own, summed
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def split(before: dict[str, Reading], after: dict[str, Reading], mean_latency_ms
           top: str = TOP, decode_own_us: tuple[float, float] | None = None) -> dict[str, Any]:
     """Per client request between two readings: each step's queue and compute ms, `other_ms` (the latency the steps
     do not account for), `overlap_ms` (steps' sum beyond the latency: a streamed decode overlapping the vision
-    step), and the number of requests the top-level model answered in between. `decode_own_us`: the streamed
+    step), and the number of requests the top-level model answered in between. `decode_own_us`: the pooled
     decode step's own wait and work in between (`DECODE_TIMES`), added to its queue and compute."""
     n = (after[top] - before[top]).requests if top in after and top in before else 0
     steps: dict[str, dict[str, float]] = {}
@@ -82,6 +82,8 @@ def split(before: dict[str, Reading], after: dict[str, Reading], mean_latency_ms
 
 
 def decode_outside_compute(decode_config: dict[str, Any]) -> bool:
-    """Whether the decode step answers from threads of its own after `execute` returns (decoupled: it streams), so
-    tritonserver's compute time of it is only the hand-off."""
-    return bool((decode_config.get("model_transaction_policy") or {}).get("decoupled"))
+    """Whether the decode step answers from threads of its own after `execute` returns (decoupled, on a GPU
+    instance: the NVDEC decode pool), so tritonserver's compute time of it is only the hand-off."""
+    decoupled = bool((decode_config.get("model_transaction_policy") or {}).get("decoupled"))
+    gpu = any(g.get("kind") == "KIND_GPU" for g in decode_config.get("instance_group") or [])
+    return decoupled and gpu

@@ -265,11 +265,12 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 **step, sampling=spec.sampling, selection=selection, vision_runtime=runtimes["vision"],
                 engines=spec.engines, feature_cache_bytes=spec.cache_bytes, decoder=spec.decoder,
                 stream_frames=spec.stream_frames if spec.streaming else 0, media_roots=MediaRoots(spec.media_roots)),
-            # No dynamic batching: `execute` hands each request to a task and returns, and the model's own gate
-            # bounds the requests it works on and the line waiting for them (`videoitg_bls`). Triton's dynamic
-            # batcher in front of a busy instance left a request waiting up to 0.5 s (tritonserver 2.51: two cold
-            # requests sent together, one answered 0.5 s late; benchmarks/RESULTS.md#concurrent-requests-cpu).
-            max_batch=spec.max_batch)
+            max_batch=spec.max_batch,
+            # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: while
+            # the model takes requests slower than they come, past as many waiting as it works on at once Triton
+            # refuses the next one at once ("Exceeds maximum queue size").
+            batching={"max_queue_delay_microseconds": 0,
+                      "default_queue_policy": {"max_queue_size": spec.limits.requests_at_once}})
     else:
         specs[TOP] = _ensemble(spec, sig[TOP])
         specs[SELECT] = _python_model(SELECT, spec, sig[SELECT], SelectParameters(spec.limits, selection),
@@ -313,12 +314,11 @@ def _ensemble(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
 
 def _decode_spec(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
     on_gpu = spec.gpu and DECODERS[spec.decoder].placement != "cpu"  # NVDEC on the step's GPU
-    # Whole (the ensemble repository), a bounded queue (the top level sends at most max_in_flight videos at once)
+    # Clients can call the step directly: a bounded queue (the top level sends at most max_in_flight videos at once)
     # refuses the rest at once ("Exceeds maximum queue size") instead of queueing decodes ahead of the top level's,
-    # and a cancelled request leaves the queue; one request per execution. Streamed, the step returns from `execute`
-    # at once and bounds its videos itself (`python_backend/decode.py`): no dynamic batcher to wait behind.
-    batching = None if spec.streaming else {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
-                                            "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
+    # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
+    batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
+                "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
     # An NVDEC decoder runs on a GPU instance (Triton names its GPU: `python_backend.params.instance_device`) on the
     # gpu target; the python decode step of the bls repository answers in chunks (decoupled: `protocol.signatures`).
     params = DecodeParameters(
