@@ -1,7 +1,7 @@
 """Cold requests sent one at a time and two at once to `videoitg serve` (the CPU repository of the embedded
 checkpoint), then the soak's mix (`benchmarks.serving.soak`, no answer endpoint) at a fixed rate: the repository as
 generated against the same repository without Triton's dynamic batcher in front of the top-level model and the
-decode step. Each request's latency, and each model's time in tritonserver's queue per request (its metrics,
+decode step. Each request's latency, and each model's time in tritonserver's queue per request (its statistics,
 differenced).
 
     python -m benchmarks.serving.bench_together [--pairs 40] [--rate 45] [--seconds 40]
@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import numpy as np
 from benchmarks.serving import soak as mix
 from benchmarks.serving.soak import ROOT, Soak
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
+from videoitg.perf import stats
 from videoitg.perf.record import machine
 
 MODELS = (TOP, DECODE, VISION, GROUNDING)
@@ -37,32 +36,21 @@ UNBATCHED = (TOP, DECODE)  # the models the second arm serves without their dyna
 
 def without_batcher(repo: Path, out: Path) -> Path:
     """A copy of `repo` without the `dynamic_batching` block of the `UNBATCHED` models' configs."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     shutil.copytree(repo, out)
     for model in UNBATCHED:
         cfg = out / model / "config.pbtxt"
-        text = cfg.read_text()
-        start = text.index("dynamic_batching {")
-        depth, at = 0, text.index("{", start)
-        while True:  # past the block's closing brace
-            depth += {"{": 1, "}": -1}.get(text[at], 0)
-            at += 1
-            if depth == 0:
-                break
-        cfg.write_text(text[:start] + text[at:].lstrip("\n"))
+        config = text_format.Parse(cfg.read_text(), model_config_pb2.ModelConfig())
+        config.ClearField("dynamic_batching")
+        cfg.write_text(text_format.MessageToString(config))
     return out
 
 
 def queue_ms(soak: Soak) -> dict[str, tuple[float, float]]:
-    """Each model's requests answered and milliseconds queued so far (tritonserver's metrics)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{soak.ports[2]}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for m in MODELS:
-        def value(name: str, m: str = m) -> float:
-            found = re.search(rf'^nv_inference_{name}\{{model="{m}",version="1"\}} (\S+)$', text, re.M)
-            return float(found.group(1)) if found else 0.0
-        out[m] = (value("request_success"), value("queue_duration_us") / 1e3)
-    return out
+    """Each model's requests answered and milliseconds queued so far (tritonserver's statistics)."""
+    return {m: (r.requests, r.queue_ns / 1e6) for m, r in stats.read(soak.client("http"), MODELS).items()}
 
 
 def figures_of(latencies: list[float], before: dict[str, tuple[float, float]],

@@ -129,9 +129,9 @@ def metric_sums(metrics_url: str, names: tuple[str, ...], timeout_s: float = 5.0
 def cache_counts(metrics_url: str, timeout_s: float = 5.0, context: ssl.SSLContext | None = None
                  ) -> CacheCounts | None:
     """The counters summed over the server's models; None when there are none (an ensemble has no cache)."""
-    found = metric_sums(metrics_url, ("videoitg_feature_cache_hits", "videoitg_feature_cache_misses"), timeout_s,
-                        context)
-    return None if found is None else CacheCounts(*found.values())
+    hits, misses = "videoitg_feature_cache_hits", "videoitg_feature_cache_misses"
+    found = metric_sums(metrics_url, (hits, misses), timeout_s, context)
+    return None if found is None else CacheCounts(found[hits], found[misses])
 
 
 def access_args(protocol: str, access: ClientAccess) -> tuple[str, list[str]]:
