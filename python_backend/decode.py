@@ -108,8 +108,10 @@ class TritonPythonModel:
 
     def _stream(self, request: Any) -> None:
         sender = request.get_response_sender()
-        requester = Requester(request, sender)  # before each answer: may it still be sent?
+        requester = Requester(request, sender)  # before the decode and each answer: may it still be sent?
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        if abandoned(requester, sender, self.name):
+            return  # cancelled (or its requester gone) while it waited for the step: never decoded
         try:
             pending = None  # each answer is sent once the next exists, so the last one carries the final flag
             with self._video(request) as video:

@@ -1,8 +1,8 @@
 """Cold requests sent one at a time and two at once to `videoitg serve` (the CPU repository of the embedded
 checkpoint), then the soak's mix (`benchmarks.serving.soak`, no answer endpoint) at a fixed rate: the repository as
-generated against the same repository without Triton's dynamic batcher in front of the top-level model and the
-decode step. Each request's latency, and each model's time in tritonserver's queue per request (its statistics,
-differenced).
+generated, whose top-level model and decode step have no dynamic batcher (`generator.UNBATCHED`), against the same
+repository with Triton's dynamic batcher and its bounded queue in front of both. Each request's latency, and each
+model's time in tritonserver's queue per request (its statistics, differenced).
 
     python -m benchmarks.serving.bench_together [--pairs 40] [--rate 45] [--seconds 40]
         [--out benchmarks/results/serving/together.json]
@@ -29,21 +29,29 @@ from benchmarks.serving.soak import ROOT, Soak
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
 from videoitg.perf import stats
 from videoitg.perf.record import machine
+from videoitg.repository.generator import UNBATCHED
+from videoitg.request.limits import Limits
 
 MODELS = (TOP, DECODE, VISION, GROUNDING)
-UNBATCHED = (TOP, DECODE)  # the models the second arm serves without their dynamic batcher
 
 
-def without_batcher(repo: Path, out: Path) -> Path:
-    """A copy of `repo` without the `dynamic_batching` block of the `UNBATCHED` models' configs."""
+def with_batcher(repo: Path, out: Path) -> Path:
+    """A copy of `repo` with a dynamic batcher in front of each `UNBATCHED` model: no added delay, one video per
+    execution for the decode step, and a queue bounded as the models bound themselves (the top level's
+    requests_at_once, the decode step's max_in_flight)."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     shutil.copytree(repo, out)
+    limits = Limits()
+    bounds = {TOP: limits.requests_at_once, DECODE: limits.max_in_flight}
     for model in UNBATCHED:
         cfg = out / model / "config.pbtxt"
         config = text_format.Parse(cfg.read_text(), model_config_pb2.ModelConfig())
-        config.ClearField("dynamic_batching")
+        config.dynamic_batching.max_queue_delay_microseconds = 0
+        config.dynamic_batching.default_queue_policy.max_queue_size = bounds[model]
+        if model == DECODE:
+            config.dynamic_batching.preferred_batch_size.append(1)
         cfg.write_text(text_format.MessageToString(config))
     return out
 
@@ -119,7 +127,7 @@ def main() -> int:
     generated = work / "generated"
     subprocess.run([sys.executable, "-m", "videoitg", "repo", "build", "--target", "cpu", "--out", str(generated)],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    arms = {"as generated": generated, "without the dynamic batcher": without_batcher(generated, work / "unbatched")}
+    arms = {"as generated": generated, "with the dynamic batcher": with_batcher(generated, work / "batched")}
     record: dict[str, Any] = {"command": " ".join(["python -m benchmarks.serving.bench_together", *sys.argv[1:]]),
                               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                               "machine": machine(), "arms": {}}

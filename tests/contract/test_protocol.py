@@ -31,6 +31,7 @@ from videoitg.contract.protocol import (
     signatures,
 )
 from videoitg.repository.generator import RepoSpec, build_repository, model_dims, render, repo_signatures
+from videoitg.request.limits import Limits
 from videoitg.request.options import RequestOptions
 
 SHAPES = [{"target": "cpu"}, {"target": "gpu"}, {"target": "cpu", "mode": "ensemble"},
@@ -243,9 +244,13 @@ def test_the_ensemble_repository_differs_from_the_golden_one_in_its_top_level_an
     for k, v in delta.items():
         by_model.setdefault(k.split(".")[0].split("/")[0], {})[k] = v
     assert set(by_model) == {TOP, DECODE, SELECT, "summary"}  # vision and grounding: identical
-    # The decode step answers once (no streaming: stream_frames 0) and takes the bytes only: else removals only.
+    # The decode step answers once (no streaming: stream_frames 0), takes the bytes only and has a bounded queue (the
+    # ensemble admits nothing itself; under the BLS model the top level does): else removals only.
     stream = f"{DECODE}.parameters.stream_frames.stringValue"
     assert by_model[DECODE].pop(stream) == ("64", "0")
+    assert by_model[DECODE].pop(f"{DECODE}.dynamicBatching.defaultQueuePolicy.maxQueueSize") == (
+        None, Limits().max_in_flight)
+    assert by_model[DECODE].pop(f"{DECODE}.dynamicBatching.preferredBatchSize") == (None, [1])
     assert all(new is None for _, new in by_model[DECODE].values())
     removed = {k.removeprefix(f"{DECODE}.").split(".")[0] for k in by_model[DECODE]}
     assert removed == {"input[VIDEO]", "input[VIDEO_URI]", "input[VIDEO_VERSION]", "output[NUM_FRAMES]",

@@ -495,6 +495,30 @@ def test_a_start_the_upstream_abort_ended_is_tried_once_more(every_time: bool, t
         srv.stop()
 
 
+def test_a_restart_of_tritonserver_alone_the_upstream_abort_ended_is_tried_once_more_behind_the_front(
+        tmp_path: Path) -> None:
+    """Catches: a tritonserver started again alone (it exited; the front keeps its clients' connections) whose start
+    tritonserver 2.51's abort ended stopped the whole server, the front too. It is started once more, alone."""
+    second_start_aborts = "s = pathlib.Path(__file__).with_name('started'); " + ABORT.format(
+        once="not s.exists() or m.exists() or ") + "; s.touch()"
+    write_model(tmp_path / "repo", "echo", init=second_start_aborts)
+    srv = TritonServer(tmp_path / "repo", ServerOptions(stub_watchdog_s=0), log_path=tmp_path / "s.log")
+    try:
+        srv.start(120)
+        front = srv._front
+        srv._proc.kill()
+        srv._proc.wait()
+        assert srv.exited == "tritonserver"
+        srv.restart(120)
+        assert srv._front is front and front.poll() is None and infer(srv) == [3.0, 4.0]
+        log = srv.log_tail(1_000_000)
+        assert log.count("lock_exception'") == 1, log
+        assert log.count("aborted while loading models (boost::interprocess::lock_exception); starting it once "
+                         "more, the front keeps running") == 1, log
+    finally:
+        srv.stop()
+
+
 def test_a_foreign_server_on_our_port_is_not_taken_for_ours(repo: Path) -> None:
     """The readiness wait also asks `GET /v2` for the server's name: an orphan tritonserver (or any HTTP server)
     answering 200 on our port must not pass for the one we started with its own `--id`."""

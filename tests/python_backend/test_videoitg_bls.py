@@ -21,6 +21,8 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 
+import tritonclient.grpc as grpc
+
 from benchmarks.clips import random_clip
 from tests.support.server import metric_value, start, stub_pids, wait_until
 from videoitg.client.kserve import RemoteError, VideoITGClient
@@ -31,8 +33,10 @@ from videoitg.repository.generator import RepoSpec, build_repository
 pytestmark = pytest.mark.server
 DELAY_S = 3.0
 SLOW = "videoitg_decode_slow"
+DECODED = "decoded"  # beside the slow step's model.py: a line per video it began to decode
 SLOW_MODEL = f'''
 import time
+from pathlib import Path
 
 from videoitg.python_backend.decode import TritonPythonModel as Decode
 
@@ -41,6 +45,11 @@ class TritonPythonModel(Decode):
     def execute(self, requests):
         time.sleep({DELAY_S})
         return super().execute(requests)
+
+    def _video(self, request):
+        with Path(__file__).with_name("{DECODED}").open("a") as f:
+            f.write("video\\n")
+        return super()._video(request)
 '''
 
 
@@ -163,3 +172,31 @@ def test_on_a_cpu_the_top_level_model_and_the_decode_step_never_load_torch(serve
     np.testing.assert_allclose(log["hit"].result.logits, log["cold"].result.logits, rtol=0, atol=1e-6)  # same features
     maps = {m: Path(f"/proc/{pid}/maps").read_text() for m, pid in stub_pids(server).items()}
     assert "libtorch" not in maps[TOP] and "libtorch" not in maps[SLOW] and "libtorch" in maps["videoitg_vision"]
+
+
+def test_a_cancelled_stream_of_direct_decode_calls_is_never_decoded(server: TritonServer,
+                                                                    clips: list[bytes]) -> None:
+    """Under the BLS model the decode step has no queue bound of its own: the top level sends it at most
+    max_in_flight videos, and the public ports serve no step (tests/front/test_served.py). A stream of direct calls
+    behind them, cancelled while its calls wait for the step, leaves none of them to decode: each ends at the step's
+    check before its decode. Catches: without Triton's dynamic batcher, which dropped a cancelled request from its
+    queue, each was decoded."""
+    record = server.repository / SLOW / "1" / DECODED
+
+    def decoded() -> int:
+        return record.read_text().count("video") if record.exists() else 0
+
+    said = f"{SLOW}: a request ended unanswered: it was cancelled"
+    before, said_before = decoded(), server.log_tail(10_000_000).count(said)
+    c = grpc.InferenceServerClient(server.internal_grpc_url)  # behind the front, with the key only the front holds
+    c.start_stream(callback=lambda result, error: None, headers=server.inference_headers("grpc"))
+    for clip in clips[:3]:
+        t = grpc.InferInput("VIDEO", [1, 1], "BYTES")
+        t.set_data_from_numpy(np.array([[clip]], dtype=object))
+        c.async_stream_infer(SLOW, [t])
+    time.sleep(DELAY_S / 3)  # the first in the step's execute (DELAY_S), the others waiting for it
+    c.stop_stream(cancel_requests=True)
+    c.close()
+    assert wait_until(lambda: server.log_tail(10_000_000).count(said) - said_before == 3, 3 * DELAY_S + 30), \
+        server.log_tail(3000)
+    assert decoded() == before

@@ -30,7 +30,14 @@ from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots
 from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
 from videoitg.python_backend.params import StepAssets, model_parameters
-from videoitg.repository.generator import RepoSpec, build_repository, model_specs, render, step_runtimes
+from videoitg.repository.generator import (
+    UNBATCHED,
+    RepoSpec,
+    build_repository,
+    model_specs,
+    render,
+    step_runtimes,
+)
 from videoitg.request.limits import Limits
 from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
@@ -288,7 +295,7 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert Limits.from_mapping(params) == lim, model
     top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
-    assert top.dynamic_batching.default_queue_policy.max_queue_size == lim.requests_at_once == 12
+    assert not top.HasField("dynamic_batching")  # its admission is its own (`generator.UNBATCHED`)
     assert Limits.from_mapping(model_parameters({"parameters": {}})) == Limits()  # hand-written config: defaults
     with pytest.raises(InputError, match="sampled frames"):
         RepoSpec(sampling=SamplingParams(64), limits=Limits(max_sampled_frames=32))
@@ -297,7 +304,7 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
 def test_repo_build_and_serve_take_limit_flags(tmp_path: Path) -> None:
     assert main(["repo", "build", "--out", str(tmp_path), "--max-video-bytes", "1M", "--max-in-flight", "2"]) == 0
     top = (tmp_path / "videoitg" / "config.pbtxt").read_text()
-    assert "max_queue_size: 8" in top and '"1048576"' in top
+    assert 'key: "MAX_IN_FLIGHT"\n  value { string_value: "2" }' in top and '"1048576"' in top
     serve = subprocess.run([sys.executable, "-m", "videoitg", "serve", "--help"], capture_output=True, text=True,
                            cwd=ROOT, timeout=120)
     assert "--max-instruction-tokens" in serve.stdout and "--max-in-flight" in serve.stdout
@@ -452,11 +459,17 @@ def test_serving_a_gpu_repository_without_a_gpu_says_so_in_one_line(by_repositor
 
 @pytest.mark.parametrize("kw", [{"target": "cpu"}, {"target": "cpu", "mode": "ensemble"}, {"target": "gpu"},
                                 {"target": "cpu", "stream_frames": 0}])
-def test_decode_step_queue_is_bounded_by_max_in_flight(kw) -> None:
-    """Clients can call the decode step directly: its queue holds at most what the top level itself sends."""
-    cfg = model_specs(RepoSpec(**kw, limits=Limits().replace(max_in_flight=3)))[DECODE]
-    assert cfg["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
-    assert cfg["dynamic_batching"]["preferred_batch_size"] == [1]  # one video per execution, as before
+def test_the_bls_models_take_requests_at_once_and_the_ensembles_decode_queue_is_bounded(kw) -> None:
+    """Under the BLS model the top level and the decode step have no dynamic batcher (tritonserver 2.51's bounded
+    queue held a request that came while the instance was busy up to 0.5 s): the top level admits requests itself
+    and sends the step at most max_in_flight videos. Under the ensemble, which admits nothing itself, the decode
+    step's queue holds at most max_in_flight, one video per execution."""
+    specs = model_specs(RepoSpec(**kw, limits=Limits().replace(max_in_flight=3)))
+    if kw.get("mode") == "ensemble":
+        assert specs[DECODE]["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
+        assert specs[DECODE]["dynamic_batching"]["preferred_batch_size"] == [1]
+    else:
+        assert [m for m in UNBATCHED if "dynamic_batching" in specs[m]] == []
 
 
 def test_media_roots_are_announced_and_refused_where_references_cannot_be_served(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """What the stub watchdog and supervision ask of a launched server (`supervise.Launched`), as `Repairs`, a base of
 `server.TritonServer`: a model unloaded and loaded again (what the launcher generated written again first), the
-front told of the requests a model's process took with it, queues and model states read, and a look at, or a kill of,
-tritonserver and the front. It reads the launched server's processes, log and repository, which `TritonServer`
-sets."""
+front told of the requests a model's process took with it, queues and model states read, which process exited, a
+look at or a kill of tritonserver and the front, and tritonserver stopped alone. It reads the launched server's
+processes, log and repository, which `TritonServer` sets."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from videoitg.launch.generated import GeneratedRepository
 from videoitg.launch.held import HeldInstances
 from videoitg.launch.model_control import load_or_unload, model_states, waiting
 from videoitg.launch.ports import ServerError
+from videoitg.launch.processes import stop_in_order
 from videoitg.launch.refusals import Context, explain_load
 from videoitg.launch.server_log import ServerLog
-from videoitg.launch.shm import need_text
+from videoitg.launch.shm import need_text, remove_own_shared_memory
 from videoitg.launch.supervise import Look, StubWatchdog
 
 
@@ -38,6 +39,7 @@ class Repairs(Addresses):
     _front: subprocess.Popen | None
     _steps_repaired: RepairsWritten | None
     _log_start: int  # where the log of the current start begins
+    shm_prefix: str  # the names of this server's regions in /dev/shm
     _looked_to: int  # how far `looks` read the log for a crash
     _held: HeldInstances  # the replaced model instances the current tritonserver keeps
     watchdog: StubWatchdog | None
@@ -157,6 +159,30 @@ class Repairs(Addresses):
         size = self._log.size()
         start, self._looked_to = max(self._looked_to, self._log_start), size
         return self._log.fatal_signal(start) if size > start else None
+
+    @property
+    def exited(self) -> str:
+        """Which process exited on its own ('tritonserver', 'front'; `exit_code` says how); '' while both run."""
+        for name, proc in (("tritonserver", self._proc), ("front", self._front)):
+            if proc is not None and proc.poll() is not None:
+                return name
+        return ""
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit status of the process that exited on its own (None while both run, and after `stop`)."""
+        proc = {"tritonserver": self._proc, "front": self._front}.get(self.exited)
+        return proc.poll() if proc is not None else None
+
+    def stop_tritonserver(self) -> None:
+        """tritonserver stopped alone (its process group: the stubs too), its watchdog ended before another takes
+        the same ports, what it left in /dev/shm removed."""
+        proc, self._proc = self._proc, None
+        stop_in_order(None, proc, self.options, self._notices.close, self.note)
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        remove_own_shared_memory(self.shm_prefix, self.note)
+        self.forget_steps_repaired()
 
     def kill(self, name: str) -> None:
         """SIGKILL tritonserver (its process group: its stubs too) or the front; supervision starts it again."""

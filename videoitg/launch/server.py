@@ -156,24 +156,37 @@ class TritonServer(Repairs):
         """tritonserver started again on its own ports behind the running front, which keeps its clients'
         connections and answers them 503 / UNAVAILABLE meanwhile, and liveness itself (a liveness probe would end
         a restart that takes a minute, as a GPU's engines load, by restarting the pod); what the old one left in
-        /dev/shm (the instances it kept, `held`) is removed first. One that does not become ready stops the whole
+        /dev/shm (the instances it kept, `held`) is removed first. One that aborts with `UPSTREAM_ABORT` while it
+        loads models is started once more, alone as well; one that does not become ready otherwise stops the whole
         server (the next restart starts both, on other ports of tritonserver's own)."""
         if self.watchdog is not None:
             self.watchdog.stop(wait=False)  # no reload while it stops; a reload under way fails with it
         self._notices.tritonserver_restarting(self._front, True, self.note)
-        proc, self._proc = self._proc, None
-        stop_in_order(None, proc, self.options, self._notices.close, self.note)  # its process group: the stubs too
-        if self.watchdog is not None:
-            self.watchdog.stop()  # ended before the new tritonserver takes the same ports
-        remove_own_shared_memory(self.shm_prefix, self.note)
-        self.forget_steps_repaired()
+        self.stop_tritonserver()
         self.restarts += 1
         self._log.open()
-        self._log_start = self._log.size()
         self.note(f"restarting tritonserver on its ports (restart {self.restarts}); the front keeps running",
                   who="supervisor")
-        self._start_tritonserver(self.restore_generated("before starting tritonserver"))
-        self._until_ready(timeout_s, max_s, cancelled)
+        aborted = False
+        while True:
+            self._log_start = self._log.size()
+            self._start_tritonserver(self.restore_generated("before starting tritonserver"))
+            try:
+                self.wait_ready(timeout_s, max_s, cancelled)
+                break
+            except ServerError:
+                if aborted or UPSTREAM_ABORT not in self._log.since(self._log_start):
+                    self.stop()
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+            aborted = True
+            self.stop_tritonserver()
+            self._log.open()
+            self.note(f"tritonserver aborted while loading models ({UPSTREAM_ABORT}); starting it once more, the "
+                      "front keeps running")
+        self._watch_stubs()
         self._notices.tritonserver_restarting(self._front, False, self.note)
         return self
 
@@ -234,15 +247,17 @@ class TritonServer(Repairs):
     def _until_ready(self, timeout_s: float, max_s: float | None,
                      cancelled: Callable[[], bool] | None) -> TritonServer:
         """Wait until ready (the whole server stopped where it does not become so), then watch its stubs."""
-        o = self.options
         try:
             self.wait_ready(timeout_s, max_s, cancelled)
         except BaseException:
             self.stop()
             raise
-        if o.stub_watchdog_s > 0:
-            self.watchdog = StubWatchdog(self, o.stub_watchdog_s, loads_unloaded=self._loads_every_model)
+        self._watch_stubs()
         return self
+
+    def _watch_stubs(self) -> None:
+        if self.options.stub_watchdog_s > 0:
+            self.watchdog = StubWatchdog(self, self.options.stub_watchdog_s, loads_unloaded=self._loads_every_model)
 
     # ---- readiness ------------------------------------------------------------------------------------------
     def wait_ready(self, timeout_s: float, max_s: float | None = None,
@@ -298,20 +313,6 @@ class TritonServer(Repairs):
     @property
     def running(self) -> bool:
         return all(p is not None and p.poll() is None for p in (self._proc, self._front))
-
-    @property
-    def exited(self) -> str:
-        """Which process exited on its own ('tritonserver', 'front'; `exit_code` says how); '' while both run."""
-        for name, proc in (("tritonserver", self._proc), ("front", self._front)):
-            if proc is not None and proc.poll() is not None:
-                return name
-        return ""
-
-    @property
-    def exit_code(self) -> int | None:
-        """The exit status of the process that exited on its own (None while both run, and after `stop`)."""
-        proc = {"tritonserver": self._proc, "front": self._front}.get(self.exited)
-        return proc.poll() if proc is not None else None
 
     # ---- the end --------------------------------------------------------------------------------------------
     def stop(self) -> int | None:

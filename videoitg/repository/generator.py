@@ -177,6 +177,11 @@ def step_runtimes(engines: str, target: str) -> dict[str, str]:
 
 
 # ---- config trees -------------------------------------------------------------------------------------------
+# The BLS repository's models that take requests one at a time without Triton's dynamic batcher: its bounded queue
+# (a `max_queue_size`) leaves a request that arrives while the model's one instance is busy up to 500 ms in the
+# queue (tritonserver 2.51: the batcher is woken by the execution's end before the instance is free again, then
+# sleeps its idle wait; benchmarks/RESULTS.md#concurrent-requests-cpu). Each bounds what it takes itself.
+UNBATCHED = (TOP, DECODE)
 def _io(t: TensorSpec) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": t.name, "data_type": f"TYPE_{t.dtype}", "dims": list(t.dims)}
     if t.ragged:
@@ -265,12 +270,9 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 **step, sampling=spec.sampling, selection=selection, vision_runtime=runtimes["vision"],
                 engines=spec.engines, feature_cache_bytes=spec.cache_bytes, decoder=spec.decoder,
                 stream_frames=spec.stream_frames if spec.streaming else 0, media_roots=MediaRoots(spec.media_roots)),
-            max_batch=spec.max_batch,
-            # No added delay: requests already queued while a batch runs form the next batch. A bounded queue: while
-            # the model takes requests slower than they come, past as many waiting as it works on at once Triton
-            # refuses the next one at once ("Exceeds maximum queue size").
-            batching={"max_queue_delay_microseconds": 0,
-                      "default_queue_policy": {"max_queue_size": spec.limits.requests_at_once}})
+            # No dynamic batcher (`UNBATCHED`): it hands each request to a task at once, and its own admission
+            # (`videoitg_bls`: requests_at_once, then a bounded line) refuses past it
+            max_batch=spec.max_batch)
     else:
         specs[TOP] = _ensemble(spec, sig[TOP])
         specs[SELECT] = _python_model(SELECT, spec, sig[SELECT], SelectParameters(spec.limits, selection),
@@ -314,11 +316,12 @@ def _ensemble(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
 
 def _decode_spec(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
     on_gpu = spec.gpu and DECODERS[spec.decoder].placement != "cpu"  # NVDEC on the step's GPU
-    # Clients can call the step directly: a bounded queue (the top level sends at most max_in_flight videos at once)
-    # refuses the rest at once ("Exceeds maximum queue size") instead of queueing decodes ahead of the top level's,
-    # and a cancelled request leaves the queue. One request per execution, as without dynamic batching.
-    batching = {"max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
-                "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
+    # Under the BLS model, which sends at most max_in_flight videos at once, no dynamic batcher (`UNBATCHED`); under
+    # the ensemble, which has no admission of its own, a bounded queue refuses past max_in_flight at once ("Exceeds
+    # maximum queue size"), one request per execution.
+    batching = None if spec.mode == "bls" else {
+        "max_queue_delay_microseconds": 0, "preferred_batch_size": [1],
+        "default_queue_policy": {"max_queue_size": spec.limits.max_in_flight}}
     # An NVDEC decoder runs on a GPU instance (Triton names its GPU: `python_backend.params.instance_device`) on the
     # gpu target; the python decode step of the bls repository answers in chunks (decoupled: `protocol.signatures`).
     params = DecodeParameters(
