@@ -57,6 +57,7 @@ GIVE_UP_S = 120.0  # a request not answered right within this long is lost
 CACHE_BYTES = 32 << 20  # the feature cache's bound, small so that it is meant to be full before the memory span
 SAMPLE_S = 10.0  # between two memory samples
 SENDERS = 64  # threads sending requests (a request waiting to be tried again holds none)
+PROGRESS_S = 60.0  # a line of progress this often while the traffic runs
 
 
 class Soak:
@@ -365,6 +366,35 @@ def kills(soak: Soak, run: Run, every_s: float, duration_s: float, stop: threadi
         while not soak.ready() and not stop.is_set():
             time.sleep(0.1)
         kills_out.append({"model": model, "pid": pid, "at_s": t - run.t0, "ready_s": time.monotonic() - run.t0})
+        print(f"{clock(t - run.t0)} killed the stub of {model}; ready again {time.monotonic() - t:.1f} s later",
+              flush=True)
+
+
+def clock(at_s: float) -> str:
+    """Seconds from the soak's start as mm:ss."""
+    return f"{int(at_s // 60):02d}:{int(at_s % 60):02d}"
+
+
+def progress_line(attempts: list[Attempt], since: float, now: float, lost: int) -> str:
+    """The tries answered from `since` to `now` (seconds from the start): how many, how fast, errors and wrong
+    answers, their p99; and the requests lost so far."""
+    recent = [a for a in attempts if since <= a.done < now]
+    ok = [a.latency for a in recent if a.outcome == "ok"]
+    p99 = f"{np.percentile(ok, 99):.3f} s" if ok else "-"
+    return (f"{clock(now)} {len(ok)} answered ({len(ok) / max(now - since, 1e-9):.1f}/s), "
+            f"{sum(a.outcome == 'error' for a in recent)} errors, {sum(a.outcome == 'wrong' for a in recent)} wrong, "
+            f"p99 {p99}; {lost} lost so far")
+
+
+def progress(run: Run, stop: threading.Event) -> None:
+    """A `progress_line` every PROGRESS_S while the traffic runs."""
+    seen, since = 0, 0.0
+    while not stop.wait(max(0.0, run.t0 + since + PROGRESS_S - time.monotonic())):
+        now = time.monotonic() - run.t0
+        with run.lock:
+            new, seen, lost = run.attempts[seen:], len(run.attempts), run.lost
+        print(progress_line(new, since, now, lost), flush=True)
+        since = now
 
 
 def cpu_jiffies() -> tuple[float, float, float]:
@@ -503,7 +533,8 @@ def main() -> int:
         batch_out: dict[str, Any] = {}
         helpers = [threading.Thread(target=kills, args=(soak, run, args.kill_every_s, duration, stop, kills_done)),
                    threading.Thread(target=memory, args=(soak, run, stop, mem, cache, cpu)),
-                   threading.Thread(target=batch, args=(soak, run, args.batch_at * duration, stop, batch_out))]
+                   threading.Thread(target=batch, args=(soak, run, args.batch_at * duration, stop, batch_out)),
+                   threading.Thread(target=progress, args=(run, stop))]
         for h in helpers:
             h.start()
         sent = traffic(soak, run, rate, duration, stop)
