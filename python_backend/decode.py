@@ -22,7 +22,7 @@ from videoitg.decode.pool import share_cores
 from .metrics import DecodeTimes, RequestCounters, finalized
 from .params import StepAssets, instance_processes, setup, step_device
 from .references import decode_source
-from .requester import Requester, abandoned
+from .requester import Requester, abandoned, cancelled
 from .responses import error, respond_each
 from .step_decoder import StepDecoder, decode_stream, decode_whole
 from .tensors import output_tensor, request_inputs
@@ -61,8 +61,8 @@ class TritonPythonModel:
             self_test(device=self.decoder.self_test, device_id=self.decoder.device_id())  # one line on failure
         self.videos = ThreadPoolExecutor(self.limits.max_in_flight, thread_name_prefix="videoitg-decode-request") \
             if self.streaming and self.decoder.pooled else None
-        # Triton's queue bound (max_in_flight) holds only while `execute` runs; the pooled step returns at once, so
-        # its own gate refuses a video past max_in_flight at once (OverloadedError), never queued with its bytes
+        # the pooled step returns from `execute` at once: its own gate refuses a video past max_in_flight at once
+        # (OverloadedError), never queued with its bytes
         self.gate = InFlightGate(self.limits.max_in_flight) if self.videos is not None else None
         self.counters = RequestCounters(DECODE)
         self.times = DecodeTimes(self.name) if self.videos is not None else None  # outside tritonserver's statistics
@@ -87,8 +87,11 @@ class TritonPythonModel:
                 else:  # one video at a time per instance, as unstreamed
                     self._stream(request)
             return None
-        try:
-            return self.counters.count(respond_each(requests, self._decode, self.name))
+        try:  # a request cancelled while it waited for the step is never decoded
+            waited = [request.is_cancelled() for request in requests]
+            answers = iter(self.counters.count(respond_each(
+                [r for r, gone in zip(requests, waited, strict=True) if not gone], self._decode, self.name)))
+            return [cancelled(self.name) if gone else next(answers) for gone in waited]
         finally:
             trim_freed_memory()
 

@@ -62,6 +62,12 @@ class Requester:
         return None
 
 
+def cancelled(model: str) -> Any:
+    """The answer to a request that was cancelled (CANCELLED), not counted as answered."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{model}: the request was cancelled",
+                                                                 pb_utils.TritonError.CANCELLED))
+
+
 def abandoned(requester: Requester, sender: Any, model: str) -> bool:
     """Whether a decoupled request's work ends here, unanswered: its requester is gone (nothing is sent: a send
     would block for ever), or it was cancelled (its final answer says so)."""
@@ -70,7 +76,5 @@ def abandoned(requester: Requester, sender: Any, model: str) -> bool:
         return False
     pb_utils.Logger.log_warn(f"{model}: a request ended unanswered: {why}")
     if requester.pid is None or why == "it was cancelled":
-        response = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{model}: the request was cancelled",
-                                                                         pb_utils.TritonError.CANCELLED))
-        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        sender.send(cancelled(model), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
     return True

@@ -44,7 +44,7 @@ class TritonPythonModel:
         p = setup(args, TopParameters)
         assets = StepAssets.of_model(args, p, p.engines)
         self.name = args.get("model_name", TOP)
-        self.limits = p.limits  # byte bounds here; the queue bound is Triton's (config.pbtxt)
+        self.limits = p.limits  # its admission's bounds (`gate`) and byte bounds
         self.sampling = p.sampling
         self.media_roots = p.media_roots
         self.identity = feature_identity(assets, p)  # the repository's pinned identity, else the files' now

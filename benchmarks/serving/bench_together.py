@@ -1,6 +1,6 @@
 """Cold requests sent one at a time and two at once to `videoitg serve` (the CPU repository of the embedded
 checkpoint), then the soak's mix (`benchmarks.serving.soak`, no answer endpoint) at a fixed rate: the repository as
-generated, whose top-level model and decode step have no dynamic batcher (`generator.UNBATCHED`), against the same
+generated, whose top-level model and decode step have no dynamic batcher, against the same
 repository with Triton's dynamic batcher and its bounded queue in front of both. Each request's latency, and each
 model's time in tritonserver's queue per request (its statistics, differenced).
 
@@ -29,27 +29,27 @@ from benchmarks.serving.soak import ROOT, Soak
 from videoitg.contract.protocol import DECODE, GROUNDING, TOP, VISION
 from videoitg.perf import stats
 from videoitg.perf.record import machine
-from videoitg.repository.generator import UNBATCHED
 from videoitg.request.limits import Limits
 
 MODELS = (TOP, DECODE, VISION, GROUNDING)
+UNBATCHED = (TOP, DECODE)  # the models the repository serves without a dynamic batcher (`generator.model_specs`)
 
 
 def with_batcher(repo: Path, out: Path) -> Path:
     """A copy of `repo` with a dynamic batcher in front of each `UNBATCHED` model: no added delay, one video per
     execution for the decode step, and a queue bounded as the models bound themselves (the top level's
-    requests_at_once, the decode step's max_in_flight)."""
+    requests_at_once, the decode step's max_in_flight: the limits the repository was built with)."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     shutil.copytree(repo, out)
-    limits = Limits()
-    bounds = {TOP: limits.requests_at_once, DECODE: limits.max_in_flight}
     for model in UNBATCHED:
         cfg = out / model / "config.pbtxt"
         config = text_format.Parse(cfg.read_text(), model_config_pb2.ModelConfig())
+        limits = Limits.from_mapping({k: v.string_value for k, v in config.parameters.items()})
         config.dynamic_batching.max_queue_delay_microseconds = 0
-        config.dynamic_batching.default_queue_policy.max_queue_size = bounds[model]
+        config.dynamic_batching.default_queue_policy.max_queue_size = \
+            limits.requests_at_once if model == TOP else limits.max_in_flight
         if model == DECODE:
             config.dynamic_batching.preferred_batch_size.append(1)
         cfg.write_text(text_format.MessageToString(config))

@@ -375,10 +375,9 @@ def clock(at_s: float) -> str:
     return f"{int(at_s // 60):02d}:{int(at_s % 60):02d}"
 
 
-def progress_line(attempts: list[Attempt], since: float, now: float, lost: int) -> str:
-    """The tries answered from `since` to `now` (seconds from the start): how many, how fast, errors and wrong
-    answers, their p99; and the requests lost so far."""
-    recent = [a for a in attempts if since <= a.done < now]
+def progress_line(recent: list[Attempt], since: float, now: float, lost: int) -> str:
+    """The tries answered since the last line (`since` to `now`, seconds from the start): how many, how fast, errors
+    and wrong answers, their p99; and the requests lost so far."""
     ok = [a.latency for a in recent if a.outcome == "ok"]
     p99 = f"{np.percentile(ok, 99):.3f} s" if ok else "-"
     return (f"{clock(now)} {len(ok)} answered ({len(ok) / max(now - since, 1e-9):.1f}/s), "
@@ -390,9 +389,9 @@ def progress(run: Run, stop: threading.Event) -> None:
     """A `progress_line` every PROGRESS_S while the traffic runs."""
     seen, since = 0, 0.0
     while not stop.wait(max(0.0, run.t0 + since + PROGRESS_S - time.monotonic())):
-        now = time.monotonic() - run.t0
-        with run.lock:
+        with run.lock:  # each try in one line: those appended since the last
             new, seen, lost = run.attempts[seen:], len(run.attempts), run.lost
+            now = time.monotonic() - run.t0
         print(progress_line(new, since, now, lost), flush=True)
         since = now
 

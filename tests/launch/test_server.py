@@ -495,13 +495,15 @@ def test_a_start_the_upstream_abort_ended_is_tried_once_more(every_time: bool, t
         srv.stop()
 
 
+@pytest.mark.parametrize("every_time", [False, True])
 def test_a_restart_of_tritonserver_alone_the_upstream_abort_ended_is_tried_once_more_behind_the_front(
-        tmp_path: Path) -> None:
+        every_time: bool, tmp_path: Path) -> None:
     """Catches: a tritonserver started again alone (it exited; the front keeps its clients' connections) whose start
-    tritonserver 2.51's abort ended stopped the whole server, the front too. It is started once more, alone."""
-    second_start_aborts = "s = pathlib.Path(__file__).with_name('started'); " + ABORT.format(
-        once="not s.exists() or m.exists() or ") + "; s.touch()"
-    write_model(tmp_path / "repo", "echo", init=second_start_aborts)
+    tritonserver 2.51's abort ended stopped the whole server, the front too. It is started once more, alone; a
+    second abort stops the whole server (the next restart starts both)."""
+    later_starts_abort = "s = pathlib.Path(__file__).with_name('started'); " + ABORT.format(
+        once="not s.exists() or " + ("" if every_time else "m.exists() or ")) + "; s.touch()"
+    write_model(tmp_path / "repo", "echo", init=later_starts_abort)
     srv = TritonServer(tmp_path / "repo", ServerOptions(stub_watchdog_s=0), log_path=tmp_path / "s.log")
     try:
         srv.start(120)
@@ -509,10 +511,15 @@ def test_a_restart_of_tritonserver_alone_the_upstream_abort_ended_is_tried_once_
         srv._proc.kill()
         srv._proc.wait()
         assert srv.exited == "tritonserver"
-        srv.restart(120)
-        assert srv._front is front and front.poll() is None and infer(srv) == [3.0, 4.0]
+        if every_time:
+            with pytest.raises(server_mod.ServerError):
+                srv.restart(120)
+            assert front.poll() is not None and not srv.running
+        else:
+            srv.restart(120)
+            assert srv._front is front and front.poll() is None and infer(srv) == [3.0, 4.0]
         log = srv.log_tail(1_000_000)
-        assert log.count("lock_exception'") == 1, log
+        assert log.count("lock_exception'") == (2 if every_time else 1), log
         assert log.count("aborted while loading models (boost::interprocess::lock_exception); starting it once "
                          "more, the front keeps running") == 1, log
     finally:

@@ -19,7 +19,7 @@ from tests.support import ROOT
 from tests.support.model import plain_writer_checkpoint, tiny_config
 from videoitg.commands.cli import main
 from videoitg.contract.parameters import DecodeParameters, GroundingParameters, TopParameters, VisionParameters
-from videoitg.contract.protocol import DECODE
+from videoitg.contract.protocol import DECODE, TOP
 from videoitg.contract.tensors import result_from_outputs, result_outputs
 from videoitg.defaults import default_checkpoint
 from videoitg.errors import InputError
@@ -30,14 +30,7 @@ from videoitg.outputs import GroundingResult
 from videoitg.paths import MediaRoots
 from videoitg.python_backend.cache import FeatureCache, cache_key, nbytes
 from videoitg.python_backend.params import StepAssets, model_parameters
-from videoitg.repository.generator import (
-    UNBATCHED,
-    RepoSpec,
-    build_repository,
-    model_specs,
-    render,
-    step_runtimes,
-)
+from videoitg.repository.generator import RepoSpec, build_repository, model_specs, render, step_runtimes
 from videoitg.request.limits import Limits
 from videoitg.request.options import RequestOptions
 from videoitg.sampling import SamplingParams
@@ -282,9 +275,9 @@ def test_feature_cache_lru_bound_and_counters() -> None:
     assert cache_key("d", "eval:512:1", "m1") != cache_key("d", "eval:512:1", "m2")
 
 
-def test_limits_reach_the_model_parameters_and_queue() -> None:
-    """The top-level, decode and grounding models carry every knob (read back equal); the top-level queue is
-    bounded by max_in_flight."""
+def test_limits_reach_the_model_parameters() -> None:
+    """The top-level, decode and grounding models carry every knob (read back equal); the top level has no Triton
+    queue bound (its own admission bounds it)."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2  # the serve extra: the other tests here run without it
 
@@ -295,7 +288,7 @@ def test_limits_reach_the_model_parameters_and_queue() -> None:
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert Limits.from_mapping(params) == lim, model
     top = text_format.Parse(files["videoitg/config.pbtxt"], model_config_pb2.ModelConfig())
-    assert not top.HasField("dynamic_batching")  # its admission is its own (`generator.UNBATCHED`)
+    assert not top.HasField("dynamic_batching")  # its admission is its own
     assert Limits.from_mapping(model_parameters({"parameters": {}})) == Limits()  # hand-written config: defaults
     with pytest.raises(InputError, match="sampled frames"):
         RepoSpec(sampling=SamplingParams(64), limits=Limits(max_sampled_frames=32))
@@ -469,7 +462,7 @@ def test_the_bls_models_take_requests_at_once_and_the_ensembles_decode_queue_is_
         assert specs[DECODE]["dynamic_batching"]["default_queue_policy"] == {"max_queue_size": 3}
         assert specs[DECODE]["dynamic_batching"]["preferred_batch_size"] == [1]
     else:
-        assert [m for m in UNBATCHED if "dynamic_batching" in specs[m]] == []
+        assert "dynamic_batching" not in specs[TOP] and "dynamic_batching" not in specs[DECODE]
 
 
 def test_media_roots_are_announced_and_refused_where_references_cannot_be_served(tmp_path: Path) -> None:

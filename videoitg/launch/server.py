@@ -170,10 +170,13 @@ class TritonServer(Repairs):
         aborted = False
         while True:
             self._log_start = self._log.size()
-            self._start_tritonserver(self.restore_generated("before starting tritonserver"))
             try:
+                self._start_tritonserver(self.restore_generated("before starting tritonserver"))
                 self.wait_ready(timeout_s, max_s, cancelled)
                 break
+            except StartCancelled:
+                self.stop()
+                raise
             except ServerError:
                 if aborted or UPSTREAM_ABORT not in self._log.since(self._log_start):
                     self.stop()
@@ -185,7 +188,7 @@ class TritonServer(Repairs):
             self.stop_tritonserver()
             self._log.open()
             self.note(f"tritonserver aborted while loading models ({UPSTREAM_ABORT}); starting it once more, the "
-                      "front keeps running")
+                      "front keeps running", who="supervisor")
         self._watch_stubs()
         self._notices.tritonserver_restarting(self._front, False, self.note)
         return self
@@ -222,7 +225,7 @@ class TritonServer(Repairs):
                 else:
                     raise
             self._log.open()
-            self.note(why)
+            self.note(why, who="launcher")
 
     def _launch_once(self, timeout_s: float, max_s: float | None,
                      cancelled: Callable[[], bool] | None = None) -> TritonServer:

@@ -177,11 +177,6 @@ def step_runtimes(engines: str, target: str) -> dict[str, str]:
 
 
 # ---- config trees -------------------------------------------------------------------------------------------
-# The BLS repository's models that take requests one at a time without Triton's dynamic batcher: its bounded queue
-# (a `max_queue_size`) leaves a request that arrives while the model's one instance is busy up to 500 ms in the
-# queue (tritonserver 2.51: the batcher is woken by the execution's end before the instance is free again, then
-# sleeps its idle wait; benchmarks/RESULTS.md#concurrent-requests-cpu). Each bounds what it takes itself.
-UNBATCHED = (TOP, DECODE)
 def _io(t: TensorSpec) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": t.name, "data_type": f"TYPE_{t.dtype}", "dims": list(t.dims)}
     if t.ragged:
@@ -270,8 +265,10 @@ def model_specs(spec: RepoSpec, root: Path | None = None) -> dict[str, dict[str,
                 **step, sampling=spec.sampling, selection=selection, vision_runtime=runtimes["vision"],
                 engines=spec.engines, feature_cache_bytes=spec.cache_bytes, decoder=spec.decoder,
                 stream_frames=spec.stream_frames if spec.streaming else 0, media_roots=MediaRoots(spec.media_roots)),
-            # No dynamic batcher (`UNBATCHED`): it hands each request to a task at once, and its own admission
-            # (`videoitg_bls`: requests_at_once, then a bounded line) refuses past it
+            # No dynamic batcher: tritonserver 2.51's, with a bounded queue, leaves a request that arrives while the
+            # one instance is busy up to 500 ms in it (the execution's end wakes the batcher before the instance is
+            # free again; benchmarks/RESULTS.md#concurrent-requests-cpu). The model hands each request to a task at
+            # once, and its own admission (`videoitg_bls`: requests_at_once, then a bounded line) refuses past it.
             max_batch=spec.max_batch)
     else:
         specs[TOP] = _ensemble(spec, sig[TOP])
@@ -316,7 +313,7 @@ def _ensemble(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
 
 def _decode_spec(spec: RepoSpec, sig: Signature) -> dict[str, Any]:
     on_gpu = spec.gpu and DECODERS[spec.decoder].placement != "cpu"  # NVDEC on the step's GPU
-    # Under the BLS model, which sends at most max_in_flight videos at once, no dynamic batcher (`UNBATCHED`); under
+    # Under the BLS model, which sends at most max_in_flight videos at once, no dynamic batcher (as its own); under
     # the ensemble, which has no admission of its own, a bounded queue refuses past max_in_flight at once ("Exceeds
     # maximum queue size"), one request per execution.
     batching = None if spec.mode == "bls" else {

@@ -135,7 +135,7 @@ class Limits:
     @property
     def requests_at_once(self) -> int:
         """Requests the served top-level model works on at once: HITS_PER_COLD_SLOT per cold slot, so that cache
-        hits are neither queued nor refused behind decodes. Triton's queue in front of it holds as many."""
+        hits are neither queued nor refused behind decodes."""
         return HITS_PER_COLD_SLOT * self.max_in_flight
 
     def gate(self) -> InFlightGate:
