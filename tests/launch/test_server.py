@@ -473,6 +473,13 @@ ABORT = ("import os, sys; m = pathlib.Path(__file__).with_name('aborted'); {once
          "file=sys.stderr, flush=True), os.abort())")
 
 
+def tried_once_more(srv: TritonServer, every_time: bool, said: str) -> None:
+    """The abort in the log once, or twice where every start aborted; the launcher's `said` once."""
+    log = srv.log_tail(1_000_000)
+    assert log.count("lock_exception'") == (2 if every_time else 1), log
+    assert log.count(f"aborted while loading models (boost::interprocess::lock_exception); {said}") == 1, log
+
+
 @pytest.mark.parametrize("every_time", [False, True])
 def test_a_start_the_upstream_abort_ended_is_tried_once_more(every_time: bool, tmp_path: Path) -> None:
     """Catches: tritonserver 2.51's python backend now and then aborts with boost::interprocess::lock_exception while
@@ -487,10 +494,7 @@ def test_a_start_the_upstream_abort_ended_is_tried_once_more(every_time: bool, t
         else:
             srv.start(120)
             assert infer(srv) == [3.0, 4.0]
-        log = srv.log_tail(1_000_000)
-        assert log.count("lock_exception'") == (2 if every_time else 1), log
-        assert log.count("aborted while loading models (boost::interprocess::lock_exception); starting it once "
-                         "more") == 1, log
+        tried_once_more(srv, every_time, "starting it once more")
     finally:
         srv.stop()
 
@@ -518,10 +522,7 @@ def test_a_restart_of_tritonserver_alone_the_upstream_abort_ended_is_tried_once_
         else:
             srv.restart(120)
             assert srv._front is front and front.poll() is None and infer(srv) == [3.0, 4.0]
-        log = srv.log_tail(1_000_000)
-        assert log.count("lock_exception'") == (2 if every_time else 1), log
-        assert log.count("aborted while loading models (boost::interprocess::lock_exception); starting it once "
-                         "more, the front keeps running") == 1, log
+        tried_once_more(srv, every_time, "starting it once more, the front keeps running")
     finally:
         srv.stop()
 
