@@ -167,30 +167,26 @@ class TritonServer(Repairs):
         self._log.open()
         self.note(f"restarting tritonserver on its ports (restart {self.restarts}); the front keeps running",
                   who="supervisor")
-        aborted = False
-        while True:
-            self._log_start = self._log.size()
-            try:
-                self._start_tritonserver(self.restore_generated("before starting tritonserver"))
-                self.wait_ready(timeout_s, max_s, cancelled)
-                break
-            except StartCancelled:
-                self.stop()
-                raise
-            except ServerError:
-                if aborted or UPSTREAM_ABORT not in self._log.since(self._log_start):
-                    self.stop()
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-            aborted = True
-            self.stop_tritonserver()
-            self._log.open()
-            self.note(f"tritonserver aborted while loading models ({UPSTREAM_ABORT}); starting it once more, the "
-                      "front keeps running", who="supervisor")
-        self._watch_stubs()
+        try:
+            self._tried_again(lambda: self._start_alone(timeout_s, max_s, cancelled), other_ports=False)
+        except BaseException:
+            self.stop()
+            raise
         self._notices.tritonserver_restarting(self._front, False, self.note)
+        return self
+
+    def _start_alone(self, timeout_s: float, max_s: float | None,
+                     cancelled: Callable[[], bool] | None) -> TritonServer:
+        """tritonserver started behind the running front and waited for; stopped alone where it does not become
+        ready."""
+        self._log_start = self._log.size()
+        try:
+            self._start_tritonserver(self.restore_generated("before starting tritonserver"))
+            self.wait_ready(timeout_s, max_s, cancelled)
+        except BaseException:
+            self.stop_tritonserver()
+            raise
+        self._watch_stubs()
         return self
 
     def _internal_ports(self) -> tuple[int, int, int]:
@@ -204,18 +200,23 @@ class TritonServer(Repairs):
 
     def _launch(self, timeout_s: float, max_s: float | None = None,
                 cancelled: Callable[[], bool] | None = None) -> TritonServer:
-        """Start tritonserver and the front. A start that failed for a reason of the moment is tried again: a port of
-        tritonserver's own that another process took between its pick and tritonserver's bind (other ports, up to
-        `PORT_TRIES` starts), and tritonserver aborting with `UPSTREAM_ABORT` while it loads models (once)."""
+        """Start tritonserver and the front, tried again where the start failed for a reason of the moment."""
+        return self._tried_again(lambda: self._launch_once(timeout_s, max_s, cancelled), other_ports=True)
+
+    def _tried_again(self, attempt: Callable[[], TritonServer], other_ports: bool) -> TritonServer:
+        """`attempt()` (a start that leaves nothing of its own running where it fails), tried again where it failed
+        for a reason of the moment: tritonserver aborting with `UPSTREAM_ABORT` while it loads models (once), and,
+        with `other_ports` (the front starts too), a port of tritonserver's own that another process took between
+        its pick and tritonserver's bind (other ports, up to `PORT_TRIES` starts)."""
         lost_ports, aborted = 0, False
         while True:
             start = self._log.size()
             try:
-                return self._launch_once(timeout_s, max_s, cancelled)
+                return attempt()
             except StartCancelled:
                 raise
             except ServerError:
-                lost = self._log.lost_port(start, self._triton_ports)
+                lost = self._log.lost_port(start, self._triton_ports) if other_ports else None
                 if lost is not None and lost_ports < PORT_TRIES - 1:
                     lost_ports += 1
                     why = f"port {lost} was taken before tritonserver could bind it; starting on other ports"
@@ -225,7 +226,10 @@ class TritonServer(Repairs):
                 else:
                     raise
             self._log.open()
-            self.note(why, who="launcher")
+            if other_ports:
+                self.note(why, who="launcher")
+            else:
+                self.note(f"{why}, the front keeps running", who="supervisor")
 
     def _launch_once(self, timeout_s: float, max_s: float | None,
                      cancelled: Callable[[], bool] | None = None) -> TritonServer:
