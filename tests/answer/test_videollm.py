@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ pytest.importorskip("aiohttp")  # the serve extra
 from aiohttp import web
 
 from tests.support.front import http_stand_in
+from videoitg.answer import videollm
 from videoitg.answer.bounded_json import PARSE_HOLD
 from videoitg.answer.chat import Selection
 from videoitg.answer.errors import OverloadedError, UpstreamRefusedError, UpstreamTimeoutError, UpstreamUnavailableError
@@ -441,3 +443,87 @@ def test_a_video_llm_certificate_not_accepted_is_said_with_the_fix_which_works(s
     assert _https(self_signed, "localhost", {"SSL_CERT_FILE": self_signed[0]}) == "{'data': [{'id': 'm'}]}"
     said = _https(self_signed, "127.0.0.1", {"SSL_CERT_FILE": self_signed[0]})  # trusted, but not for that name
     assert "certificate is not valid for '127.0.0.1'" in said and "name the host its certificate is for" in said, said
+
+
+async def _closes_kept_connections(answered: list[int], connections: list[int], close_new: bool = False) -> Any:
+    """A video-LLM on loopback that answers the first request of each connection and closes it, unanswered, when the
+    next request arrives on it: the race of an idle close (uvicorn's, after 5 s) with a request sent on the kept
+    connection. With `close_new`, it closes every connection unanswered."""
+    body = json.dumps({"id": "c1", "choices": []}).encode()
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            for n in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                await reader.readexactly(int(length[1]) if length else 0)
+                if n or close_new:
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                await writer.drain()
+                answered.append(1)
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(connection, "127.0.0.1", 0)
+
+
+def test_a_request_on_a_kept_connection_the_video_llm_closed_as_it_arrived_is_sent_once_more() -> None:
+    answered: list[int] = []
+    connections: list[int] = []
+
+    async def main() -> None:
+        server = await _closes_kept_connections(answered, connections)
+        up = ChatUpstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        try:
+            for _ in range(4):  # the 2nd and 4th go on the kept connection, closed, then on a new one; the 3rd on a
+                assert (await up.complete(b"{}", SEL))["id"] == "c1"  # new one, kept after
+        finally:
+            await up.close()
+            server.close()
+
+    asyncio.run(main())
+    assert len(answered) == 4  # each answered once
+    assert len(connections) == 4
+
+
+def test_a_new_connection_closed_unanswered_is_502_naming_it_and_not_sent_again() -> None:
+    connections: list[int] = []
+
+    async def main() -> None:
+        server = await _closes_kept_connections([], connections, close_new=True)
+        up = ChatUpstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        try:
+            await up.complete(b"{}", SEL)
+        finally:
+            await up.close()
+            server.close()
+
+    with pytest.raises(UpstreamUnavailableError, match="closed the connection without an answer") as e:
+        asyncio.run(main())
+    assert e.value.status == 502
+    assert len(connections) == 1
+
+
+def test_a_connection_idle_longer_than_the_keepalive_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEEPALIVE_S (4 s, below uvicorn's 5 s) read at 0.2 s: a request after 0.4 s idle goes on a new connection."""
+    monkeypatch.setattr(videollm, "KEEPALIVE_S", 0.2)
+    connections: list[int] = []
+
+    async def main() -> None:
+        server = await _closes_kept_connections([], connections)
+        up = ChatUpstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        try:
+            await up.complete(b"{}", SEL)
+            await asyncio.sleep(0.4)
+            await up.complete(b"{}", SEL)
+        finally:
+            await up.close()
+            server.close()
+
+    asyncio.run(main())
+    assert len(connections) == 2  # reused, it would be 3: the kept one closed, then a new one

@@ -4,7 +4,9 @@ client's body (`videoitg.answer.chat.load_json`) and its status mapped by one ru
 is one typed `videoitg.answer.chat` error: refused (its status and text), unreachable, broken off or malformed
 (502), too slow (504). Credentials in the base URL are sent as HTTP basic authentication and never appear in a
 message. A request whose caller goes away is cancelled: its connection is closed, which is how these servers
-learn to stop generating.
+learn to stop generating. A kept connection idles at most KEEPALIVE_S, below the 5 s after which uvicorn (vLLM,
+SGLang, trtllm-serve, `transformers serve`) closes one; a request sent on a kept connection the video-LLM closed as
+it arrived (no answer begun) is sent again once, on a new connection (`ChatUpstream.request`).
 
 aiohttp (the serve extra; about 0.1 s to import) is imported inside the methods that use it: `videoitg --help`
 imports this module (`videoitg serve`'s flags are checked by `check_base_url`) and answers without that extra."""
@@ -29,6 +31,7 @@ from videoitg.errors import MAX_ERROR_CHARS, InputError, bounded_text
 CONNECT_S = 5.0  # to open a connection to the video-LLM
 TIMEOUT_S = 300.0  # a whole answer; in a streamed one, the longest wait for its next bytes
 MAX_ANSWER_BYTES = 64 << 20  # a non-streamed answer, read whole (the endpoint: its bound on a client's body)
+KEEPALIVE_S = 4.0  # a kept connection's longest idle before it is closed, not reused: below uvicorn's 5 s
 PASS_HEADERS = ("Authorization",)  # of the client's request, sent on (unless told not to): the video-LLM's API key
 
 
@@ -59,6 +62,8 @@ def unreachable(e: Exception) -> str:
         why = getattr(e.certificate_error, "verify_message", "") or type(e.certificate_error).__name__
         return (f"its TLS certificate is not accepted ({why}): give `videoitg serve` the CA that signed it "
                 "(SSL_CERT_FILE=ca.pem), or name the host its certificate is for in --answer-upstream")
+    if isinstance(e, aiohttp.ServerDisconnectedError):
+        return "it closed the connection without an answer: check its log (it may have stopped or restarted)"
     if isinstance(e, aiohttp.ClientSSLError):
         return "the TLS handshake failed: check that it serves https on that port, or use http:// for it"
     if isinstance(e, aiohttp.ClientConnectorError):
@@ -105,18 +110,29 @@ class ChatUpstream:
         self._key = None if key_file is None else SecretFile(key_file, "--answer-api-key-file")
         self.callers_key_passes = callers_key_passes
         self._session: Any = None
+        self._once: Any = None
 
-    def _client(self) -> Any:
+    def _client(self, new_connection: bool = False) -> Any:
+        """The session requests are sent with: kept connections, or (`new_connection`) one made for each request."""
         import aiohttp
 
+        if new_connection:
+            if self._once is None or self._once.closed:
+                self._once = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), trust_env=False,
+                                                   auto_decompress=True)
+            return self._once
         if self._session is None or self._session.closed:
+            kept = aiohttp.TraceConfig()  # marks a request given a kept connection (its trace_request_ctx)
+            kept.on_connection_reuseconn.append(_sent_on_kept)
             # trust_env off: no proxy from the environment; the front reaches the address it was given, and no other
-            self._session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S),
+                                                  trust_env=False, auto_decompress=True, trace_configs=[kept])
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._once):
+            if session is not None:
+                await session.close()
 
     def redacted(self, text: str) -> str:
         """`text` with the base URL's credentials, in any form they are sent, replaced by `***`."""
@@ -141,20 +157,11 @@ class ChatUpstream:
                       stream: bool = False) -> AsyncIterator[Any]:
         """The video-LLM's answer (an aiohttp ClientResponse with a 2xx status, its body unread) for the block; a
         typed error otherwise (`answered_status`; reading it: `read_json`, `chunks`). An exception leaving the block
-        (the caller cancelled, its client gone) closes the connection, so the video-LLM stops."""
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(total=None if stream else self.timeout_s, sock_connect=CONNECT_S,
-                                        sock_read=self.timeout_s)
-        try:
-            resp = await self._client().request(method, self.base_url + path, data=body,
-                                                headers=self.headers(headers, stream), timeout=timeout,
-                                                allow_redirects=False)
-        except (asyncio.TimeoutError, TimeoutError):  # aiohttp's too (ServerTimeoutError is one)
-            raise self._timeout() from None
-        except aiohttp.ClientError as e:
-            raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} cannot be reached: {unreachable(e)} "
-                                           f"({type(e).__name__}: {self.redacted(str(e)[:200])})") from None
+        (the caller cancelled, its client gone) closes the connection, so the video-LLM stops. Sent on a kept
+        connection that the video-LLM closed as the request arrived (it answered nothing: the race of its idle
+        close), the request is sent again once, on a new connection (RFC 9112 9.3.1; a chat completion changes
+        nothing on the video-LLM: sent twice, it is answered once); a new connection's failure is the answer."""
+        resp = await self._send(method, path, body, headers, stream)
         try:
             status = answered_status(resp.status)
             if status == resp.status:
@@ -169,6 +176,33 @@ class ChatUpstream:
             raise
         finally:
             resp.release()
+
+    async def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None,
+                    stream: bool) -> Any:
+        """The video-LLM's response (its status and headers read), sent again where a kept connection failed."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=None if stream else self.timeout_s, sock_connect=CONNECT_S,
+                                        sock_read=self.timeout_s)
+        on = {"kept": False}  # set by `_sent_on_kept`
+
+        async def send(new_connection: bool) -> Any:
+            return await self._client(new_connection).request(
+                method, self.base_url + path, data=body, headers=self.headers(headers, stream), timeout=timeout,
+                allow_redirects=False, trace_request_ctx=on)
+
+        try:
+            try:
+                return await send(False)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if not on["kept"]:
+                    raise
+            return await send(True)  # a kept connection closed as the request arrived: once more, on a new one
+        except (asyncio.TimeoutError, TimeoutError):  # aiohttp's too (ServerTimeoutError is one)
+            raise self._timeout() from None
+        except aiohttp.ClientError as e:
+            raise UpstreamUnavailableError(f"the video-LLM at {self.base_url} cannot be reached: {unreachable(e)} "
+                                           f"({type(e).__name__}: {self.redacted(str(e)[:200])})") from None
 
     def _timeout(self) -> UpstreamTimeoutError:
         return UpstreamTimeoutError(f"the video-LLM at {self.base_url} did not answer within {self.timeout_s:g} s")
@@ -249,6 +283,11 @@ class ChatUpstream:
         field added."""
         async with self.request("POST", "/chat/completions", body, headers) as resp:
             return with_selection(await self.read_json(resp, budget), selection)
+
+
+async def _sent_on_kept(session: Any, trace: Any, params: Any) -> None:
+    """aiohttp's trace of a request given a kept connection: marked in the request's trace_request_ctx."""
+    trace.trace_request_ctx["kept"] = True
 
 
 async def _read_upto(resp: Any, n: int, budget: Budget | None = None) -> bytearray:
