@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
 import datetime
 import gzip
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.clips import random_clip
-from benchmarks.serving.soak_judge import P99_SPAN_S, Attempt, cpu_shares, judge
+from benchmarks.serving.soak_judge import P99_SPAN_S, Attempt, cpu_by_process, cpu_shares, judge
 from videoitg.client.routing import BACKOFF_S, retry_wait
 from videoitg.launch import procfs
 from videoitg.launch.perf import distinct_copy
@@ -404,22 +405,27 @@ def cpu_jiffies() -> tuple[float, float, float]:
 
 
 def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, ...]]],
-           cache: list[tuple[float, float, float]], cpu: list[tuple[float, ...]]) -> None:
+           cache: list[tuple[float, float, float]], cpu: list[tuple[float, ...]],
+           cpu_s: dict[str, list[tuple[float, ...]]]) -> None:
     """Every process's resident memory and /dev/shm into `out`; the feature cache's bytes and entries (the
-    server's own gauges) into `cache`; the machine's CPU time (`cpu_jiffies`) into `cpu`."""
-    cpu.append((0.0, *cpu_jiffies()))
-    while not stop.wait(SAMPLE_S):
-        t = time.monotonic() - run.t0
+    server's own gauges) into `cache`; the machine's CPU time (`cpu_jiffies`) into `cpu`; each process's CPU
+    seconds so far, this soak's own (its clients) too, into `cpu_s`."""
+    t = 0.0
+    while True:
         cpu.append((t, *cpu_jiffies()))
-        for role, pid in soak.processes().items():
-            rss = procfs.rss_mib(pid)
+        for role, pid in {**soak.processes(), "soak clients": os.getpid()}.items():
+            with contextlib.suppress(OSError):  # a process that ended between the two reads
+                cpu_s.setdefault(role, []).append((t, procfs.stat_file_cpu_s(Path(f"/proc/{pid}/stat")), pid))
+            rss = procfs.rss_mib(pid) if role != "soak clients" else 0.0
             if rss > 0:
                 out.setdefault(role, []).append((t, rss * 2**20, pid))
         shm = sum(p.stat().st_size for p in Path("/dev/shm").glob("videoitg_*") if p.is_file())
         out.setdefault("/dev/shm (videoitg)", []).append((t, float(shm)))
-        gauges = soak.cache_gauges()
-        if gauges is not None:
+        if (gauges := soak.cache_gauges()) is not None:
             cache.append((t, *gauges))
+        if stop.wait(SAMPLE_S):
+            return
+        t = time.monotonic() - run.t0
 
 
 def batch(soak: Soak, run: Run, at_s: float, stop: threading.Event, out: dict[str, Any]) -> None:
@@ -529,9 +535,10 @@ def main() -> int:
         mem: dict[str, list[tuple[float, ...]]] = {}
         cache: list[tuple[float, float, float]] = []
         cpu: list[tuple[float, ...]] = []
+        proc_cpu: dict[str, list[tuple[float, ...]]] = {}
         batch_out: dict[str, Any] = {}
         helpers = [threading.Thread(target=kills, args=(soak, run, args.kill_every_s, duration, stop, kills_done)),
-                   threading.Thread(target=memory, args=(soak, run, stop, mem, cache, cpu)),
+                   threading.Thread(target=memory, args=(soak, run, stop, mem, cache, cpu, proc_cpu)),
                    threading.Thread(target=batch, args=(soak, run, args.batch_at * duration, stop, batch_out)),
                    threading.Thread(target=progress, args=(run, stop))]
         for h in helpers:
@@ -571,6 +578,11 @@ def main() -> int:
               "machine_cpu": {"first_10_min": cpu_shares(cpu, 0, P99_SPAN_S),
                               "last_10_min": cpu_shares(cpu, duration - P99_SPAN_S, duration),
                               "columns": ["s", "busy", "steal", "total"], "samples": cpu},
+              "cpu_by_process": {  # cores used on average, each window; samples: (s, CPU seconds so far, pid)
+                  "first_10_min": cpu_by_process(proc_cpu, cpu, 0, P99_SPAN_S, 1 / os.sysconf("SC_CLK_TCK")),
+                  "last_10_min": cpu_by_process(proc_cpu, cpu, duration - P99_SPAN_S, duration,
+                                                1 / os.sysconf("SC_CLK_TCK")),
+                  "samples": proc_cpu},
               "errors_per_10s": errors_per_10s(run.attempts),
               "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
     (args.out / "soak.json").write_text(json.dumps(record, indent=1, default=float))

@@ -161,3 +161,26 @@ def cpu_shares(samples: Sequence[Sequence[float]], start: float, end: float) -> 
         return {}
     total = inside[-1][3] - inside[0][3]
     return {"busy": (inside[-1][1] - inside[0][1]) / total, "steal": (inside[-1][2] - inside[0][2]) / total}
+
+
+def cpu_by_process(samples: dict[str, Sequence[Sequence[float]]], machine: Sequence[Sequence[float]], start: float,
+                   end: float, tick_s: float) -> dict[str, float]:
+    """Cores each process used on average between `start` and `end`, from its cumulative CPU seconds sampled as
+    (time, seconds, pid): life by life (a process started again within the span counts from its birth: its start
+    is part of the repair's cost). "rest of the machine": the machine's busy time (`machine`, /proc/stat samples of
+    `tick_s` seconds a jiffy) less theirs, anything else that ran (the batch run's process, the kernel, other
+    work on the machine). A p99 that moves with "rest of the machine" is not the server's."""
+    inside_m = [x for x in machine if start <= x[0] <= end]
+    if len(inside_m) < 2:
+        return {}
+    span = inside_m[-1][0] - inside_m[0][0]  # the time sampled: the soak may end before `end`
+    out: dict[str, float] = {}
+    for role, role_samples in samples.items():
+        used = 0.0
+        for n, life in enumerate(lives(role_samples)):
+            inside = [v for t, v in life if start <= t <= end]
+            if inside:
+                used += inside[-1] - inside[0] + (inside[0] if n and life[0][0] >= start else 0.0)
+        out[role] = used / span
+    out["rest of the machine"] = (inside_m[-1][1] - inside_m[0][1]) * tick_s / span - sum(out.values())
+    return out

@@ -8,6 +8,7 @@ import pytest
 from benchmarks.serving.soak_judge import (
     Attempt,
     by_text,
+    cpu_by_process,
     cpu_shares,
     during_repair,
     judge,
@@ -166,3 +167,19 @@ def test_a_running_soak_says_each_minutes_answers_errors_and_p99() -> None:
               Attempt("page", 80.0, 81.0, "wrong")]
     line = progress_line(minute + errors, 60.0, 120.0, lost=2)
     assert line == "02:00 100 answered (1.7/s), 1 errors, 1 wrong, p99 0.119 s; 2 lost so far", line
+
+
+def test_each_processs_cpu_is_read_per_window_life_by_life_and_the_rest_is_the_machines() -> None:
+    """Cores used on average: a process steady at half a core; a stub killed at 1500 s whose new life used 30 s
+    from its birth (its start is the repair's cost); what the machine was busy with beside them."""
+    front = [(float(t), 0.5 * t, 7) for t in range(0, 1801, 10)]
+    stub = [(float(t), 0.1 * t, 8) for t in range(0, 1500, 10)] + [(float(t), 30.0 + 0.1 * (t - 1500), 9)
+                                                                  for t in range(1500, 1801, 10)]
+    machine = [(float(t), 100.0 * t, 0.0, 200.0 * t) for t in range(0, 1801, 10)]  # 1 core busy, 10 ms a jiffy
+    first = cpu_by_process({"front": front, "stub": stub}, machine, 0, 600, 0.01)
+    last = cpu_by_process({"front": front, "stub": stub}, machine, 1200, 1800, 0.01)
+    assert first == pytest.approx({"front": 0.5, "stub": 0.1, "rest of the machine": 0.4})
+    assert last == pytest.approx({"front": 0.5, "stub": 0.1 + 30 / 600 - 1 / 600, "rest of the machine":
+                                  0.4 - 30 / 600 + 1 / 600})
+    short = [(float(t), 0.5 * t, 7) for t in range(0, 131, 10)]  # a soak shorter than the window: its own span
+    assert cpu_by_process({"front": short}, machine[:14], 0, 600, 0.01)["front"] == pytest.approx(0.5)
