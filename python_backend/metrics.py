@@ -125,10 +125,10 @@ class DecodeTimes:
     returns at once, so tritonserver's statistics of the step hold only the hand-off (`videoitg.perf.stats.split`)."""
 
     def __init__(self, model: str) -> None:
-        self.wait = OneMetric("videoitg_decode_wait_us", "microseconds streamed decodes waited for a thread",
-                              "COUNTER", {"model": model})
-        self.work = OneMetric("videoitg_decode_work_us", "microseconds streamed decodes took on their thread",
-                              "COUNTER", {"model": model})
+        self.wait = OneMetric("videoitg_decode_wait_us", "microseconds the pooled decode step's videos waited for "
+                              "a thread", "COUNTER", {"model": model})
+        self.work = OneMetric("videoitg_decode_work_us", "microseconds the pooled decode step's videos took on their "
+                              "thread", "COUNTER", {"model": model})
 
     def add(self, wait_s: float, work_s: float) -> None:
         self.wait.metric.increment(wait_s * 1e6)
