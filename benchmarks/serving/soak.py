@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.clips import random_clip
-from benchmarks.serving.soak_judge import P99_SPAN_S, Attempt, cpu_by_process, cpu_shares, judge
+from benchmarks.serving.soak_judge import P99_SPAN_S, Attempt, cpu_by_process, cpu_shares, judge, window_median
 from videoitg.client.routing import BACKOFF_S, retry_wait
 from videoitg.launch import procfs
 from videoitg.launch.perf import distinct_copy
@@ -404,15 +404,30 @@ def cpu_jiffies() -> tuple[float, float, float]:
     return user + nice + system + irq + softirq, steal, sum(fields)
 
 
+def fixed_work_cpu_s() -> float:
+    """CPU seconds this thread spent on one fixed piece of work (a pure-Python loop and a pass over 8 MiB): the
+    machine's speed, whatever the server does. Waiting for the GIL or a core is not counted; a host that gives its
+    cores less speed (a busy neighbour on the cache or memory bus, a lower clock) makes it take more."""
+    data = np.ones(1 << 20)
+    t = time.thread_time()
+    total = 0
+    for i in range(200_000):
+        total += i * i
+    float(np.dot(data, data))
+    return time.thread_time() - t
+
+
 def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, ...]]],
            cache: list[tuple[float, float, float]], cpu: list[tuple[float, ...]],
-           cpu_s: dict[str, list[tuple[float, ...]]]) -> None:
+           cpu_s: dict[str, list[tuple[float, ...]]], speed: list[tuple[float, float]]) -> None:
     """Every process's resident memory and /dev/shm into `out`; the feature cache's bytes and entries (the
     server's own gauges) into `cache`; the machine's CPU time (`cpu_jiffies`) into `cpu`; each process's CPU
-    seconds so far, this soak's own (its clients) too, into `cpu_s`."""
+    seconds so far, this soak's own (its clients) too, into `cpu_s`; the CPU a fixed piece of work took
+    (`fixed_work_cpu_s`) into `speed`."""
     t = 0.0
     while True:
         cpu.append((t, *cpu_jiffies()))
+        speed.append((t, fixed_work_cpu_s()))
         for role, pid in {**soak.processes(), "soak clients": os.getpid()}.items():
             with contextlib.suppress(OSError):  # a process that ended between the two reads
                 cpu_s.setdefault(role, []).append((t, procfs.stat_file_cpu_s(Path(f"/proc/{pid}/stat")), pid))
@@ -536,9 +551,10 @@ def main() -> int:
         cache: list[tuple[float, float, float]] = []
         cpu: list[tuple[float, ...]] = []
         proc_cpu: dict[str, list[tuple[float, ...]]] = {}
+        speed: list[tuple[float, float]] = []
         batch_out: dict[str, Any] = {}
         helpers = [threading.Thread(target=kills, args=(soak, run, args.kill_every_s, duration, stop, kills_done)),
-                   threading.Thread(target=memory, args=(soak, run, stop, mem, cache, cpu, proc_cpu)),
+                   threading.Thread(target=memory, args=(soak, run, stop, mem, cache, cpu, proc_cpu, speed)),
                    threading.Thread(target=batch, args=(soak, run, args.batch_at * duration, stop, batch_out)),
                    threading.Thread(target=progress, args=(run, stop))]
         for h in helpers:
@@ -583,6 +599,9 @@ def main() -> int:
                   "last_10_min": cpu_by_process(proc_cpu, cpu, duration - P99_SPAN_S, duration,
                                                 1 / os.sysconf("SC_CLK_TCK")),
                   "samples": proc_cpu},
+              "fixed_work": {  # the machine's speed: CPU seconds of one fixed piece of work, median of each window
+                  "first_10_min": window_median(speed, 0, P99_SPAN_S),
+                  "last_10_min": window_median(speed, duration - P99_SPAN_S, duration), "samples": speed},
               "errors_per_10s": errors_per_10s(run.attempts),
               "serve_said": [x for x in soak.said if "videoitg" in x][-40:]}
     (args.out / "soak.json").write_text(json.dumps(record, indent=1, default=float))

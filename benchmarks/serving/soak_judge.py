@@ -184,3 +184,9 @@ def cpu_by_process(samples: dict[str, Sequence[Sequence[float]]], machine: Seque
         out[role] = used / span
     out["rest of the machine"] = (inside_m[-1][1] - inside_m[0][1]) * tick_s / span - sum(out.values())
     return out
+
+
+def window_median(samples: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """The median of the (time, value) samples between `start` and `end` (NaN where none)."""
+    inside = [v for t, v in samples if start <= t <= end]
+    return float(np.median(inside)) if inside else float("nan")

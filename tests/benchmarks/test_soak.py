@@ -3,8 +3,11 @@ verdict can be trusted without running one here (the soak takes 30 minutes; its 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from benchmarks.serving.soak import fixed_work_cpu_s
 from benchmarks.serving.soak_judge import (
     Attempt,
     by_text,
@@ -14,6 +17,7 @@ from benchmarks.serving.soak_judge import (
     judge,
     memory_growth,
     p99_windows,
+    window_median,
 )
 
 WINDOWS = [(300.0, 302.0), (600.0, 601.5)]
@@ -183,3 +187,13 @@ def test_each_processs_cpu_is_read_per_window_life_by_life_and_the_rest_is_the_m
                                   0.4 - 30 / 600 + 1 / 600})
     short = [(float(t), 0.5 * t, 7) for t in range(0, 131, 10)]  # a soak shorter than the window: its own span
     assert cpu_by_process({"front": short}, machine[:14], 0, 600, 0.01)["front"] == pytest.approx(0.5)
+
+
+def test_the_machines_speed_is_the_median_of_its_fixed_work_per_window() -> None:
+    """One slow probe (a busy moment) moves no window; the machine made 20 % slower in the last moves that one."""
+    speed = [(float(t), 0.015) for t in range(0, 600, 10)] + [(300.0, 0.5)]
+    speed += [(float(t), 0.018) for t in range(1200, 1801, 10)]
+    assert window_median(speed, 0, 600) == pytest.approx(0.015)
+    assert window_median(speed, 1200, 1800) == pytest.approx(0.018)
+    assert math.isnan(window_median(speed, 700, 800))
+    assert fixed_work_cpu_s() > 0
