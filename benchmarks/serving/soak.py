@@ -405,9 +405,9 @@ def cpu_jiffies() -> tuple[float, float, float]:
 
 
 def fixed_work_cpu_s() -> float:
-    """CPU seconds this thread spent on one fixed piece of work (a pure-Python loop and a pass over 8 MiB): the
-    machine's speed, whatever the server does. Waiting for the GIL or a core is not counted; a host that gives its
-    cores less speed (a busy neighbour on the cache or memory bus, a lower clock) makes it take more."""
+    """CPU seconds this thread spent on one fixed piece of work (a pure-Python loop and a pass over 8 MiB): the speed
+    the machine gives a process now. Waiting for the GIL or a core is not counted; busier cores (the soak's own
+    processes on the shared caches and memory bus, or a neighbour's) or a lower clock make it take more."""
     data = np.ones(1 << 20)
     t = time.thread_time()
     total = 0
@@ -478,7 +478,10 @@ def errors_per_10s(attempts: list[Attempt]) -> dict[int, dict[str, int]]:
 
 
 def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict[str, list[tuple[float, ...]]],
-            cache: list[tuple[float, float, float]], out: Path) -> Path:
+            cache: list[tuple[float, float, float]], cpu: list[tuple[float, ...]], speed: list[tuple[float, float]],
+            out: Path) -> Path:
+    """Every request's latency, each process's memory, and the machine: its CPU busy and the CPU one fixed piece of
+    work took (how much speed the machine gave a process)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -486,14 +489,14 @@ def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict
 
     from benchmarks.figures import save
 
-    fig, (lat, rss) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
+    fig, (lat, rss, box) = plt.subplots(3, 1, figsize=(11, 9.5), sharex=True, height_ratios=(3, 3, 1.4))
     for kind in sorted({a.kind for a in attempts}):
         ok = [a for a in attempts if a.kind == kind and a.outcome == "ok"]
         lat.scatter([a.sent / 60 for a in ok], [a.latency for a in ok], s=3, label=kind)
     err = [a for a in attempts if a.outcome != "ok"]
     lat.scatter([a.done / 60 for a in err], [max(a.latency, 1e-3) for a in err], s=14, marker="x", color="red",
                 label="error (retried)")
-    for ax in (lat, rss):
+    for ax in (lat, rss, box):
         for k in kills_done:
             ax.axvspan(k["at_s"] / 60, k["ready_s"] / 60, color="grey", alpha=0.3)
     lat.set_yscale("log")
@@ -506,9 +509,31 @@ def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict
         rss.plot([t / 60 for t, _, _ in cache], [b / 2**20 for _, b, _ in cache], "k--", label="feature cache (bytes)")
     rss.set_yscale("log")
     rss.set_ylabel("resident memory (MiB)")
-    rss.set_xlabel("minutes")
     rss.legend(fontsize=7, ncol=3)
+    busy = [(b[0], 100 * (b[1] - a[1]) / (b[3] - a[3])) for a, b in itertools.pairwise(cpu) if b[3] > a[3]]
+    box.plot([t / 60 for t, _ in busy], [v for _, v in busy], color="tab:blue", label="machine CPU busy (%)")
+    box.set_ylim(0, 100)
+    box.set_ylabel("busy (%)")
+    box.set_xlabel("minutes")
+    work = box.twinx()
+    work.plot([t / 60 for t, _ in speed], [v * 1e3 for _, v in speed], ".", color="tab:red", markersize=3)
+    work.set_yscale("log")  # a probe caught by a busy moment stays on the scale without flattening the rest
+    work.set_ylabel("fixed work (ms CPU)", color="tab:red")
+    box.set_title("the machine: CPU busy (blue), CPU one fixed piece of work took (red: higher, each process slower)",
+                  fontsize=9)
     return save(fig, out)
+
+
+def redraw(folder: Path) -> Path:
+    """A record's picture drawn again from what it kept (a record without the machine's samples: those panels
+    empty)."""
+    record = json.loads((folder / "soak.json").read_text())
+    with gzip.open(folder / "attempts.csv.gz", "rt", newline="") as f:
+        attempts = [Attempt(r["kind"], float(r["sent_s"]), float(r["done_s"]), r["outcome"]) for r in csv.DictReader(f)]
+    return picture(attempts, record["kills"] + record["restarts"], record["memory"],
+                   [tuple(x) for x in record["feature_cache"]["samples"]],
+                   [tuple(x) for x in record.get("machine_cpu", {}).get("samples", [])],
+                   [tuple(x) for x in record.get("fixed_work", {}).get("samples", [])], folder / "soak.png")
 
 
 def main() -> int:
@@ -522,7 +547,12 @@ def main() -> int:
                     help="when the batch run starts, as a share of the soak (10:00 of 30 min: between two kills)")
     ap.add_argument("--no-answer", action="store_true", help="no video-LLM (and no answer endpoint traffic)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak")
+    ap.add_argument("--redraw", type=Path, help="draw a record's picture again from its soak.json and attempts.csv.gz "
+                    "(in that folder), and run nothing")
     args = ap.parse_args()
+    if args.redraw:
+        print(f"wrote {redraw(args.redraw)}")
+        return 0
     global MIX
     if args.no_answer:
         MIX = tuple(k for k in MIX if k != "answer")
@@ -599,7 +629,7 @@ def main() -> int:
                   "last_10_min": cpu_by_process(proc_cpu, cpu, duration - P99_SPAN_S, duration,
                                                 1 / os.sysconf("SC_CLK_TCK")),
                   "samples": proc_cpu},
-              "fixed_work": {  # the machine's speed: CPU seconds of one fixed piece of work, median of each window
+              "fixed_work": {  # CPU seconds of one fixed piece of work (fixed_work_cpu_s), median of each window
                   "first_10_min": window_median(speed, 0, P99_SPAN_S),
                   "last_10_min": window_median(speed, duration - P99_SPAN_S, duration), "samples": speed},
               "errors_per_10s": errors_per_10s(run.attempts),
@@ -609,7 +639,7 @@ def main() -> int:
         w = csv.writer(f)
         w.writerow(["kind", "sent_s", "done_s", "outcome"])
         w.writerows((a.kind, f"{a.sent:.4f}", f"{a.done:.4f}", a.outcome) for a in run.attempts)
-    picture(run.attempts, kills_done + restarts, mem, cache, args.out / "soak.png")
+    picture(run.attempts, kills_done + restarts, mem, cache, cpu, speed, args.out / "soak.png")
     print(json.dumps({k: record[k] for k in ("capacity_per_s", "capacity_after_per_s", "rate_per_s", "sent", "goals",
                                              "met")}, indent=1))
     print(json.dumps({k: v for k, v in verdict.figures.items() if k not in ("errors_outside", "errors_unnamed")},

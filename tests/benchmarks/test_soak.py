@@ -3,7 +3,9 @@ verdict can be trusted without running one here (the soak takes 30 minutes; its 
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -190,10 +192,28 @@ def test_each_processs_cpu_is_read_per_window_life_by_life_and_the_rest_is_the_m
 
 
 def test_the_machines_speed_is_the_median_of_its_fixed_work_per_window() -> None:
-    """One slow probe (a busy moment) moves no window; the machine made 20 % slower in the last moves that one."""
+    """One slow probe (a busy moment) moves no window; probes 20 % slower through the last window move that one."""
     speed = [(float(t), 0.015) for t in range(0, 600, 10)] + [(300.0, 0.5)]
     speed += [(float(t), 0.018) for t in range(1200, 1801, 10)]
     assert window_median(speed, 0, 600) == pytest.approx(0.015)
     assert window_median(speed, 1200, 1800) == pytest.approx(0.018)
     assert math.isnan(window_median(speed, 700, 800))
     assert fixed_work_cpu_s() > 0
+
+
+def test_a_records_picture_is_drawn_again_from_what_it_kept(tmp_path: Path) -> None:
+    """`--redraw DIR`: soak.json and attempts.csv.gz are enough, the machine's panels included."""
+    import gzip
+
+    from benchmarks.serving.soak import redraw
+
+    record = {"kills": [{"at_s": 30.0, "ready_s": 31.0}], "restarts": [],
+              "memory": {"front": [[10.0, 2.0**26, 7], [20.0, 2.0**26, 7]]},
+              "feature_cache": {"samples": [[10.0, 2.0**20, 10.0]]},
+              "machine_cpu": {"samples": [[0.0, 0.0, 0.0, 0.0], [10.0, 500.0, 0.0, 2000.0]]},
+              "fixed_work": {"samples": [[0.0, 0.015], [10.0, 0.016]]}}
+    (tmp_path / "soak.json").write_text(json.dumps(record))
+    with gzip.open(tmp_path / "attempts.csv.gz", "wt") as f:
+        f.write("kind,sent_s,done_s,outcome\ncached http,1.0,1.1,ok\ncold grpc,30.5,31.5,error\n")
+    png = redraw(tmp_path)
+    assert png == tmp_path / "soak.png" and png.stat().st_size > 10_000
