@@ -445,10 +445,12 @@ def test_a_video_llm_certificate_not_accepted_is_said_with_the_fix_which_works(s
     assert "certificate is not valid for '127.0.0.1'" in said and "name the host its certificate is for" in said, said
 
 
-async def _closes_kept_connections(answered: list[int], connections: list[int], close_new: bool = False) -> Any:
+async def _closes_kept_connections(answered: list[int], connections: list[int], close_new: bool = False,
+                                   after_s: float = 0.0) -> Any:
     """A video-LLM on loopback that answers the first request of each connection and closes it, unanswered, when the
     next request arrives on it: the race of an idle close (uvicorn's, after 5 s) with a request sent on the kept
-    connection. With `close_new`, it closes every connection unanswered."""
+    connection. With `close_new`, it closes every connection unanswered; with `after_s`, it works on a kept
+    connection's request that long before closing it (a crash mid-answer, not the race)."""
     body = json.dumps({"id": "c1", "choices": []}).encode()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -459,6 +461,7 @@ async def _closes_kept_connections(answered: list[int], connections: list[int], 
                 length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
                 await reader.readexactly(int(length[1]) if length else 0)
                 if n or close_new:
+                    await asyncio.sleep(after_s)
                     return
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(body), body))
@@ -527,3 +530,25 @@ def test_a_connection_idle_longer_than_the_keepalive_is_not_reused(monkeypatch: 
 
     asyncio.run(main())
     assert len(connections) == 2  # reused, it would be 3: the kept one closed, then a new one
+
+
+def test_a_kept_connection_that_breaks_after_working_on_the_request_is_not_sent_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closed RACE_S (read at 0.2 s) or more after the request went: the video-LLM worked on it, so it is not the
+    idle close's race and the 502 is the answer (a crash mid-answer would otherwise run twice)."""
+    monkeypatch.setattr(videollm, "RACE_S", 0.2)
+    connections: list[int] = []
+
+    async def main() -> None:
+        server = await _closes_kept_connections([], connections, after_s=0.5)
+        up = ChatUpstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        try:
+            await up.complete(b"{}", SEL)
+            await up.complete(b"{}", SEL)
+        finally:
+            await up.close()
+            server.close()
+
+    with pytest.raises(UpstreamUnavailableError, match="closed the connection without an answer"):
+        asyncio.run(main())
+    assert len(connections) == 1

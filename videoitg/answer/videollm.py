@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -32,6 +33,7 @@ CONNECT_S = 5.0  # to open a connection to the video-LLM
 TIMEOUT_S = 300.0  # a whole answer; in a streamed one, the longest wait for its next bytes
 MAX_ANSWER_BYTES = 64 << 20  # a non-streamed answer, read whole (the endpoint: its bound on a client's body)
 KEEPALIVE_S = 4.0  # a kept connection's longest idle before it is closed, not reused: below uvicorn's 5 s
+RACE_S = 1.0  # a kept connection closed within this of the request's sending: the idle close's race, sent again
 PASS_HEADERS = ("Authorization",)  # of the client's request, sent on (unless told not to): the video-LLM's API key
 
 
@@ -158,8 +160,8 @@ class ChatUpstream:
         """The video-LLM's answer (an aiohttp ClientResponse with a 2xx status, its body unread) for the block; a
         typed error otherwise (`answered_status`; reading it: `read_json`, `chunks`). An exception leaving the block
         (the caller cancelled, its client gone) closes the connection, so the video-LLM stops. Sent on a kept
-        connection that the video-LLM closed as the request arrived (it answered nothing: the race of its idle
-        close), the request is sent again once, on a new connection (RFC 9112 9.3.1; a chat completion changes
+        connection that the video-LLM closed as the request arrived (within RACE_S, nothing answered: the race of
+        its idle close), the request is sent again once, on a new connection (RFC 9112 9.3.1; a chat completion changes
         nothing on the video-LLM: sent twice, it is answered once); a new connection's failure is the answer."""
         resp = await self._send(method, path, body, headers, stream)
         try:
@@ -192,11 +194,14 @@ class ChatUpstream:
                 allow_redirects=False, trace_request_ctx=on)
 
         try:
+            sent = time.monotonic()
             try:
                 return await send(False)
+            except aiohttp.ClientConnectorError:  # a new connection refused (aiohttp's own retry of a GET): no race
+                raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                if not on["kept"]:
-                    raise
+                if not on["kept"] or time.monotonic() - sent > RACE_S:
+                    raise  # not the race: a connection that worked on the request, then broke, is the answer
             return await send(True)  # a kept connection closed as the request arrived: once more, on a new one
         except (asyncio.TimeoutError, TimeoutError):  # aiohttp's too (ServerTimeoutError is one)
             raise self._timeout() from None
