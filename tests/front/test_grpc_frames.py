@@ -162,7 +162,9 @@ def test_a_long_lived_connection_remembers_a_bounded_number_of_closed_calls() ->
     batches = 3 * grpc_frames.CLOSED_STREAMS // 128
 
     async def run() -> list[int]:
-        async with grpc_front() as (target, _counters, port), grpc.aio.insecure_channel(target) as channel:
+        # health_timeout_s: 128 liveness calls at once on a loaded 2-core machine can pass the default 1 s
+        async with grpc_front(health_timeout_s=30.0) as (target, _counters, port), \
+                grpc.aio.insecure_channel(target) as channel:
             call = channel.unary_unary(LIVE)
             for _ in range(batches):
                 assert set(await asyncio.gather(*(outcome(call(b"")) for _ in range(128)))) == {"OK"}
