@@ -429,11 +429,12 @@ def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tupl
     while True:
         cpu.append((t, *cpu_jiffies()))
         speed.append((t, fixed_work_cpu_s()))
-        for role, pid in {**soak.processes(), "soak clients": os.getpid()}.items():
+        server = soak.processes()
+        for role, pid in {**server, "soak clients": os.getpid()}.items():
             with contextlib.suppress(OSError):  # a process that ended between the two reads
                 cpu_s.setdefault(role, []).append((t, procfs.stat_file_cpu_s(Path(f"/proc/{pid}/stat")), pid))
-            rss = procfs.rss_mib(pid) if role != "soak clients" else 0.0
-            if rss > 0:
+        for role, pid in server.items():
+            if (rss := procfs.rss_mib(pid)) > 0:
                 out.setdefault(role, []).append((t, rss * 2**20, pid))
         shm = sum(p.stat().st_size for p in Path("/dev/shm").glob("videoitg_*") if p.is_file())
         out.setdefault("/dev/shm (videoitg)", []).append((t, float(shm)))

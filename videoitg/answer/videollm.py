@@ -6,7 +6,7 @@ is one typed `videoitg.answer.chat` error: refused (its status and text), unreac
 message. A request whose caller goes away is cancelled: its connection is closed, which is how these servers
 learn to stop generating. A kept connection idles at most KEEPALIVE_S, below the 5 s after which uvicorn (vLLM,
 SGLang, trtllm-serve, `transformers serve`) closes one; a request sent on a kept connection the video-LLM closed as
-it arrived (no answer begun) is sent again once, on a new connection (`ChatUpstream.request`).
+it arrived (within RACE_S, no answer begun) is sent again once, on a new connection (`ChatUpstream._send`).
 
 aiohttp (the serve extra; about 0.1 s to import) is imported inside the methods that use it: `videoitg --help`
 imports this module (`videoitg serve`'s flags are checked by `check_base_url`) and answers without that extra."""
@@ -159,10 +159,7 @@ class ChatUpstream:
                       stream: bool = False) -> AsyncIterator[Any]:
         """The video-LLM's answer (an aiohttp ClientResponse with a 2xx status, its body unread) for the block; a
         typed error otherwise (`answered_status`; reading it: `read_json`, `chunks`). An exception leaving the block
-        (the caller cancelled, its client gone) closes the connection, so the video-LLM stops. Sent on a kept
-        connection that the video-LLM closed as the request arrived (within RACE_S, nothing answered: the race of
-        its idle close), the request is sent again once, on a new connection (RFC 9112 9.3.1; a chat completion changes
-        nothing on the video-LLM: sent twice, it is answered once); a new connection's failure is the answer."""
+        (the caller cancelled, its client gone) closes the connection, so the video-LLM stops. Sent by `_send`."""
         resp = await self._send(method, path, body, headers, stream)
         try:
             status = answered_status(resp.status)
@@ -181,7 +178,10 @@ class ChatUpstream:
 
     async def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None,
                     stream: bool) -> Any:
-        """The video-LLM's response (its status and headers read), sent again where a kept connection failed."""
+        """The video-LLM's response (its status and headers read). Sent on a kept connection that the video-LLM
+        closed as the request arrived (within RACE_S, nothing answered: the race of its idle close), the request is
+        sent again once, on a new connection (RFC 9112 9.3.1; a chat completion changes nothing on the video-LLM:
+        sent twice, it is answered once); a new connection's failure, or a later one, is the answer."""
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=None if stream else self.timeout_s, sock_connect=CONNECT_S,
