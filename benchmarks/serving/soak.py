@@ -1,8 +1,9 @@
 """A soak of `videoitg serve` (the CPU repository of the embedded checkpoint, its answer endpoint before a real
 `transformers serve` video-LLM) on loopback: mixed traffic (cached and cold requests over HTTP and gRPC, the page's
-calls, the answer endpoint) at --load of the capacity measured first (and measured again after), one python stub
-SIGKILLed every --kill-every-s (the models in turn), a `videoitg batch` run through the server; every answer
-compared with the in-process scorer's, every process's memory sampled. Judged by `benchmarks.serving.soak_judge`;
+calls, the answer endpoint) at --load of the capacity measured first (and measured again after), the feature cache
+filled to its bound first (`fill_cache`), one python stub SIGKILLed every --kill-every-s (the models in turn), a
+`videoitg batch` run through the server; every answer compared with the in-process scorer's, every process's
+memory sampled. Judged by `benchmarks.serving.soak_judge`;
 written to OUT/soak.json (the command, machine and date with every figure), OUT/attempts.csv.gz (every try: its
 kind, when it was sent and answered, how it went) and OUT/soak.png.
 
@@ -56,6 +57,8 @@ TOP_K = 4
 ATOL = 1e-4  # served logits against the in-process scorer's (the tests hold 1e-5)
 GIVE_UP_S = 120.0  # a request not answered right within this long is lost
 CACHE_BYTES = 32 << 20  # the feature cache's bound, small so that it is meant to be full before the memory span
+FILLED = 0.95  # the feature cache is filled to this share of its bound before the traffic
+FILL_GIVE_UP_S = 600.0  # a fill that takes longer is stopped (the record says how full it got)
 SAMPLE_S = 10.0  # between two memory samples
 SENDERS = 64  # threads sending requests (a request waiting to be tried again holds none)
 PROGRESS_S = 60.0  # a line of progress this often while the traffic runs
@@ -331,6 +334,38 @@ def capacity(soak: Soak, seconds: float, workers: int) -> float:
     return done[0] / seconds
 
 
+def fill_cache(soak: Soak, workers: int, bound: float = CACHE_BYTES, give_up_s: float = FILL_GIVE_UP_S,
+               look_s: float = 1.0) -> dict[str, float]:
+    """Cold requests from `workers` clients until the feature cache holds `FILLED` of its `bound` (its gauges,
+    looked at every `look_s`): the traffic then starts with the cache evicting, as it ends, so that the first
+    window of the p99 goal does not hold the cache's first filling and the last none. How full, how many requests,
+    how long; not answered right is "wrong" (counted, the fill goes on)."""
+    done, wrong, full = itertools.count(), itertools.count(), threading.Event()
+    t = time.monotonic()
+
+    def client(w: int) -> None:
+        n = w
+        while not full.is_set() and time.monotonic() - t < give_up_s:
+            if soak.one(("cold http", "cold grpc")[n % 2], n)[0] != "ok":
+                next(wrong)
+            next(done)
+            n += workers
+
+    with ThreadPoolExecutor(workers) as pool:
+        clients = [pool.submit(client, w) for w in range(workers)]
+        held = 0.0
+        while not all(c.done() for c in clients):
+            gauges = soak.cache_gauges()
+            held = gauges[0] if gauges else held
+            if held >= FILLED * bound:
+                full.set()
+            time.sleep(look_s)
+        for c in clients:
+            c.result()
+    return {"bytes": held, "share": held / bound, "requests": float(next(done)), "not_right": float(next(wrong)),
+            "took_s": time.monotonic() - t}
+
+
 def traffic(soak: Soak, run: Run, rate: float, duration_s: float, stop: threading.Event) -> int:
     """Requests of the mix arriving at `rate` a second for `duration_s`; returns once each is answered or lost."""
     n = 0
@@ -573,6 +608,9 @@ def main() -> int:
         for n in range(len(MIX)):  # warm: every kind once, the answer's expected frames read
             print("warm-up", MIX[n], soak.one(MIX[n], n), flush=True)
         cap = capacity(soak, args.capacity_s, args.capacity_clients)
+        filled = fill_cache(soak, args.capacity_clients)
+        print(f"feature cache filled to {filled['share']:.0%} of its bound by {filled['requests']:.0f} cold requests "
+              f"in {filled['took_s']:.0f} s", flush=True)
         rate = args.load * cap
         duration = args.minutes * 60
         print(f"capacity {cap:.2f} requests/s of the mix; sending {rate:.2f}/s for {args.minutes:g} min", flush=True)
@@ -622,7 +660,7 @@ def main() -> int:
               "per_kind": per_kind, "kills": kills_done, "restarts": restarts, "batch": batch_out, "serve_exit": code,
               "errors": [asdict(a) for a in run.attempts if a.outcome != "ok"][:50],
               "memory": {k: v for k, v in mem.items()},
-              "feature_cache": {"columns": ["s", "bytes", "entries"], "samples": cache},
+              "feature_cache": {"filled_before": filled, "columns": ["s", "bytes", "entries"], "samples": cache},
               "machine_cpu": {"first_10_min": cpu_shares(cpu, 0, P99_SPAN_S),
                               "last_10_min": cpu_shares(cpu, duration - P99_SPAN_S, duration),
                               "columns": ["s", "busy", "steal", "total"], "samples": cpu},

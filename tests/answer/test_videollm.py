@@ -9,6 +9,8 @@ import asyncio
 import base64
 import json
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -446,11 +448,12 @@ def test_a_video_llm_certificate_not_accepted_is_said_with_the_fix_which_works(s
 
 
 async def _closes_kept_connections(answered: list[int], connections: list[int], close_new: bool = False,
-                                   after_s: float = 0.0) -> Any:
+                                   after_s: float = 0.0, reset: bool = False) -> Any:
     """A video-LLM on loopback that answers the first request of each connection and closes it, unanswered, when the
     next request arrives on it: the race of an idle close (uvicorn's, after 5 s) with a request sent on the kept
     connection. With `close_new`, it closes every connection unanswered; with `after_s`, it works on a kept
-    connection's request that long before closing it (a crash mid-answer, not the race)."""
+    connection's request that long before closing it (a crash mid-answer, not the race); with `reset`, it resets
+    the kept connection (an RST) as soon as the request's head arrived, while its body is being written."""
     body = json.dumps({"id": "c1", "choices": []}).encode()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -458,6 +461,11 @@ async def _closes_kept_connections(answered: list[int], connections: list[int], 
         try:
             for n in range(2):
                 head = await reader.readuntil(b"\r\n\r\n")
+                if n and reset:
+                    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                               struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
                 length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
                 await reader.readexactly(int(length[1]) if length else 0)
                 if n or close_new:
@@ -492,6 +500,26 @@ def test_a_request_on_a_kept_connection_the_video_llm_closed_as_it_arrived_is_se
     asyncio.run(main())
     assert len(answered) == 4  # each answered once
     assert len(connections) == 4
+
+
+def test_a_kept_connection_reset_while_the_request_body_is_written_is_sent_once_more_on_a_new_one() -> None:
+    """The write side of the race (aiohttp's ClientOSError, 'Can not write request body' or a reset): a body larger
+    than the socket buffers is still being written when the video-LLM resets the kept connection."""
+    answered: list[int] = []
+    connections: list[int] = []
+
+    async def main() -> None:
+        server = await _closes_kept_connections(answered, connections, reset=True)
+        up = ChatUpstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        try:
+            assert (await up.complete(b"{}", SEL))["id"] == "c1"
+            assert (await up.complete(b" " * (16 << 20) + b"{}", SEL))["id"] == "c1"
+        finally:
+            await up.close()
+            server.close()
+
+    asyncio.run(main())
+    assert len(answered) == 2 and len(connections) == 2  # the second sent on the kept one, reset, then on a new one
 
 
 def test_a_new_connection_closed_unanswered_is_502_naming_it_and_not_sent_again() -> None:

@@ -144,6 +144,41 @@ def test_the_traffic_keeps_its_arrivals_while_many_requests_wait_to_be_tried_aga
     assert gaps.std() > 0.15  # spread, not all at once
 
 
+class Filling:
+    """Stands in for `soak.Soak`'s cold requests and cache gauges: each request adds `entry` bytes; every 7th is
+    answered wrong."""
+
+    def __init__(self, entry: float) -> None:
+        import threading
+
+        self.entry, self.held, self.entries, self.kinds, self.lock = entry, 0.0, 0, set(), threading.Lock()
+
+    def one(self, kind: str, n: int) -> tuple[str, str]:
+        with self.lock:
+            self.held += self.entry
+            self.entries += 1
+            self.kinds.add(kind)
+        return ("wrong", "") if n % 7 == 6 else ("ok", "")
+
+    def cache_gauges(self) -> tuple[float, float]:
+        with self.lock:
+            return self.held, float(self.entries)
+
+
+def test_the_cache_is_filled_before_the_traffic_and_the_record_says_how_full() -> None:
+    """Catches: the traffic started with the cache a third full, so the first p99 window held its filling."""
+    from benchmarks.serving import soak
+
+    server = Filling(entry=1000.0)
+    filled = soak.fill_cache(server, workers=3, bound=100_000.0, look_s=0.001)  # type: ignore[arg-type]
+    assert server.kinds == {"cold http", "cold grpc"}
+    assert filled["share"] >= soak.FILLED and filled["bytes"] <= server.held
+    assert filled["requests"] == server.entries and filled["not_right"] >= 1
+    stopped = soak.fill_cache(Filling(entry=0.0), workers=2, bound=100.0, give_up_s=0.05,  # type: ignore[arg-type]
+                              look_s=0.001)
+    assert stopped["share"] == 0.0 and stopped["took_s"] >= 0.05 and stopped["requests"] > 0
+
+
 def test_the_p99_windows_are_read_apart_by_kind_and_away_from_repairs() -> None:
     """Where the two windows of the p99 goal differ: a kind slower late shows in its own row, and slow requests
     during a repair (and its 30 s after) are left out of the row away from repairs."""
