@@ -456,10 +456,10 @@ def fixed_work_cpu_s() -> float:
 def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tuple[float, ...]]],
            cache: list[tuple[float, float, float]], cpu: list[tuple[float, ...]],
            cpu_s: dict[str, list[tuple[float, ...]]], speed: list[tuple[float, float]]) -> None:
-    """Every process's resident memory and /dev/shm into `out`; the feature cache's bytes and entries (the
-    server's own gauges) into `cache`; the machine's CPU time (`cpu_jiffies`) into `cpu`; each process's CPU
-    seconds so far, this soak's own (its clients) too, into `cpu_s`; the CPU a fixed piece of work took
-    (`fixed_work_cpu_s`) into `speed`."""
+    """Every process's resident memory (time, bytes, pid, threads) and /dev/shm's bytes into `out`; the feature
+    cache's bytes and entries (the server's own gauges) into `cache`; the machine's CPU time (`cpu_jiffies`) into
+    `cpu`; each process's CPU seconds so far, this soak's own (its clients) too, into `cpu_s`; the CPU a fixed piece
+    of work took (`fixed_work_cpu_s`) into `speed`."""
     t = 0.0
     while True:
         cpu.append((t, *cpu_jiffies()))
@@ -469,8 +469,10 @@ def memory(soak: Soak, run: Run, stop: threading.Event, out: dict[str, list[tupl
             with contextlib.suppress(OSError):  # a process that ended between the two reads
                 cpu_s.setdefault(role, []).append((t, procfs.stat_file_cpu_s(Path(f"/proc/{pid}/stat")), pid))
         for role, pid in server.items():
-            if (rss := procfs.rss_mib(pid)) > 0:
-                out.setdefault(role, []).append((t, rss * 2**20, pid))
+            with contextlib.suppress(OSError):
+                threads = len(os.listdir(f"/proc/{pid}/task"))  # a process's threads: each holds memory
+                if (rss := procfs.rss_mib(pid)) > 0:
+                    out.setdefault(role, []).append((t, rss * 2**20, pid, threads))
         shm = sum(p.stat().st_size for p in Path("/dev/shm").glob("videoitg_*") if p.is_file())
         out.setdefault("/dev/shm (videoitg)", []).append((t, float(shm)))
         if (gauges := soak.cache_gauges()) is not None:
