@@ -3,7 +3,7 @@ subclass (never a crash, never a hang; every call here runs under a time budget)
 
 from __future__ import annotations
 
-import os
+import random
 from fractions import Fraction
 from pathlib import Path
 
@@ -61,8 +61,10 @@ def test_missing_path_and_directory(d: Path) -> None:
 
 
 def test_random_bytes_and_text_are_not_video(d: Path) -> None:
+    # Fixed bytes: about 1 in 300 random 4 KiB strings probe as a container holding a subtitle stream
+    # (NoVideoStreamError, as clear an error, but not this one).
     with pytest.raises(NotAVideoError, match="not a recognisable video"):
-        decode(os.urandom(4096))
+        decode(random.Random(0).randbytes(4096))
     (d / "notes.mp4").write_text("not a video\n" * 50)
     with pytest.raises(NotAVideoError):
         decode(d / "notes.mp4")
