@@ -337,17 +337,19 @@ def capacity(soak: Soak, seconds: float, workers: int) -> float:
 def fill_cache(soak: Soak, workers: int, bound: float = CACHE_BYTES, give_up_s: float = FILL_GIVE_UP_S,
                look_s: float = 1.0) -> dict[str, float]:
     """Cold requests from `workers` clients until the feature cache holds `FILLED` of its `bound` (its gauges,
-    looked at every `look_s`): the traffic then starts with the cache evicting, as it ends, so that the first
-    window of the p99 goal does not hold the cache's first filling and the last none. How full, how many requests,
-    how long; not answered right is "wrong" (counted, the fill goes on)."""
-    done, wrong, full = itertools.count(), itertools.count(), threading.Event()
+    looked at every `look_s`), so that the first window of the p99 goal does not hold the cache's first filling (the
+    fillings after a kill of the top-level stub or a restart fall where they fall). How full, how many requests,
+    how many answered wrong (judged with the traffic's) or with an error, how long; no new request after
+    `give_up_s`."""
+    done, wrong, failed, full = itertools.count(), itertools.count(), itertools.count(), threading.Event()
     t = time.monotonic()
 
     def client(w: int) -> None:
         n = w
         while not full.is_set() and time.monotonic() - t < give_up_s:
-            if soak.one(("cold http", "cold grpc")[n % 2], n)[0] != "ok":
-                next(wrong)
+            outcome = soak.one(("cold http", "cold grpc")[n % 2], n)[0]
+            if outcome != "ok":
+                next(wrong if outcome == "wrong" else failed)
             next(done)
             n += workers
 
@@ -362,8 +364,8 @@ def fill_cache(soak: Soak, workers: int, bound: float = CACHE_BYTES, give_up_s: 
             time.sleep(look_s)
         for c in clients:
             c.result()
-    return {"bytes": held, "share": held / bound, "requests": float(next(done)), "not_right": float(next(wrong)),
-            "took_s": time.monotonic() - t}
+    return {"bytes": held, "share": held / bound, "requests": float(next(done)), "wrong": float(next(wrong)),
+            "errors": float(next(failed)), "took_s": time.monotonic() - t}
 
 
 def traffic(soak: Soak, run: Run, rate: float, duration_s: float, stop: threading.Event) -> int:
@@ -643,6 +645,7 @@ def main() -> int:
         windows = [(k["at_s"], k["ready_s"]) for k in kills_done + restarts]
         verdict = judge(run.attempts, run.lost, windows, mem, duration,
                         [(r["at_s"], r["ready_s"]) for r in restarts])
+        verdict.goals["nothing answered wrong"] &= filled["wrong"] == 0  # the fill's answers too
         verdict.goals["batch: every row once, scored right"] = bool(
             batch_out and batch_out.get("exit") == 0 and batch_out.get("once", False)
             and batch_out.get("right") == batch_out.get("rows"))

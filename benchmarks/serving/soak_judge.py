@@ -72,8 +72,8 @@ def p99(values: Sequence[float]) -> float:
 
 
 def lives(samples: Sequence[Sequence[float]]) -> list[list[tuple[float, float]]]:
-    """One role's samples, (time, bytes) or (time, bytes, pid), split where its pid changes (a process killed and
-    started again): its lives, each [(time, bytes)], in order. Samples without a pid are one life."""
+    """One role's samples, (time, bytes) or (time, bytes, pid, ...), split where its pid changes (a process killed
+    and started again): its lives, each [(time, bytes)], in order. Samples without a pid are one life."""
     out: list[list[tuple[float, float]]] = []
     pid: float | None = None
     for sample in samples:

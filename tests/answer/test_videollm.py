@@ -448,12 +448,13 @@ def test_a_video_llm_certificate_not_accepted_is_said_with_the_fix_which_works(s
 
 
 async def _closes_kept_connections(answered: list[int], connections: list[int], close_new: bool = False,
-                                   after_s: float = 0.0, reset: bool = False) -> Any:
+                                   after_s: float = 0.0, resets: list[int] | None = None) -> Any:
     """A video-LLM on loopback that answers the first request of each connection and closes it, unanswered, when the
     next request arrives on it: the race of an idle close (uvicorn's, after 5 s) with a request sent on the kept
     connection. With `close_new`, it closes every connection unanswered; with `after_s`, it works on a kept
-    connection's request that long before closing it (a crash mid-answer, not the race); with `reset`, it resets
-    the kept connection (an RST) as soon as the request's head arrived, while its body is being written."""
+    connection's request that long before closing it (a crash mid-answer, not the race); with `resets`, it resets
+    the kept connection (an RST) as soon as the request's head arrived, while its body is being written, and notes
+    each reset there."""
     body = json.dumps({"id": "c1", "choices": []}).encode()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -461,7 +462,8 @@ async def _closes_kept_connections(answered: list[int], connections: list[int], 
         try:
             for n in range(2):
                 head = await reader.readuntil(b"\r\n\r\n")
-                if n and reset:
+                if n and resets is not None:
+                    resets.append(1)
                     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                                                struct.pack("ii", 1, 0))
                     writer.transport.abort()
@@ -507,9 +509,10 @@ def test_a_kept_connection_reset_while_the_request_body_is_written_is_sent_once_
     than the socket buffers is still being written when the video-LLM resets the kept connection."""
     answered: list[int] = []
     connections: list[int] = []
+    resets: list[int] = []
 
     async def main() -> None:
-        server = await _closes_kept_connections(answered, connections, reset=True)
+        server = await _closes_kept_connections(answered, connections, resets=resets)
         up = ChatUpstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
         try:
             assert (await up.complete(b"{}", SEL))["id"] == "c1"
@@ -520,6 +523,7 @@ def test_a_kept_connection_reset_while_the_request_body_is_written_is_sent_once_
 
     asyncio.run(main())
     assert len(answered) == 2 and len(connections) == 2  # the second sent on the kept one, reset, then on a new one
+    assert len(resets) == 1
 
 
 def test_a_new_connection_closed_unanswered_is_502_naming_it_and_not_sent_again() -> None:

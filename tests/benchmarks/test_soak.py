@@ -151,13 +151,16 @@ class Filling:
     def __init__(self, entry: float) -> None:
         import threading
 
-        self.entry, self.held, self.entries, self.kinds, self.lock = entry, 0.0, 0, set(), threading.Lock()
+        self.entry, self.held, self.entries, self.wrong = entry, 0.0, 0, 0
+        self.kinds: set[str] = set()
+        self.lock = threading.Lock()
 
     def one(self, kind: str, n: int) -> tuple[str, str]:
         with self.lock:
             self.held += self.entry
             self.entries += 1
             self.kinds.add(kind)
+            self.wrong += n % 7 == 6
         return ("wrong", "") if n % 7 == 6 else ("ok", "")
 
     def cache_gauges(self) -> tuple[float, float]:
@@ -170,10 +173,13 @@ def test_the_cache_is_filled_before_the_traffic_and_the_record_says_how_full() -
     from benchmarks.serving import soak
 
     server = Filling(entry=1000.0)
-    filled = soak.fill_cache(server, workers=3, bound=100_000.0, look_s=0.001)  # type: ignore[arg-type]
+    filled = soak.fill_cache(server, workers=3, bound=100_000.0, give_up_s=30.0,  # type: ignore[arg-type]
+                             look_s=0.001)
+    assert filled["took_s"] < 30.0  # stopped by the gauge, not by the give-up
     assert server.kinds == {"cold http", "cold grpc"}
     assert filled["share"] >= soak.FILLED and filled["bytes"] <= server.held
-    assert filled["requests"] == server.entries and filled["not_right"] >= 1
+    assert filled["requests"] == server.entries and filled["wrong"] == server.wrong >= 1
+    assert not filled["errors"]
     stopped = soak.fill_cache(Filling(entry=0.0), workers=2, bound=100.0, give_up_s=0.05,  # type: ignore[arg-type]
                               look_s=0.001)
     assert stopped["share"] == 0.0 and stopped["took_s"] >= 0.05 and stopped["requests"] > 0
