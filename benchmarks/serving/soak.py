@@ -521,8 +521,8 @@ def errors_per_10s(attempts: list[Attempt]) -> dict[int, dict[str, int]]:
 def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict[str, list[tuple[float, ...]]],
             cache: list[tuple[float, float, float]], cpu: list[tuple[float, ...]], speed: list[tuple[float, float]],
             out: Path) -> Path:
-    """Every request's latency, each process's memory, and the machine: its CPU busy and the CPU one fixed piece of
-    work took (how much speed the machine gave a process)."""
+    """Every request's latency, each process's memory and threads (a record without threads: that panel empty), and
+    the machine: its CPU busy and the CPU one fixed piece of work took (how much speed the machine gave a process)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -530,14 +530,14 @@ def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict
 
     from benchmarks.figures import save
 
-    fig, (lat, rss, box) = plt.subplots(3, 1, figsize=(11, 9.5), sharex=True, height_ratios=(3, 3, 1.4))
+    fig, (lat, rss, thr, box) = plt.subplots(4, 1, figsize=(11, 11.5), sharex=True, height_ratios=(3, 3, 1.4, 1.4))
     for kind in sorted({a.kind for a in attempts}):
         ok = [a for a in attempts if a.kind == kind and a.outcome == "ok"]
         lat.scatter([a.sent / 60 for a in ok], [a.latency for a in ok], s=3, label=kind)
     err = [a for a in attempts if a.outcome != "ok"]
     lat.scatter([a.done / 60 for a in err], [max(a.latency, 1e-3) for a in err], s=14, marker="x", color="red",
                 label="error (retried)")
-    for ax in (lat, rss, box):
+    for ax in (lat, rss, thr, box):
         for k in kills_done:
             ax.axvspan(k["at_s"] / 60, k["ready_s"] / 60, color="grey", alpha=0.3)
     lat.set_yscale("log")
@@ -551,6 +551,13 @@ def picture(attempts: list[Attempt], kills_done: list[dict[str, Any]], mem: dict
     rss.set_yscale("log")
     rss.set_ylabel("resident memory (MiB)")
     rss.legend(fontsize=7, ncol=3)
+    for role, samples in sorted(mem.items()):
+        threads = [s for s in samples if len(s) > 3]
+        thr.plot([s[0] / 60 for s in threads], [s[3] for s in threads], label=role)
+    thr.set_yscale("log")
+    thr.set_ylabel("threads")
+    thr.set_title("each process's threads, coloured as above (a kept instance holds its own in tritonserver)",
+                  fontsize=9)
     busy = [(b[0], 100 * (b[1] - a[1]) / (b[3] - a[3])) for a, b in itertools.pairwise(cpu) if b[3] > a[3]]
     box.plot([t / 60 for t, _ in busy], [v for _, v in busy], color="tab:blue", label="machine CPU busy (%)")
     box.set_ylim(0, 100)
