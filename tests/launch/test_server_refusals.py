@@ -7,6 +7,7 @@ real tritonserver with small python repositories; the shared-memory one through 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -163,7 +164,8 @@ def test_serve_with_a_dev_shm_too_small_says_so_and_how_large_to_make_it(tmp_pat
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     said = lines[0]
-    assert said.startswith("videoitg serve: error: tritonserver exited with code 1 while starting: "), said
+    # tritonserver 2.51 exits 1 here, or now and then ends with SIGSEGV (-11) as it unloads after the failed load
+    assert re.match(r"videoitg serve: error: tritonserver exited with code (1|-11) while starting: ", said), said
     assert "could not be loaded: Unable to initialize shared memory" in said and "No space left on device" in said
     assert "/dev/shm holds 24 MiB" in said and "2 x 16 MiB to load" in said and "--shm-size" in said, said
     assert "docs/deploy.md, Shared memory" in said, said
