@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -317,21 +318,25 @@ class Run:
         self.pool.shutdown()
 
 
-def capacity(soak: Soak, seconds: float, workers: int) -> float:
-    """Requests a second of the mix the server answers with `workers` clients sending one after another."""
-    done = [0]
-    end = time.monotonic() + seconds
-
-    def client(w: int) -> None:
+def one_after_another(soak: Soak, workers: int, kinds: tuple[str, ...], going: Callable[[], bool]) -> Counter[str]:
+    """`workers` clients, each sending requests of `kinds` in turn one after another while `going()`: how many
+    requests ended each way ('ok', 'wrong', 'error')."""
+    def client(w: int) -> Counter[str]:
+        outcomes: Counter[str] = Counter()
         n = w
-        while time.monotonic() < end:
-            soak.one(MIX[n % len(MIX)], n)
-            done[0] += 1
+        while going():
+            outcomes[soak.one(kinds[n % len(kinds)], n)[0]] += 1
             n += workers
+        return outcomes
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(client, range(workers)))
-    return done[0] / seconds
+        return sum(pool.map(client, range(workers)), Counter())
+
+
+def capacity(soak: Soak, seconds: float, workers: int) -> float:
+    """Requests a second of the mix the server answers with `workers` clients sending one after another."""
+    end = time.monotonic() + seconds
+    return sum(one_after_another(soak, workers, MIX, lambda: time.monotonic() < end).values()) / seconds
 
 
 def fill_cache(soak: Soak, workers: int, bound: float = CACHE_BYTES, give_up_s: float = FILL_GIVE_UP_S,
@@ -341,31 +346,25 @@ def fill_cache(soak: Soak, workers: int, bound: float = CACHE_BYTES, give_up_s: 
     fillings after a kill of the top-level stub or a restart fall where they fall). How full, how many requests,
     how many answered wrong (judged with the traffic's) or with an error, how long; no new request after
     `give_up_s`."""
-    done, wrong, failed, full = itertools.count(), itertools.count(), itertools.count(), threading.Event()
+    full, held = threading.Event(), [0.0]
     t = time.monotonic()
 
-    def client(w: int) -> None:
-        n = w
+    def watch() -> None:
         while not full.is_set() and time.monotonic() - t < give_up_s:
-            outcome = soak.one(("cold http", "cold grpc")[n % 2], n)[0]
-            if outcome != "ok":
-                next(wrong if outcome == "wrong" else failed)
-            next(done)
-            n += workers
-
-    with ThreadPoolExecutor(workers) as pool:
-        clients = [pool.submit(client, w) for w in range(workers)]
-        held = 0.0
-        while not all(c.done() for c in clients):
             gauges = soak.cache_gauges()
-            held = gauges[0] if gauges else held
-            if held >= FILLED * bound:
+            held[0] = gauges[0] if gauges else held[0]
+            if held[0] >= FILLED * bound:
                 full.set()
             time.sleep(look_s)
-        for c in clients:
-            c.result()
-    return {"bytes": held, "share": held / bound, "requests": float(next(done)), "wrong": float(next(wrong)),
-            "errors": float(next(failed)), "took_s": time.monotonic() - t}
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    outcomes = one_after_another(soak, workers, ("cold http", "cold grpc"),
+                                 lambda: not full.is_set() and time.monotonic() - t < give_up_s)
+    full.set()
+    watcher.join()
+    return {"bytes": held[0], "share": held[0] / bound, "requests": float(sum(outcomes.values())),
+            "wrong": float(outcomes["wrong"]), "errors": float(outcomes["error"]), "took_s": time.monotonic() - t}
 
 
 def traffic(soak: Soak, run: Run, rate: float, duration_s: float, stop: threading.Event) -> int:
