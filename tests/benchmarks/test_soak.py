@@ -249,7 +249,7 @@ def test_a_records_picture_is_drawn_again_from_what_it_kept(tmp_path: Path) -> N
     from benchmarks.serving.soak import redraw
 
     record = {"kills": [{"at_s": 30.0, "ready_s": 31.0}], "restarts": [],
-              "memory": {"front": [[10.0, 2.0**26, 7], [20.0, 2.0**26, 7]],  # without threads, as records were
+              "memory": {"front": [[10.0, 2.0**26, 7], [20.0, 2.0**26, 7]],  # a record without thread counts
                          "tritonserver": [[10.0, 2.0**26, 8, 168], [20.0, 2.0**26, 8, 204]]},
               "feature_cache": {"samples": [[10.0, 2.0**20, 10.0]]},
               "machine_cpu": {"samples": [[0.0, 0.0, 0.0, 0.0], [10.0, 500.0, 0.0, 2000.0]]},
